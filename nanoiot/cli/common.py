@@ -1,0 +1,64 @@
+"""What every command shares: the settings, the store, and how errors are printed."""
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import typer
+
+from nanoiot.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported lazily at run time: `nanoiot --help` need not load SQLAlchemy
+    from storage.sql import SqlCredentialStore
+
+T = TypeVar("T")
+
+
+@dataclass
+class State:
+    """Per-invocation state hung on the typer context by the root callback."""
+
+    config_path: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line to stderr and exit: the shape of every user-facing error."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    async def _wrapper() -> T:
+        return await coro_fn()
+
+    return asyncio.run(_wrapper())
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator["SqlCredentialStore"]:
+    """The store for this settings' database, migrated and closed afterwards."""
+    from storage.sql import SqlCredentialStore
+
+    store = await SqlCredentialStore.open(
+        settings.effective_database_url, data_dir=settings.data_dir
+    )
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,0 +1,5 @@
+"""`nanoiot db` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,72 @@
+"""The one error hierarchy of NanoIoT.
+
+Every error a user can cause or meet is one of these; the errors of our dependencies
+(cryptography, SQLAlchemy, amqtt, ...) are mapped to them at the edge of the package that
+uses the dependency, so callers handle ours only::
+
+    NanoIoTError                     root; str(error) is one line meant for the user
+    ├── ConfigError                  bad or unknown setting (names the key and the file)
+    ├── CredentialError              a credential value cannot be used as given
+    │   ├── PemError                 not a PEM/DER certificate or public key, or malformed
+    │   ├── PrivateKeyPastedError    a private key was given where a certificate belongs
+    │   └── CertificateRejected      parsed, but unusable (for example already expired)
+    ├── KeygenError                  key/certificate generation: bad properties, refusals
+    └── StoreError                   anything the credential store reports
+        ├── NotFoundError            unknown device, credential or CA
+        ├── ConflictError            a duplicate (name, fingerprint, token, user name)
+        ├── ValidationError          a value the store refuses (device name, token, ...)
+        └── StoreUnavailableError    the database cannot be reached
+
+Only NanoIoTError and its subclasses are raised on purpose; anything else is a bug.
+"""
+
+
+class NanoIoTError(Exception):
+    """Root of every error NanoIoT raises on purpose."""
+
+
+class ConfigError(NanoIoTError):
+    """A setting is unknown, of the wrong type, or inconsistent with another."""
+
+
+class CredentialError(NanoIoTError):
+    """A credential value cannot be used as given."""
+
+
+class PemError(CredentialError):
+    """The input is not a certificate or public key we can read."""
+
+
+class PrivateKeyPastedError(CredentialError):
+    """A private key was supplied where a certificate or public key belongs.
+
+    The message never contains the key material.
+    """
+
+
+class CertificateRejected(CredentialError):
+    """The certificate parsed, but cannot be accepted (for example, it has expired)."""
+
+
+class KeygenError(NanoIoTError):
+    """Key or certificate generation cannot proceed (bad properties, refused overwrite)."""
+
+
+class StoreError(NanoIoTError):
+    """The device-credential store reported a problem."""
+
+
+class NotFoundError(StoreError):
+    """The device, credential or CA does not exist."""
+
+
+class ConflictError(StoreError):
+    """The value is already registered (device name, fingerprint, token, user name)."""
+
+
+class ValidationError(StoreError):
+    """The store refuses a value (for example a device name MQTT cannot carry)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached; callers may retry later."""

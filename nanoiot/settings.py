@@ -1,0 +1,140 @@
+"""The one typed settings model, and where its values come from.
+
+Sources, later ones winning: the model's defaults, the YAML file (``conf/nanoiot.yaml`` in the
+working directory, or the file named by ``--config`` / ``NANOIOT_CONFIG``), then environment
+variables. TLS settings keep the reference system's environment names (``MQTT_SSL_*``); ours
+are ``NANOIOT_<KEY>``. An unknown key in the file, or an unknown ``NANOIOT_*`` variable, is an
+error naming the key and where it came from: a misspelt setting must not be silently ignored.
+"""
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+
+from nanoiot.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("conf/nanoiot.yaml")
+CONFIG_ENV = "NANOIOT_CONFIG"
+_OUR_PREFIX = "NANOIOT_"
+_REFERENCE_PREFIX = "mqtt_ssl_"
+
+
+class CredentialsType(StrEnum):
+    """Where the broker's own TLS key and certificate come from."""
+
+    PEM = "PEM"
+    KEYSTORE = "KEYSTORE"
+
+
+class Settings(BaseModel):
+    """Every setting NanoIoT reads. ``conf/nanoiot.yaml`` documents each one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- MQTT over TLS (names as the reference system's MQTT_SSL_* variables) ---
+    mqtt_ssl_bind_address: str = "0.0.0.0"  # noqa: S104 - devices connect from the network
+    mqtt_ssl_bind_port: int = Field(8883, ge=0, le=65535)
+    mqtt_ssl_protocol: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    mqtt_ssl_credentials_type: CredentialsType = CredentialsType.PEM
+    mqtt_ssl_pem_cert: Path | None = None
+    mqtt_ssl_pem_key: Path | None = None
+    mqtt_ssl_pem_key_password: SecretStr | None = None
+    mqtt_ssl_key_store: Path | None = None
+    mqtt_ssl_key_store_type: Literal["PKCS12", "JKS"] = "PKCS12"
+    mqtt_ssl_key_store_password: SecretStr | None = None
+    mqtt_ssl_key_alias: str | None = None
+    mqtt_ssl_key_password: SecretStr | None = None
+    mqtt_ssl_skip_validity_check_for_client_cert: bool = False
+
+    # --- NanoIoT's own (environment: NANOIOT_<NAME>) ---
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    http_bind_address: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'nanoiot.db').resolve()}"
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    if field.startswith(_REFERENCE_PREFIX):
+        return field.upper()
+    return _OUR_PREFIX + field.upper()
+
+
+def load_settings(
+    config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from defaults, the YAML file and the environment.
+
+    ``config_path`` wins over ``NANOIOT_CONFIG``; without either, ``conf/nanoiot.yaml`` is read
+    when it exists. A path given explicitly must exist.
+    """
+    env = os.environ if environ is None else environ
+    explicit = config_path or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    path = explicit or DEFAULT_CONFIG_PATH
+    values: dict[str, Any] = {}
+    if explicit is not None or path.exists():
+        values.update(_read_yaml(path))
+    values.update(_read_env(env))
+    try:
+        return Settings(**values)
+    except PydanticValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(loaded).__name__}")
+    known = Settings.model_fields
+    for key in loaded:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting '{key}'{_suggest(str(key))}")
+    return {key: value for key, value in loaded.items() if value is not None}
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, str]:
+    by_env = {env_name(field): field for field in Settings.model_fields}
+    values: dict[str, str] = {}
+    for name, value in env.items():
+        upper = name.upper()
+        if upper in by_env:
+            values[by_env[upper]] = value
+        elif upper.startswith(_OUR_PREFIX) and upper != CONFIG_ENV:
+            raise ConfigError(f"environment: unknown setting '{name}'{_suggest(name)}")
+    return values
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    bare = key.lower().removeprefix(_OUR_PREFIX.lower())
+    close = difflib.get_close_matches(bare, list(Settings.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(exc: PydanticValidationError, path: Path) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    return f"setting '{key}' (file {path} or ${env_name(key)}): {first['msg']}"

@@ -1,0 +1,145 @@
+"""The small interface every caller of the credential store programs against.
+
+``storage.sql.SqlCredentialStore`` implements it on SQLAlchemy (SQLite or PostgreSQL).
+All methods raise only ``nanoiot.errors.StoreError`` subclasses; database driver errors are
+mapped at this boundary (connection failures become ``StoreUnavailableError``).
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+from uuid import UUID
+
+from auth.certificate import ParsedCredential
+from auth.kinds import CredentialStatus
+from storage.records import (
+    AuthEvent,
+    AuthOutcome,
+    Change,
+    Credential,
+    CredentialMatch,
+    Device,
+    Page,
+    TrustedCA,
+)
+
+
+class CredentialStore(Protocol):
+    # --- devices ---
+    async def create_device(self, name: str, *, type: str = "default", label: str = "") -> Device:
+        """Raises ValidationError for a name MQTT cannot carry, ConflictError if taken."""
+
+    async def get_device(self, device_id: UUID) -> Device:
+        """Raises NotFoundError."""
+
+    async def get_device_by_name(self, name: str) -> Device:
+        """Raises NotFoundError."""
+
+    async def list_devices(
+        self, *, text_search: str | None = None, page: int = 0, page_size: int = 100
+    ) -> Page[Device]:
+        """Devices ordered by name; ``text_search`` matches a substring of the name, any case."""
+
+    async def set_device_enabled(self, device_id: UUID, enabled: bool) -> Device: ...
+
+    async def delete_device(self, device_id: UUID) -> None:
+        """Deletes the device and its credentials (the auth events keep their history)."""
+
+    async def create_device_with_credential(
+        self,
+        name: str,
+        *,
+        type: str = "default",
+        label: str = "",
+        x509: ParsedCredential | None = None,
+        token: str | None = None,
+    ) -> tuple[Device, Credential]:
+        """Device and its first credential (exactly one of x509/token) in one transaction:
+        on any error neither exists afterwards."""
+
+    # --- credentials ---
+    async def add_x509_credential(self, device_id: UUID, parsed: ParsedCredential) -> Credential:
+        """Raises ConflictError 'Device credentials are already assigned to another device!'
+        (naming the device) when the public key is registered already."""
+
+    async def add_token_credential(self, device_id: UUID, token: str) -> Credential: ...
+
+    async def add_basic_credential(
+        self,
+        device_id: UUID,
+        *,
+        username: str,
+        password: str,
+        client_id: str | None = None,
+        application: bool = False,
+    ) -> Credential:
+        """Stores an argon2 hash of ``password``, never the password."""
+
+    async def get_credential(self, credential_id: UUID) -> Credential: ...
+
+    async def list_credentials(self, device_id: UUID) -> Sequence[Credential]: ...
+
+    async def set_credential_status(
+        self, credential_id: UUID, status: CredentialStatus
+    ) -> Credential:
+        """Raises ValidationError when reactivating a revoked credential (revocation is final)."""
+
+    async def revoke_x509(
+        self, device_id: UUID, fingerprint: str | None = None
+    ) -> Sequence[Credential]:
+        """Revokes the device's X.509 credential with that SPKI SHA-256 (or all of them)."""
+
+    # --- lookups on the connect path: one indexed query each ---
+    async def find_x509(self, spki_sha256: str) -> CredentialMatch | None: ...
+
+    async def find_token(self, token: str) -> CredentialMatch | None: ...
+
+    async def check_basic(
+        self, username: str, password: str, client_id: str | None
+    ) -> CredentialMatch | None:
+        """The match if the user name exists, the password verifies and the client id fits."""
+
+    # --- trusted CAs ---
+    async def add_trusted_ca(
+        self,
+        name: str,
+        parsed: ParsedCredential,
+        *,
+        cn_regex: str | None = None,
+        create_devices: bool = False,
+    ) -> TrustedCA: ...
+
+    async def list_trusted_cas(self) -> Sequence[TrustedCA]: ...
+
+    async def set_ca_crl(self, ca_id: UUID, crl_pem: str | None) -> TrustedCA: ...
+
+    async def delete_trusted_ca(self, ca_id: UUID) -> None: ...
+
+    # --- auth events ---
+    async def record_auth_event(
+        self,
+        *,
+        outcome: AuthOutcome,
+        reason: str,
+        device_id: UUID | None = None,
+        fingerprint: str | None = None,
+        remote_address: str | None = None,
+    ) -> None: ...
+
+    async def list_auth_events(
+        self,
+        *,
+        device_id: UUID | None = None,
+        outcome: AuthOutcome | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuthEvent]:
+        """Newest first."""
+
+    # --- change feed ---
+    async def last_change_seq(self) -> int: ...
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]: ...
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailableError when the database cannot be reached."""
+
+    async def close(self) -> None: ...
