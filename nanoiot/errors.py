@@ -6,6 +6,7 @@ uses the dependency, so callers handle ours only::
 
     NanoIoTError                     root; str(error) is one line meant for the user
     ├── ConfigError                  bad or unknown setting (names the key and the file)
+    │   └── TlsConfigError           the broker's TLS key, certificate or keystore is unusable
     ├── CredentialError              a credential value cannot be used as given
     │   ├── PemError                 not a PEM/DER certificate or public key, or malformed
     │   ├── PrivateKeyPastedError    a private key was given where a certificate belongs
@@ -27,6 +28,10 @@ class NanoIoTError(Exception):
 
 class ConfigError(NanoIoTError):
     """A setting is unknown, of the wrong type, or inconsistent with another."""
+
+
+class TlsConfigError(ConfigError):
+    """The broker's own TLS credentials or policy cannot be used (names the setting and file)."""
 
 
 class CredentialError(NanoIoTError):

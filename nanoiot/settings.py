@@ -7,6 +7,7 @@ are ``NANOIOT_<KEY>``. An unknown key in the file, or an unknown ``NANOIOT_*`` v
 error naming the key and where it came from: a misspelt setting must not be silently ignored.
 """
 
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -51,6 +52,16 @@ class Settings(BaseModel):
     mqtt_ssl_key_alias: str | None = None
     mqtt_ssl_key_password: SecretStr | None = None
     mqtt_ssl_skip_validity_check_for_client_cert: bool = False
+
+    # --- TLS policy beyond the reference names (environment: NANOIOT_<NAME>) ---
+    require_client_certificate: bool = False
+    tls_allow_legacy_protocols: bool = False
+    tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
+
+    # --- MQTT sessions and topics ---
+    strict_client_id: bool = False
+    # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
+    acl_rules: list[dict[str, str]] = Field(default_factory=list)
 
     # --- NanoIoT's own (environment: NANOIOT_<NAME>) ---
     data_dir: Path = Path("./data")
@@ -114,13 +125,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return {key: value for key, value in loaded.items() if value is not None}
 
 
-def _read_env(env: Mapping[str, str]) -> dict[str, str]:
+def _env_value(field: str, name: str, value: str) -> Any:
+    """Lists come from the environment as JSON; everything else as text pydantic converts."""
+    if Settings.model_fields[field].annotation is not list[dict[str, str]]:
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"environment: {name} is not valid JSON: {exc.msg}") from None
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
     by_env = {env_name(field): field for field in Settings.model_fields}
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for name, value in env.items():
         upper = name.upper()
         if upper in by_env:
-            values[by_env[upper]] = value
+            values[by_env[upper]] = _env_value(by_env[upper], name, value)
         elif upper.startswith(_OUR_PREFIX) and upper != CONFIG_ENV:
             raise ConfigError(f"environment: unknown setting '{name}'{_suggest(name)}")
     return values

@@ -86,7 +86,13 @@ class CredentialStore(Protocol):
     async def revoke_x509(
         self, device_id: UUID, fingerprint: str | None = None
     ) -> Sequence[Credential]:
-        """Revokes the device's X.509 credential with that SPKI SHA-256 (or all of them)."""
+        """Revokes the device's X.509 credential with that SPKI SHA-256 (or all of them).
+
+        Returns the credentials this call revoked (already revoked ones are left out, so an
+        empty result means there was nothing left to revoke). The fingerprint may be given in
+        upper case or colon-separated. Raises NotFoundError for an unknown device, or when no
+        X.509 credential of the device has that fingerprint.
+        """
 
     # --- lookups on the connect path: one indexed query each ---
     async def find_x509(self, spki_sha256: str) -> CredentialMatch | None: ...

@@ -44,10 +44,23 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run one coroutine function to completion in a fresh event loop."""
+
     async def _wrapper() -> T:
         return await coro_fn()
 
     return asyncio.run(_wrapper())
+
+
+def with_store(ctx: typer.Context, action: "Callable[[SqlCredentialStore], Awaitable[T]]") -> T:
+    """Open the configured store, run ``action`` on it, close it, return the result."""
+    settings = state(ctx).settings
+
+    async def _go() -> T:
+        async with open_store(settings) as store:
+            return await action(store)
+
+    return asyncio.run(_go())
 
 
 @asynccontextmanager

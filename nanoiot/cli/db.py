@@ -1,5 +1,18 @@
-"""`nanoiot db` commands."""
+"""``nanoiot db``: the database schema (Alembic migrations are the only way it is made)."""
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from nanoiot.cli.common import run, state
+from nanoiot.cli.output import console
+
+app = typer.Typer(no_args_is_help=True, help="Database schema.")
+
+
+@app.command()
+def upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the credential store's schema to the latest revision."""
+    from storage.migrate import upgrade as migrate
+
+    url = state(ctx).settings.effective_database_url
+    revision = run(lambda: migrate(url))
+    console.print(f"database is at revision {revision}")

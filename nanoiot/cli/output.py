@@ -1,0 +1,76 @@
+"""How commands print records: rich tables for people, ``--json`` for scripts."""
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.table import Table
+
+from storage.records import Credential, Device
+
+console = Console(highlight=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, UUID | Enum):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A record as JSON-ready values (UUIDs, enums and datetimes as strings)."""
+    return {k: _plain(v) for k, v in dataclasses.asdict(record).items()}
+
+
+def to_json(value: Any) -> str:
+    """A record, or a sequence of records, as indented JSON."""
+    if dataclasses.is_dataclass(value):
+        return json.dumps(as_dict(value), indent=2)
+    if isinstance(value, dict):
+        return json.dumps(value, indent=2)
+    return json.dumps([as_dict(r) for r in value], indent=2)
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else ""
+
+
+def device_table(devices: Sequence[Device], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for column in ("name", "id", "type", "label", "enabled", "created"):
+        table.add_column(column)
+    for d in devices:
+        enabled = "yes" if d.enabled else "[red]no[/red]"
+        table.add_row(d.name, str(d.id), d.type, d.label, enabled, _when(d.created_at))
+    return table
+
+
+def credential_table(credentials: Sequence[Credential]) -> Table:
+    table = Table()
+    for column in ("type", "status", "identity", "details", "created"):
+        table.add_column(column)
+    for c in credentials:
+        table.add_row(c.type, c.status, _identity(c), _details(c), _when(c.created_at))
+    return table
+
+
+def _identity(c: Credential) -> str:
+    if c.spki_sha256:
+        return f"sha256:{c.spki_sha256}"
+    if c.token:
+        return f"token {c.token}"
+    return f"user {c.username}" + (f" (client id {c.client_id})" if c.client_id else "")
+
+
+def _details(c: Credential) -> str:
+    if c.spki_sha256:
+        subject = c.subject or "(bare public key)"
+        return f"{subject}, valid until {_when(c.not_after)}" if c.not_after else subject
+    return "application" if c.application else ""

@@ -1,0 +1,147 @@
+"""Trusted CAs, the authentication history and the change feed: the store's other tables."""
+
+import re
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.certificate import ParsedCredential
+from nanoiot.errors import ConflictError, NotFoundError, ValidationError
+from storage.base import StoreBase
+from storage.models import AuthEventRow, ChangeRow, TrustedCARow, new_id, utcnow
+from storage.names import validate_text
+from storage.records import AuthEvent, AuthOutcome, Change, ChangeKind, TrustedCA
+
+
+class TrustAndAudit(StoreBase):
+    """Trusted CAs, auth events and the change feed; ``SqlCredentialStore`` adds the rest."""
+
+    # --- trusted CAs ----------------------------------------------------------------------
+
+    async def add_trusted_ca(
+        self,
+        name: str,
+        parsed: ParsedCredential,
+        *,
+        cn_regex: str | None = None,
+        create_devices: bool = False,
+    ) -> TrustedCA:
+        validate_text("CA name", name, max_length=128)
+        if parsed.subject is None or parsed.not_after is None:
+            raise ValidationError("a trusted CA must be a certificate, not a bare public key")
+        if cn_regex is not None:
+            _check_regex(cn_regex)
+        async with self._write(f"trusted CA '{name}' or its key is already registered") as s:
+            await _check_ca_free(s, name, parsed.spki_sha256)
+            row = TrustedCARow(
+                id=new_id(),
+                name=name,
+                pem=parsed.pem,
+                spki_sha256=parsed.spki_sha256,
+                subject=parsed.subject,
+                not_after=parsed.not_after,
+                cn_regex=cn_regex,
+                create_devices=create_devices,
+                enabled=True,
+                crl_pem=None,
+                created_at=utcnow(),
+            )
+            s.add(row)
+            await s.flush()
+            await self._append_change(s, ChangeKind.CA_CHANGED)
+            return row.to_record()
+
+    async def list_trusted_cas(self) -> Sequence[TrustedCA]:
+        async with self._read() as session:
+            rows = await session.scalars(select(TrustedCARow).order_by(TrustedCARow.name))
+            return [row.to_record() for row in rows]
+
+    async def set_ca_crl(self, ca_id: uuid.UUID, crl_pem: str | None) -> TrustedCA:
+        async with self._write() as session:
+            row = await _ca_row(session, ca_id)
+            row.crl_pem = crl_pem
+            await self._append_change(session, ChangeKind.CA_CHANGED)
+            return row.to_record()
+
+    async def delete_trusted_ca(self, ca_id: uuid.UUID) -> None:
+        async with self._write() as session:
+            await session.delete(await _ca_row(session, ca_id))
+            await self._append_change(session, ChangeKind.CA_CHANGED)
+
+    # --- auth events ----------------------------------------------------------------------
+
+    async def record_auth_event(
+        self,
+        *,
+        outcome: AuthOutcome,
+        reason: str,
+        device_id: uuid.UUID | None = None,
+        fingerprint: str | None = None,
+        remote_address: str | None = None,
+    ) -> None:
+        async with self._write() as session:
+            session.add(
+                AuthEventRow(
+                    at=utcnow(),
+                    device_id=device_id,
+                    fingerprint=fingerprint,
+                    remote_address=remote_address,
+                    outcome=outcome,
+                    reason=reason,
+                )
+            )
+
+    async def list_auth_events(
+        self,
+        *,
+        device_id: uuid.UUID | None = None,
+        outcome: AuthOutcome | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuthEvent]:
+        # Newest first by id: ids grow with insertion, and "at" may repeat or step back.
+        query = select(AuthEventRow).order_by(AuthEventRow.id.desc()).limit(limit)
+        if device_id is not None:
+            query = query.where(AuthEventRow.device_id == device_id)
+        if outcome is not None:
+            query = query.where(AuthEventRow.outcome == outcome)
+        async with self._read() as session:
+            return [row.to_record() for row in await session.scalars(query)]
+
+    # --- change feed ----------------------------------------------------------------------
+
+    async def last_change_seq(self) -> int:
+        async with self._read() as session:
+            return await session.scalar(select(func.max(ChangeRow.seq))) or 0
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]:
+        query = select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
+        async with self._read() as session:
+            return [row.to_record() for row in await session.scalars(query)]
+
+
+async def _ca_row(session: AsyncSession, ca_id: uuid.UUID) -> TrustedCARow:
+    row = await session.get(TrustedCARow, ca_id)
+    if row is None:
+        raise NotFoundError(f"trusted CA {ca_id} does not exist")
+    return row
+
+
+async def _check_ca_free(session: AsyncSession, name: str, spki_sha256: str) -> None:
+    if await session.scalar(select(TrustedCARow.id).where(TrustedCARow.name == name)):
+        raise ConflictError(f"a trusted CA named '{name}' already exists")
+    other = await session.scalar(
+        select(TrustedCARow.name).where(TrustedCARow.spki_sha256 == spki_sha256)
+    )
+    if other is not None:
+        raise ConflictError(f"this CA's key is already trusted (as '{other}')")
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValidationError(
+            f"CN pattern '{pattern}' is not a valid regular expression: {exc}"
+        ) from None

@@ -1,0 +1,196 @@
+"""Engines for the store, and the one place where database driver errors become ours.
+
+SQLite (``sqlite+aiosqlite:///path``) is set up so that a CLI process and a running server can
+share the file: WAL journal (readers never block the writer), a busy timeout (a writer waits
+for the other instead of failing at once) and foreign keys on (off by default in SQLite, and
+the credentials' ON DELETE CASCADE needs them). PostgreSQL is ``postgresql+asyncpg://``.
+"""
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nanoiot.errors import ConflictError, StoreError, StoreUnavailableError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_S = 5  # asyncpg waits 60 s by default; a CLI should fail faster than that
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+    # 64 MiB of page cache (the default is 2 MiB): the lookup indexes of 10^5..10^6 devices
+    # stay in memory. It is allocated as pages are read, not up front.
+    "PRAGMA cache_size=-65536",
+)
+_BEGIN_OPTION = "nanoiot_sqlite_begin"
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def masked(url: str | URL) -> str:
+    """The URL as safe to show: the password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` with our per-connection settings applied."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"not a database URL: {masked(url)}") from None
+    if parsed.get_backend_name() != "sqlite":
+        is_asyncpg = parsed.get_driver_name() == "asyncpg"
+        connect_args = {"timeout": CONNECT_TIMEOUT_S} if is_asyncpg else {}
+        # pool_pre_ping: after a server restart the first write gets a fresh connection
+        # instead of an error (the connect-path lookups use their own pool, storage.lookups).
+        # skip_autocommit_rollback: no ROLLBACK round when a read connection is returned.
+        return create_async_engine(
+            parsed,
+            connect_args=connect_args,
+            pool_pre_ping=True,
+            skip_autocommit_rollback=True,
+        )
+    # No rollback when a connection goes back to the pool: with the driver's implicit BEGIN
+    # off (below), a connection is only in a transaction that SQLAlchemy began, and a
+    # Connection ends its own transaction when closed. The rollback is one more thread
+    # hand-off into aiosqlite on every use, a third of a single-row read's CPU time.
+    engine = create_async_engine(parsed, pool_reset_on_return=None)
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """For single-statement reads (the connect-path lookups): no transaction round trips."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_BEGIN_OPTION: None})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def write_engine(engine: AsyncEngine) -> AsyncEngine:
+    """For read-then-write transactions.
+
+    SQLite: BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that reads
+    first fails with SQLITE_BUSY when another process wrote meanwhile, busy timeout or not.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+    # The driver's own implicit BEGIN would come too late for IMMEDIATE; _sqlite_on_begin
+    # emits BEGIN instead (the recipe of SQLAlchemy's SQLite dialect documentation).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    options: Mapping[str, Any] = connection.get_execution_options()
+    mode = options.get(_BEGIN_OPTION, "DEFERRED")
+    if mode:
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def mapped_errors(url: str, conflict: str = "already registered") -> Iterator[None]:
+    """Turn driver and SQLAlchemy errors into StoreError subclasses with one-line messages.
+
+    ``conflict`` is the message for a unique-constraint violation that slipped past the
+    method's own checks (two writers racing for the same name or key).
+    """
+    try:
+        yield
+    except IntegrityError:
+        raise ConflictError(conflict) from None
+    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+        raise StoreUnavailableError(_unavailable(url, exc)) from exc
+    except SQLAlchemyError as exc:
+        if _is_connection_problem(exc):
+            raise StoreUnavailableError(_unavailable(url, exc)) from exc
+        raise StoreError(f"database error: {_one_line(url, exc)}") from exc
+    except (OSError, TimeoutError, sqlite3.OperationalError) as exc:
+        raise StoreUnavailableError(_unavailable(url, exc)) from exc
+    except sqlite3.Error as exc:  # raised directly by the lookups' aiosqlite fast path
+        raise StoreError(f"database error: {_one_line(url, exc)}") from exc
+    except Exception as exc:
+        if _is_connection_problem(exc):
+            raise StoreUnavailableError(_unavailable(url, exc)) from exc
+        if _is_asyncpg_error(exc):  # raised directly by the lookups' asyncpg pool
+            raise StoreError(f"database error: {_one_line(url, exc)}") from exc
+        raise
+
+
+def _unavailable(url: str, exc: BaseException) -> str:
+    return f"cannot use the database {masked(url)}: {_one_line(url, exc)}"
+
+
+def _one_line(url: str, exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    text = lines[0][:300]
+    password = _password(url)
+    return text.replace(password, "***") if password else text
+
+
+def _password(url: str) -> str | None:
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return None
+    return str(password) if password else None
+
+
+def _is_connection_problem(exc: Exception) -> bool:
+    """A lost connection, or asyncpg refusing to connect (no such database, no such role)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - only PostgreSQL needs it
+        return False
+    refusals = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # a session the server ended mid-use
+        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, server starting
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+        asyncpg.InvalidPasswordError,
+    )
+    # SQLAlchemy's asyncpg adapter wraps the driver's error; the original is its cause.
+    orig = getattr(exc, "orig", None)
+    candidates = (exc, orig, getattr(orig, "__cause__", None))
+    return any(isinstance(candidate, refusals) for candidate in candidates)
+
+
+def _is_asyncpg_error(exc: Exception) -> bool:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - only PostgreSQL needs it
+        return False
+    return isinstance(exc, asyncpg.PostgresError)

@@ -1,0 +1,90 @@
+"""Certificates made at test time (no key is ever committed).
+
+Small, explicit builders: each test states the properties it relies on.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+UTC = dt.UTC
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+
+    @property
+    def cert_pem(self) -> str:
+        return self.cert.public_bytes(Encoding.PEM).decode()
+
+    @property
+    def cert_der(self) -> bytes:
+        return self.cert.public_bytes(Encoding.DER)
+
+    @property
+    def key_pem(self) -> str:
+        return self.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+
+    @property
+    def public_key_pem(self) -> str:
+        return (
+            self.key.public_key()
+            .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+
+def new_key(kind: str = "ec") -> CertificateIssuerPrivateKeyTypes:
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(kind)
+
+
+def issue(
+    cn: str,
+    *,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+    issuer: Issued | None = None,
+    ca: bool = False,
+    eku: tuple[x509.ObjectIdentifier, ...] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    serial: int | None = None,
+) -> Issued:
+    """A certificate for ``cn``: self-signed unless ``issuer`` is given."""
+    key = key or new_key()
+    now = dt.datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    signer_name = issuer.cert.subject if issuer else name
+    signer_key = issuer.key if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if eku is not None and not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return Issued(builder.sign(signer_key, algorithm), key)

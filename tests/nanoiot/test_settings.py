@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nanoiot.errors import ConfigError
+from nanoiot.settings import Settings, env_name, load_settings
+
+SHIPPED = Path(__file__).resolve().parents[2] / "conf" / "nanoiot.yaml"
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.mqtt_ssl_bind_port == 8883
+    assert settings.http_port == 8080
+    assert settings.effective_database_url == (
+        f"sqlite+aiosqlite:///{(tmp_path / 'data' / 'nanoiot.db').resolve()}"
+    )
+
+
+def test_shipped_file_documents_every_setting_with_its_default() -> None:
+    documented = yaml.safe_load(SHIPPED.read_text())
+    assert set(documented) == set(Settings.model_fields)
+    assert Settings(**{k: v for k, v in documented.items() if v is not None}) == Settings()
+    assert all(documented[k] is None for k, v in Settings() if v is None)
+    text = SHIPPED.read_text()
+    for key in Settings.model_fields:  # each key has a comment above it
+        before = text.split(f"\n{key}:")[0].rstrip().splitlines()[-1]
+        assert before.startswith(("#", *Settings.model_fields)), key
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "n.yaml"
+    config.write_text("mqtt_ssl_bind_port: 9999\ndata_dir: /srv/a\n")
+    env = {"MQTT_SSL_BIND_PORT": "18883", "NANOIOT_CONFIG": str(config)}
+    settings = load_settings(environ=env)
+    assert settings.mqtt_ssl_bind_port == 18883
+    assert settings.data_dir == Path("/srv/a")
+
+
+def test_reference_and_own_environment_names() -> None:
+    assert env_name("mqtt_ssl_pem_cert") == "MQTT_SSL_PEM_CERT"
+    assert env_name("data_dir") == "NANOIOT_DATA_DIR"
+    env = {
+        "MQTT_SSL_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT": "true",
+        "MQTT_SSL_CREDENTIALS_TYPE": "KEYSTORE",
+        "NANOIOT_DATABASE_URL": "postgresql+asyncpg://u@h/db",
+        "NANOIOT_ADMIN_TOKEN": "s3cret",
+        "UNRELATED": "x",
+    }
+    settings = load_settings(config_path=SHIPPED, environ=env)
+    assert settings.mqtt_ssl_skip_validity_check_for_client_cert is True
+    assert settings.mqtt_ssl_credentials_type == "KEYSTORE"
+    assert settings.effective_database_url == "postgresql+asyncpg://u@h/db"
+    assert settings.admin_token is not None
+    assert "s3cret" not in repr(settings)
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "n.yaml"
+    config.write_text("mqtt_ssl_bind_prot: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_path=config, environ={})
+    message = str(caught.value)
+    assert str(config) in message
+    assert "'mqtt_ssl_bind_prot'" in message
+    assert "did you mean 'mqtt_ssl_bind_port'" in message
+
+
+def test_unknown_nanoiot_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'NANOIOT_DATADIR'"):
+        load_settings(config_path=SHIPPED, environ={"NANOIOT_DATADIR": "x"})
+
+
+def test_bad_value_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'mqtt_ssl_bind_port'.*MQTT_SSL_BIND_PORT"):
+        load_settings(config_path=SHIPPED, environ={"MQTT_SSL_BIND_PORT": "port"})
+    with pytest.raises(ConfigError, match="mqtt_ssl_protocol"):
+        load_settings(config_path=SHIPPED, environ={"MQTT_SSL_PROTOCOL": "TLSv1"})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("[1, 2]", "expected a mapping"), ("a: [", "not valid YAML")],
+)
+def test_malformed_file(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "n.yaml"
+    config.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_path=config, environ={})
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(config_path=tmp_path / "nope.yaml", environ={})

@@ -1,0 +1,90 @@
+"""Alembic migrations: the only way the schema is made; models and migrations agree."""
+
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nanoiot.errors import StoreError
+from storage.engine import create_engine
+from storage.migrate import current_revision, head_revision, upgrade
+from storage.models import Base
+from storage.sql import SqlCredentialStore
+
+
+@pytest.fixture
+async def engine(store: SqlCredentialStore, store_url: str) -> AsyncIterator[AsyncEngine]:
+    """A raw engine on the store's (migrated) database."""
+    raw = create_engine(store_url)
+    try:
+        yield raw
+    finally:
+        await raw.dispose()
+
+
+async def test_open_creates_and_upgrades_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    url = f"sqlite+aiosqlite:///{data_dir / 'sub' / 'nanoiot.db'}"
+    store = await SqlCredentialStore.open(url, data_dir=data_dir)
+    try:
+        await store.ping()
+        assert await current_revision(url) == head_revision()
+    finally:
+        await store.close()
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+    # Opening again finds it at head and keeps the data.
+    again = await SqlCredentialStore.open(url)
+    try:
+        assert await again.list_devices() is not None
+    finally:
+        await again.close()
+
+
+async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    assert await current_revision(url) is None
+    assert await upgrade(url) == head_revision()
+    assert await upgrade(url) == head_revision()
+
+
+@pytest.mark.postgres
+async def test_postgres_is_not_upgraded_implicitly(postgres_url: str) -> None:
+    with pytest.raises(
+        StoreError, match=r"database schema is not up to date: run `nanoiot db upgrade`"
+    ):
+        await SqlCredentialStore.open(postgres_url)
+    assert await current_revision(postgres_url) is None
+    assert await upgrade(postgres_url) == head_revision()
+    assert await current_revision(postgres_url) == head_revision()
+    store = await SqlCredentialStore.open(postgres_url)
+    await store.close()
+
+
+def _differences(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+
+async def test_models_match_the_migrations(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_differences) == []
+
+
+async def test_sqlite_connections_are_set_up_for_sharing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            pragmas = [
+                (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            ]
+    finally:
+        await engine.dispose()
+    assert pragmas == ["wal", 5000, 1]
