@@ -1,0 +1,214 @@
+"""The one place where the broker's TLS policy is set: ``build_server_context(settings)``.
+
+Why pyOpenSSL and not the stdlib ``ssl`` module: devices authenticate with self-signed
+certificates that live in our database (100,000 of them, changing at run time, many sharing
+one subject DN). ``ssl`` has no verify callback, so a client certificate that does not chain
+to the context's trust store fails the handshake, and the store can neither be grown cheaply
+nor shrunk. With pyOpenSSL's ``Context.set_verify(mode, callback)`` the callback accepts any
+client chain; TLS still proves that the client holds the private key of the certificate it
+sent (RFC 8446 §4.4.3 CertificateVerify), and the application decides after the handshake by
+pinning the public key (SHA-256 of the SubjectPublicKeyInfo), or by validating the chain the
+client sent against a provisioned CA with ``cryptography``'s X.509 verifier.
+
+Every error of OpenSSL or cryptography met while building the context becomes a
+``TlsConfigError`` whose message is one line naming the setting and the file.
+
+This module does no networking and must not import asyncio or amqtt: ``broker.transport``
+drives the connections.
+"""
+
+import datetime
+import hashlib
+import logging
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL
+from pydantic import SecretStr
+
+from broker.tls_keystore import ServerKey, load_keystore, read_file
+from nanoiot.errors import TlsConfigError
+from nanoiot.settings import CredentialsType, Settings
+
+__all__ = ["accept_any_client_chain", "build_server_context", "load_server_credentials"]
+
+log = logging.getLogger(__name__)
+
+# RFC 8996 deprecates TLS 1.0 and 1.1; OpenSSL 3 also refuses their SHA-1/MD5 handshake
+# signatures at its default security level, hence @SECLEVEL=0 when they are let in.
+_LEGACY_CIPHERS = b"DEFAULT:@SECLEVEL=0"
+_DEFAULT_CIPHERS = b"DEFAULT:!aNULL:!eNULL:!RC4:!3DES:!MD5"
+
+# Lifetime of a resumable session (TLS 1.2 session id or ticket, TLS 1.3 ticket). Resumption
+# saves reconnecting devices a full handshake; the peer certificate travels with the session,
+# so the post-handshake public-key check still sees it. RFC 8446 §4.6.1 caps it at 7 days.
+SESSION_TIMEOUT_SECONDS = 3600
+
+
+def accept_any_client_chain(
+    conn: SSL.Connection, cert: object, errno: int, depth: int, ok: int
+) -> bool:
+    """Verify callback: accept whatever chain the client sent.
+
+    OpenSSL calls it once per certificate of the client's chain (``depth`` 0 is the leaf) with
+    ``ok`` = 0 and ``errno`` = the X.509 verification error when the chain does not lead to our
+    (empty) trust store, which is the normal case for a self-signed device certificate.
+
+    Accepting here is safe because the handshake still fails unless the client proves it holds
+    the leaf's private key (RFC 8446 §4.4.3, CertificateVerify; RFC 5246 §7.4.8 for TLS 1.2).
+    Trust is decided after the handshake, from the leaf's public key.
+    """
+    return True
+
+
+def build_server_context(settings: Settings) -> SSL.Context:
+    """The broker's TLS server context, configured from ``settings``.
+
+    Raises ``TlsConfigError`` (one line, naming the setting and file) when the credentials or
+    the protocol settings cannot be used.
+    """
+    key, chain = load_server_credentials(settings)
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    _set_protocol_policy(ctx, settings)
+    try:
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)
+        ctx.check_privatekey()
+    except SSL.Error as exc:
+        raise TlsConfigError(f"OpenSSL refused the server key or certificate: {exc}") from None
+
+    # RFC 8446 §4.3.2 / §4.4.2: ask for a client certificate. No certificate_authorities list
+    # is sent (we never call set_client_ca_list): with an empty list, clients offer their
+    # certificate whatever its issuer; a list would make Java and others hold back
+    # certificates not issued by one of the names in it.
+    mode = SSL.VERIFY_PEER
+    if settings.require_client_certificate:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    ctx.set_verify(mode, accept_any_client_chain)
+
+    # OpenSSL refuses to resume a session whose id context is unset when peer verification
+    # is on ("session id context uninitialized", a fatal handshake error for a client that
+    # offers a session). The context id names the verification policy, so that sessions made
+    # under another policy are not resumed after it changes.
+    policy = f"nanoiot-mqtt;require_client_cert={settings.require_client_certificate}"
+    ctx.set_session_id(hashlib.sha256(policy.encode()).digest()[:32])
+    ctx.set_timeout(SESSION_TIMEOUT_SECONDS)
+    # Idle connections give their 2 x ~17 KiB record buffers back: most devices are idle.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    return ctx
+
+
+def _set_protocol_policy(ctx: SSL.Context, settings: Settings) -> None:
+    minimum = SSL.TLS1_3_VERSION if settings.mqtt_ssl_protocol == "TLSv1.3" else SSL.TLS1_2_VERSION
+    ciphers = _DEFAULT_CIPHERS
+    if settings.tls_allow_legacy_protocols:
+        if minimum == SSL.TLS1_3_VERSION:
+            raise TlsConfigError(
+                "tls_allow_legacy_protocols contradicts mqtt_ssl_protocol 'TLSv1.3': set only one"
+            )
+        # RFC 8996 (2021) deprecates TLS 1.0 and 1.1: only for devices that cannot be updated.
+        minimum = SSL.TLS1_VERSION
+        ciphers = _LEGACY_CIPHERS
+        log.warning(
+            "tls_allow_legacy_protocols is on: accepting TLS 1.0 and 1.1 (deprecated by "
+            "RFC 8996) and weak algorithms (OpenSSL security level 0)"
+        )
+    ctx.set_min_proto_version(minimum)
+    ctx.set_cipher_list(ciphers)
+    ctx.set_options(
+        # CRIME: compression leaks secrets through record lengths (RFC 7457 §2.6).
+        SSL.OP_NO_COMPRESSION
+        # A TLS 1.2 renegotiation could swap the client certificate after we have checked
+        # it (RFC 5746 only makes renegotiation safe, not our per-connection identity).
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_SINGLE_ECDH_USE
+    )
+
+
+def load_server_credentials(
+    settings: Settings,
+) -> tuple[ServerKey, list[x509.Certificate]]:
+    """The server's private key and certificate chain (leaf first), from PEM or a keystore."""
+    if settings.mqtt_ssl_credentials_type is CredentialsType.KEYSTORE:
+        if settings.mqtt_ssl_key_store is None:
+            raise TlsConfigError(
+                "mqtt_ssl_key_store is not set (needed when mqtt_ssl_credentials_type is KEYSTORE)"
+            )
+        key, chain = load_keystore(
+            settings.mqtt_ssl_key_store,
+            store_password=_secret(settings.mqtt_ssl_key_store_password),
+            alias=settings.mqtt_ssl_key_alias,
+            key_password=_secret(settings.mqtt_ssl_key_password),
+        )
+    else:
+        key, chain = _load_pem(settings)
+    _warn_if_expired(chain[0])
+    return key, chain
+
+
+def _load_pem(settings: Settings) -> tuple[ServerKey, list[x509.Certificate]]:
+    cert_path = settings.mqtt_ssl_pem_cert
+    if cert_path is None:
+        raise TlsConfigError(
+            "mqtt_ssl_pem_cert is not set (needed when mqtt_ssl_credentials_type is PEM)"
+        )
+    cert_data = read_file(cert_path, "mqtt_ssl_pem_cert")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_data)
+    except ValueError:
+        raise TlsConfigError(
+            f"mqtt_ssl_pem_cert {cert_path}: no readable PEM certificate in the file"
+        ) from None
+    # Like the reference system, the key may sit in the certificate file when no key file
+    # is named.
+    key_path = settings.mqtt_ssl_pem_key or cert_path
+    key_data = cert_data if key_path == cert_path else read_file(key_path, "mqtt_ssl_pem_key")
+    key = _load_pem_key(key_data, key_path, _secret(settings.mqtt_ssl_pem_key_password))
+    if key.public_key() != chain[0].public_key():
+        raise TlsConfigError(
+            f"mqtt_ssl_pem_key {key_path} does not match the certificate in {cert_path} "
+            "(the first certificate of the file must be the server's own)"
+        )
+    return key, chain
+
+
+def _load_pem_key(data: bytes, path: Path, password: bytes | None) -> ServerKey:
+    setting = "mqtt_ssl_pem_key"
+    try:
+        key = load_pem_private_key(data, password)
+    except TypeError as exc:
+        if "not encrypted" in str(exc):
+            # A password for a key that has none is harmless: use the key as it is.
+            return _load_pem_key(data, path, None)
+        raise TlsConfigError(
+            f"{setting} {path}: the private key is encrypted; set mqtt_ssl_pem_key_password"
+        ) from None
+    except ValueError as exc:
+        if "password" in str(exc).lower():
+            raise TlsConfigError(
+                f"{setting} {path}: wrong password (mqtt_ssl_pem_key_password) for the private key"
+            ) from None
+        raise TlsConfigError(f"{setting} {path}: no readable PEM private key in the file") from None
+    if not isinstance(key, ServerKey):
+        raise TlsConfigError(f"{setting} {path}: a {type(key).__name__} cannot sign for TLS")
+    return key
+
+
+def _secret(value: SecretStr | None) -> bytes | None:
+    return None if value is None else value.get_secret_value().encode()
+
+
+def _warn_if_expired(cert: x509.Certificate) -> None:
+    # RFC 5280 §4.1.2.5: outside its validity period, clients refuse the certificate.
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        log.warning(
+            "the server certificate (%s) is outside its validity period %s .. %s",
+            cert.subject.rfc4514_string(),
+            cert.not_valid_before_utc.isoformat(),
+            cert.not_valid_after_utc.isoformat(),
+        )

@@ -1,0 +1,409 @@
+"""The broker's TLS listener: TLS in pyOpenSSL over memory BIOs, on a plain asyncio TCP server.
+
+Why not ``asyncio.start_server(ssl=...)``: the stdlib ssl module has no verify callback, so
+it cannot accept the self-signed device certificates we pin by public key (``broker.tls``).
+Here an ``asyncio.Protocol`` feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` built
+on memory BIOs (``bio_write``), runs the handshake and decrypts (``do_handshake``, ``recv``),
+and sends what OpenSSL wrote (``bio_read``). After the handshake, ``on_connection`` receives a
+``TlsConnection``: amqtt reader/writer adapters plus the peer's certificate, for
+``Broker.external_connected`` behind a ``type: external`` listener.
+
+Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per
+read; writes made in one event-loop turn are encrypted and sent together (one record, one
+``send``), and a full record's worth is sent at once. Failed handshakes (alerts, plaintext
+MQTT, garbage, timeouts) are logged at DEBUG and close only that connection.
+
+Must not import amqtt's broker: this module only moves bytes.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from broker.tls_stream import TlsStreamReader, TlsStreamWriter
+
+__all__ = ["TlsConnection", "TlsServer", "start_tls_server"]
+
+log = logging.getLogger(__name__)
+
+OnConnection = Callable[["TlsConnection"], Awaitable[None]]
+
+# RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
+_RECORD: Final = 16 * 1024
+_BIO_CHUNK: Final = 64 * 1024
+# A peer that stops reading cannot hold a closed connection open longer than this.
+_CLOSE_GRACE: Final = 5.0
+# Handler tasks still running this long after TlsServer.close() are cancelled.
+_HANDLER_GRACE: Final = 5.0
+
+_HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
+
+
+class TlsConnection:
+    """One client after a completed handshake.
+
+    ``peer_certificate`` is the leaf the client presented (None if it sent none) and
+    ``peer_chain`` every certificate it sent, leaf first (RFC 8446 §4.4.2). Neither is
+    verified beyond the client's proof that it holds the leaf's private key: the caller
+    decides trust (public-key pinning, or a CA check of ``peer_chain``).
+    """
+
+    __slots__ = (
+        "_link",
+        "peer_certificate",
+        "peer_chain",
+        "reader",
+        "remote",
+        "tls_version",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        link: "_TlsProtocol",
+        remote: tuple[str, int],
+        peer_certificate: x509.Certificate | None,
+        peer_chain: tuple[x509.Certificate, ...],
+        tls_version: str,
+    ) -> None:
+        self._link = link
+        self.remote = remote
+        self.peer_certificate = peer_certificate
+        self.peer_chain = peer_chain
+        self.tls_version = tls_version
+        self.reader = TlsStreamReader(link)
+        self.writer = TlsStreamWriter(link, remote)
+        self.writer.connection = self
+
+    def close(self) -> None:
+        """Send what is pending and close_notify, then close the socket."""
+        self._link.close()
+
+
+class _TlsProtocol(asyncio.Protocol):
+    def __init__(self, server: "TlsServer") -> None:
+        self._server = server
+        self._loop = server.loop
+        self._tls = SSL.Connection(server.context, None)
+        self._tls.set_accept_state()
+        self._state = _HANDSHAKE
+        self._transport: asyncio.Transport | None = None
+        self._remote: tuple[str, int] = ("?", 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: TlsStreamReader | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closed = self._loop.create_future()
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._remote = (str(peer[0]), int(peer[1]))
+        self._server.protocols.add(self)
+        self._timer = self._loop.call_later(self._server.handshake_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _OPEN:
+            self._tls.bio_write(data)
+            self._read_records()
+        elif self._state == _HANDSHAKE:
+            self._tls.bio_write(data)
+            self._handshake()
+
+    def eof_received(self) -> bool:
+        if self._state == _HANDSHAKE:
+            log.debug("TLS client %s:%d closed during the handshake", *self._remote)
+        if self._reader is not None:
+            self._reader.feed_eof()
+        return False  # asyncio closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._reader is not None:
+            self._reader.feed_eof()
+        self._wake_drain()
+        self._server.protocols.discard(self)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # --- handshake ---
+
+    def _handshake(self) -> None:
+        try:
+            self._tls.do_handshake()
+        except SSL.WantReadError:
+            self._send_tls_output()
+            return
+        except SSL.Error as exc:
+            self._send_tls_output()  # the alert, if OpenSSL wrote one
+            log.debug("TLS handshake with %s:%d failed: %s", *self._remote, _reason(exc))
+            self._shut(abort=False)
+            return
+        self._send_tls_output()  # Finished, and TLS 1.3 session tickets
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state = _OPEN
+        tls = self._tls
+        leaf = tls.get_peer_certificate(as_cryptography=True)
+        sent = tls.get_peer_cert_chain(as_cryptography=True) or []
+        # On a server, OpenSSL's peer chain leaves the leaf out.
+        chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
+        version = tls.get_protocol_version_name()
+        connection = TlsConnection(self, self._remote, leaf, chain, version)
+        self._reader = connection.reader
+        self._server.start_handler(connection)
+        # The client may have sent application data right behind its Finished.
+        self._read_records()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._state == _HANDSHAKE:
+            log.debug("TLS client %s:%d did not finish the handshake in time", *self._remote)
+            self._shut(abort=False)
+
+    # --- reading ---
+
+    def _read_records(self) -> None:
+        recv = self._tls.recv
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunks.append(recv(_RECORD))
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:  # close_notify (RFC 8446 §6.1): answer it, then close
+            self._feed(chunks)
+            self.close()
+            return
+        except SSL.Error as exc:
+            self._feed(chunks)
+            log.debug("TLS error from %s:%d: %s", *self._remote, _reason(exc))
+            self._send_tls_output()
+            self._shut(abort=False)
+            return
+        self._feed(chunks)
+
+    def _feed(self, chunks: list[bytes]) -> None:
+        if chunks and self._reader is not None:
+            self._reader.feed_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    # --- writing (TransportLink for the adapters) ---
+
+    def send_plain(self, data: bytes) -> None:
+        if self._state != _OPEN or not data:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= _RECORD:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._state != _OPEN:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        view = memoryview(data)
+        send = self._tls.send
+        try:
+            while view:
+                view = view[send(view) :]
+        except SSL.Error as exc:
+            log.debug("TLS error sending to %s:%d: %s", *self._remote, _reason(exc))
+            self._shut(abort=True)
+            return
+        self._send_tls_output()
+
+    def _send_tls_output(self) -> None:
+        bio_read = self._tls.bio_read
+        try:
+            chunk = bio_read(_BIO_CHUNK)
+        except SSL.WantReadError:
+            return  # nothing to send
+        if len(chunk) == _BIO_CHUNK:
+            chunks = [chunk]
+            try:
+                while len(chunk) == _BIO_CHUNK:
+                    chunk = bio_read(_BIO_CHUNK)
+                    chunks.append(chunk)
+            except SSL.WantReadError:
+                pass
+            chunk = b"".join(chunks)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(chunk)
+
+    async def drain(self) -> None:
+        while self._write_paused and self._state != _CLOSED:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # --- closing ---
+
+    def close(self) -> None:
+        """Flush pending writes, send close_notify (RFC 8446 §6.1) and close the socket."""
+        if self._state == _OPEN:
+            self._flush()
+            # A broken connection gets closed all the same.
+            with contextlib.suppress(SSL.Error):
+                self._tls.shutdown()
+            self._send_tls_output()
+        self._shut(abort=False)
+
+    def _shut(self, *, abort: bool) -> None:
+        if self._state != _CLOSED:
+            self._state = _CLOSED
+            if self._reader is not None:
+                self._reader.feed_eof()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if abort:
+            transport.abort()
+        else:
+            transport.close()
+            # close() waits for the write buffer to empty; a peer that stops reading must
+            # not keep the socket forever. (Replaces the handshake timer, if any.)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(_CLOSE_GRACE, transport.abort)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+class TlsServer:
+    """A listening TLS server; ``close()`` then ``await wait_closed()`` stops it entirely."""
+
+    def __init__(
+        self,
+        context: SSL.Context,
+        on_connection: OnConnection,
+        handshake_timeout: float,
+    ) -> None:
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.loop = asyncio.get_running_loop()
+        self.protocols: set[_TlsProtocol] = set()
+        self._on_connection = on_connection
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def start_handler(self, connection: TlsConnection) -> None:
+        task = self.loop.create_task(self._run_handler(connection))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _run_handler(self, connection: TlsConnection) -> None:
+        try:
+            await self._on_connection(connection)
+        except Exception:
+            log.exception("connection handler failed for %s:%d", *connection.remote)
+        finally:
+            # The handler owns the connection for its lifetime; when it returns, we close.
+            connection.close()
+
+    def close(self) -> None:
+        """Stop accepting and close every connection (close_notify to each)."""
+        if self._server is not None:
+            self._server.close()
+        for protocol in list(self.protocols):
+            protocol.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the sockets are closed and connection handlers have returned."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=_HANDLER_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        closing = [protocol.wait_closed() for protocol in list(self.protocols)]
+        if closing:
+            await asyncio.gather(*closing)
+
+    async def __aenter__(self) -> "TlsServer":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def start_tls_server(
+    ctx: SSL.Context,
+    host: str,
+    port: int,
+    on_connection: OnConnection,
+    *,
+    handshake_timeout: float,
+) -> TlsServer:
+    """Listen on ``host:port`` and call ``on_connection`` for every completed handshake.
+
+    ``on_connection`` runs as one task per connection; the connection is closed when it
+    returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
+    is disconnected.
+    """
+    server = TlsServer(ctx, on_connection, handshake_timeout)
+    server._server = await server.loop.create_server(
+        lambda: _TlsProtocol(server), host, port, backlog=1024
+    )
+    return server
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's reasons from a pyOpenSSL error, e.g. 'wrong version number'."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e[-1]) for e in errors if isinstance(e, tuple) and e)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,52 @@
+"""TLS fixtures: a server CA and certificate, and self-signed client certificates.
+
+All made at test time (no key is committed). Session-scoped because key generation is the
+slow part and no test changes them.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanoiot.settings import Settings
+from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert, make_server_pki
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ServerPki:
+    return make_server_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clients")
+
+
+@pytest.fixture(scope="session")
+def client_ec(client_dir: Path) -> ClientFiles:
+    """An unprovisioned self-signed EC P-256 device certificate."""
+    return client_cert(client_dir, "device-ec", "ec")
+
+
+@pytest.fixture(scope="session")
+def client_rsa(client_dir: Path) -> ClientFiles:
+    """An unprovisioned self-signed RSA-2048 device certificate."""
+    return client_cert(client_dir, "device-rsa", "rsa")
+
+
+@pytest.fixture
+def tls_settings(pki: ServerPki) -> Callable[..., Settings]:
+    """Settings with the test server's PEM credentials; keyword arguments override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "mqtt_ssl_pem_cert": pki.cert_file,
+            "mqtt_ssl_pem_key": pki.key_file,
+            "tls_handshake_timeout": 5.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
