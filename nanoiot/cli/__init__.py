@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nanoiot.cli import credentials, db, device, keygen
+from nanoiot.cli import credentials, db, device, keygen, serve
 from nanoiot.cli.common import State, fail
 from nanoiot.errors import NanoIoTError
 
@@ -25,6 +25,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(device.app, name="device")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(keygen.app, name="keygen")
+app.command("serve")(serve.serve)
 
 
 @app.callback()

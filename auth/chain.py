@@ -1,0 +1,188 @@
+"""Devices whose certificates are issued by a trusted CA (the reference's "X.509 certificate
+chain" strategy), decided without I/O.
+
+A leaf that is not pinned by its own public key may still get in when it chains to a CA the
+operator registered. The chain is checked with cryptography's RFC 5280 path validation; the
+leaf's extended key usage and every CA's CRL are checked here as well, and the device name is
+read from the leaf's CN with the CA's regular expression (group 1, or the whole CN).
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.x509 import verification
+
+from auth.certificate import common_name
+from auth.decision import Decision, Reason, client_auth_problem, deny
+
+# RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; everything else is left to
+# the operator's PKI (many private CAs omit key identifiers or key usage).
+_CA_POLICY = verification.ExtensionPolicy.permit_all().require_present(
+    x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
+)
+_LEAF_POLICY = verification.ExtensionPolicy.permit_all()  # EKU is checked with a clear reason
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    """A CA registered as trusted, with its device rules and current CRL (if any)."""
+
+    ca_id: str
+    name: str
+    certificate: x509.Certificate
+    cn_regex: str | None = None
+    create_devices: bool = False
+    crl: x509.CertificateRevocationList | None = None
+
+
+@dataclass(frozen=True)
+class ChainMatch:
+    """A leaf that chains to ``anchor``; ``device_name`` comes from its CN."""
+
+    anchor: TrustAnchor
+    device_name: str
+
+
+def match_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[TrustAnchor],
+    *,
+    now: datetime,
+    check_validity: bool = True,
+) -> ChainMatch | Decision:
+    """The anchor ``leaf`` chains to and the device name it claims, or a refusal."""
+    usage = client_auth_problem(leaf)
+    if usage is not None:
+        return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
+    if not anchors:
+        return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
+    try:
+        chain = _verify(leaf, intermediates, anchors, now if check_validity else _inside(leaf, now))
+    except verification.VerificationError as exc:
+        return _verification_refusal(leaf, str(exc), now)
+    anchor = next(a for a in anchors if a.certificate == chain[-1])
+    revoked = _revoked_in_chain(chain[:-1], anchors)  # the anchor itself is trusted as is
+    if revoked is not None:
+        return revoked
+    return _device_name(leaf, anchor)
+
+
+def _verify(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[TrustAnchor],
+    at: datetime,
+) -> list[x509.Certificate]:
+    verifier = (
+        verification.PolicyBuilder()
+        .store(verification.Store([a.certificate for a in anchors]))
+        .time(at)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_LEAF_POLICY)
+        .build_client_verifier()
+    )
+    return verifier.verify(leaf, list(intermediates)).chain
+
+
+def _inside(leaf: x509.Certificate, now: datetime) -> datetime:
+    """A time inside the leaf's validity, for MQTT_SSL_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT."""
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    return min(max(now, start + timedelta(seconds=1)), end)
+
+
+def _untrusted(leaf: x509.Certificate) -> str:
+    return (
+        f"unknown certificate key and issuer '{leaf.issuer.rfc4514_string()}' is not a trusted CA"
+    )
+
+
+def _verification_refusal(leaf: x509.Certificate, message: str, now: datetime) -> Decision:
+    if "not valid at validation time" in message:
+        if now > leaf.not_valid_after_utc:
+            return deny(
+                Reason.CERTIFICATE_EXPIRED,
+                f"certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC",
+            )
+        if now < leaf.not_valid_before_utc:
+            return deny(
+                Reason.CERTIFICATE_NOT_YET_VALID,
+                f"certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
+            )
+        return deny(
+            Reason.UNTRUSTED_ISSUER, "a CA certificate in the chain is outside its validity"
+        )
+    if "candidates exhausted" in message:
+        return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
+    return deny(
+        Reason.UNTRUSTED_ISSUER, f"certificate chain rejected: {message.split(' (encountered')[0]}"
+    )
+
+
+def _revoked_in_chain(
+    certificates: Sequence[x509.Certificate], anchors: Sequence[TrustAnchor]
+) -> Decision | None:
+    """RFC 5280 §6.3: each certificate is checked against its issuer's CRL, when we have one."""
+    crls = {a.certificate.subject: a.crl for a in anchors if a.crl is not None}
+    for cert in certificates:
+        crl = crls.get(cert.issuer)
+        if crl is None:
+            continue
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            issuer = cert.issuer.rfc4514_string()
+            return deny(
+                Reason.REVOKED_BY_CA,
+                f"certificate serial {cert.serial_number:x} is revoked by its CA "
+                f"(CRL of '{issuer}', since {entry.revocation_date_utc:%Y-%m-%d})",
+            )
+    return None
+
+
+def revoked_by_ca(
+    leaf: x509.Certificate, anchors: Sequence[TrustAnchor], allowed: Decision
+) -> Decision:
+    """``allowed``, unless a trusted CA that issued ``leaf`` lists it in its CRL."""
+    refusal = _revoked_in_chain([leaf], anchors)
+    if refusal is None:
+        return allowed
+    return deny(
+        refusal.reason, refusal.detail, holder=allowed.holder, fingerprint=allowed.fingerprint
+    )
+
+
+def _device_name(leaf: x509.Certificate, anchor: TrustAnchor) -> ChainMatch | Decision:
+    cn = common_name(leaf.subject)
+    if not cn:
+        return deny(Reason.NAME_NOT_ALLOWED, "CA-issued certificate has no CN to name the device")
+    if anchor.cn_regex is None:
+        return ChainMatch(anchor, cn)
+    match = re.fullmatch(anchor.cn_regex, cn)
+    if match is None:
+        return deny(
+            Reason.NAME_NOT_ALLOWED, f"CN '{cn}' does not match the rule of CA '{anchor.name}'"
+        )
+    name = match.group(1) if match.re.groups else match.group(0)
+    if not name:
+        return deny(
+            Reason.NAME_NOT_ALLOWED,
+            f"CN '{cn}' gives an empty device name under CA '{anchor.name}'",
+        )
+    return ChainMatch(anchor, name)
+
+
+def load_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    """Parse a PEM or DER CRL and check it is signed by ``issuer`` (RFC 5280 §6.3.3 (f))."""
+    from nanoiot.errors import PemError
+
+    try:
+        crl = (
+            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        )
+    except ValueError as exc:
+        raise PemError(f"not a CRL: {exc}") from None
+    if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        raise PemError(f"the CRL is not signed by CA '{issuer.subject.rfc4514_string()}'")
+    return crl

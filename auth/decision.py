@@ -1,0 +1,194 @@
+"""The allow/deny decision for one MQTT connection, with its reason.
+
+Pure functions over what the TLS handshake and the store reported: no I/O here, so every
+rule is tested without a broker. The broker turns a ``Decision`` into a CONNACK return code
+(MQTT 3.1.1 §3.2.2.3), one log line, a counter by ``reason`` and an auth event.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from auth.fingerprint import spki_sha256
+from auth.kinds import CredentialStatus
+from auth.validity import validity_problem
+
+
+class ConnackCode(IntEnum):
+    """CONNACK return codes, MQTT 3.1.1 §3.2.2.3."""
+
+    ACCEPTED = 0
+    UNACCEPTABLE_PROTOCOL = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USERNAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
+
+
+class Reason(StrEnum):
+    """Why a connection was allowed or refused; the values label metrics and auth events."""
+
+    ALLOWED = "allowed"
+    NO_CREDENTIALS = "no_credentials"
+    UNKNOWN_KEY = "unknown_key"
+    DEVICE_DISABLED = "device_disabled"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    CREDENTIAL_DISABLED = "credential_disabled"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+    NOT_FOR_CLIENT_AUTH = "not_for_client_auth"
+    UNTRUSTED_ISSUER = "untrusted_issuer"
+    REVOKED_BY_CA = "revoked_by_ca"
+    NAME_NOT_ALLOWED = "name_not_allowed"
+    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 - a reason label
+    BAD_USERNAME_OR_PASSWORD = "bad_username_or_password"  # noqa: S105 - a reason label
+    CLIENT_ID_MISMATCH = "client_id_mismatch"
+    WILL_NOT_ALLOWED = "will_topic_not_allowed"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+_CONNACK = {
+    Reason.ALLOWED: ConnackCode.ACCEPTED,
+    Reason.STORE_UNAVAILABLE: ConnackCode.SERVER_UNAVAILABLE,
+    Reason.BAD_USERNAME_OR_PASSWORD: ConnackCode.BAD_USERNAME_OR_PASSWORD,
+    Reason.CLIENT_ID_MISMATCH: ConnackCode.IDENTIFIER_REJECTED,
+}
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who a stored credential belongs to, as the store reports it."""
+
+    device_id: str
+    device_name: str
+    device_enabled: bool
+    credential_id: str
+    credential_status: CredentialStatus
+    application: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome: ``detail`` is the one line an operator reads in the log."""
+
+    allowed: bool
+    reason: Reason
+    detail: str
+    holder: Holder | None = None
+    fingerprint: str | None = None
+
+    @property
+    def connack(self) -> ConnackCode:
+        """Every refusal is 'not authorised' unless a more precise code exists."""
+        return _CONNACK.get(self.reason, ConnackCode.NOT_AUTHORIZED)
+
+
+def deny(
+    reason: Reason, detail: str, *, holder: Holder | None = None, fingerprint: str | None = None
+) -> Decision:
+    """A refusal for ``reason``; ``detail`` says what an operator needs to fix it."""
+    return Decision(False, reason, detail, holder, fingerprint)
+
+
+def client_auth_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not authenticate a TLS client (RFC 5280 §4.2.1.12), or None.
+
+    No EKU extension means any use; otherwise clientAuth or anyExtendedKeyUsage must be listed.
+    """
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if (
+        ExtendedKeyUsageOID.CLIENT_AUTH in usages
+        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+    ):
+        return None
+    names = ", ".join(getattr(oid, "_name", None) or oid.dotted_string for oid in usages)
+    return f"certificate is not for client authentication (extended key usage: {names})"
+
+
+def decide_certificate(
+    cert: x509.Certificate, holder: Holder | None, *, now: datetime, check_validity: bool = True
+) -> Decision:
+    """Decide a connection that presented ``cert``, pinned by its public key.
+
+    ``holder`` is what the store found for the key's SPKI SHA-256, or None.
+    """
+    fingerprint = spki_sha256(cert.public_key())
+    if holder is None:
+        return deny(
+            Reason.UNKNOWN_KEY,
+            f"unknown certificate key sha256:{fingerprint}",
+            fingerprint=fingerprint,
+        )
+    refusal = _certificate_problem(cert, now, check_validity) or _holder_problem(holder)
+    if refusal is not None:
+        return replace(refusal, holder=holder, fingerprint=fingerprint)
+    return Decision(
+        True, Reason.ALLOWED, f"device '{holder.device_name}' (certificate)", holder, fingerprint
+    )
+
+
+def _certificate_problem(
+    cert: x509.Certificate, now: datetime, check_validity: bool
+) -> Decision | None:
+    usage = client_auth_problem(cert)
+    if usage is not None:
+        return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
+    if not check_validity:
+        return None
+    problem = validity_problem(cert.not_valid_before_utc, cert.not_valid_after_utc, now)
+    if problem is None:
+        return None
+    reason = (
+        Reason.CERTIFICATE_EXPIRED
+        if problem.startswith("expired")
+        else Reason.CERTIFICATE_NOT_YET_VALID
+    )
+    return deny(reason, f"certificate {problem}")
+
+
+def _holder_problem(holder: Holder) -> Decision | None:
+    if holder.credential_status is CredentialStatus.REVOKED:
+        return deny(
+            Reason.CREDENTIAL_REVOKED, f"credential of device '{holder.device_name}' was revoked"
+        )
+    if holder.credential_status is CredentialStatus.DISABLED:
+        return deny(
+            Reason.CREDENTIAL_DISABLED, f"credential of device '{holder.device_name}' is disabled"
+        )
+    if not holder.device_enabled:
+        return deny(Reason.DEVICE_DISABLED, f"device '{holder.device_name}' is disabled")
+    return None
+
+
+def decide_token(holder: Holder | None) -> Decision:
+    """Decide a certless connection whose MQTT user name is an access token."""
+    if holder is None:
+        return deny(Reason.UNKNOWN_TOKEN, "unknown access token")
+    refusal = _holder_problem(holder)
+    if refusal is not None:
+        return replace(refusal, holder=holder)
+    return Decision(True, Reason.ALLOWED, f"device '{holder.device_name}' (access token)", holder)
+
+
+def decide_basic(holder: Holder | None, username: str) -> Decision:
+    """Decide a certless connection with MQTT user name and password (already verified)."""
+    if holder is None:
+        return deny(Reason.BAD_USERNAME_OR_PASSWORD, f"bad user name or password for '{username}'")
+    refusal = _holder_problem(holder)
+    if refusal is not None:
+        return replace(refusal, holder=holder)
+    return Decision(True, Reason.ALLOWED, f"device '{holder.device_name}' (MQTT basic)", holder)
+
+
+def no_credentials() -> Decision:
+    return deny(Reason.NO_CREDENTIALS, "no client certificate and no user name")
+
+
+def store_unavailable(detail: str) -> Decision:
+    return deny(Reason.STORE_UNAVAILABLE, f"credential store unavailable: {detail}")

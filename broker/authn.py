@@ -1,0 +1,166 @@
+"""Authentication of one MQTT connection: the store lookups around the pure decisions.
+
+Called after the TLS handshake and the CONNECT packet, before any stored session is read or
+changed (the order amqtt gets wrong, facts.md §2 T5/T6). Order of checks, as in the reference
+system: a client certificate decides alone (user name and password are then ignored); without
+one, the user name is an access token, or with a password an MQTT_BASIC user name.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from auth.certificate import load_certificate, parse_credential
+from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain, revoked_by_ca
+from auth.decision import (
+    Decision,
+    Holder,
+    Reason,
+    decide_basic,
+    decide_certificate,
+    decide_token,
+    deny,
+    no_credentials,
+    store_unavailable,
+)
+from auth.fingerprint import spki_sha256
+from nanoiot.errors import NanoIoTError, NotFoundError, StoreUnavailableError
+from storage.interface import CredentialStore
+from storage.records import CredentialMatch, TrustedCA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    """What a client presented: its TLS certificate chain and its CONNECT credentials."""
+
+    certificate: x509.Certificate | None
+    chain: tuple[x509.Certificate, ...]
+    username: str | None
+    password: str | None
+    client_id: str
+    remote: str
+
+
+def holder_of(match: CredentialMatch) -> Holder:
+    """The store's answer in the shape the pure decision takes."""
+    return Holder(
+        device_id=str(match.device.id),
+        device_name=match.device.name,
+        device_enabled=match.device.enabled,
+        credential_id=str(match.credential.id),
+        credential_status=match.credential.status,
+        application=match.credential.application,
+    )
+
+
+class Authenticator:
+    """Decides connections; holds the trusted CAs, reloaded when the change feed says so."""
+
+    def __init__(self, store: CredentialStore, *, check_validity: bool = True) -> None:
+        self._store = store
+        self._check_validity = check_validity
+        self._anchors: tuple[TrustAnchor, ...] | None = None
+
+    def forget_trusted_cas(self) -> None:
+        """Reload the trusted CAs and CRLs at the next use (a CA or CRL changed)."""
+        self._anchors = None
+
+    async def authenticate(self, request: ConnectRequest) -> Decision:
+        try:
+            if request.certificate is not None:
+                return await self._by_certificate(request)
+            if request.username and request.password is not None:
+                match = await self._store.check_basic(
+                    request.username, request.password, request.client_id
+                )
+                return decide_basic(holder_of(match) if match else None, request.username)
+            if request.username:
+                match = await self._store.find_token(request.username)
+                return decide_token(holder_of(match) if match else None)
+            return no_credentials()
+        except StoreUnavailableError as exc:
+            return store_unavailable(str(exc))
+
+    async def _by_certificate(self, request: ConnectRequest) -> Decision:
+        certificate = request.certificate
+        assert certificate is not None
+        now = datetime.now(UTC)
+        match = await self._store.find_x509(spki_sha256(certificate.public_key()))
+        anchors = await self._trusted_cas()
+        if match is not None or not anchors:
+            decision = decide_certificate(
+                certificate, holder_of(match) if match else None, now=now,
+                check_validity=self._check_validity,
+            )  # fmt: skip
+            # A pinned leaf of a trusted CA still obeys that CA's CRL (RFC 5280 §6.3).
+            return revoked_by_ca(certificate, anchors, decision) if decision.allowed else decision
+        chained = match_chain(
+            certificate, request.chain[1:], await self._trusted_cas(), now=now,
+            check_validity=self._check_validity,
+        )  # fmt: skip
+        if isinstance(chained, Decision):
+            return chained
+        return await self._ca_issued(certificate, chained, now)
+
+    async def _ca_issued(
+        self, certificate: x509.Certificate, chained: ChainMatch, now: datetime
+    ) -> Decision:
+        """A leaf of a trusted CA: the device named by its CN, created if the CA allows it.
+
+        The leaf is stored as a credential of that device, so a renewed leaf is a rotation
+        and each leaf can be revoked on its own.
+        """
+        parsed = parse_credential(certificate.public_bytes(Encoding.PEM))
+        try:
+            device = await self._store.get_device_by_name(chained.device_name)
+        except NotFoundError:
+            if not chained.anchor.create_devices:
+                return deny(
+                    Reason.NAME_NOT_ALLOWED,
+                    f"no device '{chained.device_name}' and CA '{chained.anchor.name}' "
+                    "does not create devices",
+                )
+            device, _ = await self._store.create_device_with_credential(
+                chained.device_name, type="default", x509=parsed
+            )
+            log.info("created device '%s' for a leaf of CA '%s'", device.name, chained.anchor.name)
+        else:
+            await self._store.add_x509_credential(device.id, parsed)
+        match = await self._store.find_x509(parsed.spki_sha256)
+        return decide_certificate(
+            certificate, holder_of(match) if match else None, now=now,
+            check_validity=self._check_validity,
+        )  # fmt: skip
+
+    async def _trusted_cas(self) -> Sequence[TrustAnchor]:
+        if self._anchors is None:
+            self._anchors = tuple(
+                anchor for ca in await self._store.list_trusted_cas() if ca.enabled
+                for anchor in _anchor(ca)
+            )  # fmt: skip
+        return self._anchors
+
+
+def _anchor(ca: TrustedCA) -> tuple[TrustAnchor, ...]:
+    """The CA as a trust anchor; a CA whose stored CRL no longer verifies is left out (fail
+    closed: better refuse its devices than accept revoked ones), with an error logged."""
+    certificate = load_certificate(ca.pem)
+    crl = None
+    if ca.crl_pem:
+        try:
+            crl = load_crl(ca.crl_pem.encode(), certificate)
+        except NanoIoTError as exc:
+            log.error("trusted CA '%s' disabled: its CRL is unusable: %s", ca.name, exc)
+            return ()
+    return (
+        TrustAnchor(
+            ca_id=str(ca.id), name=ca.name, certificate=certificate, cn_regex=ca.cn_regex,
+            create_devices=ca.create_devices, crl=crl,
+        ),
+    )  # fmt: skip

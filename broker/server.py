@@ -1,0 +1,96 @@
+"""Assembling a running broker: store, TLS listener, amqtt engine, change feed.
+
+``RunningBroker.start(settings)`` is what ``nanoiot serve`` and the end-to-end tests use: it
+returns once the listener accepts connections (``port`` is the bound port, so tests pass 0)
+and ``stop()`` closes everything it opened, in reverse order.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Self
+
+from auth.acl import Acl, parse_rule
+from broker.authn import Authenticator
+from broker.core import NanoIoTBroker
+from broker.devcerts import needs_development_credentials, with_development_credentials
+from broker.revocation import RevocationFollower
+from broker.telemetry import AuthLog
+from broker.tls import build_server_context
+from broker.transport import TlsServer, start_tls_server
+from nanoiot.settings import Settings
+from storage.sql import SqlCredentialStore
+
+log = logging.getLogger(__name__)
+
+
+def acl_from_settings(settings: Settings) -> Acl:
+    """The default topic rules plus the operator's ``acl_rules`` (checked at start-up)."""
+    rules = [
+        parse_rule(rule, where=f"acl_rules[{index}]")
+        for index, rule in enumerate(settings.acl_rules)
+    ]
+    return Acl(rules)
+
+
+@dataclass
+class RunningBroker:
+    settings: Settings
+    store: SqlCredentialStore
+    broker: NanoIoTBroker
+    listener: TlsServer
+    follower: RevocationFollower
+    auth_log: AuthLog
+    development_credentials: bool
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    @classmethod
+    async def start(cls, settings: Settings, *, acl: Acl | None = None) -> Self:
+        development = needs_development_credentials(settings)
+        if development:
+            settings = with_development_credentials(settings)
+        context = build_server_context(settings)  # fails before anything is opened
+        store = await SqlCredentialStore.open(
+            settings.effective_database_url, data_dir=settings.data_dir
+        )
+        authenticator = Authenticator(
+            store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
+        )
+        auth_log = AuthLog(store)
+        broker = NanoIoTBroker(
+            authenticator,
+            acl or acl_from_settings(settings),
+            auth_log,
+            strict_client_id=settings.strict_client_id,
+            connect_timeout=settings.tls_handshake_timeout,
+        )
+        await broker.start()
+        auth_log.start()
+        follower = RevocationFollower(store, broker, authenticator)
+        await follower.start()
+        listener = await start_tls_server(
+            context,
+            settings.mqtt_ssl_bind_address,
+            settings.mqtt_ssl_bind_port,
+            broker.serve,
+            handshake_timeout=settings.tls_handshake_timeout,
+        )
+        log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
+        return cls(settings, store, broker, listener, follower, auth_log, development)
+
+    async def stop(self) -> None:
+        """Refuse new connections, close live ones, stop the engine, close the store."""
+        self.listener.close()
+        await self.listener.wait_closed()
+        await self.follower.stop()
+        await self.broker.shutdown()
+        await self.auth_log.stop()
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

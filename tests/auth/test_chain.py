@@ -1,0 +1,119 @@
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
+from auth.decision import Decision, Reason
+from nanoiot.errors import PemError
+from tests.certgen import Issued, issue
+
+NOW = dt.datetime.now(dt.UTC)
+CA = issue("Fleet CA", ca=True)
+OTHER_CA = issue("Other CA", ca=True)
+
+
+def anchor(ca: Issued = CA, **kwargs: object) -> TrustAnchor:
+    return TrustAnchor("ca-1", ca.cert.subject.rfc4514_string(), ca.cert, **kwargs)  # type: ignore[arg-type]
+
+
+def crl_revoking(ca: Issued, *serials: int) -> x509.CertificateRevocationList:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(NOW - dt.timedelta(hours=1))
+        .next_update(NOW + dt.timedelta(days=1))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
+        )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def refused(result: ChainMatch | Decision) -> Decision:
+    assert isinstance(result, Decision), result
+    assert not result.allowed
+    return result
+
+
+def test_leaf_of_trusted_ca_matches_with_cn_as_device_name() -> None:
+    leaf = issue("sensor-17", issuer=CA)
+    result = match_chain(leaf.cert, [], [anchor(OTHER_CA), anchor()], now=NOW)
+    assert isinstance(result, ChainMatch)
+    assert result.device_name == "sensor-17"
+    assert result.anchor.certificate == CA.cert
+
+
+def test_intermediate_sent_by_the_client_is_used() -> None:
+    intermediate = issue("Plant CA", issuer=CA, ca=True)
+    leaf = issue("sensor-2", issuer=intermediate)
+    assert isinstance(match_chain(leaf.cert, [intermediate.cert], [anchor()], now=NOW), ChainMatch)
+    missing = refused(match_chain(leaf.cert, [], [anchor()], now=NOW))
+    assert missing.reason is Reason.UNTRUSTED_ISSUER
+
+
+def test_untrusted_issuer_and_no_anchors() -> None:
+    leaf = issue("x", issuer=OTHER_CA)
+    decision = refused(match_chain(leaf.cert, [], [anchor()], now=NOW))
+    assert decision.reason is Reason.UNTRUSTED_ISSUER
+    assert "CN=Other CA" in decision.detail
+    assert refused(match_chain(leaf.cert, [], [], now=NOW)).reason is Reason.UNTRUSTED_ISSUER
+
+
+def test_issuer_that_is_not_a_ca_is_refused() -> None:
+    not_ca = issue("plain")
+    leaf = issue("x", issuer=not_ca)
+    assert (
+        refused(match_chain(leaf.cert, [], [anchor(not_ca)], now=NOW)).reason
+        is Reason.UNTRUSTED_ISSUER
+    )
+
+
+def test_crl_revokes_a_leaf() -> None:
+    leaf = issue("sensor-3", issuer=CA, serial=4242)
+    revoked = anchor(crl=crl_revoking(CA, 4242))
+    decision = refused(match_chain(leaf.cert, [], [revoked], now=NOW))
+    assert decision.reason is Reason.REVOKED_BY_CA
+    assert "1092" in decision.detail  # 4242 in hex
+    other = issue("sensor-4", issuer=CA, serial=4243)
+    assert isinstance(match_chain(other.cert, [], [revoked], now=NOW), ChainMatch)
+
+
+def test_expiry_unless_skipped_and_eku() -> None:
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    long_lived = issue("Old CA", ca=True, not_before=past - dt.timedelta(days=365))
+    old = issue("old", issuer=long_lived, not_before=past, not_after=past + dt.timedelta(days=1))
+    expired = refused(match_chain(old.cert, [], [anchor(long_lived)], now=NOW))
+    assert expired.reason is Reason.CERTIFICATE_EXPIRED
+    skipped = match_chain(old.cert, [], [anchor(long_lived)], now=NOW, check_validity=False)
+    assert isinstance(skipped, ChainMatch)
+    server = issue("s", issuer=CA, eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    wrong_use = refused(match_chain(server.cert, [], [anchor()], now=NOW))
+    assert wrong_use.reason is Reason.NOT_FOR_CLIENT_AUTH
+
+
+def test_cn_regex_group_one_names_the_device() -> None:
+    rule = anchor(cn_regex=r"device-(\w+)\.fleet\.example")
+    leaf = issue("device-abc.fleet.example", issuer=CA)
+    result = match_chain(leaf.cert, [], [rule], now=NOW)
+    assert isinstance(result, ChainMatch)
+    assert result.device_name == "abc"
+    stranger = issue("intruder.example", issuer=CA)
+    assert (
+        refused(match_chain(stranger.cert, [], [rule], now=NOW)).reason is Reason.NAME_NOT_ALLOWED
+    )
+
+
+def test_load_crl_checks_the_signature() -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    crl = crl_revoking(CA, 1)
+    assert load_crl(crl.public_bytes(Encoding.PEM), CA.cert).issuer == CA.cert.subject
+    assert load_crl(crl.public_bytes(Encoding.DER), CA.cert) is not None
+    with pytest.raises(PemError, match="not signed by CA"):
+        load_crl(crl.public_bytes(Encoding.PEM), OTHER_CA.cert)
+    with pytest.raises(PemError, match="not a CRL"):
+        load_crl(b"garbage", CA.cert)

@@ -1,0 +1,27 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nanoiot.settings import Settings
+from tests.e2e.harness import BrokerThread
+
+
+def broker_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "mqtt_ssl_bind_address": "127.0.0.1",
+        "mqtt_ssl_bind_port": 0,
+        "tls_handshake_timeout": 5.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerThread]:
+    running = BrokerThread(broker_settings(tmp_path / "data"))
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,165 @@
+"""A real NanoIoT broker on a free port in a background thread, and real paho clients.
+
+The broker runs in its own event loop (as in `nanoiot serve`), so tests use blocking MQTT
+clients the way device code does, and wait on events, never on time.
+"""
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from auth.certificate import parse_credential
+from broker.server import RunningBroker
+from nanoiot.settings import Settings
+from storage.records import Device
+from tests.certgen import Issued, issue
+
+T = TypeVar("T")
+WAIT = 10.0  # seconds: a bound on waiting for an event, never a sleep
+# paho 2 turns MQTT 3.1.1 CONNACK return codes into MQTT 5 reason codes; this undoes it.
+V311_RETURN_CODE = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
+
+
+class BrokerThread:
+    """``RunningBroker`` in a thread with its own loop; ``call`` runs coroutines there."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.running: RunningBroker = self.call(RunningBroker.start(settings))
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def server_cert(self) -> Path:
+        cert = self.running.settings.mqtt_ssl_pem_cert
+        assert cert is not None
+        return cert
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.running.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(WAIT)
+            self.loop.close()
+
+    def provision(self, name: str, device: Issued | None = None) -> tuple[Device, Issued]:
+        """A device with a fresh self-signed certificate registered for it."""
+        device = device or issue(name)
+        store = self.running.store
+        created, _ = self.call(
+            store.create_device_with_credential(name, x509=parse_credential(device.cert_pem))
+        )
+        return created, device
+
+    def application(self, name: str, username: str, password: str) -> Device:
+        """A backend application with MQTT basic credentials."""
+        store = self.running.store
+
+        async def create() -> Device:
+            app = await store.create_device(name, type="application")
+            await store.add_basic_credential(
+                app.id, username=username, password=password, application=True
+            )
+            return app
+
+        return self.call(create())
+
+
+def write_pem(directory: Path, issued: Issued, name: str) -> Path:
+    """The reference's .nopass.pem: key then certificate, one file."""
+    path = directory / f"{name}.nopass.pem"
+    path.write_text(issued.key_pem + issued.cert_pem)
+    return path
+
+
+@dataclass
+class Client:
+    """A paho client whose callbacks feed queues the test waits on."""
+
+    paho: mqtt.Client
+    connack: "Queue[ReasonCode]" = field(default_factory=Queue)
+    messages: "Queue[mqtt.MQTTMessage]" = field(default_factory=Queue)
+    subacks: "Queue[list[ReasonCode]]" = field(default_factory=Queue)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+    def wait_connack(self) -> int:
+        """The MQTT 3.1.1 CONNACK return code (paho reports MQTT 5 reason codes)."""
+        return V311_RETURN_CODE[self.connack.get(timeout=WAIT).value]
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[ReasonCode]:
+        self.paho.subscribe(topic, qos)
+        return self.subacks.get(timeout=WAIT)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        info = self.paho.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(WAIT)
+
+    def next_message(self) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=WAIT)
+
+    def no_message(self, within: float = 0.3) -> bool:
+        """True if nothing arrives: used only after a round trip proved delivery works."""
+        try:
+            self.messages.get(timeout=within)
+        except Empty:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+def mqtt_client(
+    port: int,
+    server_cert: Path,
+    certfile: Path | None,
+    *,
+    client_id: str = "",
+    clean_session: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+    keepalive: int = 60,
+    will: tuple[str, bytes] | None = None,
+) -> Client:
+    """Connect the way the product text shows (tls_set with the server cert as ca_certs)."""
+    paho = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+    )
+    client = Client(paho)
+    paho.tls_set(
+        ca_certs=str(server_cert),
+        certfile=str(certfile) if certfile else None,
+        keyfile=None,
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    if username is not None:
+        paho.username_pw_set(username, password)
+    if will is not None:
+        paho.will_set(will[0], will[1], qos=1)
+    paho.on_connect = lambda _c, _u, _f, rc, _p: client.connack.put(rc)
+    paho.on_message = lambda _c, _u, message: client.messages.put(message)
+    paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(list(codes))
+    paho.on_disconnect = lambda *_args: client.disconnected.set()
+    paho.connect_async("127.0.0.1", port, keepalive=keepalive)
+    paho.loop_start()
+    return client
