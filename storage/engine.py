@@ -179,6 +179,8 @@ def _is_connection_problem(exc: Exception) -> bool:
         asyncpg.InternalClientError,  # a session the server ended mid-use
         asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, server starting
         asyncpg.InvalidCatalogNameError,
+        # 55000 at connect: the database is closed to connections (ALLOW_CONNECTIONS false).
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
         asyncpg.InvalidAuthorizationSpecificationError,
         asyncpg.InvalidPasswordError,
     )

@@ -83,6 +83,16 @@ class BrokerThread:
         return self.call(create())
 
 
+def device_client(
+    broker: BrokerThread, directory: Path, name: str, issued: Issued | None = None, **options: Any
+) -> tuple["Client", Issued]:
+    """Provision ``name`` (unless ``issued`` is given: then reuse that certificate) and connect."""
+    if issued is None:
+        _, issued = broker.provision(name)
+    certfile = write_pem(directory, issued, name)
+    return mqtt_client(broker.port, broker.server_cert, certfile, **options), issued
+
+
 def write_pem(directory: Path, issued: Issued, name: str) -> Path:
     """The reference's .nopass.pem: key then certificate, one file."""
     path = directory / f"{name}.nopass.pem"
