@@ -18,7 +18,6 @@ import platform
 import random
 import secrets
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
+from bench._report import cpu_model, git_commit
 from storage.engine import create_engine
 from storage.migrate import upgrade
 from storage.models import Base, new_id
@@ -248,14 +248,7 @@ def table(results: Sequence[Result]) -> str:
 
 
 def machine_info(admin_dsn: str, backends: Sequence[str]) -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     info = [
         f"- CPU: {cpu}, {os.cpu_count()} cores; load average at the end {load} "
@@ -265,7 +258,7 @@ def machine_info(admin_dsn: str, backends: Sequence[str]) -> list[str]:
     ]
     if "postgres" in backends:
         info.append(f"- {asyncio.run(_postgres_version(admin_dsn))}")
-    info.append(f"- git commit {_git_commit()}")
+    info.append(f"- git commit {git_commit()}")
     return info
 
 
@@ -276,15 +269,6 @@ async def _postgres_version(admin_dsn: str) -> str:
     finally:
         await connection.close()
     return version.split(" on ")[0]
-
-
-def _git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"{commit} (with uncommitted changes)" if git("status", "--porcelain") else commit
 
 
 def report(results: Sequence[Result], info: Sequence[str], batch: int) -> str:

@@ -28,7 +28,6 @@ import os
 import platform
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from bench._report import cpu_model, git_commit, process_cpu_seconds
 from broker.tls import build_server_context
 from broker.transport import TlsConnection, start_tls_server
 from nanoiot.settings import Settings
@@ -50,7 +50,6 @@ SAME_DN_RATIO_LIMIT = 1.2
 SAME_DN = "distinct certs, one shared subject DN"
 UNIQUE_DN = "distinct certs, unique subject DNs"
 MESSAGE = b"m" * 64
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the server process ---
@@ -146,8 +145,8 @@ class ServerProcess:
         self.port: int = self._control.recv()
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (proc(5))
+        assert self._process.pid is not None
+        return process_cpu_seconds(self._process.pid)
 
     def stop(self) -> None:
         self._control.send("stop")
@@ -299,22 +298,9 @@ def measure_echo(kind: str, pki: ServerPki, client: ClientFiles, messages: int) 
 
 
 def machine_info() -> list[str]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
-        commit += " (+ uncommitted changes)" if dirty.stdout.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit(dirty_note="+ uncommitted changes")
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; {platform.platform()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {platform.platform()}",
         f"- Python {platform.python_version()}",
         f"- ours: pyOpenSSL over {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
         f"- stdlib ssl: {ssl.OPENSSL_VERSION}",

@@ -5,14 +5,20 @@ them in a worker thread: the event loop keeps serving other connections meanwhil
 """
 
 import asyncio
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher()
-# Verified when the user name is unknown, so "no such user" takes as long as "wrong password"
-# and response times do not reveal which user names exist.
-_DUMMY_HASH = _HASHER.hash("nanoiot-dummy-password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified when the user name is unknown, so "no such user" takes as long as "wrong
+    password" and response times do not reveal which user names exist. Made on first use, not
+    at import: every CLI run and broker start would pay for it."""
+    return _HASHER.hash("nanoiot-dummy-password")
 
 
 def hash_password(password: str) -> str:
@@ -22,7 +28,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True if ``password`` matches; a missing or malformed hash never matches."""
     try:
-        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _HASHER.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

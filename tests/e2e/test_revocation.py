@@ -12,6 +12,7 @@ import pytest
 from amqtt.adapters import WriterAdapter
 
 from auth.decision import ConnackCode
+from broker import connect as broker_connect
 from broker import core as broker_core
 from broker.peer import Peer
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
@@ -82,7 +83,7 @@ def test_revocation_right_after_connack_is_not_lost(
     broker: BrokerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """facts.md §2: amqtt loses a disconnect that arrives before its waiter exists."""
-    real_send = broker_core.send_connack
+    real_send = broker_connect.send_connack
     closed: list[Peer] = []
 
     async def close_right_after(writer: WriterAdapter, code: ConnackCode, **kwargs: bool) -> None:
