@@ -11,12 +11,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
 from auth.certificate import common_name
 from auth.decision import Decision, Reason, client_auth_problem, deny
+from auth.validity import validity_problem
 
 # RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; everything else is left to
 # the operator's PKI (many private CAs omit key identifiers or key usage).
@@ -63,9 +66,9 @@ def match_chain(
     try:
         chain = _verify(leaf, intermediates, anchors, now if check_validity else _inside(leaf, now))
     except verification.VerificationError as exc:
-        return _verification_refusal(leaf, str(exc), now)
+        return _verification_refusal(leaf, intermediates, anchors, str(exc), now)
     anchor = next(a for a in anchors if a.certificate == chain[-1])
-    revoked = _revoked_in_chain(chain[:-1], anchors)  # the anchor itself is trusted as is
+    revoked = _revoked_in_chain(chain, anchors)
     if revoked is not None:
         return revoked
     return _device_name(leaf, anchor)
@@ -99,21 +102,27 @@ def _untrusted(leaf: x509.Certificate) -> str:
     )
 
 
-def _verification_refusal(leaf: x509.Certificate, message: str, now: datetime) -> Decision:
+def _verification_refusal(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[TrustAnchor],
+    message: str,
+    now: datetime,
+) -> Decision:
     if "not valid at validation time" in message:
-        if now > leaf.not_valid_after_utc:
+        problem = validity_problem(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now)
+        if problem is None:
             return deny(
-                Reason.CERTIFICATE_EXPIRED,
-                f"certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC",
+                Reason.UNTRUSTED_ISSUER, "a CA certificate in the chain is outside its validity"
             )
-        if now < leaf.not_valid_before_utc:
-            return deny(
-                Reason.CERTIFICATE_NOT_YET_VALID,
-                f"certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
-            )
-        return deny(
-            Reason.UNTRUSTED_ISSUER, "a CA certificate in the chain is outside its validity"
-        )
+        # The verifier reports the leaf's validity before it looks for an issuer, so a
+        # stranger's expired certificate would read "expired" and send the operator after the
+        # wrong problem: say "expired" only for a leaf that a trusted CA signed.
+        if not _signed_by_trusted(leaf, intermediates, anchors):
+            return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
+        expired = now > leaf.not_valid_after_utc
+        reason = Reason.CERTIFICATE_EXPIRED if expired else Reason.CERTIFICATE_NOT_YET_VALID
+        return deny(reason, f"certificate {problem}")
     if "candidates exhausted" in message:
         return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
     return deny(
@@ -121,22 +130,37 @@ def _verification_refusal(leaf: x509.Certificate, message: str, now: datetime) -
     )
 
 
+def _signed_by_trusted(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[TrustAnchor],
+) -> bool:
+    """Whether a trusted CA signed ``leaf``, directly or through one intermediate it signed,
+    whatever the time (only used to word a refusal, never to accept)."""
+    roots = [a.certificate for a in anchors]
+    signers = roots + [i for i in intermediates if any(_signed(i, r) for r in roots)]
+    return any(_signed(leaf, signer) for signer in signers)
+
+
 def _revoked_in_chain(
-    certificates: Sequence[x509.Certificate], anchors: Sequence[TrustAnchor]
+    chain: Sequence[x509.Certificate], anchors: Sequence[TrustAnchor]
 ) -> Decision | None:
-    """RFC 5280 §6.3: each certificate is checked against its issuer's CRL, when we have one."""
-    crls = {a.certificate.subject: a.crl for a in anchors if a.crl is not None}
-    for cert in certificates:
-        crl = crls.get(cert.issuer)
-        if crl is None:
-            continue
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    """RFC 5280 §6.3: each certificate of a validated path (leaf first) is checked against the
+    CRL of the certificate that issued it, when that issuer is a trust anchor with a CRL.
+
+    The CRL is chosen by the issuing certificate, not by its name: after a CA rollover the old
+    and the new CA share a DN, and a CRL only covers what its own key signed (§6.3.3 (f)).
+    """
+    crls = {a.certificate: a.crl for a in anchors if a.crl is not None}
+    for cert, issuer in pairwise(chain):
+        crl = crls.get(issuer)
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number) if crl else None
         if entry is not None:
-            issuer = cert.issuer.rfc4514_string()
             return deny(
                 Reason.REVOKED_BY_CA,
                 f"certificate serial {cert.serial_number:x} is revoked by its CA "
-                f"(CRL of '{issuer}', since {entry.revocation_date_utc:%Y-%m-%d})",
+                f"(CRL of '{issuer.subject.rfc4514_string()}', "
+                f"since {entry.revocation_date_utc:%Y-%m-%d})",
             )
     return None
 
@@ -144,13 +168,29 @@ def _revoked_in_chain(
 def revoked_by_ca(
     leaf: x509.Certificate, anchors: Sequence[TrustAnchor], allowed: Decision
 ) -> Decision:
-    """``allowed``, unless a trusted CA that issued ``leaf`` lists it in its CRL."""
-    refusal = _revoked_in_chain([leaf], anchors)
-    if refusal is None:
-        return allowed
-    return deny(
-        refusal.reason, refusal.detail, holder=allowed.holder, fingerprint=allowed.fingerprint
-    )
+    """``allowed``, unless a trusted CA that issued ``leaf`` lists it in its CRL.
+
+    For a pinned leaf no path was built, so the issuer is each anchor with a CRL whose key
+    signed the leaf (a name match alone could pick another CA's CRL).
+    """
+    for anchor in anchors:
+        if anchor.crl is None or not _signed(leaf, anchor.certificate):
+            continue
+        refusal = _revoked_in_chain([leaf, anchor.certificate], anchors)
+        if refusal is not None:
+            return deny(
+                refusal.reason, refusal.detail, holder=allowed.holder,
+                fingerprint=allowed.fingerprint,
+            )  # fmt: skip
+    return allowed
+
+
+def _signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _device_name(leaf: x509.Certificate, anchor: TrustAnchor) -> ChainMatch | Decision:

@@ -6,6 +6,7 @@ system: a client certificate decides alone (user name and password are then igno
 one, the user name is an access token, or with a password an MQTT_BASIC user name.
 """
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from auth.certificate import load_certificate, parse_credential
+from auth.certificate import ParsedCredential, load_certificate, parse_credential
 from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain, revoked_by_ca
 from auth.decision import (
     Decision,
@@ -28,7 +29,13 @@ from auth.decision import (
     store_unavailable,
 )
 from auth.fingerprint import spki_sha256
-from nanoiot.errors import NanoIoTError, NotFoundError, StoreUnavailableError
+from nanoiot.errors import (
+    ConflictError,
+    NanoIoTError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
 from storage.interface import CredentialStore
 from storage.records import CredentialMatch, TrustedCA
 
@@ -84,7 +91,9 @@ class Authenticator:
                 match = await self._store.find_token(request.username)
                 return decide_token(holder_of(match) if match else None)
             return no_credentials()
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
+            # Unreachable or failing, the store cannot vouch for anyone: CONNACK 3 (MQTT
+            # 3.1.1 §3.2.2.3), and the client may retry; never a crash of the listener.
             return store_unavailable(str(exc))
 
     async def _by_certificate(self, request: ConnectRequest) -> Decision:
@@ -118,25 +127,51 @@ class Authenticator:
         """
         parsed = parse_credential(certificate.public_bytes(Encoding.PEM))
         try:
-            device = await self._store.get_device_by_name(chained.device_name)
-        except NotFoundError:
-            if not chained.anchor.create_devices:
-                return deny(
-                    Reason.NAME_NOT_ALLOWED,
-                    f"no device '{chained.device_name}' and CA '{chained.anchor.name}' "
-                    "does not create devices",
-                )
-            device, _ = await self._store.create_device_with_credential(
-                chained.device_name, type="default", x509=parsed
-            )
-            log.info("created device '%s' for a leaf of CA '%s'", device.name, chained.anchor.name)
-        else:
-            await self._store.add_x509_credential(device.id, parsed)
+            refusal = await self._store_leaf(parsed, chained)
+        except ValidationError as exc:
+            # The CA's rule accepted the CN, but the name it gives cannot be an MQTT device
+            # name ('/', '+', '#', ...): a refusal for this leaf, not a broker error.
+            return deny(Reason.NAME_NOT_ALLOWED, f"CA '{chained.anchor.name}': {exc}")
+        if refusal is not None:
+            return refusal
         match = await self._store.find_x509(parsed.spki_sha256)
         return decide_certificate(
             certificate, holder_of(match) if match else None, now=now,
             check_validity=self._check_validity,
         )  # fmt: skip
+
+    async def _store_leaf(self, parsed: ParsedCredential, chained: ChainMatch) -> Decision | None:
+        """Store the leaf for its device; a refusal if there is no device and none may be made.
+
+        A device's first connects can race (a reconnect loop, two leaves of one device): a
+        ConflictError means another connection stored the device or the leaf first, so we look
+        again, and ``find_x509`` afterwards says whom the leaf now belongs to.
+        """
+        for _ in range(2):
+            try:
+                device = await self._store.get_device_by_name(chained.device_name)
+            except NotFoundError:
+                if not chained.anchor.create_devices:
+                    return deny(
+                        Reason.NAME_NOT_ALLOWED,
+                        f"no device '{chained.device_name}' and CA '{chained.anchor.name}' "
+                        "does not create devices",
+                    )
+                try:
+                    await self._store.create_device_with_credential(
+                        chained.device_name, type="default", x509=parsed
+                    )
+                except ConflictError:
+                    continue  # stored meanwhile by another connection: look again
+                log.info(
+                    "created device '%s' for a leaf of CA '%s'",
+                    chained.device_name, chained.anchor.name,
+                )  # fmt: skip
+                return None
+            with contextlib.suppress(ConflictError):
+                await self._store.add_x509_credential(device.id, parsed)
+            return None
+        return None
 
     async def _trusted_cas(self) -> Sequence[TrustAnchor]:
         if self._anchors is None:

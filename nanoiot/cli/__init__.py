@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nanoiot.cli import credentials, db, device, keygen, serve
+from nanoiot.cli import ca, credentials, db, device, doctor, keygen, serve
 from nanoiot.cli.common import State, fail
 from nanoiot.errors import NanoIoTError
 
@@ -26,6 +26,8 @@ app.add_typer(device.app, name="device")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(keygen.app, name="keygen")
 app.command("serve")(serve.serve)
+app.add_typer(ca.app, name="ca")
+app.command("doctor")(doctor.doctor)
 
 
 @app.callback()

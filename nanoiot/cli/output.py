@@ -10,10 +10,12 @@ from uuid import UUID
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from storage.records import Credential, Device
 
-console = Console(highlight=False)
+# No markup: device names, labels and subjects are user data, and rich would eat "[...]" in them.
+console = Console(highlight=False, markup=False)
 
 
 def _plain(value: Any) -> Any:
@@ -47,7 +49,7 @@ def device_table(devices: Sequence[Device], title: str | None = None) -> Table:
     for column in ("name", "id", "type", "label", "enabled", "created"):
         table.add_column(column)
     for d in devices:
-        enabled = "yes" if d.enabled else "[red]no[/red]"
+        enabled = Text("yes") if d.enabled else Text("no", style="red")
         table.add_row(d.name, str(d.id), d.type, d.label, enabled, _when(d.created_at))
     return table
 

@@ -88,6 +88,11 @@ def test_unknown_device_and_duplicate_device(nanoiot: Cli) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_user_text_with_brackets_is_printed_as_given(nanoiot: Cli) -> None:
+    nanoiot("device", "add", "d1", "--label", "rack [a1] slot [b]")
+    assert "rack [a1] slot [b]" in nanoiot("device", "list").stdout
+
+
 def test_device_lifecycle(nanoiot: Cli) -> None:
     nanoiot("device", "add", "d1", "--label", "lab")
     nanoiot("device", "add", "d2")
