@@ -56,6 +56,9 @@ class BrokerThread:
         try:
             self.call(self.running.stop())
         finally:
+            # As asyncio.run does: let every task still running (a connection accepted while
+            # the listener closed) see its cancellation and close its transport.
+            self.call(_cancel_remaining_tasks())
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(WAIT)
             self.loop.close()
@@ -81,6 +84,14 @@ class BrokerThread:
             return app
 
         return self.call(create())
+
+
+async def _cancel_remaining_tasks() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def device_client(
