@@ -88,3 +88,22 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
     algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return Issued(builder.sign(signer_key, algorithm), key)
+
+
+def revocation_list(
+    ca: Issued, *serials: int, signer: Issued | None = None
+) -> x509.CertificateRevocationList:
+    """A CRL naming ``ca`` as issuer and revoking ``serials``, signed by ``signer`` (default:
+    ``ca`` itself; another signer makes a CRL whose signature must not verify)."""
+    now = dt.datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(hours=1))
+        .next_update(now + dt.timedelta(days=7))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    return builder.sign((signer or ca).key, hashes.SHA256())

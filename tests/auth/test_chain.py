@@ -2,13 +2,12 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
 from auth.decision import Decision, Reason
 from nanoiot.errors import PemError
-from tests.certgen import Issued, issue
+from tests.certgen import Issued, issue, revocation_list
 
 NOW = dt.datetime.now(dt.UTC)
 CA = issue("Fleet CA", ca=True)
@@ -20,17 +19,7 @@ def anchor(ca: Issued = CA, **kwargs: object) -> TrustAnchor:
 
 
 def crl_revoking(ca: Issued, *serials: int) -> x509.CertificateRevocationList:
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(NOW - dt.timedelta(hours=1))
-        .next_update(NOW + dt.timedelta(days=1))
-    )
-    for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
-        )
-    return builder.sign(ca.key, hashes.SHA256())
+    return revocation_list(ca, *serials)
 
 
 def refused(result: ChainMatch | Decision) -> Decision:

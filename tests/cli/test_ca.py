@@ -6,12 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import parse_credential
-from tests.certgen import Issued, issue
+from tests.certgen import Issued, issue, revocation_list
 from tests.cli.conftest import Cli
 
 NOW = dt.datetime.now(dt.UTC)
@@ -28,17 +26,7 @@ def write(directory: Path, name: str, content: str | bytes) -> Path:
 
 def crl_of(ca: Issued, *serials: int, signer: Issued | None = None) -> bytes:
     """A CRL naming ``ca`` as issuer, signed by ``signer`` (default: ``ca`` itself), in DER."""
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(NOW - dt.timedelta(hours=1))
-        .next_update(NOW + dt.timedelta(days=7))
-    )
-    for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
-        )
-    return builder.sign((signer or ca).key, hashes.SHA256()).public_bytes(Encoding.DER)
+    return revocation_list(ca, *serials, signer=signer).public_bytes(Encoding.DER)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], starts: str) -> None:
