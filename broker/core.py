@@ -19,6 +19,7 @@ from amqtt.broker import Broker
 from amqtt.session import Session
 
 from auth.acl import Acl, Identity, to_canonical
+from auth.certificate import common_name
 from auth.decision import ConnackCode, Decision, Reason, deny
 from broker.authn import Authenticator, ConnectRequest
 from broker.connect import Connect, ConnectRefused, read_connect, send_connack
@@ -233,7 +234,5 @@ def _refresh(session: Session, connect: Connect, identity: Identity) -> None:
 
 
 def _common_name(connection: TlsConnection) -> str | None:
-    from auth.certificate import common_name
-
     cert = connection.peer_certificate
     return common_name(cert.subject) if cert is not None else None
