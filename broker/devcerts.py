@@ -8,6 +8,8 @@ restarts. Production deployments configure MQTT_SSL_PEM_* or MQTT_SSL_KEY_STORE 
 
 import datetime as dt
 import logging
+import shutil
+import sys
 from pathlib import Path
 
 from nanoiot.keygen.files import write_files
@@ -47,22 +49,36 @@ def with_development_credentials(settings: Settings) -> Settings:
     )
 
 
+def cli_command() -> str:
+    """How to call this installation's ``nanoiot`` from the current directory: the bare name
+    when it is on PATH, else its path (``scripts/run`` uses ``.venv/bin/nanoiot``)."""
+    installed = Path(sys.executable).with_name("nanoiot")
+    on_path = shutil.which("nanoiot")
+    if on_path is not None and Path(on_path).resolve() == installed.resolve():
+        return "nanoiot"
+    try:
+        return str(installed.relative_to(Path.cwd()))
+    except ValueError:
+        return str(installed)
+
+
 def first_device_instructions(settings: Settings, server_cert: Path, port: int) -> str:
     """What a newcomer runs next to connect a first device."""
     host = "localhost"
+    nanoiot = cli_command()
     return "\n".join(
         [
             f"NanoIoT is listening for MQTT over TLS on {settings.mqtt_ssl_bind_address}:{port}.",
             f"Clients trust the server certificate {server_cert}",
             "",
             "Connect a first device (in another terminal, same directory and settings):",
-            f"  nanoiot keygen client --server-cert {server_cert} --cn my-device --provision",
+            f"  {nanoiot} keygen client --server-cert {server_cert} --cn my-device --provision",
             f"  mosquitto_sub --cafile {server_cert} --cert mqttclient.nopass.pem "
             f"--key mqttclient.nopass.pem -h {host} -p {port} -t 'v1/devices/me/#' -v &",
             f"  mosquitto_pub --cafile {server_cert} --cert mqttclient.nopass.pem "
             f"--key mqttclient.nopass.pem -h {host} -p {port} "
             "-t v1/devices/me/telemetry -m '{\"temperature\": 21.5}'",
             "",
-            "Revoke it again with: nanoiot credentials revoke my-device",
+            f"Revoke it again with: {nanoiot} credentials revoke my-device",
         ]
     )
