@@ -8,7 +8,7 @@ read from the leaf's CN with the CA's regular expression (group 1, or the whole 
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
 from auth.certificate import common_name
-from auth.decision import Decision, Reason, client_auth_problem, deny
+from auth.decision import Decision, Holder, Reason, client_auth_problem, decide_certificate, deny
 from auth.validity import validity_problem
 
 # RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; everything else is left to
@@ -183,6 +183,45 @@ def revoked_by_ca(
                 fingerprint=allowed.fingerprint,
             )  # fmt: skip
     return allowed
+
+
+def decide_pinned(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    holder: Holder | None,
+    anchors: Sequence[TrustAnchor],
+    *,
+    now: datetime,
+    check_validity: bool = True,
+    ca_names: Mapping[str, str] | None = None,
+) -> Decision:
+    """Decide a leaf found (or not) by its public key; ``holder`` is what the store found.
+
+    A credential an operator pinned stands on its own, but still obeys the CRL of a trusted CA
+    that issued it (RFC 5280 §6.3). A credential stored because the leaf chained to a trusted
+    CA (``holder.issuer_ca_id``) stands only as long as that CA: it must still be trusted and
+    the leaf must still chain to it, so deleting or disabling the CA, its CRL and an
+    intermediate's revocation all apply. ``ca_names`` names CAs by id for the refusal (a
+    disabled CA is no anchor but still has a name).
+    """
+    decision = decide_certificate(leaf, holder, now=now, check_validity=check_validity)
+    if not decision.allowed:
+        return decision
+    if holder is None or holder.issuer_ca_id is None:
+        return revoked_by_ca(leaf, anchors, decision)
+    ca_id = holder.issuer_ca_id
+    issuers = [a for a in anchors if a.ca_id == ca_id]
+    if not issuers:
+        label = (ca_names or {}).get(ca_id, ca_id)
+        return deny(
+            Reason.CA_NO_LONGER_TRUSTED,
+            f"certificate was issued by CA '{label}' which is no longer trusted",
+            holder=holder, fingerprint=decision.fingerprint,
+        )  # fmt: skip
+    chained = match_chain(leaf, intermediates, issuers, now=now, check_validity=check_validity)
+    if isinstance(chained, Decision):
+        return deny(chained.reason, chained.detail, holder=holder, fingerprint=decision.fingerprint)
+    return decision
 
 
 def _signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

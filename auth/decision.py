@@ -42,6 +42,7 @@ class Reason(StrEnum):
     NOT_FOR_CLIENT_AUTH = "not_for_client_auth"
     UNTRUSTED_ISSUER = "untrusted_issuer"
     REVOKED_BY_CA = "revoked_by_ca"
+    CA_NO_LONGER_TRUSTED = "ca_no_longer_trusted"
     NAME_NOT_ALLOWED = "name_not_allowed"
     UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 - a reason label
     BAD_USERNAME_OR_PASSWORD = "bad_username_or_password"  # noqa: S105 - a reason label
@@ -68,6 +69,8 @@ class Holder:
     credential_id: str
     credential_status: CredentialStatus
     application: bool = False
+    # The trusted CA the credential was accepted through (None: pinned by an operator).
+    issuer_ca_id: str | None = None
 
 
 @dataclass(frozen=True)

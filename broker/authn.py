@@ -11,12 +11,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import ParsedCredential, load_certificate, parse_credential
-from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain, revoked_by_ca
+from auth.chain import ChainMatch, TrustAnchor, decide_pinned, load_crl, match_chain
 from auth.decision import (
     Decision,
     Holder,
@@ -63,6 +64,9 @@ def holder_of(match: CredentialMatch) -> Holder:
         credential_id=str(match.credential.id),
         credential_status=match.credential.status,
         application=match.credential.application,
+        issuer_ca_id=(
+            str(match.credential.issuer_ca_id) if match.credential.issuer_ca_id else None
+        ),
     )
 
 
@@ -73,6 +77,7 @@ class Authenticator:
         self._store = store
         self._check_validity = check_validity
         self._anchors: tuple[TrustAnchor, ...] | None = None
+        self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
 
     def forget_trusted_cas(self) -> None:
         """Reload the trusted CAs and CRLs at the next use (a CA or CRL changed)."""
@@ -103,12 +108,12 @@ class Authenticator:
         match = await self._store.find_x509(spki_sha256(certificate.public_key()))
         anchors = await self._trusted_cas()
         if match is not None or not anchors:
-            decision = decide_certificate(
-                certificate, holder_of(match) if match else None, now=now,
-                check_validity=self._check_validity,
+            # A pinned leaf obeys the CRL of a trusted CA that issued it (RFC 5280 §6.3); one
+            # stored through a trusted CA also needs that CA still trusted and chaining.
+            return decide_pinned(
+                certificate, request.chain[1:], holder_of(match) if match else None, anchors,
+                now=now, check_validity=self._check_validity, ca_names=self._ca_names,
             )  # fmt: skip
-            # A pinned leaf of a trusted CA still obeys that CA's CRL (RFC 5280 §6.3).
-            return revoked_by_ca(certificate, anchors, decision) if decision.allowed else decision
         chained = match_chain(
             certificate, request.chain[1:], await self._trusted_cas(), now=now,
             check_validity=self._check_validity,
@@ -147,6 +152,7 @@ class Authenticator:
         ConflictError means another connection stored the device or the leaf first, so we look
         again, and ``find_x509`` afterwards says whom the leaf now belongs to.
         """
+        ca_id = UUID(chained.anchor.ca_id)  # the leaf stands only as long as this CA
         for _ in range(2):
             try:
                 device = await self._store.get_device_by_name(chained.device_name)
@@ -159,7 +165,7 @@ class Authenticator:
                     )
                 try:
                     await self._store.create_device_with_credential(
-                        chained.device_name, type="default", x509=parsed
+                        chained.device_name, type="default", x509=parsed, issuer_ca_id=ca_id
                     )
                 except ConflictError:
                     continue  # stored meanwhile by another connection: look again
@@ -169,15 +175,16 @@ class Authenticator:
                 )  # fmt: skip
                 return None
             with contextlib.suppress(ConflictError):
-                await self._store.add_x509_credential(device.id, parsed)
+                await self._store.add_x509_credential(device.id, parsed, issuer_ca_id=ca_id)
             return None
         return None
 
     async def _trusted_cas(self) -> Sequence[TrustAnchor]:
         if self._anchors is None:
+            cas = await self._store.list_trusted_cas()
+            self._ca_names = {str(ca.id): ca.name for ca in cas}
             self._anchors = tuple(
-                anchor for ca in await self._store.list_trusted_cas() if ca.enabled
-                for anchor in _anchor(ca)
+                anchor for ca in cas if ca.enabled for anchor in _anchor(ca)
             )  # fmt: skip
         return self._anchors
 

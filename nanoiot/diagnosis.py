@@ -16,7 +16,7 @@ from datetime import datetime
 from cryptography import x509
 
 from auth.certificate import load_certificate
-from auth.chain import TrustAnchor, load_crl, match_chain, revoked_by_ca
+from auth.chain import TrustAnchor, decide_pinned, load_crl, match_chain
 from auth.decision import Decision, Holder, Reason, decide_certificate, deny
 from auth.fingerprint import spki_sha256
 from auth.kinds import CredentialStatus
@@ -85,15 +85,16 @@ async def diagnose(
 ) -> Outcome:
     """What the broker would decide for a client presenting ``chain`` (leaf first) now."""
     leaf = chain[0]
-    anchors, notes = await trust_anchors(store, now)
+    anchors, notes, ca_names = await trust_anchors(store, now)
     match = await store.find_x509(spki_sha256(leaf.public_key()))
     if match is not None or not anchors:
-        decision = decide_certificate(
-            leaf, holder_of(match) if match else None, now=now,
-            check_validity=policy.check_validity,
+        # As the broker: the CRL of an issuing trusted CA applies to a pinned leaf, and a leaf
+        # stored through a trusted CA needs that CA still trusted and chaining.
+        decision = decide_pinned(
+            leaf, chain[1:], holder_of(match) if match else None, anchors, now=now,
+            check_validity=policy.check_validity, ca_names=ca_names,
         )  # fmt: skip
-        # A pinned leaf of a trusted CA still obeys that CA's CRL (RFC 5280 §6.3).
-        outcome = Outcome(revoked_by_ca(leaf, anchors, decision) if decision.allowed else decision)
+        outcome = Outcome(decision)
     else:
         outcome = await _by_trusted_ca(store, leaf, chain[1:], anchors, now, policy)
     outcome = _check_client_id(outcome, client_id, policy)
@@ -102,11 +103,13 @@ async def diagnose(
 
 async def trust_anchors(
     store: CredentialStore, now: datetime
-) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:
-    """The anchors the broker uses, and notes on the CAs it leaves out or whose CRL is stale."""
+) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...], dict[str, str]]:
+    """The anchors the broker uses, notes on the CAs it leaves out or whose CRL is stale, and
+    the name of every CA by id (disabled ones too)."""
     anchors: list[TrustAnchor] = []
     notes: list[str] = []
-    for ca in await store.list_trusted_cas():
+    cas = await store.list_trusted_cas()
+    for ca in cas:
         if not ca.enabled:
             notes.append(f"trusted CA '{ca.name}' is disabled: the broker ignores it")
             continue
@@ -126,7 +129,7 @@ async def trust_anchors(
                 f"{crl.next_update_utc:%Y-%m-%d %H:%M} UTC (the broker still uses it): "
                 f"upload a fresh one with nanoiot ca crl {ca.name} CRLFILE"
             )
-    return tuple(anchors), tuple(notes)
+    return tuple(anchors), tuple(notes), {str(ca.id): ca.name for ca in cas}
 
 
 def _anchor(ca: TrustedCA) -> TrustAnchor:

@@ -52,14 +52,21 @@ class CredentialStore(Protocol):
         label: str = "",
         x509: ParsedCredential | None = None,
         token: str | None = None,
+        issuer_ca_id: UUID | None = None,
     ) -> tuple[Device, Credential]:
         """Device and its first credential (exactly one of x509/token) in one transaction:
-        on any error neither exists afterwards."""
+        on any error neither exists afterwards. ``issuer_ca_id``: see add_x509_credential."""
 
     # --- credentials ---
-    async def add_x509_credential(self, device_id: UUID, parsed: ParsedCredential) -> Credential:
+    async def add_x509_credential(
+        self, device_id: UUID, parsed: ParsedCredential, *, issuer_ca_id: UUID | None = None
+    ) -> Credential:
         """Raises ConflictError 'Device credentials are already assigned to another device!'
-        (naming the device) when the public key is registered already."""
+        (naming the device) when the public key is registered already.
+
+        ``issuer_ca_id`` is the trusted CA the leaf was accepted through (the broker's first
+        connection of a CA-issued leaf); None for a certificate an operator pins directly.
+        """
 
     async def add_token_credential(self, device_id: UUID, token: str) -> Credential: ...
 

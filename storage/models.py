@@ -166,6 +166,8 @@ class CredentialRow(Base):
     username: Mapped[str | None] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     application: Mapped[bool] = mapped_column(Boolean, default=False)
+    # No foreign key: the id outlives the CA, marking a credential that came from a CA.
+    issuer_ca_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     device: Mapped[DeviceRow] = relationship(back_populates="credentials")
 
@@ -188,6 +190,7 @@ class CredentialRow(Base):
             client_id=self.client_id,
             username=self.username,
             application=self.application,
+            issuer_ca_id=self.issuer_ca_id,
         )
 
 

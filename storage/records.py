@@ -49,6 +49,9 @@ class Credential:
     client_id: str | None = None
     username: str | None = None
     application: bool = False
+    # The trusted CA an X.509 credential was accepted through at its first connection (kept
+    # after the CA is deleted); None for one an operator provisioned directly.
+    issuer_ca_id: UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class SqlCredentialStore(TrustAndAudit):
         label: str = "",
         x509: ParsedCredential | None = None,
         token: str | None = None,
+        issuer_ca_id: uuid.UUID | None = None,
     ) -> tuple[Device, Credential]:
         if (x509 is None) == (token is None):
             raise ValidationError("give exactly one first credential: a certificate or a token")
@@ -141,7 +142,7 @@ class SqlCredentialStore(TrustAndAudit):
         async with self._write(_name_taken(name)) as session:
             device = await self._insert_device(session, name, type, label)
             if x509 is not None:
-                credential = await self._insert_x509(session, device.id, x509)
+                credential = await self._insert_x509(session, device.id, x509, issuer_ca_id)
             else:
                 assert token is not None
                 credential = await self._insert_token(session, device.id, token)
@@ -165,10 +166,14 @@ class SqlCredentialStore(TrustAndAudit):
     # --- credentials ----------------------------------------------------------------------
 
     async def add_x509_credential(
-        self, device_id: uuid.UUID, parsed: ParsedCredential
+        self,
+        device_id: uuid.UUID,
+        parsed: ParsedCredential,
+        *,
+        issuer_ca_id: uuid.UUID | None = None,
     ) -> Credential:
         async with self._write() as session:
-            row = await self._insert_x509(session, device_id, parsed)
+            row = await self._insert_x509(session, device_id, parsed, issuer_ca_id)
             await self._append_change(session, ChangeKind.CREDENTIAL_ADDED, device_id, row.id)
             return row.to_record()
 
@@ -266,7 +271,11 @@ class SqlCredentialStore(TrustAndAudit):
             return [row.to_record() for row in revoked]
 
     async def _insert_x509(
-        self, session: AsyncSession, device_id: uuid.UUID, parsed: ParsedCredential
+        self,
+        session: AsyncSession,
+        device_id: uuid.UUID,
+        parsed: ParsedCredential,
+        issuer_ca_id: uuid.UUID | None = None,
     ) -> CredentialRow:
         return await self._insert_credential(
             session,
@@ -281,6 +290,7 @@ class SqlCredentialStore(TrustAndAudit):
             serial=parsed.serial,
             not_before=parsed.not_before,
             not_after=parsed.not_after,
+            issuer_ca_id=issuer_ca_id,
         )
 
     async def _insert_token(

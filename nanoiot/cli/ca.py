@@ -214,18 +214,19 @@ def _read(path: Path) -> bytes:
 
 @app.command()
 def delete(ctx: typer.Context, name: CaName) -> None:
-    """Stop trusting a CA (and drop its CRL)."""
+    """Stop trusting a CA (and drop its CRL): its devices are cut off."""
 
     async def _delete(store: CredentialStore) -> None:
         await store.delete_trusted_ca((await _find(store, name)).id)
 
     with_store(ctx, _delete)
     say(f"trusted CA '{name}' deleted")
-    # Leaves are stored as pinned credentials at first connect (broker.authn), so they
-    # outlive the CA's trust: say so rather than let the operator assume they are cut off.
+    # Leaves stored at first connect remember their CA (broker.authn), and stand only as long
+    # as it is trusted; certificates an operator pinned himself are not affected.
     say(
-        "  note: certificates it issued that already connected stay registered with their "
-        "devices; revoke them with nanoiot credentials revoke DEVICE"
+        "  note: devices whose certificates it issued are refused from now on, and connected "
+        "ones are disconnected within a second (certificates pinned with nanoiot credentials "
+        "add-x509 keep working)"
     )
 
 

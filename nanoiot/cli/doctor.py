@@ -275,6 +275,10 @@ _STEPS: dict[Reason, Callable[[Outcome, Facts], str]] = {
     Reason.REVOKED_BY_CA: lambda _o, f: (
         f"its CA revoked it (CRL): issue a new key, {_new_certificate(f)}"
     ),
+    Reason.CA_NO_LONGER_TRUSTED: lambda _o, f: (
+        "the CA that issued it was deleted or disabled: trust it again (nanoiot ca add), or "
+        f"issue a new key, {_new_certificate(f)}"
+    ),
     Reason.NAME_NOT_ALLOWED: _name_not_allowed,
     Reason.CLIENT_ID_MISMATCH: lambda _o, f: (
         f"connect with client id '{f.name}' or an empty one (strict_client_id is on)"

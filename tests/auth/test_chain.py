@@ -4,8 +4,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
-from auth.decision import Decision, Reason
+from auth.chain import ChainMatch, TrustAnchor, decide_pinned, load_crl, match_chain
+from auth.decision import ConnackCode, Decision, Holder, Reason
+from auth.kinds import CredentialStatus
 from nanoiot.errors import PemError
 from tests.certgen import Issued, issue, revocation_list
 
@@ -106,3 +107,46 @@ def test_load_crl_checks_the_signature() -> None:
         load_crl(crl.public_bytes(Encoding.PEM), OTHER_CA.cert)
     with pytest.raises(PemError, match="not a CRL"):
         load_crl(b"garbage", CA.cert)
+
+
+def _holder(issuer_ca_id: str | None) -> Holder:
+    return Holder("dev-1", "sensor-5", True, "cred-1", CredentialStatus.ACTIVE, False, issuer_ca_id)
+
+
+def test_pinned_leaf_of_a_ca_needs_that_ca_still_trusted() -> None:
+    leaf = issue("sensor-5", issuer=CA, serial=77)
+    holder = _holder("ca-1")
+    assert decide_pinned(leaf.cert, [], holder, [anchor()], now=NOW).allowed
+    # Deleted or disabled (no anchor with its id, even if another anchor has the same key).
+    for anchors in ([], [TrustAnchor("ca-2", "again", CA.cert)]):
+        gone = decide_pinned(leaf.cert, [], holder, anchors, now=NOW, ca_names={"ca-1": "fleet"})
+        assert gone.reason is Reason.CA_NO_LONGER_TRUSTED
+        assert gone.detail == "certificate was issued by CA 'fleet' which is no longer trusted"
+        assert gone.holder == holder
+        assert gone.connack == ConnackCode.NOT_AUTHORIZED
+    unnamed = decide_pinned(leaf.cert, [], holder, [], now=NOW)
+    assert "CA 'ca-1'" in unnamed.detail
+    # Still trusted: the chain is checked again, with the CA's CRL.
+    revoked = decide_pinned(leaf.cert, [], holder, [anchor(crl=crl_revoking(CA, 77))], now=NOW)
+    assert revoked.reason is Reason.REVOKED_BY_CA
+    assert revoked.holder == holder
+
+
+def test_pinned_leaf_through_an_intermediate_obeys_its_revocation() -> None:
+    intermediate = issue("Plant CA", issuer=CA, ca=True, serial=99)
+    leaf = issue("sensor-5", issuer=intermediate)
+    holder = _holder("ca-1")
+    assert decide_pinned(leaf.cert, [intermediate.cert], holder, [anchor()], now=NOW).allowed
+    crl = anchor(crl=crl_revoking(CA, 99))
+    revoked = decide_pinned(leaf.cert, [intermediate.cert], holder, [crl], now=NOW)
+    assert revoked.reason is Reason.REVOKED_BY_CA
+
+
+def test_operator_pinned_leaf_needs_no_ca() -> None:
+    leaf = issue("sensor-5", issuer=CA, serial=78)
+    holder = _holder(None)
+    assert decide_pinned(leaf.cert, [], holder, [], now=NOW).allowed
+    # ... but obeys the CRL of a trusted CA that issued it, as before.
+    crl = anchor(crl=crl_revoking(CA, 78))
+    assert decide_pinned(leaf.cert, [], holder, [crl], now=NOW).reason is Reason.REVOKED_BY_CA
+    assert decide_pinned(leaf.cert, [], None, [], now=NOW).reason is Reason.UNKNOWN_KEY

@@ -65,7 +65,10 @@ def test_add_list_crl_clear_delete(nanoiot: Cli, tmp_path: Path) -> None:
     [row] = json.loads(nanoiot("ca", "list", "--json").stdout)
     assert row["crl"] is None
 
-    assert "deleted" in nanoiot("ca", "delete", "fleet").stdout
+    deleted = nanoiot("ca", "delete", "fleet").stdout
+    assert "trusted CA 'fleet' deleted" in deleted
+    assert "devices whose certificates it issued are refused from now on" in deleted
+    assert "disconnected within a second" in deleted
     assert json.loads(nanoiot("ca", "list", "--json").stdout) == []
 
 

@@ -264,6 +264,30 @@ def test_crl_revokes_first_connect_and_pinned_leaf(world: World) -> None:
     world.doctor(pinned).refused("certificate serial", step)
 
 
+def test_leaf_stored_through_a_deleted_ca(world: World) -> None:
+    world.trust("fleet", CA, create_devices=True)
+    world.trust("other", issue("Other CA", ca=True))
+    leaf, pinned = issue("sensor-6", issuer=CA), issue("sensor-7", issuer=CA)
+    world.device("sensor-7", pinned)  # registered by key by the operator: needs no CA
+    world.doctor(leaf).accepted(  # the broker stores the leaf with its CA
+        "ACCEPTED: issued by trusted CA 'fleet'; "
+        "device 'sensor-6' would be created at first connect"
+    )
+
+    async def delete_fleet(store: CredentialStore) -> str:
+        [fleet] = [ca for ca in await store.list_trusted_cas() if ca.name == "fleet"]
+        await store.delete_trusted_ca(fleet.id)
+        return str(fleet.id)
+
+    fleet_id = world.store(delete_fleet)
+    world.doctor(leaf).refused(
+        f"certificate was issued by CA '{fleet_id}' which is no longer trusted",
+        "the CA that issued it was deleted or disabled",
+    )
+    kept = world.doctor(pinned)
+    assert (kept.code, kept.broker.allowed) == (0, True), kept.output
+
+
 def test_crl_of_a_rolled_over_ca_with_the_same_name(world: World) -> None:
     """Old and new CA share a DN; only the new one's CRL lists the serial. The CRL must be
     chosen by the issuing key, not the name (RFC 5280 §6.3.3 (f))."""

@@ -152,6 +152,66 @@ def test_crl_closes_the_revoked_live_connection_within_a_second(
     assert broker.running.auth_log.counts["revoked_by_ca"] == 1
 
 
+def delete_ca(settings: Settings, ca: TrustedCA) -> None:
+    """What an operator's `nanoiot ca delete` does: another store instance, another loop."""
+
+    async def delete() -> None:
+        store = await SqlCredentialStore.open(
+            settings.effective_database_url, data_dir=settings.data_dir
+        )
+        try:
+            await store.delete_trusted_ca(ca.id)
+        finally:
+            await store.close()
+
+    asyncio.run(delete())
+
+
+def test_deleting_the_ca_cuts_off_its_devices_within_a_second(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    ca = trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
+    leaf = issue("device-sensor-9", issuer=CA)
+    pinned = issue("pump-1", issuer=CA)  # the same CA's leaf, pinned by the operator
+    broker.provision("pump-1", pinned)
+    with (
+        connected(broker, tmp_path, leaf, "s9") as victim,
+        connected(broker, tmp_path, pinned, "p1") as other,
+    ):
+        assert victim.wait_connack() == ConnackCode.ACCEPTED  # device created, leaf stored
+        assert other.wait_connack() == ConnackCode.ACCEPTED
+        assert x509_fingerprints(broker, "sensor-9") == {spki(leaf)}
+
+        delete_ca(broker.settings, ca)
+        deleted = time.monotonic()
+        assert victim.disconnected.wait(WAIT)
+        assert time.monotonic() - deleted < 1.0
+        assert other.subscribe("v1/devices/me/rpc/request/+") == [1]  # the pinned one stays
+        assert not other.disconnected.is_set()
+
+    assert connack(broker, tmp_path, leaf) == ConnackCode.NOT_AUTHORIZED
+    assert connack(broker, tmp_path, pinned) == ConnackCode.ACCEPTED
+    assert broker.running.auth_log.counts["ca_no_longer_trusted"] == 1  # the reconnect
+
+
+def test_trusting_the_ca_again_lets_its_devices_back_in(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """A stored leaf follows its CA by id: trusting the CA again under a new id does not
+    revive it (the operator re-admits it explicitly); a fresh leaf gets in as before."""
+    ca = trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
+    leaf = issue("device-sensor-9", issuer=CA)
+    assert connack(broker, tmp_path, leaf) == ConnackCode.ACCEPTED
+    delete_ca(broker.settings, ca)
+    broker.call(broker.running.follower.poll_once())  # the broker has read the change
+    assert connack(broker, tmp_path, leaf) == ConnackCode.NOT_AUTHORIZED
+    trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
+    broker.call(broker.running.follower.poll_once())
+    assert connack(broker, tmp_path, leaf) == ConnackCode.NOT_AUTHORIZED
+    renewed = issue("device-sensor-9", issuer=CA)
+    assert connack(broker, tmp_path, renewed) == ConnackCode.ACCEPTED
+
+
 def test_keygen_device_ca_needs_no_per_device_provisioning(tmp_path: Path) -> None:
     """server.keygen.sh --ca, client.keygen.sh --ca, nanoiot ca add: the device is in."""
     keys = ship(tmp_path / "keys")

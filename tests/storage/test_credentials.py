@@ -7,7 +7,7 @@ import pytest
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import ConflictError, NotFoundError, ValidationError
 from storage.sql import SqlCredentialStore
-from tests.storage.helpers import public_key, x509
+from tests.storage.helpers import ca_certificate, public_key, x509
 
 ACTIVE, DISABLED, REVOKED = (
     CredentialStatus.ACTIVE,
@@ -243,3 +243,21 @@ async def test_create_device_with_credential_is_atomic(store: SqlCredentialStore
         await store.create_device_with_credential("both", x509=parsed, token="t")
     with pytest.raises(ValidationError, match="exactly one"):
         await store.create_device_with_credential("neither")
+
+
+async def test_the_issuing_ca_of_a_certificate_outlives_the_ca(store: SqlCredentialStore) -> None:
+    ca = await store.add_trusted_ca("fleet", ca_certificate())
+    device, first = await store.create_device_with_credential(
+        "d", x509=x509("d"), issuer_ca_id=ca.id
+    )
+    second = await store.add_x509_credential(device.id, x509("d"), issuer_ca_id=ca.id)
+    pinned = await store.add_x509_credential(device.id, x509("d"))  # by an operator
+    assert (first.issuer_ca_id, second.issuer_ca_id, pinned.issuer_ca_id) == (ca.id, ca.id, None)
+    await store.delete_trusted_ca(ca.id)
+    # The id stays (no foreign key): the mark that these leaves stood on a CA.
+    for credential, expected in ((first, ca.id), (second, ca.id), (pinned, None)):
+        assert credential.spki_sha256 is not None
+        found = await store.find_x509(credential.spki_sha256)  # the connect path's lookup
+        assert found is not None
+        assert found.credential.issuer_ca_id == expected
+        assert found.credential == await store.get_credential(credential.id)

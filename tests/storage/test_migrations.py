@@ -2,20 +2,23 @@
 
 import os
 import stat
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nanoiot.errors import StoreError
 from storage.engine import create_engine
-from storage.migrate import current_revision, head_revision, upgrade
-from storage.models import Base
+from storage.migrate import alembic_config, current_revision, head_revision, upgrade
+from storage.models import Base, UtcDateTime
 from storage.sql import SqlCredentialStore
 
 
@@ -88,3 +91,77 @@ async def test_sqlite_connections_are_set_up_for_sharing(tmp_path: Path) -> None
     finally:
         await engine.dispose()
     assert pragmas == ["wal", 5000, 1]
+
+
+async def _upgrade_to(url: str, revision: str) -> None:
+    """Alembic's upgrade to an older ``revision``, as storage.migrate runs it to head."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade_0001_with_a_credential(url: str) -> None:
+    """A database at 0001 holding a device and its certificate, upgraded to head: the
+    credential survives, as provisioned by an operator (no issuing CA)."""
+    await _upgrade_to(url, "0001")
+    assert await current_revision(url) == "0001"
+    engine = create_engine(url)
+    device_id, credential_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO devices (id, name, type, label, created_at, enabled) "
+                    "VALUES (:id, 'old', 'default', '', :now, :yes)"
+                ).bindparams(bindparam("id", type_=Uuid()), bindparam("now", type_=UtcDateTime)),
+                {"id": device_id, "now": datetime.now(UTC), "yes": True},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO credentials (id, device_id, type, status, created_at, "
+                    "spki_sha256, application) "
+                    "VALUES (:id, :device, 'X509_CERTIFICATE', 'active', :now, :spki, :no)"
+                ).bindparams(
+                    bindparam("id", type_=Uuid()),
+                    bindparam("device", type_=Uuid()),
+                    bindparam("now", type_=UtcDateTime),
+                ),
+                {
+                    "id": credential_id,
+                    "device": device_id,
+                    "now": datetime.now(UTC),
+                    "spki": "ab" * 32,
+                    "no": False,
+                },
+            )
+    finally:
+        await engine.dispose()
+    assert await upgrade(url) == head_revision() == "0002"
+    store = await SqlCredentialStore.open(url)
+    try:
+        found = await store.find_x509("ab" * 32)
+        assert found is not None
+        assert found.credential.id == credential_id
+        assert found.credential.issuer_ca_id is None
+        [credential] = await store.list_credentials(device_id)
+        assert credential.issuer_ca_id is None
+    finally:
+        await store.close()
+
+
+async def test_0002_upgrades_a_0001_sqlite_database(tmp_path: Path) -> None:
+    await _upgrade_0001_with_a_credential(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+
+
+@pytest.mark.postgres
+async def test_0002_upgrades_a_0001_postgres_database(postgres_url: str) -> None:
+    await _upgrade_0001_with_a_credential(postgres_url)
