@@ -241,9 +241,9 @@ def _generic(outcome: Outcome, facts: Facts) -> str:
 def _name_not_allowed(outcome: Outcome, facts: Facts) -> str:
     if outcome.missing_device is not None:
         return (
-            f"create the device first: nanoiot device add {outcome.missing_device}, or let "
-            f"the CA create devices: nanoiot ca delete {outcome.ca_name} && "
-            f"nanoiot ca add {outcome.ca_name} CA.pem --create-devices"
+            f"create the device first: nanoiot device add {outcome.missing_device} "
+            f"(CA '{outcome.ca_name}' was registered without --create-devices; registering it "
+            "again would also cut off the devices it already admitted)"
         )
     return (
         "the device name comes from the certificate's CN through the CA's --cn-regex "
