@@ -34,12 +34,11 @@ import itertools
 import os
 import platform
 import random
-import signal
 import ssl
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from OpenSSL import SSL
 
 from auth.certificate import parse_credential
-from bench._report import CLK_TCK, cpu_model, git_commit, process_cpu_seconds
+from bench._report import CLK_TCK, cpu_model, git_commit
+from bench.broker_process import Broker, running_broker
+from bench.mqtt_load import Client, RealDevice, Tally, clients_for, drive
 from bench.store_bench import bulk_insert
 from nanoiot.keygen.certs import client_certificate, new_key
 from nanoiot.keygen.properties import KeyAlgorithm, KeygenProperties, build_properties
@@ -60,10 +61,6 @@ FULL_SIZE = 100_000
 STARTUP_TARGET_S = 5.0
 RATIO_LIMIT = 1.2
 SHARED_CN = "mqttclient"
-HOST = "127.0.0.1"
-WAIT_S = 30.0  # bound on any single wait: broker start, one connect, broker stop
-CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # MQTT 3.1.1 §3.2: session present 0, return code 0
-DISCONNECT = b"\xe0\x00"
 
 UNIQUE = "small store, unique DNs"
 SAME_DN = "small store, one shared DN"
@@ -88,13 +85,6 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
 
 
 # --- devices ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RealDevice:
-    name: str
-    cert_pem: str
-    pem_file: Path  # private key then certificate, in the run's temporary directory
 
 
 def make_devices(
@@ -142,176 +132,6 @@ async def prepare_store(data_dir: Path, fake: int, devices: Sequence[RealDevice]
 def _new_store_url(data_dir: Path) -> str:
     data_dir.mkdir(parents=True)
     return Settings(data_dir=data_dir).effective_database_url
-
-
-# --- the broker process -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Broker:
-    pid: int
-    port: int
-    server_cert: Path
-    startup_wall_s: float
-    startup_cpu_s: float
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-
-def broker_env(data_dir: Path) -> dict[str, str]:
-    """This environment without any NanoIoT setting, plus the benchmark's."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("NANOIOT_", "MQTT_SSL_"))
-    }
-    env.update(
-        NANOIOT_DATA_DIR=str(data_dir),
-        MQTT_SSL_BIND_ADDRESS=HOST,
-        MQTT_SSL_BIND_PORT="0",
-        NANOIOT_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-@contextlib.asynccontextmanager
-async def running_broker(data_dir: Path) -> AsyncIterator[Broker]:
-    """``nanoiot serve`` on ``data_dir`` (cwd: its parent, so no conf/nanoiot.yaml is read);
-    stopped with SIGTERM, killed if it does not exit, in any case."""
-    executable = Path(sys.executable).with_name("nanoiot")
-    log_file = data_dir.parent / f"{data_dir.name}-broker.log"
-    with log_file.open("wb") as log:
-        started = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            executable, "serve", cwd=data_dir.parent, env=broker_env(data_dir),
-            stdout=asyncio.subprocess.PIPE, stderr=log,
-        )  # fmt: skip
-        try:
-            port = await _ready_port(process, log_file)
-            wall = time.perf_counter() - started
-            cpu = process_cpu_seconds(process.pid)
-            yield Broker(process.pid, port, data_dir / "certs/mqttserver.pub.pem", wall, cpu)
-        finally:
-            await _stop(process)
-
-
-async def _ready_port(process: asyncio.subprocess.Process, log_file: Path) -> int:
-    """The port of the "ready: mqtts://HOST:PORT" line; error if the broker exits first."""
-    assert process.stdout is not None
-    async with asyncio.timeout(WAIT_S):
-        while line := await process.stdout.readline():
-            if line.startswith(b"ready: mqtts://"):
-                return int(line.decode().rsplit(":", 1)[1])
-    await process.wait()
-    raise RuntimeError(f"broker exited with {process.returncode} before ready:\n{_tail(log_file)}")
-
-
-def _tail(path: Path, size: int = 2000) -> str:
-    return path.read_text(errors="replace")[-size:]
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), WAIT_S)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-# --- the load generator -------------------------------------------------------------------
-
-
-def connect_packet(client_id: str, keep_alive: int = 60) -> bytes:
-    """MQTT 3.1.1 CONNECT (§3.1): clean session, no will, no user name or password."""
-    cid = client_id.encode()
-    variable = b"\x00\x04MQTT\x04\x02" + keep_alive.to_bytes(2, "big")
-    payload = len(cid).to_bytes(2, "big") + cid
-    return b"\x10" + remaining_length(len(variable) + len(payload)) + variable + payload
-
-
-def remaining_length(value: int) -> bytes:
-    """§2.2.3: seven bits a byte, least significant first, at most four bytes."""
-    if not 0 <= value < 128**4:
-        raise ValueError(f"remaining length {value} out of range")
-    encoded = bytearray()
-    for _ in range(4):
-        value, digit = divmod(value, 128)
-        encoded.append(digit | (0x80 if value else 0))
-        if not value:
-            break
-    return bytes(encoded)
-
-
-@dataclass(frozen=True)
-class Client:
-    name: str
-    context: ssl.SSLContext
-
-
-def clients_for(devices: Sequence[RealDevice], broker: Broker) -> list[Client]:
-    """One TLS client context per device, trusting only the broker's certificate."""
-    clients = []
-    for device in devices:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.load_verify_locations(broker.server_cert)
-        context.load_cert_chain(device.pem_file)
-        clients.append(Client(device.name, context))
-    return clients
-
-
-async def connect_once(port: int, client: Client) -> str:
-    """TLS handshake, CONNECT, CONNACK 0, DISCONNECT, close; returns the TLS version."""
-    async with asyncio.timeout(WAIT_S):
-        reader, writer = await asyncio.open_connection(
-            HOST, port, ssl=client.context, server_hostname="localhost"
-        )
-        try:
-            version = str(writer.get_extra_info("ssl_object").version())
-            writer.write(connect_packet(client.name))
-            connack = await reader.readexactly(4)
-            if connack != CONNACK_ACCEPTED:
-                raise RuntimeError(f"CONNACK {connack.hex()} for {client.name}")
-            writer.write(DISCONNECT)
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ssl.SSLError, ConnectionError):
-                await writer.wait_closed()
-    return version
-
-
-@dataclass
-class Tally:
-    connected: set[str] = field(default_factory=set)
-    connects: int = 0
-    failures: int = 0
-    first_error: str = ""
-    tls_version: str = ""
-
-
-async def drive(port: int, clients: Iterator[Client], count: int, concurrency: int) -> Tally:
-    """``count`` connects, taking clients in turn, at most ``concurrency`` in flight."""
-    tally = Tally()
-    jobs = iter(range(count))
-
-    async def worker() -> None:
-        for _ in jobs:
-            client = next(clients)
-            try:
-                tally.tls_version = await connect_once(port, client)
-            except (OSError, RuntimeError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                tally.failures += 1
-                tally.first_error = tally.first_error or f"{client.name}: {exc!r}"
-            else:
-                tally.connected.add(client.name)
-            tally.connects += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return tally
 
 
 async def settled_cpu(broker: Broker, quiet_s: float = 0.3, limit_s: float = 5.0) -> float:
