@@ -4,14 +4,10 @@ Everything runs on 127.0.0.1 with port 0; waits are on events or end of stream, 
 """
 
 import asyncio
-import contextlib
-import os
 import random
 import shutil
-import socket
 import ssl
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -19,64 +15,18 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from auth.fingerprint import spki_sha256
-from broker.tls import build_server_context
-from broker.transport import TlsConnection, TlsServer, start_tls_server
+from broker.transport import TlsConnection
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert
-
-Handler = Callable[[TlsConnection], Awaitable[None]]
-MIB = 1024 * 1024
-# MQTT 3.1.1 §3.1: CONNECT for client id "dev1", clean session, keep-alive 60 s.
-MQTT_CONNECT = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04dev1"
-CONNACK_OK = b"\x20\x02\x00\x00"  # MQTT 3.1.1 §3.2: session present 0, return code 0
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, handler: Handler) -> AsyncIterator[TlsServer]:
-    server = await start_tls_server(
-        build_server_context(settings),
-        "127.0.0.1",
-        0,
-        handler,
-        handshake_timeout=settings.tls_handshake_timeout,
-    )
-    try:
-        yield server
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-async def read_mqtt_packet(conn: TlsConnection) -> tuple[int, bytes] | None:
-    """One MQTT packet (MQTT 3.1.1 §2.2): (first byte, body), or None at end of stream."""
-    first = await conn.reader.read(1)
-    if not first:
-        return None
-    length, multiplier = 0, 1
-    while True:
-        byte = (await conn.reader.read(1))[0]
-        length += (byte & 0x7F) * multiplier
-        if not byte & 0x80:
-            break
-        multiplier *= 128
-    return first[0], await conn.reader.read(length)
-
-
-def legacy_client_context(pki: ServerPki, client: ClientFiles) -> ssl.SSLContext:
-    """A client that speaks TLS 1.0/1.1 only (its OpenSSL 3 needs security level 0 for it)."""
-    ctx = pki.client_context(client, ciphers="DEFAULT:@SECLEVEL=0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the point of this client
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    return ctx
-
-
-async def echo(conn: TlsConnection) -> None:
-    while data := await conn.reader.read_some():
-        conn.writer.write(data)
-        await conn.writer.drain()
-
+from tests.broker.transport_helpers import (
+    CONNACK_OK,
+    MIB,
+    MQTT_CONNECT,
+    echo,
+    legacy_client_context,
+    read_mqtt_packet,
+    serving,
+)
 
 # --- client certificates ---
 
@@ -436,177 +386,3 @@ async def test_client_alert_closes_the_connection_and_the_server_keeps_serving(
     alerts = [r for r in caplog.records if "alert unknown ca" in r.getMessage()]
     assert alerts
     assert all(r.levelname == "DEBUG" and r.exc_info is None for r in alerts)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def test_close_leaves_no_task_and_no_connection(
-    pki: ServerPki, client_ec: ClientFiles, tls_settings: Callable[..., Settings]
-) -> None:
-    before = asyncio.all_tasks()
-    fds = open_fds()
-    entered = asyncio.Event()
-
-    async def waits_forever(conn: TlsConnection) -> None:
-        entered.set()
-        await conn.reader.read(1)  # until the server closes the connection
-
-    server = await start_tls_server(
-        build_server_context(tls_settings()), "127.0.0.1", 0, waits_forever, handshake_timeout=5
-    )
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-    )
-    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", server.port)
-    await entered.wait()
-    server.close()
-    await server.wait_closed()
-    assert asyncio.all_tasks() == before
-    assert not server.protocols
-    assert await reader.read() == b""  # close_notify, then end of stream
-    assert await silent_reader.read() == b""
-    for w in (writer, silent_writer):
-        w.close()
-        await w.wait_closed()
-    assert open_fds() == fds
-
-
-async def test_a_failing_handler_is_logged_and_its_connection_closed(
-    pki: ServerPki,
-    client_ec: ClientFiles,
-    tls_settings: Callable[..., Settings],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def broken(conn: TlsConnection) -> None:
-        raise RuntimeError("bug in handler")
-
-    async with serving(tls_settings(), broken) as server:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-        )
-        assert await reader.read() == b""
-        writer.close()
-        await writer.wait_closed()
-    assert any(r.exc_info and "bug in handler" in str(r.exc_info[1]) for r in caplog.records)
-
-
-# --- stream semantics ---
-
-
-async def test_reads_are_exact_and_past_end_of_stream_give_empty_bytes(
-    pki: ServerPki, client_ec: ClientFiles, tls_settings: Callable[..., Settings]
-) -> None:
-    reads: list[bytes] = []
-    done = asyncio.Event()
-
-    async def handler(conn: TlsConnection) -> None:
-        reads.extend([await conn.reader.read(3), await conn.reader.read(10)])
-        reads.extend([await conn.reader.read(1), await conn.reader.read(-1)])
-        done.set()
-
-    async with serving(tls_settings(), handler) as server:
-        _, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-        )
-        writer.write(b"abc")
-        await writer.drain()
-        writer.write(b"defg")
-        writer.close()  # close_notify: end of stream for the server
-        await writer.wait_closed()
-        await done.wait()
-    assert reads == [b"abc", b"defg", b"", b""]
-
-
-async def test_close_sends_close_notify(
-    pki: ServerPki, client_ec: ClientFiles, tls_settings: Callable[..., Settings]
-) -> None:
-    async def say_bye(conn: TlsConnection) -> None:
-        conn.writer.write(b"bye")
-        await conn.writer.close()
-
-    def blocking_client(port: int) -> tuple[bytes, bytes]:
-        ctx = pki.client_context(client_ec)
-        with (
-            socket.create_connection(("127.0.0.1", port)) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls,
-        ):
-            data = tls.recv(10)
-            # Without close_notify, the ssl module raises SSLEOFError here (RFC 8446 §6.1).
-            return data, tls.recv(10)
-
-    async with serving(tls_settings(), say_bye) as server:
-        assert await asyncio.to_thread(blocking_client, server.port) == (b"bye", b"")
-
-
-async def test_drain_waits_while_the_peer_does_not_read(
-    pki: ServerPki, client_ec: ClientFiles, tls_settings: Callable[..., Settings]
-) -> None:
-    blocked = asyncio.Event()
-    sent = 0
-    chunk = os.urandom(64 * 1024)
-
-    async def flood(conn: TlsConnection) -> None:
-        nonlocal sent
-        while sent < 64 * MIB:  # far beyond what the socket buffers hold
-            conn.writer.write(chunk)
-            sent += len(chunk)
-            drain = asyncio.ensure_future(conn.writer.drain())
-            await asyncio.sleep(0)  # one turn of the loop, not a timed wait
-            if not drain.done():
-                blocked.set()
-                await drain
-                await conn.writer.close()
-                return
-            await drain
-        blocked.set()  # drain never waited: the assertion below fails
-        await conn.writer.close()
-
-    async with serving(tls_settings(), flood) as server:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-        )
-        async with asyncio.timeout(20):
-            await blocked.wait()
-        assert sent < 64 * MIB  # bounded by the socket buffers, not by memory
-        received = len(await reader.read())  # read everything: the server's drain returns
-        assert received == sent
-        writer.close()
-        await writer.wait_closed()
-
-
-@pytest.mark.parametrize(
-    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"]
-)
-async def test_resumed_session_still_reports_the_client_certificate(
-    version: ssl.TLSVersion,
-    pki: ServerPki,
-    client_ec: ClientFiles,
-    tls_settings: Callable[..., Settings],
-) -> None:
-    seen: list[TlsConnection] = []
-
-    async def handler(conn: TlsConnection) -> None:
-        seen.append(conn)
-        conn.writer.write(b"x")
-        await conn.reader.read(1)
-
-    def two_connections(port: int) -> list[bool]:
-        ctx = pki.client_context(client_ec)
-        ctx.maximum_version = version
-        session = None
-        reused = []
-        for _ in range(2):
-            with (
-                socket.create_connection(("127.0.0.1", port)) as raw,
-                ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
-            ):
-                assert tls.recv(1) == b"x"  # TLS 1.3 tickets arrive with the first data
-                reused.append(bool(tls.session_reused))
-                session = tls.session
-        return reused
-
-    async with serving(tls_settings(), handler) as server:
-        assert await asyncio.to_thread(two_connections, server.port) == [False, True]
-    assert [c.peer_certificate for c in seen] == [client_ec.issued.cert] * 2
