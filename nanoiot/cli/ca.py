@@ -22,7 +22,7 @@ from rich.table import Table
 
 from auth.certificate import ParsedCredential, load_certificate
 from auth.chain import load_crl
-from nanoiot.cli.common import fail, with_store
+from nanoiot.cli.common import fail, read_file, with_store
 from nanoiot.cli.credentials import read_credential_file
 from nanoiot.cli.output import as_dict, console
 from nanoiot.errors import NanoIoTError, NotFoundError, PemError
@@ -181,7 +181,7 @@ def crl(
     """Set (or --clear) the CRL of a trusted CA; a running broker applies it within a second."""
     if (crlfile is None) == (not clear):
         fail("give either a CRL file or --clear")
-    data = None if crlfile is None else _read(crlfile)
+    data = None if crlfile is None else read_file(crlfile)
 
     async def _set(store: CredentialStore) -> x509.CertificateRevocationList | None:
         ca = await _find(store, name)
@@ -203,13 +203,6 @@ def crl(
     next_update = stored.next_update_utc
     if next_update is not None and next_update < datetime.now(UTC):
         say(f"  note: its next update was due {next_update:%Y-%m-%d %H:%M} UTC")
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
 
 
 @app.command()

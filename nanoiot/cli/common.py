@@ -43,6 +43,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of a file the user named, or one error line saying why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+
+
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     """Run one coroutine function to completion in a fresh event loop."""
 

@@ -11,7 +11,7 @@ import typer
 
 from auth.certificate import ParsedCredential, parse_credential
 from auth.validity import check_registrable
-from nanoiot.cli.common import fail, with_store
+from nanoiot.cli.common import fail, read_file, with_store
 from nanoiot.cli.output import console, credential_table, to_json
 from nanoiot.errors import CredentialError
 from storage.interface import CredentialStore
@@ -24,10 +24,7 @@ DeviceName = Annotated[str, typer.Argument(help="Name of the device.")]
 
 def read_credential_file(path: Path) -> ParsedCredential:
     """Parse a certificate or public key file, with the file name in any error."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
+    data = read_file(path)
     try:
         return parse_credential(data)
     except CredentialError as exc:

@@ -20,7 +20,7 @@ from auth.certificate import common_name, describe_key
 from auth.decision import Reason
 from auth.fingerprint import spki_sha256
 from nanoiot.cli.ca import say
-from nanoiot.cli.common import fail, state, with_store
+from nanoiot.cli.common import fail, read_file, state, with_store
 from nanoiot.diagnosis import Outcome, Policy, diagnose, read_certificates
 from nanoiot.errors import PemError
 from storage.interface import CredentialStore
@@ -75,10 +75,7 @@ def _ending(not_after: datetime, now: datetime) -> str:
 
 
 def _read_chain(path: Path) -> list[x509.Certificate]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
+    data = read_file(path)
     try:
         return read_certificates(data)
     except PemError as exc:
