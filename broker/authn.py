@@ -115,7 +115,7 @@ class Authenticator:
                 now=now, check_validity=self._check_validity, ca_names=self._ca_names,
             )  # fmt: skip
         chained = match_chain(
-            certificate, request.chain[1:], await self._trusted_cas(), now=now,
+            certificate, request.chain[1:], anchors, now=now,
             check_validity=self._check_validity,
         )  # fmt: skip
         if isinstance(chained, Decision):
