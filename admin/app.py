@@ -1,0 +1,31 @@
+"""The admin application: REST API, web UI, health and metrics in one FastAPI app."""
+
+from importlib.metadata import version
+
+from fastapi import Depends, FastAPI
+
+from admin import health, problems, reference, v1, web
+from admin.context import AdminContext
+from admin.security import require_admin
+
+
+def create_app(context: AdminContext) -> FastAPI:
+    app = FastAPI(
+        title="NanoIoT admin API",
+        version=version("nanoiot"),
+        description=(
+            "Provision devices and their credentials (X.509 certificates, access tokens, MQTT "
+            "basic). Every endpoint but /healthz needs the admin token as "
+            "'Authorization: Bearer <token>' (or 'X-Authorization: Bearer <token>')."
+        ),
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.context = context
+    problems.install(app)
+    app.include_router(health.router)
+    admin_only = [Depends(require_admin)]
+    app.include_router(reference.router, dependencies=admin_only)
+    app.include_router(v1.router, dependencies=admin_only)
+    web.install(app)
+    return app

@@ -1,0 +1,43 @@
+"""What every route works on, built once per application and kept on ``app.state``."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.requests import Request
+
+from admin.ratelimit import FailureLimiter
+from storage.interface import CredentialStore
+
+
+class BrokerView(Protocol):
+    """The broker as the admin surfaces see it, when they run in its process."""
+
+    def connected_device_ids(self) -> set[str]:
+        """Ids (str of the UUID) of the devices with at least one live connection."""
+
+    def is_listening(self) -> bool: ...
+
+    def changed(self) -> None:
+        """A change was just written to the store: apply it to live sessions now, without
+        waiting for the next poll of the change feed."""
+
+
+@dataclass
+class AdminContext:
+    store: CredentialStore
+    admin_token: str
+    # None under ``nanoiot api``: changes then reach brokers through the change feed.
+    broker: BrokerView | None = None
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+
+    def changed(self) -> None:
+        if self.broker is not None:
+            self.broker.changed()
+
+    def connected_device_ids(self) -> set[str]:
+        return self.broker.connected_device_ids() if self.broker is not None else set()
+
+
+def context_of(request: Request) -> AdminContext:
+    context: AdminContext = request.app.state.context
+    return context

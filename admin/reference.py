@@ -1,0 +1,5 @@
+"""In progress."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,72 @@
+"""The admin token: how a request presents it and how it is checked.
+
+A request proves it is the operator with ``Authorization: Bearer <token>`` or, as the
+reference system's clients send it, ``X-Authorization: Bearer <token>``. The comparison is
+constant-time; failures are counted per address (``admin.ratelimit``) and answered with 429
+once too many. The web UI signs in with the same token and then carries a session cookie
+(``admin.web.session``); the REST API never accepts that cookie, so no other site can make a
+browser call it.
+"""
+
+import hmac
+import math
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from admin.context import context_of
+
+_HEADERS = ("authorization", "x-authorization")
+
+
+def presented_token(request: Request) -> str | None:
+    for header in _HEADERS:
+        value = request.headers.get(header)
+        if value is None:
+            continue
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def token_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def remote_of(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def check_rate(request: Request) -> None:
+    """Raise 429 when this address has failed too often lately."""
+    wait = context_of(request).limiter.retry_after(remote_of(request))
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many failed sign-in attempts; try again later.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+_BEARER = HTTPBearer(auto_error=False, description="The admin token")
+
+
+def require_admin(
+    request: Request,
+    # Declared so the OpenAPI schema shows the scheme; both headers are read below.
+    _credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER),  # noqa: B008
+) -> None:
+    """FastAPI dependency on every API route: the admin token, or 401 / 429."""
+    check_rate(request)
+    context = context_of(request)
+    token = presented_token(request)
+    if token is None or not token_matches(token, context.admin_token):
+        context.limiter.failed(remote_of(request))
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Authentication failed: send the admin token as 'Authorization: Bearer <token>'."
+            if token is None
+            else "Authentication failed: the admin token is not valid.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

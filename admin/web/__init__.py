@@ -1,0 +1,7 @@
+"""In progress."""
+
+from fastapi import FastAPI
+
+
+def install(app: FastAPI) -> None:
+    del app
