@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
 from admin.ratelimit import FailureLimiter
@@ -29,6 +30,7 @@ class AdminContext:
     # None under ``nanoiot api``: changes then reach brokers through the change feed.
     broker: BrokerView | None = None
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    metrics: CollectorRegistry | None = None  # the broker's, when it runs in this process
 
     def changed(self) -> None:
         if self.broker is not None:

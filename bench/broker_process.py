@@ -40,6 +40,7 @@ def broker_env(data_dir: Path) -> dict[str, str]:
         NANOIOT_DATA_DIR=str(data_dir),
         MQTT_SSL_BIND_ADDRESS=HOST,
         MQTT_SSL_BIND_PORT="0",
+        NANOIOT_HTTP_PORT="0",
         NANOIOT_LOG_LEVEL="WARNING",
     )
     return env

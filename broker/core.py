@@ -24,6 +24,7 @@ from auth.decision import ConnackCode, Decision, Reason, deny
 from broker.authn import Authenticator, ConnectRequest
 from broker.connect import Connect, ConnectRefused, read_connect, send_connack
 from broker.handler import DeviceHandler, keep_alive_timeout
+from broker.metrics import BrokerMetrics
 from broker.peer import Peer, attach_peer, peer_of, session_key
 from broker.routing import RoutingMixin
 from broker.telemetry import AuthLog
@@ -58,6 +59,8 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         self.strict_client_id = strict_client_id
         self.connect_timeout = connect_timeout
         self.live: defaultdict[str, dict[str, Peer]] = defaultdict(dict)  # device id -> key -> peer
+        self.metrics = BrokerMetrics()
+        self.metrics.observe(lambda: len(self.live), lambda: self.auth_log.counts)
 
     # --- one connection ---------------------------------------------------------------
 
@@ -77,7 +80,8 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
             client_id=connect.client_id,
             remote=connection.remote[0],
         )
-        decision = await self.authenticator.authenticate(request)
+        with self.metrics.timing_lookup():
+            decision = await self.authenticator.authenticate(request)
         admitted = self._admit(decision, connect, request, connection)
         if isinstance(admitted, Decision):
             self.auth_log.refused(admitted, request)

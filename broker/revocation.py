@@ -40,6 +40,7 @@ class RevocationFollower:
         self._interval = interval
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.applied = asyncio.Event()  # set after each batch: tests wait on it, not on time
 
     async def start(self) -> None:
@@ -53,14 +54,21 @@ class RevocationFollower:
                 await self._task
             self._task = None
 
+    def wake(self) -> None:
+        """Poll now: a change was written in this process (the admin API), so its effect on
+        live sessions need not wait for the next interval."""
+        self._wake.set()
+
     async def _follow(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 await self.poll_once()
             except StoreError as exc:
                 # Connected devices keep working while the database is away; we catch up later.
                 log.warning("change feed unavailable: %s", exc)
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
 
     async def poll_once(self) -> None:
         changes = await self._store.changes_since(self._seq)

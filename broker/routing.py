@@ -22,6 +22,7 @@ from amqtt.session import Session
 
 from auth.acl import to_canonical, to_device_form
 from auth.topics import topic_matches, valid_topic_filter, valid_topic_name
+from broker.metrics import BrokerMetrics
 from broker.peer import Peer, peer_of
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class RoutingMixin:
     _subscriptions: dict[str, list[tuple[Session, int]]]
     _retained_messages: dict[str, Any]
     _broadcast_queue: "asyncio.Queue[dict[str, Any]]"
+    metrics: BrokerMetrics
 
     def subscriptions_of(self, session: Session) -> list[tuple[str, int]]:
         """The (canonical filter, QoS) pairs this session holds."""
@@ -89,6 +91,7 @@ class RoutingMixin:
         peer = peer_of(client_session)
         if message is None or peer is None:
             return message is None
+        self.metrics.messages_in += 1
         topic = message.topic
         if not valid_topic_name(topic) or topic.startswith("$"):
             # MQTT 3.1.1 §4.7.3 and §4.7.2: a malformed topic is a protocol violation.
@@ -122,6 +125,7 @@ class RoutingMixin:
                     continue
                 handler = self._get_handler(target)  # type: ignore[attr-defined]
                 if handler is not None:
+                    self.metrics.messages_out += 1
                     running_tasks.append(
                         asyncio.ensure_future(handler.mqtt_publish(out, data, qos, retain=False))
                     )

@@ -338,6 +338,9 @@ class TlsServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     def start_handler(self, connection: TlsConnection) -> None:
         task = self.loop.create_task(self._run_handler(connection))
         self._handlers.add(task)

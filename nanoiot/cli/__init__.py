@@ -26,6 +26,7 @@ app.add_typer(device.app, name="device")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(keygen.app, name="keygen")
 app.command("serve")(serve.serve)
+app.command("api")(serve.api)
 app.add_typer(ca.app, name="ca")
 app.command("doctor")(doctor.doctor)
 

@@ -1,4 +1,7 @@
-"""``nanoiot serve``: run the broker until SIGINT or SIGTERM."""
+"""``nanoiot serve``: the broker and the admin HTTP server, until SIGINT or SIGTERM.
+
+``nanoiot api``: the admin HTTP server alone, for deployments with several broker nodes.
+"""
 
 import asyncio
 import logging
@@ -13,10 +16,13 @@ log = logging.getLogger("nanoiot")
 
 
 def serve(ctx: typer.Context) -> None:
-    """Run the MQTT-over-TLS broker (port 8883 by default) on the configured store.
+    """Run the MQTT-over-TLS broker (port 8883 by default) and the admin API and web UI
+    (http://127.0.0.1:8080 by default) on the configured store.
 
     With no server credentials configured, development ones are generated in
-    <data dir>/certs and the steps to connect a first device are printed.
+    <data dir>/certs and the steps to connect a first device are printed. Without
+    NANOIOT_ADMIN_TOKEN, an admin token is generated into <data dir>/admin-token and printed
+    once.
     """
     settings = state(ctx).settings
     configure_logging(settings.log_level)
@@ -36,20 +42,80 @@ def configure_logging(level: str) -> None:
 
 async def _serve(settings: Settings) -> None:
     from broker.devcerts import first_device_instructions
-    from broker.server import RunningBroker
+    from nanoiot.node import Node
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    running = await RunningBroker.start(settings)
+    stop = _stop_on_signals()
+    node = await Node.start(settings)
     try:
+        running = node.broker
         if running.development_credentials:
             cert = running.settings.mqtt_ssl_pem_cert
             assert cert is not None
             print(first_device_instructions(running.settings, cert, running.port), flush=True)
+        if node.admin_token_created:
+            print(_token_notice(settings, node.admin_token), flush=True)
+        print(f"admin API and web UI: {node.http_url}/ui  (API docs: {node.http_url}/docs)")
         print(f"ready: mqtts://{settings.mqtt_ssl_bind_address}:{running.port}", flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
-        await running.stop()
+        await node.stop()
+
+
+def api(ctx: typer.Context) -> None:
+    """Run only the admin API and web UI, on the configured store.
+
+    For deployments with several broker nodes: brokers learn of changes made here through the
+    store's change feed within a second. The database must be migrated (nanoiot db upgrade).
+    """
+    settings = state(ctx).settings
+    configure_logging(settings.log_level)
+    asyncio.run(_api(settings))
+
+
+async def _api(settings: Settings) -> None:
+    from admin.app import create_app
+    from admin.context import AdminContext
+    from admin.server import HttpServer
+    from admin.token import admin_token
+    from storage.sql import SqlCredentialStore
+
+    stop = _stop_on_signals()
+    token, created = admin_token(settings)
+    store = await SqlCredentialStore.open(
+        settings.effective_database_url, data_dir=settings.data_dir
+    )
+    try:
+        context = AdminContext(store=store, admin_token=token)
+        http = await HttpServer.start(
+            create_app(context), settings.http_bind_address, settings.http_port
+        )
+        try:
+            if created:
+                print(_token_notice(settings, token), flush=True)
+            host, port = http.address
+            print(f"ready: http://{host}:{port}/ui  (API docs: http://{host}:{port}/docs)")
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await http.stop()
+    finally:
+        await store.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _token_notice(settings: Settings, token: str) -> str:
+    from admin.token import token_path
+
+    return (
+        f"Admin token (shown once; kept in {token_path(settings)}, mode 0600):\n"
+        f"  {token}\n"
+        "Use it as 'Authorization: Bearer <token>' for the API, or to sign in to the web UI."
+    )

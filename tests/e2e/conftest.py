@@ -12,6 +12,8 @@ def broker_settings(data_dir: Path, **overrides: object) -> Settings:
         "data_dir": data_dir,
         "mqtt_ssl_bind_address": "127.0.0.1",
         "mqtt_ssl_bind_port": 0,
+        "http_bind_address": "127.0.0.1",
+        "http_port": 0,
         "tls_handshake_timeout": 5.0,
     }
     values.update(overrides)

@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from auth.certificate import parse_credential
 from broker.server import RunningBroker
+from nanoiot.node import Node
 from nanoiot.settings import Settings
 from storage.records import Device
 from tests.certgen import Issued, issue
@@ -30,14 +31,25 @@ V311_RETURN_CODE = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
 
 
 class BrokerThread:
-    """``RunningBroker`` in a thread with its own loop; ``call`` runs coroutines there."""
+    """A NanoIoT node (broker + admin HTTP) in a thread with its own loop, as under
+    ``nanoiot serve``; ``call`` runs coroutines there."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.running: RunningBroker = self.call(RunningBroker.start(settings))
+        self.node: Node = self.call(Node.start(settings))
+        self.running: RunningBroker = self.node.broker
+
+    @property
+    def http_url(self) -> str:
+        """The admin API and web UI, e.g. ``http://127.0.0.1:PORT``."""
+        return self.node.http_url
+
+    @property
+    def admin_token(self) -> str:
+        return self.node.admin_token
 
     @property
     def port(self) -> int:
@@ -54,7 +66,7 @@ class BrokerThread:
 
     def stop(self) -> None:
         try:
-            self.call(self.running.stop())
+            self.call(self.node.stop())
         finally:
             # As asyncio.run does: let every task still running (a connection accepted while
             # the listener closed) see its cancellation and close its transport.

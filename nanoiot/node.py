@@ -1,0 +1,75 @@
+"""One NanoIoT node: the broker and, in the same event loop, the admin HTTP server.
+
+``Node.start(settings)`` is what ``nanoiot serve`` runs: the broker first (it owns the store),
+then the admin application over that store, so the API's changes reach live sessions at once
+(``BrokerView.changed`` wakes the change-feed follower instead of waiting for its next poll).
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Self
+
+from admin.app import create_app
+from admin.context import AdminContext
+from admin.server import HttpServer
+from admin.token import admin_token
+from broker.server import RunningBroker
+from nanoiot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _LiveBroker:
+    """The broker as the admin surfaces see it (``admin.context.BrokerView``)."""
+
+    def __init__(self, running: RunningBroker) -> None:
+        self._running = running
+
+    def connected_device_ids(self) -> set[str]:
+        return set(self._running.broker.live)
+
+    def is_listening(self) -> bool:
+        return self._running.listener.is_serving()
+
+    def changed(self) -> None:
+        self._running.follower.wake()
+
+
+@dataclass
+class Node:
+    broker: RunningBroker
+    http: HttpServer
+    admin_token: str
+    admin_token_created: bool  # generated at this start: print it once
+
+    @property
+    def http_url(self) -> str:
+        host, port = self.http.address
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Self:
+        token, created = admin_token(settings)  # a bad token setting fails before anything
+        running = await RunningBroker.start(settings)
+        try:
+            context = AdminContext(
+                store=running.store,
+                admin_token=token,
+                broker=_LiveBroker(running),
+                metrics=running.broker.metrics.registry,
+            )
+            http = await HttpServer.start(
+                create_app(context), settings.http_bind_address, settings.http_port
+            )
+        except BaseException:
+            await running.stop()
+            raise
+        return cls(running, http, token, created)
+
+    async def stop(self) -> None:
+        """HTTP first (no change arrives for a broker that is stopping), then the broker."""
+        try:
+            await self.http.stop()
+        finally:
+            await self.broker.stop()

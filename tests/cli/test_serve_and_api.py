@@ -1,0 +1,78 @@
+"""``nanoiot serve`` and ``nanoiot api`` as real processes: what they print, how they stop."""
+
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.cli.conftest import NANOIOT
+
+_READY = re.compile(r"ready: (\S+)")
+_HTTP = re.compile(r"(http://[\d.]+:\d+)/ui")
+
+
+@contextmanager
+def running(
+    cli_env: dict[str, str], cwd: Path, command: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``nanoiot <command>`` on free ports; yield it once it prints ``ready:``."""
+    env = {
+        **cli_env,
+        "MQTT_SSL_BIND_ADDRESS": "127.0.0.1",
+        "MQTT_SSL_BIND_PORT": "0",
+        "NANOIOT_HTTP_PORT": "0",
+    }
+    process = subprocess.Popen(
+        [NANOIOT, command], env=env, cwd=cwd, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # blocks until the process prints or exits
+            lines.append(line)
+            if _READY.search(line):
+                break
+        else:
+            raise AssertionError(f"nanoiot {command} exited early: {''.join(lines)}")
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        finally:
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _http_url(lines: list[str]) -> str:
+    for line in lines:
+        if match := _HTTP.search(line):
+            return match.group(1)
+    raise AssertionError(f"no HTTP address printed: {''.join(lines)}")
+
+
+def test_serve_prints_a_generated_admin_token_once(cli_env: dict[str, str], tmp_path: Path) -> None:
+    with running(cli_env, tmp_path, "serve") as (process, lines):
+        text = "".join(lines)
+        token = re.search(r"Admin token \(shown once.*\n\s+(\S+)", text)
+        assert token is not None, text
+        url = _http_url(lines)
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        assert httpx.get(f"{url}/metrics", headers=headers).status_code == 200
+        assert httpx.get(f"{url}/healthz").json()["broker"] == "listening"
+    assert process.returncode == 0
+    with running(cli_env, tmp_path, "serve") as (_, lines):
+        assert "Admin token" not in "".join(lines)
+
+
+def test_api_alone_serves_the_store(cli_env: dict[str, str], tmp_path: Path) -> None:
+    with running(cli_env, tmp_path, "api") as (process, lines):
+        url = _http_url(lines)
+        health = httpx.get(f"{url}/healthz").json()
+        assert health == {"status": "ok", "broker": "not in this process", "database": "ok"}
+    assert process.returncode == 0
