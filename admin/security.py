@@ -10,9 +10,13 @@ browser call it.
 
 import hmac
 import math
+from collections.abc import Sequence
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import BaseRoute
 
 from admin.context import context_of
 
@@ -70,3 +74,38 @@ def require_admin(
             else "Authentication failed: the admin token is not valid.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def refusal(request: Request) -> HTTPException | None:
+    """The 401 or 429 that ``require_admin`` would raise for this request, or None.
+
+    FastAPI reads and validates a request's body before it runs the route's dependencies, so
+    a malformed body would be answered 400 before the token is looked at. The handler of
+    invalid requests asks this first: a client without the token learns nothing but 401.
+    """
+    route = request.scope.get("route")
+    if route is None or id(route) not in _admin_route_ids(request.app.routes):
+        return None
+    try:
+        require_admin(request)
+    except HTTPException as exc:
+        return exc
+    return None
+
+
+def _admin_route_ids(routes: Sequence[BaseRoute]) -> set[int]:
+    """The routes behind the admin token, wherever a router was included with it (by id:
+    routes are not hashable)."""
+    return {
+        id(context.original_route)
+        for context in iter_route_contexts(routes)
+        if _depends_on_admin(getattr(context, "dependant", None))
+    }
+
+
+def _depends_on_admin(dependant: Dependant | None) -> bool:
+    if dependant is None:
+        return False
+    return any(
+        sub.call is require_admin or _depends_on_admin(sub) for sub in dependant.dependencies
+    )
