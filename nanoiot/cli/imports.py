@@ -2,12 +2,14 @@
 
 A bad row is skipped and reported with its line number; every good row is imported whole
 (device and credential together) or not at all, so a failed import can simply be re-run.
+The row rules (``csv_header_problem``, ``csv_row``, ``json_row``) and ``import_row`` are
+shared with the admin API's streamed import (``admin.v1_import``).
 """
 
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from auth.certificate import parse_credential
 from auth.validity import check_registrable
 from nanoiot.errors import NanoIoTError, ValidationError
 from storage.interface import CredentialStore
+from storage.records import Credential, Device
 
 _COLUMNS = frozenset({"name", "type", "label", "pem", "pem_file", "token"})
 
@@ -51,7 +54,7 @@ async def import_rows(
         task = progress.add_task("importing", total=len(rows))
         for line, row in rows:
             try:
-                await _import_row(store, row, allow_expired=allow_expired)
+                await import_row(store, row, allow_expired=allow_expired)
                 report.imported += 1
             except NanoIoTError as exc:
                 report.errors.append((line, str(exc)))
@@ -63,20 +66,33 @@ def _rows(text: str, path: Path) -> Iterator[tuple[int, Row]]:
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"} or text.lstrip().startswith("{"):
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
-                yield number, _json_row(line)
+                yield number, json_row(line)
         return
     reader = csv.DictReader(io.StringIO(text))
-    header = set(reader.fieldnames or ())
+    problem = csv_header_problem(reader.fieldnames or ())
+    if problem is not None:
+        raise ValidationError(f"{path}: {problem}")
+    for row in reader:
+        yield reader.line_num, csv_row(row)
+
+
+def csv_header_problem(fieldnames: Collection[str]) -> str | None:
+    """Why a CSV header cannot be imported, or None."""
+    header = set(fieldnames)
     if header - _COLUMNS or "name" not in header:
-        raise ValidationError(
-            f"{path}: the CSV header must name 'name' and some of {sorted(_COLUMNS)}; "
+        return (
+            f"the CSV header must name 'name' and some of {sorted(_COLUMNS)}; "
             f"found {sorted(header)}"
         )
-    for row in reader:
-        yield reader.line_num, {k: v for k, v in row.items() if k and v}
+    return None
 
 
-def _json_row(line: str) -> Row:
+def csv_row(row: Mapping[str | None, str | list[str] | None]) -> Row:
+    """A ``csv.DictReader`` row without its empty cells and values past the header."""
+    return {k: v for k, v in row.items() if k and isinstance(v, str) and v}
+
+
+def json_row(line: str) -> Row:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -102,7 +118,10 @@ def _inline_pem_file(row: Row, base: Path) -> Row:
     return {**{k: v for k, v in row.items() if k != "pem_file"}, "pem": pem}
 
 
-async def _import_row(store: CredentialStore, row: Row, *, allow_expired: bool) -> None:
+async def import_row(
+    store: CredentialStore, row: Row, *, allow_expired: bool
+) -> tuple[Device, Credential]:
+    """Create the row's device with its credential in one transaction, or raise why not."""
     if isinstance(row, str):
         raise ValidationError(row)
     name = row.get("name", "")
@@ -111,7 +130,7 @@ async def _import_row(store: CredentialStore, row: Row, *, allow_expired: bool) 
     x509 = parse_credential(row["pem"]) if "pem" in row else None
     if x509 is not None:
         check_registrable(x509, datetime.now(UTC), allow_expired=allow_expired)
-    await store.create_device_with_credential(
+    return await store.create_device_with_credential(
         name,
         type=row.get("type", "default"),
         label=row.get("label", ""),

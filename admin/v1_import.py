@@ -1,0 +1,201 @@
+"""Bulk import over HTTP, streamed both ways: rows are imported as the upload arrives, and
+each row's result is sent back at once as one JSON line, then a summary line.
+
+Each row is one transaction (``store.create_device_with_credential``): a bad row is reported
+and skipped, a good one is imported whole, and re-sending the same file reports the rows
+already imported as conflicts (409). The row rules are the CLI's (``nanoiot.cli.imports``).
+A problem found before the first row (Content-Type, CSV header) is an ordinary 400/415 answer;
+after that the answer is 200 and problems are reported in the stream.
+"""
+
+from collections.abc import AsyncIterator
+from pathlib import PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from admin.context import AdminContext, context_of
+from admin.v1_models import ImportRowResult, ImportSummary, errors, for_api, unsupported
+from admin.v1_rows import Rows, csv_rows, json_rows, numbered_lines, sniffed_rows
+from admin.v1_upload import uploaded_file
+from nanoiot.cli.imports import Row, import_row
+from nanoiot.errors import (
+    ConflictError,
+    NanoIoTError,
+    NotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+)
+
+router = APIRouter(tags=["bulk import (v1)"])
+
+_CSV = "text/csv"
+_JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+_FORM = "multipart/form-data"
+_TEXT = {"schema": {"type": "string"}}
+_BODY = {
+    _CSV: {**_TEXT, "example": "name,token\nmeter-1,tok-0001\n"},
+    _JSON_LINES[0]: {**_TEXT, "example": '{"name": "meter-1", "pem": "-----BEGIN ..."}\n'},
+    _FORM: {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    },
+}
+
+# The body is text (schema: string) made of JSON lines, each described by itemSchema (the
+# OpenAPI 3.2 keyword for sequential media, which FastAPI uses for its own JSON lines too).
+_ANSWER = {
+    "application/x-ndjson": {
+        "itemSchema": {
+            "oneOf": [
+                ImportRowResult.model_json_schema(by_alias=True),
+                ImportSummary.model_json_schema(by_alias=True),
+            ]
+        }
+    }
+}
+
+
+class RowResultsResponse(StreamingResponse):
+    """JSON lines sent while the request body is still being read.
+
+    The body iterator reads the request (``receive``) itself. Starlette's StreamingResponse
+    would also listen on ``receive`` for a disconnect (servers before ASGI 2.4 spec), taking
+    body chunks away from the import; here a disconnect reaches the import as
+    ClientDisconnect instead.
+    """
+
+    media_type = "application/x-ndjson"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.stream_response(send)
+
+
+@router.post(
+    "/devices/import",
+    summary="Import devices from CSV or JSON lines, streamed",
+    description="Columns (CSV header or JSON keys): name, and pem (the certificate text) or "
+    "token; optional type and label. Send the file as the body (text/csv or "
+    "application/x-ndjson) or as the file of a multipart/form-data upload. The answer is "
+    "one JSON line per row as soon as it is imported ({line, name, ok, deviceId} or {line, "
+    "ok: false, status, error}), then {summary: true, imported, failed, conflicts, complete}.",
+    response_class=RowResultsResponse,
+    responses={
+        200: {"description": "One JSON line per row, then the summary", "content": _ANSWER},
+        **errors(400, 415),
+    },
+    openapi_extra={"requestBody": {"required": True, "content": _BODY}},
+)
+async def import_devices(
+    request: Request,
+    allow_expired: Annotated[
+        bool, Query(alias="allowExpired", description="Also register expired certificates.")
+    ] = False,
+) -> Response:
+    try:
+        rows = await _started(await _rows_of(request))
+    except ClientDisconnect:
+        return Response(status_code=400)  # gone before the first row: nobody reads this
+    return RowResultsResponse(
+        _results(context_of(request), rows, allow_expired=allow_expired),
+        # A proxy that buffers answers would hold every result back until the end.
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+async def _rows_of(request: Request) -> Rows:
+    raw_type, params = parse_options_header(request.headers.get("content-type"))
+    media_type = raw_type.decode("latin-1").lower()
+    if media_type == _FORM:
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise ValidationError("multipart/form-data without a boundary parameter")
+        upload = await uploaded_file(request.stream(), boundary.decode("latin-1"))
+        lines = numbered_lines(upload.chunks)
+        suffix = PurePath(upload.filename).suffix.lower()
+        if upload.content_type in _JSON_LINES or suffix in (".jsonl", ".ndjson", ".json"):
+            return json_rows(lines)
+        if upload.content_type == _CSV or suffix == ".csv":
+            return csv_rows(lines)
+        return sniffed_rows(lines)
+    if media_type == _CSV:
+        return csv_rows(numbered_lines(request.stream()))
+    if media_type in _JSON_LINES:
+        return json_rows(numbered_lines(request.stream()))
+    raise unsupported(media_type, [_CSV, *_JSON_LINES, _FORM])
+
+
+async def _started(rows: Rows) -> Rows:
+    """``rows`` with the first one read already, so a bad header is a 400 answer and not a
+    line in a 200 stream."""
+    first = await anext(rows, None)
+
+    async def all_rows() -> Rows:
+        if first is None:
+            return
+        yield first
+        async for row in rows:
+            yield row
+
+    return all_rows()
+
+
+async def _results(
+    context: AdminContext, rows: Rows, *, allow_expired: bool
+) -> AsyncIterator[bytes]:
+    tally = ImportSummary(imported=0, failed=0, conflicts=0, complete=True)
+    try:
+        async for line, row in rows:
+            result = await _import_one(context, line, row, allow_expired=allow_expired)
+            tally.imported += result.ok
+            tally.failed += not result.ok
+            tally.conflicts += result.status == 409
+            yield _json_line(result)
+    except ClientDisconnect:
+        return  # nobody left to tell; the rows imported so far stay imported
+    except NanoIoTError as exc:
+        tally.complete, tally.error = False, str(exc)
+    yield _json_line(tally)
+
+
+async def _import_one(
+    context: AdminContext, line: int, row: Row, *, allow_expired: bool
+) -> ImportRowResult:
+    name = row.get("name") if isinstance(row, dict) else None
+    try:
+        if isinstance(row, dict) and "pem_file" in row:
+            raise ValidationError(
+                "pem_file names a file on the importing machine: over the API, put the "
+                "certificate itself in pem"
+            )
+        device, credential = await import_row(context.store, row, allow_expired=allow_expired)
+    except NanoIoTError as exc:
+        return ImportRowResult(
+            line=line, name=name, ok=False, status=_status_of(exc), error=for_api(str(exc))
+        )
+    context.changed()
+    return ImportRowResult(
+        line=line, name=device.name, ok=True, device_id=device.id, credential_id=credential.id
+    )
+
+
+def _status_of(error: NanoIoTError) -> int:
+    """The HTTP status ``admin.problems`` gives the same error on a single-device route."""
+    if isinstance(error, ConflictError):
+        return 409
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, StoreUnavailableError):
+        return 503
+    return 400
+
+
+def _json_line(result: ImportRowResult | ImportSummary) -> bytes:
+    return result.model_dump_json(exclude_none=True).encode() + b"\n"

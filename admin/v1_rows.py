@@ -1,0 +1,137 @@
+"""Import rows read from a byte stream as it arrives: CSV or JSON lines.
+
+At most one record is held at a time, whatever the size of the upload: a 1 GB file is read
+in the server's chunks and turned into rows one by one. What a row may contain, and how it is
+imported, is ``nanoiot.cli.imports``'s (the CLI's ``nanoiot device import``), so a file gives
+the same devices through either. Line numbers are those of the uploaded text, where the row
+starts; a row that cannot be read becomes a ``str`` saying why, and the import goes on.
+
+Problems that leave no way to find the next row (text that is not UTF-8, a record past
+``MAX_RECORD``) raise ``ValidationError`` and end the import.
+"""
+
+import csv
+from collections.abc import AsyncIterable, AsyncIterator
+
+from nanoiot.cli.imports import Row, csv_header_problem, csv_row, json_row
+from nanoiot.errors import ValidationError
+
+# A certificate chain in PEM is a few KiB; a record this long is not a device.
+MAX_RECORD = 256 * 1024
+
+Lines = AsyncIterator[tuple[int, str]]
+Rows = AsyncIterator[tuple[int, Row]]
+
+
+async def numbered_lines(chunks: AsyncIterable[bytes]) -> Lines:
+    """(line number, text with its line break) for each line of UTF-8 ``chunks``.
+
+    Split before decoding: the byte 0x0A is never part of a multi-byte UTF-8 sequence, and
+    decoding line by line names the line that is not UTF-8.
+    """
+    pending = b""
+    number = 0
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            number += 1
+            yield number, _decode(line + b"\n", number)
+        if len(pending) > MAX_RECORD:
+            raise ValidationError(f"line {number + 1} is longer than {MAX_RECORD} bytes")
+    if pending:
+        yield number + 1, _decode(pending, number + 1)
+
+
+def _decode(line: bytes, number: int) -> str:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"line {number}: not UTF-8 text") from None
+    # A byte order mark, as spreadsheet programs write at the start of a CSV export.
+    return text.removeprefix("\ufeff") if number == 1 else text
+
+
+async def json_rows(lines: Lines) -> Rows:
+    """One row per non-blank line (JSON lines: https://jsonlines.org)."""
+    async for number, line in lines:
+        if line.strip():
+            yield number, json_row(line)
+
+
+async def sniffed_rows(lines: Lines) -> Rows:
+    """JSON lines if the first non-blank line starts with '{', else CSV (the CLI's rule for a
+    file whose name does not say)."""
+    blank: list[tuple[int, str]] = []
+    async for number, line in lines:
+        blank.append((number, line))
+        if line.strip():
+            break
+    text_rows = json_rows if blank and blank[-1][1].lstrip().startswith("{") else csv_rows
+    async for row in text_rows(_chained(blank, lines)):
+        yield row
+
+
+async def _chained(first: list[tuple[int, str]], rest: Lines) -> Lines:
+    for line in first:
+        yield line
+    async for line in rest:
+        yield line
+
+
+async def csv_rows(lines: Lines) -> Rows:
+    """Rows of CSV text whose first record is the header; raises ValidationError for a header
+    the import cannot use, before any row."""
+    records = _csv_records(lines)
+    first = await anext(records, None)
+    if first is None:
+        raise ValidationError("the CSV is empty: its first line must be the header")
+    header_line, header = first
+    try:
+        fieldnames = next(csv.reader([header]))
+    except csv.Error as exc:
+        raise ValidationError(f"line {header_line}: not valid CSV: {exc}") from None
+    problem = csv_header_problem(fieldnames)
+    if problem is not None:
+        raise ValidationError(f"line {header_line}: {problem}")
+    async for number, record in records:
+        yield number, _csv_values(record, fieldnames)
+
+
+async def _csv_records(lines: Lines) -> Lines:
+    """Whole CSV records, non-blank, with the line each starts on.
+
+    RFC 4180 §2: a line break inside a quoted field belongs to the field (a PEM in a cell),
+    and a quote inside one is doubled; so a record ends at the first line break after an even
+    number of quotes.
+    """
+    parts: list[str] = []
+    start = quotes = size = 0
+    async for number, line in lines:
+        if not parts:
+            start = number
+        parts.append(line)
+        quotes += line.count('"')
+        size += len(line)
+        if quotes % 2 == 0:
+            record = "".join(parts)
+            parts, quotes, size = [], 0, 0
+            if record.strip():
+                yield start, record
+        elif size > MAX_RECORD:
+            raise ValidationError(
+                f"line {start}: a quoted field is not closed within {MAX_RECORD} characters"
+            )
+    if parts:  # the upload ended inside a quoted field
+        yield start, "".join(parts)
+
+
+def _csv_values(record: str, fieldnames: list[str]) -> Row:
+    if record.count('"') % 2:
+        # csv would read the rest of the upload into one cell: never what was meant.
+        return "a quoted field opened on this line is never closed"
+    try:
+        values = next(csv.DictReader([record], fieldnames=fieldnames))
+    except (csv.Error, StopIteration) as exc:
+        return f"not valid CSV: {exc}"
+    return csv_row(values)
