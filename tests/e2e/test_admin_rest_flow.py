@@ -88,7 +88,24 @@ def test_without_the_token_curl_changes_nothing(operator: tuple[Operator, Device
     assert (status, listing["totalElements"]) == (200, 0)
 
 
-@pytest.mark.parametrize("change", ["switch to access token", "delete device"])
+def make_change(api: Operator, change: str, device_id: str) -> tuple[int, Any]:
+    if change == "delete device":
+        return api.curl("DELETE", f"/api/device/{device_id}")  # type: ignore[no-any-return]
+    if change == "disable device":
+        return api.curl("POST", f"/api/v1/devices/{device_id}/disable")  # type: ignore[no-any-return]
+    if change == "revoke credential":
+        status, credentials = api.curl("GET", f"/api/device/{device_id}/credentials")
+        assert status == 200, credentials
+        credential_id = credentials["id"]["id"]
+        return api.curl("POST", f"/api/v1/credentials/{credential_id}/revoke")  # type: ignore[no-any-return]
+    body = {"deviceId": {"id": device_id}, "credentialsType": "ACCESS_TOKEN"}
+    return api.curl("POST", "/api/device/credentials", body)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["switch to access token", "delete device", "revoke credential", "disable device"],
+)
 def test_api_change_disconnects_the_live_device(
     operator: tuple[Operator, DeviceKeys], change: str
 ) -> None:
@@ -97,12 +114,8 @@ def test_api_change_disconnects_the_live_device(
     client = api.client(device)
     try:
         assert client.wait_connack() == 0
-        if change == "delete device":
-            status, _ = api.curl("DELETE", f"/api/device/{device_id}")
-        else:
-            body = {"deviceId": {"id": device_id}, "credentialsType": "ACCESS_TOKEN"}
-            status, _ = api.curl("POST", "/api/device/credentials", body)
-        assert status == 200
+        status, body = make_change(api, change, device_id)
+        assert status == 200, body
         assert client.disconnected.wait(5)
         again = api.client(device)
         try:

@@ -1,0 +1,186 @@
+"""The Trusted CAs page: CAs whose certificates let devices in without per-device provisioning,
+each with its CN rule, "create devices" switch and CRL (RFC 5280 §5)."""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import Response
+
+from admin.context import context_of
+from admin.v1_cas import _check_is_ca as check_is_ca
+from admin.web.forms import CAInput, bytes_or_file
+from admin.web.render import PREFIX, page, see_other
+from admin.web.session import Session, checked_post, current_session
+from auth.certificate import load_certificate, parse_credential
+from auth.chain import load_crl
+from nanoiot.errors import (
+    ConflictError,
+    CredentialError,
+    NanoIoTError,
+    NotFoundError,
+    ValidationError,
+)
+from storage.interface import CredentialStore
+from storage.records import TrustedCA
+
+router = APIRouter(include_in_schema=False)
+CAS = f"{PREFIX}/cas"
+_MAX_CRL_BYTES = 16 * 1024 * 1024  # as the REST API
+_MAX_CERTIFICATE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CAView:
+    ca: TrustedCA
+    expired: bool
+    crl: str  # "none", "3 revoked, next update ...", or why the broker cannot use it
+    crl_usable: bool
+
+
+def _view(ca: TrustedCA, now: datetime) -> CAView:
+    if not ca.crl_pem:
+        return CAView(ca, ca.not_after < now, "none", True)
+    try:
+        crl = load_crl(ca.crl_pem.encode(), load_certificate(ca.pem))
+    except NanoIoTError as exc:
+        return CAView(ca, ca.not_after < now, f"unusable: {exc}", False)
+    due = crl.next_update_utc
+    summary = f"{len(crl)} revoked" + (f", next update {due:%Y-%m-%d %H:%M} UTC" if due else "")
+    return CAView(ca, ca.not_after < now, summary, True)
+
+
+async def _cas_page(
+    request: Request,
+    session: Session,
+    *,
+    form: CAInput | None = None,
+    error: str | None = None,
+    crl_error: tuple[UUID, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    now = datetime.now(UTC)
+    cas = [_view(ca, now) for ca in await context_of(request).store.list_trusted_cas()]
+    return page(
+        request,
+        "cas.html",
+        session=session,
+        status_code=status_code,
+        cas=cas,
+        form=form or CAInput(),
+        form_open=form is not None,
+        error=error,
+        crl_error=crl_error,
+        nav="cas",
+    )
+
+
+@router.get(CAS)
+async def cas_page(request: Request, session: Session = Depends(current_session)) -> Response:  # noqa: B008
+    return await _cas_page(request, session)
+
+
+@router.post(CAS)
+async def add_ca(request: Request, session: Session = Depends(checked_post)) -> Response:  # noqa: B008
+    submitted = await request.form()
+    try:
+        form = await CAInput.from_form(submitted)
+    finally:
+        await submitted.close()  # uploaded files are spooled to temporary files
+    context = context_of(request)
+    try:
+        await _add(context.store, form)
+    except (CredentialError, ValidationError) as exc:
+        return await _cas_page(
+            request, session, form=form, error=str(exc), status_code=status.HTTP_400_BAD_REQUEST
+        )
+    except ConflictError as exc:
+        return await _cas_page(
+            request, session, form=form, error=str(exc), status_code=status.HTTP_409_CONFLICT
+        )
+    context.changed()
+    return see_other(CAS, "ca-added")
+
+
+async def _add(store: CredentialStore, form: CAInput) -> TrustedCA:
+    if not form.name:
+        raise ValidationError("Enter a name for the CA.")
+    if not form.certificate:
+        raise ValidationError("Paste the CA certificate (PEM) or choose its file.")
+    if len(form.certificate) > _MAX_CERTIFICATE_BYTES:
+        raise ValidationError("This file is too large to be a CA certificate.")
+    if form.cn_regex:
+        try:
+            re.compile(form.cn_regex)
+        except re.error as exc:
+            raise ValidationError(f"The CN rule is not a valid regular expression: {exc}") from None
+    parsed = parse_credential(form.certificate)
+    check_is_ca(parsed)
+    return await store.add_trusted_ca(
+        form.name, parsed, cn_regex=form.cn_regex or None, create_devices=form.create_devices
+    )
+
+
+@router.post(CAS + "/{ca_id}/crl")
+async def set_crl(
+    request: Request,
+    ca_id: UUID,
+    session: Session = Depends(checked_post),  # noqa: B008
+) -> Response:
+    form = await request.form()
+    try:
+        clear = form.get("clear") == "yes"
+        data = await bytes_or_file(form, "crl", "crl_file", limit=_MAX_CRL_BYTES)
+    finally:
+        await form.close()  # uploaded files are spooled to temporary files
+    context = context_of(request)
+    ca = await _find(context.store, ca_id)
+    if clear:
+        await context.store.set_ca_crl(ca.id, None)
+        context.changed()
+        return see_other(CAS, "crl-cleared")
+    try:
+        if not data:
+            raise ValidationError("Choose the CRL file (PEM or DER) or paste the PEM.")
+        if len(data) > _MAX_CRL_BYTES:
+            raise ValidationError(f"The CRL is larger than {_MAX_CRL_BYTES >> 20} MiB.")
+        revocations = load_crl(data, load_certificate(ca.pem))
+    except (CredentialError, ValidationError) as exc:
+        return await _cas_page(
+            request, session, crl_error=(ca.id, str(exc)), status_code=status.HTTP_400_BAD_REQUEST
+        )
+    await context.store.set_ca_crl(ca.id, revocations.public_bytes(Encoding.PEM).decode())
+    context.changed()
+    return see_other(CAS, "crl-saved")
+
+
+@router.get(CAS + "/{ca_id}/delete")
+async def confirm_delete(
+    request: Request,
+    ca_id: UUID,
+    session: Session = Depends(current_session),  # noqa: B008
+) -> Response:
+    ca = await _find(context_of(request).store, ca_id)
+    return page(request, "ca_delete.html", session=session, ca=ca, nav="cas")
+
+
+@router.post(CAS + "/{ca_id}/delete")
+async def delete_ca(
+    request: Request,
+    ca_id: UUID,
+    _session: Session = Depends(checked_post),  # noqa: B008
+) -> Response:
+    context = context_of(request)
+    await context.store.delete_trusted_ca(ca_id)
+    context.changed()
+    return see_other(CAS, "ca-deleted")
+
+
+async def _find(store: CredentialStore, ca_id: UUID) -> TrustedCA:
+    for ca in await store.list_trusted_cas():
+        if ca.id == ca_id:
+            return ca
+    raise NotFoundError(f"trusted CA {ca_id} does not exist")

@@ -1,0 +1,121 @@
+"""The Devices page: search, status, who is connected now, last seen; and Add device."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import Response
+
+from admin import service
+from admin.context import AdminContext, context_of
+from admin.web.credentials import spec_of
+from admin.web.forms import CREDENTIAL_CHOICES, DeviceInput
+from admin.web.render import PREFIX, page, see_other
+from admin.web.session import Session, checked_post, current_session
+from nanoiot.errors import ConflictError, CredentialError, ValidationError
+from storage.records import AuthOutcome, Device, Page
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: Device
+    connected: bool
+    last_seen: datetime | None
+
+
+async def _rows(context: AdminContext, devices: Page[Device]) -> list[DeviceRow]:
+    """One row per device. "Last seen" is its newest allowed connection: one query per row on
+    the (device_id, at) index of the auth events, so a page costs PAGE_SIZE small queries."""
+    connected = context.connected_device_ids()
+    rows = []
+    for device in devices.items:
+        events = await context.store.list_auth_events(
+            device_id=device.id, outcome=AuthOutcome.ALLOWED, limit=1
+        )
+        rows.append(
+            DeviceRow(device, str(device.id) in connected, events[0].at if events else None)
+        )
+    return rows
+
+
+async def _devices_page(
+    request: Request,
+    session: Session,
+    *,
+    search: str = "",
+    page_number: int = 0,
+    form: DeviceInput | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = context_of(request)
+    listed = await service.list_devices(
+        context.store, text_search=search or None, page=page_number, page_size=PAGE_SIZE
+    )
+    return page(
+        request,
+        "devices.html",
+        session=session,
+        status_code=status_code,
+        devices=listed,
+        rows=await _rows(context, listed),
+        search=search,
+        form=form or DeviceInput(),
+        form_open=form is not None,
+        error=error,
+        choices=CREDENTIAL_CHOICES,
+        nav="devices",
+    )
+
+
+@router.get(PREFIX + "/devices")
+async def devices(
+    request: Request,
+    q: str = "",
+    page: int = 0,
+    session: Session = Depends(current_session),  # noqa: B008
+) -> Response:
+    return await _devices_page(request, session, search=q.strip(), page_number=max(page, 0))
+
+
+@router.post(PREFIX + "/devices")
+async def add_device(
+    request: Request,
+    session: Session = Depends(checked_post),  # noqa: B008
+) -> Response:
+    form = DeviceInput.from_form(await request.form())
+    context = context_of(request)
+    try:
+        device = await _create(context, form)
+    except (CredentialError, ValidationError) as exc:
+        return await _devices_page(
+            request,
+            session,
+            form=form.refused_with(exc),
+            error=str(exc),
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    except ConflictError as exc:
+        return await _devices_page(
+            request,
+            session,
+            form=form.refused_with(exc),
+            error=str(exc),
+            status_code=status.HTTP_409_CONFLICT,
+        )
+    context.changed()
+    return see_other(f"{PREFIX}/devices/{device.id}", "created")
+
+
+async def _create(context: AdminContext, form: DeviceInput) -> Device:
+    if not form.name:
+        raise ValidationError("Enter a device name.")
+    if not form.with_credentials:
+        return await service.create_device(context.store, form.name, label=form.label)
+    device, _ = await service.create_device_with_credentials(
+        context.store, form.name, spec_of(form.credentials), label=form.label
+    )
+    return device

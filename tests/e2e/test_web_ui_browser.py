@@ -1,0 +1,239 @@
+"""The product text's provisioning step, done in a real browser against a running node.
+
+"Go to Web UI -> Devices -> Your Device -> Device Credentials. Select X.509 Certificate device
+credentials, insert the contents of pub.pem and click save." Headless Chromium (Debian's, driven
+by Playwright) signs in with the admin token, adds a device, pastes the ``.pub.pem`` that the
+shipped ``client.keygen.sh`` wrote, and saves; then a real paho client connects with that
+certificate over mutual TLS and gets CONNACK 0. A screenshot of every page is kept in
+``tests/artifacts/web-ui/`` (git-ignored) for a person to look at.
+"""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Response,
+    expect,
+    sync_playwright,
+)
+
+from auth.certificate import parse_credential
+from tests.certgen import issue, revocation_list
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
+from tests.e2e.interop import DeviceKeys, Keys, make_keys, provision_pem, running_broker
+
+DEVICE = "greenhouse-7"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web-ui"
+TIMEOUT_MS = WAIT * 1000
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return make_keys(tmp_path_factory.mktemp("web-ui-keys"))
+
+
+@pytest.fixture(scope="module")
+def device_keys(keys: Keys) -> DeviceKeys:
+    return keys.device(DEVICE)
+
+
+@pytest.fixture
+def node(keys: Keys, tmp_path: Path) -> Iterator[BrokerThread]:
+    with running_broker(keys, tmp_path / "data") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    # No skip when Chromium is missing: .ci/run installs it, and this flow must be tested.
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # CSP violations and script errors; a page answered 4xx on purpose (a refused form)
+        # is logged as "Failed to load resource" too, so failed loads are judged below.
+        if message.type in ("error", "warning") and "Failed to load resource" not in message.text:
+            problems.append(message.text)
+
+    def loaded(response: Response) -> None:
+        if response.request.resource_type != "document" and response.status >= 400:
+            problems.append(f"{response.status} for {response.url}")
+
+    opened.on("console", console)
+    opened.on("response", loaded)
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        yield opened
+        assert problems == [], f"the browser reported problems: {problems}"
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, node: BrokerThread, token: str) -> None:
+    page.get_by_label("Admin token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_wrong_token_on_the_sign_in_page_shows_an_error(page: Page, node: BrokerThread) -> None:
+    page.goto(f"{node.http_url}/ui/devices")
+    expect(page).to_have_url(f"{node.http_url}/ui/login?next=/ui/devices")
+    shot(page, "01-sign-in")
+    sign_in(page, node, "not-the-admin-token")
+    expect(page.get_by_role("alert")).to_have_text("The admin token is not valid.")
+    expect(page).to_have_url(f"{node.http_url}/ui/login")
+    shot(page, "02-sign-in-wrong-token")
+    page.goto(f"{node.http_url}/ui/devices")
+    expect(page.get_by_label("Admin token")).to_be_visible()  # still signed out
+
+
+def test_x509_credentials_saved_in_the_browser_let_the_device_connect(
+    page: Page, node: BrokerThread, device_keys: DeviceKeys
+) -> None:
+    page.goto(node.http_url)
+    sign_in(page, node, node.admin_token)
+    expect(page.get_by_role("heading", name="Devices", exact=True)).to_be_visible()
+    shot(page, "03-devices-empty")
+
+    page.get_by_role("link", name="Add device").click()
+    page.get_by_label("Name", exact=True).fill(DEVICE)
+    page.get_by_label("Label").fill("North greenhouse, bench 7")
+    shot(page, "04-add-device")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.get_by_role("heading", name=DEVICE)).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("Device created.")
+
+    # Devices -> Your Device -> Device Credentials -> X.509 Certificate -> paste -> Save.
+    page.get_by_role("link", name="Device Credentials").click()
+    credentials = page.locator("#credentials")
+    credentials.get_by_label("Credentials type").select_option(label="X.509 Certificate")
+    credentials.get_by_label("Certificate (PEM)").fill(device_keys.pub.read_text())
+    shot(page, "05-device-credentials-form")
+    credentials.get_by_role("button", name="Save").click()
+
+    expect(page.get_by_role("status")).to_have_text("Device credentials saved.")
+    expected = parse_credential(device_keys.pub.read_bytes())
+    fingerprint = page.locator("#fingerprint")
+    expect(fingerprint).to_have_attribute("data-copy", expected.spki_sha256)
+    expect(fingerprint).to_have_text(_grouped(expected.spki_sha256))
+    expect(page.locator("#current-credential")).to_contain_text(f"CN={DEVICE}")
+    shot(page, "06-device-credentials-saved")
+
+    client = mqtt_client(node.port, node.server_cert, device_keys.nopass)
+    try:
+        assert client.wait_connack() == 0
+        auth_events_written(node)
+        page.reload()
+        expect(page.locator(".pills").first).to_contain_text("Connected")
+        events = page.get_by_role("region", name="Recent auth events")
+        expect(events.get_by_role("row")).to_have_count(2)  # header + the allowed connect
+        expect(events).to_contain_text("Allowed")
+        shot(page, "07-device-connected")
+
+        page.get_by_role("link", name="Devices", exact=True).first.click()
+        row = page.get_by_role("row", name=DEVICE)
+        expect(row).to_contain_text("Connected")
+        expect(row).to_contain_text("Enabled")
+        shot(page, "08-devices-list")
+        page.set_viewport_size({"width": 390, "height": 844})
+        shot(page, "09-devices-list-narrow")
+        page.set_viewport_size({"width": 1280, "height": 860})
+    finally:
+        client.close()
+
+
+def test_refused_credentials_trusted_cas_and_delete(
+    page: Page, node: BrokerThread, device_keys: DeviceKeys, tmp_path: Path
+) -> None:
+    provision_pem(node, replace(device_keys, name="holder"))  # the key belongs to "holder"
+    page.goto(f"{node.http_url}/ui/login")
+    sign_in(page, node, node.admin_token)
+    page.get_by_role("link", name="Add device").click()
+    page.get_by_label("Name", exact=True).fill("second")
+    page.get_by_role("button", name="Add", exact=True).click()
+    credentials = page.locator("#credentials")
+    credentials.get_by_label("Credentials type").select_option(label="X.509 Certificate")
+    pem = device_keys.pub.read_text()
+    credentials.get_by_label("Certificate (PEM)").fill(pem)
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        credentials.get_by_role("button", name="Save").click()
+    assert answer.value.status == 409
+    expect(credentials.get_by_role("alert")).to_contain_text(
+        "Device credentials are already assigned to another device!"
+    )
+    expect(credentials.get_by_label("Certificate (PEM)")).to_have_value(pem.strip())
+    shot(page, "10-device-credentials-duplicate")
+
+    authority = issue("Greenhouse Device CA", ca=True)
+    node.call(
+        node.running.store.add_trusted_ca(
+            "greenhouses", parse_credential(authority.cert_pem), cn_regex=r"^gh-(.*)$"
+        )
+    )
+    page.get_by_role("link", name="Trusted CAs").click()
+    expect(page.get_by_role("heading", name="Trusted CAs", exact=True)).to_be_visible()
+    crl = tmp_path / "greenhouses.crl"
+    crl.write_bytes(revocation_list(authority, 4321).public_bytes(Encoding.DER))
+    page.get_by_label("CRL file").set_input_files(crl)
+    page.get_by_role("button", name="Upload CRL").click()
+    expect(page.get_by_role("status")).to_have_text("Certificate revocation list saved.")
+    expect(page.get_by_role("region", name="greenhouses")).to_contain_text("1 revoked")
+    page.get_by_role("link", name="Add trusted CA").click()
+    shot(page, "11-trusted-cas")
+
+    page.get_by_role("link", name="Devices", exact=True).first.click()
+    page.get_by_role("link", name="second").click()
+    page.get_by_role("link", name="Delete").click()
+    shot(page, "12-delete-device-confirm")
+    page.get_by_role("button", name="Delete device").click()
+    expect(page.get_by_role("status")).to_have_text("Device deleted.")
+    expect(page.get_by_role("row", name="second")).to_have_count(0)
+
+
+def auth_events_written(node: BrokerThread) -> None:
+    """The broker stores auth events in the background, after CONNACK: wait until what it has
+    queued is written (the queue's join), so the reloaded page can show it."""
+    node.call(node.running.auth_log._queue.join())
+
+
+def _grouped(fingerprint: str) -> str:
+    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
