@@ -3,9 +3,11 @@
 import typer
 
 from nanoiot.cli.common import run, state
+from nanoiot.cli.dbwait import wait
 from nanoiot.cli.output import console
 
 app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.command("wait")(wait)
 
 
 @app.command()
