@@ -11,8 +11,10 @@ Modules, one concept each:
 - ``security``: the admin token (bearer headers), its rate limit on failures;
 - ``token``: where the token comes from (setting, or generated once into the data dir);
 - ``problems``: store and credential errors mapped to JSON HTTP errors;
-- ``reference``: endpoints shaped like the reference system's (``/api/...``);
-- ``v1``: what goes beyond it (``/api/v1/...``);
+- ``service``: operations both the API and the UI perform (switching a device's credentials);
+- ``schemas``, ``reference``: endpoints shaped like the reference system's (``/api/...``);
+- ``v1`` (with ``v1_models``, ``v1_credentials``, ``v1_cas``, ``v1_import``, ``v1_rows``,
+  ``v1_upload``): what goes beyond it (``/api/v1/...``); ``trusted_cas``: CA checks both use;
 - ``web``: the server-rendered UI (``/ui``), with its session cookie and CSRF tokens;
-- ``health``: ``/healthz`` and ``/metrics``.
+- ``health``: ``/healthz`` and ``/metrics``; ``server``: uvicorn inside our event loop.
 """

@@ -9,11 +9,11 @@ CA), so the broker never meets one it has to ignore.
 from typing import Annotated
 from uuid import UUID
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Path, Request, Response, status
 
 from admin.context import context_of
+from admin.trusted_cas import check_is_ca, find_ca
 from admin.v1_models import (
     CrlSummary,
     NewCrl,
@@ -23,10 +23,9 @@ from admin.v1_models import (
     errors,
     unsupported,
 )
-from auth.certificate import ParsedCredential, load_certificate, parse_credential
+from auth.certificate import load_certificate, parse_credential
 from auth.chain import load_crl
-from nanoiot.errors import NanoIoTError, NotFoundError, PemError, ValidationError
-from storage.interface import CredentialStore
+from nanoiot.errors import NanoIoTError, PemError, ValidationError
 from storage.records import TrustedCA
 
 router = APIRouter(tags=["trusted CAs (v1)"])
@@ -57,31 +56,13 @@ async def list_cas(request: Request) -> list[TrustedCaV1]:
 )
 async def add_ca(request: Request, body: NewTrustedCa) -> TrustedCaV1:
     parsed = parse_credential(body.pem)
-    _check_is_ca(parsed)
+    check_is_ca(parsed)
     context = context_of(request)
     ca = await context.store.add_trusted_ca(
         body.name, parsed, cn_regex=body.cn_regex, create_devices=body.create_devices
     )
     context.changed()
     return _out(ca)
-
-
-def _check_is_ca(parsed: ParsedCredential) -> None:
-    """RFC 5280 §4.2.1.9: only a certificate asserting basicConstraints cA may issue others."""
-    if not parsed.is_certificate:
-        raise ValidationError("a trusted CA must be a certificate, not a bare public key")
-    try:
-        constraints = load_certificate(parsed.pem).extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
-        is_ca = constraints.value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise ValidationError(
-            f"'{parsed.subject}' is not a CA certificate (basicConstraints cA is false or "
-            "absent): give the CA that issues the device certificates"
-        )
 
 
 @router.get(
@@ -91,7 +72,7 @@ def _check_is_ca(parsed: ParsedCredential) -> None:
     responses=errors(404),
 )
 async def get_ca(request: Request, ca_id: CaId) -> TrustedCaV1:
-    return _out(await _find(context_of(request).store, ca_id))
+    return _out(await find_ca(context_of(request).store, ca_id))
 
 
 @router.delete(
@@ -121,7 +102,7 @@ async def delete_ca(request: Request, ca_id: CaId) -> None:
 )
 async def set_crl(request: Request, ca_id: CaId) -> TrustedCaV1:
     context = context_of(request)
-    ca = await _find(context.store, ca_id)
+    ca = await find_ca(context.store, ca_id)
     data = await _crl_bytes(request)
     try:
         revocations = load_crl(data, load_certificate(ca.pem))
@@ -160,13 +141,6 @@ async def clear_crl(request: Request, ca_id: CaId) -> TrustedCaV1:
     stored = await context.store.set_ca_crl(ca_id, None)
     context.changed()
     return _out(stored)
-
-
-async def _find(store: CredentialStore, ca_id: UUID) -> TrustedCA:
-    for ca in await store.list_trusted_cas():
-        if ca.id == ca_id:
-            return ca
-    raise NotFoundError(f"trusted CA {ca_id} does not exist")
 
 
 def _out(ca: TrustedCA) -> TrustedCaV1:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response
 
 from admin.context import context_of
-from admin.v1_cas import _check_is_ca as check_is_ca
+from admin.trusted_cas import check_is_ca, find_ca
 from admin.web.forms import CAInput, bytes_or_file
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
@@ -21,7 +21,6 @@ from nanoiot.errors import (
     ConflictError,
     CredentialError,
     NanoIoTError,
-    NotFoundError,
     ValidationError,
 )
 from storage.interface import CredentialStore
@@ -137,7 +136,7 @@ async def set_crl(
     finally:
         await form.close()  # uploaded files are spooled to temporary files
     context = context_of(request)
-    ca = await _find(context.store, ca_id)
+    ca = await find_ca(context.store, ca_id)
     if clear:
         await context.store.set_ca_crl(ca.id, None)
         context.changed()
@@ -163,7 +162,7 @@ async def confirm_delete(
     ca_id: UUID,
     session: Session = Depends(current_session),  # noqa: B008
 ) -> Response:
-    ca = await _find(context_of(request).store, ca_id)
+    ca = await find_ca(context_of(request).store, ca_id)
     return page(request, "ca_delete.html", session=session, ca=ca, nav="cas")
 
 
@@ -177,10 +176,3 @@ async def delete_ca(
     await context.store.delete_trusted_ca(ca_id)
     context.changed()
     return see_other(CAS, "ca-deleted")
-
-
-async def _find(store: CredentialStore, ca_id: UUID) -> TrustedCA:
-    for ca in await store.list_trusted_cas():
-        if ca.id == ca_id:
-            return ca
-    raise NotFoundError(f"trusted CA {ca_id} does not exist")
