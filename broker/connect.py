@@ -1,21 +1,22 @@
 """Reading and answering the CONNECT packet (MQTT 3.1.1 §3.1, §3.2).
 
-We read CONNECT ourselves, with amqtt's packet codec, instead of amqtt's
+We read and parse CONNECT ourselves instead of amqtt's
 ``BrokerProtocolHandler.init_from_connect``: it hides whether the client id was empty (which
-the strict client-id policy needs), closes MQTT 3.1 clients without any CONNACK, and builds the
-session before anyone is authenticated. Nothing here touches a session.
+the strict client-id policy needs), closes MQTT 3.1 clients without any CONNACK, builds the
+session before anyone is authenticated, and decodes leniently (invalid UTF-8, trailing
+bytes). Nothing here touches a session.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import AMQTTError
 from amqtt.mqtt.connack import ConnackPacket
-from amqtt.mqtt.connect import ConnectPacket
 
 from auth.decision import ConnackCode
+from broker.framing import DEFAULT_MAX_PACKET_SIZE, Truncated, read_first_packet
+from broker.packet_rules import Body, Malformed, utf8
 
 log = logging.getLogger(__name__)
 
@@ -45,63 +46,111 @@ class ConnectRefused(Exception):
         self.code = code
 
 
-async def read_connect(reader: ReaderAdapter, writer: WriterAdapter, wait: float) -> Connect:
-    """The client's CONNECT, or ConnectRefused after answering it (MQTT 3.1.1 §3.1.4)."""
+async def read_connect(
+    reader: ReaderAdapter,
+    writer: WriterAdapter,
+    wait: float,
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+) -> Connect:
+    """The client's CONNECT, or ConnectRefused after answering it (MQTT 3.1.1 §3.1.4).
+
+    The packet is read whole (at most ``max_packet_size`` bytes) within ``wait`` seconds and
+    parsed here, strictly: amqtt's decoder would read invalid UTF-8 as text and ignore bytes
+    left over, and answers nothing to an MQTT 3.1 client.
+    """
     try:
-        packet = await asyncio.wait_for(ConnectPacket.from_stream(reader), wait)
+        body = await read_first_packet(reader, max_packet_size, wait)
     except TimeoutError:
         raise ConnectRefused(f"no CONNECT within {wait:g} s", None) from None
-    except (AMQTTError, MQTTError, NoDataError, ValueError, IndexError, UnicodeDecodeError) as exc:
+    except Malformed as exc:
         raise ConnectRefused(f"first packet is not a valid CONNECT ({exc})", None) from None
-    header, payload = packet.variable_header, packet.payload
-    if header is None or payload is None:
-        raise ConnectRefused("CONNECT without header or payload", None)
-    problem, code = _problem(packet)
+    except Truncated as exc:
+        raise ConnectRefused(f"connection closed inside the CONNECT ({exc})", None) from None
+    try:
+        connect, problem, code = _parse(Body(body))
+    except Malformed as exc:
+        raise ConnectRefused(f"malformed CONNECT ({exc})", None) from None
     if problem is not None:
         if code is not None:
             await send_connack(writer, code)
         raise ConnectRefused(problem, code)
-    return Connect(
-        client_id="" if payload.client_id_is_random else (payload.client_id or ""),
-        clean_session=header.clean_session_flag,
-        keep_alive=max(header.keep_alive, 0),
-        username=payload.username if header.username_flag else None,
-        password=payload.password if header.password_flag else None,
-        will_topic=payload.will_topic if header.will_flag else None,
-        will_message=bytes(payload.will_message or b"") if header.will_flag else None,
-        will_qos=header.will_qos if header.will_flag else 0,
-        will_retain=header.will_retain_flag if header.will_flag else False,
-    )
+    assert connect is not None
+    return connect
 
 
-def _problem(packet: ConnectPacket) -> tuple[str | None, ConnackCode | None]:
-    header, payload = packet.variable_header, packet.payload
-    if header.proto_name == "MQIsdp" or header.proto_level != _LEVEL_3_1_1:
+_Parsed = tuple[Connect | None, str | None, ConnackCode | None]
+
+
+def _parse(body: Body) -> _Parsed:
+    """The CONNECT, or why it is refused and the CONNACK code to answer with (None: close)."""
+    name = utf8(body.take(body.uint16("protocol name"), "protocol name"), "protocol name")
+    (level,) = body.take(1, "protocol level")
+    if name == "MQIsdp" or level != _LEVEL_3_1_1:
         # §3.1.2.2: answer an unsupported level with return code 0x01, then close. MQTT 3.1
         # ("MQIsdp", level 3) understands this CONNACK; MQTT 5 clients read it as "unsupported".
         return (
-            f"unsupported protocol {header.proto_name!r} level {header.proto_level}: "
-            "only MQTT 3.1.1 is supported",
+            None,
+            f"unsupported protocol {name!r} level {level}: only MQTT 3.1.1 is supported",
             ConnackCode.UNACCEPTABLE_PROTOCOL,
         )
-    if header.proto_name != "MQTT":
-        return f"protocol name {header.proto_name!r} is not 'MQTT' (§3.1.2.1)", None
-    if header.reserved_flag:
-        return "CONNECT reserved flag is set (§3.1.2.3)", None
-    if header.will_flag and (payload.will_topic is None or payload.will_message is None):
-        return "will flag set without will topic and message (§3.1.2.5)", None
-    if header.will_qos > 2 or (
-        not header.will_flag and (header.will_qos or header.will_retain_flag)
-    ):
-        return "invalid will QoS or retain flag (§3.1.2.6, §3.1.2.7)", None
-    if header.password_flag and not header.username_flag:
-        return "password without user name (§3.1.2.9)", ConnackCode.BAD_USERNAME_OR_PASSWORD
-    if payload.client_id_is_random and not header.clean_session_flag:
+    if name != "MQTT":
+        return None, f"protocol name {name!r} is not 'MQTT' (§3.1.2.1)", None
+    (flags,) = body.take(1, "connect flags")
+    keep_alive = body.uint16("keep alive")
+    problem = _flags_problem(flags)
+    if problem is not None:
+        return None, problem, None
+    will, username_flag, password_flag = bool(flags & 0x04), bool(flags & 0x80), bool(flags & 0x40)
+    client_id = body.text("client identifier")
+    will_topic = body.text("will topic") if will else None
+    will_message = body.take(body.uint16("will message"), "will message") if will else None
+    username = body.text("user name") if username_flag else None
+    password = body.take(body.uint16("password"), "password") if password_flag else None
+    if body.left:
+        raise Malformed(f"{body.left} bytes after the CONNECT payload (§2.2.3)")
+    clean_session = bool(flags & 0x02)
+    if password_flag and not username_flag:
+        return None, "password without user name (§3.1.2.9)", ConnackCode.BAD_USERNAME_OR_PASSWORD
+    if not client_id and not clean_session:
         return (
+            None,
             "empty client id with a persistent session (§3.1.3.1)",
             ConnackCode.IDENTIFIER_REJECTED,
         )
-    return None, None
+    text_password = _password_text(password)
+    if password is not None and text_password is None:
+        # §3.1.3.5 allows binary passwords; ours are text, so none can match this one.
+        return None, "password is not UTF-8 text", ConnackCode.BAD_USERNAME_OR_PASSWORD
+    connect = Connect(
+        client_id=client_id,
+        clean_session=clean_session,
+        keep_alive=keep_alive,
+        username=username,
+        password=text_password,
+        will_topic=will_topic,
+        will_message=will_message,
+        will_qos=(flags >> 3) & 0x03,
+        will_retain=bool(flags & 0x20),
+    )
+    return connect, None, None
+
+
+def _flags_problem(flags: int) -> str | None:
+    if flags & 0x01:
+        return "CONNECT reserved flag is set (§3.1.2.3)"
+    will, will_qos, will_retain = flags & 0x04, (flags >> 3) & 0x03, flags & 0x20
+    if will_qos > 2 or (not will and (will_qos or will_retain)):
+        return "invalid will QoS or retain flag (§3.1.2.6, §3.1.2.7)"
+    return None
+
+
+def _password_text(password: bytes | None) -> str | None:
+    if password is None:
+        return None
+    try:
+        return utf8(password, "password")
+    except Malformed:
+        return None
 
 
 async def send_connack(

@@ -23,10 +23,13 @@ from auth.certificate import common_name
 from auth.decision import ConnackCode, Decision, Reason, deny
 from broker.authn import Authenticator, ConnectRequest
 from broker.connect import Connect, ConnectRefused, read_connect, send_connack
+from broker.framing import DEFAULT_MAX_PACKET_SIZE
 from broker.handler import DeviceHandler, keep_alive_timeout
 from broker.metrics import BrokerMetrics
 from broker.peer import Peer, attach_peer, peer_of, session_key
+from broker.persistence import PersistenceMixin
 from broker.routing import RoutingMixin
+from broker.session_state import DeviceSession
 from broker.telemetry import AuthLog
 from broker.transport import TlsConnection
 
@@ -42,7 +45,7 @@ _AMQTT_CONFIG = {
 _TAKEOVER_GRACE = 5.0
 
 
-class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is untyped
+class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is untyped
     def __init__(
         self,
         authenticator: Authenticator,
@@ -51,6 +54,7 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         *,
         strict_client_id: bool = False,
         connect_timeout: float = 10.0,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
         super().__init__(dict(_AMQTT_CONFIG))
         self.authenticator = authenticator
@@ -58,6 +62,7 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         self.auth_log = auth_log
         self.strict_client_id = strict_client_id
         self.connect_timeout = connect_timeout
+        self.max_packet_size = max_packet_size
         self.live: defaultdict[str, dict[str, Peer]] = defaultdict(dict)  # device id -> key -> peer
         self.metrics = BrokerMetrics()
         self.metrics.observe(lambda: len(self.live), lambda: self.auth_log.counts)
@@ -68,7 +73,7 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         """Handle one client from CONNECT to close (the TLS listener's on_connection)."""
         reader, writer = connection.reader, connection.writer
         try:
-            connect = await read_connect(reader, writer, self.connect_timeout)
+            connect = await read_connect(reader, writer, self.connect_timeout, self.max_packet_size)
         except ConnectRefused as refused:
             log.info("refused %s:%d: %s", *connection.remote, refused)
             return
@@ -133,7 +138,11 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         key = session_key(peer.identity, peer.client_id)
         await self._take_over(key)
         session, present = self._session_for(key, connect, peer)
-        handler = DeviceHandler(self.plugins_manager, loop=self._loop)
+        handler = DeviceHandler(
+            self.plugins_manager, loop=self._loop, max_packet_size=self.max_packet_size
+        )
+        handler.route = self.route  # QoS 0 and 1 PUBLISH skip amqtt's queues (broker.delivery)
+        handler.defer_puback = self.defer_puback  # queued messages durable first
         self.live[peer.device_id][key] = peer
         try:
             session.transitions.connect()
@@ -180,13 +189,14 @@ class NanoIoTBroker(RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is unt
         if connect.clean_session or existing is None:
             if existing is not None:
                 self._drop_session_now(key)
-            session = Session()
+            session = DeviceSession()  # amqtt's Session, lighter state machine
             session.client_id = key
             present = False
         else:
             session, present = existing[0], True
         attach_peer(session, peer)
         _refresh(session, connect, peer.identity)
+        self.session_opened(key, session, peer, connect.clean_session)  # broker.persistence
         return session, present
 
     def _drop_session_now(self, key: str) -> None:

@@ -4,10 +4,14 @@ Overrides of ``amqtt.broker.Broker`` (pinned in ``tests/broker/test_amqtt_pins.p
 
 - ``add_subscription`` / ``_del_subscription``: filters are mapped to canonical form
   (``v1/devices/me/...`` becomes ``devices/<name>/...``) and checked against the ACL.
-- ``_handle_message_delivery``: an incoming PUBLISH is mapped, checked and broadcast with its
-  own QoS. MQTT 3.1.1 has no way to refuse a PUBLISH, so a forbidden one is dropped and logged.
-- ``_run_broadcast``: delivery at min(publish QoS, subscription QoS) (§3.8.4; amqtt uses the
-  subscription's), with the topic turned back into the ``me`` form for ``me`` subscriptions.
+- ``route`` (called by ``broker.packet_loop`` for QoS 0 and 1, and by
+  ``_handle_message_delivery`` for QoS 2): an incoming PUBLISH is mapped, checked and
+  delivered at once. MQTT 3.1.1 has no way to refuse a PUBLISH, so a forbidden one is dropped
+  and logged.
+- ``_deliver``: writes to each subscriber's stream (``broker.delivery.send_publish``) at
+  min(publish QoS, subscription QoS) (§3.8.4; amqtt uses the subscription's), with the topic
+  turned back into the ``me`` form for ``me`` subscriptions; no broadcast queue, no task per
+  subscriber. ``_run_broadcast`` feeds what amqtt still broadcasts (wills) to it.
 - ``_publish_retained_messages_for_subscription``: retained messages go only to subscribers
   allowed to receive them (amqtt sent them to anyone, facts.md §2).
 """
@@ -17,6 +21,7 @@ import logging
 from collections import deque
 from typing import Any
 
+from amqtt.broker import RetainedApplicationMessage
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.session import Session
 
@@ -86,13 +91,23 @@ class RoutingMixin:
     async def _handle_message_delivery(
         self, client_session: Session, handler: Any, wait_deliver: "asyncio.Future[Any]"
     ) -> bool:
-        """Handle one PUBLISH from a client; False closes its connection."""
+        """A PUBLISH that came through amqtt's delivery queue (QoS 2; QoS 0 and 1 take
+        ``route`` directly, ``broker.delivery``); False closes the connection."""
         message = wait_deliver.result()
-        peer = peer_of(client_session)
-        if message is None or peer is None:
+        if message is None or peer_of(client_session) is None:
             return message is None
+        packet = message.publish_packet
+        retain = packet is not None and packet.retain_flag
+        return self.route(client_session, message.topic, message.data, message.qos, retain)
+
+    def route(
+        self, client_session: Session, topic: str, data: bytes, qos: int, retain: bool
+    ) -> bool:
+        """Check one PUBLISH from a client and deliver it now; False: close its connection."""
+        peer = peer_of(client_session)
+        if peer is None:
+            return False
         self.metrics.messages_in += 1
-        topic = message.topic
         if not valid_topic_name(topic) or topic.startswith("$"):
             # MQTT 3.1.1 §4.7.3 and §4.7.2: a malformed topic is a protocol violation.
             log.info("%s sent PUBLISH with invalid topic %r: closing", peer.label, topic)
@@ -101,18 +116,21 @@ class RoutingMixin:
         if not peer.acl.can_publish(canonical):
             log.info("%s may not publish to '%s': dropped", peer.label, topic)
             return True
-        await self._broadcast_message(client_session, canonical, message.data, message.qos)  # type: ignore[attr-defined]
-        if message.publish_packet is not None and message.publish_packet.retain_flag:
-            await self.retain_message(client_session, canonical, message.data, message.qos)  # type: ignore[attr-defined]
+        self._deliver(client_session, canonical, data, qos)
+        if retain:
+            self._retain(client_session, canonical, data, qos)
         return True
 
-    async def _run_broadcast(self, running_tasks: "deque[asyncio.Task[Any]]") -> None:
-        broadcast = await self._broadcast_queue.get()
-        topic, data, published_qos = broadcast["topic"], broadcast["data"], broadcast.get("qos")
-        for topic_filter, subscribers in list(self._subscriptions.items()):
+    def _deliver(
+        self, source: Session | None, topic: str, data: bytes, published_qos: int | None
+    ) -> None:
+        """Write the message to every matching subscriber's stream, at min(publish QoS,
+        subscription QoS) (§3.8.4); no await, so subscriptions cannot change meanwhile."""
+        sessions = self._sessions  # type: ignore[attr-defined]
+        for topic_filter, subscribers in self._subscriptions.items():
             if not topic_matches(topic, topic_filter):
                 continue
-            for target, subscribed_qos in list(subscribers):
+            for target, subscribed_qos in subscribers:
                 qos = (
                     subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
                 )
@@ -120,15 +138,34 @@ class RoutingMixin:
                 if target.transitions.state != "connected":
                     # §3.1.2.4: a persistent session keeps QoS 1 and 2 messages while offline.
                     if not target.clean_session and qos in (QOS_1, QOS_2):
-                        queued = {**broadcast, "topic": out}
-                        await self._retain_broadcast_message(queued, qos, target)  # type: ignore[attr-defined]
+                        self.queue_offline(
+                            target, RetainedApplicationMessage(source, out, data, qos)
+                        )
                     continue
-                handler = self._get_handler(target)  # type: ignore[attr-defined]
+                handler = sessions.get(target.client_id, (None, None))[1]
                 if handler is not None:
                     self.metrics.messages_out += 1
-                    running_tasks.append(
-                        asyncio.ensure_future(handler.mqtt_publish(out, data, qos, retain=False))
-                    )
+                    handler.send_publish(out, data, qos)
+
+    def queue_offline(self, target: Session, message: RetainedApplicationMessage) -> None:
+        """Keep a message for a persistent session whose client is away (made durable by
+        ``broker.persistence``, which overrides this)."""
+        target.retained_messages.put_nowait(message)
+
+    def _retain(self, source: Session, topic: str, data: bytes, qos: int | None) -> None:
+        """§3.3.1.3: keep the last retained message of a topic; an empty one deletes it
+        (``Broker.retain_message`` without its plugin events: we run no plugins)."""
+        if data:
+            self._retained_messages[topic] = RetainedApplicationMessage(source, topic, data, qos)
+        else:
+            self._retained_messages.pop(topic, None)
+
+    async def _run_broadcast(self, running_tasks: "deque[asyncio.Task[Any]]") -> None:
+        """amqtt's broadcast queue still carries what amqtt itself publishes (wills)."""
+        broadcast = await self._broadcast_queue.get()
+        self._deliver(
+            broadcast["session"], broadcast["topic"], broadcast["data"], broadcast.get("qos")
+        )
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session

@@ -13,6 +13,7 @@ from auth.acl import Acl, parse_rule
 from broker.authn import Authenticator
 from broker.core import NanoIoTBroker
 from broker.devcerts import needs_development_credentials, with_development_credentials
+from broker.persistence import Journal
 from broker.revocation import RevocationFollower
 from broker.telemetry import AuthLog
 from broker.tls import build_server_context
@@ -21,6 +22,7 @@ from nanoiot.settings import Settings
 from storage.sql import SqlCredentialStore
 
 log = logging.getLogger(__name__)
+JOURNAL_CLOSE_S = 5.0  # bound on saving the last session changes at shutdown
 
 
 def acl_from_settings(settings: Settings) -> Acl:
@@ -65,8 +67,11 @@ class RunningBroker:
             auth_log,
             strict_client_id=settings.strict_client_id,
             connect_timeout=settings.tls_handshake_timeout,
+            max_packet_size=settings.max_packet_size,
         )
         await broker.start()
+        # Persistent sessions of the previous run, before any client can connect.
+        broker.restore_sessions(Journal(store), await store.load_sessions())
         auth_log.start()
         follower = RevocationFollower(store, broker, authenticator)
         await follower.start()
@@ -86,6 +91,8 @@ class RunningBroker:
         await self.listener.wait_closed()
         await self.follower.stop()
         await self.broker.shutdown()
+        if self.broker.journal is not None:
+            await self.broker.journal.close(within=JOURNAL_CLOSE_S)
         await self.auth_log.stop()
         await self.store.close()
 

@@ -160,17 +160,21 @@ class _TlsProtocol(asyncio.Protocol):
             log.debug("TLS handshake with %s:%d failed: %s", *self._remote, _reason(exc))
             self._shut(abort=False)
             return
-        self._send_tls_output()  # Finished, and TLS 1.3 session tickets
+        tls = self._tls
+        version = tls.get_protocol_version_name()
+        if version != "TLSv1.3":
+            self._send_tls_output()  # TLS 1.2: our Finished, which the client waits for
+        # TLS 1.3: our Finished went out with the first flight; what OpenSSL wrote now is the
+        # session tickets (RFC 8446 §4.6.1), which no client waits for. They stay in the BIO
+        # and leave with the first record we send (CONNACK): one write less per connect.
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._state = _OPEN
-        tls = self._tls
         leaf = tls.get_peer_certificate(as_cryptography=True)
         sent = tls.get_peer_cert_chain(as_cryptography=True) or []
         # On a server, OpenSSL's peer chain leaves the leaf out.
         chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
-        version = tls.get_protocol_version_name()
         connection = TlsConnection(self, self._remote, leaf, chain, version)
         self._reader = connection.reader
         self._server.start_handler(connection)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -60,6 +60,8 @@ class Settings(BaseModel):
 
     # --- MQTT sessions and topics ---
     strict_client_id: bool = False
+    # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
+    max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
     # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
 
@@ -127,7 +129,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _env_value(field: str, name: str, value: str) -> Any:
     """Lists come from the environment as JSON; everything else as text pydantic converts."""
-    if Settings.model_fields[field].annotation is not list[dict[str, str]]:
+    # typing.get_origin, not identity: each ``list[...]`` expression is a new object.
+    if get_origin(Settings.model_fields[field].annotation) is not list:
         return value
     try:
         return json.loads(value)

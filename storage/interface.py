@@ -18,9 +18,11 @@ from storage.records import (
     Credential,
     CredentialMatch,
     Device,
+    NewAuthEvent,
     Page,
     TrustedCA,
 )
+from storage.sessions import SessionWrite, StoredSession
 
 
 class CredentialStore(Protocol):
@@ -138,6 +140,9 @@ class CredentialStore(Protocol):
         remote_address: str | None = None,
     ) -> None: ...
 
+    async def record_auth_events(self, events: Sequence[NewAuthEvent]) -> None:
+        """Several auth events in one transaction."""
+
     async def list_auth_events(
         self,
         *,
@@ -151,6 +156,12 @@ class CredentialStore(Protocol):
     async def last_change_seq(self) -> int: ...
 
     async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]: ...
+
+    # --- persistent MQTT sessions (storage.sessions) ---
+    async def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
+        """Apply the writes in order in one transaction; the ids of its Enqueue writes."""
+
+    async def load_sessions(self) -> list[StoredSession]: ...
 
     async def ping(self) -> None:
         """Raises StoreUnavailableError when the database cannot be reached."""

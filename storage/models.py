@@ -21,7 +21,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -272,3 +274,49 @@ class ChangeRow(Base):
             device_id=self.device_id,
             credential_id=self.credential_id,
         )
+
+
+# --- persistent MQTT sessions (storage.sessions) ----------------------------------------------
+
+
+class MqttSessionRow(Base):
+    """A session with CleanSession 0 (MQTT 3.1.1 §3.1.2.4); ``key`` is the broker's
+    ``<device id>/<client id>``. Deleting the device deletes its sessions."""
+
+    __tablename__ = "mqtt_sessions"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    device_name: Mapped[str] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class MqttSubscriptionRow(Base):
+    """A subscription of a persistent session: the canonical filter, and whether the client
+    wrote it in the ``v1/devices/me`` form (its messages go out in that form)."""
+
+    __tablename__ = "mqtt_subscriptions"
+
+    session_key: Mapped[str] = mapped_column(
+        ForeignKey("mqtt_sessions.key", ondelete="CASCADE"), primary_key=True
+    )
+    topic_filter: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    qos: Mapped[int] = mapped_column(SmallInteger)
+    me_form: Mapped[bool] = mapped_column(Boolean)
+
+
+class MqttQueuedMessageRow(Base):
+    """A QoS 1 or 2 message waiting for its session's client; ``id`` orders the queue."""
+
+    __tablename__ = "mqtt_queued_messages"
+    __table_args__ = (Index(None, "session_key", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    session_key: Mapped[str] = mapped_column(ForeignKey("mqtt_sessions.key", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(1024))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    qos: Mapped[int] = mapped_column(SmallInteger)
+    attempted: Mapped[bool] = mapped_column(Boolean, default=False)

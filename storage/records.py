@@ -94,6 +94,18 @@ class AuthEvent:
     reason: str
 
 
+@dataclass(frozen=True)
+class NewAuthEvent:
+    """An auth event to record (``record_auth_events``): what the broker decided, and when."""
+
+    at: datetime
+    outcome: AuthOutcome
+    reason: str
+    device_id: UUID | None = None
+    fingerprint: str | None = None
+    remote_address: str | None = None
+
+
 class ChangeKind(StrEnum):
     """What happened; a broker closes live sessions on the ``*_REVOKED``-like kinds."""
 

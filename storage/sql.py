@@ -37,17 +37,19 @@ from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
 from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
+from storage.sessions import SessionRecords
 
 ASSIGNED_ELSEWHERE = "Device credentials are already assigned to another device!"
 NO_SUCH_DEVICE_FOR_CREDENTIAL = "Can't assign device credentials to non-existent device!"
 MAX_PAGE_SIZE = 1000
 
 
-class SqlCredentialStore(TrustAndAudit):
+class SqlCredentialStore(SessionRecords, TrustAndAudit):
     """``storage.interface.CredentialStore`` on SQLAlchemy. Build it with ``open``.
 
     Devices, credentials and the connect-path lookups live here; trusted CAs, auth events and
-    the change feed in ``storage.audit``; sessions and error mapping in ``storage.base``.
+    the change feed in ``storage.audit``; sessions and error mapping in ``storage.base``;
+    persistent MQTT sessions in ``storage.sessions``.
     """
 
     @classmethod

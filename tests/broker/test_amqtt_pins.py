@@ -23,17 +23,30 @@ OVERRIDDEN = {
     "_handle_message_delivery": ["self", "client_session", "handler", "wait_deliver"],
     "_run_broadcast": ["self", "running_tasks"],
     "_publish_retained_messages_for_subscription": ["self", "subscription", "session"],
+    # broker/persistence.py
+    "_handle_unsubscription": ["self", "client_session", "handler", "unsubscribe_waiter"],
+    "_publish_session_retained_messages": ["self", "session"],
 }
 CALLED = {
     "_client_message_loop": ["self", "client_session", "handler"],
-    "_publish_session_retained_messages": ["self", "session"],
     "_delete_session": ["self", "client_id"],
+    # Wills still travel amqtt's broadcast queue to our _run_broadcast.
     "_broadcast_message": ["self", "session", "topic", "data", "force_qos"],
-    "_retain_broadcast_message": ["self", "broadcast", "qos", "target_session"],
-    "retain_message": ["self", "source_session", "topic_name", "data", "qos"],
     "_get_handler": ["self", "session"],
     "shutdown": ["self"],
     "start": ["self"],
+}
+# broker/delivery.py: the handler methods we replace, and what our replacements call.
+HANDLER_OVERRIDDEN = {
+    "start": ["self"],
+    "_reader_loop": ["self"],
+    "handle_publish": ["self", "publish_packet"],
+    "handle_puback": ["self", "puback"],
+    "_retry_deliveries": ["self"],
+}
+HANDLER_CALLED = {
+    "mqtt_publish": ["self", "topic", "data", "qos", "retain", "ack_timeout"],
+    "_handle_message_flow": ["self", "app_message"],
 }
 
 
@@ -66,3 +79,71 @@ def test_session_attributes_exist_for_our_peer() -> None:
     from amqtt.session import Session
 
     assert Session().attributes == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters"), [*HANDLER_OVERRIDDEN.items(), *HANDLER_CALLED.items()]
+)
+def test_handler_internals_keep_their_signatures(name: str, parameters: list[str]) -> None:
+    assert list(inspect.signature(getattr(ProtocolHandler, name)).parameters) == parameters
+
+
+@pytest.mark.parametrize("name", list(HANDLER_OVERRIDDEN))
+def test_our_handler_overrides_replace_amqtt(name: str) -> None:
+    assert getattr(DeviceHandler, name) is not getattr(BrokerProtocolHandler, name)
+
+
+def test_our_reader_loop_keeps_amqtts_contract() -> None:
+    # broker/packet_loop.py replaces ProtocolHandler._reader_loop: it must still signal
+    # readiness, dispatch the other packets to the same handlers, and end the same way.
+    from broker.packet_loop import _HANDLERS
+
+    assert DeviceHandler._reader_loop is not ProtocolHandler._reader_loop
+    source = inspect.getsource(ProtocolHandler._reader_loop)
+    for step in (
+        "self._reader_ready.set()",
+        "MQTTEvents.PACKET_RECEIVED",
+        "await self.handle_connection_closed()",
+        "self._reader_stopped.set()",
+        "await self.stop()",
+        "await self.handle_connect(packet)",
+    ):
+        assert step in source
+    for name in _HANDLERS.values():
+        assert f"asyncio.create_task(self.{name}(packet))" in source
+
+
+def test_what_direct_delivery_writes_into_amqtt_state() -> None:
+    from amqtt.broker import RetainedApplicationMessage
+    from amqtt.session import OutgoingApplicationMessage, Session
+
+    # Offline QoS 1/2 messages go where _publish_session_retained_messages reads them.
+    assert "session.retained_messages.get()" in inspect.getsource(
+        Broker._publish_session_retained_messages
+    )
+    assert list(inspect.signature(RetainedApplicationMessage).parameters) == [
+        "source_session", "topic", "data", "qos",
+    ]  # fmt: skip
+    assert list(inspect.signature(OutgoingApplicationMessage).parameters) == [
+        "packet_id", "topic", "qos", "data", "retain",
+    ]  # fmt: skip
+    session = Session()
+    assert session.next_packet_id == 1
+    assert dict(session.inflight_out) == {}
+    # A retry re-sends with DUP only when the message has a packet object (we add one).
+    assert "app_message.publish_packet is not None" in inspect.getsource(
+        ProtocolHandler._handle_qos1_message_flow
+    )
+
+
+def test_broker_handler_start_only_adds_the_disconnect_waiter() -> None:
+    # broker/packet_loop.py's start() calls ProtocolHandler.start itself and makes the
+    # disconnect waiter first; amqtt's BrokerProtocolHandler.start must do no more than that.
+    source = inspect.getsource(BrokerProtocolHandler.start)
+    body = [line.strip() for line in source.splitlines()[1:] if line.strip()]
+    assert body == [
+        "await super().start()",
+        "# Ensure the disconnect waiter is reset",
+        "if self._disconnect_waiter is None or self._disconnect_waiter.done():",
+        "self._disconnect_waiter = asyncio.Future()",
+    ]

@@ -1,19 +1,13 @@
 """Every way in, and every refusal with its CONNACK code and recorded reason."""
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
-import pytest
-
 from auth.kinds import CredentialStatus
-from storage.migrate import upgrade
 from storage.records import AuthOutcome
 from tests.certgen import issue
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, device_client, mqtt_client
-from tests.storage.pg import PG_ADMIN_DSN
 
 
 def test_tokens_and_basic_credentials_without_a_certificate(broker: BrokerThread) -> None:
@@ -90,46 +84,3 @@ def test_strict_client_id_policy(tmp_path: Path) -> None:
                 client.close()
     finally:
         broker.stop()
-
-
-@pytest.mark.postgres
-def test_store_unreachable_gives_server_unavailable_and_recovers(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    """CONNACK 3 while the database refuses connections; connected devices keep working."""
-    asyncio.run(upgrade(postgres_url))
-    database = postgres_url.rsplit("/", 1)[1]
-    broker = BrokerThread(broker_settings(tmp_path / "data", database_url=postgres_url))
-    try:
-        _, online_cert = broker.provision("online")
-        _, later_cert = broker.provision("later")
-        online, _ = device_client(broker, tmp_path, "online", online_cert, client_id="on")
-        assert online.wait_connack() == 0
-        assert online.subscribe("v1/devices/me/attributes") == [1]
-        asyncio.run(_allow_connections(database, allowed=False))
-        refused, _ = device_client(broker, tmp_path, "later", later_cert, client_id="l1")
-        assert refused.wait_connack() == 3
-        refused.close()
-        online.publish("v1/devices/me/attributes", b"still working")
-        assert online.next_message().payload == b"still working"
-        asyncio.run(_allow_connections(database, allowed=True))
-        recovered, _ = device_client(broker, tmp_path, "later", later_cert, client_id="l2")
-        assert recovered.wait_connack() == 0
-        recovered.close()
-        online.close()
-    finally:
-        asyncio.run(_allow_connections(database, allowed=True))
-        broker.stop()
-
-
-async def _allow_connections(database: str, *, allowed: bool) -> None:
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-        if not allowed:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                database,
-            )
-    finally:
-        await admin.close()

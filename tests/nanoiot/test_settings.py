@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,12 @@ def test_malformed_file(tmp_path: Path, content: str, message: str) -> None:
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(config_path=tmp_path / "nope.yaml", environ={})
+
+
+def test_acl_rules_from_the_environment_are_json() -> None:
+    rule = {"who": "device", "action": "publish", "topic": "shared/+/status"}
+    environ = {"NANOIOT_ACL_RULES": json.dumps([rule])}
+    settings = load_settings(None, environ)
+    assert settings.acl_rules == [rule]
+    with pytest.raises(ConfigError, match="NANOIOT_ACL_RULES is not valid JSON"):
+        load_settings(None, {"NANOIOT_ACL_RULES": "[{who: device}"})

@@ -15,7 +15,10 @@ from storage.migrate import upgrade
 from storage.sql import SqlCredentialStore
 from tests.storage.pg import fresh_database
 
-_TABLES = "devices, credentials, trusted_cas, auth_events, changes"
+_TABLES = (
+    "devices, credentials, trusted_cas, auth_events, changes, "
+    "mqtt_sessions, mqtt_subscriptions, mqtt_queued_messages"
+)
 
 
 async def _empty(url: str) -> None:

@@ -1,0 +1,231 @@
+"""Persistent MQTT sessions in the store: sessions, subscriptions, queued messages.
+
+The broker (``broker.persistence``) describes what changed as a list of writes and hands
+many of them over at once: ``write_sessions`` applies them in order in one transaction
+(group commit), so a burst of queued messages costs one commit, not one each. Payloads are
+bytes end to end (amqtt's own persistence decoded them as text, facts.md §2).
+"""
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.base import StoreBase
+from storage.models import MqttQueuedMessageRow, MqttSessionRow, MqttSubscriptionRow, utcnow
+
+_CHUNK = 500  # ids per IN (...) list: well below every driver's parameter limit
+
+
+@dataclass(frozen=True)
+class SaveSession:
+    """Create or refresh the session row (a CONNECT with CleanSession 0)."""
+
+    key: str
+    device_id: uuid.UUID
+    device_name: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class DropSession:
+    """Delete the session with its subscriptions and queue (CleanSession 1, §3.1.2.4)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    key: str
+    topic_filter: str  # canonical form
+    qos: int
+    me_form: bool
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    key: str
+    topic_filter: str
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """A message for a session whose client is away; ``write_sessions`` returns its id."""
+
+    key: str
+    topic: str
+    payload: bytes
+    qos: int
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    """The client acknowledged these queued messages: delete them."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MarkAttempted:
+    """These queued messages are being sent: a later re-delivery carries DUP."""
+
+    ids: tuple[int, ...]
+
+
+SessionWrite = (
+    SaveSession | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge | MarkAttempted
+)
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    topic_filter: str
+    qos: int
+    me_form: bool
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    attempted: bool
+
+
+@dataclass
+class StoredSession:
+    key: str
+    device_id: uuid.UUID
+    device_name: str
+    client_id: str
+    subscriptions: list[StoredSubscription] = field(default_factory=list)
+    queued: list[StoredMessage] = field(default_factory=list)
+
+
+class SessionRecords(StoreBase):
+    """The session tables; mixed into ``storage.sql.SqlCredentialStore``."""
+
+    async def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
+        """Apply ``writes`` in order, in one transaction; the ids of the Enqueue writes.
+
+        Raises StoreUnavailableError when the database cannot be reached (nothing applied),
+        ConflictError when a write names a session that no longer exists.
+        """
+        ids: list[int] = []
+        async with self._write("the MQTT session no longer exists") as session:
+            for group in _runs(writes):
+                if isinstance(group[0], Enqueue):
+                    ids.extend(await _enqueue(session, group))  # type: ignore[arg-type]
+                else:
+                    for write in group:
+                        await _apply(session, write)
+        return ids
+
+    async def load_sessions(self) -> list[StoredSession]:
+        """Every persistent session with its subscriptions and queue (oldest message first)."""
+        async with self._snapshot() as session:
+            rows = await session.scalars(select(MqttSessionRow).order_by(MqttSessionRow.key))
+            found = {
+                row.key: StoredSession(row.key, row.device_id, row.device_name, row.client_id)
+                for row in rows
+            }
+            subscriptions = await session.scalars(select(MqttSubscriptionRow))
+            for sub in subscriptions:
+                found[sub.session_key].subscriptions.append(
+                    StoredSubscription(sub.topic_filter, sub.qos, sub.me_form)
+                )
+            queued = await session.scalars(
+                select(MqttQueuedMessageRow).order_by(MqttQueuedMessageRow.id)
+            )
+            for message in queued:
+                found[message.session_key].queued.append(
+                    StoredMessage(
+                        message.id, message.topic, message.payload, message.qos, message.attempted
+                    )
+                )
+        return list(found.values())
+
+
+def _runs(writes: Sequence[SessionWrite]) -> Iterator[list[SessionWrite]]:
+    """Consecutive Enqueue writes together (one multi-row INSERT), every other write alone."""
+    run: list[SessionWrite] = []
+    for write in writes:
+        if run and not (isinstance(write, Enqueue) and isinstance(run[-1], Enqueue)):
+            yield run
+            run = []
+        run.append(write)
+    if run:
+        yield run
+
+
+async def _enqueue(session: AsyncSession, writes: Sequence[Enqueue]) -> list[int]:
+    rows = [
+        {"session_key": w.key, "topic": w.topic, "payload": w.payload, "qos": w.qos,
+         "attempted": False}
+        for w in writes
+    ]  # fmt: skip
+    statement = insert(MqttQueuedMessageRow).returning(
+        MqttQueuedMessageRow.id, sort_by_parameter_order=True
+    )
+    result = await session.execute(statement, rows)
+    return [int(row_id) for row_id in result.scalars()]
+
+
+async def _apply(session: AsyncSession, write: SessionWrite) -> None:
+    match write:
+        case SaveSession(key, device_id, device_name, client_id):
+            row = await session.get(MqttSessionRow, key)
+            if row is None:
+                session.add(MqttSessionRow(key=key, device_id=device_id,
+                                           device_name=device_name, client_id=client_id,
+                                           updated_at=utcnow()))  # fmt: skip
+            else:
+                row.device_name, row.updated_at = device_name, utcnow()
+        case DropSession(key):
+            # Children first: SQLite enforces the foreign keys but the cascade is not needed.
+            for table in (MqttQueuedMessageRow, MqttSubscriptionRow):
+                await session.execute(delete(table).where(table.session_key == key))
+            await session.execute(delete(MqttSessionRow).where(MqttSessionRow.key == key))
+        case Subscribe(key, topic_filter, qos, me_form):
+            sub = await session.get(MqttSubscriptionRow, (key, topic_filter))
+            if sub is None:
+                session.add(MqttSubscriptionRow(session_key=key, topic_filter=topic_filter,
+                                                qos=qos, me_form=me_form))  # fmt: skip
+            else:
+                sub.qos, sub.me_form = qos, me_form
+        case Unsubscribe(key, topic_filter):
+            await session.execute(
+                delete(MqttSubscriptionRow).where(
+                    MqttSubscriptionRow.session_key == key,
+                    MqttSubscriptionRow.topic_filter == topic_filter,
+                )
+            )
+        case Acknowledge(ids):
+            for chunk in _chunks(ids):
+                await session.execute(
+                    delete(MqttQueuedMessageRow).where(MqttQueuedMessageRow.id.in_(chunk))
+                )
+        case MarkAttempted(ids):
+            for chunk in _chunks(ids):
+                await session.execute(
+                    update(MqttQueuedMessageRow)
+                    .where(MqttQueuedMessageRow.id.in_(chunk))
+                    .values(attempted=True)
+                )
+        case Enqueue():
+            await _enqueue(session, [write])
+    await session.flush()
+
+
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    chunk: list[int] = []
+    for value in ids:
+        chunk.append(value)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

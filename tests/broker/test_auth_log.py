@@ -1,0 +1,76 @@
+"""The auth-event writer batches: decisions queued meanwhile share one transaction."""
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from auth.decision import Reason, deny
+from broker.authn import ConnectRequest
+from broker.telemetry import AuthLog
+from nanoiot.errors import StoreUnavailableError
+from storage.interface import CredentialStore
+from storage.records import AuthOutcome, NewAuthEvent
+from storage.sql import SqlCredentialStore
+
+
+class CountingStore:
+    """The real store, counting the batched writes (and failing them on request)."""
+
+    def __init__(self, store: SqlCredentialStore) -> None:
+        self.store = store
+        self.batches: list[int] = []
+        self.fail = False
+
+    async def record_auth_events(self, events: Sequence[NewAuthEvent]) -> None:
+        self.batches.append(len(events))
+        if self.fail:
+            raise StoreUnavailableError("database is away")
+        await self.store.record_auth_events(events)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
+    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield CountingStore(opened)
+    finally:
+        await opened.close()
+
+
+def _request(number: int) -> ConnectRequest:
+    return ConnectRequest(None, (), f"user-{number}", None, f"client-{number}", "192.0.2.7")
+
+
+async def test_a_burst_of_decisions_is_written_in_few_transactions(store: CountingStore) -> None:
+    auth_log = AuthLog(cast(CredentialStore, store))
+    auth_log.start()
+    for number in range(120):
+        auth_log.refused(deny(Reason.UNKNOWN_TOKEN, f"token {number}"), _request(number))
+    await auth_log.stop()
+
+    events = await store.store.list_auth_events(limit=200)
+    assert [e.reason for e in reversed(events)] == [
+        f"unknown_token: token {number}" for number in range(120)
+    ]
+    assert {(e.outcome, e.remote_address) for e in events} == {(AuthOutcome.DENIED, "192.0.2.7")}
+    assert sum(store.batches) == 120
+    assert len(store.batches) < 10  # one commit per connect would be 120
+    assert auth_log.dropped == 0
+
+
+async def test_a_failed_batch_is_counted_as_dropped(store: CountingStore) -> None:
+    store.fail = True
+    auth_log = AuthLog(cast(CredentialStore, store))
+    auth_log.start()
+    for number in range(5):
+        auth_log.refused(deny(Reason.UNKNOWN_TOKEN, "x"), _request(number))
+    await auth_log.stop()
+
+    assert auth_log.dropped == 5
+    assert auth_log.counts[Reason.UNKNOWN_TOKEN.value] == 5
+    assert await store.store.list_auth_events() == []

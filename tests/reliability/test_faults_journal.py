@@ -1,0 +1,121 @@
+"""The session journal under faults: database away, a session deleted under its writes.
+
+``broker.persistence.Journal`` on a real SQLite store; an outage is the store's own
+StoreUnavailableError, raised by its write method for as long as the test says.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from broker.persistence import Journal, QueuedMessage
+from nanoiot.errors import StoreUnavailableError
+from storage.records import Device
+from storage.sessions import SaveSession, SessionWrite
+from storage.sql import SqlCredentialStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
+    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def device(store: SqlCredentialStore) -> Device:
+    return await store.create_device("meter")
+
+
+def queued(journal: Journal, key: str, count: int) -> list[QueuedMessage]:
+    messages = [QueuedMessage(None, "devices/meter/x", bytes([n]), 1) for n in range(count)]
+    for message in messages:
+        journal.submit(("queue", message, key))
+    return messages
+
+
+async def test_writes_submitted_together_share_a_commit(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    journal = Journal(store)
+    key = f"{device.id}/c"
+    journal.submit(SaveSession(key, device.id, "meter", "c"))
+    messages = queued(journal, key, 200)
+    commit = journal.pending_commit()
+    assert commit is not None
+    await commit
+    assert journal.commits == 1
+    assert all(m.stored_id is not None for m in messages)
+    assert journal.pending_commit() is None
+    await journal.close(within=5)
+    [stored] = await store.load_sessions()
+    assert [m.payload for m in stored.queued] == [bytes([n]) for n in range(200)]
+
+
+async def test_outage_keeps_writes_until_the_database_is_back(
+    store: SqlCredentialStore, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = store.write_sessions
+    back = asyncio.Event()
+    attempts = 0
+
+    async def flaky(writes: Sequence[SessionWrite]) -> list[int]:
+        nonlocal attempts
+        attempts += 1
+        if not back.is_set():
+            raise StoreUnavailableError("database away")
+        return await real_write(writes)
+
+    monkeypatch.setattr(store, "write_sessions", flaky)
+    journal = Journal(store)
+    key = f"{device.id}/c"
+    journal.submit(SaveSession(key, device.id, "meter", "c"))
+    queued(journal, key, 3)
+    await journal.flush()  # returns after the failed attempt: nobody is held by an outage
+    assert journal.degraded
+    assert journal.pending_commit() is None  # PUBACKs do not wait while degraded
+    queued(journal, key, 2)
+    back.set()
+    await journal.close(within=10)  # retries until committed
+    assert not journal.degraded
+    assert attempts >= 2
+    [stored] = await store.load_sessions()
+    assert len(stored.queued) == 5
+
+
+async def test_writes_for_a_deleted_session_are_dropped_alone(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    other = await store.create_device("other")
+    journal = Journal(store)
+    mine, theirs = f"{device.id}/c", f"{other.id}/c"
+    journal.submit(SaveSession(mine, device.id, "meter", "c"))
+    journal.submit(SaveSession(theirs, other.id, "other", "c"))
+    await journal.flush()
+    await store.delete_device(other.id)  # its session goes with it
+    kept = queued(journal, mine, 2)
+    lost = queued(journal, theirs, 1)
+    await journal.close(within=5)
+    assert all(m.stored_id is not None for m in kept)
+    assert lost[0].stored_id is None
+    [stored] = await store.load_sessions()
+    assert stored.key == mine
+    assert len(stored.queued) == 2
+
+
+async def test_a_message_acknowledged_before_its_commit_is_never_written(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    journal = Journal(store)
+    key = f"{device.id}/c"
+    journal.submit(SaveSession(key, device.id, "meter", "c"))
+    [message] = queued(journal, key, 1)
+    message.acknowledged = True
+    journal.submit(("ack", message, key))
+    await journal.close(within=5)
+    [stored] = await store.load_sessions()
+    assert stored.queued == []

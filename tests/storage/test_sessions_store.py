@@ -1,0 +1,133 @@
+"""Persistent MQTT sessions in the store, on SQLite and PostgreSQL."""
+
+import pytest
+
+from nanoiot.errors import ConflictError
+from storage.records import Device
+from storage.sessions import (
+    Acknowledge,
+    DropSession,
+    Enqueue,
+    MarkAttempted,
+    SaveSession,
+    StoredSubscription,
+    Subscribe,
+    Unsubscribe,
+)
+from storage.sql import SqlCredentialStore
+
+EVERY_BYTE = bytes(range(256))
+
+
+@pytest.fixture
+async def device(store: SqlCredentialStore) -> Device:
+    return await store.create_device("meter")
+
+
+def _save(device: Device, client_id: str = "c1") -> SaveSession:
+    return SaveSession(f"{device.id}/{client_id}", device.id, device.name, client_id)
+
+
+async def test_a_session_keeps_subscriptions_and_queue_in_order(
+    store: SqlCredentialStore, other_store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    ids = await store.write_sessions(
+        [
+            _save(device),
+            Subscribe(key, "devices/meter/rpc/request/+", 1, True),
+            Subscribe(key, "devices/meter/attributes", 1, False),
+            *(Enqueue(key, f"t/{n}", bytes([n]) * 3, 1) for n in range(5)),
+            Enqueue(key, "binary", EVERY_BYTE, 1),
+        ]
+    )
+    assert len(ids) == 6
+    assert ids == sorted(ids)
+    [loaded] = await other_store.load_sessions()  # another engine: it is committed
+    assert (loaded.key, loaded.device_id, loaded.device_name, loaded.client_id) == (
+        key, device.id, "meter", "c1",
+    )  # fmt: skip
+    assert sorted(loaded.subscriptions, key=lambda s: s.topic_filter) == [
+        StoredSubscription("devices/meter/attributes", 1, False),
+        StoredSubscription("devices/meter/rpc/request/+", 1, True),
+    ]
+    assert [m.id for m in loaded.queued] == ids
+    assert [m.topic for m in loaded.queued] == [*(f"t/{n}" for n in range(5)), "binary"]
+    assert loaded.queued[-1].payload == EVERY_BYTE
+    assert not any(m.attempted for m in loaded.queued)
+
+
+async def test_acknowledged_messages_are_gone_and_attempted_ones_marked(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    first, second, third = await store.write_sessions(
+        [_save(device), *(Enqueue(key, "t", bytes([n]), 1) for n in range(3))]
+    )
+    await store.write_sessions([MarkAttempted((first, second)), Acknowledge((first,))])
+    [loaded] = await store.load_sessions()
+    assert [(m.id, m.attempted) for m in loaded.queued] == [(second, True), (third, False)]
+
+
+async def test_unsubscribe_and_resubscribe(store: SqlCredentialStore, device: Device) -> None:
+    key = f"{device.id}/c1"
+    await store.write_sessions(
+        [_save(device), Subscribe(key, "a/+", 1, False), Subscribe(key, "b", 0, False)]
+    )
+    await store.write_sessions([Unsubscribe(key, "a/+"), Subscribe(key, "b", 1, False)])
+    [loaded] = await store.load_sessions()
+    assert loaded.subscriptions == [StoredSubscription("b", 1, False)]
+
+
+async def test_dropping_a_session_removes_everything_of_it_only(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    mine, other = f"{device.id}/c1", f"{device.id}/c2"
+    await store.write_sessions(
+        [
+            _save(device, "c1"),
+            _save(device, "c2"),
+            Subscribe(mine, "x", 1, False),
+            Enqueue(mine, "x", b"1", 1),
+            Subscribe(other, "y", 1, False),
+            Enqueue(other, "y", b"2", 1),
+        ]
+    )
+    await store.write_sessions([DropSession(mine)])
+    [left] = await store.load_sessions()
+    assert left.key == other
+    assert [m.payload for m in left.queued] == [b"2"]
+
+
+async def test_deleting_the_device_deletes_its_sessions(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    await store.write_sessions(
+        [_save(device), Subscribe(key, "x", 1, False), Enqueue(key, "x", b"m", 1)]
+    )
+    await store.delete_device(device.id)
+    assert await store.load_sessions() == []
+
+
+async def test_a_write_for_a_vanished_session_fails_and_applies_nothing(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    """One transaction: the caller (broker.persistence) retries the writes one by one."""
+    key = f"{device.id}/c1"
+    with pytest.raises(ConflictError):
+        await store.write_sessions([_save(device), Enqueue(f"{device.id}/gone", "x", b"m", 1)])
+    assert await store.load_sessions() == []
+    await store.write_sessions([_save(device), Enqueue(key, "x", b"m", 1)])
+    [loaded] = await store.load_sessions()
+    assert [m.payload for m in loaded.queued] == [b"m"]
+
+
+async def test_saving_again_keeps_the_session_state(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    await store.write_sessions([_save(device), Subscribe(key, "x", 1, False)])
+    await store.write_sessions([_save(device)])
+    [loaded] = await store.load_sessions()
+    assert loaded.subscriptions == [StoredSubscription("x", 1, False)]
