@@ -64,6 +64,11 @@ class AuthLog:
         except asyncio.QueueFull:
             self.dropped += 1
 
+    async def flushed(self) -> None:
+        """Return once every decision made so far is in the store (tests and the web UI's
+        'recent events' read it right after a connect)."""
+        await self._queue.join()
+
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_events(), name="nanoiot-auth-events")
 

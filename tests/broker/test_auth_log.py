@@ -74,3 +74,15 @@ async def test_a_failed_batch_is_counted_as_dropped(store: CountingStore) -> Non
     assert auth_log.dropped == 5
     assert auth_log.counts[Reason.UNKNOWN_TOKEN.value] == 5
     assert await store.store.list_auth_events() == []
+
+
+async def test_flushed_returns_once_every_decision_is_stored(store: CountingStore) -> None:
+    auth_log = AuthLog(cast(CredentialStore, store))
+    auth_log.start()
+    try:
+        for number in range(5):
+            auth_log.refused(deny(Reason.UNKNOWN_TOKEN, f"token {number}"), _request(number))
+        await auth_log.flushed()
+        assert len(await store.store.list_auth_events(limit=10)) == 5
+    finally:
+        await auth_log.stop()

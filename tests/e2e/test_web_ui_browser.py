@@ -232,7 +232,7 @@ def test_refused_credentials_trusted_cas_and_delete(
 def auth_events_written(node: BrokerThread) -> None:
     """The broker stores auth events in the background, after CONNACK: wait until what it has
     queued is written (the queue's join), so the reloaded page can show it."""
-    node.call(node.running.auth_log._queue.join())
+    node.call(node.running.auth_log.flushed())
 
 
 def _grouped(fingerprint: str) -> str:
