@@ -8,7 +8,8 @@ free loopback ports; the load comes from ``bench.load_worker`` processes (raw MQ
 asyncio TLS). Scenarios, one broker at a time:
 
 - S1: mTLS connect, CONNACK, DISCONNECT with EC P-256 and RSA-2048 device certificates, with
-  ``--devices`` fake devices in NanoIoT's store: connects/s and broker CPU per connect.
+  ``--devices`` fake devices in NanoIoT's store: connects/s and broker CPU per connect, the
+  brokers measured in interleaved rounds (``bench.compare_connects``), before the rest.
 - S2 / S3: QoS 0 / QoS 1, 64-byte payloads, 1 -> 1 and 100 -> 1 publishers -> subscriber:
   delivered msg/s with no loss, broker CPU per delivered message.
 - S4: ``--idle`` concurrent idle mTLS connections: broker memory (VmRSS) per connection.
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare_brokers import AMQTT, KINDS, BrokerProcess, raise_fd_limit, started
+from bench.compare_connects import KINDS as KINDS_OF_KEY
+from bench.compare_connects import interleaved_connects
 from bench.compare_load import IdleFleet, run_workers
 from bench.compare_report import Row, report
 from bench.compare_setup import Device, make_pki, prepare_nanoiot_store
@@ -47,7 +50,7 @@ class Sizes:
     rate: int
     latency_s: float
     load_procs: int
-    connect_rounds: int = 4  # S1: EC and RSA alternate this many times
+    connect_rounds: int = 8  # S1: interleaved rounds over the brokers (bench.compare_connects)
 
     @property
     def publishers(self) -> int:
@@ -56,33 +59,15 @@ class Sizes:
 
 def sizes_of(args: argparse.Namespace) -> Sizes:
     if args.smoke:
-        return Sizes(500, 40, 1_000, 60, 500, 1.0, 2, connect_rounds=1)
+        return Sizes(500, 40, 1_000, 60, 500, 1.0, 2, connect_rounds=2)
     return Sizes(
         args.devices, args.connects, args.messages, args.idle, args.rate, args.latency_s,
-        args.load_procs,
+        args.load_procs, args.connect_rounds,
     )  # fmt: skip
 
 
 def _devices(devices: Sequence[Device]) -> list[list[str]]:
     return [[d.name, str(d.pem_file)] for d in devices]
-
-
-@dataclass
-class ConnectTally:
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
-    done: int = 0
-    failed: int = 0
-    load_cpu_s: float = 0.0
-    error: str = ""
-
-    def add(self, cpu_s: float, results: Sequence[dict[str, Any]]) -> None:
-        self.cpu_s += cpu_s
-        self.wall_s += max(r["wall_s"] for r in results)
-        self.done += sum(r["connects"] for r in results)
-        self.failed += sum(r["failures"] for r in results)
-        self.load_cpu_s += sum(r["cpu_s"] for r in results)
-        self.error = self.error or next((r["first_error"] for r in results if r["failures"]), "")
 
 
 class Run:
@@ -100,29 +85,27 @@ class Run:
         results = await run_workers(specs, self.work)
         return await settled_cpu(broker.pid) - before, results
 
-    async def connects(self, broker: BrokerProcess) -> None:
-        """EC and RSA connects in alternating rounds, so drift (CPU frequency, neighbours on a
-        shared machine) hits both alike; warmed up first (lazy imports, caches)."""
-        kinds = ("ec", "rsa")
-        base = {"mode": "connect", "port": broker.port, "ca": str(broker.ca_file)}
-        for kind in kinds:
-            warmup = {**base, "devices": _devices(self.devices[kind]), "count": 20}
-            await run_workers([{**warmup, "concurrency": 2}], self.work)
+    async def connects(self, brokers: Sequence[BrokerProcess]) -> None:
+        """S1 for every broker in interleaved rounds (``bench.compare_connects``), each broker
+        warmed up first (lazy imports, caches)."""
+        for broker in brokers:
+            for kind in KINDS_OF_KEY:
+                warmup = {**self._connect_base(broker, kind), "count": 20, "concurrency": 2}
+                await run_workers([warmup], self.work)
         procs, rounds = self.sizes.load_procs, self.sizes.connect_rounds
         share = max(1, -(-self.sizes.connects // (procs * rounds)))
-        totals = {kind: ConnectTally() for kind in kinds}
-        for _ in range(rounds):
-            for kind in kinds:
-                spec = {**base, "devices": _devices(self.devices[kind]), "count": share}
-                cpu, results = await self.measure(broker, [{**spec, "concurrency": 4}] * procs)
-                totals[kind].add(cpu, results)
-        for kind, t in totals.items():
-            self.rows.append(
-                Row(
-                    f"S1 connect, {kind.upper()} device certs", broker.name, t.done - t.failed,
-                    "connects", t.cpu_s, t.wall_s, t.load_cpu_s, failed=t.failed, note=t.error,
-                )
-            )  # fmt: skip
+
+        def specs(broker: BrokerProcess, kind: str) -> list[dict[str, Any]]:
+            spec = {**self._connect_base(broker, kind), "count": share, "concurrency": 4}
+            return [spec] * procs
+
+        self.rows += await interleaved_connects(brokers, specs, self.measure, rounds)
+
+    def _connect_base(self, broker: BrokerProcess, kind: str) -> dict[str, Any]:
+        return {
+            "mode": "connect", "port": broker.port, "ca": str(broker.ca_file),
+            "devices": _devices(self.devices[kind]),
+        }  # fmt: skip
 
     async def pubsub(self, broker: BrokerProcess, qos: int, publishers: int) -> None:
         count = self.sizes.messages // (5 if broker.name == AMQTT else 1)
@@ -186,8 +169,6 @@ class Run:
     async def all_scenarios(self, broker: BrokerProcess, scenarios: Sequence[str]) -> None:
         print(f"--- {broker.name} (pid {broker.pid}, port {broker.port})", flush=True)
         first = len(self.rows)
-        if "S1" in scenarios:
-            await self.connects(broker)
         for qos in (0, 1):
             if f"S{2 + qos}" in scenarios:
                 for publishers in (1, self.sizes.publishers):
@@ -227,6 +208,11 @@ async def run(
     scenario_run = Run(sizes, work, devices)
     async with contextlib.AsyncExitStack() as stack:
         brokers = [await stack.enter_async_context(started(k, pki, work, logs)) for k in kinds]
+        if "S1" in scenarios:
+            print("--- S1, brokers interleaved", flush=True)
+            await scenario_run.connects(brokers)
+            for row in scenario_run.rows:
+                print(f"  {row.summary()}", flush=True)
         for broker in brokers:
             await scenario_run.all_scenarios(broker, scenarios)
     return scenario_run.rows
@@ -246,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=10_000, help="S4 idle connections")
     parser.add_argument("--rate", type=int, default=2_000, help="S5 msg/s")
     parser.add_argument("--latency-s", type=float, default=10.0, help="S5 duration")
+    parser.add_argument("--connect-rounds", type=int, default=8, help="S1 interleaved rounds")
     parser.add_argument("--load-procs", type=int, default=2, help="load processes (S1, S4)")
     parser.add_argument("--brokers", default=",".join(KINDS), help="comma-separated subset")
     parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="comma-separated subset")

@@ -39,11 +39,13 @@ class Connect:
 
 
 class ConnectRefused(Exception):
-    """The CONNECT was invalid; ``code`` (if any) was already sent in a CONNACK."""
+    """The CONNECT was invalid; ``code`` (if any) was already sent in a CONNACK.
+    ``violation``: the client broke MQTT 3.1.1 (§4.8), as opposed to going silent or away."""
 
-    def __init__(self, reason: str, code: ConnackCode | None) -> None:
+    def __init__(self, reason: str, code: ConnackCode | None, *, violation: bool = False) -> None:
         super().__init__(reason)
         self.code = code
+        self.violation = violation
 
 
 async def read_connect(
@@ -63,17 +65,19 @@ async def read_connect(
     except TimeoutError:
         raise ConnectRefused(f"no CONNECT within {wait:g} s", None) from None
     except Malformed as exc:
-        raise ConnectRefused(f"first packet is not a valid CONNECT ({exc})", None) from None
+        raise ConnectRefused(
+            f"first packet is not a valid CONNECT ({exc})", None, violation=True
+        ) from None
     except Truncated as exc:
         raise ConnectRefused(f"connection closed inside the CONNECT ({exc})", None) from None
     try:
         connect, problem, code = _parse(Body(body))
     except Malformed as exc:
-        raise ConnectRefused(f"malformed CONNECT ({exc})", None) from None
+        raise ConnectRefused(f"malformed CONNECT ({exc})", None, violation=True) from None
     if problem is not None:
         if code is not None:
             await send_connack(writer, code)
-        raise ConnectRefused(problem, code)
+        raise ConnectRefused(problem, code, violation=code is None)
     assert connect is not None
     return connect
 

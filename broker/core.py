@@ -4,9 +4,10 @@
 
 1. read CONNECT (``broker.connect``), 2. authenticate (``broker.authn``) and answer a refusal
 with its CONNACK code, 3. only then find or create the session, keyed by device and client id
-(``broker.peer``), 4. CONNACK, then amqtt's message loop. Topic rules and the ``me`` mapping
-are in ``broker.routing``. Everything amqtt-specific that we override is listed in
-``tests/broker/test_amqtt_pins.py``, which fails when amqtt changes under us.
+(``broker.peer``), 4. CONNACK, then amqtt's message loop, without its four tasks
+(``broker.message_loop``). Topic rules and the ``me`` mapping are in ``broker.routing``.
+Everything amqtt-specific that we override is listed in ``tests/broker/test_amqtt_pins.py``,
+which fails when amqtt changes under us.
 """
 
 import asyncio
@@ -18,13 +19,15 @@ from collections.abc import Callable
 from amqtt.broker import Broker
 from amqtt.session import Session
 
-from auth.acl import Acl, Identity, to_canonical
+from auth.acl import Acl, CompiledAcl, Identity, to_canonical
 from auth.certificate import common_name
 from auth.decision import ConnackCode, Decision, Reason, deny
 from broker.authn import Authenticator, ConnectRequest
 from broker.connect import Connect, ConnectRefused, read_connect, send_connack
+from broker.delivery import DEFAULT_MAX_OUTGOING_BUFFER
 from broker.framing import DEFAULT_MAX_PACKET_SIZE
 from broker.handler import DeviceHandler, keep_alive_timeout
+from broker.message_loop import LeanMessageLoop
 from broker.metrics import BrokerMetrics
 from broker.peer import Peer, attach_peer, peer_of, session_key
 from broker.persistence import PersistenceMixin
@@ -43,9 +46,12 @@ _AMQTT_CONFIG = {
     "plugins": {},
 }
 _TAKEOVER_GRACE = 5.0
+# Compiled ACLs kept for reconnecting identities. The rules are fixed for the broker's
+# lifetime and a CompiledAcl is immutable, so connections of one identity can share one.
+_ACL_CACHE_SIZE = 4096
 
 
-class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[misc]  # amqtt is untyped
+class NanoIoTBroker(PersistenceMixin, RoutingMixin, LeanMessageLoop, Broker):  # type: ignore[misc]  # amqtt is untyped
     def __init__(
         self,
         authenticator: Authenticator,
@@ -55,6 +61,7 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
         strict_client_id: bool = False,
         connect_timeout: float = 10.0,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
     ) -> None:
         super().__init__(dict(_AMQTT_CONFIG))
         self.authenticator = authenticator
@@ -63,7 +70,9 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
         self.strict_client_id = strict_client_id
         self.connect_timeout = connect_timeout
         self.max_packet_size = max_packet_size
+        self.max_outgoing_buffer = max_outgoing_buffer
         self.live: defaultdict[str, dict[str, Peer]] = defaultdict(dict)  # device id -> key -> peer
+        self._acls: dict[Identity, CompiledAcl] = {}
         self.metrics = BrokerMetrics()
         self.metrics.observe(lambda: len(self.live), lambda: self.auth_log.counts)
 
@@ -75,6 +84,8 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
         try:
             connect = await read_connect(reader, writer, self.connect_timeout, self.max_packet_size)
         except ConnectRefused as refused:
+            if refused.violation:
+                self.metrics.count_violation()
             log.info("refused %s:%d: %s", *connection.remote, refused)
             return
         request = ConnectRequest(
@@ -117,7 +128,7 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
                 f"client id '{connect.client_id}' is not the device name '{holder.device_name}'",
                 holder=holder, fingerprint=decision.fingerprint,
             )  # fmt: skip
-        acl = self.acl.for_identity(identity)
+        acl = self._acl_for(identity)
         if connect.will_topic is not None and not acl.can_publish(
             identity_topic(identity, connect.will_topic)
         ):
@@ -126,6 +137,16 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
                 holder=holder, fingerprint=decision.fingerprint,
             )  # fmt: skip
         return Peer(identity, decision, request, acl, client_id, connection)
+
+    def _acl_for(self, identity: Identity) -> CompiledAcl:
+        """``acl.for_identity``, compiled once per identity (a bounded cache: emptied when
+        full, so a fleet larger than it costs what it did without one)."""
+        acl = self._acls.get(identity)
+        if acl is None:
+            if len(self._acls) >= _ACL_CACHE_SIZE:
+                self._acls.clear()
+            acl = self._acls[identity] = self.acl.for_identity(identity)
+        return acl
 
     def _client_id(self, connect: Connect, identity: Identity) -> str | None:
         if self.strict_client_id and not identity.application:
@@ -143,6 +164,9 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, Broker):  # type: ignore[mis
         )
         handler.route = self.route  # QoS 0 and 1 PUBLISH skip amqtt's queues (broker.delivery)
         handler.defer_puback = self.defer_puback  # queued messages durable first
+        handler.max_outgoing_buffer = self.max_outgoing_buffer  # broker.delivery
+        handler.on_drop = self.metrics.count_drop
+        handler.on_violation = self.metrics.count_violation
         self.live[peer.device_id][key] = peer
         try:
             session.transitions.connect()

@@ -14,6 +14,12 @@ one task per subscriber running ``mqtt_publish`` (facts.md §2: ~4.7 ``create_ta
   message stays in the session's ``inflight_out`` until its PUBACK (``handle_puback``), and
   is re-sent with DUP set when a persistent session reconnects (§4.4, §3.3.1.1); amqtt's flow
   dropped it after 5 s without PUBACK. QoS 2 goes through amqtt's ``mqtt_publish``.
+- A subscriber that stops reading cannot make the broker buffer without bound: once more than
+  ``max_outgoing_buffer`` bytes wait for it, QoS 0 messages to it are dropped (MQTT 3.1.1
+  §4.3.1: at most once) and counted; once QoS 1/2 messages pile up past
+  ``SLOW_CLOSE_FACTOR`` times that, its connection is closed. Nothing at QoS 1 is lost: the
+  message stays in ``inflight_out`` and a persistent session queues what follows while the
+  client is away, as for any disconnected client (§3.1.2.4).
 """
 
 import asyncio
@@ -31,6 +37,9 @@ from amqtt.session import OutgoingApplicationMessage, Session
 log = logging.getLogger(__name__)
 
 Route = Callable[[Session, str, bytes, int, bool], bool]  # session, topic, data, QoS, retain
+
+DEFAULT_MAX_OUTGOING_BUFFER = 1024 * 1024
+SLOW_CLOSE_FACTOR = 4  # QoS 1/2 backlog, in multiples of max_outgoing_buffer, that closes
 
 
 def remaining_length(value: int) -> bytes:
@@ -64,6 +73,10 @@ class DirectDelivery(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is u
     # True when it holds the PUBACK back (until queued messages are durable) and sends it
     # itself, in order (broker.persistence).
     defer_puback: Callable[[Session, int, Any], bool] | None = None
+    max_outgoing_buffer = DEFAULT_MAX_OUTGOING_BUFFER
+    on_drop: Callable[[], None] | None = None  # counts a QoS 0 message dropped (metrics)
+    on_violation: Callable[[], None] | None = None  # counts a close for a protocol violation
+    _closing_slow = False
     session: Session | None
     reader: Any
     writer: Any
@@ -91,6 +104,8 @@ class DirectDelivery(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is u
         assert session is not None
         if not route(session, topic, data, qos, retain):
             # A protocol violation (§4.8): end the stream as the packet reader does.
+            if self.on_violation is not None:
+                self.on_violation()
             if self.reader is not None:
                 self.reader.feed_eof()
         elif qos == QOS_1 and packet_id is not None and self.writer is not None:
@@ -98,28 +113,49 @@ class DirectDelivery(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is u
             if defer is None or not defer(session, packet_id, self.writer):
                 self.writer.write(b"\x40\x02" + packet_id.to_bytes(2, "big"))  # PUBACK, §3.4
 
-    def send_publish(self, topic: str, data: bytes, qos: int) -> None:
-        """Deliver one message to this client now, at ``qos`` (already min(pub, sub))."""
+    def send_publish(self, topic: str, data: bytes, qos: int) -> bool:
+        """Deliver one message to this client now, at ``qos`` (already min(pub, sub));
+        False when it was dropped (QoS 0 to a subscriber that does not keep up)."""
         session, writer = self.session, self.writer
         if session is None or writer is None:
-            return
+            return False
+        buffered = _buffered(writer)
         if qos == QOS_0:
+            if buffered > self.max_outgoing_buffer:
+                if self.on_drop is not None:
+                    self.on_drop()
+                return False
             writer.write(encode_publish(topic, data, QOS_0, 0))
-            return
+            return True
         if qos == QOS_2:
             task = asyncio.ensure_future(self.mqtt_publish(topic, data, qos, retain=False))
             _qos2_tasks.add(task)
             task.add_done_callback(_qos2_done)
+        else:
+            try:
+                packet_id = session.next_packet_id
+            except AMQTTError:
+                log.warning("%s has 65,535 unacknowledged messages: dropped one", session.client_id)
+                return False
+            session.inflight_out[packet_id] = OutgoingApplicationMessage(
+                packet_id, topic, qos, data, False
+            )
+            writer.write(encode_publish(topic, data, QOS_1, packet_id))
+        if buffered > SLOW_CLOSE_FACTOR * self.max_outgoing_buffer:
+            self._close_slow_consumer(buffered)
+        return True
+
+    def _close_slow_consumer(self, buffered: int) -> None:
+        connection = getattr(self.writer, "connection", None)
+        if connection is None or getattr(self, "_closing_slow", False):
             return
-        try:
-            packet_id = session.next_packet_id
-        except AMQTTError:
-            log.warning("%s has 65,535 unacknowledged messages: dropped one", session.client_id)
-            return
-        session.inflight_out[packet_id] = OutgoingApplicationMessage(
-            packet_id, topic, qos, data, False
-        )
-        writer.write(encode_publish(topic, data, QOS_1, packet_id))
+        self._closing_slow = True
+        client = self.session.client_id if self.session is not None else "?"
+        log.warning(
+            "%s does not read: %d bytes waiting for it, over %d x max_outgoing_buffer: closing",
+            client, buffered, SLOW_CLOSE_FACTOR,
+        )  # fmt: skip
+        connection.close()
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         self.acknowledge(puback.packet_id)
@@ -141,6 +177,12 @@ class DirectDelivery(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is u
                 if message.publish_packet is None:
                     message.publish_packet = message.build_publish_packet()
         await super()._retry_deliveries()
+
+
+def _buffered(writer: Any) -> int:
+    """What ``writer`` holds for its peer (0 for a writer that cannot tell)."""
+    buffered = getattr(writer, "buffered", None)
+    return int(buffered()) if buffered is not None else 0
 
 
 _qos2_tasks: set["asyncio.Future[Any]"] = set()

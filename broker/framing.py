@@ -11,6 +11,7 @@ published, as for any close the client did not ask for (§3.1.2.5).
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from amqtt.adapters import ReaderAdapter
@@ -81,8 +82,15 @@ class PacketReader(ReaderAdapter):  # type: ignore[misc]  # amqtt has no type hi
     or ``feed_eof``, reads return ``b""`` (end of stream), which ends amqtt's reader loop.
     """
 
-    def __init__(self, inner: ReaderAdapter, max_packet_size: int, label: str) -> None:
+    def __init__(
+        self,
+        inner: ReaderAdapter,
+        max_packet_size: int,
+        label: str,
+        on_violation: Callable[[], None] | None = None,
+    ) -> None:
         self._inner = inner
+        self._on_violation = on_violation
         self._max = max_packet_size
         self._label = label
         self._packet = b""
@@ -123,6 +131,8 @@ class PacketReader(ReaderAdapter):  # type: ignore[misc]  # amqtt has no type hi
     def _violated(self, problem: str) -> bool:
         self.violation = problem
         log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)", self._label, problem)
+        if self._on_violation is not None:
+            self._on_violation()
         return False
 
     def feed_eof(self) -> None:
@@ -138,8 +148,13 @@ class PacketReader(ReaderAdapter):  # type: ignore[misc]  # amqtt has no type hi
 
 
 async def read_first_packet(reader: ReaderAdapter, max_packet_size: int, wait: float) -> bytes:
-    """The body of the client's first packet, a CONNECT (§3.1.0), read within ``wait`` s."""
-    packet = await asyncio.wait_for(read_packet(reader, max_packet_size, connected=False), wait)
+    """The body of the client's first packet, a CONNECT (§3.1.0), read within ``wait`` s.
+
+    ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` runs the read in a task
+    of its own, one more task per connect for nothing.
+    """
+    async with asyncio.timeout(wait):
+        packet = await read_packet(reader, max_packet_size, connected=False)
     if packet is None:
         raise Truncated("before CONNECT")
     return packet[2]

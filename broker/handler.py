@@ -15,18 +15,22 @@ The PUBLISH hot path (reader loop, routing, delivery) is in ``broker.packet_loop
 """
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.mqtt.protocol import handler as amqtt_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from broker.framing import DEFAULT_MAX_PACKET_SIZE, PacketReader
+from broker.message_loop import WakingQueue
 from broker.packet_loop import PacketLoop
 from broker.peer import peer_of
 
 log = logging.getLogger(__name__)
+_AMQTT_LOG = logging.getLogger(amqtt_handler.__name__)
 
 
 class DeviceHandler(PacketLoop, BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is untyped
@@ -40,13 +44,38 @@ class DeviceHandler(PacketLoop, BrokerProtocolHandler):  # type: ignore[misc]  #
     ) -> None:
         super().__init__(plugins_manager, session, loop)
         self.max_packet_size = max_packet_size
+        # broker.message_loop waits on these without a task each.
+        self._pending_subscriptions = WakingQueue()
+        self._pending_unsubscriptions = WakingQueue()
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         """amqtt reads checked packets only: its own loop discards a malformed packet and reads
         on, where MQTT 3.1.1 §4.8 requires closing the connection (``broker.framing``)."""
         peer = peer_of(session)
         label = peer.label if peer is not None else f"session {session.client_id}"
-        super().attach(session, PacketReader(reader, self.max_packet_size, label), writer)
+        checked = PacketReader(reader, self.max_packet_size, label, self.on_violation)
+        super().attach(session, checked, writer)
+
+    def _init_session(self, session: Session) -> None:
+        """amqtt's, with its logger made cheap when it does not log debug: amqtt wraps it in
+        a ``LoggerAdapter`` (the client id in every record) and calls it some twenty times
+        per connection; a plain logger skips the adapter's work for records never written."""
+        super()._init_session(session)
+        if not _AMQTT_LOG.isEnabledFor(logging.DEBUG):
+            self.logger = _AMQTT_LOG
+
+    def _stop_waiters(self) -> None:
+        """amqtt's, without formatting four debug lines per connection that nobody reads."""
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super()._stop_waiters()
+            return
+        for waiter in itertools.chain(
+            self._puback_waiters.values(),
+            self._pubcomp_waiters.values(),
+            self._pubrec_waiters.values(),
+            self._pubrel_waiters.values(),
+        ):
+            waiter.cancel()
 
     def handle_read_timeout(self) -> None:
         client = self.session.client_id if self.session else "?"

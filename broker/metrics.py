@@ -25,6 +25,8 @@ class BrokerMetrics(Collector):
     def __init__(self) -> None:
         self.messages_in = 0  # PUBLISH packets received from clients
         self.messages_out = 0  # PUBLISH packets handed to subscribers' connections
+        self.messages_dropped = 0  # QoS 0 PUBLISH not sent: the subscriber did not keep up
+        self.protocol_violations = 0  # connections closed for breaking MQTT 3.1.1 (§4.8)
         self.registry = CollectorRegistry(auto_describe=True)
         self.auth_lookup = Histogram(
             "nanoiot_auth_lookup_seconds",
@@ -42,6 +44,12 @@ class BrokerMetrics(Collector):
         """Where the gauges read from: live devices, and the count of decisions by reason."""
         self._connected = connected_devices
         self._decisions = decisions
+
+    def count_drop(self) -> None:
+        self.messages_dropped += 1
+
+    def count_violation(self) -> None:
+        self.protocol_violations += 1
 
     @contextmanager
     def timing_lookup(self) -> Iterator[None]:
@@ -70,6 +78,16 @@ class BrokerMetrics(Collector):
         yield refused
         yield _counter("nanoiot_messages_received", "PUBLISH packets received", self.messages_in)
         yield _counter("nanoiot_messages_sent", "PUBLISH packets sent", self.messages_out)
+        yield _counter(
+            "nanoiot_messages_dropped",
+            "QoS 0 PUBLISH packets dropped for subscribers over max_outgoing_buffer",
+            self.messages_dropped,
+        )
+        yield _counter(
+            "nanoiot_protocol_violations",
+            "Connections closed for a protocol violation (MQTT 3.1.1 §4.8)",
+            self.protocol_violations,
+        )
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

@@ -143,9 +143,8 @@ class RoutingMixin:
                         )
                     continue
                 handler = sessions.get(target.client_id, (None, None))[1]
-                if handler is not None:
+                if handler is not None and handler.send_publish(out, data, qos):
                     self.metrics.messages_out += 1
-                    handler.send_publish(out, data, qos)
 
     def queue_offline(self, target: Session, message: RetainedApplicationMessage) -> None:
         """Keep a message for a persistent session whose client is away (made durable by

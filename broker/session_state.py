@@ -8,11 +8,14 @@ session: about a tenth of the broker's CPU per connect, and a few kilobytes per 
 - ``disconnect``: new, connected or disconnected -> disconnected;
 
 with the same entry callbacks (connect and disconnect times). ``tests/broker`` runs both
-machines through every trigger sequence and compares them.
+machines through every trigger sequence and compares them. Its delivery queue is a
+``broker.message_loop.WakingQueue``.
 """
 
 from amqtt.session import Session
 from transitions.core import MachineError
+
+from broker.message_loop import WakingQueue
 
 _CONNECT_FROM = frozenset({"new", "disconnected"})
 
@@ -49,5 +52,10 @@ class SessionState:
 
 
 class DeviceSession(Session):  # type: ignore[misc]  # amqtt is untyped
+    def __init__(self) -> None:
+        super().__init__()
+        # broker.message_loop waits on it without a task.
+        self.delivered_message_queue = WakingQueue()
+
     def _init_states(self) -> None:
         self.transitions = SessionState(self)

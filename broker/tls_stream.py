@@ -23,6 +23,7 @@ class TransportLink(Protocol):
     """What the adapters need from the connection under them (``broker.transport``)."""
 
     def send_plain(self, data: bytes) -> None: ...
+    def buffered(self) -> int: ...
     async def drain(self) -> None: ...
     def close(self) -> None: ...
     async def wait_closed(self) -> None: ...
@@ -139,6 +140,10 @@ class TlsStreamWriter(WriterAdapter):  # type: ignore[misc]  # amqtt has no type
 
     def write(self, data: bytes) -> None:
         self._link.send_plain(data)
+
+    def buffered(self) -> int:
+        """Bytes written to this connection that the peer has not taken yet."""
+        return self._link.buffered()
 
     async def drain(self) -> None:
         await self._link.drain()

@@ -263,6 +263,14 @@ class _TlsProtocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(chunk)
 
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the socket: plaintext waiting for this turn's
+        flush, and TLS records in the transport's write buffer (a peer that stops reading
+        makes this grow; ``broker.delivery`` caps it)."""
+        transport = self._transport
+        held = transport.get_write_buffer_size() if transport is not None else 0
+        return self._pending_size + held
+
     async def drain(self) -> None:
         while self._write_paused and self._state != _CLOSED:
             waiter = self._drain_waiter

@@ -62,6 +62,9 @@ class Settings(BaseModel):
     strict_client_id: bool = False
     # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
     max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
+    # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
+    # dropped; at 4 times this much with QoS 1/2 its connection is closed.
+    max_outgoing_buffer: int = Field(1024 * 1024, ge=16 * 1024)
     # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
 

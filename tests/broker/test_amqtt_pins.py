@@ -17,6 +17,8 @@ from broker.core import NanoIoTBroker
 from broker.handler import DeviceHandler
 
 OVERRIDDEN = {
+    # broker/message_loop.py
+    "_client_message_loop": ["self", "client_session", "handler"],
     # broker/routing.py
     "add_subscription": ["self", "subscription", "session"],
     "_del_subscription": ["self", "a_filter", "session"],
@@ -28,7 +30,9 @@ OVERRIDDEN = {
     "_publish_session_retained_messages": ["self", "session"],
 }
 CALLED = {
-    "_client_message_loop": ["self", "client_session", "handler"],
+    # broker/message_loop.py calls these with a finished waiter, as amqtt's loop does.
+    "_handle_disconnect": ["self", "client_session", "handler", "disconnect_waiter"],
+    "_handle_subscription": ["self", "client_session", "handler", "subscribe_waiter"],
     "_delete_session": ["self", "client_id"],
     # Wills still travel amqtt's broadcast queue to our _run_broadcast.
     "_broadcast_message": ["self", "session", "topic", "data", "force_qos"],
@@ -43,6 +47,8 @@ HANDLER_OVERRIDDEN = {
     "handle_publish": ["self", "publish_packet"],
     "handle_puback": ["self", "puback"],
     "_retry_deliveries": ["self"],
+    "_init_session": ["self", "session"],  # broker/handler.py: a plain logger
+    "_stop_waiters": ["self"],
 }
 HANDLER_CALLED = {
     "mqtt_publish": ["self", "topic", "data", "qos", "retain", "ack_timeout"],
@@ -147,3 +153,12 @@ def test_broker_handler_start_only_adds_the_disconnect_waiter() -> None:
         "if self._disconnect_waiter is None or self._disconnect_waiter.done():",
         "self._disconnect_waiter = asyncio.Future()",
     ]
+
+
+def test_the_queues_our_message_loop_waits_on_are_amqtts() -> None:
+    # broker/message_loop.py replaces these queues with WakingQueues and reads them itself:
+    # amqtt must still put SUBSCRIBE, UNSUBSCRIBE and QoS 2 messages into them.
+    handler_source = inspect.getsource(BrokerProtocolHandler)
+    assert "self._pending_subscriptions.put(" in handler_source
+    assert "self._pending_unsubscriptions.put(" in handler_source
+    assert "self.session.delivered_message_queue.put" in inspect.getsource(ProtocolHandler)
