@@ -12,13 +12,12 @@ from fastapi.responses import Response
 
 from admin.context import context_of
 from admin.trusted_cas import check_is_ca, find_ca
-from admin.web.forms import CAInput, bytes_or_file
+from admin.web.forms import REFUSED, CAInput, bytes_or_file, refusal_status
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
 from auth.certificate import load_certificate, parse_credential
 from auth.chain import load_crl
 from nanoiot.errors import (
-    ConflictError,
     CredentialError,
     NanoIoTError,
     ValidationError,
@@ -92,13 +91,9 @@ async def add_ca(request: Request, session: Session = Depends(checked_post)) -> 
     context = context_of(request)
     try:
         await _add(context.store, form)
-    except (CredentialError, ValidationError) as exc:
+    except REFUSED as exc:
         return await _cas_page(
-            request, session, form=form, error=str(exc), status_code=status.HTTP_400_BAD_REQUEST
-        )
-    except ConflictError as exc:
-        return await _cas_page(
-            request, session, form=form, error=str(exc), status_code=status.HTTP_409_CONFLICT
+            request, session, form=form, error=str(exc), status_code=refusal_status(exc)
         )
     context.changed()
     return see_other(CAS, "ca-added")

@@ -7,17 +7,16 @@ once (``AdminContext.changed()``), which closes live sessions of a retired crede
 
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from admin import service
 from admin.context import context_of
 from admin.web.credentials import ordered, spec_of
-from admin.web.forms import CREDENTIAL_CHOICES, CredentialInput, text
+from admin.web.forms import CREDENTIAL_CHOICES, REFUSED, CredentialInput, refusal_status, text
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
 from auth.kinds import CredentialStatus
-from nanoiot.errors import ConflictError, CredentialError, ValidationError
 
 router = APIRouter(include_in_schema=False)
 EVENTS_SHOWN = 20
@@ -77,23 +76,14 @@ async def save_credentials(
     try:
         before = {c.id: c.status for c in await context.store.list_credentials(device_id)}
         saved = await service.replace_credentials(context.store, device_id, spec_of(form))
-    except (CredentialError, ValidationError) as exc:
+    except REFUSED as exc:
         return await _device_page(
             request,
             session,
             device_id,
             form=form.refused_with(exc),
             error=str(exc),
-            status_code=status.HTTP_400_BAD_REQUEST,
-        )
-    except ConflictError as exc:
-        return await _device_page(
-            request,
-            session,
-            device_id,
-            form=form.refused_with(exc),
-            error=str(exc),
-            status_code=status.HTTP_409_CONFLICT,
+            status_code=refusal_status(exc),
         )
     context.changed()
     unchanged = before.get(saved.id) is CredentialStatus.ACTIVE

@@ -3,16 +3,16 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from admin import service
 from admin.context import AdminContext, context_of
 from admin.web.credentials import spec_of
-from admin.web.forms import CREDENTIAL_CHOICES, DeviceInput
+from admin.web.forms import CREDENTIAL_CHOICES, REFUSED, DeviceInput, refusal_status
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
-from nanoiot.errors import ConflictError, CredentialError, ValidationError
+from nanoiot.errors import ValidationError
 from storage.records import AuthOutcome, Device, Page
 
 router = APIRouter(include_in_schema=False)
@@ -90,21 +90,13 @@ async def add_device(
     context = context_of(request)
     try:
         device = await _create(context, form)
-    except (CredentialError, ValidationError) as exc:
+    except REFUSED as exc:
         return await _devices_page(
             request,
             session,
             form=form.refused_with(exc),
             error=str(exc),
-            status_code=status.HTTP_400_BAD_REQUEST,
-        )
-    except ConflictError as exc:
-        return await _devices_page(
-            request,
-            session,
-            form=form.refused_with(exc),
-            error=str(exc),
-            status_code=status.HTTP_409_CONFLICT,
+            status_code=refusal_status(exc),
         )
     context.changed()
     return see_other(f"{PREFIX}/devices/{device.id}", "created")

@@ -5,7 +5,12 @@ from dataclasses import dataclass, field, replace
 from starlette.datastructures import FormData, UploadFile
 
 from auth.kinds import CredentialType
-from nanoiot.errors import PrivateKeyPastedError
+from nanoiot.errors import (
+    ConflictError,
+    CredentialError,
+    PrivateKeyPastedError,
+    ValidationError,
+)
 
 # The reference system's names in its credentials dialog, in its order.
 CREDENTIAL_CHOICES = (
@@ -15,6 +20,15 @@ CREDENTIAL_CHOICES = (
 )
 _MAX_TEXT = 64 * 1024  # a certificate chain fits many times over; anything larger is a mistake
 _MAX_UPLOAD = 16 * 1024 * 1024  # a CRL of ~400,000 entries, as the REST API allows
+
+
+# What a form can be refused for, shown inline with the user's input kept.
+REFUSED = (CredentialError, ValidationError, ConflictError)
+
+
+def refusal_status(exc: Exception) -> int:
+    """409 for a duplicate (as the REST API answers), 400 for any other refused input."""
+    return 409 if isinstance(exc, ConflictError) else 400
 
 
 def text(form: FormData, name: str, *, strip: bool = True) -> str:
