@@ -7,13 +7,17 @@ and ``stop()`` closes everything it opened, in reverse order.
 
 import gc
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Self
+
+from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
 from broker.authn import Authenticator
 from broker.core import NanoIoTBroker
 from broker.devcerts import needs_development_credentials, with_development_credentials
+from broker.listen import bind_mqtt_socket
 from broker.persistence import Journal
 from broker.revocation import RevocationFollower
 from broker.telemetry import AuthLog
@@ -55,6 +59,23 @@ class RunningBroker:
         if development:
             settings = with_development_credentials(settings)
         context = build_server_context(settings)  # fails before anything is opened
+        # So does a port in use: one line naming the settings, nothing to unwind.
+        sock = bind_mqtt_socket(settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port)
+        try:
+            return await cls._start(settings, acl, context, sock, development)
+        except BaseException:
+            sock.close()
+            raise
+
+    @classmethod
+    async def _start(
+        cls,
+        settings: Settings,
+        acl: Acl | None,
+        context: SSL.Context,
+        sock: socket.socket,
+        development: bool,
+    ) -> Self:
         store = await SqlCredentialStore.open(
             settings.effective_database_url, data_dir=settings.data_dir
         )
@@ -83,6 +104,7 @@ class RunningBroker:
             settings.mqtt_ssl_bind_port,
             broker.serve,
             handshake_timeout=settings.tls_handshake_timeout,
+            sock=sock,
         )
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
         # Everything made so far (modules, the engine, the store) lives as long as the broker:

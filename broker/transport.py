@@ -19,8 +19,9 @@ Must not import amqtt's broker: this module only moves bytes.
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -402,16 +403,19 @@ async def start_tls_server(
     on_connection: OnConnection,
     *,
     handshake_timeout: float,
+    sock: socket.socket | None = None,
 ) -> TlsServer:
-    """Listen on ``host:port`` and call ``on_connection`` for every completed handshake.
+    """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``) and
+    call ``on_connection`` for every completed handshake.
 
     ``on_connection`` runs as one task per connection; the connection is closed when it
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
     is disconnected.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout)
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
-        lambda: _TlsProtocol(server), host, port, backlog=1024
+        lambda: _TlsProtocol(server), backlog=1024, **where
     )
     return server
 

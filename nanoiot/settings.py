@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from nanoiot.dburl import normalise_database_url
 from nanoiot.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("conf/nanoiot.yaml")
@@ -75,6 +76,12 @@ class Settings(BaseModel):
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        """``postgresql://``, ``postgres://`` and ``sqlite:///`` get the async driver."""
+        return normalise_database_url(url) if url else None
 
     @property
     def effective_database_url(self) -> str:
@@ -164,4 +171,5 @@ def _suggest(key: str) -> str:
 def _describe(exc: PydanticValidationError, path: Path) -> str:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
-    return f"setting '{key}' (file {path} or ${env_name(key)}): {first['msg']}"
+    message = first["msg"].removeprefix("Value error, ")  # our validators' own words
+    return f"setting '{key}' (file {path} or ${env_name(key)}): {message}"
