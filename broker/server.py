@@ -22,6 +22,7 @@ from broker.persistence import Journal
 from broker.revocation import RevocationFollower
 from broker.telemetry import AuthLog
 from broker.tls import build_server_context
+from broker.tls_failures import TlsFailureLog
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
 from storage.sql import SqlCredentialStore
@@ -48,6 +49,7 @@ class RunningBroker:
     follower: RevocationFollower
     auth_log: AuthLog
     development_credentials: bool
+    tls_failures: TlsFailureLog
 
     @property
     def port(self) -> int:
@@ -98,6 +100,8 @@ class RunningBroker:
         auth_log.start()
         follower = RevocationFollower(store, broker, authenticator)
         await follower.start()
+        tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
+        broker.metrics.registry.register(tls_failures)
         listener = await start_tls_server(
             context,
             settings.mqtt_ssl_bind_address,
@@ -105,6 +109,7 @@ class RunningBroker:
             broker.serve,
             handshake_timeout=settings.tls_handshake_timeout,
             sock=sock,
+            handshake_failed=tls_failures.report,
         )
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
         # Everything made so far (modules, the engine, the store) lives as long as the broker:
@@ -113,12 +118,13 @@ class RunningBroker:
         # nothing dead is kept forever.
         gc.collect()
         gc.freeze()
-        return cls(settings, store, broker, listener, follower, auth_log, development)
+        return cls(settings, store, broker, listener, follower, auth_log, development, tls_failures)
 
     async def stop(self) -> None:
         """Refuse new connections, close live ones, stop the engine, close the store."""
         self.listener.close()
         await self.listener.wait_closed()
+        self.tls_failures.close()
         await self.follower.stop()
         await self.broker.shutdown()
         if self.broker.journal is not None:

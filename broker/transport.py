@@ -11,7 +11,8 @@ and sends what OpenSSL wrote (``bio_read``). After the handshake, ``on_connectio
 Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per
 read; writes made in one event-loop turn are encrypted and sent together (one record, one
 ``send``), and a full record's worth is sent at once. Failed handshakes (alerts, plaintext
-MQTT, garbage, timeouts) are logged at DEBUG and close only that connection.
+MQTT, garbage, timeouts) close only that connection and go to ``TlsServer.handshake_failed``
+(by default a ``broker.tls_failures.TlsFailureLog``: classified, logged, counted).
 
 Must not import amqtt's broker: this module only moves bytes.
 """
@@ -26,6 +27,8 @@ from typing import Any, Final, cast
 from cryptography import x509
 from OpenSSL import SSL
 
+from broker.tls_failures import FailureKind, TlsFailureLog
+from broker.tls_failures import openssl_reason as _reason
 from broker.tls_stream import TlsStreamReader, TlsStreamWriter
 
 __all__ = ["TlsConnection", "TlsServer", "start_tls_server"]
@@ -33,6 +36,8 @@ __all__ = ["TlsConnection", "TlsServer", "start_tls_server"]
 log = logging.getLogger(__name__)
 
 OnConnection = Callable[["TlsConnection"], Awaitable[None]]
+# (peer address, how it ended, OpenSSL's error if any, the first bytes the client sent)
+HandshakeFailed = Callable[[tuple[str, int], FailureKind, SSL.Error | None, bytes], None]
 
 # RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
 _RECORD: Final = 16 * 1024
@@ -41,6 +46,8 @@ _BIO_CHUNK: Final = 64 * 1024
 _CLOSE_GRACE: Final = 5.0
 # Handler tasks still running this long after TlsServer.close() are cancelled.
 _HANDLER_GRACE: Final = 5.0
+# Enough of a failed client's first bytes to tell a ClientHello's version or plain MQTT.
+_HELLO_KEPT: Final = 16
 
 _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 
@@ -103,6 +110,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
+        self._hello = b""  # the client's first bytes, for a failed handshake's report
 
     # --- asyncio.Protocol ---
 
@@ -120,12 +128,14 @@ class _TlsProtocol(asyncio.Protocol):
             self._tls.bio_write(data)
             self._read_records()
         elif self._state == _HANDSHAKE:
+            if len(self._hello) < _HELLO_KEPT:
+                self._hello += data[: _HELLO_KEPT - len(self._hello)]
             self._tls.bio_write(data)
             self._handshake()
 
     def eof_received(self) -> bool:
         if self._state == _HANDSHAKE:
-            log.debug("TLS client %s:%d closed during the handshake", *self._remote)
+            self._server.handshake_failed(self._remote, FailureKind.CLOSED, None, self._hello)
         if self._reader is not None:
             self._reader.feed_eof()
         return False  # asyncio closes the transport
@@ -158,7 +168,7 @@ class _TlsProtocol(asyncio.Protocol):
             return
         except SSL.Error as exc:
             self._send_tls_output()  # the alert, if OpenSSL wrote one
-            log.debug("TLS handshake with %s:%d failed: %s", *self._remote, _reason(exc))
+            self._server.handshake_failed(self._remote, FailureKind.ERROR, exc, self._hello)
             self._shut(abort=False)
             return
         tls = self._tls
@@ -185,7 +195,7 @@ class _TlsProtocol(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self._state == _HANDSHAKE:
-            log.debug("TLS client %s:%d did not finish the handshake in time", *self._remote)
+            self._server.handshake_failed(self._remote, FailureKind.TIMEOUT, None, self._hello)
             self._shut(abort=False)
 
     # --- reading ---
@@ -341,6 +351,7 @@ class TlsServer:
         self.handshake_timeout = handshake_timeout
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_TlsProtocol] = set()
+        self.handshake_failed: HandshakeFailed = TlsFailureLog().report
         self._on_connection = on_connection
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -404,6 +415,7 @@ async def start_tls_server(
     *,
     handshake_timeout: float,
     sock: socket.socket | None = None,
+    handshake_failed: HandshakeFailed | None = None,
 ) -> TlsServer:
     """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``) and
     call ``on_connection`` for every completed handshake.
@@ -413,16 +425,10 @@ async def start_tls_server(
     is disconnected.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout)
+    if handshake_failed is not None:
+        server.handshake_failed = handshake_failed
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: _TlsProtocol(server), backlog=1024, **where
     )
     return server
-
-
-def _reason(exc: SSL.Error) -> str:
-    """OpenSSL's reasons from a pyOpenSSL error, e.g. 'wrong version number'."""
-    errors = exc.args[0] if exc.args else None
-    if isinstance(errors, list) and errors:
-        return "; ".join(str(e[-1]) for e in errors if isinstance(e, tuple) and e)
-    return str(exc) or type(exc).__name__

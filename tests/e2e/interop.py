@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,3 +304,13 @@ def deprecated_protocol(tls_version: ssl._SSLMethod) -> contextlib.AbstractConte
     if tls_version == ssl.PROTOCOL_TLS_CLIENT:
         return contextlib.nullcontext()
     return pytest.warns(DeprecationWarning, match=f"{tls_version.name} is deprecated")
+
+
+def close_leaked_tls_socket(exc: BaseException) -> None:
+    """paho 2.2 does not close its SSLSocket when the handshake fails (client.py,
+    ``_ssl_wrap_socket``); close it here, or its ResourceWarning surfaces in whichever later
+    test the garbage collector happens to run (filterwarnings=error)."""
+    for frame, _line in traceback.walk_tb(exc.__traceback__):
+        sock = frame.f_locals.get("ssl_sock")
+        if isinstance(sock, ssl.SSLSocket):
+            sock.close()

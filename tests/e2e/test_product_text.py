@@ -15,7 +15,6 @@ with a protocol_version alert, unless it runs with ``tls_allow_legacy_protocols`
 """
 
 import ssl
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.e2e.interop import (
     DeviceKeys,
     Keys,
     checked,
+    close_leaked_tls_socket,
     deprecated_protocol,
     make_keys,
     operator_env,
@@ -80,16 +80,6 @@ def in_keys_folder(product: ProductKeys, monkeypatch: pytest.MonkeyPatch) -> Pat
     """Run from the folder holding the files: the text's file names are relative."""
     monkeypatch.chdir(product.keys.folder)
     return product.keys.folder
-
-
-def close_leaked_tls_socket(exc: BaseException) -> None:
-    """paho 2.2 does not close its SSLSocket when the handshake fails (client.py,
-    ``_ssl_wrap_socket``); close it here, or its ResourceWarning surfaces in whichever later
-    test the garbage collector happens to run (filterwarnings=error)."""
-    for frame, _line in traceback.walk_tb(exc.__traceback__):
-        sock = frame.f_locals.get("ssl_sock")
-        if isinstance(sock, ssl.SSLSocket):
-            sock.close()
 
 
 def text_client(

@@ -96,8 +96,9 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """The broker's log lines about refusals (it runs in this process, in another thread)."""
     for name in ("broker.core", "broker.framing", "broker.routing", "nanoiot.auth"):
         caplog.set_level(logging.INFO, logger=name)
-    # Last: set_level also sets the capturing handler's level, and handshake failures are DEBUG.
-    caplog.set_level(logging.DEBUG, logger="broker.transport")
+    # Last: set_level also sets the capturing handler's level, and handshake failures beyond
+    # the rate limit's burst are DEBUG.
+    caplog.set_level(logging.DEBUG, logger="broker.tls_failures")
     return caplog
 
 
