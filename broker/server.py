@@ -23,6 +23,7 @@ from broker.revocation import RevocationFollower
 from broker.telemetry import AuthLog
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
+from broker.tls_reload import ServerCertificateReloader
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
 from storage.sql import SqlCredentialStore
@@ -50,6 +51,7 @@ class RunningBroker:
     auth_log: AuthLog
     development_credentials: bool
     tls_failures: TlsFailureLog
+    tls_reload: ServerCertificateReloader
 
     @property
     def port(self) -> int:
@@ -112,16 +114,24 @@ class RunningBroker:
             handshake_failed=tls_failures.report,
         )
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
+        tls_reload = ServerCertificateReloader(
+            settings, listener.use_context, interval=settings.tls_reload_interval
+        )
+        tls_reload.start()
         # Everything made so far (modules, the engine, the store) lives as long as the broker:
         # out of the collector's reach, the collections each connect's garbage triggers stay
         # small instead of traversing every object of the process. Garbage first, so that
         # nothing dead is kept forever.
         gc.collect()
         gc.freeze()
-        return cls(settings, store, broker, listener, follower, auth_log, development, tls_failures)
+        return cls(
+            settings, store, broker, listener, follower, auth_log, development, tls_failures,
+            tls_reload,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Refuse new connections, close live ones, stop the engine, close the store."""
+        await self.tls_reload.stop()
         self.listener.close()
         await self.listener.wait_closed()
         self.tls_failures.close()

@@ -365,6 +365,10 @@ class TlsServer:
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
+    def use_context(self, context: SSL.Context) -> None:
+        """TLS settings for connections accepted from now on; open ones keep theirs."""
+        self.context = context
+
     def start_handler(self, connection: TlsConnection) -> None:
         task = self.loop.create_task(self._run_handler(connection))
         self._handlers.add(task)

@@ -58,6 +58,9 @@ class Settings(BaseModel):
     require_client_certificate: bool = False
     tls_allow_legacy_protocols: bool = False
     tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
+    # Seconds between checks of the server certificate and key files for a change to reload
+    # (0: only on SIGHUP).
+    tls_reload_interval: float = Field(5.0, ge=0, le=3600)
 
     # --- MQTT sessions and topics ---
     strict_client_id: bool = False

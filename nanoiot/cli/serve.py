@@ -62,6 +62,8 @@ async def _serve(settings: Settings) -> None:
     node = await Node.start(settings)
     try:
         running = node.broker
+        # SIGHUP: reload the server certificate and key (broker.tls_reload).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, running.tls_reload.request)
         if running.development_credentials:
             cert = running.settings.mqtt_ssl_pem_cert
             assert cert is not None
