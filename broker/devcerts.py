@@ -66,6 +66,10 @@ def first_device_instructions(settings: Settings, server_cert: Path, port: int) 
     """What a newcomer runs next to connect a first device."""
     host = "localhost"
     nanoiot = cli_command()
+    # The data folder is absolute (nanoiot.locations); inside the working folder, the short
+    # relative path is easier to read and copy.
+    if server_cert.is_absolute() and server_cert.is_relative_to(Path.cwd()):
+        server_cert = server_cert.relative_to(Path.cwd())
     return "\n".join(
         [
             f"NanoIoT is listening for MQTT over TLS on {settings.mqtt_ssl_bind_address}:{port}.",

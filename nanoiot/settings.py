@@ -1,10 +1,12 @@
 """The one typed settings model, and where its values come from.
 
-Sources, later ones winning: the model's defaults, the YAML file (``conf/nanoiot.yaml`` in the
-working directory, or the file named by ``--config`` / ``NANOIOT_CONFIG``), then environment
-variables. TLS settings keep the reference system's environment names (``MQTT_SSL_*``); ours
-are ``NANOIOT_<KEY>``. An unknown key in the file, or an unknown ``NANOIOT_*`` variable, is an
-error naming the key and where it came from: a misspelt setting must not be silently ignored.
+Sources, later ones winning: the model's defaults, the YAML file (the nearest
+``conf/nanoiot.yaml`` at or above the working directory, or the file named by ``--config`` /
+``NANOIOT_CONFIG``; relative paths in it are relative to its folder: ``nanoiot.locations``),
+then environment variables. TLS settings keep the reference system's environment names
+(``MQTT_SSL_*``); ours are ``NANOIOT_<KEY>``. An unknown key in the file, or an unknown
+``NANOIOT_*`` variable, is an error naming the key and where it came from: a misspelt setting
+must not be silently ignored.
 """
 
 import json
@@ -20,8 +22,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from nanoiot.dburl import normalise_database_url
 from nanoiot.errors import ConfigError
+from nanoiot.locations import SETTINGS_FILE, find_settings_file, relative_to_file, user_data_dir
 
-DEFAULT_CONFIG_PATH = Path("conf/nanoiot.yaml")
+DEFAULT_CONFIG_PATH = SETTINGS_FILE
 CONFIG_ENV = "NANOIOT_CONFIG"
 _OUR_PREFIX = "NANOIOT_"
 _REFERENCE_PREFIX = "mqtt_ssl_"
@@ -73,7 +76,8 @@ class Settings(BaseModel):
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
 
     # --- NanoIoT's own (environment: NANOIOT_<NAME>) ---
-    data_dir: Path = Path("./data")
+    # Without a settings file or NANOIOT_DATA_DIR: a per-user folder (nanoiot.locations).
+    data_dir: Path = Field(default_factory=lambda: user_data_dir(os.environ))
     database_url: str | None = None
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
@@ -102,24 +106,28 @@ def env_name(field: str) -> str:
 
 
 def load_settings(
-    config_path: Path | None = None, environ: Mapping[str, str] | None = None
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Settings:
     """Build the settings from defaults, the YAML file and the environment.
 
-    ``config_path`` wins over ``NANOIOT_CONFIG``; without either, ``conf/nanoiot.yaml`` is read
-    when it exists. A path given explicitly must exist.
+    ``config_path`` wins over ``NANOIOT_CONFIG``; without either, the nearest
+    ``conf/nanoiot.yaml`` at or above ``cwd`` (default: the working directory) is read. A path
+    given explicitly must exist.
     """
     env = os.environ if environ is None else environ
     explicit = config_path or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
-    path = explicit or DEFAULT_CONFIG_PATH
+    path = explicit or find_settings_file(cwd or Path.cwd())
     values: dict[str, Any] = {}
-    if explicit is not None or path.exists():
-        values.update(_read_yaml(path))
+    if path is not None:
+        values.update(relative_to_file(_read_yaml(path), path))
     values.update(_read_env(env))
+    values.setdefault("data_dir", user_data_dir(env))
     try:
         return Settings(**values)
     except PydanticValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path or DEFAULT_CONFIG_PATH)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def add(
             name, parsed, cn_regex=cn_regex, create_devices=create_devices
         )
 
-    ca = with_store(ctx, _add)
+    ca = with_store(ctx, _add, writes=True)
     say(f"trusted CA '{ca.name}' added")
     say(f"  fingerprint     sha256:{ca.spki_sha256}")
     say(f"  subject         {ca.subject}")
@@ -195,7 +195,7 @@ def crl(
         await store.set_ca_crl(ca.id, revocations.public_bytes(Encoding.PEM).decode())
         return revocations
 
-    stored = with_store(ctx, _set)
+    stored = with_store(ctx, _set, writes=True)
     if stored is None:
         say(f"CRL of trusted CA '{name}' cleared")
         return
@@ -212,7 +212,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     async def _delete(store: CredentialStore) -> None:
         await store.delete_trusted_ca((await _find(store, name)).id)
 
-    with_store(ctx, _delete)
+    with_store(ctx, _delete, writes=True)
     say(f"trusted CA '{name}' deleted")
     # Leaves stored at first connect remember their CA (broker.authn), and stand only as long
     # as it is trusted; certificates an operator pinned himself are not affected.

@@ -60,15 +60,41 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(_wrapper())
 
 
-def with_store(ctx: typer.Context, action: "Callable[[SqlCredentialStore], Awaitable[T]]") -> T:
-    """Open the configured store, run ``action`` on it, close it, return the result."""
+def with_store(
+    ctx: typer.Context,
+    action: "Callable[[SqlCredentialStore], Awaitable[T]]",
+    *,
+    writes: bool = False,
+) -> T:
+    """Open the configured store, run ``action`` on it, close it, return the result.
+
+    ``writes``: the command changed the store, so say which database it used (on stderr, so
+    that ``--json`` output stays clean): a change written to another database than the
+    broker's must not go unnoticed.
+    """
     settings = state(ctx).settings
 
     async def _go() -> T:
         async with open_store(settings) as store:
             return await action(store)
 
-    return asyncio.run(_go())
+    result = asyncio.run(_go())
+    if writes:
+        print(f"database: {database_label(settings)}", file=sys.stderr)
+    return result
+
+
+def database_label(settings: Settings) -> str:
+    """The database in use, as shown to people: the SQLite file, or the URL without its
+    password."""
+    from sqlalchemy.engine import make_url
+
+    from storage.engine import is_sqlite, masked
+
+    url = settings.effective_database_url
+    if is_sqlite(url):
+        return f"SQLite {make_url(url).database or '(in memory)'}"
+    return masked(url)
 
 
 @asynccontextmanager

@@ -50,7 +50,7 @@ def add_x509(
         found = await store.get_device_by_name(device)
         return await store.add_x509_credential(found.id, parsed)
 
-    with_store(ctx, _add)
+    with_store(ctx, _add, writes=True)
     console.print(f"registered X.509 credential for '{device}'")
     console.print(f"  fingerprint  sha256:{parsed.spki_sha256}")
     if parsed.subject:
@@ -73,7 +73,7 @@ def add_token(
         found = await store.get_device_by_name(device)
         return await store.add_token_credential(found.id, value)
 
-    with_store(ctx, _add)
+    with_store(ctx, _add, writes=True)
     console.print(f"access token for '{device}': {value}")
 
 
@@ -109,7 +109,7 @@ def add_basic(
             application=application,
         )
 
-    with_store(ctx, _add)
+    with_store(ctx, _add, writes=True)
     console.print(f"MQTT basic credentials for '{device}': user name {username}")
 
 
@@ -151,7 +151,7 @@ def revoke(
         found = await store.get_device_by_name(device)
         return await store.revoke_x509(found.id, wanted)
 
-    revoked = with_store(ctx, _revoke)
+    revoked = with_store(ctx, _revoke, writes=True)
     if not revoked:
         fail(
             f"device '{device}' has no active X.509 credential"

@@ -1,8 +1,10 @@
 """``nanoiot db``: the database schema (Alembic migrations are the only way it is made)."""
 
+import sys
+
 import typer
 
-from nanoiot.cli.common import run, state
+from nanoiot.cli.common import database_label, run, state
 from nanoiot.cli.dbwait import wait
 from nanoiot.cli.output import console
 
@@ -15,6 +17,7 @@ def upgrade(ctx: typer.Context) -> None:
     """Create or migrate the credential store's schema to the latest revision."""
     from storage.migrate import upgrade as migrate
 
-    url = state(ctx).settings.effective_database_url
-    revision = run(lambda: migrate(url))
+    settings = state(ctx).settings
+    revision = run(lambda: migrate(settings.effective_database_url))
     console.print(f"database is at revision {revision}")
+    print(f"database: {database_label(settings)}", file=sys.stderr)

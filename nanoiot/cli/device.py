@@ -26,7 +26,9 @@ def add(
     label: Annotated[str, typer.Option("--label", help="Free-form label.")] = "",
 ) -> None:
     """Create a device."""
-    device = with_store(ctx, lambda store: store.create_device(name, type=type, label=label))
+    device = with_store(
+        ctx, lambda store: store.create_device(name, type=type, label=label), writes=True
+    )
     console.print(f"created device '{device.name}' (id {device.id})")
 
 
@@ -88,7 +90,7 @@ def _set_enabled(ctx: typer.Context, name: str, *, enabled: bool) -> None:
         device = await store.get_device_by_name(name)
         await store.set_device_enabled(device.id, enabled)
 
-    with_store(ctx, _set)
+    with_store(ctx, _set, writes=True)
     console.print(f"device '{name}' {'enabled' if enabled else 'disabled'}")
 
 
@@ -100,7 +102,7 @@ def delete(ctx: typer.Context, name: Name) -> None:
         device = await store.get_device_by_name(name)
         await store.delete_device(device.id)
 
-    with_store(ctx, _delete)
+    with_store(ctx, _delete, writes=True)
     console.print(f"deleted device '{name}'")
 
 
@@ -118,7 +120,9 @@ def import_(
     pem_file (a path, relative to the import file) or token; optional type and label.
     """
     rows = read_rows(file)
-    report = with_store(ctx, lambda store: import_rows(store, rows, allow_expired=allow_expired))
+    report = with_store(
+        ctx, lambda store: import_rows(store, rows, allow_expired=allow_expired), writes=True
+    )
     console.print(f"imported {report.imported} device(s), {len(report.errors)} row(s) failed")
     for line, message in report.errors:
         console.print(f"  row {line}: {message}", style="red")

@@ -266,7 +266,7 @@ def _provision(ctx: typer.Context, name: str, pem: bytes) -> None:
         return "added the certificate to device"
 
     try:
-        done = with_store(ctx, _register)
+        done = with_store(ctx, _register, writes=True)
     except NanoIoTError as exc:
         raise KeygenError(f"files written, but not provisioned: {exc}") from None
     typer.echo(f"provisioned: {done} '{name}' (sha256:{parsed.spki_sha256})")

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from nanoiot.cli.common import state
+from nanoiot.cli.common import database_label, state
 from nanoiot.settings import Settings
 
 log = logging.getLogger("nanoiot")
@@ -70,6 +70,7 @@ async def _serve(settings: Settings) -> None:
             print(first_device_instructions(running.settings, cert, running.port), flush=True)
         if node.admin_token_created:
             print(_token_notice(settings, node.admin_token), flush=True)
+        print(f"database: {database_label(settings)}")
         print(f"admin API and web UI: {node.http_url}/ui  (API docs: {node.http_url}/docs)")
         print(f"ready: mqtts://{settings.mqtt_ssl_bind_address}:{running.port}", flush=True)
         await stop.wait()

@@ -1,6 +1,8 @@
 import stat
 from pathlib import Path
 
+import pytest
+
 from broker.devcerts import (
     first_device_instructions,
     needs_development_credentials,
@@ -37,3 +39,14 @@ def test_instructions_name_the_port_the_certificate_and_a_runnable_cli(tmp_path:
     assert "--cafile data/certs/mqttserver.pub.pem" in text
     assert "keygen client --server-cert data/certs/mqttserver.pub.pem" in text
     assert "nanoiot keygen client" in text  # bare name on PATH, or a path ending in nanoiot
+
+
+def test_instructions_show_a_certificate_under_the_working_folder_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cert = tmp_path / "data" / "certs" / "mqttserver.pub.pem"
+    text = first_device_instructions(Settings(), cert, 8883)
+    assert "--cafile data/certs/mqttserver.pub.pem" in text
+    elsewhere = first_device_instructions(Settings(), Path("/srv/certs/server.pem"), 8883)
+    assert "--cafile /srv/certs/server.pem" in elsewhere

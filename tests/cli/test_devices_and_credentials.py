@@ -182,3 +182,25 @@ def test_cli_on_postgresql(nanoiot: Cli, cli_env: dict[str, str], postgres_url: 
     nanoiot("device", "add", "pg-device")
     listed = json.loads(nanoiot("device", "list", "--json").stdout)
     assert [d["name"] for d in listed] == ["pg-device"]
+
+
+def test_every_command_that_writes_names_its_database_and_reads_stay_quiet(
+    nanoiot: Cli, tmp_path: Path
+) -> None:
+    said = f"database: SQLite {tmp_path / 'data' / 'nanoiot.db'}"
+    cert = tmp_path / "d1.pem"
+    cert.write_text(issue("d1").cert_pem)
+    writes = [
+        ("device", "add", "d1"),
+        ("credentials", "add-x509", "d1", str(cert)),
+        ("credentials", "add-token", "d1"),
+        ("credentials", "revoke", "d1"),
+        ("device", "disable", "d1"),
+        ("device", "enable", "d1"),
+        ("device", "delete", "d1"),
+        ("db", "upgrade"),
+    ]
+    for command in writes:
+        assert nanoiot(*command).stderr.splitlines() == [said], command
+    for command in [("device", "list"), ("device", "list", "--json")]:
+        assert nanoiot(*command).stderr == "", command

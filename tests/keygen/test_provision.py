@@ -1,12 +1,14 @@
 """``client.keygen.sh --provision``: the new certificate is registered for its device."""
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from tests.keygen.conftest import VENV_BIN, Run, script_env
+from tests.keygen.conftest import CONF, VENV_BIN, Run, runner, script_env, ship
 
 pytest.importorskip("storage.sql", reason="the SQL credential store is not there yet")
 
@@ -55,3 +57,25 @@ def test_a_store_error_is_one_line_and_the_files_stay(shipped: Path, run: Run) -
     written = x509.load_pem_x509_certificate((shipped / "mqttclient.pub.pem").read_bytes())
     [cn] = written.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     assert cn.value == "sensor-10"
+
+
+def test_provision_run_in_conf_uses_the_project_database(tmp_path: Path) -> None:
+    """The README's walk: keys are made in conf/, where the shipped nanoiot.yaml sits. The
+    device must land in the project's data/ (the broker's), not in a new conf/data/."""
+    project = tmp_path / "project"
+    conf = ship(project / "conf")
+    shutil.copy2(CONF / "nanoiot.yaml", conf / "nanoiot.yaml")
+    env = script_env(tmp_path)
+    del env["NANOIOT_DATA_DIR"]  # only the settings file says where the data is
+    run = runner(conf, env)
+    run("server.keygen.sh")
+    result = run("client.keygen.sh", "--cn", "sensor-conf", "--provision")
+    database = project / "data" / "nanoiot.db"
+    assert result.stderr.splitlines()[-1] == f"database: SQLite {database}"
+    assert database.exists()
+    assert not (conf / "data").exists()
+    listed = subprocess.run(
+        [str(VENV_BIN / "nanoiot"), "device", "list", "--json"],
+        cwd=project, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert [device["name"] for device in json.loads(listed.stdout)] == ["sensor-conf"]

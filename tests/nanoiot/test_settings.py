@@ -10,21 +10,53 @@ from nanoiot.settings import Settings, env_name, load_settings
 SHIPPED = Path(__file__).resolve().parents[2] / "conf" / "nanoiot.yaml"
 
 
-def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={})
+def test_defaults_without_any_file_keep_data_in_a_per_user_folder(tmp_path: Path) -> None:
+    """Not in the working directory: a command run elsewhere must find the same database."""
+    work = tmp_path / "somewhere"
+    work.mkdir()
+    settings = load_settings(environ={"HOME": str(tmp_path / "home")}, cwd=work)
     assert settings.mqtt_ssl_bind_port == 8883
     assert settings.http_port == 8080
-    assert settings.effective_database_url == (
-        f"sqlite+aiosqlite:///{(tmp_path / 'data' / 'nanoiot.db').resolve()}"
+    database = tmp_path / "home" / ".local" / "share" / "nanoiot" / "nanoiot.db"
+    assert settings.effective_database_url == f"sqlite+aiosqlite:///{database}"
+    xdg = load_settings(environ={"XDG_DATA_HOME": str(tmp_path / "xdg")}, cwd=work)
+    assert xdg.data_dir == tmp_path / "xdg" / "nanoiot"
+
+
+def test_the_nearest_settings_file_above_the_working_directory_is_used(tmp_path: Path) -> None:
+    """Run from the project folder, from conf/ or from deeper down: the same settings, and
+    relative paths in the file are relative to the file's folder."""
+    project = tmp_path / "project"
+    (project / "conf" / "keys").mkdir(parents=True)
+    (project / "conf" / "nanoiot.yaml").write_text(
+        "data_dir: ../data\nmqtt_ssl_pem_cert: keys/server.pem\nhttp_port: 8181\n"
     )
+    for cwd in (project, project / "conf", project / "conf" / "keys"):
+        settings = load_settings(environ={}, cwd=cwd)
+        assert settings.http_port == 8181
+        assert settings.data_dir == project / "data"
+        assert settings.mqtt_ssl_pem_cert == project / "conf" / "keys" / "server.pem"
+    outside = load_settings(environ={"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert outside.http_port == 8080
+
+
+def test_relative_paths_from_the_environment_stay_relative_to_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(environ={"NANOIOT_DATA_DIR": "mine"}, cwd=tmp_path)
+    assert settings.data_dir == Path("mine")
 
 
 def test_shipped_file_documents_every_setting_with_its_default() -> None:
     documented = yaml.safe_load(SHIPPED.read_text())
     assert set(documented) == set(Settings.model_fields)
-    assert Settings(**{k: v for k, v in documented.items() if v is not None}) == Settings()
-    assert all(documented[k] is None for k, v in Settings() if v is None)
+    # data_dir is the one exception: the project's data/ folder, beside conf/.
+    assert documented.pop("data_dir") == "../data"
+    assert load_settings(SHIPPED, environ={}).data_dir == SHIPPED.parents[1] / "data"
+    defaults = Settings().model_dump(exclude={"data_dir"})
+    listed = Settings(**{k: v for k, v in documented.items() if v is not None})
+    assert listed.model_dump(exclude={"data_dir"}) == defaults
+    assert all(documented[k] is None for k, v in defaults.items() if v is None)
     text = SHIPPED.read_text()
     for key in Settings.model_fields:  # each key has a comment above it
         before = text.split(f"\n{key}:")[0].rstrip().splitlines()[-1]
