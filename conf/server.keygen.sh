@@ -12,15 +12,19 @@ here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 
 die() { echo "error: $*" >&2; exit 1; }
 
-# `nanoiot` next to this script (installed in the same bin/), on PATH, or the package itself.
+# `nanoiot` next to this script (installed in the same bin/), in the project's own .venv
+# (this script in a checkout's conf/, after scripts/run or scripts/bootstrap), on PATH, or the
+# package itself.
 if [[ -x "$here/nanoiot" ]]; then
   nanoiot=("$here/nanoiot")
+elif [[ -x "$here/../.venv/bin/nanoiot" ]]; then
+  nanoiot=("$here/../.venv/bin/nanoiot")
 elif command -v nanoiot >/dev/null 2>&1; then
   nanoiot=(nanoiot)
 elif command -v python3 >/dev/null 2>&1 && python3 -c 'import nanoiot.cli' 2>/dev/null; then
   nanoiot=(python3 -c 'from nanoiot.cli import main; main()')
 else
-  die "the nanoiot command is not installed (pip install nanoiot, or activate its virtualenv)"
+  die "the nanoiot command is not installed: run ./scripts/run (or scripts/bootstrap) in the NanoIoT folder first, or activate the virtualenv NanoIoT is installed in"
 fi
 
 props=""

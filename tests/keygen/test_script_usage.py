@@ -228,3 +228,18 @@ def test_without_nanoiot_at_all_the_script_says_so(tmp_path: Path) -> None:
     run = runner(folder, script_env(tmp_path, path=str(empty)))
     error = one_error_line(run("server.keygen.sh", ok=False))
     assert "the nanoiot command is not installed" in error
+
+
+def test_scripts_in_a_checkout_use_its_virtualenv(tmp_path: Path) -> None:
+    """The README's `cd conf && ./server.keygen.sh` after scripts/run: nothing on PATH, the
+    project's .venv beside conf/ has nanoiot."""
+    project = tmp_path / "project"
+    folder = ship(project / "conf")
+    venv_bin = project / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "nanoiot").symlink_to(VENV_BIN / "nanoiot")
+    run = runner(folder, script_env(tmp_path, path="/usr/bin:/bin"))
+    run("server.keygen.sh")
+    run("client.keygen.sh")
+    assert (folder / "mqttserver.pub.pem").exists()
+    assert (folder / "mqttclient.nopass.pem").exists()
