@@ -12,6 +12,7 @@ from admin.web.credentials import spec_of
 from admin.web.forms import CREDENTIAL_CHOICES, REFUSED, DeviceInput, refusal_status
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
+from auth.kinds import CredentialStatus
 from nanoiot.errors import ValidationError
 from storage.records import AuthOutcome, Device, Page
 
@@ -24,19 +25,28 @@ class DeviceRow:
     device: Device
     connected: bool
     last_seen: datetime | None
+    credentialed: bool  # has an active credential: "Enabled" alone would promise a connect
 
 
 async def _rows(context: AdminContext, devices: Page[Device]) -> list[DeviceRow]:
-    """One row per device. "Last seen" is its newest allowed connection: one query per row on
-    the (device_id, at) index of the auth events, so a page costs PAGE_SIZE small queries."""
+    """One row per device. "Last seen" is its newest allowed connection, "credentialed"
+    whether any credential is active: two indexed queries per row, so a page costs
+    2 x PAGE_SIZE small queries."""
     connected = context.connected_device_ids()
     rows = []
     for device in devices.items:
-        events = await context.store.list_auth_events(
+        store = context.store
+        events = await store.list_auth_events(
             device_id=device.id, outcome=AuthOutcome.ALLOWED, limit=1
         )
+        credentials = await store.list_credentials(device.id)
         rows.append(
-            DeviceRow(device, str(device.id) in connected, events[0].at if events else None)
+            DeviceRow(
+                device,
+                str(device.id) in connected,
+                events[0].at if events else None,
+                any(c.status is CredentialStatus.ACTIVE for c in credentials),
+            )
         )
     return rows
 

@@ -70,16 +70,16 @@ def _ago(value: datetime | None) -> str:
     return "just now" if seconds < 5 else f"{seconds} s ago"
 
 
-def _grouped(fingerprint: str | None) -> str:
-    """A hex fingerprint in groups of four, easier to compare by eye (copy gives the spaces)."""
-    if not fingerprint:
-        return "—"
-    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
+def _fingerprint(spki_sha256: str | None) -> str:
+    """The one form a key's fingerprint takes everywhere (web UI, CLI, logs): ``sha256:`` and
+    64 hex digits, unbroken, so a fingerprint copied from one finds it in the others. The page
+    wraps it where it must (CSS), without inserting anything."""
+    return f"sha256:{spki_sha256}" if spki_sha256 else "—"
 
 
 TEMPLATES.env.filters["when"] = _when
 TEMPLATES.env.filters["ago"] = _ago
-TEMPLATES.env.filters["grouped"] = _grouped
+TEMPLATES.env.filters["fingerprint"] = _fingerprint
 
 
 def page(

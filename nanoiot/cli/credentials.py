@@ -12,7 +12,7 @@ import typer
 from auth.certificate import ParsedCredential, parse_credential
 from auth.validity import check_registrable
 from nanoiot.cli.common import fail, read_file, with_store
-from nanoiot.cli.output import console, credential_table, to_json
+from nanoiot.cli.output import console, print_credentials, to_json
 from nanoiot.errors import CredentialError
 from storage.interface import CredentialStore
 from storage.records import Credential
@@ -129,7 +129,7 @@ def list_(
     if as_json:
         print(to_json(credentials))
     else:
-        console.print(credential_table(credentials))
+        print_credentials(credentials)
 
 
 @app.command()

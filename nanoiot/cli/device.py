@@ -8,7 +8,7 @@ import typer
 
 from nanoiot.cli.common import with_store
 from nanoiot.cli.imports import import_rows, read_rows
-from nanoiot.cli.output import as_dict, console, credential_table, device_table, to_json
+from nanoiot.cli.output import as_dict, console, device_table, print_credentials, to_json
 from storage.interface import CredentialStore
 from storage.records import Credential, Device
 
@@ -70,7 +70,7 @@ def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
         print(to_json({**as_dict(device), "credentials": [as_dict(c) for c in credentials]}))
         return
     console.print(device_table([device]))
-    console.print(credential_table(credentials))
+    print_credentials(credentials)
 
 
 @app.command()

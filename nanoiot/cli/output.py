@@ -15,7 +15,9 @@ from rich.text import Text
 from storage.records import Credential, Device
 
 # No markup: device names, labels and subjects are user data, and rich would eat "[...]" in them.
-console = Console(highlight=False, markup=False)
+# Soft wrap: a line is never broken by us (the terminal wraps it), so a fingerprint or a path
+# stays whole to copy; tables still fit the terminal's width.
+console = Console(highlight=False, markup=False, soft_wrap=True)
 
 
 def _plain(value: Any) -> Any:
@@ -54,13 +56,19 @@ def device_table(devices: Sequence[Device], title: str | None = None) -> Table:
     return table
 
 
-def credential_table(credentials: Sequence[Credential]) -> Table:
-    table = Table()
-    for column in ("type", "status", "identity", "details", "created"):
-        table.add_column(column)
+def print_credentials(credentials: Sequence[Credential]) -> None:
+    """One block per credential, its identity (the fingerprint) on a line of its own.
+
+    Not a table: in 80 columns a table cuts or folds the 71-character fingerprint, and a
+    fingerprint must stay whole to be copied and searched for in the log.
+    """
+    if not credentials:
+        console.print("no credentials")
     for c in credentials:
-        table.add_row(c.type, c.status, _identity(c), _details(c), _when(c.created_at))
-    return table
+        console.print(f"{c.type}  {c.status}  added {_when(c.created_at)}")
+        console.print(f"  {_identity(c)}")
+        if details := _details(c):
+            console.print(f"  {details}")
 
 
 def _identity(c: Credential) -> str:

@@ -204,3 +204,22 @@ def test_every_command_that_writes_names_its_database_and_reads_stay_quiet(
         assert nanoiot(*command).stderr.splitlines() == [said], command
     for command in [("device", "list"), ("device", "list", "--json")]:
         assert nanoiot(*command).stderr == "", command
+
+
+def test_fingerprints_stay_whole_in_80_columns(
+    nanoiot: Cli, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The form the log and the web UI use, on one line, at a terminal's default width."""
+    cli_env["COLUMNS"] = "80"
+    cert = tmp_path / "d1.pem"
+    cert.write_text(issue("a-device-with-a-long-name").cert_pem)
+    whole = f"sha256:{parse_credential(cert.read_bytes()).spki_sha256}"
+    nanoiot("device", "add", "d1")
+    for command in [
+        ("credentials", "add-x509", "d1", str(cert)),
+        ("credentials", "list", "d1"),
+        ("device", "show", "d1"),
+        ("credentials", "revoke", "d1"),
+    ]:
+        lines = nanoiot(*command).stdout.splitlines()
+        assert any(whole in line for line in lines), (command, lines)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,9 +93,14 @@ def test_entrypoint_is_the_start_script_and_serve_the_default_command() -> None:
     assert "--chmod=0755 scripts/entrypoint /usr/local/bin/nanoiot-entrypoint" in copies
 
 
-def _packaged_folders() -> set[str]:
+def _setuptools() -> dict[str, Any]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    setuptools = project["tool"]["setuptools"]
+    setuptools: dict[str, Any] = project["tool"]["setuptools"]
+    return setuptools
+
+
+def _packaged_folders() -> set[str]:
+    setuptools = _setuptools()
     folders = {package.split(".")[0] for package in setuptools["packages"]}
     folders |= {Path(script).parts[0] for script in setuptools["script-files"]}
     return folders
@@ -118,5 +124,15 @@ def test_the_build_context_lets_in_what_is_copied_and_keeps_secrets_out() -> Non
     ]
     assert patterns[0] == "*", "start from nothing, then let in what the build copies"
     allowed = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}
-    needed = _packaged_folders() | {"pyproject.toml", "README.md", "scripts/entrypoint"}
+    scripts = set(_setuptools()["script-files"])
+    folders = _packaged_folders() - {Path(script).parts[0] for script in scripts}
+    needed = folders | scripts | {"pyproject.toml", "README.md", "scripts/entrypoint"}
     assert allowed == needed
+
+    def let_in(path: str) -> bool:
+        return any(path == entry or path.startswith(f"{entry}/") for entry in allowed)
+
+    # What the README's keygen steps leave in conf/ stays out; the scripts go in.
+    for written in ("mqttserver.key.pem", "mqttclient.nopass.pem", "mqttserver.jks", "x.p12"):
+        assert not let_in(f"conf/{written}"), written
+    assert let_in("conf/server.keygen.sh")

@@ -8,7 +8,8 @@ certificate over mutual TLS and gets CONNACK 0. A screenshot of every page is ke
 ``tests/artifacts/web-ui/`` (git-ignored) for a person to look at.
 """
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,12 +61,34 @@ def node(keys: Keys, tmp_path: Path) -> Iterator[BrokerThread]:
         yield broker
 
 
+def require_chromium(chromium: Path, environ: Mapping[str, str]) -> None:
+    """Chromium missing: a skip on a developer's machine, as for the other real peers, but a
+    failure under CI (``CI`` set; ``.ci/run`` sets it and installs Chromium), where this flow
+    must be tested."""
+    if chromium.exists():
+        return
+    message = f"{chromium} is missing: apt-get install chromium (.ci/run does)"
+    if environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so the browser tests must run", pytrace=False)
+    pytest.skip(f"{message} (set CI=1 to make this a failure)")
+
+
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    # No skip when Chromium is missing: .ci/run installs it, and this flow must be tested.
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    require_chromium(CHROMIUM, os.environ)
     with sync_playwright() as started:
         yield started
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("", pytest.skip.Exception), ("1", pytest.fail.Exception)]
+)
+def test_missing_chromium_skips_locally_and_fails_under_ci(
+    tmp_path: Path, ci: str, outcome: type[BaseException]
+) -> None:
+    with pytest.raises(outcome, match="apt-get install chromium"):
+        require_chromium(tmp_path / "no-chromium", {"CI": ci})
+    require_chromium(Path(__file__), {"CI": ci})  # present: nothing happens
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +176,8 @@ def test_x509_credentials_saved_in_the_browser_let_the_device_connect(
     expect(page.get_by_role("status")).to_have_text("Device credentials saved.")
     expected = parse_credential(device_keys.pub.read_bytes())
     fingerprint = page.locator("#fingerprint")
-    expect(fingerprint).to_have_attribute("data-copy", expected.spki_sha256)
-    expect(fingerprint).to_have_text(_grouped(expected.spki_sha256))
+    expect(fingerprint).to_have_attribute("data-copy", f"sha256:{expected.spki_sha256}")
+    expect(fingerprint).to_have_text(f"sha256:{expected.spki_sha256}")
     expect(page.locator("#current-credential")).to_contain_text(f"CN={DEVICE}")
     shot(page, "06-device-credentials-saved")
 
@@ -233,7 +256,3 @@ def auth_events_written(node: BrokerThread) -> None:
     """The broker stores auth events in the background, after CONNACK: wait until what it has
     queued is written (the queue's join), so the reloaded page can show it."""
     node.call(node.running.auth_log.flushed())
-
-
-def _grouped(fingerprint: str) -> str:
-    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))

@@ -19,12 +19,20 @@ from nanoiot.keygen.properties import (
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Two deliberate changes: CITY quoted for bash, and the server key password equal to the
+# keystore's (PKCS#12 has one password; a different one only earns a warning on every run).
+CHANGED = {
+    "CITY=San Francisco": 'CITY="San Francisco"',
+    "SERVER_KEY_PASSWORD=server_key_password": "SERVER_KEY_PASSWORD=server_ks_password",
+}
+
+
 def test_the_shipped_file_has_every_product_text_key_with_its_value() -> None:
     text = (REPO / "conf" / "keygen.properties").read_text()
     for line in (REPO / "tests/keygen/data/product-text.properties").read_text().splitlines():
-        if line and line != "CITY=San Francisco":
-            assert f"\n{line}\n" in text, f"missing or changed: {line}"
-    assert '\nCITY="San Francisco"\n' in text
+        if line:
+            shipped = CHANGED.get(line, line)
+            assert f"\n{shipped}\n" in text, f"missing or changed: {line}"
 
 
 def test_shipped_file_loads_with_documented_defaults() -> None:

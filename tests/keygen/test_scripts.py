@@ -2,6 +2,7 @@
 no terminal; then every output file checked by the tools the operators use."""
 
 import re
+import shutil
 import socket
 import ssl
 import stat
@@ -12,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.keygen.conftest import Generated, check
+from tests.keygen.conftest import REPO, Generated, Run, check
 from tests.keygen.tlsutil import client_context, handshake, server_context
 
 SERVER_FILES = {
@@ -27,6 +28,7 @@ CLIENT_FILES = {
     "mqttclient.pub.pem": 0o644,
 }
 DEVICE_CN = f"{socket.gethostname()}-device"
+PRODUCT_TEXT = REPO / "tests" / "keygen" / "data" / "product-text.properties"
 
 
 def test_both_scripts_write_the_product_text_files_with_safe_modes(generated: Generated) -> None:
@@ -51,10 +53,16 @@ def test_server_prints_broker_configuration_for_pem_and_keystore(generated: Gene
     assert "MQTT_SSL_KEY_ALIAS=serveralias" in out
 
 
-def test_differing_key_and_store_passwords_are_explained(generated: Generated) -> None:
-    # The shipped (product text) values differ for the server: one warning line, no failure.
-    assert generated.server_stderr.count("\n") == 1
-    assert "SERVER_KEY_PASSWORD differs from SERVER_KEYSTORE_PASSWORD" in generated.server_stderr
+def test_the_shipped_properties_run_without_a_warning(generated: Generated) -> None:
+    assert generated.server_stderr == ""
+
+
+def test_differing_key_and_store_passwords_are_explained(shipped: Path, run: Run) -> None:
+    """The product text's values differ for the server: one warning line, no failure."""
+    shutil.copy2(PRODUCT_TEXT, shipped / "product-text.properties")
+    result = run("server.keygen.sh", "-p", "product-text.properties")
+    assert result.stderr.count("\n") == 1
+    assert "SERVER_KEY_PASSWORD differs from SERVER_KEYSTORE_PASSWORD" in result.stderr
 
 
 def test_openssl_reads_the_server_certificate_in_pem_and_der(generated: Generated) -> None:

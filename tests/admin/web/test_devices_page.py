@@ -23,7 +23,9 @@ def _row(html: str, name: str) -> str:
 async def test_devices_show_status_connection_and_last_seen(
     ui: httpx.AsyncClient, store: SqlCredentialStore, fake_broker: FakeBroker
 ) -> None:
-    online = await store.create_device("online-sensor", label="roof")
+    online, _ = await store.create_device_with_credential(
+        "online-sensor", x509=parse_credential(issue("online-sensor").cert_pem), label="roof"
+    )
     await store.create_device("quiet-sensor")
     off = await store.create_device("switched-off")
     await store.set_device_enabled(off.id, False)
@@ -173,3 +175,24 @@ async def test_user_text_is_escaped(ui: httpx.AsyncClient, store: SqlCredentialS
     page = (await ui.get("/ui/devices")).text
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_a_device_without_an_active_credential_is_not_shown_as_plain_enabled(
+    ui: httpx.AsyncClient, store: SqlCredentialStore
+) -> None:
+    bare = await store.create_device("bare")
+    certificate = issue("revoked-one")
+    revoked, _ = await store.create_device_with_credential(
+        "revoked-one", x509=parse_credential(certificate.cert_pem)
+    )
+    await store.revoke_x509(revoked.id, None)
+    await store.create_device_with_credential("ready", x509=parse_credential(issue("r").cert_pem))
+    page = (await ui.get("/ui/devices")).text
+    for name in ("bare", "revoked-one"):
+        row = _row(page, name)
+        assert "No active credential" in row
+        assert "Enabled" not in row
+    assert "Enabled" in _row(page, "ready")
+    assert "No active credential" not in _row(page, "ready")
+    device_page = (await ui.get(f"/ui/devices/{bare.id}")).text
+    assert "No active credential" in device_page.split("</h1>", 1)[1].split("</p>", 1)[0]
