@@ -167,8 +167,8 @@ def new_user_env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout (the walk starts from a clone of it)")
     require_tool("mosquitto_pub", "mosquitto-clients")
     require_tool("jq", "jq")
     require_tool("curl", "curl")
