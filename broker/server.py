@@ -19,6 +19,7 @@ from broker.core import NanoIoTBroker
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
 from broker.persistence import Journal
+from broker.proxy_protocol import TrustedProxies
 from broker.revocation import RevocationFollower
 from broker.telemetry import AuthLog
 from broker.tls import build_server_context
@@ -112,8 +113,11 @@ class RunningBroker:
             handshake_timeout=settings.tls_handshake_timeout,
             sock=sock,
             handshake_failed=tls_failures.report,
+            proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
         )
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
+        if settings.proxy_protocol_trusted:
+            log.info("PROXY protocol v2 required from %s", settings.proxy_protocol_trusted)
         tls_reload = ServerCertificateReloader(
             settings, listener.use_context, interval=settings.tls_reload_interval
         )

@@ -26,6 +26,8 @@ from OpenSSL import SSL
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from broker.proxy_protocol import ProxyHeaderError, looks_like_proxy_header
+
 __all__ = ["FailureKind", "TlsFailure", "TlsFailureLog", "TlsFailureReason", "classify"]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class TlsFailureReason(StrEnum):
     NOT_TLS = "not_tls"
     TIMEOUT = "timeout"
     CLOSED = "closed"
+    PROXY_HEADER = "proxy_header"  # a trusted load balancer sent a bad or no PROXY header
+    PROXY_UNTRUSTED = "proxy_untrusted"  # a PROXY header from an address not trusted for it
     OTHER = "other"
 
 
@@ -81,8 +85,18 @@ _CERTIFICATE_ALERTS = (
 )
 
 
-def classify(kind: FailureKind, error: SSL.Error | None, first_bytes: bytes) -> TlsFailure:
-    """What went wrong, from OpenSSL's error and the first bytes the client sent."""
+def classify(
+    kind: FailureKind, error: SSL.Error | ProxyHeaderError | None, first_bytes: bytes
+) -> TlsFailure:
+    """What went wrong, from OpenSSL's error (or the PROXY header's) and the first bytes the
+    client sent."""
+    if isinstance(error, ProxyHeaderError):
+        return TlsFailure(TlsFailureReason.PROXY_HEADER, f"from a trusted load balancer: {error}")
+    if looks_like_proxy_header(first_bytes):
+        return TlsFailure(
+            TlsFailureReason.PROXY_UNTRUSTED,
+            "PROXY protocol header from an address not in proxy_protocol_trusted",
+        )
     if first_bytes[:1] == bytes([_MQTT_CONNECT]) and (
         b"MQTT" in first_bytes[:16] or b"MQIsdp" in first_bytes[:16]
     ):
@@ -174,7 +188,7 @@ class TlsFailureLog(Collector):
         self,
         remote: tuple[str, int],
         kind: FailureKind,
-        error: SSL.Error | None,
+        error: SSL.Error | ProxyHeaderError | None,
         first_bytes: bytes,
     ) -> None:
         failure = classify(kind, error, first_bytes)

@@ -14,6 +14,10 @@ read; writes made in one event-loop turn are encrypted and sent together (one re
 MQTT, garbage, timeouts) close only that connection and go to ``TlsServer.handshake_failed``
 (by default a ``broker.tls_failures.TlsFailureLog``: classified, logged, counted).
 
+A connection from a trusted load balancer (``TlsServer.proxy_trusted``) starts with a PROXY
+protocol v2 header naming the client, read by ``broker.proxy_protocol`` before the handshake;
+from then on the connection's ``remote`` is the client's address.
+
 Must not import amqtt's broker: this module only moves bytes.
 """
 
@@ -27,6 +31,7 @@ from typing import Any, Final, cast
 from cryptography import x509
 from OpenSSL import SSL
 
+from broker.proxy_protocol import HEADER_TIMEOUT, HeaderReader, ProxyHeaderError, TrustedProxies
 from broker.tls_failures import FailureKind, TlsFailureLog
 from broker.tls_failures import openssl_reason as _reason
 from broker.tls_stream import TlsStreamReader, TlsStreamWriter
@@ -37,7 +42,9 @@ log = logging.getLogger(__name__)
 
 OnConnection = Callable[["TlsConnection"], Awaitable[None]]
 # (peer address, how it ended, OpenSSL's error if any, the first bytes the client sent)
-HandshakeFailed = Callable[[tuple[str, int], FailureKind, SSL.Error | None, bytes], None]
+HandshakeFailed = Callable[
+    [tuple[str, int], FailureKind, SSL.Error | ProxyHeaderError | None, bytes], None
+]
 
 # RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
 _RECORD: Final = 16 * 1024
@@ -111,6 +118,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
         self._hello = b""  # the client's first bytes, for a failed handshake's report
+        self._proxy: HeaderReader | None = None  # until a trusted balancer's header is read
 
     # --- asyncio.Protocol ---
 
@@ -121,13 +129,19 @@ class _TlsProtocol(asyncio.Protocol):
         if peer:
             self._remote = (str(peer[0]), int(peer[1]))
         self._server.protocols.add(self)
-        self._timer = self._loop.call_later(self._server.handshake_timeout, self._timed_out)
+        timeout = self._server.handshake_timeout
+        if self._server.proxy_trusted.trusts(self._remote[0]):
+            self._proxy = HeaderReader()
+            timeout = min(timeout, HEADER_TIMEOUT)
+        self._timer = self._loop.call_later(timeout, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._state == _OPEN:
             self._tls.bio_write(data)
             self._read_records()
         elif self._state == _HANDSHAKE:
+            if self._proxy is not None and not (data := self._proxy_header(data)):
+                return
             if len(self._hello) < _HELLO_KEPT:
                 self._hello += data[: _HELLO_KEPT - len(self._hello)]
             self._tls.bio_write(data)
@@ -195,8 +209,30 @@ class _TlsProtocol(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self._state == _HANDSHAKE:
-            self._server.handshake_failed(self._remote, FailureKind.TIMEOUT, None, self._hello)
+            error = self._proxy.timed_out() if self._proxy is not None else None
+            self._server.handshake_failed(self._remote, FailureKind.TIMEOUT, error, self._hello)
             self._shut(abort=False)
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """What follows the balancer's PROXY header once it is complete (else b""); the
+        client's address replaces the balancer's, and the handshake gets its full time."""
+        assert self._proxy is not None
+        try:
+            done = self._proxy.feed(data)
+        except ProxyHeaderError as exc:
+            self._server.handshake_failed(self._remote, FailureKind.ERROR, exc, b"")
+            self._shut(abort=False)
+            return b""
+        if done is None:
+            return b""
+        header, rest = done
+        self._proxy = None
+        if header.source is not None:  # None: the balancer's own connection (LOCAL)
+            self._remote = header.source
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(self._server.handshake_timeout, self._timed_out)
+        return rest
 
     # --- reading ---
 
@@ -352,6 +388,7 @@ class TlsServer:
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_TlsProtocol] = set()
         self.handshake_failed: HandshakeFailed = TlsFailureLog().report
+        self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
         self._on_connection = on_connection
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -420,17 +457,21 @@ async def start_tls_server(
     handshake_timeout: float,
     sock: socket.socket | None = None,
     handshake_failed: HandshakeFailed | None = None,
+    proxy_trusted: TrustedProxies | None = None,
 ) -> TlsServer:
     """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``) and
     call ``on_connection`` for every completed handshake.
 
     ``on_connection`` runs as one task per connection; the connection is closed when it
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
-    is disconnected.
+    is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
+    protocol v2 header (``broker.proxy_protocol``).
     """
     server = TlsServer(ctx, on_connection, handshake_timeout)
     if handshake_failed is not None:
         server.handshake_failed = handshake_failed
+    if proxy_trusted is not None:
+        server.proxy_trusted = proxy_trusted
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: _TlsProtocol(server), backlog=1024, **where

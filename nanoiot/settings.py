@@ -9,6 +9,7 @@ then environment variables. TLS settings keep the reference system's environment
 must not be silently ignored.
 """
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -83,6 +84,21 @@ class Settings(BaseModel):
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- Load balancers (environment: NANOIOT_<NAME>) ---
+    # Addresses or CIDR networks of TCP load balancers that send a PROXY protocol v2 header
+    # (broker.proxy_protocol); from them it is required, from anyone else refused. Empty: off.
+    proxy_protocol_trusted: list[str] = Field(default_factory=list)
+
+    @field_validator("proxy_protocol_trusted")
+    @classmethod
+    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"'{entry}' is not an IP address or CIDR network") from None
+        return entries
 
     @field_validator("database_url")
     @classmethod

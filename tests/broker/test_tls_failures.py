@@ -14,6 +14,7 @@ from functools import cache
 import pytest
 from OpenSSL import SSL
 
+from broker.proxy_protocol import ProxyHeaderError
 from broker.tls_failures import FailureKind, TlsFailureLog, TlsFailureReason
 from broker.transport import TlsServer
 from nanoiot.settings import Settings
@@ -40,7 +41,10 @@ async def watched(settings: Settings, failures: TlsFailureLog) -> AsyncIterator[
     reported: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
 
     def report(
-        remote: tuple[str, int], kind: FailureKind, error: SSL.Error | None, first: bytes
+        remote: tuple[str, int],
+        kind: FailureKind,
+        error: SSL.Error | ProxyHeaderError | None,
+        first: bytes,
     ) -> None:
         failures.report(remote, kind, error, first)
         reported.put_nowait(remote)

@@ -17,6 +17,7 @@ import pytest
 from OpenSSL import SSL
 from paho.mqtt.enums import CallbackAPIVersion
 
+from broker.proxy_protocol import ProxyHeaderError
 from broker.tls_failures import FailureKind
 from tests.certgen import issue
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
@@ -30,7 +31,10 @@ def watch_failures(broker: BrokerThread) -> "Queue[tuple[str, int]]":
     report = listener.handshake_failed
 
     def reporting(
-        remote: tuple[str, int], kind: FailureKind, error: SSL.Error | None, first: bytes
+        remote: tuple[str, int],
+        kind: FailureKind,
+        error: SSL.Error | ProxyHeaderError | None,
+        first: bytes,
     ) -> None:
         report(remote, kind, error, first)
         reported.put(remote)
