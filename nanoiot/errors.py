@@ -12,11 +12,14 @@ uses the dependency, so callers handle ours only::
     │   ├── PrivateKeyPastedError    a private key was given where a certificate belongs
     │   └── CertificateRejected      parsed, but unusable (for example already expired)
     ├── KeygenError                  key/certificate generation: bad properties, refusals
-    └── StoreError                   anything the credential store reports
-        ├── NotFoundError            unknown device, credential or CA
-        ├── ConflictError            a duplicate (name, fingerprint, token, user name)
-        ├── ValidationError          a value the store refuses (device name, token, ...)
-        └── StoreUnavailableError    the database cannot be reached
+    ├── StoreError                   anything the credential store reports
+    │   ├── NotFoundError            unknown device, credential or CA
+    │   ├── ConflictError            a duplicate (name, fingerprint, token, user name)
+    │   ├── ValidationError          a value the store refuses (device name, token, ...)
+    │   └── StoreUnavailableError    the database cannot be reached
+    └── ClusterError                 the cluster's messaging (NATS) reported a problem
+        ├── ClusterUnavailableError  NATS cannot be reached or did not answer in time
+        └── ClusterConflictError     a compare-and-set lost: the key exists or has changed
 
 Only NanoIoTError and its subclasses are raised on purpose; anything else is a bug.
 """
@@ -75,3 +78,15 @@ class ValidationError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached; callers may retry later."""
+
+
+class ClusterError(NanoIoTError):
+    """The cluster's messaging (NATS) reported a problem."""
+
+
+class ClusterUnavailableError(ClusterError):
+    """NATS cannot be reached or did not answer in time; callers may retry later."""
+
+
+class ClusterConflictError(ClusterError):
+    """A compare-and-set lost: the key already exists, or changed since it was read."""

@@ -23,7 +23,10 @@ __all__ = ["PATH_SETTINGS", "find_settings_file", "relative_to_file", "user_data
 
 SETTINGS_FILE: Final = Path("conf") / "nanoiot.yaml"
 # The settings that name files or folders.
-PATH_SETTINGS: Final = ("data_dir", "mqtt_ssl_pem_cert", "mqtt_ssl_pem_key", "mqtt_ssl_key_store")
+PATH_SETTINGS: Final = (
+    "data_dir", "mqtt_ssl_pem_cert", "mqtt_ssl_pem_key", "mqtt_ssl_key_store",
+    "nats_creds_file", "nats_tls_ca", "nats_tls_cert", "nats_tls_key",
+)  # fmt: skip
 
 
 def find_settings_file(start: Path) -> Path | None:

@@ -3,11 +3,13 @@
 ``Node.start(settings)`` is what ``nanoiot serve`` runs: the broker first (it owns the store),
 then the admin application over that store, so the API's changes reach live sessions at once
 (``BrokerView.changed`` wakes the change-feed follower instead of waiting for its next poll).
+With ``nats_url`` set the node first joins the cluster (``broker.cluster``, imported only
+then), so an unreachable NATS stops the start before anything else is opened.
 """
 
 import logging
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from admin.app import create_app
 from admin.context import AdminContext
@@ -15,6 +17,9 @@ from admin.server import HttpServer
 from admin.token import admin_token
 from broker.server import RunningBroker
 from nanoiot.settings import Settings
+
+if TYPE_CHECKING:
+    from broker.cluster.link import ClusterLink
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class Node:
     http: HttpServer
     admin_token: str
     admin_token_created: bool  # generated at this start: print it once
+    cluster: "ClusterLink | None" = None  # with nats_url: this node on the cluster's NATS
 
     @property
     def http_url(self) -> str:
@@ -51,7 +57,13 @@ class Node:
     @classmethod
     async def start(cls, settings: Settings) -> Self:
         token, created = admin_token(settings)  # a bad token setting fails before anything
-        running = await RunningBroker.start(settings)
+        cluster = await join_cluster(settings) if settings.nats_url else None
+        try:
+            running = await RunningBroker.start(settings)
+        except BaseException:
+            if cluster is not None:
+                await cluster.close()
+            raise
         try:
             context = AdminContext(
                 store=running.store,
@@ -64,12 +76,27 @@ class Node:
             )
         except BaseException:
             await running.stop()
+            if cluster is not None:
+                await cluster.close()
             raise
-        return cls(running, http, token, created)
+        if cluster is not None:
+            await cluster.answer_pings(mqtt_port=running.port)
+        return cls(running, http, token, created, cluster)
 
     async def stop(self) -> None:
         """HTTP first (no change arrives for a broker that is stopping), then the broker."""
         try:
             await self.http.stop()
         finally:
-            await self.broker.stop()
+            try:
+                await self.broker.stop()
+            finally:
+                if self.cluster is not None:
+                    await self.cluster.close()
+
+
+async def join_cluster(settings: Settings, worker: int | None = None) -> "ClusterLink":
+    """This process on the cluster's NATS; the NATS client is imported here, only then."""
+    from broker.cluster.link import ClusterLink
+
+    return await ClusterLink.connect(settings, worker=worker)

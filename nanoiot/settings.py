@@ -15,10 +15,11 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from nanoiot.dburl import normalise_database_url
@@ -29,6 +30,9 @@ DEFAULT_CONFIG_PATH = SETTINGS_FILE
 CONFIG_ENV = "NANOIOT_CONFIG"
 _OUR_PREFIX = "NANOIOT_"
 _REFERENCE_PREFIX = "mqtt_ssl_"
+# NATS subject tokens and KV keys: no dots, spaces or wildcards.
+_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_MAX_WORKERS = 256
 
 
 class CredentialsType(StrEnum):
@@ -90,6 +94,27 @@ class Settings(BaseModel):
     # (broker.proxy_protocol); from them it is required, from anyone else refused. Empty: off.
     proxy_protocol_trusted: list[str] = Field(default_factory=list)
 
+    # --- Cluster (environment: NANOIOT_<NAME>); the nats_* options need nats_url ---
+    # NATS server(s) the node joins, comma-separated: nats://host:4222 or tls://host:4222.
+    nats_url: str | None = None
+    # One way to authenticate: a .creds file (JWT and NKey seed), user and password, or token.
+    nats_creds_file: Path | None = None
+    nats_user: str | None = None
+    nats_password: SecretStr | None = Field(None, validate_default=True)
+    nats_token: SecretStr | None = Field(None, validate_default=True)
+    # TLS towards NATS: the CA that signed the server's certificate, and a client certificate
+    # and key when the server asks for one (both or neither).
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = Field(None, validate_default=True)
+    # This node's name in the cluster (default: the host name); names subjects and keys.
+    node_name: str | None = Field(None, pattern=_NAME_PATTERN)
+    # Nodes with the same cluster_name on one NATS form one cluster.
+    cluster_name: str = Field("nanoiot", pattern=_NAME_PATTERN)
+    # Broker processes sharing the MQTT port (SO_REUSEPORT); "auto": one per CPU. More than
+    # one needs nats_url (messages cross between workers through NATS).
+    workers: Annotated[int, Field(ge=1, le=_MAX_WORKERS)] | Literal["auto"] = 1
+
     @field_validator("proxy_protocol_trusted")
     @classmethod
     def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
@@ -99,6 +124,36 @@ class Settings(BaseModel):
             except ValueError:
                 raise ValueError(f"'{entry}' is not an IP address or CIDR network") from None
         return entries
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, url: str | None) -> str | None:
+        if url is not None:
+            for one in url.split(","):
+                check_nats_url(one.strip())
+        return url
+
+    @field_validator(
+        "nats_creds_file", "nats_user", "nats_password", "nats_token", "nats_tls_ca",
+        "nats_tls_cert", "nats_tls_key",
+    )  # fmt: skip
+    @classmethod
+    def _cluster_options(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and not info.data.get("nats_url"):
+            raise ValueError("is set but nats_url is not (it only applies to a cluster)")
+        name, data = info.field_name, info.data
+        if name == "nats_password" and (value is None) != (data.get("nats_user") is None):
+            raise ValueError("nats_user and nats_password go together: set both or neither")
+        if name == "nats_token":
+            ways = [data.get("nats_creds_file"), data.get("nats_user"), value]
+            if sum(way is not None for way in ways) > 1:
+                raise ValueError(
+                    "set one way to authenticate to NATS: nats_creds_file, "
+                    "nats_user/nats_password or nats_token"
+                )
+        if name == "nats_tls_key" and (value is None) != (data.get("nats_tls_cert") is None):
+            raise ValueError("nats_tls_cert and nats_tls_key go together: set both or neither")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -112,6 +167,17 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'nanoiot.db').resolve()}"
+
+
+def check_nats_url(url: str) -> None:
+    """ValueError naming the URL unless it is nats:// or tls:// with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise ValueError(f"'{url}' is not a NATS URL (nats://host:4222 or tls://host:4222)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"'{url}' has a bad port") from None
 
 
 def env_name(field: str) -> str:
@@ -197,6 +263,9 @@ def _suggest(key: str) -> str:
 
 def _describe(exc: PydanticValidationError, path: Path) -> str:
     first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    # Positions inside a list stay (acl_rules.0); the branch names pydantic adds for a union
+    # (workers: a number or "auto") go.
+    loc = [first["loc"][0], *(part for part in first["loc"][1:] if isinstance(part, int))]
+    key = ".".join(str(part) for part in loc)
     message = first["msg"].removeprefix("Value error, ")  # our validators' own words
     return f"setting '{key}' (file {path} or ${env_name(key)}): {message}"

@@ -1,0 +1,58 @@
+"""A JetStream key-value bucket with compare-and-set, in NanoIoT's terms.
+
+What a cluster needs from it: ``create`` succeeds for one writer only (a take-over lock, a
+session's owner), ``update`` succeeds only if nobody wrote since the revision read (CAS), and
+a bucket made with a TTL forgets an entry that was not rewritten in time (node liveness).
+A lost race is a ``ClusterConflictError``; an unreachable NATS a ``ClusterUnavailableError``.
+"""
+
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js.kv import KeyValue as NatsKeyValue
+
+from broker.cluster.errors import nats_errors
+
+__all__ = ["Entry", "KeyValue"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    value: bytes
+    revision: int  # pass to update() to write only if nobody wrote since
+
+
+class KeyValue:
+    def __init__(self, store: NatsKeyValue, bucket: str) -> None:
+        self._store = store
+        self.bucket = bucket
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry, or None if there is none (never written, deleted or expired)."""
+        with nats_errors(f"reading {self.bucket}/{key}"):
+            try:
+                entry = await self._store.get(key)
+            except nats.js.errors.KeyNotFoundError:  # KeyDeletedError is one too
+                return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(entry.value, entry.revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` only if it has no value; its revision. Lost race: ClusterConflictError."""
+        with nats_errors(f"creating {self.bucket}/{key}"):
+            return await self._store.create(key, value)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Write ``key`` only if its revision is still ``revision``; the new revision."""
+        with nats_errors(f"updating {self.bucket}/{key}"):
+            return await self._store.update(key, value, last=revision)
+
+    async def put(self, key: str, value: bytes) -> int:
+        with nats_errors(f"writing {self.bucket}/{key}"):
+            return await self._store.put(key, value)
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete ``key`` (only at ``revision``, when given)."""
+        with nats_errors(f"deleting {self.bucket}/{key}"):
+            await self._store.delete(key, last=revision)

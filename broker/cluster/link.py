@@ -1,0 +1,286 @@
+"""A node's connection to the cluster's NATS: joining with the configured credentials and TLS,
+and NATS's errors turned into NanoIoT's at this edge.
+
+Imported only when ``nats_url`` is set (``nanoiot.node``), so a single node never loads the
+NATS client (the ``cluster`` extra). What a node does on NATS is named under its
+``cluster_name``: ``<cluster>.nodes.ping`` is answered by every member with who it is, and
+key-value buckets are ``<cluster>_<name>`` (``broker.cluster.kv``).
+
+After the first connection the client reconnects by itself for as long as the node runs
+(NATS keeps the subscriptions); losing and regaining NATS is logged once each way.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from broker.cluster.errors import nats_errors, plain
+from broker.cluster.kv import KeyValue
+from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
+from nanoiot.settings import Settings
+
+__all__ = ["ClusterLink", "node_name", "redacted"]
+
+log = logging.getLogger(__name__)
+
+# Bound on joining at start-up; afterwards reconnection goes on for as long as the node runs.
+CONNECT_WITHIN: Final = 10.0
+REQUEST_TIMEOUT: Final = 2.0
+FLUSH_TIMEOUT: Final = 2  # nats-py takes whole seconds here
+# A dead NATS connection is noticed within PING_INTERVAL x (MAX_OUTSTANDING_PINGS + 1) s.
+PING_INTERVAL: Final = 5
+MAX_OUTSTANDING_PINGS: Final = 2
+RECONNECT_WAIT: Final = 1.0
+
+Handler = Callable[[bytes, str | None], Awaitable[bytes | None]]
+
+
+def node_name(settings: Settings) -> str:
+    """``node_name``, or the host name with what NATS subjects cannot carry turned into -."""
+    if settings.node_name:
+        return settings.node_name
+    host = socket.gethostname().split(".")[0] or "node"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in host)[:64]
+
+
+def redacted(url: str) -> str:
+    """The URL(s) without user and password, for logs and errors."""
+    return ",".join(_without_userinfo(one.strip()) for one in url.split(","))
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+class ClusterLink:
+    """This node (or worker) on the cluster's NATS."""
+
+    def __init__(self, client: Client, cluster: str, member: str) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.member = member  # unique in the cluster: node name, plus the worker number
+        self._subscriptions: list[Subscription] = []
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, worker: int | None = None) -> Self:
+        """Join the cluster, or raise ``ConfigError`` / ``ClusterError`` in one line."""
+        assert settings.nats_url is not None
+        member = node_name(settings) + (f"-w{worker}" if worker is not None else "")
+        options = _connection_options(settings)
+        url = redacted(settings.nats_url)
+        client = await _join(settings.nats_url, member, options, url)
+        log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
+        return cls(client, settings.cluster_name, member)
+
+    def subject(self, *tokens: str) -> str:
+        return ".".join((self.cluster, *tokens))
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        with nats_errors(f"publishing on {subject}"):
+            await self.client.publish(subject, payload, reply=reply)
+
+    async def request(self, subject: str, payload: bytes) -> bytes:
+        """One answer to ``payload`` on ``subject`` within REQUEST_TIMEOUT seconds."""
+        with nats_errors(f"request on {subject}"):
+            reply = await self.client.request(subject, payload, timeout=REQUEST_TIMEOUT)
+        return reply.data
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> None:
+        """Call ``handler(payload, reply subject)`` for each message; what it returns is sent
+        to the reply subject. A handler's error is logged, not raised into NATS's reader."""
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                answer = await handler(msg.data, msg.reply or None)
+                if answer is not None and msg.reply:
+                    await self.client.publish(msg.reply, answer)
+            except Exception:
+                log.exception("handling a message on %s", msg.subject)
+
+        with nats_errors(f"subscribing to {subject}"):
+            subscription = await self.client.subscribe(subject, queue=queue, cb=on_message)
+            await self.client.flush(FLUSH_TIMEOUT)  # the server has it: nothing is missed
+        self._subscriptions.append(subscription)
+
+    async def key_value(self, name: str, *, ttl: float | None = None) -> KeyValue:
+        """The bucket ``<cluster>_<name>``, made if missing; ``ttl``: entries expire that many
+        seconds after their last write (a bucket-wide age: NATS 2.9 has no per-key TTL)."""
+        bucket = f"{self.cluster}_{name}"
+        with nats_errors(f"opening key-value bucket {bucket}"):
+            js = self.client.jetstream(timeout=REQUEST_TIMEOUT)
+            try:
+                store = await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                store = await js.create_key_value(bucket=bucket, history=1, ttl=ttl)
+        return KeyValue(store, bucket)
+
+    async def answer_pings(self, **about: Any) -> None:
+        """Reply to ``<cluster>.nodes.ping`` with this member's name and ``about``."""
+        info = json.dumps({"member": self.member, "pid": os.getpid(), **about}).encode()
+
+        async def pong(_payload: bytes, _reply: str | None) -> bytes:
+            return info
+
+        await self.subscribe(self.subject("nodes", "ping"), pong)
+
+    async def ping_members(self, *, expect: int, within: float) -> list[dict[str, Any]]:
+        """The answers of the members to a ping: ``expect`` of them, or what came ``within``
+        seconds."""
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+        inbox = self.client.new_inbox()
+
+        async def collect(msg: Msg) -> None:
+            if msg.data:  # not a status message (no responders: nobody is there)
+                answers.put_nowait(msg.data)
+
+        with nats_errors("pinging the cluster's members"):
+            subscription = await self.client.subscribe(inbox, cb=collect)
+            try:
+                await self.client.publish(self.subject("nodes", "ping"), b"", reply=inbox)
+                found: list[dict[str, Any]] = []
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(within):
+                        while len(found) < expect:
+                            found.append(json.loads(await answers.get()))
+                return found
+            finally:
+                await subscription.unsubscribe()
+
+    async def close(self) -> None:
+        """Send what is pending, then leave; never raises (the node is stopping anyway)."""
+        try:
+            with nats_errors("leaving the cluster"):
+                await asyncio.wait_for(self.client.drain(), REQUEST_TIMEOUT)
+        except ClusterError as exc:
+            log.debug("%s", exc)
+        finally:
+            if not self.client.is_closed:
+                await self.client.close()
+
+
+async def _join(servers: str, member: str, options: dict[str, Any], url: str) -> Client:
+    """Connect, retrying for CONNECT_WITHIN seconds; refused credentials end it at once."""
+    last: list[Exception] = []
+    refused = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        last.append(exc)
+        if _is_refusal(exc):
+            refused.set()
+        log.debug("NATS: %s", plain(exc))
+
+    client = Client()
+    connecting = asyncio.ensure_future(
+        client.connect(
+            servers=[one.strip() for one in servers.split(",")],
+            name=f"nanoiot {member}",
+            error_cb=on_error,
+            disconnected_cb=_say(client, "lost the connection to NATS %s", url),
+            reconnected_cb=_say(client, "reconnected to NATS %s", url),
+            **options,
+        )
+    )
+    waiting = asyncio.ensure_future(refused.wait())
+    await asyncio.wait({connecting, waiting}, timeout=CONNECT_WITHIN, return_when="FIRST_COMPLETED")
+    waiting.cancel()
+    if connecting.done() and connecting.exception() is None:
+        return client
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    await client.close()
+    why = plain(last[-1]) if last else f"no answer within {CONNECT_WITHIN:g} s"
+    if refused.is_set():
+        raise ClusterError(f"NATS {url} refused this node: {why} (check the nats_* settings)")
+    raise ClusterUnavailableError(f"cannot reach NATS {url} (nats_url): {why}")
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """NATS said no to who we are (credentials, or TLS it requires): retrying cannot help."""
+    refusals = (
+        nats.errors.AuthorizationError,
+        nats.errors.SecureConnRequiredError,
+        nats.errors.SecureConnWantedError,
+        ssl.SSLError,  # a certificate either side refuses
+    )
+    return isinstance(exc, refusals) or "authorization violation" in str(exc).lower()
+
+
+def _say(client: Client, message: str, url: str) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        if not (client.is_closed or client.is_draining):  # not when we leave on purpose
+            log.warning(message, url)
+
+    return callback
+
+
+def _connection_options(settings: Settings) -> dict[str, Any]:
+    """nats-py's keyword arguments for the configured credentials, TLS and timing."""
+    options: dict[str, Any] = {
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,  # for as long as the node runs
+        "reconnect_time_wait": RECONNECT_WAIT,
+        "ping_interval": PING_INTERVAL,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+    }
+    if settings.nats_creds_file is not None:
+        _readable(settings.nats_creds_file, "nats_creds_file")
+        options["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_user is not None and settings.nats_password is not None:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_token is not None:
+        options["token"] = settings.nats_token.get_secret_value()
+    tls = _tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
+    return options
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    assert settings.nats_url is not None
+    wants_tls = any(one.strip().startswith("tls://") for one in settings.nats_url.split(","))
+    if not (wants_tls or settings.nats_tls_ca or settings.nats_tls_cert):
+        return None
+    ca = settings.nats_tls_ca
+    try:
+        context = ssl.create_default_context(cafile=_readable(ca, "nats_tls_ca") if ca else None)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"nats_tls_ca {ca}: no usable CA certificate ({exc.reason})") from None
+    cert, key = settings.nats_tls_cert, settings.nats_tls_key
+    if cert is not None and key is not None:
+        try:
+            context.load_cert_chain(
+                _readable(cert, "nats_tls_cert"), _readable(key, "nats_tls_key")
+            )
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"nats_tls_cert {cert} / nats_tls_key {key}: unusable ({exc.reason})"
+            ) from None
+    return context
+
+
+def _readable(path: os.PathLike[str], setting: str) -> str:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path}: {exc.strerror}") from None
+    return os.fspath(path)
