@@ -18,8 +18,12 @@ from nanoiot.errors import ConfigError
 __all__ = ["bind_mqtt_socket"]
 
 
-def bind_mqtt_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: a free port), or a ``ConfigError``."""
+def bind_mqtt_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free port), or a ``ConfigError``.
+
+    ``reuse_port``: for the worker processes of one node (``nanoiot.supervisor``), which
+    share the port and let the kernel spread connections over them (SO_REUSEPORT).
+    """
     where = f"{host}:{port} (MQTT_SSL_BIND_ADDRESS / MQTT_SSL_BIND_PORT)"
     try:
         family, _, _, _, address = socket.getaddrinfo(
@@ -28,8 +32,9 @@ def bind_mqtt_socket(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen for MQTT on {where}: {exc.strerror}") from None
     try:
-        # reuse_port stays off: a second broker on the same port must fail, not share it.
-        return socket.create_server(address, family=family, reuse_port=False)
+        # reuse_port is off unless asked for: a second broker on the same port must fail,
+        # not share it.
+        return socket.create_server(address, family=family, reuse_port=reuse_port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen for MQTT on {where}: "

@@ -59,13 +59,18 @@ class RunningBroker:
         return self.listener.port
 
     @classmethod
-    async def start(cls, settings: Settings, *, acl: Acl | None = None) -> Self:
+    async def start(
+        cls, settings: Settings, *, acl: Acl | None = None, reuse_port: bool = False
+    ) -> Self:
+        """``reuse_port``: one of several worker processes sharing the MQTT port."""
         development = needs_development_credentials(settings)
         if development:
             settings = with_development_credentials(settings)
         context = build_server_context(settings)  # fails before anything is opened
         # So does a port in use: one line naming the settings, nothing to unwind.
-        sock = bind_mqtt_socket(settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port)
+        sock = bind_mqtt_socket(
+            settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
+        )
         try:
             return await cls._start(settings, acl, context, sock, development)
         except BaseException:

@@ -17,7 +17,16 @@ from nanoiot.settings import Settings
 log = logging.getLogger("nanoiot")
 
 
-def serve(ctx: typer.Context) -> None:
+def serve(
+    ctx: typer.Context,
+    workers: str | None = typer.Option(
+        None,
+        "--workers",
+        metavar="N|auto",
+        help="Broker processes sharing the MQTT port (default: the workers setting, 1); "
+        "auto: one per CPU. More than 1 needs nats_url.",
+    ),
+) -> None:
     """Run the MQTT-over-TLS broker (port 8883 by default) and the admin API and web UI
     (http://127.0.0.1:8080 by default) on the configured store.
 
@@ -26,9 +35,25 @@ def serve(ctx: typer.Context) -> None:
     NANOIOT_ADMIN_TOKEN, an admin token is generated into <data dir>/admin-token and printed
     once.
     """
+    from nanoiot.supervisor import worker_count
+
     settings = state(ctx).settings
+    count = worker_count(_workers_option(workers) or settings.workers, settings)
     configure_logging(settings.log_level)
-    run_event_loop(_serve(settings))
+    if count == 1:
+        run_event_loop(_serve(settings))
+    else:
+        from nanoiot.cli.serve_workers import serve_workers
+
+        asyncio.run(serve_workers(settings, count))
+
+
+def _workers_option(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise typer.BadParameter(f"'{value}' is not a number from 1 to 256 or auto")
+    return int(value)
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -43,9 +68,11 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, tag: str = "") -> None:
+    """Log lines to stderr; ``tag`` (a worker's ``w2``) starts each line's name."""
+    name = f"{tag} %(name)s" if tag else "%(name)s"
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True
+        level=level, format=f"%(asctime)s %(levelname)-7s {name}: %(message)s", force=True
     )
     # amqtt logs every packet and connection at INFO; ours say what matters.
     quiet = max(logging.WARNING, logging.getLevelNamesMapping()[level])

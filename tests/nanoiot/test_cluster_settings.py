@@ -1,12 +1,14 @@
 """The cluster settings: NATS URL, credentials and TLS files, names, workers. Each mistake is
 refused in one line naming the setting."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from nanoiot.errors import ConfigError
 from nanoiot.settings import Settings, load_settings
+from nanoiot.supervisor import worker_count
 
 URL = {"NANOIOT_NATS_URL": "nats://nats:4222"}
 
@@ -105,3 +107,17 @@ def test_refused_in_one_line(tmp_path: Path, env: dict[str, str], names: str, sa
     message = refused(tmp_path, env)
     assert names in message
     assert says in message
+
+
+def test_worker_count(tmp_path: Path) -> None:
+    clustered = load(tmp_path, URL)
+    cpus = len(os.sched_getaffinity(0))
+    assert worker_count("auto", clustered) == cpus
+    assert worker_count(3, clustered) == 3
+    alone = load(tmp_path, {})
+    assert worker_count(1, alone) == 1
+    with pytest.raises(ConfigError, match="workers 2 needs nats_url"):
+        worker_count(2, alone)
+    if cpus > 1:
+        with pytest.raises(ConfigError, match=f"workers {cpus} needs nats_url"):
+            worker_count("auto", alone)
