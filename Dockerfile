@@ -21,8 +21,10 @@ COPY broker ./broker
 COPY conf ./conf
 COPY nanoiot ./nanoiot
 COPY storage ./storage
-# The "fast" extra (uvloop) is a runtime speed-up the broker uses when installed.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
+# The "fast" extra (uvloop) is a runtime speed-up the broker uses when installed; the cluster
+# image adds "cluster" (the NATS client, docker-compose.cluster.yml).
+ARG NANOIOT_EXTRAS=fast
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${NANOIOT_EXTRAS}]"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
