@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cli.conftest import NANOIOT
+from tests.certgen import issue
+from tests.cli.conftest import NANOIOT, Cli
+from tests.e2e.harness import write_pem
 
 WAIT = 30.0  # bound on any one wait: a worker's start includes a fresh interpreter
 
@@ -80,3 +82,13 @@ def serving(
         process.stdout.close()
         stderr.join()
         process.stderr.close()
+
+
+def provision_device(nanoiot: Cli, directory: Path, name: str) -> Path:
+    """A device registered through the CLI with a fresh certificate; its .nopass.pem file."""
+    nanoiot("device", "add", name)
+    issued = issue(name)
+    certificate = directory / f"{name}.pub.pem"
+    certificate.write_text(issued.cert_pem)
+    nanoiot("credentials", "add-x509", name, str(certificate))
+    return write_pem(directory, issued, name)

@@ -25,10 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.broker.test_proxy_protocol import v2_header
-from tests.certgen import issue
 from tests.cli.conftest import Cli
-from tests.e2e.harness import write_pem
-from tests.serve_process import WAIT, serving
+from tests.serve_process import WAIT, provision_device, serving
 
 TOKEN = "haproxy-test-admin-token-0123456789"
 DEVICE, BALANCER, OTHER = "127.0.0.3", "127.0.0.2", "127.0.0.1"
@@ -130,11 +128,7 @@ def allowed_events(http: str) -> list[dict[str, str]]:
 def test_device_address_through_haproxy_and_untrusted_headers_refused(
     cli_env: dict[str, str], nanoiot: Cli, tmp_path: Path
 ) -> None:
-    nanoiot("device", "add", "thermo")
-    issued = issue("thermo")
-    certfile = write_pem(tmp_path, issued, "thermo")
-    (tmp_path / "thermo.pub.pem").write_text(issued.cert_pem)
-    nanoiot("credentials", "add-x509", "thermo", str(tmp_path / "thermo.pub.pem"))
+    certfile = provision_device(nanoiot, tmp_path, "thermo")
     env = cli_env | {
         "MQTT_SSL_BIND_ADDRESS": "127.0.0.1",
         "MQTT_SSL_BIND_PORT": "0",

@@ -15,11 +15,10 @@ import pytest
 
 from broker.cluster.link import ClusterLink
 from nanoiot.settings import Settings
-from tests.certgen import issue
 from tests.cli.conftest import NANOIOT, Cli
-from tests.e2e.harness import Client, mqtt_client, write_pem
+from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
-from tests.serve_process import WAIT, Output, serving
+from tests.serve_process import WAIT, Output, provision_device, serving
 
 pytestmark = pytest.mark.slow
 
@@ -73,11 +72,7 @@ def connect_device(port: int, workdir: Path, certfile: Path, output: Output) -> 
 def test_workers_share_the_port_restart_and_stop(
     cluster_env: dict[str, str], nanoiot: Cli, tmp_path: Path
 ) -> None:
-    nanoiot("device", "add", "thermo")
-    issued = issue("thermo")
-    certfile = write_pem(tmp_path, issued, "thermo")
-    (tmp_path / "thermo.pub.pem").write_text(issued.cert_pem)
-    nanoiot("credentials", "add-x509", "thermo", str(tmp_path / "thermo.pub.pem"))
+    certfile = provision_device(nanoiot, tmp_path, "thermo")
 
     with serving(cluster_env, tmp_path, "--workers", "2") as (process, stdout, stderr):
         port = int(stdout[-1].rsplit(":", 1)[1])
