@@ -1,11 +1,13 @@
 """Bulk import over HTTP, streamed both ways: rows are imported as the upload arrives, and
-each row's result is sent back at once as one JSON line, then a summary line.
+each row's result is sent back as one JSON line as soon as its batch is in, then a summary line.
 
-Each row is one transaction (``store.create_device_with_credential``): a bad row is reported
-and skipped, a good one is imported whole, and re-sending the same file reports the rows
-already imported as conflicts (409). The row rules are the CLI's (``nanoiot.cli.imports``).
-A problem found before the first row (Content-Type, CSV header) is an ordinary 400/415 answer;
-after that the answer is 200 and problems are reported in the stream.
+Rows are imported in batches of what has arrived, up to ``BATCH_ROWS``
+(``admin.v1_rows.arrived_batches``; certificate rows in one transaction per batch,
+``nanoiot.cli.import_batch``): a bad row is reported and skipped, a good one is imported whole,
+and re-sending the same file reports the rows already imported as conflicts (409). The row
+rules are the CLI's (``nanoiot.cli.imports``). A problem found before the first row
+(Content-Type, CSV header) is an ordinary 400/415 answer; after that the answer is 200 and
+problems are reported in the stream.
 """
 
 from collections.abc import AsyncIterator
@@ -20,9 +22,10 @@ from starlette.types import Receive, Scope, Send
 
 from admin.context import AdminContext, context_of
 from admin.v1_models import ImportRowResult, ImportSummary, errors, for_api, unsupported
-from admin.v1_rows import Rows, csv_rows, json_rows, numbered_lines, sniffed_rows
+from admin.v1_rows import Rows, arrived_batches, csv_rows, json_rows, numbered_lines, sniffed_rows
 from admin.v1_upload import uploaded_file
-from nanoiot.cli.imports import Row, import_row
+from nanoiot.cli.import_batch import Row, RowOutcome, import_batch
+from nanoiot.cli.imports import BATCH_ROWS
 from nanoiot.errors import (
     ConflictError,
     NanoIoTError,
@@ -152,12 +155,18 @@ async def _results(
 ) -> AsyncIterator[bytes]:
     tally = ImportSummary(imported=0, failed=0, conflicts=0, complete=True)
     try:
-        async for line, row in rows:
-            result = await _import_one(context, line, row, allow_expired=allow_expired)
-            tally.imported += result.ok
-            tally.failed += not result.ok
-            tally.conflicts += result.status == 409
-            yield _json_line(result)
+        async for batch in arrived_batches(rows, BATCH_ROWS):
+            given = [(line, _over_the_api(row)) for line, row in batch]
+            outcomes = await import_batch(context.store, given, allow_expired=allow_expired)
+            pairs = zip(batch, outcomes, strict=True)
+            results = [_result(line, row, outcome) for (line, row), (_, outcome) in pairs]
+            imported = sum(result.ok for result in results)
+            if imported:
+                context.changed()
+            tally.imported += imported
+            tally.failed += len(results) - imported
+            tally.conflicts += sum(result.status == 409 for result in results)
+            yield b"".join(_json_line(result) for result in results)
     except ClientDisconnect:
         return  # nobody left to tell; the rows imported so far stay imported
     except NanoIoTError as exc:
@@ -165,22 +174,22 @@ async def _results(
     yield _json_line(tally)
 
 
-async def _import_one(
-    context: AdminContext, line: int, row: Row, *, allow_expired: bool
-) -> ImportRowResult:
-    name = row.get("name") if isinstance(row, dict) else None
-    try:
-        if isinstance(row, dict) and "pem_file" in row:
-            raise ValidationError(
-                "pem_file names a file on the importing machine: over the API, put the "
-                "certificate itself in pem"
-            )
-        device, credential = await import_row(context.store, row, allow_expired=allow_expired)
-    except NanoIoTError as exc:
-        return ImportRowResult(
-            line=line, name=name, ok=False, status=_status_of(exc), error=for_api(str(exc))
+def _over_the_api(row: Row) -> Row:
+    if isinstance(row, dict) and "pem_file" in row:
+        return (
+            "pem_file names a file on the importing machine: over the API, put the "
+            "certificate itself in pem"
         )
-    context.changed()
+    return row
+
+
+def _result(line: int, row: Row, outcome: RowOutcome) -> ImportRowResult:
+    if isinstance(outcome, NanoIoTError):
+        name = row.get("name") if isinstance(row, dict) else None
+        return ImportRowResult(
+            line=line, name=name, ok=False, status=_status_of(outcome), error=for_api(str(outcome))
+        )
+    device, credential = outcome
     return ImportRowResult(
         line=line, name=device.name, ok=True, device_id=device.id, credential_id=credential.id
     )

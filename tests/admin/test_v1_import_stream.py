@@ -135,7 +135,8 @@ async def test_results_arrive_while_the_upload_goes_on(
         "complete": True,
     }
     assert (await store.list_devices(page_size=1)).total == rows
-    assert fake_broker.changes == rows
+    # At least once per part: each part's rows were a batch of their own, or several.
+    assert rows // part <= fake_broker.changes <= rows
 
 
 async def test_a_client_that_goes_away_stops_the_import(
