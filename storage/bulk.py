@@ -27,11 +27,15 @@ from auth.certificate import ParsedCredential
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import AlreadyImportedError, ConflictError, StoreError, ValidationError
 from storage.base import _CHANGE_FEED_LOCK, StoreBase
-from storage.models import ChangeRow, CredentialRow, DeviceRow, new_id, utcnow
+from storage.models import Base, CredentialRow, DeviceRow, new_id, utcnow
 from storage.records import ChangeKind, Credential, Device
 
 # A batch's lookups send one bound parameter per row; SQLite allows 32,766 per statement.
 MAX_BATCH = 10_000
+
+_DEVICES, _CREDENTIALS, _CHANGES = (
+    Base.metadata.tables[name] for name in ("devices", "credentials", "changes")
+)
 
 Created = tuple[Device, Credential]
 Outcome = Created | StoreError
@@ -88,13 +92,15 @@ class BulkDevices(StoreBase):
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def _insert(self, session: AsyncSession, created: Sequence[Created]) -> None:
-        await session.execute(insert(DeviceRow), [_device_values(d) for d, _ in created])
-        await session.execute(insert(CredentialRow), [_credential_values(c) for _, c in created])
+        # Core INSERTs on the tables: one executemany each. Given the ORM classes, SQLAlchemy
+        # would insert the change-feed rows one at a time to learn their keys.
+        await session.execute(insert(_DEVICES), [_device_values(d) for d, _ in created])
+        await session.execute(insert(_CREDENTIALS), [_credential_values(c) for _, c in created])
         if self._is_postgres:  # the change feed's commit order, as StoreBase._append_change
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_FEED_LOCK}
             )
-        await session.execute(insert(ChangeRow), list(_changes(created)))
+        await session.execute(insert(_CHANGES), list(_changes(created)))
 
 
 # storage.sql imports this module for its base class, so its rules are imported where used.
