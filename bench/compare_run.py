@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.compare_brokers import AMQTT, BrokerProcess
+from bench.compare_brokers import AMQTT, NANOIOT, BrokerProcess
 from bench.compare_connects import KINDS as KINDS_OF_KEY
 from bench.compare_connects import interleaved_connects
 from bench.compare_goals import IDLE_CPU, IDLE_RSS, pubsub_name, steady_name
 from bench.compare_load import Workers, run_workers
 from bench.compare_report import Row
-from bench.compare_setup import Device
+from bench.compare_setup import SYS_INTERVAL_S, Device
 from bench.live_count import LiveCount, check
 from bench.load_worker import settled_cpu
 
@@ -69,10 +69,12 @@ class Run:
             cpu = broker.cpu_seconds() - before[broker.name]
             rss = broker.rss_kib() / 1024
             share = (100 * cpu / wall, "% of a core")
+            note = f"{cpu:.2f} s CPU in {wall:.1f} s"
+            if broker.name != NANOIOT:
+                note += f"; $SYS published every {SYS_INTERVAL_S} s"
             self.rows += [
                 Row(IDLE_RSS, broker.name, 0, "", 0.0, 0.0, 0.0, figure=(rss, "MiB")),
-                Row(IDLE_CPU, broker.name, 0, "", cpu, wall, 0.0, figure=share,
-                    note=f"{cpu:.2f} s CPU in {wall:.1f} s"),
+                Row(IDLE_CPU, broker.name, 0, "", cpu, wall, 0.0, figure=share, note=note),
             ]  # fmt: skip
             print(f"  {self.rows[-2].summary()}\n  {self.rows[-1].summary()}", flush=True)
 

@@ -14,8 +14,9 @@ line each on stdin:
 - end of stdin: closes every connection and answers with its totals.
 
 ``role: application``: one connection subscribed to ``devices/+/telemetry`` (QoS 1); after
-``ready``, ``{"expect": N, "quiet_s": S, "limit_s": L}`` waits for N messages (or S seconds
-without one, or L seconds in all) and answers with their count, order and latencies.
+``ready``, ``{"expect": N, "quiet_s": S, "limit_s": L}`` waits until N messages arrived since
+it started (or S seconds without one, or L seconds in all) and answers with their count,
+order and latencies, all of them so far.
 """
 
 import asyncio
@@ -125,7 +126,6 @@ async def run_application(spec: dict[str, Any]) -> dict[str, Any]:
         await tally.settle(command["expect"], command["quiet_s"], command["limit_s"])
         announce({"received": tally.received, "out_of_order": tally.out_of_order,
                   "latency_ms": tally.percentiles()})  # fmt: skip
-        tally = listener.tally = Tally(keep_latency=True)
     if client.transport is not None:
         client.transport.close()
     return {"open": 1}
