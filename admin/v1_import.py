@@ -7,9 +7,13 @@ Rows are imported in batches of what has arrived, up to ``BATCH_ROWS``
 and re-sending the same file reports the rows already imported as conflicts (409). The row
 rules are the CLI's (``nanoiot.cli.imports``). A problem found before the first row
 (Content-Type, CSV header) is an ordinary 400/415 answer; after that the answer is 200 and
-problems are reported in the stream.
+problems are reported in the stream. A client that reads the answer only once it has sent the
+whole file gets it too: up to ``MAX_UNSENT`` bytes of answer wait for it meanwhile.
 """
 
+import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Annotated
@@ -35,6 +39,12 @@ from nanoiot.errors import (
 )
 
 router = APIRouter(tags=["bulk import (v1)"])
+
+# Answer held for a client that does not read it yet. httpx and requests send the whole body
+# before they read a byte of the answer; without room for it, the import would stop once the
+# sockets' buffers are full and never read the rest of the upload. 64 MiB is some 500,000
+# rows' results; past it, the import waits for the client.
+MAX_UNSENT = 64 * 1024 * 1024
 
 _CSV = "text/csv"
 _JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
@@ -107,10 +117,59 @@ async def import_devices(
     except ClientDisconnect:
         return Response(status_code=400)  # gone before the first row: nobody reads this
     return RowResultsResponse(
-        _results(context_of(request), rows, allow_expired=allow_expired),
+        _sent_as_read(_results(context_of(request), rows, allow_expired=allow_expired)),
         # A proxy that buffers answers would hold every result back until the end.
         headers={"X-Accel-Buffering": "no"},
     )
+
+
+async def _sent_as_read(results: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``results``, produced by a task of their own: the import goes on while the client is
+    not reading the answer, up to ``MAX_UNSENT`` bytes of it."""
+    outbox = _Outbox(MAX_UNSENT)
+    producer = asyncio.create_task(outbox.fill(results))
+    try:
+        while chunk := await outbox.take():
+            yield chunk
+        await producer  # raises what the import raised
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
+class _Outbox:
+    """Answer chunks between the import and the client, at most ``limit`` bytes held."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._changed = asyncio.Condition()
+
+    async def fill(self, results: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in results:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._size < self._limit)
+                    self._chunks.append(chunk)
+                    self._size += len(chunk)
+                    self._changed.notify_all()
+        finally:
+            async with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    async def take(self) -> bytes:
+        """All that is waiting, as one chunk; b"" once the import is done and all is taken."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._chunks or self._done)
+            chunk = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            self._changed.notify_all()
+            return chunk
 
 
 async def _rows_of(request: Request) -> Rows:

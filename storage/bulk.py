@@ -76,6 +76,12 @@ class BulkDevices(StoreBase):
         outcomes: list[Outcome | None] = [_invalid(device) for device in devices]
         async with self._write("a device name or key was taken meanwhile") as session:
             valid = [d for d, outcome in zip(devices, outcomes, strict=True) if outcome is None]
+            if self._is_postgres:
+                # The lookups below are prepared statements with a thousand parameters. From
+                # the sixth batch on, PostgreSQL may plan them once for any values: a scan of
+                # the whole table comparing each row with every parameter, seconds a batch at
+                # 50,000 devices. Planned for the values at hand, they are index lookups.
+                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             taken = await _taken(session, valid)
             now = utcnow()
             for index, device in enumerate(devices):
