@@ -74,9 +74,9 @@ class Sizes:
 
 
 SMOKE = Sizes(
-    devices=500, connects=40, messages=1_000, idle=60, rate=500, latency_s=0.5, load_procs=2,
-    connect_rounds=2, fan=10, idle_cpu_s=0.5, k_levels=(0, 40), k_messages=500, k_connects=16,
-    fleet_rate=200, fleet_s=0.5, quiet_s=0.1, warmup=0, check_all=False,
+    devices=500, connects=20, messages=1_000, idle=40, rate=500, latency_s=0.3, load_procs=2,
+    connect_rounds=1, fan=10, idle_cpu_s=0.3, k_levels=(0, 40), k_messages=500, k_connects=16,
+    fleet_rate=200, fleet_s=0.3, quiet_s=0.1, warmup=0, check_all=False,
 )  # fmt: skip
 
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")

@@ -134,11 +134,15 @@ class FleetScenarios:
         base: dict[str, Row] = {}
         try:
             for k in sizes.k_levels if "S7" in scenarios else (sizes.fleet,):
-                rss = broker.rss_kib()
+                per_session = 0.0
                 if k > fleet.open:
+                    await settled_cpu(broker.pid, sizes.quiet_s)
+                    rss, before = broker.rss_kib(), fleet.open
                     await fleet.grow(k, subscribe=True)
+                    await settled_cpu(broker.pid, sizes.quiet_s)
+                    per_session = (broker.rss_kib() - rss) / max(1, fleet.open - before)
                 if "S7" in scenarios:  # its pub/sub checks the count: K plus its own two
-                    await self._at_k(broker, live, fleet, k, base, rss)
+                    await self._at_k(broker, live, fleet, k, base, per_session)
             if "S8" in scenarios:
                 await self.telemetry(broker, live, fleet)
         finally:
@@ -146,7 +150,7 @@ class FleetScenarios:
 
     async def _at_k(
         self, broker: BrokerProcess, live: LiveCount, fleet: Fleet, k: int,
-        base: dict[str, Row], rss_before: int,
+        base: dict[str, Row], per_session_kib: float,
     ) -> None:  # fmt: skip
         sizes = self.run.sizes
         spec = {"qos": 0, "publishers": 1, "subscribers": 1,
@@ -169,12 +173,12 @@ class FleetScenarios:
             failed=sum(r["failures"] for r in results),
         )  # fmt: skip
         self.run.rows.append(connect)
-        self._notes(k, message, connect, base, broker.rss_kib() - rss_before, fleet.open)
+        self._notes(k, message, connect, base, per_session_kib)
 
     def _notes(
-        self, k: int, message: Row, connect: Row, base: dict[str, Row], rss_kib: int, open_: int
+        self, k: int, message: Row, connect: Row, base: dict[str, Row], per_session_kib: float
     ) -> None:
-        """Each row against its K=0 row; memory per session the level added."""
+        """Each row against its K=0 row; the RSS each session of this level added."""
         rows = self.run.rows
         for what, row in ((QOS0, message), ("connect", connect)):
             if k == 0:
@@ -182,13 +186,9 @@ class FleetScenarios:
                 continue
             zero = base[what].key_figure() if what in base else 0.0
             note = f"{row.key_figure() / zero:.2f}× K=0" if zero else "K=0 under one tick"
-            if what == QOS0 and open_:
-                note += f"; RSS +{rss_kib / max(1, open_ - self._previous(k)):.1f} KiB per session"
+            if what == QOS0:
+                note += f"; RSS +{per_session_kib:.1f} KiB per session"
             rows[rows.index(row)] = _with_note(row, note)
-
-    def _previous(self, k: int) -> int:
-        levels = [level for level in self.run.sizes.k_levels if level < k]
-        return max(levels) if levels else 0
 
     async def telemetry(self, broker: BrokerProcess, live: LiveCount, fleet: Fleet) -> None:
         """S8: the application, then telemetry from every device of the fleet."""
