@@ -21,15 +21,12 @@ order and latencies, all of them so far.
 
 import asyncio
 import contextlib
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.mqtt_wire import PAYLOAD, MqttClient, client_context, connect, publish_packet
 from bench.mqtt_wire import subscribe_packet as subscribe
-from bench.worker_io import Tally, announce, next_command, now_ns, own_cpu
+from bench.worker_io import Tally, announce, next_command, now_ns, run_worker
 
 PUBACK_WAIT_S = 10.0
 
@@ -131,21 +128,5 @@ async def run_application(spec: dict[str, Any]) -> dict[str, Any]:
     return {"open": 1}
 
 
-async def _main(spec: dict[str, Any]) -> None:
-    cpu = own_cpu()
-    run = run_devices if spec["role"] == "devices" else run_application
-    result = await run(spec)
-    announce({**result, "cpu_s": own_cpu() - cpu})
-
-
-def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_main(spec))
-
-
 if __name__ == "__main__":
-    main()
+    run_worker(lambda spec: run_devices if spec["role"] == "devices" else run_application)

@@ -19,11 +19,7 @@ Uses uvloop when it is installed: the generator must not be the slower side.
 """
 
 import asyncio
-import contextlib
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from bench._report import CLK_TCK, process_cpu_seconds
@@ -36,7 +32,7 @@ from bench.mqtt_wire import (
     publish_packet,
     subscribe_packet,
 )
-from bench.worker_io import Tally, announce, next_command, now_ns, own_cpu
+from bench.worker_io import Tally, announce, next_command, now_ns, own_cpu, run_worker
 
 TOPIC = b"bench/t"
 BATCH = 64  # PUBLISH packets per write, per publisher, when not paced
@@ -199,21 +195,5 @@ async def _paced(
 MODES = {"connect": run_connects, "pubsub": run_pubsub}
 
 
-async def _main(spec: dict[str, Any]) -> None:
-    cpu = own_cpu()
-    result = await MODES[spec["mode"]](spec)
-    result["cpu_s"] = own_cpu() - cpu
-    announce(result)
-
-
-def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_main(spec))
-
-
 if __name__ == "__main__":
-    main()
+    run_worker(lambda spec: MODES[spec["mode"]])
