@@ -1,13 +1,19 @@
 """Bulk import over HTTP, streamed both ways: rows are imported as the upload arrives, and
-each row's result is sent back at once as one JSON line, then a summary line.
+each row's result is sent back as one JSON line as soon as its batch is in, then a summary line.
 
-Each row is one transaction (``store.create_device_with_credential``): a bad row is reported
-and skipped, a good one is imported whole, and re-sending the same file reports the rows
-already imported as conflicts (409). The row rules are the CLI's (``nanoiot.cli.imports``).
-A problem found before the first row (Content-Type, CSV header) is an ordinary 400/415 answer;
-after that the answer is 200 and problems are reported in the stream.
+Rows are imported in batches of what has arrived, up to ``BATCH_ROWS``
+(``admin.v1_rows.arrived_batches``; certificate rows in one transaction per batch,
+``nanoiot.cli.import_batch``): a bad row is reported and skipped, a good one is imported whole,
+and re-sending the same file reports the rows already imported as conflicts (409). The row
+rules are the CLI's (``nanoiot.cli.imports``). A problem found before the first row
+(Content-Type, CSV header) is an ordinary 400/415 answer; after that the answer is 200 and
+problems are reported in the stream. A client that reads the answer only once it has sent the
+whole file gets it too: up to ``MAX_UNSENT`` bytes of answer wait for it meanwhile.
 """
 
+import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Annotated
@@ -20,9 +26,10 @@ from starlette.types import Receive, Scope, Send
 
 from admin.context import AdminContext, context_of
 from admin.v1_models import ImportRowResult, ImportSummary, errors, for_api, unsupported
-from admin.v1_rows import Rows, csv_rows, json_rows, numbered_lines, sniffed_rows
+from admin.v1_rows import Rows, arrived_batches, csv_rows, json_rows, numbered_lines, sniffed_rows
 from admin.v1_upload import uploaded_file
-from nanoiot.cli.imports import Row, import_row
+from nanoiot.cli.import_batch import Row, RowOutcome, import_batch
+from nanoiot.cli.imports import BATCH_ROWS
 from nanoiot.errors import (
     ConflictError,
     NanoIoTError,
@@ -32,6 +39,12 @@ from nanoiot.errors import (
 )
 
 router = APIRouter(tags=["bulk import (v1)"])
+
+# Answer held for a client that does not read it yet. httpx and requests send the whole body
+# before they read a byte of the answer; without room for it, the import would stop once the
+# sockets' buffers are full and never read the rest of the upload. 64 MiB is some 500,000
+# rows' results; past it, the import waits for the client.
+MAX_UNSENT = 64 * 1024 * 1024
 
 _CSV = "text/csv"
 _JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
@@ -104,10 +117,59 @@ async def import_devices(
     except ClientDisconnect:
         return Response(status_code=400)  # gone before the first row: nobody reads this
     return RowResultsResponse(
-        _results(context_of(request), rows, allow_expired=allow_expired),
+        _sent_as_read(_results(context_of(request), rows, allow_expired=allow_expired)),
         # A proxy that buffers answers would hold every result back until the end.
         headers={"X-Accel-Buffering": "no"},
     )
+
+
+async def _sent_as_read(results: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``results``, produced by a task of their own: the import goes on while the client is
+    not reading the answer, up to ``MAX_UNSENT`` bytes of it."""
+    outbox = _Outbox(MAX_UNSENT)
+    producer = asyncio.create_task(outbox.fill(results))
+    try:
+        while chunk := await outbox.take():
+            yield chunk
+        await producer  # raises what the import raised
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
+class _Outbox:
+    """Answer chunks between the import and the client, at most ``limit`` bytes held."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._changed = asyncio.Condition()
+
+    async def fill(self, results: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in results:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._size < self._limit)
+                    self._chunks.append(chunk)
+                    self._size += len(chunk)
+                    self._changed.notify_all()
+        finally:
+            async with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    async def take(self) -> bytes:
+        """All that is waiting, as one chunk; b"" once the import is done and all is taken."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._chunks or self._done)
+            chunk = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            self._changed.notify_all()
+            return chunk
 
 
 async def _rows_of(request: Request) -> Rows:
@@ -152,12 +214,18 @@ async def _results(
 ) -> AsyncIterator[bytes]:
     tally = ImportSummary(imported=0, failed=0, conflicts=0, complete=True)
     try:
-        async for line, row in rows:
-            result = await _import_one(context, line, row, allow_expired=allow_expired)
-            tally.imported += result.ok
-            tally.failed += not result.ok
-            tally.conflicts += result.status == 409
-            yield _json_line(result)
+        async for batch in arrived_batches(rows, BATCH_ROWS):
+            given = [(line, _over_the_api(row)) for line, row in batch]
+            outcomes = await import_batch(context.store, given, allow_expired=allow_expired)
+            pairs = zip(batch, outcomes, strict=True)
+            results = [_result(line, row, outcome) for (line, row), (_, outcome) in pairs]
+            imported = sum(result.ok for result in results)
+            if imported:
+                context.changed()
+            tally.imported += imported
+            tally.failed += len(results) - imported
+            tally.conflicts += sum(result.status == 409 for result in results)
+            yield b"".join(_json_line(result) for result in results)
     except ClientDisconnect:
         return  # nobody left to tell; the rows imported so far stay imported
     except NanoIoTError as exc:
@@ -165,22 +233,22 @@ async def _results(
     yield _json_line(tally)
 
 
-async def _import_one(
-    context: AdminContext, line: int, row: Row, *, allow_expired: bool
-) -> ImportRowResult:
-    name = row.get("name") if isinstance(row, dict) else None
-    try:
-        if isinstance(row, dict) and "pem_file" in row:
-            raise ValidationError(
-                "pem_file names a file on the importing machine: over the API, put the "
-                "certificate itself in pem"
-            )
-        device, credential = await import_row(context.store, row, allow_expired=allow_expired)
-    except NanoIoTError as exc:
-        return ImportRowResult(
-            line=line, name=name, ok=False, status=_status_of(exc), error=for_api(str(exc))
+def _over_the_api(row: Row) -> Row:
+    if isinstance(row, dict) and "pem_file" in row:
+        return (
+            "pem_file names a file on the importing machine: over the API, put the "
+            "certificate itself in pem"
         )
-    context.changed()
+    return row
+
+
+def _result(line: int, row: Row, outcome: RowOutcome) -> ImportRowResult:
+    if isinstance(outcome, NanoIoTError):
+        name = row.get("name") if isinstance(row, dict) else None
+        return ImportRowResult(
+            line=line, name=name, ok=False, status=_status_of(outcome), error=for_api(str(outcome))
+        )
+    device, credential = outcome
     return ImportRowResult(
         line=line, name=device.name, ok=True, device_id=device.id, credential_id=credential.id
     )

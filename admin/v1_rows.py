@@ -1,19 +1,24 @@
 """Import rows read from a byte stream as it arrives: CSV or JSON lines.
 
-At most one record is held at a time, whatever the size of the upload: a 1 GB file is read
-in the server's chunks and turned into rows one by one. What a row may contain, and how it is
-imported, is ``nanoiot.cli.imports``'s (the CLI's ``nanoiot device import``), so a file gives
-the same devices through either. Line numbers are those of the uploaded text, where the row
+A bounded number of rows is held at a time, whatever the size of the upload: a 1 GB file is
+read in the server's chunks, turned into rows one by one and imported in batches of what has
+arrived (``arrived_batches``). What a row may contain, and how it is imported, is
+``nanoiot.cli.imports``'s (the CLI's ``nanoiot device import``), so a file gives the same
+devices through either. Line numbers are those of the uploaded text, where the row
 starts; a row that cannot be read becomes a ``str`` saying why, and the import goes on.
 
 Problems that leave no way to find the next row (text that is not UTF-8, a record past
 ``MAX_RECORD``) raise ``ValidationError`` and end the import.
 """
 
+import asyncio
+import contextlib
 import csv
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 
-from nanoiot.cli.imports import Row, csv_header_problem, csv_row, json_row
+from nanoiot.cli.import_batch import Row
+from nanoiot.cli.imports import csv_header_problem, csv_row, json_row
 from nanoiot.errors import ValidationError
 
 # A certificate chain in PEM is a few KiB; a record this long is not a device.
@@ -135,3 +140,71 @@ def _csv_values(record: str, fieldnames: list[str]) -> Row:
     except (csv.Error, StopIteration) as exc:
         return f"not valid CSV: {exc}"
     return csv_row(values)
+
+
+# Rows read ahead of the import: with a batch, what bounds the memory an upload can take.
+_READ_AHEAD = 8
+# A batch also ends at this many characters of row values (a certificate is about 1,000).
+MAX_BATCH_CHARS = 1 << 20
+
+
+@dataclass
+class _End:
+    """After the last row: why the rows ended early, if they did."""
+
+    error: BaseException | None = None
+
+
+async def arrived_batches(rows: Rows, limit: int) -> AsyncIterator[list[tuple[int, Row]]]:
+    """``rows`` in batches of what has arrived: at most ``limit`` rows (and about
+    ``MAX_BATCH_CHARS``), and never a wait for more once one row is there, so a client that
+    sends part of its file and waits for those results gets them. An error reading the rows
+    (ValidationError, ClientDisconnect) is raised after the batch read before it."""
+    queue: asyncio.Queue[tuple[int, Row] | _End] = asyncio.Queue(_READ_AHEAD)
+    reader = asyncio.create_task(_read_ahead(rows, queue))
+    try:
+        while True:
+            batch, end = await _next_batch(queue, limit)
+            if batch:
+                yield batch
+            if end is not None:
+                if end.error is not None:
+                    raise end.error
+                return
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read_ahead(rows: Rows, queue: "asyncio.Queue[tuple[int, Row] | _End]") -> None:
+    try:
+        async for row in rows:
+            await queue.put(row)
+    except Exception as exc:  # handed over: arrived_batches raises it
+        await queue.put(_End(exc))
+    else:
+        await queue.put(_End())
+
+
+async def _next_batch(
+    queue: "asyncio.Queue[tuple[int, Row] | _End]", limit: int
+) -> tuple[list[tuple[int, Row]], _End | None]:
+    batch: list[tuple[int, Row]] = []
+    size = 0
+    item = await queue.get()
+    while not isinstance(item, _End):
+        batch.append(item)
+        size += _size(item[1])
+        if len(batch) >= limit or size >= MAX_BATCH_CHARS:
+            return batch, None
+        if queue.empty():
+            await asyncio.sleep(0)  # a reader waiting for room in the queue fills it again
+            if queue.empty():
+                return batch, None  # the rest has not arrived yet
+        item = queue.get_nowait()
+    return batch, item
+
+
+def _size(row: Row) -> int:
+    return len(row) if isinstance(row, str) else sum(map(len, row.values()))

@@ -1,7 +1,14 @@
-"""What every benchmark report says about where it ran, and a process's CPU time from /proc."""
+"""What every benchmark report says about where it ran, and a process's CPU time from /proc.
+
+Figures from two machines are never compared, and neither are ratios: the same broker moved
+by 2x between an AMD EPYC and an Intel Xeon host. So every report opens its machine section
+with a ``host:`` line (CPU model, cores, kernel) to tell such results apart, and a ratio is
+only ever taken between figures of one run.
+"""
 
 import os
 import platform
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -18,6 +25,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def host() -> str:
+    """The machine in one line: results with different lines are not comparable."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def machine_lines(*tls: str, dirty_note: str = "with uncommitted changes") -> list[str]:
+    """The machine section of a report: host, load, Python, OpenSSL, ``tls`` (what each
+    side links, e.g. 'broker: pyOpenSSL over ...'), and the git commit."""
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return [
+        f"- host: {host()}",
+        f"- load average at the end {load} (a shared machine inflates wall-clock figures)",
+        f"- Python {platform.python_version()} ({platform.platform()})",
+        f"- OpenSSL: stdlib ssl over {ssl.OPENSSL_VERSION}",
+        *(f"- {line}" for line in tls),
+        f"- git commit {git_commit(dirty_note)}",
+    ]
 
 
 def git_commit(dirty_note: str = "with uncommitted changes") -> str:

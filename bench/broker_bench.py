@@ -31,10 +31,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
-import os
-import platform
 import random
-import ssl
 import sys
 import tempfile
 import time
@@ -46,7 +43,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from OpenSSL import SSL
 
 from auth.certificate import parse_credential
-from bench._report import CLK_TCK, cpu_model, git_commit
+from bench._report import CLK_TCK, machine_lines
 from bench.broker_process import Broker, running_broker
 from bench.mqtt_load import Client, RealDevice, Tally, clients_for, drive
 from bench.store_bench import bulk_insert
@@ -302,14 +299,9 @@ def passed(ms: Sequence[Measurement]) -> bool:
 
 
 def machine_info() -> list[str]:
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; load average at the end {load}",
-        f"- Python {platform.python_version()} ({platform.platform()})",
-        f"- broker TLS: pyOpenSSL over {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
-        f"- load generator TLS: stdlib ssl over {ssl.OPENSSL_VERSION}",
-        f"- git commit {git_commit()}",
-    ]
+    return machine_lines(
+        f"broker TLS: pyOpenSSL over {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}"
+    )
 
 
 def report(ms: Sequence[Measurement], sizes: Sizes, concurrency: int, argv: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 WAIT_S = 60.0
 _READY = re.compile(rb"^ready: (?:mqtts://[^\s]+:)?(\d+)\s*$")
+_ADMIN = b"admin API and web UI: "
 
 NANOIOT, MOSQUITTO_NAME, AMQTT = "NanoIoT", "Mosquitto", "amqtt"
 KINDS = (NANOIOT, MOSQUITTO_NAME, AMQTT)
@@ -39,6 +41,8 @@ class BrokerProcess:
     port: int
     ca_file: Path  # what clients verify the server certificate with
     _drain: "asyncio.Task[None] | None" = field(default=None, repr=False)
+    http_url: str = ""  # NanoIoT's admin API (its /metrics)
+    admin_token: str = field(default="", repr=False)
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)
@@ -73,9 +77,10 @@ async def started(
     """Start ``kind`` (NANOIOT, MOSQUITTO_NAME or AMQTT) with its files under ``work`` and its
     stderr in ``logs`` (default: ``work``)."""
     log_file = (logs or work) / f"{kind}.log"
+    token = secrets.token_urlsafe(32)
     if kind == NANOIOT:
         command = [str(Path(sys.executable).with_name("nanoiot")), "serve"]
-        env = nanoiot_env(work / "nanoiot-data", pki)
+        env = nanoiot_env(work / "nanoiot-data", pki, token)
         port = 0
     elif kind == MOSQUITTO_NAME:
         port = free_port()
@@ -94,24 +99,29 @@ async def started(
         drain: asyncio.Task[None] | None = None
         try:
             assert process.stdout is not None
+            http_url = ""
             if kind == MOSQUITTO_NAME:
                 await _listening(port, process, log_file)
             else:
-                port = await _ready_port(process, log_file)
+                port, http_url = await _ready_port(process, log_file)
             drain = asyncio.create_task(_discard(process.stdout))
-            yield BrokerProcess(kind, process.pid, port, pki.ca_file, drain)
+            yield BrokerProcess(kind, process.pid, port, pki.ca_file, drain, http_url, token)
         finally:
             await _stop(process)
             if drain is not None:
                 await drain
 
 
-async def _ready_port(process: asyncio.subprocess.Process, log_file: Path) -> int:
+async def _ready_port(process: asyncio.subprocess.Process, log_file: Path) -> tuple[int, str]:
+    """The MQTT port of the ``ready:`` line, and NanoIoT's admin URL (printed before it)."""
     assert process.stdout is not None
+    http_url = ""
     async with asyncio.timeout(WAIT_S):
         while line := await process.stdout.readline():
+            if line.startswith(_ADMIN):
+                http_url = line[len(_ADMIN) :].split()[0].decode().removesuffix("/ui")
             if found := _READY.match(line):
-                return int(found.group(1))
+                return int(found.group(1)), http_url
     await process.wait()
     raise RuntimeError(f"broker exited with {process.returncode}:\n{_tail(log_file)}")
 

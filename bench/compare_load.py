@@ -1,4 +1,5 @@
-"""Running load-generator processes (``bench.load_worker``) from the benchmark's event loop."""
+"""Running load-generator processes (``bench.load_worker``, ``bench.fleet_worker``) from the
+benchmark's event loop."""
 
 import asyncio
 import json
@@ -21,9 +22,11 @@ def _spec_file(spec: dict[str, Any], directory: Path) -> Path:
     return Path(f.name)
 
 
-async def _spawn(spec: dict[str, Any], directory: Path) -> asyncio.subprocess.Process:
+async def _spawn(
+    spec: dict[str, Any], directory: Path, module: str = "bench.load_worker"
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.load_worker", str(_spec_file(spec, directory)),
+        sys.executable, "-m", module, str(_spec_file(spec, directory)),
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -50,40 +53,71 @@ async def run_workers(specs: Sequence[dict[str, Any]], directory: Path) -> list[
                 await process.wait()
 
 
-class IdleFleet:
-    """Worker processes holding idle connections until ``release()``."""
+class Worker:
+    """A worker that announces its states and takes commands, one JSON line each way
+    (``bench.worker_io``)."""
 
-    def __init__(self, processes: list[asyncio.subprocess.Process]) -> None:
-        self.processes = processes
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
 
     @classmethod
-    async def open(cls, specs: Sequence[dict[str, Any]], directory: Path) -> "IdleFleet":
-        return cls([await _spawn(spec, directory) for spec in specs])
+    async def start(cls, spec: dict[str, Any], directory: Path, module: str) -> "Worker":
+        return cls(await _spawn(spec, directory, module))
 
-    async def ready(self) -> tuple[int, int]:
-        """(open connections, failures), once every worker has opened all of its own."""
-        opened = failed = 0
-        for process in self.processes:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), WORKER_TIMEOUT_S)
-            if not line:
-                raise RuntimeError("idle worker exited before it was ready")
-            state = json.loads(line)
-            opened += state["ready"]
-            failed += state["failures"]
-        return opened, failed
+    async def state(self) -> dict[str, Any]:
+        """The next line the worker prints; RuntimeError if it exits first."""
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), WORKER_TIMEOUT_S)
+        if not line:
+            raise RuntimeError(f"worker exited ({await self.process.wait()}):\n{await self._err()}")
+        state: dict[str, Any] = json.loads(line)
+        return state
 
-    async def release(self) -> list[dict[str, Any]]:
-        results = []
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.close()
-        for process in self.processes:
-            results.append(await _result(process))
-        return results
+    async def command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.send(command)
+        return await self.state()
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+
+    async def finish(self) -> dict[str, Any]:
+        """Close its stdin; its last line once it exits."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return await _result(self.process)
 
     async def kill(self) -> None:
-        for process in self.processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def _err(self) -> str:
+        assert self.process.stderr is not None
+        return (await self.process.stderr.read()).decode()[-3000:]
+
+
+class Workers:
+    """Several workers of one scenario, started, commanded and finished together."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    @classmethod
+    async def start(
+        cls, specs: Sequence[dict[str, Any]], directory: Path, module: str
+    ) -> "Workers":
+        return cls([await Worker.start(spec, directory, module) for spec in specs])
+
+    async def states(self) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(w.state() for w in self.workers)))
+
+    async def command(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(w.command(command) for w in self.workers)))
+
+    async def finish(self) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(w.finish() for w in self.workers)))
+
+    async def kill(self) -> None:
+        for worker in self.workers:
+            await worker.kill()

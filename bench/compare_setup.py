@@ -4,11 +4,15 @@ device certificates that chain to the CA, and each broker's configuration.
 All three brokers present the same EC P-256 server certificate (CN and SAN ``localhost``,
 issued by the benchmark CA) and see the same device certificates:
 
-- Mosquitto: ``require_certificate true``, ``cafile`` = the device CA, ``set_tcp_nodelay true``.
+- Mosquitto: ``require_certificate true``, ``cafile`` = the device CA, ``set_tcp_nodelay true``,
+  ``sys_interval 1`` (its count of connected clients is how the benchmark checks it).
 - plain amqtt 0.12.1: its own TLS listener (``cafile`` = the device CA; amqtt hard-codes
-  ``CERT_OPTIONAL``) and only the anonymous auth plugin, the one that lets clients in.
+  ``CERT_OPTIONAL``), the anonymous auth plugin (the one that lets clients in) and its $SYS
+  plugin (part of its default set) at a 1 s interval.
 - NanoIoT: every device certificate is provisioned (pinned by public key) in its SQLite store,
-  next to ``--devices`` bulk-inserted fake devices; one ACL rule lets devices use ``bench/#``.
+  next to ``--devices`` bulk-inserted fake devices. Devices keep their default rights on
+  ``devices/<name>/#``; two ACL rules let them use ``bench/#`` and let the fleet's application
+  (a device certificate too) subscribe to ``devices/+/telemetry``.
 
 Private keys live only in the run's temporary directory.
 """
@@ -30,11 +34,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from auth.certificate import parse_credential
 from bench.store_bench import bulk_insert
 from nanoiot.settings import Settings
+from storage.bulk import NewDevice
 from storage.migrate import upgrade
 from storage.sql import SqlCredentialStore
 
 TOPIC = "bench/t"
-ACL_RULES = [{"who": "device", "action": "both", "topic": "bench/#"}]
+ACL_RULES = [
+    {"who": "device", "action": "both", "topic": "bench/#"},
+    {"who": "device", "action": "subscribe", "topic": "devices/+/telemetry"},
+]
+SYS_INTERVAL_S = 1
 
 
 @dataclass(frozen=True)
@@ -142,15 +151,21 @@ async def prepare_nanoiot_store(data_dir: Path, fake: int, devices: list[Device]
         print(f"  {fake:,} fake devices inserted in {seconds:.1f} s", flush=True)
     store = await SqlCredentialStore.open(url, data_dir=data_dir)
     try:
-        for device in devices:
-            await store.create_device_with_credential(
-                device.name, x509=parse_credential(device.cert_pem)
-            )
+        for start in range(0, len(devices), 1000):
+            batch = [
+                NewDevice(d.name, parse_credential(d.cert_pem))
+                for d in devices[start : start + 1000]
+            ]
+            refused = [
+                o for o in await store.create_devices_with_x509(batch) if isinstance(o, Exception)
+            ]
+            if refused:
+                raise RuntimeError(f"provisioning the benchmark devices: {refused[0]}")
     finally:
         await store.close()
 
 
-def nanoiot_env(data_dir: Path, pki: Pki) -> dict[str, str]:
+def nanoiot_env(data_dir: Path, pki: Pki, admin_token: str) -> dict[str, str]:
     """``nanoiot serve``'s configuration: a YAML file with the ACL rule, the rest from the
     environment (nothing inherited from ours)."""
     config = data_dir.parent / "nanoiot.yaml"
@@ -164,6 +179,7 @@ def nanoiot_env(data_dir: Path, pki: Pki) -> dict[str, str]:
         NANOIOT_DATA_DIR=str(data_dir),
         NANOIOT_LOG_LEVEL="WARNING",
         NANOIOT_HTTP_PORT="0",
+        NANOIOT_ADMIN_TOKEN=admin_token,
         NANOIOT_CONFIG=str(config),
         MQTT_SSL_BIND_ADDRESS="127.0.0.1",
         MQTT_SSL_BIND_PORT="0",
@@ -193,6 +209,7 @@ def mosquitto_conf(directory: Path, pki: Pki, port: int) -> Path:
                 "log_type warning",
                 "set_tcp_nodelay true",
                 "max_queued_messages 0",
+                f"sys_interval {SYS_INTERVAL_S}",
                 f"listener {port} 127.0.0.1",
                 f"cafile {pki.ca_file}",
                 f"certfile {pki.server_cert}",
@@ -207,7 +224,8 @@ def mosquitto_conf(directory: Path, pki: Pki, port: int) -> Path:
 
 def amqtt_config(pki: Pki, port: int) -> dict[str, object]:
     """amqtt 0.12.1 with a TLS listener; with ``plugins: {}`` it refuses every client (no auth
-    plugin answers True, broker.py:807-832), so only the anonymous plugin is configured."""
+    plugin answers True, broker.py:807-832), so the anonymous plugin is configured, and the
+    $SYS plugin of its default set (its count of connected clients)."""
     return {
         "listeners": {
             "default": {
@@ -220,5 +238,8 @@ def amqtt_config(pki: Pki, port: int) -> dict[str, object]:
                 "max_connections": 0,
             }
         },
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": SYS_INTERVAL_S},
+        },
     }

@@ -39,6 +39,7 @@ class MqttClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.on_publish = on_publish
         self.pubacks = 0
+        self.on_puback: Callable[[], None] | None = None
         self._buffer = bytearray()
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future[int] = loop.create_future()
@@ -84,6 +85,8 @@ class MqttClient(asyncio.Protocol):
                 self._publish(body, qos, acks)
             elif kind == PUBACK:
                 self.pubacks += 1
+                if self.on_puback is not None:
+                    self.on_puback()
             elif kind == CONNACK and not self.connack.done():
                 self.connack.set_result(body[1])
             elif kind == SUBACK and not self.suback.done():
@@ -142,4 +145,5 @@ def client_context(ca_file: str, pem_file: str) -> ssl.SSLContext:
     return context
 
 
-PAYLOAD = struct.Struct(">IIq48x")  # publisher index, sequence number, send time (ns): 64 bytes
+# Publisher index, sequence number, send time (CLOCK_MONOTONIC ns): 64 bytes.
+PAYLOAD = struct.Struct(">IIq48x")

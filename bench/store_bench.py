@@ -14,7 +14,6 @@ PostgreSQL runs in a database of its own, dropped afterwards; SQLite in a tempor
 import argparse
 import asyncio
 import os
-import platform
 import random
 import secrets
 import sqlite3
@@ -31,7 +30,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench._report import cpu_model, git_commit
+from bench._report import machine_lines
 from storage.engine import create_engine
 from storage.migrate import upgrade
 from storage.models import Base, new_id
@@ -248,18 +247,10 @@ def table(results: Sequence[Result]) -> str:
 
 
 def machine_info(admin_dsn: str, backends: Sequence[str]) -> list[str]:
-    cpu = cpu_model()
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    info = [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; load average at the end {load} "
-        "(other work on the machine inflates the wall-clock latencies, not CPU/lookup)",
-        f"- Python {platform.python_version()} ({platform.platform()})",
-        f"- SQLite {sqlite3.sqlite_version}",
-    ]
+    databases = [f"SQLite {sqlite3.sqlite_version}"]
     if "postgres" in backends:
-        info.append(f"- {asyncio.run(_postgres_version(admin_dsn))}")
-    info.append(f"- git commit {git_commit()}")
-    return info
+        databases.append(asyncio.run(_postgres_version(admin_dsn)))
+    return machine_lines(f"databases: {', '.join(databases)}")
 
 
 async def _postgres_version(admin_dsn: str) -> str:

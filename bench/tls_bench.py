@@ -24,8 +24,6 @@ the table header names.
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
-import platform
 import socket
 import ssl
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
-from bench._report import cpu_model, git_commit, process_cpu_seconds
+from bench._report import machine_lines, process_cpu_seconds
 from broker.tls import build_server_context
 from broker.transport import TlsConnection, start_tls_server
 from nanoiot.settings import Settings
@@ -298,14 +296,10 @@ def measure_echo(kind: str, pki: ServerPki, client: ClientFiles, messages: int) 
 
 
 def machine_info() -> list[str]:
-    commit = git_commit(dirty_note="+ uncommitted changes")
-    return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {platform.platform()}",
-        f"- Python {platform.python_version()}",
-        f"- ours: pyOpenSSL over {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
-        f"- stdlib ssl: {ssl.OPENSSL_VERSION}",
-        f"- git commit {commit}",
-    ]
+    return machine_lines(
+        f"ours: pyOpenSSL over {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
+        dirty_note="+ uncommitted changes",
+    )
 
 
 def merge(rows: list[Row]) -> list[Row]:

@@ -74,7 +74,11 @@ class NanoIoTBroker(PersistenceMixin, RoutingMixin, LeanMessageLoop, Broker):  #
         self.live: defaultdict[str, dict[str, Peer]] = defaultdict(dict)  # device id -> key -> peer
         self._acls: dict[Identity, CompiledAcl] = {}
         self.metrics = BrokerMetrics()
-        self.metrics.observe(lambda: len(self.live), lambda: self.auth_log.counts)
+        self.metrics.observe(
+            lambda: len(self.live),
+            lambda: self.auth_log.counts,
+            connected_clients=lambda: sum(map(len, self.live.values())),
+        )
 
     # --- one connection ---------------------------------------------------------------
 

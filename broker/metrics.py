@@ -35,15 +35,22 @@ class BrokerMetrics(Collector):
             buckets=_LOOKUP_BUCKETS,
         )
         self._connected: Callable[[], int] = lambda: 0
+        self._clients: Callable[[], int] = lambda: 0
         self._decisions: Callable[[], Mapping[str, int]] = dict
         self.registry.register(self)
 
     def observe(
-        self, connected_devices: Callable[[], int], decisions: Callable[[], Mapping[str, int]]
+        self,
+        connected_devices: Callable[[], int],
+        decisions: Callable[[], Mapping[str, int]],
+        connected_clients: Callable[[], int] | None = None,
     ) -> None:
-        """Where the gauges read from: live devices, and the count of decisions by reason."""
+        """Where the gauges read from: live devices, the count of decisions by reason, and
+        live MQTT connections (a device may hold several, one per client id)."""
         self._connected = connected_devices
         self._decisions = decisions
+        if connected_clients is not None:
+            self._clients = connected_clients
 
     def count_drop(self) -> None:
         self.messages_dropped += 1
@@ -64,6 +71,11 @@ class BrokerMetrics(Collector):
             "nanoiot_connected_devices",
             "Devices with at least one live MQTT connection",
             value=self._connected(),
+        )
+        yield GaugeMetricFamily(
+            "nanoiot_connected_clients",
+            "Live MQTT connections (accepted and not yet closed)",
+            value=self._clients(),
         )
         decisions = self._decisions()
         accepted = CounterMetricFamily("nanoiot_connects_accepted", "CONNECTs accepted (CONNACK 0)")

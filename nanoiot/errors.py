@@ -15,6 +15,7 @@ uses the dependency, so callers handle ours only::
     ├── StoreError                   anything the credential store reports
     │   ├── NotFoundError            unknown device, credential or CA
     │   ├── ConflictError            a duplicate (name, fingerprint, token, user name)
+    │   │   └── AlreadyImportedError the very device a bulk import row describes exists
     │   ├── ValidationError          a value the store refuses (device name, token, ...)
     │   └── StoreUnavailableError    the database cannot be reached
     └── ClusterError                 the cluster's messaging (NATS) reported a problem
@@ -70,6 +71,11 @@ class NotFoundError(StoreError):
 
 class ConflictError(StoreError):
     """The value is already registered (device name, fingerprint, token, user name)."""
+
+
+class AlreadyImportedError(ConflictError):
+    """A bulk import row whose device exists already, with that row's certificate: an earlier
+    import of the same file got that far (a re-run after a crash meets these rows)."""
 
 
 class ValidationError(StoreError):

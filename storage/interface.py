@@ -11,6 +11,7 @@ from uuid import UUID
 
 from auth.certificate import ParsedCredential
 from auth.kinds import CredentialStatus
+from storage.bulk import NewDevice, Outcome
 from storage.records import (
     AuthEvent,
     AuthOutcome,
@@ -58,6 +59,10 @@ class CredentialStore(Protocol):
     ) -> tuple[Device, Credential]:
         """Device and its first credential (exactly one of x509/token) in one transaction:
         on any error neither exists afterwards. ``issuer_ca_id``: see add_x509_credential."""
+
+    async def create_devices_with_x509(self, devices: Sequence[NewDevice]) -> list[Outcome]:
+        """Many devices with their first X.509 credential in one transaction (the bulk
+        import): each device's records, or why it was refused, in order; see storage.bulk."""
 
     # --- credentials ---
     async def add_x509_credential(

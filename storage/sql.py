@@ -31,6 +31,7 @@ from nanoiot.errors import (
 from storage import migrate
 from storage.audit import TrustAndAudit
 from storage.base import ALREADY_REGISTERED, credential_row, device_row
+from storage.bulk import BulkDevices
 from storage.engine import create_engine, is_sqlite, mapped_errors, masked
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
 from storage.models import CredentialRow, DeviceRow, new_id, utcnow
@@ -44,7 +45,7 @@ NO_SUCH_DEVICE_FOR_CREDENTIAL = "Can't assign device credentials to non-existent
 MAX_PAGE_SIZE = 1000
 
 
-class SqlCredentialStore(SessionRecords, TrustAndAudit):
+class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
     """``storage.interface.CredentialStore`` on SQLAlchemy. Build it with ``open``.
 
     Devices, credentials and the connect-path lookups live here; trusted CAs, auth events and

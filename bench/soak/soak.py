@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._report import cpu_model, git_commit
+from bench._report import machine_lines
 from bench.broker_bench import make_devices, prepare_store
 from bench.broker_process import HOST, Broker, running_broker
 from bench.mqtt_load import RealDevice, remaining_length
@@ -252,13 +252,14 @@ def report(result: Result, argv: Sequence[str]) -> str:
     lines = [
         f"# Soak {dt.date.today()}: {result.devices:,} devices, {result.seconds:.0f} s",
         "",
-        f"`python -m bench.soak.soak {' '.join(argv)}` at {git_commit()}, on {cpu_model()}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end.",
+        f"`python -m bench.soak.soak {' '.join(argv)}`",
         "",
         *(f"- {line}" for line in result.lines()),
         "",
         "RSS samples (seconds, MiB): "
         + ", ".join(f"{x:.0f}:{y / 2**20:.1f}" for x, y in result.tally.rss),
+        "",
+        *machine_lines(),
     ]
     return "\n".join(lines) + "\n"
 

@@ -118,12 +118,14 @@ def import_(
 
     Columns (CSV header or JSON keys): name, and one of pem (the certificate text),
     pem_file (a path, relative to the import file) or token; optional type and label.
+    Each row is imported whole or not at all: after an interruption, run the same file
+    again; certificate rows imported the first time are counted as already imported.
     """
     rows = read_rows(file)
     report = with_store(
         ctx, lambda store: import_rows(store, rows, allow_expired=allow_expired), writes=True
     )
-    console.print(f"imported {report.imported} device(s), {len(report.errors)} row(s) failed")
+    console.print(report.summary())
     for line, message in report.errors:
         console.print(f"  row {line}: {message}", style="red")
     if report.errors:

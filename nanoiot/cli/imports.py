@@ -1,36 +1,51 @@
-"""Bulk import of devices from CSV or JSON lines, one transaction per row.
+"""Bulk import of devices from CSV or JSON lines: ``nanoiot device import``.
 
-A bad row is skipped and reported with its line number; every good row is imported whole
-(device and credential together) or not at all, so a failed import can simply be re-run.
-The row rules (``csv_header_problem``, ``csv_row``, ``json_row``) and ``import_row`` are
-shared with the admin API's streamed import (``admin.v1_import``).
+Rows are imported in batches of ``BATCH_ROWS`` (``nanoiot.cli.import_batch``: certificate rows
+in one transaction per batch), with a progress bar on a terminal and a line per batch
+otherwise. A bad row is skipped and reported with its line number; every good row is imported
+whole (device and credential together) or not at all, so an import that stopped half way, even
+killed, is finished by running it again: the rows imported before are counted as already
+imported, not as failures. The row rules (``csv_header_problem``, ``csv_row``, ``json_row``)
+are shared with the admin API's streamed import (``admin.v1_import``).
 """
 
 import csv
 import io
 import json
-from collections.abc import Collection, Iterator, Mapping
+import sys
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from auth.certificate import parse_credential
-from auth.validity import check_registrable
-from nanoiot.errors import NanoIoTError, ValidationError
+from nanoiot.cli.import_batch import Row, import_batch
+from nanoiot.errors import AlreadyImportedError, NanoIoTError, ValidationError
 from storage.interface import CredentialStore
-from storage.records import Credential, Device
+
+# Rows per batch: 100,000 rows are 100 transactions, and none holds SQLite's write lock for
+# more than a fraction of a second.
+BATCH_ROWS = 1000
 
 _COLUMNS = frozenset({"name", "type", "label", "pem", "pem_file", "token"})
-
-Row = dict[str, str] | str  # a row's values, or why it cannot be read at all
 
 
 @dataclass
 class ImportReport:
     imported: int = 0
+    already_imported: int = 0  # by an earlier run of the same file
     errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.imported + self.already_imported + len(self.errors)
+
+    def summary(self) -> str:
+        text = f"imported {self.imported} device(s), {len(self.errors)} row(s) failed"
+        if self.already_imported:
+            text += f", {self.already_imported} already imported before"
+        return text
 
 
 def read_rows(path: Path) -> list[tuple[int, Row]]:
@@ -46,20 +61,31 @@ def read_rows(path: Path) -> list[tuple[int, Row]]:
 
 
 async def import_rows(
-    store: CredentialStore, rows: list[tuple[int, Row]], *, allow_expired: bool
+    store: CredentialStore, rows: Sequence[tuple[int, Row]], *, allow_expired: bool
 ) -> ImportReport:
-    """Import every row; the report lists each failed row and why."""
+    """Import every row, batch by batch; the report lists each failed row and why."""
     report = ImportReport()
-    with Progress(transient=True) as progress:
+    stderr = Console(stderr=True, highlight=False, markup=False)
+    columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("importing", total=len(rows))
-        for line, row in rows:
-            try:
-                await import_row(store, row, allow_expired=allow_expired)
-                report.imported += 1
-            except NanoIoTError as exc:
-                report.errors.append((line, str(exc)))
-            progress.advance(task)
+        for start in range(0, len(rows), BATCH_ROWS):
+            batch = rows[start : start + BATCH_ROWS]
+            for line, outcome in await import_batch(store, batch, allow_expired=allow_expired):
+                _count(report, line, outcome)
+            progress.advance(task, len(batch))
+            if not stderr.is_terminal:  # no bar in a log: one line per batch instead
+                print(f"{report.rows:,} of {len(rows):,} rows: {report.summary()}", file=sys.stderr)
     return report
+
+
+def _count(report: ImportReport, line: int, outcome: object) -> None:
+    if isinstance(outcome, AlreadyImportedError):
+        report.already_imported += 1
+    elif isinstance(outcome, NanoIoTError):
+        report.errors.append((line, str(outcome)))
+    else:
+        report.imported += 1
 
 
 def _rows(text: str, path: Path) -> Iterator[tuple[int, Row]]:
@@ -116,24 +142,3 @@ def _inline_pem_file(row: Row, base: Path) -> Row:
     except (OSError, UnicodeDecodeError) as exc:
         return f"cannot read {file}: {getattr(exc, 'strerror', None) or 'not PEM text'}"
     return {**{k: v for k, v in row.items() if k != "pem_file"}, "pem": pem}
-
-
-async def import_row(
-    store: CredentialStore, row: Row, *, allow_expired: bool
-) -> tuple[Device, Credential]:
-    """Create the row's device with its credential in one transaction, or raise why not."""
-    if isinstance(row, str):
-        raise ValidationError(row)
-    name = row.get("name", "")
-    if ("pem" in row) == ("token" in row):
-        raise ValidationError(f"'{name}': give exactly one of pem, pem_file or token")
-    x509 = parse_credential(row["pem"]) if "pem" in row else None
-    if x509 is not None:
-        check_registrable(x509, datetime.now(UTC), allow_expired=allow_expired)
-    return await store.create_device_with_credential(
-        name,
-        type=row.get("type", "default"),
-        label=row.get("label", ""),
-        x509=x509,
-        token=row.get("token"),
-    )

@@ -100,7 +100,7 @@ async def test_good_rows_are_imported_and_bad_ones_reported(
         "conflicts": 2,
         "complete": True,
     }
-    assert fake_broker.changes == 2
+    assert fake_broker.changes == 1  # once per batch that imported something
 
     device = await store.get_device_by_name("meter-1")
     assert (str(device.id), device.type, device.label) == (rows[0]["deviceId"], "meter", "hall")
@@ -120,7 +120,7 @@ async def test_running_the_same_file_again_reports_conflicts(
     rows, again = results(await api.post(URL, content=body, headers=NDJSON))
     assert [(row["name"], row["status"]) for row in rows] == [("a", 409), ("b", 409)]
     assert (again["imported"], again["failed"], again["conflicts"]) == (0, 2, 2)
-    assert fake_broker.changes == 2
+    assert fake_broker.changes == 1  # once per batch that imported something
 
 
 async def test_an_expired_certificate_is_imported_with_allow_expired(
@@ -196,7 +196,7 @@ async def test_a_file_upload(
     rows, summary = results(response)
     assert [row["name"] for row in rows] == ["u1", "u2"]
     assert (summary["imported"], summary["failed"]) == (2, 0)
-    assert fake_broker.changes == 2
+    assert fake_broker.changes == 1  # once per batch that imported something
 
 
 @pytest.mark.parametrize(
@@ -303,4 +303,4 @@ async def test_import_on_postgresql(postgres_url: str) -> None:
     assert [row["ok"] for row in rows] == [True, True, False]
     assert rows[2]["status"] == 409
     assert (first["imported"], again["imported"], again["conflicts"]) == (2, 0, 3)
-    assert broker.changes == 2
+    assert broker.changes == 1  # once per batch that imported something

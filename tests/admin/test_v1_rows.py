@@ -1,11 +1,19 @@
 """admin.v1_rows: rows read from a body that arrives in arbitrary pieces."""
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from admin.v1_rows import MAX_RECORD, Rows, csv_rows, json_rows, numbered_lines
-from nanoiot.cli.imports import Row
+from admin.v1_rows import (
+    MAX_RECORD,
+    Rows,
+    arrived_batches,
+    csv_rows,
+    json_rows,
+    numbered_lines,
+)
+from nanoiot.cli.import_batch import Row
 from nanoiot.errors import ValidationError
 
 
@@ -90,3 +98,53 @@ async def test_json_rows_skip_blank_lines_and_report_bad_ones() -> None:
         (3, "expected a JSON object"),
         (4, "unknown key(s) ['colour']"),
     ]
+
+
+# --- arrived_batches: what the streamed import imports at once ------------------------------
+
+
+async def rows_of(*parts: list[tuple[int, Row]], gate: asyncio.Event | None = None) -> Rows:
+    """The rows of each part in turn; before every part after the first, ``gate`` is waited
+    for (the rest of the upload has not arrived)."""
+    for index, part in enumerate(parts):
+        if index and gate is not None:
+            await gate.wait()
+            gate.clear()
+        for row in part:
+            yield row
+
+
+def numbered(first: int, count: int) -> list[tuple[int, Row]]:
+    return [(n, {"name": f"d{n}", "token": f"t{n}"}) for n in range(first, first + count)]
+
+
+async def test_batches_hold_at_most_the_limit() -> None:
+    batches = [batch async for batch in arrived_batches(rows_of(numbered(1, 25)), 10)]
+    assert [len(batch) for batch in batches] == [10, 10, 5]
+    assert [line for batch in batches for line, _ in batch] == list(range(1, 26))
+
+
+async def test_a_batch_is_what_has_arrived_without_waiting_for_more() -> None:
+    gate = asyncio.Event()
+    batches = arrived_batches(rows_of(numbered(1, 3), numbered(4, 2), gate=gate), 10)
+    # The second part only comes once the first part's results are out, as a client that
+    # waits for them would send it: a batch that waited for more would never end.
+    first = await asyncio.wait_for(anext(batches), 10)
+    gate.set()
+    second = await asyncio.wait_for(anext(batches), 10)
+    assert ([line for line, _ in first], [line for line, _ in second]) == ([1, 2, 3], [4, 5])
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
+
+
+async def test_an_error_reading_rows_comes_after_the_rows_before_it() -> None:
+    batches = arrived_batches(json_rows(numbered_lines(pieces(b'{"name": "a"}\n\xff\n', 64))), 10)
+    assert await anext(batches) == [(1, {"name": "a"})]
+    with pytest.raises(ValidationError, match="line 2: not UTF-8 text"):
+        await anext(batches)
+
+
+async def test_large_rows_end_a_batch_early() -> None:
+    big: list[tuple[int, Row]] = [(n, {"name": "x", "pem": "A" * 300_000}) for n in range(10)]
+    batches = [batch async for batch in arrived_batches(rows_of(big), 1000)]
+    assert [len(batch) for batch in batches] == [4, 4, 2]  # MAX_BATCH_CHARS: 1 MiB
