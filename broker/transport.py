@@ -4,16 +4,18 @@ Why not ``asyncio.start_server(ssl=...)``: the stdlib ssl module has no verify c
 it cannot accept the self-signed device certificates we pin by public key (``broker.tls``).
 Here an ``asyncio.Protocol`` feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` built
 on memory BIOs (``bio_write``), runs the handshake and decrypts (``do_handshake``, ``recv``),
-and sends what OpenSSL wrote (``bio_read``). After the handshake, ``on_connection`` receives a
-``TlsConnection``: amqtt reader/writer adapters plus the peer's certificate, for
-``Broker.external_connected`` behind a ``type: external`` listener.
+and sends what OpenSSL wrote (``bio_read``). After the handshake, the server hands the
+``TlsConnection`` (``broker.tls_connection``: the peer's certificate, writing, closing) to
+``on_open``, which returns the receiver of its plaintext, called synchronously with every
+decrypted read (the broker's MQTT connections: no task per connection or read); or to
+``on_connection``, a coroutine run as a task that reads ``connection.reader``.
 
 Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per
 read; writes made in one event-loop turn are encrypted and sent together (one record, one
 ``send``), and a full record's worth is sent at once. Failed handshakes (alerts, plaintext
 MQTT, garbage, timeouts) are logged at DEBUG and close only that connection.
 
-Must not import amqtt's broker: this module only moves bytes.
+Knows nothing of MQTT: this module only moves bytes.
 """
 
 import asyncio
@@ -22,16 +24,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, cast
 
-from cryptography import x509
 from OpenSSL import SSL
 
-from broker.tls_stream import TlsStreamReader, TlsStreamWriter
+from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
 
 __all__ = ["TlsConnection", "TlsServer", "start_tls_server"]
 
 log = logging.getLogger(__name__)
 
-OnConnection = Callable[["TlsConnection"], Awaitable[None]]
+OnConnection = Callable[[TlsConnection], Awaitable[None]]
+OnOpen = Callable[[TlsConnection], Receiver]
 
 # RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
 _RECORD: Final = 16 * 1024
@@ -44,47 +46,6 @@ _HANDLER_GRACE: Final = 5.0
 _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 
 
-class TlsConnection:
-    """One client after a completed handshake.
-
-    ``peer_certificate`` is the leaf the client presented (None if it sent none) and
-    ``peer_chain`` every certificate it sent, leaf first (RFC 8446 §4.4.2). Neither is
-    verified beyond the client's proof that it holds the leaf's private key: the caller
-    decides trust (public-key pinning, or a CA check of ``peer_chain``).
-    """
-
-    __slots__ = (
-        "_link",
-        "peer_certificate",
-        "peer_chain",
-        "reader",
-        "remote",
-        "tls_version",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        link: "_TlsProtocol",
-        remote: tuple[str, int],
-        peer_certificate: x509.Certificate | None,
-        peer_chain: tuple[x509.Certificate, ...],
-        tls_version: str,
-    ) -> None:
-        self._link = link
-        self.remote = remote
-        self.peer_certificate = peer_certificate
-        self.peer_chain = peer_chain
-        self.tls_version = tls_version
-        self.reader = TlsStreamReader(link)
-        self.writer = TlsStreamWriter(link, remote)
-        self.writer.connection = self
-
-    def close(self) -> None:
-        """Send what is pending and close_notify, then close the socket."""
-        self._link.close()
-
-
 class _TlsProtocol(asyncio.Protocol):
     def __init__(self, server: "TlsServer") -> None:
         self._server = server
@@ -95,7 +56,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._remote: tuple[str, int] = ("?", 0)
         self._timer: asyncio.TimerHandle | None = None
-        self._reader: TlsStreamReader | None = None
+        self._receiver: Receiver | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_scheduled = False
@@ -125,16 +86,16 @@ class _TlsProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._state == _HANDSHAKE:
             log.debug("TLS client %s:%d closed during the handshake", *self._remote)
-        if self._reader is not None:
-            self._reader.feed_eof()
+        if self._receiver is not None:
+            self._receiver.connection_lost()
         return False  # asyncio closes the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
-        if self._reader is not None:
-            self._reader.feed_eof()
+        if self._receiver is not None:
+            self._receiver.connection_lost()
         self._wake_drain()
         self._server.protocols.discard(self)
         if not self._closed.done():
@@ -176,8 +137,7 @@ class _TlsProtocol(asyncio.Protocol):
         # On a server, OpenSSL's peer chain leaves the leaf out.
         chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
         connection = TlsConnection(self, self._remote, leaf, chain, version)
-        self._reader = connection.reader
-        self._server.start_handler(connection)
+        self._receiver = self._server.start_handler(connection)
         # The client may have sent application data right behind its Finished.
         self._read_records()
 
@@ -210,8 +170,8 @@ class _TlsProtocol(asyncio.Protocol):
         self._feed(chunks)
 
     def _feed(self, chunks: list[bytes]) -> None:
-        if chunks and self._reader is not None:
-            self._reader.feed_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if chunks and self._receiver is not None:
+            self._receiver.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     # --- writing (TransportLink for the adapters) ---
 
@@ -305,11 +265,15 @@ class _TlsProtocol(asyncio.Protocol):
             self._send_tls_output()
         self._shut(abort=False)
 
+    def abort(self) -> None:
+        """Close the socket at once, dropping whatever the peer has not read."""
+        self._shut(abort=True)
+
     def _shut(self, *, abort: bool) -> None:
         if self._state != _CLOSED:
             self._state = _CLOSED
-            if self._reader is not None:
-                self._reader.feed_eof()
+            if self._receiver is not None:
+                self._receiver.connection_lost()
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -333,14 +297,18 @@ class TlsServer:
     def __init__(
         self,
         context: SSL.Context,
-        on_connection: OnConnection,
+        on_connection: OnConnection | None,
         handshake_timeout: float,
+        on_open: OnOpen | None = None,
     ) -> None:
+        if (on_connection is None) == (on_open is None):
+            raise ValueError("give exactly one of on_connection and on_open")
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_TlsProtocol] = set()
         self._on_connection = on_connection
+        self._on_open = on_open
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -353,12 +321,19 @@ class TlsServer:
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    def start_handler(self, connection: TlsConnection) -> None:
+    def start_handler(self, connection: TlsConnection) -> Receiver:
+        """The receiver of a connection's plaintext: ``on_open``'s, or a stream that a task
+        running ``on_connection`` reads."""
+        if self._on_open is not None:
+            return self._on_open(connection)
+        receiver = StreamReceiver(connection.reader)
         task = self.loop.create_task(self._run_handler(connection))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        return receiver
 
     async def _run_handler(self, connection: TlsConnection) -> None:
+        assert self._on_connection is not None
         try:
             await self._on_connection(connection)
         except Exception:
@@ -399,17 +374,19 @@ async def start_tls_server(
     ctx: SSL.Context,
     host: str,
     port: int,
-    on_connection: OnConnection,
+    on_connection: OnConnection | None = None,
     *,
     handshake_timeout: float,
+    on_open: OnOpen | None = None,
 ) -> TlsServer:
-    """Listen on ``host:port`` and call ``on_connection`` for every completed handshake.
+    """Listen on ``host:port``; for every completed handshake call ``on_open`` (which returns
+    the connection's receiver) or start ``on_connection``.
 
     ``on_connection`` runs as one task per connection; the connection is closed when it
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
     is disconnected.
     """
-    server = TlsServer(ctx, on_connection, handshake_timeout)
+    server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     server._server = await server.loop.create_server(
         lambda: _TlsProtocol(server), host, port, backlog=1024
     )

@@ -1,7 +1,7 @@
 """The one error hierarchy of NanoIoT.
 
 Every error a user can cause or meet is one of these; the errors of our dependencies
-(cryptography, SQLAlchemy, amqtt, ...) are mapped to them at the edge of the package that
+(cryptography, SQLAlchemy, pyOpenSSL, ...) are mapped to them at the edge of the package that
 uses the dependency, so callers handle ours only::
 
     NanoIoTError                     root; str(error) is one line meant for the user

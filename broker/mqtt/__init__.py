@@ -1,7 +1,7 @@
 """NanoIoT's MQTT protocol core: bytes in, events out; commands in, bytes out.
 
 This package contains no networking code at all, in the spirit of h11: no asyncio, sockets,
-ssl/OpenSSL, database or amqtt (``tests/broker/test_mqtt_purity.py`` enforces it). The
+ssl/OpenSSL, database or amqtt (``tests/broker/mqtt/test_purity.py`` enforces it). The
 broker (``broker.client``) feeds it the bytes a client sent and writes the bytes it returns;
 everything that decides what a byte means lives here:
 

@@ -64,24 +64,26 @@ def decode(first: int, data: bytes, start: int, end: int, level: int) -> Packet:
 def decode_publish(first: int, data: bytes, start: int, end: int, level: int) -> Publish:
     """A PUBLISH (§3.3): the hot path, so the common case reads bytes without a Reader."""
     if end - start < 2:
-        raise MalformedPacket("PUBLISH: topic name runs past the remaining length (§2.2.3)")
+        raise MalformedPacket("topic name runs past the remaining length (§2.2.3)")
     after = start + 2 + ((data[start] << 8) | data[start + 1])
     qos = (first >> 1) & 0x03
     if after + (2 if qos else 0) > end:
-        raise MalformedPacket("PUBLISH: topic name runs past the remaining length (§2.2.3)")
+        raise MalformedPacket("topic name runs past the remaining length (§2.2.3)")
     try:
         topic = data[start + 2 : after].decode()
     except UnicodeDecodeError:
-        raise MalformedPacket("PUBLISH: topic name is not valid UTF-8 (§1.5.3)") from None
+        raise MalformedPacket("topic name is not valid UTF-8 (§1.5.3)") from None
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        if "\x00" in topic:
+            raise MalformedPacket("topic name contains U+0000 (§1.5.3)")
         problem = topic_name_problem(topic)
         if problem is not None and not (level == MQTT_5 and not topic):
-            raise MalformedPacket(f"PUBLISH: topic name {problem}")
+            raise MalformedPacket(f"topic name {problem}")
     packet_id = None
     if qos:
         packet_id = (data[after] << 8) | data[after + 1]
         if not packet_id:
-            raise MalformedPacket("PUBLISH: packet identifier 0 (§2.3.1)")
+            raise MalformedPacket("packet identifier 0 (§2.3.1)")
         after += 2
     properties = NO_PROPERTIES
     if level == MQTT_5:
@@ -89,7 +91,7 @@ def decode_publish(first: int, data: bytes, start: int, end: int, level: int) ->
         properties = read_properties(reader, PacketType.PUBLISH)
         after = reader.at
         if not topic and properties.get(0x23) is None:  # 5.0 §3.3.2.1: empty needs an alias
-            raise ProtocolError("PUBLISH: empty topic name without a topic alias (§3.3.2.1)")
+            raise ProtocolError("empty topic name without a topic alias (§3.3.2.1)")
     return Publish(
         topic, data[after:end], qos, bool(first & 0x01), bool(first & 0x08), packet_id, properties
     )

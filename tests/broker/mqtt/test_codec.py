@@ -133,7 +133,7 @@ def _publish(topic: bytes, qos: int = 0, packet_id: int = 1) -> bytes:
         (_publish(b"a/+"), "wildcards"),  # §3.3.2.1
         (_publish(b"a/\xed\xa0\x80"), "not valid UTF-8"),  # an encoded surrogate, §1.5.3
         (_publish(b"\xc0\xaf"), "not valid UTF-8"),  # an overlong '/'
-        (_publish(b"a\x00"), "NUL"),
+        (_publish(b"a\x00"), "U.0000"),
         (_publish(b""), "must not be empty"),  # §4.7.3
         (_publish(b"t", qos=1, packet_id=0), "packet identifier 0"),  # §2.3.1
         (b"\x30\x05\x00\x05abc", "runs past"),
