@@ -85,9 +85,7 @@ class MqttClient:
         if self.ended:
             return
         self.broker.metrics.bytes_in += len(data)
-        events = self.core.receive_data(data, self._loop.time())
-        if events:
-            self._handle(events)
+        self._receive(data)
         if self.ended:
             return
         self._flush()
@@ -98,6 +96,15 @@ class MqttClient:
 
     def connection_lost(self) -> None:
         self._end(will=True)  # §3.1.2.5: unless DISCONNECT came first
+
+    def _receive(self, data: bytes) -> None:
+        core, now = self.core, self._loop.time()
+        events = core.receive_data(data, now)
+        while events:
+            self._handle(events)
+            if self.ended or not core.more_to_read:
+                return
+            events = core.receive_data(b"", now)
 
     # --- events, in order ---------------------------------------------------------------------
 
@@ -199,9 +206,7 @@ class MqttClient:
         if self._paused:
             self._paused = False
             self.tls.resume_reading()
-        events = self.core.receive_data(b"", self._loop.time())  # what came behind CONNECT
-        if events:
-            self._handle(events)
+        self._receive(b"")  # what came behind the CONNECT
         if not self.ended:
             self._flush()
 

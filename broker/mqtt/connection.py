@@ -3,8 +3,10 @@
 Bytes in, events out: ``receive_data(data, now)`` splits what the client sent into packets,
 checks each (a violation ends the connection, 3.1.1 §4.8), answers what needs no decision
 (PINGRESP, PUBREL, PUBCOMP) and returns the events the broker acts on, in arrival order
-(§4.6). A DISCONNECT ends processing: whatever came after it in the same read is ignored,
-whatever came before it is returned first.
+(§4.6). It stops after a SUBSCRIBE or UNSUBSCRIBE, which the broker answers, so that answers
+leave in the order of the packets they answer: ``more_to_read`` then says to call again
+(with ``b""``). A DISCONNECT ends processing: whatever came after it in the same read is
+ignored, whatever came before it is returned first.
 
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
@@ -93,6 +95,11 @@ class Connection:
         return data
 
     @property
+    def more_to_read(self) -> bool:
+        """Bytes are waiting that ``receive_data(b"", now)`` may turn into events."""
+        return bool(self._pending) and self.state == CONNECTED
+
+    @property
     def buffered(self) -> int:
         """Bytes received and not processed yet (kept while authenticating)."""
         return len(self._pending)
@@ -161,6 +168,10 @@ class Connection:
             except ProtocolError as exc:
                 self._violation(events, f"{packet_name(first)}: {exc}", exc.reason_code)
             at = end
+            if events and isinstance(events[-1], Subscribe | Unsubscribe):
+                # The broker answers it; what follows waits, so that answers keep the
+                # order of the packets they answer (a PUBCOMP after the SUBACK before it).
+                return at
         return at
 
     def _violation(self, events: list[Event], reason: str, code: int) -> None:

@@ -30,11 +30,12 @@ from broker.mqtt.packets import (
     Suback,
     Subscribe,
     SubscribeRequest,
+    Unsuback,
     Unsubscribe,
     Will,
 )
 from broker.mqtt.session import RELEASED, Outgoing, Session
-from tests.broker.mqtt.wire_helpers import connected, feed, packets_in, wire
+from tests.broker.mqtt.wire_helpers import connected, drive, feed, packets_in, wire
 
 
 def test_connack_after_accept_with_session_present() -> None:
@@ -69,27 +70,32 @@ def test_bytes_behind_connect_wait_for_the_decision_then_come_in_order() -> None
     assert connection.receive_data(data[-1:], 0) == []  # still authenticating: kept
     assert connection.buffered == len(data) - len(wire(Connect(4, "c", True, 60)))
     connection.accept(Session("c", persistent=False), session_present=False)
-    events = connection.receive_data(b"", 0)
-    assert events == [Subscribe(1, (SubscribeRequest("a", 1),))]
-    assert packets_in(connection.data_to_send()) == [Connack(False, 0), Pingresp()]
+    assert drive(connection, b"") == [Subscribe(1, (SubscribeRequest("a", 1),))]
+    assert packets_in(connection.data_to_send()) == [Connack(False, 0), Suback(1, (1,)), Pingresp()]
 
 
 def test_everything_before_disconnect_in_one_read_is_processed_in_order() -> None:
     """§4.6 and §3.14.4: SUBSCRIBE, UNSUBSCRIBE and PUBREL written together with DISCONNECT
-    are each handled; what follows DISCONNECT is not."""
+    are each handled and answered in order; what follows DISCONNECT is not."""
     session = Session("c", persistent=False)
     session.awaiting_pubrel.update({1, 2, 3})
     connection, _ = connected(session=session)
     subscribe = Subscribe(5, (SubscribeRequest("a/#", 2),))
     unsubscribe = Unsubscribe(6, ("b",))
-    events = feed(
-        connection, subscribe, unsubscribe, Pubrel(1), Pubrel(2), Pubrel(3), Disconnect(),
+    data = wire(
+        subscribe, unsubscribe, Pubrel(1), Pubrel(2), Pubrel(3), Disconnect(),
         Publish("after", b"x"),
     )  # fmt: skip
-    assert events == [subscribe, unsubscribe, Disconnect()]
-    assert packets_in(connection.data_to_send()) == [Pubcomp(1), Pubcomp(2), Pubcomp(3)]
+    assert connection.receive_data(data, 0) == [subscribe]  # the broker answers it first
+    assert connection.more_to_read
+    connection.suback(5, [2])
+    assert drive(connection, b"") == [unsubscribe, Disconnect()]
+    assert packets_in(connection.data_to_send()) == [
+        Suback(5, (2,)), Unsuback(6), Pubcomp(1), Pubcomp(2), Pubcomp(3),
+    ]  # fmt: skip
     assert session.awaiting_pubrel == set()
     assert connection.state == CLOSED
+    assert not connection.more_to_read
 
 
 def test_pingreq_is_answered() -> None:

@@ -6,7 +6,7 @@ from broker.mqtt.decode import decode
 from broker.mqtt.encode import encode
 from broker.mqtt.events import Event
 from broker.mqtt.limits import Limits
-from broker.mqtt.packets import MQTT_3_1_1, Connect, Packet, Will
+from broker.mqtt.packets import MQTT_3_1_1, Connect, Packet, Subscribe, Unsubscribe, Will
 from broker.mqtt.rules import header_problem
 from broker.mqtt.session import Session
 from broker.mqtt.wire import Reader
@@ -53,3 +53,21 @@ def connected(
 
 def feed(connection: Connection, *packets: Packet, now: float = 0.0) -> list[Event]:
     return connection.receive_data(wire(*packets, level=connection.level), now)
+
+
+def drive(connection: Connection, data: bytes, now: float = 0.0) -> list[Event]:
+    """``receive_data`` as the broker calls it: again while ``more_to_read``, answering each
+    SUBSCRIBE (every filter granted) and UNSUBSCRIBE on the way."""
+    found: list[Event] = []
+    events = connection.receive_data(data, now)
+    while events:
+        found += events
+        for event in events:
+            if isinstance(event, Subscribe):
+                connection.suback(event.packet_id, [r.qos for r in event.requests])
+            elif isinstance(event, Unsubscribe):
+                connection.unsuback(event.packet_id)
+        if not connection.more_to_read:
+            break
+        events = connection.receive_data(b"", now)
+    return found
