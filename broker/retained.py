@@ -47,6 +47,10 @@ class RetainedStore:
     def total_bytes(self) -> int:
         return self._bytes
 
+    def owned_by(self, device_id: str) -> int:
+        """How many retained messages ``device_id`` published and the broker keeps."""
+        return len(self._owned.get(device_id, ()))
+
     def matching(self, topic_filter: str) -> list[Retained]:
         return self._tree.match(topic_filter)
 

@@ -121,11 +121,22 @@ class Raw:
     """A blocking TLS connection: packets in with the core's codec, packets out."""
 
     def __init__(
-        self, port: int, server_cert: Path, certfile: Path, level: int = MQTT_3_1_1
+        self,
+        port: int,
+        server_cert: Path,
+        certfile: Path,
+        level: int = MQTT_3_1_1,
+        *,
+        receive_buffer: int | None = None,
     ) -> None:
+        """``receive_buffer``: a small socket buffer, for a client that will stop reading."""
         context = ssl.create_default_context(cafile=str(server_cert))
         context.load_cert_chain(str(certfile))
-        raw = socket.create_connection((HOST, port), timeout=WAIT)
+        raw = socket.socket()
+        if receive_buffer is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        raw.settimeout(WAIT)
+        raw.connect((HOST, port))
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.level = level
         self._buffer = b""
