@@ -4,10 +4,9 @@ Why not ``asyncio.start_server(ssl=...)``: the stdlib ssl module has no verify c
 it cannot accept the self-signed device certificates we pin by public key (``broker.tls``).
 Here an ``asyncio.Protocol`` feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` built
 on memory BIOs (``bio_write``), runs the handshake and decrypts (``do_handshake``, ``recv``),
-and sends what OpenSSL wrote (``bio_read``). After the handshake, the server hands the
-``TlsConnection`` (``broker.tls_connection``: the peer's certificate, writing, closing) to
-``on_open``, which returns the receiver of its plaintext, called synchronously with every
-decrypted read (the broker's MQTT connections: no task per connection or read); or to
+and sends what OpenSSL wrote (``bio_read``). After the handshake the ``TlsConnection``
+(``broker.tls_connection``) goes to ``on_open``, which returns the receiver called with every
+decrypted read (the broker's MQTT connections: no task per connection or read), or to
 ``on_connection``, a coroutine run as a task that reads ``connection.reader``.
 
 Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per

@@ -40,13 +40,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         started.close()
 
 
-def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
-    """The sensor subscribes and leaves; the backend publishes ``sent``; SIGKILL at the last
-    PUBACK."""
-    sensor = fleet.sensor_session(broker)
-    assert sensor.wait_connack() == (0, False)
-    assert sensor.subscribe(RPC) == [1]
-    sensor.close()
+def publish_then_kill(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
+    """The backend publishes ``sent`` at QoS 1; SIGKILL the moment the last PUBACK arrives."""
     backend = fleet.backend(broker)
     acknowledged: list[int] = []
 
@@ -62,6 +57,16 @@ def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[byte
     ]
     assert broker.process.wait(WAIT) == -signal.SIGKILL
     assert all(info.is_published() for info in infos), "killed before every PUBACK"
+
+
+def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
+    """The sensor subscribes and leaves; the backend publishes ``sent``; SIGKILL at the last
+    PUBACK."""
+    sensor = fleet.sensor_session(broker)
+    assert sensor.wait_connack() == (0, False)
+    assert sensor.subscribe(RPC) == [1]
+    sensor.close()
+    publish_then_kill(fleet, broker, sent)
 
 
 def assert_in_order(received: list[mqtt.MQTTMessage], sent: list[bytes], *, dup: bool) -> None:
@@ -160,18 +165,7 @@ def test_sigkill_with_an_online_persistent_subscriber_loses_nothing(fleet: Fleet
     assert silent.wait_connack() == (0, False)
     assert silent.subscribe(RPC) == [1]
     sent = payloads(COUNT)
-    backend = fleet.backend(broker)
-    acknowledged: list[int] = []
-
-    def on_puback(_c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
-        acknowledged.append(mid)
-        if len(acknowledged) == len(sent):
-            os.kill(broker.process.pid, signal.SIGKILL)
-
-    backend.paho.on_publish = on_puback
-    for n, payload in enumerate(sent):
-        backend.paho.publish(f"devices/sensor/rpc/request/{n}", payload, qos=1)
-    assert broker.process.wait(WAIT) == -signal.SIGKILL
+    publish_then_kill(fleet, broker, sent)
     before = _drain(silent)
     assert before == sent[: len(before)]
 
@@ -202,18 +196,7 @@ def test_sigkill_while_an_online_subscriber_acknowledges_some_loses_nothing(
 
     sensor.paho.on_message = ack_every_other
     sent = payloads(COUNT)
-    backend = fleet.backend(broker)
-    acknowledged: list[int] = []
-
-    def on_puback(_c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
-        acknowledged.append(mid)
-        if len(acknowledged) == len(sent):
-            os.kill(broker.process.pid, signal.SIGKILL)
-
-    backend.paho.on_publish = on_puback
-    for n, payload in enumerate(sent):
-        backend.paho.publish(f"devices/sensor/rpc/request/{n}", payload, qos=1)
-    assert broker.process.wait(WAIT) == -signal.SIGKILL
+    publish_then_kill(fleet, broker, sent)
     sensor.close()
 
     broker = fleet.start()
