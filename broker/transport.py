@@ -265,8 +265,10 @@ class _TlsProtocol(asyncio.Protocol):
         self._shut(abort=False)
 
     def abort(self) -> None:
-        """Close the socket at once, dropping whatever the peer has not read."""
+        """Close the socket now, unsent data dropped (even while ``close`` waits for it)."""
         self._shut(abort=True)
+        if self._transport is not None:
+            self._transport.abort()
 
     def _shut(self, *, abort: bool) -> None:
         if self._state != _CLOSED:
@@ -321,15 +323,13 @@ class TlsServer:
         return self._server is not None and self._server.is_serving()
 
     def start_handler(self, connection: TlsConnection) -> Receiver:
-        """The receiver of a connection's plaintext: ``on_open``'s, or a stream that a task
-        running ``on_connection`` reads."""
+        """``on_open``'s receiver, or a stream read by a task running ``on_connection``."""
         if self._on_open is not None:
             return self._on_open(connection)
-        receiver = StreamReceiver(connection.reader)
         task = self.loop.create_task(self._run_handler(connection))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-        return receiver
+        return StreamReceiver(connection.reader)
 
     async def _run_handler(self, connection: TlsConnection) -> None:
         assert self._on_connection is not None

@@ -22,6 +22,11 @@ async def _live_count(broker: BrokerThread, device_id: str) -> int:
     return len(broker.running.broker.live.get(device_id, ()))
 
 
+async def _still_open(broker: BrokerThread, port: int) -> bool:
+    """Whether the broker still holds a TLS connection from this client port."""
+    return any(p._remote[1] == port for p in broker.running.listener.protocols)
+
+
 async def _buffered_for(broker: BrokerThread, client_id: str) -> int:
     for client in broker.running.broker.clients():
         if client.peer is not None and client.peer.client_id == client_id:
@@ -77,7 +82,9 @@ def test_concurrent_connects_while_the_old_one_does_not_read_then_revoke(
         # Each was accepted in turn, taking the session from the one before it.
         assert connacks == [Connack(not clean, 0)] * CONCURRENT
         assert broker.call(_live_count(broker, str(device.id))) == 1
-        assert stalled.closed()  # the stalled one was cut off, not left hanging
+        # The stalled one was aborted before the first new CONNACK, not left to linger.
+        assert not broker.call(_still_open(broker, stalled.sock.getsockname()[1]))
+        assert stalled.closed()
 
         broker.call(broker.running.store.set_device_enabled(device.id, False))
         broker.running.follower.wake()
