@@ -22,6 +22,7 @@ from auth.decision import ConnackCode, Decision
 from broker import inbound
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
+from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, KEEP_ALIVE_GRACE, Connection
 from broker.mqtt.events import (
     ConnectionRefused,
@@ -144,6 +145,8 @@ class MqttClient:
             self._end(will=True)
         elif isinstance(event, ProtocolViolation):
             metrics.count_violation()
+            if event.code == Reason.PACKET_TOO_LARGE:
+                metrics.count_limit("max_packet_size")
             if event.connected:
                 log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
                          self.label, event.reason)  # fmt: skip
@@ -248,9 +251,12 @@ class MqttClient:
     def deliver(self, message: Outgoing) -> None:
         """Send a message from a subscription (or the queue's turn comes for it)."""
         broker = self.broker
-        if not message.qos and self.tls.buffered() > broker.config.max_outgoing_buffer:
-            broker.metrics.count_drop()  # §4.3.1: at most once; this subscriber does not read
-            return
+        if not message.qos:
+            if self.tls.buffered() > broker.config.max_outgoing_buffer:
+                broker.metrics.count_drop()  # §4.3.1: at most once; it does not read
+                return
+        elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
+            broker.metrics.count_limit("max_inflight_messages")  # it waits in the queue
         events = self.core.publish(message)
         broker.metrics.messages_out += 1
         if events:

@@ -151,6 +151,7 @@ def test_qos1_to_a_subscriber_that_stops_reading_is_bounded_by_window_and_queue(
         assert (len(session.inflight), len(session.queue)) == (INFLIGHT, QUEUE)
         assert _buffered(broker, stalled_client) <= INFLIGHT * 2 * PAYLOAD
         assert metrics.limit_hits["max_queued_messages"] == sent - INFLIGHT - QUEUE
+        assert metrics.limit_hits["max_inflight_messages"] == sent - INFLIGHT  # each waited
         assert metrics.messages_dropped == 0  # QoS 1 is never dropped for the buffer
     finally:
         publisher.close()

@@ -163,6 +163,7 @@ def test_publish_over_the_maximum_size_closes_the_connection(
         assert backend.no_message()
     finally:
         device.close()
+    assert rbroker.running.broker.metrics.limit_hits["max_packet_size"] >= 1
     size = MAX_PACKET_SIZE + 1
     assert logged(
         logs, "protocol violation by device 'big-sender'",
