@@ -36,8 +36,9 @@ Applications (backends) are never mapped: they address devices by name.
 Rules
 -----
 Allow-only, default deny. A device may use ``devices/{device_name}/#`` (which, mapped, is the
-whole ``me`` API); applications subscribe to ``devices/#`` and publish what answers or commands
-a device. Operators add rules with ``{device_name}``, ``{device_id}`` and ``{cert_cn}``.
+whole ``me`` API); applications subscribe to ``devices/#`` and ``$SYS/#`` (the broker's
+figures) and publish what answers or commands a device. Operators add rules with
+``{device_name}``, ``{device_id}`` and ``{cert_cn}``.
 A placeholder value that could change a topic's shape (empty, '/', '+', '#', NUL, leading '$';
 see ``auth.topics.is_plain_level``) makes the rule not apply to that client; so does
 ``{cert_cn}`` for a client without a certificate.
@@ -146,6 +147,7 @@ APPLICATION_RULES = (
     AclRule(Who.APPLICATION, Action.PUBLISH, "devices/+/attributes/response/+"),
     AclRule(Who.APPLICATION, Action.PUBLISH, "devices/+/rpc/request/+"),
     AclRule(Who.APPLICATION, Action.PUBLISH, "devices/+/rpc/response/+"),
+    AclRule(Who.APPLICATION, Action.SUBSCRIBE, "$SYS/#"),  # the broker's figures
 )
 DEFAULT_RULES = DEVICE_RULES + APPLICATION_RULES
 

@@ -1,14 +1,15 @@
-"""What the broker counts, for ``/metrics`` (Prometheus text format).
+"""What the broker counts, for ``/metrics`` (Prometheus text format) and ``$SYS``.
 
-The hot paths only add to plain integers (``messages_in`` / ``messages_out``); they become
-Prometheus families when scraped, so counting costs a message next to nothing. Each
-``RunningBroker`` has a registry of its own: several brokers in one process (the tests)
-never share or collide on metric names.
+The hot paths only add to plain integers; they become Prometheus families when scraped, so
+counting costs a message next to nothing. Each ``RunningBroker`` has a registry of its own:
+several brokers in one process (the tests) never share or collide on metric names.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,13 +21,38 @@ from auth.decision import Reason
 # client is likely to give up, so finer buckets below and a coarse tail above.
 _LOOKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
+# Every limit a client can hit (the settings of the same name); each is counted.
+LIMITS = (
+    "max_packet_size", "max_inflight_messages", "max_queued_messages", "max_queued_bytes",
+    "max_subscriptions", "max_awaiting_pubrel", "max_retained_messages", "max_retained_bytes",
+    "max_retained_messages_per_device", "max_retained_bytes_per_device", "max_outgoing_buffer",
+)  # fmt: skip
+
+
+@dataclass
+class Gauges:
+    """Where the gauges read from (the broker's registry and retained store)."""
+
+    connected_devices: Callable[[], int] = lambda: 0
+    connected_clients: Callable[[], int] = lambda: 0
+    sessions: Callable[[], int] = lambda: 0
+    subscriptions: Callable[[], int] = lambda: 0
+    retained: Callable[[], int] = lambda: 0
+    decisions: Callable[[], Mapping[str, int]] = dict
+
 
 class BrokerMetrics(Collector):
     def __init__(self) -> None:
         self.messages_in = 0  # PUBLISH packets received from clients
         self.messages_out = 0  # PUBLISH packets handed to subscribers' connections
         self.messages_dropped = 0  # QoS 0 PUBLISH not sent: the subscriber did not keep up
-        self.protocol_violations = 0  # connections closed for breaking MQTT 3.1.1 (§4.8)
+        self.bytes_in = 0  # MQTT bytes (plaintext) received and sent
+        self.bytes_out = 0
+        self.protocol_violations = 0  # connections closed for breaking MQTT (§4.8)
+        self.publishes_denied = 0  # PUBLISH acknowledged and dropped by the ACL (§3.3.5)
+        self.subscriptions_denied = 0  # topic filters refused with SUBACK 0x80
+        self.limit_hits: Counter[str] = Counter()
+        self.gauges = Gauges()
         self.registry = CollectorRegistry(auto_describe=True)
         self.auth_lookup = Histogram(
             "nanoiot_auth_lookup_seconds",
@@ -34,29 +60,17 @@ class BrokerMetrics(Collector):
             registry=self.registry,
             buckets=_LOOKUP_BUCKETS,
         )
-        self._connected: Callable[[], int] = lambda: 0
-        self._clients: Callable[[], int] = lambda: 0
-        self._decisions: Callable[[], Mapping[str, int]] = dict
         self.registry.register(self)
-
-    def observe(
-        self,
-        connected_devices: Callable[[], int],
-        decisions: Callable[[], Mapping[str, int]],
-        connected_clients: Callable[[], int] | None = None,
-    ) -> None:
-        """Where the gauges read from: live devices, the count of decisions by reason, and
-        live MQTT connections (a device may hold several, one per client id)."""
-        self._connected = connected_devices
-        self._decisions = decisions
-        if connected_clients is not None:
-            self._clients = connected_clients
 
     def count_drop(self) -> None:
         self.messages_dropped += 1
+        self.limit_hits["max_outgoing_buffer"] += 1
 
     def count_violation(self) -> None:
         self.protocol_violations += 1
+
+    def count_limit(self, limit: str) -> None:
+        self.limit_hits[limit] += 1
 
     @contextmanager
     def timing_lookup(self) -> Iterator[None]:
@@ -67,17 +81,53 @@ class BrokerMetrics(Collector):
             self.auth_lookup.observe(time.perf_counter() - started)
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
+        gauges = self.gauges
+        yield _gauge(
             "nanoiot_connected_devices",
             "Devices with at least one live MQTT connection",
-            value=self._connected(),
+            gauges.connected_devices(),
         )
-        yield GaugeMetricFamily(
-            "nanoiot_connected_clients",
-            "Live MQTT connections (accepted and not yet closed)",
-            value=self._clients(),
+        yield _gauge(
+            "nanoiot_connected_clients", "Live MQTT connections", gauges.connected_clients()
         )
-        decisions = self._decisions()
+        yield _gauge(
+            "nanoiot_sessions", "MQTT sessions, connected or kept for later", gauges.sessions()
+        )
+        yield _gauge("nanoiot_subscriptions", "Topic filters subscribed", gauges.subscriptions())
+        yield _gauge("nanoiot_retained_messages", "Retained messages kept", gauges.retained())
+        yield from self._decisions(gauges.decisions())
+        yield _counter("nanoiot_messages_received", "PUBLISH packets received", self.messages_in)
+        yield _counter("nanoiot_messages_sent", "PUBLISH packets sent", self.messages_out)
+        yield _counter(
+            "nanoiot_messages_dropped",
+            "QoS 0 PUBLISH packets dropped for subscribers over max_outgoing_buffer",
+            self.messages_dropped,
+        )
+        yield _counter("nanoiot_bytes_received", "MQTT bytes received", self.bytes_in)
+        yield _counter("nanoiot_bytes_sent", "MQTT bytes sent", self.bytes_out)
+        yield _counter(
+            "nanoiot_protocol_violations",
+            "Connections closed for a protocol violation (MQTT 3.1.1 §4.8)",
+            self.protocol_violations,
+        )
+        yield _counter(
+            "nanoiot_publishes_denied",
+            "PUBLISH packets acknowledged and dropped because the ACL does not allow the topic",
+            self.publishes_denied,
+        )
+        yield _counter(
+            "nanoiot_subscriptions_denied",
+            "Topic filters refused (SUBACK 0x80): ACL, validity or max_subscriptions",
+            self.subscriptions_denied,
+        )
+        hits = CounterMetricFamily(
+            "nanoiot_limit_hits", "Times a client hit a limit, by setting", labels=["limit"]
+        )
+        for limit in LIMITS:
+            hits.add_metric([limit], self.limit_hits[limit])
+        yield hits
+
+    def _decisions(self, decisions: Mapping[str, int]) -> Iterator[Metric]:
         accepted = CounterMetricFamily("nanoiot_connects_accepted", "CONNECTs accepted (CONNACK 0)")
         accepted.add_metric([], decisions.get(Reason.ALLOWED.value, 0))
         yield accepted
@@ -88,21 +138,13 @@ class BrokerMetrics(Collector):
             if reason is not Reason.ALLOWED:
                 refused.add_metric([reason.value], decisions.get(reason.value, 0))
         yield refused
-        yield _counter("nanoiot_messages_received", "PUBLISH packets received", self.messages_in)
-        yield _counter("nanoiot_messages_sent", "PUBLISH packets sent", self.messages_out)
-        yield _counter(
-            "nanoiot_messages_dropped",
-            "QoS 0 PUBLISH packets dropped for subscribers over max_outgoing_buffer",
-            self.messages_dropped,
-        )
-        yield _counter(
-            "nanoiot_protocol_violations",
-            "Connections closed for a protocol violation (MQTT 3.1.1 §4.8)",
-            self.protocol_violations,
-        )
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation)
     family.add_metric([], value)
     return family
+
+
+def _gauge(name: str, documentation: str, value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)

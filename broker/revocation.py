@@ -10,11 +10,11 @@ checks a new connection would get. Those now refused are closed without their wi
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from auth.decision import Reason
 from broker.authn import Authenticator
-from broker.core import NanoIoTBroker
 from broker.peer import Peer
 from nanoiot.errors import StoreError
 from storage.interface import CredentialStore
@@ -25,11 +25,22 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.25
 
 
+class LiveBroker(Protocol):
+    """What the follower needs of the broker (``broker.core.Broker``)."""
+
+    def live_peers(self) -> list[Peer]: ...
+    def note_changes(self, device_ids: set[str] | None) -> None: ...
+    def forget_device(self, device_id: str) -> None: ...
+    def kick_device(
+        self, device_id: str, reason: str, which: Callable[[Peer], bool] | None = None
+    ) -> int: ...
+
+
 class RevocationFollower:
     def __init__(
         self,
         store: CredentialStore,
-        broker: NanoIoTBroker,
+        broker: LiveBroker,
         authenticator: Authenticator,
         *,
         interval: float = POLL_INTERVAL,
@@ -80,6 +91,7 @@ class RevocationFollower:
 
     async def _apply(self, changes: Sequence[Change]) -> None:
         devices: set[str] = set()
+        deleted: set[str] = set()
         recheck_ca_issued = False
         for change in changes:
             if change.kind is ChangeKind.CA_CHANGED:
@@ -87,11 +99,17 @@ class RevocationFollower:
                 recheck_ca_issued = True
             elif change.device_id is not None and change.kind in _RECHECK:
                 devices.add(str(change.device_id))
+                if change.kind is ChangeKind.DEVICE_DELETED:
+                    deleted.add(str(change.device_id))
+        # Connects whose lookup is running now look again (Broker.decide).
+        self._broker.note_changes(None if recheck_ca_issued else devices)
         peers = [p for p in self._broker.live_peers() if p.device_id in devices]
         if recheck_ca_issued:
             peers += [p for p in self._broker.live_peers() if p.device_id not in devices]
         for peer in peers:
             await self._recheck(peer)
+        for device_id in deleted:
+            self._broker.forget_device(device_id)
 
     async def _recheck(self, peer: Peer) -> None:
         decision = await self._authenticator.authenticate(peer.request)

@@ -1,4 +1,4 @@
-"""Assembling a running broker: store, TLS listener, amqtt engine, change feed.
+"""Assembling a running broker: store, sessions, TLS listener, change feed, ``$SYS``.
 
 ``RunningBroker.start(settings)`` is what ``nanoiot serve`` and the end-to-end tests use: it
 returns once the listener accepts connections (``port`` is the bound port, so tests pass 0)
@@ -15,12 +15,15 @@ from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
 from broker.authn import Authenticator
-from broker.core import NanoIoTBroker
+from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
-from broker.persistence import Journal
+from broker.mqtt.limits import Limits
 from broker.proxy_protocol import TrustedProxies
+from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
+from broker.session_store import SqlSessionStore
+from broker.sys_topics import SysTopics
 from broker.telemetry import AuthLog
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
@@ -42,14 +45,41 @@ def acl_from_settings(settings: Settings) -> Acl:
     return Acl(rules)
 
 
+def broker_config(settings: Settings) -> BrokerConfig:
+    """The broker's limits and policies from the settings of the same names."""
+    limits = Limits(
+        max_packet_size=settings.max_packet_size,
+        max_inflight=settings.max_inflight_messages,
+        max_queued_messages=settings.max_queued_messages,
+        max_queued_bytes=settings.max_queued_bytes,
+        max_awaiting_pubrel=settings.max_awaiting_pubrel,
+    )
+    retain = RetainLimits(
+        max_messages=settings.max_retained_messages,
+        max_bytes=settings.max_retained_bytes,
+        max_messages_per_device=settings.max_retained_messages_per_device,
+        max_bytes_per_device=settings.max_retained_bytes_per_device,
+    )
+    return BrokerConfig(
+        strict_client_id=settings.strict_client_id,
+        connect_timeout=settings.tls_handshake_timeout,
+        max_outgoing_buffer=settings.max_outgoing_buffer,
+        max_subscriptions=settings.max_subscriptions,
+        limits=limits,
+        retain=retain,
+    )
+
+
 @dataclass
 class RunningBroker:
     settings: Settings
     store: SqlCredentialStore
-    broker: NanoIoTBroker
+    broker: Broker
+    sessions: SqlSessionStore
     listener: TlsServer
     follower: RevocationFollower
     auth_log: AuthLog
+    sys_topics: SysTopics
     development_credentials: bool
     tls_failures: TlsFailureLog
     tls_reload: ServerCertificateReloader
@@ -93,29 +123,26 @@ class RunningBroker:
             store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
         )
         auth_log = AuthLog(store)
-        broker = NanoIoTBroker(
-            authenticator,
-            acl or acl_from_settings(settings),
-            auth_log,
-            strict_client_id=settings.strict_client_id,
-            connect_timeout=settings.tls_handshake_timeout,
-            max_packet_size=settings.max_packet_size,
-            max_outgoing_buffer=settings.max_outgoing_buffer,
-        )
-        await broker.start()
+        sessions = SqlSessionStore(store)
+        broker = Broker(
+            authenticator, acl or acl_from_settings(settings), auth_log,
+            broker_config(settings), store=sessions,
+        )  # fmt: skip
         # Persistent sessions of the previous run, before any client can connect.
-        broker.restore_sessions(Journal(store), await store.load_sessions())
+        await broker.restore()
         auth_log.start()
         follower = RevocationFollower(store, broker, authenticator)
         await follower.start()
+        sys_topics = SysTopics(broker, settings.sys_interval)
+        sys_topics.start()
         tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
         broker.metrics.registry.register(tls_failures)
         listener = await start_tls_server(
             context,
             settings.mqtt_ssl_bind_address,
             settings.mqtt_ssl_bind_port,
-            broker.serve,
             handshake_timeout=settings.tls_handshake_timeout,
+            on_open=broker.open,
             sock=sock,
             handshake_failed=tls_failures.report,
             proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
@@ -127,27 +154,27 @@ class RunningBroker:
             settings, listener.use_context, interval=settings.tls_reload_interval
         )
         tls_reload.start()
-        # Everything made so far (modules, the engine, the store) lives as long as the broker:
-        # out of the collector's reach, the collections each connect's garbage triggers stay
-        # small instead of traversing every object of the process. Garbage first, so that
-        # nothing dead is kept forever.
+        # Everything made so far (modules, the broker, the store) lives as long as the
+        # broker: out of the collector's reach, the collections each connect's garbage
+        # triggers stay small instead of traversing every object of the process. Garbage
+        # first, so that nothing dead is kept forever.
         gc.collect()
         gc.freeze()
         return cls(
-            settings, store, broker, listener, follower, auth_log, development, tls_failures,
-            tls_reload,
+            settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
+            development, tls_failures, tls_reload,
         )  # fmt: skip
 
     async def stop(self) -> None:
-        """Refuse new connections, close live ones, stop the engine, close the store."""
+        """Refuse new connections, close live ones, save the sessions, close the store."""
         await self.tls_reload.stop()
+        self.broker.close_all()
         self.listener.close()
         await self.listener.wait_closed()
         self.tls_failures.close()
+        await self.sys_topics.stop()
         await self.follower.stop()
-        await self.broker.shutdown()
-        if self.broker.journal is not None:
-            await self.broker.journal.close(within=JOURNAL_CLOSE_S)
+        await self.sessions.close(within=JOURNAL_CLOSE_S)
         await self.auth_log.stop()
         await self.store.close()
 

@@ -1,20 +1,14 @@
-"""amqtt's reader and writer adapters over a TLS connection that ``broker.transport`` drives.
+"""A TLS connection as a stream: a reader fed by ``broker.transport`` and a writer back to it.
 
-The reader is fed decrypted bytes by the transport; the writer hands plaintext back to it.
-Both sit on the path of every MQTT byte, so they stay small: no task, lock or log line per
-read or write, and a read that the buffer can satisfy does not wait.
+For code that reads with ``await`` (tests, benchmarks); the broker's MQTT connections take the
+plaintext synchronously instead (``broker.tls_connection.Receiver``). No task, lock or log
+line per read or write, and a read that the buffer can satisfy does not wait.
 
 Must not import OpenSSL: the TLS state machine belongs to ``broker.transport``.
 """
 
 import asyncio
-import ssl
-from typing import TYPE_CHECKING, Protocol
-
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-
-if TYPE_CHECKING:
-    from broker.transport import TlsConnection
+from typing import Protocol
 
 __all__ = ["TlsStreamReader", "TlsStreamWriter", "TransportLink"]
 
@@ -31,11 +25,11 @@ class TransportLink(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class TlsStreamReader(ReaderAdapter):  # type: ignore[misc]  # amqtt has no type hints
-    """Decrypted bytes of one connection, read like amqtt's ``StreamReaderAdapter``.
+class TlsStreamReader:
+    """Decrypted bytes of one connection.
 
     ``read(n)`` returns exactly ``n`` bytes, or fewer only at end of stream (then ``b""`` once
-    the buffer is empty), which is what amqtt's ``read_or_raise`` expects. ``read(-1)`` reads
+    the buffer is empty). ``read(-1)`` reads
     to end of stream; ``read_some(n)`` returns what is there, up to ``n``. When more than
     ``2 * limit`` bytes wait unread, the transport stops reading the socket until the buffer
     is back under ``limit`` or a read needs more, as ``asyncio.StreamReader`` does.
@@ -121,21 +115,16 @@ class TlsStreamReader(ReaderAdapter):  # type: ignore[misc]  # amqtt has no type
             self._waiter = None
 
 
-class TlsStreamWriter(WriterAdapter):  # type: ignore[misc]  # amqtt has no type hints
+class TlsStreamWriter:
     """Plaintext writes of one connection; the transport encrypts and sends them.
 
     ``drain()`` waits while the socket's write buffer is above its high-water mark. Writes after
-    the connection closed are dropped, as amqtt's ``StreamWriterAdapter`` does.
-
-    amqtt keeps only the writer of a client; ``connection`` leads from it back to the peer's
-    certificate (``get_ssl_info()`` has no ``ssl.SSLObject`` to return).
+    the connection closed are dropped.
     """
 
     def __init__(self, link: TransportLink, peer: tuple[str, int]) -> None:
         self._link = link
         self._peer = peer
-        self.connection: TlsConnection | None = None
-        # amqtt's StreamWriterAdapter has the same attribute; amqtt code may look at it.
         self.is_closed = False
 
     def write(self, data: bytes) -> None:
@@ -150,10 +139,6 @@ class TlsStreamWriter(WriterAdapter):  # type: ignore[misc]  # amqtt has no type
 
     def get_peer_info(self) -> tuple[str, int]:
         return self._peer
-
-    def get_ssl_info(self) -> ssl.SSLObject | None:
-        # TLS does not run in the ssl module; the peer certificate is on the TlsConnection.
-        return None
 
     async def close(self) -> None:
         """Flush, send close_notify and wait until the socket is closed."""

@@ -4,9 +4,10 @@ Why not ``asyncio.start_server(ssl=...)``: the stdlib ssl module has no verify c
 it cannot accept the self-signed device certificates we pin by public key (``broker.tls``).
 Here an ``asyncio.Protocol`` feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` built
 on memory BIOs (``bio_write``), runs the handshake and decrypts (``do_handshake``, ``recv``),
-and sends what OpenSSL wrote (``bio_read``). After the handshake, ``on_connection`` receives a
-``TlsConnection``: amqtt reader/writer adapters plus the peer's certificate, for
-``Broker.external_connected`` behind a ``type: external`` listener.
+and sends what OpenSSL wrote (``bio_read``). After the handshake the ``TlsConnection``
+(``broker.tls_connection``) goes to ``on_open``, which returns the receiver called with every
+decrypted read (the broker's MQTT connections: no task per connection or read), or to
+``on_connection``, a coroutine run as a task that reads ``connection.reader``.
 
 Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per
 read; writes made in one event-loop turn are encrypted and sent together (one record, one
@@ -18,7 +19,7 @@ A connection from a trusted load balancer (``TlsServer.proxy_trusted``) starts w
 protocol v2 header naming the client, read by ``broker.proxy_protocol`` before the handshake;
 from then on the connection's ``remote`` is the client's address.
 
-Must not import amqtt's broker: this module only moves bytes.
+Knows nothing of MQTT: this module only moves bytes.
 """
 
 import asyncio
@@ -28,19 +29,19 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
-from cryptography import x509
 from OpenSSL import SSL
 
 from broker.proxy_protocol import HEADER_TIMEOUT, HeaderReader, ProxyHeaderError, TrustedProxies
+from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
 from broker.tls_failures import FailureKind, TlsFailureLog
 from broker.tls_failures import openssl_reason as _reason
-from broker.tls_stream import TlsStreamReader, TlsStreamWriter
 
 __all__ = ["TlsConnection", "TlsServer", "start_tls_server"]
 
 log = logging.getLogger(__name__)
 
-OnConnection = Callable[["TlsConnection"], Awaitable[None]]
+OnConnection = Callable[[TlsConnection], Awaitable[None]]
+OnOpen = Callable[[TlsConnection], Receiver]
 # (peer address, how it ended, OpenSSL's error if any, the first bytes the client sent)
 HandshakeFailed = Callable[
     [tuple[str, int], FailureKind, SSL.Error | ProxyHeaderError | None, bytes], None
@@ -59,47 +60,6 @@ _HELLO_KEPT: Final = 16
 _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 
 
-class TlsConnection:
-    """One client after a completed handshake.
-
-    ``peer_certificate`` is the leaf the client presented (None if it sent none) and
-    ``peer_chain`` every certificate it sent, leaf first (RFC 8446 §4.4.2). Neither is
-    verified beyond the client's proof that it holds the leaf's private key: the caller
-    decides trust (public-key pinning, or a CA check of ``peer_chain``).
-    """
-
-    __slots__ = (
-        "_link",
-        "peer_certificate",
-        "peer_chain",
-        "reader",
-        "remote",
-        "tls_version",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        link: "_TlsProtocol",
-        remote: tuple[str, int],
-        peer_certificate: x509.Certificate | None,
-        peer_chain: tuple[x509.Certificate, ...],
-        tls_version: str,
-    ) -> None:
-        self._link = link
-        self.remote = remote
-        self.peer_certificate = peer_certificate
-        self.peer_chain = peer_chain
-        self.tls_version = tls_version
-        self.reader = TlsStreamReader(link)
-        self.writer = TlsStreamWriter(link, remote)
-        self.writer.connection = self
-
-    def close(self) -> None:
-        """Send what is pending and close_notify, then close the socket."""
-        self._link.close()
-
-
 class _TlsProtocol(asyncio.Protocol):
     def __init__(self, server: "TlsServer") -> None:
         self._server = server
@@ -110,7 +70,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._remote: tuple[str, int] = ("?", 0)
         self._timer: asyncio.TimerHandle | None = None
-        self._reader: TlsStreamReader | None = None
+        self._receiver: Receiver | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_scheduled = False
@@ -150,16 +110,16 @@ class _TlsProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._state == _HANDSHAKE:
             self._server.handshake_failed(self._remote, FailureKind.CLOSED, None, self._hello)
-        if self._reader is not None:
-            self._reader.feed_eof()
+        if self._receiver is not None:
+            self._receiver.connection_lost()
         return False  # asyncio closes the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
-        if self._reader is not None:
-            self._reader.feed_eof()
+        if self._receiver is not None:
+            self._receiver.connection_lost()
         self._wake_drain()
         self._server.protocols.discard(self)
         if not self._closed.done():
@@ -201,8 +161,7 @@ class _TlsProtocol(asyncio.Protocol):
         # On a server, OpenSSL's peer chain leaves the leaf out.
         chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
         connection = TlsConnection(self, self._remote, leaf, chain, version)
-        self._reader = connection.reader
-        self._server.start_handler(connection)
+        self._receiver = self._server.start_handler(connection)
         # The client may have sent application data right behind its Finished.
         self._read_records()
 
@@ -257,8 +216,8 @@ class _TlsProtocol(asyncio.Protocol):
         self._feed(chunks)
 
     def _feed(self, chunks: list[bytes]) -> None:
-        if chunks and self._reader is not None:
-            self._reader.feed_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if chunks and self._receiver is not None:
+            self._receiver.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     # --- writing (TransportLink for the adapters) ---
 
@@ -352,11 +311,17 @@ class _TlsProtocol(asyncio.Protocol):
             self._send_tls_output()
         self._shut(abort=False)
 
+    def abort(self) -> None:
+        """Close the socket now, unsent data dropped (even while ``close`` waits for it)."""
+        self._shut(abort=True)
+        if self._transport is not None:
+            self._transport.abort()
+
     def _shut(self, *, abort: bool) -> None:
         if self._state != _CLOSED:
             self._state = _CLOSED
-            if self._reader is not None:
-                self._reader.feed_eof()
+            if self._receiver is not None:
+                self._receiver.connection_lost()
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -380,9 +345,12 @@ class TlsServer:
     def __init__(
         self,
         context: SSL.Context,
-        on_connection: OnConnection,
+        on_connection: OnConnection | None,
         handshake_timeout: float,
+        on_open: OnOpen | None = None,
     ) -> None:
+        if (on_connection is None) == (on_open is None):
+            raise ValueError("give exactly one of on_connection and on_open")
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.loop = asyncio.get_running_loop()
@@ -390,6 +358,7 @@ class TlsServer:
         self.handshake_failed: HandshakeFailed = TlsFailureLog().report
         self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
         self._on_connection = on_connection
+        self._on_open = on_open
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -406,12 +375,17 @@ class TlsServer:
         """TLS settings for connections accepted from now on; open ones keep theirs."""
         self.context = context
 
-    def start_handler(self, connection: TlsConnection) -> None:
+    def start_handler(self, connection: TlsConnection) -> Receiver:
+        """``on_open``'s receiver, or a stream read by a task running ``on_connection``."""
+        if self._on_open is not None:
+            return self._on_open(connection)
         task = self.loop.create_task(self._run_handler(connection))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        return StreamReceiver(connection.reader)
 
     async def _run_handler(self, connection: TlsConnection) -> None:
+        assert self._on_connection is not None
         try:
             await self._on_connection(connection)
         except Exception:
@@ -452,22 +426,24 @@ async def start_tls_server(
     ctx: SSL.Context,
     host: str,
     port: int,
-    on_connection: OnConnection,
+    on_connection: OnConnection | None = None,
     *,
     handshake_timeout: float,
+    on_open: OnOpen | None = None,
     sock: socket.socket | None = None,
     handshake_failed: HandshakeFailed | None = None,
     proxy_trusted: TrustedProxies | None = None,
 ) -> TlsServer:
-    """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``) and
-    call ``on_connection`` for every completed handshake.
+    """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``); for
+    every completed handshake call ``on_open`` (which returns the connection's receiver) or
+    start ``on_connection``.
 
     ``on_connection`` runs as one task per connection; the connection is closed when it
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
     is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
     protocol v2 header (``broker.proxy_protocol``).
     """
-    server = TlsServer(ctx, on_connection, handshake_timeout)
+    server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:
         server.handshake_failed = handshake_failed
     if proxy_trusted is not None:

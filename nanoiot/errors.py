@@ -1,7 +1,7 @@
 """The one error hierarchy of NanoIoT.
 
 Every error a user can cause or meet is one of these; the errors of our dependencies
-(cryptography, SQLAlchemy, amqtt, ...) are mapped to them at the edge of the package that
+(cryptography, SQLAlchemy, pyOpenSSL, ...) are mapped to them at the edge of the package that
 uses the dependency, so callers handle ours only::
 
     NanoIoTError                     root; str(error) is one line meant for the user
@@ -12,6 +12,9 @@ uses the dependency, so callers handle ours only::
     │   ├── PrivateKeyPastedError    a private key was given where a certificate belongs
     │   └── CertificateRejected      parsed, but unusable (for example already expired)
     ├── KeygenError                  key/certificate generation: bad properties, refusals
+    ├── ProtocolError                an MQTT peer broke the protocol: its connection is closed
+    │   ├── MalformedPacket          a packet that cannot be decoded as the standard says
+    │   └── ConnectRefused           a CONNECT answered with a refusal code, then closed
     ├── StoreError                   anything the credential store reports
     │   ├── NotFoundError            unknown device, credential or CA
     │   ├── ConflictError            a duplicate (name, fingerprint, token, user name)
@@ -59,6 +62,36 @@ class CertificateRejected(CredentialError):
 
 class KeygenError(NanoIoTError):
     """Key or certificate generation cannot proceed (bad properties, refused overwrite)."""
+
+
+class ProtocolError(NanoIoTError):
+    """An MQTT client broke the protocol; the server closes its connection (MQTT 3.1.1 §4.8).
+
+    ``reason_code`` is the MQTT 5 reason code that names the problem (§2.4): 0x81 malformed
+    packet, 0x82 protocol error, 0x95 packet too large, ...
+    """
+
+    reason_code = 0x82
+
+    def __init__(self, message: str, reason_code: int | None = None) -> None:
+        super().__init__(message)
+        if reason_code is not None:
+            self.reason_code = reason_code
+
+
+class MalformedPacket(ProtocolError):
+    """A packet that cannot be decoded as the standard says (MQTT 5 reason code 0x81)."""
+
+    reason_code = 0x81
+
+
+class ConnectRefused(ProtocolError):
+    """A CONNECT the server answers with a CONNACK refusal, then closes (MQTT 3.1.1 §3.1.4):
+    ``return_code`` is the 3.1.1 return code (§3.2.2.3)."""
+
+    def __init__(self, message: str, return_code: int) -> None:
+        super().__init__(message)
+        self.return_code = return_code
 
 
 class StoreError(NanoIoTError):

@@ -75,10 +75,30 @@ class Settings(BaseModel):
     # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
     max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
     # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
-    # dropped; at 4 times this much with QoS 1/2 its connection is closed.
+    # dropped (QoS 1/2 wait in its session, behind max_inflight_messages).
     max_outgoing_buffer: int = Field(1024 * 1024, ge=16 * 1024)
     # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
+
+    # --- MQTT limits: what one client may make the broker hold (each hit is counted) ---
+    # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
+    max_inflight_messages: int = Field(20, ge=1, le=65535)
+    # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the
+    # oldest.
+    max_queued_messages: int = Field(1000, ge=0)
+    max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    # Topic filters one session may hold; more are refused with SUBACK 0x80.
+    max_subscriptions: int = Field(100, ge=0)
+    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it.
+    max_awaiting_pubrel: int = Field(100, ge=1, le=65535)
+    # Retained messages and their bytes, in all and per device; past a limit a retained
+    # message is delivered but not kept.
+    max_retained_messages: int = Field(100_000, ge=0)
+    max_retained_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    max_retained_messages_per_device: int = Field(100, ge=0)
+    max_retained_bytes_per_device: int = Field(1024 * 1024, ge=0)
+    # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
+    sys_interval: float = Field(10.0, ge=0)
 
     # --- NanoIoT's own (environment: NANOIOT_<NAME>) ---
     # Without a settings file or NANOIOT_DATA_DIR: a per-user folder (nanoiot.locations).

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -279,6 +280,12 @@ class ChangeRow(Base):
 # --- persistent MQTT sessions (storage.sessions) ----------------------------------------------
 
 
+# The longest client id and topic filter the session tables keep (characters); the broker
+# refuses longer ones where they arrive, so it never acknowledges what it cannot store.
+MQTT_CLIENT_ID_MAX = 255
+MQTT_TOPIC_FILTER_MAX = 1024
+
+
 class MqttSessionRow(Base):
     """A session with CleanSession 0 (MQTT 3.1.1 §3.1.2.4); ``key`` is the broker's
     ``<device id>/<client id>``. Deleting the device deletes its sessions."""
@@ -290,7 +297,7 @@ class MqttSessionRow(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), index=True
     )
     device_name: Mapped[str] = mapped_column(String(128))
-    client_id: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(String(MQTT_CLIENT_ID_MAX))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -303,20 +310,27 @@ class MqttSubscriptionRow(Base):
     session_key: Mapped[str] = mapped_column(
         ForeignKey("mqtt_sessions.key", ondelete="CASCADE"), primary_key=True
     )
-    topic_filter: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    topic_filter: Mapped[str] = mapped_column(String(MQTT_TOPIC_FILTER_MAX), primary_key=True)
     qos: Mapped[int] = mapped_column(SmallInteger)
     me_form: Mapped[bool] = mapped_column(Boolean)
+    # MQTT 5 subscription options: no local, retain as published, retain handling (§3.8.3.1).
+    options: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
 
 class MqttQueuedMessageRow(Base):
-    """A QoS 1 or 2 message waiting for its session's client; ``id`` orders the queue."""
+    """A QoS 1 or 2 message for a persistent session, from routing until its PUBACK or
+    PUBCOMP (MQTT 3.1.1 §4.4); ``id`` orders the session's messages. Once sent it has its
+    ``packet_id``; ``released``: PUBREC came, PUBREL is what is re-sent."""
 
     __tablename__ = "mqtt_queued_messages"
     __table_args__ = (Index(None, "session_key", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     session_key: Mapped[str] = mapped_column(ForeignKey("mqtt_sessions.key", ondelete="CASCADE"))
-    topic: Mapped[str] = mapped_column(String(1024))
+    topic: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     qos: Mapped[int] = mapped_column(SmallInteger)
     attempted: Mapped[bool] = mapped_column(Boolean, default=False)
+    packet_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    released: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    retain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -1,9 +1,10 @@
-"""Persistent MQTT sessions in the store: sessions, subscriptions, queued messages.
+"""Persistent MQTT sessions in the store: sessions, subscriptions, messages in flight.
 
-The broker (``broker.persistence``) describes what changed as a list of writes and hands
-many of them over at once: ``write_sessions`` applies them in order in one transaction
-(group commit), so a burst of queued messages costs one commit, not one each. Payloads are
-bytes end to end (amqtt's own persistence decoded them as text, facts.md §2).
+The broker (``broker.journal``) describes what changed as a list of writes and hands many of
+them over at once: ``write_sessions`` applies them in order in one transaction (group
+commit), so a burst of messages costs one commit, not one each. A message of a persistent
+session is written when it is routed and deleted at its PUBACK / PUBCOMP, whether its client
+was connected or not (MQTT 3.1.1 §4.4). Payloads are bytes end to end.
 """
 
 import uuid
@@ -42,6 +43,7 @@ class Subscribe:
     topic_filter: str  # canonical form
     qos: int
     me_form: bool
+    options: int = 0  # MQTT 5 subscription options bits 2-5 (§3.8.3.1)
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,17 @@ class Unsubscribe:
 
 @dataclass(frozen=True)
 class Enqueue:
-    """A message for a session whose client is away; ``write_sessions`` returns its id."""
+    """A message for a persistent session; ``write_sessions`` returns its id. Written as it
+    is when the commit runs: already sent (``packet_id``), or even PUBREC'd (``released``)."""
 
     key: str
     topic: str
     payload: bytes
     qos: int
+    retain: bool = False
+    packet_id: int | None = None
+    attempted: bool = False
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,25 @@ class MarkAttempted:
     ids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class MarkSent:
+    """These messages went out with these packet ids (row id, packet id): after a restart
+    they are re-sent with DUP and the same id (§4.4)."""
+
+    sent: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class MarkReleased:
+    """PUBREC came for these QoS 2 messages: PUBREL is what is re-sent (§4.3.3)."""
+
+    ids: tuple[int, ...]
+
+
 SessionWrite = (
     SaveSession | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge | MarkAttempted
-)
+    | MarkSent | MarkReleased
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,7 @@ class StoredSubscription:
     topic_filter: str
     qos: int
     me_form: bool
+    options: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,9 @@ class StoredMessage:
     payload: bytes
     qos: int
     attempted: bool
+    packet_id: int | None = None
+    released: bool = False
+    retain: bool = False
 
 
 @dataclass
@@ -125,7 +152,7 @@ class SessionRecords(StoreBase):
         return ids
 
     async def load_sessions(self) -> list[StoredSession]:
-        """Every persistent session with its subscriptions and queue (oldest message first)."""
+        """Every persistent session with its subscriptions and messages (oldest first)."""
         async with self._snapshot() as session:
             rows = await session.scalars(select(MqttSessionRow).order_by(MqttSessionRow.key))
             found = {
@@ -135,18 +162,27 @@ class SessionRecords(StoreBase):
             subscriptions = await session.scalars(select(MqttSubscriptionRow))
             for sub in subscriptions:
                 found[sub.session_key].subscriptions.append(
-                    StoredSubscription(sub.topic_filter, sub.qos, sub.me_form)
+                    StoredSubscription(sub.topic_filter, sub.qos, sub.me_form, sub.options)
                 )
             queued = await session.scalars(
                 select(MqttQueuedMessageRow).order_by(MqttQueuedMessageRow.id)
             )
             for message in queued:
-                found[message.session_key].queued.append(
-                    StoredMessage(
-                        message.id, message.topic, message.payload, message.qos, message.attempted
-                    )
-                )
+                found[message.session_key].queued.append(_stored_message(message))
         return list(found.values())
+
+
+def _stored_message(row: MqttQueuedMessageRow) -> StoredMessage:
+    return StoredMessage(
+        row.id,
+        row.topic,
+        row.payload,
+        row.qos,
+        row.attempted,
+        row.packet_id,
+        row.released,
+        row.retain,
+    )
 
 
 def _runs(writes: Sequence[SessionWrite]) -> Iterator[list[SessionWrite]]:
@@ -164,7 +200,8 @@ def _runs(writes: Sequence[SessionWrite]) -> Iterator[list[SessionWrite]]:
 async def _enqueue(session: AsyncSession, writes: Sequence[Enqueue]) -> list[int]:
     rows = [
         {"session_key": w.key, "topic": w.topic, "payload": w.payload, "qos": w.qos,
-         "attempted": False}
+         "attempted": w.attempted, "packet_id": w.packet_id, "released": w.released,
+         "retain": w.retain}
         for w in writes
     ]  # fmt: skip
     statement = insert(MqttQueuedMessageRow).returning(
@@ -189,13 +226,14 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
             for table in (MqttQueuedMessageRow, MqttSubscriptionRow):
                 await session.execute(delete(table).where(table.session_key == key))
             await session.execute(delete(MqttSessionRow).where(MqttSessionRow.key == key))
-        case Subscribe(key, topic_filter, qos, me_form):
+        case Subscribe(key, topic_filter, qos, me_form, options):
             sub = await session.get(MqttSubscriptionRow, (key, topic_filter))
             if sub is None:
                 session.add(MqttSubscriptionRow(session_key=key, topic_filter=topic_filter,
-                                                qos=qos, me_form=me_form))  # fmt: skip
+                                                qos=qos, me_form=me_form,
+                                                options=options))  # fmt: skip
             else:
-                sub.qos, sub.me_form = qos, me_form
+                sub.qos, sub.me_form, sub.options = qos, me_form, options
         case Unsubscribe(key, topic_filter):
             await session.execute(
                 delete(MqttSubscriptionRow).where(
@@ -214,6 +252,18 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
                     update(MqttQueuedMessageRow)
                     .where(MqttQueuedMessageRow.id.in_(chunk))
                     .values(attempted=True)
+                )
+        case MarkSent(sent):
+            await session.execute(
+                update(MqttQueuedMessageRow),
+                [{"id": row, "packet_id": packet_id, "attempted": True} for row, packet_id in sent],
+            )
+        case MarkReleased(ids):
+            for chunk in _chunks(ids):
+                await session.execute(
+                    update(MqttQueuedMessageRow)
+                    .where(MqttQueuedMessageRow.id.in_(chunk))
+                    .values(released=True)
                 )
         case Enqueue():
             await _enqueue(session, [write])

@@ -74,11 +74,9 @@ def configure_logging(level: str, tag: str = "") -> None:
     logging.basicConfig(
         level=level, format=f"%(asctime)s %(levelname)-7s {name}: %(message)s", force=True
     )
-    # amqtt logs every packet and connection at INFO; ours say what matters.
+    # Alembic logs every migration step at INFO; ours say what matters.
     quiet = max(logging.WARNING, logging.getLevelNamesMapping()[level])
-    logging.getLogger("amqtt").setLevel(quiet)
-    for noisy in ("transitions", "alembic"):
-        logging.getLogger(noisy).setLevel(quiet)
+    logging.getLogger("alembic").setLevel(quiet)
 
 
 async def _serve(settings: Settings) -> None:

@@ -219,7 +219,8 @@ def test_application_publish(topic: str, allowed: bool) -> None:
         ("devices", True),  # '#' matches the parent (§4.7.1.2)
         ("#", False),
         ("+/#", False),
-        ("$SYS/#", False),
+        ("$SYS/#", True),  # the broker's figures, by a default rule
+        ("$SYSTEM/#", False),
         ("v1/devices/me/#", False),
     ],
 )
@@ -272,9 +273,9 @@ def test_who_and_action_select_the_rule() -> None:
 
 
 def test_operator_may_grant_server_topics_explicitly() -> None:
-    acl = compiled(APP, rule("$SYS/#", who="application", action="subscribe"))
+    acl = compiled(DEVICE, rule("$SYS/#", who="device", action="subscribe"))
     assert acl.can_subscribe("$SYS/broker/+")
-    assert not compiled(APP, rule("#", who="application")).can_subscribe("$SYS/#")  # §4.7.2
+    assert not compiled(DEVICE, rule("#", who="device")).can_subscribe("$SYS/#")  # §4.7.2
 
 
 def test_cert_cn_rules_do_not_apply_without_a_certificate() -> None:

@@ -3,14 +3,16 @@
 - The server context accepts any client chain in the handshake (trust is decided after it)
   and still insists on a certificate when one is required.
 - The compiled ACL is built once per identity, shared by its connections, from a bounded cache.
-- CONNECT is read within the connect timeout without a task of its own.
+- A connection waits for its CONNECT within the connect timeout without a task of its own.
 - The broker's long-lived start-up objects are frozen out of the garbage collector.
 """
 
 import asyncio
 import contextlib
 import gc
+import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,11 @@ from OpenSSL import SSL
 
 from auth.acl import Acl, CompiledAcl, Identity
 from broker import core
-from broker.framing import read_first_packet
 from broker.tls import build_server_context
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client
+from tests.e2e.harness import WAIT, BrokerThread, device_client
 
 
 def _handshake(server: SSL.Context, client: ssl.SSLContext) -> SSL.Connection:
@@ -110,33 +111,50 @@ def test_the_compiled_acl_is_made_once_per_identity(
 
 def test_the_acl_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "_ACL_CACHE_SIZE", 2)
-    broker = core.NanoIoTBroker.__new__(core.NanoIoTBroker)
+    broker = core.Broker.__new__(core.Broker)
     broker.acl = Acl()
     broker._acls = {}
     identities = [Identity(f"id-{n}", f"device-{n}") for n in range(5)]
-    acls = [broker._acl_for(identity) for identity in identities]
+    acls = [broker.acl_for(identity) for identity in identities]
     assert len(broker._acls) <= 2
     assert acls[4].can_publish("devices/device-4/telemetry")
     assert not acls[4].can_publish("devices/device-3/telemetry")
 
 
-class _SilentReader:
-    """A client that connected and sends nothing; records which task reads."""
+async def _record_tasks(created: list[str]) -> None:
+    """Note the coroutine of every task the broker's loop creates from now on."""
+    loop = asyncio.get_running_loop()
 
-    def __init__(self) -> None:
-        self.readers: list[asyncio.Task[Any] | None] = []
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any) -> "asyncio.Future[Any]":
+        created.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop)
 
-    async def read(self, n: int = -1) -> bytes:
-        self.readers.append(asyncio.current_task())
-        await asyncio.Event().wait()
-        return b""
+    loop.set_task_factory(factory)
 
 
-async def test_connect_is_read_within_the_timeout_in_the_callers_task() -> None:
-    reader = _SilentReader()
-    with pytest.raises(TimeoutError):
-        await read_first_packet(reader, 1024, 0.05)
-    assert reader.readers == [asyncio.current_task()]
+async def _stop_recording() -> None:
+    asyncio.get_running_loop().set_task_factory(None)
+
+
+def test_a_silent_connection_is_closed_at_the_connect_timeout_without_a_task(
+    tmp_path: Path,
+) -> None:
+    broker = BrokerThread(broker_settings(tmp_path / "data", tls_handshake_timeout=0.5))
+    created: list[str] = []
+    try:
+        context = ssl.create_default_context(cafile=str(broker.server_cert))
+        context.check_hostname = False
+        broker.call(_record_tasks(created))
+        raw = socket.create_connection(("127.0.0.1", broker.port), timeout=WAIT)
+        with context.wrap_socket(raw) as tls:  # the handshake is done; no CONNECT follows
+            started = time.monotonic()
+            assert tls.recv(1) == b""  # closed by the broker
+        assert 0.3 < time.monotonic() - started < WAIT
+        broker.call(_stop_recording())
+        # The transport and the connection wait with a timer each, not a task.
+        assert [name for name in created if name.startswith(("MqttClient", "TlsServer"))] == []
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""PUBLISH delivery without amqtt's queues (``broker.delivery``, ``broker.routing.route``).
+"""PUBLISH delivery (``broker.inbound``, ``broker.router``, ``broker.client.deliver``).
 
 Real broker, real TLS, real paho clients: order per publisher, QoS 1 held until PUBACK and
-re-sent with DUP to a persistent session, the ACL on delivery, retained messages, wills (still
-amqtt's broadcast queue), the message counters, and a protocol violation closing the sender.
+re-sent with DUP to a persistent session, the ACL on delivery, retained messages, wills, the
+message counters, and a protocol violation closing the sender.
 """
 
 import asyncio
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.delivery import encode_publish
+from broker.mqtt.encode import encode_publish
 from nanoiot.cli.serve import run_event_loop
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
@@ -152,7 +152,7 @@ def test_unacknowledged_qos1_is_resent_with_dup_to_a_persistent_session(
         again.close()
 
 
-def test_will_still_goes_through_the_broadcast_queue(
+def test_will_is_published_when_the_broker_closes_for_a_violation(
     broker: BrokerThread, backend: Client, tmp_path: Path
 ) -> None:
     assert backend.subscribe("devices/+/status", qos=1) == [1]
@@ -173,18 +173,10 @@ def test_will_still_goes_through_the_broadcast_queue(
         assert tls.recv(4) == b"\x20\x02\x00\x00"
         # A PUBLISH to a wildcard topic is a protocol violation: the broker closes the
         # connection, and a close the client did not ask for publishes its will (§3.1.2.5).
-        tls.sendall(encode_publish("v1/devices/me/+", b"x", 0, 0))
+        tls.sendall(encode_publish(b"v1/devices/me/+", b"x", 0, 0))
         assert tls.recv(1) == b""
     message = backend.next_message()
     assert (message.topic, message.payload, message.qos) == ("devices/pump/status", b"gone", 1)
-
-
-def test_encode_publish_matches_the_standard() -> None:
-    # §3.3: fixed header 0x30 | QoS << 1 | retain, remaining length, topic, packet id, payload.
-    assert encode_publish("a/b", b"hi", 0, 0) == b"\x30\x07\x00\x03a/bhi"
-    assert encode_publish("a/b", b"hi", 1, 258, retain=True) == b"\x33\x09\x00\x03a/b\x01\x02hi"
-    long = encode_publish("t", bytes(200), 0, 0)
-    assert long[:3] == b"\x30\xcb\x01"  # 203 = 0x4b | 0x80, then 1 (§2.2.3)
 
 
 def test_serve_runs_on_uvloop_when_installed() -> None:

@@ -1,10 +1,12 @@
-"""A subscriber that stops reading: bounded memory, nothing lost at QoS 1, others unaffected.
+"""A subscriber that stops reading: bounded memory, losses counted, others unaffected.
 
-Real broker with a small ``max_outgoing_buffer``, real TLS; the slow subscriber is a raw TLS
-socket that subscribes and then never reads (its receive buffer made small, so the broker's
-own buffer is what fills), the publisher and the healthy subscriber are paho clients. The
-publisher sends in batches and waits for the healthy subscriber to have each batch, so only
-the slow one falls behind. Also: ``nanoiot_protocol_violations_total``.
+Real broker with a small ``max_outgoing_buffer`` and queue, real TLS; the slow subscriber is
+a raw TLS socket that subscribes and then never reads (its receive buffer made small, so the
+broker's own buffer is what fills), the publisher and the healthy subscriber are paho
+clients. The publisher sends in batches and waits for the healthy subscriber to have each
+batch, so only the slow one falls behind. QoS 0 to it is dropped past the buffer; QoS 1
+waits behind the in-flight window, then in its session's queue, whose oldest messages go
+past ``max_queued_messages``. Also: ``nanoiot_protocol_violations_total``.
 """
 
 import asyncio
@@ -16,20 +18,26 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from broker.delivery import SLOW_CLOSE_FACTOR, encode_publish
-from broker.peer import Peer
+from broker.client import MqttClient
+from broker.mqtt.encode import encode_publish
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
 
 CAP = 64 * 1024
 PAYLOAD = 1024
+INFLIGHT, QUEUE = 20, 100
 BATCH = 32  # messages per round trip: below CAP, so the healthy subscriber never lags a cap
 TOPIC = "devices/source/telemetry"
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(broker_settings(tmp_path / "data", max_outgoing_buffer=CAP))
+    running = BrokerThread(
+        broker_settings(
+            tmp_path / "data", max_outgoing_buffer=CAP, max_inflight_messages=INFLIGHT,
+            max_queued_messages=QUEUE,
+        )
+    )  # fmt: skip
     try:
         yield running
     finally:
@@ -74,13 +82,15 @@ def stalled_subscriber(broker: BrokerThread, qos: int, *, clean: bool) -> ssl.SS
     return tls
 
 
-def _peer(broker: BrokerThread, client_id: str) -> Peer:
-    return next(p for p in broker.running.broker.live_peers() if p.client_id == client_id)
+def _client(broker: BrokerThread, client_id: str) -> MqttClient:
+    return next(
+        c for c in broker.running.broker.clients() if c.peer and c.peer.client_id == client_id
+    )
 
 
-def _buffered(broker: BrokerThread, peer: Peer) -> int:
+def _buffered(broker: BrokerThread, client: MqttClient) -> int:
     async def size() -> int:
-        return int(peer.connection.writer.buffered())
+        return client.tls.buffered()
 
     return broker.call(size())
 
@@ -107,16 +117,17 @@ def test_qos0_to_a_subscriber_that_stops_reading_is_dropped_and_counted(
     publisher, _ = device_client(broker, tmp_path, "source", client_id="src")
     try:
         assert publisher.wait_connack() == 0
-        peer = _peer(broker, "stalled")
+        stalled_client = _client(broker, "stalled")
         sent = 0
         highest = 0
         # Enough to fill the kernel's socket buffers and then the cap, several times over.
         while metrics.messages_dropped < 4 * CAP // PAYLOAD:
             sent = flood(publisher, healthy, 8, qos=0, start=sent)
-            highest = max(highest, _buffered(broker, peer))
+            highest = max(highest, _buffered(broker, stalled_client))
             assert sent < 40_000, "the stalled subscriber's messages were never dropped"
         assert highest <= CAP + 2 * PAYLOAD  # one message past the cap, TLS overhead
-        assert not peer.finished.is_set()  # QoS 0 alone never closes it
+        assert not stalled_client.ended  # QoS 0 alone never closes it
+        assert metrics.limit_hits["max_outgoing_buffer"] == metrics.messages_dropped
         scraped = _scrape(broker)
         assert f"nanoiot_messages_dropped_total {float(metrics.messages_dropped)}" in scraped
     finally:
@@ -124,21 +135,24 @@ def test_qos0_to_a_subscriber_that_stops_reading_is_dropped_and_counted(
         stalled.close()
 
 
-def test_qos1_backlog_closes_the_slow_connection_and_its_session_keeps_every_message(
+def test_qos1_to_a_subscriber_that_stops_reading_is_bounded_by_window_and_queue(
     broker: BrokerThread, healthy: Client, tmp_path: Path
 ) -> None:
+    metrics = broker.running.broker.metrics
     stalled = stalled_subscriber(broker, qos=1, clean=False)
     publisher, _ = device_client(broker, tmp_path, "source", client_id="src")
+    batches = 10
     try:
         assert publisher.wait_connack() == 0
-        peer = _peer(broker, "stalled")
-        sent = 0
-        while not peer.finished.is_set():
-            sent = flood(publisher, healthy, 8, qos=1, start=sent)
-            assert _buffered(broker, peer) <= SLOW_CLOSE_FACTOR * CAP + BATCH * 2 * PAYLOAD
-            assert sent < 40_000, "the stalled subscriber was never disconnected"
-        sent = flood(publisher, healthy, 1, qos=1, start=sent)  # while it is away: queued
-        assert broker.running.broker.metrics.messages_dropped == 0  # QoS 1 is never dropped
+        stalled_client = _client(broker, "stalled")
+        sent = flood(publisher, healthy, batches, qos=1)
+        session = stalled_client.session
+        assert session is not None
+        assert (len(session.inflight), len(session.queue)) == (INFLIGHT, QUEUE)
+        assert _buffered(broker, stalled_client) <= INFLIGHT * 2 * PAYLOAD
+        assert metrics.limit_hits["max_queued_messages"] == sent - INFLIGHT - QUEUE
+        assert metrics.limit_hits["max_inflight_messages"] == sent - INFLIGHT  # each waited
+        assert metrics.messages_dropped == 0  # QoS 1 is never dropped for the buffer
     finally:
         publisher.close()
         stalled.close()
@@ -149,10 +163,10 @@ def test_qos1_backlog_closes_the_slow_connection_and_its_session_keeps_every_mes
     )  # fmt: skip
     try:
         assert back.wait_connack() == 0
-        received: set[int] = set()
-        while len(received) < sent:
-            received.add(int.from_bytes(back.next_message().payload[:4], "big"))
-        assert received == set(range(sent))
+        received = [int.from_bytes(back.next_message().payload[:4], "big") for _ in range(120)]
+        # The window, re-sent first (§4.4), then the newest of the queue, in order.
+        assert received == [*range(INFLIGHT), *range(sent - QUEUE, sent)]
+        assert back.no_message()
     finally:
         back.close()
 
@@ -182,7 +196,7 @@ def test_protocol_violations_are_counted(broker: BrokerThread, tmp_path: Path) -
     with connection() as tls:  # PUBLISH to a wildcard topic (§3.3.2.1)
         tls.sendall(connect)
         assert tls.recv(4) == b"\x20\x02\x00\x00"
-        tls.sendall(encode_publish("v1/devices/me/+", b"x", 0, 0))
+        tls.sendall(encode_publish(b"v1/devices/me/+", b"x", 0, 0))
         assert tls.recv(1) == b""
     assert _settled(broker, lambda: metrics.protocol_violations) == 2
     with connection() as tls:  # SUBSCRIBE with reserved flags 0 (§3.8.1)

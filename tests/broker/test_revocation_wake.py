@@ -1,23 +1,36 @@
 """The change-feed follower polls at once when woken (the admin API in the same process)."""
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.authn import Authenticator
+from broker.peer import Peer
 from broker.revocation import RevocationFollower
 from storage.sql import SqlCredentialStore
 
 
 class _NoLiveSessions:
-    def live_peers(self) -> list[object]:
+    def live_peers(self) -> list[Peer]:
         return []
+
+    def note_changes(self, device_ids: set[str] | None) -> None:
+        pass
+
+    def forget_device(self, device_id: str) -> None:
+        pass
+
+    def kick_device(
+        self, device_id: str, reason: str, which: Callable[[Peer], bool] | None = None
+    ) -> int:
+        return 0
 
 
 async def test_wake_polls_without_waiting_for_the_interval(tmp_path: Path) -> None:
     store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     follower = RevocationFollower(
         store,
-        _NoLiveSessions(),  # type: ignore[arg-type]
+        _NoLiveSessions(),
         Authenticator(store),
         interval=3600.0,  # never by the clock within this test
     )

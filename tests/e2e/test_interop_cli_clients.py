@@ -76,14 +76,14 @@ def tls_options(fleet: Fleet, device: DeviceKeys, ca: str = "--cafile") -> list[
 # --- mosquitto -------------------------------------------------------------------------------
 
 
-def mosquitto_sub(fleet: Fleet, device: DeviceKeys, topic: str) -> Process:
+def mosquitto_sub(fleet: Fleet, device: DeviceKeys, topic: str, *extra: str) -> Process:
     """``mosquitto_sub`` for one message (``-C 1``), at most 10 s (``-W 10``), with debug
     output (``-d``), which shows its SUBACK: the test waits for that line."""
     sub = require_tool("mosquitto_sub", "mosquitto-clients")
     # Its stdout is a pipe here, so stdio would hold the SUBACK line back: line-buffer it.
     stdbuf = require_tool("stdbuf", "coreutils")
     options = [*tls_options(fleet, device), "-q", "1", "-t", topic, "-C", "1", "-W", "10"]
-    return Process([stdbuf, "-oL", sub, "-d", "-v", *options])
+    return Process([stdbuf, "-oL", sub, "-d", "-v", *extra, *options])
 
 
 def test_mosquitto_sub_receives_what_mosquitto_pub_sends_for_the_same_device(
@@ -101,6 +101,26 @@ def test_mosquitto_sub_receives_what_mosquitto_pub_sends_for_the_same_device(
         assert "received CONNACK (0)" in output
         assert "received PUBACK" in output
         subscriber.wait_for('v1/devices/me/telemetry {"temperature": 21}')
+        assert subscriber.finish(15) == 0, subscriber.text
+
+
+def test_mqtt_3_1_clients_publish_and_subscribe(fleet: Fleet) -> None:
+    """Old firmware speaks MQTT 3.1 ("MQIsdp", level 3): ``-V mqttv31`` on both sides."""
+    pub = require_tool("mosquitto_pub", "mosquitto-clients")
+    device = fleet.mosquitto
+    topic = "v1/devices/me/rpc/request/1"
+    version = ["-V", "mqttv31", "-i", "old-firmware-sub"]
+    with mosquitto_sub(fleet, device, "v1/devices/me/rpc/request/+", *version) as subscriber:
+        assert subscriber.wait_for("Subscribed (mid:").endswith(": 1")
+        code, output = run(
+            [pub, "-d", "-V", "mqttv31", "-i", "old-firmware-pub", *tls_options(fleet, device),
+             "-q", "1", "-t", topic, "-m", "from 3.1"],
+            timeout=15,
+        )  # fmt: skip
+        assert code == 0, output
+        assert "received CONNACK (0)" in output
+        assert "received PUBACK" in output
+        subscriber.wait_for(f"{topic} from 3.1")
         assert subscriber.finish(15) == 0, subscriber.text
 
 

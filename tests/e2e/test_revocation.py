@@ -1,6 +1,5 @@
 """Revocation reaches live sessions: from another process, within a second, without wills."""
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -9,12 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from amqtt.adapters import WriterAdapter
 
 from auth.decision import ConnackCode
-from broker import connect as broker_connect
-from broker import core as broker_core
-from broker.peer import Peer
+from broker.client import MqttClient
+from broker.sessions import BrokerSession
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
 
 NANOIOT = str(Path(sys.executable).with_name("nanoiot"))
@@ -82,26 +79,24 @@ def test_change_in_another_process_disconnects_within_a_second(
 def test_revocation_right_after_connack_is_not_lost(
     broker: BrokerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """facts.md §2: amqtt loses a disconnect that arrives before its waiter exists."""
-    real_send = broker_connect.send_connack
-    closed: list[Peer] = []
+    """A kick that lands right after the CONNACK (in the same turn) closes the connection."""
+    real_accept = MqttClient._accept
+    kicked: list[MqttClient] = []
 
-    async def close_right_after(writer: WriterAdapter, code: ConnackCode, **kwargs: bool) -> None:
-        await real_send(writer, code, **kwargs)
-        if code is ConnackCode.ACCEPTED:
-            engine = broker.running.broker
-            peer = next(p for p in engine.live_peers() if p.connection.writer is writer)
-            closed.append(peer)
-            engine.kick_device(peer.device_id, "test: revoked at CONNACK")
+    def kick_right_after(client: MqttClient, session: BrokerSession, present: bool) -> None:
+        real_accept(client, session, present)
+        assert client.peer is not None
+        kicked.append(client)
+        client.broker.kick_device(client.peer.device_id, "test: revoked at CONNACK")
 
-    monkeypatch.setattr(broker_core, "send_connack", close_right_after)
+    monkeypatch.setattr(MqttClient, "_accept", kick_right_after)
     _, issued = broker.provision("racer")
     for attempt in range(20):
         client, _ = device_client(broker, tmp_path, "racer", issued, client_id=f"r{attempt}")
         try:
             assert client.wait_connack() == 0
             assert client.disconnected.wait(WAIT)
-            broker.call(asyncio.wait_for(closed[-1].finished.wait(), WAIT))
+            assert kicked[-1].ended
         finally:
             client.close()
     assert broker.running.broker.live_peers() == []

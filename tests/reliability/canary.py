@@ -116,11 +116,7 @@ class Baseline:
 
     async def _wait_for_newcomers(self) -> list[str]:
         current = asyncio.current_task()
-        tasks = [
-            t
-            for t in asyncio.all_tasks()
-            if t not in self._tasks and t is not current and not _waiting_for_a_packet(t)
-        ]
+        tasks = [t for t in asyncio.all_tasks() if t not in self._tasks and t is not current]
         pending: set[asyncio.Task[Any]] = set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=WAIT)
@@ -133,14 +129,6 @@ class Baseline:
         return [task.get_name() + " " + repr(task.get_coro()) for task in pending]
 
 
-def _waiting_for_a_packet(task: asyncio.Task[Any]) -> bool:
-    """amqtt's reader loop reads each packet header in a new task (``asyncio.wait_for`` with
-    the keep-alive timeout): a connected client always has one, which is never a leftover;
-    the census still counts it."""
-    coro = task.get_coro()
-    return getattr(coro, "__qualname__", "") == "MQTTFixedHeader.from_stream"
-
-
 async def _all_tasks() -> set[asyncio.Task[Any]]:
     return set(asyncio.all_tasks()) - {asyncio.current_task()}
 
@@ -149,7 +137,7 @@ async def _count(broker: BrokerThread) -> Census:
     engine = broker.running.broker
     return Census(
         tasks=len(asyncio.all_tasks()) - 1,  # less this one
-        sessions=len(engine._sessions),
+        sessions=len(engine.registry.sessions),
         live_peers=len(engine.live_peers()),
         tls_connections=len(broker.running.listener.protocols),
         fds=len(os.listdir("/proc/self/fd")),

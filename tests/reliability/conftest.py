@@ -94,7 +94,7 @@ def canary(rbroker: BrokerThread, certs_dir: Path) -> Iterator[Canary]:
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """The broker's log lines about refusals (it runs in this process, in another thread)."""
-    for name in ("broker.core", "broker.framing", "broker.routing", "nanoiot.auth"):
+    for name in ("broker.core", "broker.client", "broker.registry", "nanoiot.auth"):
         caplog.set_level(logging.INFO, logger=name)
     # Last: set_level also sets the capturing handler's level, and handshake failures beyond
     # the rate limit's burst are DEBUG.

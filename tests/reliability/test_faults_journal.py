@@ -1,6 +1,6 @@
 """The session journal under faults: database away, a session deleted under its writes.
 
-``broker.persistence.Journal`` on a real SQLite store; an outage is the store's own
+``broker.journal.Journal`` on a real SQLite store; an outage is the store's own
 StoreUnavailableError, raised by its write method for as long as the test says.
 """
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.persistence import Journal, QueuedMessage
+from broker.journal import DONE, QUEUE, Journal, Ref
+from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreUnavailableError
 from storage.records import Device
 from storage.sessions import SaveSession, SessionWrite
@@ -31,11 +32,11 @@ async def device(store: SqlCredentialStore) -> Device:
     return await store.create_device("meter")
 
 
-def queued(journal: Journal, key: str, count: int) -> list[QueuedMessage]:
-    messages = [QueuedMessage(None, "devices/meter/x", bytes([n]), 1) for n in range(count)]
-    for message in messages:
-        journal.submit(("queue", message, key))
-    return messages
+def queued(journal: Journal, key: str, count: int) -> list[Ref]:
+    refs = [Ref(key, Outgoing("devices/meter/x", bytes([n]), 1)) for n in range(count)]
+    for ref in refs:
+        journal.submit((QUEUE, ref))
+    return refs
 
 
 async def test_writes_submitted_together_share_a_commit(
@@ -49,7 +50,7 @@ async def test_writes_submitted_together_share_a_commit(
     assert commit is not None
     await commit
     assert journal.commits == 1
-    assert all(m.stored_id is not None for m in messages)
+    assert all(ref.row is not None for ref in messages)
     assert journal.pending_commit() is None
     await journal.close(within=5)
     [stored] = await store.load_sessions()
@@ -100,8 +101,8 @@ async def test_writes_for_a_deleted_session_are_dropped_alone(
     kept = queued(journal, mine, 2)
     lost = queued(journal, theirs, 1)
     await journal.close(within=5)
-    assert all(m.stored_id is not None for m in kept)
-    assert lost[0].stored_id is None
+    assert all(ref.row is not None for ref in kept)
+    assert lost[0].row is None
     [stored] = await store.load_sessions()
     assert stored.key == mine
     assert len(stored.queued) == 2
@@ -113,9 +114,9 @@ async def test_a_message_acknowledged_before_its_commit_is_never_written(
     journal = Journal(store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
-    [message] = queued(journal, key, 1)
-    message.acknowledged = True
-    journal.submit(("ack", message, key))
+    [ref] = queued(journal, key, 1)
+    ref.done = True
+    journal.submit((DONE, ref))
     await journal.close(within=5)
     [stored] = await store.load_sessions()
     assert stored.queued == []

@@ -12,13 +12,20 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Empty
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from storage.sessions import StoredSession
 from tests.e2e.harness import WAIT
-from tests.reliability.serve_process import Fleet, ServeProcess, payloads, wait_for_store
+from tests.reliability.serve_process import (
+    Fleet,
+    ServeProcess,
+    Session,
+    payloads,
+    wait_for_store,
+)
 
 RPC = "v1/devices/me/rpc/request/+"
 COUNT = 120
@@ -33,13 +40,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         started.close()
 
 
-def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
-    """The sensor subscribes and leaves; the backend publishes ``sent``; SIGKILL at the last
-    PUBACK."""
-    sensor = fleet.sensor_session(broker)
-    assert sensor.wait_connack() == (0, False)
-    assert sensor.subscribe(RPC) == [1]
-    sensor.close()
+def publish_then_kill(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
+    """The backend publishes ``sent`` at QoS 1; SIGKILL the moment the last PUBACK arrives."""
     backend = fleet.backend(broker)
     acknowledged: list[int] = []
 
@@ -55,6 +57,16 @@ def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[byte
     ]
     assert broker.process.wait(WAIT) == -signal.SIGKILL
     assert all(info.is_published() for info in infos), "killed before every PUBACK"
+
+
+def queue_for_offline_sensor(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:
+    """The sensor subscribes and leaves; the backend publishes ``sent``; SIGKILL at the last
+    PUBACK."""
+    sensor = fleet.sensor_session(broker)
+    assert sensor.wait_connack() == (0, False)
+    assert sensor.subscribe(RPC) == [1]
+    sensor.close()
+    publish_then_kill(fleet, broker, sent)
 
 
 def assert_in_order(received: list[mqtt.MQTTMessage], sent: list[bytes], *, dup: bool) -> None:
@@ -142,3 +154,65 @@ def test_unsubscribe_and_clean_session_survive_sigkill(fleet: Fleet) -> None:
     again = fleet.sensor_session(broker)
     assert again.wait_connack() == (0, False)
     wait_for_store(fleet.data, "a new, empty session", lambda s: bool(s) and not s[0].subscriptions)
+
+
+def test_sigkill_with_an_online_persistent_subscriber_loses_nothing(fleet: Fleet) -> None:
+    """In flight to a connected persistent subscriber is in the store too (§4.4): what the
+    broker acknowledged to the publisher reaches the subscriber after a SIGKILL, whether it
+    was sent before (again, with DUP) or still waiting behind the in-flight window."""
+    broker = fleet.start()
+    silent = fleet.sensor_session(broker, manual_ack=True)  # online, acknowledges nothing
+    assert silent.wait_connack() == (0, False)
+    assert silent.subscribe(RPC) == [1]
+    sent = payloads(COUNT)
+    publish_then_kill(fleet, broker, sent)
+    before = _drain(silent)
+    assert before == sent[: len(before)]
+
+    broker = fleet.start()
+    sensor = fleet.sensor_session(broker)
+    assert sensor.wait_connack() == (0, True)
+    received = sensor.receive(COUNT)
+    assert [m.payload for m in received] == sent  # all of them, in order
+    assert all(m.dup for m in received[: len(before)])  # those sent before come again with DUP
+    wait_for_store(fleet.data, "every message acknowledged", lambda s: not s[0].queued)
+
+
+def test_sigkill_while_an_online_subscriber_acknowledges_some_loses_nothing(
+    fleet: Fleet,
+) -> None:
+    """A subscriber that acknowledges every other message: after SIGKILL the others come
+    again, and everything the publisher had acknowledged arrives at least once."""
+    broker = fleet.start()
+    sensor = fleet.sensor_session(broker, manual_ack=True)
+    assert sensor.wait_connack() == (0, False)
+    assert sensor.subscribe(RPC) == [1]
+    before: list[bytes] = []
+
+    def ack_every_other(client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        before.append(bytes(message.payload))
+        if len(before) % 2:
+            client.ack(message.mid, message.qos)
+
+    sensor.paho.on_message = ack_every_other
+    sent = payloads(COUNT)
+    publish_then_kill(fleet, broker, sent)
+    sensor.close()
+
+    broker = fleet.start()
+    again = fleet.sensor_session(broker)
+    assert again.wait_connack() == (0, True)
+    after = _drain(again)
+    assert set(before) | set(after) == set(sent)  # nothing acknowledged is lost
+    assert set(before[1::2]) <= set(after)  # what it did not acknowledge came again
+
+
+def _drain(session: Session) -> list[bytes]:
+    """Every message that arrives until none comes for half a second (its broker is gone
+    or idle: nothing is on its way any more)."""
+    got: list[bytes] = []
+    while True:
+        try:
+            got.append(bytes(session.messages.get(timeout=0.5).payload))
+        except Empty:
+            return got

@@ -62,3 +62,30 @@ def test_sigterm_exits_0_in_bounded_time_and_keeps_the_queue(fleet: Fleet, tmp_p
     received = sensor.receive(len(sent) + 1)
     assert [m.payload for m in received] == [*sent, b"last"]
     assert sensor.no_message()
+
+
+def test_sigterm_keeps_what_an_online_persistent_subscriber_had_not_acknowledged(
+    fleet: Fleet,
+) -> None:
+    """The old engine lost hundreds of messages in flight to a connected persistent client
+    at a clean shutdown; they are in the store until PUBACK (§4.4)."""
+    broker = fleet.start()
+    silent = fleet.sensor_session(broker, manual_ack=True)  # online, acknowledges nothing
+    assert silent.wait_connack() == (0, False)
+    assert silent.subscribe(RPC) == [1]
+    backend = fleet.backend(broker)
+    sent = payloads(100)
+    infos = [
+        backend.paho.publish(f"devices/sensor/rpc/request/{n}", payload, qos=1)
+        for n, payload in enumerate(sent)
+    ]
+    for info in infos:
+        info.wait_for_publish(WAIT)
+    code, _ = broker.terminate(within=SHUTDOWN_BOUND)
+    assert code == 0, broker.log_tail()
+
+    broker = fleet.start()
+    sensor = fleet.sensor_session(broker)
+    assert sensor.wait_connack() == (0, True)
+    assert [m.payload for m in sensor.receive(len(sent))] == sent
+    assert sensor.no_message()

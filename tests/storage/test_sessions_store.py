@@ -9,6 +9,8 @@ from storage.sessions import (
     DropSession,
     Enqueue,
     MarkAttempted,
+    MarkReleased,
+    MarkSent,
     SaveSession,
     StoredSubscription,
     Subscribe,
@@ -131,3 +133,41 @@ async def test_saving_again_keeps_the_session_state(
     await store.write_sessions([_save(device)])
     [loaded] = await store.load_sessions()
     assert loaded.subscriptions == [StoredSubscription("x", 1, False)]
+
+
+async def test_messages_in_flight_keep_packet_id_pubrec_state_and_retain(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    """§4.4: what a restart needs to re-send with the original packet ids."""
+    key = f"{device.id}/c1"
+    first, second, third = await store.write_sessions(
+        [
+            _save(device),
+            Subscribe(key, "devices/meter/#", 2, False, options=0x2C),
+            Enqueue(key, "t/sent", b"1", 2, retain=True, packet_id=7, attempted=True),
+            Enqueue(key, "t/queued", b"2", 1),
+            Enqueue(key, "t/released", b"3", 2, packet_id=9, attempted=True, released=True),
+        ]
+    )
+    await store.write_sessions([MarkSent(((second, 8),)), MarkReleased((first,))])
+    [loaded] = await store.load_sessions()
+    assert [(m.packet_id, m.attempted, m.released, m.retain) for m in loaded.queued] == [
+        (7, True, True, True),
+        (8, True, False, False),
+        (9, True, True, False),
+    ]
+    assert [m.id for m in loaded.queued] == [first, second, third]
+    assert loaded.subscriptions == [StoredSubscription("devices/meter/#", 2, False, 0x2C)]
+
+
+async def test_a_topic_of_65535_bytes_is_stored_whole(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    """A PUBLISH topic may be 65,535 bytes (§1.5.3); a message acknowledged to its publisher
+    must never fail to be stored for its length."""
+    key = f"{device.id}/c1"
+    topic = "é/" * 21845  # 65,535 bytes of UTF-8, 43,690 characters
+    assert len(topic.encode()) == 65535
+    await store.write_sessions([_save(device), Enqueue(key, topic, b"", 1)])
+    [loaded] = await store.load_sessions()
+    assert loaded.queued[0].topic == topic

@@ -1,0 +1,374 @@
+"""One MQTT client connection: the transport's receiver, driving the protocol core.
+
+The TLS transport hands every decrypted read to ``data_received`` synchronously; the core
+(``broker.mqtt.connection``) turns it into events, handled here in arrival order (MQTT 3.1.1
+§4.6), and what the core wrote in the meantime goes out in one write. No task runs per
+connection or per packet: only the CONNECT phase is asynchronous (authentication looks up
+the store, take-over may wait for the previous connection), as one task that runs within
+the connect timeout and is cancelled when the client goes away.
+
+A connection ends once (``_end``): by DISCONNECT, by a protocol violation or limit, keep-alive
+expiry, take-over, a kick (revocation: no will), a refusal, or the network. Its will is
+published when the standard says so (§3.1.2.5), its session released (a clean session ends
+with it, §3.1.2.4), and it leaves the live table.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+from auth.decision import ConnackCode, Decision
+from broker import inbound
+from broker.admission import admit, password_text
+from broker.authn import ConnectRequest
+from broker.mqtt.codes import Reason
+from broker.mqtt.connection import AUTHENTICATING, KEEP_ALIVE_GRACE, Connection
+from broker.mqtt.events import (
+    ConnectionRefused,
+    DuplicateReceived,
+    Event,
+    LimitExceeded,
+    MessageCompleted,
+    MessageDropped,
+    MessageReleased,
+    MessageSent,
+    ProtocolViolation,
+)
+from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
+from broker.mqtt.session import Outgoing
+from broker.peer import Peer
+from broker.sessions import BrokerSession
+from broker.tls_connection import TlsConnection
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it is aborted
+
+
+class MqttClient:
+    __slots__ = (
+        "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused", "_timer",
+        "broker", "core", "ended", "peer", "session", "tls",
+    )  # fmt: skip
+
+    def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
+        self.broker = broker
+        self.tls = tls
+        self._loop = asyncio.get_running_loop()
+        self.core = Connection(broker.limits, self._loop.time())
+        self.peer: Peer | None = None
+        self.session: BrokerSession | None = None
+        self.ended = False
+        self._auth: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            broker.config.connect_timeout, self._connect_timed_out
+        )
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None]] = deque()
+        self._denied: set[str] | None = None  # topics whose refusal was logged
+        self._paused = False
+        # Output waiting for the commit that records the packet ids it carries.
+        self._out_wait: asyncio.Future[None] | None = None
+        self._out_held: list[bytes] = []
+
+    @property
+    def label(self) -> str:
+        if self.peer is not None:
+            return self.peer.label
+        return "%s:%d" % self.tls.remote  # noqa: UP031 - host and port
+
+    # --- the transport's receiver -------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
+        self.broker.metrics.bytes_in += len(data)
+        self._receive(data)
+        if self.ended:
+            return
+        self._flush()
+        core = self.core
+        if core.state == AUTHENTICATING and core.buffered > self.broker.limits.max_packet_size:
+            self._paused = True  # the rest waits in the socket until the client is admitted
+            self.tls.pause_reading()
+
+    def connection_lost(self) -> None:
+        self._end(will=True)  # §3.1.2.5: unless DISCONNECT came first
+
+    def _receive(self, data: bytes) -> None:
+        core, now = self.core, self._loop.time()
+        events = core.receive_data(data, now)
+        while events:
+            self._handle(events)
+            if self.ended or not core.more_to_read:
+                return
+            events = core.receive_data(b"", now)
+
+    # --- events, in order ---------------------------------------------------------------------
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if self.ended:
+                return
+            if isinstance(event, Publish):
+                inbound.publish(self, event)
+            elif isinstance(event, MessageCompleted):
+                self.broker.store.message_done(event.message)
+            elif isinstance(event, MessageSent):
+                self._sent(event.message)
+            elif isinstance(event, MessageReleased):
+                self.broker.store.message_released(event.message)
+            elif isinstance(event, Subscribe):
+                inbound.subscribe(self, event)
+            elif isinstance(event, Unsubscribe):
+                inbound.unsubscribe(self, event)
+            else:
+                self._handle_rare(event)
+
+    def _handle_rare(self, event: Event) -> None:
+        metrics = self.broker.metrics
+        if isinstance(event, Connect):
+            self._auth = self._loop.create_task(self._admit(event), name="mqtt connect")
+        elif isinstance(event, Disconnect):
+            self._end(will=True)  # the core dropped the will (§3.14.4)
+        elif isinstance(event, DuplicateReceived):
+            self.acknowledge(event.packet_id, 2, durable=False)
+        elif isinstance(event, MessageDropped):
+            metrics.count_limit(event.limit)
+            self.broker.store.message_done(event.message)
+        elif isinstance(event, LimitExceeded):
+            metrics.count_limit(event.limit)
+            log.warning("%s: %s: closing (%s)", self.label, event.detail, event.limit)
+            self._end(will=True)
+        elif isinstance(event, ProtocolViolation):
+            metrics.count_violation()
+            if event.code == Reason.PACKET_TOO_LARGE:
+                metrics.count_limit("max_packet_size")
+            if event.connected:
+                log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
+                         self.label, event.reason)  # fmt: skip
+            else:
+                log.info("refused %s: first packet is not a valid CONNECT (%s)",
+                         self.label, event.reason)  # fmt: skip
+            self._end(will=True)
+        elif isinstance(event, ConnectionRefused):
+            if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
+                metrics.count_violation()
+            log.info("refused %s: %s", self.label, event.reason)
+            self._end(will=False)
+
+    # --- the CONNECT phase ------------------------------------------------------------------
+
+    async def _admit(self, connect: Connect) -> None:
+        broker = self.broker
+        password, usable = password_text(connect.password)
+        if not usable:
+            log.info("refused %s: password is not UTF-8 text", self.label)
+            self._refuse(ConnackCode.BAD_USERNAME_OR_PASSWORD)
+            return
+        tls = self.tls
+        request = ConnectRequest(
+            certificate=tls.peer_certificate, chain=tls.peer_chain, username=connect.username,
+            password=password, client_id=connect.client_id, remote=tls.remote[0],
+        )  # fmt: skip
+        try:
+            decision = await broker.decide(request)
+            admitted = admit(
+                decision, connect, request, broker.acl_for,
+                strict_client_id=broker.config.strict_client_id,
+            )  # fmt: skip
+            if isinstance(admitted, Decision):
+                broker.auth_log.refused(admitted, request)
+                self._refuse(admitted.connack)
+                return
+            broker.auth_log.allowed(decision, request, admitted.client_id)
+            self.peer = admitted
+            broker.registry.admitted(self)  # reachable by a kick from now on
+            taken = await broker.registry.take_over(self, connect.clean_start)
+            if taken is not None and not self.ended:
+                self._accept(*taken)
+        except Exception:
+            log.exception("admitting %s failed", self.label)
+            self._end(will=False)
+
+    def _accept(self, session: BrokerSession, present: bool) -> None:
+        self.session = session
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        events = self.core.accept(session, session_present=present)
+        self._arm_keep_alive()
+        if events:
+            self._handle(events)
+        if self.ended:
+            return
+        self._flush()
+        if self._paused:
+            self._paused = False
+            self.tls.resume_reading()
+        self._receive(b"")  # what came behind the CONNECT
+        if not self.ended:
+            self._flush()
+
+    def _refuse(self, code: int) -> None:
+        self.core.refuse(code)
+        self._end(will=False)
+
+    def _connect_timed_out(self) -> None:
+        self._timer = None
+        if self.session is None and not self.ended:
+            phase = "no CONNECT" if self.core.state != AUTHENTICATING else "not admitted"
+            log.info("refused %s: %s within %g s", self.label, phase,
+                     self.broker.config.connect_timeout)  # fmt: skip
+            self._end(will=False)
+
+    # --- keep-alive (§3.1.2.10) ---------------------------------------------------------------
+
+    def _arm_keep_alive(self) -> None:
+        keep_alive = self.core.keep_alive
+        if keep_alive:
+            self._timer = self._loop.call_later(keep_alive * KEEP_ALIVE_GRACE, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self._timer = None
+        if self.ended:
+            return
+        now = self._loop.time()
+        core = self.core
+        if core.keep_alive_expired(now):
+            log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
+                     self.label)  # fmt: skip
+            self._end(will=True)
+            return
+        due = core.last_received + core.keep_alive * KEEP_ALIVE_GRACE - now
+        self._timer = self._loop.call_later(max(due, 0.0) + 0.001, self._keep_alive_due)
+
+    # --- what the broker does with this client ------------------------------------------------
+
+    def deliver(self, message: Outgoing) -> None:
+        """Send a message from a subscription (or the queue's turn comes for it)."""
+        broker = self.broker
+        if not message.qos:
+            if self.tls.buffered() > broker.config.max_outgoing_buffer:
+                broker.metrics.count_drop()  # §4.3.1: at most once; it does not read
+                return
+        elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
+            broker.metrics.count_limit("max_inflight_messages")  # it waits in the queue
+        events = self.core.publish(message)
+        broker.metrics.messages_out += 1
+        if events:
+            self._handle(events)
+        self._flush()
+
+    def acknowledge(self, packet_id: int, qos: int, *, durable: bool) -> None:
+        """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
+        committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
+        (§4.6)."""
+        pending = self.broker.store.pending_commit() if durable else None
+        held = self._held
+        if pending is None and not held:
+            self.core.acknowledge(packet_id, qos)
+            return
+        held.append((packet_id, qos, pending))
+        if pending is not None:
+            pending.add_done_callback(self._release_acknowledgements)
+
+    def _release_acknowledgements(self, _done: object = None) -> None:
+        held = self._held
+        while held and (held[0][2] is None or held[0][2].done()):
+            packet_id, qos, _ = held.popleft()
+            if not self.ended:
+                self.core.acknowledge(packet_id, qos)
+        if not self.ended:
+            self._flush()
+
+    def log_denied(self, what: str, topic: str) -> None:
+        """Log a refused topic once per client and topic (at most 100 different ones)."""
+        denied = self._denied
+        if denied is None:
+            denied = self._denied = set()
+        if topic not in denied and len(denied) < 100:
+            denied.add(topic)
+            log.info("%s may not %s '%s'", self.label, what, topic)
+
+    def kick(self, reason: str) -> None:
+        """Close this connection without its will (revocation, disable, delete)."""
+        if self.peer is not None:
+            self.peer.kicked_because = reason
+        log.info("disconnecting %s: %s", self.label, reason)
+        self._end(will=False)
+
+    async def taken_over(self) -> None:
+        """Another connection takes this one's session (§3.1.4): end now, and make sure the
+        socket is gone soon even if the client stopped reading."""
+        self._end(will=True)
+        if self.tls.buffered():
+            self.tls.abort()
+            return
+        try:
+            async with asyncio.timeout(TAKEOVER_GRACE):
+                await self.tls.wait_closed()
+        except TimeoutError:
+            self.tls.abort()
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _sent(self, message: Outgoing) -> None:
+        """A QoS 1/2 message got its packet id. For a persistent session it leaves only once
+        the store has it, so that after a crash it comes back with its id and DUP (§4.4):
+        this connection's output waits for that commit (PUBACKs do so anyway)."""
+        store = self.broker.store
+        store.message_sent(message)
+        if message.stored is None:
+            return
+        pending = store.pending_commit()
+        if pending is not None and pending is not self._out_wait:
+            self._out_wait = pending
+            pending.add_done_callback(self._release_output)
+
+    def _release_output(self, done: "asyncio.Future[None]") -> None:
+        if done is not self._out_wait:
+            return  # a later commit is awaited
+        self._out_wait = None
+        held, self._out_held = self._out_held, []
+        if held and not self.ended:
+            self._write(b"".join(held))
+        if not self.ended:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            if self._out_wait is not None:
+                self._out_held.append(data)
+            else:
+                self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        self.broker.metrics.bytes_out += len(data)
+        self.tls.write(data)
+
+    def _end(self, *, will: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        auth = self._auth
+        if auth is not None and not auth.done() and auth is not asyncio.current_task():
+            auth.cancel()
+        self._flush()  # a refusal's CONNACK, a last SUBACK before DISCONNECT
+        self.core.close()
+        session, self.session = self.session, None
+        broker = self.broker
+        if session is not None:
+            broker.registry.released(session, self)
+        broker.registry.ended(self)
+        last_will = self.core.will
+        if will and session is not None and last_will is not None and self.peer is not None:
+            inbound.publish_will(self, self.peer, last_will)
+        self.tls.close()

@@ -1,0 +1,139 @@
+"""What a client's PUBLISH, SUBSCRIBE and UNSUBSCRIBE do: topic rules, then routing.
+
+Topics are mapped to the broker's canonical form first (a device's ``v1/devices/me/...`` is
+its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL:
+
+- PUBLISH: MQTT 3.1.1 has no way to refuse one (§3.3.5), so a forbidden PUBLISH is
+  acknowledged and dropped, counted and logged once per client and topic. Topics under
+  ``$SYS/`` are the broker's: no client publishes there. Any other ``$`` topic is the ACL's
+  decision (§4.7.2 only keeps ``$`` topics out of wildcard matches).
+- SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): not a valid filter, longer
+  than the store keeps, outside the ACL, or past ``max_subscriptions``. Retained messages
+  matching a new subscription follow its SUBACK, those the client may receive (§3.3.1.3).
+"""
+
+from typing import TYPE_CHECKING
+
+from auth.acl import to_device_form
+from auth.topics import topic_filter_problem
+from broker.mqtt.codes import SUBACK_FAILURE
+from broker.mqtt.packets import Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
+from broker.mqtt.session import Outgoing, Subscription
+from broker.peer import Peer
+from broker.router import Message
+from storage.models import MQTT_TOPIC_FILTER_MAX
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+SYSTEM_PREFIX = "$SYS/"
+
+
+def publish(client: "MqttClient", packet: Publish) -> None:
+    broker = client.broker
+    broker.metrics.messages_in += 1
+    peer = client.peer
+    assert peer is not None
+    topic = peer.canonical(packet.topic)
+    durable = False
+    if topic.startswith(SYSTEM_PREFIX) or not peer.acl.can_publish(topic):
+        broker.metrics.publishes_denied += 1
+        client.log_denied("publish to", packet.topic)
+    else:
+        message = Message(topic, packet.payload, packet.qos, packet.retain, packet.properties)
+        durable = broker.router.publish(message)
+        if packet.retain:
+            refused = broker.retained.retain(topic, packet.payload, packet.qos, peer.device_id)
+            if refused is not None:
+                broker.metrics.count_limit(refused)
+                client.log_denied(f"retain (over {refused})", packet.topic)
+    if packet.qos and packet.packet_id is not None:
+        client.acknowledge(packet.packet_id, packet.qos, durable=durable)
+
+
+def publish_will(client: "MqttClient", peer: Peer, will: Will) -> None:
+    """The will of a connection that ended without DISCONNECT (§3.1.2.5); admission already
+    checked its topic against the ACL."""
+    broker = client.broker
+    topic = peer.canonical(will.topic)
+    broker.router.publish(Message(topic, will.payload, will.qos, will.retain, will.properties))
+    if will.retain:
+        refused = broker.retained.retain(topic, will.payload, will.qos, peer.device_id)
+        if refused is not None:
+            broker.metrics.count_limit(refused)
+
+
+def subscribe(client: "MqttClient", packet: Subscribe) -> None:
+    granted: list[tuple[str, Subscription]] = []
+    codes: list[int] = []
+    for request in packet.requests:
+        made = _subscribe_one(client, request)
+        if made is None:
+            codes.append(SUBACK_FAILURE)
+        else:
+            granted.append(made)
+            codes.append(made[1].qos)
+    client.core.suback(packet.packet_id, codes)
+    for topic_filter, sub in granted:
+        _send_retained(client, topic_filter, sub)
+
+
+def _subscribe_one(
+    client: "MqttClient", request: SubscribeRequest
+) -> tuple[str, Subscription] | None:
+    broker, peer, session = client.broker, client.peer, client.session
+    assert peer is not None
+    assert session is not None
+    canonical = peer.canonical(request.topic_filter)
+    problem = topic_filter_problem(canonical)
+    if problem is None and len(canonical) > MQTT_TOPIC_FILTER_MAX:
+        problem = f"longer than {MQTT_TOPIC_FILTER_MAX} characters"
+    if problem is not None or not peer.acl.can_subscribe(canonical):
+        broker.metrics.subscriptions_denied += 1
+        client.log_denied("subscribe to", request.topic_filter)
+        return None
+    if canonical not in session.subscriptions:
+        limit = broker.config.max_subscriptions
+        if len(session.subscriptions) >= limit:
+            broker.metrics.subscriptions_denied += 1
+            broker.metrics.count_limit("max_subscriptions")
+            client.log_denied(f"subscribe (max_subscriptions {limit}) to", request.topic_filter)
+            return None
+    sub = Subscription(
+        request.qos, request.no_local, request.retain_as_published, request.retain_handling,
+        me_form=canonical != request.topic_filter,
+    )  # fmt: skip
+    session.subscriptions[canonical] = sub  # §3.8.4: an identical filter is replaced
+    broker.router.subscribe(session, canonical, sub)
+    if session.persistent:
+        broker.store.subscribe(session, canonical, sub)
+    return canonical, sub
+
+
+def _send_retained(client: "MqttClient", topic_filter: str, sub: Subscription) -> None:
+    broker, peer, session = client.broker, client.peer, client.session
+    if peer is None or session is None:
+        return
+    for retained in broker.retained.matching(topic_filter):
+        if not peer.acl.can_receive(retained.topic):
+            continue
+        topic = retained.topic
+        if sub.me_form:
+            topic = to_device_form(topic, peer.identity.device_name)
+        out = Outgoing(topic, retained.payload, min(sub.qos, retained.qos), retain=True)
+        if out.qos and session.persistent:
+            broker.store.message_queued(session, out)
+        client.deliver(out)
+
+
+def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
+    broker, peer, session = client.broker, client.peer, client.session
+    assert peer is not None
+    assert session is not None
+    for topic_filter in packet.filters:
+        canonical = peer.canonical(topic_filter)
+        if session.subscriptions.pop(canonical, None) is not None:
+            broker.router.unsubscribe(session, canonical)
+            if session.persistent:
+                broker.store.unsubscribe(session, canonical)
+    client.core.unsuback(packet.packet_id)

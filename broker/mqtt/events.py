@@ -1,0 +1,81 @@
+"""What a connection tells the broker, besides the packets it must act on.
+
+``Connection.receive_data`` and the connection's commands return a list of events in the
+order things happened. The packets a broker acts on are events themselves (``Connect``,
+``Publish``, ``Subscribe``, ``Unsubscribe``, ``Disconnect``); the classes here are the rest.
+"""
+
+from dataclasses import dataclass
+
+from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
+from broker.mqtt.session import Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """A QoS 1 or 2 message went out for the first time, with its packet id."""
+
+    message: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReleased:
+    """PUBREC came for a QoS 2 message: PUBREL was sent, PUBCOMP is awaited (§4.3.3)."""
+
+    message: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCompleted:
+    """The client acknowledged a message: PUBACK for QoS 1, PUBCOMP for QoS 2."""
+
+    message: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDropped:
+    """A message left the session's queue unsent: ``limit`` is the limit it hit."""
+
+    message: Outgoing
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateReceived:
+    """A QoS 2 PUBLISH came again before its PUBREL (§4.3.3): acknowledge it with PUBREC,
+    deliver nothing."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """The client went past a limit that only closing its connection can enforce."""
+
+    limit: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """The client broke the protocol; the connection is closed (3.1.1 §4.8). ``connected``:
+    whether its CONNECT had been received."""
+
+    reason: str
+    code: int
+    connected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRefused:
+    """The CONNECT was answered with ``return_code`` and the connection is done (§3.1.4)."""
+
+    reason: str
+    return_code: int
+
+
+Event = (
+    Connect | Publish | Subscribe | Unsubscribe | Disconnect | MessageSent | MessageReleased
+    | MessageCompleted | MessageDropped | DuplicateReceived | LimitExceeded | ProtocolViolation
+    | ConnectionRefused
+)  # fmt: skip

@@ -1,0 +1,226 @@
+"""MQTT 5 properties (OASIS MQTT 5.0 §2.2.2): identifiers, value types, where each may appear.
+
+A property list is a variable byte integer length followed by (identifier, value) pairs. The
+table below is §2.2.2.2's: each identifier has one value type and a set of packets it may
+appear in. Decoding is strict: an unknown identifier, a property in a packet that does not
+allow it, a repeated property (only User Property and, in PUBLISH, Subscription Identifier may
+repeat) or a value outside its range is a malformed packet or a protocol error (§2.2.2.2,
+§4.13). MQTT 3.1 and 3.1.1 have no properties: their packets carry ``NO_PROPERTIES``.
+"""
+
+from collections.abc import Iterable, Iterator
+from enum import IntEnum
+from typing import Final
+
+from broker.mqtt.wire import Reader, binary_field, utf8_field, varint
+from nanoiot.errors import MalformedPacket, ProtocolError
+
+PropertyValue = int | str | bytes | tuple[str, str]
+
+
+class Property(IntEnum):
+    PAYLOAD_FORMAT_INDICATOR = 0x01
+    MESSAGE_EXPIRY_INTERVAL = 0x02
+    CONTENT_TYPE = 0x03
+    RESPONSE_TOPIC = 0x08
+    CORRELATION_DATA = 0x09
+    SUBSCRIPTION_IDENTIFIER = 0x0B
+    SESSION_EXPIRY_INTERVAL = 0x11
+    ASSIGNED_CLIENT_IDENTIFIER = 0x12
+    SERVER_KEEP_ALIVE = 0x13
+    AUTHENTICATION_METHOD = 0x15
+    AUTHENTICATION_DATA = 0x16
+    REQUEST_PROBLEM_INFORMATION = 0x17
+    WILL_DELAY_INTERVAL = 0x18
+    REQUEST_RESPONSE_INFORMATION = 0x19
+    RESPONSE_INFORMATION = 0x1A
+    SERVER_REFERENCE = 0x1C
+    REASON_STRING = 0x1F
+    RECEIVE_MAXIMUM = 0x21
+    TOPIC_ALIAS_MAXIMUM = 0x22
+    TOPIC_ALIAS = 0x23
+    MAXIMUM_QOS = 0x24
+    RETAIN_AVAILABLE = 0x25
+    USER_PROPERTY = 0x26
+    MAXIMUM_PACKET_SIZE = 0x27
+    WILDCARD_SUBSCRIPTION_AVAILABLE = 0x28
+    SUBSCRIPTION_IDENTIFIER_AVAILABLE = 0x29
+    SHARED_SUBSCRIPTION_AVAILABLE = 0x2A
+
+
+# Where a property may appear (§2.2.2.2): packet type numbers (§2.1.2), and WILL for the
+# will properties of a CONNECT (§3.1.3.2).
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, DISCONNECT, AUTH = 8, 9, 10, 11, 14, 15
+WILL: Final = 0
+_ACKS = frozenset({PUBACK, PUBREC, PUBREL, PUBCOMP})
+_MESSAGE = frozenset({PUBLISH, WILL})
+
+_BYTE, _TWO, _FOUR, _VARINT, _TEXT, _BINARY, _PAIR = range(7)
+_INT_SIZE: Final = {_BYTE: 1, _TWO: 2, _FOUR: 4}
+_TABLE: Final[dict[int, tuple[int, frozenset[int]]]] = {
+    Property.PAYLOAD_FORMAT_INDICATOR: (_BYTE, _MESSAGE),
+    Property.MESSAGE_EXPIRY_INTERVAL: (_FOUR, _MESSAGE),
+    Property.CONTENT_TYPE: (_TEXT, _MESSAGE),
+    Property.RESPONSE_TOPIC: (_TEXT, _MESSAGE),
+    Property.CORRELATION_DATA: (_BINARY, _MESSAGE),
+    Property.SUBSCRIPTION_IDENTIFIER: (_VARINT, frozenset({PUBLISH, SUBSCRIBE})),
+    Property.SESSION_EXPIRY_INTERVAL: (_FOUR, frozenset({CONNECT, CONNACK, DISCONNECT})),
+    Property.ASSIGNED_CLIENT_IDENTIFIER: (_TEXT, frozenset({CONNACK})),
+    Property.SERVER_KEEP_ALIVE: (_TWO, frozenset({CONNACK})),
+    Property.AUTHENTICATION_METHOD: (_TEXT, frozenset({CONNECT, CONNACK, AUTH})),
+    Property.AUTHENTICATION_DATA: (_BINARY, frozenset({CONNECT, CONNACK, AUTH})),
+    Property.REQUEST_PROBLEM_INFORMATION: (_BYTE, frozenset({CONNECT})),
+    Property.WILL_DELAY_INTERVAL: (_FOUR, frozenset({WILL})),
+    Property.REQUEST_RESPONSE_INFORMATION: (_BYTE, frozenset({CONNECT})),
+    Property.RESPONSE_INFORMATION: (_TEXT, frozenset({CONNACK})),
+    Property.SERVER_REFERENCE: (_TEXT, frozenset({CONNACK, DISCONNECT})),
+    Property.REASON_STRING: (
+        _TEXT, frozenset({CONNACK, SUBACK, UNSUBACK, DISCONNECT, AUTH}) | _ACKS
+    ),
+    Property.RECEIVE_MAXIMUM: (_TWO, frozenset({CONNECT, CONNACK})),
+    Property.TOPIC_ALIAS_MAXIMUM: (_TWO, frozenset({CONNECT, CONNACK})),
+    Property.TOPIC_ALIAS: (_TWO, frozenset({PUBLISH})),
+    Property.MAXIMUM_QOS: (_BYTE, frozenset({CONNACK})),
+    Property.RETAIN_AVAILABLE: (_BYTE, frozenset({CONNACK})),
+    Property.USER_PROPERTY: (_PAIR, frozenset(range(16)) - {12, 13}),  # not PINGREQ/PINGRESP
+    Property.MAXIMUM_PACKET_SIZE: (_FOUR, frozenset({CONNECT, CONNACK})),
+    Property.WILDCARD_SUBSCRIPTION_AVAILABLE: (_BYTE, frozenset({CONNACK})),
+    Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE: (_BYTE, frozenset({CONNACK})),
+    Property.SHARED_SUBSCRIPTION_AVAILABLE: (_BYTE, frozenset({CONNACK})),
+}  # fmt: skip
+# Byte properties that are booleans (§3.1.2.11, §3.2.2.3): any value but 0 or 1 is an error.
+_BOOLEAN: Final = frozenset(
+    {Property.PAYLOAD_FORMAT_INDICATOR, Property.REQUEST_PROBLEM_INFORMATION,
+     Property.REQUEST_RESPONSE_INFORMATION, Property.MAXIMUM_QOS, Property.RETAIN_AVAILABLE,
+     Property.WILDCARD_SUBSCRIPTION_AVAILABLE, Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+     Property.SHARED_SUBSCRIPTION_AVAILABLE}
+)  # fmt: skip
+# Where 0 is not a value (§3.1.2.11.3, §3.1.2.11.4, §3.3.2.3.4, §3.3.2.3.8).
+_NON_ZERO: Final = frozenset(
+    {Property.RECEIVE_MAXIMUM, Property.MAXIMUM_PACKET_SIZE, Property.TOPIC_ALIAS,
+     Property.SUBSCRIPTION_IDENTIFIER}
+)  # fmt: skip
+_REPEATABLE: Final = frozenset({Property.USER_PROPERTY})
+
+
+class Properties:
+    """An immutable, ordered list of (identifier, value) pairs (§2.2.2.2: User Property keeps
+    its order and may repeat)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[tuple[int, PropertyValue]] = ()) -> None:
+        self.items: tuple[tuple[int, PropertyValue], ...] = tuple(items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, PropertyValue]]:
+        return iter(self.items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Properties) and other.items == self.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{_name(key)}={value!r}" for key, value in self.items)
+        return f"Properties({shown})"
+
+    def get(self, key: int, default: PropertyValue | None = None) -> PropertyValue | None:
+        """The value of a property that appears at most once, or ``default``."""
+        for found, value in self.items:
+            if found == key:
+                return value
+        return default
+
+    def all(self, key: int) -> list[PropertyValue]:
+        """Every value of a repeatable property, in order (User Property, Subscription Id)."""
+        return [value for found, value in self.items if found == key]
+
+
+NO_PROPERTIES: Final = Properties()
+
+
+def _name(key: int) -> str:
+    try:
+        return Property(key).name.lower()
+    except ValueError:
+        return hex(key)
+
+
+def read_properties(reader: Reader, packet_type: int) -> Properties:
+    """The property list at the reader's position, for a packet of ``packet_type`` (or WILL)."""
+    length = reader.varint("property length")
+    end = reader.at + length
+    if end > reader.end:
+        raise MalformedPacket("property length runs past the remaining length (MQTT 5 §2.2.2.1)")
+    if not length:
+        return NO_PROPERTIES
+    items: list[tuple[int, PropertyValue]] = []
+    seen: set[int] = set()
+    while reader.at < end:
+        key = reader.varint("property identifier")
+        kind, allowed = _TABLE.get(key, (-1, frozenset()))
+        if kind < 0:
+            raise MalformedPacket(f"unknown property identifier {key:#04x} (MQTT 5 §2.2.2.2)")
+        if packet_type not in allowed:
+            raise ProtocolError(f"property {_name(key)} is not allowed here (MQTT 5 §2.2.2.2)")
+        repeatable = key in _REPEATABLE or (
+            key == Property.SUBSCRIPTION_IDENTIFIER and packet_type == PUBLISH
+        )
+        if key in seen and not repeatable:
+            raise ProtocolError(f"property {_name(key)} appears twice (MQTT 5 §2.2.2.2)")
+        seen.add(key)
+        items.append((key, _read_value(reader, key, kind)))
+    if reader.at != end:
+        raise MalformedPacket("a property runs past the property length (MQTT 5 §2.2.2.1)")
+    return Properties(items)
+
+
+def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
+    value: PropertyValue
+    if kind == _BYTE:
+        value = reader.byte(_name(key))
+        if key in _BOOLEAN and value > 1:
+            raise ProtocolError(f"property {_name(key)} is {value}, must be 0 or 1")
+    elif kind == _TWO:
+        value = reader.uint16(_name(key))
+    elif kind == _FOUR:
+        value = reader.uint32(_name(key))
+    elif kind == _VARINT:
+        value = reader.varint(_name(key))
+    elif kind == _TEXT:
+        value = reader.text(_name(key))
+    elif kind == _BINARY:
+        value = reader.binary(_name(key))
+    else:
+        value = (reader.text("user property name"), reader.text("user property value"))
+    if key in _NON_ZERO and value == 0:
+        raise ProtocolError(f"property {_name(key)} is 0 (MQTT 5 §3)")
+    return value
+
+
+def encode_properties(properties: Properties) -> bytes:
+    """The property list as it goes on the wire: its length, then each property."""
+    if not properties:
+        return b"\x00"
+    parts: list[bytes] = []
+    for key, value in properties.items:
+        kind = _TABLE[key][0]
+        parts.append(varint(key))
+        if isinstance(value, int):
+            if kind == _VARINT:
+                parts.append(varint(value))
+            else:
+                parts.append(value.to_bytes(_INT_SIZE[kind], "big"))
+        elif isinstance(value, str):
+            parts.append(utf8_field(value))
+        elif isinstance(value, bytes):
+            parts.append(binary_field(value))
+        else:
+            parts.append(utf8_field(value[0]) + utf8_field(value[1]))
+    body = b"".join(parts)
+    return varint(len(body)) + body

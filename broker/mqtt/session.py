@@ -1,0 +1,208 @@
+"""What outlives one network connection: a session (MQTT 3.1.1 §3.1.2.4, 5.0 §4.1).
+
+A ``Session`` holds the client's subscriptions with their options, the messages waiting for
+it (the queue, with its size in bytes), the messages sent and not yet acknowledged (with their
+QoS 2 state), the ids of QoS 2 messages it sent whose PUBREL has not come yet, and the next
+packet id. It is the same object whether its client is connected or not: a connection
+(``broker.mqtt.connection``) works on it while it lasts, and the broker keeps it afterwards
+when the session is persistent.
+
+``Outgoing`` is one message on its way to the session's client. It is mutable on purpose:
+its packet id and state change as the QoS flow advances (§4.3), and the persistence layer
+keeps a handle to it (``stored``) that follows those changes.
+"""
+
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from broker.mqtt.limits import Limits
+from broker.mqtt.properties import NO_PROPERTIES, Properties
+
+QUEUED, SENT, RELEASED = 0, 1, 2  # an Outgoing's state
+_MAX_PACKET_ID = 65535  # §2.3.1: a two-byte, non-zero id
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription's options (3.1.1 §3.8.3.1, 5.0 §3.8.3.1).
+
+    ``me_form``: the client wrote the filter in the ``v1/devices/me`` form, so its messages go
+    out in that form (``auth.acl.to_device_form``); the core only stores it.
+    """
+
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    identifier: int | None = None
+    me_form: bool = False
+
+
+class Outgoing:
+    """One application message for a session's client, at the QoS it is delivered with."""
+
+    __slots__ = (
+        "packet_id", "payload", "properties", "qos", "retain", "sent", "size", "state",
+        "stored", "topic",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        properties: Properties = NO_PROPERTIES,
+    ) -> None:
+        self.topic = topic  # as the client sees it
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.packet_id = 0  # assigned when first sent (QoS 1 and 2)
+        self.state = QUEUED
+        self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
+        self.size = len(payload) + len(topic)  # what the queue accounts for
+        self.stored: object | None = None  # the persistence layer's handle
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.topic!r}, qos={self.qos}, id={self.packet_id}, state={self.state})"
+
+
+class Session:
+    __slots__ = (
+        "_next_id", "awaiting_pubrel", "inflight", "key", "persistent", "queue",
+        "queued_bytes", "queued_qos0", "subscriptions",
+    )  # fmt: skip
+
+    def __init__(self, key: Hashable, *, persistent: bool) -> None:
+        self.key = key
+        self.persistent = persistent  # CleanSession 0 (3.1.1 §3.1.2.4)
+        self.subscriptions: dict[str, Subscription] = {}
+        # Sent and not yet acknowledged, in the order sent (§4.6): packet id -> message.
+        self.inflight: dict[int, Outgoing] = {}
+        self.queue: deque[Outgoing] = deque()
+        self.queued_bytes = 0
+        self.queued_qos0 = 0
+        self.awaiting_pubrel: set[int] = set()  # inbound QoS 2 ids (§4.3.3, method A)
+        self._next_id = 1
+
+    def __repr__(self) -> str:
+        return f"Session({self.key!r}, persistent={self.persistent})"
+
+    # --- the queue ---------------------------------------------------------------------------
+
+    def enqueue(self, message: Outgoing, limits: Limits) -> list[tuple[Outgoing, str]]:
+        """Queue ``message``; the messages dropped to keep within the limits (it may be one),
+        each with the limit it hit.
+
+        Past ``max_queued_messages`` or ``max_queued_bytes``, QoS 0 messages go first (they
+        may be lost anyway, §4.3.1), then the oldest.
+        """
+        if message.size > limits.max_queued_bytes:
+            return [(message, "max_queued_bytes")]
+        if limits.max_queued_messages < 1:
+            return [(message, "max_queued_messages")]
+        dropped: list[tuple[Outgoing, str]] = []
+        while True:
+            if len(self.queue) >= limits.max_queued_messages:
+                limit = "max_queued_messages"
+            elif self.queued_bytes + message.size > limits.max_queued_bytes:
+                limit = "max_queued_bytes"
+            else:
+                break
+            if not self.queued_qos0 and message.qos == 0:
+                dropped.append((message, limit))
+                return dropped
+            dropped.append((self._remove_victim(), limit))
+        self.queue.append(message)
+        self.queued_bytes += message.size
+        if message.qos == 0:
+            self.queued_qos0 += 1
+        return dropped
+
+    def _remove_victim(self) -> Outgoing:
+        if self.queued_qos0:
+            for index, queued in enumerate(self.queue):
+                if queued.qos == 0:
+                    del self.queue[index]
+                    self.queued_qos0 -= 1
+                    self.queued_bytes -= queued.size
+                    return queued
+        victim = self.queue.popleft()
+        self.queued_bytes -= victim.size
+        return victim
+
+    def next_to_send(self, limits: Limits) -> Outgoing | None:
+        """The first queued message, if the in-flight window lets it go now: QoS 1 and 2
+        messages get their packet id and join the in-flight messages (§4.3.2, §4.3.3)."""
+        if not self.queue:
+            return None
+        message = self.queue[0]
+        if message.qos and len(self.inflight) >= limits.max_inflight:
+            return None
+        self.queue.popleft()
+        self.queued_bytes -= message.size
+        if message.qos == 0:
+            self.queued_qos0 -= 1
+        else:
+            self.start_flight(message)
+        return message
+
+    def start_flight(self, message: Outgoing) -> None:
+        """Give a QoS 1 or 2 message its packet id and count it in flight."""
+        message.packet_id = self.next_packet_id()
+        message.state = SENT
+        self.inflight[message.packet_id] = message
+
+    def next_packet_id(self) -> int:
+        """An id no message in flight uses (§2.3.1); ids go round from 65535 to 1."""
+        if len(self.inflight) >= _MAX_PACKET_ID:
+            raise RuntimeError("every packet id is in use")
+        candidate = self._next_id
+        while candidate in self.inflight:
+            candidate = candidate % _MAX_PACKET_ID + 1
+        self._next_id = candidate % _MAX_PACKET_ID + 1
+        return candidate
+
+    def restore(self, message: Outgoing) -> None:
+        """Put back a message read from the store: in flight with its original packet id
+        (§4.4) if it was sent, else at the end of the queue, whatever the limits."""
+        if message.state != QUEUED and message.packet_id:
+            self.inflight[message.packet_id] = message
+            self._next_id = message.packet_id % _MAX_PACKET_ID + 1
+            return
+        self.queue.append(message)
+        self.queued_bytes += message.size
+        if message.qos == 0:
+            self.queued_qos0 += 1
+
+    # --- acknowledgements ----------------------------------------------------------------
+
+    def released(self, packet_id: int) -> Outgoing | None:
+        """PUBREC for a QoS 2 message: it now waits for PUBCOMP (§4.3.3)."""
+        message = self.inflight.get(packet_id)
+        if message is None or message.qos != 2 or message.state != SENT:
+            return None
+        message.state = RELEASED
+        return message
+
+    def completed(self, packet_id: int, qos: int) -> Outgoing | None:
+        """PUBACK (``qos`` 1) or PUBCOMP (``qos`` 2): the message is delivered."""
+        message = self.inflight.get(packet_id)
+        if message is None or message.qos != qos:
+            return None
+        if qos == 2 and message.state != RELEASED:
+            return None
+        del self.inflight[packet_id]
+        return message
+
+    def clear(self) -> list[Outgoing]:
+        """Forget every message, as a clean session ends (§3.1.2.4); what was forgotten."""
+        gone = [*self.inflight.values(), *self.queue]
+        self.inflight.clear()
+        self.queue.clear()
+        self.queued_bytes = self.queued_qos0 = 0
+        self.awaiting_pubrel.clear()
+        return gone

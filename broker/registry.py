@@ -1,0 +1,148 @@
+"""Every session and every live connection, and take-over that cannot be raced.
+
+- ``sessions``: by ``(device id, client id)``, connected or kept for a persistent client.
+- ``live``: every authenticated, open connection by device, from the moment it is admitted
+  (before its CONNACK) until it ends: a revocation reaches all of them (``kick``).
+- ``take_over``: MQTT 3.1.1 §3.1.4, a second connection for a session closes the first. It
+  is serialised per key (a lock), and the old connection is closed (aborted if it does not
+  read) and detached from the session before the new one's CONNACK, so concurrent connects
+  for one key end with exactly one connection on the session, and none is ever left
+  unreachable.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from broker.peer import Peer, SessionKey
+from broker.router import Router
+from broker.session_store import SessionStore
+from broker.sessions import BrokerSession
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, router: Router, store: SessionStore) -> None:
+        self.router = router
+        self.store = store
+        self.sessions: dict[SessionKey, BrokerSession] = {}
+        self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
+        self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
+
+    # --- live connections -----------------------------------------------------------------
+
+    def admitted(self, client: "MqttClient") -> None:
+        assert client.peer is not None
+        self.live.setdefault(client.peer.device_id, set()).add(client)
+
+    def ended(self, client: "MqttClient") -> None:
+        peer = client.peer
+        if peer is None:
+            return
+        clients = self.live.get(peer.device_id)
+        if clients is not None:
+            clients.discard(client)
+            if not clients:
+                del self.live[peer.device_id]
+
+    def live_clients(self) -> Iterator["MqttClient"]:
+        for clients in list(self.live.values()):
+            yield from list(clients)
+
+    def client_count(self) -> int:
+        return sum(len(clients) for clients in self.live.values())
+
+    def kick(self, device_id: str, reason: str, which: Callable[[Peer], bool] | None) -> int:
+        """Close the device's connections (those ``which`` selects), without their wills."""
+        chosen = [
+            client
+            for client in list(self.live.get(device_id, ()))
+            if client.peer is not None and (which is None or which(client.peer))
+        ]
+        for client in chosen:
+            client.kick(reason)
+        return len(chosen)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def take_over(
+        self, client: "MqttClient", clean: bool
+    ) -> tuple[BrokerSession, bool] | None:
+        """The session for an admitted client and whether it was present (§3.2.2.2), with
+        any previous connection on it closed and detached; None if the client ended while
+        it waited its turn."""
+        peer = client.peer
+        assert peer is not None
+        async with self._turn(peer.key):
+            session = self.sessions.get(peer.key)
+            old = session.client if session is not None else None
+            if old is not None and old is not client:
+                log.info("%s connected again: closing its previous connection", peer.label)
+                await old.taken_over()
+            if client.ended:
+                return None
+            if session is not None and (clean or not session.persistent):
+                self.end(session)  # §3.1.2.4: CleanSession 1 starts afresh
+                session = None
+            present = session is not None
+            if session is None:
+                session = BrokerSession(peer.key, peer.identity.device_name, persistent=not clean)
+                self.sessions[peer.key] = session
+            session.device_name = peer.identity.device_name
+            if session.persistent:
+                self.store.save_session(session)
+            session.client = client
+            return session, present
+
+    @asynccontextmanager
+    async def _turn(self, key: SessionKey) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def released(self, session: BrokerSession, client: "MqttClient") -> None:
+        """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4)."""
+        if session.client is client:
+            session.client = None
+        if not session.persistent and session.client is None:
+            self.end(session)
+
+    def end(self, session: BrokerSession) -> None:
+        """Forget a session: its subscriptions, its messages, and its row in the store."""
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(session, topic_filter)
+        session.subscriptions.clear()
+        for message in session.clear():
+            self.store.message_done(message)
+        if session.persistent:
+            self.store.drop_session(session)
+
+    def drop_device(self, device_id: str) -> int:
+        """Forget every session of a deleted device (its rows went with it)."""
+        gone = [s for key, s in self.sessions.items() if key[0] == device_id]
+        for session in gone:
+            self.end(session)
+        return len(gone)
+
+    def restore(self, sessions: list[BrokerSession]) -> None:
+        """Take in the persistent sessions read from the store, their clients away."""
+        for session in sessions:
+            for topic_filter, sub in session.subscriptions.items():
+                self.router.subscribe(session, topic_filter, sub)
+            self.sessions[session.key] = session

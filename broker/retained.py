@@ -1,0 +1,113 @@
+"""Retained messages (MQTT 3.1.1 §3.3.1.3), bounded in all and per device.
+
+The last retained message of each topic is kept and sent to every new subscription that
+matches it; a retained message with an empty payload deletes the topic's. Each is owned by
+the device that published it, so that one device cannot fill the broker (per-device limits
+on count and bytes, besides the totals) and a deleted device's messages go with it. A
+message over a limit is still delivered to current subscribers, only not kept; the broker
+counts it. The broker's own ``$SYS`` messages have no owner and no per-device limit.
+"""
+
+from dataclasses import dataclass
+
+from broker.mqtt.trie import TopicTree
+
+
+@dataclass(frozen=True, slots=True)
+class RetainLimits:
+    max_messages: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_messages_per_device: int = 100
+    max_bytes_per_device: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Retained:
+    topic: str  # canonical
+    payload: bytes
+    qos: int
+    owner: str | None  # device id; None for the broker's own
+
+    @property
+    def size(self) -> int:
+        return len(self.topic) + len(self.payload)
+
+
+class RetainedStore:
+    def __init__(self, limits: RetainLimits) -> None:
+        self.limits = limits
+        self._tree: TopicTree[Retained] = TopicTree()
+        self._bytes = 0
+        self._owned: dict[str, dict[str, int]] = {}  # device id -> topic -> size
+
+    def __len__(self) -> int:
+        return len(self._tree)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes
+
+    def owned_by(self, device_id: str) -> int:
+        """How many retained messages ``device_id`` published and the broker keeps."""
+        return len(self._owned.get(device_id, ()))
+
+    def matching(self, topic_filter: str) -> list[Retained]:
+        return self._tree.match(topic_filter)
+
+    def retain(self, topic: str, payload: bytes, qos: int, owner: str | None) -> str | None:
+        """Keep (or, for an empty payload, delete) the topic's retained message; the name of
+        the limit that refused it, or None."""
+        old = self._tree.get(topic)
+        if not payload:
+            if old is not None:
+                self._remove(old)
+            return None
+        new = Retained(topic, payload, qos, owner)
+        refused = self._refusal(new, old)
+        if refused is not None:
+            return refused
+        if old is not None:
+            self._remove(old)
+        self._tree.set(topic, new)
+        self._bytes += new.size
+        if owner is not None:
+            self._owned.setdefault(owner, {})[topic] = new.size
+        return None
+
+    def _refusal(self, new: Retained, old: Retained | None) -> str | None:
+        limits = self.limits
+        freed = old.size if old is not None else 0
+        if old is None and len(self._tree) >= limits.max_messages:
+            return "max_retained_messages"
+        if self._bytes - freed + new.size > limits.max_bytes:
+            return "max_retained_bytes"
+        if new.owner is None:
+            return None
+        owned = self._owned.get(new.owner, {})
+        same_owner = old is not None and old.owner == new.owner
+        count = len(owned) + (0 if same_owner else 1)
+        if count > limits.max_messages_per_device:
+            return "max_retained_messages_per_device"
+        size = sum(owned.values()) - (freed if same_owner else 0) + new.size
+        if size > limits.max_bytes_per_device:
+            return "max_retained_bytes_per_device"
+        return None
+
+    def _remove(self, old: Retained) -> None:
+        self._tree.pop(old.topic)
+        self._bytes -= old.size
+        if old.owner is not None:
+            owned = self._owned.get(old.owner)
+            if owned is not None:
+                owned.pop(old.topic, None)
+                if not owned:
+                    del self._owned[old.owner]
+
+    def forget_device(self, device_id: str) -> int:
+        """Delete every retained message of a device (it was deleted); how many."""
+        topics = list(self._owned.get(device_id, {}))
+        for topic in topics:
+            found = self._tree.get(topic)
+            if found is not None:
+                self._remove(found)
+        return len(topics)

@@ -1,0 +1,113 @@
+"""Who gets a message: the ``Router`` interface and its local implementation.
+
+``publish`` takes a message a client of this broker sent; ``deliver`` takes one that came
+from elsewhere (another node of a cluster, later) and gives it to this broker's subscribers
+only. ``LocalRouter`` does both the same way: one walk of the subscription trie (the cost
+follows the topic's levels, not the number of filters), then one copy per subscribing
+session at min(publish QoS, subscription QoS) (3.1.1 §3.8.4), with the retain flag 0
+(§3.3.1.3: it matched an established subscription). A cluster router adds forwarding to the
+nodes that have interest; subscribe and unsubscribe are where it learns it.
+
+For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
+it is sent, whether its client is connected or not, so that nothing the publisher had
+acknowledged is lost (§4.3.2, §4.4); ``publish`` says whether it did, and the publisher's
+PUBACK then waits for the commit.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from auth.acl import to_device_form
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.mqtt.properties import NO_PROPERTIES, Properties
+from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.trie import SubscriptionTrie
+from broker.session_store import SessionStore
+from broker.sessions import BrokerSession
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message as routed: its topic in the broker's canonical form."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    properties: Properties = NO_PROPERTIES
+
+
+class Router(Protocol):
+    def publish(self, message: Message) -> bool:
+        """Route a message one of this broker's clients published; True if it made writes
+        the publisher's acknowledgement must wait for."""
+        ...
+
+    def deliver(self, message: Message) -> bool:
+        """Give a message that came from elsewhere to this broker's subscribers."""
+        ...
+
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None: ...
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None: ...
+
+    @property
+    def subscription_count(self) -> int: ...
+
+
+class LocalRouter:
+    def __init__(self, store: SessionStore, limits: Limits, metrics: BrokerMetrics) -> None:
+        self.subscriptions: SubscriptionTrie[BrokerSession] = SubscriptionTrie()
+        self.store = store
+        self.limits = limits
+        self.metrics = metrics
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self.subscriptions)
+
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
+        self.subscriptions.add(topic_filter, session, sub)
+
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
+        self.subscriptions.remove(topic_filter, session)
+
+    def publish(self, message: Message) -> bool:
+        return self.deliver(message)
+
+    def deliver(self, message: Message) -> bool:
+        matches = self.subscriptions.match(message.topic)
+        if not matches:
+            return False
+        durable = False
+        topic, payload, published_qos = message.topic, message.payload, message.qos
+        for session, sub in matches.items():
+            qos = published_qos if published_qos < sub.qos else sub.qos
+            out = Outgoing(
+                to_device_form(topic, session.device_name) if sub.me_form else topic, payload, qos
+            )
+            client = session.client
+            if qos and session.persistent:
+                if client is None:
+                    durable |= self.queue(session, out)
+                    continue
+                self.store.message_queued(session, out)
+                durable = True
+            if client is not None:
+                client.deliver(out)
+        return durable
+
+    def queue(self, session: BrokerSession, out: Outgoing) -> bool:
+        """Keep a message for a persistent session whose client is away (§3.1.2.4), within
+        its queue limits; True if the store was written."""
+        dropped = session.enqueue(out, self.limits)
+        kept = True
+        for message, limit in dropped:
+            self.metrics.count_limit(limit)
+            if message is out:
+                kept = False
+            else:
+                self.store.message_done(message)
+        if kept:
+            self.store.message_queued(session, out)
+        return kept or bool(dropped)

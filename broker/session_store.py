@@ -1,0 +1,211 @@
+"""Where persistent sessions live between connections and across restarts: ``SessionStore``.
+
+The interface is what the broker tells a store, at the moment it happens: a persistent
+session opened or ended, a subscription made or removed, a message routed to it, sent,
+PUBREC'd, or done with (acknowledged, or dropped by a limit). ``pending_commit`` is what a
+publisher's PUBACK waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is the
+server's). Small on purpose, so that a cluster can implement it on PostgreSQL.
+
+``MemorySessionStore`` keeps nothing (sessions last as long as the process);
+``SqlSessionStore`` writes through ``broker.journal`` to the credential store's database and
+reads everything back at start-up.
+"""
+
+import asyncio
+import logging
+import uuid
+from typing import Protocol
+
+from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref
+from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
+from broker.mqtt.session import SENT as IN_FLIGHT
+from broker.peer import store_key
+from broker.sessions import BrokerSession
+from storage.sessions import (
+    DropSession,
+    SaveSession,
+    StoredMessage,
+    StoredSubscription,
+    Subscribe,
+    Unsubscribe,
+)
+from storage.sql import SqlCredentialStore
+
+log = logging.getLogger(__name__)
+
+
+class SessionStore(Protocol):
+    @property
+    def degraded(self) -> bool:
+        """The store cannot be reached: writes wait in memory and PUBACKs do not wait."""
+        ...
+
+    async def load(self) -> list[BrokerSession]:
+        """The persistent sessions of the previous run, with their subscriptions and their
+        messages in order (sent ones in flight with their packet ids, §4.4)."""
+        ...
+
+    def save_session(self, session: BrokerSession) -> None: ...
+    def drop_session(self, session: BrokerSession) -> None: ...
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None: ...
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None: ...
+    def message_queued(self, session: BrokerSession, message: Outgoing) -> None: ...
+    def message_sent(self, message: Outgoing) -> None: ...
+    def message_released(self, message: Outgoing) -> None: ...
+    def message_done(self, message: Outgoing) -> None: ...
+    def pending_commit(self) -> "asyncio.Future[None] | None": ...
+    async def flush(self) -> None: ...
+    async def close(self, within: float) -> None: ...
+
+
+class MemorySessionStore:
+    """Sessions in memory only: every write is a no-op, nothing is ever pending."""
+
+    degraded = False
+
+    async def load(self) -> list[BrokerSession]:
+        return []
+
+    def save_session(self, session: BrokerSession) -> None:
+        pass
+
+    def drop_session(self, session: BrokerSession) -> None:
+        pass
+
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
+        pass
+
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
+        pass
+
+    def message_queued(self, session: BrokerSession, message: Outgoing) -> None:
+        pass
+
+    def message_sent(self, message: Outgoing) -> None:
+        pass
+
+    def message_released(self, message: Outgoing) -> None:
+        pass
+
+    def message_done(self, message: Outgoing) -> None:
+        pass
+
+    def pending_commit(self) -> "asyncio.Future[None] | None":
+        return None
+
+    async def flush(self) -> None:
+        pass
+
+    async def close(self, within: float) -> None:
+        pass
+
+
+def subscription_options(sub: Subscription) -> int:
+    """MQTT 5 subscription options as bits 2-5 of the SUBSCRIBE options byte (§3.8.3.1)."""
+    return (
+        (0x04 if sub.no_local else 0)
+        | (0x08 if sub.retain_as_published else 0)
+        | (sub.retain_handling << 4)
+    )
+
+
+class SqlSessionStore:
+    """Persistent sessions in the credential store's database (tables of migrations 0003-4)."""
+
+    def __init__(self, store: SqlCredentialStore) -> None:
+        self._store = store
+        self.journal = Journal(store)
+
+    @property
+    def degraded(self) -> bool:
+        return self.journal.degraded
+
+    async def load(self) -> list[BrokerSession]:
+        restored: list[BrokerSession] = []
+        for record in await self._store.load_sessions():
+            key = (str(record.device_id), record.client_id)
+            if store_key(key) != record.key:
+                log.warning("stored session %r does not match its device: skipped", record.key)
+                continue
+            session = BrokerSession(key, record.device_name, persistent=True)
+            for sub in record.subscriptions:
+                session.subscriptions[sub.topic_filter] = _subscription(sub)
+            for row in record.queued:
+                session.restore(_message(record.key, row))
+            restored.append(session)
+        return restored
+
+    def save_session(self, session: BrokerSession) -> None:
+        self.journal.submit(
+            SaveSession(
+                session.store_key, uuid.UUID(session.device_id), session.device_name,
+                session.client_id,
+            )
+        )  # fmt: skip
+
+    def drop_session(self, session: BrokerSession) -> None:
+        self.journal.submit(DropSession(session.store_key))
+
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
+        self.journal.submit(
+            Subscribe(
+                session.store_key, topic_filter, sub.qos, sub.me_form, subscription_options(sub)
+            )
+        )
+
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
+        self.journal.submit(Unsubscribe(session.store_key, topic_filter))
+
+    def message_queued(self, session: BrokerSession, message: Outgoing) -> None:
+        ref = Ref(session.store_key, message)
+        message.stored = ref
+        self.journal.submit((QUEUE, ref))
+
+    def message_sent(self, message: Outgoing) -> None:
+        self._change(SENT, message)
+
+    def message_released(self, message: Outgoing) -> None:
+        self._change(RELEASE, message)
+
+    def message_done(self, message: Outgoing) -> None:
+        ref = message.stored
+        if isinstance(ref, Ref):
+            ref.done = True
+            self.journal.submit((DONE, ref))
+
+    def _change(self, kind: str, message: Outgoing) -> None:
+        # Submitted even before the message's row exists: a transaction built later knows
+        # the row; one built together with the row's Enqueue writes the state it finds.
+        ref = message.stored
+        if isinstance(ref, Ref):
+            self.journal.submit((kind, ref))
+
+    def pending_commit(self) -> "asyncio.Future[None] | None":
+        return self.journal.pending_commit()
+
+    async def flush(self) -> None:
+        await self.journal.flush()
+
+    async def close(self, within: float) -> None:
+        await self.journal.close(within)
+
+
+def _subscription(stored: StoredSubscription) -> Subscription:
+    options = stored.options
+    return Subscription(
+        stored.qos, bool(options & 0x04), bool(options & 0x08), (options >> 4) & 0x03,
+        me_form=stored.me_form,
+    )  # fmt: skip
+
+
+def _message(key: str, row: StoredMessage) -> Outgoing:
+    message = Outgoing(row.topic, row.payload, row.qos, row.retain)
+    if row.packet_id:  # sent before: in flight again with its id (§4.4)
+        message.packet_id = row.packet_id
+        message.state = RELEASED if row.released else IN_FLIGHT
+        message.sent = True
+    else:
+        message.state = QUEUED
+        message.sent = row.attempted
+    message.stored = Ref(key, message, row.id)
+    return message

@@ -1,0 +1,97 @@
+"""The ``$SYS/broker/...`` tree: the broker's figures, published every ``sys_interval`` s.
+
+Topic names follow Mosquitto's, so dashboards made for it read ours. Each is published
+retained, so a new subscriber has the latest at once. MQTT 3.1.1 §4.7.2: a filter starting
+with a wildcard never matches a ``$`` topic, so ``#`` subscribers never see these; clients
+subscribe to ``$SYS/#`` (applications may by default, devices only by an operator's rule).
+Load figures are moving averages per minute over 1, 5 and 15 minutes, as Mosquitto's.
+"""
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
+
+from broker.metrics import LIMITS
+from nanoiot import __version__
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+_PERIODS: Final = (("1min", 60.0), ("5min", 300.0), ("15min", 900.0))
+_LOADS: Final = (
+    ("messages/received", "messages_in"),
+    ("messages/sent", "messages_out"),
+    ("bytes/received", "bytes_in"),
+    ("bytes/sent", "bytes_out"),
+)
+
+
+class SysTopics:
+    def __init__(self, broker: "Broker", interval: float) -> None:
+        self._broker = broker
+        self._interval = interval
+        self._started = time.monotonic()
+        self._last: dict[str, int] = {}
+        self._load: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="$SYS publisher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self.publish_once()
+            await asyncio.sleep(self._interval)
+
+    def publish_once(self) -> None:
+        for topic, value in self.figures():
+            self._broker.publish_system(topic, value.encode())
+
+    def figures(self) -> Iterator[tuple[str, str]]:
+        broker = self._broker
+        metrics, registry = broker.metrics, broker.registry
+        connected = registry.client_count()
+        yield "$SYS/broker/version", f"NanoIoT {__version__}"
+        yield "$SYS/broker/uptime", f"{int(time.monotonic() - self._started)} seconds"
+        yield "$SYS/broker/clients/connected", str(connected)
+        yield "$SYS/broker/clients/total", str(max(len(registry.sessions), connected))
+        yield (
+            "$SYS/broker/clients/disconnected",
+            str(sum(1 for s in registry.sessions.values() if s.client is None)),
+        )
+        yield "$SYS/broker/messages/received", str(metrics.messages_in)
+        yield "$SYS/broker/messages/sent", str(metrics.messages_out)
+        yield "$SYS/broker/publish/messages/dropped", str(metrics.messages_dropped)
+        yield "$SYS/broker/bytes/received", str(metrics.bytes_in)
+        yield "$SYS/broker/bytes/sent", str(metrics.bytes_out)
+        yield "$SYS/broker/subscriptions/count", str(broker.router.subscription_count)
+        yield "$SYS/broker/retained messages/count", str(len(broker.retained))
+        for name in LIMITS:
+            yield f"$SYS/broker/limits/{name}", str(metrics.limit_hits[name])
+        for path, attribute in _LOADS:
+            for period, value in self._loads(path, getattr(metrics, attribute)):
+                yield f"$SYS/broker/load/{path}/{period}", f"{value:.2f}"
+
+    def _loads(self, path: str, total: int) -> Iterator[tuple[str, float]]:
+        """Per-minute rates of ``total``, averaged with a decay of each period."""
+        last = self._last.get(path)
+        self._last[path] = total
+        elapsed = self._interval or 60.0  # publish_once without a period: per call
+        per_minute = (total - last) * 60.0 / elapsed if last is not None else 0.0
+        for period, seconds in _PERIODS:
+            decay = math.exp(-elapsed / seconds)
+            key = (path, period)
+            previous = self._load.get(key, per_minute)
+            self._load[key] = value = previous * decay + per_minute * (1.0 - decay)
+            yield period, value

@@ -1,0 +1,273 @@
+"""The core's codec: every packet both ways at every level, and each MUST on a packet's form."""
+
+import pytest
+
+from broker.mqtt.codes import Reason, ReturnCode
+from broker.mqtt.decode import decode, decode_connect, protocol_problem, read_protocol
+from broker.mqtt.encode import encode, encode_publish
+from broker.mqtt.packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from broker.mqtt.properties import Properties, Property
+from broker.mqtt.rules import header_problem
+from broker.mqtt.wire import Reader, varint
+from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
+from tests.broker.mqtt.wire_helpers import packets_in
+
+USER = Property.USER_PROPERTY
+V5_PROPS = Properties([(USER, ("b", "2")), (USER, ("a", "1"))])  # order kept (5.0 §3.3.2.3.7)
+
+
+def _decoded(data: bytes, level: int) -> Packet:
+    reader = Reader(data, 1)
+    length = reader.varint("remaining length")
+    assert reader.at + length == len(data)
+    if data[0] >> 4 == 1:
+        name, found = read_protocol(reader)
+        assert protocol_problem(name, found) is None
+        return decode_connect(reader, found)
+    return decode(data[0], data, reader.at, len(data), level)
+
+
+EVERY_PACKET = [
+    Connect(MQTT_3_1_1, "dev-1", True, 60, "user", b"\x00pw", Will("a/b", b"bye", 1, True)),
+    Connack(True, 0),
+    Publish("a/b", b"\x00\xff", 2, True, True, 7),
+    Publish("a/b", b"", 0),
+    Puback(1),
+    Pubrec(2),
+    Pubrel(3),
+    Pubcomp(65535),
+    Subscribe(9, (SubscribeRequest("a/+", 2), SubscribeRequest("#", 0))),
+    Suback(9, (2, 0x80)),
+    Unsubscribe(10, ("a/+", "#")),
+    Unsuback(10),
+    Pingreq(),
+    Pingresp(),
+    Disconnect(),
+]
+V5_ONLY = [
+    Connect(MQTT_5, "", False, 0, None, b"pw", Will("w", b"x", 0, False, V5_PROPS), V5_PROPS),
+    Connack(False, Reason.NOT_AUTHORIZED, Properties([(Property.REASON_STRING, "revoked")])),
+    Publish("t", b"p", 1, packet_id=3, properties=Properties([(Property.TOPIC_ALIAS, 4)])),
+    Puback(4, Reason.NO_MATCHING_SUBSCRIBERS),
+    Pubrel(5, Reason.PACKET_IDENTIFIER_NOT_FOUND, V5_PROPS),
+    Subscribe(
+        11,
+        (SubscribeRequest("x", 1, True, True, 2),),
+        Properties([(Property.SUBSCRIPTION_IDENTIFIER, 268_435_455)]),
+    ),
+    Unsuback(12, (0, Reason.NO_SUBSCRIPTION_EXISTED)),
+    Disconnect(Reason.SESSION_TAKEN_OVER, Properties([(Property.SESSION_EXPIRY_INTERVAL, 9)])),
+    Auth(Reason.CONTINUE_AUTHENTICATION, Properties([(Property.AUTHENTICATION_METHOD, "m")])),
+]
+
+
+@pytest.mark.parametrize("packet", EVERY_PACKET, ids=lambda p: type(p).__name__)
+def test_every_packet_round_trips_at_3_1_1(packet: Packet) -> None:
+    assert _decoded(encode(packet, MQTT_3_1_1), MQTT_3_1_1) == packet
+
+
+@pytest.mark.parametrize("packet", EVERY_PACKET + V5_ONLY, ids=lambda p: type(p).__name__)
+def test_every_packet_round_trips_at_5_with_properties_and_reason_codes(packet: Packet) -> None:
+    if isinstance(packet, Connect):
+        packet = Connect(MQTT_5, *(getattr(packet, f) for f in packet.__slots__[1:]))
+    assert _decoded(encode(packet, MQTT_5), MQTT_5) == packet
+
+
+def test_mqtt_3_1_connect_and_its_connack_without_session_present() -> None:
+    connect = Connect(MQTT_3_1, "old-device", True, 30)
+    data = encode(connect, MQTT_3_1)
+    assert data[2:10] == b"\x00\x06MQIsdp"
+    assert _decoded(data, MQTT_3_1) == connect
+    assert encode(Connack(True, 0), MQTT_3_1) == b"\x20\x02\x00\x00"  # no such flag in 3.1
+
+
+def test_encode_publish_matches_the_standard() -> None:
+    # §3.3: fixed header 0x30 | DUP << 3 | QoS << 1 | retain, remaining length, topic, id.
+    assert encode_publish(b"a/b", b"hi", 0, 0) == b"\x30\x07\x00\x03a/bhi"
+    assert encode_publish(b"a/b", b"hi", 1, 258, retain=True) == b"\x33\x09\x00\x03a/b\x01\x02hi"
+    assert encode_publish(b"t", b"", 2, 1, dup=True)[0] == 0x3C
+    assert encode_publish(b"t", bytes(200), 0, 0)[:3] == b"\x30\xcb\x01"  # 203 (§2.2.3)
+    assert encode_publish(b"t", b"", 1, 1, level=MQTT_5) == b"\x32\x06\x00\x01t\x00\x01\x00"
+
+
+def test_variable_byte_integers_at_their_boundaries() -> None:
+    # §2.2.3's table: 1 to 4 bytes.
+    for value, size in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (268_435_455, 4)]:
+        encoded = varint(value)
+        assert len(encoded) == size
+        assert Reader(encoded).varint("n") == value
+    with pytest.raises(MalformedPacket, match="longer than 4 bytes"):
+        Reader(b"\xff\xff\xff\xff\x7f").varint("n")
+
+
+def _publish(topic: bytes, qos: int = 0, packet_id: int = 1) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + (packet_id.to_bytes(2, "big") if qos else b"")
+    return bytes((0x30 | qos << 1,)) + varint(len(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (_publish(b"a/+"), "wildcards"),  # §3.3.2.1
+        (_publish(b"a/\xed\xa0\x80"), "not valid UTF-8"),  # an encoded surrogate, §1.5.3
+        (_publish(b"\xc0\xaf"), "not valid UTF-8"),  # an overlong '/'
+        (_publish(b"a\x00"), "U.0000"),
+        (_publish(b""), "must not be empty"),  # §4.7.3
+        (_publish(b"t", qos=1, packet_id=0), "packet identifier 0"),  # §2.3.1
+        (b"\x30\x05\x00\x05abc", "runs past"),
+    ],
+)
+def test_malformed_publish(data: bytes, problem: str) -> None:
+    with pytest.raises(MalformedPacket, match=problem):
+        _decoded(data, MQTT_3_1_1)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "problem"),
+    [
+        (b"\x82\x06\x00\x01\x00\x01a\x41", MalformedPacket, "requested QoS byte 0x41"),
+        (b"\x82\x02\x00\x01", ProtocolError, "no topic filter"),  # §3.8.3
+        (b"\x82\x05\x00\x01\x00\x00\x00", MalformedPacket, "empty topic filter"),  # §4.7.3
+        (b"\x82\x03\x00\x00\x00", MalformedPacket, "packet identifier 0"),
+        (b"\xa2\x02\x00\x01", ProtocolError, "no topic filter"),  # §3.10.3
+        (b"\x40\x03\x00\x01\x00", MalformedPacket, "remaining length 3, must be 2"),
+        (b"\xe0\x01\x00", MalformedPacket, "remaining length must be 0"),
+        (b"\xc0\x01\x00", MalformedPacket, "remaining length must be 0"),
+    ],
+)
+def test_malformed_packets_at_3_1_1(data: bytes, error: type[Exception], problem: str) -> None:
+    with pytest.raises(error, match=problem):
+        _decoded(data, MQTT_3_1_1)
+
+
+def _with_properties(raw: bytes) -> bytes:
+    body = b"\x00\x01" + varint(len(raw)) + raw  # a PUBACK at level 5: id, code, properties
+    return b"\x40" + varint(len(body) + 1) + body[:2] + b"\x00" + body[2:]
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"\x7f\x00", "unknown property identifier 0x7f"),  # §2.2.2.2
+        (b"\x02\x00\x00\x00\x01", "not allowed here"),  # message expiry in a PUBACK
+        (b"\x1f\x00\x01a\x1f\x00\x01b", "appears twice"),
+        (b"\x1f\x00\x05ab", "runs past"),
+    ],
+)
+def test_strict_properties(raw: bytes, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        _decoded(_with_properties(raw), MQTT_5)
+
+
+def test_property_values_in_range() -> None:
+    zero_receive_maximum = b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x03\x21\x00\x00\x00\x01c"
+    reader = Reader(zero_receive_maximum, 2)
+    read_protocol(reader)
+    with pytest.raises(ProtocolError, match="receive_maximum is 0"):  # 5.0 §3.1.2.11.3
+        decode_connect(reader, MQTT_5)
+    repeated_ids = Properties([(Property.SUBSCRIPTION_IDENTIFIER, 1)] * 2)
+    publish = Publish("t", b"", properties=repeated_ids)  # 5.0 §3.3.2.3.8: may repeat here
+    assert _decoded(encode(publish, MQTT_5), MQTT_5) == publish
+
+
+def _connect_body(data: bytes) -> Connect:
+    reader = Reader(data, 2)
+    name, level = read_protocol(reader)
+    problem = protocol_problem(name, level)
+    if problem is not None:
+        raise problem
+    return decode_connect(reader, level)
+
+
+@pytest.mark.parametrize(
+    ("connect", "code"),
+    [
+        (Connect(MQTT_3_1_1, "", False, 0), ReturnCode.IDENTIFIER_REJECTED),  # §3.1.3.1
+        (Connect(MQTT_3_1, "x" * 24, True, 0), ReturnCode.IDENTIFIER_REJECTED),  # 3.1: 1-23
+        (Connect(MQTT_3_1, "", True, 0), ReturnCode.IDENTIFIER_REJECTED),
+        (Connect(MQTT_3_1_1, "c", True, 0, None, b"p"), ReturnCode.BAD_USERNAME_OR_PASSWORD),
+    ],
+)
+def test_connects_refused_with_a_return_code(connect: Connect, code: ReturnCode) -> None:
+    with pytest.raises(ConnectRefused) as refused:
+        _connect_body(encode(connect, connect.level))
+    assert refused.value.return_code == code
+
+
+def test_connect_accepted_at_the_edges() -> None:
+    assert _connect_body(encode(Connect(MQTT_3_1, "x" * 23, True, 0), MQTT_3_1)).client_id
+    assert _connect_body(encode(Connect(MQTT_3_1_1, "", True, 0), MQTT_3_1_1)).client_id == ""
+    # MQTT 5 lets a client send a password alone (5.0 §3.1.2.9).
+    assert _connect_body(encode(Connect(MQTT_5, "c", True, 0, None, b"p"), MQTT_5)).password
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "problem"),
+    [
+        (b"\x10\x0c\x00\x04MQTX\x04\x02\x00\x3c\x00\x00", ProtocolError, "is not 'MQTT'"),
+        (b"\x10\x0c\x00\x04MQTT\x06\x02\x00\x3c\x00\x00", ConnectRefused, "level 6"),
+        (b"\x10\x0e\x00\x06MQIsdp\x04\x02\x00\x3c\x00\x00", ConnectRefused, "'MQIsdp' level 4"),
+        (b"\x10\x0d\x00\x04MQTT\x04\x03\x00\x3c\x00\x01p", MalformedPacket, "reserved flag"),
+        (b"\x10\x0d\x00\x04MQTT\x04\x1a\x00\x3c\x00\x01p", MalformedPacket, "will QoS"),
+        (b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x01p!", MalformedPacket, "1 bytes after"),
+        (b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01\x00", MalformedPacket, "contains U.0000"),
+    ],
+)
+def test_connects_that_close_without_connack_or_with_code_1(
+    data: bytes, error: type[Exception], problem: str
+) -> None:
+    with pytest.raises(error, match=problem):
+        _connect_body(data)
+
+
+@pytest.mark.parametrize(
+    ("first_byte", "level", "connected", "problem"),
+    [
+        (0x10, 0, False, None),
+        (0x30, 0, False, "first packet is PUBLISH, not CONNECT"),  # §3.1.0
+        (0x10, 4, True, "second CONNECT"),
+        (0x36, 4, True, "QoS 3"),  # §3.3.1.2
+        (0x38, 4, True, "DUP set at QoS 0"),  # §3.3.1.1
+        (0x3B, 4, True, None),  # DUP, QoS 1, RETAIN
+        (0x62, 4, True, None),
+        (0x60, 4, True, "PUBREL with fixed-header flags 0b0000"),  # §2.2.2
+        (0x60, 3, True, None),  # MQTT 3.1 clients may leave these flags out...
+        (0x8A, 3, True, None),  # ... or set DUP on a SUBSCRIBE they retry
+        (0x80, 4, True, "SUBSCRIBE with fixed-header flags 0b0000"),
+        (0x90, 4, True, "SUBACK may not be sent by a client"),  # §2.2.1
+        (0x00, 4, True, "reserved type 0"),
+        (0xF0, 4, True, "reserved type 15"),
+        (0xF0, 5, True, None),  # AUTH, MQTT 5 only
+    ],
+)
+def test_header_rules(first_byte: int, level: int, connected: bool, problem: str | None) -> None:
+    found = header_problem(first_byte, level=level, connected=connected)
+    assert (found is None) == (problem is None), found
+    assert problem is None or problem in str(found)
+
+
+def test_packets_in_reads_what_a_server_writes() -> None:
+    data = encode(Connack(False, 0), 4) + encode(Suback(1, (0,)), 4)
+    assert packets_in(data) == [Connack(False, 0), Suback(1, (0,))]

@@ -1,0 +1,76 @@
+"""The session journal: what a message's writes become, and bounded transactions.
+
+``writes_for`` on its own (pure), and the ``Journal`` on a real SQLite store.
+"""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.journal import BATCH, DONE, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
+from broker.mqtt.session import RELEASED, Outgoing
+from storage.records import Device
+from storage.sessions import (
+    Acknowledge,
+    Enqueue,
+    MarkReleased,
+    MarkSent,
+    SaveSession,
+    Subscribe,
+)
+from storage.sql import SqlCredentialStore
+
+
+def _ref(row: int | None = None) -> Ref:
+    return Ref("k", Outgoing("t", b"p", 2), row)
+
+
+def test_a_message_changed_before_its_first_commit_is_written_as_it_is_then() -> None:
+    ref = _ref()
+    ref.message.packet_id, ref.message.sent, ref.message.state = 5, True, RELEASED
+    writes, queued = writes_for([(QUEUE, ref), (SENT, ref), (RELEASE, ref)])
+    assert writes == [Enqueue("k", "t", b"p", 2, False, 5, True, True)]
+    assert queued == [ref]
+
+
+def test_a_message_done_before_its_first_commit_is_never_written() -> None:
+    ref = _ref()
+    ref.done = True
+    assert writes_for([(QUEUE, ref), (DONE, ref)]) == ([], [])
+
+
+def test_changes_to_a_stored_message_are_updates_of_its_row() -> None:
+    sent, released, done = _ref(1), _ref(2), _ref(3)
+    sent.message.packet_id = 9
+    done.done = True
+    writes, _ = writes_for([(SENT, sent), (RELEASE, released), (SENT, done), (DONE, done)])
+    assert writes == [MarkSent(((1, 9),)), MarkReleased((2,)), Acknowledge((3,))]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
+    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore) -> None:
+    """A client subscribing to thousands of filters never holds the write lock for one long
+    transaction: at most BATCH writes each, and the commit awaited covers all of them."""
+    device: Device = await store.create_device("many")
+    key = f"{device.id}/c"
+    journal = Journal(store)
+    journal.submit(SaveSession(key, device.id, "many", "c"))
+    for n in range(2 * BATCH + 10):
+        journal.submit(Subscribe(key, f"devices/many/{n}", 0, False))
+    pending = journal.pending_commit()
+    assert pending is not None
+    await pending
+    assert journal.commits == 3
+    assert journal.pending_commit() is None
+    [stored] = await store.load_sessions()
+    assert len(stored.subscriptions) == 2 * BATCH + 10
+    await journal.close(within=5)

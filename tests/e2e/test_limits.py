@@ -1,0 +1,191 @@
+"""One device can no longer grow the broker's memory: each limit, tried past its setting.
+
+Every hit is counted (``nanoiot_limit_hits_total{limit=...}`` and ``$SYS/broker/limits/``)
+and other devices go on as before. Unacknowledged outbound QoS 1 (the in-flight window, then
+the queue) is tried in ``tests/broker/test_outgoing_buffer.py``.
+"""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from broker.mqtt.packets import (
+    Connack,
+    Connect,
+    Publish,
+    Pubrec,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+)
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
+from tests.e2e.peers import Paho, Raw
+
+
+class Fleet:
+    """A broker with small limits, a device's certificate and a backend application."""
+
+    def __init__(self, tmp_path: Path, **limits: int) -> None:
+        self.broker = BrokerThread(broker_settings(tmp_path / "data", sys_interval=0.1, **limits))
+        self.device, issued = self.broker.provision("greedy")
+        self.certfile = write_pem(tmp_path, issued, "greedy")
+        _, other = self.broker.provision("bystander")
+        self.other_certfile = write_pem(tmp_path, other, "bystander")
+        self.broker.application("backend", "backend", "backend-pass")
+
+    def backend(self, client_id: str = "backend") -> Client:
+        client = mqtt_client(self.broker.port, self.broker.server_cert, None, client_id=client_id,
+                             username="backend", password="backend-pass")  # fmt: skip
+        assert client.wait_connack() == 0
+        return client
+
+    def paho(self, client_id: str, *, clean_session: bool = True) -> Paho:
+        client = Paho(self.broker.port, self.broker.server_cert, self.certfile, client_id,
+                      clean_session=clean_session)  # fmt: skip
+        assert client.connack()[0] == 0
+        return client
+
+    def raw(self, client_id: str) -> Raw:
+        raw = Raw(self.broker.port, self.broker.server_cert, self.certfile)
+        raw.send(Connect(4, client_id, False, 0))
+        assert raw.read() == Connack(False, 0)
+        return raw
+
+    def hits(self, limit: str) -> int:
+        return self.broker.running.broker.metrics.limit_hits[limit]
+
+    def bystander_round_trip(self) -> None:
+        other = Paho(self.broker.port, self.broker.server_cert, self.other_certfile, "b")
+        try:
+            assert other.connack()[0] == 0
+            assert other.subscribe(("v1/devices/me/telemetry", 1)) == [1]
+            other.publish("v1/devices/me/telemetry", b"unaffected", 1)
+            assert other.receive(1)[0].payload == b"unaffected"
+        finally:
+            other.close()
+
+    def sys_value(self, topic: str) -> bytes:
+        backend = self.backend("sys-reader")
+        try:
+            assert backend.subscribe(topic, qos=0) == [0]
+            return bytes(backend.next_message().payload)
+        finally:
+            backend.close()
+
+
+MakeFleet = Callable[..., Fleet]
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path) -> Iterator[MakeFleet]:
+    made: list[Fleet] = []
+
+    def make(**limits: int) -> Fleet:
+        made.append(Fleet(tmp_path, **limits))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for fleet in made:
+            fleet.broker.stop()
+
+
+def test_100000_subscriptions_are_refused_past_the_limit(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(max_subscriptions=100)
+    engine = fleet.broker.running.broker
+    with fleet.raw("collector") as raw:
+        for packet in range(100):  # 100 SUBSCRIBE packets of 1,000 filters each
+            requests = tuple(
+                SubscribeRequest(f"v1/devices/me/rpc/request/{packet}/{n}", 0) for n in range(1000)
+            )
+            raw.send(Subscribe(packet + 1, requests))
+            suback = raw.read()
+            assert isinstance(suback, Suback)
+            granted = [code for code in suback.codes if code != 0x80]
+            assert len(granted) == (100 if packet == 0 else 0)
+        assert fleet.broker.call(_subscriptions(fleet)) == 100  # the trie holds 100, not 100,000
+        fleet.bystander_round_trip()
+    assert fleet.hits("max_subscriptions") == 99_900
+    fleet.broker.call(engine.store.flush())
+    [stored] = fleet.broker.call(fleet.broker.running.store.load_sessions())
+    assert len(stored.subscriptions) == 100  # and so does the store
+    assert engine.metrics.subscriptions_denied == 99_900
+
+
+async def _subscriptions(fleet: Fleet) -> int:
+    return fleet.broker.running.broker.router.subscription_count
+
+
+@pytest.mark.parametrize(
+    ("limits", "kept", "limit"),
+    [
+        ({"max_queued_messages": 10}, 10, "max_queued_messages"),
+        ({"max_queued_bytes": 9 * 1100}, 9, "max_queued_bytes"),  # 1,024 + topic each
+    ],
+    ids=["messages", "bytes"],
+)
+def test_an_offline_queue_keeps_the_newest_within_its_limits(
+    make_fleet: MakeFleet, limits: dict[str, int], kept: int, limit: str
+) -> None:
+    fleet = make_fleet(**limits)
+    away = fleet.paho("away", clean_session=False)
+    assert away.subscribe(("v1/devices/me/rpc/request/+", 1)) == [1]
+    away.close()
+    backend = fleet.backend()
+    for n in range(50):
+        payload = n.to_bytes(4, "big") + bytes(1020)
+        backend.publish(f"devices/greedy/rpc/request/{n}", payload, qos=1)
+    assert fleet.hits(limit) == 50 - kept
+    back = fleet.paho("away", clean_session=False)
+    try:
+        numbers = [int.from_bytes(m.payload[:4], "big") for m in back.receive(kept)]
+        assert numbers == list(range(50 - kept, 50))  # the oldest went first
+        assert back.nothing_more()
+    finally:
+        back.close()
+        backend.close()
+    assert fleet.sys_value(f"$SYS/broker/limits/{limit}") == str(50 - kept).encode()
+
+
+def test_retained_messages_on_distinct_topics_are_bounded_per_device(
+    make_fleet: MakeFleet,
+) -> None:
+    fleet = make_fleet(max_retained_messages_per_device=20, max_retained_bytes_per_device=100_000)
+    engine = fleet.broker.running.broker
+    publisher = fleet.paho("retainer")
+    publisher.publish("v1/devices/me/attributes/big", b"y" * 200_000, 1, retain=True)
+    for n in range(30):
+        publisher.publish(f"v1/devices/me/attributes/{n}", b"x" * 100, 1, retain=True)
+    publisher.close()
+    assert engine.retained.owned_by(str(fleet.device.id)) == 20
+    assert fleet.hits("max_retained_messages_per_device") == 10
+    assert fleet.hits("max_retained_bytes_per_device") == 1
+    reader = fleet.backend()
+    try:
+        assert reader.subscribe("devices/greedy/#", qos=0) == [0]
+        first_twenty = {reader.next_message().topic for _ in range(20)}
+        assert first_twenty == {f"devices/greedy/attributes/{n}" for n in range(20)}
+        assert reader.no_message()
+    finally:
+        reader.close()
+    scraped = generate_latest(engine.metrics.registry).decode()
+    assert 'nanoiot_limit_hits_total{limit="max_retained_messages_per_device"} 10.0' in scraped
+    fleet.broker.call(fleet.broker.running.store.delete_device(fleet.device.id))
+    fleet.broker.call(fleet.broker.running.follower.poll_once())
+    assert engine.retained.owned_by(str(fleet.device.id)) == 0  # gone with the device
+
+
+def test_inbound_qos2_without_pubrel_closes_past_the_limit(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(max_awaiting_pubrel=10)
+    with fleet.raw("hoarder") as raw:
+        for packet_id in range(1, 11):
+            raw.send(Publish("v1/devices/me/telemetry", b"x" * 1000, 2, packet_id=packet_id))
+            assert raw.read() == Pubrec(packet_id)
+        raw.send(Publish("v1/devices/me/telemetry", b"one more", 2, packet_id=11))
+        assert raw.closed()
+    assert fleet.hits("max_awaiting_pubrel") == 1
+    fleet.bystander_round_trip()
