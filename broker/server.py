@@ -5,6 +5,7 @@ returns once the listener accepts connections (``port`` is the bound port, so te
 and ``stop()`` closes everything it opened, in reverse order.
 """
 
+import contextlib
 import gc
 import logging
 import socket
@@ -97,6 +98,7 @@ class RunningBroker:
         if development:
             settings = with_development_credentials(settings)
         context = build_server_context(settings)  # fails before anything is opened
+        acl = acl or acl_from_settings(settings)  # so does a bad topic rule
         # So does a port in use: one line naming the settings, nothing to unwind.
         sock = bind_mqtt_socket(
             settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
@@ -111,49 +113,56 @@ class RunningBroker:
     async def _start(
         cls,
         settings: Settings,
-        acl: Acl | None,
+        acl: Acl,
         context: SSL.Context,
         sock: socket.socket,
         development: bool,
     ) -> Self:
-        store = await SqlCredentialStore.open(
-            settings.effective_database_url, data_dir=settings.data_dir
-        )
-        authenticator = Authenticator(
-            store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
-        )
-        auth_log = AuthLog(store)
-        sessions = SqlSessionStore(store)
-        broker = Broker(
-            authenticator, acl or acl_from_settings(settings), auth_log,
-            broker_config(settings), store=sessions,
-        )  # fmt: skip
-        # Persistent sessions of the previous run, before any client can connect.
-        await broker.restore()
-        auth_log.start()
-        follower = RevocationFollower(store, broker, authenticator)
-        await follower.start()
-        sys_topics = SysTopics(broker, settings.sys_interval)
-        sys_topics.start()
-        tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
-        broker.metrics.registry.register(tls_failures)
-        listener = await start_tls_server(
-            context,
-            settings.mqtt_ssl_bind_address,
-            settings.mqtt_ssl_bind_port,
-            handshake_timeout=settings.tls_handshake_timeout,
-            on_open=broker.open,
-            sock=sock,
-            handshake_failed=tls_failures.report,
-            proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
-        )
+        # A step that fails closes what the steps before it opened, in reverse order.
+        async with contextlib.AsyncExitStack() as opened:
+            store = await SqlCredentialStore.open(
+                settings.effective_database_url, data_dir=settings.data_dir
+            )
+            opened.push_async_callback(store.close)
+            authenticator = Authenticator(
+                store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
+            )
+            auth_log = AuthLog(store)
+            sessions = SqlSessionStore(store)
+            opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
+            broker = Broker(authenticator, acl, auth_log, broker_config(settings), store=sessions)
+            # Persistent sessions of the previous run, before any client can connect.
+            await broker.restore()
+            auth_log.start()
+            opened.push_async_callback(auth_log.stop)
+            follower = RevocationFollower(store, broker, authenticator)
+            await follower.start()
+            opened.push_async_callback(follower.stop)
+            sys_topics = SysTopics(broker, settings.sys_interval)
+            sys_topics.start()
+            opened.push_async_callback(sys_topics.stop)
+            tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
+            broker.metrics.registry.register(tls_failures)
+            opened.callback(tls_failures.close)
+            listener = await start_tls_server(
+                context,
+                settings.mqtt_ssl_bind_address,
+                settings.mqtt_ssl_bind_port,
+                handshake_timeout=settings.tls_handshake_timeout,
+                on_open=broker.open,
+                sock=sock,
+                handshake_failed=tls_failures.report,
+                proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
+            )
+            opened.push_async_callback(listener.__aexit__)
+            tls_reload = ServerCertificateReloader(
+                settings, listener.use_context, interval=settings.tls_reload_interval
+            )
+            tls_reload.start()
+            opened.pop_all()  # all open: stop() closes them
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
         if settings.proxy_protocol_trusted:
             log.info("PROXY protocol v2 required from %s", settings.proxy_protocol_trusted)
-        tls_reload = ServerCertificateReloader(
-            settings, listener.use_context, interval=settings.tls_reload_interval
-        )
-        tls_reload.start()
         # Everything made so far (modules, the broker, the store) lives as long as the
         # broker: out of the collector's reach, the collections each connect's garbage
         # triggers stay small instead of traversing every object of the process. Garbage
