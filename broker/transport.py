@@ -16,8 +16,8 @@ MQTT, garbage, timeouts) close only that connection and go to ``TlsServer.handsh
 (by default a ``broker.tls_failures.TlsFailureLog``: classified, logged, counted).
 
 A connection from a trusted load balancer (``TlsServer.proxy_trusted``) starts with a PROXY
-protocol v2 header naming the client, read by ``broker.proxy_protocol`` before the handshake;
-from then on the connection's ``remote`` is the client's address.
+protocol v2 header naming the client, read before the handshake (``broker.handshake_watch``
+keeps a connection's handshake state); from then on its ``remote`` is the client's address.
 
 Knows nothing of MQTT: this module only moves bytes.
 """
@@ -31,7 +31,8 @@ from typing import Any, Final, cast
 
 from OpenSSL import SSL
 
-from broker.proxy_protocol import HEADER_TIMEOUT, HeaderReader, ProxyHeaderError, TrustedProxies
+from broker.handshake_watch import HandshakeFailed, HandshakeWatch
+from broker.proxy_protocol import ProxyHeaderError, TrustedProxies
 from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
 from broker.tls_failures import FailureKind, TlsFailureLog
 from broker.tls_failures import openssl_reason as _reason
@@ -42,10 +43,6 @@ log = logging.getLogger(__name__)
 
 OnConnection = Callable[[TlsConnection], Awaitable[None]]
 OnOpen = Callable[[TlsConnection], Receiver]
-# (peer address, how it ended, OpenSSL's error if any, the first bytes the client sent)
-HandshakeFailed = Callable[
-    [tuple[str, int], FailureKind, SSL.Error | ProxyHeaderError | None, bytes], None
-]
 
 # RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
 _RECORD: Final = 16 * 1024
@@ -54,8 +51,6 @@ _BIO_CHUNK: Final = 64 * 1024
 _CLOSE_GRACE: Final = 5.0
 # Handler tasks still running this long after TlsServer.close() are cancelled.
 _HANDLER_GRACE: Final = 5.0
-# Enough of a failed client's first bytes to tell a ClientHello's version or plain MQTT.
-_HELLO_KEPT: Final = 16
 
 _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 
@@ -77,8 +72,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
-        self._hello = b""  # the client's first bytes, for a failed handshake's report
-        self._proxy: HeaderReader | None = None  # until a trusted balancer's header is read
+        self._watch: HandshakeWatch | None = None  # until the handshake is over
 
     # --- asyncio.Protocol ---
 
@@ -89,27 +83,25 @@ class _TlsProtocol(asyncio.Protocol):
         if peer:
             self._remote = (str(peer[0]), int(peer[1]))
         self._server.protocols.add(self)
-        timeout = self._server.handshake_timeout
-        if self._server.proxy_trusted.trusts(self._remote[0]):
-            self._proxy = HeaderReader()
-            timeout = min(timeout, HEADER_TIMEOUT)
-        self._timer = self._loop.call_later(timeout, self._timed_out)
+        self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
         if self._state == _OPEN:
             self._tls.bio_write(data)
             self._read_records()
-        elif self._state == _HANDSHAKE:
-            if self._proxy is not None and not (data := self._proxy_header(data)):
+        elif self._state == _HANDSHAKE and self._watch is not None:
+            try:
+                data = self._watch.feed(data)
+            except ProxyHeaderError:  # reported by the watch
+                self._shut(abort=False)
                 return
-            if len(self._hello) < _HELLO_KEPT:
-                self._hello += data[: _HELLO_KEPT - len(self._hello)]
-            self._tls.bio_write(data)
-            self._handshake()
+            if data:
+                self._tls.bio_write(data)
+                self._handshake()
 
     def eof_received(self) -> bool:
-        if self._state == _HANDSHAKE:
-            self._server.handshake_failed(self._remote, FailureKind.CLOSED, None, self._hello)
+        if self._state == _HANDSHAKE and self._watch is not None:
+            self._watch.failed(FailureKind.CLOSED)
         if self._receiver is not None:
             self._receiver.connection_lost()
         return False  # asyncio closes the transport
@@ -118,6 +110,8 @@ class _TlsProtocol(asyncio.Protocol):
         self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
+        if self._watch is not None:
+            self._watch.done()
         if self._receiver is not None:
             self._receiver.connection_lost()
         self._wake_drain()
@@ -142,7 +136,8 @@ class _TlsProtocol(asyncio.Protocol):
             return
         except SSL.Error as exc:
             self._send_tls_output()  # the alert, if OpenSSL wrote one
-            self._server.handshake_failed(self._remote, FailureKind.ERROR, exc, self._hello)
+            if self._watch is not None:
+                self._watch.failed(FailureKind.ERROR, exc)
             self._shut(abort=False)
             return
         tls = self._tls
@@ -152,9 +147,10 @@ class _TlsProtocol(asyncio.Protocol):
         # TLS 1.3: our Finished went out with the first flight; what OpenSSL wrote now is the
         # session tickets (RFC 8446 §4.6.1), which no client waits for. They stay in the BIO
         # and leave with the first record we send (CONNACK): one write less per connect.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._watch is not None:
+            self._watch.done()
+            self._remote = self._watch.remote  # a balancer's client, if it named one
+            self._watch = None
         self._state = _OPEN
         leaf = tls.get_peer_certificate(as_cryptography=True)
         sent = tls.get_peer_cert_chain(as_cryptography=True) or []
@@ -165,33 +161,9 @@ class _TlsProtocol(asyncio.Protocol):
         # The client may have sent application data right behind its Finished.
         self._read_records()
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def _handshake_expired(self) -> None:
         if self._state == _HANDSHAKE:
-            error = self._proxy.timed_out() if self._proxy is not None else None
-            self._server.handshake_failed(self._remote, FailureKind.TIMEOUT, error, self._hello)
             self._shut(abort=False)
-
-    def _proxy_header(self, data: bytes) -> bytes:
-        """What follows the balancer's PROXY header once it is complete (else b""); the
-        client's address replaces the balancer's, and the handshake gets its full time."""
-        assert self._proxy is not None
-        try:
-            done = self._proxy.feed(data)
-        except ProxyHeaderError as exc:
-            self._server.handshake_failed(self._remote, FailureKind.ERROR, exc, b"")
-            self._shut(abort=False)
-            return b""
-        if done is None:
-            return b""
-        header, rest = done
-        self._proxy = None
-        if header.source is not None:  # None: the balancer's own connection (LOCAL)
-            self._remote = header.source
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(self._server.handshake_timeout, self._timed_out)
-        return rest
 
     # --- reading ---
 
@@ -272,7 +244,7 @@ class _TlsProtocol(asyncio.Protocol):
     def buffered(self) -> int:
         """Bytes written but not yet taken by the socket: plaintext waiting for this turn's
         flush, and TLS records in the transport's write buffer (a peer that stops reading
-        makes this grow; ``broker.delivery`` caps it)."""
+        makes this grow; ``broker.client`` caps it)."""
         transport = self._transport
         held = transport.get_write_buffer_size() if transport is not None else 0
         return self._pending_size + held
@@ -318,6 +290,8 @@ class _TlsProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def _shut(self, *, abort: bool) -> None:
+        if self._watch is not None:
+            self._watch.done()
         if self._state != _CLOSED:
             self._state = _CLOSED
             if self._receiver is not None:
@@ -330,7 +304,7 @@ class _TlsProtocol(asyncio.Protocol):
         else:
             transport.close()
             # close() waits for the write buffer to empty; a peer that stops reading must
-            # not keep the socket forever. (Replaces the handshake timer, if any.)
+            # not keep the socket forever.
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = self._loop.call_later(_CLOSE_GRACE, transport.abort)
