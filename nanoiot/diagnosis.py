@@ -184,7 +184,7 @@ def _cannot_create(name: str, ca: TrustAnchor) -> Outcome | None:
 
 
 def _check_client_id(outcome: Outcome, client_id: str | None, policy: Policy) -> Outcome:
-    """As ``NanoIoTBroker._client_id``: with strict_client_id a device connects as itself."""
+    """As ``broker.admission``: with strict_client_id a device connects as itself."""
     holder = outcome.decision.holder
     if not outcome.decision.allowed or holder is None or holder.application:
         return outcome

@@ -115,7 +115,7 @@ async def test_deleting_the_device_deletes_its_sessions(
 async def test_a_write_for_a_vanished_session_fails_and_applies_nothing(
     store: SqlCredentialStore, device: Device
 ) -> None:
-    """One transaction: the caller (broker.persistence) retries the writes one by one."""
+    """One transaction: the caller (broker.journal) retries the writes one by one."""
     key = f"{device.id}/c1"
     with pytest.raises(ConflictError):
         await store.write_sessions([_save(device), Enqueue(f"{device.id}/gone", "x", b"m", 1)])
