@@ -35,10 +35,16 @@ Applications (backends) are never mapped: they address devices by name.
 
 Rules
 -----
-Allow-only, default deny. A device may use ``devices/{device_name}/#`` (which, mapped, is the
-whole ``me`` API); applications subscribe to ``devices/#`` and ``$SYS/#`` (the broker's
-figures) and publish what answers or commands a device. Operators add rules with
-``{device_name}``, ``{device_id}`` and ``{cert_cn}``.
+Default deny. A rule allows unless it says ``"effect": "deny"``; a matching deny wins over
+every allow, for publish and for subscribe (as Mosquitto's dynamic security and EMQX do), so an
+operator can forbid one topic under a broad allow. A SUBSCRIBE is refused when a deny filter
+covers all of it; one that only overlaps a deny filter is granted, and the denied topics are
+not delivered through it (``CompiledAcl.receive_denied``).
+
+A device may use ``devices/{device_name}/#`` (which, mapped, is the whole ``me`` API);
+applications subscribe to ``devices/#`` and ``$SYS/#`` (the broker's figures) and publish
+what answers or commands a device. Operators add rules with ``{device_name}``,
+``{device_id}`` and ``{cert_cn}``.
 A placeholder value that could change a topic's shape (empty, '/', '+', '#', NUL, leading '$';
 see ``auth.topics.is_plain_level``) makes the rule not apply to that client; so does
 ``{cert_cn}`` for a client without a certificate.
@@ -72,16 +78,24 @@ class Who(StrEnum):
 
 
 class Action(StrEnum):
-    """What a rule allows."""
+    """What a rule allows or denies."""
 
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
     BOTH = "both"
 
 
+class Effect(StrEnum):
+    """Whether a matching rule allows or forbids; a deny wins over any allow."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
 PLACEHOLDERS = ("device_name", "device_id", "cert_cn")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RULE_KEYS = ("who", "action", "topic")
+_OPTIONAL_KEYS = ("effect",)
 
 
 @dataclass(frozen=True)
@@ -96,11 +110,12 @@ class Identity:
 
 @dataclass(frozen=True)
 class AclRule:
-    """One allow rule; ``topic`` is a topic filter that may contain placeholders."""
+    """One rule; ``topic`` is a topic filter that may contain placeholders."""
 
     who: Who
     action: Action
     topic: str
+    effect: Effect = Effect.ALLOW
 
     def __post_init__(self) -> None:
         problem = rule_topic_problem(self.topic)
@@ -157,9 +172,11 @@ def parse_rule(mapping: Mapping[str, object], *, where: str = "ACL rule") -> Acl
 
     ``where`` starts the message, for example ``"conf/nanoiot.yaml: acl.rules[2]"``.
     """
-    unknown = sorted(str(key) for key in mapping if key not in _RULE_KEYS)
+    unknown = sorted(str(key) for key in mapping if key not in (*_RULE_KEYS, *_OPTIONAL_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected who, action, topic)")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (expected who, action, topic, effect)"
+        )
     for key in _RULE_KEYS:
         if key not in mapping:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -171,7 +188,8 @@ def parse_rule(mapping: Mapping[str, object], *, where: str = "ACL rule") -> Acl
     problem = rule_topic_problem(topic)
     if problem is not None:
         raise ConfigError(f"{where}: topic {topic!r}: {problem}")
-    return AclRule(Who(who), Action(action), topic)
+    effect = _choice(mapping.get("effect", Effect.ALLOW.value), Effect, "effect", where)
+    return AclRule(Who(who), Action(action), topic, Effect(effect))
 
 
 def _choice(value: object, kind: type[StrEnum], field: str, where: str) -> str:
@@ -184,42 +202,78 @@ def _choice(value: object, kind: type[StrEnum], field: str, where: str) -> str:
 class CompiledAcl:
     """What one client may do, with placeholders filled in: built once per connection.
 
-    All topics and filters given to it are canonical (see ``to_canonical``).
+    All topics and filters given to it are canonical (see ``to_canonical``). The deny filters
+    win over the allowed ones.
     """
 
-    __slots__ = ("_publish", "_receive", "publish_filters", "subscribe_filters")
+    __slots__ = (
+        "_publish",
+        "_publish_denied",
+        "_receive",
+        "deny_publish_filters",
+        "deny_subscribe_filters",
+        "publish_filters",
+        "receive_denied",
+        "subscribe_filters",
+    )
 
-    def __init__(self, publish_filters: Sequence[str], subscribe_filters: Sequence[str]) -> None:
-        for each in (*publish_filters, *subscribe_filters):
+    def __init__(
+        self,
+        publish_filters: Sequence[str],
+        subscribe_filters: Sequence[str],
+        deny_publish_filters: Sequence[str] = (),
+        deny_subscribe_filters: Sequence[str] = (),
+    ) -> None:
+        every = (*publish_filters, *subscribe_filters, *deny_publish_filters)
+        for each in (*every, *deny_subscribe_filters):
             if not valid_topic_filter(each):
                 raise ValueError(f"not a valid topic filter: {each!r}")
         self.publish_filters = tuple(dict.fromkeys(publish_filters))
         self.subscribe_filters = tuple(dict.fromkeys(subscribe_filters))
+        self.deny_publish_filters = tuple(dict.fromkeys(deny_publish_filters))
+        self.deny_subscribe_filters = tuple(dict.fromkeys(deny_subscribe_filters))
         self._publish = compile_filters(self.publish_filters)
         self._receive = compile_filters(self.subscribe_filters)
+        self._publish_denied = (
+            compile_filters(self.deny_publish_filters) if self.deny_publish_filters else None
+        )
+        # Routing asks this of every delivery, so it is None (one attribute test) without denies.
+        self.receive_denied: re.Pattern[str] | None = (
+            compile_filters(self.deny_subscribe_filters) if self.deny_subscribe_filters else None
+        )
 
     def __repr__(self) -> str:
         return (
-            f"CompiledAcl(publish={self.publish_filters!r}, subscribe={self.subscribe_filters!r})"
+            f"CompiledAcl(publish={self.publish_filters!r}, subscribe={self.subscribe_filters!r}, "
+            f"deny_publish={self.deny_publish_filters!r}, "
+            f"deny_subscribe={self.deny_subscribe_filters!r})"
         )
 
     def can_publish(self, topic: str) -> bool:
         """May the client publish to ``topic``? False for anything not a topic name."""
-        return self._publish.fullmatch(topic) is not None
+        if self._publish.fullmatch(topic) is None:
+            return False
+        return self._publish_denied is None or self._publish_denied.fullmatch(topic) is None
 
     def can_subscribe(self, topic_filter: str) -> bool:
         """May the client subscribe to ``topic_filter``?
 
         Only if one allowed filter matches every topic it can match (``filter_covers``):
-        ``devices/N/+`` is fine for device N, ``devices/+/telemetry`` and ``#`` are not.
+        ``devices/N/+`` is fine for device N, ``devices/+/telemetry`` and ``#`` are not; and
+        no deny filter matches every topic it can match. A filter that overlaps a deny filter
+        only in part is allowed; ``receive_denied`` keeps those topics from it.
         """
         if not valid_topic_filter(topic_filter):
+            return False
+        if any(filter_covers(denied, topic_filter) for denied in self.deny_subscribe_filters):
             return False
         return any(filter_covers(allowed, topic_filter) for allowed in self.subscribe_filters)
 
     def can_receive(self, topic: str) -> bool:
         """May a message on ``topic`` reach the client (for example a retained one)?"""
-        return self._receive.fullmatch(topic) is not None
+        if self._receive.fullmatch(topic) is None:
+            return False
+        return self.receive_denied is None or self.receive_denied.fullmatch(topic) is None
 
 
 class Acl:
@@ -235,17 +289,24 @@ class Acl:
 
     def for_identity(self, identity: Identity) -> CompiledAcl:
         """The rules resolved for ``identity``; keep it for the connection's lifetime."""
-        publish: list[str] = []
-        subscribe: list[str] = []
+        kinds = (Action.PUBLISH, Action.SUBSCRIBE)
+        lists: dict[tuple[Effect, Action], list[str]] = {
+            (effect, action): [] for effect in Effect for action in kinds
+        }
         for rule in self.rules:
             topic = rule.topic_for(identity) if rule.applies_to(identity) else None
             if topic is None:
                 continue
             if rule.action in (Action.PUBLISH, Action.BOTH):
-                publish.append(topic)
+                lists[rule.effect, Action.PUBLISH].append(topic)
             if rule.action in (Action.SUBSCRIBE, Action.BOTH):
-                subscribe.append(topic)
-        return CompiledAcl(publish, subscribe)
+                lists[rule.effect, Action.SUBSCRIBE].append(topic)
+        return CompiledAcl(
+            lists[Effect.ALLOW, Action.PUBLISH],
+            lists[Effect.ALLOW, Action.SUBSCRIBE],
+            lists[Effect.DENY, Action.PUBLISH],
+            lists[Effect.DENY, Action.SUBSCRIBE],
+        )
 
     # One-off checks (tests, the admin API); the broker keeps ``for_identity``'s result.
     def can_publish(self, identity: Identity, topic: str) -> bool:

@@ -95,6 +95,7 @@ class Registry:
                 session = BrokerSession(peer.key, peer.identity.device_name, persistent=not clean)
                 self.sessions[peer.key] = session
             session.device_name = peer.identity.device_name
+            session.receive_denied = peer.acl.receive_denied
             if session.persistent:
                 self.store.save_session(session)
             session.client = client

@@ -82,6 +82,9 @@ class LocalRouter:
         durable = False
         topic, payload, published_qos = message.topic, message.payload, message.qos
         for session, sub in matches.items():
+            denied = session.receive_denied
+            if denied is not None and denied.fullmatch(topic) is not None:
+                continue  # a deny rule wins over the wider filter it subscribed with
             qos = published_qos if published_qos < sub.qos else sub.qos
             out = Outgoing(
                 to_device_form(topic, session.device_name) if sub.me_form else topic, payload, qos

@@ -6,6 +6,7 @@ session, or None while its client is away (a persistent session keeps its subscr
 messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 """
 
+import re
 from typing import TYPE_CHECKING
 
 from broker.mqtt.session import Session
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class BrokerSession(Session):
-    __slots__ = ("client", "device_name")
+    __slots__ = ("client", "device_name", "receive_denied")
 
     key: SessionKey
 
@@ -24,6 +25,9 @@ class BrokerSession(Session):
         super().__init__(key, persistent=persistent)
         self.device_name = device_name  # for the `me` form of topics while its client is away
         self.client: MqttClient | None = None
+        # Topics its client's ACL denies it (``CompiledAcl.receive_denied``): routing skips
+        # them even through a granted wider filter. Set whenever a client takes the session.
+        self.receive_denied: re.Pattern[str] | None = None
 
     @property
     def device_id(self) -> str:

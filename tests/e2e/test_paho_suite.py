@@ -223,6 +223,18 @@ def test_subscribe_failure(suite: Suite) -> None:
         aclient.close()
 
 
+def test_a_wildcard_subscriber_never_receives_a_denied_topic(suite: Suite) -> None:
+    aclient = _connected(suite.client("myclientid"))
+    try:
+        assert aclient.subscribe(("test/#", 1)) == [1]  # overlaps the deny rule: granted
+        aclient.publish("test/nosubscribe", b"denied", 1)
+        aclient.publish("test/other", b"allowed", 1)
+        assert [message.payload for message in aclient.receive(1)] == [b"allowed"]
+        assert aclient.nothing_more()
+    finally:
+        aclient.close()
+
+
 def test_dollar_topics(suite: Suite) -> None:
     bclient = _connected(suite.client("myclientid2", keepalive=0))
     try:
