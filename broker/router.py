@@ -5,7 +5,10 @@ from elsewhere (another node of a cluster, later) and gives it to this broker's 
 only. ``LocalRouter`` does both the same way: one walk of the subscription trie (the cost
 follows the topic's levels, not the number of filters), then one copy per subscribing
 session at min(publish QoS, subscription QoS) (3.1.1 §3.8.4), with the retain flag 0
-(§3.3.1.3: it matched an established subscription). A cluster router adds forwarding to the
+(§3.3.1.3: it matched an established subscription). MQTT 5 subscription options apply here:
+No Local skips the publisher's own session, Retain As Published keeps the flag, and the
+subscription's identifier joins the message's properties (5.0 §3.8.3.1, §3.3.4). A cluster
+router adds forwarding to the
 nodes that have interest; subscribe and unsubscribe are where it learns it.
 
 For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
@@ -20,7 +23,7 @@ from typing import Protocol
 from auth.acl import to_device_form
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
-from broker.mqtt.properties import NO_PROPERTIES, Properties
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from broker.session_store import SessionStore
@@ -36,6 +39,8 @@ class Message:
     qos: int
     retain: bool = False
     properties: Properties = NO_PROPERTIES
+    expires_at: float | None = None  # on the broker's clock (5.0 §3.3.2.3.3)
+    origin: object | None = None  # the publisher's session, for No Local (5.0 §3.8.3.1)
 
 
 class Router(Protocol):
@@ -86,9 +91,16 @@ class LocalRouter:
             if denied is not None and denied.fullmatch(topic) is not None:
                 continue  # a deny rule wins over the wider filter it subscribed with
             qos = published_qos if published_qos < sub.qos else sub.qos
+            if sub.no_local and session is message.origin:
+                continue
             out = Outgoing(
                 to_device_form(topic, session.device_name) if sub.me_form else topic, payload, qos
             )
+            if message.properties or sub.identifier is not None or message.expires_at:
+                out.properties = _properties(message.properties, sub)
+                out.expires_at = message.expires_at
+            if sub.retain_as_published:
+                out.retain = message.retain
             client = session.client
             if qos and session.persistent:
                 if client is None:
@@ -114,3 +126,11 @@ class LocalRouter:
         if kept:
             self.store.message_queued(session, out)
         return kept or bool(dropped)
+
+
+def _properties(properties: Properties, sub: Subscription) -> Properties:
+    """What a subscriber receives: the publisher's properties, with the subscription's
+    identifier added (5.0 §3.3.4)."""
+    if sub.identifier is None:
+        return properties
+    return Properties((*properties, (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier)))
