@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tests.e2e.harness import WAIT
 
@@ -35,13 +36,12 @@ class V5Client:
         return self.disconnects.get(timeout=WAIT)
 
     def subscribe(self, topic: str, qos: int = 1, **options: Any) -> list[int]:
-        self.paho.subscribe(topic, options=mqtt.SubscribeOptions(qos=qos, **options))
+        self.paho.subscribe(topic, options=SubscribeOptions(qos=qos, **options))
         return self.subacks.get(timeout=WAIT)
 
     def subscribe_with_id(self, topic: str, identifier: int, qos: int = 1) -> list[int]:
-        properties = Properties(PacketTypes.SUBSCRIBE)
-        properties.SubscriptionIdentifier = identifier
-        self.paho.subscribe(topic, options=mqtt.SubscribeOptions(qos=qos), properties=properties)
+        properties = make_properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=identifier)
+        self.paho.subscribe(topic, options=SubscribeOptions(qos=qos), properties=properties)
         return self.subacks.get(timeout=WAIT)
 
     def publish(
@@ -63,11 +63,16 @@ class V5Client:
         self.paho.loop_stop()
 
 
-def publish_properties(**values: Any) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)
+def make_properties(packet_type: int, **values: Any) -> Any:
+    """paho's Properties for ``packet_type`` with ``values`` set by their MQTT 5 names."""
+    properties = Properties(packet_type)  # type: ignore[no-untyped-call]
     for name, value in values.items():
         setattr(properties, name, value)
     return properties
+
+
+def publish_properties(**values: Any) -> Any:
+    return make_properties(PacketTypes.PUBLISH, **values)
 
 
 def v5_client(
