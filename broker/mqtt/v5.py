@@ -104,8 +104,7 @@ def connack_properties(
         (Property.RETAIN_AVAILABLE, 1),
         (Property.WILDCARD_SUBSCRIPTION_AVAILABLE, 1),
         (Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE, 1),
-        # §3.2.2.3.13: absent would mean "available"; this broker does not offer them.
-        (Property.SHARED_SUBSCRIPTION_AVAILABLE, 0),
+        (Property.SHARED_SUBSCRIPTION_AVAILABLE, 1),  # $share/{group}/{filter} (§4.8.2)
     ]
     if negotiated.request_response_information and response_information is not None:
         items.append((Property.RESPONSE_INFORMATION, response_information))

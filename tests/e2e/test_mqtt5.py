@@ -36,7 +36,7 @@ def test_connack_announces_limits_and_assigns_a_client_id(
         assert props.ReceiveMaximum == broker.settings.max_awaiting_pubrel
         assert props.MaximumPacketSize == broker.settings.max_packet_size
         assert props.TopicAliasMaximum == broker.settings.max_topic_aliases
-        assert props.SharedSubscriptionAvailable == 0
+        assert props.SharedSubscriptionAvailable == 1
     finally:
         client.close()
 

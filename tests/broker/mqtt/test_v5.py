@@ -35,7 +35,7 @@ def _sent(connection: Connection) -> list[object]:
 
 def test_connack_announces_the_server_limits() -> None:
     # §3.2.2.3: receive maximum, maximum packet size, topic alias maximum, and what is
-    # available; shared subscriptions must be said to be absent (absent means available).
+    # available.
     limits = Limits(max_packet_size=4096, max_awaiting_pubrel=7, max_topic_aliases=3)
     _, connack = _accepted(limits, assigned_client_id="auto-1")
     assert connack.code == 0
@@ -43,7 +43,7 @@ def test_connack_announces_the_server_limits() -> None:
     assert props.get(Property.RECEIVE_MAXIMUM) == 7
     assert props.get(Property.MAXIMUM_PACKET_SIZE) == 4096
     assert props.get(Property.TOPIC_ALIAS_MAXIMUM) == 3
-    assert props.get(Property.SHARED_SUBSCRIPTION_AVAILABLE) == 0
+    assert props.get(Property.SHARED_SUBSCRIPTION_AVAILABLE) == 1
     assert props.get(Property.ASSIGNED_CLIENT_IDENTIFIER) == "auto-1"  # §3.2.2.3.7
     assert props.get(Property.SESSION_EXPIRY_INTERVAL) is None  # not changed: not sent
 
