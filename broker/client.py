@@ -265,6 +265,17 @@ class MqttClient:
             self._handle(events)
         self._flush()
 
+    def can_send_now(self, qos: int) -> bool:
+        """Whether a message at ``qos`` would go out at once: not behind messages waiting in
+        the session's queue or a full in-flight window, nor (QoS 0) dropped because the client
+        does not drain its output."""
+        session = self.session
+        if session is None or session.queue:
+            return False
+        if qos:
+            return len(session.inflight) < self.broker.limits.max_inflight
+        return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
+
     def acknowledge(self, packet_id: int, qos: int, *, durable: bool) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
