@@ -55,8 +55,8 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 
 class MqttClient:
     __slots__ = (
-        "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused", "_timer",
-        "broker", "core", "ended", "peer", "session", "tls",
+        "_ack_timer", "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused",
+        "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -71,7 +71,10 @@ class MqttClient:
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             broker.config.connect_timeout, self._connect_timed_out
         )
-        self._held: deque[tuple[int, int, int, asyncio.Future[None] | None]] = deque()
+        # Acknowledgements waiting for a commit: (packet id, QoS, the commit, since when,
+        # MQTT 5 reason code).
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] = deque()
+        self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
         # Output waiting for the commit that records the packet ids it carries.
@@ -314,24 +317,57 @@ class MqttClient:
     def acknowledge(self, packet_id: int, qos: int, *, durable: bool, code: int = 0) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
-        (§4.6). ``code``: the MQTT 5 reason code (0x87 for a refused topic, §3.4.2.1)."""
+        (§4.6). ``code``: the MQTT 5 reason code (0x87 for a refused topic, §3.4.2.1). While
+        the store cannot be written the acknowledgement waits, at most ``ack_timeout``
+        seconds (``_ack_overdue``)."""
         pending = self.broker.store.pending_commit() if durable else None
         held = self._held
         if pending is None and not held:
             self.core.acknowledge(packet_id, qos, code)
             return
-        held.append((packet_id, qos, code, pending))
+        held.append((packet_id, qos, pending, self._loop.time(), code))
         if pending is not None:
             pending.add_done_callback(self._release_acknowledgements)
+        if self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(
+                self.broker.config.ack_timeout, self._ack_overdue
+            )
 
     def _release_acknowledgements(self, _done: object = None) -> None:
         held = self._held
-        while held and (held[0][3] is None or held[0][3].done()):
-            packet_id, qos, code, _ = held.popleft()
+        while held and (held[0][2] is None or held[0][2].done()):
+            packet_id, qos, _, _, code = held.popleft()
             if not self.ended:
                 self.core.acknowledge(packet_id, qos, code)
-        if not self.ended:
-            self._flush()
+        if self.ended:
+            return
+        self._flush()
+        timer = self._ack_timer
+        if not held and timer is not None:
+            timer.cancel()
+            self._ack_timer = None
+
+    def _ack_overdue(self) -> None:
+        """The oldest acknowledgement waited ``ack_timeout`` for the store: close the
+        connection without it, so the client sends the message again on a new one (§4.4)
+        instead of the broker claiming a message it could not save (§4.3.2)."""
+        self._ack_timer = None
+        held = self._held
+        if self.ended or not held:
+            return
+        timeout = self.broker.config.ack_timeout
+        due = held[0][3] + timeout - self._loop.time()
+        if due > 0:  # the one that set the timer went meanwhile
+            self._ack_timer = self._loop.call_later(due, self._ack_overdue)
+            return
+        self.broker.metrics.publishers_closed_unsaved += 1
+        problem = self.broker.store.status().problem or "the store did not answer"
+        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); the "
+                    "client sends those messages again", self.label, len(held), timeout,
+                    problem)  # fmt: skip
+        held.clear()
+        unsaved = (Reason.SERVER_UNAVAILABLE, f"the broker could not save messages: {problem}")
+        self._end(will=False, reason=unsaved)  # MQTT 5 only (§3.14.2.1)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""
@@ -374,7 +410,9 @@ class MqttClient:
         store.message_sent(message)
         if message.stored is None:
             return
-        pending = store.pending_commit()
+        # Not while the store is away: the subscriber still gets its messages then (each is
+        # in the store, or its publisher has not been acknowledged), only without its id.
+        pending = store.pending_attempt()
         if pending is not None and pending is not self._out_wait:
             self._out_wait = pending
             pending.add_done_callback(self._release_output)
@@ -407,9 +445,10 @@ class MqttClient:
         self.ended = True
         if reason is not None:
             self.core.disconnect(*reason)  # 5.0 §3.14: a 5.0 client reads why
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._ack_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._ack_timer = None
         auth = self._auth
         if auth is not None and not auth.done() and auth is not asyncio.current_task():
             auth.cancel()
