@@ -6,8 +6,9 @@ touches, decide its live connections again with exactly the
 checks a new connection would get. Those now refused are closed without their wills
 (a revoked device must not be able to publish one last message).
 
-A look is first the store's change marker (SQLite's data version, a few microseconds), and
-the feed's range query only when that moved: an idle broker must cost next to nothing.
+A look is first the store's change marker (the feed's highest seq, read without the ORM in
+some ten microseconds), and the feed's range query only when that moved: an idle broker must
+cost next to nothing.
 """
 
 import asyncio
