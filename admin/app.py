@@ -5,11 +5,14 @@ from importlib.metadata import version
 from fastapi import Depends, FastAPI
 
 from admin import health, problems, reference, v1, web
+from admin.body_guard import BodyGuard
 from admin.context import AdminContext
 from admin.security import require_admin
 
+DEFAULT_MAX_BODY = 1024 * 1024  # the http_max_body_bytes setting's default
 
-def create_app(context: AdminContext) -> FastAPI:
+
+def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app = FastAPI(
         title="NanoIoT admin API",
         version=version("nanoiot"),
@@ -28,4 +31,7 @@ def create_app(context: AdminContext) -> FastAPI:
     app.include_router(reference.router, dependencies=admin_only)
     app.include_router(v1.router, dependencies=admin_only)
     web.install(app)
+    # Outermost but for the 500 handler: the token and the body's size are checked before
+    # any route reads the body.
+    app.add_middleware(BodyGuard, max_body=max_body)
     return app

@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 import uvicorn
 from fastapi import FastAPI
 
+from admin.app import create_app
+from admin.context import AdminContext
 from nanoiot.errors import ConfigError
+from nanoiot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,12 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, app: FastAPI, host: str, port: int) -> Self:
+    async def start(
+        cls, app: FastAPI, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+    ) -> Self:
+        """Serve ``app``. ``X-Forwarded-For`` / ``-Proto`` are honoured only on connections
+        from ``trusted_proxies`` (addresses or networks): from anyone else they would let a
+        client pick the address the sign-in rate limit counts."""
         try:
             sock = socket.create_server((host, port), reuse_port=False)
         except OSError as exc:
@@ -54,6 +62,8 @@ class HttpServer:
             lifespan="off",
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
         )
         started = cls(_EmbeddedServer(config), sock)
         started._task = asyncio.create_task(started._server.serve(sockets=[sock]), name="http")
@@ -76,3 +86,12 @@ class HttpServer:
         await self._task
         self._task = None
         self._socket.close()
+
+
+async def start_admin(context: AdminContext, settings: Settings) -> HttpServer:
+    """The admin application on the configured address, with its configured bounds."""
+    app = create_app(context, max_body=settings.http_max_body_bytes)
+    return await HttpServer.start(
+        app, settings.http_bind_address, settings.http_port,
+        trusted_proxies=settings.http_trusted_proxies,
+    )  # fmt: skip

@@ -11,9 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
-from admin.app import create_app
 from admin.context import AdminContext
-from admin.server import HttpServer
+from admin.server import HttpServer, start_admin
 from admin.token import admin_token
 from broker.server import RunningBroker
 from nanoiot.settings import Settings
@@ -71,9 +70,7 @@ class Node:
                 broker=_LiveBroker(running),
                 metrics=running.broker.metrics.registry,
             )
-            http = await HttpServer.start(
-                create_app(context), settings.http_bind_address, settings.http_port
-            )
+            http = await start_admin(context, settings)
         except BaseException:
             await running.stop()
             if cluster is not None:

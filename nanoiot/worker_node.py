@@ -13,9 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from admin.app import create_app
 from admin.context import AdminContext
-from admin.server import HttpServer
+from admin.server import HttpServer, start_admin
 from admin.token import admin_token
 from broker.cluster.link import ClusterLink
 from broker.devcerts import needs_development_credentials, with_development_credentials
@@ -92,9 +91,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
         context = AdminContext(
             store=store, admin_token=token, broker=WorkersView(supervisor, cluster)
         )
-        http = await HttpServer.start(
-            create_app(context), settings.http_bind_address, settings.http_port
-        )
+        http = await start_admin(context, settings)
         stack.push_async_callback(http.stop)
         stack.push_async_callback(supervisor.stop)
         await supervisor.start_all()
