@@ -13,8 +13,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from admin.app import start_admin
 from admin.context import AdminContext
-from admin.server import HttpServer, start_admin
+from admin.server import HttpServer
 from admin.token import admin_token
 from broker.cluster.link import ClusterLink
 from broker.devcerts import needs_development_credentials, with_development_credentials

@@ -116,8 +116,8 @@ def api(ctx: typer.Context) -> None:
 
 
 async def _api(settings: Settings) -> None:
+    from admin.app import start_admin
     from admin.context import AdminContext
-    from admin.server import start_admin
     from admin.token import admin_token
     from storage.sql import SqlCredentialStore
 
