@@ -472,8 +472,12 @@ class MqttClient:
         expiry = self._expiry()
         if isinstance(delay, int) and delay and expiry:
             loop, broker = self._loop, self.broker
-            session.will_timer = loop.call_later(
-                min(delay, expiry), lambda: inbound.publish_will(broker, peer, will, loop.time())
-            )
+
+            def publish() -> None:
+                session.will_timer = session.pending_will = None
+                inbound.publish_will(broker, peer, will, loop.time())
+
+            session.pending_will = publish
+            session.will_timer = loop.call_later(min(delay, expiry), publish)
             return
         inbound.publish_will(self.broker, peer, will, self._loop.time())
