@@ -38,7 +38,15 @@ from broker.mqtt.events import (
     MessageSent,
     ProtocolViolation,
 )
-from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe, Will
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connect,
+    Disconnect,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Will,
+)
 from broker.mqtt.properties import Property
 from broker.mqtt.session import Outgoing
 from broker.peer import Peer
@@ -203,7 +211,7 @@ class MqttClient:
                 strict_client_id=broker.config.strict_client_id,
             )  # fmt: skip
             if isinstance(admitted, Decision):
-                broker.auth_log.refused(admitted, request)
+                broker.auth_log.refused(admitted, request, mqtt5=self.core.level == MQTT_5)
                 # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
                 self._refuse(admitted.connack, admitted.detail)
                 return

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from paho.mqtt.packettypes import PacketTypes
 
 from auth.kinds import CredentialStatus
 from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish, Pubrec, Will
 from broker.mqtt.properties import Properties, Property
 from tests.certgen import issue
-from tests.e2e.harness import BrokerThread, device_client, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, device_client, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
 
@@ -380,3 +381,30 @@ def test_one_copy_carries_every_matching_subscription_identifier(
         assert client.messages.empty()
     finally:
         client.close()
+
+
+def test_the_auth_event_says_which_reason_code_a_5_device_read(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """The REST API (and the web UI's device page, which shows the same text) tells an
+    operator the reason code the device received."""
+    store = broker.running.store
+    device, issued = broker.provision("switched-off")
+    broker.call(store.set_device_enabled(device.id, False))
+    client = v5_client(broker.port, broker.server_cert, write_pem(tmp_path, issued, "off"))
+    try:
+        assert client.wait_connack()[0] == 0x87
+    finally:
+        client.close()
+    broker.call(broker.running.auth_log.flushed())
+    response = httpx.get(
+        f"{broker.http_url}/api/v1/auth-events",
+        params={"deviceId": str(device.id), "outcome": "denied"},
+        headers={"Authorization": f"Bearer {broker.admin_token}"},
+        timeout=WAIT,
+    )
+    assert response.status_code == 200
+    [event] = response.json()
+    assert event["reason"] == (
+        "device_disabled: device 'switched-off' is disabled [MQTT 5 reason code 0x87]"
+    )
