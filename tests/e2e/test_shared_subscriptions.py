@@ -148,6 +148,22 @@ def test_a_member_with_a_full_in_flight_window_is_skipped(tmp_path: Path) -> Non
         broker.stop()
 
 
+def test_what_a_member_left_unacknowledged_goes_to_another(fleet: Fleet) -> None:
+    leaver = fleet.connect("leaver", manual_ack=True)  # receives, never acknowledges
+    stayer = fleet.connect("stayer")
+    assert leaver.subscribe(("$share/g/jobs/#", 1)) == [1]
+    assert stayer.subscribe(("$share/g/jobs/#", 1)) == [1]
+    publisher = fleet.connect("publisher")
+    publisher.publish("jobs/1", b"first", 1)
+    assert fleet.receive(1) == [("leaver", b"first")]
+    publisher.publish("jobs/2", b"second", 1)
+    assert fleet.receive(1) == [("stayer", b"second")]
+    leaver.drop()  # its clean session ends with "first" unacknowledged
+    # MQTT 5.0 §4.8.2: the message the publisher had handed over goes to the other member.
+    assert fleet.receive(1) == [("stayer", b"first")]
+    assert fleet.nothing_more()
+
+
 def test_acl_judges_the_filter_after_the_group_and_no_retained_message_is_sent(
     fleet: Fleet,
 ) -> None:
