@@ -240,10 +240,11 @@ def _outgoing(
         to_device_form(topic, session.device_name) if sub.me_form else topic, message.payload, qos
     )
     properties = message.properties
-    if properties or sub.identifier is not None or message.expires_at is not None:
-        if sub.identifier is not None:
-            identifier = (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier)
-            properties = Properties((*properties, identifier))
+    ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
+    if properties or ids or message.expires_at is not None:
+        if ids:
+            more = ((Property.SUBSCRIPTION_IDENTIFIER, each) for each in ids)
+            properties = Properties((*properties, *more))
         out.properties = properties
         out.expires_at = message.expires_at
     if sub.retain_as_published:
