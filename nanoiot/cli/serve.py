@@ -120,13 +120,11 @@ async def _api(settings: Settings) -> None:
     from admin.context import AdminContext
     from admin.server import HttpServer
     from admin.token import admin_token
-    from storage.sql import SqlCredentialStore
+    from nanoiot.store import open_store
 
     stop = _stop_on_signals()
     token, created = admin_token(settings)
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await open_store(settings)
     try:
         context = AdminContext(store=store, admin_token=token)
         http = await HttpServer.start(
