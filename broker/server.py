@@ -20,6 +20,7 @@ from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
+from broker.password_gate import PasswordGate, PasswordPolicy
 from broker.proxy_protocol import TrustedProxies
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
@@ -47,6 +48,20 @@ def acl_from_settings(settings: Settings) -> Acl:
     return Acl(rules)
 
 
+def password_gate(settings: Settings) -> PasswordGate:
+    """The bounds on MQTT basic password checks, from the ``password_*`` settings."""
+    return PasswordGate(
+        PasswordPolicy(
+            workers=settings.password_check_workers,
+            queue=settings.password_check_queue,
+            per_address=settings.password_checks_per_address,
+            free_failures=settings.password_failures_before_throttle,
+            max_block=settings.password_throttle_max_seconds,
+            tracked=settings.password_throttle_addresses,
+        )
+    )
+
+
 def broker_config(settings: Settings) -> BrokerConfig:
     """The broker's limits and policies from the settings of the same names."""
     limits = Limits(
@@ -55,6 +70,10 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
+        max_session_expiry=settings.max_session_expiry_interval,
+        max_keep_alive=settings.max_keep_alive,
+        max_topic_aliases=settings.max_topic_aliases,
+        reason_strings=settings.reason_strings,
     )
     retain = RetainLimits(
         max_messages=settings.max_retained_messages,
@@ -126,7 +145,9 @@ class RunningBroker:
             store = await open_store(settings)
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
-                store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
+                store,
+                check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
+                passwords=password_gate(settings),
             )
             auth_log = AuthLog(store)
             sessions = SqlSessionStore(store)
@@ -154,6 +175,7 @@ class RunningBroker:
                 sock=sock,
                 handshake_failed=tls_failures.report,
                 proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
+                shut_out=authenticator.passwords.shut_out,
             )
             opened.push_async_callback(listener.__aexit__)
             tls_reload = ServerCertificateReloader(

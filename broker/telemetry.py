@@ -44,20 +44,26 @@ class AuthLog:
         log.info("connected %s from %s, client id '%s'", decision.detail, request.remote, client_id)
         self._enqueue(AuthOutcome.ALLOWED, decision, request)
 
-    def refused(self, decision: Decision, request: ConnectRequest) -> None:
+    def refused(self, decision: Decision, request: ConnectRequest, *, mqtt5: bool = False) -> None:
+        """``mqtt5``: the client speaks MQTT 5, so it read the reason code (and string) of
+        its refusal; the event says which code."""
         self.counts[decision.reason.value] += 1
-        log.warning(
-            "refused %s (client id '%s'): %s [%s, CONNACK %d]",
-            request.remote, request.client_id, decision.detail, decision.reason.value,
-            decision.connack,
+        code = f"MQTT 5 reason code {decision.reason_code:#04x}" if mqtt5 else (
+            f"CONNACK {decision.connack:d}"
         )  # fmt: skip
-        self._enqueue(AuthOutcome.DENIED, decision, request)
+        log.warning(
+            "refused %s (client id '%s'): %s [%s, %s]",
+            request.remote, request.client_id, decision.detail, decision.reason.value, code,
+        )  # fmt: skip
+        self._enqueue(AuthOutcome.DENIED, decision, request, f" [{code}]" if mqtt5 else "")
 
-    def _enqueue(self, outcome: AuthOutcome, decision: Decision, request: ConnectRequest) -> None:
+    def _enqueue(
+        self, outcome: AuthOutcome, decision: Decision, request: ConnectRequest, note: str = ""
+    ) -> None:
         holder = decision.holder
         event = NewAuthEvent(
             at=datetime.now(UTC), outcome=outcome,
-            reason=f"{decision.reason.value}: {decision.detail}",
+            reason=f"{decision.reason.value}: {decision.detail}{note}",
             device_id=uuid.UUID(holder.device_id) if holder else None,
             fingerprint=decision.fingerprint, remote_address=request.remote,
         )  # fmt: skip

@@ -72,6 +72,12 @@ class Settings(BaseModel):
 
     # --- MQTT sessions and topics ---
     strict_client_id: bool = False
+    # MQTT 5: the keep-alive (seconds) imposed on a client that asks for a longer one or for
+    # none, announced as Server Keep Alive; 0: the client's own.
+    max_keep_alive: int = Field(0, ge=0, le=65535)
+    # MQTT 5: refusals and server DISCONNECTs carry a Reason String saying why, in the words
+    # of the auth log (never a secret).
+    reason_strings: bool = True
     # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
     max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
     # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
@@ -89,8 +95,13 @@ class Settings(BaseModel):
     max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
-    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it.
+    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it (an MQTT
+    # 5 client is told it as its Receive Maximum).
     max_awaiting_pubrel: int = Field(100, ge=1, le=65535)
+    # MQTT 5: the longest Session Expiry Interval a client gets, in seconds (4294967295:
+    # sessions may never expire); topic aliases per connection and direction (0: none).
+    max_session_expiry_interval: int = Field(7 * 24 * 3600, ge=0, le=0xFFFF_FFFF)
+    max_topic_aliases: int = Field(10, ge=0, le=65535)
     # Retained messages and their bytes, in all and per device; past a limit a retained
     # message is delivered but not kept.
     max_retained_messages: int = Field(100_000, ge=0)
@@ -100,6 +111,18 @@ class Settings(BaseModel):
     # Seconds a PUBACK/PUBREC may wait for the store to save the message; past it the
     # publisher's connection is closed (it sends the message again on a new one).
     ack_timeout: float = Field(10.0, gt=0, le=3600)
+    # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
+    # Checks that run at once, checks that may wait for one, and checks one source address
+    # may have running or waiting; past a bound the CONNECT is refused at once (CONNACK 3).
+    password_check_workers: int = Field(2, ge=1, le=64)
+    password_check_queue: int = Field(16, ge=0, le=10_000)
+    password_checks_per_address: int = Field(1, ge=1, le=1000)
+    # Failed checks an address gets before its password checks are refused for a while
+    # (1 s, doubling with each further failure up to password_throttle_max_seconds).
+    password_failures_before_throttle: int = Field(5, ge=1, le=1000)
+    password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
+    password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
 
@@ -118,6 +141,12 @@ class Settings(BaseModel):
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Largest request body the admin HTTP server reads, in bytes (a CRL upload may be 16 MiB;
+    # the bulk import is streamed and has no bound on its whole body).
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto
+    # the admin HTTP server believes. Empty: none, every client is its TCP peer's address.
+    http_trusted_proxies: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- Load balancers (environment: NANOIOT_<NAME>) ---
@@ -146,7 +175,7 @@ class Settings(BaseModel):
     # one needs nats_url (messages cross between workers through NATS).
     workers: Annotated[int, Field(ge=1, le=_MAX_WORKERS)] | Literal["auto"] = 1
 
-    @field_validator("proxy_protocol_trusted")
+    @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod
     def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
         for entry in entries:

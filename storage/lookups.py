@@ -244,7 +244,11 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     # implicit transactions, each lookup reads the newest committed data.
     connection = sqlite3.connect(path, timeout=0, isolation_level=None)
     connection.execute("PRAGMA query_only=ON")
-    connection.execute("PRAGMA cache_size=-65536")
+    # 2 MiB of page cache, not the pool's 64 MiB: every connect reads a device's own pages,
+    # so a large cache grows with the devices that ever connected (RSS that looks like a
+    # cost per connection). Pages it misses come from the OS page cache; at 100,000
+    # devices the lookup's CPU was the same (0.066 ms) with either size.
+    connection.execute("PRAGMA cache_size=-2048")
     return connection
 
 

@@ -55,14 +55,14 @@ class Fleet:
             _, issued = self.broker.provision(name)
             self.certificates[name] = issued
         certfile = write_pem(self.directory, issued, name)
+        inbox = self.inbox
         client = Paho(
             self.broker.port, self.broker.server_cert, certfile, name,
             clean_session=clean, manual_ack=manual_ack,
+            on_message=lambda message: inbox.put((name, bytes(message.payload))),
         )  # fmt: skip
         code, self.present[name] = client.connack()
         assert code == 0
-        inbox = self.inbox
-        client.paho.on_message = lambda _c, _u, message: inbox.put((name, bytes(message.payload)))
         self.clients.append(client)
         return client
 
