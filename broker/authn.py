@@ -38,6 +38,7 @@ from nanoiot.errors import (
     StoreError,
     ValidationError,
 )
+from nanoiot.text import printable
 from storage.interface import CredentialStore
 from storage.records import CredentialMatch, TrustedCA
 
@@ -115,7 +116,7 @@ class Authenticator:
         )
         if isinstance(match, Decision):
             return match
-        return decide_basic(holder_of(match) if match else None, username)
+        return decide_basic(holder_of(match) if match else None, printable(username))
 
     async def _by_certificate(self, request: ConnectRequest) -> Decision:
         certificate = request.certificate

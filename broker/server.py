@@ -10,6 +10,7 @@ import gc
 import logging
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Self
 
 from OpenSSL import SSL
@@ -26,7 +27,7 @@ from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
 from broker.sys_topics import SysTopics
-from broker.telemetry import AuthLog
+from broker.telemetry import AuthLog, AuthLogPolicy
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
 from broker.tls_reload import ServerCertificateReloader
@@ -59,6 +60,16 @@ def password_gate(settings: Settings) -> PasswordGate:
             max_block=settings.password_throttle_max_seconds,
             tracked=settings.password_throttle_addresses,
         )
+    )
+
+
+def auth_log_policy(settings: Settings) -> AuthLogPolicy:
+    """How refusals are aggregated and auth events kept, from the ``auth_*`` settings."""
+    return AuthLogPolicy(
+        repeats=settings.auth_log_repeats,
+        interval=settings.auth_log_interval_seconds,
+        max_age=timedelta(days=settings.auth_events_max_age_days),
+        max_rows=settings.auth_events_max_rows,
     )
 
 
@@ -149,7 +160,7 @@ class RunningBroker:
                 check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
                 passwords=password_gate(settings),
             )
-            auth_log = AuthLog(store)
+            auth_log = AuthLog(store, policy=auth_log_policy(settings))
             sessions = SqlSessionStore(store)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             broker = Broker(authenticator, acl, auth_log, broker_config(settings), store=sessions)

@@ -123,6 +123,15 @@ class Settings(BaseModel):
     password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
     # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
     password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
+
+    # --- What authentication leaves behind: log lines and auth events ---
+    # Refusals per client address and reason logged and recorded one by one in each interval;
+    # the rest are counted and reported as one line and one event when the interval ends.
+    auth_log_repeats: int = Field(5, ge=1, le=100_000)
+    auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    # auth_events keeps events at most this many days, and at most this many rows.
+    auth_events_max_age_days: float = Field(90.0, gt=0, le=36_500)
+    auth_events_max_rows: int = Field(1_000_000, ge=100, le=1_000_000_000)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
 
