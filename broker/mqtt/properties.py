@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Final
 
-from broker.mqtt.wire import Reader, binary_field, utf8_field, varint
+from broker.mqtt.wire import Reader, binary_field, utf8, utf8_field, varint
 from nanoiot.errors import MalformedPacket, ProtocolError
 
 PropertyValue = int | str | bytes | tuple[str, str]
@@ -106,12 +106,24 @@ _REPEATABLE: Final = frozenset({Property.USER_PROPERTY})
 
 class Properties:
     """An immutable, ordered list of (identifier, value) pairs (§2.2.2.2: User Property keeps
-    its order and may repeat)."""
+    its order and may repeat). ``wire`` is their encoding without the length, kept from the
+    packet they were read from or made once: a message forwarded to many subscribers, or
+    to one, is not encoded again."""
 
-    __slots__ = ("items",)
+    __slots__ = ("_wire", "items")
 
-    def __init__(self, items: Iterable[tuple[int, PropertyValue]] = ()) -> None:
+    def __init__(
+        self, items: Iterable[tuple[int, PropertyValue]] = (), *, wire: bytes | None = None
+    ) -> None:
         self.items: tuple[tuple[int, PropertyValue], ...] = tuple(items)
+        self._wire = wire
+
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = b"".join(_encode_item(key, value) for key, value in self.items)
+        return wire
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -161,7 +173,15 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         return NO_PROPERTIES
     items: list[tuple[int, PropertyValue]] = []
     seen: set[int] = set()
+    data = reader.data
     while reader.at < end:
+        key = data[reader.at]
+        if key == Property.USER_PROPERTY and packet_type in _USER_PROPERTY_IN:
+            # The hot case of a busy PUBLISH, read without the Reader's per-field calls.
+            name, reader.at = _text_at(data, reader.at + 1, end, "user property name")
+            value, reader.at = _text_at(data, reader.at, end, "user property value")
+            items.append((key, (name, value)))
+            continue
         key = reader.varint("property identifier")
         kind, allowed = _TABLE.get(key, (-1, frozenset()))
         if kind < 0:
@@ -177,7 +197,20 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         items.append((key, _read_value(reader, key, kind)))
     if reader.at != end:
         raise MalformedPacket("a property runs past the property length (MQTT 5 §2.2.2.1)")
-    return Properties(items)
+    return Properties(items, wire=reader.data[end - length : end])
+
+
+_USER_PROPERTY_IN: Final = _TABLE[Property.USER_PROPERTY][1]
+
+
+def _text_at(data: bytes, at: int, end: int, what: str) -> tuple[str, int]:
+    """A UTF-8 string (§1.5.4) at ``data[at]``, within ``end``; it and where the next starts."""
+    if at + 2 > end:
+        raise MalformedPacket(f"{what} runs past the property length (MQTT 5 §2.2.2.1)")
+    after = at + 2 + ((data[at] << 8) | data[at + 1])
+    if after > end:
+        raise MalformedPacket(f"{what} runs past the property length (MQTT 5 §2.2.2.1)")
+    return utf8(data[at + 2 : after], what), after
 
 
 def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
@@ -203,24 +236,29 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
     return value
 
 
-def encode_properties(properties: Properties) -> bytes:
-    """The property list as it goes on the wire: its length, then each property."""
-    if not properties:
+def encode_properties(properties: Properties, extra: bytes = b"") -> bytes:
+    """The property list as it goes on the wire: its length, then each property, then
+    ``extra`` (properties already encoded, e.g. a topic alias: ``encode_property``)."""
+    if not properties and not extra:
         return b"\x00"
-    parts: list[bytes] = []
-    for key, value in properties.items:
-        kind = _TABLE[key][0]
-        parts.append(varint(key))
-        if isinstance(value, int):
-            if kind == _VARINT:
-                parts.append(varint(value))
-            else:
-                parts.append(value.to_bytes(_INT_SIZE[kind], "big"))
-        elif isinstance(value, str):
-            parts.append(utf8_field(value))
-        elif isinstance(value, bytes):
-            parts.append(binary_field(value))
-        else:
-            parts.append(utf8_field(value[0]) + utf8_field(value[1]))
-    body = b"".join(parts)
+    body = properties.wire + extra if extra else properties.wire
     return varint(len(body)) + body
+
+
+def encode_property(key: int, value: PropertyValue) -> bytes:
+    """One property, identifier and value, as it goes on the wire."""
+    return _encode_item(key, value)
+
+
+def _encode_item(key: int, value: PropertyValue) -> bytes:
+    kind = _TABLE[key][0]
+    head = varint(key)
+    if isinstance(value, int):
+        if kind == _VARINT:
+            return head + varint(value)
+        return head + value.to_bytes(_INT_SIZE[kind], "big")
+    if isinstance(value, str):
+        return head + utf8_field(value)
+    if isinstance(value, bytes):
+        return head + binary_field(value)
+    return head + utf8_field(value[0]) + utf8_field(value[1])

@@ -13,7 +13,7 @@ reassignment).
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from broker.mqtt.codes import Reason
@@ -60,16 +60,22 @@ class Negotiated:
         """A PUBLISH from the client: its topic alias resolved and dropped (it names a topic
         on this connection only, §3.3.2.3.4)."""
         properties = publish.properties
-        if properties.get(Property.SUBSCRIPTION_IDENTIFIER) is not None:
-            raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
-        alias = properties.get(Property.TOPIC_ALIAS)
+        alias = None
+        for key, value in properties:
+            if key == Property.TOPIC_ALIAS:
+                alias = value
+            elif key == Property.SUBSCRIPTION_IDENTIFIER:
+                raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
         if alias is None:
             return publish
         assert isinstance(alias, int)
         aliases = self.aliases_in or AliasesIn(0)
         topic = aliases.resolve(publish, alias)
         rest = Properties(item for item in properties if item[0] != Property.TOPIC_ALIAS)
-        return replace(publish, topic=topic, properties=rest or NO_PROPERTIES)
+        return Publish(
+            topic, publish.payload, publish.qos, publish.retain, publish.dup, publish.packet_id,
+            rest or NO_PROPERTIES,
+        )  # fmt: skip
 
     def check_disconnect(self, packet: Disconnect) -> None:
         expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
@@ -83,17 +89,17 @@ class Negotiated:
         properties = message.properties
         if message.expires_at is not None:
             properties = outgoing_properties(properties, message.expires_at, now)
-        topic, aliases, new = message.topic, self.aliases_out, False
+        topic, aliases, new, alias = message.topic, self.aliases_out, False, b""
         if aliases is not None and (found := aliases.alias(topic)) is not None:
             number, known = found
             new = not known
-            properties = Properties((*properties, (Property.TOPIC_ALIAS, number)))
+            alias = b"\x23" + number.to_bytes(2, "big")  # Topic Alias (§3.3.2.3.4)
             if known:
                 topic = ""  # the alias alone stands for the topic
         data = encode_publish(
             topic.encode(), message.payload, message.qos, message.packet_id,
             retain=message.retain, dup=dup, level=MQTT_5,
-            properties=encode_properties(properties),
+            properties=encode_properties(properties, alias),
         )  # fmt: skip
         if len(data) > self.maximum_packet_size:
             if new and aliases is not None:
