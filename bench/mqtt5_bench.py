@@ -173,7 +173,8 @@ def report(results: dict[str, list[float]], messages: int, rounds: int) -> str:
     for row in ROWS:
         value = statistics.median(results[row.name])
         base = statistics.median(results[f"3.1.1 QoS {row.qos}"])
-        lines.append(f"| {row.name} | {value:.4f} | {value / base:.2f}x |")
+        ratio = f"{value / base:.2f}x" if base else "n/a"  # a short run can measure 0 ticks
+        lines.append(f"| {row.name} | {value:.4f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

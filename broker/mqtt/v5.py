@@ -21,7 +21,6 @@ from broker.mqtt.encode import encode_publish
 from broker.mqtt.limits import NEVER_EXPIRES, Limits
 from broker.mqtt.packets import MQTT_5, Connect, Disconnect, Publish
 from broker.mqtt.properties import (
-    NO_PROPERTIES,
     Properties,
     Property,
     PropertyValue,
@@ -71,10 +70,9 @@ class Negotiated:
         assert isinstance(alias, int)
         aliases = self.aliases_in or AliasesIn(0)
         topic = aliases.resolve(publish, alias)
-        rest = Properties(item for item in properties if item[0] != Property.TOPIC_ALIAS)
         return Publish(
             topic, publish.payload, publish.qos, publish.retain, publish.dup, publish.packet_id,
-            rest or NO_PROPERTIES,
+            properties.without_topic_alias(),
         )  # fmt: skip
 
     def check_disconnect(self, packet: Disconnect) -> None:
