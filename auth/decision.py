@@ -49,6 +49,10 @@ class Reason(StrEnum):
     CLIENT_ID_MISMATCH = "client_id_mismatch"
     WILL_NOT_ALLOWED = "will_topic_not_allowed"
     STORE_UNAVAILABLE = "store_unavailable"
+    # Refused before any password check: the address failed too often, or too many checks
+    # are under way (the broker's password gate).
+    PASSWORD_THROTTLED = "password_throttled"  # noqa: S105 - a reason label
+    PASSWORD_CHECKS_BUSY = "password_checks_busy"  # noqa: S105 - a reason label
 
 
 # The MQTT 5 CONNACK reason code each 3.1.1 return code stands for (MQTT 5.0 §3.2.2.2).
@@ -64,6 +68,8 @@ MQTT5_REASON_CODE = {
 _CONNACK = {
     Reason.ALLOWED: ConnackCode.ACCEPTED,
     Reason.STORE_UNAVAILABLE: ConnackCode.SERVER_UNAVAILABLE,
+    Reason.PASSWORD_THROTTLED: ConnackCode.SERVER_UNAVAILABLE,
+    Reason.PASSWORD_CHECKS_BUSY: ConnackCode.SERVER_UNAVAILABLE,
     Reason.BAD_USERNAME_OR_PASSWORD: ConnackCode.BAD_USERNAME_OR_PASSWORD,
     Reason.CLIENT_ID_MISMATCH: ConnackCode.IDENTIFIER_REJECTED,
 }

@@ -52,6 +52,7 @@ from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
 from broker.tls_connection import TlsConnection
+from nanoiot.text import printable
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -384,7 +385,7 @@ class MqttClient:
             denied = self._denied = set()
         if topic not in denied and len(denied) < 100:
             denied.add(topic)
-            log.info("%s may not %s '%s'", self.label, what, topic)
+            log.info("%s may not %s '%s'", self.label, what, printable(topic))
 
     def kick(self, reason: str, code: int = Reason.ADMINISTRATIVE_ACTION) -> None:
         """Close this connection without its will (revocation, disable, delete: 5.0 reason

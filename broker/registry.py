@@ -167,8 +167,10 @@ class Registry:
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
-        for message in session.clear():
+        gone = session.clear()
+        for message in gone:
             self.store.message_done(message)
+        self.router.session_ended(gone)
         if session.persistent:
             self.store.drop_session(session)
 

@@ -10,6 +10,7 @@ import gc
 import logging
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Self
 
 from OpenSSL import SSL
@@ -20,12 +21,13 @@ from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
+from broker.password_gate import PasswordGate, PasswordPolicy
 from broker.proxy_protocol import TrustedProxies
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
 from broker.sys_topics import SysTopics
-from broker.telemetry import AuthLog
+from broker.telemetry import AuthLog, AuthLogPolicy
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
 from broker.tls_reload import ServerCertificateReloader
@@ -44,6 +46,30 @@ def acl_from_settings(settings: Settings) -> Acl:
         for index, rule in enumerate(settings.acl_rules)
     ]
     return Acl(rules)
+
+
+def password_gate(settings: Settings) -> PasswordGate:
+    """The bounds on MQTT basic password checks, from the ``password_*`` settings."""
+    return PasswordGate(
+        PasswordPolicy(
+            workers=settings.password_check_workers,
+            queue=settings.password_check_queue,
+            per_address=settings.password_checks_per_address,
+            free_failures=settings.password_failures_before_throttle,
+            max_block=settings.password_throttle_max_seconds,
+            tracked=settings.password_throttle_addresses,
+        )
+    )
+
+
+def auth_log_policy(settings: Settings) -> AuthLogPolicy:
+    """How refusals are aggregated and auth events kept, from the ``auth_*`` settings."""
+    return AuthLogPolicy(
+        repeats=settings.auth_log_repeats,
+        interval=settings.auth_log_interval_seconds,
+        max_age=timedelta(days=settings.auth_events_max_age_days),
+        max_rows=settings.auth_events_max_rows,
+    )
 
 
 def broker_config(settings: Settings) -> BrokerConfig:
@@ -130,9 +156,11 @@ class RunningBroker:
             )
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
-                store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
+                store,
+                check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
+                passwords=password_gate(settings),
             )
-            auth_log = AuthLog(store)
+            auth_log = AuthLog(store, policy=auth_log_policy(settings))
             sessions = SqlSessionStore(store)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             broker = Broker(authenticator, acl, auth_log, broker_config(settings), store=sessions)
@@ -158,6 +186,7 @@ class RunningBroker:
                 sock=sock,
                 handshake_failed=tls_failures.report,
                 proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
+                shut_out=authenticator.passwords.shut_out,
             )
             opened.push_async_callback(listener.__aexit__)
             tls_reload = ServerCertificateReloader(

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from admin.app import create_app
+from admin.app import start_admin
 from admin.context import AdminContext
 from admin.server import HttpServer
 from admin.token import admin_token
@@ -95,9 +95,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
         context = AdminContext(
             store=store, admin_token=token, broker=WorkersView(supervisor, cluster)
         )
-        http = await HttpServer.start(
-            create_app(context), settings.http_bind_address, settings.http_port
-        )
+        http = await start_admin(context, settings)
         stack.push_async_callback(http.stop)
         stack.push_async_callback(supervisor.stop)
         await supervisor.start_all()

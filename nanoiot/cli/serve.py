@@ -116,9 +116,8 @@ def api(ctx: typer.Context) -> None:
 
 
 async def _api(settings: Settings) -> None:
-    from admin.app import create_app
+    from admin.app import start_admin
     from admin.context import AdminContext
-    from admin.server import HttpServer
     from admin.token import admin_token
     from storage.sql import SqlCredentialStore
 
@@ -129,9 +128,7 @@ async def _api(settings: Settings) -> None:
     )
     try:
         context = AdminContext(store=store, admin_token=token)
-        http = await HttpServer.start(
-            create_app(context), settings.http_bind_address, settings.http_port
-        )
+        http = await start_admin(context, settings)
         try:
             if created:
                 print(_token_notice(settings, token), flush=True)
