@@ -33,6 +33,7 @@ from broker.tls_failures import TlsFailureLog
 from broker.tls_reload import ServerCertificateReloader
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
+from nanoiot.store import open_store
 from storage.sql import SqlCredentialStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         strict_client_id=settings.strict_client_id,
         connect_timeout=settings.tls_handshake_timeout,
         ack_timeout=settings.ack_timeout,
+        auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
         limits=limits,
@@ -151,9 +153,7 @@ class RunningBroker:
     ) -> Self:
         # A step that fails closes what the steps before it opened, in reverse order.
         async with contextlib.AsyncExitStack() as opened:
-            store = await SqlCredentialStore.open(
-                settings.effective_database_url, data_dir=settings.data_dir
-            )
+            store = await open_store(settings)
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
                 store,

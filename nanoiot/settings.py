@@ -139,6 +139,14 @@ class Settings(BaseModel):
     # Without a settings file or NANOIOT_DATA_DIR: a per-user folder (nanoiot.locations).
     data_dir: Path = Field(default_factory=lambda: user_data_dir(os.environ))
     database_url: str | None = None
+    # Seconds to wait for the database: to open a connection (PostgreSQL), and for one
+    # statement (PostgreSQL: cancelled after it; SQLite: the busy timeout, the wait for
+    # another process's write lock). Past either the call fails: "not answering".
+    database_connect_timeout: float = Field(2.0, gt=0, le=300)
+    database_statement_timeout: float = Field(5.0, gt=0, le=3600)
+    # Seconds a CONNECT waits for the store to check its credentials; then CONNACK 3
+    # (server unavailable) and the client retries.
+    auth_timeout: float = Field(2.0, gt=0, le=300)
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None

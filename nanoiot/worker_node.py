@@ -23,8 +23,8 @@ from broker.tls import build_server_context
 from nanoiot.errors import ClusterError
 from nanoiot.node import join_cluster
 from nanoiot.settings import Settings
+from nanoiot.store import open_store
 from nanoiot.supervisor import Supervisor, reserve_port
-from storage.sql import SqlCredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
     settings = settings.model_copy(update={"mqtt_ssl_bind_port": port.getsockname()[1]})
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(port.close)
-        store = await SqlCredentialStore.open(
-            settings.effective_database_url, data_dir=settings.data_dir
-        )
+        store = await open_store(settings)
         stack.push_async_callback(store.close)
         cluster = await join_cluster(settings)
         stack.push_async_callback(cluster.close)

@@ -119,13 +119,11 @@ async def _api(settings: Settings) -> None:
     from admin.app import start_admin
     from admin.context import AdminContext
     from admin.token import admin_token
-    from storage.sql import SqlCredentialStore
+    from nanoiot.store import open_store
 
     stop = _stop_on_signals()
     token, created = admin_token(settings)
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await open_store(settings)
     try:
         context = AdminContext(store=store, admin_token=token)
         http = await start_admin(context, settings)
