@@ -40,7 +40,9 @@ from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
+# each field through object.__setattr__, four times the cost. Nothing changes one once made.
+@dataclass(slots=True)
 class Message:
     """An application message as routed: its topic in the broker's canonical form."""
 
