@@ -22,7 +22,10 @@ from nanoiot.errors import PemError
 
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
 _KEY_LABELS = frozenset({"PUBLIC KEY", "RSA PUBLIC KEY"})
-_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_CURVE_NAMES = {
+    "secp192r1": "P-192", "secp224r1": "P-224", "secp256r1": "P-256", "secp384r1": "P-384",
+    "secp521r1": "P-521",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class ParsedCredential:
     not_before: datetime | None = None
     not_after: datetime | None = None
     ignored_chain: tuple[str, ...] = ()
+    # basicConstraints cA (RFC 5280 §4.2.1.9): a CA's certificate, not a device's.
+    is_ca: bool = False
 
     @property
     def is_certificate(self) -> bool:
@@ -162,7 +167,16 @@ def _from_certificate(cert: x509.Certificate, rest: tuple[str, ...]) -> ParsedCr
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         ignored_chain=rest,
+        is_ca=is_ca_certificate(cert),
     )
+
+
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` asserts basicConstraints cA (RFC 5280 §4.2.1.9): a CA, not a device."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _from_public_key(block: PemBlock) -> ParsedCredential:

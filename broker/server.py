@@ -15,7 +15,7 @@ from typing import Self
 from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
-from broker.authn import Authenticator
+from broker.authn import Authenticator, certificate_policy
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
@@ -120,13 +120,9 @@ class RunningBroker:
     ) -> Self:
         # A step that fails closes what the steps before it opened, in reverse order.
         async with contextlib.AsyncExitStack() as opened:
-            store = await SqlCredentialStore.open(
-                settings.effective_database_url, data_dir=settings.data_dir
-            )
+            store = await SqlCredentialStore.from_settings(settings)
             opened.push_async_callback(store.close)
-            authenticator = Authenticator(
-                store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
-            )
+            authenticator = Authenticator(store, policy=certificate_policy(settings))
             auth_log = AuthLog(store)
             sessions = SqlSessionStore(store)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)

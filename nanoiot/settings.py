@@ -64,6 +64,13 @@ class Settings(BaseModel):
 
     # --- TLS policy beyond the reference names (environment: NANOIOT_<NAME>) ---
     require_client_certificate: bool = False
+    # Smallest device keys, at registration and in the handshake (auth.keys); Ed25519 and
+    # Ed448 are always accepted, DSA never.
+    min_rsa_key_bits: int = Field(2048, ge=1024, le=16384)
+    min_ec_key_bits: int = Field(256, ge=192, le=521)
+    # Pin a registered certificate whole, not only its public key (auth.pinning): a device
+    # must then present the very certificate registered, so its dates count.
+    pin_whole_certificate: bool = False
     tls_allow_legacy_protocols: bool = False
     tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
     # Seconds between checks of the server certificate and key files for a change to reload

@@ -82,9 +82,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
     settings = settings.model_copy(update={"mqtt_ssl_bind_port": port.getsockname()[1]})
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(port.close)
-        store = await SqlCredentialStore.open(
-            settings.effective_database_url, data_dir=settings.data_dir
-        )
+        store = await SqlCredentialStore.from_settings(settings)
         stack.push_async_callback(store.close)
         cluster = await join_cluster(settings)
         stack.push_async_callback(cluster.close)

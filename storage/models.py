@@ -125,6 +125,8 @@ class DeviceRow(Base):
     label: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # No foreign key, as credentials.issuer_ca_id: deleting the CA leaves the binding inert.
+    bound_ca_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     credentials: Mapped[list["CredentialRow"]] = relationship(
         back_populates="device", passive_deletes=True
@@ -138,6 +140,7 @@ class DeviceRow(Base):
             label=self.label,
             enabled=self.enabled,
             created_at=self.created_at,
+            bound_ca_id=self.bound_ca_id,
         )
 
 

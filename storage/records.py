@@ -23,6 +23,9 @@ class Device:
     label: str
     enabled: bool
     created_at: datetime
+    # The trusted CA whose leaves may attach to this device (auth.binding): the CA that
+    # created it, or the one an operator bound it to; None for neither.
+    bound_ca_id: UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.engine import make_url
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from auth.certificate import ParsedCredential
+from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import (
     ConflictError,
@@ -30,7 +31,7 @@ from nanoiot.errors import (
 )
 from storage import migrate
 from storage.audit import TrustAndAudit
-from storage.base import ALREADY_REGISTERED, credential_row, device_row
+from storage.base import ALREADY_REGISTERED, check_device_key, credential_row, device_row
 from storage.bulk import BulkDevices
 from storage.engine import create_engine, is_sqlite, mapped_errors, masked
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
@@ -39,6 +40,9 @@ from storage.names import validate_device_name, validate_text
 from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
 from storage.sessions import SessionRecords
+
+if TYPE_CHECKING:
+    from nanoiot.settings import Settings
 
 ASSIGNED_ELSEWHERE = "Device credentials are already assigned to another device!"
 NO_SUCH_DEVICE_FOR_CREDENTIAL = "Can't assign device credentials to non-existent device!"
@@ -54,7 +58,9 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
     """
 
     @classmethod
-    async def open(cls, url: str, *, data_dir: Path | None = None) -> Self:
+    async def open(
+        cls, url: str, *, data_dir: Path | None = None, keys: KeyPolicy = DEFAULT_KEYS
+    ) -> Self:
         """Open the store at ``url``.
 
         SQLite: the file's directory (and ``data_dir``) is created if missing, and the schema
@@ -72,14 +78,29 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url)
+        return cls(engine, url, keys)
+
+    @classmethod
+    async def from_settings(cls, settings: "Settings") -> Self:
+        """``open`` with what the settings say: database, data directory, key minimums."""
+        keys = KeyPolicy(settings.min_rsa_key_bits, settings.min_ec_key_bits)
+        return await cls.open(
+            settings.effective_database_url, data_dir=settings.data_dir, keys=keys
+        )
 
     # --- devices --------------------------------------------------------------------------
 
-    async def create_device(self, name: str, *, type: str = "default", label: str = "") -> Device:
+    async def create_device(
+        self,
+        name: str,
+        *,
+        type: str = "default",
+        label: str = "",
+        bound_ca_id: uuid.UUID | None = None,
+    ) -> Device:
         _validate_device(name, type, label)
         async with self._write(_name_taken(name)) as session:
-            device = await self._insert_device(session, name, type, label)
+            device = await self._insert_device(session, name, type, label, bound_ca_id)
             await self._append_change(session, ChangeKind.DEVICE_CREATED, device.id)
             return device.to_record()
 
@@ -120,6 +141,14 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
                 await self._append_change(session, kind, device_id)
             return row.to_record()
 
+    async def bind_device(self, device_id: uuid.UUID, ca_id: uuid.UUID | None) -> Device:
+        async with self._write() as session:
+            row = await device_row(session, device_id, for_update=True)
+            if row.bound_ca_id != ca_id:
+                row.bound_ca_id = ca_id
+                await self._append_change(session, ChangeKind.DEVICE_UPDATED, device_id)
+            return row.to_record()
+
     async def delete_device(self, device_id: uuid.UUID) -> None:
         async with self._write() as session:
             await device_row(session, device_id)
@@ -143,7 +172,8 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         if token is not None:
             validate_text("access token", token)
         async with self._write(_name_taken(name)) as session:
-            device = await self._insert_device(session, name, type, label)
+            # A device a CA creates is that CA's (auth.binding).
+            device = await self._insert_device(session, name, type, label, issuer_ca_id)
             if x509 is not None:
                 credential = await self._insert_x509(session, device.id, x509, issuer_ca_id)
             else:
@@ -156,12 +186,18 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
             return device.to_record(), credential.to_record()
 
     async def _insert_device(
-        self, session: AsyncSession, name: str, type: str, label: str
+        self,
+        session: AsyncSession,
+        name: str,
+        type: str,
+        label: str,
+        bound_ca_id: uuid.UUID | None = None,
     ) -> DeviceRow:
         await _check_name_free(session, name)
         row = DeviceRow(
-            id=new_id(), name=name, type=type, label=label, created_at=utcnow(), enabled=True
-        )
+            id=new_id(), name=name, type=type, label=label, created_at=utcnow(), enabled=True,
+            bound_ca_id=bound_ca_id,
+        )  # fmt: skip
         session.add(row)
         await session.flush()
         return row
@@ -280,6 +316,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         parsed: ParsedCredential,
         issuer_ca_id: uuid.UUID | None = None,
     ) -> CredentialRow:
+        check_device_key(parsed, self._keys)
         return await self._insert_credential(
             session,
             device_id,

@@ -102,9 +102,7 @@ async def open_store(settings: Settings) -> AsyncIterator["SqlCredentialStore"]:
     """The store for this settings' database, migrated and closed afterwards."""
     from storage.sql import SqlCredentialStore
 
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await SqlCredentialStore.from_settings(settings)
     try:
         yield store
     finally:

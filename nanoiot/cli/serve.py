@@ -124,9 +124,7 @@ async def _api(settings: Settings) -> None:
 
     stop = _stop_on_signals()
     token, created = admin_token(settings)
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await SqlCredentialStore.from_settings(settings)
     try:
         context = AdminContext(store=store, admin_token=token)
         http = await HttpServer.start(
