@@ -171,7 +171,8 @@ class CredentialsOut(_Model):
     device_id: DeviceId
     credentials_type: CredentialType
     credentials_id: str | None = Field(
-        description="X.509: the reference's SHA3-256 hash of the certificate; token: the token"
+        description="X.509: the reference's SHA3-256 hash of the certificate; token: the token, "
+        "in the answer that created it only (the store keeps a keyed hash)"
     )
     credentials_value: str | None = Field(
         description="X.509: the PEM; MQTT_BASIC: JSON text with clientId and userName"

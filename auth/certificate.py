@@ -47,7 +47,8 @@ class ParsedCredential:
     not_before: datetime | None = None
     not_after: datetime | None = None
     ignored_chain: tuple[str, ...] = ()
-    # basicConstraints cA (RFC 5280 §4.2.1.9): a CA's certificate, not a device's.
+    # basicConstraints cA (RFC 5280 §4.2.1.9) in a certificate another CA issued: an
+    # intermediate CA's, never a device's (auth.keys).
     is_ca: bool = False
 
     @property
@@ -167,12 +168,19 @@ def _from_certificate(cert: x509.Certificate, rest: tuple[str, ...]) -> ParsedCr
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         ignored_chain=rest,
-        is_ca=is_ca_certificate(cert),
+        is_ca=is_issued_ca_certificate(cert),
     )
 
 
-def is_ca_certificate(cert: x509.Certificate) -> bool:
-    """Whether ``cert`` asserts basicConstraints cA (RFC 5280 §4.2.1.9): a CA, not a device."""
+def is_issued_ca_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is a CA certificate (basicConstraints cA, RFC 5280 §4.2.1.9) that
+    another CA issued: an intermediate CA, which must never stand for a device.
+
+    A self-signed certificate asserting cA is left alone: ``openssl req -x509`` adds it by
+    default, and pinned by its key it can vouch for nothing but itself.
+    """
+    if cert.issuer == cert.subject:
+        return False
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:

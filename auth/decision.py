@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth.fingerprint import spki_sha256
-from auth.keys import CA_AS_DEVICE, DEFAULT_KEYS, KeyPolicy, is_ca_certificate, key_problem
+from auth.keys import CA_AS_DEVICE, DEFAULT_KEYS, KeyPolicy, is_issued_ca_certificate, key_problem
 from auth.kinds import CredentialStatus
 from auth.validity import validity_problem
 
@@ -129,7 +129,7 @@ def leaf_problem(cert: x509.Certificate, keys: KeyPolicy = DEFAULT_KEYS) -> Deci
     usage = client_auth_problem(cert)
     if usage is not None:
         return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
-    if is_ca_certificate(cert):
+    if is_issued_ca_certificate(cert):
         return deny(Reason.CA_AS_DEVICE, CA_AS_DEVICE)
     weak = key_problem(cert.public_key(), keys)
     if weak is not None:

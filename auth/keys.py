@@ -5,19 +5,20 @@ before the minimums were raised is refused too. The minimums are settings
 (``min_rsa_key_bits``, ``min_ec_key_bits``); the defaults follow NIST SP 800-57 Part 1
 (rev. 5) §5.6.1: RSA below 2048 bits and curves below 256 bits no longer give 112 bits of
 security. Ed25519 and Ed448 have fixed, sufficient sizes; DSA is refused (FIPS 186-5 dropped
-it for signatures). A CA certificate (basicConstraints cA) is never a device's.
+it for signatures). A CA certificate another CA issued (an intermediate) is never a
+device's.
 """
 
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from auth.certificate import ParsedCredential, describe_key, is_ca_certificate
+from auth.certificate import ParsedCredential, describe_key, is_issued_ca_certificate
 from nanoiot.errors import PemError
 
 _ACCEPTED = "use EC P-256, Ed25519 or RSA"
 
-__all__ = ["CA_AS_DEVICE", "DEFAULT_KEYS", "KeyPolicy", "is_ca_certificate", "key_problem"]
+__all__ = ["CA_AS_DEVICE", "DEFAULT_KEYS", "KeyPolicy", "is_issued_ca_certificate", "key_problem"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,6 @@ def registration_problem(parsed: ParsedCredential, policy: KeyPolicy) -> str | N
 
 
 CA_AS_DEVICE = (
-    "a CA certificate (basicConstraints CA:TRUE) cannot be a device certificate: trust it as a "
-    "CA (nanoiot ca add) and give the device a certificate it issued"
+    "a CA certificate issued by another CA (basicConstraints CA:TRUE) cannot be a device "
+    "certificate: trust it as a CA (nanoiot ca add) and give the device a certificate it issued"
 )

@@ -114,6 +114,9 @@ class Settings(BaseModel):
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Key of the access-token hashes (64 hex characters); unset: generated into the data
+    # directory. Nodes sharing a database but not a data directory must share it.
+    token_hash_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- Load balancers (environment: NANOIOT_<NAME>) ---

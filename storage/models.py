@@ -165,8 +165,8 @@ class CredentialRow(Base):
     serial: Mapped[str | None] = mapped_column(String(64))
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # ACCESS_TOKEN
-    token: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # ACCESS_TOKEN: HMAC-SHA256 of the token (storage.secrets), never the token itself
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # MQTT_BASIC
     client_id: Mapped[str | None] = mapped_column(String(255))
     username: Mapped[str | None] = mapped_column(String(255), unique=True)
@@ -192,7 +192,6 @@ class CredentialRow(Base):
             serial=self.serial,
             not_before=self.not_before,
             not_after=self.not_after,
-            token=self.token,
             client_id=self.client_id,
             username=self.username,
             application=self.application,

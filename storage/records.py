@@ -46,7 +46,8 @@ class Credential:
     serial: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
-    # ACCESS_TOKEN
+    # ACCESS_TOKEN: the token itself only in the record its creation returns (it is shown
+    # once); the store keeps a hash of it.
     token: str | None = None
     # MQTT_BASIC (the password hash never leaves the store)
     client_id: str | None = None

@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -39,7 +40,10 @@ from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
 from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
+from storage.secrets import create_private_file, token_digest
 from storage.sessions import SessionRecords
+from storage.token_key import configured_token_key
+from storage.token_key import token_hash_key as token_key_for
 
 if TYPE_CHECKING:
     from nanoiot.settings import Settings
@@ -59,34 +63,42 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
 
     @classmethod
     async def open(
-        cls, url: str, *, data_dir: Path | None = None, keys: KeyPolicy = DEFAULT_KEYS
+        cls,
+        url: str,
+        *,
+        data_dir: Path | None = None,
+        keys: KeyPolicy = DEFAULT_KEYS,
+        token_hash_key: bytes | None = None,
     ) -> Self:
         """Open the store at ``url``.
 
-        SQLite: the file's directory (and ``data_dir``) is created if missing, and the schema
-        upgraded to the newest revision. Other databases must have been upgraded already
-        (``nanoiot db upgrade``); otherwise StoreError says so.
+        SQLite: the file's directory (and ``data_dir``) is created if missing (0700, the file
+        0600), and the schema upgraded to the newest revision. Other databases must have been
+        upgraded already (``nanoiot db upgrade``); otherwise StoreError says so.
+        ``token_hash_key``: see storage.token_key (by default the data directory's).
         """
         engine = create_engine(url)  # parses the URL; connects only when first used
         try:
             _prepare_files(url, data_dir)
+            token_key = await token_key_for(engine, url, data_dir, token_hash_key)
             if is_sqlite(url):
                 if await migrate.current_revision_engine(engine, url) != migrate.head_revision():
-                    await migrate.upgrade_engine(engine, url)
+                    await migrate.upgrade_engine(engine, url, token_hash_key=token_key)
             else:
                 await migrate.require_head(engine, url)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url, keys)
+        return cls(engine, url, keys, token_key)
 
     @classmethod
     async def from_settings(cls, settings: "Settings") -> Self:
         """``open`` with what the settings say: database, data directory, key minimums."""
         keys = KeyPolicy(settings.min_rsa_key_bits, settings.min_ec_key_bits)
         return await cls.open(
-            settings.effective_database_url, data_dir=settings.data_dir, keys=keys
-        )
+            settings.effective_database_url, data_dir=settings.data_dir, keys=keys,
+            token_hash_key=configured_token_key(settings),
+        )  # fmt: skip
 
     # --- devices --------------------------------------------------------------------------
 
@@ -183,7 +195,8 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
             await self._append_change(
                 session, ChangeKind.CREDENTIAL_ADDED, device.id, credential.id
             )
-            return device.to_record(), credential.to_record()
+            # The token itself is in this answer only (shown once), never stored.
+            return device.to_record(), replace(credential.to_record(), token=token)
 
     async def _insert_device(
         self,
@@ -221,7 +234,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         async with self._write() as session:
             row = await self._insert_token(session, device_id, token)
             await self._append_change(session, ChangeKind.CREDENTIAL_ADDED, device_id, row.id)
-            return row.to_record()
+            return replace(row.to_record(), token=token)  # shown once, never stored
 
     async def add_basic_credential(
         self,
@@ -337,8 +350,9 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         self, session: AsyncSession, device_id: uuid.UUID, token: str
     ) -> CredentialRow:
         return await self._insert_credential(
-            session, device_id, CredentialRow.token, type=CredentialType.ACCESS_TOKEN, token=token
-        )
+            session, device_id, CredentialRow.token_hash, type=CredentialType.ACCESS_TOKEN,
+            token_hash=token_digest(self._token_key, token),
+        )  # fmt: skip
 
     async def _insert_credential(
         self,
@@ -374,7 +388,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         return to_match(row) if row is not None else None
 
     async def find_token(self, token: str) -> CredentialMatch | None:
-        row = await self._lookup(BY_TOKEN, token)
+        row = await self._lookup(BY_TOKEN, token_digest(self._token_key, token))
         return to_match(row) if row is not None else None
 
     async def check_basic(
@@ -451,7 +465,9 @@ def _prepare_files(url: str, data_dir: Path | None) -> None:
         if database.startswith("file:"):
             return
         path = Path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists() and path.parent.is_dir():
+            create_private_file(path)  # 0600; SQLite gives -wal and -shm the same mode
     except OSError as exc:
         raise StoreUnavailableError(
             f"cannot create the data directory for {masked(url)}: {exc.strerror}"

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from auth.kinds import CredentialType
 from storage.records import Credential, Device
 
 # No markup: device names, labels and subjects are user data, and rich would eat "[...]" in them.
@@ -74,8 +75,8 @@ def print_credentials(credentials: Sequence[Credential]) -> None:
 def _identity(c: Credential) -> str:
     if c.spki_sha256:
         return f"sha256:{c.spki_sha256}"
-    if c.token:
-        return f"token {c.token}"
+    if c.type is CredentialType.ACCESS_TOKEN:
+        return "access token (stored as a keyed hash: shown only when added)"
     return f"user {c.username}" + (f" (client id {c.client_id})" if c.client_id else "")
 
 

@@ -24,12 +24,15 @@ def test_minimums_and_what_is_always_accepted() -> None:
     assert key_problem(dsa_key) == "DSA keys are not accepted (use EC P-256, Ed25519 or RSA)"
 
 
-def test_registration_refuses_ca_certificates_and_weak_keys() -> None:
-    ca = parse_credential(issue("Fleet CA", ca=True).cert_pem)
-    assert ca.is_ca
-    assert (registration_problem(ca, KeyPolicy()) or "").startswith(
-        "a CA certificate (basicConstraints CA:TRUE) cannot be a device certificate"
+def test_registration_refuses_issued_ca_certificates_and_weak_keys() -> None:
+    root = issue("Fleet CA", ca=True)
+    intermediate = parse_credential(issue("Plant CA", ca=True, issuer=root).cert_pem)
+    assert intermediate.is_ca
+    assert (registration_problem(intermediate, KeyPolicy()) or "").startswith(
+        "a CA certificate issued by another CA (basicConstraints CA:TRUE) cannot be a device"
     )
+    # Self-signed with CA:TRUE, as `openssl req -x509` makes by default: pinned by its key.
+    assert registration_problem(parse_credential(root.cert_pem), KeyPolicy()) is None
     weak = issue("m", key=rsa.generate_private_key(65537, 1024))  # noqa: S505 - the attack
     assert "too weak" in (registration_problem(parse_credential(weak.cert_pem), KeyPolicy()) or "")
     device = parse_credential(issue("m").cert_pem)

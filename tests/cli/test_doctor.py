@@ -359,12 +359,12 @@ def test_intermediate_sent_in_the_file_is_used(world: World) -> None:
 def test_ca_certificate_given_instead_of_a_device_certificate(world: World) -> None:
     world.trust("fleet", CA)
     world.doctor(issue("Other CA", ca=True)).refused(
-        "a CA certificate (basicConstraints CA:TRUE) cannot be a device certificate",
-        "this is a CA certificate, not a device certificate",
+        "unknown certificate key and issuer", "this is a CA certificate, not a device certificate"
     )
-    # Also when the trusted CA issued it, or it is registered (it was admitted before).
+    # A CA certificate the trusted CA issued (an intermediate) is no device either.
     world.doctor(issue("sub CA", ca=True, issuer=CA)).refused(
-        "a CA certificate (basicConstraints CA:TRUE) cannot be a device certificate",
+        "a CA certificate issued by another CA (basicConstraints CA:TRUE) cannot be a device "
+        "certificate",
         "this is a CA certificate",
     )
 

@@ -5,6 +5,7 @@ device certificates. Each test fails on a broker without the defence."""
 
 import datetime as dt
 import ssl
+import stat
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,7 +19,7 @@ from auth.decision import ConnackCode
 from nanoiot.errors import ValidationError
 from tests.certgen import issue, revocation_list
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, Client, write_pem
+from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
 from tests.e2e.test_ca_devices import connack, trust, x509_fingerprints
 
 CA = issue("Fleet CA", ca=True)
@@ -65,6 +66,7 @@ def test_a_revoked_ca_issued_certificate_does_not_come_back_self_signed(
     assert connack(broker, tmp_path, leaf) == ConnackCode.ACCEPTED
     crl = revocation_list(CA, leaf.cert.serial_number).public_bytes(Encoding.PEM).decode()
     broker.call(store.set_ca_crl(fleet.id, crl))
+    broker.call(broker.running.follower.poll_once())  # the broker has read the change
     assert connack(broker, tmp_path, leaf) == REFUSED
     resigned = issue("meter", key=leaf.key)  # the same key, self-signed
     assert connack(broker, tmp_path, resigned) == REFUSED
@@ -125,7 +127,30 @@ def test_weak_keys_and_ca_certificates_are_no_device_certificates(
     store = broker.running.store
     with pytest.raises(ValidationError, match="RSA key of 1024 bits is too weak"):
         broker.call(store.create_device_with_credential("m", x509=parse_credential(weak.cert_pem)))
-    with pytest.raises(ValidationError, match=r"CA certificate \(basicConstraints CA:TRUE\)"):
+    with pytest.raises(ValidationError, match=r"CA certificate issued by another CA"):
         broker.call(
             store.create_device_with_credential("n", x509=parse_credential(sub_ca.cert_pem))
         )
+
+
+def test_a_copy_of_the_data_directory_gives_no_access_token(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """Tokens used to sit in plain text in nanoiot.db (mode 0644, in a 0755 folder): a copy
+    of it was a key to every token device. Now the files hold a keyed hash, and the token
+    still works for the device that has it."""
+    store = broker.running.store
+    device = broker.call(store.create_device("gateway"))
+    token = broker.call(store.add_token_credential(device.id, "gw-token-5b1e8c0d7a")).token
+    assert token == "gw-token-5b1e8c0d7a"
+    client = mqtt_client(broker.port, broker.server_cert, None, username=token)
+    try:
+        assert client.wait_connack() == ConnackCode.ACCEPTED
+    finally:
+        client.close()
+    data = broker.settings.data_dir
+    files = [path for path in data.rglob("*") if path.is_file()]
+    assert any(path.name == "nanoiot.db" for path in files)
+    assert all(token.encode() not in path.read_bytes() for path in files)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "nanoiot.db").stat().st_mode) == 0o600
