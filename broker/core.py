@@ -16,6 +16,7 @@ from auth.decision import Decision
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
 from broker.metrics import BrokerMetrics
+from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
@@ -38,6 +39,7 @@ _CHANGES_KEPT = 10_000
 class BrokerConfig:
     strict_client_id: bool = False
     connect_timeout: float = 10.0
+    ack_timeout: float = 10.0  # seconds a PUBACK/PUBREC may wait for the store
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
     limits: Limits = field(default_factory=Limits)
@@ -74,6 +76,9 @@ class Broker:
         gauges.subscriptions = lambda: self.router.subscription_count
         gauges.retained = lambda: len(self.retained)
         gauges.decisions = lambda: self.auth_log.counts
+        gauges.store_writable = lambda: self.store.status().writable
+        gauges.store_unsaved = lambda: self.store.status().unsaved
+        gauges.store_failures = lambda: self.store.status().failures
 
     # --- connections ----------------------------------------------------------------------
 
@@ -163,4 +168,4 @@ class Broker:
     def close_all(self) -> None:
         """Close every live connection (shutdown: their wills are not published)."""
         for client in list(self.registry.live_clients()):
-            client.kick("the broker is shutting down")
+            client.kick("the broker is shutting down", Reason.SERVER_SHUTTING_DOWN)

@@ -11,14 +11,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
-from admin.app import create_app
 from admin.context import AdminContext
-from admin.server import HttpServer
+from admin.server import HttpServer, LazyApp
 from admin.token import admin_token
 from broker.server import RunningBroker
 from nanoiot.settings import Settings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from broker.cluster.link import ClusterLink
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ class _LiveBroker:
 
     def is_listening(self) -> bool:
         return self._running.listener.is_serving()
+
+    def session_store_problem(self) -> str:
+        status = self._running.sessions.status()
+        if status.writable:
+            return ""
+        return (
+            f"{status.unsaved} changes unsaved for {status.unwritable_for:.0f} s, "
+            f"acknowledgements wait: {status.problem}"
+        )
 
     def changed(self) -> None:
         self._running.follower.wake()
@@ -72,7 +82,7 @@ class Node:
                 metrics=running.broker.metrics.registry,
             )
             http = await HttpServer.start(
-                create_app(context), settings.http_bind_address, settings.http_port
+                _admin_app(context), settings.http_bind_address, settings.http_port
             )
         except BaseException:
             await running.stop()
@@ -93,6 +103,18 @@ class Node:
             finally:
                 if self.cluster is not None:
                     await self.cluster.close()
+
+
+def _admin_app(context: AdminContext) -> LazyApp:
+    """The admin application, built by its first request: a broker nobody administers or
+    scrapes does not hold FastAPI and the API's models (about 11 MiB)."""
+
+    def build() -> "FastAPI":
+        from admin.app import create_app
+
+        return create_app(context)
+
+    return LazyApp(build)
 
 
 async def join_cluster(settings: Settings, worker: int | None = None) -> "ClusterLink":

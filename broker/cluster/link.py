@@ -177,11 +177,13 @@ class ClusterLink:
 async def _join(servers: str, member: str, options: dict[str, Any], url: str) -> Client:
     """Connect, retrying for CONNECT_WITHIN seconds; refused credentials end it at once."""
     last: list[Exception] = []
+    refusals: list[Exception] = []
     refused = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
         last.append(exc)
         if _is_refusal(exc):
+            refusals.append(exc)
             refused.set()
         log.debug("NATS: %s", plain(exc))
 
@@ -205,9 +207,12 @@ async def _join(servers: str, member: str, options: dict[str, Any], url: str) ->
     with contextlib.suppress(BaseException):
         await connecting
     await client.close()
-    why = plain(last[-1]) if last else f"no answer within {CONNECT_WITHIN:g} s"
-    if refused.is_set():
+    if refusals:
+        # The refusal itself: the server then closes the socket, and the client may report
+        # that reset ("connection reset by peer") after it, before we get to run.
+        why = plain(refusals[0])
         raise ClusterError(f"NATS {url} refused this node: {why} (check the nats_* settings)")
+    why = plain(last[-1]) if last else f"no answer within {CONNECT_WITHIN:g} s"
     raise ClusterUnavailableError(f"cannot reach NATS {url} (nats_url): {why}")
 
 
