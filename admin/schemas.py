@@ -238,3 +238,14 @@ def _basic_spec(value: str | None) -> BasicSpec:
     if client_id is not None and not isinstance(client_id, str):
         raise ValidationError("clientId must be a string or left out")
     return BasicSpec(username=username, password=password, client_id=client_id or None)
+
+
+class DeviceWithCredentialsOut(DeviceOut):
+    """The device, and the credential it was created with: the only answer that shows a new
+    access token (the store keeps a keyed hash of it)."""
+
+    credentials: CredentialsOut
+
+    @classmethod
+    def of_created(cls, device: Device, credential: Credential) -> "DeviceWithCredentialsOut":
+        return cls(**DeviceOut.of(device).model_dump(), credentials=CredentialsOut.of(credential))

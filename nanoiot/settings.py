@@ -199,6 +199,12 @@ class Settings(BaseModel):
             raise ValueError("nats_tls_cert and nats_tls_key go together: set both or neither")
         return value
 
+    @field_validator("token_hash_key", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: object) -> object:
+        """Blank is unset (Compose passes an empty ``${VAR:-}``): the data directory's key."""
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str | None) -> str | None:
