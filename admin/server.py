@@ -17,7 +17,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from email.utils import formatdate
 from typing import Any, Self
 
@@ -115,7 +115,12 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, app: App, host: str, port: int) -> Self:
+    async def start(
+        cls, app: App, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+    ) -> Self:
+        """Serve ``app``. ``X-Forwarded-For`` / ``-Proto`` are honoured only on connections
+        from ``trusted_proxies`` (addresses or networks): from anyone else they would let a
+        client pick the address the sign-in rate limit counts."""
         try:
             sock = socket.create_server((host, port), reuse_port=False)
         except OSError as exc:
@@ -131,6 +136,8 @@ class HttpServer:
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
             date_header=False,  # _Dated adds it
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
         )
         started = cls(_EmbeddedServer(config), sock)
         started._task = asyncio.create_task(started._server.serve(sockets=[sock]), name="http")

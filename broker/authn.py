@@ -34,6 +34,7 @@ from auth.fingerprint import spki_sha256
 from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.kinds import CredentialType
 from auth.pinning import decide_pinned
+from broker.password_gate import PasswordGate
 from nanoiot.errors import (
     ConflictError,
     NanoIoTError,
@@ -42,6 +43,7 @@ from nanoiot.errors import (
     ValidationError,
 )
 from nanoiot.settings import Settings
+from nanoiot.text import printable
 from storage.interface import CredentialStore
 from storage.records import CredentialMatch, Device, TrustedCA
 
@@ -102,10 +104,12 @@ class Authenticator:
         *,
         check_validity: bool = True,
         policy: CertificatePolicy | None = None,
+        passwords: PasswordGate | None = None,
     ) -> None:
         self._store = store
         self._policy = policy or CertificatePolicy(check_validity=check_validity)
         self._check_validity = self._policy.check_validity
+        self.passwords = passwords or PasswordGate()
         self._anchors: tuple[TrustAnchor, ...] | None = None
         self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
 
@@ -118,10 +122,7 @@ class Authenticator:
             if request.certificate is not None:
                 return await self._by_certificate(request)
             if request.username and request.password is not None:
-                match = await self._store.check_basic(
-                    request.username, request.password, request.client_id
-                )
-                return decide_basic(holder_of(match) if match else None, request.username)
+                return await self._by_password(request)
             if request.username:
                 match = await self._store.find_token(request.username)
                 return decide_token(holder_of(match) if match else None)
@@ -130,6 +131,17 @@ class Authenticator:
             # Unreachable or failing, the store cannot vouch for anyone: CONNACK 3 (MQTT
             # 3.1.1 §3.2.2.3), and the client may retry; never a crash of the listener.
             return store_unavailable(str(exc))
+
+    async def _by_password(self, request: ConnectRequest) -> Decision:
+        """MQTT basic: the argon2 check runs within the password gate's bounds."""
+        username, password = request.username or "", request.password or ""
+        match = await self.passwords.check(
+            request.remote,
+            lambda: self._store.check_basic(username, password, request.client_id),
+        )
+        if isinstance(match, Decision):
+            return match
+        return decide_basic(holder_of(match) if match else None, printable(username))
 
     async def _by_certificate(self, request: ConnectRequest) -> Decision:
         certificate = request.certificate

@@ -82,8 +82,10 @@ class Node:
                 metrics=running.broker.metrics.registry,
             )
             http = await HttpServer.start(
-                _admin_app(context), settings.http_bind_address, settings.http_port
-            )
+                _admin_app(context, settings.http_max_body_bytes),
+                settings.http_bind_address, settings.http_port,
+                trusted_proxies=settings.http_trusted_proxies,
+            )  # fmt: skip
         except BaseException:
             await running.stop()
             if cluster is not None:
@@ -105,14 +107,14 @@ class Node:
                     await self.cluster.close()
 
 
-def _admin_app(context: AdminContext) -> LazyApp:
+def _admin_app(context: AdminContext, max_body: int) -> LazyApp:
     """The admin application, built by its first request: a broker nobody administers or
     scrapes does not hold FastAPI and the API's models (about 11 MiB)."""
 
     def build() -> "FastAPI":
         from admin.app import create_app
 
-        return create_app(context)
+        return create_app(context, max_body=max_body)
 
     return LazyApp(build)
 

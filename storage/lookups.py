@@ -31,7 +31,7 @@ from sqlalchemy import Select, bindparam, null, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.engine import CONNECT_TIMEOUT_S
+from storage.engine import Timeouts
 from storage.models import Base
 from storage.records import Credential, CredentialMatch, Device
 
@@ -73,7 +73,7 @@ class _WouldWait(Exception):
 class Lookups:
     """Runs the prebuilt lookup statements; ``engine`` is a read engine (no BEGIN)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeouts: Timeouts | None = None) -> None:
         self._engine = engine
         self._local: _LocalSqlite | None = None
         self._asyncpg: _AsyncpgLookups | None = None
@@ -83,7 +83,7 @@ class Lookups:
         if engine.dialect.name == "sqlite" and plain_file and not engine.url.query:
             self._local = _LocalSqlite(database, engine.dialect)
         if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
-            self._asyncpg = _AsyncpgLookups(engine)
+            self._asyncpg = _AsyncpgLookups(engine, timeouts or Timeouts())
 
     async def first(self, query: Select[Any], key: str) -> Sequence[Any] | None:
         if self._local is not None:
@@ -122,13 +122,14 @@ class Lookups:
 class _AsyncpgLookups:
     """An asyncpg pool for the lookups, connected as the engine would connect."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeouts: Timeouts) -> None:
         self._compiled = {q: _compile(q, engine.dialect) for q in (BY_SPKI, BY_TOKEN, BY_USERNAME)}
         _, options = engine.dialect.create_connect_args(engine.url)
         # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect().
         for adapter_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
             options.pop(adapter_only, None)
-        options.setdefault("timeout", CONNECT_TIMEOUT_S)
+        for name, value in timeouts.asyncpg_options().items():
+            options.setdefault(name, value)
         self._options = options
         self._pool: Any = None
         self._starting = asyncio.Lock()

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.engine import make_url
@@ -34,7 +34,7 @@ from storage import migrate
 from storage.audit import TrustAndAudit
 from storage.base import ALREADY_REGISTERED, check_device_key, credential_row, device_row
 from storage.bulk import BulkDevices
-from storage.engine import create_engine, is_sqlite, mapped_errors, masked
+from storage.engine import Timeouts, create_engine, is_sqlite, mapped_errors, masked
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
 from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
@@ -42,11 +42,7 @@ from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
 from storage.secrets import create_private_file, token_digest
 from storage.sessions import SessionRecords
-from storage.token_key import configured_token_key
 from storage.token_key import token_hash_key as token_key_for
-
-if TYPE_CHECKING:
-    from nanoiot.settings import Settings
 
 ASSIGNED_ELSEWHERE = "Device credentials are already assigned to another device!"
 NO_SUCH_DEVICE_FOR_CREDENTIAL = "Can't assign device credentials to non-existent device!"
@@ -67,17 +63,19 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         url: str,
         *,
         data_dir: Path | None = None,
+        timeouts: Timeouts | None = None,
         keys: KeyPolicy = DEFAULT_KEYS,
         token_hash_key: bytes | None = None,
     ) -> Self:
-        """Open the store at ``url``.
+        """Open the store at ``url``; ``timeouts`` bound the waits for the database, ``keys``
+        are the smallest device keys it registers (auth.keys).
 
         SQLite: the file's directory (and ``data_dir``) is created if missing (0700, the file
         0600), and the schema upgraded to the newest revision. Other databases must have been
         upgraded already (``nanoiot db upgrade``); otherwise StoreError says so.
         ``token_hash_key``: see storage.token_key (by default the data directory's).
         """
-        engine = create_engine(url)  # parses the URL; connects only when first used
+        engine = create_engine(url, timeouts)  # parses the URL; connects only when first used
         try:
             _prepare_files(url, data_dir)
             token_key = await token_key_for(engine, url, data_dir, token_hash_key)
@@ -89,16 +87,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url, keys, token_key)
-
-    @classmethod
-    async def from_settings(cls, settings: "Settings") -> Self:
-        """``open`` with what the settings say: database, data directory, key minimums."""
-        keys = KeyPolicy(settings.min_rsa_key_bits, settings.min_ec_key_bits)
-        return await cls.open(
-            settings.effective_database_url, data_dir=settings.data_dir, keys=keys,
-            token_hash_key=configured_token_key(settings),
-        )  # fmt: skip
+        return cls(engine, url, keys, token_key, timeouts)
 
     # --- devices --------------------------------------------------------------------------
 

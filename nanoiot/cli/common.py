@@ -100,9 +100,9 @@ def database_label(settings: Settings) -> str:
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator["SqlCredentialStore"]:
     """The store for this settings' database, migrated and closed afterwards."""
-    from storage.sql import SqlCredentialStore
+    from nanoiot.store import open_store as open_configured
 
-    store = await SqlCredentialStore.from_settings(settings)
+    store = await open_configured(settings)
     try:
         yield store
     finally:
