@@ -12,6 +12,7 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   matching a new subscription follow its SUBACK, those the client may receive (§3.3.1.3).
 """
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
@@ -35,7 +36,7 @@ def publish(client: "MqttClient", packet: Publish) -> None:
     peer = client.peer
     assert peer is not None
     topic = peer.canonical(packet.topic)
-    durable = False
+    durable: bool | asyncio.Future[None] = False
     if topic.startswith(SYSTEM_PREFIX) or not peer.acl.can_publish(topic):
         broker.metrics.publishes_denied += 1
         client.log_denied("publish to", packet.topic)

@@ -14,6 +14,7 @@ acknowledged is lost (§4.3.2, §4.4); ``publish`` says whether it did, and the 
 PUBACK then waits for the commit.
 """
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,9 +40,10 @@ class Message:
 
 
 class Router(Protocol):
-    def publish(self, message: Message) -> bool:
+    def publish(self, message: Message) -> "bool | asyncio.Future[None]":
         """Route a message one of this broker's clients published; True if it made writes
-        the publisher's acknowledgement must wait for."""
+        the publisher's acknowledgement must wait for the store to commit, or a future for
+        everything it must wait for (other nodes' confirmations too)."""
         ...
 
     def deliver(self, message: Message) -> bool:

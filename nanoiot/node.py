@@ -59,7 +59,7 @@ class Node:
         token, created = admin_token(settings)  # a bad token setting fails before anything
         cluster = await join_cluster(settings) if settings.nats_url else None
         try:
-            running = await RunningBroker.start(settings)
+            running = await RunningBroker.start(settings, cluster=cluster)
         except BaseException:
             if cluster is not None:
                 await cluster.close()

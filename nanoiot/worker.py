@@ -49,7 +49,7 @@ async def _serve(settings: Settings, index: int, channel: Connection) -> None:
         loop.add_signal_handler(signum, stop.set)
     cluster = await join_cluster(settings, worker=index)
     try:
-        running = await RunningBroker.start(settings, reuse_port=True)
+        running = await RunningBroker.start(settings, reuse_port=True, cluster=cluster)
         try:
             loop.add_signal_handler(signal.SIGHUP, running.tls_reload.request)
 
