@@ -18,6 +18,9 @@ class BrokerView(Protocol):
 
     def is_listening(self) -> bool: ...
 
+    def session_store_problem(self) -> str:
+        """Why the broker cannot save session changes (PUBACKs wait); "" when it can."""
+
     def changed(self) -> None:
         """A change was just written to the store: apply it to live sessions now, without
         waiting for the next poll of the change feed."""

@@ -1,8 +1,10 @@
 """``/healthz`` for orchestrators and ``/metrics`` for Prometheus.
 
 ``/healthz`` needs no token (a container healthcheck has none) and says only whether the
-broker listens and the database answers. ``/metrics`` needs the admin token like every other
-read: Prometheus sends it with ``authorization: {credentials_file: ...}``.
+broker listens, the database answers, and the broker can save session changes (a read-only
+or full disk, or a lock held by another process, leaves reads working and writes failing).
+``/metrics`` needs the admin token like every other read: Prometheus sends it with
+``authorization: {credentials_file: ...}``.
 """
 
 import asyncio
@@ -25,13 +27,21 @@ class Health(BaseModel):
     status: str  # "ok" or "unavailable"
     broker: str  # "listening", "not listening", or "not in this process" (nanoiot api)
     database: str  # "ok", or why it cannot be reached
+    # "ok", or why the broker cannot save session changes (its PUBACKs wait meanwhile)
+    sessions: str = "ok"
 
 
 @router.get(
     "/healthz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "The broker or the database is down"}},
-    summary="Is the broker listening and the database reachable?",
+    responses={
+        503: {
+            "model": Health,
+            "description": "The broker or the database is down, or the "
+            "broker cannot save session changes",
+        }
+    },
+    summary="Is the broker listening, the database reachable and writable?",
 )
 async def healthz(request: Request) -> JSONResponse:
     context = context_of(request)
@@ -42,13 +52,18 @@ async def healthz(request: Request) -> JSONResponse:
         database = str(exc)
     except TimeoutError:
         database = f"no answer within {_PING_TIMEOUT:g} s"
+    sessions = "ok"
     if context.broker is None:
         broker, broker_ok = "not in this process", True
     else:
         broker_ok = context.broker.is_listening()
         broker = "listening" if broker_ok else "not listening"
-    healthy = broker_ok and database == "ok"
-    body = Health(status="ok" if healthy else "unavailable", broker=broker, database=database)
+        sessions = context.broker.session_store_problem() or "ok"
+    healthy = broker_ok and database == "ok" and sessions == "ok"
+    body = Health(
+        status="ok" if healthy else "unavailable", broker=broker, database=database,
+        sessions=sessions,
+    )  # fmt: skip
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
 

@@ -13,6 +13,11 @@ Vocabulary, MQTT 3.1.1 §4.7:
   them (§4.7.2).
 
 Functions taking a filter assume a valid one (check with ``valid_topic_filter`` first).
+
+A *shared subscription* (MQTT 5.0 §4.8.2, offered to 3.1.1 clients too, as Mosquitto 2, EMQX
+and HiveMQ do) is written ``$share/{share name}/{topic filter}``: each message matching the
+filter goes to one member of the group, not to all. ``shared_problem`` checks its form and
+``split_shared`` takes it apart.
 """
 
 import re
@@ -22,6 +27,7 @@ from typing import TypeGuard
 SEPARATOR = "/"  # §4.7.1.1
 MULTI_LEVEL = "#"  # §4.7.1.2
 SINGLE_LEVEL = "+"  # §4.7.1.3
+SHARE_PREFIX = "$share/"  # MQTT 5.0 §4.8.2
 # §1.5.3: a UTF-8 string is at most 65535 bytes and must not contain U+0000.
 MAX_TOPIC_BYTES = 65535
 
@@ -52,6 +58,34 @@ def topic_filter_problem(topic_filter: str) -> str | None:
         if SINGLE_LEVEL in level and level != SINGLE_LEVEL:
             return "'+' must occupy a whole level (§4.7.1.3)"
     return _string_problem(topic_filter)
+
+
+def shared_problem(topic_filter: str) -> str | None:
+    """Why a ``$share/...`` filter cannot be a shared subscription, or None if it can.
+
+    MQTT 5.0 §4.8.2: a share name of at least one character with no '/', '+' or '#', then a
+    '/', then a valid topic filter.
+    """
+    name, separator, inner = topic_filter[len(SHARE_PREFIX) :].partition(SEPARATOR)
+    if not separator:
+        return "a shared subscription is $share/{share name}/{topic filter} (MQTT 5.0 §4.8.2)"
+    if not name:
+        return "the share name must not be empty (MQTT 5.0 §4.8.2)"
+    if SINGLE_LEVEL in name or MULTI_LEVEL in name:
+        return "the share name must not contain '+' or '#' (MQTT 5.0 §4.8.2)"
+    problem = topic_filter_problem(inner)
+    return None if problem is None else f"its topic filter {problem}"
+
+
+def split_shared(topic_filter: str) -> tuple[str, str] | None:
+    """``(share name, topic filter)`` of a shared subscription, None for any other filter.
+
+    Assumes ``shared_problem`` found nothing wrong with it.
+    """
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    name, _, inner = topic_filter[len(SHARE_PREFIX) :].partition(SEPARATOR)
+    return name, inner
 
 
 def _string_problem(text: str) -> str | None:

@@ -51,8 +51,8 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 
 class MqttClient:
     __slots__ = (
-        "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused", "_timer",
-        "broker", "core", "ended", "peer", "session", "tls",
+        "_ack_timer", "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused",
+        "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -67,7 +67,9 @@ class MqttClient:
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             broker.config.connect_timeout, self._connect_timed_out
         )
-        self._held: deque[tuple[int, int, asyncio.Future[None] | None]] = deque()
+        # Acknowledgements waiting for a commit: (packet id, QoS, the commit, since when).
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float]] = deque()
+        self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
         # Output waiting for the commit that records the packet ids it carries.
@@ -263,13 +265,26 @@ class MqttClient:
             self._handle(events)
         self._flush()
 
+    def can_send_now(self, qos: int) -> bool:
+        """Whether a message at ``qos`` would go out at once: not behind messages waiting in
+        the session's queue or a full in-flight window, nor (QoS 0) dropped because the client
+        does not drain its output."""
+        session = self.session
+        if session is None or session.queue:
+            return False
+        if qos:
+            return len(session.inflight) < self.broker.limits.max_inflight
+        return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
+
     def acknowledge(
         self, packet_id: int, qos: int, *, durable: "bool | asyncio.Future[None]"
     ) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
         (§4.6). ``durable``: True to wait for the store's commit, or a future of everything
-        to wait for (in a cluster, other nodes' confirmations too)."""
+        to wait for (in a cluster, other nodes' confirmations too). While the store cannot
+        be written the acknowledgement waits, at most ``ack_timeout`` seconds
+        (``_ack_overdue``)."""
         if isinstance(durable, asyncio.Future):
             pending: asyncio.Future[None] | None = durable
         else:
@@ -278,14 +293,18 @@ class MqttClient:
         if pending is None and not held:
             self.core.acknowledge(packet_id, qos)
             return
-        held.append((packet_id, qos, pending))
+        held.append((packet_id, qos, pending, self._loop.time()))
         if pending is not None:
             pending.add_done_callback(self._release_acknowledgements)
+        if self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(
+                self.broker.config.ack_timeout, self._ack_overdue
+            )
 
     def _release_acknowledgements(self, _done: object = None) -> None:
         held = self._held
         while held and (held[0][2] is None or held[0][2].done()):
-            packet_id, qos, pending = held.popleft()
+            packet_id, qos, pending, _ = held.popleft()
             if pending is not None and (pending.cancelled() or pending.exception() is not None):
                 # Not the server's yet (another node did not confirm it): close without
                 # acknowledging, so the client sends it again (§4.4).
@@ -296,8 +315,35 @@ class MqttClient:
                 continue
             if not self.ended:
                 self.core.acknowledge(packet_id, qos)
-        if not self.ended:
-            self._flush()
+        if self.ended:
+            return
+        self._flush()
+        timer = self._ack_timer
+        if not held and timer is not None:
+            timer.cancel()
+            self._ack_timer = None
+
+    def _ack_overdue(self) -> None:
+        """The oldest acknowledgement waited ``ack_timeout`` for the store: close the
+        connection without it, so the client sends the message again on a new one (§4.4)
+        instead of the broker claiming a message it could not save (§4.3.2)."""
+        self._ack_timer = None
+        held = self._held
+        if self.ended or not held:
+            return
+        timeout = self.broker.config.ack_timeout
+        due = held[0][3] + timeout - self._loop.time()
+        if due > 0:  # the one that set the timer went meanwhile
+            self._ack_timer = self._loop.call_later(due, self._ack_overdue)
+            return
+        self.broker.metrics.publishers_closed_unsaved += 1
+        problem = self.broker.store.status().problem or "the store did not answer"
+        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); the "
+                    "client sends those messages again", self.label, len(held), timeout,
+                    problem)  # fmt: skip
+        held.clear()
+        self.core.disconnect(Reason.SERVER_UNAVAILABLE)  # MQTT 5 only (§3.14.2.1)
+        self._end(will=False)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""
@@ -338,7 +384,9 @@ class MqttClient:
         store.message_sent(message)
         if message.stored is None:
             return
-        pending = store.pending_commit()
+        # Not while the store is away: the subscriber still gets its messages then (each is
+        # in the store, or its publisher has not been acknowledged), only without its id.
+        pending = store.pending_attempt()
         if pending is not None and pending is not self._out_wait:
             self._out_wait = pending
             pending.add_done_callback(self._release_output)
@@ -369,9 +417,10 @@ class MqttClient:
         if self.ended:
             return
         self.ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._ack_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._ack_timer = None
         auth = self._auth
         if auth is not None and not auth.done() and auth is not asyncio.current_task():
             auth.cancel()

@@ -38,6 +38,7 @@ _CHANGES_KEPT = 10_000
 class BrokerConfig:
     strict_client_id: bool = False
     connect_timeout: float = 10.0
+    ack_timeout: float = 10.0  # seconds a PUBACK/PUBREC may wait for the store
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
     limits: Limits = field(default_factory=Limits)
@@ -77,6 +78,9 @@ class Broker:
         gauges.subscriptions = lambda: self.router.subscription_count
         gauges.retained = lambda: len(self.retained)
         gauges.decisions = lambda: self.auth_log.counts
+        gauges.store_writable = lambda: self.store.status().writable
+        gauges.store_unsaved = lambda: self.store.status().unsaved
+        gauges.store_failures = lambda: self.store.status().failures
 
     # --- connections ----------------------------------------------------------------------
 

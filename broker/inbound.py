@@ -10,13 +10,17 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
 - SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): not a valid filter, longer
   than the store keeps, outside the ACL, or past ``max_subscriptions``. Retained messages
   matching a new subscription follow its SUBACK, those the client may receive (§3.3.1.3).
+- Shared subscriptions, ``$share/{group}/{filter}`` (MQTT 5.0 §4.8.2, for 3.1.1 clients too):
+  the ACL judges the filter after the group, the session keeps the whole filter (a session may
+  hold ``$share/g/a/#`` and ``a/#`` side by side), and no retained message is sent on subscribe
+  (§4.8.2: a retained message would reach every member, not one).
 """
 
 import asyncio
 from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
-from auth.topics import topic_filter_problem
+from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
 from broker.mqtt.codes import SUBACK_FAILURE
 from broker.mqtt.packets import Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.session import Outgoing, Subscription
@@ -76,7 +80,21 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
             codes.append(made[1].qos)
     client.core.suback(packet.packet_id, codes)
     for topic_filter, sub in granted:
-        _send_retained(client, topic_filter, sub)
+        if not topic_filter.startswith(SHARE_PREFIX):
+            _send_retained(client, topic_filter, sub)
+
+
+def canonical_filter(peer: Peer, topic_filter: str) -> tuple[str, str, bool]:
+    """A SUBSCRIBE or UNSUBSCRIBE filter in the broker's canonical form (as the session keeps
+    it), the topic filter in it the ACL judges (for a shared subscription, the one after
+    ``$share/{group}/``), and whether the client wrote that one in the ``me`` form."""
+    shared = split_shared(topic_filter)
+    if shared is None:
+        canonical = peer.canonical(topic_filter)
+        return canonical, canonical, canonical != topic_filter
+    name, inner = shared
+    canonical = peer.canonical(inner)
+    return f"{SHARE_PREFIX}{name}/{canonical}", canonical, canonical != inner
 
 
 def _subscribe_one(
@@ -85,30 +103,33 @@ def _subscribe_one(
     broker, peer, session = client.broker, client.peer, client.session
     assert peer is not None
     assert session is not None
-    canonical = peer.canonical(request.topic_filter)
-    problem = topic_filter_problem(canonical)
-    if problem is None and len(canonical) > MQTT_TOPIC_FILTER_MAX:
+    written = request.topic_filter
+    key, canonical, me_form = canonical_filter(peer, written)
+    problem = shared_problem(written) if written.startswith(SHARE_PREFIX) else None
+    if problem is None:
+        problem = topic_filter_problem(canonical)
+    if problem is None and len(key) > MQTT_TOPIC_FILTER_MAX:
         problem = f"longer than {MQTT_TOPIC_FILTER_MAX} characters"
     if problem is not None or not peer.acl.can_subscribe(canonical):
         broker.metrics.subscriptions_denied += 1
-        client.log_denied("subscribe to", request.topic_filter)
+        client.log_denied("subscribe to", written)
         return None
-    if canonical not in session.subscriptions:
+    if key not in session.subscriptions:
         limit = broker.config.max_subscriptions
         if len(session.subscriptions) >= limit:
             broker.metrics.subscriptions_denied += 1
             broker.metrics.count_limit("max_subscriptions")
-            client.log_denied(f"subscribe (max_subscriptions {limit}) to", request.topic_filter)
+            client.log_denied(f"subscribe (max_subscriptions {limit}) to", written)
             return None
     sub = Subscription(
         request.qos, request.no_local, request.retain_as_published, request.retain_handling,
-        me_form=canonical != request.topic_filter,
+        me_form=me_form,
     )  # fmt: skip
-    session.subscriptions[canonical] = sub  # §3.8.4: an identical filter is replaced
-    broker.router.subscribe(session, canonical, sub)
+    session.subscriptions[key] = sub  # §3.8.4: an identical filter is replaced
+    broker.router.subscribe(session, key, sub)
     if session.persistent:
-        broker.store.subscribe(session, canonical, sub)
-    return canonical, sub
+        broker.store.subscribe(session, key, sub)
+    return key, sub
 
 
 def _send_retained(client: "MqttClient", topic_filter: str, sub: Subscription) -> None:
@@ -132,9 +153,9 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
     assert peer is not None
     assert session is not None
     for topic_filter in packet.filters:
-        canonical = peer.canonical(topic_filter)
-        if session.subscriptions.pop(canonical, None) is not None:
-            broker.router.unsubscribe(session, canonical)
+        key = canonical_filter(peer, topic_filter)[0]
+        if session.subscriptions.pop(key, None) is not None:
+            broker.router.unsubscribe(session, key)
             if session.persistent:
-                broker.store.unsubscribe(session, canonical)
+                broker.store.unsubscribe(session, key)
     client.core.unsuback(packet.packet_id)

@@ -6,14 +6,20 @@ thousands of filters never holds the database's write lock for long. A message's
 made from its state when the transaction starts (``Ref``): a message sent, or even
 acknowledged, before its first commit is written as it is then, or not at all.
 
-When the database is unreachable the broker keeps working from memory (``degraded``: the
-publisher's PUBACK no longer waits) and the journal retries until the database is back;
-what changed meanwhile is written then.
+Each commit has two futures (``Commit``): ``durable`` is done once its writes are in the
+database, and only then may a publisher be acknowledged (MQTT 3.1.1 §4.3.2: after PUBACK
+the message is the server's); ``settled`` is done as soon as the attempt ends either way,
+which is all a connection's output waits for. When the database cannot be written
+(unreachable, locked past its busy timeout, a read-only or full file system) the journal is
+``degraded``: the broker keeps routing from memory, PUBACKs keep waiting (the publisher is
+closed after ``ack_timeout``, ``broker.client``), and the journal retries until the writes
+commit, then releases every acknowledgement that waited for them.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Final
 
@@ -50,36 +56,72 @@ class Ref:
 Entry = SessionWrite | tuple[str, Ref]
 
 
+class Commit:
+    """The commit that will cover some writes: ``durable`` once they are in the database,
+    ``settled`` once an attempt at them ended (committed, or failed for now)."""
+
+    __slots__ = ("durable", "settled")
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.durable: asyncio.Future[None] = loop.create_future()
+        self.settled: asyncio.Future[None] = loop.create_future()
+
+    def committed(self) -> None:
+        _resolve(self.durable)
+        _resolve(self.settled)
+
+
 class Journal:
     def __init__(self, store: SqlCredentialStore) -> None:
         self._store = store
         self._queued: list[Entry] = []
-        self._next: asyncio.Future[None] | None = None  # done when _queued is committed
-        self._inflight: asyncio.Future[None] | None = None
+        self._next: Commit | None = None  # covers _queued
+        self._inflight: Commit | None = None  # covers the transaction being committed
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
-        self.degraded = False  # the database is unreachable: PUBACK does not wait for it
+        self._outage = asyncio.Event()  # set while degraded
+        self.degraded = False  # the database cannot be written: writes wait in memory
+        self.degraded_since: float | None = None  # time.monotonic() of the first failure
+        self.problem = ""  # why the last attempt failed, while degraded
         self.commits = 0
+        self._inflight_size = 0
+        self.failures = 0  # commit attempts that failed because the store was unusable
         self._task = asyncio.create_task(self._run(), name="session journal")
+
+    @property
+    def unsaved(self) -> int:
+        """Writes submitted and not committed yet."""
+        return len(self._queued) + (self._inflight_size if self._inflight is not None else 0)
 
     def submit(self, entry: Entry) -> None:
         self._queued.append(entry)
         if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
+            self._next = Commit()
             self._wake.set()
 
     def pending_commit(self) -> "asyncio.Future[None] | None":
-        """The commit that will cover every write submitted so far; None if none is due."""
-        if self.degraded:
+        """Done once every write submitted so far is committed; None if none is due. It
+        stays pending through an outage: what waits for it waits for the database."""
+        commit = self._next or self._inflight
+        return commit.durable if commit is not None else None
+
+    def pending_attempt(self) -> "asyncio.Future[None] | None":
+        """Done once the attempt at every write submitted so far ended, whichever way; None
+        if none is due or the database is away (nothing waits for an attempt then)."""
+        commit = self._next or self._inflight
+        if commit is None or self.degraded:
             return None
-        return self._next or self._inflight
+        return commit.settled
 
     async def flush(self) -> None:
         """Wait until every write submitted so far was committed (or failed for now)."""
-        while (pending := self._next or self._inflight) is not None:
-            await asyncio.shield(pending)
-            if self.degraded:
-                return
+        while (pending := self.pending_commit()) is not None and not self.degraded:
+            outage = asyncio.ensure_future(self._outage.wait())
+            try:
+                await asyncio.wait((pending, outage), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                outage.cancel()
 
     async def close(self, within: float) -> None:
         """Commit what is queued (for at most ``within`` seconds), then stop."""
@@ -91,8 +133,11 @@ class Journal:
             self._task.cancel()
             log.error("%d session changes could not be saved before shutdown", len(self._queued))
         await asyncio.gather(self._task, return_exceptions=True)
-        _resolve(self._next)  # nobody waits for a commit that will not come
-        _resolve(self._inflight)
+        # Nobody waits for a commit that will not come; the connections are closed already,
+        # so no acknowledgement goes out for what was not saved.
+        for commit in (self._next, self._inflight):
+            if commit is not None:
+                commit.committed()
 
     async def _run(self) -> None:
         delay = _RETRY_FIRST
@@ -106,59 +151,88 @@ class Journal:
             entries, self._queued = self._queued[:BATCH], self._queued[BATCH:]
             if self._queued:
                 # What waits for ``_next`` waits for the rest too, in a later transaction.
-                self._inflight = asyncio.get_running_loop().create_future()
+                self._inflight = Commit()
                 self._wake.set()
             else:
                 self._inflight, self._next = self._next, None
+            self._inflight_size = len(entries)
             committed = await self._commit(entries)
+            inflight, self._inflight = self._inflight, None
+            assert inflight is not None
             if committed:
-                _resolve(self._inflight)
-                self._inflight = None
+                inflight.committed()
                 delay = _RETRY_FIRST
                 continue
-            _resolve(self._inflight)  # degraded: nobody waits for the database any more
-            self._inflight = None
-            self._queued[:0] = entries  # first in line when the database is back
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
+            self._failed(inflight, entries)
             if self._closing.is_set():  # this was the attempt at shutdown
-                log.error("database unreachable at shutdown: %d session changes lost",
+                log.error("database unwritable at shutdown: %d session changes not saved",
                           len(self._queued))  # fmt: skip
                 return
             await _sleep_unless(self._closing, delay)  # shutdown cuts it short: one more try
             delay = min(delay * 2, _RETRY_MAX)
             self._wake.set()
 
+    def _failed(self, inflight: Commit, entries: list[Entry]) -> None:
+        """The writes go back first in line; whoever waited for them keeps waiting, now
+        for the commit of everything queued (which includes them)."""
+        _resolve(inflight.settled)
+        self._queued[:0] = entries
+        later = self._next
+        if later is None:
+            self._next = inflight
+            return
+        _resolve(later.settled)  # degraded: output no longer waits for attempts
+        later.durable.add_done_callback(lambda _done: inflight.committed())
+
     async def _commit(self, entries: list[Entry]) -> bool:
         writes, queued = writes_for(entries)
         try:
             rows = await self._store.write_sessions(writes)
         except StoreUnavailableError as exc:
-            if not self.degraded:
-                log.warning("session changes kept in memory until the database is back: %s", exc)
-            self.degraded = True
+            self._unwritable(str(exc))
             return False
         except StoreError as exc:  # a session deleted meanwhile: apply what still applies
             log.info("session changes failed together (%s): applying them one by one", exc)
             return await self._commit_one_by_one(entries)
         _number(queued, rows)
-        if self.degraded:
-            log.warning("database back: session changes saved again")
-        self.degraded = False
+        self._writable()
         self.commits += 1
         return True
+
+    def _unwritable(self, problem: str) -> None:
+        self.failures += 1
+        self.problem = problem
+        if not self.degraded:
+            log.error("session changes cannot be saved, acknowledgements wait: %s", problem)
+            self.degraded = True
+            self.degraded_since = time.monotonic()
+            self._outage.set()
+
+    def _writable(self) -> None:
+        if not self.degraded:
+            return
+        since = self.degraded_since or 0.0
+        log.warning("session changes saved again after %.1f s; %d waiting writes saved",
+                    time.monotonic() - since, self._inflight_size)  # fmt: skip
+        self.degraded, self.degraded_since, self.problem = False, None, ""
+        self._outage.clear()
+        later = self._next
+        if later is not None and later.settled.done():
+            later.settled = asyncio.get_running_loop().create_future()
 
     async def _commit_one_by_one(self, entries: list[Entry]) -> bool:
         for entry in entries:
             writes, queued = writes_for([entry])
             try:
                 rows = await self._store.write_sessions(writes)
-            except StoreUnavailableError:
+            except StoreUnavailableError as exc:
+                self._unwritable(str(exc))
                 return False  # the rest is retried with the others
             except StoreError as exc:
                 log.warning("session change dropped: %s", exc)
                 continue
             _number(queued, rows)
+        self._writable()
         return True
 
 

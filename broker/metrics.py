@@ -39,6 +39,9 @@ class Gauges:
     subscriptions: Callable[[], int] = lambda: 0
     retained: Callable[[], int] = lambda: 0
     decisions: Callable[[], Mapping[str, int]] = dict
+    store_writable: Callable[[], bool] = lambda: True
+    store_unsaved: Callable[[], int] = lambda: 0
+    store_failures: Callable[[], int] = lambda: 0
 
 
 class BrokerMetrics(Collector):
@@ -52,6 +55,8 @@ class BrokerMetrics(Collector):
         self.publishes_denied = 0  # PUBLISH acknowledged and dropped by the ACL (§3.3.5)
         self.subscriptions_denied = 0  # topic filters refused with SUBACK 0x80
         self.limit_hits: Counter[str] = Counter()
+        # Publishers closed because their PUBACK / PUBREC waited ack_timeout for the store.
+        self.publishers_closed_unsaved = 0
         self.gauges = Gauges()
         self.registry = CollectorRegistry(auto_describe=True)
         self.auth_lookup = Histogram(
@@ -120,12 +125,36 @@ class BrokerMetrics(Collector):
             "Topic filters refused (SUBACK 0x80): ACL, validity or max_subscriptions",
             self.subscriptions_denied,
         )
+        yield from self._store(gauges)
         hits = CounterMetricFamily(
             "nanoiot_limit_hits", "Times a client hit a limit, by setting", labels=["limit"]
         )
         for limit in LIMITS:
             hits.add_metric([limit], self.limit_hits[limit])
         yield hits
+
+    def _store(self, gauges: Gauges) -> Iterator[Metric]:
+        yield _gauge(
+            "nanoiot_session_store_writable",
+            "1 while session changes can be saved; 0 while they wait (PUBACKs wait with them)",
+            int(gauges.store_writable()),
+        )
+        yield _gauge(
+            "nanoiot_session_changes_unsaved",
+            "Session changes (messages, subscriptions, sessions) waiting to be saved",
+            gauges.store_unsaved(),
+        )
+        yield _counter(
+            "nanoiot_session_store_failures",
+            "Attempts to save session changes that failed (database unreachable, locked, "
+            "read-only or full)",
+            gauges.store_failures(),
+        )
+        yield _counter(
+            "nanoiot_publishers_closed_unsaved",
+            "Connections closed because a PUBACK/PUBREC waited ack_timeout for the store",
+            self.publishers_closed_unsaved,
+        )
 
     def _decisions(self, decisions: Mapping[str, int]) -> Iterator[Metric]:
         accepted = CounterMetricFamily("nanoiot_connects_accepted", "CONNECTs accepted (CONNACK 0)")

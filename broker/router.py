@@ -12,6 +12,13 @@ For a persistent session every QoS 1 and 2 message is handed to the ``SessionSto
 it is sent, whether its client is connected or not, so that nothing the publisher had
 acknowledged is lost (§4.3.2, §4.4); ``publish`` says whether it did, and the publisher's
 PUBACK then waits for the commit.
+
+Shared subscriptions (``$share/{group}/{filter}``, MQTT 5.0 §4.8.2, for 3.1.1 clients too)
+are kept apart (``broker.mqtt.shared``): a message gets one copy per matching group, for the
+member whose turn it is among those that can take it now, else one whose in-flight window is
+full (it waits in that session's queue), else a persistent session whose client is away (it is
+queued for it). A member whose ACL denies it the topic is passed over. A message with no shared
+subscription on the broker costs one length test for them.
 """
 
 import asyncio
@@ -19,10 +26,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from auth.acl import to_device_form
+from auth.topics import split_shared
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.shared import SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
@@ -57,22 +66,35 @@ class Router(Protocol):
     def subscription_count(self) -> int: ...
 
 
+# A shared subscription member's rank (``SharedGroup.pick``): lower is chosen first.
+READY, BUSY, AWAY = 0, 1, 2
+
+
 class LocalRouter:
     def __init__(self, store: SessionStore, limits: Limits, metrics: BrokerMetrics) -> None:
         self.subscriptions: SubscriptionTrie[BrokerSession] = SubscriptionTrie()
+        self.shared: SharedSubscriptions[BrokerSession] = SharedSubscriptions()
         self.store = store
         self.limits = limits
         self.metrics = metrics
 
     @property
     def subscription_count(self) -> int:
-        return len(self.subscriptions)
+        return len(self.subscriptions) + len(self.shared)
 
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
-        self.subscriptions.add(topic_filter, session, sub)
+        shared = split_shared(topic_filter)
+        if shared is None:
+            self.subscriptions.add(topic_filter, session, sub)
+        else:
+            self.shared.add(*shared, session, sub)
 
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
-        self.subscriptions.remove(topic_filter, session)
+        shared = split_shared(topic_filter)
+        if shared is None:
+            self.subscriptions.remove(topic_filter, session)
+        else:
+            self.shared.remove(*shared, session)
 
     def publish(self, message: Message) -> bool:
         return self.deliver(message)
@@ -80,7 +102,7 @@ class LocalRouter:
     def deliver(self, message: Message) -> bool:
         matches = self.subscriptions.match(message.topic)
         if not matches:
-            return False
+            return self._deliver_shared(message) if self.shared.groups else False
         durable = False
         topic, payload, published_qos = message.topic, message.payload, message.qos
         for session, sub in matches.items():
@@ -100,6 +122,47 @@ class LocalRouter:
                 durable = True
             if client is not None:
                 client.deliver(out)
+        if self.shared.groups:
+            durable |= self._deliver_shared(message)
+        return durable
+
+    def _deliver_shared(self, message: Message) -> bool:
+        """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2)."""
+        topic, published_qos = message.topic, message.qos
+
+        def rank(session: BrokerSession, sub: Subscription) -> int | None:
+            denied = session.receive_denied
+            if denied is not None and denied.fullmatch(topic) is not None:
+                return None
+            client = session.client
+            if client is None:
+                return AWAY
+            qos = published_qos if published_qos < sub.qos else sub.qos
+            return READY if client.can_send_now(qos) else BUSY
+
+        durable = False
+        for group in self.shared.match(topic):
+            chosen = group.pick(rank)
+            if chosen is not None:
+                durable |= self._send(*chosen, message)
+        return durable
+
+    def _send(self, session: BrokerSession, sub: Subscription, message: Message) -> bool:
+        """Give one subscriber its copy; True if the store was written."""
+        topic = message.topic
+        qos = min(message.qos, sub.qos)
+        out = Outgoing(
+            to_device_form(topic, session.device_name) if sub.me_form else topic,
+            message.payload, qos,
+        )  # fmt: skip
+        client = session.client
+        if client is None:
+            return self.queue(session, out) if qos and session.persistent else False
+        durable = False
+        if qos and session.persistent:
+            self.store.message_queued(session, out)
+            durable = True
+        client.deliver(out)
         return durable
 
     def queue(self, session: BrokerSession, out: Outgoing) -> bool:

@@ -70,6 +70,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
     return BrokerConfig(
         strict_client_id=settings.strict_client_id,
         connect_timeout=settings.tls_handshake_timeout,
+        ack_timeout=settings.ack_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
         limits=limits,

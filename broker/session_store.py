@@ -4,7 +4,9 @@ The interface is what the broker tells a store, at the moment it happens: a pers
 session opened or ended, a subscription made or removed, a message routed to it, sent,
 PUBREC'd, or done with (acknowledged, or dropped by a limit). ``pending_commit`` is what a
 publisher's PUBACK waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is the
-server's). Small on purpose, so that a cluster can implement it on PostgreSQL.
+server's), also while the store cannot be written; ``status`` says whether it can, for
+``/healthz`` and ``/metrics``. Small on purpose, so that a cluster can implement it on
+PostgreSQL.
 
 ``MemorySessionStore`` keeps nothing (sessions last as long as the process);
 ``SqlSessionStore`` writes through ``broker.journal`` to the credential store's database and
@@ -13,7 +15,9 @@ reads everything back at start-up.
 
 import asyncio
 import logging
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref
@@ -34,11 +38,28 @@ from storage.sql import SqlCredentialStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StoreStatus:
+    """Whether session changes can be saved: ``problem`` is empty when they can."""
+
+    problem: str = ""
+    unwritable_for: float = 0.0  # seconds since the first failed attempt
+    unsaved: int = 0  # changes waiting to be saved
+    failures: int = 0  # failed attempts since start
+
+    @property
+    def writable(self) -> bool:
+        return not self.problem
+
+
 class SessionStore(Protocol):
     @property
     def degraded(self) -> bool:
-        """The store cannot be reached: writes wait in memory and PUBACKs do not wait."""
+        """The store cannot be written: changes wait in memory, and so do the PUBACKs of
+        the messages among them."""
         ...
+
+    def status(self) -> StoreStatus: ...
 
     async def load(self) -> list[BrokerSession]:
         """The persistent sessions of the previous run, with their subscriptions and their
@@ -54,6 +75,7 @@ class SessionStore(Protocol):
     def message_released(self, message: Outgoing) -> None: ...
     def message_done(self, message: Outgoing) -> None: ...
     def pending_commit(self) -> "asyncio.Future[None] | None": ...
+    def pending_attempt(self) -> "asyncio.Future[None] | None": ...
     async def flush(self) -> None: ...
     async def close(self, within: float) -> None: ...
 
@@ -62,6 +84,9 @@ class MemorySessionStore:
     """Sessions in memory only: every write is a no-op, nothing is ever pending."""
 
     degraded = False
+
+    def status(self) -> StoreStatus:
+        return StoreStatus()
 
     async def load(self) -> list[BrokerSession]:
         return []
@@ -93,6 +118,9 @@ class MemorySessionStore:
     def pending_commit(self) -> "asyncio.Future[None] | None":
         return None
 
+    def pending_attempt(self) -> "asyncio.Future[None] | None":
+        return None
+
     async def flush(self) -> None:
         pass
 
@@ -119,6 +147,17 @@ class SqlSessionStore:
     @property
     def degraded(self) -> bool:
         return self.journal.degraded
+
+    def status(self) -> StoreStatus:
+        journal = self.journal
+        since = journal.degraded_since
+        now = time.monotonic()
+        return StoreStatus(
+            journal.problem if journal.degraded else "",
+            now - since if since is not None else 0.0,
+            journal.unsaved,
+            journal.failures,
+        )
 
     async def load(self) -> list[BrokerSession]:
         restored: list[BrokerSession] = []
@@ -182,6 +221,9 @@ class SqlSessionStore:
 
     def pending_commit(self) -> "asyncio.Future[None] | None":
         return self.journal.pending_commit()
+
+    def pending_attempt(self) -> "asyncio.Future[None] | None":
+        return self.journal.pending_attempt()
 
     async def flush(self) -> None:
         await self.journal.flush()

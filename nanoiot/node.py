@@ -36,6 +36,15 @@ class _LiveBroker:
     def is_listening(self) -> bool:
         return self._running.listener.is_serving()
 
+    def session_store_problem(self) -> str:
+        status = self._running.sessions.status()
+        if status.writable:
+            return ""
+        return (
+            f"{status.unsaved} changes unsaved for {status.unwritable_for:.0f} s, "
+            f"acknowledgements wait: {status.problem}"
+        )
+
     def changed(self) -> None:
         self._running.follower.wake()
 

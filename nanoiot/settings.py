@@ -97,6 +97,9 @@ class Settings(BaseModel):
     max_retained_bytes: int = Field(64 * 1024 * 1024, ge=0)
     max_retained_messages_per_device: int = Field(100, ge=0)
     max_retained_bytes_per_device: int = Field(1024 * 1024, ge=0)
+    # Seconds a PUBACK/PUBREC may wait for the store to save the message; past it the
+    # publisher's connection is closed (it sends the message again on a new one).
+    ack_timeout: float = Field(10.0, gt=0, le=3600)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
 

@@ -43,6 +43,9 @@ class WorkersView:
     def is_listening(self) -> bool:
         return self._supervisor.alive() > 0
 
+    def session_store_problem(self) -> str:
+        return ""  # each worker's own: its log and nanoiot_session_store_writable
+
     def changed(self) -> None:
         """Tell every worker to apply the store's change now (revocation within a second)."""
         task = asyncio.get_running_loop().create_task(self._announce())

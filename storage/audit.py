@@ -141,6 +141,10 @@ class TrustAndAudit(StoreBase):
         async with self._read() as session:
             return await session.scalar(select(func.max(ChangeRow.seq))) or 0
 
+    async def change_marker(self) -> int | None:
+        """Unchanged while the change feed cannot have grown; None: read the feed to know."""
+        return await self._lookups.change_marker()
+
     async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]:
         query = select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
         async with self._read() as session:

@@ -162,6 +162,10 @@ class CredentialStore(Protocol):
 
     async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]: ...
 
+    async def change_marker(self) -> int | None:
+        """A value that stays the same while the change feed cannot have grown (a cheap check
+        a follower makes before reading the feed); None when there is no such check."""
+
     # --- persistent MQTT sessions (storage.sessions) ---
     async def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
         """Apply the writes in order in one transaction; the ids of its Enqueue writes."""

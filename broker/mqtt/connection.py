@@ -280,6 +280,14 @@ class Connection:
         """Process nothing more (the broker is closing the network connection)."""
         self.state = CLOSED
 
+    def disconnect(self, code: int) -> None:
+        """MQTT 5: DISCONNECT with this reason code before the broker closes (§3.14);
+        MQTT 3.1.1 has no such packet, the network connection is just closed. Nothing is
+        processed afterwards."""
+        if self.level == MQTT_5 and self.state == CONNECTED:
+            self._out.append(encode(Disconnect(code), MQTT_5))
+        self.state = CLOSED
+
     def publish(self, message: Outgoing) -> list[Event]:
         """Send ``message`` to the client now, or queue it behind the in-flight window or
         the messages already waiting (so one subscriber gets them in order, §4.6)."""

@@ -223,6 +223,8 @@ def _subscription(topic_filter: str, options: int, level: int) -> SubscribeReque
     qos, retain_handling = options & 0x03, (options >> 4) & 0x03
     if qos == 3 or retain_handling == 3 or options & 0xC0:
         raise MalformedPacket(f"subscription options {options:#04x} (MQTT 5 §3.8.3.1)")
+    if options & 0x04 and topic_filter.startswith("$share/"):
+        raise ProtocolError("No Local set on a shared subscription (MQTT 5 §3.8.3.1)")
     return SubscribeRequest(
         topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling
     )

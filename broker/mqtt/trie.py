@@ -10,8 +10,8 @@ Both follow §4.7: '+' matches one whole level, '#' the rest including the paren
 that starts with '$' (§4.7.2). Nodes left empty are removed, so memory follows what is
 stored. Walks are iterative: a 64 KiB topic can have 32,768 levels.
 
-Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 §4.8.2) will hang off the node of
-their filter as a second map (group -> members), next to its subscribers.
+Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 §4.8.2) live in a trie of their own
+(``broker.mqtt.shared``), whose subscribers are the groups.
 """
 
 from collections.abc import Hashable, Iterator

@@ -26,12 +26,16 @@ class FakeBroker:
     connected: set[str]
     changes: int = 0
     listening: bool = True
+    store_problem: str = ""
 
     def connected_device_ids(self) -> set[str]:
         return set(self.connected)
 
     def is_listening(self) -> bool:
         return self.listening
+
+    def session_store_problem(self) -> str:
+        return self.store_problem
 
     def changed(self) -> None:
         self.changes += 1

@@ -8,6 +8,8 @@ from auth.topics import (
     compile_filters,
     filter_covers,
     is_plain_level,
+    shared_problem,
+    split_shared,
     topic_filter_problem,
     topic_matches,
     topic_name_problem,
@@ -233,3 +235,41 @@ def test_valid_topic_filters(topic_filter: str) -> None:
 )
 def test_plain_levels(value: str | None, plain: bool) -> None:
     assert is_plain_level(value) is plain
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "problem"),
+    [
+        ("$share/group", "is $share/{share name}/{topic filter}"),
+        ("$share/", "is $share/{share name}/{topic filter}"),
+        ("$share//a", "share name must not be empty"),
+        ("$share/g+/a", "must not contain '+' or '#'"),
+        ("$share/#/a", "must not contain '+' or '#'"),
+        ("$share/g/", "its topic filter must not be empty"),
+        ("$share/g/a/#/b", "its topic filter '#' must be the last level"),
+        ("$share/g/a+", "its topic filter '+' must occupy a whole level"),
+    ],
+)
+def test_invalid_shared_subscriptions(topic_filter: str, problem: str) -> None:
+    found = shared_problem(topic_filter)
+    assert found is not None
+    assert problem in found
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "parts"),
+    [
+        ("$share/workers/jobs/#", ("workers", "jobs/#")),
+        ("$share/g/+", ("g", "+")),
+        ("$share/g/$SYS/x", ("g", "$SYS/x")),  # the filter part may itself start with '$'
+        ("$share/g/a//b", ("g", "a//b")),  # an empty level is a level (§4.7.1.1)
+    ],
+)
+def test_valid_shared_subscriptions(topic_filter: str, parts: tuple[str, str]) -> None:
+    assert shared_problem(topic_filter) is None
+    assert split_shared(topic_filter) == parts
+
+
+@pytest.mark.parametrize("topic_filter", ["a/b", "$share", "$shared/g/a", "$SYS/#", "share/g/a"])
+def test_other_filters_are_not_shared(topic_filter: str) -> None:
+    assert split_shared(topic_filter) is None

@@ -74,5 +74,10 @@ def test_api_alone_serves_the_store(cli_env: dict[str, str], tmp_path: Path) -> 
     with running(cli_env, tmp_path, "api") as (process, lines):
         url = _http_url(lines)
         health = httpx.get(f"{url}/healthz").json()
-        assert health == {"status": "ok", "broker": "not in this process", "database": "ok"}
+        assert health == {
+            "status": "ok",
+            "broker": "not in this process",
+            "database": "ok",
+            "sessions": "ok",
+        }
     assert process.returncode == 0

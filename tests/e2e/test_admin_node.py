@@ -18,7 +18,12 @@ from tests.e2e.harness import BrokerThread, device_client
 def test_healthz_needs_no_token_and_reports_broker_and_database(broker: BrokerThread) -> None:
     response = httpx.get(f"{broker.http_url}/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "broker": "listening", "database": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "broker": "listening",
+        "database": "ok",
+        "sessions": "ok",
+    }
 
 
 def test_healthz_is_503_once_the_broker_stops_listening(broker: BrokerThread) -> None:

@@ -43,12 +43,14 @@ class ServeProcess:
         executable = Path(sys.executable).with_name("nanoiot")
         environment = {**broker_env(data_dir), "NANOIOT_LOG_LEVEL": "INFO", **env}
         self.log_file = data_dir.parent / f"{data_dir.name}-broker.log"
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [executable, "serve"], cwd=data_dir.parent, env=environment,
                 stdout=subprocess.PIPE, stderr=log,
             )  # fmt: skip
         self._lines: Queue[str] = Queue()
+        self.http_url = ""  # the admin API's, from the line before "ready:"
         threading.Thread(target=self._read_stdout, daemon=True).start()
         try:
             self.port = self._ready_port()
@@ -69,6 +71,8 @@ class ServeProcess:
                 line = self._lines.get(timeout=left)
             except Empty:
                 break
+            if line.startswith("admin API and web UI: "):
+                self.http_url = line.split()[5].removesuffix("/ui")
             if line.startswith("ready: mqtts://"):
                 return int(line.rsplit(":", 1)[1])
             if not line:
@@ -77,6 +81,21 @@ class ServeProcess:
 
     def log_tail(self, size: int = 3000) -> str:
         return self.log_file.read_text(errors="replace")[-size:]
+
+    def wait_for_log(self, fragment: str, within: float = WAIT) -> str:
+        """The first line of this run's log containing ``fragment``, polled for (the broker
+        is another process) at most ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_start)
+                lines = log.read().decode(errors="replace").splitlines()
+            for line in lines:
+                if fragment in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {fragment!r}:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
@@ -255,8 +274,8 @@ class Fleet:
         self.brokers: list[ServeProcess] = []
         self.clients: list[Session] = []
 
-    def start(self) -> ServeProcess:
-        broker = ServeProcess(self.data)
+    def start(self, **env: str) -> ServeProcess:
+        broker = ServeProcess(self.data, **env)
         self.brokers.append(broker)
         return broker
 

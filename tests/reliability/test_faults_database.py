@@ -4,9 +4,10 @@ Two outages: the database refuses connections (``ALLOW_CONNECTIONS false`` and i
 terminated, on the shared server) and the PostgreSQL server itself stops (a cluster of this
 test's own, shut down with ``-m immediate``). Meanwhile new connections get CONNACK 3
 ("server unavailable": the credentials cannot be checked); connected clients keep publishing
-and receiving, and a QoS 1 message for an offline persistent session is still accepted
-(PUBACK) and queued in memory. When the database is back, new connections are accepted and
-the queued message reaches the store, with no restart of the broker.
+and receiving, and a QoS 1 message for an offline persistent session is taken and queued in
+memory, but not acknowledged: its PUBACK waits for the store (MQTT 3.1.1 §4.3.2). When the
+database is back, new connections are accepted, the message reaches the store and the PUBACK
+goes out, with no restart of the broker.
 """
 
 import asyncio
@@ -60,7 +61,9 @@ def test_database_outage_gives_server_unavailable_and_recovers(
     outage: Outage, tmp_path: Path
 ) -> None:
     asyncio.run(upgrade(outage.url))
-    broker = BrokerThread(broker_settings(tmp_path / "data", database_url=outage.url))
+    # ack_timeout longer than the outage: the PUBACK is still owed when the database is back.
+    settings = broker_settings(tmp_path / "data", database_url=outage.url, ack_timeout=120)
+    broker = BrokerThread(settings)
     try:
         _, online_cert = broker.provision("online")
         _, later_cert = broker.provision("later")
@@ -84,14 +87,17 @@ def test_database_outage_gives_server_unavailable_and_recovers(
         refused, _ = device_client(broker, tmp_path, "later", later_cert, client_id="l1")
         assert refused.wait_connack() == 3
         refused.close()
+        queued = backend.paho.publish(
+            "devices/sensor/rpc/request/1", b"queued during the outage", qos=1
+        )
         online.publish("v1/devices/me/attributes", b"still working")
         assert online.next_message().payload == b"still working"
-        # Accepted (PUBACK within WAIT) although the store cannot take it yet.
-        backend.publish("devices/sensor/rpc/request/1", b"queued during the outage", qos=1)
+        assert not queued.is_published()  # no PUBACK: the store does not have it
 
         outage.end()
         _connect_until_accepted(broker, tmp_path, later_cert)
         _wait_until_stored(broker, b"queued during the outage")
+        queued.wait_for_publish(RECOVERY)  # the PUBACK, once stored
         back, _ = device_client(
             broker, tmp_path, "sensor", sensor_cert, client_id="s", clean_session=False
         )

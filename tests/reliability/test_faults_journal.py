@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.journal import DONE, QUEUE, Journal, Ref
+from broker.journal import BATCH, DONE, QUEUE, Journal, Ref
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreUnavailableError
 from storage.records import Device
@@ -33,7 +33,7 @@ async def device(store: SqlCredentialStore) -> Device:
 
 
 def queued(journal: Journal, key: str, count: int) -> list[Ref]:
-    refs = [Ref(key, Outgoing("devices/meter/x", bytes([n]), 1)) for n in range(count)]
+    refs = [Ref(key, Outgoing("devices/meter/x", str(n).encode(), 1)) for n in range(count)]
     for ref in refs:
         journal.submit((QUEUE, ref))
     return refs
@@ -54,12 +54,14 @@ async def test_writes_submitted_together_share_a_commit(
     assert journal.pending_commit() is None
     await journal.close(within=5)
     [stored] = await store.load_sessions()
-    assert [m.payload for m in stored.queued] == [bytes([n]) for n in range(200)]
+    assert [m.payload for m in stored.queued] == [str(n).encode() for n in range(200)]
 
 
-async def test_outage_keeps_writes_until_the_database_is_back(
+async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_is_back(
     store: SqlCredentialStore, device: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What a PUBACK waits for (``pending_commit``) is not done by a failed attempt: it
+    stays pending through the outage, and so does the commit of writes made meanwhile."""
     real_write = store.write_sessions
     back = asyncio.Event()
     attempts = 0
@@ -76,16 +78,58 @@ async def test_outage_keeps_writes_until_the_database_is_back(
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     queued(journal, key, 3)
-    await journal.flush()  # returns after the failed attempt: nobody is held by an outage
+    first = journal.pending_commit()
+    assert first is not None
+    await journal.flush()  # returns after the failed attempt
     assert journal.degraded
-    assert journal.pending_commit() is None  # PUBACKs do not wait while degraded
+    assert "database away" in journal.problem
+    assert not first.done()  # the acknowledgements waiting for it keep waiting
+    assert journal.pending_attempt() is None  # output does not wait for attempts now
     queued(journal, key, 2)
+    second = journal.pending_commit()
+    assert second is not None
+    assert journal.unsaved == 6
     back.set()
-    await journal.close(within=10)  # retries until committed
+    await asyncio.wait_for(asyncio.gather(first, second), 10)  # retried until committed
     assert not journal.degraded
+    assert journal.unsaved == 0
     assert attempts >= 2
+    assert journal.failures >= 1
+    await journal.close(within=10)
     [stored] = await store.load_sessions()
     assert len(stored.queued) == 5
+
+
+async def test_a_commit_failing_behind_a_queue_longer_than_a_batch_keeps_both_waiting(
+    store: SqlCredentialStore, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = store.write_sessions
+    back = asyncio.Event()
+
+    async def flaky(writes: Sequence[SessionWrite]) -> list[int]:
+        if not back.is_set():
+            raise StoreUnavailableError("database away")
+        return await real_write(writes)
+
+    monkeypatch.setattr(store, "write_sessions", flaky)
+    journal = Journal(store)
+    key = f"{device.id}/c"
+    journal.submit(SaveSession(key, device.id, "meter", "c"))
+    queued(journal, key, BATCH + 50)  # two transactions
+    whole = journal.pending_commit()
+    assert whole is not None
+    await journal.flush()
+    assert journal.degraded
+    queued(journal, key, 1)
+    later = journal.pending_commit()
+    assert later is not None
+    assert not whole.done()
+    assert not later.done()
+    back.set()
+    await asyncio.wait_for(asyncio.gather(whole, later), 10)
+    await journal.close(within=10)
+    [stored] = await store.load_sessions()
+    assert len(stored.queued) == BATCH + 51
 
 
 async def test_writes_for_a_deleted_session_are_dropped_alone(

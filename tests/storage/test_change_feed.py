@@ -81,3 +81,16 @@ async def test_a_change_from_another_process_is_visible(
     match = await store.find_x509(parsed.spki_sha256)
     assert match is not None
     assert match.credential.status == CredentialStatus.REVOKED
+
+
+async def test_change_marker_moves_with_another_writers_change(
+    store: SqlCredentialStore, other_store: SqlCredentialStore
+) -> None:
+    # Both backends have a cheap marker: followers read the feed only when it moves.
+    before = await store.change_marker()
+    assert before is not None
+    assert await store.change_marker() == before  # nothing committed meanwhile
+    await other_store.create_device("d")
+    after = await store.change_marker()
+    assert after is not None
+    assert after != before

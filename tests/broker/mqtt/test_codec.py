@@ -271,3 +271,20 @@ def test_header_rules(first_byte: int, level: int, connected: bool, problem: str
 def test_packets_in_reads_what_a_server_writes() -> None:
     data = encode(Connack(False, 0), 4) + encode(Suback(1, (0,)), 4)
     assert packets_in(data) == [Connack(False, 0), Suback(1, (0,))]
+
+
+def test_no_local_on_a_shared_subscription_is_a_protocol_error() -> None:
+    # MQTT 5 §3.8.3.1 [MQTT-3.8.3-4]; the same option on an ordinary filter is fine.
+    def subscribe(topic_filter: bytes, options: int) -> bytes:
+        body = b"\x00\x01\x00" + len(topic_filter).to_bytes(2, "big") + topic_filter
+        body += bytes((options,))
+        return b"\x82" + varint(len(body)) + body
+
+    with pytest.raises(ProtocolError, match="No Local set on a shared subscription"):
+        _decoded(subscribe(b"$share/g/a", 0x05), MQTT_5)
+    decoded = _decoded(subscribe(b"a/b", 0x05), MQTT_5)
+    assert isinstance(decoded, Subscribe)
+    assert decoded.requests[0].no_local
+    shared = _decoded(subscribe(b"$share/g/a", 0x01), MQTT_5)
+    assert isinstance(shared, Subscribe)
+    assert not shared.requests[0].no_local

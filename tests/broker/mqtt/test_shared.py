@@ -1,0 +1,122 @@
+"""Shared subscriptions (MQTT 5.0 §4.8.2): groups found by topic, members chosen round robin."""
+
+from collections import Counter
+
+from broker.mqtt.session import Subscription
+from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
+
+QOS1 = Subscription(1)
+
+
+def ready(_member: str, _sub: Subscription) -> int | None:
+    return 0
+
+
+def ranked(ranks: dict[str, int | None]) -> Rank[str]:
+    return lambda member, _sub: ranks[member]
+
+
+def picks(group: SharedGroup[str], count: int, rank: Rank[str] = ready) -> list[str]:
+    chosen: list[str] = []
+    for _ in range(count):
+        picked = group.pick(rank)
+        assert picked is not None
+        chosen.append(picked[0])
+    return chosen
+
+
+def group_of(*members: str) -> SharedGroup[str]:
+    group: SharedGroup[str] = SharedGroup("g", "a/#")
+    for member in members:
+        group.add(member, QOS1)
+    return group
+
+
+def test_round_robin_gives_each_member_its_share_in_turn() -> None:
+    group = group_of("a", "b", "c")
+    assert picks(group, 7) == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_a_member_that_cannot_take_it_now_is_passed_over_for_the_next() -> None:
+    group = group_of("a", "b", "c")
+    busy_b = ranked({"a": 0, "b": 1, "c": 0})
+    assert picks(group, 4, busy_b) == ["a", "c", "a", "c"]
+
+
+def test_when_every_member_is_busy_the_turn_still_goes_round() -> None:
+    group = group_of("a", "b")
+    assert picks(group, 4, ranked({"a": 1, "b": 1})) == ["a", "b", "a", "b"]
+
+
+def test_the_best_rank_wins_over_the_turn() -> None:
+    group = group_of("away", "busy")
+    rank = ranked({"away": 2, "busy": 1})
+    assert picks(group, 3, rank) == ["busy", "busy", "busy"]
+
+
+def test_a_member_that_must_not_get_it_is_never_chosen() -> None:
+    group = group_of("a", "denied")
+    assert picks(group, 3, ranked({"a": 1, "denied": None})) == ["a", "a", "a"]
+    assert group_of("denied").pick(ranked({"denied": None})) is None
+
+
+def test_leaving_keeps_the_turn_fair() -> None:
+    group = group_of("a", "b", "c")
+    assert picks(group, 2) == ["a", "b"]  # c's turn
+    assert group.remove("a")
+    assert picks(group, 3) == ["c", "b", "c"]
+    assert group.remove("c")  # it had the turn: it passes to the one after it, wrapping round
+    assert picks(group, 2) == ["b", "b"]
+    assert not group.remove("c")
+    assert group.remove("b")
+    assert group.pick(ready) is None
+
+
+def test_joining_again_changes_the_options_not_the_order() -> None:
+    group = group_of("a", "b")
+    assert not group.add("a", Subscription(2))
+    picked = group.pick(ready)
+    assert picked == ("a", Subscription(2))
+    assert picks(group, 3) == ["b", "a", "b"]
+
+
+def test_one_copy_per_group_and_per_filter() -> None:
+    shared: SharedSubscriptions[str] = SharedSubscriptions()
+    assert shared.add("g1", "jobs/#", "a", QOS1)
+    assert shared.add("g1", "jobs/#", "b", QOS1)
+    assert not shared.add("g1", "jobs/#", "b", QOS1)
+    assert shared.add("g2", "jobs/+", "c", QOS1)
+    assert shared.add("g1", "jobs/+", "a", QOS1)  # same share name, another filter: a group
+    assert len(shared) == 4
+    groups = list(shared.match("jobs/1"))
+    assert sorted((g.name, g.topic_filter) for g in groups) == [
+        ("g1", "jobs/#"), ("g1", "jobs/+"), ("g2", "jobs/+"),
+    ]  # fmt: skip
+    assert list(shared.match("other")) == []
+    assert [g.topic_filter for g in shared.match("jobs")] == ["jobs/#"]  # §4.7.1.2
+
+
+def test_groups_follow_the_wildcard_rules() -> None:
+    shared: SharedSubscriptions[str] = SharedSubscriptions()
+    shared.add("g", "#", "a", QOS1)
+    assert list(shared.match("$SYS/x")) == []  # §4.7.2
+    shared.add("g", "$SYS/#", "a", QOS1)
+    assert [g.topic_filter for g in shared.match("$SYS/x")] == ["$SYS/#"]
+
+
+def test_an_empty_group_is_forgotten() -> None:
+    shared: SharedSubscriptions[str] = SharedSubscriptions()
+    shared.add("g", "a/b", "m", QOS1)
+    assert shared.remove("g", "a/b", "m")
+    assert not shared.remove("g", "a/b", "m")
+    assert not shared.remove("nope", "a/b", "m")
+    assert len(shared) == 0
+    assert shared.group("g", "a/b") is None
+    assert list(shared.match("a/b")) == []
+    assert not shared._trie._root.children  # the trie's nodes went with it
+
+
+def test_messages_spread_evenly_over_many_members() -> None:
+    group = group_of(*(f"m{i}" for i in range(7)))
+    counts = Counter(picks(group, 700))
+    assert set(counts.values()) == {100}

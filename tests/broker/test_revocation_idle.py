@@ -1,0 +1,73 @@
+"""An idle change-feed follower reads only the store's change marker, never the feed; a
+commit from another store on the same database (another process, the CLI) is still seen
+without any wake-up."""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from broker.authn import Authenticator
+from broker.peer import Peer
+from broker.revocation import RevocationFollower
+from storage.records import Change
+from storage.sql import SqlCredentialStore
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.noted: list[set[str] | None] = []
+
+    def live_peers(self) -> list[Peer]:
+        return []
+
+    def note_changes(self, device_ids: set[str] | None) -> None:
+        self.noted.append(device_ids)
+
+    def forget_device(self, device_id: str) -> None:
+        pass
+
+    def kick_device(
+        self, device_id: str, reason: str, which: Callable[[Peer], bool] | None = None
+    ) -> int:
+        return 0
+
+
+class _CountingStore(SqlCredentialStore):
+    feed_reads = 0
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> Sequence[Change]:
+        self.feed_reads += 1
+        return await super().changes_since(seq, limit)
+
+
+async def _looks(follower: RevocationFollower, count: int) -> None:
+    for _ in range(count):
+        await asyncio.wait_for(follower.applied.wait(), 5)
+
+
+async def test_idle_follower_reads_no_feed_and_still_sees_other_writers(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    writer = await SqlCredentialStore.open(url)
+    store = await _CountingStore.open(url)
+    broker = _Recorder()
+    follower = RevocationFollower(store, broker, Authenticator(store), interval=0.01)
+    try:
+        device = await writer.create_device("before")
+        await follower.start()
+        await _looks(follower, 20)
+        # the first look reads the feed; the idle ones after it only the marker
+        assert store.feed_reads == 1
+        await writer.set_device_enabled(device.id, False)  # another connection, no wake
+        await asyncio.wait_for(_noted(follower, broker, str(device.id)), 5)
+        reads = store.feed_reads
+        await _looks(follower, 20)
+        assert store.feed_reads == reads
+    finally:
+        await follower.stop()
+        await store.close()
+        await writer.close()
+
+
+async def _noted(follower: RevocationFollower, broker: _Recorder, device_id: str) -> None:
+    while not any(ids is not None and device_id in ids for ids in broker.noted):
+        await follower.applied.wait()
