@@ -22,6 +22,7 @@ subscription on the broker costs one length test for them.
 """
 
 import asyncio
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +32,7 @@ from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import Outgoing, Subscription
-from broker.mqtt.shared import SharedSubscriptions
+from broker.mqtt.shared import SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
@@ -100,9 +101,26 @@ class LocalRouter:
         return self.deliver(message)
 
     def deliver(self, message: Message) -> bool:
+        durable = self._deliver_plain(message)
+        if self.shared.groups:
+            durable |= self._deliver_shared(message)
+        return durable
+
+    def deliver_forwarded(
+        self, message: Message, *, plain: bool, groups: Collection[tuple[str, str]]
+    ) -> bool:
+        """A message another node of a cluster routed here: to the subscribers of plain
+        filters if ``plain``, and to the shared subscriptions ``groups`` (share name, filter)
+        that node chose this one for (one node per group, MQTT 5.0 §4.8.2)."""
+        durable = self._deliver_plain(message) if plain else False
+        if groups:
+            durable |= self._deliver_shared(message, groups)
+        return durable
+
+    def _deliver_plain(self, message: Message) -> bool:
         matches = self.subscriptions.match(message.topic)
         if not matches:
-            return self._deliver_shared(message) if self.shared.groups else False
+            return False
         durable = False
         topic, payload, published_qos = message.topic, message.payload, message.qos
         for session, sub in matches.items():
@@ -122,12 +140,13 @@ class LocalRouter:
                 durable = True
             if client is not None:
                 client.deliver(out)
-        if self.shared.groups:
-            durable |= self._deliver_shared(message)
         return durable
 
-    def _deliver_shared(self, message: Message) -> bool:
-        """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2)."""
+    def _deliver_shared(
+        self, message: Message, only: Collection[tuple[str, str]] | None = None
+    ) -> bool:
+        """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2), or per
+        one of ``only`` (share name, filter)."""
         topic, published_qos = message.topic, message.qos
 
         def rank(session: BrokerSession, sub: Subscription) -> int | None:
@@ -141,7 +160,12 @@ class LocalRouter:
             return READY if client.can_send_now(qos) else BUSY
 
         durable = False
-        for group in self.shared.match(topic):
+        if only is None:
+            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(topic)
+        else:
+            found = (self.shared.group(name, topic_filter) for name, topic_filter in only)
+            groups = [group for group in found if group is not None]
+        for group in groups:
             chosen = group.pick(rank)
             if chosen is not None:
                 durable |= self._send(*chosen, message)

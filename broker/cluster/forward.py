@@ -21,14 +21,14 @@ import collections
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import encode
+from broker.cluster.frames import Group, encode
 from broker.cluster.link import ClusterLink
 from broker.router import Message
 from nanoiot.errors import ClusterError, ClusterUnavailableError
@@ -122,8 +122,16 @@ class Forwarder:
                 future.set_exception(ClusterUnavailableError("the node is stopping"))
         self._waiting.clear()
 
-    def forward(self, members: Iterable[str], message: Message) -> "asyncio.Future[None] | None":
-        """Queue ``message`` for each member; the future of their confirmations (QoS > 0)."""
+    def forward(
+        self,
+        members: Iterable[str],
+        message: Message,
+        plain: Collection[str],
+        groups: Mapping[str, list[Group]],
+    ) -> "asyncio.Future[None] | None":
+        """Queue ``message`` for each member (for its plain subscribers if it is in
+        ``plain``, for its shared subscriptions ``groups[member]``); the future of their
+        confirmations (QoS > 0)."""
         confirmations: list[asyncio.Future[None]] = []
         for member in members:
             frame = self._frames.get(member)
@@ -132,7 +140,7 @@ class Forwarder:
             elif len(frame.data) + len(message.topic) * 4 + len(message.payload) > self._max_frame:
                 self._send_frame(member, frame)  # NATS refuses messages over max_payload
                 frame = self._frames[member] = _Frame()
-            encode(message, frame.data)
+            encode(message, frame.data, plain=member in plain, groups=groups.get(member, ()))
             if message.qos:
                 if frame.confirmed is None:
                     frame.confirmed = self._loop.create_future()

@@ -4,8 +4,9 @@ Interest-based: a message goes to this member's own subscribers (``LocalRouter``
 per member, to each other member whose route table entry matches its topic
 (``broker.cluster.routes``), in one frame per member and loop turn
 (``broker.cluster.forward``). A member receiving a frame gives its messages to its own
-subscribers only, so nothing is forwarded twice. ``$SYS`` topics stay on their node: each
-node publishes its own figures.
+subscribers only, so nothing is forwarded twice. A shared subscription gets one copy
+cluster-wide: served on this member if it has members of the group here, else by one other
+member in turn. ``$SYS`` topics stay on their node: each node publishes its own figures.
 
 Why a replicated route table rather than NATS subjects mapped from topics: the publishing
 member must know which members it waits for before a QoS 1/2 acknowledgement, which a
@@ -21,9 +22,9 @@ from nats.aio.msg import Msg
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
-from broker.cluster.frames import decode
+from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
-from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable, route_filter
+from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.mqtt.session import Subscription
 from broker.peer import SessionKey
 from broker.router import LocalRouter, Message
@@ -36,6 +37,7 @@ __all__ = ["ClusterRouter"]
 log = logging.getLogger(__name__)
 
 _SYSTEM = "$SYS/"
+_TURNS_KEPT = 10_000  # shared subscriptions whose turn is remembered (then it starts over)
 
 
 class ClusterRouter:
@@ -49,6 +51,7 @@ class ClusterRouter:
         self.forwarder = Forwarder(link, max_buffer, self._gone)
         self.announcer: RouteAnnouncer | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
+        self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
 
@@ -77,30 +80,55 @@ class ClusterRouter:
         pair = (topic_filter, session.key)
         if pair not in self._pairs and self.announcer is not None:
             self._pairs.add(pair)
-            self.announcer.add(route_filter(topic_filter))
+            self.announcer.add(topic_filter)
 
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
         self.local.unsubscribe(session, topic_filter)
         pair = (topic_filter, session.key)
         if pair in self._pairs and self.announcer is not None:
             self._pairs.discard(pair)
-            self.announcer.remove(route_filter(topic_filter))
+            self.announcer.remove(topic_filter)
 
     def publish(self, message: Message) -> "bool | asyncio.Future[None]":
         durable = self.local.publish(message)
-        if message.topic.startswith(_SYSTEM):
+        topic = message.topic
+        if topic.startswith(_SYSTEM):
             return durable
-        members = self.table.members_for(message.topic)
-        if not members:
+        plain = self.table.members_for(topic)
+        groups = self._choose_for_groups(topic)
+        if not plain and not groups:
             return durable
+        members = set(plain).union(groups) if groups else plain
         self.forwarded += len(members)
-        confirmed = self.forwarder.forward(members, message)
+        confirmed = self.forwarder.forward(members, message, plain, groups)
         if confirmed is None:
             return durable
         local = self.store.pending_commit() if durable else None
         combined = all_of([confirmed] if local is None else [confirmed, local])
         assert combined is not None
         return combined
+
+    def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
+        """member -> the shared subscriptions it gets this message for: one member per
+        group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
+        here already; the others take turns among their members."""
+        remote = self.table.groups_for(topic)
+        if not remote:
+            return {}
+        local = self.local.shared
+        here = {(g.name, g.topic_filter) for g in local.match(topic)} if local.groups else ()
+        chosen: dict[str, list[Group]] = {}
+        turns = self._turns
+        if len(turns) > _TURNS_KEPT:
+            turns.clear()
+        for group, members in remote.items():
+            if group in here:
+                continue
+            turn = turns.get(group, 0)
+            turns[group] = turn + 1
+            members.sort()
+            chosen.setdefault(members[turn % len(members)], []).append(group)
+        return chosen
 
     def deliver(self, message: Message) -> bool:
         return self.local.deliver(message)
@@ -110,9 +138,11 @@ class ClusterRouter:
         asked) once the store committed what that wrote."""
         durable = False
         try:
-            for message in decode(msg.data):
+            for routed in decode(msg.data):
                 self.received += 1
-                durable |= self.local.deliver(message)
+                durable |= self.local.deliver_forwarded(
+                    routed.message, plain=routed.plain, groups=routed.groups
+                )
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             return  # unconfirmed: the sender fails its publisher, which sends again

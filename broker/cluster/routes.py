@@ -5,7 +5,9 @@ subscribed to, never one per session, in the JetStream key-value bucket ``<clust
 under the key ``<member>.<filter in base64url>``. Every member watches the bucket, so the
 others' filters are in its ``RouteTable``, a subscription trie keyed by member: one walk of
 a topic's levels names each member with interest once, however many of its filters match
-(as EMQX's route table: topic filter -> nodes, never per client).
+(as EMQX's route table: topic filter -> nodes, never per client). A shared subscription
+(``$share/{group}/{filter}``, MQTT 5.0 §4.8.2) is an entry of its own: the publishing member
+picks one member per group (``ClusterRouter``), so a group gets one copy cluster-wide.
 
 The watch is asynchronous: a filter announced on one member is seen by the others within
 the time a KV write takes to reach them (about a millisecond here), and a message published
@@ -22,27 +24,19 @@ import logging
 from collections.abc import Collection
 from typing import Final
 
-from broker.cluster.frames import from_key, to_key
+from auth.topics import split_shared
+from broker.cluster.frames import Group, from_key, to_key
 from broker.cluster.kv import KeyValue, Watch
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
 
-__all__ = ["RouteAnnouncer", "RouteTable", "route_filter"]
+__all__ = ["RouteAnnouncer", "RouteTable"]
 
 log = logging.getLogger(__name__)
 
 BUCKET: Final = "routes"
 _ANY: Final = Subscription(0)  # the trie wants options; routing needs none
-_SHARE: Final = "$share/"
-
-
-def route_filter(topic_filter: str) -> str:
-    """The filter a subscription routes on: MQTT 5 §4.8.2, ``$share/{group}/{filter}``
-    receives what ``{filter}`` matches."""
-    if topic_filter.startswith(_SHARE):
-        return topic_filter.split("/", 2)[2] if topic_filter.count("/") >= 2 else topic_filter
-    return topic_filter
 
 
 class RouteTable:
@@ -50,20 +44,44 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._trie: SubscriptionTrie[str] = SubscriptionTrie()
+        # Shared subscriptions by their filter; the subscriber is (share name, filter, member).
+        self._shared: SubscriptionTrie[tuple[str, str, str]] = SubscriptionTrie()
         self._by_member: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
-        return len(self._trie)
+        return len(self._trie) + len(self._shared)
 
     def members_for(self, topic: str) -> Collection[str]:
+        """The members with a plain (not shared) filter matching ``topic``, each once."""
         return self._trie.match(topic).keys()
 
+    def groups_for(self, topic: str) -> dict[Group, list[str]]:
+        """The shared subscriptions matching ``topic``, each with its members."""
+        if not len(self._shared):
+            return {}
+        found: dict[Group, list[str]] = {}
+        for name, topic_filter, member in self._shared.match(topic):
+            found.setdefault((name, topic_filter), []).append(member)
+        return found
+
     def add(self, member: str, topic_filter: str) -> None:
-        if self._trie.add(topic_filter, member, _ANY):
+        shared = split_shared(topic_filter)
+        if shared is None:
+            added = self._trie.add(topic_filter, member, _ANY)
+        else:
+            name, inner = shared
+            added = self._shared.add(inner, (name, inner, member), _ANY)
+        if added:
             self._by_member.setdefault(member, set()).add(topic_filter)
 
     def remove(self, member: str, topic_filter: str) -> None:
-        if self._trie.remove(topic_filter, member):
+        shared = split_shared(topic_filter)
+        if shared is None:
+            removed = self._trie.remove(topic_filter, member)
+        else:
+            name, inner = shared
+            removed = self._shared.remove(inner, (name, inner, member))
+        if removed:
             filters = self._by_member[member]
             filters.discard(topic_filter)
             if not filters:
@@ -71,9 +89,9 @@ class RouteTable:
 
     def drop_member(self, member: str) -> int:
         """Forget every filter of ``member``; how many."""
-        filters = self._by_member.pop(member, set())
+        filters = set(self._by_member.get(member, ()))
         for topic_filter in filters:
-            self._trie.remove(topic_filter, member)
+            self.remove(member, topic_filter)
         return len(filters)
 
     def members(self) -> set[str]:

@@ -3,11 +3,15 @@ PostgreSQL: QoS 0, 1 and 2 from a device on one node to an application on anothe
 order, each once; wildcard subscribers on every node; nothing crosses to a node without a
 matching subscription. Real paho clients over mutual TLS."""
 
+import contextlib
+import time
 from pathlib import Path
+from queue import Empty
 
 import pytest
 
 from tests.cluster.nodes import cluster, until_routed
+from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -55,3 +59,39 @@ def test_wildcard_subscribers_on_every_node_get_each_message_once(tmp_path: Path
             got = [app.next_message().payload for _ in range(20)]
             assert got == [f"m{i}".encode() for i in range(20)], name
             assert app.no_message(), name
+
+
+def test_a_shared_subscription_gets_each_message_once_across_nodes(tmp_path: Path) -> None:
+    """MQTT 5.0 §4.8.2: one copy per group, whichever nodes its members are on."""
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        for name in ("a", "b", "c"):
+            nodes.application(f"app-{name}")
+            nodes.start(name)
+        members = {}
+        for name in ("b", "c"):
+            app = members[name] = nodes.connect(name, app=f"app-{name}", client_id=f"app-{name}")
+            assert app.subscribe("$share/workers/devices/+/telemetry", qos=1) == [1]
+        watcher = nodes.connect("c", app="app-a", client_id="watcher")
+        assert watcher.subscribe("devices/+/telemetry", qos=1) == [1]
+        device = nodes.connect("a", sensor, client_id="sensor")
+        until_routed(device, TELEMETRY, watcher)
+        for member in members.values():  # probes that reached the group meanwhile
+            while not member.no_message(within=0.3):
+                pass
+
+        sent = [f"s{i}".encode() for i in range(40)]
+        for payload in sent:
+            device.publish(TELEMETRY, payload, qos=1)
+        assert [watcher.next_message().payload for _ in sent] == sent  # plain: every one
+        got: dict[str, list[bytes]] = {name: [] for name in members}
+        deadline = time.monotonic() + WAIT
+        while sum(map(len, got.values())) < len(sent):
+            assert time.monotonic() < deadline, got
+            for name, member in members.items():
+                with contextlib.suppress(Empty):
+                    got[name].append(bytes(member.messages.get(timeout=0.05).payload))
+        assert sorted(got["b"] + got["c"]) == sorted(sent)  # each message once in the group
+        assert got["b"], got  # members on both nodes take turns
+        assert got["c"], got
+        assert all(member.no_message() for member in members.values())

@@ -2,8 +2,8 @@
 
 import pytest
 
-from broker.cluster.frames import decode, encode, from_key, to_key
-from broker.cluster.routes import RouteTable, route_filter
+from broker.cluster.frames import Routed, decode, encode, from_key, to_key
+from broker.cluster.routes import RouteTable
 from broker.router import Message
 from nanoiot.errors import ClusterError
 
@@ -17,7 +17,19 @@ def test_a_frame_carries_messages_in_order_with_qos_and_retain() -> None:
     frame = bytearray()
     for message in messages:
         encode(message, frame)
-    assert list(decode(bytes(frame))) == messages
+    assert list(decode(bytes(frame))) == [Routed(m, True, ()) for m in messages]
+
+
+def test_a_record_says_which_subscriptions_it_is_for() -> None:
+    message = Message("devices/a/telemetry", b"x", 1)
+    groups = [("workers", "devices/+/telemetry"), ("g2", "devices/#")]
+    frame = bytearray()
+    encode(message, frame, plain=False, groups=groups)
+    encode(message, frame, plain=True)
+    assert list(decode(bytes(frame))) == [
+        Routed(message, False, tuple(groups)),
+        Routed(message, True, ()),
+    ]
 
 
 @pytest.mark.parametrize("cut", [1, 5, 8, 12])
@@ -52,6 +64,21 @@ def test_route_table_names_each_interested_member_once() -> None:
     assert table.members() == {"c", "d"}
 
 
-def test_a_shared_subscription_routes_on_its_filter() -> None:
-    assert route_filter("$share/workers/devices/+/telemetry") == "devices/+/telemetry"
-    assert route_filter("devices/#") == "devices/#"
+def test_shared_subscriptions_are_routes_of_their_own_by_group() -> None:
+    table = RouteTable()
+    table.add("b", "$share/workers/devices/+/telemetry")
+    table.add("c", "$share/workers/devices/+/telemetry")
+    table.add("c", "$share/other/devices/#")
+    table.add("d", "$share/workers/devices/#")  # same name, another filter: another group
+    assert list(table.members_for("devices/x/telemetry")) == []  # no plain subscriber
+    found = table.groups_for("devices/x/telemetry")
+    assert {group: sorted(members) for group, members in found.items()} == {
+        ("workers", "devices/+/telemetry"): ["b", "c"],
+        ("other", "devices/#"): ["c"],
+        ("workers", "devices/#"): ["d"],
+    }
+    assert table.drop_member("c") == 2
+    assert set(table.groups_for("devices/x/telemetry")) == {
+        ("workers", "devices/+/telemetry"),
+        ("workers", "devices/#"),
+    }
