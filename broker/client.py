@@ -8,9 +8,12 @@ the store, take-over may wait for the previous connection), as one task that run
 the connect timeout and is cancelled when the client goes away.
 
 A connection ends once (``_end``): by DISCONNECT, by a protocol violation or limit, keep-alive
-expiry, take-over, a kick (revocation: no will), a refusal, or the network. Its will is
-published when the standard says so (§3.1.2.5), its session released (a clean session ends
-with it, §3.1.2.4), and it leaves the live table.
+expiry, take-over, a kick (revocation: no will), a refusal, or the network. An MQTT 5 client
+is told why first, in a DISCONNECT with a reason code and string (5.0 §3.14.2.1): 0x98 on a
+kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93 on a limit, the violation's
+own code. Its will is published when the standard says so (§3.1.2.5), after its Will Delay
+Interval for a 5.0 client (§3.1.3.2.2), its session released (a clean session ends with it,
+§3.1.2.4; a 5.0 session after its expiry interval), and it leaves the live table.
 """
 
 import asyncio
@@ -35,7 +38,8 @@ from broker.mqtt.events import (
     MessageSent,
     ProtocolViolation,
 )
-from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
+from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe, Will
+from broker.mqtt.properties import Property
 from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
@@ -67,8 +71,9 @@ class MqttClient:
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             broker.config.connect_timeout, self._connect_timed_out
         )
-        # Acknowledgements waiting for a commit: (packet id, QoS, the commit, since when).
-        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float]] = deque()
+        # Acknowledgements waiting for a commit: (packet id, QoS, the commit, since when,
+        # MQTT 5 reason code).
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] = deque()
         self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
@@ -116,7 +121,7 @@ class MqttClient:
             if self.ended:
                 return
             if isinstance(event, Publish):
-                inbound.publish(self, event)
+                inbound.publish(self, event, self._loop.time())
             elif isinstance(event, MessageCompleted):
                 self.broker.store.message_done(event.message)
             elif isinstance(event, MessageSent):
@@ -135,6 +140,7 @@ class MqttClient:
         if isinstance(event, Connect):
             self._auth = self._loop.create_task(self._admit(event), name="mqtt connect")
         elif isinstance(event, Disconnect):
+            self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
         elif isinstance(event, DuplicateReceived):
             self.acknowledge(event.packet_id, 2, durable=False)
@@ -144,7 +150,12 @@ class MqttClient:
         elif isinstance(event, LimitExceeded):
             metrics.count_limit(event.limit)
             log.warning("%s: %s: closing (%s)", self.label, event.detail, event.limit)
-            self._end(will=True)
+            code = (
+                Reason.RECEIVE_MAXIMUM_EXCEEDED
+                if event.limit == "max_awaiting_pubrel"
+                else Reason.QUOTA_EXCEEDED
+            )
+            self._end(will=True, reason=(code, f"{event.detail} (over {event.limit})"))
         elif isinstance(event, ProtocolViolation):
             metrics.count_violation()
             if event.code == Reason.PACKET_TOO_LARGE:
@@ -155,12 +166,21 @@ class MqttClient:
             else:
                 log.info("refused %s: first packet is not a valid CONNECT (%s)",
                          self.label, event.reason)  # fmt: skip
-            self._end(will=True)
+            self._end(will=True, reason=(event.code, event.reason))
         elif isinstance(event, ConnectionRefused):
             if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
                 metrics.count_violation()
             log.info("refused %s: %s", self.label, event.reason)
             self._end(will=False)
+
+    def _disconnected(self, packet: Disconnect) -> None:
+        """5.0 §3.14.2.2.2: the DISCONNECT may change the session expiry interval."""
+        expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
+        v5, session = self.core.v5, self.session
+        if not isinstance(expiry, int) or v5 is None or session is None:
+            return
+        v5.session_expiry = min(expiry, self.broker.limits.max_session_expiry)
+        self.broker.registry.expiry_changed(session, v5.session_expiry)
 
     # --- the CONNECT phase ------------------------------------------------------------------
 
@@ -184,24 +204,41 @@ class MqttClient:
             )  # fmt: skip
             if isinstance(admitted, Decision):
                 broker.auth_log.refused(admitted, request)
-                self._refuse(admitted.connack)
+                # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
+                self._refuse(admitted.connack, admitted.detail)
                 return
             broker.auth_log.allowed(decision, request, admitted.client_id)
             self.peer = admitted
             broker.registry.admitted(self)  # reachable by a kick from now on
-            taken = await broker.registry.take_over(self, connect.clean_start)
+            taken = await broker.registry.take_over(self, connect.clean_start, self._expiry())
             if taken is not None and not self.ended:
-                self._accept(*taken)
+                self._accept(*taken, connect)
         except Exception:
             log.exception("admitting %s failed", self.label)
             self._end(will=False)
 
-    def _accept(self, session: BrokerSession, present: bool) -> None:
+    def _expiry(self) -> int | None:
+        """The session's expiry interval: None for 3.1.1 (a persistent session stays until a
+        clean one replaces it), the negotiated one for 5.0 (§3.1.2.11.2)."""
+        v5 = self.core.v5
+        return v5.session_expiry if v5 is not None else None
+
+    def _accept(self, session: BrokerSession, present: bool, connect: Connect) -> None:
         self.session = session
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        events = self.core.accept(session, session_present=present)
+        peer = self.peer
+        assert peer is not None
+        events = self.core.accept(
+            session, session_present=present,
+            # 5.0 §3.2.2.3.7: the client id the server chose for one that sent none.
+            assigned_client_id=peer.client_id if not connect.client_id else None,
+            # §3.2.2.3.15: where the device may have responses sent (its own topics).
+            response_information=(
+                None if peer.identity.application else f"devices/{peer.identity.device_name}/"
+            ),
+        )  # fmt: skip
         self._arm_keep_alive()
         if events:
             self._handle(events)
@@ -215,8 +252,8 @@ class MqttClient:
         if not self.ended:
             self._flush()
 
-    def _refuse(self, code: int) -> None:
-        self.core.refuse(code)
+    def _refuse(self, code: int, reason: str | None = None) -> None:
+        self.core.refuse(code, None, reason)
         self._end(will=False)
 
     def _connect_timed_out(self) -> None:
@@ -243,7 +280,8 @@ class MqttClient:
         if core.keep_alive_expired(now):
             log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
                      self.label)  # fmt: skip
-            self._end(will=True)
+            reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
+            self._end(will=True, reason=(Reason.KEEP_ALIVE_TIMEOUT, reason))
             return
         due = core.last_received + core.keep_alive * KEEP_ALIVE_GRACE - now
         self._timer = self._loop.call_later(max(due, 0.0) + 0.001, self._keep_alive_due)
@@ -259,7 +297,7 @@ class MqttClient:
                 return
         elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
             broker.metrics.count_limit("max_inflight_messages")  # it waits in the queue
-        events = self.core.publish(message)
+        events = self.core.publish(message, self._loop.time())
         broker.metrics.messages_out += 1
         if events:
             self._handle(events)
@@ -273,27 +311,32 @@ class MqttClient:
         if session is None or session.queue:
             return False
         if qos:
-            return len(session.inflight) < self.broker.limits.max_inflight
+            return len(session.inflight) < self.core.window  # 5.0: the client's Receive Maximum
         return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
 
     def acknowledge(
-        self, packet_id: int, qos: int, *, durable: "bool | asyncio.Future[None]"
+        self,
+        packet_id: int,
+        qos: int,
+        *,
+        durable: "bool | asyncio.Future[None]",
+        code: int = 0,
     ) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
         (§4.6). ``durable``: True to wait for the store's commit, or a future of everything
-        to wait for (in a cluster, other nodes' confirmations too). While the store cannot
-        be written the acknowledgement waits, at most ``ack_timeout`` seconds
-        (``_ack_overdue``)."""
+        to wait for (in a cluster, other nodes' confirmations too). ``code``: the MQTT 5
+        reason code (0x87 for a refused topic, §3.4.2.1). While the store cannot be written
+        the acknowledgement waits, at most ``ack_timeout`` seconds (``_ack_overdue``)."""
         if isinstance(durable, asyncio.Future):
             pending: asyncio.Future[None] | None = durable
         else:
             pending = self.broker.store.pending_commit() if durable else None
         held = self._held
         if pending is None and not held:
-            self.core.acknowledge(packet_id, qos)
+            self.core.acknowledge(packet_id, qos, code)
             return
-        held.append((packet_id, qos, pending, self._loop.time()))
+        held.append((packet_id, qos, pending, self._loop.time(), code))
         if pending is not None:
             pending.add_done_callback(self._release_acknowledgements)
         if self._ack_timer is None:
@@ -304,7 +347,7 @@ class MqttClient:
     def _release_acknowledgements(self, _done: object = None) -> None:
         held = self._held
         while held and (held[0][2] is None or held[0][2].done()):
-            packet_id, qos, pending, _ = held.popleft()
+            packet_id, qos, pending, _, code = held.popleft()
             if pending is not None and (pending.cancelled() or pending.exception() is not None):
                 # Not the server's yet (another node did not confirm it): close without
                 # acknowledging, so the client sends it again (§4.4).
@@ -314,7 +357,7 @@ class MqttClient:
                     self._end(will=False)
                 continue
             if not self.ended:
-                self.core.acknowledge(packet_id, qos)
+                self.core.acknowledge(packet_id, qos, code)
         if self.ended:
             return
         self._flush()
@@ -342,8 +385,8 @@ class MqttClient:
                     "client sends those messages again", self.label, len(held), timeout,
                     problem)  # fmt: skip
         held.clear()
-        self.core.disconnect(Reason.SERVER_UNAVAILABLE)  # MQTT 5 only (§3.14.2.1)
-        self._end(will=False)
+        unsaved = (Reason.SERVER_UNAVAILABLE, f"the broker could not save messages: {problem}")
+        self._end(will=False, reason=unsaved)  # MQTT 5 only (§3.14.2.1)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""
@@ -354,17 +397,19 @@ class MqttClient:
             denied.add(topic)
             log.info("%s may not %s '%s'", self.label, what, topic)
 
-    def kick(self, reason: str) -> None:
-        """Close this connection without its will (revocation, disable, delete)."""
+    def kick(self, reason: str, code: int = Reason.ADMINISTRATIVE_ACTION) -> None:
+        """Close this connection without its will (revocation, disable, delete: 5.0 reason
+        0x98 administrative action, §3.14.2.1)."""
         if self.peer is not None:
             self.peer.kicked_because = reason
         log.info("disconnecting %s: %s", self.label, reason)
-        self._end(will=False)
+        self._end(will=False, reason=(code, reason))
 
     async def taken_over(self) -> None:
         """Another connection takes this one's session (§3.1.4): end now, and make sure the
         socket is gone soon even if the client stopped reading."""
-        self._end(will=True)
+        taken = (Reason.SESSION_TAKEN_OVER, "another connection took the session")
+        self._end(will=True, reason=taken)
         if self.tls.buffered():
             self.tls.abort()
             return
@@ -413,10 +458,12 @@ class MqttClient:
         self.broker.metrics.bytes_out += len(data)
         self.tls.write(data)
 
-    def _end(self, *, will: bool) -> None:
+    def _end(self, *, will: bool, reason: tuple[int, str] | None = None) -> None:
         if self.ended:
             return
         self.ended = True
+        if reason is not None:
+            self.core.disconnect(*reason)  # 5.0 §3.14: a 5.0 client reads why
         for timer in (self._timer, self._ack_timer):
             if timer is not None:
                 timer.cancel()
@@ -429,9 +476,23 @@ class MqttClient:
         session, self.session = self.session, None
         broker = self.broker
         if session is not None:
-            broker.registry.released(session, self)
+            broker.registry.released(session, self, self._expiry())
         broker.registry.ended(self)
         last_will = self.core.will
         if will and session is not None and last_will is not None and self.peer is not None:
-            inbound.publish_will(self, self.peer, last_will)
+            self._will(session, self.peer, last_will)
         self.tls.close()
+
+    def _will(self, session: BrokerSession, peer: Peer, will: Will) -> None:
+        """Publish the will now, or after its delay (5.0 §3.1.3.2.2): the smaller of the
+        Will Delay Interval and the session's expiry; a client that takes the session
+        meanwhile cancels it (``BrokerSession.cancel_timers``)."""
+        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if will.properties else 0
+        expiry = self._expiry()
+        if isinstance(delay, int) and delay and expiry:
+            loop, broker = self._loop, self.broker
+            session.will_timer = loop.call_later(
+                min(delay, expiry), lambda: inbound.publish_will(broker, peer, will, loop.time())
+            )
+            return
+        inbound.publish_will(self.broker, peer, will, self._loop.time())

@@ -16,6 +16,7 @@ from auth.decision import Decision
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
 from broker.metrics import BrokerMetrics
+from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
@@ -170,4 +171,4 @@ class Broker:
     def close_all(self) -> None:
         """Close every live connection (shutdown: their wills are not published)."""
         for client in list(self.registry.live_clients()):
-            client.kick("the broker is shutting down")
+            client.kick("the broker is shutting down", Reason.SERVER_SHUTTING_DOWN)

@@ -14,6 +14,13 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   the ACL judges the filter after the group, the session keeps the whole filter (a session may
   hold ``$share/g/a/#`` and ``a/#`` side by side), and no retained message is sent on subscribe
   (§4.8.2: a retained message would reach every member, not one).
+
+MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), a refused
+filter gets the reason (0x87 not authorized, 0x8F invalid, 0x97 over max_subscriptions), an
+UNSUBSCRIBE's answer says whether there was a subscription (0x11), and the subscription
+options (No Local, Retain As Published, Retain Handling, Subscription Identifier, §3.8.3.1)
+are kept with the subscription. Message expiry (§3.3.2.3.3) is turned into a deadline on the
+broker's clock when the message arrives.
 """
 
 import asyncio
@@ -21,8 +28,9 @@ from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
-from broker.mqtt.codes import SUBACK_FAILURE
-from broker.mqtt.packets import Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
+from broker.mqtt.codes import SUBACK_FAILURE, Reason
+from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import Peer
 from broker.router import Message
@@ -30,40 +38,63 @@ from storage.models import MQTT_TOPIC_FILTER_MAX
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.core import Broker
 
 SYSTEM_PREFIX = "$SYS/"
 
 
-def publish(client: "MqttClient", packet: Publish) -> None:
+def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
     broker = client.broker
     broker.metrics.messages_in += 1
     peer = client.peer
     assert peer is not None
     topic = peer.canonical(packet.topic)
     durable: bool | asyncio.Future[None] = False
+    code = 0
     if topic.startswith(SYSTEM_PREFIX) or not peer.acl.can_publish(topic):
         broker.metrics.publishes_denied += 1
         client.log_denied("publish to", packet.topic)
+        code = Reason.NOT_AUTHORIZED
     else:
-        message = Message(topic, packet.payload, packet.qos, packet.retain, packet.properties)
+        properties = packet.properties
+        expires_at = _deadline(properties, now) if properties else None
+        message = Message(
+            topic, packet.payload, packet.qos, packet.retain, properties, expires_at,
+            client.session,
+        )  # fmt: skip
         durable = broker.router.publish(message)
         if packet.retain:
-            refused = broker.retained.retain(topic, packet.payload, packet.qos, peer.device_id)
+            refused = broker.retained.retain(
+                topic, packet.payload, packet.qos, peer.device_id, properties, expires_at
+            )
             if refused is not None:
                 broker.metrics.count_limit(refused)
                 client.log_denied(f"retain (over {refused})", packet.topic)
     if packet.qos and packet.packet_id is not None:
-        client.acknowledge(packet.packet_id, packet.qos, durable=durable)
+        client.acknowledge(packet.packet_id, packet.qos, durable=durable, code=code)
 
 
-def publish_will(client: "MqttClient", peer: Peer, will: Will) -> None:
+def _deadline(properties: Properties, now: float) -> float | None:
+    interval = properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+    return now + interval if isinstance(interval, int) else None
+
+
+def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
     """The will of a connection that ended without DISCONNECT (§3.1.2.5); admission already
-    checked its topic against the ACL."""
-    broker = client.broker
+    checked its topic against the ACL. Its Will Delay Interval is the broker's business, not
+    the subscribers' (5.0 §3.1.3.2.2: the others go out as PUBLISH properties)."""
     topic = peer.canonical(will.topic)
-    broker.router.publish(Message(topic, will.payload, will.qos, will.retain, will.properties))
+    properties = will.properties
+    if properties:
+        kept = [item for item in properties if item[0] != Property.WILL_DELAY_INTERVAL]
+        properties = Properties(kept) if kept else NO_PROPERTIES
+    expires_at = _deadline(properties, now) if properties else None
+    message = Message(topic, will.payload, will.qos, will.retain, properties, expires_at)
+    broker.router.publish(message)
     if will.retain:
-        refused = broker.retained.retain(topic, will.payload, will.qos, peer.device_id)
+        refused = broker.retained.retain(
+            topic, will.payload, will.qos, peer.device_id, properties, expires_at
+        )
         if refused is not None:
             broker.metrics.count_limit(refused)
 
@@ -71,13 +102,18 @@ def publish_will(client: "MqttClient", peer: Peer, will: Will) -> None:
 def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     granted: list[tuple[str, Subscription]] = []
     codes: list[int] = []
+    identifier = packet.properties.get(Property.SUBSCRIPTION_IDENTIFIER)
+    v5 = client.core.level == MQTT_5
     for request in packet.requests:
-        made = _subscribe_one(client, request)
-        if made is None:
-            codes.append(SUBACK_FAILURE)
-        else:
-            granted.append(made)
-            codes.append(made[1].qos)
+        made = _subscribe_one(client, request, identifier if isinstance(identifier, int) else None)
+        if isinstance(made, int):
+            codes.append(made if v5 else SUBACK_FAILURE)
+            continue
+        topic_filter, sub, new = made
+        codes.append(sub.qos)
+        # 5.0 §3.8.3.1 Retain Handling: 0 always, 1 for a new subscription only, 2 never.
+        if sub.retain_handling == 0 or (sub.retain_handling == 1 and new):
+            granted.append((topic_filter, sub))
     client.core.suback(packet.packet_id, codes)
     for topic_filter, sub in granted:
         if not topic_filter.startswith(SHARE_PREFIX):
@@ -98,8 +134,10 @@ def canonical_filter(peer: Peer, topic_filter: str) -> tuple[str, str, bool]:
 
 
 def _subscribe_one(
-    client: "MqttClient", request: SubscribeRequest
-) -> tuple[str, Subscription] | None:
+    client: "MqttClient", request: SubscribeRequest, identifier: int | None
+) -> tuple[str, Subscription, bool] | int:
+    """(the canonical filter, the subscription, whether it is new), or the reason code of
+    its refusal."""
     broker, peer, session = client.broker, client.peer, client.session
     assert peer is not None
     assert session is not None
@@ -113,36 +151,48 @@ def _subscribe_one(
     if problem is not None or not peer.acl.can_subscribe(canonical):
         broker.metrics.subscriptions_denied += 1
         client.log_denied("subscribe to", written)
-        return None
-    if key not in session.subscriptions:
+        return Reason.TOPIC_FILTER_INVALID if problem is not None else Reason.NOT_AUTHORIZED
+    new = key not in session.subscriptions
+    if new:
         limit = broker.config.max_subscriptions
         if len(session.subscriptions) >= limit:
             broker.metrics.subscriptions_denied += 1
             broker.metrics.count_limit("max_subscriptions")
             client.log_denied(f"subscribe (max_subscriptions {limit}) to", written)
-            return None
+            return Reason.QUOTA_EXCEEDED
     sub = Subscription(
         request.qos, request.no_local, request.retain_as_published, request.retain_handling,
-        me_form=me_form,
+        identifier, me_form=me_form,
     )  # fmt: skip
     session.subscriptions[key] = sub  # §3.8.4: an identical filter is replaced
     broker.router.subscribe(session, key, sub)
     if session.persistent:
         broker.store.subscribe(session, key, sub)
-    return key, sub
+    return key, sub, new
 
 
 def _send_retained(client: "MqttClient", topic_filter: str, sub: Subscription) -> None:
     broker, peer, session = client.broker, client.peer, client.session
     if peer is None or session is None:
         return
+    now = client.core.now
     for retained in broker.retained.matching(topic_filter):
         if not peer.acl.can_receive(retained.topic):
             continue
+        if retained.expires_at is not None and retained.expires_at <= now:
+            continue  # 5.0 §3.3.2.3.3
         topic = retained.topic
         if sub.me_form:
             topic = to_device_form(topic, peer.identity.device_name)
-        out = Outgoing(topic, retained.payload, min(sub.qos, retained.qos), retain=True)
+        properties = retained.properties
+        if sub.identifier is not None:
+            properties = Properties(
+                (*properties, (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier))
+            )
+        out = Outgoing(
+            topic, retained.payload, min(sub.qos, retained.qos), True, properties,
+            retained.expires_at,
+        )  # fmt: skip
         if out.qos and session.persistent:
             broker.store.message_queued(session, out)
         client.deliver(out)
@@ -152,10 +202,14 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
     broker, peer, session = client.broker, client.peer, client.session
     assert peer is not None
     assert session is not None
+    codes: list[int] = []
     for topic_filter in packet.filters:
         key = canonical_filter(peer, topic_filter)[0]
         if session.subscriptions.pop(key, None) is not None:
             broker.router.unsubscribe(session, key)
             if session.persistent:
                 broker.store.unsubscribe(session, key)
-    client.core.unsuback(packet.packet_id)
+            codes.append(Reason.SUCCESS)
+        else:
+            codes.append(Reason.NO_SUBSCRIPTION_EXISTED)  # 5.0 §3.11.3
+    client.core.unsuback(packet.packet_id, codes)

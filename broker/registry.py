@@ -8,6 +8,9 @@
   read) and detached from the session before the new one's CONNACK, so concurrent connects
   for one key end with exactly one connection on the session, and none is ever left
   unreachable.
+- MQTT 5 session expiry (§3.1.2.11.2): a session whose client went away ends after its
+  expiry interval unless a client takes it first; the interval may be changed by the
+  DISCONNECT (§3.14.2.2.2). Sessions read back from the store after a restart have no timer.
 """
 
 import asyncio
@@ -16,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from broker.mqtt.limits import NEVER_EXPIRES
 from broker.peer import Peer, SessionKey
 from broker.router import Router
 from broker.session_store import SessionStore
@@ -72,11 +76,13 @@ class Registry:
     # --- sessions ---------------------------------------------------------------------------
 
     async def take_over(
-        self, client: "MqttClient", clean: bool
+        self, client: "MqttClient", clean: bool, expiry: int | None = None
     ) -> tuple[BrokerSession, bool] | None:
         """The session for an admitted client and whether it was present (§3.2.2.2), with
         any previous connection on it closed and detached; None if the client ended while
-        it waited its turn."""
+        it waited its turn. ``expiry``: a 5.0 client's Session Expiry Interval (0: the
+        session ends with the connection), None for 3.1.1, whose CleanSession decides."""
+        persistent = not clean if expiry is None else expiry > 0
         peer = client.peer
         assert peer is not None
         async with self._turn(peer.key):
@@ -92,8 +98,11 @@ class Registry:
                 session = None
             present = session is not None
             if session is None:
-                session = BrokerSession(peer.key, peer.identity.device_name, persistent=not clean)
+                session = BrokerSession(peer.key, peer.identity.device_name, persistent=persistent)
                 self.sessions[peer.key] = session
+            session.cancel_timers()  # §3.1.3.2.2: no will once the session is taken again
+            if session.persistent and not persistent:
+                self.expiry_changed(session, 0)
             session.device_name = peer.identity.device_name
             session.receive_denied = peer.acl.receive_denied
             if session.persistent:
@@ -115,15 +124,39 @@ class Registry:
             else:
                 self._locks[key] = (lock, users - 1)
 
-    def released(self, session: BrokerSession, client: "MqttClient") -> None:
-        """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4)."""
+    def released(
+        self, session: BrokerSession, client: "MqttClient", expiry: int | None = None
+    ) -> None:
+        """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4), a 5.0
+        one after ``expiry`` seconds (§3.1.2.11.2)."""
         if session.client is client:
             session.client = None
-        if not session.persistent and session.client is None:
+        if session.client is not None:
+            return
+        if not session.persistent:
             self.end(session)
+        elif expiry is not None and expiry != NEVER_EXPIRES:
+            loop = asyncio.get_running_loop()
+            session.expiry_timer = loop.call_later(expiry, self._expired, session)
+
+    def _expired(self, session: BrokerSession) -> None:
+        session.expiry_timer = None
+        if session.client is None and self.sessions.get(session.key) is session:
+            log.info("session %s expired", session.store_key)
+            self.end(session)
+
+    def expiry_changed(self, session: BrokerSession, expiry: int) -> None:
+        """A 5.0 client set its session expiry interval to 0 (in DISCONNECT, §3.14.2.2.2, or
+        reconnecting): the session is no longer kept, in the store or after its client."""
+        if expiry == 0 and session.persistent:
+            self.store.drop_session(session)
+            session.persistent = False
 
     def end(self, session: BrokerSession) -> None:
         """Forget a session: its subscriptions, its messages, and its row in the store."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
         for topic_filter in session.subscriptions:

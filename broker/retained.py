@@ -10,6 +10,7 @@ counts it. The broker's own ``$SYS`` messages have no owner and no per-device li
 
 from dataclasses import dataclass
 
+from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.trie import TopicTree
 
 
@@ -27,6 +28,10 @@ class Retained:
     payload: bytes
     qos: int
     owner: str | None  # device id; None for the broker's own
+    # MQTT 5: the message's properties, and when it expires (5.0 §3.3.2.3.3: an expired
+    # retained message is not sent to new subscriptions).
+    properties: Properties = NO_PROPERTIES
+    expires_at: float | None = None
 
     @property
     def size(self) -> int:
@@ -54,7 +59,15 @@ class RetainedStore:
     def matching(self, topic_filter: str) -> list[Retained]:
         return self._tree.match(topic_filter)
 
-    def retain(self, topic: str, payload: bytes, qos: int, owner: str | None) -> str | None:
+    def retain(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        owner: str | None,
+        properties: Properties = NO_PROPERTIES,
+        expires_at: float | None = None,
+    ) -> str | None:
         """Keep (or, for an empty payload, delete) the topic's retained message; the name of
         the limit that refused it, or None."""
         old = self._tree.get(topic)
@@ -62,7 +75,7 @@ class RetainedStore:
             if old is not None:
                 self._remove(old)
             return None
-        new = Retained(topic, payload, qos, owner)
+        new = Retained(topic, payload, qos, owner, properties, expires_at)
         refused = self._refusal(new, old)
         if refused is not None:
             return refused

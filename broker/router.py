@@ -5,7 +5,10 @@ from elsewhere (another node of a cluster, later) and gives it to this broker's 
 only. ``LocalRouter`` does both the same way: one walk of the subscription trie (the cost
 follows the topic's levels, not the number of filters), then one copy per subscribing
 session at min(publish QoS, subscription QoS) (3.1.1 §3.8.4), with the retain flag 0
-(§3.3.1.3: it matched an established subscription). A cluster router adds forwarding to the
+(§3.3.1.3: it matched an established subscription). MQTT 5 subscription options apply here:
+No Local skips the publisher's own session, Retain As Published keeps the flag, and the
+subscription's identifier joins the message's properties (5.0 §3.8.3.1, §3.3.4). A cluster
+router adds forwarding to the
 nodes that have interest; subscribe and unsubscribe are where it learns it.
 
 For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
@@ -30,7 +33,7 @@ from auth.acl import to_device_form
 from auth.topics import split_shared
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
-from broker.mqtt.properties import NO_PROPERTIES, Properties
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
 from broker.mqtt.shared import SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
@@ -47,6 +50,8 @@ class Message:
     qos: int
     retain: bool = False
     properties: Properties = NO_PROPERTIES
+    expires_at: float | None = None  # on the broker's clock (5.0 §3.3.2.3.3)
+    origin: object | None = None  # the publisher's session, for No Local (5.0 §3.8.3.1)
 
 
 class Router(Protocol):
@@ -122,15 +127,15 @@ class LocalRouter:
         if not matches:
             return False
         durable = False
-        topic, payload, published_qos = message.topic, message.payload, message.qos
+        topic, published_qos = message.topic, message.qos
         for session, sub in matches.items():
             denied = session.receive_denied
             if denied is not None and denied.fullmatch(topic) is not None:
                 continue  # a deny rule wins over the wider filter it subscribed with
             qos = published_qos if published_qos < sub.qos else sub.qos
-            out = Outgoing(
-                to_device_form(topic, session.device_name) if sub.me_form else topic, payload, qos
-            )
+            if sub.no_local and session is message.origin:
+                continue
+            out = _outgoing(message, session, sub, qos)
             client = session.client
             if qos and session.persistent:
                 if client is None:
@@ -173,12 +178,8 @@ class LocalRouter:
 
     def _send(self, session: BrokerSession, sub: Subscription, message: Message) -> bool:
         """Give one subscriber its copy; True if the store was written."""
-        topic = message.topic
         qos = min(message.qos, sub.qos)
-        out = Outgoing(
-            to_device_form(topic, session.device_name) if sub.me_form else topic,
-            message.payload, qos,
-        )  # fmt: skip
+        out = _outgoing(message, session, sub, qos)
         client = session.client
         if client is None:
             return self.queue(session, out) if qos and session.persistent else False
@@ -203,3 +204,23 @@ class LocalRouter:
         if kept:
             self.store.message_queued(session, out)
         return kept or bool(dropped)
+
+
+def _outgoing(message: Message, session: BrokerSession, sub: Subscription, qos: int) -> Outgoing:
+    """One subscriber's copy: its topic in the form it subscribed with, the publisher's MQTT 5
+    properties with the subscription's identifier added (5.0 §3.3.4), the retain flag kept
+    only for Retain As Published (§3.8.3.1)."""
+    topic = message.topic
+    out = Outgoing(
+        to_device_form(topic, session.device_name) if sub.me_form else topic, message.payload, qos
+    )
+    properties = message.properties
+    if properties or sub.identifier is not None or message.expires_at is not None:
+        if sub.identifier is not None:
+            identifier = (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier)
+            properties = Properties((*properties, identifier))
+        out.properties = properties
+        out.expires_at = message.expires_at
+    if sub.retain_as_published:
+        out.retain = message.retain
+    return out

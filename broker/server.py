@@ -60,6 +60,10 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
+        max_session_expiry=settings.max_session_expiry_interval,
+        max_keep_alive=settings.max_keep_alive,
+        max_topic_aliases=settings.max_topic_aliases,
+        reason_strings=settings.reason_strings,
     )
     retain = RetainLimits(
         max_messages=settings.max_retained_messages,

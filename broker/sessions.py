@@ -6,6 +6,7 @@ session, or None while its client is away (a persistent session keeps its subscr
 messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 """
 
+import asyncio
 import re
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class BrokerSession(Session):
-    __slots__ = ("client", "device_name", "receive_denied")
+    __slots__ = ("client", "device_name", "expiry_timer", "receive_denied", "will_timer")
 
     key: SessionKey
 
@@ -28,6 +29,16 @@ class BrokerSession(Session):
         # Topics its client's ACL denies it (``CompiledAcl.receive_denied``): routing skips
         # them even through a granted wider filter. Set whenever a client takes the session.
         self.receive_denied: re.Pattern[str] | None = None
+        # MQTT 5: the end of a session whose client is away (§3.1.2.11.2), and a will
+        # waiting for its delay (§3.1.3.2.2); a client taking the session cancels both.
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.will_timer: asyncio.TimerHandle | None = None
+
+    def cancel_timers(self) -> None:
+        for timer in (self.expiry_timer, self.will_timer):
+            if timer is not None:
+                timer.cancel()
+        self.expiry_timer = self.will_timer = None
 
     @property
     def device_id(self) -> str:

@@ -87,11 +87,14 @@ class MalformedPacket(ProtocolError):
 
 class ConnectRefused(ProtocolError):
     """A CONNECT the server answers with a CONNACK refusal, then closes (MQTT 3.1.1 §3.1.4):
-    ``return_code`` is the 3.1.1 return code (§3.2.2.3)."""
+    ``return_code`` is the 3.1.1 return code (§3.2.2.3), ``connack_reason`` the MQTT 5 reason
+    code where 5.0 has a more precise one."""
 
-    def __init__(self, message: str, return_code: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, return_code: int, *, reason_code: int | None = None) -> None:
+        super().__init__(message, reason_code)
         self.return_code = return_code
+        # The MQTT 5 reason code when it says more than the 3.1.1 return code (5.0 §3.2.2.2).
+        self.connack_reason = reason_code
 
 
 class StoreError(NanoIoTError):

@@ -72,6 +72,12 @@ class Settings(BaseModel):
 
     # --- MQTT sessions and topics ---
     strict_client_id: bool = False
+    # MQTT 5: the keep-alive (seconds) imposed on a client that asks for a longer one or for
+    # none, announced as Server Keep Alive; 0: the client's own.
+    max_keep_alive: int = Field(0, ge=0, le=65535)
+    # MQTT 5: refusals and server DISCONNECTs carry a Reason String saying why, in the words
+    # of the auth log (never a secret).
+    reason_strings: bool = True
     # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
     max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
     # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
@@ -89,8 +95,13 @@ class Settings(BaseModel):
     max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
-    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it.
+    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it (an MQTT
+    # 5 client is told it as its Receive Maximum).
     max_awaiting_pubrel: int = Field(100, ge=1, le=65535)
+    # MQTT 5: the longest Session Expiry Interval a client gets, in seconds (4294967295:
+    # sessions may never expire); topic aliases per connection and direction (0: none).
+    max_session_expiry_interval: int = Field(7 * 24 * 3600, ge=0, le=0xFFFF_FFFF)
+    max_topic_aliases: int = Field(10, ge=0, le=65535)
     # Retained messages and their bytes, in all and per device; past a limit a retained
     # message is delivered but not kept.
     max_retained_messages: int = Field(100_000, ge=0)

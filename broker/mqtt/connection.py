@@ -14,12 +14,17 @@ I/O layer to write.
 
 States: waiting for CONNECT, then authenticating (the broker decides; bytes that arrive
 meanwhile are kept, unread, until ``accept``), connected, closed. The clock is passed in
-(``now``, in seconds), so keep-alive (§3.1.2.10) is tested without waiting.
+(``now``, in seconds), so keep-alive (§3.1.2.10) and message expiry are tested without waiting.
+
+MQTT 5 (level 5) on the same machine: the CONNECT's requests and the CONNACK's answer, topic
+aliases both ways, the client's Receive Maximum and Maximum Packet Size on what it is sent,
+reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v5``).
 """
 
+from dataclasses import replace
 from typing import Final
 
-from broker.mqtt.codes import Reason, ReturnCode
+from broker.mqtt.codes import CONNACK_REASON, Reason, ReturnCode
 from broker.mqtt.decode import (
     decode,
     decode_connect,
@@ -43,10 +48,12 @@ from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
     MQTT_5,
     Connack,
+    Connect,
     Disconnect,
     PacketType,
     Puback,
     Pubcomp,
+    Publish,
     Pubrec,
     Pubrel,
     Suback,
@@ -55,21 +62,31 @@ from broker.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from broker.mqtt.properties import encode_properties
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property, encode_properties
 from broker.mqtt.rules import header_problem, packet_name
 from broker.mqtt.session import RELEASED, SENT, Outgoing, Session
+from broker.mqtt.v5 import (
+    AliasesIn,
+    AliasesOut,
+    Negotiated,
+    connack_properties,
+    negotiate,
+    outgoing_properties,
+    server_keep_alive,
+)
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, ProtocolError
 
 AWAITING_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
 KEEP_ALIVE_GRACE: Final = 1.5  # §3.1.2.10: one and a half times the keep-alive
 _NONE: Final[list[Event]] = []  # returned, never appended to
+_MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (§3.1.2.1-2)
 
 
 class Connection:
     __slots__ = (
-        "_out", "_pending", "keep_alive", "last_received", "level", "limits", "session",
-        "state", "will",
+        "_aliases_in", "_aliases_out", "_out", "_pending", "keep_alive", "last_received",
+        "level", "limits", "now", "session", "state", "v5", "will", "window",
     )  # fmt: skip
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
@@ -82,6 +99,11 @@ class Connection:
         self.session: Session | None = None
         self._pending = b""  # the start of a packet not yet whole, or bytes kept unread
         self._out: list[bytes] = []
+        self.now = now  # the clock at the last call that passed it
+        self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
+        self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for
+        self._aliases_in: AliasesIn | None = None
+        self._aliases_out: AliasesOut | None = None
 
     # --- output -------------------------------------------------------------------------------
 
@@ -114,6 +136,7 @@ class Connection:
         """Process what the client sent; the events, in order."""
         if self.state == CLOSED:
             return _NONE
+        self.now = now
         if self._pending:
             data, self._pending = self._pending + data, b""
         if self.state == AUTHENTICATING:
@@ -156,6 +179,11 @@ class Connection:
                     f"{packet_name(first)} of {end - at} bytes exceeds "
                     f"max_packet_size {self.limits.max_packet_size}"
                 )
+                if self.state == AWAITING_CONNECT and data[index : index + 7] == _MQTT_5_CONNECT:
+                    self.level = MQTT_5  # 5.0 §3.2.2.2: a CONNACK says why, 0x95
+                    self.refuse(ReturnCode.SERVER_UNAVAILABLE, Reason.PACKET_TOO_LARGE, message)
+                    events.append(ConnectionRefused(message, ReturnCode.SERVER_UNAVAILABLE))
+                    return at
                 self._violation(events, message, Reason.PACKET_TOO_LARGE)
                 return at
             if end > size:
@@ -180,7 +208,7 @@ class Connection:
 
     def _refuse_connect(self, events: list[Event], refused: ConnectRefused) -> None:
         # §3.1.2.2: an unsupported level is answered in the 3.1.1 form the client may read.
-        self.refuse(refused.return_code)
+        self.refuse(refused.return_code, refused.connack_reason, str(refused))
         events.append(ConnectionRefused(str(refused), refused.return_code))
 
     def _packet(self, first: int, data: bytes, start: int, end: int, events: list[Event]) -> None:
@@ -192,6 +220,8 @@ class Connection:
         assert session is not None
         if kind == PacketType.PUBLISH:
             publish = decode_publish(first, data, start, end, self.level)
+            if publish.properties:
+                publish = self._publish_properties(publish)
             if publish.qos == 2 and publish.packet_id is not None:
                 if publish.packet_id in session.awaiting_pubrel:
                     events.append(DuplicateReceived(publish.packet_id))
@@ -224,6 +254,7 @@ class Connection:
         elif isinstance(packet, Subscribe | Unsubscribe):
             events.append(packet)
         elif isinstance(packet, Disconnect):
+            self._check_disconnect(packet)
             if self.level != MQTT_5 or packet.code != Reason.DISCONNECT_WITH_WILL:
                 self.will = None  # §3.14.4
             events.append(packet)
@@ -242,16 +273,56 @@ class Connection:
             )
         if problem is not None:
             raise problem
-        connect = decode_connect(reader, level)
         self.level = level
+        connect = decode_connect(reader, level)
         self.keep_alive = connect.keep_alive
+        if level == MQTT_5:
+            self._negotiate(connect)
         self.will = connect.will
         self.state = AUTHENTICATING
         events.append(connect)
 
+    def _negotiate(self, connect: Connect) -> None:
+        """5.0 §3.1.2.11: the client's limits bind what it is sent; §3.2.2.3.14: the server's
+        keep-alive replaces the client's."""
+        v5 = self.v5 = negotiate(connect, self.limits)
+        self.window = min(self.limits.max_inflight, v5.receive_maximum)
+        imposed = server_keep_alive(connect.keep_alive, self.limits)
+        if imposed is not None:
+            v5.server_keep_alive = self.keep_alive = imposed
+
+    def _publish_properties(self, publish: Publish) -> Publish:
+        """A 5.0 PUBLISH from the client: its topic alias resolved and dropped (it names a
+        topic on this connection only, §3.3.2.3.4)."""
+        properties = publish.properties
+        if properties.get(Property.SUBSCRIPTION_IDENTIFIER) is not None:
+            raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
+        alias = properties.get(Property.TOPIC_ALIAS)
+        if alias is None:
+            return publish
+        assert isinstance(alias, int)
+        aliases = self._aliases_in
+        if aliases is None:
+            aliases = self._aliases_in = AliasesIn(self.limits.max_topic_aliases)
+        topic = aliases.resolve(publish, alias)
+        rest = Properties(item for item in properties if item[0] != Property.TOPIC_ALIAS)
+        return replace(publish, topic=topic, properties=rest or NO_PROPERTIES)
+
+    def _check_disconnect(self, packet: Disconnect) -> None:
+        expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
+        if expiry and self.v5 is not None and not self.v5.asked_session_expiry:
+            raise ProtocolError("session expiry set by DISCONNECT after 0 in CONNECT (§3.14.2.2.2)")
+
     # --- commands -----------------------------------------------------------------------------
 
-    def accept(self, session: Session, *, session_present: bool) -> list[Event]:
+    def accept(
+        self,
+        session: Session,
+        *,
+        session_present: bool,
+        assigned_client_id: str | None = None,
+        response_information: str | None = None,
+    ) -> list[Event]:
         """CONNACK 0, then what the session still owes its client (§4.4): every message in
         flight again, in order (PUBLISH with DUP, or PUBREL once PUBREC came), then queued
         ones as the in-flight window allows. Call ``receive_data(b"", now)`` afterwards for
@@ -259,53 +330,93 @@ class Connection:
         assert self.state == AUTHENTICATING
         self.session = session
         self.state = CONNECTED
-        self._out.append(encode(Connack(session_present, 0), self.level))
-        for message in session.inflight.values():
+        properties = NO_PROPERTIES
+        v5 = self.v5
+        if v5 is not None:
+            properties = connack_properties(
+                v5, self.limits, assigned_client_id=assigned_client_id,
+                response_information=response_information,
+            )  # fmt: skip
+            most = min(v5.topic_alias_maximum, self.limits.max_topic_aliases)
+            self._aliases_out = AliasesOut(most) if most else None
+        self._out.append(encode(Connack(session_present, 0, properties), self.level))
+        events: list[Event] = []
+        for message in list(session.inflight.values()):
             if message.state == SENT:
                 message.sent = True
-                self._out.append(self._publish_bytes(message, dup=True))
+                data = self._publish_bytes(message, dup=True)
+                if data:
+                    self._out.append(data)
+                else:  # 5.0 §3.1.2.11.4: too large for this client now, as if delivered
+                    del session.inflight[message.packet_id]
+                    events.append(MessageDropped(message, "client_maximum_packet_size"))
             elif message.state == RELEASED:
                 self._out.append(encode(Pubrel(message.packet_id), self.level))
-        events: list[Event] = []
         self._pump(events)
         return events
 
-    def refuse(self, return_code: int) -> None:
-        """CONNACK with a refusal (§3.2.2.3), then nothing more (§3.1.4)."""
-        level = self.level if self.level == MQTT_5 else 4
-        self._out.append(encode(Connack(False, return_code), level))
+    def refuse(
+        self, return_code: int, reason_code: int | None = None, reason: str | None = None
+    ) -> None:
+        """CONNACK with a refusal (§3.2.2.3), then nothing more (§3.1.4). A 5.0 client gets
+        ``reason_code`` (or the one ``return_code`` stands for, 5.0 §3.2.2.2) and ``reason``
+        as its Reason String."""
+        if self.level == MQTT_5:
+            code = (
+                reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
+            )
+            packet = Connack(False, code, self._reason(reason, always=True))
+            self._out.append(encode(packet, MQTT_5))
+        else:
+            self._out.append(encode(Connack(False, return_code), 4))
         self.state = CLOSED
+
+    def disconnect(self, reason_code: int, reason: str | None = None) -> None:
+        """A 5.0 server DISCONNECT (§3.14) saying why the server closes the connection; only
+        after a successful CONNACK (§3.14.0), and nothing for 3.1.1, which has none."""
+        if self.level == MQTT_5 and self.state == CONNECTED:
+            packet = Disconnect(reason_code, self._reason(reason, always=True))
+            self._out.append(encode(packet, MQTT_5))
+        self.state = CLOSED
+
+    def _reason(self, reason: str | None, *, always: bool = False) -> Properties:
+        """A Reason String property (§3.2.2.3.9), if the setting allows it and, for other
+        packets than CONNACK and DISCONNECT, the client asked for them (§3.1.2.11.7)."""
+        if reason is None or not self.limits.reason_strings:
+            return NO_PROPERTIES
+        v5 = self.v5
+        if not always and v5 is not None and not v5.request_problem_information:
+            return NO_PROPERTIES
+        return Properties(((Property.REASON_STRING, reason),))
 
     def close(self) -> None:
         """Process nothing more (the broker is closing the network connection)."""
         self.state = CLOSED
 
-    def disconnect(self, code: int) -> None:
-        """MQTT 5: DISCONNECT with this reason code before the broker closes (§3.14);
-        MQTT 3.1.1 has no such packet, the network connection is just closed. Nothing is
-        processed afterwards."""
-        if self.level == MQTT_5 and self.state == CONNECTED:
-            self._out.append(encode(Disconnect(code), MQTT_5))
-        self.state = CLOSED
-
-    def publish(self, message: Outgoing) -> list[Event]:
+    def publish(self, message: Outgoing, now: float | None = None) -> list[Event]:
         """Send ``message`` to the client now, or queue it behind the in-flight window or
         the messages already waiting (so one subscriber gets them in order, §4.6)."""
+        if now is not None:
+            self.now = now
         session = self.session
         assert session is not None
-        if session.queue or (message.qos and len(session.inflight) >= self.limits.max_inflight):
+        if session.queue or (message.qos and len(session.inflight) >= self.window):
             return self._dropped(session.enqueue(message, self.limits))
-        if not message.qos:
-            self._out.append(self._publish_bytes(message))
-            return _NONE
-        session.start_flight(message)
-        message.sent = True
-        self._out.append(self._publish_bytes(message))
-        return [MessageSent(message)]
+        if message.qos:
+            session.start_flight(message)
+        event = self._send_first(message)
+        return [event] if event is not None else _NONE
 
-    def acknowledge(self, packet_id: int, qos: int) -> None:
-        """Acknowledge a PUBLISH the client sent: PUBACK for QoS 1, PUBREC for QoS 2."""
-        self._ack(Puback if qos == 1 else Pubrec, packet_id, False)
+    def acknowledge(self, packet_id: int, qos: int, reason_code: int = 0) -> None:
+        """Acknowledge a PUBLISH the client sent: PUBACK for QoS 1, PUBREC for QoS 2; a 5.0
+        client learns a refusal from ``reason_code`` (§3.4.2.1), which ends a QoS 2 flow."""
+        kind = Puback if qos == 1 else Pubrec
+        if reason_code and self.level == MQTT_5:
+            if reason_code >= Reason.UNSPECIFIED_ERROR and self.session is not None:
+                self.session.awaiting_pubrel.discard(packet_id)  # §4.3.3: no PUBREL follows
+            self._out.append(encode(kind(packet_id, reason_code), MQTT_5))
+            return
+        self._ack(kind, packet_id, False)
 
     def suback(self, packet_id: int, codes: list[int]) -> None:
         self._out.append(encode(Suback(packet_id, tuple(codes)), self.level))
@@ -319,19 +430,59 @@ class Connection:
         """Send queued messages while the in-flight window has room (§4.4, §4.6)."""
         session = self.session
         assert session is not None
-        while (message := session.next_to_send(self.limits)) is not None:
+        while (message := session.next_to_send(self.window)) is not None:
+            event = self._send_first(message)
+            if event is not None:
+                events.append(event)
+
+    def _send_first(self, message: Outgoing) -> Event | None:
+        """The first send of a message (in flight already if QoS 1 or 2). An expired one
+        is not delivered (5.0 §3.3.2.3.3), nor one larger than the client reads (§3.1.2.11.4):
+        both leave as if delivered."""
+        expires = message.expires_at
+        data = b"" if expires is not None and expires <= self.now else self._publish_bytes(message)
+        if not data:
             if message.qos:
-                message.sent = True
-                events.append(MessageSent(message))
-            self._out.append(self._publish_bytes(message))
+                assert self.session is not None
+                del self.session.inflight[message.packet_id]
+            why = "message_expiry" if expires is not None and expires <= self.now else (
+                "client_maximum_packet_size"
+            )  # fmt: skip
+            return MessageDropped(message, why)
+        self._out.append(data)
+        if not message.qos:
+            return None
+        message.sent = True
+        return MessageSent(message)
 
     def _publish_bytes(self, message: Outgoing, *, dup: bool = False) -> bytes:
+        """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads."""
         level = self.level
-        properties = encode_properties(message.properties) if level == MQTT_5 else b""
-        return encode_publish(
-            message.topic.encode(), message.payload, message.qos, message.packet_id,
-            retain=message.retain, dup=dup, level=level, properties=properties,
+        if level != MQTT_5:
+            return encode_publish(
+                message.topic.encode(), message.payload, message.qos, message.packet_id,
+                retain=message.retain, dup=dup, level=level,
+            )  # fmt: skip
+        properties = message.properties
+        if message.expires_at is not None:
+            properties = outgoing_properties(properties, message.expires_at, self.now)
+        topic, aliases, new = message.topic, self._aliases_out, False
+        if aliases is not None and (found := aliases.alias(topic)) is not None:
+            number, known = found
+            new = not known
+            properties = Properties((*properties, (Property.TOPIC_ALIAS, number)))
+            if known:
+                topic = ""  # §3.3.2.3.4: the alias alone stands for the topic
+        data = encode_publish(
+            topic.encode(), message.payload, message.qos, message.packet_id,
+            retain=message.retain, dup=dup, level=level, properties=encode_properties(properties),
         )  # fmt: skip
+        v5 = self.v5
+        if v5 is not None and len(data) > v5.maximum_packet_size:
+            if new and aliases is not None:
+                aliases.forget(message.topic)
+            return b""
+        return data
 
     def _ack(
         self, kind: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, missing: bool

@@ -7,7 +7,9 @@ follow Mosquitto's where it has the same limit (``max_inflight_messages``,
 
 from dataclasses import dataclass, field
 
-from broker.mqtt.packets import MQTT_3_1, MQTT_3_1_1
+from broker.mqtt.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5
+
+NEVER_EXPIRES = 0xFFFF_FFFF  # MQTT 5 §3.1.2.11.2: a session expiry interval of "never"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,4 +26,18 @@ class Limits:
     # Inbound QoS 2 packet ids whose PUBREL has not come yet, per client (§4.3.3).
     max_awaiting_pubrel: int = 100
     # Protocol levels the server accepts (3: MQTT 3.1, 4: 3.1.1, 5: 5.0).
-    levels: frozenset[int] = field(default_factory=lambda: frozenset({MQTT_3_1, MQTT_3_1_1}))
+    levels: frozenset[int] = field(
+        default_factory=lambda: frozenset({MQTT_3_1, MQTT_3_1_1, MQTT_5})
+    )
+    # MQTT 5 only. The longest session expiry interval a client gets, in seconds (§3.1.2.11.2;
+    # NEVER_EXPIRES: no maximum); a longer request is cut and the CONNACK says so (§3.2.2.3.2).
+    max_session_expiry: int = 7 * 24 * 3600
+    # Keep-alive the server imposes on a client that asks for more or for none (§3.2.2.3.14);
+    # 0: the client's own.
+    max_keep_alive: int = 0
+    # Topic aliases per connection and direction (§3.3.2.3.4): the client may set this many,
+    # and the broker gives at most this many (fewer if the client allows fewer). 0: none.
+    max_topic_aliases: int = 10
+    # Not a limit: whether CONNACK, DISCONNECT and acknowledgements carry a Reason String
+    # that says why (§3.2.2.3.9); the client may still ask for none (§3.1.2.11.7).
+    reason_strings: bool = True

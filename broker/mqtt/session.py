@@ -43,8 +43,8 @@ class Outgoing:
     """One application message for a session's client, at the QoS it is delivered with."""
 
     __slots__ = (
-        "packet_id", "payload", "properties", "qos", "retain", "sent", "size", "state",
-        "stored", "topic",
+        "expires_at", "packet_id", "payload", "properties", "qos", "retain", "sent", "size",
+        "state", "stored", "topic",
     )  # fmt: skip
 
     def __init__(
@@ -54,12 +54,15 @@ class Outgoing:
         qos: int,
         retain: bool = False,
         properties: Properties = NO_PROPERTIES,
+        expires_at: float | None = None,
     ) -> None:
         self.topic = topic  # as the client sees it
         self.payload = payload
         self.qos = qos
         self.retain = retain
-        self.properties = properties
+        self.properties = properties  # MQTT 5's, as they go to the client (§3.3.2.3)
+        # When it expires on the broker's clock (5.0 §3.3.2.3.3: Message Expiry Interval).
+        self.expires_at = expires_at
         self.packet_id = 0  # assigned when first sent (QoS 1 and 2)
         self.state = QUEUED
         self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
@@ -134,13 +137,14 @@ class Session:
         self.queued_bytes -= victim.size
         return victim
 
-    def next_to_send(self, limits: Limits) -> Outgoing | None:
-        """The first queued message, if the in-flight window lets it go now: QoS 1 and 2
-        messages get their packet id and join the in-flight messages (§4.3.2, §4.3.3)."""
+    def next_to_send(self, window: int) -> Outgoing | None:
+        """The first queued message, if the in-flight window (``window`` messages) lets it go
+        now: QoS 1 and 2 messages get their packet id and join the in-flight messages
+        (§4.3.2, §4.3.3)."""
         if not self.queue:
             return None
         message = self.queue[0]
-        if message.qos and len(self.inflight) >= limits.max_inflight:
+        if message.qos and len(self.inflight) >= window:
             return None
         self.queue.popleft()
         self.queued_bytes -= message.size

@@ -11,6 +11,7 @@ import pytest
 
 from auth.decision import ConnackCode
 from broker.client import MqttClient
+from broker.mqtt.packets import Connect
 from broker.sessions import BrokerSession
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
 
@@ -83,8 +84,10 @@ def test_revocation_right_after_connack_is_not_lost(
     real_accept = MqttClient._accept
     kicked: list[MqttClient] = []
 
-    def kick_right_after(client: MqttClient, session: BrokerSession, present: bool) -> None:
-        real_accept(client, session, present)
+    def kick_right_after(
+        client: MqttClient, session: BrokerSession, present: bool, connect: Connect
+    ) -> None:
+        real_accept(client, session, present, connect)
         assert client.peer is not None
         kicked.append(client)
         client.broker.kick_device(client.peer.device_id, "test: revoked at CONNACK")

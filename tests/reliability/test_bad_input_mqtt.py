@@ -186,17 +186,17 @@ def test_connect_claiming_256_mb_is_refused_without_waiting_for_it(
 # --- other protocol versions -------------------------------------------------------------
 
 
-def test_mqtt_5_gets_return_code_1_and_close(
+def test_an_unknown_protocol_level_gets_return_code_1_and_close(
     rbroker: BrokerThread, canary: Canary, logs: pytest.LogCaptureFixture
 ) -> None:
-    """MQTT 3.1.1 §3.1.2.2: CONNACK 0x01 'unacceptable protocol version', then close (MQTT 5
-    behaviour comes with its own settings; the codec already reads it)."""
+    """MQTT 3.1.1 §3.1.2.2: CONNACK 0x01 'unacceptable protocol version', then close; levels
+    3, 4 and 5 are spoken, 6 is not."""
     with canary.busy(), RawMqtt(rbroker.port, client_context(rbroker.server_cert)) as raw:
-        raw.send(packets.connect("new", level=5))
+        raw.send(packets.connect("new", level=6))
         assert raw.recv_exactly(4) == b"\x20\x02\x00\x01"
         closed, received, _ = raw.closed_by_server()
     assert (closed, received) == (True, b"")
-    assert logged(logs, "unsupported protocol 'MQTT' level 5")
+    assert logged(logs, "unsupported protocol 'MQTT' level 6")
 
 
 def test_mqtt_3_1_is_spoken(rbroker: BrokerThread, raw_device: str, canary: Canary) -> None:
@@ -211,7 +211,7 @@ def test_mqtt_3_1_is_spoken(rbroker: BrokerThread, raw_device: str, canary: Cana
 
 @pytest.mark.parametrize(
     ("protocol", "connack"),
-    [(MQTTProtocolVersion.MQTTv31, (0, False)), (MQTTProtocolVersion.MQTTv5, (1, False))],
+    [(MQTTProtocolVersion.MQTTv31, (0, False)), (MQTTProtocolVersion.MQTTv5, (0, False))],
     ids=["3.1", "5"],
 )
 def test_paho_clients_of_other_versions_are_answered_not_left_hanging(

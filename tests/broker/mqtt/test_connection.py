@@ -218,7 +218,7 @@ def test_queue_overflow_drops_qos0_first_then_the_oldest() -> None:
 
 
 def test_unsupported_protocol_level_gets_return_code_1_then_nothing() -> None:
-    connection = Connection(Limits())  # levels 3 and 4 only
+    connection = Connection(Limits(levels=frozenset({3, 4})))  # a server without 5.0
     events = connection.receive_data(wire(Connect(MQTT_5, "c", True, 0), level=MQTT_5), 0)
     assert events == [ConnectionRefused("unsupported protocol 'MQTT' level 5", 1)]
     assert connection.data_to_send() == b"\x20\x02\x00\x01"  # §3.1.2.2, as 3.1.1 writes it

@@ -1,0 +1,178 @@
+"""What MQTT 5 adds to one connection: the CONNECT's requests, topic aliases, CONNACK properties.
+
+A 5.0 CONNECT carries the client's own limits (§3.1.2.11): how many QoS 1 and 2 messages it
+takes unacknowledged (Receive Maximum), the largest packet it reads, how many topic aliases
+the server may give it, and how long its session outlives the connection. ``negotiate``
+reads them, with the standard's defaults for what is absent, and ``connack_properties``
+answers with the server's own (§3.2.2.3), which bind the client in turn.
+
+Topic aliases (§3.3.2.3.4) are per connection and per direction: ``AliasesIn`` maps the
+numbers a client set to topics; ``AliasesOut`` gives topics the broker sends numbers, first
+come first served up to the client's maximum (a fixed set: a client never has to follow a
+reassignment).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from broker.mqtt.codes import Reason
+from broker.mqtt.limits import NEVER_EXPIRES, Limits
+from broker.mqtt.packets import Connect, Publish
+from broker.mqtt.properties import Properties, Property, PropertyValue
+from nanoiot.errors import ConnectRefused, ProtocolError
+
+NO_MAXIMUM: Final = 268_435_460  # §3.1.2.11.4: absent means the protocol's own bound
+
+
+@dataclass(slots=True)
+class Negotiated:
+    """What a 5.0 client asked for in its CONNECT, and what it was given."""
+
+    session_expiry: int = 0  # §3.1.2.11.2: absent is 0, the session ends with the connection
+    receive_maximum: int = 65535  # §3.1.2.11.3
+    maximum_packet_size: int = NO_MAXIMUM  # §3.1.2.11.4
+    topic_alias_maximum: int = 0  # §3.1.2.11.5: absent is 0, no aliases towards the client
+    request_response_information: bool = False  # §3.1.2.11.6
+    request_problem_information: bool = True  # §3.1.2.11.7
+    server_keep_alive: int | None = None  # set when the server imposed one (§3.2.2.3.14)
+    asked_session_expiry: int = 0  # before the server's maximum cut it
+
+
+def negotiate(connect: Connect, limits: Limits) -> Negotiated:
+    """The client's requests (§3.1.2.11) within the server's limits; a CONNECT that asks for
+    enhanced authentication is refused with 0x8C (§4.12: the server supports none)."""
+    found = Negotiated()
+    for key, value in connect.properties:
+        if key == Property.AUTHENTICATION_METHOD:
+            raise ConnectRefused(
+                f"authentication method {value!r} is not supported (MQTT 5 §4.12)",
+                5, reason_code=Reason.BAD_AUTHENTICATION_METHOD,
+            )  # fmt: skip
+        _take(found, key, value)
+    found.asked_session_expiry = found.session_expiry
+    if found.session_expiry > limits.max_session_expiry:
+        found.session_expiry = limits.max_session_expiry
+    return found
+
+
+def _take(found: Negotiated, key: int, value: PropertyValue) -> None:
+    if not isinstance(value, int):
+        return  # user properties of a CONNECT mean nothing to the server
+    if key == Property.SESSION_EXPIRY_INTERVAL:
+        found.session_expiry = value
+    elif key == Property.RECEIVE_MAXIMUM:
+        found.receive_maximum = value
+    elif key == Property.MAXIMUM_PACKET_SIZE:
+        found.maximum_packet_size = value
+    elif key == Property.TOPIC_ALIAS_MAXIMUM:
+        found.topic_alias_maximum = value
+    elif key == Property.REQUEST_RESPONSE_INFORMATION:
+        found.request_response_information = bool(value)
+    elif key == Property.REQUEST_PROBLEM_INFORMATION:
+        found.request_problem_information = bool(value)
+
+
+def server_keep_alive(asked: int, limits: Limits) -> int | None:
+    """The keep-alive the server imposes (§3.2.2.3.14), or None to keep the client's."""
+    most = limits.max_keep_alive
+    if most and (asked == 0 or asked > most):
+        return most
+    return None
+
+
+def connack_properties(
+    negotiated: Negotiated,
+    limits: Limits,
+    *,
+    assigned_client_id: str | None,
+    response_information: str | None,
+) -> Properties:
+    """The server's side of the bargain (§3.2.2.3): its limits, so that the client keeps
+    within them, and what it changed of the client's requests."""
+    items: list[tuple[int, PropertyValue]] = []
+    if negotiated.session_expiry != negotiated.asked_session_expiry:
+        items.append((Property.SESSION_EXPIRY_INTERVAL, negotiated.session_expiry))
+    if assigned_client_id is not None:
+        items.append((Property.ASSIGNED_CLIENT_IDENTIFIER, assigned_client_id))
+    if negotiated.server_keep_alive is not None:
+        items.append((Property.SERVER_KEEP_ALIVE, negotiated.server_keep_alive))
+    items += [
+        (Property.RECEIVE_MAXIMUM, limits.max_awaiting_pubrel),
+        (Property.MAXIMUM_PACKET_SIZE, limits.max_packet_size),
+        (Property.TOPIC_ALIAS_MAXIMUM, limits.max_topic_aliases),
+        (Property.RETAIN_AVAILABLE, 1),
+        (Property.WILDCARD_SUBSCRIPTION_AVAILABLE, 1),
+        (Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE, 1),
+        (Property.SHARED_SUBSCRIPTION_AVAILABLE, 1),  # $share/{group}/{filter} (§4.8.2)
+    ]
+    if negotiated.request_response_information and response_information is not None:
+        items.append((Property.RESPONSE_INFORMATION, response_information))
+    return Properties(items)
+
+
+def never_expires(seconds: int) -> bool:
+    return seconds == NEVER_EXPIRES
+
+
+def outgoing_properties(properties: Properties, expires_at: float, now: float) -> Properties:
+    """§3.3.2.3.3: the Message Expiry Interval a subscriber receives is what is left of it,
+    in place (user properties keep their order)."""
+    left = max(1, math.ceil(expires_at - now))
+    return Properties(
+        (key, left if key == Property.MESSAGE_EXPIRY_INTERVAL else value)
+        for key, value in properties
+    )
+
+
+class AliasesIn:
+    """Topic aliases a client set (§3.3.2.3.4), at most ``maximum`` of them."""
+
+    __slots__ = ("maximum", "topics")
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.topics: dict[int, str] = {}
+
+    def resolve(self, publish: Publish, alias: int) -> str:
+        """The topic of a PUBLISH that carries Topic Alias ``alias``: its own topic (which the
+        alias then stands for) or, when empty, the topic the alias was set to."""
+        if alias > self.maximum:
+            raise ProtocolError(
+                f"topic alias {alias} is above the maximum {self.maximum} (MQTT 5 §3.3.2.3.4)",
+                Reason.TOPIC_ALIAS_INVALID,
+            )
+        if publish.topic:
+            self.topics[alias] = publish.topic
+            return publish.topic
+        topic = self.topics.get(alias)
+        if topic is None:
+            raise ProtocolError(f"topic alias {alias} was never set (MQTT 5 §3.3.2.3.4)")
+        return topic
+
+
+class AliasesOut:
+    """Topic aliases the broker gives its client, at most ``maximum`` (the smaller of the
+    client's Topic Alias Maximum and the server's own limit)."""
+
+    __slots__ = ("maximum", "numbers")
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.numbers: dict[str, int] = {}
+
+    def alias(self, topic: str) -> tuple[int, bool] | None:
+        """(the alias of ``topic``, whether the client knows it already), or None when every
+        alias is taken by another topic."""
+        number = self.numbers.get(topic)
+        if number is not None:
+            return number, True
+        if len(self.numbers) >= self.maximum:
+            return None
+        number = self.numbers[topic] = len(self.numbers) + 1
+        return number, False
+
+    def forget(self, topic: str) -> None:
+        """Undo a new alias whose PUBLISH was not sent after all."""
+        if self.numbers.get(topic) == len(self.numbers):
+            del self.numbers[topic]

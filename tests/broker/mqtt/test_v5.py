@@ -1,0 +1,231 @@
+"""MQTT 5 on one connection, bytes in and bytes out: each test names the 5.0 section it checks."""
+
+from broker.mqtt.connection import CLOSED, Connection
+from broker.mqtt.events import ConnectionRefused, MessageDropped, MessageSent, ProtocolViolation
+from broker.mqtt.limits import Limits
+from broker.mqtt.packets import MQTT_3_1_1, MQTT_5, Connack, Connect, Disconnect, Puback, Publish
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
+from broker.mqtt.session import Outgoing, Session
+from tests.broker.mqtt.wire_helpers import feed, packets_in, wire
+
+
+def _connect(
+    limits: Limits | None = None, properties: Properties = NO_PROPERTIES, keep_alive: int = 60
+) -> Connection:
+    connection = Connection(limits or Limits())
+    connect = Connect(MQTT_5, "c", True, keep_alive, properties=properties)
+    [event] = connection.receive_data(wire(connect, level=MQTT_5), 0)
+    assert isinstance(event, Connect)
+    return connection
+
+
+def _accepted(
+    limits: Limits | None = None, properties: Properties = NO_PROPERTIES, **accept: str
+) -> tuple[Connection, Connack]:
+    connection = _connect(limits, properties)
+    connection.accept(Session("c", persistent=False), session_present=False, **accept)
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(connack, Connack)
+    return connection, connack
+
+
+def _sent(connection: Connection) -> list[object]:
+    return list(packets_in(connection.data_to_send(), MQTT_5))
+
+
+def test_connack_announces_the_server_limits() -> None:
+    # §3.2.2.3: receive maximum, maximum packet size, topic alias maximum, and what is
+    # available.
+    limits = Limits(max_packet_size=4096, max_awaiting_pubrel=7, max_topic_aliases=3)
+    _, connack = _accepted(limits, assigned_client_id="auto-1")
+    assert connack.code == 0
+    props = connack.properties
+    assert props.get(Property.RECEIVE_MAXIMUM) == 7
+    assert props.get(Property.MAXIMUM_PACKET_SIZE) == 4096
+    assert props.get(Property.TOPIC_ALIAS_MAXIMUM) == 3
+    assert props.get(Property.SHARED_SUBSCRIPTION_AVAILABLE) == 1
+    assert props.get(Property.ASSIGNED_CLIENT_IDENTIFIER) == "auto-1"  # §3.2.2.3.7
+    assert props.get(Property.SESSION_EXPIRY_INTERVAL) is None  # not changed: not sent
+
+
+def test_session_expiry_is_cut_to_the_server_maximum_and_said_so() -> None:
+    # §3.2.2.3.2: the server tells the client the interval it uses instead of the one asked.
+    asked = Properties([(Property.SESSION_EXPIRY_INTERVAL, 0xFFFFFFFF)])
+    connection, connack = _accepted(Limits(max_session_expiry=3600), asked)
+    assert connack.properties.get(Property.SESSION_EXPIRY_INTERVAL) == 3600
+    assert connection.v5 is not None
+    assert connection.v5.session_expiry == 3600
+
+
+def test_server_keep_alive_replaces_a_longer_or_absent_one() -> None:
+    # §3.2.2.3.14: the client must use the Server Keep Alive instead of its own.
+    connection = _connect(Limits(max_keep_alive=30), keep_alive=0)
+    assert connection.keep_alive == 30
+    connection.accept(Session("c", persistent=False), session_present=False)
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(connack, Connack)
+    assert connack.properties.get(Property.SERVER_KEEP_ALIVE) == 30
+    assert _connect(Limits(max_keep_alive=30), keep_alive=20).keep_alive == 20
+
+
+def test_response_information_only_when_asked() -> None:
+    # §3.1.2.11.6 / §3.2.2.3.15
+    asked = Properties([(Property.REQUEST_RESPONSE_INFORMATION, 1)])
+    _, connack = _accepted(properties=asked, response_information="devices/d/")
+    assert connack.properties.get(Property.RESPONSE_INFORMATION) == "devices/d/"
+    _, connack = _accepted(response_information="devices/d/")
+    assert connack.properties.get(Property.RESPONSE_INFORMATION) is None
+
+
+def test_a_refusal_carries_the_reason_code_and_string() -> None:
+    # §3.2.2.2 and §3.2.2.3.9: 0x87 not authorized, with the words of the auth log.
+    connection = _connect()
+    connection.refuse(5, 0x87, "unknown certificate key sha256:ab")
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert connack == Connack(
+        False, 0x87, Properties([(Property.REASON_STRING, "unknown certificate key sha256:ab")])
+    )
+    assert connection.state == CLOSED
+    quiet = _connect(Limits(reason_strings=False))
+    quiet.refuse(4)  # bad user name or password: 0x86 in 5.0
+    assert packets_in(quiet.data_to_send(), MQTT_5) == [Connack(False, 0x86)]
+
+
+def test_enhanced_authentication_is_refused_with_0x8c() -> None:
+    # §4.12: the server supports no authentication method: 0x8C bad authentication method.
+    connection = Connection(Limits())
+    connect = Connect(
+        MQTT_5, "c", True, 0, properties=Properties([(Property.AUTHENTICATION_METHOD, "SCRAM")])
+    )
+    [event] = connection.receive_data(wire(connect, level=MQTT_5), 0)
+    assert isinstance(event, ConnectionRefused)
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(connack, Connack)
+    assert connack.code == 0x8C
+    assert "SCRAM" in str(connack.properties.get(Property.REASON_STRING))
+
+
+def test_a_too_large_connect_gets_0x95() -> None:
+    # §3.2.2.2: 0x95 packet too large, in a CONNACK a 5.0 client reads.
+    connection = Connection(Limits(max_packet_size=1024))
+    connect = Connect(MQTT_5, "c" * 2000, True, 0)
+    [event] = connection.receive_data(wire(connect, level=MQTT_5), 0)
+    assert isinstance(event, ConnectionRefused)
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(connack, Connack)
+    assert connack.code == 0x95
+
+
+def test_the_server_says_why_it_disconnects_a_5_client_and_not_a_3_1_1_one() -> None:
+    # §3.14.2.1: DISCONNECT with a reason code (0x98 administrative action), only after a
+    # successful CONNACK; 3.1.1 has no server DISCONNECT.
+    connection, _ = _accepted()
+    connection.disconnect(0x98, "credential revoked")
+    assert _sent(connection) == [
+        Disconnect(0x98, Properties([(Property.REASON_STRING, "credential revoked")]))
+    ]
+    old = Connection(Limits())
+    old.receive_data(wire(Connect(MQTT_3_1_1, "c", True, 0)), 0)
+    old.accept(Session("c", persistent=False), session_present=False)
+    old.data_to_send()
+    old.disconnect(0x98, "credential revoked")
+    assert old.data_to_send() == b""
+
+
+def test_topic_aliases_from_the_client() -> None:
+    # §3.3.2.3.4: a PUBLISH with topic and alias sets it; one with an empty topic uses it.
+    connection, _ = _accepted(Limits(max_topic_aliases=2))
+    alias = Properties([(Property.TOPIC_ALIAS, 2), (Property.USER_PROPERTY, ("k", "v"))])
+    [first] = feed(connection, Publish("a/b", b"1", properties=alias))
+    [second] = feed(connection, Publish("", b"2", properties=alias))
+    assert isinstance(first, Publish)
+    assert isinstance(second, Publish)
+    assert (first.topic, second.topic) == ("a/b", "a/b")
+    # The alias is this connection's: what is routed carries only the other properties.
+    assert second.properties == Properties([(Property.USER_PROPERTY, ("k", "v"))])
+
+
+def test_a_topic_alias_above_the_maximum_is_0x94_and_an_unknown_one_0x82() -> None:
+    connection, _ = _accepted(Limits(max_topic_aliases=2))
+    [violation] = feed(connection, Publish("t", b"", properties=Properties([(0x23, 3)])))
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.code == 0x94
+    connection, _ = _accepted(Limits(max_topic_aliases=2))
+    [violation] = feed(connection, Publish("", b"", properties=Properties([(0x23, 1)])))
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.code == 0x82
+
+
+def test_a_client_publish_with_a_subscription_identifier_is_a_protocol_error() -> None:
+    # §3.3.4: only the server sends Subscription Identifiers.
+    connection, _ = _accepted()
+    [violation] = feed(connection, Publish("t", b"", properties=Properties([(0x0B, 1)])))
+    assert isinstance(violation, ProtocolViolation)
+
+
+def test_topic_aliases_to_the_client() -> None:
+    # §3.3.2.3.4: the server sets an alias with the topic once, then sends the alias alone.
+    asked = Properties([(Property.TOPIC_ALIAS_MAXIMUM, 1)])
+    connection, _ = _accepted(Limits(max_topic_aliases=5), asked)
+    for topic in ("a", "a", "b"):
+        connection.publish(Outgoing(topic, b"x", 0))
+    first, second, third = _sent(connection)
+    assert isinstance(first, Publish)
+    assert isinstance(second, Publish)
+    assert isinstance(third, Publish)
+    assert (first.topic, first.properties.get(Property.TOPIC_ALIAS)) == ("a", 1)
+    assert (second.topic, second.properties.get(Property.TOPIC_ALIAS)) == ("", 1)
+    assert (third.topic, third.properties.get(Property.TOPIC_ALIAS)) == ("b", None)
+
+
+def test_the_client_receive_maximum_bounds_messages_in_flight() -> None:
+    # §3.1.2.11.3 / §4.9: no more unacknowledged QoS 1 and 2 PUBLISHes than it allows.
+    asked = Properties([(Property.RECEIVE_MAXIMUM, 2)])
+    connection, _ = _accepted(Limits(max_inflight=20), asked)
+    messages = [Outgoing("t", bytes([n]), 1) for n in range(3)]
+    events = [event for message in messages for event in connection.publish(message)]
+    assert events == [MessageSent(messages[0]), MessageSent(messages[1])]
+    feed(connection, Puback(messages[0].packet_id))
+    assert messages[2].sent
+
+
+def test_nothing_larger_than_the_client_reads_is_sent() -> None:
+    # §3.1.2.11.4: discarded as if delivered.
+    asked = Properties([(Property.MAXIMUM_PACKET_SIZE, 64)])
+    connection, _ = _accepted(properties=asked)
+    big, small = Outgoing("t", b"x" * 100, 1), Outgoing("t", b"x", 1)
+    assert connection.publish(big) == [MessageDropped(big, "client_maximum_packet_size")]
+    assert connection.publish(small) == [MessageSent(small)]
+    assert connection.session is not None
+    assert list(connection.session.inflight) == [2]
+
+
+def test_message_expiry_drops_late_messages_and_forwards_the_time_left() -> None:
+    # §3.3.2.3.3: not delivered once expired; otherwise the interval minus the time waited.
+    connection, _ = _accepted()
+    expiry = Properties([(Property.USER_PROPERTY, ("a", "1")), (0x02, 10)])
+    fresh = Outgoing("t", b"", 0, properties=expiry, expires_at=10.0)
+    stale = Outgoing("t", b"", 0, properties=expiry, expires_at=10.0)
+    assert connection.publish(fresh, now=6.5) == []
+    assert connection.publish(stale, now=10.0) == [MessageDropped(stale, "message_expiry")]
+    [sent] = _sent(connection)
+    assert isinstance(sent, Publish)
+    assert sent.properties == Properties([(Property.USER_PROPERTY, ("a", "1")), (0x02, 4)])
+
+
+def test_a_refused_publish_is_acknowledged_with_its_reason_and_ends_a_qos_2_flow() -> None:
+    # §3.4.2.1 / §3.5.2.1: 0x87 not authorized; a PUBREC of 0x80 or more ends the flow.
+    connection, _ = _accepted()
+    feed(connection, Publish("t", b"", 2, packet_id=9))
+    connection.acknowledge(9, 2, 0x87)
+    [pubrec] = _sent(connection)
+    assert getattr(pubrec, "code", None) == 0x87
+    assert connection.session is not None
+    assert not connection.session.awaiting_pubrel
+
+
+def test_session_expiry_in_disconnect_after_zero_in_connect_is_a_protocol_error() -> None:
+    # §3.14.2.2.2
+    connection, _ = _accepted()
+    [violation] = feed(connection, Disconnect(0, Properties([(0x11, 60)])))
+    assert isinstance(violation, ProtocolViolation)
