@@ -133,6 +133,7 @@ class Forwarder:
         ``plain``, for its shared subscriptions ``groups[member]``); the future of their
         confirmations (QoS > 0)."""
         confirmations: list[asyncio.Future[None]] = []
+        now = self._loop.time()
         for member in members:
             frame = self._frames.get(member)
             if frame is None:
@@ -140,7 +141,7 @@ class Forwarder:
             elif len(frame.data) + len(message.topic) * 4 + len(message.payload) > self._max_frame:
                 self._send_frame(member, frame)  # NATS refuses messages over max_payload
                 frame = self._frames[member] = _Frame()
-            encode(message, frame.data, plain=member in plain, groups=groups.get(member, ()))
+            encode(message, frame.data, now, plain=member in plain, groups=groups.get(member, ()))
             if message.qos:
                 if frame.confirmed is None:
                     frame.confirmed = self._loop.create_future()

@@ -138,7 +138,7 @@ class ClusterRouter:
         asked) once the store committed what that wrote."""
         durable = False
         try:
-            for routed in decode(msg.data):
+            for routed in decode(msg.data, asyncio.get_running_loop().time()):
                 self.received += 1
                 durable |= self.local.deliver_forwarded(
                     routed.message, plain=routed.plain, groups=routed.groups

@@ -4,8 +4,11 @@ import pytest
 
 from broker.cluster.frames import Routed, decode, encode, from_key, to_key
 from broker.cluster.routes import RouteTable
+from broker.mqtt.properties import Properties, Property
 from broker.router import Message
 from nanoiot.errors import ClusterError
+
+NOW = 1000.0
 
 
 def test_a_frame_carries_messages_in_order_with_qos_and_retain() -> None:
@@ -16,28 +19,42 @@ def test_a_frame_carries_messages_in_order_with_qos_and_retain() -> None:
     ]
     frame = bytearray()
     for message in messages:
-        encode(message, frame)
-    assert list(decode(bytes(frame))) == [Routed(m, True, ()) for m in messages]
+        encode(message, frame, NOW)
+    assert list(decode(bytes(frame), NOW)) == [Routed(m, True, ()) for m in messages]
 
 
 def test_a_record_says_which_subscriptions_it_is_for() -> None:
     message = Message("devices/a/telemetry", b"x", 1)
     groups = [("workers", "devices/+/telemetry"), ("g2", "devices/#")]
     frame = bytearray()
-    encode(message, frame, plain=False, groups=groups)
-    encode(message, frame, plain=True)
-    assert list(decode(bytes(frame))) == [
+    encode(message, frame, NOW, plain=False, groups=groups)
+    encode(message, frame, NOW, plain=True)
+    assert list(decode(bytes(frame), NOW)) == [
         Routed(message, False, tuple(groups)),
         Routed(message, True, ()),
     ]
 
 
+def test_properties_and_the_time_to_expiry_cross() -> None:
+    """Each process has its own clock: the expiry crosses as the time left."""
+    properties = Properties(
+        [(Property.USER_PROPERTY, ("k", "v")), (Property.CONTENT_TYPE, "application/json"),
+         (Property.MESSAGE_EXPIRY_INTERVAL, 60)]
+    )  # fmt: skip
+    message = Message("t", b"p", 1, properties=properties, expires_at=NOW + 30.0)
+    frame = bytearray()
+    encode(message, frame, NOW)
+    (routed,) = decode(bytes(frame), 50.0)
+    assert routed.message.properties == properties
+    assert routed.message.expires_at == 80.0
+
+
 @pytest.mark.parametrize("cut", [1, 5, 8, 12])
 def test_a_cut_frame_is_an_error_not_a_partial_message(cut: int) -> None:
     frame = bytearray()
-    encode(Message("topic", b"payload", 1), frame)
+    encode(Message("topic", b"payload", 1), frame, NOW)
     with pytest.raises(ClusterError, match="forwarded frame"):
-        list(decode(bytes(frame[:-cut])))
+        list(decode(bytes(frame[:-cut]), NOW))
 
 
 def test_keys_hold_any_filter_in_the_characters_kv_allows() -> None:
