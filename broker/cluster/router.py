@@ -24,9 +24,12 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
+from broker.cluster.retained import BUCKET as RETAINED
+from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.mqtt.session import Subscription
 from broker.peer import SessionKey
+from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
@@ -50,13 +53,15 @@ class ClusterRouter:
         self.table = RouteTable()
         self.forwarder = Forwarder(link, max_buffer, self._gone)
         self.announcer: RouteAnnouncer | None = None
+        self.retained: RetainedReplica | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
 
-    async def start(self) -> None:
-        """Learn the others' routes and listen for frames, before any client connects."""
+    async def start(self, retained: RetainedStore) -> None:
+        """Learn the others' routes and the cluster's retained messages, and listen for
+        frames, before any client connects."""
         bucket = await self.link.key_value(BUCKET)
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
         await self.forwarder.start()
@@ -65,11 +70,17 @@ class ClusterRouter:
                 self.forwarder.subject(self.link.member), cb=self._frame
             )
         await self.announcer.start()
+        self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
+        count = await self.retained.start()
+        log.info("cluster: %d routes of %d other members, %d retained messages",
+                 len(self.table), len(self.table.members()), count)  # fmt: skip
 
     async def stop(self) -> None:
         await self.forwarder.stop()
         if self.announcer is not None:
             await self.announcer.stop()
+        if self.retained is not None:
+            await self.retained.stop()
 
     @property
     def subscription_count(self) -> int:
