@@ -5,11 +5,16 @@ from importlib.metadata import version
 from fastapi import Depends, FastAPI
 
 from admin import health, problems, reference, v1, web
+from admin.body_guard import BodyGuard
 from admin.context import AdminContext
 from admin.security import require_admin
+from admin.server import HttpServer
+from nanoiot.settings import Settings
+
+DEFAULT_MAX_BODY = 1024 * 1024  # the http_max_body_bytes setting's default
 
 
-def create_app(context: AdminContext) -> FastAPI:
+def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app = FastAPI(
         title="NanoIoT admin API",
         version=version("nanoiot"),
@@ -28,4 +33,16 @@ def create_app(context: AdminContext) -> FastAPI:
     app.include_router(reference.router, dependencies=admin_only)
     app.include_router(v1.router, dependencies=admin_only)
     web.install(app)
+    # Outermost but for the 500 handler: the token and the body's size are checked before
+    # any route reads the body.
+    app.add_middleware(BodyGuard, max_body=max_body)
     return app
+
+
+async def start_admin(context: AdminContext, settings: Settings) -> HttpServer:
+    """The admin application on the configured address, with its configured bounds."""
+    app = create_app(context, max_body=settings.http_max_body_bytes)
+    return await HttpServer.start(
+        app, settings.http_bind_address, settings.http_port,
+        trusted_proxies=settings.http_trusted_proxies,
+    )  # fmt: skip

@@ -6,6 +6,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
+from admin.live_sessions import LiveSessions
 from admin.ratelimit import FailureLimiter
 from storage.interface import CredentialStore
 
@@ -34,6 +35,7 @@ class AdminContext:
     broker: BrokerView | None = None
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     metrics: CollectorRegistry | None = None  # the broker's, when it runs in this process
+    web_sessions: LiveSessions = field(default_factory=LiveSessions)  # the web UI's sign-ins
 
     def changed(self) -> None:
         if self.broker is not None:

@@ -62,18 +62,30 @@ def require_admin(
     _credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER),  # noqa: B008
 ) -> None:
     """FastAPI dependency on every API route: the admin token, or 401 / 429."""
-    check_rate(request)
+    refused = token_refusal(request)
+    if refused is not None:
+        raise refused
+
+
+def token_refusal(request: Request) -> HTTPException | None:
+    """The 429 or 401 for a request without the valid admin token, or None. Reads the
+    headers only, so ``admin.body_guard`` can ask before any of the body is read."""
+    try:
+        check_rate(request)
+    except HTTPException as exc:
+        return exc
     context = context_of(request)
     token = presented_token(request)
-    if token is None or not token_matches(token, context.admin_token):
-        context.limiter.failed(remote_of(request))
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "Authentication failed: send the admin token as 'Authorization: Bearer <token>'."
-            if token is None
-            else "Authentication failed: the admin token is not valid.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if token is not None and token_matches(token, context.admin_token):
+        return None
+    context.limiter.failed(remote_of(request))
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "Authentication failed: send the admin token as 'Authorization: Bearer <token>'."
+        if token is None
+        else "Authentication failed: the admin token is not valid.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def refusal(request: Request) -> HTTPException | None:

@@ -4,17 +4,24 @@
 sessions at once; ``nanoiot api`` runs this server alone. We bind the socket ourselves, so
 port 0 works (tests) and the bound port is known before the first request; connections that
 arrive before uvicorn accepts wait in the listen backlog.
+
+An idle node must cost nothing: the application (FastAPI, the API's models, the web UI's
+templates, some 11 MiB) is built by the first request, not at start (``LazyApp``), and
+uvicorn's main loop, which wakes ten times a second to look for a stop and refresh its Date
+header, waits for ``stop()`` instead; each response gets its Date (RFC 9110 §6.6.1) when it
+starts.
 """
 
 import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
-from typing import Self
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from email.utils import formatdate
+from typing import Any, Self
 
 import uvicorn
-from fastapi import FastAPI
 
 from nanoiot.errors import ConfigError
 
@@ -22,14 +29,83 @@ log = logging.getLogger(__name__)
 
 _SHUTDOWN_GRACE = 5.0  # seconds for in-flight requests when stopping
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class LazyApp:
+    """An ASGI application built by ``build`` when the first request arrives.
+
+    The build (imports and route set-up, about half a second of CPU) runs in a thread, so
+    the event loop, which also runs the broker, keeps serving MQTT meanwhile; requests that
+    arrive during it wait for the one build.
+    """
+
+    def __init__(self, build: Callable[[], App]) -> None:
+        self._build = build
+        self._app: App | None = None
+        self._building = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if app is None:
+            async with self._building:
+                if self._app is None:
+                    self._app = await asyncio.to_thread(self._build)
+                app = self._app
+        await app(scope, receive, send)
+
+
+class _Dated:
+    """Adds the Date header to every HTTP response, formatted at most once a second."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._second = -1
+        self._date = (b"date", b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self._now()]
+            await send(message)
+
+        await self._app(scope, receive, dated)
+
+    def _now(self) -> tuple[bytes, bytes]:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._date = (b"date", formatdate(now, usegmt=True).encode())
+        return self._date
+
 
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn's server without its signal handlers: the process that embeds it owns SIGINT
-    and SIGTERM (uvicorn would replace ``nanoiot serve``'s handlers with its own)."""
+    """uvicorn's server without its signal handlers (the process that embeds it owns SIGINT
+    and SIGTERM; uvicorn would replace ``nanoiot serve``'s handlers with its own) and without
+    its 0.1 s tick."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        await self._exit.wait()
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
 
 
 class HttpServer:
@@ -39,7 +115,12 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, app: FastAPI, host: str, port: int) -> Self:
+    async def start(
+        cls, app: App, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+    ) -> Self:
+        """Serve ``app``. ``X-Forwarded-For`` / ``-Proto`` are honoured only on connections
+        from ``trusted_proxies`` (addresses or networks): from anyone else they would let a
+        client pick the address the sign-in rate limit counts."""
         try:
             sock = socket.create_server((host, port), reuse_port=False)
         except OSError as exc:
@@ -48,12 +129,15 @@ class HttpServer:
                 f"NANOIOT_HTTP_PORT): {exc.strerror}"
             ) from None
         config = uvicorn.Config(
-            app,
+            _Dated(app),
             log_config=None,  # keep the process's logging set-up
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
+            date_header=False,  # _Dated adds it
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
         )
         started = cls(_EmbeddedServer(config), sock)
         started._task = asyncio.create_task(started._server.serve(sockets=[sock]), name="http")
@@ -72,7 +156,7 @@ class HttpServer:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._server.should_exit = True
+        self._server.exit()
         await self._task
         self._task = None
         self._socket.close()

@@ -49,11 +49,27 @@ class Reason(StrEnum):
     CLIENT_ID_MISMATCH = "client_id_mismatch"
     WILL_NOT_ALLOWED = "will_topic_not_allowed"
     STORE_UNAVAILABLE = "store_unavailable"
+    # Refused before any password check: the address failed too often, or too many checks
+    # are under way (the broker's password gate).
+    PASSWORD_THROTTLED = "password_throttled"  # noqa: S105 - a reason label
+    PASSWORD_CHECKS_BUSY = "password_checks_busy"  # noqa: S105 - a reason label
 
+
+# The MQTT 5 CONNACK reason code each 3.1.1 return code stands for (MQTT 5.0 §3.2.2.2).
+MQTT5_REASON_CODE = {
+    ConnackCode.ACCEPTED: 0x00,
+    ConnackCode.UNACCEPTABLE_PROTOCOL: 0x84,
+    ConnackCode.IDENTIFIER_REJECTED: 0x85,
+    ConnackCode.SERVER_UNAVAILABLE: 0x88,
+    ConnackCode.BAD_USERNAME_OR_PASSWORD: 0x86,
+    ConnackCode.NOT_AUTHORIZED: 0x87,
+}
 
 _CONNACK = {
     Reason.ALLOWED: ConnackCode.ACCEPTED,
     Reason.STORE_UNAVAILABLE: ConnackCode.SERVER_UNAVAILABLE,
+    Reason.PASSWORD_THROTTLED: ConnackCode.SERVER_UNAVAILABLE,
+    Reason.PASSWORD_CHECKS_BUSY: ConnackCode.SERVER_UNAVAILABLE,
     Reason.BAD_USERNAME_OR_PASSWORD: ConnackCode.BAD_USERNAME_OR_PASSWORD,
     Reason.CLIENT_ID_MISMATCH: ConnackCode.IDENTIFIER_REJECTED,
 }
@@ -87,6 +103,12 @@ class Decision:
     def connack(self) -> ConnackCode:
         """Every refusal is 'not authorised' unless a more precise code exists."""
         return _CONNACK.get(self.reason, ConnackCode.NOT_AUTHORIZED)
+
+    @property
+    def reason_code(self) -> int:
+        """The reason code an MQTT 5 client reads in its CONNACK (0x87 not authorized, 0x86
+        bad user name or password, ...)."""
+        return MQTT5_REASON_CODE[self.connack]
 
 
 def deny(

@@ -18,6 +18,7 @@ from broker.mqtt.packets import Connect
 from broker.mqtt.wire import utf8
 from broker.peer import Peer
 from nanoiot.errors import MalformedPacket
+from nanoiot.text import printable
 from storage.models import MQTT_CLIENT_ID_MAX
 
 
@@ -59,7 +60,7 @@ def admit(
     will = connect.will
     if will is not None and not acl.can_publish(peer.canonical(will.topic)):
         return deny(
-            Reason.WILL_NOT_ALLOWED, f"will topic '{will.topic}' is not allowed",
+            Reason.WILL_NOT_ALLOWED, f"will topic '{printable(will.topic)}' is not allowed",
             holder=holder, fingerprint=decision.fingerprint,
         )  # fmt: skip
     return peer
@@ -74,7 +75,7 @@ def _client_id(sent: str, identity: Identity, strict: bool) -> str | None:
 
 def _client_id_problem(client_id: str | None, sent: str, identity: Identity) -> str | None:
     if client_id is None:
-        return f"client id '{sent}' is not the device name '{identity.device_name}'"
+        return f"client id '{printable(sent)}' is not the device name '{identity.device_name}'"
     if len(client_id) > MQTT_CLIENT_ID_MAX:
         return f"client id of {len(client_id)} characters: at most {MQTT_CLIENT_ID_MAX} are kept"
     return None

@@ -30,6 +30,7 @@ from auth.decision import (
     store_unavailable,
 )
 from auth.fingerprint import spki_sha256
+from broker.password_gate import PasswordGate
 from nanoiot.errors import (
     ConflictError,
     NanoIoTError,
@@ -37,6 +38,7 @@ from nanoiot.errors import (
     StoreError,
     ValidationError,
 )
+from nanoiot.text import printable
 from storage.interface import CredentialStore
 from storage.records import CredentialMatch, TrustedCA
 
@@ -73,8 +75,15 @@ def holder_of(match: CredentialMatch) -> Holder:
 class Authenticator:
     """Decides connections; holds the trusted CAs, reloaded when the change feed says so."""
 
-    def __init__(self, store: CredentialStore, *, check_validity: bool = True) -> None:
+    def __init__(
+        self,
+        store: CredentialStore,
+        *,
+        check_validity: bool = True,
+        passwords: PasswordGate | None = None,
+    ) -> None:
         self._store = store
+        self.passwords = passwords or PasswordGate()
         self._check_validity = check_validity
         self._anchors: tuple[TrustAnchor, ...] | None = None
         self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
@@ -88,10 +97,7 @@ class Authenticator:
             if request.certificate is not None:
                 return await self._by_certificate(request)
             if request.username and request.password is not None:
-                match = await self._store.check_basic(
-                    request.username, request.password, request.client_id
-                )
-                return decide_basic(holder_of(match) if match else None, request.username)
+                return await self._by_password(request)
             if request.username:
                 match = await self._store.find_token(request.username)
                 return decide_token(holder_of(match) if match else None)
@@ -100,6 +106,17 @@ class Authenticator:
             # Unreachable or failing, the store cannot vouch for anyone: CONNACK 3 (MQTT
             # 3.1.1 §3.2.2.3), and the client may retry; never a crash of the listener.
             return store_unavailable(str(exc))
+
+    async def _by_password(self, request: ConnectRequest) -> Decision:
+        """MQTT basic: the argon2 check runs within the password gate's bounds."""
+        username, password = request.username or "", request.password or ""
+        match = await self.passwords.check(
+            request.remote,
+            lambda: self._store.check_basic(username, password, request.client_id),
+        )
+        if isinstance(match, Decision):
+            return match
+        return decide_basic(holder_of(match) if match else None, printable(username))
 
     async def _by_certificate(self, request: ConnectRequest) -> Decision:
         certificate = request.certificate

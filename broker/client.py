@@ -38,12 +38,21 @@ from broker.mqtt.events import (
     MessageSent,
     ProtocolViolation,
 )
-from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe, Will
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connect,
+    Disconnect,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Will,
+)
 from broker.mqtt.properties import Property
 from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
 from broker.tls_connection import TlsConnection
+from nanoiot.text import printable
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -203,7 +212,7 @@ class MqttClient:
                 strict_client_id=broker.config.strict_client_id,
             )  # fmt: skip
             if isinstance(admitted, Decision):
-                broker.auth_log.refused(admitted, request)
+                broker.auth_log.refused(admitted, request, mqtt5=self.core.level == MQTT_5)
                 # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
                 self._refuse(admitted.connack, admitted.detail)
                 return
@@ -395,7 +404,7 @@ class MqttClient:
             denied = self._denied = set()
         if topic not in denied and len(denied) < 100:
             denied.add(topic)
-            log.info("%s may not %s '%s'", self.label, what, topic)
+            log.info("%s may not %s '%s'", self.label, what, printable(topic))
 
     def kick(self, reason: str, code: int = Reason.ADMINISTRATIVE_ACTION) -> None:
         """Close this connection without its will (revocation, disable, delete: 5.0 reason
@@ -491,8 +500,12 @@ class MqttClient:
         expiry = self._expiry()
         if isinstance(delay, int) and delay and expiry:
             loop, broker = self._loop, self.broker
-            session.will_timer = loop.call_later(
-                min(delay, expiry), lambda: inbound.publish_will(broker, peer, will, loop.time())
-            )
+
+            def publish() -> None:
+                session.will_timer = session.pending_will = None
+                inbound.publish_will(broker, peer, will, loop.time())
+
+            session.pending_will = publish
+            session.will_timer = loop.call_later(min(delay, expiry), publish)
             return
         inbound.publish_will(self.broker, peer, will, self._loop.time())

@@ -7,12 +7,13 @@ share: the authenticator and ACL, the session registry (take-over, kicks), the r
 its subscription trie, the retained messages, the session store, and the metrics.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from auth.acl import Acl, CompiledAcl, Identity
-from auth.decision import Decision
+from auth.decision import Decision, store_unavailable
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
 from broker.metrics import BrokerMetrics
@@ -40,6 +41,7 @@ class BrokerConfig:
     strict_client_id: bool = False
     connect_timeout: float = 10.0
     ack_timeout: float = 10.0  # seconds a PUBACK/PUBREC may wait for the store
+    auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
     limits: Limits = field(default_factory=Limits)
@@ -95,11 +97,22 @@ class Broker:
         for _ in range(3):
             started = self._changes
             with self.metrics.timing_lookup():
-                decision = await self.authenticator.authenticate(request)
+                decision = await self._authenticate(request)
             holder = decision.holder
             if holder is None or not self._changed_since(holder.device_id, started):
                 break
         return decision
+
+    async def _authenticate(self, request: ConnectRequest) -> Decision:
+        """A store that does not answer within ``auth_timeout`` cannot vouch for anyone:
+        CONNACK 3 (MQTT 3.1.1 §3.2.2.3) then, so the device retries, rather than a connect
+        that hangs for as long as the database does."""
+        limit = self.config.auth_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await self.authenticator.authenticate(request)
+        except TimeoutError:
+            return store_unavailable(f"the database is not answering (no reply in {limit:g} s)")
 
     def _changed_since(self, device_id: str, generation: int) -> bool:
         return (

@@ -16,7 +16,7 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   (§4.8.2: a retained message would reach every member, not one).
 
 MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), a refused
-filter gets the reason (0x87 not authorized, 0x8F invalid, 0x97 over max_subscriptions), an
+filter gets the reason (0x8F invalid, 0x97 over max_subscriptions, 0x80 outside the ACL), an
 UNSUBSCRIBE's answer says whether there was a subscription (0x11), and the subscription
 options (No Local, Retain As Published, Retain Handling, Subscription Identifier, §3.8.3.1)
 are kept with the subscription. Message expiry (§3.3.2.3.3) is turned into a deadline on the
@@ -151,7 +151,9 @@ def _subscribe_one(
     if problem is not None or not peer.acl.can_subscribe(canonical):
         broker.metrics.subscriptions_denied += 1
         client.log_denied("subscribe to", written)
-        return Reason.TOPIC_FILTER_INVALID if problem is not None else Reason.NOT_AUTHORIZED
+        # 5.0 §3.9.3: 0x8F for a filter that is not one; outside the ACL, 0x80 as in 3.1.1,
+        # which is what the Paho interoperability suite expects of a refused subscription.
+        return Reason.TOPIC_FILTER_INVALID if problem is not None else Reason.UNSPECIFIED_ERROR
     new = key not in session.subscriptions
     if new:
         limit = broker.config.max_subscriptions

@@ -186,10 +186,11 @@ class Journal:
 
     async def _commit(self, entries: list[Entry]) -> bool:
         writes, queued = writes_for(entries)
+        began = time.monotonic()
         try:
             rows = await self._store.write_sessions(writes)
         except StoreUnavailableError as exc:
-            self._unwritable(str(exc))
+            self._unwritable(str(exc), began)
             return False
         except StoreError as exc:  # a session deleted meanwhile: apply what still applies
             log.info("session changes failed together (%s): applying them one by one", exc)
@@ -199,13 +200,13 @@ class Journal:
         self.commits += 1
         return True
 
-    def _unwritable(self, problem: str) -> None:
+    def _unwritable(self, problem: str, since: float) -> None:
         self.failures += 1
         self.problem = problem
         if not self.degraded:
             log.error("session changes cannot be saved, acknowledgements wait: %s", problem)
             self.degraded = True
-            self.degraded_since = time.monotonic()
+            self.degraded_since = since  # the failed attempt's start: it waited meanwhile
             self._outage.set()
 
     def _writable(self) -> None:
@@ -226,7 +227,7 @@ class Journal:
             try:
                 rows = await self._store.write_sessions(writes)
             except StoreUnavailableError as exc:
-                self._unwritable(str(exc))
+                self._unwritable(str(exc), time.monotonic())
                 return False  # the rest is retried with the others
             except StoreError as exc:
                 log.warning("session change dropped: %s", exc)

@@ -152,18 +152,25 @@ class Registry:
             self.store.drop_session(session)
             session.persistent = False
 
-    def end(self, session: BrokerSession) -> None:
-        """Forget a session: its subscriptions, its messages, and its row in the store."""
+    def end(self, session: BrokerSession, *, will: bool = True) -> None:
+        """Forget a session: its subscriptions, its messages, and its row in the store; a
+        will waiting for its delay is published now (unless ``will`` is False)."""
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
+        if will:
+            session.will_now()
+        else:
+            session.cancel_timers()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
-        for message in session.clear():
+        gone = session.clear()
+        for message in gone:
             self.store.message_done(message)
+        self.router.session_ended(gone)
         if session.persistent:
             self.store.drop_session(session)
 
@@ -171,7 +178,7 @@ class Registry:
         """Forget every session of a deleted device (its rows went with it)."""
         gone = [s for key, s in self.sessions.items() if key[0] == device_id]
         for session in gone:
-            self.end(session)
+            self.end(session, will=False)
         return len(gone)
 
     def restore(self, sessions: list[BrokerSession]) -> None:

@@ -20,22 +20,23 @@ Shared subscriptions (``$share/{group}/{filter}``, MQTT 5.0 §4.8.2, for 3.1.1 c
 are kept apart (``broker.mqtt.shared``): a message gets one copy per matching group, for the
 member whose turn it is among those that can take it now, else one whose in-flight window is
 full (it waits in that session's queue), else a persistent session whose client is away (it is
-queued for it). A member whose ACL denies it the topic is passed over. A message with no shared
-subscription on the broker costs one length test for them.
+queued for it). A member whose ACL denies it the topic is passed over. When a member's session
+ends with such copies not yet acknowledged, they go to another member (§4.8.2). A message with
+no shared subscription on the broker costs one emptiness test for them.
 """
 
 import asyncio
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from auth.acl import to_device_form
 from auth.topics import split_shared
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
-from broker.mqtt.session import Outgoing, Subscription
-from broker.mqtt.shared import SharedGroup, SharedSubscriptions
+from broker.mqtt.session import RELEASED, Outgoing, Subscription
+from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
@@ -54,6 +55,9 @@ class Message:
     origin: object | None = None  # the publisher's session, for No Local (5.0 §3.8.3.1)
 
 
+OutgoingT = TypeVar("OutgoingT", bound=Outgoing)
+
+
 class Router(Protocol):
     def publish(self, message: Message) -> "bool | asyncio.Future[None]":
         """Route a message one of this broker's clients published; True if it made writes
@@ -68,8 +72,23 @@ class Router(Protocol):
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None: ...
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None: ...
 
+    def session_ended(self, gone: list[Outgoing]) -> None:
+        """The messages an ended session had not delivered: those routed through a shared
+        subscription go to another member (5.0 §4.8.2)."""
+        ...
+
     @property
     def subscription_count(self) -> int: ...
+
+
+class SharedOutgoing(Outgoing):
+    """A member's copy of a message routed through a shared subscription: what it takes to
+    give the message to another member if this one's session ends first (5.0 §4.8.2)."""
+
+    __slots__ = ("group", "message")
+
+    group: SharedGroup[BrokerSession]
+    message: Message
 
 
 # A shared subscription member's rank (``SharedGroup.pick``): lower is chosen first.
@@ -135,7 +154,7 @@ class LocalRouter:
             qos = published_qos if published_qos < sub.qos else sub.qos
             if sub.no_local and session is message.origin:
                 continue
-            out = _outgoing(message, session, sub, qos)
+            out = _outgoing(message, session, sub, qos, Outgoing)
             client = session.client
             if qos and session.persistent:
                 if client is None:
@@ -152,34 +171,45 @@ class LocalRouter:
     ) -> bool:
         """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2), or per
         one of ``only`` (share name, filter)."""
-        topic, published_qos = message.topic, message.qos
-
-        def rank(session: BrokerSession, sub: Subscription) -> int | None:
-            denied = session.receive_denied
-            if denied is not None and denied.fullmatch(topic) is not None:
-                return None
-            client = session.client
-            if client is None:
-                return AWAY
-            qos = published_qos if published_qos < sub.qos else sub.qos
-            return READY if client.can_send_now(qos) else BUSY
-
+        rank = _member_rank(message)
         durable = False
         if only is None:
-            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(topic)
+            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(message.topic)
         else:
             found = (self.shared.group(name, topic_filter) for name, topic_filter in only)
             groups = [group for group in found if group is not None]
         for group in groups:
             chosen = group.pick(rank)
             if chosen is not None:
-                durable |= self._send(*chosen, message)
+                durable |= self._send(group, *chosen, message)
         return durable
 
-    def _send(self, session: BrokerSession, sub: Subscription, message: Message) -> bool:
-        """Give one subscriber its copy; True if the store was written."""
+    def session_ended(self, gone: list[Outgoing]) -> None:
+        """§4.8.2: a message sent to a member whose session ended before it was acknowledged
+        SHOULD go to another member of the shared subscription. The ended session has left
+        its groups by now, so the pick is among the others; a QoS 2 message whose PUBREC came
+        is the client's already (§4.3.3)."""
+        for out in gone:
+            if not isinstance(out, SharedOutgoing) or out.state == RELEASED:
+                continue
+            group = out.group
+            if self.shared.group(group.name, group.topic_filter) is not group:
+                continue  # nobody is left in it
+            chosen = group.pick(_member_rank(out.message))
+            if chosen is not None:
+                self._send(group, *chosen, out.message)
+
+    def _send(
+        self,
+        group: SharedGroup[BrokerSession],
+        session: BrokerSession,
+        sub: Subscription,
+        message: Message,
+    ) -> bool:
+        """Give the member of ``group`` chosen its copy; True if the store was written."""
         qos = min(message.qos, sub.qos)
-        out = _outgoing(message, session, sub, qos)
+        out = _outgoing(message, session, sub, qos, SharedOutgoing)
+        out.group, out.message = group, message
         client = session.client
         if client is None:
             return self.queue(session, out) if qos and session.persistent else False
@@ -206,19 +236,41 @@ class LocalRouter:
         return kept or bool(dropped)
 
 
-def _outgoing(message: Message, session: BrokerSession, sub: Subscription, qos: int) -> Outgoing:
+def _member_rank(message: Message) -> Rank[BrokerSession]:
+    """How well a shared subscription's member can take ``message`` now: one whose client
+    can send it at once, before one whose in-flight window is full (it would wait in its
+    queue), before one whose client is away; never one its ACL denies the topic."""
+    topic, published_qos = message.topic, message.qos
+
+    def rank(session: BrokerSession, sub: Subscription) -> int | None:
+        denied = session.receive_denied
+        if denied is not None and denied.fullmatch(topic) is not None:
+            return None
+        client = session.client
+        if client is None:
+            return AWAY
+        qos = published_qos if published_qos < sub.qos else sub.qos
+        return READY if client.can_send_now(qos) else BUSY
+
+    return rank
+
+
+def _outgoing(
+    message: Message, session: BrokerSession, sub: Subscription, qos: int, kind: type[OutgoingT]
+) -> OutgoingT:
     """One subscriber's copy: its topic in the form it subscribed with, the publisher's MQTT 5
     properties with the subscription's identifier added (5.0 §3.3.4), the retain flag kept
     only for Retain As Published (§3.8.3.1)."""
     topic = message.topic
-    out = Outgoing(
+    out = kind(
         to_device_form(topic, session.device_name) if sub.me_form else topic, message.payload, qos
     )
     properties = message.properties
-    if properties or sub.identifier is not None or message.expires_at is not None:
-        if sub.identifier is not None:
-            identifier = (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier)
-            properties = Properties((*properties, identifier))
+    ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
+    if properties or ids or message.expires_at is not None:
+        if ids:
+            more = ((Property.SUBSCRIPTION_IDENTIFIER, each) for each in ids)
+            properties = Properties((*properties, *more))
         out.properties = properties
         out.expires_at = message.expires_at
     if sub.retain_as_published:

@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Self
 
 from OpenSSL import SSL
@@ -21,17 +22,19 @@ from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
+from broker.password_gate import PasswordGate, PasswordPolicy
 from broker.proxy_protocol import TrustedProxies
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
 from broker.sys_topics import SysTopics
-from broker.telemetry import AuthLog
+from broker.telemetry import AuthLog, AuthLogPolicy
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
 from broker.tls_reload import ServerCertificateReloader
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
+from nanoiot.store import open_store
 from storage.sql import SqlCredentialStore
 
 if TYPE_CHECKING:
@@ -50,6 +53,30 @@ def acl_from_settings(settings: Settings) -> Acl:
         for index, rule in enumerate(settings.acl_rules)
     ]
     return Acl(rules)
+
+
+def password_gate(settings: Settings) -> PasswordGate:
+    """The bounds on MQTT basic password checks, from the ``password_*`` settings."""
+    return PasswordGate(
+        PasswordPolicy(
+            workers=settings.password_check_workers,
+            queue=settings.password_check_queue,
+            per_address=settings.password_checks_per_address,
+            free_failures=settings.password_failures_before_throttle,
+            max_block=settings.password_throttle_max_seconds,
+            tracked=settings.password_throttle_addresses,
+        )
+    )
+
+
+def auth_log_policy(settings: Settings) -> AuthLogPolicy:
+    """How refusals are aggregated and auth events kept, from the ``auth_*`` settings."""
+    return AuthLogPolicy(
+        repeats=settings.auth_log_repeats,
+        interval=settings.auth_log_interval_seconds,
+        max_age=timedelta(days=settings.auth_events_max_age_days),
+        max_rows=settings.auth_events_max_rows,
+    )
 
 
 def broker_config(settings: Settings) -> BrokerConfig:
@@ -75,6 +102,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         strict_client_id=settings.strict_client_id,
         connect_timeout=settings.tls_handshake_timeout,
         ack_timeout=settings.ack_timeout,
+        auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
         limits=limits,
@@ -139,14 +167,14 @@ class RunningBroker:
     ) -> Self:
         # A step that fails closes what the steps before it opened, in reverse order.
         async with contextlib.AsyncExitStack() as opened:
-            store = await SqlCredentialStore.open(
-                settings.effective_database_url, data_dir=settings.data_dir
-            )
+            store = await open_store(settings)
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
-                store, check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert
+                store,
+                check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
+                passwords=password_gate(settings),
             )
-            auth_log = AuthLog(store)
+            auth_log = AuthLog(store, policy=auth_log_policy(settings))
             sessions = SqlSessionStore(store)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             routers: list[ClusterRouter] = []
@@ -180,6 +208,7 @@ class RunningBroker:
                 sock=sock,
                 handshake_failed=tls_failures.report,
                 proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
+                shut_out=authenticator.passwords.shut_out,
             )
             opened.push_async_callback(listener.__aexit__)
             tls_reload = ServerCertificateReloader(

@@ -8,6 +8,7 @@ messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker.mqtt.session import Session
@@ -18,7 +19,14 @@ if TYPE_CHECKING:
 
 
 class BrokerSession(Session):
-    __slots__ = ("client", "device_name", "expiry_timer", "receive_denied", "will_timer")
+    __slots__ = (
+        "client",
+        "device_name",
+        "expiry_timer",
+        "pending_will",
+        "receive_denied",
+        "will_timer",
+    )
 
     key: SessionKey
 
@@ -33,12 +41,23 @@ class BrokerSession(Session):
         # waiting for its delay (§3.1.3.2.2); a client taking the session cancels both.
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.will_timer: asyncio.TimerHandle | None = None
+        self.pending_will: Callable[[], None] | None = None  # publishes it
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):
             if timer is not None:
                 timer.cancel()
-        self.expiry_timer = self.will_timer = None
+        self.expiry_timer = self.will_timer = self.pending_will = None
+
+    def will_now(self) -> None:
+        """The session ends: a will still waiting for its delay goes now (5.0 §3.1.3.2.2:
+        at the end of the delay or of the session, whichever comes first)."""
+        publish = self.pending_will
+        if self.will_timer is not None:
+            self.will_timer.cancel()
+        self.will_timer = self.pending_will = None
+        if publish is not None:
+            publish()
 
     @property
     def device_id(self) -> str:

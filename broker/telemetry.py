@@ -1,8 +1,13 @@
 """What the broker reports about authentication: a log line, a count, an auth event.
 
-Every refusal logs one line with its reason and is counted by reason; every decision is
-recorded in the store's auth-event log by a background writer, so a slow or unreachable
-database never delays a CONNACK (events are dropped and counted when the queue is full).
+Every refusal is counted by reason. The first few refusals per client address and reason in
+each interval log one line and record one auth event each; the rest are counted and reported
+as one line and one event when the interval ends (``broker.repeats``), so a flood of refused
+CONNECTs cannot fill the disk. Client-chosen text (client id, user name, topic) is cut and
+escaped (``nanoiot.text``): it can neither flood a line nor forge one. Events are written by a
+background writer, so a slow or unreachable database never delays a CONNACK (events are
+dropped and counted when the queue is full), and the writer keeps ``auth_events`` within its
+retention (age and row count) as it goes.
 """
 
 import asyncio
@@ -10,11 +15,14 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from auth.decision import Decision
 from broker.authn import ConnectRequest
+from broker.repeats import RepeatCounter, Summary
 from nanoiot.errors import StoreError
+from nanoiot.text import printable
 from storage.interface import CredentialStore
 from storage.records import AuthOutcome, NewAuthEvent
 
@@ -29,38 +37,97 @@ log = logging.getLogger("nanoiot.auth")
 # stream of connects shares them four times as widely as at 0.05 s.
 _BATCH = 500
 _LINGER_S = 0.2
+_DETAIL = 512  # characters of a decision's detail kept (it quotes client-chosen text)
+_PRUNE_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class AuthLogPolicy:
+    repeats: int = 5  # refusals per address and reason reported one by one per interval
+    interval: float = 60.0
+    max_age: timedelta = timedelta(days=90)  # auth events kept at most this long
+    max_rows: int = 1_000_000  # and at most this many
 
 
 class AuthLog:
-    def __init__(self, store: CredentialStore, *, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: CredentialStore,
+        *,
+        queue_size: int = 10_000,
+        policy: AuthLogPolicy | None = None,
+    ) -> None:
         self._store = store
+        self.policy = policy or AuthLogPolicy()
         self._queue: asyncio.Queue[NewAuthEvent] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
+        self._repeats = RepeatCounter(repeats=self.policy.repeats, interval=self.policy.interval)
+        self._summary_timer: asyncio.TimerHandle | None = None
+        self._pruned_at = float("-inf")
         self.counts: Counter[str] = Counter()
         self.dropped = 0
 
     def allowed(self, decision: Decision, request: ConnectRequest, client_id: str) -> None:
         self.counts[decision.reason.value] += 1
-        log.info("connected %s from %s, client id '%s'", decision.detail, request.remote, client_id)
+        log.info("connected %s from %s, client id '%s'", printable(decision.detail, _DETAIL),
+                 request.remote, printable(client_id))  # fmt: skip
         self._enqueue(AuthOutcome.ALLOWED, decision, request)
 
-    def refused(self, decision: Decision, request: ConnectRequest) -> None:
-        self.counts[decision.reason.value] += 1
-        log.warning(
-            "refused %s (client id '%s'): %s [%s, CONNACK %d]",
-            request.remote, request.client_id, decision.detail, decision.reason.value,
-            decision.connack,
+    def refused(self, decision: Decision, request: ConnectRequest, *, mqtt5: bool = False) -> None:
+        """``mqtt5``: the client speaks MQTT 5, so it read the reason code (and string) of
+        its refusal; the event says which code."""
+        reason = decision.reason.value
+        self.counts[reason] += 1
+        loop = asyncio.get_running_loop()
+        if not self._repeats.report(request.remote, reason, loop.time()):
+            if self._summary_timer is None:
+                self._summary_timer = loop.call_later(self.policy.interval, self._summarise)
+            return
+        code = f"MQTT 5 reason code {decision.reason_code:#04x}" if mqtt5 else (
+            f"CONNACK {decision.connack:d}"
         )  # fmt: skip
-        self._enqueue(AuthOutcome.DENIED, decision, request)
+        log.warning(
+            "refused %s (client id '%s'): %s [%s, %s]",
+            request.remote, printable(request.client_id), printable(decision.detail, _DETAIL),
+            reason, code,
+        )  # fmt: skip
+        self._enqueue(AuthOutcome.DENIED, decision, request, f" [{code}]" if mqtt5 else "")
 
-    def _enqueue(self, outcome: AuthOutcome, decision: Decision, request: ConnectRequest) -> None:
+    def _summarise(self) -> None:
+        """Report the refusals counted in the intervals that ended; again later if more wait."""
+        loop = asyncio.get_running_loop()
+        self._summary_timer = None
+        for summary in self._repeats.due(loop.time()):
+            self._report(summary)
+        if self._repeats.pending():
+            self._summary_timer = loop.call_later(self.policy.interval / 2, self._summarise)
+
+    def _report(self, summary: Summary) -> None:
+        text = (
+            f"{summary.count} more refusals from {summary.address} in {summary.seconds:g} s, "
+            "not reported one by one"
+        )
+        log.warning("%s [%s]", text, summary.reason)
+        event = NewAuthEvent(
+            at=datetime.now(UTC), outcome=AuthOutcome.DENIED,
+            reason=f"{summary.reason}: {text}", device_id=None, fingerprint=None,
+            remote_address=summary.address,
+        )  # fmt: skip
+        self._put(event)
+
+    def _enqueue(
+        self, outcome: AuthOutcome, decision: Decision, request: ConnectRequest, note: str = ""
+    ) -> None:
         holder = decision.holder
         event = NewAuthEvent(
             at=datetime.now(UTC), outcome=outcome,
-            reason=f"{decision.reason.value}: {decision.detail}",
+            reason=f"{decision.reason.value}: {printable(decision.detail, _DETAIL)}{note}",
             device_id=uuid.UUID(holder.device_id) if holder else None,
             fingerprint=decision.fingerprint, remote_address=request.remote,
         )  # fmt: skip
+        self._put(event)
+
+    def _put(self, event: NewAuthEvent) -> None:
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -75,7 +142,12 @@ class AuthLog:
         self._writer = asyncio.create_task(self._write_events(), name="nanoiot-auth-events")
 
     async def stop(self) -> None:
-        """Write what is queued (briefly), then stop."""
+        """Report what waits for a summary, write what is queued (briefly), then stop."""
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        for summary in self._repeats.due(float("inf")):
+            self._report(summary)
         if self._writer is None:
             return
         with contextlib.suppress(TimeoutError):
@@ -100,6 +172,25 @@ class AuthLog:
             except StoreError as exc:
                 self.dropped += len(batch)
                 log.debug("%d auth events not recorded: %s", len(batch), exc)
+            else:
+                await self._prune()
             finally:
                 for _ in batch:
                     queue.task_done()
+
+    async def _prune(self) -> None:
+        """Keep ``auth_events`` within its retention: checked at most once a minute, after a
+        write (no writes, no new rows to make room for)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at < _PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            deleted = await self._store.prune_auth_events(
+                older_than=datetime.now(UTC) - self.policy.max_age, keep=self.policy.max_rows
+            )
+        except StoreError as exc:
+            log.debug("auth events not pruned: %s", exc)
+            return
+        if deleted:
+            log.info("auth events: %d past their retention deleted", deleted)

@@ -73,6 +73,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
         self._watch: HandshakeWatch | None = None  # until the handshake is over
+        self._screened = False  # the client's address was checked against shut_out
 
     # --- asyncio.Protocol ---
 
@@ -96,6 +97,12 @@ class _TlsProtocol(asyncio.Protocol):
                 self._shut(abort=False)
                 return
             if data:
+                if not self._screened:
+                    self._screened = True
+                    if self._server.shut_out(self._watch.remote[0]):
+                        self._watch.done()
+                        self._shut(abort=True)  # no TLS work for an address shut out
+                        return
                 self._tls.bio_write(data)
                 self._handshake()
 
@@ -331,6 +338,8 @@ class TlsServer:
         self.protocols: set[_TlsProtocol] = set()
         self.handshake_failed: HandshakeFailed = TlsFailureLog().report
         self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
+        # True for a client address refused before its handshake (the password throttle).
+        self.shut_out: Callable[[str], bool] = lambda _address: False
         self._on_connection = on_connection
         self._on_open = on_open
         self._handlers: set[asyncio.Task[None]] = set()
@@ -407,6 +416,7 @@ async def start_tls_server(
     sock: socket.socket | None = None,
     handshake_failed: HandshakeFailed | None = None,
     proxy_trusted: TrustedProxies | None = None,
+    shut_out: Callable[[str], bool] | None = None,
 ) -> TlsServer:
     """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``); for
     every completed handshake call ``on_open`` (which returns the connection's receiver) or
@@ -415,13 +425,16 @@ async def start_tls_server(
     ``on_connection`` runs as one task per connection; the connection is closed when it
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
     is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
-    protocol v2 header (``broker.proxy_protocol``).
+    protocol v2 header (``broker.proxy_protocol``). A client address for which ``shut_out``
+    is true is disconnected before any handshake (it costs the broker no TLS work).
     """
     server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:
         server.handshake_failed = handshake_failed
     if proxy_trusted is not None:
         server.proxy_trusted = proxy_trusted
+    if shut_out is not None:
+        server.shut_out = shut_out
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: _TlsProtocol(server), backlog=1024, **where

@@ -12,14 +12,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
-from admin.app import create_app
 from admin.context import AdminContext
-from admin.server import HttpServer
+from admin.server import HttpServer, LazyApp
 from admin.token import admin_token
 from broker.server import RunningBroker
 from nanoiot.settings import Settings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from broker.cluster.link import ClusterLink
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ class Node:
                 metrics=running.broker.metrics.registry,
             )
             http = await HttpServer.start(
-                create_app(context), settings.http_bind_address, settings.http_port
-            )
+                _admin_app(context, settings.http_max_body_bytes),
+                settings.http_bind_address, settings.http_port,
+                trusted_proxies=settings.http_trusted_proxies,
+            )  # fmt: skip
         except BaseException:
             await running.stop()
             if cluster is not None:
@@ -112,6 +115,18 @@ class Node:
             finally:
                 if self.cluster is not None:
                     await self.cluster.close()
+
+
+def _admin_app(context: AdminContext, max_body: int) -> LazyApp:
+    """The admin application, built by its first request: a broker nobody administers or
+    scrapes does not hold FastAPI and the API's models (about 11 MiB)."""
+
+    def build() -> "FastAPI":
+        from admin.app import create_app
+
+        return create_app(context, max_body=max_body)
+
+    return LazyApp(build)
 
 
 async def join_cluster(settings: Settings, worker: int | None = None) -> "ClusterLink":

@@ -111,6 +111,27 @@ class Settings(BaseModel):
     # Seconds a PUBACK/PUBREC may wait for the store to save the message; past it the
     # publisher's connection is closed (it sends the message again on a new one).
     ack_timeout: float = Field(10.0, gt=0, le=3600)
+    # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
+    # Checks that run at once, checks that may wait for one, and checks one source address
+    # may have running or waiting; past a bound the CONNECT is refused at once (CONNACK 3).
+    password_check_workers: int = Field(2, ge=1, le=64)
+    password_check_queue: int = Field(16, ge=0, le=10_000)
+    password_checks_per_address: int = Field(1, ge=1, le=1000)
+    # Failed checks an address gets before its password checks are refused for a while
+    # (1 s, doubling with each further failure up to password_throttle_max_seconds).
+    password_failures_before_throttle: int = Field(5, ge=1, le=1000)
+    password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
+    password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
+
+    # --- What authentication leaves behind: log lines and auth events ---
+    # Refusals per client address and reason logged and recorded one by one in each interval;
+    # the rest are counted and reported as one line and one event when the interval ends.
+    auth_log_repeats: int = Field(5, ge=1, le=100_000)
+    auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    # auth_events keeps events at most this many days, and at most this many rows.
+    auth_events_max_age_days: float = Field(90.0, gt=0, le=36_500)
+    auth_events_max_rows: int = Field(1_000_000, ge=100, le=1_000_000_000)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
 
@@ -118,9 +139,23 @@ class Settings(BaseModel):
     # Without a settings file or NANOIOT_DATA_DIR: a per-user folder (nanoiot.locations).
     data_dir: Path = Field(default_factory=lambda: user_data_dir(os.environ))
     database_url: str | None = None
+    # Seconds to wait for the database: to open a connection (PostgreSQL), and for one
+    # statement (PostgreSQL: cancelled after it; SQLite: the busy timeout, the wait for
+    # another process's write lock). Past either the call fails: "not answering".
+    database_connect_timeout: float = Field(2.0, gt=0, le=300)
+    database_statement_timeout: float = Field(5.0, gt=0, le=3600)
+    # Seconds a CONNECT waits for the store to check its credentials; then CONNACK 3
+    # (server unavailable) and the client retries.
+    auth_timeout: float = Field(2.0, gt=0, le=300)
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Largest request body the admin HTTP server reads, in bytes (a CRL upload may be 16 MiB;
+    # the bulk import is streamed and has no bound on its whole body).
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto
+    # the admin HTTP server believes. Empty: none, every client is its TCP peer's address.
+    http_trusted_proxies: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- Load balancers (environment: NANOIOT_<NAME>) ---
@@ -152,7 +187,7 @@ class Settings(BaseModel):
     # dropped (QoS 0) or its publishers disconnected unacknowledged (QoS 1/2: they resend).
     max_forward_buffer: int = Field(8 * 1024 * 1024, ge=64 * 1024)
 
-    @field_validator("proxy_protocol_trusted")
+    @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod
     def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
         for entry in entries:

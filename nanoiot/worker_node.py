@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from admin.app import create_app
+from admin.app import start_admin
 from admin.context import AdminContext
 from admin.server import HttpServer
 from admin.token import admin_token
@@ -22,8 +22,8 @@ from broker.devcerts import needs_development_credentials, with_development_cred
 from broker.tls import build_server_context
 from nanoiot.node import announce_change, join_cluster
 from nanoiot.settings import Settings
+from nanoiot.store import open_store
 from nanoiot.supervisor import Supervisor, reserve_port
-from storage.sql import SqlCredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
     settings = settings.model_copy(update={"mqtt_ssl_bind_port": port.getsockname()[1]})
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(port.close)
-        store = await SqlCredentialStore.open(
-            settings.effective_database_url, data_dir=settings.data_dir
-        )
+        store = await open_store(settings)
         stack.push_async_callback(store.close)
         cluster = await join_cluster(settings)
         stack.push_async_callback(cluster.close)
@@ -88,9 +86,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
         context = AdminContext(
             store=store, admin_token=token, broker=WorkersView(supervisor, cluster)
         )
-        http = await HttpServer.start(
-            create_app(context), settings.http_bind_address, settings.http_port
-        )
+        http = await start_admin(context, settings)
         stack.push_async_callback(http.stop)
         stack.push_async_callback(supervisor.stop)
         await supervisor.start_all()

@@ -3,8 +3,9 @@
 import re
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.certificate import ParsedCredential
@@ -118,6 +119,39 @@ class TrustAndAudit(StoreBase):
         ]
         async with self._write() as session:
             await session.execute(insert(AuthEventRow), rows)  # one executemany
+
+    async def prune_auth_events(
+        self, *, older_than: datetime, keep: int, batch: int = 10_000
+    ) -> int:
+        """Delete the auth events older than ``older_than``, and the oldest beyond the newest
+        ``keep``; how many were deleted. At most ``batch`` rows per transaction, so a large
+        backlog never holds the write lock for long.
+
+        Ids grow with time, so both bounds are found from the oldest rows by primary key:
+        a ``batch`` of the oldest is read, and deleted where old or beyond ``keep``; a batch
+        with anything left standing means the rest is newer. No scan of the table.
+        """
+        deleted = 0
+        while True:
+            async with self._write() as session:
+                newest = await session.scalar(select(func.max(AuthEventRow.id)))
+                if newest is None:
+                    return deleted
+                oldest = (
+                    await session.execute(
+                        select(AuthEventRow.id, AuthEventRow.at)
+                        .order_by(AuthEventRow.id)
+                        .limit(batch)
+                    )
+                ).all()
+                doomed = [
+                    row.id for row in oldest if row.at < older_than or row.id <= newest - keep
+                ]
+                if doomed:
+                    await session.execute(delete(AuthEventRow).where(AuthEventRow.id.in_(doomed)))
+            deleted += len(doomed)
+            if len(doomed) < batch:
+                return deleted
 
     async def list_auth_events(
         self,

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nanoiot.errors import NotFoundError
-from storage.engine import mapped_errors, read_engine, write_engine
+from storage.engine import Timeouts, mapped_errors, read_engine, write_engine
 from storage.lookups import Lookups
 from storage.models import ChangeRow, CredentialRow, DeviceRow, utcnow
 from storage.records import ChangeKind
@@ -25,12 +25,12 @@ _CHANGE_FEED_LOCK = 0x4E616E6F
 class StoreBase:
     """The engine and sessions; see ``storage.sql.SqlCredentialStore`` for the whole store."""
 
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, timeouts: Timeouts | None = None) -> None:
         self._engine = engine
         self._url = url
         self._is_postgres = engine.dialect.name == "postgresql"
         self._reads = async_sessionmaker(read_engine(engine), expire_on_commit=False)
-        self._lookups = Lookups(read_engine(engine))
+        self._lookups = Lookups(read_engine(engine), timeouts)
         self._transactions = async_sessionmaker(engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine(engine), expire_on_commit=False)
 

@@ -4,11 +4,20 @@ SQLite (``sqlite+aiosqlite:///path``) is set up so that a CLI process and a runn
 share the file: WAL journal (readers never block the writer), a busy timeout (a writer waits
 for the other instead of failing at once) and foreign keys on (off by default in SQLite, and
 the credentials' ON DELETE CASCADE needs them). PostgreSQL is ``postgresql+asyncpg://``.
+
+``Timeouts`` bound how long the store waits for the database, so that a hung server (stopped,
+paused, behind a dead network path) fails a call instead of holding it: opening a connection
+(PostgreSQL) and one statement (PostgreSQL: asyncpg's client-side command timeout, which
+cancels the query; SQLite: the busy timeout, how long a statement waits for another
+process's lock). Either becomes ``StoreUnavailableError`` saying the database is not
+answering.
 """
 
+import functools
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
@@ -26,11 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from nanoiot.errors import ConflictError, StoreError, StoreUnavailableError
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
-CONNECT_TIMEOUT_S = 5  # asyncpg waits 60 s by default; a CLI should fail faster than that
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
     # 64 MiB of page cache (the default is 2 MiB): the lookup indexes of 10^5..10^6 devices
     # stay in memory. It is allocated as pages are read, not up front.
@@ -51,15 +57,36 @@ def masked(url: str | URL) -> str:
         return "<unparsable database URL>"
 
 
-def create_engine(url: str) -> AsyncEngine:
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds the store waits for the database (the settings database_connect_timeout and
+    database_statement_timeout); ``statement`` None: no bound on PostgreSQL (migrations),
+    5 s of busy timeout on SQLite."""
+
+    connect: float = 5.0  # asyncpg's own default is 60 s; a CLI should fail faster
+    statement: float | None = None
+
+    @property
+    def sqlite_busy_ms(self) -> int:
+        return int((self.statement if self.statement is not None else 5.0) * 1000)
+
+    def asyncpg_options(self) -> dict[str, float]:
+        options = {"timeout": self.connect}
+        if self.statement is not None:
+            options["command_timeout"] = self.statement
+        return options
+
+
+def create_engine(url: str, timeouts: Timeouts | None = None) -> AsyncEngine:
     """An async engine for ``url`` with our per-connection settings applied."""
+    timeouts = timeouts or Timeouts()
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"not a database URL: {masked(url)}") from None
     if parsed.get_backend_name() != "sqlite":
         is_asyncpg = parsed.get_driver_name() == "asyncpg"
-        connect_args = {"timeout": CONNECT_TIMEOUT_S} if is_asyncpg else {}
+        connect_args = timeouts.asyncpg_options() if is_asyncpg else {}
         # pool_pre_ping: after a server restart the first write gets a fresh connection
         # instead of an error (the connect-path lookups use their own pool, storage.lookups).
         # skip_autocommit_rollback: no ROLLBACK round when a read connection is returned.
@@ -74,7 +101,8 @@ def create_engine(url: str) -> AsyncEngine:
     # Connection ends its own transaction when closed. The rollback is one more thread
     # hand-off into aiosqlite on every use, a third of a single-row read's CPU time.
     engine = create_async_engine(parsed, pool_reset_on_return=None)
-    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    on_connect = functools.partial(_sqlite_on_connect, busy_ms=timeouts.sqlite_busy_ms)
+    event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
     return engine
 
@@ -97,12 +125,13 @@ def write_engine(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _record: object, *, busy_ms: int) -> None:
     # The driver's own implicit BEGIN would come too late for IMMEDIATE; _sqlite_on_begin
     # emits BEGIN instead (the recipe of SQLAlchemy's SQLite dialect documentation).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         for pragma in _SQLITE_PRAGMAS:
             cursor.execute(pragma)
     finally:
@@ -127,13 +156,13 @@ def mapped_errors(url: str, conflict: str = "already registered") -> Iterator[No
         yield
     except IntegrityError:
         raise ConflictError(conflict) from None
-    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+    except (OperationalError, InterfaceError, DisconnectionError, TimeoutError) as exc:
         raise StoreUnavailableError(_unavailable(url, exc)) from exc
     except SQLAlchemyError as exc:
         if _is_connection_problem(exc):
             raise StoreUnavailableError(_unavailable(url, exc)) from exc
         raise StoreError(f"database error: {_one_line(url, exc)}") from exc
-    except (OSError, TimeoutError, sqlite3.OperationalError) as exc:
+    except (OSError, sqlite3.OperationalError) as exc:
         raise StoreUnavailableError(_unavailable(url, exc)) from exc
     except sqlite3.Error as exc:  # raised directly by the lookups' aiosqlite fast path
         raise StoreError(f"database error: {_one_line(url, exc)}") from exc
@@ -146,6 +175,10 @@ def mapped_errors(url: str, conflict: str = "already registered") -> Iterator[No
 
 
 def _unavailable(url: str, exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    if any(isinstance(e, TimeoutError) for e in (exc, orig, getattr(orig, "__cause__", None))):
+        # A connect or statement timeout: the server is there but does not answer.
+        return f"the database {masked(url)} is not answering (no reply within its timeout)"
     return f"cannot use the database {masked(url)}: {_one_line(url, exc)}"
 
 

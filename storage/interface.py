@@ -6,6 +6,7 @@ mapped at this boundary (connection failures become ``StoreUnavailableError``).
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
@@ -156,6 +157,12 @@ class CredentialStore(Protocol):
         limit: int = 100,
     ) -> Sequence[AuthEvent]:
         """Newest first."""
+
+    async def prune_auth_events(
+        self, *, older_than: datetime, keep: int, batch: int = 10_000
+    ) -> int:
+        """Delete the events older than ``older_than`` and the oldest beyond the newest
+        ``keep``, at most ``batch`` per transaction; how many were deleted."""
 
     # --- change feed ---
     async def last_change_seq(self) -> int: ...

@@ -2,26 +2,38 @@
 
 Alembic is configured in code, with the migration scripts found in the installed package
 (``storage/migrations``), so it works from any working directory and needs no alembic.ini.
+
+Alembic itself (with Mako, some 8 MiB of a broker's memory) is imported only to migrate: a
+store already at the newest schema, every start but the first, is checked without it (the
+head from the scripts' ``revision``/``down_revision`` lines, the database's revision from
+Alembic's ``alembic_version`` table).
 """
 
+import ast
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nanoiot.errors import StoreError
 from storage.engine import create_engine, mapped_errors, write_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 NOT_UP_TO_DATE = "database schema is not up to date: run `nanoiot db upgrade`"
+_VERSIONS = Path(__file__).with_name("migrations") / "versions"
+_VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 
-def alembic_config(url: str = "") -> Config:
+def alembic_config(url: str = "") -> "Config":
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "storage:migrations")
     config.set_main_option("path_separator", "os")
@@ -30,10 +42,28 @@ def alembic_config(url: str = "") -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "storage/migrations/versions has no revision"
-    return head
+    """The one revision no script revises (tests check it is Alembic's head too)."""
+    revises: dict[str, str | None] = {}
+    for script in _VERSIONS.glob("*.py"):
+        values = _assignments(script)
+        if "revision" in values:
+            revises[str(values["revision"])] = values.get("down_revision")
+    heads = set(revises) - set(revises.values())
+    assert len(heads) == 1, f"storage/migrations/versions has heads {sorted(heads)}, not one"
+    return heads.pop()
+
+
+def _assignments(script: Path) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+            constant = value.value
+            values[target.id] = constant if isinstance(constant, str) else None
+    return values
 
 
 async def upgrade(url: str) -> str:
@@ -79,17 +109,28 @@ async def require_head(engine: AsyncEngine, url: str) -> None:
         raise StoreError(f"{NOT_UP_TO_DATE} (it is at {current or 'no revision'})")
 
 
-def _upgrade_sync(connection: Connection, config: Config) -> None:
+def _upgrade_sync(connection: Connection, config: "Config") -> None:
+    from alembic import command
+
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
 
 def _current_sync(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    if not inspect(connection).has_table(_VERSION_TABLE):
+        return None
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    if len(rows) > 1:  # several branches: Alembic says what that means
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(connection).get_current_revision()
+    return str(rows[0][0]) if rows else None
 
 
 @contextmanager
 def _alembic_errors() -> Iterator[None]:
+    from alembic.util import CommandError
+
     # Alembic reports a revision it does not know (a newer schema) as CommandError.
     try:
         yield

@@ -32,7 +32,7 @@ from storage import migrate
 from storage.audit import TrustAndAudit
 from storage.base import ALREADY_REGISTERED, credential_row, device_row
 from storage.bulk import BulkDevices
-from storage.engine import create_engine, is_sqlite, mapped_errors, masked
+from storage.engine import Timeouts, create_engine, is_sqlite, mapped_errors, masked
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
 from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
@@ -54,14 +54,16 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
     """
 
     @classmethod
-    async def open(cls, url: str, *, data_dir: Path | None = None) -> Self:
-        """Open the store at ``url``.
+    async def open(
+        cls, url: str, *, data_dir: Path | None = None, timeouts: Timeouts | None = None
+    ) -> Self:
+        """Open the store at ``url``; ``timeouts`` bound the waits for the database.
 
         SQLite: the file's directory (and ``data_dir``) is created if missing, and the schema
         upgraded to the newest revision. Other databases must have been upgraded already
         (``nanoiot db upgrade``); otherwise StoreError says so.
         """
-        engine = create_engine(url)  # parses the URL; connects only when first used
+        engine = create_engine(url, timeouts)  # parses the URL; connects only when first used
         try:
             _prepare_files(url, data_dir)
             if is_sqlite(url):
@@ -72,7 +74,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url)
+        return cls(engine, url, timeouts)
 
     # --- devices --------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The web UI's sign-in: a stateless session cookie and the CSRF tokens tied to it.
 
 The operator signs in with the admin token. The cookie holds ``expiry.nonce.signature``, the
-signature an HMAC-SHA256 keyed by a secret derived from the admin token: nothing is stored on
-the server, and changing the token signs every browser out. The cookie is HttpOnly (no script
+signature an HMAC-SHA256 keyed by a secret derived from the admin token, so changing the token
+signs every browser out. The server also keeps the nonces of the sessions it issued
+(``LiveSessions``, in memory): signing out forgets the nonce, so a copy of the cookie is dead
+at once, not at its expiry; a restart signs everyone out. The cookie is HttpOnly (no script
 reads it), SameSite=Strict (no other site's page sends it) and Secure over https.
 
 Every form carries a CSRF token, an HMAC of the session cookie under the same secret, checked
@@ -24,6 +26,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.responses import Response
 
 from admin.context import context_of
+from admin.live_sessions import LiveSessions
 
 SESSION_COOKIE = "nanoiot_session"
 LOGIN_COOKIE = "nanoiot_login"
@@ -60,15 +63,28 @@ def _sign(secret: bytes, purpose: str, value: str) -> str:
 class SessionSigner:
     """Makes and checks cookies and CSRF tokens for one admin token."""
 
-    def __init__(self, admin_token: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        admin_token: str,
+        clock: Callable[[], float] = time.time,
+        live: LiveSessions | None = None,
+    ) -> None:
         self._secret = _secret(admin_token)
         self._clock = clock
+        self._live = live if live is not None else LiveSessions()
 
     def new_session(self) -> Session:
-        expires_at = int(self._clock()) + SESSION_SECONDS
-        body = f"{expires_at}.{secrets.token_urlsafe(16)}"
+        now = self._clock()
+        expires_at = int(now) + SESSION_SECONDS
+        nonce = secrets.token_urlsafe(16)
+        body = f"{expires_at}.{nonce}"
         cookie = f"{body}.{_sign(self._secret, 'session', body)}"
+        self._live.add(nonce, expires_at, now)
         return Session(cookie, expires_at, self._csrf_for(cookie))
+
+    def end(self, session: Session) -> None:
+        """Sign out: the cookie (and every copy of it) is no session from now on."""
+        self._live.end(session.cookie.split(".")[1])
 
     def session(self, cookie: str | None) -> Session | None:
         """The session a cookie stands for, or None if it is missing, forged or expired."""
@@ -80,7 +96,7 @@ class SessionSigner:
             return None
         if not hmac.compare_digest(signature, _sign(self._secret, "session", body)):
             return None
-        if int(expiry) <= self._clock():
+        if int(expiry) <= self._clock() or nonce not in self._live:
             return None
         return Session(cookie, int(expiry), self._csrf_for(cookie))
 
@@ -100,7 +116,8 @@ class SessionSigner:
 
 
 def signer_of(request: Request) -> SessionSigner:
-    return SessionSigner(context_of(request).admin_token)
+    context = context_of(request)
+    return SessionSigner(context.admin_token, live=context.web_sessions)
 
 
 def _after(request: Request) -> str:

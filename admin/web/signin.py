@@ -100,7 +100,8 @@ async def login(request: Request) -> Response:
 
 
 @router.post(PREFIX + "/logout")
-async def logout(request: Request, _session: Session = Depends(checked_post)) -> Response:  # noqa: B008
+async def logout(request: Request, session: Session = Depends(checked_post)) -> Response:  # noqa: B008
+    signer_of(request).end(session)  # dead on the server too, not only in this browser
     response = see_other(f"{PREFIX}/login", "signed-out")
     clear_session_cookie(response, request)
     return response

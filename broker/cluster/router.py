@@ -27,7 +27,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
-from broker.mqtt.session import Subscription
+from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import SessionKey
 from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
@@ -143,6 +143,11 @@ class ClusterRouter:
 
     def deliver(self, message: Message) -> bool:
         return self.local.deliver(message)
+
+    def session_ended(self, gone: list[Outgoing]) -> None:
+        """Shared subscription copies an ended session left go to another member of the
+        group on this node (5.0 §4.8.2); a group with none here has them no more."""
+        self.local.session_ended(gone)
 
     async def _frame(self, msg: Msg) -> None:
         """A frame from another member: to this member's subscribers, then confirmed (if

@@ -373,8 +373,9 @@ class Connection:
 
     def disconnect(self, reason_code: int, reason: str | None = None) -> None:
         """A 5.0 server DISCONNECT (§3.14) saying why the server closes the connection; only
-        after a successful CONNACK (§3.14.0), and nothing for 3.1.1, which has none."""
-        if self.level == MQTT_5 and self.state == CONNECTED:
+        after a successful CONNACK (§3.14.0: the session is set then), also once a violation
+        or limit has stopped the processing, and nothing for 3.1.1, which has none."""
+        if self.level == MQTT_5 and self.session is not None:
             packet = Disconnect(reason_code, self._reason(reason, always=True))
             self._out.append(encode(packet, MQTT_5))
         self.state = CLOSED

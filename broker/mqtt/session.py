@@ -37,6 +37,14 @@ class Subscription:
     retain_handling: int = 0
     identifier: int | None = None
     me_form: bool = False
+    # When several subscriptions of one session match a message, the one copy sent carries
+    # the identifiers of all of them (MQTT 5 §3.3.4): the others', set by the matching.
+    more_identifiers: tuple[int, ...] = ()
+
+    @property
+    def identifiers(self) -> tuple[int, ...]:
+        own = (self.identifier,) if self.identifier is not None else ()
+        return own + self.more_identifiers
 
 
 class Outgoing:

@@ -57,6 +57,11 @@ def doctor(
     _print_certificate(cert, chain)
     say(_verdict(outcome))
     if not outcome.decision.allowed:
+        decision = outcome.decision
+        say(
+            f"the device reads: MQTT 5 CONNACK reason code {decision.reason_code:#04x} and the "
+            f"words above as its reason string; MQTT 3.1.1 return code {decision.connack:d}"
+        )
         say(f"next step: {_next_step(outcome, Facts.of(chain[0], cert))}")
     elif chain[0].not_valid_after_utc - now < SOON:
         say(f"note: {_ending(chain[0].not_valid_after_utc, now)}")

@@ -116,22 +116,17 @@ def api(ctx: typer.Context) -> None:
 
 
 async def _api(settings: Settings) -> None:
-    from admin.app import create_app
+    from admin.app import start_admin
     from admin.context import AdminContext
-    from admin.server import HttpServer
     from admin.token import admin_token
-    from storage.sql import SqlCredentialStore
+    from nanoiot.store import open_store
 
     stop = _stop_on_signals()
     token, created = admin_token(settings)
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await open_store(settings)
     try:
         context = AdminContext(store=store, admin_token=token)
-        http = await HttpServer.start(
-            create_app(context), settings.http_bind_address, settings.http_port
-        )
+        http = await start_admin(context, settings)
         try:
             if created:
                 print(_token_notice(settings, token), flush=True)

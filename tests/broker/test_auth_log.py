@@ -8,7 +8,7 @@ import pytest
 
 from auth.decision import Reason, deny
 from broker.authn import ConnectRequest
-from broker.telemetry import AuthLog
+from broker.telemetry import AuthLog, AuthLogPolicy
 from nanoiot.errors import StoreUnavailableError
 from storage.interface import CredentialStore
 from storage.records import AuthOutcome, NewAuthEvent
@@ -47,7 +47,8 @@ def _request(number: int) -> ConnectRequest:
 
 
 async def test_a_burst_of_decisions_is_written_in_few_transactions(store: CountingStore) -> None:
-    auth_log = AuthLog(cast(CredentialStore, store))
+    # Every refusal one by one (aggregating repeats is tested with real clients elsewhere).
+    auth_log = AuthLog(cast(CredentialStore, store), policy=AuthLogPolicy(repeats=1000))
     auth_log.start()
     for number in range(120):
         auth_log.refused(deny(Reason.UNKNOWN_TOKEN, f"token {number}"), _request(number))

@@ -365,6 +365,9 @@ def test_console_script_exit_codes_and_nopass_key_never_echoed(
     refused = nanoiot("doctor", "--cert", str(stranger), ok=False)
     assert refused.returncode == 1
     assert "REFUSED: unknown certificate key" in refused.stdout
+    # What the device itself reads (MQTT 5 §3.2.2.2): 0x87 not authorized; 3.1.1: 5.
+    assert "MQTT 5 CONNACK reason code 0x87" in refused.stdout
+    assert "MQTT 3.1.1 return code 5" in refused.stdout
     assert "next step: register it: nanoiot device add stranger" in refused.stdout
 
 

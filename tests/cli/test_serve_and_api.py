@@ -1,8 +1,10 @@
 """``nanoiot serve`` and ``nanoiot api`` as real processes: what they print, how they stop."""
 
+import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from tests.cli.conftest import NANOIOT
 
 _READY = re.compile(r"ready: (\S+)")
 _HTTP = re.compile(r"(http://[\d.]+:\d+)/ui")
+_IDLE_WINDOW = 5.0  # seconds
 
 
 @contextmanager
@@ -81,3 +84,19 @@ def test_api_alone_serves_the_store(cli_env: dict[str, str], tmp_path: Path) -> 
             "sessions": "ok",
         }
     assert process.returncode == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_an_idle_serve_costs_next_to_no_cpu(cli_env: dict[str, str], tmp_path: Path) -> None:
+    # Nothing connected, nobody asking: no polling loop may keep the process busy (the
+    # change feed was four ORM queries a second, uvicorn's tick ten wake-ups a second).
+    with running(cli_env, tmp_path, "serve") as (process, _lines):
+        time.sleep(1.0)  # the start's last tasks (first change-feed look, first $SYS)
+        before = _cpu_seconds(process.pid)
+        time.sleep(_IDLE_WINDOW)
+        used = _cpu_seconds(process.pid) - before
+    assert used < 0.004 * _IDLE_WINDOW, f"{used * 1000:.0f} ms of CPU in {_IDLE_WINDOW} s idle"

@@ -11,6 +11,7 @@ another protocol name, never acknowledging anything).
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -41,7 +42,10 @@ class Paho:
         will: tuple[str, bytes, int] | None = None,
         manual_ack: bool = False,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
     ) -> None:
+        """``on_message``: where messages go instead of ``messages``, from the very first
+        (those a session had waiting come right behind the CONNACK)."""
         self.paho = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
             manual_ack=manual_ack, protocol=protocol, reconnect_on_failure=False,
@@ -58,7 +62,8 @@ class Paho:
         if will is not None:
             paho.will_set(will[0], will[1], qos=will[2])
         paho.on_connect = self._on_connect
-        paho.on_message = lambda _c, _u, message: self.messages.put(message)
+        deliver = on_message or self.messages.put
+        paho.on_message = lambda _c, _u, message: deliver(message)
         paho.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.put([c.value for c in codes])
         paho.on_unsubscribe = lambda _c, _u, mid, *_rest: self.unsubacks.put(mid)
         paho.on_publish = lambda _c, _u, mid, _rc, _p: self.published.put(mid)

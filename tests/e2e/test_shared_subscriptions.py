@@ -8,12 +8,22 @@ from queue import Empty, Queue
 
 import pytest
 
-from broker.mqtt.packets import MQTT_3_1_1, Connack, Connect, Suback, Subscribe, SubscribeRequest
+from broker.mqtt.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Connack,
+    Connect,
+    Disconnect,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+)
 from nanoiot.settings import Settings
 from tests.certgen import Issued
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 from tests.e2e.peers import Paho, Raw
+from tests.e2e.v5_client import v5_client
 
 # Devices may use jobs/# (the work the groups share) but not secret/#.
 RULES = [
@@ -55,14 +65,14 @@ class Fleet:
             _, issued = self.broker.provision(name)
             self.certificates[name] = issued
         certfile = write_pem(self.directory, issued, name)
+        inbox = self.inbox
         client = Paho(
             self.broker.port, self.broker.server_cert, certfile, name,
             clean_session=clean, manual_ack=manual_ack,
+            on_message=lambda message: inbox.put((name, bytes(message.payload))),
         )  # fmt: skip
         code, self.present[name] = client.connack()
         assert code == 0
-        inbox = self.inbox
-        client.paho.on_message = lambda _c, _u, message: inbox.put((name, bytes(message.payload)))
         self.clients.append(client)
         return client
 
@@ -136,6 +146,22 @@ def test_a_member_with_a_full_in_flight_window_is_skipped(tmp_path: Path) -> Non
     finally:
         fleet.close()
         broker.stop()
+
+
+def test_what_a_member_left_unacknowledged_goes_to_another(fleet: Fleet) -> None:
+    leaver = fleet.connect("leaver", manual_ack=True)  # receives, never acknowledges
+    stayer = fleet.connect("stayer")
+    assert leaver.subscribe(("$share/g/jobs/#", 1)) == [1]
+    assert stayer.subscribe(("$share/g/jobs/#", 1)) == [1]
+    publisher = fleet.connect("publisher")
+    publisher.publish("jobs/1", b"first", 1)
+    assert fleet.receive(1) == [("leaver", b"first")]
+    publisher.publish("jobs/2", b"second", 1)
+    assert fleet.receive(1) == [("stayer", b"second")]
+    leaver.drop()  # its clean session ends with "first" unacknowledged
+    # MQTT 5.0 §4.8.2: the message the publisher had handed over goes to the other member.
+    assert fleet.receive(1) == [("stayer", b"first")]
+    assert fleet.nothing_more()
 
 
 def test_acl_judges_the_filter_after_the_group_and_no_retained_message_is_sent(
@@ -249,3 +275,45 @@ def test_many_messages_many_members_exactly_once(fleet: Fleet) -> None:
     assert sorted(payload for _, payload in received) == sorted(payloads)
     assert fleet.nothing_more()
     assert len({name for name, _ in received}) == 5
+
+
+def test_mqtt_5_and_3_1_1_members_share_one_group(fleet: Fleet) -> None:
+    broker = fleet.broker
+    _, issued = broker.provision("modern")
+    modern = v5_client(
+        broker.port, broker.server_cert, write_pem(fleet.directory, issued, "modern"),
+        client_id="modern",
+    )  # fmt: skip
+    try:
+        assert modern.wait_connack()[0] == 0
+        inbox = fleet.inbox
+        modern.paho.on_message = lambda _c, _u, m: inbox.put(("modern", bytes(m.payload)))
+        classic = fleet.connect("classic")
+        assert modern.subscribe("$share/g/jobs/#") == [1]
+        assert classic.subscribe(("$share/g/jobs/#", 1)) == [1]
+        publisher = fleet.connect("publisher")
+        for n in range(4):
+            publisher.publish("jobs/mixed", b"%d" % n, 1)
+        received = fleet.receive(4)
+        assert received == [
+            ("modern", b"0"), ("classic", b"1"), ("modern", b"2"), ("classic", b"3"),
+        ]  # fmt: skip
+        assert fleet.nothing_more()
+    finally:
+        modern.close()
+
+
+def test_no_local_on_a_shared_subscription_closes_a_5_client(fleet: Fleet) -> None:
+    _, issued = fleet.broker.provision("sloppy")
+    certfile = write_pem(fleet.directory, issued, "sloppy")
+    with Raw(fleet.broker.port, fleet.broker.server_cert, certfile, MQTT_5) as raw:
+        raw.send(Connect(MQTT_5, "s", True, 60))
+        assert isinstance(raw.read(), Connack)
+        raw.send(Subscribe(1, (SubscribeRequest("jobs/#", 1, no_local=True),)))
+        assert raw.read() == Suback(1, (1,))  # fine on an ordinary subscription
+        raw.send(Subscribe(2, (SubscribeRequest("$share/g/jobs/#", 1, no_local=True),)))
+        # MQTT 5 §3.8.3.1: a protocol error, so no SUBACK: the connection closes (a DISCONNECT
+        # saying 0x82 first is allowed, §4.13.1).
+        answer = raw.read()
+        assert answer is None or (isinstance(answer, Disconnect) and answer.code == 0x82)
+        assert raw.closed()

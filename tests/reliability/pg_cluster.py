@@ -7,6 +7,7 @@ Without the binaries the test is skipped locally and fails under CI (as ``tests.
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -48,6 +49,28 @@ class PgCluster:
     def stop(self) -> None:
         """Immediate shutdown: every connection is cut, as when the server dies."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def pause(self) -> None:
+        """SIGSTOP the server and every backend: connections stay open, nothing answers
+        (a hung host, a VM paused, a stalled storage layer)."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _pids(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == postmaster:  # the parent pid
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
 
     def running(self) -> bool:
         status = subprocess.run(

@@ -27,7 +27,8 @@ from tests.reliability.serve_process import Fleet, ServeProcess, Session
 from tests.reliability.store_faults import ReadOnlyDisk, SqliteLock, Tmpfs
 
 RPC = "v1/devices/me/rpc/request/+"
-ACK_TIMEOUT = 8.0  # seconds; longer than SQLite's busy timeout, so a lock is seen first
+BUSY_TIMEOUT = 1.0  # database_statement_timeout: SQLite's wait for another's write lock
+ACK_TIMEOUT = 4.0  # seconds; longer than the busy timeout, so a lock is seen first
 BURST = 30
 PAYLOAD = b"x" * 32 * 1024  # 30 of them outgrow the write-ahead log: a full disk is met
 
@@ -62,7 +63,9 @@ def fault_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
 
 
 def start(fleet: Fleet) -> ServeProcess:
-    return fleet.start(NANOIOT_ACK_TIMEOUT=str(ACK_TIMEOUT))
+    return fleet.start(
+        NANOIOT_ACK_TIMEOUT=str(ACK_TIMEOUT), NANOIOT_DATABASE_STATEMENT_TIMEOUT=str(BUSY_TIMEOUT)
+    )
 
 
 def publish(backend: Session, start_at: int, count: int) -> list[int]:

@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -48,6 +50,41 @@ async def test_open_creates_and_upgrades_a_fresh_sqlite_file(tmp_path: Path) -> 
         assert await again.list_devices() is not None
     finally:
         await again.close()
+
+
+def test_head_revision_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_current_revision_is_alembics_reading(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        alembic_says = await connection.run_sync(
+            lambda c: MigrationContext.configure(c).get_current_revision()
+        )
+    assert alembic_says == head_revision()
+    assert await current_revision(engine.url.render_as_string(hide_password=False)) == alembic_says
+
+
+def test_opening_a_store_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    # Alembic and Mako are megabytes of a broker's memory that only a migration needs.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    program = (
+        "import asyncio, sys\n"
+        "from storage.sql import SqlCredentialStore\n"
+        "async def main():\n"
+        f"    store = await SqlCredentialStore.open({url!r})\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    first = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "alembic" in first.stdout  # the first open creates the tables
+    again = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "[]"
 
 
 async def test_upgrade_is_idempotent(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ import pytest
 
 from admin.app import create_app
 from admin.context import AdminContext
+from admin.live_sessions import LiveSessions
 from admin.ratelimit import MAX_FAILURES
 from admin.web.session import LOGIN_COOKIE, SESSION_COOKIE
 from tests.admin.conftest import TOKEN
@@ -177,3 +178,43 @@ def _set_cookie(response: httpx.Response, name: str) -> str:
         if header.startswith(f"{name}="):
             return header
     raise AssertionError(f"no Set-Cookie for {name}: {response.headers}")
+
+
+async def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(
+    ui: httpx.AsyncClient, context: AdminContext
+) -> None:
+    cookie = ui.cookies[SESSION_COOKIE]
+    signed_out = await post_form(ui, "/ui/devices", "/ui/logout", {})
+    assert signed_out.status_code == 303
+    # An attacker kept a copy of the cookie (a shared machine, a stolen backup): before, it
+    # stayed valid for its whole 12 hours.
+    replay = httpx.ASGITransport(app=create_app(context))
+    async with httpx.AsyncClient(transport=replay, base_url=BASE) as copy:
+        copy.cookies.set(SESSION_COOKIE, cookie, path="/ui")
+        response = await copy.get("/ui/devices")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/ui/login")
+
+
+async def test_a_new_admin_token_ends_every_session(
+    ui: httpx.AsyncClient, context: AdminContext
+) -> None:
+    cookie = ui.cookies[SESSION_COOKIE]
+    assert (await ui.get("/ui/devices")).status_code == 200
+    changed = AdminContext(
+        store=context.store, admin_token="a-new-admin-token-0123456789",
+        web_sessions=context.web_sessions,
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=create_app(changed))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as browser:
+        browser.cookies.set(SESSION_COOKIE, cookie, path="/ui")
+        response = await browser.get("/ui/devices")
+    assert response.status_code == 303
+
+
+async def test_live_sessions_are_bounded() -> None:
+    live = LiveSessions(limit=3)
+    for n in range(10):
+        live.add(f"nonce-{n}", expires_at=2_000_000_000, now=1_000_000_000)
+    assert "nonce-9" in live
+    assert "nonce-6" not in live  # the oldest were signed out

@@ -5,7 +5,8 @@ from broker.mqtt.events import ConnectionRefused, MessageDropped, MessageSent, P
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import MQTT_3_1_1, MQTT_5, Connack, Connect, Disconnect, Puback, Publish
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
-from broker.mqtt.session import Outgoing, Session
+from broker.mqtt.session import Outgoing, Session, Subscription
+from broker.mqtt.trie import SubscriptionTrie
 from tests.broker.mqtt.wire_helpers import feed, packets_in, wire
 
 
@@ -229,3 +230,20 @@ def test_session_expiry_in_disconnect_after_zero_in_connect_is_a_protocol_error(
     connection, _ = _accepted()
     [violation] = feed(connection, Disconnect(0, Properties([(0x11, 60)])))
     assert isinstance(violation, ProtocolViolation)
+
+
+def test_overlapping_subscriptions_give_one_match_with_every_identifier() -> None:
+    # §3.3.4: one copy for the session, with the identifiers of all matching subscriptions,
+    # at the highest QoS (3.1.1 §3.3.5); without identifiers the highest QoS alone wins.
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add("a/+", "s", Subscription(1, identifier=2))
+    trie.add("a/#", "s", Subscription(2, identifier=3))
+    trie.add("a/b", "s", Subscription(0))
+    [(who, sub)] = trie.match("a/b").items()
+    assert who == "s"
+    assert sub.qos == 2
+    assert sorted(sub.identifiers) == [2, 3]
+    plain: SubscriptionTrie[str] = SubscriptionTrie()
+    plain.add("a/+", "s", Subscription(1))
+    plain.add("a/#", "s", Subscription(2))
+    assert plain.match("a/b")["s"] == Subscription(2)

@@ -1,0 +1,203 @@
+"""Password checks under bounds: a small pool, a short queue, and a throttle per address.
+
+An argon2id check (RFC 9106) costs tens of milliseconds of CPU and 64 MiB on purpose; a client
+needs no credentials to ask for one. Unbounded, a flood of CONNECTs with guessed passwords
+filled the machine and a valid application waited behind every guess. So:
+
+- at most ``workers`` checks run at once; a check whose client left still holds its worker
+  until its thread finishes (a thread cannot be stopped), so the bound is real;
+- at most ``queue`` wait for a worker, and at most ``per_address`` run or wait for one source
+  address: past either, the CONNECT is refused at once (CONNACK 3, server unavailable,
+  MQTT 3.1.1 §3.2.2.3: the client may retry);
+- after ``free_failures`` failed checks from an address, each further failure shuts that
+  address out for a while, doubling up to ``max_block`` seconds: its password checks are
+  refused (CONNACK 3), and the listener drops its new connections before the TLS handshake,
+  which was then the flood's main cost (``shut_out``). Like fail2ban this shuts out whatever
+  shares the address (a NAT), certificates included, while the block lasts. A success
+  clears the count. The throttle looks at the address only, so an unknown user name costs
+  the same as a known one and reveals nothing.
+
+A CONNECT waiting here is bounded by the connect timeout and cancelled when its client goes,
+like the rest of the CONNECT phase (``broker.client``). Certificates and access tokens never
+come here.
+"""
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from auth.decision import Decision, Reason, deny
+
+log = logging.getLogger(__name__)
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    workers: int = 2
+    queue: int = 16
+    per_address: int = 1
+    free_failures: int = 5
+    max_block: float = 60.0
+    tracked: int = 10_000  # addresses whose failures are remembered
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    until: float = 0.0  # refused until then (monotonic clock)
+    last: float = 0.0  # the last failure (same clock)
+
+
+class FailureThrottle:
+    """Failed password checks per address, and how long an address is refused. No I/O."""
+
+    def __init__(self, policy: PasswordPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._entries: OrderedDict[str, _Failures] = OrderedDict()
+
+    def blocked_for(self, address: str) -> float:
+        """Seconds this address is still refused (0.0: it may try)."""
+        entry = self._current(address)
+        return max(0.0, entry.until - self._clock()) if entry is not None else 0.0
+
+    def failed(self, address: str) -> float:
+        """Count a failure; the seconds the address is now refused for (0.0: not yet)."""
+        entry = self._current(address) or _Failures()
+        entry.count += 1
+        entry.last = self._clock()
+        self._entries[address] = entry
+        self._entries.move_to_end(address)
+        while len(self._entries) > self._policy.tracked:
+            self._entries.popitem(last=False)  # the longest quiet goes first
+        over = entry.count - self._policy.free_failures
+        if over <= 0:
+            return 0.0
+        block = min(self._policy.max_block, 2.0 ** (over - 1))
+        entry.until = self._clock() + block
+        return block
+
+    def failures(self, address: str) -> int:
+        entry = self._entries.get(address)
+        return entry.count if entry is not None else 0
+
+    def succeeded(self, address: str) -> None:
+        self._entries.pop(address, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _current(self, address: str) -> _Failures | None:
+        """The address's record, forgotten once it stayed quiet ``max_block`` seconds after
+        its last failure or refusal (so an old typo does not count against it forever)."""
+        entry = self._entries.get(address)
+        quiet_since = max(entry.until, entry.last) if entry is not None else 0.0
+        if entry is not None and self._clock() > quiet_since + self._policy.max_block:
+            del self._entries[address]
+            return None
+        return entry
+
+
+class PasswordGate:
+    """Runs password checks within the policy's bounds (see the module's docstring)."""
+
+    def __init__(
+        self, policy: PasswordPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = policy or PasswordPolicy()
+        self.throttle = FailureThrottle(self.policy, clock)
+        self._workers = asyncio.Semaphore(self.policy.workers)
+        self._waiting = 0
+        self._per_address: Counter[str] = Counter()
+
+    def shut_out(self, address: str) -> bool:
+        """True while the address is throttled, or while it has failed before and has its
+        share of checks under way (the next CONNECT would only be refused as busy): the
+        listener then drops its connections before the TLS handshake. Their handshakes were
+        what a flood cost once its checks were bounded, and they delayed everyone's."""
+        if self.throttle.blocked_for(address) > 0:
+            return True
+        busy = self._per_address[address] >= self.policy.per_address
+        return busy and self.throttle.failures(address) > 0
+
+    async def check(
+        self, address: str, verify: Callable[[], Awaitable[M | None]]
+    ) -> M | Decision | None:
+        """``verify()``'s answer (None: refused by the store), or a refusal without a check."""
+        refusal = self._throttled(address) or self._full(address)
+        if refusal is not None:
+            return refusal
+        self._per_address[address] += 1
+        try:
+            result = await self._run(address, verify)
+        finally:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+        return result
+
+    async def _run(
+        self, address: str, verify: Callable[[], Awaitable[M | None]]
+    ) -> M | Decision | None:
+        self._waiting += 1
+        try:
+            await self._workers.acquire()
+        finally:
+            self._waiting -= 1
+        refusal = self._throttled(address)  # the address may have failed meanwhile
+        if refusal is not None:
+            self._workers.release()
+            return refusal
+        task = asyncio.ensure_future(self._counted(address, verify))
+        task.add_done_callback(self._finished)
+        # Shielded: if this CONNECT is cancelled, the check still runs to its end in its
+        # thread, and keeps its worker until then.
+        return await asyncio.shield(task)
+
+    async def _counted(self, address: str, verify: Callable[[], Awaitable[M | None]]) -> M | None:
+        """The check, and its outcome counted before its worker is free: also when the client
+        left meanwhile, and before a check waiting for that worker looks at the throttle."""
+        result = await verify()
+        if result is not None:
+            self.throttle.succeeded(address)
+            return result
+        block = self.throttle.failed(address)
+        if block:
+            log.warning(
+                "shutting out %s for %g s: %d failed password checks in a row",
+                address, block, self.throttle.failures(address),
+            )  # fmt: skip
+        return None
+
+    def _finished(self, task: "asyncio.Future[Any]") -> None:
+        self._workers.release()
+        if not task.cancelled():
+            task.exception()  # retrieved: a store error after the client left is not news
+
+    def _throttled(self, address: str) -> Decision | None:
+        wait = self.throttle.blocked_for(address)
+        if not wait:
+            return None
+        return deny(
+            Reason.PASSWORD_THROTTLED,
+            f"too many failed password checks from {address}; retry in {wait:.0f} s",
+        )
+
+    def _full(self, address: str) -> Decision | None:
+        policy = self.policy
+        if self._per_address[address] >= policy.per_address:
+            return deny(
+                Reason.PASSWORD_CHECKS_BUSY,
+                f"{policy.per_address} password check(s) from {address} already under way",
+            )
+        if self._workers.locked() and self._waiting >= policy.queue:
+            return deny(
+                Reason.PASSWORD_CHECKS_BUSY,
+                f"{policy.workers} password checks running and {policy.queue} waiting",
+            )
+        return None

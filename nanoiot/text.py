@@ -1,0 +1,19 @@
+"""Client-chosen text, made safe to put in a log line or an auth event.
+
+A client id, user name or topic can be 64 KiB long and hold any character: written as it is,
+each refusal wrote the whole of it to the log, and a newline in it forged a log line of the
+attacker's choosing. ``printable`` keeps the start of it, with control characters (and every
+other non-printable character) escaped as in a Python literal, and says how much was cut.
+"""
+
+from typing import Final
+
+SHOWN: Final = 128  # characters of one client-chosen string kept in a log line or event
+
+
+def printable(text: str, limit: int = SHOWN) -> str:
+    """``text`` cut to ``limit`` characters and escaped: one line, whatever it held."""
+    kept = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    if len(text) > limit:
+        kept += f"...(+{len(text) - limit} characters)"
+    return kept

@@ -1,0 +1,168 @@
+"""The admin HTTP server against attacks on its bodies and its idea of the client's address.
+
+A real uvicorn on a free port; bodies are sent over a socket by hand where a client library
+would send (or buffer) the whole body before reading the answer:
+
+- without the token, an API request is answered 401 after its headers: the body is never
+  read (before, a 300 MiB body was read and parsed first);
+- with the token, a body over its route's bound is answered 413, declared or chunked;
+- ``X-Forwarded-For`` counts only from a configured proxy: otherwise a client could pick the
+  address the sign-in rate limit counts, guess without limit, and lock the operator out.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import httpx
+import pytest
+
+from admin.app import create_app
+from admin.context import AdminContext
+from admin.server import HttpServer
+from tests.admin.conftest import TOKEN
+
+WAIT = 10.0
+HUGE = 300 * 1024 * 1024  # declared, never sent
+
+
+ServerFactory = Callable[..., Coroutine[Any, Any, HttpServer]]
+
+
+@pytest.fixture
+async def start(context: AdminContext) -> AsyncIterator[ServerFactory]:
+    started: list[HttpServer] = []
+
+    async def make(
+        *, max_body: int = 64 * 1024, trusted_proxies: tuple[str, ...] = ()
+    ) -> HttpServer:
+        server = await HttpServer.start(
+            create_app(context, max_body=max_body), "127.0.0.1", 0,
+            trusted_proxies=trusted_proxies,
+        )  # fmt: skip
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop()
+
+
+async def _answer_after_headers(
+    port: int, head: bytes, first_part: bytes = b""
+) -> tuple[int, dict[str, Any]]:
+    """Send the request's head and at most the first part of its body; the status and JSON
+    body of the answer, which must come without the rest of the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + first_part)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), WAIT)
+        headers: dict[str, str] = {}
+        while (line := await asyncio.wait_for(reader.readline(), WAIT)) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), WAIT)
+        return int(status_line.split()[1]), json.loads(body)
+    finally:
+        writer.close()
+
+
+def _post(
+    path: str, *, token: str | None, length: int | None, content_type: str = "application/json"
+) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    lines.append(
+        f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    )
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/trusted-cas", "/api/device", "/api/v1/devices/import"])
+async def test_without_the_token_the_body_is_never_read(start: ServerFactory, path: str) -> None:
+    server = await start()
+    status, body = await _answer_after_headers(
+        server.port, _post(path, token=None, length=HUGE), b'{"name": "'
+    )
+    assert status == 401
+    assert body["errorCode"] == 10
+    status, _ = await _answer_after_headers(
+        server.port, _post(path, token="wrong-token-0123456789", length=HUGE), b"{"
+    )
+    assert status == 401
+
+
+async def test_a_declared_body_over_the_bound_is_refused_before_it_is_read(
+    start: ServerFactory,
+) -> None:
+    server = await start(max_body=64 * 1024)
+    status, body = await _answer_after_headers(
+        server.port, _post("/api/device", token=TOKEN, length=HUGE), b'{"name": "'
+    )
+    assert status == 413
+    assert "65,536 bytes" in body["message"]
+
+
+async def test_a_chunked_body_is_cut_off_at_the_bound(start: ServerFactory) -> None:
+    server = await start(max_body=64 * 1024)
+    chunk = b"x" * 16 * 1024
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    status, _ = await _answer_after_headers(
+        server.port, _post("/api/device", token=TOKEN, length=None), framed * 5
+    )
+    assert status == 413
+
+
+async def test_bodies_within_the_bound_and_the_streamed_import_still_work(
+    start: ServerFactory,
+) -> None:
+    server = await start(max_body=4 * 1024)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=60.0
+    ) as api:
+        created = await api.post("/api/device", json={"name": "pump", "type": "default"})
+        assert created.status_code == 200, created.text
+        rows = "".join(
+            json.dumps({"name": f"imported-{n:04d}", "token": f"token-{n:04d}-0123456789"}) + "\n"
+            for n in range(200)
+        )
+        assert len(rows) > 2 * 4096  # far past the bound of other routes
+        imported = await api.post(
+            "/api/v1/devices/import", content=rows,
+            headers={"Content-Type": "application/x-ndjson"},
+        )  # fmt: skip
+        assert imported.status_code == 200
+        summary = json.loads(imported.text.splitlines()[-1])
+        assert summary["imported"] == 200
+
+
+async def _failed_sign_ins(port: int, forwarded_for: str, count: int) -> list[int]:
+    statuses = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(count):
+            answer = await client.get(
+                "/api/v1/devices",
+                headers={"Authorization": "Bearer wrong-token-0123456789",
+                         "X-Forwarded-For": forwarded_for},
+            )  # fmt: skip
+            statuses.append(answer.status_code)
+    return statuses
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(start: ServerFactory) -> None:
+    server = await start()
+    # Before: each guess under a new forwarded address, so the limit never applied.
+    statuses = [(await _failed_sign_ins(server.port, f"203.0.113.{n}", 1))[0] for n in range(12)]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10:] == [429, 429]  # counted against 127.0.0.1, the real peer
+
+
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(start: ServerFactory) -> None:
+    server = await start(trusted_proxies=("127.0.0.0/8",))
+    assert await _failed_sign_ins(server.port, "203.0.113.7", 11) == [401] * 10 + [429]
+    # Another client behind the same proxy is not locked out by the first one's failures.
+    assert await _failed_sign_ins(server.port, "203.0.113.8", 1) == [401]
