@@ -35,7 +35,7 @@ from typing import Any
 
 from bench._report import machine_lines, process_cpu_seconds
 from bench.compare_brokers import MOSQUITTO, MOSQUITTO_NAME, _discard, _ready_port, _stop, started
-from bench.compare_load import run_workers
+from bench.compare_load import Workers
 from bench.compare_run import device_list
 from bench.compare_setup import Device, Pki, make_pki, nanoiot_env, prepare_nanoiot_store
 
@@ -77,12 +77,14 @@ class Row:
     lost: int
     wall_s: float
     cpu_s: float
-    latency: list[float] | None = None
+    latency: dict[str, float] | None = None
 
     def cells(self) -> str:
         rate = self.messages / self.wall_s if self.wall_s else 0.0
         per = self.cpu_s / self.messages * 1e3 if self.messages else 0.0
-        latency = "" if not self.latency else f"{self.latency[0]:.2f} / {self.latency[1]:.2f}"
+        latency = (
+            "" if not self.latency else f"{self.latency['p50']:.2f} / {self.latency['p99']:.2f}"
+        )
         return (
             f"| {self.scenario} | {self.setup} | {self.messages:,} | {self.lost} | "
             f"{rate:,.0f} | {per:.3f} | {latency} |"
@@ -132,9 +134,21 @@ async def pair(
         "qos": qos, "publishers": 1, "subscribers": 1, "quiet_s": 0.2, **spec,
     }  # fmt: skip
     before = brokers.cpu_seconds()
-    (result,) = await run_workers([full], work)
+    (result,) = await run_pubsub([full], work)
     result["all_cpu_s"] = brokers.cpu_seconds() - before
     return result
+
+
+async def run_pubsub(specs: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
+    """Load generators started together: once all are connected, told to go at once."""
+    workers = await Workers.start(specs, work, "bench.load_worker")
+    try:
+        await workers.states()
+        for worker in workers.workers:
+            worker.send({"go": True})
+        return await workers.finish()
+    finally:
+        await workers.kill()
 
 
 async def measure(
@@ -178,7 +192,7 @@ async def aggregate(
     for qos in (0, 1):
         specs = [pair_spec(brokers, devices, qos, args.messages, i) for i in range(args.pairs)]
         before = brokers.cpu_seconds()
-        results = await run_workers(specs, work)
+        results = await run_pubsub(specs, work)
         cpu = brokers.cpu_seconds() - before
         received = sum(r["received"] for r in results)
         lost = sum(r["sent"] - r["received"] for r in results)

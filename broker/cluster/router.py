@@ -24,6 +24,7 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
+from broker.cluster.metrics import ClusterCollector
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
@@ -81,6 +82,10 @@ class ClusterRouter:
             await self.announcer.stop()
         if self.retained is not None:
             await self.retained.stop()
+
+    def collector(self) -> ClusterCollector:
+        """This member's cluster figures for ``/metrics``."""
+        return ClusterCollector(self)
 
     @property
     def subscription_count(self) -> int:

@@ -97,6 +97,10 @@ class RouteTable:
     def members(self) -> set[str]:
         return set(self._by_member)
 
+    def counts(self) -> dict[str, int]:
+        """Member -> how many of its filters the table holds."""
+        return {member: len(filters) for member, filters in self._by_member.items()}
+
 
 class RouteAnnouncer:
     """This member's filters written to the bucket, the others' read from it into ``table``."""

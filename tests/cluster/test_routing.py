@@ -4,13 +4,15 @@ order, each once; wildcard subscribers on every node; nothing crosses to a node 
 matching subscription. Real paho clients over mutual TLS."""
 
 import contextlib
+import re
 import time
 from pathlib import Path
 from queue import Empty
 
+import httpx
 import pytest
 
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import ADMIN_TOKEN, Cluster, cluster, until_routed
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -36,6 +38,14 @@ def test_device_on_a_reaches_application_on_c_at_each_qos_in_order(tmp_path: Pat
         assert [(m.qos, m.payload) for m in received] == sent  # in order, at their QoS
         assert {m.topic for m in received} == {"devices/sensor/telemetry"}
         assert app.no_message()  # nothing twice (QoS 2: exactly once)
+
+        # /metrics of both ends: A routes to C (C's one filter) and forwarded, C received.
+        on_a, on_c = metrics(nodes, "a"), metrics(nodes, "c")
+        assert 'nanoiot_cluster_routes{member="c"} 1.0' in on_a
+        name = nodes.env["NANOIOT_CLUSTER_NAME"]
+        assert f'nanoiot_cluster_member{{cluster="{name}",member="c"}} 1.0' in on_c
+        assert counter(on_a, "nanoiot_cluster_forwarded_messages_total") >= len(sent)
+        assert counter(on_c, "nanoiot_cluster_received_messages_total") >= len(sent)
 
 
 def test_wildcard_subscribers_on_every_node_get_each_message_once(tmp_path: Path) -> None:
@@ -95,3 +105,16 @@ def test_a_shared_subscription_gets_each_message_once_across_nodes(tmp_path: Pat
         assert got["b"], got  # members on both nodes take turns
         assert got["c"], got
         assert all(member.no_message() for member in members.values())
+
+
+def metrics(nodes: Cluster, node: str) -> str:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    answer = httpx.get(f"{nodes.nodes[node].http_url}/metrics", headers=headers, timeout=WAIT)
+    answer.raise_for_status()
+    return answer.text
+
+
+def counter(text: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found is not None, name
+    return float(found.group(1))
