@@ -120,7 +120,8 @@ class Settings(BaseModel):
     ack_timeout: float = Field(10.0, gt=0, le=3600)
     # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
     # Checks that run at once, checks that may wait for one, and checks one source address
-    # may have running or waiting; past a bound the CONNECT is refused at once (CONNACK 3).
+    # that failed lately may have running or waiting; past a bound the CONNECT is refused at
+    # once (CONNACK 3).
     password_check_workers: int = Field(2, ge=1, le=64)
     password_check_queue: int = Field(16, ge=0, le=10_000)
     password_checks_per_address: int = Field(1, ge=1, le=1000)
@@ -193,6 +194,9 @@ class Settings(BaseModel):
     # Broker processes sharing the MQTT port (SO_REUSEPORT); "auto": one per CPU. More than
     # one needs nats_url (messages cross between workers through NATS).
     workers: Annotated[int, Field(ge=1, le=_MAX_WORKERS)] | Literal["auto"] = 1
+    # Bytes of messages for other nodes waiting to be handed to NATS; past it a batch is
+    # dropped (QoS 0) or its publishers disconnected unacknowledged (QoS 1/2: they resend).
+    max_forward_buffer: int = Field(8 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod
