@@ -4,7 +4,7 @@ from importlib.metadata import version
 
 from fastapi import Depends, FastAPI
 
-from admin import health, problems, reference, v1, web
+from admin import api_docs, health, problems, reference, v1, web
 from admin.body_guard import BodyGuard
 from admin.context import AdminContext
 from admin.security import require_admin
@@ -20,10 +20,10 @@ def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
         version=version("nanoiot"),
         description=(
             "Provision devices and their credentials (X.509 certificates, access tokens, MQTT "
-            "basic). Every endpoint but /healthz needs the admin token as "
+            "basic). Every endpoint but /healthz, /docs and /openapi.json needs the admin token as "
             "'Authorization: Bearer <token>' (or 'X-Authorization: Bearer <token>')."
         ),
-        docs_url="/docs",
+        docs_url=None,  # admin.api_docs serves /docs without a CDN
         redoc_url=None,
     )
     app.state.context = context
@@ -33,6 +33,7 @@ def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
     app.include_router(reference.router, dependencies=admin_only)
     app.include_router(v1.router, dependencies=admin_only)
     web.install(app)
+    api_docs.install(app)
     # Outermost but for the 500 handler: the token and the body's size are checked before
     # any route reads the body.
     app.add_middleware(BodyGuard, max_body=max_body)

@@ -232,8 +232,11 @@ class CompiledAcl:
         self.subscribe_filters = tuple(dict.fromkeys(subscribe_filters))
         self.deny_publish_filters = tuple(dict.fromkeys(deny_publish_filters))
         self.deny_subscribe_filters = tuple(dict.fromkeys(deny_subscribe_filters))
-        self._publish = compile_filters(self.publish_filters)
-        self._receive = compile_filters(self.subscribe_filters)
+        # Compiled by the first check that needs them: a connect pays for its own regex only
+        # if the client publishes or receives (every device has its own topics, so a large
+        # fleet misses the broker's cache of these and would compile on every connect).
+        self._publish: re.Pattern[str] | None = None
+        self._receive: re.Pattern[str] | None = None
         self._publish_denied = (
             compile_filters(self.deny_publish_filters) if self.deny_publish_filters else None
         )
@@ -251,7 +254,10 @@ class CompiledAcl:
 
     def can_publish(self, topic: str) -> bool:
         """May the client publish to ``topic``? False for anything not a topic name."""
-        if self._publish.fullmatch(topic) is None:
+        publish = self._publish
+        if publish is None:
+            publish = self._publish = compile_filters(self.publish_filters)
+        if publish.fullmatch(topic) is None:
             return False
         return self._publish_denied is None or self._publish_denied.fullmatch(topic) is None
 
@@ -271,7 +277,10 @@ class CompiledAcl:
 
     def can_receive(self, topic: str) -> bool:
         """May a message on ``topic`` reach the client (for example a retained one)?"""
-        if self._receive.fullmatch(topic) is None:
+        receive = self._receive
+        if receive is None:
+            receive = self._receive = compile_filters(self.subscribe_filters)
+        if receive.fullmatch(topic) is None:
             return False
         return self.receive_denied is None or self.receive_denied.fullmatch(topic) is None
 

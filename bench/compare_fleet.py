@@ -110,6 +110,9 @@ class FleetScenarios:
     async def idle(self, broker: BrokerProcess, live: LiveCount) -> None:
         """S4: RSS per idle mTLS connection."""
         quiet = self.run.sizes.quiet_s
+        # Counted once before too: NanoIoT builds its admin application on the first HTTP
+        # request (the count's /metrics), which must not count as the connections' memory.
+        await check(live, 0, broker.name, "RSS per idle connection")
         await settled_cpu(broker.pid, quiet)
         rss_before = broker.rss_kib()
         fleet = Fleet(self.run, broker, self.devices)
@@ -136,6 +139,7 @@ class FleetScenarios:
             for k in sizes.k_levels if "S7" in scenarios else (sizes.fleet,):
                 per_session = 0.0
                 if k > fleet.open:
+                    await check(live, fleet.open, broker.name, "RSS per session")  # see idle()
                     await settled_cpu(broker.pid, sizes.quiet_s)
                     rss, before = broker.rss_kib(), fleet.open
                     await fleet.grow(k, subscribe=True)

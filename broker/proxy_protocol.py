@@ -201,6 +201,8 @@ class TrustedProxies:
         return bool(self.networks)
 
     def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False  # the usual case, asked on every connect: no address parsing
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

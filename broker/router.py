@@ -32,7 +32,7 @@ from auth.acl import to_device_form
 from auth.topics import split_shared
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
-from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property, encode_property
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
@@ -40,7 +40,9 @@ from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
+# each field through object.__setattr__, four times the cost. Nothing changes one once made.
+@dataclass(slots=True)
 class Message:
     """An application message as routed: its topic in the broker's canonical form."""
 
@@ -243,8 +245,9 @@ def _outgoing(
     ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
     if properties or ids or message.expires_at is not None:
         if ids:
-            more = ((Property.SUBSCRIPTION_IDENTIFIER, each) for each in ids)
-            properties = Properties((*properties, *more))
+            more = [(Property.SUBSCRIPTION_IDENTIFIER, each) for each in ids]
+            wire = properties.wire + b"".join(encode_property(*item) for item in more)
+            properties = Properties((*properties, *more), wire=wire)
         out.properties = properties
         out.expires_at = message.expires_at
     if sub.retain_as_published:

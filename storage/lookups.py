@@ -95,15 +95,15 @@ class Lookups:
         """A number that stays the same while the change feed cannot have grown, or None
         where no cheap check exists (then the feed itself must be read).
 
-        SQLite: ``PRAGMA data_version`` of the local connection, which moves whenever any
-        other connection commits, in this process or another (a few microseconds, no I/O).
-        PostgreSQL: the feed's highest seq, read on the lookup pool (writers of the feed are
-        serialised by a lock, so a commit always raises it). Either way a follower with
-        nothing to do costs next to nothing, instead of an ORM query four times a second.
+        It is the feed's highest seq, read with the lookups' own means (SQLite's local
+        connection, some ten microseconds; PostgreSQL's lookup pool), where writers of the
+        feed are serialised, so a commit of a change always raises it. A follower with nothing
+        to do then costs next to nothing, instead of an ORM query four times a second, and
+        other commits (auth events, session writes) do not make it read the feed.
         """
         if self._local is not None:
             with contextlib.suppress(_WouldWait):
-                return self._local.data_version()
+                return self._local.last_change_seq()
         if self._asyncpg is not None:
             return await self._asyncpg.last_change_seq()
         return None
@@ -204,11 +204,11 @@ class _LocalSqlite:
             return None
         return tuple(p(v) if p else v for p, v in zip(processors, rows[0], strict=True))
 
-    def data_version(self) -> int:
+    def last_change_seq(self) -> int:
         try:
             if self._connection is None:
                 self._connection = _connect_read_only(self._path)
-            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            return int(self._connection.execute(_LAST_CHANGE_SEQ).fetchone()[0])
         except sqlite3.OperationalError as exc:
             self.close()
             raise _WouldWait from exc

@@ -21,7 +21,6 @@ aliases both ways, the client's Receive Maximum and Maximum Packet Size on what 
 reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v5``).
 """
 
-from dataclasses import replace
 from typing import Final
 
 from broker.mqtt.codes import CONNACK_REASON, Reason, ReturnCode
@@ -53,7 +52,6 @@ from broker.mqtt.packets import (
     PacketType,
     Puback,
     Pubcomp,
-    Publish,
     Pubrec,
     Pubrel,
     Suback,
@@ -62,18 +60,10 @@ from broker.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from broker.mqtt.properties import NO_PROPERTIES, Properties, Property, encode_properties
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.rules import header_problem, packet_name
 from broker.mqtt.session import RELEASED, SENT, Outgoing, Session
-from broker.mqtt.v5 import (
-    AliasesIn,
-    AliasesOut,
-    Negotiated,
-    connack_properties,
-    negotiate,
-    outgoing_properties,
-    server_keep_alive,
-)
+from broker.mqtt.v5 import Negotiated, connack_properties, negotiate, server_keep_alive
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, ProtocolError
 
@@ -85,8 +75,8 @@ _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (�
 
 class Connection:
     __slots__ = (
-        "_aliases_in", "_aliases_out", "_out", "_pending", "keep_alive", "last_received",
-        "level", "limits", "now", "session", "state", "v5", "will", "window",
+        "_out", "_pending", "keep_alive", "last_received", "level", "limits", "now", "session",
+        "state", "v5", "will", "window",
     )  # fmt: skip
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
@@ -101,9 +91,7 @@ class Connection:
         self._out: list[bytes] = []
         self.now = now  # the clock at the last call that passed it
         self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
-        self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for
-        self._aliases_in: AliasesIn | None = None
-        self._aliases_out: AliasesOut | None = None
+        self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for, its topic aliases
 
     # --- output -------------------------------------------------------------------------------
 
@@ -221,7 +209,8 @@ class Connection:
         if kind == PacketType.PUBLISH:
             publish = decode_publish(first, data, start, end, self.level)
             if publish.properties:
-                publish = self._publish_properties(publish)
+                assert self.v5 is not None  # only 5.0 PUBLISHes have properties
+                publish = self.v5.resolve(publish)
             if publish.qos == 2 and publish.packet_id is not None:
                 if publish.packet_id in session.awaiting_pubrel:
                     events.append(DuplicateReceived(publish.packet_id))
@@ -254,7 +243,8 @@ class Connection:
         elif isinstance(packet, Subscribe | Unsubscribe):
             events.append(packet)
         elif isinstance(packet, Disconnect):
-            self._check_disconnect(packet)
+            if self.v5 is not None:
+                self.v5.check_disconnect(packet)
             if self.level != MQTT_5 or packet.code != Reason.DISCONNECT_WITH_WILL:
                 self.will = None  # §3.14.4
             events.append(packet)
@@ -291,28 +281,6 @@ class Connection:
         if imposed is not None:
             v5.server_keep_alive = self.keep_alive = imposed
 
-    def _publish_properties(self, publish: Publish) -> Publish:
-        """A 5.0 PUBLISH from the client: its topic alias resolved and dropped (it names a
-        topic on this connection only, §3.3.2.3.4)."""
-        properties = publish.properties
-        if properties.get(Property.SUBSCRIPTION_IDENTIFIER) is not None:
-            raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
-        alias = properties.get(Property.TOPIC_ALIAS)
-        if alias is None:
-            return publish
-        assert isinstance(alias, int)
-        aliases = self._aliases_in
-        if aliases is None:
-            aliases = self._aliases_in = AliasesIn(self.limits.max_topic_aliases)
-        topic = aliases.resolve(publish, alias)
-        rest = Properties(item for item in properties if item[0] != Property.TOPIC_ALIAS)
-        return replace(publish, topic=topic, properties=rest or NO_PROPERTIES)
-
-    def _check_disconnect(self, packet: Disconnect) -> None:
-        expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
-        if expiry and self.v5 is not None and not self.v5.asked_session_expiry:
-            raise ProtocolError("session expiry set by DISCONNECT after 0 in CONNECT (§3.14.2.2.2)")
-
     # --- commands -----------------------------------------------------------------------------
 
     def accept(
@@ -337,8 +305,7 @@ class Connection:
                 v5, self.limits, assigned_client_id=assigned_client_id,
                 response_information=response_information,
             )  # fmt: skip
-            most = min(v5.topic_alias_maximum, self.limits.max_topic_aliases)
-            self._aliases_out = AliasesOut(most) if most else None
+            v5.start_aliases(self.limits)
         self._out.append(encode(Connack(session_present, 0, properties), self.level))
         events: list[Event] = []
         for message in list(session.inflight.values()):
@@ -457,33 +424,16 @@ class Connection:
         return MessageSent(message)
 
     def _publish_bytes(self, message: Outgoing, *, dup: bool = False) -> bytes:
-        """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads."""
+        """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads (the
+        properties, topic aliases and the client's limit are ``Negotiated``'s business)."""
         level = self.level
         if level != MQTT_5:
             return encode_publish(
                 message.topic.encode(), message.payload, message.qos, message.packet_id,
                 retain=message.retain, dup=dup, level=level,
             )  # fmt: skip
-        properties = message.properties
-        if message.expires_at is not None:
-            properties = outgoing_properties(properties, message.expires_at, self.now)
-        topic, aliases, new = message.topic, self._aliases_out, False
-        if aliases is not None and (found := aliases.alias(topic)) is not None:
-            number, known = found
-            new = not known
-            properties = Properties((*properties, (Property.TOPIC_ALIAS, number)))
-            if known:
-                topic = ""  # §3.3.2.3.4: the alias alone stands for the topic
-        data = encode_publish(
-            topic.encode(), message.payload, message.qos, message.packet_id,
-            retain=message.retain, dup=dup, level=level, properties=encode_properties(properties),
-        )  # fmt: skip
-        v5 = self.v5
-        if v5 is not None and len(data) > v5.maximum_packet_size:
-            if new and aliases is not None:
-                aliases.forget(message.topic)
-            return b""
-        return data
+        assert self.v5 is not None
+        return self.v5.publish_bytes(message, self.now, dup=dup)
 
     def _ack(
         self, kind: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, missing: bool

@@ -68,7 +68,9 @@ class Connack:
     properties: Properties = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
+# each field through object.__setattr__, four times the cost. Nothing changes one once made.
+@dataclass(slots=True)
 class Publish:
     topic: str
     payload: bytes
@@ -79,7 +81,8 @@ class Publish:
     properties: Properties = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: see Publish.
+@dataclass(slots=True)
 class Puback:
     packet_id: int
     code: int = 0  # MQTT 5 reason code (§3.4.2.1); 3.1.1 has none

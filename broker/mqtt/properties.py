@@ -106,12 +106,40 @@ _REPEATABLE: Final = frozenset({Property.USER_PROPERTY})
 
 class Properties:
     """An immutable, ordered list of (identifier, value) pairs (§2.2.2.2: User Property keeps
-    its order and may repeat)."""
+    its order and may repeat). ``wire`` is their encoding without the length, kept from the
+    packet they were read from or made once: a message forwarded to many subscribers, or
+    to one, is not encoded again."""
 
-    __slots__ = ("items",)
+    __slots__ = ("_alias_at", "_wire", "items")
 
-    def __init__(self, items: Iterable[tuple[int, PropertyValue]] = ()) -> None:
+    def __init__(
+        self,
+        items: Iterable[tuple[int, PropertyValue]] = (),
+        *,
+        wire: bytes | None = None,
+        alias_at: int = -1,
+    ) -> None:
         self.items: tuple[tuple[int, PropertyValue], ...] = tuple(items)
+        self._wire = wire
+        self._alias_at = alias_at  # where a Topic Alias starts in ``wire`` (-1: none)
+
+    def without_topic_alias(self) -> "Properties":
+        """These properties but the Topic Alias, which names a topic on one connection only
+        (§3.3.2.3.4); the wire bytes are cut, not encoded again."""
+        items = [item for item in self.items if item[0] != Property.TOPIC_ALIAS]
+        if not items:
+            return NO_PROPERTIES
+        at, wire = self._alias_at, self._wire
+        if at < 0 or wire is None:
+            return Properties(items)
+        return Properties(items, wire=wire[:at] + wire[at + 3 :])  # identifier, two bytes
+
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = b"".join(_encode_item(key, value) for key, value in self.items)
+        return wire
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -161,7 +189,34 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         return NO_PROPERTIES
     items: list[tuple[int, PropertyValue]] = []
     seen: set[int] = set()
+    data = reader.data
+    alias_at = -1
     while reader.at < end:
+        key = data[reader.at]
+        if key == Property.USER_PROPERTY and packet_type in _USER_PROPERTY_IN:
+            # The hot case of a busy PUBLISH, read inline: two UTF-8 strings (§1.5.7).
+            at = reader.at + 1
+            if at + 2 > end:
+                raise MalformedPacket("user property runs past the property length (§2.2.2.1)")
+            name_at = at + 2
+            at = name_at + ((data[at] << 8) | data[at + 1])
+            if at + 2 > end:
+                raise MalformedPacket("user property runs past the property length (§2.2.2.1)")
+            value_at = at + 2
+            at = value_at + ((data[at] << 8) | data[at + 1])
+            if at > end:
+                raise MalformedPacket("user property runs past the property length (§2.2.2.1)")
+            try:
+                pair = (data[name_at : value_at - 2].decode(), data[value_at:at].decode())
+            except UnicodeDecodeError:
+                raise MalformedPacket("user property is not valid UTF-8 (§1.5.4)") from None
+            if "\x00" in pair[0] or "\x00" in pair[1]:
+                raise MalformedPacket("user property contains U+0000 (§1.5.4)")
+            items.append((key, pair))
+            reader.at = at
+            continue
+        if key == Property.TOPIC_ALIAS:
+            alias_at = reader.at - (end - length)
         key = reader.varint("property identifier")
         kind, allowed = _TABLE.get(key, (-1, frozenset()))
         if kind < 0:
@@ -177,7 +232,10 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         items.append((key, _read_value(reader, key, kind)))
     if reader.at != end:
         raise MalformedPacket("a property runs past the property length (MQTT 5 §2.2.2.1)")
-    return Properties(items)
+    return Properties(items, wire=data[end - length : end], alias_at=alias_at)
+
+
+_USER_PROPERTY_IN: Final = _TABLE[Property.USER_PROPERTY][1]
 
 
 def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
@@ -203,24 +261,29 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
     return value
 
 
-def encode_properties(properties: Properties) -> bytes:
-    """The property list as it goes on the wire: its length, then each property."""
-    if not properties:
+def encode_properties(properties: Properties, extra: bytes = b"") -> bytes:
+    """The property list as it goes on the wire: its length, then each property, then
+    ``extra`` (properties already encoded, e.g. a topic alias: ``encode_property``)."""
+    if not properties and not extra:
         return b"\x00"
-    parts: list[bytes] = []
-    for key, value in properties.items:
-        kind = _TABLE[key][0]
-        parts.append(varint(key))
-        if isinstance(value, int):
-            if kind == _VARINT:
-                parts.append(varint(value))
-            else:
-                parts.append(value.to_bytes(_INT_SIZE[kind], "big"))
-        elif isinstance(value, str):
-            parts.append(utf8_field(value))
-        elif isinstance(value, bytes):
-            parts.append(binary_field(value))
-        else:
-            parts.append(utf8_field(value[0]) + utf8_field(value[1]))
-    body = b"".join(parts)
+    body = properties.wire + extra if extra else properties.wire
     return varint(len(body)) + body
+
+
+def encode_property(key: int, value: PropertyValue) -> bytes:
+    """One property, identifier and value, as it goes on the wire."""
+    return _encode_item(key, value)
+
+
+def _encode_item(key: int, value: PropertyValue) -> bytes:
+    kind = _TABLE[key][0]
+    head = varint(key)
+    if isinstance(value, int):
+        if kind == _VARINT:
+            return head + varint(value)
+        return head + value.to_bytes(_INT_SIZE[kind], "big")
+    if isinstance(value, str):
+        return head + utf8_field(value)
+    if isinstance(value, bytes):
+        return head + binary_field(value)
+    return head + utf8_field(value[0]) + utf8_field(value[1])

@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from broker.mqtt.codes import Reason
+from broker.mqtt.encode import encode_publish
 from broker.mqtt.limits import NEVER_EXPIRES, Limits
-from broker.mqtt.packets import Connect, Publish
-from broker.mqtt.properties import Properties, Property, PropertyValue
+from broker.mqtt.packets import MQTT_5, Connect, Disconnect, Publish
+from broker.mqtt.properties import (
+    Properties,
+    Property,
+    PropertyValue,
+    encode_properties,
+)
+from broker.mqtt.session import Outgoing
 from nanoiot.errors import ConnectRefused, ProtocolError
 
 NO_MAXIMUM: Final = 268_435_460  # §3.1.2.11.4: absent means the protocol's own bound
@@ -27,7 +34,8 @@ NO_MAXIMUM: Final = 268_435_460  # §3.1.2.11.4: absent means the protocol's own
 
 @dataclass(slots=True)
 class Negotiated:
-    """What a 5.0 client asked for in its CONNECT, and what it was given."""
+    """What a 5.0 client asked for in its CONNECT, and what it was given; the connection's
+    topic aliases both ways, and what follows from them for PUBLISH in and out."""
 
     session_expiry: int = 0  # §3.1.2.11.2: absent is 0, the session ends with the connection
     receive_maximum: int = 65535  # §3.1.2.11.3
@@ -37,6 +45,65 @@ class Negotiated:
     request_problem_information: bool = True  # §3.1.2.11.7
     server_keep_alive: int | None = None  # set when the server imposed one (§3.2.2.3.14)
     asked_session_expiry: int = 0  # before the server's maximum cut it
+    aliases_in: "AliasesIn | None" = None
+    aliases_out: "AliasesOut | None" = None
+
+    def start_aliases(self, limits: Limits) -> None:
+        """At CONNACK: the client may set ``max_topic_aliases`` aliases; the broker gives
+        at most as many as both sides allow (§3.2.2.3.8, §3.1.2.11.5)."""
+        self.aliases_in = AliasesIn(limits.max_topic_aliases)
+        most = min(self.topic_alias_maximum, limits.max_topic_aliases)
+        self.aliases_out = AliasesOut(most) if most else None
+
+    def resolve(self, publish: Publish) -> Publish:
+        """A PUBLISH from the client: its topic alias resolved and dropped (it names a topic
+        on this connection only, §3.3.2.3.4)."""
+        properties = publish.properties
+        alias = None
+        for key, value in properties:
+            if key == Property.TOPIC_ALIAS:
+                alias = value
+            elif key == Property.SUBSCRIPTION_IDENTIFIER:
+                raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
+        if alias is None:
+            return publish
+        assert isinstance(alias, int)
+        aliases = self.aliases_in or AliasesIn(0)
+        topic = aliases.resolve(publish, alias)
+        return Publish(
+            topic, publish.payload, publish.qos, publish.retain, publish.dup, publish.packet_id,
+            properties.without_topic_alias(),
+        )  # fmt: skip
+
+    def check_disconnect(self, packet: Disconnect) -> None:
+        expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
+        if expiry and not self.asked_session_expiry:
+            raise ProtocolError("session expiry set by DISCONNECT after 0 in CONNECT (§3.14.2.2.2)")
+
+    def publish_bytes(self, message: Outgoing, now: float, *, dup: bool) -> bytes:
+        """A PUBLISH to the client: the time left of its expiry interval (§3.3.2.3.3), a
+        topic alias where one is free (§3.3.2.3.4); b"" if it is larger than the client reads
+        (§3.1.2.11.4)."""
+        properties = message.properties
+        if message.expires_at is not None:
+            properties = outgoing_properties(properties, message.expires_at, now)
+        topic, aliases, new, alias = message.topic, self.aliases_out, False, b""
+        if aliases is not None and (found := aliases.alias(topic)) is not None:
+            number, known = found
+            new = not known
+            alias = b"\x23" + number.to_bytes(2, "big")  # Topic Alias (§3.3.2.3.4)
+            if known:
+                topic = ""  # the alias alone stands for the topic
+        data = encode_publish(
+            topic.encode(), message.payload, message.qos, message.packet_id,
+            retain=message.retain, dup=dup, level=MQTT_5,
+            properties=encode_properties(properties, alias),
+        )  # fmt: skip
+        if len(data) > self.maximum_packet_size:
+            if new and aliases is not None:
+                aliases.forget(message.topic)
+            return b""
+        return data
 
 
 def negotiate(connect: Connect, limits: Limits) -> Negotiated:

@@ -22,7 +22,17 @@ from admin.ratelimit import MAX_FAILURES, FailureLimiter
 from storage.sql import SqlCredentialStore
 from tests.admin.conftest import TOKEN, FakeBroker
 
-PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# /docs/assets and /docs/start.js: Swagger UI's files and its start-up script (admin.api_docs).
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/docs",
+        "/docs/assets",
+        "/docs/start.js",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+    }
+)
 WEB_UI_PREFIX = "/ui/"
 BASE_URL = "http://nanoiot.test"
 

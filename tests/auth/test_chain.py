@@ -10,7 +10,13 @@ from auth.kinds import CredentialStatus
 from nanoiot.errors import PemError
 from tests.certgen import Issued, issue, revocation_list
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """The time of the check, taken when it runs: certificates are made then too, valid from
+    a few minutes before, and a full run reaches these tests long after it imported them."""
+    return dt.datetime.now(dt.UTC)
+
+
 CA = issue("Fleet CA", ca=True)
 OTHER_CA = issue("Other CA", ca=True)
 
@@ -31,7 +37,7 @@ def refused(result: ChainMatch | Decision) -> Decision:
 
 def test_leaf_of_trusted_ca_matches_with_cn_as_device_name() -> None:
     leaf = issue("sensor-17", issuer=CA)
-    result = match_chain(leaf.cert, [], [anchor(OTHER_CA), anchor()], now=NOW)
+    result = match_chain(leaf.cert, [], [anchor(OTHER_CA), anchor()], now=now())
     assert isinstance(result, ChainMatch)
     assert result.device_name == "sensor-17"
     assert result.anchor.certificate == CA.cert
@@ -40,24 +46,26 @@ def test_leaf_of_trusted_ca_matches_with_cn_as_device_name() -> None:
 def test_intermediate_sent_by_the_client_is_used() -> None:
     intermediate = issue("Plant CA", issuer=CA, ca=True)
     leaf = issue("sensor-2", issuer=intermediate)
-    assert isinstance(match_chain(leaf.cert, [intermediate.cert], [anchor()], now=NOW), ChainMatch)
-    missing = refused(match_chain(leaf.cert, [], [anchor()], now=NOW))
+    assert isinstance(
+        match_chain(leaf.cert, [intermediate.cert], [anchor()], now=now()), ChainMatch
+    )
+    missing = refused(match_chain(leaf.cert, [], [anchor()], now=now()))
     assert missing.reason is Reason.UNTRUSTED_ISSUER
 
 
 def test_untrusted_issuer_and_no_anchors() -> None:
     leaf = issue("x", issuer=OTHER_CA)
-    decision = refused(match_chain(leaf.cert, [], [anchor()], now=NOW))
+    decision = refused(match_chain(leaf.cert, [], [anchor()], now=now()))
     assert decision.reason is Reason.UNTRUSTED_ISSUER
     assert "CN=Other CA" in decision.detail
-    assert refused(match_chain(leaf.cert, [], [], now=NOW)).reason is Reason.UNTRUSTED_ISSUER
+    assert refused(match_chain(leaf.cert, [], [], now=now())).reason is Reason.UNTRUSTED_ISSUER
 
 
 def test_issuer_that_is_not_a_ca_is_refused() -> None:
     not_ca = issue("plain")
     leaf = issue("x", issuer=not_ca)
     assert (
-        refused(match_chain(leaf.cert, [], [anchor(not_ca)], now=NOW)).reason
+        refused(match_chain(leaf.cert, [], [anchor(not_ca)], now=now())).reason
         is Reason.UNTRUSTED_ISSUER
     )
 
@@ -65,35 +73,35 @@ def test_issuer_that_is_not_a_ca_is_refused() -> None:
 def test_crl_revokes_a_leaf() -> None:
     leaf = issue("sensor-3", issuer=CA, serial=4242)
     revoked = anchor(crl=crl_revoking(CA, 4242))
-    decision = refused(match_chain(leaf.cert, [], [revoked], now=NOW))
+    decision = refused(match_chain(leaf.cert, [], [revoked], now=now()))
     assert decision.reason is Reason.REVOKED_BY_CA
     assert "1092" in decision.detail  # 4242 in hex
     other = issue("sensor-4", issuer=CA, serial=4243)
-    assert isinstance(match_chain(other.cert, [], [revoked], now=NOW), ChainMatch)
+    assert isinstance(match_chain(other.cert, [], [revoked], now=now()), ChainMatch)
 
 
 def test_expiry_unless_skipped_and_eku() -> None:
     past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     long_lived = issue("Old CA", ca=True, not_before=past - dt.timedelta(days=365))
     old = issue("old", issuer=long_lived, not_before=past, not_after=past + dt.timedelta(days=1))
-    expired = refused(match_chain(old.cert, [], [anchor(long_lived)], now=NOW))
+    expired = refused(match_chain(old.cert, [], [anchor(long_lived)], now=now()))
     assert expired.reason is Reason.CERTIFICATE_EXPIRED
-    skipped = match_chain(old.cert, [], [anchor(long_lived)], now=NOW, check_validity=False)
+    skipped = match_chain(old.cert, [], [anchor(long_lived)], now=now(), check_validity=False)
     assert isinstance(skipped, ChainMatch)
     server = issue("s", issuer=CA, eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
-    wrong_use = refused(match_chain(server.cert, [], [anchor()], now=NOW))
+    wrong_use = refused(match_chain(server.cert, [], [anchor()], now=now()))
     assert wrong_use.reason is Reason.NOT_FOR_CLIENT_AUTH
 
 
 def test_cn_regex_group_one_names_the_device() -> None:
     rule = anchor(cn_regex=r"device-(\w+)\.fleet\.example")
     leaf = issue("device-abc.fleet.example", issuer=CA)
-    result = match_chain(leaf.cert, [], [rule], now=NOW)
+    result = match_chain(leaf.cert, [], [rule], now=now())
     assert isinstance(result, ChainMatch)
     assert result.device_name == "abc"
     stranger = issue("intruder.example", issuer=CA)
     assert (
-        refused(match_chain(stranger.cert, [], [rule], now=NOW)).reason is Reason.NAME_NOT_ALLOWED
+        refused(match_chain(stranger.cert, [], [rule], now=now())).reason is Reason.NAME_NOT_ALLOWED
     )
 
 
@@ -116,18 +124,18 @@ def _holder(issuer_ca_id: str | None) -> Holder:
 def test_pinned_leaf_of_a_ca_needs_that_ca_still_trusted() -> None:
     leaf = issue("sensor-5", issuer=CA, serial=77)
     holder = _holder("ca-1")
-    assert decide_pinned(leaf.cert, [], holder, [anchor()], now=NOW).allowed
+    assert decide_pinned(leaf.cert, [], holder, [anchor()], now=now()).allowed
     # Deleted or disabled (no anchor with its id, even if another anchor has the same key).
     for anchors in ([], [TrustAnchor("ca-2", "again", CA.cert)]):
-        gone = decide_pinned(leaf.cert, [], holder, anchors, now=NOW, ca_names={"ca-1": "fleet"})
+        gone = decide_pinned(leaf.cert, [], holder, anchors, now=now(), ca_names={"ca-1": "fleet"})
         assert gone.reason is Reason.CA_NO_LONGER_TRUSTED
         assert gone.detail == "certificate was issued by CA 'fleet' which is no longer trusted"
         assert gone.holder == holder
         assert gone.connack == ConnackCode.NOT_AUTHORIZED
-    unnamed = decide_pinned(leaf.cert, [], holder, [], now=NOW)
+    unnamed = decide_pinned(leaf.cert, [], holder, [], now=now())
     assert "CA 'ca-1'" in unnamed.detail
     # Still trusted: the chain is checked again, with the CA's CRL.
-    revoked = decide_pinned(leaf.cert, [], holder, [anchor(crl=crl_revoking(CA, 77))], now=NOW)
+    revoked = decide_pinned(leaf.cert, [], holder, [anchor(crl=crl_revoking(CA, 77))], now=now())
     assert revoked.reason is Reason.REVOKED_BY_CA
     assert revoked.holder == holder
 
@@ -136,17 +144,17 @@ def test_pinned_leaf_through_an_intermediate_obeys_its_revocation() -> None:
     intermediate = issue("Plant CA", issuer=CA, ca=True, serial=99)
     leaf = issue("sensor-5", issuer=intermediate)
     holder = _holder("ca-1")
-    assert decide_pinned(leaf.cert, [intermediate.cert], holder, [anchor()], now=NOW).allowed
+    assert decide_pinned(leaf.cert, [intermediate.cert], holder, [anchor()], now=now()).allowed
     crl = anchor(crl=crl_revoking(CA, 99))
-    revoked = decide_pinned(leaf.cert, [intermediate.cert], holder, [crl], now=NOW)
+    revoked = decide_pinned(leaf.cert, [intermediate.cert], holder, [crl], now=now())
     assert revoked.reason is Reason.REVOKED_BY_CA
 
 
 def test_operator_pinned_leaf_needs_no_ca() -> None:
     leaf = issue("sensor-5", issuer=CA, serial=78)
     holder = _holder(None)
-    assert decide_pinned(leaf.cert, [], holder, [], now=NOW).allowed
+    assert decide_pinned(leaf.cert, [], holder, [], now=now()).allowed
     # ... but obeys the CRL of a trusted CA that issued it, as before.
     crl = anchor(crl=crl_revoking(CA, 78))
-    assert decide_pinned(leaf.cert, [], holder, [crl], now=NOW).reason is Reason.REVOKED_BY_CA
-    assert decide_pinned(leaf.cert, [], None, [], now=NOW).reason is Reason.UNKNOWN_KEY
+    assert decide_pinned(leaf.cert, [], holder, [crl], now=now()).reason is Reason.REVOKED_BY_CA
+    assert decide_pinned(leaf.cert, [], None, [], now=now()).reason is Reason.UNKNOWN_KEY

@@ -17,7 +17,13 @@ from auth.fingerprint import spki_sha256
 from auth.kinds import CredentialStatus
 from tests.certgen import issue
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """The time of the check, taken when it runs: certificates are made then too, valid from
+    a few minutes before, and a full run reaches these tests long after it imported them."""
+    return dt.datetime.now(dt.UTC)
+
+
 DEVICE = issue("dev-1")
 
 
@@ -26,7 +32,7 @@ def holder(status: CredentialStatus = CredentialStatus.ACTIVE, enabled: bool = T
 
 
 def test_known_active_key_of_enabled_device_is_allowed() -> None:
-    decision = decide_certificate(DEVICE.cert, holder(), now=NOW)
+    decision = decide_certificate(DEVICE.cert, holder(), now=now())
     assert decision.allowed
     assert decision.reason is Reason.ALLOWED
     assert decision.connack is ConnackCode.ACCEPTED
@@ -35,7 +41,7 @@ def test_known_active_key_of_enabled_device_is_allowed() -> None:
 
 
 def test_unknown_key_names_its_fingerprint() -> None:
-    decision = decide_certificate(DEVICE.cert, None, now=NOW)
+    decision = decide_certificate(DEVICE.cert, None, now=now())
     assert not decision.allowed
     assert decision.reason is Reason.UNKNOWN_KEY
     assert decision.connack is ConnackCode.NOT_AUTHORIZED
@@ -52,7 +58,7 @@ def test_unknown_key_names_its_fingerprint() -> None:
     ],
 )
 def test_state_refusals(status: CredentialStatus, enabled: bool, reason: Reason) -> None:
-    decision = decide_certificate(DEVICE.cert, holder(status, enabled), now=NOW)
+    decision = decide_certificate(DEVICE.cert, holder(status, enabled), now=now())
     assert (decision.allowed, decision.reason, decision.connack) == (
         False,
         reason,
@@ -65,25 +71,26 @@ def test_state_refusals(status: CredentialStatus, enabled: bool, reason: Reason)
 def test_expired_and_not_yet_valid_unless_validity_is_skipped() -> None:
     past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     expired = issue("dev-1", not_before=past, not_after=past + dt.timedelta(days=1))
-    decision = decide_certificate(expired.cert, holder(), now=NOW)
+    decision = decide_certificate(expired.cert, holder(), now=now())
     assert decision.reason is Reason.CERTIFICATE_EXPIRED
     assert "expired on 2020-01-02" in decision.detail
-    assert decide_certificate(expired.cert, holder(), now=NOW, check_validity=False).allowed
+    assert decide_certificate(expired.cert, holder(), now=now(), check_validity=False).allowed
 
-    future = NOW + dt.timedelta(days=10)
+    future = now() + dt.timedelta(days=10)
     early = issue("dev-1", not_before=future, not_after=future + dt.timedelta(days=1))
     assert (
-        decide_certificate(early.cert, holder(), now=NOW).reason is Reason.CERTIFICATE_NOT_YET_VALID
+        decide_certificate(early.cert, holder(), now=now()).reason
+        is Reason.CERTIFICATE_NOT_YET_VALID
     )
 
 
 def test_server_only_certificate_is_refused_even_when_pinned() -> None:
     server_only = issue("dev-1", eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
-    decision = decide_certificate(server_only.cert, holder(), now=NOW)
+    decision = decide_certificate(server_only.cert, holder(), now=now())
     assert decision.reason is Reason.NOT_FOR_CLIENT_AUTH
     assert "serverAuth" in decision.detail
     no_eku = issue("dev-1", eku=None)
-    assert decide_certificate(no_eku.cert, holder(), now=NOW).allowed
+    assert decide_certificate(no_eku.cert, holder(), now=now()).allowed
 
 
 def test_tokens_basic_and_the_rest() -> None:

@@ -21,6 +21,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Response,
+    Route,
     expect,
     sync_playwright,
 )
@@ -256,3 +257,23 @@ def auth_events_written(node: BrokerThread) -> None:
     """The broker stores auth events in the background, after CONNACK: wait until what it has
     queued is written (the queue's join), so the reloaded page can show it."""
     node.call(node.running.auth_log.flushed())
+
+
+def test_api_docs_render_offline_under_their_policy(page: Page, node: BrokerThread) -> None:
+    """Swagger UI comes from the node itself: with every other host unreachable the page
+    renders, and the ``page`` fixture fails the test on any CSP violation or script error."""
+    outside: list[str] = []
+
+    def offline(route: Route) -> None:
+        if route.request.url.startswith(node.http_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(f"{node.http_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("NanoIoT admin API")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    shot(page, "api-docs")
+    assert outside == []

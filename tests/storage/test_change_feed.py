@@ -90,6 +90,8 @@ async def test_change_marker_moves_with_another_writers_change(
     before = await store.change_marker()
     assert before is not None
     assert await store.change_marker() == before  # nothing committed meanwhile
+    await other_store.record_auth_event(outcome=AuthOutcome.DENIED, reason="x")
+    assert await store.change_marker() == before  # a commit, but not of a change
     await other_store.create_device("d")
     after = await store.change_marker()
     assert after is not None

@@ -142,8 +142,15 @@ def test_topic_aliases_from_the_client() -> None:
     assert isinstance(first, Publish)
     assert isinstance(second, Publish)
     assert (first.topic, second.topic) == ("a/b", "a/b")
-    # The alias is this connection's: what is routed carries only the other properties.
+    # The alias is this connection's: what is routed carries only the other properties,
+    # and the bytes kept for forwarding them are theirs (the alias cut out of the middle).
     assert second.properties == Properties([(Property.USER_PROPERTY, ("k", "v"))])
+    middle = Properties([(0x26, ("a", "1")), (Property.TOPIC_ALIAS, 2), (0x26, ("b", "2"))])
+    [third] = feed(connection, Publish("", b"3", properties=middle))
+    assert isinstance(third, Publish)
+    kept = Properties([(0x26, ("a", "1")), (0x26, ("b", "2"))])
+    assert third.properties == kept
+    assert third.properties.wire == Properties(list(kept)).wire
 
 
 def test_a_topic_alias_above_the_maximum_is_0x94_and_an_unknown_one_0x82() -> None:
@@ -247,3 +254,15 @@ def test_overlapping_subscriptions_give_one_match_with_every_identifier() -> Non
     plain.add("a/+", "s", Subscription(1))
     plain.add("a/#", "s", Subscription(2))
     assert plain.match("a/b")["s"] == Subscription(2)
+
+
+def test_a_malformed_user_property_closes_the_connection() -> None:
+    # §1.5.4 / §1.5.7: ill-formed UTF-8, U+0000, or a string running past the property
+    # length is a malformed packet (0x81).
+    for pair in (b"\x00\x01\xff\x00\x00", b"\x00\x01\x00\x00\x00", b"\x00\x09ab\x00\x00"):
+        connection, _ = _accepted()
+        props = b"\x26" + pair
+        body = b"\x00\x01t" + bytes((len(props),)) + props
+        [violation] = connection.receive_data(b"\x30" + bytes((len(body),)) + body, 0)
+        assert isinstance(violation, ProtocolViolation)
+        assert violation.code == 0x81, pair
