@@ -350,13 +350,24 @@ class MqttClient:
             return len(session.inflight) < self.core.window  # 5.0: the client's Receive Maximum
         return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
 
-    def acknowledge(self, packet_id: int, qos: int, *, durable: bool, code: int = 0) -> None:
+    def acknowledge(
+        self,
+        packet_id: int,
+        qos: int,
+        *,
+        durable: "bool | asyncio.Future[None]",
+        code: int = 0,
+    ) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
-        (§4.6). ``code``: the MQTT 5 reason code (0x87 for a refused topic, §3.4.2.1). While
-        the store cannot be written the acknowledgement waits, at most ``ack_timeout``
-        seconds (``_ack_overdue``)."""
-        pending = self.broker.store.pending_commit() if durable else None
+        (§4.6). ``durable``: True to wait for the store's commit, or a future of everything
+        to wait for (in a cluster, other nodes' confirmations too). ``code``: the MQTT 5
+        reason code (0x87 for a refused topic, §3.4.2.1). While the store cannot be written
+        the acknowledgement waits, at most ``ack_timeout`` seconds (``_ack_overdue``)."""
+        if isinstance(durable, asyncio.Future):
+            pending: asyncio.Future[None] | None = durable
+        else:
+            pending = self.broker.store.pending_commit() if durable else None
         held = self._held
         if pending is None and not held:
             self.core.acknowledge(packet_id, qos, code)
@@ -372,7 +383,15 @@ class MqttClient:
     def _release_acknowledgements(self, _done: object = None) -> None:
         held = self._held
         while held and (held[0][2] is None or held[0][2].done()):
-            packet_id, qos, _, _, code = held.popleft()
+            packet_id, qos, pending, _, code = held.popleft()
+            if pending is not None and (pending.cancelled() or pending.exception() is not None):
+                # Not the server's yet (another node did not confirm it): close without
+                # acknowledging, so the client sends it again (§4.4).
+                if not self.ended:
+                    why = "cancelled" if pending.cancelled() else pending.exception()
+                    log.warning("%s: a message could not be routed (%s): closing", self.label, why)
+                    self._end(will=False)
+                continue
             if not self.ended:
                 self.core.acknowledge(packet_id, qos, code)
         if self.ended:

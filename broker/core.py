@@ -58,7 +58,9 @@ class Broker:
         config: BrokerConfig | None = None,
         *,
         store: SessionStore | None = None,
+        router: Callable[[LocalRouter], Router] | None = None,
     ) -> None:
+        """``router``: what routes beyond this broker (a cluster's), around the local one."""
         self.authenticator = authenticator
         self.acl = acl
         self.auth_log = auth_log
@@ -66,7 +68,8 @@ class Broker:
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
         self.store: SessionStore = store or MemorySessionStore()
-        self.router: Router = LocalRouter(self.store, self.limits, self.metrics)
+        local = LocalRouter(self.store, self.limits, self.metrics)
+        self.router: Router = router(local) if router is not None else local
         self.registry = Registry(self.router, self.store)
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}

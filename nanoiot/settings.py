@@ -183,6 +183,9 @@ class Settings(BaseModel):
     # Broker processes sharing the MQTT port (SO_REUSEPORT); "auto": one per CPU. More than
     # one needs nats_url (messages cross between workers through NATS).
     workers: Annotated[int, Field(ge=1, le=_MAX_WORKERS)] | Literal["auto"] = 1
+    # Bytes of messages for other nodes waiting to be handed to NATS; past it a batch is
+    # dropped (QoS 0) or its publishers disconnected unacknowledged (QoS 1/2: they resend).
+    max_forward_buffer: int = Field(8 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod
