@@ -27,6 +27,7 @@ from broker.sessions import BrokerSession
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.restore import Restoration
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Registry:
         self.sessions: dict[SessionKey, BrokerSession] = {}
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
+        self.restoration: Restoration | None = None  # while the previous run's come back
 
     # --- live connections -----------------------------------------------------------------
 
@@ -86,6 +88,8 @@ class Registry:
         peer = client.peer
         assert peer is not None
         async with self._turn(peer.key):
+            if self.restoration is not None:
+                await self.restoration.claim(peer.key)  # its own session, never an empty one
             session = self.sessions.get(peer.key)
             old = session.client if session is not None else None
             if old is not None and old is not client:
