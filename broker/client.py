@@ -17,6 +17,7 @@ Interval for a 5.0 client (§3.1.3.2.2), its session released (a clean session e
 """
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -52,6 +53,7 @@ from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
 from broker.tls_connection import TlsConnection
+from nanoiot.errors import StoreError
 from nanoiot.text import printable
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 class MqttClient:
     __slots__ = (
         "_ack_timer", "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused",
-        "_timer", "broker", "core", "ended", "peer", "session", "tls",
+        "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -86,6 +88,8 @@ class MqttClient:
         self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
+        # What arrives while the previous run's sessions are restored (``_accept``).
+        self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
         self._out_wait: asyncio.Future[None] | None = None
         self._out_held: list[bytes] = []
@@ -102,6 +106,10 @@ class MqttClient:
         if self.ended:
             return
         self.broker.metrics.bytes_in += len(data)
+        if self._stash is not None:
+            self._stash.append(data)  # read once the sessions are restored
+            self.core.last_received = self._loop.time()  # it is not idle (§3.1.2.10)
+            return
         self._receive(data)
         if self.ended:
             return
@@ -222,6 +230,9 @@ class MqttClient:
             taken = await broker.registry.take_over(self, connect.clean_start, self._expiry())
             if taken is not None and not self.ended:
                 self._accept(*taken, connect)
+        except StoreError as exc:  # its stored session cannot be read: it may retry
+            log.warning("refused %s: its session cannot be restored: %s", self.label, exc)
+            self._refuse(ConnackCode.SERVER_UNAVAILABLE)
         except Exception:
             log.exception("admitting %s failed", self.label)
             self._end(will=False)
@@ -254,10 +265,26 @@ class MqttClient:
         if self.ended:
             return
         self._flush()
+        restoring = self.broker.restoring()
+        if restoring is not None:
+            # Its own session is complete; others may not be in yet, and a message it
+            # published now would miss their subscriptions (§3.1.2.4): it is read afterwards.
+            self._stash = []
+            self._paused = True
+            self.tls.pause_reading()
+            restoring.add_done_callback(self._restored)
+            return
+        self._restored()
+
+    def _restored(self, _done: object = None) -> None:
+        """Read what the client sent behind its CONNECT, and from now on as it comes."""
+        if self.ended:
+            return
+        stashed, self._stash = self._stash, None
         if self._paused:
             self._paused = False
             self.tls.resume_reading()
-        self._receive(b"")  # what came behind the CONNECT
+        self._receive(b"".join(stashed) if stashed else b"")
         if not self.ended:
             self._flush()
 
@@ -508,4 +535,15 @@ class MqttClient:
             session.pending_will = publish
             session.will_timer = loop.call_later(min(delay, expiry), publish)
             return
-        inbound.publish_will(self.broker, peer, will, self._loop.time())
+        restoring = self.broker.restoring()
+        if restoring is None:
+            inbound.publish_will(self.broker, peer, will, self._loop.time())
+        else:  # like its other messages, once every subscriber's session is in
+            restoring.add_done_callback(functools.partial(_late_will, self, peer, will))
+
+
+def _late_will(
+    client: MqttClient, peer: Peer, will: Will, restored: "asyncio.Future[None]"
+) -> None:
+    if not restored.cancelled():  # cancelled: the broker stops
+        inbound.publish_will(client.broker, peer, will, asyncio.get_running_loop().time())

@@ -21,6 +21,7 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
+from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
 from broker.session_store import MemorySessionStore, SessionStore
@@ -172,14 +173,17 @@ class Broker:
         self.retained.retain(topic, payload, 0, None)
         self.router.publish(Message(topic, payload, 0, True))
 
-    async def restore(self) -> int:
-        """Take in the persistent sessions of the previous run; how many messages they hold."""
-        sessions = await self.store.load()
-        self.registry.restore(sessions)
-        messages = sum(len(s.inflight) + len(s.queue) for s in sessions)
-        if sessions:
-            log.info("restored %d persistent sessions, %d messages", len(sessions), messages)
-        return messages
+    def start_restoring(self) -> Restoration:
+        """Restore the persistent sessions of the previous run in the background (the
+        listener is open already; ``broker.restore``)."""
+        restoration = self.registry.restoration = Restoration(self.registry, self.store)
+        restoration.start()
+        return restoration
+
+    def restoring(self) -> "asyncio.Future[None] | None":
+        """Done once the previous run's sessions are all restored; None when they are."""
+        restoration = self.registry.restoration
+        return restoration.pending() if restoration is not None else None
 
     def close_all(self) -> None:
         """Close every live connection (shutdown: their wills are not published)."""

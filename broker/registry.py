@@ -27,6 +27,7 @@ from broker.sessions import BrokerSession
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.restore import Restoration
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Registry:
         # In a cluster: make this member the session's only holder before the CONNACK
         # (``broker.cluster.sessions``).
         self.claim: Callable[[MqttClient], Awaitable[None]] | None = None
+        self.restoration: Restoration | None = None  # while the previous run's come back
 
     # --- live connections -----------------------------------------------------------------
 
@@ -89,6 +91,8 @@ class Registry:
         peer = client.peer
         assert peer is not None
         async with self._turn(peer.key):
+            if self.restoration is not None:
+                await self.restoration.claim(peer.key)  # its own session, never an empty one
             session = self.sessions.get(peer.key)
             old = session.client if session is not None else None
             if old is not None and old is not client:

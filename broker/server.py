@@ -24,6 +24,7 @@ from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
 from broker.password_gate import PasswordGate, PasswordPolicy
 from broker.proxy_protocol import TrustedProxies
+from broker.restore import Restoration
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
@@ -123,6 +124,7 @@ class RunningBroker:
     development_credentials: bool
     tls_failures: TlsFailureLog
     tls_reload: ServerCertificateReloader
+    restoration: Restoration
     cluster_router: "ClusterRouter | None" = None  # with a cluster: routing across it
 
     @property
@@ -187,8 +189,6 @@ class RunningBroker:
                 await cluster_router.start(broker.retained, broker.registry)
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)
-            # Persistent sessions of the previous run, before any client can connect.
-            await broker.restore()
             auth_log.start()
             opened.push_async_callback(auth_log.stop)
             follower = RevocationFollower(store, broker, authenticator)
@@ -212,6 +212,10 @@ class RunningBroker:
                 shut_out=authenticator.passwords.shut_out,
             )
             opened.push_async_callback(listener.__aexit__)
+            # The previous run's persistent sessions, behind the open listener (a client
+            # connecting meanwhile gets its own first: broker.restore).
+            restoration = broker.start_restoring()
+            opened.push_async_callback(restoration.stop)
             tls_reload = ServerCertificateReloader(
                 settings, listener.use_context, interval=settings.tls_reload_interval
             )
@@ -228,12 +232,13 @@ class RunningBroker:
         gc.freeze()
         return cls(
             settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
-            development, tls_failures, tls_reload, cluster_router,
+            development, tls_failures, tls_reload, restoration, cluster_router,
         )  # fmt: skip
 
     async def stop(self) -> None:
         """Refuse new connections, close live ones, save the sessions, close the store."""
         await self.tls_reload.stop()
+        await self.restoration.stop()
         self.broker.close_all()
         self.listener.close()
         await self.listener.wait_closed()

@@ -179,6 +179,10 @@ class CredentialStore(Protocol):
 
     async def load_sessions(self) -> list[StoredSession]: ...
 
+    async def load_sessions_page(self, after: str | None, limit: int) -> list[StoredSession]: ...
+
+    async def load_session(self, key: str) -> StoredSession | None: ...
+
     async def ping(self) -> None:
         """Raises StoreUnavailableError when the database cannot be reached."""
 
