@@ -92,7 +92,8 @@ class CredentialV1(_Camel):
     credentials_id: str | None = Field(
         None,
         description="The reference system's lookup key: sha3-256 of the certificate for "
-        "X.509, the token itself for an access token.",
+        "X.509; for an access token the token itself, in the answer that created it only "
+        "(the store keeps a keyed hash of it).",
     )
     spki_sha256: str | None = None
     pem: str | None = None
@@ -102,7 +103,9 @@ class CredentialV1(_Camel):
     not_before: int | None = None
     not_after: int | None = None
     issuer_ca_id: UUID | None = None
-    token: str | None = None
+    token: str | None = Field(
+        None, description="A new access token, in the answer that created it only (shown once)."
+    )
     username: str | None = None
     client_id: str | None = None
     application: bool = False

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Self
 from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
-from broker.authn import Authenticator
+from broker.authn import Authenticator, certificate_policy
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
@@ -172,9 +172,7 @@ class RunningBroker:
             store = await open_store(settings)
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
-                store,
-                check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
-                passwords=password_gate(settings),
+                store, policy=certificate_policy(settings), passwords=password_gate(settings)
             )
             auth_log = AuthLog(store, policy=auth_log_policy(settings))
             sessions = SqlSessionStore(store)

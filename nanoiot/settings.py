@@ -64,6 +64,13 @@ class Settings(BaseModel):
 
     # --- TLS policy beyond the reference names (environment: NANOIOT_<NAME>) ---
     require_client_certificate: bool = False
+    # Smallest device keys, at registration and in the handshake (auth.keys); Ed25519 and
+    # Ed448 are always accepted, DSA never.
+    min_rsa_key_bits: int = Field(2048, ge=1024, le=16384)
+    min_ec_key_bits: int = Field(256, ge=192, le=521)
+    # Pin a registered certificate whole, not only its public key (auth.pinning): a device
+    # must then present the very certificate registered, so its dates count.
+    pin_whole_certificate: bool = False
     tls_allow_legacy_protocols: bool = False
     tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
     # Seconds between checks of the server certificate and key files for a change to reload
@@ -151,6 +158,9 @@ class Settings(BaseModel):
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Key of the access-token hashes (64 hex characters); unset: generated into the data
+    # directory. Nodes sharing a database but not a data directory must share it.
+    token_hash_key: SecretStr | None = None
     # Largest request body the admin HTTP server reads, in bytes (a CRL upload may be 16 MiB;
     # the bulk import is streamed and has no bound on its whole body).
     http_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
@@ -227,6 +237,12 @@ class Settings(BaseModel):
         if name == "nats_tls_key" and (value is None) != (data.get("nats_tls_cert") is None):
             raise ValueError("nats_tls_cert and nats_tls_key go together: set both or neither")
         return value
+
+    @field_validator("token_hash_key", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: object) -> object:
+        """Blank is unset (Compose passes an empty ``${VAR:-}``): the data directory's key."""
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod

@@ -190,7 +190,7 @@ def crl(
     data = None if crlfile is None else read_file(crlfile)
 
     async def _set(store: CredentialStore) -> x509.CertificateRevocationList | None:
-        ca = await _find(store, name)
+        ca = await find_ca(store, name)
         if data is None:
             await store.set_ca_crl(ca.id, None)
             return None
@@ -216,7 +216,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     """Stop trusting a CA (and drop its CRL): its devices are cut off."""
 
     async def _delete(store: CredentialStore) -> None:
-        await store.delete_trusted_ca((await _find(store, name)).id)
+        await store.delete_trusted_ca((await find_ca(store, name)).id)
 
     with_store(ctx, _delete, writes=True)
     say(f"trusted CA '{name}' deleted")
@@ -229,7 +229,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     )
 
 
-async def _find(store: CredentialStore, name: str) -> TrustedCA:
+async def find_ca(store: CredentialStore, name: str) -> TrustedCA:
     cas = await store.list_trusted_cas()
     for ca in cas:
         if ca.name == name:

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from auth.kinds import CredentialType
 from storage.records import Credential, Device
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ def print_credentials(credentials: Sequence[Credential]) -> None:
 def _identity(c: Credential) -> str:
     if c.spki_sha256:
         return f"sha256:{c.spki_sha256}"
-    if c.token:
-        return f"token {c.token}"
+    if c.type is CredentialType.ACCESS_TOKEN:
+        return "access token (stored as a keyed hash: shown only when added)"
     return f"user {c.username}" + (f" (client id {c.client_id})" if c.client_id else "")
 
 
