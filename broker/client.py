@@ -421,8 +421,9 @@ class MqttClient:
                     "client sends those messages again", self.label, len(held), timeout,
                     problem)  # fmt: skip
         held.clear()
-        unsaved = (Reason.SERVER_UNAVAILABLE, f"the broker could not save messages: {problem}")
-        self._end(will=False, reason=unsaved)  # MQTT 5 only (§3.14.2.1)
+        # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
+        unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
+        self._end(will=False, reason=unsaved)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""

@@ -15,7 +15,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,9 @@ class Registry:
         self.sessions: dict[SessionKey, BrokerSession] = {}
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
+        # In a cluster: make this member the session's only holder before the CONNACK
+        # (``broker.cluster.sessions``).
+        self.claim: Callable[[MqttClient], Awaitable[None]] | None = None
         self.restoration: Restoration | None = None  # while the previous run's come back
 
     # --- live connections -----------------------------------------------------------------
@@ -95,6 +98,8 @@ class Registry:
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
                 await old.taken_over()
+            if self.claim is not None and not client.ended:
+                await self.claim(client)  # closed on any other member of a cluster
             if client.ended:
                 return None
             if session is not None and (clean or not session.persistent):

@@ -184,7 +184,7 @@ class RunningBroker:
             )  # fmt: skip
             cluster_router = routers[0] if routers else None
             if cluster_router is not None:  # the others' routes, before any subscription
-                await cluster_router.start(broker.retained)
+                await cluster_router.start(broker.retained, broker.registry)
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)
             auth_log.start()

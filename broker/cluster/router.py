@@ -17,6 +17,7 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
@@ -28,6 +29,8 @@ from broker.cluster.metrics import ClusterCollector
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
+from broker.cluster.sessions import BUCKET as CLIENTS
+from broker.cluster.sessions import SessionClaims
 from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import SessionKey
 from broker.retained import RetainedStore
@@ -35,6 +38,9 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
+
+if TYPE_CHECKING:
+    from broker.registry import Registry
 
 __all__ = ["ClusterRouter"]
 
@@ -55,14 +61,15 @@ class ClusterRouter:
         self.forwarder = Forwarder(link, max_buffer, self._gone)
         self.announcer: RouteAnnouncer | None = None
         self.retained: RetainedReplica | None = None
+        self.claims: SessionClaims | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
 
-    async def start(self, retained: RetainedStore) -> None:
-        """Learn the others' routes and the cluster's retained messages, and listen for
-        frames, before any client connects."""
+    async def start(self, retained: RetainedStore, registry: "Registry") -> None:
+        """Learn the others' routes and the cluster's retained messages, listen for frames
+        and take-overs, before any client connects."""
         bucket = await self.link.key_value(BUCKET)
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
         await self.forwarder.start()
@@ -73,6 +80,9 @@ class ClusterRouter:
         await self.announcer.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
+        self.claims = SessionClaims(self.link, await self.link.key_value(CLIENTS), registry)
+        await self.claims.start()
+        registry.claim = self.claims.claim
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
