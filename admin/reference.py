@@ -26,6 +26,7 @@ from admin.schemas import (
     DeviceOut,
     DevicePage,
     DeviceWithCredentials,
+    DeviceWithCredentialsOut,
 )
 from storage.interface import CredentialStore
 from storage.sql import MAX_PAGE_SIZE
@@ -160,15 +161,15 @@ async def save_credentials(
 
 @router.post(
     "/api/device-with-credentials",
-    response_model=DeviceOut,
+    response_model=DeviceWithCredentialsOut,
     responses=_errors(400, 409),
     summary="Create a device with its first credential, all or nothing",
 )
 async def save_device_with_credentials(
     body: DeviceWithCredentials, request: Request, allow_expired: AllowExpired = False
-) -> DeviceOut:
+) -> DeviceWithCredentialsOut:
     device = body.device.checked()
-    created, _credential = await service.create_device_with_credentials(
+    created, credential = await service.create_device_with_credentials(
         _store(request),
         device.name,
         body.credentials.spec(),
@@ -177,4 +178,6 @@ async def save_device_with_credentials(
         allow_expired=allow_expired,
     )
     context_of(request).changed()
-    return DeviceOut.of(created)
+    # The reference answers with the device; the credential is added, as a generated access
+    # token is shown in this answer only.
+    return DeviceWithCredentialsOut.of_created(created, credential)

@@ -171,7 +171,8 @@ class CredentialsOut(_Model):
     device_id: DeviceId
     credentials_type: CredentialType
     credentials_id: str | None = Field(
-        description="X.509: the reference's SHA3-256 hash of the certificate; token: the token"
+        description="X.509: the reference's SHA3-256 hash of the certificate; token: the token, "
+        "in the answer that created it only (the store keeps a keyed hash)"
     )
     credentials_value: str | None = Field(
         description="X.509: the PEM; MQTT_BASIC: JSON text with clientId and userName"
@@ -237,3 +238,14 @@ def _basic_spec(value: str | None) -> BasicSpec:
     if client_id is not None and not isinstance(client_id, str):
         raise ValidationError("clientId must be a string or left out")
     return BasicSpec(username=username, password=password, client_id=client_id or None)
+
+
+class DeviceWithCredentialsOut(DeviceOut):
+    """The device, and the credential it was created with: the only answer that shows a new
+    access token (the store keeps a keyed hash of it)."""
+
+    credentials: CredentialsOut
+
+    @classmethod
+    def of_created(cls, device: Device, credential: Credential) -> "DeviceWithCredentialsOut":
+        return cls(**DeviceOut.of(device).model_dump(), credentials=CredentialsOut.of(credential))

@@ -175,7 +175,11 @@ async def _same_credential(
             )
         return found
     if isinstance(ready, TokenSpec):
-        return next((c for c in existing if c.token == ready.token), None)
+        # The store keeps a hash of each token: it is found by the token, not compared.
+        assert ready.token is not None
+        match = await store.find_token(ready.token)
+        holder = match.credential.id if match is not None else None
+        return next((c for c in existing if c.id == holder), None)
     found = next((c for c in existing if c.username == ready.username), None)
     if found is None:
         return None

@@ -35,7 +35,7 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
         if len(token) < _MIN_LENGTH:
             raise ConfigError(f"{path} holds no usable admin token; delete it to make a new one")
         return token, False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds secrets
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:

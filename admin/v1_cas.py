@@ -16,6 +16,8 @@ from admin.context import context_of
 from admin.trusted_cas import check_is_ca, find_ca
 from admin.v1_models import (
     CrlSummary,
+    DeviceCaBinding,
+    DeviceV1,
     NewCrl,
     NewTrustedCa,
     TrustedCaV1,
@@ -31,6 +33,7 @@ from storage.records import TrustedCA
 router = APIRouter(tags=["trusted CAs (v1)"])
 
 CaId = Annotated[UUID, Path(alias="caId", description="The trusted CA's id.")]
+DeviceId = Annotated[UUID, Path(alias="deviceId", description="The device's id.")]
 
 # Bodies a CRL may come in, besides JSON {"crl": "<PEM>"}.
 _CRL_BODY_TYPES = {
@@ -160,3 +163,21 @@ def _crl_summary(ca: TrustedCA) -> CrlSummary | None:
         last_update=epoch_ms(crl.last_update_utc),
         next_update=epoch_ms(crl.next_update_utc),
     )
+
+
+@router.put(
+    "/devices/{deviceId}/trusted-ca",
+    summary="Bind a device to a trusted CA",
+    description="A certificate of a trusted CA connects as an existing device only if that CA "
+    "created it or it is bound to that CA (and never if the device holds a certificate "
+    'registered another way). Body {"caId": "<id>"}, or {"caId": null} to unbind.',
+    response_model=DeviceV1,
+    responses=errors(400, 404),
+)
+async def bind_device(request: Request, device_id: DeviceId, body: DeviceCaBinding) -> DeviceV1:
+    context = context_of(request)
+    if body.ca_id is not None:
+        await find_ca(context.store, body.ca_id)  # 404 for an unknown CA
+    device = await context.store.bind_device(device_id, body.ca_id)
+    context.changed()
+    return DeviceV1.of(device, context.connected_device_ids())

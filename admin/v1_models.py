@@ -67,6 +67,11 @@ class DeviceV1(_Camel):
     enabled: bool
     created_time: int
     connected: bool = Field(description="Has a live MQTT connection to this node's broker.")
+    bound_ca_id: UUID | None = Field(
+        None,
+        description="The trusted CA whose certificates may connect as this device (the CA "
+        "that created it, or the one it was bound to); null for none.",
+    )
 
     @classmethod
     def of(cls, device: Device, connected: set[str]) -> Self:
@@ -78,7 +83,16 @@ class DeviceV1(_Camel):
             enabled=device.enabled,
             created_time=epoch_ms(device.created_at) or 0,
             connected=str(device.id) in connected,
+            bound_ca_id=device.bound_ca_id,
         )
+
+
+class DeviceCaBinding(_Request):
+    ca_id: UUID | None = Field(
+        description="The trusted CA whose certificates (by their CN rule) may connect as this "
+        "device; null unbinds. A device holding a certificate registered another way stays "
+        "with it whatever this says."
+    )
 
 
 class CredentialV1(_Camel):
@@ -92,7 +106,8 @@ class CredentialV1(_Camel):
     credentials_id: str | None = Field(
         None,
         description="The reference system's lookup key: sha3-256 of the certificate for "
-        "X.509, the token itself for an access token.",
+        "X.509; for an access token the token itself, in the answer that created it only "
+        "(the store keeps a keyed hash of it).",
     )
     spki_sha256: str | None = None
     pem: str | None = None
@@ -102,7 +117,9 @@ class CredentialV1(_Camel):
     not_before: int | None = None
     not_after: int | None = None
     issuer_ca_id: UUID | None = None
-    token: str | None = None
+    token: str | None = Field(
+        None, description="A new access token, in the answer that created it only (shown once)."
+    )
     username: str | None = None
     client_id: str | None = None
     application: bool = False

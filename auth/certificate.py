@@ -22,7 +22,10 @@ from nanoiot.errors import PemError
 
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
 _KEY_LABELS = frozenset({"PUBLIC KEY", "RSA PUBLIC KEY"})
-_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_CURVE_NAMES = {
+    "secp192r1": "P-192", "secp224r1": "P-224", "secp256r1": "P-256", "secp384r1": "P-384",
+    "secp521r1": "P-521",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ParsedCredential:
     not_before: datetime | None = None
     not_after: datetime | None = None
     ignored_chain: tuple[str, ...] = ()
+    # basicConstraints cA (RFC 5280 §4.2.1.9) in a certificate another CA issued: an
+    # intermediate CA's, never a device's (auth.keys).
+    is_ca: bool = False
 
     @property
     def is_certificate(self) -> bool:
@@ -162,7 +168,23 @@ def _from_certificate(cert: x509.Certificate, rest: tuple[str, ...]) -> ParsedCr
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         ignored_chain=rest,
+        is_ca=is_issued_ca_certificate(cert),
     )
+
+
+def is_issued_ca_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is a CA certificate (basicConstraints cA, RFC 5280 §4.2.1.9) that
+    another CA issued: an intermediate CA, which must never stand for a device.
+
+    A self-signed certificate asserting cA is left alone: ``openssl req -x509`` adds it by
+    default, and pinned by its key it can vouch for nothing but itself.
+    """
+    if cert.issuer == cert.subject:
+        return False
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _from_public_key(block: PemBlock) -> ParsedCredential:

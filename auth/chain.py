@@ -8,7 +8,7 @@ read from the leaf's CN with the CA's regular expression (group 1, or the whole 
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -18,7 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
 from auth.certificate import common_name
-from auth.decision import Decision, Holder, Reason, client_auth_problem, decide_certificate, deny
+from auth.decision import Decision, Reason, deny, leaf_problem
+from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.validity import validity_problem
 
 # RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; everything else is left to
@@ -56,11 +57,12 @@ def match_chain(
     *,
     now: datetime,
     check_validity: bool = True,
+    keys: KeyPolicy = DEFAULT_KEYS,
 ) -> ChainMatch | Decision:
     """The anchor ``leaf`` chains to and the device name it claims, or a refusal."""
-    usage = client_auth_problem(leaf)
-    if usage is not None:
-        return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
+    unfit = leaf_problem(leaf, keys)
+    if unfit is not None:
+        return unfit
     if not anchors:
         return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
     try:
@@ -68,7 +70,7 @@ def match_chain(
     except verification.VerificationError as exc:
         return _verification_refusal(leaf, intermediates, anchors, str(exc), now)
     anchor = next(a for a in anchors if a.certificate == chain[-1])
-    revoked = _revoked_in_chain(chain, anchors)
+    revoked = revoked_in_chain(chain, anchors)
     if revoked is not None:
         return revoked
     return _device_name(leaf, anchor)
@@ -138,11 +140,11 @@ def _signed_by_trusted(
     """Whether a trusted CA signed ``leaf``, directly or through one intermediate it signed,
     whatever the time (only used to word a refusal, never to accept)."""
     roots = [a.certificate for a in anchors]
-    signers = roots + [i for i in intermediates if any(_signed(i, r) for r in roots)]
-    return any(_signed(leaf, signer) for signer in signers)
+    signers = roots + [i for i in intermediates if any(signed(i, r) for r in roots)]
+    return any(signed(leaf, signer) for signer in signers)
 
 
-def _revoked_in_chain(
+def revoked_in_chain(
     chain: Sequence[x509.Certificate], anchors: Sequence[TrustAnchor]
 ) -> Decision | None:
     """RFC 5280 §6.3: each certificate of a validated path (leaf first) is checked against the
@@ -165,66 +167,7 @@ def _revoked_in_chain(
     return None
 
 
-def revoked_by_ca(
-    leaf: x509.Certificate, anchors: Sequence[TrustAnchor], allowed: Decision
-) -> Decision:
-    """``allowed``, unless a trusted CA that issued ``leaf`` lists it in its CRL.
-
-    For a pinned leaf no path was built, so the issuer is each anchor with a CRL whose key
-    signed the leaf (a name match alone could pick another CA's CRL).
-    """
-    for anchor in anchors:
-        if anchor.crl is None or not _signed(leaf, anchor.certificate):
-            continue
-        refusal = _revoked_in_chain([leaf, anchor.certificate], anchors)
-        if refusal is not None:
-            return deny(
-                refusal.reason, refusal.detail, holder=allowed.holder,
-                fingerprint=allowed.fingerprint,
-            )  # fmt: skip
-    return allowed
-
-
-def decide_pinned(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
-    holder: Holder | None,
-    anchors: Sequence[TrustAnchor],
-    *,
-    now: datetime,
-    check_validity: bool = True,
-    ca_names: Mapping[str, str] | None = None,
-) -> Decision:
-    """Decide a leaf found (or not) by its public key; ``holder`` is what the store found.
-
-    A credential an operator pinned stands on its own, but still obeys the CRL of a trusted CA
-    that issued it (RFC 5280 §6.3). A credential stored because the leaf chained to a trusted
-    CA (``holder.issuer_ca_id``) stands only as long as that CA: it must still be trusted and
-    the leaf must still chain to it, so deleting or disabling the CA, its CRL and an
-    intermediate's revocation all apply. ``ca_names`` names CAs by id for the refusal (a
-    disabled CA is no anchor but still has a name).
-    """
-    decision = decide_certificate(leaf, holder, now=now, check_validity=check_validity)
-    if not decision.allowed:
-        return decision
-    if holder is None or holder.issuer_ca_id is None:
-        return revoked_by_ca(leaf, anchors, decision)
-    ca_id = holder.issuer_ca_id
-    issuers = [a for a in anchors if a.ca_id == ca_id]
-    if not issuers:
-        label = (ca_names or {}).get(ca_id, ca_id)
-        return deny(
-            Reason.CA_NO_LONGER_TRUSTED,
-            f"certificate was issued by CA '{label}' which is no longer trusted",
-            holder=holder, fingerprint=decision.fingerprint,
-        )  # fmt: skip
-    chained = match_chain(leaf, intermediates, issuers, now=now, check_validity=check_validity)
-    if isinstance(chained, Decision):
-        return deny(chained.reason, chained.detail, holder=holder, fingerprint=decision.fingerprint)
-    return decision
-
-
-def _signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth.fingerprint import spki_sha256
+from auth.keys import CA_AS_DEVICE, DEFAULT_KEYS, KeyPolicy, is_issued_ca_certificate, key_problem
 from auth.kinds import CredentialStatus
 from auth.validity import validity_problem
 
@@ -40,6 +41,12 @@ class Reason(StrEnum):
     CERTIFICATE_EXPIRED = "certificate_expired"
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     NOT_FOR_CLIENT_AUTH = "not_for_client_auth"
+    WEAK_KEY = "weak_key"
+    CA_AS_DEVICE = "ca_certificate_as_device"
+    CERTIFICATE_NOT_PINNED = "certificate_not_pinned"
+    ISSUER_MISMATCH = "issuer_mismatch"
+    NOT_BOUND_TO_CA = "not_bound_to_ca"
+    DEVICE_NOT_CAS = "device_has_other_credentials"
     UNTRUSTED_ISSUER = "untrusted_issuer"
     REVOKED_BY_CA = "revoked_by_ca"
     CA_NO_LONGER_TRUSTED = "ca_no_longer_trusted"
@@ -87,6 +94,8 @@ class Holder:
     application: bool = False
     # The trusted CA the credential was accepted through (None: pinned by an operator).
     issuer_ca_id: str | None = None
+    # What was registered: a certificate's or a bare public key's PEM (auth.pinning).
+    pinned_pem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,8 +145,27 @@ def client_auth_problem(cert: x509.Certificate) -> str | None:
     return f"certificate is not for client authentication (extended key usage: {names})"
 
 
+def leaf_problem(cert: x509.Certificate, keys: KeyPolicy = DEFAULT_KEYS) -> Decision | None:
+    """Why ``cert`` cannot be a device certificate whoever holds it: not for client
+    authentication, a CA certificate, or a key below the minimums."""
+    usage = client_auth_problem(cert)
+    if usage is not None:
+        return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
+    if is_issued_ca_certificate(cert):
+        return deny(Reason.CA_AS_DEVICE, CA_AS_DEVICE)
+    weak = key_problem(cert.public_key(), keys)
+    if weak is not None:
+        return deny(Reason.WEAK_KEY, weak)
+    return None
+
+
 def decide_certificate(
-    cert: x509.Certificate, holder: Holder | None, *, now: datetime, check_validity: bool = True
+    cert: x509.Certificate,
+    holder: Holder | None,
+    *,
+    now: datetime,
+    check_validity: bool = True,
+    keys: KeyPolicy = DEFAULT_KEYS,
 ) -> Decision:
     """Decide a connection that presented ``cert``, pinned by its public key.
 
@@ -150,7 +178,7 @@ def decide_certificate(
             f"unknown certificate key sha256:{fingerprint}",
             fingerprint=fingerprint,
         )
-    refusal = _certificate_problem(cert, now, check_validity) or _holder_problem(holder)
+    refusal = _certificate_problem(cert, now, check_validity, keys) or _holder_problem(holder)
     if refusal is not None:
         return replace(refusal, holder=holder, fingerprint=fingerprint)
     return Decision(
@@ -159,11 +187,11 @@ def decide_certificate(
 
 
 def _certificate_problem(
-    cert: x509.Certificate, now: datetime, check_validity: bool
+    cert: x509.Certificate, now: datetime, check_validity: bool, keys: KeyPolicy
 ) -> Decision | None:
-    usage = client_auth_problem(cert)
-    if usage is not None:
-        return deny(Reason.NOT_FOR_CLIENT_AUTH, usage)
+    unfit = leaf_problem(cert, keys)
+    if unfit is not None:
+        return unfit
     if not check_validity:
         return None
     problem = validity_problem(cert.not_valid_before_utc, cert.not_valid_after_utc, now)

@@ -47,15 +47,16 @@ def broker_env(data_dir: Path) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_broker(data_dir: Path) -> AsyncIterator[Broker]:
-    """``nanoiot serve`` on ``data_dir`` (cwd: its parent, so no conf/nanoiot.yaml is read);
-    stopped with SIGTERM, killed if it does not exit, in any case."""
+async def running_broker(data_dir: Path, **env: str) -> AsyncIterator[Broker]:
+    """``nanoiot serve`` on ``data_dir`` (cwd: its parent, so no conf/nanoiot.yaml is read),
+    with ``env`` added to its environment; stopped with SIGTERM, killed if it does not exit,
+    in any case."""
     executable = Path(sys.executable).with_name("nanoiot")
     log_file = data_dir.parent / f"{data_dir.name}-broker.log"
     with log_file.open("wb") as log:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
-            executable, "serve", cwd=data_dir.parent, env=broker_env(data_dir),
+            executable, "serve", cwd=data_dir.parent, env={**broker_env(data_dir), **env},
             stdout=asyncio.subprocess.PIPE, stderr=log,
         )  # fmt: skip
         try:

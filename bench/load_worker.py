@@ -13,7 +13,9 @@ own CPU seconds, so the table can show whether the generator was the bottleneck)
   fast as delivery allows: at most ``window`` messages sent and not yet delivered to every
   subscriber, so no broker queue grows without bound and a loss is a loss. With a ``rate`` it
   publishes that many messages a second for ``seconds``, one PUBLISH per write, and records
-  every delivery's publish-to-delivery latency (send time in the payload).
+  every delivery's publish-to-delivery latency (send time in the payload). Subscribers
+  connect to ``subscriber_port`` when given (another node of a cluster), else to ``port``;
+  the topic is ``topic`` when given, else ``bench/t``.
 
 Uses uvloop when it is installed: the generator must not be the slower side.
 """
@@ -86,15 +88,16 @@ async def run_connects(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def run_pubsub(spec: dict[str, Any]) -> dict[str, Any]:
     qos, port, ca, prefix = spec["qos"], spec["port"], spec["ca"], spec["prefix"]
+    topic = spec.get("topic", TOPIC.decode()).encode()
     devices = spec["devices"]  # taken in turn: a device may hold several connections
     tally = Tally(keep_latency=bool(spec.get("rate")))
     subscribers = []
     for number in range(spec.get("subscribers", 1)):
         _, pem = devices[number % len(devices)]
         subscriber = tally.subscriber()
-        client = await connect(port, client_context(ca, pem), f"{prefix}s{number}",
-                               subscriber.on_publish)  # fmt: skip
-        client.write(subscribe_packet(TOPIC.decode(), qos))
+        client = await connect(spec.get("subscriber_port", port), client_context(ca, pem),
+                               f"{prefix}s{number}", subscriber.on_publish)  # fmt: skip
+        client.write(subscribe_packet(topic.decode(), qos))
         if await client.suback != qos:
             raise RuntimeError("subscription refused or downgraded")
         subscribers.append(client)
@@ -109,10 +112,10 @@ async def run_pubsub(spec: dict[str, Any]) -> dict[str, Any]:
     broker_cpu = await settled_cpu(spec["broker_pid"], spec.get("quiet_s", 0.3))
     started, own = time.perf_counter(), own_cpu()
     if spec.get("rate"):
-        sent = await _paced(publishers, seqs, qos, spec["rate"], spec["seconds"])
+        sent = await _paced(publishers, seqs, qos, spec["rate"], spec["seconds"], topic)
     else:
         sent = await _windowed(publishers, seqs, qos, spec["count"], spec["window"], tally,
-                               fan_out)  # fmt: skip
+                               fan_out, topic)  # fmt: skip
     publish_wall = time.perf_counter() - started
     await tally.settle(sent * fan_out, spec.get("drain_s", 10.0))
     wall, own = time.perf_counter() - started, own_cpu() - own
@@ -134,11 +137,13 @@ async def run_pubsub(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _batch(publisher: int, seqs: list[int], qos: int, client: MqttClient, n: int) -> bytes:
+def _batch(
+    publisher: int, seqs: list[int], qos: int, client: MqttClient, n: int, topic: bytes = TOPIC
+) -> bytes:
     now = now_ns()
     seq = seqs[publisher]
     packets = [
-        publish_packet(TOPIC, PAYLOAD.pack(publisher, seq + i, now), qos, client.packet_id())
+        publish_packet(topic, PAYLOAD.pack(publisher, seq + i, now), qos, client.packet_id())
         for i in range(n)
     ]
     seqs[publisher] = seq + n
@@ -153,6 +158,7 @@ async def _windowed(
     window: int,
     tally: Tally,
     fan_out: int,
+    topic: bytes = TOPIC,
 ) -> int:
     """``count`` messages, at most ``window`` of them not yet delivered to every subscriber."""
     sent, turn = 0, 0
@@ -165,7 +171,7 @@ async def _windowed(
         while room > 0:
             n = min(BATCH, room)
             index = turn % len(publishers)
-            publishers[index].write(_batch(index, seqs, qos, publishers[index], n))
+            publishers[index].write(_batch(index, seqs, qos, publishers[index], n, topic))
             sent += n
             room -= n
             turn += 1
@@ -174,7 +180,12 @@ async def _windowed(
 
 
 async def _paced(
-    publishers: list[MqttClient], seqs: list[int], qos: int, rate: float, seconds: float
+    publishers: list[MqttClient],
+    seqs: list[int],
+    qos: int,
+    rate: float,
+    seconds: float,
+    topic: bytes = TOPIC,
 ) -> int:
     """``rate`` messages a second, spread over the publishers, one PUBLISH per write, every
     millisecond or so (the event loop's timer resolution: at 2,000 msg/s two writes leave in
@@ -185,7 +196,7 @@ async def _paced(
         due = int(elapsed * rate) - sent
         for _ in range(due):
             index = turn % len(publishers)
-            publishers[index].write(_batch(index, seqs, qos, publishers[index], 1))
+            publishers[index].write(_batch(index, seqs, qos, publishers[index], 1, topic))
             turn += 1
         sent += max(due, 0)
         await asyncio.sleep(0.001)

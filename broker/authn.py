@@ -8,7 +8,7 @@ one, the user name is an access token, or with a password an MQTT_BASIC user nam
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -16,8 +16,9 @@ from uuid import UUID
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from auth.binding import ExistingDevice, attach_problem
 from auth.certificate import ParsedCredential, load_certificate, parse_credential
-from auth.chain import ChainMatch, TrustAnchor, decide_pinned, load_crl, match_chain
+from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
 from auth.decision import (
     Decision,
     Holder,
@@ -30,6 +31,9 @@ from auth.decision import (
     store_unavailable,
 )
 from auth.fingerprint import spki_sha256
+from auth.keys import DEFAULT_KEYS, KeyPolicy
+from auth.kinds import CredentialType
+from auth.pinning import decide_pinned
 from broker.password_gate import PasswordGate
 from nanoiot.errors import (
     ConflictError,
@@ -38,9 +42,10 @@ from nanoiot.errors import (
     StoreError,
     ValidationError,
 )
+from nanoiot.settings import Settings
 from nanoiot.text import printable
 from storage.interface import CredentialStore
-from storage.records import CredentialMatch, TrustedCA
+from storage.records import CredentialMatch, Device, TrustedCA
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,24 @@ def holder_of(match: CredentialMatch) -> Holder:
         issuer_ca_id=(
             str(match.credential.issuer_ca_id) if match.credential.issuer_ca_id else None
         ),
+        pinned_pem=match.credential.pem,
+    )
+
+
+@dataclass(frozen=True)
+class CertificatePolicy:
+    """The settings that decide a client certificate."""
+
+    check_validity: bool = True  # not MQTT_SSL_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT
+    keys: KeyPolicy = DEFAULT_KEYS  # min_rsa_key_bits, min_ec_key_bits
+    whole_certificate: bool = False  # pin_whole_certificate
+
+
+def certificate_policy(settings: Settings) -> CertificatePolicy:
+    return CertificatePolicy(
+        check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
+        keys=KeyPolicy(settings.min_rsa_key_bits, settings.min_ec_key_bits),
+        whole_certificate=settings.pin_whole_certificate,
     )
 
 
@@ -80,11 +103,13 @@ class Authenticator:
         store: CredentialStore,
         *,
         check_validity: bool = True,
+        policy: CertificatePolicy | None = None,
         passwords: PasswordGate | None = None,
     ) -> None:
         self._store = store
+        self._policy = policy or CertificatePolicy(check_validity=check_validity)
+        self._check_validity = self._policy.check_validity
         self.passwords = passwords or PasswordGate()
-        self._check_validity = check_validity
         self._anchors: tuple[TrustAnchor, ...] | None = None
         self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
 
@@ -130,10 +155,11 @@ class Authenticator:
             return decide_pinned(
                 certificate, request.chain[1:], holder_of(match) if match else None, anchors,
                 now=now, check_validity=self._check_validity, ca_names=self._ca_names,
+                keys=self._policy.keys, whole_certificate=self._policy.whole_certificate,
             )  # fmt: skip
         chained = match_chain(
             certificate, request.chain[1:], anchors, now=now,
-            check_validity=self._check_validity,
+            check_validity=self._check_validity, keys=self._policy.keys,
         )  # fmt: skip
         if isinstance(chained, Decision):
             return chained
@@ -159,11 +185,12 @@ class Authenticator:
         match = await self._store.find_x509(parsed.spki_sha256)
         return decide_certificate(
             certificate, holder_of(match) if match else None, now=now,
-            check_validity=self._check_validity,
+            check_validity=self._check_validity, keys=self._policy.keys,
         )  # fmt: skip
 
     async def _store_leaf(self, parsed: ParsedCredential, chained: ChainMatch) -> Decision | None:
-        """Store the leaf for its device; a refusal if there is no device and none may be made.
+        """Store the leaf for its device; a refusal if there is no device and none may be made,
+        or if the device is not this CA's to attach to (auth.binding).
 
         A device's first connects can race (a reconnect loop, two leaves of one device): a
         ConflictError means another connection stored the device or the leaf first, so we look
@@ -191,6 +218,13 @@ class Authenticator:
                     chained.device_name, chained.anchor.name,
                 )  # fmt: skip
                 return None
+            refusal = attach_problem(
+                await existing_device(self._store, device, self._ca_names),
+                chained.anchor.ca_id,
+                chained.anchor.name,
+            )  # fmt: skip
+            if refusal is not None:
+                return refusal
             with contextlib.suppress(ConflictError):
                 await self._store.add_x509_credential(device.id, parsed, issuer_ca_id=ca_id)
             return None
@@ -204,6 +238,23 @@ class Authenticator:
                 anchor for ca in cas if ca.enabled for anchor in _anchor(ca)
             )  # fmt: skip
         return self._anchors
+
+
+async def existing_device(
+    store: CredentialStore, device: Device, known_cas: Collection[str]
+) -> ExistingDevice:
+    """What ``auth.binding`` needs to know about ``device``. Credentials of a CA that is no
+    longer registered (``known_cas``: every CA's id, disabled ones too) are left out: they
+    can never authenticate again, and the device is an operator's to bind anew."""
+    credentials = await store.list_credentials(device.id)
+    origins = (
+        str(c.issuer_ca_id) if c.issuer_ca_id else None
+        for c in credentials
+        if c.type is CredentialType.X509_CERTIFICATE
+        and (c.issuer_ca_id is None or str(c.issuer_ca_id) in known_cas)
+    )
+    bound = str(device.bound_ca_id) if device.bound_ca_id else None
+    return ExistingDevice.of(device.name, bound, origins)
 
 
 def _anchor(ca: TrustedCA) -> tuple[TrustAnchor, ...]:

@@ -17,6 +17,7 @@ Interval for a 5.0 client (§3.1.3.2.2), its session released (a clean session e
 """
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -52,6 +53,7 @@ from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
 from broker.tls_connection import TlsConnection
+from nanoiot.errors import StoreError
 from nanoiot.text import printable
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 class MqttClient:
     __slots__ = (
         "_ack_timer", "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused",
-        "_timer", "broker", "core", "ended", "peer", "session", "tls",
+        "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -86,6 +88,8 @@ class MqttClient:
         self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
+        # What arrives while the previous run's sessions are restored (``_accept``).
+        self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
         self._out_wait: asyncio.Future[None] | None = None
         self._out_held: list[bytes] = []
@@ -102,6 +106,10 @@ class MqttClient:
         if self.ended:
             return
         self.broker.metrics.bytes_in += len(data)
+        if self._stash is not None:
+            self._stash.append(data)  # read once the sessions are restored
+            self.core.last_received = self._loop.time()  # it is not idle (§3.1.2.10)
+            return
         self._receive(data)
         if self.ended:
             return
@@ -222,6 +230,9 @@ class MqttClient:
             taken = await broker.registry.take_over(self, connect.clean_start, self._expiry())
             if taken is not None and not self.ended:
                 self._accept(*taken, connect)
+        except StoreError as exc:  # its stored session cannot be read: it may retry
+            log.warning("refused %s: its session cannot be restored: %s", self.label, exc)
+            self._refuse(ConnackCode.SERVER_UNAVAILABLE)
         except Exception:
             log.exception("admitting %s failed", self.label)
             self._end(will=False)
@@ -254,10 +265,26 @@ class MqttClient:
         if self.ended:
             return
         self._flush()
+        restoring = self.broker.restoring()
+        if restoring is not None:
+            # Its own session is complete; others may not be in yet, and a message it
+            # published now would miss their subscriptions (§3.1.2.4): it is read afterwards.
+            self._stash = []
+            self._paused = True
+            self.tls.pause_reading()
+            restoring.add_done_callback(self._restored)
+            return
+        self._restored()
+
+    def _restored(self, _done: object = None) -> None:
+        """Read what the client sent behind its CONNECT, and from now on as it comes."""
+        if self.ended:
+            return
+        stashed, self._stash = self._stash, None
         if self._paused:
             self._paused = False
             self.tls.resume_reading()
-        self._receive(b"")  # what came behind the CONNECT
+        self._receive(b"".join(stashed) if stashed else b"")
         if not self.ended:
             self._flush()
 
@@ -323,13 +350,24 @@ class MqttClient:
             return len(session.inflight) < self.core.window  # 5.0: the client's Receive Maximum
         return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
 
-    def acknowledge(self, packet_id: int, qos: int, *, durable: bool, code: int = 0) -> None:
+    def acknowledge(
+        self,
+        packet_id: int,
+        qos: int,
+        *,
+        durable: "bool | asyncio.Future[None]",
+        code: int = 0,
+    ) -> None:
         """PUBACK / PUBREC for a message this client sent, once what routing it wrote is
         committed (§4.3.2: the server owns it then), and always in the order of the PUBLISHes
-        (§4.6). ``code``: the MQTT 5 reason code (0x87 for a refused topic, §3.4.2.1). While
-        the store cannot be written the acknowledgement waits, at most ``ack_timeout``
-        seconds (``_ack_overdue``)."""
-        pending = self.broker.store.pending_commit() if durable else None
+        (§4.6). ``durable``: True to wait for the store's commit, or a future of everything
+        to wait for (in a cluster, other nodes' confirmations too). ``code``: the MQTT 5
+        reason code (0x87 for a refused topic, §3.4.2.1). While the store cannot be written
+        the acknowledgement waits, at most ``ack_timeout`` seconds (``_ack_overdue``)."""
+        if isinstance(durable, asyncio.Future):
+            pending: asyncio.Future[None] | None = durable
+        else:
+            pending = self.broker.store.pending_commit() if durable else None
         held = self._held
         if pending is None and not held:
             self.core.acknowledge(packet_id, qos, code)
@@ -345,7 +383,15 @@ class MqttClient:
     def _release_acknowledgements(self, _done: object = None) -> None:
         held = self._held
         while held and (held[0][2] is None or held[0][2].done()):
-            packet_id, qos, _, _, code = held.popleft()
+            packet_id, qos, pending, _, code = held.popleft()
+            if pending is not None and (pending.cancelled() or pending.exception() is not None):
+                # Not the server's yet (another node did not confirm it): close without
+                # acknowledging, so the client sends it again (§4.4).
+                if not self.ended:
+                    why = "cancelled" if pending.cancelled() else pending.exception()
+                    log.warning("%s: a message could not be routed (%s): closing", self.label, why)
+                    self._end(will=False)
+                continue
             if not self.ended:
                 self.core.acknowledge(packet_id, qos, code)
         if self.ended:
@@ -375,8 +421,9 @@ class MqttClient:
                     "client sends those messages again", self.label, len(held), timeout,
                     problem)  # fmt: skip
         held.clear()
-        unsaved = (Reason.SERVER_UNAVAILABLE, f"the broker could not save messages: {problem}")
-        self._end(will=False, reason=unsaved)  # MQTT 5 only (§3.14.2.1)
+        # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
+        unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
+        self._end(will=False, reason=unsaved)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""
@@ -489,4 +536,15 @@ class MqttClient:
             session.pending_will = publish
             session.will_timer = loop.call_later(min(delay, expiry), publish)
             return
-        inbound.publish_will(self.broker, peer, will, self._loop.time())
+        restoring = self.broker.restoring()
+        if restoring is None:
+            inbound.publish_will(self.broker, peer, will, self._loop.time())
+        else:  # like its other messages, once every subscriber's session is in
+            restoring.add_done_callback(functools.partial(_late_will, self, peer, will))
+
+
+def _late_will(
+    client: MqttClient, peer: Peer, will: Will, restored: "asyncio.Future[None]"
+) -> None:
+    if not restored.cancelled():  # cancelled: the broker stops
+        inbound.publish_will(client.broker, peer, will, asyncio.get_running_loop().time())

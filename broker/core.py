@@ -21,6 +21,7 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
+from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
 from broker.session_store import MemorySessionStore, SessionStore
@@ -57,7 +58,9 @@ class Broker:
         config: BrokerConfig | None = None,
         *,
         store: SessionStore | None = None,
+        router: Callable[[LocalRouter], Router] | None = None,
     ) -> None:
+        """``router``: what routes beyond this broker (a cluster's), around the local one."""
         self.authenticator = authenticator
         self.acl = acl
         self.auth_log = auth_log
@@ -65,7 +68,8 @@ class Broker:
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
         self.store: SessionStore = store or MemorySessionStore()
-        self.router: Router = LocalRouter(self.store, self.limits, self.metrics)
+        local = LocalRouter(self.store, self.limits, self.metrics)
+        self.router: Router = router(local) if router is not None else local
         self.registry = Registry(self.router, self.store)
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}
@@ -169,14 +173,17 @@ class Broker:
         self.retained.retain(topic, payload, 0, None)
         self.router.publish(Message(topic, payload, 0, True))
 
-    async def restore(self) -> int:
-        """Take in the persistent sessions of the previous run; how many messages they hold."""
-        sessions = await self.store.load()
-        self.registry.restore(sessions)
-        messages = sum(len(s.inflight) + len(s.queue) for s in sessions)
-        if sessions:
-            log.info("restored %d persistent sessions, %d messages", len(sessions), messages)
-        return messages
+    def start_restoring(self) -> Restoration:
+        """Restore the persistent sessions of the previous run in the background (the
+        listener is open already; ``broker.restore``)."""
+        restoration = self.registry.restoration = Restoration(self.registry, self.store)
+        restoration.start()
+        return restoration
+
+    def restoring(self) -> "asyncio.Future[None] | None":
+        """Done once the previous run's sessions are all restored; None when they are."""
+        restoration = self.registry.restoration
+        return restoration.pending() if restoration is not None else None
 
     def close_all(self) -> None:
         """Close every live connection (shutdown: their wills are not published)."""

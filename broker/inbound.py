@@ -23,6 +23,7 @@ are kept with the subscription. Message expiry (§3.3.2.3.3) is turned into a de
 broker's clock when the message arrives.
 """
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
@@ -48,7 +49,7 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
     peer = client.peer
     assert peer is not None
     topic = peer.canonical(packet.topic)
-    durable = False
+    durable: bool | asyncio.Future[None] = False
     code = 0
     if topic.startswith(SYSTEM_PREFIX) or not peer.acl.can_publish(topic):
         broker.metrics.publishes_denied += 1

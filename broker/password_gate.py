@@ -7,8 +7,10 @@ filled the machine and a valid application waited behind every guess. So:
 - at most ``workers`` checks run at once; a check whose client left still holds its worker
   until its thread finishes (a thread cannot be stopped), so the bound is real;
 - at most ``queue`` wait for a worker, and at most ``per_address`` run or wait for one source
-  address: past either, the CONNECT is refused at once (CONNACK 3, server unavailable,
-  MQTT 3.1.1 §3.2.2.3: the client may retry);
+  address that has failed a check lately: past either, the CONNECT is refused at once
+  (CONNACK 3, server unavailable, MQTT 3.1.1 §3.2.2.3: the client may retry). An address
+  without failures shares only the pool and its queue, so a backend that opens several
+  connections at once is not refused for it;
 - after ``free_failures`` failed checks from an address, each further failure shuts that
   address out for a while, doubling up to ``max_block`` seconds: its password checks are
   refused (CONNACK 3), and the listener drops its new connections before the TLS handshake,
@@ -190,7 +192,8 @@ class PasswordGate:
 
     def _full(self, address: str) -> Decision | None:
         policy = self.policy
-        if self._per_address[address] >= policy.per_address:
+        suspect = self.throttle.failures(address) > 0
+        if suspect and self._per_address[address] >= policy.per_address:
             return deny(
                 Reason.PASSWORD_CHECKS_BUSY,
                 f"{policy.per_address} password check(s) from {address} already under way",

@@ -15,7 +15,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from broker.sessions import BrokerSession
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.restore import Restoration
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ class Registry:
         self.sessions: dict[SessionKey, BrokerSession] = {}
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
+        # In a cluster: make this member the session's only holder before the CONNACK
+        # (``broker.cluster.sessions``).
+        self.claim: Callable[[MqttClient], Awaitable[None]] | None = None
+        self.restoration: Restoration | None = None  # while the previous run's come back
 
     # --- live connections -----------------------------------------------------------------
 
@@ -86,11 +91,15 @@ class Registry:
         peer = client.peer
         assert peer is not None
         async with self._turn(peer.key):
+            if self.restoration is not None:
+                await self.restoration.claim(peer.key)  # its own session, never an empty one
             session = self.sessions.get(peer.key)
             old = session.client if session is not None else None
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
                 await old.taken_over()
+            if self.claim is not None and not client.ended:
+                await self.claim(client)  # closed on any other member of a cluster
             if client.ended:
                 return None
             if session is not None and (clean or not session.persistent):

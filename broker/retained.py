@@ -8,6 +8,7 @@ message over a limit is still delivered to current subscribers, only not kept; t
 counts it. The broker's own ``$SYS`` messages have no owner and no per-device limit.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.mqtt.properties import NO_PROPERTIES, Properties
@@ -44,6 +45,9 @@ class RetainedStore:
         self._tree: TopicTree[Retained] = TopicTree()
         self._bytes = 0
         self._owned: dict[str, dict[str, int]] = {}  # device id -> topic -> size
+        # In a cluster: told of each retained message kept or deleted here (None: deleted),
+        # so that every node keeps the same ones (``broker.cluster.retained``).
+        self.replica: Callable[[str, Retained | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._tree)
@@ -67,13 +71,18 @@ class RetainedStore:
         owner: str | None,
         properties: Properties = NO_PROPERTIES,
         expires_at: float | None = None,
+        *,
+        replicate: bool = True,
     ) -> str | None:
         """Keep (or, for an empty payload, delete) the topic's retained message; the name of
-        the limit that refused it, or None."""
+        the limit that refused it, or None. ``replicate``: tell ``replica`` (False for a
+        change that came from another node)."""
         old = self._tree.get(topic)
         if not payload:
             if old is not None:
                 self._remove(old)
+            if replicate and self.replica is not None:
+                self.replica(topic, None)
             return None
         new = Retained(topic, payload, qos, owner, properties, expires_at)
         refused = self._refusal(new, old)
@@ -85,6 +94,8 @@ class RetainedStore:
         self._bytes += new.size
         if owner is not None:
             self._owned.setdefault(owner, {})[topic] = new.size
+        if replicate and self.replica is not None and owner is not None:
+            self.replica(topic, new)  # the broker's own ($SYS, owner None) stay on this node
         return None
 
     def _refusal(self, new: Retained, old: Retained | None) -> str | None:
@@ -123,4 +134,6 @@ class RetainedStore:
             found = self._tree.get(topic)
             if found is not None:
                 self._remove(found)
+                if self.replica is not None:
+                    self.replica(topic, None)
         return len(topics)

@@ -25,6 +25,8 @@ ends with such copies not yet acknowledged, they go to another member (§4.8.2).
 no shared subscription on the broker costs one emptiness test for them.
 """
 
+import asyncio
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -59,9 +61,10 @@ OutgoingT = TypeVar("OutgoingT", bound=Outgoing)
 
 
 class Router(Protocol):
-    def publish(self, message: Message) -> bool:
+    def publish(self, message: Message) -> "bool | asyncio.Future[None]":
         """Route a message one of this broker's clients published; True if it made writes
-        the publisher's acknowledgement must wait for."""
+        the publisher's acknowledgement must wait for the store to commit, or a future for
+        everything it must wait for (other nodes' confirmations too)."""
         ...
 
     def deliver(self, message: Message) -> bool:
@@ -124,9 +127,26 @@ class LocalRouter:
         return self.deliver(message)
 
     def deliver(self, message: Message) -> bool:
+        durable = self._deliver_plain(message)
+        if self.shared.groups:
+            durable |= self._deliver_shared(message)
+        return durable
+
+    def deliver_forwarded(
+        self, message: Message, *, plain: bool, groups: Collection[tuple[str, str]]
+    ) -> bool:
+        """A message another node of a cluster routed here: to the subscribers of plain
+        filters if ``plain``, and to the shared subscriptions ``groups`` (share name, filter)
+        that node chose this one for (one node per group, MQTT 5.0 §4.8.2)."""
+        durable = self._deliver_plain(message) if plain else False
+        if groups:
+            durable |= self._deliver_shared(message, groups)
+        return durable
+
+    def _deliver_plain(self, message: Message) -> bool:
         matches = self.subscriptions.match(message.topic)
         if not matches:
-            return self._deliver_shared(message) if self.shared.groups else False
+            return False
         durable = False
         topic, published_qos = message.topic, message.qos
         for session, sub in matches.items():
@@ -146,15 +166,21 @@ class LocalRouter:
                 durable = True
             if client is not None:
                 client.deliver(out)
-        if self.shared.groups:
-            durable |= self._deliver_shared(message)
         return durable
 
-    def _deliver_shared(self, message: Message) -> bool:
-        """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2)."""
+    def _deliver_shared(
+        self, message: Message, only: Collection[tuple[str, str]] | None = None
+    ) -> bool:
+        """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2), or per
+        one of ``only`` (share name, filter)."""
         rank = _member_rank(message)
         durable = False
-        for group in self.shared.match(message.topic):
+        if only is None:
+            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(message.topic)
+        else:
+            found = (self.shared.group(name, topic_filter) for name, topic_filter in only)
+            groups = [group for group in found if group is not None]
+        for group in groups:
             chosen = group.pick(rank)
             if chosen is not None:
                 durable |= self._send(group, *chosen, message)

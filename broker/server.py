@@ -9,20 +9,22 @@ import contextlib
 import gc
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
-from broker.authn import Authenticator
+from broker.authn import Authenticator, certificate_policy
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
 from broker.password_gate import PasswordGate, PasswordPolicy
 from broker.proxy_protocol import TrustedProxies
+from broker.restore import Restoration
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
@@ -35,6 +37,11 @@ from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
 from nanoiot.store import open_store
 from storage.sql import SqlCredentialStore
+
+if TYPE_CHECKING:
+    from broker.cluster.link import ClusterLink
+    from broker.cluster.router import ClusterRouter
+    from broker.router import LocalRouter
 
 log = logging.getLogger(__name__)
 JOURNAL_CLOSE_S = 5.0  # bound on saving the last session changes at shutdown
@@ -117,6 +124,8 @@ class RunningBroker:
     development_credentials: bool
     tls_failures: TlsFailureLog
     tls_reload: ServerCertificateReloader
+    restoration: Restoration
+    cluster_router: "ClusterRouter | None" = None  # with a cluster: routing across it
 
     @property
     def port(self) -> int:
@@ -124,9 +133,15 @@ class RunningBroker:
 
     @classmethod
     async def start(
-        cls, settings: Settings, *, acl: Acl | None = None, reuse_port: bool = False
+        cls,
+        settings: Settings,
+        *,
+        acl: Acl | None = None,
+        reuse_port: bool = False,
+        cluster: "ClusterLink | None" = None,
     ) -> Self:
-        """``reuse_port``: one of several worker processes sharing the MQTT port."""
+        """``reuse_port``: one of several worker processes sharing the MQTT port;
+        ``cluster``: this process on the cluster's NATS, to route messages across it."""
         development = needs_development_credentials(settings)
         if development:
             settings = with_development_credentials(settings)
@@ -137,7 +152,7 @@ class RunningBroker:
             settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
         )
         try:
-            return await cls._start(settings, acl, context, sock, development)
+            return await cls._start(settings, acl, context, sock, development, cluster)
         except BaseException:
             sock.close()
             raise
@@ -150,22 +165,28 @@ class RunningBroker:
         context: SSL.Context,
         sock: socket.socket,
         development: bool,
+        cluster: "ClusterLink | None",
     ) -> Self:
         # A step that fails closes what the steps before it opened, in reverse order.
         async with contextlib.AsyncExitStack() as opened:
             store = await open_store(settings)
             opened.push_async_callback(store.close)
             authenticator = Authenticator(
-                store,
-                check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
-                passwords=password_gate(settings),
+                store, policy=certificate_policy(settings), passwords=password_gate(settings)
             )
             auth_log = AuthLog(store, policy=auth_log_policy(settings))
             sessions = SqlSessionStore(store)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
-            broker = Broker(authenticator, acl, auth_log, broker_config(settings), store=sessions)
-            # Persistent sessions of the previous run, before any client can connect.
-            await broker.restore()
+            routers: list[ClusterRouter] = []
+            broker = Broker(
+                authenticator, acl, auth_log, broker_config(settings), store=sessions,
+                router=None if cluster is None else _cluster_router(cluster, settings, routers),
+            )  # fmt: skip
+            cluster_router = routers[0] if routers else None
+            if cluster_router is not None:  # the others' routes, before any subscription
+                await cluster_router.start(broker.retained, broker.registry)
+                broker.metrics.registry.register(cluster_router.collector())
+                opened.push_async_callback(cluster_router.stop)
             auth_log.start()
             opened.push_async_callback(auth_log.stop)
             follower = RevocationFollower(store, broker, authenticator)
@@ -189,6 +210,10 @@ class RunningBroker:
                 shut_out=authenticator.passwords.shut_out,
             )
             opened.push_async_callback(listener.__aexit__)
+            # The previous run's persistent sessions, behind the open listener (a client
+            # connecting meanwhile gets its own first: broker.restore).
+            restoration = broker.start_restoring()
+            opened.push_async_callback(restoration.stop)
             tls_reload = ServerCertificateReloader(
                 settings, listener.use_context, interval=settings.tls_reload_interval
             )
@@ -205,15 +230,18 @@ class RunningBroker:
         gc.freeze()
         return cls(
             settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
-            development, tls_failures, tls_reload,
+            development, tls_failures, tls_reload, restoration, cluster_router,
         )  # fmt: skip
 
     async def stop(self) -> None:
         """Refuse new connections, close live ones, save the sessions, close the store."""
         await self.tls_reload.stop()
+        await self.restoration.stop()
         self.broker.close_all()
         self.listener.close()
         await self.listener.wait_closed()
+        if self.cluster_router is not None:
+            await self.cluster_router.stop()
         self.tls_failures.close()
         await self.sys_topics.stop()
         await self.follower.stop()
@@ -226,3 +254,17 @@ class RunningBroker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _cluster_router(
+    cluster: "ClusterLink", settings: Settings, made: "list[ClusterRouter]"
+) -> "Callable[[LocalRouter], ClusterRouter]":
+    """The broker's router factory in a cluster; the NATS client is imported only here."""
+    from broker.cluster.router import ClusterRouter
+
+    def make(local: "LocalRouter") -> ClusterRouter:
+        router = ClusterRouter(local, cluster, local.store, settings.max_forward_buffer)
+        made.append(router)
+        return router
+
+    return make

@@ -10,7 +10,7 @@ PostgreSQL.
 
 ``MemorySessionStore`` keeps nothing (sessions last as long as the process);
 ``SqlSessionStore`` writes through ``broker.journal`` to the credential store's database and
-reads everything back at start-up.
+reads it back after a restart, a page at a time (``broker.restore``).
 """
 
 import asyncio
@@ -23,12 +23,13 @@ from typing import Protocol
 from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref
 from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
 from broker.mqtt.session import SENT as IN_FLIGHT
-from broker.peer import store_key
+from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession
 from storage.sessions import (
     DropSession,
     SaveSession,
     StoredMessage,
+    StoredSession,
     StoredSubscription,
     Subscribe,
     Unsubscribe,
@@ -61,9 +62,17 @@ class SessionStore(Protocol):
 
     def status(self) -> StoreStatus: ...
 
-    async def load(self) -> list[BrokerSession]:
-        """The persistent sessions of the previous run, with their subscriptions and their
-        messages in order (sent ones in flight with their packet ids, §4.4)."""
+    async def load_page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[BrokerSession], str | None]:
+        """Up to ``limit`` persistent sessions of the previous run whose store keys sort
+        after ``after`` (from the first: None), with their subscriptions and their messages
+        in order (sent ones in flight with their packet ids, §4.4); and where the next page
+        starts, None after the last."""
+        ...
+
+    async def load_one(self, key: SessionKey) -> BrokerSession | None:
+        """The stored session of ``key``, or None."""
         ...
 
     def save_session(self, session: BrokerSession) -> None: ...
@@ -88,8 +97,13 @@ class MemorySessionStore:
     def status(self) -> StoreStatus:
         return StoreStatus()
 
-    async def load(self) -> list[BrokerSession]:
-        return []
+    async def load_page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[BrokerSession], str | None]:
+        return [], None
+
+    async def load_one(self, key: SessionKey) -> BrokerSession | None:
+        return None
 
     def save_session(self, session: BrokerSession) -> None:
         pass
@@ -159,20 +173,16 @@ class SqlSessionStore:
             journal.failures,
         )
 
-    async def load(self) -> list[BrokerSession]:
-        restored: list[BrokerSession] = []
-        for record in await self._store.load_sessions():
-            key = (str(record.device_id), record.client_id)
-            if store_key(key) != record.key:
-                log.warning("stored session %r does not match its device: skipped", record.key)
-                continue
-            session = BrokerSession(key, record.device_name, persistent=True)
-            for sub in record.subscriptions:
-                session.subscriptions[sub.topic_filter] = _subscription(sub)
-            for row in record.queued:
-                session.restore(_message(record.key, row))
-            restored.append(session)
-        return restored
+    async def load_page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[BrokerSession], str | None]:
+        records = await self._store.load_sessions_page(after, limit)
+        sessions = [s for s in map(_session, records) if s is not None]
+        return sessions, records[-1].key if len(records) == limit else None
+
+    async def load_one(self, key: SessionKey) -> BrokerSession | None:
+        record = await self._store.load_session(store_key(key))
+        return _session(record) if record is not None else None
 
     def save_session(self, session: BrokerSession) -> None:
         self.journal.submit(
@@ -230,6 +240,19 @@ class SqlSessionStore:
 
     async def close(self, within: float) -> None:
         await self.journal.close(within)
+
+
+def _session(record: StoredSession) -> BrokerSession | None:
+    key = (str(record.device_id), record.client_id)
+    if store_key(key) != record.key:
+        log.warning("stored session %r does not match its device: skipped", record.key)
+        return None
+    session = BrokerSession(key, record.device_name, persistent=True)
+    for sub in record.subscriptions:
+        session.subscriptions[sub.topic_filter] = _subscription(sub)
+    for row in record.queued:
+        session.restore(_message(record.key, row))
+    return session
 
 
 def _subscription(stored: StoredSubscription) -> Subscription:

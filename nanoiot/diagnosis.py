@@ -9,19 +9,22 @@ Must not import typer or rich (the CLI prints), nor any database driver (the sto
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from cryptography import x509
 
+from auth.binding import attach_problem
 from auth.certificate import load_certificate
-from auth.chain import TrustAnchor, decide_pinned, load_crl, match_chain
+from auth.chain import TrustAnchor, load_crl, match_chain
 from auth.decision import Decision, Holder, Reason, decide_certificate, deny
 from auth.fingerprint import spki_sha256
+from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.kinds import CredentialStatus
 from auth.pem import split_pem
-from broker.authn import holder_of
+from auth.pinning import decide_pinned
+from broker.authn import existing_device, holder_of
 from nanoiot.errors import NanoIoTError, NotFoundError, PemError, ValidationError
 from storage.interface import CredentialStore
 from storage.names import validate_device_name
@@ -42,6 +45,8 @@ class Policy:
 
     check_validity: bool = True  # not MQTT_SSL_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT
     strict_client_id: bool = False
+    keys: KeyPolicy = DEFAULT_KEYS  # min_rsa_key_bits, min_ec_key_bits
+    whole_certificate: bool = False  # pin_whole_certificate
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Outcome:
     ca_name: str | None = None  # the trusted CA that issued the leaf (not pinned)
     creates_device: bool = False  # the broker would create the device at first connect
     missing_device: str | None = None  # no such device, and the CA may not create it
+    existing_device: str | None = None  # the device a CA's leaf names, not that CA's
     notes: tuple[str, ...] = field(default=())
 
 
@@ -92,11 +98,12 @@ async def diagnose(
         # stored through a trusted CA needs that CA still trusted and chaining.
         decision = decide_pinned(
             leaf, chain[1:], holder_of(match) if match else None, anchors, now=now,
-            check_validity=policy.check_validity, ca_names=ca_names,
+            check_validity=policy.check_validity, ca_names=ca_names, keys=policy.keys,
+            whole_certificate=policy.whole_certificate,
         )  # fmt: skip
         outcome = Outcome(decision)
     else:
-        outcome = await _by_trusted_ca(store, leaf, chain[1:], anchors, now, policy)
+        outcome = await _by_trusted_ca(store, leaf, chain[1:], anchors, now, policy, ca_names)
     outcome = _check_client_id(outcome, client_id, policy)
     return replace(outcome, notes=notes + outcome.notes)
 
@@ -148,10 +155,11 @@ async def _by_trusted_ca(
     anchors: Sequence[TrustAnchor],
     now: datetime,
     policy: Policy,
+    known_cas: Collection[str],
 ) -> Outcome:
     """As ``Authenticator._ca_issued``, without storing: the holder the leaf would get."""
-    check = policy.check_validity
-    chained = match_chain(leaf, intermediates, anchors, now=now, check_validity=check)
+    check, keys = policy.check_validity, policy.keys
+    chained = match_chain(leaf, intermediates, anchors, now=now, check_validity=check, keys=keys)
     if isinstance(chained, Decision):
         return Outcome(chained)
     name, ca = chained.device_name, chained.anchor
@@ -162,11 +170,16 @@ async def _by_trusted_ca(
         if refusal is not None:
             return refusal
         holder = Holder(_NEW, name, True, _NEW, CredentialStatus.ACTIVE)
-        decision = decide_certificate(leaf, holder, now=now, check_validity=check)
+        decision = decide_certificate(leaf, holder, now=now, check_validity=check, keys=keys)
         return Outcome(decision, ca.name, creates_device=decision.allowed)
+    existing = await existing_device(store, device, known_cas)
+    unbound = attach_problem(existing, ca.ca_id, ca.name)
+    if unbound is not None:
+        return Outcome(unbound, ca.name, existing_device=device.name)
     # The leaf would be stored as a new, active credential of the existing device.
     holder = Holder(str(device.id), device.name, device.enabled, _NEW, CredentialStatus.ACTIVE)
-    return Outcome(decide_certificate(leaf, holder, now=now, check_validity=check), ca.name)
+    decision = decide_certificate(leaf, holder, now=now, check_validity=check, keys=keys)
+    return Outcome(decision, ca.name)
 
 
 def _cannot_create(name: str, ca: TrustAnchor) -> Outcome | None:

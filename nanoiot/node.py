@@ -7,6 +7,7 @@ With ``nats_url`` set the node first joins the cluster (``broker.cluster``, impo
 then), so an unreachable NATS stops the start before anything else is opened.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 class _LiveBroker:
     """The broker as the admin surfaces see it (``admin.context.BrokerView``)."""
 
-    def __init__(self, running: RunningBroker) -> None:
+    def __init__(self, running: RunningBroker, cluster: "ClusterLink | None") -> None:
         self._running = running
+        self._cluster = cluster
+        self._announcing: set[asyncio.Task[None]] = set()
 
     def connected_device_ids(self) -> set[str]:
         return set(self._running.broker.live)
@@ -47,7 +50,13 @@ class _LiveBroker:
         )
 
     def changed(self) -> None:
+        """Apply the store's change now, here and (in a cluster) on every other member,
+        instead of at their next poll of the change feed: revocation within a second."""
         self._running.follower.wake()
+        if self._cluster is not None:
+            task = asyncio.get_running_loop().create_task(announce_change(self._cluster))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
 
 
 @dataclass
@@ -69,7 +78,7 @@ class Node:
         token, created = admin_token(settings)  # a bad token setting fails before anything
         cluster = await join_cluster(settings) if settings.nats_url else None
         try:
-            running = await RunningBroker.start(settings)
+            running = await RunningBroker.start(settings, cluster=cluster)
         except BaseException:
             if cluster is not None:
                 await cluster.close()
@@ -78,7 +87,7 @@ class Node:
             context = AdminContext(
                 store=running.store,
                 admin_token=token,
-                broker=_LiveBroker(running),
+                broker=_LiveBroker(running, cluster),
                 metrics=running.broker.metrics.registry,
             )
             http = await HttpServer.start(
@@ -92,6 +101,7 @@ class Node:
                 await cluster.close()
             raise
         if cluster is not None:
+            await listen_for_changes(cluster, running)
             await cluster.answer_pings(mqtt_port=running.port)
         return cls(running, http, token, created, cluster)
 
@@ -124,3 +134,22 @@ async def join_cluster(settings: Settings, worker: int | None = None) -> "Cluste
     from broker.cluster.link import ClusterLink
 
     return await ClusterLink.connect(settings, worker=worker)
+
+
+async def announce_change(cluster: "ClusterLink") -> None:
+    """Tell every member that the store changed (``listen_for_changes``)."""
+    from nanoiot.errors import ClusterError
+
+    try:
+        await cluster.publish(cluster.subject("store", "changed"), b"")
+    except ClusterError as exc:
+        log.warning("%s (the other members see the change at their next poll)", exc)
+
+
+async def listen_for_changes(cluster: "ClusterLink", running: RunningBroker) -> None:
+    """Apply a change another member announced now, not at the next poll of the feed."""
+
+    async def store_changed(_payload: bytes, _reply: str | None) -> None:
+        running.follower.wake()
+
+    await cluster.subscribe(cluster.subject("store", "changed"), store_changed)

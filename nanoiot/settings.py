@@ -64,6 +64,13 @@ class Settings(BaseModel):
 
     # --- TLS policy beyond the reference names (environment: NANOIOT_<NAME>) ---
     require_client_certificate: bool = False
+    # Smallest device keys, at registration and in the handshake (auth.keys); Ed25519 and
+    # Ed448 are always accepted, DSA never.
+    min_rsa_key_bits: int = Field(2048, ge=1024, le=16384)
+    min_ec_key_bits: int = Field(256, ge=192, le=521)
+    # Pin a registered certificate whole, not only its public key (auth.pinning): a device
+    # must then present the very certificate registered, so its dates count.
+    pin_whole_certificate: bool = False
     tls_allow_legacy_protocols: bool = False
     tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
     # Seconds between checks of the server certificate and key files for a change to reload
@@ -113,7 +120,8 @@ class Settings(BaseModel):
     ack_timeout: float = Field(10.0, gt=0, le=3600)
     # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
     # Checks that run at once, checks that may wait for one, and checks one source address
-    # may have running or waiting; past a bound the CONNECT is refused at once (CONNACK 3).
+    # that failed lately may have running or waiting; past a bound the CONNECT is refused at
+    # once (CONNACK 3).
     password_check_workers: int = Field(2, ge=1, le=64)
     password_check_queue: int = Field(16, ge=0, le=10_000)
     password_checks_per_address: int = Field(1, ge=1, le=1000)
@@ -150,6 +158,9 @@ class Settings(BaseModel):
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Key of the access-token hashes (64 hex characters); unset: generated into the data
+    # directory. Nodes sharing a database but not a data directory must share it.
+    token_hash_key: SecretStr | None = None
     # Largest request body the admin HTTP server reads, in bytes (a CRL upload may be 16 MiB;
     # the bulk import is streamed and has no bound on its whole body).
     http_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
@@ -183,6 +194,9 @@ class Settings(BaseModel):
     # Broker processes sharing the MQTT port (SO_REUSEPORT); "auto": one per CPU. More than
     # one needs nats_url (messages cross between workers through NATS).
     workers: Annotated[int, Field(ge=1, le=_MAX_WORKERS)] | Literal["auto"] = 1
+    # Bytes of messages for other nodes waiting to be handed to NATS; past it a batch is
+    # dropped (QoS 0) or its publishers disconnected unacknowledged (QoS 1/2: they resend).
+    max_forward_buffer: int = Field(8 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod
@@ -223,6 +237,12 @@ class Settings(BaseModel):
         if name == "nats_tls_key" and (value is None) != (data.get("nats_tls_cert") is None):
             raise ValueError("nats_tls_cert and nats_tls_key go together: set both or neither")
         return value
+
+    @field_validator("token_hash_key", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: object) -> object:
+        """Blank is unset (Compose passes an empty ``${VAR:-}``): the data directory's key."""
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod

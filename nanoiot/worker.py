@@ -41,7 +41,7 @@ def run(settings: Settings, index: int, channel: Connection, parent: int) -> Non
 
 async def _serve(settings: Settings, index: int, channel: Connection) -> None:
     from broker.server import RunningBroker
-    from nanoiot.node import join_cluster
+    from nanoiot.node import join_cluster, listen_for_changes
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -49,14 +49,11 @@ async def _serve(settings: Settings, index: int, channel: Connection) -> None:
         loop.add_signal_handler(signum, stop.set)
     cluster = await join_cluster(settings, worker=index)
     try:
-        running = await RunningBroker.start(settings, reuse_port=True)
+        running = await RunningBroker.start(settings, reuse_port=True, cluster=cluster)
         try:
             loop.add_signal_handler(signal.SIGHUP, running.tls_reload.request)
 
-            async def store_changed(_payload: bytes, _reply: str | None) -> None:
-                running.follower.wake()  # apply a revocation now, not at the next poll
-
-            await cluster.subscribe(cluster.subject("store", "changed"), store_changed)
+            await listen_for_changes(cluster, running)  # a revocation now, not at the next poll
             await cluster.answer_pings(mqtt_port=running.port, worker=index)
             channel.send(("ready", os.getpid()))
             await stop.wait()

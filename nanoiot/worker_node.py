@@ -20,8 +20,7 @@ from admin.token import admin_token
 from broker.cluster.link import ClusterLink
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.tls import build_server_context
-from nanoiot.errors import ClusterError
-from nanoiot.node import join_cluster
+from nanoiot.node import announce_change, join_cluster
 from nanoiot.settings import Settings
 from nanoiot.store import open_store
 from nanoiot.supervisor import Supervisor, reserve_port
@@ -48,15 +47,9 @@ class WorkersView:
 
     def changed(self) -> None:
         """Tell every worker to apply the store's change now (revocation within a second)."""
-        task = asyncio.get_running_loop().create_task(self._announce())
+        task = asyncio.get_running_loop().create_task(announce_change(self._cluster))
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
-
-    async def _announce(self) -> None:
-        try:
-            await self._cluster.publish(self._cluster.subject("store", "changed"), b"")
-        except ClusterError as exc:
-            log.warning("%s (the workers see the change at their next poll)", exc)
 
 
 @dataclass

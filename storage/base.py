@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from nanoiot.errors import NotFoundError
+from auth.certificate import ParsedCredential
+from auth.keys import KeyPolicy, registration_problem
+from nanoiot.errors import NotFoundError, ValidationError
 from storage.engine import Timeouts, mapped_errors, read_engine, write_engine
 from storage.lookups import Lookups
 from storage.models import ChangeRow, CredentialRow, DeviceRow, utcnow
@@ -25,9 +27,18 @@ _CHANGE_FEED_LOCK = 0x4E616E6F
 class StoreBase:
     """The engine and sessions; see ``storage.sql.SqlCredentialStore`` for the whole store."""
 
-    def __init__(self, engine: AsyncEngine, url: str, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: str,
+        keys: KeyPolicy,
+        token_key: bytes,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self._engine = engine
         self._url = url
+        self._token_key = token_key  # HMAC key of the stored access tokens (storage.secrets)
+        self._keys = keys  # what a device certificate needs to be registered (auth.keys)
         self._is_postgres = engine.dialect.name == "postgresql"
         self._reads = async_sessionmaker(read_engine(engine), expire_on_commit=False)
         self._lookups = Lookups(read_engine(engine), timeouts)
@@ -91,6 +102,13 @@ class StoreBase:
 # for_update: on PostgreSQL, lock the row until commit so that two writers cannot both act on
 # the state they read (a revocation overwritten by a concurrent "disable" would be undone).
 # SQLite ignores it: BEGIN IMMEDIATE already admits one writer at a time.
+
+
+def check_device_key(parsed: ParsedCredential, keys: KeyPolicy) -> None:
+    """Refuse a CA certificate or a key below the minimums as a device credential."""
+    problem = registration_problem(parsed, keys)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 async def device_row(

@@ -24,9 +24,10 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.certificate import ParsedCredential
+from auth.keys import KeyPolicy
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import AlreadyImportedError, ConflictError, StoreError, ValidationError
-from storage.base import _CHANGE_FEED_LOCK, StoreBase
+from storage.base import _CHANGE_FEED_LOCK, StoreBase, check_device_key
 from storage.models import Base, CredentialRow, DeviceRow, new_id, utcnow
 from storage.records import ChangeKind, Credential, Device
 
@@ -73,7 +74,7 @@ class BulkDevices(StoreBase):
         """
         if len(devices) > MAX_BATCH:
             raise ValidationError(f"at most {MAX_BATCH:,} devices per batch")
-        outcomes: list[Outcome | None] = [_invalid(device) for device in devices]
+        outcomes: list[Outcome | None] = [_invalid(device, self._keys) for device in devices]
         async with self._write("a device name or key was taken meanwhile") as session:
             valid = [d for d, outcome in zip(devices, outcomes, strict=True) if outcome is None]
             if self._is_postgres:
@@ -112,11 +113,12 @@ class BulkDevices(StoreBase):
 # storage.sql imports this module for its base class, so its rules are imported where used.
 
 
-def _invalid(device: NewDevice) -> ValidationError | None:
+def _invalid(device: NewDevice, keys: KeyPolicy) -> ValidationError | None:
     from storage.sql import _validate_device
 
     try:
         _validate_device(device.name, device.type, device.label)
+        check_device_key(device.x509, keys)
     except ValidationError as exc:
         return exc
     return None

@@ -29,8 +29,16 @@ from storage.sessions import SessionWrite, StoredSession
 
 class CredentialStore(Protocol):
     # --- devices ---
-    async def create_device(self, name: str, *, type: str = "default", label: str = "") -> Device:
-        """Raises ValidationError for a name MQTT cannot carry, ConflictError if taken."""
+    async def create_device(
+        self,
+        name: str,
+        *,
+        type: str = "default",
+        label: str = "",
+        bound_ca_id: UUID | None = None,
+    ) -> Device:
+        """Raises ValidationError for a name MQTT cannot carry, ConflictError if taken.
+        ``bound_ca_id``: the trusted CA whose leaves may attach to it (auth.binding)."""
 
     async def get_device(self, device_id: UUID) -> Device:
         """Raises NotFoundError."""
@@ -44,6 +52,9 @@ class CredentialStore(Protocol):
         """Devices ordered by name; ``text_search`` matches a substring of the name, any case."""
 
     async def set_device_enabled(self, device_id: UUID, enabled: bool) -> Device: ...
+
+    async def bind_device(self, device_id: UUID, ca_id: UUID | None) -> Device:
+        """Bind the device to a trusted CA (its leaves may attach to it), or unbind (None)."""
 
     async def delete_device(self, device_id: UUID) -> None:
         """Deletes the device and its credentials (the auth events keep their history)."""
@@ -59,7 +70,8 @@ class CredentialStore(Protocol):
         issuer_ca_id: UUID | None = None,
     ) -> tuple[Device, Credential]:
         """Device and its first credential (exactly one of x509/token) in one transaction:
-        on any error neither exists afterwards. ``issuer_ca_id``: see add_x509_credential."""
+        on any error neither exists afterwards. ``issuer_ca_id``: see add_x509_credential;
+        the device is then bound to that CA."""
 
     async def create_devices_with_x509(self, devices: Sequence[NewDevice]) -> list[Outcome]:
         """Many devices with their first X.509 credential in one transaction (the bulk
@@ -178,6 +190,10 @@ class CredentialStore(Protocol):
         """Apply the writes in order in one transaction; the ids of its Enqueue writes."""
 
     async def load_sessions(self) -> list[StoredSession]: ...
+
+    async def load_sessions_page(self, after: str | None, limit: int) -> list[StoredSession]: ...
+
+    async def load_session(self, key: str) -> StoredSession | None: ...
 
     async def ping(self) -> None:
         """Raises StoreUnavailableError when the database cannot be reached."""

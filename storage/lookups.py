@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, null, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +38,11 @@ from storage.records import Credential, CredentialMatch, Device
 _DEVICES = Base.metadata.tables["devices"]
 _CREDENTIALS = Base.metadata.tables["credentials"]
 _DEVICE_COLUMNS = [_DEVICES.c[f.name] for f in fields(Device)]
-_CREDENTIAL_COLUMNS = [_CREDENTIALS.c[f.name] for f in fields(Credential)]
+# A record's ``token`` has no column (the store keeps its hash only): always NULL here.
+_CREDENTIAL_COLUMNS = [
+    _CREDENTIALS.c[f.name] if f.name in _CREDENTIALS.c else null().label(f.name)
+    for f in fields(Credential)
+]
 _SPLIT = len(_DEVICE_COLUMNS)
 _END = _SPLIT + len(_CREDENTIAL_COLUMNS)
 
@@ -55,7 +59,7 @@ def _match_query(column: str) -> Select[Any]:
 # Each selects the device and credential whose unique lookup key equals :key; the password
 # hash comes last, for check_basic, and never reaches a record.
 BY_SPKI = _match_query("spki_sha256")
-BY_TOKEN = _match_query("token")
+BY_TOKEN = _match_query("token_hash")  # the key is the token's digest (storage.secrets)
 BY_USERNAME = _match_query("username")
 _LAST_CHANGE_SEQ = "SELECT coalesce(max(seq), 0) FROM changes"
 

@@ -66,11 +66,14 @@ def _assignments(script: Path) -> dict[str, str | None]:
     return values
 
 
-async def upgrade(url: str) -> str:
-    """Upgrade the database at ``url`` to the newest schema; returns the revision it is at."""
+async def upgrade(url: str, *, token_hash_key: bytes | None = None) -> str:
+    """Upgrade the database at ``url`` to the newest schema; returns the revision it is at.
+
+    ``token_hash_key`` (storage.secrets) is needed when stored access tokens are to be hashed.
+    """
     engine = create_engine(url)
     try:
-        return await upgrade_engine(engine, url)
+        return await upgrade_engine(engine, url, token_hash_key=token_hash_key)
     finally:
         await engine.dispose()
 
@@ -84,8 +87,11 @@ async def current_revision(url: str) -> str | None:
         await engine.dispose()
 
 
-async def upgrade_engine(engine: AsyncEngine, url: str) -> str:
+async def upgrade_engine(
+    engine: AsyncEngine, url: str, *, token_hash_key: bytes | None = None
+) -> str:
     config = alembic_config(url)
+    config.attributes["token_hash_key"] = token_hash_key
     with mapped_errors(url), _alembic_errors():
         # One transaction: on SQLite it holds the write lock, so two processes opening a new
         # database at once do not both create the tables.

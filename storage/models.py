@@ -125,6 +125,8 @@ class DeviceRow(Base):
     label: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # No foreign key, as credentials.issuer_ca_id: deleting the CA leaves the binding inert.
+    bound_ca_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     credentials: Mapped[list["CredentialRow"]] = relationship(
         back_populates="device", passive_deletes=True
@@ -138,6 +140,7 @@ class DeviceRow(Base):
             label=self.label,
             enabled=self.enabled,
             created_at=self.created_at,
+            bound_ca_id=self.bound_ca_id,
         )
 
 
@@ -162,8 +165,8 @@ class CredentialRow(Base):
     serial: Mapped[str | None] = mapped_column(String(64))
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # ACCESS_TOKEN
-    token: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # ACCESS_TOKEN: HMAC-SHA256 of the token (storage.secrets), never the token itself
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # MQTT_BASIC
     client_id: Mapped[str | None] = mapped_column(String(255))
     username: Mapped[str | None] = mapped_column(String(255), unique=True)
@@ -189,7 +192,6 @@ class CredentialRow(Base):
             serial=self.serial,
             not_before=self.not_before,
             not_after=self.not_after,
-            token=self.token,
             client_id=self.client_id,
             username=self.username,
             application=self.application,

@@ -23,6 +23,9 @@ class Device:
     label: str
     enabled: bool
     created_at: datetime
+    # The trusted CA whose leaves may attach to this device (auth.binding): the CA that
+    # created it, or the one an operator bound it to; None for neither.
+    bound_ca_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Credential:
     serial: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
-    # ACCESS_TOKEN
+    # ACCESS_TOKEN: the token itself only in the record its creation returns (it is shown
+    # once); the store keeps a hash of it.
     token: str | None = None
     # MQTT_BASIC (the password hash never leaves the store)
     client_id: str | None = None

@@ -10,14 +10,28 @@ was connected or not (MQTT 3.1.1 §4.4). Payloads are bytes end to end.
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import StoreBase
 from storage.models import MqttQueuedMessageRow, MqttSessionRow, MqttSubscriptionRow, utcnow
 
 _CHUNK = 500  # ids per IN (...) list: well below every driver's parameter limit
+_PAGE = 5000  # sessions per page of load_sessions
+_SESSIONS = MqttSessionRow.__table__
+_SUBSCRIPTIONS = MqttSubscriptionRow.__table__
+_MESSAGES = MqttQueuedMessageRow.__table__
+_SESSION_COLUMNS = [_SESSIONS.c[n] for n in ("key", "device_id", "device_name", "client_id")]
+_SUBSCRIPTION_COLUMNS = [
+    _SUBSCRIPTIONS.c[n] for n in ("session_key", "topic_filter", "qos", "me_form", "options")
+]
+_MESSAGE_COLUMNS = [
+    _MESSAGES.c[n]
+    for n in ("id", "session_key", "topic", "payload", "qos", "attempted", "packet_id",
+              "released", "retain")
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,26 +167,51 @@ class SessionRecords(StoreBase):
 
     async def load_sessions(self) -> list[StoredSession]:
         """Every persistent session with its subscriptions and messages (oldest first)."""
+        found: list[StoredSession] = []
+        after: str | None = None
+        while page := await self.load_sessions_page(after, _PAGE):
+            found.extend(page)
+            after = page[-1].key
+        return found
+
+    async def load_sessions_page(self, after: str | None, limit: int) -> list[StoredSession]:
+        """Up to ``limit`` sessions whose keys sort after ``after`` (all: None), in key order,
+        with their subscriptions and messages: a start-up restores them a page at a time."""
+        query = select(*_SESSION_COLUMNS).order_by(_SESSIONS.c.key).limit(limit)
+        if after is not None:
+            query = query.where(_SESSIONS.c.key > after)
+        return await self._load(query)
+
+    async def load_session(self, key: str) -> StoredSession | None:
+        """The one session stored under ``key`` (a client connecting while the rest are
+        still being restored), or None."""
+        found = await self._load(select(*_SESSION_COLUMNS).where(_SESSIONS.c.key == key))
+        return found[0] if found else None
+
+    async def _load(self, sessions_query: Select[Any]) -> list[StoredSession]:
+        # Core rows, not ORM objects: restoring 10^5 sessions is dominated by building rows.
         async with self._snapshot() as session:
-            rows = await session.scalars(select(MqttSessionRow).order_by(MqttSessionRow.key))
             found = {
                 row.key: StoredSession(row.key, row.device_id, row.device_name, row.client_id)
-                for row in rows
+                for row in await session.execute(sessions_query)
             }
-            subscriptions = await session.scalars(select(MqttSubscriptionRow))
-            for sub in subscriptions:
-                found[sub.session_key].subscriptions.append(
-                    StoredSubscription(sub.topic_filter, sub.qos, sub.me_form, sub.options)
+            for chunk in _chunks_of(list(found)):
+                subs = select(*_SUBSCRIPTION_COLUMNS).where(_SUBSCRIPTIONS.c.session_key.in_(chunk))
+                for sub in await session.execute(subs):
+                    found[sub.session_key].subscriptions.append(
+                        StoredSubscription(sub.topic_filter, sub.qos, sub.me_form, sub.options)
+                    )
+                messages = (
+                    select(*_MESSAGE_COLUMNS)
+                    .where(_MESSAGES.c.session_key.in_(chunk))
+                    .order_by(_MESSAGES.c.id)
                 )
-            queued = await session.scalars(
-                select(MqttQueuedMessageRow).order_by(MqttQueuedMessageRow.id)
-            )
-            for message in queued:
-                found[message.session_key].queued.append(_stored_message(message))
+                for message in await session.execute(messages):
+                    found[message.session_key].queued.append(_stored_message(message))
         return list(found.values())
 
 
-def _stored_message(row: MqttQueuedMessageRow) -> StoredMessage:
+def _stored_message(row: Any) -> StoredMessage:
     return StoredMessage(
         row.id,
         row.topic,
@@ -268,6 +307,11 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
         case Enqueue():
             await _enqueue(session, [write])
     await session.flush()
+
+
+def _chunks_of(keys: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(keys), _CHUNK):
+        yield keys[start : start + _CHUNK]
 
 
 def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:

@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from auth.certificate import ParsedCredential
+from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import (
     ConflictError,
@@ -30,7 +32,7 @@ from nanoiot.errors import (
 )
 from storage import migrate
 from storage.audit import TrustAndAudit
-from storage.base import ALREADY_REGISTERED, credential_row, device_row
+from storage.base import ALREADY_REGISTERED, check_device_key, credential_row, device_row
 from storage.bulk import BulkDevices
 from storage.engine import Timeouts, create_engine, is_sqlite, mapped_errors, masked
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
@@ -38,7 +40,9 @@ from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
 from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
+from storage.secrets import create_private_file, token_digest
 from storage.sessions import SessionRecords
+from storage.token_key import token_hash_key as token_key_for
 
 ASSIGNED_ELSEWHERE = "Device credentials are already assigned to another device!"
 NO_SUCH_DEVICE_FOR_CREDENTIAL = "Can't assign device credentials to non-existent device!"
@@ -55,33 +59,49 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
 
     @classmethod
     async def open(
-        cls, url: str, *, data_dir: Path | None = None, timeouts: Timeouts | None = None
+        cls,
+        url: str,
+        *,
+        data_dir: Path | None = None,
+        timeouts: Timeouts | None = None,
+        keys: KeyPolicy = DEFAULT_KEYS,
+        token_hash_key: bytes | None = None,
     ) -> Self:
-        """Open the store at ``url``; ``timeouts`` bound the waits for the database.
+        """Open the store at ``url``; ``timeouts`` bound the waits for the database, ``keys``
+        are the smallest device keys it registers (auth.keys).
 
-        SQLite: the file's directory (and ``data_dir``) is created if missing, and the schema
-        upgraded to the newest revision. Other databases must have been upgraded already
-        (``nanoiot db upgrade``); otherwise StoreError says so.
+        SQLite: the file's directory (and ``data_dir``) is created if missing (0700, the file
+        0600), and the schema upgraded to the newest revision. Other databases must have been
+        upgraded already (``nanoiot db upgrade``); otherwise StoreError says so.
+        ``token_hash_key``: see storage.token_key (by default the data directory's).
         """
         engine = create_engine(url, timeouts)  # parses the URL; connects only when first used
         try:
             _prepare_files(url, data_dir)
+            token_key = await token_key_for(engine, url, data_dir, token_hash_key)
             if is_sqlite(url):
                 if await migrate.current_revision_engine(engine, url) != migrate.head_revision():
-                    await migrate.upgrade_engine(engine, url)
+                    await migrate.upgrade_engine(engine, url, token_hash_key=token_key)
             else:
                 await migrate.require_head(engine, url)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url, timeouts)
+        return cls(engine, url, keys, token_key, timeouts)
 
     # --- devices --------------------------------------------------------------------------
 
-    async def create_device(self, name: str, *, type: str = "default", label: str = "") -> Device:
+    async def create_device(
+        self,
+        name: str,
+        *,
+        type: str = "default",
+        label: str = "",
+        bound_ca_id: uuid.UUID | None = None,
+    ) -> Device:
         _validate_device(name, type, label)
         async with self._write(_name_taken(name)) as session:
-            device = await self._insert_device(session, name, type, label)
+            device = await self._insert_device(session, name, type, label, bound_ca_id)
             await self._append_change(session, ChangeKind.DEVICE_CREATED, device.id)
             return device.to_record()
 
@@ -122,6 +142,14 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
                 await self._append_change(session, kind, device_id)
             return row.to_record()
 
+    async def bind_device(self, device_id: uuid.UUID, ca_id: uuid.UUID | None) -> Device:
+        async with self._write() as session:
+            row = await device_row(session, device_id, for_update=True)
+            if row.bound_ca_id != ca_id:
+                row.bound_ca_id = ca_id
+                await self._append_change(session, ChangeKind.DEVICE_UPDATED, device_id)
+            return row.to_record()
+
     async def delete_device(self, device_id: uuid.UUID) -> None:
         async with self._write() as session:
             await device_row(session, device_id)
@@ -145,7 +173,8 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         if token is not None:
             validate_text("access token", token)
         async with self._write(_name_taken(name)) as session:
-            device = await self._insert_device(session, name, type, label)
+            # A device a CA creates is that CA's (auth.binding).
+            device = await self._insert_device(session, name, type, label, issuer_ca_id)
             if x509 is not None:
                 credential = await self._insert_x509(session, device.id, x509, issuer_ca_id)
             else:
@@ -155,15 +184,22 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
             await self._append_change(
                 session, ChangeKind.CREDENTIAL_ADDED, device.id, credential.id
             )
-            return device.to_record(), credential.to_record()
+            # The token itself is in this answer only (shown once), never stored.
+            return device.to_record(), replace(credential.to_record(), token=token)
 
     async def _insert_device(
-        self, session: AsyncSession, name: str, type: str, label: str
+        self,
+        session: AsyncSession,
+        name: str,
+        type: str,
+        label: str,
+        bound_ca_id: uuid.UUID | None = None,
     ) -> DeviceRow:
         await _check_name_free(session, name)
         row = DeviceRow(
-            id=new_id(), name=name, type=type, label=label, created_at=utcnow(), enabled=True
-        )
+            id=new_id(), name=name, type=type, label=label, created_at=utcnow(), enabled=True,
+            bound_ca_id=bound_ca_id,
+        )  # fmt: skip
         session.add(row)
         await session.flush()
         return row
@@ -187,7 +223,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         async with self._write() as session:
             row = await self._insert_token(session, device_id, token)
             await self._append_change(session, ChangeKind.CREDENTIAL_ADDED, device_id, row.id)
-            return row.to_record()
+            return replace(row.to_record(), token=token)  # shown once, never stored
 
     async def add_basic_credential(
         self,
@@ -282,6 +318,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         parsed: ParsedCredential,
         issuer_ca_id: uuid.UUID | None = None,
     ) -> CredentialRow:
+        check_device_key(parsed, self._keys)
         return await self._insert_credential(
             session,
             device_id,
@@ -302,8 +339,9 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         self, session: AsyncSession, device_id: uuid.UUID, token: str
     ) -> CredentialRow:
         return await self._insert_credential(
-            session, device_id, CredentialRow.token, type=CredentialType.ACCESS_TOKEN, token=token
-        )
+            session, device_id, CredentialRow.token_hash, type=CredentialType.ACCESS_TOKEN,
+            token_hash=token_digest(self._token_key, token),
+        )  # fmt: skip
 
     async def _insert_credential(
         self,
@@ -339,7 +377,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         return to_match(row) if row is not None else None
 
     async def find_token(self, token: str) -> CredentialMatch | None:
-        row = await self._lookup(BY_TOKEN, token)
+        row = await self._lookup(BY_TOKEN, token_digest(self._token_key, token))
         return to_match(row) if row is not None else None
 
     async def check_basic(
@@ -416,7 +454,9 @@ def _prepare_files(url: str, data_dir: Path | None) -> None:
         if database.startswith("file:"):
             return
         path = Path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists() and path.parent.is_dir():
+            create_private_file(path)  # 0600; SQLite gives -wal and -shm the same mode
     except OSError as exc:
         raise StoreUnavailableError(
             f"cannot create the data directory for {masked(url)}: {exc.strerror}"

@@ -22,7 +22,7 @@ router = APIRouter(include_in_schema=False)
 EVENTS_SHOWN = 20
 
 
-async def _device_page(
+async def device_page_response(
     request: Request,
     session: Session,
     device_id: UUID,
@@ -30,7 +30,10 @@ async def _device_page(
     form: CredentialInput | None = None,
     error: str | None = None,
     status_code: int = 200,
+    new_token: str | None = None,
 ) -> Response:
+    """The page; ``new_token``: an access token just made, shown this once (the store keeps
+    only its hash), so this answer is the page itself and not a redirect."""
     context = context_of(request)
     device = await context.store.get_device(device_id)  # 404 page when unknown
     credentials = ordered(list(await context.store.list_credentials(device_id)))
@@ -53,6 +56,7 @@ async def _device_page(
         error=error,
         choices=CREDENTIAL_CHOICES,
         nav="devices",
+        new_token=new_token,
     )
 
 
@@ -62,7 +66,7 @@ async def device_page(
     device_id: UUID,
     session: Session = Depends(current_session),  # noqa: B008
 ) -> Response:
-    return await _device_page(request, session, device_id)
+    return await device_page_response(request, session, device_id)
 
 
 @router.post(PREFIX + "/devices/{device_id}/credentials")
@@ -77,7 +81,7 @@ async def save_credentials(
         before = {c.id: c.status for c in await context.store.list_credentials(device_id)}
         saved = await service.replace_credentials(context.store, device_id, spec_of(form))
     except REFUSED as exc:
-        return await _device_page(
+        return await device_page_response(
             request,
             session,
             device_id,
@@ -86,6 +90,8 @@ async def save_credentials(
             status_code=refusal_status(exc),
         )
     context.changed()
+    if saved.token is not None:
+        return await device_page_response(request, session, device_id, new_token=saved.token)
     unchanged = before.get(saved.id) is CredentialStatus.ACTIVE
     return see_other(f"{PREFIX}/devices/{device_id}", "unchanged" if unchanged else "saved")
 

@@ -9,12 +9,13 @@ from fastapi.responses import Response
 from admin import service
 from admin.context import AdminContext, context_of
 from admin.web.credentials import spec_of
+from admin.web.device import device_page_response
 from admin.web.forms import CREDENTIAL_CHOICES, REFUSED, DeviceInput, refusal_status
 from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
 from auth.kinds import CredentialStatus
 from nanoiot.errors import ValidationError
-from storage.records import AuthOutcome, Device, Page
+from storage.records import AuthOutcome, Credential, Device, Page
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 20
@@ -99,7 +100,7 @@ async def add_device(
     form = DeviceInput.from_form(await request.form())
     context = context_of(request)
     try:
-        device = await _create(context, form)
+        device, credential = await _create(context, form)
     except REFUSED as exc:
         return await _devices_page(
             request,
@@ -109,15 +110,17 @@ async def add_device(
             status_code=refusal_status(exc),
         )
     context.changed()
+    if credential is not None and credential.token is not None:
+        # A new access token is shown this once: the page itself, not a redirect.
+        return await device_page_response(request, session, device.id, new_token=credential.token)
     return see_other(f"{PREFIX}/devices/{device.id}", "created")
 
 
-async def _create(context: AdminContext, form: DeviceInput) -> Device:
+async def _create(context: AdminContext, form: DeviceInput) -> tuple[Device, Credential | None]:
     if not form.name:
         raise ValidationError("Enter a device name.")
     if not form.with_credentials:
-        return await service.create_device(context.store, form.name, label=form.label)
-    device, _ = await service.create_device_with_credentials(
+        return await service.create_device(context.store, form.name, label=form.label), None
+    return await service.create_device_with_credentials(
         context.store, form.name, spec_of(form.credentials), label=form.label
     )
-    return device

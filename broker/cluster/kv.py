@@ -6,14 +6,17 @@ a bucket made with a TTL forgets an entry that was not rewritten in time (node l
 A lost race is a ``ClusterConflictError``; an unreachable NATS a ``ClusterUnavailableError``.
 """
 
+import contextlib
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
+from nats.js.kv import KV_DEL, KV_PURGE
 from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker.cluster.errors import nats_errors
 
-__all__ = ["Entry", "KeyValue"]
+__all__ = ["Entry", "KeyValue", "Watch"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,40 @@ class KeyValue:
         """Delete ``key`` (only at ``revision``, when given)."""
         with nats_errors(f"deleting {self.bucket}/{key}"):
             await self._store.delete(key, last=revision)
+
+    async def watch(self, keys: str = ">") -> "Watch":
+        """Every key's current value, then each change as it happens (``Watch.next``)."""
+        with nats_errors(f"watching {self.bucket}"):
+            return Watch(await self._store.watch(keys), self.bucket)
+
+
+class Watch:
+    """The changes of a bucket's keys, in the order they were written."""
+
+    def __init__(self, watcher: NatsKeyValue.KeyWatcher, bucket: str) -> None:
+        self._watcher = watcher
+        self._bucket = bucket
+
+    async def next(self) -> tuple[str, bool] | None:
+        """(key, present: False once deleted or expired); None once, when the values there
+        were at the start have all been given."""
+        while True:
+            entry = await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            if entry is None:
+                return None
+            if isinstance(entry, NatsKeyValue.Entry):
+                return entry.key, entry.operation not in (KV_DEL, KV_PURGE)
+
+    async def value(self) -> tuple[str, bytes | None] | None:
+        """As ``next``, with the value (None once deleted or expired)."""
+        while True:
+            entry = await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            if entry is None:
+                return None
+            if isinstance(entry, NatsKeyValue.Entry):
+                deleted = entry.operation in (KV_DEL, KV_PURGE)
+                return entry.key, None if deleted else (entry.value or b"")
+
+    async def stop(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._watcher.stop()  # type: ignore[no-untyped-call]

@@ -12,13 +12,11 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from rich.markup import escape
-from rich.table import Table
 
 from auth.certificate import ParsedCredential, load_certificate
 from auth.chain import load_crl
@@ -28,6 +26,9 @@ from nanoiot.cli.output import as_dict, console
 from nanoiot.errors import NanoIoTError, NotFoundError, PemError
 from storage.interface import CredentialStore
 from storage.records import TrustedCA
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, help="Trusted CAs that issue device certificates.")
 
@@ -143,7 +144,10 @@ def _crl_summary(ca: TrustedCA) -> dict[str, Any] | None:
     }
 
 
-def _table(cas: Sequence[TrustedCA]) -> Table:
+def _table(cas: Sequence[TrustedCA]) -> "Table":
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"{len(cas)} trusted CA(s)")
     for column in ("name", "subject", "not after", "cn regex", "create devices", "CRL"):
         table.add_column(column)
@@ -163,6 +167,8 @@ def _crl_cell(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "none"
     if "error" in summary:
+        from rich.markup import escape
+
         return f"[red]unusable, CA ignored: {escape(summary['error'])}[/red]"
     next_update = summary["next_update"]
     due = f", next update {next_update[:16].replace('T', ' ')}" if next_update else ""
@@ -184,7 +190,7 @@ def crl(
     data = None if crlfile is None else read_file(crlfile)
 
     async def _set(store: CredentialStore) -> x509.CertificateRevocationList | None:
-        ca = await _find(store, name)
+        ca = await find_ca(store, name)
         if data is None:
             await store.set_ca_crl(ca.id, None)
             return None
@@ -210,7 +216,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     """Stop trusting a CA (and drop its CRL): its devices are cut off."""
 
     async def _delete(store: CredentialStore) -> None:
-        await store.delete_trusted_ca((await _find(store, name)).id)
+        await store.delete_trusted_ca((await find_ca(store, name)).id)
 
     with_store(ctx, _delete, writes=True)
     say(f"trusted CA '{name}' deleted")
@@ -223,7 +229,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     )
 
 
-async def _find(store: CredentialStore, name: str) -> TrustedCA:
+async def find_ca(store: CredentialStore, name: str) -> TrustedCA:
     cas = await store.list_trusted_cas()
     for ca in cas:
         if ca.name == name:

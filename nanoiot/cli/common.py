@@ -100,11 +100,9 @@ def database_label(settings: Settings) -> str:
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator["SqlCredentialStore"]:
     """The store for this settings' database, migrated and closed afterwards."""
-    from storage.sql import SqlCredentialStore
+    from nanoiot.store import open_store as open_configured
 
-    store = await SqlCredentialStore.open(
-        settings.effective_database_url, data_dir=settings.data_dir
-    )
+    store = await open_configured(settings)
     try:
         yield store
     finally:

@@ -74,7 +74,8 @@ def add_token(
         return await store.add_token_credential(found.id, value)
 
     with_store(ctx, _add, writes=True)
-    console.print(f"access token for '{device}': {value}")
+    # The token last on its line, for scripts; the store keeps only a keyed hash of it.
+    console.print(f"access token for '{device}' (shown this once, stored hashed): {value}")
 
 
 @app.command("add-basic")

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from nanoiot.cli.common import with_store
+from nanoiot.cli.ca import find_ca
+from nanoiot.cli.common import fail, with_store
 from nanoiot.cli.imports import import_rows, read_rows
 from nanoiot.cli.output import as_dict, console, device_table, print_credentials, to_json
 from storage.interface import CredentialStore
@@ -24,12 +25,43 @@ def add(
     name: Name,
     type: Annotated[str, typer.Option("--type", help="Device type.")] = "default",
     label: Annotated[str, typer.Option("--label", help="Free-form label.")] = "",
+    ca: Annotated[
+        str | None,
+        typer.Option("--ca", help="Trusted CA whose certificates may attach to the device."),
+    ] = None,
 ) -> None:
     """Create a device."""
-    device = with_store(
-        ctx, lambda store: store.create_device(name, type=type, label=label), writes=True
-    )
-    console.print(f"created device '{device.name}' (id {device.id})")
+
+    async def _add(store: CredentialStore) -> Device:
+        bound = (await find_ca(store, ca)).id if ca is not None else None
+        return await store.create_device(name, type=type, label=label, bound_ca_id=bound)
+
+    device = with_store(ctx, _add, writes=True)
+    bound = f", bound to CA '{ca}'" if ca is not None else ""
+    console.print(f"created device '{device.name}' (id {device.id}){bound}")
+
+
+@app.command()
+def bind(
+    ctx: typer.Context,
+    name: Name,
+    ca: Annotated[
+        str | None,
+        typer.Argument(help="Trusted CA whose certificates may attach to the device."),
+    ] = None,
+    unbind: Annotated[bool, typer.Option("--none", help="Bind it to no CA.")] = False,
+) -> None:
+    """Bind a device to a trusted CA: a certificate of that CA naming the device may then
+    connect as it (once the device has no certificate registered another way)."""
+    if (ca is None) != unbind:
+        fail("give a CA name, or --none to unbind")
+
+    async def _bind(store: CredentialStore) -> None:
+        device = await store.get_device_by_name(name)
+        await store.bind_device(device.id, (await find_ca(store, ca)).id if ca else None)
+
+    with_store(ctx, _bind, writes=True)
+    console.print(f"device '{name}' bound to CA '{ca}'" if ca else f"device '{name}' unbound")
 
 
 @app.command("list")

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from auth.certificate import common_name, describe_key
 from auth.decision import Reason
 from auth.fingerprint import spki_sha256
+from auth.keys import KeyPolicy
 from nanoiot.cli.ca import say
 from nanoiot.cli.common import fail, read_file, state, with_store
 from nanoiot.diagnosis import Outcome, Policy, diagnose, read_certificates
@@ -47,6 +48,8 @@ def doctor(
     policy = Policy(
         check_validity=not settings.mqtt_ssl_skip_validity_check_for_client_cert,
         strict_client_id=settings.strict_client_id,
+        keys=KeyPolicy(settings.min_rsa_key_bits, settings.min_ec_key_bits),
+        whole_certificate=settings.pin_whole_certificate,
     )
     now = datetime.now(UTC)
 
@@ -282,6 +285,30 @@ _STEPS: dict[Reason, Callable[[Outcome, Facts], str]] = {
         f"issue a new key, {_new_certificate(f)}"
     ),
     Reason.NAME_NOT_ALLOWED: _name_not_allowed,
+    Reason.NOT_BOUND_TO_CA: lambda o, _f: (
+        "a trusted CA's certificate attaches only to a device that CA created or that is "
+        f"bound to it: nanoiot device bind {o.existing_device} {o.ca_name} (if that CA is to "
+        "speak for the device)"
+    ),
+    Reason.DEVICE_NOT_CAS: lambda o, _f: (
+        f"device '{o.existing_device}' keeps to the certificates registered for it, and a "
+        "CA's certificate cannot take it over: name this device differently in the CN, or "
+        f"revoke and remove what '{o.existing_device}' has if it should move to CA "
+        f"'{o.ca_name}'"
+    ),
+    Reason.WEAK_KEY: lambda _o, f: (
+        f"issue the device a stronger key (EC P-256 or Ed25519; RSA of at least 2048 bits): "
+        f"client.keygen.sh --cn {f.name}"
+    ),
+    Reason.CERTIFICATE_NOT_PINNED: lambda _o, f: (
+        "pin_whole_certificate is on: the device must present the very certificate "
+        f"registered; to renew it, {_new_certificate(f)}"
+    ),
+    Reason.ISSUER_MISMATCH: lambda _o, f: (
+        "the certificate registered for this key came from a CA, and this one was not signed "
+        "by it: use a certificate of that CA (with its intermediate after it), or "
+        + _new_certificate(f)
+    ),
     Reason.CLIENT_ID_MISMATCH: lambda _o, f: (
         f"connect with client id '{f.name}' or an empty one (strict_client_id is on)"
     ),

@@ -17,9 +17,6 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
-
 from nanoiot.cli.import_batch import Row, import_batch
 from nanoiot.errors import AlreadyImportedError, NanoIoTError, ValidationError
 from storage.interface import CredentialStore
@@ -64,6 +61,9 @@ async def import_rows(
     store: CredentialStore, rows: Sequence[tuple[int, Row]], *, allow_expired: bool
 ) -> ImportReport:
     """Import every row, batch by batch; the report lists each failed row and why."""
+    from rich.console import Console  # only here: see nanoiot.cli.output
+    from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+
     report = ImportReport()
     stderr = Console(stderr=True, highlight=False, markup=False)
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())

@@ -1,23 +1,45 @@
-"""How commands print records: rich tables for people, ``--json`` for scripts."""
+"""How commands print records: rich tables for people, ``--json`` for scripts.
+
+rich is imported when something is printed, not when the CLI loads: ``nanoiot serve`` loads
+every command to parse its arguments and prints through rich never, and rich is some 3 MiB of
+a broker's memory.
+"""
 
 import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
+from auth.kinds import CredentialType
 from storage.records import Credential, Device
 
-# No markup: device names, labels and subjects are user data, and rich would eat "[...]" in them.
-# Soft wrap: a line is never broken by us (the terminal wraps it), so a fingerprint or a path
-# stays whole to copy; tables still fit the terminal's width.
-console = Console(highlight=False, markup=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _Console:
+    """rich's Console, made by the first ``print``."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        if self._console is None:
+            from rich.console import Console
+
+            # No markup: device names, labels and subjects are user data, and rich would eat
+            # "[...]" in them. Soft wrap: a line is never broken by us (the terminal wraps
+            # it), so a fingerprint or a path stays whole to copy; tables still fit the
+            # terminal's width.
+            self._console = Console(highlight=False, markup=False, soft_wrap=True)
+        self._console.print(*objects, **options)
+
+
+console = _Console()
 
 
 def _plain(value: Any) -> Any:
@@ -46,7 +68,10 @@ def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value else ""
 
 
-def device_table(devices: Sequence[Device], title: str | None = None) -> Table:
+def device_table(devices: Sequence[Device], title: str | None = None) -> "Table":
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title)
     for column in ("name", "id", "type", "label", "enabled", "created"):
         table.add_column(column)
@@ -74,8 +99,8 @@ def print_credentials(credentials: Sequence[Credential]) -> None:
 def _identity(c: Credential) -> str:
     if c.spki_sha256:
         return f"sha256:{c.spki_sha256}"
-    if c.token:
-        return f"token {c.token}"
+    if c.type is CredentialType.ACCESS_TOKEN:
+        return "access token (stored as a keyed hash: shown only when added)"
     return f"user {c.username}" + (f" (client id {c.client_id})" if c.client_id else "")
 
 

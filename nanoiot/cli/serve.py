@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -85,6 +86,7 @@ async def _serve(settings: Settings) -> None:
 
     stop = _stop_on_signals()
     node = await Node.start(settings)
+    warn_loose_permissions(settings)
     try:
         running = node.broker
         # SIGHUP: reload the server certificate and key (broker.tls_reload).
@@ -124,6 +126,7 @@ async def _api(settings: Settings) -> None:
     stop = _stop_on_signals()
     token, created = admin_token(settings)
     store = await open_store(settings)
+    warn_loose_permissions(settings)
     try:
         context = AdminContext(store=store, admin_token=token)
         http = await start_admin(context, settings)
@@ -138,6 +141,21 @@ async def _api(settings: Settings) -> None:
             await http.stop()
     finally:
         await store.close()
+
+
+def warn_loose_permissions(settings: Settings) -> None:
+    """A warning for the data directory, or a secret file in it, that others may read."""
+    from admin.token import TOKEN_FILE
+    from storage.engine import is_sqlite
+    from storage.secrets import KEY_FILE, permission_warnings
+
+    files = [settings.data_dir / TOKEN_FILE, settings.data_dir / KEY_FILE]
+    url = settings.effective_database_url
+    database = url.split("///", 1)[1] if is_sqlite(url) and "///" in url else None
+    if database and not database.startswith("file:"):
+        files += [Path(database + suffix) for suffix in ("", "-wal", "-shm")]
+    for line in permission_warnings(settings.data_dir, files):
+        log.warning("%s", line)
 
 
 def _stop_on_signals() -> asyncio.Event:

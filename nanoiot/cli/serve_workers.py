@@ -17,11 +17,12 @@ log = logging.getLogger("nanoiot")
 
 async def serve_workers(settings: Settings, count: int) -> None:
     from broker.devcerts import first_device_instructions
-    from nanoiot.cli.serve import _stop_on_signals, _token_notice
+    from nanoiot.cli.serve import _stop_on_signals, _token_notice, warn_loose_permissions
     from nanoiot.worker_node import worker_node
 
     stop = _stop_on_signals()
     async with worker_node(settings, count) as node:
+        warn_loose_permissions(settings)
         supervisor = node.supervisor
         asyncio.get_running_loop().add_signal_handler(
             signal.SIGHUP, supervisor.signal_all, signal.SIGHUP

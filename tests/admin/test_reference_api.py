@@ -169,10 +169,15 @@ async def test_device_with_certificate_in_one_call(
 async def test_device_with_generated_token(api: httpx.AsyncClient) -> None:
     body = {"device": {"name": "tok"}, "credentials": {"credentialsType": "ACCESS_TOKEN"}}
     device = (await api.post("/api/device-with-credentials", json=body)).json()
+    # The generated token is in the answer that created it, and nowhere afterwards.
+    assert device["credentials"]["credentialsType"] == "ACCESS_TOKEN"
+    token = device["credentials"]["credentialsId"]
+    assert len(token) >= 20
     credentials = (await api.get(f"/api/device/{device['id']['id']}/credentials")).json()
     assert credentials["credentialsType"] == "ACCESS_TOKEN"
-    assert len(credentials["credentialsId"]) >= 20
+    assert credentials["credentialsId"] is None
     assert credentials["credentialsValue"] is None
+    assert token not in json.dumps(credentials)
 
 
 async def test_device_with_basic_credentials_never_shows_the_password(

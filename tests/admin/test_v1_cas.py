@@ -171,3 +171,25 @@ async def test_a_bad_crl_is_refused_saying_why(
     assert expected in response.json()["message"]
     assert (await api.get(f"/api/v1/trusted-cas/{ca_id}")).json()["crl"] is None
     assert fake_broker.changes == 1  # the CA only
+
+
+async def test_a_device_is_bound_to_a_trusted_ca_and_unbound(
+    api: httpx.AsyncClient, device_ca: Issued, fake_broker: FakeBroker
+) -> None:
+    ca = (await add_ca(api, device_ca.cert_pem)).json()
+    device = (await api.post("/api/device", json={"name": "pump-2"})).json()["id"]["id"]
+    bound = await api.put(f"/api/v1/devices/{device}/trusted-ca", json={"caId": ca["id"]})
+    assert bound.status_code == 200, bound.text
+    assert (bound.json()["name"], bound.json()["boundCaId"]) == ("pump-2", ca["id"])
+    unbound = await api.put(f"/api/v1/devices/{device}/trusted-ca", json={"caId": None})
+    assert unbound.json()["boundCaId"] is None
+    unknown_ca = await api.put(
+        f"/api/v1/devices/{device}/trusted-ca", json={"caId": str(uuid.uuid4())}
+    )
+    assert unknown_ca.status_code == 404
+    assert "trusted CA" in unknown_ca.text
+    unknown_device = await api.put(
+        f"/api/v1/devices/{uuid.uuid4()}/trusted-ca", json={"caId": ca["id"]}
+    )
+    assert unknown_device.status_code == 404
+    assert (await api.put(f"/api/v1/devices/{device}/trusted-ca", json={})).status_code == 400

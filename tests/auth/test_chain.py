@@ -4,9 +4,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auth.chain import ChainMatch, TrustAnchor, decide_pinned, load_crl, match_chain
+from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
 from auth.decision import ConnackCode, Decision, Holder, Reason
 from auth.kinds import CredentialStatus
+from auth.pinning import decide_pinned
 from nanoiot.errors import PemError
 from tests.certgen import Issued, issue, revocation_list
 

@@ -5,7 +5,6 @@ are there, the goals are evaluated, and the report says where it ran. The speed 
 belong to the benchmark.
 """
 
-import time
 from pathlib import Path
 
 import pytest
@@ -52,11 +51,9 @@ def fleet_row(broker: str) -> str:
 
 def test_smoke_run_reports_every_scenario_for_every_broker(tmp_path: Path) -> None:
     output = tmp_path / "compare.md"
-    started = time.monotonic()
 
     assert compare.main(["--smoke", "--output", str(output)]) == 0
 
-    assert time.monotonic() - started < 60
     text = output.read_text()
     table, goals_part = text.split("## Goals", 1)
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line[:2] == "| "]

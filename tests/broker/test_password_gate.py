@@ -66,8 +66,24 @@ async def test_checks_beyond_the_workers_and_queue_are_refused_at_once() -> None
     assert await waiting == "match"
 
 
-async def test_one_address_gets_its_share_only() -> None:
+async def test_an_address_without_failures_may_check_several_passwords_at_once() -> None:
+    gate = PasswordGate(PasswordPolicy(workers=1, queue=10, per_address=1))
+    release = asyncio.Event()
+
+    async def slow() -> str:
+        await release.wait()
+        return "match"
+
+    backend = [asyncio.ensure_future(gate.check("10.0.0.9", slow)) for _ in range(4)]
+    await asyncio.sleep(0)
+    assert not any(each.done() for each in backend)  # waiting for the worker, not refused
+    release.set()
+    assert await asyncio.gather(*backend) == ["match"] * 4
+
+
+async def test_an_address_that_failed_gets_its_share_only() -> None:
     gate = PasswordGate(PasswordPolicy(workers=4, queue=10, per_address=1))
+    gate.throttle.failed("10.0.0.9")  # below free_failures: not shut out, but a suspect
     release = asyncio.Event()
 
     async def slow() -> None:

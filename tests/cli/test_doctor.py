@@ -16,6 +16,7 @@ from unittest import mock
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from auth.decision import Decision
 from broker.authn import Authenticator, ConnectRequest
 from nanoiot.cli import app
 from nanoiot.cli.common import open_store
+from nanoiot.errors import ValidationError
 from nanoiot.settings import Settings
 from storage.interface import CredentialStore
 from storage.records import Device
@@ -82,6 +84,12 @@ class World:
                 await store.set_ca_crl(added.id, pem)
 
         self.store(add)
+
+    def cli(self, *args: str) -> str:
+        with mock.patch.dict(os.environ, self.env):
+            result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
 
     def doctor(
         self, *chain: Issued, args: tuple[str, ...] = (), env: dict[str, str] | None = None
@@ -212,9 +220,44 @@ def test_ca_issued_leaf_would_create_its_device(world: World) -> None:
 def test_ca_issued_leaf_of_an_existing_device(world: World) -> None:
     world.trust("fleet", CA)
     world.device("sensor-3")
+    world.doctor(issue("sensor-3", issuer=CA)).refused(
+        "device 'sensor-3' was not created by CA 'fleet' nor bound to it",
+        "nanoiot device bind sensor-3 fleet",
+    )
+    assert "bound to CA 'fleet'" in world.cli("device", "bind", "sensor-3", "fleet")
     world.doctor(issue("sensor-3", issuer=CA)).accepted(
         "ACCEPTED: issued by trusted CA 'fleet'; as device 'sensor-3' "
         "(the certificate is added to its credentials at first connect)"
+    )
+    assert "bound to CA 'fleet'" in world.cli("device", "add", "sensor-4", "--ca", "fleet")
+    world.doctor(issue("sensor-4", issuer=CA)).accepted(
+        "ACCEPTED: issued by trusted CA 'fleet'; as device 'sensor-4' "
+        "(the certificate is added to its credentials at first connect)"
+    )
+
+
+def test_a_trusted_ca_cannot_take_over_a_pinned_device(world: World) -> None:
+    """A leaf of any trusted CA naming a device through the CN rule used to be attached to
+    it, whatever the device's own credentials (the takeover of a pinned device)."""
+    world.trust("fleet", CA, cn_regex=r"device-(.+)", create_devices=True)
+    world.device("boiler", issue("boiler"))  # its own self-signed certificate, pinned
+    world.doctor(issue("device-boiler", issuer=CA)).refused(
+        "device 'boiler' has X.509 credentials from a certificate an operator registered",
+        "keeps to the certificates registered for it",
+    )
+    # Binding does not help: the pinned certificate keeps the device to itself.
+    world.cli("device", "bind", "boiler", "fleet")
+    world.doctor(issue("device-boiler", issuer=CA)).refused(
+        "device 'boiler' has X.509 credentials from a certificate an operator registered", ""
+    )
+    # A device another CA created is that CA's alone.
+    other = issue("Other CA", ca=True)
+    world.trust("other", other, cn_regex=r"device-(.+)", create_devices=True)
+    first = issue("device-pump", issuer=other)
+    broker = world.doctor(first).broker  # the broker stores the leaf and creates 'pump'
+    assert broker.allowed, broker
+    world.doctor(issue("device-pump", issuer=CA)).refused(
+        "device 'pump' has X.509 credentials from another CA", ""
     )
 
 
@@ -318,6 +361,31 @@ def test_ca_certificate_given_instead_of_a_device_certificate(world: World) -> N
     world.doctor(issue("Other CA", ca=True)).refused(
         "unknown certificate key and issuer", "this is a CA certificate, not a device certificate"
     )
+    # A CA certificate the trusted CA issued (an intermediate) is no device either.
+    world.doctor(issue("sub CA", ca=True, issuer=CA)).refused(
+        "a CA certificate issued by another CA (basicConstraints CA:TRUE) cannot be a device "
+        "certificate",
+        "this is a CA certificate",
+    )
+
+
+def test_weak_keys_are_refused_in_the_handshake_with_the_minimum(world: World) -> None:
+    weak = issue("old-meter", key=rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 - the attack
+    with pytest.raises(ValidationError, match=r"^RSA key of 1024 bits is too weak"):
+        world.device("meter", weak)
+    # Registered while the minimum was lower: refused in the handshake once it is raised.
+    defaults = world.settings
+    world.settings = Settings.model_validate(
+        {"data_dir": world.dir / "data", "min_rsa_key_bits": 1024}
+    )
+    world.device("old-meter", weak)
+    world.settings = defaults
+    world.doctor(weak).refused(
+        "RSA key of 1024 bits is too weak (at least 2048: min_rsa_key_bits)", "stronger key"
+    )
+    p192 = issue("tiny", key=ec.generate_private_key(ec.SECP192R1()), issuer=CA)
+    world.trust("fleet", CA, create_devices=True)
+    world.doctor(p192).refused("EC P-192 key (192 bits) is too weak", "stronger key")
 
 
 def test_ca_with_an_unusable_crl_is_ignored_and_named(world: World) -> None:

@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,3 +101,12 @@ def test_an_idle_serve_costs_next_to_no_cpu(cli_env: dict[str, str], tmp_path: P
         time.sleep(_IDLE_WINDOW)
         used = _cpu_seconds(process.pid) - before
     assert used < 0.004 * _IDLE_WINDOW, f"{used * 1000:.0f} ms of CPU in {_IDLE_WINDOW} s idle"
+
+
+def test_loading_the_cli_does_not_load_rich() -> None:
+    # `nanoiot serve` loads every command to parse its arguments but prints through rich
+    # never: rich (some 3 MiB of a broker's memory) comes with the first table or progress bar.
+    program = "import sys, nanoiot.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "'rich'" not in loaded.stdout

@@ -26,6 +26,7 @@ ENTRYPOINT = REPO / "scripts" / "entrypoint"
 FILLED_ENV = {
     "NANOIOT_ADMIN_TOKEN": "test-admin-token-0123456789abcdef",
     "POSTGRES_PASSWORD": "testpassword0123",
+    "NANOIOT_TOKEN_HASH_KEY": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
     "BROKER_HOSTNAME": "mqtt.example.test",
 }
 

@@ -101,13 +101,13 @@ def test_refusals_of_ca_issued_leaves(broker: BrokerThread, tmp_path: Path) -> N
     }
 
 
-def test_ca_without_create_devices_admits_existing_devices_only(
+def test_ca_without_create_devices_admits_devices_bound_to_it_only(
     broker: BrokerThread, tmp_path: Path
 ) -> None:
-    trust(broker, "plant", CA)
+    plant = trust(broker, "plant", CA)
     assert connack(broker, tmp_path, issue("pump-1", issuer=CA)) == ConnackCode.NOT_AUTHORIZED
     assert broker.running.auth_log.counts["name_not_allowed"] == 1
-    broker.call(broker.running.store.create_device("pump-2"))
+    broker.call(broker.running.store.create_device("pump-2", bound_ca_id=plant.id))
     leaf = issue("pump-2", issuer=CA)
     assert connack(broker, tmp_path, leaf) == ConnackCode.ACCEPTED
     assert x509_fingerprints(broker, "pump-2") == {spki(leaf)}
@@ -198,17 +198,22 @@ def test_trusting_the_ca_again_lets_its_devices_back_in(
     broker: BrokerThread, tmp_path: Path
 ) -> None:
     """A stored leaf follows its CA by id: trusting the CA again under a new id does not
-    revive it (the operator re-admits it explicitly); a fresh leaf gets in as before."""
+    revive it, and its device is the new CA's only once an operator binds it."""
     ca = trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
     leaf = issue("device-sensor-9", issuer=CA)
     assert connack(broker, tmp_path, leaf) == ConnackCode.ACCEPTED
     delete_ca(broker.settings, ca)
     broker.call(broker.running.follower.poll_once())  # the broker has read the change
     assert connack(broker, tmp_path, leaf) == ConnackCode.NOT_AUTHORIZED
-    trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
+    again = trust(broker, "fleet", CA, cn_regex=r"device-(.+)", creates=True)
     broker.call(broker.running.follower.poll_once())
     assert connack(broker, tmp_path, leaf) == ConnackCode.NOT_AUTHORIZED
     renewed = issue("device-sensor-9", issuer=CA)
+    assert connack(broker, tmp_path, renewed) == ConnackCode.NOT_AUTHORIZED
+    assert broker.running.auth_log.counts["not_bound_to_ca"] == 1
+    store = broker.running.store
+    device = broker.call(store.get_device_by_name("sensor-9"))
+    broker.call(store.bind_device(device.id, again.id))
     assert connack(broker, tmp_path, renewed) == ConnackCode.ACCEPTED
 
 

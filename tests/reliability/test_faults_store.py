@@ -13,17 +13,21 @@ during the fault loses none of the messages that were acknowledged.
 import contextlib
 import os
 import signal
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
+from queue import Empty, Queue
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.e2e.harness import WAIT
-from tests.reliability.serve_process import Fleet, ServeProcess, Session
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import WAIT, BrokerThread, device_client
+from tests.reliability.serve_process import PASSWORD, Fleet, ServeProcess, Session
 from tests.reliability.store_faults import ReadOnlyDisk, SqliteLock, Tmpfs
 
 RPC = "v1/devices/me/rpc/request/+"
@@ -148,3 +152,42 @@ def _metrics(broker: ServeProcess, fleet: Fleet) -> str:
     )
     response.raise_for_status()
     return response.text
+
+
+def test_an_mqtt5_publisher_is_told_server_unavailable_when_its_puback_times_out(
+    tmp_path: Path,
+) -> None:
+    """MQTT 5 can say why (§3.14.2.1): DISCONNECT with reason 0x89, server busy (0x88,
+    server unavailable, is a CONNACK code only: paho refuses it in a DISCONNECT)."""
+    settings = broker_settings(tmp_path / "data", ack_timeout=1.0, database_statement_timeout=0.5)
+    broker = BrokerThread(settings)
+    lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
+    try:
+        broker.application("backend", "backend", PASSWORD)
+        sensor, _ = device_client(broker, tmp_path, "sensor", client_id="s", clean_session=False)
+        assert sensor.wait_connack() == 0
+        assert sensor.subscribe(RPC)[0].value == 1
+        sensor.close()
+        reasons: Queue[int] = Queue()
+        publisher = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="backend", protocol=mqtt.MQTTv5
+        )
+        publisher.tls_set(ca_certs=str(broker.server_cert), cert_reqs=ssl.CERT_REQUIRED)
+        publisher.username_pw_set("backend", PASSWORD)
+        connected = threading.Event()
+        publisher.on_connect = lambda *_args: connected.set()
+        publisher.on_disconnect = lambda _c, _u, _f, reason, _p: reasons.put(reason.value)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        try:
+            assert connected.wait(WAIT)
+            lock.begin()
+            info = publisher.publish("devices/sensor/rpc/request/1", b"unsaved", qos=1)
+            assert reasons.get(timeout=WAIT) == 0x89
+            assert not info.is_published()
+        finally:
+            publisher.disconnect()
+            publisher.loop_stop()
+    finally:
+        lock.end()
+        broker.stop()

@@ -31,7 +31,7 @@ def test_connect_fields_are_read_exactly() -> None:
 @pytest.mark.parametrize(
     ("data", "code", "reason"),
     [
-        (packets.connect("c", level=5), ConnackCode.UNACCEPTABLE_PROTOCOL, "level 5"),
+        (packets.connect("c", level=6), ConnackCode.UNACCEPTABLE_PROTOCOL, "level 6"),
         (packets.connect("c", name=b"MQIsdp", level=4), ConnackCode.UNACCEPTABLE_PROTOCOL,
          "'MQIsdp' level 4"),
         (packets.connect("", clean_session=False), ConnackCode.IDENTIFIER_REJECTED, "empty"),

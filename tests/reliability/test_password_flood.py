@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import WAIT
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
 from tests.reliability.packets import connect as connect_packet
 from tests.reliability.serve_process import (
     ServeProcess,
@@ -36,7 +37,7 @@ from tests.reliability.serve_process import (
     provision_application,
     provision_device,
 )
-from tests.reliability.wire import client_context
+from tests.reliability.wire import RawMqtt, client_context
 
 FLOOD_THREADS = 32
 FLOOD_ADDRESS = "127.0.0.2"
@@ -190,3 +191,40 @@ def test_valid_clients_connect_within_a_second_during_a_password_flood(
         if attacker.is_alive():
             attacker.kill()
     assert admitted.value == 0
+
+
+def test_a_connect_waiting_for_a_password_check_ends_at_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """More checks than one worker can do within the connect timeout (1 s): those still
+    waiting are closed at the timeout without a CONNACK, their places in the queue are free
+    again, and a valid application connects right after."""
+    settings = broker_settings(
+        tmp_path / "data", tls_handshake_timeout=1.0, password_check_workers=1,
+        password_check_queue=64, password_checks_per_address=64,
+        password_failures_before_throttle=1000,
+    )  # fmt: skip
+    broker = BrokerThread(settings)
+    try:
+        broker.application("backend", "backend", PASSWORD)
+        context = client_context(broker.server_cert)
+        waiting = [RawMqtt(broker.port, context) for _ in range(32)]
+        started = time.monotonic()
+        for number, client in enumerate(waiting):
+            client.send(connect_packet(f"guess-{number}", username="backend", password=b"no"))
+        ends = [client.closed_by_server() for client in waiting]
+        took = time.monotonic() - started
+        for client in waiting:
+            client.close()
+        answered = [received for closed, received, _ in ends if received]
+        assert all(closed for closed, _, _ in ends)
+        assert len(answered) < len(waiting), "every check finished within the timeout"
+        assert took < 1.0 + WAIT / 2  # each closed at its timeout, not after its check
+        valid = mqtt_client(broker.port, broker.server_cert, None, username="backend",
+                            password=PASSWORD)  # fmt: skip
+        try:
+            assert valid.wait_connack() == 0
+        finally:
+            valid.close()
+    finally:
+        broker.stop()

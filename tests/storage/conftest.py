@@ -48,8 +48,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlCredentialStore]:
-    opened = await SqlCredentialStore.open(store_url)
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
+    # tmp_path: the data directory, where the token hash key is made (storage.secrets).
+    opened = await SqlCredentialStore.open(store_url, data_dir=tmp_path)
     try:
         yield opened
     finally:
@@ -58,10 +59,10 @@ async def store(store_url: str) -> AsyncIterator[SqlCredentialStore]:
 
 @pytest.fixture
 async def other_store(
-    store: SqlCredentialStore, store_url: str
+    store: SqlCredentialStore, store_url: str, tmp_path: Path
 ) -> AsyncIterator[SqlCredentialStore]:
     """A second store on the same database with its own engine, like another process."""
-    opened = await SqlCredentialStore.open(store_url)
+    opened = await SqlCredentialStore.open(store_url, data_dir=tmp_path)
     try:
         yield opened
     finally:

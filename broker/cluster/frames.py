@@ -1,0 +1,143 @@
+"""What crosses between nodes, as bytes: batches of routed messages, and NATS key names.
+
+Pure: no NATS, no I/O. A *frame* is the messages one node forwards to another in one event
+loop turn, one NATS message however many they are (NATS's cost is per message, not per
+byte). Each record is::
+
+    flags (1 byte: QoS in bits 0-1, retain in bit 2, "plain subscribers" in bit 3)
+    | topic length (2) | payload length (4) | groups length (2) | properties length (4)
+    | milliseconds to expiry (4; all ones: none) | topic (UTF-8) | payload | groups
+    | properties (MQTT 5 §2.2.2, as in the PUBLISH)
+
+"plain subscribers": the receiver gives the message to its subscriptions without
+``$share``; ``groups`` names the shared subscriptions the sender chose the receiver for, as
+``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Topics are
+the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
+left, since each process has its own clock.
+
+KV keys allow only ``[-/_=.A-Za-z0-9]``, and a topic filter can hold any character, so keys
+carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set.
+"""
+
+import base64
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from broker.mqtt.properties import (
+    NO_PROPERTIES,
+    PUBLISH,
+    WILL,
+    Properties,
+    encode_properties,
+    read_properties,
+)
+from broker.mqtt.wire import Reader, varint
+from broker.router import Message
+from nanoiot.errors import ClusterError, NanoIoTError
+
+__all__ = ["Group", "Routed", "decode", "encode", "from_key", "to_key"]
+
+_HEADER: Final = struct.Struct(">BHIHII")
+_NO_EXPIRY: Final = 0xFFFFFFFF
+_QOS_BITS: Final = 0x03
+_RETAIN_BIT: Final = 0x04
+_PLAIN_BIT: Final = 0x08
+_EMPTY: Final = "="
+_NUL: Final = "\x00"
+
+Group = tuple[str, str]  # (share name, topic filter)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A forwarded message and which of the receiver's subscriptions it is for."""
+
+    message: Message
+    plain: bool
+    groups: tuple[Group, ...]
+
+
+def encode(
+    message: Message,
+    into: bytearray,
+    now: float,
+    *,
+    plain: bool = True,
+    groups: Sequence[Group] = (),
+) -> None:
+    """Append ``message`` to a frame being built; ``now``: this process's loop time."""
+    topic = message.topic.encode()
+    named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
+    properties = encode_properties(message.properties)[1:] if message.properties else b""
+    flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
+    expires = message.expires_at
+    left = (
+        _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
+    )
+    into += _HEADER.pack(flags, len(topic), len(message.payload), len(named), len(properties), left)
+    into += topic
+    into += message.payload
+    into += named
+    into += properties
+
+
+def decode(frame: bytes, now: float) -> Iterator[Routed]:
+    """The records of a frame, in order; ``ClusterError`` if it is cut short or garbled.
+    ``now``: this process's loop time, which expiry deadlines are set on."""
+    view = memoryview(frame)
+    at, end = 0, len(frame)
+    while at < end:
+        if end - at < _HEADER.size:
+            raise ClusterError("a forwarded frame ends inside a record header")
+        flags, topic_length, payload_length, groups_length, properties_length, left = (
+            _HEADER.unpack_from(view, at)
+        )
+        at += _HEADER.size
+        size = topic_length + payload_length + groups_length + properties_length
+        if end - at < size or flags & _QOS_BITS == 3:
+            raise ClusterError("a forwarded frame holds a malformed record")
+        topic = str(view[at : at + topic_length], "utf-8")
+        at += topic_length
+        payload = bytes(view[at : at + payload_length])
+        at += payload_length
+        named = str(view[at : at + groups_length], "utf-8")
+        at += groups_length
+        groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
+        properties = NO_PROPERTIES
+        if properties_length:
+            listed = varint(properties_length) + bytes(view[at : at + properties_length])
+            properties = _properties(listed)
+            at += properties_length
+        expires = None if left == _NO_EXPIRY else now + left / 1000
+        message = Message(
+            topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires
+        )
+        yield Routed(message, bool(flags & _PLAIN_BIT), groups)
+
+
+def _properties(listed: bytes) -> Properties:
+    """A PUBLISH's properties, or a will's (which routes like one, §3.1.3.2)."""
+    for packet_type in (PUBLISH, WILL):
+        try:
+            return read_properties(Reader(listed), packet_type)
+        except NanoIoTError:
+            continue
+    raise ClusterError("a forwarded frame holds properties no PUBLISH or will may carry")
+
+
+def _group(text: str) -> Group:
+    name, _, topic_filter = text.partition("/")  # a share name holds no '/' (§4.8.2)
+    return name, topic_filter
+
+
+def to_key(text: str) -> str:
+    """A topic or filter as a KV key token (never empty: the empty topic is ``=``)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=") or _EMPTY
+
+
+def from_key(part: str) -> str:
+    if part == _EMPTY:
+        return ""
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()

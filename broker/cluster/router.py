@@ -1,0 +1,190 @@
+"""Routing across the cluster: the ``Router`` of a node that joined one (``broker.router``).
+
+Interest-based: a message goes to this member's own subscribers (``LocalRouter``) and, once
+per member, to each other member whose route table entry matches its topic
+(``broker.cluster.routes``), in one frame per member and loop turn
+(``broker.cluster.forward``). A member receiving a frame gives its messages to its own
+subscribers only, so nothing is forwarded twice. A shared subscription gets one copy
+cluster-wide: served on this member if it has members of the group here, else by one other
+member in turn. ``$SYS`` topics stay on their node: each node publishes its own figures.
+
+Why a replicated route table rather than NATS subjects mapped from topics: the publishing
+member must know which members it waits for before a QoS 1/2 acknowledgement, which a
+subject's anonymous fan-out does not tell; one frame per member and turn also needs the
+members named; and MQTT topics may hold what NATS subjects may not (``.``, spaces, empty
+levels), and ``#`` also matches its parent level. The measured cost is in docs/scaling.md.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from nats.aio.msg import Msg
+
+from broker.cluster.errors import nats_errors
+from broker.cluster.forward import Forwarder, all_of
+from broker.cluster.frames import Group, decode
+from broker.cluster.link import ClusterLink
+from broker.cluster.metrics import ClusterCollector
+from broker.cluster.retained import BUCKET as RETAINED
+from broker.cluster.retained import RetainedReplica
+from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
+from broker.cluster.sessions import BUCKET as CLIENTS
+from broker.cluster.sessions import SessionClaims
+from broker.mqtt.session import Outgoing, Subscription
+from broker.peer import SessionKey
+from broker.retained import RetainedStore
+from broker.router import LocalRouter, Message
+from broker.session_store import SessionStore
+from broker.sessions import BrokerSession
+from nanoiot.errors import ClusterError
+
+if TYPE_CHECKING:
+    from broker.registry import Registry
+
+__all__ = ["ClusterRouter"]
+
+log = logging.getLogger(__name__)
+
+_SYSTEM = "$SYS/"
+_TURNS_KEPT = 10_000  # shared subscriptions whose turn is remembered (then it starts over)
+
+
+class ClusterRouter:
+    def __init__(
+        self, local: LocalRouter, link: ClusterLink, store: SessionStore, max_buffer: int
+    ) -> None:
+        self.local = local
+        self.link = link
+        self.store = store
+        self.table = RouteTable()
+        self.forwarder = Forwarder(link, max_buffer, self._gone)
+        self.announcer: RouteAnnouncer | None = None
+        self.retained: RetainedReplica | None = None
+        self.claims: SessionClaims | None = None
+        self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
+        self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
+        self.forwarded = 0  # messages sent to other members (one per member)
+        self.received = 0  # messages other members sent here
+
+    async def start(self, retained: RetainedStore, registry: "Registry") -> None:
+        """Learn the others' routes and the cluster's retained messages, listen for frames
+        and take-overs, before any client connects."""
+        bucket = await self.link.key_value(BUCKET)
+        self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
+        await self.forwarder.start()
+        with nats_errors("listening for forwarded messages"):
+            await self.link.client.subscribe(
+                self.forwarder.subject(self.link.member), cb=self._frame
+            )
+        await self.announcer.start()
+        self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
+        count = await self.retained.start()
+        self.claims = SessionClaims(self.link, await self.link.key_value(CLIENTS), registry)
+        await self.claims.start()
+        registry.claim = self.claims.claim
+        log.info("cluster: %d routes of %d other members, %d retained messages",
+                 len(self.table), len(self.table.members()), count)  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.forwarder.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
+        if self.retained is not None:
+            await self.retained.stop()
+
+    def collector(self) -> ClusterCollector:
+        """This member's cluster figures for ``/metrics``."""
+        return ClusterCollector(self)
+
+    @property
+    def subscription_count(self) -> int:
+        return self.local.subscription_count
+
+    def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
+        self.local.subscribe(session, topic_filter, sub)
+        pair = (topic_filter, session.key)
+        if pair not in self._pairs and self.announcer is not None:
+            self._pairs.add(pair)
+            self.announcer.add(topic_filter)
+
+    def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
+        self.local.unsubscribe(session, topic_filter)
+        pair = (topic_filter, session.key)
+        if pair in self._pairs and self.announcer is not None:
+            self._pairs.discard(pair)
+            self.announcer.remove(topic_filter)
+
+    def publish(self, message: Message) -> "bool | asyncio.Future[None]":
+        durable = self.local.publish(message)
+        topic = message.topic
+        if topic.startswith(_SYSTEM):
+            return durable
+        plain = self.table.members_for(topic)
+        groups = self._choose_for_groups(topic)
+        if not plain and not groups:
+            return durable
+        members = set(plain).union(groups) if groups else plain
+        self.forwarded += len(members)
+        confirmed = self.forwarder.forward(members, message, plain, groups)
+        if confirmed is None:
+            return durable
+        local = self.store.pending_commit() if durable else None
+        combined = all_of([confirmed] if local is None else [confirmed, local])
+        assert combined is not None
+        return combined
+
+    def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
+        """member -> the shared subscriptions it gets this message for: one member per
+        group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
+        here already; the others take turns among their members."""
+        remote = self.table.groups_for(topic)
+        if not remote:
+            return {}
+        local = self.local.shared
+        here = {(g.name, g.topic_filter) for g in local.match(topic)} if local.groups else ()
+        chosen: dict[str, list[Group]] = {}
+        turns = self._turns
+        if len(turns) > _TURNS_KEPT:
+            turns.clear()
+        for group, members in remote.items():
+            if group in here:
+                continue
+            turn = turns.get(group, 0)
+            turns[group] = turn + 1
+            members.sort()
+            chosen.setdefault(members[turn % len(members)], []).append(group)
+        return chosen
+
+    def deliver(self, message: Message) -> bool:
+        return self.local.deliver(message)
+
+    def session_ended(self, gone: list[Outgoing]) -> None:
+        """Shared subscription copies an ended session left go to another member of the
+        group on this node (5.0 §4.8.2); a group with none here has them no more."""
+        self.local.session_ended(gone)
+
+    async def _frame(self, msg: Msg) -> None:
+        """A frame from another member: to this member's subscribers, then confirmed (if
+        asked) once the store committed what that wrote."""
+        durable = False
+        try:
+            for routed in decode(msg.data, asyncio.get_running_loop().time()):
+                self.received += 1
+                durable |= self.local.deliver_forwarded(
+                    routed.message, plain=routed.plain, groups=routed.groups
+                )
+        except (ClusterError, UnicodeDecodeError) as exc:
+            log.warning("dropped a forwarded frame: %s", exc)
+            return  # unconfirmed: the sender fails its publisher, which sends again
+        reply = msg.reply
+        if not reply:
+            return
+        pending = self.store.pending_commit() if durable else None
+        if pending is None:
+            self.forwarder.reply(reply)
+        else:
+            pending.add_done_callback(lambda _done: self.forwarder.reply(reply))
+
+    def _gone(self, member: str) -> None:
+        self.table.drop_member(member)

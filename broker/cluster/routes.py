@@ -1,0 +1,197 @@
+"""The cluster's route table: which members have a subscription matching a topic.
+
+Each member (node or worker) keeps one entry per distinct topic filter its sessions
+subscribed to, never one per session, in the JetStream key-value bucket ``<cluster>_routes``
+under the key ``<member>.<filter in base64url>``. Every member watches the bucket, so the
+others' filters are in its ``RouteTable``, a subscription trie keyed by member: one walk of
+a topic's levels names each member with interest once, however many of its filters match
+(as EMQX's route table: topic filter -> nodes, never per client). A shared subscription
+(``$share/{group}/{filter}``, MQTT 5.0 §4.8.2) is an entry of its own: the publishing member
+picks one member per group (``ClusterRouter``), so a group gets one copy cluster-wide.
+
+The watch is asynchronous: a filter announced on one member is seen by the others within
+the time a KV write takes to reach them (about a millisecond here), and a message published
+elsewhere in that window does not reach it (as with any cluster whose routes replicate).
+
+A member that starts writes its filters again and deletes the entries it left behind at its
+previous run. A member whose entries outlive it (killed, never restarted) is dropped from the
+tables as soon as a forward to it finds nobody listening (``RouteTable.drop_member``).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Collection
+from typing import Final
+
+from auth.topics import split_shared
+from broker.cluster.frames import Group, from_key, to_key
+from broker.cluster.kv import KeyValue, Watch
+from broker.mqtt.session import Subscription
+from broker.mqtt.trie import SubscriptionTrie
+from nanoiot.errors import ClusterError
+
+__all__ = ["RouteAnnouncer", "RouteTable"]
+
+log = logging.getLogger(__name__)
+
+BUCKET: Final = "routes"
+_ANY: Final = Subscription(0)  # the trie wants options; routing needs none
+
+
+class RouteTable:
+    """Other members' topic filters."""
+
+    def __init__(self) -> None:
+        self._trie: SubscriptionTrie[str] = SubscriptionTrie()
+        # Shared subscriptions by their filter; the subscriber is (share name, filter, member).
+        self._shared: SubscriptionTrie[tuple[str, str, str]] = SubscriptionTrie()
+        self._by_member: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._trie) + len(self._shared)
+
+    def members_for(self, topic: str) -> Collection[str]:
+        """The members with a plain (not shared) filter matching ``topic``, each once."""
+        return self._trie.match(topic).keys()
+
+    def groups_for(self, topic: str) -> dict[Group, list[str]]:
+        """The shared subscriptions matching ``topic``, each with its members."""
+        if not len(self._shared):
+            return {}
+        found: dict[Group, list[str]] = {}
+        for name, topic_filter, member in self._shared.match(topic):
+            found.setdefault((name, topic_filter), []).append(member)
+        return found
+
+    def add(self, member: str, topic_filter: str) -> None:
+        shared = split_shared(topic_filter)
+        if shared is None:
+            added = self._trie.add(topic_filter, member, _ANY)
+        else:
+            name, inner = shared
+            added = self._shared.add(inner, (name, inner, member), _ANY)
+        if added:
+            self._by_member.setdefault(member, set()).add(topic_filter)
+
+    def remove(self, member: str, topic_filter: str) -> None:
+        shared = split_shared(topic_filter)
+        if shared is None:
+            removed = self._trie.remove(topic_filter, member)
+        else:
+            name, inner = shared
+            removed = self._shared.remove(inner, (name, inner, member))
+        if removed:
+            filters = self._by_member[member]
+            filters.discard(topic_filter)
+            if not filters:
+                del self._by_member[member]
+
+    def drop_member(self, member: str) -> int:
+        """Forget every filter of ``member``; how many."""
+        filters = set(self._by_member.get(member, ()))
+        for topic_filter in filters:
+            self.remove(member, topic_filter)
+        return len(filters)
+
+    def members(self) -> set[str]:
+        return set(self._by_member)
+
+    def counts(self) -> dict[str, int]:
+        """Member -> how many of its filters the table holds."""
+        return {member: len(filters) for member, filters in self._by_member.items()}
+
+
+class RouteAnnouncer:
+    """This member's filters written to the bucket, the others' read from it into ``table``."""
+
+    def __init__(self, bucket: KeyValue, member: str, table: RouteTable) -> None:
+        self.bucket = bucket
+        self.member = member
+        self.table = table
+        self._wanted: dict[str, int] = {}  # filter -> subscriptions of this member on it
+        self._writes: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Read the others' filters (all of them, before returning) and clean up ours."""
+        watch = await self.bucket.watch()
+        leftovers: set[str] = set()
+        prefix = self.member + "."
+        while (change := await watch.next()) is not None:
+            key, present = change
+            if key.startswith(prefix):
+                if present:
+                    leftovers.add(key)
+            else:
+                self._apply(key, present)
+        for key in leftovers:
+            if from_key(key[len(prefix) :]) not in self._wanted:
+                self._writes.put_nowait((key, False))
+        for topic_filter in self._wanted:  # a member that dropped us re-learns them
+            self._writes.put_nowait((self._key(topic_filter), True))
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._follow(watch), name="cluster routes watch"),
+            loop.create_task(self._write(), name="cluster routes writer"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def add(self, topic_filter: str) -> None:
+        count = self._wanted.get(topic_filter, 0)
+        self._wanted[topic_filter] = count + 1
+        if not count:
+            self._writes.put_nowait((self._key(topic_filter), True))
+
+    def remove(self, topic_filter: str) -> None:
+        count = self._wanted.get(topic_filter, 0)
+        if count > 1:
+            self._wanted[topic_filter] = count - 1
+        elif count == 1:
+            del self._wanted[topic_filter]
+            self._writes.put_nowait((self._key(topic_filter), False))
+
+    def _key(self, topic_filter: str) -> str:
+        return f"{self.member}.{to_key(topic_filter)}"
+
+    def _apply(self, key: str, present: bool) -> None:
+        member, _, token = key.partition(".")
+        if member == self.member or not token:
+            return
+        try:
+            topic_filter = from_key(token)
+        except ValueError:
+            log.warning("route %s in %s is not a base64url filter: ignored", key, BUCKET)
+            return
+        if present:
+            self.table.add(member, topic_filter)
+        else:
+            self.table.remove(member, topic_filter)
+
+    async def _follow(self, watch: Watch) -> None:
+        while True:
+            change = await watch.next()
+            if change is not None:
+                self._apply(*change)
+
+    async def _write(self) -> None:
+        """One writer, in the order of the changes (a filter added then removed ends
+        removed). A write NATS refuses is retried until it goes through."""
+        while True:
+            key, present = await self._writes.get()
+            while True:
+                try:
+                    if present:
+                        await self.bucket.put(key, b"")
+                    else:
+                        await self.bucket.delete(key)
+                    break
+                except ClusterError as exc:
+                    log.warning("%s (retrying)", exc)
+                    await asyncio.sleep(1.0)

@@ -1,0 +1,101 @@
+"""Persistent sessions of the previous run, restored behind an open listener.
+
+Reading 10^5 sessions with their subscriptions and messages takes seconds; devices should not
+wait for it. The listener opens first and ``Restoration`` reads the sessions a page at a time
+in the background, yielding to connections between pages. Two rules keep that invisible to
+clients (MQTT 3.1.1 §3.1.2.4: a persistent session keeps its subscriptions and messages):
+
+- A client that connects meanwhile gets its own session, complete: ``claim`` reads that one
+  from the store before the take-over, and the pages skip it afterwards. Never an empty one.
+- What connected clients send is read only once every session is in (``MqttClient`` pauses
+  reading, and wills wait too), so no message published meanwhile misses a persistent
+  subscriber whose session is not restored yet.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final
+
+from broker.peer import SessionKey
+from broker.registry import Registry
+from broker.session_store import SessionStore
+from broker.sessions import BrokerSession
+from nanoiot.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+PAGE: Final = 1000  # sessions per read: the loop serves connections between pages
+_RETRY_FIRST, _RETRY_MAX = 0.2, 5.0  # seconds between attempts while the store fails
+
+
+class Restoration:
+    def __init__(self, registry: Registry, store: SessionStore) -> None:
+        self._registry = registry
+        self._store = store
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claimed: set[SessionKey] = set()  # restored ahead of the pages
+        self.sessions = 0
+        self.messages = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="restore sessions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.done.done():
+            self.done.cancel()
+
+    def pending(self) -> "asyncio.Future[None] | None":
+        """Done once every session is restored; None if that is so already."""
+        return None if self.done.done() else self.done
+
+    async def claim(self, key: SessionKey) -> None:
+        """Restore the session stored under ``key`` now, ahead of its page (a client takes
+        it over). Raises StoreError when the store cannot be read."""
+        if self.done.done() or key in self._registry.sessions or key in self._claimed:
+            return
+        self._claimed.add(key)
+        try:
+            session = await self._store.load_one(key)
+        except BaseException:
+            self._claimed.discard(key)  # its page restores it, or a retry of the connect
+            raise
+        if session is not None and key not in self._registry.sessions:
+            self._adopt([session])
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        after: str | None = None
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                page, after_next = await self._store.load_page(after, PAGE)
+            except StoreError as exc:
+                log.warning("restoring sessions: %s (retrying in %g s)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            delay = _RETRY_FIRST
+            # One a client claimed meanwhile is restored, and may have changed since.
+            self._adopt([s for s in page if s.key not in self._claimed])
+            if after_next is None:
+                break
+            after = after_next
+            await asyncio.sleep(0)  # connections in between pages
+        self._claimed.clear()
+        self.done.set_result(None)
+        if self.sessions:
+            log.info("restored %d persistent sessions, %d messages, in %.1f s",
+                     self.sessions, self.messages, time.monotonic() - started)  # fmt: skip
+
+    def _adopt(self, sessions: list[BrokerSession]) -> None:
+        fresh = [s for s in sessions if s.key not in self._registry.sessions]
+        self._registry.restore(fresh)
+        self.sessions += len(fresh)
+        self.messages += sum(len(s.inflight) + len(s.queue) for s in fresh)

@@ -1,0 +1,101 @@
+"""Frames between nodes and route keys: pure encoding, and the route table's matching."""
+
+import pytest
+
+from broker.cluster.frames import Routed, decode, encode, from_key, to_key
+from broker.cluster.routes import RouteTable
+from broker.mqtt.properties import Properties, Property
+from broker.router import Message
+from nanoiot.errors import ClusterError
+
+NOW = 1000.0
+
+
+def test_a_frame_carries_messages_in_order_with_qos_and_retain() -> None:
+    messages = [
+        Message("devices/a/telemetry", b'{"t": 1}', 0),
+        Message("a b/./é", b"\x00\xff" * 1000, 1, retain=True),
+        Message("x", b"", 2),
+    ]
+    frame = bytearray()
+    for message in messages:
+        encode(message, frame, NOW)
+    assert list(decode(bytes(frame), NOW)) == [Routed(m, True, ()) for m in messages]
+
+
+def test_a_record_says_which_subscriptions_it_is_for() -> None:
+    message = Message("devices/a/telemetry", b"x", 1)
+    groups = [("workers", "devices/+/telemetry"), ("g2", "devices/#")]
+    frame = bytearray()
+    encode(message, frame, NOW, plain=False, groups=groups)
+    encode(message, frame, NOW, plain=True)
+    assert list(decode(bytes(frame), NOW)) == [
+        Routed(message, False, tuple(groups)),
+        Routed(message, True, ()),
+    ]
+
+
+def test_properties_and_the_time_to_expiry_cross() -> None:
+    """Each process has its own clock: the expiry crosses as the time left."""
+    properties = Properties(
+        [(Property.USER_PROPERTY, ("k", "v")), (Property.CONTENT_TYPE, "application/json"),
+         (Property.MESSAGE_EXPIRY_INTERVAL, 60)]
+    )  # fmt: skip
+    message = Message("t", b"p", 1, properties=properties, expires_at=NOW + 30.0)
+    frame = bytearray()
+    encode(message, frame, NOW)
+    (routed,) = decode(bytes(frame), 50.0)
+    assert routed.message.properties == properties
+    assert routed.message.expires_at == 80.0
+
+
+@pytest.mark.parametrize("cut", [1, 5, 8, 12])
+def test_a_cut_frame_is_an_error_not_a_partial_message(cut: int) -> None:
+    frame = bytearray()
+    encode(Message("topic", b"payload", 1), frame, NOW)
+    with pytest.raises(ClusterError, match="forwarded frame"):
+        list(decode(bytes(frame[:-cut]), NOW))
+
+
+def test_keys_hold_any_filter_in_the_characters_kv_allows() -> None:
+    for text in ["devices/+/telemetry", "#", "a b/.*>/é", "$share/g/x/#", "/"]:
+        key = to_key(text)
+        assert set(key) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+        assert from_key(key) == text
+
+
+def test_route_table_names_each_interested_member_once() -> None:
+    table = RouteTable()
+    table.add("b", "devices/#")
+    table.add("b", "devices/+/telemetry")  # overlapping: b is still named once
+    table.add("c", "devices/x/telemetry")
+    table.add("d", "other/#")
+    assert sorted(table.members_for("devices/x/telemetry")) == ["b", "c"]
+    assert sorted(table.members_for("devices/y/telemetry")) == ["b"]
+    assert sorted(table.members_for("devices")) == ["b"]  # '#' matches its parent level
+    assert list(table.members_for("$SYS/broker/uptime")) == []
+    table.remove("b", "devices/#")
+    assert sorted(table.members_for("devices/y/telemetry")) == ["b"]
+    assert table.drop_member("b") == 1
+    assert list(table.members_for("devices/y/telemetry")) == []
+    assert table.members() == {"c", "d"}
+
+
+def test_shared_subscriptions_are_routes_of_their_own_by_group() -> None:
+    table = RouteTable()
+    table.add("b", "$share/workers/devices/+/telemetry")
+    table.add("c", "$share/workers/devices/+/telemetry")
+    table.add("c", "$share/other/devices/#")
+    table.add("d", "$share/workers/devices/#")  # same name, another filter: another group
+    assert list(table.members_for("devices/x/telemetry")) == []  # no plain subscriber
+    found = table.groups_for("devices/x/telemetry")
+    assert {group: sorted(members) for group, members in found.items()} == {
+        ("workers", "devices/+/telemetry"): ["b", "c"],
+        ("other", "devices/#"): ["c"],
+        ("workers", "devices/#"): ["d"],
+    }
+    assert table.drop_member("c") == 2
+    assert set(table.groups_for("devices/x/telemetry")) == {
+        ("workers", "devices/+/telemetry"),
+        ("workers", "devices/#"),
+    }

@@ -1,0 +1,144 @@
+"""Nodes of a cluster as separate ``nanoiot serve`` processes, for tests.
+
+Every node joins the machine's NATS under the test's own ``cluster_name`` and shares one
+fresh PostgreSQL database and one data folder (the development server certificate, made by
+the first node). MQTT and HTTP ports are free ones. Devices and applications are provisioned
+through the CLI on the shared database; clients are real paho clients over mutual TLS.
+"""
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.certgen import issue
+from tests.cli.conftest import NANOIOT
+from tests.e2e.harness import Client, mqtt_client, write_pem
+from tests.natsserver import NATS_URL, shared_cluster
+from tests.serve_process import WAIT, Output, serving
+from tests.storage.pg import fresh_database
+
+ADMIN_TOKEN = "cluster-test-admin-token-0123456789"
+APP_PASSWORD = "app-password"
+
+
+@dataclass
+class Node:
+    name: str
+    process: "subprocess.Popen[str]"
+    log: Output
+    port: int
+    http_url: str
+
+
+class Cluster:
+    def __init__(self, workdir: Path, env: dict[str, str], stack: ExitStack) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.nodes: dict[str, Node] = {}
+        self._stack = stack
+        self._clients: list[Client] = []
+
+    @property
+    def server_cert(self) -> Path:
+        return Path(self.env["NANOIOT_DATA_DIR"]) / "certs" / "mqttserver.pub.pem"
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [NANOIOT, *args], env=self.env, cwd=self.workdir, input=stdin,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"nanoiot {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def start(self, name: str) -> Node:
+        env = self.env | {"NANOIOT_NODE_NAME": name}
+        process, stdout, log = self._stack.enter_context(serving(env, self.workdir))
+        port = int(stdout[-1].rsplit(":", 1)[1])
+        http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))
+        assert http is not None, stdout
+        node = self.nodes[name] = Node(name, process, log, port, http.group(1))
+        return node
+
+    def kill(self, name: str) -> None:
+        node = self.nodes[name]
+        os.kill(node.process.pid, signal.SIGKILL)
+        node.process.wait(WAIT)
+
+    def device(self, name: str) -> Path:
+        """A device with a fresh certificate; its .nopass.pem file."""
+        self.cli("device", "add", name)
+        issued = issue(name)
+        certificate = self.workdir / f"{name}.pub.pem"
+        certificate.write_text(issued.cert_pem)
+        self.cli("credentials", "add-x509", name, str(certificate))
+        return write_pem(self.workdir, issued, name)
+
+    def application(self, name: str, password: str = APP_PASSWORD) -> None:
+        self.cli("device", "add", name, "--type", "application")
+        self.cli(
+            "credentials", "add-basic", name, "--username", name, "--password-stdin",
+            "--application", stdin=password,
+        )  # fmt: skip
+
+    def connect(
+        self, node: str, certfile: Path | None = None, *, app: str | None = None,
+        password: str = APP_PASSWORD, **options: object,
+    ) -> Client:  # fmt: skip
+        """A client connected (CONNACK 0) to ``node``: a device (``certfile``) or an
+        application (``app``, its user name)."""
+        client = mqtt_client(
+            self.nodes[node].port, self.server_cert, certfile, username=app,
+            password=password if app else None, **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self._clients.append(client)
+        assert client.wait_connack() == 0
+        return client
+
+    def close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+@contextmanager
+def cluster(workdir: Path) -> Iterator[Cluster]:
+    with ExitStack() as stack, shared_cluster() as name, fresh_database() as database:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOIOT_", "MQTT_SSL_"))}
+        env |= {
+            "NANOIOT_DATA_DIR": str(workdir / "data"),
+            "NANOIOT_DATABASE_URL": database,
+            "NANOIOT_ADMIN_TOKEN": ADMIN_TOKEN,
+            "NANOIOT_NATS_URL": NATS_URL,
+            "NANOIOT_CLUSTER_NAME": name,
+            "NANOIOT_HTTP_PORT": "0",
+            "MQTT_SSL_BIND_ADDRESS": "127.0.0.1",
+            "MQTT_SSL_BIND_PORT": "0",
+            "NANOIOT_SYS_INTERVAL": "0",
+        }
+        made = Cluster(workdir, env, stack)
+        made.cli("db", "upgrade")
+        try:
+            yield made
+        finally:
+            made.close_clients()
+
+
+def until_routed(publisher: Client, topic: str, *subscribers: Client) -> None:
+    """Publish probes at QoS 0 until each subscriber got one, then let the rest drain: a
+    subscription made on one node reaches the others' route tables asynchronously
+    (milliseconds)."""
+    waiting = list(subscribers)
+    for attempt in range(200):
+        publisher.publish(topic, f"probe {attempt}".encode(), qos=0)
+        waiting = [client for client in waiting if client.no_message(within=0.05)]
+        if not waiting:
+            break
+    else:
+        raise AssertionError(f"no probe on {topic} reached {len(waiting)} subscribers")
+    for client in subscribers:
+        while not client.no_message(within=0.3):
+            pass  # probes still on their way

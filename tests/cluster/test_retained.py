@@ -1,0 +1,56 @@
+"""Retained messages across a cluster of ``nanoiot serve`` processes: published on node A,
+read on node B, and on node C started afterwards; an empty retained message deletes it
+everywhere. Real paho clients over mutual TLS."""
+
+from pathlib import Path
+from queue import Empty
+
+import pytest
+
+from tests.cluster.nodes import cluster
+from tests.e2e.harness import Client
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "devices/sensor/telemetry"
+
+
+def first_retained(client: Client, attempts: int) -> bytes | None:
+    """The retained message a new subscription to TOPIC gets (None: none). Another node
+    learns of a retained message about a millisecond after its PUBACK, so a node that was
+    running then is asked again, a bounded number of times."""
+    for _ in range(attempts):
+        assert client.subscribe(TOPIC, qos=1) == [1]
+        try:
+            message = client.messages.get(timeout=0.3)
+        except Empty:  # not there yet
+            client.paho.unsubscribe(TOPIC)
+            continue
+        assert message.retain
+        return bytes(message.payload)
+    return None
+
+
+def test_retained_on_a_is_read_on_b_and_on_a_node_started_later(tmp_path: Path) -> None:
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        nodes.start("a")
+        nodes.start("b")
+        device = nodes.connect("a", sensor, client_id="sensor")
+        device.publish("v1/devices/me/telemetry", b"21.5", qos=1, retain=True)
+
+        on_b = nodes.connect("b", app="backend", client_id="backend-b")
+        assert first_retained(on_b, attempts=30) == b"21.5"
+        nodes.start("c")  # reads the cluster's retained messages before it accepts clients
+        on_c = nodes.connect("c", app="backend", client_id="backend-c")
+        assert first_retained(on_c, attempts=1) == b"21.5"
+
+        device.publish("v1/devices/me/telemetry", b"", qos=1, retain=True)  # §3.3.1.3: delete
+        later = nodes.connect("c", app="backend", client_id="backend-c2")
+        for _ in range(30):
+            if first_retained(later, attempts=1) is None:
+                break
+            later.paho.unsubscribe(TOPIC)
+        else:
+            raise AssertionError("the deleted retained message is still on node C")
