@@ -10,7 +10,8 @@ ignored, whatever came before it is returned first.
 
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
-I/O layer to write.
+I/O layer to write. The sending half (the in-flight window, the queue, acknowledgements) is
+``broker.mqtt.outbound``.
 
 States: waiting for CONNECT, then authenticating (the broker decides; bytes that arrive
 meanwhile are kept, unread, until ``accept``), connected, closed. The clock is passed in
@@ -31,7 +32,7 @@ from broker.mqtt.decode import (
     protocol_problem,
     read_protocol,
 )
-from broker.mqtt.encode import PINGRESP_BYTES, encode, encode_publish
+from broker.mqtt.encode import PINGRESP_BYTES, encode
 from broker.mqtt.events import (
     ConnectionRefused,
     DuplicateReceived,
@@ -40,10 +41,10 @@ from broker.mqtt.events import (
     MessageCompleted,
     MessageDropped,
     MessageReleased,
-    MessageSent,
     ProtocolViolation,
 )
 from broker.mqtt.limits import Limits
+from broker.mqtt.outbound import NO_EVENTS, Outbound
 from broker.mqtt.packets import (
     MQTT_5,
     Connack,
@@ -54,30 +55,24 @@ from broker.mqtt.packets import (
     Pubcomp,
     Pubrec,
     Pubrel,
-    Suback,
     Subscribe,
-    Unsuback,
     Unsubscribe,
     Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.rules import header_problem, packet_name
-from broker.mqtt.session import RELEASED, SENT, Outgoing, Session
+from broker.mqtt.session import RELEASED, SENT, Session
 from broker.mqtt.v5 import Negotiated, connack_properties, negotiate, server_keep_alive
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, ProtocolError
 
 AWAITING_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
 KEEP_ALIVE_GRACE: Final = 1.5  # §3.1.2.10: one and a half times the keep-alive
-_NONE: Final[list[Event]] = []  # returned, never appended to
 _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (§3.1.2.1-2)
 
 
-class Connection:
-    __slots__ = (
-        "_out", "_pending", "keep_alive", "last_received", "level", "limits", "now", "session",
-        "state", "v5", "will", "window",
-    )  # fmt: skip
+class Connection(Outbound):
+    __slots__ = ("_pending", "keep_alive", "last_received", "state", "will")  # and Outbound's
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
         self.limits = limits
@@ -123,13 +118,13 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Process what the client sent; the events, in order."""
         if self.state == CLOSED:
-            return _NONE
+            return NO_EVENTS
         self.now = now
         if self._pending:
             data, self._pending = self._pending + data, b""
         if self.state == AUTHENTICATING:
             self._pending = data  # read once the broker has decided (``accept``)
-            return _NONE
+            return NO_EVENTS
         events: list[Event] = []
         at = self._split(data, now, events)
         if at < len(data) and self.state != CLOSED:
@@ -360,91 +355,3 @@ class Connection:
     def close(self) -> None:
         """Process nothing more (the broker is closing the network connection)."""
         self.state = CLOSED
-
-    def publish(self, message: Outgoing, now: float | None = None) -> list[Event]:
-        """Send ``message`` to the client now, or queue it behind the in-flight window or
-        the messages already waiting (so one subscriber gets them in order, §4.6)."""
-        if now is not None:
-            self.now = now
-        session = self.session
-        assert session is not None
-        if session.queue or (message.qos and len(session.inflight) >= self.window):
-            return self._dropped(session.enqueue(message, self.limits))
-        if message.qos:
-            session.start_flight(message)
-        event = self._send_first(message)
-        return [event] if event is not None else _NONE
-
-    def acknowledge(self, packet_id: int, qos: int, reason_code: int = 0) -> None:
-        """Acknowledge a PUBLISH the client sent: PUBACK for QoS 1, PUBREC for QoS 2; a 5.0
-        client learns a refusal from ``reason_code`` (§3.4.2.1), which ends a QoS 2 flow."""
-        kind = Puback if qos == 1 else Pubrec
-        if reason_code and self.level == MQTT_5:
-            if reason_code >= Reason.UNSPECIFIED_ERROR and self.session is not None:
-                self.session.awaiting_pubrel.discard(packet_id)  # §4.3.3: no PUBREL follows
-            self._out.append(encode(kind(packet_id, reason_code), MQTT_5))
-            return
-        self._ack(kind, packet_id, False)
-
-    def suback(self, packet_id: int, codes: list[int]) -> None:
-        self._out.append(encode(Suback(packet_id, tuple(codes)), self.level))
-
-    def unsuback(self, packet_id: int, codes: list[int] | None = None) -> None:
-        self._out.append(encode(Unsuback(packet_id, tuple(codes or ())), self.level))
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    def _pump(self, events: list[Event]) -> None:
-        """Send queued messages while the in-flight window has room (§4.4, §4.6)."""
-        session = self.session
-        assert session is not None
-        while (message := session.next_to_send(self.window)) is not None:
-            event = self._send_first(message)
-            if event is not None:
-                events.append(event)
-
-    def _send_first(self, message: Outgoing) -> Event | None:
-        """The first send of a message (in flight already if QoS 1 or 2). An expired one
-        is not delivered (5.0 §3.3.2.3.3), nor one larger than the client reads (§3.1.2.11.4):
-        both leave as if delivered."""
-        expires = message.expires_at
-        data = b"" if expires is not None and expires <= self.now else self._publish_bytes(message)
-        if not data:
-            if message.qos:
-                assert self.session is not None
-                del self.session.inflight[message.packet_id]
-            why = "message_expiry" if expires is not None and expires <= self.now else (
-                "client_maximum_packet_size"
-            )  # fmt: skip
-            return MessageDropped(message, why)
-        self._out.append(data)
-        if not message.qos:
-            return None
-        message.sent = True
-        return MessageSent(message)
-
-    def _publish_bytes(self, message: Outgoing, *, dup: bool = False) -> bytes:
-        """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads (the
-        properties, topic aliases and the client's limit are ``Negotiated``'s business)."""
-        level = self.level
-        if level != MQTT_5:
-            return encode_publish(
-                message.topic.encode(), message.payload, message.qos, message.packet_id,
-                retain=message.retain, dup=dup, level=level,
-            )  # fmt: skip
-        assert self.v5 is not None
-        return self.v5.publish_bytes(message, self.now, dup=dup)
-
-    def _ack(
-        self, kind: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, missing: bool
-    ) -> None:
-        if self.level == MQTT_5 and missing:
-            self._out.append(encode(kind(packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND), MQTT_5))
-        elif kind is Pubrel:
-            self._out.append(b"\x62\x02" + packet_id.to_bytes(2, "big"))
-        else:
-            first = 0x40 if kind is Puback else 0x50 if kind is Pubrec else 0x70
-            self._out.append(bytes((first, 2)) + packet_id.to_bytes(2, "big"))
-
-    def _dropped(self, dropped: list[tuple[Outgoing, str]]) -> list[Event]:
-        return [MessageDropped(message, limit) for message, limit in dropped] if dropped else _NONE

@@ -1,0 +1,123 @@
+"""The sending half of a client connection (``broker.mqtt.connection``), no I/O.
+
+Messages go to the client at once while its in-flight window has room, else they wait in the
+session's queue, so one subscriber gets them in order (MQTT 3.1.1 §4.6); a completed flight
+lets the next ones go (§4.4). An expired message (5.0 §3.3.2.3.3) or one larger than a 5.0
+client reads (§3.1.2.11.4) leaves as if delivered. Also here: the acknowledgements of what the
+client sent (PUBACK, PUBREC, and the PUBREL / PUBCOMP of a QoS 2 flow, §4.3) and SUBACK /
+UNSUBACK. Everything made is queued in ``_out`` for ``Connection.data_to_send``.
+"""
+
+from typing import Final
+
+from broker.mqtt.codes import Reason
+from broker.mqtt.encode import encode, encode_publish
+from broker.mqtt.events import Event, MessageDropped, MessageSent
+from broker.mqtt.limits import Limits
+from broker.mqtt.packets import MQTT_5, Puback, Pubcomp, Pubrec, Pubrel, Suback, Unsuback
+from broker.mqtt.session import Outgoing, Session
+from broker.mqtt.v5 import Negotiated
+
+NO_EVENTS: Final[list[Event]] = []  # returned, never appended to
+
+
+class Outbound:
+    """What ``Connection`` sends; the state it sends from (``Connection`` sets it)."""
+
+    __slots__ = ("_out", "level", "limits", "now", "session", "v5", "window")
+
+    limits: Limits
+    level: int
+    now: float
+    session: Session | None
+    v5: Negotiated | None
+    window: int
+    _out: list[bytes]
+
+    def publish(self, message: Outgoing, now: float | None = None) -> list[Event]:
+        """Send ``message`` to the client now, or queue it behind the in-flight window or
+        the messages already waiting (so one subscriber gets them in order, §4.6)."""
+        if now is not None:
+            self.now = now
+        session = self.session
+        assert session is not None
+        if session.queue or (message.qos and len(session.inflight) >= self.window):
+            return self._dropped(session.enqueue(message, self.limits))
+        if message.qos:
+            session.start_flight(message)
+        event = self._send_first(message)
+        return [event] if event is not None else NO_EVENTS
+
+    def acknowledge(self, packet_id: int, qos: int, reason_code: int = 0) -> None:
+        """Acknowledge a PUBLISH the client sent: PUBACK for QoS 1, PUBREC for QoS 2; a 5.0
+        client learns a refusal from ``reason_code`` (§3.4.2.1), which ends a QoS 2 flow."""
+        kind = Puback if qos == 1 else Pubrec
+        if reason_code and self.level == MQTT_5:
+            if reason_code >= Reason.UNSPECIFIED_ERROR and self.session is not None:
+                self.session.awaiting_pubrel.discard(packet_id)  # §4.3.3: no PUBREL follows
+            self._out.append(encode(kind(packet_id, reason_code), MQTT_5))
+            return
+        self._ack(kind, packet_id, False)
+
+    def suback(self, packet_id: int, codes: list[int]) -> None:
+        self._out.append(encode(Suback(packet_id, tuple(codes)), self.level))
+
+    def unsuback(self, packet_id: int, codes: list[int] | None = None) -> None:
+        self._out.append(encode(Unsuback(packet_id, tuple(codes or ())), self.level))
+
+    def _pump(self, events: list[Event]) -> None:
+        """Send queued messages while the in-flight window has room (§4.4, §4.6)."""
+        session = self.session
+        assert session is not None
+        while (message := session.next_to_send(self.window)) is not None:
+            event = self._send_first(message)
+            if event is not None:
+                events.append(event)
+
+    def _send_first(self, message: Outgoing) -> Event | None:
+        """The first send of a message (in flight already if QoS 1 or 2). An expired one
+        is not delivered (5.0 §3.3.2.3.3), nor one larger than the client reads (§3.1.2.11.4):
+        both leave as if delivered."""
+        expires = message.expires_at
+        data = b"" if expires is not None and expires <= self.now else self._publish_bytes(message)
+        if not data:
+            if message.qos:
+                assert self.session is not None
+                del self.session.inflight[message.packet_id]
+            why = "message_expiry" if expires is not None and expires <= self.now else (
+                "client_maximum_packet_size"
+            )  # fmt: skip
+            return MessageDropped(message, why)
+        self._out.append(data)
+        if not message.qos:
+            return None
+        message.sent = True
+        return MessageSent(message)
+
+    def _publish_bytes(self, message: Outgoing, *, dup: bool = False) -> bytes:
+        """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads (the
+        properties, topic aliases and the client's limit are ``Negotiated``'s business)."""
+        level = self.level
+        if level != MQTT_5:
+            return encode_publish(
+                message.topic.encode(), message.payload, message.qos, message.packet_id,
+                retain=message.retain, dup=dup, level=level,
+            )  # fmt: skip
+        assert self.v5 is not None
+        return self.v5.publish_bytes(message, self.now, dup=dup)
+
+    def _ack(
+        self, kind: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, missing: bool
+    ) -> None:
+        if self.level == MQTT_5 and missing:
+            self._out.append(encode(kind(packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND), MQTT_5))
+        elif kind is Pubrel:
+            self._out.append(b"\x62\x02" + packet_id.to_bytes(2, "big"))
+        else:
+            first = 0x40 if kind is Puback else 0x50 if kind is Pubrec else 0x70
+            self._out.append(bytes((first, 2)) + packet_id.to_bytes(2, "big"))
+
+    def _dropped(self, dropped: list[tuple[Outgoing, str]]) -> list[Event]:
+        if not dropped:
+            return NO_EVENTS
+        return [MessageDropped(message, limit) for message, limit in dropped]
