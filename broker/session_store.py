@@ -171,7 +171,7 @@ def subscription_options(sub: Subscription) -> int:
 
 
 class SqlSessionStore:
-    """Persistent sessions in the credential store's database (tables of migrations 0003-4)."""
+    """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007)."""
 
     def __init__(self, store: SqlCredentialStore) -> None:
         self._store = store
