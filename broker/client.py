@@ -19,11 +19,11 @@ Interval for a 5.0 client (§3.1.3.2.2), its session released (a clean session e
 import asyncio
 import functools
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from auth.decision import ConnackCode, Decision
 from broker import inbound
+from broker.acks import HeldAcks
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.mqtt.codes import Reason
@@ -66,7 +66,7 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 
 class MqttClient:
     __slots__ = (
-        "_ack_timer", "_auth", "_denied", "_held", "_loop", "_out_held", "_out_wait", "_paused",
+        "_acks", "_auth", "_denied", "_loop", "_out_held", "_out_wait", "_paused",
         "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
@@ -82,10 +82,7 @@ class MqttClient:
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             broker.config.connect_timeout, self._connect_timed_out
         )
-        # Acknowledgements waiting for a commit: (packet id, QoS, the commit, since when,
-        # MQTT 5 reason code).
-        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] = deque()
-        self._ack_timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
+        self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
         # What arrives while the previous run's sessions are restored (``_accept``).
@@ -363,67 +360,8 @@ class MqttClient:
         (§4.6). ``durable``: True to wait for the store's commit, or a future of everything
         to wait for (in a cluster, other nodes' confirmations too). ``code``: the MQTT 5
         reason code (0x87 for a refused topic, §3.4.2.1). While the store cannot be written
-        the acknowledgement waits, at most ``ack_timeout`` seconds (``_ack_overdue``)."""
-        if isinstance(durable, asyncio.Future):
-            pending: asyncio.Future[None] | None = durable
-        else:
-            pending = self.broker.store.pending_commit() if durable else None
-        held = self._held
-        if pending is None and not held:
-            self.core.acknowledge(packet_id, qos, code)
-            return
-        held.append((packet_id, qos, pending, self._loop.time(), code))
-        if pending is not None:
-            pending.add_done_callback(self._release_acknowledgements)
-        if self._ack_timer is None:
-            self._ack_timer = self._loop.call_later(
-                self.broker.config.ack_timeout, self._ack_overdue
-            )
-
-    def _release_acknowledgements(self, _done: object = None) -> None:
-        held = self._held
-        while held and (held[0][2] is None or held[0][2].done()):
-            packet_id, qos, pending, _, code = held.popleft()
-            if pending is not None and (pending.cancelled() or pending.exception() is not None):
-                # Not the server's yet (another node did not confirm it): close without
-                # acknowledging, so the client sends it again (§4.4).
-                if not self.ended:
-                    why = "cancelled" if pending.cancelled() else pending.exception()
-                    log.warning("%s: a message could not be routed (%s): closing", self.label, why)
-                    self._end(will=False)
-                continue
-            if not self.ended:
-                self.core.acknowledge(packet_id, qos, code)
-        if self.ended:
-            return
-        self._flush()
-        timer = self._ack_timer
-        if not held and timer is not None:
-            timer.cancel()
-            self._ack_timer = None
-
-    def _ack_overdue(self) -> None:
-        """The oldest acknowledgement waited ``ack_timeout`` for the store: close the
-        connection without it, so the client sends the message again on a new one (§4.4)
-        instead of the broker claiming a message it could not save (§4.3.2)."""
-        self._ack_timer = None
-        held = self._held
-        if self.ended or not held:
-            return
-        timeout = self.broker.config.ack_timeout
-        due = held[0][3] + timeout - self._loop.time()
-        if due > 0:  # the one that set the timer went meanwhile
-            self._ack_timer = self._loop.call_later(due, self._ack_overdue)
-            return
-        self.broker.metrics.publishers_closed_unsaved += 1
-        problem = self.broker.store.status().problem or "the store did not answer"
-        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); the "
-                    "client sends those messages again", self.label, len(held), timeout,
-                    problem)  # fmt: skip
-        held.clear()
-        # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
-        unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
-        self._end(will=False, reason=unsaved)
+        the acknowledgement waits, at most ``ack_timeout`` seconds (``broker.acks``)."""
+        self._acks.acknowledge(packet_id, qos, durable=durable, code=code)
 
     def log_denied(self, what: str, topic: str) -> None:
         """Log a refused topic once per client and topic (at most 100 different ones)."""
@@ -501,10 +439,10 @@ class MqttClient:
         self.ended = True
         if reason is not None:
             self.core.disconnect(*reason)  # 5.0 §3.14: a 5.0 client reads why
-        for timer in (self._timer, self._ack_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._ack_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._acks.cancel()
         auth = self._auth
         if auth is not None and not auth.done() and auth is not asyncio.current_task():
             auth.cancel()

@@ -1,0 +1,111 @@
+"""Acknowledgements a client connection holds until the store has committed their messages.
+
+A PUBACK or PUBREC tells the client the server owns the message (MQTT 3.1.1 §4.3.2), so it
+goes out only once what routing wrote is committed, and always in the order of the PUBLISHes
+(§4.6): one not yet committed holds back every later one. While the store cannot be written
+they wait at most ``ack_timeout`` seconds; then the connection closes without them and the
+client sends those messages again on a new one (§4.4).
+"""
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from broker.mqtt.codes import Reason
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+log = logging.getLogger("broker.client")  # logged as the connection it belongs to
+
+
+class HeldAcks:
+    """One connection's acknowledgements waiting for a commit, oldest first."""
+
+    __slots__ = ("_client", "_held", "_timer")
+
+    def __init__(self, client: "MqttClient") -> None:
+        self._client = client
+        # (packet id, QoS, the commit, since when, MQTT 5 reason code).
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] = deque()
+        self._timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
+
+    def acknowledge(
+        self,
+        packet_id: int,
+        qos: int,
+        *,
+        durable: "bool | asyncio.Future[None]",
+        code: int = 0,
+    ) -> None:
+        """See ``MqttClient.acknowledge``."""
+        client = self._client
+        if isinstance(durable, asyncio.Future):
+            pending: asyncio.Future[None] | None = durable
+        else:
+            pending = client.broker.store.pending_commit() if durable else None
+        held = self._held
+        if pending is None and not held:
+            client.core.acknowledge(packet_id, qos, code)
+            return
+        loop = client._loop
+        held.append((packet_id, qos, pending, loop.time(), code))
+        if pending is not None:
+            pending.add_done_callback(self._release)
+        if self._timer is None:
+            self._timer = loop.call_later(client.broker.config.ack_timeout, self._overdue)
+
+    def cancel(self) -> None:
+        """The connection ended: stop bounding the wait."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _release(self, _done: object = None) -> None:
+        client, held = self._client, self._held
+        while held and (held[0][2] is None or held[0][2].done()):
+            packet_id, qos, pending, _, code = held.popleft()
+            if pending is not None and (pending.cancelled() or pending.exception() is not None):
+                # Not the server's yet (another node did not confirm it): close without
+                # acknowledging, so the client sends it again (§4.4).
+                if not client.ended:
+                    why = "cancelled" if pending.cancelled() else pending.exception()
+                    log.warning("%s: a message could not be routed (%s): closing",
+                                client.label, why)  # fmt: skip
+                    client._end(will=False)
+                continue
+            if not client.ended:
+                client.core.acknowledge(packet_id, qos, code)
+        if client.ended:
+            return
+        client._flush()
+        timer = self._timer
+        if not held and timer is not None:
+            timer.cancel()
+            self._timer = None
+
+    def _overdue(self) -> None:
+        """The oldest acknowledgement waited ``ack_timeout`` for the store: close the
+        connection without it, so the client sends the message again on a new one (§4.4)
+        instead of the broker claiming a message it could not save (§4.3.2)."""
+        self._timer = None
+        client, held = self._client, self._held
+        if client.ended or not held:
+            return
+        broker = client.broker
+        timeout = broker.config.ack_timeout
+        loop = client._loop
+        due = held[0][3] + timeout - loop.time()
+        if due > 0:  # the one that set the timer went meanwhile
+            self._timer = loop.call_later(due, self._overdue)
+            return
+        broker.metrics.publishers_closed_unsaved += 1
+        problem = broker.store.status().problem or "the store did not answer"
+        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); the "
+                    "client sends those messages again", client.label, len(held), timeout,
+                    problem)  # fmt: skip
+        held.clear()
+        # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
+        unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
+        client._end(will=False, reason=unsaved)
