@@ -21,8 +21,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
+from broker.mqtt.properties import encode_properties
 from broker.mqtt.session import RELEASED, Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
 from storage.sessions import (
@@ -44,12 +46,16 @@ QUEUE, SENT, RELEASE, DONE = "queue", "sent", "release", "done"
 class Ref:
     """A message of a persistent session and its row in the store (once committed)."""
 
-    __slots__ = ("done", "key", "message", "row")
+    __slots__ = ("done", "key", "message", "received_at", "row")
 
-    def __init__(self, key: str, message: Outgoing, row: int | None = None) -> None:
+    def __init__(
+        self, key: str, message: Outgoing, row: int | None = None,
+        received_at: datetime | None = None,
+    ) -> None:  # fmt: skip
         self.key = key
         self.message = message
         self.row = row
+        self.received_at = received_at  # its Message Expiry Interval counts from then
         self.done = False  # acknowledged or dropped: its row goes, or is never written
 
 
@@ -255,6 +261,8 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
                 Enqueue(
                     ref.key, message.topic, message.payload, message.qos, message.retain,
                     message.packet_id or None, message.sent, message.state == RELEASED,
+                    encode_properties(message.properties) if message.properties else None,
+                    ref.received_at,
                 )
             )  # fmt: skip
             queued.append(ref)

@@ -114,6 +114,7 @@ class Registry:
                 self.expiry_changed(session, 0)
             session.device_name = peer.identity.device_name
             session.receive_denied = peer.acl.receive_denied
+            session.expiry, session.expiry_left = expiry, None
             if session.persistent:
                 self.store.save_session(session)
             session.client = client
@@ -144,7 +145,10 @@ class Registry:
             return
         if not session.persistent:
             self.end(session)
-        elif expiry is not None and expiry != NEVER_EXPIRES:
+            return
+        session.expiry = expiry
+        self.store.session_away(session)  # its expiry survives a restart
+        if expiry is not None and expiry != NEVER_EXPIRES:
             loop = asyncio.get_running_loop()
             session.expiry_timer = loop.call_later(expiry, self._expired, session)
 
@@ -190,9 +194,22 @@ class Registry:
             self.end(session, will=False)
         return len(gone)
 
-    def restore(self, sessions: list[BrokerSession]) -> None:
-        """Take in the persistent sessions read from the store, their clients away."""
+    def restore(self, sessions: list[BrokerSession]) -> list[BrokerSession]:
+        """Take in the persistent sessions read from the store, their clients away; one whose
+        expiry interval has passed since its client left is ended instead (§3.1.2.11.2), the
+        others expire when it will have. The ones taken in."""
+        kept: list[BrokerSession] = []
+        loop = asyncio.get_running_loop()
         for session in sessions:
+            left = session.expiry_left
+            if left is not None and left <= 0:
+                log.info("session %s expired while the broker was down", session.store_key)
+                self.store.drop_session(session)
+                continue
+            if left is not None:
+                session.expiry_timer = loop.call_later(left, self._expired, session)
+            kept.append(session)
             for topic_filter, sub in session.subscriptions.items():
                 self.router.subscribe(session, topic_filter, sub)
             self.sessions[session.key] = session
+        return kept

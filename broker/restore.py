@@ -96,6 +96,6 @@ class Restoration:
 
     def _adopt(self, sessions: list[BrokerSession]) -> None:
         fresh = [s for s in sessions if s.key not in self._registry.sessions]
-        self._registry.restore(fresh)
+        fresh = self._registry.restore(fresh)
         self.sessions += len(fresh)
         self.messages += sum(len(s.inflight) + len(s.queue) for s in fresh)

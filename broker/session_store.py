@@ -18,16 +18,28 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref
+from broker.mqtt.limits import NEVER_EXPIRES
+from broker.mqtt.properties import (
+    NO_PROPERTIES,
+    PUBLISH,
+    Properties,
+    Property,
+    read_properties,
+)
 from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
 from broker.mqtt.session import SENT as IN_FLIGHT
+from broker.mqtt.wire import Reader
 from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession
+from storage.models import utcnow
 from storage.sessions import (
     DropSession,
     SaveSession,
+    SessionAway,
     StoredMessage,
     StoredSession,
     StoredSubscription,
@@ -76,6 +88,10 @@ class SessionStore(Protocol):
         ...
 
     def save_session(self, session: BrokerSession) -> None: ...
+    def session_away(self, session: BrokerSession) -> None:
+        """Its client disconnected: the session ends ``session.expiry`` seconds from now."""
+        ...
+
     def drop_session(self, session: BrokerSession) -> None: ...
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None: ...
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None: ...
@@ -106,6 +122,9 @@ class MemorySessionStore:
         return None
 
     def save_session(self, session: BrokerSession) -> None:
+        pass
+
+    def session_away(self, session: BrokerSession) -> None:
         pass
 
     def drop_session(self, session: BrokerSession) -> None:
@@ -152,7 +171,7 @@ def subscription_options(sub: Subscription) -> int:
 
 
 class SqlSessionStore:
-    """Persistent sessions in the credential store's database (tables of migrations 0003-4)."""
+    """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007)."""
 
     def __init__(self, store: SqlCredentialStore) -> None:
         self._store = store
@@ -177,7 +196,7 @@ class SqlSessionStore:
         self, after: str | None, limit: int
     ) -> tuple[list[BrokerSession], str | None]:
         records = await self._store.load_sessions_page(after, limit)
-        sessions = [s for s in map(_session, records) if s is not None]
+        sessions = [s for s in (_session(r) for r in records) if s is not None]
         return sessions, records[-1].key if len(records) == limit else None
 
     async def load_one(self, key: SessionKey) -> BrokerSession | None:
@@ -188,9 +207,12 @@ class SqlSessionStore:
         self.journal.submit(
             SaveSession(
                 session.store_key, uuid.UUID(session.device_id), session.device_name,
-                session.client_id,
+                session.client_id, session.expiry,
             )
         )  # fmt: skip
+
+    def session_away(self, session: BrokerSession) -> None:
+        self.journal.submit(SessionAway(session.store_key, session.expiry, utcnow()))
 
     def drop_session(self, session: BrokerSession) -> None:
         self.journal.submit(DropSession(session.store_key))
@@ -206,7 +228,7 @@ class SqlSessionStore:
         self.journal.submit(Unsubscribe(session.store_key, topic_filter))
 
     def message_queued(self, session: BrokerSession, message: Outgoing) -> None:
-        ref = Ref(session.store_key, message)
+        ref = Ref(session.store_key, message, received_at=_received_at(message))
         message.stored = ref
         self.journal.submit((QUEUE, ref))
 
@@ -248,10 +270,17 @@ def _session(record: StoredSession) -> BrokerSession | None:
         log.warning("stored session %r does not match its device: skipped", record.key)
         return None
     session = BrokerSession(key, record.device_name, persistent=True)
+    wall, clock = utcnow(), asyncio.get_running_loop().time()
+    session.expiry = expiry = record.expiry_interval
+    if expiry is not None and expiry != NEVER_EXPIRES:
+        # §3.1.2.11.2: the interval runs from the disconnection; a session whose client was
+        # still connected when the broker stopped runs it from now.
+        away = record.disconnected_at or wall
+        session.expiry_left = expiry - (wall - away).total_seconds()
     for sub in record.subscriptions:
         session.subscriptions[sub.topic_filter] = _subscription(sub)
     for row in record.queued:
-        session.restore(_message(record.key, row))
+        session.restore(_message(record.key, row, wall, clock))
     return session
 
 
@@ -263,8 +292,27 @@ def _subscription(stored: StoredSubscription) -> Subscription:
     )  # fmt: skip
 
 
-def _message(key: str, row: StoredMessage) -> Outgoing:
-    message = Outgoing(row.topic, row.payload, row.qos, row.retain)
+def _received_at(message: Outgoing) -> datetime:
+    """When the message was received, on the wall clock: its expiry interval ends at
+    ``expires_at`` on the loop's clock (a retained one was received before it is queued)."""
+    now = utcnow()
+    interval = message.properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+    if message.expires_at is None or not isinstance(interval, int):
+        return now
+    left = message.expires_at - asyncio.get_running_loop().time()
+    return now + timedelta(seconds=left - interval)
+
+
+def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outgoing:
+    """The message as queued before the restart; its expiry, if any, counts from when it was
+    received (§3.3.2.3.3): one already expired is dropped when its turn to be sent comes."""
+    properties = _properties(row.properties)
+    interval = properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+    expires_at = None
+    if isinstance(interval, int):
+        received = row.received_at or wall
+        expires_at = clock + interval - (wall - received).total_seconds()
+    message = Outgoing(row.topic, row.payload, row.qos, row.retain, properties, expires_at)
     if row.packet_id:  # sent before: in flight again with its id (§4.4)
         message.packet_id = row.packet_id
         message.state = RELEASED if row.released else IN_FLIGHT
@@ -274,3 +322,9 @@ def _message(key: str, row: StoredMessage) -> Outgoing:
         message.sent = row.attempted
     message.stored = Ref(key, message, row.id)
     return message
+
+
+def _properties(stored: bytes | None) -> Properties:
+    if not stored:
+        return NO_PROPERTIES
+    return read_properties(Reader(stored), PUBLISH)

@@ -22,6 +22,8 @@ class BrokerSession(Session):
     __slots__ = (
         "client",
         "device_name",
+        "expiry",
+        "expiry_left",
         "expiry_timer",
         "pending_will",
         "receive_denied",
@@ -40,6 +42,10 @@ class BrokerSession(Session):
         # MQTT 5: the end of a session whose client is away (§3.1.2.11.2), and a will
         # waiting for its delay (§3.1.3.2.2); a client taking the session cancels both.
         self.expiry_timer: asyncio.TimerHandle | None = None
+        # The expiry interval of its last client (None: 3.1.1, never), kept with the session
+        # in the store; and, for one read back from it while away, the seconds it has left.
+        self.expiry: int | None = None
+        self.expiry_left: float | None = None
         self.will_timer: asyncio.TimerHandle | None = None
         self.pending_will: Callable[[], None] | None = None  # publishes it
 

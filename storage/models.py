@@ -301,6 +301,10 @@ class MqttSessionRow(Base):
     device_name: Mapped[str] = mapped_column(String(128))
     client_id: Mapped[str] = mapped_column(String(MQTT_CLIENT_ID_MAX))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # MQTT 5 (§3.1.2.11.2): the session ends this many seconds after its client disconnected;
+    # NULL for 3.1.1 (never). ``disconnected_at`` is NULL while a client holds the session.
+    expiry_interval: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class MqttSubscriptionRow(Base):
@@ -336,3 +340,7 @@ class MqttQueuedMessageRow(Base):
     packet_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     released: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     retain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # MQTT 5 properties as on the wire, with their length (§2.2.2), and when the message was
+    # received: its Message Expiry Interval counts from then (§3.3.2.3.3).
+    properties: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -10,6 +10,7 @@ was connected or not (MQTT 3.1.1 §4.4). Payloads are bytes end to end.
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, insert, select, update
@@ -23,25 +24,40 @@ _PAGE = 5000  # sessions per page of load_sessions
 _SESSIONS = MqttSessionRow.__table__
 _SUBSCRIPTIONS = MqttSubscriptionRow.__table__
 _MESSAGES = MqttQueuedMessageRow.__table__
-_SESSION_COLUMNS = [_SESSIONS.c[n] for n in ("key", "device_id", "device_name", "client_id")]
+_SESSION_COLUMNS = [
+    _SESSIONS.c[n]
+    for n in ("key", "device_id", "device_name", "client_id", "expiry_interval", "disconnected_at")
+]
 _SUBSCRIPTION_COLUMNS = [
     _SUBSCRIPTIONS.c[n] for n in ("session_key", "topic_filter", "qos", "me_form", "options")
 ]
 _MESSAGE_COLUMNS = [
     _MESSAGES.c[n]
     for n in ("id", "session_key", "topic", "payload", "qos", "attempted", "packet_id",
-              "released", "retain")
+              "released", "retain", "properties", "received_at")
 ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SaveSession:
-    """Create or refresh the session row (a CONNECT with CleanSession 0)."""
+    """Create or refresh the session row (a CONNECT with CleanSession 0): its client holds
+    it, with this expiry interval (MQTT 5 §3.1.2.11.2; None for 3.1.1)."""
 
     key: str
     device_id: uuid.UUID
     device_name: str
     client_id: str
+    expiry_interval: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionAway:
+    """The session's client disconnected at ``at``: the session ends ``expiry_interval``
+    seconds later (MQTT 5 §3.1.2.11.2; None: never)."""
+
+    key: str
+    expiry_interval: int | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class Enqueue:
     packet_id: int | None = None
     attempted: bool = False
     released: bool = False
+    properties: bytes | None = None  # MQTT 5, as on the wire with their length (§2.2.2)
+    received_at: datetime | None = None  # its Message Expiry Interval counts from then
 
 
 @dataclass(frozen=True)
@@ -111,8 +129,8 @@ class MarkReleased:
 
 
 SessionWrite = (
-    SaveSession | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge | MarkAttempted
-    | MarkSent | MarkReleased
+    SaveSession | SessionAway | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge
+    | MarkAttempted | MarkSent | MarkReleased
 )  # fmt: skip
 
 
@@ -134,6 +152,8 @@ class StoredMessage:
     packet_id: int | None = None
     released: bool = False
     retain: bool = False
+    properties: bytes | None = None
+    received_at: datetime | None = None
 
 
 @dataclass
@@ -142,6 +162,8 @@ class StoredSession:
     device_id: uuid.UUID
     device_name: str
     client_id: str
+    expiry_interval: int | None = None
+    disconnected_at: datetime | None = None
     subscriptions: list[StoredSubscription] = field(default_factory=list)
     queued: list[StoredMessage] = field(default_factory=list)
 
@@ -191,10 +213,7 @@ class SessionRecords(StoreBase):
     async def _load(self, sessions_query: Select[Any]) -> list[StoredSession]:
         # Core rows, not ORM objects: restoring 10^5 sessions is dominated by building rows.
         async with self._snapshot() as session:
-            found = {
-                row.key: StoredSession(row.key, row.device_id, row.device_name, row.client_id)
-                for row in await session.execute(sessions_query)
-            }
+            found = {row.key: _stored_session(row) for row in await session.execute(sessions_query)}
             for chunk in _chunks_of(list(found)):
                 subs = select(*_SUBSCRIPTION_COLUMNS).where(_SUBSCRIPTIONS.c.session_key.in_(chunk))
                 for sub in await session.execute(subs):
@@ -211,6 +230,17 @@ class SessionRecords(StoreBase):
         return list(found.values())
 
 
+def _stored_session(row: Any) -> StoredSession:
+    return StoredSession(
+        row.key,
+        row.device_id,
+        row.device_name,
+        row.client_id,
+        row.expiry_interval,
+        row.disconnected_at,
+    )
+
+
 def _stored_message(row: Any) -> StoredMessage:
     return StoredMessage(
         row.id,
@@ -221,6 +251,8 @@ def _stored_message(row: Any) -> StoredMessage:
         row.packet_id,
         row.released,
         row.retain,
+        row.properties,
+        row.received_at,
     )
 
 
@@ -240,7 +272,7 @@ async def _enqueue(session: AsyncSession, writes: Sequence[Enqueue]) -> list[int
     rows = [
         {"session_key": w.key, "topic": w.topic, "payload": w.payload, "qos": w.qos,
          "attempted": w.attempted, "packet_id": w.packet_id, "released": w.released,
-         "retain": w.retain}
+         "retain": w.retain, "properties": w.properties, "received_at": w.received_at}
         for w in writes
     ]  # fmt: skip
     statement = insert(MqttQueuedMessageRow).returning(
@@ -252,14 +284,22 @@ async def _enqueue(session: AsyncSession, writes: Sequence[Enqueue]) -> list[int
 
 async def _apply(session: AsyncSession, write: SessionWrite) -> None:
     match write:
-        case SaveSession(key, device_id, device_name, client_id):
+        case SaveSession(key, device_id, device_name, client_id, expiry_interval):
             row = await session.get(MqttSessionRow, key)
             if row is None:
                 session.add(MqttSessionRow(key=key, device_id=device_id,
                                            device_name=device_name, client_id=client_id,
-                                           updated_at=utcnow()))  # fmt: skip
+                                           updated_at=utcnow(),
+                                           expiry_interval=expiry_interval))  # fmt: skip
             else:
                 row.device_name, row.updated_at = device_name, utcnow()
+                row.expiry_interval, row.disconnected_at = expiry_interval, None
+        case SessionAway(key, expiry_interval, at):
+            await session.execute(
+                update(MqttSessionRow)
+                .where(MqttSessionRow.key == key)
+                .values(expiry_interval=expiry_interval, disconnected_at=at)
+            )
         case DropSession(key):
             # Children first: SQLite enforces the foreign keys but the cascade is not needed.
             for table in (MqttQueuedMessageRow, MqttSubscriptionRow):

@@ -1,5 +1,7 @@
 """Persistent MQTT sessions in the store, on SQLite and PostgreSQL."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from nanoiot.errors import ConflictError
@@ -12,6 +14,7 @@ from storage.sessions import (
     MarkReleased,
     MarkSent,
     SaveSession,
+    SessionAway,
     StoredSubscription,
     Subscribe,
     Unsubscribe,
@@ -171,3 +174,49 @@ async def test_a_topic_of_65535_bytes_is_stored_whole(
     await store.write_sessions([_save(device), Enqueue(key, topic, b"", 1)])
     [loaded] = await store.load_sessions()
     assert loaded.queued[0].topic == topic
+
+
+async def test_mqtt_5_properties_and_receive_time_of_a_queued_message_are_kept(
+    store: SqlCredentialStore, other_store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    # Message Expiry Interval 60, a user property ("k", "v"), Subscription Identifier 7.
+    wire = b"\x0e\x02\x00\x00\x00\x3c\x26\x00\x01k\x00\x01v\x0b\x07"
+    received = datetime(2026, 12, 5, 10, 0, 0, 123456, tzinfo=UTC)
+    await store.write_sessions(
+        [_save(device), Enqueue(key, "t", b"x", 1, properties=wire, received_at=received),
+         Enqueue(key, "plain", b"y", 1)]
+    )  # fmt: skip
+    [loaded] = await other_store.load_sessions()
+    first, second = loaded.queued
+    assert (first.properties, first.received_at) == (wire, received)
+    assert (second.properties, second.received_at) == (None, None)
+
+
+async def test_a_session_keeps_its_expiry_interval_and_when_its_client_left(
+    store: SqlCredentialStore, other_store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    left = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+    await store.write_sessions([_save(device), SessionAway(key, 0xFFFFFFFF, left)])
+    [loaded] = await other_store.load_sessions()
+    assert (loaded.expiry_interval, loaded.disconnected_at) == (0xFFFFFFFF, left)
+    # Its client is back with another interval: no longer away.
+    again = SaveSession(key, device.id, device.name, "c1", 300)
+    await store.write_sessions([again])
+    [loaded] = await other_store.load_sessions()
+    assert (loaded.expiry_interval, loaded.disconnected_at) == (300, None)
+    await store.write_sessions([SessionAway(key, 300, left + timedelta(seconds=5))])
+    loaded_one = await other_store.load_session(key)
+    assert loaded_one is not None
+    assert loaded_one.disconnected_at == left + timedelta(seconds=5)
+
+
+async def test_a_3_1_1_session_has_no_expiry_interval(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    await store.write_sessions([_save(device), SessionAway(key, None, datetime.now(UTC))])
+    [loaded] = await store.load_sessions()
+    assert loaded.expiry_interval is None
+    assert loaded.disconnected_at is not None
