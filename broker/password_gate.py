@@ -6,11 +6,12 @@ filled the machine and a valid application waited behind every guess. So:
 
 - at most ``workers`` checks run at once; a check whose client left still holds its worker
   until its thread finishes (a thread cannot be stopped), so the bound is real;
-- at most ``queue`` wait for a worker, and at most ``per_address`` run or wait for one source
-  address that has failed a check lately: past either, the CONNECT is refused at once
-  (CONNACK 3, server unavailable, MQTT 3.1.1 §3.2.2.3: the client may retry). An address
-  without failures shares only the pool and its queue, so a backend that opens several
-  connections at once is not refused for it;
+- at most ``queue`` wait for a worker, and one source address has at most ``per_address`` of
+  them running or waiting: past either, the CONNECT is refused at once (CONNACK 3, server
+  unavailable, MQTT 3.1.1 §3.2.2.3: the client may retry). Only an address that has failed a
+  check lately is refused for its share; the further CONNECTs of an address without failures
+  (a backend opening several connections at once) wait for its share in a line of their own,
+  at most ``queue`` long, so a burst from one address never fills the pool's queue;
 - after ``free_failures`` failed checks from an address, each further failure shuts that
   address out for a while, doubling up to ``max_block`` seconds: its password checks are
   refused (CONNACK 3), and the listener drops its new connections before the TLS handshake,
@@ -27,7 +28,7 @@ come here.
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +47,14 @@ class PasswordPolicy:
     free_failures: int = 5
     max_block: float = 60.0
     tracked: int = 10_000  # addresses whose failures are remembered
+
+
+@dataclass
+class _Share:
+    """One address's share of the pool: ``users`` CONNECTs hold or wait for its places."""
+
+    places: asyncio.Semaphore
+    users: int = 0
 
 
 @dataclass
@@ -115,7 +124,7 @@ class PasswordGate:
         self.throttle = FailureThrottle(self.policy, clock)
         self._workers = asyncio.Semaphore(self.policy.workers)
         self._waiting = 0
-        self._per_address: Counter[str] = Counter()
+        self._shares: dict[str, _Share] = {}
 
     def shut_out(self, address: str) -> bool:
         """True while the address is throttled, or while it has failed before and has its
@@ -124,8 +133,7 @@ class PasswordGate:
         what a flood cost once its checks were bounded, and they delayed everyone's."""
         if self.throttle.blocked_for(address) > 0:
             return True
-        busy = self._per_address[address] >= self.policy.per_address
-        return busy and self.throttle.failures(address) > 0
+        return self._users(address) >= self.policy.per_address and self._suspect(address)
 
     async def check(
         self, address: str, verify: Callable[[], Awaitable[M | None]]
@@ -134,14 +142,17 @@ class PasswordGate:
         refusal = self._throttled(address) or self._full(address)
         if refusal is not None:
             return refusal
-        self._per_address[address] += 1
+        share = self._shares.get(address)
+        if share is None:
+            share = self._shares[address] = _Share(asyncio.Semaphore(self.policy.per_address))
+        share.users += 1
         try:
-            result = await self._run(address, verify)
+            async with share.places:
+                return await self._run(address, verify)
         finally:
-            self._per_address[address] -= 1
-            if not self._per_address[address]:
-                del self._per_address[address]
-        return result
+            share.users -= 1
+            if not share.users:
+                del self._shares[address]
 
     async def _run(
         self, address: str, verify: Callable[[], Awaitable[M | None]]
@@ -192,11 +203,16 @@ class PasswordGate:
 
     def _full(self, address: str) -> Decision | None:
         policy = self.policy
-        suspect = self.throttle.failures(address) > 0
-        if suspect and self._per_address[address] >= policy.per_address:
+        users = self._users(address)
+        if users >= policy.per_address and self._suspect(address):
             return deny(
                 Reason.PASSWORD_CHECKS_BUSY,
                 f"{policy.per_address} password check(s) from {address} already under way",
+            )
+        if users - policy.per_address >= policy.queue:
+            return deny(
+                Reason.PASSWORD_CHECKS_BUSY,
+                f"{users} password checks from {address} running or waiting",
             )
         if self._workers.locked() and self._waiting >= policy.queue:
             return deny(
@@ -204,3 +220,10 @@ class PasswordGate:
                 f"{policy.workers} password checks running and {policy.queue} waiting",
             )
         return None
+
+    def _users(self, address: str) -> int:
+        share = self._shares.get(address)
+        return share.users if share is not None else 0
+
+    def _suspect(self, address: str) -> bool:
+        return self.throttle.failures(address) > 0

@@ -120,8 +120,8 @@ class Settings(BaseModel):
     ack_timeout: float = Field(10.0, gt=0, le=3600)
     # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
     # Checks that run at once, checks that may wait for one, and checks one source address
-    # that failed lately may have running or waiting; past a bound the CONNECT is refused at
-    # once (CONNACK 3).
+    # may have running or waiting (an address that has not failed lately waits for its share
+    # instead); past a bound the CONNECT is refused at once (CONNACK 3).
     password_check_workers: int = Field(2, ge=1, le=64)
     password_check_queue: int = Field(16, ge=0, le=10_000)
     password_checks_per_address: int = Field(1, ge=1, le=1000)

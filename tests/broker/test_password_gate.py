@@ -81,6 +81,29 @@ async def test_an_address_without_failures_may_check_several_passwords_at_once()
     assert await asyncio.gather(*backend) == ["match"] * 4
 
 
+async def test_a_burst_from_one_address_leaves_the_pool_to_the_others() -> None:
+    # A flood's first wave comes before any of its checks failed: it waits in its own line
+    # and a valid client from elsewhere still finds the pool's queue open.
+    gate = PasswordGate(PasswordPolicy(workers=1, queue=2, per_address=1))
+    release = asyncio.Event()
+
+    async def slow() -> str:
+        await release.wait()
+        return "match"
+
+    burst = [asyncio.ensure_future(gate.check("10.0.0.66", slow)) for _ in range(10)]
+    await asyncio.sleep(0)
+    refused = [each for each in burst if each.done()]
+    assert len(refused) == 10 - 1 - 2  # one share, a line as long as the queue
+    assert all(isinstance(each.result(), Decision) for each in refused)
+    valid = asyncio.ensure_future(gate.check("10.0.0.7", slow))
+    await asyncio.sleep(0)
+    assert not valid.done()  # waiting for the worker, not refused
+    release.set()
+    assert await valid == "match"
+    await asyncio.gather(*burst)
+
+
 async def test_an_address_that_failed_gets_its_share_only() -> None:
     gate = PasswordGate(PasswordPolicy(workers=4, queue=10, per_address=1))
     gate.throttle.failed("10.0.0.9")  # below free_failures: not shut out, but a suspect
