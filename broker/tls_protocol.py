@@ -1,0 +1,302 @@
+"""One connection of the broker's TLS listener (``broker.transport``): the asyncio protocol.
+
+It feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` on memory BIOs (``bio_write``),
+reads a PROXY protocol v2 header first from a trusted load balancer (``broker.proxy_protocol``),
+runs the handshake within ``handshake_timeout`` (a failure goes to
+``TlsServer.handshake_failed``), then decrypts every read into the connection's receiver and
+encrypts what the broker writes (what one event-loop turn wrote goes out together, a full
+record's worth at once, RFC 8446 §5.1), with flow control both ways. Knows nothing of MQTT.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Final, cast
+
+from OpenSSL import SSL
+
+from broker.handshake_watch import HandshakeWatch
+from broker.proxy_protocol import ProxyHeaderError
+from broker.tls_connection import Receiver, TlsConnection
+from broker.tls_failures import FailureKind
+from broker.tls_failures import openssl_reason as _reason
+
+if TYPE_CHECKING:
+    from broker.transport import TlsServer
+
+log = logging.getLogger("broker.transport")  # logged as the listener it belongs to
+
+# RFC 8446 §5.1: a record carries at most 2^14 bytes of plaintext; SSL_read returns at most one.
+_RECORD: Final = 16 * 1024
+_BIO_CHUNK: Final = 64 * 1024
+# A peer that stops reading cannot hold a closed connection open longer than this.
+_CLOSE_GRACE: Final = 5.0
+
+_HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
+
+
+class TlsProtocol(asyncio.Protocol):
+    """One TLS connection of a ``TlsServer``, from its first byte to its close."""
+
+    def __init__(self, server: "TlsServer") -> None:
+        self._server = server
+        self._loop = server.loop
+        self._tls = SSL.Connection(server.context, None)
+        self._tls.set_accept_state()
+        self._state = _HANDSHAKE
+        self._transport: asyncio.Transport | None = None
+        self._remote: tuple[str, int] = ("?", 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._receiver: Receiver | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closed = self._loop.create_future()
+        self._watch: HandshakeWatch | None = None  # until the handshake is over
+        self._screened = False  # the client's address was checked against shut_out
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._remote = (str(peer[0]), int(peer[1]))
+        self._server.protocols.add(self)
+        self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _OPEN:
+            self._tls.bio_write(data)
+            self._read_records()
+        elif self._state == _HANDSHAKE and self._watch is not None:
+            try:
+                data = self._watch.feed(data)
+            except ProxyHeaderError:  # reported by the watch
+                self._shut(abort=False)
+                return
+            if data:
+                if not self._screened:
+                    self._screened = True
+                    if self._server.shut_out(self._watch.remote[0]):
+                        self._watch.done()
+                        self._shut(abort=True)  # no TLS work for an address shut out
+                        return
+                self._tls.bio_write(data)
+                self._handshake()
+
+    def eof_received(self) -> bool:
+        if self._state == _HANDSHAKE and self._watch is not None:
+            self._watch.failed(FailureKind.CLOSED)
+        if self._receiver is not None:
+            self._receiver.connection_lost()
+        return False  # asyncio closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watch is not None:
+            self._watch.done()
+        if self._receiver is not None:
+            self._receiver.connection_lost()
+        self._wake_drain()
+        self._server.protocols.discard(self)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # --- handshake ---
+
+    def _handshake(self) -> None:
+        try:
+            self._tls.do_handshake()
+        except SSL.WantReadError:
+            self._send_tls_output()
+            return
+        except SSL.Error as exc:
+            self._send_tls_output()  # the alert, if OpenSSL wrote one
+            if self._watch is not None:
+                self._watch.failed(FailureKind.ERROR, exc)
+            self._shut(abort=False)
+            return
+        tls = self._tls
+        version = tls.get_protocol_version_name()
+        if version != "TLSv1.3":
+            self._send_tls_output()  # TLS 1.2: our Finished, which the client waits for
+        # TLS 1.3: our Finished went out with the first flight; what OpenSSL wrote now is the
+        # session tickets (RFC 8446 §4.6.1), which no client waits for. They stay in the BIO
+        # and leave with the first record we send (CONNACK): one write less per connect.
+        if self._watch is not None:
+            self._watch.done()
+            self._remote = self._watch.remote  # a balancer's client, if it named one
+            self._watch = None
+        self._state = _OPEN
+        leaf = tls.get_peer_certificate(as_cryptography=True)
+        sent = tls.get_peer_cert_chain(as_cryptography=True) or []
+        # On a server, OpenSSL's peer chain leaves the leaf out.
+        chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
+        connection = TlsConnection(self, self._remote, leaf, chain, version)
+        self._receiver = self._server.start_handler(connection)
+        # The client may have sent application data right behind its Finished.
+        self._read_records()
+
+    def _handshake_expired(self) -> None:
+        if self._state == _HANDSHAKE:
+            self._shut(abort=False)
+
+    # --- reading ---
+
+    def _read_records(self) -> None:
+        recv = self._tls.recv
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunks.append(recv(_RECORD))
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:  # close_notify (RFC 8446 §6.1): answer it, then close
+            self._feed(chunks)
+            self.close()
+            return
+        except SSL.Error as exc:
+            self._feed(chunks)
+            log.debug("TLS error from %s:%d: %s", *self._remote, _reason(exc))
+            self._send_tls_output()
+            self._shut(abort=False)
+            return
+        self._feed(chunks)
+
+    def _feed(self, chunks: list[bytes]) -> None:
+        if chunks and self._receiver is not None:
+            self._receiver.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    # --- writing (TransportLink for the adapters) ---
+
+    def send_plain(self, data: bytes) -> None:
+        if self._state != _OPEN or not data:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= _RECORD:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._state != _OPEN:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        view = memoryview(data)
+        send = self._tls.send
+        try:
+            while view:
+                view = view[send(view) :]
+        except SSL.Error as exc:
+            log.debug("TLS error sending to %s:%d: %s", *self._remote, _reason(exc))
+            self._shut(abort=True)
+            return
+        self._send_tls_output()
+
+    def _send_tls_output(self) -> None:
+        bio_read = self._tls.bio_read
+        try:
+            chunk = bio_read(_BIO_CHUNK)
+        except SSL.WantReadError:
+            return  # nothing to send
+        if len(chunk) == _BIO_CHUNK:
+            chunks = [chunk]
+            try:
+                while len(chunk) == _BIO_CHUNK:
+                    chunk = bio_read(_BIO_CHUNK)
+                    chunks.append(chunk)
+            except SSL.WantReadError:
+                pass
+            chunk = b"".join(chunks)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(chunk)
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the socket: plaintext waiting for this turn's
+        flush, and TLS records in the transport's write buffer (a peer that stops reading
+        makes this grow; ``broker.client`` caps it)."""
+        transport = self._transport
+        held = transport.get_write_buffer_size() if transport is not None else 0
+        return self._pending_size + held
+
+    async def drain(self) -> None:
+        while self._write_paused and self._state != _CLOSED:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # --- closing ---
+
+    def close(self) -> None:
+        """Flush pending writes, send close_notify (RFC 8446 §6.1) and close the socket."""
+        if self._state == _OPEN:
+            self._flush()
+            # A broken connection gets closed all the same.
+            with contextlib.suppress(SSL.Error):
+                self._tls.shutdown()
+            self._send_tls_output()
+        self._shut(abort=False)
+
+    def abort(self) -> None:
+        """Close the socket now, unsent data dropped (even while ``close`` waits for it)."""
+        self._shut(abort=True)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _shut(self, *, abort: bool) -> None:
+        if self._watch is not None:
+            self._watch.done()
+        if self._state != _CLOSED:
+            self._state = _CLOSED
+            if self._receiver is not None:
+                self._receiver.connection_lost()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if abort:
+            transport.abort()
+        else:
+            transport.close()
+            # close() waits for the write buffer to empty; a peer that stops reading must
+            # not keep the socket forever.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(_CLOSE_GRACE, transport.abort)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
