@@ -7,7 +7,6 @@ are one indexed query each and return the match whatever its status: the pure de
 objects never do.
 """
 
-import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import Select, delete, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -26,21 +24,20 @@ from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import (
     ConflictError,
     NotFoundError,
-    StoreError,
-    StoreUnavailableError,
     ValidationError,
 )
 from storage import migrate
 from storage.audit import TrustAndAudit
 from storage.base import ALREADY_REGISTERED, check_device_key, credential_row, device_row
 from storage.bulk import BulkDevices
-from storage.engine import Timeouts, create_engine, is_sqlite, mapped_errors, masked
+from storage.engine import Timeouts, create_engine, is_sqlite, mapped_errors
+from storage.files import prepare_files
 from storage.lookups import BY_SPKI, BY_TOKEN, BY_USERNAME, password_hash, to_match
 from storage.models import CredentialRow, DeviceRow, new_id, utcnow
 from storage.names import validate_device_name, validate_text
 from storage.passwords import hash_password_async, verify_password_async
 from storage.records import ChangeKind, Credential, CredentialMatch, Device, Page
-from storage.secrets import create_private_file, token_digest
+from storage.secrets import token_digest
 from storage.sessions import SessionRecords
 from storage.token_key import token_hash_key as token_key_for
 
@@ -77,7 +74,7 @@ class SqlCredentialStore(BulkDevices, SessionRecords, TrustAndAudit):
         """
         engine = create_engine(url, timeouts)  # parses the URL; connects only when first used
         try:
-            _prepare_files(url, data_dir)
+            prepare_files(url, data_dir)
             token_key = await token_key_for(engine, url, data_dir, token_hash_key)
             if is_sqlite(url):
                 if await migrate.current_revision_engine(engine, url) != migrate.head_revision():
@@ -433,35 +430,3 @@ def _name_taken(name: str) -> str:
 def _normalise_fingerprint(fingerprint: str) -> str:
     # Accept what tools print: upper case, and colon- or space-separated byte pairs.
     return re.sub(r"[\s:]", "", fingerprint).lower()
-
-
-def _prepare_files(url: str, data_dir: Path | None) -> None:
-    """Create the data directory and the SQLite file's directory; check the file is usable.
-
-    The check runs before connecting because aiosqlite, when its connect fails, leaves a
-    worker thread that reports "Event loop is closed" once asyncio.run() has returned.
-    """
-    try:
-        # 0o700: the database holds password hashes and the CA configuration.
-        if data_dir is not None:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not is_sqlite(url):
-            return
-        database = make_url(url).database
-        if not database or database == ":memory:":
-            # Every pooled connection would get its own empty database.
-            raise StoreError("in-memory SQLite is not supported: give a file path")
-        if database.startswith("file:"):
-            return
-        path = Path(database)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists() and path.parent.is_dir():
-            create_private_file(path)  # 0600; SQLite gives -wal and -shm the same mode
-    except OSError as exc:
-        raise StoreUnavailableError(
-            f"cannot create the data directory for {masked(url)}: {exc.strerror}"
-        ) from exc
-    if path.exists() and not path.is_file():
-        raise StoreUnavailableError(f"unable to open database file {path}: not a regular file")
-    if not os.access(path if path.exists() else path.parent, os.R_OK | os.W_OK):
-        raise StoreUnavailableError(f"unable to open database file {path}: permission denied")
