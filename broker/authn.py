@@ -1,7 +1,8 @@
 """Authentication of one MQTT connection: the store lookups around the pure decisions.
 
 Called after the TLS handshake and the CONNECT packet, before any stored session is read or
-changed (the order amqtt gets wrong, facts.md §2 T5/T6). Order of checks, as in the reference
+changed: a CONNECT that fails authentication must not take over or wipe anyone's session
+(amqtt 0.12.1 read and reset the session first). Order of checks, as in the reference
 system: a client certificate decides alone (user name and password are then ignored); without
 one, the user name is an access token, or with a password an MQTT_BASIC user name.
 """
