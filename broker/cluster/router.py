@@ -80,9 +80,11 @@ class ClusterRouter:
         await self.announcer.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
-        self.claims = SessionClaims(self.link, await self.link.key_value(CLIENTS), registry)
+        self.claims = SessionClaims(
+            self.link, await self.link.key_value(CLIENTS), registry, self.announcer
+        )
         await self.claims.start()
-        registry.claim = self.claims.claim
+        registry.ownership = self.claims
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
