@@ -53,6 +53,10 @@ class Ownership(Protocol):
         """Once the other members can see this member's subscriptions made so far."""
         ...
 
+    def ended(self, client: "MqttClient") -> None:
+        """A connection ended here (its will, if any, is this member's business)."""
+        ...
+
 
 class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
@@ -76,6 +80,8 @@ class Registry:
         peer = client.peer
         if peer is None:
             return
+        if self.ownership is not None:
+            self.ownership.ended(client)
         clients = self.live.get(peer.device_id)
         if clients is not None:
             clients.discard(client)

@@ -16,7 +16,9 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
+import functools
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -31,7 +33,11 @@ from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
+from broker.cluster.wills import BUCKET as WILLS
+from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, StoredWill, Wills
+from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
 from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.wire import Reader
 from broker.peer import SessionKey
 from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
@@ -62,6 +68,7 @@ class ClusterRouter:
         self.announcer: RouteAnnouncer | None = None
         self.retained: RetainedReplica | None = None
         self.claims: SessionClaims | None = None
+        self.wills: Wills | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
@@ -80,8 +87,14 @@ class ClusterRouter:
         await self.announcer.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
-        self.claims = SessionClaims(
-            self.link, await self.link.key_value(CLIENTS), registry, self.announcer
+        clients = await self.link.key_value(CLIENTS)
+        self.claims = SessionClaims(self.link, clients, registry, self.announcer)
+        self.wills = self.claims.wills = Wills(
+            await self.link.key_value(WILLS),
+            await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
+            clients,
+            f"{self.link.member}.{os.getpid()}",
+            functools.partial(self._publish_will, retained),
         )
         await self.claims.start()
         registry.ownership = self.claims
@@ -89,6 +102,8 @@ class ClusterRouter:
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
     async def stop(self) -> None:
+        if self.wills is not None:
+            await self.wills.stop()
         await self.forwarder.stop()
         if self.announcer is not None:
             await self.announcer.stop()
@@ -187,6 +202,20 @@ class ClusterRouter:
             self.forwarder.reply(reply)
         else:
             pending.add_done_callback(lambda _done: self.forwarder.reply(reply))
+
+    def _publish_will(self, retained: RetainedStore, will: StoredWill) -> None:
+        """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""
+        now = asyncio.get_running_loop().time()
+        properties = (
+            read_properties(Reader(will.properties), PUBLISH) if will.properties else NO_PROPERTIES
+        )
+        interval = properties.message_expiry
+        expires_at = now + interval if interval is not None else None
+        self.publish(
+            Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
+        )
+        if will.retain:
+            retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
 
     def _gone(self, member: str) -> None:
         self.table.drop_member(member)

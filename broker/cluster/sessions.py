@@ -26,12 +26,14 @@ returns with NATS.
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
+from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
 
@@ -61,6 +63,10 @@ class SessionClaims:
         self.registry = registry
         self.announcer = announcer
         self.handed_over = 0  # persistent sessions given up to another member
+        self.wills: Wills | None = None  # where connects keep their wills for survivors
+        # Whether a member is known to be gone (``broker.cluster.members``): its claims are
+        # taken without asking it.
+        self.is_gone: Callable[[str], bool] = lambda _member: False
         self._holders: dict[str, str] | None = None  # kv key -> member, read at start-up
         self.taken_away = 0  # connections closed here for a connect on another member
         # Session -> the revision of this member's last claim and the connection that made
@@ -83,10 +89,16 @@ class SessionClaims:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
             return False
         self._remember(key, revision, client)
+        if self.wills is not None:
+            await self.wills.written(client, revision)
         if previous is None:
             return True
         if previous[0] == member:
             return False
+        if self.is_gone(previous[0]):
+            log.info("session %s was held by member %s, which is gone", store_key(key),
+                     previous[0])  # fmt: skip
+            return True
         request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
         try:
             await self.link.request(self.link.subject("takeover", previous[0]), request)
@@ -94,6 +106,10 @@ class SessionClaims:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
         return True
+
+    def ended(self, client: "MqttClient") -> None:
+        if self.wills is not None:
+            self.wills.ended(client)
 
     async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
         """Of these stored sessions, those whose claim names this member; one nobody
