@@ -102,4 +102,3 @@ def test_a_live_take_over_moves_the_session_before_the_connack(tmp_path: Path) -
         assert later.payload == b"later"
         on_b.paho.ack(later.mid, later.qos)
         assert on_b.no_message()
-
