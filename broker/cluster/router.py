@@ -17,6 +17,7 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -25,6 +26,8 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
@@ -38,6 +41,7 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
+from nanoiot.members import Figures
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -62,6 +66,7 @@ class ClusterRouter:
         self.announcer: RouteAnnouncer | None = None
         self.retained: RetainedReplica | None = None
         self.claims: SessionClaims | None = None
+        self.members: MemberRegistry | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
@@ -86,7 +91,20 @@ class ClusterRouter:
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
+    async def start_members(
+        self, interval: float, figures: Callable[[], Figures], mqtt_port: int
+    ) -> MemberRegistry:
+        """This member's entry in the members bucket, its heartbeat, and the others'."""
+        bucket = await self.link.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
+        members = MemberRegistry(self.link, bucket, interval, figures, mqtt_port=mqtt_port)
+        await members.start()
+        self.members = members
+        return members
+
     async def stop(self) -> None:
+        if self.members is not None:
+            await self.members.stop()
+            self.members = None
         await self.forwarder.stop()
         if self.announcer is not None:
             await self.announcer.stop()
