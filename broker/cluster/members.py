@@ -80,6 +80,9 @@ class MemberRegistry:
         """The live members (this one included, once its entry came back), by name."""
         return [self._live[name] for name in sorted(self._live)]
 
+    def is_live(self, name: str) -> bool:
+        return name in self._live
+
     def on_gone(self, callback: Gone) -> None:
         """Call ``callback(member)`` (its last entry) each time another member goes away."""
         self._callbacks.append(callback)

@@ -60,7 +60,7 @@ def _scan(wire: bytes) -> Properties | None:
     size, at = len(wire), 0
     alias: int | None = None
     expiry: int | None = None
-    alias_at = -1
+    alias_at = expiry_at = -1
     ascii_only = wire.isascii()  # then every string in it is well-formed UTF-8
     while at < size:
         key = wire[at]
@@ -85,7 +85,7 @@ def _scan(wire: bytes) -> Properties | None:
             alias_at, at = at, at + 3
         elif key == _MESSAGE_EXPIRY and expiry is None and at + 5 <= size:
             expiry = int.from_bytes(wire[at + 1 : at + 5], "big")
-            at += 5
+            expiry_at, at = at, at + 5
         else:
             return None
-    return Properties.read_lazily(wire, alias, alias_at, expiry)
+    return Properties.read_lazily(wire, alias, alias_at, expiry, expiry_at)

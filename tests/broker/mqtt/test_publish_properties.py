@@ -179,3 +179,25 @@ def test_a_client_that_changes_its_properties_is_forwarded_the_new_ones() -> Non
     assert [packet.topic for packet in received if isinstance(packet, Publish)] == [
         "a/b", "", "", ""
     ]  # fmt: skip
+
+
+def test_what_changes_per_delivery_is_spliced_into_the_publishers_bytes() -> None:
+    raw = ALIAS + USERS + EXPIRY
+    block = varint(len(raw)) + raw
+    read, _ = read_publish_properties(block, 0, len(block))
+    routed = read.without_topic_alias()
+    # §3.3.2.3.3: the time left replaces the interval in place; the rest stays as it came.
+    left = routed.with_message_expiry(7)
+    assert left.wire == USERS + b"\x02\x00\x00\x00\x07"
+    assert left.message_expiry == 7
+    assert left.items == (*routed.items[:-1], (Property.MESSAGE_EXPIRY_INTERVAL, 7))
+    # §3.3.4: the subscription identifiers go at the end; the expiry is still found.
+    marked = routed.with_subscription_identifiers((2, 300))
+    assert marked.wire == USERS + EXPIRY + b"\x0b\x02\x0b\xac\x02"
+    assert marked.has_subscription_identifier
+    assert marked.all(Property.SUBSCRIPTION_IDENTIFIER) == [2, 300]
+    assert marked.with_message_expiry(1).wire == USERS + b"\x02\x00\x00\x00\x01\x0b\x02\x0b\xac\x02"
+    # Properties made from values (a restored session's) get the same answers.
+    made = Properties([(0x26, ("a", "1")), (Property.MESSAGE_EXPIRY_INTERVAL, 10)])
+    assert made.with_message_expiry(4) == Properties([(0x26, ("a", "1")), (0x02, 4)])
+    assert made.with_subscription_identifiers((5,)).all(Property.SUBSCRIPTION_IDENTIFIER) == [5]
