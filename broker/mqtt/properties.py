@@ -120,7 +120,7 @@ class Properties:
     only when something asks for them (``items``): user properties, content type, correlation
     data and the like travel to the subscribers as the publisher's bytes."""
 
-    __slots__ = ("_alias_at", "_block", "_extra", "_items", "_stripped", "_wire",
+    __slots__ = ("_alias_at", "_block", "_expiry_at", "_extra", "_items", "_stripped", "_wire",
                  "has_subscription_identifier", "message_expiry", "topic_alias")  # fmt: skip
 
     # What the broker acts on, read once (plain attributes: read for every message).
@@ -138,6 +138,7 @@ class Properties:
         self._items: tuple[tuple[int, PropertyValue], ...] | None = tuple(items)
         self._wire = wire
         self._alias_at = alias_at  # where a Topic Alias starts in ``wire`` (-1: none)
+        self._expiry_at = -1  # where the Message Expiry Interval starts in ``wire`` (-1: unknown)
         self.topic_alias = self.message_expiry = None
         self.has_subscription_identifier = False
         for key, value in self._items:
@@ -153,15 +154,23 @@ class Properties:
 
     @classmethod
     def read_lazily(
-        cls, wire: bytes, alias: int | None, alias_at: int, expiry: int | None
+        cls,
+        wire: bytes,
+        alias: int | None = None,
+        alias_at: int = -1,
+        expiry: int | None = None,
+        expiry_at: int = -1,
+        *,
+        subscribed: bool = False,
     ) -> "Properties":
-        """A PUBLISH's list ``wire``, already checked, with neither Subscription Identifier
-        nor anything else whose value the broker needs but ``alias`` (at ``alias_at``) and
-        ``expiry``; ``items`` reads the rest if asked."""
+        """A PUBLISH's list ``wire``, already checked, whose Topic Alias is ``alias`` (at
+        ``alias_at`` in ``wire``), Message Expiry Interval ``expiry`` (at ``expiry_at``), and
+        which holds a Subscription Identifier if ``subscribed``; ``items`` reads the rest if
+        asked."""
         self = cls.__new__(cls)
-        self._items, self._wire, self._alias_at = None, wire, alias_at
+        self._items, self._wire, self._alias_at, self._expiry_at = None, wire, alias_at, expiry_at
         self.topic_alias, self.message_expiry = alias, expiry
-        self.has_subscription_identifier = False
+        self.has_subscription_identifier = subscribed
         self._block, self._extra, self._stripped = None, b"", None
         return self
 
@@ -184,8 +193,13 @@ class Properties:
         at, wire = self._alias_at, self._wire
         if self._items is None and wire is not None and at >= 0:
             cut = wire[:at] + wire[at + 3 :]  # identifier, two bytes
-            expiry = self.message_expiry
-            stripped = Properties.read_lazily(cut, None, -1, expiry) if cut else NO_PROPERTIES
+            expiry_at = self._expiry_at - 3 if self._expiry_at > at else self._expiry_at
+            stripped = NO_PROPERTIES
+            if cut:
+                stripped = Properties.read_lazily(
+                    cut, None, -1, self.message_expiry, expiry_at,
+                    subscribed=self.has_subscription_identifier,
+                )  # fmt: skip
         else:
             items = [item for item in self.items if item[0] != _TOPIC_ALIAS]
             if not items:
@@ -196,6 +210,30 @@ class Properties:
                 stripped = Properties(items, wire=wire[:at] + wire[at + 3 :])
         self._stripped = stripped
         return stripped
+
+    def with_message_expiry(self, seconds: int) -> "Properties":
+        """These properties with ``seconds`` for the Message Expiry Interval they hold, which
+        keeps its place (§3.3.2.3.3: what a subscriber receives is the time left); four bytes
+        of the wire are replaced, nothing is encoded again."""
+        at, wire = self._expiry_at, self._wire
+        if at < 0 or wire is None:
+            return Properties(
+                (key, seconds if key == _MESSAGE_EXPIRY else value) for key, value in self.items
+            )
+        spliced = wire[: at + 1] + seconds.to_bytes(4, "big") + wire[at + 5 :]
+        return Properties.read_lazily(
+            spliced, self.topic_alias, self._alias_at, seconds, at,
+            subscribed=self.has_subscription_identifier,
+        )  # fmt: skip
+
+    def with_subscription_identifiers(self, identifiers: tuple[int, ...]) -> "Properties":
+        """These properties and a Subscription Identifier for each of ``identifiers`` at their
+        end (§3.3.4: one copy of a message carries those of every subscription it matched)."""
+        extra = b"".join(b"\x0b" + varint(each) for each in identifiers)
+        return Properties.read_lazily(
+            self.wire + extra, self.topic_alias, self._alias_at, self.message_expiry,
+            self._expiry_at, subscribed=True,
+        )  # fmt: skip
 
     @property
     def wire(self) -> bytes:
@@ -267,7 +305,7 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
     items: list[tuple[int, PropertyValue]] = []
     seen: set[int] = set()
     data = reader.data
-    alias_at = -1
+    alias_at = expiry_at = -1
     while reader.at < end:
         key = data[reader.at]
         if key == Property.USER_PROPERTY and packet_type in _USER_PROPERTY_IN:
@@ -294,6 +332,8 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
             continue
         if key == Property.TOPIC_ALIAS:
             alias_at = reader.at - (end - length)
+        elif key == Property.MESSAGE_EXPIRY_INTERVAL:
+            expiry_at = reader.at - (end - length)
         key = reader.varint("property identifier")
         kind, allowed = _TABLE.get(key, (-1, frozenset()))
         if kind < 0:
@@ -309,7 +349,9 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         items.append((key, _read_value(reader, key, kind)))
     if reader.at != end:
         raise MalformedPacket("a property runs past the property length (MQTT 5 §2.2.2.1)")
-    return Properties(items, wire=data[end - length : end], alias_at=alias_at)
+    found = Properties(items, wire=data[end - length : end], alias_at=alias_at)
+    found._expiry_at = expiry_at
+    return found
 
 
 _USER_PROPERTY_IN: Final = _TABLE[Property.USER_PROPERTY][1]

@@ -5,9 +5,10 @@ A busy MQTT 5 client sends the same few properties with every message: user prop
 broker acts on the alias and the expiry only; everything else goes to the subscribers as it
 came (§3.3.2.3: the server forwards them unaltered). So a list made of those three is checked
 here in one pass over its bytes, without making a Python object of any value the broker does
-not act on (``Properties.read_lazily``), and a list with anything else, or anything wrong,
-goes to the general reader (``read_properties``), which decodes every value and raises the
-error the standard prescribes. Both accept and refuse exactly the same lists.
+not act on (``Properties.read_lazily``), and a list with anything else, a string that is not
+ASCII, or anything wrong, goes to the general reader (``read_properties``), which decodes
+every value and raises the error the standard prescribes. Both accept and refuse exactly the
+same lists.
 
 ``known`` is the list this connection's previous PUBLISH carried: when the bytes are the same,
 so is the verdict, and that object is returned again.
@@ -55,37 +56,37 @@ def read_publish_properties(
 
 def _scan(wire: bytes) -> Properties | None:
     """The list ``wire`` if it holds nothing but user properties, at most one topic alias
-    (not 0) and at most one message expiry, each whole and its strings well-formed UTF-8
-    without U+0000 (§1.5.4); None for any other list."""
-    size, at = len(wire), 0
+    (not 0) and at most one message expiry, each whole, and is ASCII throughout; None for any
+    other list. ASCII strings are well-formed UTF-8; that none holds U+0000 (§1.5.4) is told by
+    counting: every zero byte of the list must be one of a length or a number."""
+    if not wire.isascii():
+        return None
+    size, at, zeros = len(wire), 0, 0
     alias: int | None = None
     expiry: int | None = None
-    alias_at = -1
-    ascii_only = wire.isascii()  # then every string in it is well-formed UTF-8
-    while at < size:
-        key = wire[at]
-        if key == _USER_PROPERTY:
-            at += 1
-            for _ in (0, 1):  # name, value
-                if at + 2 > size:
-                    return None
-                text_at = at + 2
-                at = text_at + ((wire[at] << 8) | wire[at + 1])
-                if at > size or wire.find(0, text_at, at) >= 0:
-                    return None
-                if not ascii_only:
-                    try:
-                        wire[text_at:at].decode()
-                    except UnicodeDecodeError:
-                        return None
-        elif key == _TOPIC_ALIAS and alias_at < 0 and at + 3 <= size:
-            alias = (wire[at + 1] << 8) | wire[at + 2]
-            if not alias:
+    alias_at = expiry_at = -1
+    try:  # a length that runs past the end reads past it: IndexError
+        while at < size:
+            key = wire[at]
+            if key == _USER_PROPERTY:  # name, value: each a two-byte length and the bytes
+                high, low = wire[at + 1], wire[at + 2]
+                at += 3 + (high << 8 | low)
+                high2, low2 = wire[at], wire[at + 1]
+                at += 2 + (high2 << 8 | low2)
+                zeros += (high == 0) + (low == 0) + (high2 == 0) + (low2 == 0)
+            elif key == _TOPIC_ALIAS and alias is None:
+                high, low = wire[at + 1], wire[at + 2]
+                alias = high << 8 | low
+                zeros += (high == 0) + (low == 0)
+                alias_at, at = at, at + 3
+            elif key == _MESSAGE_EXPIRY and expiry is None:
+                expiry = int.from_bytes(wire[at + 1 : at + 5], "big")
+                zeros += wire.count(0, at + 1, at + 5)
+                expiry_at, at = at, at + 5
+            else:
                 return None
-            alias_at, at = at, at + 3
-        elif key == _MESSAGE_EXPIRY and expiry is None and at + 5 <= size:
-            expiry = int.from_bytes(wire[at + 1 : at + 5], "big")
-            at += 5
-        else:
-            return None
-    return Properties.read_lazily(wire, alias, alias_at, expiry)
+    except IndexError:
+        return None
+    if at != size or alias == 0 or wire.count(0) != zeros:
+        return None
+    return Properties.read_lazily(wire, alias, alias_at, expiry, expiry_at)

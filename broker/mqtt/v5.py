@@ -177,11 +177,7 @@ def never_expires(seconds: int) -> bool:
 def outgoing_properties(properties: Properties, expires_at: float, now: float) -> Properties:
     """§3.3.2.3.3: the Message Expiry Interval a subscriber receives is what is left of it,
     in place (user properties keep their order)."""
-    left = max(1, math.ceil(expires_at - now))
-    return Properties(
-        (key, left if key == Property.MESSAGE_EXPIRY_INTERVAL else value)
-        for key, value in properties
-    )
+    return properties.with_message_expiry(max(1, math.ceil(expires_at - now)))
 
 
 class AliasesIn:
