@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from broker.metrics import LIMITS
 from nanoiot import __version__
+from nanoiot.members import Figures
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -27,6 +28,19 @@ _LOADS: Final = (
     ("bytes/received", "bytes_in"),
     ("bytes/sent", "bytes_out"),
 )
+
+
+def member_figures(broker: "Broker") -> Figures:
+    """This broker's figures as its cluster member entry carries them."""
+    metrics = broker.metrics
+    return Figures(
+        clients=broker.registry.client_count(),
+        subscriptions=broker.router.subscription_count,
+        messages_received=metrics.messages_in,
+        messages_sent=metrics.messages_out,
+        bytes_received=metrics.bytes_in,
+        bytes_sent=metrics.bytes_out,
+    )
 
 
 class SysTopics:

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -27,6 +28,8 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
@@ -44,6 +47,7 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
+from nanoiot.members import Figures
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -69,6 +73,7 @@ class ClusterRouter:
         self.retained: RetainedReplica | None = None
         self.claims: SessionClaims | None = None
         self.wills: Wills | None = None
+        self.members: MemberRegistry | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
@@ -102,7 +107,30 @@ class ClusterRouter:
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
+    async def start_members(
+        self, interval: float, figures: Callable[[], Figures], mqtt_port: int
+    ) -> MemberRegistry:
+        """This member's entry in the members bucket, its heartbeat, and the others'."""
+        bucket = await self.link.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
+        members = MemberRegistry(self.link, bucket, interval, figures, mqtt_port=mqtt_port)
+        await members.start()
+        self.members = members
+        self._follow(members)
+        return members
+
+    def _follow(self, members: MemberRegistry) -> None:
+        """A member gone: its claims are taken without asking it, and one survivor publishes
+        its wills and adopts its sessions (``broker.cluster.wills``)."""
+        wills, claims = self.wills, self.claims
+        if wills is not None:
+            members.on_gone(lambda member: wills.member_gone(member.name, member.pid))
+        if claims is not None:
+            claims.is_gone = lambda name: name not in {m.name for m in members.live()}
+
     async def stop(self) -> None:
+        if self.members is not None:
+            await self.members.stop()
+            self.members = None
         if self.wills is not None:
             await self.wills.stop()
         await self.forwarder.stop()
