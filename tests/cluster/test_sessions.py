@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import Client
 from tests.serve_process import WAIT
 
@@ -170,3 +171,26 @@ def _adopter(nodes: Cluster, *names: str) -> str:
                 return name
         threading.Event().wait(0.05)
     raise AssertionError("no node adopted the dead member's sessions")
+
+
+def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
+    """The store holds every node's sessions: a node that starts again takes in the ones
+    whose claim names it, not one that moved to another node meanwhile."""
+    with cluster(tmp_path) as nodes:
+        nodes.application("backend")
+        nodes.application("other")
+        for name in ("a", "b"):
+            nodes.start(name)
+        for app in ("backend", "other"):
+            client = nodes.connect("a", app=app, client_id=app, clean_session=False)
+            assert client.subscribe("devices/+/telemetry", qos=1) == [1]
+            client.close()
+        moved = _backend(nodes, "b")  # handed over by A: B holds it now
+        assert moved.session_present.get_nowait() is True
+        moved.close()
+
+        nodes.kill("a")
+        nodes.start("a")
+        nodes.nodes["a"].log.wait_for(r"restored 1 persistent sessions")  # "other" only
+        assert counter(metrics(nodes, "a"), "nanoiot_sessions") == 1
+        assert counter(metrics(nodes, "b"), "nanoiot_sessions") == 1
