@@ -196,7 +196,11 @@ class RunningBroker:
             follower = RevocationFollower(store, broker, authenticator)
             await follower.start()
             opened.push_async_callback(follower.stop)
-            sys_topics = SysTopics(broker, settings.sys_interval)
+            members = cluster_router.members if cluster_router is not None else None
+            sys_topics = SysTopics(
+                broker, settings.sys_interval, members.live if members is not None else None,
+                members.name if members is not None else "",
+            )  # fmt: skip
             sys_topics.start()
             opened.push_async_callback(sys_topics.stop)
             tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
