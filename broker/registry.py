@@ -57,6 +57,11 @@ class Ownership(Protocol):
         """A connection ended here (its will, if any, is this member's business)."""
         ...
 
+    def holds(self, key: SessionKey) -> bool:
+        """Whether this member's last claim of ``key`` still stands (no other member took
+        the session since)."""
+        ...
+
 
 class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
@@ -131,6 +136,12 @@ class Registry:
             # store if another member held it.
             if ownership is not None and not client.ended and await ownership.claim(client):
                 session = await self.moved_here(peer.key, session)
+                if not ownership.holds(peer.key):
+                    # A connect on another member took it meanwhile (and closed this client):
+                    # the session is that member's, not to be kept here too.
+                    if session is not None:
+                        self.forget(session)
+                    return None
                 await ownership.routes_published()
             if client.ended:
                 return None
@@ -262,6 +273,7 @@ class Registry:
             del self.sessions[session.key]
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
+        session.subscriptions.clear()
         session.clear()
 
     def drop_device(self, device_id: str) -> int:

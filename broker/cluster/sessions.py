@@ -107,6 +107,9 @@ class SessionClaims:
                      previous[0], store_key(key), exc)  # fmt: skip
         return True
 
+    def holds(self, key: SessionKey) -> bool:
+        return key in self._claimed
+
     def ended(self, client: "MqttClient") -> None:
         if self.wills is not None:
             self.wills.ended(client)

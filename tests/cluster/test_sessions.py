@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
 from tests.cluster.test_routing import counter, metrics
-from tests.e2e.harness import Client
+from tests.cluster.test_takeover import _any_closed, _wait_for
+from tests.e2e.harness import Client, mqtt_client
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -194,3 +195,31 @@ def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) ->
         nodes.nodes["a"].log.wait_for(r"restored 1 persistent sessions")  # "other" only
         assert counter(metrics(nodes, "a"), "nanoiot_sessions") == 1
         assert counter(metrics(nodes, "b"), "nanoiot_sessions") == 1
+
+
+def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) -> None:
+    """Two connects for one persistent session on two nodes at once: one connection stays,
+    and only its node holds the session (the other gave it up or never took it)."""
+    with cluster(tmp_path) as nodes:
+        nodes.application("backend")
+        for name in ("a", "b"):
+            nodes.start(name)
+        first = _backend(nodes, "a")
+        assert first.subscribe("devices/+/telemetry", qos=1) == [1]
+        first.close()
+        for attempt in range(3):
+            clients = []
+            for node in ("a", "b"):  # both connects in flight at once (paho's own threads)
+                client = mqtt_client(
+                    nodes.nodes[node].port, nodes.server_cert, None, client_id="backend",
+                    clean_session=False, username="backend", password=APP_PASSWORD,
+                )  # fmt: skip
+                client.paho.reconnect_delay_set(600, 600)
+                clients.append(client)
+            assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
+            live = [n for n, c in zip("ab", clients, strict=True) if not c.disconnected.is_set()]
+            assert len(live) == 1, attempt
+            held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "ab"}
+            assert held == {n: float(n in live) for n in "ab"}, attempt
+            for client in clients:
+                client.close()
