@@ -235,6 +235,14 @@ class Registry:
                  len(loaded.inflight), len(loaded.queue))  # fmt: skip
         return self.sessions.get(key)
 
+    async def adopt(self, key: SessionKey) -> bool:
+        """Take in the stored session of a dead member (its client away); whether there
+        was one."""
+        async with self._turn(key):
+            if key in self.sessions:
+                return False
+            return await self.moved_here(key, None) is not None
+
     async def hand_over(self, key: SessionKey) -> bool:
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's

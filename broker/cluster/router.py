@@ -102,6 +102,7 @@ class ClusterRouter:
             f"{self.link.member}.{os.getpid()}",
             functools.partial(self._publish_will, retained),
         )
+        self.wills.adopt = self.claims.adopt
         await self.claims.start()
         registry.ownership = self.claims
         log.info("cluster: %d routes of %d other members, %d retained messages",
