@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
+from tests.e2e.peers import Raw
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -223,3 +225,38 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
             assert held == {n: float(n in live) for n in "ab"}, attempt
             for client in clients:
                 client.close()
+
+
+def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
+    tmp_path: Path,
+) -> None:
+    """MQTT 3.1.1 §4.3.3 (method A): node A routed a QoS 2 PUBLISH and sent PUBREC; the
+    client, gone before it got it, sends the PUBLISH again (DUP) to node B. B knows the
+    packet id from A's hand-over: PUBREC again, nothing routed again."""
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        prober = nodes.device("prober")
+        nodes.application("watcher")
+        for name in ("a", "b"):
+            nodes.start(name)
+        watcher = nodes.connect("b", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+        probe = nodes.connect("a", prober, client_id="prober")
+        until_routed(probe, TELEMETRY, watcher)
+
+        publish = Publish(TELEMETRY, b"once", 2, packet_id=7)
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(publish)
+            assert raw.read() == Pubrec(7)  # routed (and committed) by A
+        assert watcher.next_message().payload == b"once"
+
+        with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
+            assert raw.read() == Pubrec(7)
+            raw.send(Pubrel(7))
+            assert raw.read() == Pubcomp(7)
+        assert watcher.no_message(within=1.0)  # exactly once
