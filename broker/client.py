@@ -153,6 +153,7 @@ class MqttClient:
         metrics = self.broker.metrics
         if isinstance(event, Connect):
             self._auth = self._loop.create_task(self._admit(event), name="mqtt connect")
+            self._auth.add_done_callback(self._admitted)
         elif isinstance(event, Disconnect):
             self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
@@ -210,6 +211,8 @@ class MqttClient:
             certificate=tls.peer_certificate, chain=tls.peer_chain, username=connect.username,
             password=password, client_id=connect.client_id, remote=tls.remote[0],
         )  # fmt: skip
+        # What stays is the admitted peer's request, certificates parsed afresh (``admit``).
+        tls.peer_certificate, tls.peer_chain = None, ()
         try:
             decision = await broker.decide(request)
             admitted = admit(
@@ -233,6 +236,12 @@ class MqttClient:
         except Exception:
             log.exception("admitting %s failed", self.label)
             self._end(will=False)
+
+    def _admitted(self, task: "asyncio.Task[None]") -> None:
+        """The CONNECT phase is over: a finished task is half a KiB an idle client would
+        otherwise hold for as long as it stays connected."""
+        if self._auth is task:
+            self._auth = None
 
     def _expiry(self) -> int | None:
         """The session's expiry interval: None for 3.1.1 (a persistent session stays until a

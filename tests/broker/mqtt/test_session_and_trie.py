@@ -21,6 +21,27 @@ def test_queue_bytes_are_accounted_and_bounded() -> None:
     assert session.enqueue(too_big, limits) == [(too_big, "max_queued_bytes")]
 
 
+def test_a_session_has_a_queue_of_its_own_only_once_something_waits() -> None:
+    """Idle sessions share one empty queue that cannot grow (an empty deque is 760 bytes);
+    the first queued or restored message gives a session its own."""
+    first, second = Session("a", persistent=True), Session("b", persistent=True)
+    assert first.queue is second.queue
+    assert not first.queue
+    with pytest.raises(TypeError):
+        first.queue.append(Outgoing("t", b"", 1))
+    message = Outgoing("t", b"x", 1)
+    assert first.enqueue(message, Limits()) == []
+    assert list(first.queue) == [message]
+    assert not second.queue
+    second.restore(Outgoing("t", b"y", 0))
+    assert len(second.queue) == 1
+    assert first.queue is not second.queue
+    third = Session("c", persistent=False)
+    assert third.next_to_send(10) is None
+    assert third.clear() == []
+    assert not third.queue
+
+
 def test_a_new_qos0_message_is_the_one_dropped_when_only_qos1_waits() -> None:
     session = Session("k", persistent=False)
     limits = Limits(max_queued_messages=1)
