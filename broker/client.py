@@ -137,7 +137,8 @@ class MqttClient:
             if isinstance(event, Publish):
                 inbound.publish(self, event, self._loop.time())
             elif isinstance(event, MessageCompleted):
-                self.broker.store.message_done(event.message)
+                if event.message.stored is not None:  # its row goes
+                    self.broker.store.message_done(event.message)
             elif isinstance(event, MessageSent):
                 self._sent(event.message)
             elif isinstance(event, MessageReleased):
@@ -409,10 +410,10 @@ class MqttClient:
         """A QoS 1/2 message got its packet id. For a persistent session it leaves only once
         the store has it, so that after a crash it comes back with its id and DUP (§4.4):
         this connection's output waits for that commit (PUBACKs do so anyway)."""
+        if message.stored is None:
+            return  # not in the store (a clean session's): nothing to record
         store = self.broker.store
         store.message_sent(message)
-        if message.stored is None:
-            return
         # Not while the store is away: the subscriber still gets its messages then (each is
         # in the store, or its publisher has not been acknowledged), only without its id.
         pending = store.pending_attempt()

@@ -139,6 +139,44 @@ def test_replacing_and_removing_subscriptions_prunes_the_trie() -> None:
     assert trie._root.children is None  # nothing left behind
 
 
+def test_answers_kept_for_repeated_topics_follow_every_change() -> None:
+    """A topic published again is answered from what the last match found, until any
+    subscription changes: a new subscriber, a new QoS, one leaving."""
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add("a/+", "s", Q0)
+    first = trie.match("a/b")
+    assert first == {"s": Q0}
+    assert trie.match("a/b") is first  # the same answer, not walked again
+    trie.add("a/#", "t", Q1)
+    assert trie.match("a/b") == {"s": Q0, "t": Q1}
+    trie.add("a/+", "s", Q2)  # §3.8.4: options replaced
+    assert trie.match("a/b") == {"s": Q2, "t": Q1}
+    assert not trie.remove("x/y", "s")  # no change
+    assert trie.remove("a/#", "t")
+    assert trie.match("a/b") == {"s": Q2}
+    assert trie.match("$SYS/b") == {}  # §4.7.2 holds for kept answers too
+    trie.add("#", "u", Q0)
+    assert trie.match("$SYS/b") == {}
+    assert trie.match("a/b") == {"s": Q2, "u": Q0}
+
+
+def test_answers_kept_are_bounded() -> None:
+    """Topics, their length and the subscribers kept are bounded, whatever is published."""
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    for subscriber in range(40_000):
+        trie.add("wide/#", subscriber, Q0)
+    trie.add("t/+", -1, Q0)
+    for number in range(5_000):
+        assert trie.match(f"t/{number}") == {-1: Q0}
+    assert 0 < len(trie._answers) <= 1024
+    assert trie.match("t/" + "x" * 300) == {-1: Q0}
+    assert ("t/" + "x" * 300) not in trie._answers
+    for number in range(3):
+        assert len(trie.match(f"wide/{number}")) == 40_000
+    assert trie._answered <= 65_536
+    assert sum(len(answer) for answer in trie._answers.values()) == trie._answered
+
+
 def test_topic_tree_set_replace_pop() -> None:
     tree: TopicTree[str] = TopicTree()
     assert tree.set("a/b", "1") is None
