@@ -8,7 +8,9 @@ over mutual TLS (EC P-256): a publisher and a subscriber of ``v1/devices/me/tele
 1 -> 1, 64-byte payloads. Rows: QoS 0 and QoS 1, each as MQTT 3.1.1, as MQTT 5 with four
 user properties on every message, and as MQTT 5 with those properties and topic aliases both
 ways (the publisher sets alias 1 once and then sends the alias alone; the subscriber allows
-10, so the broker sends the alias alone too). QoS 1 keeps at most ``WINDOW`` messages
+10, so the broker sends the alias alone too), and as MQTT 5 with the four user properties
+but one of them changing with every message (a sequence number: a device rarely sends the
+same list twice, and the broker then checks each list anew). QoS 1 keeps at most ``WINDOW`` messages
 unacknowledged; QoS 0 waits for each batch to arrive before the next, so nothing is dropped.
 Broker CPU is its /proc user + system time over the row, divided by the messages delivered;
 rows run in interleaved rounds (the median is reported), so drift hits all alike.
@@ -46,13 +48,16 @@ class Row:
     level: int  # 4 or 5
     qos: int
     aliases: bool = False
+    changing: bool = False  # the last user property's value differs from one message to the next
 
 
 ROWS = (
     Row("3.1.1 QoS 0", 4, 0), Row("5 QoS 0, 4 user properties", 5, 0),
     Row("5 QoS 0, 4 user properties, topic aliases", 5, 0, aliases=True),
+    Row("5 QoS 0, 4 user properties, one changing", 5, 0, changing=True),
     Row("3.1.1 QoS 1", 4, 1), Row("5 QoS 1, 4 user properties", 5, 1),
     Row("5 QoS 1, 4 user properties, topic aliases", 5, 1, aliases=True),
+    Row("5 QoS 1, 4 user properties, one changing", 5, 1, changing=True),
 )  # fmt: skip
 
 
@@ -80,6 +85,8 @@ def publish_packet(row: Row, packet_id: int, payload: bytes, first: bool) -> byt
     head = _field(topic) + (packet_id.to_bytes(2, "big") if row.qos else b"")
     if row.level == 5:
         props = USER_PROPERTIES + (b"\x23\x00\x01" if row.aliases else b"")
+        if row.changing:  # "fw" = "2.1" becomes a three-digit sequence number
+            props = USER_PROPERTIES[:-3] + b"%03d" % (packet_id % 1000)
         head += remaining_length(len(props)) + props
     body = head + payload
     return bytes((0x30 | row.qos << 1,)) + remaining_length(len(body)) + body

@@ -75,8 +75,8 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
 
 
 def _deadline(properties: Properties, now: float) -> float | None:
-    interval = properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
-    return now + interval if isinstance(interval, int) else None
+    interval = properties.message_expiry
+    return now + interval if interval is not None else None
 
 
 def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:

@@ -11,13 +11,17 @@
 - MQTT 5 session expiry (§3.1.2.11.2): a session whose client went away ends after its
   expiry interval unless a client takes it first; the interval may be changed by the
   DISCONNECT (§3.14.2.2.2). Sessions read back from the store after a restart have no timer.
+- In a cluster (``ownership``), a persistent session is held in memory by one member only,
+  the one whose claim names it: a connect whose claim took the session from another member
+  reads it fresh from the shared store (``moved_here``), and a member asked to give a
+  session up forgets it after its store committed it (``hand_over``).
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.peer import Peer, SessionKey
@@ -32,6 +36,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class Ownership(Protocol):
+    """Which member of a cluster holds which session (``broker.cluster.sessions``)."""
+
+    async def claim(self, client: "MqttClient") -> bool:
+        """Make this member the session's only holder, any connection on another member
+        closed and its session there given up; True if this member did not hold it before
+        (its copy here, if any, is not to be trusted)."""
+        ...
+
+    async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
+        """Of these stored sessions, the ones this member holds (or now claimed)."""
+        ...
+
+    async def routes_published(self) -> None:
+        """Once the other members can see this member's subscriptions made so far."""
+        ...
+
+    def ended(self, client: "MqttClient") -> None:
+        """A connection ended here (its will, if any, is this member's business)."""
+        ...
+
+
 class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
         self.router = router
@@ -41,7 +67,7 @@ class Registry:
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
         # In a cluster: make this member the session's only holder before the CONNACK
         # (``broker.cluster.sessions``).
-        self.claim: Callable[[MqttClient], Awaitable[None]] | None = None
+        self.ownership: Ownership | None = None
         self.restoration: Restoration | None = None  # while the previous run's come back
 
     # --- live connections -----------------------------------------------------------------
@@ -54,6 +80,8 @@ class Registry:
         peer = client.peer
         if peer is None:
             return
+        if self.ownership is not None:
+            self.ownership.ended(client)
         clients = self.live.get(peer.device_id)
         if clients is not None:
             clients.discard(client)
@@ -98,8 +126,12 @@ class Registry:
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
                 await old.taken_over()
-            if self.claim is not None and not client.ended:
-                await self.claim(client)  # closed on any other member of a cluster
+            ownership = self.ownership
+            # In a cluster: closed on any other member, and the session read from the
+            # store if another member held it.
+            if ownership is not None and not client.ended and await ownership.claim(client):
+                session = await self.moved_here(peer.key, session)
+                await ownership.routes_published()
             if client.ended:
                 return None
             if session is not None and (clean or not session.persistent):
@@ -186,6 +218,43 @@ class Registry:
         self.router.session_ended(gone)
         if session.persistent:
             self.store.drop_session(session)
+
+    async def moved_here(
+        self, key: SessionKey, session: BrokerSession | None
+    ) -> BrokerSession | None:
+        """The session as the shared store has it, after another member gave it up: what
+        this member had in memory is dropped first (it may be stale)."""
+        if session is not None:
+            self.forget(session)
+        await self.store.flush()  # this member's own writes for it come first
+        loaded = await self.store.load_one(key)
+        if loaded is None or key in self.sessions:
+            return self.sessions.get(key)
+        self.restore([loaded])
+        log.info("session %s moved here: %d in flight, %d queued", loaded.store_key,
+                 len(loaded.inflight), len(loaded.queue))  # fmt: skip
+        return self.sessions.get(key)
+
+    async def hand_over(self, key: SessionKey) -> bool:
+        """Another member takes the session: forget it here once its client is gone, and
+        return when the store has committed everything written for it (what its client's
+        acknowledgements and this member's confirmations promised)."""
+        session = self.sessions.get(key)
+        given = session is not None and session.client is None
+        if session is not None and session.client is None:
+            self.forget(session)
+        await self.store.flush()
+        return given
+
+    def forget(self, session: BrokerSession) -> None:
+        """Drop a session from memory only (its rows stay: another member takes it). No
+        will: its client connected again elsewhere (5.0 §3.1.3.2.2)."""
+        session.cancel_timers()  # the expiry timer too
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(session, topic_filter)
+        session.clear()
 
     def drop_device(self, device_id: str) -> int:
         """Forget every session of a deleted device (its rows went with it)."""

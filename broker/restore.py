@@ -10,6 +10,9 @@ clients (MQTT 3.1.1 §3.1.2.4: a persistent session keeps its subscriptions and 
 - What connected clients send is read only once every session is in (``MqttClient`` pauses
   reading, and wills wait too), so no message published meanwhile misses a persistent
   subscriber whose session is not restored yet.
+
+In a cluster the store holds every member's sessions: a member restores only those it holds
+(``Registry.ownership``), the others stay with their members.
 """
 
 import asyncio
@@ -22,7 +25,7 @@ from broker.peer import SessionKey
 from broker.registry import Registry
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
-from nanoiot.errors import StoreError
+from nanoiot.errors import ClusterError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,15 @@ class Restoration:
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_FIRST
+            ownership = self._registry.ownership
+            if ownership is not None and page:
+                try:
+                    mine = await ownership.owned([s.key for s in page])
+                except ClusterError as exc:
+                    log.warning("restoring sessions: %s (retrying in %g s)", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                page = [s for s in page if s.key in mine]
             # One a client claimed meanwhile is restored, and may have changed since.
             self._adopt([s for s in page if s.key not in self._claimed])
             if after_next is None:

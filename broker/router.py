@@ -34,7 +34,7 @@ from auth.acl import to_device_form
 from auth.topics import split_shared
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
-from broker.mqtt.properties import NO_PROPERTIES, Properties, Property, encode_property
+from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie
@@ -271,9 +271,7 @@ def _outgoing(
     ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
     if properties or ids or message.expires_at is not None:
         if ids:
-            more = [(Property.SUBSCRIPTION_IDENTIFIER, each) for each in ids]
-            wire = properties.wire + b"".join(encode_property(*item) for item in more)
-            properties = Properties((*properties, *more), wire=wire)
+            properties = properties.with_subscription_identifiers(ids)
         out.properties = properties
         out.expires_at = message.expires_at
     if sub.retain_as_published:

@@ -28,7 +28,7 @@ from broker.restore import Restoration
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
-from broker.sys_topics import SysTopics
+from broker.sys_topics import SysTopics, member_figures
 from broker.telemetry import AuthLog, AuthLogPolicy
 from broker.tls import build_server_context
 from broker.tls_failures import TlsFailureLog
@@ -185,6 +185,10 @@ class RunningBroker:
             cluster_router = routers[0] if routers else None
             if cluster_router is not None:  # the others' routes, before any subscription
                 await cluster_router.start(broker.retained, broker.registry)
+                await cluster_router.start_members(
+                    settings.cluster_heartbeat_interval, lambda: member_figures(broker),
+                    sock.getsockname()[1],
+                )  # fmt: skip
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)
             auth_log.start()
@@ -192,7 +196,11 @@ class RunningBroker:
             follower = RevocationFollower(store, broker, authenticator)
             await follower.start()
             opened.push_async_callback(follower.stop)
-            sys_topics = SysTopics(broker, settings.sys_interval)
+            members = cluster_router.members if cluster_router is not None else None
+            sys_topics = SysTopics(
+                broker, settings.sys_interval, members.live if members is not None else None,
+                members.name if members is not None else "",
+            )  # fmt: skip
             sys_topics.start()
             opened.push_async_callback(sys_topics.stop)
             tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics

@@ -197,6 +197,9 @@ class Settings(BaseModel):
     # Bytes of messages for other nodes waiting to be handed to NATS; past it a batch is
     # dropped (QoS 0) or its publishers disconnected unacknowledged (QoS 1/2: they resend).
     max_forward_buffer: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    # Seconds between a member's heartbeats in <cluster_name>_members; a member whose entry
+    # was not rewritten for 3 of them is taken as gone (its wills, its sessions).
+    cluster_heartbeat_interval: float = Field(2.0, ge=0.1, le=60.0)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod

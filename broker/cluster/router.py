@@ -16,7 +16,10 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
+import functools
 import logging
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -25,19 +28,26 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
+from broker.cluster.wills import BUCKET as WILLS
+from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, StoredWill, Wills
+from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
 from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.wire import Reader
 from broker.peer import SessionKey
 from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
+from nanoiot.members import Figures
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -62,6 +72,8 @@ class ClusterRouter:
         self.announcer: RouteAnnouncer | None = None
         self.retained: RetainedReplica | None = None
         self.claims: SessionClaims | None = None
+        self.members: MemberRegistry | None = None
+        self.wills: Wills | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
@@ -80,13 +92,41 @@ class ClusterRouter:
         await self.announcer.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
-        self.claims = SessionClaims(self.link, await self.link.key_value(CLIENTS), registry)
+        clients = await self.link.key_value(CLIENTS)
+        self.claims = SessionClaims(self.link, clients, registry, self.announcer)
+        self.wills = self.claims.wills = Wills(
+            await self.link.key_value(WILLS),
+            await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
+            clients,
+            f"{self.link.member}.{os.getpid()}",
+            functools.partial(self._publish_will, retained),
+        )
         await self.claims.start()
-        registry.claim = self.claims.claim
+        registry.ownership = self.claims
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
+    async def start_members(
+        self, interval: float, figures: Callable[[], Figures], mqtt_port: int
+    ) -> MemberRegistry:
+        """This member's entry in the members bucket, its heartbeat, and the others'."""
+        bucket = await self.link.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
+        members = MemberRegistry(self.link, bucket, interval, figures, mqtt_port=mqtt_port)
+        await members.start()
+        self.members = members
+        if self.wills is not None:  # a dead member's clients' wills, by one survivor
+            wills = self.wills
+            members.on_gone(lambda member: wills.member_gone(member.name, member.pid))
+        if self.claims is not None:  # its claims are taken without asking it
+            self.claims.is_gone = lambda name: not members.is_live(name)
+        return members
+
     async def stop(self) -> None:
+        if self.members is not None:
+            await self.members.stop()
+            self.members = None
+        if self.wills is not None:
+            await self.wills.stop()
         await self.forwarder.stop()
         if self.announcer is not None:
             await self.announcer.stop()
@@ -185,6 +225,20 @@ class ClusterRouter:
             self.forwarder.reply(reply)
         else:
             pending.add_done_callback(lambda _done: self.forwarder.reply(reply))
+
+    def _publish_will(self, retained: RetainedStore, will: StoredWill) -> None:
+        """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""
+        now = asyncio.get_running_loop().time()
+        properties = (
+            read_properties(Reader(will.properties), PUBLISH) if will.properties else NO_PROPERTIES
+        )
+        interval = properties.message_expiry
+        expires_at = now + interval if interval is not None else None
+        self.publish(
+            Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
+        )
+        if will.retain:
+            retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
 
     def _gone(self, member: str) -> None:
         self.table.drop_member(member)

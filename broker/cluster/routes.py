@@ -110,7 +110,8 @@ class RouteAnnouncer:
         self.member = member
         self.table = table
         self._wanted: dict[str, int] = {}  # filter -> subscriptions of this member on it
-        self._writes: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        # Changes to write, in order; a future is set once what came before it is written.
+        self._writes: asyncio.Queue[tuple[str, bool] | asyncio.Future[None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -157,6 +158,15 @@ class RouteAnnouncer:
             del self._wanted[topic_filter]
             self._writes.put_nowait((self._key(topic_filter), False))
 
+    async def written(self) -> None:
+        """Once the filters added or removed so far are in the bucket (the other members
+        see them a watch's delivery later)."""
+        if not self._tasks:
+            return  # not started, or stopped: nothing is written
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.put_nowait(done)
+        await done
+
     def _key(self, topic_filter: str) -> str:
         return f"{self.member}.{to_key(topic_filter)}"
 
@@ -184,7 +194,12 @@ class RouteAnnouncer:
         """One writer, in the order of the changes (a filter added then removed ends
         removed). A write NATS refuses is retried until it goes through."""
         while True:
-            key, present = await self._writes.get()
+            change = await self._writes.get()
+            if isinstance(change, asyncio.Future):
+                if not change.done():
+                    change.set_result(None)
+                continue
+            key, present = change
             while True:
                 try:
                     if present:

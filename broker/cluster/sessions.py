@@ -1,29 +1,39 @@
-"""One live connection per session across the cluster (MQTT 3.1.1 §3.1.4, take-over).
+"""One live connection per session across the cluster (MQTT 3.1.1 §3.1.4, take-over), and
+which member holds each persistent session.
 
 Each connect claims its session key (device id, client id) in the JetStream key-value bucket
 ``<cluster>_clients`` by compare-and-set, with this member's name as the value, before its
 CONNACK. When the key named another member, that member is asked
-(``<cluster>.takeover.<member>``, request/reply) to close its connections on the session,
-and the CONNACK waits for its answer. Of two connects racing on two members, the later
-compare-and-set wins and the earlier is closed: exactly one stays. A member that does not
-answer within the request timeout is taken to be gone. The request names the revision it
-replaced, so that it closes the connection that wrote it and never a newer one.
+(``<cluster>.takeover.<member>``, request/reply) to close its connections on the session and
+give the session up, and the CONNACK waits for its answer. Of two connects racing on two
+members, the later compare-and-set wins and the earlier is closed: exactly one stays. A
+member that does not answer within the request timeout is taken to be gone. The request
+names the revision it replaced, so that it closes the connection that wrote it and never a
+newer one.
+
+The claim stays after the client disconnects: the member it names holds the session while
+its client is away (it alone keeps it in memory, queues its messages and routes for it), and
+restores it after its own restart (``owned``). Giving a session up (``_close``) is: close the
+connection, drop the session from memory (its filters leave the route table when no other
+session here uses them), wait until the store has committed everything written for it, then
+answer. The claiming member then reads the session from the shared store
+(``Registry.moved_here``) and announces its filters before the CONNACK.
 
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
-while NATS is away), logged; exclusivity across members then returns with NATS.
-
-What a claim does not do yet: move a persistent session's subscriptions and queued messages
-from the member that held it; the session on the new member starts from what this member
-has (see docs/deploy.md).
+while NATS is away), with what this member has, logged; exclusivity across members then
+returns with NATS.
 """
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
+from broker.cluster.routes import RouteAnnouncer
+from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
 
@@ -41,10 +51,23 @@ _REMEMBERED: Final = 100_000  # claims kept before those of ended connections ar
 
 
 class SessionClaims:
-    def __init__(self, link: ClusterLink, bucket: KeyValue, registry: "Registry") -> None:
+    def __init__(
+        self,
+        link: ClusterLink,
+        bucket: KeyValue,
+        registry: "Registry",
+        announcer: RouteAnnouncer | None = None,
+    ) -> None:
         self.link = link
         self.bucket = bucket
         self.registry = registry
+        self.announcer = announcer
+        self.handed_over = 0  # persistent sessions given up to another member
+        self.wills: Wills | None = None  # where connects keep their wills for survivors
+        # Whether a member is known to be gone (``broker.cluster.members``): its claims are
+        # taken without asking it.
+        self.is_gone: Callable[[str], bool] = lambda _member: False
+        self._holders: dict[str, str] | None = None  # kv key -> member, read at start-up
         self.taken_away = 0  # connections closed here for a connect on another member
         # Session -> the revision of this member's last claim and the connection that made
         # it: a take-over request closes that connection only if it overwrote that claim,
@@ -54,8 +77,9 @@ class SessionClaims:
     async def start(self) -> None:
         await self.link.subscribe(self.link.subject("takeover", self.link.member), self._close)
 
-    async def claim(self, client: "MqttClient") -> None:
-        """``client`` holds its session now; the member that held it closed its connection."""
+    async def claim(self, client: "MqttClient") -> bool:
+        """``client`` holds its session now; the member that held it closed its connection
+        and gave the session up. True if the session was not this member's before."""
         assert client.peer is not None
         key = client.peer.key
         member = self.link.member
@@ -63,16 +87,67 @@ class SessionClaims:
             previous, revision = await self._swap(to_key(store_key(key)), member.encode())
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
-            return
+            return False
         self._remember(key, revision, client)
-        if previous is None or previous[0] == member:
-            return
+        if self.wills is not None:
+            await self.wills.written(client, revision)
+        if previous is None:
+            return True
+        if previous[0] == member:
+            return False
+        if self.is_gone(previous[0]):
+            log.info("session %s was held by member %s, which is gone", store_key(key),
+                     previous[0])  # fmt: skip
+            return True
         request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
         try:
             await self.link.request(self.link.subject("takeover", previous[0]), request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
+        return True
+
+    def ended(self, client: "MqttClient") -> None:
+        if self.wills is not None:
+            self.wills.ended(client)
+
+    async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
+        """Of these stored sessions, those whose claim names this member; one nobody
+        claimed (stored before the cluster, or its claim lost) is claimed now, by the
+        first member to ask."""
+        if self._holders is None:
+            self._holders = await self._read_holders()
+        member, mine = self.link.member, set()
+        for key in keys:
+            kv_key = to_key(store_key(key))
+            holder = self._holders.get(kv_key)
+            if holder is None:
+                try:
+                    await self.bucket.create(kv_key, member.encode())
+                    holder = member
+                except ClusterConflictError:
+                    entry = await self.bucket.get(kv_key)
+                    holder = entry.value.decode() if entry is not None else None
+            if holder == member:
+                mine.add(key)
+        return mine
+
+    async def _read_holders(self) -> dict[str, str]:
+        """Every claim at this moment (one pass over the bucket)."""
+        holders: dict[str, str] = {}
+        watch = await self.bucket.watch()
+        try:
+            while (change := await watch.value()) is not None:
+                kv_key, value = change
+                if value is not None:
+                    holders[kv_key] = value.decode()
+        finally:
+            await watch.stop()
+        return holders
+
+    async def routes_published(self) -> None:
+        if self.announcer is not None:
+            await self.announcer.written()
 
     async def _swap(self, kv_key: str, value: bytes) -> tuple[tuple[str, int] | None, int]:
         """Write ``value`` by compare-and-set: the (member, revision) it replaced, if any,
@@ -97,15 +172,19 @@ class SessionClaims:
 
     async def _close(self, payload: bytes, _reply: str | None) -> bytes:
         """Another member's claim replaced ours at ``revision``: close the connection that
-        made it."""
+        made it, and give the session up (committed in the store, gone from memory)."""
         request = json.loads(payload)
         device_id, client_id = request["key"]
         key = (str(device_id), str(client_id))
         claimed = self._claimed.get(key)
-        if claimed is None or claimed[0] > int(request["revision"]) or claimed[1].ended:
-            return b"0"
-        del self._claimed[key]
-        log.info("%s connected on another node: closing this connection", claimed[1].label)
-        await claimed[1].taken_over()
-        self.taken_away += 1
+        if claimed is not None and claimed[0] > int(request["revision"]):
+            return b"0"  # a newer connection here claimed it since: it stays
+        self._claimed.pop(key, None)
+        if claimed is not None and not claimed[1].ended:
+            log.info("%s connected on another node: closing this connection", claimed[1].label)
+            await claimed[1].taken_over()
+            self.taken_away += 1
+        if await self.registry.hand_over(key):
+            self.handed_over += 1
+            log.info("session %s handed over to another node", store_key(key))
         return b"1"

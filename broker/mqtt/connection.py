@@ -72,7 +72,8 @@ _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (ย
 
 
 class Connection(Outbound):
-    __slots__ = ("_pending", "keep_alive", "last_received", "state", "will")  # and Outbound's
+    # And Outbound's.
+    __slots__ = ("_known", "_pending", "keep_alive", "last_received", "state", "will")
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
         self.limits = limits
@@ -83,6 +84,7 @@ class Connection(Outbound):
         self.will: Will | None = None  # dropped when the client says DISCONNECT (ยง3.14.4)
         self.session: Session | None = None
         self._pending = b""  # the start of a packet not yet whole, or bytes kept unread
+        self._known = NO_PROPERTIES  # the properties of the client's last PUBLISH (MQTT 5)
         self._out: list[bytes] = []
         self.now = now  # the clock at the last call that passed it
         self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
@@ -202,9 +204,10 @@ class Connection(Outbound):
         session = self.session
         assert session is not None
         if kind == PacketType.PUBLISH:
-            publish = decode_publish(first, data, start, end, self.level)
+            publish = decode_publish(first, data, start, end, self.level, self._known)
             if publish.properties:
                 assert self.v5 is not None  # only 5.0 PUBLISHes have properties
+                self._known = publish.properties  # the next PUBLISH most likely has the same
                 publish = self.v5.resolve(publish)
             if publish.qos == 2 and publish.packet_id is not None:
                 if publish.packet_id in session.awaiting_pubrel:

@@ -40,6 +40,7 @@ from broker.mqtt.packets import (
     Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
+from broker.mqtt.publish_properties import read_publish_properties
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
 
@@ -61,8 +62,11 @@ def decode(first: int, data: bytes, start: int, end: int, level: int) -> Packet:
     return packet
 
 
-def decode_publish(first: int, data: bytes, start: int, end: int, level: int) -> Publish:
-    """A PUBLISH (§3.3): the hot path, so the common case reads bytes without a Reader."""
+def decode_publish(
+    first: int, data: bytes, start: int, end: int, level: int, known: Properties = NO_PROPERTIES
+) -> Publish:
+    """A PUBLISH (§3.3): the hot path, so the common case reads bytes without a Reader.
+    ``known``: the properties of the sender's previous PUBLISH (``read_publish_properties``)."""
     if end - start < 2:
         raise MalformedPacket("topic name runs past the remaining length (§2.2.3)")
     after = start + 2 + ((data[start] << 8) | data[start + 1])
@@ -87,10 +91,8 @@ def decode_publish(first: int, data: bytes, start: int, end: int, level: int) ->
         after += 2
     properties = NO_PROPERTIES
     if level == MQTT_5:
-        reader = Reader(data, after, end)
-        properties = read_properties(reader, PacketType.PUBLISH)
-        after = reader.at
-        if not topic and properties.get(0x23) is None:  # 5.0 §3.3.2.1: empty needs an alias
+        properties, after = read_publish_properties(data, after, end, known)
+        if not topic and not properties.topic_alias:  # 5.0 §3.3.2.1: empty needs an alias
             raise ProtocolError("empty topic name without a topic alias (§3.3.2.1)")
     return Publish(
         topic, data[after:end], qos, bool(first & 0x01), bool(first & 0x08), packet_id, properties

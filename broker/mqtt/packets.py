@@ -69,7 +69,8 @@ class Connack:
 
 
 # Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
-# each field through object.__setattr__, four times the cost. Nothing changes one once made.
+# each field through object.__setattr__, four times the cost. Nothing changes one once made,
+# but the connection that read it, to resolve a topic alias (``broker.mqtt.v5``).
 @dataclass(slots=True)
 class Publish:
     topic: str

@@ -102,15 +102,31 @@ _NON_ZERO: Final = frozenset(
      Property.SUBSCRIPTION_IDENTIFIER}
 )  # fmt: skip
 _REPEATABLE: Final = frozenset({Property.USER_PROPERTY})
+# Plain ints for the hot path: an IntEnum member costs a descriptor call each time it is read.
+_TOPIC_ALIAS: Final = 0x23
+_MESSAGE_EXPIRY: Final = 0x02
+_SUBSCRIPTION_ID: Final = 0x0B
 
 
 class Properties:
     """An immutable, ordered list of (identifier, value) pairs (§2.2.2.2: User Property keeps
     its order and may repeat). ``wire`` is their encoding without the length, kept from the
     packet they were read from or made once: a message forwarded to many subscribers, or
-    to one, is not encoded again."""
+    to one, is not encoded again.
 
-    __slots__ = ("_alias_at", "_wire", "items")
+    The broker acts on three properties of a PUBLISH only: Topic Alias, Message Expiry
+    Interval and Subscription Identifier (§3.3.2.3). A PUBLISH's list is checked when it is
+    read (``broker.mqtt.publish_properties``) but its values are turned into Python objects
+    only when something asks for them (``items``): user properties, content type, correlation
+    data and the like travel to the subscribers as the publisher's bytes."""
+
+    __slots__ = ("_alias_at", "_block", "_expiry_at", "_extra", "_items", "_stripped", "_wire",
+                 "has_subscription_identifier", "message_expiry", "topic_alias")  # fmt: skip
+
+    # What the broker acts on, read once (plain attributes: read for every message).
+    topic_alias: int | None  # §3.3.2.3.4
+    message_expiry: int | None  # §3.3.2.3.3, in seconds
+    has_subscription_identifier: bool  # §3.3.2.3.8
 
     def __init__(
         self,
@@ -119,20 +135,105 @@ class Properties:
         wire: bytes | None = None,
         alias_at: int = -1,
     ) -> None:
-        self.items: tuple[tuple[int, PropertyValue], ...] = tuple(items)
+        self._items: tuple[tuple[int, PropertyValue], ...] | None = tuple(items)
         self._wire = wire
         self._alias_at = alias_at  # where a Topic Alias starts in ``wire`` (-1: none)
+        self._expiry_at = -1  # where the Message Expiry Interval starts in ``wire`` (-1: unknown)
+        self.topic_alias = self.message_expiry = None
+        self.has_subscription_identifier = False
+        for key, value in self._items:
+            if key == _TOPIC_ALIAS and isinstance(value, int):
+                self.topic_alias = value
+            elif key == _MESSAGE_EXPIRY and isinstance(value, int):
+                self.message_expiry = value
+            elif key == _SUBSCRIPTION_ID:
+                self.has_subscription_identifier = True
+        self._block: bytes | None = None  # the last ``block`` made, and its ``extra``
+        self._extra = b""
+        self._stripped: Properties | None = None
+
+    @classmethod
+    def read_lazily(
+        cls,
+        wire: bytes,
+        alias: int | None = None,
+        alias_at: int = -1,
+        expiry: int | None = None,
+        expiry_at: int = -1,
+        *,
+        subscribed: bool = False,
+    ) -> "Properties":
+        """A PUBLISH's list ``wire``, already checked, whose Topic Alias is ``alias`` (at
+        ``alias_at`` in ``wire``), Message Expiry Interval ``expiry`` (at ``expiry_at``), and
+        which holds a Subscription Identifier if ``subscribed``; ``items`` reads the rest if
+        asked."""
+        self = cls.__new__(cls)
+        self._items, self._wire, self._alias_at, self._expiry_at = None, wire, alias_at, expiry_at
+        self.topic_alias, self.message_expiry = alias, expiry
+        self.has_subscription_identifier = subscribed
+        self._block, self._extra, self._stripped = None, b"", None
+        return self
+
+    @property
+    def items(self) -> tuple[tuple[int, PropertyValue], ...]:
+        items = self._items
+        if items is None:
+            assert self._wire is not None
+            reader = Reader(varint(len(self._wire)) + self._wire)
+            items = self._items = read_properties(reader, PUBLISH).items
+        return items
 
     def without_topic_alias(self) -> "Properties":
         """These properties but the Topic Alias, which names a topic on one connection only
-        (§3.3.2.3.4); the wire bytes are cut, not encoded again."""
-        items = [item for item in self.items if item[0] != Property.TOPIC_ALIAS]
-        if not items:
-            return NO_PROPERTIES
+        (§3.3.2.3.4); the wire bytes are cut, not encoded again. Kept: a client that sends
+        the same properties with every message gets the same object back each time."""
+        stripped = self._stripped
+        if stripped is not None:
+            return stripped
         at, wire = self._alias_at, self._wire
+        if self._items is None and wire is not None and at >= 0:
+            cut = wire[:at] + wire[at + 3 :]  # identifier, two bytes
+            expiry_at = self._expiry_at - 3 if self._expiry_at > at else self._expiry_at
+            stripped = NO_PROPERTIES
+            if cut:
+                stripped = Properties.read_lazily(
+                    cut, None, -1, self.message_expiry, expiry_at,
+                    subscribed=self.has_subscription_identifier,
+                )  # fmt: skip
+        else:
+            items = [item for item in self.items if item[0] != _TOPIC_ALIAS]
+            if not items:
+                stripped = NO_PROPERTIES
+            elif at < 0 or wire is None:
+                stripped = Properties(items)
+            else:
+                stripped = Properties(items, wire=wire[:at] + wire[at + 3 :])
+        self._stripped = stripped
+        return stripped
+
+    def with_message_expiry(self, seconds: int) -> "Properties":
+        """These properties with ``seconds`` for the Message Expiry Interval they hold, which
+        keeps its place (§3.3.2.3.3: what a subscriber receives is the time left); four bytes
+        of the wire are replaced, nothing is encoded again."""
+        at, wire = self._expiry_at, self._wire
         if at < 0 or wire is None:
-            return Properties(items)
-        return Properties(items, wire=wire[:at] + wire[at + 3 :])  # identifier, two bytes
+            return Properties(
+                (key, seconds if key == _MESSAGE_EXPIRY else value) for key, value in self.items
+            )
+        spliced = wire[: at + 1] + seconds.to_bytes(4, "big") + wire[at + 5 :]
+        return Properties.read_lazily(
+            spliced, self.topic_alias, self._alias_at, seconds, at,
+            subscribed=self.has_subscription_identifier,
+        )  # fmt: skip
+
+    def with_subscription_identifiers(self, identifiers: tuple[int, ...]) -> "Properties":
+        """These properties and a Subscription Identifier for each of ``identifiers`` at their
+        end (§3.3.4: one copy of a message carries those of every subscription it matched)."""
+        extra = b"".join(b"\x0b" + varint(each) for each in identifiers)
+        return Properties.read_lazily(
+            self.wire + extra, self.topic_alias, self._alias_at, self.message_expiry,
+            self._expiry_at, subscribed=True,
+        )  # fmt: skip
 
     @property
     def wire(self) -> bytes:
@@ -141,8 +242,22 @@ class Properties:
             wire = self._wire = b"".join(_encode_item(key, value) for key, value in self.items)
         return wire
 
+    def block(self, extra: bytes = b"") -> bytes:
+        """The list as it goes on the wire, its length first, with ``extra`` (properties
+        already encoded) at its end; the last one made is kept, as the next message to the
+        same subscriber most often asks for the same."""
+        block = self._block
+        if block is not None and extra == self._extra:
+            return block
+        body = self.wire + extra if extra else self.wire
+        size = len(body)
+        block = (bytes((size,)) if size < 128 else varint(size)) + body
+        self._block, self._extra = block, extra
+        return block
+
     def __bool__(self) -> bool:
-        return bool(self.items)
+        items = self._items
+        return bool(items) if items is not None else bool(self._wire)
 
     def __iter__(self) -> Iterator[tuple[int, PropertyValue]]:
         return iter(self.items)
@@ -190,7 +305,7 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
     items: list[tuple[int, PropertyValue]] = []
     seen: set[int] = set()
     data = reader.data
-    alias_at = -1
+    alias_at = expiry_at = -1
     while reader.at < end:
         key = data[reader.at]
         if key == Property.USER_PROPERTY and packet_type in _USER_PROPERTY_IN:
@@ -217,6 +332,8 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
             continue
         if key == Property.TOPIC_ALIAS:
             alias_at = reader.at - (end - length)
+        elif key == Property.MESSAGE_EXPIRY_INTERVAL:
+            expiry_at = reader.at - (end - length)
         key = reader.varint("property identifier")
         kind, allowed = _TABLE.get(key, (-1, frozenset()))
         if kind < 0:
@@ -232,7 +349,9 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         items.append((key, _read_value(reader, key, kind)))
     if reader.at != end:
         raise MalformedPacket("a property runs past the property length (MQTT 5 §2.2.2.1)")
-    return Properties(items, wire=data[end - length : end], alias_at=alias_at)
+    found = Properties(items, wire=data[end - length : end], alias_at=alias_at)
+    found._expiry_at = expiry_at
+    return found
 
 
 _USER_PROPERTY_IN: Final = _TABLE[Property.USER_PROPERTY][1]
@@ -266,8 +385,7 @@ def encode_properties(properties: Properties, extra: bytes = b"") -> bytes:
     ``extra`` (properties already encoded, e.g. a topic alias: ``encode_property``)."""
     if not properties and not extra:
         return b"\x00"
-    body = properties.wire + extra if extra else properties.wire
-    return varint(len(body)) + body
+    return properties.block(extra)
 
 
 def encode_property(key: int, value: PropertyValue) -> bytes:

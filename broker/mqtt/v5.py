@@ -24,7 +24,6 @@ from broker.mqtt.properties import (
     Properties,
     Property,
     PropertyValue,
-    encode_properties,
 )
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import ConnectRefused, ProtocolError
@@ -56,24 +55,18 @@ class Negotiated:
         self.aliases_out = AliasesOut(most) if most else None
 
     def resolve(self, publish: Publish) -> Publish:
-        """A PUBLISH from the client: its topic alias resolved and dropped (it names a topic
+        """A PUBLISH from the client, its topic alias resolved and dropped (it names a topic
         on this connection only, §3.3.2.3.4)."""
         properties = publish.properties
-        alias = None
-        for key, value in properties:
-            if key == Property.TOPIC_ALIAS:
-                alias = value
-            elif key == Property.SUBSCRIPTION_IDENTIFIER:
-                raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
+        if properties.has_subscription_identifier:
+            raise ProtocolError("a client's PUBLISH carries a subscription identifier (§3.3.4)")
+        alias = properties.topic_alias
         if alias is None:
             return publish
-        assert isinstance(alias, int)
         aliases = self.aliases_in or AliasesIn(0)
-        topic = aliases.resolve(publish, alias)
-        return Publish(
-            topic, publish.payload, publish.qos, publish.retain, publish.dup, publish.packet_id,
-            properties.without_topic_alias(),
-        )  # fmt: skip
+        publish.topic = aliases.resolve(publish, alias)
+        publish.properties = properties.without_topic_alias()
+        return publish
 
     def check_disconnect(self, packet: Disconnect) -> None:
         expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
@@ -83,21 +76,20 @@ class Negotiated:
     def publish_bytes(self, message: Outgoing, now: float, *, dup: bool) -> bytes:
         """A PUBLISH to the client: the time left of its expiry interval (§3.3.2.3.3), a
         topic alias where one is free (§3.3.2.3.4); b"" if it is larger than the client reads
-        (§3.1.2.11.4)."""
+        (§3.1.2.11.4). The publisher's other properties go as their bytes came."""
         properties = message.properties
         if message.expires_at is not None:
             properties = outgoing_properties(properties, message.expires_at, now)
-        topic, aliases, new, alias = message.topic, self.aliases_out, False, b""
-        if aliases is not None and (found := aliases.alias(topic)) is not None:
-            number, known = found
-            new = not known
-            alias = b"\x23" + number.to_bytes(2, "big")  # Topic Alias (§3.3.2.3.4)
-            if known:
-                topic = ""  # the alias alone stands for the topic
+        topic, aliases = message.topic, self.aliases_out
+        found = aliases.alias(topic) if aliases is not None else None
+        if found is None:
+            encoded, alias, new = topic.encode(), b"", False
+        else:
+            alias, known = found
+            encoded, new = (b"", False) if known else (topic.encode(), True)
         data = encode_publish(
-            topic.encode(), message.payload, message.qos, message.packet_id,
-            retain=message.retain, dup=dup, level=MQTT_5,
-            properties=encode_properties(properties, alias),
+            encoded, message.payload, message.qos, message.packet_id,
+            retain=message.retain, dup=dup, level=MQTT_5, properties=properties.block(alias),
         )  # fmt: skip
         if len(data) > self.maximum_packet_size:
             if new and aliases is not None:
@@ -185,11 +177,7 @@ def never_expires(seconds: int) -> bool:
 def outgoing_properties(properties: Properties, expires_at: float, now: float) -> Properties:
     """§3.3.2.3.3: the Message Expiry Interval a subscriber receives is what is left of it,
     in place (user properties keep their order)."""
-    left = max(1, math.ceil(expires_at - now))
-    return Properties(
-        (key, left if key == Property.MESSAGE_EXPIRY_INTERVAL else value)
-        for key, value in properties
-    )
+    return properties.with_message_expiry(max(1, math.ceil(expires_at - now)))
 
 
 class AliasesIn:
@@ -226,20 +214,24 @@ class AliasesOut:
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
-        self.numbers: dict[str, int] = {}
+        self.numbers: dict[str, bytes] = {}  # topic -> its Topic Alias property, encoded
 
-    def alias(self, topic: str) -> tuple[int, bool] | None:
-        """(the alias of ``topic``, whether the client knows it already), or None when every
-        alias is taken by another topic."""
-        number = self.numbers.get(topic)
-        if number is not None:
-            return number, True
+    def alias(self, topic: str) -> tuple[bytes, bool] | None:
+        """(the Topic Alias property of ``topic``, whether the client knows it already), or
+        None when every alias is taken by another topic."""
+        encoded = self.numbers.get(topic)
+        if encoded is not None:
+            return encoded, True
         if len(self.numbers) >= self.maximum:
             return None
-        number = self.numbers[topic] = len(self.numbers) + 1
-        return number, False
+        encoded = self.numbers[topic] = _alias_property(len(self.numbers) + 1)
+        return encoded, False
 
     def forget(self, topic: str) -> None:
         """Undo a new alias whose PUBLISH was not sent after all."""
-        if self.numbers.get(topic) == len(self.numbers):
+        if self.numbers.get(topic) == _alias_property(len(self.numbers)):
             del self.numbers[topic]
+
+
+def _alias_property(number: int) -> bytes:
+    return b"\x23" + number.to_bytes(2, "big")  # Topic Alias, two bytes (§3.3.2.3.4)

@@ -55,8 +55,9 @@ class Cluster:
         assert result.returncode == 0, f"nanoiot {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    def start(self, name: str) -> Node:
-        env = self.env | {"NANOIOT_NODE_NAME": name}
+    def start(self, name: str, **settings: str) -> Node:
+        """``nanoiot serve`` as node ``name``; ``settings``: NANOIOT_* variables of its own."""
+        env = self.env | settings | {"NANOIOT_NODE_NAME": name}
         process, stdout, log = self._stack.enter_context(serving(env, self.workdir))
         port = int(stdout[-1].rsplit(":", 1)[1])
         http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))

@@ -132,6 +132,7 @@ class Client:
     messages: "Queue[mqtt.MQTTMessage]" = field(default_factory=Queue)
     subacks: "Queue[list[ReasonCode]]" = field(default_factory=Queue)
     disconnected: threading.Event = field(default_factory=threading.Event)
+    session_present: "Queue[bool]" = field(default_factory=Queue)  # of each CONNACK
 
     def wait_connack(self) -> int:
         """The MQTT 3.1.1 CONNACK return code (paho reports MQTT 5 reason codes)."""
@@ -189,7 +190,14 @@ def mqtt_client(
         paho.username_pw_set(username, password)
     if will is not None:
         paho.will_set(will[0], will[1], qos=1)
-    paho.on_connect = lambda _c, _u, _f, rc, _p: client.connack.put(rc)
+
+    def on_connect(
+        _c: object, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
+    ) -> None:
+        client.session_present.put(flags.session_present)
+        client.connack.put(rc)
+
+    paho.on_connect = on_connect
     paho.on_message = lambda _c, _u, message: client.messages.put(message)
     paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(list(codes))
     paho.on_disconnect = lambda *_args: client.disconnected.set()

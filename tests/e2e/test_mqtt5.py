@@ -11,7 +11,19 @@ import httpx
 from paho.mqtt.packettypes import PacketTypes
 
 from auth.kinds import CredentialStatus
-from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish, Pubrec, Will
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    Disconnect,
+    Puback,
+    Publish,
+    Pubrec,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+    Will,
+)
 from broker.mqtt.properties import Properties, Property
 from tests.certgen import issue
 from tests.e2e.harness import WAIT, BrokerThread, device_client, write_pem
@@ -201,6 +213,37 @@ def test_subscription_options(broker: BrokerThread, tmp_path: Path) -> None:
         assert (retained.payload, retained.retain) == (b"kept", True)
     finally:
         client.close()
+
+
+def test_a_subscription_counts_from_its_subscribe_not_its_suback(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """5.0 §3.8.4: the subscription exists once the SUBSCRIBE is processed, so a PUBLISH that
+    reaches the broker behind it is delivered, before its subscriber has read the SUBACK.
+    §3.8.3.1: No Local spares only the publishing connection's own session, not another
+    session of the same device. (The Paho suite's ``test_subscribe_options`` publishes this
+    way.)"""
+    _, issued = broker.provision("pair")
+    certfile = write_pem(tmp_path, issued, "pair")
+    publisher = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
+    subscriber = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
+    try:
+        for raw, client_id in ((publisher, "a"), (subscriber, "b")):
+            raw.send(Connect(MQTT_5, client_id, True, 60))
+            connack = raw.read()
+            assert isinstance(connack, Connack)
+            assert connack.code == 0
+        topic = "v1/devices/me/telemetry"
+        subscriber.send(Subscribe(1, (SubscribeRequest(topic, 1, no_local=True),)))
+        publisher.send(Publish(topic, b"right behind", 1, packet_id=1))
+        assert isinstance(publisher.read(), Puback)
+        assert subscriber.read() == Suback(1, (1,))
+        delivered = subscriber.read()
+        assert isinstance(delivered, Publish)
+        assert delivered.payload == b"right behind"
+    finally:
+        publisher.close()
+        subscriber.close()
 
 
 def test_topic_alias_from_the_client(broker: BrokerThread, tmp_path: Path) -> None:

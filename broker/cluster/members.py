@@ -1,0 +1,223 @@
+"""Who is in the cluster: every member's entry in ``<cluster>_members``, and who went away.
+
+Each member (node or worker) writes its entry (``nanoiot.members.Member``: name, host, start
+time, figures) under its name every ``cluster_heartbeat_interval`` seconds, and watches the
+bucket. A member is live while its entry keeps being rewritten. It is gone when:
+
+- its entry is deleted (it stopped cleanly: ``stop``);
+- its entry was not rewritten for ``MISSED_BEATS`` of its intervals, timed on this member's
+  own clock from the writes it saw (hosts' clocks differ, so never from the entry's content;
+  NATS 2.9 also sends no event when the bucket's age removes an entry);
+- an entry under its name comes from another process (same name, other pid or start time):
+  the member was restarted, and the previous run is gone.
+
+A member cut off from NATS sees nobody's heartbeat, its own included: it takes nobody as
+gone until its own entry is seen again, so a partition never makes it act for the others.
+The bucket's age (``MISSED_BEATS`` x the interval of the member that made it) removes the
+entry of a member killed for good, so members started later never see it.
+
+Every member sees every departure: what acts on one (a dead node's wills, its sessions) must
+make sure that only one member does it (compare-and-set).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
+
+from broker.cluster.kv import KeyValue, Watch
+from broker.cluster.link import ClusterLink
+from nanoiot.errors import ClusterError
+from nanoiot.members import Figures, Member, decode_member, encode_member
+
+__all__ = ["BUCKET", "MISSED_BEATS", "MemberRegistry"]
+
+log = logging.getLogger(__name__)
+
+BUCKET: Final = "members"
+MISSED_BEATS: Final = 3
+
+Gone = Callable[[Member], None]
+
+
+class MemberRegistry:
+    """The live members as the bucket says; this member's own entry if it has ``figures``
+    (a workers' supervisor only watches: it holds no clients)."""
+
+    def __init__(
+        self,
+        link: ClusterLink,
+        bucket: KeyValue,
+        interval: float,
+        figures: Callable[[], Figures] | None = None,
+        *,
+        mqtt_port: int = 0,
+    ) -> None:
+        self.link = link
+        self.bucket = bucket
+        self.interval = interval
+        self._figures = figures
+        self._mqtt_port = mqtt_port
+        self._started = time.time()  # shown to operators; liveness never reads it
+        self._host = socket.gethostname()
+        self._live: dict[str, Member] = {}
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._callbacks: list[Gone] = []
+        self._changes: list[Callable[[], None]] = []
+        self._own_seen = 0.0  # loop time this member last saw its own entry written
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watch: Watch | None = None
+
+    @property
+    def name(self) -> str:
+        return self.link.member
+
+    def live(self) -> list[Member]:
+        """The live members (this one included, once its entry came back), by name."""
+        return [self._live[name] for name in sorted(self._live)]
+
+    def is_live(self, name: str) -> bool:
+        return name in self._live
+
+    def on_gone(self, callback: Gone) -> None:
+        """Call ``callback(member)`` (its last entry) each time another member goes away."""
+        self._callbacks.append(callback)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each entry this member applied (a beat, a departure)."""
+        self._changes.append(callback)
+
+    async def start(self) -> None:
+        """Write this member's entry, then read the others' (all, before returning)."""
+        loop = asyncio.get_running_loop()
+        self._own_seen = loop.time()
+        if self._figures is not None:
+            await self.bucket.put(self.name, encode_member(self.me()))
+        self._watch = watch = await self.bucket.watch()
+        while (change := await watch.value()) is not None:
+            self._apply(*change)
+        self._tasks = [loop.create_task(self._follow(watch), name="cluster members watch")]
+        if self._figures is not None:
+            self._tasks.append(loop.create_task(self._beat(), name="cluster heartbeat"))
+
+    async def stop(self) -> None:
+        """Leave: the others see this member gone at once (its entry deleted)."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._watch is not None:
+            await self._watch.stop()
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
+        if self._figures is not None:
+            try:
+                await self.bucket.delete(self.name)
+            except ClusterError as exc:
+                log.info("%s (the others take this member as gone when it ages out)", exc)
+
+    def me(self) -> Member:
+        assert self._figures is not None
+        return Member(
+            name=self.name, host=self._host, pid=os.getpid(), started=self._started,
+            interval=self.interval, figures=self._figures(), mqtt_port=self._mqtt_port,
+        )  # fmt: skip
+
+    async def _beat(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.bucket.put(self.name, encode_member(self.me()))
+            except ClusterError as exc:
+                if not failing:  # once per outage, not every beat
+                    log.warning("heartbeat not written: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("heartbeat written again")
+                failing = False
+
+    async def _follow(self, watch: Watch) -> None:
+        while True:
+            change = await watch.value()
+            if change is not None:
+                self._apply(*change)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        self._applied(key, value)
+        self._changed()
+
+    def _changed(self) -> None:
+        for callback in self._changes:
+            callback()
+
+    def _applied(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._departed(key, "left")
+            return
+        try:
+            member = decode_member(value)
+        except ClusterError as exc:
+            log.warning("%s/%s: %s (ignored)", self.bucket.bucket, key, exc)
+            return
+        loop = asyncio.get_running_loop()
+        if key == self.name:
+            self._own_seen = loop.time()
+            if self._figures is not None and (member.pid, member.host) != (os.getpid(), self._host):
+                log.error("another process writes member entries as %s: give each node its "
+                          "own node_name", key)  # fmt: skip
+        previous = self._live.get(key)
+        if previous is not None and (previous.pid, previous.started) != (
+            member.pid,
+            member.started,
+        ):
+            self._tell(previous, "restarted")
+        self._live[key] = member
+        self._arm(key, member.interval * MISSED_BEATS)
+
+    def _arm(self, key: str, within: float) -> None:
+        timer = self._deadlines.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._deadlines[key] = loop.call_later(within, self._silent, key)
+
+    def _silent(self, key: str) -> None:
+        """``key`` missed its beats, unless this member is the one cut off from NATS."""
+        self._deadlines.pop(key, None)
+        member = self._live.get(key)
+        if member is None:
+            return
+        # This member's own entry comes back every interval; once it did not for one and a
+        # half, the silence is this member's own (cut off from NATS), not the others'.
+        cut_off = asyncio.get_running_loop().time() - self._own_seen > self.interval * 1.5
+        if key != self.name and self._figures is not None and cut_off:
+            self._arm(key, member.interval)  # judge again later
+            return
+        self._departed(key, "missed its heartbeats")
+        self._changed()
+
+    def _departed(self, key: str, why: str) -> None:
+        member = self._live.pop(key, None)
+        timer = self._deadlines.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if member is not None:
+            self._tell(member, why)
+
+    def _tell(self, member: Member, why: str) -> None:
+        if member.name == self.name and member.pid == os.getpid():
+            return  # this process is not gone: it stops hearing itself while cut off
+        log.info("cluster member %s (%s, pid %d) %s", member.name, member.host, member.pid, why)
+        for callback in self._callbacks:
+            try:
+                callback(member)
+            except Exception:
+                log.exception("handling the departure of member %s", member.name)

@@ -1,0 +1,227 @@
+"""Wills that outlive their node: a dead member's clients' wills published by a survivor.
+
+A client's will (MQTT 3.1.1 §3.1.2.5) is published by its member when the connection ends
+without DISCONNECT. A member killed outright publishes nothing, so each connect that carries
+a will writes it, before its CONNACK, to the JetStream key-value bucket ``<cluster>_wills``
+under ``<member>.<pid>.<session>`` (``<session>``: the claim's key), with the revision of the
+session's claim in ``<cluster>_clients``. The entry is deleted when the connection ends (its
+member publishes the will then, or the client said DISCONNECT), at the revision written, so
+that a newer connection's entry stays.
+
+When the member registry (``broker.cluster.members``) reports a member gone, every survivor
+tries to create ``<member>.<pid>`` in ``<cluster>_departures``; the one that succeeds (a
+compare-and-set: exactly one) reads that run's will entries and publishes each will whose
+session's claim is still the one its connection made (the client did not connect again
+elsewhere meanwhile), after its delay: MQTT 5 §3.1.3.2.2, the smaller of the Will Delay
+Interval and the session expiry interval, counted from when the death was noticed, the claim
+looked at again when it ends. Then the entry is deleted.
+
+Not covered: a will whose delay was running on a member when it died (its connection had
+ended, so its entry was deleted) is not published.
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from broker.cluster.frames import to_key
+from broker.cluster.kv import KeyValue
+from broker.mqtt.properties import Properties, Property, encode_properties
+from broker.peer import SessionKey, store_key
+from nanoiot.errors import ClusterConflictError, ClusterError
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+__all__ = ["BUCKET", "DEPARTURES", "StoredWill", "Wills", "decode_will", "encode_will"]
+
+log = logging.getLogger(__name__)
+
+BUCKET: Final = "wills"
+DEPARTURES: Final = "departures"
+DEPARTURES_KEPT: Final = 24 * 3600.0  # seconds a departure's entry stays (bucket age)
+
+
+@dataclass(frozen=True)
+class StoredWill:
+    """A will as a survivor needs it: the topic in canonical form, the properties to send
+    (without the Will Delay Interval), and how long to wait."""
+
+    key: SessionKey
+    claim: int  # the revision of the session's claim made by the will's connection
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: bytes  # encoded as in a PUBLISH (§2.2.2); empty: none
+    delay: int  # seconds
+
+
+def encode_will(will: StoredWill) -> bytes:
+    record = {
+        "key": list(will.key),
+        "claim": will.claim,
+        "topic": will.topic,
+        "payload": base64.b64encode(will.payload).decode(),
+        "qos": will.qos,
+        "retain": will.retain,
+        "properties": base64.b64encode(will.properties).decode(),
+        "delay": will.delay,
+    }
+    return json.dumps(record).encode()
+
+
+def decode_will(data: bytes) -> StoredWill:
+    try:
+        raw = json.loads(data)
+        device_id, client_id = raw["key"]
+        return StoredWill(
+            (str(device_id), str(client_id)), int(raw["claim"]), str(raw["topic"]),
+            base64.b64decode(raw["payload"]), int(raw["qos"]), bool(raw["retain"]),
+            base64.b64decode(raw["properties"]), int(raw["delay"]),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ClusterError(f"a stored will is not readable: {exc}") from None
+
+
+def stored_will(client: "MqttClient", claim: int) -> StoredWill | None:
+    """The will of ``client`` as a survivor would publish it; None if it has none."""
+    will, peer = client.core.will, client.peer
+    if will is None or peer is None:
+        return None
+    delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if will.properties else 0
+    v5 = client.core.v5
+    expiry = v5.session_expiry if v5 is not None else None
+    wait = min(delay, expiry) if isinstance(delay, int) and delay and expiry else 0
+    kept = [item for item in will.properties or () if item[0] != Property.WILL_DELAY_INTERVAL]
+    properties = encode_properties(Properties(kept)) if kept else b""
+    return StoredWill(
+        peer.key, claim, peer.canonical(will.topic), will.payload, will.qos, will.retain,
+        properties, wait,
+    )  # fmt: skip
+
+
+class Wills:
+    def __init__(
+        self,
+        bucket: KeyValue,
+        departures: KeyValue,
+        claims: KeyValue,
+        incarnation: str,
+        publish: Callable[[StoredWill], None],
+    ) -> None:
+        self.bucket = bucket
+        self.departures = departures
+        self.claims = claims
+        self.incarnation = incarnation  # "<member>.<pid>": this run's prefix
+        self.publish = publish
+        self.published = 0  # wills of dead members published here
+        self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
+
+    async def written(self, client: "MqttClient", claim: int) -> None:
+        """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""
+        will = stored_will(client, claim)
+        if will is None:
+            return
+        try:
+            revision = await self.bucket.put(self._key(will.key), encode_will(will))
+        except ClusterError as exc:
+            log.warning("will of %s not kept in the cluster: %s", client.label, exc)
+            return
+        self._written[will.key] = (revision, client)
+
+    def ended(self, client: "MqttClient") -> None:
+        """The connection ended: its member took care of its will."""
+        peer = client.peer
+        if peer is None:
+            return
+        written = self._written.get(peer.key)
+        if written is None or written[1] is not client:
+            return
+        del self._written[peer.key]
+        self._spawn(self._delete(self._key(peer.key), written[0]))
+
+    def member_gone(self, name: str, pid: int) -> None:
+        """A member (one run of it) is gone: publish its clients' wills, if this member is
+        the survivor chosen to."""
+        self._spawn(self._departure(f"{name}.{pid}"))
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _key(self, key: SessionKey) -> str:
+        return f"{self.incarnation}.{to_key(store_key(key))}"
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete(self, kv_key: str, revision: int | None) -> None:
+        try:
+            await self.bucket.delete(kv_key, revision)
+        except ClusterConflictError:
+            pass  # a newer connection's will: it stays
+        except ClusterError as exc:
+            log.info("%s (the will's entry stays until the member's departure)", exc)
+
+    async def _departure(self, incarnation: str) -> None:
+        try:
+            await self.departures.create(incarnation, b"")
+        except ClusterConflictError:
+            return  # another survivor publishes them
+        except ClusterError as exc:
+            log.warning("wills of %s not published: %s", incarnation, exc)
+            return
+        found: list[tuple[str, StoredWill]] = []
+        watch = await self.bucket.watch(f"{incarnation}.>")
+        try:
+            while (change := await watch.value()) is not None:
+                kv_key, value = change
+                if value is None:
+                    continue
+                try:
+                    found.append((kv_key, decode_will(value)))
+                except ClusterError as exc:
+                    log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
+        finally:
+            await watch.stop()
+        log.info("member %s is gone: %d wills of its clients to publish", incarnation, len(found))
+        loop = asyncio.get_running_loop()
+        for kv_key, will in found:
+            if will.delay:
+                self._timers[kv_key] = loop.call_later(will.delay, self._delay_ended, kv_key, will)
+            else:
+                await self._due(kv_key, will)
+
+    def _delay_ended(self, kv_key: str, will: StoredWill) -> None:
+        self._timers.pop(kv_key, None)
+        self._spawn(self._due(kv_key, will))
+
+    async def _due(self, kv_key: str, will: StoredWill) -> None:
+        """Publish ``will`` unless its client connected again (its claim changed)."""
+        try:
+            claim = await self.claims.get(to_key(store_key(will.key)))
+        except ClusterError as exc:
+            log.warning("will of session %s not published: %s", store_key(will.key), exc)
+            return
+        if claim is None or claim.revision == will.claim:
+            self.publish(will)
+            self.published += 1
+            log.info("published the will of session %s for its dead member",
+                     store_key(will.key))  # fmt: skip
+        await self._delete(kv_key, None)

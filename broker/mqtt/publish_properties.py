@@ -1,0 +1,92 @@
+"""Reading the property list of a PUBLISH (MQTT 5 §3.3.2.3): the hot path of MQTT 5.
+
+A busy MQTT 5 client sends the same few properties with every message: user properties
+(§3.3.2.3.7), often a topic alias (§3.3.2.3.4), sometimes a message expiry (§3.3.2.3.3). The
+broker acts on the alias and the expiry only; everything else goes to the subscribers as it
+came (§3.3.2.3: the server forwards them unaltered). So a list made of those three is checked
+here in one pass over its bytes, without making a Python object of any value the broker does
+not act on (``Properties.read_lazily``), and a list with anything else, a string that is not
+ASCII, or anything wrong, goes to the general reader (``read_properties``), which decodes
+every value and raises the error the standard prescribes. Both accept and refuse exactly the
+same lists.
+
+``known`` is the list this connection's previous PUBLISH carried: when the bytes are the same,
+so is the verdict, and that object is returned again.
+"""
+
+from typing import Final
+
+from broker.mqtt.properties import (
+    NO_PROPERTIES,
+    PUBLISH,
+    Properties,
+    read_properties,
+)
+from broker.mqtt.wire import Reader
+from nanoiot.errors import MalformedPacket
+
+_USER_PROPERTY: Final = 0x26
+_TOPIC_ALIAS: Final = 0x23
+_MESSAGE_EXPIRY: Final = 0x02
+
+
+def read_publish_properties(
+    data: bytes, at: int, end: int, known: Properties = NO_PROPERTIES
+) -> tuple[Properties, int]:
+    """The property list of a PUBLISH whose property length is at ``data[at]`` (the body
+    ends at ``end``), and where the payload starts."""
+    length = data[at] if at < end else 0x80  # past the end: the general reader says so
+    if length & 0x80:  # 128 bytes or more, or nothing left
+        reader = Reader(data, at, end)
+        return read_properties(reader, PUBLISH), reader.at
+    start = at + 1
+    stop = start + length
+    if not length:
+        return NO_PROPERTIES, start
+    if stop > end:
+        raise MalformedPacket("property length runs past the remaining length (MQTT 5 §2.2.2.1)")
+    wire = data[start:stop]
+    if known and wire == known.wire:
+        return known, stop
+    found = _scan(wire)
+    if found is None:
+        return read_properties(Reader(data, at, end), PUBLISH), stop
+    return found, stop
+
+
+def _scan(wire: bytes) -> Properties | None:
+    """The list ``wire`` if it holds nothing but user properties, at most one topic alias
+    (not 0) and at most one message expiry, each whole, and is ASCII throughout; None for any
+    other list. ASCII strings are well-formed UTF-8; that none holds U+0000 (§1.5.4) is told by
+    counting: every zero byte of the list must be one of a length or a number."""
+    if not wire.isascii():
+        return None
+    size, at, zeros = len(wire), 0, 0
+    alias: int | None = None
+    expiry: int | None = None
+    alias_at = expiry_at = -1
+    try:  # a length that runs past the end reads past it: IndexError
+        while at < size:
+            key = wire[at]
+            if key == _USER_PROPERTY:  # name, value: each a two-byte length and the bytes
+                high, low = wire[at + 1], wire[at + 2]
+                at += 3 + (high << 8 | low)
+                high2, low2 = wire[at], wire[at + 1]
+                at += 2 + (high2 << 8 | low2)
+                zeros += (high == 0) + (low == 0) + (high2 == 0) + (low2 == 0)
+            elif key == _TOPIC_ALIAS and alias is None:
+                high, low = wire[at + 1], wire[at + 2]
+                alias = high << 8 | low
+                zeros += (high == 0) + (low == 0)
+                alias_at, at = at, at + 3
+            elif key == _MESSAGE_EXPIRY and expiry is None:
+                expiry = int.from_bytes(wire[at + 1 : at + 5], "big")
+                zeros += wire.count(0, at + 1, at + 5)
+                expiry_at, at = at, at + 5
+            else:
+                return None
+    except IndexError:
+        return None
+    if at != size or alias == 0 or wire.count(0) != zeros:
+        return None
+    return Properties.read_lazily(wire, alias, alias_at, expiry, expiry_at)

@@ -1,0 +1,84 @@
+"""Wills of a dead member on the machine's NATS: the entries a run keeps, exactly one
+survivor publishing them (compare-and-set), not the will of a client that connected again
+elsewhere, and a delayed will after its delay (MQTT 5 §3.1.3.2.2)."""
+
+import asyncio
+from collections.abc import Callable
+
+from broker.cluster.frames import to_key
+from broker.cluster.link import ClusterLink
+from broker.cluster.wills import DEPARTURES, StoredWill, Wills, decode_will, encode_will
+from broker.peer import store_key
+from nanoiot.settings import Settings
+
+WAIT = 10.0
+
+
+def _will(client_id: str, claim: int, delay: int = 0) -> StoredWill:
+    return StoredWill(
+        ("0190d4a0-0000-7000-8000-000000000001", client_id), claim,
+        f"devices/sensor/{client_id}", b"gone", 1, False, b"", delay,
+    )  # fmt: skip
+
+
+def test_a_stored_will_reads_back_as_written() -> None:
+    will = StoredWill(("d", "c"), 7, "devices/d/status", b"\x00\xffgone", 2, True, b"\x02\x01", 5)
+    assert decode_will(encode_will(will)) == will
+
+
+async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_came_back(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    link = await ClusterLink.connect(cluster_settings())
+    try:
+        wills_bucket = await link.key_value("wills")
+        claims = await link.key_value("clients")
+        departures = await link.key_value(DEPARTURES)
+        # The dead run "a.41": three connected clients with wills, one of which connected
+        # again on another member since (its claim changed).
+        stayed = _will("stayed", await claims.create(_claim_key("stayed"), b"a"))
+        delayed = _will("delayed", await claims.create(_claim_key("delayed"), b"a"), delay=1)
+        back = _will("back", await claims.create(_claim_key("back"), b"a"))
+        await claims.put(_claim_key("back"), b"c")
+        for will in (stayed, delayed, back):
+            await wills_bucket.put(f"a.41.{to_key(store_key(will.key))}", encode_will(will))
+
+        published: dict[str, list[StoredWill]] = {"b": [], "c": []}
+        done = asyncio.Event()
+
+        def survivor(name: str) -> Wills:
+            def publish(will: StoredWill) -> None:
+                published[name].append(will)
+                if sum(map(len, published.values())) == 2:
+                    done.set()
+
+            return Wills(wills_bucket, departures, claims, f"{name}.1", publish)
+
+        survivors = [survivor("b"), survivor("c")]
+        watch = await wills_bucket.watch("a.41.>")
+        while await watch.value() is not None:
+            pass  # the three entries as they are
+        loop = asyncio.get_running_loop()
+        noticed = loop.time()
+        for each in survivors:
+            each.member_gone("a", 41)  # both see the departure
+        await asyncio.wait_for(done.wait(), WAIT)
+        everything = published["b"] + published["c"]
+        assert [w.key[1] for w in everything] == ["stayed", "delayed"]
+        assert loop.time() - noticed >= 1.0  # the delayed one after its delay
+        assert [] in published.values()  # one survivor did it all
+        deleted: set[str] = set()
+        async with asyncio.timeout(WAIT):  # each entry dealt with: deleted
+            while len(deleted) < 3:
+                change = await watch.value()
+                if change is not None and change[1] is None:
+                    deleted.add(change[0])
+        await watch.stop()
+        for each in survivors:
+            await each.stop()
+    finally:
+        await link.close()
+
+
+def _claim_key(client_id: str) -> str:
+    return to_key(store_key(("0190d4a0-0000-7000-8000-000000000001", client_id)))
