@@ -205,7 +205,7 @@ class Connection(Outbound):
         assert session is not None
         if kind == PacketType.PUBLISH:
             publish = decode_publish(first, data, start, end, self.level, self._known)
-            if publish.properties:
+            if publish.properties is not NO_PROPERTIES:  # what an empty list decodes to
                 assert self.v5 is not None  # only 5.0 PUBLISHes have properties
                 self._known = publish.properties  # the next PUBLISH most likely has the same
                 publish = self.v5.resolve(publish)
