@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from admin.live_sessions import LiveSessions
 from admin.ratelimit import FailureLimiter
+from nanoiot.members import ClusterView
 from storage.interface import CredentialStore
 
 
@@ -36,6 +37,9 @@ class AdminContext:
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     metrics: CollectorRegistry | None = None  # the broker's, when it runs in this process
     web_sessions: LiveSessions = field(default_factory=LiveSessions)  # the web UI's sign-ins
+    # The nodes (one, or a cluster's members) and where devices are connected; None under
+    # ``nanoiot api``, which runs no broker.
+    cluster: ClusterView | None = None
 
     def changed(self) -> None:
         if self.broker is not None:
@@ -43,6 +47,13 @@ class AdminContext:
 
     def connected_device_ids(self) -> set[str]:
         return self.broker.connected_device_ids() if self.broker is not None else set()
+
+    async def connections(self, device_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """Device id -> (member, client id) of each live connection of ``device_ids``."""
+        if self.cluster is not None:
+            return dict(await self.cluster.connections(device_ids))
+        connected = self.connected_device_ids()  # where is not known: connected or not
+        return {device_id: [] for device_id in device_ids if device_id in connected}
 
 
 def context_of(request: Request) -> AdminContext:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._report import process_cpu_seconds
+from bench._report import machine_lines, process_cpu_seconds
 from bench.broker_process import running_broker
 from bench.compare_setup import make_pki, prepare_nanoiot_store
 from bench.mqtt_load import remaining_length
@@ -182,6 +182,7 @@ def report(results: dict[str, list[float]], messages: int, rounds: int) -> str:
         base = statistics.median(results[f"3.1.1 QoS {row.qos}"])
         ratio = f"{value / base:.2f}x" if base else "n/a"  # a short run can measure 0 ticks
         lines.append(f"| {row.name} | {value:.4f} | {ratio} |")
+    lines += ["", "Machine:", *machine_lines()]
     return "\n".join(lines) + "\n"
 
 

@@ -57,7 +57,8 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
         code = Reason.NOT_AUTHORIZED
     else:
         properties = packet.properties
-        expires_at = _deadline(properties, now) if properties else None
+        interval = properties.message_expiry  # §3.3.2.3.3: a deadline on the broker's clock
+        expires_at = now + interval if interval is not None else None
         message = Message(
             topic, packet.payload, packet.qos, packet.retain, properties, expires_at,
             client.session,

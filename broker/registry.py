@@ -57,6 +57,11 @@ class Ownership(Protocol):
         """A connection ended here (its will, if any, is this member's business)."""
         ...
 
+    def holds(self, key: SessionKey) -> bool:
+        """Whether this member's last claim of ``key`` still stands (no other member took
+        the session since)."""
+        ...
+
 
 class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
@@ -131,6 +136,12 @@ class Registry:
             # store if another member held it.
             if ownership is not None and not client.ended and await ownership.claim(client):
                 session = await self.moved_here(peer.key, session)
+                if not ownership.holds(peer.key):
+                    # A connect on another member took it meanwhile (and closed this client):
+                    # the session is that member's, not to be kept here too.
+                    if session is not None:
+                        self.forget(session)
+                    return None
                 await ownership.routes_published()
             if client.ended:
                 return None
@@ -235,6 +246,14 @@ class Registry:
                  len(loaded.inflight), len(loaded.queue))  # fmt: skip
         return self.sessions.get(key)
 
+    async def adopt(self, key: SessionKey) -> bool:
+        """Take in the stored session of a dead member (its client away); whether there
+        was one."""
+        async with self._turn(key):
+            if key in self.sessions:
+                return False
+            return await self.moved_here(key, None) is not None
+
     async def hand_over(self, key: SessionKey) -> bool:
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
@@ -254,6 +273,7 @@ class Registry:
             del self.sessions[session.key]
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
+        session.subscriptions.clear()
         session.clear()
 
     def drop_device(self, device_id: str) -> int:

@@ -78,22 +78,13 @@ class Restoration:
         delay = _RETRY_FIRST
         while True:
             try:
-                page, after_next = await self._store.load_page(after, PAGE)
-            except StoreError as exc:
+                page, after_next = await self._page(after)
+            except (StoreError, ClusterError) as exc:
                 log.warning("restoring sessions: %s (retrying in %g s)", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_FIRST
-            ownership = self._registry.ownership
-            if ownership is not None and page:
-                try:
-                    mine = await ownership.owned([s.key for s in page])
-                except ClusterError as exc:
-                    log.warning("restoring sessions: %s (retrying in %g s)", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                page = [s for s in page if s.key in mine]
             # One a client claimed meanwhile is restored, and may have changed since.
             self._adopt([s for s in page if s.key not in self._claimed])
             if after_next is None:
@@ -105,6 +96,15 @@ class Restoration:
         if self.sessions:
             log.info("restored %d persistent sessions, %d messages, in %.1f s",
                      self.sessions, self.messages, time.monotonic() - started)  # fmt: skip
+
+    async def _page(self, after: str | None) -> tuple[list[BrokerSession], str | None]:
+        """The next page of stored sessions, of those this member holds."""
+        page, after_next = await self._store.load_page(after, PAGE)
+        ownership = self._registry.ownership
+        if ownership is not None and page:
+            mine = await ownership.owned([s.key for s in page])
+            page = [s for s in page if s.key in mine]
+        return page, after_next
 
     def _adopt(self, sessions: list[BrokerSession]) -> None:
         fresh = [s for s in sessions if s.key not in self._registry.sessions]

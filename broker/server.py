@@ -187,7 +187,7 @@ class RunningBroker:
                 await cluster_router.start(broker.retained, broker.registry)
                 await cluster_router.start_members(
                     settings.cluster_heartbeat_interval, lambda: member_figures(broker),
-                    sock.getsockname()[1],
+                    sock.getsockname()[1], broker.registry,
                 )  # fmt: skip
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)

@@ -9,6 +9,10 @@ then), so an unreachable NATS stops the start before anything else is opened.
 
 import asyncio
 import logging
+import os
+import socket
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
@@ -16,6 +20,8 @@ from admin.context import AdminContext
 from admin.server import HttpServer, LazyApp
 from admin.token import admin_token
 from broker.server import RunningBroker
+from broker.sys_topics import member_figures
+from nanoiot.members import ClusterView, Member
 from nanoiot.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,6 +65,42 @@ class _LiveBroker:
             task.add_done_callback(self._announcing.discard)
 
 
+class SingleNode:
+    """This node alone as the admin's ``ClusterView``: no NATS, so no cluster name."""
+
+    cluster = ""
+
+    def __init__(self, name: str, running: RunningBroker) -> None:
+        self.member = name
+        self._running = running
+        self._started = time.time()
+        self._host = socket.gethostname()
+
+    def members(self) -> list[Member]:
+        figures = member_figures(self._running.broker)
+        me = Member(
+            self.member, self._host, os.getpid(), self._started, 0.0, figures, self._running.port
+        )
+        return [me]
+
+    async def connections(self, device_ids: Collection[str]) -> Mapping[str, list[tuple[str, str]]]:
+        live = self._running.broker.registry.live
+        return {
+            device_id: sorted((self.member, c.peer.key[1]) for c in live[device_id] if c.peer)
+            for device_id in device_ids
+            if live.get(device_id)
+        }
+
+
+def _cluster_view(settings: Settings, running: RunningBroker) -> ClusterView:
+    router = running.cluster_router
+    if router is None or router.members is None:
+        return SingleNode(settings.node_name or socket.gethostname().split(".")[0], running)
+    from broker.cluster.view import ClusterAdminView
+
+    return ClusterAdminView(router.link, router.members)
+
+
 @dataclass
 class Node:
     broker: RunningBroker
@@ -89,6 +131,7 @@ class Node:
                 admin_token=token,
                 broker=_LiveBroker(running, cluster),
                 metrics=running.broker.metrics.registry,
+                cluster=_cluster_view(settings, running),
             )
             http = await HttpServer.start(
                 _admin_app(context, settings.http_max_body_bytes),

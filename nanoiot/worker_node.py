@@ -13,11 +13,17 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from admin.app import start_admin
 from admin.context import AdminContext
 from admin.server import HttpServer
 from admin.token import admin_token
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
+from broker.cluster.metrics import MembersCollector
+from broker.cluster.view import ClusterAdminView
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.tls import build_server_context
 from nanoiot.node import announce_change, join_cluster
@@ -82,13 +88,27 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
         stack.push_async_callback(store.close)
         cluster = await join_cluster(settings)
         stack.push_async_callback(cluster.close)
+        members = await _watch_members(cluster, settings)
+        stack.push_async_callback(members.stop)
+        metrics = CollectorRegistry(auto_describe=True)  # the workers' own: on each worker
+        metrics.register(MembersCollector(members.live))
         supervisor = Supervisor(settings, count)
         context = AdminContext(
-            store=store, admin_token=token, broker=WorkersView(supervisor, cluster)
-        )
+            store=store, admin_token=token, broker=WorkersView(supervisor, cluster),
+            metrics=metrics, cluster=ClusterAdminView(cluster, members),
+        )  # fmt: skip
         http = await start_admin(context, settings)
         stack.push_async_callback(http.stop)
         stack.push_async_callback(supervisor.stop)
         await supervisor.start_all()
         await cluster.answer_pings(workers=count, http_port=http.address[1])
         yield WorkerNode(settings, supervisor, http, token, created, development)
+
+
+async def _watch_members(cluster: ClusterLink, settings: Settings) -> MemberRegistry:
+    """The members bucket, watched: the supervisor holds no clients, so it writes no entry."""
+    interval = settings.cluster_heartbeat_interval
+    bucket = await cluster.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
+    members = MemberRegistry(cluster, bucket, interval)
+    await members.start()
+    return members

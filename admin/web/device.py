@@ -39,6 +39,7 @@ async def device_page_response(
     credentials = ordered(list(await context.store.list_credentials(device_id)))
     events = await context.store.list_auth_events(device_id=device_id, limit=EVENTS_SHOWN)
     current = credentials[0] if credentials and credentials[0].active else None
+    connections = (await context.connections([str(device_id)])).get(str(device_id))
     if form is None:
         form = CredentialInput(type=current.credential.type) if current else CredentialInput()
     return page(
@@ -47,7 +48,8 @@ async def device_page_response(
         session=session,
         status_code=status_code,
         device=device,
-        connected=str(device_id) in context.connected_device_ids(),
+        connected=connections is not None,
+        connections=connections or [],
         current=current,
         history=[view for view in credentials if view is not current],
         events=events,

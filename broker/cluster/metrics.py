@@ -1,7 +1,8 @@
 """The cluster's figures in ``/metrics``: who this member is, which other members it routes
-to, and the messages crossing between them."""
+to, the messages crossing between them, and every live member's own figures as its last
+heartbeat gave them (``broker.cluster.members``), labelled by member."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -9,7 +10,54 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 if TYPE_CHECKING:
     from broker.cluster.router import ClusterRouter
 
-__all__ = ["ClusterCollector"]
+from nanoiot.members import Member
+
+__all__ = ["ClusterCollector", "MembersCollector"]
+
+_PER_MEMBER = (
+    # (name, help, figure, counter?)
+    ("nanoiot_cluster_member_connected_clients", "Live MQTT connections, by member",
+     "clients", False),
+    ("nanoiot_cluster_member_subscriptions", "Topic filters subscribed, by member",
+     "subscriptions", False),
+    ("nanoiot_cluster_member_messages_received", "PUBLISH packets received, by member",
+     "messages_received", True),
+    ("nanoiot_cluster_member_messages_sent", "PUBLISH packets sent, by member",
+     "messages_sent", True),
+    ("nanoiot_cluster_member_bytes_received", "MQTT bytes received, by member",
+     "bytes_received", True),
+    ("nanoiot_cluster_member_bytes_sent", "MQTT bytes sent, by member", "bytes_sent", True),
+)  # fmt: skip
+
+
+class MembersCollector:
+    """The live members and their figures (on a node, and on a workers' supervisor)."""
+
+    def __init__(self, members: Callable[[], list[Member]]) -> None:
+        self._members = members
+
+    def collect(self) -> Iterator[Metric]:
+        live = self._members()
+        yield GaugeMetricFamily(
+            "nanoiot_cluster_members", "Live members of the cluster (nodes and workers)",
+            value=len(live),
+        )  # fmt: skip
+        info = GaugeMetricFamily(
+            "nanoiot_cluster_member_info", "A live member (always 1), with its host and pid",
+            labels=["member", "host", "pid"],
+        )  # fmt: skip
+        for member in live:
+            info.add_metric([member.name, member.host, str(member.pid)], 1)
+        yield info
+        for name, documentation, figure, counter in _PER_MEMBER:
+            family: GaugeMetricFamily | CounterMetricFamily = (
+                CounterMetricFamily(name, documentation, labels=["member"])
+                if counter
+                else GaugeMetricFamily(name, documentation, labels=["member"])
+            )
+            for member in live:
+                family.add_metric([member.name], getattr(member.figures, figure))
+            yield family
 
 
 class ClusterCollector:
@@ -47,3 +95,5 @@ class ClusterCollector:
             "Batches for other members dropped over max_forward_buffer",
             value=router.forwarder.frames_dropped,
         )
+        if router.members is not None:
+            yield from MembersCollector(router.members.live).collect()

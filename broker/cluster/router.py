@@ -36,6 +36,7 @@ from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
+from broker.cluster.view import answer_where
 from broker.cluster.wills import BUCKET as WILLS
 from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, StoredWill, Wills
 from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
@@ -101,15 +102,22 @@ class ClusterRouter:
             f"{self.link.member}.{os.getpid()}",
             functools.partial(self._publish_will, retained),
         )
+        self.wills.adopt = self.claims.adopt
         await self.claims.start()
         registry.ownership = self.claims
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
     async def start_members(
-        self, interval: float, figures: Callable[[], Figures], mqtt_port: int
+        self,
+        interval: float,
+        figures: Callable[[], Figures],
+        mqtt_port: int,
+        registry: "Registry",
     ) -> MemberRegistry:
-        """This member's entry in the members bucket, its heartbeat, and the others'."""
+        """This member's entry in the members bucket, its heartbeat, and the others'; and
+        its answers to where devices are connected (``broker.cluster.view``)."""
+        await answer_where(self.link, registry)
         bucket = await self.link.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
         members = MemberRegistry(self.link, bucket, interval, figures, mqtt_port=mqtt_port)
         await members.start()

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.frames import to_key
+from broker.cluster.frames import from_key, to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
@@ -107,6 +107,9 @@ class SessionClaims:
                      previous[0], store_key(key), exc)  # fmt: skip
         return True
 
+    def holds(self, key: SessionKey) -> bool:
+        return key in self._claimed
+
     def ended(self, client: "MqttClient") -> None:
         if self.wills is not None:
             self.wills.ended(client)
@@ -131,6 +134,29 @@ class SessionClaims:
             if holder == member:
                 mine.add(key)
         return mine
+
+    async def adopt(self, gone: str) -> int:
+        """Take the sessions member ``gone`` held (it is dead, not restarted): claimed here
+        by compare-and-set (a device connecting meanwhile elsewhere wins) and read from the
+        store, so that their messages are queued here until their devices come back."""
+        if not self.is_gone(gone):
+            return 0  # it came back (restarted): it restored its own
+        member, adopted = self.link.member.encode(), 0
+        for kv_key, holder in (await self._read_holders()).items():
+            if holder != gone:
+                continue
+            entry = await self.bucket.get(kv_key)
+            if entry is None or entry.value.decode() != gone:
+                continue
+            try:
+                await self.bucket.update(kv_key, member, entry.revision)
+            except ClusterConflictError:
+                continue  # its device connected meanwhile
+            device_id, _, client_id = from_key(kv_key).partition("/")
+            adopted += await self.registry.adopt((device_id, client_id))
+        if adopted:
+            log.info("adopted %d persistent sessions of member %s", adopted, gone)
+        return adopted
 
     async def _read_holders(self) -> dict[str, str]:
         """Every claim at this moment (one pass over the bucket)."""

@@ -10,11 +10,13 @@ that a newer connection's entry stays.
 
 When the member registry (``broker.cluster.members``) reports a member gone, every survivor
 tries to create ``<member>.<pid>`` in ``<cluster>_departures``; the one that succeeds (a
-compare-and-set: exactly one) reads that run's will entries and publishes each will whose
-session's claim is still the one its connection made (the client did not connect again
-elsewhere meanwhile), after its delay: MQTT 5 §3.1.3.2.2, the smaller of the Will Delay
-Interval and the session expiry interval, counted from when the death was noticed, the claim
-looked at again when it ends. Then the entry is deleted.
+compare-and-set: exactly one) reads that run's will entries and publishes each: their
+connections ended without DISCONNECT when the member died (§3.1.2.5; a connection taken over
+before had its will published by its member). A 5.0 will with a delay waits for it first:
+the smaller of the Will Delay Interval and the session expiry interval, counted from when the
+death was noticed, and is dropped if the session's claim changed meanwhile (its client
+connected again, §3.1.3.2.2). Then the entry is deleted, and the same survivor adopts the
+dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back.
 
 Not covered: a will whose delay was running on a member when it died (its connection had
 ended, so its entry was deleted) is not published.
@@ -26,7 +28,7 @@ import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -34,7 +36,7 @@ from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.mqtt.properties import Properties, Property, encode_properties
 from broker.peer import SessionKey, store_key
-from nanoiot.errors import ClusterConflictError, ClusterError
+from nanoiot.errors import ClusterConflictError, ClusterError, StoreError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -122,6 +124,8 @@ class Wills:
         self.incarnation = incarnation  # "<member>.<pid>": this run's prefix
         self.publish = publish
         self.published = 0  # wills of dead members published here
+        # What else the survivor chosen for a departure does: adopt its sessions.
+        self.adopt: Callable[[str], Awaitable[object]] | None = None
         self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
@@ -152,7 +156,7 @@ class Wills:
     def member_gone(self, name: str, pid: int) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
         the survivor chosen to."""
-        self._spawn(self._departure(f"{name}.{pid}"))
+        self._spawn(self._departure(name, f"{name}.{pid}"))
 
     async def stop(self) -> None:
         for timer in self._timers.values():
@@ -179,7 +183,7 @@ class Wills:
         except ClusterError as exc:
             log.info("%s (the will's entry stays until the member's departure)", exc)
 
-    async def _departure(self, incarnation: str) -> None:
+    async def _departure(self, name: str, incarnation: str) -> None:
         try:
             await self.departures.create(incarnation, b"")
         except ClusterConflictError:
@@ -207,18 +211,26 @@ class Wills:
                 self._timers[kv_key] = loop.call_later(will.delay, self._delay_ended, kv_key, will)
             else:
                 await self._due(kv_key, will)
+        if self.adopt is not None:
+            try:
+                await self.adopt(name)
+            except (ClusterError, StoreError) as exc:
+                log.warning("sessions of member %s not adopted: %s", name, exc)
 
     def _delay_ended(self, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
         self._spawn(self._due(kv_key, will))
 
     async def _due(self, kv_key: str, will: StoredWill) -> None:
-        """Publish ``will`` unless its client connected again (its claim changed)."""
-        try:
-            claim = await self.claims.get(to_key(store_key(will.key)))
-        except ClusterError as exc:
-            log.warning("will of session %s not published: %s", store_key(will.key), exc)
-            return
+        """Publish ``will``; a delayed one unless its client connected again (its claim
+        changed)."""
+        claim = None
+        if will.delay:
+            try:
+                claim = await self.claims.get(to_key(store_key(will.key)))
+            except ClusterError as exc:
+                log.warning("will of session %s not published: %s", store_key(will.key), exc)
+                return
         if claim is None or claim.revision == will.claim:
             self.publish(will)
             self.published += 1

@@ -64,7 +64,10 @@ class Negotiated:
         if alias is None:
             return publish
         aliases = self.aliases_in or AliasesIn(0)
-        publish.topic = aliases.resolve(publish, alias)
+        if publish.topic or alias not in aliases.topics:
+            publish.topic = aliases.resolve(publish, alias)
+        else:  # the common case: a known alias alone
+            publish.topic = aliases.topics[alias]
         publish.properties = properties.without_topic_alias()
         return publish
 
@@ -80,13 +83,14 @@ class Negotiated:
         properties = message.properties
         if message.expires_at is not None:
             properties = outgoing_properties(properties, message.expires_at, now)
-        topic, aliases = message.topic, self.aliases_out
-        found = aliases.alias(topic) if aliases is not None else None
-        if found is None:
-            encoded, alias, new = topic.encode(), b"", False
+        topic, aliases, new = message.topic, self.aliases_out, False
+        alias = aliases.numbers.get(topic) if aliases is not None else None
+        if alias is not None:
+            encoded = b""  # the client knows the alias: it stands for the topic
         else:
-            alias, known = found
-            encoded, new = (b"", False) if known else (topic.encode(), True)
+            encoded, alias = topic.encode(), b""
+            if aliases is not None and (alias := aliases.new_alias(topic)):
+                new = True
         data = encode_publish(
             encoded, message.payload, message.qos, message.packet_id,
             retain=message.retain, dup=dup, level=MQTT_5, properties=properties.block(alias),
@@ -216,16 +220,13 @@ class AliasesOut:
         self.maximum = maximum
         self.numbers: dict[str, bytes] = {}  # topic -> its Topic Alias property, encoded
 
-    def alias(self, topic: str) -> tuple[bytes, bool] | None:
-        """(the Topic Alias property of ``topic``, whether the client knows it already), or
-        None when every alias is taken by another topic."""
-        encoded = self.numbers.get(topic)
-        if encoded is not None:
-            return encoded, True
+    def new_alias(self, topic: str) -> bytes:
+        """The Topic Alias property for a ``topic`` without one (``numbers`` has those the
+        client knows), or b"" when every alias is taken by another topic."""
         if len(self.numbers) >= self.maximum:
-            return None
+            return b""
         encoded = self.numbers[topic] = _alias_property(len(self.numbers) + 1)
-        return encoded, False
+        return encoded
 
     def forget(self, topic: str) -> None:
         """Undo a new alias whose PUBLISH was not sent after all."""

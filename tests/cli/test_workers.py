@@ -8,9 +8,11 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from broker.cluster.link import ClusterLink
@@ -21,6 +23,7 @@ from tests.natsserver import NATS_URL, shared_cluster
 from tests.serve_process import WAIT, Output, provision_device, serving
 
 pytestmark = pytest.mark.slow
+ADMIN_TOKEN = "workers-test-admin-token-0123456789"
 
 
 @pytest.fixture
@@ -33,7 +36,23 @@ def cluster_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
             "NANOIOT_NATS_URL": NATS_URL,
             "NANOIOT_CLUSTER_NAME": cluster,
             "NANOIOT_NODE_NAME": "host-a",
+            "NANOIOT_ADMIN_TOKEN": ADMIN_TOKEN,
         }
+
+
+def supervisor_metrics(stdout: list[str], holds: str) -> str:
+    """The supervisor's /metrics once ``holds`` is in them (its view of the members bucket
+    follows the workers' entries by a few milliseconds)."""
+    http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))
+    assert http is not None, stdout
+    deadline = time.monotonic() + WAIT
+    while True:
+        text = httpx.get(
+            http.group(1) + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=WAIT,
+        ).text  # fmt: skip
+        if holds in text or time.monotonic() > deadline:
+            return text
 
 
 def test_more_than_one_worker_without_nats_is_refused_in_one_line(nanoiot: Cli) -> None:
@@ -86,6 +105,11 @@ def test_workers_share_the_port_restart_and_stop(
         assert set(by_member) == {"host-a", "host-a-w1", "host-a-w2"}
         assert {by_member[f"host-a-{w}"]["pid"] for w in workers} == set(workers.values())
         assert {by_member[f"host-a-{w}"]["mqtt_port"] for w in workers} == {port}
+        # The supervisor's /metrics: both workers, from the members bucket.
+        metrics = supervisor_metrics(stdout, "nanoiot_cluster_members 2.0")
+        assert "nanoiot_cluster_members 2.0" in metrics
+        for w in workers:
+            assert f'nanoiot_cluster_member_connected_clients{{member="host-a-{w}"}}' in metrics
 
         # The kernel spreads connections over both workers.
         seen: set[str] = set()

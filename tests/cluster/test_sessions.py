@@ -4,12 +4,17 @@ A queued while the client was away, and what it had sent without an acknowledgem
 session present set; and from then on B, not A, routes for it. Real paho clients, nodes as
 separate processes on the machine's NATS and PostgreSQL."""
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
-from tests.e2e.harness import Client
+from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
+from tests.cluster.test_routing import counter, metrics
+from tests.cluster.test_takeover import _any_closed, _wait_for
+from tests.e2e.harness import Client, mqtt_client
+from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +107,119 @@ def test_a_live_take_over_moves_the_session_before_the_connack(tmp_path: Path) -
         assert later.payload == b"later"
         on_b.paho.ack(later.mid, later.qos)
         assert on_b.no_message()
+
+
+def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_published(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of node A with a persistent subscriber and a publisher (with a will) on it:
+    a survivor publishes the will (seen on C), and the subscriber reconnecting to B gets
+    every message A acknowledged to the publisher."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        nodes.application("watcher")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        watcher = nodes.connect("c", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        backend = _backend(nodes, "a")
+        backend.paho.reconnect_delay_set(600, 600)  # it comes back on B, not A
+        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
+        device = nodes.connect(
+            "a", sensor, client_id="sensor", will=("v1/devices/me/status", b"gone")
+        )
+        device.paho.reconnect_delay_set(600, 600)
+        until_routed(device, TELEMETRY, backend)
+
+        sent = [f"m{i}".encode() for i in range(40)]
+        for payload in sent:
+            device.publish(TELEMETRY, payload, qos=1)  # PUBACKed by A: A's to deliver
+        got = [backend.next_message() for _ in range(5)]  # some reached it, none acked
+        assert [m.payload for m in got] == sent[:5]
+
+        nodes.kill("a")
+        will = watcher.next_message()  # published by a survivor once A is seen gone
+        assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
+        assert watcher.no_message()  # once
+
+        # The survivor that published it adopted the backend's session: what the device
+        # publishes there now is queued for the backend too.
+        adopter = _adopter(nodes, "b", "c")
+        device = nodes.connect(adopter, sensor, client_id="sensor")
+        later = [f"later{i}".encode() for i in range(5)]
+        for payload in later:
+            device.publish(TELEMETRY, payload, qos=1)
+
+        backend = _backend(nodes, "b")
+        assert backend.session_present.get_nowait() is True
+        again = []
+        for _ in sent + later:  # acknowledged as they come: the in-flight window moves on
+            again.append(backend.next_message())
+            backend.paho.ack(again[-1].mid, again[-1].qos)
+        assert [m.payload for m in again] == sent + later
+        assert backend.no_message()
+
+
+def _adopter(nodes: Cluster, *names: str) -> str:
+    """The node whose log says it adopted the dead member's sessions (either may: polled,
+    as two processes' logs have no one event to wait on), within WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for name in names:
+            if any("adopted 1 persistent sessions" in line for line in nodes.nodes[name].log.lines):
+                return name
+        threading.Event().wait(0.05)
+    raise AssertionError("no node adopted the dead member's sessions")
+
+
+def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
+    """The store holds every node's sessions: a node that starts again takes in the ones
+    whose claim names it, not one that moved to another node meanwhile."""
+    with cluster(tmp_path) as nodes:
+        nodes.application("backend")
+        nodes.application("other")
+        for name in ("a", "b"):
+            nodes.start(name)
+        for app in ("backend", "other"):
+            client = nodes.connect("a", app=app, client_id=app, clean_session=False)
+            assert client.subscribe("devices/+/telemetry", qos=1) == [1]
+            client.close()
+        moved = _backend(nodes, "b")  # handed over by A: B holds it now
+        assert moved.session_present.get_nowait() is True
+        moved.close()
+
+        nodes.kill("a")
+        nodes.start("a")
+        nodes.nodes["a"].log.wait_for(r"restored 1 persistent sessions")  # "other" only
+        assert counter(metrics(nodes, "a"), "nanoiot_sessions") == 1
+        assert counter(metrics(nodes, "b"), "nanoiot_sessions") == 1
+
+
+def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) -> None:
+    """Two connects for one persistent session on two nodes at once: one connection stays,
+    and only its node holds the session (the other gave it up or never took it)."""
+    with cluster(tmp_path) as nodes:
+        nodes.application("backend")
+        for name in ("a", "b"):
+            nodes.start(name)
+        first = _backend(nodes, "a")
+        assert first.subscribe("devices/+/telemetry", qos=1) == [1]
+        first.close()
+        for attempt in range(3):
+            clients = []
+            for node in ("a", "b"):  # both connects in flight at once (paho's own threads)
+                client = mqtt_client(
+                    nodes.nodes[node].port, nodes.server_cert, None, client_id="backend",
+                    clean_session=False, username="backend", password=APP_PASSWORD,
+                )  # fmt: skip
+                client.paho.reconnect_delay_set(600, 600)
+                clients.append(client)
+            assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
+            live = [n for n, c in zip("ab", clients, strict=True) if not c.disconnected.is_set()]
+            assert len(live) == 1, attempt
+            held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "ab"}
+            assert held == {n: float(n in live) for n in "ab"}, attempt
+            for client in clients:
+                client.close()

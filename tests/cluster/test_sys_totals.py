@@ -1,13 +1,15 @@
-"""``$SYS/cluster/...``: the cluster's totals summed from the members' entries, published by
-every node beside its own ``$SYS/broker/...``; a node that dies leaves the totals once it
-missed its heartbeats. ``nanoiot serve`` processes, real paho clients over mutual TLS."""
+"""``$SYS/cluster/...`` and ``/metrics``: the cluster's totals summed from the members'
+entries, published by every node beside its own ``$SYS/broker/...``, and every member's
+figures labelled by member; a node that dies leaves them once it missed its heartbeats.
+``nanoiot serve`` processes, real paho clients over mutual TLS."""
 
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.cluster.nodes import cluster
+from tests.cluster.nodes import ADMIN_TOKEN, cluster
 from tests.e2e.harness import WAIT, Client
 
 pytestmark = pytest.mark.slow
@@ -47,6 +49,15 @@ def test_cluster_totals_sum_every_node_and_drop_a_dead_one(tmp_path: Path) -> No
         )  # fmt: skip
         assert seen["$SYS/broker/messages/received"] == "0"  # b's own: nobody published there
         assert int(seen["$SYS/cluster/bytes/received"]) > 0
+
+        metrics = httpx.get(
+            nodes.nodes["b"].http_url + "/metrics",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=WAIT,
+        ).text  # fmt: skip
+        assert "nanoiot_cluster_members 2.0" in metrics
+        assert 'nanoiot_cluster_member_connected_clients{member="a"} 1.0' in metrics
+        assert 'nanoiot_cluster_member_messages_received_total{member="a"} 5.0' in metrics
+        assert 'nanoiot_cluster_member_messages_received_total{member="b"} 0.0' in metrics
 
         nodes.kill("a")  # no clean leave: a's entry just stops being rewritten
         until(app, cluster__nodes="1", cluster__members="b", cluster__clients__connected="1")

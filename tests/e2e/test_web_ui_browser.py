@@ -8,16 +8,24 @@ certificate over mutual TLS and gets CONNACK 0. A screenshot of every page is ke
 ``tests/artifacts/web-ui/`` (git-ignored) for a person to look at.
 """
 
+import asyncio
 import os
-from collections.abc import Iterator, Mapping
+import re
+import socket
+import time
+from collections.abc import Coroutine, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    Locator,
     Page,
     Playwright,
     Response,
@@ -27,11 +35,15 @@ from playwright.sync_api import (
 )
 
 from auth.certificate import parse_credential
+from storage.migrate import upgrade
 from tests.certgen import issue, revocation_list
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
 from tests.e2e.interop import DeviceKeys, Keys, make_keys, provision_pem, running_broker
+from tests.natsserver import NATS_URL, shared_cluster
+from tests.storage.pg import fresh_database
 
 DEVICE = "greenhouse-7"
+T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -277,3 +289,90 @@ def test_api_docs_render_offline_under_their_policy(page: Page, node: BrokerThre
     expect(page.locator(".opblock-summary-path").first).to_be_visible()
     shot(page, "api-docs")
     assert outside == []
+
+
+def test_nodes_page_and_where_a_device_is_connected_on_a_single_node(
+    page: Page, node: BrokerThread, device_keys: DeviceKeys
+) -> None:
+    provision_pem(node, device_keys)
+    client = mqtt_client(node.port, node.server_cert, device_keys.nopass, client_id=DEVICE)
+    try:
+        assert client.wait_connack() == 0
+        page.goto(f"{node.http_url}/ui/nodes")
+        sign_in(page, node, node.admin_token)
+        expect(page.get_by_role("heading", name="Nodes")).to_be_visible()
+        expect(page.locator("#mode")).to_contain_text("Single node")
+        name = socket.gethostname().split(".")[0]  # node_name's default
+        rows = page.locator("#nodes tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(f"{name} (this node)")
+        shot(page, "20-nodes-single")
+
+        page.get_by_role("link", name="Devices", exact=True).first.click()
+        expect(page.get_by_role("row", name=DEVICE)).to_contain_text(f"Connected on {name}")
+        page.get_by_role("link", name=DEVICE).click()
+        expect(page.locator("#connected-on")).to_have_text(f"{name} (client id {DEVICE})")
+    finally:
+        client.close()
+
+
+@contextmanager
+def apart(manager: AbstractContextManager[T]) -> Iterator[T]:
+    """``manager`` entered and left in a thread of its own: they run ``asyncio.run``, which
+    Playwright's event loop in this thread forbids."""
+    with ThreadPoolExecutor(1) as pool:
+        value = pool.submit(manager.__enter__).result()
+        try:
+            yield value
+        finally:
+            pool.submit(manager.__exit__, None, None, None).result()
+
+
+def apart_run(coroutine: Coroutine[Any, Any, T]) -> T:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def text_of(row: Locator) -> str:
+    """A table row's text, one space between cells."""
+    return " ".join((row.text_content() or "").split())
+
+
+def test_nodes_page_and_where_a_device_is_connected_in_a_cluster(
+    page: Page, keys: Keys, device_keys: DeviceKeys, tmp_path: Path
+) -> None:
+    """Two nodes on the machine's NATS and one PostgreSQL database; the device connects to
+    node b, and node a's web UI shows both nodes and the device on b."""
+    with apart(shared_cluster()) as cluster_name, apart(fresh_database()) as database:
+        apart_run(upgrade(database))
+        common = {
+            "nats_url": NATS_URL, "cluster_name": cluster_name, "database_url": database,
+            "cluster_heartbeat_interval": 0.2,
+        }  # fmt: skip
+        with (
+            running_broker(keys, tmp_path / "data", node_name="a", **common) as a,
+            running_broker(keys, tmp_path / "data", node_name="b", **common) as b,
+        ):
+            provision_pem(a, device_keys)
+            client = mqtt_client(b.port, b.server_cert, device_keys.nopass, client_id=DEVICE)
+            try:
+                assert client.wait_connack() == 0
+                page.goto(f"{a.http_url}/ui/nodes")
+                sign_in(page, a, a.admin_token)
+                expect(page.locator("#mode")).to_contain_text(f"Cluster {cluster_name}: 2 live")
+                rows = page.locator("#nodes tbody tr")
+                expect(rows.nth(0)).to_contain_text("a (this node)")
+                # b's figures come with its heartbeats (every 0.2 s): reload until one has.
+                deadline = time.monotonic() + WAIT
+                while not re.fullmatch(r"b \S+ pid \d+ 1 .*", text_of(rows.nth(1))):
+                    assert time.monotonic() < deadline, text_of(rows.nth(1))
+                    page.reload()
+                shot(page, "21-nodes-cluster")
+
+                page.get_by_role("link", name="Devices", exact=True).first.click()
+                expect(page.get_by_role("row", name=DEVICE)).to_contain_text("Connected on b")
+                page.get_by_role("link", name=DEVICE).click()
+                expect(page.locator("#connected-on")).to_have_text(f"b (client id {DEVICE})")
+                shot(page, "22-device-on-node-b")
+            finally:
+                client.close()

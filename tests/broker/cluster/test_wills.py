@@ -1,6 +1,6 @@
-"""Wills of a dead member on the machine's NATS: the entries a run keeps, exactly one
-survivor publishing them (compare-and-set), not the will of a client that connected again
-elsewhere, and a delayed will after its delay (MQTT 5 §3.1.3.2.2)."""
+"""Wills of a dead member on the machine's NATS: exactly one survivor publishing them
+(compare-and-set), a delayed will after its delay and not if its client connected again
+elsewhere meanwhile (MQTT 5 §3.1.3.2.2)."""
 
 import asyncio
 from collections.abc import Callable
@@ -34,13 +34,14 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
         wills_bucket = await link.key_value("wills")
         claims = await link.key_value("clients")
         departures = await link.key_value(DEPARTURES)
-        # The dead run "a.41": three connected clients with wills, one of which connected
-        # again on another member since (its claim changed).
-        stayed = _will("stayed", await claims.create(_claim_key("stayed"), b"a"))
+        # The dead run "a.41": three connected clients with wills; two connected again on
+        # another member since (their claims changed), one of which had a delayed will.
+        moved = _will("moved", await claims.create(_claim_key("moved"), b"a"))
+        await claims.put(_claim_key("moved"), b"c")
         delayed = _will("delayed", await claims.create(_claim_key("delayed"), b"a"), delay=1)
-        back = _will("back", await claims.create(_claim_key("back"), b"a"))
+        back = _will("back", await claims.create(_claim_key("back"), b"a"), delay=1)
         await claims.put(_claim_key("back"), b"c")
-        for will in (stayed, delayed, back):
+        for will in (moved, delayed, back):
             await wills_bucket.put(f"a.41.{to_key(store_key(will.key))}", encode_will(will))
 
         published: dict[str, list[StoredWill]] = {"b": [], "c": []}
@@ -64,7 +65,8 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
             each.member_gone("a", 41)  # both see the departure
         await asyncio.wait_for(done.wait(), WAIT)
         everything = published["b"] + published["c"]
-        assert [w.key[1] for w in everything] == ["stayed", "delayed"]
+        # §3.1.2.5: its connection ended without DISCONNECT, wherever it is now.
+        assert [w.key[1] for w in everything] == ["moved", "delayed"]
         assert loop.time() - noticed >= 1.0  # the delayed one after its delay
         assert [] in published.values()  # one survivor did it all
         deleted: set[str] = set()
