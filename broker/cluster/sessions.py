@@ -66,6 +66,7 @@ class SessionClaims:
         self.registry = registry
         self.announcer = announcer
         self.handed_over = 0  # persistent sessions given up to another member
+        self.adopted = 0  # persistent sessions of dead members taken in
         self.wills: Wills | None = None  # where connects keep their wills for survivors
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
@@ -176,6 +177,7 @@ class SessionClaims:
                 continue  # its device connected meanwhile
             device_id, _, client_id = from_key(kv_key).partition("/")
             adopted += await self.registry.adopt((device_id, client_id))
+        self.adopted += adopted
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
         return adopted

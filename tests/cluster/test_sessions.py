@@ -61,6 +61,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
         backend = _backend(nodes, "b")
         assert backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_sessions_handed_over_total") == 1
         # §4.4: the QoS 1 ones are sent again with DUP set; the QoS 2 ones had reached the
         # client (paho acknowledges PUBREL only on ``ack``), so B sends only their PUBREL.
         resent = [(qos, payload) for qos, payload in in_flight if qos == 1]
@@ -151,6 +152,9 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
         # The survivor that published it adopted the backend's session: what the device
         # publishes there now is queued for the backend too.
         adopter = _adopter(nodes, "b", "c")
+        figures = metrics(nodes, adopter)
+        assert counter(figures, "nanoiot_cluster_sessions_adopted_total") == 1
+        assert counter(figures, "nanoiot_cluster_wills_published_total") == 1
         device = nodes.connect(adopter, sensor, client_id="sensor")
         later = [f"later{i}".encode() for i in range(5)]
         for payload in later:
