@@ -154,6 +154,15 @@ class SessionClaims:
         store, so that their messages are queued here until their devices come back."""
         if not self.is_gone(gone):
             return 0  # it came back (restarted): it restored its own
+        # Silent is not always dead: a member whose process stalls (starved of CPU, paused)
+        # still has its NATS subscriptions, and would keep the sessions it holds in memory.
+        # Only when NATS says nobody listens on its forwarding subject are they adopted.
+        answered = await self.link.answers(self.link.subject("route", gone))
+        if answered is not False:
+            why = "answers" if answered else "NATS still has its subscriptions"
+            log.warning("member %s missed its heartbeats but %s: its sessions stay with it",
+                        gone, why)  # fmt: skip
+            return 0
         member, adopted = self.link.member.encode(), 0
         for kv_key, holder in (await self._read_holders()).items():
             if holder != gone:

@@ -4,6 +4,8 @@ A queued while the client was away, and what it had sent without an acknowledgem
 session present set; and from then on B, not A, routes for it. Real paho clients, nodes as
 separate processes on the machine's NATS and PostgreSQL."""
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -165,15 +167,20 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
 
 
 def _adopter(nodes: Cluster, *names: str) -> str:
-    """The node whose log says it adopted the dead member's sessions (either may: polled,
-    as two processes' logs have no one event to wait on), within WAIT seconds."""
+    """The node whose log says it adopted the dead member's sessions."""
+    return _logged(nodes, "adopted 1 persistent sessions", *names)
+
+
+def _logged(nodes: Cluster, text: str, *names: str) -> str:
+    """The first of ``names`` whose log has a line with ``text`` (either may: polled, as
+    two processes' logs have no one event to wait on), within WAIT seconds."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         for name in names:
-            if any("adopted 1 persistent sessions" in line for line in nodes.nodes[name].log.lines):
+            if any(text in line for line in nodes.nodes[name].log.lines):
                 return name
         threading.Event().wait(0.05)
-    raise AssertionError("no node adopted the dead member's sessions")
+    raise AssertionError(f"no node logged {text!r}")
 
 
 def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
@@ -260,3 +267,25 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
             raw.send(Pubrel(7))
             assert raw.read() == Pubcomp(7)
         assert watcher.no_message(within=1.0)  # exactly once
+
+
+def test_a_stalled_node_keeps_its_sessions(tmp_path: Path) -> None:
+    """A node that misses its heartbeats while its process is stopped (SIGSTOP) still has
+    its NATS subscriptions: the survivor does not adopt its sessions, so that once it runs
+    again the session is held by one node only."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        nodes.application("backend")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        backend = _backend(nodes, "a")
+        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
+        backend.close()
+        stalled = nodes.nodes["a"].process
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "abc"}
+        assert held == {"a": 1, "b": 0, "c": 0}
