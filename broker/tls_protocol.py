@@ -1,6 +1,7 @@
 """One connection of the broker's TLS listener (``broker.transport``): the asyncio protocol.
 
-It feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` on memory BIOs (``bio_write``),
+It feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` on memory BIOs (once open, through
+``broker.tls_calls``, one SSL_read per record a read completes: ``broker.tls_records``),
 reads a PROXY protocol v2 header first from a trusted load balancer (``broker.proxy_protocol``),
 runs the handshake within ``handshake_timeout`` (a failure goes to
 ``TlsServer.handshake_failed``), then decrypts every read into the connection's receiver and
