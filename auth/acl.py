@@ -98,7 +98,7 @@ _RULE_KEYS = ("who", "action", "topic")
 _OPTIONAL_KEYS = ("effect",)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connected client
 class Identity:
     """Who a connected client is, as authentication established it."""
 

@@ -82,7 +82,7 @@ _CONNACK = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connected client
 class Holder:
     """Who a stored credential belongs to, as the store reports it."""
 
@@ -98,7 +98,7 @@ class Holder:
     pinned_pem: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connected client
 class Decision:
     """The outcome: ``detail`` is the one line an operator reads in the log."""
 

@@ -9,6 +9,10 @@ outside its ACL), so nothing is acknowledged that cannot be honoured.
 
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.acl import CompiledAcl, Identity
 from auth.certificate import common_name
@@ -56,7 +60,10 @@ def admit(
             Reason.CLIENT_ID_MISMATCH, refusal, holder=holder, fingerprint=decision.fingerprint
         )
     acl = acl_for(identity)
-    peer = Peer(identity, decision, request, acl, client_id or "")
+    # The registered PEM served this decision (``auth.pinning``); a live client keeps the
+    # rest, not another half KiB of text.
+    kept = replace(decision, holder=replace(holder, pinned_pem=None))
+    peer = Peer(identity, kept, kept_request(request), acl, client_id or "")
     will = connect.will
     if will is not None and not acl.can_publish(peer.canonical(will.topic)):
         return deny(
@@ -64,6 +71,19 @@ def admit(
             holder=holder, fingerprint=decision.fingerprint,
         )  # fmt: skip
     return peer
+
+
+def kept_request(request: ConnectRequest) -> ConnectRequest:
+    """The request as a live client keeps it, for the decisions its device's changes call
+    for (``broker.revocation``): its certificates parsed again from their DER, without the
+    extensions and names this decision read, which a parsed certificate keeps once read
+    (about 3 KiB a connection, most of what an idle device's certificate holds)."""
+    if request.certificate is None and not request.chain:
+        return request
+    fresh = {id(c): x509.load_der_x509_certificate(c.public_bytes(Encoding.DER))
+             for c in (request.certificate, *request.chain) if c is not None}  # fmt: skip
+    leaf = fresh[id(request.certificate)] if request.certificate is not None else None
+    return replace(request, certificate=leaf, chain=tuple(fresh[id(c)] for c in request.chain))
 
 
 def _client_id(sent: str, identity: Identity, strict: bool) -> str | None:

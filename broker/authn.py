@@ -51,7 +51,7 @@ from storage.records import CredentialMatch, Device, TrustedCA
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connection
 class ConnectRequest:
     """What a client presented: its TLS certificate chain and its CONNECT credentials."""
 

@@ -137,7 +137,8 @@ class MqttClient:
             if isinstance(event, Publish):
                 inbound.publish(self, event, self._loop.time())
             elif isinstance(event, MessageCompleted):
-                self.broker.store.message_done(event.message)
+                if event.message.stored is not None:  # its row goes
+                    self.broker.store.message_done(event.message)
             elif isinstance(event, MessageSent):
                 self._sent(event.message)
             elif isinstance(event, MessageReleased):
@@ -153,6 +154,7 @@ class MqttClient:
         metrics = self.broker.metrics
         if isinstance(event, Connect):
             self._auth = self._loop.create_task(self._admit(event), name="mqtt connect")
+            self._auth.add_done_callback(self._admitted)
         elif isinstance(event, Disconnect):
             self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
@@ -210,6 +212,8 @@ class MqttClient:
             certificate=tls.peer_certificate, chain=tls.peer_chain, username=connect.username,
             password=password, client_id=connect.client_id, remote=tls.remote[0],
         )  # fmt: skip
+        # What stays is the admitted peer's request, certificates parsed afresh (``admit``).
+        tls.peer_certificate, tls.peer_chain = None, ()
         try:
             decision = await broker.decide(request)
             admitted = admit(
@@ -233,6 +237,12 @@ class MqttClient:
         except Exception:
             log.exception("admitting %s failed", self.label)
             self._end(will=False)
+
+    def _admitted(self, task: "asyncio.Task[None]") -> None:
+        """The CONNECT phase is over: a finished task is half a KiB an idle client would
+        otherwise hold for as long as it stays connected."""
+        if self._auth is task:
+            self._auth = None
 
     def _expiry(self) -> int | None:
         """The session's expiry interval: None for 3.1.1 (a persistent session stays until a
@@ -400,10 +410,10 @@ class MqttClient:
         """A QoS 1/2 message got its packet id. For a persistent session it leaves only once
         the store has it, so that after a crash it comes back with its id and DUP (§4.4):
         this connection's output waits for that commit (PUBACKs do so anyway)."""
+        if message.stored is None:
+            return  # not in the store (a clean session's): nothing to record
         store = self.broker.store
         store.message_sent(message)
-        if message.stored is None:
-            return
         # Not while the store is away: the subscriber still gets its messages then (each is
         # in the store, or its publisher has not been acknowledged), only without its id.
         pending = store.pending_attempt()

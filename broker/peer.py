@@ -15,7 +15,7 @@ from broker.authn import ConnectRequest
 SessionKey = tuple[str, str]  # (device id, client id)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per connection
 class Peer:
     identity: Identity
     decision: Decision

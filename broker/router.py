@@ -269,7 +269,7 @@ def _outgoing(
     )
     properties = message.properties
     ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
-    if properties or ids or message.expires_at is not None:
+    if properties is not NO_PROPERTIES or ids or message.expires_at is not None:
         if ids:
             properties = properties.with_subscription_identifiers(ids)
         out.properties = properties

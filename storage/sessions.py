@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import StoreBase
@@ -333,9 +333,14 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
                     .values(attempted=True)
                 )
         case MarkSent(sent):
+            # On the table, not the ORM's update by primary key, which fails the whole
+            # transaction when a row is gone (its session dropped or the message acknowledged
+            # meanwhile): a message that is gone has nothing left to mark.
             await session.execute(
-                update(MqttQueuedMessageRow),
-                [{"id": row, "packet_id": packet_id, "attempted": True} for row, packet_id in sent],
+                update(cast(Table, _MESSAGES))
+                .where(_MESSAGES.c.id == bindparam("row"))
+                .values(packet_id=bindparam("packet_id"), attempted=True),
+                [{"row": row, "packet_id": packet_id} for row, packet_id in sent],
             )
         case MarkReleased(ids):
             for chunk in _chunks(ids):

@@ -30,7 +30,6 @@ from broker.mqtt.properties import (
     PUBLISH,
     WILL,
     Properties,
-    encode_properties,
     read_properties,
 )
 from broker.mqtt.wire import Reader, varint
@@ -70,7 +69,7 @@ def encode(
     """Append ``message`` to a frame being built; ``now``: this process's loop time."""
     topic = message.topic.encode()
     named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
-    properties = encode_properties(message.properties)[1:] if message.properties else b""
+    properties = message.properties.wire  # without its length: the header has it
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
     expires = message.expires_at
     left = (

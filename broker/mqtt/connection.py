@@ -205,7 +205,7 @@ class Connection(Outbound):
         assert session is not None
         if kind == PacketType.PUBLISH:
             publish = decode_publish(first, data, start, end, self.level, self._known)
-            if publish.properties:
+            if publish.properties is not NO_PROPERTIES:  # what an empty list decodes to
                 assert self.v5 is not None  # only 5.0 PUBLISHes have properties
                 self._known = publish.properties  # the next PUBLISH most likely has the same
                 publish = self.v5.resolve(publish)
@@ -221,13 +221,14 @@ class Connection(Outbound):
                 session.awaiting_pubrel.add(publish.packet_id)
             events.append(publish)
             return
+        if kind == PacketType.PUBACK and end - start == 2:
+            # QoS 1 delivery's other half, read without a packet object: 3.1.1's only form,
+            # and 5.0's for reason 0 without properties (5.0 §3.4.2.1).
+            self._completed((data[start] << 8) | data[start + 1], 1, events)
+            return
         packet = decode(first, data, start, end, self.level)
         if isinstance(packet, Puback | Pubcomp):
-            qos = 1 if isinstance(packet, Puback) else 2
-            message = session.completed(packet.packet_id, qos)
-            if message is not None:
-                events.append(MessageCompleted(message))
-                self._pump(events)
+            self._completed(packet.packet_id, 1 if isinstance(packet, Puback) else 2, events)
         elif isinstance(packet, Pubrec):
             released = session.released(packet.packet_id)
             missing = released is None and packet.packet_id not in session.inflight
@@ -251,6 +252,15 @@ class Connection(Outbound):
             self._out.append(PINGRESP_BYTES)  # §3.12.4
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
             raise ProtocolError(f"unexpected {packet_name(first)}")
+
+    def _completed(self, packet_id: int, qos: int, events: list[Event]) -> None:
+        """PUBACK or PUBCOMP: the message is delivered (§4.3.2, §4.3.3), and the in-flight
+        window has room for what waits in the queue."""
+        assert self.session is not None
+        message = self.session.completed(packet_id, qos)
+        if message is not None:
+            events.append(MessageCompleted(message))
+            self._pump(events)
 
     def _connect(self, reader: Reader, events: list[Event]) -> None:
         name, level = read_protocol(reader)

@@ -46,7 +46,7 @@ def read_publish_properties(
     if stop > end:
         raise MalformedPacket("property length runs past the remaining length (MQTT 5 §2.2.2.1)")
     wire = data[start:stop]
-    if known and wire == known.wire:
+    if wire == known.wire:  # NO_PROPERTIES: b"", never a list of some length
         return known, stop
     found = _scan(wire)
     if found is None:

@@ -15,6 +15,7 @@ keeps a handle to it (``stored``) that follows those changes.
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Final
 
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
@@ -81,6 +82,25 @@ class Outgoing:
         return f"Outgoing({self.topic!r}, qos={self.qos}, id={self.packet_id}, state={self.state})"
 
 
+class _NoQueue(deque["Outgoing"]):
+    """The queue of every session that has nothing queued yet: one shared, empty deque that
+    refuses to grow. An empty deque is 760 bytes, and most sessions (idle devices, clean
+    sessions of connected clients) never queue anything; ``Session`` gives itself a deque
+    of its own for its first queued message."""
+
+    def append(self, _message: "Outgoing") -> None:
+        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
+
+    def appendleft(self, _message: "Outgoing") -> None:
+        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
+
+    def extend(self, _messages: object) -> None:
+        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
+
+
+_NO_QUEUE: Final = _NoQueue()
+
+
 class Session:
     __slots__ = (
         "_next_id", "awaiting_pubrel", "inflight", "key", "persistent", "queue",
@@ -93,7 +113,7 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         # Sent and not yet acknowledged, in the order sent (§4.6): packet id -> message.
         self.inflight: dict[int, Outgoing] = {}
-        self.queue: deque[Outgoing] = deque()
+        self.queue: deque[Outgoing] = _NO_QUEUE  # its own once something is queued
         self.queued_bytes = 0
         self.queued_qos0 = 0
         self.awaiting_pubrel: set[int] = set()  # inbound QoS 2 ids (§4.3.3, method A)
@@ -127,6 +147,8 @@ class Session:
                 dropped.append((message, limit))
                 return dropped
             dropped.append((self._remove_victim(), limit))
+        if self.queue is _NO_QUEUE:
+            self.queue = deque()
         self.queue.append(message)
         self.queued_bytes += message.size
         if message.qos == 0:
@@ -185,6 +207,8 @@ class Session:
             self.inflight[message.packet_id] = message
             self._next_id = message.packet_id % _MAX_PACKET_ID + 1
             return
+        if self.queue is _NO_QUEUE:
+            self.queue = deque()
         self.queue.append(message)
         self.queued_bytes += message.size
         if message.qos == 0:

@@ -2,7 +2,8 @@
 
 ``SubscriptionTrie`` answers "who subscribed to a filter matching this topic?" by walking the
 topic's levels: the cost grows with the number of levels and of wildcard branches on the way,
-not with the number of filters. ``TopicTree`` answers the reverse for retained messages:
+not with the number of filters, and a topic published again is answered from a bounded cache
+that any subscription change empties. ``TopicTree`` answers the reverse for retained messages:
 "which stored topics does this filter match?" (§3.3.1.3).
 
 Both follow §4.7: '+' matches one whole level, '#' the rest including the parent level
@@ -14,7 +15,7 @@ Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 §4.8.2) live in a tri
 (``broker.mqtt.shared``), whose subscribers are the groups.
 """
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import replace
 from typing import Generic, TypeVar
 
@@ -24,6 +25,11 @@ S = TypeVar("S", bound=Hashable)
 T = TypeVar("T")
 V = TypeVar("V")
 _SEPARATOR, _SINGLE, _MULTI = "/", "+", "#"
+# ``SubscriptionTrie.match`` keeps its answers for topics published again (a device publishes
+# to the same few topics over and over): for at most this many topics, of at most this many
+# characters, holding at most this many subscribers together; all are forgotten at any
+# subscription change, and when one more would not fit.
+_CACHE_TOPICS, _CACHE_TOPIC_LENGTH, _CACHE_SUBSCRIBERS = 1024, 256, 65_536
 
 
 class _Node(Generic[T]):
@@ -80,6 +86,8 @@ class SubscriptionTrie(Generic[S]):
     def __init__(self) -> None:
         self._root: _Node[dict[S, Subscription]] = _Node()
         self._count = 0
+        self._answers: dict[str, dict[S, Subscription]] = {}  # match's, by topic
+        self._answered = 0  # subscribers in them
 
     def __len__(self) -> int:
         """The number of (filter, subscriber) pairs."""
@@ -88,6 +96,7 @@ class SubscriptionTrie(Generic[S]):
     def add(self, topic_filter: str, subscriber: S, subscription: Subscription) -> bool:
         """Subscribe (or replace the options of an existing subscription, §3.8.4); True if
         the subscription is new."""
+        self._forget()
         node = _reach(self._root, topic_filter.split(_SEPARATOR))
         if node.item is None:
             node.item = {}
@@ -104,15 +113,38 @@ class SubscriptionTrie(Generic[S]):
         node, path = found
         if node.item is None or node.item.pop(subscriber, None) is None:
             return False
+        self._forget()
         self._count -= 1
         if not node.item:
             node.item = None
         _prune(node, path)
         return True
 
-    def match(self, topic: str) -> dict[S, Subscription]:
+    def match(self, topic: str) -> Mapping[S, Subscription]:
         """Every subscriber with a filter matching ``topic``, with its matching subscription
-        of highest QoS (3.1.1 §3.3.5: one message per client, at the highest QoS)."""
+        of highest QoS (3.1.1 §3.3.5: one message per client, at the highest QoS). The
+        answer may be shared with later calls: read it, never change it."""
+        found = self._answers.get(topic)
+        if found is not None:
+            return found
+        found = self._match(topic)
+        if len(topic) <= _CACHE_TOPIC_LENGTH:
+            if (
+                len(self._answers) >= _CACHE_TOPICS
+                or self._answered + len(found) > _CACHE_SUBSCRIBERS
+            ):
+                self._forget()
+            if len(found) <= _CACHE_SUBSCRIBERS:
+                self._answers[topic] = found
+                self._answered += len(found)
+        return found
+
+    def _forget(self) -> None:
+        if self._answers:
+            self._answers = {}
+            self._answered = 0
+
+    def _match(self, topic: str) -> dict[S, Subscription]:
         found: dict[S, Subscription] = {}
         levels = topic.split(_SEPARATOR)
         nodes = [self._root]

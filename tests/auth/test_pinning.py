@@ -5,7 +5,7 @@ import datetime as dt
 from auth.chain import TrustAnchor
 from auth.decision import Decision, Holder, Reason
 from auth.kinds import CredentialStatus
-from auth.pinning import decide_pinned
+from auth.pinning import decide_pinned, registered_certificate
 from tests.certgen import Issued, issue, revocation_list
 
 NOW = dt.datetime.now(dt.UTC)
@@ -90,3 +90,14 @@ def test_self_signed_credentials_are_pinned_by_key_unless_the_whole_certificate_
 def test_a_bare_public_key_has_no_certificate_to_pin() -> None:
     device = issue("meter")
     assert decide(device, holder(device.public_key_pem), [], whole_certificate=True).allowed
+
+
+def test_no_parsed_certificate_is_kept_per_device() -> None:
+    """The registered certificate is parsed for each decision: a cache of them would hold a
+    few KiB for every device of a fleet."""
+    leaf = issue("meter", issuer=CA)
+    registered = holder(leaf)
+    assert decide(leaf, registered, [anchor()]).allowed
+    first, second = registered_certificate(registered), registered_certificate(registered)
+    assert first == second == leaf.cert
+    assert first is not second

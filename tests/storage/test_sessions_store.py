@@ -163,6 +163,22 @@ async def test_messages_in_flight_keep_packet_id_pubrec_state_and_retain(
     assert loaded.subscriptions == [StoredSubscription("devices/meter/#", 2, False, 0x2C)]
 
 
+async def test_marking_a_message_that_is_gone_changes_nothing_else(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    """A message sent just before its session was dropped (a clean start, its expiry) or
+    acknowledged: its MarkSent finds no row, and the writes beside it still apply, in the
+    same transaction, like MarkAttempted and MarkReleased on missing rows."""
+    key = f"{device.id}/c1"
+    [gone, kept] = await store.write_sessions(
+        [_save(device), Enqueue(key, "t/gone", b"1", 1), Enqueue(key, "t/kept", b"2", 1)]
+    )
+    await store.write_sessions([Acknowledge((gone,))])
+    await store.write_sessions([MarkSent(((gone, 3), (kept, 4))), MarkReleased((gone,))])
+    [loaded] = await store.load_sessions()
+    assert [(m.id, m.packet_id, m.attempted) for m in loaded.queued] == [(kept, 4, True)]
+
+
 async def test_a_topic_of_65535_bytes_is_stored_whole(
     store: SqlCredentialStore, device: Device
 ) -> None:

@@ -49,6 +49,17 @@ def test_properties_and_the_time_to_expiry_cross() -> None:
     assert routed.message.expires_at == 80.0
 
 
+def test_a_property_list_of_128_bytes_or_more_crosses() -> None:
+    # Its length takes two bytes of variable byte integer (§1.5.5): the frame keeps the list
+    # without that length, whatever its size.
+    properties = Properties([(Property.USER_PROPERTY, ("k" * 60, "v" * 80))])
+    message = Message("t", b"p", 1, properties=properties)
+    frame = bytearray()
+    encode(message, frame, NOW)
+    (routed,) = decode(bytes(frame), NOW)
+    assert routed.message.properties == properties
+
+
 @pytest.mark.parametrize("cut", [1, 5, 8, 12])
 def test_a_cut_frame_is_an_error_not_a_partial_message(cut: int) -> None:
     frame = bytearray()

@@ -21,6 +21,27 @@ def test_queue_bytes_are_accounted_and_bounded() -> None:
     assert session.enqueue(too_big, limits) == [(too_big, "max_queued_bytes")]
 
 
+def test_a_session_has_a_queue_of_its_own_only_once_something_waits() -> None:
+    """Idle sessions share one empty queue that cannot grow (an empty deque is 760 bytes);
+    the first queued or restored message gives a session its own."""
+    first, second = Session("a", persistent=True), Session("b", persistent=True)
+    assert first.queue is second.queue
+    assert not first.queue
+    with pytest.raises(TypeError):
+        first.queue.append(Outgoing("t", b"", 1))
+    message = Outgoing("t", b"x", 1)
+    assert first.enqueue(message, Limits()) == []
+    assert list(first.queue) == [message]
+    assert not second.queue
+    second.restore(Outgoing("t", b"y", 0))
+    assert len(second.queue) == 1
+    assert first.queue is not second.queue
+    third = Session("c", persistent=False)
+    assert third.next_to_send(10) is None
+    assert third.clear() == []
+    assert not third.queue
+
+
 def test_a_new_qos0_message_is_the_one_dropped_when_only_qos1_waits() -> None:
     session = Session("k", persistent=False)
     limits = Limits(max_queued_messages=1)
@@ -116,6 +137,44 @@ def test_replacing_and_removing_subscriptions_prunes_the_trie() -> None:
     assert not trie.remove("a/b/c", "s")
     assert len(trie) == 0
     assert trie._root.children is None  # nothing left behind
+
+
+def test_answers_kept_for_repeated_topics_follow_every_change() -> None:
+    """A topic published again is answered from what the last match found, until any
+    subscription changes: a new subscriber, a new QoS, one leaving."""
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add("a/+", "s", Q0)
+    first = trie.match("a/b")
+    assert first == {"s": Q0}
+    assert trie.match("a/b") is first  # the same answer, not walked again
+    trie.add("a/#", "t", Q1)
+    assert trie.match("a/b") == {"s": Q0, "t": Q1}
+    trie.add("a/+", "s", Q2)  # §3.8.4: options replaced
+    assert trie.match("a/b") == {"s": Q2, "t": Q1}
+    assert not trie.remove("x/y", "s")  # no change
+    assert trie.remove("a/#", "t")
+    assert trie.match("a/b") == {"s": Q2}
+    assert trie.match("$SYS/b") == {}  # §4.7.2 holds for kept answers too
+    trie.add("#", "u", Q0)
+    assert trie.match("$SYS/b") == {}
+    assert trie.match("a/b") == {"s": Q2, "u": Q0}
+
+
+def test_answers_kept_are_bounded() -> None:
+    """Topics, their length and the subscribers kept are bounded, whatever is published."""
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    for subscriber in range(40_000):
+        trie.add("wide/#", subscriber, Q0)
+    trie.add("t/+", -1, Q0)
+    for number in range(5_000):
+        assert trie.match(f"t/{number}") == {-1: Q0}
+    assert 0 < len(trie._answers) <= 1024
+    assert trie.match("t/" + "x" * 300) == {-1: Q0}
+    assert ("t/" + "x" * 300) not in trie._answers
+    for number in range(3):
+        assert len(trie.match(f"wide/{number}")) == 40_000
+    assert trie._answered <= 65_536
+    assert sum(len(answer) for answer in trie._answers.values()) == trie._answered
 
 
 def test_topic_tree_set_replace_pop() -> None:
