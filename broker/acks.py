@@ -54,7 +54,7 @@ class HeldAcks:
         # Messages of one batch share one future (a commit, a cluster frame's confirmation):
         # the release its first entry asked for takes every later one behind it, so a
         # callback per message would only run the same release again.
-        follows = bool(held) and held[-1][2] is pending
+        follows = held is not None and bool(held) and held[-1][2] is pending
         loop = client._loop
         if held is None:
             held = self._held = deque()
