@@ -27,6 +27,7 @@ while NATS is away), with what this member has, logged; exclusivity across membe
 returns with NATS.
 """
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -102,13 +103,18 @@ class SessionClaims:
             return True
         if previous[0] == member:
             return False
+        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
+        subject = self.link.subject("takeover", previous[0])
         if self.is_gone(previous[0]):
+            # Not waited for: a dead member never answers. A member that only stalled reads
+            # the request when it runs again (NATS kept it) and gives the session up then.
             log.info("session %s was held by member %s, which is gone", store_key(key),
                      previous[0])  # fmt: skip
+            with contextlib.suppress(ClusterError):
+                await self.link.publish(subject, request)
             return True
-        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
         try:
-            answer = await self.link.request(self.link.subject("takeover", previous[0]), request)
+            answer = await self.link.request(subject, request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip

@@ -273,23 +273,36 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
         assert watcher.no_message(within=1.0)  # exactly once
 
 
-def test_a_stalled_node_keeps_its_sessions(tmp_path: Path) -> None:
+def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
     """A node that misses its heartbeats while its process is stopped (SIGSTOP) still has
-    its NATS subscriptions: the survivor does not adopt its sessions, so that once it runs
-    again the session is held by one node only."""
+    its NATS subscriptions: the survivor does not adopt its sessions; a device connecting
+    elsewhere meanwhile does not wait for it, and the node gives the session up once it runs
+    again, so that one node only holds it."""
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
         nodes.application("backend")
         for name in ("a", "b", "c"):
             nodes.start(name)
         backend = _backend(nodes, "a")
         assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
         backend.close()
+        device = nodes.connect("a", sensor, client_id="sensor")
+        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
+        device.close()  # its clean session ends: A holds the backend's only
         stalled = nodes.nodes["a"].process
         os.kill(stalled.pid, signal.SIGSTOP)
         try:
             _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
+            held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "bc"}
+            assert held == {"b": 0, "c": 0}  # not adopted
+            # The backend connects to B meanwhile: B does not wait for A to answer.
+            backend = _backend(nodes, "b")
+            assert backend.session_present.get_nowait() is True
         finally:
             os.kill(stalled.pid, signal.SIGCONT)
+        assert backend.next_message().payload == b"kept"
+        # A, running again, reads B's request and gives the session up.
+        nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
         held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "abc"}
-        assert held == {"a": 1, "b": 0, "c": 0}
+        assert held == {"a": 0, "b": 1, "c": 0}
