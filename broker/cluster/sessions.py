@@ -178,11 +178,22 @@ class SessionClaims:
             if entry is None or entry.value.decode() != gone:
                 continue
             try:
-                await self.bucket.update(kv_key, member, entry.revision)
+                revision = await self.bucket.update(kv_key, member, entry.revision)
             except ClusterConflictError:
                 continue  # its device connected meanwhile
             device_id, _, client_id = from_key(kv_key).partition("/")
-            adopted += await self.registry.adopt((device_id, client_id))
+            key = (device_id, client_id)
+            if not await self.registry.adopt(key):
+                continue
+            now = await self.bucket.get(kv_key)
+            if now is None or now.revision != revision:
+                # Its device connected elsewhere while the session was read, and that
+                # member's take-over request found nothing here yet: it is theirs.
+                session = self.registry.sessions.get(key)
+                if session is not None and session.client is None:
+                    self.registry.forget(session)
+                continue
+            adopted += 1
         self.adopted += adopted
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
