@@ -40,6 +40,7 @@ from bench.compare_run import device_list
 from bench.compare_setup import Device, Pki, make_pki, nanoiot_env, prepare_nanoiot_store
 
 NATS_URL = "nats://127.0.0.1:4222"
+CORES = os.cpu_count() or 1
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000
 
@@ -54,6 +55,7 @@ class Brokers:
     subscriber_port: int
     ca_file: Path
     pids: list[int]
+    workers: int = 1
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(pid) for pid in self.all_pids())
@@ -78,6 +80,22 @@ class Row:
     wall_s: float
     cpu_s: float
     latency: dict[str, float] | None = None
+    load_cpu_s: float = 0.0  # the load generators' own CPU (aggregate scenarios)
+    nats_cpu_s: float = 0.0  # the NATS server's (aggregate scenarios)
+    workers: int = 0  # broker worker processes (aggregate scenarios)
+
+    def capacity(self) -> float:
+        """msg/s the workers would carry with a core each: workers / broker CPU per msg."""
+        return self.workers * self.messages / self.cpu_s if self.cpu_s else 0.0
+
+    def usage_cells(self) -> str:
+        """The aggregate scenario's CPU: where the machine's cores went."""
+        per = [cpu / self.messages * 1e3 for cpu in (self.cpu_s, self.load_cpu_s, self.nats_cpu_s)]
+        busy = (self.cpu_s + self.load_cpu_s + self.nats_cpu_s) / (self.wall_s * CORES)
+        return (
+            f"| {self.scenario} | {self.setup} | {self.messages / self.wall_s:,.0f} | "
+            f"{per[0]:.4f} | {per[1]:.4f} | {per[2]:.4f} | {busy:.0%} | {self.capacity():,.0f} |"
+        )
 
     def cells(self) -> str:
         rate = self.messages / self.wall_s if self.wall_s else 0.0
@@ -191,15 +209,28 @@ async def aggregate(
     rows = []
     for qos in (0, 1):
         specs = [pair_spec(brokers, devices, qos, args.messages, i) for i in range(args.pairs)]
-        before = brokers.cpu_seconds()
+        before, nats_before = brokers.cpu_seconds(), nats_cpu_seconds()
         results = await run_pubsub(specs, work)
-        cpu = brokers.cpu_seconds() - before
+        cpu, nats_cpu = brokers.cpu_seconds() - before, nats_cpu_seconds() - nats_before
+        load = sum(r["phase_cpu_s"] for r in results)  # while they published and received
         received = sum(r["received"] for r in results)
         lost = sum(r["sent"] - r["received"] for r in results)
         wall = max(r["wall_s"] for r in results)
-        rows.append(Row(f"{args.pairs} pairs QoS {qos}", brokers.name, received, lost, wall, cpu))
+        rows.append(Row(
+            f"{args.pairs} pairs QoS {qos}", brokers.name, received, lost, wall, cpu,
+            load_cpu_s=load, nats_cpu_s=nats_cpu, workers=brokers.workers,
+        ))  # fmt: skip
         print(f"  {rows[-1].cells()}", flush=True)
     return rows
+
+
+def nats_cpu_seconds() -> float:
+    """CPU time of the machine's nats-server process (0 if it is not found)."""
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().strip() == "nats-server":
+                return process_cpu_seconds(int(stat.parent.name))
+    return 0.0
 
 
 async def run(args: argparse.Namespace, work: Path) -> list[Row]:
@@ -227,7 +258,9 @@ async def run(args: argparse.Namespace, work: Path) -> list[Row]:
         env = cluster_env(f"bench{secrets.token_hex(4)}", "w")
         async with nanoiot_node(data_dir, pki, work, f"workers{workers}", env,
                                 "--workers", str(workers)) as (port, pid):  # fmt: skip
-            setup = Brokers(f"NanoIoT, {workers} worker(s)", port, port, pki.ca_file, [pid])
+            setup = Brokers(
+                f"NanoIoT, {workers} worker(s)", port, port, pki.ca_file, [pid], workers
+            )
             rows += await aggregate(setup, ec, work, args)
     await delete_buckets()
     return rows
@@ -262,10 +295,41 @@ def report(rows: Sequence[Row], args: argparse.Namespace) -> str:
         "the raw-MQTT load generator, broker CPU summed over every broker process (both "
         "nodes; the supervisor and its workers). Latency: publish to delivery, paced.",
         "",
+        *usage(rows),
         *machine_lines("NATS 2.9 with JetStream on 127.0.0.1:4222, nats-py"),
         "",
     ]
     return "\n".join(lines)
+
+
+def usage(rows: Sequence[Row]) -> list[str]:
+    """Where the cores went in the aggregate scenarios, and what the workers would carry
+    with a core each; then 2 workers against 1, measured and by capacity."""
+    aggregate = [row for row in rows if row.workers]
+    if not aggregate:
+        return []
+    lines = [
+        f'Aggregate scenarios, CPU per delivered message ({CORES} cores; "busy": broker, load '
+        "generators and NATS together, of all cores; capacity: workers / broker CPU per "
+        "message, the rate with a core per worker and nothing else on it):",
+        "",
+        "| scenario | setup | msg/s | broker CPU ms/msg | load generators CPU ms/msg "
+        "| NATS CPU ms/msg | busy | capacity msg/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(row.usage_cells() for row in aggregate),
+        "",
+    ]
+    by = {(row.scenario, row.workers): row for row in aggregate}
+    for scenario in dict.fromkeys(row.scenario for row in aggregate):
+        one, two = by.get((scenario, 1)), by.get((scenario, 2))
+        if one is None or two is None:
+            continue
+        measured = (two.messages / two.wall_s) / (one.messages / one.wall_s)
+        lines.append(
+            f"- {scenario}, 2 workers / 1 worker: {measured:.2f}x measured, "
+            f"{two.capacity() / one.capacity():.2f}x by capacity"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:

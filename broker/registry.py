@@ -62,6 +62,11 @@ class Ownership(Protocol):
         the session since)."""
         ...
 
+    def awaiting_pubrel(self, key: SessionKey) -> set[int]:
+        """The packet ids of the client's QoS 2 messages the member that gave the session up
+        had received and not seen released (once; empty if none)."""
+        ...
+
 
 class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
@@ -136,6 +141,9 @@ class Registry:
             # store if another member held it.
             if ownership is not None and not client.ended and await ownership.claim(client):
                 session = await self.moved_here(peer.key, session)
+                awaiting = ownership.awaiting_pubrel(peer.key)
+                if session is not None:  # §4.3.3: a PUBLISH sent again is not routed again
+                    session.awaiting_pubrel.update(awaiting)
                 if not ownership.holds(peer.key):
                     # A connect on another member took it meanwhile (and closed this client):
                     # the session is that member's, not to be kept here too.
@@ -254,16 +262,19 @@ class Registry:
                 return False
             return await self.moved_here(key, None) is not None
 
-    async def hand_over(self, key: SessionKey) -> bool:
+    async def hand_over(self, key: SessionKey) -> list[int] | None:
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
-        acknowledgements and this member's confirmations promised)."""
+        acknowledgements and this member's confirmations promised). The packet ids of the
+        client's QoS 2 messages awaiting PUBREL (§4.3.3, not in the store), or None if it
+        was not here."""
         session = self.sessions.get(key)
-        given = session is not None and session.client is None
+        awaiting = None
         if session is not None and session.client is None:
+            awaiting = sorted(session.awaiting_pubrel)
             self.forget(session)
         await self.store.flush()
-        return given
+        return awaiting
 
     def forget(self, session: BrokerSession) -> None:
         """Drop a session from memory only (its rows stay: another member takes it). No

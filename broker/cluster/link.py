@@ -101,6 +101,19 @@ class ClusterLink:
             reply = await self.client.request(subject, payload, timeout=REQUEST_TIMEOUT)
         return reply.data
 
+    async def answers(self, subject: str) -> bool | None:
+        """Whether a member listening on ``subject`` answers an empty request: True; False
+        when NATS says nobody listens there (its connection is gone); None when nobody
+        answered within REQUEST_TIMEOUT (it may be stalled, or its host unreachable)."""
+        with nats_errors(f"request on {subject}"):
+            try:
+                await self.client.request(subject, b"", timeout=REQUEST_TIMEOUT)
+            except nats.errors.NoRespondersError:
+                return False
+            except nats.errors.TimeoutError:
+                return None
+        return True
+
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> None:
         """Call ``handler(payload, reply subject)`` for each message; what it returns is sent
         to the reply subject. A handler's error is logged, not raised into NATS's reader."""

@@ -16,14 +16,18 @@ its client is away (it alone keeps it in memory, queues its messages and routes 
 restores it after its own restart (``owned``). Giving a session up (``_close``) is: close the
 connection, drop the session from memory (its filters leave the route table when no other
 session here uses them), wait until the store has committed everything written for it, then
-answer. The claiming member then reads the session from the shared store
-(``Registry.moved_here``) and announces its filters before the CONNACK.
+answer, with the packet ids of the client's QoS 2 messages awaiting PUBREL (§4.3.3: they are
+not in the store). The claiming member then reads the session from the shared store
+(``Registry.moved_here``), takes those ids, and announces its filters before the CONNACK. A
+claim that another member's take-over replaced while the session was being read leaves the
+session to that member (``holds``).
 
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
 while NATS is away), with what this member has, logged; exclusivity across members then
 returns with NATS.
 """
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -63,11 +67,15 @@ class SessionClaims:
         self.registry = registry
         self.announcer = announcer
         self.handed_over = 0  # persistent sessions given up to another member
+        self.adopted = 0  # persistent sessions of dead members taken in
         self.wills: Wills | None = None  # where connects keep their wills for survivors
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
         self.is_gone: Callable[[str], bool] = lambda _member: False
         self._holders: dict[str, str] | None = None  # kv key -> member, read at start-up
+        # Sessions handed over with QoS 2 messages awaiting PUBREL: their packet ids, until
+        # the connect that claimed them takes them (right after its claim).
+        self._awaiting: dict[SessionKey, set[int]] = {}
         self.taken_away = 0  # connections closed here for a connect on another member
         # Session -> the revision of this member's last claim and the connection that made
         # it: a take-over request closes that connection only if it overwrote that claim,
@@ -95,20 +103,32 @@ class SessionClaims:
             return True
         if previous[0] == member:
             return False
+        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
+        subject = self.link.subject("takeover", previous[0])
         if self.is_gone(previous[0]):
+            # Not waited for: a dead member never answers. A member that only stalled reads
+            # the request when it runs again (NATS kept it) and gives the session up then.
             log.info("session %s was held by member %s, which is gone", store_key(key),
                      previous[0])  # fmt: skip
+            with contextlib.suppress(ClusterError):
+                await self.link.publish(subject, request)
             return True
-        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
         try:
-            await self.link.request(self.link.subject("takeover", previous[0]), request)
+            answer = await self.link.request(subject, request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
+            return True
+        awaiting = _awaiting_pubrel(answer)
+        if awaiting:
+            self._awaiting[key] = awaiting
         return True
 
     def holds(self, key: SessionKey) -> bool:
         return key in self._claimed
+
+    def awaiting_pubrel(self, key: SessionKey) -> set[int]:
+        return self._awaiting.pop(key, set())
 
     def ended(self, client: "MqttClient") -> None:
         if self.wills is not None:
@@ -141,6 +161,15 @@ class SessionClaims:
         store, so that their messages are queued here until their devices come back."""
         if not self.is_gone(gone):
             return 0  # it came back (restarted): it restored its own
+        # Silent is not always dead: a member whose process stalls (starved of CPU, paused)
+        # still has its NATS subscriptions, and would keep the sessions it holds in memory.
+        # Only when NATS says nobody listens on its forwarding subject are they adopted.
+        answered = await self.link.answers(self.link.subject("route", gone))
+        if answered is not False:
+            why = "answers" if answered else "NATS still has its subscriptions"
+            log.warning("member %s missed its heartbeats but %s: its sessions stay with it",
+                        gone, why)  # fmt: skip
+            return 0
         member, adopted = self.link.member.encode(), 0
         for kv_key, holder in (await self._read_holders()).items():
             if holder != gone:
@@ -149,11 +178,23 @@ class SessionClaims:
             if entry is None or entry.value.decode() != gone:
                 continue
             try:
-                await self.bucket.update(kv_key, member, entry.revision)
+                revision = await self.bucket.update(kv_key, member, entry.revision)
             except ClusterConflictError:
                 continue  # its device connected meanwhile
             device_id, _, client_id = from_key(kv_key).partition("/")
-            adopted += await self.registry.adopt((device_id, client_id))
+            key = (device_id, client_id)
+            if not await self.registry.adopt(key):
+                continue
+            now = await self.bucket.get(kv_key)
+            if now is None or now.revision != revision:
+                # Its device connected elsewhere while the session was read, and that
+                # member's take-over request found nothing here yet: it is theirs.
+                session = self.registry.sessions.get(key)
+                if session is not None and session.client is None:
+                    self.registry.forget(session)
+                continue
+            adopted += 1
+        self.adopted += adopted
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
         return adopted
@@ -210,7 +251,17 @@ class SessionClaims:
             log.info("%s connected on another node: closing this connection", claimed[1].label)
             await claimed[1].taken_over()
             self.taken_away += 1
-        if await self.registry.hand_over(key):
+        awaiting = await self.registry.hand_over(key)
+        if awaiting is not None:
             self.handed_over += 1
             log.info("session %s handed over to another node", store_key(key))
-        return b"1"
+        return json.dumps({"awaiting_pubrel": awaiting or []}).encode()
+
+
+def _awaiting_pubrel(answer: bytes) -> set[int]:
+    """The packet ids in a take-over answer (none from a member that sent only "1")."""
+    try:
+        ids = json.loads(answer).get("awaiting_pubrel", [])
+        return {int(i) for i in ids if 0 < int(i) < 65536}
+    except (ValueError, TypeError, AttributeError):
+        return set()

@@ -4,16 +4,20 @@ A queued while the client was away, and what it had sent without an acknowledgem
 session present set; and from then on B, not A, routes for it. Real paho clients, nodes as
 separate processes on the machine's NATS and PostgreSQL."""
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
+from tests.e2e.peers import Raw
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -57,6 +61,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
         backend = _backend(nodes, "b")
         assert backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_sessions_handed_over_total") == 1
         # §4.4: the QoS 1 ones are sent again with DUP set; the QoS 2 ones had reached the
         # client (paho acknowledges PUBREL only on ``ack``), so B sends only their PUBREL.
         resent = [(qos, payload) for qos, payload in in_flight if qos == 1]
@@ -147,6 +152,9 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
         # The survivor that published it adopted the backend's session: what the device
         # publishes there now is queued for the backend too.
         adopter = _adopter(nodes, "b", "c")
+        figures = metrics(nodes, adopter)
+        assert counter(figures, "nanoiot_cluster_sessions_adopted_total") == 1
+        assert counter(figures, "nanoiot_cluster_wills_published_total") == 1
         device = nodes.connect(adopter, sensor, client_id="sensor")
         later = [f"later{i}".encode() for i in range(5)]
         for payload in later:
@@ -163,15 +171,20 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
 
 
 def _adopter(nodes: Cluster, *names: str) -> str:
-    """The node whose log says it adopted the dead member's sessions (either may: polled,
-    as two processes' logs have no one event to wait on), within WAIT seconds."""
+    """The node whose log says it adopted the dead member's sessions."""
+    return _logged(nodes, "adopted 1 persistent sessions", *names)
+
+
+def _logged(nodes: Cluster, text: str, *names: str) -> str:
+    """The first of ``names`` whose log has a line with ``text`` (either may: polled, as
+    two processes' logs have no one event to wait on), within WAIT seconds."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         for name in names:
-            if any("adopted 1 persistent sessions" in line for line in nodes.nodes[name].log.lines):
+            if any(text in line for line in nodes.nodes[name].log.lines):
                 return name
         threading.Event().wait(0.05)
-    raise AssertionError("no node adopted the dead member's sessions")
+    raise AssertionError(f"no node logged {text!r}")
 
 
 def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
@@ -223,3 +236,73 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
             assert held == {n: float(n in live) for n in "ab"}, attempt
             for client in clients:
                 client.close()
+
+
+def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
+    tmp_path: Path,
+) -> None:
+    """MQTT 3.1.1 §4.3.3 (method A): node A routed a QoS 2 PUBLISH and sent PUBREC; the
+    client, gone before it got it, sends the PUBLISH again (DUP) to node B. B knows the
+    packet id from A's hand-over: PUBREC again, nothing routed again."""
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        prober = nodes.device("prober")
+        nodes.application("watcher")
+        for name in ("a", "b"):
+            nodes.start(name)
+        watcher = nodes.connect("b", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+        probe = nodes.connect("a", prober, client_id="prober")
+        until_routed(probe, TELEMETRY, watcher)
+
+        publish = Publish(TELEMETRY, b"once", 2, packet_id=7)
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(publish)
+            assert raw.read() == Pubrec(7)  # routed (and committed) by A
+        assert watcher.next_message().payload == b"once"
+
+        with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
+            assert raw.read() == Pubrec(7)
+            raw.send(Pubrel(7))
+            assert raw.read() == Pubcomp(7)
+        assert watcher.no_message(within=1.0)  # exactly once
+
+
+def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
+    """A node that misses its heartbeats while its process is stopped (SIGSTOP) still has
+    its NATS subscriptions: the survivor does not adopt its sessions; a device connecting
+    elsewhere meanwhile does not wait for it, and the node gives the session up once it runs
+    again, so that one node only holds it."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        backend = _backend(nodes, "a")
+        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
+        backend.close()
+        device = nodes.connect("a", sensor, client_id="sensor")
+        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
+        device.close()  # its clean session ends: A holds the backend's only
+        stalled = nodes.nodes["a"].process
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
+            held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "bc"}
+            assert held == {"b": 0, "c": 0}  # not adopted
+            # The backend connects to B meanwhile: B does not wait for A to answer.
+            backend = _backend(nodes, "b")
+            assert backend.session_present.get_nowait() is True
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        assert backend.next_message().payload == b"kept"
+        # A, running again, reads B's request and gives the session up.
+        nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
+        held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "abc"}
+        assert held == {"a": 0, "b": 1, "c": 0}
