@@ -480,6 +480,7 @@ class MqttClient:
             def publish() -> None:
                 session.will_timer = session.pending_will = None
                 inbound.publish_will(broker, peer, will, loop.time())
+                session.will_done()
 
             session.pending_will = publish
             session.will_timer = loop.call_later(min(delay, expiry), publish)

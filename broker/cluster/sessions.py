@@ -27,6 +27,7 @@ while NATS is away), with what this member has, logged; exclusivity across membe
 returns with NATS.
 """
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -131,8 +132,22 @@ class SessionClaims:
         return self._awaiting.pop(key, set())
 
     def ended(self, client: "MqttClient") -> None:
-        if self.wills is not None:
-            self.wills.ended(client)
+        if self.wills is not None and client.peer is not None:
+            # Decided once the connection's end is complete (its will published, or waiting
+            # for its delay: MQTT 5 §3.1.3.2.2).
+            asyncio.get_running_loop().call_soon(self._will_ended, client, client.peer.key)
+
+    def _will_ended(self, client: "MqttClient", key: SessionKey) -> None:
+        """The kept will goes once its connection's will is settled: now, or when one
+        waiting for its delay is published or dropped (until then a survivor may publish it
+        if this member dies)."""
+        wills = self.wills
+        assert wills is not None
+        session = self.registry.sessions.get(key)
+        if session is not None and session.pending_will is not None:
+            session.will_settled = lambda: wills.ended(client)
+        else:
+            wills.ended(client)
 
     async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
         """Of these stored sessions, those whose claim names this member; one nobody
@@ -183,6 +198,8 @@ class SessionClaims:
                 continue  # its device connected meanwhile
             device_id, _, client_id = from_key(kv_key).partition("/")
             key = (device_id, client_id)
+            if self.wills is not None:
+                self.wills.adopted(key, revision)
             if not await self.registry.adopt(key):
                 continue
             now = await self.bucket.get(kv_key)

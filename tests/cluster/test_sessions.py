@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
 from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
@@ -18,6 +19,7 @@ from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
 from tests.e2e.peers import Raw
+from tests.e2e.v5_client import make_properties, v5_client
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -306,3 +308,36 @@ def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
         held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "abc"}
         assert held == {"a": 0, "b": 1, "c": 0}
+
+
+def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
+    """MQTT 5 §3.1.3.2.2: a device gone without DISCONNECT, its will waiting for its delay
+    on node A, and A killed meanwhile: a survivor publishes it after the delay."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("watcher")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        watcher = nodes.connect("c", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        device = v5_client(
+            nodes.nodes["a"].port, nodes.server_cert, sensor, client_id="sensor",
+            clean_start=False,
+            connect_properties=make_properties(PacketTypes.CONNECT, SessionExpiryInterval=60),
+            will=("v1/devices/me/status", b"gone",
+                  make_properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)),
+        )  # fmt: skip
+        assert device.wait_connack()[0] == 0
+        device.paho.loop_stop()  # gone without DISCONNECT, as a device losing its network
+        sock = device.paho.socket()
+        assert sock is not None
+        sock.close()
+        # A saw it go and waits 2 s before the will (polled: no event tells the test).
+        assert _wait_for(
+            lambda: counter(metrics(nodes, "a"), "nanoiot_connected_clients") == 0, within=2
+        )
+        nodes.kill("a")
+        will = watcher.next_message()  # the survivor waits the delay too, then publishes
+        assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
+        assert watcher.no_message()
