@@ -209,19 +209,52 @@ async def aggregate(
     rows = []
     for qos in (0, 1):
         specs = [pair_spec(brokers, devices, qos, args.messages, i) for i in range(args.pairs)]
-        before, nats_before = brokers.cpu_seconds(), nats_cpu_seconds()
-        results = await run_pubsub(specs, work)
-        cpu, nats_cpu = brokers.cpu_seconds() - before, nats_cpu_seconds() - nats_before
-        load = sum(r["phase_cpu_s"] for r in results)  # while they published and received
-        received = sum(r["received"] for r in results)
-        lost = sum(r["sent"] - r["received"] for r in results)
-        wall = max(r["wall_s"] for r in results)
-        rows.append(Row(
-            f"{args.pairs} pairs QoS {qos}", brokers.name, received, lost, wall, cpu,
-            load_cpu_s=load, nats_cpu_s=nats_cpu, workers=brokers.workers,
-        ))  # fmt: skip
-        print(f"  {rows[-1].cells()}", flush=True)
+        scenario = f"{args.pairs} pairs QoS {qos}"
+        rows.append(await _aggregate_row(brokers, specs, work, scenario, brokers.name))
     return rows
+
+
+async def placed(
+    brokers: Brokers, devices: list[Device], work: Path, args: argparse.Namespace
+) -> list[Row]:
+    """The aggregate on two nodes with each pair placed by hand: every pair's publisher and
+    subscriber on one node (half the pairs on each), then every pair split across the two:
+    what a second process gives traffic that stays, and traffic that crosses."""
+    a, b = brokers.port, brokers.subscriber_port
+    placements = {
+        "on one node each": [(a, a), (b, b)],
+        "split across nodes": [(a, b), (b, a)],
+    }
+    rows = []
+    for qos in (0, 1):
+        for name, ports in placements.items():
+            specs = []
+            for index in range(args.pairs):
+                spec = pair_spec(brokers, devices, qos, args.messages, index)
+                spec["port"], spec["subscriber_port"] = ports[index % 2]
+                specs.append(spec)
+            rows.append(await _aggregate_row(
+                brokers, specs, work, f"{args.pairs} pairs QoS {qos}",
+                f"NanoIoT, two nodes, pairs {name}",
+            ))  # fmt: skip
+    return rows
+
+
+async def _aggregate_row(
+    brokers: Brokers, specs: list[dict[str, Any]], work: Path, scenario: str, setup: str
+) -> Row:
+    """Run the load generators together; the row with the CPU of brokers, them and NATS."""
+    before, nats_before = brokers.cpu_seconds(), nats_cpu_seconds()
+    results = await run_pubsub(specs, work)
+    cpu, nats_cpu = brokers.cpu_seconds() - before, nats_cpu_seconds() - nats_before
+    row = Row(
+        scenario, setup, sum(r["received"] for r in results),
+        sum(r["sent"] - r["received"] for r in results), max(r["wall_s"] for r in results),
+        cpu, load_cpu_s=sum(r["phase_cpu_s"] for r in results), nats_cpu_s=nats_cpu,
+        workers=brokers.workers,
+    )  # fmt: skip
+    print(f"  {row.cells()}", flush=True)
+    return row
 
 
 def nats_cpu_seconds() -> float:
@@ -252,8 +285,9 @@ async def run(args: argparse.Namespace, work: Path) -> list[Row]:
         nanoiot_node(data_dir, pki, work, "node-a", cluster_env(cluster, "a")) as (port_a, pid_a),
         nanoiot_node(data_dir, pki, work, "node-b", cluster_env(cluster, "b")) as (port_b, pid_b),
     ):
-        two = Brokers("NanoIoT, two nodes, A -> B", port_a, port_b, pki.ca_file, [pid_a, pid_b])
+        two = Brokers("NanoIoT, two nodes, A -> B", port_a, port_b, pki.ca_file, [pid_a, pid_b], 2)
         rows += await measure(two, ec, work, args)
+        rows += await placed(two, ec, work, args)
     for workers in (1, 2):
         env = cluster_env(f"bench{secrets.token_hex(4)}", "w")
         async with nanoiot_node(data_dir, pki, work, f"workers{workers}", env,
@@ -310,8 +344,8 @@ def usage(rows: Sequence[Row]) -> list[str]:
         return []
     lines = [
         f'Aggregate scenarios, CPU per delivered message ({CORES} cores; "busy": broker, load '
-        "generators and NATS together, of all cores; capacity: workers / broker CPU per "
-        "message, the rate with a core per worker and nothing else on it):",
+        "generators and NATS together, of all cores; capacity: broker processes / broker CPU "
+        "per message, the rate with a core per worker or node and nothing else on it):",
         "",
         "| scenario | setup | msg/s | broker CPU ms/msg | load generators CPU ms/msg "
         "| NATS CPU ms/msg | busy | capacity msg/s |",
@@ -319,7 +353,7 @@ def usage(rows: Sequence[Row]) -> list[str]:
         *(row.usage_cells() for row in aggregate),
         "",
     ]
-    by = {(row.scenario, row.workers): row for row in aggregate}
+    by = {(row.scenario, row.workers): row for row in aggregate if "worker" in row.setup}
     for scenario in dict.fromkeys(row.scenario for row in aggregate):
         one, two = by.get((scenario, 1)), by.get((scenario, 2))
         if one is None or two is None:

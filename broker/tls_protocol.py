@@ -208,7 +208,9 @@ class TlsProtocol(asyncio.Protocol):
             self._send_tls_output()
             self._shut(abort=False)
             return
-        self._feed(chunks)
+        receiver = self._receiver  # (``_feed``, inline: this is every read's path)
+        if chunks and receiver is not None:
+            receiver.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _feed(self, chunks: list[bytes]) -> None:
         if chunks and self._receiver is not None:
