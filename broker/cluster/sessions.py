@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 BUCKET: Final = "clients"
 _ATTEMPTS: Final = 5  # compare-and-set rounds lost to other members before giving up
 _REMEMBERED: Final = 100_000  # claims kept before those of ended connections are dropped
+# A silent member whose subscriptions NATS still has is asked again every ADOPT_RETRY
+# seconds (plus the request's own timeout) for at most ADOPT_WITHIN seconds.
+ADOPT_RETRY: Final = 1.0
+ADOPT_WITHIN: Final = 600.0
 
 
 class SessionClaims:
@@ -176,14 +180,7 @@ class SessionClaims:
         store, so that their messages are queued here until their devices come back."""
         if not self.is_gone(gone):
             return 0  # it came back (restarted): it restored its own
-        # Silent is not always dead: a member whose process stalls (starved of CPU, paused)
-        # still has its NATS subscriptions, and would keep the sessions it holds in memory.
-        # Only when NATS says nobody listens on its forwarding subject are they adopted.
-        answered = await self.link.answers(self.link.subject("route", gone))
-        if answered is not False:
-            why = "answers" if answered else "NATS still has its subscriptions"
-            log.warning("member %s missed its heartbeats but %s: its sessions stay with it",
-                        gone, why)  # fmt: skip
+        if not await self._nobody_listens(gone):
             return 0
         member, adopted = self.link.member.encode(), 0
         for kv_key, holder in (await self._read_holders()).items():
@@ -215,6 +212,31 @@ class SessionClaims:
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
         return adopted
+
+    async def _nobody_listens(self, gone: str) -> bool:
+        """Whether NATS says nobody listens on ``gone``'s forwarding subject any more.
+
+        Silent is not always dead: a member whose process stalls (starved of CPU, paused)
+        still has its NATS subscriptions, and would keep the sessions it holds in memory.
+        While its requests time out it is asked again (NATS drops the subscriptions of a
+        connection it finds dead, after its own ping timeout), until it answers or is back,
+        for at most ``ADOPT_WITHIN`` seconds."""
+        subject = self.link.subject("route", gone)
+        deadline = asyncio.get_running_loop().time() + ADOPT_WITHIN
+        logged = False
+        while self.is_gone(gone) and asyncio.get_running_loop().time() < deadline:
+            answered = await self.link.answers(subject)
+            if answered is False:
+                return True
+            if not logged:
+                why = "answers" if answered else "NATS still has its subscriptions"
+                log.warning("member %s missed its heartbeats but %s: its sessions stay with "
+                            "it while it does", gone, why)  # fmt: skip
+                logged = True
+            if answered:
+                return False
+            await asyncio.sleep(ADOPT_RETRY)
+        return False
 
     async def _read_holders(self) -> dict[str, str]:
         """Every claim at this moment (one pass over the bucket)."""

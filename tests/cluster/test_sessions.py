@@ -341,3 +341,30 @@ def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
         will = watcher.next_message()  # the survivor waits the delay too, then publishes
         assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
         assert watcher.no_message()
+
+
+def test_a_stalled_node_killed_later_has_its_sessions_adopted_then(tmp_path: Path) -> None:
+    """The survivor asks a silent node again while NATS still has its subscriptions: once
+    the node is killed for good (NATS drops them), its sessions are adopted."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        backend = _backend(nodes, "a")
+        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
+        backend.close()
+        device = nodes.connect("a", sensor, client_id="sensor")
+        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
+        device.close()
+        stalled = nodes.nodes["a"].process
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            adopter = _logged(nodes, "NATS still has its subscriptions", "b", "c")
+        finally:
+            nodes.kill("a")  # stopped, then killed: its connection to NATS closes
+        nodes.nodes[adopter].log.wait_for(r"adopted 1 persistent sessions of member a")
+        backend = _backend(nodes, adopter)
+        assert backend.session_present.get_nowait() is True
+        assert backend.next_message().payload == b"kept"
