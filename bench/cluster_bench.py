@@ -40,6 +40,8 @@ from bench.compare_run import device_list
 from bench.compare_setup import Device, Pki, make_pki, nanoiot_env, prepare_nanoiot_store
 
 NATS_URL = "nats://127.0.0.1:4222"
+CORES = os.cpu_count() or 1
+SETTINGS: dict[str, str] = {}  # NanoIoT settings of every node in this run (--max-inflight)
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000
 
@@ -54,6 +56,7 @@ class Brokers:
     subscriber_port: int
     ca_file: Path
     pids: list[int]
+    workers: int = 1
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(pid) for pid in self.all_pids())
@@ -78,6 +81,22 @@ class Row:
     wall_s: float
     cpu_s: float
     latency: dict[str, float] | None = None
+    load_cpu_s: float = 0.0  # the load generators' own CPU (aggregate scenarios)
+    nats_cpu_s: float = 0.0  # the NATS server's (aggregate scenarios)
+    workers: int = 0  # broker worker processes (aggregate scenarios)
+
+    def capacity(self) -> float:
+        """msg/s the workers would carry with a core each: workers / broker CPU per msg."""
+        return self.workers * self.messages / self.cpu_s if self.cpu_s else 0.0
+
+    def usage_cells(self) -> str:
+        """The aggregate scenario's CPU: where the machine's cores went."""
+        per = [cpu / self.messages * 1e3 for cpu in (self.cpu_s, self.load_cpu_s, self.nats_cpu_s)]
+        busy = (self.cpu_s + self.load_cpu_s + self.nats_cpu_s) / (self.wall_s * CORES)
+        return (
+            f"| {self.scenario} | {self.setup} | {self.messages / self.wall_s:,.0f} | "
+            f"{per[0]:.4f} | {per[1]:.4f} | {per[2]:.4f} | {busy:.0%} | {self.capacity():,.0f} |"
+        )
 
     def cells(self) -> str:
         rate = self.messages / self.wall_s if self.wall_s else 0.0
@@ -96,7 +115,7 @@ async def nanoiot_node(
     data_dir: Path, pki: Pki, work: Path, name: str, extra: dict[str, str], *args: str
 ) -> AsyncIterator[tuple[int, int]]:
     """``nanoiot serve`` with the benchmark's settings plus ``extra``; yields (port, pid)."""
-    env = nanoiot_env(data_dir, pki, secrets.token_urlsafe(32)) | extra
+    env = nanoiot_env(data_dir, pki, secrets.token_urlsafe(32)) | SETTINGS | extra
     command = [str(Path(sys.executable).with_name("nanoiot")), "serve", *args]
     log_file = work / f"{name}.log"
     with log_file.open("wb") as log:
@@ -191,15 +210,61 @@ async def aggregate(
     rows = []
     for qos in (0, 1):
         specs = [pair_spec(brokers, devices, qos, args.messages, i) for i in range(args.pairs)]
-        before = brokers.cpu_seconds()
-        results = await run_pubsub(specs, work)
-        cpu = brokers.cpu_seconds() - before
-        received = sum(r["received"] for r in results)
-        lost = sum(r["sent"] - r["received"] for r in results)
-        wall = max(r["wall_s"] for r in results)
-        rows.append(Row(f"{args.pairs} pairs QoS {qos}", brokers.name, received, lost, wall, cpu))
-        print(f"  {rows[-1].cells()}", flush=True)
+        scenario = f"{args.pairs} pairs QoS {qos}"
+        rows.append(await _aggregate_row(brokers, specs, work, scenario, brokers.name))
     return rows
+
+
+async def placed(
+    brokers: Brokers, devices: list[Device], work: Path, args: argparse.Namespace
+) -> list[Row]:
+    """The aggregate on two nodes with each pair placed by hand: every pair's publisher and
+    subscriber on one node (half the pairs on each), then every pair split across the two:
+    what a second process gives traffic that stays, and traffic that crosses."""
+    a, b = brokers.port, brokers.subscriber_port
+    placements = {
+        "on one node each": [(a, a), (b, b)],
+        "split across nodes": [(a, b), (b, a)],
+    }
+    rows = []
+    for qos in (0, 1):
+        for name, ports in placements.items():
+            specs = []
+            for index in range(args.pairs):
+                spec = pair_spec(brokers, devices, qos, args.messages, index)
+                spec["port"], spec["subscriber_port"] = ports[index % 2]
+                specs.append(spec)
+            rows.append(await _aggregate_row(
+                brokers, specs, work, f"{args.pairs} pairs QoS {qos}",
+                f"NanoIoT, two nodes, pairs {name}",
+            ))  # fmt: skip
+    return rows
+
+
+async def _aggregate_row(
+    brokers: Brokers, specs: list[dict[str, Any]], work: Path, scenario: str, setup: str
+) -> Row:
+    """Run the load generators together; the row with the CPU of brokers, them and NATS."""
+    before, nats_before = brokers.cpu_seconds(), nats_cpu_seconds()
+    results = await run_pubsub(specs, work)
+    cpu, nats_cpu = brokers.cpu_seconds() - before, nats_cpu_seconds() - nats_before
+    row = Row(
+        scenario, setup, sum(r["received"] for r in results),
+        sum(r["sent"] - r["received"] for r in results), max(r["wall_s"] for r in results),
+        cpu, load_cpu_s=sum(r["phase_cpu_s"] for r in results), nats_cpu_s=nats_cpu,
+        workers=brokers.workers,
+    )  # fmt: skip
+    print(f"  {row.cells()}", flush=True)
+    return row
+
+
+def nats_cpu_seconds() -> float:
+    """CPU time of the machine's nats-server process (0 if it is not found)."""
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().strip() == "nats-server":
+                return process_cpu_seconds(int(stat.parent.name))
+    return 0.0
 
 
 async def run(args: argparse.Namespace, work: Path) -> list[Row]:
@@ -221,13 +286,16 @@ async def run(args: argparse.Namespace, work: Path) -> list[Row]:
         nanoiot_node(data_dir, pki, work, "node-a", cluster_env(cluster, "a")) as (port_a, pid_a),
         nanoiot_node(data_dir, pki, work, "node-b", cluster_env(cluster, "b")) as (port_b, pid_b),
     ):
-        two = Brokers("NanoIoT, two nodes, A -> B", port_a, port_b, pki.ca_file, [pid_a, pid_b])
+        two = Brokers("NanoIoT, two nodes, A -> B", port_a, port_b, pki.ca_file, [pid_a, pid_b], 2)
         rows += await measure(two, ec, work, args)
+        rows += await placed(two, ec, work, args)
     for workers in (1, 2):
         env = cluster_env(f"bench{secrets.token_hex(4)}", "w")
         async with nanoiot_node(data_dir, pki, work, f"workers{workers}", env,
                                 "--workers", str(workers)) as (port, pid):  # fmt: skip
-            setup = Brokers(f"NanoIoT, {workers} worker(s)", port, port, pki.ca_file, [pid])
+            setup = Brokers(
+                f"NanoIoT, {workers} worker(s)", port, port, pki.ca_file, [pid], workers
+            )
             rows += await aggregate(setup, ec, work, args)
     await delete_buckets()
     return rows
@@ -258,14 +326,47 @@ def report(rows: Sequence[Row], args: argparse.Namespace) -> str:
         *(row.cells() for row in rows),
         "",
         f"`python -m bench.cluster_bench --messages {args.messages} --rate {args.rate} "
-        f"--seconds {args.seconds} --pairs {args.pairs}`: 64 B payloads over mTLS (EC P-256), "
+        f"--seconds {args.seconds} --pairs {args.pairs}"
+        f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}`: "
+        "64 B payloads over mTLS (EC P-256), "
         "the raw-MQTT load generator, broker CPU summed over every broker process (both "
         "nodes; the supervisor and its workers). Latency: publish to delivery, paced.",
         "",
+        *usage(rows),
         *machine_lines("NATS 2.9 with JetStream on 127.0.0.1:4222, nats-py"),
         "",
     ]
     return "\n".join(lines)
+
+
+def usage(rows: Sequence[Row]) -> list[str]:
+    """Where the cores went in the aggregate scenarios, and what the workers would carry
+    with a core each; then 2 workers against 1, measured and by capacity."""
+    aggregate = [row for row in rows if row.workers]
+    if not aggregate:
+        return []
+    lines = [
+        f'Aggregate scenarios, CPU per delivered message ({CORES} cores; "busy": broker, load '
+        "generators and NATS together, of all cores; capacity: broker processes / broker CPU "
+        "per message, the rate with a core per worker or node and nothing else on it):",
+        "",
+        "| scenario | setup | msg/s | broker CPU ms/msg | load generators CPU ms/msg "
+        "| NATS CPU ms/msg | busy | capacity msg/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(row.usage_cells() for row in aggregate),
+        "",
+    ]
+    by = {(row.scenario, row.workers): row for row in aggregate if "worker" in row.setup}
+    for scenario in dict.fromkeys(row.scenario for row in aggregate):
+        one, two = by.get((scenario, 1)), by.get((scenario, 2))
+        if one is None or two is None:
+            continue
+        measured = (two.messages / two.wall_s) / (one.messages / one.wall_s)
+        lines.append(
+            f"- {scenario}, 2 workers / 1 worker: {measured:.2f}x measured, "
+            f"{two.capacity() / one.capacity():.2f}x by capacity"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -274,8 +375,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument(
+        "--max-inflight", type=int, default=None,
+        help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
+    )  # fmt: skip
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    if args.max_inflight:
+        SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
     with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
         os.chmod(directory, 0o700)
         rows = asyncio.run(run(args, Path(directory)))
@@ -283,7 +390,8 @@ def main() -> None:
     print(text)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}.md"
+        suffix = f"-inflight{args.max_inflight}" if args.max_inflight else ""
+        out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}{suffix}.md"
         out.write_text(text)
         print(f"written to {out}")
 

@@ -51,11 +51,15 @@ class HeldAcks:
         if pending is None and not held:
             client.core.acknowledge(packet_id, qos, code)
             return
+        # Messages of one batch share one future (a commit, a cluster frame's confirmation):
+        # the release its first entry asked for takes every later one behind it, so a
+        # callback per message would only run the same release again.
+        follows = held is not None and bool(held) and held[-1][2] is pending
         loop = client._loop
         if held is None:
             held = self._held = deque()
         held.append((packet_id, qos, pending, loop.time(), code))
-        if pending is not None:
+        if pending is not None and not follows:
             pending.add_done_callback(self._release)
         if self._timer is None:
             self._timer = loop.call_later(client.broker.config.ack_timeout, self._overdue)

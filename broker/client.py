@@ -436,8 +436,9 @@ class MqttClient:
         if data:
             if self._out_wait is not None:
                 self._out_held.append(data)
-            else:
-                self._write(data)
+            else:  # ``_write``, inline: every answer and delivery comes this way
+                self.broker.metrics.bytes_out += len(data)
+                self.tls.write(data)
 
     def _write(self, data: bytes) -> None:
         self.broker.metrics.bytes_out += len(data)
@@ -480,6 +481,7 @@ class MqttClient:
             def publish() -> None:
                 session.will_timer = session.pending_will = None
                 inbound.publish_will(broker, peer, will, loop.time())
+                session.will_done()
 
             session.pending_will = publish
             session.will_timer = loop.call_later(min(delay, expiry), publish)

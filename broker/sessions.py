@@ -27,6 +27,7 @@ class BrokerSession(Session):
         "expiry_timer",
         "pending_will",
         "receive_denied",
+        "will_settled",
         "will_timer",
     )
 
@@ -48,12 +49,16 @@ class BrokerSession(Session):
         self.expiry_left: float | None = None
         self.will_timer: asyncio.TimerHandle | None = None
         self.pending_will: Callable[[], None] | None = None  # publishes it
+        # Called once when a will waiting for its delay is published or dropped (a cluster
+        # keeps it for survivors meanwhile: ``broker.cluster.wills``).
+        self.will_settled: Callable[[], None] | None = None
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):
             if timer is not None:
                 timer.cancel()
         self.expiry_timer = self.will_timer = self.pending_will = None
+        self.will_done()
 
     def will_now(self) -> None:
         """The session ends: a will still waiting for its delay goes now (5.0 §3.1.3.2.2:
@@ -64,6 +69,13 @@ class BrokerSession(Session):
         self.will_timer = self.pending_will = None
         if publish is not None:
             publish()
+        self.will_done()
+
+    def will_done(self) -> None:
+        """The will that waited for its delay is published, or will never be."""
+        settled, self.will_settled = self.will_settled, None
+        if settled is not None:
+            settled()
 
     @property
     def device_id(self) -> str:

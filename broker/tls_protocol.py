@@ -1,6 +1,7 @@
 """One connection of the broker's TLS listener (``broker.transport``): the asyncio protocol.
 
-It feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` on memory BIOs (``bio_write``),
+It feeds the socket's bytes to an ``OpenSSL.SSL.Connection`` on memory BIOs (once open, through
+``broker.tls_calls``, one SSL_read per record a read completes: ``broker.tls_records``),
 reads a PROXY protocol v2 header first from a trusted load balancer (``broker.proxy_protocol``),
 runs the handshake within ``handshake_timeout`` (a failure goes to
 ``TlsServer.handshake_failed``), then decrypts every read into the connection's receiver and
@@ -18,9 +19,11 @@ from OpenSSL import SSL
 
 from broker.handshake_watch import HandshakeWatch
 from broker.proxy_protocol import ProxyHeaderError
+from broker.tls_calls import feed, read_record, take_output, write_plain
 from broker.tls_connection import Receiver, TlsConnection
 from broker.tls_failures import FailureKind
 from broker.tls_failures import openssl_reason as _reason
+from broker.tls_records import records_completed
 
 if TYPE_CHECKING:
     from broker.transport import TlsServer
@@ -39,12 +42,12 @@ _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 class TlsProtocol(asyncio.Protocol):
     """One TLS connection of a ``TlsServer``, from its first byte to its close."""
 
-    # Slots: one per connection, idle devices included (an instance dict of these 16
+    # Slots: one per connection, idle devices included (an instance dict of these 18
     # attributes is about 0.5 KiB more).
     __slots__ = (
-        "_closed", "_drain_waiter", "_flush_scheduled", "_loop", "_pending", "_pending_size",
-        "_receiver", "_remote", "_screened", "_server", "_state", "_timer", "_tls",
-        "_transport", "_watch", "_write_paused",
+        "_closed", "_drain_waiter", "_flush_scheduled", "_head", "_left", "_loop", "_pending",
+        "_pending_size", "_receiver", "_remote", "_screened", "_server", "_state", "_timer",
+        "_tls", "_transport", "_watch", "_write_paused",
     )  # fmt: skip
 
     def __init__(self, server: "TlsServer") -> None:
@@ -65,6 +68,10 @@ class TlsProtocol(asyncio.Protocol):
         self._closed = self._loop.create_future()
         self._watch: HandshakeWatch | None = None  # until the handshake is over
         self._screened = False  # the client's address was checked against shut_out
+        # Where the client's TLS records end (``broker.tls_records``): the start of a record
+        # header cut by a read, and how many bytes of the current record are still to come.
+        self._head = b""
+        self._left = 0
 
     # --- asyncio.Protocol ---
 
@@ -79,8 +86,10 @@ class TlsProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._state == _OPEN:
-            self._tls.bio_write(data)
-            self._read_records()
+            feed(self._tls, data)
+            records, self._head, self._left = records_completed(self._head, self._left, data)
+            if records:  # none: a record cut by the read waits for its rest
+                self._read_records(records)
             if self._pending:
                 # What answering this read wrote here (PUBACKs, SUBACKs) goes out now: one
                 # loop callback less per read. Writes to other connections wait for the end
@@ -100,6 +109,8 @@ class TlsProtocol(asyncio.Protocol):
                         self._shut(abort=True)  # no TLS work for an address shut out
                         return
                 self._tls.bio_write(data)
+                # Counted from the first byte on, to know where the records after it end.
+                _, self._head, self._left = records_completed(self._head, self._left, data)
                 self._handshake()
 
     def eof_received(self) -> bool:
@@ -170,12 +181,21 @@ class TlsProtocol(asyncio.Protocol):
 
     # --- reading ---
 
-    def _read_records(self) -> None:
-        recv = self._tls.recv
+    def _read_records(self, records: int = 0) -> None:
+        """Decrypt what the client sent: ``records`` reads, one per record that came whole
+        (SSL_read returns one record's data at most), or until OpenSSL wants more bytes.
+        Counting spares the read that fails with WANT_READ (an exception each time, about a
+        third of the TLS read cost of a small message); the handshake's last read drains
+        without counting, since the handshake consumed records of its own."""
+        tls = self._tls
         chunks: list[bytes] = []
         try:
-            while True:
-                chunks.append(recv(_RECORD))
+            if records:
+                for _ in range(records):
+                    chunks.append(read_record(tls, _RECORD))
+            else:
+                while True:
+                    chunks.append(read_record(tls, _RECORD))
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:  # close_notify (RFC 8446 §6.1): answer it, then close
@@ -188,7 +208,9 @@ class TlsProtocol(asyncio.Protocol):
             self._send_tls_output()
             self._shut(abort=False)
             return
-        self._feed(chunks)
+        receiver = self._receiver  # (``_feed``, inline: this is every read's path)
+        if chunks and receiver is not None:
+            receiver.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _feed(self, chunks: list[bytes]) -> None:
         if chunks and self._receiver is not None:
@@ -215,11 +237,13 @@ class TlsProtocol(asyncio.Protocol):
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._pending_size = 0
-        view = memoryview(data)
-        send = self._tls.send
+        tls = self._tls
         try:
-            while view:
-                view = view[send(view) :]
+            sent = write_plain(tls, data)
+            if sent < len(data):  # only with partial writes enabled, which we do not
+                view = memoryview(data)[sent:]
+                while view:
+                    view = view[write_plain(tls, view) :]
         except SSL.Error as exc:
             log.debug("TLS error sending to %s:%d: %s", *self._remote, _reason(exc))
             self._shut(abort=True)
@@ -227,19 +251,15 @@ class TlsProtocol(asyncio.Protocol):
         self._send_tls_output()
 
     def _send_tls_output(self) -> None:
-        bio_read = self._tls.bio_read
-        try:
-            chunk = bio_read(_BIO_CHUNK)
-        except SSL.WantReadError:
+        tls = self._tls
+        chunk = take_output(tls, _BIO_CHUNK)
+        if not chunk:
             return  # nothing to send
         if len(chunk) == _BIO_CHUNK:
             chunks = [chunk]
-            try:
-                while len(chunk) == _BIO_CHUNK:
-                    chunk = bio_read(_BIO_CHUNK)
-                    chunks.append(chunk)
-            except SSL.WantReadError:
-                pass
+            while len(chunk) == _BIO_CHUNK:
+                chunk = take_output(tls, _BIO_CHUNK)
+                chunks.append(chunk)
             chunk = b"".join(chunks)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(chunk)

@@ -10,7 +10,8 @@ returns the receiver called with every decrypted read (the broker's MQTT connect
 per connection or read), or to ``on_connection``, a coroutine run as a task that reads
 ``connection.reader``.
 
-Hot path (every MQTT byte): one ``bio_write`` and a ``recv`` loop per socket read, no task per
+Hot path (every MQTT byte): one BIO write and one SSL_read per TLS record completed per socket
+read (``broker.tls_records``; the calls themselves in ``broker.tls_calls``), no task per
 read; writes made in one event-loop turn are encrypted and sent together (one record, one
 ``send``), and a full record's worth is sent at once. Failed handshakes (alerts, plaintext
 MQTT, garbage, timeouts) close only that connection and go to ``TlsServer.handshake_failed``

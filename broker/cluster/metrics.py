@@ -95,5 +95,23 @@ class ClusterCollector:
             "Batches for other members dropped over max_forward_buffer",
             value=router.forwarder.frames_dropped,
         )
+        claims, wills = router.claims, router.wills
+        if claims is not None:
+            yield CounterMetricFamily(
+                "nanoiot_cluster_sessions_handed_over",
+                "Persistent sessions this member gave up to another member's connect",
+                value=claims.handed_over,
+            )
+            yield CounterMetricFamily(
+                "nanoiot_cluster_sessions_adopted",
+                "Persistent sessions of dead members this member took in",
+                value=claims.adopted,
+            )
+        if wills is not None:
+            yield CounterMetricFamily(
+                "nanoiot_cluster_wills_published",
+                "Wills of dead members' clients this member published",
+                value=wills.published,
+            )
         if router.members is not None:
             yield from MembersCollector(router.members.live).collect()

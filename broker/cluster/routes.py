@@ -36,6 +36,7 @@ __all__ = ["RouteAnnouncer", "RouteTable"]
 log = logging.getLogger(__name__)
 
 BUCKET: Final = "routes"
+_CACHED: Final = 10_000  # topics whose members are remembered
 _ANY: Final = Subscription(0)  # the trie wants options; routing needs none
 
 
@@ -43,6 +44,10 @@ class RouteTable:
     """Other members' topic filters."""
 
     def __init__(self) -> None:
+        # Topic -> members with a plain filter matching it: a publisher sends to a few
+        # topics over and over, and the answer changes only when a route does (then the
+        # whole cache goes). At most _CACHED topics; past that it starts over.
+        self._cache: dict[str, frozenset[str]] = {}
         self._trie: SubscriptionTrie[str] = SubscriptionTrie()
         # Shared subscriptions by their filter; the subscriber is (share name, filter, member).
         self._shared: SubscriptionTrie[tuple[str, str, str]] = SubscriptionTrie()
@@ -53,7 +58,12 @@ class RouteTable:
 
     def members_for(self, topic: str) -> Collection[str]:
         """The members with a plain (not shared) filter matching ``topic``, each once."""
-        return self._trie.match(topic).keys()
+        found = self._cache.get(topic)
+        if found is None:
+            if len(self._cache) >= _CACHED:
+                self._cache.clear()
+            found = self._cache[topic] = frozenset(self._trie.match(topic))
+        return found
 
     def groups_for(self, topic: str) -> dict[Group, list[str]]:
         """The shared subscriptions matching ``topic``, each with its members."""
@@ -72,6 +82,7 @@ class RouteTable:
             name, inner = shared
             added = self._shared.add(inner, (name, inner, member), _ANY)
         if added:
+            self._cache.clear()
             self._by_member.setdefault(member, set()).add(topic_filter)
 
     def remove(self, member: str, topic_filter: str) -> None:
@@ -82,6 +93,7 @@ class RouteTable:
             name, inner = shared
             removed = self._shared.remove(inner, (name, inner, member))
         if removed:
+            self._cache.clear()
             filters = self._by_member[member]
             filters.discard(topic_filter)
             if not filters:

@@ -27,6 +27,8 @@ while NATS is away), with what this member has, logged; exclusivity across membe
 returns with NATS.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -66,6 +68,7 @@ class SessionClaims:
         self.registry = registry
         self.announcer = announcer
         self.handed_over = 0  # persistent sessions given up to another member
+        self.adopted = 0  # persistent sessions of dead members taken in
         self.wills: Wills | None = None  # where connects keep their wills for survivors
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
@@ -101,13 +104,18 @@ class SessionClaims:
             return True
         if previous[0] == member:
             return False
+        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
+        subject = self.link.subject("takeover", previous[0])
         if self.is_gone(previous[0]):
+            # Not waited for: a dead member never answers. A member that only stalled reads
+            # the request when it runs again (NATS kept it) and gives the session up then.
             log.info("session %s was held by member %s, which is gone", store_key(key),
                      previous[0])  # fmt: skip
+            with contextlib.suppress(ClusterError):
+                await self.link.publish(subject, request)
             return True
-        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
         try:
-            answer = await self.link.request(self.link.subject("takeover", previous[0]), request)
+            answer = await self.link.request(subject, request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
@@ -124,8 +132,22 @@ class SessionClaims:
         return self._awaiting.pop(key, set())
 
     def ended(self, client: "MqttClient") -> None:
-        if self.wills is not None:
-            self.wills.ended(client)
+        if self.wills is not None and client.peer is not None:
+            # Decided once the connection's end is complete (its will published, or waiting
+            # for its delay: MQTT 5 §3.1.3.2.2).
+            asyncio.get_running_loop().call_soon(self._will_ended, client, client.peer.key)
+
+    def _will_ended(self, client: "MqttClient", key: SessionKey) -> None:
+        """The kept will goes once its connection's will is settled: now, or when one
+        waiting for its delay is published or dropped (until then a survivor may publish it
+        if this member dies)."""
+        wills = self.wills
+        assert wills is not None
+        session = self.registry.sessions.get(key)
+        if session is not None and session.pending_will is not None:
+            session.will_settled = lambda: wills.ended(client)
+        else:
+            wills.ended(client)
 
     async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
         """Of these stored sessions, those whose claim names this member; one nobody
@@ -171,11 +193,25 @@ class SessionClaims:
             if entry is None or entry.value.decode() != gone:
                 continue
             try:
-                await self.bucket.update(kv_key, member, entry.revision)
+                revision = await self.bucket.update(kv_key, member, entry.revision)
             except ClusterConflictError:
                 continue  # its device connected meanwhile
             device_id, _, client_id = from_key(kv_key).partition("/")
-            adopted += await self.registry.adopt((device_id, client_id))
+            key = (device_id, client_id)
+            if self.wills is not None:
+                self.wills.adopted(key, revision)
+            if not await self.registry.adopt(key):
+                continue
+            now = await self.bucket.get(kv_key)
+            if now is None or now.revision != revision:
+                # Its device connected elsewhere while the session was read, and that
+                # member's take-over request found nothing here yet: it is theirs.
+                session = self.registry.sessions.get(key)
+                if session is not None and session.client is None:
+                    self.registry.forget(session)
+                continue
+            adopted += 1
+        self.adopted += adopted
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
         return adopted

@@ -4,8 +4,8 @@ A client's will (MQTT 3.1.1 §3.1.2.5) is published by its member when the conne
 without DISCONNECT. A member killed outright publishes nothing, so each connect that carries
 a will writes it, before its CONNACK, to the JetStream key-value bucket ``<cluster>_wills``
 under ``<member>.<pid>.<session>`` (``<session>``: the claim's key), with the revision of the
-session's claim in ``<cluster>_clients``. The entry is deleted when the connection ends (its
-member publishes the will then, or the client said DISCONNECT), at the revision written, so
+session's claim in ``<cluster>_clients``. The entry is deleted when the connection's will is
+settled (its member published it, or the client said DISCONNECT), at the revision written, so
 that a newer connection's entry stays.
 
 When the member registry (``broker.cluster.members``) reports a member gone, every survivor
@@ -18,8 +18,10 @@ death was noticed, and is dropped if the session's claim changed meanwhile (its 
 connected again, §3.1.3.2.2). Then the entry is deleted, and the same survivor adopts the
 dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back.
 
-Not covered: a will whose delay was running on a member when it died (its connection had
-ended, so its entry was deleted) is not published.
+A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
+its entry until it is published or dropped there (``BrokerSession.will_settled``), so that a
+survivor publishes it if the member dies meanwhile. A claim rewritten by this member's
+adoption of the session is not its client coming back.
 """
 
 import asyncio
@@ -129,6 +131,10 @@ class Wills:
         self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
+        # Sessions with a delayed will here whose claim this member's adoption rewrote:
+        # the revision it wrote (a claim still at it means the client has not come back).
+        self._waiting: set[SessionKey] = set()
+        self._adopted: dict[SessionKey, int] = {}
 
     async def written(self, client: "MqttClient", claim: int) -> None:
         """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""
@@ -157,6 +163,13 @@ class Wills:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
         the survivor chosen to."""
         self._spawn(self._departure(name, f"{name}.{pid}"))
+
+    async def settle(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, for what this member has under way: above all
+        the deletes of the wills of connections it just closed, so that when it leaves the
+        cluster (a clean stop) its departure finds none of them to publish."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
 
     async def stop(self) -> None:
         for timer in self._timers.values():
@@ -209,6 +222,7 @@ class Wills:
         for kv_key, will in found:
             if will.delay:
                 self._timers[kv_key] = loop.call_later(will.delay, self._delay_ended, kv_key, will)
+                self._waiting.add(will.key)
             else:
                 await self._due(kv_key, will)
         if self.adopt is not None:
@@ -221,17 +235,24 @@ class Wills:
         self._timers.pop(kv_key, None)
         self._spawn(self._due(kv_key, will))
 
+    def adopted(self, key: SessionKey, revision: int) -> None:
+        """This member's adoption rewrote the session's claim at ``revision``."""
+        if key in self._waiting:
+            self._adopted[key] = revision
+
     async def _due(self, kv_key: str, will: StoredWill) -> None:
         """Publish ``will``; a delayed one unless its client connected again (its claim
-        changed)."""
+        changed, other than by this member's adoption)."""
         claim = None
+        self._waiting.discard(will.key)
+        adopted = self._adopted.pop(will.key, None)
         if will.delay:
             try:
                 claim = await self.claims.get(to_key(store_key(will.key)))
             except ClusterError as exc:
                 log.warning("will of session %s not published: %s", store_key(will.key), exc)
                 return
-        if claim is None or claim.revision == will.claim:
+        if claim is None or claim.revision in (will.claim, adopted):
             self.publish(will)
             self.published += 1
             log.info("published the will of session %s for its dead member",

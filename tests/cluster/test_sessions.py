@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
 from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
@@ -18,6 +19,7 @@ from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
 from tests.e2e.peers import Raw
+from tests.e2e.v5_client import make_properties, v5_client
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -61,6 +63,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
         backend = _backend(nodes, "b")
         assert backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_sessions_handed_over_total") == 1
         # §4.4: the QoS 1 ones are sent again with DUP set; the QoS 2 ones had reached the
         # client (paho acknowledges PUBREL only on ``ack``), so B sends only their PUBREL.
         resent = [(qos, payload) for qos, payload in in_flight if qos == 1]
@@ -151,6 +154,9 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
         # The survivor that published it adopted the backend's session: what the device
         # publishes there now is queued for the backend too.
         adopter = _adopter(nodes, "b", "c")
+        figures = metrics(nodes, adopter)
+        assert counter(figures, "nanoiot_cluster_sessions_adopted_total") == 1
+        assert counter(figures, "nanoiot_cluster_wills_published_total") == 1
         device = nodes.connect(adopter, sensor, client_id="sensor")
         later = [f"later{i}".encode() for i in range(5)]
         for payload in later:
@@ -269,23 +275,69 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
         assert watcher.no_message(within=1.0)  # exactly once
 
 
-def test_a_stalled_node_keeps_its_sessions(tmp_path: Path) -> None:
+def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
     """A node that misses its heartbeats while its process is stopped (SIGSTOP) still has
-    its NATS subscriptions: the survivor does not adopt its sessions, so that once it runs
-    again the session is held by one node only."""
+    its NATS subscriptions: the survivor does not adopt its sessions; a device connecting
+    elsewhere meanwhile does not wait for it, and the node gives the session up once it runs
+    again, so that one node only holds it."""
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
         nodes.application("backend")
         for name in ("a", "b", "c"):
             nodes.start(name)
         backend = _backend(nodes, "a")
         assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
         backend.close()
+        device = nodes.connect("a", sensor, client_id="sensor")
+        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
+        device.close()  # its clean session ends: A holds the backend's only
         stalled = nodes.nodes["a"].process
         os.kill(stalled.pid, signal.SIGSTOP)
         try:
             _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
+            held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "bc"}
+            assert held == {"b": 0, "c": 0}  # not adopted
+            # The backend connects to B meanwhile: B does not wait for A to answer.
+            backend = _backend(nodes, "b")
+            assert backend.session_present.get_nowait() is True
         finally:
             os.kill(stalled.pid, signal.SIGCONT)
+        assert backend.next_message().payload == b"kept"
+        # A, running again, reads B's request and gives the session up.
+        nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
         held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "abc"}
-        assert held == {"a": 1, "b": 0, "c": 0}
+        assert held == {"a": 0, "b": 1, "c": 0}
+
+
+def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
+    """MQTT 5 §3.1.3.2.2: a device gone without DISCONNECT, its will waiting for its delay
+    on node A, and A killed meanwhile: a survivor publishes it after the delay."""
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("watcher")
+        for name in ("a", "b", "c"):
+            nodes.start(name)
+        watcher = nodes.connect("c", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        device = v5_client(
+            nodes.nodes["a"].port, nodes.server_cert, sensor, client_id="sensor",
+            clean_start=False,
+            connect_properties=make_properties(PacketTypes.CONNECT, SessionExpiryInterval=60),
+            will=("v1/devices/me/status", b"gone",
+                  make_properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)),
+        )  # fmt: skip
+        assert device.wait_connack()[0] == 0
+        device.paho.loop_stop()  # gone without DISCONNECT, as a device losing its network
+        sock = device.paho.socket()
+        assert sock is not None
+        sock.close()
+        # A saw it go and waits 2 s before the will (polled: no event tells the test).
+        assert _wait_for(
+            lambda: counter(metrics(nodes, "a"), "nanoiot_connected_clients") == 0, within=2
+        )
+        nodes.kill("a")
+        will = watcher.next_message()  # the survivor waits the delay too, then publishes
+        assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
+        assert watcher.no_message()

@@ -160,6 +160,10 @@ class Client:
     def close(self) -> None:
         self.paho.disconnect()
         self.paho.loop_stop()
+        # paho closes its wake-up socket pair only when collected; collected as part of a
+        # reference cycle (its callbacks hold this object), the sockets may be finalized
+        # first and warn (ResourceWarning, an error under filterwarnings). Closed here.
+        self.paho._reset_sockets()
 
 
 def mqtt_client(

@@ -110,3 +110,14 @@ def test_shared_subscriptions_are_routes_of_their_own_by_group() -> None:
         ("workers", "devices/+/telemetry"),
         ("workers", "devices/#"),
     }
+
+
+def test_route_table_answers_follow_routes_added_after_a_topic_was_asked() -> None:
+    table = RouteTable()
+    assert list(table.members_for("devices/x/telemetry")) == []
+    table.add("b", "devices/+/telemetry")
+    assert list(table.members_for("devices/x/telemetry")) == ["b"]
+    for n in range(12_000):  # past the topics remembered: answers stay right
+        assert list(table.members_for(f"devices/{n}/telemetry")) == ["b"]
+    table.add("c", "devices/7/#")
+    assert sorted(table.members_for("devices/7/telemetry")) == ["b", "c"]

@@ -1,0 +1,58 @@
+"""Acknowledgements held for a commit or a cluster confirmation: sent in the order of their
+PUBLISHes once what they wait for is done, however many share one future (MQTT 3.1.1 §4.6)."""
+
+import asyncio
+from types import SimpleNamespace
+
+from broker.acks import HeldAcks
+
+
+class Connection:
+    """What ``HeldAcks`` uses of a connection: the acknowledgements it sends, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.flushes = 0
+        self.ended = False
+        self.label = "test"
+        self._loop = asyncio.get_running_loop()
+        self.core = SimpleNamespace(
+            acknowledge=lambda packet_id, qos, code: self.sent.append(packet_id)
+        )
+        self.broker = SimpleNamespace(config=SimpleNamespace(ack_timeout=30.0), store=None)
+
+    def _flush(self) -> None:
+        self.flushes += 1
+
+
+async def test_acknowledgements_sharing_a_future_go_in_order_in_one_release() -> None:
+    loop = asyncio.get_running_loop()
+    connection = Connection()
+    acks = HeldAcks(connection)  # type: ignore[arg-type]
+    frame_a, frame_b = loop.create_future(), loop.create_future()
+    for packet_id in range(1, 101):  # one frame's messages, then the next frame's
+        acks.acknowledge(packet_id, 1, durable=frame_a if packet_id <= 60 else frame_b)
+    frame_b.set_result(None)  # the later frame first: its messages wait behind frame_a's
+    await asyncio.sleep(0)
+    assert connection.sent == []
+    frame_a.set_result(None)
+    await asyncio.sleep(0)
+    assert connection.sent == list(range(1, 101))
+    assert connection.flushes <= 2  # a release per future, not one per message
+    acks.cancel()
+
+
+async def test_an_acknowledgement_added_after_its_future_completed_is_still_sent() -> None:
+    loop = asyncio.get_running_loop()
+    connection = Connection()
+    acks = HeldAcks(connection)  # type: ignore[arg-type]
+    frame = loop.create_future()
+    acks.acknowledge(1, 1, durable=frame)
+    frame.set_result(None)
+    acks.acknowledge(2, 1, durable=frame)  # before the release callback ran
+    await asyncio.sleep(0)
+    assert connection.sent == [1, 2]
+    acks.acknowledge(3, 1, durable=frame)  # done, and nothing held: released on its own
+    await asyncio.sleep(0)
+    assert connection.sent == [1, 2, 3]
+    acks.cancel()
