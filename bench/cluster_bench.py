@@ -41,6 +41,7 @@ from bench.compare_setup import Device, Pki, make_pki, nanoiot_env, prepare_nano
 
 NATS_URL = "nats://127.0.0.1:4222"
 CORES = os.cpu_count() or 1
+SETTINGS: dict[str, str] = {}  # NanoIoT settings of every node in this run (--max-inflight)
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000
 
@@ -114,7 +115,7 @@ async def nanoiot_node(
     data_dir: Path, pki: Pki, work: Path, name: str, extra: dict[str, str], *args: str
 ) -> AsyncIterator[tuple[int, int]]:
     """``nanoiot serve`` with the benchmark's settings plus ``extra``; yields (port, pid)."""
-    env = nanoiot_env(data_dir, pki, secrets.token_urlsafe(32)) | extra
+    env = nanoiot_env(data_dir, pki, secrets.token_urlsafe(32)) | SETTINGS | extra
     command = [str(Path(sys.executable).with_name("nanoiot")), "serve", *args]
     log_file = work / f"{name}.log"
     with log_file.open("wb") as log:
@@ -325,7 +326,9 @@ def report(rows: Sequence[Row], args: argparse.Namespace) -> str:
         *(row.cells() for row in rows),
         "",
         f"`python -m bench.cluster_bench --messages {args.messages} --rate {args.rate} "
-        f"--seconds {args.seconds} --pairs {args.pairs}`: 64 B payloads over mTLS (EC P-256), "
+        f"--seconds {args.seconds} --pairs {args.pairs}"
+        f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}`: "
+        "64 B payloads over mTLS (EC P-256), "
         "the raw-MQTT load generator, broker CPU summed over every broker process (both "
         "nodes; the supervisor and its workers). Latency: publish to delivery, paced.",
         "",
@@ -372,8 +375,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument(
+        "--max-inflight", type=int, default=None,
+        help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
+    )  # fmt: skip
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    if args.max_inflight:
+        SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
     with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
         os.chmod(directory, 0o700)
         rows = asyncio.run(run(args, Path(directory)))
@@ -381,7 +390,8 @@ def main() -> None:
     print(text)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}.md"
+        suffix = f"-inflight{args.max_inflight}" if args.max_inflight else ""
+        out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}{suffix}.md"
         out.write_text(text)
         print(f"written to {out}")
 

@@ -58,6 +58,7 @@ __all__ = ["ClusterRouter"]
 log = logging.getLogger(__name__)
 
 _SYSTEM = "$SYS/"
+_SETTLE_WITHIN = 5.0  # seconds a stopping member waits for its wills' entries to go
 _TURNS_KEPT = 10_000  # shared subscriptions whose turn is remembered (then it starts over)
 
 
@@ -130,6 +131,8 @@ class ClusterRouter:
         return members
 
     async def stop(self) -> None:
+        if self.wills is not None:  # its connections closed: their wills' entries go first
+            await self.wills.settle(_SETTLE_WITHIN)
         if self.members is not None:
             await self.members.stop()
             self.members = None

@@ -164,6 +164,13 @@ class Wills:
         the survivor chosen to."""
         self._spawn(self._departure(name, f"{name}.{pid}"))
 
+    async def settle(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, for what this member has under way: above all
+        the deletes of the wills of connections it just closed, so that when it leaves the
+        cluster (a clean stop) its departure finds none of them to publish."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()

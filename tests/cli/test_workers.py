@@ -17,6 +17,7 @@ import pytest
 
 from broker.cluster.link import ClusterLink
 from nanoiot.settings import Settings
+from tests.admin.web.conftest import csrf_of
 from tests.cli.conftest import NANOIOT, Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
@@ -38,6 +39,21 @@ def cluster_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
             "NANOIOT_NODE_NAME": "host-a",
             "NANOIOT_ADMIN_TOKEN": ADMIN_TOKEN,
         }
+
+
+def signed_in_page(stdout: list[str], path: str) -> str:
+    """A web UI page of the supervisor's admin server, signed in with the admin token."""
+    http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))
+    assert http is not None, stdout
+    with httpx.Client(base_url=http.group(1), timeout=WAIT) as browser:
+        signed = browser.post(
+            "/ui/login",
+            data={"csrf_token": csrf_of(browser.get("/ui/login").text), "token": ADMIN_TOKEN},
+        )
+        assert signed.status_code == 303, signed.text
+        page = browser.get(path)
+        assert page.status_code == 200, page.text
+        return page.text
 
 
 def supervisor_metrics(stdout: list[str], holds: str) -> str:
@@ -110,6 +126,10 @@ def test_workers_share_the_port_restart_and_stop(
         assert "nanoiot_cluster_members 2.0" in metrics
         for w in workers:
             assert f'nanoiot_cluster_member_connected_clients{{member="host-a-{w}"}}' in metrics
+        nodes_page = signed_in_page(stdout, "/ui/nodes")
+        assert "2 live members" in nodes_page
+        for w in workers:
+            assert f'host-a-{w} <span class="muted">(this node)</span>' in nodes_page
 
         # The kernel spreads connections over both workers.
         seen: set[str] = set()

@@ -295,9 +295,10 @@ def test_mqtt_5_and_3_1_1_members_share_one_group(fleet: Fleet) -> None:
         for n in range(4):
             publisher.publish("jobs/mixed", b"%d" % n, 1)
         received = fleet.receive(4)
-        assert received == [
-            ("modern", b"0"), ("classic", b"1"), ("modern", b"2"), ("classic", b"3"),
-        ]  # fmt: skip
+        # In turn, one each; the two connections' deliveries may reach the inbox interleaved
+        # either way (order holds per subscriber, MQTT 3.1.1 §4.6, not across them).
+        assert [payload for who, payload in received if who == "modern"] == [b"0", b"2"]
+        assert [payload for who, payload in received if who == "classic"] == [b"1", b"3"]
         assert fleet.nothing_more()
     finally:
         modern.close()
