@@ -34,6 +34,26 @@ def _backend(nodes: Cluster, node: str) -> Client:
     return client
 
 
+def _stall_a_holding_the_backend(nodes: Cluster) -> int:
+    """Nodes a, b and c with a 0.5 s heartbeat; the backend's persistent session on A with one
+    message queued for it (PUBACKed: A committed it), the device's clean session ended; then A
+    stopped (SIGSTOP). Its pid."""
+    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+    sensor = nodes.device("sensor")
+    nodes.application("backend")
+    for name in ("a", "b", "c"):
+        nodes.start(name)
+    backend = _backend(nodes, "a")
+    assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
+    backend.close()
+    device = nodes.connect("a", sensor, client_id="sensor")
+    device.publish(TELEMETRY, b"kept", qos=1)
+    device.close()
+    pid = nodes.nodes["a"].process.pid
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
 def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
@@ -281,19 +301,7 @@ def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
     elsewhere meanwhile does not wait for it, and the node gives the session up once it runs
     again, so that one node only holds it."""
     with cluster(tmp_path) as nodes:
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
-        sensor = nodes.device("sensor")
-        nodes.application("backend")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
-        backend = _backend(nodes, "a")
-        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
-        backend.close()
-        device = nodes.connect("a", sensor, client_id="sensor")
-        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
-        device.close()  # its clean session ends: A holds the backend's only
-        stalled = nodes.nodes["a"].process
-        os.kill(stalled.pid, signal.SIGSTOP)
+        stalled = _stall_a_holding_the_backend(nodes)
         try:
             _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
             held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "bc"}
@@ -302,7 +310,7 @@ def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
             backend = _backend(nodes, "b")
             assert backend.session_present.get_nowait() is True
         finally:
-            os.kill(stalled.pid, signal.SIGCONT)
+            os.kill(stalled, signal.SIGCONT)
         assert backend.next_message().payload == b"kept"
         # A, running again, reads B's request and gives the session up.
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
@@ -345,19 +353,7 @@ def test_a_stalled_node_killed_later_has_its_sessions_adopted_then(tmp_path: Pat
     """The survivor asks a silent node again while NATS still has its subscriptions: once
     the node is killed for good (NATS drops them), its sessions are adopted."""
     with cluster(tmp_path) as nodes:
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
-        sensor = nodes.device("sensor")
-        nodes.application("backend")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
-        backend = _backend(nodes, "a")
-        assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
-        backend.close()
-        device = nodes.connect("a", sensor, client_id="sensor")
-        device.publish(TELEMETRY, b"kept", qos=1)  # PUBACKed: A committed the session
-        device.close()
-        stalled = nodes.nodes["a"].process
-        os.kill(stalled.pid, signal.SIGSTOP)
+        _stall_a_holding_the_backend(nodes)
         try:
             adopter = _logged(nodes, "NATS still has its subscriptions", "b", "c")
         finally:
