@@ -49,8 +49,18 @@ class Ownership(Protocol):
         """Of these stored sessions, the ones this member holds (or now claimed)."""
         ...
 
-    async def routes_published(self) -> None:
-        """Once the other members can see this member's subscriptions made so far."""
+    def loaded(self, key: SessionKey, session: BrokerSession | None) -> None:
+        """The session this member claimed was read from the shared store (it may have
+        been routed to on the member it left meanwhile: ``broker.cluster.handover``)."""
+        ...
+
+    async def settled(self, key: SessionKey, session: BrokerSession | None) -> None:
+        """Once the other members can see this member's subscriptions made so far, and
+        what was routed to the session on the member it left is here."""
+        ...
+
+    def abandoned(self, key: SessionKey) -> None:
+        """Another member took the claimed session while it was being read."""
         ...
 
     def ended(self, client: "MqttClient") -> None:
@@ -141,6 +151,7 @@ class Registry:
             # store if another member held it.
             if ownership is not None and not client.ended and await ownership.claim(client):
                 session = await self.moved_here(peer.key, session)
+                ownership.loaded(peer.key, session)
                 awaiting = ownership.awaiting_pubrel(peer.key)
                 if session is not None:  # §4.3.3: a PUBLISH sent again is not routed again
                     session.awaiting_pubrel.update(awaiting)
@@ -149,8 +160,9 @@ class Registry:
                     # the session is that member's, not to be kept here too.
                     if session is not None:
                         self.forget(session)
+                    ownership.abandoned(peer.key)
                     return None
-                await ownership.routes_published()
+                await ownership.settled(peer.key, session)
             if client.ended:
                 return None
             if session is not None and (clean or not session.persistent):
@@ -262,16 +274,20 @@ class Registry:
                 return False
             return await self.moved_here(key, None) is not None
 
-    async def hand_over(self, key: SessionKey) -> list[int] | None:
+    async def hand_over(
+        self, key: SessionKey, depart: Callable[[BrokerSession], None] | None = None
+    ) -> list[int] | None:
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
         acknowledgements and this member's confirmations promised). The packet ids of the
         client's QoS 2 messages awaiting PUBREL (§4.3.3, not in the store), or None if it
-        was not here."""
+        was not here. ``depart``: told of the session as it is forgotten."""
         session = self.sessions.get(key)
         awaiting = None
         if session is not None and session.client is None:
             awaiting = sorted(session.awaiting_pubrel)
+            if depart is not None:
+                depart(session)
             self.forget(session)
         await self.store.flush()
         return awaiting

@@ -26,18 +26,18 @@ no shared subscription on the broker costs one emptiness test for them.
 """
 
 import asyncio
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from auth.acl import to_device_form
-from auth.topics import split_shared
+from auth.topics import split_shared, topic_matches
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
-from broker.mqtt.trie import SubscriptionTrie
+from broker.mqtt.trie import SubscriptionTrie, collect
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 
@@ -55,6 +55,10 @@ class Message:
     properties: Properties = NO_PROPERTIES
     expires_at: float | None = None  # on the broker's clock (5.0 §3.3.2.3.3)
     origin: object | None = None  # the publisher's session, for No Local (5.0 §3.8.3.1)
+    # In a cluster: its id there (the routing member's, then a count), and the revision of
+    # the route table the member that first routed it had then (``broker.cluster.handover``).
+    id: int = 0
+    routed_at: int = 0
 
 
 OutgoingT = TypeVar("OutgoingT", bound=Outgoing)
@@ -144,8 +148,11 @@ class LocalRouter:
             durable |= self._deliver_shared(message, groups)
         return durable
 
-    def _deliver_plain(self, message: Message) -> bool:
-        matches = self.subscriptions.match(message.topic)
+    def _deliver_plain(
+        self, message: Message, matches: Mapping[BrokerSession, Subscription] | None = None
+    ) -> bool:
+        if matches is None:
+            matches = self.subscriptions.match(message.topic)
         if not matches:
             return False
         durable = False
@@ -157,6 +164,9 @@ class LocalRouter:
             qos = published_qos if published_qos < sub.qos else sub.qos
             if sub.no_local and session is message.origin:
                 continue
+            arrival = session.arrival
+            if arrival is not None and not arrival.first(message):
+                continue  # it had it from the member it moved from (a cluster hand-over)
             out = _outgoing(message, session, sub, qos, Outgoing)
             client = session.client
             if qos and session.persistent:
@@ -168,6 +178,18 @@ class LocalRouter:
             if client is not None:
                 client.deliver(out)
         return durable
+
+    def deliver_to(self, session: BrokerSession, message: Message) -> bool:
+        """``message`` to ``session`` alone, through those of its plain subscriptions that
+        match it (one copy, as ``_deliver_plain`` gives it); True if the store was written."""
+        topic = message.topic
+        found: dict[BrokerSession, Subscription] = {}
+        for topic_filter, sub in session.subscriptions.items():
+            if split_shared(topic_filter) is None and topic_matches(topic, topic_filter):
+                collect(found, {session: sub})
+        if not found:
+            return False
+        return self._deliver_plain(message, found) if found else False
 
     def _deliver_shared(
         self, message: Message, only: Collection[tuple[str, str]] | None = None

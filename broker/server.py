@@ -271,7 +271,10 @@ def _cluster_router(
     from broker.cluster.router import ClusterRouter
 
     def make(local: "LocalRouter") -> ClusterRouter:
-        router = ClusterRouter(local, cluster, local.store, settings.max_forward_buffer)
+        router = ClusterRouter(
+            local, cluster, local.store, settings.max_forward_buffer,
+            settings.cluster_handover_window,
+        )  # fmt: skip
         made.append(router)
         return router
 

@@ -7,6 +7,7 @@ messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 """
 
 import asyncio
+import collections
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,10 +17,53 @@ from broker.peer import SessionKey, store_key
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.router import Message
+
+
+class Arrival:
+    """A session moved here from another member, for the moments when a message may reach it
+    twice: routed here by a member whose route table did not show this member's filters yet
+    (revision ``visible``: the first with them all), and sent on by the member it left.
+    Such messages are counted by their cluster id, so the second copy is dropped.
+
+    ``visible`` is None until this member's filters are written; meanwhile every message
+    is counted. Bounded by ``max_ids``; past it the oldest are forgotten."""
+
+    __slots__ = ("_ids", "_order", "max_ids", "visible")
+
+    def __init__(self, max_ids: int) -> None:
+        self.visible: int | None = None
+        self.max_ids = max_ids
+        self._ids: set[int] = set()
+        self._order: collections.deque[int] = collections.deque()
+
+    def first(self, message: "Message") -> bool:
+        """Whether the session had no copy of ``message`` yet (one routed to this member
+        after its filters were visible reaches it once, and is not counted)."""
+        if not message.id or (self.visible is not None and message.routed_at >= self.visible):
+            return True
+        return self._count(message.id)
+
+    def first_sent_on(self, message: "Message") -> bool:
+        """Whether a copy the member left sent on is the session's first: one its router had
+        routed after this member's filters were visible came here directly too."""
+        if self.visible is not None and message.routed_at >= self.visible:
+            return False
+        return self._count(message.id) if message.id else True
+
+    def _count(self, message_id: int) -> bool:
+        if message_id in self._ids:
+            return False
+        self._ids.add(message_id)
+        self._order.append(message_id)
+        if len(self._order) > self.max_ids:
+            self._ids.discard(self._order.popleft())
+        return True
 
 
 class BrokerSession(Session):
     __slots__ = (
+        "arrival",
         "client",
         "device_name",
         "expiry",
@@ -52,6 +96,8 @@ class BrokerSession(Session):
         # Called once when a will waiting for its delay is published or dropped (a cluster
         # keeps it for survivors meanwhile: ``broker.cluster.wills``).
         self.will_settled: Callable[[], None] | None = None
+        # Moved here from another member of a cluster moments ago (``broker.cluster.handover``).
+        self.arrival: Arrival | None = None
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

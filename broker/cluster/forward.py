@@ -13,7 +13,9 @@ future of those answers. It fails (the publisher's connection is closed unacknow
 the client sends again) when a member does not answer within ``CONFIRM_WITHIN`` seconds or
 the frames waiting for NATS exceed ``max_forward_buffer`` bytes. NATS answering that nobody
 listens on a member's subject means the member is gone: ``on_gone`` drops its routes and
-the frame counts as delivered (its persistent sessions are in the shared store).
+the frame counts as delivered (its persistent sessions are in the shared store). A member
+that could not take a frame's messages (one for a session it did not hold) answers so, and
+the publisher is failed in the same way.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ from nats.aio.subscription import Subscription
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import Group, encode
 from broker.cluster.link import ClusterLink
+from broker.peer import SessionKey
 from broker.router import Message
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CONFIRM_WITHIN: Final = 5.0
 _NO_RESPONDERS: Final = "503"
+_REFUSED: Final = b"-"
 
 
 def all_of(futures: list["asyncio.Future[None]"]) -> "asyncio.Future[None] | None":
@@ -135,25 +139,44 @@ class Forwarder:
         confirmations: list[asyncio.Future[None]] = []
         now = self._loop.time()
         for member in members:
-            frame = self._frames.get(member)
-            if frame is None:
-                frame = self._frames[member] = _Frame()
-            elif len(frame.data) + len(message.topic) * 4 + len(message.payload) > self._max_frame:
-                self._send_frame(member, frame)  # NATS refuses messages over max_payload
-                frame = self._frames[member] = _Frame()
+            frame = self._frame_for(member, message)
             encode(message, frame.data, now, plain=member in plain, groups=groups.get(member, ()))
             if message.qos:
-                if frame.confirmed is None:
-                    frame.confirmed = self._loop.create_future()
-                confirmations.append(frame.confirmed)
+                confirmations.append(self._confirmed(frame))
+        return all_of(confirmations)
+
+    def send_on(
+        self, member: str, message: Message, session: SessionKey
+    ) -> "asyncio.Future[None] | None":
+        """Queue ``message`` for one session that moved to ``member``
+        (``broker.cluster.handover``); the future of its confirmation (QoS > 0)."""
+        frame = self._frame_for(member, message)
+        encode(message, frame.data, self._loop.time(), plain=False, session=session)
+        return self._confirmed(frame) if message.qos else None
+
+    def _frame_for(self, member: str, message: Message) -> _Frame:
+        """``member``'s frame of this turn with room for ``message``; sent at its end."""
+        frame = self._frames.get(member)
+        if frame is None:
+            frame = self._frames[member] = _Frame()
+        elif len(frame.data) + len(message.topic) * 4 + len(message.payload) > self._max_frame:
+            self._send_frame(member, frame)  # NATS refuses messages over max_payload
+            frame = self._frames[member] = _Frame()
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
-        return all_of(confirmations)
+        return frame
 
-    def reply(self, subject: str, payload: bytes = b"") -> None:
-        """Send a confirmation (from the receiving side), after what is queued."""
-        self._queue(subject, payload, "")
+    def _confirmed(self, frame: _Frame) -> "asyncio.Future[None]":
+        if frame.confirmed is None:
+            frame.confirmed = self._loop.create_future()
+        return frame.confirmed
+
+    def reply(self, subject: str, taken: bool = True) -> None:
+        """Send a confirmation (from the receiving side), after what is queued; not
+        ``taken``: the frame's messages could not all be taken, the sender's publishers
+        are not to be acknowledged."""
+        self._queue(subject, b"" if taken else _REFUSED, "")
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -214,6 +237,12 @@ class Forwarder:
         if status == _NO_RESPONDERS:
             log.warning("cluster member %s is gone: its routes are dropped", member)
             self.on_gone(member)
+        elif msg.data == _REFUSED:
+            if not future.done():
+                future.set_exception(
+                    ClusterUnavailableError(f"member {member} could not take a forwarded message")
+                )
+            return
         if not future.done():
             future.set_result(None)
 

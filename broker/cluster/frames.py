@@ -4,16 +4,20 @@ Pure: no NATS, no I/O. A *frame* is the messages one node forwards to another in
 loop turn, one NATS message however many they are (NATS's cost is per message, not per
 byte). Each record is::
 
-    flags (1 byte: QoS in bits 0-1, retain in bit 2, "plain subscribers" in bit 3)
+    flags (1 byte: QoS in bits 0-1, retain in bit 2, "plain subscribers" in bit 3,
+           "for one session" in bit 4)
     | topic length (2) | payload length (4) | groups length (2) | properties length (4)
-    | milliseconds to expiry (4; all ones: none) | topic (UTF-8) | payload | groups
-    | properties (MQTT 5 §2.2.2, as in the PUBLISH)
+    | milliseconds to expiry (4; all ones: none) | message id (8) | routed at (8)
+    | topic (UTF-8) | payload | groups | properties (MQTT 5 §2.2.2, as in the PUBLISH)
 
 "plain subscribers": the receiver gives the message to its subscriptions without
 ``$share``; ``groups`` names the shared subscriptions the sender chose the receiver for, as
 ``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Topics are
 the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
-left, since each process has its own clock.
+left, since each process has its own clock. The message id and the route table revision
+it was routed at are the first routing member's (``broker.cluster.handover``). A record "for
+one session" is one a member sends on for a session that moved from it: ``groups`` then
+holds that session's key (``device id/client id``) and the message goes to it alone.
 
 KV keys allow only ``[-/_=.A-Za-z0-9]``, and a topic filter can hold any character, so keys
 carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set.
@@ -33,16 +37,18 @@ from broker.mqtt.properties import (
     read_properties,
 )
 from broker.mqtt.wire import Reader, varint
+from broker.peer import SessionKey, store_key
 from broker.router import Message
 from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = ["Group", "Routed", "decode", "encode", "from_key", "to_key"]
 
-_HEADER: Final = struct.Struct(">BHIHII")
+_HEADER: Final = struct.Struct(">BHIHIIQQ")
 _NO_EXPIRY: Final = 0xFFFFFFFF
 _QOS_BITS: Final = 0x03
 _RETAIN_BIT: Final = 0x04
 _PLAIN_BIT: Final = 0x08
+_ONE_SESSION_BIT: Final = 0x10
 _EMPTY: Final = "="
 _NUL: Final = "\x00"
 
@@ -56,6 +62,7 @@ class Routed:
     message: Message
     plain: bool
     groups: tuple[Group, ...]
+    session: SessionKey | None = None  # a record for one session (sent on by the member it left)
 
 
 def encode(
@@ -65,17 +72,25 @@ def encode(
     *,
     plain: bool = True,
     groups: Sequence[Group] = (),
+    session: SessionKey | None = None,
 ) -> None:
     """Append ``message`` to a frame being built; ``now``: this process's loop time."""
     topic = message.topic.encode()
-    named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
-    properties = message.properties.wire  # without its length: the header has it
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
+    if session is not None:
+        named = store_key(session).encode()
+        flags |= _ONE_SESSION_BIT
+    else:
+        named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
+    properties = message.properties.wire  # without its length: the header has it
     expires = message.expires_at
     left = (
         _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
     )
-    into += _HEADER.pack(flags, len(topic), len(message.payload), len(named), len(properties), left)
+    into += _HEADER.pack(
+        flags, len(topic), len(message.payload), len(named), len(properties), left,
+        message.id, message.routed_at,
+    )  # fmt: skip
     into += topic
     into += message.payload
     into += named
@@ -90,7 +105,7 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
     while at < end:
         if end - at < _HEADER.size:
             raise ClusterError("a forwarded frame ends inside a record header")
-        flags, topic_length, payload_length, groups_length, properties_length, left = (
+        flags, topic_length, payload_length, groups_length, properties_length, left, *ids = (
             _HEADER.unpack_from(view, at)
         )
         at += _HEADER.size
@@ -103,7 +118,13 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
         at += payload_length
         named = str(view[at : at + groups_length], "utf-8")
         at += groups_length
-        groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
+        session: SessionKey | None = None
+        groups: tuple[Group, ...] = ()
+        if flags & _ONE_SESSION_BIT:
+            device_id, _, client_id = named.partition("/")
+            session = (device_id, client_id)
+        else:
+            groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
         properties = NO_PROPERTIES
         if properties_length:
             listed = varint(properties_length) + bytes(view[at : at + properties_length])
@@ -111,9 +132,10 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
             at += properties_length
         expires = None if left == _NO_EXPIRY else now + left / 1000
         message = Message(
-            topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires
-        )
-        yield Routed(message, bool(flags & _PLAIN_BIT), groups)
+            topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires,
+            None, *ids,
+        )  # fmt: skip
+        yield Routed(message, bool(flags & _PLAIN_BIT), groups, session)
 
 
 def _properties(listed: bytes) -> Properties:

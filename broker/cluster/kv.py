@@ -72,6 +72,7 @@ class Watch:
     def __init__(self, watcher: NatsKeyValue.KeyWatcher, bucket: str) -> None:
         self._watcher = watcher
         self._bucket = bucket
+        self.revision = 0  # of the last change given: the bucket as of then is known
 
     async def next(self) -> tuple[str, bool] | None:
         """(key, present: False once deleted or expired); None once, when the values there
@@ -81,6 +82,7 @@ class Watch:
             if entry is None:
                 return None
             if isinstance(entry, NatsKeyValue.Entry):
+                self.revision = max(self.revision, entry.revision or 0)
                 return entry.key, entry.operation not in (KV_DEL, KV_PURGE)
 
     async def value(self) -> tuple[str, bytes | None] | None:
@@ -90,6 +92,7 @@ class Watch:
             if entry is None:
                 return None
             if isinstance(entry, NatsKeyValue.Entry):
+                self.revision = max(self.revision, entry.revision or 0)
                 deleted = entry.operation in (KV_DEL, KV_PURGE)
                 return entry.key, None if deleted else (entry.value or b"")
 

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from nats.aio.msg import Msg
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, decode
+from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
@@ -64,7 +66,12 @@ _TURNS_KEPT = 10_000  # shared subscriptions whose turn is remembered (then it s
 
 class ClusterRouter:
     def __init__(
-        self, local: LocalRouter, link: ClusterLink, store: SessionStore, max_buffer: int
+        self,
+        local: LocalRouter,
+        link: ClusterLink,
+        store: SessionStore,
+        max_buffer: int,
+        handover_window: float = 10.0,
     ) -> None:
         self.local = local
         self.link = link
@@ -72,6 +79,12 @@ class ClusterRouter:
         self.table = RouteTable()
         self.forwarder = Forwarder(link, max_buffer, self._gone)
         self.announcer: RouteAnnouncer | None = None
+        self.handovers: Handovers | None = None
+        self._handover_window = handover_window
+        # Cluster-wide message ids: this process's random half, then a count (a repeat
+        # after 2**32 messages is far outside the moments ids are compared in).
+        self._id_base = secrets.randbits(32) << 32
+        self._count = 0
         self.retained: RetainedReplica | None = None
         self.claims: SessionClaims | None = None
         self.members: MemberRegistry | None = None
@@ -92,10 +105,16 @@ class ClusterRouter:
                 self.forwarder.subject(self.link.member), cb=self._frame
             )
         await self.announcer.start()
+        self.handovers = Handovers(
+            self.link, self.forwarder, self.announcer, self.local, self._handover_window
+        )
+        self.handovers.registry = registry
+        await self.handovers.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
         clients = await self.link.key_value(CLIENTS)
         self.claims = SessionClaims(self.link, clients, registry, self.announcer)
+        self.claims.handovers = self.handovers
         self.wills = self.claims.wills = Wills(
             await self.link.key_value(WILLS),
             await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
@@ -167,21 +186,36 @@ class ClusterRouter:
             self.announcer.remove(topic_filter)
 
     def publish(self, message: Message) -> "bool | asyncio.Future[None]":
+        self._count = count = (self._count + 1) & 0xFFFFFFFF
+        message.id = self._id_base | count
+        announcer = self.announcer
+        if announcer is not None:
+            message.routed_at = announcer.revision
         durable = self.local.publish(message)
         topic = message.topic
         if topic.startswith(_SYSTEM):
             return durable
         plain = self.table.members_for(topic)
         groups = self._choose_for_groups(topic)
-        if not plain and not groups:
+        handovers = self.handovers
+        sent_on = (
+            handovers.send_on(message) if handovers is not None and handovers.departures else None
+        )
+        if not plain and not groups and not sent_on:
             return durable
-        members = set(plain).union(groups) if groups else plain
-        self.forwarded += len(members)
-        confirmed = self.forwarder.forward(members, message, plain, groups)
-        if confirmed is None:
+        confirmations = sent_on or []
+        if plain or groups:
+            members = set(plain).union(groups) if groups else plain
+            self.forwarded += len(members)
+            confirmed = self.forwarder.forward(members, message, plain, groups)
+            if confirmed is not None:
+                confirmations.append(confirmed)
+        if not confirmations:
             return durable
         local = self.store.pending_commit() if durable else None
-        combined = all_of([confirmed] if local is None else [confirmed, local])
+        if local is not None:
+            confirmations.append(local)
+        combined = all_of(confirmations)
         assert combined is not None
         return combined
 
@@ -217,14 +251,31 @@ class ClusterRouter:
 
     async def _frame(self, msg: Msg) -> None:
         """A frame from another member: to this member's subscribers, then confirmed (if
-        asked) once the store committed what that wrote."""
+        asked) once the store committed what that wrote and the members it sent messages on
+        to (``broker.cluster.handover``) confirmed them; refused if one was refused."""
+        handovers = self.handovers
+        assert handovers is not None
         durable = False
+        waits: list[asyncio.Future[None]] = []
+        max_queued = self.local.limits.max_queued_messages
         try:
             for routed in decode(msg.data, asyncio.get_running_loop().time()):
                 self.received += 1
+                message = routed.message
+                if routed.session is not None:
+                    taken = handovers.take(routed, max_queued)
+                    if isinstance(taken, asyncio.Future):
+                        waits.append(taken)
+                    else:
+                        durable |= taken
+                    continue
+                if handovers.fence and handovers.stale(message):
+                    waits.append(handovers.refuse_stale(message))
                 durable |= self.local.deliver_forwarded(
-                    routed.message, plain=routed.plain, groups=routed.groups
+                    message, plain=routed.plain, groups=routed.groups
                 )
+                if handovers.departures and routed.plain:
+                    waits += handovers.send_on(message)
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             return  # unconfirmed: the sender fails its publisher, which sends again
@@ -232,10 +283,17 @@ class ClusterRouter:
         if not reply:
             return
         pending = self.store.pending_commit() if durable else None
-        if pending is None:
+        if pending is not None:
+            waits.append(pending)
+        combined = all_of(waits)
+        if combined is None:
             self.forwarder.reply(reply)
         else:
-            pending.add_done_callback(lambda _done: self.forwarder.reply(reply))
+            combined.add_done_callback(
+                lambda done: self.forwarder.reply(
+                    reply, taken=not done.cancelled() and done.exception() is None
+                )
+            )
 
     def _publish_will(self, retained: RetainedStore, will: StoredWill) -> None:
         """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""

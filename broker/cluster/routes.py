@@ -125,10 +125,20 @@ class RouteAnnouncer:
         # Changes to write, in order; a future is set once what came before it is written.
         self._writes: asyncio.Queue[tuple[str, bool] | asyncio.Future[None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._watch: Watch | None = None
+        self._put = 0  # the revision of this member's last filter written
+
+    @property
+    def revision(self) -> int:
+        """The bucket's revision this member's table is as of, or its own last filter's if
+        later: a member whose table is at this revision or beyond has every filter this
+        member wrote so far (``broker.cluster.handover``)."""
+        seen = self._watch.revision if self._watch is not None else 0
+        return max(seen, self._put)
 
     async def start(self) -> None:
         """Read the others' filters (all of them, before returning) and clean up ours."""
-        watch = await self.bucket.watch()
+        watch = self._watch = await self.bucket.watch()
         leftovers: set[str] = set()
         prefix = self.member + "."
         while (change := await watch.next()) is not None:
@@ -169,6 +179,12 @@ class RouteAnnouncer:
         elif count == 1:
             del self._wanted[topic_filter]
             self._writes.put_nowait((self._key(topic_filter), False))
+
+    def rewrite(self, filters: list[str]) -> None:
+        """Write these filters of this member's again (a later revision names them)."""
+        for topic_filter in filters:
+            if topic_filter in self._wanted:
+                self._writes.put_nowait((self._key(topic_filter), True))
 
     async def written(self) -> None:
         """Once the filters added or removed so far are in the bucket (the other members
@@ -215,7 +231,7 @@ class RouteAnnouncer:
             while True:
                 try:
                     if present:
-                        await self.bucket.put(key, b"")
+                        self._put = await self.bucket.put(key, b"")
                     else:
                         await self.bucket.delete(key)
                     break

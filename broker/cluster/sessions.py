@@ -29,12 +29,14 @@ returns with NATS.
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from broker.cluster.frames import from_key, to_key
+from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
@@ -45,6 +47,7 @@ from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailabl
 if TYPE_CHECKING:
     from broker.client import MqttClient
     from broker.registry import Registry
+    from broker.sessions import BrokerSession
 
 __all__ = ["BUCKET", "SessionClaims"]
 
@@ -74,6 +77,7 @@ class SessionClaims:
         self.handed_over = 0  # persistent sessions given up to another member
         self.adopted = 0  # persistent sessions of dead members taken in
         self.wills: Wills | None = None  # where connects keep their wills for survivors
+        self.handovers: Handovers | None = None  # what was routed to a moving session
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
         self.is_gone: Callable[[str], bool] = lambda _member: False
@@ -108,8 +112,10 @@ class SessionClaims:
             return True
         if previous[0] == member:
             return False
-        request = json.dumps({"key": list(key), "revision": previous[1]}).encode()
+        request = json.dumps({"key": list(key), "revision": previous[1], "member": member}).encode()
         subject = self.link.subject("takeover", previous[0])
+        if self.handovers is not None:
+            self.handovers.arriving(key, previous[0])
         if self.is_gone(previous[0]):
             # Not waited for: a dead member never answers. A member that only stalled reads
             # the request when it runs again (NATS kept it) and gives the session up then.
@@ -251,9 +257,19 @@ class SessionClaims:
             await watch.stop()
         return holders
 
-    async def routes_published(self) -> None:
-        if self.announcer is not None:
+    def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
+        if self.handovers is not None:
+            self.handovers.loaded(session)
+
+    async def settled(self, key: SessionKey, session: "BrokerSession | None") -> None:
+        if self.handovers is not None:
+            await self.handovers.arrived(key, session)
+        elif self.announcer is not None:
             await self.announcer.written()
+
+    def abandoned(self, key: SessionKey) -> None:
+        if self.handovers is not None:
+            self.handovers.abandoned(key)
 
     async def _swap(self, kv_key: str, value: bytes) -> tuple[tuple[str, int] | None, int]:
         """Write ``value`` by compare-and-set: the (member, revision) it replaced, if any,
@@ -290,7 +306,13 @@ class SessionClaims:
             log.info("%s connected on another node: closing this connection", claimed[1].label)
             await claimed[1].taken_over()
             self.taken_away += 1
-        awaiting = await self.registry.hand_over(key)
+        handovers, member = self.handovers, request.get("member")
+        depart = (
+            None
+            if handovers is None or not isinstance(member, str)
+            else functools.partial(handovers.depart, member=member)
+        )
+        awaiting = await self.registry.hand_over(key, depart)
         if awaiting is not None:
             self.handed_over += 1
             log.info("session %s handed over to another node", store_key(key))

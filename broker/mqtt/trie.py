@@ -160,7 +160,7 @@ class SubscriptionTrie(Generic[S]):
                 if wild:
                     multi = children.get(_MULTI)
                     if multi is not None and multi.item:
-                        _collect(found, multi.item)
+                        collect(found, multi.item)
                     single = children.get(_SINGLE)
                     if single is not None:
                         reached.append(single)
@@ -173,15 +173,16 @@ class SubscriptionTrie(Generic[S]):
             if index == last:
                 for node in nodes:
                     if node.item:
-                        _collect(found, node.item)
+                        collect(found, node.item)
                     # §4.7.1.2: "sport/#" matches "sport" itself.
                     multi = node.children.get(_MULTI) if node.children else None
                     if multi is not None and multi.item:
-                        _collect(found, multi.item)
+                        collect(found, multi.item)
         return found
 
 
-def _collect(found: dict[S, Subscription], subscribers: dict[S, Subscription]) -> None:
+def collect(found: dict[S, Subscription], subscribers: dict[S, Subscription]) -> None:
+    """Add ``subscribers`` to ``found``: a subscriber matched twice gets one copy."""
     for subscriber, subscription in subscribers.items():
         known = found.get(subscriber)
         if known is None:
