@@ -107,6 +107,10 @@ class LocalRouter:
         self.shared: SharedSubscriptions[BrokerSession] = SharedSubscriptions()
         self.store = store
         self.limits = limits
+        # In a cluster: releases of messages held for a session arriving from another member
+        # (``broker.sessions.Arrival``) that the acknowledgement of what was just routed
+        # waits for. The caller takes them.
+        self.waits: list[asyncio.Future[None]] = []
         self.metrics = metrics
 
     @property
@@ -149,7 +153,11 @@ class LocalRouter:
         return durable
 
     def _deliver_plain(
-        self, message: Message, matches: Mapping[BrokerSession, Subscription] | None = None
+        self,
+        message: Message,
+        matches: Mapping[BrokerSession, Subscription] | None = None,
+        sent_on: bool = False,
+        released: bool = False,
     ) -> bool:
         if matches is None:
             matches = self.subscriptions.match(message.topic)
@@ -165,8 +173,12 @@ class LocalRouter:
             if sub.no_local and session is message.origin:
                 continue
             arrival = session.arrival
-            if arrival is not None and not arrival.first(message):
-                continue  # it had it from the member it moved from (a cluster hand-over)
+            if arrival is not None and not released:
+                if arrival.held is not None:  # until every member's barrier came
+                    self.waits.append(arrival.hold(message, sent_on))
+                    continue
+                if not (arrival.first_sent_on(message) if sent_on else arrival.first(message)):
+                    continue  # a second copy: directly, and from the member it moved from
             out = _outgoing(message, session, sub, qos, Outgoing)
             client = session.client
             if qos and session.persistent:
@@ -179,9 +191,13 @@ class LocalRouter:
                 client.deliver(out)
         return durable
 
-    def deliver_to(self, session: BrokerSession, message: Message) -> bool:
-        """``message`` to ``session`` alone, through those of its plain subscriptions that
-        match it (one copy, as ``_deliver_plain`` gives it); True if the store was written."""
+    def deliver_to(
+        self, session: BrokerSession, message: Message, *, released: bool = False
+    ) -> bool:
+        """A copy of ``message`` sent on for ``session`` alone (by the member of a cluster it
+        moved from), through those of its plain subscriptions that match it, unless it had
+        the message already (``broker.sessions.Arrival``), or one it held (``released``);
+        True if the store was written."""
         topic = message.topic
         found: dict[BrokerSession, Subscription] = {}
         for topic_filter, sub in session.subscriptions.items():
@@ -189,7 +205,9 @@ class LocalRouter:
                 collect(found, {session: sub})
         if not found:
             return False
-        return self._deliver_plain(message, found) if found else False
+        if not found:
+            return False
+        return self._deliver_plain(message, found, sent_on=not released, released=released)
 
     def _deliver_shared(
         self, message: Message, only: Collection[tuple[str, str]] | None = None

@@ -21,19 +21,26 @@ if TYPE_CHECKING:
 
 
 class Arrival:
-    """A session moved here from another member, for the moments when a message may reach it
-    twice: routed here by a member whose route table did not show this member's filters yet
-    (revision ``visible``: the first with them all), and sent on by the member it left.
-    Such messages are counted by their cluster id, so the second copy is dropped.
+    """A session moved here from another member, for the moments when its messages come by
+    two ways: routed here directly by members whose route tables show this member's filters,
+    and sent on by the member it left for those routed with older tables
+    (``broker.cluster.handover``).
 
-    ``visible`` is None until this member's filters are written; meanwhile every message
-    is counted. Bounded by ``max_ids``; past it the oldest are forgotten."""
+    Until every member's barrier came (``held`` is a list), whatever reaches the session is
+    held, one copy of each (by cluster id), and then given to it sorted by id: an id is its
+    first routing member's, then a count, so each publisher's messages come in the order they
+    were published (MQTT 3.1.1 §4.6). After that, a late copy is still told apart: ``visible``
+    is the first route table revision with this member's filters (None until written); a
+    message routed before it is counted. At most ``max_ids`` ids are counted (the oldest are
+    forgotten) and held."""
 
-    __slots__ = ("_ids", "_order", "max_ids", "visible")
+    __slots__ = ("_ids", "_order", "held", "max_ids", "released", "visible")
 
     def __init__(self, max_ids: int) -> None:
         self.visible: int | None = None
         self.max_ids = max_ids
+        self.held: list[Message] | None = []
+        self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ids: set[int] = set()
         self._order: collections.deque[int] = collections.deque()
 
@@ -51,6 +58,21 @@ class Arrival:
             return False
         return self._count(message.id) if message.id else True
 
+    def hold(self, message: "Message", sent_on: bool) -> "asyncio.Future[None]":
+        """Keep ``message`` (unless the session has it) until ``release``; the future of
+        its release."""
+        assert self.held is not None
+        first = self.first_sent_on(message) if sent_on else self.first(message)
+        if first and len(self.held) < self.max_ids:
+            self.held.append(message)
+        return self.released
+
+    def release(self) -> list["Message"]:
+        """The messages held, in each publisher's order; from now on none is."""
+        held, self.held = self.held or [], None
+        held.sort(key=_by_id)
+        return held
+
     def _count(self, message_id: int) -> bool:
         if message_id in self._ids:
             return False
@@ -59,6 +81,10 @@ class Arrival:
         if len(self._order) > self.max_ids:
             self._ids.discard(self._order.popleft())
         return True
+
+
+def _by_id(message: "Message") -> int:
+    return message.id
 
 
 class BrokerSession(Session):

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import Group, encode
+from broker.cluster.frames import Group, encode, encode_barrier
 from broker.cluster.link import ClusterLink
 from broker.peer import SessionKey
 from broker.router import Message
@@ -154,12 +154,19 @@ class Forwarder:
         encode(message, frame.data, self._loop.time(), plain=False, session=session)
         return self._confirmed(frame) if message.qos else None
 
-    def _frame_for(self, member: str, message: Message) -> _Frame:
+    def barrier(self, member: str, origin: str, session: SessionKey, relayed: bool) -> None:
+        """Queue a barrier for ``session`` from ``origin`` to ``member``, behind everything
+        queued for it so far (``broker.cluster.handover``)."""
+        frame = self._frame_for(member, None)
+        encode_barrier(origin, session, frame.data, relayed=relayed)
+
+    def _frame_for(self, member: str, message: Message | None) -> _Frame:
         """``member``'s frame of this turn with room for ``message``; sent at its end."""
         frame = self._frames.get(member)
+        size = 1024 if message is None else len(message.topic) * 4 + len(message.payload)
         if frame is None:
             frame = self._frames[member] = _Frame()
-        elif len(frame.data) + len(message.topic) * 4 + len(message.payload) > self._max_frame:
+        elif len(frame.data) + size > self._max_frame:
             self._send_frame(member, frame)  # NATS refuses messages over max_payload
             frame = self._frames[member] = _Frame()
         if not self._scheduled:

@@ -5,7 +5,7 @@ loop turn, one NATS message however many they are (NATS's cost is per message, n
 byte). Each record is::
 
     flags (1 byte: QoS in bits 0-1, retain in bit 2, "plain subscribers" in bit 3,
-           "for one session" in bit 4)
+           "for one session" in bit 4, "barrier" in bit 5, "relayed" in bit 6)
     | topic length (2) | payload length (4) | groups length (2) | properties length (4)
     | milliseconds to expiry (4; all ones: none) | message id (8) | routed at (8)
     | topic (UTF-8) | payload | groups | properties (MQTT 5 §2.2.2, as in the PUBLISH)
@@ -17,7 +17,9 @@ the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as th
 left, since each process has its own clock. The message id and the route table revision
 it was routed at are the first routing member's (``broker.cluster.handover``). A record "for
 one session" is one a member sends on for a session that moved from it: ``groups`` then
-holds that session's key (``device id/client id``) and the message goes to it alone.
+holds that session's key (``device id/client id``) and the message goes to it alone. A
+"barrier" record carries no message: its topic names the member it is from, ``groups`` the
+session it is for, and "relayed" says it came through the member the session left.
 
 KV keys allow only ``[-/_=.A-Za-z0-9]``, and a topic filter can hold any character, so keys
 carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set.
@@ -41,7 +43,10 @@ from broker.peer import SessionKey, store_key
 from broker.router import Message
 from nanoiot.errors import ClusterError, NanoIoTError
 
-__all__ = ["Group", "Routed", "decode", "encode", "from_key", "to_key"]
+__all__ = [
+    "DIRECT", "RELAYED", "Group", "Routed", "decode", "encode", "encode_barrier", "from_key",
+    "to_key",
+]  # fmt: skip
 
 _HEADER: Final = struct.Struct(">BHIHIIQQ")
 _NO_EXPIRY: Final = 0xFFFFFFFF
@@ -49,6 +54,10 @@ _QOS_BITS: Final = 0x03
 _RETAIN_BIT: Final = 0x04
 _PLAIN_BIT: Final = 0x08
 _ONE_SESSION_BIT: Final = 0x10
+_BARRIER_BIT: Final = 0x20
+_RELAYED_BIT: Final = 0x40
+DIRECT: Final = 1  # Routed.barrier: a barrier from the member it names
+RELAYED: Final = 2  # ... that came through the member the session left
 _EMPTY: Final = "="
 _NUL: Final = "\x00"
 
@@ -63,6 +72,7 @@ class Routed:
     plain: bool
     groups: tuple[Group, ...]
     session: SessionKey | None = None  # a record for one session (sent on by the member it left)
+    barrier: int = 0  # DIRECT or RELAYED: a barrier (``message.topic`` names its member)
 
 
 def encode(
@@ -97,6 +107,17 @@ def encode(
     into += properties
 
 
+def encode_barrier(
+    member: str, session: SessionKey, into: bytearray, *, relayed: bool = False
+) -> None:
+    """Append a barrier from ``member`` for ``session`` (``broker.cluster.handover``)."""
+    flags = _BARRIER_BIT | (_RELAYED_BIT if relayed else 0)
+    name, key = member.encode(), store_key(session).encode()
+    into += _HEADER.pack(flags, len(name), 0, len(key), 0, _NO_EXPIRY, 0, 0)
+    into += name
+    into += key
+
+
 def decode(frame: bytes, now: float) -> Iterator[Routed]:
     """The records of a frame, in order; ``ClusterError`` if it is cut short or garbled.
     ``now``: this process's loop time, which expiry deadlines are set on."""
@@ -120,7 +141,7 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
         at += groups_length
         session: SessionKey | None = None
         groups: tuple[Group, ...] = ()
-        if flags & _ONE_SESSION_BIT:
+        if flags & (_ONE_SESSION_BIT | _BARRIER_BIT):
             device_id, _, client_id = named.partition("/")
             session = (device_id, client_id)
         else:
@@ -135,6 +156,10 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
             topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires,
             None, *ids,
         )  # fmt: skip
+        if flags & _BARRIER_BIT:
+            barrier = RELAYED if flags & _RELAYED_BIT else DIRECT
+            yield Routed(message, False, (), session, barrier)
+            continue
         yield Routed(message, bool(flags & _PLAIN_BIT), groups, session)
 
 

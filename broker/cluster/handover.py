@@ -12,33 +12,39 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   route table it was routed with (``Message.routed_at``); B names the revision from which
   all its filters are in the bucket (``visible``). A's confirmation to the routing member
   waits for B's, so the publisher's acknowledgement does too (MQTT 3.1.1 §4.3.2, §4.3.3).
-- **B holds, then counts.** What A sends on before B has read the session from the store
-  is held (at most ``max_queued_messages``), then given to the session. A message routed
-  while B's filters were not yet visible may reach B twice, directly and through A; each
-  message has a cluster-wide id, and the session counts the ids of those
-  (``broker.sessions.Arrival``), so that it gets one copy (QoS 2: exactly once, §4.3.3).
+- **B holds, then releases in order.** From the moment B has read the session from the
+  store, whatever reaches it (directly, or sent on by A; what A sent on before is held too)
+  is held, one copy of each message by its cluster-wide id. B asks every member for a
+  *barrier* once its table is at ``visible``: each sends one to B and one to A, behind what
+  it routed before, and A relays the latter to B behind what it sent on. When every
+  barrier is in, nothing routed with an older table can still come: the held messages go to
+  the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2
+  ones once (§4.3.3; ``broker.sessions.Arrival``). A barrier missing after
+  ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway.
 - **A lets go.** Once B's filters are visible, A drops its own routes for them: a table at
   that revision or later names B. A keeps sending on for ``cluster_handover_window``
   seconds for members whose tables lag; after that, a QoS 1 or 2 message routed at an older
   revision than B's ``visible`` is refused, so its publisher is not acknowledged and sends
   it again (a member lagging so far is broken).
 
-B tells A its ``visible`` on ``<cluster>.handover.<A>``. Shared subscriptions are not sent
-on: a group's copy goes to one member of the group wherever it is (MQTT 5.0 §4.8.2), and a
-member whose group has no one left passes it over.
+B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``.
+Shared subscriptions are not sent on: a group's copy goes to one member of the group
+wherever it is (MQTT 5.0 §4.8.2), and a member whose group has no one left passes it over.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
 
 from auth.topics import split_shared
 from broker.cluster.errors import nats_errors
-from broker.cluster.forward import Forwarder
-from broker.cluster.frames import Routed
+from broker.cluster.forward import Forwarder, all_of
+from broker.cluster.frames import DIRECT, RELAYED, Routed
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
 from broker.mqtt.trie import SubscriptionTrie
@@ -53,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["Departure", "Handovers", "Taken"]
 
 log = logging.getLogger(__name__)
+
+HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
 
 Taken = bool | asyncio.Future[None]  # True: the store was written; a future: wait for it
 
@@ -78,8 +86,10 @@ class Handovers:
         announcer: RouteAnnouncer,
         local: LocalRouter,
         window: float,
+        members: Callable[[], set[str]],
     ) -> None:
         self.link = link
+        self.members = members  # every member's name this member knows of
         self.forwarder = forwarder
         self.announcer = announcer
         self.local = local
@@ -91,13 +101,18 @@ class Handovers:
         self._arriving = {}
         # Messages routed before this revision are refused: a departure that old is over.
         self.fence = 0
+        # Arriving sessions whose held messages wait for barriers: which barriers, (member,
+        # DIRECT or RELAYED), are still to come.
+        self._sessions: dict[SessionKey, BrokerSession] = {}
+        self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.sent_on = 0  # messages sent on to a session's new member
         self.refused = 0  # messages refused (publishers not acknowledged)
         self._loop = asyncio.get_running_loop()
 
     async def start(self) -> None:
         with nats_errors("listening for hand-overs"):
-            await self.link.client.subscribe(self._subject(self.link.member), cb=self._told)
+            await self.link.client.subscribe(self._subject(self.link.member), cb=self._notice)
 
     def _subject(self, member: str) -> str:
         return self.link.subject("handover", member)
@@ -143,15 +158,31 @@ class Handovers:
         return self._refuse(None, f"routed at revision {message.routed_at} of the routes, "
                             f"before {self.fence}")  # fmt: skip
 
-    async def _told(self, msg: Msg) -> None:
-        """The new member's filters are visible from a revision on."""
+    async def _notice(self, msg: Msg) -> None:
+        """A session's new member asks for a barrier once this member's table is at
+        ``visible`` (and, if this member is the one it left, says its routes are there)."""
         try:
-            told = json.loads(msg.data)
-            key = (str(told["key"][0]), str(told["key"][1]))
-            visible = int(told["visible"])
+            notice = json.loads(msg.data)
+            key = (str(notice["key"][0]), str(notice["key"][1]))
+            visible, old, new = int(notice["visible"]), str(notice["old"]), str(notice["new"])
         except (ValueError, TypeError, KeyError, IndexError):
             log.warning("ignored a malformed hand-over notice on %s", msg.subject)
             return
+        await self._barrier(key, visible, old, new)
+
+    async def _barrier(self, key: SessionKey, visible: int, old: str, new: str) -> None:
+        """This member's barrier for ``key``, to its old and new member (not to itself),
+        once its table is at ``visible``: behind whatever it routed with an older one."""
+        me = self.link.member
+        if me == old:
+            self._visible(key, visible)
+        await self.announcer.reached(visible)
+        if me != old:
+            self.forwarder.barrier(old, me, key, relayed=False)
+        if me != new:
+            self.forwarder.barrier(new, me, key, relayed=False)
+
+    def _visible(self, key: SessionKey, visible: int) -> None:
         departure = self.departures.get(key)
         if departure is None or departure.visible is not None:
             return
@@ -160,6 +191,22 @@ class Handovers:
         if departure.timer is not None:
             departure.timer.cancel()
         departure.timer = self._loop.call_later(self.window, self._expired, departure)
+
+    def relay(self, routed: Routed) -> None:
+        """A barrier that came here: relayed to the session's new member if the session left
+        from here, else counted if it is arriving here."""
+        key = routed.session
+        assert key is not None
+        origin = routed.message.topic
+        departure = self.departures.get(key)
+        if routed.barrier == DIRECT and departure is not None:
+            self.forwarder.barrier(departure.member, origin, key, relayed=True)
+            return
+        expected = self._expected.get(key)
+        if expected is not None:
+            expected.discard((origin, routed.barrier))
+            if not expected:
+                self._release(key)
 
     def _expired(self, departure: Departure) -> None:
         if self.departures.get(departure.key) is not departure:
@@ -189,7 +236,11 @@ class Handovers:
     # --- the member a session comes to ------------------------------------------------------
 
     def arriving(self, key: SessionKey, member: str) -> None:
-        """``key`` is being taken from ``member``: what it sends on is held meanwhile."""
+        """``key`` is being taken from ``member``: what it sends on is held meanwhile. A
+        departure of the session from here is over: it is coming back."""
+        earlier = self.departures.get(key)
+        if earlier is not None:
+            self._end(earlier)
         self._arriving[key] = (member, [])
 
     def take(self, routed: Routed, max_held: int) -> Taken:
@@ -207,24 +258,24 @@ class Handovers:
             return waiting
         session = self.registry.sessions.get(key) if self.registry is not None else None
         if session is None:
+            departure = self.departures.get(key)
+            if departure is not None:  # it moved on: sent on again
+                self.sent_on += 1
+                confirmed = self.forwarder.send_on(departure.member, message, key)
+                return False if confirmed is None else confirmed
             return self._refuse(key, "the session is not here")
-        arrival = session.arrival
-        if arrival is not None and not arrival.first_sent_on(message):
-            return False
         return self.local.deliver_to(session, message)
 
     def loaded(self, session: BrokerSession | None) -> None:
         """The session was read from the store here (before any message can reach it): from
-        now on it counts what it gets. The ids counted are those of messages routed in the
-        moments before its filters were visible, which its queue limit bounds: twice that
-        many are kept."""
+        now on what reaches it is held. At most its queue limit, twice, is counted."""
         if session is not None and session.key in self._arriving:
             session.arrival = Arrival(2 * self.local.limits.max_queued_messages)
 
     async def arrived(self, key: SessionKey, session: BrokerSession | None) -> None:
         """The session is here for good: its filters written (again, so that the revision
-        is a later one than its reading), the held messages given to it, and the member
-        it left told from which revision the others route to it here."""
+        is a later one than its reading), what was sent on before it was read joins what is
+        held, and every member is asked for its barrier."""
         if key not in self._arriving:
             await self.announcer.written()
             return
@@ -234,23 +285,81 @@ class Handovers:
         self.announcer.rewrite(filters)
         await self.announcer.written()
         visible = self.announcer.revision
-        member, held = self._arriving.pop(key, ("", []))
+        old, early = self._arriving.pop(key, ("", []))
         arrival = session.arrival if session is not None else None
-        if session is not None and arrival is not None:
-            arrival.visible = visible
-            self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
-        for message, waiting in held:
-            if session is None or (arrival is not None and not arrival.first_sent_on(message)):
+        if session is None or arrival is None:
+            for _message, waiting in early:
                 waiting.set_result(None)
-                continue
-            _settle(waiting, self.local.deliver_to(session, message), self.local)
-        if member:
-            notice = json.dumps({"key": list(key), "visible": visible}).encode()
-            try:
-                await self.link.publish(self._subject(member), notice)
-            except ClusterError as exc:  # it sends on until its window ends
-                log.warning("session %s: could not tell member %s: %s", store_key(key), member,
-                            exc)  # fmt: skip
+            return
+        arrival.visible = visible
+        local = self.local
+        for message, waiting in early:
+            local.deliver_to(session, message)
+            _follow(waiting, local.waits)
+            local.waits.clear()
+        self._sessions[key] = session
+        self._ask_for_barriers(key, old, visible)
+        self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
+        self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
+
+    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int) -> None:
+        """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
+        only directly (it sends on and routes on one stream), this member's only relayed
+        (what it routes to the session here is held in the order it routed it)."""
+        me = self.link.member
+        members = self.members() | {old, me}
+        expected: set[tuple[str, int]] = set()
+        for member in members:
+            if member != me:
+                expected.add((member, DIRECT))
+            if member != old:
+                expected.add((member, RELAYED))
+        self._expected[key] = expected
+        notice = json.dumps({"key": list(key), "visible": visible, "old": old, "new": me})
+        for member in members - {me}:
+            self._spawn(self._tell(member, notice.encode()))
+        self._spawn(self._barrier(key, visible, old, me))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = self._loop.create_task(work, name="cluster hand-over")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _tell(self, member: str, notice: bytes) -> None:
+        try:
+            await self.link.publish(self._subject(member), notice)
+        except ClusterError as exc:  # its barrier does not come: released after HOLD_WITHIN
+            log.warning("could not ask member %s for a hand-over barrier: %s", member, exc)
+
+    def _held_too_long(self, key: SessionKey, arrival: Arrival) -> None:
+        if arrival.held is None or self._sessions.get(key) is None:
+            return
+        missing = sorted(name for name, _ in self._expected.get(key, ()))
+        log.warning("session %s: no hand-over barrier from %s within %g s: released",
+                    store_key(key), ", ".join(missing), HOLD_WITHIN)  # fmt: skip
+        self._release(key)
+
+    def _release(self, key: SessionKey) -> None:
+        """Every barrier came: the held messages go to the session, in order."""
+        self._expected.pop(key, None)
+        session = self._sessions.pop(key, None)
+        if session is None or session.arrival is None:
+            return
+        arrival = session.arrival
+        held = arrival.release()
+        if self.registry is None or self.registry.sessions.get(key) is not session:
+            arrival.released.set_result(None)  # it ended meanwhile (a clean start)
+            return
+        durable = False
+        for message in held:
+            durable |= self.local.deliver_to(session, message, released=True)
+        _settle(arrival.released, durable, self.local)
 
     def abandoned(self, key: SessionKey) -> None:
         """Another member took the session while it was being read: what was held for it
@@ -275,10 +384,10 @@ def _forget_arrival(session: BrokerSession, arrival: Arrival) -> None:
         session.arrival = None
 
 
-def _settle(waiting: "asyncio.Future[None]", durable: bool, local: LocalRouter) -> None:
-    """``waiting`` done once what the delivery wrote is committed."""
-    pending = local.store.pending_commit() if durable else None
-    if pending is None:
+def _follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"]) -> None:
+    """``waiting`` done once ``futures`` are (failed if one failed)."""
+    combined = all_of(list(futures))
+    if combined is None:
         waiting.set_result(None)
         return
 
@@ -286,8 +395,14 @@ def _settle(waiting: "asyncio.Future[None]", durable: bool, local: LocalRouter) 
         if waiting.done():
             return
         if finished.cancelled() or finished.exception() is not None:
-            waiting.set_exception(ClusterUnavailableError("the store did not commit"))
+            waiting.set_exception(ClusterUnavailableError("a held message was not delivered"))
         else:
             waiting.set_result(None)
 
-    pending.add_done_callback(done)
+    combined.add_done_callback(done)
+
+
+def _settle(waiting: "asyncio.Future[None]", durable: bool, local: LocalRouter) -> None:
+    """``waiting`` done once what the delivery wrote is committed."""
+    pending = local.store.pending_commit() if durable else None
+    _follow(waiting, [] if pending is None else [pending])

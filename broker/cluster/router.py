@@ -106,8 +106,9 @@ class ClusterRouter:
             )
         await self.announcer.start()
         self.handovers = Handovers(
-            self.link, self.forwarder, self.announcer, self.local, self._handover_window
-        )
+            self.link, self.forwarder, self.announcer, self.local, self._handover_window,
+            self._member_names,
+        )  # fmt: skip
         self.handovers.registry = registry
         await self.handovers.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
@@ -149,7 +150,14 @@ class ClusterRouter:
             self.claims.is_gone = lambda name: not members.is_live(name)
         return members
 
+    def _member_names(self) -> set[str]:
+        """Every other member this one knows of: live, or with routes."""
+        live = {m.name for m in self.members.live()} if self.members is not None else set()
+        return live | self.table.members()
+
     async def stop(self) -> None:
+        if self.handovers is not None:
+            await self.handovers.stop()
         if self.wills is not None:  # its connections closed: their wills' entries go first
             await self.wills.settle(_SETTLE_WITHIN)
         if self.members is not None:
@@ -191,7 +199,8 @@ class ClusterRouter:
         announcer = self.announcer
         if announcer is not None:
             message.routed_at = announcer.revision
-        durable = self.local.publish(message)
+        local = self.local
+        durable = local.publish(message)
         topic = message.topic
         if topic.startswith(_SYSTEM):
             return durable
@@ -201,6 +210,9 @@ class ClusterRouter:
         sent_on = (
             handovers.send_on(message) if handovers is not None and handovers.departures else None
         )
+        if local.waits:  # held for a session arriving here
+            sent_on = (sent_on or []) + local.waits
+            local.waits.clear()
         if not plain and not groups and not sent_on:
             return durable
         confirmations = sent_on or []
@@ -212,9 +224,9 @@ class ClusterRouter:
                 confirmations.append(confirmed)
         if not confirmations:
             return durable
-        local = self.store.pending_commit() if durable else None
-        if local is not None:
-            confirmations.append(local)
+        committed = self.store.pending_commit() if durable else None
+        if committed is not None:
+            confirmations.append(committed)
         combined = all_of(confirmations)
         assert combined is not None
         return combined
@@ -262,6 +274,9 @@ class ClusterRouter:
             for routed in decode(msg.data, asyncio.get_running_loop().time()):
                 self.received += 1
                 message = routed.message
+                if routed.barrier:
+                    handovers.relay(routed)
+                    continue
                 if routed.session is not None:
                     taken = handovers.take(routed, max_queued)
                     if isinstance(taken, asyncio.Future):
@@ -279,6 +294,9 @@ class ClusterRouter:
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             return  # unconfirmed: the sender fails its publisher, which sends again
+        if self.local.waits:  # held for a session arriving here
+            waits += self.local.waits
+            self.local.waits.clear()
         reply = msg.reply
         if not reply:
             return

@@ -127,6 +127,7 @@ class RouteAnnouncer:
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
         self._put = 0  # the revision of this member's last filter written
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
 
     @property
     def revision(self) -> int:
@@ -135,6 +136,24 @@ class RouteAnnouncer:
         member wrote so far (``broker.cluster.handover``)."""
         seen = self._watch.revision if self._watch is not None else 0
         return max(seen, self._put)
+
+    async def reached(self, revision: int) -> None:
+        """Once this member's table is as of ``revision`` or later."""
+        if self.revision >= revision:
+            return
+        waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, waiting))
+        await waiting
+
+    def _wake(self) -> None:
+        now, still = self.revision, []
+        for revision, waiting in self._waiters:
+            if revision <= now:
+                if not waiting.done():
+                    waiting.set_result(None)
+            elif not waiting.done():
+                still.append((revision, waiting))
+        self._waiters = still
 
     async def start(self) -> None:
         """Read the others' filters (all of them, before returning) and clean up ours."""
@@ -217,6 +236,8 @@ class RouteAnnouncer:
             change = await watch.next()
             if change is not None:
                 self._apply(*change)
+            if self._waiters:
+                self._wake()
 
     async def _write(self) -> None:
         """One writer, in the order of the changes (a filter added then removed ends
@@ -232,6 +253,8 @@ class RouteAnnouncer:
                 try:
                     if present:
                         self._put = await self.bucket.put(key, b"")
+                        if self._waiters:
+                            self._wake()
                     else:
                         await self.bucket.delete(key)
                     break

@@ -35,6 +35,24 @@ def test_a_record_says_which_subscriptions_it_is_for() -> None:
     ]
 
 
+def test_the_cluster_id_and_route_revision_cross() -> None:
+    message = Message("t", b"p", 2, id=(0xDEADBEEF << 32) | 7, routed_at=2**40 + 3)
+    frame = bytearray()
+    encode(message, frame, NOW)
+    (routed,) = decode(bytes(frame), NOW)
+    assert (routed.message.id, routed.message.routed_at) == (message.id, message.routed_at)
+
+
+def test_a_record_for_one_session_names_it_and_no_group() -> None:
+    """A message sent on for a session that moved: the key crosses whatever its client id
+    holds (a device id has no '/', a client id may)."""
+    message = Message("devices/a/telemetry", b"x", 1, id=5, routed_at=9)
+    frame = bytearray()
+    encode(message, frame, NOW, plain=False, session=("device-1", "client/with/slashes é"))
+    (routed,) = decode(bytes(frame), NOW)
+    assert routed == Routed(message, False, (), ("device-1", "client/with/slashes é"))
+
+
 def test_properties_and_the_time_to_expiry_cross() -> None:
     """Each process has its own clock: the expiry crosses as the time left."""
     properties = Properties(
