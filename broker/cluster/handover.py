@@ -1,5 +1,5 @@
-"""A persistent session moving between members, with nothing routed to it meanwhile lost or
-doubled.
+"""A persistent session moving between members, with nothing routed to it meanwhile lost,
+doubled or reordered.
 
 When a session moves from member A to member B (a take-over, ``broker.cluster.sessions``),
 the other members' route tables name A for its filters until B's reach them, a KV watch
@@ -20,7 +20,8 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   barrier is in, nothing routed with an older table can still come: the held messages go to
   the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2
   ones once (§4.3.3; ``broker.sessions.Arrival``). A barrier missing after
-  ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway.
+  ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway
+  (``broker.cluster.arrivals``).
 - **A lets go.** Once B's filters are visible, A drops its own routes for them: a table at
   that revision or later names B. A keeps sending on for ``cluster_handover_window``
   seconds for members whose tables lag; after that, a QoS 1 or 2 message routed at an older
@@ -37,21 +38,22 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
 from auth.topics import split_shared
+from broker.cluster.arrivals import Arrivals
 from broker.cluster.errors import nats_errors
-from broker.cluster.forward import Forwarder, all_of
-from broker.cluster.frames import DIRECT, RELAYED, Routed
+from broker.cluster.forward import Forwarder
+from broker.cluster.frames import DIRECT, Routed
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
 from broker.mqtt.trie import SubscriptionTrie
 from broker.peer import SessionKey, store_key
 from broker.router import LocalRouter, Message
-from broker.sessions import Arrival, BrokerSession
-from nanoiot.errors import ClusterError, ClusterUnavailableError
+from broker.sessions import BrokerSession
+from nanoiot.errors import ClusterUnavailableError
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -59,8 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Departure", "Handovers", "Taken"]
 
 log = logging.getLogger(__name__)
-
-HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
 
 Taken = bool | asyncio.Future[None]  # True: the store was written; a future: wait for it
 
@@ -94,21 +94,25 @@ class Handovers:
         self.announcer = announcer
         self.local = local
         self.window = window
-        self.registry: Registry | None = None
+        self.arrivals = Arrivals(
+            link, announcer, local, window, members, self._spawn, self._barrier
+        )
         self.departures: dict[SessionKey, Departure] = {}
         self._filters: SubscriptionTrie[SessionKey] = SubscriptionTrie()
-        self._arriving: dict[SessionKey, tuple[str, list[tuple[Message, asyncio.Future[None]]]]]
-        self._arriving = {}
         # Messages routed before this revision are refused: a departure that old is over.
         self.fence = 0
-        # Arriving sessions whose held messages wait for barriers: which barriers, (member,
-        # DIRECT or RELAYED), are still to come.
-        self._sessions: dict[SessionKey, BrokerSession] = {}
-        self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent_on = 0  # messages sent on to a session's new member
         self.refused = 0  # messages refused (publishers not acknowledged)
         self._loop = asyncio.get_running_loop()
+
+    @property
+    def registry(self) -> "Registry | None":
+        return self.arrivals.registry
+
+    @registry.setter
+    def registry(self, registry: "Registry") -> None:
+        self.arrivals.registry = registry
 
     async def start(self) -> None:
         with nats_errors("listening for hand-overs"):
@@ -133,6 +137,7 @@ class Handovers:
             self._filters.add(topic_filter, session.key, session.subscriptions[topic_filter])
             self.announcer.add(topic_filter)
         departure.timer = self._loop.call_later(self.window, self._expired, departure)
+        log.info("DEBUG depart to %s at %d", member, self.announcer.revision)
 
     def send_on(self, message: Message) -> list["asyncio.Future[None]"]:
         """Copies of ``message`` for the sessions that left and may not have it; the
@@ -202,11 +207,7 @@ class Handovers:
         if routed.barrier == DIRECT and departure is not None:
             self.forwarder.barrier(departure.member, origin, key, relayed=True)
             return
-        expected = self._expected.get(key)
-        if expected is not None:
-            expected.discard((origin, routed.barrier))
-            if not expected:
-                self._release(key)
+        self.arrivals.barrier(key, origin, routed.barrier)
 
     def _expired(self, departure: Departure) -> None:
         if self.departures.get(departure.key) is not departure:
@@ -233,92 +234,48 @@ class Handovers:
         for topic_filter in departure.filters:
             self.announcer.remove(topic_filter)
 
-    # --- the member a session comes to ------------------------------------------------------
+    # --- the member a session comes to (``broker.cluster.arrivals``) -------------------------
 
     def arriving(self, key: SessionKey, member: str) -> None:
-        """``key`` is being taken from ``member``: what it sends on is held meanwhile. A
-        departure of the session from here is over: it is coming back."""
+        """``key`` is being taken from ``member``. A departure of the session from here is
+        over: it is coming back."""
         earlier = self.departures.get(key)
         if earlier is not None:
             self._end(earlier)
-        self._arriving[key] = (member, [])
+        self.arrivals.arriving(key, member)
 
-    def take(self, routed: Routed, max_held: int) -> Taken:
+    def take(self, routed: Routed, max_kept: int) -> Taken:
         """A message the member a session left sent on for it."""
         key = routed.session
         assert key is not None
         message = routed.message
-        arriving = self._arriving.get(key)
-        if arriving is not None:
-            held = arriving[1]
-            if len(held) >= max_held:
-                return self._refuse(key, f"{max_held} messages held (max_queued_messages)")
-            waiting: asyncio.Future[None] = self._loop.create_future()
-            held.append((message, waiting))
-            return waiting
+        kept = self.arrivals.keep(key, message, max_kept)
+        if kept is not None:
+            if kept.done():
+                self.refused += 1
+                log.warning("a message sent on for session %s refused: %s", store_key(key),
+                            kept.exception())  # fmt: skip
+            return kept
         session = self.registry.sessions.get(key) if self.registry is not None else None
-        if session is None:
-            departure = self.departures.get(key)
-            if departure is not None:  # it moved on: sent on again
-                self.sent_on += 1
-                confirmed = self.forwarder.send_on(departure.member, message, key)
-                return False if confirmed is None else confirmed
-            return self._refuse(key, "the session is not here")
-        return self.local.deliver_to(session, message)
+        if session is not None:
+            return self.local.deliver_to(session, message)
+        departure = self.departures.get(key)
+        if departure is not None:  # it moved on: sent on again
+            self.sent_on += 1
+            confirmed = self.forwarder.send_on(departure.member, message, key)
+            return False if confirmed is None else confirmed
+        return self._refuse(key, "the session is not here")
 
     def loaded(self, session: BrokerSession | None) -> None:
-        """The session was read from the store here (before any message can reach it): from
-        now on what reaches it is held. At most its queue limit, twice, is counted."""
-        if session is not None and session.key in self._arriving:
-            session.arrival = Arrival(2 * self.local.limits.max_queued_messages)
+        self.arrivals.loaded(session)
 
     async def arrived(self, key: SessionKey, session: BrokerSession | None) -> None:
-        """The session is here for good: its filters written (again, so that the revision
-        is a later one than its reading), what was sent on before it was read joins what is
-        held, and every member is asked for its barrier."""
-        if key not in self._arriving:
-            await self.announcer.written()
-            return
-        filters = [] if session is None else [
-            f for f in session.subscriptions if split_shared(f) is None
-        ]  # fmt: skip
-        self.announcer.rewrite(filters)
-        await self.announcer.written()
-        visible = self.announcer.revision
-        old, early = self._arriving.pop(key, ("", []))
-        arrival = session.arrival if session is not None else None
-        if session is None or arrival is None:
-            for _message, waiting in early:
-                waiting.set_result(None)
-            return
-        arrival.visible = visible
-        local = self.local
-        for message, waiting in early:
-            local.deliver_to(session, message)
-            _follow(waiting, local.waits)
-            local.waits.clear()
-        self._sessions[key] = session
-        self._ask_for_barriers(key, old, visible)
-        self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
-        self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
+        await self.arrivals.arrived(key, session)
 
-    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int) -> None:
-        """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
-        only directly (it sends on and routes on one stream), this member's only relayed
-        (what it routes to the session here is held in the order it routed it)."""
-        me = self.link.member
-        members = self.members() | {old, me}
-        expected: set[tuple[str, int]] = set()
-        for member in members:
-            if member != me:
-                expected.add((member, DIRECT))
-            if member != old:
-                expected.add((member, RELAYED))
-        self._expected[key] = expected
-        notice = json.dumps({"key": list(key), "visible": visible, "old": old, "new": me})
-        for member in members - {me}:
-            self._spawn(self._tell(member, notice.encode()))
-        self._spawn(self._barrier(key, visible, old, me))
+    def abandoned(self, key: SessionKey) -> None:
+        self.arrivals.abandoned(key)
+
+    # --- tasks ------------------------------------------------------------------------------
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = self._loop.create_task(work, name="cluster hand-over")
@@ -331,43 +288,6 @@ class Handovers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _tell(self, member: str, notice: bytes) -> None:
-        try:
-            await self.link.publish(self._subject(member), notice)
-        except ClusterError as exc:  # its barrier does not come: released after HOLD_WITHIN
-            log.warning("could not ask member %s for a hand-over barrier: %s", member, exc)
-
-    def _held_too_long(self, key: SessionKey, arrival: Arrival) -> None:
-        if arrival.held is None or self._sessions.get(key) is None:
-            return
-        missing = sorted(name for name, _ in self._expected.get(key, ()))
-        log.warning("session %s: no hand-over barrier from %s within %g s: released",
-                    store_key(key), ", ".join(missing), HOLD_WITHIN)  # fmt: skip
-        self._release(key)
-
-    def _release(self, key: SessionKey) -> None:
-        """Every barrier came: the held messages go to the session, in order."""
-        self._expected.pop(key, None)
-        session = self._sessions.pop(key, None)
-        if session is None or session.arrival is None:
-            return
-        arrival = session.arrival
-        held = arrival.release()
-        if self.registry is None or self.registry.sessions.get(key) is not session:
-            arrival.released.set_result(None)  # it ended meanwhile (a clean start)
-            return
-        durable = False
-        for message in held:
-            durable |= self.local.deliver_to(session, message, released=True)
-        _settle(arrival.released, durable, self.local)
-
-    def abandoned(self, key: SessionKey) -> None:
-        """Another member took the session while it was being read: what was held for it
-        is refused (its publishers send it again, and it is routed to that member)."""
-        _member, held = self._arriving.pop(key, ("", []))
-        for _message, waiting in held:
-            waiting.set_exception(ClusterUnavailableError("the session moved on"))
-
     def _refuse(self, key: SessionKey | None, why: str) -> "asyncio.Future[None]":
         self.refused += 1
         if key is None:
@@ -377,32 +297,3 @@ class Handovers:
         refused: asyncio.Future[None] = self._loop.create_future()
         refused.set_exception(ClusterUnavailableError(why))
         return refused
-
-
-def _forget_arrival(session: BrokerSession, arrival: Arrival) -> None:
-    if session.arrival is arrival:
-        session.arrival = None
-
-
-def _follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"]) -> None:
-    """``waiting`` done once ``futures`` are (failed if one failed)."""
-    combined = all_of(list(futures))
-    if combined is None:
-        waiting.set_result(None)
-        return
-
-    def done(finished: "asyncio.Future[None]") -> None:
-        if waiting.done():
-            return
-        if finished.cancelled() or finished.exception() is not None:
-            waiting.set_exception(ClusterUnavailableError("a held message was not delivered"))
-        else:
-            waiting.set_result(None)
-
-    combined.add_done_callback(done)
-
-
-def _settle(waiting: "asyncio.Future[None]", durable: bool, local: LocalRouter) -> None:
-    """``waiting`` done once what the delivery wrote is committed."""
-    pending = local.store.pending_commit() if durable else None
-    _follow(waiting, [] if pending is None else [pending])

@@ -2,7 +2,16 @@
 
 import pytest
 
-from broker.cluster.frames import Routed, decode, encode, from_key, to_key
+from broker.cluster.frames import (
+    DIRECT,
+    RELAYED,
+    Routed,
+    decode,
+    encode,
+    encode_barrier,
+    from_key,
+    to_key,
+)
 from broker.cluster.routes import RouteTable
 from broker.mqtt.properties import Properties, Property
 from broker.router import Message
@@ -51,6 +60,22 @@ def test_a_record_for_one_session_names_it_and_no_group() -> None:
     encode(message, frame, NOW, plain=False, session=("device-1", "client/with/slashes é"))
     (routed,) = decode(bytes(frame), NOW)
     assert routed == Routed(message, False, (), ("device-1", "client/with/slashes é"))
+
+
+def test_a_barrier_names_its_member_and_session_and_whether_it_was_relayed() -> None:
+    message = Message("t", b"p", 1)
+    frame = bytearray()
+    encode(message, frame, NOW)
+    encode_barrier("node-c", ("device-1", "client/1"), frame)
+    encode_barrier("node-b", ("device-1", "client/1"), frame, relayed=True)
+    first, direct, relayed = decode(bytes(frame), NOW)
+    assert first.barrier == 0
+    assert (direct.barrier, direct.message.topic, direct.session) == (
+        DIRECT,
+        "node-c",
+        ("device-1", "client/1"),
+    )
+    assert (relayed.barrier, relayed.message.topic) == (RELAYED, "node-b")
 
 
 def test_properties_and_the_time_to_expiry_cross() -> None:

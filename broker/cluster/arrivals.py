@@ -1,0 +1,214 @@
+"""The member a persistent session moves to: what reaches the session is held until every
+member's barrier came, then given to it once and in each publisher's order.
+
+The protocol is in ``broker.cluster.handover``; this is its arriving half. The steps, for a
+session taken from member ``old``:
+
+1. ``arriving``: before asking ``old`` to give the session up. What ``old`` sends on for it
+   meanwhile is kept (at most ``max_queued_messages``, then refused: its publisher sends it
+   again).
+2. ``loaded``: the session was read from the store. From now on whatever reaches it,
+   directly or sent on, is held in its ``broker.sessions.Arrival``.
+3. ``arrived``: its filters are written again (so the revision that shows them all,
+   ``visible``, comes after its reading), what was kept joins what is held, and every member
+   is asked for a barrier once its table is at ``visible``.
+4. ``barrier``: each member's barrier, directly and relayed by ``old``. When all are in,
+   nothing routed with an older table can still come: the held messages go to the session
+   sorted by id. After ``HOLD_WITHIN`` seconds without them all (a member that died), they
+   go anyway.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Final
+
+from auth.topics import split_shared
+from broker.cluster.forward import all_of
+from broker.cluster.frames import DIRECT, RELAYED
+from broker.cluster.link import ClusterLink
+from broker.cluster.routes import RouteAnnouncer
+from broker.peer import SessionKey, store_key
+from broker.router import LocalRouter, Message
+from broker.sessions import Arrival, BrokerSession
+from nanoiot.errors import ClusterError, ClusterUnavailableError
+
+if TYPE_CHECKING:
+    from broker.registry import Registry
+
+__all__ = ["HOLD_WITHIN", "Arrivals", "follow"]
+
+log = logging.getLogger(__name__)
+
+HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
+
+
+class Arrivals:
+    def __init__(
+        self,
+        link: ClusterLink,
+        announcer: RouteAnnouncer,
+        local: LocalRouter,
+        window: float,
+        members: Callable[[], set[str]],
+        spawn: Callable[[Coroutine[None, None, None]], None],
+        barrier: Callable[[SessionKey, int, str, str], Coroutine[None, None, None]],
+    ) -> None:
+        self.link = link
+        self.announcer = announcer
+        self.local = local
+        self.window = window
+        self.members = members  # every member's name this member knows of
+        self.spawn = spawn
+        self.barrier_here = barrier  # this member's own barrier, as any member gives it
+        self.registry: Registry | None = None
+        self._loop = asyncio.get_running_loop()
+        # Sessions being taken: the member they come from, and what it sent on meanwhile.
+        self._kept: dict[SessionKey, tuple[str, list[tuple[Message, asyncio.Future[None]]]]]
+        self._kept = {}
+        # Sessions whose held messages wait for barriers, and which barriers, (member,
+        # DIRECT or RELAYED), are still to come.
+        self._holding: dict[SessionKey, BrokerSession] = {}
+        self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
+
+    def arriving(self, key: SessionKey, member: str) -> None:
+        self._kept[key] = (member, [])
+
+    def keep(self, key: SessionKey, message: Message, most: int) -> "asyncio.Future[None] | None":
+        """A message sent on for a session being taken: kept until it is here, the future of
+        its delivery; None if the session is not being taken. Past ``most`` kept, refused."""
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        waiting: asyncio.Future[None] = self._loop.create_future()
+        if len(kept[1]) >= most:
+            waiting.set_exception(
+                ClusterUnavailableError(f"{most} messages kept for it (max_queued_messages)")
+            )
+        else:
+            kept[1].append((message, waiting))
+        return waiting
+
+    def loaded(self, session: BrokerSession | None) -> None:
+        """Read from the store here: from now on what reaches it is held. At most its
+        queue limit, twice, is counted and held."""
+        if session is not None and session.key in self._kept:
+            session.arrival = Arrival(2 * self.local.limits.max_queued_messages)
+
+    async def arrived(self, key: SessionKey, session: BrokerSession | None) -> None:
+        """Here for good (its CONNACK comes next): filters written again, what was kept
+        held, every member asked for its barrier."""
+        if key not in self._kept:
+            await self.announcer.written()
+            return
+        filters = [] if session is None else [
+            f for f in session.subscriptions if split_shared(f) is None
+        ]  # fmt: skip
+        self.announcer.rewrite(filters)
+        await self.announcer.written()
+        visible = self.announcer.revision
+        old, kept = self._kept.pop(key, ("", []))
+        log.info("DEBUG arrived visible %d kept %d: %s", visible, len(kept), [m.payload for m, _ in kept])
+        arrival = session.arrival if session is not None else None
+        if session is None or arrival is None:
+            for _message, waiting in kept:
+                waiting.set_result(None)
+            return
+        arrival.visible = visible
+        local = self.local
+        for message, waiting in kept:
+            local.deliver_to(session, message)
+            follow(waiting, local.waits)
+            local.waits.clear()
+        self._holding[key] = session
+        self._ask_for_barriers(key, old, visible)
+        self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
+        self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
+
+    def abandoned(self, key: SessionKey) -> None:
+        """Another member took the session while it was being read: what was kept for it is
+        refused (its publishers send it again, and it is routed to that member)."""
+        _member, kept = self._kept.pop(key, ("", []))
+        for _message, waiting in kept:
+            waiting.set_exception(ClusterUnavailableError("the session moved on"))
+
+    def barrier(self, key: SessionKey, member: str, kind: int) -> None:
+        expected = self._expected.get(key)
+        if expected is not None:
+            expected.discard((member, kind))
+            if not expected:
+                self._release(key)
+
+    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int) -> None:
+        """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
+        only directly (it sends on and routes on one stream), this member's only relayed
+        (what it routes to the session here is held in the order it routed it)."""
+        me = self.link.member
+        members = self.members() | {old, me}
+        expected: set[tuple[str, int]] = set()
+        for member in members:
+            if member != me:
+                expected.add((member, DIRECT))
+            if member != old:
+                expected.add((member, RELAYED))
+        self._expected[key] = expected
+        notice = json.dumps({"key": list(key), "visible": visible, "old": old, "new": me})
+        for member in members - {me}:
+            self.spawn(self._tell(member, notice.encode()))
+        self.spawn(self.barrier_here(key, visible, old, me))
+
+    async def _tell(self, member: str, notice: bytes) -> None:
+        try:
+            await self.link.publish(self.link.subject("handover", member), notice)
+        except ClusterError as exc:  # its barrier does not come: released after HOLD_WITHIN
+            log.warning("could not ask member %s for a hand-over barrier: %s", member, exc)
+
+    def _held_too_long(self, key: SessionKey, arrival: Arrival) -> None:
+        if arrival.held is None or self._holding.get(key) is None:
+            return
+        missing = sorted(name for name, _ in self._expected.get(key, ()))
+        log.warning("session %s: no hand-over barrier from %s within %g s: released",
+                    store_key(key), ", ".join(missing), HOLD_WITHIN)  # fmt: skip
+        self._release(key)
+
+    def _release(self, key: SessionKey) -> None:
+        """Every barrier came: the held messages go to the session, in order."""
+        self._expected.pop(key, None)
+        session = self._holding.pop(key, None)
+        if session is None or session.arrival is None:
+            return
+        arrival = session.arrival
+        held = arrival.release()
+        log.info("DEBUG released %d: %s", len(held), [m.payload for m in held])
+        if self.registry is None or self.registry.sessions.get(key) is not session:
+            arrival.released.set_result(None)  # it ended meanwhile (a clean start)
+            return
+        durable = False
+        for message in held:
+            durable |= self.local.deliver_to(session, message, released=True)
+        pending = self.local.store.pending_commit() if durable else None
+        follow(arrival.released, [] if pending is None else [pending])
+
+
+def _forget_arrival(session: BrokerSession, arrival: Arrival) -> None:
+    if session.arrival is arrival:
+        session.arrival = None
+
+
+def follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"]) -> None:
+    """``waiting`` done once ``futures`` are (failed if one failed)."""
+    combined = all_of(list(futures))
+    if combined is None:
+        waiting.set_result(None)
+        return
+
+    def done(finished: "asyncio.Future[None]") -> None:
+        if waiting.done():
+            return
+        if finished.cancelled() or finished.exception() is not None:
+            waiting.set_exception(ClusterUnavailableError("a held message was not delivered"))
+        else:
+            waiting.set_result(None)
+
+    combined.add_done_callback(done)
