@@ -109,7 +109,6 @@ class Arrivals:
         await self.announcer.written()
         visible = self.announcer.revision
         old, kept = self._kept.pop(key, ("", []))
-        log.info("DEBUG arrived visible %d kept %d: %s", visible, len(kept), [m.payload for m, _ in kept])
         arrival = session.arrival if session is not None else None
         if session is None or arrival is None:
             for _message, waiting in kept:
@@ -180,7 +179,6 @@ class Arrivals:
             return
         arrival = session.arrival
         held = arrival.release()
-        log.info("DEBUG released %d: %s", len(held), [m.payload for m in held])
         if self.registry is None or self.registry.sessions.get(key) is not session:
             arrival.released.set_result(None)  # it ended meanwhile (a clean start)
             return

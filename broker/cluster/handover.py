@@ -137,7 +137,6 @@ class Handovers:
             self._filters.add(topic_filter, session.key, session.subscriptions[topic_filter])
             self.announcer.add(topic_filter)
         departure.timer = self._loop.call_later(self.window, self._expired, departure)
-        log.info("DEBUG depart to %s at %d", member, self.announcer.revision)
 
     def send_on(self, message: Message) -> list["asyncio.Future[None]"]:
         """Copies of ``message`` for the sessions that left and may not have it; the
