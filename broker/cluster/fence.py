@@ -167,14 +167,14 @@ class Fencing:
                 "refusing connections until NATS is back", now - self._renewed,
                 MISSED_BEATS * self.members.interval, len(clients), len(registry.sessions),
             )  # fmt: skip
-            if registry.restoration is not None:
-                await registry.restoration.stop()  # nothing more comes in from the store
             for client in clients:
                 client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
             await self._give_up_sessions()
 
     async def _give_up_sessions(self) -> None:
         registry = self.broker.registry
+        if registry.restoration is not None:
+            await registry.restoration.stop()  # nothing more comes in from the store
         for session in list(registry.sessions.values()):
             registry.forget(session)  # its rows stay: another member adopts it
         await self.broker.store.flush()  # what was acknowledged is there for it
