@@ -129,7 +129,11 @@ class Fencing:
             return  # written before this member fenced itself off: that run is over
         self._renewed = max(self._renewed, began)
         self._arm()
-        if self.fenced and self._rejoining is None:
+        now = asyncio.get_running_loop().time()
+        # A write that began too long ago (sent when NATS came back) would fence this member
+        # again at once: the next one, begun on time, brings it back.
+        stale = must_fence(now, self._renewed, self.members.interval)
+        if self.fenced and self._rejoining is None and not stale:
             self._rejoining = self._spawn(self._rejoin())
 
     def _arm(self) -> None:

@@ -13,6 +13,7 @@ from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend
 from tests.e2e.harness import mqtt_client
+from tests.e2e.v5_client import v5_client
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -40,10 +41,14 @@ def test_a_node_cut_off_from_nats_gives_its_clients_up_before_the_others_act(
     tmp_path: Path,
 ) -> None:
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
+        sensor, meter = nodes.device("sensor"), nodes.device("meter")
         nodes.application("backend")
         nodes.application("watcher")
         _start(nodes, proxy)
+        a = nodes.nodes["a"].port
+        v5 = v5_client(a, nodes.server_cert, meter, client_id="meter")
+        assert v5.wait_connack()[0] == 0
+        v5.paho.reconnect_delay_set(600, 600)
         watcher = nodes.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
         backend = _backend(nodes, "a")
@@ -63,12 +68,17 @@ def test_a_node_cut_off_from_nats_gives_its_clients_up_before_the_others_act(
         assert backend.disconnected.wait(WAIT)
         assert device.disconnected.wait(WAIT)
         assert not _gone_logged(nodes)
-        nodes.nodes["a"].log.wait_for(r"fenced off the cluster: .* closing 2 connections")
-        refused = mqtt_client(nodes.nodes["a"].port, nodes.server_cert, sensor, client_id="x")
+        assert v5.wait_disconnect()[0] == 0x9C  # use another server (5.0 §3.14.2.1)
+        v5.close()
+        nodes.nodes["a"].log.wait_for(r"fenced off the cluster: .* closing 3 connections")
+        refused = mqtt_client(a, nodes.server_cert, sensor, client_id="x")
+        refused_v5 = v5_client(a, nodes.server_cert, meter, client_id="meter")
         try:
             assert refused.wait_connack() == 3  # server unavailable (§3.2.2.3)
+            assert refused_v5.wait_connack()[0] == 0x88  # 5.0 §3.2.2.2
         finally:
             refused.close()
+            refused_v5.close()
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_fenced") == 1
 
         # A survivor publishes the will, once, and adopts the backend's session with
