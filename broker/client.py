@@ -38,6 +38,7 @@ from broker.mqtt.events import (
     MessageReleased,
     MessageSent,
     ProtocolViolation,
+    PublishReleased,
 )
 from broker.mqtt.packets import (
     MQTT_5,
@@ -158,6 +159,11 @@ class MqttClient:
         elif isinstance(event, Disconnect):
             self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
+        elif isinstance(event, PublishReleased):
+            # PUBCOMP does not wait for this: until it is committed, a restart would only
+            # take a PUBLISH sent again with this id for the one just released.
+            if self.session is not None:
+                self.broker.store.pubrel_received(self.session, event.packet_id)
         elif isinstance(event, DuplicateReceived):
             self.acknowledge(event.packet_id, 2, durable=False)
         elif isinstance(event, MessageDropped):

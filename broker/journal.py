@@ -4,7 +4,9 @@ Whatever arrives while a transaction commits goes into the next one, so many pub
 share one commit; a transaction holds at most ``BATCH`` writes, so a client subscribing to
 thousands of filters never holds the database's write lock for long. A message's writes are
 made from its state when the transaction starts (``Ref``): a message sent, or even
-acknowledged, before its first commit is written as it is then, or not at all.
+acknowledged, before its first commit is written as it is then, or not at all. The packet
+ids of QoS 2 PUBLISHes awaiting PUBREL (§4.3.3) are written as what a transaction's writes
+leave of them: kept, or free again.
 
 Each commit has two futures (``Commit``): ``durable`` is done once its writes are in the
 database, and only then may a publisher be acknowledged (MQTT 3.1.1 §4.3.2: after PUBACK
@@ -29,9 +31,12 @@ from broker.mqtt.session import RELEASED, Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
 from storage.sessions import (
     Acknowledge,
+    AwaitPubrel,
+    DropSession,
     Enqueue,
     MarkReleased,
     MarkSent,
+    PubrelReceived,
     SessionWrite,
 )
 from storage.sql import SqlCredentialStore
@@ -60,6 +65,7 @@ class Ref:
 
 
 Entry = SessionWrite | tuple[str, Ref]
+Awaiting = dict[str, dict[int, bool]]  # session key -> QoS 2 packet id -> kept at the end
 
 
 class Commit:
@@ -250,8 +256,14 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
     sent: list[tuple[int, int]] = []
     released: list[int] = []
     done: list[int] = []
+    awaiting: Awaiting = {}
     for entry in entries:
         if not isinstance(entry, tuple):
+            if isinstance(entry, AwaitPubrel | PubrelReceived):
+                _note_awaiting(awaiting, entry)
+                continue
+            if isinstance(entry, DropSession):
+                awaiting.pop(entry.key, None)  # gone with the session's rows
             writes.append(entry)
             continue
         kind, ref = entry
@@ -280,7 +292,30 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
         writes.append(MarkReleased(tuple(released)))
     if done:
         writes.append(Acknowledge(tuple(done)))
+    if awaiting:
+        writes.extend(_awaiting_writes(awaiting))
     return writes, queued
+
+
+def _note_awaiting(awaiting: Awaiting, write: AwaitPubrel | PubrelReceived) -> None:
+    kept = isinstance(write, AwaitPubrel)
+    for key, packet_id in write.ids:
+        awaiting.setdefault(key, {})[packet_id] = kept
+
+
+def _awaiting_writes(awaiting: Awaiting) -> list[SessionWrite]:
+    """What the entries left of each id: free again (deleted), or kept (inserted; an id
+    freed and used again within the entries stays kept). After every other write, so that
+    the session's row exists by then; a session dropped within the entries had its ids
+    forgotten there, ``writes_for``."""
+    freed = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if not kept]
+    held = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if kept]
+    writes: list[SessionWrite] = []
+    if freed:
+        writes.append(PubrelReceived(tuple(freed)))
+    if held:
+        writes.append(AwaitPubrel(tuple(held)))
+    return writes
 
 
 def _number(queued: list[Ref], rows: list[int]) -> None:

@@ -5,6 +5,7 @@
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -13,9 +14,12 @@ from broker.mqtt.session import RELEASED, Outgoing
 from storage.records import Device
 from storage.sessions import (
     Acknowledge,
+    AwaitPubrel,
+    DropSession,
     Enqueue,
     MarkReleased,
     MarkSent,
+    PubrelReceived,
     SaveSession,
     Subscribe,
 )
@@ -46,6 +50,40 @@ def test_changes_to_a_stored_message_are_updates_of_its_row() -> None:
     done.done = True
     writes, _ = writes_for([(SENT, sent), (RELEASE, released), (SENT, done), (DONE, done)])
     assert writes == [MarkSent(((1, 9),)), MarkReleased((2,)), Acknowledge((3,))]
+
+
+def test_qos2_ids_are_written_as_the_batch_leaves_them() -> None:
+    """§4.3.3: an id released and used again within one transaction stays kept; one kept
+    and released within it is deleted (it may be stored from before); all after the other
+    writes, grouped."""
+    save = SaveSession("k", uuid4(), "meter", "c")
+    writes, _ = writes_for(
+        [
+            AwaitPubrel((("k", 1),)),
+            save,
+            PubrelReceived((("k", 1),)),
+            AwaitPubrel((("k", 1),)),
+            AwaitPubrel((("k", 2),)),
+            PubrelReceived((("k", 2),)),
+            PubrelReceived((("other", 3),)),
+        ]
+    )
+    assert writes == [
+        save,
+        PubrelReceived((("k", 2), ("other", 3))),
+        AwaitPubrel((("k", 1),)),
+    ]
+
+
+def test_qos2_ids_of_a_session_dropped_in_the_batch_go_with_it() -> None:
+    """A clean session after a persistent one (§3.1.2.4): the ids kept before the drop are
+    not written after it; those of the session saved again after it are."""
+    save = SaveSession("k", uuid4(), "meter", "c")
+    writes, _ = writes_for(
+        [AwaitPubrel((("k", 1),)), DropSession("k"), save, AwaitPubrel((("k", 2),)),
+         AwaitPubrel((("j", 4),))]
+    )  # fmt: skip
+    assert writes == [DropSession("k"), save, AwaitPubrel((("k", 2), ("j", 4)))]
 
 
 @pytest.fixture
