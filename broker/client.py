@@ -160,8 +160,9 @@ class MqttClient:
             self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
         elif isinstance(event, PublishReleased):
-            # PUBCOMP does not wait for this: until it is committed, a restart would only
-            # take a PUBLISH sent again with this id for the one just released.
+            # PUBCOMP does not wait for this (``Journal.submit_later``): until it is
+            # committed, a restart would take a new PUBLISH with this id for the one
+            # just released.
             if self.session is not None:
                 self.broker.store.pubrel_received(self.session, event.packet_id)
         elif isinstance(event, DuplicateReceived):

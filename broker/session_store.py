@@ -271,7 +271,9 @@ class SqlSessionStore:
         self.journal.submit(AwaitPubrel(((session.store_key, packet_id),)))
 
     def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
-        self.journal.submit(PubrelReceived(((session.store_key, packet_id),)))
+        # Nothing waits for it (PUBCOMP does not): it joins the next commit, most often
+        # the one of the client's next QoS 2 PUBLISH.
+        self.journal.submit_later(PubrelReceived(((session.store_key, packet_id),)))
 
     def _change(self, kind: str, message: Outgoing) -> None:
         # Submitted even before the message's row exists: a transaction built later knows
