@@ -166,7 +166,10 @@ class MqttClient:
             if self.session is not None:
                 self.broker.store.pubrel_received(self.session, event.packet_id)
         elif isinstance(event, DuplicateReceived):
-            self.acknowledge(event.packet_id, 2, durable=False)
+            # Sent again, its first PUBREC not received: answered once what the first one's
+            # routing wrote and its packet id are committed (they may not be yet if the
+            # connection that brought it closed before its PUBREC went out).
+            self.acknowledge(event.packet_id, 2, durable=True)
         elif isinstance(event, MessageDropped):
             metrics.count_limit(event.limit)
             self.broker.store.message_done(event.message)

@@ -2,10 +2,10 @@
 
 The interface is what the broker tells a store, at the moment it happens: a persistent
 session opened or ended, a subscription made or removed, a message routed to it, sent,
-PUBREC'd, or done with (acknowledged, or dropped by a limit), a QoS 2 message its client
-published awaiting PUBREL or released (§4.3.3). ``pending_commit`` is what a
-publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is the
-server's), also while the store cannot be written; ``status`` says whether it can, for
+PUBREC'd, or done with (acknowledged, or dropped by a limit), the packet id of a QoS 2
+message its client published kept until PUBREL (§4.3.3). ``pending_commit`` is what a
+publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is
+the server's), also while the store cannot be written; ``status`` says whether it can, for
 ``/healthz`` and ``/metrics``. Small on purpose, so that a cluster can implement it on
 PostgreSQL.
 
