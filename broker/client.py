@@ -235,6 +235,11 @@ class MqttClient:
                 # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
                 self._refuse(admitted.connack, admitted.detail)
                 return
+            refusing = broker.registry.refusing
+            if refusing is not None:  # §3.2.2.3 (5.0 0x88): the client may try elsewhere
+                log.info("refused %s: %s", self.label, refusing)
+                self._refuse(ConnackCode.SERVER_UNAVAILABLE, refusing)
+                return
             broker.auth_log.allowed(decision, request, admitted.client_id)
             self.peer = admitted
             broker.registry.admitted(self)  # reachable by a kick from now on

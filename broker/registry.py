@@ -79,6 +79,9 @@ class Registry:
         # (``broker.cluster.sessions``).
         self.ownership: Ownership | None = None
         self.restoration: Restoration | None = None  # while the previous run's come back
+        # Why connects are refused now (CONNACK server unavailable), if they are: a cluster
+        # member fenced off (``broker.cluster.fence``).
+        self.refusing: str | None = None
 
     # --- live connections -----------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from nanoiot.store import open_store
 from storage.sql import SqlCredentialStore
 
 if TYPE_CHECKING:
+    from broker.cluster.fence import Fencing
     from broker.cluster.link import ClusterLink
     from broker.cluster.router import ClusterRouter
     from broker.router import LocalRouter
@@ -126,6 +127,7 @@ class RunningBroker:
     tls_reload: ServerCertificateReloader
     restoration: Restoration
     cluster_router: "ClusterRouter | None" = None  # with a cluster: routing across it
+    fencing: "Fencing | None" = None  # with a cluster: given up while cut off from NATS
 
     @property
     def port(self) -> int:
@@ -183,6 +185,7 @@ class RunningBroker:
                 router=None if cluster is None else _cluster_router(cluster, settings, routers),
             )  # fmt: skip
             cluster_router = routers[0] if routers else None
+            fencing: Fencing | None = None
             if cluster_router is not None:  # the others' routes, before any subscription
                 await cluster_router.start(broker.retained, broker.registry)
                 await cluster_router.start_members(
@@ -191,6 +194,8 @@ class RunningBroker:
                 )  # fmt: skip
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)
+                fencing = _fencing(cluster_router, broker)
+                opened.push_async_callback(fencing.stop)
             auth_log.start()
             opened.push_async_callback(auth_log.stop)
             follower = RevocationFollower(store, broker, authenticator)
@@ -227,6 +232,10 @@ class RunningBroker:
             )
             tls_reload.start()
             opened.pop_all()  # all open: stop() closes them
+        running = cls(
+            settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
+            development, tls_failures, tls_reload, restoration, cluster_router, fencing,
+        )  # fmt: skip
         log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
         if settings.proxy_protocol_trusted:
             log.info("PROXY protocol v2 required from %s", settings.proxy_protocol_trusted)
@@ -236,14 +245,13 @@ class RunningBroker:
         # first, so that nothing dead is kept forever.
         gc.collect()
         gc.freeze()
-        return cls(
-            settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
-            development, tls_failures, tls_reload, restoration, cluster_router,
-        )  # fmt: skip
+        return running
 
     async def stop(self) -> None:
         """Refuse new connections, close live ones, save the sessions, close the store."""
         await self.tls_reload.stop()
+        if self.fencing is not None:  # not while the node stops
+            await self.fencing.stop()
         await self.restoration.stop()
         self.broker.close_all()
         self.listener.close()
@@ -262,6 +270,19 @@ class RunningBroker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _fencing(router: "ClusterRouter", broker: Broker) -> "Fencing":
+    """This member's fencing while cut off from NATS, started, in ``/metrics``."""
+    from broker.cluster.fence import Fencing
+
+    assert router.members is not None
+    assert router.wills is not None
+    assert router.claims is not None
+    fencing = Fencing(router.members, router.wills, router.claims, broker)
+    fencing.start()
+    broker.metrics.registry.register(fencing)
+    return fencing
 
 
 def _cluster_router(

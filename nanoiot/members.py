@@ -7,7 +7,9 @@ sees them through ``ClusterView``.
 
 An entry is JSON: the member's name, host, process id, start time (seconds since the epoch,
 for display: each host has its own clock, so liveness never compares it), its heartbeat
-interval, and its figures at the last heartbeat.
+interval, its figures at the last heartbeat, and its run: 0 at start-up, one more each time
+it fenced itself off the cluster (``broker.cluster.fence``), so that the others take the run
+that ended there as gone.
 """
 
 import json
@@ -41,6 +43,7 @@ class Member:
     interval: float  # seconds between its heartbeats
     figures: Figures
     mqtt_port: int = 0
+    run: int = 0  # fencings of this process so far: each one ends a run
 
 
 def encode_member(member: Member) -> bytes:
@@ -55,7 +58,7 @@ def decode_member(data: bytes) -> Member:
         return Member(
             name=str(raw["name"]), host=str(raw["host"]), pid=int(raw["pid"]),
             started=float(raw["started"]), interval=float(raw["interval"]), figures=figures,
-            mqtt_port=int(raw.get("mqtt_port", 0)),
+            mqtt_port=int(raw.get("mqtt_port", 0)), run=int(raw.get("run", 0)),
         )  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ClusterError(f"a member entry that is not one: {exc}") from None

@@ -9,12 +9,18 @@ bucket. A member is live while its entry keeps being rewritten. It is gone when:
   own clock from the writes it saw (hosts' clocks differ, so never from the entry's content;
   NATS 2.9 also sends no event when the bucket's age removes an entry);
 - an entry under its name comes from another process (same name, other pid or start time):
-  the member was restarted, and the previous run is gone.
+  the member was restarted, and the previous run is gone;
+- an entry under its name has a higher ``run``: the member fenced itself off while cut off
+  from NATS (``broker.cluster.fence``) and came back; the run that ended there is gone.
 
 A member cut off from NATS sees nobody's heartbeat, its own included: it takes nobody as
 gone until its own entry is seen again, so a partition never makes it act for the others.
 The bucket's age (``MISSED_BEATS`` x the interval of the member that made it) removes the
 entry of a member killed for good, so members started later never see it.
+
+Each heartbeat written tells ``on_renewed`` callbacks when its write began: the others
+cannot take this member as gone before ``MISSED_BEATS`` intervals from then (what the
+fencing of a member cut off from NATS is timed on).
 
 Every member sees every departure: what acts on one (a dead node's wills, its sessions) must
 make sure that only one member does it (compare-and-set).
@@ -42,6 +48,8 @@ BUCKET: Final = "members"
 MISSED_BEATS: Final = 3
 
 Gone = Callable[[Member], None]
+# (loop time the write of this member's entry began, the run it wrote)
+Renewed = Callable[[float, int], None]
 
 
 class MemberRegistry:
@@ -69,6 +77,9 @@ class MemberRegistry:
         self._callbacks: list[Gone] = []
         self._changes: list[Callable[[], None]] = []
         self._own_seen = 0.0  # loop time this member last saw its own entry written
+        self.run = 0  # one more each time this member fenced itself off (a new run)
+        self.renewed_at = 0.0  # loop time the last heartbeat that was written began
+        self._renewals: list[Renewed] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
 
@@ -87,6 +98,10 @@ class MemberRegistry:
         """Call ``callback(member)`` (its last entry) each time another member goes away."""
         self._callbacks.append(callback)
 
+    def on_renewed(self, callback: Renewed) -> None:
+        """Call ``callback(began, run)`` after each write of this member's entry."""
+        self._renewals.append(callback)
+
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after each entry this member applied (a beat, a departure)."""
         self._changes.append(callback)
@@ -94,7 +109,7 @@ class MemberRegistry:
     async def start(self) -> None:
         """Write this member's entry, then read the others' (all, before returning)."""
         loop = asyncio.get_running_loop()
-        self._own_seen = loop.time()
+        self._own_seen = self.renewed_at = loop.time()
         if self._figures is not None:
             await self.bucket.put(self.name, encode_member(self.me()))
         self._watch = watch = await self.bucket.watch()
@@ -127,14 +142,17 @@ class MemberRegistry:
         return Member(
             name=self.name, host=self._host, pid=os.getpid(), started=self._started,
             interval=self.interval, figures=self._figures(), mqtt_port=self._mqtt_port,
+            run=self.run,
         )  # fmt: skip
 
     async def _beat(self) -> None:
         failing = False
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval)
+            began, me = loop.time(), self.me()
             try:
-                await self.bucket.put(self.name, encode_member(self.me()))
+                await self.bucket.put(self.name, encode_member(me))
             except ClusterError as exc:
                 if not failing:  # once per outage, not every beat
                     log.warning("heartbeat not written: %s", exc)
@@ -143,6 +161,15 @@ class MemberRegistry:
                 if failing:
                     log.info("heartbeat written again")
                 failing = False
+                self._renewed(began, me.run)
+
+    def _renewed(self, began: float, run: int) -> None:
+        self.renewed_at = max(self.renewed_at, began)
+        for callback in self._renewals:
+            try:
+                callback(began, run)
+            except Exception:
+                log.exception("handling this member's heartbeat")
 
     async def _follow(self, watch: Watch) -> None:
         while True:
@@ -179,6 +206,8 @@ class MemberRegistry:
             member.started,
         ):
             self._tell(previous, "restarted")
+        elif previous is not None and previous.run != member.run:
+            self._tell(previous, f"fenced itself off (run {previous.run} ended)")
         self._live[key] = member
         self._arm(key, member.interval * MISSED_BEATS)
 

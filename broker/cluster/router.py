@@ -125,7 +125,7 @@ class ClusterRouter:
         self.members = members
         if self.wills is not None:  # a dead member's clients' wills, by one survivor
             wills = self.wills
-            members.on_gone(lambda member: wills.member_gone(member.name, member.pid))
+            members.on_gone(wills.member_gone)
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
         return members

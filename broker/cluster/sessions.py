@@ -175,6 +175,10 @@ class SessionClaims:
                 mine.add(key)
         return mine
 
+    def read_holders_again(self) -> None:
+        """The next ``owned`` reads the claims afresh (a restoration after fencing)."""
+        self._holders = None
+
     async def adopt(self, gone: str) -> int:
         """Take the sessions member ``gone`` held (it is dead, not restarted): claimed here
         by compare-and-set (a device connecting meanwhile elsewhere wins) and read from the

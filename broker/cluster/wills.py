@@ -3,20 +3,30 @@
 A client's will (MQTT 3.1.1 §3.1.2.5) is published by its member when the connection ends
 without DISCONNECT. A member killed outright publishes nothing, so each connect that carries
 a will writes it, before its CONNACK, to the JetStream key-value bucket ``<cluster>_wills``
-under ``<member>.<pid>.<session>`` (``<session>``: the claim's key), with the revision of the
+under ``<run>.<session>`` (``<session>``: the claim's key; ``<run>``: ``<member>.<pid>``, with
+``-<n>`` after the member's n-th fencing, ``incarnation``), with the revision of the
 session's claim in ``<cluster>_clients``. The entry is deleted when the connection's will is
 settled (its member published it, or the client said DISCONNECT), at the revision written, so
 that a newer connection's entry stays.
 
 When the member registry (``broker.cluster.members``) reports a member gone, every survivor
-tries to create ``<member>.<pid>`` in ``<cluster>_departures``; the one that succeeds (a
+tries to create ``<run>`` in ``<cluster>_departures``; the one that succeeds (a
 compare-and-set: exactly one) reads that run's will entries and publishes each: their
 connections ended without DISCONNECT when the member died (§3.1.2.5; a connection taken over
 before had its will published by its member). A 5.0 will with a delay waits for it first:
 the smaller of the Will Delay Interval and the session expiry interval, counted from when the
 death was noticed, and is dropped if the session's claim changed meanwhile (its client
 connected again, §3.1.3.2.2). Then the entry is deleted, and the same survivor adopts the
-dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back.
+dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back,
+and marks the departure done.
+
+A member that fences itself off (``broker.cluster.fence``: cut off from NATS) closes its
+connections without their wills and keeps their entries: its run ends there, and the wills
+are settled by that run's departure, like a dead member's. It does not delete them when the
+connections end (``fenced``), and writes new ones under its next run. When it is back it
+tries to create that departure itself (``run_ended``: a cluster of one has no survivor); if
+a survivor won, it waits until that survivor marked it done, so that it never restores a
+session the survivor is adopting. Either way each will is published once.
 
 A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
 its entry until it is published or dropped there (``BrokerSession.will_settled``), so that a
@@ -39,17 +49,27 @@ from broker.cluster.kv import KeyValue
 from broker.mqtt.properties import Properties, Property, encode_properties
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, StoreError
+from nanoiot.members import Member
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
-__all__ = ["BUCKET", "DEPARTURES", "StoredWill", "Wills", "decode_will", "encode_will"]
+__all__ = [
+    "BUCKET", "DEPARTURES", "StoredWill", "Wills", "decode_will", "encode_will", "incarnation",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 BUCKET: Final = "wills"
 DEPARTURES: Final = "departures"
 DEPARTURES_KEPT: Final = 24 * 3600.0  # seconds a departure's entry stays (bucket age)
+DONE: Final = b"done"  # a departure's value once its wills and sessions are taken care of
+
+
+def incarnation(name: str, pid: int, run: int) -> str:
+    """The prefix of one run's will entries, and its departure's key: ``<member>.<pid>``,
+    then ``-<run>`` after a fencing (no dot: a run's keys never match another's filter)."""
+    return f"{name}.{pid}" if run == 0 else f"{name}.{pid}-{run}"
 
 
 @dataclass(frozen=True)
@@ -123,13 +143,13 @@ class Wills:
         self.bucket = bucket
         self.departures = departures
         self.claims = claims
-        self.incarnation = incarnation  # "<member>.<pid>": this run's prefix
+        self.incarnation = incarnation  # this run's prefix (``incarnation``)
         self.publish = publish
         self.published = 0  # wills of dead members published here
         # What else the survivor chosen for a departure does: adopt its sessions.
         self.adopt: Callable[[str], Awaitable[object]] | None = None
         self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
         # Sessions with a delayed will here whose claim this member's adoption rewrote:
         # the revision it wrote (a claim still at it means the client has not come back).
@@ -159,10 +179,41 @@ class Wills:
         del self._written[peer.key]
         self._spawn(self._delete(self._key(peer.key), written[0]))
 
-    def member_gone(self, name: str, pid: int) -> None:
+    def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
         the survivor chosen to."""
-        self._spawn(self._departure(name, f"{name}.{pid}"))
+        self._spawn(self._departure(member.name, incarnation(member.name, member.pid, member.run)))
+
+    def fenced(self, run: str) -> None:
+        """This member fenced itself off: the entries of its connections stay for the
+        departure of the run that ends (their connections are closed without their wills);
+        those it writes from now on are under ``run``."""
+        self._written.clear()
+        self.incarnation = run
+
+    async def run_ended(self, run: str, within: float) -> None:
+        """This member is back after fencing: settle the wills of ``run`` (one of its own,
+        ended then) if no survivor took it on, or wait at most ``within`` seconds until the
+        survivor that did is done with it (its wills, and its adoption of the sessions)."""
+        if await self._departure("", run, adopt=False):
+            return
+        try:
+            async with asyncio.timeout(within):
+                await self._done(run)
+        except TimeoutError:
+            log.warning("the departure of %s is not done after %g s: going on", run, within)
+        except ClusterError as exc:
+            log.warning("the departure of %s: %s", run, exc)
+
+    async def _done(self, run: str) -> None:
+        watch = await self.departures.watch(run)
+        try:
+            while True:
+                change = await watch.value()  # None once: the values there were given
+                if change is not None and change[1] == DONE:
+                    return
+        finally:
+            await watch.stop()
 
     async def settle(self, within: float) -> None:
         """Wait, at most ``within`` seconds, for what this member has under way: above all
@@ -183,7 +234,7 @@ class Wills:
     def _key(self, key: SessionKey) -> str:
         return f"{self.incarnation}.{to_key(store_key(key))}"
 
-    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -196,14 +247,15 @@ class Wills:
         except ClusterError as exc:
             log.info("%s (the will's entry stays until the member's departure)", exc)
 
-    async def _departure(self, name: str, incarnation: str) -> None:
+    async def _departure(self, name: str, incarnation: str, *, adopt: bool = True) -> bool:
+        """Whether this member won the departure of ``incarnation`` (and settled it)."""
         try:
             await self.departures.create(incarnation, b"")
         except ClusterConflictError:
-            return  # another survivor publishes them
+            return False  # another survivor publishes them
         except ClusterError as exc:
             log.warning("wills of %s not published: %s", incarnation, exc)
-            return
+            return False
         found: list[tuple[str, StoredWill]] = []
         watch = await self.bucket.watch(f"{incarnation}.>")
         try:
@@ -225,11 +277,16 @@ class Wills:
                 self._waiting.add(will.key)
             else:
                 await self._due(kv_key, will)
-        if self.adopt is not None:
+        if adopt and self.adopt is not None:
             try:
                 await self.adopt(name)
             except (ClusterError, StoreError) as exc:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
+        try:  # the member, if it fenced itself off and is back, waits for this
+            await self.departures.put(incarnation, DONE)
+        except ClusterError as exc:
+            log.info("departure of %s not marked done: %s", incarnation, exc)
+        return True
 
     def _delay_ended(self, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)

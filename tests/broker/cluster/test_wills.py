@@ -9,6 +9,7 @@ from broker.cluster.frames import to_key
 from broker.cluster.link import ClusterLink
 from broker.cluster.wills import DEPARTURES, StoredWill, Wills, decode_will, encode_will
 from broker.peer import store_key
+from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
 
 WAIT = 10.0
@@ -62,7 +63,7 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
         loop = asyncio.get_running_loop()
         noticed = loop.time()
         for each in survivors:
-            each.member_gone("a", 41)  # both see the departure
+            each.member_gone(Member("a", "host", 41, 0.0, 1.0, Figures()))  # both see it
         await asyncio.wait_for(done.wait(), WAIT)
         everything = published["b"] + published["c"]
         # §3.1.2.5: its connection ended without DISCONNECT, wherever it is now.

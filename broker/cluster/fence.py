@@ -1,0 +1,208 @@
+"""Fencing: a member cut off from NATS gives its clients and sessions up before the others
+may take it as gone, and takes up its part again once it is a member again.
+
+A member the others take as gone (``broker.cluster.members``) has its clients' wills
+published and its persistent sessions adopted by a survivor (``broker.cluster.wills``,
+``broker.cluster.sessions``). A member still running but cut off from NATS would otherwise
+keep serving the same clients and sessions: two members holding one session, a will
+published while its client is connected. So a member that could not write its heartbeat for
+long enough fences itself off first:
+
+- it ends its run: its heartbeats carry the next ``run`` from now on, so the others take the
+  run that ended as gone whether or not they noticed the silence (``Member.run``);
+- it closes its connections without their wills (MQTT 5 reason 0x9C, use another server:
+  their devices connect to another member); the wills stay in the cluster for the departure
+  of the ended run, which publishes each once;
+- it drops its sessions from memory, their rows kept for the member that takes them, and
+  waits until its store committed everything it acknowledged;
+- it refuses connections (CONNACK 3 / 5.0 0x88, server unavailable) until it is back.
+
+It is back when a heartbeat of its new run is written: it settles its ended runs (their
+departure done, by itself or by the survivor that took it on), restores the sessions whose
+claims still name it, as at start-up, and accepts connections again.
+
+When: the others take a member as gone ``MISSED_BEATS`` of its intervals after the last
+write of its entry they saw, on their own clocks; that write reached NATS after this member
+began it. Counted from when the last write that succeeded began, nobody acts before
+``MISSED_BEATS`` intervals, so this member fences itself one interval earlier
+(``FENCE_AFTER_BEATS``): that interval is left for closing its connections and committing
+its store, and covers the difference in clock rates and a late timer.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Coroutine, Iterator
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
+from broker.cluster.sessions import SessionClaims
+from broker.cluster.wills import Wills, incarnation
+from broker.mqtt.codes import Reason
+from broker.restore import Restoration
+from nanoiot.errors import ClusterError
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+__all__ = ["FENCE_AFTER_BEATS", "Fencing", "fence_deadline", "must_fence", "seen_gone_at"]
+
+log = logging.getLogger(__name__)
+
+FENCE_AFTER_BEATS: Final = MISSED_BEATS - 1
+# Seconds a member back from fencing waits for the survivor that took its ended run on
+# (publishing its wills, adopting its sessions) before it restores what is still its own.
+SETTLE_WITHIN: Final = 30.0
+REFUSAL: Final = "this node is cut off from the cluster"
+
+
+def seen_gone_at(renewed: float, interval: float) -> float:
+    """The earliest time another member may take this one as gone, when its last heartbeat
+    written began at ``renewed`` (this member's loop time)."""
+    return renewed + MISSED_BEATS * interval
+
+
+def fence_deadline(renewed: float, interval: float) -> float:
+    """When this member fences itself off if no heartbeat written began after ``renewed``:
+    one interval before ``seen_gone_at``."""
+    return renewed + FENCE_AFTER_BEATS * interval
+
+
+def must_fence(now: float, renewed: float, interval: float) -> bool:
+    return now >= fence_deadline(renewed, interval)
+
+
+class Fencing:
+    """This member's fencing: timed on its heartbeats (``MemberRegistry.on_renewed``)."""
+
+    def __init__(
+        self, members: MemberRegistry, wills: Wills, claims: SessionClaims, broker: "Broker"
+    ) -> None:
+        self.members = members
+        self.wills = wills
+        self.claims = claims
+        self.broker = broker
+        self.fenced = False
+        self.fencings = 0  # times this member fenced itself off
+        self._renewed = members.renewed_at  # when the last heartbeat of this run began
+        self._ended: list[str] = []  # runs ended by fencing, not settled yet
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()  # one change of state at a time
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rejoining: asyncio.Task[None] | None = None
+        self._restoration: Restoration | None = None
+
+    def start(self) -> None:
+        self.members.on_renewed(self._heartbeat)
+        self._arm()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._restoration is not None:
+            await self._restoration.stop()
+
+    def collect(self) -> Iterator[Metric]:
+        """``/metrics``: whether this member is fenced off now, and how often it was."""
+        yield GaugeMetricFamily(
+            "nanoiot_cluster_fenced",
+            "1 while this member is fenced off the cluster (cut off from NATS): it refuses "
+            "connections and holds no sessions",
+            value=int(self.fenced),
+        )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_fencings",
+            "Times this member fenced itself off the cluster",
+            value=self.fencings,
+        )
+
+    def _heartbeat(self, began: float, run: int) -> None:
+        if run != self.members.run:
+            return  # written before this member fenced itself off: that run is over
+        self._renewed = max(self._renewed, began)
+        self._arm()
+        now = asyncio.get_running_loop().time()
+        # A write that began too long ago (sent when NATS came back) would fence this member
+        # again at once: the next one, begun on time, brings it back.
+        stale = must_fence(now, self._renewed, self.members.interval)
+        if self.fenced and self._rejoining is None and not stale:
+            self._rejoining = self._spawn(self._rejoin())
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = fence_deadline(self._renewed, self.members.interval)
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._spawn(self._fence())
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name="cluster fencing")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _fence(self) -> None:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self.fenced or not must_fence(now, self._renewed, self.members.interval):
+                return
+            self.fenced = True
+            registry = self.broker.registry
+            registry.refusing = REFUSAL
+            self.fencings += 1
+            self._ended.append(self.wills.incarnation)
+            self.members.run += 1
+            self.wills.fenced(incarnation(self.members.name, os.getpid(), self.members.run))
+            clients = list(registry.live_clients())
+            log.warning(
+                "fenced off the cluster: no heartbeat written for %.1f s (the others may take "
+                "this node as gone after %g s): closing %d connections, giving up %d sessions, "
+                "refusing connections until NATS is back", now - self._renewed,
+                MISSED_BEATS * self.members.interval, len(clients), len(registry.sessions),
+            )  # fmt: skip
+            for client in clients:
+                client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
+            await self._give_up_sessions()
+
+    async def _give_up_sessions(self) -> None:
+        registry = self.broker.registry
+        if registry.restoration is not None:
+            await registry.restoration.stop()  # nothing more comes in from the store
+        for session in list(registry.sessions.values()):
+            registry.forget(session)  # its rows stay: another member adopts it
+        await self.broker.store.flush()  # what was acknowledged is there for it
+
+    async def _rejoin(self) -> None:
+        try:
+            async with self._lock:
+                if not self.fenced:
+                    return
+                try:
+                    for run in list(self._ended):
+                        await self.wills.run_ended(run, SETTLE_WITHIN)
+                        self._ended.remove(run)
+                except ClusterError as exc:
+                    log.warning("not back in the cluster yet: %s", exc)  # next heartbeat
+                    return
+                self.claims.read_holders_again()
+                if self._restoration is not None:
+                    await self._restoration.stop()
+                self._restoration = self.broker.start_restoring()
+                self.fenced = False
+                self.broker.registry.refusing = None
+                log.info("back in the cluster as run %d: accepting connections, restoring "
+                         "the sessions this node still holds", self.members.run)  # fmt: skip
+                self._arm()  # fences again at once if the heartbeats stopped meanwhile
+        finally:
+            self._rejoining = None
