@@ -117,3 +117,30 @@ class HeldAcks:
         # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
         unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
         client._end(will=False, reason=unsaved)
+
+
+def with_commit(
+    durable: "bool | asyncio.Future[None]", commit: "asyncio.Future[None] | None"
+) -> "bool | asyncio.Future[None]":
+    """What an acknowledgement waits for (``MqttClient.acknowledge``'s ``durable``) when it
+    must wait for the store's ``commit`` as well: a future for other members' confirmations
+    is joined with it, and fails as it fails (the commit itself never does)."""
+    if not isinstance(durable, asyncio.Future):
+        return True  # the commit pending when the acknowledgement is made
+    if commit is None or commit is durable or commit.done():
+        return durable
+    joined: asyncio.Future[None] = durable.get_loop().create_future()
+
+    def settle(_done: object) -> None:
+        if joined.done():
+            return
+        if durable.cancelled():
+            joined.cancel()
+        elif durable.done() and (error := durable.exception()) is not None:
+            joined.set_exception(error)
+        elif durable.done() and commit.done():
+            joined.set_result(None)
+
+    durable.add_done_callback(settle)
+    commit.add_done_callback(settle)
+    return joined

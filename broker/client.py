@@ -38,6 +38,7 @@ from broker.mqtt.events import (
     MessageReleased,
     MessageSent,
     ProtocolViolation,
+    PublishReleased,
 )
 from broker.mqtt.packets import (
     MQTT_5,
@@ -158,8 +159,17 @@ class MqttClient:
         elif isinstance(event, Disconnect):
             self._disconnected(event)
             self._end(will=True)  # the core dropped the will (§3.14.4)
+        elif isinstance(event, PublishReleased):
+            # PUBCOMP does not wait for this (``Journal.submit_later``): until it is
+            # committed, a restart would take a new PUBLISH with this id for the one
+            # just released.
+            if self.session is not None:
+                self.broker.store.pubrel_received(self.session, event.packet_id)
         elif isinstance(event, DuplicateReceived):
-            self.acknowledge(event.packet_id, 2, durable=False)
+            # Sent again, its first PUBREC not received: answered once what the first one's
+            # routing wrote and its packet id are committed (they may not be yet if the
+            # connection that brought it closed before its PUBREC went out).
+            self.acknowledge(event.packet_id, 2, durable=True)
         elif isinstance(event, MessageDropped):
             metrics.count_limit(event.limit)
             self.broker.store.message_done(event.message)

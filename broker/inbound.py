@@ -21,6 +21,9 @@ UNSUBSCRIBE's answer says whether there was a subscription (0x11), and the subsc
 options (No Local, Retain As Published, Retain Handling, Subscription Identifier, §3.8.3.1)
 are kept with the subscription. Message expiry (§3.3.2.3.3) is turned into a deadline on the
 broker's clock when the message arrives.
+
+A QoS 2 PUBLISH is routed on receipt and its packet id kept until PUBREL (§4.3.3, method B);
+for a persistent session the store keeps the id too, and the PUBREC waits for its commit.
 """
 
 import asyncio
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
+from broker.acks import with_commit
 from broker.mqtt.codes import SUBACK_FAILURE, Reason
 from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
@@ -63,7 +67,17 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
             topic, packet.payload, packet.qos, packet.retain, properties, expires_at,
             client.session,
         )  # fmt: skip
+        session, awaited = client.session, False
+        if packet.qos == 2 and session is not None and session.persistent:
+            # §4.3.3: its packet id is kept until PUBREL, committed before PUBREC (with or
+            # before what routing writes), so that the PUBLISH sent again after a restart,
+            # or to another member, is not routed a second time.
+            assert packet.packet_id is not None  # QoS 2 has one (§2.3.1)
+            broker.store.pubrel_awaited(session, packet.packet_id)
+            awaited = True
         durable = broker.router.publish(message)
+        if awaited:
+            durable = with_commit(durable, broker.store.pending_commit())
         if packet.retain:
             refused = broker.retained.retain(
                 topic, packet.payload, packet.qos, peer.device_id, properties, expires_at

@@ -4,7 +4,9 @@ Whatever arrives while a transaction commits goes into the next one, so many pub
 share one commit; a transaction holds at most ``BATCH`` writes, so a client subscribing to
 thousands of filters never holds the database's write lock for long. A message's writes are
 made from its state when the transaction starts (``Ref``): a message sent, or even
-acknowledged, before its first commit is written as it is then, or not at all.
+acknowledged, before its first commit is written as it is then, or not at all. The packet
+ids of QoS 2 PUBLISHes awaiting PUBREL (§4.3.3) are written as what a transaction's writes
+leave of them: kept, or free again.
 
 Each commit has two futures (``Commit``): ``durable`` is done once its writes are in the
 database, and only then may a publisher be acknowledged (MQTT 3.1.1 §4.3.2: after PUBACK
@@ -29,9 +31,12 @@ from broker.mqtt.session import RELEASED, Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
 from storage.sessions import (
     Acknowledge,
+    AwaitPubrel,
+    DropSession,
     Enqueue,
     MarkReleased,
     MarkSent,
+    PubrelReceived,
     SessionWrite,
 )
 from storage.sql import SqlCredentialStore
@@ -39,6 +44,7 @@ from storage.sql import SqlCredentialStore
 log = logging.getLogger(__name__)
 
 BATCH: Final = 1000  # writes per transaction at most
+LINGER: Final = 0.1  # seconds a write nothing waits for may wait to join another's commit
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0  # seconds between attempts while the database is away
 QUEUE, SENT, RELEASE, DONE = "queue", "sent", "release", "done"
 
@@ -60,6 +66,7 @@ class Ref:
 
 
 Entry = SessionWrite | tuple[str, Ref]
+Awaiting = dict[str, dict[int, bool]]  # session key -> QoS 2 packet id -> kept at the end
 
 
 class Commit:
@@ -83,6 +90,8 @@ class Journal:
         self._store = store
         self._queued: list[Entry] = []
         self._next: Commit | None = None  # covers _queued
+        self._later: list[Entry] = []  # ``submit_later`` writes while nothing is queued
+        self._later_timer: asyncio.TimerHandle | None = None
         self._inflight: Commit | None = None  # covers the transaction being committed
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -98,17 +107,43 @@ class Journal:
     @property
     def unsaved(self) -> int:
         """Writes submitted and not committed yet."""
-        return len(self._queued) + (self._inflight_size if self._inflight is not None else 0)
+        inflight = self._inflight_size if self._inflight is not None else 0
+        return len(self._queued) + len(self._later) + inflight
 
     def submit(self, entry: Entry) -> None:
+        if self._later:
+            self._take_later()  # ahead of this one, in the order they came
         self._queued.append(entry)
         if self._next is None:
             self._next = Commit()
             self._wake.set()
 
+    def submit_later(self, entry: Entry) -> None:
+        """A write nothing waits for (a QoS 2 packet id freed by PUBREL): it joins the next
+        transaction, or one of its own ``LINGER`` seconds from now, so that a client
+        publishing one QoS 2 message after the other costs one commit a message, not two."""
+        if self._next is not None:
+            self._queued.append(entry)
+            return
+        self._later.append(entry)
+        if self._later_timer is None:
+            self._later_timer = asyncio.get_running_loop().call_later(LINGER, self._take_later)
+
+    def _take_later(self) -> None:
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
+        later, self._later = self._later, []
+        if later:
+            self._queued.extend(later)
+            if self._next is None:
+                self._next = Commit()
+                self._wake.set()
+
     def pending_commit(self) -> "asyncio.Future[None] | None":
-        """Done once every write submitted so far is committed; None if none is due. It
-        stays pending through an outage: what waits for it waits for the database."""
+        """Done once every write submitted so far is committed (``submit_later`` ones: once
+        they are queued); None if none is due. It stays pending through an outage: what
+        waits for it waits for the database."""
         commit = self._next or self._inflight
         return commit.durable if commit is not None else None
 
@@ -122,6 +157,7 @@ class Journal:
 
     async def flush(self) -> None:
         """Wait until every write submitted so far was committed (or failed for now)."""
+        self._take_later()
         while (pending := self.pending_commit()) is not None and not self.degraded:
             outage = asyncio.ensure_future(self._outage.wait())
             try:
@@ -131,6 +167,7 @@ class Journal:
 
     async def close(self, within: float) -> None:
         """Commit what is queued (for at most ``within`` seconds), then stop."""
+        self._take_later()
         self._closing.set()
         self._wake.set()
         try:
@@ -250,8 +287,14 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
     sent: list[tuple[int, int]] = []
     released: list[int] = []
     done: list[int] = []
+    awaiting: Awaiting = {}
     for entry in entries:
         if not isinstance(entry, tuple):
+            if isinstance(entry, AwaitPubrel | PubrelReceived):
+                _note_awaiting(awaiting, entry)
+                continue
+            if isinstance(entry, DropSession):
+                awaiting.pop(entry.key, None)  # gone with the session's rows
             writes.append(entry)
             continue
         kind, ref = entry
@@ -280,7 +323,30 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
         writes.append(MarkReleased(tuple(released)))
     if done:
         writes.append(Acknowledge(tuple(done)))
+    if awaiting:
+        writes.extend(_awaiting_writes(awaiting))
     return writes, queued
+
+
+def _note_awaiting(awaiting: Awaiting, write: AwaitPubrel | PubrelReceived) -> None:
+    kept = isinstance(write, AwaitPubrel)
+    for key, packet_id in write.ids:
+        awaiting.setdefault(key, {})[packet_id] = kept
+
+
+def _awaiting_writes(awaiting: Awaiting) -> list[SessionWrite]:
+    """What the entries left of each id: free again (deleted), or kept (inserted; an id
+    freed and used again within the entries stays kept). After every other write, so that
+    the session's row exists by then; a session dropped within the entries had its ids
+    forgotten there, ``writes_for``."""
+    freed = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if not kept]
+    held = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if kept]
+    writes: list[SessionWrite] = []
+    if freed:
+        writes.append(PubrelReceived(tuple(freed)))
+    if held:
+        writes.append(AwaitPubrel(tuple(held)))
+    return writes
 
 
 def _number(queued: list[Ref], rows: list[int]) -> None:

@@ -157,7 +157,7 @@ class Registry:
                 ownership.loaded(peer.key, session)
                 awaiting = ownership.awaiting_pubrel(peer.key)
                 if session is not None:  # §4.3.3: a PUBLISH sent again is not routed again
-                    session.awaiting_pubrel.update(awaiting)
+                    self._awaiting_handed_over(session, awaiting)
                 if not ownership.holds(peer.key):
                     # A connect on another member took it meanwhile (and closed this client):
                     # the session is that member's, not to be kept here too.
@@ -185,6 +185,15 @@ class Registry:
                 self.store.save_session(session)
             session.client = client
             return session, present
+
+    def _awaiting_handed_over(self, session: BrokerSession, awaiting: set[int]) -> None:
+        """The QoS 2 packet ids the member that gave the session up named in its answer.
+        The store has them already, unless that member runs an earlier version, which kept
+        them in memory only: those are stored now."""
+        for packet_id in awaiting - session.awaiting_pubrel:
+            session.awaiting_pubrel.add(packet_id)
+            if session.persistent:
+                self.store.pubrel_awaited(session, packet_id)
 
     @asynccontextmanager
     async def _turn(self, key: SessionKey) -> AsyncIterator[None]:
@@ -283,8 +292,9 @@ class Registry:
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
         acknowledgements and this member's confirmations promised). The packet ids of the
-        client's QoS 2 messages awaiting PUBREL (§4.3.3, not in the store), or None if it
-        was not here. ``depart``: told of the session as it is forgotten."""
+        client's QoS 2 messages awaiting PUBREL (§4.3.3; in the store too, named for members
+        of earlier versions, which read them only here), or None if it was not here.
+        ``depart``: told of the session as it is forgotten."""
         session = self.sessions.get(key)
         awaiting = None
         if session is not None and session.client is None:

@@ -2,9 +2,10 @@
 
 The interface is what the broker tells a store, at the moment it happens: a persistent
 session opened or ended, a subscription made or removed, a message routed to it, sent,
-PUBREC'd, or done with (acknowledged, or dropped by a limit). ``pending_commit`` is what a
-publisher's PUBACK waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is the
-server's), also while the store cannot be written; ``status`` says whether it can, for
+PUBREC'd, or done with (acknowledged, or dropped by a limit), the packet id of a QoS 2
+message its client published kept until PUBREL (§4.3.3). ``pending_commit`` is what a
+publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is
+the server's), also while the store cannot be written; ``status`` says whether it can, for
 ``/healthz`` and ``/metrics``. Small on purpose, so that a cluster can implement it on
 PostgreSQL.
 
@@ -37,7 +38,9 @@ from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession
 from storage.models import utcnow
 from storage.sessions import (
+    AwaitPubrel,
     DropSession,
+    PubrelReceived,
     SaveSession,
     SessionAway,
     StoredMessage,
@@ -104,6 +107,14 @@ class SessionStore(Protocol):
     def message_sent(self, message: Outgoing) -> None: ...
     def message_released(self, message: Outgoing) -> None: ...
     def message_done(self, message: Outgoing) -> None: ...
+    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
+        """A persistent session's client published a QoS 2 message with ``packet_id``, now
+        routed: the id is kept until ``pubrel_received`` (§4.3.3), so that the PUBLISH sent
+        again after a restart, or to another member, is not routed again. Its PUBREC waits
+        for ``pending_commit``."""
+        ...
+
+    def pubrel_received(self, session: BrokerSession, packet_id: int) -> None: ...
     def pending_commit(self) -> "asyncio.Future[None] | None": ...
     def pending_attempt(self) -> "asyncio.Future[None] | None": ...
     async def flush(self) -> None: ...
@@ -153,6 +164,12 @@ class MemorySessionStore:
     def message_done(self, message: Outgoing) -> None:
         pass
 
+    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
+        pass
+
+    def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
+        pass
+
     def pending_commit(self) -> "asyncio.Future[None] | None":
         return None
 
@@ -176,7 +193,8 @@ def subscription_options(sub: Subscription) -> int:
 
 
 class SqlSessionStore:
-    """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007)."""
+    """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007,
+    0008)."""
 
     def __init__(self, store: SqlCredentialStore) -> None:
         self._store = store
@@ -249,6 +267,14 @@ class SqlSessionStore:
             ref.done = True
             self.journal.submit((DONE, ref))
 
+    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
+        self.journal.submit(AwaitPubrel(((session.store_key, packet_id),)))
+
+    def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
+        # Nothing waits for it (PUBCOMP does not): it joins the next commit, most often
+        # the one of the client's next QoS 2 PUBLISH.
+        self.journal.submit_later(PubrelReceived(((session.store_key, packet_id),)))
+
     def _change(self, kind: str, message: Outgoing) -> None:
         # Submitted even before the message's row exists: a transaction built later knows
         # the row; one built together with the row's Enqueue writes the state it finds.
@@ -286,6 +312,8 @@ def _session(record: StoredSession) -> BrokerSession | None:
         session.subscriptions[sub.topic_filter] = _subscription(sub)
     for row in record.queued:
         session.restore(_message(record.key, row, wall, clock))
+    # §4.3.3: a QoS 2 PUBLISH its client sends again before PUBREL is not routed again.
+    session.awaiting_pubrel.update(record.awaiting_pubrel)
     return session
 
 

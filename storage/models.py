@@ -344,3 +344,17 @@ class MqttQueuedMessageRow(Base):
     # received: its Message Expiry Interval counts from then (§3.3.2.3.3).
     properties: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class MqttAwaitingPubrelRow(Base):
+    """The packet id of a QoS 2 message a persistent session's client published: the broker
+    routed it on receipt and answered PUBREC, and keeps the id until PUBREL (MQTT 3.1.1
+    §4.3.3, method B), so that the PUBLISH sent again meanwhile, after a restart or on
+    another node, is not routed a second time."""
+
+    __tablename__ = "mqtt_awaiting_pubrel"
+
+    session_key: Mapped[str] = mapped_column(
+        ForeignKey("mqtt_sessions.key", ondelete="CASCADE"), primary_key=True
+    )
+    packet_id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -4,7 +4,8 @@ The broker (``broker.journal``) describes what changed as a list of writes and h
 them over at once: ``write_sessions`` applies them in order in one transaction (group
 commit), so a burst of messages costs one commit, not one each. A message of a persistent
 session is written when it is routed and deleted at its PUBACK / PUBCOMP, whether its client
-was connected or not (MQTT 3.1.1 §4.4). Payloads are bytes end to end.
+was connected or not (MQTT 3.1.1 §4.4). The packet id of a QoS 2 message the session's client
+published is kept from its PUBREC to its PUBREL (§4.3.3). Payloads are bytes end to end.
 """
 
 import uuid
@@ -13,17 +14,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import StoreBase
-from storage.models import MqttQueuedMessageRow, MqttSessionRow, MqttSubscriptionRow, utcnow
+from storage.models import (
+    MqttAwaitingPubrelRow,
+    MqttQueuedMessageRow,
+    MqttSessionRow,
+    MqttSubscriptionRow,
+    utcnow,
+)
 
 _CHUNK = 500  # ids per IN (...) list: well below every driver's parameter limit
 _PAGE = 5000  # sessions per page of load_sessions
 _SESSIONS = MqttSessionRow.__table__
 _SUBSCRIPTIONS = MqttSubscriptionRow.__table__
 _MESSAGES = MqttQueuedMessageRow.__table__
+_AWAITING = MqttAwaitingPubrelRow.__table__
 _SESSION_COLUMNS = [
     _SESSIONS.c[n]
     for n in ("key", "device_id", "device_name", "client_id", "expiry_interval", "disconnected_at")
@@ -128,9 +137,25 @@ class MarkReleased:
     ids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class AwaitPubrel:
+    """QoS 2 PUBLISHes these sessions' clients sent, routed and about to be PUBREC'd:
+    (session key, packet id) pairs kept until their PUBREL (§4.3.3). One already kept stays
+    as it is."""
+
+    ids: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class PubrelReceived:
+    """PUBREL came for these (session key, packet id) pairs: the ids are free again."""
+
+    ids: tuple[tuple[str, int], ...]
+
+
 SessionWrite = (
     SaveSession | SessionAway | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge
-    | MarkAttempted | MarkSent | MarkReleased
+    | MarkAttempted | MarkSent | MarkReleased | AwaitPubrel | PubrelReceived
 )  # fmt: skip
 
 
@@ -166,6 +191,7 @@ class StoredSession:
     disconnected_at: datetime | None = None
     subscriptions: list[StoredSubscription] = field(default_factory=list)
     queued: list[StoredMessage] = field(default_factory=list)
+    awaiting_pubrel: list[int] = field(default_factory=list)  # QoS 2 ids before PUBREL
 
 
 class SessionRecords(StoreBase):
@@ -184,8 +210,19 @@ class SessionRecords(StoreBase):
                     ids.extend(await _enqueue(session, group))  # type: ignore[arg-type]
                 else:
                     for write in group:
-                        await _apply(session, write)
+                        if isinstance(write, AwaitPubrel):
+                            await self._await_pubrel(session, write)
+                        else:
+                            await _apply(session, write)
         return ids
+
+    async def _await_pubrel(self, session: AsyncSession, write: AwaitPubrel) -> None:
+        """Insert the pairs, skipping those already kept: a batch may name an id its session
+        kept before (its PUBREL and a new PUBLISH with that id in between)."""
+        dialect = postgresql if self._is_postgres else sqlite
+        statement = dialect.insert(_AWAITING).on_conflict_do_nothing()
+        rows = [{"session_key": key, "packet_id": packet_id} for key, packet_id in write.ids]
+        await session.execute(statement, rows)
 
     async def load_sessions(self) -> list[StoredSession]:
         """Every persistent session with its subscriptions and messages (oldest first)."""
@@ -227,6 +264,11 @@ class SessionRecords(StoreBase):
                 )
                 for message in await session.execute(messages):
                     found[message.session_key].queued.append(_stored_message(message))
+                awaiting = select(_AWAITING.c.session_key, _AWAITING.c.packet_id).where(
+                    _AWAITING.c.session_key.in_(chunk)
+                )
+                for row in await session.execute(awaiting):
+                    found[row.session_key].awaiting_pubrel.append(row.packet_id)
         return list(found.values())
 
 
@@ -302,7 +344,7 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
             )
         case DropSession(key):
             # Children first: SQLite enforces the foreign keys but the cascade is not needed.
-            for table in (MqttQueuedMessageRow, MqttSubscriptionRow):
+            for table in (MqttQueuedMessageRow, MqttSubscriptionRow, MqttAwaitingPubrelRow):
                 await session.execute(delete(table).where(table.session_key == key))
             await session.execute(delete(MqttSessionRow).where(MqttSessionRow.key == key))
         case Subscribe(key, topic_filter, qos, me_form, options):
@@ -349,6 +391,16 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
                     .where(MqttQueuedMessageRow.id.in_(chunk))
                     .values(released=True)
                 )
+        case PubrelReceived(ids):
+            await session.execute(
+                delete(cast(Table, _AWAITING)).where(
+                    and_(
+                        _AWAITING.c.session_key == bindparam("awaited_key"),
+                        _AWAITING.c.packet_id == bindparam("awaited_id"),
+                    )
+                ),
+                [{"awaited_key": key, "awaited_id": packet_id} for key, packet_id in ids],
+            )
         case Enqueue():
             await _enqueue(session, [write])
     await session.flush()

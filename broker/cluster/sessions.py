@@ -16,9 +16,10 @@ its client is away (it alone keeps it in memory, queues its messages and routes 
 restores it after its own restart (``owned``). Giving a session up (``_close``) is: close the
 connection, drop the session from memory (its filters leave the route table when no other
 session here uses them), wait until the store has committed everything written for it, then
-answer, with the packet ids of the client's QoS 2 messages awaiting PUBREL (§4.3.3: they are
-not in the store). The claiming member then reads the session from the shared store
-(``Registry.moved_here``), takes those ids, and announces its filters before the CONNACK. A
+answer, with the packet ids of the client's QoS 2 messages awaiting PUBREL (§4.3.3: the store
+has them too; members of earlier versions learn them only from the answer). The claiming
+member then reads the session from the shared store (``Registry.moved_here``), takes those
+ids, and announces its filters before the CONNACK. A
 claim that another member's take-over replaced while the session was being read leaves the
 session to that member (``holds``).
 

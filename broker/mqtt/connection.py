@@ -42,6 +42,7 @@ from broker.mqtt.events import (
     MessageDropped,
     MessageReleased,
     ProtocolViolation,
+    PublishReleased,
 )
 from broker.mqtt.limits import Limits
 from broker.mqtt.outbound import NO_EVENTS, Outbound
@@ -239,6 +240,8 @@ class Connection(Outbound):
             missing = packet.packet_id not in session.awaiting_pubrel
             session.awaiting_pubrel.discard(packet.packet_id)
             self._ack(Pubcomp, packet.packet_id, missing)  # §4.3.3: always answered
+            if session.persistent and not missing:
+                events.append(PublishReleased(packet.packet_id))  # the store forgets it
         elif isinstance(packet, Subscribe | Unsubscribe):
             events.append(packet)
         elif isinstance(packet, Disconnect):

@@ -52,6 +52,14 @@ class DuplicateReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishReleased:
+    """PUBREL came for a QoS 2 message the client of a persistent session published: its
+    packet id, kept since the PUBLISH (§4.3.3), is free again, in the store too."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class LimitExceeded:
     """The client went past a limit that only closing its connection can enforce."""
 
@@ -79,6 +87,6 @@ class ConnectionRefused:
 
 Event = (
     Connect | Publish | Subscribe | Unsubscribe | Disconnect | MessageSent | MessageReleased
-    | MessageCompleted | MessageDropped | DuplicateReceived | LimitExceeded | ProtocolViolation
-    | ConnectionRefused
+    | MessageCompleted | MessageDropped | DuplicateReceived | PublishReleased | LimitExceeded
+    | ProtocolViolation | ConnectionRefused
 )  # fmt: skip

@@ -3,19 +3,24 @@
 ``writes_for`` on its own (pure), and the ``Journal`` on a real SQLite store.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
-from broker.journal import BATCH, DONE, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
+from broker.journal import BATCH, DONE, LINGER, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
 from broker.mqtt.session import RELEASED, Outgoing
 from storage.records import Device
 from storage.sessions import (
     Acknowledge,
+    AwaitPubrel,
+    DropSession,
     Enqueue,
     MarkReleased,
     MarkSent,
+    PubrelReceived,
     SaveSession,
     Subscribe,
 )
@@ -48,6 +53,40 @@ def test_changes_to_a_stored_message_are_updates_of_its_row() -> None:
     assert writes == [MarkSent(((1, 9),)), MarkReleased((2,)), Acknowledge((3,))]
 
 
+def test_qos2_ids_are_written_as_the_batch_leaves_them() -> None:
+    """§4.3.3: an id released and used again within one transaction stays kept; one kept
+    and released within it is deleted (it may be stored from before); all after the other
+    writes, grouped."""
+    save = SaveSession("k", uuid4(), "meter", "c")
+    writes, _ = writes_for(
+        [
+            AwaitPubrel((("k", 1),)),
+            save,
+            PubrelReceived((("k", 1),)),
+            AwaitPubrel((("k", 1),)),
+            AwaitPubrel((("k", 2),)),
+            PubrelReceived((("k", 2),)),
+            PubrelReceived((("other", 3),)),
+        ]
+    )
+    assert writes == [
+        save,
+        PubrelReceived((("k", 2), ("other", 3))),
+        AwaitPubrel((("k", 1),)),
+    ]
+
+
+def test_qos2_ids_of_a_session_dropped_in_the_batch_go_with_it() -> None:
+    """A clean session after a persistent one (§3.1.2.4): the ids kept before the drop are
+    not written after it; those of the session saved again after it are."""
+    save = SaveSession("k", uuid4(), "meter", "c")
+    writes, _ = writes_for(
+        [AwaitPubrel((("k", 1),)), DropSession("k"), save, AwaitPubrel((("k", 2),)),
+         AwaitPubrel((("j", 4),))]
+    )  # fmt: skip
+    assert writes == [DropSession("k"), save, AwaitPubrel((("k", 2), ("j", 4)))]
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
     opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
@@ -74,3 +113,54 @@ async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore)
     [stored] = await store.load_sessions()
     assert len(stored.subscriptions) == 2 * BATCH + 10
     await journal.close(within=5)
+
+
+async def test_a_freed_id_joins_the_next_commit_or_one_of_its_own(
+    store: SqlCredentialStore,
+) -> None:
+    """PUBREL's write waits for company (``LINGER``): the client's next QoS 2 PUBLISH
+    commits it, before that PUBLISH's id (the same one, used again); alone, it is committed
+    by itself a moment later, and ``flush`` does not wait for that."""
+    device: Device = await store.create_device("meter")
+    key = f"{device.id}/c"
+    journal = Journal(store)
+    journal.submit(SaveSession(key, device.id, "meter", "c"))
+    journal.submit(AwaitPubrel(((key, 1),)))
+    await _committed(journal)
+    commits = journal.commits
+    journal.submit_later(PubrelReceived(((key, 1),)))
+    assert journal.pending_commit() is None  # nothing waits for it
+    assert journal.unsaved == 1
+    journal.submit(AwaitPubrel(((key, 1),)))  # the next message, with the id used again
+    await _committed(journal)
+    assert journal.commits == commits + 1
+    [stored] = await store.load_sessions()
+    assert stored.awaiting_pubrel == [1]
+
+    journal.submit_later(PubrelReceived(((key, 1),)))
+    await _committed_alone(journal)
+    [stored] = await store.load_sessions()
+    assert stored.awaiting_pubrel == []
+
+    journal.submit(AwaitPubrel(((key, 2),)))
+    await _committed(journal)
+    journal.submit_later(PubrelReceived(((key, 2),)))
+    await journal.flush()
+    [stored] = await store.load_sessions()
+    assert stored.awaiting_pubrel == []
+    await journal.close(within=5)
+
+
+async def _committed(journal: Journal) -> None:
+    pending = journal.pending_commit()
+    assert pending is not None
+    await asyncio.wait_for(pending, 5)
+
+
+async def _committed_alone(journal: Journal) -> None:
+    # Time passing is what is tested: the linger's timer, due first, has run by then.
+    await asyncio.sleep(2 * LINGER)
+    pending = journal.pending_commit()
+    if pending is not None:
+        await asyncio.wait_for(pending, 5)
+    assert journal.unsaved == 0

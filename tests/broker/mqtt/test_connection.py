@@ -12,6 +12,7 @@ from broker.mqtt.events import (
     MessageReleased,
     MessageSent,
     ProtocolViolation,
+    PublishReleased,
 )
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
@@ -195,6 +196,21 @@ def test_inbound_qos2_delivers_once_until_pubrel() -> None:
     assert feed(connection, Pubrel(9)) == []
     assert packets_in(connection.data_to_send()) == [Pubcomp(9)]
     assert feed(connection, publish) == [publish]  # a new message with the id reused
+
+
+def test_pubrel_of_a_persistent_session_frees_the_id_in_the_store_too() -> None:
+    """§4.3.3: the broker's store keeps the ids of a persistent session until PUBREL; one
+    it does not know (answered all the same) and a clean session's ids concern it not."""
+    session = Session("c", persistent=True)
+    session.awaiting_pubrel.add(4)  # read back with the session
+    connection, _ = connected(session=session, present=True)
+    assert feed(connection, Pubrel(4)) == [PublishReleased(4)]
+    assert feed(connection, Pubrel(4)) == []
+    clean, _ = connected(session=Session("d", persistent=False))
+    publish = Publish("t", b"x", 2, packet_id=5)
+    assert feed(clean, publish) == [publish]
+    assert feed(clean, Pubrel(5)) == []
+    assert packets_in(clean.data_to_send())[-1] == Pubcomp(5)
 
 
 def test_too_many_qos2_awaiting_pubrel_closes() -> None:

@@ -1,0 +1,99 @@
+"""MQTT 3.1.1 §4.3.3 (method B) for persistent sessions: the broker keeps the packet id of a
+QoS 2 PUBLISH it routed until PUBREL, in the store, and answers PUBREC only once the id is
+committed. A client that sends the PUBLISH again with DUP before PUBREL, after a restart, gets
+PUBREC again and nothing is routed twice. A raw client, as paho does not send a PUBLISH again
+on demand."""
+
+from pathlib import Path
+
+import pytest
+
+from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
+from tests.e2e.peers import Raw
+from tests.reliability.store_faults import SqliteLock
+
+PASSWORD = "pw-watcher-1"
+TELEMETRY = "v1/devices/me/telemetry"
+
+
+def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
+    tmp_path: Path,
+) -> None:
+    settings = broker_settings(tmp_path / "data")
+    broker = BrokerThread(settings)
+    try:
+        _, issued = broker.provision("sensor")
+        certfile = write_pem(tmp_path, issued, "sensor")
+        broker.application("watcher", "watcher", PASSWORD)
+        watcher = mqtt_client(
+            broker.port, broker.server_cert, None, username="watcher", password=PASSWORD
+        )
+        assert watcher.wait_connack() == 0
+        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Publish(TELEMETRY, b"done", 2, packet_id=5))
+            assert raw.read() == Pubrec(5)
+            raw.send(Pubrel(5))  # id 5 is free again, in the store too
+            assert raw.read() == Pubcomp(5)
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() == Pubrec(7)  # routed, its packet id committed
+        assert [watcher.next_message().payload for _ in "ab"] == [b"done", b"once"]
+        watcher.close()
+        broker.stop()
+
+        broker = BrokerThread(settings)
+        watcher = mqtt_client(
+            broker.port, broker.server_cert, None, username="watcher", password=PASSWORD
+        )
+        assert watcher.wait_connack() == 0
+        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
+            assert raw.read() == Pubrec(7)
+            raw.send(Pubrel(7))
+            assert raw.read() == Pubcomp(7)
+            # Ids free again are routed: 5 released before the restart, 7 just now.
+            for packet_id, payload in ((5, b"five"), (7, b"seven")):
+                raw.send(Publish(TELEMETRY, payload, 2, packet_id=packet_id))
+                assert raw.read() == Pubrec(packet_id)
+                raw.send(Pubrel(packet_id))
+                assert raw.read() == Pubcomp(packet_id)
+        # "once" not again before them, nor after.
+        assert [watcher.next_message().payload for _ in "ab"] == [b"five", b"seven"]
+        assert watcher.no_message()
+        watcher.close()
+    finally:
+        broker.stop()
+
+
+def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
+    """No subscriber, so routing writes nothing: the PUBREC still waits for the id's commit,
+    and goes out by itself once the store can be written again."""
+    settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
+    broker = BrokerThread(settings)
+    lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
+    try:
+        _, issued = broker.provision("sensor")
+        certfile = write_pem(tmp_path, issued, "sensor")
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Publish(TELEMETRY, b"first", 2, packet_id=1))
+            assert raw.read() == Pubrec(1)  # the session's row is committed too
+            lock.begin()
+            raw.send(Publish(TELEMETRY, b"held", 2, packet_id=2))
+            raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
+            with pytest.raises(TimeoutError):
+                raw.read()
+            lock.end()
+            raw.sock.settimeout(WAIT)
+            assert raw.read() == Pubrec(2)
+    finally:
+        lock.end()
+        broker.stop()
