@@ -209,6 +209,19 @@ class LocalRouter:
             return False
         return self._deliver_plain(message, found, sent_on=not released, released=released)
 
+    def deliver_to_group(
+        self, session: BrokerSession, message: Message, group: tuple[str, str]
+    ) -> bool:
+        """``message`` to ``session`` as the member of its shared subscription ``group``
+        (share name, filter) that gets the group's copy (a cluster hand-over sent it on);
+        True if the store was written."""
+        name, topic_filter = group
+        shared = self.shared.group(name, topic_filter)
+        sub = session.subscriptions.get(f"$share/{name}/{topic_filter}")
+        if shared is None or sub is None:
+            return False  # it left the group
+        return self._send(shared, session, sub, message)
+
     def _deliver_shared(
         self, message: Message, only: Collection[tuple[str, str]] | None = None
     ) -> bool:

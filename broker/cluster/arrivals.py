@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
 from broker.cluster.forward import all_of
-from broker.cluster.frames import DIRECT, RELAYED
+from broker.cluster.frames import DIRECT, RELAYED, Group
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey, store_key
@@ -42,6 +42,10 @@ __all__ = ["HOLD_WITHIN", "Arrivals", "follow"]
 log = logging.getLogger(__name__)
 
 HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
+
+# A message sent on before its session was here: for its shared subscription (if any), and
+# the future of its delivery.
+Kept = tuple[Message, Group | None, "asyncio.Future[None]"]
 
 
 class Arrivals:
@@ -65,8 +69,7 @@ class Arrivals:
         self.registry: Registry | None = None
         self._loop = asyncio.get_running_loop()
         # Sessions being taken: the member they come from, and what it sent on meanwhile.
-        self._kept: dict[SessionKey, tuple[str, list[tuple[Message, asyncio.Future[None]]]]]
-        self._kept = {}
+        self._kept: dict[SessionKey, tuple[str, list[Kept]]] = {}
         # Sessions whose held messages wait for barriers, and which barriers, (member,
         # DIRECT or RELAYED), are still to come.
         self._holding: dict[SessionKey, BrokerSession] = {}
@@ -75,9 +78,12 @@ class Arrivals:
     def arriving(self, key: SessionKey, member: str) -> None:
         self._kept[key] = (member, [])
 
-    def keep(self, key: SessionKey, message: Message, most: int) -> "asyncio.Future[None] | None":
-        """A message sent on for a session being taken: kept until it is here, the future of
-        its delivery; None if the session is not being taken. Past ``most`` kept, refused."""
+    def keep(
+        self, key: SessionKey, message: Message, group: Group | None, most: int
+    ) -> "asyncio.Future[None] | None":
+        """A message sent on for a session being taken (for its shared subscription
+        ``group``, if given): kept until it is here, the future of its delivery; None if the
+        session is not being taken. Past ``most`` kept, refused."""
         kept = self._kept.get(key)
         if kept is None:
             return None
@@ -87,7 +93,7 @@ class Arrivals:
                 ClusterUnavailableError(f"{most} messages kept for it (max_queued_messages)")
             )
         else:
-            kept[1].append((message, waiting))
+            kept[1].append((message, group, waiting))
         return waiting
 
     def loaded(self, session: BrokerSession | None) -> None:
@@ -111,13 +117,18 @@ class Arrivals:
         old, kept = self._kept.pop(key, ("", []))
         arrival = session.arrival if session is not None else None
         if session is None or arrival is None:
-            for _message, waiting in kept:
+            for _message, _group, waiting in kept:
                 waiting.set_result(None)
             return
         arrival.visible = visible
         local = self.local
-        for message, waiting in kept:
-            local.deliver_to(session, message)
+        for message, group, waiting in kept:
+            if group is None:
+                local.deliver_to(session, message)  # held: ``local.waits``
+            elif local.deliver_to_group(session, message, group):
+                pending = local.store.pending_commit()
+                if pending is not None:
+                    local.waits.append(pending)
             follow(waiting, local.waits)
             local.waits.clear()
         self._holding[key] = session
@@ -129,7 +140,7 @@ class Arrivals:
         """Another member took the session while it was being read: what was kept for it is
         refused (its publishers send it again, and it is routed to that member)."""
         _member, kept = self._kept.pop(key, ("", []))
-        for _message, waiting in kept:
+        for _message, _group, waiting in kept:
             waiting.set_exception(ClusterUnavailableError("the session moved on"))
 
     def barrier(self, key: SessionKey, member: str, kind: int) -> None:

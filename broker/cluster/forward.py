@@ -146,12 +146,14 @@ class Forwarder:
         return all_of(confirmations)
 
     def send_on(
-        self, member: str, message: Message, session: SessionKey
+        self, member: str, message: Message, session: SessionKey, group: Group | None = None
     ) -> "asyncio.Future[None] | None":
-        """Queue ``message`` for one session that moved to ``member``
-        (``broker.cluster.handover``); the future of its confirmation (QoS > 0)."""
+        """Queue ``message`` for one session that moved to ``member`` (for its shared
+        subscription ``group``, if given: ``broker.cluster.handover``); the future of its
+        confirmation (QoS > 0)."""
         frame = self._frame_for(member, message)
-        encode(message, frame.data, self._loop.time(), plain=False, session=session)
+        groups = () if group is None else (group,)
+        encode(message, frame.data, self._loop.time(), plain=False, session=session, groups=groups)
         return self._confirmed(frame) if message.qos else None
 
     def barrier(self, member: str, origin: str, session: SessionKey, relayed: bool) -> None:

@@ -17,7 +17,8 @@ the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as th
 left, since each process has its own clock. The message id and the route table revision
 it was routed at are the first routing member's (``broker.cluster.handover``). A record "for
 one session" is one a member sends on for a session that moved from it: ``groups`` then
-holds that session's key (``device id/client id``) and the message goes to it alone. A
+holds that session's key (``device id/client id``), then the shared subscription it is for
+if any (NUL before each), and the message goes to that session alone. A
 "barrier" record carries no message: its topic names the member it is from, ``groups`` the
 session it is for, and "relayed" says it came through the member the session left.
 
@@ -88,7 +89,7 @@ def encode(
     topic = message.topic.encode()
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
     if session is not None:
-        named = store_key(session).encode()
+        named = _NUL.join([store_key(session), *(f"{n}/{f}" for n, f in groups)]).encode()
         flags |= _ONE_SESSION_BIT
     else:
         named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
@@ -142,8 +143,10 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
         session: SessionKey | None = None
         groups: tuple[Group, ...] = ()
         if flags & (_ONE_SESSION_BIT | _BARRIER_BIT):
-            device_id, _, client_id = named.partition("/")
+            key, *shared = named.split(_NUL)
+            device_id, _, client_id = key.partition("/")
             session = (device_id, client_id)
+            groups = tuple(_group(one) for one in shared)
         else:
             groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
         properties = NO_PROPERTIES

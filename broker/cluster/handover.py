@@ -29,8 +29,9 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   it again (a member lagging so far is broken).
 
 B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``.
-Shared subscriptions are not sent on: a group's copy goes to one member of the group
-wherever it is (MQTT 5.0 §4.8.2), and a member whose group has no one left passes it over.
+A shared subscription (MQTT 5.0 §4.8.2) the session had is held the same way: a member
+chosen for the group's copy that no longer has a member of the group here sends the copy on
+to the session's new member, where it goes to the session as the group's member.
 """
 
 import asyncio
@@ -46,7 +47,7 @@ from auth.topics import split_shared
 from broker.cluster.arrivals import Arrivals
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
-from broker.cluster.frames import DIRECT, Routed
+from broker.cluster.frames import DIRECT, Group, Routed
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer
 from broker.mqtt.trie import SubscriptionTrie
@@ -66,7 +67,7 @@ Taken = bool | asyncio.Future[None]  # True: the store was written; a future: wa
 
 
 class Departure:
-    """A session that left for ``member``, and its plain filters."""
+    """A session that left for ``member``, and its filters (plain and shared)."""
 
     __slots__ = ("filters", "key", "member", "timer", "visible")
 
@@ -99,6 +100,8 @@ class Handovers:
         )
         self.departures: dict[SessionKey, Departure] = {}
         self._filters: SubscriptionTrie[SessionKey] = SubscriptionTrie()
+        # Their shared subscriptions: (session, share name, filter) by filter.
+        self._groups: SubscriptionTrie[tuple[SessionKey, str, str]] = SubscriptionTrie()
         # Messages routed before this revision are refused: a departure that old is over.
         self.fence = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,15 +129,19 @@ class Handovers:
     def depart(self, session: BrokerSession, member: str) -> None:
         """``session`` goes to ``member`` now (called as it is forgotten here): its filters
         stay routed here and matching messages are sent on, until ``member``'s are visible."""
-        filters = [f for f in session.subscriptions if split_shared(f) is None]
         earlier = self.departures.get(session.key)
         if earlier is not None:
             self._end(earlier)
-        if not filters:
+        if not session.subscriptions:
             return
-        departure = self.departures[session.key] = Departure(session.key, member, filters)
-        for topic_filter in filters:
-            self._filters.add(topic_filter, session.key, session.subscriptions[topic_filter])
+        key, filters = session.key, list(session.subscriptions)
+        departure = self.departures[key] = Departure(key, member, filters)
+        for topic_filter, sub in session.subscriptions.items():
+            shared = split_shared(topic_filter)
+            if shared is None:
+                self._filters.add(topic_filter, key, sub)
+            else:
+                self._groups.add(shared[1], (key, *shared), sub)
             self.announcer.add(topic_filter)
         departure.timer = self._loop.call_later(self.window, self._expired, departure)
 
@@ -149,6 +156,24 @@ class Handovers:
                 continue  # routed to the new member directly
             self.sent_on += 1
             confirmed = self.forwarder.send_on(departure.member, message, key)
+            if confirmed is not None:
+                confirmations.append(confirmed)
+        return confirmations
+
+    def send_on_groups(
+        self, message: Message, unserved: Callable[[Group], bool]
+    ) -> list["asyncio.Future[None]"]:
+        """A copy of ``message`` for each shared subscription a session that left had here
+        and that this member was to serve but cannot (``unserved``, no member of it here):
+        the group's copy goes to that session on its new member (MQTT 5.0 §4.8.2)."""
+        confirmations: list[asyncio.Future[None]] = []
+        for key, name, topic_filter in self._groups.match(message.topic):
+            group = (name, topic_filter)
+            departure = self.departures.get(key)
+            if departure is None or not unserved(group):
+                continue
+            self.sent_on += 1
+            confirmed = self.forwarder.send_on(departure.member, message, key, group)
             if confirmed is not None:
                 confirmations.append(confirmed)
         return confirmations
@@ -227,7 +252,11 @@ class Handovers:
         if departure.visible is None:
             self._release_routes(departure)
         for topic_filter in departure.filters:
-            self._filters.remove(topic_filter, departure.key)
+            shared = split_shared(topic_filter)
+            if shared is None:
+                self._filters.remove(topic_filter, departure.key)
+            else:
+                self._groups.remove(shared[1], (departure.key, *shared))
 
     def _release_routes(self, departure: Departure) -> None:
         for topic_filter in departure.filters:
@@ -248,7 +277,8 @@ class Handovers:
         key = routed.session
         assert key is not None
         message = routed.message
-        kept = self.arrivals.keep(key, message, max_kept)
+        group = routed.groups[0] if routed.groups else None
+        kept = self.arrivals.keep(key, message, group, max_kept)
         if kept is not None:
             if kept.done():
                 self.refused += 1
@@ -257,11 +287,13 @@ class Handovers:
             return kept
         session = self.registry.sessions.get(key) if self.registry is not None else None
         if session is not None:
+            if group is not None:
+                return self.local.deliver_to_group(session, message, group)
             return self.local.deliver_to(session, message)
         departure = self.departures.get(key)
         if departure is not None:  # it moved on: sent on again
             self.sent_on += 1
-            confirmed = self.forwarder.send_on(departure.member, message, key)
+            confirmed = self.forwarder.send_on(departure.member, message, key, group)
             return False if confirmed is None else confirmed
         return self._refuse(key, "the session is not here")
 

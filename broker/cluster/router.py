@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
-from broker.cluster.frames import Group, decode
+from broker.cluster.frames import Group, Routed, decode
 from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
@@ -208,7 +208,9 @@ class ClusterRouter:
         groups = self._choose_for_groups(topic)
         handovers = self.handovers
         sent_on = (
-            handovers.send_on(message) if handovers is not None and handovers.departures else None
+            self._send_on(handovers, message, groups)
+            if handovers is not None and handovers.departures
+            else None
         )
         if local.waits:  # held for a session arriving here
             sent_on = (sent_on or []) + local.waits
@@ -230,6 +232,31 @@ class ClusterRouter:
         combined = all_of(confirmations)
         assert combined is not None
         return combined
+
+    def _send_on(
+        self, handovers: Handovers, message: Message, chosen: dict[str, list[Group]]
+    ) -> list["asyncio.Future[None]"]:
+        """What sessions that left this member would have had of a message published here:
+        its plain copies, and the copy of a shared subscription no member has here and no
+        other member was chosen for (``broker.cluster.handover``)."""
+        shared = self.local.shared
+        elsewhere = {group for groups in chosen.values() for group in groups}
+        return handovers.send_on(message) + handovers.send_on_groups(
+            message, lambda group: shared.group(*group) is None and group not in elsewhere
+        )
+
+    def _sent_on_here(self, handovers: Handovers, routed: Routed) -> list["asyncio.Future[None]"]:
+        """The same for a message another member routed here, for its plain subscribers
+        and for the shared subscriptions it chose this member for."""
+        message, sent = routed.message, []
+        if routed.plain:
+            sent = handovers.send_on(message)
+        if routed.groups:
+            shared, chosen = self.local.shared, set(routed.groups)
+            sent += handovers.send_on_groups(
+                message, lambda group: group in chosen and shared.group(*group) is None
+            )
+        return sent
 
     def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
         """member -> the shared subscriptions it gets this message for: one member per
@@ -289,8 +316,8 @@ class ClusterRouter:
                 durable |= self.local.deliver_forwarded(
                     message, plain=routed.plain, groups=routed.groups
                 )
-                if handovers.departures and routed.plain:
-                    waits += handovers.send_on(message)
+                if handovers.departures:
+                    waits += self._sent_on_here(handovers, routed)
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             return  # unconfirmed: the sender fails its publisher, which sends again

@@ -43,6 +43,7 @@ pytestmark = pytest.mark.slow
 
 TELEMETRY = "v1/devices/me/telemetry"
 FILTER = "devices/+/telemetry"
+SHARED = "$share/backends/devices/+/telemetry"  # S alone in the group (MQTT 5.0 §4.8.2)
 # S at QoS 2 drains slower than P publishes: its queue must hold the whole run, or messages
 # past max_queued_messages are dropped by design (that limit has tests of its own).
 ROOMY_QUEUES = {"NANOIOT_MAX_QUEUED_MESSAGES": "100000", "NANOIOT_MAX_QUEUED_BYTES": "100000000"}
@@ -55,17 +56,21 @@ NO_RECONNECT = 600  # seconds paho waits before reconnecting: a closed client st
 MOVES = (("b", "disconnect"), ("a", "take-over"), ("b", "take-over"), ("a", "disconnect"))
 
 CASES = [
-    pytest.param(4, qos, node, id=f"mqtt311-qos{qos}-publisher-on-{node}")
+    pytest.param(4, qos, node, FILTER, id=f"mqtt311-qos{qos}-publisher-on-{node}")
     for qos in (1, 2)
     for node in ("a", "b", "c")
-] + [pytest.param(5, 2, "c", id="mqtt5-qos2-publisher-on-c")]
+] + [
+    pytest.param(5, 2, "c", FILTER, id="mqtt5-qos2-publisher-on-c"),
+    pytest.param(5, 2, "c", SHARED, id="mqtt5-qos2-shared-publisher-on-c"),
+    pytest.param(4, 1, "a", SHARED, id="mqtt311-qos1-shared-publisher-on-a"),
+]
 
 
-@pytest.mark.parametrize(("version", "qos", "publisher_on"), CASES)
+@pytest.mark.parametrize(("version", "qos", "publisher_on", "topic_filter"), CASES)
 def test_a_moving_subscriber_gets_every_message_its_publisher_got_acknowledged(
-    tmp_path: Path, version: int, qos: int, publisher_on: str
+    tmp_path: Path, version: int, qos: int, publisher_on: str, topic_filter: str
 ) -> None:
-    case = f"{version}-{qos}-{publisher_on}"
+    case = f"{version}-{qos}-{publisher_on}-{len(topic_filter)}"
     with cluster(tmp_path) as nodes:
         sensor = nodes.device(f"sensor-{case}")
         nodes.application(f"backend-{case}")
@@ -74,7 +79,7 @@ def test_a_moving_subscriber_gets_every_message_its_publisher_got_acknowledged(
         subscriber = Subscriber(nodes, f"backend-{case}", version)
         try:
             first = subscriber.connect("a")
-            assert first.subscribe(FILTER, qos) == [qos]
+            assert first.subscribe(topic_filter, qos) == [qos]
             device = nodes.connect(publisher_on, sensor, client_id=f"sensor-{case}")
             until_routed(device, TELEMETRY, first)
             publisher = Publisher(device, qos)

@@ -62,6 +62,15 @@ def test_a_record_for_one_session_names_it_and_no_group() -> None:
     assert routed == Routed(message, False, (), ("device-1", "client/with/slashes é"))
 
 
+def test_a_record_for_one_session_may_name_its_shared_subscription() -> None:
+    message = Message("devices/a/telemetry", b"x", 1, id=6, routed_at=9)
+    frame = bytearray()
+    group = ("backends", "devices/+/telemetry")
+    encode(message, frame, NOW, plain=False, session=("device-1", "c"), groups=[group])
+    (routed,) = decode(bytes(frame), NOW)
+    assert routed == Routed(message, False, (group,), ("device-1", "c"))
+
+
 def test_a_barrier_names_its_member_and_session_and_whether_it_was_relayed() -> None:
     message = Message("t", b"p", 1)
     frame = bytearray()
