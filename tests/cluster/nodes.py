@@ -128,6 +128,21 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
             made.close_clients()
 
 
+def watched_on_b(nodes: Cluster) -> tuple[Path, Client]:
+    """Nodes a and b, an application "watcher" on b subscribed to every device's telemetry at
+    QoS 2 and reached from a; a device "sensor" (its .nopass.pem file), not connected."""
+    sensor = nodes.device("sensor")
+    prober = nodes.device("prober")
+    nodes.application("watcher")
+    for name in ("a", "b"):
+        nodes.start(name)
+    watcher = nodes.connect("b", app="watcher", client_id="watcher")
+    assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+    probe = nodes.connect("a", prober, client_id="prober")
+    until_routed(probe, "v1/devices/me/telemetry", watcher)
+    return sensor, watcher
+
+
 def until_routed(publisher: Client, topic: str, *subscribers: Client) -> None:
     """Publish probes at QoS 0 until each subscriber got one, then let the rest drain: a
     subscription made on one node reaches the others' route tables asynchronously

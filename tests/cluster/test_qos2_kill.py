@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import cluster, watched_on_b
 from tests.e2e.peers import Raw
 
 pytestmark = pytest.mark.slow
@@ -22,15 +22,7 @@ def test_a_qos2_publish_sent_again_after_its_node_died_is_not_routed_twice(
 ) -> None:
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
-        sensor = nodes.device("sensor")
-        prober = nodes.device("prober")
-        nodes.application("watcher")
-        for name in ("a", "b"):
-            nodes.start(name)
-        watcher = nodes.connect("b", app="watcher", client_id="watcher")
-        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
-        probe = nodes.connect("a", prober, client_id="prober")
-        until_routed(probe, TELEMETRY, watcher)
+        sensor, watcher = watched_on_b(nodes)
 
         with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
             raw.send(Connect(4, "sensor", False, 60))
@@ -43,10 +35,7 @@ def test_a_qos2_publish_sent_again_after_its_node_died_is_not_routed_twice(
         with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
             raw.send(Connect(4, "sensor", False, 60))
             assert raw.read() == Connack(True, 0)
-            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
-            assert raw.read() == Pubrec(7)
-            raw.send(Pubrel(7))
-            assert raw.read() == Pubcomp(7)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
             # The id is free again: the next message with it is routed.
             raw.send(Publish(TELEMETRY, b"next", 2, packet_id=7))
             assert raw.read() == Pubrec(7)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
-from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
+from broker.mqtt.packets import Connack, Connect, Publish, Pubrec
+from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed, watched_on_b
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
@@ -267,15 +267,7 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
     client, gone before it got it, sends the PUBLISH again (DUP) to node B. B knows the
     packet id from A's hand-over: PUBREC again, nothing routed again."""
     with cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
-        prober = nodes.device("prober")
-        nodes.application("watcher")
-        for name in ("a", "b"):
-            nodes.start(name)
-        watcher = nodes.connect("b", app="watcher", client_id="watcher")
-        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
-        probe = nodes.connect("a", prober, client_id="prober")
-        until_routed(probe, TELEMETRY, watcher)
+        sensor, watcher = watched_on_b(nodes)
 
         publish = Publish(TELEMETRY, b"once", 2, packet_id=7)
         with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
@@ -288,10 +280,7 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
         with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
             raw.send(Connect(4, "sensor", False, 60))
             assert raw.read() == Connack(True, 0)
-            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
-            assert raw.read() == Pubrec(7)
-            raw.send(Pubrel(7))
-            assert raw.read() == Pubcomp(7)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
         assert watcher.no_message(within=1.0)  # exactly once
 
 

@@ -22,7 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.mqtt.decode import decode
 from broker.mqtt.encode import encode
-from broker.mqtt.packets import MQTT_3_1_1, Packet
+from broker.mqtt.packets import MQTT_3_1_1, Packet, Pubcomp, Publish, Pubrec, Pubrel
 from broker.mqtt.wire import Reader
 from tests.e2e.harness import V311_RETURN_CODE, WAIT
 
@@ -150,6 +150,14 @@ class Raw:
         self.sock.sendall(
             b"".join(p if isinstance(p, bytes) else encode(p, self.level) for p in packets)
         )
+
+    def publish_again_and_release(self, topic: str, payload: bytes, packet_id: int) -> None:
+        """A QoS 2 PUBLISH sent again (DUP) and then released: the broker must answer PUBREC
+        and PUBCOMP (MQTT 3.1.1 §4.3.3), whether or not it routes it."""
+        self.send(Publish(topic, payload, 2, dup=True, packet_id=packet_id))
+        assert self.read() == Pubrec(packet_id)
+        self.send(Pubrel(packet_id))
+        assert self.read() == Pubcomp(packet_id)
 
     def read(self) -> Packet | None:
         """The next packet from the broker; None once it closed the connection."""

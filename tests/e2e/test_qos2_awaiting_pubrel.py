@@ -54,10 +54,7 @@ def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
         with Raw(broker.port, broker.server_cert, certfile) as raw:
             raw.send(Connect(4, "sensor", False, 60))
             assert raw.read() == Connack(True, 0)
-            raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
-            assert raw.read() == Pubrec(7)
-            raw.send(Pubrel(7))
-            assert raw.read() == Pubcomp(7)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
             # Ids free again are routed: 5 released before the restart, 7 just now.
             for packet_id, payload in ((5, b"five"), (7, b"seven")):
                 raw.send(Publish(TELEMETRY, payload, 2, packet_id=packet_id))
