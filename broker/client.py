@@ -491,11 +491,11 @@ class MqttClient:
         delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if will.properties else 0
         expiry = self._expiry()
         if isinstance(delay, int) and delay and expiry:
-            loop, broker = self._loop, self.broker
+            loop = self._loop
 
             def publish() -> None:
                 session.will_timer = session.pending_will = None
-                inbound.publish_will(broker, peer, will, loop.time())
+                self._will_due(peer, will)
                 session.will_done()
 
             session.pending_will = publish
@@ -503,13 +503,21 @@ class MqttClient:
             return
         restoring = self.broker.restoring()
         if restoring is None:
-            inbound.publish_will(self.broker, peer, will, self._loop.time())
+            self._will_due(peer, will)
         else:  # like its other messages, once every subscriber's session is in
             restoring.add_done_callback(functools.partial(_late_will, self, peer, will))
+
+    def _will_due(self, peer: Peer, will: Will) -> None:
+        """In a cluster, published once no other member may publish it too
+        (``broker.cluster.wills``)."""
+        broker, loop = self.broker, self._loop
+        self.broker.registry.will_due(
+            self, lambda: inbound.publish_will(broker, peer, will, loop.time())
+        )
 
 
 def _late_will(
     client: MqttClient, peer: Peer, will: Will, restored: "asyncio.Future[None]"
 ) -> None:
     if not restored.cancelled():  # cancelled: the broker stops
-        inbound.publish_will(client.broker, peer, will, asyncio.get_running_loop().time())
+        client._will_due(peer, will)

@@ -49,6 +49,11 @@ class Ownership(Protocol):
         """Of these stored sessions, the ones this member holds (or now claimed)."""
         ...
 
+    def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
+        """``client``'s will falls due: ``publish`` it, once the cluster will not publish
+        it again (``broker.cluster.wills``)."""
+        ...
+
     def loaded(self, key: SessionKey, session: BrokerSession | None) -> None:
         """The session this member claimed was read from the shared store (it may have
         been routed to on the member it left meanwhile: ``broker.cluster.handover``)."""
@@ -110,6 +115,13 @@ class Registry:
             clients.discard(client)
             if not clients:
                 del self.live[peer.device_id]
+
+    def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
+        """Publish ``client``'s will, through the cluster's ownership when there is one."""
+        if self.ownership is None:
+            publish()
+        else:
+            self.ownership.will_due(client, publish)
 
     def live_clients(self) -> Iterator["MqttClient"]:
         for clients in list(self.live.values()):

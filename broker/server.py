@@ -194,7 +194,7 @@ class RunningBroker:
                 )  # fmt: skip
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)
-                fencing = _fencing(cluster_router, broker)
+                fencing = _fencing(cluster_router, broker, settings.cluster_max_held_wills)
                 opened.push_async_callback(fencing.stop)
             auth_log.start()
             opened.push_async_callback(auth_log.stop)
@@ -272,12 +272,13 @@ class RunningBroker:
         await self.stop()
 
 
-def _fencing(router: "ClusterRouter", broker: Broker) -> "Fencing":
+def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "Fencing":
     """This member's fencing while cut off from NATS, started, in ``/metrics``."""
     from broker.cluster.fence import Fencing
 
     assert router.members is not None
     assert router.wills is not None
+    router.wills.max_held = max_held_wills
     assert router.claims is not None
     fencing = Fencing(router.members, router.wills, router.claims, broker)
     fencing.start()

@@ -200,6 +200,9 @@ class Settings(BaseModel):
     # Seconds between a member's heartbeats in <cluster_name>_members; a member whose entry
     # was not rewritten for 3 of them is taken as gone (its wills, its sessions).
     cluster_heartbeat_interval: float = Field(2.0, ge=0.1, le=60.0)
+    # Wills a member cut off from NATS holds back until it is back (broker.cluster.wills);
+    # past it a will falling due is dropped (and logged).
+    cluster_max_held_wills: int = Field(1000, ge=0)
     # Seconds a member a persistent session moved away from keeps sending on to its new member
     # what members with older route tables still route to it (broker.cluster.handover).
     cluster_handover_window: float = Field(10.0, ge=0.5, le=600.0)

@@ -94,6 +94,7 @@ class Fencing:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rejoining: asyncio.Task[None] | None = None
         self._restoration: Restoration | None = None
+        wills.holds = claims.holds  # a held will's client connected here again
 
     def start(self) -> None:
         self.members.on_renewed(self._heartbeat)
@@ -129,6 +130,8 @@ class Fencing:
             return  # written before this member fenced itself off: that run is over
         self._renewed = max(self._renewed, began)
         self._arm()
+        if not self.fenced:
+            self.wills.back()  # NATS is back: the wills held meanwhile go out
         now = asyncio.get_running_loop().time()
         # A write that began too long ago (sent when NATS came back) would fence this member
         # again at once: the next one, begun on time, brings it back.
@@ -201,6 +204,7 @@ class Fencing:
                 self._restoration = self.broker.start_restoring()
                 self.fenced = False
                 self.broker.registry.refusing = None
+                self.wills.back()  # the wills of connects it could not keep
                 log.info("back in the cluster as run %d: accepting connections, restoring "
                          "the sessions this node still holds", self.members.run)  # fmt: skip
                 self._arm()  # fences again at once if the heartbeats stopped meanwhile

@@ -113,5 +113,10 @@ class ClusterCollector:
                 "Wills of dead members' clients this member published",
                 value=wills.published,
             )
+            yield CounterMetricFamily(
+                "nanoiot_cluster_wills_dropped",
+                "Wills dropped while NATS was lost: past cluster_max_held_wills held back",
+                value=wills.held_dropped,
+            )
         if router.members is not None:
             yield from MembersCollector(router.members.live).collect()

@@ -105,6 +105,8 @@ class SessionClaims:
             previous, revision = await self._swap(to_key(store_key(key)), member.encode())
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
+            if self.wills is not None:  # no survivor would publish its will
+                self.wills.unkept(client)
             return False
         self._remember(key, revision, client)
         if self.wills is not None:
@@ -147,6 +149,12 @@ class SessionClaims:
             # Decided once the connection's end is complete (its will published, or waiting
             # for its delay: MQTT 5 §3.1.3.2.2).
             asyncio.get_running_loop().call_soon(self._will_ended, client, client.peer.key)
+
+    def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
+        if self.wills is None:
+            publish()
+        else:
+            self.wills.due(client, publish)
 
     def _will_ended(self, client: "MqttClient", key: SessionKey) -> None:
         """The kept will goes once its connection's will is settled: now, or when one

@@ -28,6 +28,24 @@ tries to create that departure itself (``run_ended``: a cluster of one has no su
 a survivor won, it waits until that survivor marked it done, so that it never restores a
 session the survivor is adopting. Either way each will is published once.
 
+While this member cannot write the bucket (NATS lost, before it fences itself off or comes
+back), a will that falls due on it is published exactly once whichever way the outage ends:
+
+- its entry is in the bucket: the entry is deleted first and the will published once that
+  delete succeeded (or found a newer connection's entry). A delete that fails holds the will
+  back: retried on each heartbeat this run writes (NATS back before the fencing: published
+  here, its entry gone); dropped here when this member fences itself off, since the entry
+  stays for the departure of the run that ended, which publishes it (by a survivor, or by
+  this member once back). Whoever removes the entry publishes the will.
+- its connect could not claim its session or keep its will (``unkept``): no survivor knows
+  of it, so it is this member's alone. It is held until a heartbeat of this member is
+  written again (NATS back), then published, after the fencing too: a connection the
+  fencing closes (without its will, 0x9C) has its will held the same way, a 5.0 will with a
+  delay waiting what is left of it from the fencing, dropped if its session's claim then
+  names another member (its client connected there, §3.1.3.2.2).
+
+What is held is bounded (``cluster_max_held_wills``); past it a will is dropped and counted.
+
 A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
 its entry until it is published or dropped there (``BrokerSession.will_settled``), so that a
 survivor publishes it if the member dies meanwhile. A claim rewritten by this member's
@@ -38,6 +56,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -155,6 +174,15 @@ class Wills:
         # the revision it wrote (a claim still at it means the client has not come back).
         self._waiting: set[SessionKey] = set()
         self._adopted: dict[SessionKey, int] = {}
+        self.member = incarnation.split(".", 1)[0]  # the value of the claims it makes
+        # While this member cannot write the bucket: wills held back (at most max_held), and
+        # those dropped past it.
+        self.max_held = 1000
+        self.held_dropped = 0
+        self.holds: Callable[[SessionKey], bool] = lambda _key: False  # claimed here now
+        self._unkept: dict[SessionKey, MqttClient] = {}  # connects whose will is not kept
+        self._held: dict[str, tuple[int, Callable[[], None]]] = {}  # kv key: entry to delete
+        self._orphans: list[Callable[[], None]] = []  # wills no survivor knows of
 
     async def written(self, client: "MqttClient", claim: int) -> None:
         """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""
@@ -165,14 +193,108 @@ class Wills:
             revision = await self.bucket.put(self._key(will.key), encode_will(will))
         except ClusterError as exc:
             log.warning("will of %s not kept in the cluster: %s", client.label, exc)
+            self.unkept(client)
             return
         self._written[will.key] = (revision, client)
+
+    def unkept(self, client: "MqttClient") -> None:
+        """``client``'s connect could not claim its session or keep its will: its will is
+        this member's alone (held until NATS is back, if it falls due before)."""
+        if client.peer is not None and client.core.will is not None and not client.ended:
+            self._unkept[client.peer.key] = client
+
+    def due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
+        """``client``'s will falls due here (§3.1.2.5): ``publish`` it once its entry is
+        gone, so that no departure publishes it again; held while that cannot be known."""
+        peer = client.peer
+        if peer is None:
+            publish()
+            return
+        if self._unkept.get(peer.key) is client:
+            del self._unkept[peer.key]
+            self._hold(self._orphans.append, publish, client.label)
+            return
+        written = self._written.get(peer.key)
+        if written is None or written[1] is not client:
+            publish()
+            return
+        del self._written[peer.key]
+        self._spawn(self._delete_then_publish(self._key(peer.key), written[0], publish))
+
+    def back(self) -> None:
+        """A heartbeat of this run was written: NATS is back, what was held goes out."""
+        orphans, self._orphans = self._orphans, []
+        held, self._held = self._held, {}
+        for publish in orphans:
+            publish()
+        for kv_key, (revision, publish) in held.items():
+            self._spawn(self._delete_then_publish(kv_key, revision, publish))
+
+    async def _delete_then_publish(
+        self, kv_key: str, revision: int, publish: Callable[[], None]
+    ) -> None:
+        run = self.incarnation
+        try:
+            await self.bucket.delete(kv_key, revision)
+        except ClusterConflictError:
+            pass  # a newer connection's entry: no departure publishes this will
+        except ClusterError as exc:
+            if run == self.incarnation:  # else fenced meanwhile: the run's departure does
+                log.info("will held back until NATS is back: %s", exc)
+                self._hold(lambda _: self._held.update({kv_key: (revision, publish)}),
+                           publish, kv_key)  # fmt: skip
+            return
+        publish()
+
+    def _hold(
+        self, keep: Callable[[Callable[[], None]], object], publish: Callable[[], None], what: str
+    ) -> None:
+        if len(self._held) + len(self._orphans) < self.max_held:
+            keep(publish)
+            return
+        self.held_dropped += 1
+        log.warning("will of %s dropped: %d held already while NATS is lost", what, self.max_held)
+
+    def _fenced_orphans(self) -> None:
+        """The fencing closes these connections without their wills, which no departure
+        knows of: held until this member is back."""
+        now = asyncio.get_running_loop().time()
+        for client in self._unkept.values():
+            will = None if client.ended else stored_will(client, 0)
+            if will is not None:
+                publish = functools.partial(self._spawn_late, will, now)
+                self._hold(self._orphans.append, publish, client.label)
+        self._unkept.clear()
+
+    def _spawn_late(self, will: StoredWill, fenced_at: float) -> None:
+        self._spawn(self._late(will, fenced_at))
+
+    async def _late(self, will: StoredWill, fenced_at: float) -> None:
+        """Publish the will of a connection the fencing closed, after what is left of its
+        delay; dropped if its client connected again meanwhile (§3.1.3.2.2)."""
+        kv_key = to_key(store_key(will.key))
+        try:
+            if will.delay:
+                claim = await self.claims.get(kv_key)
+                if claim is not None and claim.value != self.member.encode():
+                    return  # its client connected to another member
+                left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
+                await asyncio.sleep(max(left, 0.0))  # the Will Delay Interval itself
+                again = await self.claims.get(kv_key)
+                if self.holds(will.key) or (again and claim and again.revision != claim.revision):
+                    return
+        except ClusterError as exc:
+            log.warning("will of session %s not published: %s", store_key(will.key), exc)
+            return
+        self.publish(will)
 
     def ended(self, client: "MqttClient") -> None:
         """The connection ended: its member took care of its will."""
         peer = client.peer
         if peer is None:
             return
+        if self._unkept.get(peer.key) is client:
+            del self._unkept[peer.key]
         written = self._written.get(peer.key)
         if written is None or written[1] is not client:
             return
@@ -187,7 +309,10 @@ class Wills:
     def fenced(self, run: str) -> None:
         """This member fenced itself off: the entries of its connections stay for the
         departure of the run that ends (their connections are closed without their wills);
-        those it writes from now on are under ``run``."""
+        those it writes from now on are under ``run``. Held wills whose entry stays go to
+        that departure too; the wills of connects it could not keep stay held."""
+        self._fenced_orphans()
+        self._held.clear()
         self._written.clear()
         self.incarnation = run
 

@@ -3,7 +3,9 @@
 elsewhere meanwhile (MQTT 5 §3.1.3.2.2)."""
 
 import asyncio
+import functools
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from broker.cluster.frames import to_key
 from broker.cluster.link import ClusterLink
@@ -85,3 +87,40 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
 
 def _claim_key(client_id: str) -> str:
     return to_key(store_key(("0190d4a0-0000-7000-8000-000000000001", client_id)))
+
+
+class _Held:
+    """What ``Wills`` reads of a connection whose connect could not keep its will."""
+
+    def __init__(self, client_id: str) -> None:
+        self.peer = SimpleNamespace(key=("0190d4a0-0000-7000-8000-000000000002", client_id))
+        self.label = client_id
+        self.core = SimpleNamespace(will=object())
+        self.ended = False
+
+
+async def test_wills_held_while_nats_is_lost_are_bounded(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """Wills that fell due while their connects could not keep them wait for NATS to be
+    back, at most ``max_held`` of them: one more is dropped, and counted."""
+    link = await ClusterLink.connect(cluster_settings())
+    try:
+        wills = Wills(
+            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("clients"), "a.1", lambda _will: None,
+        )  # fmt: skip
+        wills.max_held = 2
+        published: list[str] = []
+        for client_id in ("one", "two", "three"):
+            client = _Held(client_id)
+            wills.unkept(client)  # type: ignore[arg-type]
+            wills.due(client, functools.partial(published.append, client_id))  # type: ignore[arg-type]
+        assert published == []
+        assert wills.held_dropped == 1
+        wills.back()
+        assert published == ["one", "two"]
+        wills.back()  # published once
+        assert published == ["one", "two"]
+    finally:
+        await link.close()
