@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 from nats.aio.msg import Msg
 
 from auth.topics import split_shared
-from broker.cluster.arrivals import Arrivals
+from broker.cluster.arrivals import HOLD_WITHIN, Arrivals
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import DIRECT, Group, Routed
@@ -197,7 +197,7 @@ class Handovers:
         except (ValueError, TypeError, KeyError, IndexError):
             log.warning("ignored a malformed hand-over notice on %s", msg.subject)
             return
-        await self._barrier(key, visible, old, new)
+        self._spawn(self._barrier(key, visible, old, new))  # not holding up the next notice
 
     async def _barrier(self, key: SessionKey, visible: int, old: str, new: str) -> None:
         """This member's barrier for ``key``, to its old and new member (not to itself),
@@ -205,7 +205,12 @@ class Handovers:
         me = self.link.member
         if me == old:
             self._visible(key, visible)
-        await self.announcer.reached(visible)
+        try:
+            await asyncio.wait_for(self.announcer.reached(visible), HOLD_WITHIN)
+        except TimeoutError:  # the new member releases what it holds without this barrier
+            log.warning("routes not at revision %d within %g s: no hand-over barrier for %s",
+                        visible, HOLD_WITHIN, store_key(key))  # fmt: skip
+            return
         if me != old:
             self.forwarder.barrier(old, me, key, relayed=False)
         if me != new:
