@@ -178,14 +178,14 @@ class Handovers:
                 confirmations.append(confirmed)
         return confirmations
 
-    def stale(self, message: Message) -> bool:
-        """A QoS 1/2 message routed with a table older than a finished departure's
-        ``visible``: it may have been for that session, which no one sends on to now."""
-        return bool(message.qos) and message.routed_at < self.fence
-
-    def refuse_stale(self, message: Message) -> "asyncio.Future[None]":
-        return self._refuse(None, f"routed at revision {message.routed_at} of the routes, "
-                            f"before {self.fence}")  # fmt: skip
+    def refused_if_stale(self, message: Message) -> "asyncio.Future[None] | None":
+        """The refusal of a QoS 1/2 message routed with a table older than a finished
+        departure's ``visible`` (it may have been for that session, which no one sends on to
+        now: its publisher sends it again); None for any other."""
+        if not message.qos or message.routed_at >= self.fence:
+            return None
+        why = f"routed at revision {message.routed_at} of the routes, before {self.fence}"
+        return self._refuse(None, why)
 
     async def _notice(self, msg: Msg) -> None:
         """A session's new member asks for a barrier once this member's table is at

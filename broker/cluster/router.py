@@ -311,8 +311,10 @@ class ClusterRouter:
                     else:
                         durable |= taken
                     continue
-                if handovers.fence and handovers.stale(message):
-                    waits.append(handovers.refuse_stale(message))
+                refused = handovers.refused_if_stale(message) if handovers.fence else None
+                if refused is not None:
+                    waits.append(refused)  # not routed here either: it comes again
+                    continue
                 durable |= self.local.deliver_forwarded(
                     message, plain=routed.plain, groups=routed.groups
                 )
