@@ -26,6 +26,7 @@ no shared subscription on the broker costs one emptiness test for them.
 """
 
 import asyncio
+import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -38,8 +39,13 @@ from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
+from broker.repeats import RepeatCounter
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
+
+log = logging.getLogger(__name__)
+
+_DROPS_LOGGED_PER = 60.0  # seconds: a session's queue drops are logged once, then counted
 
 
 # Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
@@ -111,6 +117,8 @@ class LocalRouter:
         # (``broker.sessions.Arrival``) that the acknowledgement of what was just routed
         # waits for. The caller takes them.
         self.waits: list[asyncio.Future[None]] = []
+        self._drops = RepeatCounter(repeats=1, interval=_DROPS_LOGGED_PER)
+        self._drops_summed_at = 0.0
         self.metrics = metrics
 
     @property
@@ -289,7 +297,24 @@ class LocalRouter:
                 self.store.message_done(message)
         if kept:
             self.store.message_queued(session, out)
+        if dropped:
+            self._log_drops(session, len(dropped), dropped[0][1])
         return kept or bool(dropped)
+
+    def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:
+        """One line per session and limit a minute, then a count of the rest (a queue that
+        overflows does so at the publishers' rate: a line per message would flood the log)."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._drops_summed_at + 1.0:  # not a walk of every key per message
+            self._drops_summed_at = now
+            for summary in self._drops.due(now):
+                log.warning(
+                    "session %s: %d more queued messages dropped in %.0f s (%s)",
+                    summary.address, summary.count, summary.seconds, summary.reason,
+                )  # fmt: skip
+        if self._drops.report(session.store_key, limit, now):
+            log.warning("session %s: %d queued messages dropped, oldest first (%s); "
+                        "further drops are counted", session.store_key, count, limit)  # fmt: skip
 
 
 def _member_rank(message: Message) -> Rank[BrokerSession]:

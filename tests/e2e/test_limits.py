@@ -129,7 +129,11 @@ async def _subscriptions(fleet: Fleet) -> int:
     ids=["messages", "bytes"],
 )
 def test_an_offline_queue_keeps_the_newest_within_its_limits(
-    make_fleet: MakeFleet, limits: dict[str, int], kept: int, limit: str
+    make_fleet: MakeFleet,
+    limits: dict[str, int],
+    kept: int,
+    limit: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fleet = make_fleet(**limits)
     away = fleet.paho("away", clean_session=False)
@@ -149,6 +153,10 @@ def test_an_offline_queue_keeps_the_newest_within_its_limits(
         back.close()
         backend.close()
     assert fleet.sys_value(f"$SYS/broker/limits/{limit}") == str(50 - kept).encode()
+    # Logged once (then counted), not once per message dropped.
+    drops = [r for r in caplog.records if "queued messages dropped" in r.getMessage()]
+    assert len(drops) == 1, [r.getMessage() for r in drops]
+    assert limit in drops[0].getMessage() and "/away" in drops[0].getMessage()
 
 
 def test_retained_messages_on_distinct_topics_are_bounded_per_device(
