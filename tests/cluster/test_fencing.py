@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend
@@ -116,12 +116,7 @@ def test_a_node_back_before_the_others_noticed_has_its_wills_published_once(
     device it closed is published once."""
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        nodes.application("watcher")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "5"
-        nodes.start("a", NANOIOT_NATS_URL=proxy.url)
-        nodes.start("b")
-        watcher = nodes.connect("b", app="watcher", client_id="watcher")
-        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        watcher = cut_off_a_watched_on_b(nodes, proxy)
         device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
         device.paho.reconnect_delay_set(600, 600)
         until_routed(device, STATUS, watcher)
