@@ -29,7 +29,7 @@ from typing import Final
 from broker.mqtt.properties import encode_properties
 from broker.mqtt.session import RELEASED, Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
-from storage.sessions import (
+from storage.session_data import (
     Acknowledge,
     AwaitPubrel,
     DropSession,

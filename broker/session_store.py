@@ -37,7 +37,7 @@ from broker.mqtt.wire import Reader
 from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession
 from storage.models import utcnow
-from storage.sessions import (
+from storage.session_data import (
     AwaitPubrel,
     DropSession,
     PubrelReceived,

@@ -13,7 +13,7 @@ import pytest
 from broker.journal import BATCH, DONE, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
 from broker.mqtt.session import RELEASED, Outgoing
 from storage.records import Device
-from storage.sessions import (
+from storage.session_data import (
     Acknowledge,
     AwaitPubrel,
     DropSession,
