@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from auth.certificate import parse_credential
 from bench.broker_process import broker_env
-from storage.sessions import StoredSession
+from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued, issue
 from tests.e2e.harness import V311_RETURN_CODE, WAIT, write_pem

@@ -14,7 +14,7 @@ from broker.journal import BATCH, DONE, QUEUE, Journal, Ref
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreUnavailableError
 from storage.records import Device
-from storage.sessions import SaveSession, SessionWrite
+from storage.session_data import SaveSession, SessionWrite
 from storage.sql import SqlCredentialStore
 
 

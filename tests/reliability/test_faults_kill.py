@@ -17,7 +17,7 @@ from queue import Empty
 import paho.mqtt.client as mqtt
 import pytest
 
-from storage.sessions import StoredSession
+from storage.session_data import StoredSession
 from tests.e2e.harness import WAIT
 from tests.reliability.serve_process import (
     Fleet,
