@@ -151,13 +151,15 @@ class MqttClient:
             self._auth.add_done_callback(self._admitted)
         elif isinstance(event, Disconnect):
             self._disconnected(event)
-            self._end(will=True)  # the core dropped the will (§3.14.4)
+            # The core dropped the will (§3.14.4). The answers to what came before the
+            # DISCONNECT go out first, in order (§4.6), at most ``ack_timeout`` later.
+            self._acks.then(lambda: self._end(will=True))
         elif isinstance(event, PublishReleased):
-            # PUBCOMP does not wait for this (``Journal.submit_later``): until it is
-            # committed, a restart would take a new PUBLISH with this id for the one
-            # just released.
-            if self.session is not None:
+            # PUBCOMP waits for the id's release to be committed: before that, a restart
+            # would take a new PUBLISH with this id for the one just released (§4.3.3).
+            if self.session is not None and event.known:
                 self.broker.store.pubrel_received(self.session, event.packet_id)
+            self._acks.complete(event.packet_id, known=event.known)
         elif isinstance(event, DuplicateReceived):
             # Sent again, its first PUBREC not received: answered once what the first one's
             # routing wrote and its packet id are committed (they may not be yet if the

@@ -94,3 +94,30 @@ def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
     finally:
         lock.end()
         broker.stop()
+
+
+def test_pubcomp_waits_until_the_packet_id_is_released_in_the_store(tmp_path: Path) -> None:
+    """After PUBCOMP the client may use the id for a new message (§4.3.3): a store still
+    holding it would take that message for this one sent again, after a restart."""
+    settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
+    broker = BrokerThread(settings)
+    lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
+    try:
+        _, issued = broker.provision("sensor")
+        certfile = write_pem(tmp_path, issued, "sensor")
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Publish(TELEMETRY, b"first", 2, packet_id=1))
+            assert raw.read() == Pubrec(1)
+            lock.begin()
+            raw.send(Pubrel(1))
+            raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
+            with pytest.raises(TimeoutError):
+                raw.read()
+            lock.end()
+            raw.sock.settimeout(WAIT)
+            assert raw.read() == Pubcomp(1)
+    finally:
+        lock.end()
+        broker.stop()
