@@ -33,11 +33,8 @@ COUNT = 120
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    started = Fleet(tmp_path)
-    try:
+    with Fleet(tmp_path) as started:
         yield started
-    finally:
-        started.close()
 
 
 def publish_then_kill(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:

@@ -22,11 +22,8 @@ TELEMETRY = "v1/devices/me/telemetry"
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    started = Fleet(tmp_path)
-    try:
+    with Fleet(tmp_path) as started:
         yield started
-    finally:
-        started.close()
 
 
 def publish_qos2(raw: Raw, payload: bytes, packet_id: int) -> None:
