@@ -81,6 +81,7 @@ class MemberRegistry:
         self.renewed_at = 0.0  # loop time the last heartbeat that was written began
         # The heartbeat write under way, if one is: done when it ended, written or not.
         self.writing: asyncio.Future[None] | None = None
+        self._back = asyncio.Event()  # the connection to NATS is back since the last beat
         self._renewals: list[Renewed] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
@@ -114,6 +115,7 @@ class MemberRegistry:
         self._own_seen = self.renewed_at = loop.time()
         if self._figures is not None:
             await self.bucket.put(self.name, encode_member(self.me()))
+        self.link.on_reconnected(self._back.set)
         self._watch = watch = await self.bucket.watch()
         while (change := await watch.value()) is not None:
             self._apply(*change)
@@ -151,13 +153,18 @@ class MemberRegistry:
         """Write this member's entry every interval: each write begins one interval after
         the previous one began, not after it ended, so that a slow write does not push the
         next one towards the others' deadline; one that ended later than that is followed
-        at once."""
+        at once, and so is the connection to NATS coming back (the others see this member
+        again as soon as they can, a fenced member is back as soon as it can be)."""
         failing = False
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
             due = max(due + self.interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(due):
+                    await self._back.wait()  # NATS is back: this member's entry at once
+            self._back.clear()
+            due = min(due, loop.time())
             began, me = loop.time(), self.me()
             self.writing = writing = loop.create_future()
             try:

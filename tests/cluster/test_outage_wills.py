@@ -104,3 +104,19 @@ def test_a_will_due_while_cut_off_is_published_once_by_a_survivor_after_the_fenc
         proxy.restore()
         nodes.nodes["a"].log.wait_for(r"back in the cluster as run 1")
         assert watcher.no_message(within=2.0)
+
+
+def test_a_will_due_while_cut_off_is_published_once_when_nats_is_back_after_the_fence(
+    tmp_path: Path,
+) -> None:
+    """The device drops while A has lost NATS, its will's entry in the bucket. A fences
+    itself (leaving the entry to the departure of its run that ended) and NATS is back
+    before B noticed: the delete A could not send is not sent late, on the new connection,
+    and the departure publishes the will once."""
+    with nats_proxy() as proxy, cluster(tmp_path) as nodes:
+        watcher = _dropped_while_cut(nodes, proxy)
+        a = nodes.nodes["a"]
+        a.log.wait_for(r"fenced off the cluster")
+        proxy.restore()  # B could take A as gone one heartbeat later, A is back before
+        a.log.wait_for(r"back in the cluster as run 1")
+        _once(watcher)
