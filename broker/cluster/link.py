@@ -88,6 +88,12 @@ class ClusterLink:
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
         return cls(client, settings.cluster_name, member)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to NATS is up, as far as the client knows (a lost one is
+        noticed at once when NATS closes it, after missed pings when the network drops)."""
+        return bool(self.client.is_connected)
+
     def subject(self, *tokens: str) -> str:
         return ".".join((self.cluster, *tokens))
 

@@ -79,6 +79,8 @@ class MemberRegistry:
         self._own_seen = 0.0  # loop time this member last saw its own entry written
         self.run = 0  # one more each time this member fenced itself off (a new run)
         self.renewed_at = 0.0  # loop time the last heartbeat that was written began
+        # The heartbeat write under way, if one is: done when it ended, written or not.
+        self.writing: asyncio.Future[None] | None = None
         self._renewals: list[Renewed] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
@@ -146,11 +148,18 @@ class MemberRegistry:
         )  # fmt: skip
 
     async def _beat(self) -> None:
+        """Write this member's entry every interval: each write begins one interval after
+        the previous one began, not after it ended, so that a slow write does not push the
+        next one towards the others' deadline; one that ended later than that is followed
+        at once."""
         failing = False
         loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.interval)
+            due = max(due + self.interval, loop.time())
+            await asyncio.sleep(due - loop.time())
             began, me = loop.time(), self.me()
+            self.writing = writing = loop.create_future()
             try:
                 await self.bucket.put(self.name, encode_member(me))
             except ClusterError as exc:
@@ -162,6 +171,9 @@ class MemberRegistry:
                     log.info("heartbeat written again")
                 failing = False
                 self._renewed(began, me.run)
+            finally:
+                self.writing = None
+                writing.set_result(None)
 
     def _renewed(self, began: float, run: int) -> None:
         self.renewed_at = max(self.renewed_at, began)
