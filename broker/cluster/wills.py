@@ -11,7 +11,9 @@ that a newer connection's entry stays.
 
 When the member registry (``broker.cluster.members``) reports a member gone, every survivor
 tries to create ``<run>`` in ``<cluster>_departures``; the one that succeeds (a
-compare-and-set: exactly one) reads that run's will entries and publishes each: their
+compare-and-set: exactly one, as the entry names it: ``broker.cluster.departure``; while that
+is unknown, tried again after each heartbeat written, for ``DEPARTURE_TRIED`` seconds at
+most) reads that run's will entries and publishes each: their
 connections ended without DISCONNECT when the member died (§3.1.2.5; a connection taken over
 before had its will published by its member). A 5.0 will with a delay waits for it first:
 the smaller of the Will Delay Interval and the session expiry interval, counted from when the
@@ -59,6 +61,14 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
+from broker.cluster.departure import (
+    DEPARTURE_TRIED,
+    DEPARTURES_KEPT,
+    DONE,
+    creator,
+    departure_done,
+    departure_won,
+)
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.will_entries import (
@@ -69,20 +79,18 @@ from broker.cluster.will_entries import (
     stored_will,
 )
 from broker.peer import SessionKey, store_key
-from nanoiot.errors import ClusterConflictError, ClusterError, StoreError
+from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
-__all__ = ["BUCKET", "DEPARTURES", "StoredWill", "Wills"]
+__all__ = ["BUCKET", "DEPARTURES", "DEPARTURES_KEPT", "StoredWill", "Wills"]
 
 log = logging.getLogger(__name__)
 
 BUCKET: Final = "wills"
 DEPARTURES: Final = "departures"
-DEPARTURES_KEPT: Final = 24 * 3600.0  # seconds a departure's entry stays (bucket age)
-DONE: Final = b"done"  # a departure's value once its wills and sessions are taken care of
 
 
 class Wills:
@@ -99,6 +107,9 @@ class Wills:
         self.claims = claims
         self.incarnation = incarnation  # this run's prefix (``incarnation``)
         self.publish = publish
+        self.creator = creator(incarnation)  # the value of the departures it creates
+        # Departures it could not tell whether it won: run -> (member, tried until when).
+        self._undecided: dict[str, tuple[str, float]] = {}
         self.published = 0  # wills of dead members published here
         # What else the survivor chosen for a departure does: adopt its sessions.
         self.adopt: Callable[[str], Awaitable[object]] | None = None
@@ -157,7 +168,11 @@ class Wills:
         self._spawn(self._delete_then_publish(self._key(peer.key), written[0], publish))
 
     def back(self) -> None:
-        """A heartbeat of this run was written: NATS is back, what was held goes out."""
+        """A heartbeat of this run was written: NATS is back, what was held goes out, and
+        undecided departures are tried again."""
+        undecided, self._undecided = self._undecided, {}
+        for run, (name, until) in undecided.items():
+            self._spawn(self._departure(name, run, until))
         orphans, self._orphans = self._orphans, []
         held, self._held = self._held, {}
         for publish in orphans:
@@ -239,7 +254,9 @@ class Wills:
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
         the survivor chosen to."""
-        self._spawn(self._departure(member.name, incarnation(member.name, member.pid, member.run)))
+        run = incarnation(member.name, member.pid, member.run)
+        until = asyncio.get_running_loop().time() + DEPARTURE_TRIED
+        self._spawn(self._departure(member.name, run, until))
 
     def fenced(self, run: str) -> None:
         """This member fenced itself off: the entries of its connections stay for the
@@ -255,25 +272,19 @@ class Wills:
         """This member is back after fencing: settle the wills of ``run`` (one of its own,
         ended then) if no survivor took it on, or wait at most ``within`` seconds until the
         survivor that did is done with it (its wills, and its adoption of the sessions)."""
-        if await self._departure("", run, adopt=False):
+        won = await departure_won(self.departures, run, self.creator)
+        if won is None:  # the fencing tries again after the next heartbeat written
+            raise ClusterUnavailableError(f"the departure of {run} is undecided")
+        if won:
+            await self._settle("", run, adopt=False)
             return
         try:
             async with asyncio.timeout(within):
-                await self._done(run)
+                await departure_done(self.departures, run)
         except TimeoutError:
             log.warning("the departure of %s is not done after %g s: going on", run, within)
         except ClusterError as exc:
             log.warning("the departure of %s: %s", run, exc)
-
-    async def _done(self, run: str) -> None:
-        watch = await self.departures.watch(run)
-        try:
-            while True:
-                change = await watch.value()  # None once: the values there were given
-                if change is not None and change[1] == DONE:
-                    return
-        finally:
-            await watch.stop()
 
     async def settle(self, within: float) -> None:
         """Wait, at most ``within`` seconds, for what this member has under way: above all
@@ -307,15 +318,24 @@ class Wills:
         except ClusterError as exc:
             log.info("%s (the will's entry stays until the member's departure)", exc)
 
-    async def _departure(self, name: str, incarnation: str, *, adopt: bool = True) -> bool:
-        """Whether this member won the departure of ``incarnation`` (and settled it)."""
-        try:
-            await self.departures.create(incarnation, b"")
-        except ClusterConflictError:
-            return False  # another survivor publishes them
-        except ClusterError as exc:
-            log.warning("wills of %s not published: %s", incarnation, exc)
-            return False
+    async def _departure(self, name: str, run: str, until: float) -> None:
+        """Settle the departure of ``run`` (of member ``name``) if this member won it; while
+        that is unknown, try again after the next heartbeat written, until ``until``."""
+        won = await departure_won(self.departures, run, self.creator)
+        if won is None and asyncio.get_running_loop().time() < until:
+            self._undecided[run] = (name, until)
+        elif won is None:
+            log.warning("wills of %s not published: its departure is undecided after %g s",
+                        run, DEPARTURE_TRIED)  # fmt: skip
+        elif won:
+            try:
+                await self._settle(name, run, adopt=True)
+            except ClusterError as exc:  # its wills not read: none published yet
+                log.warning("wills of %s not published yet: %s", run, exc)
+                self._undecided[run] = (name, until)  # won again, as the entry says
+
+    async def _settle(self, name: str, incarnation: str, *, adopt: bool) -> None:
+        """Publish the wills of ``incarnation``, adopt its sessions, mark it done."""
         found: list[tuple[str, StoredWill]] = []
         watch = await self.bucket.watch(f"{incarnation}.>")
         try:
@@ -346,7 +366,6 @@ class Wills:
             await self.departures.put(incarnation, DONE)
         except ClusterError as exc:
             log.info("departure of %s not marked done: %s", incarnation, exc)
-        return True
 
     def _delay_ended(self, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
