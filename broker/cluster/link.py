@@ -76,6 +76,7 @@ class ClusterLink:
         self.cluster = cluster
         self.member = member  # unique in the cluster: node name, plus the worker number
         self._subscriptions: list[Subscription] = []
+        self.reconnected: list[Callable[[], None]] = []  # called each time NATS is back
 
     @classmethod
     async def connect(cls, settings: Settings, *, worker: int | None = None) -> Self:
@@ -84,9 +85,12 @@ class ClusterLink:
         member = node_name(settings) + (f"-w{worker}" if worker is not None else "")
         options = _connection_options(settings)
         url = redacted(settings.nats_url)
-        client = await _join(settings.nats_url, member, options, url)
+        reconnected: list[Callable[[], None]] = []
+        client = await _join(settings.nats_url, member, options, url, reconnected)
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
-        return cls(client, settings.cluster_name, member)
+        link = cls(client, settings.cluster_name, member)
+        link.reconnected = reconnected
+        return link
 
     def subject(self, *tokens: str) -> str:
         return ".".join((self.cluster, *tokens))
@@ -187,7 +191,13 @@ class ClusterLink:
                 await self.client.close()
 
 
-async def _join(servers: str, member: str, options: dict[str, Any], url: str) -> Client:
+async def _join(
+    servers: str,
+    member: str,
+    options: dict[str, Any],
+    url: str,
+    reconnected: list[Callable[[], None]],
+) -> Client:
     """Connect, retrying for CONNECT_WITHIN seconds; refused credentials end it at once."""
     last: list[Exception] = []
     refusals: list[Exception] = []
@@ -207,7 +217,7 @@ async def _join(servers: str, member: str, options: dict[str, Any], url: str) ->
             name=f"nanoiot {member}",
             error_cb=on_error,
             disconnected_cb=_say(client, "lost the connection to NATS %s", url),
-            reconnected_cb=_say(client, "reconnected to NATS %s", url),
+            reconnected_cb=_say(client, "reconnected to NATS %s", url, reconnected),
             **options,
         )
     )
@@ -240,10 +250,17 @@ def _is_refusal(exc: Exception) -> bool:
     return isinstance(exc, refusals) or "authorization violation" in str(exc).lower()
 
 
-def _say(client: Client, message: str, url: str) -> Callable[[], Awaitable[None]]:
+def _say(
+    client: Client, message: str, url: str, then: list[Callable[[], None]] | None = None
+) -> Callable[[], Awaitable[None]]:
     async def callback() -> None:
         if not (client.is_closed or client.is_draining):  # not when we leave on purpose
             log.warning(message, url)
+            for call in then or ():
+                try:
+                    call()
+                except Exception:
+                    log.exception("handling the return of NATS")
 
     return callback
 

@@ -16,6 +16,7 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -33,6 +34,8 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
+from broker.cluster.parked import ParkedFrames
+from broker.cluster.replay import Replays
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
@@ -50,7 +53,7 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
-from nanoiot.members import Figures
+from nanoiot.members import Figures, Member
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -72,12 +75,18 @@ class ClusterRouter:
         store: SessionStore,
         max_buffer: int,
         handover_window: float = 10.0,
+        max_parked: int = 64 * 1024 * 1024,
     ) -> None:
         self.local = local
         self.link = link
         self.store = store
         self.table = RouteTable()
         self.forwarder = Forwarder(link, max_buffer, self._gone)
+        self.parked = ParkedFrames(link, max_parked)
+        self.replays: Replays | None = None
+        # Members whose frames are parked, and their last heartbeat then (None: not live):
+        # one written since (by the same process back on NATS, or restarted) ends it.
+        self._parked_as: dict[str, Member | None] = {}
         self.announcer: RouteAnnouncer | None = None
         self.handovers: Handovers | None = None
         self._handover_window = handover_window
@@ -99,6 +108,8 @@ class ClusterRouter:
         and take-overs, before any client connects."""
         bucket = await self.link.key_value(BUCKET)
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
+        await self.parked.start()
+        self.forwarder.parking = self.parked
         await self.forwarder.start()
         with nats_errors("listening for forwarded messages"):
             await self.link.client.subscribe(
@@ -110,12 +121,16 @@ class ClusterRouter:
             self._member_names,
         )  # fmt: skip
         self.handovers.registry = registry
+        self.replays = Replays(self.parked, self.announcer, self.local, self._handover_window)
+        self.replays.registry = registry
+        self.handovers.arrivals.replays = self.replays
         await self.handovers.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
         clients = await self.link.key_value(CLIENTS)
         self.claims = SessionClaims(self.link, clients, registry, self.announcer)
         self.claims.handovers = self.handovers
+        self.claims.replays = self.replays
         self.wills = self.claims.wills = Wills(
             await self.link.key_value(WILLS),
             await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
@@ -148,6 +163,9 @@ class ClusterRouter:
             members.on_gone(wills.member_gone)
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
+        members.on_change(self._unpark_returned)
+        if self.replays is not None:  # frames parked for it while it was away are its own
+            self.link.reconnected.append(functools.partial(self.replays.own, self.link.member))
         return members
 
     def _member_names(self) -> set[str]:
@@ -158,6 +176,8 @@ class ClusterRouter:
     async def stop(self) -> None:
         if self.handovers is not None:
             await self.handovers.stop()
+        if self.replays is not None:
+            await self.replays.stop()
         if self.wills is not None:  # its connections closed: their wills' entries go first
             await self.wills.settle(_SETTLE_WITHIN)
         if self.members is not None:
@@ -291,9 +311,15 @@ class ClusterRouter:
     async def _frame(self, msg: Msg) -> None:
         """A frame from another member: to this member's subscribers, then confirmed (if
         asked) once the store committed what that wrote and the members it sent messages on
-        to (``broker.cluster.handover``) confirmed them; refused if one was refused."""
+        to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
+        only once this member's own sessions are restored (none would miss it); the frames
+        after it wait their turn, in order."""
         handovers = self.handovers
         assert handovers is not None
+        restoring = self.claims.restoring() if self.claims is not None else None
+        if restoring is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(restoring)
         durable = False
         waits: list[asyncio.Future[None]] = []
         max_queued = self.local.limits.max_queued_messages
@@ -357,4 +383,19 @@ class ClusterRouter:
             retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
 
     def _gone(self, member: str) -> None:
-        self.table.drop_member(member)
+        """Frames for ``member`` are parked from now on (``broker.cluster.forward``)."""
+        self._parked_as[member] = self._entry(member)
+
+    def _entry(self, member: str) -> Member | None:
+        return self.members.entry(member) if self.members is not None else None
+
+    def _unpark_returned(self) -> None:
+        """A member whose frames are parked and that wrote a heartbeat since gets its frames
+        again (restarted, it replays what was parked for it)."""
+        if not self._parked_as:
+            return
+        for member, then in list(self._parked_as.items()):
+            now = self._entry(member)
+            if now is not None and now is not then:
+                del self._parked_as[member]
+                self.forwarder.unpark(member)
