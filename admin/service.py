@@ -33,9 +33,9 @@ from auth.certificate import ParsedCredential, parse_credential
 from auth.kinds import CredentialStatus, CredentialType
 from auth.validity import validity_problem
 from nanoiot.errors import CertificateRejected, ConflictError, NotFoundError, ValidationError
+from storage.credentials import NO_SUCH_DEVICE_FOR_CREDENTIAL
 from storage.interface import CredentialStore
 from storage.records import Credential, Device, Page
-from storage.sql import NO_SUCH_DEVICE_FOR_CREDENTIAL
 
 TOKEN_BYTES = 15  # 20 URL-safe characters, as the CLI makes them
 

@@ -2,30 +2,18 @@
 
 from uuid import UUID
 
-from cryptography import x509
-
-from auth.certificate import ParsedCredential, load_certificate
+from auth.certificate import ParsedCredential
+from auth.chain import trusted_ca_problem
 from nanoiot.errors import NotFoundError, ValidationError
 from storage.interface import CredentialStore
 from storage.records import TrustedCA
 
 
 def check_is_ca(parsed: ParsedCredential) -> None:
-    """RFC 5280 §4.2.1.9: only a certificate asserting basicConstraints cA may issue others."""
-    if not parsed.is_certificate:
-        raise ValidationError("a trusted CA must be a certificate, not a bare public key")
-    try:
-        constraints = load_certificate(parsed.pem).extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
-        is_ca = constraints.value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise ValidationError(
-            f"'{parsed.subject}' is not a CA certificate (basicConstraints cA is false or "
-            "absent): give the CA that issues the device certificates"
-        )
+    """Refuse what cannot be a trusted CA (``auth.chain.trusted_ca_problem``)."""
+    problem = trusted_ca_problem(parsed)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 async def find_ca(store: CredentialStore, ca_id: UUID) -> TrustedCA:

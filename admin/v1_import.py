@@ -12,7 +12,6 @@ whole file gets it too: up to ``MAX_UNSENT`` bytes of answer wait for it meanwhi
 """
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import PurePath
@@ -37,6 +36,7 @@ from nanoiot.errors import (
     StoreUnavailableError,
     ValidationError,
 )
+from nanoiot.tasks import cancel_and_wait
 
 router = APIRouter(tags=["bulk import (v1)"])
 
@@ -133,9 +133,7 @@ async def _sent_as_read(results: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield chunk
         await producer  # raises what the import raised
     finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+        await cancel_and_wait(producer)
 
 
 class _Outbox:

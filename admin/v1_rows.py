@@ -12,7 +12,6 @@ Problems that leave no way to find the next row (text that is not UTF-8, a recor
 """
 
 import asyncio
-import contextlib
 import csv
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from nanoiot.cli.import_batch import Row
 from nanoiot.cli.imports import csv_header_problem, csv_row, json_row
 from nanoiot.errors import ValidationError
+from nanoiot.tasks import cancel_and_wait
 
 # A certificate chain in PEM is a few KiB; a record this long is not a device.
 MAX_RECORD = 256 * 1024
@@ -172,9 +172,7 @@ async def arrived_batches(rows: Rows, limit: int) -> AsyncIterator[list[tuple[in
                     raise end.error
                 return
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await cancel_and_wait(reader)
 
 
 async def _read_ahead(rows: Rows, queue: "asyncio.Queue[tuple[int, Row] | _End]") -> None:

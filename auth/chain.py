@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
-from auth.certificate import common_name
+from auth.certificate import ParsedCredential, common_name, load_certificate
 from auth.decision import Decision, Reason, deny, leaf_problem
 from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.validity import validity_problem
@@ -208,3 +208,23 @@ def load_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocatio
     if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
         raise PemError(f"the CRL is not signed by CA '{issuer.subject.rfc4514_string()}'")
     return crl
+
+
+def trusted_ca_problem(parsed: ParsedCredential) -> str | None:
+    """Why ``parsed`` cannot be registered as a trusted CA, or None: RFC 5280 §4.2.1.9, only a
+    certificate asserting basicConstraints cA may issue others."""
+    if not parsed.is_certificate:
+        return "a trusted CA must be a certificate, not a bare public key"
+    try:
+        constraints = load_certificate(parsed.pem).extensions.get_extension_for_class(
+            x509.BasicConstraints
+        )
+        is_ca = constraints.value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        return (
+            f"'{parsed.subject}' is not a CA certificate (basicConstraints cA is false or "
+            "absent): give the CA that issues the device certificates"
+        )
+    return None

@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.tls_bench            # full run, a few minutes on 2 cores
     .venv/bin/python -m bench.tls_bench --quick    # smoke run, seconds
 
-The server runs in a process of its own and its CPU time (user + system, from
-/proc/<pid>/stat) is read around each phase; client processes drive it over loopback.
+The server runs in a process of its own (``bench.tls_server``) and its CPU time (user +
+system, from /proc/<pid>/stat) is read around each phase; client processes drive it over
+loopback.
 
 (a) mTLS handshakes (TLS 1.3, EC P-256 server key): server CPU per handshake with EC P-256
     and RSA-2048 self-signed client certificates, for ``broker.transport`` (any client
@@ -37,10 +38,8 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
-from bench._report import machine_lines, process_cpu_seconds
-from broker.tls import build_server_context
-from broker.transport import TlsConnection, start_tls_server
-from nanoiot.settings import Settings
+from bench._report import machine_lines
+from bench.tls_server import ServerProcess, ServerSpec
 from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert, make_server_pki
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -48,107 +47,6 @@ SAME_DN_RATIO_LIMIT = 1.2
 SAME_DN = "distinct certs, one shared subject DN"
 UNIQUE_DN = "distinct certs, unique subject DNs"
 MESSAGE = b"m" * 64
-
-
-# --- the server process ---
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    kind: str  # "ours" or "stdlib"
-    cert_file: Path  # plain paths: the spec crosses to a spawned process
-    key_file: Path
-    trusted: tuple[Path, ...]  # client certificates for the stdlib trust store
-    mode: str  # "greet" (handshake benchmark) or "echo"
-
-
-def _serve(spec: ServerSpec, control: Connection) -> None:
-    asyncio.run(_serve_async(spec, control))
-
-
-async def _serve_async(spec: ServerSpec, control: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_reader(control.fileno(), stop.set)
-    if spec.kind == "ours":
-        settings = Settings(
-            mqtt_ssl_pem_cert=spec.cert_file,
-            mqtt_ssl_pem_key=spec.key_file,
-            require_client_certificate=True,
-        )
-        handler = _ours_greet if spec.mode == "greet" else _ours_echo
-        server = await start_tls_server(
-            build_server_context(settings), "127.0.0.1", 0, handler, handshake_timeout=30
-        )
-        control.send(server.port)
-        await stop.wait()
-        server.close()
-        await server.wait_closed()
-    else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(spec.cert_file, spec.key_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        if spec.trusted:
-            ctx.load_verify_locations(cadata="".join(p.read_text() for p in spec.trusted))
-        handler2 = _stdlib_greet if spec.mode == "greet" else _stdlib_echo
-        std_server = await asyncio.start_server(handler2, "127.0.0.1", 0, ssl=ctx, backlog=1024)
-        control.send(std_server.sockets[0].getsockname()[1])
-        await stop.wait()
-        std_server.close()
-        await std_server.wait_closed()
-    loop.remove_reader(control.fileno())
-
-
-async def _ours_greet(conn: TlsConnection) -> None:
-    conn.writer.write(b"k")
-    while await conn.reader.read_some():
-        pass
-
-
-async def _ours_echo(conn: TlsConnection) -> None:
-    read, write, drain = conn.reader.read, conn.writer.write, conn.writer.drain
-    while message := await read(64):
-        write(message)
-        await drain()
-
-
-async def _stdlib_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"k")
-    try:
-        while await reader.read(65536):
-            pass
-    except (ssl.SSLError, ConnectionError):
-        pass
-    writer.close()
-
-
-async def _stdlib_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            message = await reader.readexactly(64)
-            writer.write(message)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ssl.SSLError, ConnectionError):
-        pass
-    writer.close()
-
-
-class ServerProcess:
-    def __init__(self, spec: ServerSpec) -> None:
-        ctx = mp.get_context("spawn")
-        self._control, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(spec, child), daemon=True)
-        self._process.start()
-        self.port: int = self._control.recv()
-
-    def cpu_seconds(self) -> float:
-        assert self._process.pid is not None
-        return process_cpu_seconds(self._process.pid)
-
-    def stop(self) -> None:
-        self._control.send("stop")
-        self._process.join(30)
 
 
 # --- client processes ---

@@ -4,12 +4,14 @@ A PUBACK or PUBREC tells the client the server owns the message (MQTT 3.1.1 §4.
 goes out only once what routing wrote is committed, and always in the order of the PUBLISHes
 (§4.6): one not yet committed holds back every later one. While the store cannot be written
 they wait at most ``ack_timeout`` seconds; then the connection closes without them and the
-client sends those messages again on a new one (§4.4).
+client sends those messages again on a new one (§4.4). A persistent session's PUBCOMP waits
+in the same way for the release of its packet id (§4.3.3).
 """
 
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker.mqtt.codes import Reason
@@ -19,11 +21,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.client")  # logged as the connection it belongs to
 
+# In an entry's QoS place: PUBCOMP, for a PUBREL whose packet id's release is to be committed.
+_PUBCOMP = 3
+
 
 class HeldAcks:
     """One connection's acknowledgements waiting for a commit, oldest first."""
 
-    __slots__ = ("_client", "_held", "_timer")
+    __slots__ = ("_client", "_held", "_then", "_timer")
 
     def __init__(self, client: "MqttClient") -> None:
         self._client = client
@@ -32,6 +37,7 @@ class HeldAcks:
         # (idle devices, QoS 0, clean sessions) never hold one.
         self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
+        self._then: Callable[[], None] | None = None  # once all went out (``then``)
 
     def acknowledge(
         self,
@@ -49,7 +55,7 @@ class HeldAcks:
             pending = client.broker.store.pending_commit() if durable else None
         held = self._held
         if pending is None and not held:
-            client.core.acknowledge(packet_id, qos, code)
+            _answer(client, packet_id, qos, code)
             return
         # Messages of one batch share one future (a commit, a cluster frame's confirmation):
         # the release its first entry asked for takes every later one behind it, so a
@@ -63,6 +69,21 @@ class HeldAcks:
             pending.add_done_callback(self._release)
         if self._timer is None:
             self._timer = loop.call_later(client.broker.config.ack_timeout, self._overdue)
+
+    def complete(self, packet_id: int, *, known: bool) -> None:
+        """PUBCOMP for a persistent session's PUBREL, once the store has committed the
+        packet id's release (§4.3.3: after PUBCOMP the client may use the id again), in
+        order with the acknowledgements held before it."""
+        code = 0 if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
+        self.acknowledge(packet_id, _PUBCOMP, durable=True, code=code)
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every acknowledgement held so far went out (at once if
+        none is held): a DISCONNECT closes the connection after the answers it follows."""
+        if not self._held:
+            callback()
+        else:
+            self._then = callback
 
     def cancel(self) -> None:
         """The connection ended: stop bounding the wait."""
@@ -84,14 +105,18 @@ class HeldAcks:
                     client._end(will=False)
                 continue
             if not client.ended:
-                client.core.acknowledge(packet_id, qos, code)
+                _answer(client, packet_id, qos, code)
         if client.ended:
             return
         client._flush()
-        timer = self._timer
-        if not held and timer is not None:
-            timer.cancel()
+        if held:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
             self._timer = None
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
     def _overdue(self) -> None:
         """The oldest acknowledgement waited ``ack_timeout`` for the store: close the
@@ -117,6 +142,13 @@ class HeldAcks:
         # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
         unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
         client._end(will=False, reason=unsaved)
+
+
+def _answer(client: "MqttClient", packet_id: int, qos: int, code: int) -> None:
+    if qos == _PUBCOMP:
+        client.core.complete(packet_id, known=not code)
+    else:
+        client.core.acknowledge(packet_id, qos, code)
 
 
 def with_commit(

@@ -5,27 +5,26 @@ The TLS transport hands every decrypted read to ``data_received`` synchronously;
 §4.6), and what the core wrote in the meantime goes out in one write. No task runs per
 connection or per packet: only the CONNECT phase is asynchronous (authentication looks up
 the store, take-over may wait for the previous connection), as one task that runs within
-the connect timeout and is cancelled when the client goes away.
+the connect timeout and is cancelled when the client goes away (``broker.connecting``).
 
 A connection ends once (``_end``): by DISCONNECT, by a protocol violation or limit, keep-alive
 expiry, take-over, a kick (revocation: no will), a refusal, or the network. An MQTT 5 client
 is told why first, in a DISCONNECT with a reason code and string (5.0 §3.14.2.1): 0x98 on a
 kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93 on a limit, the violation's
 own code. Its will is published when the standard says so (§3.1.2.5), after its Will Delay
-Interval for a 5.0 client (§3.1.3.2.2), its session released (a clean session ends with it,
-§3.1.2.4; a 5.0 session after its expiry interval), and it leaves the live table.
+Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``), its session released (a clean
+session ends with it, §3.1.2.4; a 5.0 session after its expiry interval), and it leaves the
+live table.
 """
 
 import asyncio
-import functools
 import logging
 from typing import TYPE_CHECKING, Final
 
-from auth.decision import ConnackCode, Decision
-from broker import inbound
+from auth.decision import ConnackCode
+from broker import connecting, inbound
 from broker.acks import HeldAcks
-from broker.admission import admit, password_text
-from broker.authn import ConnectRequest
+from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, KEEP_ALIVE_GRACE, Connection
 from broker.mqtt.events import (
@@ -40,21 +39,12 @@ from broker.mqtt.events import (
     ProtocolViolation,
     PublishReleased,
 )
-from broker.mqtt.packets import (
-    MQTT_5,
-    Connect,
-    Disconnect,
-    Publish,
-    Subscribe,
-    Unsubscribe,
-    Will,
-)
+from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
 from broker.mqtt.properties import Property
 from broker.mqtt.session import Outgoing
 from broker.peer import Peer
 from broker.sessions import BrokerSession
 from broker.tls_connection import TlsConnection
-from nanoiot.errors import StoreError
 from nanoiot.text import printable
 
 if TYPE_CHECKING:
@@ -66,6 +56,9 @@ TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it
 
 
 class MqttClient:
+    """One connection's state and the broker's handle on it. ``broker.connecting``,
+    ``broker.acks`` and ``broker.last_will`` work on that state too."""
+
     __slots__ = (
         "_acks", "_auth", "_denied", "_loop", "_out_held", "_out_wait", "_paused",
         "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
@@ -81,12 +74,12 @@ class MqttClient:
         self.ended = False
         self._auth: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
-            broker.config.connect_timeout, self._connect_timed_out
+            broker.config.connect_timeout, connecting.timed_out, self
         )
         self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
-        # What arrives while the previous run's sessions are restored (``_accept``).
+        # What arrives while the previous run's sessions are restored (``connecting``).
         self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
         self._out_wait: asyncio.Future[None] | None = None
@@ -154,17 +147,19 @@ class MqttClient:
     def _handle_rare(self, event: Event) -> None:
         metrics = self.broker.metrics
         if isinstance(event, Connect):
-            self._auth = self._loop.create_task(self._admit(event), name="mqtt connect")
+            self._auth = self._loop.create_task(connecting.run(self, event), name="mqtt connect")
             self._auth.add_done_callback(self._admitted)
         elif isinstance(event, Disconnect):
             self._disconnected(event)
-            self._end(will=True)  # the core dropped the will (§3.14.4)
+            # The core dropped the will (§3.14.4). The answers to what came before the
+            # DISCONNECT go out first, in order (§4.6), at most ``ack_timeout`` later.
+            self._acks.then(lambda: self._end(will=True))
         elif isinstance(event, PublishReleased):
-            # PUBCOMP does not wait for this (``Journal.submit_later``): until it is
-            # committed, a restart would take a new PUBLISH with this id for the one
-            # just released.
-            if self.session is not None:
+            # PUBCOMP waits for the id's release to be committed: before that, a restart
+            # would take a new PUBLISH with this id for the one just released (§4.3.3).
+            if self.session is not None and event.known:
                 self.broker.store.pubrel_received(self.session, event.packet_id)
+            self._acks.complete(event.packet_id, known=event.known)
         elif isinstance(event, DuplicateReceived):
             # Sent again, its first PUBREC not received: answered once what the first one's
             # routing wrote and its packet id are committed (they may not be yet if the
@@ -208,50 +203,7 @@ class MqttClient:
         v5.session_expiry = min(expiry, self.broker.limits.max_session_expiry)
         self.broker.registry.expiry_changed(session, v5.session_expiry)
 
-    # --- the CONNECT phase ------------------------------------------------------------------
-
-    async def _admit(self, connect: Connect) -> None:
-        broker = self.broker
-        password, usable = password_text(connect.password)
-        if not usable:
-            log.info("refused %s: password is not UTF-8 text", self.label)
-            self._refuse(ConnackCode.BAD_USERNAME_OR_PASSWORD)
-            return
-        tls = self.tls
-        request = ConnectRequest(
-            certificate=tls.peer_certificate, chain=tls.peer_chain, username=connect.username,
-            password=password, client_id=connect.client_id, remote=tls.remote[0],
-        )  # fmt: skip
-        # What stays is the admitted peer's request, certificates parsed afresh (``admit``).
-        tls.peer_certificate, tls.peer_chain = None, ()
-        try:
-            decision = await broker.decide(request)
-            admitted = admit(
-                decision, connect, request, broker.acl_for,
-                strict_client_id=broker.config.strict_client_id,
-            )  # fmt: skip
-            if isinstance(admitted, Decision):
-                broker.auth_log.refused(admitted, request, mqtt5=self.core.level == MQTT_5)
-                # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
-                self._refuse(admitted.connack, admitted.detail)
-                return
-            refusing = broker.registry.refusing
-            if refusing is not None:  # §3.2.2.3 (5.0 0x88): the client may try elsewhere
-                log.info("refused %s: %s", self.label, refusing)
-                self._refuse(ConnackCode.SERVER_UNAVAILABLE, refusing)
-                return
-            broker.auth_log.allowed(decision, request, admitted.client_id)
-            self.peer = admitted
-            broker.registry.admitted(self)  # reachable by a kick from now on
-            taken = await broker.registry.take_over(self, connect.clean_start, self._expiry())
-            if taken is not None and not self.ended:
-                self._accept(*taken, connect)
-        except StoreError as exc:  # its stored session cannot be read: it may retry
-            log.warning("refused %s: its session cannot be restored: %s", self.label, exc)
-            self._refuse(ConnackCode.SERVER_UNAVAILABLE)
-        except Exception:
-            log.exception("admitting %s failed", self.label)
-            self._end(will=False)
+    # --- the CONNECT phase (``broker.connecting``) --------------------------------------------
 
     def _admitted(self, task: "asyncio.Task[None]") -> None:
         """The CONNECT phase is over: a finished task is half a KiB an idle client would
@@ -264,63 +216,6 @@ class MqttClient:
         clean one replaces it), the negotiated one for 5.0 (§3.1.2.11.2)."""
         v5 = self.core.v5
         return v5.session_expiry if v5 is not None else None
-
-    def _accept(self, session: BrokerSession, present: bool, connect: Connect) -> None:
-        self.session = session
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        peer = self.peer
-        assert peer is not None
-        events = self.core.accept(
-            session, session_present=present,
-            # 5.0 §3.2.2.3.7: the client id the server chose for one that sent none.
-            assigned_client_id=peer.client_id if not connect.client_id else None,
-            # §3.2.2.3.15: where the device may have responses sent (its own topics).
-            response_information=(
-                None if peer.identity.application else f"devices/{peer.identity.device_name}/"
-            ),
-        )  # fmt: skip
-        self._arm_keep_alive()
-        if events:
-            self._handle(events)
-        if self.ended:
-            return
-        self._flush()
-        restoring = self.broker.restoring()
-        if restoring is not None:
-            # Its own session is complete; others may not be in yet, and a message it
-            # published now would miss their subscriptions (§3.1.2.4): it is read afterwards.
-            self._stash = []
-            self._paused = True
-            self.tls.pause_reading()
-            restoring.add_done_callback(self._restored)
-            return
-        self._restored()
-
-    def _restored(self, _done: object = None) -> None:
-        """Read what the client sent behind its CONNECT, and from now on as it comes."""
-        if self.ended:
-            return
-        stashed, self._stash = self._stash, None
-        if self._paused:
-            self._paused = False
-            self.tls.resume_reading()
-        self._receive(b"".join(stashed) if stashed else b"")
-        if not self.ended:
-            self._flush()
-
-    def _refuse(self, code: int, reason: str | None = None) -> None:
-        self.core.refuse(code, None, reason)
-        self._end(will=False)
-
-    def _connect_timed_out(self) -> None:
-        self._timer = None
-        if self.session is None and not self.ended:
-            phase = "no CONNECT" if self.core.state != AUTHENTICATING else "not admitted"
-            log.info("refused %s: %s within %g s", self.label, phase,
-                     self.broker.config.connect_timeout)  # fmt: skip
-            self._end(will=False)
 
     # --- keep-alive (§3.1.2.10) ---------------------------------------------------------------
 
@@ -481,43 +376,5 @@ class MqttClient:
         broker.registry.ended(self)
         last_will = self.core.will
         if will and session is not None and last_will is not None and self.peer is not None:
-            self._will(session, self.peer, last_will)
+            publish_will(self, session, self.peer, last_will)
         self.tls.close()
-
-    def _will(self, session: BrokerSession, peer: Peer, will: Will) -> None:
-        """Publish the will now, or after its delay (5.0 §3.1.3.2.2): the smaller of the
-        Will Delay Interval and the session's expiry; a client that takes the session
-        meanwhile cancels it (``BrokerSession.cancel_timers``)."""
-        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if will.properties else 0
-        expiry = self._expiry()
-        if isinstance(delay, int) and delay and expiry:
-            loop = self._loop
-
-            def publish() -> None:
-                session.will_timer = session.pending_will = None
-                self._will_due(peer, will)
-                session.will_done()
-
-            session.pending_will = publish
-            session.will_timer = loop.call_later(min(delay, expiry), publish)
-            return
-        restoring = self.broker.restoring()
-        if restoring is None:
-            self._will_due(peer, will)
-        else:  # like its other messages, once every subscriber's session is in
-            restoring.add_done_callback(functools.partial(_late_will, self, peer, will))
-
-    def _will_due(self, peer: Peer, will: Will) -> None:
-        """In a cluster, published once no other member may publish it too
-        (``broker.cluster.wills``)."""
-        broker, loop = self.broker, self._loop
-        self.broker.registry.will_due(
-            self, lambda: inbound.publish_will(broker, peer, will, loop.time())
-        )
-
-
-def _late_will(
-    client: MqttClient, peer: Peer, will: Will, restored: "asyncio.Future[None]"
-) -> None:
-    if not restored.cancelled():  # cancelled: the broker stops
-        client._will_due(peer, will)

@@ -29,7 +29,7 @@ from typing import Final
 from broker.mqtt.properties import encode_properties
 from broker.mqtt.session import RELEASED, Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
-from storage.sessions import (
+from storage.session_data import (
     Acknowledge,
     AwaitPubrel,
     DropSession,
@@ -44,7 +44,6 @@ from storage.sql import SqlCredentialStore
 log = logging.getLogger(__name__)
 
 BATCH: Final = 1000  # writes per transaction at most
-LINGER: Final = 0.1  # seconds a write nothing waits for may wait to join another's commit
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0  # seconds between attempts while the database is away
 QUEUE, SENT, RELEASE, DONE = "queue", "sent", "release", "done"
 
@@ -90,8 +89,6 @@ class Journal:
         self._store = store
         self._queued: list[Entry] = []
         self._next: Commit | None = None  # covers _queued
-        self._later: list[Entry] = []  # ``submit_later`` writes while nothing is queued
-        self._later_timer: asyncio.TimerHandle | None = None
         self._inflight: Commit | None = None  # covers the transaction being committed
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -108,42 +105,17 @@ class Journal:
     def unsaved(self) -> int:
         """Writes submitted and not committed yet."""
         inflight = self._inflight_size if self._inflight is not None else 0
-        return len(self._queued) + len(self._later) + inflight
+        return len(self._queued) + inflight
 
     def submit(self, entry: Entry) -> None:
-        if self._later:
-            self._take_later()  # ahead of this one, in the order they came
         self._queued.append(entry)
         if self._next is None:
             self._next = Commit()
             self._wake.set()
 
-    def submit_later(self, entry: Entry) -> None:
-        """A write nothing waits for (a QoS 2 packet id freed by PUBREL): it joins the next
-        transaction, or one of its own ``LINGER`` seconds from now, so that a client
-        publishing one QoS 2 message after the other costs one commit a message, not two."""
-        if self._next is not None:
-            self._queued.append(entry)
-            return
-        self._later.append(entry)
-        if self._later_timer is None:
-            self._later_timer = asyncio.get_running_loop().call_later(LINGER, self._take_later)
-
-    def _take_later(self) -> None:
-        if self._later_timer is not None:
-            self._later_timer.cancel()
-            self._later_timer = None
-        later, self._later = self._later, []
-        if later:
-            self._queued.extend(later)
-            if self._next is None:
-                self._next = Commit()
-                self._wake.set()
-
     def pending_commit(self) -> "asyncio.Future[None] | None":
-        """Done once every write submitted so far is committed (``submit_later`` ones: once
-        they are queued); None if none is due. It stays pending through an outage: what
-        waits for it waits for the database."""
+        """Done once every write submitted so far is committed; None if none is due. It
+        stays pending through an outage: what waits for it waits for the database."""
         commit = self._next or self._inflight
         return commit.durable if commit is not None else None
 
@@ -157,7 +129,6 @@ class Journal:
 
     async def flush(self) -> None:
         """Wait until every write submitted so far was committed (or failed for now)."""
-        self._take_later()
         while (pending := self.pending_commit()) is not None and not self.degraded:
             outage = asyncio.ensure_future(self._outage.wait())
             try:
@@ -167,7 +138,6 @@ class Journal:
 
     async def close(self, within: float) -> None:
         """Commit what is queued (for at most ``within`` seconds), then stop."""
-        self._take_later()
         self._closing.set()
         self._wake.set()
         try:

@@ -16,7 +16,6 @@ In a cluster the store holds every member's sessions: a member restores only tho
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Final
@@ -26,6 +25,7 @@ from broker.registry import Registry
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError, StoreError
+from nanoiot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ class Restoration:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if not self.done.done():
             self.done.cancel()
 

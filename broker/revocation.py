@@ -12,7 +12,6 @@ cost next to nothing.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -21,6 +20,7 @@ from auth.decision import Reason
 from broker.authn import Authenticator
 from broker.peer import Peer
 from nanoiot.errors import StoreError
+from nanoiot.tasks import cancel_and_wait
 from storage.interface import CredentialStore
 from storage.records import Change, ChangeKind
 
@@ -67,9 +67,7 @@ class RevocationFollower:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def wake(self) -> None:

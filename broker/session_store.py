@@ -37,7 +37,7 @@ from broker.mqtt.wire import Reader
 from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession
 from storage.models import utcnow
-from storage.sessions import (
+from storage.session_data import (
     AwaitPubrel,
     DropSession,
     PubrelReceived,
@@ -114,7 +114,11 @@ class SessionStore(Protocol):
         for ``pending_commit``."""
         ...
 
-    def pubrel_received(self, session: BrokerSession, packet_id: int) -> None: ...
+    def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
+        """PUBREL came for ``packet_id``: the id is free again. PUBCOMP waits for
+        ``pending_commit``: after it the client may use the id for a new message."""
+        ...
+
     def pending_commit(self) -> "asyncio.Future[None] | None": ...
     def pending_attempt(self) -> "asyncio.Future[None] | None": ...
     async def flush(self) -> None: ...
@@ -271,9 +275,7 @@ class SqlSessionStore:
         self.journal.submit(AwaitPubrel(((session.store_key, packet_id),)))
 
     def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
-        # Nothing waits for it (PUBCOMP does not): it joins the next commit, most often
-        # the one of the client's next QoS 2 PUBLISH.
-        self.journal.submit_later(PubrelReceived(((session.store_key, packet_id),)))
+        self.journal.submit(PubrelReceived(((session.store_key, packet_id),)))
 
     def _change(self, kind: str, message: Outgoing) -> None:
         # Submitted even before the message's row exists: a transaction built later knows

@@ -13,7 +13,6 @@ own subscribers (``$SYS`` is never forwarded), so a subscriber on any node reads
 """
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 from broker.metrics import LIMITS
 from nanoiot import __version__
 from nanoiot.members import Figures, Member, totals
+from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -81,9 +81,7 @@ class SysTopics:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

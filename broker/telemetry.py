@@ -22,6 +22,7 @@ from auth.decision import Decision
 from broker.authn import ConnectRequest
 from broker.repeats import RepeatCounter, Summary
 from nanoiot.errors import StoreError
+from nanoiot.tasks import cancel_and_wait
 from nanoiot.text import printable
 from storage.interface import CredentialStore
 from storage.records import AuthOutcome, NewAuthEvent
@@ -152,9 +153,7 @@ class AuthLog:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), 2.0)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        await cancel_and_wait(self._writer)
         self._writer = None
 
     async def _write_events(self) -> None:

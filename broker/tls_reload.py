@@ -31,6 +31,7 @@ from auth.fingerprint import spki_sha256
 from broker.tls import build_server_context
 from nanoiot.errors import TlsConfigError
 from nanoiot.settings import CredentialsType, Settings
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["ServerCertificateReloader", "credential_files"]
 
@@ -103,9 +104,7 @@ class ServerCertificateReloader:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def reload(self, trigger: str) -> bool:

@@ -84,9 +84,7 @@ class TlsStreamReader:
                 data = bytes(buffer[:n])
                 # bytearray drops a prefix in O(1): it moves its start, not the bytes.
                 del buffer[:n]
-        if self._paused and len(buffer) <= self._limit:
-            self._paused = False
-            self._link.resume_reading()
+        self._resume_if_drained()
         return data
 
     async def read_some(self, n: int = 64 * 1024) -> bytes:
@@ -96,10 +94,14 @@ class TlsStreamReader:
             await self._wait()
         data = bytes(buffer[:n])
         del buffer[:n]
-        if self._paused and len(buffer) <= self._limit:
+        self._resume_if_drained()
+        return data
+
+    def _resume_if_drained(self) -> None:
+        """The socket flows again once what is buffered is back within the limit."""
+        if self._paused and len(self._buffer) <= self._limit:
             self._paused = False
             self._link.resume_reading()
-        return data
 
     async def _wait(self) -> None:
         if self._waiter is not None:

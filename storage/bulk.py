@@ -28,6 +28,7 @@ from auth.keys import KeyPolicy
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import AlreadyImportedError, ConflictError, StoreError, ValidationError
 from storage.base import _CHANGE_FEED_LOCK, StoreBase, check_device_key
+from storage.credentials import ASSIGNED_ELSEWHERE
 from storage.models import Base, CredentialRow, DeviceRow, new_id, utcnow
 from storage.records import ChangeKind, Credential, Device
 
@@ -140,7 +141,7 @@ async def _taken(session: AsyncSession, devices: Sequence[NewDevice]) -> _Taken:
 def _refusal(device: NewDevice, taken: _Taken) -> StoreError | None:
     """What ``create_device_with_credential`` would refuse it with: the name first, then the
     key."""
-    from storage.sql import ASSIGNED_ELSEWHERE, _name_taken
+    from storage.sql import _name_taken
 
     owner = taken.key_owners.get(device.x509.spki_sha256)
     if device.name in taken.names:

@@ -24,7 +24,7 @@ from storage.records import (
     Page,
     TrustedCA,
 )
-from storage.sessions import SessionWrite, StoredSession
+from storage.session_data import SessionWrite, StoredSession
 
 
 class CredentialStore(Protocol):

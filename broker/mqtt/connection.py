@@ -239,9 +239,10 @@ class Connection(Outbound):
         elif isinstance(packet, Pubrel):
             missing = packet.packet_id not in session.awaiting_pubrel
             session.awaiting_pubrel.discard(packet.packet_id)
-            self._ack(Pubcomp, packet.packet_id, missing)  # §4.3.3: always answered
-            if session.persistent and not missing:
-                events.append(PublishReleased(packet.packet_id))  # the store forgets it
+            if session.persistent:  # PUBCOMP once the store let the id go
+                events.append(PublishReleased(packet.packet_id, known=not missing))
+            else:
+                self._ack(Pubcomp, packet.packet_id, missing)  # §4.3.3: always answered
         elif isinstance(packet, Subscribe | Unsubscribe):
             events.append(packet)
         elif isinstance(packet, Disconnect):

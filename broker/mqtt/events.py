@@ -53,10 +53,14 @@ class DuplicateReceived:
 
 @dataclass(frozen=True, slots=True)
 class PublishReleased:
-    """PUBREL came for a QoS 2 message the client of a persistent session published: its
-    packet id, kept since the PUBLISH (§4.3.3), is free again, in the store too."""
+    """PUBREL came from the client of a persistent session: the packet id, kept since its
+    QoS 2 PUBLISH (§4.3.3), is free again, in the store too (``known``; not known: sent
+    again, its first release went before). The broker answers PUBCOMP (``complete``) once
+    the store has committed the release: after PUBCOMP the client may use the id for a new
+    message, which a store still holding it would take for this one sent again."""
 
     packet_id: int
+    known: bool = True
 
 
 @dataclass(frozen=True, slots=True)

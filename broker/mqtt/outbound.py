@@ -59,6 +59,11 @@ class Outbound:
             return
         self._ack(kind, packet_id, False)
 
+    def complete(self, packet_id: int, *, known: bool = True) -> None:
+        """PUBCOMP for a persistent session's PUBREL (``PublishReleased``), once the store
+        committed the packet id's release; a 5.0 client learns of an id not ``known``."""
+        self._ack(Pubcomp, packet_id, not known)
+
     def suback(self, packet_id: int, codes: list[int]) -> None:
         self._out.append(encode(Suback(packet_id, tuple(codes)), self.level))
 

@@ -1,107 +1,47 @@
-"""MQTT 5 properties (OASIS MQTT 5.0 §2.2.2): identifiers, value types, where each may appear.
+"""MQTT 5 property lists (OASIS MQTT 5.0 §2.2.2): the list a packet carries, read and written.
 
-A property list is a variable byte integer length followed by (identifier, value) pairs. The
-table below is §2.2.2.2's: each identifier has one value type and a set of packets it may
-appear in. Decoding is strict: an unknown identifier, a property in a packet that does not
-allow it, a repeated property (only User Property and, in PUBLISH, Subscription Identifier may
-repeat) or a value outside its range is a malformed packet or a protocol error (§2.2.2.2,
-§4.13). MQTT 3.1 and 3.1.1 have no properties: their packets carry ``NO_PROPERTIES``.
+A property list is a variable byte integer length followed by (identifier, value) pairs;
+which identifiers exist, their value types and the packets each may appear in are §2.2.2.2's
+table (``broker.mqtt.property_table``). Decoding is strict: an unknown identifier, a property
+in a packet that does not allow it, a repeated property (only User Property and, in PUBLISH,
+Subscription Identifier may repeat) or a value outside its range is a malformed packet or a
+protocol error (§2.2.2.2, §4.13). MQTT 3.1 and 3.1.1 have no properties: their packets carry
+``NO_PROPERTIES``.
 """
 
 from collections.abc import Iterable, Iterator
-from enum import IntEnum
 from typing import Final
 
+from broker.mqtt.property_table import (
+    BINARY,
+    BOOLEAN,
+    BYTE,
+    FOUR,
+    INT_SIZE,
+    NON_ZERO,
+    PUBLISH,
+    REPEATABLE,
+    TABLE,
+    TEXT,
+    TWO,
+    VARINT,
+    WILL,
+    Property,
+    property_name,
+)
 from broker.mqtt.wire import Reader, binary_field, utf8_field, varint
 from nanoiot.errors import MalformedPacket, ProtocolError
+
+# ``Property``, ``PUBLISH`` and ``WILL`` are the table's, importable from here too: what reads
+# or makes a property list names them with it.
+__all__ = [
+    "NO_PROPERTIES", "PUBLISH", "WILL", "Properties", "Property", "PropertyValue",
+    "encode_properties", "encode_property", "read_properties",
+]  # fmt: skip
 
 PropertyValue = int | str | bytes | tuple[str, str]
 
 
-class Property(IntEnum):
-    PAYLOAD_FORMAT_INDICATOR = 0x01
-    MESSAGE_EXPIRY_INTERVAL = 0x02
-    CONTENT_TYPE = 0x03
-    RESPONSE_TOPIC = 0x08
-    CORRELATION_DATA = 0x09
-    SUBSCRIPTION_IDENTIFIER = 0x0B
-    SESSION_EXPIRY_INTERVAL = 0x11
-    ASSIGNED_CLIENT_IDENTIFIER = 0x12
-    SERVER_KEEP_ALIVE = 0x13
-    AUTHENTICATION_METHOD = 0x15
-    AUTHENTICATION_DATA = 0x16
-    REQUEST_PROBLEM_INFORMATION = 0x17
-    WILL_DELAY_INTERVAL = 0x18
-    REQUEST_RESPONSE_INFORMATION = 0x19
-    RESPONSE_INFORMATION = 0x1A
-    SERVER_REFERENCE = 0x1C
-    REASON_STRING = 0x1F
-    RECEIVE_MAXIMUM = 0x21
-    TOPIC_ALIAS_MAXIMUM = 0x22
-    TOPIC_ALIAS = 0x23
-    MAXIMUM_QOS = 0x24
-    RETAIN_AVAILABLE = 0x25
-    USER_PROPERTY = 0x26
-    MAXIMUM_PACKET_SIZE = 0x27
-    WILDCARD_SUBSCRIPTION_AVAILABLE = 0x28
-    SUBSCRIPTION_IDENTIFIER_AVAILABLE = 0x29
-    SHARED_SUBSCRIPTION_AVAILABLE = 0x2A
-
-
-# Where a property may appear (§2.2.2.2): packet type numbers (§2.1.2), and WILL for the
-# will properties of a CONNECT (§3.1.3.2).
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, DISCONNECT, AUTH = 8, 9, 10, 11, 14, 15
-WILL: Final = 0
-_ACKS = frozenset({PUBACK, PUBREC, PUBREL, PUBCOMP})
-_MESSAGE = frozenset({PUBLISH, WILL})
-
-_BYTE, _TWO, _FOUR, _VARINT, _TEXT, _BINARY, _PAIR = range(7)
-_INT_SIZE: Final = {_BYTE: 1, _TWO: 2, _FOUR: 4}
-_TABLE: Final[dict[int, tuple[int, frozenset[int]]]] = {
-    Property.PAYLOAD_FORMAT_INDICATOR: (_BYTE, _MESSAGE),
-    Property.MESSAGE_EXPIRY_INTERVAL: (_FOUR, _MESSAGE),
-    Property.CONTENT_TYPE: (_TEXT, _MESSAGE),
-    Property.RESPONSE_TOPIC: (_TEXT, _MESSAGE),
-    Property.CORRELATION_DATA: (_BINARY, _MESSAGE),
-    Property.SUBSCRIPTION_IDENTIFIER: (_VARINT, frozenset({PUBLISH, SUBSCRIBE})),
-    Property.SESSION_EXPIRY_INTERVAL: (_FOUR, frozenset({CONNECT, CONNACK, DISCONNECT})),
-    Property.ASSIGNED_CLIENT_IDENTIFIER: (_TEXT, frozenset({CONNACK})),
-    Property.SERVER_KEEP_ALIVE: (_TWO, frozenset({CONNACK})),
-    Property.AUTHENTICATION_METHOD: (_TEXT, frozenset({CONNECT, CONNACK, AUTH})),
-    Property.AUTHENTICATION_DATA: (_BINARY, frozenset({CONNECT, CONNACK, AUTH})),
-    Property.REQUEST_PROBLEM_INFORMATION: (_BYTE, frozenset({CONNECT})),
-    Property.WILL_DELAY_INTERVAL: (_FOUR, frozenset({WILL})),
-    Property.REQUEST_RESPONSE_INFORMATION: (_BYTE, frozenset({CONNECT})),
-    Property.RESPONSE_INFORMATION: (_TEXT, frozenset({CONNACK})),
-    Property.SERVER_REFERENCE: (_TEXT, frozenset({CONNACK, DISCONNECT})),
-    Property.REASON_STRING: (
-        _TEXT, frozenset({CONNACK, SUBACK, UNSUBACK, DISCONNECT, AUTH}) | _ACKS
-    ),
-    Property.RECEIVE_MAXIMUM: (_TWO, frozenset({CONNECT, CONNACK})),
-    Property.TOPIC_ALIAS_MAXIMUM: (_TWO, frozenset({CONNECT, CONNACK})),
-    Property.TOPIC_ALIAS: (_TWO, frozenset({PUBLISH})),
-    Property.MAXIMUM_QOS: (_BYTE, frozenset({CONNACK})),
-    Property.RETAIN_AVAILABLE: (_BYTE, frozenset({CONNACK})),
-    Property.USER_PROPERTY: (_PAIR, frozenset(range(16)) - {12, 13}),  # not PINGREQ/PINGRESP
-    Property.MAXIMUM_PACKET_SIZE: (_FOUR, frozenset({CONNECT, CONNACK})),
-    Property.WILDCARD_SUBSCRIPTION_AVAILABLE: (_BYTE, frozenset({CONNACK})),
-    Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE: (_BYTE, frozenset({CONNACK})),
-    Property.SHARED_SUBSCRIPTION_AVAILABLE: (_BYTE, frozenset({CONNACK})),
-}  # fmt: skip
-# Byte properties that are booleans (§3.1.2.11, §3.2.2.3): any value but 0 or 1 is an error.
-_BOOLEAN: Final = frozenset(
-    {Property.PAYLOAD_FORMAT_INDICATOR, Property.REQUEST_PROBLEM_INFORMATION,
-     Property.REQUEST_RESPONSE_INFORMATION, Property.MAXIMUM_QOS, Property.RETAIN_AVAILABLE,
-     Property.WILDCARD_SUBSCRIPTION_AVAILABLE, Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-     Property.SHARED_SUBSCRIPTION_AVAILABLE}
-)  # fmt: skip
-# Where 0 is not a value (§3.1.2.11.3, §3.1.2.11.4, §3.3.2.3.4, §3.3.2.3.8).
-_NON_ZERO: Final = frozenset(
-    {Property.RECEIVE_MAXIMUM, Property.MAXIMUM_PACKET_SIZE, Property.TOPIC_ALIAS,
-     Property.SUBSCRIPTION_IDENTIFIER}
-)  # fmt: skip
-_REPEATABLE: Final = frozenset({Property.USER_PROPERTY})
 # Plain ints for the hot path: an IntEnum member costs a descriptor call each time it is read.
 _TOPIC_ALIAS: Final = 0x23
 _MESSAGE_EXPIRY: Final = 0x02
@@ -269,7 +209,7 @@ class Properties:
         return hash(self.items)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{_name(key)}={value!r}" for key, value in self.items)
+        shown = ", ".join(f"{property_name(key)}={value!r}" for key, value in self.items)
         return f"Properties({shown})"
 
     def get(self, key: int, default: PropertyValue | None = None) -> PropertyValue | None:
@@ -285,13 +225,6 @@ class Properties:
 
 
 NO_PROPERTIES: Final = Properties()
-
-
-def _name(key: int) -> str:
-    try:
-        return Property(key).name.lower()
-    except ValueError:
-        return hex(key)
 
 
 def read_properties(reader: Reader, packet_type: int) -> Properties:
@@ -335,16 +268,18 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
         elif key == Property.MESSAGE_EXPIRY_INTERVAL:
             expiry_at = reader.at - (end - length)
         key = reader.varint("property identifier")
-        kind, allowed = _TABLE.get(key, (-1, frozenset()))
+        kind, allowed = TABLE.get(key, (-1, frozenset()))
         if kind < 0:
             raise MalformedPacket(f"unknown property identifier {key:#04x} (MQTT 5 §2.2.2.2)")
         if packet_type not in allowed:
-            raise ProtocolError(f"property {_name(key)} is not allowed here (MQTT 5 §2.2.2.2)")
-        repeatable = key in _REPEATABLE or (
+            raise ProtocolError(
+                f"property {property_name(key)} is not allowed here (MQTT 5 §2.2.2.2)"
+            )
+        repeatable = key in REPEATABLE or (
             key == Property.SUBSCRIPTION_IDENTIFIER and packet_type == PUBLISH
         )
         if key in seen and not repeatable:
-            raise ProtocolError(f"property {_name(key)} appears twice (MQTT 5 §2.2.2.2)")
+            raise ProtocolError(f"property {property_name(key)} appears twice (MQTT 5 §2.2.2.2)")
         seen.add(key)
         items.append((key, _read_value(reader, key, kind)))
     if reader.at != end:
@@ -354,29 +289,29 @@ def read_properties(reader: Reader, packet_type: int) -> Properties:
     return found
 
 
-_USER_PROPERTY_IN: Final = _TABLE[Property.USER_PROPERTY][1]
+_USER_PROPERTY_IN: Final = TABLE[Property.USER_PROPERTY][1]
 
 
 def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
     value: PropertyValue
-    if kind == _BYTE:
-        value = reader.byte(_name(key))
-        if key in _BOOLEAN and value > 1:
-            raise ProtocolError(f"property {_name(key)} is {value}, must be 0 or 1")
-    elif kind == _TWO:
-        value = reader.uint16(_name(key))
-    elif kind == _FOUR:
-        value = reader.uint32(_name(key))
-    elif kind == _VARINT:
-        value = reader.varint(_name(key))
-    elif kind == _TEXT:
-        value = reader.text(_name(key))
-    elif kind == _BINARY:
-        value = reader.binary(_name(key))
+    if kind == BYTE:
+        value = reader.byte(property_name(key))
+        if key in BOOLEAN and value > 1:
+            raise ProtocolError(f"property {property_name(key)} is {value}, must be 0 or 1")
+    elif kind == TWO:
+        value = reader.uint16(property_name(key))
+    elif kind == FOUR:
+        value = reader.uint32(property_name(key))
+    elif kind == VARINT:
+        value = reader.varint(property_name(key))
+    elif kind == TEXT:
+        value = reader.text(property_name(key))
+    elif kind == BINARY:
+        value = reader.binary(property_name(key))
     else:
         value = (reader.text("user property name"), reader.text("user property value"))
-    if key in _NON_ZERO and value == 0:
-        raise ProtocolError(f"property {_name(key)} is 0 (MQTT 5 §3)")
+    if key in NON_ZERO and value == 0:
+        raise ProtocolError(f"property {property_name(key)} is 0 (MQTT 5 §3)")
     return value
 
 
@@ -394,12 +329,12 @@ def encode_property(key: int, value: PropertyValue) -> bytes:
 
 
 def _encode_item(key: int, value: PropertyValue) -> bytes:
-    kind = _TABLE[key][0]
+    kind = TABLE[key][0]
     head = varint(key)
     if isinstance(value, int):
-        if kind == _VARINT:
+        if kind == VARINT:
             return head + varint(value)
-        return head + value.to_bytes(_INT_SIZE[kind], "big")
+        return head + value.to_bytes(INT_SIZE[kind], "big")
     if isinstance(value, str):
         return head + utf8_field(value)
     if isinstance(value, bytes):

@@ -147,13 +147,16 @@ class Session:
                 dropped.append((message, limit))
                 return dropped
             dropped.append((self._remove_victim(), limit))
+        self._append(message)
+        return dropped
+
+    def _append(self, message: Outgoing) -> None:
         if self.queue is _NO_QUEUE:
             self.queue = deque()
         self.queue.append(message)
         self.queued_bytes += message.size
         if message.qos == 0:
             self.queued_qos0 += 1
-        return dropped
 
     def _remove_victim(self) -> Outgoing:
         if self.queued_qos0:
@@ -207,12 +210,7 @@ class Session:
             self.inflight[message.packet_id] = message
             self._next_id = message.packet_id % _MAX_PACKET_ID + 1
             return
-        if self.queue is _NO_QUEUE:
-            self.queue = deque()
-        self.queue.append(message)
-        self.queued_bytes += message.size
-        if message.qos == 0:
-            self.queued_qos0 += 1
+        self._append(message)
 
     # --- acknowledgements ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import ParsedCredential, load_certificate
-from auth.chain import load_crl
+from auth.chain import load_crl, trusted_ca_problem
 from nanoiot.cli.common import fail, read_file, with_store
 from nanoiot.cli.credentials import read_credential_file
 from nanoiot.cli.output import as_dict, console
@@ -83,22 +83,10 @@ def add(
 
 
 def _check_is_ca(path: Path, parsed: ParsedCredential) -> None:
-    """RFC 5280 §4.2.1.9: only a certificate asserting basicConstraints cA may issue others."""
-    if not parsed.is_certificate:
-        fail(f"{path}: a trusted CA must be a certificate, not a bare public key")
-    try:
-        constraints = load_certificate(parsed.pem).extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
-        is_ca = constraints.value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        fail(
-            f"{path}: '{parsed.subject}' is not a CA certificate (basicConstraints cA is "
-            "false or absent): give the CA that issues the device certificates, "
-            "e.g. nanoiot-device-ca.pem from server.keygen.sh --ca"
-        )
+    problem = trusted_ca_problem(parsed)
+    if problem is not None:
+        hint = ", e.g. nanoiot-device-ca.pem from server.keygen.sh --ca"
+        fail(f"{path}: {problem}{hint if parsed.is_certificate else ''}")
 
 
 def _check_regex(pattern: str) -> None:

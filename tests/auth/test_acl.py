@@ -1,4 +1,7 @@
-"""Per-client topic authorisation and the ``v1/devices/me`` mapping."""
+"""Per-client topic authorisation: default and operator rules, parsed and compiled.
+
+Deny rules are in ``test_acl_deny``, the ``v1/devices/me`` mapping in ``test_acl_me_form``.
+"""
 
 import pytest
 from hypothesis import assume, given
@@ -10,12 +13,10 @@ from auth.acl import (
     AclRule,
     Action,
     CompiledAcl,
-    Effect,
     Identity,
     Who,
     parse_rule,
     to_canonical,
-    to_device_form,
 )
 from auth.topics import topic_matches
 from nanoiot.errors import ConfigError
@@ -47,66 +48,6 @@ def compiled(identity: Identity = DEVICE, *rules: AclRule, defaults: bool = True
 
 def rule(topic: str, who: str = "device", action: str = "both") -> AclRule:
     return parse_rule({"who": who, "action": action, "topic": topic})
-
-
-# --- the `me` mapping ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("me_form", "canonical"),
-    [
-        ("v1/devices/me/telemetry", "devices/dev-1/telemetry"),
-        ("v1/devices/me/rpc/request/+", "devices/dev-1/rpc/request/+"),
-        ("v1/devices/me/#", "devices/dev-1/#"),
-        ("v1/devices/me", "devices/dev-1"),
-        ("v1/devices/me/", "devices/dev-1/"),
-    ],
-)
-def test_me_topics_map_both_ways(me_form: str, canonical: str) -> None:
-    assert to_canonical(me_form, "dev-1") == canonical
-    assert to_device_form(canonical, "dev-1") == me_form
-
-
-@pytest.mark.parametrize(
-    "topic",
-    [
-        "v1/devices/meX/telemetry",
-        "v1/devices/me2",
-        "v1/devices/mex",
-        "V1/devices/me/telemetry",  # §4.7.3: case-sensitive
-        "/v1/devices/me/telemetry",
-        "v1/devices//me/telemetry",
-        "v1/devices/+/telemetry",
-        "v1/+/me/telemetry",
-        "devices/dev-1/telemetry",
-        "#",
-    ],
-)
-def test_look_alikes_are_not_mapped(topic: str) -> None:
-    assert to_canonical(topic, "dev-1") == topic
-
-
-@pytest.mark.parametrize(
-    "topic", ["devices/dev-2/telemetry", "devices/dev-10/x", "devices/dev-", "devices", "dev-1/x"]
-)
-def test_only_the_device_s_own_topics_go_out_in_me_form(topic: str) -> None:
-    assert to_device_form(topic, "dev-1") == topic
-
-
-@pytest.mark.parametrize("name", ["", "a/b", "+", "#", "$x", "a\x00"])
-def test_mapping_refuses_a_name_that_is_not_one_level(name: str) -> None:
-    with pytest.raises(ValueError, match="cannot be a topic level"):
-        to_canonical("v1/devices/me/telemetry", name)
-    with pytest.raises(ValueError, match="cannot be a topic level"):
-        to_device_form("devices/x/telemetry", name)
-
-
-@given(st.lists(LEVEL | st.sampled_from(["+", "#"]), max_size=4), st.sampled_from(["d", "d-é"]))
-def test_me_round_trip(rest: list[str], name: str) -> None:
-    topic = "/".join(["v1/devices/me", *rest])
-    canonical = to_canonical(topic, name)
-    assert canonical.startswith(f"devices/{name}")
-    assert to_device_form(canonical, name) == topic
 
 
 # --- default device rules ---------------------------------------------------------------
@@ -401,68 +342,3 @@ def test_publish_agrees_with_topic_matches(
     assume(topic)
     expected = any(topic_matches(topic, each) for each in acl.publish_filters)
     assert acl.can_publish(topic) is expected
-
-
-# --- deny rules ---------------------------------------------------------------------------
-
-
-def deny(topic: str, who: str = "device", action: str = "both") -> AclRule:
-    return parse_rule({"who": who, "action": action, "topic": topic, "effect": "deny"})
-
-
-def test_effect_defaults_to_allow() -> None:
-    assert rule("a/b").effect is Effect.ALLOW
-    assert deny("a/b").effect is Effect.DENY
-
-
-def test_a_deny_wins_over_a_broad_allow_for_publish() -> None:
-    acl = compiled(DEVICE, deny("devices/{device_name}/secret", action="publish"))
-    assert not acl.can_publish("devices/dev-1/secret")
-    assert acl.can_publish("devices/dev-1/secret/deeper")  # a topic, not a filter: not matched
-    assert acl.can_publish("devices/dev-1/telemetry")
-    assert acl.can_subscribe("devices/dev-1/secret")  # publish-only deny
-
-
-def test_order_does_not_matter_deny_wins_wherever_it_is() -> None:
-    first = Acl([deny("t/x"), rule("t/#")], include_defaults=False).for_identity(DEVICE)
-    last = Acl([rule("t/#"), deny("t/x")], include_defaults=False).for_identity(DEVICE)
-    for acl in (first, last):
-        assert not acl.can_publish("t/x")
-        assert not acl.can_subscribe("t/x")
-        assert acl.can_publish("t/y")
-
-
-def test_a_subscription_wholly_inside_a_deny_is_refused() -> None:
-    acl = compiled(DEVICE, rule("#"), deny("test/nosubscribe", action="subscribe"))
-    assert not acl.can_subscribe("test/nosubscribe")
-    acl = compiled(DEVICE, rule("#"), deny("private/#", action="subscribe"))
-    assert not acl.can_subscribe("private/+")
-    assert not acl.can_subscribe("private/a/b")
-    assert not acl.can_subscribe("private")  # '#' covers its parent level (§4.7.1.2)
-
-
-def test_a_wider_subscription_is_granted_but_never_receives_the_denied_topics() -> None:
-    acl = compiled(DEVICE, rule("#"), deny("test/nosubscribe", action="subscribe"))
-    assert acl.can_subscribe("#")
-    assert acl.can_subscribe("test/+")
-    assert not acl.can_receive("test/nosubscribe")
-    assert acl.can_receive("test/other")
-    assert acl.receive_denied is not None
-    assert acl.receive_denied.fullmatch("test/nosubscribe")
-
-
-def test_no_deny_rule_costs_nothing_on_delivery() -> None:
-    assert compiled(DEVICE).receive_denied is None
-
-
-def test_deny_rules_apply_only_to_whom_they_name() -> None:
-    acl = Acl([rule("shared/#", who="any"), deny("shared/admin", who="device")])
-    assert not acl.can_publish(DEVICE, "shared/admin")
-    assert acl.can_publish(APP, "shared/admin")
-
-
-def test_a_deny_with_an_unfillable_placeholder_does_not_apply() -> None:
-    no_cert = Identity("id-3", "dev-3")
-    acl = Acl([rule("x/#"), deny("x/{cert_cn}")])
-    assert acl.can_publish(no_cert, "x/anything")
-    assert not acl.can_publish(DEVICE, "x/cn-1")

@@ -2,9 +2,11 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
+from auth.certificate import parse_credential
+from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain, trusted_ca_problem
 from auth.decision import ConnackCode, Decision, Holder, Reason
 from auth.kinds import CredentialStatus
 from auth.pinning import decide_pinned
@@ -159,3 +161,14 @@ def test_operator_pinned_leaf_needs_no_ca() -> None:
     crl = anchor(crl=crl_revoking(CA, 78))
     assert decide_pinned(leaf.cert, [], holder, [crl], now=now()).reason is Reason.REVOKED_BY_CA
     assert decide_pinned(leaf.cert, [], None, [], now=now()).reason is Reason.UNKNOWN_KEY
+
+
+def test_only_a_certificate_asserting_ca_may_be_trusted() -> None:
+    """RFC 5280 §4.2.1.9: the REST API, the web UI and the CLI refuse the same things."""
+    assert trusted_ca_problem(parse_credential(CA.cert_pem)) is None
+    leaf = trusted_ca_problem(parse_credential(issue("sensor-1", issuer=CA).cert_pem))
+    assert leaf is not None
+    assert leaf.startswith("'CN=sensor-1' is not a CA certificate")
+    spki = CA.cert.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    bare_key = trusted_ca_problem(parse_credential(spki))
+    assert bare_key == "a trusted CA must be a certificate, not a bare public key"

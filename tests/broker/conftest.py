@@ -1,10 +1,11 @@
-"""TLS fixtures: a server CA and certificate, and self-signed client certificates.
+"""TLS fixtures: a server CA and certificate, and self-signed client certificates; and a
+running broker with the end-to-end tests' settings (``broker``).
 
-All made at test time (no key is committed). Session-scoped because key generation is the
-slow part and no test changes them.
+All made at test time (no key is committed). The certificates are session-scoped because key
+generation is the slow part and no test changes them.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert, make_server_pki
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import BrokerThread
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +53,9 @@ def tls_settings(pki: ServerPki) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerThread]:
+    with BrokerThread(broker_settings(tmp_path / "data")) as running:
+        yield running

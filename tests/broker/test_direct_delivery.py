@@ -15,19 +15,9 @@ import pytest
 
 from broker.mqtt.encode import encode_publish
 from nanoiot.cli.serve import run_event_loop
-from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
 
 COUNT = 300
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(broker_settings(tmp_path / "data"))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

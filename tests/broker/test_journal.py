@@ -10,10 +10,10 @@ from uuid import uuid4
 
 import pytest
 
-from broker.journal import BATCH, DONE, LINGER, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
+from broker.journal import BATCH, DONE, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
 from broker.mqtt.session import RELEASED, Outgoing
 from storage.records import Device
-from storage.sessions import (
+from storage.session_data import (
     Acknowledge,
     AwaitPubrel,
     DropSession,
@@ -115,39 +115,26 @@ async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore)
     await journal.close(within=5)
 
 
-async def test_a_freed_id_joins_the_next_commit_or_one_of_its_own(
+async def test_a_freed_id_is_committed_before_anything_waits_on_it(
     store: SqlCredentialStore,
 ) -> None:
-    """PUBREL's write waits for company (``LINGER``): the client's next QoS 2 PUBLISH
-    commits it, before that PUBLISH's id (the same one, used again); alone, it is committed
-    by itself a moment later, and ``flush`` does not wait for that."""
+    """PUBREL's write is a commit like any other (its PUBCOMP waits for it): once done, the
+    store no longer holds the id, and the client using it again is kept again."""
     device: Device = await store.create_device("meter")
     key = f"{device.id}/c"
     journal = Journal(store)
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     journal.submit(AwaitPubrel(((key, 1),)))
     await _committed(journal)
-    commits = journal.commits
-    journal.submit_later(PubrelReceived(((key, 1),)))
-    assert journal.pending_commit() is None  # nothing waits for it
-    assert journal.unsaved == 1
+    journal.submit(PubrelReceived(((key, 1),)))
+    await _committed(journal)
+    [stored] = await store.load_sessions()
+    assert stored.awaiting_pubrel == []
+
     journal.submit(AwaitPubrel(((key, 1),)))  # the next message, with the id used again
     await _committed(journal)
-    assert journal.commits == commits + 1
     [stored] = await store.load_sessions()
     assert stored.awaiting_pubrel == [1]
-
-    journal.submit_later(PubrelReceived(((key, 1),)))
-    await _committed_alone(journal)
-    [stored] = await store.load_sessions()
-    assert stored.awaiting_pubrel == []
-
-    journal.submit(AwaitPubrel(((key, 2),)))
-    await _committed(journal)
-    journal.submit_later(PubrelReceived(((key, 2),)))
-    await journal.flush()
-    [stored] = await store.load_sessions()
-    assert stored.awaiting_pubrel == []
     await journal.close(within=5)
 
 
@@ -155,12 +142,3 @@ async def _committed(journal: Journal) -> None:
     pending = journal.pending_commit()
     assert pending is not None
     await asyncio.wait_for(pending, 5)
-
-
-async def _committed_alone(journal: Journal) -> None:
-    # Time passing is what is tested: the linger's timer, due first, has run by then.
-    await asyncio.sleep(2 * LINGER)
-    pending = journal.pending_commit()
-    if pending is not None:
-        await asyncio.wait_for(pending, 5)
-    assert journal.unsaved == 0

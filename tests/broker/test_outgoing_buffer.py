@@ -32,16 +32,12 @@ TOPIC = "devices/source/telemetry"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(
-        broker_settings(
-            tmp_path / "data", max_outgoing_buffer=CAP, max_inflight_messages=INFLIGHT,
-            max_queued_messages=QUEUE,
-        )
+    settings = broker_settings(
+        tmp_path / "data", max_outgoing_buffer=CAP, max_inflight_messages=INFLIGHT,
+        max_queued_messages=QUEUE,
     )  # fmt: skip
-    try:
+    with BrokerThread(settings) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -3,24 +3,11 @@ one write (``broker.transport``): a client still gets them and can resume its se
 
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 
 CONNECT = b"\x10\x0f\x00\x04MQTT\x04\x02\x00\x3c\x00\x03tix"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(broker_settings(tmp_path / "data"))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def _connect(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None) -> ssl.SSLSocket:

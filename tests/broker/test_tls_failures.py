@@ -19,7 +19,7 @@ from broker.tls_failures import FailureKind, TlsFailureLog, TlsFailureReason
 from broker.transport import TlsServer
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki
-from tests.broker.transport_helpers import MQTT_CONNECT, echo, serving
+from tests.broker.transport_helpers import MQTT_CONNECT, echo, echoed, serving
 from tests.certgen import issue
 
 WAIT = 10.0
@@ -244,12 +244,6 @@ async def test_handshake_that_succeeds_reports_nothing(
     pki: ServerPki, client_ec: ClientFiles, tls_settings: Callable[..., Settings]
 ) -> None:
     async with watched(tls_settings(), TlsFailureLog()) as broker:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", broker.server.port, ssl=pki.client_context(client_ec)
-        )
-        writer.write(b"hi")
-        assert await reader.readexactly(2) == b"hi"
-        writer.close()
-        await writer.wait_closed()
+        await echoed(broker.server.port, pki.client_context(client_ec), b"hi")
     assert broker.failures.counts.total() == 0
     assert broker.reported.empty()

@@ -23,6 +23,7 @@ from tests.broker.transport_helpers import (
     MIB,
     MQTT_CONNECT,
     echo,
+    echoed,
     legacy_client_context,
     read_mqtt_packet,
     serving,
@@ -344,13 +345,7 @@ async def test_non_tls_bytes_close_the_connection_and_the_server_keeps_serving(
         writer.close()
         await writer.wait_closed()
 
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-        )
-        writer.write(b"still here")
-        assert await reader.readexactly(10) == b"still here"
-        writer.close()
-        await writer.wait_closed()
+        await echoed(server.port, pki.client_context(client_ec), b"still here")
     failures = [r for r in caplog.records if "handshake" in r.getMessage()]
     assert failures
     assert all(r.levelname == "INFO" and r.exc_info is None for r in failures)
@@ -374,13 +369,7 @@ async def test_client_alert_closes_the_connection_and_the_server_keeps_serving(
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         assert await proc.wait() != 0
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=pki.client_context(client_ec)
-        )
-        writer.write(b"ok")
-        assert await reader.readexactly(2) == b"ok"
-        writer.close()
-        await writer.wait_closed()
+        await echoed(server.port, pki.client_context(client_ec), b"ok")
     alerts = [r for r in caplog.records if "does not trust our certificate" in r.getMessage()]
     assert alerts
     assert all(r.levelname == "INFO" and r.exc_info is None for r in alerts)

@@ -1,5 +1,6 @@
 """Shared pieces of the TLS transport tests: a server on a free port and tiny peers."""
 
+import asyncio
 import contextlib
 import ssl
 import warnings
@@ -46,6 +47,15 @@ async def read_mqtt_packet(conn: TlsConnection) -> tuple[int, bytes] | None:
             break
         multiplier *= 128
     return first[0], await conn.reader.read(length)
+
+
+async def echoed(port: int, context: ssl.SSLContext, data: bytes) -> None:
+    """A new connection to an echoing server (``echo``) on ``port`` gets ``data`` back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    writer.write(data)
+    assert await reader.readexactly(len(data)) == data
+    writer.close()
+    await writer.wait_closed()
 
 
 def legacy_client_context(pki: ServerPki, client: ClientFiles) -> ssl.SSLContext:

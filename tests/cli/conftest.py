@@ -1,4 +1,5 @@
-"""Run the real ``nanoiot`` console script in a subprocess, as a user would."""
+"""Run the real ``nanoiot`` console script in a subprocess, as a user would; and the doctor
+tests' ``world`` (``tests.cli.doctor_world``)."""
 
 import os
 import subprocess
@@ -7,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.cli.doctor_world import World
 
 NANOIOT = str(Path(sys.executable).with_name("nanoiot"))
 
@@ -42,3 +45,8 @@ def nanoiot(cli_env: dict[str, str], tmp_path: Path) -> Cli:
         return result
 
     return run
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)

@@ -22,8 +22,5 @@ def broker_settings(data_dir: Path, **overrides: object) -> Settings:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(broker_settings(tmp_path / "data"))
-    try:
+    with BrokerThread(broker_settings(tmp_path / "data")) as running:
         yield running
-    finally:
-        running.stop()

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,7 +32,8 @@ V311_RETURN_CODE = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
 
 class BrokerThread:
     """A NanoIoT node (broker + admin HTTP) in a thread with its own loop, as under
-    ``nanoiot serve``; ``call`` runs coroutines there."""
+    ``nanoiot serve``; ``call`` runs coroutines there. As a context manager, stopped on
+    leaving."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -60,6 +61,12 @@ class BrokerThread:
         cert = self.running.settings.mqtt_ssl_pem_cert
         assert cert is not None
         return cert
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

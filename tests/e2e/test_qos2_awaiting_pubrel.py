@@ -4,11 +4,13 @@ committed. A client that sends the PUBLISH again with DUP before PUBREL, after a
 PUBREC again and nothing is routed twice. A raw client, as paho does not send a PUBLISH again
 on demand."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
+from broker.mqtt.packets import Connack, Connect, Packet, Pubcomp, Publish, Pubrec, Pubrel
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
 from tests.e2e.peers import Raw
@@ -69,28 +71,52 @@ def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
         broker.stop()
 
 
+@contextmanager
+def _sensor_whose_store_can_be_locked(tmp_path: Path) -> Iterator[tuple[Raw, SqliteLock]]:
+    """A connected raw client of a persistent session that has published one QoS 2 message
+    (id 1, PUBREC'd), and a lock that keeps the store from being written (half a second of
+    statement timeout: a write fails fast while it is held)."""
+    settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
+    lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
+    with BrokerThread(settings) as broker:
+        try:
+            _, issued = broker.provision("sensor")
+            certfile = write_pem(tmp_path, issued, "sensor")
+            with Raw(broker.port, broker.server_cert, certfile) as raw:
+                raw.send(Connect(4, "sensor", False, 60))
+                assert raw.read() == Connack(False, 0)
+                raw.send(Publish(TELEMETRY, b"first", 2, packet_id=1))
+                assert raw.read() == Pubrec(1)  # the session's row is committed too
+                yield raw, lock
+        finally:
+            lock.end()
+
+
+def _answered_once_the_store_is_back(raw: Raw, lock: SqliteLock, packet: Packet) -> Packet:
+    """Send ``packet`` while the store cannot be written: no answer then, and the one that
+    comes by itself once it can."""
+    lock.begin()
+    raw.send(packet)
+    raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
+    with pytest.raises(TimeoutError):
+        raw.read()
+    lock.end()
+    raw.sock.settimeout(WAIT)
+    answer = raw.read()
+    assert answer is not None
+    return answer
+
+
 def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
     """No subscriber, so routing writes nothing: the PUBREC still waits for the id's commit,
     and goes out by itself once the store can be written again."""
-    settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
-    broker = BrokerThread(settings)
-    lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
-    try:
-        _, issued = broker.provision("sensor")
-        certfile = write_pem(tmp_path, issued, "sensor")
-        with Raw(broker.port, broker.server_cert, certfile) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
-            raw.send(Publish(TELEMETRY, b"first", 2, packet_id=1))
-            assert raw.read() == Pubrec(1)  # the session's row is committed too
-            lock.begin()
-            raw.send(Publish(TELEMETRY, b"held", 2, packet_id=2))
-            raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
-            with pytest.raises(TimeoutError):
-                raw.read()
-            lock.end()
-            raw.sock.settimeout(WAIT)
-            assert raw.read() == Pubrec(2)
-    finally:
-        lock.end()
-        broker.stop()
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock):
+        held = Publish(TELEMETRY, b"held", 2, packet_id=2)
+        assert _answered_once_the_store_is_back(raw, lock, held) == Pubrec(2)
+
+
+def test_pubcomp_waits_until_the_packet_id_is_released_in_the_store(tmp_path: Path) -> None:
+    """After PUBCOMP the client may use the id for a new message (§4.3.3): a store still
+    holding it would take that message for this one sent again, after a restart."""
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock):
+        assert _answered_once_the_store_is_back(raw, lock, Pubrel(1)) == Pubcomp(1)

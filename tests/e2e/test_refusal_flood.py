@@ -37,11 +37,8 @@ def broker(tmp_path: Path) -> Iterator[BrokerThread]:
     settings = broker_settings(
         tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=1.0
     )
-    running = BrokerThread(settings)
-    try:
+    with BrokerThread(settings) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _refused(broker: BrokerThread, context: ssl.SSLContext) -> bytes:

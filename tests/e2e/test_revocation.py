@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from auth.decision import ConnackCode
+from broker import connecting
 from broker.client import MqttClient
 from broker.mqtt.packets import Connect
 from broker.sessions import BrokerSession
@@ -81,7 +82,7 @@ def test_revocation_right_after_connack_is_not_lost(
     broker: BrokerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A kick that lands right after the CONNACK (in the same turn) closes the connection."""
-    real_accept = MqttClient._accept
+    real_accept = connecting.accept
     kicked: list[MqttClient] = []
 
     def kick_right_after(
@@ -92,7 +93,7 @@ def test_revocation_right_after_connack_is_not_lost(
         kicked.append(client)
         client.broker.kick_device(client.peer.device_id, "test: revoked at CONNACK")
 
-    monkeypatch.setattr(MqttClient, "_accept", kick_right_after)
+    monkeypatch.setattr(connecting, "accept", kick_right_after)
     _, issued = broker.provision("racer")
     for attempt in range(20):
         client, _ = device_client(broker, tmp_path, "racer", issued, client_id=f"r{attempt}")

@@ -40,11 +40,8 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    running = BrokerThread(settings_for(tmp_path))
-    try:
+    with BrokerThread(settings_for(tmp_path)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 class Fleet:

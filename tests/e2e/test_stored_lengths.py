@@ -17,7 +17,7 @@ import pytest
 from auth.decision import ConnackCode
 from storage.migrate import upgrade
 from storage.models import MQTT_CLIENT_ID_MAX, MQTT_TOPIC_FILTER_MAX
-from storage.sessions import StoredSession
+from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, device_client, mqtt_client

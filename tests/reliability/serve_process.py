@@ -18,14 +18,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from auth.certificate import parse_credential
 from bench.broker_process import broker_env
-from storage.sessions import StoredSession
+from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued, issue
 from tests.e2e.harness import V311_RETURN_CODE, WAIT, write_pem
@@ -265,7 +265,8 @@ def payloads(count: int) -> list[bytes]:
 
 
 class Fleet:
-    """One data directory, the brokers started on it, a subscriber device and a backend."""
+    """One data directory, the brokers started on it, a subscriber device and a backend. As a
+    context manager, its clients closed and its brokers killed on leaving."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.data = tmp_path / "data"
@@ -295,6 +296,12 @@ class Fleet:
         self.clients.append(client)
         assert client.wait_connack() == (0, False)
         return client
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         for client in self.clients:

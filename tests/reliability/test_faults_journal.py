@@ -14,7 +14,7 @@ from broker.journal import BATCH, DONE, QUEUE, Journal, Ref
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreUnavailableError
 from storage.records import Device
-from storage.sessions import SaveSession, SessionWrite
+from storage.session_data import SaveSession, SessionWrite
 from storage.sql import SqlCredentialStore
 
 
@@ -30,6 +30,29 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
 @pytest.fixture
 async def device(store: SqlCredentialStore) -> Device:
     return await store.create_device("meter")
+
+
+class Outage:
+    """The store's session writes fail with StoreUnavailableError until ``over`` is set;
+    ``attempts`` counts them."""
+
+    def __init__(self, store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.over = asyncio.Event()
+        self.attempts = 0
+        real_write = store.write_sessions
+
+        async def write_sessions(writes: Sequence[SessionWrite]) -> list[int]:
+            self.attempts += 1
+            if not self.over.is_set():
+                raise StoreUnavailableError("database away")
+            return await real_write(writes)
+
+        monkeypatch.setattr(store, "write_sessions", write_sessions)
+
+
+@pytest.fixture
+def outage(store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch) -> Outage:
+    return Outage(store, monkeypatch)
 
 
 def queued(journal: Journal, key: str, count: int) -> list[Ref]:
@@ -58,22 +81,10 @@ async def test_writes_submitted_together_share_a_commit(
 
 
 async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_is_back(
-    store: SqlCredentialStore, device: Device, monkeypatch: pytest.MonkeyPatch
+    store: SqlCredentialStore, device: Device, outage: Outage
 ) -> None:
     """What a PUBACK waits for (``pending_commit``) is not done by a failed attempt: it
     stays pending through the outage, and so does the commit of writes made meanwhile."""
-    real_write = store.write_sessions
-    back = asyncio.Event()
-    attempts = 0
-
-    async def flaky(writes: Sequence[SessionWrite]) -> list[int]:
-        nonlocal attempts
-        attempts += 1
-        if not back.is_set():
-            raise StoreUnavailableError("database away")
-        return await real_write(writes)
-
-    monkeypatch.setattr(store, "write_sessions", flaky)
     journal = Journal(store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
@@ -89,11 +100,11 @@ async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_i
     second = journal.pending_commit()
     assert second is not None
     assert journal.unsaved == 6
-    back.set()
+    outage.over.set()
     await asyncio.wait_for(asyncio.gather(first, second), 10)  # retried until committed
     assert not journal.degraded
     assert journal.unsaved == 0
-    assert attempts >= 2
+    assert outage.attempts >= 2
     assert journal.failures >= 1
     await journal.close(within=10)
     [stored] = await store.load_sessions()
@@ -101,17 +112,8 @@ async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_i
 
 
 async def test_a_commit_failing_behind_a_queue_longer_than_a_batch_keeps_both_waiting(
-    store: SqlCredentialStore, device: Device, monkeypatch: pytest.MonkeyPatch
+    store: SqlCredentialStore, device: Device, outage: Outage
 ) -> None:
-    real_write = store.write_sessions
-    back = asyncio.Event()
-
-    async def flaky(writes: Sequence[SessionWrite]) -> list[int]:
-        if not back.is_set():
-            raise StoreUnavailableError("database away")
-        return await real_write(writes)
-
-    monkeypatch.setattr(store, "write_sessions", flaky)
     journal = Journal(store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
@@ -125,7 +127,7 @@ async def test_a_commit_failing_behind_a_queue_longer_than_a_batch_keeps_both_wa
     assert later is not None
     assert not whole.done()
     assert not later.done()
-    back.set()
+    outage.over.set()
     await asyncio.wait_for(asyncio.gather(whole, later), 10)
     await journal.close(within=10)
     [stored] = await store.load_sessions()

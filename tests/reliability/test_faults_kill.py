@@ -17,7 +17,7 @@ from queue import Empty
 import paho.mqtt.client as mqtt
 import pytest
 
-from storage.sessions import StoredSession
+from storage.session_data import StoredSession
 from tests.e2e.harness import WAIT
 from tests.reliability.serve_process import (
     Fleet,
@@ -33,11 +33,8 @@ COUNT = 120
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    started = Fleet(tmp_path)
-    try:
+    with Fleet(tmp_path) as started:
         yield started
-    finally:
-        started.close()
 
 
 def publish_then_kill(fleet: Fleet, broker: ServeProcess, sent: list[bytes]) -> None:

@@ -20,11 +20,8 @@ RPC = "v1/devices/me/rpc/request/+"
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    started = Fleet(tmp_path)
-    try:
+    with Fleet(tmp_path) as started:
         yield started
-    finally:
-        started.close()
 
 
 def test_sigterm_exits_0_in_bounded_time_and_keeps_the_queue(fleet: Fleet, tmp_path: Path) -> None:

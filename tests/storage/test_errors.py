@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nanoiot.errors import ConflictError, StoreError, StoreUnavailableError
-from storage import sql
+from storage import credentials, sql
 from storage.sql import SqlCredentialStore
 from tests.storage.helpers import x509
 
@@ -66,7 +66,7 @@ async def test_unique_index_decides_a_race(
     async def no_check(*_args: object) -> None:
         return None
 
-    monkeypatch.setattr(sql, "_check_key_free", no_check)
+    monkeypatch.setattr(credentials, "_check_key_free", no_check)
     monkeypatch.setattr(sql, "_check_name_free", no_check)
     with pytest.raises(ConflictError, match="Specified credentials are already registered!"):
         await store.add_x509_credential(first.id, parsed)

@@ -6,7 +6,7 @@ import pytest
 
 from nanoiot.errors import ConflictError
 from storage.records import Device
-from storage.sessions import (
+from storage.session_data import (
     Acknowledge,
     DropSession,
     Enqueue,

@@ -199,13 +199,21 @@ def test_inbound_qos2_delivers_once_until_pubrel() -> None:
 
 
 def test_pubrel_of_a_persistent_session_frees_the_id_in_the_store_too() -> None:
-    """§4.3.3: the broker's store keeps the ids of a persistent session until PUBREL; one
-    it does not know (answered all the same) and a clean session's ids concern it not."""
+    """§4.3.3: the broker's store keeps the ids of a persistent session until PUBREL, and
+    PUBCOMP waits until the store has let the id go (the broker sends it: ``complete``),
+    for an id it does not know as well (answered all the same); a clean session's ids
+    concern the store not."""
     session = Session("c", persistent=True)
     session.awaiting_pubrel.add(4)  # read back with the session
     connection, _ = connected(session=session, present=True)
+    connection.data_to_send()
     assert feed(connection, Pubrel(4)) == [PublishReleased(4)]
-    assert feed(connection, Pubrel(4)) == []
+    assert connection.data_to_send() == b""  # not before the store committed the release
+    connection.complete(4)
+    assert packets_in(connection.data_to_send()) == [Pubcomp(4)]
+    assert feed(connection, Pubrel(4)) == [PublishReleased(4, known=False)]  # sent again
+    connection.complete(4, known=False)
+    assert packets_in(connection.data_to_send()) == [Pubcomp(4)]
     clean, _ = connected(session=Session("d", persistent=False))
     publish = Publish("t", b"x", 2, packet_id=5)
     assert feed(clean, publish) == [publish]

@@ -1,6 +1,9 @@
-"""An idle change-feed follower reads only the store's change marker, never the feed; a
-commit from another store on the same database (another process, the CLI) is still seen
-without any wake-up."""
+"""The change-feed follower (``broker.revocation``).
+
+Idle, it reads only the store's change marker, never the feed, and still sees a commit from
+another store on the same database (another process, the CLI) without any wake-up. Woken (the
+admin API in the same process), it polls at once.
+"""
 
 import asyncio
 from collections.abc import Callable, Sequence
@@ -71,3 +74,24 @@ async def test_idle_follower_reads_no_feed_and_still_sees_other_writers(tmp_path
 async def _noted(follower: RevocationFollower, broker: _Recorder, device_id: str) -> None:
     while not any(ids is not None and device_id in ids for ids in broker.noted):
         await follower.applied.wait()
+
+
+async def test_wake_polls_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    follower = RevocationFollower(
+        store,
+        _Recorder(),
+        Authenticator(store),
+        interval=3600.0,  # never by the clock within this test
+    )
+    try:
+        await follower.start()
+        await asyncio.wait_for(follower.applied.wait(), 5)  # the first poll, at start
+        applied = follower.applied
+        await store.create_device("woken")
+        follower.wake()
+        await asyncio.wait_for(applied.wait(), 5)
+        assert follower._seq == await store.last_change_seq()
+    finally:
+        await follower.stop()
+        await store.close()

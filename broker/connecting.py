@@ -1,0 +1,138 @@
+"""The CONNECT phase of one client connection: from its CONNECT to its CONNACK, or a refusal.
+
+The only asynchronous part of a connection (``broker.client``): one task, started by the
+CONNECT and cancelled if the client goes away, authenticates the client (``Broker.decide``),
+admits it (``broker.admission``) and takes its session over, which may wait for the previous
+connection to close (MQTT 3.1.1 §3.1.4). It runs within ``connect_timeout`` of the connection's
+start (``timed_out``). The accepted client gets its CONNACK and its keep-alive timer, and what
+it sent behind its CONNECT is read once the previous run's sessions are all restored
+(§3.1.2.4: a message published earlier would miss their subscriptions).
+
+These functions work on the connection's own state, as ``broker.acks`` does.
+"""
+
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+from auth.decision import ConnackCode, Decision
+from broker.admission import admit, password_text
+from broker.authn import ConnectRequest
+from broker.mqtt.connection import AUTHENTICATING
+from broker.mqtt.packets import MQTT_5, Connect
+from broker.sessions import BrokerSession
+from nanoiot.errors import StoreError
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+log = logging.getLogger("broker.client")  # logged as the connection it belongs to
+
+
+async def run(client: "MqttClient", connect: Connect) -> None:
+    """Authenticate and admit the client that sent ``connect``, then accept it or refuse."""
+    broker = client.broker
+    password, usable = password_text(connect.password)
+    if not usable:
+        log.info("refused %s: password is not UTF-8 text", client.label)
+        refuse(client, ConnackCode.BAD_USERNAME_OR_PASSWORD)
+        return
+    tls = client.tls
+    request = ConnectRequest(
+        certificate=tls.peer_certificate, chain=tls.peer_chain, username=connect.username,
+        password=password, client_id=connect.client_id, remote=tls.remote[0],
+    )  # fmt: skip
+    # What stays is the admitted peer's request, certificates parsed afresh (``admit``).
+    tls.peer_certificate, tls.peer_chain = None, ()
+    try:
+        decision = await broker.decide(request)
+        admitted = admit(
+            decision, connect, request, broker.acl_for,
+            strict_client_id=broker.config.strict_client_id,
+        )  # fmt: skip
+        if isinstance(admitted, Decision):
+            broker.auth_log.refused(admitted, request, mqtt5=client.core.level == MQTT_5)
+            # 5.0 §3.2.2.2: a 5.0 client reads why, in the auth log's words.
+            refuse(client, admitted.connack, admitted.detail)
+            return
+        refusing = broker.registry.refusing
+        if refusing is not None:  # §3.2.2.3 (5.0 0x88): the client may try elsewhere
+            log.info("refused %s: %s", client.label, refusing)
+            refuse(client, ConnackCode.SERVER_UNAVAILABLE, refusing)
+            return
+        broker.auth_log.allowed(decision, request, admitted.client_id)
+        client.peer = admitted
+        broker.registry.admitted(client)  # reachable by a kick from now on
+        taken = await broker.registry.take_over(client, connect.clean_start, client._expiry())
+        if taken is not None and not client.ended:
+            accept(client, *taken, connect)
+    except StoreError as exc:  # its stored session cannot be read: it may retry
+        log.warning("refused %s: its session cannot be restored: %s", client.label, exc)
+        refuse(client, ConnackCode.SERVER_UNAVAILABLE)
+    except Exception:
+        log.exception("admitting %s failed", client.label)
+        client._end(will=False)
+
+
+def accept(client: "MqttClient", session: BrokerSession, present: bool, connect: Connect) -> None:
+    """CONNACK the admitted client with ``session`` (``present``: it was there before)."""
+    client.session = session
+    if client._timer is not None:
+        client._timer.cancel()
+        client._timer = None
+    peer = client.peer
+    assert peer is not None
+    events = client.core.accept(
+        session, session_present=present,
+        # 5.0 §3.2.2.3.7: the client id the server chose for one that sent none.
+        assigned_client_id=peer.client_id if not connect.client_id else None,
+        # §3.2.2.3.15: where the device may have responses sent (its own topics).
+        response_information=(
+            None if peer.identity.application else f"devices/{peer.identity.device_name}/"
+        ),
+    )  # fmt: skip
+    client._arm_keep_alive()
+    if events:
+        client._handle(events)
+    if client.ended:
+        return
+    client._flush()
+    restoring = client.broker.restoring()
+    if restoring is not None:
+        # Its own session is complete; others may not be in yet, and a message it
+        # published now would miss their subscriptions (§3.1.2.4): it is read afterwards.
+        client._stash = []
+        client._paused = True
+        client.tls.pause_reading()
+        restoring.add_done_callback(functools.partial(restored, client))
+        return
+    restored(client)
+
+
+def restored(client: "MqttClient", _done: object = None) -> None:
+    """Read what the client sent behind its CONNECT, and from now on as it comes."""
+    if client.ended:
+        return
+    stashed, client._stash = client._stash, None
+    if client._paused:
+        client._paused = False
+        client.tls.resume_reading()
+    client._receive(b"".join(stashed) if stashed else b"")
+    if not client.ended:
+        client._flush()
+
+
+def refuse(client: "MqttClient", code: int, reason: str | None = None) -> None:
+    """CONNACK with the refusal ``code`` (and, to a 5.0 client, ``reason``), then close."""
+    client.core.refuse(code, None, reason)
+    client._end(will=False)
+
+
+def timed_out(client: "MqttClient") -> None:
+    """``connect_timeout`` after the connection started: close it unless it was accepted."""
+    client._timer = None
+    if client.session is None and not client.ended:
+        phase = "no CONNECT" if client.core.state != AUTHENTICATING else "not admitted"
+        log.info("refused %s: %s within %g s", client.label, phase,
+                 client.broker.config.connect_timeout)  # fmt: skip
+        client._end(will=False)
