@@ -98,6 +98,8 @@ class Forwarder:
         self.frames_parked = 0
         self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
         self.parked: set[str] = set()  # members whose frames are parked
+        self._unparking: set[str] = set()  # ... until those queued are in JetStream
+        self._parking_now: str | None = None
         self._parking: collections.deque[tuple[str, bytes, asyncio.Future[None]]] = (
             collections.deque()
         )
@@ -305,10 +307,18 @@ class Forwarder:
             self._park(member, data, future)
 
     def unpark(self, member: str) -> None:
-        """``member`` is back: frames for it go to it again."""
-        if member in self.parked:
-            self.parked.discard(member)
-            log.info("cluster member %s is back: frames for it are no longer parked", member)
+        """``member`` is back: frames for it go to it again, once those parked before are
+        in JetStream (none overtakes them)."""
+        if member in self.parked and member not in self._unparking:
+            self._unparking.add(member)
+            self._drained(member)
+
+    def _drained(self, member: str) -> None:
+        if self._parking_now == member or any(entry[0] == member for entry in self._parking):
+            return
+        self._unparking.discard(member)
+        self.parked.discard(member)
+        log.info("cluster member %s is back: frames for it are no longer parked", member)
 
     def _park(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
         if self.parking is None:
@@ -336,6 +346,7 @@ class Forwarder:
             self._parking_ready.clear()
             while queue:
                 member, data, future = queue.popleft()
+                self._parking_now = member
                 try:
                     assert self.parking is not None
                     await self.parking.park(member, data)
@@ -349,6 +360,9 @@ class Forwarder:
                         future.set_result(None)
                 finally:
                     self._outbox_bytes -= len(data)
+                    self._parking_now = None
+                    if member in self._unparking:
+                        self._drained(member)
 
     def _unconfirmed(self, token: str) -> None:
         waiting = self._waiting.get(token)

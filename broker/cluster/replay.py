@@ -44,6 +44,7 @@ __all__ = ["Replays"]
 log = logging.getLogger(__name__)
 
 READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
+QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
 
 
 class Replays:
@@ -71,13 +72,15 @@ class Replays:
             if session.arrival is None:
                 session.arrival = Arrival(most)
 
-    def own(self, me: str) -> None:
+    def back(self) -> list[BrokerSession]:
         """This member is back on NATS after a moment away, its sessions still here: the
-        others may have parked frames for it meanwhile (``broker.cluster.forward``)."""
+        others may have parked frames for it meanwhile (``broker.cluster.forward``). What
+        reaches its persistent sessions is held from now on; ``start`` them once its next
+        heartbeat is written (the others park for it until they see one)."""
         held = self.registry.sessions.values() if self.registry is not None else ()
         sessions = [session for session in held if session.persistent]
         self.hold(sessions)
-        self.start(me, sessions, purge=True)
+        return sessions
 
     def start(
         self,
@@ -116,7 +119,8 @@ class Replays:
                 await self._visible(sessions)  # its own: a message came one way only
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
-                await self._catch_up(reader, last, by_key)
+                quiet = QUIET if gone == self.parked.link.member else 0.0
+                await self._catch_up(reader, last, by_key, quiet)
                 released = True
                 self._caught_up(sessions, caught_up)
                 await self._follow(reader, by_key)
@@ -140,16 +144,23 @@ class Replays:
                 session.arrival.visible = visible
 
     async def _catch_up(
-        self, reader: Reader, last: int, sessions: dict[SessionKey, BrokerSession]
+        self,
+        reader: Reader,
+        last: int,
+        sessions: dict[SessionKey, BrokerSession],
+        quiet: float,
     ) -> None:
-        """Step 3: the frames parked up to sequence ``last``, given (held)."""
+        """Step 3: the frames parked up to sequence ``last``, given (held); then, for a
+        member's own, those that keep coming until none did for ``quiet`` seconds (the
+        others' last ones, parked before they saw its heartbeat and sent to it again)."""
         count, sequence = 0, 0
-        while sequence < last:
-            got = await reader.next(READ_WITHIN)
+        while True:
+            got = await reader.next(READ_WITHIN if sequence < last else quiet)
             if got is None:
-                log.warning("parked frames: %d of up to %d read, the rest did not come",
-                            count, last)  # fmt: skip
-                return
+                if sequence < last:
+                    log.warning("parked frames: %d of up to %d read, the rest did not come",
+                                count, last)  # fmt: skip
+                break
             sequence, frame = got
             self._give(frame, sessions)
             count += 1

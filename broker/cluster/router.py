@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
+from broker.cluster.absences import Absences
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, Routed, decode
@@ -53,7 +54,7 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError
-from nanoiot.members import Figures, Member
+from nanoiot.members import Figures
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -81,12 +82,10 @@ class ClusterRouter:
         self.link = link
         self.store = store
         self.table = RouteTable()
-        self.forwarder = Forwarder(link, max_buffer, self._gone)
+        self.forwarder = Forwarder(link, max_buffer, lambda member: self.absences.gone(member))
+        self.absences = Absences(self.forwarder, link.member)
         self.parked = ParkedFrames(link, max_parked)
         self.replays: Replays | None = None
-        # Members whose frames are parked, and their last heartbeat then (None: not live):
-        # one written since (by the same process back on NATS, or restarted) ends it.
-        self._parked_as: dict[str, Member | None] = {}
         self.announcer: RouteAnnouncer | None = None
         self.handovers: Handovers | None = None
         self._handover_window = handover_window
@@ -123,6 +122,7 @@ class ClusterRouter:
         self.handovers.registry = registry
         self.replays = Replays(self.parked, self.announcer, self.local, self._handover_window)
         self.replays.registry = registry
+        self.absences.replays = self.replays
         self.handovers.arrivals.replays = self.replays
         await self.handovers.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
@@ -163,9 +163,8 @@ class ClusterRouter:
             members.on_gone(wills.member_gone)
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
-        members.on_change(self._unpark_returned)
-        if self.replays is not None:  # frames parked for it while it was away are its own
-            self.link.reconnected.append(functools.partial(self.replays.own, self.link.member))
+        self.absences.watch(members)  # parking ends; frames parked for it while away
+        self.link.reconnected.append(self.absences.back_on_nats)
         return members
 
     def _member_names(self) -> set[str]:
@@ -381,21 +380,3 @@ class ClusterRouter:
         )
         if will.retain:
             retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
-
-    def _gone(self, member: str) -> None:
-        """Frames for ``member`` are parked from now on (``broker.cluster.forward``)."""
-        self._parked_as[member] = self._entry(member)
-
-    def _entry(self, member: str) -> Member | None:
-        return self.members.entry(member) if self.members is not None else None
-
-    def _unpark_returned(self) -> None:
-        """A member whose frames are parked and that wrote a heartbeat since gets its frames
-        again (restarted, it replays what was parked for it)."""
-        if not self._parked_as:
-            return
-        for member, then in list(self._parked_as.items()):
-            now = self._entry(member)
-            if now is not None and now is not then:
-                del self._parked_as[member]
-                self.forwarder.unpark(member)
