@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
 QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
+QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
 
 
 class Replays:
@@ -154,7 +155,8 @@ class Replays:
         member's own, those that keep coming until none did for ``quiet`` seconds (the
         others' last ones, parked before they saw its heartbeat and sent to it again)."""
         count, sequence = 0, 0
-        while True:
+        until = self._loop.time() + QUIET_WITHIN  # what is held waits no longer for them
+        while sequence < last or self._loop.time() < until:
             got = await reader.next(READ_WITHIN if sequence < last else quiet)
             if got is None:
                 if sequence < last:
