@@ -1,7 +1,7 @@
 """NATS's errors made NanoIoT's (``nanoiot.errors``), at the one edge where NATS is called.
 
 A lost compare-and-set becomes ``ClusterConflictError``; anything that means NATS is not
-there right now (no server, timeout, closed or reconnecting connection, no responders,
+there right now (no server, timeout, closed, reconnecting or lost connection, no responders,
 JetStream unavailable) becomes ``ClusterUnavailableError``; any other NATS error a
 ``ClusterError``. Each message is one line naming what was being done.
 """
@@ -30,6 +30,8 @@ def nats_errors(what: str) -> Iterator[None]:
         if isinstance(exc, nats.js.errors.ServiceUnavailableError):
             raise ClusterUnavailableError(f"{what}: {plain(exc)}") from None
         raise ClusterError(f"{what}: {plain(exc)}") from None
+    except nats.errors.OutboundBufferLimitError:  # nothing is kept to send later
+        raise ClusterUnavailableError(f"{what}: the connection to NATS is down") from None
     except (
         nats.errors.TimeoutError,
         nats.errors.NoServersError,

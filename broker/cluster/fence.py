@@ -24,9 +24,15 @@ claims still name it, as at start-up, and accepts connections again.
 When: the others take a member as gone ``MISSED_BEATS`` of its intervals after the last
 write of its entry they saw, on their own clocks; that write reached NATS after this member
 began it. Counted from when the last write that succeeded began, nobody acts before
-``MISSED_BEATS`` intervals, so this member fences itself one interval earlier
-(``FENCE_AFTER_BEATS``): that interval is left for closing its connections and committing
-its store, and covers the difference in clock rates and a late timer.
+``MISSED_BEATS`` intervals (``seen_gone_at``), so this member fences itself one interval
+earlier (``FENCE_AFTER_BEATS``): that interval is left for closing its connections and
+committing its store, and covers the difference in clock rates and a late timer.
+
+Only for what it knows: a heartbeat write still under way then, with NATS connected (a
+slow write, or one begun late after a blocked event loop), may yet reach NATS in time. The
+fencing waits for it until half an interval before the others may act (``last_chance``)
+and does not happen if it was written; half an interval is left then for closing the
+connections. A write that failed, or NATS known lost, fences at once.
 """
 
 import asyncio
@@ -48,7 +54,9 @@ from nanoiot.errors import ClusterError
 if TYPE_CHECKING:
     from broker.core import Broker
 
-__all__ = ["FENCE_AFTER_BEATS", "Fencing", "fence_deadline", "must_fence", "seen_gone_at"]
+__all__ = [
+    "FENCE_AFTER_BEATS", "Fencing", "fence_deadline", "last_chance", "must_fence", "seen_gone_at",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,12 @@ def fence_deadline(renewed: float, interval: float) -> float:
     """When this member fences itself off if no heartbeat written began after ``renewed``:
     one interval before ``seen_gone_at``."""
     return renewed + FENCE_AFTER_BEATS * interval
+
+
+def last_chance(renewed: float, interval: float) -> float:
+    """Until when a heartbeat write under way at ``fence_deadline`` is waited for: half an
+    interval before ``seen_gone_at``."""
+    return seen_gone_at(renewed, interval) - interval / 2
 
 
 def must_fence(now: float, renewed: float, interval: float) -> bool:
@@ -156,6 +170,9 @@ class Fencing:
         return task
 
     async def _fence(self) -> None:
+        if self.fenced:
+            return
+        await self._write_under_way()
         async with self._lock:
             now = asyncio.get_running_loop().time()
             if self.fenced or not must_fence(now, self._renewed, self.members.interval):
@@ -177,6 +194,17 @@ class Fencing:
             for client in clients:
                 client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
             await self._give_up_sessions()
+
+    async def _write_under_way(self) -> None:
+        """Wait for a heartbeat write under way while NATS is connected, at most until
+        ``last_chance``: if it is written, there is no need to fence."""
+        writing = self.members.writing
+        if writing is None or not self.members.link.connected:
+            return
+        deadline = last_chance(self._renewed, self.members.interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(writing)  # the heartbeat's own, not to be cancelled
 
     async def _give_up_sessions(self) -> None:
         registry = self.broker.registry

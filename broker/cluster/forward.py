@@ -263,7 +263,10 @@ class Forwarder:
                     with nats_errors(f"forwarding to {subject}"):
                         await client.publish(subject, data, reply=reply)
                 except ClusterError as exc:
-                    log.warning("%s", exc)
+                    if not self.link.connected:  # one line per outage (``ClusterLink``)
+                        log.debug("%s", exc)
+                    else:
+                        log.warning("%s", exc)
                     if reply:
                         self._fail(reply.rsplit(".", 1)[1], str(exc))
 

@@ -248,6 +248,9 @@ class Handovers:
             )  # fmt: skip
         else:
             self.fence = max(self.fence, departure.visible)
+            log.info("session %s: no longer sent on to member %s; QoS 1 and 2 messages routed "
+                     "with routes older than revision %d are refused from now on",
+                     store_key(departure.key), departure.member, self.fence)  # fmt: skip
         self._end(departure)
 
     def _end(self, departure: Departure) -> None:

@@ -8,6 +8,13 @@ key-value buckets are ``<cluster>_<name>`` (``broker.cluster.kv``).
 
 After the first connection the client reconnects by itself for as long as the node runs
 (NATS keeps the subscriptions); losing and regaining NATS is logged once each way.
+
+Nothing is kept to be sent later while the connection is down: a write then fails at once
+(``ClusterUnavailableError``), and what the client still held to send when the loss was
+noticed is dropped. By default nats-py keeps both and sends them on the next connection,
+after their callers took them as failed (timed out) and acted on it: a will entry's delete
+replayed after the fencing left the entry to the departure of the run that ended lost that
+will; a heartbeat, a claim or a forwarded message would land late likewise.
 """
 
 import asyncio
@@ -18,6 +25,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,12 +79,18 @@ def _without_userinfo(url: str) -> str:
 class ClusterLink:
     """This node (or worker) on the cluster's NATS."""
 
-    def __init__(self, client: Client, cluster: str, member: str) -> None:
+    def __init__(
+        self,
+        client: Client,
+        cluster: str,
+        member: str,
+        events: "_Events | None" = None,
+    ) -> None:
         self.client = client
         self.cluster = cluster
         self.member = member  # unique in the cluster: node name, plus the worker number
         self._subscriptions: list[Subscription] = []
-        self.reconnected: list[Callable[[], None]] = []  # called each time NATS is back
+        self._events = events if events is not None else _Events()  # called by the client
 
     @classmethod
     async def connect(cls, settings: Settings, *, worker: int | None = None) -> Self:
@@ -85,12 +99,24 @@ class ClusterLink:
         member = node_name(settings) + (f"-w{worker}" if worker is not None else "")
         options = _connection_options(settings)
         url = redacted(settings.nats_url)
-        reconnected: list[Callable[[], None]] = []
-        client = await _join(settings.nats_url, member, options, url, reconnected)
+        events = _Events()
+        client = await _join(settings.nats_url, member, options, url, events)
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
-        link = cls(client, settings.cluster_name, member)
-        link.reconnected = reconnected
-        return link
+        return cls(client, settings.cluster_name, member, events)
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time the connection to NATS is found lost."""
+        self._events.lost.append(callback)
+
+    def on_reconnected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time the connection to NATS is back after a loss."""
+        self._events.back.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to NATS is up, as far as the client knows (a lost one is
+        noticed at once when NATS closes it, after missed pings when the network drops)."""
+        return bool(self.client.is_connected)
 
     def subject(self, *tokens: str) -> str:
         return ".".join((self.cluster, *tokens))
@@ -196,9 +222,10 @@ async def _join(
     member: str,
     options: dict[str, Any],
     url: str,
-    reconnected: list[Callable[[], None]],
+    events: "_Events",
 ) -> Client:
-    """Connect, retrying for CONNECT_WITHIN seconds; refused credentials end it at once."""
+    """Connect, retrying for CONNECT_WITHIN seconds; refused credentials end it at once.
+    ``events``: told each time the connection is lost and back later."""
     last: list[Exception] = []
     refusals: list[Exception] = []
     refused = asyncio.Event()
@@ -216,8 +243,8 @@ async def _join(
             servers=[one.strip() for one in servers.split(",")],
             name=f"nanoiot {member}",
             error_cb=on_error,
-            disconnected_cb=_say(client, "lost the connection to NATS %s", url),
-            reconnected_cb=_say(client, "reconnected to NATS %s", url, reconnected),
+            disconnected_cb=_lost(client, url, events),
+            reconnected_cb=_back(client, url, events),
             **options,
         )
     )
@@ -250,19 +277,48 @@ def _is_refusal(exc: Exception) -> bool:
     return isinstance(exc, refusals) or "authorization violation" in str(exc).lower()
 
 
-def _say(
-    client: Client, message: str, url: str, then: list[Callable[[], None]] | None = None
-) -> Callable[[], Awaitable[None]]:
+@dataclass
+class _Events:
+    """What is called when the connection to NATS is lost, and when it is back."""
+
+    lost: list[Callable[[], None]] = field(default_factory=list)
+    back: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _lost(client: Client, url: str, events: _Events) -> Callable[[], Awaitable[None]]:
     async def callback() -> None:
+        _drop_unsent(client)
         if not (client.is_closed or client.is_draining):  # not when we leave on purpose
-            log.warning(message, url)
-            for call in then or ():
-                try:
-                    call()
-                except Exception:
-                    log.exception("handling the return of NATS")
+            log.warning("lost the connection to NATS %s", url)
+            _tell(events.lost)
 
     return callback
+
+
+def _back(client: Client, url: str, events: _Events) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        if not (client.is_closed or client.is_draining):
+            log.warning("reconnected to NATS %s", url)
+            _tell(events.back)
+
+    return callback
+
+
+def _tell(callbacks: list[Callable[[], None]]) -> None:
+    for call in callbacks:
+        try:
+            call()
+        except Exception:
+            log.exception("handling the connection to NATS lost or back")
+
+
+def _drop_unsent(client: Client) -> None:
+    """Drop what the client still holds to send when it noticed the connection lost: handed
+    to it in the same moment, before it knew; its caller's request times out, and it is
+    not to land later (nats-py would send it first thing on the next connection). The
+    client has no call for this; ``pending_size`` 0 keeps anything else from piling up."""
+    client._pending = []
+    client._pending_data_size = 0
 
 
 def _connection_options(settings: Settings) -> dict[str, Any]:
@@ -272,6 +328,9 @@ def _connection_options(settings: Settings) -> dict[str, Any]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,  # for as long as the node runs
         "reconnect_time_wait": RECONNECT_WAIT,
+        # No buffer while the connection is down: a write fails at once rather than being
+        # sent on the next connection, after its caller took it as failed.
+        "pending_size": 0,
         "ping_interval": PING_INTERVAL,
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
     }

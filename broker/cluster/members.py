@@ -79,6 +79,9 @@ class MemberRegistry:
         self._own_seen = 0.0  # loop time this member last saw its own entry written
         self.run = 0  # one more each time this member fenced itself off (a new run)
         self.renewed_at = 0.0  # loop time the last heartbeat that was written began
+        # The heartbeat write under way, if one is: done when it ended, written or not.
+        self.writing: asyncio.Future[None] | None = None
+        self._back = asyncio.Event()  # the connection to NATS is back since the last beat
         self._renewals: list[Renewed] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
@@ -116,6 +119,7 @@ class MemberRegistry:
         self._own_seen = self.renewed_at = loop.time()
         if self._figures is not None:
             await self.bucket.put(self.name, encode_member(self.me()))
+        self.link.on_reconnected(self._back.set)
         self._watch = watch = await self.bucket.watch()
         while (change := await watch.value()) is not None:
             self._apply(*change)
@@ -150,11 +154,23 @@ class MemberRegistry:
         )  # fmt: skip
 
     async def _beat(self) -> None:
+        """Write this member's entry every interval: each write begins one interval after
+        the previous one began, not after it ended, so that a slow write does not push the
+        next one towards the others' deadline; one that ended later than that is followed
+        at once, and so is the connection to NATS coming back (the others see this member
+        again as soon as they can, a fenced member is back as soon as it can be)."""
         failing = False
         loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.interval)
+            due = max(due + self.interval, loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(due):
+                    await self._back.wait()  # NATS is back: this member's entry at once
+            self._back.clear()
+            due = min(due, loop.time())
             began, me = loop.time(), self.me()
+            self.writing = writing = loop.create_future()
             try:
                 await self.bucket.put(self.name, encode_member(me))
             except ClusterError as exc:
@@ -166,6 +182,9 @@ class MemberRegistry:
                     log.info("heartbeat written again")
                 failing = False
                 self._renewed(began, me.run)
+            finally:
+                self.writing = None
+                writing.set_result(None)
 
     def _renewed(self, began: float, run: int) -> None:
         self.renewed_at = max(self.renewed_at, began)

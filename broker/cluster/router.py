@@ -164,7 +164,7 @@ class ClusterRouter:
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
         self.absences.watch(members)  # parking ends; frames parked for it while away
-        self.link.reconnected.append(self.absences.back_on_nats)
+        self.link.on_reconnected(self.absences.back_on_nats)
         return members
 
     def _member_names(self) -> set[str]:

@@ -5,9 +5,10 @@ ssl/OpenSSL, database or amqtt (``tests/broker/mqtt/test_purity.py`` enforces it
 broker (``broker.client``) feeds it the bytes a client sent and writes the bytes it returns;
 everything that decides what a byte means lives here:
 
-- ``wire``, ``properties``, ``packets``, ``decode``, ``encode``, ``rules``, ``codes``: a strict
-  codec for MQTT 3.1 (protocol "MQIsdp", level 3), 3.1.1 (level 4) and, in the wire format,
-  5.0 (properties of every packet and reason codes, both directions);
+- ``wire``, ``properties`` (with ``property_table``), ``packets``, ``decode``, ``encode``,
+  ``rules``, ``codes``: a strict codec for MQTT 3.1 (protocol "MQIsdp", level 3), 3.1.1
+  (level 4) and, in the wire format, 5.0 (properties of every packet and reason codes, both
+  directions);
 - ``connection``: one object per network connection holding its whole protocol state
   (level, keep-alive deadline, packet ids in flight both ways, QoS 2 states, limits);
 - ``session``: what outlives a connection (subscriptions, the queue with byte accounting,

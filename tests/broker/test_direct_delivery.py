@@ -15,18 +15,22 @@ import pytest
 
 from broker.mqtt.encode import encode_publish
 from nanoiot.cli.serve import run_event_loop
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    application_client,
+    device_client,
+    mqtt_client,
+    write_pem,
+)
 
 COUNT = 300
 
 
 @pytest.fixture
 def backend(broker: BrokerThread) -> Iterator[Client]:
-    broker.application("backend", "backend", "s3cret-pass")
-    client = mqtt_client(
-        broker.port, broker.server_cert, None,
-        client_id="backend", username="backend", password="s3cret-pass",
-    )  # fmt: skip
+    client = application_client(broker, "backend", "s3cret-pass", client_id="backend")
     assert client.wait_connack() == 0
     yield client
     client.close()

@@ -21,7 +21,14 @@ from prometheus_client import generate_latest
 from broker.client import MqttClient
 from broker.mqtt.encode import encode_publish
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    application_client,
+    device_client,
+    mqtt_client,
+)
 
 CAP = 64 * 1024
 PAYLOAD = 1024
@@ -42,11 +49,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerThread]:
 
 @pytest.fixture
 def healthy(broker: BrokerThread) -> Iterator[Client]:
-    broker.application("healthy", "healthy", "healthy-pass")
-    client = mqtt_client(
-        broker.port, broker.server_cert, None,
-        client_id="healthy", username="healthy", password="healthy-pass",
-    )  # fmt: skip
+    client = application_client(broker, "healthy", "healthy-pass", client_id="healthy")
     assert client.wait_connack() == 0
     assert client.subscribe(TOPIC, qos=1) == [1]
     yield client

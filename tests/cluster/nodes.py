@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.certgen import issue
 from tests.cli.conftest import NANOIOT
+from tests.cluster.proxy import Proxy
 from tests.e2e.harness import Client, mqtt_client, write_pem
 from tests.natsserver import NATS_URL, shared_cluster
 from tests.serve_process import WAIT, Output, serving
@@ -24,6 +25,9 @@ from tests.storage.pg import fresh_database
 
 ADMIN_TOKEN = "cluster-test-admin-token-0123456789"
 APP_PASSWORD = "app-password"
+# Seconds between heartbeats in tests that cut a node off: long enough for a test to act
+# between the node's fencing and the others taking it as gone (one heartbeat).
+SLOW_HEARTBEAT = 5.0
 
 
 @dataclass
@@ -141,6 +145,20 @@ def watched_on_b(nodes: Cluster) -> tuple[Path, Client]:
     probe = nodes.connect("a", prober, client_id="prober")
     until_routed(probe, "v1/devices/me/telemetry", watcher)
     return sensor, watcher
+
+
+def cut_off_a_watched_on_b(nodes: Cluster, proxy: Proxy) -> Client:
+    """Nodes a (reaching NATS through ``proxy``) and b, with ``SLOW_HEARTBEAT`` s heartbeats:
+    once the proxy is cut, A fences itself off two heartbeats after its last one written and
+    B may take it as gone one heartbeat later (``broker.cluster.fence``). An application
+    "watcher" on B, subscribed to every device's status at QoS 1."""
+    nodes.application("watcher")
+    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
+    nodes.start("a", NANOIOT_NATS_URL=proxy.url)
+    nodes.start("b")
+    watcher = nodes.connect("b", app="watcher", client_id="watcher")
+    assert watcher.subscribe("devices/+/status", qos=1) == [1]
+    return watcher
 
 
 def until_routed(publisher: Client, topic: str, *subscribers: Client) -> None:

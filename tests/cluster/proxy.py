@@ -1,11 +1,16 @@
-"""A TCP proxy in front of the machine's NATS, for tests that cut one node off: the node
-connects through it; ``cut`` closes its connections both ways (NATS sees the node's
-connection end, the node loses NATS) and closes every new one at once until ``restore``."""
+"""A TCP proxy in front of the machine's NATS, for tests that cut one node off or make its
+NATS slow: the node connects through it; ``cut`` closes its connections both ways (NATS sees
+the node's connection end, the node loses NATS) and closes every new one at once until
+``restore``; ``delay`` holds back what NATS sends to the node (its route and member watches,
+the answers to its writes), in order, while what the node sends goes through at once."""
 
 import contextlib
+import functools
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 NATS_ADDRESS = ("127.0.0.1", 4222)
@@ -19,6 +24,7 @@ class Proxy:
         self._open: list[socket.socket] = []
         self._cut = False
         self._closed = False
+        self._delay = 0.0
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -35,6 +41,11 @@ class Proxy:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+
+    def delay(self, seconds: float) -> None:
+        """What NATS sends to the node from now on reaches it ``seconds`` later (0: at once,
+        behind what is still held back)."""
+        self._delay = seconds
 
     def close(self) -> None:
         with self._lock:
@@ -57,10 +68,63 @@ class Proxy:
                     continue
                 upstream = socket.create_connection(NATS_ADDRESS)
                 self._open += [client, upstream]
-                for source, sink in ((client, upstream), (upstream, client)):
-                    thread = threading.Thread(target=_pump, args=(source, sink), daemon=True)
+                late = _Late(upstream, client, lambda: self._delay)
+                for target in (functools.partial(_pump, client, upstream), late.read, late.write):
+                    thread = threading.Thread(target=target, daemon=True)
                     self._threads.append(thread)
                     thread.start()
+
+
+class _Late:
+    """A copy from ``source`` to ``sink`` in which each piece goes ``delay()`` seconds (as
+    it was when the piece came) after it came, in the order they came."""
+
+    def __init__(
+        self, source: socket.socket, sink: socket.socket, delay: Callable[[], float]
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._delay = delay
+        self._held: deque[tuple[float, bytes]] = deque()  # (when it goes, the data)
+        self._changed = threading.Condition()
+        self._ended = False
+
+    def read(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := self._source.recv(65536):
+                with self._changed:
+                    self._held.append((time.monotonic() + self._delay(), data))
+                    self._changed.notify()
+        with self._changed:
+            self._ended = True
+            self._changed.notify()
+
+    def write(self) -> None:
+        """Send each piece when it is due; once the source ended and all went, end both."""
+        while (data := self._next()) is not None:
+            try:
+                self._sink.sendall(data)
+            except OSError:
+                break
+        _shut(self._source)
+        _shut(self._sink)
+        self._source.close()
+        self._sink.close()
+
+    def _next(self) -> bytes | None:
+        with self._changed:
+            while True:
+                if not self._held:
+                    if self._ended:
+                        return None
+                    self._changed.wait()
+                    continue
+                due, data = self._held[0]
+                left = due - time.monotonic()
+                if left <= 0:
+                    self._held.popleft()
+                    return data
+                self._changed.wait(left)  # a timer of the proxy's own, not a test's sleep
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -4,25 +4,33 @@ connections; a survivor publishes the wills once and adopts the sessions; once N
 the node accepts connections again. Node A reaches NATS through a TCP proxy the test cuts;
 real paho clients, nodes as separate processes on the machine's NATS and PostgreSQL."""
 
+import asyncio
 from pathlib import Path
 
+import nats
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from nanoiot.members import decode_member
+from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend
+from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend, _logged
 from tests.e2e.harness import mqtt_client
 from tests.e2e.v5_client import v5_client
+from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
 
 STATUS = "v1/devices/me/status"
+# Seconds between heartbeats in the three-node test: A fences itself off two of them after
+# its last heartbeat written, the survivors may take it as gone one later. Short, for a
+# quick test, yet above what a key-value write takes on a loaded machine.
+HEARTBEAT = 1.0
 
 
 def _start(nodes: Cluster, proxy: Proxy) -> None:
-    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
     nodes.start("a", NANOIOT_NATS_URL=proxy.url)
     nodes.start("b")
     nodes.start("c")
@@ -83,6 +91,7 @@ def test_a_node_cut_off_from_nats_gives_its_clients_up_before_the_others_act(
 
         # A survivor publishes the will, once, and adopts the backend's session with
         # everything A acknowledged.
+        _logged(nodes, "wills of its clients to publish", "b", "c")  # A's run is gone
         will = watcher.next_message()
         assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
         adopter = _adopter(nodes, "b", "c")
@@ -116,12 +125,7 @@ def test_a_node_back_before_the_others_noticed_has_its_wills_published_once(
     device it closed is published once."""
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        nodes.application("watcher")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "5"
-        nodes.start("a", NANOIOT_NATS_URL=proxy.url)
-        nodes.start("b")
-        watcher = nodes.connect("b", app="watcher", client_id="watcher")
-        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        watcher = cut_off_a_watched_on_b(nodes, proxy)
         device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
         device.paho.reconnect_delay_set(600, 600)
         until_routed(device, STATUS, watcher)
@@ -133,3 +137,42 @@ def test_a_node_back_before_the_others_noticed_has_its_wills_published_once(
         will = watcher.next_message()
         assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
         assert watcher.no_message(within=1.0)
+
+
+def test_a_node_whose_heartbeat_writes_are_slow_but_in_time_does_not_fence_itself(
+    tmp_path: Path,
+) -> None:
+    """Every answer from NATS reaches A most of an interval late, its heartbeat writes
+    included: each is written well before the others may take A as gone, so A keeps its
+    clients and its run."""
+    interval = 1.5
+    with nats_proxy() as proxy, cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(interval)
+        nodes.start("a", NANOIOT_NATS_URL=proxy.url)
+        nodes.start("b")
+        device = nodes.connect("a", sensor, client_id="sensor")
+        proxy.delay(0.9 * interval)  # below the key-value requests' 2 s timeout
+        runs = asyncio.run(_heartbeats(nodes.env["NANOIOT_CLUSTER_NAME"], "a", count=8))
+        assert runs == [0] * 8
+        assert not device.disconnected.is_set()
+        assert not any("fenced off the cluster" in line for line in nodes.nodes["a"].log.lines)
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_fencings_total") == 0
+
+
+async def _heartbeats(cluster_name: str, member: str, *, count: int) -> list[int]:
+    """The ``run`` of each of the next ``count`` heartbeats of ``member``, as NATS has them."""
+    client = await nats.connect(NATS_URL)
+    try:
+        bucket = await client.jetstream().key_value(f"{cluster_name}_members")
+        watcher = await bucket.watch(member, include_history=False)
+        runs: list[int] = []
+        async with asyncio.timeout(WAIT):
+            while len(runs) < count:
+                entry = await watcher.updates(timeout=WAIT)  # type: ignore[no-untyped-call]
+                if entry is not None and entry.value:
+                    runs.append(decode_member(entry.value).run)
+        await watcher.stop()  # type: ignore[no-untyped-call]
+        return runs
+    finally:
+        await client.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.e2e.harness import Client
 from tests.serve_process import WAIT
@@ -20,22 +20,23 @@ STATUS = "v1/devices/me/status"
 ENTRY_NOT_DELETED = r"will held back until NATS is back|the will's entry stays"
 
 
-def _two_nodes(nodes: Cluster, proxy: Proxy) -> Client:
-    """A (through the proxy) and B, with 5 s heartbeats: A fences itself 10 s after its last
-    heartbeat written, B takes it as gone 5 s later. The watcher on B."""
-    nodes.application("watcher")
-    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "5"
-    nodes.start("a", NANOIOT_NATS_URL=proxy.url)
-    nodes.start("b")
-    watcher = nodes.connect("b", app="watcher", client_id="watcher")
-    assert watcher.subscribe("devices/+/status", qos=1) == [1]
-    return watcher
-
-
 def _drop(device: Client) -> None:
     """Gone without DISCONNECT, as a device losing its network."""
     device.paho.loop_stop()
     device.paho._reset_sockets()  # its socket, and paho's wake-up pair (no warning later)
+
+
+def _dropped_while_cut(nodes: Cluster, proxy: Proxy) -> Client:
+    """The device "sensor", connected to A with a will, drops while A has lost NATS: A
+    cannot delete its will's entry (``cut_off_a_watched_on_b``). The watcher."""
+    sensor = nodes.device("sensor")
+    watcher = cut_off_a_watched_on_b(nodes, proxy)
+    device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
+    until_routed(device, STATUS, watcher)
+    proxy.cut()
+    _drop(device)
+    nodes.nodes["a"].log.wait_for(ENTRY_NOT_DELETED)
+    return watcher
 
 
 def _once(watcher: Client) -> None:
@@ -52,7 +53,7 @@ def test_a_will_a_node_cut_off_could_not_keep_is_published_once_it_is_back(
     to publish); A publishes it once NATS is back."""
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        watcher = _two_nodes(nodes, proxy)
+        watcher = cut_off_a_watched_on_b(nodes, proxy)
         probe = nodes.connect("a", sensor, client_id="probe")
         until_routed(probe, STATUS, watcher)
         probe.close()
@@ -76,14 +77,7 @@ def test_a_will_due_while_cut_off_is_published_once_when_nats_is_back_before_the
     delete it. NATS is back before A fences itself: the will is published once, and A's
     clean stop afterwards (its departure) finds no entry left to publish again."""
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
-        watcher = _two_nodes(nodes, proxy)
-        device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
-        until_routed(device, STATUS, watcher)
-
-        proxy.cut()
-        _drop(device)
-        nodes.nodes["a"].log.wait_for(ENTRY_NOT_DELETED)
+        watcher = _dropped_while_cut(nodes, proxy)
         proxy.restore()
         nodes.nodes["a"].log.wait_for(r"reconnected to NATS")
         will = watcher.next_message()
@@ -102,14 +96,7 @@ def test_a_will_due_while_cut_off_is_published_once_by_a_survivor_after_the_fenc
     """The device drops while A has lost NATS, its will's entry in the bucket. A fences
     itself, B takes A's run as gone and publishes the will; A, back, publishes nothing."""
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
-        watcher = _two_nodes(nodes, proxy)
-        device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
-        until_routed(device, STATUS, watcher)
-
-        proxy.cut()
-        _drop(device)
-        nodes.nodes["a"].log.wait_for(ENTRY_NOT_DELETED)
+        watcher = _dropped_while_cut(nodes, proxy)
         nodes.nodes["a"].log.wait_for(r"fenced off the cluster")
         nodes.nodes["b"].log.wait_for(r"member a\.\d+ is gone: 1 wills")
         will = watcher.next_message()
@@ -117,3 +104,19 @@ def test_a_will_due_while_cut_off_is_published_once_by_a_survivor_after_the_fenc
         proxy.restore()
         nodes.nodes["a"].log.wait_for(r"back in the cluster as run 1")
         assert watcher.no_message(within=2.0)
+
+
+def test_a_will_due_while_cut_off_is_published_once_when_nats_is_back_after_the_fence(
+    tmp_path: Path,
+) -> None:
+    """The device drops while A has lost NATS, its will's entry in the bucket. A fences
+    itself (leaving the entry to the departure of its run that ended) and NATS is back
+    before B noticed: the delete A could not send is not sent late, on the new connection,
+    and the departure publishes the will once."""
+    with nats_proxy() as proxy, cluster(tmp_path) as nodes:
+        watcher = _dropped_while_cut(nodes, proxy)
+        a = nodes.nodes["a"]
+        a.log.wait_for(r"fenced off the cluster")
+        proxy.restore()  # B could take A as gone one heartbeat later, A is back before
+        a.log.wait_for(r"back in the cluster as run 1")
+        _once(watcher)

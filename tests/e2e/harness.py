@@ -123,6 +123,14 @@ def device_client(
     return mqtt_client(broker.port, broker.server_cert, certfile, **options), issued
 
 
+def application_client(broker: BrokerThread, name: str, password: str, **options: Any) -> "Client":
+    """Register the application ``name`` (user name ``name``, no certificate) and connect."""
+    broker.application(name, name, password)
+    return mqtt_client(
+        broker.port, broker.server_cert, None, username=name, password=password, **options
+    )
+
+
 def write_pem(directory: Path, issued: Issued, name: str) -> Path:
     """The reference's .nopass.pem: key then certificate, one file."""
     path = directory / f"{name}.nopass.pem"

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from auth.kinds import CredentialStatus
-from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish, Pubrec, Will
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Publish,
+    Pubrec,
+    Will,
+)
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
@@ -53,16 +62,29 @@ def _raw(broker: BrokerThread, folder: Path, name: str) -> Raw:
     return Raw(broker.port, broker.server_cert, write_pem(folder, issued, name), MQTT_5)
 
 
-def test_keep_alive_expiry_sends_disconnect_0x8d(broker: BrokerThread, tmp_path: Path) -> None:
-    """5.0 §3.1.2.10 and §3.14.2.1: nothing for 1.5 x the keep-alive, then 0x8D."""
-    raw = _raw(broker, tmp_path, "sleepy")
-    raw.send(Connect(MQTT_5, "sleepy", True, 1))
+def _connected(
+    broker: BrokerThread, folder: Path, name: str, keep_alive: int = 60
+) -> tuple[Raw, Connack]:
+    """A raw 5.0 client of the new device ``name`` and the CONNACK that accepted it."""
+    raw = _raw(broker, folder, name)
+    raw.send(Connect(MQTT_5, name, True, keep_alive))
     connack = raw.read()
     assert isinstance(connack, Connack)
     assert connack.code == 0
-    bye = raw.read()
-    assert isinstance(bye, Disconnect)
-    assert bye.code == 0x8D
+    return raw, connack
+
+
+def _disconnect_reason(packet: Packet | None, code: int) -> str:
+    """The reason string of ``packet``, which must be a DISCONNECT with reason ``code``."""
+    assert isinstance(packet, Disconnect)
+    assert packet.code == code
+    return str(packet.properties.get(Property.REASON_STRING))
+
+
+def test_keep_alive_expiry_sends_disconnect_0x8d(broker: BrokerThread, tmp_path: Path) -> None:
+    """5.0 §3.1.2.10 and §3.14.2.1: nothing for 1.5 x the keep-alive, then 0x8D."""
+    raw, _ = _connected(broker, tmp_path, "sleepy", keep_alive=1)
+    _disconnect_reason(raw.read(), 0x8D)
     assert raw.read() is None
     raw.sock.close()
 
@@ -71,10 +93,7 @@ def test_too_many_qos_2_in_flight_sends_disconnect_0x93(
     broker: BrokerThread, tmp_path: Path
 ) -> None:
     """5.0 §4.9: more unacknowledged QoS 2 PUBLISHes than the announced Receive Maximum."""
-    raw = _raw(broker, tmp_path, "flooder")
-    raw.send(Connect(MQTT_5, "flooder", True, 60))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
+    raw, connack = _connected(broker, tmp_path, "flooder")
     most = connack.properties.get(Property.RECEIVE_MAXIMUM)
     assert most == broker.settings.max_awaiting_pubrel
     raw.send(
@@ -85,25 +104,18 @@ def test_too_many_qos_2_in_flight_sends_disconnect_0x93(
         packets.append(packet)
     assert len(packets) == most + 1
     assert all(isinstance(packet, Pubrec) for packet in packets[:-1])
-    bye = packets[-1]
-    assert isinstance(bye, Disconnect)
-    assert bye.code == 0x93  # receive maximum exceeded
-    assert "await PUBREL" in str(bye.properties.get(Property.REASON_STRING))
+    assert "await PUBREL" in _disconnect_reason(packets[-1], 0x93)  # receive maximum exceeded
     raw.sock.close()
 
 
 def test_a_topic_alias_above_the_maximum_sends_disconnect_0x94(
     broker: BrokerThread, tmp_path: Path
 ) -> None:
-    raw = _raw(broker, tmp_path, "aliasing")
-    raw.send(Connect(MQTT_5, "aliasing", True, 60))
-    assert isinstance(raw.read(), Connack)
+    raw, _ = _connected(broker, tmp_path, "aliasing")
     alias = broker.settings.max_topic_aliases + 1
     raw.send(Publish("v1/devices/me/telemetry", b"x", properties=Properties([(0x23, alias)])))
-    bye = raw.read()
-    assert isinstance(bye, Disconnect)
-    assert bye.code == 0x94  # 5.0 §3.3.2.3.4 topic alias invalid
-    assert "topic alias" in str(bye.properties.get(Property.REASON_STRING))
+    # 5.0 §3.3.2.3.4: topic alias invalid
+    assert "topic alias" in _disconnect_reason(raw.read(), 0x94)
     raw.sock.close()
 
 

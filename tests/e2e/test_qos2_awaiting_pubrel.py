@@ -12,7 +12,7 @@ import pytest
 
 from broker.mqtt.packets import Connack, Connect, Packet, Pubcomp, Publish, Pubrec, Pubrel
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, application_client, mqtt_client, write_pem
 from tests.e2e.peers import Raw
 from tests.reliability.store_faults import SqliteLock
 
@@ -28,10 +28,7 @@ def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
     try:
         _, issued = broker.provision("sensor")
         certfile = write_pem(tmp_path, issued, "sensor")
-        broker.application("watcher", "watcher", PASSWORD)
-        watcher = mqtt_client(
-            broker.port, broker.server_cert, None, username="watcher", password=PASSWORD
-        )
+        watcher = application_client(broker, "watcher", PASSWORD)
         assert watcher.wait_connack() == 0
         assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
         with Raw(broker.port, broker.server_cert, certfile) as raw:

@@ -14,7 +14,7 @@ from broker import connecting
 from broker.client import MqttClient
 from broker.mqtt.packets import Connect
 from broker.sessions import BrokerSession
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
+from tests.e2e.harness import WAIT, BrokerThread, Client, application_client, device_client
 
 NANOIOT = str(Path(sys.executable).with_name("nanoiot"))
 
@@ -29,15 +29,7 @@ def cli(broker: BrokerThread, *args: str) -> None:
 @pytest.fixture
 def watcher(broker: BrokerThread) -> Iterator[Client]:
     """A backend subscribed to every device topic: it would see a will message."""
-    broker.application("watcher", "watcher", "pw-watcher")
-    client = mqtt_client(
-        broker.port,
-        broker.server_cert,
-        None,
-        client_id="w",
-        username="watcher",
-        password="pw-watcher",
-    )
+    client = application_client(broker, "watcher", "pw-watcher", client_id="w")
     assert client.wait_connack() == 0
     assert client.subscribe("devices/#") == [1]
     yield client

@@ -19,6 +19,7 @@ from tests.e2e.harness import (
     WAIT,
     BrokerThread,
     Client,
+    application_client,
     device_client,
     mqtt_client,
     write_pem,
@@ -28,11 +29,7 @@ from tests.e2e.harness import (
 @pytest.fixture
 def backend(broker: BrokerThread) -> Iterator[Client]:
     """A backend application (MQTT basic credentials, no certificate)."""
-    broker.application("backend", "backend", "s3cret-pass")
-    client = mqtt_client(
-        broker.port, broker.server_cert, None,
-        client_id="backend", username="backend", password="s3cret-pass",
-    )  # fmt: skip
+    client = application_client(broker, "backend", "s3cret-pass", client_id="backend")
     assert client.wait_connack() == 0
     yield client
     client.close()

@@ -18,7 +18,14 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from tests.certgen import Issued
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    application_client,
+    device_client,
+    write_pem,
+)
 from tests.reliability import packets
 from tests.reliability.canary import Canary
 from tests.reliability.conftest import HANDSHAKE_TIMEOUT, MAX_PACKET_SIZE, logged
@@ -30,11 +37,7 @@ TOKEN = "raw-client-token"  # a test credential
 @pytest.fixture(scope="module")
 def backend(rbroker: BrokerThread) -> Iterator[Client]:
     """An application that sees every device topic (and may publish RPC requests)."""
-    rbroker.application("backend", "backend", "backend-pass")
-    client = mqtt_client(
-        rbroker.port, rbroker.server_cert, None,
-        client_id="backend", username="backend", password="backend-pass",
-    )  # fmt: skip
+    client = application_client(rbroker, "backend", "backend-pass", client_id="backend")
     client.messages = _AllButTheCanary()
     assert client.wait_connack() == 0
     assert client.subscribe("devices/#") == [1]

@@ -13,6 +13,7 @@ from broker.cluster.link import ClusterLink, node_name, redacted
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import client_cert, make_server_pki
+from tests.cluster.proxy import nats_proxy
 from tests.natsserver import private_nats
 
 WAIT = 10.0
@@ -165,3 +166,34 @@ print("ok")
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr
+
+
+async def test_nothing_written_while_nats_is_lost_goes_out_once_it_is_back(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """A write while the connection is down fails at once, and is not sent later on the
+    new connection (its caller took it as failed); the link says when NATS is back."""
+    with nats_proxy() as proxy:
+        watcher = await ClusterLink.connect(cluster_settings(), worker=1)
+        cut_off = await ClusterLink.connect(cluster_settings(nats_url=proxy.url), worker=2)
+        try:
+            got: asyncio.Queue[bytes] = asyncio.Queue()
+
+            async def take(payload: bytes, _reply: str | None) -> None:
+                got.put_nowait(payload)
+
+            await watcher.subscribe(watcher.subject("writes"), take)
+            lost, back = asyncio.Event(), asyncio.Event()
+            cut_off.on_lost(lost.set)
+            cut_off.on_reconnected(back.set)
+            proxy.cut()
+            await asyncio.wait_for(lost.wait(), WAIT)
+            with pytest.raises(ClusterUnavailableError):
+                await cut_off.publish(cut_off.subject("writes"), b"while lost")
+            proxy.restore()
+            await asyncio.wait_for(back.wait(), WAIT)
+            await cut_off.publish(cut_off.subject("writes"), b"once back")
+            assert await asyncio.wait_for(got.get(), WAIT) == b"once back"
+        finally:
+            await cut_off.close()
+            await watcher.close()
