@@ -46,7 +46,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.sessions import SessionClaims
-from broker.cluster.wills import Wills, incarnation
+from broker.cluster.will_entries import incarnation
+from broker.cluster.wills import Wills
 from broker.mqtt.codes import Reason
 from broker.restore import Restoration
 from nanoiot.errors import ClusterError

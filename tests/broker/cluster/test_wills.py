@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 from broker.cluster.frames import to_key
 from broker.cluster.link import ClusterLink
-from broker.cluster.wills import DEPARTURES, StoredWill, Wills, decode_will, encode_will
+from broker.cluster.will_entries import StoredWill, decode_will, encode_will
+from broker.cluster.wills import DEPARTURES, Wills
 from broker.peer import store_key
 from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings

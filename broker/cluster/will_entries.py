@@ -1,0 +1,83 @@
+"""A will as the cluster keeps it for survivors (``broker.cluster.wills``): what a survivor
+needs to publish it, as one entry of ``<cluster>_wills``, and the key prefix of the member run
+it belongs to."""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.mqtt.properties import Properties, Property, encode_properties
+from broker.peer import SessionKey
+from nanoiot.errors import ClusterError
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+__all__ = ["StoredWill", "decode_will", "encode_will", "incarnation", "stored_will"]
+
+
+def incarnation(name: str, pid: int, run: int) -> str:
+    """The prefix of one run's will entries, and its departure's key: ``<member>.<pid>``,
+    then ``-<run>`` after a fencing (no dot: a run's keys never match another's filter)."""
+    return f"{name}.{pid}" if run == 0 else f"{name}.{pid}-{run}"
+
+
+@dataclass(frozen=True)
+class StoredWill:
+    """A will as a survivor needs it: the topic in canonical form, the properties to send
+    (without the Will Delay Interval), and how long to wait."""
+
+    key: SessionKey
+    claim: int  # the revision of the session's claim made by the will's connection
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: bytes  # encoded as in a PUBLISH (§2.2.2); empty: none
+    delay: int  # seconds
+
+
+def encode_will(will: StoredWill) -> bytes:
+    record = {
+        "key": list(will.key),
+        "claim": will.claim,
+        "topic": will.topic,
+        "payload": base64.b64encode(will.payload).decode(),
+        "qos": will.qos,
+        "retain": will.retain,
+        "properties": base64.b64encode(will.properties).decode(),
+        "delay": will.delay,
+    }
+    return json.dumps(record).encode()
+
+
+def decode_will(data: bytes) -> StoredWill:
+    try:
+        raw = json.loads(data)
+        device_id, client_id = raw["key"]
+        return StoredWill(
+            (str(device_id), str(client_id)), int(raw["claim"]), str(raw["topic"]),
+            base64.b64decode(raw["payload"]), int(raw["qos"]), bool(raw["retain"]),
+            base64.b64decode(raw["properties"]), int(raw["delay"]),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ClusterError(f"a stored will is not readable: {exc}") from None
+
+
+def stored_will(client: "MqttClient", claim: int) -> StoredWill | None:
+    """The will of ``client`` as a survivor would publish it; None if it has none."""
+    will, peer = client.core.will, client.peer
+    if will is None or peer is None:
+        return None
+    delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if will.properties else 0
+    v5 = client.core.v5
+    expiry = v5.session_expiry if v5 is not None else None
+    wait = min(delay, expiry) if isinstance(delay, int) and delay and expiry else 0
+    kept = [item for item in will.properties or () if item[0] != Property.WILL_DELAY_INTERVAL]
+    properties = encode_properties(Properties(kept)) if kept else b""
+    return StoredWill(
+        peer.key, claim, peer.canonical(will.topic), will.payload, will.qos, will.retain,
+        properties, wait,
+    )  # fmt: skip
