@@ -41,6 +41,7 @@ from broker.cluster.frames import Group, encode, encode_barrier
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.peer import SessionKey
+from broker.repeats import LogLimiter
 from broker.router import Message
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 
@@ -95,6 +96,7 @@ class Forwarder:
         self.max_buffer = max_buffer
         self.on_gone = on_gone  # told when frames for a member start being parked
         self.frames_dropped = 0
+        self._warnings = LogLimiter(log)  # one line per member and trouble a minute
         self.frames_parked = 0
         self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
         self.parked: set[str] = set()  # members whose frames are parked
@@ -242,8 +244,9 @@ class Forwarder:
     def _queue(self, subject: str, data: bytes, reply: str, token: str | None = None) -> None:
         if self._outbox_bytes + len(data) > self.max_buffer:
             self.frames_dropped += 1
-            log.warning("forwarding buffer full (max_forward_buffer): a frame for %s dropped",
-                        subject)  # fmt: skip
+            self._warnings.warning(subject, "frames dropped (max_forward_buffer)",
+                                   "forwarding buffer full (max_forward_buffer): a frame for %s "
+                                   "dropped", subject)  # fmt: skip
             if token is not None:
                 self._fail(token, f"max_forward_buffer {self.max_buffer} bytes exceeded")
             return
@@ -266,7 +269,7 @@ class Forwarder:
                     if not self.link.connected:  # one line per outage (``ClusterLink``)
                         log.debug("%s", exc)
                     else:
-                        log.warning("%s", exc)
+                        self._warnings.warning(subject, "forwarding failures", "%s", exc)
                     if reply:
                         self._fail(reply.rsplit(".", 1)[1], str(exc))
 
@@ -330,8 +333,9 @@ class Forwarder:
             return
         if self._outbox_bytes + len(data) > self.max_buffer:
             self.frames_dropped += 1
-            log.warning("forwarding buffer full (max_forward_buffer): a frame for %s refused",
-                        member)  # fmt: skip
+            self._warnings.warning(member, "frames refused (max_forward_buffer)",
+                                   "forwarding buffer full (max_forward_buffer): a frame for %s "
+                                   "refused", member)  # fmt: skip
             if not future.done():
                 future.set_exception(
                     ClusterUnavailableError(f"max_forward_buffer {self.max_buffer} bytes exceeded")
@@ -354,7 +358,9 @@ class Forwarder:
                     assert self.parking is not None
                     await self.parking.park(member, data)
                 except ClusterError as exc:
-                    log.warning("%s: its publishers are not acknowledged", exc)
+                    self._warnings.warning(
+                        member, "frames not parked", "%s: its publishers are not acknowledged", exc
+                    )
                     if not future.done():
                         future.set_exception(ClusterUnavailableError(str(exc)))
                 else:

@@ -101,13 +101,6 @@ class RouteTable:
             if not filters:
                 del self._by_member[member]
 
-    def drop_member(self, member: str) -> int:
-        """Forget every filter of ``member``; how many."""
-        filters = set(self._by_member.get(member, ()))
-        for topic_filter in filters:
-            self.remove(member, topic_filter)
-        return len(filters)
-
     def members(self) -> set[str]:
         return set(self._by_member)
 
