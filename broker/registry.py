@@ -49,6 +49,15 @@ class Ownership(Protocol):
         """Of these stored sessions, the ones this member holds (or now claimed)."""
         ...
 
+    def restored(self, sessions: list[BrokerSession]) -> None:
+        """These sessions of this member's were restored from the store (what was kept for
+        them while it was away is given to them: ``broker.cluster.replay``)."""
+        ...
+
+    def restoration_done(self) -> None:
+        """Every session of this member's is restored."""
+        ...
+
     def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
         """``client``'s will falls due: ``publish`` it, once the cluster will not publish
         it again (``broker.cluster.wills``)."""

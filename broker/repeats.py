@@ -6,8 +6,15 @@ A flood of refused CONNECTs (10,852 in 15 s) wrote a log line and an auth-event 
 ``repeats`` through and counts the others; ``due`` hands over the counts of the intervals that
 have ended. The keys are bounded: past ``max_keys`` addresses in one interval, the others share
 one key (address ``*``). No I/O and no clock of its own: the caller passes the time.
+
+``LogLimiter`` puts one in front of a logger, for warnings a client's traffic can repeat at
+its own rate (a queue overflowing, frames refused): one line per key and interval, then a
+count of the rest.
 """
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -71,3 +78,31 @@ class RepeatCounter:
 
     def __len__(self) -> int:
         return len(self._windows)
+
+
+class LogLimiter:
+    """Warnings through ``log``: the first per ``key`` and ``interval`` seconds as written,
+    the others counted and logged as one summary line (``what``: what they were) with the
+    next warning after their interval ended. Keys are bounded as ``RepeatCounter``'s."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._clock = clock
+        self._counter = RepeatCounter(repeats=1, interval=interval)
+        self._summed_at = 0.0
+
+    def warning(self, key: str, what: str, message: str, *args: object) -> None:
+        now = self._clock()
+        if now >= self._summed_at + 1.0:  # not a walk of every key per warning
+            self._summed_at = now
+            for summary in self._counter.due(now):
+                self._log.warning("%s: %d more %s in %.0f s", summary.address, summary.count,
+                                  summary.reason, summary.seconds)  # fmt: skip
+        if self._counter.report(key, what, now):
+            self._log.warning(message, *args)

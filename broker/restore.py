@@ -90,6 +90,8 @@ class Restoration:
             after = after_next
             await asyncio.sleep(0)  # connections in between pages
         self._claimed.clear()
+        if self._registry.ownership is not None:
+            self._registry.ownership.restoration_done()
         self.done.set_result(None)
         if self.sessions:
             log.info("restored %d persistent sessions, %d messages, in %.1f s",
@@ -107,5 +109,7 @@ class Restoration:
     def _adopt(self, sessions: list[BrokerSession]) -> None:
         fresh = [s for s in sessions if s.key not in self._registry.sessions]
         fresh = self._registry.restore(fresh)
+        if self._registry.ownership is not None and fresh:
+            self._registry.ownership.restored(fresh)
         self.sessions += len(fresh)
         self.messages += sum(len(s.inflight) + len(s.queue) for s in fresh)

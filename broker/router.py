@@ -39,7 +39,7 @@ from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
-from broker.repeats import RepeatCounter
+from broker.repeats import LogLimiter
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 
@@ -117,8 +117,7 @@ class LocalRouter:
         # (``broker.sessions.Arrival``) that the acknowledgement of what was just routed
         # waits for. The caller takes them.
         self.waits: list[asyncio.Future[None]] = []
-        self._drops = RepeatCounter(repeats=1, interval=_DROPS_LOGGED_PER)
-        self._drops_summed_at = 0.0
+        self._drops = LogLimiter(log, interval=_DROPS_LOGGED_PER)
         self.metrics = metrics
 
     @property
@@ -304,17 +303,10 @@ class LocalRouter:
     def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:
         """One line per session and limit a minute, then a count of the rest (a queue that
         overflows does so at the publishers' rate: a line per message would flood the log)."""
-        now = asyncio.get_running_loop().time()
-        if now >= self._drops_summed_at + 1.0:  # not a walk of every key per message
-            self._drops_summed_at = now
-            for summary in self._drops.due(now):
-                log.warning(
-                    "session %s: %d more queued messages dropped in %.0f s (%s)",
-                    summary.address, summary.count, summary.seconds, summary.reason,
-                )  # fmt: skip
-        if self._drops.report(session.store_key, limit, now):
-            log.warning("session %s: %d queued messages dropped, oldest first (%s); "
-                        "further drops are counted", session.store_key, count, limit)  # fmt: skip
+        key = session.store_key
+        self._drops.warning(key, f"queue drops ({limit})",
+                            "session %s: %d queued messages dropped, oldest first (%s); further "
+                            "drops are counted", key, count, limit)  # fmt: skip
 
 
 def _member_rank(message: Message) -> Rank[BrokerSession]:

@@ -295,7 +295,7 @@ def _cluster_router(
     def make(local: "LocalRouter") -> ClusterRouter:
         router = ClusterRouter(
             local, cluster, local.store, settings.max_forward_buffer,
-            settings.cluster_handover_window,
+            settings.cluster_handover_window, settings.cluster_max_parked_bytes,
         )  # fmt: skip
         made.append(router)
         return router

@@ -206,6 +206,10 @@ class Settings(BaseModel):
     # Seconds a member a persistent session moved away from keeps sending on to its new member
     # what members with older route tables still route to it (broker.cluster.handover).
     cluster_handover_window: float = Field(10.0, ge=0.5, le=600.0)
+    # Bytes of frames kept in JetStream (<cluster_name>_parked) for a member that is gone,
+    # until its sessions are taken (broker.cluster.parked); past it publishers of QoS 1/2
+    # messages for its sessions are disconnected unacknowledged (they send again).
+    cluster_max_parked_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod

@@ -52,7 +52,8 @@ def fresh_cluster_name() -> str:
 
 
 async def delete_buckets(cluster: str) -> None:
-    """Remove the key-value buckets (JetStream streams KV_<cluster>_*) a test made."""
+    """Remove the key-value buckets (JetStream streams KV_<cluster>_*) and the streams
+    (<cluster>_*) a test made."""
     import nats
 
     client = await nats.connect(NATS_URL)
@@ -60,7 +61,7 @@ async def delete_buckets(cluster: str) -> None:
         js = client.jetstream()
         for stream in await js.streams_info():
             name = stream.config.name or ""
-            if name.startswith(f"KV_{cluster}_"):
+            if name.startswith((f"KV_{cluster}_", f"{cluster}_")):
                 await js.delete_stream(name)
     finally:
         await client.close()

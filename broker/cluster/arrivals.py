@@ -16,9 +16,14 @@ session taken from member ``old``:
    nothing routed with an older table can still come: the held messages go to the session
    sorted by id. After ``HOLD_WITHIN`` seconds without them all (a member that died), they
    go anyway.
+
+A session taken from a member that is gone (``from_gone``) expects no barrier from it, nor
+relayed through it: instead, the frames parked for it (``broker.cluster.replay``) are given
+to the session, held with the rest, and their end counts as that member's barrier.
 """
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -35,6 +40,7 @@ from broker.sessions import Arrival, BrokerSession
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 
 if TYPE_CHECKING:
+    from broker.cluster.replay import Replays
     from broker.registry import Registry
 
 __all__ = ["HOLD_WITHIN", "Arrivals", "follow"]
@@ -42,6 +48,7 @@ __all__ = ["HOLD_WITHIN", "Arrivals", "follow"]
 log = logging.getLogger(__name__)
 
 HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
+_PARKED: Final = 3  # the "barrier" a gone member's parked frames end with
 
 # A message sent on before its session was here: for its shared subscription (if any), and
 # the future of its delivery.
@@ -74,9 +81,17 @@ class Arrivals:
         # DIRECT or RELAYED), are still to come.
         self._holding: dict[SessionKey, BrokerSession] = {}
         self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
+        self.replays: Replays | None = None
+        self._gone: dict[SessionKey, str] = {}  # sessions taken from a gone member
 
     def arriving(self, key: SessionKey, member: str) -> None:
         self._kept[key] = (member, [])
+        self._gone.pop(key, None)
+
+    def from_gone(self, key: SessionKey, member: str) -> None:
+        """``key`` is taken from ``member``, which is gone."""
+        if self.replays is not None:
+            self._gone[key] = member
 
     def keep(
         self, key: SessionKey, message: Message, group: Group | None, most: int
@@ -115,6 +130,7 @@ class Arrivals:
         await self.announcer.written()
         visible = self.announcer.revision
         old, kept = self._kept.pop(key, ("", []))
+        gone = self._gone.pop(key, None) == old
         arrival = session.arrival if session is not None else None
         if session is None or arrival is None:
             for _message, _group, waiting in kept:
@@ -132,7 +148,10 @@ class Arrivals:
             follow(waiting, local.waits)
             local.waits.clear()
         self._holding[key] = session
-        self._ask_for_barriers(key, old, visible)
+        self._ask_for_barriers(key, old, visible, gone)
+        if gone and self.replays is not None:
+            parked = functools.partial(self.barrier, key, old, _PARKED)
+            self.replays.start(old, [session], purge=False, caught_up=parked)
         self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
         self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
 
@@ -150,18 +169,26 @@ class Arrivals:
             if not expected:
                 self._release(key)
 
-    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int) -> None:
+    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int, gone: bool) -> None:
         """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
         only directly (it sends on and routes on one stream), this member's only relayed
-        (what it routes to the session here is held in the order it routed it)."""
+        (what it routes to the session here is held in the order it routed it). When
+        ``old`` is gone: each other member's directly, and the end of ``old``'s parked
+        frames."""
         me = self.link.member
         members = self.members() | {old, me}
         expected: set[tuple[str, int]] = set()
         for member in members:
+            if gone:
+                if member not in (me, old):
+                    expected.add((member, DIRECT))
+                continue
             if member != me:
                 expected.add((member, DIRECT))
             if member != old:
                 expected.add((member, RELAYED))
+        if gone:
+            expected.add((old, _PARKED))
         self._expected[key] = expected
         notice = json.dumps({"key": list(key), "visible": visible, "old": old, "new": me})
         for member in members - {me}:
@@ -176,6 +203,10 @@ class Arrivals:
 
     def _held_too_long(self, key: SessionKey, arrival: Arrival) -> None:
         if arrival.held is None or self._holding.get(key) is None:
+            return
+        if any(kind == _PARKED for _member, kind in self._expected.get(key, ())):
+            # Its parked frames are still being read (that ends, within its own bounds).
+            self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
             return
         missing = sorted(name for name, _ in self._expected.get(key, ()))
         log.warning("session %s: no hand-over barrier from %s within %g s: released",

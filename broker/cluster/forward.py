@@ -11,11 +11,18 @@ answers once it routed the frame and its session store committed what that wrote
 then may the publisher get its PUBACK or PUBREC (§4.3.2, §4.3.3). ``forward`` returns the
 future of those answers. It fails (the publisher's connection is closed unacknowledged, so
 the client sends again) when a member does not answer within ``CONFIRM_WITHIN`` seconds or
-the frames waiting for NATS exceed ``max_forward_buffer`` bytes. NATS answering that nobody
-listens on a member's subject means the member is gone: ``on_gone`` drops its routes and
-the frame counts as delivered (its persistent sessions are in the shared store). A member
-that could not take a frame's messages (one for a session it did not hold) answers so, and
-the publisher is failed in the same way.
+the frames waiting for NATS exceed ``max_forward_buffer`` bytes. A member that could not
+take a frame's messages (one for a session it did not hold) answers so, and the publisher is
+failed in the same way.
+
+NATS answering that nobody listens on a member's subject means the member is gone (killed:
+its persistent sessions wait for whoever takes them). That frame, the frames sent to it
+after it, and from then on every frame with QoS 1 or 2 messages for it, are *parked*
+(``broker.cluster.parked``) instead, without asking NATS again, until ``unpark`` (the member
+is back): their publishers are acknowledged once JetStream has the frame, and failed if it
+refused it. Its routes stay, so that what is routed to its sessions meanwhile is parked too.
+Parked frames waiting for JetStream count against ``max_forward_buffer`` as well. While no
+member is gone, none of this costs anything per message.
 """
 
 import asyncio
@@ -32,7 +39,9 @@ from nats.aio.subscription import Subscription
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import Group, encode, encode_barrier
 from broker.cluster.link import ClusterLink
+from broker.cluster.parked import ParkedFrames
 from broker.peer import SessionKey
+from broker.repeats import LogLimiter
 from broker.router import Message
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 
@@ -85,15 +94,27 @@ class Forwarder:
     def __init__(self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None]) -> None:
         self.link = link
         self.max_buffer = max_buffer
-        self.on_gone = on_gone
+        self.on_gone = on_gone  # told when frames for a member start being parked
         self.frames_dropped = 0
+        self._warnings = LogLimiter(log)  # one line per member and trouble a minute
+        self.frames_parked = 0
+        self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
+        self.parked: set[str] = set()  # members whose frames are parked
+        self._unparking: set[str] = set()  # ... until those queued are in JetStream
+        self._parking_now: str | None = None
+        self._parking: collections.deque[tuple[str, bytes, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._parking_ready = asyncio.Event()
+        self._parker: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._frames: dict[str, _Frame] = {}
         self._scheduled = False
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._outbox_bytes = 0
         self._ready = asyncio.Event()
-        self._waiting: dict[str, tuple[asyncio.Future[None], str, asyncio.TimerHandle]] = {}
+        # token -> the confirmation, the member, its deadline, the frame (to park it)
+        self._waiting: dict[str, tuple[asyncio.Future[None], str, asyncio.TimerHandle, bytes]] = {}
         self._ids = itertools.count()
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
@@ -109,6 +130,7 @@ class Forwarder:
                 self._inbox + ".*", cb=self._confirmation
             )
         self._sender = self._loop.create_task(self._send_all(), name="cluster forwarder")
+        self._parker = self._loop.create_task(self._park_all(), name="cluster parker")
 
     async def stop(self) -> None:
         if self._sender is not None:
@@ -117,10 +139,19 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
+        if self._parker is not None:
+            self._parker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._parker
+            self._parker = None
+        while self._parking:
+            _member, _data, future = self._parking.popleft()
+            if not future.done():
+                future.set_exception(ClusterUnavailableError("the node is stopping"))
         if self._replies is not None:
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
-        for future, _member, timer in self._waiting.values():
+        for future, _member, timer, _data in self._waiting.values():
             timer.cancel()
             if not future.done():
                 future.set_exception(ClusterUnavailableError("the node is stopping"))
@@ -197,19 +228,25 @@ class Forwarder:
 
     def _send_frame(self, member: str, frame: _Frame) -> None:
         confirmed = frame.confirmed
+        if self.parked and member in self.parked:
+            if confirmed is not None:  # QoS 0 alone is not kept (at most once, §4.3.1)
+                self._park(member, bytes(frame.data), confirmed)
+            return
         if confirmed is None:
             self._queue(self.subject(member), bytes(frame.data), "", None)
             return
         token = str(next(self._ids))
         timer = self._loop.call_later(CONFIRM_WITHIN, self._unconfirmed, token)
-        self._waiting[token] = (confirmed, member, timer)
-        self._queue(self.subject(member), bytes(frame.data), f"{self._inbox}.{token}", token)
+        data = bytes(frame.data)
+        self._waiting[token] = (confirmed, member, timer, data)
+        self._queue(self.subject(member), data, f"{self._inbox}.{token}", token)
 
     def _queue(self, subject: str, data: bytes, reply: str, token: str | None = None) -> None:
         if self._outbox_bytes + len(data) > self.max_buffer:
             self.frames_dropped += 1
-            log.warning("forwarding buffer full (max_forward_buffer): a frame for %s dropped",
-                        subject)  # fmt: skip
+            self._warnings.warning(subject, "frames dropped (max_forward_buffer)",
+                                   "forwarding buffer full (max_forward_buffer): a frame for %s "
+                                   "dropped", subject)  # fmt: skip
             if token is not None:
                 self._fail(token, f"max_forward_buffer {self.max_buffer} bytes exceeded")
             return
@@ -232,7 +269,7 @@ class Forwarder:
                     if not self.link.connected:  # one line per outage (``ClusterLink``)
                         log.debug("%s", exc)
                     else:
-                        log.warning("%s", exc)
+                        self._warnings.warning(subject, "forwarding failures", "%s", exc)
                     if reply:
                         self._fail(reply.rsplit(".", 1)[1], str(exc))
 
@@ -243,13 +280,13 @@ class Forwarder:
         waiting = self._waiting.pop(token, None)
         if waiting is None:
             return  # late: it failed already
-        future, member, timer = waiting
+        future, member, timer, data = waiting
         timer.cancel()
         status = msg.headers.get("Status") if msg.headers else None
         if status == _NO_RESPONDERS:
-            log.warning("cluster member %s is gone: its routes are dropped", member)
-            self.on_gone(member)
-        elif msg.data == _REFUSED:
+            self._start_parking(member, data, future)
+            return
+        if msg.data == _REFUSED:
             if not future.done():
                 future.set_exception(
                     ClusterUnavailableError(f"member {member} could not take a forwarded message")
@@ -257,6 +294,84 @@ class Forwarder:
             return
         if not future.done():
             future.set_result(None)
+
+    # --- parking (``broker.cluster.parked``) -------------------------------------------------
+
+    def _start_parking(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
+        """Nobody listens for ``member``: this frame is parked, then those sent to it after
+        it (nobody listens for them either; their answers are ignored), in order."""
+        if member not in self.parked:
+            log.warning("cluster member %s is gone: frames for it are parked until its "
+                        "sessions are taken", member)  # fmt: skip
+            self.parked.add(member)
+            self.on_gone(member)
+        self._park(member, data, future)
+        later = sorted((int(t), t) for t, waiting in self._waiting.items() if waiting[1] == member)
+        for _number, token in later:
+            future, _member, timer, data = self._waiting.pop(token)
+            timer.cancel()
+            self._park(member, data, future)
+
+    def unpark(self, member: str) -> None:
+        """``member`` is back: frames for it go to it again, once those parked before are
+        in JetStream (none overtakes them)."""
+        if member in self.parked and member not in self._unparking:
+            self._unparking.add(member)
+            self._drained(member)
+
+    def _drained(self, member: str) -> None:
+        if self._parking_now == member or any(entry[0] == member for entry in self._parking):
+            return
+        self._unparking.discard(member)
+        self.parked.discard(member)
+        log.info("cluster member %s is back: frames for it are no longer parked", member)
+
+    def _park(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
+        if self.parking is None:
+            if not future.done():
+                future.set_exception(ClusterUnavailableError(f"member {member} is gone"))
+            return
+        if self._outbox_bytes + len(data) > self.max_buffer:
+            self.frames_dropped += 1
+            self._warnings.warning(member, "frames refused (max_forward_buffer)",
+                                   "forwarding buffer full (max_forward_buffer): a frame for %s "
+                                   "refused", member)  # fmt: skip
+            if not future.done():
+                future.set_exception(
+                    ClusterUnavailableError(f"max_forward_buffer {self.max_buffer} bytes exceeded")
+                )
+            return
+        self._outbox_bytes += len(data)
+        self._parking.append((member, data, future))
+        self._parking_ready.set()
+
+    async def _park_all(self) -> None:
+        """One frame at a time, so that each member's stay in the order they were sent."""
+        queue = self._parking
+        while True:
+            await self._parking_ready.wait()
+            self._parking_ready.clear()
+            while queue:
+                member, data, future = queue.popleft()
+                self._parking_now = member
+                try:
+                    assert self.parking is not None
+                    await self.parking.park(member, data)
+                except ClusterError as exc:
+                    self._warnings.warning(
+                        member, "frames not parked", "%s: its publishers are not acknowledged", exc
+                    )
+                    if not future.done():
+                        future.set_exception(ClusterUnavailableError(str(exc)))
+                else:
+                    self.frames_parked += 1
+                    if not future.done():
+                        future.set_result(None)
+                finally:
+                    self._outbox_bytes -= len(data)
+                    self._parking_now = None
+                    if member in self._unparking:
+                        self._drained(member)
 
     def _unconfirmed(self, token: str) -> None:
         waiting = self._waiting.get(token)
@@ -267,7 +382,7 @@ class Forwarder:
         waiting = self._waiting.pop(token, None)
         if waiting is None:
             return
-        future, _member, timer = waiting
+        future, _member, timer, _data = waiting
         timer.cancel()
         if not future.done():
             future.set_exception(ClusterUnavailableError(f"forwarding: {why}"))

@@ -97,6 +97,10 @@ class MemberRegistry:
     def is_live(self, name: str) -> bool:
         return name in self._live
 
+    def entry(self, name: str) -> Member | None:
+        """The last entry of live member ``name``."""
+        return self._live.get(name)
+
     def on_gone(self, callback: Gone) -> None:
         """Call ``callback(member)`` (its last entry) each time another member goes away."""
         self._callbacks.append(callback)

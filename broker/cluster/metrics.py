@@ -95,6 +95,17 @@ class ClusterCollector:
             "Batches for other members dropped over max_forward_buffer",
             value=router.forwarder.frames_dropped,
         )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_frames_parked",
+            "Batches for gone members kept in JetStream until their sessions are taken",
+            value=router.forwarder.frames_parked,
+        )
+        if router.replays is not None:
+            yield CounterMetricFamily(
+                "nanoiot_cluster_parked_messages_replayed",
+                "Parked messages given to sessions this member took from gone members",
+                value=router.replays.replayed,
+            )
         claims, wills = router.claims, router.wills
         if claims is not None:
             yield CounterMetricFamily(

@@ -16,6 +16,7 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
+from broker.cluster.absences import Absences
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
 from broker.cluster.frames import Group, Routed, decode
@@ -33,6 +35,8 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
+from broker.cluster.parked import ParkedFrames
+from broker.cluster.replay import Replays
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
@@ -72,12 +76,16 @@ class ClusterRouter:
         store: SessionStore,
         max_buffer: int,
         handover_window: float = 10.0,
+        max_parked: int = 64 * 1024 * 1024,
     ) -> None:
         self.local = local
         self.link = link
         self.store = store
         self.table = RouteTable()
-        self.forwarder = Forwarder(link, max_buffer, self._gone)
+        self.forwarder = Forwarder(link, max_buffer, lambda member: self.absences.gone(member))
+        self.absences = Absences(self.forwarder, link.member)
+        self.parked = ParkedFrames(link, max_parked)
+        self.replays: Replays | None = None
         self.announcer: RouteAnnouncer | None = None
         self.handovers: Handovers | None = None
         self._handover_window = handover_window
@@ -99,6 +107,8 @@ class ClusterRouter:
         and take-overs, before any client connects."""
         bucket = await self.link.key_value(BUCKET)
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
+        await self.parked.start()
+        self.forwarder.parking = self.parked
         await self.forwarder.start()
         with nats_errors("listening for forwarded messages"):
             await self.link.client.subscribe(
@@ -110,12 +120,17 @@ class ClusterRouter:
             self._member_names,
         )  # fmt: skip
         self.handovers.registry = registry
+        self.replays = Replays(self.parked, self.announcer, self.local, self._handover_window)
+        self.replays.registry = registry
+        self.absences.replays = self.replays
+        self.handovers.arrivals.replays = self.replays
         await self.handovers.start()
         self.retained = RetainedReplica(await self.link.key_value(RETAINED), retained)
         count = await self.retained.start()
         clients = await self.link.key_value(CLIENTS)
         self.claims = SessionClaims(self.link, clients, registry, self.announcer)
         self.claims.handovers = self.handovers
+        self.claims.replays = self.replays
         self.wills = self.claims.wills = Wills(
             await self.link.key_value(WILLS),
             await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
@@ -148,6 +163,8 @@ class ClusterRouter:
             members.on_gone(wills.member_gone)
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
+        self.absences.watch(members)  # parking ends; frames parked for it while away
+        self.link.on_reconnected(self.absences.back_on_nats)
         return members
 
     def _member_names(self) -> set[str]:
@@ -158,6 +175,8 @@ class ClusterRouter:
     async def stop(self) -> None:
         if self.handovers is not None:
             await self.handovers.stop()
+        if self.replays is not None:
+            await self.replays.stop()
         if self.wills is not None:  # its connections closed: their wills' entries go first
             await self.wills.settle(_SETTLE_WITHIN)
         if self.members is not None:
@@ -291,9 +310,15 @@ class ClusterRouter:
     async def _frame(self, msg: Msg) -> None:
         """A frame from another member: to this member's subscribers, then confirmed (if
         asked) once the store committed what that wrote and the members it sent messages on
-        to (``broker.cluster.handover``) confirmed them; refused if one was refused."""
+        to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
+        only once this member's own sessions are restored (none would miss it); the frames
+        after it wait their turn, in order."""
         handovers = self.handovers
         assert handovers is not None
+        restoring = self.claims.restoring() if self.claims is not None else None
+        if restoring is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(restoring)
         durable = False
         waits: list[asyncio.Future[None]] = []
         max_queued = self.local.limits.max_queued_messages
@@ -355,6 +380,3 @@ class ClusterRouter:
         )
         if will.retain:
             retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
-
-    def _gone(self, member: str) -> None:
-        self.table.drop_member(member)

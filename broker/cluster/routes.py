@@ -13,9 +13,11 @@ The watch is asynchronous: a filter announced on one member is seen by the other
 the time a KV write takes to reach them (about a millisecond here), and a message published
 elsewhere in that window does not reach it (as with any cluster whose routes replicate).
 
-A member that starts writes its filters again and deletes the entries it left behind at its
-previous run. A member whose entries outlive it (killed, never restarted) is dropped from the
-tables as soon as a forward to it finds nobody listening (``RouteTable.drop_member``).
+A member that starts writes its filters again and, once it restored its sessions, deletes
+the entries it left behind at its previous run that they do not use (until then they route
+to it what is for the sessions it restores). A member whose entries outlive it (killed,
+never restarted) leaves the tables once the member that adopted its sessions deletes its
+entries (``forget``); until then, frames for it are parked (``broker.cluster.parked``).
 """
 
 import asyncio
@@ -99,13 +101,6 @@ class RouteTable:
             if not filters:
                 del self._by_member[member]
 
-    def drop_member(self, member: str) -> int:
-        """Forget every filter of ``member``; how many."""
-        filters = set(self._by_member.get(member, ()))
-        for topic_filter in filters:
-            self.remove(member, topic_filter)
-        return len(filters)
-
     def members(self) -> set[str]:
         return set(self._by_member)
 
@@ -128,6 +123,7 @@ class RouteAnnouncer:
         self._watch: Watch | None = None
         self._put = 0  # the revision of this member's last filter written
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
+        self._leftovers: set[str] = set()  # keys of this member's previous run
 
     @property
     def revision(self) -> int:
@@ -167,9 +163,9 @@ class RouteAnnouncer:
                     leftovers.add(key)
             else:
                 self._apply(key, present)
-        for key in leftovers:
-            if from_key(key[len(prefix) :]) not in self._wanted:
-                self._writes.put_nowait((key, False))
+        # Deleted once this member's sessions are restored (``drop_leftovers``): until then
+        # they still route to it what is for the sessions it is restoring.
+        self._leftovers = leftovers
         for topic_filter in self._wanted:  # a member that dropped us re-learns them
             self._writes.put_nowait((self._key(topic_filter), True))
         loop = asyncio.get_running_loop()
@@ -198,6 +194,29 @@ class RouteAnnouncer:
         elif count == 1:
             del self._wanted[topic_filter]
             self._writes.put_nowait((self._key(topic_filter), False))
+
+    def drop_leftovers(self) -> None:
+        """Delete the entries of this member's previous run that its sessions, restored
+        now, do not use."""
+        prefix_length = len(self.member) + 1
+        for key in self._leftovers:
+            if from_key(key[prefix_length:]) not in self._wanted:
+                self._writes.put_nowait((key, False))
+        self._leftovers = set()
+
+    async def forget(self, member: str) -> None:
+        """Delete the entries of ``member`` (gone, its sessions all taken by others)."""
+        watch = await self.bucket.watch(f"{member}.>")
+        keys = []
+        try:
+            while (change := await watch.next()) is not None:
+                if change[1]:
+                    keys.append(change[0])
+        finally:
+            await watch.stop()
+        for key in keys:
+            await self.bucket.delete(key)
+        log.info("%d routes of member %s deleted", len(keys), member)
 
     def rewrite(self, filters: list[str]) -> None:
         """Write these filters of this member's again (a later revision names them)."""

@@ -40,6 +40,7 @@ from broker.cluster.frames import from_key, to_key
 from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
+from broker.cluster.replay import Replays
 from broker.cluster.routes import RouteAnnouncer
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
@@ -79,6 +80,10 @@ class SessionClaims:
         self.adopted = 0  # persistent sessions of dead members taken in
         self.wills: Wills | None = None  # where connects keep their wills for survivors
         self.handovers: Handovers | None = None  # what was routed to a moving session
+        self.replays: Replays | None = None  # what was parked for a gone member's sessions
+        self._restored: list[BrokerSession] = []  # restored here, waiting for their replay
+        # Done once this member's sessions are restored at start-up.
+        self._restored_all: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
         self.is_gone: Callable[[str], bool] = lambda _member: False
@@ -126,17 +131,49 @@ class SessionClaims:
                      previous[0])  # fmt: skip
             with contextlib.suppress(ClusterError):
                 await self.link.publish(subject, request)
+            self._from_gone(key, previous[0])
             return True
         try:
             answer = await self.link.request(subject, request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
+            self._from_gone(key, previous[0])
             return True
         awaiting = _awaiting_pubrel(answer)
         if awaiting:
             self._awaiting[key] = awaiting
         return True
+
+    def _from_gone(self, key: SessionKey, member: str) -> None:
+        """The session is taken from a gone member: what was parked for it is given to it
+        before what it holds is released (``broker.cluster.replay``)."""
+        if self.handovers is not None:
+            self.handovers.arrivals.from_gone(key, member)
+
+    def restored(self, sessions: list["BrokerSession"]) -> None:
+        """This member's own sessions, restored (at start or after fencing): what was
+        parked for it while it was away is theirs (``broker.cluster.replay``)."""
+        if self.replays is not None:
+            self.replays.hold(sessions)
+            self._restored += sessions
+
+    def restoring(self) -> "asyncio.Future[None] | None":
+        """Done once this member's own sessions are restored (at start-up, or after it
+        fenced itself off); None if they are."""
+        if not self._restored_all.done():
+            return self._restored_all
+        restoration = self.registry.restoration
+        return restoration.pending() if restoration is not None else None
+
+    def restoration_done(self) -> None:
+        if not self._restored_all.done():
+            self._restored_all.set_result(None)
+        if self.announcer is not None:
+            self.announcer.drop_leftovers()
+        if self.replays is not None:
+            restored, self._restored = self._restored, []
+            self.replays.start(self.link.member, restored, purge=True)
 
     def holds(self, key: SessionKey) -> bool:
         return key in self._claimed
@@ -201,6 +238,23 @@ class SessionClaims:
             return 0  # it came back (restarted): it restored its own
         if not await self._nobody_listens(gone):
             return 0
+        taken: list[BrokerSession] = []
+        complete = False
+        try:
+            adopted = await self._adopt_all(gone, taken)
+            complete = True
+        finally:  # what is held for those taken is released, whatever happened
+            if self.replays is not None:
+                self.replays.start(gone, taken, purge=complete)
+        self.adopted += adopted
+        if adopted:
+            log.info("adopted %d persistent sessions of member %s", adopted, gone)
+        if self.announcer is not None:  # all taken: the others stop parking frames for it
+            await self.announcer.forget(gone)
+        return adopted
+
+    async def _adopt_all(self, gone: str, taken: list["BrokerSession"]) -> int:
+        """Claim and read each session ``gone`` holds; those read here join ``taken``."""
         member, adopted = self.link.member.encode(), 0
         for kv_key, holder in (await self._read_holders()).items():
             if holder != gone:
@@ -218,6 +272,10 @@ class SessionClaims:
                 self.wills.adopted(key, revision)
             if not await self.registry.adopt(key):
                 continue
+            session = self.registry.sessions.get(key)
+            if session is not None and self.replays is not None:
+                self.replays.hold([session])  # in the turn it was restored: nothing came yet
+                taken.append(session)
             now = await self.bucket.get(kv_key)
             if now is None or now.revision != revision:
                 # Its device connected elsewhere while the session was read, and that
@@ -227,9 +285,6 @@ class SessionClaims:
                     self.registry.forget(session)
                 continue
             adopted += 1
-        self.adopted += adopted
-        if adopted:
-            log.info("adopted %d persistent sessions of member %s", adopted, gone)
         return adopted
 
     async def _nobody_listens(self, gone: str) -> bool:

@@ -1,6 +1,10 @@
 """Aggregating repeated refusals: the counts, the intervals and the bound on addresses."""
 
-from broker.repeats import OTHERS, RepeatCounter, Summary
+import logging
+
+import pytest
+
+from broker.repeats import OTHERS, LogLimiter, RepeatCounter, Summary
 
 
 def test_the_first_few_are_reported_and_the_rest_summed_per_interval() -> None:
@@ -21,3 +25,25 @@ def test_addresses_past_the_bound_share_one_count() -> None:
     assert reported == [True] * 3 + [False] * 7
     assert len(counter) == 4
     assert counter.due(10.0) == [Summary(OTHERS, "unknown_token", 7, 10.0)]
+
+
+def test_a_log_limiter_writes_one_line_per_key_and_interval_then_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    log = logging.getLogger("tests.repeats")
+    limiter = LogLimiter(log, interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="tests.repeats"):
+        for n in range(1000):  # a flood: one key, and a second one once
+            limiter.warning("member-a", "frames refused", "a frame for %s refused (%d)", "a", n)
+        limiter.warning("member-b", "frames refused", "a frame for %s refused (%d)", "b", 0)
+        now[0] = 59.0
+        limiter.warning("member-a", "frames refused", "a frame for %s refused (%d)", "a", 1000)
+        now[0] = 61.0  # the interval ended: its count comes with the next warning
+        limiter.warning("member-a", "frames refused", "a frame for %s refused (%d)", "a", 1001)
+    assert [r.getMessage() for r in caplog.records] == [
+        "a frame for a refused (0)",
+        "a frame for b refused (0)",
+        "member-a: 1000 more frames refused in 60 s",
+        "a frame for a refused (1001)",
+    ]

@@ -1,0 +1,115 @@
+"""Frames for a member that is gone, kept in JetStream until its sessions are taken.
+
+A member killed without a hand-over holds persistent sessions whose clients are away until a
+survivor adopts them, a client takes its session to another member, or the member restarts
+(``broker.cluster.sessions``). Meanwhile the others' route tables still name it. A frame with
+QoS 1 or 2 messages sent to it then finds nobody listening; rather than counting it delivered
+(its messages would reach nobody while their publishers had their PUBACK or PUBREC, MQTT 3.1.1
+§4.3.2, §4.3.3), the forwarder *parks* it: its bytes go to the stream ``<cluster>_parked``
+under ``<cluster>.parked.<member>``, and its publishers are acknowledged once JetStream has
+it. Whoever takes the member's sessions reads them back (``broker.cluster.replay``).
+
+The stream is bounded: at most ``cluster_max_parked_bytes`` bytes (a full stream refuses
+the frame: its publishers are not acknowledged and send again) and ``KEPT_FOR`` seconds (a
+member nobody ever takes over does not keep frames forever).
+"""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from broker.cluster.errors import nats_errors
+from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
+
+__all__ = ["KEPT_FOR", "ParkedFrames"]
+
+log = logging.getLogger(__name__)
+
+KEPT_FOR: Final = 3600.0  # seconds a parked frame is kept at most (the stream's max age)
+_STREAM: Final = "parked"
+
+
+class ParkedFrames:
+    """The cluster's stream of parked frames, one subject per gone member."""
+
+    def __init__(self, link: ClusterLink, max_bytes: int) -> None:
+        self.link = link
+        self.max_bytes = max_bytes
+        self.name = f"{link.cluster}_{_STREAM}"
+        self._js = link.client.jetstream(timeout=REQUEST_TIMEOUT)
+
+    def subject(self, member: str) -> str:
+        return self.link.subject(_STREAM, member)
+
+    async def start(self) -> None:
+        """The stream, made or brought to this member's limits."""
+        config = api.StreamConfig(
+            name=self.name,
+            subjects=[self.subject("*")],
+            max_bytes=self.max_bytes,
+            max_age=KEPT_FOR,
+            discard=api.DiscardPolicy.NEW,  # full: the newest is refused, never one kept
+            storage=api.StorageType.FILE,
+        )
+        with nats_errors(f"opening stream {self.name}"):
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:  # there, with other limits
+                await self._js.update_stream(config)
+
+    async def park(self, member: str, frame: bytes) -> None:
+        """``frame`` kept for ``member``; once JetStream acknowledged it. ``ClusterError``
+        if it did not (the stream full, or NATS away)."""
+        with nats_errors(f"parking a frame for member {member}"):
+            await self._js.publish(self.subject(member), frame, stream=self.name)
+
+    async def last(self, member: str) -> int:
+        """The stream sequence of the last frame parked for ``member``; 0 if none."""
+        with nats_errors(f"reading {self.name} for member {member}"):
+            try:
+                found = await self._js.get_last_msg(self.name, self.subject(member))
+            except nats.js.errors.NotFoundError:
+                return 0
+        return found.seq or 0
+
+    @contextlib.asynccontextmanager
+    async def reading(self, member: str) -> AsyncIterator["Reader"]:
+        """``member``'s parked frames from the first, in the order they were parked."""
+        with nats_errors(f"reading {self.name} for member {member}"):
+            subscription = await self._js.subscribe(
+                self.subject(member), stream=self.name, ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.ALL,
+            )  # fmt: skip
+        try:
+            yield Reader(subscription)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+    async def purge(self, member: str) -> None:
+        """Drop ``member``'s parked frames (its sessions were all taken and replayed)."""
+        with nats_errors(f"purging {self.name} of member {member}"):
+            await self._js.purge_stream(self.name, subject=self.subject(member))
+        log.info("parked frames of member %s purged", member)
+
+
+class Reader:
+    """The frames of one subject, one at a time."""
+
+    def __init__(self, subscription: "nats.js.JetStreamContext.PushSubscription") -> None:
+        self._subscription = subscription
+
+    async def next(self, within: float) -> tuple[int, bytes] | None:
+        """(stream sequence, frame), or None if none came within ``within`` seconds."""
+        with nats_errors("reading parked frames"):
+            try:
+                msg = await self._subscription.next_msg(timeout=max(within, 0.001))
+            except nats.errors.TimeoutError:
+                return None
+        sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
+        return sequence, msg.data
