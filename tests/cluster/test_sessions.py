@@ -206,7 +206,10 @@ def _logged(nodes: Cluster, text: str, *names: str) -> str:
             if any(text in line for line in nodes.nodes[name].log.lines):
                 return name
         threading.Event().wait(0.05)
-    raise AssertionError(f"no node logged {text!r}")
+    logs = "".join(
+        f"--- {name} ---\n{''.join(nodes.nodes[name].log.lines[-40:])}" for name in names
+    )
+    raise AssertionError(f"no node logged {text!r}; their last lines:\n{logs}")
 
 
 def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
