@@ -184,7 +184,9 @@ class Fencing:
             self.fencings += 1
             self._ended.append(self.wills.incarnation)
             self.members.run += 1
-            self.wills.fenced(incarnation(self.members.name, os.getpid(), self.members.run))
+            self.wills.fenced(
+                incarnation(self.members.name, os.getpid(), self.members.started, self.members.run)
+            )
             clients = list(registry.live_clients())
             log.warning(
                 "fenced off the cluster: no heartbeat written for %.1f s (the others may take "

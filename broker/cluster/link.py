@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
@@ -77,7 +78,8 @@ def _without_userinfo(url: str) -> str:
 
 
 class ClusterLink:
-    """This node (or worker) on the cluster's NATS."""
+    """This node (or worker) on the cluster's NATS; ``started``: when this process joined
+    (its member entry's, which with its pid tells this process from a restarted one)."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class ClusterLink:
         self.client = client
         self.cluster = cluster
         self.member = member  # unique in the cluster: node name, plus the worker number
+        self.started = time.time()
         self._subscriptions: list[Subscription] = []
         self._events = events if events is not None else _Events()  # called by the client
 

@@ -31,7 +31,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import Final
 
@@ -70,7 +69,7 @@ class MemberRegistry:
         self.interval = interval
         self._figures = figures
         self._mqtt_port = mqtt_port
-        self._started = time.time()  # shown to operators; liveness never reads it
+        self.started = link.started  # with the pid, tells this process from a restarted one
         self._host = socket.gethostname()
         self._live: dict[str, Member] = {}
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
@@ -148,7 +147,7 @@ class MemberRegistry:
     def me(self) -> Member:
         assert self._figures is not None
         return Member(
-            name=self.name, host=self._host, pid=os.getpid(), started=self._started,
+            name=self.name, host=self._host, pid=os.getpid(), started=self.started,
             interval=self.interval, figures=self._figures(), mqtt_port=self._mqtt_port,
             run=self.run,
         )  # fmt: skip
@@ -161,8 +160,13 @@ class MemberRegistry:
         again as soon as they can, a fenced member is back as soon as it can be)."""
         failing = False
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         due = loop.time()
         while True:
+            # A cancellation that came as a NATS call completed can be lost in it (Python
+            # 3.11's wait_for): it is still requested, and ends the beating here.
+            if task is not None and task.cancelling():
+                return
             due = max(due + self.interval, loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(due):

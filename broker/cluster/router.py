@@ -43,6 +43,7 @@ from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
 from broker.cluster.view import answer_where
+from broker.cluster.will_entries import incarnation
 from broker.cluster.wills import BUCKET as WILLS
 from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, StoredWill, Wills
 from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
@@ -135,7 +136,7 @@ class ClusterRouter:
             await self.link.key_value(WILLS),
             await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
             clients,
-            f"{self.link.member}.{os.getpid()}",
+            incarnation(self.link.member, os.getpid(), self.link.started, 0),
             functools.partial(self._publish_will, retained),
         )
         self.wills.adopt = self.claims.adopt

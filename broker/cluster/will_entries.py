@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["StoredWill", "decode_will", "encode_will", "incarnation", "stored_will"]
 
 
-def incarnation(name: str, pid: int, run: int) -> str:
-    """The prefix of one run's will entries, and its departure's key: ``<member>.<pid>``,
-    then ``-<run>`` after a fencing (no dot: a run's keys never match another's filter)."""
-    return f"{name}.{pid}" if run == 0 else f"{name}.{pid}-{run}"
+def incarnation(name: str, pid: int, started: float, run: int) -> str:
+    """The prefix of one run's will entries, and its departure's key:
+    ``<member>.<pid>-<start in ms>``, then ``-<run>`` after a fencing (no dot: a run's keys
+    never match another's filter). The start time tells apart two processes of one member
+    with the same pid: a container's process is always pid 1, and a departure's entry stays
+    ``DEPARTURES_KEPT`` (a member restarted within that time would find it done)."""
+    process = f"{name}.{pid}-{round(started * 1000)}"
+    return process if run == 0 else f"{process}-{run}"
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,7 @@ class Wills:
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
         the survivor chosen to."""
-        run = incarnation(member.name, member.pid, member.run)
+        run = incarnation(member.name, member.pid, member.started, member.run)
         until = asyncio.get_running_loop().time() + DEPARTURE_TRIED
         self._spawn(self._departure(member.name, run, until))
 

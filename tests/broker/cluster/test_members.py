@@ -129,6 +129,7 @@ async def test_a_restarted_member_ends_its_previous_run(links: list[ClusterLink]
     first_started = named(await a.until(lambda live: len(live) == 2))["node-a-w1"].started
     for task in first._tasks:  # killed; the same name starts again before it aged out
         task.cancel()
+    links[1].started += 1.0  # a new process with the same name (and pid: a container's)
     second = await Node(links[1]).join(interval=30.0)
     async with asyncio.timeout(WAIT):
         previous = await a.gone.get()

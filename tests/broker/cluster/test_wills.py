@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 from broker.cluster.frames import to_key
 from broker.cluster.link import ClusterLink
-from broker.cluster.will_entries import StoredWill, decode_will, encode_will
+from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
 from broker.cluster.wills import DEPARTURES, Wills
 from broker.peer import store_key
 from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
 
 WAIT = 10.0
+DEAD = incarnation("a", 41, 0.0, 0)  # the will entries' prefix of a dead member's run
 
 
 def _will(client_id: str, claim: int, delay: int = 0) -> StoredWill:
@@ -38,7 +39,7 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
         wills_bucket = await link.key_value("wills")
         claims = await link.key_value("clients")
         departures = await link.key_value(DEPARTURES)
-        # The dead run "a.41": three connected clients with wills; two connected again on
+        # The dead run ``DEAD``: three connected clients with wills; two connected again on
         # another member since (their claims changed), one of which had a delayed will.
         moved = _will("moved", await claims.create(_claim_key("moved"), b"a"))
         await claims.put(_claim_key("moved"), b"c")
@@ -46,7 +47,7 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
         back = _will("back", await claims.create(_claim_key("back"), b"a"), delay=1)
         await claims.put(_claim_key("back"), b"c")
         for will in (moved, delayed, back):
-            await wills_bucket.put(f"a.41.{to_key(store_key(will.key))}", encode_will(will))
+            await wills_bucket.put(f"{DEAD}.{to_key(store_key(will.key))}", encode_will(will))
 
         published: dict[str, list[StoredWill]] = {"b": [], "c": []}
         done = asyncio.Event()
@@ -60,7 +61,7 @@ async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_ca
             return Wills(wills_bucket, departures, claims, f"{name}.1", publish)
 
         survivors = [survivor("b"), survivor("c")]
-        watch = await wills_bucket.watch("a.41.>")
+        watch = await wills_bucket.watch(f"{DEAD}.>")
         while await watch.value() is not None:
             pass  # the three entries as they are
         loop = asyncio.get_running_loop()
@@ -125,3 +126,12 @@ async def test_wills_held_while_nats_is_lost_are_bounded(
         assert published == ["one", "two"]
     finally:
         await link.close()
+
+
+def test_two_processes_of_a_member_with_one_pid_have_runs_of_their_own() -> None:
+    """A container's process is always pid 1: a member restarted there is told from the one
+    before by its start time, so its departure is not the earlier one's (done already)."""
+    before, after = incarnation("a", 1, 1764961234.5678, 0), incarnation("a", 1, 1764961299.1, 0)
+    assert before != after
+    assert incarnation("a", 1, 1764961234.5678, 2) == f"{before}-2"  # its run after 2 fencings
+    assert "." not in before.removeprefix("a.")  # one key token: ``<run>.>`` matches its own
