@@ -35,7 +35,6 @@ to the session's new member, where it goes to the session as the group's member.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -55,6 +54,7 @@ from broker.peer import SessionKey, store_key
 from broker.router import LocalRouter, Message
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterUnavailableError
+from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -323,9 +323,7 @@ class Handovers:
 
     async def stop(self) -> None:
         for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def _refuse(self, key: SessionKey | None, why: str) -> "asyncio.Future[None]":
         self.refused += 1

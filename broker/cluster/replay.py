@@ -21,7 +21,6 @@ parked, and routed to it directly once the others' tables show its new member's 
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
@@ -35,6 +34,7 @@ from broker.peer import SessionKey
 from broker.router import LocalRouter
 from broker.sessions import Arrival, BrokerSession
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -101,9 +101,7 @@ class Replays:
 
     async def stop(self) -> None:
         for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _replay(
         self,
