@@ -1,9 +1,20 @@
 """Which member settles a departure, on the machine's NATS: the one its entry names, also
 when that member's own create was made at NATS but its answer lost."""
 
+import asyncio
 from collections.abc import Callable
 
-from broker.cluster.departure import DONE, creator, departure_won, left_unsettled, owner, waiting
+import pytest
+
+from broker.cluster.departure import (
+    DONE,
+    creator,
+    departure_done,
+    departure_won,
+    left_unsettled,
+    owner,
+    waiting,
+)
 from broker.cluster.link import ClusterLink
 from broker.cluster.wills import DEPARTURES
 from nanoiot.settings import Settings
@@ -63,5 +74,22 @@ async def test_a_departure_left_by_a_process_gone_is_taken_over_by_one_survivor(
         assert await departure_won(departures, "a.43-0", b, live) is False  # C is live
         assert await departure_won(departures, "a.44-0", b, live) is False  # done
         assert await departure_won(departures, "a.43-0", b) is False  # all live unless told
+    finally:
+        await link.close()
+
+
+async def test_a_member_back_from_fencing_waits_for_its_sessions_not_its_delayed_wills(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    link = await ClusterLink.connect(cluster_settings())
+    try:
+        departures = await link.key_value(DEPARTURES)
+        survivor = creator("b.1-0")
+        await departures.create("a.41-0", survivor)
+        done = asyncio.ensure_future(departure_done(departures, "a.41-0"))
+        with pytest.raises(TimeoutError):  # the survivor is at work
+            await asyncio.wait_for(asyncio.shield(done), 0.5)
+        await departures.put("a.41-0", waiting(survivor))  # sessions adopted
+        await asyncio.wait_for(done, 10.0)
     finally:
         await link.close()
