@@ -39,6 +39,10 @@ from tests.reliability.serve_process import (
 )
 from tests.reliability.wire import RawMqtt, client_context
 
+# It shares the machine's two CPUs between attacker and broker and times the connects: nothing
+# may run beside it (scripts/test runs it after the parallel part).
+pytestmark = pytest.mark.alone
+
 FLOOD_THREADS = 32
 FLOOD_ADDRESS = "127.0.0.2"
 # The attacker on one CPU, the broker on another (when there are two to share).
