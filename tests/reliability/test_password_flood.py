@@ -39,10 +39,6 @@ from tests.reliability.serve_process import (
 )
 from tests.reliability.wire import RawMqtt, client_context
 
-# It shares the machine's two CPUs between attacker and broker and times the connects: nothing
-# may run beside it (scripts/test runs it after the parallel part).
-pytestmark = pytest.mark.alone
-
 FLOOD_THREADS = 32
 FLOOD_ADDRESS = "127.0.0.2"
 # The attacker on one CPU, the broker on another (when there are two to share).
@@ -54,7 +50,9 @@ GOAL_S = 1.0  # what the flood may add to a valid connect's time to CONNACK (see
 PASSWORD = "the-right-password"
 _REFUSED = re.compile(r'^nanoiot_connects_refused_total\{reason="([a-z_]+)"\} (\S+)$', re.M)
 
-pytestmark = pytest.mark.slow
+# `alone`: it shares the machine's two CPUs between attacker and broker and times the
+# connects, so nothing may run beside it (scripts/test runs it after the parallel part).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def _guess(port: int, context: ssl.SSLContext, number: int) -> int:
