@@ -294,9 +294,13 @@ class ClusterRouter:
         turns = self._turns
         if len(turns) > _TURNS_KEPT:
             turns.clear()
+        moved = self.handovers.moved_groups if self.handovers is not None else None
+        now = asyncio.get_running_loop().time() if moved else 0.0
         for group, members in remote.items():
             if group in here:
                 continue
+            if moved:  # a member session just left: not the way through the member it left
+                members = moved.candidates(group, members, now)
             turn = turns.get(group, 0)
             turns[group] = turn + 1
             members.sort()
