@@ -14,9 +14,10 @@ PUBREC. So:
    id (``Unrouted``, in ``BrokerSession.unrouted``): its cluster-wide message id, and the
    member each shared subscription's copy was sent to. At most one per packet id awaiting
    PUBREL (``max_awaiting_pubrel``); it goes with the PUBREL, or once a copy sent again is
-   confirmed everywhere. Memory only: a restart of the publisher's member, or the session
-   moving to another member, loses it (the copy sent again is then acknowledged unrouted,
-   as before).
+   confirmed everywhere. The member a session is handed over to gets its records with its
+   packet ids (``handed_over``): the client may send again to any member. They are kept in
+   memory only: a restart of the member that held the session, or its death, loses them
+   (the copy sent again is then acknowledged unrouted, as before).
 2. The PUBLISH sent again (§4.3.3: PUBREC, and not a new message) is routed again with the
    recorded id, with the route table as it is now: plain copies to every member with a
    matching filter, each shared subscription's copy to the member that had it (another one
@@ -31,6 +32,7 @@ PUBREC. So:
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +46,10 @@ if TYPE_CHECKING:
     from broker.cluster.router import ClusterRouter
     from broker.sessions import BrokerSession
 
-__all__ = ["DeliveredIds", "Unrouted", "groups_again", "remember_unless_routed", "route_again"]
+__all__ = [
+    "DeliveredIds", "Unrouted", "groups_again", "handed_over", "read_handed_over",
+    "remember_unless_routed", "route_again",
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -158,3 +163,34 @@ def groups_again(
             member = min(members)
         again.setdefault(member, []).append(group)
     return again
+
+
+def handed_over(awaiting: list[int], unrouted: dict[int, Unrouted] | None) -> bytes:
+    """A take-over's answer (``broker.cluster.sessions``) for a session given up: the
+    packet ids of its client's QoS 2 messages awaiting PUBREL, and the records of those whose
+    routing failed."""
+    records = {
+        str(packet_id): [record.message_id, [[*group, member] for group, member in
+                                             record.groups.items()]]
+        for packet_id, record in (unrouted or {}).items()
+    }  # fmt: skip
+    return json.dumps({"awaiting_pubrel": awaiting, "unrouted": records}).encode()
+
+
+def read_handed_over(answer: bytes) -> tuple[set[int], dict[int, Unrouted]]:
+    """The packet ids and records in a take-over answer (none from a member that sent only
+    "1", or garbled ones)."""
+    try:
+        found = json.loads(answer)
+        ids = {int(i) for i in found.get("awaiting_pubrel", []) if 0 < int(i) < 65536}
+    except (ValueError, TypeError, AttributeError):
+        return set(), {}
+    unrouted: dict[int, Unrouted] = {}
+    try:
+        for packet_id, (message_id, groups) in dict(found.get("unrouted", {})).items():
+            if int(packet_id) in ids:
+                chosen = {(str(n), str(f)): str(m) for n, f, m in groups}
+                unrouted[int(packet_id)] = Unrouted(int(message_id), chosen)
+    except (ValueError, TypeError):
+        return ids, {}
+    return ids, unrouted
