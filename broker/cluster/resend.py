@@ -120,6 +120,7 @@ def route_again(
     record = kept.get(packet_id) if kept is not None else None
     if kept is None or record is None:
         return None
+    router.routed_again += 1
     message.id = record.message_id
     if router.announcer is not None:
         message.routed_at = router.announcer.revision

@@ -106,6 +106,8 @@ class ClusterRouter:
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
+        self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
+        self.repeats = 0  # ... that came here again
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -344,6 +346,7 @@ class ClusterRouter:
                 if message.qos == 2 and message.id:  # once (``broker.cluster.resend``)
                     since = self.delivered.first(message.id, time.monotonic())
                     if since is not None:
+                        self.repeats += 1
                         durable |= routed.plain and self.local.deliver_since(message, since)
                         continue
                 durable |= self.local.deliver_forwarded(

@@ -19,6 +19,7 @@ import pytest
 from broker.mqtt.packets import Connack, Connect, Publish
 from tests.cluster.nodes import Cluster, cluster, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
+from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import TELEMETRY, _backend
 from tests.e2e.harness import Client
 from tests.e2e.peers import Raw
@@ -84,6 +85,8 @@ def test_a_qos2_message_a_member_refused_is_routed_again_when_sent_again_and_del
         sent.wait_for_publish(WAIT)
         assert sent.is_published()  # PUBREC, PUBREL, PUBCOMP
         _each_got_it_once(scene)
+        assert _counted(scene, "c", "qos2_routed_again") == 1
+        assert _counted(scene, "d", "qos2_repeats") == 1  # D had it: its watcher not again
 
 
 def test_sent_again_to_another_member_it_is_routed_again_from_there(tmp_path: Path) -> None:
@@ -102,6 +105,8 @@ def test_sent_again_to_another_member_it_is_routed_again_from_there(tmp_path: Pa
             assert raw.read() == Connack(True, 0)
             raw.publish_again_and_release(TELEMETRY, b"once", 7)
         _each_got_it_once(scene)
+        assert _counted(scene, "d", "qos2_routed_again") == 1
+        assert _counted(scene, "c", "qos2_repeats") == 1  # C had it: its watcher not again
 
 
 def _watcher(nodes: Cluster, node: str) -> Client:
@@ -118,3 +123,7 @@ def _each_got_it_once(scene: Scene) -> None:
         assert watcher.next_message().payload == b"once", name
     for name, client in {"backend": scene.backend, **scene.watchers}.items():
         assert client.no_message(within=1.0), f"{name} got the message twice"
+
+
+def _counted(scene: Scene, node: str, name: str) -> float:
+    return counter(metrics(scene.nodes, node), f"nanoiot_cluster_{name}_total")

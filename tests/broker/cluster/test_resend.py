@@ -3,7 +3,14 @@
 
 import asyncio
 
-from broker.cluster.resend import DeliveredIds, Unrouted, groups_again, remember_unless_routed
+from broker.cluster.resend import (
+    DeliveredIds,
+    Unrouted,
+    groups_again,
+    handed_over,
+    read_handed_over,
+    remember_unless_routed,
+)
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.session import Subscription
@@ -100,3 +107,19 @@ async def test_a_message_delivered_here_before_goes_only_to_sessions_that_came_s
     assert [out.payload for out in after.queue] == [b"x"]
     assert not before.queue
     assert router.deliver_since(Message("x/y", b"", 2, id=10), delivered_at) is False
+
+
+def test_what_a_hand_over_answer_carries_is_read_back() -> None:
+    record = Unrouted(2**63 + 5, {("g", "a/#"): "m2"})
+    answer = handed_over([3, 5], {5: record})
+    assert read_handed_over(answer) == ({3, 5}, {5: record})
+    assert read_handed_over(handed_over([], None)) == (set(), {})
+
+
+def test_a_garbled_or_earlier_answer_names_no_record() -> None:
+    assert read_handed_over(b"1") == (set(), {})  # a member that did not hold the session
+    assert read_handed_over(b'{"awaiting_pubrel": [4]}') == ({4}, {})  # an earlier version
+    garbled = b'{"awaiting_pubrel": [4], "unrouted": {"4": [1, [["g"]]]}}'
+    assert read_handed_over(garbled) == ({4}, {})
+    not_awaited = b'{"awaiting_pubrel": [4], "unrouted": {"9": [1, []]}}'
+    assert read_handed_over(not_awaited) == ({4}, {})
