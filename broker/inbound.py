@@ -60,12 +60,18 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
         client.log_denied("publish to", packet.topic)
         code = Reason.NOT_AUTHORIZED
     else:
-        message = _message(client, topic, packet, now)
+        properties = packet.properties
+        interval = properties.message_expiry  # §3.3.2.3.3: a deadline on the broker's clock
+        expires_at = now + interval if interval is not None else None
         session = client.session
+        message = Message(
+            topic, packet.payload, packet.qos, packet.retain, properties, expires_at, session
+        )
         if packet.qos == 2 and session is not None and session.persistent:
             # §4.3.3: its packet id is kept until PUBREL, committed before PUBREC (with or
             # before what routing writes), so that the PUBLISH sent again after a restart,
-            # or to another member, is not routed a second time.
+            # or to another member, is not routed a second time (unless its routing failed:
+            # ``broker.cluster.resend``).
             assert packet.packet_id is not None  # QoS 2 has one (§2.3.1)
             broker.store.pubrel_awaited(session, packet.packet_id)
             durable = broker.router.publish_qos2(message, session, packet.packet_id)
@@ -74,9 +80,8 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
             durable = broker.router.publish(message)
         if packet.retain:
             refused = broker.retained.retain(
-                topic, packet.payload, packet.qos, peer.device_id, message.properties,
-                message.expires_at,
-            )  # fmt: skip
+                topic, packet.payload, packet.qos, peer.device_id, properties, expires_at
+            )
             if refused is not None:
                 broker.metrics.count_limit(refused)
                 client.log_denied(f"retain (over {refused})", packet.topic)
@@ -97,19 +102,15 @@ def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, 
         assert session is not None
         topic = peer.canonical(packet.topic)
         if not topic.startswith(SYSTEM_PREFIX) and peer.acl.can_publish(topic):
-            message = _message(client, topic, packet, now)
+            properties = packet.properties
+            message = Message(
+                topic, packet.payload, 2, packet.retain, properties,
+                _deadline(properties, now), session,
+            )  # fmt: skip
             again = broker.router.publish_again(message, session, packet_id)
             if again is not None:
                 durable = with_commit(again, broker.store.pending_commit())
     client.acknowledge(packet_id, 2, durable=durable)
-
-
-def _message(client: "MqttClient", topic: str, packet: Publish, now: float) -> Message:
-    properties = packet.properties
-    return Message(
-        topic, packet.payload, packet.qos, packet.retain, properties,
-        _deadline(properties, now), client.session,
-    )  # fmt: skip
 
 
 def _deadline(properties: Properties, now: float) -> float | None:
