@@ -9,19 +9,29 @@ per process (``creator``), and after any create that did not succeed the entry i
 names this process (won), another (lost, or done: ``DONE``), or is missing or unreadable
 (undecided: try again later, the create included).
 
+The process an entry names can die before it settled the departure (killed between the
+create and ``DONE``, or while delayed wills were waiting: ``waiting``). Its work would never
+be finished: so an entry naming a process that is no longer a live member (``owner``; the
+caller says which are live) is taken over by compare-and-set at the revision read, as the
+creation race is decided: one survivor's value replaces it, the others' updates conflict.
+Survivors look for such entries when the process they name goes away
+(``left_unsettled``), and whenever they lose the creation race to one.
+
 What must not import: the broker's client or session modules (this only reads and writes
 the departures bucket).
 """
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Final
 
-from broker.cluster.kv import KeyValue
+from broker.cluster.kv import Entry, KeyValue
 from nanoiot.errors import ClusterConflictError, ClusterError
 
 __all__ = [
     "DEPARTURES_KEPT", "DEPARTURE_TRIED", "DONE", "creator", "departure_done", "departure_won",
+    "left_unsettled", "owner", "waiting",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -29,10 +39,15 @@ log = logging.getLogger(__name__)
 DEPARTURES_KEPT: Final = 24 * 3600.0  # seconds a departure's entry stays (bucket age)
 # A departure's value once its wills and sessions are taken care of (never a ``creator``).
 DONE: Final = b"done"
+# Prefix of a departure's value while its sessions are taken care of but delayed wills wait
+# on the process named after it (``waiting``).
+_WAITING: Final = b"waiting "
 # Seconds an undecided departure is tried again: half the entry's age, so that the entry a
 # survivor made when it noticed the same departure (a few heartbeats earlier at most) is
 # still there, and a late create here never succeeds after it aged out.
 DEPARTURE_TRIED: Final = DEPARTURES_KEPT / 2
+
+Live = Callable[[str], bool]  # whether the process named (``owner``) is a live member
 
 
 def creator(incarnation: str) -> bytes:
@@ -43,9 +58,26 @@ def creator(incarnation: str) -> bytes:
     return f"{incarnation} {secrets.token_hex(8)}".encode()
 
 
-async def departure_won(departures: KeyValue, run: str, value: bytes) -> bool | None:
-    """Whether the process whose creator value is ``value`` won the departure of ``run``;
-    None while that cannot be known (NATS did not answer, or no entry was made)."""
+def waiting(value: bytes) -> bytes:
+    """The value of a departure whose sessions the process with creator value ``value``
+    took care of, while delayed wills of it still wait there."""
+    return _WAITING + value
+
+
+def owner(value: bytes) -> str | None:
+    """The process (``<member>.<pid>-<start in ms>``, as ``creator`` was given it) a
+    departure's value leaves its work to; None once it is done."""
+    if value == DONE:
+        return None
+    return value.removeprefix(_WAITING).decode(errors="replace").split(" ", 1)[0]
+
+
+async def departure_won(
+    departures: KeyValue, run: str, value: bytes, live: Live = lambda _process: True
+) -> bool | None:
+    """Whether the process whose creator value is ``value`` won the departure of ``run``
+    (made its entry, or took it over from a process not ``live`` any more); None while that
+    cannot be known (NATS did not answer, or no entry was made)."""
     try:
         await departures.create(run, value)
         return True
@@ -54,6 +86,16 @@ async def departure_won(departures: KeyValue, run: str, value: bytes) -> bool | 
     except ClusterError as exc:
         log.info("%s: reading the departure of %s, which may have been made all the same",
                  exc, run)  # fmt: skip
+    entry = await _read(departures, run)
+    if entry is None:
+        return None
+    process = owner(entry.value)
+    if entry.value in (value, waiting(value)) or process is None or live(process):
+        return entry.value == value
+    return await _take_over(departures, run, entry, value)
+
+
+async def _read(departures: KeyValue, run: str) -> Entry | None:
     try:
         entry = await departures.get(run)
     except ClusterError as exc:
@@ -63,17 +105,49 @@ async def departure_won(departures: KeyValue, run: str, value: bytes) -> bool | 
     if entry is None:
         log.warning("wills of %s not published yet: its departure has no entry (tried again "
                     "after the next heartbeat written)", run)  # fmt: skip
-        return None
-    return entry.value == value
+    return entry
+
+
+async def _take_over(departures: KeyValue, run: str, entry: Entry, value: bytes) -> bool | None:
+    """Replace ``entry``, left by a process that is gone, with ``value``: whether this
+    process won; None while that cannot be known."""
+    log.warning("the departure of %s was left unsettled by %s, gone since: taking it over",
+                run, owner(entry.value))  # fmt: skip
+    try:
+        await departures.update(run, value, entry.revision)
+        return True
+    except ClusterConflictError:
+        return False  # another survivor took it over (a take-over of its own: it names it)
+    except ClusterError as exc:
+        log.info("%s: reading the departure of %s, which may have been taken over all the "
+                 "same", exc, run)  # fmt: skip
+    again = await _read(departures, run)
+    return None if again is None else again.value == value
+
+
+async def left_unsettled(departures: KeyValue, process: str) -> list[str]:
+    """The runs whose departure's entry leaves its work to ``process`` (``owner``)."""
+    runs: list[str] = []
+    watch = await departures.watch()
+    try:
+        while (change := await watch.value()) is not None:
+            run, value = change
+            if value is not None and owner(value) == process:
+                runs.append(run)
+    finally:
+        await watch.stop()
+    return runs
 
 
 async def departure_done(departures: KeyValue, run: str) -> None:
-    """Return once the departure of ``run`` is marked done (``DONE``)."""
+    """Return once the sessions of the departure of ``run`` are taken care of (``DONE``, or
+    delayed wills still ``waiting``)."""
     watch = await departures.watch(run)
     try:
         while True:
             change = await watch.value()  # None once: the values there were given
-            if change is not None and change[1] == DONE:
+            value = None if change is None else change[1]
+            if value is not None and (value == DONE or value.startswith(_WAITING)):
                 return
     finally:
         await watch.stop()

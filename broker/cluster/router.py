@@ -168,6 +168,9 @@ class ClusterRouter:
         if self.wills is not None:  # a dead member's clients' wills, by one survivor
             wills = self.wills
             members.on_gone(wills.member_gone)
+            wills.live = lambda process: any(  # a departure's creator (``departure.owner``)
+                incarnation(m.name, m.pid, m.started, 0) == process for m in members.live()
+            )
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
         self.absences.watch(members)  # parking ends; frames parked for it while away

@@ -20,7 +20,8 @@ the smaller of the Will Delay Interval and the session expiry interval, counted 
 death was noticed, and is dropped if the session's claim changed meanwhile (its client
 connected again, §3.1.3.2.2). Then the entry is deleted, and the same survivor adopts the
 dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back,
-and marks the departure done.
+and marks the departure done (``broker.cluster.survivor``, which also says what happens to a
+departure whose survivor dies before it is done).
 
 A member that fences itself off (``broker.cluster.fence``: cut off from NATS) closes its
 connections without their wills and keeps their entries: its run ends there, and the wills
@@ -58,29 +59,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.departure import (
-    DEPARTURE_TRIED,
-    DEPARTURES_KEPT,
-    DONE,
-    creator,
-    departure_done,
-    departure_won,
-)
+from broker.cluster.departure import DEPARTURES_KEPT
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.will_entries import (
-    StoredWill,
-    decode_will,
-    encode_will,
-    incarnation,
-    stored_will,
-)
+from broker.cluster.survivor import Survivor
+from broker.cluster.will_entries import StoredWill, encode_will, stored_will
 from broker.peer import SessionKey, store_key
-from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
-from nanoiot.members import Member
+from nanoiot.errors import ClusterConflictError, ClusterError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -93,7 +81,10 @@ BUCKET: Final = "wills"
 DEPARTURES: Final = "departures"
 
 
-class Wills:
+class Wills(Survivor):
+    """The wills of this member's connections as the cluster keeps them, and (``Survivor``)
+    those of the departures this member settles."""
+
     def __init__(
         self,
         bucket: KeyValue,
@@ -102,24 +93,8 @@ class Wills:
         incarnation: str,
         publish: Callable[[StoredWill], None],
     ) -> None:
-        self.bucket = bucket
-        self.departures = departures
-        self.claims = claims
-        self.incarnation = incarnation  # this run's prefix (``incarnation``)
-        self.publish = publish
-        self.creator = creator(incarnation)  # the value of the departures it creates
-        # Departures it could not tell whether it won: run -> (member, tried until when).
-        self._undecided: dict[str, tuple[str, float]] = {}
-        self.published = 0  # wills of dead members published here
-        # What else the survivor chosen for a departure does: adopt its sessions.
-        self.adopt: Callable[[str], Awaitable[object]] | None = None
+        super().__init__(bucket, departures, claims, incarnation, publish)
         self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
-        self._tasks: set[asyncio.Task[object]] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
-        # Sessions with a delayed will here whose claim this member's adoption rewrote:
-        # the revision it wrote (a claim still at it means the client has not come back).
-        self._waiting: set[SessionKey] = set()
-        self._adopted: dict[SessionKey, int] = {}
         self.member = incarnation.split(".", 1)[0]  # the value of the claims it makes
         # While this member cannot write the bucket: wills held back (at most max_held), and
         # those dropped past it.
@@ -170,9 +145,7 @@ class Wills:
     def back(self) -> None:
         """A heartbeat of this run was written: NATS is back, what was held goes out, and
         undecided departures are tried again."""
-        undecided, self._undecided = self._undecided, {}
-        for run, (name, until) in undecided.items():
-            self._spawn(self._departure(name, run, until))
+        self.try_again()
         orphans, self._orphans = self._orphans, []
         held, self._held = self._held, {}
         for publish in orphans:
@@ -251,13 +224,6 @@ class Wills:
         del self._written[peer.key]
         self._spawn(self._delete(self._key(peer.key), written[0]))
 
-    def member_gone(self, member: Member) -> None:
-        """A member (one run of it) is gone: publish its clients' wills, if this member is
-        the survivor chosen to."""
-        run = incarnation(member.name, member.pid, member.started, member.run)
-        until = asyncio.get_running_loop().time() + DEPARTURE_TRIED
-        self._spawn(self._departure(member.name, run, until))
-
     def fenced(self, run: str) -> None:
         """This member fenced itself off: the entries of its connections stay for the
         departure of the run that ends (their connections are closed without their wills);
@@ -267,24 +233,6 @@ class Wills:
         self._held.clear()
         self._written.clear()
         self.incarnation = run
-
-    async def run_ended(self, run: str, within: float) -> None:
-        """This member is back after fencing: settle the wills of ``run`` (one of its own,
-        ended then) if no survivor took it on, or wait at most ``within`` seconds until the
-        survivor that did is done with it (its wills, and its adoption of the sessions)."""
-        won = await departure_won(self.departures, run, self.creator)
-        if won is None:  # the fencing tries again after the next heartbeat written
-            raise ClusterUnavailableError(f"the departure of {run} is undecided")
-        if won:
-            await self._settle("", run, adopt=False)
-            return
-        try:
-            async with asyncio.timeout(within):
-                await departure_done(self.departures, run)
-        except TimeoutError:
-            log.warning("the departure of %s is not done after %g s: going on", run, within)
-        except ClusterError as exc:
-            log.warning("the departure of %s: %s", run, exc)
 
     async def settle(self, within: float) -> None:
         """Wait, at most ``within`` seconds, for what this member has under way: above all
@@ -304,93 +252,3 @@ class Wills:
 
     def _key(self, key: SessionKey) -> str:
         return f"{self.incarnation}.{to_key(store_key(key))}"
-
-    def _spawn(self, work: Coroutine[object, object, object]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _delete(self, kv_key: str, revision: int | None) -> None:
-        try:
-            await self.bucket.delete(kv_key, revision)
-        except ClusterConflictError:
-            pass  # a newer connection's will: it stays
-        except ClusterError as exc:
-            log.info("%s (the will's entry stays until the member's departure)", exc)
-
-    async def _departure(self, name: str, run: str, until: float) -> None:
-        """Settle the departure of ``run`` (of member ``name``) if this member won it; while
-        that is unknown, try again after the next heartbeat written, until ``until``."""
-        won = await departure_won(self.departures, run, self.creator)
-        if won is None and asyncio.get_running_loop().time() < until:
-            self._undecided[run] = (name, until)
-        elif won is None:
-            log.warning("wills of %s not published: its departure is undecided after %g s",
-                        run, DEPARTURE_TRIED)  # fmt: skip
-        elif won:
-            try:
-                await self._settle(name, run, adopt=True)
-            except ClusterError as exc:  # its wills not read: none published yet
-                log.warning("wills of %s not published yet: %s", run, exc)
-                self._undecided[run] = (name, until)  # won again, as the entry says
-
-    async def _settle(self, name: str, incarnation: str, *, adopt: bool) -> None:
-        """Publish the wills of ``incarnation``, adopt its sessions, mark it done."""
-        found: list[tuple[str, StoredWill]] = []
-        watch = await self.bucket.watch(f"{incarnation}.>")
-        try:
-            while (change := await watch.value()) is not None:
-                kv_key, value = change
-                if value is None:
-                    continue
-                try:
-                    found.append((kv_key, decode_will(value)))
-                except ClusterError as exc:
-                    log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
-        finally:
-            await watch.stop()
-        log.info("member %s is gone: %d wills of its clients to publish", incarnation, len(found))
-        loop = asyncio.get_running_loop()
-        for kv_key, will in found:
-            if will.delay:
-                self._timers[kv_key] = loop.call_later(will.delay, self._delay_ended, kv_key, will)
-                self._waiting.add(will.key)
-            else:
-                await self._due(kv_key, will)
-        if adopt and self.adopt is not None:
-            try:
-                await self.adopt(name)
-            except (ClusterError, StoreError) as exc:
-                log.warning("sessions of member %s not adopted: %s", name, exc)
-        try:  # the member, if it fenced itself off and is back, waits for this
-            await self.departures.put(incarnation, DONE)
-        except ClusterError as exc:
-            log.info("departure of %s not marked done: %s", incarnation, exc)
-
-    def _delay_ended(self, kv_key: str, will: StoredWill) -> None:
-        self._timers.pop(kv_key, None)
-        self._spawn(self._due(kv_key, will))
-
-    def adopted(self, key: SessionKey, revision: int) -> None:
-        """This member's adoption rewrote the session's claim at ``revision``."""
-        if key in self._waiting:
-            self._adopted[key] = revision
-
-    async def _due(self, kv_key: str, will: StoredWill) -> None:
-        """Publish ``will``; a delayed one unless its client connected again (its claim
-        changed, other than by this member's adoption)."""
-        claim = None
-        self._waiting.discard(will.key)
-        adopted = self._adopted.pop(will.key, None)
-        if will.delay:
-            try:
-                claim = await self.claims.get(to_key(store_key(will.key)))
-            except ClusterError as exc:
-                log.warning("will of session %s not published: %s", store_key(will.key), exc)
-                return
-        if claim is None or claim.revision in (will.claim, adopted):
-            self.publish(will)
-            self.published += 1
-            log.info("published the will of session %s for its dead member",
-                     store_key(will.key))  # fmt: skip
-        await self._delete(kv_key, None)

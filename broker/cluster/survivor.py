@@ -1,0 +1,270 @@
+"""What the survivor chosen for a departure does (``broker.cluster.wills``, whose ``Wills`` is
+one): publish the wills of the run that ended, adopt its member's persistent sessions, and
+mark the departure settled.
+
+The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
+the creator's value while the wills are published and the sessions adopted; then ``waiting``
+(the sessions taken care of: what a member back from fencing waits for) while delayed wills
+wait on this process; ``DONE`` once none is left. A process that dies before ``DONE`` (killed,
+or stopped while delayed wills waited) leaves the entry naming it: the survivors take it over
+when they see that process go, or when they lose the creation race to it later, and the one
+that does settles it again from what is left in ``<cluster>_wills``.
+
+Each will is published before its entry is deleted, so a process that dies in between has
+its last wills published again by the one that takes over: a will may come twice (MQTT
+QoS 0/1 subscribers tolerate a duplicate, and a QoS 2 will is a new message each time), but
+none is lost. A delayed will's wait starts again from the take-over: it comes at least its
+delay after the death, later by how long the take-over took. A delayed will is published
+only by the process its departure names, so that a process cut off from NATS long enough to
+be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+
+from broker.cluster.departure import (
+    DEPARTURE_TRIED,
+    DONE,
+    Live,
+    creator,
+    departure_done,
+    departure_won,
+    left_unsettled,
+    owner,
+    waiting,
+)
+from broker.cluster.frames import to_key
+from broker.cluster.kv import KeyValue
+from broker.cluster.will_entries import StoredWill, decode_will, incarnation
+from broker.peer import SessionKey, store_key
+from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
+from nanoiot.members import Member
+
+__all__ = ["Survivor"]
+
+log = logging.getLogger(__name__)
+
+
+class Survivor:
+    def __init__(
+        self,
+        bucket: KeyValue,
+        departures: KeyValue,
+        claims: KeyValue,
+        incarnation: str,
+        publish: Callable[[StoredWill], None],
+    ) -> None:
+        self.bucket = bucket
+        self.departures = departures
+        self.claims = claims
+        self.incarnation = incarnation  # this run's prefix (``incarnation``)
+        self.publish = publish
+        self.creator = creator(incarnation)  # the value of the departures it creates
+        # Which processes are live members (``departure.owner``); until told, all are.
+        self.live: Live = lambda _process: True
+        # Departures it could not tell whether it won: run -> (member, tried until when).
+        self._undecided: dict[str, tuple[str, float]] = {}
+        # Gone processes whose unsettled departures could not be read: tried until when.
+        self._unread: dict[str, float] = {}
+        self.published = 0  # wills of dead members published here
+        # What else the survivor chosen for a departure does: adopt its sessions.
+        self.adopt: Callable[[str], Awaitable[object]] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
+        # Delayed wills waiting here by departure, and the departures marked ``waiting``.
+        self._delayed: dict[str, int] = {}
+        self._marked: set[str] = set()
+        # Sessions with a delayed will here whose claim this member's adoption rewrote:
+        # the revision it wrote (a claim still at it means the client has not come back).
+        self._waiting: set[SessionKey] = set()
+        self._adopted: dict[SessionKey, int] = {}
+
+    def member_gone(self, member: Member) -> None:
+        """A member (one run of it) is gone: publish its clients' wills, if this member is
+        the survivor chosen to; and if its process is gone, finish what it left unsettled."""
+        run = incarnation(member.name, member.pid, member.started, member.run)
+        until = asyncio.get_running_loop().time() + DEPARTURE_TRIED
+        self._spawn(self._departure(member.name, run, until))
+        # A run ended by a fencing leaves its process live: ``live`` says so by the time
+        # this runs (the member's new entry is applied once this callback returns).
+        process = incarnation(member.name, member.pid, member.started, 0)
+        self._spawn(self._unsettled(process, until))
+
+    def try_again(self) -> None:
+        """NATS is back: the departures that could not be decided or read are tried again."""
+        undecided, self._undecided = self._undecided, {}
+        for run, (name, until) in undecided.items():
+            self._spawn(self._departure(name, run, until))
+        unread, self._unread = self._unread, {}
+        for process, until in unread.items():
+            self._spawn(self._unsettled(process, until))
+
+    async def run_ended(self, run: str, within: float) -> None:
+        """This member is back after fencing: settle the wills of ``run`` (one of its own,
+        ended then) if no survivor took it on, or wait at most ``within`` seconds until the
+        survivor that did is done with it (its wills, and its adoption of the sessions)."""
+        won = await departure_won(self.departures, run, self.creator, self.live)
+        if won is None:  # the fencing tries again after the next heartbeat written
+            raise ClusterUnavailableError(f"the departure of {run} is undecided")
+        if won:
+            await self._settle("", run, adopt=False)
+            return
+        try:
+            async with asyncio.timeout(within):
+                await departure_done(self.departures, run)
+        except TimeoutError:
+            log.warning("the departure of %s is not done after %g s: going on", run, within)
+        except ClusterError as exc:
+            log.warning("the departure of %s: %s", run, exc)
+
+    async def _unsettled(self, process: str, until: float) -> None:
+        """Settle the departures ``process`` left unsettled if it is gone (and this member
+        wins their take-over)."""
+        try:
+            runs = [] if self.live(process) else await left_unsettled(self.departures, process)
+        except ClusterError as exc:
+            if asyncio.get_running_loop().time() < until:
+                self._unread[process] = until
+            log.warning("departures left by %s not read: %s", process, exc)
+            return
+        for run in runs:
+            if not self.live(process):  # re-read: it may be back (after a fencing)
+                await self._departure(run.split(".", 1)[0], run, until)
+
+    async def _departure(self, name: str, run: str, until: float) -> None:
+        """Settle the departure of ``run`` (of member ``name``) if this member won it; while
+        that is unknown, try again after the next heartbeat written, until ``until``."""
+        won = await departure_won(self.departures, run, self.creator, self.live)
+        if won is None and asyncio.get_running_loop().time() < until:
+            self._undecided[run] = (name, until)
+        elif won is None:
+            log.warning("wills of %s not published: its departure is undecided after %g s",
+                        run, DEPARTURE_TRIED)  # fmt: skip
+        elif won:
+            try:
+                await self._settle(name, run, adopt=True)
+            except ClusterError as exc:  # its wills not read: none published yet
+                log.warning("wills of %s not published yet: %s", run, exc)
+                self._undecided[run] = (name, until)  # won again, as the entry says
+
+    async def _settle(self, name: str, run: str, *, adopt: bool) -> None:
+        """Publish the wills of ``run``, adopt its sessions, mark it done."""
+        found = await self._wills_of(run)
+        log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
+        loop = asyncio.get_running_loop()
+        self._delayed[run] = sum(1 for _, will in found if will.delay)
+        for kv_key, will in found:
+            if will.delay:
+                earlier = self._timers.pop(kv_key, None)  # its departure taken back here
+                if earlier is not None:
+                    earlier.cancel()
+                self._timers[kv_key] = loop.call_later(
+                    will.delay, self._delay_ended, run, kv_key, will
+                )
+                self._waiting.add(will.key)
+            else:
+                await self._due(run, kv_key, will)
+        if adopt and self.adopt is not None:
+            try:
+                await self.adopt(name)
+            except (ClusterError, StoreError) as exc:
+                log.warning("sessions of member %s not adopted: %s", name, exc)
+        # The member, if it fenced itself off and is back, waits for this.
+        if await self._mark(run, waiting(self.creator) if self._delayed.get(run) else DONE):
+            self._marked.add(run)
+            if not self._delayed.get(run):  # the last delayed will went out meanwhile
+                await self._done(run)
+
+    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill]]:
+        found: list[tuple[str, StoredWill]] = []
+        watch = await self.bucket.watch(f"{run}.>")
+        try:
+            while (change := await watch.value()) is not None:
+                kv_key, value = change
+                if value is None:
+                    continue
+                try:
+                    found.append((kv_key, decode_will(value)))
+                except ClusterError as exc:
+                    log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
+        finally:
+            await watch.stop()
+        return found
+
+    async def _mark(self, run: str, value: bytes) -> bool:
+        """Write ``value`` to the departure of ``run`` if it still names this process (not
+        taken over by another while this one could not write, cut off from NATS)."""
+        try:
+            entry = await self.departures.get(run)
+            if entry is None:  # aged out: a delay longer than the entry's age
+                await self.departures.create(run, value)
+            elif entry.value in (self.creator, waiting(self.creator)):
+                await self.departures.update(run, value, entry.revision)
+            else:
+                log.info("the departure of %s was taken over by %s", run, owner(entry.value))
+                return False
+        except ClusterError as exc:
+            log.info("departure of %s not marked %s: %s", run, value.decode(), exc)
+            return False
+        return True
+
+    async def _done(self, run: str) -> None:
+        self._delayed.pop(run, None)
+        self._marked.discard(run)
+        await self._mark(run, DONE)
+
+    def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
+        self._timers.pop(kv_key, None)
+        self._spawn(self._delay_over(run, kv_key, will))
+
+    async def _delay_over(self, run: str, kv_key: str, will: StoredWill) -> None:
+        await self._due(run, kv_key, will)
+        self._delayed[run] = left = self._delayed.get(run, 1) - 1
+        if left <= 0 and run in self._marked:
+            await self._done(run)
+
+    def adopted(self, key: SessionKey, revision: int) -> None:
+        """This member's adoption rewrote the session's claim at ``revision``."""
+        if key in self._waiting:
+            self._adopted[key] = revision
+
+    async def _due(self, run: str, kv_key: str, will: StoredWill) -> None:
+        """Publish ``will``; a delayed one unless its client connected again (its claim
+        changed, other than by this member's adoption) or another process took its
+        departure over."""
+        claim = None
+        self._waiting.discard(will.key)
+        adopted = self._adopted.pop(will.key, None)
+        if will.delay:
+            try:
+                claim = await self.claims.get(to_key(store_key(will.key)))
+                departure = await self.departures.get(run)
+            except ClusterError as exc:
+                log.warning("will of session %s not published: %s", store_key(will.key), exc)
+                return
+            mine = (self.creator, waiting(self.creator))
+            # None: aged out (a delay longer than the entry's age), still this process's.
+            if departure is not None and departure.value not in mine:
+                log.info("will of session %s left to the process that took the departure of "
+                         "%s over", store_key(will.key), run)  # fmt: skip
+                return
+        if claim is None or claim.revision in (will.claim, adopted):
+            self.publish(will)
+            self.published += 1
+            log.info("published the will of session %s for its dead member",
+                     store_key(will.key))  # fmt: skip
+        await self._delete(kv_key, None)
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete(self, kv_key: str, revision: int | None) -> None:
+        try:
+            await self.bucket.delete(kv_key, revision)
+        except ClusterConflictError:
+            pass  # a newer connection's will: it stays
+        except ClusterError as exc:
+            log.info("%s (the will's entry stays until the member's departure)", exc)

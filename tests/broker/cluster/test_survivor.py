@@ -1,0 +1,190 @@
+"""A departure whose winner died before settling it, on the machine's NATS: the entry a killed
+winner leaves (naming its process, not ``DONE``) is taken over by exactly one survivor, which
+publishes the wills left and adopts the sessions; whether the survivors see that process go
+after it made the entry or lose the creation race to it afterwards."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from broker.cluster.departure import DONE, creator, waiting
+from broker.cluster.frames import to_key
+from broker.cluster.kv import KeyValue
+from broker.cluster.link import ClusterLink
+from broker.cluster.will_entries import StoredWill, encode_will, incarnation
+from broker.cluster.wills import DEPARTURES, Wills
+from broker.peer import store_key
+from nanoiot.members import Figures, Member
+from nanoiot.settings import Settings
+
+WAIT = 10.0
+DEVICE = "0190d4a0-0000-7000-8000-000000000001"
+GONE = Member("a", "host", 41, 0.0, 1.0, Figures())  # the member that died first
+DEAD = incarnation("a", 41, 0.0, 0)  # its run: its wills' prefix, its departure's key
+WINNER = Member("c", "host", 7, 0.0, 1.0, Figures())  # made the departure, then was killed
+KILLED = incarnation("c", 7, 0.0, 0)  # its process, as its creator value names it
+
+
+@dataclass
+class Buckets:
+    wills: KeyValue
+    departures: KeyValue
+    claims: KeyValue
+    published: list[tuple[str, str]] = field(default_factory=list)  # (survivor, client id)
+    adopted: list[tuple[str, str]] = field(default_factory=list)  # (survivor, member)
+    survivors: list[Wills] = field(default_factory=list)
+
+    async def will(self, client_id: str, delay: int = 0) -> StoredWill:
+        """A will of the dead run's client ``client_id``, kept as its member kept it."""
+        claim = await self.claims.put(_claim_key(client_id), b"a")
+        will = StoredWill(
+            (DEVICE, client_id), claim, f"devices/sensor/{client_id}", b"gone", 1, False, b"",
+            delay,
+        )  # fmt: skip
+        await self.wills.put(f"{DEAD}.{_claim_key(client_id)}", encode_will(will))
+        return will
+
+    def survivor(self, name: str, live: tuple[str, ...] = ("b.1-0", "d.1-0")) -> Wills:
+        """Member ``name``'s process ``<name>.1-0``, to which the processes ``live`` are."""
+
+        def publish(will: StoredWill) -> None:
+            self.published.append((name, will.key[1]))
+
+        async def adopt(member: str) -> int:
+            self.adopted.append((name, member))
+            return 0
+
+        process = incarnation(name, 1, 0.0, 0)
+        wills = Wills(self.wills, self.departures, self.claims, process, publish)
+        wills.adopt = adopt
+        wills.live = live.__contains__
+        self.survivors.append(wills)
+        return wills
+
+    async def settled(self) -> None:
+        """Until the dead run's departure is marked ``DONE``."""
+        async with asyncio.timeout(WAIT):
+            while (entry := await self.departures.get(DEAD)) is None or entry.value != DONE:
+                await _changed(self.departures, DEAD, entry.revision if entry else 0)
+
+
+async def _changed(bucket: KeyValue, key: str, revision: int) -> None:
+    watch = await bucket.watch(key)
+    try:
+        while watch.revision <= revision:
+            await watch.value()
+    finally:
+        await watch.stop()
+
+
+def _claim_key(client_id: str) -> str:
+    return to_key(store_key((DEVICE, client_id)))
+
+
+@pytest.fixture
+async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
+    link = await ClusterLink.connect(cluster_settings())
+    try:
+        made = Buckets(
+            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("clients"),
+        )  # fmt: skip
+        yield made
+        for survivor in made.survivors:
+            await survivor.stop()
+    finally:
+        await link.close()
+
+
+async def test_the_departure_of_a_winner_killed_before_settling_it_is_taken_over_once(
+    buckets: Buckets,
+) -> None:
+    """The winner made the departure, published one will (its entry deleted) and was killed:
+    the survivors that see it go take the departure over, one of them publishes the will
+    left and adopts the sessions."""
+    await buckets.will("left")
+    await buckets.departures.create(DEAD, creator(KILLED))
+    survivors = [buckets.survivor("b"), buckets.survivor("d")]
+    for survivor in survivors:
+        survivor.member_gone(WINNER)
+    await buckets.settled()
+    for survivor in survivors:
+        await survivor.settle(WAIT)
+    assert [client for _, client in buckets.published] == ["left"]
+    adopters = [survivor for survivor, member in buckets.adopted if member == "a"]
+    assert adopters == [buckets.published[0][0]]  # once, by the survivor that published
+    assert await buckets.wills.get(f"{DEAD}.{_claim_key('left')}") is None
+
+
+async def test_a_survivor_losing_the_creation_race_to_a_process_gone_since_takes_it_over(
+    buckets: Buckets,
+) -> None:
+    """The winner was killed before this survivor noticed the first death (it never sees the
+    winner go after that): losing the race to it, it takes the departure over."""
+    await buckets.will("left")
+    await buckets.departures.create(DEAD, creator(KILLED))
+    survivor = buckets.survivor("b")
+    survivor.member_gone(GONE)
+    await buckets.settled()
+    assert buckets.published == [("b", "left")]
+    assert buckets.adopted == [("b", "a")]
+
+
+async def test_delayed_wills_a_killed_winner_left_waiting_are_published_after_the_take_over(
+    buckets: Buckets,
+) -> None:
+    """The winner adopted the sessions (``waiting``) and was killed during a Will Delay
+    Interval (MQTT 5 §3.1.3.2.2): the delayed will comes, its delay counted again."""
+    await buckets.will("delayed", delay=1)
+    await buckets.departures.create(DEAD, waiting(creator(KILLED)))
+    survivor = buckets.survivor("b")
+    loop = asyncio.get_running_loop()
+    taken = loop.time()
+    survivor.member_gone(WINNER)
+    await buckets.settled()
+    assert buckets.published == [("b", "delayed")]
+    assert loop.time() - taken >= 1.0
+
+
+async def test_a_departure_whose_process_is_live_or_that_is_done_is_not_taken_over(
+    buckets: Buckets,
+) -> None:
+    await buckets.will("left")
+    live = creator("d.1-0")  # a live member's, busy adopting perhaps
+    await buckets.departures.create(DEAD, live)
+    survivor = buckets.survivor("b")
+    survivor.member_gone(GONE)
+    survivor.member_gone(Member("d", "host", 1, 0.0, 1.0, Figures(), run=1))  # a fencing
+    await survivor.settle(WAIT)
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == live
+    await buckets.departures.put(DEAD, DONE)
+    survivor.member_gone(WINNER)
+    await survivor.settle(WAIT)
+    assert buckets.published == []
+    assert ("b", "a") not in buckets.adopted
+
+
+async def test_a_delayed_will_of_a_departure_taken_over_meanwhile_is_left_to_the_taker(
+    buckets: Buckets,
+) -> None:
+    """A winner cut off from NATS long enough to be taken as gone had its departure taken
+    over during a will's delay: the will is published by the taker only, though the
+    winner's own delay ends first."""
+    await buckets.will("delayed", delay=1)
+    winner = buckets.survivor("b")
+    winner.member_gone(GONE)
+    async with asyncio.timeout(WAIT):
+        while (entry := await buckets.departures.get(DEAD)) is None or entry.value == (
+            winner.creator
+        ):
+            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    assert entry.value == waiting(winner.creator)
+    taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
+    taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
+    await buckets.settled()  # by the taker, after the winner's own delay ended
+    await winner.settle(WAIT)
+    assert buckets.published == [("d", "delayed")]
