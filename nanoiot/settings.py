@@ -214,6 +214,10 @@ class Settings(BaseModel):
     # that one routed again for its publisher's resend reaches each subscriber once
     # (broker.cluster.resend); about 100 bytes each.
     cluster_qos2_ids_kept: int = Field(100_000, ge=1000, le=10_000_000)
+    # Copies of each JetStream bucket and stream the cluster keeps (session claims, wills,
+    # routes, retained and parked messages), each on another NATS server: 3 with a 3-server
+    # NATS cluster outlives one server lost. An existing one is brought to it at start-up.
+    cluster_replicas: int = Field(1, ge=1, le=5)
 
     @field_validator("proxy_protocol_trusted", "http_trusted_proxies")
     @classmethod

@@ -4,7 +4,9 @@ The shared server is used with a fresh ``cluster_name`` per test (``t<random>``)
 never see each other's subjects or key-value buckets, and the buckets a test made are deleted
 afterwards. When it cannot be reached, tests that need it are skipped locally and fail under
 CI (``CI`` set). Private servers (``nats-server`` on a free port, with authentication or TLS)
-are started and stopped by the test that needs them.
+are started and stopped by the test that needs them, and so are private NATS clusters
+(``nats_cluster``: three JetStream servers routed to each other, for copies of streams on
+several servers).
 """
 
 import asyncio
@@ -16,9 +18,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -81,25 +85,106 @@ def shared_cluster() -> Iterator[str]:
 @contextmanager
 def private_nats(directory: Path, *options: str) -> Iterator[str]:
     """A ``nats-server`` of its own on 127.0.0.1 and a free port; yields its URL."""
+    ports = directory / "ports"
+    ports.mkdir()
+    with _nats_server(ports, options, stderr=subprocess.PIPE) as process:
+        yield _client_url(ports, process)
+
+
+@contextmanager
+def _nats_server(
+    ports: Path, options: tuple[str, ...], stderr: "int | IO[bytes]"
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """``nats-server`` on 127.0.0.1, a free client port (written to a file in ``ports``)."""
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(binary).exists():
         if os.environ.get("CI"):
             pytest.fail("nats-server is not installed (CI is set)", pytrace=False)
         pytest.skip("nats-server is not installed")
-    ports = directory / "ports"
-    ports.mkdir()
     process = subprocess.Popen(
         [binary, "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", str(ports), *options],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     try:
-        yield _client_url(ports, process)
+        yield process
     finally:
+        stop(process)
+
+
+def stop(process: "subprocess.Popen[bytes]") -> None:
+    if process.poll() is None:
         process.terminate()
-        process.wait(WAIT)
-        if process.stderr is not None:
-            process.stderr.close()
+    process.wait(WAIT)
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+@dataclass
+class NatsCluster:
+    """JetStream servers ``n1``, ``n2``, ... routed to each other as one NATS cluster."""
+
+    urls: dict[str, str] = field(default_factory=dict)  # server name -> its client URL
+    processes: dict[str, "subprocess.Popen[bytes]"] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Every server, as a node's ``nats_url`` lists them."""
+        return ",".join(self.urls.values())
+
+    def stop(self, name: str) -> None:
+        """Stop server ``name`` (SIGTERM; its store stays on disk)."""
+        stop(self.processes[name])
+
+    def kill(self, name: str) -> None:
+        """Kill server ``name`` (SIGKILL: a crash, nothing handed over to the others)."""
+        self.processes[name].kill()
+        stop(self.processes[name])
+
+
+@contextmanager
+def nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
+    """``size`` JetStream servers in a NATS cluster of their own, each with its own store,
+    logging to ``<directory>/<name>.log``; yields once JetStream has elected its leader.
+    The first server's route port is a free one picked here (JetStream in a cluster needs
+    routes configured); the others route to it and learn of each other from it."""
+    directory.mkdir(exist_ok=True)
+    cluster = NatsCluster()
+    seed = f"nats://127.0.0.1:{_free_port()}"
+    with ExitStack() as stack:
+        for number in range(1, size + 1):
+            name = f"n{number}"
+            (directory / name).mkdir()
+            options = (
+                "-n", name, "-js", "-sd", str(directory / name / "store"),
+                "--cluster_name", "test",
+                "--cluster", seed if number == 1 else "nats://127.0.0.1:-1", "--routes", seed,
+            )  # fmt: skip
+            log = stack.enter_context((directory / f"{name}.log").open("wb"))
+            process = stack.enter_context(_nats_server(directory / name, options, stderr=log))
+            cluster.processes[name] = process
+            cluster.urls[name] = _client_url(directory / name, process)
+        for name in cluster.urls:
+            _wait_for_line(directory / f"{name}.log", b"metadata leader", cluster.processes[name])
+        yield cluster
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_line(log: Path, text: bytes, process: "subprocess.Popen[bytes]") -> None:
+    """Until the server's log has ``text`` (polled: the log is a file, bounded wait)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if text in log.read_bytes():
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"no {text.decode()!r} in {log}:\n{log.read_text(errors='replace')}")
 
 
 def _client_url(ports: Path, process: "subprocess.Popen[bytes]") -> str:
@@ -114,7 +199,7 @@ def _client_url(ports: Path, process: "subprocess.Popen[bytes]") -> str:
             if listed:
                 return str(listed[0])
         if process.poll() is not None:
-            assert process.stderr is not None
-            raise AssertionError(f"nats-server exited: {process.stderr.read().decode()}")
+            why = process.stderr.read().decode() if process.stderr else "see its log"
+            raise AssertionError(f"nats-server exited: {why}")
         time.sleep(0.02)
     raise AssertionError("nats-server did not report its port in time")

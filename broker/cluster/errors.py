@@ -2,8 +2,9 @@
 
 A lost compare-and-set becomes ``ClusterConflictError``; anything that means NATS is not
 there right now (no server, timeout, closed, reconnecting or lost connection, no responders,
-JetStream unavailable) becomes ``ClusterUnavailableError``; any other NATS error a
-``ClusterError``. Each message is one line naming what was being done.
+JetStream unavailable, a stream whose servers are all down) becomes
+``ClusterUnavailableError``; any other NATS error a ``ClusterError``. Each message is one
+line naming what was being done.
 """
 
 import contextlib
@@ -27,7 +28,8 @@ def nats_errors(what: str) -> Iterator[None]:
         # that is no longer the key's. The client raises it under two classes.
         if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == 10071:
             raise ClusterConflictError(f"{what}: the key exists or has changed") from None
-        if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        # "Stream is offline" (10118): no server that holds a copy of it is up (yet).
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError) or exc.err_code == 10118:
             raise ClusterUnavailableError(f"{what}: {plain(exc)}") from None
         raise ClusterError(f"{what}: {plain(exc)}") from None
     except nats.errors.OutboundBufferLimitError:  # nothing is kept to send later
@@ -47,6 +49,10 @@ def nats_errors(what: str) -> Iterator[None]:
 
 
 def plain(exc: BaseException) -> str:
-    """A NATS error's text without its "nats: " prefix (or its class name if it has none)."""
+    """A NATS error's text without its "nats: " prefix (or its class name if it has none);
+    JetStream's description and code for an error JetStream answered."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        code = f" (JetStream error {exc.err_code})" if exc.err_code else ""
+        return f"{exc.description}{code}"
     text = str(exc).removeprefix("nats: ").strip().strip("'")
     return text or type(exc).__name__

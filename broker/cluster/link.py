@@ -31,13 +31,13 @@ from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors, plain
 from broker.cluster.kv import KeyValue
+from broker.cluster.streams import open_bucket
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
 from nanoiot.settings import Settings
 
@@ -87,10 +87,13 @@ class ClusterLink:
         cluster: str,
         member: str,
         events: "_Events | None" = None,
+        *,
+        replicas: int = 1,
     ) -> None:
         self.client = client
         self.cluster = cluster
         self.member = member  # unique in the cluster: node name, plus the worker number
+        self.replicas = replicas  # copies of each JetStream stream (broker.cluster.streams)
         self.started = time.time()
         self._subscriptions: list[Subscription] = []
         self._events = events if events is not None else _Events()  # called by the client
@@ -105,7 +108,9 @@ class ClusterLink:
         events = _Events()
         client = await _join(settings.nats_url, member, options, url, events)
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
-        return cls(client, settings.cluster_name, member, events)
+        return cls(
+            client, settings.cluster_name, member, events, replicas=settings.cluster_replicas
+        )
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` each time the connection to NATS is found lost."""
@@ -165,15 +170,13 @@ class ClusterLink:
         self._subscriptions.append(subscription)
 
     async def key_value(self, name: str, *, ttl: float | None = None) -> KeyValue:
-        """The bucket ``<cluster>_<name>``, made if missing; ``ttl``: entries expire that many
-        seconds after their last write (a bucket-wide age: NATS 2.9 has no per-key TTL)."""
+        """The bucket ``<cluster>_<name>``, made if missing, with ``replicas`` copies;
+        ``ttl``: entries expire that many seconds after their last write (a bucket-wide age:
+        NATS 2.9 has no per-key TTL)."""
         bucket = f"{self.cluster}_{name}"
         with nats_errors(f"opening key-value bucket {bucket}"):
             js = self.client.jetstream(timeout=REQUEST_TIMEOUT)
-            try:
-                store = await js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                store = await js.create_key_value(bucket=bucket, history=1, ttl=ttl)
+            store = await open_bucket(js, bucket, self.replicas, ttl)
         return KeyValue(store, bucket)
 
     async def answer_pings(self, **about: Any) -> None:

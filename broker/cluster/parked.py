@@ -11,7 +11,9 @@ it. Whoever takes the member's sessions reads them back (``broker.cluster.replay
 
 The stream is bounded: at most ``cluster_max_parked_bytes`` bytes (a full stream refuses
 the frame: its publishers are not acknowledged and send again) and ``KEPT_FOR`` seconds (a
-member nobody ever takes over does not keep frames forever).
+member nobody ever takes over does not keep frames forever). It has ``cluster_replicas``
+copies (``broker.cluster.streams``): frames already acknowledged to their publishers outlive
+the NATS server that led the stream.
 """
 
 import contextlib
@@ -25,6 +27,7 @@ from nats.js import api
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
+from broker.cluster.streams import open_stream
 
 __all__ = ["KEPT_FOR", "ParkedFrames"]
 
@@ -55,12 +58,10 @@ class ParkedFrames:
             max_age=KEPT_FOR,
             discard=api.DiscardPolicy.NEW,  # full: the newest is refused, never one kept
             storage=api.StorageType.FILE,
+            num_replicas=self.link.replicas,
         )
         with nats_errors(f"opening stream {self.name}"):
-            try:
-                await self._js.add_stream(config)
-            except nats.js.errors.BadRequestError:  # there, with other limits
-                await self._js.update_stream(config)
+            await open_stream(self._js, config)
 
     async def park(self, member: str, frame: bytes) -> None:
         """``frame`` kept for ``member``; once JetStream acknowledged it. ``ClusterError``

@@ -8,7 +8,6 @@ from auth.kinds import CredentialStatus
 from auth.pinning import decide_pinned, registered_certificate
 from tests.certgen import Issued, issue, revocation_list
 
-NOW = dt.datetime.now(dt.UTC)
 CA = issue("Fleet CA", ca=True)
 OTHER_CA = issue("Other CA", ca=True)
 
@@ -29,7 +28,10 @@ def anchor(ca: Issued = CA, crl_serials: tuple[int, ...] = ()) -> TrustAnchor:
 def decide(
     presented: Issued, registered: Holder, anchors: list[TrustAnchor], **kw: object
 ) -> Decision:
-    return decide_pinned(presented.cert, [], registered, anchors, now=NOW, **kw)  # type: ignore[arg-type]
+    # The clock is read per decision, not at import: certificates are issued valid from five
+    # minutes back, and a module can be imported longer than that before its tests run.
+    now = dt.datetime.now(dt.UTC)
+    return decide_pinned(presented.cert, [], registered, anchors, now=now, **kw)  # type: ignore[arg-type]
 
 
 def test_a_revoked_ca_issued_certificate_does_not_come_back_self_signed() -> None:
@@ -70,9 +72,9 @@ def test_a_crl_entry_for_the_registered_certificate_revokes_its_key() -> None:
 
 
 def test_self_signed_credentials_are_pinned_by_key_unless_the_whole_certificate_is() -> None:
-    registered = issue("meter")
+    registered, now = issue("meter"), dt.datetime.now(dt.UTC)
     resigned = issue(  # same key, new dates: what an expired device can do by itself
-        "meter", key=registered.key, not_after=NOW + dt.timedelta(days=3650)
+        "meter", key=registered.key, not_after=now + dt.timedelta(days=3650)
     )
     assert decide(resigned, holder(registered), []).allowed  # the key is the identity
     pinned = decide(resigned, holder(registered), [], whole_certificate=True)
@@ -81,7 +83,7 @@ def test_self_signed_credentials_are_pinned_by_key_unless_the_whole_certificate_
     assert decide(registered, holder(registered), [], whole_certificate=True).allowed
     # The registered certificate's own dates then count.
     expired = issue(
-        "meter", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1)
+        "meter", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
     )
     late = decide(expired, holder(expired), [], whole_certificate=True)
     assert late.reason is Reason.CERTIFICATE_EXPIRED

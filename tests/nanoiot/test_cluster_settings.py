@@ -41,9 +41,11 @@ def test_a_full_cluster_configuration_from_the_environment(tmp_path: Path) -> No
         "NANOIOT_NODE_NAME": "edge-7",
         "NANOIOT_CLUSTER_NAME": "plant_b",
         "NANOIOT_WORKERS": "4",
+        "NANOIOT_CLUSTER_REPLICAS": "3",
     }
     settings = load(tmp_path, env)
     assert settings.nats_creds_file == Path("node.creds")
+    assert (settings.cluster_replicas, load(tmp_path, URL).cluster_replicas) == (3, 1)
     assert (settings.node_name, settings.cluster_name, settings.workers) == ("edge-7", "plant_b", 4)
     assert load(tmp_path, URL | {"NANOIOT_WORKERS": "auto"}).workers == "auto"
 
@@ -98,6 +100,16 @@ REFUSED = {
         "should match",
     ),
     "zero-workers": ({"NANOIOT_WORKERS": "0"}, "'workers", ""),
+    "zero-replicas": (
+        {"NANOIOT_CLUSTER_REPLICAS": "0"},
+        "'cluster_replicas' (file conf/nanoiot.yaml or $NANOIOT_CLUSTER_REPLICAS)",
+        "greater than or equal to 1",
+    ),
+    "six-replicas": (  # JetStream keeps at most 5 copies of a stream
+        {"NANOIOT_CLUSTER_REPLICAS": "6"},
+        "'cluster_replicas'",
+        "less than or equal to 5",
+    ),
     "words-for-workers": ({"NANOIOT_WORKERS": "many"}, "'workers", ""),
 }
 

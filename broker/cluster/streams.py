@@ -1,0 +1,130 @@
+"""The cluster's JetStream streams, made or brought to ``cluster_replicas`` copies.
+
+Everything the cluster keeps in JetStream (its key-value buckets, which are streams named
+``KV_<cluster>_<name>``, and the parked stream ``<cluster>_parked``) is made here with
+``cluster_replicas`` copies, each on another NATS server of the NATS cluster. With one copy
+(JetStream's default) the server holding a stream takes its data along when it stops: session
+claims, wills, and parked frames whose publishers were already acknowledged.
+
+A stream that exists with another number of copies is updated to the setting: a clustered
+JetStream moves a stream to more or fewer servers in place, data kept, while it stays in use.
+Whatever NATS refuses (more copies than servers to hold them, JetStream on a single server,
+a server that cannot change the count) ends the start in one line naming the setting and
+what to do. A single server must be caught here before asking: it accepts an update to three
+copies and then reports them, while it keeps one.
+"""
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Final
+
+import nats.js.errors
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue as NatsKeyValue
+
+from nanoiot.errors import ClusterError
+
+__all__ = ["open_bucket", "open_stream"]
+
+log = logging.getLogger(__name__)
+
+# JetStream's error codes (err_code) for a count of copies it cannot keep.
+_NOT_CLUSTERED: Final = 10074  # "replicas > 1 not supported in non-clustered mode"
+_TOO_FEW_SERVERS: Final = frozenset({10005, 10023})  # no suitable peers; insufficient resources
+_NOT_UPDATABLE: Final = 10061  # servers before 2.7: "replicas configuration can not be updated"
+
+
+async def open_bucket(
+    js: JetStreamContext, bucket: str, replicas: int, ttl: float | None
+) -> NatsKeyValue:
+    """The key-value bucket, made with ``replicas`` copies if missing, else brought to them."""
+    info = await _info(js, f"KV_{bucket}")
+    if info is None:
+        with _refusals(f"KV_{bucket}", replicas, None):
+            return await js.create_key_value(bucket=bucket, history=1, ttl=ttl, replicas=replicas)
+    await _rescale(js, info, replicas)
+    return await js.key_value(bucket)
+
+
+async def open_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """The stream, made as ``config`` says if missing, else brought to it (its limits and its
+    number of copies)."""
+    assert config.name is not None
+    replicas = config.num_replicas or 1
+    info = await _info(js, config.name)
+    with _refusals(config.name, replicas, _copies(info)):
+        if info is None:
+            await js.add_stream(config)
+            return
+        _check_clustered(info, replicas)
+        await js.update_stream(config)
+    _log_rescaled(config.name, _copies(info), replicas)
+
+
+async def _info(js: JetStreamContext, stream: str) -> api.StreamInfo | None:
+    try:
+        return await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+async def _rescale(js: JetStreamContext, info: api.StreamInfo, replicas: int) -> None:
+    """``info``'s stream with ``replicas`` copies, the rest of its configuration as it is."""
+    _check_clustered(info, replicas)
+    copies = _copies(info)
+    if copies == replicas:
+        return
+    name = info.config.name or "?"
+    with _refusals(name, replicas, copies):
+        await js.update_stream(info.config.evolve(num_replicas=replicas))
+    _log_rescaled(name, copies, replicas)
+
+
+def _copies(info: api.StreamInfo | None) -> int | None:
+    return None if info is None else (info.config.num_replicas or 1)
+
+
+def _log_rescaled(stream: str, was: int | None, now: int) -> None:
+    if was is not None and was != now:
+        log.warning("stream %s: copies %d -> %d (cluster_replicas)", stream, was, now)
+
+
+def _check_clustered(info: api.StreamInfo, replicas: int) -> None:
+    """A stream on a JetStream that is not clustered has no cluster information."""
+    if replicas > 1 and info.cluster is None:
+        raise ClusterError(_single_server(info.config.name or "?", replicas))
+
+
+def _single_server(stream: str, replicas: int) -> str:
+    return (
+        f"cluster_replicas is {replicas}, but NATS runs JetStream on a single server, which "
+        f"cannot keep {replicas} copies of stream {stream}: run a NATS cluster of at least "
+        f"{replicas} JetStream servers, or set cluster_replicas to 1"
+    )
+
+
+@contextlib.contextmanager
+def _refusals(stream: str, replicas: int, copies: int | None) -> Iterator[None]:
+    """JetStream's refusal of ``replicas`` copies of ``stream`` (which has ``copies`` now, or
+    does not exist yet: None) as one ``ClusterError`` line saying what to do; any other
+    error goes on to ``broker.cluster.errors.nats_errors``."""
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        why = exc.description or "refused"
+        if exc.err_code == _NOT_CLUSTERED:
+            raise ClusterError(_single_server(stream, replicas)) from None
+        if exc.err_code in _TOO_FEW_SERVERS:
+            raise ClusterError(
+                f"cluster_replicas is {replicas}, but NATS cannot place {replicas} copies of "
+                f"stream {stream} ({why}): it needs {replicas} JetStream servers up in its "
+                "cluster; add servers or lower cluster_replicas"
+            ) from None
+        if exc.err_code == _NOT_UPDATABLE and copies is not None:
+            raise ClusterError(
+                f"cluster_replicas is {replicas}, but NATS cannot change stream {stream} from "
+                f"{copies} copies ({why}): set cluster_replicas to {copies}, or delete the "
+                f"stream (its data is lost: nats stream rm {stream}) and start again"
+            ) from None
+        raise

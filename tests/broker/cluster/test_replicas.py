@@ -1,0 +1,202 @@
+"""Copies of the cluster's JetStream state (``cluster_replicas``, ``broker.cluster.streams``):
+on a private NATS cluster of three JetStream servers, buckets and the parked stream are made
+with, or brought to, that many copies, and a session claim and a parked frame outlive the
+server leading their stream; with one copy they do not. More copies than NATS can keep end
+the start in one line, on that cluster and on the machine's single server."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js import api
+
+from broker.cluster.link import ClusterLink
+from broker.cluster.parked import ParkedFrames
+from nanoiot.errors import ClusterError, ClusterUnavailableError
+from nanoiot.settings import Settings
+from tests.natsserver import NATS_URL, NatsCluster, nats_cluster
+
+WAIT = 10.0
+ELECTED_WITHIN = 20.0  # a killed leader's stream elects another in 4-6 s on an idle machine
+CLUSTER = "c"
+CLAIMS = f"KV_{CLUSTER}_clients"
+PARKED = f"{CLUSTER}_parked"
+FRAME = (1, b"acknowledged frame")  # the stream sequence and bytes of the one frame parked
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[NatsCluster]:
+    with nats_cluster(tmp_path / "nats") as started:
+        yield started
+
+
+@pytest.fixture
+def on_servers(servers: NatsCluster, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings joining the private NATS cluster (every server in nats_url)."""
+
+    def make(**overrides: Any) -> Settings:
+        values = {
+            "data_dir": tmp_path, "nats_url": servers.url, "cluster_name": CLUSTER,
+            "node_name": "node-a",
+        }  # fmt: skip
+        return Settings(**(values | overrides))
+
+    return make
+
+
+@asynccontextmanager
+async def joined(settings: Settings) -> AsyncIterator[ClusterLink]:
+    link = await ClusterLink.connect(settings)
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+async def stream_info(urls: str, stream: str) -> api.StreamInfo:
+    """The stream as JetStream reports it, asked from outside the broker's code."""
+    client = await nats.connect(servers=urls.split(","))
+    try:
+        return await client.jetstream(timeout=WAIT).stream_info(stream)
+    finally:
+        await client.close()
+
+
+async def copies(urls: str, stream: str) -> tuple[int, set[str]]:
+    """(the stream's configured copies, the servers that hold one)."""
+    info = await stream_info(urls, stream)
+    assert info.cluster is not None
+    peers = {peer.name or "?" for peer in info.cluster.replicas or []}
+    return info.config.num_replicas or 1, peers | {info.cluster.leader or "(electing)"}
+
+
+async def claim_and_park(link: ClusterLink) -> None:
+    """A session claim in the clients bucket and a frame parked for member gone."""
+    claims = await link.key_value("clients")
+    await claims.put("sensor", b"node-a")
+    parked = ParkedFrames(link, 1024 * 1024)
+    await parked.start()
+    await parked.park("gone", FRAME[1])
+
+
+async def read_back(link: ClusterLink) -> tuple[bytes | None, tuple[int, bytes] | None]:
+    """The claim's value and the first frame parked for member gone (its stream sequence)."""
+    entry = await (await link.key_value("clients")).get("sensor")
+    async with ParkedFrames(link, 1024 * 1024).reading("gone") as reader:
+        frame = await reader.next(WAIT)
+    return entry.value if entry else None, frame
+
+
+async def until_readable(link: ClusterLink) -> tuple[bytes | None, tuple[int, bytes] | None]:
+    """``read_back``, once JetStream answers again: a stream whose leader stopped has none
+    until the others elect one (within seconds), and a loaded machine may take longer than a
+    request's timeout to answer just after."""
+    async with asyncio.timeout(ELECTED_WITHIN):
+        while True:
+            try:
+                return await read_back(link)
+            except ClusterUnavailableError:
+                await asyncio.sleep(0.1)  # no leader yet: ask again
+
+
+async def test_buckets_and_the_parked_stream_have_the_configured_copies(
+    servers: NatsCluster, on_servers: Callable[..., Settings]
+) -> None:
+    async with joined(on_servers(cluster_replicas=3)) as link:
+        await claim_and_park(link)
+        await link.key_value("members", ttl=6.0)
+    for stream in (CLAIMS, PARKED, f"KV_{CLUSTER}_members"):
+        assert await copies(servers.url, stream) == (3, {"n1", "n2", "n3"}), stream
+
+
+async def test_existing_streams_are_brought_to_the_setting_with_their_data(
+    servers: NatsCluster, on_servers: Callable[..., Settings]
+) -> None:
+    async with joined(on_servers(cluster_replicas=1)) as link:
+        await claim_and_park(link)
+    assert (await copies(servers.url, CLAIMS))[0] == 1
+    async with joined(on_servers(cluster_replicas=3)) as link:
+        await ParkedFrames(link, 2 * 1024 * 1024).start()  # new limits are applied too
+        assert await until_readable(link) == (b"node-a", FRAME)
+    for stream in (CLAIMS, PARKED):
+        assert (await copies(servers.url, stream))[0] == 3, stream
+    assert (await stream_info(servers.url, PARKED)).config.max_bytes == 2 * 1024 * 1024
+    async with joined(on_servers(cluster_replicas=2)) as link:  # and down again
+        await link.key_value("clients")
+    assert (await copies(servers.url, CLAIMS))[0] == 2
+
+
+@pytest.mark.parametrize(
+    "end",
+    ["stop", pytest.param("kill", marks=pytest.mark.slow)],  # killed: an election, ~5 s
+)
+async def test_with_3_copies_a_claim_and_a_parked_frame_outlive_their_leader(
+    servers: NatsCluster, on_servers: Callable[..., Settings], end: str
+) -> None:
+    async with joined(on_servers(cluster_replicas=3)) as link:
+        await claim_and_park(link)
+    placed = (await stream_info(servers.url, PARKED)).cluster
+    assert placed is not None
+    assert placed.leader is not None
+    getattr(servers, end)(placed.leader)
+    survivors = ",".join(url for name, url in servers.urls.items() if name != placed.leader)
+    async with joined(on_servers(nats_url=survivors, cluster_replicas=3)) as link:
+        assert await until_readable(link) == (b"node-a", FRAME)
+
+
+async def test_with_1_copy_the_claim_is_lost_with_its_server(
+    servers: NatsCluster, on_servers: Callable[..., Settings]
+) -> None:
+    async with joined(on_servers(cluster_replicas=1)) as link:
+        await claim_and_park(link)
+    _, holders = await copies(servers.url, CLAIMS)
+    [holder] = holders
+    servers.stop(holder)
+    survivors = ",".join(url for name, url in servers.urls.items() if name != holder)
+    async with joined(on_servers(nats_url=survivors)) as link:
+        # No other server has it: nobody to elect. NATS answers "stream is offline", or
+        # nothing (its request goes to the server that is gone).
+        with pytest.raises(ClusterUnavailableError, match=r"c_clients: (timeout|stream is off)"):
+            await read_back(link)
+
+
+async def test_more_copies_than_servers_is_one_line(
+    on_servers: Callable[..., Settings],
+) -> None:
+    async with joined(on_servers(cluster_replicas=5)) as link:
+        with pytest.raises(ClusterError) as raised:
+            await link.key_value("clients")
+    assert str(raised.value) == (
+        "cluster_replicas is 5, but NATS cannot place 5 copies of stream KV_c_clients (no "
+        "suitable peers for placement): it needs 5 JetStream servers up in its cluster; add "
+        "servers or lower cluster_replicas"
+    )
+
+
+async def test_copies_on_a_single_server_are_one_line(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """The machine's NATS runs JetStream on one server. It refuses a new stream with 3
+    copies, but would take an existing one to 3 (and report 3 while it keeps 1): both end
+    here, and the existing stream is left as it was."""
+    single = "cluster_replicas is 3, but NATS runs JetStream on a single server, which cannot "
+    async with joined(cluster_settings()) as link:
+        await link.key_value("clients")  # one copy, as before the setting
+        await ParkedFrames(link, 1024 * 1024).start()
+    async with joined(cluster_settings(cluster_replicas=3)) as link:
+        cluster = link.cluster
+        for name in ("clients", "routes"):  # existing, and new
+            with pytest.raises(ClusterError) as raised:
+                await link.key_value(name)
+            assert str(raised.value) == (
+                f"{single}keep 3 copies of stream KV_{cluster}_{name}: run a NATS cluster of "
+                "at least 3 JetStream servers, or set cluster_replicas to 1"
+            )
+        with pytest.raises(ClusterError, match=f"^{single}keep 3 copies of stream {cluster}_"):
+            await ParkedFrames(link, 1024 * 1024).start()
+    info = await stream_info(NATS_URL, f"KV_{cluster}_clients")
+    assert info.config.num_replicas == 1
