@@ -77,6 +77,21 @@ class Router(Protocol):
         everything it must wait for (other nodes' confirmations too)."""
         ...
 
+    def publish_qos2(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None]":
+        """``publish`` for a persistent session's QoS 2 message, whose packet id it keeps
+        until PUBREL (§4.3.3): a cluster router also keeps, should another member not
+        confirm it, what the PUBLISH sent again needs (``broker.cluster.resend``)."""
+        ...
+
+    def publish_again(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None] | None":
+        """Route again a QoS 2 message sent again whose first routing failed (as
+        ``publish``); None if there is nothing to route again."""
+        ...
+
     def deliver(self, message: Message) -> bool:
         """Give a message that came from elsewhere to this broker's subscribers."""
         ...
@@ -147,6 +162,20 @@ class LocalRouter:
     # A client's message and one from elsewhere go the same way here (one call less per
     # message than a method that calls ``deliver``).
     publish = deliver
+
+    def publish_qos2(self, message: Message, session: BrokerSession, packet_id: int) -> bool:
+        return self.deliver(message)  # routing here never fails: nothing is sent again
+
+    def publish_again(self, message: Message, session: BrokerSession, packet_id: int) -> None:
+        return None
+
+    def deliver_since(self, message: Message, since: float) -> bool:
+        """A QoS 2 message routed again (``broker.cluster.resend``) that this broker gave
+        its subscribers before, at ``since``: to the plain subscribers whose sessions came
+        here after that only (none of them had it here); True if the store was written."""
+        matches = self.subscriptions.match(message.topic)
+        later = {session: sub for session, sub in matches.items() if session.since > since}
+        return self._deliver_plain(message, later) if later else False
 
     def deliver_forwarded(
         self, message: Message, *, plain: bool, groups: Collection[tuple[str, str]]

@@ -9,6 +9,7 @@ messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 import asyncio
 import collections
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from broker.peer import SessionKey, store_key
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.cluster.resend import Unrouted
     from broker.router import Message
 
 Group = tuple[str, str]  # a shared subscription: (share name, topic filter)
@@ -110,6 +112,8 @@ class BrokerSession(Session):
         "expiry_timer",
         "pending_will",
         "receive_denied",
+        "since",
+        "unrouted",
         "will_settled",
         "will_timer",
     )
@@ -137,6 +141,11 @@ class BrokerSession(Session):
         self.will_settled: Callable[[], None] | None = None
         # Moved here from another member of a cluster moments ago (``broker.cluster.handover``).
         self.arrival: Arrival | None = None
+        # When it came to this process (made, restored, or moved here from another member),
+        # on the monotonic clock; and, in a cluster, its QoS 2 messages whose routing another
+        # member did not confirm, by packet id (``broker.cluster.resend``).
+        self.since = time.monotonic()
+        self.unrouted: dict[int, Unrouted] | None = None
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

@@ -184,6 +184,31 @@ class Handovers:
                 confirmations.append(confirmed)
         return confirmations
 
+    def send_on_published(
+        self, message: Message, chosen: dict[str, list[Group]]
+    ) -> list["asyncio.Future[None]"]:
+        """What sessions that left this member would have had of a message published here:
+        its plain copies, and the copy of a shared subscription no member has here and no
+        other member was chosen for."""
+        shared = self.local.shared
+        elsewhere = {group for groups in chosen.values() for group in groups}
+        return self.send_on(message) + self.send_on_groups(
+            message, lambda group: shared.group(*group) is None and group not in elsewhere
+        )
+
+    def send_on_routed(self, routed: Routed) -> list["asyncio.Future[None]"]:
+        """The same for a message another member routed here, for its plain subscribers
+        and for the shared subscriptions it chose this member for."""
+        message, sent = routed.message, []
+        if routed.plain:
+            sent = self.send_on(message)
+        if routed.groups:
+            shared, chosen = self.local.shared, set(routed.groups)
+            sent += self.send_on_groups(
+                message, lambda group: group in chosen and shared.group(*group) is None
+            )
+        return sent
+
     def refused_if_stale(self, message: Message) -> "asyncio.Future[None] | None":
         """The refusal of a QoS 1/2 message routed with a table older than a finished
         departure's ``visible`` (it may have been for that session, which no one sends on to
