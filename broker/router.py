@@ -290,8 +290,7 @@ class LocalRouter:
         """§4.8.2: a message sent to a member whose session ended before it was acknowledged
         SHOULD go to another member of the shared subscription. The ended session has left
         its groups by now, so the pick is among the others; a QoS 2 message whose PUBREC came
-        is the client's already (§4.3.3). Their publishers were acknowledged long ago: nothing
-        waits for a member arriving from another cluster member to release its copy."""
+        is the client's already (§4.3.3). No publisher waits for an arriving member's release."""
         mark = len(self.waits)
         for out in gone:
             if not isinstance(out, SharedOutgoing) or out.state == RELEASED:
