@@ -157,14 +157,14 @@ class MqttClient:
         elif isinstance(event, PublishReleased):
             # PUBCOMP waits for the id's release to be committed: before that, a restart
             # would take a new PUBLISH with this id for the one just released (§4.3.3).
-            if self.session is not None and event.known:
-                self.broker.store.pubrel_received(self.session, event.packet_id)
+            session = self.session
+            if session is not None and event.known:
+                self.broker.store.pubrel_received(session, event.packet_id)
+            if session is not None and session.unrouted:  # nothing is sent again now
+                session.unrouted.pop(event.packet_id, None)
             self._acks.complete(event.packet_id, known=event.known)
         elif isinstance(event, DuplicateReceived):
-            # Sent again, its first PUBREC not received: answered once what the first one's
-            # routing wrote and its packet id are committed (they may not be yet if the
-            # connection that brought it closed before its PUBREC went out).
-            self.acknowledge(event.packet_id, 2, durable=True)
+            inbound.publish_again(self, event.packet_id, event.publish, self._loop.time())
         elif isinstance(event, MessageDropped):
             metrics.count_limit(event.limit)
             self.broker.store.message_done(event.message)

@@ -63,21 +63,21 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
         properties = packet.properties
         interval = properties.message_expiry  # §3.3.2.3.3: a deadline on the broker's clock
         expires_at = now + interval if interval is not None else None
+        session = client.session
         message = Message(
-            topic, packet.payload, packet.qos, packet.retain, properties, expires_at,
-            client.session,
-        )  # fmt: skip
-        session, awaited = client.session, False
+            topic, packet.payload, packet.qos, packet.retain, properties, expires_at, session
+        )
         if packet.qos == 2 and session is not None and session.persistent:
             # §4.3.3: its packet id is kept until PUBREL, committed before PUBREC (with or
             # before what routing writes), so that the PUBLISH sent again after a restart,
-            # or to another member, is not routed a second time.
+            # or to another member, is not routed a second time (unless its routing failed:
+            # ``broker.cluster.resend``).
             assert packet.packet_id is not None  # QoS 2 has one (§2.3.1)
             broker.store.pubrel_awaited(session, packet.packet_id)
-            awaited = True
-        durable = broker.router.publish(message)
-        if awaited:
+            durable = broker.router.publish_qos2(message, session, packet.packet_id)
             durable = with_commit(durable, broker.store.pending_commit())
+        else:
+            durable = broker.router.publish(message)
         if packet.retain:
             refused = broker.retained.retain(
                 topic, packet.payload, packet.qos, peer.device_id, properties, expires_at
@@ -87,6 +87,30 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
                 client.log_denied(f"retain (over {refused})", packet.topic)
     if packet.qos and packet.packet_id is not None:
         client.acknowledge(packet.packet_id, packet.qos, durable=durable, code=code)
+
+
+def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, now: float) -> None:
+    """A QoS 2 PUBLISH sent again before its PUBREL (§4.3.3): not a new message, answered
+    with PUBREC once what its first routing wrote and its packet id are committed (they may
+    not be yet if the connection that brought it closed before its PUBREC went out). One
+    whose routing another cluster member did not confirm is routed again first
+    (``broker.cluster.resend``)."""
+    broker, peer, session = client.broker, client.peer, client.session
+    durable: bool | asyncio.Future[None] = True
+    unrouted = session.unrouted if session is not None else None
+    if unrouted and packet_id in unrouted and packet is not None and peer is not None:
+        assert session is not None
+        topic = peer.canonical(packet.topic)
+        if not topic.startswith(SYSTEM_PREFIX) and peer.acl.can_publish(topic):
+            properties = packet.properties
+            message = Message(
+                topic, packet.payload, 2, packet.retain, properties,
+                _deadline(properties, now), session,
+            )  # fmt: skip
+            again = broker.router.publish_again(message, session, packet_id)
+            if again is not None:
+                durable = with_commit(again, broker.store.pending_commit())
+    client.acknowledge(packet_id, 2, durable=durable)
 
 
 def _deadline(properties: Properties, now: float) -> float | None:

@@ -31,6 +31,7 @@ from broker.sessions import BrokerSession
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.cluster.resend import Unrouted
     from broker.restore import Restoration
 
 log = logging.getLogger(__name__)
@@ -309,22 +310,23 @@ class Registry:
 
     async def hand_over(
         self, key: SessionKey, depart: Callable[[BrokerSession], None] | None = None
-    ) -> list[int] | None:
+    ) -> "tuple[list[int], dict[int, Unrouted] | None] | None":
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
         acknowledgements and this member's confirmations promised). The packet ids of the
         client's QoS 2 messages awaiting PUBREL (§4.3.3; in the store too, named for members
-        of earlier versions, which read them only here), or None if it was not here.
+        of earlier versions, which read them only here) with the records of those whose
+        routing failed (``broker.cluster.resend``), or None if it was not here.
         ``depart``: told of the session as it is forgotten."""
         session = self.sessions.get(key)
-        awaiting = None
+        given = None
         if session is not None and session.client is None:
-            awaiting = sorted(session.awaiting_pubrel)
+            given = sorted(session.awaiting_pubrel), session.unrouted
             if depart is not None:
                 depart(session)
             self.forget(session)
         await self.store.flush()
-        return awaiting
+        return given
 
     def forget(self, session: BrokerSession) -> None:
         """Drop a session from memory only (its rows stay: another member takes it). No

@@ -41,7 +41,7 @@ from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
 from broker.repeats import LogLimiter
 from broker.session_store import SessionStore
-from broker.sessions import BrokerSession
+from broker.sessions import BrokerSession, Group, Held
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,21 @@ class Router(Protocol):
         """Route a message one of this broker's clients published; True if it made writes
         the publisher's acknowledgement must wait for the store to commit, or a future for
         everything it must wait for (other nodes' confirmations too)."""
+        ...
+
+    def publish_qos2(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None]":
+        """``publish`` for a persistent session's QoS 2 message, whose packet id it keeps
+        until PUBREL (§4.3.3): a cluster router also keeps, should another member not
+        confirm it, what the PUBLISH sent again needs (``broker.cluster.resend``)."""
+        ...
+
+    def publish_again(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None] | None":
+        """Route again a QoS 2 message sent again whose first routing failed (as
+        ``publish``); None if there is nothing to route again."""
         ...
 
     def deliver(self, message: Message) -> bool:
@@ -148,6 +163,20 @@ class LocalRouter:
     # message than a method that calls ``deliver``).
     publish = deliver
 
+    def publish_qos2(self, message: Message, session: BrokerSession, packet_id: int) -> bool:
+        return self.deliver(message)  # routing here never fails: nothing is sent again
+
+    def publish_again(self, message: Message, session: BrokerSession, packet_id: int) -> None:
+        return None
+
+    def deliver_since(self, message: Message, since: float) -> bool:
+        """A QoS 2 message routed again (``broker.cluster.resend``) that this broker gave
+        its subscribers before, at ``since``: to the plain subscribers whose sessions came
+        here after that only (none of them had it here); True if the store was written."""
+        matches = self.subscriptions.match(message.topic)
+        later = {session: sub for session, sub in matches.items() if session.since > since}
+        return self._deliver_plain(message, later) if later else False
+
     def deliver_forwarded(
         self, message: Message, *, plain: bool, groups: Collection[tuple[str, str]]
     ) -> bool:
@@ -212,22 +241,32 @@ class LocalRouter:
                 collect(found, {session: sub})
         if not found:
             return False
-        if not found:
-            return False
         return self._deliver_plain(message, found, sent_on=not released, released=released)
 
     def deliver_to_group(
-        self, session: BrokerSession, message: Message, group: tuple[str, str]
+        self, session: BrokerSession, message: Message, group: Group, *, released: bool = False
     ) -> bool:
         """``message`` to ``session`` as the member of its shared subscription ``group``
-        (share name, filter) that gets the group's copy (a cluster hand-over sent it on);
-        True if the store was written."""
+        (share name, filter) that gets the group's copy (a cluster hand-over sent it on),
+        held if the session is arriving, unless it was held already (``released``); True
+        if the store was written."""
         name, topic_filter = group
         shared = self.shared.group(name, topic_filter)
         sub = session.subscriptions.get(f"$share/{name}/{topic_filter}")
         if shared is None or sub is None:
             return False  # it left the group
-        return self._send(shared, session, sub, message)
+        return self._send(shared, session, sub, message, released=released)
+
+    def deliver_released(self, session: BrokerSession, held: list[Held]) -> bool:
+        """What an arriving session held (``broker.sessions.Arrival.release``), in that
+        order; True if the store was written."""
+        durable = False
+        for message, group in held:
+            if group is None:
+                durable |= self.deliver_to(session, message, released=True)
+            else:
+                durable |= self.deliver_to_group(session, message, group, released=True)
+        return durable
 
     def _deliver_shared(
         self, message: Message, only: Collection[tuple[str, str]] | None = None
@@ -251,7 +290,8 @@ class LocalRouter:
         """§4.8.2: a message sent to a member whose session ended before it was acknowledged
         SHOULD go to another member of the shared subscription. The ended session has left
         its groups by now, so the pick is among the others; a QoS 2 message whose PUBREC came
-        is the client's already (§4.3.3)."""
+        is the client's already (§4.3.3). No publisher waits for an arriving member's release."""
+        mark = len(self.waits)
         for out in gone:
             if not isinstance(out, SharedOutgoing) or out.state == RELEASED:
                 continue
@@ -261,6 +301,7 @@ class LocalRouter:
             chosen = group.pick(_member_rank(out.message))
             if chosen is not None:
                 self._send(group, *chosen, out.message)
+        del self.waits[mark:]
 
     def _send(
         self,
@@ -268,8 +309,17 @@ class LocalRouter:
         session: BrokerSession,
         sub: Subscription,
         message: Message,
+        *,
+        released: bool = False,
     ) -> bool:
-        """Give the member of ``group`` chosen its copy; True if the store was written."""
+        """Give the member of ``group`` chosen its copy; True if the store was written. A
+        session arriving from another member of a cluster holds it with the rest of what
+        reaches it, to be given in each publisher's order (``broker.sessions.Arrival``)."""
+        arrival = session.arrival
+        if arrival is not None and arrival.held is not None and not released:
+            group_id = (group.name, group.topic_filter)
+            self.waits.append(arrival.hold(message, sent_on=False, group=group_id))
+            return False
         qos = min(message.qos, sub.qos)
         out = _outgoing(message, session, sub, qos, SharedOutgoing)
         out.group, out.message = group, message

@@ -296,6 +296,7 @@ def _cluster_router(
         router = ClusterRouter(
             local, cluster, local.store, settings.max_forward_buffer,
             settings.cluster_handover_window, settings.cluster_max_parked_bytes,
+            settings.cluster_qos2_ids_kept,
         )  # fmt: skip
         made.append(router)
         return router

@@ -9,6 +9,7 @@ messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 import asyncio
 import collections
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,13 @@ from broker.peer import SessionKey, store_key
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.cluster.resend import Unrouted
     from broker.router import Message
+
+Group = tuple[str, str]  # a shared subscription: (share name, topic filter)
+# A message held for an arriving session, and the shared subscription it is for (None: for
+# its plain subscriptions).
+Held = tuple["Message", Group | None]
 
 
 class Arrival:
@@ -29,17 +36,20 @@ class Arrival:
     Until every member's barrier came (``held`` is a list), whatever reaches the session is
     held, one copy of each (by cluster id), and then given to it sorted by id: an id is its
     first routing member's, then a count, so each publisher's messages come in the order they
-    were published (MQTT 3.1.1 §4.6). After that, a late copy is still told apart: ``visible``
-    is the first route table revision with this member's filters (None until written); a
-    message routed before it is counted. At most ``max_ids`` ids are counted (the oldest are
-    forgotten) and held."""
+    were published (MQTT 3.1.1 §4.6). A shared subscription's copy is held too, with its group:
+    the routing member chooses the old member or the new one for each message (MQTT 5.0
+    §4.8.2), so a copy sent on may come after a later one that came directly; it is never
+    a second copy (one member gets a group's copy), so it is not counted. After that, a late
+    copy is still told apart: ``visible`` is the first route table revision with this
+    member's filters (None until written); a message routed before it is counted. At most
+    ``max_ids`` ids are counted (the oldest are forgotten) and held."""
 
     __slots__ = ("_ids", "_order", "held", "max_ids", "released", "visible")
 
     def __init__(self, max_ids: int) -> None:
         self.visible: int | None = None
         self.max_ids = max_ids
-        self.held: list[Message] | None = []
+        self.held: list[Held] | None = []
         self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ids: set[int] = set()
         self._order: collections.deque[int] = collections.deque()
@@ -58,16 +68,21 @@ class Arrival:
             return False
         return self._count(message.id) if message.id else True
 
-    def hold(self, message: "Message", sent_on: bool) -> "asyncio.Future[None]":
-        """Keep ``message`` (unless the session has it) until ``release``; the future of
-        its release."""
+    def hold(
+        self, message: "Message", sent_on: bool, group: Group | None = None
+    ) -> "asyncio.Future[None]":
+        """Keep ``message`` (unless the session has it) until ``release``, for the shared
+        subscription ``group`` if given; the future of its release."""
         assert self.held is not None
-        first = self.first_sent_on(message) if sent_on else self.first(message)
+        if group is not None:
+            first = True  # the group's only copy (§4.8.2), whichever way it came
+        else:
+            first = self.first_sent_on(message) if sent_on else self.first(message)
         if first and len(self.held) < self.max_ids:
-            self.held.append(message)
+            self.held.append((message, group))
         return self.released
 
-    def release(self) -> list["Message"]:
+    def release(self) -> list[Held]:
         """The messages held, in each publisher's order; from now on none is."""
         held, self.held = self.held or [], None
         held.sort(key=_by_id)
@@ -83,8 +98,8 @@ class Arrival:
         return True
 
 
-def _by_id(message: "Message") -> int:
-    return message.id
+def _by_id(held: Held) -> int:
+    return held[0].id
 
 
 class BrokerSession(Session):
@@ -97,6 +112,8 @@ class BrokerSession(Session):
         "expiry_timer",
         "pending_will",
         "receive_denied",
+        "since",
+        "unrouted",
         "will_settled",
         "will_timer",
     )
@@ -124,6 +141,11 @@ class BrokerSession(Session):
         self.will_settled: Callable[[], None] | None = None
         # Moved here from another member of a cluster moments ago (``broker.cluster.handover``).
         self.arrival: Arrival | None = None
+        # When it came to this process (made, restored, or moved here from another member),
+        # on the monotonic clock; and, in a cluster, its QoS 2 messages whose routing another
+        # member did not confirm, by packet id (``broker.cluster.resend``).
+        self.since = time.monotonic()
+        self.unrouted: dict[int, Unrouted] | None = None
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

@@ -176,6 +176,12 @@ def _load_pem(settings: Settings) -> tuple[ServerKey, list[x509.Certificate]]:
     return key, chain
 
 
+def _encrypted(pem: bytes) -> bool:
+    """Whether ``pem`` holds a password-protected private key (PKCS #8, RFC 5958 §3, or
+    OpenSSL's traditional form)."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
+
+
 def _load_pem_key(data: bytes, path: Path, password: bytes | None) -> ServerKey:
     setting = "mqtt_ssl_pem_key"
     try:
@@ -188,7 +194,10 @@ def _load_pem_key(data: bytes, path: Path, password: bytes | None) -> ServerKey:
             f"{setting} {path}: the private key is encrypted; set mqtt_ssl_pem_key_password"
         ) from None
     except ValueError as exc:
-        if "password" in str(exc).lower():
+        # A wrong password usually fails the padding check ("bad decrypt"), but about one in
+        # 256 decrypts to garbage with valid padding that then fails to parse: for an
+        # encrypted key both mean the password does not open it.
+        if "password" in str(exc).lower() or (password is not None and _encrypted(data)):
             raise TlsConfigError(
                 f"{setting} {path}: wrong password (mqtt_ssl_pem_key_password) for the private key"
             ) from None

@@ -210,6 +210,10 @@ class Settings(BaseModel):
     # until its sessions are taken (broker.cluster.parked); past it publishers of QoS 1/2
     # messages for its sessions are disconnected unacknowledged (they send again).
     cluster_max_parked_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    # QoS 2 message ids a member remembers having delivered (the oldest forgotten first), so
+    # that one routed again for its publisher's resend reaches each subscriber once
+    # (broker.cluster.resend); about 100 bytes each.
+    cluster_qos2_ids_kept: int = Field(100_000, ge=1000, le=10_000_000)
     # Copies of each JetStream bucket and stream the cluster keeps (session claims, wills,
     # routes, retained and parked messages), each on another NATS server: 3 with a 3-server
     # NATS cluster outlives one server lost. An existing one is brought to it at start-up.

@@ -138,17 +138,16 @@ class Arrivals:
             return
         arrival.visible = visible
         local = self.local
-        for message, group, waiting in kept:
+        for message, group, waiting in kept:  # held: ``local.waits``
             if group is None:
-                local.deliver_to(session, message)  # held: ``local.waits``
-            elif local.deliver_to_group(session, message, group):
-                pending = local.store.pending_commit()
-                if pending is not None:
-                    local.waits.append(pending)
+                local.deliver_to(session, message)
+            else:
+                local.deliver_to_group(session, message, group)
             follow(waiting, local.waits)
             local.waits.clear()
         self._holding[key] = session
-        self._ask_for_barriers(key, old, visible, gone)
+        groups = [g for g in map(split_shared, session.subscriptions) if g is not None]
+        self._ask_for_barriers(key, old, visible, gone, groups)
         if gone and self.replays is not None:
             parked = functools.partial(self.barrier, key, old, _PARKED)
             self.replays.start(old, [session], purge=False, caught_up=parked)
@@ -169,12 +168,15 @@ class Arrivals:
             if not expected:
                 self._release(key)
 
-    def _ask_for_barriers(self, key: SessionKey, old: str, visible: int, gone: bool) -> None:
+    def _ask_for_barriers(
+        self, key: SessionKey, old: str, visible: int, gone: bool, groups: list[Group]
+    ) -> None:
         """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
         only directly (it sends on and routes on one stream), this member's only relayed
         (what it routes to the session here is held in the order it routed it). When
         ``old`` is gone: each other member's directly, and the end of ``old``'s parked
-        frames."""
+        frames. The notice names the session's shared subscriptions ``groups``: the members
+        choose this member rather than ``old`` for them (``broker.cluster.moves``)."""
         me = self.link.member
         members = self.members() | {old, me}
         expected: set[tuple[str, int]] = set()
@@ -190,7 +192,9 @@ class Arrivals:
         if gone:
             expected.add((old, _PARKED))
         self._expected[key] = expected
-        notice = json.dumps({"key": list(key), "visible": visible, "old": old, "new": me})
+        notice = json.dumps(
+            {"key": list(key), "visible": visible, "old": old, "new": me, "groups": groups}
+        )
         for member in members - {me}:
             self.spawn(self._tell(member, notice.encode()))
         self.spawn(self.barrier_here(key, visible, old, me))
@@ -224,9 +228,7 @@ class Arrivals:
         if self.registry is None or self.registry.sessions.get(key) is not session:
             arrival.released.set_result(None)  # it ended meanwhile (a clean start)
             return
-        durable = False
-        for message in held:
-            durable |= self.local.deliver_to(session, message, released=True)
+        durable = self.local.deliver_released(session, held)
         pending = self.local.store.pending_commit() if durable else None
         follow(arrival.released, [] if pending is None else [pending])
 

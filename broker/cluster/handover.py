@@ -31,7 +31,10 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
 B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``.
 A shared subscription (MQTT 5.0 §4.8.2) the session had is held the same way: a member
 chosen for the group's copy that no longer has a member of the group here sends the copy on
-to the session's new member, where it goes to the session as the group's member.
+to the session's new member, where it is held with the rest and goes to the session as the
+group's member. The notice names the session's groups: from then on, a member choosing for
+them passes over A while its table lists B too (``broker.cluster.moves``), so no copy it
+routes after its barrier takes the longer way through A.
 """
 
 import asyncio
@@ -48,6 +51,7 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import DIRECT, Group, Routed
 from broker.cluster.link import ClusterLink
+from broker.cluster.moves import MovedGroups
 from broker.cluster.routes import RouteAnnouncer
 from broker.mqtt.trie import SubscriptionTrie
 from broker.peer import SessionKey, store_key
@@ -99,6 +103,8 @@ class Handovers:
             link, announcer, local, window, members, self._spawn, self._barrier
         )
         self.departures: dict[SessionKey, Departure] = {}
+        # Shared subscriptions whose member moved: the member it left is not chosen for them.
+        self.moved_groups = MovedGroups(window)
         self._filters: SubscriptionTrie[SessionKey] = SubscriptionTrie()
         # Their shared subscriptions: (session, share name, filter) by filter.
         self._groups: SubscriptionTrie[tuple[SessionKey, str, str]] = SubscriptionTrie()
@@ -178,6 +184,31 @@ class Handovers:
                 confirmations.append(confirmed)
         return confirmations
 
+    def send_on_published(
+        self, message: Message, chosen: dict[str, list[Group]]
+    ) -> list["asyncio.Future[None]"]:
+        """What sessions that left this member would have had of a message published here:
+        its plain copies, and the copy of a shared subscription no member has here and no
+        other member was chosen for."""
+        shared = self.local.shared
+        elsewhere = {group for groups in chosen.values() for group in groups}
+        return self.send_on(message) + self.send_on_groups(
+            message, lambda group: shared.group(*group) is None and group not in elsewhere
+        )
+
+    def send_on_routed(self, routed: Routed) -> list["asyncio.Future[None]"]:
+        """The same for a message another member routed here, for its plain subscribers
+        and for the shared subscriptions it chose this member for."""
+        message, sent = routed.message, []
+        if routed.plain:
+            sent = self.send_on(message)
+        if routed.groups:
+            shared, chosen = self.local.shared, set(routed.groups)
+            sent += self.send_on_groups(
+                message, lambda group: group in chosen and shared.group(*group) is None
+            )
+        return sent
+
     def refused_if_stale(self, message: Message) -> "asyncio.Future[None] | None":
         """The refusal of a QoS 1/2 message routed with a table older than a finished
         departure's ``visible`` (it may have been for that session, which no one sends on to
@@ -194,9 +225,13 @@ class Handovers:
             notice = json.loads(msg.data)
             key = (str(notice["key"][0]), str(notice["key"][1]))
             visible, old, new = int(notice["visible"]), str(notice["old"]), str(notice["new"])
-        except (ValueError, TypeError, KeyError, IndexError):
+            # Its shared subscriptions (absent from a member of an earlier version).
+            groups = [(str(name), str(f)) for name, f in notice.get("groups", [])]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             log.warning("ignored a malformed hand-over notice on %s", msg.subject)
             return
+        if groups:  # before this member's barrier: what it routes after goes to ``new``
+            self.moved_groups.moved(groups, old, new, visible, self._loop.time())
         self._spawn(self._barrier(key, visible, old, new))  # not holding up the next notice
 
     async def _barrier(self, key: SessionKey, visible: int, old: str, new: str) -> None:

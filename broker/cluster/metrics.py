@@ -91,6 +91,18 @@ class ClusterCollector:
             value=router.received,
         )
         yield CounterMetricFamily(
+            "nanoiot_cluster_qos2_routed_again",
+            "QoS 2 messages sent again by their publishers and routed again, as another "
+            "member had not confirmed them",
+            value=router.routed_again,
+        )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_qos2_repeats",
+            "QoS 2 messages routed here again that were delivered here before (only "
+            "sessions that came since got them)",
+            value=router.repeats,
+        )
+        yield CounterMetricFamily(
             "nanoiot_cluster_frames_dropped",
             "Batches for other members dropped over max_forward_buffer",
             value=router.forwarder.frames_dropped,

@@ -218,9 +218,7 @@ class Replays:
             if registry is None or registry.sessions.get(session.key) is not session:
                 arrival.released.set_result(None)
                 continue
-            durable = False
-            for message in held:
-                durable |= local.deliver_to(session, message, released=True)
+            durable = local.deliver_released(session, held)
             pending = local.store.pending_commit() if durable else None
             follow(arrival.released, [] if pending is None else [pending])
         local.waits.clear()

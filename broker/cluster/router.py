@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ from nats.aio.msg import Msg
 from broker.cluster.absences import Absences
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder, all_of
-from broker.cluster.frames import Group, Routed, decode
+from broker.cluster.frames import Group, decode
 from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
@@ -37,6 +38,7 @@ from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
 from broker.cluster.parked import ParkedFrames
 from broker.cluster.replay import Replays
+from broker.cluster.resend import DeliveredIds, Unrouted, remember_unless_routed, route_again
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
@@ -78,6 +80,7 @@ class ClusterRouter:
         max_buffer: int,
         handover_window: float = 10.0,
         max_parked: int = 64 * 1024 * 1024,
+        qos2_ids_kept: int = 100_000,
     ) -> None:
         self.local = local
         self.link = link
@@ -87,6 +90,7 @@ class ClusterRouter:
         self.absences = Absences(self.forwarder, link.member)
         self.parked = ParkedFrames(link, max_parked)
         self.replays: Replays | None = None
+        self.delivered = DeliveredIds(qos2_ids_kept)  # QoS 2 ids (``broker.cluster.resend``)
         self.announcer: RouteAnnouncer | None = None
         self.handovers: Handovers | None = None
         self._handover_window = handover_window
@@ -102,6 +106,8 @@ class ClusterRouter:
         self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
+        self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
+        self.repeats = 0  # ... that came here again
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -216,7 +222,24 @@ class ClusterRouter:
             self._pairs.discard(pair)
             self.announcer.remove(topic_filter)
 
-    def publish(self, message: Message) -> "bool | asyncio.Future[None]":
+    def publish_qos2(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None]":
+        record = Unrouted(0)
+        routed = self.publish(message, record)
+        if isinstance(routed, asyncio.Future):
+            remember_unless_routed(session, packet_id, record, routed)
+        return routed
+
+    def publish_again(
+        self, message: Message, session: BrokerSession, packet_id: int
+    ) -> "bool | asyncio.Future[None] | None":
+        return route_again(self, message, session, packet_id)
+
+    def publish(
+        self, message: Message, record: Unrouted | None = None
+    ) -> "bool | asyncio.Future[None]":
+        """``record``: filled in with what routing it again would need."""
         self._count = count = (self._count + 1) & 0xFFFFFFFF
         message.id = self._id_base | count
         announcer = self.announcer
@@ -229,9 +252,13 @@ class ClusterRouter:
             return durable
         plain = self.table.members_for(topic)
         groups = self._choose_for_groups(topic)
+        if record is not None:
+            record.message_id = message.id
+            record.groups = {group: member for member, gs in groups.items() for group in gs}
+            self.delivered.first(message.id, time.monotonic())
         handovers = self.handovers
         sent_on = (
-            self._send_on(handovers, message, groups)
+            handovers.send_on_published(message, groups)
             if handovers is not None and handovers.departures
             else None
         )
@@ -256,31 +283,6 @@ class ClusterRouter:
         assert combined is not None
         return combined
 
-    def _send_on(
-        self, handovers: Handovers, message: Message, chosen: dict[str, list[Group]]
-    ) -> list["asyncio.Future[None]"]:
-        """What sessions that left this member would have had of a message published here:
-        its plain copies, and the copy of a shared subscription no member has here and no
-        other member was chosen for (``broker.cluster.handover``)."""
-        shared = self.local.shared
-        elsewhere = {group for groups in chosen.values() for group in groups}
-        return handovers.send_on(message) + handovers.send_on_groups(
-            message, lambda group: shared.group(*group) is None and group not in elsewhere
-        )
-
-    def _sent_on_here(self, handovers: Handovers, routed: Routed) -> list["asyncio.Future[None]"]:
-        """The same for a message another member routed here, for its plain subscribers
-        and for the shared subscriptions it chose this member for."""
-        message, sent = routed.message, []
-        if routed.plain:
-            sent = handovers.send_on(message)
-        if routed.groups:
-            shared, chosen = self.local.shared, set(routed.groups)
-            sent += handovers.send_on_groups(
-                message, lambda group: group in chosen and shared.group(*group) is None
-            )
-        return sent
-
     def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
         """member -> the shared subscriptions it gets this message for: one member per
         group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
@@ -294,9 +296,13 @@ class ClusterRouter:
         turns = self._turns
         if len(turns) > _TURNS_KEPT:
             turns.clear()
+        moved = self.handovers.moved_groups if self.handovers is not None else None
+        now = asyncio.get_running_loop().time() if moved else 0.0
         for group, members in remote.items():
             if group in here:
                 continue
+            if moved:  # a member session just left: not the way through the member it left
+                members = moved.candidates(group, members, now)
             turn = turns.get(group, 0)
             turns[group] = turn + 1
             members.sort()
@@ -344,11 +350,17 @@ class ClusterRouter:
                 if refused is not None:
                     waits.append(refused)  # not routed here either: it comes again
                     continue
+                if message.qos == 2 and message.id:  # once (``broker.cluster.resend``)
+                    since = self.delivered.first(message.id, time.monotonic())
+                    if since is not None:
+                        self.repeats += 1
+                        durable |= routed.plain and self.local.deliver_since(message, since)
+                        continue
                 durable |= self.local.deliver_forwarded(
                     message, plain=routed.plain, groups=routed.groups
                 )
                 if handovers.departures:
-                    waits += self._sent_on_here(handovers, routed)
+                    waits += handovers.send_on_routed(routed)
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             return  # unconfirmed: the sender fails its publisher, which sends again

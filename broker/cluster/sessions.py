@@ -41,6 +41,7 @@ from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
+from broker.cluster.resend import Unrouted, handed_over, read_handed_over
 from broker.cluster.routes import RouteAnnouncer
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
@@ -91,6 +92,7 @@ class SessionClaims:
         # Sessions handed over with QoS 2 messages awaiting PUBREL: their packet ids, until
         # the connect that claimed them takes them (right after its claim).
         self._awaiting: dict[SessionKey, set[int]] = {}
+        self._unrouted: dict[SessionKey, dict[int, Unrouted]] = {}  # ``broker.cluster.resend``
         self.taken_away = 0  # connections closed here for a connect on another member
         # Session -> the revision of this member's last claim and the connection that made
         # it: a take-over request closes that connection only if it overwrote that claim,
@@ -140,9 +142,11 @@ class SessionClaims:
                      previous[0], store_key(key), exc)  # fmt: skip
             self._from_gone(key, previous[0])
             return True
-        awaiting = _awaiting_pubrel(answer)
+        awaiting, unrouted = read_handed_over(answer)
         if awaiting:
             self._awaiting[key] = awaiting
+        if unrouted:
+            self._unrouted[key] = unrouted
         return True
 
     def _from_gone(self, key: SessionKey, member: str) -> None:
@@ -326,6 +330,9 @@ class SessionClaims:
         return holders
 
     def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
+        unrouted = self._unrouted.pop(key, None)
+        if session is not None and unrouted:
+            session.unrouted = unrouted  # its client's resend routes them again
         if self.handovers is not None:
             self.handovers.loaded(session)
 
@@ -380,17 +387,8 @@ class SessionClaims:
             if handovers is None or not isinstance(member, str)
             else functools.partial(handovers.depart, member=member)
         )
-        awaiting = await self.registry.hand_over(key, depart)
-        if awaiting is not None:
+        given = await self.registry.hand_over(key, depart)
+        if given is not None:
             self.handed_over += 1
             log.info("session %s handed over to another node", store_key(key))
-        return json.dumps({"awaiting_pubrel": awaiting or []}).encode()
-
-
-def _awaiting_pubrel(answer: bytes) -> set[int]:
-    """The packet ids in a take-over answer (none from a member that sent only "1")."""
-    try:
-        ids = json.loads(answer).get("awaiting_pubrel", [])
-        return {int(i) for i in ids if 0 < int(i) < 65536}
-    except (ValueError, TypeError, AttributeError):
-        return set()
+        return handed_over(*(given or ([], None)))

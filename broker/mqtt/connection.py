@@ -212,7 +212,7 @@ class Connection(Outbound):
                 publish = self.v5.resolve(publish)
             if publish.qos == 2 and publish.packet_id is not None:
                 if publish.packet_id in session.awaiting_pubrel:
-                    events.append(DuplicateReceived(publish.packet_id))
+                    events.append(DuplicateReceived(publish.packet_id, publish))
                     return
                 if len(session.awaiting_pubrel) >= self.limits.max_awaiting_pubrel:
                     detail = f"{len(session.awaiting_pubrel)} QoS 2 messages await PUBREL"

@@ -46,9 +46,11 @@ class MessageDropped:
 @dataclass(frozen=True, slots=True)
 class DuplicateReceived:
     """A QoS 2 PUBLISH came again before its PUBREL (§4.3.3): acknowledge it with PUBREC,
-    deliver nothing."""
+    deliver nothing (unless the broker could not route it the first time, which it tells
+    from the packet id: ``publish`` is the PUBLISH as sent again)."""
 
     packet_id: int
+    publish: Publish | None = None
 
 
 @dataclass(frozen=True, slots=True)

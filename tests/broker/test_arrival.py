@@ -1,9 +1,18 @@
 """A session that moved between cluster members counts the messages that may reach it
-twice (``broker.sessions.Arrival``): pure logic, the routing that uses it is tested in
+twice (``broker.sessions.Arrival``), and holds what reaches it until its barriers came: pure
+logic, and the local router's use of it; the cluster routing that uses it is tested in
 tests/cluster/test_handover.py."""
 
-from broker.router import Message
-from broker.sessions import Arrival
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.mqtt.session import Subscription
+from broker.router import LocalRouter, Message
+from broker.session_store import MemorySessionStore
+from broker.sessions import Arrival, BrokerSession
+
+FILTER = "devices/+/telemetry"
+GROUP = ("backends", FILTER)
+SHARED = f"$share/backends/{FILTER}"
 
 
 def message(message_id: int, routed_at: int) -> Message:
@@ -57,7 +66,7 @@ async def test_what_is_held_comes_out_once_in_each_publishers_order() -> None:
     arrival.hold(message(c | 1, routed_at=98), sent_on=True)  # sent on, came later
     arrival.hold(message(c | 2, routed_at=99), sent_on=True)  # the second copy
     arrival.hold(message(d | 1, routed_at=100), sent_on=True)  # routed to here directly
-    assert [m.id for m in arrival.release()] == [c | 1, c | 2, d | 1]
+    assert [m.id for m, _group in arrival.release()] == [c | 1, c | 2, d | 1]
     assert arrival.held is None
     assert not released.done()  # the caller settles it once they are delivered
 
@@ -66,4 +75,50 @@ async def test_no_more_than_its_bound_is_held() -> None:
     arrival = Arrival(max_ids=3)
     for message_id in range(1, 6):
         arrival.hold(message(message_id, routed_at=0), sent_on=False)
-    assert [m.id for m in arrival.release()] == [1, 2, 3]
+    assert [m.id for m, _group in arrival.release()] == [1, 2, 3]
+
+
+def arriving_session(router: LocalRouter, *filters: str) -> BrokerSession:
+    """A persistent session read from the store on the member it moves to, its client not
+    connected yet, holding what reaches it."""
+    session = BrokerSession(("device", "backend"), "backend", persistent=True)
+    for topic_filter in filters:
+        session.subscriptions[topic_filter] = Subscription(2)
+        router.subscribe(session, topic_filter, Subscription(2))
+    session.arrival = Arrival(max_ids=10)
+    return session
+
+
+def numbered(message_id: int) -> Message:
+    return Message("devices/d1/telemetry", str(message_id & 0xFFFF).encode(), 2, id=message_id)
+
+
+async def test_a_shared_subscriptions_copies_are_held_and_come_out_in_publishing_order() -> None:
+    """While the session moves, the routing member picks, message by message, either its old
+    member (which sends the group's copy on) or its new one (directly) for the group (MQTT 5.0
+    §4.8.2), so a copy sent on may come after a later one that came directly. Held with the
+    rest and released sorted by id, they reach the session in the order they were published
+    (§4.6), not re-queued behind newer ones."""
+    router = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    session = arriving_session(router, SHARED)
+    c = 7 << 32
+    router.deliver_forwarded(numbered(c | 2), plain=False, groups=[GROUP])  # directly
+    router.deliver_to_group(session, numbered(c | 1), GROUP)  # sent on, came later
+    router.deliver_forwarded(numbered(c | 3), plain=False, groups=[GROUP])
+    assert [out.payload for out in session.queue] == []  # held
+    assert len(router.waits) == 3  # their acknowledgements wait for the release
+    assert session.arrival is not None
+    router.deliver_released(session, session.arrival.release())
+    assert [out.payload for out in session.queue] == [b"1", b"2", b"3"]
+
+
+async def test_a_message_for_a_plain_and_a_shared_subscription_is_held_for_both() -> None:
+    """The group's copy is not a second copy of the plain subscription's (§4.8.2: a shared
+    subscription gets its own): both are held, and both delivered."""
+    router = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    session = arriving_session(router, FILTER, SHARED)
+    c = 7 << 32
+    router.deliver_forwarded(numbered(c | 1), plain=True, groups=[GROUP])
+    assert session.arrival is not None
+    router.deliver_released(session, session.arrival.release())
+    assert [out.payload for out in session.queue] == [b"1", b"1"]

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    load_pem_private_key,
+    pkcs12,
+)
 from OpenSSL import SSL, crypto
 
 from broker.tls import accept_any_client_chain, build_server_context, load_server_credentials
@@ -194,6 +198,32 @@ def test_pem_key_password_errors(
         build_server_context(settings)
     assert str(key_file) in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_wrong_password_that_decrypts_to_garbage_is_still_a_wrong_password(
+    pki: ServerPki, tmp_path: Path
+) -> None:
+    """About one wrong password in 256 passes the decryption's padding check and yields
+    bytes that fail to parse: the operator must still be told the password is wrong."""
+    key_file = write_key(pki.server.key, tmp_path / "k.pem", encrypted(b"s3cret"))
+    pem = key_file.read_bytes()
+    password = next(p for p in (f"wrong{n}" for n in range(20000)) if _garbage(pem, p))
+    settings = Settings(
+        mqtt_ssl_pem_cert=pki.cert_file,
+        mqtt_ssl_pem_key=key_file,
+        mqtt_ssl_pem_key_password=password,
+    )
+    with pytest.raises(TlsConfigError, match="wrong password"):
+        build_server_context(settings)
+
+
+def _garbage(pem: bytes, password: str) -> bool:
+    """Whether ``password`` gets past the padding check of ``pem`` (then fails to parse)."""
+    try:
+        load_pem_private_key(pem, password.encode())
+    except ValueError as exc:
+        return "password" not in str(exc).lower()
+    return False
 
 
 def test_key_that_does_not_match_the_certificate(pki: ServerPki, tmp_path: Path) -> None:

@@ -111,6 +111,11 @@ REFUSED = {
         "less than or equal to 5",
     ),
     "words-for-workers": ({"NANOIOT_WORKERS": "many"}, "'workers", ""),
+    "too-few-qos2-ids": (  # fewer would forget a resend's id within moments
+        {"NANOIOT_CLUSTER_QOS2_IDS_KEPT": "999"},
+        "'cluster_qos2_ids_kept'",
+        "greater than or equal to 1000",
+    ),
 }
 
 

@@ -192,7 +192,7 @@ def test_inbound_qos2_delivers_once_until_pubrel() -> None:
     connection.acknowledge(9, 2)
     assert packets_in(connection.data_to_send()) == [Pubrec(9)]
     again = Publish("t", b"x", 2, dup=True, packet_id=9)
-    assert feed(connection, again) == [DuplicateReceived(9)]
+    assert feed(connection, again) == [DuplicateReceived(9, again)]
     assert feed(connection, Pubrel(9)) == []
     assert packets_in(connection.data_to_send()) == [Pubcomp(9)]
     assert feed(connection, publish) == [publish]  # a new message with the id reused
