@@ -173,18 +173,20 @@ def _sent_query_is_valid(case: Case) -> bool:
         schema = parameter.get("schema", {})
         options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
         texts = _as_sent(sent[parameter["name"]])
-        if texts is None or not all(any(_text_fits(t, o) for o in options) for t in texts):
+        if not texts and parameter.get("required", False):
+            return False  # an empty list sends nothing: a required parameter goes missing
+        if not all(any(_text_fits(t, o) for o in options) for t in texts):
             return False
     return True
 
 
-def _as_sent(value: Any) -> list[str] | None:
+def _as_sent(value: Any) -> list[str]:
     """The text the server reads for a query value: every value is text on the wire (lists
     and objects in their Python form), and for a list, the parameter repeated, the server
-    reads the last one."""
+    reads the last one; an empty list is not sent at all (nothing to read)."""
     if isinstance(value, list):
         if not value:
-            return None
+            return []
         value = value[-1]
     if isinstance(value, bool):
         return ["true" if value else "false"]
