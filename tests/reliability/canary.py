@@ -115,18 +115,39 @@ class Baseline:
         return grown + [f"task still running: {task}" for task in self.lingering]
 
     async def _wait_for_newcomers(self) -> list[str]:
+        """Wait for every task and connection begun since the baseline, in rounds.
+
+        A connection's closing can start tasks of its own (its session's release) after a
+        round has listed the tasks to wait for, so rounds repeat until one finds nothing new
+        running; what is still running at the deadline is reported.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        pending: list[asyncio.Task[Any]] = []
+        while True:
+            async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                await self._wait_for_connections()
+            pending = self._newcomers()
+            if not pending or loop.time() >= deadline:
+                break
+            await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.1))
+        return [task.get_name() + " " + repr(task.get_coro()) for task in pending]
+
+    def _newcomers(self) -> list[asyncio.Task[Any]]:
         current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t not in self._tasks and t is not current]
-        pending: set[asyncio.Task[Any]] = set()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=WAIT)
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if t not in self._tasks and t is not current and not t.done()
+        ]
+
+    async def _wait_for_connections(self) -> None:
         listener = self.broker.running.listener
         closing = [p.wait_closed() for p in list(listener.protocols) if p not in self._connections]
         if closing:
-            await asyncio.wait_for(asyncio.gather(*closing), WAIT)
+            await asyncio.gather(*closing)
         # Transports close their sockets in the loop's next turn (call_soon).
         await asyncio.sleep(0)
-        return [task.get_name() + " " + repr(task.get_coro()) for task in pending]
 
 
 async def _all_tasks() -> set[asyncio.Task[Any]]:
