@@ -19,7 +19,11 @@ session taken from member ``old``:
 
 A session taken from a member that is gone (``from_gone``) expects no barrier from it, nor
 relayed through it: instead, the frames parked for it (``broker.cluster.replay``) are given
-to the session, held with the rest, and their end counts as that member's barrier.
+to the session, held with the rest, and their end counts as that member's barrier. The
+notice says that member is gone, so each member's barrier to it goes into its parked frames
+behind what that member parked for it, and the end is where every member's was read there
+(``Replays`` waits for them; a direct barrier from a member says its parked one is on its
+way).
 """
 
 import asyncio
@@ -64,7 +68,7 @@ class Arrivals:
         window: float,
         members: Callable[[], set[str]],
         spawn: Callable[[Coroutine[None, None, None]], None],
-        barrier: Callable[[SessionKey, int, str, str], Coroutine[None, None, None]],
+        barrier: Callable[[SessionKey, int, str, str, bool], Coroutine[None, None, None]],
     ) -> None:
         self.link = link
         self.announcer = announcer
@@ -81,8 +85,19 @@ class Arrivals:
         # DIRECT or RELAYED), are still to come.
         self._holding: dict[SessionKey, BrokerSession] = {}
         self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
-        self.replays: Replays | None = None
+        self._replays: Replays | None = None
         self._gone: dict[SessionKey, str] = {}  # sessions taken from a gone member
+
+    @property
+    def replays(self) -> "Replays | None":
+        return self._replays
+
+    @replays.setter
+    def replays(self, replays: "Replays") -> None:
+        """What was parked for gone members, given to the sessions taken from them: its
+        adoptions ask for barriers here (``ask_parked``)."""
+        self._replays = replays
+        replays.ask = self.ask_parked
 
     def arriving(self, key: SessionKey, member: str) -> None:
         self._kept[key] = (member, [])
@@ -147,10 +162,12 @@ class Arrivals:
             local.waits.clear()
         self._holding[key] = session
         groups = [g for g in map(split_shared, session.subscriptions) if g is not None]
-        self._ask_for_barriers(key, old, visible, gone, groups)
+        asked = self._ask_for_barriers(key, old, visible, gone, groups)
         if gone and self.replays is not None:
             parked = functools.partial(self.barrier, key, old, _PARKED)
-            self.replays.start(old, [session], purge=False, caught_up=parked)
+            self.replays.start(
+                old, [session], purge=False, caught_up=parked, token=key, asked=asked - {old}
+            )
         self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
         self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
 
@@ -162,21 +179,32 @@ class Arrivals:
             waiting.set_exception(ClusterUnavailableError("the session moved on"))
 
     def barrier(self, key: SessionKey, member: str, kind: int) -> None:
+        if kind == DIRECT and self.replays is not None:
+            self.replays.answered(key, member)  # its barrier behind what it parked is queued
         expected = self._expected.get(key)
         if expected is not None:
             expected.discard((member, kind))
             if not expected:
                 self._release(key)
 
+    def ask_parked(self, token: SessionKey, gone: str, visible: int) -> set[str]:
+        """Every member asked for a barrier for ``token`` behind what it parked for ``gone``,
+        once its table is at ``visible`` (an adoption's, ``broker.cluster.replay``); the
+        members asked, this one among them."""
+        members = (self.members() | {self.link.member}) - {gone}
+        self._notify(token, visible, gone, members, [], parked=True)
+        return members
+
     def _ask_for_barriers(
         self, key: SessionKey, old: str, visible: int, gone: bool, groups: list[Group]
-    ) -> None:
+    ) -> set[str]:
         """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
         only directly (it sends on and routes on one stream), this member's only relayed
         (what it routes to the session here is held in the order it routed it). When
         ``old`` is gone: each other member's directly, and the end of ``old``'s parked
         frames. The notice names the session's shared subscriptions ``groups``: the members
-        choose this member rather than ``old`` for them (``broker.cluster.moves``)."""
+        choose this member rather than ``old`` for them (``broker.cluster.moves``). The
+        members asked, this one and ``old`` among them."""
         me = self.link.member
         members = self.members() | {old, me}
         expected: set[tuple[str, int]] = set()
@@ -192,12 +220,22 @@ class Arrivals:
         if gone:
             expected.add((old, _PARKED))
         self._expected[key] = expected
-        notice = json.dumps(
-            {"key": list(key), "visible": visible, "old": old, "new": me, "groups": groups}
-        )
+        self._notify(key, visible, old, members, groups, parked=gone)
+        return members
+
+    def _notify(
+        self, key: SessionKey, visible: int, old: str, members: set[str], groups: list[Group],
+        parked: bool,
+    ) -> None:  # fmt: skip
+        """The notice to ``members`` but this one, and this member's own barrier."""
+        me = self.link.member
+        notice = json.dumps({
+            "key": list(key), "visible": visible, "old": old, "new": me, "groups": groups,
+            "parked": parked,
+        })  # fmt: skip
         for member in members - {me}:
             self.spawn(self._tell(member, notice.encode()))
-        self.spawn(self.barrier_here(key, visible, old, me))
+        self.spawn(self.barrier_here(key, visible, old, me, parked))
 
     async def _tell(self, member: str, notice: bytes) -> None:
         try:

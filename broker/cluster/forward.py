@@ -17,12 +17,13 @@ failed in the same way.
 
 NATS answering that nobody listens on a member's subject means the member is gone (killed:
 its persistent sessions wait for whoever takes them). That frame, the frames sent to it
-after it, and from then on every frame with QoS 1 or 2 messages for it, are *parked*
-(``broker.cluster.parked``) instead, without asking NATS again, until ``unpark`` (the member
-is back): their publishers are acknowledged once JetStream has the frame, and failed if it
-refused it. Its routes stay, so that what is routed to its sessions meanwhile is parked too.
-Parked frames waiting for JetStream count against ``max_forward_buffer`` as well. While no
-member is gone, none of this costs anything per message.
+after it, and from then on every frame with QoS 1 or 2 messages for it (or a barrier for a
+session taken from it: ``barrier``), are *parked* (``broker.cluster.parked``) instead,
+without asking NATS again, until ``unpark`` (the member is back): their publishers are
+acknowledged once JetStream has the frame, and failed if it refused it. Its routes stay,
+so that what is routed to its sessions meanwhile is parked too. Parked frames waiting for
+JetStream count against ``max_forward_buffer`` as well. While no member is gone, none of
+this costs anything per message.
 """
 
 import asyncio
@@ -187,11 +188,17 @@ class Forwarder:
         encode(message, frame.data, self._loop.time(), plain=False, session=session, groups=groups)
         return self._confirmed(frame) if message.qos else None
 
-    def barrier(self, member: str, origin: str, session: SessionKey, relayed: bool) -> None:
+    def barrier(
+        self, member: str, origin: str, session: SessionKey, relayed: bool, parked: bool = False
+    ) -> None:
         """Queue a barrier for ``session`` from ``origin`` to ``member``, behind everything
-        queued for it so far (``broker.cluster.handover``)."""
+        queued for it so far (``broker.cluster.handover``). ``parked``: ``member`` is gone;
+        the barrier is sent as a frame to confirm, so that it is parked behind what was
+        parked for it (``broker.cluster.replay``). Nothing waits for that confirmation."""
         frame = self._frame_for(member, None)
         encode_barrier(origin, session, frame.data, relayed=relayed)
+        if parked:
+            self._confirmed(frame).add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _frame_for(self, member: str, message: Message | None) -> _Frame:
         """``member``'s frame of this turn with room for ``message``; sent at its end."""

@@ -28,7 +28,9 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   revision than B's ``visible`` is refused, so its publisher is not acknowledged and sends
   it again (a member lagging so far is broken).
 
-B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``.
+B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``. When A is
+gone (killed), the notice says so: each member's barrier to A then goes into A's parked
+frames, behind what it parked for A, where B reads it (``broker.cluster.replay``).
 A shared subscription (MQTT 5.0 §4.8.2) the session had is held the same way: a member
 chosen for the group's copy that no longer has a member of the group here sends the copy on
 to the session's new member, where it is held with the rest and goes to the session as the
@@ -225,18 +227,25 @@ class Handovers:
             notice = json.loads(msg.data)
             key = (str(notice["key"][0]), str(notice["key"][1]))
             visible, old, new = int(notice["visible"]), str(notice["old"]), str(notice["new"])
-            # Its shared subscriptions (absent from a member of an earlier version).
+            # Its shared subscriptions, and whether ``old`` is gone (absent from a member of
+            # an earlier version).
             groups = [(str(name), str(f)) for name, f in notice.get("groups", [])]
+            parked = notice.get("parked") is True
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             log.warning("ignored a malformed hand-over notice on %s", msg.subject)
             return
         if groups:  # before this member's barrier: what it routes after goes to ``new``
             self.moved_groups.moved(groups, old, new, visible, self._loop.time())
-        self._spawn(self._barrier(key, visible, old, new))  # not holding up the next notice
+        # Not holding up the next notice.
+        self._spawn(self._barrier(key, visible, old, new, parked))
 
-    async def _barrier(self, key: SessionKey, visible: int, old: str, new: str) -> None:
+    async def _barrier(
+        self, key: SessionKey, visible: int, old: str, new: str, parked: bool = False
+    ) -> None:
         """This member's barrier for ``key``, to its old and new member (not to itself),
-        once its table is at ``visible``: behind whatever it routed with an older one."""
+        once its table is at ``visible``: behind whatever it routed with an older one.
+        ``parked``: ``old`` is gone, and the barrier to it goes behind what this member
+        parked for it (``broker.cluster.replay``)."""
         me = self.link.member
         if me == old:
             self._visible(key, visible)
@@ -247,7 +256,7 @@ class Handovers:
                         visible, HOLD_WITHIN, store_key(key))  # fmt: skip
             return
         if me != old:
-            self.forwarder.barrier(old, me, key, relayed=False)
+            self.forwarder.barrier(old, me, key, relayed=False, parked=parked)
         if me != new:
             self.forwarder.barrier(new, me, key, relayed=False)
 

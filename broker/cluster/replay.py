@@ -12,12 +12,27 @@ parked, and routed to it directly once the others' tables show its new member's 
 2. Its filters are written again; ``visible`` is the route table revision that shows them. A
    message routed at ``visible`` or later came directly, and its parked copy is not given.
    (Not for a member's own sessions: what was parked for it did not also come to it.)
-3. The frames parked so far are read and their messages given to each session they match
-   (held with the others); then what is held goes to the session sorted by id, which is each
-   publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3).
-4. Frames parked later (by members whose tables still named the gone member) are read for
-   ``cluster_handover_window`` seconds more and given unless the session had them; the
-   adopter and the restarted member then purge the gone member's parked frames.
+3. Every member is asked for a *barrier* once its table is at ``visible``
+   (``broker.cluster.handover``; a client's taking asks with its own notice): each parks one
+   for the gone member behind whatever it parked for it, and sends one here directly. A
+   member whose table lagged may still be parking frames routed with its older table after
+   the others' tables show the session here; its barrier in the stream says none is left.
+4. The frames parked so far are read, up to the last one there when the reading began and
+   then until every member's barrier is read among them, and their messages given to each
+   session they match (held with the others); then what is held goes to the session sorted
+   by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3). A
+   member's barrier is waited for ``HOLD_WITHIN`` seconds from the asking (a member that
+   died answers none), or ``READ_WITHIN`` seconds from its direct one (its parked one is
+   queued behind its frames, which JetStream takes one at a time); then given up once no
+   frame came for a moment (or ``READ_WITHIN`` more while frames keep coming).
+5. Frames parked later (copies of messages routed with tables that also showed the session
+   here, or from a member given up in step 4) are read for ``cluster_handover_window``
+   seconds more and given unless the session had them; the adopter and the restarted
+   member then purge the gone member's parked frames.
+
+A member's own sessions (restored, or back on NATS) are asked for no barrier: what was
+parked for it did not also come to it, and the others park for it until they see its
+heartbeat; what keeps coming is read until none did for ``QUIET`` seconds.
 """
 
 import asyncio
@@ -26,7 +41,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.arrivals import follow
+from broker.cluster.arrivals import HOLD_WITHIN, follow
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
@@ -39,13 +54,47 @@ from nanoiot.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from broker.registry import Registry
 
-__all__ = ["Replays"]
+__all__ = ["Awaited", "Replays"]
 
 log = logging.getLogger(__name__)
 
 READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
 QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
 QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
+
+
+class Awaited:
+    """The barriers a replay waits for among the gone member's parked frames (step 4): for
+    ``token``, one from each member asked, by when it is given up."""
+
+    def __init__(self, token: SessionKey, members: Iterable[str], me: str, now: float) -> None:
+        self.token = token
+        self._until = dict.fromkeys(members, now + HOLD_WITHIN)
+        if me in self._until:  # this member's own is queued already
+            self._until[me] = now + READ_WITHIN
+
+    def answered(self, member: str, now: float) -> None:
+        """``member``'s direct barrier came: its parked one is on its way."""
+        if member in self._until:
+            self._until[member] = max(self._until[member], now + READ_WITHIN)
+
+    def read(self, member: str) -> None:
+        self._until.pop(member, None)
+
+    def left(self, now: float) -> float | None:
+        """Seconds until the next member is due (0: one is); None once none is waited for."""
+        return max(min(self._until.values()) - now, 0.0) if self._until else None
+
+    def give_up(self, now: float, grace: float = 0.0) -> None:
+        """Those due ``grace`` seconds ago: given up. While frames keep coming, a due
+        member's barrier may be among them, so it is given up only once none came for a
+        moment, or after ``grace`` more."""
+        late = sorted(member for member, until in self._until.items() if until + grace <= now)
+        if late:
+            log.warning("no barrier behind their parked frames from %s: what is held for "
+                        "the sessions taken goes without", ", ".join(late))  # fmt: skip
+            for member in late:
+                del self._until[member]
 
 
 class Replays:
@@ -62,6 +111,11 @@ class Replays:
         self.window = window
         self.registry: Registry | None = None
         self.replayed = 0  # parked messages given to taken sessions
+        # Asks every member for a barrier for a token behind what it parked for a gone
+        # member, once its table is at a revision; the members asked (``Arrivals``).
+        self.ask: Callable[[SessionKey, str, int], set[str]] | None = None
+        self._awaited: dict[SessionKey, Awaited] = {}  # by token
+        self._adoptions = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -90,11 +144,15 @@ class Replays:
         *,
         purge: bool,
         caught_up: Callable[[], None] | None = None,
+        token: SessionKey | None = None,
+        asked: Iterable[str] = (),
     ) -> None:
         """Replay ``gone``'s parked frames to ``sessions`` (held since ``hold``). With
-        ``caught_up``, the caller releases what is held (its own hand-over) and is told when
-        the frames parked so far are given; else they are released here."""
-        work = self._replay(gone, sessions, purge, caught_up)
+        ``caught_up``, the caller releases what is held (its own hand-over, which asked the
+        members ``asked`` for barriers for ``token``) and is told when the frames parked so
+        far are given; else they are released here."""
+        awaited = None if token is None else self._await(token, asked)
+        work = self._replay(gone, sessions, purge, caught_up, awaited)
         task = self._loop.create_task(work, name=f"cluster replay of {gone}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -103,23 +161,45 @@ class Replays:
         for task in list(self._tasks):
             await cancel_and_wait(task)
 
+    def answered(self, token: SessionKey, member: str) -> None:
+        """``member``'s barrier for ``token`` came directly (step 3)."""
+        awaited = self._awaited.get(token)
+        if awaited is not None:
+            awaited.answered(member, self._loop.time())
+
+    def _await(self, token: SessionKey, members: Iterable[str]) -> Awaited:
+        awaited = Awaited(token, members, self.parked.link.member, self._loop.time())
+        self._awaited[token] = awaited
+        return awaited
+
+    def _ask(self, gone: str, visible: int) -> Awaited | None:
+        """An adoption's barriers (step 3), for a token no session has (no device id is
+        empty); asked and awaited in one turn, before any answer can come."""
+        if self.ask is None:
+            return None
+        self._adoptions += 1
+        token = ("", f"{self.parked.link.member} {self._adoptions}")
+        return self._await(token, self.ask(token, gone, visible))
+
     async def _replay(
         self,
         gone: str,
         sessions: list[BrokerSession],
         purge: bool,
         caught_up: Callable[[], None] | None,
+        awaited: Awaited | None,
     ) -> None:
         by_key = {session.key: session for session in sessions}
         arrivals = [(session, session.arrival) for session in sessions]
         released = False
         try:
-            if caught_up is None and gone != self.parked.link.member:
-                await self._visible(sessions)  # its own: a message came one way only
+            if caught_up is None and gone != self.parked.link.member and sessions:
+                # Not for its own: a message came one way only.
+                awaited = self._ask(gone, await self._visible(sessions))
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
                 quiet = QUIET if gone == self.parked.link.member else 0.0
-                await self._catch_up(reader, last, by_key, quiet)
+                await self._catch_up(reader, last, by_key, quiet, awaited)
                 released = True
                 self._caught_up(sessions, caught_up)
                 await self._follow(reader, by_key)
@@ -128,11 +208,13 @@ class Replays:
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
+            if awaited is not None:
+                self._awaited.pop(awaited.token, None)
             if not released:
                 self._caught_up(sessions, caught_up)
             self._loop.call_later(2 * self.window, _forget_arrivals, arrivals)
 
-    async def _visible(self, sessions: list[BrokerSession]) -> None:
+    async def _visible(self, sessions: list[BrokerSession]) -> int:
         """Step 2: the sessions' filters written again; their ``visible`` revision."""
         filters = {f for s in sessions for f in s.subscriptions if split_shared(f) is None}
         self.announcer.rewrite(sorted(filters))
@@ -141,6 +223,7 @@ class Replays:
         for session in sessions:
             if session.arrival is not None and session.arrival.visible is None:
                 session.arrival.visible = visible
+        return visible
 
     async def _catch_up(
         self,
@@ -148,35 +231,59 @@ class Replays:
         last: int,
         sessions: dict[SessionKey, BrokerSession],
         quiet: float,
+        awaited: Awaited | None,
     ) -> None:
-        """Step 3: the frames parked up to sequence ``last``, given (held); then, for a
-        member's own, those that keep coming until none did for ``quiet`` seconds (the
-        others' last ones, parked before they saw its heartbeat and sent to it again)."""
+        """Step 4: the frames parked up to sequence ``last``, then up to each ``awaited``
+        barrier, given (held); then, for a member's own, those that keep coming until none
+        did for ``quiet`` seconds (the others' last ones, parked before they saw its
+        heartbeat and sent to it again)."""
         count, sequence = 0, 0
         until = self._loop.time() + QUIET_WITHIN  # what is held waits no longer for them
-        while sequence < last or self._loop.time() < until:
-            got = await reader.next(READ_WITHIN if sequence < last else quiet)
+        while True:
+            now = self._loop.time()
+            barriers = awaited.left(now) if awaited is not None else None
+            if sequence < last:
+                within = READ_WITHIN
+            elif barriers is not None:
+                within = barriers
+            elif now < until:
+                within = quiet
+            else:
+                break
+            got = await reader.next(within)
             if got is None:
                 if sequence < last:
                     log.warning("parked frames: %d of up to %d read, the rest did not come",
                                 count, last)  # fmt: skip
-                break
+                    break
+                if awaited is None or barriers is None:
+                    break
+                awaited.give_up(self._loop.time())  # none came: those due are given up
+                continue
             sequence, frame = got
-            self._give(frame, sessions)
+            self._give(frame, sessions, awaited)
             count += 1
+            if awaited is not None:
+                awaited.give_up(self._loop.time(), grace=READ_WITHIN)
         if count:
             log.info("%d parked frames given to %d taken sessions", count, len(sessions))
 
     async def _follow(self, reader: Reader, sessions: dict[SessionKey, BrokerSession]) -> None:
-        """Step 4: frames parked later, for ``window`` seconds."""
+        """Step 5: frames parked later, for ``window`` seconds."""
         deadline = self._loop.time() + self.window
         while (left := deadline - self._loop.time()) > 0:
             got = await reader.next(left)
             if got is not None:
                 self._give(got[1], sessions)
 
-    def _give(self, frame: bytes, sessions: dict[SessionKey, BrokerSession]) -> None:
-        """A frame's messages to the sessions here they were for."""
+    def _give(
+        self,
+        frame: bytes,
+        sessions: dict[SessionKey, BrokerSession],
+        awaited: Awaited | None = None,
+    ) -> None:
+        """A frame's messages to the sessions here they were for; its barriers for
+        ``awaited``, read."""
         local, registry = self.local, self.registry
         try:
             records = list(decode(frame, self._loop.time()))
@@ -185,6 +292,8 @@ class Replays:
             return
         for routed in records:
             if routed.barrier:
+                if awaited is not None and routed.session == awaited.token:
+                    awaited.read(routed.message.topic)  # the member it is from
                 continue
             if routed.session is not None:
                 one = sessions.get(routed.session)

@@ -1,6 +1,7 @@
 """Parking on the machine's NATS: frames for a member nobody listens for go to JetStream, in
-order, their publishers confirmed once JetStream has them; a full stream refuses them; a
-member back gets its frames again (``broker.cluster.forward``, ``broker.cluster.parked``)."""
+order, their publishers confirmed once JetStream has them, and a barrier for such a member
+behind them; a full stream refuses them; a member back gets its frames again
+(``broker.cluster.forward``, ``broker.cluster.parked``)."""
 
 import asyncio
 from collections.abc import Callable
@@ -88,3 +89,48 @@ async def test_a_full_parked_stream_refuses_the_frame(
     finally:
         await forwarder.stop()
         await link.close()
+
+
+async def test_a_barrier_for_a_gone_member_is_parked_behind_its_frames(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """Whether or not the forwarder knew the member gone yet, a barrier for it
+    (``parked=True``) goes into its parked frames behind what was sent to it before, in the
+    order sent (``broker.cluster.replay`` reads it there)."""
+    link = await ClusterLink.connect(cluster_settings())
+    parked = ParkedFrames(link, 1024 * 1024)
+    forwarder = Forwarder(link, 8 * 1024 * 1024, lambda _member: None)
+    forwarder.parking = parked
+    try:
+        await parked.start()
+        await forwarder.start()
+        for member in ("unknown", "known"):
+            if member == "known":
+                await asyncio.wait_for(await _forward(forwarder, member, b"first"), WAIT)
+                assert member in forwarder.parked
+            before = await _forward(forwarder, member, b"0")
+            forwarder.barrier(member, "me", ("device", "client"), relayed=False, parked=True)
+            await asyncio.sleep(0)  # the turn ends: a frame of its own leaves
+            later = await _forward(forwarder, member, b"1")
+            await asyncio.wait_for(asyncio.gather(before, later), WAIT)
+            records = await _records(parked, member)
+            assert records[-3:] == [b"0", ("me", ("device", "client")), b"1"], member
+    finally:
+        await forwarder.stop()
+        await link.close()
+
+
+async def _records(parked: ParkedFrames, member: str) -> list[bytes | tuple[str, object]]:
+    """What was parked for ``member``, in order: payloads, and barriers as (from, session)."""
+    last = await parked.last(member)
+    records: list[bytes | tuple[str, object]] = []
+    async with parked.reading(member) as reader:
+        sequence = 0
+        while sequence < last:
+            got = await reader.next(WAIT)
+            assert got is not None
+            sequence, frame = got
+            for record in decode(frame, 0.0):
+                barrier = (record.message.topic, record.session)
+                records.append(barrier if record.barrier else record.message.payload)
+    return records
