@@ -13,15 +13,20 @@ that does settles it again from what is left in ``<cluster>_wills``.
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
 QoS 0/1 subscribers tolerate a duplicate, and a QoS 2 will is a new message each time), but
-none is lost. A delayed will's wait starts again from the take-over: it comes at least its
-delay after the death, later by how long the take-over took. A delayed will is published
+none is lost. A delayed will's delay (MQTT 5 §3.1.3.2.2) is started once: the process that
+starts it writes when it ends to the will's entry (``StoredWill.due``), and one that takes the
+departure over waits only what is left of it (publishing at once if it passed). A will whose
+entry does not say (its process died before writing it) waits its whole delay from the
+take-over: later than due, never earlier. A delayed will is published
 only by the process its departure names, so that a process cut off from NATS long enough to
 be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 
 from broker.cluster.departure import (
     DEPARTURE_TRIED,
@@ -36,7 +41,7 @@ from broker.cluster.departure import (
 )
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.will_entries import StoredWill, decode_will, incarnation
+from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
@@ -152,17 +157,10 @@ class Survivor:
         """Publish the wills of ``run``, adopt its sessions, mark it done."""
         found = await self._wills_of(run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
-        loop = asyncio.get_running_loop()
-        self._delayed[run] = sum(1 for _, will in found if will.delay)
-        for kv_key, will in found:
+        self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
+        for kv_key, will, revision in found:
             if will.delay:
-                earlier = self._timers.pop(kv_key, None)  # its departure taken back here
-                if earlier is not None:
-                    earlier.cancel()
-                self._timers[kv_key] = loop.call_later(
-                    will.delay, self._delay_ended, run, kv_key, will
-                )
-                self._waiting.add(will.key)
+                await self._delay(run, kv_key, will, revision)
             else:
                 await self._due(run, kv_key, will)
         if adopt and self.adopt is not None:
@@ -176,21 +174,45 @@ class Survivor:
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)
 
-    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill]]:
-        found: list[tuple[str, StoredWill]] = []
+    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill, int]]:
+        """The will entries of ``run``: key, will, revision."""
+        found: list[tuple[str, StoredWill, int]] = []
         watch = await self.bucket.watch(f"{run}.>")
         try:
             while (change := await watch.value()) is not None:
                 kv_key, value = change
                 if value is None:
                     continue
-                try:
-                    found.append((kv_key, decode_will(value)))
+                try:  # a watch gives entries in revision order: the last given is this one
+                    found.append((kv_key, decode_will(value), watch.revision))
                 except ClusterError as exc:
                     log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
         finally:
             await watch.stop()
         return found
+
+    async def _delay(self, run: str, kv_key: str, will: StoredWill, revision: int) -> None:
+        """Publish ``will`` when its delay ends (§3.1.3.2.2: it runs from the end of the
+        connection, not from a take-over): when its entry says, if a process that settled
+        this departure before started it; else ``will.delay`` from now, written to the entry
+        for a process that takes this departure over."""
+        due = will.due
+        if due is None:
+            will = replace(will, due=(due := time.time() + will.delay))
+            try:
+                await self.bucket.update(kv_key, encode_will(will), revision)
+            except ClusterError as exc:  # a taker would count the whole delay again
+                log.info("will of session %s: when it is due not kept: %s",
+                         store_key(will.key), exc)  # fmt: skip
+        # Never longer than the delay itself, should this host's clock be behind the one
+        # that wrote it (hosts' clocks are kept in step: NTP).
+        left = min(max(due - time.time(), 0.0), float(will.delay))
+        earlier = self._timers.pop(kv_key, None)  # its departure taken back here
+        if earlier is not None:
+            earlier.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[kv_key] = loop.call_later(left, self._delay_ended, run, kv_key, will)
+        self._waiting.add(will.key)
 
     async def _mark(self, run: str, value: bytes) -> bool:
         """Write ``value`` to the departure of ``run`` if it still names this process (not
