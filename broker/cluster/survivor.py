@@ -1,5 +1,5 @@
-"""What the survivor chosen for a departure does (``broker.cluster.wills``, whose ``Wills`` is
-one): publish the wills of the run that ended, adopt its member's persistent sessions, and
+"""What the survivor chosen for a departure does (``broker.cluster.wills``, whose ``Wills``
+holds one): publish the wills of the run that ended, adopt its member's persistent sessions, and
 mark the departure settled.
 
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
@@ -23,6 +23,7 @@ be taken over (``broker.cluster.fence``) leaves it to the survivor that took ove
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,7 +47,7 @@ from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
 
-__all__ = ["Survivor"]
+__all__ = ["Survivor", "delete_will"]
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ class Survivor:
         self.bucket = bucket
         self.departures = departures
         self.claims = claims
-        self.incarnation = incarnation  # this run's prefix (``incarnation``)
         self.publish = publish
-        self.creator = creator(incarnation)  # the value of the departures it creates
+        # The value of the departures it creates: its first run's (``incarnation``), kept
+        # after a fencing since the process is the same.
+        self.creator = creator(incarnation)
         # Which processes are live members (``departure.owner``); until told, all are.
         self.live: Live = lambda _process: True
         # Departures it could not tell whether it won: run -> (member, tried until when).
@@ -276,17 +278,33 @@ class Survivor:
             self.published += 1
             log.info("published the will of session %s for its dead member",
                      store_key(will.key))  # fmt: skip
-        await self._delete(kv_key, None)
+        await delete_will(self.bucket, kv_key, None)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _delete(self, kv_key: str, revision: int | None) -> None:
-        try:
-            await self.bucket.delete(kv_key, revision)
-        except ClusterConflictError:
-            pass  # a newer connection's will: it stays
-        except ClusterError as exc:
-            log.info("%s (the will's entry stays until the member's departure)", exc)
+    async def settle(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, for the departures under way here."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:
+    """Delete a will's entry (only at ``revision``, when given)."""
+    try:
+        await bucket.delete(kv_key, revision)
+    except ClusterConflictError:
+        pass  # a newer connection's will: it stays
+    except ClusterError as exc:
+        log.info("%s (the will's entry stays until the member's departure)", exc)
