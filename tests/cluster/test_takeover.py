@@ -60,6 +60,9 @@ def test_two_nodes_racing_for_one_session_end_with_one_live_connection(
             assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
             live = [c for c in clients if not c.disconnected.is_set()]
             assert len(live) == 1, attempt
+            # The winner's CONNACK may still be on its way (its node waits for the loser's
+            # node to give the session up, then reads it from the store).
+            assert live[0].wait_connack() == 0, attempt
             # It stays: the other is not coming back, and nothing closes the winner.
             assert not live[0].disconnected.wait(0.5)
             assert live[0].paho.is_connected()
