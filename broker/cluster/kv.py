@@ -60,6 +60,19 @@ class KeyValue:
         with nats_errors(f"deleting {self.bucket}/{key}"):
             await self._store.delete(key, last=revision)
 
+    async def values(self) -> dict[str, bytes]:
+        """Every key's value at this moment (one pass over the bucket)."""
+        found: dict[str, bytes] = {}
+        watch = await self.watch()
+        try:
+            while (change := await watch.value()) is not None:
+                key, value = change
+                if value is not None:
+                    found[key] = value
+        finally:
+            await watch.stop()
+        return found
+
     async def watch(self, keys: str = ">") -> "Watch":
         """Every key's current value, then each change as it happens (``Watch.next``)."""
         with nats_errors(f"watching {self.bucket}"):

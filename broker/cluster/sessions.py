@@ -9,7 +9,8 @@ give the session up, and the CONNACK waits for its answer. Of two connects racin
 members, the later compare-and-set wins and the earlier is closed: exactly one stays. A
 member that does not answer within the request timeout is taken to be gone. The request
 names the revision it replaced, so that it closes the connection that wrote it and never a
-newer one.
+newer one; a request read before the answer to this member's own compare-and-set (NATS handed
+both over at once) waits for that claim to be remembered, as it may name it.
 
 The claim stays after the client disconnects: the member it names holds the session while
 its client is away (it alone keeps it in memory, queues its messages and routes for it), and
@@ -98,6 +99,7 @@ class SessionClaims:
         # it: a take-over request closes that connection only if it overwrote that claim,
         # never a newer connection here whose own claim comes later.
         self._claimed: dict[SessionKey, tuple[int, MqttClient]] = {}
+        self._claiming: dict[SessionKey, asyncio.Event] = {}  # set once claimed (``_close``)
 
     async def start(self) -> None:
         await self.link.subscribe(self.link.subject("takeover", self.link.member), self._close)
@@ -108,14 +110,17 @@ class SessionClaims:
         assert client.peer is not None
         key = client.peer.key
         member = self.link.member
+        self._claiming[key] = asyncio.Event()  # connects on one session take turns (Registry)
         try:
             previous, revision = await self._swap(to_key(store_key(key)), member.encode())
+            self._remember(key, revision, client)
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
             if self.wills is not None:  # no survivor would publish its will
                 self.wills.unkept(client)
             return False
-        self._remember(key, revision, client)
+        finally:
+            self._claiming.pop(key).set()
         if self.wills is not None:
             await self.wills.written(client, revision)
         if previous is None:
@@ -317,17 +322,8 @@ class SessionClaims:
         return False
 
     async def _read_holders(self) -> dict[str, str]:
-        """Every claim at this moment (one pass over the bucket)."""
-        holders: dict[str, str] = {}
-        watch = await self.bucket.watch()
-        try:
-            while (change := await watch.value()) is not None:
-                kv_key, value = change
-                if value is not None:
-                    holders[kv_key] = value.decode()
-        finally:
-            await watch.stop()
-        return holders
+        """Every claim at this moment."""
+        return {kv_key: value.decode() for kv_key, value in (await self.bucket.values()).items()}
 
     def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
         unrouted = self._unrouted.pop(key, None)
@@ -373,6 +369,10 @@ class SessionClaims:
         request = json.loads(payload)
         device_id, client_id = request["key"]
         key = (str(device_id), str(client_id))
+        if (claiming := self._claiming.get(key)) is not None:
+            # NATS may hand this request over before the answer to this member's own claim
+            # (both read at once): the request may name that claim, known once remembered.
+            await claiming.wait()
         claimed = self._claimed.get(key)
         if claimed is not None and claimed[0] > int(request["revision"]):
             return b"0"  # a newer connection here claimed it since: it stays

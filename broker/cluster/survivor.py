@@ -1,5 +1,5 @@
-"""What the survivor chosen for a departure does (``broker.cluster.wills``, whose ``Wills`` is
-one): publish the wills of the run that ended, adopt its member's persistent sessions, and
+"""What the survivor chosen for a departure does (``broker.cluster.wills``, whose ``Wills``
+holds one): publish the wills of the run that ended, adopt its member's persistent sessions, and
 mark the departure settled.
 
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
@@ -13,15 +13,21 @@ that does settles it again from what is left in ``<cluster>_wills``.
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
 QoS 0/1 subscribers tolerate a duplicate, and a QoS 2 will is a new message each time), but
-none is lost. A delayed will's wait starts again from the take-over: it comes at least its
-delay after the death, later by how long the take-over took. A delayed will is published
+none is lost. A delayed will's delay (MQTT 5 §3.1.3.2.2) is started once: the process that
+starts it writes when it ends to the will's entry (``StoredWill.due``), and one that takes the
+departure over waits only what is left of it (publishing at once if it passed). A will whose
+entry does not say (its process died before writing it) waits its whole delay from the
+take-over: later than due, never earlier. A delayed will is published
 only by the process its departure names, so that a process cut off from NATS long enough to
 be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
 """
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 
 from broker.cluster.departure import (
     DEPARTURE_TRIED,
@@ -36,12 +42,12 @@ from broker.cluster.departure import (
 )
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.will_entries import StoredWill, decode_will, incarnation
+from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
 
-__all__ = ["Survivor"]
+__all__ = ["Survivor", "delete_will"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +64,10 @@ class Survivor:
         self.bucket = bucket
         self.departures = departures
         self.claims = claims
-        self.incarnation = incarnation  # this run's prefix (``incarnation``)
         self.publish = publish
-        self.creator = creator(incarnation)  # the value of the departures it creates
+        # The value of the departures it creates: its first run's (``incarnation``), kept
+        # after a fencing since the process is the same.
+        self.creator = creator(incarnation)
         # Which processes are live members (``departure.owner``); until told, all are.
         self.live: Live = lambda _process: True
         # Departures it could not tell whether it won: run -> (member, tried until when).
@@ -152,17 +159,10 @@ class Survivor:
         """Publish the wills of ``run``, adopt its sessions, mark it done."""
         found = await self._wills_of(run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
-        loop = asyncio.get_running_loop()
-        self._delayed[run] = sum(1 for _, will in found if will.delay)
-        for kv_key, will in found:
+        self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
+        for kv_key, will, revision in found:
             if will.delay:
-                earlier = self._timers.pop(kv_key, None)  # its departure taken back here
-                if earlier is not None:
-                    earlier.cancel()
-                self._timers[kv_key] = loop.call_later(
-                    will.delay, self._delay_ended, run, kv_key, will
-                )
-                self._waiting.add(will.key)
+                await self._delay(run, kv_key, will, revision)
             else:
                 await self._due(run, kv_key, will)
         if adopt and self.adopt is not None:
@@ -176,21 +176,45 @@ class Survivor:
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)
 
-    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill]]:
-        found: list[tuple[str, StoredWill]] = []
+    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill, int]]:
+        """The will entries of ``run``: key, will, revision."""
+        found: list[tuple[str, StoredWill, int]] = []
         watch = await self.bucket.watch(f"{run}.>")
         try:
             while (change := await watch.value()) is not None:
                 kv_key, value = change
                 if value is None:
                     continue
-                try:
-                    found.append((kv_key, decode_will(value)))
+                try:  # a watch gives entries in revision order: the last given is this one
+                    found.append((kv_key, decode_will(value), watch.revision))
                 except ClusterError as exc:
                     log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
         finally:
             await watch.stop()
         return found
+
+    async def _delay(self, run: str, kv_key: str, will: StoredWill, revision: int) -> None:
+        """Publish ``will`` when its delay ends (§3.1.3.2.2: it runs from the end of the
+        connection, not from a take-over): when its entry says, if a process that settled
+        this departure before started it; else ``will.delay`` from now, written to the entry
+        for a process that takes this departure over."""
+        due = will.due
+        if due is None:
+            will = replace(will, due=(due := time.time() + will.delay))
+            try:
+                await self.bucket.update(kv_key, encode_will(will), revision)
+            except ClusterError as exc:  # a taker would count the whole delay again
+                log.info("will of session %s: when it is due not kept: %s",
+                         store_key(will.key), exc)  # fmt: skip
+        # Never longer than the delay itself, should this host's clock be behind the one
+        # that wrote it (hosts' clocks are kept in step: NTP).
+        left = min(max(due - time.time(), 0.0), float(will.delay))
+        earlier = self._timers.pop(kv_key, None)  # its departure taken back here
+        if earlier is not None:
+            earlier.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[kv_key] = loop.call_later(left, self._delay_ended, run, kv_key, will)
+        self._waiting.add(will.key)
 
     async def _mark(self, run: str, value: bytes) -> bool:
         """Write ``value`` to the departure of ``run`` if it still names this process (not
@@ -254,17 +278,33 @@ class Survivor:
             self.published += 1
             log.info("published the will of session %s for its dead member",
                      store_key(will.key))  # fmt: skip
-        await self._delete(kv_key, None)
+        await delete_will(self.bucket, kv_key, None)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _delete(self, kv_key: str, revision: int | None) -> None:
-        try:
-            await self.bucket.delete(kv_key, revision)
-        except ClusterConflictError:
-            pass  # a newer connection's will: it stays
-        except ClusterError as exc:
-            log.info("%s (the will's entry stays until the member's departure)", exc)
+    async def settle(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, for the departures under way here."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:
+    """Delete a will's entry (only at ``revision``, when given)."""
+    try:
+        await bucket.delete(kv_key, revision)
+    except ClusterConflictError:
+        pass  # a newer connection's will: it stays
+    except ClusterError as exc:
+        log.info("%s (the will's entry stays until the member's departure)", exc)

@@ -5,6 +5,7 @@ it belongs to."""
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ class StoredWill:
     retain: bool
     properties: bytes  # encoded as in a PUBLISH (§2.2.2); empty: none
     delay: int  # seconds
+    # When the delay ends, in seconds since the epoch: written to the entry by the survivor
+    # that starts the delay, read by one that takes its departure over (None: not started).
+    due: float | None = None
 
 
 def encode_will(will: StoredWill) -> bytes:
@@ -53,6 +57,7 @@ def encode_will(will: StoredWill) -> bytes:
         "retain": will.retain,
         "properties": base64.b64encode(will.properties).decode(),
         "delay": will.delay,
+        "due": will.due,
     }
     return json.dumps(record).encode()
 
@@ -61,10 +66,14 @@ def decode_will(data: bytes) -> StoredWill:
     try:
         raw = json.loads(data)
         device_id, client_id = raw["key"]
+        due = raw.get("due")  # an entry written before it was kept has none
+        if due is not None and not math.isfinite(due):
+            raise ValueError(f"due {due}")
         return StoredWill(
             (str(device_id), str(client_id)), int(raw["claim"]), str(raw["topic"]),
             base64.b64decode(raw["payload"]), int(raw["qos"]), bool(raw["retain"]),
             base64.b64decode(raw["properties"]), int(raw["delay"]),
+            None if due is None else float(due),
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise ClusterError(f"a stored will is not readable: {exc}") from None

@@ -59,16 +59,17 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.departure import DEPARTURES_KEPT
+from broker.cluster.departure import DEPARTURES_KEPT, Live
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.survivor import Survivor
+from broker.cluster.survivor import Survivor, delete_will
 from broker.cluster.will_entries import StoredWill, encode_will, stored_will
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError
+from nanoiot.members import Member
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -81,9 +82,9 @@ BUCKET: Final = "wills"
 DEPARTURES: Final = "departures"
 
 
-class Wills(Survivor):
-    """The wills of this member's connections as the cluster keeps them, and (``Survivor``)
-    those of the departures this member settles."""
+class Wills:
+    """The wills of this member's connections as the cluster keeps them, and (its
+    ``survivor``) those of the departures this member settles."""
 
     def __init__(
         self,
@@ -93,7 +94,11 @@ class Wills(Survivor):
         incarnation: str,
         publish: Callable[[StoredWill], None],
     ) -> None:
-        super().__init__(bucket, departures, claims, incarnation, publish)
+        self.survivor = Survivor(bucket, departures, claims, incarnation, publish)
+        self.bucket = bucket
+        self.claims = claims
+        self.incarnation = incarnation  # this run's prefix (``incarnation``)
+        self.publish = publish
         self._written: dict[SessionKey, tuple[int, MqttClient]] = {}
         self.member = incarnation.split(".", 1)[0]  # the value of the claims it makes
         # While this member cannot write the bucket: wills held back (at most max_held), and
@@ -104,6 +109,41 @@ class Wills(Survivor):
         self._unkept: dict[SessionKey, MqttClient] = {}  # connects whose will is not kept
         self._held: dict[str, tuple[int, Callable[[], None]]] = {}  # kv key: entry to delete
         self._orphans: list[Callable[[], None]] = []  # wills no survivor knows of
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # What the survivor is told and says, as the cluster's other parts reach it here.
+    @property
+    def adopt(self) -> Callable[[str], Awaitable[object]] | None:
+        return self.survivor.adopt
+
+    @adopt.setter
+    def adopt(self, adopt: Callable[[str], Awaitable[object]] | None) -> None:
+        self.survivor.adopt = adopt
+
+    @property
+    def live(self) -> Live:
+        return self.survivor.live
+
+    @live.setter
+    def live(self, live: Live) -> None:
+        self.survivor.live = live
+
+    @property
+    def creator(self) -> bytes:
+        return self.survivor.creator
+
+    @property
+    def published(self) -> int:
+        return self.survivor.published
+
+    def member_gone(self, member: Member) -> None:
+        self.survivor.member_gone(member)
+
+    def adopted(self, key: SessionKey, revision: int) -> None:
+        self.survivor.adopted(key, revision)
+
+    async def run_ended(self, run: str, within: float) -> None:
+        await self.survivor.run_ended(run, within)
 
     async def written(self, client: "MqttClient", claim: int) -> None:
         """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""
@@ -145,7 +185,7 @@ class Wills(Survivor):
     def back(self) -> None:
         """A heartbeat of this run was written: NATS is back, what was held goes out, and
         undecided departures are tried again."""
-        self.try_again()
+        self.survivor.try_again()
         orphans, self._orphans = self._orphans, []
         held, self._held = self._held, {}
         for publish in orphans:
@@ -222,7 +262,7 @@ class Wills(Survivor):
         if written is None or written[1] is not client:
             return
         del self._written[peer.key]
-        self._spawn(self._delete(self._key(peer.key), written[0]))
+        self._spawn(delete_will(self.bucket, self._key(peer.key), written[0]))
 
     def fenced(self, run: str) -> None:
         """This member fenced itself off: the entries of its connections stay for the
@@ -238,17 +278,22 @@ class Wills(Survivor):
         """Wait, at most ``within`` seconds, for what this member has under way: above all
         the deletes of the wills of connections it just closed, so that when it leaves the
         cluster (a clean stop) its departure finds none of them to publish."""
+        waits: list[Awaitable[object]] = [self.survivor.settle(within)]
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=within)
+            waits.append(asyncio.wait(set(self._tasks), timeout=within))
+        await asyncio.gather(*waits)
 
     async def stop(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        await self.survivor.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _key(self, key: SessionKey) -> str:
         return f"{self.incarnation}.{to_key(store_key(key))}"

@@ -251,6 +251,22 @@ class Subscriber:
         the check then says which are missing)."""
         self._receive_until(lambda: numbers <= self._seen)
 
+    def take_delivered(self) -> int:
+        """Take what the current connection delivered so far, without waiting: how many."""
+        current, taken = len(self._clients) - 1, 0
+        while True:
+            try:
+                message = self._clients[current].messages.get_nowait()
+            except Empty:
+                return taken
+            self._take(current, message)
+            taken += 1
+
+    @property
+    def seen(self) -> set[int]:
+        """The numbers delivered on any connection so far (taken)."""
+        return self._seen
+
     def counts(self) -> list[int]:
         return [len(conn) for conn in self.connections]
 

@@ -7,7 +7,7 @@ clients the way device code does, and wait on events, never on time.
 import asyncio
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
@@ -192,8 +192,10 @@ def mqtt_client(
     password: str | None = None,
     keepalive: int = 60,
     will: tuple[str, bytes] | None = None,
+    on_connack: Callable[[], None] | None = None,
 ) -> Client:
-    """Connect the way the product text shows (tls_set with the server cert as ca_certs)."""
+    """Connect the way the product text shows (tls_set with the server cert as ca_certs).
+    ``on_connack``: called in paho's thread as each CONNACK arrives, before it is queued."""
     paho = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
     )
@@ -213,6 +215,8 @@ def mqtt_client(
     def on_connect(
         _c: object, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
     ) -> None:
+        if on_connack is not None:
+            on_connack()
         client.session_present.put(flags.session_present)
         client.connack.put(rc)
 

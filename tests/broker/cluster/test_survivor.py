@@ -33,6 +33,7 @@ class Buckets:
     departures: KeyValue
     claims: KeyValue
     published: list[tuple[str, str]] = field(default_factory=list)  # (survivor, client id)
+    published_at: list[float] = field(default_factory=list)  # loop time of each
     adopted: list[tuple[str, str]] = field(default_factory=list)  # (survivor, member)
     survivors: list[Wills] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class Buckets:
 
         def publish(will: StoredWill) -> None:
             self.published.append((name, will.key[1]))
+            self.published_at.append(asyncio.get_running_loop().time())
 
         async def adopt(member: str) -> int:
             self.adopted.append((name, member))
@@ -136,7 +138,8 @@ async def test_delayed_wills_a_killed_winner_left_waiting_are_published_after_th
     buckets: Buckets,
 ) -> None:
     """The winner adopted the sessions (``waiting``) and was killed during a Will Delay
-    Interval (MQTT 5 §3.1.3.2.2): the delayed will comes, its delay counted again."""
+    Interval (MQTT 5 §3.1.3.2.2) before its entry said when it is due: the delayed will
+    comes, its delay counted again."""
     await buckets.will("delayed", delay=1)
     await buckets.departures.create(DEAD, waiting(creator(KILLED)))
     survivor = buckets.survivor("b")
@@ -146,6 +149,35 @@ async def test_delayed_wills_a_killed_winner_left_waiting_are_published_after_th
     await buckets.settled()
     assert buckets.published == [("b", "delayed")]
     assert loop.time() - taken >= 1.0
+
+
+async def test_a_delayed_will_taken_over_during_its_delay_comes_when_its_delay_ends(
+    buckets: Buckets,
+) -> None:
+    """The winner started a will's delay (MQTT 5 §3.1.3.2.2) and was killed halfway through
+    it: the survivor that takes the departure over publishes the will when the delay the
+    winner started ends, not a whole delay after the take-over."""
+    delay = 6
+    await buckets.will("delayed", delay=delay)
+    winner = buckets.survivor("b")
+    loop = asyncio.get_running_loop()
+    noticed = loop.time()
+    winner.member_gone(GONE)
+    async with asyncio.timeout(WAIT):
+        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
+            winner.creator
+        ):
+            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    await asyncio.sleep(delay / 2)  # the delay runs on the winner, which is killed then
+    await winner.stop()
+    taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
+    taken = loop.time()
+    taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
+    await buckets.settled()
+    assert buckets.published == [("d", "delayed")]
+    published = buckets.published_at[0]
+    assert published - noticed >= delay - 0.1  # not before the delay ends
+    assert published - taken < delay - 1.0  # nor a whole delay after the take-over
 
 
 async def test_a_departure_whose_process_is_live_or_that_is_done_is_not_taken_over(

@@ -3,6 +3,7 @@
 elsewhere meanwhile (MQTT 5 §3.1.3.2.2)."""
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -29,6 +30,8 @@ def _will(client_id: str, claim: int, delay: int = 0) -> StoredWill:
 def test_a_stored_will_reads_back_as_written() -> None:
     will = StoredWill(("d", "c"), 7, "devices/d/status", b"\x00\xffgone", 2, True, b"\x02\x01", 5)
     assert decode_will(encode_will(will)) == will
+    started = dataclasses.replace(will, due=1_780_000_000.25)  # its delay started
+    assert decode_will(encode_will(started)) == started
 
 
 async def test_one_survivor_publishes_the_dead_runs_wills_unless_their_client_came_back(

@@ -1,0 +1,107 @@
+"""Session claims racing on two members (``broker.cluster.sessions``, MQTT 3.1.1 §3.1.4) on the
+machine's NATS: the order in which a member reads the answer to its own compare-and-set and
+another member's take-over request does not decide which connection stays."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
+
+from broker.cluster.kv import KeyValue
+from broker.cluster.link import ClusterLink
+from broker.cluster.sessions import SessionClaims
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.registry import Registry
+from broker.router import LocalRouter
+from broker.session_store import MemorySessionStore
+from nanoiot.settings import Settings
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+WAIT = 10.0
+KEY = ("0190d4a0-0000-7000-8000-000000000001", "sensor")
+
+
+class _Connection:
+    """What ``SessionClaims`` uses of a connection: its session key, and being closed."""
+
+    def __init__(self, label: str) -> None:
+        self.peer = SimpleNamespace(key=KEY)
+        self.label = label
+        self.ended = False
+
+    async def taken_over(self) -> None:
+        self.ended = True
+
+
+class _AnswerHeld(KeyValue):
+    """The bucket as one member sees it, the answer to its create read only once the member
+    has another member's take-over request: NATS delivers both at once to a member that was
+    busy, and the request's handler then runs first."""
+
+    def __init__(self, bucket: KeyValue, request_read: asyncio.Event) -> None:
+        super().__init__(bucket._store, bucket.bucket)
+        self.written = asyncio.Event()
+        self._request_read = request_read
+
+    async def create(self, key: str, value: bytes) -> int:
+        revision = await super().create(key, value)
+        self.written.set()
+        await asyncio.wait_for(self._request_read.wait(), WAIT)
+        return revision
+
+
+class _Watched(SessionClaims):
+    """Claims whose take-over handler tells when a request reached it."""
+
+    request_read: asyncio.Event
+
+    async def _close(self, payload: bytes, reply: str | None) -> bytes:
+        self.request_read.set()
+        return await super()._close(payload, reply)
+
+
+@asynccontextmanager
+async def _member(settings: Settings) -> AsyncIterator[ClusterLink]:
+    link = await ClusterLink.connect(settings)
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+def _registry() -> Registry:
+    store = MemorySessionStore()
+    return Registry(LocalRouter(store, Limits(), BrokerMetrics()), store)
+
+
+async def test_a_request_read_before_the_answer_to_the_own_claim_closes_that_claim(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """A claims first, B replaces A's claim and asks A to give the session up; A reads
+    that request before the answer to its own create. The request names A's claim: its
+    connection is closed and the session is B's alone, not kept on both members."""
+    async with (
+        _member(cluster_settings(node_name="a")) as link_a,
+        _member(cluster_settings(node_name="b")) as link_b,
+    ):
+        request_read = asyncio.Event()
+        bucket_a = _AnswerHeld(await link_a.key_value("clients"), request_read)
+        on_a = _Watched(link_a, bucket_a, _registry())
+        on_a.request_read = request_read
+        on_b = SessionClaims(link_b, await link_b.key_value("clients"), _registry())
+        for claims in (on_a, on_b):
+            await claims.start()
+        client_a, client_b = _Connection("sensor on a"), _Connection("sensor on b")
+        claiming = asyncio.create_task(on_a.claim(cast("MqttClient", client_a)))
+        await asyncio.wait_for(bucket_a.written.wait(), WAIT)
+        assert await on_b.claim(cast("MqttClient", client_b))  # it asked A
+        assert await asyncio.wait_for(claiming, WAIT)
+        assert client_a.ended  # taken over (§3.1.4)
+        assert not on_a.holds(KEY)  # A's connect sees it lost the session
+        assert on_a.taken_away == 1
+        assert on_b.holds(KEY)
+        assert not client_b.ended
