@@ -148,20 +148,31 @@ def nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
     logging to ``<directory>/<name>.log``; yields once JetStream has elected its leader.
     The first server's route port is a free one picked here (JetStream in a cluster needs
     routes configured); the others route to it and learn of each other from it."""
+    seed = f"nats://127.0.0.1:{free_port()}"
+    options: dict[str, tuple[str, ...]] = {}
+    for number in range(1, size + 1):
+        name = f"n{number}"
+        options[name] = (
+            "-n", name, "-js", "-sd", str(directory / name / "store"),
+            "--cluster_name", "test",
+            "--cluster", seed if number == 1 else "nats://127.0.0.1:-1", "--routes", seed,
+        )  # fmt: skip
+    with nats_servers(directory, options) as cluster:
+        yield cluster
+
+
+@contextmanager
+def nats_servers(directory: Path, options: dict[str, tuple[str, ...]]) -> Iterator[NatsCluster]:
+    """A JetStream server for each name in ``options``, run with its options (on 127.0.0.1,
+    a free client port) and logging to ``<directory>/<name>.log``; yields once each logged
+    JetStream's leader (their routes make them one NATS cluster)."""
     directory.mkdir(exist_ok=True)
     cluster = NatsCluster()
-    seed = f"nats://127.0.0.1:{_free_port()}"
     with ExitStack() as stack:
-        for number in range(1, size + 1):
-            name = f"n{number}"
+        for name, arguments in options.items():
             (directory / name).mkdir()
-            options = (
-                "-n", name, "-js", "-sd", str(directory / name / "store"),
-                "--cluster_name", "test",
-                "--cluster", seed if number == 1 else "nats://127.0.0.1:-1", "--routes", seed,
-            )  # fmt: skip
             log = stack.enter_context((directory / f"{name}.log").open("wb"))
-            process = stack.enter_context(_nats_server(directory / name, options, stderr=log))
+            process = stack.enter_context(_nats_server(directory / name, arguments, stderr=log))
             cluster.processes[name] = process
             cluster.urls[name] = _client_url(directory / name, process)
         for name in cluster.urls:
@@ -169,7 +180,7 @@ def nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
         yield cluster
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -1,19 +1,28 @@
 """docker-compose.cluster.yml and deploy/haproxy.cfg, as the real Compose v2 binary and the
 real HAProxy read them: valid, and agreeing with each other and with the settings model
-(three nodes on NATS and PostgreSQL, HAProxy the only public door and the only address the
-nodes take PROXY headers from)."""
+(three nodes on a three-server NATS JetStream cluster, with three copies of the cluster's
+state, and PostgreSQL; HAProxy the only public door and the only address the nodes take
+PROXY headers from). The three NATS servers' commands run with the real nats-server binary,
+on free ports instead of the compose network's."""
 
+import asyncio
 import ipaddress
 import os
 import re
 import shutil
 import subprocess
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from broker.cluster.link import ClusterLink
 from nanoiot.settings import Settings, load_settings
+from tests.broker.cluster.test_replicas import copies
 from tests.deploy.files import (
     ENV_EXAMPLE,
     FILLED_ENV,
@@ -25,10 +34,13 @@ from tests.deploy.files import (
     run_compose,
     write_env_file,
 )
+from tests.natsserver import WAIT, free_port, nats_servers
 
 CLUSTER_FILE = REPO / "docker-compose.cluster.yml"
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
 NODES = ("nanoiot-1", "nanoiot-2", "nanoiot-3")
+NATS = ("nats-1", "nats-2", "nats-3")
+ROUTE_PORT = 6222  # NATS's cluster port, on the compose network
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +75,42 @@ def test_config_refuses_missing_secrets(tmp_path: Path) -> None:
     assert "in .env" in result.stderr
 
 
-def test_three_nodes_nats_postgres_and_haproxy(model: dict[str, Any], env_file: Path) -> None:
-    assert set(model["services"]) == {*NODES, "nats", "postgres", "haproxy"}
+def test_three_nodes_three_nats_postgres_and_haproxy(model: dict[str, Any], env_file: Path) -> None:
+    assert set(model["services"]) == {*NODES, *NATS, "postgres", "haproxy"}
     assert "keygen" in cluster_model(env_file, "tools")["services"]
-    nats = model["services"]["nats"]
-    assert "--jetstream" in nats["command"]
+    for node in NODES:  # three copies need all three JetStream servers
+        waits = model["services"][node]["depends_on"]
+        assert {name: waits[name]["condition"] for name in NATS} == dict.fromkeys(
+            NATS, "service_healthy"
+        )
     # Nodes 2 and 3 wait for node 1, which migrated the database.
     for node in NODES[1:]:
         assert model["services"][node]["depends_on"]["nanoiot-1"]["condition"] == "service_healthy"
+
+
+def test_the_nats_servers_are_routed_to_each_other_with_jetstream_and_a_store_each(
+    model: dict[str, Any],
+) -> None:
+    stores, clusters = set(), set()
+    for name in NATS:
+        server = model["services"][name]
+        assert server["image"].startswith("nats:")
+        options = dict(argument.partition("=")[::2] for argument in server["command"])
+        assert options["--name"] == name
+        assert "--jetstream" in options
+        assert options["--cluster"] == f"nats://0.0.0.0:{ROUTE_PORT}"
+        routes = [urlsplit(url) for url in options["--routes"].split(",")]
+        assert sorted(route.hostname or "" for route in routes) == list(NATS)
+        assert {route.port for route in routes} == {ROUTE_PORT}
+        (volume,) = server["volumes"]
+        assert volume["type"] == "volume"
+        assert volume["target"] == options["--store_dir"]
+        stores.add(volume["source"])
+        check = server["healthcheck"]["test"]
+        assert check[-1] == f"http://127.0.0.1:{options['--http_port']}/healthz"
+        clusters.add(options["--cluster_name"])
+    assert len(stores) == len(NATS)  # each its own
+    assert len(clusters) == 1
 
 
 def node_settings(model: dict[str, Any], node: str, tmp_path: Path) -> Settings:
@@ -87,7 +127,8 @@ def test_every_node_validates_and_joins_the_same_cluster(
     names = set()
     for node in NODES:
         settings = node_settings(model, node, tmp_path)
-        assert settings.nats_url == "nats://nats:4222"
+        assert settings.nats_url == ",".join(f"nats://{name}:4222" for name in NATS)
+        assert settings.cluster_replicas == len(NATS)
         assert settings.effective_database_url.startswith("postgresql+asyncpg://nanoiot:")
         assert "@postgres:5432/" in settings.effective_database_url
         assert settings.cluster_name == "nanoiot"
@@ -95,6 +136,66 @@ def test_every_node_validates_and_joins_the_same_cluster(
         build = model["services"][node]["build"]
         assert "cluster" in build["args"]["NANOIOT_EXTRAS"].split(",")
     assert names == set(NODES)
+
+
+def test_the_nats_servers_as_configured_form_one_cluster_keeping_three_copies(
+    model: dict[str, Any], tmp_path: Path
+) -> None:
+    """Their commands, run by the real nats-server with the compose network's hosts and
+    ports swapped for 127.0.0.1 and free ones: each answers its health check, and a node
+    with the compose file's settings keeps each bucket on all three."""
+    routes = {name: free_port() for name in NATS}
+    monitors = {name: free_port() for name in NATS}
+    options = {
+        name: tuple(
+            _local(argument, name, routes, monitors[name], tmp_path / "nats" / name / "store")
+            for argument in model["services"][name]["command"]
+        )
+        for name in NATS
+    }
+    with nats_servers(tmp_path / "nats", options) as servers:
+        for port in monitors.values():
+            assert _healthz(port) == 200
+        node = node_settings(model, "nanoiot-1", tmp_path)
+        settings = node.model_copy(update={"nats_url": servers.url})
+        asyncio.run(_joined(settings))
+        assert asyncio.run(copies(servers.url, "KV_nanoiot_clients")) == (3, set(NATS))
+
+
+def _local(argument: str, server: str, routes: dict[str, int], monitor: int, store: Path) -> str:
+    """One option of a NATS server's command, off the compose network."""
+    option, _, value = argument.partition("=")
+    if option == "--store_dir":
+        return f"{option}={store}"
+    if option == "--http_port":
+        return f"{option}={monitor}"
+    if option == "--cluster":
+        return f"{option}=nats://127.0.0.1:{routes[server]}"
+    if option == "--routes":
+        hosts = [urlsplit(url).hostname or "" for url in value.split(",")]
+        return f"{option}=" + ",".join(f"nats://127.0.0.1:{routes[host]}" for host in hosts)
+    return argument
+
+
+def _healthz(port: int) -> int:
+    """What the health check gets (asked again while JetStream catches up, within WAIT)."""
+    url, status = f"http://127.0.0.1:{port}/healthz", 0
+    for _ in range(int(WAIT / 0.1)):
+        try:
+            with urllib.request.urlopen(url, timeout=WAIT) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            status = error.code
+        threading.Event().wait(0.1)  # polled: the server has no event to wait on
+    return status
+
+
+async def _joined(settings: Settings) -> None:
+    link = await ClusterLink.connect(settings)
+    try:
+        await link.key_value("clients")
+    finally:
+        await link.close()
 
 
 def test_only_haproxy_is_trusted_and_only_it_publishes_mqtt(
