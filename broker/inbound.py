@@ -68,12 +68,12 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
             topic, packet.payload, packet.qos, packet.retain, properties, expires_at, session
         )
         if packet.qos == 2 and session is not None and session.persistent:
-            # §4.3.3: its packet id is kept until PUBREL, committed before PUBREC (with or
-            # before what routing writes), so that the PUBLISH sent again after a restart,
-            # or to another member, is not routed a second time (unless its routing failed:
+            # §4.3.3: its packet id is kept until PUBREL (the router has the store keep it
+            # before it routes), committed before PUBREC (with or before what routing
+            # writes), so that the PUBLISH sent again after a restart, or to another member,
+            # is not routed a second time (unless its routing was not confirmed:
             # ``broker.cluster.resend``).
             assert packet.packet_id is not None  # QoS 2 has one (§2.3.1)
-            broker.store.pubrel_awaited(session, packet.packet_id)
             durable = broker.router.publish_qos2(message, session, packet.packet_id)
             durable = with_commit(durable, broker.store.pending_commit())
         else:
@@ -93,7 +93,8 @@ def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, 
     """A QoS 2 PUBLISH sent again before its PUBREL (§4.3.3): not a new message, answered
     with PUBREC once what its first routing wrote and its packet id are committed (they may
     not be yet if the connection that brought it closed before its PUBREC went out). One
-    whose routing another cluster member did not confirm is routed again first
+    whose routing another cluster member did not confirm is routed again first, and one
+    whose routing still waits for their confirmations waits for them too
     (``broker.cluster.resend``)."""
     broker, peer, session = client.broker, client.peer, client.session
     durable: bool | asyncio.Future[None] = True

@@ -6,7 +6,9 @@ thousands of filters never holds the database's write lock for long. A message's
 made from its state when the transaction starts (``Ref``): a message sent, or even
 acknowledged, before its first commit is written as it is then, or not at all. The packet
 ids of QoS 2 PUBLISHes awaiting PUBREL (§4.3.3) are written as what a transaction's writes
-leave of them: kept, or free again.
+leave of them: kept, or free again; one kept with what routing its message again needs
+(``Unconfirmed``, ``broker.cluster.resend``) has that written in the same row, as it is
+when the transaction starts, so that the two are committed together.
 
 Each commit has two futures (``Commit``): ``durable`` is done once its writes are in the
 database, and only then may a publisher be acknowledged (MQTT 3.1.1 §4.3.2: after PUBACK
@@ -24,7 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from broker.mqtt.properties import encode_properties
 from broker.mqtt.session import RELEASED, Outgoing
@@ -36,10 +38,14 @@ from storage.session_data import (
     Enqueue,
     MarkReleased,
     MarkSent,
+    MarkUnrouted,
     PubrelReceived,
     SessionWrite,
 )
 from storage.sql import SqlCredentialStore
+
+if TYPE_CHECKING:
+    from broker.sessions import Unrouted
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,22 @@ class Ref:
         self.done = False  # acknowledged or dropped: its row goes, or is never written
 
 
-Entry = SessionWrite | tuple[str, Ref]
+class Unconfirmed:
+    """A QoS 2 packet id kept until PUBREL (``AwaitPubrel``) whose message's routing is
+    made after it is submitted (in the same turn) and waits for other members: ``record``
+    is what routing it again needs, filled in by that routing."""
+
+    __slots__ = ("key", "packet_id", "record")
+
+    def __init__(self, key: str, packet_id: int, record: "Unrouted") -> None:
+        self.key = key
+        self.packet_id = packet_id
+        self.record = record
+
+
+Entry = SessionWrite | tuple[str, Ref] | Unconfirmed
 Awaiting = dict[str, dict[int, bool]]  # session key -> QoS 2 packet id -> kept at the end
+Records = dict[tuple[str, int], str | None]  # (session key, packet id) -> ``MarkUnrouted``
 
 
 class Commit:
@@ -258,13 +278,16 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
     released: list[int] = []
     done: list[int] = []
     awaiting: Awaiting = {}
+    records: Records = {}
     for entry in entries:
         if not isinstance(entry, tuple):
-            if isinstance(entry, AwaitPubrel | PubrelReceived):
-                _note_awaiting(awaiting, entry)
+            if isinstance(entry, AwaitPubrel | PubrelReceived | MarkUnrouted | Unconfirmed):
+                _note_awaiting(awaiting, records, entry)
                 continue
             if isinstance(entry, DropSession):
                 awaiting.pop(entry.key, None)  # gone with the session's rows
+                for gone in [pair for pair in records if pair[0] == entry.key]:
+                    del records[gone]
             writes.append(entry)
             continue
         kind, ref = entry
@@ -293,22 +316,39 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
         writes.append(MarkReleased(tuple(released)))
     if done:
         writes.append(Acknowledge(tuple(done)))
-    if awaiting:
-        writes.extend(_awaiting_writes(awaiting))
+    if awaiting or records:
+        writes.extend(_awaiting_writes(awaiting, records))
     return writes, queued
 
 
-def _note_awaiting(awaiting: Awaiting, write: AwaitPubrel | PubrelReceived) -> None:
+def _note_awaiting(
+    awaiting: Awaiting,
+    records: Records,
+    write: AwaitPubrel | PubrelReceived | MarkUnrouted | Unconfirmed,
+) -> None:
+    """A kept id starts with nothing to route again, a freed one has nothing; the last
+    ``MarkUnrouted`` of one still kept is what it keeps."""
+    if isinstance(write, MarkUnrouted):
+        for key, packet_id, record in write.records:
+            records[key, packet_id] = record
+        return
+    if isinstance(write, Unconfirmed):
+        awaiting.setdefault(write.key, {})[write.packet_id] = True
+        records.pop((write.key, write.packet_id), None)
+        if (stored := write.record.stored()) is not None:
+            records[write.key, write.packet_id] = stored
+        return
     kept = isinstance(write, AwaitPubrel)
     for key, packet_id in write.ids:
         awaiting.setdefault(key, {})[packet_id] = kept
+        records.pop((key, packet_id), None)
 
 
-def _awaiting_writes(awaiting: Awaiting) -> list[SessionWrite]:
+def _awaiting_writes(awaiting: Awaiting, records: Records) -> list[SessionWrite]:
     """What the entries left of each id: free again (deleted), or kept (inserted; an id
-    freed and used again within the entries stays kept). After every other write, so that
-    the session's row exists by then; a session dropped within the entries had its ids
-    forgotten there, ``writes_for``."""
+    freed and used again within the entries stays kept), then what routing its message
+    again needs. After every other write, so that the session's row exists by then; a
+    session dropped within the entries had its ids forgotten there, ``writes_for``."""
     freed = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if not kept]
     held = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if kept]
     writes: list[SessionWrite] = []
@@ -316,6 +356,8 @@ def _awaiting_writes(awaiting: Awaiting) -> list[SessionWrite]:
         writes.append(PubrelReceived(tuple(freed)))
     if held:
         writes.append(AwaitPubrel(tuple(held)))
+    if records:
+        writes.append(MarkUnrouted(tuple((k, i, r) for (k, i), r in records.items())))
     return writes
 
 

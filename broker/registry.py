@@ -176,10 +176,10 @@ class Registry:
             # store if another member held it.
             if ownership is not None and not client.ended and await ownership.claim(client):
                 session = await self.moved_here(peer.key, session)
-                ownership.loaded(peer.key, session)
                 awaiting = ownership.awaiting_pubrel(peer.key)
                 if session is not None:  # §4.3.3: a PUBLISH sent again is not routed again
                     self._awaiting_handed_over(session, awaiting)
+                ownership.loaded(peer.key, session)  # the ids first, then their records
                 if not ownership.holds(peer.key):
                     # A connect on another member took it meanwhile (and closed this client):
                     # the session is that member's, not to be kept here too.

@@ -80,8 +80,8 @@ class Router(Protocol):
     def publish_qos2(
         self, message: Message, session: BrokerSession, packet_id: int
     ) -> "bool | asyncio.Future[None]":
-        """``publish`` for a persistent session's QoS 2 message, whose packet id it keeps
-        until PUBREL (§4.3.3): a cluster router also keeps, should another member not
+        """``publish`` for a persistent session's QoS 2 message, whose packet id the store
+        keeps until PUBREL (§4.3.3): a cluster router keeps with it, until other members
         confirm it, what the PUBLISH sent again needs (``broker.cluster.resend``)."""
         ...
 
@@ -89,7 +89,7 @@ class Router(Protocol):
         self, message: Message, session: BrokerSession, packet_id: int
     ) -> "bool | asyncio.Future[None] | None":
         """Route again a QoS 2 message sent again whose first routing failed (as
-        ``publish``); None if there is nothing to route again."""
+        ``publish``), or what its first routing still waits for; None if neither."""
         ...
 
     def deliver(self, message: Message) -> bool:
@@ -159,11 +159,11 @@ class LocalRouter:
             durable |= self._deliver_shared(message)
         return durable
 
-    # A client's message and one from elsewhere go the same way here (one call less per
-    # message than a method that calls ``deliver``).
+    # A client's message goes as one from elsewhere (a call less than a method calling it).
     publish = deliver
 
     def publish_qos2(self, message: Message, session: BrokerSession, packet_id: int) -> bool:
+        self.store.pubrel_awaited(session, packet_id)
         return self.deliver(message)  # routing here never fails: nothing is sent again
 
     def publish_again(self, message: Message, session: BrokerSession, packet_id: int) -> None:

@@ -3,11 +3,12 @@
 The interface is what the broker tells a store, at the moment it happens: a persistent
 session opened or ended, a subscription made or removed, a message routed to it, sent,
 PUBREC'd, or done with (acknowledged, or dropped by a limit), the packet id of a QoS 2
-message its client published kept until PUBREL (§4.3.3). ``pending_commit`` is what a
-publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once acknowledged, the message is
-the server's), also while the store cannot be written; ``status`` says whether it can, for
-``/healthz`` and ``/metrics``. Small on purpose, so that a cluster can implement it on
-PostgreSQL.
+message its client published kept until PUBREL (§4.3.3), with what routing it again needs
+while other members of a cluster have not confirmed it (``broker.cluster.resend``).
+``pending_commit`` is what a publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once
+acknowledged, the message is the server's), also while the store cannot be written;
+``status`` says whether it can, for ``/healthz`` and ``/metrics``. Small on purpose, so that
+a cluster can implement it on PostgreSQL.
 
 ``MemorySessionStore`` keeps nothing (sessions last as long as the process);
 ``SqlSessionStore`` writes through ``broker.journal`` to the credential store's database and
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref
+from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref, Unconfirmed
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.mqtt.properties import (
     NO_PROPERTIES,
@@ -35,11 +36,12 @@ from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
 from broker.mqtt.session import SENT as IN_FLIGHT
 from broker.mqtt.wire import Reader
 from broker.peer import SessionKey, store_key
-from broker.sessions import BrokerSession
+from broker.sessions import BrokerSession, Unrouted
 from storage.models import utcnow
 from storage.session_data import (
     AwaitPubrel,
     DropSession,
+    MarkUnrouted,
     PubrelReceived,
     SaveSession,
     SessionAway,
@@ -107,11 +109,19 @@ class SessionStore(Protocol):
     def message_sent(self, message: Outgoing) -> None: ...
     def message_released(self, message: Outgoing) -> None: ...
     def message_done(self, message: Outgoing) -> None: ...
-    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
+    def pubrel_awaited(
+        self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
+    ) -> None:
         """A persistent session's client published a QoS 2 message with ``packet_id``, now
         routed: the id is kept until ``pubrel_received`` (§4.3.3), so that the PUBLISH sent
         again after a restart, or to another member, is not routed again. Its PUBREC waits
-        for ``pending_commit``."""
+        for ``pending_commit``. ``unrouted``: what routing it again needs, kept with the id
+        as the routing that follows in this turn fills it in (``Unrouted.stored``)."""
+        ...
+
+    def unrouted(self, session: BrokerSession, packet_id: int, record: Unrouted | None) -> None:
+        """What routing again the message of a kept ``packet_id`` needs is now ``record``
+        (None: nothing, its routing was confirmed)."""
         ...
 
     def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
@@ -168,7 +178,12 @@ class MemorySessionStore:
     def message_done(self, message: Outgoing) -> None:
         pass
 
-    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
+    def pubrel_awaited(
+        self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
+    ) -> None:
+        pass
+
+    def unrouted(self, session: BrokerSession, packet_id: int, record: Unrouted | None) -> None:
         pass
 
     def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
@@ -271,8 +286,18 @@ class SqlSessionStore:
             ref.done = True
             self.journal.submit((DONE, ref))
 
-    def pubrel_awaited(self, session: BrokerSession, packet_id: int) -> None:
-        self.journal.submit(AwaitPubrel(((session.store_key, packet_id),)))
+    def pubrel_awaited(
+        self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
+    ) -> None:
+        key = session.store_key
+        if unrouted is None:
+            self.journal.submit(AwaitPubrel(((key, packet_id),)))
+        else:  # one entry, so that no transaction has the id without its record
+            self.journal.submit(Unconfirmed(key, packet_id, unrouted))
+
+    def unrouted(self, session: BrokerSession, packet_id: int, record: Unrouted | None) -> None:
+        stored = record.stored() if record is not None else None
+        self.journal.submit(MarkUnrouted(((session.store_key, packet_id, stored),)))
 
     def pubrel_received(self, session: BrokerSession, packet_id: int) -> None:
         self.journal.submit(PubrelReceived(((session.store_key, packet_id),)))
@@ -314,8 +339,11 @@ def _session(record: StoredSession) -> BrokerSession | None:
         session.subscriptions[sub.topic_filter] = _subscription(sub)
     for row in record.queued:
         session.restore(_message(record.key, row, wall, clock))
-    # §4.3.3: a QoS 2 PUBLISH its client sends again before PUBREL is not routed again.
+    # §4.3.3: a QoS 2 PUBLISH its client sends again before PUBREL is not routed again,
+    # unless its routing was not confirmed (``broker.cluster.resend``).
     session.awaiting_pubrel.update(record.awaiting_pubrel)
+    unrouted = {i: r for i, text in record.unrouted.items() if (r := Unrouted.read(text))}
+    session.unrouted = unrouted or None
     return session
 
 

@@ -8,17 +8,18 @@ messages meanwhile, MQTT 3.1.1 §3.1.2.4).
 
 import asyncio
 import collections
+import json
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from broker.mqtt.session import Session
 from broker.peer import SessionKey, store_key
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
-    from broker.cluster.resend import Unrouted
     from broker.router import Message
 
 Group = tuple[str, str]  # a shared subscription: (share name, topic filter)
@@ -102,6 +103,42 @@ def _by_id(held: Held) -> int:
     return held[0].id
 
 
+@dataclass(slots=True)
+class Unrouted:
+    """What routing again a persistent session's QoS 2 message needs while other members'
+    confirmations of it are awaited, or after one failed (``broker.cluster.resend``): its
+    cluster-wide id, and the member each shared subscription's copy was sent to. The store
+    keeps it with the message's packet id (``stored``)."""
+
+    message_id: int
+    groups: dict[Group, str] = field(default_factory=dict)  # shared subscription -> member
+    # The routing not confirmed nor failed yet: what a PUBLISH sent again meanwhile waits for.
+    pending: "asyncio.Future[None] | None" = field(default=None, compare=False)
+
+    def as_list(self) -> list[Any]:
+        groups = [[*group, member] for group, member in self.groups.items()]
+        return [self.message_id, groups]
+
+    @classmethod
+    def from_list(cls, found: Any) -> "Unrouted":
+        """Raises ValueError or TypeError on what ``as_list`` did not make."""
+        message_id, groups = found
+        return cls(int(message_id), {(str(n), str(f)): str(m) for n, f, m in groups})
+
+    def stored(self) -> str | None:
+        """As the store keeps it; None once there is nothing to route again (0: the message
+        was routed on this member alone)."""
+        return json.dumps(self.as_list()) if self.message_id else None
+
+    @classmethod
+    def read(cls, stored: str) -> "Unrouted | None":
+        """One the store kept (None: garbled)."""
+        try:
+            return cls.from_list(json.loads(stored))
+        except (ValueError, TypeError):
+            return None
+
+
 class BrokerSession(Session):
     __slots__ = (
         "arrival",
@@ -142,8 +179,8 @@ class BrokerSession(Session):
         # Moved here from another member of a cluster moments ago (``broker.cluster.handover``).
         self.arrival: Arrival | None = None
         # When it came to this process (made, restored, or moved here from another member),
-        # on the monotonic clock; and, in a cluster, its QoS 2 messages whose routing another
-        # member did not confirm, by packet id (``broker.cluster.resend``).
+        # on the monotonic clock; and, in a cluster, its QoS 2 messages whose routing other
+        # members have not confirmed (yet, or ever), by packet id (``broker.cluster.resend``).
         self.since = time.monotonic()
         self.unrouted: dict[int, Unrouted] | None = None
 

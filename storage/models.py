@@ -350,7 +350,9 @@ class MqttAwaitingPubrelRow(Base):
     """The packet id of a QoS 2 message a persistent session's client published: the broker
     routed it on receipt and answered PUBREC, and keeps the id until PUBREL (MQTT 3.1.1
     §4.3.3, method B), so that the PUBLISH sent again meanwhile, after a restart or on
-    another node, is not routed a second time."""
+    another node, is not routed a second time. In a cluster, while other members have not
+    confirmed the message (or after one failed to), ``unrouted`` says what routing that
+    PUBLISH sent again needs (``broker.cluster.resend``; JSON, NULL: nothing)."""
 
     __tablename__ = "mqtt_awaiting_pubrel"
 
@@ -358,3 +360,4 @@ class MqttAwaitingPubrelRow(Base):
         ForeignKey("mqtt_sessions.key", ondelete="CASCADE"), primary_key=True
     )
     packet_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unrouted: Mapped[str | None] = mapped_column(Text, nullable=True)

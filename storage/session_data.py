@@ -105,8 +105,8 @@ class MarkReleased:
 @dataclass(frozen=True)
 class AwaitPubrel:
     """QoS 2 PUBLISHes these sessions' clients sent, routed and about to be PUBREC'd:
-    (session key, packet id) pairs kept until their PUBREL (§4.3.3). One already kept stays
-    as it is."""
+    (session key, packet id) pairs kept until their PUBREL (§4.3.3). One already kept (its
+    PUBREL and a new PUBLISH with the id in between) stays, with nothing to route again."""
 
     ids: tuple[tuple[str, int], ...]
 
@@ -118,9 +118,18 @@ class PubrelReceived:
     ids: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True)
+class MarkUnrouted:
+    """What routing again needs each of these QoS 2 messages, kept with its packet id
+    (session key, packet id, opaque text; None: nothing to route again). An id no longer
+    kept has nothing to mark."""
+
+    records: tuple[tuple[str, int, str | None], ...]
+
+
 SessionWrite = (
     SaveSession | SessionAway | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge
-    | MarkAttempted | MarkSent | MarkReleased | AwaitPubrel | PubrelReceived
+    | MarkAttempted | MarkSent | MarkReleased | AwaitPubrel | PubrelReceived | MarkUnrouted
 )  # fmt: skip
 
 
@@ -157,3 +166,4 @@ class StoredSession:
     subscriptions: list[StoredSubscription] = field(default_factory=list)
     queued: list[StoredMessage] = field(default_factory=list)
     awaiting_pubrel: list[int] = field(default_factory=list)  # QoS 2 ids before PUBREL
+    unrouted: dict[int, str] = field(default_factory=dict)  # of those ids: ``MarkUnrouted``

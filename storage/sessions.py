@@ -5,7 +5,8 @@ them over at once: ``write_sessions`` applies them in order in one transaction (
 commit), so a burst of messages costs one commit, not one each. A message of a persistent
 session is written when it is routed and deleted at its PUBACK / PUBCOMP, whether its client
 was connected or not (MQTT 3.1.1 §4.4). The packet id of a QoS 2 message the session's client
-published is kept from its PUBREC to its PUBREL (§4.3.3). Payloads are bytes end to end.
+published is kept from its PUBREC to its PUBREL (§4.3.3), in a cluster with what routing it
+again needs (``MarkUnrouted``). Payloads are bytes end to end.
 The writes and the sessions read back are plain data (``storage.session_data``); this module
 is their SQL.
 """
@@ -33,6 +34,7 @@ from storage.session_data import (
     MarkAttempted,
     MarkReleased,
     MarkSent,
+    MarkUnrouted,
     PubrelReceived,
     SaveSession,
     SessionAway,
@@ -87,10 +89,15 @@ class SessionRecords(StoreBase):
         return ids
 
     async def _await_pubrel(self, session: AsyncSession, write: AwaitPubrel) -> None:
-        """Insert the pairs, skipping those already kept: a batch may name an id its session
-        kept before (its PUBREL and a new PUBLISH with that id in between)."""
+        """Insert the pairs; one already kept (a batch may name an id its session kept
+        before: its PUBREL and a new PUBLISH with that id in between) is now the new
+        message's, with nothing to route again."""
         dialect = postgresql if self._is_postgres else sqlite
-        statement = dialect.insert(_AWAITING).on_conflict_do_nothing()
+        statement = dialect.insert(_AWAITING)
+        statement = statement.on_conflict_do_update(
+            index_elements=[_AWAITING.c.session_key, _AWAITING.c.packet_id],
+            set_={"unrouted": None},
+        )
         rows = [{"session_key": key, "packet_id": packet_id} for key, packet_id in write.ids]
         await session.execute(statement, rows)
 
@@ -134,11 +141,14 @@ class SessionRecords(StoreBase):
                 )
                 for message in await session.execute(messages):
                     found[message.session_key].queued.append(_stored_message(message))
-                awaiting = select(_AWAITING.c.session_key, _AWAITING.c.packet_id).where(
-                    _AWAITING.c.session_key.in_(chunk)
-                )
+                awaiting = select(
+                    _AWAITING.c.session_key, _AWAITING.c.packet_id, _AWAITING.c.unrouted
+                ).where(_AWAITING.c.session_key.in_(chunk))
                 for row in await session.execute(awaiting):
-                    found[row.session_key].awaiting_pubrel.append(row.packet_id)
+                    stored = found[row.session_key]
+                    stored.awaiting_pubrel.append(row.packet_id)
+                    if row.unrouted is not None:
+                        stored.unrouted[row.packet_id] = row.unrouted
         return list(found.values())
 
 
@@ -270,6 +280,16 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
                     )
                 ),
                 [{"awaited_key": key, "awaited_id": packet_id} for key, packet_id in ids],
+            )
+        case MarkUnrouted(records):
+            await session.execute(
+                update(cast(Table, _AWAITING))
+                .where(
+                    _AWAITING.c.session_key == bindparam("awaited_key"),
+                    _AWAITING.c.packet_id == bindparam("awaited_id"),
+                )
+                .values(unrouted=bindparam("record")),
+                [{"awaited_key": k, "awaited_id": i, "record": r} for k, i, r in records],
             )
         case Enqueue():
             await _enqueue(session, [write])

@@ -10,18 +10,28 @@ kept until PUBREL), so the copy sent again is not routed as a new message: witho
 members that did not take the first copy never get it, although the client then has its
 PUBREC. So:
 
-1. A message of a persistent session whose routing failed leaves a record with its packet
-   id (``Unrouted``, in ``BrokerSession.unrouted``): its cluster-wide message id, and the
-   member each shared subscription's copy was sent to. At most one per packet id awaiting
-   PUBREL (``max_awaiting_pubrel``); it goes with the PUBREL, or once a copy sent again is
-   confirmed everywhere. The member a session is handed over to gets its records with its
-   packet ids (``handed_over``): the client may send again to any member. They are kept in
-   memory only: a restart of the member that held the session, or its death, loses them
-   (the copy sent again is then acknowledged unrouted, as before).
+1. A message of a persistent session forwarded to other members leaves a record with its
+   packet id (``Unrouted``, in ``BrokerSession.unrouted``): its cluster-wide message id, and
+   the member each shared subscription's copy was sent to. It is kept while their
+   confirmations are awaited and after they failed, at most one per packet id awaiting PUBREL
+   (``max_awaiting_pubrel``); it goes with the PUBREL, or once the routing, or a routing of
+   a copy sent again, is confirmed everywhere. The store keeps it in the packet id's row,
+   written in the same transaction as the id (``broker.journal``: submitted before the
+   routing, written as the routing filled it in) and cleared at the confirmation, so that
+   the member that restores the session after a restart, or adopts or takes it over after
+   its member's death, reads it with the id. The member a session is handed over to gets
+   its records with its packet ids (``handed_over``; the store has them too): the client
+   may send again to any member.
 2. The PUBLISH sent again (§4.3.3: PUBREC, and not a new message) is routed again with the
    recorded id, with the route table as it is now: plain copies to every member with a
    matching filter, each shared subscription's copy to the member that had it (another one
-   only if that one left the group). Its PUBREC waits for their confirmations again.
+   only if that one left the group). Its PUBREC waits for their confirmations again. A copy
+   sent again while the first routing is still pending (its connection closed, the client
+   connected again at once) is not routed a second time: its PUBREC waits for that routing's
+   outcome, and if that fails, its connection closes unacknowledged too, so the client sends
+   it again, which then routes it again. Not covered: a persistent session that had the
+   first copy on a member that then died or restarted, now on a member that had not
+   delivered it, gets the copy routed again too (its queue does not say which it holds).
 3. Each member remembers the QoS 2 message ids it delivered and when (``DeliveredIds``; at
    most ``cluster_qos2_ids_kept``, the oldest forgotten first). A message id it delivered
    before goes only to the sessions that came to it since (a session that moved here, whose
@@ -35,29 +45,22 @@ import collections
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.cluster.forward import all_of
 from broker.cluster.frames import Group
 from broker.router import Message
+from broker.sessions import Unrouted
 
 if TYPE_CHECKING:
     from broker.cluster.router import ClusterRouter
+    from broker.session_store import SessionStore
     from broker.sessions import BrokerSession
 
 __all__ = [
     "DeliveredIds", "Unrouted", "groups_again", "handed_over", "read_handed_over",
-    "remember_unless_routed", "route_again",
+    "remember_unless_routed", "route_again", "route_first", "taken_over",
 ]  # fmt: skip
-
-
-@dataclass(slots=True)
-class Unrouted:
-    """What a QoS 2 message whose routing failed needs to be routed again (step 1)."""
-
-    message_id: int
-    groups: dict[Group, str] = field(default_factory=dict)  # shared subscription -> member
 
 
 class DeliveredIds:
@@ -88,25 +91,48 @@ class DeliveredIds:
         return None
 
 
+def route_first(
+    router: "ClusterRouter", message: Message, session: "BrokerSession", packet_id: int
+) -> "bool | asyncio.Future[None]":
+    """Step 1: a persistent session's QoS 2 ``message``, routed, its ``packet_id`` kept
+    until PUBREL with the record (in the store as in memory) while other members'
+    confirmations are awaited."""
+    record = Unrouted(0)
+    router.store.pubrel_awaited(session, packet_id, record)  # as routing fills it in
+    routed = router.publish(message, record)
+    if isinstance(routed, asyncio.Future):
+        remember_unless_routed(session, packet_id, record, routed, router.store)
+    else:
+        record.message_id = 0  # routed here alone: nothing to route again
+    return routed
+
+
 def remember_unless_routed(
     session: "BrokerSession",
     packet_id: int,
     record: Unrouted,
     routed: "asyncio.Future[None]",
+    store: "SessionStore",
 ) -> None:
-    """Keep ``record`` with the session's QoS 2 ``packet_id`` if ``routed`` fails (step 1),
-    and let it go once a routing of it succeeds."""
+    """Keep ``record`` with the session's QoS 2 ``packet_id`` while ``routed`` is pending
+    and after it failed (step 1), and let it go once a routing of it succeeds (the store
+    has it from the start: ``route_first``)."""
+    kept = session.unrouted
+    if kept is None:
+        kept = session.unrouted = {}
+    kept[packet_id] = record
+    record.pending = routed
 
     def settled(done: "asyncio.Future[None]") -> None:
-        kept = session.unrouted
+        if record.pending is done:
+            record.pending = None
         if done.cancelled() or done.exception() is not None:
-            if packet_id not in session.awaiting_pubrel:
-                return  # released meanwhile: nothing will be sent again
-            if kept is None:
-                kept = session.unrouted = {}
-            kept[packet_id] = record
-        elif kept is not None and kept.get(packet_id) is record:
-            del kept[packet_id]
+            return  # kept: routed again when sent again
+        if session.unrouted is None or session.unrouted.get(packet_id) is not record:
+            return  # released meanwhile, or the id's record replaced
+        del session.unrouted[packet_id]
+        if packet_id in session.awaiting_pubrel:  # still this session's (not handed over)
+            store.unrouted(session, packet_id, None)
 
     routed.add_done_callback(settled)
 
@@ -114,12 +140,16 @@ def remember_unless_routed(
 def route_again(
     router: "ClusterRouter", message: Message, session: "BrokerSession", packet_id: int
 ) -> "bool | asyncio.Future[None] | None":
-    """Step 2: ``message`` (as sent again) routed again as the one ``session`` could not
-    route under ``packet_id``; None if that one was not kept."""
+    """Step 2: ``message`` (as sent again) routed again as the one ``session`` has not
+    routed for sure under ``packet_id``; None if that one was not kept. While the first
+    routing is pending, no second: the PUBREC waits for its outcome (and the connection
+    closes unacknowledged if it fails, as the first copy's did)."""
     kept = session.unrouted
     record = kept.get(packet_id) if kept is not None else None
     if kept is None or record is None:
         return None
+    if record.pending is not None:
+        return record.pending
     router.routed_again += 1
     message.id = record.message_id
     if router.announcer is not None:
@@ -143,8 +173,9 @@ def route_again(
     routed = all_of(confirmations)
     if routed is None:
         del kept[packet_id]
+        router.store.unrouted(session, packet_id, None)
         return durable
-    remember_unless_routed(session, packet_id, record, routed)
+    remember_unless_routed(session, packet_id, record, routed, router.store)
     return routed
 
 
@@ -169,12 +200,9 @@ def groups_again(
 def handed_over(awaiting: list[int], unrouted: dict[int, Unrouted] | None) -> bytes:
     """A take-over's answer (``broker.cluster.sessions``) for a session given up: the
     packet ids of its client's QoS 2 messages awaiting PUBREL, and the records of those whose
-    routing failed."""
-    records = {
-        str(packet_id): [record.message_id, [[*group, member] for group, member in
-                                             record.groups.items()]]
-        for packet_id, record in (unrouted or {}).items()
-    }  # fmt: skip
+    routing failed or is still pending (the store has them too, from members of this
+    version)."""
+    records = {str(packet_id): record.as_list() for packet_id, record in (unrouted or {}).items()}
     return json.dumps({"awaiting_pubrel": awaiting, "unrouted": records}).encode()
 
 
@@ -188,10 +216,24 @@ def read_handed_over(answer: bytes) -> tuple[set[int], dict[int, Unrouted]]:
         return set(), {}
     unrouted: dict[int, Unrouted] = {}
     try:
-        for packet_id, (message_id, groups) in dict(found.get("unrouted", {})).items():
+        for packet_id, record in dict(found.get("unrouted", {})).items():
             if int(packet_id) in ids:
-                chosen = {(str(n), str(f)): str(m) for n, f, m in groups}
-                unrouted[int(packet_id)] = Unrouted(int(message_id), chosen)
+                unrouted[int(packet_id)] = Unrouted.from_list(record)
     except (ValueError, TypeError):
         return ids, {}
     return ids, unrouted
+
+
+def taken_over(
+    session: "BrokerSession", unrouted: dict[int, Unrouted], store: "SessionStore"
+) -> None:
+    """The records a take-over answer named (``read_handed_over``) join those read with
+    the session from the store; one it did not have (from a member of an earlier version,
+    which kept them in memory only) is stored now."""
+    kept = session.unrouted
+    if kept is None:
+        kept = session.unrouted = {}
+    for packet_id, record in unrouted.items():
+        if packet_id not in kept:
+            kept[packet_id] = record
+            store.unrouted(session, packet_id, record)

@@ -38,7 +38,7 @@ from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
 from broker.cluster.parked import ParkedFrames
 from broker.cluster.replay import Replays
-from broker.cluster.resend import DeliveredIds, Unrouted, remember_unless_routed, route_again
+from broker.cluster.resend import DeliveredIds, Unrouted, route_again, route_first
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
@@ -225,11 +225,7 @@ class ClusterRouter:
     def publish_qos2(
         self, message: Message, session: BrokerSession, packet_id: int
     ) -> "bool | asyncio.Future[None]":
-        record = Unrouted(0)
-        routed = self.publish(message, record)
-        if isinstance(routed, asyncio.Future):
-            remember_unless_routed(session, packet_id, record, routed)
-        return routed
+        return route_first(self, message, session, packet_id)
 
     def publish_again(
         self, message: Message, session: BrokerSession, packet_id: int

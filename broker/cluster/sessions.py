@@ -42,7 +42,7 @@ from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
-from broker.cluster.resend import Unrouted, handed_over, read_handed_over
+from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
@@ -327,8 +327,8 @@ class SessionClaims:
 
     def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
         unrouted = self._unrouted.pop(key, None)
-        if session is not None and unrouted:
-            session.unrouted = unrouted  # its client's resend routes them again
+        if session is not None and unrouted:  # its client's resend routes them again
+            taken_over(session, unrouted, self.registry.store)
         if self.handovers is not None:
             self.handovers.loaded(session)
 

@@ -10,8 +10,20 @@ from uuid import uuid4
 
 import pytest
 
-from broker.journal import BATCH, DONE, QUEUE, RELEASE, SENT, Journal, Ref, writes_for
+from broker.journal import (
+    BATCH,
+    DONE,
+    QUEUE,
+    RELEASE,
+    SENT,
+    Journal,
+    Ref,
+    Unconfirmed,
+    writes_for,
+)
 from broker.mqtt.session import RELEASED, Outgoing
+from broker.session_store import SqlSessionStore
+from broker.sessions import BrokerSession, Unrouted
 from storage.records import Device
 from storage.session_data import (
     Acknowledge,
@@ -20,6 +32,7 @@ from storage.session_data import (
     Enqueue,
     MarkReleased,
     MarkSent,
+    MarkUnrouted,
     PubrelReceived,
     SaveSession,
     Subscribe,
@@ -85,6 +98,57 @@ def test_qos2_ids_of_a_session_dropped_in_the_batch_go_with_it() -> None:
          AwaitPubrel((("j", 4),))]
     )  # fmt: skip
     assert writes == [DropSession("k"), save, AwaitPubrel((("k", 2), ("j", 4)))]
+
+
+def test_a_qos2_id_is_written_with_its_record_as_its_routing_filled_it_in() -> None:
+    """Submitted before its message is routed, in one entry: no transaction has the id
+    without what routing the message again needs (``broker.cluster.resend``)."""
+    record = Unrouted(0)
+    entry = Unconfirmed("k", 1, record)
+    record.message_id, record.groups = 7, {("g", "a/#"): "m2"}  # routing, in the same turn
+    writes, _ = writes_for([entry])
+    assert writes == [AwaitPubrel((("k", 1),)), MarkUnrouted((("k", 1, record.stored()),))]
+    alone = Unconfirmed("k", 2, Unrouted(0))  # routed on its member alone
+    assert writes_for([alone]) == ([AwaitPubrel((("k", 2),))], [])
+
+
+def test_a_record_goes_with_its_id() -> None:
+    """Confirmed: nothing to route again. Released, or its session dropped: gone with
+    the id. The id kept again for a new message: that one has nothing to route again."""
+    kept = Unconfirmed("k", 1, Unrouted(7))
+    routed = MarkUnrouted((("k", 1, None),))
+    assert writes_for([kept, routed])[0] == [AwaitPubrel((("k", 1),)), routed]
+    released = PubrelReceived((("k", 1),))
+    assert writes_for([kept, released])[0] == [released]
+    assert writes_for([kept, DropSession("k")])[0] == [DropSession("k")]
+    again = AwaitPubrel((("k", 1),))
+    assert writes_for([MarkUnrouted((("k", 1, "x"),)), released, again])[0] == [again]
+
+
+async def test_a_record_is_read_back_with_its_session_until_routed(tmp_path: Path) -> None:
+    """What a member restoring or adopting the session reads (``SqlSessionStore``)."""
+    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    device: Device = await opened.create_device("meter")
+    sessions = SqlSessionStore(opened)
+    session = BrokerSession((str(device.id), "c"), "meter", persistent=True)
+    sessions.save_session(session)
+    record = Unrouted(0)
+    sessions.pubrel_awaited(session, 4, record)
+    sessions.pubrel_awaited(session, 5, Unrouted(0))  # routed on this member alone
+    record.message_id, record.groups = 2**64 - 3, {("g", "a/#"): "m2"}
+    await sessions.flush()
+    loaded = await sessions.load_one(session.key)
+    assert loaded is not None
+    assert loaded.awaiting_pubrel == {4, 5}
+    assert loaded.unrouted == {4: record}
+
+    sessions.unrouted(session, 4, None)  # confirmed after all
+    await sessions.flush()
+    loaded = await sessions.load_one(session.key)
+    assert loaded is not None
+    assert (loaded.awaiting_pubrel, loaded.unrouted) == ({4, 5}, None)
+    await sessions.close(within=5)
+    await opened.close()
 
 
 @pytest.fixture

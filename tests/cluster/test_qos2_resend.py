@@ -7,7 +7,8 @@ PUBREC, the connection closes. The client sends the PUBLISH again (DUP, same pac
 which the session knows as received: it is routed again, and every subscriber gets it
 once: the backend on B (the first copy never reached it), a watcher on A (A refused the
 first copy), one on D (D took the first copy) and one on C (the publisher's first member).
-Nodes as separate processes on the machine's NATS and PostgreSQL."""
+So too when C is killed before the client sends it again: what routing it again needs was
+stored with the session. Nodes as separate processes on the machine's NATS and PostgreSQL."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,29 @@ def test_sent_again_to_another_member_it_is_routed_again_from_there(tmp_path: Pa
         _each_got_it_once(scene)
         assert _counted(scene, "d", "qos2_routed_again") == 1
         assert _counted(scene, "c", "qos2_repeats") == 1  # C had it: its watcher not again
+
+
+def test_sent_again_after_the_death_of_the_member_that_held_it_it_is_routed_again(
+    tmp_path: Path,
+) -> None:
+    """C is killed (SIGKILL: nothing handed over) after A refused the first copy; D reads
+    the session, its packet id and what routing the message again needs from the store."""
+    with four_nodes(tmp_path) as scene:
+        nodes = scene.nodes
+        with Raw(nodes.nodes["c"].port, nodes.server_cert, scene.sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            scene.move_backend()
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() is None  # A refused it: closed, no PUBREC
+        nodes.kill("c")
+        del scene.watchers["c"]  # its clean session went with C
+        with Raw(nodes.nodes["d"].port, nodes.server_cert, scene.sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        _each_got_it_once(scene)
+        assert _counted(scene, "d", "qos2_routed_again") == 1
 
 
 def _watcher(nodes: Cluster, node: str) -> Client:

@@ -1,12 +1,18 @@
 """QoS 2 packet ids awaiting PUBREL kept with persistent sessions (MQTT 3.1.1 §4.3.3, method
 B), on SQLite and PostgreSQL: read back by another process, freed by PUBREL, gone with
-their session or device."""
+their session or device; and with each, what routing its message again needs."""
 
 import pytest
 
 from nanoiot.errors import ConflictError
 from storage.records import Device
-from storage.session_data import AwaitPubrel, DropSession, PubrelReceived, SaveSession
+from storage.session_data import (
+    AwaitPubrel,
+    DropSession,
+    MarkUnrouted,
+    PubrelReceived,
+    SaveSession,
+)
 from storage.sql import SqlCredentialStore
 
 
@@ -72,3 +78,27 @@ async def test_an_id_for_a_vanished_session_fails_the_transaction(
     with pytest.raises(ConflictError):
         await store.write_sessions([_save(device, "c1"), AwaitPubrel(((f"{device.id}/gone", 1),))])
     assert await store.load_sessions() == []
+
+
+async def test_a_record_is_kept_with_its_id_and_goes_with_it(
+    store: SqlCredentialStore, other_store: SqlCredentialStore, device: Device
+) -> None:
+    key = f"{device.id}/c1"
+    await store.write_sessions([_save(device, "c1"), AwaitPubrel(((key, 1), (key, 2)))])
+    await store.write_sessions([MarkUnrouted(((key, 1, '[7, [["g", "a/#", "m2"]]]'),))])
+    loaded = await other_store.load_session(key)
+    assert loaded is not None
+    assert loaded.unrouted == {1: '[7, [["g", "a/#", "m2"]]]'}
+
+    # Its PUBREL, then a new message with the id: that one has nothing to route again.
+    await store.write_sessions([AwaitPubrel(((key, 1),))])
+    await store.write_sessions([MarkUnrouted(((key, 2, "[8, []]"),))])
+    loaded = await other_store.load_session(key)
+    assert loaded is not None
+    assert loaded.unrouted == {2: "[8, []]"}
+
+    await store.write_sessions([MarkUnrouted(((key, 2, None),))])  # confirmed
+    await store.write_sessions([PubrelReceived(((key, 1),)), MarkUnrouted(((key, 1, "x"),))])
+    loaded = await other_store.load_session(key)
+    assert loaded is not None
+    assert (sorted(loaded.awaiting_pubrel), loaded.unrouted) == ([2], {})  # 1: not kept again

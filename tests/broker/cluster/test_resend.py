@@ -2,6 +2,7 @@
 (``broker.cluster.resend``); the whole is tested in tests/cluster/test_qos2_resend.py."""
 
 import asyncio
+from typing import TYPE_CHECKING, cast
 
 from broker.cluster.resend import (
     DeliveredIds,
@@ -10,6 +11,8 @@ from broker.cluster.resend import (
     handed_over,
     read_handed_over,
     remember_unless_routed,
+    route_again,
+    taken_over,
 )
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
@@ -18,6 +21,9 @@ from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterUnavailableError
+
+if TYPE_CHECKING:
+    from broker.cluster.router import ClusterRouter
 
 
 def test_an_id_delivered_before_says_when() -> None:
@@ -49,48 +55,112 @@ def persistent(client_id: str) -> BrokerSession:
     return BrokerSession(("device", client_id), "device", persistent=True)
 
 
-async def test_a_failed_routing_is_kept_with_its_packet_id_until_one_succeeds() -> None:
+class Recorded(MemorySessionStore):
+    """A store that remembers what it was told of records (pure logic: ``broker.journal``
+    and the SQL are tested on their own)."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[int, Unrouted | None]] = []
+
+    def unrouted(self, session: BrokerSession, packet_id: int, record: Unrouted | None) -> None:
+        self.told.append((packet_id, record))
+
+
+async def test_a_record_is_kept_while_pending_and_after_failures_until_one_succeeds() -> None:
     loop = asyncio.get_running_loop()
-    session = persistent("c")
+    session, store = persistent("c"), Recorded()
     session.awaiting_pubrel.add(5)
     record = Unrouted(42, {("g", "t"): "m1"})
     first: asyncio.Future[None] = loop.create_future()
-    remember_unless_routed(session, 5, record, first)
+    remember_unless_routed(session, 5, record, first, store)
+    assert session.unrouted == {5: record}  # pending: a resend waits for it
+    assert record.pending is first
     first.set_exception(ClusterUnavailableError("member m1 did not confirm"))
     await asyncio.sleep(0)  # its callbacks run
     assert session.unrouted == {5: record}
+    assert record.pending is None  # failed: a resend routes it again
 
     again: asyncio.Future[None] = loop.create_future()  # routed again: fails again
-    remember_unless_routed(session, 5, record, again)
+    remember_unless_routed(session, 5, record, again, store)
     again.cancel()
     await asyncio.sleep(0)
     assert session.unrouted == {5: record}
+    assert store.told == []  # the store has it since the first routing (``route_first``)
 
     last: asyncio.Future[None] = loop.create_future()
-    remember_unless_routed(session, 5, record, last)
+    remember_unless_routed(session, 5, record, last, store)
     last.set_result(None)
     await asyncio.sleep(0)
     assert session.unrouted == {}
+    assert store.told == [(5, None)]  # nothing to route again any more
 
 
 async def test_a_routing_that_succeeds_keeps_nothing() -> None:
-    session = persistent("c")
+    session, store = persistent("c"), Recorded()
     session.awaiting_pubrel.add(5)
     routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    remember_unless_routed(session, 5, Unrouted(1), routed)
+    remember_unless_routed(session, 5, Unrouted(1), routed, store)
     routed.set_result(None)
     await asyncio.sleep(0)
     assert not session.unrouted
+    assert store.told == [(5, None)]
 
 
 async def test_nothing_is_kept_for_a_packet_id_released_meanwhile() -> None:
-    """No resend follows a PUBREL (§4.3.3): at most one record per id awaiting PUBREL."""
-    session = persistent("c")
+    """No resend follows a PUBREL (§4.3.3), which drops the record (``broker.client``):
+    at most one record per id awaiting PUBREL, whatever the routing's outcome."""
+    loop = asyncio.get_running_loop()
+    for outcome in (None, ClusterUnavailableError("refused")):
+        session, store = persistent("c"), Recorded()
+        session.awaiting_pubrel.add(5)
+        routed: asyncio.Future[None] = loop.create_future()
+        remember_unless_routed(session, 5, Unrouted(1), routed, store)
+        session.awaiting_pubrel.discard(5)
+        assert session.unrouted is not None
+        session.unrouted.pop(5)
+        if outcome is None:
+            routed.set_result(None)
+        else:
+            routed.set_exception(outcome)
+        await asyncio.sleep(0)
+        assert not session.unrouted
+        assert store.told == []
+
+
+async def test_a_session_given_up_meanwhile_leaves_the_store_to_its_new_member() -> None:
+    """Handed over while its routing was pending (``Registry.forget`` clears it): the new
+    member's copy of the record is not this member's to clear."""
+    session, store = persistent("c"), Recorded()
+    session.awaiting_pubrel.add(5)
     routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    remember_unless_routed(session, 5, Unrouted(1), routed)
-    routed.set_exception(ClusterUnavailableError("refused"))
+    remember_unless_routed(session, 5, Unrouted(1), routed, store)
+    session.clear()
+    routed.set_result(None)
     await asyncio.sleep(0)
-    assert not session.unrouted
+    assert store.told == []
+
+
+async def test_a_resend_while_the_first_routing_is_pending_waits_for_it() -> None:
+    """Not routed a second time meanwhile: its PUBREC waits for the first routing's
+    outcome (tests/cluster/test_qos2_resend.py shows it with real members)."""
+    session = persistent("c")
+    session.awaiting_pubrel.add(5)
+    first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remember_unless_routed(session, 5, Unrouted(1), first, Recorded())
+    not_used = cast("ClusterRouter", None)  # nothing is routed
+    assert route_again(not_used, Message("t", b"", 2), session, 5) is first
+    assert route_again(not_used, Message("t", b"", 2), session, 6) is None
+    first.set_result(None)
+
+
+def test_a_record_is_stored_as_text_and_read_back() -> None:
+    record = Unrouted(2**64 - 1, {("g", "a/#"): "m2", ("h", "+"): "m1"})
+    stored = record.stored()
+    assert stored is not None
+    assert Unrouted.read(stored) == record
+    assert Unrouted(0).stored() is None  # routed on its member alone: nothing to keep
+    assert Unrouted.read("[1, [[2]]]") is None
+    assert Unrouted.read("not json") is None
 
 
 async def test_a_message_delivered_here_before_goes_only_to_sessions_that_came_since() -> None:
@@ -123,3 +193,14 @@ def test_a_garbled_or_earlier_answer_names_no_record() -> None:
     assert read_handed_over(garbled) == ({4}, {})
     not_awaited = b'{"awaiting_pubrel": [4], "unrouted": {"9": [1, []]}}'
     assert read_handed_over(not_awaited) == ({4}, {})
+
+
+def test_records_a_take_over_named_join_those_the_store_had() -> None:
+    """Those the store had (this version) stay; one only the answer named (a member of an
+    earlier version kept it in memory only) is stored now."""
+    session, store = persistent("c"), Recorded()
+    stored, named = Unrouted(1), Unrouted(2)
+    session.unrouted = {4: stored}
+    taken_over(session, {4: Unrouted(1), 5: named}, store)
+    assert session.unrouted == {4: stored, 5: named}
+    assert store.told == [(5, named)]
