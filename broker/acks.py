@@ -5,7 +5,8 @@ goes out only once what routing wrote is committed, and always in the order of t
 (§4.6): one not yet committed holds back every later one. While the store cannot be written
 they wait at most ``ack_timeout`` seconds; then the connection closes without them and the
 client sends those messages again on a new one (§4.4). A persistent session's PUBCOMP waits
-in the same way for the release of its packet id (§4.3.3).
+in the same way for the release of its packet id, and its PUBREL for the release of the
+stored message (§4.3.3).
 """
 
 import asyncio
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.client")  # logged as the connection it belongs to
 
-# In an entry's QoS place: PUBCOMP, for a PUBREL whose packet id's release is to be committed.
+# In an entry's QoS place: PUBCOMP, for a PUBREL whose packet id's release is to be committed;
+# PUBREL, for a PUBREC of a stored message whose release is to be committed.
 _PUBCOMP = 3
+_PUBREL = 4
 
 
 class HeldAcks:
@@ -76,6 +79,13 @@ class HeldAcks:
         order with the acknowledgements held before it."""
         code = 0 if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
         self.acknowledge(packet_id, _PUBCOMP, durable=True, code=code)
+
+    def release(self, packet_id: int) -> None:
+        """PUBREL for the PUBREC of a stored QoS 2 message, once the store has committed its
+        release: a server that reads the session from the store after a crash then sends
+        PUBREL again, never the PUBLISH, which the client would take for a new message once
+        it answered the PUBREL (§4.3.3). In order with what is held before it."""
+        self.acknowledge(packet_id, _PUBREL, durable=True)
 
     def then(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every acknowledgement held so far went out (at once if
@@ -147,6 +157,8 @@ class HeldAcks:
 def _answer(client: "MqttClient", packet_id: int, qos: int, code: int) -> None:
     if qos == _PUBCOMP:
         client.core.complete(packet_id, known=not code)
+    elif qos == _PUBREL:
+        client.core.release(packet_id)
     else:
         client.core.acknowledge(packet_id, qos, code)
 

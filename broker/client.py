@@ -136,7 +136,10 @@ class MqttClient:
             elif isinstance(event, MessageSent):
                 self._sent(event.message)
             elif isinstance(event, MessageReleased):
-                self.broker.store.message_released(event.message)
+                message = event.message
+                self.broker.store.message_released(message)
+                if message.stored is not None:  # its PUBREL once that is committed
+                    self._acks.release(message.packet_id)
             elif isinstance(event, Subscribe):
                 inbound.subscribe(self, event)
             elif isinstance(event, Unsubscribe):

@@ -232,9 +232,10 @@ class Connection(Outbound):
             self._completed(packet.packet_id, 1 if isinstance(packet, Puback) else 2, events)
         elif isinstance(packet, Pubrec):
             released = session.released(packet.packet_id)
-            missing = released is None and packet.packet_id not in session.inflight
-            self._ack(Pubrel, packet.packet_id, missing)
-            if released is not None:
+            if released is None or released.stored is None:
+                missing = released is None and packet.packet_id not in session.inflight
+                self._ack(Pubrel, packet.packet_id, missing)
+            if released is not None:  # a stored one's PUBREL waits for the store (the event)
                 events.append(MessageReleased(released))
         elif isinstance(packet, Pubrel):
             missing = packet.packet_id not in session.awaiting_pubrel

@@ -22,7 +22,10 @@ class MessageSent:
 
 @dataclass(frozen=True, slots=True)
 class MessageReleased:
-    """PUBREC came for a QoS 2 message: PUBREL was sent, PUBCOMP is awaited (§4.3.3)."""
+    """PUBREC came for a QoS 2 message: PUBREL was sent, PUBCOMP is awaited (§4.3.3). For a
+    stored message PUBREL is not sent yet: only once the store committed the release
+    (``Outbound.release``), so that no PUBLISH of it is sent after a PUBREL (§4.3.3), not
+    even by a server that read the session from the store after a crash."""
 
     message: Outgoing
 

@@ -59,6 +59,11 @@ class Outbound:
             return
         self._ack(kind, packet_id, False)
 
+    def release(self, packet_id: int) -> None:
+        """PUBREL for a stored QoS 2 message's PUBREC (``MessageReleased``), once the store
+        committed its release."""
+        self._ack(Pubrel, packet_id, False)
+
     def complete(self, packet_id: int, *, known: bool = True) -> None:
         """PUBCOMP for a persistent session's PUBREL (``PublishReleased``), once the store
         committed the packet id's release; a 5.0 client learns of an id not ``known``."""

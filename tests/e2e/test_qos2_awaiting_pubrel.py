@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Packet, Pubcomp, Publish, Pubrec, Pubrel
+from broker.mqtt.packets import (
+    Connack,
+    Connect,
+    Packet,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+)
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, application_client, mqtt_client, write_pem
 from tests.e2e.peers import Raw
@@ -69,10 +80,12 @@ def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
 
 
 @contextmanager
-def _sensor_whose_store_can_be_locked(tmp_path: Path) -> Iterator[tuple[Raw, SqliteLock]]:
+def _sensor_whose_store_can_be_locked(
+    tmp_path: Path,
+) -> Iterator[tuple[Raw, SqliteLock, BrokerThread]]:
     """A connected raw client of a persistent session that has published one QoS 2 message
-    (id 1, PUBREC'd), and a lock that keeps the store from being written (half a second of
-    statement timeout: a write fails fast while it is held)."""
+    (id 1, PUBREC'd), a lock that keeps the store from being written (half a second of
+    statement timeout: a write fails fast while it is held), and the broker."""
     settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
     lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
     with BrokerThread(settings) as broker:
@@ -84,7 +97,7 @@ def _sensor_whose_store_can_be_locked(tmp_path: Path) -> Iterator[tuple[Raw, Sql
                 assert raw.read() == Connack(False, 0)
                 raw.send(Publish(TELEMETRY, b"first", 2, packet_id=1))
                 assert raw.read() == Pubrec(1)  # the session's row is committed too
-                yield raw, lock
+                yield raw, lock, broker
         finally:
             lock.end()
 
@@ -107,7 +120,7 @@ def _answered_once_the_store_is_back(raw: Raw, lock: SqliteLock, packet: Packet)
 def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
     """No subscriber, so routing writes nothing: the PUBREC still waits for the id's commit,
     and goes out by itself once the store can be written again."""
-    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock):
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, _):
         held = Publish(TELEMETRY, b"held", 2, packet_id=2)
         assert _answered_once_the_store_is_back(raw, lock, held) == Pubrec(2)
 
@@ -115,5 +128,26 @@ def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
 def test_pubcomp_waits_until_the_packet_id_is_released_in_the_store(tmp_path: Path) -> None:
     """After PUBCOMP the client may use the id for a new message (§4.3.3): a store still
     holding it would take that message for this one sent again, after a restart."""
-    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock):
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, _):
         assert _answered_once_the_store_is_back(raw, lock, Pubrel(1)) == Pubcomp(1)
+
+
+def test_pubrel_waits_until_the_store_committed_the_pubrec(tmp_path: Path) -> None:
+    """A persistent session's QoS 2 message to its client: PUBREL goes out only once the
+    store has the message released, so that the server never sends the PUBLISH again after
+    its PUBREL (§4.3.3), not even after a crash in between: the client, having answered the
+    PUBREL, would take that PUBLISH for a new message."""
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, broker):
+        raw.send(Subscribe(1, (SubscribeRequest("v1/devices/me/rpc/request/+", 2),)))
+        assert raw.read() == Suback(1, (2,))
+        backend = application_client(broker, "backend", PASSWORD)
+        assert backend.wait_connack() == 0
+        backend.publish("devices/sensor/rpc/request/1", b"once", qos=2)
+        sent = raw.read()
+        assert isinstance(sent, Publish)
+        assert (sent.payload, sent.qos) == (b"once", 2)
+        packet_id = sent.packet_id
+        assert packet_id is not None
+        assert _answered_once_the_store_is_back(raw, lock, Pubrec(packet_id)) == Pubrel(packet_id)
+        raw.send(Pubcomp(packet_id))
+        backend.close()
