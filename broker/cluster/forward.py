@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import Group, encode, encode_barrier
+from broker.cluster.frames import Group, decode, encode, encode_barrier
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.peer import SessionKey
@@ -308,8 +308,11 @@ class Forwarder:
         """Nobody listens for ``member``: this frame is parked, then those sent to it after
         it (nobody listens for them either; their answers are ignored), in order."""
         if member not in self.parked:
+            # The first may be this member's barrier to a member it took a session from.
+            barrier = all(routed.barrier for routed in decode(data, 0.0))
             log.warning("cluster member %s is gone: frames for it are parked until its "
-                        "sessions are taken", member)  # fmt: skip
+                        "sessions are taken (the first: %s)", member,
+                        "this member's hand-over barrier" if barrier else "messages")  # fmt: skip
             self.parked.add(member)
             self.on_gone(member)
         self._park(member, data, future)

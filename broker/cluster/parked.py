@@ -14,10 +14,23 @@ the frame: its publishers are not acknowledged and send again) and ``KEPT_FOR`` 
 member nobody ever takes over does not keep frames forever). It has ``cluster_replicas``
 copies (``broker.cluster.streams``): frames already acknowledged to their publishers outlive
 the NATS server that led the stream.
+
+Several members may read one gone member's frames at once: its adopter, a member a client
+took one of its sessions to directly, the member itself restarted. Each *pins* the subject
+while it reads (a consumer of the stream that delivers nothing, seen cluster-wide); a member
+that takes a session from a gone member pins it before its claim replaces the gone member's
+(``SessionClaims``), so before the adopter can find the session not its own, until its
+replay ends. A purge waits until nobody pins the subject: none drops frames another member
+is still to give to a session it took (MQTT 3.1.1 §4.3.2, §4.3.3). The adopter deletes the
+gone member's routes only once no taking pins it either: until the taken session's own
+routes are seen, what is routed to it is parked for the gone member, not dropped. A pin
+outlives a member that died holding it by ``PINNED_FOR`` seconds at most.
 """
 
+import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -28,12 +41,18 @@ from nats.js import api
 from broker.cluster.errors import nats_errors
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
 from broker.cluster.streams import open_stream
+from nanoiot.errors import ClusterError
 
-__all__ = ["KEPT_FOR", "ParkedFrames"]
+__all__ = ["KEPT_FOR", "PINNED_FOR", "ParkedFrames"]
 
 log = logging.getLogger(__name__)
 
 KEPT_FOR: Final = 3600.0  # seconds a parked frame is kept at most (the stream's max age)
+PINNED_FOR: Final = 600.0  # seconds a pin outlives its member (the server drops it then)
+PURGE_RETRY: Final = 1.0  # seconds between a deferred purge's looks at the pins
+_READING: Final = "reading_"  # a replay's pin
+_TAKING: Final = "taking_"  # a session's taking's: from before its claim to its replay's end
+_PAGE: Final = 256  # consumers JetStream lists at most at once
 _STREAM: Final = "parked"
 
 
@@ -92,8 +111,61 @@ class ParkedFrames:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
 
+    async def pin(self, member: str, *, taking: bool = False) -> str:
+        """A pin on ``member``'s frames: none is purged while it is there. ``taking``: a
+        session is being taken from ``member`` (``unpinned``). Its name."""
+        name = f"{_TAKING if taking else _READING}{uuid.uuid4().hex}"
+        config = api.ConsumerConfig(
+            name=name, filter_subject=self.subject(member), ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=PINNED_FOR,
+            num_replicas=1, mem_storage=True,
+        )  # fmt: skip
+        with nats_errors(f"pinning {self.name} for member {member}"):
+            await self._js.add_consumer(self.name, config)
+        return name
+
+    async def unpin(self, name: str) -> None:
+        """The pin ``name`` taken away (gone already: the server dropped it)."""
+        with contextlib.suppress(ClusterError), nats_errors(f"unpinning {self.name}"):
+            await self._js.delete_consumer(self.name, name)
+
+    async def pins(self, member: str, *, taking: bool = False) -> set[str]:
+        """The pins on ``member``'s frames, cluster-wide (``taking``: of takings only)."""
+        consumers: list[api.ConsumerInfo] = []
+        with nats_errors(f"reading the consumers of {self.name}"):
+            while True:
+                page = await self._js.consumers_info(self.name, offset=len(consumers))
+                consumers += page
+                if len(page) < _PAGE:
+                    break
+        subject, kinds = self.subject(member), (_TAKING,) if taking else (_READING, _TAKING)
+        return {
+            c.name for c in consumers
+            if c.name and c.name.startswith(kinds) and c.config.filter_subject == subject
+        }  # fmt: skip
+
+    async def unpinned(self, member: str, then: str, *, taking: bool = False) -> bool:
+        """Once nobody pins ``member``'s frames (``taking``: no taking does), to do
+        ``then`` (for the log); False if some still did after ``PINNED_FOR`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PINNED_FOR
+        logged = False
+        while pins := await self.pins(member, taking=taking):
+            if loop.time() >= deadline:
+                return False
+            if not logged:
+                log.info("parked frames of member %s: %s once %d readers are done", member,
+                         then, len(pins))  # fmt: skip
+                logged = True
+            await asyncio.sleep(PURGE_RETRY)
+        return True
+
     async def purge(self, member: str) -> None:
-        """Drop ``member``'s parked frames (its sessions were all taken and replayed)."""
+        """Drop ``member``'s parked frames (its sessions were all taken and replayed), once
+        nobody pins them; given up, the frames left to their age, after ``PINNED_FOR``."""
+        if not await self.unpinned(member, "purged"):
+            log.warning("parked frames of member %s not purged: still read", member)
+            return
         with nats_errors(f"purging {self.name} of member {member}"):
             await self._js.purge_stream(self.name, subject=self.subject(member))
         log.info("parked frames of member %s purged", member)

@@ -28,7 +28,11 @@ parked, and routed to it directly once the others' tables show its new member's 
 5. Frames parked later (copies of messages routed with tables that also showed the session
    here, or from a member given up in step 4) are read for ``cluster_handover_window``
    seconds more and given unless the session had them; the adopter and the restarted
-   member then purge the gone member's parked frames.
+   member then purge the gone member's parked frames, once no other member reads them.
+
+A replay pins the frames it reads from its start to its end (``broker.cluster.parked``); a
+client's taking pins them before its claim (``pin_taken``), so that an adopter that finds
+the session taken cannot purge them before they are read for it.
 
 A member's own sessions (restored, or back on NATS) are asked for no barrier: what was
 parked for it did not also come to it, and the others park for it until they see its
@@ -37,7 +41,7 @@ heartbeat; what keeps coming is read until none did for ``QUIET`` seconds.
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
@@ -61,6 +65,7 @@ log = logging.getLogger(__name__)
 READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
 QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
 QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
+UNTAKEN: Final = 60.0  # seconds a taking's pin waits for its replay at most
 
 
 class Awaited:
@@ -116,6 +121,7 @@ class Replays:
         self.ask: Callable[[SessionKey, str, int], set[str]] | None = None
         self._awaited: dict[SessionKey, Awaited] = {}  # by token
         self._adoptions = 0
+        self._pins: dict[SessionKey, tuple[str, str]] = {}  # by session: (gone member, pin)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -152,8 +158,52 @@ class Replays:
         members ``asked`` for barriers for ``token``) and is told when the frames parked so
         far are given; else they are released here."""
         awaited = None if token is None else self._await(token, asked)
-        work = self._replay(gone, sessions, purge, caught_up, awaited)
-        task = self._loop.create_task(work, name=f"cluster replay of {gone}")
+        pin = self._pins.pop(token, None) if token is not None else None
+        if pin is not None and pin[0] != gone:
+            self._unpin(pin[1])
+            pin = None
+        work = self._replay(gone, sessions, purge, caught_up, awaited, pin[1] if pin else None)
+        self._spawn(work, f"cluster replay of {gone}")
+
+    async def pin_taken(self, key: SessionKey, gone: str) -> None:
+        """Session ``key`` is being taken from ``gone``, before its claim replaces
+        ``gone``'s: ``gone``'s frames pinned until its replay (``start``) reads them, or
+        ``UNTAKEN`` seconds if none starts (the connect failed)."""
+        if self._pins.get(key, ("", ""))[0] == gone:
+            return  # pinned before its claim
+        try:
+            name = await self.parked.pin(gone, taking=True)
+        except ClusterError as exc:
+            log.warning("parked frames of member %s not pinned: %s", gone, exc)
+            return
+        if (earlier := self._pins.pop(key, None)) is not None:
+            self._unpin(earlier[1])
+        self._pins[key] = (gone, name)
+        self._loop.call_later(UNTAKEN, self._untaken, key, name)
+
+    def forget(self, gone: str) -> None:
+        """``gone``'s sessions all taken: its routes deleted (the others stop parking for
+        it), once those taken from it directly read their frames (their routes are seen)."""
+        self._spawn(self._forget(gone), f"cluster routes of {gone} deleted")
+
+    async def _forget(self, gone: str) -> None:
+        try:
+            await self.parked.unpinned(gone, "its routes deleted", taking=True)
+            await self.announcer.forget(gone)
+        except ClusterError as exc:
+            log.warning("routes of member %s not deleted: %s", gone, exc)
+
+    def _untaken(self, key: SessionKey, name: str) -> None:
+        pin = self._pins.get(key)
+        if pin is not None and pin[1] == name:
+            del self._pins[key]
+            self._unpin(name)
+
+    def _unpin(self, name: str) -> None:
+        self._spawn(self.parked.unpin(name), "cluster parked frames unpinned")
+
+    def _spawn(self, work: Coroutine[None, None, None], name: str) -> None:
+        task = self._loop.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -188,11 +238,14 @@ class Replays:
         purge: bool,
         caught_up: Callable[[], None] | None,
         awaited: Awaited | None,
+        pin: str | None,
     ) -> None:
         by_key = {session.key: session for session in sessions}
         arrivals = [(session, session.arrival) for session in sessions]
         released = False
         try:
+            if pin is None:
+                pin = await self.parked.pin(gone)
             if caught_up is None and gone != self.parked.link.member and sessions:
                 # Not for its own: a message came one way only.
                 awaited = self._ask(gone, await self._visible(sessions))
@@ -203,11 +256,15 @@ class Replays:
                 released = True
                 self._caught_up(sessions, caught_up)
                 await self._follow(reader, by_key)
+            unpinned, pin = pin, None
+            await self.parked.unpin(unpinned)  # before the purge: no purger waits for another
             if purge:
                 await self.parked.purge(gone)
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
+            if pin is not None:
+                self._unpin(pin)
             if awaited is not None:
                 self._awaited.pop(awaited.token, None)
             if not released:

@@ -112,7 +112,7 @@ class SessionClaims:
         member = self.link.member
         self._claiming[key] = asyncio.Event()  # connects on one session take turns (Registry)
         try:
-            previous, revision = await self._swap(to_key(store_key(key)), member.encode())
+            previous, revision = await self._swap(key, member.encode())
             self._remember(key, revision, client)
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
@@ -138,14 +138,14 @@ class SessionClaims:
                      previous[0])  # fmt: skip
             with contextlib.suppress(ClusterError):
                 await self.link.publish(subject, request)
-            self._from_gone(key, previous[0])
+            await self._from_gone(key, previous[0])
             return True
         try:
             answer = await self.link.request(subject, request)
         except ClusterUnavailableError as exc:
             log.info("member %s did not answer for session %s (%s): taken as gone",
                      previous[0], store_key(key), exc)  # fmt: skip
-            self._from_gone(key, previous[0])
+            await self._from_gone(key, previous[0])
             return True
         awaiting, unrouted = read_handed_over(answer)
         if awaiting:
@@ -154,9 +154,10 @@ class SessionClaims:
             self._unrouted[key] = unrouted
         return True
 
-    def _from_gone(self, key: SessionKey, member: str) -> None:
-        """The session is taken from a gone member: what was parked for it is given to it
-        before what it holds is released (``broker.cluster.replay``)."""
+    async def _from_gone(self, key: SessionKey, member: str) -> None:
+        """Taken from gone ``member``: its parked frames pinned, given (``Replays``)."""
+        if self.replays is not None:
+            await self.replays.pin_taken(key, member)
         if self.handovers is not None:
             self.handovers.arrivals.from_gone(key, member)
 
@@ -240,9 +241,8 @@ class SessionClaims:
         self._holders = None
 
     async def adopt(self, gone: str) -> int:
-        """Take the sessions member ``gone`` held (it is dead, not restarted): claimed here
-        by compare-and-set (a device connecting meanwhile elsewhere wins) and read from the
-        store, so that their messages are queued here until their devices come back."""
+        """Take the sessions dead member ``gone`` held: claimed by compare-and-set (a device
+        connecting elsewhere meanwhile wins), read from the store, queued for here."""
         if not self.is_gone(gone):
             return 0  # it came back (restarted): it restored its own
         if not await self._nobody_listens(gone):
@@ -258,7 +258,9 @@ class SessionClaims:
         self.adopted += adopted
         if adopted:
             log.info("adopted %d persistent sessions of member %s", adopted, gone)
-        if self.announcer is not None:  # all taken: the others stop parking frames for it
+        if self.replays is not None:  # all taken: the others stop parking frames for it
+            self.replays.forget(gone)
+        elif self.announcer is not None:
             await self.announcer.forget(gone)
         return adopted
 
@@ -342,11 +344,15 @@ class SessionClaims:
         if self.handovers is not None:
             self.handovers.abandoned(key)
 
-    async def _swap(self, kv_key: str, value: bytes) -> tuple[tuple[str, int] | None, int]:
-        """Write ``value`` by compare-and-set: the (member, revision) it replaced, if any,
-        and the revision written."""
+    async def _swap(self, key: SessionKey, value: bytes) -> tuple[tuple[str, int] | None, int]:
+        """Write ``value`` by compare-and-set: the (member, revision) it replaced, if any, and
+        the revision written; a gone member's parked frames pinned first (``pin_taken``)."""
+        kv_key = to_key(store_key(key))
         for _ in range(_ATTEMPTS):
             entry = await self.bucket.get(kv_key)
+            holder = entry.value.decode() if entry is not None else ""
+            if holder and self.replays is not None and self.is_gone(holder):
+                await self.replays.pin_taken(key, holder)
             try:
                 if entry is None:
                     return None, await self.bucket.create(kv_key, value)

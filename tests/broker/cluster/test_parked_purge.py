@@ -1,0 +1,123 @@
+"""Purging a gone member's parked frames on the machine's NATS: a purge waits while another
+member pins them (it took one of the gone member's sessions and is still to read them for
+it), and drops them once nobody does (``broker.cluster.parked``)."""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from broker.cluster.forward import Forwarder
+from broker.cluster.frames import decode
+from broker.cluster.link import ClusterLink
+from broker.cluster.parked import ParkedFrames
+from broker.router import Message
+from nanoiot.settings import Settings
+
+WAIT = 10.0
+FRAMES = 5
+
+
+class _Purging(logging.Handler):
+    """Set once a purge of parked frames logged what it did: purged, or waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "purged" in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+def purging() -> Iterator[_Purging]:
+    handler = _Purging()
+    logger = logging.getLogger("broker.cluster.parked")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def _park(link: ClusterLink, parked: ParkedFrames, member: str) -> None:
+    """``FRAMES`` frames parked for ``member``, nobody listening for it."""
+    forwarder = Forwarder(link, 8 * 1024 * 1024, lambda _member: None)
+    forwarder.parking = parked
+    await forwarder.start()
+    try:
+        for number in range(FRAMES):
+            confirmed = forwarder.forward([member], Message("t", b"%d" % number, 1), [member], {})
+            assert confirmed is not None
+            await asyncio.sleep(0)  # the turn ends: the frame leaves
+            await asyncio.wait_for(confirmed, WAIT)
+    finally:
+        await forwarder.stop()
+
+
+async def _read(parked: ParkedFrames, member: str) -> list[bytes]:
+    """The payloads parked for ``member`` now, in order."""
+    last = await parked.last(member)
+    payloads: list[bytes] = []
+    async with parked.reading(member) as reader:
+        sequence = 0
+        while sequence < last:
+            got = await reader.next(WAIT)
+            assert got is not None
+            sequence, frame = got
+            payloads += [r.message.payload for r in decode(frame, 0.0)]
+    return payloads
+
+
+async def test_a_purge_waits_until_no_other_member_pins_the_frames(
+    cluster_settings: Callable[..., Settings], purging: _Purging
+) -> None:
+    """Member b adopted what member a held and purges a's frames, while member c, which a
+    client took one of a's sessions to, pinned them before its claim and reads them only
+    now: c gets every frame, and the purge drops them once c's pin is gone."""
+    adopter = await ClusterLink.connect(cluster_settings(node_name="b"))
+    taker = await ClusterLink.connect(cluster_settings(node_name="c"))
+    parked_b, parked_c = ParkedFrames(adopter, 1024 * 1024), ParkedFrames(taker, 1024 * 1024)
+    try:
+        await parked_b.start()
+        await _park(adopter, parked_b, "a")
+        pin = await parked_c.pin("a")
+        assert await parked_b.pins("a") == {pin}  # seen from any member
+
+        purge = asyncio.create_task(parked_b.purge("a"))
+        await asyncio.wait_for(purging.seen.wait(), WAIT)  # it looked at the pins
+        assert await _read(parked_c, "a") == [b"%d" % n for n in range(FRAMES)]
+        assert not purge.done()
+
+        await parked_c.unpin(pin)
+        await asyncio.wait_for(purge, WAIT)
+        assert await parked_b.last("a") == 0
+        assert await parked_b.pins("a") == set()
+    finally:
+        await adopter.close()
+        await taker.close()
+
+
+async def test_pins_are_per_member_and_a_purge_without_any_is_at_once(
+    cluster_settings: Callable[..., Settings], purging: _Purging
+) -> None:
+    """A pin on another gone member's frames does not hold this one's purge; unpinning a pin
+    the server dropped already is no error."""
+    link = await ClusterLink.connect(cluster_settings(node_name="b"))
+    parked = ParkedFrames(link, 1024 * 1024)
+    try:
+        await parked.start()
+        await _park(link, parked, "a")
+        other = await parked.pin("d")
+        await asyncio.wait_for(parked.purge("a"), WAIT)
+        assert await parked.last("a") == 0
+        await parked.unpin(other)
+        await parked.unpin(other)  # gone already
+        assert await parked.pins("d") == set()
+    finally:
+        await link.close()
