@@ -278,7 +278,10 @@ class SqlSessionStore:
         self._change(SENT, message)
 
     def message_released(self, message: Outgoing) -> None:
-        self._change(RELEASE, message)
+        ref = message.stored
+        if isinstance(ref, Ref):  # what its PUBRELs wait for (``journal.release_commit``)
+            self.journal.submit((RELEASE, ref))
+            ref.released = self.journal.pending_commit()
 
     def message_done(self, message: Outgoing) -> None:
         ref = message.stored
