@@ -314,7 +314,7 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
                     ref.key, message.topic, message.payload, message.qos, message.retain,
                     message.packet_id or None, message.sent, message.state == RELEASED,
                     encode_properties(message.properties) if message.properties else None,
-                    ref.received_at,
+                    ref.received_at, message.message_id or None,
                 )
             )  # fmt: skip
             queued.append(ref)
