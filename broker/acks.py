@@ -5,8 +5,8 @@ goes out only once what routing wrote is committed, and always in the order of t
 (§4.6): one not yet committed holds back every later one. While the store cannot be written
 they wait at most ``ack_timeout`` seconds; then the connection closes without them and the
 client sends those messages again on a new one (§4.4). A persistent session's PUBCOMP waits
-in the same way for the release of its packet id, and its PUBREL for the release of the
-stored message (§4.3.3).
+in the same way for the release of its packet id, and every PUBREL of a stored message for
+the release of the message (§4.3.3).
 """
 
 import asyncio
@@ -15,10 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from broker.journal import release_commit
 from broker.mqtt.codes import Reason
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+    from broker.mqtt.session import Outgoing
 
 log = logging.getLogger("broker.client")  # logged as the connection it belongs to
 
@@ -80,12 +82,13 @@ class HeldAcks:
         code = 0 if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
         self.acknowledge(packet_id, _PUBCOMP, durable=True, code=code)
 
-    def release(self, packet_id: int) -> None:
-        """PUBREL for the PUBREC of a stored QoS 2 message, once the store has committed its
-        release: a server that reads the session from the store after a crash then sends
-        PUBREL again, never the PUBLISH, which the client would take for a new message once
-        it answered the PUBREL (§4.3.3). In order with what is held before it."""
-        self.acknowledge(packet_id, _PUBREL, durable=True)
+    def release(self, message: "Outgoing") -> None:
+        """PUBREL for a stored QoS 2 message whose PUBREC came (now, or before: the client
+        repeated it, or resumed its session, §4.4), once the store has committed its release
+        (``release_commit``), in order with what is held before it."""
+        pending = release_commit(message)
+        durable = pending if pending is not None else False
+        self.acknowledge(message.packet_id, _PUBREL, durable=durable)
 
     def then(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every acknowledgement held so far went out (at once if

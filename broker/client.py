@@ -38,6 +38,7 @@ from broker.mqtt.events import (
     MessageSent,
     ProtocolViolation,
     PublishReleased,
+    PubrelAgain,
 )
 from broker.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
 from broker.mqtt.properties import Property
@@ -139,7 +140,7 @@ class MqttClient:
                 message = event.message
                 self.broker.store.message_released(message)
                 if message.stored is not None:  # its PUBREL once that is committed
-                    self._acks.release(message.packet_id)
+                    self._acks.release(message)
             elif isinstance(event, Subscribe):
                 inbound.subscribe(self, event)
             elif isinstance(event, Unsubscribe):
@@ -166,6 +167,8 @@ class MqttClient:
             if session is not None and session.unrouted:  # nothing is sent again now
                 session.unrouted.pop(event.packet_id, None)
             self._acks.complete(event.packet_id, known=event.known)
+        elif isinstance(event, PubrelAgain):  # once its release is committed, as the first
+            self._acks.release(event.message)
         elif isinstance(event, DuplicateReceived):
             inbound.publish_again(self, event.packet_id, event.publish, self._loop.time())
         elif isinstance(event, MessageDropped):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from auth.decision import ConnackCode, Decision
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
+from broker.journal import release_commit
 from broker.mqtt.connection import AUTHENTICATING
 from broker.mqtt.packets import MQTT_5, Connect
 from broker.sessions import BrokerSession
@@ -82,6 +83,9 @@ def accept(client: "MqttClient", session: BrokerSession, present: bool, connect:
         client._timer = None
     peer = client.peer
     assert peer is not None
+    # Released messages whose PUBREL waits until the store has committed the release (§4.3.3):
+    # the others' goes at once, in the order of the messages.
+    later = [m.packet_id for m in session.inflight.values() if release_commit(m) is not None]
     events = client.core.accept(
         session, session_present=present,
         # 5.0 §3.2.2.3.7: the client id the server chose for one that sent none.
@@ -90,6 +94,7 @@ def accept(client: "MqttClient", session: BrokerSession, present: bool, connect:
         response_information=(
             None if peer.identity.application else f"devices/{peer.identity.device_name}/"
         ),
+        pubrel_later=later,
     )  # fmt: skip
     client._arm_keep_alive()
     if events:

@@ -57,7 +57,7 @@ QUEUE, SENT, RELEASE, DONE = "queue", "sent", "release", "done"
 class Ref:
     """A message of a persistent session and its row in the store (once committed)."""
 
-    __slots__ = ("done", "key", "message", "received_at", "row")
+    __slots__ = ("done", "key", "message", "received_at", "released", "row")
 
     def __init__(
         self, key: str, message: Outgoing, row: int | None = None,
@@ -68,6 +68,22 @@ class Ref:
         self.row = row
         self.received_at = received_at  # its Message Expiry Interval counts from then
         self.done = False  # acknowledged or dropped: its row goes, or is never written
+        # The commit of its release (PUBREC came), which every PUBREL for it waits for.
+        self.released: asyncio.Future[None] | None = None
+
+
+def release_commit(message: Outgoing) -> "asyncio.Future[None] | None":
+    """The commit of a stored QoS 2 message's release (``SessionStore.message_released``)
+    while it is pending, else None. Every PUBREL for the message waits for it, the first and
+    any sent again (a repeated PUBREC, a resumed session, §4.4): a server that read the
+    session from the store before it would send the PUBLISH again after the PUBREL, which the
+    client would take for a new message once it answered the PUBREL (§4.3.3)."""
+    ref = message.stored
+    if not isinstance(ref, Ref) or ref.released is None:
+        return None
+    if ref.released.done():
+        ref.released = None  # committed: nothing to keep
+    return ref.released
 
 
 class Unconfirmed:
@@ -298,7 +314,7 @@ def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]
                     ref.key, message.topic, message.payload, message.qos, message.retain,
                     message.packet_id or None, message.sent, message.state == RELEASED,
                     encode_properties(message.properties) if message.properties else None,
-                    ref.received_at,
+                    ref.received_at, message.message_id or None,
                 )
             )  # fmt: skip
             queued.append(ref)

@@ -8,8 +8,9 @@ session at min(publish QoS, subscription QoS) (3.1.1 §3.8.4), with the retain f
 (§3.3.1.3: it matched an established subscription). MQTT 5 subscription options apply here:
 No Local skips the publisher's own session, Retain As Published keeps the flag, and the
 subscription's identifier joins the message's properties (5.0 §3.8.3.1, §3.3.4). A cluster
-router adds forwarding to the
-nodes that have interest; subscribe and unsubscribe are where it learns it.
+router adds forwarding to the nodes that have interest; subscribe and unsubscribe are where
+it learns it. A QoS 2 message's copy routed again (``broker.cluster.resend``) skips a
+session that brought a copy of it from another member (``BrokerSession.brought``).
 
 For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
 it is sent, whether its client is connected or not, so that nothing the publisher had
@@ -29,9 +30,8 @@ import asyncio
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from auth.acl import to_device_form
 from auth.topics import split_shared, topic_matches
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
@@ -39,6 +39,7 @@ from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
 from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
+from broker.outgoing import copy_for
 from broker.repeats import LogLimiter
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
@@ -65,9 +66,6 @@ class Message:
     # the route table the member that first routed it had then (``broker.cluster.handover``).
     id: int = 0
     routed_at: int = 0
-
-
-OutgoingT = TypeVar("OutgoingT", bound=Outgoing)
 
 
 class Router(Protocol):
@@ -201,10 +199,13 @@ class LocalRouter:
             return False
         durable = False
         topic, published_qos = message.topic, message.qos
+        again = message.id if published_qos == 2 else 0
         for session, sub in matches.items():
             denied = session.receive_denied
             if denied is not None and denied.fullmatch(topic) is not None:
                 continue  # a deny rule wins over the wider filter it subscribed with
+            if again and session.brought and again in session.brought:
+                continue  # §4.3.3: it has this message, queued or sent, from another member
             qos = published_qos if published_qos < sub.qos else sub.qos
             if sub.no_local and session is message.origin:
                 continue
@@ -215,7 +216,7 @@ class LocalRouter:
                     continue
                 if not (arrival.first_sent_on(message) if sent_on else arrival.first(message)):
                     continue  # a second copy: directly, and from the member it moved from
-            out = _outgoing(message, session, sub, qos, Outgoing)
+            out = copy_for(message, session, sub, qos, Outgoing)
             client = session.client
             if qos and session.persistent:
                 if client is None:
@@ -321,7 +322,9 @@ class LocalRouter:
             self.waits.append(arrival.hold(message, sent_on=False, group=group_id))
             return False
         qos = min(message.qos, sub.qos)
-        out = _outgoing(message, session, sub, qos, SharedOutgoing)
+        if qos == 2 and session.brought and message.id in session.brought:
+            return False  # as in ``_deliver_plain``: it has this message
+        out = copy_for(message, session, sub, qos, SharedOutgoing)
         out.group, out.message = group, message
         client = session.client
         if client is None:
@@ -376,25 +379,3 @@ def _member_rank(message: Message) -> Rank[BrokerSession]:
         return READY if client.can_send_now(qos) else BUSY
 
     return rank
-
-
-def _outgoing(
-    message: Message, session: BrokerSession, sub: Subscription, qos: int, kind: type[OutgoingT]
-) -> OutgoingT:
-    """One subscriber's copy: its topic in the form it subscribed with, the publisher's MQTT 5
-    properties with the subscription's identifier added (5.0 §3.3.4), the retain flag kept
-    only for Retain As Published (§3.8.3.1)."""
-    topic = message.topic
-    out = kind(
-        to_device_form(topic, session.device_name) if sub.me_form else topic, message.payload, qos
-    )
-    properties = message.properties
-    ids = sub.identifiers if sub.identifier is not None or sub.more_identifiers else ()
-    if properties is not NO_PROPERTIES or ids or message.expires_at is not None:
-        if ids:
-            properties = properties.with_subscription_identifiers(ids)
-        out.properties = properties
-        out.expires_at = message.expires_at
-    if sub.retain_as_published:
-        out.retain = message.retain
-    return out

@@ -213,7 +213,7 @@ def subscription_options(sub: Subscription) -> int:
 
 class SqlSessionStore:
     """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007,
-    0008)."""
+    0008, 0009, 0010)."""
 
     def __init__(self, store: SqlCredentialStore) -> None:
         self._store = store
@@ -278,7 +278,10 @@ class SqlSessionStore:
         self._change(SENT, message)
 
     def message_released(self, message: Outgoing) -> None:
-        self._change(RELEASE, message)
+        ref = message.stored
+        if isinstance(ref, Ref):  # what its PUBRELs wait for (``journal.release_commit``)
+            self.journal.submit((RELEASE, ref))
+            ref.released = self.journal.pending_commit()
 
     def message_done(self, message: Outgoing) -> None:
         ref = message.stored
@@ -339,6 +342,8 @@ def _session(record: StoredSession) -> BrokerSession | None:
         session.subscriptions[sub.topic_filter] = _subscription(sub)
     for row in record.queued:
         session.restore(_message(record.key, row, wall, clock))
+    # A copy of one of these routed again does not reach it (``broker.cluster.resend``).
+    session.brought = {row.message_id for row in record.queued if row.message_id} or None
     # §4.3.3: a QoS 2 PUBLISH its client sends again before PUBREL is not routed again,
     # unless its routing was not confirmed (``broker.cluster.resend``).
     session.awaiting_pubrel.update(record.awaiting_pubrel)
@@ -384,6 +389,7 @@ def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outg
         message.state = QUEUED
         message.sent = row.attempted
     message.stored = Ref(key, message, row.id)
+    message.message_id = row.message_id or 0
     return message
 
 

@@ -142,6 +142,7 @@ class Unrouted:
 class BrokerSession(Session):
     __slots__ = (
         "arrival",
+        "brought",
         "client",
         "device_name",
         "expiry",
@@ -183,6 +184,11 @@ class BrokerSession(Session):
         # members have not confirmed (yet, or ever), by packet id (``broker.cluster.resend``).
         self.since = time.monotonic()
         self.unrouted: dict[int, Unrouted] | None = None
+        # The cluster-wide ids of the QoS 2 messages it was read back from the store with
+        # (restored here, taken over, adopted), queued or in flight: a copy of one routed
+        # again (``broker.cluster.resend``) is not given to it (§4.3.3: delivered once),
+        # nor after it completed that one here. At most its queue and window as restored.
+        self.brought: set[int] | None = None
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

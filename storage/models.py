@@ -326,7 +326,8 @@ class MqttSubscriptionRow(Base):
 class MqttQueuedMessageRow(Base):
     """A QoS 1 or 2 message for a persistent session, from routing until its PUBACK or
     PUBCOMP (MQTT 3.1.1 §4.4); ``id`` orders the session's messages. Once sent it has its
-    ``packet_id``; ``released``: PUBREC came, PUBREL is what is re-sent."""
+    ``packet_id``; ``released``: PUBREC came, PUBREL is what is re-sent; ``message_id``:
+    a QoS 2 message's id in a cluster (``broker.cluster.resend``)."""
 
     __tablename__ = "mqtt_queued_messages"
     __table_args__ = (Index(None, "session_key", "id"), {"sqlite_autoincrement": True})
@@ -344,6 +345,9 @@ class MqttQueuedMessageRow(Base):
     # received: its Message Expiry Interval counts from then (§3.3.2.3.3).
     properties: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # In a cluster, a QoS 2 message's cluster-wide id (signed 64 bits): a member that
+    # restores the session does not give it a copy of that message routed again (§4.3.3).
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class MqttAwaitingPubrelRow(Base):

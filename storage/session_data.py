@@ -71,6 +71,7 @@ class Enqueue:
     released: bool = False
     properties: bytes | None = None  # MQTT 5, as on the wire with their length (§2.2.2)
     received_at: datetime | None = None  # its Message Expiry Interval counts from then
+    message_id: int | None = None  # a QoS 2 message's cluster-wide id (unsigned 64 bits)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class StoredMessage:
     retain: bool = False
     properties: bytes | None = None
     received_at: datetime | None = None
+    message_id: int | None = None  # as ``Enqueue.message_id``
 
 
 @dataclass

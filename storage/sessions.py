@@ -62,7 +62,7 @@ _SUBSCRIPTION_COLUMNS = [
 _MESSAGE_COLUMNS = [
     _MESSAGES.c[n]
     for n in ("id", "session_key", "topic", "payload", "qos", "attempted", "packet_id",
-              "released", "retain", "properties", "received_at")
+              "released", "retain", "properties", "received_at", "message_id")
 ]  # fmt: skip
 
 
@@ -175,6 +175,7 @@ def _stored_message(row: Any) -> StoredMessage:
         row.retain,
         row.properties,
         row.received_at,
+        _unsigned(row.message_id),
     )
 
 
@@ -194,7 +195,8 @@ async def _enqueue(session: AsyncSession, writes: Sequence[Enqueue]) -> list[int
     rows = [
         {"session_key": w.key, "topic": w.topic, "payload": w.payload, "qos": w.qos,
          "attempted": w.attempted, "packet_id": w.packet_id, "released": w.released,
-         "retain": w.retain, "properties": w.properties, "received_at": w.received_at}
+         "retain": w.retain, "properties": w.properties, "received_at": w.received_at,
+         "message_id": _signed(w.message_id)}
         for w in writes
     ]  # fmt: skip
     statement = insert(MqttQueuedMessageRow).returning(
@@ -294,6 +296,17 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
         case Enqueue():
             await _enqueue(session, [write])
     await session.flush()
+
+
+def _signed(message_id: int | None) -> int | None:
+    """A cluster-wide message id (unsigned 64 bits) as a BIGINT (signed) keeps it."""
+    if message_id is None or message_id < 1 << 63:
+        return message_id
+    return message_id - (1 << 64)
+
+
+def _unsigned(stored: int | None) -> int | None:
+    return stored + (1 << 64) if stored is not None and stored < 0 else stored
 
 
 def _chunks_of(keys: list[str]) -> Iterator[list[str]]:

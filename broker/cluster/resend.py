@@ -29,15 +29,22 @@ PUBREC. So:
    sent again while the first routing is still pending (its connection closed, the client
    connected again at once) is not routed a second time: its PUBREC waits for that routing's
    outcome, and if that fails, its connection closes unacknowledged too, so the client sends
-   it again, which then routes it again. Not covered: a persistent session that had the
-   first copy on a member that then died or restarted, now on a member that had not
-   delivered it, gets the copy routed again too (its queue does not say which it holds).
+   it again, which then routes it again.
 3. Each member remembers the QoS 2 message ids it delivered and when (``DeliveredIds``; at
    most ``cluster_qos2_ids_kept``, the oldest forgotten first). A message id it delivered
    before goes only to the sessions that came to it since (a session that moved here, whose
    member refused the first copy), and not to shared subscriptions: every subscriber gets
    the message once (§4.3.3), whether the member took the first copy, answered late, or
    refused it. The publisher's own member counts its local delivery in the same way.
+4. A persistent session may have moved since it got the first copy (taken over, adopted
+   after its member died, restored after a restart): the member it is on now may not have
+   delivered the id, yet the session's queue, read from the store, holds that copy. So a
+   QoS 2 copy keeps its message's cluster-wide id (``Outgoing.message_id``, stored with the
+   queue entry), a session read back from the store notes the ids it holds
+   (``BrokerSession.brought``, at most its queue and in-flight window as read), and routing
+   gives no copy of one of those to it (``broker.router``), also after it completed that
+   copy here. Not covered: a session that completed the first copy before it moved (its
+   stored queue no longer names it) gets the copy routed again.
 """
 
 import asyncio

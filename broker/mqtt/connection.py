@@ -22,6 +22,7 @@ aliases both ways, the client's Receive Maximum and Maximum Packet Size on what 
 reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v5``).
 """
 
+from collections.abc import Collection
 from typing import Final
 
 from broker.mqtt.codes import CONNACK_REASON, Reason, ReturnCode
@@ -43,6 +44,7 @@ from broker.mqtt.events import (
     MessageReleased,
     ProtocolViolation,
     PublishReleased,
+    PubrelAgain,
 )
 from broker.mqtt.limits import Limits
 from broker.mqtt.outbound import NO_EVENTS, Outbound
@@ -231,12 +233,7 @@ class Connection(Outbound):
         if isinstance(packet, Puback | Pubcomp):
             self._completed(packet.packet_id, 1 if isinstance(packet, Puback) else 2, events)
         elif isinstance(packet, Pubrec):
-            released = session.released(packet.packet_id)
-            if released is None or released.stored is None:
-                missing = released is None and packet.packet_id not in session.inflight
-                self._ack(Pubrel, packet.packet_id, missing)
-            if released is not None:  # a stored one's PUBREL waits for the store (the event)
-                events.append(MessageReleased(released))
+            self._pubrec(packet.packet_id, packet.code, events)
         elif isinstance(packet, Pubrel):
             missing = packet.packet_id not in session.awaiting_pubrel
             session.awaiting_pubrel.discard(packet.packet_id)
@@ -257,6 +254,29 @@ class Connection(Outbound):
             self._out.append(PINGRESP_BYTES)  # §3.12.4
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
             raise ProtocolError(f"unexpected {packet_name(first)}")
+
+    def _pubrec(self, packet_id: int, code: int, events: list[Event]) -> None:
+        """PUBREL answers a PUBREC, a repeated one too (§4.3.3), a stored message's once the
+        store has its release (the events). 5.0: a code of 0x80 or more ends the flow, no
+        PUBREL, the message done with as if completed (§4.3.3, §4.4, §4.9)."""
+        session = self.session
+        assert session is not None
+        message = session.inflight.get(packet_id)
+        if code >= Reason.UNSPECIFIED_ERROR:  # 3.1.1 PUBRECs have none: 0
+            if message is not None and message.qos == 2 and message.state == SENT:
+                message.state = RELEASED  # no PUBREL, so nothing to record of it
+                self._completed(packet_id, 2, events)
+            return
+        if message is None or message.qos != 2:
+            self._ack(Pubrel, packet_id, message is None)
+            return
+        first = session.released(packet_id) is not None
+        if message.stored is None:
+            self._ack(Pubrel, packet_id, False)
+        if first:
+            events.append(MessageReleased(message))
+        elif message.stored is not None:  # repeated before its first PUBREL may have gone
+            events.append(PubrelAgain(message))
 
     def _completed(self, packet_id: int, qos: int, events: list[Event]) -> None:
         """PUBACK or PUBCOMP: the message is delivered (§4.3.2, §4.3.3), and the in-flight
@@ -303,11 +323,13 @@ class Connection(Outbound):
         session_present: bool,
         assigned_client_id: str | None = None,
         response_information: str | None = None,
+        pubrel_later: Collection[int] = (),
     ) -> list[Event]:
         """CONNACK 0, then what the session still owes its client (§4.4): every message in
-        flight again, in order (PUBLISH with DUP, or PUBREL once PUBREC came), then queued
-        ones as the in-flight window allows. Call ``receive_data(b"", now)`` afterwards for
-        whatever the client sent behind its CONNECT."""
+        flight again, in order (PUBLISH with DUP, or PUBREL once PUBREC came; one of
+        ``pubrel_later``, whose release the store has not committed, an event instead), then
+        queued ones as the in-flight window allows. Call ``receive_data(b"", now)`` afterwards
+        for whatever the client sent behind its CONNECT."""
         assert self.state == AUTHENTICATING
         self.session = session
         self.state = CONNECTED
@@ -330,6 +352,8 @@ class Connection(Outbound):
                 else:  # 5.0 §3.1.2.11.4: too large for this client now, as if delivered
                     del session.inflight[message.packet_id]
                     events.append(MessageDropped(message, "client_maximum_packet_size"))
+            elif message.packet_id in pubrel_later:
+                events.append(PubrelAgain(message))
             elif message.state == RELEASED:
                 self._out.append(encode(Pubrel(message.packet_id), self.level))
         self._pump(events)

@@ -30,6 +30,15 @@ class MessageReleased:
     message: Outgoing
 
 
+@dataclass(frozen=True, slots=True)
+class PubrelAgain:
+    """A stored QoS 2 message released before is owed its PUBREL again: its client repeated
+    the PUBREC, or resumed the session (§4.4). Not sent yet: like the first, only once the
+    store committed the release (``MessageReleased``)."""
+
+    message: Outgoing
+
+
 # Not frozen: see MessageSent.
 @dataclass(slots=True)
 class MessageCompleted:
@@ -96,6 +105,6 @@ class ConnectionRefused:
 
 Event = (
     Connect | Publish | Subscribe | Unsubscribe | Disconnect | MessageSent | MessageReleased
-    | MessageCompleted | MessageDropped | DuplicateReceived | PublishReleased | LimitExceeded
-    | ProtocolViolation | ConnectionRefused
+    | MessageCompleted | MessageDropped | DuplicateReceived | PublishReleased | PubrelAgain
+    | LimitExceeded | ProtocolViolation | ConnectionRefused
 )  # fmt: skip

@@ -52,8 +52,8 @@ class Outgoing:
     """One application message for a session's client, at the QoS it is delivered with."""
 
     __slots__ = (
-        "expires_at", "packet_id", "payload", "properties", "qos", "retain", "sent", "size",
-        "state", "stored", "topic",
+        "expires_at", "message_id", "packet_id", "payload", "properties", "qos", "retain",
+        "sent", "size", "state", "stored", "topic",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +77,8 @@ class Outgoing:
         self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
         self.size = len(payload) + len(topic)  # what the queue accounts for
         self.stored: object | None = None  # the persistence layer's handle
+        # In a cluster, a QoS 2 message's cluster-wide id (``broker.cluster.resend``); 0: none.
+        self.message_id = 0
 
     def __repr__(self) -> str:
         return f"Outgoing({self.topic!r}, qos={self.qos}, id={self.packet_id}, state={self.state})"

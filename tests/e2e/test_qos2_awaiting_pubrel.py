@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.mqtt.codes import Reason
 from broker.mqtt.packets import (
+    MQTT_5,
     Connack,
     Connect,
     Packet,
@@ -22,6 +24,7 @@ from broker.mqtt.packets import (
     Subscribe,
     SubscribeRequest,
 )
+from broker.mqtt.properties import Properties, Property
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, application_client, mqtt_client, write_pem
 from tests.e2e.peers import Raw
@@ -102,19 +105,38 @@ def _sensor_whose_store_can_be_locked(
             lock.end()
 
 
-def _answered_once_the_store_is_back(raw: Raw, lock: SqliteLock, packet: Packet) -> Packet:
-    """Send ``packet`` while the store cannot be written: no answer then, and the one that
-    comes by itself once it can."""
+def _answered_once_the_store_is_back(raw: Raw, lock: SqliteLock, *packets: Packet) -> Packet:
+    """Send ``packets`` while the store cannot be written: no answer then, and the first
+    that comes by itself once it can."""
     lock.begin()
-    raw.send(packet)
-    raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
-    with pytest.raises(TimeoutError):
-        raw.read()
+    raw.send(*packets)
+    _nothing_while_the_store_is_locked(raw)
     lock.end()
     raw.sock.settimeout(WAIT)
     answer = raw.read()
     assert answer is not None
     return answer
+
+
+def _nothing_while_the_store_is_locked(raw: Raw) -> None:
+    raw.sock.settimeout(1.5)  # three busy timeouts: the store has failed meanwhile
+    with pytest.raises(TimeoutError):
+        raw.read()
+
+
+def _sent_to_the_sensor(raw: Raw, broker: BrokerThread) -> int:
+    """Subscribe the sensor's persistent session, have a QoS 2 message sent to it; its id."""
+    raw.send(Subscribe(1, (SubscribeRequest("v1/devices/me/rpc/request/+", 2),)))
+    assert raw.read() == Suback(1, (2,))
+    backend = application_client(broker, "backend", PASSWORD)
+    assert backend.wait_connack() == 0
+    backend.publish("devices/sensor/rpc/request/1", b"once", qos=2)
+    sent = raw.read()
+    assert isinstance(sent, Publish)
+    assert (sent.payload, sent.qos) == (b"once", 2)
+    assert sent.packet_id is not None
+    backend.close()
+    return sent.packet_id
 
 
 def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
@@ -138,16 +160,88 @@ def test_pubrel_waits_until_the_store_committed_the_pubrec(tmp_path: Path) -> No
     its PUBREL (§4.3.3), not even after a crash in between: the client, having answered the
     PUBREL, would take that PUBLISH for a new message."""
     with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, broker):
-        raw.send(Subscribe(1, (SubscribeRequest("v1/devices/me/rpc/request/+", 2),)))
-        assert raw.read() == Suback(1, (2,))
-        backend = application_client(broker, "backend", PASSWORD)
-        assert backend.wait_connack() == 0
-        backend.publish("devices/sensor/rpc/request/1", b"once", qos=2)
-        sent = raw.read()
-        assert isinstance(sent, Publish)
-        assert (sent.payload, sent.qos) == (b"once", 2)
-        packet_id = sent.packet_id
-        assert packet_id is not None
+        packet_id = _sent_to_the_sensor(raw, broker)
         assert _answered_once_the_store_is_back(raw, lock, Pubrec(packet_id)) == Pubrel(packet_id)
         raw.send(Pubcomp(packet_id))
+
+
+def test_a_repeated_pubrec_is_answered_once_the_store_committed_the_first(
+    tmp_path: Path,
+) -> None:
+    """The client repeats its PUBREC while the release is not committed: that PUBREL waits
+    for the commit too."""
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, broker):
+        packet_id = _sent_to_the_sensor(raw, broker)
+        pubrec = Pubrec(packet_id)
+        assert _answered_once_the_store_is_back(raw, lock, pubrec, pubrec) == Pubrel(packet_id)
+        assert raw.read() == Pubrel(packet_id)
+        raw.send(Pubcomp(packet_id))
+
+
+def test_a_resumed_session_s_pubrel_waits_for_the_commit_of_the_release(
+    tmp_path: Path,
+) -> None:
+    """The client reconnects to the same server while its PUBREC's commit is pending: the
+    session's PUBREL (§4.4) waits for the commit as the first one did."""
+    with _sensor_whose_store_can_be_locked(tmp_path) as (raw, lock, broker):
+        packet_id = _sent_to_the_sensor(raw, broker)
+        lock.begin()
+        raw.send(Pubrec(packet_id))
+        _nothing_while_the_store_is_locked(raw)
+        raw.close()
+        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
+            again.send(Connect(4, "sensor", False, 60))
+            assert again.read() == Connack(True, 0)
+            _nothing_while_the_store_is_locked(again)
+            lock.end()
+            again.sock.settimeout(WAIT)
+            assert again.read() == Pubrel(packet_id)
+            again.send(Pubcomp(packet_id))
+
+
+def test_a_v5_pubrec_with_an_error_code_ends_the_flow(tmp_path: Path) -> None:
+    """5.0 §4.3.3: PUBREL answers a PUBREC of reason code below 0x80 only; one of 0x80 or
+    more ends the flow, the message done with (§4.4: not sent again), its place in the
+    client's Receive Maximum free (§4.9)."""
+    settings = broker_settings(tmp_path / "data")
+    with BrokerThread(settings) as broker:
+        _, issued = broker.provision("sensor")
+        certfile = write_pem(tmp_path, issued, "sensor")
+        persistent = Properties(
+            [(Property.SESSION_EXPIRY_INTERVAL, 60), (Property.RECEIVE_MAXIMUM, 1)]
+        )
+        with Raw(broker.port, broker.server_cert, certfile, MQTT_5) as raw:
+            raw.send(Connect(MQTT_5, "sensor", False, 60, properties=persistent))
+            connack = raw.read()
+            assert isinstance(connack, Connack)
+            assert connack.code == 0
+            raw.send(Subscribe(1, (SubscribeRequest("v1/devices/me/rpc/request/+", 2),)))
+            suback = raw.read()
+            assert isinstance(suback, Suback)
+            assert suback.codes == (2,)
+            backend = application_client(broker, "backend", PASSWORD)
+            assert backend.wait_connack() == 0
+            for payload in (b"refused", b"next"):
+                backend.publish("devices/sensor/rpc/request/1", payload, qos=2)
+            refused = raw.read()
+            assert isinstance(refused, Publish)
+            assert refused.payload == b"refused"
+            assert refused.packet_id is not None
+            raw.send(Pubrec(refused.packet_id, Reason.UNSPECIFIED_ERROR))
+            following = raw.read()  # no PUBREL before it: the next message
+            assert isinstance(following, Publish)
+            assert following.payload == b"next"
+            assert following.packet_id is not None
+            raw.send(Pubrec(following.packet_id))
+            assert raw.read() == Pubrel(following.packet_id)
+            raw.send(Pubcomp(following.packet_id))
+        with Raw(broker.port, broker.server_cert, certfile, MQTT_5) as raw:
+            raw.send(Connect(MQTT_5, "sensor", False, 60, properties=persistent))
+            connack = raw.read()
+            assert isinstance(connack, Connack)
+            assert connack.session_present
+            backend.publish("devices/sensor/rpc/request/1", b"after", qos=2)
+            after = raw.read()  # "refused" is not sent again before it
+            assert isinstance(after, Publish)
+            assert after.payload == b"after"
         backend.close()

@@ -236,3 +236,18 @@ async def test_a_3_1_1_session_has_no_expiry_interval(
     [loaded] = await store.load_sessions()
     assert loaded.expiry_interval is None
     assert loaded.disconnected_at is not None
+
+
+async def test_a_queued_qos2_message_keeps_its_cluster_wide_id(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    """Every unsigned 64-bit id (a member's random 32 bits, then a count) reads back as it
+    was written, in a BIGINT; a message without one (QoS 0/1, one node) has None."""
+    key = f"{device.id}/c1"
+    ids = [1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+    await store.write_sessions(
+        [_save(device), *(Enqueue(key, "t", b"", 2, message_id=i) for i in ids),
+         Enqueue(key, "t", b"", 1)]
+    )  # fmt: skip
+    [loaded] = await store.load_sessions()
+    assert [m.message_id for m in loaded.queued] == [*ids, None]

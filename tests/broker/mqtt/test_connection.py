@@ -13,6 +13,7 @@ from broker.mqtt.events import (
     MessageSent,
     ProtocolViolation,
     PublishReleased,
+    PubrelAgain,
 )
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
@@ -162,6 +163,27 @@ def test_outbound_qos2_flow() -> None:
     assert message.state == RELEASED
     assert feed(connection, Pubcomp(1)) == [MessageCompleted(message)]
     assert session.inflight == {}
+
+
+def test_a_stored_message_s_pubrel_is_left_to_the_broker_each_time() -> None:
+    """A stored message's PUBREL waits for the store's commit of its release (§4.3.3), which
+    the broker knows of: on its PUBREC, a repeated PUBREC, and a resumed session (§4.4)."""
+    session = Session("c", persistent=True)
+    first, _ = connected(session=session)
+    message = Outgoing("t", b"m", 2)
+    message.stored = object()  # the store's handle
+    first.publish(message)
+    first.data_to_send()
+    assert feed(first, Pubrec(1)) == [MessageReleased(message)]
+    assert feed(first, Pubrec(1)) == [PubrelAgain(message)]
+    assert first.data_to_send() == b""
+    first.close()
+    second = Connection(Limits())
+    second.receive_data(wire(Connect(4, "c", False, 60)), 0)
+    assert second.accept(session, session_present=True, pubrel_later=[1]) == [PubrelAgain(message)]
+    assert packets_in(second.data_to_send()) == [Connack(True, 0)]
+    second.release(1)  # the broker, once the store committed the release
+    assert packets_in(second.data_to_send()) == [Pubrel(1)]
 
 
 def test_a_resumed_session_resends_in_flight_in_order_then_the_queue() -> None:

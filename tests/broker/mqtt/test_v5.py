@@ -1,9 +1,24 @@
 """MQTT 5 on one connection, bytes in and bytes out: each test names the 5.0 section it checks."""
 
 from broker.mqtt.connection import CLOSED, Connection
-from broker.mqtt.events import ConnectionRefused, MessageDropped, MessageSent, ProtocolViolation
+from broker.mqtt.events import (
+    ConnectionRefused,
+    MessageCompleted,
+    MessageDropped,
+    MessageSent,
+    ProtocolViolation,
+)
 from broker.mqtt.limits import Limits
-from broker.mqtt.packets import MQTT_3_1_1, MQTT_5, Connack, Connect, Disconnect, Puback, Publish
+from broker.mqtt.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Connack,
+    Connect,
+    Disconnect,
+    Puback,
+    Publish,
+    Pubrec,
+)
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Session, Subscription
 from broker.mqtt.trie import SubscriptionTrie
@@ -21,10 +36,17 @@ def _connect(
 
 
 def _accepted(
-    limits: Limits | None = None, properties: Properties = NO_PROPERTIES, **accept: str
+    limits: Limits | None = None,
+    properties: Properties = NO_PROPERTIES,
+    *,
+    assigned_client_id: str | None = None,
+    response_information: str | None = None,
 ) -> tuple[Connection, Connack]:
     connection = _connect(limits, properties)
-    connection.accept(Session("c", persistent=False), session_present=False, **accept)
+    connection.accept(
+        Session("c", persistent=False), session_present=False,
+        assigned_client_id=assigned_client_id, response_information=response_information,
+    )  # fmt: skip
     [connack] = packets_in(connection.data_to_send(), MQTT_5)
     assert isinstance(connack, Connack)
     return connection, connack
@@ -230,6 +252,27 @@ def test_a_refused_publish_is_acknowledged_with_its_reason_and_ends_a_qos_2_flow
     assert getattr(pubrec, "code", None) == 0x87
     assert connection.session is not None
     assert not connection.session.awaiting_pubrel
+
+
+def test_a_pubrec_of_0x80_or_more_ends_the_flow_without_pubrel() -> None:
+    # §4.3.3: PUBREL answers a PUBREC below 0x80 only; §4.4: the message is not sent again;
+    # §4.9: its place in the client's Receive Maximum is free.
+    connection, _ = _accepted(properties=Properties([(Property.RECEIVE_MAXIMUM, 1)]))
+    refused, waiting = Outgoing("t", b"1", 2), Outgoing("t", b"2", 2)
+    connection.publish(refused)
+    connection.publish(waiting)
+    _sent(connection)
+    assert feed(connection, Pubrec(1, 0x80)) == [
+        MessageCompleted(refused),
+        MessageSent(waiting),
+    ]
+    [publish] = _sent(connection)  # no PUBREL before it
+    assert isinstance(publish, Publish)
+    assert publish.packet_id == 2
+    assert connection.session is not None
+    assert list(connection.session.inflight) == [2]
+    assert feed(connection, Pubrec(1, 0x80)) == []  # unknown now: nothing
+    assert _sent(connection) == []
 
 
 def test_session_expiry_in_disconnect_after_zero_in_connect_is_a_protocol_error() -> None:

@@ -1,0 +1,76 @@
+"""A QoS 2 message routed again reaches a persistent session that moved meanwhile once
+(MQTT 3.1.1 / 5.0 §4.3.3). The device publishes on node A; B, where the backend's
+persistent session waits for its client, reaches NATS through a proxy that holds back what
+NATS sends it, so B takes the first copy and queues it for the backend after A gave up
+waiting for B's confirmation: A closes the device's connection without PUBREC. The
+backend then connects to C, which takes its session over with the copy queued; the device
+sends the PUBLISH again, A routes it again with the same message id, and C, which never
+delivered that id, must not give the backend a second copy. Nodes as separate processes on
+the machine's NATS and PostgreSQL."""
+
+from pathlib import Path
+
+import pytest
+
+from broker.mqtt.packets import Connack, Connect, Publish
+from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.proxy import nats_proxy
+from tests.cluster.test_routing import counter, metrics
+from tests.cluster.test_sessions import TELEMETRY, _backend
+from tests.e2e.peers import Raw
+
+pytestmark = pytest.mark.slow
+
+TOO_LATE = 6.0  # past CONFIRM_WITHIN (5 s): A's first routing fails
+HEARTBEAT = "60"  # as in test_qos2_resend_wait: B, answered late, must not fence itself off
+
+
+def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_again(
+    tmp_path: Path,
+) -> None:
+    with nats_proxy() as proxy, cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        prober = nodes.device("prober")
+        nodes.application("backend")
+        nodes.application("watcher")
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = HEARTBEAT
+        nodes.start("a")
+        nodes.start("b", NANOIOT_NATS_URL=proxy.url)
+        nodes.start("c")
+        backend = _backend(nodes, "b")
+        assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
+        watcher = nodes.connect("b", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
+        probe = nodes.connect("a", prober, client_id="prober")
+        until_routed(probe, TELEMETRY, backend, watcher)
+        backend.close()  # its session stays on B, queueing
+
+        proxy.delay(TOO_LATE)
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
+        proxy.delay(0)
+        # Once a probe from A reached the watcher, B has queued the first copy too.
+        probe.publish(TELEMETRY, b"probe", qos=0)
+        assert watcher.next_message().payload == b"once"
+        assert watcher.next_message().payload == b"probe"
+
+        backend = _backend(nodes, "c")  # takes its session, with the first copy, over
+        assert backend.session_present.get_nowait() is True
+        first = backend.next_message()
+        assert (first.payload, first.qos) == (b"once", 2)  # in flight, not acknowledged yet
+
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1
+        backend.paho.ack(first.mid, first.qos)
+        # A probe routed after the copy sent again reaches the backend after it would have.
+        probe.publish(TELEMETRY, b"after", qos=1)
+        assert backend.next_message().payload == b"after", "got the message twice"
+        assert watcher.next_message().payload == b"after"
+        assert backend.no_message(within=1.0)
+        assert watcher.no_message(within=1.0)
