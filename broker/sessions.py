@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.mqtt.session import Session
 from broker.peer import SessionKey, store_key
+from nanoiot.errors import ClusterUnavailableError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -82,6 +83,17 @@ class Arrival:
         if first and len(self.held) < self.max_ids:
             self.held.append((message, group))
         return self.released
+
+    def refuse(self) -> None:
+        """The session moves on to another member before what is held was given to it: the
+        held messages are refused (their publishers are not acknowledged and send them
+        again, to its new member; MQTT 3.1.1 §4.3.2), never acknowledged and dropped."""
+        if self.held is None:
+            return
+        self.held = None
+        if not self.released.done():
+            self.released.set_exception(ClusterUnavailableError("the session moved on"))
+            self.released.exception()  # retrieved: a parked copy's has nobody waiting
 
     def release(self) -> list[Held]:
         """The messages held, in each publisher's order; from now on none is."""

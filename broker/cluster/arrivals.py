@@ -23,7 +23,9 @@ to the session, held with the rest, and their end counts as that member's barrie
 notice says that member is gone, so each member's barrier to it goes into its parked frames
 behind what that member parked for it, and the end is where every member's was read there
 (``Replays`` waits for them; a direct barrier from a member says its parked one is on its
-way).
+way). A session taken from a live member that had not given it a gone member's parked
+frames yet (its adopter, ``Replays.taken_with``) expects both: the live member's barriers,
+and the end of the gone member's parked frames.
 """
 
 import asyncio
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from broker.cluster.replay import Replays
     from broker.registry import Registry
 
-__all__ = ["HOLD_WITHIN", "Arrivals", "follow"]
+__all__ = ["HOLD_WITHIN", "Arrivals", "follow", "forget_arrivals"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,8 @@ class Arrivals:
         await self.announcer.written()
         visible = self.announcer.revision
         old, kept = self._kept.pop(key, ("", []))
-        gone = self._gone.pop(key, None) == old
+        parked_from = self._gone.pop(key, None)  # ``old``, or the one ``old`` took it from
+        gone = parked_from == old
         arrival = session.arrival if session is not None else None
         if session is None or arrival is None:
             for _message, _group, waiting in kept:
@@ -162,14 +165,17 @@ class Arrivals:
             local.waits.clear()
         self._holding[key] = session
         groups = [g for g in map(split_shared, session.subscriptions) if g is not None]
-        asked = self._ask_for_barriers(key, old, visible, gone, groups)
-        if gone and self.replays is not None:
-            parked = functools.partial(self.barrier, key, old, _PARKED)
+        asked = self._ask_for_barriers(key, old, visible, gone, groups, parked_from)
+        if parked_from is not None and self.replays is not None:
+            # Taken from a live member that had not given it those frames: only what was
+            # parked is read (the others' barriers come directly and through ``old``).
+            parked = functools.partial(self.barrier, key, parked_from, _PARKED)
+            asked = asked - {old} if gone else set()
             self.replays.start(
-                old, [session], purge=False, caught_up=parked, token=key, asked=asked - {old}
+                parked_from, [session], purge=False, caught_up=parked, token=key, asked=asked
             )
         self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
-        self._loop.call_later(2 * self.window, _forget_arrival, session, arrival)
+        self._loop.call_later(2 * self.window, _forget_arrival, session, arrival, self.window)
 
     def abandoned(self, key: SessionKey) -> None:
         """Another member took the session while it was being read: what was kept for it is
@@ -196,15 +202,17 @@ class Arrivals:
         return members
 
     def _ask_for_barriers(
-        self, key: SessionKey, old: str, visible: int, gone: bool, groups: list[Group]
-    ) -> set[str]:
+        self, key: SessionKey, old: str, visible: int, gone: bool, groups: list[Group],
+        parked_from: str | None = None,
+    ) -> set[str]:  # fmt: skip
         """Each member's barrier is expected directly and relayed by ``old``; ``old``'s
         only directly (it sends on and routes on one stream), this member's only relayed
         (what it routes to the session here is held in the order it routed it). When
         ``old`` is gone: each other member's directly, and the end of ``old``'s parked
         frames. The notice names the session's shared subscriptions ``groups``: the members
-        choose this member rather than ``old`` for them (``broker.cluster.moves``). The
-        members asked, this one and ``old`` among them."""
+        choose this member rather than ``old`` for them (``broker.cluster.moves``). With
+        ``parked_from``, the end of that gone member's parked frames too. The members asked,
+        this one and ``old`` among them."""
         me = self.link.member
         members = self.members() | {old, me}
         expected: set[tuple[str, int]] = set()
@@ -217,8 +225,8 @@ class Arrivals:
                 expected.add((member, DIRECT))
             if member != old:
                 expected.add((member, RELAYED))
-        if gone:
-            expected.add((old, _PARKED))
+        if parked_from is not None:
+            expected.add((parked_from, _PARKED))
         self._expected[key] = expected
         self._notify(key, visible, old, members, groups, parked=gone)
         return members
@@ -259,8 +267,8 @@ class Arrivals:
         """Every barrier came: the held messages go to the session, in order."""
         self._expected.pop(key, None)
         session = self._holding.pop(key, None)
-        if session is None or session.arrival is None:
-            return
+        if session is None or session.arrival is None or session.arrival.held is None:
+            return  # none, or refused as it moved on (``Arrival.refuse``)
         arrival = session.arrival
         held = arrival.release()
         if self.registry is None or self.registry.sessions.get(key) is not session:
@@ -271,9 +279,22 @@ class Arrivals:
         follow(arrival.released, [] if pending is None else [pending])
 
 
-def _forget_arrival(session: BrokerSession, arrival: Arrival) -> None:
-    if session.arrival is arrival:
-        session.arrival = None
+def _forget_arrival(session: BrokerSession, arrival: Arrival, after: float) -> None:
+    """Late copies are no longer told apart, ``after`` seconds after its release: one still
+    held (barriers or parked frames awaited longer than the window) is not dropped."""
+    if session.arrival is not arrival:
+        return
+    if arrival.held is not None:
+        asyncio.get_running_loop().call_later(after, _forget_arrival, session, arrival, after)
+        return
+    session.arrival = None
+
+
+def forget_arrivals(arrivals: list[tuple[BrokerSession, Arrival | None]]) -> None:
+    """Late copies are no longer told apart (the window is over)."""
+    for session, arrival in arrivals:
+        if arrival is not None and session.arrival is arrival and arrival.held is None:
+            session.arrival = None
 
 
 def follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"]) -> None:

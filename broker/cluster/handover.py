@@ -21,7 +21,8 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2
   ones once (§4.3.3; ``broker.sessions.Arrival``). A barrier missing after
   ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway
-  (``broker.cluster.arrivals``).
+  (``broker.cluster.arrivals``). A session that moves on from B while B still holds for it
+  has what B held refused (``Arrival.refuse``): its publishers send it again.
 - **A lets go.** Once B's filters are visible, A drops its own routes for them: a table at
   that revision or later names B. A keeps sending on for ``cluster_handover_window``
   seconds for members whose tables lag; after that, a QoS 1 or 2 message routed at an older
@@ -136,7 +137,10 @@ class Handovers:
 
     def depart(self, session: BrokerSession, member: str) -> None:
         """``session`` goes to ``member`` now (called as it is forgotten here): its filters
-        stay routed here and matching messages are sent on, until ``member``'s are visible."""
+        stay routed here and matching messages are sent on, until ``member``'s are visible.
+        What it still held (arriving here) is refused: its publishers send it again."""
+        if session.arrival is not None:
+            session.arrival.refuse()
         earlier = self.departures.get(session.key)
         if earlier is not None:
             self._end(earlier)

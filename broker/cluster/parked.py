@@ -20,11 +20,13 @@ took one of its sessions to directly, the member itself restarted. Each *pins* t
 while it reads (a consumer of the stream that delivers nothing, seen cluster-wide); a member
 that takes a session from a gone member pins it before its claim replaces the gone member's
 (``SessionClaims``), so before the adopter can find the session not its own, until its
-replay ends. A purge waits until nobody pins the subject: none drops frames another member
-is still to give to a session it took (MQTT 3.1.1 §4.3.2, §4.3.3). The adopter deletes the
-gone member's routes only once no taking pins it either: until the taken session's own
-routes are seen, what is routed to it is parked for the gone member, not dropped. A pin
-outlives a member that died holding it by ``PINNED_FOR`` seconds at most.
+replay ends; an adopter a session is taken from before its replay gave it the frames pins
+them for the session's new member (``Replays.handing_over``). A purge waits until nobody
+pins the subject: none drops frames another member is still to give to a session it took
+(MQTT 3.1.1 §4.3.2, §4.3.3). The adopter deletes the gone member's routes only once no
+taking pins it either: until the taken session's own routes are seen, what is routed to it
+is parked for the gone member, not dropped. A pin outlives a member that died holding it by
+``PINNED_FOR`` seconds at most.
 """
 
 import asyncio

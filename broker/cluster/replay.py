@@ -32,7 +32,11 @@ parked, and routed to it directly once the others' tables show its new member's 
 
 A replay pins the frames it reads from its start to its end (``broker.cluster.parked``); a
 client's taking pins them before its claim (``pin_taken``), so that an adopter that finds
-the session taken cannot purge them before they are read for it.
+the session taken cannot purge them before they are read for it. A session taken from a
+member that had not given it a gone member's parked frames yet (an adopter, from its claim
+until its replay for the session ended) takes them along: that member pins the frames for
+it and names them in its take-over answer (``handing_over``), and the session's new member
+reads them for it as for a session taken from the gone member itself (``taken_with``).
 
 A member's own sessions (restored, or back on NATS) are asked for no barrier: what was
 parked for it did not also come to it, and the others park for it until they see its
@@ -45,7 +49,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.arrivals import HOLD_WITHIN, follow
+from broker.cluster.arrivals import follow, forget_arrivals
+from broker.cluster.barriers import READ_WITHIN, Awaited
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
@@ -58,48 +63,13 @@ from nanoiot.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from broker.registry import Registry
 
-__all__ = ["Awaited", "Replays"]
+__all__ = ["Replays"]
 
 log = logging.getLogger(__name__)
 
-READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
 QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
 QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
 UNTAKEN: Final = 60.0  # seconds a taking's pin waits for its replay at most
-
-
-class Awaited:
-    """The barriers a replay waits for among the gone member's parked frames (step 4): for
-    ``token``, one from each member asked, by when it is given up."""
-
-    def __init__(self, token: SessionKey, members: Iterable[str], me: str, now: float) -> None:
-        self.token = token
-        self._until = dict.fromkeys(members, now + HOLD_WITHIN)
-        if me in self._until:  # this member's own is queued already
-            self._until[me] = now + READ_WITHIN
-
-    def answered(self, member: str, now: float) -> None:
-        """``member``'s direct barrier came: its parked one is on its way."""
-        if member in self._until:
-            self._until[member] = max(self._until[member], now + READ_WITHIN)
-
-    def read(self, member: str) -> None:
-        self._until.pop(member, None)
-
-    def left(self, now: float) -> float | None:
-        """Seconds until the next member is due (0: one is); None once none is waited for."""
-        return max(min(self._until.values()) - now, 0.0) if self._until else None
-
-    def give_up(self, now: float, grace: float = 0.0) -> None:
-        """Those due ``grace`` seconds ago: given up. While frames keep coming, a due
-        member's barrier may be among them, so it is given up only once none came for a
-        moment, or after ``grace`` more."""
-        late = sorted(member for member, until in self._until.items() if until + grace <= now)
-        if late:
-            log.warning("no barrier behind their parked frames from %s: what is held for "
-                        "the sessions taken goes without", ", ".join(late))  # fmt: skip
-            for member in late:
-                del self._until[member]
 
 
 class Replays:
@@ -122,6 +92,8 @@ class Replays:
         self._awaited: dict[SessionKey, Awaited] = {}  # by token
         self._adoptions = 0
         self._pins: dict[SessionKey, tuple[str, str]] = {}  # by session: (gone member, pin)
+        # Sessions not given their gone member's frames yet (``adopting``, ``handing_over``).
+        self._giving: dict[SessionKey, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -157,6 +129,8 @@ class Replays:
         ``caught_up``, the caller releases what is held (its own hand-over, which asked the
         members ``asked`` for barriers for ``token``) and is told when the frames parked so
         far are given; else they are released here."""
+        for session in sessions:
+            self._giving.setdefault(session.key, gone)
         awaited = None if token is None else self._await(token, asked)
         pin = self._pins.pop(token, None) if token is not None else None
         if pin is not None and pin[0] != gone:
@@ -180,6 +154,38 @@ class Replays:
             self._unpin(earlier[1])
         self._pins[key] = (gone, name)
         self._loop.call_later(UNTAKEN, self._untaken, key, name)
+
+    def adopting(self, key: SessionKey, gone: str) -> None:
+        """``key`` is being adopted from ``gone`` (before its claim): not given its frames."""
+        self._giving[key] = gone
+
+    def given(self, key: SessionKey, gone: str) -> None:
+        """``gone``'s frames given to ``key`` here (or it is not taken here)."""
+        if self._giving.get(key) == gone:
+            del self._giving[key]
+
+    async def handing_over(self, key: SessionKey) -> tuple[str, str] | None:
+        """``key`` is handed over before the gone member's frames were all given to it here:
+        that member and a pin on its frames for the session's new member (``taken_with``),
+        which reads them for it; None if it has them."""
+        gone = self._giving.pop(key, None)
+        if gone is None:
+            return None
+        try:
+            return gone, await self.parked.pin(gone, taking=True)
+        except ClusterError:  # the new member pins them itself, later
+            return gone, ""
+
+    async def taken_with(self, key: SessionKey, gone: str, pin: str) -> None:
+        """``key`` taken here from a member that had not given it ``gone``'s frames yet, with
+        the pin that member took on them for it (``handing_over``)."""
+        if not pin:
+            await self.pin_taken(key, gone)
+            return
+        if (earlier := self._pins.pop(key, None)) is not None:
+            self._unpin(earlier[1])
+        self._pins[key] = (gone, pin)
+        self._loop.call_later(UNTAKEN, self._untaken, key, pin)
 
     def forget(self, gone: str) -> None:
         """``gone``'s sessions all taken: its routes deleted (the others stop parking for
@@ -263,13 +269,15 @@ class Replays:
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
+            for session in sessions:
+                self.given(session.key, gone)
             if pin is not None:
                 self._unpin(pin)
             if awaited is not None:
                 self._awaited.pop(awaited.token, None)
             if not released:
                 self._caught_up(sessions, caught_up)
-            self._loop.call_later(2 * self.window, _forget_arrivals, arrivals)
+            self._loop.call_later(2 * self.window, forget_arrivals, arrivals)
 
     async def _visible(self, sessions: list[BrokerSession]) -> int:
         """Step 2: the sessions' filters written again; their ``visible`` revision."""
@@ -388,10 +396,3 @@ class Replays:
             pending = local.store.pending_commit() if durable else None
             follow(arrival.released, [] if pending is None else [pending])
         local.waits.clear()
-
-
-def _forget_arrivals(arrivals: list[tuple[BrokerSession, Arrival | None]]) -> None:
-    """Late copies are no longer told apart (the window is over)."""
-    for session, arrival in arrivals:
-        if arrival is not None and session.arrival is arrival and arrival.held is None:
-            session.arrival = None

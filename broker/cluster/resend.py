@@ -204,31 +204,45 @@ def groups_again(
     return again
 
 
-def handed_over(awaiting: list[int], unrouted: dict[int, Unrouted] | None) -> bytes:
+def handed_over(
+    awaiting: list[int],
+    unrouted: dict[int, Unrouted] | None,
+    parked: tuple[str, str] | None = None,
+) -> bytes:
     """A take-over's answer (``broker.cluster.sessions``) for a session given up: the
     packet ids of its client's QoS 2 messages awaiting PUBREL, and the records of those whose
     routing failed or is still pending (the store has them too, from members of this
-    version)."""
+    version); and the gone member whose parked frames it was not given yet, with the pin
+    on them (``Replays.handing_over``)."""
     records = {str(packet_id): record.as_list() for packet_id, record in (unrouted or {}).items()}
-    return json.dumps({"awaiting_pubrel": awaiting, "unrouted": records}).encode()
+    answer: dict[str, object] = {"awaiting_pubrel": awaiting, "unrouted": records}
+    if parked is not None:
+        answer["parked"] = list(parked)
+    return json.dumps(answer).encode()
 
 
-def read_handed_over(answer: bytes) -> tuple[set[int], dict[int, Unrouted]]:
-    """The packet ids and records in a take-over answer (none from a member that sent only
-    "1", or garbled ones)."""
+def read_handed_over(
+    answer: bytes,
+) -> tuple[set[int], dict[int, Unrouted], tuple[str, str] | None]:
+    """The packet ids, records and parked frames to read in a take-over answer (none from a
+    member that sent only "1", or garbled ones)."""
     try:
         found = json.loads(answer)
         ids = {int(i) for i in found.get("awaiting_pubrel", []) if 0 < int(i) < 65536}
     except (ValueError, TypeError, AttributeError):
-        return set(), {}
+        return set(), {}, None
+    parked = found.get("parked")
+    taken = None
+    if isinstance(parked, list) and len(parked) == 2 and all(isinstance(p, str) for p in parked):
+        taken = (parked[0], parked[1])
     unrouted: dict[int, Unrouted] = {}
     try:
         for packet_id, record in dict(found.get("unrouted", {})).items():
             if int(packet_id) in ids:
                 unrouted[int(packet_id)] = Unrouted.from_list(record)
     except (ValueError, TypeError):
-        return ids, {}
-    return ids, unrouted
+        return ids, {}, taken
+    return ids, unrouted, taken
 
 
 def taken_over(

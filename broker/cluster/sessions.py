@@ -22,7 +22,11 @@ has them too; members of earlier versions learn them only from the answer). The 
 member then reads the session from the shared store (``Registry.moved_here``), takes those
 ids, and announces its filters before the CONNACK. A
 claim that another member's take-over replaced while the session was being read leaves the
-session to that member (``holds``).
+session to that member (``holds``). A session adopted from a gone member (``adopt``) and
+taken from here before the gone member's parked frames were all given to it (from the
+adopter's claim, while it is still read, until its replay ended) takes them along: the answer
+names that member and a pin on its frames, and the claiming member reads them for it
+(``Replays.handing_over``, ``taken_with``).
 
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
 while NATS is away), with what this member has, logged; exclusivity across members then
@@ -44,6 +48,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
 from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
+from broker.cluster.silence import nobody_listens
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
@@ -60,10 +65,6 @@ log = logging.getLogger(__name__)
 BUCKET: Final = "clients"
 _ATTEMPTS: Final = 5  # compare-and-set rounds lost to other members before giving up
 _REMEMBERED: Final = 100_000  # claims kept before those of ended connections are dropped
-# A silent member whose subscriptions NATS still has is asked again every ADOPT_RETRY
-# seconds (plus the request's own timeout) for at most ADOPT_WITHIN seconds.
-ADOPT_RETRY: Final = 1.0
-ADOPT_WITHIN: Final = 600.0
 
 
 class SessionClaims:
@@ -147,7 +148,12 @@ class SessionClaims:
                      previous[0], store_key(key), exc)  # fmt: skip
             await self._from_gone(key, previous[0])
             return True
-        awaiting, unrouted = read_handed_over(answer)
+        awaiting, unrouted, parked = read_handed_over(answer)
+        if parked is not None and self.replays is not None:
+            # Its former member had not given it a gone member's parked frames yet.
+            await self.replays.taken_with(key, *parked)
+            if self.handovers is not None:
+                self.handovers.arrivals.from_gone(key, parked[0])
         if awaiting:
             self._awaiting[key] = awaiting
         if unrouted:
@@ -245,7 +251,7 @@ class SessionClaims:
         connecting elsewhere meanwhile wins), read from the store, queued for here."""
         if not self.is_gone(gone):
             return 0  # it came back (restarted): it restored its own
-        if not await self._nobody_listens(gone):
+        if not await nobody_listens(self.link, gone, self.is_gone):
             return 0
         taken: list[BrokerSession] = []
         complete = False
@@ -273,15 +279,21 @@ class SessionClaims:
             entry = await self.bucket.get(kv_key)
             if entry is None or entry.value.decode() != gone:
                 continue
+            device_id, _, client_id = from_key(kv_key).partition("/")
+            key = (device_id, client_id)
+            if self.replays is not None:  # a take-over from here on takes its frames along
+                self.replays.adopting(key, gone)
             try:
                 revision = await self.bucket.update(kv_key, member, entry.revision)
             except ClusterConflictError:
+                if self.replays is not None:
+                    self.replays.given(key, gone)
                 continue  # its device connected meanwhile
-            device_id, _, client_id = from_key(kv_key).partition("/")
-            key = (device_id, client_id)
             if self.wills is not None:
                 self.wills.adopted(key, revision)
             if not await self.registry.adopt(key):
+                if self.replays is not None:
+                    self.replays.given(key, gone)
                 continue
             session = self.registry.sessions.get(key)
             if session is not None and self.replays is not None:
@@ -297,31 +309,6 @@ class SessionClaims:
                 continue
             adopted += 1
         return adopted
-
-    async def _nobody_listens(self, gone: str) -> bool:
-        """Whether NATS says nobody listens on ``gone``'s forwarding subject any more.
-
-        Silent is not always dead: a member whose process stalls (starved of CPU, paused)
-        still has its NATS subscriptions, and would keep the sessions it holds in memory.
-        While its requests time out it is asked again (NATS drops the subscriptions of a
-        connection it finds dead, after its own ping timeout), until it answers or is back,
-        for at most ``ADOPT_WITHIN`` seconds."""
-        subject = self.link.subject("route", gone)
-        deadline = asyncio.get_running_loop().time() + ADOPT_WITHIN
-        logged = False
-        while self.is_gone(gone) and asyncio.get_running_loop().time() < deadline:
-            answered = await self.link.answers(subject)
-            if answered is False:
-                return True
-            if not logged:
-                why = "answers" if answered else "NATS still has its subscriptions"
-                log.warning("member %s missed its heartbeats but %s: its sessions stay with "
-                            "it while it does", gone, why)  # fmt: skip
-                logged = True
-            if answered:
-                return False
-            await asyncio.sleep(ADOPT_RETRY)
-        return False
 
     async def _read_holders(self) -> dict[str, str]:
         """Every claim at this moment."""
@@ -393,8 +380,10 @@ class SessionClaims:
             if handovers is None or not isinstance(member, str)
             else functools.partial(handovers.depart, member=member)
         )
+        # Whether it is here or still being read, it takes along what it was not given yet.
+        parked = await self.replays.handing_over(key) if self.replays is not None else None
         given = await self.registry.hand_over(key, depart)
         if given is not None:
             self.handed_over += 1
             log.info("session %s handed over to another node", store_key(key))
-        return handed_over(*(given or ([], None)))
+        return handed_over(*(given or ([], None)), parked)

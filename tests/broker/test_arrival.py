@@ -3,12 +3,14 @@ twice (``broker.sessions.Arrival``), and holds what reaches it until its barrier
 logic, and the local router's use of it; the cluster routing that uses it is tested in
 tests/cluster/test_handover.py."""
 
+from broker.cluster.arrivals import _forget_arrival
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.session import Subscription
 from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from broker.sessions import Arrival, BrokerSession
+from nanoiot.errors import ClusterUnavailableError
 
 FILTER = "devices/+/telemetry"
 GROUP = ("backends", FILTER)
@@ -122,3 +124,30 @@ async def test_a_message_for_a_plain_and_a_shared_subscription_is_held_for_both(
     assert session.arrival is not None
     router.deliver_released(session, session.arrival.release())
     assert [out.payload for out in session.queue] == [b"1", b"1"]
+
+
+async def test_what_a_session_held_when_it_moves_on_is_refused_not_acknowledged() -> None:
+    """Handed over again before its barriers came: its held messages' publishers are not
+    acknowledged (they send them again, to its new member; MQTT 3.1.1 §4.3.2)."""
+    arrival = Arrival(max_ids=10)
+    released = arrival.hold(message(1, routed_at=0), sent_on=False)
+    arrival.refuse()
+    assert arrival.held is None
+    assert released.done()
+    assert isinstance(released.exception(), ClusterUnavailableError)
+    arrival.refuse()  # once
+
+
+async def test_a_session_still_holding_past_the_window_keeps_its_arrival() -> None:
+    """Its barriers or parked frames took longer than twice the window: what it holds stays
+    held (before, the arrival was dropped and what it held with it), and is forgotten only a
+    window after its release."""
+    session = BrokerSession(("device", "backend"), "backend", persistent=True)
+    arrival = session.arrival = Arrival(max_ids=10)
+    arrival.hold(message(1, routed_at=0), sent_on=False)
+    _forget_arrival(session, arrival, 0.0)
+    assert session.arrival is arrival
+    assert arrival.held is not None
+    arrival.release()
+    _forget_arrival(session, arrival, 0.0)  # as the timer it set again does
+    assert session.arrival is None

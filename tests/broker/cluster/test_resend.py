@@ -182,17 +182,20 @@ async def test_a_message_delivered_here_before_goes_only_to_sessions_that_came_s
 def test_what_a_hand_over_answer_carries_is_read_back() -> None:
     record = Unrouted(2**63 + 5, {("g", "a/#"): "m2"})
     answer = handed_over([3, 5], {5: record})
-    assert read_handed_over(answer) == ({3, 5}, {5: record})
-    assert read_handed_over(handed_over([], None)) == (set(), {})
+    assert read_handed_over(answer) == ({3, 5}, {5: record}, None)
+    assert read_handed_over(handed_over([], None)) == (set(), {}, None)
+    # Not given a gone member's parked frames yet: that member, and the pin on them.
+    taking = handed_over([], None, ("a", "taking_1"))
+    assert read_handed_over(taking) == (set(), {}, ("a", "taking_1"))
 
 
 def test_a_garbled_or_earlier_answer_names_no_record() -> None:
-    assert read_handed_over(b"1") == (set(), {})  # a member that did not hold the session
-    assert read_handed_over(b'{"awaiting_pubrel": [4]}') == ({4}, {})  # an earlier version
-    garbled = b'{"awaiting_pubrel": [4], "unrouted": {"4": [1, [["g"]]]}}'
-    assert read_handed_over(garbled) == ({4}, {})
+    assert read_handed_over(b"1") == (set(), {}, None)  # a member that did not hold it
+    assert read_handed_over(b'{"awaiting_pubrel": [4]}') == ({4}, {}, None)  # earlier version
+    garbled = b'{"awaiting_pubrel": [4], "unrouted": {"4": [1, [["g"]]]}, "parked": [1]}'
+    assert read_handed_over(garbled) == ({4}, {}, None)
     not_awaited = b'{"awaiting_pubrel": [4], "unrouted": {"9": [1, []]}}'
-    assert read_handed_over(not_awaited) == ({4}, {})
+    assert read_handed_over(not_awaited) == ({4}, {}, None)
 
 
 def test_records_a_take_over_named_join_those_the_store_had() -> None:
