@@ -330,7 +330,10 @@ class Registry:
 
     def forget(self, session: BrokerSession) -> None:
         """Drop a session from memory only (its rows stay: another member takes it). No
-        will: its client connected again elsewhere (5.0 §3.1.3.2.2)."""
+        will: its client connected again elsewhere (5.0 §3.1.3.2.2). What it still held,
+        arriving from another member, is refused (its publishers send it again, §4.3.2)."""
+        if session.arrival is not None:
+            session.arrival.refuse()
         session.cancel_timers()  # the expiry timer too
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]

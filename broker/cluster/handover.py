@@ -22,7 +22,7 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   ones once (§4.3.3; ``broker.sessions.Arrival``). A barrier missing after
   ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway
   (``broker.cluster.arrivals``). A session that moves on from B while B still holds for it
-  has what B held refused (``Arrival.refuse``): its publishers send it again.
+  has what B held refused (``Registry.forget``): its publishers send it again.
 - **A lets go.** Once B's filters are visible, A drops its own routes for them: a table at
   that revision or later names B. A keeps sending on for ``cluster_handover_window``
   seconds for members whose tables lag; after that, a QoS 1 or 2 message routed at an older
@@ -137,10 +137,7 @@ class Handovers:
 
     def depart(self, session: BrokerSession, member: str) -> None:
         """``session`` goes to ``member`` now (called as it is forgotten here): its filters
-        stay routed here and matching messages are sent on, until ``member``'s are visible.
-        What it still held (arriving here) is refused: its publishers send it again."""
-        if session.arrival is not None:
-            session.arrival.refuse()
+        stay routed here and matching messages are sent on, until ``member``'s are visible."""
         earlier = self.departures.get(session.key)
         if earlier is not None:
             self._end(earlier)
