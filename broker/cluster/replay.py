@@ -34,9 +34,13 @@ A replay pins the frames it reads from its start to its end (``broker.cluster.pa
 client's taking pins them before its claim (``pin_taken``), so that an adopter that finds
 the session taken cannot purge them before they are read for it.
 
-A member's own sessions (restored, or back on NATS) are asked for no barrier: what was
-parked for it did not also come to it, and the others park for it until they see its
-heartbeat; what keeps coming is read until none did for ``QUIET`` seconds.
+A member's own sessions (restored, or back on NATS) are asked for barriers too, but no
+``visible`` is set for them (what was parked for it did not also come to it), and the
+others park for it until they see its heartbeat, which a member whose view lags sees late.
+So a member still parking for it parks a barrier that says so, and, once it no longer does
+(all it parked in JetStream), sends one directly: that one counts as read once the reader
+is at the stream's last sequence as of its coming (``broker.cluster.barriers``). The
+reading goes on while frames keep coming, and ``READ_WITHIN`` seconds after the last.
 """
 
 import asyncio
@@ -45,7 +49,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.arrivals import HOLD_WITHIN, follow
+from broker.cluster.arrivals import follow
+from broker.cluster.barriers import READ_WITHIN, Awaited
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
@@ -58,48 +63,12 @@ from nanoiot.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from broker.registry import Registry
 
-__all__ = ["Awaited", "Replays"]
+__all__ = ["Replays"]
 
 log = logging.getLogger(__name__)
 
-READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to come
-QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
-QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
+POLL: Final = 0.2  # seconds between looks at a member's own barriers while no frame comes
 UNTAKEN: Final = 60.0  # seconds a taking's pin waits for its replay at most
-
-
-class Awaited:
-    """The barriers a replay waits for among the gone member's parked frames (step 4): for
-    ``token``, one from each member asked, by when it is given up."""
-
-    def __init__(self, token: SessionKey, members: Iterable[str], me: str, now: float) -> None:
-        self.token = token
-        self._until = dict.fromkeys(members, now + HOLD_WITHIN)
-        if me in self._until:  # this member's own is queued already
-            self._until[me] = now + READ_WITHIN
-
-    def answered(self, member: str, now: float) -> None:
-        """``member``'s direct barrier came: its parked one is on its way."""
-        if member in self._until:
-            self._until[member] = max(self._until[member], now + READ_WITHIN)
-
-    def read(self, member: str) -> None:
-        self._until.pop(member, None)
-
-    def left(self, now: float) -> float | None:
-        """Seconds until the next member is due (0: one is); None once none is waited for."""
-        return max(min(self._until.values()) - now, 0.0) if self._until else None
-
-    def give_up(self, now: float, grace: float = 0.0) -> None:
-        """Those due ``grace`` seconds ago: given up. While frames keep coming, a due
-        member's barrier may be among them, so it is given up only once none came for a
-        moment, or after ``grace`` more."""
-        late = sorted(member for member, until in self._until.items() if until + grace <= now)
-        if late:
-            log.warning("no barrier behind their parked frames from %s: what is held for "
-                        "the sessions taken goes without", ", ".join(late))  # fmt: skip
-            for member in late:
-                del self._until[member]
 
 
 class Replays:
@@ -216,20 +185,34 @@ class Replays:
         awaited = self._awaited.get(token)
         if awaited is not None:
             awaited.answered(member, self._loop.time())
+            if awaited.own:
+                self._spawn(self._answered(awaited, member), "cluster parked frames' last")
 
-    def _await(self, token: SessionKey, members: Iterable[str]) -> Awaited:
-        awaited = Awaited(token, members, self.parked.link.member, self._loop.time())
+    async def _answered(self, awaited: Awaited, member: str) -> None:
+        """A member's own replay: ``member``'s direct barrier counts once the reader is at
+        the stream's last sequence as of now (all ``member`` parked is there)."""
+        try:
+            last = await self.parked.last(self.parked.link.member)
+        except ClusterError as exc:
+            log.warning("parked frames: no last sequence for %s's barrier: %s", member, exc)
+            return
+        awaited.answered(member, self._loop.time(), last)
+
+    def _await(self, token: SessionKey, members: Iterable[str], own: bool = False) -> Awaited:
+        awaited = Awaited(token, members, self.parked.link.member, self._loop.time(), own)
         self._awaited[token] = awaited
         return awaited
 
     def _ask(self, gone: str, visible: int) -> Awaited | None:
-        """An adoption's barriers (step 3), for a token no session has (no device id is
-        empty); asked and awaited in one turn, before any answer can come."""
+        """An adoption's or a member's own replay's barriers (step 3), for a token no
+        session has (no device id is empty); asked and awaited in one turn, before any
+        answer can come."""
         if self.ask is None:
             return None
         self._adoptions += 1
-        token = ("", f"{self.parked.link.member} {self._adoptions}")
-        return self._await(token, self.ask(token, gone, visible))
+        me = self.parked.link.member
+        token = ("", f"{me} {self._adoptions}")
+        return self._await(token, self.ask(token, gone, visible), own=gone == me)
 
     async def _replay(
         self,
@@ -246,13 +229,11 @@ class Replays:
         try:
             if pin is None:
                 pin = await self.parked.pin(gone)
-            if caught_up is None and gone != self.parked.link.member and sessions:
-                # Not for its own: a message came one way only.
-                awaited = self._ask(gone, await self._visible(sessions))
+            if caught_up is None and sessions:
+                awaited = self._ask(gone, await self._visible(sessions, gone))
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
-                quiet = QUIET if gone == self.parked.link.member else 0.0
-                await self._catch_up(reader, last, by_key, quiet, awaited)
+                await self._catch_up(reader, last, by_key, awaited)
                 released = True
                 self._caught_up(sessions, caught_up)
                 await self._follow(reader, by_key)
@@ -271,8 +252,13 @@ class Replays:
                 self._caught_up(sessions, caught_up)
             self._loop.call_later(2 * self.window, _forget_arrivals, arrivals)
 
-    async def _visible(self, sessions: list[BrokerSession]) -> int:
-        """Step 2: the sessions' filters written again; their ``visible`` revision."""
+    async def _visible(self, sessions: list[BrokerSession], gone: str) -> int:
+        """Step 2: the sessions' filters written again; their ``visible`` revision. Not
+        for a member's own: a message came one way only (parked, or directly once the
+        others stopped parking for it), and its own filters are written."""
+        if gone == self.parked.link.member:
+            await self.announcer.written()
+            return self.announcer.revision
         filters = {f for s in sessions for f in s.subscriptions if split_shared(f) is None}
         self.announcer.rewrite(sorted(filters))
         await self.announcer.written()
@@ -287,35 +273,31 @@ class Replays:
         reader: Reader,
         last: int,
         sessions: dict[SessionKey, BrokerSession],
-        quiet: float,
         awaited: Awaited | None,
     ) -> None:
         """Step 4: the frames parked up to sequence ``last``, then up to each ``awaited``
-        barrier, given (held); then, for a member's own, those that keep coming until none
-        did for ``quiet`` seconds (the others' last ones, parked before they saw its
-        heartbeat and sent to it again)."""
-        count, sequence = 0, 0
-        until = self._loop.time() + QUIET_WITHIN  # what is held waits no longer for them
+        barrier, given (held)."""
+        count, sequence, frame_read = 0, 0, False
         while True:
             now = self._loop.time()
+            if awaited is not None:
+                awaited.reached(sequence, now, frame_read)
             barriers = awaited.left(now) if awaited is not None else None
             if sequence < last:
                 within = READ_WITHIN
-            elif barriers is not None:
-                within = barriers
-            elif now < until:
-                within = quiet
-            else:
+            elif barriers is None:
                 break
+            else:  # a member's own: its barriers may come directly meanwhile
+                within = min(barriers, POLL) if awaited and awaited.own else barriers
             got = await reader.next(within)
+            frame_read = got is not None
             if got is None:
                 if sequence < last:
                     log.warning("parked frames: %d of up to %d read, the rest did not come",
                                 count, last)  # fmt: skip
                     break
-                if awaited is None or barriers is None:
-                    break
-                awaited.give_up(self._loop.time())  # none came: those due are given up
+                if awaited is not None:
+                    awaited.give_up(self._loop.time())  # none came: those due are given up
                 continue
             sequence, frame = got
             self._give(frame, sessions, awaited)
@@ -350,7 +332,7 @@ class Replays:
         for routed in records:
             if routed.barrier:
                 if awaited is not None and routed.session == awaited.token:
-                    awaited.read(routed.message.topic)  # the member it is from
+                    awaited.read(routed.message.topic, self._loop.time())  # from that member
                 continue
             if routed.session is not None:
                 one = sessions.get(routed.session)
