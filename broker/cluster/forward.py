@@ -19,11 +19,11 @@ NATS answering that nobody listens on a member's subject means the member is gon
 its persistent sessions wait for whoever takes them). That frame, the frames sent to it
 after it, and from then on every frame with QoS 1 or 2 messages for it (or a barrier for a
 session taken from it: ``barrier``), are *parked* (``broker.cluster.parked``) instead,
-without asking NATS again, until ``unpark`` (the member is back): their publishers are
-acknowledged once JetStream has the frame, and failed if it refused it. Its routes stay,
-so that what is routed to its sessions meanwhile is parked too. Parked frames waiting for
-JetStream count against ``max_forward_buffer`` as well. While no member is gone, none of
-this costs anything per message.
+without asking NATS again, until ``unpark`` (the member is back; ``unparked`` once all are
+in JetStream): their publishers are acknowledged once JetStream has the frame, and failed if
+it refused it. Its routes stay: what is routed to its sessions meanwhile is parked too.
+Parked frames waiting for JetStream count against ``max_forward_buffer``. Nothing of this
+costs anything per message while no member is gone.
 """
 
 import asyncio
@@ -45,6 +45,7 @@ from broker.peer import SessionKey
 from broker.repeats import LogLimiter
 from broker.router import Message
 from nanoiot.errors import ClusterError, ClusterUnavailableError
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["CONFIRM_WITHIN", "Forwarder", "all_of"]
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 CONFIRM_WITHIN: Final = 5.0
 _NO_RESPONDERS: Final = "503"
 _REFUSED: Final = b"-"
+_Parking = tuple[str, bytes, "asyncio.Future[None]"]  # a frame to park: member, bytes, future
 
 
 def all_of(futures: list["asyncio.Future[None]"]) -> "asyncio.Future[None] | None":
@@ -102,10 +104,9 @@ class Forwarder:
         self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
         self.parked: set[str] = set()  # members whose frames are parked
         self._unparking: set[str] = set()  # ... until those queued are in JetStream
+        self._unparked = asyncio.Event()  # set (and replaced) when a member's are no longer
         self._parking_now: str | None = None
-        self._parking: collections.deque[tuple[str, bytes, asyncio.Future[None]]] = (
-            collections.deque()
-        )
+        self._parking: collections.deque[_Parking] = collections.deque()
         self._parking_ready = asyncio.Event()
         self._parker: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -136,26 +137,21 @@ class Forwarder:
     async def stop(self) -> None:
         if self._sender is not None:
             self._flush()
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender)
             self._sender = None
         if self._parker is not None:
-            self._parker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._parker
+            await cancel_and_wait(self._parker)
             self._parker = None
-        while self._parking:
-            _member, _data, future = self._parking.popleft()
-            if not future.done():
-                future.set_exception(ClusterUnavailableError("the node is stopping"))
         if self._replies is not None:
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
-        for future, _member, timer, _data in self._waiting.values():
+        for _future, _member, timer, _data in self._waiting.values():
             timer.cancel()
+        futures = [entry[2] for entry in self._parking] + [w[0] for w in self._waiting.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(ClusterUnavailableError("the node is stopping"))
+        self._parking.clear()
         self._waiting.clear()
 
     def forward(
@@ -329,11 +325,18 @@ class Forwarder:
             self._unparking.add(member)
             self._drained(member)
 
+    async def unparked(self, member: str) -> None:
+        """Once frames for ``member`` are no longer parked: all it parked are in JetStream."""
+        while member in self.parked:
+            await self._unparked.wait()
+
     def _drained(self, member: str) -> None:
         if self._parking_now == member or any(entry[0] == member for entry in self._parking):
             return
         self._unparking.discard(member)
         self.parked.discard(member)
+        self._unparked, unparked = asyncio.Event(), self._unparked
+        unparked.set()
         log.info("cluster member %s is back: frames for it are no longer parked", member)
 
     def _park(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
@@ -384,8 +387,7 @@ class Forwarder:
                         self._drained(member)
 
     def _unconfirmed(self, token: str) -> None:
-        waiting = self._waiting.get(token)
-        member = waiting[1] if waiting is not None else "?"
+        member = self._waiting[token][1] if token in self._waiting else "?"
         self._fail(token, f"member {member} did not confirm within {CONFIRM_WITHIN:g} s")
 
     def _fail(self, token: str, why: str) -> None:

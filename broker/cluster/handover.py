@@ -31,7 +31,9 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
 
 B tells A its ``visible`` and asks for barriers on ``<cluster>.handover.<member>``. When A is
 gone (killed), the notice says so: each member's barrier to A then goes into A's parked
-frames, behind what it parked for A, where B reads it (``broker.cluster.replay``).
+frames, behind what it parked for A, where B reads it (``broker.cluster.replay``). A
+restarted member asks for its own (A and B the same): each member still parking for it
+parks one, then sends one directly once it no longer does.
 A shared subscription (MQTT 5.0 §4.8.2) the session had is held the same way: a member
 chosen for the group's copy that no longer has a member of the group here sends the copy on
 to the session's new member, where it is held with the rest and goes to the session as the
@@ -44,7 +46,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
 
@@ -69,6 +71,8 @@ if TYPE_CHECKING:
 __all__ = ["Departure", "Handovers", "Taken"]
 
 log = logging.getLogger(__name__)
+
+UNPARKED_WITHIN: Final = 60.0  # seconds a restarted member's barrier waits for its unparking
 
 Taken = bool | asyncio.Future[None]  # True: the store was written; a future: wait for it
 
@@ -256,10 +260,24 @@ class Handovers:
             log.warning("routes not at revision %d within %g s: no hand-over barrier for %s",
                         visible, HOLD_WITHIN, store_key(key))  # fmt: skip
             return
+        if me != old and old == new:  # a restarted member's own (``broker.cluster.replay``)
+            await self._restart_barrier(key, old)
+            return
         if me != old:
             self.forwarder.barrier(old, me, key, relayed=False, parked=parked)
         if me != new:
             self.forwarder.barrier(new, me, key, relayed=False)
+
+    async def _restart_barrier(self, key: SessionKey, member: str) -> None:
+        """Still parking for restarted ``member``: a barrier behind what is parked says so;
+        then, once no longer (all parked are in JetStream), one directly says none is left."""
+        if member in self.forwarder.parked:
+            self.forwarder.barrier(member, self.link.member, key, relayed=False, parked=True)
+        try:
+            await asyncio.wait_for(self.forwarder.unparked(member), UNPARKED_WITHIN)
+        except TimeoutError:  # it died again: its replay gave this member up
+            return
+        self.forwarder.barrier(member, self.link.member, key, relayed=False)
 
     def _visible(self, key: SessionKey, visible: int) -> None:
         departure = self.departures.get(key)

@@ -21,7 +21,7 @@ while it reads (a consumer of the stream that delivers nothing, seen cluster-wid
 that takes a session from a gone member pins it before its claim replaces the gone member's
 (``SessionClaims``), so before the adopter can find the session not its own, until its
 replay ends; an adopter a session is taken from before its replay gave it the frames pins
-them for the session's new member (``Replays.handing_over``). A purge waits until nobody
+them for the session's new member (``Owed.handing_over``). A purge waits until nobody
 pins the subject: none drops frames another member is still to give to a session it took
 (MQTT 3.1.1 §4.3.2, §4.3.3). The adopter deletes the gone member's routes only once no
 taking pins it either: until the taken session's own routes are seen, what is routed to it
@@ -43,9 +43,10 @@ from nats.js import api
 from broker.cluster.errors import nats_errors
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
 from broker.cluster.streams import open_stream
+from broker.peer import SessionKey
 from nanoiot.errors import ClusterError
 
-__all__ = ["KEPT_FOR", "PINNED_FOR", "ParkedFrames"]
+__all__ = ["KEPT_FOR", "PINNED_FOR", "Owed", "ParkedFrames"]
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +189,35 @@ class Reader:
                 return None
         sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
         return sequence, msg.data
+
+
+class Owed:
+    """The sessions here (or being adopted) not yet given the parked frames of the gone
+    member they were taken from: one handed over meanwhile takes them along."""
+
+    def __init__(self, parked: ParkedFrames) -> None:
+        self.parked = parked
+        self._owed: dict[SessionKey, str] = {}
+
+    def adopting(self, key: SessionKey, gone: str, *, again: bool = True) -> None:
+        """``key`` is taken from ``gone`` here (an adoption's before its claim): not given
+        ``gone``'s frames yet. ``again``: in place of any other gone member's."""
+        if again or key not in self._owed:
+            self._owed[key] = gone
+
+    def given(self, key: SessionKey, gone: str) -> None:
+        """``gone``'s frames given to ``key`` here (or it is not taken here)."""
+        if self._owed.get(key) == gone:
+            del self._owed[key]
+
+    async def handing_over(self, key: SessionKey) -> tuple[str, str] | None:
+        """``key`` is handed over before the gone member's frames were all given to it here:
+        that member and a pin on its frames for the session's new member
+        (``Replays.taken_with``), which reads them for it; None if it has them."""
+        gone = self._owed.pop(key, None)
+        if gone is None:
+            return None
+        try:
+            return gone, await self.parked.pin(gone, taking=True)
+        except ClusterError:  # the new member pins them itself, later
+            return gone, ""

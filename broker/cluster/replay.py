@@ -35,12 +35,16 @@ client's taking pins them before its claim (``pin_taken``), so that an adopter t
 the session taken cannot purge them before they are read for it. A session taken from a
 member that had not given it a gone member's parked frames yet (an adopter, from its claim
 until its replay for the session ended) takes them along: that member pins the frames for
-it and names them in its take-over answer (``handing_over``), and the session's new member
+it and names them in its take-over answer (``Owed.handing_over``), and the session's new member
 reads them for it as for a session taken from the gone member itself (``taken_with``).
 
-A member's own sessions (restored, or back on NATS) are asked for no barrier: what was
-parked for it did not also come to it, and the others park for it until they see its
-heartbeat; what keeps coming is read until none did for ``QUIET`` seconds.
+A member's own sessions (restored, or back on NATS) are asked for barriers too, but no
+``visible`` is set for them (what was parked for it did not also come to it), and the
+others park for it until they see its heartbeat, which a member whose view lags sees late.
+So a member still parking for it parks a barrier that says so, and, once it no longer does
+(all it parked in JetStream), sends one directly: that one counts as read once the reader
+is at the stream's last sequence as of its coming (``broker.cluster.barriers``). The
+reading goes on while frames keep coming, and ``READ_WITHIN`` seconds after the last.
 """
 
 import asyncio
@@ -52,7 +56,7 @@ from auth.topics import split_shared
 from broker.cluster.arrivals import follow, forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
 from broker.cluster.frames import decode
-from broker.cluster.parked import ParkedFrames, Reader
+from broker.cluster.parked import Owed, ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey
 from broker.router import LocalRouter
@@ -67,8 +71,7 @@ __all__ = ["Replays"]
 
 log = logging.getLogger(__name__)
 
-QUIET: Final = 0.2  # seconds without a parked frame after which a member's own are all in
-QUIET_WITHIN: Final = 3.0  # seconds after which they are taken as all in anyway
+POLL: Final = 0.2  # seconds between looks at a member's own barriers while no frame comes
 UNTAKEN: Final = 60.0  # seconds a taking's pin waits for its replay at most
 
 
@@ -92,8 +95,7 @@ class Replays:
         self._awaited: dict[SessionKey, Awaited] = {}  # by token
         self._adoptions = 0
         self._pins: dict[SessionKey, tuple[str, str]] = {}  # by session: (gone member, pin)
-        # Sessions not given their gone member's frames yet (``adopting``, ``handing_over``).
-        self._giving: dict[SessionKey, str] = {}
+        self.owed = Owed(parked)  # sessions not given their gone member's frames yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -130,7 +132,7 @@ class Replays:
         members ``asked`` for barriers for ``token``) and is told when the frames parked so
         far are given; else they are released here."""
         for session in sessions:
-            self._giving.setdefault(session.key, gone)
+            self.owed.adopting(session.key, gone, again=False)
         awaited = None if token is None else self._await(token, asked)
         pin = self._pins.pop(token, None) if token is not None else None
         if pin is not None and pin[0] != gone:
@@ -155,30 +157,9 @@ class Replays:
         self._pins[key] = (gone, name)
         self._loop.call_later(UNTAKEN, self._untaken, key, name)
 
-    def adopting(self, key: SessionKey, gone: str) -> None:
-        """``key`` is being adopted from ``gone`` (before its claim): not given its frames."""
-        self._giving[key] = gone
-
-    def given(self, key: SessionKey, gone: str) -> None:
-        """``gone``'s frames given to ``key`` here (or it is not taken here)."""
-        if self._giving.get(key) == gone:
-            del self._giving[key]
-
-    async def handing_over(self, key: SessionKey) -> tuple[str, str] | None:
-        """``key`` is handed over before the gone member's frames were all given to it here:
-        that member and a pin on its frames for the session's new member (``taken_with``),
-        which reads them for it; None if it has them."""
-        gone = self._giving.pop(key, None)
-        if gone is None:
-            return None
-        try:
-            return gone, await self.parked.pin(gone, taking=True)
-        except ClusterError:  # the new member pins them itself, later
-            return gone, ""
-
     async def taken_with(self, key: SessionKey, gone: str, pin: str) -> None:
         """``key`` taken here from a member that had not given it ``gone``'s frames yet, with
-        the pin that member took on them for it (``handing_over``)."""
+        the pin that member took on them for it (``Owed.handing_over``)."""
         if not pin:
             await self.pin_taken(key, gone)
             return
@@ -222,20 +203,34 @@ class Replays:
         awaited = self._awaited.get(token)
         if awaited is not None:
             awaited.answered(member, self._loop.time())
+            if awaited.own:
+                self._spawn(self._answered(awaited, member), "cluster parked frames' last")
 
-    def _await(self, token: SessionKey, members: Iterable[str]) -> Awaited:
-        awaited = Awaited(token, members, self.parked.link.member, self._loop.time())
+    async def _answered(self, awaited: Awaited, member: str) -> None:
+        """A member's own replay: ``member``'s direct barrier counts once the reader is at
+        the stream's last sequence as of now (all ``member`` parked is there)."""
+        try:
+            last = await self.parked.last(self.parked.link.member)
+        except ClusterError as exc:
+            log.warning("parked frames: no last sequence for %s's barrier: %s", member, exc)
+            return
+        awaited.answered(member, self._loop.time(), last)
+
+    def _await(self, token: SessionKey, members: Iterable[str], own: bool = False) -> Awaited:
+        awaited = Awaited(token, members, self.parked.link.member, self._loop.time(), own)
         self._awaited[token] = awaited
         return awaited
 
     def _ask(self, gone: str, visible: int) -> Awaited | None:
-        """An adoption's barriers (step 3), for a token no session has (no device id is
-        empty); asked and awaited in one turn, before any answer can come."""
+        """An adoption's or a member's own replay's barriers (step 3), for a token no
+        session has (no device id is empty); asked and awaited in one turn, before any
+        answer can come."""
         if self.ask is None:
             return None
         self._adoptions += 1
-        token = ("", f"{self.parked.link.member} {self._adoptions}")
-        return self._await(token, self.ask(token, gone, visible))
+        me = self.parked.link.member
+        token = ("", f"{me} {self._adoptions}")
+        return self._await(token, self.ask(token, gone, visible), own=gone == me)
 
     async def _replay(
         self,
@@ -252,13 +247,11 @@ class Replays:
         try:
             if pin is None:
                 pin = await self.parked.pin(gone)
-            if caught_up is None and gone != self.parked.link.member and sessions:
-                # Not for its own: a message came one way only.
-                awaited = self._ask(gone, await self._visible(sessions))
+            if caught_up is None and sessions:
+                awaited = self._ask(gone, await self._visible(sessions, gone))
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
-                quiet = QUIET if gone == self.parked.link.member else 0.0
-                await self._catch_up(reader, last, by_key, quiet, awaited)
+                await self._catch_up(reader, last, by_key, awaited)
                 released = True
                 self._caught_up(sessions, caught_up)
                 await self._follow(reader, by_key)
@@ -270,7 +263,7 @@ class Replays:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
             for session in sessions:
-                self.given(session.key, gone)
+                self.owed.given(session.key, gone)
             if pin is not None:
                 self._unpin(pin)
             if awaited is not None:
@@ -279,8 +272,13 @@ class Replays:
                 self._caught_up(sessions, caught_up)
             self._loop.call_later(2 * self.window, forget_arrivals, arrivals)
 
-    async def _visible(self, sessions: list[BrokerSession]) -> int:
-        """Step 2: the sessions' filters written again; their ``visible`` revision."""
+    async def _visible(self, sessions: list[BrokerSession], gone: str) -> int:
+        """Step 2: the sessions' filters written again; their ``visible`` revision. Not
+        for a member's own: a message came one way only (parked, or directly once the
+        others stopped parking for it), and its own filters are written."""
+        if gone == self.parked.link.member:
+            await self.announcer.written()
+            return self.announcer.revision
         filters = {f for s in sessions for f in s.subscriptions if split_shared(f) is None}
         self.announcer.rewrite(sorted(filters))
         await self.announcer.written()
@@ -295,35 +293,31 @@ class Replays:
         reader: Reader,
         last: int,
         sessions: dict[SessionKey, BrokerSession],
-        quiet: float,
         awaited: Awaited | None,
     ) -> None:
         """Step 4: the frames parked up to sequence ``last``, then up to each ``awaited``
-        barrier, given (held); then, for a member's own, those that keep coming until none
-        did for ``quiet`` seconds (the others' last ones, parked before they saw its
-        heartbeat and sent to it again)."""
-        count, sequence = 0, 0
-        until = self._loop.time() + QUIET_WITHIN  # what is held waits no longer for them
+        barrier, given (held)."""
+        count, sequence, frame_read = 0, 0, False
         while True:
             now = self._loop.time()
+            if awaited is not None:
+                awaited.reached(sequence, now, frame_read)
             barriers = awaited.left(now) if awaited is not None else None
             if sequence < last:
                 within = READ_WITHIN
-            elif barriers is not None:
-                within = barriers
-            elif now < until:
-                within = quiet
-            else:
+            elif barriers is None:
                 break
+            else:  # a member's own: its barriers may come directly meanwhile
+                within = min(barriers, POLL) if awaited and awaited.own else barriers
             got = await reader.next(within)
+            frame_read = got is not None
             if got is None:
                 if sequence < last:
                     log.warning("parked frames: %d of up to %d read, the rest did not come",
                                 count, last)  # fmt: skip
                     break
-                if awaited is None or barriers is None:
-                    break
-                awaited.give_up(self._loop.time())  # none came: those due are given up
+                if awaited is not None:
+                    awaited.give_up(self._loop.time())  # none came: those due are given up
                 continue
             sequence, frame = got
             self._give(frame, sessions, awaited)
@@ -358,7 +352,7 @@ class Replays:
         for routed in records:
             if routed.barrier:
                 if awaited is not None and routed.session == awaited.token:
-                    awaited.read(routed.message.topic)  # the member it is from
+                    awaited.read(routed.message.topic, self._loop.time())  # from that member
                 continue
             if routed.session is not None:
                 one = sessions.get(routed.session)

@@ -213,7 +213,7 @@ def handed_over(
     packet ids of its client's QoS 2 messages awaiting PUBREL, and the records of those whose
     routing failed or is still pending (the store has them too, from members of this
     version); and the gone member whose parked frames it was not given yet, with the pin
-    on them (``Replays.handing_over``)."""
+    on them (``Owed.handing_over``)."""
     records = {str(packet_id): record.as_list() for packet_id, record in (unrouted or {}).items()}
     answer: dict[str, object] = {"awaiting_pubrel": awaiting, "unrouted": records}
     if parked is not None:

@@ -26,7 +26,7 @@ session to that member (``holds``). A session adopted from a gone member (``adop
 taken from here before the gone member's parked frames were all given to it (from the
 adopter's claim, while it is still read, until its replay ended) takes them along: the answer
 names that member and a pin on its frames, and the claiming member reads them for it
-(``Replays.handing_over``, ``taken_with``).
+(``Owed.handing_over``, ``Replays.taken_with``).
 
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
 while NATS is away), with what this member has, logged; exclusivity across members then
@@ -282,18 +282,18 @@ class SessionClaims:
             device_id, _, client_id = from_key(kv_key).partition("/")
             key = (device_id, client_id)
             if self.replays is not None:  # a take-over from here on takes its frames along
-                self.replays.adopting(key, gone)
+                self.replays.owed.adopting(key, gone)
             try:
                 revision = await self.bucket.update(kv_key, member, entry.revision)
             except ClusterConflictError:
                 if self.replays is not None:
-                    self.replays.given(key, gone)
+                    self.replays.owed.given(key, gone)
                 continue  # its device connected meanwhile
             if self.wills is not None:
                 self.wills.adopted(key, revision)
             if not await self.registry.adopt(key):
                 if self.replays is not None:
-                    self.replays.given(key, gone)
+                    self.replays.owed.given(key, gone)
                 continue
             session = self.registry.sessions.get(key)
             if session is not None and self.replays is not None:
@@ -381,7 +381,7 @@ class SessionClaims:
             else functools.partial(handovers.depart, member=member)
         )
         # Whether it is here or still being read, it takes along what it was not given yet.
-        parked = await self.replays.handing_over(key) if self.replays is not None else None
+        parked = await self.replays.owed.handing_over(key) if self.replays is not None else None
         given = await self.registry.hand_over(key, depart)
         if given is not None:
             self.handed_over += 1

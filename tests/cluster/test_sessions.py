@@ -257,6 +257,11 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
             assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
             live = [n for n, c in zip("ab", clients, strict=True) if not c.disconnected.is_set()]
             assert len(live) == 1, attempt
+            # The connection closed may be the one the other took the session from: the
+            # winner's CONNACK comes after that close (a take-over), so it is waited for.
+            winner = clients["ab".index(live[0])]
+            assert winner.wait_connack() == 0, attempt
+            assert not winner.disconnected.is_set(), attempt
             held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "ab"}
             assert held == {n: float(n in live) for n in "ab"}, attempt
             for client in clients:
