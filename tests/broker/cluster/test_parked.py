@@ -19,7 +19,7 @@ from nanoiot.settings import Settings
 WAIT = 10.0
 
 
-async def _parked(parked: ParkedFrames, member: str) -> list[bytes]:
+async def parked_payloads(parked: ParkedFrames, member: str) -> list[bytes]:
     """The payloads of the messages parked for ``member``, in order."""
     last = await parked.last(member)
     payloads: list[bytes] = []
@@ -57,7 +57,7 @@ async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
         assert (gone, forwarder.parked) == (["dead"], {"dead"})
         later = [await _forward(forwarder, "dead", str(n).encode()) for n in range(1, 20)]
         await asyncio.wait_for(asyncio.gather(*later), WAIT)  # not asking NATS again
-        assert await _parked(parked, "dead") == [str(n).encode() for n in range(20)]
+        assert await parked_payloads(parked, "dead") == [str(n).encode() for n in range(20)]
         assert forwarder.frames_parked == 20
 
         forwarder.unpark("dead")  # back: nothing queued, so at once

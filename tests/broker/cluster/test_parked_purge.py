@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from broker.cluster.forward import Forwarder
-from broker.cluster.frames import decode
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.router import Message
 from nanoiot.settings import Settings
+from tests.broker.cluster.test_parked import parked_payloads
 
 WAIT = 10.0
 FRAMES = 5
@@ -60,20 +60,6 @@ async def _park(link: ClusterLink, parked: ParkedFrames, member: str) -> None:
         await forwarder.stop()
 
 
-async def _read(parked: ParkedFrames, member: str) -> list[bytes]:
-    """The payloads parked for ``member`` now, in order."""
-    last = await parked.last(member)
-    payloads: list[bytes] = []
-    async with parked.reading(member) as reader:
-        sequence = 0
-        while sequence < last:
-            got = await reader.next(WAIT)
-            assert got is not None
-            sequence, frame = got
-            payloads += [r.message.payload for r in decode(frame, 0.0)]
-    return payloads
-
-
 async def test_a_purge_waits_until_no_other_member_pins_the_frames(
     cluster_settings: Callable[..., Settings], purging: _Purging
 ) -> None:
@@ -91,7 +77,7 @@ async def test_a_purge_waits_until_no_other_member_pins_the_frames(
 
         purge = asyncio.create_task(parked_b.purge("a"))
         await asyncio.wait_for(purging.seen.wait(), WAIT)  # it looked at the pins
-        assert await _read(parked_c, "a") == [b"%d" % n for n in range(FRAMES)]
+        assert await parked_payloads(parked_c, "a") == [b"%d" % n for n in range(FRAMES)]
         assert not purge.done()
 
         await parked_c.unpin(pin)
