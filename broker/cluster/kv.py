@@ -4,13 +4,21 @@ What a cluster needs from it: ``create`` succeeds for one writer only (a take-ov
 session's owner), ``update`` succeeds only if nobody wrote since the revision read (CAS), and
 a bucket made with a TTL forgets an entry that was not rewritten in time (node liveness).
 A lost race is a ``ClusterConflictError``; an unreachable NATS a ``ClusterUnavailableError``.
+
+A watch says when it has given every value there was at its start; that is decided here, not
+by nats-py's own marker, which can come before values already written (nats.py #842: the
+consumer's pending count is read while deliveries are still on their way). Reading a partial
+route table, member list or retained set at start-up would lose messages.
 """
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE
 from nats.js.kv import KeyValue as NatsKeyValue
 
@@ -25,9 +33,16 @@ class Entry:
     revision: int  # pass to update() to write only if nobody wrote since
 
 
+# Seconds a watch waits for the last value there was at its start before it checks whether
+# that value is still there (it may have expired meanwhile, and would never come).
+RECHECK: Final = 1.0
+
+
 class KeyValue:
-    def __init__(self, store: NatsKeyValue, bucket: str) -> None:
+    def __init__(self, store: NatsKeyValue, bucket: str, js: JetStreamContext) -> None:
         self._store = store
+        self._js = js
+        self._stream = f"KV_{bucket}"
         self.bucket = bucket
 
     async def get(self, key: str) -> Entry | None:
@@ -76,38 +91,83 @@ class KeyValue:
     async def watch(self, keys: str = ">") -> "Watch":
         """Every key's current value, then each change as it happens (``Watch.next``)."""
         with nats_errors(f"watching {self.bucket}"):
-            return Watch(await self._store.watch(keys), self.bucket)
+            last = await self._last_revision(keys)  # before the watch: it gives this one
+            return Watch(await self._store.watch(keys), self.bucket, last, self._holds)
+
+    async def _last_revision(self, keys: str) -> int:
+        """The revision of the last value written to ``keys`` (0: there is none)."""
+        try:
+            found = await self._js.get_last_msg(self._stream, f"$KV.{self.bucket}.{keys}")
+        except nats.js.errors.NotFoundError:
+            return 0
+        return found.seq or 0
+
+    async def _holds(self, revision: int) -> bool:
+        """Whether the value written at ``revision`` is still in the bucket."""
+        with nats_errors(f"reading {self.bucket}"):
+            try:
+                await self._js.get_msg(self._stream, seq=revision)
+            except nats.js.errors.NotFoundError:
+                return False
+        return True
 
 
 class Watch:
     """The changes of a bucket's keys, in the order they were written."""
 
-    def __init__(self, watcher: NatsKeyValue.KeyWatcher, bucket: str) -> None:
+    def __init__(
+        self,
+        watcher: NatsKeyValue.KeyWatcher,
+        bucket: str,
+        last: int,
+        holds: Callable[[int], Awaitable[bool]],
+    ) -> None:
         self._watcher = watcher
         self._bucket = bucket
+        self._last = last  # the last revision there was at the start (0: none)
+        self._holds = holds
+        self._started = False  # every value there was at the start was given
+        self._gone = False  # the start's last value expired before it came
         self.revision = 0  # of the last change given: the bucket as of then is known
 
     async def next(self) -> tuple[str, bool] | None:
         """(key, present: False once deleted or expired); None once, when the values there
         were at the start have all been given."""
-        while True:
-            entry = await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-            if entry is None:
-                return None
-            if isinstance(entry, NatsKeyValue.Entry):
-                self.revision = max(self.revision, entry.revision or 0)
-                return entry.key, entry.operation not in (KV_DEL, KV_PURGE)
+        entry = await self._entry()
+        if entry is None:
+            return None
+        return entry.key, entry.operation not in (KV_DEL, KV_PURGE)
 
     async def value(self) -> tuple[str, bytes | None] | None:
         """As ``next``, with the value (None once deleted or expired)."""
+        entry = await self._entry()
+        if entry is None:
+            return None
+        deleted = entry.operation in (KV_DEL, KV_PURGE)
+        return entry.key, None if deleted else (entry.value or b"")
+
+    async def _entry(self) -> NatsKeyValue.Entry | None:
+        # Values come in revision order: once the start's last revision (or a later one) was
+        # given, every value there was at the start was. nats-py's marker (None) is skipped.
         while True:
-            entry = await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-            if entry is None:
+            if not self._started and (self.revision >= self._last or self._gone):
+                self._started = True
                 return None
+            entry = await self._update()
             if isinstance(entry, NatsKeyValue.Entry):
                 self.revision = max(self.revision, entry.revision or 0)
-                deleted = entry.operation in (KV_DEL, KV_PURGE)
-                return entry.key, None if deleted else (entry.value or b"")
+                return entry
+
+    async def _update(self) -> object:
+        """nats-py's next item; until the start's values are given, a check every ``RECHECK``
+        seconds that the last of them is still there (expired, it would never come)."""
+        if self._started:
+            return await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+        try:
+            return await self._watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
+        except nats.errors.TimeoutError:
+            self._gone = not await self._holds(self._last)
+            return None
 
     async def stop(self) -> None:
         with contextlib.suppress(nats.errors.Error):

@@ -177,7 +177,7 @@ class ClusterLink:
         with nats_errors(f"opening key-value bucket {bucket}"):
             js = self.client.jetstream(timeout=REQUEST_TIMEOUT)
             store = await open_bucket(js, bucket, self.replicas, ttl)
-        return KeyValue(store, bucket)
+        return KeyValue(store, bucket, js)
 
     async def answer_pings(self, **about: Any) -> None:
         """Reply to ``<cluster>.nodes.ping`` with this member's name and ``about``."""

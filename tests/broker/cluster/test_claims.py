@@ -43,7 +43,7 @@ class _AnswerHeld(KeyValue):
     busy, and the request's handler then runs first."""
 
     def __init__(self, bucket: KeyValue, request_read: asyncio.Event) -> None:
-        super().__init__(bucket._store, bucket.bucket)
+        super().__init__(bucket._store, bucket.bucket, bucket._js)
         self.written = asyncio.Event()
         self._request_read = request_read
 
