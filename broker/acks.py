@@ -104,7 +104,11 @@ class HeldAcks:
             self._timer.cancel()
             self._timer = None
 
-    def _release(self, _done: object = None) -> None:
+    def _release(self, done: "asyncio.Future[None] | None" = None) -> None:
+        if done is not None and not done.cancelled():
+            # Read now: its entries are acted on below once they come first, but a connection
+            # closed meanwhile (``_overdue``) dropped them, and then nobody would read it.
+            done.exception()
         client, held = self._client, self._held
         while held and (held[0][2] is None or held[0][2].done()):
             packet_id, qos, pending, _, code = held.popleft()

@@ -38,6 +38,7 @@ from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import Peer
 from broker.router import Message
+from broker.will_routing import route_will
 from storage.models import MQTT_TOPIC_FILTER_MAX
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
         properties = Properties(kept) if kept else NO_PROPERTIES
     expires_at = _deadline(properties, now) if properties else None
     message = Message(topic, will.payload, will.qos, will.retain, properties, expires_at)
-    broker.router.publish(message)
+    route_will(broker.router, message)
     if will.retain:
         refused = broker.retained.retain(
             topic, will.payload, will.qos, peer.device_id, properties, expires_at

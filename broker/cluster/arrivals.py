@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.forward import all_of
+from broker.cluster.confirmations import all_of
 from broker.cluster.frames import DIRECT, RELAYED, Group
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import RouteAnnouncer

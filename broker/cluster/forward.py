@@ -9,11 +9,11 @@ published (MQTT 3.1.1 §4.6).
 A frame holding a QoS 1 or 2 message is sent with a reply subject: the receiving member
 answers once it routed the frame and its session store committed what that wrote, and only
 then may the publisher get its PUBACK or PUBREC (§4.3.2, §4.3.3). ``forward`` returns the
-future of those answers. It fails (the publisher's connection is closed unacknowledged, so
-the client sends again) when a member does not answer within ``CONFIRM_WITHIN`` seconds or
-the frames waiting for NATS exceed ``max_forward_buffer`` bytes. A member that could not
-take a frame's messages (one for a session it did not hold) answers so, and the publisher is
-failed in the same way.
+future of those answers (``broker.cluster.confirmations`` keeps what waits for them). It
+fails (the publisher's connection is closed unacknowledged, so the client sends again) when a
+member does not answer within ``CONFIRM_WITHIN`` seconds or the frames waiting for NATS
+exceed ``max_forward_buffer`` bytes. A member that could not take a frame's messages (one for
+a session it did not hold) answers so, and the publisher is failed in the same way.
 
 NATS answering that nobody listens on a member's subject means the member is gone (killed:
 its persistent sessions wait for whoever takes them). That frame, the frames sent to it
@@ -29,7 +29,6 @@ costs anything per message while no member is gone.
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
@@ -37,6 +36,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.cluster.confirmations import Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import Group, decode, encode, encode_barrier
 from broker.cluster.link import ClusterLink
@@ -44,45 +44,16 @@ from broker.cluster.parked import ParkedFrames
 from broker.peer import SessionKey
 from broker.repeats import LogLimiter
 from broker.router import Message
-from nanoiot.errors import ClusterError, ClusterUnavailableError
+from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_and_wait
 
-__all__ = ["CONFIRM_WITHIN", "Forwarder", "all_of"]
+__all__ = ["Forwarder"]
 
 log = logging.getLogger(__name__)
 
-CONFIRM_WITHIN: Final = 5.0
 _NO_RESPONDERS: Final = "503"
 _REFUSED: Final = b"-"
 _Parking = tuple[str, bytes, "asyncio.Future[None]"]  # a frame to park: member, bytes, future
-
-
-def all_of(futures: list["asyncio.Future[None]"]) -> "asyncio.Future[None] | None":
-    """A future done when all of ``futures`` are, failed if one failed; no task involved."""
-    if not futures:
-        return None
-    if len(futures) == 1:
-        return futures[0]
-    combined: asyncio.Future[None] = futures[0].get_loop().create_future()
-    remaining = len(futures)
-
-    def one_done(done: "asyncio.Future[None]") -> None:
-        nonlocal remaining
-        remaining -= 1
-        if combined.done():
-            return
-        if done.cancelled() or done.exception() is not None:
-            combined.set_exception(
-                ClusterUnavailableError("a member did not confirm a forwarded message")
-                if done.cancelled()
-                else done.exception()  # type: ignore[arg-type]
-            )
-        elif remaining == 0:
-            combined.set_result(None)
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return combined
 
 
 class _Frame:
@@ -115,9 +86,7 @@ class Forwarder:
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._outbox_bytes = 0
         self._ready = asyncio.Event()
-        # token -> the confirmation, the member, its deadline, the frame (to park it)
-        self._waiting: dict[str, tuple[asyncio.Future[None], str, asyncio.TimerHandle, bytes]] = {}
-        self._ids = itertools.count()
+        self._awaiting = Awaiting()  # frames sent, not answered yet
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -145,14 +114,10 @@ class Forwarder:
         if self._replies is not None:
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
-        for _future, _member, timer, _data in self._waiting.values():
-            timer.cancel()
-        futures = [entry[2] for entry in self._parking] + [w[0] for w in self._waiting.values()]
-        for future in futures:
-            if not future.done():
-                future.set_exception(ClusterUnavailableError("the node is stopping"))
+        for _member, _data, future in self._parking:
+            fail(future, "the node is stopping")
         self._parking.clear()
-        self._waiting.clear()
+        self._awaiting.fail_all("the node is stopping")
 
     def forward(
         self,
@@ -194,7 +159,7 @@ class Forwarder:
         frame = self._frame_for(member, None)
         encode_barrier(origin, session, frame.data, relayed=relayed)
         if parked:
-            self._confirmed(frame).add_done_callback(lambda f: f.cancelled() or f.exception())
+            ignore_outcome(self._confirmed(frame))
 
     def _frame_for(self, member: str, message: Message | None) -> _Frame:
         """``member``'s frame of this turn with room for ``message``; sent at its end."""
@@ -238,10 +203,8 @@ class Forwarder:
         if confirmed is None:
             self._queue(self.subject(member), bytes(frame.data), "", None)
             return
-        token = str(next(self._ids))
-        timer = self._loop.call_later(CONFIRM_WITHIN, self._unconfirmed, token)
         data = bytes(frame.data)
-        self._waiting[token] = (confirmed, member, timer, data)
+        token = self._awaiting.add(member, data, confirmed)
         self._queue(self.subject(member), data, f"{self._inbox}.{token}", token)
 
     def _queue(self, subject: str, data: bytes, reply: str, token: str | None = None) -> None:
@@ -251,7 +214,7 @@ class Forwarder:
                                    "forwarding buffer full (max_forward_buffer): a frame for %s "
                                    "dropped", subject)  # fmt: skip
             if token is not None:
-                self._fail(token, f"max_forward_buffer {self.max_buffer} bytes exceeded")
+                self._awaiting.fail(token, f"max_forward_buffer {self.max_buffer} bytes exceeded")
             return
         self._outbox.append((subject, data, reply))
         self._outbox_bytes += len(data)
@@ -274,26 +237,22 @@ class Forwarder:
                     else:
                         self._warnings.warning(subject, "forwarding failures", "%s", exc)
                     if reply:
-                        self._fail(reply.rsplit(".", 1)[1], str(exc))
+                        self._awaiting.fail(reply.rsplit(".", 1)[1], str(exc))
 
     # --- confirmations ------------------------------------------------------------------------
 
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
-        waiting = self._waiting.pop(token, None)
-        if waiting is None:
+        answered = self._awaiting.answered(token)
+        if answered is None:
             return  # late: it failed already
-        future, member, timer, data = waiting
-        timer.cancel()
+        future, member, data = answered
         status = msg.headers.get("Status") if msg.headers else None
         if status == _NO_RESPONDERS:
             self._start_parking(member, data, future)
             return
         if msg.data == _REFUSED:
-            if not future.done():
-                future.set_exception(
-                    ClusterUnavailableError(f"member {member} could not take a forwarded message")
-                )
+            fail(future, f"member {member} could not take a forwarded message")
             return
         if not future.done():
             future.set_result(None)
@@ -312,11 +271,8 @@ class Forwarder:
             self.parked.add(member)
             self.on_gone(member)
         self._park(member, data, future)
-        later = sorted((int(t), t) for t, waiting in self._waiting.items() if waiting[1] == member)
-        for _number, token in later:
-            future, _member, timer, data = self._waiting.pop(token)
-            timer.cancel()
-            self._park(member, data, future)
+        for later, confirmed in self._awaiting.of(member):
+            self._park(member, later, confirmed)
 
     def unpark(self, member: str) -> None:
         """``member`` is back: frames for it go to it again, once those parked before are
@@ -341,18 +297,14 @@ class Forwarder:
 
     def _park(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
         if self.parking is None:
-            if not future.done():
-                future.set_exception(ClusterUnavailableError(f"member {member} is gone"))
+            fail(future, f"member {member} is gone")
             return
         if self._outbox_bytes + len(data) > self.max_buffer:
             self.frames_dropped += 1
             self._warnings.warning(member, "frames refused (max_forward_buffer)",
                                    "forwarding buffer full (max_forward_buffer): a frame for %s "
                                    "refused", member)  # fmt: skip
-            if not future.done():
-                future.set_exception(
-                    ClusterUnavailableError(f"max_forward_buffer {self.max_buffer} bytes exceeded")
-                )
+            fail(future, f"max_forward_buffer {self.max_buffer} bytes exceeded")
             return
         self._outbox_bytes += len(data)
         self._parking.append((member, data, future))
@@ -374,8 +326,10 @@ class Forwarder:
                     self._warnings.warning(
                         member, "frames not parked", "%s: its publishers are not acknowledged", exc
                     )
-                    if not future.done():
-                        future.set_exception(ClusterUnavailableError(str(exc)))
+                    fail(future, str(exc))
+                except asyncio.CancelledError:
+                    fail(future, "the node is stopping")  # JetStream may not have it: sent again
+                    raise
                 else:
                     self.frames_parked += 1
                     if not future.done():
@@ -385,16 +339,3 @@ class Forwarder:
                     self._parking_now = None
                     if member in self._unparking:
                         self._drained(member)
-
-    def _unconfirmed(self, token: str) -> None:
-        member = self._waiting[token][1] if token in self._waiting else "?"
-        self._fail(token, f"member {member} did not confirm within {CONFIRM_WITHIN:g} s")
-
-    def _fail(self, token: str, why: str) -> None:
-        waiting = self._waiting.pop(token, None)
-        if waiting is None:
-            return
-        future, _member, timer, _data = waiting
-        timer.cancel()
-        if not future.done():
-            future.set_exception(ClusterUnavailableError(f"forwarding: {why}"))

@@ -54,7 +54,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from broker.cluster.forward import all_of
+from broker.cluster.confirmations import all_of
 from broker.cluster.frames import Group
 from broker.router import Message
 from broker.sessions import Unrouted

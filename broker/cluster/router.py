@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 from nats.aio.msg import Msg
 
 from broker.cluster.absences import Absences
+from broker.cluster.confirmations import all_of, ignore_outcome
 from broker.cluster.errors import nats_errors
-from broker.cluster.forward import Forwarder, all_of
+from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group, decode
 from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
@@ -56,6 +57,7 @@ from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
+from broker.will_routing import route_will
 from nanoiot.errors import ClusterError
 from nanoiot.members import Figures
 
@@ -359,6 +361,8 @@ class ClusterRouter:
                     waits += handovers.send_on_routed(routed)
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
+            for waiting in waits:  # what they would have confirmed is not
+                ignore_outcome(waiting)
             return  # unconfirmed: the sender fails its publisher, which sends again
         if self.local.waits:  # held for a session arriving here
             waits += self.local.waits
@@ -387,8 +391,7 @@ class ClusterRouter:
         )
         interval = properties.message_expiry
         expires_at = now + interval if interval is not None else None
-        self.publish(
-            Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
-        )
+        message = Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
+        route_will(self, message)
         if will.retain:
             retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)

@@ -5,6 +5,8 @@ import asyncio
 from types import SimpleNamespace
 
 from broker.acks import HeldAcks
+from nanoiot.errors import ClusterUnavailableError
+from tests.unretrieved import never_retrieved
 
 
 class Connection:
@@ -14,6 +16,7 @@ class Connection:
         self.sent: list[int] = []
         self.flushes = 0
         self.ended = False
+        self.closed = asyncio.Event()
         self.label = "test"
         self._loop = asyncio.get_running_loop()
         self.core = SimpleNamespace(
@@ -23,6 +26,10 @@ class Connection:
 
     def _flush(self) -> None:
         self.flushes += 1
+
+    def _end(self, will: bool, reason: object = None) -> None:
+        self.ended = True
+        self.closed.set()
 
 
 async def test_acknowledgements_sharing_a_future_go_in_order_in_one_release() -> None:
@@ -56,3 +63,25 @@ async def test_an_acknowledgement_added_after_its_future_completed_is_still_sent
     await asyncio.sleep(0)
     assert connection.sent == [1, 2, 3]
     acks.cancel()
+
+
+async def test_a_confirmation_failing_after_its_connection_closed_is_not_left_unretrieved() -> None:
+    """The acknowledgement waited ``ack_timeout`` (closed unacknowledged: the client sends
+    the message again); the other member's refusal that comes later decides nothing more."""
+    loop = asyncio.get_running_loop()
+    connection = Connection()
+    connection.broker = SimpleNamespace(
+        config=SimpleNamespace(ack_timeout=0.0),
+        metrics=SimpleNamespace(publishers_closed_unsaved=0),
+        store=SimpleNamespace(status=lambda: SimpleNamespace(problem=None)),
+    )
+    acks = HeldAcks(connection)  # type: ignore[arg-type]
+    with never_retrieved() as reports:
+        frame: asyncio.Future[None] = loop.create_future()
+        acks.acknowledge(1, 1, durable=frame)
+        await asyncio.wait_for(connection.closed.wait(), 5.0)  # overdue: closed without its PUBACK
+        frame.set_exception(ClusterUnavailableError("max_forward_buffer 0 bytes exceeded"))
+        await asyncio.sleep(0)  # its callbacks run
+        del frame
+    assert reports == []
+    assert connection.sent == []

@@ -1,0 +1,138 @@
+"""The confirmations of forwarded frames: what waits for them, and how they join.
+
+A frame with QoS 1 or 2 messages is confirmed by the member it went to
+(``broker.cluster.forward``); its future is what the messages' publishers wait for before
+their PUBACK or PUBREC (MQTT 3.1.1 §4.3.2, §4.3.3). ``Awaiting`` keeps the frames sent and
+not answered yet, each with its deadline; ``all_of`` joins the futures one publisher waits
+for (a frame per member, copies sent on after a hand-over, the store's commit).
+
+Every failure must reach whoever decides about a publisher (its connection is closed
+unacknowledged, so the client sends again: nothing acknowledged is lost). A failure nobody
+is left to decide on (the outcome was decided by an earlier one, or nothing acknowledges
+what it confirmed) is retrieved on purpose (``retrieved``, ``ignore_outcome``): asyncio
+would otherwise report it as "Future exception was never retrieved" when it is collected,
+which reads like a lost message.
+
+No I/O here: the forwarder sends, and answers what comes back.
+"""
+
+import asyncio
+from typing import Final
+
+from nanoiot.errors import ClusterUnavailableError
+
+__all__ = ["CONFIRM_WITHIN", "Awaiting", "all_of", "fail", "ignore_outcome", "retrieved"]
+
+CONFIRM_WITHIN: Final = 5.0  # seconds a member has to answer a frame
+
+
+def fail(future: "asyncio.Future[None]", why: str) -> None:
+    """Fail ``future`` (a publisher's wait) with ``why``, unless it is decided already."""
+    if not future.done():
+        future.set_exception(ClusterUnavailableError(why))
+
+
+def retrieved(future: "asyncio.Future[None]") -> None:
+    """A done callback reading ``future``'s failure for someone who has nothing to do with it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def ignore_outcome(future: "asyncio.Future[None]") -> None:
+    """``future`` is waited for by nobody (its frame acknowledges nobody): its failure is
+    read once it comes, on purpose."""
+    future.add_done_callback(retrieved)
+
+
+def all_of(futures: list["asyncio.Future[None]"]) -> "asyncio.Future[None] | None":
+    """A future done when all of ``futures`` are, failed if one failed; no task involved."""
+    if not futures:
+        return None
+    if len(futures) == 1:
+        return futures[0]
+    combined: asyncio.Future[None] = futures[0].get_loop().create_future()
+    remaining = len(futures)
+
+    def one_done(done: "asyncio.Future[None]") -> None:
+        nonlocal remaining
+        remaining -= 1
+        if combined.done():
+            # The first failure failed the publisher already; a second one (another
+            # member's frame, dropped by the same full buffer) decides nothing more.
+            retrieved(done)
+            return
+        if done.cancelled() or done.exception() is not None:
+            combined.set_exception(
+                ClusterUnavailableError("a member did not confirm a forwarded message")
+                if done.cancelled()
+                else done.exception()  # type: ignore[arg-type]
+            )
+        elif remaining == 0:
+            combined.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
+
+
+# token -> the confirmation, the member, its deadline, the frame (to park it)
+_Entry = tuple["asyncio.Future[None]", str, asyncio.TimerHandle, bytes]
+
+
+class Awaiting:
+    """Frames sent with a reply subject and not answered yet, by reply token (sequential,
+    so in the order they were sent). One not answered within ``CONFIRM_WITHIN`` seconds
+    fails its publishers."""
+
+    __slots__ = ("_entries", "_loop", "_next")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._next = 0
+        self._loop = asyncio.get_running_loop()
+
+    def add(self, member: str, data: bytes, confirmed: "asyncio.Future[None]") -> str:
+        """The reply token for ``data`` sent to ``member``; ``confirmed`` fails if no answer
+        comes in time."""
+        token = str(self._next)
+        self._next += 1
+        timer = self._loop.call_later(CONFIRM_WITHIN, self._unconfirmed, token)
+        self._entries[token] = (confirmed, member, timer, data)
+        return token
+
+    def answered(self, token: str) -> tuple["asyncio.Future[None]", str, bytes] | None:
+        """The confirmation, member and frame of ``token``, no longer waited for; None if it
+        failed already (a late answer)."""
+        entry = self._entries.pop(token, None)
+        if entry is None:
+            return None
+        confirmed, member, timer, data = entry
+        timer.cancel()
+        return confirmed, member, data
+
+    def of(self, member: str) -> list[tuple[bytes, "asyncio.Future[None]"]]:
+        """The frames sent to ``member`` and not answered, in the order they were sent, no
+        longer waited for (they are parked instead)."""
+        tokens = sorted((int(t), t) for t, entry in self._entries.items() if entry[1] == member)
+        taken: list[tuple[bytes, asyncio.Future[None]]] = []
+        for _number, token in tokens:
+            confirmed, _member, timer, data = self._entries.pop(token)
+            timer.cancel()
+            taken.append((data, confirmed))
+        return taken
+
+    def fail(self, token: str, why: str) -> None:
+        """``token``'s frame is not confirmed: its publishers fail (none is acknowledged)."""
+        entry = self.answered(token)
+        if entry is not None:
+            fail(entry[0], f"forwarding: {why}")
+
+    def fail_all(self, why: str) -> None:
+        """Every frame still waiting fails (the node is stopping)."""
+        for token in list(self._entries):
+            self.fail(token, why)
+
+    def _unconfirmed(self, token: str) -> None:
+        entry = self._entries.get(token)
+        member = entry[1] if entry is not None else "?"
+        self.fail(token, f"member {member} did not confirm within {CONFIRM_WITHIN:g} s")
