@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from broker.cluster.confirmations import all_of
+from broker.cluster.departing import Departures
 from broker.cluster.forward import Forwarder
-from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.cluster.router import ClusterRouter
@@ -91,26 +91,27 @@ async def test_copies_sent_on_after_hand_overs_leave_no_failure_unretrieved(
     link: ClusterLink,
 ) -> None:
     """Two sessions that left for two members: a message for both is sent on to each, and
-    both frames are dropped; the publisher waits for both (``ClusterRouter.publish``)."""
+    both frames are dropped; the publisher waits for both (``ClusterRouter.publish``,
+    ``broker.cluster.departing``)."""
     forwarder = Forwarder(link, 0, lambda _member: None)
     local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
     announcer = RouteAnnouncer(await link.key_value(BUCKET), link.member, RouteTable())
-    handovers = Handovers(link, forwarder, announcer, local, 60.0, set)
+    departures = Departures(forwarder, announcer, local, 60.0)
     await forwarder.start()
     try:
         for client_id, member in (("s1", "b"), ("s2", "c")):
             session = BrokerSession(("device", client_id), "device", persistent=True)
             session.subscriptions["t/#"] = Subscription(1)
-            handovers.depart(session, member)
+            departures.depart(session, member)
         with never_retrieved() as reports:
-            sent_on = handovers.send_on_published(Message("t/1", b"x", 1), {})
+            sent_on = departures.send_on_published(Message("t/1", b"x", 1), {})
             assert len(sent_on) == 2
             await _refused(all_of(sent_on))
             del sent_on
         assert reports == []
-        assert handovers.sent_on == 2
+        assert departures.sent_on == 2
     finally:
-        for departure in handovers.departures.values():
+        for departure in departures.departures.values():
             if departure.timer is not None:
                 departure.timer.cancel()
         await forwarder.stop()
