@@ -6,16 +6,24 @@ again. A will has no client left to send it again: a cluster member that did not
 (a full ``max_forward_buffer``, a member that did not answer) is logged, and the failure is
 read here on purpose, so that asyncio does not report it as "never retrieved".
 
-Used by ``broker.inbound`` and ``broker.cluster.router``; imports only ``broker.router``.
+Used by ``broker.inbound``, and by ``broker.cluster.router`` for the wills of a dead
+member's clients; imports nothing of ``broker.cluster`` but for type checking (no NATS).
 """
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
+from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
+from broker.mqtt.wire import Reader
 from broker.repeats import LogLimiter
+from broker.retained import RetainedStore
 from broker.router import Message, Router
 
-__all__ = ["route_will"]
+if TYPE_CHECKING:
+    from broker.cluster.will_entries import StoredWill
+
+__all__ = ["publish_stored_will", "route_will"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,21 @@ def route_will(router: Router, message: Message) -> None:
     if isinstance(routed, asyncio.Future):
         topic = message.topic
         routed.add_done_callback(lambda done: _routed(done, topic))
+
+
+def publish_stored_will(router: Router, retained: RetainedStore, will: "StoredWill") -> None:
+    """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""
+    now = asyncio.get_running_loop().time()
+    properties = (
+        read_properties(Reader(will.properties), PUBLISH) if will.properties else NO_PROPERTIES
+    )
+    interval = properties.message_expiry
+    expires_at = now + interval if interval is not None else None
+    route_will(
+        router, Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
+    )
+    if will.retain:
+        retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)
 
 
 def _routed(done: "asyncio.Future[None]", topic: str) -> None:

@@ -48,16 +48,14 @@ from broker.cluster.sessions import SessionClaims
 from broker.cluster.view import answer_where
 from broker.cluster.will_entries import incarnation
 from broker.cluster.wills import BUCKET as WILLS
-from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, StoredWill, Wills
-from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
+from broker.cluster.wills import DEPARTURES, DEPARTURES_KEPT, Wills
 from broker.mqtt.session import Outgoing, Subscription
-from broker.mqtt.wire import Reader
 from broker.peer import SessionKey
 from broker.retained import RetainedStore
 from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
-from broker.will_routing import route_will
+from broker.will_routing import publish_stored_will
 from nanoiot.errors import ClusterError
 from nanoiot.members import Figures
 
@@ -145,7 +143,7 @@ class ClusterRouter:
             await self.link.key_value(DEPARTURES, ttl=DEPARTURES_KEPT),
             clients,
             incarnation(self.link.member, os.getpid(), self.link.started, 0),
-            functools.partial(self._publish_will, retained),
+            functools.partial(publish_stored_will, self, retained),
         )
         self.wills.adopt = self.claims.adopt
         await self.claims.start()
@@ -284,7 +282,8 @@ class ClusterRouter:
     def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
         """member -> the shared subscriptions it gets this message for: one member per
         group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
-        here already; the others take turns among their members."""
+        here already; the others take turns among their members, a member found gone only
+        when no other is listed (MQTT 5.0 §4.8.2 lets a copy go to any of the group)."""
         remote = self.table.groups_for(topic)
         if not remote:
             return {}
@@ -296,11 +295,14 @@ class ClusterRouter:
             turns.clear()
         moved = self.handovers.moved_groups if self.handovers is not None else None
         now = asyncio.get_running_loop().time() if moved else 0.0
+        gone = self.forwarder.parked
         for group, members in remote.items():
             if group in here:
                 continue
             if moved:  # a member session just left: not the way through the member it left
                 members = moved.candidates(group, members, now)
+            if gone:  # parked, a copy could wait for a session already taken elsewhere
+                members = [m for m in members if m not in gone] or members
             turn = turns.get(group, 0)
             turns[group] = turn + 1
             members.sort()
@@ -382,16 +384,3 @@ class ClusterRouter:
                     reply, taken=not done.cancelled() and done.exception() is None
                 )
             )
-
-    def _publish_will(self, retained: RetainedStore, will: StoredWill) -> None:
-        """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""
-        now = asyncio.get_running_loop().time()
-        properties = (
-            read_properties(Reader(will.properties), PUBLISH) if will.properties else NO_PROPERTIES
-        )
-        interval = properties.message_expiry
-        expires_at = now + interval if interval is not None else None
-        message = Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
-        route_will(self, message)
-        if will.retain:
-            retained.retain(will.topic, will.payload, will.qos, will.key[0], properties, expires_at)

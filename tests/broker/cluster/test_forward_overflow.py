@@ -24,6 +24,7 @@ from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
+from broker.will_routing import publish_stored_will
 from nanoiot.errors import ClusterUnavailableError
 from nanoiot.settings import Settings
 from tests.unretrieved import never_retrieved
@@ -128,7 +129,7 @@ async def test_a_will_forwarded_into_a_full_buffer_is_not_left_unretrieved(
     try:
         will = StoredWill(("device", "c"), 1, "wills/c", b"gone", 1, False, b"", 0)
         with never_retrieved() as reports:
-            router._publish_will(RetainedStore(RetainLimits()), will)
+            publish_stored_will(router, RetainedStore(RetainLimits()), will)
             await asyncio.sleep(0)  # the turn ends: the frame is dropped
             await asyncio.sleep(0)  # ... and its failure reaches the will's callback
         assert reports == []
