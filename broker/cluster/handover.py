@@ -40,6 +40,9 @@ to the session's new member, where it is held with the rest and goes to the sess
 group's member. The notice names the session's groups: from then on, a member choosing for
 them passes over A while its table lists B too (``broker.cluster.moves``), so no copy it
 routes after its barrier takes the longer way through A.
+
+A's half is ``broker.cluster.departing`` (``Departures``), B's ``broker.cluster.arrivals``;
+``Handovers`` joins them, answers the notices and gives this member's barriers.
 """
 
 import asyncio
@@ -50,19 +53,17 @@ from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
 
-from auth.topics import split_shared
 from broker.cluster.arrivals import HOLD_WITHIN, Arrivals
+from broker.cluster.departing import Departure, Departures
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
-from broker.cluster.frames import DIRECT, Group, Routed
+from broker.cluster.frames import DIRECT, Routed
 from broker.cluster.link import ClusterLink
 from broker.cluster.moves import MovedGroups
 from broker.cluster.routes import RouteAnnouncer
-from broker.mqtt.trie import SubscriptionTrie
 from broker.peer import SessionKey, store_key
-from broker.router import LocalRouter, Message
+from broker.router import LocalRouter
 from broker.sessions import BrokerSession
-from nanoiot.errors import ClusterUnavailableError
 from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -77,20 +78,10 @@ UNPARKED_WITHIN: Final = 60.0  # seconds a restarted member's barrier waits for 
 Taken = bool | asyncio.Future[None]  # True: the store was written; a future: wait for it
 
 
-class Departure:
-    """A session that left for ``member``, and its filters (plain and shared)."""
+class Handovers(Departures):
+    """Both halves of a hand-over on this member: the departing one (``Departures``), the
+    arriving one (``arrivals``), and the barriers each member gives."""
 
-    __slots__ = ("filters", "key", "member", "timer", "visible")
-
-    def __init__(self, key: SessionKey, member: str, filters: list[str]) -> None:
-        self.key = key
-        self.member = member
-        self.filters = filters
-        self.visible: int | None = None  # the revision from which the others route to it
-        self.timer: asyncio.TimerHandle | None = None
-
-
-class Handovers:
     def __init__(
         self,
         link: ClusterLink,
@@ -100,27 +91,15 @@ class Handovers:
         window: float,
         members: Callable[[], set[str]],
     ) -> None:
+        super().__init__(forwarder, announcer, local, window)
         self.link = link
         self.members = members  # every member's name this member knows of
-        self.forwarder = forwarder
-        self.announcer = announcer
-        self.local = local
-        self.window = window
         self.arrivals = Arrivals(
             link, announcer, local, window, members, self._spawn, self._barrier
         )
-        self.departures: dict[SessionKey, Departure] = {}
         # Shared subscriptions whose member moved: the member it left is not chosen for them.
         self.moved_groups = MovedGroups(window)
-        self._filters: SubscriptionTrie[SessionKey] = SubscriptionTrie()
-        # Their shared subscriptions: (session, share name, filter) by filter.
-        self._groups: SubscriptionTrie[tuple[SessionKey, str, str]] = SubscriptionTrie()
-        # Messages routed before this revision are refused: a departure that old is over.
-        self.fence = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sent_on = 0  # messages sent on to a session's new member
-        self.refused = 0  # messages refused (publishers not acknowledged)
-        self._loop = asyncio.get_running_loop()
 
     @property
     def registry(self) -> "Registry | None":
@@ -137,93 +116,7 @@ class Handovers:
     def _subject(self, member: str) -> str:
         return self.link.subject("handover", member)
 
-    # --- the member a session leaves ------------------------------------------------------
-
-    def depart(self, session: BrokerSession, member: str) -> None:
-        """``session`` goes to ``member`` now (called as it is forgotten here): its filters
-        stay routed here and matching messages are sent on, until ``member``'s are visible."""
-        earlier = self.departures.get(session.key)
-        if earlier is not None:
-            self._end(earlier)
-        if not session.subscriptions:
-            return
-        key, filters = session.key, list(session.subscriptions)
-        departure = self.departures[key] = Departure(key, member, filters)
-        for topic_filter, sub in session.subscriptions.items():
-            shared = split_shared(topic_filter)
-            if shared is None:
-                self._filters.add(topic_filter, key, sub)
-            else:
-                self._groups.add(shared[1], (key, *shared), sub)
-            self.announcer.add(topic_filter)
-        departure.timer = self._loop.call_later(self.window, self._expired, departure)
-
-    def send_on(self, message: Message) -> list["asyncio.Future[None]"]:
-        """Copies of ``message`` for the sessions that left and may not have it; the
-        futures of their confirmations (QoS > 0)."""
-        confirmations: list[asyncio.Future[None]] = []
-        for key in self._filters.match(message.topic):
-            departure = self.departures[key]
-            visible = departure.visible
-            if visible is not None and message.routed_at >= visible:
-                continue  # routed to the new member directly
-            self.sent_on += 1
-            confirmed = self.forwarder.send_on(departure.member, message, key)
-            if confirmed is not None:
-                confirmations.append(confirmed)
-        return confirmations
-
-    def send_on_groups(
-        self, message: Message, unserved: Callable[[Group], bool]
-    ) -> list["asyncio.Future[None]"]:
-        """A copy of ``message`` for each shared subscription a session that left had here
-        and that this member was to serve but cannot (``unserved``, no member of it here):
-        the group's copy goes to that session on its new member (MQTT 5.0 §4.8.2)."""
-        confirmations: list[asyncio.Future[None]] = []
-        for key, name, topic_filter in self._groups.match(message.topic):
-            group = (name, topic_filter)
-            departure = self.departures.get(key)
-            if departure is None or not unserved(group):
-                continue
-            self.sent_on += 1
-            confirmed = self.forwarder.send_on(departure.member, message, key, group)
-            if confirmed is not None:
-                confirmations.append(confirmed)
-        return confirmations
-
-    def send_on_published(
-        self, message: Message, chosen: dict[str, list[Group]]
-    ) -> list["asyncio.Future[None]"]:
-        """What sessions that left this member would have had of a message published here:
-        its plain copies, and the copy of a shared subscription no member has here and no
-        other member was chosen for."""
-        shared = self.local.shared
-        elsewhere = {group for groups in chosen.values() for group in groups}
-        return self.send_on(message) + self.send_on_groups(
-            message, lambda group: shared.group(*group) is None and group not in elsewhere
-        )
-
-    def send_on_routed(self, routed: Routed) -> list["asyncio.Future[None]"]:
-        """The same for a message another member routed here, for its plain subscribers
-        and for the shared subscriptions it chose this member for."""
-        message, sent = routed.message, []
-        if routed.plain:
-            sent = self.send_on(message)
-        if routed.groups:
-            shared, chosen = self.local.shared, set(routed.groups)
-            sent += self.send_on_groups(
-                message, lambda group: group in chosen and shared.group(*group) is None
-            )
-        return sent
-
-    def refused_if_stale(self, message: Message) -> "asyncio.Future[None] | None":
-        """The refusal of a QoS 1/2 message routed with a table older than a finished
-        departure's ``visible`` (it may have been for that session, which no one sends on to
-        now: its publisher sends it again); None for any other."""
-        if not message.qos or message.routed_at >= self.fence:
-            return None
-        why = f"routed at revision {message.routed_at} of the routes, before {self.fence}"
-        return self._refuse(None, why)
+    # --- barriers (the member a session leaves is ``Departures``) ----------------------------
 
     async def _notice(self, msg: Msg) -> None:
         """A session's new member asks for a barrier once this member's table is at
@@ -279,16 +172,6 @@ class Handovers:
             return
         self.forwarder.barrier(member, self.link.member, key, relayed=False)
 
-    def _visible(self, key: SessionKey, visible: int) -> None:
-        departure = self.departures.get(key)
-        if departure is None or departure.visible is not None:
-            return
-        departure.visible = visible
-        self._release_routes(departure)
-        if departure.timer is not None:
-            departure.timer.cancel()
-        departure.timer = self._loop.call_later(self.window, self._expired, departure)
-
     def relay(self, routed: Routed) -> None:
         """A barrier that came here: relayed to the session's new member if the session left
         from here, else counted if it is arriving here."""
@@ -300,38 +183,6 @@ class Handovers:
             self.forwarder.barrier(departure.member, origin, key, relayed=True)
             return
         self.arrivals.barrier(key, origin, routed.barrier)
-
-    def _expired(self, departure: Departure) -> None:
-        if self.departures.get(departure.key) is not departure:
-            return
-        if departure.visible is None:
-            log.warning(
-                "session %s: member %s did not say within %g s when its routes were visible",
-                store_key(departure.key), departure.member, self.window,
-            )  # fmt: skip
-        else:
-            self.fence = max(self.fence, departure.visible)
-            log.info("session %s: no longer sent on to member %s; QoS 1 and 2 messages routed "
-                     "with routes older than revision %d are refused from now on",
-                     store_key(departure.key), departure.member, self.fence)  # fmt: skip
-        self._end(departure)
-
-    def _end(self, departure: Departure) -> None:
-        del self.departures[departure.key]
-        if departure.timer is not None:
-            departure.timer.cancel()
-        if departure.visible is None:
-            self._release_routes(departure)
-        for topic_filter in departure.filters:
-            shared = split_shared(topic_filter)
-            if shared is None:
-                self._filters.remove(topic_filter, departure.key)
-            else:
-                self._groups.remove(shared[1], (departure.key, *shared))
-
-    def _release_routes(self, departure: Departure) -> None:
-        for topic_filter in departure.filters:
-            self.announcer.remove(topic_filter)
 
     # --- the member a session comes to (``broker.cluster.arrivals``) -------------------------
 
@@ -387,13 +238,3 @@ class Handovers:
     async def stop(self) -> None:
         for task in list(self._tasks):
             await cancel_and_wait(task)
-
-    def _refuse(self, key: SessionKey | None, why: str) -> "asyncio.Future[None]":
-        self.refused += 1
-        if key is None:
-            log.warning("a forwarded message refused: %s", why)
-        else:
-            log.warning("a message sent on for session %s refused: %s", store_key(key), why)
-        refused: asyncio.Future[None] = self._loop.create_future()
-        refused.set_exception(ClusterUnavailableError(why))
-        return refused

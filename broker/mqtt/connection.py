@@ -11,7 +11,8 @@ ignored, whatever came before it is returned first.
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
 I/O layer to write. The sending half (the in-flight window, the queue, acknowledgements) is
-``broker.mqtt.outbound``.
+``broker.mqtt.outbound``; the CONNECT's reading, ``accept``, ``refuse`` and the server's
+``disconnect`` are ``broker.mqtt.handshake``, where the states are.
 
 States: waiting for CONNECT, then authenticating (the broker decides; bytes that arrive
 meanwhile are kept, unread, until ``accept``), connected, closed. The clock is passed in
@@ -22,36 +23,27 @@ aliases both ways, the client's Receive Maximum and Maximum Packet Size on what 
 reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v5``).
 """
 
-from collections.abc import Collection
 from typing import Final
 
-from broker.mqtt.codes import CONNACK_REASON, Reason, ReturnCode
-from broker.mqtt.decode import (
-    decode,
-    decode_connect,
-    decode_publish,
-    protocol_problem,
-    read_protocol,
-)
-from broker.mqtt.encode import PINGRESP_BYTES, encode
+from broker.mqtt.codes import Reason, ReturnCode
+from broker.mqtt.decode import decode, decode_publish
+from broker.mqtt.encode import PINGRESP_BYTES
 from broker.mqtt.events import (
     ConnectionRefused,
     DuplicateReceived,
     Event,
     LimitExceeded,
     MessageCompleted,
-    MessageDropped,
     MessageReleased,
     ProtocolViolation,
     PublishReleased,
     PubrelAgain,
 )
+from broker.mqtt.handshake import AUTHENTICATING, AWAITING_CONNECT, CLOSED, CONNECTED, Handshake
 from broker.mqtt.limits import Limits
-from broker.mqtt.outbound import NO_EVENTS, Outbound
+from broker.mqtt.outbound import NO_EVENTS
 from broker.mqtt.packets import (
     MQTT_5,
-    Connack,
-    Connect,
     Disconnect,
     PacketType,
     Puback,
@@ -62,21 +54,24 @@ from broker.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
+from broker.mqtt.properties import NO_PROPERTIES
 from broker.mqtt.rules import header_problem, packet_name
 from broker.mqtt.session import RELEASED, SENT, Session
-from broker.mqtt.v5 import Negotiated, connack_properties, negotiate, server_keep_alive
+from broker.mqtt.v5 import Negotiated
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, ProtocolError
 
-AWAITING_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+__all__ = [
+    "AUTHENTICATING", "AWAITING_CONNECT", "CLOSED", "CONNECTED", "KEEP_ALIVE_GRACE", "Connection",
+]  # fmt: skip
+
 KEEP_ALIVE_GRACE: Final = 1.5  # §3.1.2.10: one and a half times the keep-alive
 _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (§3.1.2.1-2)
 
 
-class Connection(Outbound):
-    # And Outbound's.
-    __slots__ = ("_known", "_pending", "keep_alive", "last_received", "state", "will")
+class Connection(Handshake):
+    # And Handshake's and Outbound's.
+    __slots__ = ("_known", "_pending", "last_received")
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
         self.limits = limits
@@ -194,11 +189,6 @@ class Connection(Outbound):
         events.append(ProtocolViolation(reason, code, self.state != AWAITING_CONNECT))
         self.state = CLOSED
 
-    def _refuse_connect(self, events: list[Event], refused: ConnectRefused) -> None:
-        # §3.1.2.2: an unsupported level is answered in the 3.1.1 form the client may read.
-        self.refuse(refused.return_code, refused.connack_reason, str(refused))
-        events.append(ConnectionRefused(str(refused), refused.return_code))
-
     def _packet(self, first: int, data: bytes, start: int, end: int, events: list[Event]) -> None:
         kind = first >> 4
         if self.state == AWAITING_CONNECT:
@@ -287,112 +277,7 @@ class Connection(Outbound):
             events.append(MessageCompleted(message))
             self._pump(events)
 
-    def _connect(self, reader: Reader, events: list[Event]) -> None:
-        name, level = read_protocol(reader)
-        problem = protocol_problem(name, level)
-        if problem is None and level not in self.limits.levels:
-            problem = ConnectRefused(
-                f"unsupported protocol {name!r} level {level}", ReturnCode.UNACCEPTABLE_PROTOCOL
-            )
-        if problem is not None:
-            raise problem
-        self.level = level
-        connect = decode_connect(reader, level)
-        self.keep_alive = connect.keep_alive
-        if level == MQTT_5:
-            self._negotiate(connect)
-        self.will = connect.will
-        self.state = AUTHENTICATING
-        events.append(connect)
-
-    def _negotiate(self, connect: Connect) -> None:
-        """5.0 §3.1.2.11: the client's limits bind what it is sent; §3.2.2.3.14: the server's
-        keep-alive replaces the client's."""
-        v5 = self.v5 = negotiate(connect, self.limits)
-        self.window = min(self.limits.max_inflight, v5.receive_maximum)
-        imposed = server_keep_alive(connect.keep_alive, self.limits)
-        if imposed is not None:
-            v5.server_keep_alive = self.keep_alive = imposed
-
-    # --- commands -----------------------------------------------------------------------------
-
-    def accept(
-        self,
-        session: Session,
-        *,
-        session_present: bool,
-        assigned_client_id: str | None = None,
-        response_information: str | None = None,
-        pubrel_later: Collection[int] = (),
-    ) -> list[Event]:
-        """CONNACK 0, then what the session still owes its client (§4.4): every message in
-        flight again, in order (PUBLISH with DUP, or PUBREL once PUBREC came; one of
-        ``pubrel_later``, whose release the store has not committed, an event instead), then
-        queued ones as the in-flight window allows. Call ``receive_data(b"", now)`` afterwards
-        for whatever the client sent behind its CONNECT."""
-        assert self.state == AUTHENTICATING
-        self.session = session
-        self.state = CONNECTED
-        properties = NO_PROPERTIES
-        v5 = self.v5
-        if v5 is not None:
-            properties = connack_properties(
-                v5, self.limits, assigned_client_id=assigned_client_id,
-                response_information=response_information,
-            )  # fmt: skip
-            v5.start_aliases(self.limits)
-        self._out.append(encode(Connack(session_present, 0, properties), self.level))
-        events: list[Event] = []
-        for message in list(session.inflight.values()):
-            if message.state == SENT:
-                message.sent = True
-                data = self._publish_bytes(message, dup=True)
-                if data:
-                    self._out.append(data)
-                else:  # 5.0 §3.1.2.11.4: too large for this client now, as if delivered
-                    del session.inflight[message.packet_id]
-                    events.append(MessageDropped(message, "client_maximum_packet_size"))
-            elif message.packet_id in pubrel_later:
-                events.append(PubrelAgain(message))
-            elif message.state == RELEASED:
-                self._out.append(encode(Pubrel(message.packet_id), self.level))
-        self._pump(events)
-        return events
-
-    def refuse(
-        self, return_code: int, reason_code: int | None = None, reason: str | None = None
-    ) -> None:
-        """CONNACK with a refusal (§3.2.2.3), then nothing more (§3.1.4). A 5.0 client gets
-        ``reason_code`` (or the one ``return_code`` stands for, 5.0 §3.2.2.2) and ``reason``
-        as its Reason String."""
-        if self.level == MQTT_5:
-            code = (
-                reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
-            )
-            packet = Connack(False, code, self._reason(reason, always=True))
-            self._out.append(encode(packet, MQTT_5))
-        else:
-            self._out.append(encode(Connack(False, return_code), 4))
-        self.state = CLOSED
-
-    def disconnect(self, reason_code: int, reason: str | None = None) -> None:
-        """A 5.0 server DISCONNECT (§3.14) saying why the server closes the connection; only
-        after a successful CONNACK (§3.14.0: the session is set then), also once a violation
-        or limit has stopped the processing, and nothing for 3.1.1, which has none."""
-        if self.level == MQTT_5 and self.session is not None:
-            packet = Disconnect(reason_code, self._reason(reason, always=True))
-            self._out.append(encode(packet, MQTT_5))
-        self.state = CLOSED
-
-    def _reason(self, reason: str | None, *, always: bool = False) -> Properties:
-        """A Reason String property (§3.2.2.3.9), if the setting allows it and, for other
-        packets than CONNACK and DISCONNECT, the client asked for them (§3.1.2.11.7)."""
-        if reason is None or not self.limits.reason_strings:
-            return NO_PROPERTIES
-        v5 = self.v5
-        if not always and v5 is not None and not v5.request_problem_information:
-            return NO_PROPERTIES
-        return Properties(((Property.REASON_STRING, reason),))
+    # --- commands (and Handshake's and Outbound's) --------------------------------------------
 
     def close(self) -> None:
         """Process nothing more (the broker is closing the network connection)."""
