@@ -133,7 +133,7 @@ class Handovers(Departures):
             log.warning("ignored a malformed hand-over notice on %s", msg.subject)
             return
         if groups:  # before this member's barrier: what it routes after goes to ``new``
-            self.moved_groups.moved(groups, old, new, visible, self._loop.time())
+            self.moved_groups.moved(groups, old, new, visible, self._loop.time(), gone=parked)
         # Not holding up the next notice.
         self._spawn(self._barrier(key, visible, old, new, parked))
 

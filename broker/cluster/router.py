@@ -282,7 +282,8 @@ class ClusterRouter:
     def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
         """member -> the shared subscriptions it gets this message for: one member per
         group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
-        here already; the others take turns among their members."""
+        here already; the others take turns among their members, a member found gone only
+        when no other is listed (MQTT 5.0 §4.8.2 lets a copy go to any of the group)."""
         remote = self.table.groups_for(topic)
         if not remote:
             return {}
@@ -294,11 +295,14 @@ class ClusterRouter:
             turns.clear()
         moved = self.handovers.moved_groups if self.handovers is not None else None
         now = asyncio.get_running_loop().time() if moved else 0.0
+        gone = self.forwarder.parked
         for group, members in remote.items():
             if group in here:
                 continue
             if moved:  # a member session just left: not the way through the member it left
                 members = moved.candidates(group, members, now)
+            if gone:  # parked, a copy could wait for a session already taken elsewhere
+                members = [m for m in members if m not in gone] or members
             turn = turns.get(group, 0)
             turns[group] = turn + 1
             members.sort()

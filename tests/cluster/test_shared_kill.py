@@ -10,8 +10,10 @@ copies b chooses a for are parked for it, ``broker.cluster.parked``); then S1's 
 connects to node c, taking its session before a survivor adopts it, or after one did. Once
 the session is on its new member, b passes over node a, still in its route table until the
 adopter deletes a's entries, while it lists the new member (``broker.cluster.moves``): a
-copy given to a would be parked behind what already reached the session. Real nodes, paho
-MQTT 5 clients, NATS JetStream and PostgreSQL.
+copy given to a would be parked behind what already reached the session. In the third case
+that lasts past ``cluster_handover_window``: a's entries stay until a survivor adopted its
+sessions (three long heartbeats), and a copy parked for a after c read a's frames would reach
+nobody. Real nodes, paho MQTT 5 clients, NATS JetStream and PostgreSQL.
 """
 
 import collections
@@ -36,14 +38,20 @@ AFTER = 400  # ... once it is taken: seconds of them, while a is still in b's ro
 # Node a is taken as gone three heartbeats after its last, and its routes go only once the
 # adopter is done: while S1's client takes the session to c, b still lists a for the group.
 HEARTBEAT = 2.0
+LONG_HEARTBEAT = 5.0  # a is taken as gone 15 s after its last: all AFTER come before that
 
 
-@pytest.mark.parametrize("how", ["taken-by-its-client", "adopted-then-taken"])
+@pytest.mark.parametrize(
+    "how", ["taken-by-its-client", "adopted-then-taken", "taken-long-before-adoption"]
+)
 def test_a_killed_group_members_messages_reach_the_group_once_and_in_order(
     tmp_path: Path, how: str
 ) -> None:
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
+        if how == "taken-long-before-adoption":
+            nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(LONG_HEARTBEAT)
+            nodes.env["NANOIOT_CLUSTER_HANDOVER_WINDOW"] = "0.5"  # the least there is
         nodes.env["NANOIOT_MAX_QUEUED_MESSAGES"] = "100000"
         sensor = nodes.device("sensor")
         for name in ("s1", "s2"):

@@ -59,3 +59,22 @@ def test_no_more_than_its_bound_of_groups_is_remembered(monkeypatch: pytest.Monk
     assert len(groups) == 3
     assert groups.candidates(("g0", "t"), ["a", "b"], now=1.0) == ["a", "b"]  # the oldest went
     assert groups.candidates(("g4", "t"), ["a", "b"], now=1.0) == ["b"]
+
+
+def test_a_move_away_from_a_gone_member_lasts_while_the_table_lists_it() -> None:
+    """A dead member's entries stay until whoever took its sessions read what was parked
+    for it; a copy parked for it after that would reach nobody. Past the window, as long as
+    the table lists it, it is still passed over; once its entries are gone, the move ends."""
+    groups = MovedGroups(WINDOW)
+    groups.moved([GROUP], "a", "b", visible=40, now=0.0, gone=True)
+    assert groups.candidates(GROUP, ["a", "b"], now=WINDOW + 50) == ["b"]
+    assert groups.candidates(GROUP, ["b"], now=WINDOW + 51) == ["b"]  # a's entries deleted
+    assert len(groups) == 0
+    groups.moved([GROUP], "a", "b", visible=41, now=0.0, gone=True)
+    assert groups.candidates(GROUP, ["a", "b"], now=moves.GONE_KEPT) == ["a", "b"]
+
+
+def test_a_restarted_member_taking_its_own_session_back_is_not_passed_over_for_long() -> None:
+    groups = MovedGroups(WINDOW)
+    groups.moved([GROUP], "a", "a", visible=40, now=0.0, gone=True)
+    assert groups.candidates(GROUP, ["a", "b"], now=WINDOW + 1) == ["a", "b"]
