@@ -132,8 +132,9 @@ class MqttClient:
             if isinstance(event, Publish):
                 inbound.publish(self, event, self._loop.time())
             elif isinstance(event, MessageCompleted):
-                if event.message.stored is not None:  # its row goes
-                    self.broker.store.message_done(event.message)
+                message, session = event.message, self.session
+                if message.stored is not None and session is not None:  # its row goes
+                    self.broker.store.message_completed(session, message)
             elif isinstance(event, MessageSent):
                 self._sent(event.message)
             elif isinstance(event, MessageReleased):

@@ -3,12 +3,14 @@
 Whatever arrives while a transaction commits goes into the next one, so many publishers
 share one commit; a transaction holds at most ``BATCH`` writes, so a client subscribing to
 thousands of filters never holds the database's write lock for long. A message's writes are
-made from its state when the transaction starts (``Ref``): a message sent, or even
-acknowledged, before its first commit is written as it is then, or not at all. The packet
-ids of QoS 2 PUBLISHes awaiting PUBREL (§4.3.3) are written as what a transaction's writes
-leave of them: kept, or free again; one kept with what routing its message again needs
-(``Unconfirmed``, ``broker.cluster.resend``) has that written in the same row, as it is
-when the transaction starts, so that the two are committed together.
+made from its state when the transaction starts (``Ref``, ``broker.journal_entries``): a
+message sent, or even acknowledged, before its first commit is written as it is then, or not
+at all. The packet ids of QoS 2 PUBLISHes awaiting PUBREL (§4.3.3) are written as what a
+transaction's writes leave of them: kept, or free again; one kept with what routing its
+message again needs (``Unconfirmed``, ``broker.cluster.resend``) has that written in the
+same row, as it is when the transaction starts, so that the two are committed together. So
+is the cluster-wide id of a QoS 2 message a session's client completed with the deletion of
+its row (``Completed``): one entry each, so no transaction has one without the other.
 
 Each commit has two futures (``Commit``): ``durable`` is done once its writes are in the
 database, and only then may a publisher be acknowledged (MQTT 3.1.1 §4.3.2: after PUBACK
@@ -24,52 +26,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from broker.mqtt.properties import encode_properties
-from broker.mqtt.session import RELEASED, Outgoing
+from broker.journal_entries import Entry, Ref, writes_for
+from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreError, StoreUnavailableError
-from storage.session_data import (
-    Acknowledge,
-    AwaitPubrel,
-    DropSession,
-    Enqueue,
-    MarkReleased,
-    MarkSent,
-    MarkUnrouted,
-    PubrelReceived,
-    SessionWrite,
-)
 from storage.sql import SqlCredentialStore
-
-if TYPE_CHECKING:
-    from broker.sessions import Unrouted
 
 log = logging.getLogger(__name__)
 
 BATCH: Final = 1000  # writes per transaction at most
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0  # seconds between attempts while the database is away
-QUEUE, SENT, RELEASE, DONE = "queue", "sent", "release", "done"
-
-
-class Ref:
-    """A message of a persistent session and its row in the store (once committed)."""
-
-    __slots__ = ("done", "key", "message", "received_at", "released", "row")
-
-    def __init__(
-        self, key: str, message: Outgoing, row: int | None = None,
-        received_at: datetime | None = None,
-    ) -> None:  # fmt: skip
-        self.key = key
-        self.message = message
-        self.row = row
-        self.received_at = received_at  # its Message Expiry Interval counts from then
-        self.done = False  # acknowledged or dropped: its row goes, or is never written
-        # The commit of its release (PUBREC came), which every PUBREL for it waits for.
-        self.released: asyncio.Future[None] | None = None
 
 
 def release_commit(message: Outgoing) -> "asyncio.Future[None] | None":
@@ -84,24 +51,6 @@ def release_commit(message: Outgoing) -> "asyncio.Future[None] | None":
     if ref.released.done():
         ref.released = None  # committed: nothing to keep
     return ref.released
-
-
-class Unconfirmed:
-    """A QoS 2 packet id kept until PUBREL (``AwaitPubrel``) whose message's routing is
-    made after it is submitted (in the same turn) and waits for other members: ``record``
-    is what routing it again needs, filled in by that routing."""
-
-    __slots__ = ("key", "packet_id", "record")
-
-    def __init__(self, key: str, packet_id: int, record: "Unrouted") -> None:
-        self.key = key
-        self.packet_id = packet_id
-        self.record = record
-
-
-Entry = SessionWrite | tuple[str, Ref] | Unconfirmed
-Awaiting = dict[str, dict[int, bool]]  # session key -> QoS 2 packet id -> kept at the end
-Records = dict[tuple[str, int], str | None]  # (session key, packet id) -> ``MarkUnrouted``
 
 
 class Commit:
@@ -284,97 +233,6 @@ class Journal:
             _number(queued, rows)
         self._writable()
         return True
-
-
-def writes_for(entries: Sequence[Entry]) -> tuple[list[SessionWrite], list[Ref]]:
-    """Store writes for ``entries``, and the messages whose row ids the Enqueue writes give."""
-    writes: list[SessionWrite] = []
-    queued: list[Ref] = []
-    sent: list[tuple[int, int]] = []
-    released: list[int] = []
-    done: list[int] = []
-    awaiting: Awaiting = {}
-    records: Records = {}
-    for entry in entries:
-        if not isinstance(entry, tuple):
-            if isinstance(entry, AwaitPubrel | PubrelReceived | MarkUnrouted | Unconfirmed):
-                _note_awaiting(awaiting, records, entry)
-                continue
-            if isinstance(entry, DropSession):
-                awaiting.pop(entry.key, None)  # gone with the session's rows
-                for gone in [pair for pair in records if pair[0] == entry.key]:
-                    del records[gone]
-            writes.append(entry)
-            continue
-        kind, ref = entry
-        message = ref.message
-        if kind == QUEUE and not ref.done and ref.row is None:
-            writes.append(
-                Enqueue(
-                    ref.key, message.topic, message.payload, message.qos, message.retain,
-                    message.packet_id or None, message.sent, message.state == RELEASED,
-                    encode_properties(message.properties) if message.properties else None,
-                    ref.received_at, message.message_id or None,
-                )
-            )  # fmt: skip
-            queued.append(ref)
-        elif ref.row is None or (ref.done and kind != DONE):
-            continue  # written as it is by its Enqueue, or never
-        elif kind == SENT:
-            sent.append((ref.row, message.packet_id))
-        elif kind == RELEASE:
-            released.append(ref.row)
-        elif kind == DONE:
-            done.append(ref.row)
-    if sent:
-        writes.append(MarkSent(tuple(sent)))
-    if released:
-        writes.append(MarkReleased(tuple(released)))
-    if done:
-        writes.append(Acknowledge(tuple(done)))
-    if awaiting or records:
-        writes.extend(_awaiting_writes(awaiting, records))
-    return writes, queued
-
-
-def _note_awaiting(
-    awaiting: Awaiting,
-    records: Records,
-    write: AwaitPubrel | PubrelReceived | MarkUnrouted | Unconfirmed,
-) -> None:
-    """A kept id starts with nothing to route again, a freed one has nothing; the last
-    ``MarkUnrouted`` of one still kept is what it keeps."""
-    if isinstance(write, MarkUnrouted):
-        for key, packet_id, record in write.records:
-            records[key, packet_id] = record
-        return
-    if isinstance(write, Unconfirmed):
-        awaiting.setdefault(write.key, {})[write.packet_id] = True
-        records.pop((write.key, write.packet_id), None)
-        if (stored := write.record.stored()) is not None:
-            records[write.key, write.packet_id] = stored
-        return
-    kept = isinstance(write, AwaitPubrel)
-    for key, packet_id in write.ids:
-        awaiting.setdefault(key, {})[packet_id] = kept
-        records.pop((key, packet_id), None)
-
-
-def _awaiting_writes(awaiting: Awaiting, records: Records) -> list[SessionWrite]:
-    """What the entries left of each id: free again (deleted), or kept (inserted; an id
-    freed and used again within the entries stays kept), then what routing its message
-    again needs. After every other write, so that the session's row exists by then; a
-    session dropped within the entries had its ids forgotten there, ``writes_for``."""
-    freed = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if not kept]
-    held = [(k, i) for k, ids in awaiting.items() for i, kept in ids.items() if kept]
-    writes: list[SessionWrite] = []
-    if freed:
-        writes.append(PubrelReceived(tuple(freed)))
-    if held:
-        writes.append(AwaitPubrel(tuple(held)))
-    if records:
-        writes.append(MarkUnrouted(tuple((k, i, r) for (k, i), r in records.items())))
-    return writes
 
 
 def _number(queued: list[Ref], rows: list[int]) -> None:

@@ -177,7 +177,8 @@ class RunningBroker:
                 store, policy=certificate_policy(settings), passwords=password_gate(settings)
             )
             auth_log = AuthLog(store, policy=auth_log_policy(settings))
-            sessions = SqlSessionStore(store)
+            kept = settings.cluster_qos2_completed_kept if cluster is not None else 0
+            sessions = SqlSessionStore(store, completed_kept=kept)
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             routers: list[ClusterRouter] = []
             broker = Broker(

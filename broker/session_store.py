@@ -4,7 +4,8 @@ The interface is what the broker tells a store, at the moment it happens: a pers
 session opened or ended, a subscription made or removed, a message routed to it, sent,
 PUBREC'd, or done with (acknowledged, or dropped by a limit), the packet id of a QoS 2
 message its client published kept until PUBREL (§4.3.3), with what routing it again needs
-while other members of a cluster have not confirmed it (``broker.cluster.resend``).
+while other members of a cluster have not confirmed it (``broker.cluster.resend``), and in
+a cluster the ids of the last QoS 2 messages its client completed.
 ``pending_commit`` is what a publisher's PUBACK or PUBREC waits for (MQTT 3.1.1 §4.3.2: once
 acknowledged, the message is the server's), also while the store cannot be written;
 ``status`` says whether it can, for ``/healthz`` and ``/metrics``. Small on purpose, so that
@@ -12,31 +13,23 @@ a cluster can implement it on PostgreSQL.
 
 ``MemorySessionStore`` keeps nothing (sessions last as long as the process);
 ``SqlSessionStore`` writes through ``broker.journal`` to the credential store's database and
-reads it back after a restart, a page at a time (``broker.restore``).
+reads it back after a restart, a page at a time (``broker.restore``, ``broker.stored_sessions``).
 """
 
 import asyncio
-import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from broker.journal import DONE, QUEUE, RELEASE, SENT, Journal, Ref, Unconfirmed
-from broker.mqtt.limits import NEVER_EXPIRES
-from broker.mqtt.properties import (
-    NO_PROPERTIES,
-    PUBLISH,
-    Properties,
-    Property,
-    read_properties,
-)
-from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
-from broker.mqtt.session import SENT as IN_FLIGHT
-from broker.mqtt.wire import Reader
+from broker.journal import Journal
+from broker.journal_entries import DONE, QUEUE, RELEASE, SENT, Completed, Ref, Unconfirmed
+from broker.mqtt.properties import Property
+from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession, Unrouted
+from broker.stored_sessions import session_from
 from storage.models import utcnow
 from storage.session_data import (
     AwaitPubrel,
@@ -45,15 +38,10 @@ from storage.session_data import (
     PubrelReceived,
     SaveSession,
     SessionAway,
-    StoredMessage,
-    StoredSession,
-    StoredSubscription,
     Subscribe,
     Unsubscribe,
 )
 from storage.sql import SqlCredentialStore
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +97,14 @@ class SessionStore(Protocol):
     def message_sent(self, message: Outgoing) -> None: ...
     def message_released(self, message: Outgoing) -> None: ...
     def message_done(self, message: Outgoing) -> None: ...
+    def message_completed(self, session: BrokerSession, message: Outgoing) -> None:
+        """``message_done`` for a stored message the session's client acknowledged (PUBACK,
+        PUBCOMP). One with a cluster-wide id (QoS 2 in a cluster) leaves it with the
+        session, among the last ``cluster_qos2_completed_kept`` (in the same transaction as
+        the message's row goes): a member the session moves to gives it no copy of that
+        message routed again (§4.3.3, ``broker.cluster.resend``)."""
+        ...
+
     def pubrel_awaited(
         self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
     ) -> None:
@@ -178,6 +174,9 @@ class MemorySessionStore:
     def message_done(self, message: Outgoing) -> None:
         pass
 
+    def message_completed(self, session: BrokerSession, message: Outgoing) -> None:
+        pass
+
     def pubrel_awaited(
         self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
     ) -> None:
@@ -213,11 +212,13 @@ def subscription_options(sub: Subscription) -> int:
 
 class SqlSessionStore:
     """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007,
-    0008, 0009, 0010)."""
+    0008, 0009, 0010, 0011). ``completed_kept``: the QoS 2 message ids with a cluster-wide
+    id each session keeps, its last completed (0: none)."""
 
-    def __init__(self, store: SqlCredentialStore) -> None:
+    def __init__(self, store: SqlCredentialStore, completed_kept: int = 0) -> None:
         self._store = store
         self.journal = Journal(store)
+        self.completed_kept = completed_kept
 
     @property
     def degraded(self) -> bool:
@@ -238,12 +239,12 @@ class SqlSessionStore:
         self, after: str | None, limit: int
     ) -> tuple[list[BrokerSession], str | None]:
         records = await self._store.load_sessions_page(after, limit)
-        sessions = [s for s in (_session(r) for r in records) if s is not None]
+        sessions = [s for s in (session_from(r) for r in records) if s is not None]
         return sessions, records[-1].key if len(records) == limit else None
 
     async def load_one(self, key: SessionKey) -> BrokerSession | None:
         record = await self._store.load_session(store_key(key))
-        return _session(record) if record is not None else None
+        return session_from(record) if record is not None else None
 
     def save_session(self, session: BrokerSession) -> None:
         self.journal.submit(
@@ -289,6 +290,16 @@ class SqlSessionStore:
             ref.done = True
             self.journal.submit((DONE, ref))
 
+    def message_completed(self, session: BrokerSession, message: Outgoing) -> None:
+        ref = message.stored
+        kept = self.completed_kept
+        if not isinstance(ref, Ref) or not message.message_id or not kept:
+            self.message_done(message)  # a single node's, a QoS 1 one: nothing to keep
+            return
+        ref.done = True
+        session.completions = seq = session.completions + 1
+        self.journal.submit(Completed(ref, seq % kept, seq))  # one entry: one transaction
+
     def pubrel_awaited(
         self, session: BrokerSession, packet_id: int, unrouted: Unrouted | None = None
     ) -> None:
@@ -325,41 +336,6 @@ class SqlSessionStore:
         await self.journal.close(within)
 
 
-def _session(record: StoredSession) -> BrokerSession | None:
-    key = (str(record.device_id), record.client_id)
-    if store_key(key) != record.key:
-        log.warning("stored session %r does not match its device: skipped", record.key)
-        return None
-    session = BrokerSession(key, record.device_name, persistent=True)
-    wall, clock = utcnow(), asyncio.get_running_loop().time()
-    session.expiry = expiry = record.expiry_interval
-    if expiry is not None and expiry != NEVER_EXPIRES:
-        # §3.1.2.11.2: the interval runs from the disconnection; a session whose client was
-        # still connected when the broker stopped runs it from now.
-        away = record.disconnected_at or wall
-        session.expiry_left = expiry - (wall - away).total_seconds()
-    for sub in record.subscriptions:
-        session.subscriptions[sub.topic_filter] = _subscription(sub)
-    for row in record.queued:
-        session.restore(_message(record.key, row, wall, clock))
-    # A copy of one of these routed again does not reach it (``broker.cluster.resend``).
-    session.brought = {row.message_id for row in record.queued if row.message_id} or None
-    # §4.3.3: a QoS 2 PUBLISH its client sends again before PUBREL is not routed again,
-    # unless its routing was not confirmed (``broker.cluster.resend``).
-    session.awaiting_pubrel.update(record.awaiting_pubrel)
-    unrouted = {i: r for i, text in record.unrouted.items() if (r := Unrouted.read(text))}
-    session.unrouted = unrouted or None
-    return session
-
-
-def _subscription(stored: StoredSubscription) -> Subscription:
-    options = stored.options
-    return Subscription(
-        stored.qos, bool(options & 0x04), bool(options & 0x08), (options >> 4) & 0x03,
-        me_form=stored.me_form,
-    )  # fmt: skip
-
-
 def _received_at(message: Outgoing) -> datetime:
     """When the message was received, on the wall clock: its expiry interval ends at
     ``expires_at`` on the loop's clock (a retained one was received before it is queued)."""
@@ -369,31 +345,3 @@ def _received_at(message: Outgoing) -> datetime:
         return now
     left = message.expires_at - asyncio.get_running_loop().time()
     return now + timedelta(seconds=left - interval)
-
-
-def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outgoing:
-    """The message as queued before the restart; its expiry, if any, counts from when it was
-    received (§3.3.2.3.3): one already expired is dropped when its turn to be sent comes."""
-    properties = _properties(row.properties)
-    interval = properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
-    expires_at = None
-    if isinstance(interval, int):
-        received = row.received_at or wall
-        expires_at = clock + interval - (wall - received).total_seconds()
-    message = Outgoing(row.topic, row.payload, row.qos, row.retain, properties, expires_at)
-    if row.packet_id:  # sent before: in flight again with its id (§4.4)
-        message.packet_id = row.packet_id
-        message.state = RELEASED if row.released else IN_FLIGHT
-        message.sent = True
-    else:
-        message.state = QUEUED
-        message.sent = row.attempted
-    message.stored = Ref(key, message, row.id)
-    message.message_id = row.message_id or 0
-    return message
-
-
-def _properties(stored: bytes | None) -> Properties:
-    if not stored:
-        return NO_PROPERTIES
-    return read_properties(Reader(stored), PUBLISH)

@@ -156,6 +156,7 @@ class BrokerSession(Session):
         "arrival",
         "brought",
         "client",
+        "completions",
         "device_name",
         "expiry",
         "expiry_left",
@@ -197,10 +198,14 @@ class BrokerSession(Session):
         self.since = time.monotonic()
         self.unrouted: dict[int, Unrouted] | None = None
         # The cluster-wide ids of the QoS 2 messages it was read back from the store with
-        # (restored here, taken over, adopted), queued or in flight: a copy of one routed
-        # again (``broker.cluster.resend``) is not given to it (§4.3.3: delivered once),
-        # nor after it completed that one here. At most its queue and window as restored.
+        # (restored here, taken over, adopted), queued, in flight, or among the last it
+        # completed: a copy of one routed again (``broker.cluster.resend``) is not given to
+        # it (§4.3.3: delivered once), nor after it completed that one here. At most its
+        # queue and window as restored and ``cluster_qos2_completed_kept``.
         self.brought: set[int] | None = None
+        # How many such messages with a cluster-wide id it completed, as the store counts
+        # them: the store keeps the ids of the last few (``SessionStore.message_completed``).
+        self.completions = 0
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

@@ -214,6 +214,10 @@ class Settings(BaseModel):
     # that one routed again for its publisher's resend reaches each subscriber once
     # (broker.cluster.resend); about 100 bytes each.
     cluster_qos2_ids_kept: int = Field(100_000, ge=1000, le=10_000_000)
+    # QoS 2 message ids each persistent session keeps in the store, its last completed
+    # (PUBCOMP), so that one routed again after the session moved to another member does not
+    # reach it twice (broker.cluster.resend); one row each. 0: none.
+    cluster_qos2_completed_kept: int = Field(100, ge=0, le=65535)
     # Copies of each JetStream bucket and stream the cluster keeps (session claims, wills,
     # routes, retained and parked messages), each on another NATS server: 3 with a 3-server
     # NATS cluster outlives one server lost. An existing one is brought to it at start-up.

@@ -365,3 +365,20 @@ class MqttAwaitingPubrelRow(Base):
     )
     packet_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     unrouted: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class MqttCompletedRow(Base):
+    """In a cluster, the id of a QoS 2 message a persistent session's client completed
+    (PUBCOMP), among its last few (a ring: ``slot`` is ``seq`` modulo their number, ``seq``
+    counts its completions): a member the session moves to does not give it a copy of that
+    message routed again for its publisher's resend (MQTT 3.1.1 / 5.0 §4.3.3,
+    ``broker.cluster.resend``). ``message_id`` as ``MqttQueuedMessageRow``'s."""
+
+    __tablename__ = "mqtt_completed_messages"
+
+    session_key: Mapped[str] = mapped_column(
+        ForeignKey("mqtt_sessions.key", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)

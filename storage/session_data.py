@@ -128,9 +128,19 @@ class MarkUnrouted:
     records: tuple[tuple[str, int, str | None], ...]
 
 
+@dataclass(frozen=True)
+class KeepCompleted:
+    """The cluster-wide ids of QoS 2 messages these sessions' clients completed (session
+    key, slot, seq, message id): each replaces what its session kept in ``slot``; ``seq``
+    counts the session's completions, so the highest is its last (a ring of its last few)."""
+
+    ids: tuple[tuple[str, int, int, int], ...]
+
+
 SessionWrite = (
     SaveSession | SessionAway | DropSession | Subscribe | Unsubscribe | Enqueue | Acknowledge
     | MarkAttempted | MarkSent | MarkReleased | AwaitPubrel | PubrelReceived | MarkUnrouted
+    | KeepCompleted
 )  # fmt: skip
 
 
@@ -169,3 +179,5 @@ class StoredSession:
     queued: list[StoredMessage] = field(default_factory=list)
     awaiting_pubrel: list[int] = field(default_factory=list)  # QoS 2 ids before PUBREL
     unrouted: dict[int, str] = field(default_factory=dict)  # of those ids: ``MarkUnrouted``
+    completed: list[int] = field(default_factory=list)  # ``KeepCompleted``: message ids
+    completions: int = 0  # the highest seq of those

@@ -6,7 +6,8 @@ commit), so a burst of messages costs one commit, not one each. A message of a p
 session is written when it is routed and deleted at its PUBACK / PUBCOMP, whether its client
 was connected or not (MQTT 3.1.1 §4.4). The packet id of a QoS 2 message the session's client
 published is kept from its PUBREC to its PUBREL (§4.3.3), in a cluster with what routing it
-again needs (``MarkUnrouted``). Payloads are bytes end to end.
+again needs (``MarkUnrouted``); and in a cluster, the ids of the last QoS 2 messages a
+session's client completed (``KeepCompleted``). Payloads are bytes end to end.
 The writes and the sessions read back are plain data (``storage.session_data``); this module
 is their SQL.
 """
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.base import StoreBase
 from storage.models import (
     MqttAwaitingPubrelRow,
+    MqttCompletedRow,
     MqttQueuedMessageRow,
     MqttSessionRow,
     MqttSubscriptionRow,
@@ -31,6 +33,7 @@ from storage.session_data import (
     AwaitPubrel,
     DropSession,
     Enqueue,
+    KeepCompleted,
     MarkAttempted,
     MarkReleased,
     MarkSent,
@@ -52,6 +55,7 @@ _SESSIONS = MqttSessionRow.__table__
 _SUBSCRIPTIONS = MqttSubscriptionRow.__table__
 _MESSAGES = MqttQueuedMessageRow.__table__
 _AWAITING = MqttAwaitingPubrelRow.__table__
+_COMPLETED = MqttCompletedRow.__table__
 _SESSION_COLUMNS = [
     _SESSIONS.c[n]
     for n in ("key", "device_id", "device_name", "client_id", "expiry_interval", "disconnected_at")
@@ -84,6 +88,8 @@ class SessionRecords(StoreBase):
                     for write in group:
                         if isinstance(write, AwaitPubrel):
                             await self._await_pubrel(session, write)
+                        elif isinstance(write, KeepCompleted):
+                            await self._keep_completed(session, write)
                         else:
                             await _apply(session, write)
         return ids
@@ -99,6 +105,23 @@ class SessionRecords(StoreBase):
             set_={"unrouted": None},
         )
         rows = [{"session_key": key, "packet_id": packet_id} for key, packet_id in write.ids]
+        await session.execute(statement, rows)
+
+    async def _keep_completed(self, session: AsyncSession, write: KeepCompleted) -> None:
+        """Each id in its session's slot, in place of the one kept there before: one row
+        written per completion, and at most a ring's worth kept per session."""
+        dialect = postgresql if self._is_postgres else sqlite
+        statement = dialect.insert(_COMPLETED)
+        statement = statement.on_conflict_do_update(
+            index_elements=[_COMPLETED.c.session_key, _COMPLETED.c.slot],
+            set_={"seq": statement.excluded.seq, "message_id": statement.excluded.message_id},
+        )
+        # The last of each slot: a batch with more completions than slots writes no more.
+        last = {(key, slot): (seq, message_id) for key, slot, seq, message_id in write.ids}
+        rows = [
+            {"session_key": key, "slot": slot, "seq": seq, "message_id": _signed(message_id)}
+            for (key, slot), (seq, message_id) in last.items()
+        ]
         await session.execute(statement, rows)
 
     async def load_sessions(self) -> list[StoredSession]:
@@ -149,6 +172,13 @@ class SessionRecords(StoreBase):
                     stored.awaiting_pubrel.append(row.packet_id)
                     if row.unrouted is not None:
                         stored.unrouted[row.packet_id] = row.unrouted
+                completed = select(
+                    _COMPLETED.c.session_key, _COMPLETED.c.seq, _COMPLETED.c.message_id
+                ).where(_COMPLETED.c.session_key.in_(chunk))
+                for row in await session.execute(completed):
+                    stored = found[row.session_key]
+                    stored.completed.append(_unsigned(row.message_id) or 0)
+                    stored.completions = max(stored.completions, row.seq)
         return list(found.values())
 
 
@@ -226,7 +256,9 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
             )
         case DropSession(key):
             # Children first: SQLite enforces the foreign keys but the cascade is not needed.
-            for table in (MqttQueuedMessageRow, MqttSubscriptionRow, MqttAwaitingPubrelRow):
+            children = (MqttQueuedMessageRow, MqttSubscriptionRow, MqttAwaitingPubrelRow,
+                        MqttCompletedRow)  # fmt: skip
+            for table in children:
                 await session.execute(delete(table).where(table.session_key == key))
             await session.execute(delete(MqttSessionRow).where(MqttSessionRow.key == key))
         case Subscribe(key, topic_filter, qos, me_form, options):

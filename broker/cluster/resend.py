@@ -43,8 +43,11 @@ PUBREC. So:
    queue entry), a session read back from the store notes the ids it holds
    (``BrokerSession.brought``, at most its queue and in-flight window as read), and routing
    gives no copy of one of those to it (``broker.router``), also after it completed that
-   copy here. Not covered: a session that completed the first copy before it moved (its
-   stored queue no longer names it) gets the copy routed again.
+   copy here. A session that completed the first copy before it moved no longer holds it:
+   the store keeps the ids of the last ``cluster_qos2_completed_kept`` QoS 2 messages each
+   session completed, written in the transaction that deletes the message's queue row
+   (``SessionStore.message_completed``), and a session read back notes those too. One
+   completed longer ago than that reaches it again.
 """
 
 import asyncio

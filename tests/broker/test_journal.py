@@ -10,17 +10,8 @@ from uuid import uuid4
 
 import pytest
 
-from broker.journal import (
-    BATCH,
-    DONE,
-    QUEUE,
-    RELEASE,
-    SENT,
-    Journal,
-    Ref,
-    Unconfirmed,
-    writes_for,
-)
+from broker.journal import BATCH, Journal
+from broker.journal_entries import DONE, QUEUE, RELEASE, SENT, Ref, Unconfirmed, writes_for
 from broker.mqtt.session import RELEASED, Outgoing
 from broker.session_store import SqlSessionStore
 from broker.sessions import BrokerSession, Unrouted

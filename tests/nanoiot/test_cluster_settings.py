@@ -116,6 +116,11 @@ REFUSED = {
         "'cluster_qos2_ids_kept'",
         "greater than or equal to 1000",
     ),
+    "negative-completed-qos2-ids": (
+        {"NANOIOT_CLUSTER_QOS2_COMPLETED_KEPT": "-1"},
+        "'cluster_qos2_completed_kept'",
+        "greater than or equal to 0",
+    ),
 }
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.journal import BATCH, DONE, QUEUE, Journal, Ref
+from broker.journal import BATCH, Journal
+from broker.journal_entries import DONE, QUEUE, Ref
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import StoreUnavailableError
 from storage.records import Device

@@ -17,7 +17,8 @@ from tests.storage.pg import fresh_database
 
 _TABLES = (
     "devices, credentials, trusted_cas, auth_events, changes, "
-    "mqtt_sessions, mqtt_subscriptions, mqtt_queued_messages, mqtt_awaiting_pubrel"
+    "mqtt_sessions, mqtt_subscriptions, mqtt_queued_messages, mqtt_awaiting_pubrel, "
+    "mqtt_completed_messages"
 )
 
 

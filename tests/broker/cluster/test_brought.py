@@ -1,7 +1,8 @@
-"""A persistent session read back from the store knows the QoS 2 messages it holds by their
-cluster-wide ids (``BrokerSession.brought``), and a copy of one routed again
-(``broker.cluster.resend``) does not reach it (MQTT 3.1.1 / 5.0 §4.3.3); the whole is
-tested in tests/cluster/test_qos2_moved.py. On a real SQLite store."""
+"""A persistent session read back from the store knows the QoS 2 messages it holds, and the
+last ones it completed, by their cluster-wide ids (``BrokerSession.brought``), and a copy of
+one routed again (``broker.cluster.resend``) does not reach it (MQTT 3.1.1 / 5.0 §4.3.3);
+the whole is tested in tests/cluster/test_qos2_moved.py and test_qos2_completed.py. On a
+real SQLite store."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from storage.records import Device
 from storage.sql import SqlCredentialStore
 
 FIRST = 2**64 - 5  # a member's id base has its top bit set half of the time
+KEPT = 3  # completed ids kept per session (``cluster_qos2_completed_kept``)
 
 
 @pytest.fixture
@@ -31,28 +33,52 @@ async def opened(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
 
 @pytest.fixture
 async def sessions(opened: SqlCredentialStore) -> AsyncIterator[SqlSessionStore]:
-    store = SqlSessionStore(opened)
+    store = SqlSessionStore(opened, completed_kept=KEPT)
     try:
         yield store
     finally:
         await store.close(within=5)
 
 
-async def _moved(sessions: SqlSessionStore, opened: SqlCredentialStore) -> BrokerSession:
-    """A session whose client is away, with copies of QoS 2 message FIRST (and of one at
-    QoS 1) queued on one member, as another member reads it from the store."""
+async def _there(
+    sessions: SqlSessionStore, opened: SqlCredentialStore
+) -> tuple[LocalRouter, BrokerSession]:
+    """A persistent session subscribed to a/# at QoS 2 on one member, its client away."""
     device: Device = await opened.create_device("meter")
     there = LocalRouter(sessions, Limits(), BrokerMetrics())
     session = BrokerSession((str(device.id), "c"), "meter", persistent=True)
     sessions.save_session(session)
     there.subscribe(session, "a/#", Subscription(2))
     sessions.subscribe(session, "a/#", Subscription(2))
-    assert there.deliver(Message("a/b", b"first", 2, id=FIRST)) is True
-    assert there.deliver(Message("a/b", b"one", 1, id=7)) is True
+    return there, session
+
+
+async def _read(sessions: SqlSessionStore, session: BrokerSession) -> BrokerSession:
+    """The session as another member reads it from the store."""
     await sessions.flush()
     loaded = await sessions.load_one(session.key)
     assert loaded is not None
     return loaded
+
+
+async def _moved(sessions: SqlSessionStore, opened: SqlCredentialStore) -> BrokerSession:
+    """A session whose client is away, with copies of QoS 2 message FIRST (and of one at
+    QoS 1) queued on one member, as another member reads it from the store."""
+    there, session = await _there(sessions, opened)
+    assert there.deliver(Message("a/b", b"first", 2, id=FIRST)) is True
+    assert there.deliver(Message("a/b", b"one", 1, id=7)) is True
+    return await _read(sessions, session)
+
+
+def _complete(sessions: SqlSessionStore, session: BrokerSession) -> int:
+    """Its client takes the next queued message through PUBCOMP (§4.3.3); its id."""
+    sent = session.next_to_send(window=10)
+    assert sent is not None
+    if sent.qos == 2:
+        assert session.released(sent.packet_id) is sent
+    assert session.completed(sent.packet_id, sent.qos) is sent
+    sessions.message_completed(session, sent)
+    return sent.message_id
 
 
 async def test_a_restored_session_knows_its_qos2_messages_by_id(
@@ -101,3 +127,52 @@ async def test_nor_through_a_shared_subscription(
         Message("a/b", b"first", 2, id=FIRST), plain=False, groups=[("g", "a/#")]
     ) is False  # fmt: skip
     assert len(moved.queue) == 2
+
+
+async def test_nor_when_it_completed_it_before_it_moved(
+    sessions: SqlSessionStore, opened: SqlCredentialStore
+) -> None:
+    there, session = await _there(sessions, opened)
+    there.deliver(Message("a/b", b"first", 2, id=FIRST))
+    there.deliver(Message("a/b", b"one", 1, id=7))
+    assert [_complete(sessions, session), _complete(sessions, session)] == [FIRST, 0]
+    moved = await _read(sessions, session)
+    assert (list(moved.queue), moved.brought, moved.completions) == ([], {FIRST}, 1)
+    here = LocalRouter(sessions, Limits(), BrokerMetrics())
+    here.subscribe(moved, "a/#", Subscription(2))
+    assert here.deliver(Message("a/b", b"first", 2, id=FIRST)) is False  # routed again
+    assert here.deliver(Message("a/b", b"one", 1, id=7)) is True  # QoS 1: at least once
+    assert [m.payload for m in moved.queue] == [b"one"]
+
+
+async def test_the_last_completed_are_kept_the_oldest_forgotten(
+    sessions: SqlSessionStore, opened: SqlCredentialStore
+) -> None:
+    """Five completed where three are kept, then one more where the session moved: the
+    store keeps three rows, the last three ids."""
+    there, session = await _there(sessions, opened)
+    for n in range(5):
+        there.deliver(Message("a/b", b"m", 2, id=1000 + n))
+        _complete(sessions, session)
+    moved = await _read(sessions, session)
+    assert (moved.brought, moved.completions) == ({1002, 1003, 1004}, 5)
+    here = LocalRouter(sessions, Limits(), BrokerMetrics())
+    here.subscribe(moved, "a/#", Subscription(2))
+    assert here.deliver(Message("a/b", b"m", 2, id=1001)) is True  # forgotten: delivered
+    here.deliver(Message("a/b", b"m", 2, id=2000))
+    assert [_complete(sessions, moved), _complete(sessions, moved)] == [1001, 2000]
+    await sessions.flush()
+    record = await opened.load_session(session.store_key)
+    assert record is not None
+    assert (sorted(record.completed), record.completions) == ([1001, 1004, 2000], 7)
+
+
+async def test_a_single_node_keeps_no_completed_ids(
+    sessions: SqlSessionStore, opened: SqlCredentialStore
+) -> None:
+    """Its messages have no cluster-wide id: their rows go, nothing else is written."""
+    there, session = await _there(sessions, opened)
+    there.deliver(Message("a/b", b"m", 2))
+    assert _complete(sessions, session) == 0
+    moved = await _read(sessions, session)
+    assert (list(moved.queue), moved.brought, moved.completions) == ([], None, 0)

@@ -1,0 +1,70 @@
+"""A QoS 2 message routed again reaches a persistent session that completed the first copy
+and then moved once (MQTT 3.1.1 / 5.0 §4.3.3). The device publishes on node A; B, where the
+backend is connected with its persistent session, reaches NATS through a proxy that holds
+back what NATS sends it, so B takes the first copy and gives it to the backend after A gave
+up waiting for B's confirmation: A closes the device's connection without PUBREC. The
+backend completes it (PUBCOMP: its queue row goes) and connects to C, which takes its
+session over; the device sends the PUBLISH again, A routes it again with the same message
+id, and C, which never delivered that id, must not give the backend a second copy. The
+sibling of test_qos2_moved.py, where the copy was still queued. Nodes as separate processes
+on the machine's NATS and PostgreSQL."""
+
+from pathlib import Path
+
+import pytest
+
+from broker.mqtt.packets import Connack, Connect, Publish
+from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.proxy import nats_proxy
+from tests.cluster.test_qos2_moved import HEARTBEAT, TOO_LATE
+from tests.cluster.test_routing import counter, metrics
+from tests.cluster.test_sessions import TELEMETRY, _backend
+from tests.e2e.peers import Raw
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it_again(
+    tmp_path: Path,
+) -> None:
+    with nats_proxy() as proxy, cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        prober = nodes.device("prober")
+        nodes.application("backend")
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = HEARTBEAT
+        nodes.start("a")
+        nodes.start("b", NANOIOT_NATS_URL=proxy.url)
+        nodes.start("c")
+        backend = _backend(nodes, "b")
+        assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
+        probe = nodes.connect("a", prober, client_id="prober")
+        until_routed(probe, TELEMETRY, backend)
+
+        proxy.delay(TOO_LATE)
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
+        proxy.delay(0)
+        first = backend.next_message()  # given after its PUBREL (paho)
+        assert (first.payload, first.qos) == (b"once", 2)
+        backend.paho.ack(first.mid, first.qos)  # PUBCOMP
+        # B reads the connection's packets in order: once this SUBACK came, B had the
+        # PUBCOMP, and the copy's queue row went with it.
+        assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
+        backend.close()
+
+        backend = _backend(nodes, "c")  # takes its session over, with nothing queued
+        assert backend.session_present.get_nowait() is True
+        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
+            raw.send(Connect(4, "sensor", False, 60))
+            assert raw.read() == Connack(True, 0)
+            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        assert counter(metrics(nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1
+        # A probe routed after the copy sent again reaches the backend after it would have.
+        probe.publish(TELEMETRY, b"after", qos=1)
+        after = backend.next_message()
+        assert after.payload == b"after", "got the message twice"
+        backend.paho.ack(after.mid, after.qos)
+        assert backend.no_message(within=1.0)
