@@ -6,7 +6,10 @@ goes out only once what routing wrote is committed, and always in the order of t
 they wait at most ``ack_timeout`` seconds; then the connection closes without them and the
 client sends those messages again on a new one (§4.4). A persistent session's PUBCOMP waits
 in the same way for the release of its packet id, and every PUBREL of a stored message for
-the release of the message (§4.3.3).
+the release of the message (§4.3.3). A connection closed for a PUBREL that waited is counted
+apart from one closed for a PUBACK / PUBREC: its client published nothing that is lost, it
+was sent a message whose release could not be saved, and gets that PUBREL on its next
+connection (§4.4).
 """
 
 import asyncio
@@ -17,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from broker.journal import release_commit
 from broker.mqtt.codes import Reason
+from broker.mqtt.session import Outgoing
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
-    from broker.mqtt.session import Outgoing
 
 log = logging.getLogger("broker.client")  # logged as the connection it belongs to
 
@@ -28,6 +31,9 @@ log = logging.getLogger("broker.client")  # logged as the connection it belongs 
 # PUBREL, for a PUBREC of a stored message whose release is to be committed.
 _PUBCOMP = 3
 _PUBREL = 4
+
+# In an entry's last place: the MQTT 5 reason code, or for a PUBREL the message it releases.
+_Code = int | Outgoing
 
 
 class HeldAcks:
@@ -37,10 +43,10 @@ class HeldAcks:
 
     def __init__(self, client: "MqttClient") -> None:
         self._client = client
-        # (packet id, QoS, the commit, since when, MQTT 5 reason code). Made by the first
-        # acknowledgement that has to wait: an empty deque is 760 bytes, and most connections
-        # (idle devices, QoS 0, clean sessions) never hold one.
-        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, int]] | None = None
+        # (packet id, QoS, the commit, since when, MQTT 5 reason code, or a PUBREL's message).
+        # Made by the first acknowledgement that has to wait: an empty deque is 760 bytes,
+        # and most connections (idle devices, QoS 0, clean sessions) never hold one.
+        self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, _Code]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._then: Callable[[], None] | None = None  # once all went out (``then``)
 
@@ -50,9 +56,9 @@ class HeldAcks:
         qos: int,
         *,
         durable: "bool | asyncio.Future[None]",
-        code: int = 0,
+        code: _Code = 0,
     ) -> None:
-        """See ``MqttClient.acknowledge``."""
+        """See ``MqttClient.acknowledge``; ``code`` is a PUBREL's message (``release``)."""
         client = self._client
         if isinstance(durable, asyncio.Future):
             pending: asyncio.Future[None] | None = durable
@@ -82,13 +88,15 @@ class HeldAcks:
         code = 0 if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
         self.acknowledge(packet_id, _PUBCOMP, durable=True, code=code)
 
-    def release(self, message: "Outgoing") -> None:
+    def release(self, message: Outgoing) -> None:
         """PUBREL for a stored QoS 2 message whose PUBREC came (now, or before: the client
         repeated it, or resumed its session, §4.4), once the store has committed its release
         (``release_commit``), in order with what is held before it."""
         pending = release_commit(message)
         durable = pending if pending is not None else False
-        self.acknowledge(message.packet_id, _PUBREL, durable=durable)
+        # The message, not only its packet id: the PUBREL goes only while that message is
+        # in flight, not to a new one that took its id meanwhile (``Outbound.release``).
+        self.acknowledge(message.packet_id, _PUBREL, durable=durable, code=message)
 
     def then(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every acknowledgement held so far went out (at once if
@@ -150,22 +158,28 @@ class HeldAcks:
         if due > 0:  # the one that set the timer went meanwhile
             self._timer = loop.call_later(due, self._overdue)
             return
-        broker.metrics.publishers_closed_unsaved += 1
         problem = broker.store.status().problem or "the store did not answer"
-        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); the "
-                    "client sends those messages again", client.label, len(held), timeout,
-                    problem)  # fmt: skip
+        if held[0][1] == _PUBREL:
+            # A subscriber's: what could not be saved is the release of a message sent to
+            # it, which stays in flight; PUBREL goes again on the next connection (§4.4).
+            broker.metrics.subscribers_closed_unsaved += 1
+            what, then = "message releases", "the broker sends those PUBRELs again"
+        else:
+            broker.metrics.publishers_closed_unsaved += 1
+            what, then = "messages", "the client sends those messages again"
+        log.warning("closing %s: %d acknowledgements waited %g s for the store (%s); %s",
+                    client.label, len(held), timeout, problem, then)  # fmt: skip
         held.clear()
         # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
-        unsaved = (Reason.SERVER_BUSY, f"the broker could not save messages: {problem}")
+        unsaved = (Reason.SERVER_BUSY, f"the broker could not save {what}: {problem}")
         client._end(will=False, reason=unsaved)
 
 
-def _answer(client: "MqttClient", packet_id: int, qos: int, code: int) -> None:
-    if qos == _PUBCOMP:
+def _answer(client: "MqttClient", packet_id: int, qos: int, code: _Code) -> None:
+    if not isinstance(code, int):  # a PUBREL's message
+        client.core.release(code)
+    elif qos == _PUBCOMP:
         client.core.complete(packet_id, known=not code)
-    elif qos == _PUBREL:
-        client.core.release(packet_id)
     else:
         client.core.acknowledge(packet_id, qos, code)
 

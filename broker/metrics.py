@@ -57,6 +57,9 @@ class BrokerMetrics(Collector):
         self.limit_hits: Counter[str] = Counter()
         # Publishers closed because their PUBACK / PUBREC waited ack_timeout for the store.
         self.publishers_closed_unsaved = 0
+        # Subscribers closed because the PUBREL of a QoS 2 message sent to them waited
+        # ack_timeout for the store to save the message's release (PUBREC).
+        self.subscribers_closed_unsaved = 0
         self.gauges = Gauges()
         self.registry = CollectorRegistry(auto_describe=True)
         self.auth_lookup = Histogram(
@@ -154,6 +157,12 @@ class BrokerMetrics(Collector):
             "nanoiot_publishers_closed_unsaved",
             "Connections closed because a PUBACK/PUBREC waited ack_timeout for the store",
             self.publishers_closed_unsaved,
+        )
+        yield _counter(
+            "nanoiot_subscribers_closed_unsaved",
+            "Connections closed because a PUBREL waited ack_timeout for the store to save the "
+            "release of the QoS 2 message it answers",
+            self.subscribers_closed_unsaved,
         )
 
     def _decisions(self, decisions: Mapping[str, int]) -> Iterator[Metric]:

@@ -84,6 +84,7 @@ class Connection(Handshake):
         self._pending = b""  # the start of a packet not yet whole, or bytes kept unread
         self._known = NO_PROPERTIES  # the properties of the client's last PUBLISH (MQTT 5)
         self._out: list[bytes] = []
+        self._pubrel_held = None
         self.now = now  # the clock at the last call that passed it
         self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
         self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for, its topic aliases
@@ -264,6 +265,8 @@ class Connection(Handshake):
         if message.stored is None:
             self._ack(Pubrel, packet_id, False)
         if first:
+            if message.stored is not None:
+                self._hold_pubrel(packet_id)
             events.append(MessageReleased(message))
         elif message.stored is not None:  # repeated before its first PUBREL may have gone
             events.append(PubrelAgain(message))
@@ -272,6 +275,13 @@ class Connection(Handshake):
         """PUBACK or PUBCOMP: the message is delivered (§4.3.2, §4.3.3), and the in-flight
         window has room for what waits in the queue."""
         assert self.session is not None
+        held = self._pubrel_held
+        if qos == 2 and held and packet_id in held:
+            # PUBCOMP is the response to PUBREL (§3.7, §4.3.3), and this id's is still held
+            # for the store: it answers nothing sent. 5.0 §4.13.1: a packet inconsistent
+            # with the server's state is a protocol error (0x82); 3.1.1 §4.8: close the
+            # connection. The message stays in flight; its PUBREL goes on the next (§4.4).
+            raise ProtocolError(f"packet id {packet_id}: no PUBREL was sent for it yet")
         message = self.session.completed(packet_id, qos)
         if message is not None:
             events.append(MessageCompleted(message))

@@ -116,6 +116,7 @@ class Handshake(Outbound):
                     del session.inflight[message.packet_id]
                     events.append(MessageDropped(message, "client_maximum_packet_size"))
             elif message.packet_id in pubrel_later:
+                self._hold_pubrel(message.packet_id)
                 events.append(PubrelAgain(message))
             elif message.state == RELEASED:
                 self._out.append(encode(Pubrel(message.packet_id), self.level))

@@ -24,7 +24,7 @@ NO_EVENTS: Final[list[Event]] = []  # returned, never appended to
 class Outbound:
     """What ``Connection`` sends; the state it sends from (``Connection`` sets it)."""
 
-    __slots__ = ("_out", "level", "limits", "now", "session", "v5", "window")
+    __slots__ = ("_out", "_pubrel_held", "level", "limits", "now", "session", "v5", "window")
 
     limits: Limits
     level: int
@@ -33,6 +33,10 @@ class Outbound:
     v5: Negotiated | None
     window: int
     _out: list[bytes]
+    # Packet ids of stored QoS 2 messages whose PUBREC came and whose PUBREL has not gone out
+    # on this connection yet (the broker holds it for the store, ``release``). None: none
+    # yet; most connections never hold one.
+    _pubrel_held: set[int] | None
 
     def publish(self, message: Outgoing, now: float | None = None) -> list[Event]:
         """Send ``message`` to the client now, or queue it behind the in-flight window or
@@ -59,10 +63,25 @@ class Outbound:
             return
         self._ack(kind, packet_id, False)
 
-    def release(self, packet_id: int) -> None:
-        """PUBREL for a stored QoS 2 message's PUBREC (``MessageReleased``), once the store
-        committed its release."""
+    def release(self, message: Outgoing) -> None:
+        """PUBREL for a stored QoS 2 message's PUBREC (``MessageReleased``, ``PubrelAgain``),
+        once the store committed its release. Nothing if the message is no longer in flight
+        (completed by the PUBCOMP of a PUBREL sent before this one): its packet id may be a
+        new message's already, which this PUBREL would release unsent (§4.3.3)."""
+        session = self.session
+        packet_id = message.packet_id
+        if session is None or session.inflight.get(packet_id) is not message:
+            return
+        if self._pubrel_held is not None:
+            self._pubrel_held.discard(packet_id)
         self._ack(Pubrel, packet_id, False)
+
+    def _hold_pubrel(self, packet_id: int) -> None:
+        """The PUBREL for ``packet_id`` waits for the broker (``release``): until it is out,
+        the client has nothing to answer with PUBCOMP (``Connection._completed``)."""
+        if self._pubrel_held is None:
+            self._pubrel_held = set()
+        self._pubrel_held.add(packet_id)
 
     def complete(self, packet_id: int, *, known: bool = True) -> None:
         """PUBCOMP for a persistent session's PUBREL (``PublishReleased``), once the store

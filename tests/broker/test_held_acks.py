@@ -5,6 +5,8 @@ import asyncio
 from types import SimpleNamespace
 
 from broker.acks import HeldAcks
+from broker.journal_entries import Ref
+from broker.mqtt.session import Outgoing
 from nanoiot.errors import ClusterUnavailableError
 from tests.unretrieved import never_retrieved
 
@@ -85,3 +87,41 @@ async def test_a_confirmation_failing_after_its_connection_closed_is_not_left_un
         del frame
     assert reports == []
     assert connection.sent == []
+
+
+def _closing_at_once(connection: Connection) -> SimpleNamespace:
+    """The broker of ``connection`` with an ``ack_timeout`` of 0: an acknowledgement that
+    waits is overdue at once. Its metrics."""
+    metrics = SimpleNamespace(publishers_closed_unsaved=0, subscribers_closed_unsaved=0)
+    connection.broker = SimpleNamespace(
+        config=SimpleNamespace(ack_timeout=0.0),
+        metrics=metrics,
+        store=SimpleNamespace(status=lambda: SimpleNamespace(problem="database is locked")),
+    )
+    return metrics
+
+
+async def test_a_pubrel_waiting_past_ack_timeout_closes_a_subscriber_not_a_publisher() -> None:
+    """The release of a message sent to the client could not be saved: that client
+    published nothing that is lost, and gets the PUBREL again on its next connection."""
+    loop = asyncio.get_running_loop()
+    connection = Connection()
+    metrics = _closing_at_once(connection)
+    acks = HeldAcks(connection)  # type: ignore[arg-type]
+    message = Outgoing("t", b"m", 2)
+    message.packet_id = 1
+    ref = message.stored = Ref("c", message)
+    ref.released = loop.create_future()  # the release's commit, pending
+    acks.release(message)
+    await asyncio.wait_for(connection.closed.wait(), 5.0)
+    assert (metrics.subscribers_closed_unsaved, metrics.publishers_closed_unsaved) == (1, 0)
+    assert connection.sent == []
+
+
+async def test_a_puback_waiting_past_ack_timeout_closes_a_publisher() -> None:
+    connection = Connection()
+    metrics = _closing_at_once(connection)
+    acks = HeldAcks(connection)  # type: ignore[arg-type]
+    acks.acknowledge(1, 1, durable=asyncio.get_running_loop().create_future())
+    await asyncio.wait_for(connection.closed.wait(), 5.0)
+    assert (metrics.subscribers_closed_unsaved, metrics.publishers_closed_unsaved) == (0, 1)

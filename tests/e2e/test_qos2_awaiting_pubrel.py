@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from broker.mqtt.codes import Reason
@@ -16,6 +17,8 @@ from broker.mqtt.packets import (
     Connack,
     Connect,
     Packet,
+    Pingreq,
+    Pingresp,
     Pubcomp,
     Publish,
     Pubrec,
@@ -84,12 +87,14 @@ def test_a_qos2_publish_sent_again_after_a_restart_is_not_routed_twice(
 
 @contextmanager
 def _sensor_whose_store_can_be_locked(
-    tmp_path: Path,
+    tmp_path: Path, **settings_overrides: object
 ) -> Iterator[tuple[Raw, SqliteLock, BrokerThread]]:
     """A connected raw client of a persistent session that has published one QoS 2 message
     (id 1, PUBREC'd), a lock that keeps the store from being written (half a second of
     statement timeout: a write fails fast while it is held), and the broker."""
-    settings = broker_settings(tmp_path / "data", database_statement_timeout=0.5)
+    settings = broker_settings(
+        tmp_path / "data", database_statement_timeout=0.5, **settings_overrides
+    )
     lock = SqliteLock(tmp_path / "data" / "nanoiot.db")
     with BrokerThread(settings) as broker:
         try:
@@ -197,6 +202,61 @@ def test_a_resumed_session_s_pubrel_waits_for_the_commit_of_the_release(
             again.sock.settimeout(WAIT)
             assert again.read() == Pubrel(packet_id)
             again.send(Pubcomp(packet_id))
+
+
+def test_a_pubcomp_before_its_pubrel_closes_the_connection(tmp_path: Path) -> None:
+    """PUBCOMP answers PUBREL (§4.3.3); one that comes while the PUBREL waits for the store
+    answers nothing: a protocol error (5.0 §4.13.1; 3.1.1 §4.8: close). Taken as delivered,
+    the message would leave its PUBREL to go out later for a packet id no longer in flight.
+    It stays in flight: the next connection gets the PUBREL (§4.4), and its PUBCOMP ends it."""
+    # An ack_timeout longer than the waits here: only the PUBCOMP can close the connection.
+    with _sensor_whose_store_can_be_locked(tmp_path, ack_timeout=60.0) as (raw, lock, broker):
+        packet_id = _sent_to_the_sensor(raw, broker)
+        lock.begin()
+        raw.send(Pubrec(packet_id))
+        _nothing_while_the_store_is_locked(raw)
+        raw.send(Pubcomp(packet_id))
+        raw.sock.settimeout(WAIT)
+        assert raw.read() is None, "the connection stays open after a PUBCOMP before PUBREL"
+        assert "nanoiot_protocol_violations_total 1.0" in _metrics(broker)
+        lock.end()
+        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
+            again.send(Connect(4, "sensor", False, 60))
+            assert again.read() == Connack(True, 0)
+            assert again.read() == Pubrel(packet_id)
+            again.send(Pubcomp(packet_id))
+            again.send(Pingreq())
+            assert again.read() == Pingresp()  # nothing sent again before it: delivered
+
+
+def test_a_pubrel_waiting_past_ack_timeout_closes_a_subscriber(tmp_path: Path) -> None:
+    """What could not be saved is the release of a message sent to the client, not a
+    message it published: counted apart. The message stays in flight, its PUBREL goes on
+    the next connection (§4.4)."""
+    with _sensor_whose_store_can_be_locked(tmp_path, ack_timeout=1.0) as (raw, lock, broker):
+        packet_id = _sent_to_the_sensor(raw, broker)
+        lock.begin()
+        raw.send(Pubrec(packet_id))
+        assert raw.read() is None, "not closed after ack_timeout"
+        metrics = _metrics(broker)
+        assert "nanoiot_subscribers_closed_unsaved_total 1.0" in metrics
+        assert "nanoiot_publishers_closed_unsaved_total 0.0" in metrics
+        lock.end()
+        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
+            again.send(Connect(4, "sensor", False, 60))
+            assert again.read() == Connack(True, 0)
+            assert again.read() == Pubrel(packet_id)
+            again.send(Pubcomp(packet_id))
+
+
+def _metrics(broker: BrokerThread) -> str:
+    response = httpx.get(
+        f"{broker.http_url}/metrics",
+        headers={"authorization": f"Bearer {broker.admin_token}"},
+        timeout=WAIT,
+    )
+    response.raise_for_status()
+    return response.text
 
 
 def test_a_v5_pubrec_with_an_error_code_ends_the_flow(tmp_path: Path) -> None:

@@ -182,8 +182,79 @@ def test_a_stored_message_s_pubrel_is_left_to_the_broker_each_time() -> None:
     second.receive_data(wire(Connect(4, "c", False, 60)), 0)
     assert second.accept(session, session_present=True, pubrel_later=[1]) == [PubrelAgain(message)]
     assert packets_in(second.data_to_send()) == [Connack(True, 0)]
-    second.release(1)  # the broker, once the store committed the release
+    second.release(message)  # the broker, once the store committed the release
     assert packets_in(second.data_to_send()) == [Pubrel(1)]
+
+
+def _stored_and_released(session: Session, level: int = 4) -> tuple[Connection, Outgoing]:
+    """A connection that sent a stored QoS 2 message (id 1) and got its PUBREC: its PUBREL
+    waits for the broker (the store's commit)."""
+    connection, _ = connected(level=level, session=session)
+    message = Outgoing("t", b"m", 2)
+    message.stored = object()
+    connection.publish(message)
+    connection.data_to_send()
+    assert feed(connection, Pubrec(1)) == [MessageReleased(message)]
+    return connection, message
+
+
+@pytest.mark.parametrize("level", [4, MQTT_5])
+def test_a_pubcomp_before_its_pubrel_went_out_is_a_protocol_error(level: int) -> None:
+    """PUBCOMP is the answer to PUBREL (§4.3.3): one for a PUBREL not sent answers nothing
+    (5.0 §4.13.1, 0x82; 3.1.1 §4.8). Taken as delivered, the message would leave its held
+    PUBREL to go out for a packet id no longer in flight."""
+    session = Session("c", persistent=True)
+    connection, message = _stored_and_released(session, level)
+    [violation] = feed(connection, Pubcomp(1))
+    assert violation == ProtocolViolation(
+        "PUBCOMP: packet id 1: no PUBREL was sent for it yet", 0x82, True
+    )
+    assert connection.state == CLOSED
+    assert session.inflight == {1: message}  # its PUBREL goes on the next connection (§4.4)
+    assert message.state == RELEASED
+
+
+def test_a_pubcomp_once_the_pubrel_went_out_completes() -> None:
+    session = Session("c", persistent=True)
+    connection, message = _stored_and_released(session)
+    connection.release(message)
+    assert packets_in(connection.data_to_send()) == [Pubrel(1)]
+    assert feed(connection, Pubcomp(1)) == [MessageCompleted(message)]
+    assert session.inflight == {}
+
+
+def test_a_resumed_session_s_pubcomp_before_its_pubrel_is_a_protocol_error() -> None:
+    """The PUBREL of the last connection does not count: §4.4 sends it again, and the
+    client's PUBCOMP answers that one."""
+    session = Session("c", persistent=True)
+    first, message = _stored_and_released(session)
+    first.release(message)
+    first.data_to_send()
+    first.close()
+    second = Connection(Limits())
+    second.receive_data(wire(Connect(4, "c", False, 60)), 0)
+    assert second.accept(session, session_present=True, pubrel_later=[1]) == [PubrelAgain(message)]
+    [violation] = feed(second, Pubcomp(1))
+    assert isinstance(violation, ProtocolViolation)
+    assert session.inflight == {1: message}
+
+
+def test_a_held_pubrel_of_a_message_no_longer_in_flight_is_not_sent() -> None:
+    """A repeated PUBREC's PUBREL, held behind the store, after the first PUBREL's PUBCOMP:
+    the packet id is free, and here already a new message's, which it would release unsent."""
+    session = Session("c", persistent=True)
+    connection, message = _stored_and_released(session)
+    assert feed(connection, Pubrec(1)) == [PubrelAgain(message)]
+    connection.release(message)  # the first PUBREL
+    assert packets_in(connection.data_to_send()) == [Pubrel(1)]
+    assert feed(connection, Pubcomp(1)) == [MessageCompleted(message)]
+    new = Outgoing("t", b"new", 2)
+    session._next_id = 1  # the id goes round to 1 again (§2.3.1)
+    connection.publish(new)
+    assert packets_in(connection.data_to_send()) == [Publish("t", b"new", 2, packet_id=1)]
+    connection.release(message)  # the repeated PUBREC's, once the store committed
+    assert connection.data_to_send() == b""
+    assert session.inflight == {1: new}
 
 
 def test_a_resumed_session_resends_in_flight_in_order_then_the_queue() -> None:
