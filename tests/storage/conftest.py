@@ -12,6 +12,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from storage.migrate import upgrade
+from storage.records import Device
+from storage.session_data import SaveSession
 from storage.sql import SqlCredentialStore
 from tests.storage.pg import fresh_database
 
@@ -68,3 +70,14 @@ async def other_store(
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def device(store: SqlCredentialStore) -> Device:
+    """The device whose persistent sessions a test writes."""
+    return await store.create_device("meter")
+
+
+def saved_session(device: Device, client_id: str = "c1") -> SaveSession:
+    """The write that makes ``device``'s persistent session of ``client_id``."""
+    return SaveSession(f"{device.id}/{client_id}", device.id, device.name, client_id)

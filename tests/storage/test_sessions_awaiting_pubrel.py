@@ -11,18 +11,9 @@ from storage.session_data import (
     DropSession,
     MarkUnrouted,
     PubrelReceived,
-    SaveSession,
 )
 from storage.sql import SqlCredentialStore
-
-
-@pytest.fixture
-async def device(store: SqlCredentialStore) -> Device:
-    return await store.create_device("meter")
-
-
-def _save(device: Device, client_id: str) -> SaveSession:
-    return SaveSession(f"{device.id}/{client_id}", device.id, device.name, client_id)
+from tests.storage.conftest import saved_session
 
 
 async def test_ids_are_read_back_with_their_session_until_released(
@@ -31,8 +22,8 @@ async def test_ids_are_read_back_with_their_session_until_released(
     mine, other = f"{device.id}/c1", f"{device.id}/c2"
     await store.write_sessions(
         [
-            _save(device, "c1"),
-            _save(device, "c2"),
+            saved_session(device, "c1"),
+            saved_session(device, "c2"),
             AwaitPubrel(((mine, 1), (mine, 65535), (other, 1))),
         ]
     )
@@ -50,7 +41,7 @@ async def test_an_id_kept_already_stays_kept(store: SqlCredentialStore, device: 
     """A batch may keep an id that an earlier one kept (freed and used again in between):
     the transaction does not fail on it."""
     key = f"{device.id}/c1"
-    await store.write_sessions([_save(device, "c1"), AwaitPubrel(((key, 3),))])
+    await store.write_sessions([saved_session(device, "c1"), AwaitPubrel(((key, 3),))])
     await store.write_sessions([AwaitPubrel(((key, 3), (key, 4)))])
     [loaded] = await store.load_sessions()
     assert sorted(loaded.awaiting_pubrel) == [3, 4]
@@ -61,9 +52,13 @@ async def test_ids_go_with_their_session_and_their_device(
 ) -> None:
     mine, other = f"{device.id}/c1", f"{device.id}/c2"
     await store.write_sessions(
-        [_save(device, "c1"), _save(device, "c2"), AwaitPubrel(((mine, 1), (other, 2)))]
+        [
+            saved_session(device, "c1"),
+            saved_session(device, "c2"),
+            AwaitPubrel(((mine, 1), (other, 2))),
+        ]
     )
-    await store.write_sessions([DropSession(mine), _save(device, "c1")])
+    await store.write_sessions([DropSession(mine), saved_session(device, "c1")])
     loaded = {s.key: s for s in await store.load_sessions()}
     assert loaded[mine].awaiting_pubrel == []  # a new session: nothing awaited
     assert loaded[other].awaiting_pubrel == [2]
@@ -76,7 +71,9 @@ async def test_an_id_for_a_vanished_session_fails_the_transaction(
 ) -> None:
     """Like any write for a session that is gone: the journal applies the rest one by one."""
     with pytest.raises(ConflictError):
-        await store.write_sessions([_save(device, "c1"), AwaitPubrel(((f"{device.id}/gone", 1),))])
+        await store.write_sessions(
+            [saved_session(device, "c1"), AwaitPubrel(((f"{device.id}/gone", 1),))]
+        )
     assert await store.load_sessions() == []
 
 
@@ -84,7 +81,7 @@ async def test_a_record_is_kept_with_its_id_and_goes_with_it(
     store: SqlCredentialStore, other_store: SqlCredentialStore, device: Device
 ) -> None:
     key = f"{device.id}/c1"
-    await store.write_sessions([_save(device, "c1"), AwaitPubrel(((key, 1), (key, 2)))])
+    await store.write_sessions([saved_session(device, "c1"), AwaitPubrel(((key, 1), (key, 2)))])
     await store.write_sessions([MarkUnrouted(((key, 1, '[7, [["g", "a/#", "m2"]]]'),))])
     loaded = await other_store.load_session(key)
     assert loaded is not None

@@ -7,19 +7,11 @@ import pytest
 
 from nanoiot.errors import ConflictError
 from storage.records import Device
-from storage.session_data import DropSession, KeepCompleted, SaveSession
+from storage.session_data import DropSession, KeepCompleted
 from storage.sql import SqlCredentialStore
+from tests.storage.conftest import saved_session
 
 BIG = 2**64 - 1  # unsigned 64 bits: kept as a signed BIGINT
-
-
-@pytest.fixture
-async def device(store: SqlCredentialStore) -> Device:
-    return await store.create_device("meter")
-
-
-def _save(device: Device, client_id: str) -> SaveSession:
-    return SaveSession(f"{device.id}/{client_id}", device.id, device.name, client_id)
 
 
 async def test_ids_are_read_back_with_their_session(
@@ -27,7 +19,7 @@ async def test_ids_are_read_back_with_their_session(
 ) -> None:
     mine, other = f"{device.id}/c1", f"{device.id}/c2"
     await store.write_sessions(
-        [_save(device, "c1"), _save(device, "c2"),
+        [saved_session(device, "c1"), saved_session(device, "c2"),
          KeepCompleted(((mine, 1, 1, BIG), (mine, 2, 2, 5), (other, 1, 1, 6)))]
     )  # fmt: skip
     loaded = {s.key: s for s in await other_store.load_sessions()}  # committed
@@ -40,7 +32,7 @@ async def test_a_later_completion_takes_its_slot_so_the_rows_stay_bounded(
 ) -> None:
     """Three slots, seven completions (two in one transaction): the last three stay."""
     key = f"{device.id}/c1"
-    await store.write_sessions([_save(device, "c1")])
+    await store.write_sessions([saved_session(device, "c1")])
     for seq in range(1, 6):
         await store.write_sessions([KeepCompleted(((key, seq % 3, seq, 100 + seq),))])
     await store.write_sessions([KeepCompleted(((key, 0, 6, 106), (key, 1, 7, 107)))])
@@ -61,10 +53,10 @@ async def test_ids_go_with_their_session_and_their_device(
 ) -> None:
     mine, other = f"{device.id}/c1", f"{device.id}/c2"
     await store.write_sessions(
-        [_save(device, "c1"), _save(device, "c2"),
+        [saved_session(device, "c1"), saved_session(device, "c2"),
          KeepCompleted(((mine, 1, 1, 5), (other, 1, 1, 6)))]
     )  # fmt: skip
-    await store.write_sessions([DropSession(mine), _save(device, "c1")])
+    await store.write_sessions([DropSession(mine), saved_session(device, "c1")])
     loaded = {s.key: s for s in await store.load_sessions()}
     assert (loaded[mine].completed, loaded[mine].completions) == ([], 0)  # a new session
     assert loaded[other].completed == [6]
@@ -78,6 +70,6 @@ async def test_an_id_for_a_vanished_session_fails_the_transaction(
     """Like any write for a session that is gone: the journal applies the rest one by one."""
     with pytest.raises(ConflictError):
         await store.write_sessions(
-            [_save(device, "c1"), KeepCompleted(((f"{device.id}/gone", 1, 1, 5),))]
+            [saved_session(device, "c1"), KeepCompleted(((f"{device.id}/gone", 1, 1, 5),))]
         )
     assert await store.load_sessions() == []

@@ -20,17 +20,9 @@ from storage.session_data import (
     Unsubscribe,
 )
 from storage.sql import SqlCredentialStore
+from tests.storage.conftest import saved_session
 
 EVERY_BYTE = bytes(range(256))
-
-
-@pytest.fixture
-async def device(store: SqlCredentialStore) -> Device:
-    return await store.create_device("meter")
-
-
-def _save(device: Device, client_id: str = "c1") -> SaveSession:
-    return SaveSession(f"{device.id}/{client_id}", device.id, device.name, client_id)
 
 
 async def test_a_session_keeps_subscriptions_and_queue_in_order(
@@ -39,7 +31,7 @@ async def test_a_session_keeps_subscriptions_and_queue_in_order(
     key = f"{device.id}/c1"
     ids = await store.write_sessions(
         [
-            _save(device),
+            saved_session(device),
             Subscribe(key, "devices/meter/rpc/request/+", 1, True),
             Subscribe(key, "devices/meter/attributes", 1, False),
             *(Enqueue(key, f"t/{n}", bytes([n]) * 3, 1) for n in range(5)),
@@ -67,7 +59,7 @@ async def test_acknowledged_messages_are_gone_and_attempted_ones_marked(
 ) -> None:
     key = f"{device.id}/c1"
     first, second, third = await store.write_sessions(
-        [_save(device), *(Enqueue(key, "t", bytes([n]), 1) for n in range(3))]
+        [saved_session(device), *(Enqueue(key, "t", bytes([n]), 1) for n in range(3))]
     )
     await store.write_sessions([MarkAttempted((first, second)), Acknowledge((first,))])
     [loaded] = await store.load_sessions()
@@ -77,7 +69,7 @@ async def test_acknowledged_messages_are_gone_and_attempted_ones_marked(
 async def test_unsubscribe_and_resubscribe(store: SqlCredentialStore, device: Device) -> None:
     key = f"{device.id}/c1"
     await store.write_sessions(
-        [_save(device), Subscribe(key, "a/+", 1, False), Subscribe(key, "b", 0, False)]
+        [saved_session(device), Subscribe(key, "a/+", 1, False), Subscribe(key, "b", 0, False)]
     )
     await store.write_sessions([Unsubscribe(key, "a/+"), Subscribe(key, "b", 1, False)])
     [loaded] = await store.load_sessions()
@@ -90,8 +82,8 @@ async def test_dropping_a_session_removes_everything_of_it_only(
     mine, other = f"{device.id}/c1", f"{device.id}/c2"
     await store.write_sessions(
         [
-            _save(device, "c1"),
-            _save(device, "c2"),
+            saved_session(device, "c1"),
+            saved_session(device, "c2"),
             Subscribe(mine, "x", 1, False),
             Enqueue(mine, "x", b"1", 1),
             Subscribe(other, "y", 1, False),
@@ -109,7 +101,7 @@ async def test_deleting_the_device_deletes_its_sessions(
 ) -> None:
     key = f"{device.id}/c1"
     await store.write_sessions(
-        [_save(device), Subscribe(key, "x", 1, False), Enqueue(key, "x", b"m", 1)]
+        [saved_session(device), Subscribe(key, "x", 1, False), Enqueue(key, "x", b"m", 1)]
     )
     await store.delete_device(device.id)
     assert await store.load_sessions() == []
@@ -121,9 +113,11 @@ async def test_a_write_for_a_vanished_session_fails_and_applies_nothing(
     """One transaction: the caller (broker.journal) retries the writes one by one."""
     key = f"{device.id}/c1"
     with pytest.raises(ConflictError):
-        await store.write_sessions([_save(device), Enqueue(f"{device.id}/gone", "x", b"m", 1)])
+        await store.write_sessions(
+            [saved_session(device), Enqueue(f"{device.id}/gone", "x", b"m", 1)]
+        )
     assert await store.load_sessions() == []
-    await store.write_sessions([_save(device), Enqueue(key, "x", b"m", 1)])
+    await store.write_sessions([saved_session(device), Enqueue(key, "x", b"m", 1)])
     [loaded] = await store.load_sessions()
     assert [m.payload for m in loaded.queued] == [b"m"]
 
@@ -132,8 +126,8 @@ async def test_saving_again_keeps_the_session_state(
     store: SqlCredentialStore, device: Device
 ) -> None:
     key = f"{device.id}/c1"
-    await store.write_sessions([_save(device), Subscribe(key, "x", 1, False)])
-    await store.write_sessions([_save(device)])
+    await store.write_sessions([saved_session(device), Subscribe(key, "x", 1, False)])
+    await store.write_sessions([saved_session(device)])
     [loaded] = await store.load_sessions()
     assert loaded.subscriptions == [StoredSubscription("x", 1, False)]
 
@@ -145,7 +139,7 @@ async def test_messages_in_flight_keep_packet_id_pubrec_state_and_retain(
     key = f"{device.id}/c1"
     first, second, third = await store.write_sessions(
         [
-            _save(device),
+            saved_session(device),
             Subscribe(key, "devices/meter/#", 2, False, options=0x2C),
             Enqueue(key, "t/sent", b"1", 2, retain=True, packet_id=7, attempted=True),
             Enqueue(key, "t/queued", b"2", 1),
@@ -171,7 +165,7 @@ async def test_marking_a_message_that_is_gone_changes_nothing_else(
     same transaction, like MarkAttempted and MarkReleased on missing rows."""
     key = f"{device.id}/c1"
     [gone, kept] = await store.write_sessions(
-        [_save(device), Enqueue(key, "t/gone", b"1", 1), Enqueue(key, "t/kept", b"2", 1)]
+        [saved_session(device), Enqueue(key, "t/gone", b"1", 1), Enqueue(key, "t/kept", b"2", 1)]
     )
     await store.write_sessions([Acknowledge((gone,))])
     await store.write_sessions([MarkSent(((gone, 3), (kept, 4))), MarkReleased((gone,))])
@@ -187,7 +181,7 @@ async def test_a_topic_of_65535_bytes_is_stored_whole(
     key = f"{device.id}/c1"
     topic = "é/" * 21845  # 65,535 bytes of UTF-8, 43,690 characters
     assert len(topic.encode()) == 65535
-    await store.write_sessions([_save(device), Enqueue(key, topic, b"", 1)])
+    await store.write_sessions([saved_session(device), Enqueue(key, topic, b"", 1)])
     [loaded] = await store.load_sessions()
     assert loaded.queued[0].topic == topic
 
@@ -200,7 +194,7 @@ async def test_mqtt_5_properties_and_receive_time_of_a_queued_message_are_kept(
     wire = b"\x0e\x02\x00\x00\x00\x3c\x26\x00\x01k\x00\x01v\x0b\x07"
     received = datetime(2026, 12, 5, 10, 0, 0, 123456, tzinfo=UTC)
     await store.write_sessions(
-        [_save(device), Enqueue(key, "t", b"x", 1, properties=wire, received_at=received),
+        [saved_session(device), Enqueue(key, "t", b"x", 1, properties=wire, received_at=received),
          Enqueue(key, "plain", b"y", 1)]
     )  # fmt: skip
     [loaded] = await other_store.load_sessions()
@@ -214,7 +208,7 @@ async def test_a_session_keeps_its_expiry_interval_and_when_its_client_left(
 ) -> None:
     key = f"{device.id}/c1"
     left = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
-    await store.write_sessions([_save(device), SessionAway(key, 0xFFFFFFFF, left)])
+    await store.write_sessions([saved_session(device), SessionAway(key, 0xFFFFFFFF, left)])
     [loaded] = await other_store.load_sessions()
     assert (loaded.expiry_interval, loaded.disconnected_at) == (0xFFFFFFFF, left)
     # Its client is back with another interval: no longer away.
@@ -232,7 +226,7 @@ async def test_a_3_1_1_session_has_no_expiry_interval(
     store: SqlCredentialStore, device: Device
 ) -> None:
     key = f"{device.id}/c1"
-    await store.write_sessions([_save(device), SessionAway(key, None, datetime.now(UTC))])
+    await store.write_sessions([saved_session(device), SessionAway(key, None, datetime.now(UTC))])
     [loaded] = await store.load_sessions()
     assert loaded.expiry_interval is None
     assert loaded.disconnected_at is not None
@@ -246,7 +240,7 @@ async def test_a_queued_qos2_message_keeps_its_cluster_wide_id(
     key = f"{device.id}/c1"
     ids = [1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
     await store.write_sessions(
-        [_save(device), *(Enqueue(key, "t", b"", 2, message_id=i) for i in ids),
+        [saved_session(device), *(Enqueue(key, "t", b"", 2, message_id=i) for i in ids),
          Enqueue(key, "t", b"", 1)]
     )  # fmt: skip
     [loaded] = await store.load_sessions()
