@@ -124,10 +124,9 @@ class Watch:
     ) -> None:
         self._watcher = watcher
         self._bucket = bucket
-        self._last = last  # the last revision there was at the start (0: none)
+        self._last = last  # the last revision there was at the start (0: none, or expired)
         self._holds = holds
         self._started = False  # every value there was at the start was given
-        self._gone = False  # the start's last value expired before it came
         self.revision = 0  # of the last change given: the bucket as of then is known
 
     async def next(self) -> tuple[str, bool] | None:
@@ -150,7 +149,7 @@ class Watch:
         # Values come in revision order: once the start's last revision (or a later one) was
         # given, every value there was at the start was. nats-py's marker (None) is skipped.
         while True:
-            if not self._started and (self.revision >= self._last or self._gone):
+            if not self._started and self.revision >= self._last:
                 self._started = True
                 return None
             entry = await self._update()
@@ -166,7 +165,8 @@ class Watch:
         try:
             return await self._watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
         except nats.errors.TimeoutError:
-            self._gone = not await self._holds(self._last)
+            if not await self._holds(self._last):
+                self._last = 0  # expired before it came: nothing more to wait for
             return None
 
     async def stop(self) -> None:
