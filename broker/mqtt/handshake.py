@@ -133,7 +133,7 @@ class Handshake(Outbound):
             code = (
                 reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
             )
-            packet = Connack(False, code, self._reason(reason, always=True))
+            packet = Connack(False, code, self._reason(reason))
             self._out.append(encode(packet, MQTT_5))
         else:
             self._out.append(encode(Connack(False, return_code), 4))
@@ -144,16 +144,15 @@ class Handshake(Outbound):
         after a successful CONNACK (§3.14.0: the session is set then), also once a violation
         or limit has stopped the processing, and nothing for 3.1.1, which has none."""
         if self.level == MQTT_5 and self.session is not None:
-            packet = Disconnect(reason_code, self._reason(reason, always=True))
+            packet = Disconnect(reason_code, self._reason(reason))
             self._out.append(encode(packet, MQTT_5))
         self.state = CLOSED
 
-    def _reason(self, reason: str | None, *, always: bool = False) -> Properties:
-        """A Reason String property (§3.2.2.3.9), if the setting allows it and, for other
-        packets than CONNACK and DISCONNECT, the client asked for them (§3.1.2.11.7)."""
+    def _reason(self, reason: str | None) -> Properties:
+        """A Reason String property (§3.2.2.3.9) for a CONNACK or DISCONNECT, if the setting
+        allows it. Whatever the client's Request Problem Information: §3.1.2.11.7 forbids
+        one only on packets other than PUBLISH, CONNACK and DISCONNECT (and the server
+        sends none on those)."""
         if reason is None or not self.limits.reason_strings:
-            return NO_PROPERTIES
-        v5 = self.v5
-        if not always and v5 is not None and not v5.request_problem_information:
             return NO_PROPERTIES
         return Properties(((Property.REASON_STRING, reason),))
