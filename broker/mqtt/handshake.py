@@ -12,13 +12,14 @@ carry a Reason String if the settings allow it (``_reason``).
 The connection's states are here, as the handshake moves it through them: waiting for
 CONNECT, authenticating (the broker decides), connected; closed ends any of them.
 
-Part of the protocol core: imports only the standard library, ``broker.mqtt``'s codec and
-``nanoiot.errors``; never ``broker.mqtt.connection`` (which builds on this), nor any I/O.
+Part of the protocol core: imports only the standard library, ``broker.mqtt``'s codec,
+``auth.connack`` and ``nanoiot.errors``; never ``broker.mqtt.connection`` (which builds on
+this), nor any I/O.
 """
 
 from collections.abc import Collection
 
-from broker.mqtt.codes import CONNACK_REASON, ReturnCode
+from auth.connack import MQTT5_REASON_CODE, ConnackCode
 from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode
 from broker.mqtt.events import ConnectionRefused, Event, MessageDropped, PubrelAgain
@@ -50,7 +51,7 @@ class Handshake(Outbound):
         problem = protocol_problem(name, level)
         if problem is None and level not in self.limits.levels:
             problem = ConnectRefused(
-                f"unsupported protocol {name!r} level {level}", ReturnCode.UNACCEPTABLE_PROTOCOL
+                f"unsupported protocol {name!r} level {level}", ConnackCode.UNACCEPTABLE_PROTOCOL
             )
         if problem is not None:
             raise problem
@@ -130,9 +131,9 @@ class Handshake(Outbound):
         ``reason_code`` (or the one ``return_code`` stands for, 5.0 §3.2.2.2) and ``reason``
         as its Reason String."""
         if self.level == MQTT_5:
-            code = (
-                reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
-            )
+            code = reason_code
+            if code is None:
+                code = MQTT5_REASON_CODE[ConnackCode(return_code)]
             packet = Connack(False, code, self._reason(reason))
             self._out.append(encode(packet, MQTT_5))
         else:
