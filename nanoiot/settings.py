@@ -94,6 +94,9 @@ class Settings(BaseModel):
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
 
     # --- MQTT limits: what one client may make the broker hold (each hit is counted) ---
+    # Connections one broker process holds open, TLS handshakes included; past it a new one
+    # is closed at once (kept under the open-file limit: broker.connection_limit).
+    max_connections: int = Field(100_000, ge=1, le=10_000_000)
     # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
     max_inflight_messages: int = Field(20, ge=1, le=65535)
     # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the

@@ -5,6 +5,8 @@ and other devices go on as before. Unacknowledged outbound QoS 1 (the in-flight 
 the queue) is tried in ``tests/broker/test_outgoing_buffer.py``.
 """
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,9 +22,11 @@ from broker.mqtt.packets import (
     Subscribe,
     SubscribeRequest,
 )
+from broker.tls_protocol import TlsProtocol
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
 from tests.e2e.peers import Paho, Raw
+from tests.reliability.wire import client_context, tls_attempt
 
 
 class Fleet:
@@ -198,3 +202,29 @@ def test_inbound_qos2_without_pubrel_closes_past_the_limit(make_fleet: MakeFleet
         assert raw.closed()
     assert fleet.hits("max_awaiting_pubrel") == 1
     fleet.bystander_round_trip()
+
+
+def test_connections_past_max_connections_are_closed_before_their_handshake(
+    make_fleet: MakeFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone can open connections, certificate or not: the listener holds max_connections.
+    caplog.set_level(logging.WARNING, logger="broker.connection_limit")
+    fleet = make_fleet(max_connections=3)
+    held = [fleet.paho(f"held-{number}") for number in range(3)]
+    attempt = tls_attempt(fleet.broker.port, client_context(fleet.broker.server_cert))
+    assert attempt.version is None  # no handshake: closed as soon as it was accepted
+    assert attempt.error is not None
+    assert attempt.closed_by_server
+    assert fleet.hits("max_connections") == 1
+    assert "max_connections (3) reached: 1 connection(s) closed before any TLS work" in (
+        caplog.text
+    )
+    opened = list(fleet.broker.running.listener.protocols)
+    for client in held:
+        client.close()
+    fleet.broker.call(_all_closed(opened))
+    fleet.bystander_round_trip()  # the connections they held are free again
+
+
+async def _all_closed(protocols: list[TlsProtocol]) -> None:
+    await asyncio.gather(*(protocol.wait_closed() for protocol in protocols))
