@@ -109,6 +109,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
+        max_sessions_per_device=settings.max_sessions_per_device,
         limits=limits,
         retain=retain,
     )

@@ -103,6 +103,9 @@ class Settings(BaseModel):
     # oldest.
     max_queued_messages: int = Field(1000, ge=0)
     max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    # Sessions one device holds on a broker process, connected or kept for a persistent
+    # client; a CONNECT that would start one more gets CONNACK 3 (MQTT 5: 0x97).
+    max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
     # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it (an MQTT

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from broker.mqtt.packets import (
+    MQTT_5,
     Connack,
     Connect,
     Publish,
@@ -228,3 +229,28 @@ def test_connections_past_max_connections_are_closed_before_their_handshake(
 
 async def _all_closed(protocols: list[TlsProtocol]) -> None:
     await asyncio.gather(*(protocol.wait_closed() for protocol in protocols))
+
+
+def test_a_device_s_sessions_are_bounded_and_its_own_still_connect(make_fleet: MakeFleet) -> None:
+    # Each client id a device makes up is a session kept for it (with subscriptions and a
+    # queue), unless strict_client_id: max_sessions_per_device bounds them.
+    fleet = make_fleet(max_sessions_per_device=3)
+    for number in range(3):
+        with fleet.raw(f"kept-{number}"):
+            pass
+    port, server_cert = fleet.broker.port, fleet.broker.server_cert
+    with Raw(port, server_cert, fleet.certfile) as raw:
+        raw.send(Connect(4, "one-more", False, 0))
+        assert raw.read() == Connack(False, 3)  # 3.1.1 §3.2.2.3: server unavailable
+        assert raw.closed()
+    with Raw(port, server_cert, fleet.certfile, level=MQTT_5) as raw:
+        raw.send(Connect(MQTT_5, "one-more-5", True, 0))
+        connack = raw.read()
+        assert isinstance(connack, Connack)
+        assert connack.code == 0x97  # 5.0 §3.2.2.2: quota exceeded
+        assert raw.closed()
+    assert fleet.hits("max_sessions_per_device") == 2
+    with Raw(port, server_cert, fleet.certfile) as raw:
+        raw.send(Connect(4, "kept-1", False, 0))
+        assert raw.read() == Connack(True, 0)  # its session is there: it always connects
+    fleet.bystander_round_trip()
