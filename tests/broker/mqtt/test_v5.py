@@ -197,6 +197,22 @@ def test_request_problem_information_0_keeps_reasons_on_connack_and_disconnect_o
     ]
 
 
+def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size() -> None:
+    # §3.2.2.3.9 [MQTT-3.2.2-19] and §3.14.2.2.3 [MQTT-3.14.2-3]: the Reason String is left out.
+    small = Properties([(Property.MAXIMUM_PACKET_SIZE, 30)])
+    refused = _connect(properties=small)
+    refused.refuse(5, 0x87, "no client certificate and no user name")
+    assert packets_in(refused.data_to_send(), MQTT_5) == [Connack(False, 0x87)]
+    connection, _ = _accepted(properties=small)
+    connection.disconnect(0x81, "PUBLISH: topic name must not contain the wildcards")
+    assert _sent(connection) == [Disconnect(0x81)]
+    roomy, _ = _accepted(properties=Properties([(Property.MAXIMUM_PACKET_SIZE, 100)]))
+    roomy.disconnect(0x81, "too long for 30 bytes")
+    assert _sent(roomy) == [
+        Disconnect(0x81, Properties([(Property.REASON_STRING, "too long for 30 bytes")]))
+    ]
+
+
 def test_topic_aliases_from_the_client() -> None:
     # §3.3.2.3.4: a PUBLISH with topic and alias sets it; one with an empty topic uses it.
     connection, _ = _accepted(Limits(max_topic_aliases=2))
