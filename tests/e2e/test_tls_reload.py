@@ -12,7 +12,6 @@ import logging
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,7 +250,7 @@ def test_sighup_reloads_a_running_nanoiot_serve(tmp_path: Path) -> None:
         second = make_server_files(data / "certs")
         assert served(broker.port, trusting(tmp_path, first)) == first
         broker.process.send_signal(signal.SIGHUP)
-        _wait_for_log_line(broker, "server certificate reloaded (SIGHUP)")
+        broker.wait_for_log("server certificate reloaded (SIGHUP)")
 
         assert served(broker.port, trusting(tmp_path, second)) == second
         client.paho.publish("v1/devices/me/telemetry", b"after SIGHUP", qos=1)
@@ -261,12 +260,3 @@ def test_sighup_reloads_a_running_nanoiot_serve(tmp_path: Path) -> None:
         if client is not None:
             client.close()
         broker.kill()
-
-
-def _wait_for_log_line(broker: ServeProcess, text: str) -> None:
-    """The broker is another process: poll its log file, bounded."""
-    deadline = time.monotonic() + WAIT
-    while text not in broker.log_file.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no '{text}' in the broker's log:\n{broker.log_tail()}")
-        time.sleep(0.05)

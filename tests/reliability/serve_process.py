@@ -2,16 +2,17 @@
 
 The broker runs on the embedded SQLite store of its data directory; the tests provision
 devices and read session rows through the same file with their own store (as the CLI does
-next to a running server). Waits are bounded: the "ready:" line, the exit after a signal,
-and polling the store (the broker is another process, so there is no event to wait on).
+next to a running server). Waits are bounded: the "ready:" line, a log line, the exit after
+a signal, and polling the store (the broker is another process, so there is no event to
+wait on).
 """
 
 import asyncio
 import os
+import re
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -29,81 +30,40 @@ from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued, issue
 from tests.e2e.harness import V311_RETURN_CODE, WAIT, write_pem
+from tests.serve_process import start
 
 T = TypeVar("T")
-START_WAIT = 30.0  # seconds: a broker start on a busy 2-core machine
 
 
 class ServeProcess:
-    """One ``nanoiot serve`` run on ``data_dir``; ``port`` once it printed "ready:"."""
+    """One ``nanoiot serve`` run on ``data_dir`` (``tests.serve_process.start``), ready; its
+    log read as it comes."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
         self.server_cert = data_dir / "certs" / "mqttserver.pub.pem"
-        executable = Path(sys.executable).with_name("nanoiot")
         environment = {**broker_env(data_dir), "NANOIOT_LOG_LEVEL": "INFO", **env}
-        self.log_file = data_dir.parent / f"{data_dir.name}-broker.log"
-        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                [executable, "serve"], cwd=data_dir.parent, env=environment,
-                stdout=subprocess.PIPE, stderr=log,
-            )  # fmt: skip
-        self._lines: Queue[str] = Queue()
-        self.http_url = ""  # the admin API's, from the line before "ready:"
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        try:
-            self.port = self._ready_port()
-        except BaseException:
-            self.kill()
-            raise
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.decode(errors="replace"))
-        self._lines.put("")  # EOF
-
-    def _ready_port(self) -> int:
-        deadline = time.monotonic() + START_WAIT
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except Empty:
-                break
-            if line.startswith("admin API and web UI: "):
-                self.http_url = line.split()[5].removesuffix("/ui")
-            if line.startswith("ready: mqtts://"):
-                return int(line.rsplit(":", 1)[1])
-            if not line:
-                raise RuntimeError(f"broker exited before ready:\n{self.log_tail()}")
-        raise RuntimeError(f"broker not ready within {START_WAIT} s:\n{self.log_tail()}")
+        self._served = start(environment, data_dir.parent)
+        self.process = self._served.process
+        self.log = self._served.log
+        stdout = self._served.stdout
+        self.port = int(stdout[-1].rsplit(":", 1)[1])
+        http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))
+        self.http_url = http.group(1) if http is not None else ""
 
     def log_tail(self, size: int = 3000) -> str:
-        return self.log_file.read_text(errors="replace")[-size:]
+        if self.process.poll() is not None:
+            self.log.join()  # an ended process's last lines are read
+        return "".join(self.log.lines)[-size:]
 
     def wait_for_log(self, fragment: str, within: float = WAIT) -> str:
-        """The first line of this run's log containing ``fragment``, polled for (the broker
-        is another process) at most ``within`` seconds."""
-        deadline = time.monotonic() + within
-        while True:
-            with self.log_file.open("rb") as log:
-                log.seek(self._log_start)
-                lines = log.read().decode(errors="replace").splitlines()
-            for line in lines:
-                if fragment in line:
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log line with {fragment!r}:\n{self.log_tail()}")
-            time.sleep(0.05)
+        """The first line of this run's log containing ``fragment``, waited for at most
+        ``within`` seconds."""
+        return self.log.wait_for(f".*{re.escape(fragment)}.*", within=within).group(0)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(WAIT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self._served.stop(signal.SIGKILL)
 
     def terminate(self, within: float) -> tuple[int | None, float]:
         """SIGTERM; (exit code or None if still running after ``within`` s, seconds taken)."""
