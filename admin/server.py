@@ -23,6 +23,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from admin.http_guard import GuardedH11Protocol
 from nanoiot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class HttpServer:
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
             date_header=False,  # _Dated adds it
+            http=GuardedH11Protocol,  # a deadline for request heads, a bound on connections
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=list(trusted_proxies),
         )

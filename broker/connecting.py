@@ -22,7 +22,7 @@ from broker.journal import release_commit
 from broker.mqtt.connection import AUTHENTICATING
 from broker.mqtt.packets import MQTT_5, Connect
 from broker.sessions import BrokerSession
-from nanoiot.errors import StoreError
+from nanoiot.errors import SessionQuotaExceeded, StoreError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -67,6 +67,11 @@ async def run(client: "MqttClient", connect: Connect) -> None:
         taken = await broker.registry.take_over(client, connect.clean_start, client._expiry())
         if taken is not None and not client.ended:
             accept(client, *taken, connect)
+    except SessionQuotaExceeded as exc:
+        log.info("refused %s: %s", client.label, exc)
+        broker.metrics.count_limit("max_sessions_per_device")
+        client.core.refuse(exc.return_code, exc.connack_reason, str(exc))
+        client._end(will=False)
     except StoreError as exc:  # its stored session cannot be read: it may retry
         log.warning("refused %s: its session cannot be restored: %s", client.label, exc)
         refuse(client, ConnackCode.SERVER_UNAVAILABLE)

@@ -45,6 +45,7 @@ class BrokerConfig:
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
+    max_sessions_per_device: int | None = None
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
 
@@ -71,6 +72,7 @@ class Broker:
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local
         self.registry = Registry(self.router, self.store)
+        self.registry.max_sessions_per_device = self.config.max_sessions_per_device
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}
         self._changes = 0  # generation of credential changes seen (revocation follower)

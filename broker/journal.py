@@ -129,7 +129,8 @@ class Journal:
             await asyncio.wait_for(asyncio.shield(self._task), within)
         except TimeoutError:
             self._task.cancel()
-            log.error("%d session changes could not be saved before shutdown", len(self._queued))
+            # The batch whose commit was cut short counts too (``unsaved``).
+            log.error("%d session changes could not be saved before shutdown", self.unsaved)
         await asyncio.gather(self._task, return_exceptions=True)
         # Nobody waits for a commit that will not come; the connections are closed already,
         # so no acknowledgement goes out for what was not saved.

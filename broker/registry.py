@@ -27,7 +27,9 @@ from broker.mqtt.limits import NEVER_EXPIRES
 from broker.peer import Peer, SessionKey
 from broker.router import Router
 from broker.session_store import SessionStore
+from broker.session_table import SessionTable
 from broker.sessions import BrokerSession
+from nanoiot.errors import SessionQuotaExceeded
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -97,7 +99,9 @@ class Registry:
     def __init__(self, router: Router, store: SessionStore) -> None:
         self.router = router
         self.store = store
-        self.sessions: dict[SessionKey, BrokerSession] = {}
+        self.sessions = SessionTable()
+        # A connect that would start a session past it is refused (None: no bound).
+        self.max_sessions_per_device: int | None = None
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
         # In a cluster: make this member the session's only holder before the CONNACK
@@ -195,6 +199,7 @@ class Registry:
                 session = None
             present = session is not None
             if session is None:
+                self._check_quota(peer.key[0])
                 session = BrokerSession(peer.key, peer.identity.device_name, persistent=persistent)
                 self.sessions[peer.key] = session
             session.cancel_timers()  # §3.1.3.2.2: no will once the session is taken again
@@ -207,6 +212,11 @@ class Registry:
                 self.store.save_session(session)
             session.client = client
             return session, present
+
+    def _check_quota(self, device_id: str) -> None:
+        limit = self.max_sessions_per_device
+        if limit is not None and self.sessions.held_by(device_id) >= limit:
+            raise SessionQuotaExceeded(f"the device holds max_sessions_per_device ({limit})")
 
     def _awaiting_handed_over(self, session: BrokerSession, awaiting: set[int]) -> None:
         """The QoS 2 packet ids the member that gave the session up named in its answer.

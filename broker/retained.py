@@ -36,7 +36,9 @@ class Retained:
 
     @property
     def size(self) -> int:
-        return len(self.topic) + len(self.payload)
+        # MQTT 5 properties too: user properties may be most of a message (§3.3.2.3.7).
+        properties = self.properties
+        return len(self.topic) + len(self.payload) + (len(properties.wire) if properties else 0)
 
 
 class RetainedStore:

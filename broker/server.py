@@ -5,6 +5,7 @@ returns once the listener accepts connections (``port`` is the bound port, so te
 and ``stop()`` closes everything it opened, in reverse order.
 """
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -18,6 +19,7 @@ from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
 from broker.authn import Authenticator, certificate_policy
+from broker.connection_limit import ConnectionLimit, quiet_accept_errors, usable_connections
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
@@ -107,6 +109,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
+        max_sessions_per_device=settings.max_sessions_per_device,
         limits=limits,
         retain=retain,
     )
@@ -209,6 +212,7 @@ class RunningBroker:
             )  # fmt: skip
             sys_topics.start()
             opened.push_async_callback(sys_topics.stop)
+            quiet_accept_errors(asyncio.get_running_loop())
             tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
             broker.metrics.registry.register(tls_failures)
             opened.callback(tls_failures.close)
@@ -222,6 +226,10 @@ class RunningBroker:
                 handshake_failed=tls_failures.report,
                 proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
                 shut_out=authenticator.passwords.shut_out,
+                connection_limit=ConnectionLimit(
+                    usable_connections(settings.max_connections),
+                    lambda: broker.metrics.count_limit("max_connections"),
+                ),
             )
             opened.push_async_callback(listener.__aexit__)
             # The previous run's persistent sessions, behind the open listener (a client

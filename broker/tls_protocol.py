@@ -81,6 +81,14 @@ class TlsProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self._remote = (str(peer[0]), int(peer[1]))
+        limit = self._server.connection_limit
+        if limit is not None and len(self._server.protocols) >= limit.maximum:
+            # Closed before any TLS work: no client, authenticated or not, makes the process
+            # hold more connections than max_connections (broker.connection_limit).
+            self._state = _CLOSED
+            self._transport.abort()
+            limit.refused(self._remote[0])
+            return
         self._server.protocols.add(self)
         self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
 

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from OpenSSL import SSL
 
+from broker.connection_limit import ConnectionLimit
 from broker.handshake_watch import HandshakeFailed
 from broker.proxy_protocol import TrustedProxies
 from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
@@ -69,6 +70,8 @@ class TlsServer:
         self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
         # True for a client address refused before its handshake (the password throttle).
         self.shut_out: Callable[[str], bool] = lambda _address: False
+        # max_connections: past it a new connection is closed at once (None: no bound).
+        self.connection_limit: ConnectionLimit | None = None
         self._on_connection = on_connection
         self._on_open = on_open
         self._handlers: set[asyncio.Task[None]] = set()
@@ -146,6 +149,7 @@ async def start_tls_server(
     handshake_failed: HandshakeFailed | None = None,
     proxy_trusted: TrustedProxies | None = None,
     shut_out: Callable[[str], bool] | None = None,
+    connection_limit: ConnectionLimit | None = None,
 ) -> TlsServer:
     """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``); for
     every completed handshake call ``on_open`` (which returns the connection's receiver) or
@@ -155,7 +159,8 @@ async def start_tls_server(
     returns. A client that has not finished its handshake after ``handshake_timeout`` seconds
     is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
     protocol v2 header (``broker.proxy_protocol``). A client address for which ``shut_out``
-    is true is disconnected before any handshake (it costs the broker no TLS work).
+    is true is disconnected before any handshake (it costs the broker no TLS work), and so is
+    every connection past ``connection_limit``'s maximum.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:
@@ -164,6 +169,7 @@ async def start_tls_server(
         server.proxy_trusted = proxy_trusted
     if shut_out is not None:
         server.shut_out = shut_out
+    server.connection_limit = connection_limit
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: TlsProtocol(server), backlog=1024, **where

@@ -97,6 +97,14 @@ class ConnectRefused(ProtocolError):
         self.connack_reason = reason_code
 
 
+class SessionQuotaExceeded(ConnectRefused):
+    """A CONNECT that would start one more session for a device that holds
+    ``max_sessions_per_device``: CONNACK 3 (server unavailable), MQTT 5 0x97 quota exceeded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 3, reason_code=0x97)
+
+
 class StoreError(NanoIoTError):
     """The device-credential store reported a problem."""
 

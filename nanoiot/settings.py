@@ -94,12 +94,18 @@ class Settings(BaseModel):
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
 
     # --- MQTT limits: what one client may make the broker hold (each hit is counted) ---
+    # Connections one broker process holds open, TLS handshakes included; past it a new one
+    # is closed at once (kept under the open-file limit: broker.connection_limit).
+    max_connections: int = Field(100_000, ge=1, le=10_000_000)
     # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
     max_inflight_messages: int = Field(20, ge=1, le=65535)
     # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the
     # oldest.
     max_queued_messages: int = Field(1000, ge=0)
     max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    # Sessions one device holds on a broker process, connected or kept for a persistent
+    # client; a CONNECT that would start one more gets CONNACK 3 (MQTT 5: 0x97).
+    max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
     # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it (an MQTT

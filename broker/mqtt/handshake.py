@@ -17,6 +17,7 @@ Part of the protocol core: imports only the standard library, ``broker.mqtt``'s 
 """
 
 from collections.abc import Collection
+from dataclasses import replace
 
 from broker.mqtt.codes import CONNACK_REASON, ReturnCode
 from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
@@ -134,7 +135,7 @@ class Handshake(Outbound):
                 reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
             )
             packet = Connack(False, code, self._reason(reason, always=True))
-            self._out.append(encode(packet, MQTT_5))
+            self._out.append(self._fitting(packet))
         else:
             self._out.append(encode(Connack(False, return_code), 4))
         self.state = CLOSED
@@ -145,8 +146,17 @@ class Handshake(Outbound):
         or limit has stopped the processing, and nothing for 3.1.1, which has none."""
         if self.level == MQTT_5 and self.session is not None:
             packet = Disconnect(reason_code, self._reason(reason, always=True))
-            self._out.append(encode(packet, MQTT_5))
+            self._out.append(self._fitting(packet))
         self.state = CLOSED
+
+    def _fitting(self, packet: Connack | Disconnect) -> bytes:
+        """``packet``, without its Reason String if that would make it larger than the client
+        reads (5.0 §3.2.2.3.9 [MQTT-3.2.2-19], §3.14.2.2.3 [MQTT-3.14.2-3])."""
+        data = encode(packet, MQTT_5)
+        v5 = self.v5
+        if v5 is not None and len(data) > v5.maximum_packet_size and packet.properties:
+            data = encode(replace(packet, properties=NO_PROPERTIES), MQTT_5)
+        return data
 
     def _reason(self, reason: str | None, *, always: bool = False) -> Properties:
         """A Reason String property (§3.2.2.3.9), if the setting allows it and, for other

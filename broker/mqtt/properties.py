@@ -306,6 +306,9 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
         value = reader.varint(property_name(key))
     elif kind == TEXT:
         value = reader.text(property_name(key))
+        if key == Property.RESPONSE_TOPIC and ("+" in value or "#" in value):
+            # It is the topic name of the reply (§3.3.2.3.5, [MQTT-3.3.2-14]; a will's too).
+            raise ProtocolError("property response_topic contains a wildcard (MQTT 5 §3.3.2.3.5)")
     elif kind == BINARY:
         value = reader.binary(property_name(key))
     else:

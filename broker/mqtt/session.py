@@ -75,7 +75,9 @@ class Outgoing:
         self.packet_id = 0  # assigned when first sent (QoS 1 and 2)
         self.state = QUEUED
         self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
-        self.size = len(payload) + len(topic)  # what the queue accounts for
+        # What the queue accounts for: MQTT 5 properties too, as user properties may be most
+        # of a message (§3.3.2.3.7).
+        self.size = len(payload) + len(topic) + (len(properties.wire) if properties else 0)
         self.stored: object | None = None  # the persistence layer's handle
         # In a cluster, a QoS 2 message's cluster-wide id (``broker.cluster.resend``); 0: none.
         self.message_id = 0

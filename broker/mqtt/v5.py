@@ -106,7 +106,13 @@ def negotiate(connect: Connect, limits: Limits) -> Negotiated:
     """The client's requests (§3.1.2.11) within the server's limits; a CONNECT that asks for
     enhanced authentication is refused with 0x8C (§4.12: the server supports none)."""
     found = Negotiated()
-    for key, value in connect.properties:
+    properties = connect.properties
+    has_method = properties.get(Property.AUTHENTICATION_METHOD) is not None
+    if properties.get(Property.AUTHENTICATION_DATA) is not None and not has_method:
+        raise ProtocolError(
+            "authentication data without an authentication method (MQTT 5 §3.1.2.11.10)"
+        )
+    for key, value in properties:
         if key == Property.AUTHENTICATION_METHOD:
             raise ConnectRefused(
                 f"authentication method {value!r} is not supported (MQTT 5 §4.12)",

@@ -170,6 +170,29 @@ async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore)
     await journal.close(within=5)
 
 
+async def test_changes_left_unsaved_at_shutdown_are_counted_with_the_batch_in_flight(
+    store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A commit that does not end within the shutdown bound: its writes are not saved either.
+    device: Device = await store.create_device("slow")
+    key = f"{device.id}/c"
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def hung(_writes: object) -> list[int]:
+        started.set()
+        await never.wait()
+        return []
+
+    monkeypatch.setattr(store, "write_sessions", hung)
+    journal = Journal(store)
+    journal.submit(SaveSession(key, device.id, "slow", "c"))
+    journal.submit(Subscribe(key, "devices/slow/a", 0, False))
+    await started.wait()  # both are in the commit under way
+    journal.submit(Subscribe(key, "devices/slow/b", 0, False))
+    await journal.close(within=0.01)
+    assert "3 session changes could not be saved before shutdown" in caplog.text
+
+
 async def test_a_freed_id_is_committed_before_anything_waits_on_it(
     store: SqlCredentialStore,
 ) -> None:

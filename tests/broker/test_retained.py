@@ -1,5 +1,6 @@
 """Retained messages (MQTT 3.1.1 §3.3.1.3) within their limits, in all and per device."""
 
+from broker.mqtt.properties import Properties, Property
 from broker.retained import RetainedStore, RetainLimits
 
 
@@ -26,6 +27,14 @@ def test_per_device_limits_refuse_the_next_topic_not_a_replacement() -> None:
     assert store.retain("t/2", b"z" * 20, 0, "dev") == "max_retained_bytes_per_device"
     assert store.retain("t/3", b"x", 0, "other") is None  # another device has its own
     assert store.owned_by("dev") == 2
+
+
+def test_a_message_s_properties_count_as_its_bytes() -> None:
+    # MQTT 5 user properties (§3.3.2.3.7) can be most of a message.
+    store = _store(max_bytes_per_device=1000)
+    heavy = Properties([(Property.USER_PROPERTY, ("k", "v" * 1000))])
+    assert store.retain("t/1", b"x", 0, "dev", heavy) == "max_retained_bytes_per_device"
+    assert store.retain("t/1", b"x", 0, "dev") is None
 
 
 def test_totals_bound_every_device_together() -> None:

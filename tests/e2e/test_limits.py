@@ -5,6 +5,8 @@ and other devices go on as before. Unacknowledged outbound QoS 1 (the in-flight 
 the queue) is tried in ``tests/broker/test_outgoing_buffer.py``.
 """
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from broker.mqtt.packets import (
+    MQTT_5,
     Connack,
     Connect,
     Publish,
@@ -20,9 +23,11 @@ from broker.mqtt.packets import (
     Subscribe,
     SubscribeRequest,
 )
+from broker.tls_protocol import TlsProtocol
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
 from tests.e2e.peers import Paho, Raw
+from tests.reliability.wire import client_context, tls_attempt
 
 
 class Fleet:
@@ -197,4 +202,55 @@ def test_inbound_qos2_without_pubrel_closes_past_the_limit(make_fleet: MakeFleet
         raw.send(Publish("v1/devices/me/telemetry", b"one more", 2, packet_id=11))
         assert raw.closed()
     assert fleet.hits("max_awaiting_pubrel") == 1
+    fleet.bystander_round_trip()
+
+
+def test_connections_past_max_connections_are_closed_before_their_handshake(
+    make_fleet: MakeFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone can open connections, certificate or not: the listener holds max_connections.
+    caplog.set_level(logging.WARNING, logger="broker.connection_limit")
+    fleet = make_fleet(max_connections=3)
+    held = [fleet.paho(f"held-{number}") for number in range(3)]
+    attempt = tls_attempt(fleet.broker.port, client_context(fleet.broker.server_cert))
+    assert attempt.version is None  # no handshake: closed as soon as it was accepted
+    assert attempt.error is not None
+    assert attempt.closed_by_server
+    assert fleet.hits("max_connections") == 1
+    assert "max_connections (3) reached: 1 connection(s) closed before any TLS work" in (
+        caplog.text
+    )
+    opened = list(fleet.broker.running.listener.protocols)
+    for client in held:
+        client.close()
+    fleet.broker.call(_all_closed(opened))
+    fleet.bystander_round_trip()  # the connections they held are free again
+
+
+async def _all_closed(protocols: list[TlsProtocol]) -> None:
+    await asyncio.gather(*(protocol.wait_closed() for protocol in protocols))
+
+
+def test_a_device_s_sessions_are_bounded_and_its_own_still_connect(make_fleet: MakeFleet) -> None:
+    # Each client id a device makes up is a session kept for it (with subscriptions and a
+    # queue), unless strict_client_id: max_sessions_per_device bounds them.
+    fleet = make_fleet(max_sessions_per_device=3)
+    for number in range(3):
+        with fleet.raw(f"kept-{number}"):
+            pass
+    port, server_cert = fleet.broker.port, fleet.broker.server_cert
+    with Raw(port, server_cert, fleet.certfile) as raw:
+        raw.send(Connect(4, "one-more", False, 0))
+        assert raw.read() == Connack(False, 3)  # 3.1.1 §3.2.2.3: server unavailable
+        assert raw.closed()
+    with Raw(port, server_cert, fleet.certfile, level=MQTT_5) as raw:
+        raw.send(Connect(MQTT_5, "one-more-5", True, 0))
+        connack = raw.read()
+        assert isinstance(connack, Connack)
+        assert connack.code == 0x97  # 5.0 §3.2.2.2: quota exceeded
+        assert raw.closed()
+    assert fleet.hits("max_sessions_per_device") == 2
+    with Raw(port, server_cert, fleet.certfile) as raw:
+        raw.send(Connect(4, "kept-1", False, 0))
+        assert raw.read() == Connack(True, 0)  # its session is there: it always connects
     fleet.bystander_round_trip()

@@ -36,6 +36,7 @@ from broker.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from broker.mqtt.properties import Properties, Property
 from broker.mqtt.session import RELEASED, Outgoing, Session
 from tests.broker.mqtt.wire_helpers import connected, drive, feed, packets_in, wire
 
@@ -332,6 +333,20 @@ def test_queue_overflow_drops_qos0_first_then_the_oldest() -> None:
     newest = Outgoing("t", b"m", 1)
     assert connection.publish(newest) == [MessageDropped(old, "max_queued_messages")]
     assert list(session.queue) == [newer, newest]
+
+
+def test_the_queue_counts_a_message_s_properties_as_its_bytes() -> None:
+    # MQTT 5 user properties (§3.3.2.3.7) can be most of a message: max_queued_bytes counts them.
+    session = Session("c", persistent=False)
+    connection, _ = connected(Limits(max_inflight=1, max_queued_bytes=1000), session=session)
+    heavy = Properties([(Property.USER_PROPERTY, ("k", "v" * 600))])
+    flying, first = Outgoing("t", b"f", 1), Outgoing("t", b"1", 1, properties=heavy)
+    connection.publish(flying)  # in flight: the queue is what waits behind it
+    assert connection.publish(first) == []
+    second = Outgoing("t", b"2", 1, properties=heavy)
+    assert connection.publish(second) == [MessageDropped(first, "max_queued_bytes")]
+    assert list(session.queue) == [second]
+    assert session.queued_bytes == len("t") + len(b"2") + len(heavy.wire)
 
 
 def test_unsupported_protocol_level_gets_return_code_1_then_nothing() -> None:

@@ -128,6 +128,29 @@ def test_enhanced_authentication_is_refused_with_0x8c() -> None:
     assert "SCRAM" in str(connack.properties.get(Property.REASON_STRING))
 
 
+def test_authentication_data_without_a_method_is_a_protocol_error() -> None:
+    # §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
+    connection = Connection(Limits())
+    properties = Properties([(Property.AUTHENTICATION_DATA, b"secret")])
+    connect = Connect(MQTT_5, "c", True, 0, properties=properties)
+    [event] = connection.receive_data(wire(connect, level=MQTT_5), 0)
+    assert isinstance(event, ProtocolViolation)
+    assert "authentication data without an authentication method" in event.reason
+    assert event.code == 0x82
+    assert connection.state == CLOSED
+
+
+def test_a_response_topic_with_a_wildcard_closes_with_0x82() -> None:
+    # §3.3.2.3.5 [MQTT-3.3.2-14]: the Response Topic is a topic name, without wildcards.
+    for response_topic in ("reply/+", "reply/#"):
+        connection, _ = _accepted()
+        properties = Properties([(Property.RESPONSE_TOPIC, response_topic)])
+        [event] = feed(connection, Publish("t", b"", properties=properties))
+        assert isinstance(event, ProtocolViolation)
+        assert "response_topic contains a wildcard" in event.reason
+        assert event.code == 0x82
+
+
 def test_a_too_large_connect_gets_0x95() -> None:
     # §3.2.2.2: 0x95 packet too large, in a CONNACK a 5.0 client reads.
     connection = Connection(Limits(max_packet_size=1024))
@@ -153,6 +176,22 @@ def test_the_server_says_why_it_disconnects_a_5_client_and_not_a_3_1_1_one() -> 
     old.data_to_send()
     old.disconnect(0x98, "credential revoked")
     assert old.data_to_send() == b""
+
+
+def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size() -> None:
+    # §3.2.2.3.9 [MQTT-3.2.2-19] and §3.14.2.2.3 [MQTT-3.14.2-3]: the Reason String is left out.
+    small = Properties([(Property.MAXIMUM_PACKET_SIZE, 30)])
+    refused = _connect(properties=small)
+    refused.refuse(5, 0x87, "no client certificate and no user name")
+    assert packets_in(refused.data_to_send(), MQTT_5) == [Connack(False, 0x87)]
+    connection, _ = _accepted(properties=small)
+    connection.disconnect(0x81, "PUBLISH: topic name must not contain the wildcards")
+    assert _sent(connection) == [Disconnect(0x81)]
+    roomy, _ = _accepted(properties=Properties([(Property.MAXIMUM_PACKET_SIZE, 100)]))
+    roomy.disconnect(0x81, "too long for 30 bytes")
+    assert _sent(roomy) == [
+        Disconnect(0x81, Properties([(Property.REASON_STRING, "too long for 30 bytes")]))
+    ]
 
 
 def test_topic_aliases_from_the_client() -> None:

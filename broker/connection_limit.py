@@ -1,0 +1,120 @@
+"""``max_connections``: how many connections one broker process holds open at once.
+
+Every connection costs memory from its first byte (a TLS object, its buffers; about 40 KiB once
+a device is connected) and a file descriptor, and a client needs no certificate to open one.
+So past the bound a new connection is closed as soon as it is accepted, before any TLS work:
+counted as a hit of ``max_connections`` and logged at most once a minute while it goes on.
+
+The bound is also kept under the process's open-file limit, less a reserve for what is not a
+client connection (the store, NATS, the admin server's clients, certificate and log files):
+a process out of descriptors could not reach its database. Descriptors can still run out for a
+moment (asyncio accepts a whole backlog of connections before it closes the ones past the
+bound): its accept loop then logs a traceback for every connection it could not accept, so
+``quiet_accept_errors`` says it in one line a minute instead.
+"""
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+log = logging.getLogger(__name__)
+
+# Descriptors kept for the store's connections, NATS, admin HTTP clients and files; at most a
+# quarter of a small limit, which must still leave room for clients.
+FD_RESERVE: Final = 256
+# One warning a minute at most while connections are being turned away (a flood would
+# otherwise write a line for each).
+LOG_INTERVAL: Final = 60.0
+# What asyncio's accept loop reports when accept() fails for want of descriptors or memory.
+_ACCEPT_FAILED: Final = "socket.accept() out of system resource"
+
+
+def usable_connections(wanted: int) -> int:
+    """``wanted``, or fewer if the open-file limit (raised to its hard limit if need be) does
+    not leave room for that many connections and the reserve; the shortfall is logged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):  # a limit the process may not raise: keep its own
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    reserve = min(FD_RESERVE, soft // 4)
+    usable = max(1, soft - reserve)
+    if usable >= wanted:
+        return wanted
+    log.warning(
+        "max_connections is %d but the open-file limit is %d (ulimit -n; %d kept for the "
+        "store, NATS and the admin server): at most %d connections",
+        wanted, soft, reserve, usable,
+    )  # fmt: skip
+    return usable
+
+
+class ConnectionLimit:
+    """Counts and reports connections closed because ``maximum`` were open."""
+
+    def __init__(
+        self,
+        maximum: int,
+        count: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maximum = maximum
+        self._count = count
+        self._clock = clock
+        self._unreported = 0
+        self._next_report = 0.0
+
+    def refused(self, address: str) -> None:
+        """A connection from ``address`` was closed: ``maximum`` were open."""
+        self._count()
+        self._unreported += 1
+        now = self._clock()
+        if now < self._next_report:
+            return
+        log.warning(
+            "max_connections (%d) reached: %d connection(s) closed before any TLS work, "
+            "the last from %s",
+            self.maximum, self._unreported, address,
+        )  # fmt: skip
+        self._unreported = 0
+        self._next_report = now + LOG_INTERVAL
+
+
+def quiet_accept_errors(
+    loop: asyncio.AbstractEventLoop, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Report ``loop``'s failed accepts as one plain line a minute, not a traceback each;
+    every other exception goes to the handler the loop had."""
+    previous = loop.get_exception_handler()
+    failed, next_report = 0, 0.0
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal failed, next_report
+        if context.get("message") != _ACCEPT_FAILED:
+            if previous is None:
+                loop.default_exception_handler(context)
+            else:
+                previous(loop, context)
+            return
+        failed += 1
+        now = clock()
+        if now >= next_report:
+            error = context.get("exception")
+            log.warning(
+                "%d connection(s) not accepted: %s (open-file limit %d, ulimit -n); "
+                "accepting again in a moment",
+                failed, getattr(error, "strerror", error),
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )  # fmt: skip
+            failed, next_report = 0, now + LOG_INTERVAL
+
+    loop.set_exception_handler(handle)
