@@ -25,7 +25,8 @@ reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v
 
 from typing import Final
 
-from broker.mqtt.codes import Reason, ReturnCode
+from auth.connack import ConnackCode
+from broker.mqtt.codes import Reason
 from broker.mqtt.decode import decode, decode_publish
 from broker.mqtt.encode import PINGRESP_BYTES
 from broker.mqtt.events import (
@@ -165,8 +166,8 @@ class Connection(Handshake):
                 )
                 if self.state == AWAITING_CONNECT and data[index : index + 7] == _MQTT_5_CONNECT:
                     self.level = MQTT_5  # 5.0 §3.2.2.2: a CONNACK says why, 0x95
-                    self.refuse(ReturnCode.SERVER_UNAVAILABLE, Reason.PACKET_TOO_LARGE, message)
-                    events.append(ConnectionRefused(message, ReturnCode.SERVER_UNAVAILABLE))
+                    self.refuse(ConnackCode.SERVER_UNAVAILABLE, Reason.PACKET_TOO_LARGE, message)
+                    events.append(ConnectionRefused(message, ConnackCode.SERVER_UNAVAILABLE))
                     return at
                 self._violation(events, message, Reason.PACKET_TOO_LARGE)
                 return at

@@ -18,6 +18,7 @@ from broker.mqtt.packets import (
     Puback,
     Publish,
     Pubrec,
+    Pubrel,
 )
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Session, Subscription
@@ -176,6 +177,24 @@ def test_the_server_says_why_it_disconnects_a_5_client_and_not_a_3_1_1_one() -> 
     old.data_to_send()
     old.disconnect(0x98, "credential revoked")
     assert old.data_to_send() == b""
+
+
+def test_request_problem_information_0_keeps_reasons_on_connack_and_disconnect_only() -> None:
+    # §3.1.2.11.7: with 0 the server MAY still send a Reason String on CONNACK and DISCONNECT,
+    # and MUST NOT on other packets; none of the server's other packets carries one anyway.
+    no_problems = Properties([(Property.REQUEST_PROBLEM_INFORMATION, 0)])
+    refused = _connect(properties=no_problems)
+    refused.refuse(5, 0x87, "revoked")
+    assert _sent(refused) == [
+        Connack(False, 0x87, Properties([(Property.REASON_STRING, "revoked")]))
+    ]
+    connection, _ = _accepted(properties=no_problems)
+    connection.receive_data(wire(Pubrec(7), level=MQTT_5), 0)  # an id not in flight
+    assert _sent(connection) == [Pubrel(7, 0x92)]  # no Reason String with its 0x92
+    connection.disconnect(0x98, "credential revoked")
+    assert _sent(connection) == [
+        Disconnect(0x98, Properties([(Property.REASON_STRING, "credential revoked")]))
+    ]
 
 
 def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size() -> None:
