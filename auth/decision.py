@@ -7,26 +7,16 @@ rule is tested without a broker. The broker turns a ``Decision`` into a CONNACK 
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from auth.connack import MQTT5_REASON_CODE, ConnackCode
 from auth.fingerprint import spki_sha256
 from auth.keys import CA_AS_DEVICE, DEFAULT_KEYS, KeyPolicy, is_issued_ca_certificate, key_problem
 from auth.kinds import CredentialStatus
 from auth.validity import validity_problem
-
-
-class ConnackCode(IntEnum):
-    """CONNACK return codes, MQTT 3.1.1 §3.2.2.3."""
-
-    ACCEPTED = 0
-    UNACCEPTABLE_PROTOCOL = 1
-    IDENTIFIER_REJECTED = 2
-    SERVER_UNAVAILABLE = 3
-    BAD_USERNAME_OR_PASSWORD = 4
-    NOT_AUTHORIZED = 5
 
 
 class Reason(StrEnum):
@@ -61,16 +51,6 @@ class Reason(StrEnum):
     PASSWORD_THROTTLED = "password_throttled"  # noqa: S105 - a reason label
     PASSWORD_CHECKS_BUSY = "password_checks_busy"  # noqa: S105 - a reason label
 
-
-# The MQTT 5 CONNACK reason code each 3.1.1 return code stands for (MQTT 5.0 §3.2.2.2).
-MQTT5_REASON_CODE = {
-    ConnackCode.ACCEPTED: 0x00,
-    ConnackCode.UNACCEPTABLE_PROTOCOL: 0x84,
-    ConnackCode.IDENTIFIER_REJECTED: 0x85,
-    ConnackCode.SERVER_UNAVAILABLE: 0x88,
-    ConnackCode.BAD_USERNAME_OR_PASSWORD: 0x86,
-    ConnackCode.NOT_AUTHORIZED: 0x87,
-}
 
 _CONNACK = {
     Reason.ALLOWED: ConnackCode.ACCEPTED,

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from broker import connecting, inbound
 from broker.acks import HeldAcks
 from broker.last_will import publish_will

@@ -15,7 +15,8 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from auth.decision import ConnackCode, Decision
+from auth.connack import ConnackCode
+from auth.decision import Decision
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.journal import release_commit

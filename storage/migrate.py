@@ -7,12 +7,18 @@ Alembic itself (with Mako, some 8 MiB of a broker's memory) is imported only to 
 store already at the newest schema, every start but the first, is checked without it (the
 head from the scripts' ``revision``/``down_revision`` lines, the database's revision from
 Alembic's ``alembic_version`` table).
+
+Migrations run one at a time in a process (``_one_migration_at_a_time``): Alembic keeps the
+running one in module globals.
 """
 
 import ast
+import asyncio
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,17 @@ if TYPE_CHECKING:
 NOT_UP_TO_DATE = "database schema is not up to date: run `nanoiot db upgrade`"
 _VERSIONS = Path(__file__).with_name("migrations") / "versions"
 _VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
+
+# Alembic's ``context`` and ``op`` are process-wide proxies to the migration that runs. Two at
+# once, from two threads or from two tasks of one event loop (their run_sync greenlets take
+# turns at every statement), drive each other's: one fails (KeyError 'script', a table made
+# twice) or runs on the other's connection and hangs. So a process migrates one database at a
+# time: a thread lock, since stores may be opened on several loops (threads), taken by one
+# task per loop (the loop's asyncio.Lock) so that waiting tasks hold no worker threads.
+_MIGRATING = threading.Lock()
+_LOOP_TURNS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def alembic_config(url: str = "") -> "Config":
@@ -95,7 +112,7 @@ async def upgrade_engine(
     with mapped_errors(url), _alembic_errors():
         # One transaction: on SQLite it holds the write lock, so two processes opening a new
         # database at once do not both create the tables.
-        async with write_engine(engine).begin() as connection:
+        async with _one_migration_at_a_time(), write_engine(engine).begin() as connection:
             await connection.run_sync(_upgrade_sync, config)
     revision = await current_revision_engine(engine, url)
     assert revision is not None
@@ -113,6 +130,48 @@ async def require_head(engine: AsyncEngine, url: str) -> None:
     current = await current_revision_engine(engine, url)
     if current != head_revision():
         raise StoreError(f"{NOT_UP_TO_DATE} (it is at {current or 'no revision'})")
+
+
+@asynccontextmanager
+async def _one_migration_at_a_time() -> AsyncIterator[None]:
+    """Hold the process's migration lock (see _MIGRATING) without blocking the event loop."""
+    async with _LOOP_TURNS.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
+        if not _MIGRATING.acquire(blocking=False):
+            # Held by another thread's loop: wait for it in a worker thread.
+            waiter = _LockWaiter()
+            try:
+                await asyncio.to_thread(waiter.acquire)
+            except BaseException:
+                waiter.abandon()
+                raise
+        try:
+            yield
+        finally:
+            _MIGRATING.release()
+
+
+class _LockWaiter:
+    """Takes _MIGRATING in a worker thread for a task, and gives it back if the task stopped
+    waiting (cancelled, or its loop closed) before or after the thread got it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._abandoned = False
+        self._holds = False
+
+    def acquire(self) -> None:
+        _MIGRATING.acquire()
+        with self._guard:
+            if self._abandoned:
+                _MIGRATING.release()
+            else:
+                self._holds = True
+
+    def abandon(self) -> None:
+        with self._guard:
+            self._abandoned = True
+            if self._holds:
+                _MIGRATING.release()
 
 
 def _upgrade_sync(connection: Connection, config: "Config") -> None:

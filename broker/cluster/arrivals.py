@@ -41,7 +41,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.confirmations import all_of
+from broker.cluster.confirmations import all_of, fail
 from broker.cluster.frames import DIRECT, RELAYED, Group
 from broker.cluster.link import ClusterLink
 from broker.cluster.liveness import Hearing, sort_out, unheard
@@ -49,7 +49,7 @@ from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey, store_key
 from broker.router import LocalRouter, Message
 from broker.sessions import Arrival, BrokerSession
-from nanoiot.errors import ClusterError, ClusterUnavailableError
+from nanoiot.errors import ClusterError
 
 if TYPE_CHECKING:
     from broker.cluster.replay import Replays
@@ -130,9 +130,7 @@ class Arrivals:
             return None
         waiting: asyncio.Future[None] = self._loop.create_future()
         if len(kept[1]) >= most:
-            waiting.set_exception(
-                ClusterUnavailableError(f"{most} messages kept for it (max_queued_messages)")
-            )
+            fail(waiting, f"{most} messages kept for it (max_queued_messages)")
         else:
             kept[1].append((message, group, waiting))
         return waiting
@@ -192,7 +190,7 @@ class Arrivals:
         refused (its publishers send it again, and it is routed to that member)."""
         _member, kept = self._kept.pop(key, ("", []))
         for _message, _group, waiting in kept:
-            waiting.set_exception(ClusterUnavailableError("the session moved on"))
+            fail(waiting, "the session moved on")
 
     def barrier(self, key: SessionKey, member: str, kind: int) -> None:
         if kind == DIRECT and self.replays is not None:
@@ -332,11 +330,9 @@ def follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"
         return
 
     def done(finished: "asyncio.Future[None]") -> None:
-        if waiting.done():
-            return
         if finished.cancelled() or finished.exception() is not None:
-            waiting.set_exception(ClusterUnavailableError("a held message was not delivered"))
-        else:
+            fail(waiting, "a held message was not delivered")
+        elif not waiting.done():
             waiting.set_result(None)
 
     combined.add_done_callback(done)

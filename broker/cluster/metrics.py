@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from broker.cluster.departing import Departures
     from broker.cluster.router import ClusterRouter
 
 from nanoiot.members import Member
@@ -112,6 +113,8 @@ class ClusterCollector:
             "Batches for gone members kept in JetStream until their sessions are taken",
             value=router.forwarder.frames_parked,
         )
+        if router.handovers is not None:
+            yield from _handover_figures(router.handovers)
         if router.replays is not None:
             yield CounterMetricFamily(
                 "nanoiot_cluster_parked_messages_replayed",
@@ -143,3 +146,21 @@ class ClusterCollector:
             )
         if router.members is not None:
             yield from MembersCollector(router.members.live).collect()
+
+
+def _handover_figures(handovers: "Departures") -> Iterator[Metric]:
+    """The messages that took the longer way through a hand-over (``cluster_handover_window``
+    is sized by them), and those refused in one."""
+    yield CounterMetricFamily(
+        "nanoiot_cluster_handover_messages_sent_on",
+        "Messages sent on to the member a persistent session moved to, as they were routed "
+        "here with routes of before the move",
+        value=handovers.sent_on,
+    )
+    yield CounterMetricFamily(
+        "nanoiot_cluster_handover_messages_refused",
+        "Messages refused in a hand-over, their publishers not acknowledged (they send them "
+        "again): routed with routes older than a finished hand-over, sent on for a session "
+        "no longer there, or past max_queued_messages kept for a session being taken",
+        value=handovers.refused,
+    )

@@ -1,18 +1,7 @@
-"""Return codes of MQTT 3.1 / 3.1.1 and reason codes of MQTT 5 (5.0 §2.4)."""
+"""Reason codes of MQTT 5 (5.0 §2.4). The CONNACK return codes of MQTT 3.1 / 3.1.1, and the
+5.0 reason code each stands for, are ``auth.connack``'s (auth decisions give them too)."""
 
 from enum import IntEnum
-
-
-class ReturnCode(IntEnum):
-    """CONNACK return codes of MQTT 3.1 and 3.1.1 (§3.2.2.3)."""
-
-    ACCEPTED = 0
-    UNACCEPTABLE_PROTOCOL = 1
-    IDENTIFIER_REJECTED = 2
-    SERVER_UNAVAILABLE = 3
-    BAD_USERNAME_OR_PASSWORD = 4
-    NOT_AUTHORIZED = 5
-
 
 SUBACK_FAILURE = 0x80  # 3.1.1 §3.9.3; 5.0's "unspecified error" has the same value
 
@@ -64,14 +53,3 @@ class Reason(IntEnum):
     MAXIMUM_CONNECT_TIME = 0xA0
     SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
-
-
-# The MQTT 5 reason code a 3.1.1 CONNACK return code stands for (5.0 §3.2.2.2).
-CONNACK_REASON = {
-    ReturnCode.ACCEPTED: Reason.SUCCESS,
-    ReturnCode.UNACCEPTABLE_PROTOCOL: Reason.UNSUPPORTED_PROTOCOL_VERSION,
-    ReturnCode.IDENTIFIER_REJECTED: Reason.CLIENT_IDENTIFIER_NOT_VALID,
-    ReturnCode.SERVER_UNAVAILABLE: Reason.SERVER_UNAVAILABLE,
-    ReturnCode.BAD_USERNAME_OR_PASSWORD: Reason.BAD_USER_NAME_OR_PASSWORD,
-    ReturnCode.NOT_AUTHORIZED: Reason.NOT_AUTHORIZED,
-}

@@ -25,7 +25,8 @@ reason codes and strings on refusals and on a server DISCONNECT (``broker.mqtt.v
 
 from typing import Final
 
-from broker.mqtt.codes import Reason, ReturnCode
+from auth.connack import ConnackCode
+from broker.mqtt.codes import Reason
 from broker.mqtt.decode import decode, decode_publish
 from broker.mqtt.encode import PINGRESP_BYTES
 from broker.mqtt.events import (
@@ -165,8 +166,8 @@ class Connection(Handshake):
                 )
                 if self.state == AWAITING_CONNECT and data[index : index + 7] == _MQTT_5_CONNECT:
                     self.level = MQTT_5  # 5.0 §3.2.2.2: a CONNACK says why, 0x95
-                    self.refuse(ReturnCode.SERVER_UNAVAILABLE, Reason.PACKET_TOO_LARGE, message)
-                    events.append(ConnectionRefused(message, ReturnCode.SERVER_UNAVAILABLE))
+                    self.refuse(ConnackCode.SERVER_UNAVAILABLE, Reason.PACKET_TOO_LARGE, message)
+                    events.append(ConnectionRefused(message, ConnackCode.SERVER_UNAVAILABLE))
                     return at
                 self._violation(events, message, Reason.PACKET_TOO_LARGE)
                 return at
@@ -178,7 +179,8 @@ class Connection(Handshake):
             except ConnectRefused as refused:
                 self._refuse_connect(events, refused)
             except ProtocolError as exc:
-                self._violation(events, f"{packet_name(first)}: {exc}", exc.reason_code)
+                name = packet_name(first, self.level)
+                self._violation(events, f"{name}: {exc}", exc.reason_code)
             at = end
             if events and isinstance(events[-1], Subscribe | Unsubscribe):
                 # The broker answers it; what follows waits, so that answers keep the
@@ -244,7 +246,7 @@ class Connection(Handshake):
         elif kind == PacketType.PINGREQ:
             self._out.append(PINGRESP_BYTES)  # §3.12.4
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
-            raise ProtocolError(f"unexpected {packet_name(first)}")
+            raise ProtocolError("no authentication method was agreed in CONNECT (MQTT 5 §4.12)")
 
     def _pubrec(self, packet_id: int, code: int, events: list[Event]) -> None:
         """PUBREL answers a PUBREC, a repeated one too (§4.3.3), a stored message's once the

@@ -13,8 +13,8 @@ The fixed header was already checked (``broker.mqtt.rules``) and the body is
 from collections.abc import Callable
 from typing import Final
 
+from auth.connack import ConnackCode
 from auth.topics import topic_name_problem
-from broker.mqtt.codes import ReturnCode
 from broker.mqtt.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -115,7 +115,7 @@ def protocol_problem(name: str, level: int) -> ProtocolError | None:
     if (name, level) not in (("MQIsdp", MQTT_3_1), ("MQTT", MQTT_3_1_1), ("MQTT", MQTT_5)):
         # §3.1.2.2: return code 0x01, then close.
         return ConnectRefused(
-            f"unsupported protocol {name!r} level {level}", ReturnCode.UNACCEPTABLE_PROTOCOL
+            f"unsupported protocol {name!r} level {level}", ConnackCode.UNACCEPTABLE_PROTOCOL
         )
     return None
 
@@ -156,16 +156,16 @@ def _refusal(
         return  # 5.0 allows a password alone and a server-assigned id with Clean Start 0
     if password is not None and username is None:
         raise ConnectRefused(
-            "password without user name (§3.1.2.9)", ReturnCode.BAD_USERNAME_OR_PASSWORD
+            "password without user name (§3.1.2.9)", ConnackCode.BAD_USERNAME_OR_PASSWORD
         )
     if level == MQTT_3_1 and not 1 <= len(client_id) <= MQTT_3_1_CLIENT_ID_MAX:
         raise ConnectRefused(
             f"MQTT 3.1 client id of {len(client_id)} characters (1 to 23 allowed)",
-            ReturnCode.IDENTIFIER_REJECTED,
+            ConnackCode.IDENTIFIER_REJECTED,
         )
     if not client_id and not clean:
         raise ConnectRefused(
-            "empty client id with a persistent session (§3.1.3.1)", ReturnCode.IDENTIFIER_REJECTED
+            "empty client id with a persistent session (§3.1.3.1)", ConnackCode.IDENTIFIER_REJECTED
         )
 
 

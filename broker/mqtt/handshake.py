@@ -12,14 +12,15 @@ carry a Reason String if the settings allow it (``_reason``).
 The connection's states are here, as the handshake moves it through them: waiting for
 CONNECT, authenticating (the broker decides), connected; closed ends any of them.
 
-Part of the protocol core: imports only the standard library, ``broker.mqtt``'s codec and
-``nanoiot.errors``; never ``broker.mqtt.connection`` (which builds on this), nor any I/O.
+Part of the protocol core: imports only the standard library, ``broker.mqtt``'s codec,
+``auth.connack`` and ``nanoiot.errors``; never ``broker.mqtt.connection`` (which builds on
+this), nor any I/O.
 """
 
 from collections.abc import Collection
 from dataclasses import replace
 
-from broker.mqtt.codes import CONNACK_REASON, ReturnCode
+from auth.connack import MQTT5_REASON_CODE, ConnackCode
 from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode
 from broker.mqtt.events import ConnectionRefused, Event, MessageDropped, PubrelAgain
@@ -51,7 +52,7 @@ class Handshake(Outbound):
         problem = protocol_problem(name, level)
         if problem is None and level not in self.limits.levels:
             problem = ConnectRefused(
-                f"unsupported protocol {name!r} level {level}", ReturnCode.UNACCEPTABLE_PROTOCOL
+                f"unsupported protocol {name!r} level {level}", ConnackCode.UNACCEPTABLE_PROTOCOL
             )
         if problem is not None:
             raise problem
@@ -131,10 +132,10 @@ class Handshake(Outbound):
         ``reason_code`` (or the one ``return_code`` stands for, 5.0 §3.2.2.2) and ``reason``
         as its Reason String."""
         if self.level == MQTT_5:
-            code = (
-                reason_code if reason_code is not None else CONNACK_REASON[ReturnCode(return_code)]
-            )
-            packet = Connack(False, code, self._reason(reason, always=True))
+            code = reason_code
+            if code is None:
+                code = MQTT5_REASON_CODE[ConnackCode(return_code)]
+            packet = Connack(False, code, self._reason(reason))
             self._out.append(self._fitting(packet))
         else:
             self._out.append(encode(Connack(False, return_code), 4))
@@ -145,7 +146,7 @@ class Handshake(Outbound):
         after a successful CONNACK (§3.14.0: the session is set then), also once a violation
         or limit has stopped the processing, and nothing for 3.1.1, which has none."""
         if self.level == MQTT_5 and self.session is not None:
-            packet = Disconnect(reason_code, self._reason(reason, always=True))
+            packet = Disconnect(reason_code, self._reason(reason))
             self._out.append(self._fitting(packet))
         self.state = CLOSED
 
@@ -158,12 +159,11 @@ class Handshake(Outbound):
             data = encode(replace(packet, properties=NO_PROPERTIES), MQTT_5)
         return data
 
-    def _reason(self, reason: str | None, *, always: bool = False) -> Properties:
-        """A Reason String property (§3.2.2.3.9), if the setting allows it and, for other
-        packets than CONNACK and DISCONNECT, the client asked for them (§3.1.2.11.7)."""
+    def _reason(self, reason: str | None) -> Properties:
+        """A Reason String property (§3.2.2.3.9) for a CONNACK or DISCONNECT, if the setting
+        allows it. Whatever the client's Request Problem Information: §3.1.2.11.7 forbids
+        one only on packets other than PUBLISH, CONNACK and DISCONNECT (and the server
+        sends none on those)."""
         if reason is None or not self.limits.reason_strings:
-            return NO_PROPERTIES
-        v5 = self.v5
-        if not always and v5 is not None and not v5.request_problem_information:
             return NO_PROPERTIES
         return Properties(((Property.REASON_STRING, reason),))

@@ -7,7 +7,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth.certificate import parse_credential
 from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain, trusted_ca_problem
-from auth.decision import ConnackCode, Decision, Holder, Reason
+from auth.connack import ConnackCode
+from auth.decision import Decision, Holder, Reason
 from auth.kinds import CredentialStatus
 from auth.pinning import decide_pinned
 from nanoiot.errors import PemError

@@ -3,8 +3,8 @@ import datetime as dt
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from auth.connack import ConnackCode
 from auth.decision import (
-    ConnackCode,
     Holder,
     Reason,
     decide_basic,

@@ -3,7 +3,8 @@ and a real broker, is tests/reliability/test_password_flood.py)."""
 
 import asyncio
 
-from auth.decision import ConnackCode, Decision, Reason
+from auth.connack import ConnackCode
+from auth.decision import Decision, Reason
 from broker.password_gate import FailureThrottle, PasswordGate, PasswordPolicy
 
 

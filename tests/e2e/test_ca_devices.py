@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import parse_credential
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from nanoiot.settings import Settings
 from storage.records import TrustedCA
 from storage.sql import SqlCredentialStore

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from paho.mqtt.enums import CallbackAPIVersion
 
 from auth.certificate import parse_credential
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from nanoiot.errors import ValidationError
 from tests.certgen import issue, revocation_list
 from tests.e2e.conftest import broker_settings

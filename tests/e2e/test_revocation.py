@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from broker import connecting
 from broker.client import MqttClient
 from broker.mqtt.packets import Connect

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from storage.migrate import upgrade
 from storage.models import MQTT_CLIENT_ID_MAX, MQTT_TOPIC_FILTER_MAX
 from storage.session_data import StoredSession

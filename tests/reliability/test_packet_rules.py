@@ -2,7 +2,7 @@
 
 import pytest
 
-from auth.decision import ConnackCode
+from auth.connack import ConnackCode
 from broker.mqtt.connection import Connection
 from broker.mqtt.events import ConnectionRefused, Event, ProtocolViolation
 from broker.mqtt.limits import Limits

@@ -2,7 +2,8 @@
 
 import pytest
 
-from broker.mqtt.codes import Reason, ReturnCode
+from auth.connack import ConnackCode
+from broker.mqtt.codes import Reason
 from broker.mqtt.decode import decode, decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode, encode_publish
 from broker.mqtt.packets import (
@@ -204,13 +205,13 @@ def _connect_body(data: bytes) -> Connect:
 @pytest.mark.parametrize(
     ("connect", "code"),
     [
-        (Connect(MQTT_3_1_1, "", False, 0), ReturnCode.IDENTIFIER_REJECTED),  # §3.1.3.1
-        (Connect(MQTT_3_1, "x" * 24, True, 0), ReturnCode.IDENTIFIER_REJECTED),  # 3.1: 1-23
-        (Connect(MQTT_3_1, "", True, 0), ReturnCode.IDENTIFIER_REJECTED),
-        (Connect(MQTT_3_1_1, "c", True, 0, None, b"p"), ReturnCode.BAD_USERNAME_OR_PASSWORD),
+        (Connect(MQTT_3_1_1, "", False, 0), ConnackCode.IDENTIFIER_REJECTED),  # §3.1.3.1
+        (Connect(MQTT_3_1, "x" * 24, True, 0), ConnackCode.IDENTIFIER_REJECTED),  # 3.1: 1-23
+        (Connect(MQTT_3_1, "", True, 0), ConnackCode.IDENTIFIER_REJECTED),
+        (Connect(MQTT_3_1_1, "c", True, 0, None, b"p"), ConnackCode.BAD_USERNAME_OR_PASSWORD),
     ],
 )
-def test_connects_refused_with_a_return_code(connect: Connect, code: ReturnCode) -> None:
+def test_connects_refused_with_a_return_code(connect: Connect, code: ConnackCode) -> None:
     with pytest.raises(ConnectRefused) as refused:
         _connect_body(encode(connect, connect.level))
     assert refused.value.return_code == code

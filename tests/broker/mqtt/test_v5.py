@@ -18,6 +18,7 @@ from broker.mqtt.packets import (
     Puback,
     Publish,
     Pubrec,
+    Pubrel,
 )
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Session, Subscription
@@ -178,6 +179,24 @@ def test_the_server_says_why_it_disconnects_a_5_client_and_not_a_3_1_1_one() -> 
     assert old.data_to_send() == b""
 
 
+def test_request_problem_information_0_keeps_reasons_on_connack_and_disconnect_only() -> None:
+    # §3.1.2.11.7: with 0 the server MAY still send a Reason String on CONNACK and DISCONNECT,
+    # and MUST NOT on other packets; none of the server's other packets carries one anyway.
+    no_problems = Properties([(Property.REQUEST_PROBLEM_INFORMATION, 0)])
+    refused = _connect(properties=no_problems)
+    refused.refuse(5, 0x87, "revoked")
+    assert _sent(refused) == [
+        Connack(False, 0x87, Properties([(Property.REASON_STRING, "revoked")]))
+    ]
+    connection, _ = _accepted(properties=no_problems)
+    connection.receive_data(wire(Pubrec(7), level=MQTT_5), 0)  # an id not in flight
+    assert _sent(connection) == [Pubrel(7, 0x92)]  # no Reason String with its 0x92
+    connection.disconnect(0x98, "credential revoked")
+    assert _sent(connection) == [
+        Disconnect(0x98, Properties([(Property.REASON_STRING, "credential revoked")]))
+    ]
+
+
 def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size() -> None:
     # §3.2.2.3.9 [MQTT-3.2.2-19] and §3.14.2.2.3 [MQTT-3.14.2-3]: the Reason String is left out.
     small = Properties([(Property.MAXIMUM_PACKET_SIZE, 30)])
@@ -192,6 +211,15 @@ def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size()
     assert _sent(roomy) == [
         Disconnect(0x81, Properties([(Property.REASON_STRING, "too long for 30 bytes")]))
     ]
+
+
+def test_an_auth_packet_without_an_authentication_method_is_a_protocol_error() -> None:
+    # §4.12 / §3.15: AUTH only follows a CONNECT that named an Authentication Method.
+    connection, _ = _accepted()
+    [violation] = connection.receive_data(b"\xf0\x00", 0)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.reason == "AUTH: no authentication method was agreed in CONNECT (MQTT 5 §4.12)"
+    assert violation.code == 0x82
 
 
 def test_topic_aliases_from_the_client() -> None:
