@@ -14,8 +14,13 @@ session taken from member ``old``:
    is asked for a barrier once its table is at ``visible``.
 4. ``barrier``: each member's barrier, directly and relayed by ``old``. When all are in,
    nothing routed with an older table can still come: the held messages go to the session
-   sorted by id. After ``HOLD_WITHIN`` seconds without them all (a member that died), they
-   go anyway.
+   sorted by id. A member whose barrier is missing ``HOLD_WITHIN`` seconds after the asking
+   is waited for while it is live (its heartbeats keep coming, ``broker.cluster.liveness``),
+   up to ``cluster_handover_window`` seconds from the asking: a live member whose table lags
+   still routes to ``old``, which sends on to here, and what it routes once its table shows
+   this member must not overtake that. A member that died, or is gone, is given up, and the
+   held messages go once no barrier is awaited. What is held stays within twice
+   ``max_queued_messages`` however long it is held (``broker.sessions.Arrival``).
 
 A session taken from a member that is gone (``from_gone``) expects no barrier from it, nor
 relayed through it: instead, the frames parked for it (``broker.cluster.replay``) are given
@@ -39,6 +44,7 @@ from auth.topics import split_shared
 from broker.cluster.confirmations import all_of, fail
 from broker.cluster.frames import DIRECT, RELAYED, Group
 from broker.cluster.link import ClusterLink
+from broker.cluster.liveness import Hearing, sort_out, unheard
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey, store_key
 from broker.router import LocalRouter, Message
@@ -53,7 +59,9 @@ __all__ = ["HOLD_WITHIN", "Arrivals", "follow", "forget_arrivals"]
 
 log = logging.getLogger(__name__)
 
-HOLD_WITHIN: Final = 2.0  # seconds an arriving session's messages wait for barriers at most
+# Seconds an arriving session's messages wait for every member's barrier; past that, only
+# for those of live members (``broker.cluster.liveness``).
+HOLD_WITHIN: Final = 2.0
 _PARKED: Final = 3  # the "barrier" a gone member's parked frames end with
 
 # A message sent on before its session was here: for its shared subscription (if any), and
@@ -80,6 +88,7 @@ class Arrivals:
         self.spawn = spawn
         self.barrier_here = barrier  # this member's own barrier, as any member gives it
         self.registry: Registry | None = None
+        self.heard: Hearing = unheard  # the members' heartbeats (``MemberRegistry.heard``)
         self._loop = asyncio.get_running_loop()
         # Sessions being taken: the member they come from, and what it sent on meanwhile.
         self._kept: dict[SessionKey, tuple[str, list[Kept]]] = {}
@@ -172,7 +181,8 @@ class Arrivals:
             self.replays.start(
                 parked_from, [session], purge=False, caught_up=parked, token=key, asked=asked
             )
-        self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
+        now = self._loop.time()
+        self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival, now)
         self._loop.call_later(2 * self.window, _forget_arrival, session, arrival, self.window)
 
     def abandoned(self, key: SessionKey) -> None:
@@ -246,20 +256,37 @@ class Arrivals:
     async def _tell(self, member: str, notice: bytes) -> None:
         try:
             await self.link.publish(self.link.subject("handover", member), notice)
-        except ClusterError as exc:  # its barrier does not come: released after HOLD_WITHIN
+        except ClusterError as exc:  # its barrier does not come: given up (``_held_too_long``)
             log.warning("could not ask member %s for a hand-over barrier: %s", member, exc)
 
-    def _held_too_long(self, key: SessionKey, arrival: Arrival) -> None:
+    def _held_too_long(
+        self, key: SessionKey, arrival: Arrival, asked: float, told: bool = False
+    ) -> None:
+        """``HOLD_WITHIN`` seconds after the asking at ``asked``, and then whenever a live
+        member's wait is up: the members not live are given up, the held messages released
+        once no barrier is awaited. ``told``: the wait for live members was logged."""
         if arrival.held is None or self._holding.get(key) is None:
             return
-        if any(kind == _PARKED for _member, kind in self._expected.get(key, ())):
+        expected = self._expected.get(key, set())
+        if any(kind == _PARKED for _member, kind in expected):
             # Its parked frames are still being read (that ends, within its own bounds).
-            self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival)
+            self._loop.call_later(HOLD_WITHIN, self._held_too_long, key, arrival, asked, told)
             return
-        missing = sorted(name for name, _ in self._expected.get(key, ()))
-        log.warning("session %s: no hand-over barrier from %s within %g s: released",
-                    store_key(key), ", ".join(missing), HOLD_WITHIN)  # fmt: skip
-        self._release(key)
+        now = self._loop.time()
+        members = {member for member, _kind in expected}
+        late, again = sort_out(members, asked, now, self.heard, self.window)
+        if late:
+            log.warning("session %s: no hand-over barrier from %s within %.1f s: given up",
+                        store_key(key), ", ".join(late), now - asked)  # fmt: skip
+            expected -= {(member, kind) for member, kind in expected if member in late}
+        if not expected or again is None:
+            self._release(key)
+            return
+        if not told:
+            live = ", ".join(sorted(members - set(late)))
+            log.info("session %s: waiting for the hand-over barrier of live members %s "
+                     "(their route tables lag)", store_key(key), live)  # fmt: skip
+        self._loop.call_at(again, self._held_too_long, key, arrival, asked, True)
 
     def _release(self, key: SessionKey) -> None:
         """Every barrier came: the held messages go to the session, in order."""

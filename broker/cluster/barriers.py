@@ -10,8 +10,11 @@ parked in JetStream), says none is left: it counts as read once the reader reach
 stream's last sequence as of its coming.
 
 Bounds, for members that do not answer: ``HOLD_WITHIN`` seconds from the asking (a member
-that died answers none); ``READ_WITHIN`` seconds from a member's direct barrier, or, for a
-member still parking, from the last frame read.
+that died answers none), and past that, for a member not heard from yet, as long as it is
+live, up to ``cluster_handover_window`` seconds from the asking (``broker.cluster.liveness``:
+a live member whose table lags gives its barriers once its table is there, and parks frames
+for the gone member until then); ``READ_WITHIN`` seconds from a member's direct barrier, or,
+for a member still parking, from the last frame read.
 """
 
 import logging
@@ -19,6 +22,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from broker.cluster.arrivals import HOLD_WITHIN
+from broker.cluster.liveness import Hearing, unheard, waited_until
 from broker.peer import SessionKey
 
 __all__ = ["READ_WITHIN", "Awaited"]
@@ -30,14 +34,27 @@ READ_WITHIN: Final = 5.0  # seconds a parked frame known to be there may take to
 
 class Awaited:
     """For ``token``, the barrier of each member asked, by when it is given up. ``own``: a
-    member's own replay."""
+    member's own replay. ``window``, ``heard``: how long a live member not heard from yet is
+    waited for past ``HOLD_WITHIN`` (``broker.cluster.liveness``)."""
 
     def __init__(
-        self, token: SessionKey, members: Iterable[str], me: str, now: float, own: bool = False
+        self,
+        token: SessionKey,
+        members: Iterable[str],
+        me: str,
+        now: float,
+        own: bool = False,
+        *,
+        window: float = 0.0,
+        heard: Hearing = unheard,
     ) -> None:
         self.token = token
         self.own = own
+        self._asked = now
+        self._window = window
+        self._heard = heard
         self._until = dict.fromkeys(members, now + HOLD_WITHIN)
+        self._from = {me}  # heard from: bound by READ_WITHIN, not by being live
         if me in self._until:  # this member's own is queued already
             self._until[me] = now + READ_WITHIN
         self._direct: dict[str, int] = {}  # own: the stream's last sequence at their direct
@@ -47,6 +64,7 @@ class Awaited:
         stream's last sequence as of its coming was ``last``."""
         if member not in self._until:
             return
+        self._from.add(member)
         self._until[member] = max(self._until[member], now + READ_WITHIN)
         if self.own and last is not None:
             self._direct[member] = last
@@ -56,6 +74,7 @@ class Awaited:
         if not self.own:
             self._until.pop(member, None)
         else:  # it still parks: waited for as long as frames keep coming
+            self._from.add(member)
             self._later(now, {member})
 
     def reached(self, sequence: int, now: float, frame: bool) -> None:
@@ -81,13 +100,25 @@ class Awaited:
         return max(min(self._until.values()) - now, 0.0) if self._until else None
 
     def give_up(self, now: float, grace: float = 0.0) -> None:
-        """Those due ``grace`` seconds ago: given up. While frames keep coming, a due
-        member's barrier may be among them, so it is given up only once none came for a
-        moment, or after ``grace`` more."""
+        """Those due ``grace`` seconds ago: given up, unless live and not heard from yet
+        (then due later). While frames keep coming, a due member's barrier may be among
+        them, so it is given up only once none came for a moment, or after ``grace`` more."""
         late = sorted(member for member, until in self._until.items() if until + grace <= now)
+        late = [member for member in late if not self._live(member, now)]
         if late:
             log.warning("no barrier behind their parked frames from %s: what is held for "
                         "the sessions taken goes without", ", ".join(late))  # fmt: skip
             for member in late:
                 del self._until[member]
                 self._direct.pop(member, None)
+
+    def _live(self, member: str, now: float) -> bool:
+        """Whether ``member``, due, is waited for longer: not heard from yet, and live (then
+        until when it is, from now on)."""
+        if member in self._from:
+            return False
+        until = waited_until(self._asked, self._heard(member), self._window)
+        if until is None or until <= now:
+            return False
+        self._until[member] = until
+        return True

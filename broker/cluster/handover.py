@@ -19,10 +19,15 @@ more, it would reach nobody while its publisher had its PUBACK or PUBREC. So:
   it routed before, and A relays the latter to B behind what it sent on. When every
   barrier is in, nothing routed with an older table can still come: the held messages go to
   the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2
-  ones once (§4.3.3; ``broker.sessions.Arrival``). A barrier missing after
-  ``HOLD_WITHIN`` seconds (a member that died) releases what is held anyway
-  (``broker.cluster.arrivals``). A session that moves on from B while B still holds for it
-  has what B held refused (``Registry.forget``): its publishers send it again.
+  ones once (§4.3.3; ``broker.sessions.Arrival``). A member gives its barrier once its
+  table is at ``visible``, however late within ``cluster_handover_window``. B waits
+  ``HOLD_WITHIN`` seconds for every barrier, and past that for those of members still live
+  (their heartbeats keep coming), up to ``cluster_handover_window`` seconds from the asking:
+  a live member whose table lags routes to A meanwhile, and what it routes to B once its
+  table shows B must not overtake that. A member that died is given up, and what is held is
+  released without its barrier (``broker.cluster.arrivals``, ``broker.cluster.liveness``).
+  A session that moves on from B while B still holds for it has what B held refused
+  (``Registry.forget``): its publishers send it again.
 - **A lets go.** Once B's filters are visible, A drops its own routes for them: a table at
   that revision or later names B. A keeps sending on for ``cluster_handover_window``
   seconds for members whose tables lag; after that, a QoS 1 or 2 message routed at an older
@@ -147,11 +152,15 @@ class Handovers(Departures):
         me = self.link.member
         if me == old:
             self._visible(key, visible)
+        # A table that lags is waited for as long as the new member waits for this live
+        # member's barrier (``broker.cluster.liveness``): given late, it keeps what this
+        # member routed to ``old`` meanwhile ahead of what it routes to ``new`` after.
+        within = max(HOLD_WITHIN, self.window)
         try:
-            await asyncio.wait_for(self.announcer.reached(visible), HOLD_WITHIN)
-        except TimeoutError:  # the new member releases what it holds without this barrier
+            await asyncio.wait_for(self.announcer.reached(visible), within)
+        except TimeoutError:  # the new member released what it holds without this barrier
             log.warning("routes not at revision %d within %g s: no hand-over barrier for %s",
-                        visible, HOLD_WITHIN, store_key(key))  # fmt: skip
+                        visible, within, store_key(key))  # fmt: skip
             return
         if me != old and old == new:  # a restarted member's own (``broker.cluster.replay``)
             await self._restart_barrier(key, old)

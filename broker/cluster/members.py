@@ -36,6 +36,7 @@ from typing import Final
 
 from broker.cluster.kv import KeyValue, Watch
 from broker.cluster.link import ClusterLink
+from broker.cluster.liveness import Heard
 from nanoiot.errors import ClusterError
 from nanoiot.members import Figures, Member, decode_member, encode_member
 
@@ -72,6 +73,7 @@ class MemberRegistry:
         self.started = link.started  # with the pid, tells this process from a restarted one
         self._host = socket.gethostname()
         self._live: dict[str, Member] = {}
+        self._seen: dict[str, float] = {}  # loop time each live member's entry was last seen
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._callbacks: list[Gone] = []
         self._changes: list[Callable[[], None]] = []
@@ -95,6 +97,11 @@ class MemberRegistry:
 
     def is_live(self, name: str) -> bool:
         return name in self._live
+
+    def heard(self, name: str) -> Heard | None:
+        """Live member ``name``'s last heartbeat seen (``broker.cluster.liveness``)."""
+        member = self._live.get(name)
+        return None if member is None else Heard(self._seen[name], member.interval)
 
     def entry(self, name: str) -> Member | None:
         """The last entry of live member ``name``."""
@@ -236,6 +243,7 @@ class MemberRegistry:
         elif previous is not None and previous.run != member.run:
             self._tell(previous, f"fenced itself off (run {previous.run} ended)")
         self._live[key] = member
+        self._seen[key] = loop.time()
         self._arm(key, member.interval * MISSED_BEATS)
 
     def _arm(self, key: str, within: float) -> None:
@@ -262,6 +270,7 @@ class MemberRegistry:
 
     def _departed(self, key: str, why: str) -> None:
         member = self._live.pop(key, None)
+        self._seen.pop(key, None)
         timer = self._deadlines.pop(key, None)
         if timer is not None:
             timer.cancel()

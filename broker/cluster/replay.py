@@ -22,9 +22,12 @@ parked, and routed to it directly once the others' tables show its new member's 
    session they match (held with the others); then what is held goes to the session sorted
    by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3). A
    member's barrier is waited for ``HOLD_WITHIN`` seconds from the asking (a member that
-   died answers none), or ``READ_WITHIN`` seconds from its direct one (its parked one is
-   queued behind its frames, which JetStream takes one at a time); then given up once no
-   frame came for a moment (or ``READ_WITHIN`` more while frames keep coming).
+   died answers none), and past that, while the member is live and gave no barrier yet, up
+   to ``cluster_handover_window`` seconds from the asking (a live member whose table lags
+   parks for the gone member until its table shows the session here:
+   ``broker.cluster.liveness``); or ``READ_WITHIN`` seconds from its direct one (its parked
+   one is queued behind its frames, which JetStream takes one at a time); then given up once
+   no frame came for a moment (or ``READ_WITHIN`` more while frames keep coming).
 5. Frames parked later (copies of messages routed with tables that also showed the session
    here, or from a member given up in step 4) are read for ``cluster_handover_window``
    seconds more and given unless the session had them; the adopter and the restarted
@@ -56,6 +59,7 @@ from auth.topics import split_shared
 from broker.cluster.arrivals import follow, forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
 from broker.cluster.frames import decode
+from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey
@@ -88,6 +92,7 @@ class Replays:
         self.local = local
         self.window = window
         self.registry: Registry | None = None
+        self.heard: Hearing = unheard  # the members' heartbeats (``MemberRegistry.heard``)
         self.replayed = 0  # parked messages given to taken sessions
         # Asks every member for a barrier for a token behind what it parked for a gone
         # member, once its table is at a revision; the members asked (``Arrivals``).
@@ -217,7 +222,8 @@ class Replays:
         awaited.answered(member, self._loop.time(), last)
 
     def _await(self, token: SessionKey, members: Iterable[str], own: bool = False) -> Awaited:
-        awaited = Awaited(token, members, self.parked.link.member, self._loop.time(), own)
+        me, now = self.parked.link.member, self._loop.time()
+        awaited = Awaited(token, members, me, now, own, window=self.window, heard=self.heard)
         self._awaited[token] = awaited
         return awaited
 

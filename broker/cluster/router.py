@@ -173,6 +173,8 @@ class ClusterRouter:
             )
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
+        if self.handovers is not None and self.replays is not None:  # lagging barriers
+            self.handovers.arrivals.heard = self.replays.heard = members.heard
         self.absences.watch(members)  # parking ends; frames parked for it while away
         self.link.on_reconnected(self.absences.back_on_nats)
         return members

@@ -179,7 +179,8 @@ class Connection(Handshake):
             except ConnectRefused as refused:
                 self._refuse_connect(events, refused)
             except ProtocolError as exc:
-                self._violation(events, f"{packet_name(first)}: {exc}", exc.reason_code)
+                name = packet_name(first, self.level)
+                self._violation(events, f"{name}: {exc}", exc.reason_code)
             at = end
             if events and isinstance(events[-1], Subscribe | Unsubscribe):
                 # The broker answers it; what follows waits, so that answers keep the
@@ -245,7 +246,7 @@ class Connection(Handshake):
         elif kind == PacketType.PINGREQ:
             self._out.append(PINGRESP_BYTES)  # §3.12.4
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
-            raise ProtocolError(f"unexpected {packet_name(first)}")
+            raise ProtocolError("no authentication method was agreed in CONNECT (MQTT 5 §4.12)")
 
     def _pubrec(self, packet_id: int, code: int, events: list[Event]) -> None:
         """PUBREL answers a PUBREC, a repeated one too (§4.3.3), a stored message's once the

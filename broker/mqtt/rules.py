@@ -32,7 +32,10 @@ _LENIENT_IN_3_1: Final = frozenset(
 )
 
 
-def packet_name(first_byte: int) -> str:
+def packet_name(first_byte: int, level: int = 0) -> str:
+    """The packet type's name; type 15 is AUTH at MQTT 5 (5.0 §3.15), reserved before."""
+    if level == MQTT_5 and first_byte >> 4 == PacketType.AUTH:
+        return "AUTH"
     return _NAMES[first_byte >> 4]
 
 

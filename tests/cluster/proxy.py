@@ -2,7 +2,9 @@
 NATS slow: the node connects through it; ``cut`` closes its connections both ways (NATS sees
 the node's connection end, the node loses NATS) and closes every new one at once until
 ``restore``; ``delay`` holds back what NATS sends to the node (its route and member watches,
-the answers to its writes), in order, while what the node sends goes through at once."""
+the answers to its writes), in order, while what the node sends goes through at once; with
+``subjects``, only the messages on those subjects are held back (a lagging key-value watch
+while the rest comes at once)."""
 
 import contextlib
 import functools
@@ -25,6 +27,7 @@ class Proxy:
         self._cut = False
         self._closed = False
         self._delay = 0.0
+        self._subjects: tuple[bytes, ...] = ()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -42,10 +45,18 @@ class Proxy:
         with self._lock:
             self._cut = False
 
-    def delay(self, seconds: float) -> None:
+    def delay(self, seconds: float, subjects: tuple[str, ...] = ()) -> None:
         """What NATS sends to the node from now on reaches it ``seconds`` later (0: at once,
-        behind what is still held back)."""
+        behind what is still held back). With ``subjects`` (prefixes), only the messages on
+        those: the rest goes at once, ahead of them."""
+        self._subjects = tuple(prefix.encode() for prefix in subjects)
         self._delay = seconds
+
+    def _delay_of(self, subject: bytes | None) -> float | None:
+        """How long an operation is held back; None: not at all, ahead of those held."""
+        if not self._subjects or (subject is not None and subject.startswith(self._subjects)):
+            return self._delay
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -68,7 +79,7 @@ class Proxy:
                     continue
                 upstream = socket.create_connection(NATS_ADDRESS)
                 self._open += [client, upstream]
-                late = _Late(upstream, client, lambda: self._delay)
+                late = _Late(upstream, client, self._delay_of)
                 for target in (functools.partial(_pump, client, upstream), late.read, late.write):
                     thread = threading.Thread(target=target, daemon=True)
                     self._threads.append(thread)
@@ -76,28 +87,57 @@ class Proxy:
 
 
 class _Late:
-    """A copy from ``source`` to ``sink`` in which each piece goes ``delay()`` seconds (as
-    it was when the piece came) after it came, in the order they came."""
+    """A copy from ``source`` (a NATS server) to ``sink`` in which each protocol operation
+    goes ``delay(subject)`` seconds (as it was when the operation came; ``subject`` None for
+    those that are not messages) after it came, in the order they came; one whose delay is
+    None goes at once, ahead of those held back."""
 
     def __init__(
-        self, source: socket.socket, sink: socket.socket, delay: Callable[[], float]
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        delay: Callable[[bytes | None], float | None],
     ) -> None:
         self._source = source
         self._sink = sink
         self._delay = delay
         self._held: deque[tuple[float, bytes]] = deque()  # (when it goes, the data)
+        self._now: deque[bytes] = deque()  # not held back
         self._changed = threading.Condition()
         self._ended = False
+        self._buffer = b""
 
     def read(self) -> None:
         with contextlib.suppress(OSError):
             while data := self._source.recv(65536):
+                self._buffer += data
+                operations = list(self._operations())
                 with self._changed:
-                    self._held.append((time.monotonic() + self._delay(), data))
+                    for subject, operation in operations:
+                        delay = self._delay(subject)
+                        if delay is None:
+                            self._now.append(operation)
+                        else:
+                            self._held.append((time.monotonic() + delay, operation))
                     self._changed.notify()
         with self._changed:
             self._ended = True
             self._changed.notify()
+
+    def _operations(self) -> Iterator[tuple[bytes | None, bytes]]:
+        """The complete operations in the buffer, taken from it: (a message's subject or
+        None, the operation's bytes)."""
+        while (end := self._buffer.find(b"\r\n")) >= 0:
+            line = self._buffer[:end]
+            size, subject = end + 2, None
+            if line.startswith((b"MSG ", b"HMSG ")):
+                words = line.split()
+                subject = words[1]
+                size += int(words[-1]) + 2  # the payload (headers included) and its CRLF
+            if len(self._buffer) < size:
+                return
+            yield subject, self._buffer[:size]
+            self._buffer = self._buffer[size:]
 
     def write(self) -> None:
         """Send each piece when it is due; once the source ended and all went, end both."""
@@ -114,6 +154,8 @@ class _Late:
     def _next(self) -> bytes | None:
         with self._changed:
             while True:
+                if self._now:
+                    return self._now.popleft()
                 if not self._held:
                     if self._ended:
                         return None

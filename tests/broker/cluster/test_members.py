@@ -75,9 +75,15 @@ async def test_each_member_sees_the_others_and_their_figures(links: list[Cluster
         assert set(seen) == {"node-a-w0", "node-a-w1"}
         assert seen["node-a-w1"].figures.clients == 3
         assert (seen["node-a-w1"].pid, seen["node-a-w1"].interval) == (os.getpid(), INTERVAL)
-        # Figures go out with every heartbeat.
+        # Figures go out with every heartbeat, and when each was seen is known.
+        heard = a.registry.heard("node-a-w1")
+        assert heard is not None
+        assert heard.interval == INTERVAL
         b.figures = Figures(clients=4, subscriptions=6, messages_received=70, bytes_sent=9)
         live = await a.until(lambda live: named(live)["node-a-w1"].figures.clients == 4)
+        later = a.registry.heard("node-a-w1")
+        assert later is not None
+        assert later.at > heard.at
         assert named(live)["node-a-w1"].figures == b.figures
         assert totals(live).messages_received == 70
         assert a.gone.empty()
@@ -96,6 +102,7 @@ async def test_a_member_that_stops_is_gone_at_once(links: list[ClusterLink]) -> 
         left = await a.gone.get()
     assert left.name == "node-a-w1"
     assert [m.name for m in await a.until(lambda live: len(live) == 1)] == ["node-a-w0"]
+    assert a.registry.heard("node-a-w1") is None  # its barriers are not waited for
     await a.registry.stop()
 
 

@@ -213,6 +213,15 @@ def test_no_reason_string_takes_a_packet_past_the_client_s_maximum_packet_size()
     ]
 
 
+def test_an_auth_packet_without_an_authentication_method_is_a_protocol_error() -> None:
+    # §4.12 / §3.15: AUTH only follows a CONNECT that named an Authentication Method.
+    connection, _ = _accepted()
+    [violation] = connection.receive_data(b"\xf0\x00", 0)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.reason == "AUTH: no authentication method was agreed in CONNECT (MQTT 5 §4.12)"
+    assert violation.code == 0x82
+
+
 def test_topic_aliases_from_the_client() -> None:
     # §3.3.2.3.4: a PUBLISH with topic and alias sets it; one with an empty topic uses it.
     connection, _ = _accepted(Limits(max_topic_aliases=2))
