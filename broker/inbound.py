@@ -7,9 +7,12 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   acknowledged and dropped, counted and logged once per client and topic. Topics under
   ``$SYS/`` are the broker's: no client publishes there. Any other ``$`` topic is the ACL's
   decision (§4.7.2 only keeps ``$`` topics out of wildcard matches).
-- SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): not a valid filter, longer
-  than the store keeps, outside the ACL, or past ``max_subscriptions``. Retained messages
-  matching a new subscription follow its SUBACK, those the client may receive (§3.3.1.3).
+- SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): longer than the store keeps,
+  outside the ACL, past ``max_subscriptions``, or a ``$share/`` filter that is not a shared
+  subscription. Retained messages matching a new subscription follow its SUBACK, those the
+  client may receive (§3.3.1.3). A filter that breaks the syntax of §4.7.1 never gets here
+  from an MQTT 3.1 or 3.1.1 client: it is a protocol violation, and the core closes the
+  connection before any filter of its packet is acted on (``broker.mqtt.decode``, §4.8).
 - Shared subscriptions, ``$share/{group}/{filter}`` (MQTT 5.0 §4.8.2, for 3.1.1 clients too):
   the ACL judges the filter after the group, the session keeps the whole filter (a session may
   hold ``$share/g/a/#`` and ``a/#`` side by side), and no retained message is sent on subscribe

@@ -16,5 +16,6 @@ everything that decides what a byte means lives here:
   outbound messages in flight, inbound QoS 2 ids awaiting PUBREL, the next packet id);
 - ``trie``: subscriptions and retained topics indexed by topic level.
 
-Imports only the standard library, ``auth.topics``, ``auth.connack`` and ``nanoiot.errors``.
+Imports only the standard library, ``auth.topics``, ``auth.connack``, ``nanoiot.errors`` and
+``nanoiot.text`` (client-chosen text in a violation's reason goes to the log).
 """

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Final
 
 from auth.connack import ConnackCode
-from auth.topics import topic_name_problem
+from auth.topics import topic_filter_problem, topic_name_problem
 from broker.mqtt.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -43,6 +43,7 @@ from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_propert
 from broker.mqtt.publish_properties import read_publish_properties
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
+from nanoiot.text import printable
 
 MQTT_3_1_CLIENT_ID_MAX: Final = 23  # MQTT 3.1: a client id is 1 to 23 characters
 
@@ -214,6 +215,7 @@ def _subscribe(reader: Reader, level: int) -> Packet:
         requests.append(_subscription(topic_filter, options, level))
     if not requests:
         raise ProtocolError("no topic filter (§3.8.3)")
+    _check_filters([request.topic_filter for request in requests], level)
     return Subscribe(packet_id, tuple(requests), properties)
 
 
@@ -230,6 +232,25 @@ def _subscription(topic_filter: str, options: int, level: int) -> SubscribeReque
     return SubscribeRequest(
         topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling
     )
+
+
+def _check_filters(topic_filters: list[str], level: int) -> None:
+    """MQTT 3.1 and 3.1.1: a topic filter that breaks §4.7's syntax ('#' last and alone in
+    its level, §4.7.1.2; '+' a whole level, §4.7.1.3) is a protocol violation, and §4.8 says
+    to close the connection, as the standard's reference broker and Mosquitto do. Checked for
+    the whole packet before any filter in it is acted on, so none of them is subscribed.
+
+    A ``$share/...`` filter is judged as written, by these rules alone: whether it is a
+    well-formed shared subscription is the broker's decision (``broker.inbound``). MQTT 5
+    answers each filter on its own instead (SUBACK 0x8F, 5.0 §3.9.3), so it is not checked
+    here.
+    """
+    if level == MQTT_5:
+        return
+    for topic_filter in topic_filters:
+        problem = topic_filter_problem(topic_filter)
+        if problem is not None:
+            raise ProtocolError(f"topic filter '{printable(topic_filter)}': {problem}")
 
 
 def _suback(reader: Reader, level: int) -> Packet:
@@ -249,6 +270,7 @@ def _unsubscribe(reader: Reader, level: int) -> Packet:
         filters.append(topic_filter)
     if not filters:
         raise ProtocolError("no topic filter (§3.10.3)")
+    _check_filters(filters, level)
     return Unsubscribe(packet_id, tuple(filters), properties)
 
 

@@ -187,9 +187,16 @@ def test_malformed_shared_subscriptions_are_refused(fleet: Fleet) -> None:
     with Raw(fleet.broker.port, fleet.broker.server_cert, certfile) as raw:
         raw.send(Connect(MQTT_3_1_1, "raw", True, 60))
         assert raw.read() == Connack(False, 0)
-        filters = ["$share/g+/jobs/#", "$share//jobs/#", "$share/g", "$share/g/jobs/#/x"]
+        # Well-formed 3.1.1 filters, but no shared subscriptions (5.0 §4.8.2): refused alone.
+        filters = ["$share//jobs/#", "$share/g"]
         raw.send(Subscribe(7, tuple(SubscribeRequest(f, 1) for f in filters)))
-        assert raw.read() == Suback(7, (0x80,) * 4)  # §4.8.2, §4.7.1.2
+        assert raw.read() == Suback(7, (0x80,) * 2)
+    for malformed in ("$share/g+/jobs/#", "$share/g/jobs/#/x"):  # §4.7.1.3, §4.7.1.2
+        with Raw(fleet.broker.port, fleet.broker.server_cert, certfile) as raw:
+            raw.send(Connect(MQTT_3_1_1, "raw", True, 60))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Subscribe(8, (SubscribeRequest(malformed, 1),)))
+            assert raw.read() is None  # a protocol violation from 3.1.1: closed (§4.8)
 
 
 def test_a_member_denied_the_topic_passes_its_turn(fleet: Fleet) -> None:

@@ -315,6 +315,11 @@ VIOLATIONS = {
     "subscribe-qos-3": (packets.subscribe(("t", 3)), "requested QoS byte 0x03"),
     "subscribe-no-filter": (packets.subscribe(), "no topic filter"),
     "unsubscribe-no-filter": (packets.unsubscribe(), "no topic filter"),
+    "subscribe-hash-not-last": (
+        packets.subscribe(("v1/devices/me/attributes", 1), ("a/#/b", 1)),
+        "'#' must be the last level",
+    ),
+    "unsubscribe-plus-in-a-level": (packets.unsubscribe("a/b+"), "'+' must occupy a whole level"),
     "puback-too-long": (b"\x40\x03\x00\x01\x00", "remaining length 3, must be 2"),
     "pingreq-with-body": (b"\xc0\x01\x00", "remaining length must be 0"),
     "length-in-5-bytes": (b"\x30\xff\xff\xff\xff\x7f", "longer than 4 bytes"),
