@@ -112,11 +112,12 @@ def protocol_problem(name: str, level: int) -> ProtocolError | None:
     """Why a CONNECT with this name and level cannot be read as a protocol we speak."""
     if name not in ("MQTT", "MQIsdp"):
         # §3.1.2.1: the server MAY disconnect a client with an unknown protocol name.
-        return ProtocolError(f"protocol name {name!r} is not 'MQTT' (§3.1.2.1)")
+        return ProtocolError(f"protocol name '{printable(name)}' is not 'MQTT' (§3.1.2.1)")
     if (name, level) not in (("MQIsdp", MQTT_3_1), ("MQTT", MQTT_3_1_1), ("MQTT", MQTT_5)):
         # §3.1.2.2: return code 0x01, then close.
         return ConnectRefused(
-            f"unsupported protocol {name!r} level {level}", ConnackCode.UNACCEPTABLE_PROTOCOL
+            f"unsupported protocol '{printable(name)}' level {level}",
+            ConnackCode.UNACCEPTABLE_PROTOCOL,
         )
     return None
 

@@ -31,6 +31,7 @@ from broker.mqtt.session import RELEASED, SENT, Session
 from broker.mqtt.v5 import connack_properties, negotiate, server_keep_alive
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused
+from nanoiot.text import printable
 
 AWAITING_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
 
@@ -52,7 +53,8 @@ class Handshake(Outbound):
         problem = protocol_problem(name, level)
         if problem is None and level not in self.limits.levels:
             problem = ConnectRefused(
-                f"unsupported protocol {name!r} level {level}", ConnackCode.UNACCEPTABLE_PROTOCOL
+                f"unsupported protocol '{printable(name)}' level {level}",
+                ConnackCode.UNACCEPTABLE_PROTOCOL,
             )
         if problem is not None:
             raise problem

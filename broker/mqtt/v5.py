@@ -27,6 +27,7 @@ from broker.mqtt.properties import (
 )
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import ConnectRefused, ProtocolError
+from nanoiot.text import printable
 
 NO_MAXIMUM: Final = 268_435_460  # §3.1.2.11.4: absent means the protocol's own bound
 
@@ -115,7 +116,7 @@ def negotiate(connect: Connect, limits: Limits) -> Negotiated:
     for key, value in properties:
         if key == Property.AUTHENTICATION_METHOD:
             raise ConnectRefused(
-                f"authentication method {value!r} is not supported (MQTT 5 §4.12)",
+                f"authentication method '{printable(str(value))}' is not supported (MQTT 5 §4.12)",
                 5, reason_code=Reason.BAD_AUTHENTICATION_METHOD,
             )  # fmt: skip
         _take(found, key, value)

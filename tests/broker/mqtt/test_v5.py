@@ -129,6 +129,17 @@ def test_enhanced_authentication_is_refused_with_0x8c() -> None:
     assert "SCRAM" in str(connack.properties.get(Property.REASON_STRING))
 
 
+def test_an_unsupported_authentication_method_is_cut_short_in_the_reason() -> None:
+    # The reason is logged and goes back in the CONNACK: a client's 60,000 characters do not.
+    connection = Connection(Limits())
+    method = "M" * 60_000
+    properties = Properties([(Property.AUTHENTICATION_METHOD, method)])
+    connect = Connect(MQTT_5, "c", True, 0, properties=properties)
+    [event] = connection.receive_data(wire(connect, level=MQTT_5), 0)
+    assert isinstance(event, ConnectionRefused)
+    assert len(event.reason) < 300
+
+
 def test_authentication_data_without_a_method_is_a_protocol_error() -> None:
     # §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
     connection = Connection(Limits())
