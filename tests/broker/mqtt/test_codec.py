@@ -289,3 +289,11 @@ def test_no_local_on_a_shared_subscription_is_a_protocol_error() -> None:
     shared = _decoded(subscribe(b"$share/g/a", 0x01), MQTT_5)
     assert isinstance(shared, Subscribe)
     assert not shared.requests[0].no_local
+
+
+@pytest.mark.parametrize(("name", "level"), [("X" * 60_000, 4), ("MQTT" * 15_000, 4)])
+def test_a_refused_protocol_name_is_cut_short_in_the_reason(name: str, level: int) -> None:
+    # The reason is logged and may go back in a CONNACK: a client's 64 KiB name stays out.
+    problem = protocol_problem(name, level)
+    assert problem is not None
+    assert len(str(problem)) < 300

@@ -38,7 +38,6 @@ from broker.mqtt.packets import (
 )
 from broker.mqtt.properties import Properties, Property
 from broker.mqtt.session import RELEASED, Outgoing, Session
-from broker.mqtt.wire import varint
 from tests.broker.mqtt.wire_helpers import connected, drive, feed, packets_in, wire
 
 
@@ -391,14 +390,3 @@ def test_subscribe_is_answered_by_the_broker() -> None:
     connection.suback(4, [1, 0x80])
     connection.unsuback(5)
     assert packets_in(connection.data_to_send())[0] == Suback(4, (1, 0x80))
-
-
-@pytest.mark.parametrize(("name", "level"), [("X" * 60_000, 4), ("MQTT" * 15_000, 4), ("MQTT", 9)])
-def test_a_refused_protocol_name_is_cut_short_in_the_reason(name: str, level: int) -> None:
-    # The reason is logged and may go back in a CONNACK: a client's 64 KiB name stays out.
-    raw = len(name).to_bytes(2, "big") + name.encode() + bytes([level, 0x02, 0, 0, 0, 1]) + b"c"
-    connection = Connection(Limits())
-    [refusal] = connection.receive_data(b"\x10" + varint(len(raw)) + raw, 0)
-    assert isinstance(refusal, (ProtocolViolation, ConnectionRefused))
-    assert len(refusal.reason) < 300
-    assert connection.state == CLOSED
