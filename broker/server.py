@@ -155,7 +155,10 @@ class RunningBroker:
         acl = acl or acl_from_settings(settings)  # so does a bad topic rule
         # So does a port in use: one line naming the settings, nothing to unwind.
         sock = bind_mqtt_socket(
-            settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
+            settings.mqtt_ssl_bind_address,
+            settings.mqtt_ssl_bind_port,
+            reuse_port=reuse_port,
+            keepalive_idle=settings.tcp_keepalive_idle,
         )
         try:
             return await cls._start(settings, acl, context, sock, development, cluster)
