@@ -118,6 +118,9 @@ class Settings(BaseModel):
     # sessions may never expire); topic aliases per connection and direction (0: none).
     max_session_expiry_interval: int = Field(7 * 24 * 3600, ge=0, le=0xFFFF_FFFF)
     max_topic_aliases: int = Field(10, ge=0, le=65535)
+    # MQTT 3.1/3.1.1: seconds a persistent session (clean session 0) is kept after its client
+    # disconnected, as a 5.0 session with that Session Expiry Interval (0: for good).
+    persistent_session_expiry: int = Field(0, ge=0, le=0xFFFF_FFFF)
     # Retained messages and their bytes, in all and per device; past a limit a retained
     # message is delivered but not kept.
     max_retained_messages: int = Field(100_000, ge=0)
