@@ -26,7 +26,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.broker.test_proxy_protocol import v2_header
 from tests.cli.conftest import Cli
-from tests.serve_process import WAIT, Output, provision_device, serving
+from tests.output import Output
+from tests.serve_process import WAIT, provision_device, serving
 
 TOKEN = "haproxy-test-admin-token-0123456789"
 DEVICE, BALANCER, OTHER = "127.0.0.3", "127.0.0.2", "127.0.0.1"

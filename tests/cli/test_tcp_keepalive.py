@@ -20,7 +20,8 @@ from nanoiot.settings import load_settings
 from tests.cli.conftest import Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
-from tests.serve_process import WAIT, Output, provision_device, serving
+from tests.output import Output
+from tests.serve_process import WAIT, provision_device, serving
 
 _TIMER = re.compile(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)sec)?,\d+\)")
 # linux/tcp.h: a socket in repair mode is closed without a FIN or RST (CRIU's way to take a
