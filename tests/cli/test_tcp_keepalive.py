@@ -49,7 +49,7 @@ def broker_ends(port: int, count: int) -> list[str]:
         if settled or time.monotonic() > deadline:
             assert settled, shown
             return shown
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kernel signals no acknowledgement: look again
 
 
 def keepalive_left(line: str) -> int | None:
