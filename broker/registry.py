@@ -113,6 +113,8 @@ class Registry:
         # Why connects are refused now (CONNACK server unavailable), if they are: a cluster
         # member fenced off (``broker.cluster.fence``).
         self.refusing: str | None = None
+        # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
+        self.expired_count = 0
 
     # --- live connections -----------------------------------------------------------------
 
@@ -265,6 +267,7 @@ class Registry:
     def _expired(self, session: BrokerSession) -> None:
         session.expiry_timer = None
         if session.client is None and self.sessions.get(session.key) is session:
+            self.expired_count += 1
             log.info("session %s expired", session.store_key)
             self.end(session)
 
@@ -371,6 +374,7 @@ class Registry:
         for session in sessions:
             left = session.expiry_left
             if left is not None and left <= 0:
+                self.expired_count += 1
                 log.info("session %s expired while the broker was down", session.store_key)
                 self.store.drop_session(session)
                 continue

@@ -20,7 +20,8 @@ from nanoiot.settings import load_settings
 from tests.cli.conftest import Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
-from tests.serve_process import WAIT, Output, provision_device, serving
+from tests.output import Output
+from tests.serve_process import WAIT, provision_device, serving
 
 _TIMER = re.compile(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)sec)?,\d+\)")
 # linux/tcp.h: a socket in repair mode is closed without a FIN or RST (CRIU's way to take a
@@ -48,7 +49,7 @@ def broker_ends(port: int, count: int) -> list[str]:
         if settled or time.monotonic() > deadline:
             assert settled, shown
             return shown
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kernel signals no acknowledgement: look again
 
 
 def keepalive_left(line: str) -> int | None:

@@ -5,12 +5,12 @@ go, and its client's next CONNECT gets session present 0. With 0 a session stays
 3.1.1 clients over mutual TLS, on SQLite and PostgreSQL."""
 
 import asyncio
-import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from queue import Queue
 
+import httpx
 import pytest
 
 from storage.migrate import upgrade
@@ -18,40 +18,13 @@ from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued
 from tests.e2e.conftest import broker_settings
+from tests.e2e.expiries import Expiries
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
 from tests.storage.pg import fresh_database
 
 PASSWORD = "backend-password-1"
 REQUEST = "v1/devices/me/rpc/request/+"
 EXPIRY = 1  # seconds
-
-
-class _Expiries(logging.Handler):
-    """The store keys of the sessions the broker ends for their expiry, as it logs them
-    (``Registry._expired``, and ``Registry.restore`` for one that expired while it was down)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: Queue[str] = Queue()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if str(record.msg).startswith("session %s expired") and isinstance(args, tuple):
-            self.keys.put(str(args[0]))
-
-
-@pytest.fixture
-def expiries() -> Iterator[_Expiries]:
-    handler = _Expiries()
-    logger = logging.getLogger("broker.registry")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -100,6 +73,19 @@ def _nothing_queued(meter: Client, backend: Client) -> None:
     assert (message.topic, message.payload) == ("v1/devices/me/rpc/request/2", b"now")
 
 
+def _expired_total(broker: BrokerThread) -> str:
+    """The value of ``nanoiot_sessions_expired_total`` on /metrics."""
+    response = httpx.get(
+        f"{broker.http_url}/metrics",
+        headers={"Authorization": f"Bearer {broker.admin_token}"},
+        timeout=WAIT,
+    )
+    response.raise_for_status()
+    found = re.search(r"^nanoiot_sessions_expired_total (\S+)$", response.text, re.MULTILINE)
+    assert found is not None, response.text
+    return found.group(1)
+
+
 def _provisioned(broker: BrokerThread) -> tuple[Issued, str]:
     """The device "meter" and the application "backend"; the meter's certificate and the
     store key of its session."""
@@ -109,7 +95,7 @@ def _provisioned(broker: BrokerThread) -> tuple[Issued, str]:
 
 
 def test_a_persistent_session_expires_its_interval_after_its_client_left(
-    database_url: str, tmp_path: Path, expiries: _Expiries
+    database_url: str, tmp_path: Path, expiries: Expiries
 ) -> None:
     data_dir = tmp_path / "data"
     settings = broker_settings(
@@ -124,8 +110,10 @@ def test_a_persistent_session_expires_its_interval_after_its_client_left(
         meter.close()
         backend.publish("devices/meter/rpc/request/1", b"queued", qos=1)  # PUBACK: kept for it
 
+        assert _expired_total(broker) == "0.0"
         assert expiries.keys.get(timeout=WAIT) == key
         assert time.monotonic() >= left + EXPIRY  # not before its interval
+        assert _expired_total(broker) == "1.0"
         broker.call(broker.running.broker.store.flush())
         assert stored_sessions(database_url, data_dir) == []  # its row and its queue are gone
 
@@ -137,7 +125,7 @@ def test_a_persistent_session_expires_its_interval_after_its_client_left(
 
 
 def test_a_clean_session_is_not_kept_whatever_the_expiry(
-    tmp_path: Path, expiries: _Expiries
+    tmp_path: Path, expiries: Expiries
 ) -> None:
     settings = broker_settings(tmp_path / "data", persistent_session_expiry=3600)
     with BrokerThread(settings) as broker:
@@ -148,10 +136,11 @@ def test_a_clean_session_is_not_kept_whatever_the_expiry(
         again = _meter(broker, tmp_path, issued)
         assert again.session_present.get(timeout=WAIT) is False
         again.close()
+        assert _expired_total(broker) == "0.0"
     assert expiries.keys.empty()  # it ended with its connection, not by an expiry
 
 
-def test_without_an_expiry_a_persistent_session_stays(tmp_path: Path, expiries: _Expiries) -> None:
+def test_without_an_expiry_a_persistent_session_stays(tmp_path: Path, expiries: Expiries) -> None:
     with BrokerThread(broker_settings(tmp_path / "data")) as broker:
         issued, _ = _provisioned(broker)
         backend = _backend(broker)
@@ -169,7 +158,7 @@ def test_without_an_expiry_a_persistent_session_stays(tmp_path: Path, expiries: 
 
 
 def test_a_session_kept_before_the_expiry_was_set_expires_after_a_restart(
-    database_url: str, tmp_path: Path, expiries: _Expiries
+    database_url: str, tmp_path: Path, expiries: Expiries
 ) -> None:
     """Stored while 3.1.1 sessions never expired (no interval in its row): read back by a broker
     with ``persistent_session_expiry``, it expires that long after its client left."""
@@ -192,6 +181,7 @@ def test_a_session_kept_before_the_expiry_was_set_expires_after_a_restart(
     with BrokerThread(later) as broker:
         assert expiries.keys.get(timeout=WAIT) == key
         assert time.monotonic() >= left + 2 * EXPIRY  # counted from when its client left
+        assert _expired_total(broker) == "1.0"
         backend = _backend(broker)
         again = _meter(broker, tmp_path, issued)
         assert again.session_present.get(timeout=WAIT) is False
