@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import uvicorn
 
-from admin.http_guard import GuardedH11Protocol
+from admin.http_guard import guarded_protocol
 from nanoiot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,11 @@ class HttpServer:
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
             date_header=False,  # _Dated adds it
-            http=GuardedH11Protocol,  # a deadline for request heads, a bound on connections
+            # A deadline for request heads, bounds on connections in all and per address.
+            http=guarded_protocol(trusted_proxies),
+            # No route speaks WebSocket: an Upgrade request is answered as plain HTTP, so every
+            # connection stays with the guard to its end (an upgraded one would leave it).
+            ws="none",
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=list(trusted_proxies),
         )

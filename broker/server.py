@@ -92,6 +92,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_queued_bytes=settings.max_queued_bytes,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
         max_session_expiry=settings.max_session_expiry_interval,
+        persistent_session_expiry=settings.persistent_session_expiry,
         max_keep_alive=settings.max_keep_alive,
         max_topic_aliases=settings.max_topic_aliases,
         reason_strings=settings.reason_strings,
@@ -154,7 +155,10 @@ class RunningBroker:
         acl = acl or acl_from_settings(settings)  # so does a bad topic rule
         # So does a port in use: one line naming the settings, nothing to unwind.
         sock = bind_mqtt_socket(
-            settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
+            settings.mqtt_ssl_bind_address,
+            settings.mqtt_ssl_bind_port,
+            reuse_port=reuse_port,
+            keepalive_idle=settings.tcp_keepalive_idle,
         )
         try:
             return await cls._start(settings, acl, context, sock, development, cluster)
@@ -181,7 +185,9 @@ class RunningBroker:
             )
             auth_log = AuthLog(store, policy=auth_log_policy(settings))
             kept = settings.cluster_qos2_completed_kept if cluster is not None else 0
-            sessions = SqlSessionStore(store, completed_kept=kept)
+            sessions = SqlSessionStore(
+                store, completed_kept=kept, persistent_expiry=settings.persistent_session_expiry
+            )
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             routers: list[ClusterRouter] = []
             broker = Broker(
