@@ -119,6 +119,12 @@ class GuardedH11Protocol(H11Protocol):
             )  # fmt: skip
             return
         super().connection_made(transport)
+        if self.client is not None:
+            # A dual-stack listener (``::``) reports IPv4 peers as ::ffff:a.b.c.d: the
+            # application (sign-in rate limit, trusted proxies, logs) sees a.b.c.d, as it
+            # would from an IPv4 listener.
+            ip = _peer_ip(transport)
+            self.client = (str(ip) if ip is not None else self.client[0], self.client[1])
         if source is not None:
             self.places.take(source)
             self._source = source
@@ -170,10 +176,9 @@ def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Prot
 
 def _loopback(transport: asyncio.Transport) -> bool:
     peer = transport.get_extra_info("peername")
-    try:
-        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
-    except ValueError:  # not an IP address (a Unix socket): local too
-        return True
+    ip = _peer_ip(transport)
+    # not an IP address (a Unix socket): local too; ::ffff:127.0.0.1 is loopback as well.
+    return bool(peer) and (ip is None or ip.is_loopback)
 
 
 def _peer_ip(transport: asyncio.Transport) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

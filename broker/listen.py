@@ -20,6 +20,8 @@ import socket
 from typing import Final
 
 from nanoiot.errors import ConfigError
+from nanoiot.sockets import listening_socket
+from nanoiot.text import host_port
 
 __all__ = ["KEEPALIVE_INTERVAL", "KEEPALIVE_PROBES", "bind_mqtt_socket", "keepalive_options"]
 
@@ -72,17 +74,13 @@ def bind_mqtt_socket(
     ``keepalive_idle``: seconds of silence before the connections it accepts are probed with
     TCP keepalive (0: never; ``keepalive_options``).
     """
-    where = f"{host}:{port} (MQTT_SSL_BIND_ADDRESS / MQTT_SSL_BIND_PORT)"
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot listen for MQTT on {where}: {exc.strerror}") from None
+    where = f"{host_port(host, port)} (MQTT_SSL_BIND_ADDRESS / MQTT_SSL_BIND_PORT)"
     try:
         # reuse_port is off unless asked for: a second broker on the same port must fail,
         # not share it.
-        listener = socket.create_server(address, family=family, reuse_port=reuse_port)
+        listener = listening_socket(host, port, reuse_port=reuse_port)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen for MQTT on {where}: {exc.strerror}") from None
     except OSError as exc:
         raise ConfigError(
             f"cannot listen for MQTT on {where}: "

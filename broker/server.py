@@ -38,6 +38,7 @@ from broker.tls_reload import ServerCertificateReloader
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
 from nanoiot.store import open_store
+from nanoiot.text import host_port
 from storage.sql import SqlCredentialStore
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ class RunningBroker:
             settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
             development, tls_failures, tls_reload, restoration, cluster_router, fencing,
         )  # fmt: skip
-        log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
+        log.info("listening on %s", host_port(settings.mqtt_ssl_bind_address, listener.port))
         if settings.proxy_protocol_trusted:
             log.info("PROXY protocol v2 required from %s", settings.proxy_protocol_trusted)
         # Everything made so far (modules, the broker, the store) lives as long as the
