@@ -51,6 +51,14 @@ class Scene:
         assert self.backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"no longer sent on to member b", after=mark)
 
+    def refused_on_c(self) -> None:
+        """The sensor's QoS 2 PUBLISH (packet id 7) on C while the backend moves: A, which
+        C's lagging routes name, refuses it, and C closes the connection without PUBREC."""
+        with connected(self.nodes, "c", self.sensor, session_present=False) as raw:
+            self.move_backend()
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() is None
+
 
 @contextmanager
 def four_nodes(tmp_path: Path) -> Iterator[Scene]:
@@ -95,10 +103,7 @@ def test_sent_again_to_another_member_it_is_routed_again_from_there(tmp_path: Pa
     with what its resend needs."""
     with four_nodes(tmp_path) as scene:
         nodes = scene.nodes
-        with connected(nodes, "c", scene.sensor, session_present=False) as raw:
-            scene.move_backend()
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # A refused it: closed, no PUBREC
+        scene.refused_on_c()
         sent_again(nodes, "d", scene.sensor, 7)
         _each_got_it_once(scene)
         assert _counted(scene, "d", "qos2_routed_again") == 1
@@ -112,10 +117,7 @@ def test_sent_again_after_the_death_of_the_member_that_held_it_it_is_routed_agai
     the session, its packet id and what routing the message again needs from the store."""
     with four_nodes(tmp_path) as scene:
         nodes = scene.nodes
-        with connected(nodes, "c", scene.sensor, session_present=False) as raw:
-            scene.move_backend()
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # A refused it: closed, no PUBREC
+        scene.refused_on_c()
         nodes.kill("c")
         del scene.watchers["c"]  # its clean session went with C
         sent_again(nodes, "d", scene.sensor, 7)
