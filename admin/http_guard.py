@@ -1,20 +1,26 @@
-"""uvicorn's HTTP/1.1 protocol with the two bounds it lacks, for the admin server.
+"""uvicorn's HTTP/1.1 protocol with the bounds it lacks, for the admin server.
 
 Anyone who reaches the admin port can open connections, token or not, and uvicorn keeps one
 open as long as its client sends nothing, or sends a request's head a byte at a time: its
 keep-alive timeout starts only after a response. Each such connection holds a file descriptor
 of the process that also runs the broker. So here a request's head (request line and headers)
 must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response, and a
-connection past ``MAX_CONNECTIONS`` open ones is closed as soon as it is accepted, unless it
-comes from the loopback address: the container's health check (``/healthz``) and an operator
-on the host still get in while others hold every place.
+connection past ``MAX_CONNECTIONS`` open ones, or past ``MAX_PER_ADDRESS`` from its source
+address, is closed as soon as it is accepted. One address alone thus never holds every place:
+others still get in while it holds its share. The loopback address is bound by neither: the
+container's health check (``/healthz``) and an operator on the host still get in while others
+hold every place. A trusted reverse proxy (``http_trusted_proxies``) carries every one of its
+clients' connections from its one address, so it is bound by ``MAX_CONNECTIONS`` only; which
+client a connection is for is known only from the ``X-Forwarded-For`` of each request, after
+the connection is taken in, so bounding each client is the proxy's job.
 """
 
 import asyncio
 import ipaddress
 import logging
 import time
-from typing import Final
+from collections.abc import Sequence
+from typing import ClassVar, Final
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -26,31 +32,102 @@ HEAD_TIMEOUT: Final = 10.0
 # Admin connections open at once: operators, scripts and a browser's few each; they share the
 # descriptors broker.connection_limit keeps besides the broker's connections (256).
 MAX_CONNECTIONS: Final = 128
-# One warning a minute at most while connections are turned away.
+# Connections open at once from one source address: a browser opens up to 6 to a server, a
+# script or the CLI one or two, so 16 serves two or three operators behind one NAT address,
+# while it takes 8 addresses to hold all MAX_CONNECTIONS places.
+MAX_PER_ADDRESS: Final = 16
+# An IPv6 host is given a whole /64 (RFC 7421) and picks addresses in it at will (RFC 8981):
+# its addresses count as one.
+_IPV6_HOST_PREFIX: Final = 64
+# One warning a minute at most, for each bound, while connections are turned away.
 _LOG_INTERVAL: Final = 60.0
 
 
 class _TurnedAway:
-    """Connections closed at once since the last warning, and when the next may be logged."""
+    """Connections one bound closed at once since its last warning, and when the next may be
+    logged."""
 
-    count = 0
-    next_report = 0.0
+    def __init__(self) -> None:
+        self.count = 0
+        self.next_report = 0.0
+
+    def report(self, message: str, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now >= self.next_report:
+            log.warning(message + ": %d new one(s) closed at once", *args, self.count)
+            self.count, self.next_report = 0, now + _LOG_INTERVAL
 
 
-_turned_away = _TurnedAway()
+class Places:
+    """One server's open connections per source (an IPv4 address or an IPv6 /64), the
+    loopback address and trusted proxies not counted, and the connections turned away. An
+    entry goes when its last connection does: the table holds at most one per connection."""
+
+    def __init__(self, trusted_proxies: Sequence[str]) -> None:
+        self._proxies = tuple(
+            ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted_proxies
+        )
+        self._open: dict[str, int] = {}
+        self.turned_away_total = _TurnedAway()
+        self.turned_away_per_address = _TurnedAway()
+
+    def source_of(self, transport: asyncio.Transport) -> str | None:
+        """What a connection not from the loopback address counts under, or None if it is
+        bound by the total only."""
+        ip = _peer_ip(transport)
+        if ip is None or any(ip in network for network in self._proxies):
+            return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            return str(ipaddress.IPv6Network((ip, _IPV6_HOST_PREFIX), strict=False))
+        return str(ip)
+
+    def full(self, source: str) -> bool:
+        return self._open.get(source, 0) >= MAX_PER_ADDRESS
+
+    def take(self, source: str) -> None:
+        self._open[source] = self._open.get(source, 0) + 1
+
+    def give_back(self, source: str) -> None:
+        left = self._open[source] - 1
+        if left:
+            self._open[source] = left
+        else:
+            del self._open[source]
 
 
 class GuardedH11Protocol(H11Protocol):
-    """``H11Protocol`` with a deadline for each request's head and a bound on connections."""
+    """``H11Protocol`` with a deadline for each request's head and bounds on connections.
+    ``guarded_protocol`` makes the class for one server, with its own ``places``."""
 
+    places: ClassVar[Places]
     _head_timer: asyncio.TimerHandle | None = None
+    _source: str | None = None  # set while this connection holds a place of its address
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= MAX_CONNECTIONS and not _loopback(transport):
+        local = _loopback(transport)
+        source = None if local else self.places.source_of(transport)
+        if len(self.connections) >= MAX_CONNECTIONS and not local:
             transport.abort()
-            _report_turned_away()
+            self.places.turned_away_total.report("admin HTTP: %d connections open", MAX_CONNECTIONS)
+            return
+        if source is not None and self.places.full(source):
+            transport.abort()
+            self.places.turned_away_per_address.report(
+                "admin HTTP: %d connections open from one address (lately %s)",
+                MAX_PER_ADDRESS, source,
+            )  # fmt: skip
             return
         super().connection_made(transport)
+        if self.client is not None:
+            # A dual-stack listener (``::``) reports IPv4 peers as ::ffff:a.b.c.d: the
+            # application (sign-in rate limit, trusted proxies, logs) sees a.b.c.d, as it
+            # would from an IPv4 listener.
+            ip = _peer_ip(transport)
+            self.client = (str(ip) if ip is not None else self.client[0], self.client[1])
+        if source is not None:
+            self.places.take(source)
+            self._source = source
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
@@ -63,6 +140,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._source is not None:  # once: asyncio calls this once per transport
+            self.places.give_back(self._source)
+            self._source = None
         if self in self.connections:  # a connection closed at once never joined them
             super().connection_lost(exc)
 
@@ -85,20 +165,29 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def _report_turned_away() -> None:
-    _turned_away.count += 1
-    now = time.monotonic()
-    if now >= _turned_away.next_report:
-        log.warning(
-            "admin HTTP: %d connections open: %d new one(s) closed at once",
-            MAX_CONNECTIONS, _turned_away.count,
-        )  # fmt: skip
-        _turned_away.count, _turned_away.next_report = 0, now + _LOG_INTERVAL
+def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Protocol]:
+    """The protocol class for one server: its connections counted apart from any other's."""
+
+    class ServerProtocol(GuardedH11Protocol):
+        places = Places(trusted_proxies)
+
+    return ServerProtocol
 
 
 def _loopback(transport: asyncio.Transport) -> bool:
     peer = transport.get_extra_info("peername")
+    ip = _peer_ip(transport)
+    # not an IP address (a Unix socket): local too; ::ffff:127.0.0.1 is loopback as well.
+    return bool(peer) and (ip is None or ip.is_loopback)
+
+
+def _peer_ip(transport: asyncio.Transport) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    peer = transport.get_extra_info("peername")
     try:
-        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
-    except ValueError:  # not an IP address (a Unix socket): local too
-        return True
+        ip = ipaddress.ip_address(peer[0]) if peer else None
+    except ValueError:
+        return None
+    # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -23,8 +23,10 @@ from typing import Any, Self
 
 import uvicorn
 
-from admin.http_guard import GuardedH11Protocol
+from admin.http_guard import guarded_protocol
 from nanoiot.errors import ConfigError
+from nanoiot.sockets import listening_socket
+from nanoiot.text import host_port
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,16 @@ class _EmbeddedServer(uvicorn.Server):
         self._exit.set()
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (``nanoiot.sockets``), or a one-line
+    ``ConfigError``."""
+    where = f"{host_port(host, port)} (NANOIOT_HTTP_BIND_ADDRESS / NANOIOT_HTTP_PORT)"
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:  # socket.gaierror included: an unknown host name
+        raise ConfigError(f"cannot listen for HTTP on {where}: {exc.strerror}") from None
+
+
 class HttpServer:
     def __init__(self, server: _EmbeddedServer, sock: socket.socket) -> None:
         self._server = server
@@ -122,13 +134,7 @@ class HttpServer:
         """Serve ``app``. ``X-Forwarded-For`` / ``-Proto`` are honoured only on connections
         from ``trusted_proxies`` (addresses or networks): from anyone else they would let a
         client pick the address the sign-in rate limit counts."""
-        try:
-            sock = socket.create_server((host, port), reuse_port=False)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen for HTTP on {host}:{port} (NANOIOT_HTTP_BIND_ADDRESS / "
-                f"NANOIOT_HTTP_PORT): {exc.strerror}"
-            ) from None
+        sock = _bind(host, port)
         config = uvicorn.Config(
             _Dated(app),
             log_config=None,  # keep the process's logging set-up
@@ -137,13 +143,17 @@ class HttpServer:
             timeout_graceful_shutdown=int(_SHUTDOWN_GRACE),
             server_header=False,
             date_header=False,  # _Dated adds it
-            http=GuardedH11Protocol,  # a deadline for request heads, a bound on connections
+            # A deadline for request heads, bounds on connections in all and per address.
+            http=guarded_protocol(trusted_proxies),
+            # No route speaks WebSocket: an Upgrade request is answered as plain HTTP, so every
+            # connection stays with the guard to its end (an upgraded one would leave it).
+            ws="none",
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=list(trusted_proxies),
         )
         started = cls(_EmbeddedServer(config), sock)
         started._task = asyncio.create_task(started._server.serve(sockets=[sock]), name="http")
-        log.info("admin API and web UI on http://%s:%d", *started.address)
+        log.info("admin API and web UI on http://%s", host_port(*started.address))
         return started
 
     @property

@@ -13,7 +13,7 @@ is told why first, in a DISCONNECT with a reason code and string (5.0 §3.14.2.1
 kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93 on a limit, the violation's
 own code. Its will is published when the standard says so (§3.1.2.5), after its Will Delay
 Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``), its session released (a clean
-session ends with it, §3.1.2.4; a 5.0 session after its expiry interval), and it leaves the
+session ends with it, §3.1.2.4; a kept one after its expiry interval), and it leaves the
 live table.
 """
 
@@ -219,10 +219,13 @@ class MqttClient:
             self._auth = None
 
     def _expiry(self) -> int | None:
-        """The session's expiry interval: None for 3.1.1 (a persistent session stays until a
-        clean one replaces it), the negotiated one for 5.0 (§3.1.2.11.2)."""
+        """The session's expiry interval: the negotiated one for 5.0 (§3.1.2.11.2); for 3.1 and
+        3.1.1, whose session is kept by CleanSession 0 (§3.1.2.4), ``persistent_session_expiry``
+        (None: it stays until a clean one replaces it)."""
         v5 = self.core.v5
-        return v5.session_expiry if v5 is not None else None
+        if v5 is not None:
+            return v5.session_expiry
+        return self.broker.limits.persistent_session_expiry or None
 
     # --- keep-alive (§3.1.2.10) ---------------------------------------------------------------
 

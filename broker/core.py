@@ -81,6 +81,7 @@ class Broker:
         gauges.connected_devices = lambda: len(self.registry.live)
         gauges.connected_clients = self.registry.client_count
         gauges.sessions = lambda: len(self.registry.sessions)
+        gauges.sessions_expired = lambda: self.registry.expired_count
         gauges.subscriptions = lambda: self.router.subscription_count
         gauges.retained = lambda: len(self.retained)
         gauges.decisions = lambda: self.auth_log.counts

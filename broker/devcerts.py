@@ -16,6 +16,7 @@ from nanoiot.keygen.files import write_files
 from nanoiot.keygen.outputs import ServerPaths, server_outputs
 from nanoiot.keygen.properties import build_properties
 from nanoiot.settings import CredentialsType, Settings
+from nanoiot.text import host_port
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def first_device_instructions(settings: Settings, server_cert: Path, port: int) 
         server_cert = server_cert.relative_to(Path.cwd())
     return "\n".join(
         [
-            f"NanoIoT is listening for MQTT over TLS on {settings.mqtt_ssl_bind_address}:{port}.",
+            "NanoIoT is listening for MQTT over TLS on "
+            f"{host_port(settings.mqtt_ssl_bind_address, port)}.",
             f"Clients trust the server certificate {server_cert}",
             "",
             "Connect a first device (in another terminal, same directory and settings):",

@@ -20,10 +20,10 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
 
 MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), a refused
 filter gets the reason (0x8F invalid, 0x97 over max_subscriptions, 0x80 outside the ACL), an
-UNSUBSCRIBE's answer says whether there was a subscription (0x11), and the subscription
-options (No Local, Retain As Published, Retain Handling, Subscription Identifier, §3.8.3.1)
-are kept with the subscription. Message expiry (§3.3.2.3.3) is turned into a deadline on the
-broker's clock when the message arrives.
+UNSUBSCRIBE's answer says whether there was a subscription (0x11) or whether the filter
+cannot be one (0x8F, §3.11.3), and the subscription options (No Local, Retain As Published,
+Retain Handling, Subscription Identifier, §3.8.3.1) are kept with the subscription. Message
+expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives.
 
 A QoS 2 PUBLISH is routed on receipt and its packet id kept until PUBREL (§4.3.3, method B);
 for a persistent session the store keeps the id too, and the PUBREC waits for its commit.
@@ -187,11 +187,7 @@ def _subscribe_one(
     assert session is not None
     written = request.topic_filter
     key, canonical, me_form = canonical_filter(peer, written)
-    problem = shared_problem(written) if written.startswith(SHARE_PREFIX) else None
-    if problem is None:
-        problem = topic_filter_problem(canonical)
-    if problem is None and len(key) > MQTT_TOPIC_FILTER_MAX:
-        problem = f"longer than {MQTT_TOPIC_FILTER_MAX} characters"
+    problem = _filter_problem(written, key, canonical)
     if problem is not None or not peer.acl.can_subscribe(canonical):
         broker.metrics.subscriptions_denied += 1
         client.log_denied("subscribe to", written)
@@ -215,6 +211,18 @@ def _subscribe_one(
     if session.persistent:
         broker.store.subscribe(session, key, sub)
     return key, sub, new
+
+
+def _filter_problem(written: str, key: str, canonical: str) -> str | None:
+    """Why a filter, as the client wrote it and in the canonical forms ``canonical_filter``
+    gives, cannot be a subscription: its syntax (§4.7.1, a shared one's 5.0 §4.8.2), or a
+    length the store does not keep."""
+    problem = shared_problem(written) if written.startswith(SHARE_PREFIX) else None
+    if problem is None:
+        problem = topic_filter_problem(canonical)
+    if problem is None and len(key) > MQTT_TOPIC_FILTER_MAX:
+        problem = f"longer than {MQTT_TOPIC_FILTER_MAX} characters"
+    return problem
 
 
 def _send_retained(client: "MqttClient", topic_filter: str, sub: Subscription) -> None:
@@ -250,12 +258,16 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
     assert session is not None
     codes: list[int] = []
     for topic_filter in packet.filters:
-        key = canonical_filter(peer, topic_filter)[0]
+        key, canonical, _ = canonical_filter(peer, topic_filter)
         if session.subscriptions.pop(key, None) is not None:
             broker.router.unsubscribe(session, key)
             if session.persistent:
                 broker.store.unsubscribe(session, key)
             codes.append(Reason.SUCCESS)
+        elif _filter_problem(topic_filter, key, canonical) is not None:
+            # 5.0 §3.11.3: 0x8F, as SUBACK answers the same filter (§3.9.3). 3.1.1's
+            # UNSUBACK carries no codes, and its filters that break §4.7.1 closed already.
+            codes.append(Reason.TOPIC_FILTER_INVALID)
         else:
             codes.append(Reason.NO_SUBSCRIPTION_EXISTED)  # 5.0 §3.11.3
     client.core.unsuback(packet.packet_id, codes)

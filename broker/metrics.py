@@ -37,6 +37,7 @@ class Gauges:
     connected_devices: Callable[[], int] = lambda: 0
     connected_clients: Callable[[], int] = lambda: 0
     sessions: Callable[[], int] = lambda: 0
+    sessions_expired: Callable[[], int] = lambda: 0  # a count kept by the registry
     subscriptions: Callable[[], int] = lambda: 0
     retained: Callable[[], int] = lambda: 0
     decisions: Callable[[], Mapping[str, int]] = dict
@@ -101,6 +102,12 @@ class BrokerMetrics(Collector):
         )
         yield _gauge(
             "nanoiot_sessions", "MQTT sessions, connected or kept for later", gauges.sessions()
+        )
+        yield _counter(
+            "nanoiot_sessions_expired",
+            "Sessions ended by their expiry interval (MQTT 5 Session Expiry, "
+            "persistent_session_expiry)",
+            gauges.sessions_expired(),
         )
         yield _gauge("nanoiot_subscriptions", "Topic filters subscribed", gauges.subscriptions())
         yield _gauge("nanoiot_retained_messages", "Retained messages kept", gauges.retained())

@@ -10,7 +10,9 @@
   unreachable.
 - MQTT 5 session expiry (§3.1.2.11.2): a session whose client went away ends after its
   expiry interval unless a client takes it first; the interval may be changed by the
-  DISCONNECT (§3.14.2.2.2). Sessions read back from the store after a restart have no timer.
+  DISCONNECT (§3.14.2.2.2). A 3.1/3.1.1 persistent session has ``persistent_session_expiry``
+  for its interval (3.1.1 §3.1.2.4 leaves its lifetime to the server), none if that is 0.
+  Sessions read back from the store end their interval after their client left.
 - In a cluster (``ownership``), a persistent session is held in memory by one member only,
   the one whose claim names it: a connect whose claim took the session from another member
   reads it fresh from the shared store (``moved_here``), and a member asked to give a
@@ -111,6 +113,8 @@ class Registry:
         # Why connects are refused now (CONNACK server unavailable), if they are: a cluster
         # member fenced off (``broker.cluster.fence``).
         self.refusing: str | None = None
+        # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
+        self.expired_count = 0
 
     # --- live connections -----------------------------------------------------------------
 
@@ -162,9 +166,10 @@ class Registry:
     ) -> tuple[BrokerSession, bool] | None:
         """The session for an admitted client and whether it was present (§3.2.2.2), with
         any previous connection on it closed and detached; None if the client ended while
-        it waited its turn. ``expiry``: a 5.0 client's Session Expiry Interval (0: the
-        session ends with the connection), None for 3.1.1, whose CleanSession decides."""
-        persistent = not clean if expiry is None else expiry > 0
+        it waited its turn. ``expiry``: the client's session expiry interval (None: never).
+        A 5.0 client's decides whether the session is kept (0: it ends with the connection,
+        §3.1.2.11.2); a 3.1/3.1.1 client's CleanSession does (§3.1.2.4)."""
+        persistent = not clean if client.core.v5 is None else bool(expiry)
         peer = client.peer
         assert peer is not None
         async with self._turn(peer.key):
@@ -244,8 +249,8 @@ class Registry:
     def released(
         self, session: BrokerSession, client: "MqttClient", expiry: int | None = None
     ) -> None:
-        """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4), a 5.0
-        one after ``expiry`` seconds (§3.1.2.11.2)."""
+        """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4), a kept
+        one after ``expiry`` seconds (5.0 §3.1.2.11.2; None: never)."""
         if session.client is client:
             session.client = None
         if session.client is not None:
@@ -262,6 +267,7 @@ class Registry:
     def _expired(self, session: BrokerSession) -> None:
         session.expiry_timer = None
         if session.client is None and self.sessions.get(session.key) is session:
+            self.expired_count += 1
             log.info("session %s expired", session.store_key)
             self.end(session)
 
@@ -368,6 +374,7 @@ class Registry:
         for session in sessions:
             left = session.expiry_left
             if left is not None and left <= 0:
+                self.expired_count += 1
                 log.info("session %s expired while the broker was down", session.store_key)
                 self.store.drop_session(session)
                 continue

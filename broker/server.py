@@ -38,6 +38,7 @@ from broker.tls_reload import ServerCertificateReloader
 from broker.transport import TlsServer, start_tls_server
 from nanoiot.settings import Settings
 from nanoiot.store import open_store
+from nanoiot.text import host_port
 from storage.sql import SqlCredentialStore
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_queued_bytes=settings.max_queued_bytes,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
         max_session_expiry=settings.max_session_expiry_interval,
+        persistent_session_expiry=settings.persistent_session_expiry,
         max_keep_alive=settings.max_keep_alive,
         max_topic_aliases=settings.max_topic_aliases,
         reason_strings=settings.reason_strings,
@@ -154,7 +156,10 @@ class RunningBroker:
         acl = acl or acl_from_settings(settings)  # so does a bad topic rule
         # So does a port in use: one line naming the settings, nothing to unwind.
         sock = bind_mqtt_socket(
-            settings.mqtt_ssl_bind_address, settings.mqtt_ssl_bind_port, reuse_port=reuse_port
+            settings.mqtt_ssl_bind_address,
+            settings.mqtt_ssl_bind_port,
+            reuse_port=reuse_port,
+            keepalive_idle=settings.tcp_keepalive_idle,
         )
         try:
             return await cls._start(settings, acl, context, sock, development, cluster)
@@ -181,7 +186,9 @@ class RunningBroker:
             )
             auth_log = AuthLog(store, policy=auth_log_policy(settings))
             kept = settings.cluster_qos2_completed_kept if cluster is not None else 0
-            sessions = SqlSessionStore(store, completed_kept=kept)
+            sessions = SqlSessionStore(
+                store, completed_kept=kept, persistent_expiry=settings.persistent_session_expiry
+            )
             opened.push_async_callback(sessions.close, JOURNAL_CLOSE_S)
             routers: list[ClusterRouter] = []
             broker = Broker(
@@ -245,7 +252,7 @@ class RunningBroker:
             settings, store, broker, sessions, listener, follower, auth_log, sys_topics,
             development, tls_failures, tls_reload, restoration, cluster_router, fencing,
         )  # fmt: skip
-        log.info("listening on %s:%d", settings.mqtt_ssl_bind_address, listener.port)
+        log.info("listening on %s", host_port(settings.mqtt_ssl_bind_address, listener.port))
         if settings.proxy_protocol_trusted:
             log.info("PROXY protocol v2 required from %s", settings.proxy_protocol_trusted)
         # Everything made so far (modules, the broker, the store) lives as long as the

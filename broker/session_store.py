@@ -213,12 +213,16 @@ def subscription_options(sub: Subscription) -> int:
 class SqlSessionStore:
     """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007,
     0008, 0009, 0010, 0011). ``completed_kept``: the QoS 2 message ids with a cluster-wide
-    id each session keeps, its last completed (0: none)."""
+    id each session keeps, its last completed (0: none). ``persistent_expiry``: the expiry
+    interval a 3.1/3.1.1 session read back gets if it was stored without one (0: none)."""
 
-    def __init__(self, store: SqlCredentialStore, completed_kept: int = 0) -> None:
+    def __init__(
+        self, store: SqlCredentialStore, completed_kept: int = 0, persistent_expiry: int = 0
+    ) -> None:
         self._store = store
         self.journal = Journal(store)
         self.completed_kept = completed_kept
+        self.persistent_expiry = persistent_expiry
 
     @property
     def degraded(self) -> bool:
@@ -239,12 +243,13 @@ class SqlSessionStore:
         self, after: str | None, limit: int
     ) -> tuple[list[BrokerSession], str | None]:
         records = await self._store.load_sessions_page(after, limit)
-        sessions = [s for s in (session_from(r) for r in records) if s is not None]
+        expiry = self.persistent_expiry
+        sessions = [s for s in (session_from(r, expiry) for r in records) if s is not None]
         return sessions, records[-1].key if len(records) == limit else None
 
     async def load_one(self, key: SessionKey) -> BrokerSession | None:
         record = await self._store.load_session(store_key(key))
-        return session_from(record) if record is not None else None
+        return session_from(record, self.persistent_expiry) if record is not None else None
 
     def save_session(self, session: BrokerSession) -> None:
         self.journal.submit(

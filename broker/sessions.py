@@ -178,11 +178,12 @@ class BrokerSession(Session):
         # Topics its client's ACL denies it (``CompiledAcl.receive_denied``): routing skips
         # them even through a granted wider filter. Set whenever a client takes the session.
         self.receive_denied: re.Pattern[str] | None = None
-        # MQTT 5: the end of a session whose client is away (§3.1.2.11.2), and a will
+        # The end of a session whose client is away (5.0 §3.1.2.11.2), and a 5.0 will
         # waiting for its delay (§3.1.3.2.2); a client taking the session cancels both.
         self.expiry_timer: asyncio.TimerHandle | None = None
-        # The expiry interval of its last client (None: 3.1.1, never), kept with the session
-        # in the store; and, for one read back from it while away, the seconds it has left.
+        # The expiry interval of its last client (None: never, a 3.1/3.1.1 client's while
+        # persistent_session_expiry is 0), kept with the session in the store; and, for one
+        # read back from it while away, the seconds it has left.
         self.expiry: int | None = None
         self.expiry_left: float | None = None
         self.will_timer: asyncio.TimerHandle | None = None

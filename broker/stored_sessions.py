@@ -26,16 +26,22 @@ from storage.session_data import StoredMessage, StoredSession, StoredSubscriptio
 log = logging.getLogger(__name__)
 
 
-def session_from(record: StoredSession) -> BrokerSession | None:
+def session_from(record: StoredSession, persistent_expiry: int = 0) -> BrokerSession | None:
     """The broker's session as ``record`` keeps it, its client away; None (logged) for one
-    whose key does not match its device."""
+    whose key does not match its device. ``persistent_expiry``: ``persistent_session_expiry``,
+    the interval of a 3.1/3.1.1 session stored without one (0: it has none)."""
     key = (str(record.device_id), record.client_id)
     if store_key(key) != record.key:
         log.warning("stored session %r does not match its device: skipped", record.key)
         return None
     session = BrokerSession(key, record.device_name, persistent=True)
     wall, clock = utcnow(), asyncio.get_running_loop().time()
-    session.expiry = expiry = record.expiry_interval
+    expiry = record.expiry_interval
+    if expiry is None and persistent_expiry:
+        # Kept while 3.1/3.1.1 sessions never expired: once they do, the old ones expire
+        # too, their interval counted from their client's disconnection like the others'.
+        expiry = persistent_expiry
+    session.expiry = expiry
     if expiry is not None and expiry != NEVER_EXPIRES:
         # §3.1.2.11.2: the interval runs from the disconnection; a session whose client was
         # still connected when the broker stopped runs it from now.

@@ -23,6 +23,7 @@ from broker.server import RunningBroker
 from broker.sys_topics import member_figures
 from nanoiot.members import ClusterView, Member
 from nanoiot.settings import Settings
+from nanoiot.text import host_port
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -111,9 +112,7 @@ class Node:
 
     @property
     def http_url(self) -> str:
-        host, port = self.http.address
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
+        return f"http://{host_port(*self.http.address)}"
 
     @classmethod
     async def start(cls, settings: Settings) -> Self:

@@ -97,6 +97,9 @@ class Settings(BaseModel):
     # Connections one broker process holds open, TLS handshakes included; past it a new one
     # is closed at once (kept under the open-file limit: broker.connection_limit).
     max_connections: int = Field(100_000, ge=1, le=10_000_000)
+    # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
+    # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.
+    tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
     # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
     max_inflight_messages: int = Field(20, ge=1, le=65535)
     # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the
@@ -115,6 +118,9 @@ class Settings(BaseModel):
     # sessions may never expire); topic aliases per connection and direction (0: none).
     max_session_expiry_interval: int = Field(7 * 24 * 3600, ge=0, le=0xFFFF_FFFF)
     max_topic_aliases: int = Field(10, ge=0, le=65535)
+    # MQTT 3.1/3.1.1: seconds a persistent session (clean session 0) is kept after its client
+    # disconnected, as a 5.0 session with that Session Expiry Interval (0: for good).
+    persistent_session_expiry: int = Field(0, ge=0, le=0xFFFF_FFFF)
     # Retained messages and their bytes, in all and per device; past a limit a retained
     # message is delivered but not kept.
     max_retained_messages: int = Field(100_000, ge=0)

@@ -1,4 +1,4 @@
-"""Client-chosen text, made safe to put in a log line or an auth event.
+"""Text for log lines and output: client-chosen text made safe, and listening addresses.
 
 A client id, user name or topic can be 64 KiB long and hold any character: written as it is,
 each refusal wrote the whole of it to the log, and a newline in it forged a log line of the
@@ -17,3 +17,8 @@ def printable(text: str, limit: int = SHOWN) -> str:
     if len(text) > limit:
         kept += f"...(+{len(text) - limit} characters)"
     return kept
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it: an IPv6 address in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

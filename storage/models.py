@@ -302,7 +302,8 @@ class MqttSessionRow(Base):
     client_id: Mapped[str] = mapped_column(String(MQTT_CLIENT_ID_MAX))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # MQTT 5 (§3.1.2.11.2): the session ends this many seconds after its client disconnected;
-    # NULL for 3.1.1 (never). ``disconnected_at`` is NULL while a client holds the session.
+    # for 3.1/3.1.1, persistent_session_expiry, NULL when that is 0 (never).
+    # ``disconnected_at`` is NULL while a client holds the session.
     expiry_interval: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 

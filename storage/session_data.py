@@ -15,7 +15,8 @@ from datetime import datetime
 @dataclass(frozen=True)
 class SaveSession:
     """Create or refresh the session row (a CONNECT with CleanSession 0): its client holds
-    it, with this expiry interval (MQTT 5 §3.1.2.11.2; None for 3.1.1)."""
+    it, with this expiry interval (MQTT 5 §3.1.2.11.2; None: never, a 3.1/3.1.1 session's
+    while ``persistent_session_expiry`` is 0)."""
 
     key: str
     device_id: uuid.UUID

@@ -10,21 +10,20 @@ several servers).
 """
 
 import asyncio
-import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import IO
 
 import pytest
+
+from tests.output import Output
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 10.0
@@ -83,49 +82,62 @@ def shared_cluster() -> Iterator[str]:
 
 
 @contextmanager
-def private_nats(directory: Path, *options: str) -> Iterator[str]:
+def private_nats(*options: str) -> Iterator[str]:
     """A ``nats-server`` of its own on 127.0.0.1 and a free port; yields its URL."""
-    ports = directory / "ports"
-    ports.mkdir()
-    with _nats_server(ports, options, stderr=subprocess.PIPE) as process:
-        yield _client_url(ports, process)
+    with _nats_server(options) as server:
+        yield server.url
+
+
+@dataclass
+class NatsServer:
+    """A running ``nats-server``, its log (stderr, read as it comes) and its client URL."""
+
+    process: "subprocess.Popen[str]"
+    log: Output
+    url: str = ""
+
+    def stop(self) -> None:
+        """SIGTERM unless it has ended; wait for it and the end of its log."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(WAIT)
+        self.log.join()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 @contextmanager
-def _nats_server(
-    ports: Path, options: tuple[str, ...], stderr: "int | IO[bytes]"
-) -> Iterator["subprocess.Popen[bytes]"]:
-    """``nats-server`` on 127.0.0.1, a free client port (written to a file in ``ports``)."""
+def _nats_server(options: tuple[str, ...]) -> Iterator[NatsServer]:
+    """``nats-server`` on 127.0.0.1 and a free client port; yields once it listens."""
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(binary).exists():
         if os.environ.get("CI"):
             pytest.fail("nats-server is not installed (CI is set)", pytrace=False)
         pytest.skip("nats-server is not installed")
     process = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", str(ports), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
+        [binary, "-a", "127.0.0.1", "-p", "-1", *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+    )  # fmt: skip
+    server = NatsServer(process, Output(process))
     try:
-        yield process
+        # Logged once the listener is bound, with the port picked for -p -1.
+        listening = server.log.wait_for(r"Listening for client connections on (\S+)", within=WAIT)
+        server.url = f"nats://{listening.group(1)}"
+        yield server
     finally:
-        stop(process)
-
-
-def stop(process: "subprocess.Popen[bytes]") -> None:
-    if process.poll() is None:
-        process.terminate()
-    process.wait(WAIT)
-    if process.stderr is not None:
-        process.stderr.close()
+        server.stop()
 
 
 @dataclass
 class NatsCluster:
     """JetStream servers ``n1``, ``n2``, ... routed to each other as one NATS cluster."""
 
-    urls: dict[str, str] = field(default_factory=dict)  # server name -> its client URL
-    processes: dict[str, "subprocess.Popen[bytes]"] = field(default_factory=dict)
+    servers: dict[str, NatsServer] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Server name -> its client URL."""
+        return {name: server.url for name, server in self.servers.items()}
 
     @property
     def url(self) -> str:
@@ -134,18 +146,18 @@ class NatsCluster:
 
     def stop(self, name: str) -> None:
         """Stop server ``name`` (SIGTERM; its store stays on disk)."""
-        stop(self.processes[name])
+        self.servers[name].stop()
 
     def kill(self, name: str) -> None:
         """Kill server ``name`` (SIGKILL: a crash, nothing handed over to the others)."""
-        self.processes[name].kill()
-        stop(self.processes[name])
+        self.servers[name].process.kill()
+        self.servers[name].stop()
 
 
 @contextmanager
 def nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
     """``size`` JetStream servers in a NATS cluster of their own, each with its own store,
-    logging to ``<directory>/<name>.log``; yields once JetStream has elected its leader.
+    their logs kept in ``<directory>/<name>.log``; yields once JetStream has elected its leader.
     The first server's route port is a free one picked here (JetStream in a cluster needs
     routes configured); the others route to it and learn of each other from it."""
     seed = f"nats://127.0.0.1:{free_port()}"
@@ -164,53 +176,26 @@ def nats_cluster(directory: Path, size: int = 3) -> Iterator[NatsCluster]:
 @contextmanager
 def nats_servers(directory: Path, options: dict[str, tuple[str, ...]]) -> Iterator[NatsCluster]:
     """A JetStream server for each name in ``options``, run with its options (on 127.0.0.1,
-    a free client port) and logging to ``<directory>/<name>.log``; yields once each logged
-    JetStream's leader (their routes make them one NATS cluster)."""
+    a free client port); yields once each logged JetStream's leader (their routes make them
+    one NATS cluster). Their logs are kept in ``<directory>/<name>.log`` once they stopped."""
     directory.mkdir(exist_ok=True)
     cluster = NatsCluster()
     with ExitStack() as stack:
         for name, arguments in options.items():
             (directory / name).mkdir()
-            log = stack.enter_context((directory / f"{name}.log").open("wb"))
-            process = stack.enter_context(_nats_server(directory / name, arguments, stderr=log))
-            cluster.processes[name] = process
-            cluster.urls[name] = _client_url(directory / name, process)
-        for name in cluster.urls:
-            _wait_for_line(directory / f"{name}.log", b"metadata leader", cluster.processes[name])
+            stack.callback(_keep_log, directory / f"{name}.log", cluster, name)
+            cluster.servers[name] = stack.enter_context(_nats_server(arguments))
+        for server in cluster.servers.values():
+            server.log.wait_for("metadata leader", within=WAIT)
         yield cluster
+
+
+def _keep_log(file: Path, cluster: NatsCluster, name: str) -> None:
+    if name in cluster.servers:
+        file.write_text("".join(cluster.servers[name].log.lines))
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_for_line(log: Path, text: bytes, process: "subprocess.Popen[bytes]") -> None:
-    """Until the server's log has ``text`` (polled: the log is a file, bounded wait)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if text in log.read_bytes():
-            return
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"no {text.decode()!r} in {log}:\n{log.read_text(errors='replace')}")
-
-
-def _client_url(ports: Path, process: "subprocess.Popen[bytes]") -> str:
-    """The server writes <name>_<pid>.ports once it listens (a file event, bounded wait)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        for found in ports.glob("*.ports"):
-            try:
-                listed = json.loads(found.read_text()).get("nats", [])
-            except json.JSONDecodeError:  # still being written
-                continue
-            if listed:
-                return str(listed[0])
-        if process.poll() is not None:
-            why = process.stderr.read().decode() if process.stderr else "see its log"
-            raise AssertionError(f"nats-server exited: {why}")
-        time.sleep(0.02)
-    raise AssertionError("nats-server did not report its port in time")

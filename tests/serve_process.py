@@ -1,64 +1,23 @@
 """``nanoiot serve`` as a real process for tests: its stdout up to ``ready:``, and its stderr
-(the log) read line by line in a thread, so a test can wait for a log line with a bound.
+(the log) read line by line in a thread (``Output``), so a test can wait for a log line with a
+bound.
 
 ``start`` launches it, ``serving`` is a context manager around that; the reliability tests'
 ``ServeProcess`` (to kill and restart) starts it the same way."""
 
-import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from tests.certgen import issue
 from tests.cli.conftest import NANOIOT, Cli
 from tests.e2e.harness import write_pem
+from tests.output import Output
 
 WAIT = 30.0  # bound on any one wait: a worker's start includes a fresh interpreter
-
-
-class Output:
-    """A process's stderr (or another of its streams), line by line, that a test can wait on."""
-
-    def __init__(self, process: "subprocess.Popen[str]", stream: "IO[str] | None" = None) -> None:
-        self.lines: list[str] = []
-        self.ended = False  # the stream reached its end: no line comes any more
-        self._changed = threading.Condition()
-        stream = stream if stream is not None else process.stderr
-        assert stream is not None
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: "Iterator[str]") -> None:
-        for line in stream:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.ended = True
-            self._changed.notify_all()
-
-    def join(self) -> None:
-        self._thread.join(WAIT)  # ends at end of stream
-
-    def wait_for(self, pattern: str, *, after: int = 0, within: float = WAIT) -> re.Match[str]:
-        """The first line from index ``after`` on that matches ``pattern``; AssertionError if
-        none came within ``within`` seconds or the stream ended without one."""
-        regex = re.compile(pattern)
-
-        def found() -> re.Match[str] | None:
-            return next(filter(None, map(regex.search, self.lines[after:])), None)
-
-        with self._changed:
-            self._changed.wait_for(lambda: self.ended or found() is not None, within)
-            match = found()
-        if match is None:
-            raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
-        return match
 
 
 @dataclass

@@ -53,3 +53,16 @@ class Reason(IntEnum):
     MAXIMUM_CONNECT_TIME = 0xA0
     SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
+
+
+# 5.0 §3.14.2.1: the reason codes a client may put in its DISCONNECT [MQTT-3.14.2-1]; the
+# others of that table (0x87, 0x89, 0x8B, 0x8D, 0x8E, ...) are the server's alone.
+CLIENT_DISCONNECT_REASONS = frozenset(
+    {
+        Reason.SUCCESS, Reason.DISCONNECT_WITH_WILL, Reason.UNSPECIFIED_ERROR,
+        Reason.MALFORMED_PACKET, Reason.PROTOCOL_ERROR, Reason.IMPLEMENTATION_SPECIFIC_ERROR,
+        Reason.TOPIC_NAME_INVALID, Reason.RECEIVE_MAXIMUM_EXCEEDED, Reason.TOPIC_ALIAS_INVALID,
+        Reason.PACKET_TOO_LARGE, Reason.MESSAGE_RATE_TOO_HIGH, Reason.QUOTA_EXCEEDED,
+        Reason.ADMINISTRATIVE_ACTION, Reason.PAYLOAD_FORMAT_INVALID,
+    }
+)  # fmt: skip

@@ -239,8 +239,10 @@ class Connection(Handshake):
         elif isinstance(packet, Disconnect):
             if self.v5 is not None:
                 self.v5.check_disconnect(packet)
-            if self.level != MQTT_5 or packet.code != Reason.DISCONNECT_WITH_WILL:
-                self.will = None  # §3.14.4
+            if packet.code == Reason.SUCCESS:
+                # §3.14.4 [MQTT-3.14.4-3]: the will goes. 5.0 §3.1.2.5 [MQTT-3.1.2-8]: only
+                # a DISCONNECT with 0x00 deletes it; after 0x04 or an error code it is sent.
+                self.will = None
             events.append(packet)
             self.state = CLOSED
         elif kind == PacketType.PINGREQ:

@@ -128,6 +128,12 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     keep_alive = reader.uint16("keep alive")
     if flags & 0x01:
         raise MalformedPacket("CONNECT reserved flag is set (§3.1.2.3)")
+    if flags & 0xC0 == 0x40 and level != MQTT_5:
+        # 3.1.1 §3.1.2.9 [MQTT-3.1.2-22]: no Password flag without the User Name flag. A
+        # CONNECT that breaks it does not conform, and §3.1.4 [MQTT-3.1.4-1] has the server
+        # close without CONNACK, as the standard's reference broker and Mosquitto do. 5.0
+        # allows a password alone (5.0 §3.1.2.9).
+        raise ProtocolError("Password flag set without the User Name flag (§3.1.2.9)")
     has_will, will_qos, will_retain = bool(flags & 0x04), (flags >> 3) & 0x03, bool(flags & 0x20)
     if will_qos > 2 or (not has_will and (will_qos or will_retain)):
         raise MalformedPacket("invalid will QoS or retain flag (§3.1.2.6, §3.1.2.7)")
@@ -146,20 +152,14 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     if reader.left:
         raise MalformedPacket(f"{reader.left} bytes after the CONNECT payload (§2.2.3)")
     clean = bool(flags & 0x02)
-    _refusal(level, client_id, clean, username, password)
+    _refusal(level, client_id, clean)
     return Connect(level, client_id, clean, keep_alive, username, password, will, properties)
 
 
-def _refusal(
-    level: int, client_id: str, clean: bool, username: str | None, password: bytes | None
-) -> None:
+def _refusal(level: int, client_id: str, clean: bool) -> None:
     """The CONNACK refusals the standards prescribe for a well-formed CONNECT."""
     if level == MQTT_5:
-        return  # 5.0 allows a password alone and a server-assigned id with Clean Start 0
-    if password is not None and username is None:
-        raise ConnectRefused(
-            "password without user name (§3.1.2.9)", ConnackCode.BAD_USERNAME_OR_PASSWORD
-        )
+        return  # 5.0 allows a server-assigned id with Clean Start 0 (5.0 §3.1.3.1)
     if level == MQTT_3_1 and not 1 <= len(client_id) <= MQTT_3_1_CLIENT_ID_MAX:
         raise ConnectRefused(
             f"MQTT 3.1 client id of {len(client_id)} characters (1 to 23 allowed)",
@@ -226,8 +226,15 @@ def _subscription(topic_filter: str, options: int, level: int) -> SubscribeReque
             raise MalformedPacket(f"requested QoS byte {options:#04x} (§3.8.3.1)")
         return SubscribeRequest(topic_filter, options)
     qos, retain_handling = options & 0x03, (options >> 4) & 0x03
-    if qos == 3 or retain_handling == 3 or options & 0xC0:
-        raise MalformedPacket(f"subscription options {options:#04x} (MQTT 5 §3.8.3.1)")
+    if options & 0xC0:  # 5.0 §3.8.3.1 [MQTT-3.8.3-5]: reserved bits make it malformed
+        raise MalformedPacket(
+            f"subscription options {options:#04x}: reserved bits set (MQTT 5 §3.8.3.1)"
+        )
+    if qos == 3 or retain_handling == 3:  # 5.0 §3.8.3.1: either is a protocol error
+        raise ProtocolError(
+            f"subscription options {options:#04x}: Maximum QoS or Retain Handling of 3 "
+            "(MQTT 5 §3.8.3.1)"
+        )
     if options & 0x04 and topic_filter.startswith("$share/"):
         raise ProtocolError("No Local set on a shared subscription (MQTT 5 §3.8.3.1)")
     return SubscribeRequest(

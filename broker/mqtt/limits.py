@@ -32,6 +32,10 @@ class Limits:
     # MQTT 5 only. The longest session expiry interval a client gets, in seconds (§3.1.2.11.2;
     # NEVER_EXPIRES: no maximum); a longer request is cut and the CONNACK says so (§3.2.2.3.2).
     max_session_expiry: int = 7 * 24 * 3600
+    # MQTT 3.1/3.1.1 only. How long a persistent session (CleanSession 0) outlives its client,
+    # in seconds: its Session Expiry Interval as if it were a 5.0 session (3.1.1 §3.1.2.4 leaves
+    # this to the server); 0: for good, until a clean session replaces it.
+    persistent_session_expiry: int = 0
     # Keep-alive the server imposes on a client that asks for more or for none (§3.2.2.3.14);
     # 0: the client's own.
     max_keep_alive: int = 0

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from broker.mqtt.codes import Reason
+from broker.mqtt.codes import CLIENT_DISCONNECT_REASONS, Reason
 from broker.mqtt.encode import encode_publish
 from broker.mqtt.limits import NEVER_EXPIRES, Limits
 from broker.mqtt.packets import MQTT_5, Connect, Disconnect, Publish
@@ -73,6 +73,13 @@ class Negotiated:
         return publish
 
     def check_disconnect(self, packet: Disconnect) -> None:
+        if packet.code not in CLIENT_DISCONNECT_REASONS:
+            # A reason code outside §3.14.2.1's table, or one only a server sends: the
+            # DISCONNECT breaks [MQTT-3.14.2-1], a protocol error (§4.13) rather than a
+            # normal disconnection, so the will stays (§3.1.2.5).
+            raise ProtocolError(
+                f"reason code {packet.code:#04x} is not one a client sends (§3.14.2.1)"
+            )
         expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
         if expiry and not self.asked_session_expiry:
             raise ProtocolError("session expiry set by DISCONNECT after 0 in CONNECT (§3.14.2.2.2)")

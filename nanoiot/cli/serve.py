@@ -14,6 +14,7 @@ import typer
 
 from nanoiot.cli.common import database_label, state
 from nanoiot.settings import Settings
+from nanoiot.text import host_port
 
 log = logging.getLogger("nanoiot")
 
@@ -99,7 +100,8 @@ async def _serve(settings: Settings) -> None:
             print(_token_notice(settings, node.admin_token), flush=True)
         print(f"database: {database_label(settings)}")
         print(f"admin API and web UI: {node.http_url}/ui  (API docs: {node.http_url}/docs)")
-        print(f"ready: mqtts://{settings.mqtt_ssl_bind_address}:{running.port}", flush=True)
+        listening = host_port(settings.mqtt_ssl_bind_address, running.port)
+        print(f"ready: mqtts://{listening}", flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:

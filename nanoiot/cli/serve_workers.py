@@ -11,6 +11,7 @@ import signal
 
 from nanoiot.cli.common import database_label
 from nanoiot.settings import Settings
+from nanoiot.text import host_port
 
 log = logging.getLogger("nanoiot")
 
@@ -39,6 +40,6 @@ async def serve_workers(settings: Settings, count: int) -> None:
         print(f"admin API and web UI: {http}/ui  (API docs: {http}/docs)")
         pids = ", ".join(str(one.process.pid) for one in supervisor.workers.values())
         print(f"workers: {count} (pids {pids})")
-        print(f"ready: mqtts://{settings.mqtt_ssl_bind_address}:{node.port}", flush=True)
+        print(f"ready: mqtts://{host_port(settings.mqtt_ssl_bind_address, node.port)}", flush=True)
         await stop.wait()
         log.info("shutting down %d workers", count)

@@ -108,3 +108,20 @@ async def test_the_loopback_address_is_never_turned_away() -> None:
         for writer in held:
             writer.close()
         await asyncio.wait_for(server.stop(), WAIT)
+
+
+@pytest.mark.usefixtures("quick")
+async def test_ipv4_loopback_through_a_dual_stack_listener_is_never_turned_away() -> None:
+    # On "::" the health check's 127.0.0.1 arrives as ::ffff:127.0.0.1: still loopback.
+    server = await HttpServer.start(_hello, "::", 0)
+    held = []
+    try:
+        for _ in range(4):
+            reader, writer = await _open(server)
+            writer.write(HEAD)
+            assert await _answered(reader) == b"HTTP/1.1 200 OK hello"
+            held.append(writer)
+    finally:
+        for writer in held:
+            writer.close()
+        await asyncio.wait_for(server.stop(), WAIT)

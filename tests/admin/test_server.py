@@ -45,3 +45,22 @@ async def test_every_response_has_a_current_date() -> None:
         assert abs(sent - time.time()) < 5
     finally:
         await asyncio.wait_for(server.stop(), 10)
+
+
+async def _client_address(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["client"][0].encode()})
+
+
+async def test_the_ipv6_wildcard_serves_both_families_and_shows_ipv4_peers_plainly() -> None:
+    # http_bind_address "::": one socket for IPv6 and IPv4 clients. The application (sign-in
+    # rate limit, trusted proxies) sees an IPv4 client as a.b.c.d, not ::ffff:a.b.c.d.
+    server = await HttpServer.start(_client_address, "::", 0)
+    try:
+        assert server.address[0] == "::"
+        async with httpx.AsyncClient() as client:
+            ipv6 = await client.get(f"http://[::1]:{server.port}/")
+            ipv4 = await client.get(f"http://127.0.0.1:{server.port}/")
+        assert (ipv6.text, ipv4.text) == ("::1", "127.0.0.1")
+    finally:
+        await asyncio.wait_for(server.stop(), 10)

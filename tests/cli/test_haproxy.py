@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.broker.test_proxy_protocol import v2_header
 from tests.cli.conftest import Cli
+from tests.output import Output
 from tests.serve_process import WAIT, provision_device, serving
 
 TOKEN = "haproxy-test-admin-token-0123456789"
@@ -59,7 +60,7 @@ backend nanoiot
 
 
 @contextmanager
-def haproxy(config: Path, front: int) -> Iterator[subprocess.Popen[bytes]]:
+def haproxy(config: Path) -> Iterator["subprocess.Popen[str]"]:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(binary).exists():
         if os.environ.get("CI"):
@@ -67,21 +68,22 @@ def haproxy(config: Path, front: int) -> Iterator[subprocess.Popen[bytes]]:
         pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
     checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, check=False)
     assert checked.returncode == 0, checked.stderr
-    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
+    # Master-worker mode (-W): the master binds the listeners, then logs "Loading success."
+    # once its worker runs; in the foreground (-db) that line is on stderr.
+    process = subprocess.Popen(
+        [binary, "-W", "-db", "-f", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log = Output(process)
     try:
-        deadline = time.monotonic() + WAIT
-        while True:  # until it accepts: HAProxy says nothing else when it is ready
-            try:
-                socket.create_connection(("127.0.0.1", front), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, "haproxy exited"
-                assert time.monotonic() < deadline, "haproxy did not listen in time"
-                time.sleep(0.05)
+        log.wait_for(r"Loading success\.")
         yield process
     finally:
-        process.terminate()
+        process.terminate()  # the master stops its worker, then exits
         process.wait(WAIT)
+        log.join()
+        assert process.stderr is not None
+        process.stderr.close()
 
 
 def paho_from(source: str, port: int, ca: Path, certfile: Path) -> mqtt.Client:
@@ -122,7 +124,7 @@ def allowed_events(http: str) -> list[dict[str, str]]:
         ).json()
         if events or time.monotonic() > deadline:
             return events
-        time.sleep(0.05)
+        time.sleep(0.05)  # the writer signals no commit: ask again
 
 
 def test_device_address_through_haproxy_and_untrusted_headers_refused(
@@ -143,7 +145,7 @@ def test_device_address_through_haproxy_and_untrusted_headers_refused(
         front = free_port()
         config = tmp_path / "haproxy.cfg"
         config.write_text(haproxy_config(front, broker_port))
-        with haproxy(config, front):
+        with haproxy(config):
             client = paho_from(DEVICE, front, ca, certfile)
             client.disconnect()
             client.loop_stop()

@@ -21,7 +21,8 @@ from tests.admin.web.conftest import csrf_of
 from tests.cli.conftest import NANOIOT, Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
-from tests.serve_process import WAIT, Output, provision_device, serving
+from tests.output import Output
+from tests.serve_process import WAIT, provision_device, serving
 
 pytestmark = pytest.mark.slow
 ADMIN_TOKEN = "workers-test-admin-token-0123456789"

@@ -20,7 +20,8 @@ from tests.cli.conftest import NANOIOT
 from tests.cluster.proxy import Proxy
 from tests.e2e.harness import Client, mqtt_client, write_pem
 from tests.natsserver import NATS_URL, shared_cluster
-from tests.serve_process import WAIT, Output, serving
+from tests.output import Output
+from tests.serve_process import WAIT, serving
 from tests.storage.pg import fresh_database
 
 ADMIN_TOKEN = "cluster-test-admin-token-0123456789"

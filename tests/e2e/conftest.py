@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from nanoiot.settings import Settings
+from tests.e2e.expiries import Expiries, watching_expiries
 from tests.e2e.harness import BrokerThread
 
 
@@ -24,3 +25,10 @@ def broker_settings(data_dir: Path, **overrides: object) -> Settings:
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
     with BrokerThread(broker_settings(tmp_path / "data")) as running:
         yield running
+
+
+@pytest.fixture
+def expiries() -> Iterator[Expiries]:
+    """The sessions the broker ends for their expiry, from the log line it writes then."""
+    with watching_expiries() as handler:
+        yield handler

@@ -1,8 +1,8 @@
 """MQTT 5 end to end: how the server ends a 5.0 connection, and the will that follows.
 
 A DISCONNECT with its reason code before the server closes (5.0 §3.14.2.1): 0x98 on
-revocation, 0x8E on take-over, 0x8D on keep-alive expiry, 0x93 and 0x94 on a limit; then the
-will, after its Will Delay Interval (§3.1.3.2.2)."""
+revocation, 0x8E on take-over, 0x8D on keep-alive expiry, 0x93 and 0x94 on a limit, 0x82 on a
+protocol error; then the will, after its Will Delay Interval (§3.1.3.2.2)."""
 
 import time
 from pathlib import Path
@@ -116,6 +116,15 @@ def test_a_topic_alias_above_the_maximum_sends_disconnect_0x94(
     raw.send(Publish("v1/devices/me/telemetry", b"x", properties=Properties([(0x23, alias)])))
     # 5.0 §3.3.2.3.4: topic alias invalid
     assert "topic alias" in _disconnect_reason(raw.read(), 0x94)
+    raw.sock.close()
+
+
+def test_retain_handling_3_sends_disconnect_0x82(broker: BrokerThread, tmp_path: Path) -> None:
+    """5.0 §3.8.3.1: a Retain Handling of 3 is a protocol error (0x82), not a malformed
+    packet (0x81, kept for reserved bits): paho will not send it, so the bytes go raw."""
+    raw, _ = _connected(broker, tmp_path, "retainer")
+    raw.send(b"\x82\x07\x00\x01\x00\x00\x01a\x31")  # SUBSCRIBE 'a', options 0x31
+    assert "Retain Handling of 3" in _disconnect_reason(raw.read(), 0x82)
     raw.sock.close()
 
 

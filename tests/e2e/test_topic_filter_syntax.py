@@ -1,6 +1,7 @@
 """A topic filter that breaks MQTT's syntax (§4.7.1.2 '#', §4.7.1.3 '+'), from real clients
 over mutual TLS: an MQTT 3.1.1 client's connection is closed (§4.8) with nothing of its
-packet subscribed, an MQTT 5 client's filter is refused alone (SUBACK 0x8F, 5.0 §3.9.3)."""
+packet subscribed, an MQTT 5 client's filter is refused alone (SUBACK 0x8F, 5.0 §3.9.3;
+UNSUBACK 0x8F, §3.11.3)."""
 
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from broker.mqtt.packets import (
 )
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 from tests.e2e.peers import Paho, Raw
+from tests.e2e.v5_client import v5_client
 
 ALLOWED = "v1/devices/me/attributes"  # the device's own topic: granted QoS 1
 
@@ -101,3 +103,21 @@ def test_paho_unsubscribing_a_malformed_filter_is_disconnected(
         client.close()
     [line] = _protocol_violations(caplog, "paho")
     assert "UNSUBSCRIBE: topic filter 'a/+b': '+' must occupy a whole level (§4.7.1.3)" in line
+
+
+def test_mqtt_5_unsubscribe_answers_a_malformed_filter_0x8f(
+    broker: BrokerThread, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """5.0 §3.11.3: 0x8F Topic Filter invalid, not 0x11 as if it were a filter nobody had
+    subscribed to; the packet's other filters are served and the connection stays."""
+    certfile = _certfile(broker, tmp_path, "five-unsub")
+    client = v5_client(broker.port, broker.server_cert, certfile, client_id="five-unsub")
+    try:
+        assert client.wait_connack()[0] == 0
+        assert client.subscribe(ALLOWED, 1) == [1]
+        codes = client.unsubscribe("a/#/b", ALLOWED, "a/+b", "$share/g+/x", "v1/other")
+        assert codes == [0x8F, 0x00, 0x8F, 0x8F, 0x11]
+        assert client.unsubscribe(ALLOWED) == [0x11]  # the valid one was removed, once
+    finally:
+        client.close()
+    assert _protocol_violations(caplog, "five-unsub") == []

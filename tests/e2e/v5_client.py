@@ -23,6 +23,7 @@ class V5Client:
     connack: "Queue[tuple[int, Any]]" = field(default_factory=Queue)  # (reason code, props)
     messages: "Queue[mqtt.MQTTMessage]" = field(default_factory=Queue)
     subacks: "Queue[list[int]]" = field(default_factory=Queue)
+    unsubacks: "Queue[list[int]]" = field(default_factory=Queue)
     disconnects: "Queue[tuple[int, Any]]" = field(default_factory=Queue)
     disconnected: threading.Event = field(default_factory=threading.Event)
     session_present: bool = False
@@ -43,6 +44,11 @@ class V5Client:
         properties = make_properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=identifier)
         self.paho.subscribe(topic, options=SubscribeOptions(qos=qos), properties=properties)
         return self.subacks.get(timeout=WAIT)
+
+    def unsubscribe(self, *topic_filters: str) -> list[int]:
+        """One UNSUBSCRIBE with these filters, sent as written; its UNSUBACK's codes."""
+        self.paho.unsubscribe(list(topic_filters))
+        return self.unsubacks.get(timeout=WAIT)
 
     def publish(
         self,
@@ -114,6 +120,9 @@ def v5_client(
     paho.on_disconnect = on_disconnect
     paho.on_message = lambda _c, _u, message: client.messages.put(message)
     paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(
+        [code.value for code in codes]
+    )
+    paho.on_unsubscribe = lambda _c, _u, _mid, codes, _p: client.unsubacks.put(
         [code.value for code in codes]
     )
     paho.connect_async(

@@ -136,3 +136,17 @@ def test_acl_rules_from_the_environment_are_json() -> None:
     assert settings.acl_rules == [rule]
     with pytest.raises(ConfigError, match="NANOIOT_ACL_RULES is not valid JSON"):
         load_settings(None, {"NANOIOT_ACL_RULES": "[{who: device}"})
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("-1", "greater than or equal to 0"), ("4294967296", "less than or equal to 4294967295")],
+)
+def test_persistent_session_expiry_fits_a_session_expiry_interval(value: str, says: str) -> None:
+    """It is the Session Expiry Interval 3.1.1 sessions get: four bytes (5.0 §3.1.2.11.2)."""
+    name = "NANOIOT_PERSISTENT_SESSION_EXPIRY"
+    with pytest.raises(ConfigError, match=f"'persistent_session_expiry'.*{says}"):
+        load_settings(config_path=SHIPPED, environ={name: value})
+    longest = load_settings(config_path=SHIPPED, environ={name: "4294967295"})
+    assert longest.persistent_session_expiry == 0xFFFF_FFFF
+    assert load_settings(config_path=SHIPPED, environ={}).persistent_session_expiry == 0

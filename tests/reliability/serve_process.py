@@ -124,7 +124,7 @@ def wait_for_store(data_dir: Path, what: str, check: Callable[[list[StoredSessio
     while not check(sessions := stored_sessions(data_dir)):
         if time.monotonic() > deadline:
             raise AssertionError(f"the store never showed {what}: {sessions!r}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # the other process signals no commit: read again
 
 
 @dataclass

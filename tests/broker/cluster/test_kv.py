@@ -72,7 +72,8 @@ async def test_bucket_ttl_forgets_entries_not_rewritten(
         assert await alive.get("node-a") is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
-        while await alive.get("node-a") is not None:  # expiry has no event to wait on
+        # NATS 2.9 ages an entry out without a marker that a watch would get: ask again.
+        while await alive.get("node-a") is not None:
             assert loop.time() < deadline, "the entry outlived its bucket's TTL"
             await asyncio.sleep(0.1)
     finally:

@@ -76,7 +76,7 @@ async def test_nothing_listening_is_unavailable_and_names_the_url(
 
 
 async def test_user_and_password(cluster_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    with private_nats(tmp_path, "--user", "node", "--pass", "s3cret") as url:
+    with private_nats("--user", "node", "--pass", "s3cret") as url:
         joined = await ClusterLink.connect(
             cluster_settings(nats_url=url, nats_user="node", nats_password="s3cret")
         )
@@ -90,7 +90,7 @@ async def test_user_and_password(cluster_settings: Callable[..., Settings], tmp_
 
 
 async def test_token(cluster_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    with private_nats(tmp_path, "--auth", "t0ken") as url:
+    with private_nats("--auth", "t0ken") as url:
         joined = await ClusterLink.connect(cluster_settings(nats_url=url, nats_token="t0ken"))
         await joined.close()
         with pytest.raises(ClusterError, match="refused this node"):
@@ -103,7 +103,7 @@ async def test_mutual_tls(cluster_settings: Callable[..., Settings], tmp_path: P
     node = client_cert(tmp_path, "node-a")
     tls_options = ["--tls", "--tlscert", str(pki.cert_file), "--tlskey", str(pki.key_file)]
     tls_options += ["--tlsverify", "--tlscacert", str(node.cert_file)]
-    with private_nats(tmp_path, *tls_options) as url:
+    with private_nats(*tls_options) as url:
         url = url.replace("nats://", "tls://")
         good = cluster_settings(
             nats_url=url,

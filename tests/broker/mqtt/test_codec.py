@@ -208,7 +208,6 @@ def _connect_body(data: bytes) -> Connect:
         (Connect(MQTT_3_1_1, "", False, 0), ConnackCode.IDENTIFIER_REJECTED),  # §3.1.3.1
         (Connect(MQTT_3_1, "x" * 24, True, 0), ConnackCode.IDENTIFIER_REJECTED),  # 3.1: 1-23
         (Connect(MQTT_3_1, "", True, 0), ConnackCode.IDENTIFIER_REJECTED),
-        (Connect(MQTT_3_1_1, "c", True, 0, None, b"p"), ConnackCode.BAD_USERNAME_OR_PASSWORD),
     ],
 )
 def test_connects_refused_with_a_return_code(connect: Connect, code: ConnackCode) -> None:
@@ -241,6 +240,33 @@ def test_connects_that_close_without_connack_or_with_code_1(
 ) -> None:
     with pytest.raises(error, match=problem):
         _connect_body(data)
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1, MQTT_3_1_1])
+def test_a_password_without_a_user_name_closes_without_connack(level: int) -> None:
+    """3.1.1 §3.1.2.9 [MQTT-3.1.2-22]: such a CONNECT does not conform, and §3.1.4
+    [MQTT-3.1.4-1] closes the connection with no CONNACK (no return code 4)."""
+    with pytest.raises(ProtocolError) as raised:
+        _connect_body(encode(Connect(level, "c", True, 0, None, b"p"), level))
+    assert not isinstance(raised.value, ConnectRefused)
+    assert "Password flag set without the User Name flag (§3.1.2.9)" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "code"),
+    [
+        (0x41, Reason.MALFORMED_PACKET),  # a reserved bit (5.0 §3.8.3.1 [MQTT-3.8.3-5])
+        (0x03, Reason.PROTOCOL_ERROR),  # Maximum QoS 3
+        (0x31, Reason.PROTOCOL_ERROR),  # Retain Handling 3
+    ],
+)
+def test_mqtt_5_subscription_options_name_their_error(options: int, code: Reason) -> None:
+    """5.0 §3.8.3.1: reserved bits make the packet malformed (0x81), a Maximum QoS or Retain
+    Handling of 3 is a protocol error (0x82): the reason the server's DISCONNECT gives."""
+    data = b"\x82\x07\x00\x01\x00\x00\x01a" + bytes((options,))  # id 1, no properties, 'a'
+    with pytest.raises(ProtocolError) as raised:
+        _decoded(data, MQTT_5)
+    assert raised.value.reason_code == code
 
 
 @pytest.mark.parametrize(
