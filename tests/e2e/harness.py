@@ -13,6 +13,7 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any, Self, TypeVar
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
@@ -67,6 +68,16 @@ class BrokerThread:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def metrics(self) -> str:
+        """The admin API's ``/metrics`` text (Prometheus), read with the admin token."""
+        response = httpx.get(
+            f"{self.http_url}/metrics",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=WAIT,
+        )
+        response.raise_for_status()
+        return response.text
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from broker.mqtt.codes import Reason
@@ -226,7 +225,7 @@ def test_a_pubcomp_before_its_pubrel_closes_the_connection(tmp_path: Path) -> No
         raw.send(Pubcomp(packet_id))
         raw.sock.settimeout(WAIT)
         assert raw.read() is None, "the connection stays open after a PUBCOMP before PUBREL"
-        assert "nanoiot_protocol_violations_total 1.0" in _metrics(broker)
+        assert "nanoiot_protocol_violations_total 1.0" in broker.metrics()
         lock.end()
         with _resumed(broker, tmp_path) as again:
             assert again.read() == Pubrel(packet_id)
@@ -244,23 +243,13 @@ def test_a_pubrel_waiting_past_ack_timeout_closes_a_subscriber(tmp_path: Path) -
         lock.begin()
         raw.send(Pubrec(packet_id))
         assert raw.read() is None, "not closed after ack_timeout"
-        metrics = _metrics(broker)
+        metrics = broker.metrics()
         assert "nanoiot_subscribers_closed_unsaved_total 1.0" in metrics
         assert "nanoiot_publishers_closed_unsaved_total 0.0" in metrics
         lock.end()
         with _resumed(broker, tmp_path) as again:
             assert again.read() == Pubrel(packet_id)
             again.send(Pubcomp(packet_id))
-
-
-def _metrics(broker: BrokerThread) -> str:
-    response = httpx.get(
-        f"{broker.http_url}/metrics",
-        headers={"authorization": f"Bearer {broker.admin_token}"},
-        timeout=WAIT,
-    )
-    response.raise_for_status()
-    return response.text
 
 
 def test_a_v5_pubrec_with_an_error_code_ends_the_flow(tmp_path: Path) -> None:
