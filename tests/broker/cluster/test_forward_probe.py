@@ -6,7 +6,7 @@ probe and is not taken as gone (``broker.cluster.forward``, ``broker.cluster.con
 A connection of the test's own plays the member."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -16,29 +16,17 @@ from nats.aio.msg import Msg
 from broker.cluster.confirmations import CONFIRM_WITHIN, PROBE_AFTER
 from broker.cluster.forward import Forwarder
 from broker.cluster.link import ClusterLink
-from broker.cluster.parked import ParkedFrames
 from broker.router import Message
-from nanoiot.settings import Settings
-from tests.broker.cluster.test_parked import parked_payloads
+from tests.broker.cluster.parking import MIB, WAIT, parked_payloads, parking_forwarder
 from tests.natsserver import NATS_URL
 
-WAIT = 10.0
 MEMBER = "slow"
 
 
 @pytest.fixture
-async def forwarder(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Forwarder]:
-    link = await ClusterLink.connect(cluster_settings())
-    parked = ParkedFrames(link, 1024 * 1024)
-    forwarder = Forwarder(link, 1024 * 1024, lambda _member: None)
-    forwarder.parking = parked
-    try:
-        await parked.start()
-        await forwarder.start()
+async def forwarder(link: ClusterLink) -> AsyncIterator[Forwarder]:
+    async with parking_forwarder(link, max_buffer=MIB) as (forwarder, _):
         yield forwarder
-    finally:
-        await forwarder.stop()
-        await link.close()
 
 
 async def _forward(forwarder: Forwarder, payload: bytes) -> "asyncio.Future[None]":
