@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from broker.backpressure import read_again
 from broker.journal import release_commit
 from broker.mqtt.codes import Reason
 from broker.mqtt.session import Outgoing
@@ -131,6 +132,9 @@ class HeldAcks:
                 continue
             if not client.ended:
                 _answer(client, packet_id, qos, code)
+        if client.ended:
+            return
+        read_again(client)  # it may have stopped reading for these (MQTT 3.1/3.1.1)
         if client.ended:
             return
         client._flush()

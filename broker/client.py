@@ -6,6 +6,9 @@ The TLS transport hands every decrypted read to ``data_received`` synchronously;
 connection or per packet: only the CONNECT phase is asynchronous (authentication looks up
 the store, take-over may wait for the previous connection), as one task that runs within
 the connect timeout and is cancelled when the client goes away (``broker.connecting``).
+An MQTT 3.1/3.1.1 client with ``max_awaiting_pubrel`` messages whose PUBACK / PUBREC waits
+for the store is not read until one goes out (``broker.backpressure``; 5.0 has its Receive
+Maximum instead).
 
 A connection ends once (``_end``): by DISCONNECT, by a protocol violation or limit, keep-alive
 expiry, take-over, a kick (revocation: no will), a refusal, or the network. An MQTT 5 client
@@ -22,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from auth.connack import ConnackCode
-from broker import connecting, inbound
+from broker import backpressure, connecting, inbound
 from broker.acks import HeldAcks
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
@@ -61,7 +64,7 @@ class MqttClient:
     ``broker.acks`` and ``broker.last_will`` work on that state too."""
 
     __slots__ = (
-        "_acks", "_auth", "_denied", "_loop", "_out_held", "_out_wait", "_paused",
+        "_acks", "_auth", "_denied", "_full", "_loop", "_out_held", "_out_wait", "_paused",
         "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
@@ -80,6 +83,8 @@ class MqttClient:
         self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
         self._denied: set[str] | None = None  # topics whose refusal was logged
         self._paused = False
+        # Not read while its unanswered QoS 1/2 messages fill the window (``backpressure``).
+        self._full = False
         # What arrives while the previous run's sessions are restored (``connecting``).
         self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
@@ -119,9 +124,13 @@ class MqttClient:
         events = core.receive_data(data, now)
         while events:
             self._handle(events)
-            if self.ended or not core.more_to_read:
+            if self.ended:
                 return
+            if not core.more_to_read:
+                break
             events = core.receive_data(b"", now)
+        if core.window_full:
+            backpressure.hold_back(self)
 
     # --- events, in order ---------------------------------------------------------------------
 
@@ -246,7 +255,9 @@ class MqttClient:
             reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
             self._end(will=True, reason=(Reason.KEEP_ALIVE_TIMEOUT, reason))
             return
-        due = core.last_received + core.keep_alive * KEEP_ALIVE_GRACE - now
+        grace = core.keep_alive * KEEP_ALIVE_GRACE
+        # Not read meanwhile (``broker.backpressure``): reading again restarts the count.
+        due = grace if core.window_full else core.last_received + grace - now
         self._timer = self._loop.call_later(max(due, 0.0) + 0.001, self._keep_alive_due)
 
     # --- what the broker does with this client ------------------------------------------------

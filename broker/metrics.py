@@ -62,6 +62,9 @@ class BrokerMetrics(Collector):
         # Subscribers closed because the PUBREL of a QoS 2 message sent to them waited
         # ack_timeout for the store to save the message's release (PUBREC).
         self.subscribers_closed_unsaved = 0
+        # Times an MQTT 3.1/3.1.1 connection stopped being read because max_awaiting_pubrel
+        # of its QoS 1/2 messages waited for their PUBACK / PUBREC (backpressure).
+        self.publishers_paused = 0
         self.gauges = Gauges()
         self.registry = CollectorRegistry(auto_describe=True)
         self.auth_lookup = Histogram(
@@ -171,6 +174,12 @@ class BrokerMetrics(Collector):
             "Connections closed because a PUBREL waited ack_timeout for the store to save the "
             "release of the QoS 2 message it answers",
             self.subscribers_closed_unsaved,
+        )
+        yield _counter(
+            "nanoiot_publishers_paused",
+            "Times an MQTT 3.1/3.1.1 connection stopped being read because max_awaiting_pubrel "
+            "of its QoS 1/2 messages waited for their PUBACK/PUBREC (the store)",
+            self.publishers_paused,
         )
 
     def _decisions(self, decisions: Mapping[str, int]) -> Iterator[Metric]:

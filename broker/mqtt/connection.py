@@ -8,6 +8,13 @@ leave in the order of the packets they answer: ``more_to_read`` then says to cal
 (with ``b""``). A DISCONNECT ends processing: whatever came after it in the same read is
 ignored, whatever came before it is returned first.
 
+Backpressure (MQTT 3.1 and 3.1.1): the broker answers a QoS 1 or 2 PUBLISH (PUBACK, PUBREC)
+only once the store has it (§4.3.2), and these versions have no Receive Maximum to bound how
+many a client sends meanwhile. Once ``max_awaiting_pubrel`` of them are unanswered,
+``window_full`` is true: processing stops before the next packet (the rest stays unread) and
+the I/O layer stops reading the socket, until an acknowledgement goes out. Keep-alive does not
+expire meanwhile: the client is not silent, it is not read (§3.1.2.10).
+
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
 I/O layer to write. The sending half (the in-flight window, the queue, acknowledgements) is
@@ -92,6 +99,8 @@ class Connection(Handshake):
         self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
         self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for, its topic aliases
         self._unacknowledged = 0  # QoS 1 PUBLISHes received whose PUBACK has not gone
+        self._pubrec_due = 0  # QoS 2 PUBLISHes received whose PUBREC has not gone
+        self._read_limit = limits.max_awaiting_pubrel  # 5.0: none (``_negotiate``)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -107,7 +116,14 @@ class Connection(Handshake):
     @property
     def more_to_read(self) -> bool:
         """Bytes are waiting that ``receive_data(b"", now)`` may turn into events."""
-        return bool(self._pending) and self.state == CONNECTED
+        return bool(self._pending) and self.state == CONNECTED and not self.window_full
+
+    @property
+    def window_full(self) -> bool:
+        """MQTT 3.1/3.1.1: ``max_awaiting_pubrel`` QoS 1 and 2 PUBLISHes of the client are
+        not answered yet (PUBACK, PUBREC: they wait for the store); nothing more is read until
+        one is. The I/O layer stops reading the socket meanwhile."""
+        return self._unacknowledged + self._pubrec_due >= self._read_limit
 
     @property
     def buffered(self) -> int:
@@ -115,7 +131,11 @@ class Connection(Handshake):
         return len(self._pending)
 
     def keep_alive_expired(self, now: float) -> bool:
-        """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for."""
+        """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for;
+        never while the broker itself stops reading (``window_full``): whatever the client
+        sent waits unread, a PINGREQ too."""
+        if self.window_full:
+            return False
         return 0 < self.keep_alive * KEEP_ALIVE_GRACE < now - self.last_received
 
     # --- input --------------------------------------------------------------------------------
@@ -140,6 +160,8 @@ class Connection(Handshake):
         """Handle every whole packet in ``data``; where the unprocessed rest starts."""
         at, size = 0, len(data)
         while at < size and self.state in (AWAITING_CONNECT, CONNECTED):
+            if self._unacknowledged + self._pubrec_due >= self._read_limit:
+                return at  # ``window_full`` (inline: once per packet): the rest waits
             first = data[at]
             problem = header_problem(
                 first, level=self.level, connected=self.state != AWAITING_CONNECT
@@ -260,6 +282,7 @@ class Connection(Handshake):
         awaiting = session.awaiting_pubrel
         qos = publish.qos
         if qos == 2 and packet_id in awaiting:
+            self._pubrec_due += 1  # it is answered with PUBREC as well
             events.append(DuplicateReceived(packet_id, publish))
             return False
         v5 = self.level == MQTT_5
@@ -276,6 +299,7 @@ class Connection(Handshake):
             return False
         if qos == 2:
             awaiting.add(packet_id)
+            self._pubrec_due += 1
         else:
             self._unacknowledged += 1
         return True

@@ -19,6 +19,7 @@ this), nor any I/O.
 
 from collections.abc import Collection
 from dataclasses import replace
+from typing import Final
 
 from auth.connack import MQTT5_REASON_CODE, ConnackCode
 from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
@@ -34,17 +35,20 @@ from nanoiot.errors import ConnectRefused
 from nanoiot.text import printable
 
 AWAITING_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+NEVER: Final = 1 << 62  # a read limit no count reaches
 
 
 class Handshake(Outbound):
     """CONNECT in, CONNACK or DISCONNECT out; the state they change (``Connection`` sets it)."""
 
     # And Outbound's.
-    __slots__ = ("keep_alive", "state", "will")
+    __slots__ = ("_read_limit", "keep_alive", "state", "will")
 
     keep_alive: int
     state: int
     will: Will | None
+    # Unanswered QoS 1 and 2 PUBLISHes at which reading stops (``Connection.window_full``).
+    _read_limit: int
 
     # --- the CONNECT --------------------------------------------------------------------------
 
@@ -71,6 +75,9 @@ class Handshake(Outbound):
         """5.0 §3.1.2.11: the client's limits bind what it is sent; §3.2.2.3.14: the server's
         keep-alive replaces the client's."""
         v5 = self.v5 = negotiate(connect, self.limits)
+        # The Receive Maximum bounds a 5.0 client instead (``Connection._received``): one
+        # PUBLISH more is a DISCONNECT 0x93, which reading must not hide by stopping first.
+        self._read_limit = NEVER
         self.window = min(self.limits.max_inflight, v5.receive_maximum)
         imposed = server_keep_alive(connect.keep_alive, self.limits)
         if imposed is not None:

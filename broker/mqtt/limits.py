@@ -23,7 +23,9 @@ class Limits:
     # window); past either, QoS 0 messages are dropped first, then the oldest.
     max_queued_messages: int = 1000
     max_queued_bytes: int = 10 * 1024 * 1024
-    # Inbound QoS 2 packet ids whose PUBREL has not come yet, per client (§4.3.3).
+    # Inbound QoS 2 packet ids whose PUBREL has not come yet, per client (§4.3.3). Also: QoS 1
+    # and 2 PUBLISHes not answered yet (the store) at which a 3.1/3.1.1 client is not read
+    # (``Connection.window_full``); a 5.0 client's Receive Maximum.
     max_awaiting_pubrel: int = 100
     # Protocol levels the server accepts (3: MQTT 3.1, 4: 3.1.1, 5: 5.0).
     levels: frozenset[int] = field(

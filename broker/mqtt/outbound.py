@@ -28,6 +28,7 @@ class Outbound:
     __slots__ = (
         "_deferred",
         "_out",
+        "_pubrec_due",
         "_pubrel_held",
         "_unacknowledged",
         "level",
@@ -49,6 +50,7 @@ class Outbound:
     # Maximum lets them (5.0 §4.9, ``Handshake._resend_quota``), in order. None: none.
     _deferred: deque[Outgoing] | None
     _unacknowledged: int  # QoS 1 PUBLISHes the client sent whose PUBACK has not gone yet
+    _pubrec_due: int  # QoS 2 PUBLISHes the client sent (again too) whose PUBREC has not gone
     # Packet ids of stored QoS 2 messages whose PUBREC came and whose PUBREL has not gone out
     # on this connection yet (the broker holds it for the store, ``release``). None: none
     # yet; most connections never hold one.
@@ -74,6 +76,8 @@ class Outbound:
         kind = Puback if qos == 1 else Pubrec
         if qos == 1 and self._unacknowledged:
             self._unacknowledged -= 1  # 5.0 §4.9: one more the client may send
+        elif qos == 2 and self._pubrec_due:
+            self._pubrec_due -= 1
         if reason_code and self.level == MQTT_5:
             if reason_code >= Reason.UNSPECIFIED_ERROR and self.session is not None:
                 self.session.awaiting_pubrel.discard(packet_id)  # §4.3.3: no PUBREL follows

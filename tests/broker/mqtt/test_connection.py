@@ -316,9 +316,13 @@ def test_pubrel_of_a_persistent_session_frees_the_id_in_the_store_too() -> None:
 
 
 def test_too_many_qos2_awaiting_pubrel_closes() -> None:
+    # Their PUBRECs went out: the client, not the store, holds them back (§4.3.3).
     connection, _ = connected(Limits(max_awaiting_pubrel=2))
-    events = feed(connection, *(Publish("t", b"", 2, packet_id=n) for n in (1, 2, 3)))
-    assert events[2] == LimitExceeded("max_awaiting_pubrel", "2 QoS 2 messages await PUBREL")
+    feed(connection, *(Publish("t", b"", 2, packet_id=n) for n in (1, 2)))
+    connection.acknowledge(1, 2)
+    connection.acknowledge(2, 2)
+    [events] = feed(connection, Publish("t", b"", 2, packet_id=3))
+    assert events == LimitExceeded("max_awaiting_pubrel", "2 QoS 2 messages await PUBREL")
     assert connection.state == CLOSED
 
 

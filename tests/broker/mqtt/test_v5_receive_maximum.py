@@ -55,13 +55,14 @@ def test_a_qos_2_publish_sent_again_is_not_counted_again() -> None:
     assert connection.state == CONNECTED
 
 
-def test_mqtt_3_1_1_qos_1_is_not_bounded_by_it() -> None:
-    # 3.1.1 has no Receive Maximum: its QoS 1 PUBACKs only wait for the store's commit
-    # (at most ``ack_timeout``); the setting bounds its QoS 2 packet ids awaiting PUBREL.
+def test_mqtt_3_1_1_is_not_closed_for_it_but_read_no_further() -> None:
+    # 3.1.1 has no Receive Maximum: past the setting the broker stops reading instead
+    # (backpressure, test_backpressure.py); the setting closes it for QoS 2 ids awaiting PUBREL.
     connection, _ = connected(LIMITS, level=MQTT_3_1_1)
     publishes = _publishes(1, *range(1, 11))
-    assert feed(connection, *publishes) == publishes
+    assert feed(connection, *publishes) == publishes[:3]
     assert connection.state == CONNECTED
+    assert connection.window_full
 
 
 def _resumed(receive_maximum: int, *states: int) -> tuple[Connection, list[Outgoing], Session]:
