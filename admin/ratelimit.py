@@ -1,7 +1,8 @@
 """Slowing down token guessing: a client that fails too often is refused for a while.
 
-Counted per remote address over a sliding window. A success does not reset the count: an
-attacker holding one valid token for another purpose must not buy free guesses with it.
+Counted per client host (an IPv4 address, or an IPv6 /64: ``admin.security.remote_of``) over a
+sliding window. A success does not reset the count: an attacker holding one valid token for
+another purpose must not buy free guesses with it.
 """
 
 import time
