@@ -212,7 +212,7 @@ def subscription_options(sub: Subscription) -> int:
 
 class SqlSessionStore:
     """Persistent sessions in the credential store's database (migrations 0003, 0004, 0007,
-    0008, 0009, 0010, 0011). ``completed_kept``: the QoS 2 message ids with a cluster-wide
+    0008, 0009, 0010, 0011, 0012). ``completed_kept``: the QoS 2 message ids with a cluster-wide
     id each session keeps, its last completed (0: none). ``persistent_expiry``: the expiry
     interval a 3.1/3.1.1 session read back gets if it was stored without one (0: none)."""
 
@@ -266,9 +266,10 @@ class SqlSessionStore:
         self.journal.submit(DropSession(session.store_key))
 
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
+        options = subscription_options(sub)
         self.journal.submit(
             Subscribe(
-                session.store_key, topic_filter, sub.qos, sub.me_form, subscription_options(sub)
+                session.store_key, topic_filter, sub.qos, sub.me_form, options, sub.identifier
             )
         )
 

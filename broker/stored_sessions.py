@@ -70,7 +70,7 @@ def _subscription(stored: StoredSubscription) -> Subscription:
     options = stored.options
     return Subscription(
         stored.qos, bool(options & 0x04), bool(options & 0x08), (options >> 4) & 0x03,
-        me_form=stored.me_form,
+        stored.identifier, me_form=stored.me_form,
     )  # fmt: skip
 
 

@@ -111,8 +111,9 @@ class Settings(BaseModel):
     max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
-    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it (an MQTT
-    # 5 client is told it as its Receive Maximum).
+    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it. An MQTT 5
+    # client is told it as its Receive Maximum, which counts its QoS 1 messages whose PUBACK
+    # has not gone too (5.0 §4.9).
     max_awaiting_pubrel: int = Field(100, ge=1, le=65535)
     # MQTT 5: the longest Session Expiry Interval a client gets, in seconds (4294967295:
     # sessions may never expire); topic aliases per connection and direction (0: none).

@@ -322,6 +322,8 @@ class MqttSubscriptionRow(Base):
     me_form: Mapped[bool] = mapped_column(Boolean)
     # MQTT 5 subscription options: no local, retain as published, retain handling (§3.8.3.1).
     options: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # MQTT 5 Subscription Identifier (§3.8.2.1.2: 1 to 268,435,455), NULL for none.
+    identifier: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class MqttQueuedMessageRow(Base):

@@ -49,6 +49,7 @@ class Subscribe:
     qos: int
     me_form: bool
     options: int = 0  # MQTT 5 subscription options bits 2-5 (§3.8.3.1)
+    identifier: int | None = None  # MQTT 5 Subscription Identifier (§3.8.2.1.2)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class StoredSubscription:
     qos: int
     me_form: bool
     options: int = 0
+    identifier: int | None = None
 
 
 @dataclass(frozen=True)

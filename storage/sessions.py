@@ -61,7 +61,8 @@ _SESSION_COLUMNS = [
     for n in ("key", "device_id", "device_name", "client_id", "expiry_interval", "disconnected_at")
 ]
 _SUBSCRIPTION_COLUMNS = [
-    _SUBSCRIPTIONS.c[n] for n in ("session_key", "topic_filter", "qos", "me_form", "options")
+    _SUBSCRIPTIONS.c[n]
+    for n in ("session_key", "topic_filter", "qos", "me_form", "options", "identifier")
 ]
 _MESSAGE_COLUMNS = [
     _MESSAGES.c[n]
@@ -155,7 +156,9 @@ class SessionRecords(StoreBase):
                 subs = select(*_SUBSCRIPTION_COLUMNS).where(_SUBSCRIPTIONS.c.session_key.in_(chunk))
                 for sub in await session.execute(subs):
                     found[sub.session_key].subscriptions.append(
-                        StoredSubscription(sub.topic_filter, sub.qos, sub.me_form, sub.options)
+                        StoredSubscription(
+                            sub.topic_filter, sub.qos, sub.me_form, sub.options, sub.identifier
+                        )
                     )
                 messages = (
                     select(*_MESSAGE_COLUMNS)
@@ -261,14 +264,15 @@ async def _apply(session: AsyncSession, write: SessionWrite) -> None:
             for table in children:
                 await session.execute(delete(table).where(table.session_key == key))
             await session.execute(delete(MqttSessionRow).where(MqttSessionRow.key == key))
-        case Subscribe(key, topic_filter, qos, me_form, options):
+        case Subscribe(key, topic_filter, qos, me_form, options, identifier):
             sub = await session.get(MqttSubscriptionRow, (key, topic_filter))
             if sub is None:
                 session.add(MqttSubscriptionRow(session_key=key, topic_filter=topic_filter,
-                                                qos=qos, me_form=me_form,
-                                                options=options))  # fmt: skip
+                                                qos=qos, me_form=me_form, options=options,
+                                                identifier=identifier))  # fmt: skip
             else:
                 sub.qos, sub.me_form, sub.options = qos, me_form, options
+                sub.identifier = identifier  # §3.8.4: the new subscription replaces it
         case Unsubscribe(key, topic_filter):
             await session.execute(
                 delete(MqttSubscriptionRow).where(

@@ -6,6 +6,13 @@ their PUBACK or PUBREC (MQTT 3.1.1 §4.3.2, §4.3.3). ``Awaiting`` keeps the fra
 not answered yet, each with its deadline; ``all_of`` joins the futures one publisher waits
 for (a frame per member, copies sent on after a hand-over, the store's commit).
 
+A frame to a member killed after the frame reached NATS is never answered, and NATS says
+nobody listens only for a frame sent once it noticed the member's connection closed. So
+``Awaiting`` watches one frame per member at a time: one still unanswered ``PROBE_AFTER``
+seconds after it was sent has its member *probed* (the forwarder asks NATS whether anybody
+listens), then the member's oldest later frame is watched, at most one probe per member
+every ``PROBE_AFTER`` seconds. A member that answers its frames in time is never probed.
+
 Every failure must reach whoever decides about a publisher (its connection is closed
 unacknowledged, so the client sends again: nothing acknowledged is lost). A failure nobody
 is left to decide on (the outcome was decided by an earlier one, or nothing acknowledges
@@ -17,13 +24,19 @@ No I/O here: the forwarder sends, and answers what comes back.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Final
 
 from nanoiot.errors import ClusterUnavailableError
 
-__all__ = ["CONFIRM_WITHIN", "Awaiting", "all_of", "fail", "ignore_outcome", "retrieved"]
+__all__ = [
+    "CONFIRM_WITHIN", "PROBE_AFTER", "Awaiting", "all_of", "fail", "ignore_outcome", "retrieved",
+]  # fmt: skip
 
 CONFIRM_WITHIN: Final = 5.0  # seconds a member has to answer a frame
+# Seconds a frame waits unanswered before its member is probed: a member answers once its
+# store committed (milliseconds; a probe of a slow one costs an empty message and its answer).
+PROBE_AFTER: Final = 0.5
 
 
 def fail(future: "asyncio.Future[None]", why: str) -> None:
@@ -82,14 +95,17 @@ _Entry = tuple["asyncio.Future[None]", str, asyncio.TimerHandle, bytes]
 class Awaiting:
     """Frames sent with a reply subject and not answered yet, by reply token (sequential,
     so in the order they were sent). One not answered within ``CONFIRM_WITHIN`` seconds
-    fails its publishers."""
+    fails its publishers; one not answered within ``PROBE_AFTER`` seconds has its member
+    probed (``probe``)."""
 
-    __slots__ = ("_entries", "_loop", "_next")
+    __slots__ = ("_entries", "_loop", "_next", "_watched", "probe")
 
-    def __init__(self) -> None:
+    def __init__(self, probe: Callable[[str], None] | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
         self._next = 0
         self._loop = asyncio.get_running_loop()
+        self._watched: dict[str, asyncio.TimerHandle] = {}  # by member: its watched frame's
+        self.probe = probe
 
     def add(self, member: str, data: bytes, confirmed: "asyncio.Future[None]") -> str:
         """The reply token for ``data`` sent to ``member``; ``confirmed`` fails if no answer
@@ -98,7 +114,14 @@ class Awaiting:
         self._next += 1
         timer = self._loop.call_later(CONFIRM_WITHIN, self._unconfirmed, token)
         self._entries[token] = (confirmed, member, timer, data)
+        if self.probe is not None and member not in self._watched:
+            self._watch(member, token, self._loop.time() + PROBE_AFTER)
         return token
+
+    def member(self, token: str) -> str | None:
+        """The member ``token``'s frame went to; None if it is no longer waited for."""
+        entry = self._entries.get(token)
+        return None if entry is None else entry[1]
 
     def answered(self, token: str) -> tuple["asyncio.Future[None]", str, bytes] | None:
         """The confirmation, member and frame of ``token``, no longer waited for; None if it
@@ -129,6 +152,9 @@ class Awaiting:
 
     def fail_all(self, why: str) -> None:
         """Every frame still waiting fails (the node is stopping)."""
+        for timer in self._watched.values():
+            timer.cancel()
+        self._watched.clear()
         for token in list(self._entries):
             self.fail(token, why)
 
@@ -136,3 +162,25 @@ class Awaiting:
         entry = self._entries.get(token)
         member = entry[1] if entry is not None else "?"
         self.fail(token, f"member {member} did not confirm within {CONFIRM_WITHIN:g} s")
+
+    # --- probing -------------------------------------------------------------------------------
+
+    def _watch(self, member: str, token: str, at: float) -> None:
+        self._watched[member] = self._loop.call_at(at, self._overdue, member, token)
+
+    def _overdue(self, member: str, token: str) -> None:
+        """``PROBE_AFTER`` seconds since ``token``'s frame was sent: its member is probed if
+        it still waits; then the member's oldest later frame is watched."""
+        self._watched.pop(member, None)
+        probed = token in self._entries
+        if probed and self.probe is not None:
+            self.probe(member)
+        after = int(token)
+        for later, entry in self._entries.items():  # in the order they were sent
+            if entry[1] == member and int(later) > after:
+                sent = entry[2].when() - CONFIRM_WITHIN
+                at = sent + PROBE_AFTER
+                if probed:  # one probe per member a PROBE_AFTER at most
+                    at = max(at, self._loop.time() + PROBE_AFTER)
+                self._watch(member, later, at)
+                return

@@ -16,14 +16,25 @@ exceed ``max_forward_buffer`` bytes. A member that could not take a frame's mess
 a session it did not hold) answers so, and the publisher is failed in the same way.
 
 NATS answering that nobody listens on a member's subject means the member is gone (killed:
-its persistent sessions wait for whoever takes them). That frame, the frames sent to it
-after it, and from then on every frame with QoS 1 or 2 messages for it (or a barrier for a
-session taken from it: ``barrier``), are *parked* (``broker.cluster.parked``) instead,
-without asking NATS again, until ``unpark`` (the member is back; ``unparked`` once all are
-in JetStream): their publishers are acknowledged once JetStream has the frame, and failed if
-it refused it. Its routes stay: what is routed to its sessions meanwhile is parked too.
-Parked frames waiting for JetStream count against ``max_forward_buffer``. Nothing of this
-costs anything per message while no member is gone.
+its persistent sessions wait for whoever takes them). Every frame sent to it and not
+answered, in the order they were sent, and from then on every frame with QoS 1 or 2
+messages for it (or a barrier for a session taken from it: ``barrier``), are *parked*
+(``broker.cluster.parked``) instead, without asking NATS again, until ``unpark`` (the
+member is back; ``unparked`` once all are in JetStream): their publishers are acknowledged
+once JetStream has the frame, and failed if it refused it. Its routes stay: what is routed
+to its sessions meanwhile is parked too. Parked frames waiting for JetStream count against
+``max_forward_buffer``. Nothing of this costs anything per message while no member is gone.
+
+NATS says so only for a message sent once it noticed the member's connection closed: a frame
+that reached NATS before the member was killed is never answered. So a member with a frame
+unanswered ``PROBE_AFTER`` seconds (``broker.cluster.confirmations``) is *probed*: an empty
+frame with a reply subject is sent to it, which a listening member answers at once (it
+routes nothing), and NATS's answer that nobody listens parks the member's frames as above.
+A publisher with a message in flight to a member killed is acknowledged within about
+``PROBE_AFTER`` seconds, not failed after ``CONFIRM_WITHIN``. A parked frame the member may
+have routed before it died reaches its sessions again when they are taken: a QoS 1 message
+may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
+ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
 """
 
 import asyncio
@@ -53,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _NO_RESPONDERS: Final = "503"
 _REFUSED: Final = b"-"
+_PROBE: Final = "p"  # a probe's reply token: this and the member's name (frames' are numbers)
 _Parking = tuple[str, bytes, "asyncio.Future[None]"]  # a frame to park: member, bytes, future
 
 
@@ -86,7 +98,7 @@ class Forwarder:
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._outbox_bytes = 0
         self._ready = asyncio.Event()
-        self._awaiting = Awaiting()  # frames sent, not answered yet
+        self._awaiting = Awaiting(self._probe)  # frames sent, not answered yet
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -241,16 +253,28 @@ class Forwarder:
 
     # --- confirmations ------------------------------------------------------------------------
 
+    def _probe(self, member: str) -> None:
+        """A frame for ``member`` waits unanswered: an empty frame, which it answers at once
+        if it listens, and NATS with no responders if it does not (``_confirmation``)."""
+        if member not in self.parked:
+            self._queue(self.subject(member), b"", f"{self._inbox}.{_PROBE}{member}")
+
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
+        status = msg.headers.get("Status") if msg.headers else None
+        if token.startswith(_PROBE):
+            if status == _NO_RESPONDERS:
+                self._start_parking(token.removeprefix(_PROBE))
+            return  # answered: it listens, its frames are just slow
+        if status == _NO_RESPONDERS:
+            member = self._awaiting.member(token)
+            if member is not None:  # else late: it failed already
+                self._start_parking(member)
+            return
         answered = self._awaiting.answered(token)
         if answered is None:
             return  # late: it failed already
-        future, member, data = answered
-        status = msg.headers.get("Status") if msg.headers else None
-        if status == _NO_RESPONDERS:
-            self._start_parking(member, data, future)
-            return
+        future, member, _data = answered
         if msg.data == _REFUSED:
             fail(future, f"member {member} could not take a forwarded message")
             return
@@ -259,20 +283,23 @@ class Forwarder:
 
     # --- parking (``broker.cluster.parked``) -------------------------------------------------
 
-    def _start_parking(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
-        """Nobody listens for ``member``: this frame is parked, then those sent to it after
-        it (nobody listens for them either; their answers are ignored), in order."""
+    def _start_parking(self, member: str) -> None:
+        """Nobody listens for ``member``: the frames sent to it and not answered are parked,
+        in the order they were sent (their answers, if any come, are ignored). One it routed
+        before it died reaches its sessions twice, QoS 2 once (the module's docstring)."""
+        waiting = self._awaiting.of(member)
         if member not in self.parked:
             # The first may be this member's barrier to a member it took a session from.
-            barrier = all(routed.barrier for routed in decode(data, 0.0))
+            first = "none yet"
+            if waiting:
+                barrier = all(routed.barrier for routed in decode(waiting[0][0], 0.0))
+                first = "this member's hand-over barrier" if barrier else "messages"
             log.warning("cluster member %s is gone: frames for it are parked until its "
-                        "sessions are taken (the first: %s)", member,
-                        "this member's hand-over barrier" if barrier else "messages")  # fmt: skip
+                        "sessions are taken (the first: %s)", member, first)  # fmt: skip
             self.parked.add(member)
             self.on_gone(member)
-        self._park(member, data, future)
-        for later, confirmed in self._awaiting.of(member):
-            self._park(member, later, confirmed)
+        for data, confirmed in waiting:
+            self._park(member, data, confirmed)
 
     def unpark(self, member: str) -> None:
         """``member`` is back: frames for it go to it again, once those parked before are

@@ -49,6 +49,7 @@ from broker.mqtt.packets import (
     PacketType,
     Puback,
     Pubcomp,
+    Publish,
     Pubrec,
     Pubrel,
     Subscribe,
@@ -86,9 +87,11 @@ class Connection(Handshake):
         self._known = NO_PROPERTIES  # the properties of the client's last PUBLISH (MQTT 5)
         self._out: list[bytes] = []
         self._pubrel_held = None
+        self._deferred = None
         self.now = now  # the clock at the last call that passed it
         self.window = limits.max_inflight  # QoS 1 and 2 messages in flight to the client
         self.v5: Negotiated | None = None  # what a 5.0 CONNECT asked for, its topic aliases
+        self._unacknowledged = 0  # QoS 1 PUBLISHes received whose PUBACK has not gone
 
     # --- output -------------------------------------------------------------------------------
 
@@ -205,16 +208,8 @@ class Connection(Handshake):
                 assert self.v5 is not None  # only 5.0 PUBLISHes have properties
                 self._known = publish.properties  # the next PUBLISH most likely has the same
                 publish = self.v5.resolve(publish)
-            if publish.qos == 2 and publish.packet_id is not None:
-                if publish.packet_id in session.awaiting_pubrel:
-                    events.append(DuplicateReceived(publish.packet_id, publish))
-                    return
-                if len(session.awaiting_pubrel) >= self.limits.max_awaiting_pubrel:
-                    detail = f"{len(session.awaiting_pubrel)} QoS 2 messages await PUBREL"
-                    events.append(LimitExceeded("max_awaiting_pubrel", detail))
-                    self.state = CLOSED
-                    return
-                session.awaiting_pubrel.add(publish.packet_id)
+            if publish.qos and not self._received(publish, session, events):
+                return
             events.append(publish)
             return
         if kind == PacketType.PUBACK and end - start == 2:
@@ -250,6 +245,41 @@ class Connection(Handshake):
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
             raise ProtocolError("no authentication method was agreed in CONNECT (MQTT 5 §4.12)")
 
+    def _received(self, publish: Publish, session: Session, events: list[Event]) -> bool:
+        """Count a QoS 1 or 2 PUBLISH until it is answered; False if it is not to be routed:
+        a QoS 2 one sent again before its PUBREL (§4.3.3), or one past the limit, which
+        closes the connection.
+
+        ``max_awaiting_pubrel`` bounds the QoS 2 packet ids whose PUBREL has not come. A 5.0
+        client is told it as the server's Receive Maximum, which counts its QoS 1 PUBLISHes
+        whose PUBACK has not gone too (5.0 §3.3.4, §4.9: more is a 0x93 DISCONNECT): the
+        broker holds a PUBACK until the store commits the message (``broker.acks``), and
+        nothing else bounds what a client that does not wait for them makes it hold."""
+        packet_id = publish.packet_id
+        assert packet_id is not None  # QoS 1 and 2 have one (§2.3.1)
+        awaiting = session.awaiting_pubrel
+        qos = publish.qos
+        if qos == 2 and packet_id in awaiting:
+            events.append(DuplicateReceived(packet_id, publish))
+            return False
+        v5 = self.level == MQTT_5
+        held = len(awaiting) + self._unacknowledged if v5 else len(awaiting)
+        if (qos == 2 or v5) and held >= self.limits.max_awaiting_pubrel:
+            detail = (
+                f"{held} QoS 1 and 2 messages are not acknowledged (Receive Maximum "
+                f"{self.limits.max_awaiting_pubrel})"
+                if v5
+                else f"{held} QoS 2 messages await PUBREL"
+            )
+            events.append(LimitExceeded("max_awaiting_pubrel", detail))
+            self.state = CLOSED
+            return False
+        if qos == 2:
+            awaiting.add(packet_id)
+        else:
+            self._unacknowledged += 1
+        return True
+
     def _pubrec(self, packet_id: int, code: int, events: list[Event]) -> None:
         """PUBREL answers a PUBREC, a repeated one too (§4.3.3), a stored message's once the
         store has its release (the events). 5.0: a code of 0x80 or more ends the flow, no
@@ -266,6 +296,8 @@ class Connection(Handshake):
             self._ack(Pubrel, packet_id, message is None)
             return
         first = session.released(packet_id) is not None
+        if first:
+            self._undefer(message)
         if message.stored is None:
             self._ack(Pubrel, packet_id, False)
         if first:
@@ -288,6 +320,7 @@ class Connection(Handshake):
             raise ProtocolError(f"packet id {packet_id}: no PUBREL was sent for it yet")
         message = self.session.completed(packet_id, qos)
         if message is not None:
+            self._undefer(message)
             events.append(MessageCompleted(message))
             self._pump(events)
 

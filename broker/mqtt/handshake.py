@@ -23,7 +23,7 @@ from dataclasses import replace
 from auth.connack import MQTT5_REASON_CODE, ConnackCode
 from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode
-from broker.mqtt.events import ConnectionRefused, Event, MessageDropped, PubrelAgain
+from broker.mqtt.events import ConnectionRefused, Event, PubrelAgain
 from broker.mqtt.outbound import Outbound
 from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Pubrel, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
@@ -110,15 +110,14 @@ class Handshake(Outbound):
             v5.start_aliases(self.limits)
         self._out.append(encode(Connack(session_present, 0, properties), self.level))
         events: list[Event] = []
+        quota = self._resend_quota(session)
         for message in list(session.inflight.values()):
             if message.state == SENT:
-                message.sent = True
-                data = self._publish_bytes(message, dup=True)
-                if data:
-                    self._out.append(data)
-                else:  # 5.0 §3.1.2.11.4: too large for this client now, as if delivered
-                    del session.inflight[message.packet_id]
-                    events.append(MessageDropped(message, "client_maximum_packet_size"))
+                if quota > 0:
+                    quota -= 1
+                    self._resend(message, events)
+                else:
+                    self._defer(message)
             elif message.packet_id in pubrel_later:
                 self._hold_pubrel(message.packet_id)
                 events.append(PubrelAgain(message))
@@ -126,6 +125,17 @@ class Handshake(Outbound):
                 self._out.append(encode(Pubrel(message.packet_id), self.level))
         self._pump(events)
         return events
+
+    def _resend_quota(self, session: Session) -> int:
+        """How many PUBLISHes in flight go again at once. 5.0 §4.9: the send quota starts at
+        the client's Receive Maximum on each connection (it may be lower than on the last
+        one), PUBLISHes sent again take from it, and so do QoS 2 messages whose PUBCOMP has
+        not come (only their PUBREL goes again): the rest wait for acknowledgements. 3.1.1
+        §4.4: every one goes again."""
+        inflight = session.inflight
+        if self.level != MQTT_5 or len(inflight) <= self.window:
+            return len(inflight)
+        return self.window - sum(1 for message in inflight.values() if message.state != SENT)
 
     def refuse(
         self, return_code: int, reason_code: int | None = None, reason: str | None = None

@@ -8,6 +8,7 @@ client sent (PUBACK, PUBREC, and the PUBREL / PUBCOMP of a QoS 2 flow, §4.3) an
 UNSUBACK. Everything made is queued in ``_out`` for ``Connection.data_to_send``.
 """
 
+from collections import deque
 from typing import Final
 
 from broker.mqtt.codes import Reason
@@ -24,7 +25,18 @@ NO_EVENTS: Final[list[Event]] = []  # returned, never appended to
 class Outbound:
     """What ``Connection`` sends; the state it sends from (``Connection`` sets it)."""
 
-    __slots__ = ("_out", "_pubrel_held", "level", "limits", "now", "session", "v5", "window")
+    __slots__ = (
+        "_deferred",
+        "_out",
+        "_pubrel_held",
+        "_unacknowledged",
+        "level",
+        "limits",
+        "now",
+        "session",
+        "v5",
+        "window",
+    )
 
     limits: Limits
     level: int
@@ -33,6 +45,10 @@ class Outbound:
     v5: Negotiated | None
     window: int
     _out: list[bytes]
+    # Messages in flight from the last connection that go again once the client's Receive
+    # Maximum lets them (5.0 §4.9, ``Handshake._resend_quota``), in order. None: none.
+    _deferred: deque[Outgoing] | None
+    _unacknowledged: int  # QoS 1 PUBLISHes the client sent whose PUBACK has not gone yet
     # Packet ids of stored QoS 2 messages whose PUBREC came and whose PUBREL has not gone out
     # on this connection yet (the broker holds it for the store, ``release``). None: none
     # yet; most connections never hold one.
@@ -56,6 +72,8 @@ class Outbound:
         """Acknowledge a PUBLISH the client sent: PUBACK for QoS 1, PUBREC for QoS 2; a 5.0
         client learns a refusal from ``reason_code`` (§3.4.2.1), which ends a QoS 2 flow."""
         kind = Puback if qos == 1 else Pubrec
+        if qos == 1 and self._unacknowledged:
+            self._unacknowledged -= 1  # 5.0 §4.9: one more the client may send
         if reason_code and self.level == MQTT_5:
             if reason_code >= Reason.UNSPECIFIED_ERROR and self.session is not None:
                 self.session.awaiting_pubrel.discard(packet_id)  # §4.3.3: no PUBREL follows
@@ -98,10 +116,36 @@ class Outbound:
         """Send queued messages while the in-flight window has room (§4.4, §4.6)."""
         session = self.session
         assert session is not None
+        deferred = self._deferred
+        while deferred and len(session.inflight) - len(deferred) < self.window:
+            self._resend(deferred.popleft(), events)  # they go before any queued one (§4.6)
         while (message := session.next_to_send(self.window)) is not None:
             event = self._send_first(message)
             if event is not None:
                 events.append(event)
+
+    def _resend(self, message: Outgoing, events: list[Event]) -> None:
+        """A message in flight since an earlier connection, again with DUP (§4.4); one
+        larger than the client reads now leaves as if delivered (5.0 §3.1.2.11.4)."""
+        message.sent = True
+        data = self._publish_bytes(message, dup=True)
+        if data:
+            self._out.append(data)
+            return
+        assert self.session is not None
+        del self.session.inflight[message.packet_id]
+        events.append(MessageDropped(message, "client_maximum_packet_size"))
+
+    def _defer(self, message: Outgoing) -> None:
+        if self._deferred is None:
+            self._deferred = deque()
+        self._deferred.append(message)
+
+    def _undefer(self, message: Outgoing) -> None:
+        """The client answered a message waiting to go again (it had it after all)."""
+        deferred = self._deferred
+        if deferred and message in deferred:
+            deferred.remove(message)
 
     def _send_first(self, message: Outgoing) -> Event | None:
         """The first send of a message (in flight already if QoS 1 or 2). An expired one

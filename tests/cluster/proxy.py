@@ -4,7 +4,8 @@ the node's connection end, the node loses NATS) and closes every new one at once
 ``restore``; ``delay`` holds back what NATS sends to the node (its route and member watches,
 the answers to its writes), in order, while what the node sends goes through at once; with
 ``subjects``, only the messages on those subjects are held back (a lagging key-value watch
-while the rest comes at once)."""
+while the rest comes at once); ``mute`` drops what the node sends from then on, its
+connection open (as a node that dies before what it wrote leaves it), until it closes it."""
 
 import contextlib
 import functools
@@ -28,6 +29,9 @@ class Proxy:
         self._closed = False
         self._delay = 0.0
         self._subjects: tuple[bytes, ...] = ()
+        self._muted = False
+        self._dropped = b""  # what the node sent since ``mute``
+        self._dropping = threading.Condition()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -51,6 +55,24 @@ class Proxy:
         those: the rest goes at once, ahead of them."""
         self._subjects = tuple(prefix.encode() for prefix in subjects)
         self._delay = seconds
+
+    def mute(self) -> None:
+        """What the node sends from now on never reaches NATS (``until_dropped`` sees it)."""
+        with self._dropping:
+            self._muted = True
+
+    def until_dropped(self, data: bytes) -> None:
+        """Once the node sent ``data`` since ``mute`` (dropped); AssertionError if it did not
+        within 10 s."""
+        with self._dropping:
+            assert self._dropping.wait_for(lambda: data in self._dropped, 10), self._dropped
+
+    def _dropped_if_muted(self, data: bytes) -> bool:
+        with self._dropping:
+            if self._muted:
+                self._dropped += data
+                self._dropping.notify_all()
+            return self._muted
 
     def _delay_of(self, subject: bytes | None) -> float | None:
         """How long an operation is held back; None: not at all, ahead of those held."""
@@ -80,7 +102,8 @@ class Proxy:
                 upstream = socket.create_connection(NATS_ADDRESS)
                 self._open += [client, upstream]
                 late = _Late(upstream, client, self._delay_of)
-                for target in (functools.partial(_pump, client, upstream), late.read, late.write):
+                sent = functools.partial(_pump, client, upstream, self._dropped_if_muted)
+                for target in (sent, late.read, late.write):
                     thread = threading.Thread(target=target, daemon=True)
                     self._threads.append(thread)
                     thread.start()
@@ -169,11 +192,12 @@ class _Late:
                 self._changed.wait(left)  # a timer of the proxy's own, not a test's sleep
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Copy until either side ends, then end both."""
+def _pump(source: socket.socket, sink: socket.socket, dropped: Callable[[bytes], bool]) -> None:
+    """Copy (what is not ``dropped``) until either side ends, then end both."""
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
-            sink.sendall(data)
+            if not dropped(data):
+                sink.sendall(data)
     _shut(source)
     _shut(sink)
     source.close()

@@ -20,16 +20,17 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.cluster.arrivals import HOLD_WITHIN
-from tests.cluster.nodes import cluster, until_routed
-from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_handover import (
+from tests.cluster.moving import (
     FILTER,
     ROOMY_QUEUES,
-    TELEMETRY,
     Publisher,
     Subscriber,
-    _ranges,
+    acknowledged_and_received,
+    ranges,
+    subscribed_on_a,
 )
+from tests.cluster.nodes import cluster
+from tests.cluster.proxy import nats_proxy
 from tests.cluster.test_parked import _until_nobody_listens
 
 pytestmark = pytest.mark.slow
@@ -77,27 +78,16 @@ def test_a_live_member_lagging_past_hold_within_keeps_its_publishers_order(
         nodes.start("b", **ROOMY_QUEUES)
         nodes.start("c", NANOIOT_NATS_URL=to_c.url, **ROOMY_QUEUES)
         to_a.delay(A_BEHIND, subjects=(f"{name}.route.a",))
-        subscriber = DupSubscriber(nodes, "backend", 4)
-        try:
-            first = subscriber.connect("a")
-            assert first.subscribe(FILTER, qos=1) == [1]
-            device = nodes.connect("c", sensor, client_id="sensor")
-            until_routed(device, TELEMETRY, first)
-            publisher = Publisher(device, 1)
-            try:
+        with DupSubscriber(nodes, "backend", 4) as subscriber:
+            device = subscribed_on_a(subscriber, FILTER, 1, sensor, "c", "sensor")
+            with Publisher(device, 1) as publisher:
                 assert subscriber.receive_new(BEFORE), subscriber.counts()
                 to_c.delay(LAG, subjects=(f"$KV.{name}_routes.",))
                 mark = len(nodes.nodes["b"].log.lines)
                 subscriber.move("b", "take-over")
                 assert subscriber.receive_new(AFTER), subscriber.counts()
                 to_c.delay(0)
-                publisher.stop_after(MORE)
-                acknowledged = publisher.acknowledged()
-            finally:
-                publisher.stop()
-            subscriber.receive_all(acknowledged)
-        finally:
-            subscriber.close()
+                acknowledged = acknowledged_and_received(publisher, subscriber, MORE)
         b = nodes.nodes["b"].log
     _check_once_in_order(subscriber, acknowledged)
     # B held past HOLD_WITHIN for C, and gave no barrier up.
@@ -123,29 +113,18 @@ def test_a_live_member_lagging_past_hold_within_parks_in_order_for_a_dead_one(
         nodes.start("b", NANOIOT_NATS_URL=to_b.url, **ROOMY_QUEUES)
         nodes.start("c", NANOIOT_NATS_URL=to_c.url, **ROOMY_QUEUES)
         to_b.delay(A_BEHIND, subjects=(f"{name}.parked.",))
-        subscriber = DupSubscriber(nodes, "backend", 4)
-        try:
-            first = subscriber.connect("a")
-            assert first.subscribe(FILTER, qos=1) == [1]
-            device = nodes.connect("c", sensor, client_id="sensor")
-            until_routed(device, TELEMETRY, first)
+        with DupSubscriber(nodes, "backend", 4) as subscriber:
+            device = subscribed_on_a(subscriber, FILTER, 1, sensor, "c", "sensor")
             subscriber.close()
             nodes.kill("a")
             asyncio.run(_until_nobody_listens(f"{name}.route.a"))
             to_c.delay(PARKING_LAG, subjects=(f"$KV.{name}_routes.",))
             mark = len(nodes.nodes["b"].log.lines)
-            publisher = Publisher(device, 1)  # parked for A, until C's table shows B
-            try:
+            with Publisher(device, 1) as publisher:  # parked for A, until C's table shows B
                 subscriber.connect("b")
                 assert subscriber.receive_new(AFTER), subscriber.counts()
                 to_c.delay(0)
-                publisher.stop_after(MORE)
-                acknowledged = publisher.acknowledged()
-            finally:
-                publisher.stop()
-            subscriber.receive_all(acknowledged)
-        finally:
-            subscriber.close()
+                acknowledged = acknowledged_and_received(publisher, subscriber, MORE)
         b = nodes.nodes["b"].log
     _check_once_in_order(subscriber, acknowledged)
     assert not [line for line in b.lines[mark:] if "no barrier behind their parked" in line]
@@ -168,7 +147,7 @@ def _check_once_in_order(subscriber: DupSubscriber, acknowledged: set[int]) -> N
         seen |= here
     missing = sorted(acknowledged - seen)
     if missing:
-        problems.append(f"{len(missing)} acknowledged never came: {_ranges(missing)}")
+        problems.append(f"{len(missing)} acknowledged never came: {ranges(missing)}")
     behind = [(a, b) for a, b in itertools.pairwise(firsts) if b <= a]
     if behind:
         problems.append(f"{len(behind)} out of order: {behind[:10]}")

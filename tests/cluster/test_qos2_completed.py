@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Publish
+from broker.mqtt.packets import Publish
 from tests.cluster.nodes import cluster, until_routed
 from tests.cluster.proxy import nats_proxy
+from tests.cluster.resent import TELEMETRY, connected, sent_again
 from tests.cluster.test_qos2_moved import HEARTBEAT, TOO_LATE
 from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _backend
-from tests.e2e.peers import Raw
+from tests.cluster.test_sessions import _backend
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,7 @@ def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it
         until_routed(probe, TELEMETRY, backend)
 
         proxy.delay(TOO_LATE)
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
+        with connected(nodes, "a", sensor, session_present=False) as raw:
             raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
             assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
         proxy.delay(0)
@@ -57,10 +55,7 @@ def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it
 
         backend = _backend(nodes, "c")  # takes its session over, with nothing queued
         assert backend.session_present.get_nowait() is True
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        sent_again(nodes, "a", sensor, 7)
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1
         # A probe routed after the copy sent again reaches the backend after it would have.
         probe.publish(TELEMETRY, b"after", qos=1)

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
+from broker.mqtt.packets import Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import cluster, watched_on_b
-from tests.e2e.peers import Raw
+from tests.cluster.resent import TELEMETRY, connected
 
 pytestmark = pytest.mark.slow
-
-TELEMETRY = "v1/devices/me/telemetry"
 
 
 def test_a_qos2_publish_sent_again_after_its_node_died_is_not_routed_twice(
@@ -24,17 +22,13 @@ def test_a_qos2_publish_sent_again_after_its_node_died_is_not_routed_twice(
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
         sensor, watcher = watched_on_b(nodes)
 
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
+        with connected(nodes, "a", sensor, session_present=False) as raw:
             raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
             assert raw.read() == Pubrec(7)  # routed by A, its packet id committed
             nodes.kill("a")  # at once: nothing is handed over
         assert watcher.next_message().payload == b"once"
 
-        with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
+        with connected(nodes, "b", sensor, session_present=True) as raw:
             raw.publish_again_and_release(TELEMETRY, b"once", 7)
             # The id is free again: the next message with it is routed.
             raw.send(Publish(TELEMETRY, b"next", 2, packet_id=7))

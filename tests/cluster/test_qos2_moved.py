@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Publish
+from broker.mqtt.packets import Publish
 from tests.cluster.nodes import cluster, until_routed
 from tests.cluster.proxy import nats_proxy
+from tests.cluster.resent import TELEMETRY, connected, sent_again
 from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _backend
-from tests.e2e.peers import Raw
+from tests.cluster.test_sessions import _backend
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +46,7 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         backend.close()  # its session stays on B, queueing
 
         proxy.delay(TOO_LATE)
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
+        with connected(nodes, "a", sensor, session_present=False) as raw:
             raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
             assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
         proxy.delay(0)
@@ -62,10 +60,7 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         first = backend.next_message()
         assert (first.payload, first.qos) == (b"once", 2)  # in flight, not acknowledged yet
 
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        sent_again(nodes, "a", sensor, 7)
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1
         backend.paho.ack(first.mid, first.qos)
         # A probe routed after the copy sent again reaches the backend after it would have.

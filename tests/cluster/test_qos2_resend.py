@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Publish
+from broker.mqtt.packets import Publish
 from tests.cluster.nodes import Cluster, cluster, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
+from tests.cluster.resent import TELEMETRY, connected, sent_again
 from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _backend
+from tests.cluster.test_sessions import _backend
 from tests.e2e.harness import Client
-from tests.e2e.peers import Raw
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,14 @@ class Scene:
         self.backend = _backend(nodes, "b")
         assert self.backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"no longer sent on to member b", after=mark)
+
+    def refused_on_c(self) -> None:
+        """The sensor's QoS 2 PUBLISH (packet id 7) on C while the backend moves: A, which
+        C's lagging routes name, refuses it, and C closes the connection without PUBREC."""
+        with connected(self.nodes, "c", self.sensor, session_present=False) as raw:
+            self.move_backend()
+            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
+            assert raw.read() is None
 
 
 @contextmanager
@@ -95,16 +103,8 @@ def test_sent_again_to_another_member_it_is_routed_again_from_there(tmp_path: Pa
     with what its resend needs."""
     with four_nodes(tmp_path) as scene:
         nodes = scene.nodes
-        with Raw(nodes.nodes["c"].port, nodes.server_cert, scene.sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
-            scene.move_backend()
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # A refused it: closed, no PUBREC
-        with Raw(nodes.nodes["d"].port, nodes.server_cert, scene.sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        scene.refused_on_c()
+        sent_again(nodes, "d", scene.sensor, 7)
         _each_got_it_once(scene)
         assert _counted(scene, "d", "qos2_routed_again") == 1
         assert _counted(scene, "c", "qos2_repeats") == 1  # C had it: its watcher not again
@@ -117,18 +117,10 @@ def test_sent_again_after_the_death_of_the_member_that_held_it_it_is_routed_agai
     the session, its packet id and what routing the message again needs from the store."""
     with four_nodes(tmp_path) as scene:
         nodes = scene.nodes
-        with Raw(nodes.nodes["c"].port, nodes.server_cert, scene.sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
-            scene.move_backend()
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # A refused it: closed, no PUBREC
+        scene.refused_on_c()
         nodes.kill("c")
         del scene.watchers["c"]  # its clean session went with C
-        with Raw(nodes.nodes["d"].port, nodes.server_cert, scene.sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        sent_again(nodes, "d", scene.sensor, 7)
         _each_got_it_once(scene)
         assert _counted(scene, "d", "qos2_routed_again") == 1
 

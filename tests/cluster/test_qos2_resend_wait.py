@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
+from broker.mqtt.packets import Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import Cluster, cluster, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
+from tests.cluster.resent import TELEMETRY, connected, sent_again
 from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import Client
-from tests.e2e.peers import Raw
 
 pytestmark = pytest.mark.slow
 
-TELEMETRY = "v1/devices/me/telemetry"
 LATE = 2.0  # B confirms this much late: within CONFIRM_WITHIN (5 s), with room to spare
 TOO_LATE = 6.0  # past CONFIRM_WITHIN: the first routing fails
 RECEIVED = "nanoiot_cluster_received_messages_total"
@@ -40,9 +39,6 @@ class Scene:
     sensor: Path  # the device's .nopass.pem
     watcher: Client  # on B
     probe: Client  # another device, on A
-
-    def raw(self) -> Raw:
-        return Raw(self.nodes.nodes["a"].port, self.nodes.server_cert, self.sensor)
 
     def received_by_b(self) -> float:
         return counter(metrics(self.nodes, "b"), RECEIVED)
@@ -66,15 +62,8 @@ def b_behind_a_proxy(tmp_path: Path) -> Iterator[Scene]:
 
 def _publish_and_leave(scene: Scene) -> None:
     """The device's QoS 2 PUBLISH on A, its connection closed before any PUBREC."""
-    with scene.raw() as raw:
-        raw.send(Connect(4, "sensor", False, 60))
-        assert raw.read() == Connack(False, 0)
+    with connected(scene.nodes, "a", scene.sensor, session_present=False) as raw:
         raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-
-
-def _connect_again(raw: Raw) -> None:
-    raw.send(Connect(4, "sensor", False, 60))
-    assert raw.read() == Connack(True, 0)
 
 
 def test_a_resend_while_the_first_routing_is_pending_gets_its_pubrec_once_confirmed(
@@ -84,8 +73,7 @@ def test_a_resend_while_the_first_routing_is_pending_gets_its_pubrec_once_confir
         before = scene.received_by_b()
         scene.proxy.delay(LATE)
         _publish_and_leave(scene)
-        with scene.raw() as raw:
-            _connect_again(raw)
+        with connected(scene.nodes, "a", scene.sensor, session_present=True) as raw:
             raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
             assert raw.read() == Pubrec(7)
             # B counts what it receives before it confirms it: it had the first copy.
@@ -105,8 +93,7 @@ def test_if_the_first_routing_then_fails_the_resend_is_not_acknowledged_either(
     with b_behind_a_proxy(tmp_path) as scene:
         scene.proxy.delay(TOO_LATE)
         _publish_and_leave(scene)
-        with scene.raw() as raw:
-            _connect_again(raw)
+        with connected(scene.nodes, "a", scene.sensor, session_present=True) as raw:
             raw.send(Publish(TELEMETRY, b"once", 2, dup=True, packet_id=7))
             assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
         scene.proxy.delay(0)
@@ -114,9 +101,7 @@ def test_if_the_first_routing_then_fails_the_resend_is_not_acknowledged_either(
         scene.probe.publish(TELEMETRY, b"probe", qos=0)
         assert scene.watcher.next_message().payload == b"once"  # the first copy, late
         assert scene.watcher.next_message().payload == b"probe"
-        with scene.raw() as raw:
-            _connect_again(raw)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        sent_again(scene.nodes, "a", scene.sensor, 7)
         assert scene.watcher.no_message(within=1.0)  # not again
         assert counter(metrics(scene.nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1
         assert counter(metrics(scene.nodes, "b"), "nanoiot_cluster_qos2_repeats_total") == 1

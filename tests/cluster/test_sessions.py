@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from broker.mqtt.packets import Connack, Connect, Publish, Pubrec
+from broker.mqtt.packets import Publish, Pubrec
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed, watched_on_b
+from tests.cluster.resent import connected, sent_again
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
-from tests.e2e.peers import Raw
 from tests.e2e.v5_client import make_properties, v5_client
 from tests.serve_process import WAIT
 
@@ -278,17 +278,12 @@ def test_a_qos2_publish_sent_again_after_a_hand_over_is_not_routed_twice(
         sensor, watcher = watched_on_b(nodes)
 
         publish = Publish(TELEMETRY, b"once", 2, packet_id=7)
-        with Raw(nodes.nodes["a"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(False, 0)
+        with connected(nodes, "a", sensor, session_present=False) as raw:
             raw.send(publish)
             assert raw.read() == Pubrec(7)  # routed (and committed) by A
         assert watcher.next_message().payload == b"once"
 
-        with Raw(nodes.nodes["b"].port, nodes.server_cert, sensor) as raw:
-            raw.send(Connect(4, "sensor", False, 60))
-            assert raw.read() == Connack(True, 0)
-            raw.publish_again_and_release(TELEMETRY, b"once", 7)
+        sent_again(nodes, "b", sensor, 7)
         assert watcher.no_message(within=1.0)  # exactly once
 
 

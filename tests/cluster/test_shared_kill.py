@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.moving import Subscriber
 from tests.cluster.nodes import cluster, until_routed
-from tests.cluster.test_handover import Subscriber
 from tests.cluster.test_parked import TELEMETRY, Publisher, _kill_a, _logged
 from tests.serve_process import WAIT
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any, Self, TypeVar
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
@@ -67,6 +68,16 @@ class BrokerThread:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def metrics(self) -> str:
+        """The admin API's ``/metrics`` text (Prometheus), read with the admin token."""
+        response = httpx.get(
+            f"{self.http_url}/metrics",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=WAIT,
+        )
+        response.raise_for_status()
+        return response.text
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -195,11 +206,11 @@ def mqtt_client(
     on_connack: Callable[[], None] | None = None,
 ) -> Client:
     """Connect the way the product text shows (tls_set with the server cert as ca_certs).
-    ``on_connack``: called in paho's thread as each CONNACK arrives, before it is queued."""
+    ``on_connack``: as for ``wired``."""
     paho = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
     )
-    client = Client(paho)
+    client = wired(paho, on_connack)
     paho.tls_set(
         ca_certs=str(server_cert),
         certfile=str(certfile) if certfile else None,
@@ -211,6 +222,15 @@ def mqtt_client(
         paho.username_pw_set(username, password)
     if will is not None:
         paho.will_set(will[0], will[1], qos=1)
+    paho.connect_async("127.0.0.1", port, keepalive=keepalive)
+    paho.loop_start()
+    return client
+
+
+def wired(paho: mqtt.Client, on_connack: Callable[[], None] | None = None) -> Client:
+    """The queue-fed ``Client`` around a paho client the caller configures and connects.
+    ``on_connack``: called in paho's thread as each CONNACK arrives, before it is queued."""
+    client = Client(paho)
 
     def on_connect(
         _c: object, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
@@ -224,6 +244,4 @@ def mqtt_client(
     paho.on_message = lambda _c, _u, message: client.messages.put(message)
     paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(list(codes))
     paho.on_disconnect = lambda *_args: client.disconnected.set()
-    paho.connect_async("127.0.0.1", port, keepalive=keepalive)
-    paho.loop_start()
     return client

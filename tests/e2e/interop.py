@@ -23,14 +23,13 @@ from queue import Empty, Queue
 from types import TracebackType
 from typing import Self
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from auth.certificate import parse_credential
 from nanoiot.settings import Settings
 from storage.records import Device
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client
+from tests.e2e.harness import WAIT, BrokerThread
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -286,16 +285,6 @@ def provision_pem(broker: BrokerThread, device: DeviceKeys) -> Device:
 
 
 # --- paho ----------------------------------------------------------------------------------
-
-
-def wired(paho: mqtt.Client) -> Client:
-    """The harness's queue-fed ``Client`` around a paho client configured by the caller."""
-    client = Client(paho)
-    paho.on_connect = lambda _c, _u, _f, rc, _p: client.connack.put(rc)
-    paho.on_message = lambda _c, _u, message: client.messages.put(message)
-    paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(list(codes))
-    paho.on_disconnect = lambda *_args: client.disconnected.set()
-    return client
 
 
 def deprecated_protocol(tls_version: ssl._SSLMethod) -> contextlib.AbstractContextManager[object]:

@@ -44,8 +44,7 @@ def test_metrics_count_connects_refusals_and_messages(broker: BrokerThread, tmp_
         stranger, _ = device_client(broker, tmp_path, "stranger", issued=issue("stranger"))
         assert stranger.wait_connack() == 5
         stranger.close()
-        headers = {"Authorization": f"Bearer {broker.admin_token}"}
-        text = httpx.get(f"{broker.http_url}/metrics", headers=headers).text
+        text = broker.metrics()
     finally:
         client.close()
     assert "nanoiot_connected_devices 1.0" in text

@@ -8,14 +8,11 @@ client id); a second connection with the same client id takes over the first (MQ
 
 from pathlib import Path
 
-import httpx
-
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
 
 
 def gauges(broker: BrokerThread) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {broker.admin_token}"}
-    text = httpx.get(f"{broker.http_url}/metrics", headers=headers).text
+    text = broker.metrics()
     wanted = ("nanoiot_connected_clients", "nanoiot_connected_devices")
     return {
         name: float(value)

@@ -15,6 +15,7 @@ from broker.mqtt.packets import (
     Connect,
     Disconnect,
     Packet,
+    Puback,
     Publish,
     Pubrec,
     Will,
@@ -104,7 +105,31 @@ def test_too_many_qos_2_in_flight_sends_disconnect_0x93(
         packets.append(packet)
     assert len(packets) == most + 1
     assert all(isinstance(packet, Pubrec) for packet in packets[:-1])
-    assert "await PUBREL" in _disconnect_reason(packets[-1], 0x93)  # receive maximum exceeded
+    assert "not acknowledged" in _disconnect_reason(packets[-1], 0x93)  # receive maximum exceeded
+    raw.sock.close()
+
+
+def test_too_many_qos_1_without_puback_sends_disconnect_0x93(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """5.0 §3.3.4, §4.9: the Receive Maximum counts QoS 1 PUBLISHes whose PUBACK has not
+    gone too. A client that waits for its PUBACKs keeps sending; one that sends more than
+    it may in one go (a single TLS record, read at once) is told 0x93."""
+    raw, connack = _connected(broker, tmp_path, "pipeliner")
+    most = connack.properties.get(Property.RECEIVE_MAXIMUM)
+    assert isinstance(most, int)
+    topic = "v1/devices/me/telemetry"
+    for first in (1, most + 1):  # each window acknowledged before the next goes
+        raw.send(*(Publish(topic, b"x", 1, packet_id=n) for n in range(first, first + most)))
+        for n in range(first, first + most):
+            assert raw.read() == Puback(n)
+    raw.send(*(Publish(topic, b"x", 1, packet_id=n) for n in range(1, most + 2)))
+    packets = []
+    while (packet := raw.read()) is not None:
+        packets.append(packet)
+    assert len(packets) == most + 1
+    assert all(isinstance(packet, Puback) for packet in packets[:-1])
+    assert "not acknowledged" in _disconnect_reason(packets[-1], 0x93)
     raw.sock.close()
 
 

@@ -82,6 +82,17 @@ def test_queued_messages_keep_properties_and_expiry_across_a_restart(tmp_path: P
         except Empty:
             extra = None
         assert extra is None, f"unexpected {extra.topic if extra else ''}"
+        # The subscription read back keeps its identifier (§3.8.2.1.2) for what comes now.
+        backend = v5_client(
+            broker.port, broker.server_cert, None, username="backend", password=PASSWORD
+        )
+        assert backend.wait_connack()[0] == 0
+        backend.publish("devices/keeper/rpc/request/4", b"after")
+        after = device.next_message()
+        assert after.payload == b"after"
+        got = after.properties
+        assert got.SubscriptionIdentifier == [7]
+        backend.close()
         device.close()
     finally:
         broker.stop()

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from storage.migrate import upgrade
@@ -75,14 +74,9 @@ def _nothing_queued(meter: Client, backend: Client) -> None:
 
 def _expired_total(broker: BrokerThread) -> str:
     """The value of ``nanoiot_sessions_expired_total`` on /metrics."""
-    response = httpx.get(
-        f"{broker.http_url}/metrics",
-        headers={"Authorization": f"Bearer {broker.admin_token}"},
-        timeout=WAIT,
-    )
-    response.raise_for_status()
-    found = re.search(r"^nanoiot_sessions_expired_total (\S+)$", response.text, re.MULTILINE)
-    assert found is not None, response.text
+    text = broker.metrics()
+    found = re.search(r"^nanoiot_sessions_expired_total (\S+)$", text, re.MULTILINE)
+    assert found is not None, text
     return found.group(1)
 
 

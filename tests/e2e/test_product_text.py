@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.e2e.harness import BrokerThread, Client, mqtt_client
+from tests.e2e.harness import BrokerThread, Client, mqtt_client, wired
 from tests.e2e.interop import (
     DeviceKeys,
     Keys,
@@ -34,7 +34,6 @@ from tests.e2e.interop import (
     operator_env,
     provision_pem,
     running_broker,
-    wired,
 )
 
 DEVICE = "sensor-1"

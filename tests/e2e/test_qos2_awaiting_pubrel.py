@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from broker.mqtt.codes import Reason
@@ -144,6 +143,16 @@ def _sent_to_the_sensor(raw: Raw, broker: BrokerThread) -> int:
     return sent.packet_id
 
 
+@contextmanager
+def _resumed(broker: BrokerThread, tmp_path: Path) -> Iterator[Raw]:
+    """The sensor connected again: its persistent session is there (session present), with
+    what the last connection left in flight (§4.4)."""
+    with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
+        again.send(Connect(4, "sensor", False, 60))
+        assert again.read() == Connack(True, 0)
+        yield again
+
+
 def test_pubrec_waits_until_the_packet_id_is_committed(tmp_path: Path) -> None:
     """No subscriber, so routing writes nothing: the PUBREC still waits for the id's commit,
     and goes out by itself once the store can be written again."""
@@ -194,9 +203,7 @@ def test_a_resumed_session_s_pubrel_waits_for_the_commit_of_the_release(
         raw.send(Pubrec(packet_id))
         _nothing_while_the_store_is_locked(raw)
         raw.close()
-        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
-            again.send(Connect(4, "sensor", False, 60))
-            assert again.read() == Connack(True, 0)
+        with _resumed(broker, tmp_path) as again:
             _nothing_while_the_store_is_locked(again)
             lock.end()
             again.sock.settimeout(WAIT)
@@ -218,11 +225,9 @@ def test_a_pubcomp_before_its_pubrel_closes_the_connection(tmp_path: Path) -> No
         raw.send(Pubcomp(packet_id))
         raw.sock.settimeout(WAIT)
         assert raw.read() is None, "the connection stays open after a PUBCOMP before PUBREL"
-        assert "nanoiot_protocol_violations_total 1.0" in _metrics(broker)
+        assert "nanoiot_protocol_violations_total 1.0" in broker.metrics()
         lock.end()
-        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
-            again.send(Connect(4, "sensor", False, 60))
-            assert again.read() == Connack(True, 0)
+        with _resumed(broker, tmp_path) as again:
             assert again.read() == Pubrel(packet_id)
             again.send(Pubcomp(packet_id))
             again.send(Pingreq())
@@ -238,25 +243,13 @@ def test_a_pubrel_waiting_past_ack_timeout_closes_a_subscriber(tmp_path: Path) -
         lock.begin()
         raw.send(Pubrec(packet_id))
         assert raw.read() is None, "not closed after ack_timeout"
-        metrics = _metrics(broker)
+        metrics = broker.metrics()
         assert "nanoiot_subscribers_closed_unsaved_total 1.0" in metrics
         assert "nanoiot_publishers_closed_unsaved_total 0.0" in metrics
         lock.end()
-        with Raw(broker.port, broker.server_cert, tmp_path / "sensor.nopass.pem") as again:
-            again.send(Connect(4, "sensor", False, 60))
-            assert again.read() == Connack(True, 0)
+        with _resumed(broker, tmp_path) as again:
             assert again.read() == Pubrel(packet_id)
             again.send(Pubcomp(packet_id))
-
-
-def _metrics(broker: BrokerThread) -> str:
-    response = httpx.get(
-        f"{broker.http_url}/metrics",
-        headers={"authorization": f"Bearer {broker.admin_token}"},
-        timeout=WAIT,
-    )
-    response.raise_for_status()
-    return response.text
 
 
 def test_a_v5_pubrec_with_an_error_code_ends_the_flow(tmp_path: Path) -> None:

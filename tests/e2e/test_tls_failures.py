@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from queue import Queue
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from OpenSSL import SSL
@@ -81,8 +80,7 @@ def test_wrong_ca_plain_mqtt_and_tls_1_0_are_logged_and_counted(
     assert any("failed: client does not trust our certificate" in line for line in lines)
     assert any("failed: client offers only TLS 1.0" in line for line in lines)
     assert any("failed: plain MQTT on the TLS port" in line for line in lines)
-    headers = {"Authorization": f"Bearer {broker.admin_token}"}
-    text = httpx.get(f"{broker.http_url}/metrics", headers=headers).text
+    text = broker.metrics()
     for reason in ("untrusted_server_certificate", "protocol_version", "plain_mqtt"):
         assert f'nanoiot_tls_handshake_failures_total{{reason="{reason}"}} 1.0' in text
     assert 'nanoiot_tls_handshake_failures_total{reason="timeout"} 0.0' in text

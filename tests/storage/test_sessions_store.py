@@ -76,6 +76,24 @@ async def test_unsubscribe_and_resubscribe(store: SqlCredentialStore, device: De
     assert loaded.subscriptions == [StoredSubscription("b", 1, False)]
 
 
+async def test_a_subscription_keeps_its_identifier(
+    store: SqlCredentialStore, device: Device
+) -> None:
+    # MQTT 5 §3.8.2.1.2: up to 268,435,455; a SUBSCRIBE of the same filter replaces it (§3.8.4).
+    key = f"{device.id}/c1"
+    most = 268_435_455
+    await store.write_sessions(
+        [saved_session(device), Subscribe(key, "a", 1, False, 0x04, most),
+         Subscribe(key, "b", 1, False, 0, 7)]
+    )  # fmt: skip
+    await store.write_sessions([Subscribe(key, "b", 1, False)])
+    [loaded] = await store.load_sessions()
+    assert sorted(loaded.subscriptions, key=lambda s: s.topic_filter) == [
+        StoredSubscription("a", 1, False, 0x04, most),
+        StoredSubscription("b", 1, False),
+    ]
+
+
 async def test_dropping_a_session_removes_everything_of_it_only(
     store: SqlCredentialStore, device: Device
 ) -> None:

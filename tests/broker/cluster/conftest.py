@@ -1,11 +1,12 @@
 """A cluster of its own on the machine's NATS for each test (``tests.natsserver``)."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.cluster.link import ClusterLink
 from nanoiot.settings import Settings
 from tests.natsserver import NATS_URL, shared_cluster
 
@@ -30,3 +31,13 @@ def cluster_settings(cluster_name: str, tmp_path: Path) -> Callable[..., Setting
         return Settings(**(values | overrides))
 
     return make
+
+
+@pytest.fixture
+async def link(cluster_settings: Callable[..., Settings]) -> AsyncIterator[ClusterLink]:
+    """This test's member (``node-a``) joined, closed after the test."""
+    link = await ClusterLink.connect(cluster_settings())
+    try:
+        yield link
+    finally:
+        await link.close()

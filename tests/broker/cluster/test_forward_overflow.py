@@ -5,7 +5,6 @@ for a member, for a gone member's parked frames, sent on after a hand-over, or f
 nobody acknowledges (``broker.cluster.forward``, ``broker.cluster.confirmations``)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,7 +12,6 @@ from broker.cluster.confirmations import all_of
 from broker.cluster.departing import Departures
 from broker.cluster.forward import Forwarder
 from broker.cluster.link import ClusterLink
-from broker.cluster.parked import ParkedFrames
 from broker.cluster.router import ClusterRouter
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.will_entries import StoredWill
@@ -26,20 +24,11 @@ from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
 from broker.will_routing import publish_stored_will
 from nanoiot.errors import ClusterUnavailableError
-from nanoiot.settings import Settings
+from tests.broker.cluster.parking import MIB, parking_forwarder
 from tests.unretrieved import never_retrieved
 
 WAIT = 10.0
 FULL = "max_forward_buffer 0 bytes exceeded"
-
-
-@pytest.fixture
-async def link(cluster_settings: Callable[..., Settings]) -> AsyncIterator[ClusterLink]:
-    link = await ClusterLink.connect(cluster_settings())
-    try:
-        yield link
-    finally:
-        await link.close()
 
 
 async def _refused(confirmed: "asyncio.Future[None] | None") -> None:
@@ -67,12 +56,7 @@ async def test_frames_dropped_for_several_members_leave_no_failure_unretrieved(
 async def test_frames_refused_for_gone_members_leave_no_failure_unretrieved(
     link: ClusterLink,
 ) -> None:
-    parked = ParkedFrames(link, 1024 * 1024)
-    forwarder = Forwarder(link, 1024 * 1024, lambda _member: None)
-    forwarder.parking = parked
-    await parked.start()
-    await forwarder.start()
-    try:
+    async with parking_forwarder(link, max_buffer=MIB) as (forwarder, _):
         for member in ("gone-1", "gone-2"):  # nobody listens: parked from now on
             first = forwarder.forward([member], Message("t", b"0", 1), [member], {})
             assert first is not None
@@ -84,8 +68,6 @@ async def test_frames_refused_for_gone_members_leave_no_failure_unretrieved(
             await _refused(forwarder.forward(members, Message("t", b"1", 2), members, {}))
         assert reports == []
         assert (forwarder.frames_parked, forwarder.frames_dropped) == (2, 2)
-    finally:
-        await forwarder.stop()
 
 
 async def test_copies_sent_on_after_hand_overs_leave_no_failure_unretrieved(

@@ -2,7 +2,6 @@
 (``broker.cluster.metrics``), on the machine's NATS."""
 
 import re
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,18 +17,8 @@ from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterUnavailableError
-from nanoiot.settings import Settings
 
 BUFFER = 1024 * 1024  # max_forward_buffer: room for what the test sends on
-
-
-@pytest.fixture
-async def link(cluster_settings: Callable[..., Settings]) -> AsyncIterator[ClusterLink]:
-    link = await ClusterLink.connect(cluster_settings())
-    try:
-        yield link
-    finally:
-        await link.close()
 
 
 def _counted(router: ClusterRouter, name: str) -> float:

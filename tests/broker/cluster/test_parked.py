@@ -4,33 +4,20 @@ behind them; a full stream refuses them; a member back gets its frames again
 (``broker.cluster.forward``, ``broker.cluster.parked``)."""
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from broker.cluster.forward import Forwarder
-from broker.cluster.frames import decode
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.router import Message
 from nanoiot.errors import ClusterUnavailableError
-from nanoiot.settings import Settings
-
-WAIT = 10.0
-
-
-async def parked_payloads(parked: ParkedFrames, member: str) -> list[bytes]:
-    """The payloads of the messages parked for ``member``, in order."""
-    last = await parked.last(member)
-    payloads: list[bytes] = []
-    async with parked.reading(member) as reader:
-        sequence = 0
-        while sequence < last:
-            got = await reader.next(WAIT)
-            assert got is not None
-            sequence, frame = got
-            payloads += [r.message.payload for r in decode(frame, 0.0)]
-    return payloads
+from tests.broker.cluster.parking import (
+    WAIT,
+    parked_payloads,
+    parked_records,
+    parking_forwarder,
+)
 
 
 async def _forward(forwarder: Forwarder, member: str, payload: bytes) -> "asyncio.Future[None]":
@@ -42,16 +29,10 @@ async def _forward(forwarder: Forwarder, member: str, payload: bytes) -> "asynci
 
 
 async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
-    cluster_settings: Callable[..., Settings],
+    link: ClusterLink,
 ) -> None:
-    link = await ClusterLink.connect(cluster_settings())
     gone: list[str] = []
-    parked = ParkedFrames(link, 1024 * 1024)
-    forwarder = Forwarder(link, 8 * 1024 * 1024, gone.append)
-    forwarder.parking = parked
-    try:
-        await parked.start()
-        await forwarder.start()
+    async with parking_forwarder(link, on_gone=gone.append) as (forwarder, parked):
         first = await _forward(forwarder, "dead", b"0")
         await asyncio.wait_for(first, WAIT)  # nobody listened: parked, then confirmed
         assert (gone, forwarder.parked) == (["dead"], {"dead"})
@@ -64,21 +45,10 @@ async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
         assert forwarder.parked == set()
         await parked.purge("dead")
         assert await parked.last("dead") == 0
-    finally:
-        await forwarder.stop()
-        await link.close()
 
 
-async def test_a_full_parked_stream_refuses_the_frame(
-    cluster_settings: Callable[..., Settings],
-) -> None:
-    link = await ClusterLink.connect(cluster_settings())
-    parked = ParkedFrames(link, 64 * 1024)
-    forwarder = Forwarder(link, 8 * 1024 * 1024, lambda _member: None)
-    forwarder.parking = parked
-    try:
-        await parked.start()
-        await forwarder.start()
+async def test_a_full_parked_stream_refuses_the_frame(link: ClusterLink) -> None:
+    async with parking_forwarder(link, 64 * 1024) as (forwarder, _):
         big = b"x" * 30_000
         kept = [await _forward(forwarder, "dead", big) for _ in range(2)]
         await asyncio.wait_for(asyncio.gather(*kept), WAIT)
@@ -86,24 +56,15 @@ async def test_a_full_parked_stream_refuses_the_frame(
         with pytest.raises(ClusterUnavailableError, match="parking a frame for member dead"):
             await asyncio.wait_for(refused, WAIT)
         assert forwarder.frames_parked == 2
-    finally:
-        await forwarder.stop()
-        await link.close()
 
 
 async def test_a_barrier_for_a_gone_member_is_parked_behind_its_frames(
-    cluster_settings: Callable[..., Settings],
+    link: ClusterLink,
 ) -> None:
     """Whether or not the forwarder knew the member gone yet, a barrier for it
     (``parked=True``) goes into its parked frames behind what was sent to it before, in the
     order sent (``broker.cluster.replay`` reads it there)."""
-    link = await ClusterLink.connect(cluster_settings())
-    parked = ParkedFrames(link, 1024 * 1024)
-    forwarder = Forwarder(link, 8 * 1024 * 1024, lambda _member: None)
-    forwarder.parking = parked
-    try:
-        await parked.start()
-        await forwarder.start()
+    async with parking_forwarder(link) as (forwarder, parked):
         for member in ("unknown", "known"):
             if member == "known":
                 await asyncio.wait_for(await _forward(forwarder, member, b"first"), WAIT)
@@ -115,22 +76,11 @@ async def test_a_barrier_for_a_gone_member_is_parked_behind_its_frames(
             await asyncio.wait_for(asyncio.gather(before, later), WAIT)
             records = await _records(parked, member)
             assert records[-3:] == [b"0", ("me", ("device", "client")), b"1"], member
-    finally:
-        await forwarder.stop()
-        await link.close()
 
 
 async def _records(parked: ParkedFrames, member: str) -> list[bytes | tuple[str, object]]:
     """What was parked for ``member``, in order: payloads, and barriers as (from, session)."""
-    last = await parked.last(member)
-    records: list[bytes | tuple[str, object]] = []
-    async with parked.reading(member) as reader:
-        sequence = 0
-        while sequence < last:
-            got = await reader.next(WAIT)
-            assert got is not None
-            sequence, frame = got
-            for record in decode(frame, 0.0):
-                barrier = (record.message.topic, record.session)
-                records.append(barrier if record.barrier else record.message.payload)
-    return records
+    return [
+        (record.message.topic, record.session) if record.barrier else record.message.payload
+        for record in await parked_records(parked, member)
+    ]

@@ -13,7 +13,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.router import Message
 from nanoiot.settings import Settings
-from tests.broker.cluster.test_parked import parked_payloads
+from tests.broker.cluster.parking import parked_payloads
 
 WAIT = 10.0
 FRAMES = 5

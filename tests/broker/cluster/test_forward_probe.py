@@ -1,0 +1,82 @@
+"""Probing a member that leaves frames unanswered, on the machine's NATS: a member whose
+connection closed with frames on their way to it has them parked, in the order they were
+sent, once the first waited ``PROBE_AFTER`` seconds (NATS never says nobody listens for a
+frame it had sent on before the connection closed); a member still listening answers the
+probe and is not taken as gone (``broker.cluster.forward``, ``broker.cluster.confirmations``).
+A connection of the test's own plays the member."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from broker.cluster.confirmations import CONFIRM_WITHIN, PROBE_AFTER
+from broker.cluster.forward import Forwarder
+from broker.cluster.link import ClusterLink
+from broker.router import Message
+from tests.broker.cluster.parking import MIB, WAIT, parked_payloads, parking_forwarder
+from tests.natsserver import NATS_URL
+
+MEMBER = "slow"
+
+
+@pytest.fixture
+async def forwarder(link: ClusterLink) -> AsyncIterator[Forwarder]:
+    async with parking_forwarder(link, max_buffer=MIB) as (forwarder, _):
+        yield forwarder
+
+
+async def _forward(forwarder: Forwarder, payload: bytes) -> "asyncio.Future[None]":
+    confirmed = forwarder.forward([MEMBER], Message("t", payload, 1), [MEMBER], {})
+    assert confirmed is not None
+    return confirmed
+
+
+async def _listener(forwarder: Forwarder) -> tuple[NATS, "asyncio.Queue[Msg]"]:
+    """A connection listening on the member's subject; what comes on it, in order."""
+    client = await nats.connect(NATS_URL)
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    await client.subscribe(forwarder.subject(MEMBER), cb=got.put)
+    await client.flush()
+    return client, got
+
+
+async def test_frames_on_their_way_to_a_member_whose_connection_closed_are_parked(
+    forwarder: Forwarder,
+) -> None:
+    member, got = await _listener(forwarder)
+    first = await _forward(forwarder, b"0")
+    await asyncio.sleep(0)  # the turn ends: a frame of its own
+    second = await _forward(forwarder, b"1")
+    for _frame in range(2):
+        assert (await asyncio.wait_for(got.get(), WAIT)).data  # reached it, not answered
+    began = asyncio.get_running_loop().time()
+    await member.close()  # as a member killed: nothing more comes from it
+    await asyncio.wait_for(asyncio.gather(first, second), WAIT)  # parked: acknowledged
+    took = asyncio.get_running_loop().time() - began
+    assert took < PROBE_AFTER + 1.0 < CONFIRM_WITHIN, f"parked after {took:.2f} s"
+    assert (forwarder.parked, forwarder.frames_parked) == ({MEMBER}, 2)
+    assert forwarder.parking is not None
+    assert await parked_payloads(forwarder.parking, MEMBER) == [b"0", b"1"]
+
+
+async def test_a_member_still_listening_answers_the_probe_and_is_not_parked(
+    forwarder: Forwarder,
+) -> None:
+    """The member answers its frame only once it got the probe (an empty frame): the frame
+    waited past ``PROBE_AFTER`` (a slow store commit), and is confirmed, not parked."""
+    member, got = await _listener(forwarder)
+    try:
+        confirmed = await _forward(forwarder, b"slow")
+        frame = await asyncio.wait_for(got.get(), WAIT)
+        probe = await asyncio.wait_for(got.get(), WAIT)
+        assert (frame.data != b"", probe.data) == (True, b"")
+        await member.publish(probe.reply, b"")  # as ``ClusterRouter`` answers an empty frame
+        await member.publish(frame.reply, b"")
+        await asyncio.wait_for(confirmed, WAIT)
+        assert (forwarder.parked, forwarder.frames_parked) == (set(), 0)
+    finally:
+        await member.close()

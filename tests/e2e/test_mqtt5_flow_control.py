@@ -1,0 +1,76 @@
+"""MQTT 5 flow control end to end (5.0 §4.9): what the broker sends keeps within the client's
+Receive Maximum, on the connection that resumes a session too."""
+
+from pathlib import Path
+
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+)
+from broker.mqtt.properties import Properties, Property
+from tests.e2e.harness import BrokerThread, write_pem
+from tests.e2e.peers import Raw
+
+TOPIC = "v1/devices/me/telemetry"
+
+
+def _connect(raw: Raw, receive_maximum: int, *, clean_start: bool) -> Connack:
+    asked = Properties(
+        [(Property.SESSION_EXPIRY_INTERVAL, 60), (Property.RECEIVE_MAXIMUM, receive_maximum)]
+    )
+    raw.send(Connect(MQTT_5, "resumer", clean_start, 60, properties=asked))
+    connack = raw.read()
+    assert isinstance(connack, Connack)
+    assert connack.code == 0
+    return connack
+
+
+def _read_publishes(raw: Raw) -> list[Publish]:
+    """Every PUBLISH the broker sent before the answer to a PINGREQ sent now: what it sent
+    at once, without waiting for an acknowledgement."""
+    raw.send(Pingreq())
+    found: list[Publish] = []
+    while not isinstance(packet := raw.read(), Pingresp):
+        assert isinstance(packet, Publish)
+        found.append(packet)
+    return found
+
+
+def test_messages_in_flight_go_again_within_the_new_receive_maximum(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """§4.4 and §4.9: a client back with Receive Maximum 2 gets 2 of its 5 messages in flight
+    again, with DUP, and the next one for each PUBACK; not 5 at once."""
+    _, issued = broker.provision("resumer")
+    certfile = write_pem(tmp_path, issued, "resumer")
+    first = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
+    _connect(first, 5, clean_start=True)
+    first.send(Subscribe(1, (SubscribeRequest(TOPIC, 1),)))
+    assert isinstance(first.read(), Suback)
+    first.send(*(Publish(TOPIC, bytes([n]), 1, packet_id=n) for n in range(1, 6)))
+    received: list[Publish] = []
+    while len(received) < 5:  # its PUBACKs and the 5 messages, which it leaves unanswered
+        if isinstance(packet := first.read(), Publish):
+            received.append(packet)
+    first.sock.close()
+
+    again = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
+    assert _connect(again, 2, clean_start=False).session_present
+    resent = _read_publishes(again)
+    assert [p.payload for p in resent] == [b"\x01", b"\x02"]
+    assert all(p.dup for p in resent)
+    for n in range(3, 6):
+        packet_id = received[n - 3].packet_id  # the PUBLISH sent again has the same (§4.4)
+        assert packet_id is not None
+        again.send(Puback(packet_id))
+        [next_one] = _read_publishes(again)
+        assert (next_one.payload, next_one.dup) == (bytes([n]), True)
+    again.sock.close()
