@@ -78,9 +78,7 @@ class Places:
         ip = _peer_ip(transport)
         if ip is None or any(ip in network for network in self._proxies):
             return None
-        if isinstance(ip, ipaddress.IPv6Address):
-            return str(ipaddress.IPv6Network((ip, _IPV6_HOST_PREFIX), strict=False))
-        return str(ip)
+        return host_of(ip)
 
     def full(self, source: str) -> bool:
         return self._open.get(source, 0) >= MAX_PER_ADDRESS
@@ -172,6 +170,15 @@ def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Prot
         places = Places(trusted_proxies)
 
     return ServerProtocol
+
+
+def host_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """What one client host counts as: its IPv4 address, or the /64 of its IPv6 address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, _IPV6_HOST_PREFIX), strict=False))
+    return str(ip)
 
 
 def _loopback(transport: asyncio.Transport) -> bool:

@@ -29,7 +29,7 @@ from admin.schemas import (
     DeviceWithCredentialsOut,
 )
 from storage.interface import CredentialStore
-from storage.sql import MAX_PAGE_SIZE
+from storage.sql import MAX_PAGE, MAX_PAGE_SIZE
 
 router = APIRouter(tags=["devices (reference-compatible)"])
 
@@ -39,7 +39,6 @@ _MEANINGS = {
     404: "No such device",
     409: "Already registered (device name, certificate key, token or user name)",
 }
-_MAX_PAGE = 1_000_000  # far beyond any fleet; keeps page * pageSize a valid SQL offset
 
 AllowExpired = Annotated[
     bool,
@@ -110,7 +109,7 @@ async def delete_device(deviceId: UUID, request: Request) -> Response:
 async def list_devices(
     request: Request,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 100,
-    page: Annotated[int, Query(ge=0, le=_MAX_PAGE)] = 0,
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
     text_search: Annotated[
         str | None,
         Query(alias="textSearch", max_length=255, description="Part of the name, any case"),

@@ -9,6 +9,7 @@ browser call it.
 """
 
 import hmac
+import ipaddress
 import math
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 
 from admin.context import context_of
+from admin.http_guard import host_of
 
 _HEADERS = ("authorization", "x-authorization")
 
@@ -39,7 +41,14 @@ def token_matches(given: str, expected: str) -> bool:
 
 
 def remote_of(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    """Whose failures a request counts among: its client's host (``http_guard.host_of``), so
+    an IPv6 client, which picks addresses in its /64 at will, gets no new guesses by taking
+    a new address for each."""
+    host = request.client.host if request.client is not None else "unknown"
+    try:
+        return host_of(ipaddress.ip_address(host))
+    except ValueError:  # not an IP address (a Unix socket's peer, a test client's name)
+        return host
 
 
 def check_rate(request: Request) -> None:

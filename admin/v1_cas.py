@@ -11,6 +11,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import ValidationError as PydanticValidationError
 
 from admin.context import context_of
 from admin.trusted_cas import check_is_ca, find_ca
@@ -129,8 +130,13 @@ async def _crl_bytes(request: Request) -> bytes:
         return bytes(body)
     try:
         return NewCrl.model_validate_json(body).crl.encode()
-    except ValueError as exc:
-        raise ValidationError(f'expected JSON {{"crl": "<PEM>"}}: {exc}') from None
+    except PydanticValidationError as exc:
+        # One line, without the body: pydantic's text spans lines and repeats the input.
+        reasons = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors()
+        )
+        raise ValidationError(f'expected JSON {{"crl": "<PEM>"}}: {reasons}') from None
 
 
 @router.delete(

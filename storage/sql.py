@@ -31,6 +31,7 @@ from storage.sessions import SessionRecords
 from storage.token_key import token_hash_key as token_key_for
 
 MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1_000_000  # far beyond any fleet; keeps page * page size a valid SQL offset
 
 
 class SqlCredentialStore(BulkDevices, Credentials, SessionRecords, TrustAndAudit):
@@ -104,8 +105,11 @@ class SqlCredentialStore(BulkDevices, Credentials, SessionRecords, TrustAndAudit
     async def list_devices(
         self, *, text_search: str | None = None, page: int = 0, page_size: int = 100
     ) -> Page[Device]:
-        if page < 0 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValidationError(f"page must be >= 0 and page size 1 to {MAX_PAGE_SIZE}")
+        if not (0 <= page <= MAX_PAGE and 1 <= page_size <= MAX_PAGE_SIZE):
+            # A page past MAX_PAGE would overflow the 64-bit OFFSET (SQLite and PostgreSQL).
+            raise ValidationError(
+                f"page must be 0 to {MAX_PAGE:,} and page size 1 to {MAX_PAGE_SIZE}"
+            )
         query = select(DeviceRow)
         if text_search:
             pattern = text_search.lower()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import ParsedCredential, load_certificate
 from auth.chain import load_crl, trusted_ca_problem
-from nanoiot.cli.common import fail, read_file, with_store
+from nanoiot.cli.common import MAX_CRL_FILE, fail, read_file, with_store
 from nanoiot.cli.credentials import read_credential_file
 from nanoiot.cli.output import as_dict, console
 from nanoiot.errors import NanoIoTError, NotFoundError, PemError
@@ -175,7 +175,7 @@ def crl(
     """Set (or --clear) the CRL of a trusted CA; a running broker applies it within a second."""
     if (crlfile is None) == (not clear):
         fail("give either a CRL file or --clear")
-    data = None if crlfile is None else read_file(crlfile)
+    data = None if crlfile is None else read_file(crlfile, limit=MAX_CRL_FILE, holding="a CRL")
 
     async def _set(store: CredentialStore) -> x509.CertificateRevocationList | None:
         ca = await find_ca(store, name)

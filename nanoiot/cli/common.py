@@ -43,12 +43,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of a file the user named, or one error line saying why it cannot be read."""
+# What a file the user names may hold at most, as the admin API takes it: a certificate with
+# its chain fits many times over, a CRL of ~400,000 entries fits. A larger file (or a device
+# such as /dev/zero, which never ends) is not one, and is not read into memory whole.
+MAX_CERTIFICATE_FILE = 64 * 1024
+MAX_CRL_FILE = 16 * 1024 * 1024
+
+
+def read_file(path: Path, *, limit: int, holding: str) -> bytes:
+    """The bytes of a file the user named, at most ``limit`` of them, or one error line
+    saying why it cannot be read; ``holding`` names what it should hold ("a certificate")."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
+    if len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+        fail(f"{path} is larger than {size}: too large to hold {holding}")
+    return data
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:

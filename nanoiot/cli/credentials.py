@@ -11,7 +11,7 @@ import typer
 
 from auth.certificate import ParsedCredential, parse_credential
 from auth.validity import check_registrable
-from nanoiot.cli.common import fail, read_file, with_store
+from nanoiot.cli.common import MAX_CERTIFICATE_FILE, fail, read_file, with_store
 from nanoiot.cli.output import console, print_credentials, to_json
 from nanoiot.errors import CredentialError
 from storage.interface import CredentialStore
@@ -24,7 +24,7 @@ DeviceName = Annotated[str, typer.Argument(help="Name of the device.")]
 
 def read_credential_file(path: Path) -> ParsedCredential:
     """Parse a certificate or public key file, with the file name in any error."""
-    data = read_file(path)
+    data = read_file(path, limit=MAX_CERTIFICATE_FILE, holding="a certificate")
     try:
         return parse_credential(data)
     except CredentialError as exc:

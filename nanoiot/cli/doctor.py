@@ -21,7 +21,7 @@ from auth.decision import Reason
 from auth.fingerprint import spki_sha256
 from auth.keys import KeyPolicy
 from nanoiot.cli.ca import say
-from nanoiot.cli.common import fail, read_file, state, with_store
+from nanoiot.cli.common import MAX_CERTIFICATE_FILE, fail, read_file, state, with_store
 from nanoiot.diagnosis import Outcome, Policy, diagnose, read_certificates
 from nanoiot.errors import PemError
 from storage.interface import CredentialStore
@@ -83,7 +83,7 @@ def _ending(not_after: datetime, now: datetime) -> str:
 
 
 def _read_chain(path: Path) -> list[x509.Certificate]:
-    data = read_file(path)
+    data = read_file(path, limit=MAX_CERTIFICATE_FILE, holding="a certificate")
     try:
         return read_certificates(data)
     except PemError as exc:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanoiot.cli.common import MAX_CERTIFICATE_FILE
 from nanoiot.cli.import_batch import Row, import_batch
 from nanoiot.errors import AlreadyImportedError, NanoIoTError, ValidationError
 from storage.interface import CredentialStore
@@ -95,11 +96,15 @@ def _rows(text: str, path: Path) -> Iterator[tuple[int, Row]]:
                 yield number, json_row(line)
         return
     reader = csv.DictReader(io.StringIO(text))
-    problem = csv_header_problem(reader.fieldnames or ())
-    if problem is not None:
-        raise ValidationError(f"{path}: {problem}")
-    for row in reader:
-        yield reader.line_num, csv_row(row)
+    try:
+        problem = csv_header_problem(reader.fieldnames or ())
+        if problem is not None:
+            raise ValidationError(f"{path}: {problem}")
+        for row in reader:
+            yield reader.line_num, csv_row(row)
+    except csv.Error as exc:  # a field past csv.field_size_limit(): no next record to find
+        failed = reader.line_num + 1  # the record that failed starts after the last one read
+        raise ValidationError(f"{path}, line {failed}: not valid CSV: {exc}") from None
 
 
 def csv_header_problem(fieldnames: Collection[str]) -> str | None:
@@ -123,6 +128,10 @@ def json_row(line: str) -> Row:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg}"
+    except ValueError:  # an integer of more digits than int() takes (sys.int_info)
+        return "not valid JSON: a number has too many digits"
+    except RecursionError:  # arrays or objects nested deeper than the parser recurses
+        return "not valid JSON: nested too deeply"
     if not isinstance(row, dict):
         return "expected a JSON object"
     unknown = set(row) - _COLUMNS
@@ -138,7 +147,14 @@ def _inline_pem_file(row: Row, base: Path) -> Row:
         return "give pem or pem_file, not both"
     file = base / row["pem_file"]
     try:
-        pem = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read {file}: {getattr(exc, 'strerror', None) or 'not PEM text'}"
+        with file.open("rb") as opened:  # bounded: /dev/zero or a log file by mistake
+            data = opened.read(MAX_CERTIFICATE_FILE + 1)
+    except OSError as exc:
+        return f"cannot read {file}: {exc.strerror}"
+    if len(data) > MAX_CERTIFICATE_FILE:
+        return f"{file} is larger than {MAX_CERTIFICATE_FILE >> 10} KiB: not a certificate"
+    try:
+        pem = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"cannot read {file}: not PEM text"
     return {**{k: v for k, v in row.items() if k != "pem_file"}, "pem": pem}

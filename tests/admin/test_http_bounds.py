@@ -166,3 +166,15 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(start: Server
     assert await _failed_sign_ins(server.port, "203.0.113.7", 11) == [401] * 10 + [429]
     # Another client behind the same proxy is not locked out by the first one's failures.
     assert await _failed_sign_ins(server.port, "203.0.113.8", 1) == [401]
+
+
+async def test_a_new_ipv6_address_for_each_guess_gets_no_new_guesses(start: ServerFactory) -> None:
+    server = await start(trusted_proxies=("127.0.0.0/8",))
+    # Before: each address of one /64 was counted alone, and a host picks any of its /64's
+    # 2**64 addresses (RFC 8981), so its guesses were never limited.
+    statuses = [
+        (await _failed_sign_ins(server.port, f"2001:db8:1:2::{n:x}", 1))[0] for n in range(12)
+    ]
+    assert statuses == [401] * 10 + [429, 429]
+    # Another /64 is another host, not locked out by the first one's failures.
+    assert await _failed_sign_ins(server.port, "2001:db8:1:3::1", 1) == [401]

@@ -247,3 +247,46 @@ def test_limiter_counts_each_address_on_its_own() -> None:
     limiter.failed("a")
     assert limiter.retry_after("a") == pytest.approx(60.0)
     assert limiter.retry_after("b") is None
+
+
+def test_a_spray_from_new_addresses_past_the_table_shares_one_count() -> None:
+    # Emptying the table when it filled gave every counted address its guesses back.
+    clock = FakeClock()
+    limiter = FailureLimiter(max_failures=2, window=60.0, clock=clock, max_tracked=3)
+    limiter.failed("guesser")
+    limiter.failed("guesser")
+    assert limiter.retry_after("guesser") == pytest.approx(60.0)
+    for n in range(1000):  # a spray from ever new addresses
+        limiter.failed(f"spray-{n}")
+    assert limiter.retry_after("guesser") == pytest.approx(60.0)  # still refused
+    assert limiter.retry_after("spray-999") == pytest.approx(60.0)  # the spray shares 2 guesses
+    assert limiter.retry_after("newcomer") == pytest.approx(60.0)  # under the spray, waits
+
+    clock.now += 60.0  # every count leaves the window: room again, each address its own
+    assert limiter.retry_after("newcomer") is None
+    limiter.failed("another")
+    assert (limiter.retry_after("another"), limiter.retry_after("guesser")) == (None, None)
+
+
+def test_expired_counts_make_room_before_addresses_share_one() -> None:
+    clock = FakeClock()
+    limiter = FailureLimiter(max_failures=2, window=60.0, clock=clock, max_tracked=2)
+    limiter.failed("a")
+    limiter.failed("b")
+    clock.now += 61.0  # a and b leave the window
+    limiter.failed("c")
+    limiter.failed("d")
+    limiter.failed("c")
+    assert limiter.retry_after("c") == pytest.approx(60.0)
+    assert limiter.retry_after("d") is None
+
+
+def test_a_count_keeps_no_more_failures_than_the_limit_needs() -> None:
+    clock = FakeClock()
+    limiter = FailureLimiter(max_failures=3, window=60.0, clock=clock, max_tracked=1)
+    for n in range(10_000):
+        clock.now += 0.001
+        limiter.failed(f"spray-{n}")
+    assert sum(len(kept) for kept in vars(limiter)["_failures"].values()) <= 2 * 3
+    # Refused until the third-latest failure leaves the window.
+    assert limiter.retry_after("spray-9999") == pytest.approx(60.0 - 0.002)

@@ -252,6 +252,29 @@ async def test_text_that_is_not_utf8_ends_the_import_saying_where(
     assert summary["imported"] == 1
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"name": ' + "[" * 100_000, "not valid JSON: nested too deeply"),
+        (
+            '{"name": "n", "token": ' + "9" * 5000 + "}",
+            "not valid JSON: a number has too many digits",
+        ),
+    ],
+)
+async def test_json_that_python_cannot_take_is_a_bad_row(
+    api: httpx.AsyncClient, line: str, error: str
+) -> None:
+    # Before: json.loads raised RecursionError / ValueError past the row rules: a bare 500
+    # when it was the first row, a cut-off answer after that.
+    for body in (jsonl(line, {"name": "after", "token": "tok-2"}),
+                 jsonl({"name": "before", "token": "tok-3"}, line)):  # fmt: skip
+        rows, summary = results(await api.post(URL, content=body, headers=NDJSON))
+        [bad] = [row for row in rows if not row["ok"]]
+        assert (bad["status"], bad["error"]) == (400, error)
+        assert (summary["imported"], summary["failed"], summary["complete"]) == (1, 1, True)
+
+
 async def test_needs_the_admin_token(anonymous: httpx.AsyncClient, fake_broker: FakeBroker) -> None:
     body = jsonl({"name": "x", "token": "tok-x"})
     response = await anonymous.post(URL, content=body, headers=NDJSON)

@@ -7,7 +7,7 @@ import pytest
 
 from nanoiot.errors import ConflictError, NotFoundError, ValidationError
 from storage.records import AuthOutcome
-from storage.sql import SqlCredentialStore
+from storage.sql import MAX_PAGE, MAX_PAGE_SIZE, SqlCredentialStore
 from tests.storage.helpers import x509
 
 
@@ -72,6 +72,11 @@ async def test_bad_paging_is_refused(store: SqlCredentialStore) -> None:
         await store.list_devices(page=-1)
     with pytest.raises(ValidationError):
         await store.list_devices(page_size=0)
+    # Past MAX_PAGE the offset would overflow 64 bits: before, OverflowError (SQLite) or
+    # "value out of int64 range" (PostgreSQL) instead of a refusal.
+    with pytest.raises(ValidationError, match="page must be 0 to 1,000,000"):
+        await store.list_devices(page=10**26)
+    assert (await store.list_devices(page=MAX_PAGE, page_size=MAX_PAGE_SIZE)).items == ()
 
 
 async def test_disable_and_enable(store: SqlCredentialStore) -> None:

@@ -73,6 +73,16 @@ async def test_paging(ui: httpx.AsyncClient, store: SqlCredentialStore) -> None:
     assert 'rel="next"' not in second
 
 
+async def test_a_page_number_past_any_fleet_is_a_400_page(ui: httpx.AsyncClient) -> None:
+    # Before: page * 20 overflowed the 64-bit SQL OFFSET, and the answer was a bare 500.
+    for page in (10**26, 1_000_001):
+        response = await ui.get("/ui/devices", params={"page": page})
+        assert response.status_code == 400
+        assert "page must be 0 to 1,000,000" in response.text
+        assert response.headers["content-type"].startswith("text/html")
+    assert (await ui.get("/ui/devices", params={"page": 1_000_000})).status_code == 200
+
+
 async def test_add_device(
     ui: httpx.AsyncClient, store: SqlCredentialStore, fake_broker: FakeBroker
 ) -> None:
