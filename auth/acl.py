@@ -269,8 +269,11 @@ class CompiledAcl:
         no deny filter matches every topic it can match. A filter that overlaps a deny filter
         only in part is allowed; ``receive_denied`` keeps those topics from it.
         """
-        if not valid_topic_filter(topic_filter):
-            return False
+        return valid_topic_filter(topic_filter) and self.allows_subscription(topic_filter)
+
+    def allows_subscription(self, topic_filter: str) -> bool:
+        """``can_subscribe`` for a filter whose syntax (§4.7.1) the caller checked already:
+        the broker's SUBSCRIBE checks each filter once, not once more here."""
         if any(filter_covers(denied, topic_filter) for denied in self.deny_subscribe_filters):
             return False
         return any(filter_covers(allowed, topic_filter) for allowed in self.subscribe_filters)

@@ -1,5 +1,6 @@
-"""Backpressure for MQTT 3.1 and 3.1.1 publishers: the broker stops reading a connection while
-``max_awaiting_pubrel`` of its QoS 1/2 messages wait for their PUBACK / PUBREC.
+"""When the broker stops reading a connection: an MQTT 3.1 or 3.1.1 publisher while
+``max_awaiting_pubrel`` of its QoS 1/2 messages wait for their PUBACK / PUBREC, and any
+client whose read brought more than one turn's work (``take_turns``).
 
 The broker answers such a PUBLISH only once the store has committed the message (§4.3.2,
 ``broker.acks``), and these versions have no Receive Maximum (MQTT 5's bound, which a client
@@ -9,6 +10,14 @@ waiting: nothing in 3.1.1 asks it to. So the protocol core stops at the bound
 what it sent waits in the kernel's buffers, not in the broker. Each acknowledgement that goes
 out reads on. Keep-alive does not run out meanwhile (``Connection.keep_alive_expired``), and
 starts again once reading does (§3.1.2.10: the client was not read, not silent).
+
+Fairness: the event loop runs one callback at a time, and a read hands the client's whole
+buffer to the protocol core at once. A read of 256 KB of one-filter SUBSCRIBEs kept every
+other client waiting for a quarter of a second or more. The core stops after a turn's budget
+(``Connection.turn_over``); the socket is then paused and the rest handled in a later loop
+turn (``call_soon``), after what other connections have ready, until it is done and reading
+resumes. Keep-alive does not run out while a connection is not read
+(``MqttClient.reading``), nor while sessions are restored (``broker.connecting``).
 
 Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 """
@@ -42,3 +51,24 @@ def read_again(client: "MqttClient") -> None:
     client.core.last_received = client._loop.time()  # §3.1.2.10: its keep-alive starts again
     client.tls.resume_reading()
     client._receive(b"")
+
+
+def take_turns(client: "MqttClient") -> None:
+    """The core left work for a later turn: stop reading until it is done."""
+    if client._turn is not None:
+        return
+    client.tls.pause_reading()
+    client._turn = client._loop.call_soon(_next_turn, client)
+
+
+def _next_turn(client: "MqttClient") -> None:
+    client._turn = None
+    if client.ended:
+        return
+    client._receive(b"")  # may take another turn, or fill the window
+    if client.ended:
+        return
+    client._flush()
+    if client._turn is None and not client._full and not client._paused:
+        client.core.last_received = client._loop.time()  # §3.1.2.10: read again from now
+        client.tls.resume_reading()

@@ -65,7 +65,7 @@ class MqttClient:
 
     __slots__ = (
         "_acks", "_auth", "_denied", "_full", "_loop", "_out_held", "_out_wait", "_paused",
-        "_stash", "_timer", "broker", "core", "ended", "peer", "session", "tls",
+        "_stash", "_timer", "_turn", "broker", "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -85,6 +85,8 @@ class MqttClient:
         self._paused = False
         # Not read while its unanswered QoS 1/2 messages fill the window (``backpressure``).
         self._full = False
+        # The rest of a read, handled in a later loop turn (``backpressure.take_turns``).
+        self._turn: asyncio.Handle | None = None
         # What arrives while the previous run's sessions are restored (``connecting``).
         self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
@@ -107,6 +109,9 @@ class MqttClient:
             self._stash.append(data)  # read once the sessions are restored
             self.core.last_received = self._loop.time()  # it is not idle (§3.1.2.10)
             return
+        if self._turn is not None:  # read before the pause took: its turn comes
+            self.core.keep(data)
+            return
         self._receive(data)
         if self.ended:
             return
@@ -121,6 +126,7 @@ class MqttClient:
 
     def _receive(self, data: bytes) -> None:
         core, now = self.core, self._loop.time()
+        core.new_turn()
         events = core.receive_data(data, now)
         while events:
             self._handle(events)
@@ -131,6 +137,14 @@ class MqttClient:
             events = core.receive_data(b"", now)
         if core.window_full:
             backpressure.hold_back(self)
+        elif core.turn_over and core.more_to_read:
+            backpressure.take_turns(self)
+
+    @property
+    def reading(self) -> bool:
+        """Whether the broker reads what the client sends: not while its window is full
+        (``backpressure``), it waits for its turn, or the sessions are being restored."""
+        return not (self.core.window_full or self._paused or self._turn is not None)
 
     # --- events, in order ---------------------------------------------------------------------
 
@@ -249,7 +263,9 @@ class MqttClient:
             return
         now = self._loop.time()
         core = self.core
-        if core.keep_alive_expired(now):
+        if not self.reading:
+            core.last_received = now  # §3.1.2.10: not read, not silent; counted from reading
+        elif core.keep_alive_expired(now):
             log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
                      self.label)  # fmt: skip
             reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
@@ -257,7 +273,7 @@ class MqttClient:
             return
         grace = core.keep_alive * KEEP_ALIVE_GRACE
         # Not read meanwhile (``broker.backpressure``): reading again restarts the count.
-        due = grace if core.window_full else core.last_received + grace - now
+        due = core.last_received + grace - now
         self._timer = self._loop.call_later(max(due, 0.0) + 0.001, self._keep_alive_due)
 
     # --- what the broker does with this client ------------------------------------------------

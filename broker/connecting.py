@@ -127,6 +127,7 @@ def restored(client: "MqttClient", _done: object = None) -> None:
     stashed, client._stash = client._stash, None
     if client._paused:
         client._paused = False
+        client.core.last_received = client._loop.time()  # §3.1.2.10: it was not read
         client.tls.resume_reading()
     client._receive(b"".join(stashed) if stashed else b"")
     if not client.ended:

@@ -158,6 +158,9 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
         # 5.0 §3.8.3.1 Retain Handling: 0 always, 1 for a new subscription only, 2 never.
         if sub.retain_handling == 0 or (sub.retain_handling == 1 and new):
             granted.append((topic_filter, sub))
+    if packet.refused:  # past max_filters_per_subscribe, in the packet's order (§3.9.3)
+        _count_refused(client)
+        codes.extend([Reason.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE] * packet.refused)
     client.core.suback(packet.packet_id, codes)
     for topic_filter, sub in granted:
         if not topic_filter.startswith(SHARE_PREFIX):
@@ -187,8 +190,11 @@ def _subscribe_one(
     assert session is not None
     written = request.topic_filter
     key, canonical, me_form = canonical_filter(peer, written)
-    problem = _filter_problem(written, key, canonical)
-    if problem is not None or not peer.acl.can_subscribe(canonical):
+    # 3.1/3.1.1: the core checked the filter as written (``broker.mqtt.decode``), and a
+    # plain one is its own canonical form: only its length is left to check.
+    checked = key == written and client.core.level != MQTT_5
+    problem = _filter_problem(written, key, canonical, checked=checked)
+    if problem is not None or not peer.acl.allows_subscription(canonical):
         broker.metrics.subscriptions_denied += 1
         client.log_denied("subscribe to", written)
         # 5.0 §3.9.3: 0x8F for a filter that is not one; outside the ACL, 0x80 as in 3.1.1,
@@ -213,12 +219,12 @@ def _subscribe_one(
     return key, sub, new
 
 
-def _filter_problem(written: str, key: str, canonical: str) -> str | None:
+def _filter_problem(written: str, key: str, canonical: str, *, checked: bool = False) -> str | None:
     """Why a filter, as the client wrote it and in the canonical forms ``canonical_filter``
-    gives, cannot be a subscription: its syntax (§4.7.1, a shared one's 5.0 §4.8.2), or a
-    length the store does not keep."""
+    gives, cannot be a subscription: its syntax (§4.7.1, a shared one's 5.0 §4.8.2; not if
+    ``checked`` already), or a length the store does not keep."""
     problem = shared_problem(written) if written.startswith(SHARE_PREFIX) else None
-    if problem is None:
+    if problem is None and not checked:
         problem = topic_filter_problem(canonical)
     if problem is None and len(key) > MQTT_TOPIC_FILTER_MAX:
         problem = f"longer than {MQTT_TOPIC_FILTER_MAX} characters"
@@ -270,4 +276,16 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
             codes.append(Reason.TOPIC_FILTER_INVALID)
         else:
             codes.append(Reason.NO_SUBSCRIPTION_EXISTED)  # 5.0 §3.11.3
+    if packet.refused:  # past max_filters_per_subscribe: valid, not accepted (5.0 §3.11.3)
+        _count_refused(client)
+        codes.extend([Reason.IMPLEMENTATION_SPECIFIC_ERROR] * packet.refused)
     client.core.unsuback(packet.packet_id, codes)
+
+
+def _count_refused(client: "MqttClient") -> None:
+    """Filters past ``max_filters_per_subscribe``: counted once a packet, logged once a
+    client (``log_denied``)."""
+    broker = client.broker
+    broker.metrics.count_limit("max_filters_per_subscribe")
+    limit = broker.limits.max_filters_per_subscribe
+    client.log_denied(f"send more than {limit} topic filters in one packet:", "the rest refused")

@@ -26,7 +26,7 @@ LIMITS = (
     "max_packet_size", "max_inflight_messages", "max_queued_messages", "max_queued_bytes",
     "max_subscriptions", "max_awaiting_pubrel", "max_retained_messages", "max_retained_bytes",
     "max_retained_messages_per_device", "max_retained_bytes_per_device", "max_outgoing_buffer",
-    "max_connections", "max_sessions_per_device",
+    "max_connections", "max_sessions_per_device", "max_filters_per_subscribe",
 )  # fmt: skip
 
 

@@ -63,6 +63,8 @@ class RetainedStore:
         return len(self._owned.get(device_id, ()))
 
     def matching(self, topic_filter: str) -> list[Retained]:
+        if not self._tree:  # each filter of a SUBSCRIBE asks: no walk when none is kept
+            return []
         return self._tree.match(topic_filter)
 
     def retain(

@@ -92,6 +92,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
+        max_filters_per_subscribe=settings.max_filters_per_subscribe,
         max_session_expiry=settings.max_session_expiry_interval,
         persistent_session_expiry=settings.persistent_session_expiry,
         max_keep_alive=settings.max_keep_alive,

@@ -111,6 +111,9 @@ class Settings(BaseModel):
     max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
+    # Topic filters one SUBSCRIBE / UNSUBSCRIBE may carry; the rest are refused (SUBACK 0x80,
+    # MQTT 5 0x97; MQTT 5 UNSUBACK 0x83; an MQTT 3.1/3.1.1 UNSUBSCRIBE past it is closed).
+    max_filters_per_subscribe: int = Field(100, ge=1, le=65535)
     # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it. An MQTT 5
     # client is told it as its Receive Maximum, which counts its QoS 1 messages whose PUBACK
     # has not gone too (5.0 §4.9). An MQTT 3.1/3.1.1 connection with this many QoS 1/2

@@ -15,6 +15,12 @@ many a client sends meanwhile. Once ``max_awaiting_pubrel`` of them are unanswer
 the I/O layer stops reading the socket, until an acknowledgement goes out. Keep-alive does not
 expire meanwhile: the client is not silent, it is not read (§3.1.2.10).
 
+Fairness: one call handles at most ``TURN_BUDGET`` packets, a SUBSCRIBE or UNSUBSCRIBE
+counting one more per topic filter (each costs an ACL check and a subscription, or a retained
+look-up). Past it ``turn_over`` is true and the rest waits until ``new_turn``: the I/O layer
+gives other connections their turn in between. A SUBSCRIBE or UNSUBSCRIBE carries at most
+``max_filters_per_subscribe`` filters to the broker; the rest are refused (``_bounded``).
+
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
 I/O layer to write. The sending half (the in-flight window, the queue, acknowledgements) is
@@ -34,7 +40,7 @@ from typing import Final
 
 from auth.connack import ConnackCode
 from broker.mqtt.codes import Reason
-from broker.mqtt.decode import decode, decode_publish
+from broker.mqtt.decode import decode, decode_filters, decode_publish
 from broker.mqtt.encode import PINGRESP_BYTES
 from broker.mqtt.events import (
     ConnectionRefused,
@@ -75,12 +81,15 @@ __all__ = [
 ]  # fmt: skip
 
 KEEP_ALIVE_GRACE: Final = 1.5  # §3.1.2.10: one and a half times the keep-alive
+# Packets one turn handles (``turn_over``): about 2-4 ms of broker work, SUBSCRIBEs of 100
+# filters or QoS 1 PUBLISHes, before other connections get theirs; 1-byte PINGREQs fill 256 B.
+TURN_BUDGET: Final = 256
 _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (§3.1.2.1-2)
 
 
 class Connection(Handshake):
     # And Handshake's and Outbound's.
-    __slots__ = ("_known", "_pending", "last_received")
+    __slots__ = ("_known", "_pending", "_turn_left", "last_received")
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
         self.limits = limits
@@ -101,6 +110,7 @@ class Connection(Handshake):
         self._unacknowledged = 0  # QoS 1 PUBLISHes received whose PUBACK has not gone
         self._pubrec_due = 0  # QoS 2 PUBLISHes received whose PUBREC has not gone
         self._read_limit = limits.max_awaiting_pubrel  # 5.0: none (``_negotiate``)
+        self._turn_left = TURN_BUDGET  # packets (and filters) this turn still handles
 
     # --- output -------------------------------------------------------------------------------
 
@@ -124,6 +134,20 @@ class Connection(Handshake):
         not answered yet (PUBACK, PUBREC: they wait for the store); nothing more is read until
         one is. The I/O layer stops reading the socket meanwhile."""
         return self._unacknowledged + self._pubrec_due >= self._read_limit
+
+    @property
+    def turn_over(self) -> bool:
+        """This turn handled its ``TURN_BUDGET``: what is left waits for ``new_turn``."""
+        return self._turn_left <= 0
+
+    def new_turn(self) -> None:
+        """The I/O layer's next turn: ``TURN_BUDGET`` more packets may be handled."""
+        self._turn_left = TURN_BUDGET
+
+    def keep(self, data: bytes) -> None:
+        """Bytes that arrived while the I/O layer lets other connections have their turn:
+        kept, unread, for the next one."""
+        self._pending += data
 
     @property
     def buffered(self) -> int:
@@ -162,6 +186,8 @@ class Connection(Handshake):
         while at < size and self.state in (AWAITING_CONNECT, CONNECTED):
             if self._unacknowledged + self._pubrec_due >= self._read_limit:
                 return at  # ``window_full`` (inline: once per packet): the rest waits
+            if self._turn_left <= 0:
+                return at  # ``turn_over``: other connections' turn first
             first = data[at]
             problem = header_problem(
                 first, level=self.level, connected=self.state != AWAITING_CONNECT
@@ -207,6 +233,7 @@ class Connection(Handshake):
                 name = packet_name(first, self.level)
                 self._violation(events, f"{name}: {exc}", exc.reason_code)
             at = end
+            self._turn_left -= 1
             if events and isinstance(events[-1], Subscribe | Unsubscribe):
                 # The broker answers it; what follows waits, so that answers keep the
                 # order of the packets they answer (a PUBCOMP after the SUBACK before it).
@@ -239,6 +266,11 @@ class Connection(Handshake):
             # and 5.0's for reason 0 without properties (5.0 §3.4.2.1).
             self._completed((data[start] << 8) | data[start + 1], 1, events)
             return
+        if kind == PacketType.SUBSCRIBE or kind == PacketType.UNSUBSCRIBE:
+            bound = self.limits.max_filters_per_subscribe
+            filters = decode_filters(first, data, start, end, self.level, bound)
+            events.append(self._bounded(filters))
+            return
         packet = decode(first, data, start, end, self.level)
         if isinstance(packet, Puback | Pubcomp):
             self._completed(packet.packet_id, 1 if isinstance(packet, Puback) else 2, events)
@@ -251,8 +283,6 @@ class Connection(Handshake):
                 events.append(PublishReleased(packet.packet_id, known=not missing))
             else:
                 self._ack(Pubcomp, packet.packet_id, missing)  # §4.3.3: always answered
-        elif isinstance(packet, Subscribe | Unsubscribe):
-            events.append(packet)
         elif isinstance(packet, Disconnect):
             if self.v5 is not None:
                 self.v5.check_disconnect(packet)
@@ -266,6 +296,30 @@ class Connection(Handshake):
             self._out.append(PINGRESP_BYTES)  # §3.12.4
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
             raise ProtocolError("no authentication method was agreed in CONNECT (MQTT 5 §4.12)")
+
+    def _bounded(self, packet: Subscribe | Unsubscribe) -> Event:
+        """The packet, whose filters past ``max_filters_per_subscribe`` were counted as
+        refused, not read (``decode_filters``), for the broker; its filters count against
+        this turn.
+
+        A SUBSCRIBE answers every filter on its own (§3.8.4, §3.9.3): those past the bound
+        get 0x80 (3.1.1 "Failure"; 5.0 0x97 "Quota exceeded", an implementation limit, as
+        ``max_subscriptions``). No DISCONNECT: the client did nothing wrong, and what it
+        asked within the bound is granted. A 5.0 UNSUBACK's filters past it get 0x83
+        ("Implementation specific error": valid, not accepted, §3.11.3; 0x97 is not an
+        UNSUBACK code). A 3.1/3.1.1 UNSUBACK carries no code (§3.11.3) and must still come
+        (§3.10.4): it would tell the client its subscriptions are gone while they stay, so
+        the connection is closed instead, as a 3.1.1 server does when it cannot go on (§4.8).
+        """
+        if isinstance(packet, Unsubscribe):
+            if packet.refused and self.level != MQTT_5:
+                self.state = CLOSED
+                count = len(packet.filters) + packet.refused
+                return LimitExceeded("max_filters_per_subscribe", f"UNSUBSCRIBE of {count} filters")
+            self._turn_left -= len(packet.filters)
+        else:
+            self._turn_left -= len(packet.requests)
+        return packet
 
     def _received(self, publish: Publish, session: Session, events: list[Event]) -> bool:
         """Count a QoS 1 or 2 PUBLISH until it is answered; False if it is not to be routed:

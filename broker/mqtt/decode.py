@@ -46,6 +46,19 @@ from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
 from nanoiot.text import printable
 
 MQTT_3_1_CLIENT_ID_MAX: Final = 23  # MQTT 3.1: a client id is 1 to 23 characters
+_NO_BOUND: Final = 1 << 28  # more filters than a packet (256 MB, §2.2.3) can carry
+
+
+def decode_filters(
+    first: int, data: bytes, start: int, end: int, level: int, bound: int
+) -> Subscribe | Unsubscribe:
+    """A SUBSCRIBE or UNSUBSCRIBE (``first``) of which the filters past ``bound`` are counted
+    (``refused``), not read: the broker refuses them whatever they hold, and a 250 KB packet
+    of one-character filters then costs a length walk instead of 62,500 decodes."""
+    reader = Reader(data, start, end)
+    if first >> 4 == PacketType.SUBSCRIBE:
+        return _subscribe(reader, level, bound)
+    return _unsubscribe(reader, level, bound)
 
 
 def decode(first: int, data: bytes, start: int, end: int, level: int) -> Packet:
@@ -204,11 +217,15 @@ def _connack(reader: Reader, level: int) -> Packet:
     return Connack(bool(flags), code, _props(reader, level, PacketType.CONNACK))
 
 
-def _subscribe(reader: Reader, level: int) -> Packet:
+def _subscribe(reader: Reader, level: int, bound: int = _NO_BOUND) -> Subscribe:
     packet_id = reader.packet_id()
     properties = _props(reader, level, PacketType.SUBSCRIBE)
     requests: list[SubscribeRequest] = []
+    refused = 0
     while reader.left:
+        if len(requests) == bound:
+            refused = _count_filters(reader, 1)
+            break
         topic_filter = reader.text("topic filter")
         if not topic_filter:
             raise MalformedPacket("empty topic filter (§4.7.3)")
@@ -217,7 +234,24 @@ def _subscribe(reader: Reader, level: int) -> Packet:
     if not requests:
         raise ProtocolError("no topic filter (§3.8.3)")
     _check_filters([request.topic_filter for request in requests], level)
-    return Subscribe(packet_id, tuple(requests), properties)
+    return Subscribe(packet_id, tuple(requests), properties, refused)
+
+
+def _count_filters(reader: Reader, trailer: int) -> int:
+    """The filters left in the packet, each a length-prefixed string and ``trailer`` bytes
+    (SUBSCRIBE: its options), counted without reading them; MalformedPacket if the lengths do
+    not end where the packet does (§2.2.3)."""
+    data, at, end = reader.data, reader.at, reader.end
+    count = 0
+    while at < end:
+        if at + 2 > end:
+            break
+        at += 2 + ((data[at] << 8) | data[at + 1]) + trailer
+        count += 1
+    if at != end:
+        raise MalformedPacket("topic filters do not end with the packet (§2.2.3)")
+    reader.at = end
+    return count
 
 
 def _subscription(topic_filter: str, options: int, level: int) -> SubscribeRequest:
@@ -267,11 +301,15 @@ def _suback(reader: Reader, level: int) -> Packet:
     return Suback(packet_id, tuple(reader.rest()), properties)
 
 
-def _unsubscribe(reader: Reader, level: int) -> Packet:
+def _unsubscribe(reader: Reader, level: int, bound: int = _NO_BOUND) -> Unsubscribe:
     packet_id = reader.packet_id()
     properties = _props(reader, level, PacketType.UNSUBSCRIBE)
     filters: list[str] = []
+    refused = 0
     while reader.left:
+        if len(filters) == bound:
+            refused = _count_filters(reader, 0)
+            break
         topic_filter = reader.text("topic filter")
         if not topic_filter:
             raise MalformedPacket("empty topic filter (§4.7.3)")
@@ -279,7 +317,7 @@ def _unsubscribe(reader: Reader, level: int) -> Packet:
     if not filters:
         raise ProtocolError("no topic filter (§3.10.3)")
     _check_filters(filters, level)
-    return Unsubscribe(packet_id, tuple(filters), properties)
+    return Unsubscribe(packet_id, tuple(filters), properties, refused)
 
 
 def _unsuback(reader: Reader, level: int) -> Packet:

@@ -125,16 +125,16 @@ def _ack(first: int) -> Callable[[Packet, int], bytes]:
 
 def _subscribe(packet: Packet, level: int) -> bytes:
     assert isinstance(packet, Subscribe)
-    body = packet.packet_id.to_bytes(2, "big") + _props(packet.properties, level)
-    for request in packet.requests:
+    parts = [packet.packet_id.to_bytes(2, "big"), _props(packet.properties, level)]
+    for request in packet.requests:  # joined once: a body built by += is quadratic
         options = request.qos
         if level == MQTT_5:
             options |= (0x04 if request.no_local else 0) | (
                 0x08 if request.retain_as_published else 0
             )
             options |= request.retain_handling << 4
-        body += utf8_field(request.topic_filter) + bytes((options,))
-    return _whole(0x82, body)
+        parts.append(utf8_field(request.topic_filter) + bytes((options,)))
+    return _whole(0x82, b"".join(parts))
 
 
 def _suback(packet: Packet, level: int) -> bytes:

@@ -27,6 +27,11 @@ class Limits:
     # and 2 PUBLISHes not answered yet (the store) at which a 3.1/3.1.1 client is not read
     # (``Connection.window_full``); a 5.0 client's Receive Maximum.
     max_awaiting_pubrel: int = 100
+    # Topic filters one SUBSCRIBE or UNSUBSCRIBE may carry: those past it are refused, each
+    # (SUBACK 0x80, 5.0 0x97; 5.0 UNSUBACK 0x83), before any of them costs an ACL check or a
+    # subscription; a 3.1/3.1.1 UNSUBSCRIBE past it closes the connection, as its UNSUBACK
+    # has no way to refuse one (§3.11.3).
+    max_filters_per_subscribe: int = 100
     # Protocol levels the server accepts (3: MQTT 3.1, 4: 3.1.1, 5: 5.0).
     levels: frozenset[int] = field(
         default_factory=lambda: frozenset({MQTT_3_1, MQTT_3_1_1, MQTT_5})

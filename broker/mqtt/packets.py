@@ -127,6 +127,9 @@ class Subscribe:
     packet_id: int
     requests: tuple[SubscribeRequest, ...]
     properties: Properties = NO_PROPERTIES
+    # Filters past ``max_filters_per_subscribe``, dropped unread by the broker: each is
+    # refused in the SUBACK, after the answers to ``requests`` (§3.9.3).
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ class Unsubscribe:
     packet_id: int
     filters: tuple[str, ...]
     properties: Properties = NO_PROPERTIES
+    refused: int = 0  # as ``Subscribe.refused``: MQTT 5 only, 0x83 each (§3.11.3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,7 @@ def make_fleet(tmp_path: Path) -> Iterator[MakeFleet]:
 
 
 def test_100000_subscriptions_are_refused_past_the_limit(make_fleet: MakeFleet) -> None:
-    fleet = make_fleet(max_subscriptions=100)
+    fleet = make_fleet(max_subscriptions=100, max_filters_per_subscribe=1000)
     engine = fleet.broker.running.broker
     with fleet.raw("collector") as raw:
         for packet in range(100):  # 100 SUBSCRIBE packets of 1,000 filters each

@@ -150,3 +150,20 @@ def test_persistent_session_expiry_fits_a_session_expiry_interval(value: str, sa
     longest = load_settings(config_path=SHIPPED, environ={name: "4294967295"})
     assert longest.persistent_session_expiry == 0xFFFF_FFFF
     assert load_settings(config_path=SHIPPED, environ={}).persistent_session_expiry == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("0", "greater than or equal to 1"), ("65536", "less than or equal to 65535")],
+)
+def test_max_filters_per_subscribe_is_bounded(value: str, says: str) -> None:
+    """At least one filter a packet (§3.8.3: a SUBSCRIBE has one); a bound past 65,535 is
+    none at all for the event loop (8 µs a filter: half a second a packet)."""
+    name = "NANOIOT_MAX_FILTERS_PER_SUBSCRIBE"
+    with pytest.raises(ConfigError, match=f"'max_filters_per_subscribe'.*{says}"):
+        load_settings(config_path=SHIPPED, environ={name: value})
+    assert (
+        load_settings(config_path=SHIPPED, environ={name: "65535"}).max_filters_per_subscribe
+        == 65535
+    )
+    assert load_settings(config_path=SHIPPED, environ={}).max_filters_per_subscribe == 100

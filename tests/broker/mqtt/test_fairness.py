@@ -1,0 +1,117 @@
+"""One connection's read does not hold the others: a SUBSCRIBE or UNSUBSCRIBE brings at most
+``max_filters_per_subscribe`` filters to the broker (the rest are refused, counted unread), and
+one call of the core handles at most a turn's budget of packets and filters
+(``Connection.turn_over``), the rest waiting for ``new_turn``."""
+
+import pytest
+
+from broker.mqtt.connection import CLOSED, CONNECTED, TURN_BUDGET
+from broker.mqtt.encode import encode
+from broker.mqtt.events import LimitExceeded
+from broker.mqtt.limits import Limits
+from broker.mqtt.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Pingreq,
+    Pingresp,
+    Subscribe,
+    SubscribeRequest,
+    Unsubscribe,
+)
+from tests.broker.mqtt.wire_helpers import connected, feed, packets_in, wire
+
+LIMITS = Limits(max_filters_per_subscribe=10)
+
+
+def _requests(count: int) -> tuple[SubscribeRequest, ...]:
+    return tuple(SubscribeRequest(f"a/{n}", 1) for n in range(count))
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_a_subscribe_brings_the_bound_and_counts_the_rest(level: int) -> None:
+    connection, _ = connected(LIMITS, level=level)
+    [event] = feed(connection, Subscribe(1, _requests(25)))
+    assert event == Subscribe(1, _requests(10), refused=15)
+    assert connection.state == CONNECTED
+
+
+def test_within_the_bound_nothing_is_refused() -> None:
+    connection, _ = connected(LIMITS)
+    assert feed(connection, Subscribe(1, _requests(10))) == [Subscribe(1, _requests(10))]
+
+
+def test_filters_past_the_bound_are_not_read() -> None:
+    # Past the bound a filter is counted by its length alone: bad UTF-8 or reserved option
+    # bits there do not matter, since the broker refuses it whatever it holds.
+    connection, _ = connected(LIMITS)
+    body = encode(Subscribe(1, _requests(10)), MQTT_3_1_1)[2:]  # packet id and 10 filters
+    body += b"\x00\x02\xff\xfe\x07" * 3  # 3 more: not UTF-8, QoS byte 7
+    data = bytes([0x82, len(body)]) + body
+    [event] = connection.receive_data(data, 0.0)
+    assert event == Subscribe(1, _requests(10), refused=3)
+
+
+def test_lengths_past_the_bound_must_still_end_with_the_packet() -> None:
+    connection, _ = connected(LIMITS)
+    body = encode(Subscribe(1, _requests(10)), MQTT_3_1_1)[2:] + b"\x00\x09ab\x01"
+    events = connection.receive_data(bytes([0x82, len(body)]) + body, 0.0)
+    assert connection.state == CLOSED
+    assert "do not end with the packet" in str(events)
+
+
+def test_an_mqtt_5_unsubscribe_past_the_bound_is_answered() -> None:
+    connection, _ = connected(LIMITS, level=MQTT_5)
+    filters = tuple(f"a/{n}" for n in range(12))
+    [event] = feed(connection, Unsubscribe(1, filters))
+    assert event == Unsubscribe(1, filters[:10], refused=2)
+    assert connection.state == CONNECTED
+
+
+def test_an_mqtt_3_1_1_unsubscribe_past_the_bound_closes() -> None:
+    # Its UNSUBACK has no codes (§3.11.3): it would say the filters are gone while they stay.
+    connection, _ = connected(LIMITS)
+    events = feed(connection, Unsubscribe(1, tuple(f"a/{n}" for n in range(11))), Pingreq())
+    assert events == [LimitExceeded("max_filters_per_subscribe", "UNSUBSCRIBE of 11 filters")]
+    assert connection.state == CLOSED
+    assert connection.data_to_send() == b""  # nothing after it is read
+
+
+def test_one_turn_handles_at_most_its_budget_of_packets() -> None:
+    connection, _ = connected()
+    connection.new_turn()
+    assert connection.receive_data(wire(*[Pingreq()] * (TURN_BUDGET + 5)), 0.0) == []
+    assert packets_in(connection.data_to_send()) == [Pingresp()] * TURN_BUDGET
+    assert connection.turn_over
+    assert connection.more_to_read
+    assert connection.receive_data(b"", 0.0) == []  # the same turn: nothing more
+    connection.new_turn()
+    assert connection.receive_data(b"", 0.0) == []
+    assert packets_in(connection.data_to_send()) == [Pingresp()] * 5
+    assert not connection.turn_over
+    assert not connection.more_to_read
+
+
+def test_bytes_kept_meanwhile_are_read_in_the_next_turn() -> None:
+    connection, _ = connected()
+    connection.new_turn()
+    connection.receive_data(wire(*[Pingreq()] * TURN_BUDGET), 0.0)
+    connection.keep(wire(Pingreq()))
+    connection.data_to_send()
+    connection.new_turn()
+    assert connection.receive_data(b"", 0.0) == []
+    assert packets_in(connection.data_to_send()) == [Pingresp()]
+
+
+def test_a_subscribe_s_filters_count_against_the_turn() -> None:
+    limits = Limits(max_filters_per_subscribe=100)
+    connection, _ = connected(limits)
+    packets = [Subscribe(n, _requests(100)) for n in range(1, 5)]
+    connection.new_turn()
+    events = connection.receive_data(wire(*packets), 0.0)
+    while connection.more_to_read and not connection.turn_over:
+        events += connection.receive_data(b"", 0.0)
+    # 101 each: the third goes past 256, the fourth waits for the next turn.
+    assert events == packets[:3]
+    assert connection.turn_over
+    connection.new_turn()
+    assert connection.receive_data(b"", 0.0) == packets[3:]
