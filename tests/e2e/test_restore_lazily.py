@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from broker.mqtt.packets import Connack, Connect, Pingreq, Pingresp
 from broker.session_store import SqlSessionStore
 from tests.certgen import Issued
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
+from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
+from tests.e2e.peers import Raw
 
 RPC = "v1/devices/me/rpc/request/+"
 
@@ -96,6 +98,43 @@ def test_a_device_connecting_during_restoration_gets_its_own_session(
         assert got == [b"queued for other", b"published meanwhile"]
         for client in (early, sender, other):
             client.close()
+    finally:
+        broker.call(open_gate())
+        broker.stop()
+
+
+def test_keep_alive_does_not_expire_while_the_connection_waits_for_restoration(
+    first_run: dict[str, Issued], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client is not read until every session is in: its PINGREQ waits unread, and it
+    is not silent for that (§3.1.2.10). Its keep-alive counts again once it is read."""
+    gate = asyncio.Event()
+    real = SqlSessionStore.load_page
+
+    async def held_back(self: SqlSessionStore, after: str | None, limit: int) -> Any:
+        await gate.wait()
+        return await real(self, after, limit)
+
+    async def open_gate() -> None:
+        gate.set()
+
+    async def past_the_keep_alive() -> None:
+        # The subject is a deadline, 1.5 s after the last packet read (1 s keep-alive):
+        # nothing to wait on but the clock, twice past it.
+        await asyncio.sleep(3 * 1.5)
+
+    monkeypatch.setattr(SqlSessionStore, "load_page", held_back)
+    broker = BrokerThread(broker_settings(data_dir))
+    try:
+        certfile = write_pem(tmp_path, first_run["early"], "early")
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(4, "pinger", True, 1))
+            assert raw.read() == Connack(False, 0)
+            raw.send(Pingreq())
+            broker.call(past_the_keep_alive())
+            assert not broker.running.restoration.done.done()
+            broker.call(open_gate())
+            assert raw.read() == Pingresp()  # before: the connection was closed
     finally:
         broker.call(open_gate())
         broker.stop()
