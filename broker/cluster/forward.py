@@ -35,6 +35,13 @@ A publisher with a message in flight to a member killed is acknowledged within a
 have routed before it died reaches its sessions again when they are taken: a QoS 1 message
 may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
 ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
+
+A member stopping cleanly stops taking frames first (``ClusterRouter.stop``): NATS then
+answers that nobody listens for those sent after, and their senders park them at once. ``stop``
+answers the frames it took before: it waits for the answers still pending (``reply_when``) and
+sends what is queued, within ``CONFIRM_WITHIN`` seconds (their senders' limit), before its
+sender stops. Otherwise a frame routed then would go unanswered: its sender would wait for a
+probe (``PROBE_AFTER``) and park it, to be routed again by whoever takes the sessions.
 """
 
 import asyncio
@@ -47,7 +54,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from broker.cluster.confirmations import Awaiting, all_of, fail, ignore_outcome
+from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import Group, decode, encode, encode_barrier
 from broker.cluster.link import ClusterLink
@@ -98,6 +105,9 @@ class Forwarder:
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._outbox_bytes = 0
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
+        self._idle.set()
+        self._replying: set[asyncio.Future[None]] = set()  # what answers to send wait for
         self._awaiting = Awaiting(self._probe)  # frames sent, not answered yet
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
@@ -117,6 +127,9 @@ class Forwarder:
 
     async def stop(self) -> None:
         if self._sender is not None:
+            with contextlib.suppress(TimeoutError):  # their senders gave up on them by then
+                async with asyncio.timeout(CONFIRM_WITHIN):
+                    await self._answered_all()
             self._flush()
             await cancel_and_wait(self._sender)
             self._sender = None
@@ -198,6 +211,23 @@ class Forwarder:
         are not to be acknowledged."""
         self._queue(subject, b"" if taken else _REFUSED, "")
 
+    def reply_when(self, subject: str, done: "asyncio.Future[None]") -> None:
+        """Send a confirmation once ``done`` is: refused if it failed (``reply``)."""
+        self._replying.add(done)
+
+        def answer(done: "asyncio.Future[None]") -> None:
+            self._replying.discard(done)
+            self.reply(subject, taken=not done.cancelled() and done.exception() is None)
+
+        done.add_done_callback(answer)
+
+    async def _answered_all(self) -> None:
+        """Once every answer pending is sent (to NATS's client; closing it sends them on)."""
+        if self._replying:
+            await asyncio.wait(set(self._replying))  # their callbacks queue the answers first
+        self._flush()
+        await self._idle.wait()
+
     # --- sending ------------------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -230,6 +260,7 @@ class Forwarder:
             return
         self._outbox.append((subject, data, reply))
         self._outbox_bytes += len(data)
+        self._idle.clear()
         self._ready.set()
 
     async def _send_all(self) -> None:
@@ -250,6 +281,7 @@ class Forwarder:
                         self._warnings.warning(subject, "forwarding failures", "%s", exc)
                     if reply:
                         self._awaiting.fail(reply.rsplit(".", 1)[1], str(exc))
+            self._idle.set()
 
     # --- confirmations ------------------------------------------------------------------------
 

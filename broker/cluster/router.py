@@ -26,9 +26,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker.cluster.absences import Absences
-from broker.cluster.confirmations import all_of, ignore_outcome
+from broker.cluster.confirmations import CONFIRM_WITHIN, all_of, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group, decode
@@ -108,6 +109,7 @@ class ClusterRouter:
         self.received = 0  # messages other members sent here
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
         self.repeats = 0  # ... that came here again
+        self._frames_in: NatsSubscription | None = None
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -118,7 +120,7 @@ class ClusterRouter:
         self.forwarder.parking = self.parked
         await self.forwarder.start()
         with nats_errors("listening for forwarded messages"):
-            await self.link.client.subscribe(
+            self._frames_in = await self.link.client.subscribe(
                 self.forwarder.subject(self.link.member), cb=self._frame
             )
         await self.announcer.start()
@@ -196,11 +198,24 @@ class ClusterRouter:
             self.members = None
         if self.wills is not None:
             await self.wills.stop()
-        await self.forwarder.stop()
+        await self._stop_taking_frames()
+        await self.forwarder.stop()  # answers the frames taken (``broker.cluster.forward``)
         if self.announcer is not None:
             await self.announcer.stop()
         if self.retained is not None:
             await self.retained.stop()
+
+    async def _stop_taking_frames(self) -> None:
+        """Frames sent here from now on are parked by their senders (NATS answers that
+        nobody listens); those NATS sent before are routed first."""
+        if self._frames_in is not None and self.link.connected:  # else none comes anyway
+            try:
+                with nats_errors("stopping taking forwarded messages"):
+                    drained = self._frames_in.drain()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(drained, CONFIRM_WITHIN)
+            except ClusterError as exc:
+                log.debug("%s", exc)
+            self._frames_in = None
 
     def collector(self) -> ClusterCollector:
         """This member's cluster figures for ``/metrics``."""
@@ -381,8 +396,4 @@ class ClusterRouter:
         if combined is None:
             self.forwarder.reply(reply)
         else:
-            combined.add_done_callback(
-                lambda done: self.forwarder.reply(
-                    reply, taken=not done.cancelled() and done.exception() is None
-                )
-            )
+            self.forwarder.reply_when(reply, combined)

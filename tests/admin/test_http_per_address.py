@@ -14,25 +14,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from admin import http_guard
-from admin.server import HttpServer, Receive, Scope, Send
+from admin.server import HttpServer
+from tests.admin.raw_http import HEAD, OK, WAIT, answered, closed, hello
 
-WAIT = 10.0  # bound on any one wait: the head timeout here is a fraction of it
-HEAD = b"GET / HTTP/1.1\r\nHost: nanoiot\r\n\r\n"
 CLOSE_HEAD = b"GET / HTTP/1.1\r\nHost: nanoiot\r\nConnection: close\r\n\r\n"
 UPGRADE_HEAD = (
     b"GET / HTTP/1.1\r\nHost: nanoiot\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 )
-OK = b"HTTP/1.1 200 OK hello"
 ATTACKER, OPERATOR, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-async def _hello(scope: Scope, receive: Receive, send: Send) -> None:
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
-    )
-    await send({"type": "http.response.body", "body": b"hello"})
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ def lost(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[Exception | None]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
-    started = await HttpServer.start(_hello, "127.0.0.1", 0)
+    started = await HttpServer.start(hello, "127.0.0.1", 0)
     yield started
     await asyncio.wait_for(started.stop(), WAIT)
 
@@ -64,25 +55,11 @@ async def _open(server: HttpServer, source: str) -> Streams:
     return await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
 
 
-async def _closed(reader: asyncio.StreamReader) -> bytes:
-    """What came before the server closed the connection (fails after WAIT if it did not)."""
-    try:
-        return await asyncio.wait_for(reader.read(), WAIT)
-    except ConnectionResetError:
-        return b""
-
-
-async def _answered(reader: asyncio.StreamReader) -> bytes:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-    body = await asyncio.wait_for(reader.readexactly(5), WAIT)
-    return head.split(b"\r\n", 1)[0] + b" " + body
-
-
 async def _held(server: HttpServer, source: str) -> asyncio.StreamWriter:
     """A connection the server has taken in (it answered), left open."""
     reader, writer = await _open(server, source)
     writer.write(HEAD)
-    assert await _answered(reader) == OK
+    assert await answered(reader) == OK
     return writer
 
 
@@ -90,7 +67,7 @@ async def _turned_away(server: HttpServer, source: str) -> bool:
     reader, writer = await _open(server, source)
     writer.write(HEAD)
     try:
-        return await _closed(reader) == b""  # no answer: closed before its request was read
+        return await closed(reader) == b""  # no answer: closed before its request was read
     finally:
         writer.close()
 
@@ -136,8 +113,8 @@ async def _client_resets(server: HttpServer) -> int:
 async def _server_closes_after_answer(server: HttpServer) -> int:
     reader, writer = await _open(server, ATTACKER)
     writer.write(CLOSE_HEAD)
-    assert await _answered(reader) == OK
-    assert await _closed(reader) == b""
+    assert await answered(reader) == OK
+    assert await closed(reader) == b""
     writer.close()
     return 1
 
@@ -145,7 +122,7 @@ async def _server_closes_after_answer(server: HttpServer) -> int:
 async def _head_too_late(server: HttpServer) -> int:
     reader, writer = await _open(server, ATTACKER)
     writer.write(b"GET / HTT")
-    assert await _closed(reader) == b""
+    assert await closed(reader) == b""
     writer.close()
     return 1
 
@@ -153,7 +130,7 @@ async def _head_too_late(server: HttpServer) -> int:
 async def _malformed_request(server: HttpServer) -> int:
     reader, writer = await _open(server, ATTACKER)
     writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-    assert (await _closed(reader)).startswith(b"HTTP/1.1 400 ")
+    assert (await closed(reader)).startswith(b"HTTP/1.1 400 ")
     writer.close()
     return 1
 
@@ -162,7 +139,7 @@ async def _upgrade_asked(server: HttpServer) -> int:
     # Handed to a WebSocket protocol, the connection would end without the guard hearing.
     reader, writer = await _open(server, ATTACKER)
     writer.write(UPGRADE_HEAD)
-    assert await _answered(reader) == OK  # answered as plain HTTP (RFC 9110 §7.8: may ignore)
+    assert await answered(reader) == OK  # answered as plain HTTP (RFC 9110 §7.8: may ignore)
     writer.close()
     return 1
 
@@ -206,7 +183,7 @@ async def test_every_way_a_connection_ends_gives_its_place_back_once(
 @pytest.mark.usefixtures("lost")
 async def test_a_trusted_proxy_is_bound_by_the_total_only() -> None:
     # Behind it every operator shares its address; each one's bound is the proxy's to keep.
-    proxied = await HttpServer.start(_hello, "127.0.0.1", 0, trusted_proxies=[ATTACKER])
+    proxied = await HttpServer.start(hello, "127.0.0.1", 0, trusted_proxies=[ATTACKER])
     held = []
     try:
         for _ in range(5):

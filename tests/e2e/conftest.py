@@ -1,11 +1,14 @@
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nanoiot.settings import Settings
+from storage.migrate import upgrade
 from tests.e2e.expiries import Expiries, watching_expiries
 from tests.e2e.harness import BrokerThread
+from tests.storage.pg import fresh_database
 
 
 def broker_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -32,3 +35,14 @@ def expiries() -> Iterator[Expiries]:
     """The sessions the broker ends for their expiry, from the log line it writes then."""
     with watching_expiries() as handler:
         yield handler
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test's broker store, on SQLite and on PostgreSQL (fresh, migrated) in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'nanoiot.db'}"
+        return
+    with fresh_database() as url:
+        asyncio.run(upgrade(url))
+        yield url

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Queue
 
+from tests.logwatch import attached
+
 
 class Expiries(logging.Handler):
     """The store keys (``device id/client id``) of the sessions the broker ends for their
@@ -26,13 +28,5 @@ class Expiries(logging.Handler):
 @contextmanager
 def watching_expiries() -> Iterator[Expiries]:
     """An ``Expiries`` on the registry's logger (INFO, where expiries are logged) meanwhile."""
-    handler = Expiries()
-    logger = logging.getLogger("broker.registry")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with attached(Expiries(), "broker.registry") as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)

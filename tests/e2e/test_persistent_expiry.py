@@ -4,47 +4,19 @@ Session Expiry Interval (5.0 §3.1.2.11.2): its subscriptions, its queue and its
 go, and its client's next CONNECT gets session present 0. With 0 a session stays. Real paho
 3.1.1 clients over mutual TLS, on SQLite and PostgreSQL."""
 
-import asyncio
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from storage.migrate import upgrade
-from storage.session_data import StoredSession
-from storage.sql import SqlCredentialStore
 from tests.certgen import Issued
 from tests.e2e.conftest import broker_settings
 from tests.e2e.expiries import Expiries
 from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
-from tests.storage.pg import fresh_database
+from tests.e2e.stores import stored_sessions
 
 PASSWORD = "backend-password-1"
 REQUEST = "v1/devices/me/rpc/request/+"
 EXPIRY = 1  # seconds
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'nanoiot.db'}"
-        return
-    with fresh_database() as url:
-        asyncio.run(upgrade(url))
-        yield url
-
-
-def stored_sessions(url: str, data_dir: Path) -> list[StoredSession]:
-    async def load() -> list[StoredSession]:
-        store = await SqlCredentialStore.open(url, data_dir=data_dir)
-        try:
-            return await store.load_sessions()
-        finally:
-            await store.close()
-
-    return asyncio.run(load())
 
 
 def _meter(broker: BrokerThread, folder: Path, issued: Issued, *, clean: bool = False) -> Client:

@@ -8,43 +8,15 @@ the packet arrives (CONNACK 2, SUBACK 0x80) on either store, and what it acknowl
 the database.
 """
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from auth.connack import ConnackCode
-from storage.migrate import upgrade
 from storage.models import MQTT_CLIENT_ID_MAX, MQTT_TOPIC_FILTER_MAX
-from storage.session_data import StoredSession
-from storage.sql import SqlCredentialStore
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, device_client, mqtt_client
-from tests.storage.pg import fresh_database
+from tests.e2e.stores import stored_sessions
 
 PASSWORD = "backend-password-1"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'nanoiot.db'}"
-        return
-    with fresh_database() as url:
-        asyncio.run(upgrade(url))
-        yield url
-
-
-def stored_sessions(url: str, data_dir: Path) -> list[StoredSession]:
-    async def load() -> list[StoredSession]:
-        store = await SqlCredentialStore.open(url, data_dir=data_dir)
-        try:
-            return await store.load_sessions()
-        finally:
-            await store.close()
-
-    return asyncio.run(load())
 
 
 def test_what_the_store_cannot_keep_is_refused_where_it_arrives(

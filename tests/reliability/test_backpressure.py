@@ -35,6 +35,7 @@ from broker.server import RunningBroker
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 from tests.e2e.peers import Raw
+from tests.logwatch import attached
 from tests.reliability.store_faults import SqliteLock
 
 BOUND = 10  # max_awaiting_pubrel
@@ -69,18 +70,8 @@ class Lines(logging.Handler):
 
 @contextmanager
 def watching(*names: str) -> Iterator[Lines]:
-    handler = Lines()
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    try:
+    with attached(Lines(), *names, level=logging.DEBUG) as handler:
         yield handler
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
 
 
 def _connect(raw: Raw, client_id: str, *, clean: bool, keep_alive: int = 60) -> Connack:

@@ -14,6 +14,7 @@ from broker.cluster.parked import ParkedFrames
 from broker.router import Message
 from nanoiot.settings import Settings
 from tests.broker.cluster.parking import parked_payloads
+from tests.logwatch import attached
 
 WAIT = 10.0
 FRAMES = 5
@@ -33,16 +34,8 @@ class _Purging(logging.Handler):
 
 @pytest.fixture
 def purging() -> Iterator[_Purging]:
-    handler = _Purging()
-    logger = logging.getLogger("broker.cluster.parked")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with attached(_Purging(), "broker.cluster.parked") as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 async def _park(link: ClusterLink, parked: ParkedFrames, member: str) -> None:
