@@ -89,7 +89,7 @@ _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (�
 
 class Connection(Handshake):
     # And Handshake's and Outbound's.
-    __slots__ = ("_known", "_pending", "_turn_left", "last_received")
+    __slots__ = ("_known", "_pending", "_read_at", "_turn_left", "last_received")
 
     def __init__(self, limits: Limits, now: float = 0.0) -> None:
         self.limits = limits
@@ -99,7 +99,12 @@ class Connection(Handshake):
         self.last_received = now
         self.will: Will | None = None  # dropped when the client says DISCONNECT (§3.14.4)
         self.session: Session | None = None
-        self._pending = b""  # the start of a packet not yet whole, or bytes kept unread
+        # Bytes received and not processed yet: ``_pending`` from ``_read_at`` on (the start
+        # of a packet not yet whole, or what waits for the next turn or an answer). The
+        # offset, rather than a copy of the rest each time the engine stops (after every
+        # SUBSCRIBE, at each turn's end), keeps a read of many small packets linear.
+        self._pending = b""
+        self._read_at = 0
         self._known = NO_PROPERTIES  # the properties of the client's last PUBLISH (MQTT 5)
         self._out: list[bytes] = []
         self._pubrel_held = None
@@ -126,7 +131,7 @@ class Connection(Handshake):
     @property
     def more_to_read(self) -> bool:
         """Bytes are waiting that ``receive_data(b"", now)`` may turn into events."""
-        return bool(self._pending) and self.state == CONNECTED and not self.window_full
+        return self.buffered > 0 and self.state == CONNECTED and not self.window_full
 
     @property
     def window_full(self) -> bool:
@@ -147,12 +152,12 @@ class Connection(Handshake):
     def keep(self, data: bytes) -> None:
         """Bytes that arrived while the I/O layer lets other connections have their turn:
         kept, unread, for the next one."""
-        self._pending += data
+        self._pending, self._read_at = self._pending[self._read_at :] + data, 0
 
     @property
     def buffered(self) -> int:
         """Bytes received and not processed yet (kept while authenticating)."""
-        return len(self._pending)
+        return len(self._pending) - self._read_at
 
     def keep_alive_expired(self, now: float) -> bool:
         """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for;
@@ -169,20 +174,21 @@ class Connection(Handshake):
         if self.state == CLOSED:
             return NO_EVENTS
         self.now = now
-        if self._pending:
-            data, self._pending = self._pending + data, b""
+        if data:
+            self.keep(data)
         if self.state == AUTHENTICATING:
-            self._pending = data  # read once the broker has decided (``accept``)
-            return NO_EVENTS
+            return NO_EVENTS  # read once the broker has decided (``accept``)
+        data, start = self._pending, self._read_at
+        self._pending, self._read_at = b"", 0
         events: list[Event] = []
-        at = self._split(data, now, events)
+        at = self._split(data, start, now, events)
         if at < len(data) and self.state != CLOSED:
-            self._pending = data[at:]
+            self._pending, self._read_at = data, at
         return events
 
-    def _split(self, data: bytes, now: float, events: list[Event]) -> int:
-        """Handle every whole packet in ``data``; where the unprocessed rest starts."""
-        at, size = 0, len(data)
+    def _split(self, data: bytes, at: int, now: float, events: list[Event]) -> int:
+        """Handle every whole packet in ``data`` from ``at`` on; where the rest starts."""
+        size = len(data)
         while at < size and self.state in (AWAITING_CONNECT, CONNECTED):
             if self._unacknowledged + self._pubrec_due >= self._read_limit:
                 return at  # ``window_full`` (inline: once per packet): the rest waits
