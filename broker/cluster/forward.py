@@ -19,11 +19,12 @@ NATS answering that nobody listens on a member's subject means the member is gon
 its persistent sessions wait for whoever takes them). Every frame sent to it and not
 answered, in the order they were sent, and from then on every frame with QoS 1 or 2
 messages for it (or a barrier for a session taken from it: ``barrier``), are *parked*
-(``broker.cluster.parked``) instead, without asking NATS again, until ``unpark`` (the
-member is back; ``unparked`` once all are in JetStream): their publishers are acknowledged
-once JetStream has the frame, and failed if it refused it. Its routes stay: what is routed
-to its sessions meanwhile is parked too. Parked frames waiting for JetStream count against
-``max_forward_buffer``. Nothing of this costs anything per message while no member is gone.
+(``broker.cluster.parking``, ``broker.cluster.parked``) instead, without asking NATS again,
+until ``unpark`` (the member is back; ``unparked`` once all are in JetStream): their
+publishers are acknowledged once JetStream has the frame, and failed if it refused it. Its
+routes stay: what is routed to its sessions meanwhile is parked too. Parked frames waiting
+for JetStream count against ``max_forward_buffer``. Nothing of this costs anything per
+message while no member is gone.
 
 NATS says so only for a message sent once it noticed the member's connection closed: a frame
 that reached NATS before the member was killed is never answered. So a member with a frame
@@ -56,11 +57,10 @@ from nats.aio.subscription import Subscription
 
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import Group, decode, encode, encode_barrier
+from broker.cluster.frames import Group, encode, encode_barrier
 from broker.cluster.link import ClusterLink
-from broker.cluster.parked import ParkedFrames
+from broker.cluster.parking import Parker
 from broker.peer import SessionKey
-from broker.repeats import LogLimiter
 from broker.router import Message
 from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_and_wait
@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 _NO_RESPONDERS: Final = "503"
 _REFUSED: Final = b"-"
 _PROBE: Final = "p"  # a probe's reply token: this and the member's name (frames' are numbers)
-_Parking = tuple[str, bytes, "asyncio.Future[None]"]  # a frame to park: member, bytes, future
 
 
 class _Frame:
@@ -83,27 +82,16 @@ class _Frame:
         self.confirmed: asyncio.Future[None] | None = None
 
 
-class Forwarder:
+class Forwarder(Parker):
     def __init__(self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None]) -> None:
+        super().__init__(max_buffer, on_gone)
         self.link = link
-        self.max_buffer = max_buffer
-        self.on_gone = on_gone  # told when frames for a member start being parked
-        self.frames_dropped = 0
-        self._warnings = LogLimiter(log)  # one line per member and trouble a minute
-        self.frames_parked = 0
-        self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
-        self.parked: set[str] = set()  # members whose frames are parked
-        self._unparking: set[str] = set()  # ... until those queued are in JetStream
-        self._unparked = asyncio.Event()  # set (and replaced) when a member's are no longer
-        self._parking_now: str | None = None
-        self._parking: collections.deque[_Parking] = collections.deque()
-        self._parking_ready = asyncio.Event()
-        self._parker: asyncio.Task[None] | None = None
+        self.probes_sent = 0  # empty frames asking whether a member still listens
+        self.probes_found_gone = 0  # ... answered by NATS: nobody does
         self._loop = asyncio.get_running_loop()
         self._frames: dict[str, _Frame] = {}
         self._scheduled = False
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
-        self._outbox_bytes = 0
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
         self._idle.set()
@@ -123,7 +111,7 @@ class Forwarder:
                 self._inbox + ".*", cb=self._confirmation
             )
         self._sender = self._loop.create_task(self._send_all(), name="cluster forwarder")
-        self._parker = self._loop.create_task(self._park_all(), name="cluster parker")
+        self._start_parker()
 
     async def stop(self) -> None:
         if self._sender is not None:
@@ -133,15 +121,11 @@ class Forwarder:
             self._flush()
             await cancel_and_wait(self._sender)
             self._sender = None
-        if self._parker is not None:
-            await cancel_and_wait(self._parker)
-            self._parker = None
+        await self._stop_parker()
         if self._replies is not None:
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
-        for _member, _data, future in self._parking:
-            fail(future, "the node is stopping")
-        self._parking.clear()
+        self._fail_queued()
         self._awaiting.fail_all("the node is stopping")
 
     def forward(
@@ -289,14 +273,18 @@ class Forwarder:
         """A frame for ``member`` waits unanswered: an empty frame, which it answers at once
         if it listens, and NATS with no responders if it does not (``_confirmation``)."""
         if member not in self.parked:
+            self.probes_sent += 1
             self._queue(self.subject(member), b"", f"{self._inbox}.{_PROBE}{member}")
 
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
         status = msg.headers.get("Status") if msg.headers else None
         if token.startswith(_PROBE):
+            probed = token.removeprefix(_PROBE)
             if status == _NO_RESPONDERS:
-                self._start_parking(token.removeprefix(_PROBE))
+                if probed not in self.parked:  # else a frame's answer said so first
+                    self.probes_found_gone += 1
+                self._start_parking(probed)
             return  # answered: it listens, its frames are just slow
         if status == _NO_RESPONDERS:
             member = self._awaiting.member(token)
@@ -312,89 +300,3 @@ class Forwarder:
             return
         if not future.done():
             future.set_result(None)
-
-    # --- parking (``broker.cluster.parked``) -------------------------------------------------
-
-    def _start_parking(self, member: str) -> None:
-        """Nobody listens for ``member``: the frames sent to it and not answered are parked,
-        in the order they were sent (their answers, if any come, are ignored). One it routed
-        before it died reaches its sessions twice, QoS 2 once (the module's docstring)."""
-        waiting = self._awaiting.of(member)
-        if member not in self.parked:
-            # The first may be this member's barrier to a member it took a session from.
-            first = "none yet"
-            if waiting:
-                barrier = all(routed.barrier for routed in decode(waiting[0][0], 0.0))
-                first = "this member's hand-over barrier" if barrier else "messages"
-            log.warning("cluster member %s is gone: frames for it are parked until its "
-                        "sessions are taken (the first: %s)", member, first)  # fmt: skip
-            self.parked.add(member)
-            self.on_gone(member)
-        for data, confirmed in waiting:
-            self._park(member, data, confirmed)
-
-    def unpark(self, member: str) -> None:
-        """``member`` is back: frames for it go to it again, once those parked before are
-        in JetStream (none overtakes them)."""
-        if member in self.parked and member not in self._unparking:
-            self._unparking.add(member)
-            self._drained(member)
-
-    async def unparked(self, member: str) -> None:
-        """Once frames for ``member`` are no longer parked: all it parked are in JetStream."""
-        while member in self.parked:
-            await self._unparked.wait()
-
-    def _drained(self, member: str) -> None:
-        if self._parking_now == member or any(entry[0] == member for entry in self._parking):
-            return
-        self._unparking.discard(member)
-        self.parked.discard(member)
-        self._unparked, unparked = asyncio.Event(), self._unparked
-        unparked.set()
-        log.info("cluster member %s is back: frames for it are no longer parked", member)
-
-    def _park(self, member: str, data: bytes, future: "asyncio.Future[None]") -> None:
-        if self.parking is None:
-            fail(future, f"member {member} is gone")
-            return
-        if self._outbox_bytes + len(data) > self.max_buffer:
-            self.frames_dropped += 1
-            self._warnings.warning(member, "frames refused (max_forward_buffer)",
-                                   "forwarding buffer full (max_forward_buffer): a frame for %s "
-                                   "refused", member)  # fmt: skip
-            fail(future, f"max_forward_buffer {self.max_buffer} bytes exceeded")
-            return
-        self._outbox_bytes += len(data)
-        self._parking.append((member, data, future))
-        self._parking_ready.set()
-
-    async def _park_all(self) -> None:
-        """One frame at a time, so that each member's stay in the order they were sent."""
-        queue = self._parking
-        while True:
-            await self._parking_ready.wait()
-            self._parking_ready.clear()
-            while queue:
-                member, data, future = queue.popleft()
-                self._parking_now = member
-                try:
-                    assert self.parking is not None
-                    await self.parking.park(member, data)
-                except ClusterError as exc:
-                    self._warnings.warning(
-                        member, "frames not parked", "%s: its publishers are not acknowledged", exc
-                    )
-                    fail(future, str(exc))
-                except asyncio.CancelledError:
-                    fail(future, "the node is stopping")  # JetStream may not have it: sent again
-                    raise
-                else:
-                    self.frames_parked += 1
-                    if not future.done():
-                        future.set_result(None)
-                finally:
-                    self._outbox_bytes -= len(data)
-                    self._parking_now = None
-                    if member in self._unparking:
-                        self._drained(member)

@@ -113,6 +113,18 @@ class ClusterCollector:
             "Batches for gone members kept in JetStream until their sessions are taken",
             value=router.forwarder.frames_parked,
         )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_probes_sent",
+            "Empty batches sent to members that left one unanswered for 0.5 s, asking whether "
+            "they still listen",
+            value=router.forwarder.probes_sent,
+        )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_probes_found_gone",
+            "Probes NATS answered that nobody listens for: members found gone (killed with "
+            "batches on their way to them), their batches parked",
+            value=router.forwarder.probes_found_gone,
+        )
         if router.handovers is not None:
             yield from _handover_figures(router.handovers)
         if router.replays is not None:
