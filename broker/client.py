@@ -11,13 +11,13 @@ for the store is not read until one goes out (``broker.backpressure``; 5.0 has i
 Maximum instead).
 
 A connection ends once (``_end``): by DISCONNECT, by a protocol violation or limit, keep-alive
-expiry, take-over, a kick (revocation: no will), a refusal, or the network. An MQTT 5 client
-is told why first, in a DISCONNECT with a reason code and string (5.0 §3.14.2.1): 0x98 on a
-kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93 on a limit, the violation's
-own code. Its will is published when the standard says so (§3.1.2.5), after its Will Delay
-Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``), its session released (a clean
-session ends with it, §3.1.2.4; a kept one after its expiry interval), and it leaves the
-live table.
+expiry (``broker.keep_alive``), take-over, a kick (revocation: no will), a refusal, or the
+network. An MQTT 5 client is told why first, in a DISCONNECT with a reason code and string
+(5.0 §3.14.2.1): 0x98 on a kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93
+on a limit, the violation's own code. Its will is published when the standard says so
+(§3.1.2.5), after its Will Delay Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``),
+its session released (a clean session ends with it, §3.1.2.4; a kept one after its expiry
+interval), and it leaves the live table.
 """
 
 import asyncio
@@ -29,7 +29,7 @@ from broker import backpressure, connecting, inbound
 from broker.acks import HeldAcks
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
-from broker.mqtt.connection import AUTHENTICATING, KEEP_ALIVE_GRACE, Connection
+from broker.mqtt.connection import AUTHENTICATING, Connection
 from broker.mqtt.events import (
     ConnectionRefused,
     DuplicateReceived,
@@ -249,32 +249,6 @@ class MqttClient:
         if v5 is not None:
             return v5.session_expiry
         return self.broker.limits.persistent_session_expiry or None
-
-    # --- keep-alive (§3.1.2.10) ---------------------------------------------------------------
-
-    def _arm_keep_alive(self) -> None:
-        keep_alive = self.core.keep_alive
-        if keep_alive:
-            self._timer = self._loop.call_later(keep_alive * KEEP_ALIVE_GRACE, self._keep_alive_due)
-
-    def _keep_alive_due(self) -> None:
-        self._timer = None
-        if self.ended:
-            return
-        now = self._loop.time()
-        core = self.core
-        if not self.reading:
-            core.last_received = now  # §3.1.2.10: not read, not silent; counted from reading
-        elif core.keep_alive_expired(now):
-            log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
-                     self.label)  # fmt: skip
-            reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
-            self._end(will=True, reason=(Reason.KEEP_ALIVE_TIMEOUT, reason))
-            return
-        grace = core.keep_alive * KEEP_ALIVE_GRACE
-        # Not read meanwhile (``broker.backpressure``): reading again restarts the count.
-        due = core.last_received + grace - now
-        self._timer = self._loop.call_later(max(due, 0.0) + 0.001, self._keep_alive_due)
 
     # --- what the broker does with this client ------------------------------------------------
 

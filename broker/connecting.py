@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from auth.connack import ConnackCode
 from auth.decision import Decision
+from broker import keep_alive
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.journal import release_commit
@@ -102,7 +103,7 @@ def accept(client: "MqttClient", session: BrokerSession, present: bool, connect:
         ),
         pubrel_later=later,
     )  # fmt: skip
-    client._arm_keep_alive()
+    keep_alive.arm(client)
     if events:
         client._handle(events)
     if client.ended:

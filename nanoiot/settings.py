@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
@@ -25,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from nanoiot.dburl import normalise_database_url
 from nanoiot.errors import ConfigError
 from nanoiot.locations import SETTINGS_FILE, find_settings_file, relative_to_file, user_data_dir
+from nanoiot.nats_options import check_nats_option, check_nats_urls
 
 DEFAULT_CONFIG_PATH = SETTINGS_FILE
 CONFIG_ENV = "NANOIOT_CONFIG"
@@ -253,10 +253,7 @@ class Settings(BaseModel):
     @field_validator("nats_url")
     @classmethod
     def _nats_urls(cls, url: str | None) -> str | None:
-        if url is not None:
-            for one in url.split(","):
-                check_nats_url(one.strip())
-        return url
+        return check_nats_urls(url)
 
     @field_validator(
         "nats_creds_file", "nats_user", "nats_password", "nats_token", "nats_tls_ca",
@@ -264,21 +261,8 @@ class Settings(BaseModel):
     )  # fmt: skip
     @classmethod
     def _cluster_options(cls, value: object, info: ValidationInfo) -> object:
-        if value is not None and not info.data.get("nats_url"):
-            raise ValueError("is set but nats_url is not (it only applies to a cluster)")
-        name, data = info.field_name, info.data
-        if name == "nats_password" and (value is None) != (data.get("nats_user") is None):
-            raise ValueError("nats_user and nats_password go together: set both or neither")
-        if name == "nats_token":
-            ways = [data.get("nats_creds_file"), data.get("nats_user"), value]
-            if sum(way is not None for way in ways) > 1:
-                raise ValueError(
-                    "set one way to authenticate to NATS: nats_creds_file, "
-                    "nats_user/nats_password or nats_token"
-                )
-        if name == "nats_tls_key" and (value is None) != (data.get("nats_tls_cert") is None):
-            raise ValueError("nats_tls_cert and nats_tls_key go together: set both or neither")
-        return value
+        assert info.field_name is not None  # a field's validator
+        return check_nats_option(info.field_name, value, info.data)
 
     @field_validator("token_hash_key", mode="before")
     @classmethod
@@ -298,17 +282,6 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'nanoiot.db').resolve()}"
-
-
-def check_nats_url(url: str) -> None:
-    """ValueError naming the URL unless it is nats:// or tls:// with a host."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ValueError(f"'{url}' is not a NATS URL (nats://host:4222 or tls://host:4222)")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
-        raise ValueError(f"'{url}' has a bad port") from None
 
 
 def env_name(field: str) -> str:

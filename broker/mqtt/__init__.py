@@ -9,9 +9,9 @@ everything that decides what a byte means lives here:
   ``rules``, ``codes``: a strict codec for MQTT 3.1 (protocol "MQIsdp", level 3), 3.1.1
   (level 4) and, in the wire format, 5.0 (properties of every packet and reason codes, both
   directions);
-- ``connection`` (built on ``handshake`` and ``outbound``): one object per network connection
-  holding its whole protocol state (level, keep-alive deadline, packet ids in flight both
-  ways, QoS 2 states, limits);
+- ``connection`` (built on ``intake``, ``handshake`` and ``outbound``): one object per network
+  connection holding its whole protocol state (level, keep-alive deadline, packet ids in
+  flight both ways, QoS 2 states, limits);
 - ``session``: what outlives a connection (subscriptions, the queue with byte accounting,
   outbound messages in flight, inbound QoS 2 ids awaiting PUBREL, the next packet id);
 - ``trie``: subscriptions and retained topics indexed by topic level.

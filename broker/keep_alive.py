@@ -1,0 +1,51 @@
+"""A connected client's keep-alive timer (MQTT 3.1.1 §3.1.2.10): the connection ends when
+nothing came from the client within one and a half times the keep-alive it asked for.
+
+One timer per connection, set when the client is admitted (``broker.connecting``) and
+re-armed for the remaining time each time it fires: no per-packet work, the core records when
+the last packet came (``Connection.last_received``). A client the broker does not read
+(``MqttClient.reading``: backpressure, waiting for its turn) is not silent, so the count
+starts again once it is read.
+
+Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
+"""
+
+import logging
+from typing import TYPE_CHECKING
+
+from broker.mqtt.codes import Reason
+from broker.mqtt.connection import KEEP_ALIVE_GRACE
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+log = logging.getLogger("broker.client")  # logged as the connection it belongs to
+
+
+def arm(client: "MqttClient") -> None:
+    """Start ``client``'s keep-alive timer, if it asked for one (0: none, §3.1.2.10)."""
+    keep_alive = client.core.keep_alive
+    if keep_alive:
+        client._timer = client._loop.call_later(keep_alive * KEEP_ALIVE_GRACE, _due, client)
+
+
+def _due(client: "MqttClient") -> None:
+    """The timer fired: end the connection if it was silent, or wait the time left."""
+    client._timer = None
+    if client.ended:
+        return
+    loop = client._loop
+    now = loop.time()
+    core = client.core
+    if not client.reading:
+        core.last_received = now  # §3.1.2.10: not read, not silent; counted from reading
+    elif core.keep_alive_expired(now):
+        log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
+                 client.label)  # fmt: skip
+        reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
+        client._end(will=True, reason=(Reason.KEEP_ALIVE_TIMEOUT, reason))
+        return
+    grace = core.keep_alive * KEEP_ALIVE_GRACE
+    # Not read meanwhile (``broker.backpressure``): reading again restarts the count.
+    due = core.last_received + grace - now
+    client._timer = loop.call_later(max(due, 0.0) + 0.001, _due, client)

@@ -1,0 +1,82 @@
+"""How much of what a client sent the protocol core reads now: the read window and the turn
+budget, with the bytes kept unread meanwhile. ``Connection`` is built on it; its packet loop
+(``Connection._split``) checks both bounds inline, once per packet, as the engine's hot path.
+
+Backpressure (MQTT 3.1 and 3.1.1): the broker answers a QoS 1 or 2 PUBLISH (PUBACK, PUBREC)
+only once the store has it (§4.3.2), and these versions have no Receive Maximum to bound how
+many a client sends meanwhile. Once ``max_awaiting_pubrel`` of them are unanswered,
+``window_full`` is true: processing stops before the next packet (the rest stays unread) and
+the I/O layer stops reading the socket, until an acknowledgement goes out. Keep-alive does not
+expire meanwhile: the client is not silent, it is not read (§3.1.2.10).
+
+Fairness: one call handles at most ``TURN_BUDGET`` packets, a SUBSCRIBE or UNSUBSCRIBE
+counting one more per topic filter (each costs an ACL check and a subscription, or a retained
+look-up). Past it ``turn_over`` is true and the rest waits until ``new_turn``: the I/O layer
+gives other connections their turn in between.
+"""
+
+from typing import Final
+
+from broker.mqtt.handshake import CONNECTED, Handshake
+
+__all__ = ["KEEP_ALIVE_GRACE", "TURN_BUDGET", "Intake"]
+
+KEEP_ALIVE_GRACE: Final = 1.5  # §3.1.2.10: one and a half times the keep-alive
+# Packets one turn handles (``turn_over``): about 2-4 ms of broker work, SUBSCRIBEs of 100
+# filters or QoS 1 PUBLISHes, before other connections get theirs; 1-byte PINGREQs fill 256 B.
+TURN_BUDGET: Final = 256
+
+
+class Intake(Handshake):
+    """The reading bounds of a ``Connection``, which sets these attributes up."""
+
+    # And Handshake's and Outbound's.
+    __slots__ = ("_pending", "_read_at", "_turn_left", "last_received")
+
+    # Bytes received and not processed yet: ``_pending`` from ``_read_at`` on (the start of a
+    # packet not yet whole, or what waits for the next turn or an answer). The offset, rather
+    # than a copy of the rest each time the engine stops (after every SUBSCRIBE, at each
+    # turn's end), keeps a read of many small packets linear.
+    _pending: bytes
+    _read_at: int
+    _turn_left: int  # packets (and filters) this turn still handles
+    last_received: float
+
+    @property
+    def more_to_read(self) -> bool:
+        """Bytes are waiting that ``receive_data(b"", now)`` may turn into events."""
+        return self.buffered > 0 and self.state == CONNECTED and not self.window_full
+
+    @property
+    def window_full(self) -> bool:
+        """MQTT 3.1/3.1.1: ``max_awaiting_pubrel`` QoS 1 and 2 PUBLISHes of the client are
+        not answered yet (PUBACK, PUBREC: they wait for the store); nothing more is read until
+        one is. The I/O layer stops reading the socket meanwhile."""
+        return self._unacknowledged + self._pubrec_due >= self._read_limit
+
+    @property
+    def turn_over(self) -> bool:
+        """This turn handled its ``TURN_BUDGET``: what is left waits for ``new_turn``."""
+        return self._turn_left <= 0
+
+    def new_turn(self) -> None:
+        """The I/O layer's next turn: ``TURN_BUDGET`` more packets may be handled."""
+        self._turn_left = TURN_BUDGET
+
+    def keep(self, data: bytes) -> None:
+        """Bytes that arrived while the I/O layer lets other connections have their turn:
+        kept, unread, for the next one."""
+        self._pending, self._read_at = self._pending[self._read_at :] + data, 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not processed yet (kept while authenticating)."""
+        return len(self._pending) - self._read_at
+
+    def keep_alive_expired(self, now: float) -> bool:
+        """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for;
+        never while the broker itself stops reading (``window_full``): whatever the client
+        sent waits unread, a PINGREQ too."""
+        if self.window_full:
+            return False
+        return 0 < self.keep_alive * KEEP_ALIVE_GRACE < now - self.last_received
