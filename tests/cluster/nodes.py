@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +177,29 @@ def until_routed(publisher: Client, topic: str, *subscribers: Client) -> None:
     for client in subscribers:
         while not client.no_message(within=0.3):
             pass  # probes still on their way
+
+
+TELEMETRY = "v1/devices/me/telemetry"  # what the device "sensor" publishes to
+
+
+def backend_away_on_a(
+    nodes: Cluster,
+    qos: int,
+    *,
+    also: tuple[str, ...] = (),
+    a_settings: Mapping[str, str] | None = None,
+) -> Client:
+    """Node a (started with ``a_settings``), b and the nodes ``also``; the application
+    "backend"'s persistent session on a, subscribed to every device's telemetry at ``qos``,
+    its client away; the device "sensor" connected to b (returned)."""
+    sensor = nodes.device("sensor")
+    nodes.application("backend")
+    nodes.start("a", **(a_settings or {}))
+    for name in ("b", *also):
+        nodes.start(name)
+    backend = nodes.connect("a", app="backend", client_id="backend", clean_session=False)
+    assert backend.subscribe("devices/+/telemetry", qos=qos) == [qos]
+    device = nodes.connect("b", sensor, client_id="sensor")
+    until_routed(device, TELEMETRY, backend)
+    backend.close()  # the session stays on a, its client away
+    return device

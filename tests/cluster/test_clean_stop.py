@@ -17,8 +17,8 @@ import pytest
 
 from broker.cluster.confirmations import PROBE_AFTER
 from broker.cluster.members import BUCKET
-from tests.cluster.nodes import Cluster, Node, cluster, until_routed
-from tests.cluster.test_parked import TELEMETRY, _check, _logged, _received
+from tests.cluster.nodes import TELEMETRY, Cluster, Node, backend_away_on_a, cluster
+from tests.cluster.test_parked import _check, _logged, _received
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
@@ -32,16 +32,7 @@ def _set_up(nodes: Cluster, qos: int) -> Client:
     """Nodes a and b; the application "backend"'s persistent session on a, subscribed at
     ``qos``, its client away; the device "sensor" on b, connected (returned)."""
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
-    sensor = nodes.device("sensor")
-    nodes.application("backend")
-    nodes.start("a")
-    nodes.start("b")
-    backend = nodes.connect("a", app="backend", client_id="backend", clean_session=False)
-    assert backend.subscribe("devices/+/telemetry", qos=qos) == [qos]
-    device = nodes.connect("b", sensor, client_id="sensor")
-    until_routed(device, TELEMETRY, backend)
-    backend.close()  # the session stays on a, its client away
-    return device
+    return backend_away_on_a(nodes, qos)
 
 
 async def _stopped_until_left(nodes: Cluster, a: Node) -> None:

@@ -20,7 +20,7 @@ import nats
 import pytest
 
 from broker.cluster.confirmations import CONFIRM_WITHIN
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, cluster
 from tests.cluster.proxy import nats_proxy
 from tests.cluster.test_sessions import _logged
 from tests.e2e.harness import Client
@@ -28,8 +28,6 @@ from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
-
-TELEMETRY = "v1/devices/me/telemetry"
 
 
 def _set_up(nodes: Cluster, qos: int, **a_settings: str) -> Client:
@@ -39,16 +37,7 @@ def _set_up(nodes: Cluster, qos: int, **a_settings: str) -> Client:
     # survivor's hand-over barrier then finds nobody listening for it (NATS says so): without
     # a probe, later than CONFIRM_WITHIN.
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "2"
-    sensor = nodes.device("sensor")
-    nodes.application("backend")
-    nodes.start("a", **a_settings)
-    nodes.start("b")
-    backend = nodes.connect("a", app="backend", client_id="backend", clean_session=False)
-    assert backend.subscribe("devices/+/telemetry", qos=qos) == [qos]
-    device = nodes.connect("b", sensor, client_id="sensor")
-    until_routed(device, TELEMETRY, backend)
-    backend.close()  # the session stays on a, its client away
-    return device
+    return backend_away_on_a(nodes, qos, a_settings=a_settings)
 
 
 def _outcomes(client: Client) -> "Queue[str]":

@@ -16,7 +16,7 @@ import nats
 import nats.errors
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, cluster
 from tests.cluster.proxy import nats_proxy
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
@@ -24,7 +24,6 @@ from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
 
-TELEMETRY = "v1/devices/me/telemetry"
 BEFORE_KILL = 30  # messages acknowledged before node a is killed
 AFTER = 30  # ... and after the session is taken
 
@@ -104,16 +103,7 @@ def _set_up(
     ``qos``, its client away; the device "sensor" publishing on b."""
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(heartbeat)
     nodes.env["NANOIOT_MAX_QUEUED_MESSAGES"] = "100000"
-    sensor = nodes.device("sensor")
-    nodes.application("backend")
-    nodes.start("a", **a_settings)
-    nodes.start("b")
-    nodes.start("c")
-    backend = nodes.connect("a", app="backend", client_id="backend", clean_session=False)
-    assert backend.subscribe("devices/+/telemetry", qos=qos) == [qos]
-    device = nodes.connect("b", sensor, client_id="sensor")
-    until_routed(device, TELEMETRY, backend)
-    backend.close()
+    device = backend_away_on_a(nodes, qos, also=("c",), a_settings=a_settings)
     publisher = Publisher(device, qos, size)
     publisher.start()
     publisher.until_acked(BEFORE_KILL)

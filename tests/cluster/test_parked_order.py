@@ -13,11 +13,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import TELEMETRY, Cluster, cluster, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.test_fencing import _heartbeats
 from tests.cluster.test_parked import (
-    TELEMETRY,
     _adopter,
     _check,
     _collect,

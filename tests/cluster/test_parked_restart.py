@@ -13,9 +13,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import TELEMETRY, cluster, until_routed
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_parked import TELEMETRY, _check, _collect, _until_nobody_listens
+from tests.cluster.test_parked import _check, _collect, _until_nobody_listens
 from tests.cluster.test_parked_order import _payload, _published
 from tests.e2e.harness import Client
 from tests.serve_process import WAIT

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.moving import Subscriber
-from tests.cluster.nodes import cluster, until_routed
-from tests.cluster.test_parked import TELEMETRY, Publisher, _kill_a, _logged
+from tests.cluster.nodes import TELEMETRY, cluster, until_routed
+from tests.cluster.test_parked import Publisher, _kill_a, _logged
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
