@@ -128,6 +128,22 @@ class Forwarder(Parker):
         self._fail_queued()
         self._awaiting.fail_all("the node is stopping")
 
+    async def stop_taking(self, frames_in: Subscription | None) -> None:
+        """Frames sent to this member from now on are parked by their senders (NATS answers
+        that nobody listens); those NATS sent before (to ``frames_in``) are routed first."""
+        if frames_in is not None and self.link.connected:  # else none comes anyway
+            try:
+                with nats_errors("stopping taking forwarded messages"):
+                    drained = frames_in.drain()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(drained, CONFIRM_WITHIN)
+            except ClusterError as exc:
+                log.debug("%s", exc)
+
+    def silent(self, member: str) -> None:
+        """``member`` missed its heartbeats (``broker.cluster.members``): its frames are
+        parked as if NATS said nobody listens for it, those sent and not answered first."""
+        self._start_parking(member, "missed its heartbeats")
+
     def forward(
         self,
         members: Iterable[str],
