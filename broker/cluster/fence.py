@@ -33,6 +33,11 @@ slow write, or one begun late after a blocked event loop), may yet reach NATS in
 fencing waits for it until half an interval before the others may act (``last_chance``)
 and does not happen if it was written; half an interval is left then for closing the
 connections. A write that failed, or NATS known lost, fences at once.
+
+A member whose process was stopped (SIGSTOP) or whose event loop was blocked past that
+deadline reads what waited in its sockets (frames the others parked since, a take-over of a
+session a survivor gave to its device, clients' packets) before its timer runs: every entry
+point asks ``fenced_now`` first, which fences at once (no await) if it is due.
 """
 
 import asyncio

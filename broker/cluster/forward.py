@@ -37,6 +37,15 @@ have routed before it died reaches its sessions again when they are taken: a QoS
 may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
 ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
 
+A member that stops answering while NATS keeps its connection (a stopped process, a host
+gone until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
+``CONFIRM_WITHIN`` until the members registry takes it as gone for its missed heartbeats
+(``silent``), and from then on they are parked as above. The others take its run as gone
+then (its wills published, its sessions taken by whoever claims them), and should it run
+again it fences itself off before it routes anything (``broker.cluster.fence``): a parked
+frame it had not routed is routed once, by whoever takes the session; QoS 1 may come twice,
+QoS 2 not.
+
 A member stopping cleanly stops taking frames first (``ClusterRouter.stop``): NATS then
 answers that nobody listens for those sent after, and their senders park them at once. ``stop``
 answers the frames it took before: it waits for the answers still pending (``reply_when``) and

@@ -22,6 +22,9 @@ Each heartbeat written tells ``on_renewed`` callbacks when its write began: the 
 cannot take this member as gone before ``MISSED_BEATS`` intervals from then (what the
 fencing of a member cut off from NATS is timed on).
 
+A member taken as gone for its missed heartbeats is told to ``on_silent`` callbacks too
+(its frames are parked from then on: ``broker.cluster.forward``).
+
 Every member sees every departure: what acts on one (a dead node's wills, its sessions) must
 make sure that only one member does it (compare-and-set).
 """
