@@ -207,12 +207,15 @@ class MqttClient:
             metrics.count_violation()
             if event.code == Reason.PACKET_TOO_LARGE:
                 metrics.count_limit("max_packet_size")
+            lines, host = self.broker.client_log, self.tls.remote[0]
             if event.connected:
-                log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "protocol violations",
+                           "protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
+                           self.label, event.reason)  # fmt: skip
             else:
-                log.info("refused %s: first packet is not a valid CONNECT (%s)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "first packets that were not a valid CONNECT",
+                           "refused %s: first packet is not a valid CONNECT (%s)",
+                           self.label, event.reason)  # fmt: skip
             self._end(will=True, reason=(event.code, event.reason))
         elif isinstance(event, ConnectionRefused):
             if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:

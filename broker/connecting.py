@@ -85,6 +85,7 @@ async def run(client: "MqttClient", connect: Connect) -> None:
 def accept(client: "MqttClient", session: BrokerSession, present: bool, connect: Connect) -> None:
     """CONNACK the admitted client with ``session`` (``present``: it was there before)."""
     client.session = session
+    client.tls.admitted()  # off its host's max_connecting_per_address
     if client._timer is not None:
         client._timer.cancel()
         client._timer = None
@@ -145,6 +146,9 @@ def timed_out(client: "MqttClient") -> None:
     client._timer = None
     if client.session is None and not client.ended:
         phase = "no CONNECT" if client.core.state != AUTHENTICATING else "not admitted"
-        log.info("refused %s: %s within %g s", client.label, phase,
-                 client.broker.config.connect_timeout)  # fmt: skip
+        client.broker.client_log.info(
+            client.tls.remote[0], f"connections with {phase} in time",
+            "refused %s: %s within %g s", client.label, phase,
+            client.broker.config.connect_timeout,
+        )  # fmt: skip
         client._end(will=False)

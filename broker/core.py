@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from auth.acl import Acl, CompiledAcl, Identity
 from auth.decision import Decision, store_unavailable
@@ -21,6 +22,7 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
+from broker.repeats import LogLimiter
 from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
@@ -29,6 +31,7 @@ from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
 
 log = logging.getLogger(__name__)
+CLIENT_LINES: Final = 5  # per host, reason and minute (then a summary)
 
 # Compiled ACLs kept for reconnecting identities. The rules are fixed for the broker's
 # lifetime and a CompiledAcl is immutable, so connections of one identity can share one.
@@ -45,6 +48,7 @@ class BrokerConfig:
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
+    max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
     max_sessions_per_device: int | None = None
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
@@ -68,6 +72,10 @@ class Broker:
         self.config = config or BrokerConfig()
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
+        # Lines a client can cause before it is admitted (a first packet that is no CONNECT,
+        # no CONNECT in time) or by breaking the protocol, at its own connection rate: the
+        # first few per host a minute, then one summary (broker.repeats).
+        self.client_log = LogLimiter(logging.getLogger("broker.client"), repeats=CLIENT_LINES)
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local
