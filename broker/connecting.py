@@ -20,6 +20,7 @@ from auth.decision import Decision
 from broker import backpressure, keep_alive
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
+from broker.connection_limit import host_of
 from broker.journal import release_commit
 from broker.mqtt.connection import AUTHENTICATING
 from broker.mqtt.packets import MQTT_5, Connect
@@ -147,7 +148,7 @@ def timed_out(client: "MqttClient") -> None:
     if client.session is None and not client.ended:
         phase = "no CONNECT" if client.core.state != AUTHENTICATING else "not admitted"
         client.broker.client_log.info(
-            client.tls.remote[0], f"connections with {phase} in time",
+            host_of(client.tls.remote[0]), f"connections with {phase} in time",
             "refused %s: %s within %g s", client.label, phase,
             client.broker.config.connect_timeout,
         )  # fmt: skip

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
 
 from auth.acl import Acl, CompiledAcl, Identity
 from auth.decision import Decision, store_unavailable
@@ -31,7 +30,6 @@ from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
 
 log = logging.getLogger(__name__)
-CLIENT_LINES: Final = 5  # per host, reason and minute (then a summary)
 
 # Compiled ACLs kept for reconnecting identities. The rules are fixed for the broker's
 # lifetime and a CompiledAcl is immutable, so connections of one identity can share one.
@@ -73,9 +71,14 @@ class Broker:
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
         # Lines a client can cause before it is admitted (a first packet that is no CONNECT,
-        # no CONNECT in time) or by breaking the protocol, at its own connection rate: the
-        # first few per host a minute, then one summary (broker.repeats).
-        self.client_log = LogLimiter(logging.getLogger("broker.client"), repeats=CLIENT_LINES)
+        # no CONNECT in time) or by breaking the protocol, at its own connection rate: as the
+        # auth log's refusals, the first auth_log_repeats per host and reason in each
+        # interval, then one summary line (broker.repeats).
+        self.client_log = LogLimiter(
+            logging.getLogger("broker.client"),
+            interval=auth_log.policy.interval,
+            repeats=auth_log.policy.repeats,
+        )
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local

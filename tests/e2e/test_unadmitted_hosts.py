@@ -27,7 +27,7 @@ from tests.e2e.test_limits import Fleet
 from tests.reliability.wire import client_context, tls_attempt
 
 ATTACKER = "127.0.0.2"
-CLIENT_LINES = 5  # broker.core.CLIENT_LINES: lines per host, reason and minute
+CLIENT_LINES = 5  # the auth_log_repeats default: lines per host, reason and interval
 DEFAULT_CONNECTING = 64  # the max_connecting_per_address default
 DEFAULT_LEVELS = 128  # the max_topic_levels default
 
@@ -127,7 +127,7 @@ def test_lines_a_host_causes_before_connect_are_limited(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Anyone can complete a handshake and send garbage, at its own rate: one INFO line each
-    # (85 a second from one test client) until this bound.
+    # (85 a second from one test client) before; now as many as the auth log's refusals.
     caplog.set_level(logging.INFO, logger="broker.client")
     for _ in range(CLIENT_LINES + 3):
         attempt = tls_attempt(fleet.broker.port, client_context(fleet.broker.server_cert),
