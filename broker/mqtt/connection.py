@@ -33,7 +33,7 @@ from typing import Final
 
 from auth.connack import ConnackCode
 from broker.mqtt.codes import Reason
-from broker.mqtt.decode import decode, decode_filters, decode_publish
+from broker.mqtt.decode import decode, decode_publish
 from broker.mqtt.encode import PINGRESP_BYTES
 from broker.mqtt.events import (
     ConnectionRefused,
@@ -46,6 +46,7 @@ from broker.mqtt.events import (
     PublishReleased,
     PubrelAgain,
 )
+from broker.mqtt.filters import decode_filters
 from broker.mqtt.handshake import AUTHENTICATING, AWAITING_CONNECT, CLOSED, CONNECTED
 from broker.mqtt.intake import KEEP_ALIVE_GRACE, TURN_BUDGET, Intake
 from broker.mqtt.limits import Limits
@@ -67,7 +68,7 @@ from broker.mqtt.properties import NO_PROPERTIES
 from broker.mqtt.rules import header_problem, packet_name
 from broker.mqtt.session import RELEASED, SENT, Session
 from broker.mqtt.v5 import Negotiated
-from broker.mqtt.wire import Reader
+from broker.mqtt.wire import Reader, varint
 from nanoiot.errors import ConnectRefused, ProtocolError
 
 __all__ = [
@@ -223,6 +224,8 @@ class Connection(Intake):
         if kind == PacketType.SUBSCRIBE or kind == PacketType.UNSUBSCRIBE:
             bound = self.limits.max_filters_per_subscribe
             filters = decode_filters(first, data, start, end, self.level, bound)
+            if self.v5 is not None and not self._answer_fits(filters, events):
+                return
             events.append(self._bounded(filters))
             return
         packet = decode(first, data, start, end, self.level)
@@ -274,6 +277,27 @@ class Connection(Intake):
         else:
             self._turn_left -= len(packet.requests)
         return packet
+
+    def _answer_fits(self, packet: Subscribe | Unsubscribe, events: list[Event]) -> bool:
+        """Whether the SUBACK or UNSUBACK that answers ``packet`` (a code a filter, no
+        properties) fits the 5.0 client's Maximum Packet Size. If not, nothing of the packet
+        is done and the connection closes (DISCONNECT 0x95, "for this Client"): the server
+        may neither send it ([MQTT-3.1.2-24]) nor leave the packet unanswered
+        ([MQTT-3.8.4-1], [MQTT-3.10.4-4]), nor answer fewer filters ([MQTT-3.8.4-6])."""
+        assert self.v5 is not None
+        if isinstance(packet, Subscribe):
+            name, count = "SUBACK", len(packet.requests) + packet.refused
+        else:
+            name, count = "UNSUBACK", len(packet.filters) + packet.refused
+        body = 3 + count  # packet id, an empty property list, the codes
+        size = 1 + len(varint(body)) + body
+        most = self.v5.maximum_packet_size
+        if size <= most:
+            return True
+        detail = f"its {name} of {size} bytes exceeds its Maximum Packet Size {most}"
+        events.append(LimitExceeded("client_maximum_packet_size", detail))
+        self.state = CLOSED
+        return False
 
     def _received(self, publish: Publish, session: Session, events: list[Event]) -> bool:
         """Count a QoS 1 or 2 PUBLISH until it is answered; False if it is not to be routed:

@@ -1,0 +1,146 @@
+"""MQTT 5: nothing the server sends is larger than the client's Maximum Packet Size
+(§3.1.2.11.4 [MQTT-3.1.2-24]), CONNACK, SUBACK and UNSUBACK included; and a Topic Alias of 0
+is "Topic Alias invalid" (§3.3.2.3.4, as Mosquitto answers it)."""
+
+import pytest
+
+from broker.mqtt.connection import CLOSED, CONNECTED, Connection
+from broker.mqtt.encode import encode
+from broker.mqtt.events import ConnectionRefused, LimitExceeded, ProtocolViolation
+from broker.mqtt.limits import Limits
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    Publish,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+    Unsuback,
+    Unsubscribe,
+)
+from broker.mqtt.properties import Properties, Property
+from broker.mqtt.session import Session
+from tests.broker.mqtt.wire_helpers import feed, packets_in, wire
+
+
+def _connect(most: int, limits: Limits | None = None) -> Connection:
+    connection = Connection(limits or Limits())
+    asked = Properties(
+        [(Property.MAXIMUM_PACKET_SIZE, most), (Property.REQUEST_RESPONSE_INFORMATION, 1)]
+    )
+    [event] = connection.receive_data(
+        wire(Connect(MQTT_5, "", True, 60, properties=asked), level=MQTT_5), 0
+    )
+    assert isinstance(event, Connect)
+    return connection
+
+
+def _accept(connection: Connection, assigned: str | None = "auto-1") -> list[object]:
+    return list(
+        connection.accept(
+            Session("c", persistent=False), session_present=False, assigned_client_id=assigned,
+            response_information="devices/d/",
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("properties", "where"),
+    [
+        (Properties([(Property.TOPIC_ALIAS, 0)]), "with a topic"),
+        (Properties([(Property.USER_PROPERTY, ("k", "v")), (Property.TOPIC_ALIAS, 0)]), "later"),
+    ],
+)
+def test_a_topic_alias_of_0_is_0x94(properties: Properties, where: str) -> None:
+    # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not an alias; Mosquitto disconnects with 0x94 (not 0x82).
+    for topic in ("t", ""):
+        connection = _connect(1000)
+        _accept(connection)
+        [violation] = feed(connection, Publish(topic, b"", properties=properties))
+        assert isinstance(violation, ProtocolViolation), where
+        assert violation.code == 0x94
+        assert "topic_alias is 0" in violation.reason
+
+
+def test_a_connack_leaves_out_what_the_client_can_do_without_to_fit() -> None:
+    # [MQTT-3.1.2-24]: the full CONNACK (limits, the four "available" flags, Topic Alias
+    # Maximum, Response Information) is too large for 40 bytes; what bounds the client stays.
+    full = _connect(1000)
+    _accept(full)
+    [roomy] = packets_in(full.data_to_send(), MQTT_5)
+    assert isinstance(roomy, Connack)
+    assert roomy.properties.get(Property.RESPONSE_INFORMATION) == "devices/d/"
+    size = len(encode(roomy, MQTT_5))
+    connection = _connect(size - 1)
+    assert _accept(connection) == []
+    data = connection.data_to_send()
+    assert len(data) < size - 1
+    [connack] = packets_in(data, MQTT_5)
+    assert isinstance(connack, Connack)
+    assert connack.code == 0
+    assert [key for key, _ in connack.properties] == [
+        Property.ASSIGNED_CLIENT_IDENTIFIER, Property.RECEIVE_MAXIMUM,
+        Property.MAXIMUM_PACKET_SIZE,
+    ]  # fmt: skip
+    assert connection.state == CONNECTED
+    # It was told no Topic Alias Maximum, which is 0 (§3.2.2.3.8): an alias is invalid.
+    [violation] = feed(connection, Publish("t", b"", properties=Properties([(0x23, 1)])))
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.code == 0x94
+
+
+def test_a_connack_that_cannot_fit_is_not_sent_and_the_connection_closes() -> None:
+    # As Mosquitto does: no CONNACK smaller than what the client needs, and nothing else
+    # before a CONNACK ([MQTT-3.2.0-1]): no DISCONNECT either.
+    connection = _connect(20)
+    [refused] = _accept(connection, assigned="a-rather-long-assigned-client-identifier")
+    assert isinstance(refused, ConnectionRefused)
+    assert "its CONNACK of 56 bytes exceeds its Maximum Packet Size 20" in refused.reason
+    assert connection.state == CLOSED
+    connection.disconnect(0x95, "too large")
+    assert connection.data_to_send() == b""
+
+
+def test_a_refusal_is_not_sent_when_even_its_bare_form_is_too_large() -> None:
+    # A refusing CONNACK without Reason String is 5 bytes (§3.2.2.3.9 [MQTT-3.2.2-19]).
+    for most, sent in ((5, [Connack(False, 0x87)]), (4, [])):
+        connection = _connect(most)
+        connection.refuse(5, 0x87, "not authorized")
+        assert packets_in(connection.data_to_send(), MQTT_5) == sent
+        assert connection.state == CLOSED
+
+
+@pytest.mark.parametrize("kind", [Subscribe, Unsubscribe])
+def test_a_suback_or_unsuback_larger_than_the_client_reads_closes(
+    kind: type[Subscribe] | type[Unsubscribe],
+) -> None:
+    # [MQTT-3.1.2-24] against [MQTT-3.8.4-1] / [MQTT-3.10.4-4]: it may be neither sent nor
+    # left out, nor hold fewer codes: nothing of the packet is done, DISCONNECT 0x95 says why.
+    most = 20  # the answer to 15 filters: 2 + packet id + property length + 15 codes
+    filters = [f"a/{n}" for n in range(16)]
+
+    def packet(count: int) -> Subscribe | Unsubscribe:
+        if kind is Subscribe:
+            return Subscribe(1, tuple(SubscribeRequest(f, 0) for f in filters[:count]))
+        return Unsubscribe(1, tuple(filters[:count]))
+
+    connection = _connect(most, Limits(max_filters_per_subscribe=10))
+    _accept(connection, assigned=None)  # its 13 bytes fit
+    connection.data_to_send()
+    [event] = feed(connection, packet(15))  # 10 within the bound, 5 refused: 15 codes
+    assert isinstance(event, kind)
+    if kind is Subscribe:
+        connection.suback(1, [0] * 15)
+        assert packets_in(connection.data_to_send(), MQTT_5) == [Suback(1, (0,) * 15)]
+    else:
+        connection.unsuback(1, [0] * 15)
+        assert packets_in(connection.data_to_send(), MQTT_5) == [Unsuback(1, (0,) * 15)]
+    [event] = feed(connection, packet(16))
+    name = "SUBACK" if kind is Subscribe else "UNSUBACK"
+    assert event == LimitExceeded(
+        "client_maximum_packet_size", f"its {name} of 21 bytes exceeds its Maximum Packet Size 20"
+    )
+    assert connection.state == CLOSED
+    connection.disconnect(0x95, "an answer larger than the client reads")
+    assert [p.code for p in packets_in(connection.data_to_send(), MQTT_5)] == [0x95]  # type: ignore[union-attr]
