@@ -65,7 +65,7 @@ from broker.mqtt.packets import (
     Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES
-from broker.mqtt.rules import header_problem, packet_name
+from broker.mqtt.rules import header_problem, header_reason, packet_name
 from broker.mqtt.session import RELEASED, SENT, Session
 from broker.mqtt.v5 import Negotiated
 from broker.mqtt.wire import Reader, varint
@@ -144,11 +144,11 @@ class Connection(Intake):
             if self._turn_left <= 0:
                 return at  # ``turn_over``: other connections' turn first
             first = data[at]
-            problem = header_problem(
-                first, level=self.level, connected=self.state != AWAITING_CONNECT
-            )
+            connected = self.state != AWAITING_CONNECT
+            problem = header_problem(first, level=self.level, connected=connected)
             if problem is not None:
-                self._violation(events, problem, Reason.PROTOCOL_ERROR)
+                code = header_reason(first, level=self.level, connected=connected)
+                self._violation(events, problem, code)
                 return at
             index, length, shift = at + 1, 0, 0
             while True:

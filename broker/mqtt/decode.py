@@ -135,23 +135,49 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     has_will, will_qos, will_retain = bool(flags & 0x04), (flags >> 3) & 0x03, bool(flags & 0x20)
     if will_qos > 2 or (not has_will and (will_qos or will_retain)):
         raise MalformedPacket("invalid will QoS or retain flag (§3.1.2.6, §3.1.2.7)")
-    properties = read_properties(reader, PacketType.CONNECT) if level == MQTT_5 else NO_PROPERTIES
-    client_id = reader.text("client identifier")
+    v5 = level == MQTT_5
+    properties = _connect_properties(reader, PacketType.CONNECT) if v5 else NO_PROPERTIES
+    try:
+        client_id = reader.text("client identifier")
+    except MalformedPacket as exc:
+        if v5:  # 5.0 §3.1.3.1: 0x85, as Mosquitto answers
+            raise ConnectRefused(str(exc), ConnackCode.IDENTIFIER_REJECTED) from None
+        raise
     will = None
     if has_will:
-        will_properties = read_properties(reader, WILL) if level == MQTT_5 else NO_PROPERTIES
+        will_properties = _connect_properties(reader, WILL) if v5 else NO_PROPERTIES
         topic = reader.text("will topic")
         problem = topic_name_problem(topic)
+        if not topic and v5:
+            raise _answered(ProtocolError(f"will topic {problem}"))
         if problem is not None:
             raise MalformedPacket(f"will topic {problem}")
         will = Will(topic, reader.binary("will message"), will_qos, will_retain, will_properties)
     username = reader.text("user name") if flags & 0x80 else None
     password = reader.binary("password") if flags & 0x40 else None
     if reader.left:
-        raise MalformedPacket(f"{reader.left} bytes after the CONNECT payload (§2.2.3)")
+        error = MalformedPacket(f"{reader.left} bytes after the CONNECT payload (§2.2.3)")
+        raise _answered(error) if v5 else error
     clean = bool(flags & 0x02)
     _refusal(level, client_id, clean)
     return Connect(level, client_id, clean, keep_alive, username, password, will, properties)
+
+
+def _connect_properties(reader: Reader, kind: int) -> Properties:
+    """A 5.0 CONNECT's (or its will's) property list; a broken one is answered (``_answered``)."""
+    try:
+        return read_properties(reader, kind)
+    except ProtocolError as exc:
+        raise _answered(exc) from None
+
+
+def _answered(exc: ProtocolError) -> ConnectRefused:
+    """A 5.0 CONNECT that breaks the rules in its properties, its will's, an empty will topic
+    or bytes after its end: 5.0 §3.1.4 [MQTT-3.1.4-1] lets the server send a CONNACK with
+    0x80 or more before it closes (§4.13), and Mosquitto answers these with 0x81 or 0x82
+    (handle_connect.c); other malformed CONNECTs close unanswered, in both. Never at 3.1 or
+    3.1.1, whose §3.1.4 closes without CONNACK (the return code is only for the log)."""
+    return ConnectRefused(str(exc), ConnackCode.UNACCEPTABLE_PROTOCOL, reason_code=exc.reason_code)
 
 
 def _refusal(level: int, client_id: str, clean: bool) -> None:

@@ -118,9 +118,12 @@ def negotiate(connect: Connect, limits: Limits) -> Negotiated:
     properties = connect.properties
     has_method = properties.get(Property.AUTHENTICATION_METHOD) is not None
     if properties.get(Property.AUTHENTICATION_DATA) is not None and not has_method:
-        raise ProtocolError(
-            "authentication data without an authentication method (MQTT 5 §3.1.2.11.10)"
-        )
+        # A protocol error, answered with CONNACK 0x82 before closing, as Mosquitto does
+        # (§3.1.4 [MQTT-3.1.4-1] allows it; ``broker.mqtt.decode._answered``).
+        raise ConnectRefused(
+            "authentication data without an authentication method (MQTT 5 §3.1.2.11.10)",
+            1, reason_code=Reason.PROTOCOL_ERROR,
+        )  # fmt: skip
     for key, value in properties:
         if key == Property.AUTHENTICATION_METHOD:
             raise ConnectRefused(

@@ -16,6 +16,7 @@ from broker.mqtt.packets import (
     Suback,
     Subscribe,
     SubscribeRequest,
+    Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.wire import Reader, varint
@@ -118,3 +119,41 @@ def test_a_malformed_filter_past_max_filters_per_subscribe_still_closes(
     assert isinstance(suback, Suback)
     assert suback.codes[-1] == (0x97 if level == MQTT_5 else 0x80)
     raw.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\xc1\x00", 0x81),  # PINGREQ with a reserved flag: 5.0 §2.1.3, malformed
+        (b"\x0a\xc0t", 0x82),  # reserved packet type 0: a protocol error
+    ],
+)
+def test_a_bad_fixed_header_is_answered_as_mosquitto_answers_it(
+    broker: BrokerThread, tmp_path: Path, data: bytes, code: int
+) -> None:
+    # Mosquitto's 01-bad-packets: "malformed packet" for the flags, "protocol error" for the type.
+    raw, connack = _connect(broker, tmp_path, f"header-{code:x}")
+    assert connack is not None
+    raw.send(data)
+    packet = raw.read()
+    assert isinstance(packet, Disconnect)
+    assert packet.code == code
+    assert raw.read() is None
+    raw.close()
+
+
+def test_a_5_0_connect_with_an_empty_will_topic_gets_connack_0x82(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    # Mosquitto's 07-will-null-topic: 5.0 §3.1.4 [MQTT-3.1.4-1] allows the CONNACK, 3.1.1's
+    # §3.1.4 forbids it.
+    for level, answer in ((MQTT_5, Connack(False, 0x82)), (MQTT_3_1_1, None)):
+        raw = _raw(broker, tmp_path, f"null-will-{level}", level)
+        raw.send(Connect(level, "null-will", True, 60, will=Will("", b"x")))
+        packet = raw.read()
+        if answer is not None:
+            assert isinstance(packet, Connack)
+            assert packet.code == answer.code
+            packet = raw.read()
+        assert packet is None
+        raw.close()

@@ -1,6 +1,7 @@
-"""MQTT 5: nothing the server sends is larger than the client's Maximum Packet Size
-(§3.1.2.11.4 [MQTT-3.1.2-24]), CONNACK, SUBACK and UNSUBACK included; and a Topic Alias of 0
-is "Topic Alias invalid" (§3.3.2.3.4, as Mosquitto answers it)."""
+"""MQTT 5 edges the public conformance suites probe: nothing the server sends is larger than
+the client's Maximum Packet Size (§3.1.2.11.4 [MQTT-3.1.2-24]), CONNACK, SUBACK and UNSUBACK
+included; a Topic Alias of 0 is "Topic Alias invalid" (§3.3.2.3.4); a broken CONNECT is
+answered where Mosquitto answers it (§3.1.4)."""
 
 import pytest
 
@@ -9,17 +10,20 @@ from broker.mqtt.encode import encode
 from broker.mqtt.events import ConnectionRefused, LimitExceeded, ProtocolViolation
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
+    MQTT_3_1_1,
     MQTT_5,
     Connack,
     Connect,
+    Disconnect,
     Publish,
     Suback,
     Subscribe,
     SubscribeRequest,
     Unsuback,
     Unsubscribe,
+    Will,
 )
-from broker.mqtt.properties import Properties, Property
+from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Session
 from tests.broker.mqtt.wire_helpers import feed, packets_in, wire
 
@@ -143,4 +147,55 @@ def test_a_suback_or_unsuback_larger_than_the_client_reads_closes(
     )
     assert connection.state == CLOSED
     connection.disconnect(0x95, "an answer larger than the client reads")
-    assert [p.code for p in packets_in(connection.data_to_send(), MQTT_5)] == [0x95]  # type: ignore[union-attr]
+    [disconnect] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.code == 0x95
+
+
+def _connect_bytes(
+    level: int, *, client_id: str = "c", will: Will | None = None,
+    properties: Properties = NO_PROPERTIES,
+) -> bytes:  # fmt: skip
+    return encode(Connect(level, client_id, True, 60, will=will, properties=properties), level)
+
+
+def _with_extra(data: bytes, extra: bytes) -> bytes:
+    body = data[2:] + extra
+    assert len(body) < 128
+    return bytes([0x10, len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    ("data", "answer"),
+    [
+        # Mosquitto's 07-will-null-topic: an empty will topic is 0x82 in a CONNACK.
+        (_connect_bytes(MQTT_5, will=Will("", b"x")), 0x82),
+        # Receive Maximum 0 (§3.1.2.11.3), a repeated property (§2.2.2.2): 0x82.
+        (_connect_bytes(MQTT_5, properties=Properties([(0x21, 0)])), 0x82),
+        (_connect_bytes(MQTT_5, properties=Properties([(0x11, 1), (0x11, 2)])), 0x82),
+        # Will properties with one a will may not carry (Topic Alias): 0x82.
+        (_connect_bytes(MQTT_5, will=Will("w", b"x", properties=Properties([(0x23, 1)]))), 0x82),
+        # Bytes after the payload: malformed, 0x81.
+        (_with_extra(_connect_bytes(MQTT_5), b"\x00"), 0x81),
+        # A client id that is not UTF-8: 0x85 "Client Identifier not valid".
+        (_connect_bytes(MQTT_5, client_id="cc").replace(b"\x02cc", b"\x02\xff\xfe"), 0x85),
+        # Answered by closing, in Mosquitto too: U+0000 in the will topic, a reserved flag.
+        (_connect_bytes(MQTT_5, will=Will("a\x00", b"x")), None),
+        (_connect_bytes(MQTT_5)[:9] + bytes([0x03]) + _connect_bytes(MQTT_5)[10:], None),
+        # 3.1.1 §3.1.4 [MQTT-3.1.4-1]: never a CONNACK for a CONNECT that does not conform.
+        (_connect_bytes(MQTT_3_1_1, will=Will("", b"x")), None),
+        (_with_extra(_connect_bytes(MQTT_3_1_1), b"\x00"), None),
+    ],
+)
+def test_a_broken_5_0_connect_is_answered_as_mosquitto_answers_it(
+    data: bytes, answer: int | None
+) -> None:
+    # 5.0 §3.1.4 [MQTT-3.1.4-1]: the server MAY send a CONNACK of 0x80 or more before closing.
+    connection = Connection(Limits())
+    [event] = connection.receive_data(data, 0)
+    assert isinstance(event, ConnectionRefused | ProtocolViolation)
+    assert connection.state == CLOSED
+    sent = packets_in(connection.data_to_send(), MQTT_5)
+    assert [packet.code for packet in sent if isinstance(packet, Connack)] == (
+        [answer] if answer is not None else []
+    )
