@@ -314,11 +314,11 @@ class MqttClient:
         log.info("disconnecting %s: %s", self.label, reason)
         self._end(will=False, reason=(code, reason))
 
-    async def taken_over(self) -> None:
-        """Another connection takes this one's session (§3.1.4): end now, and make sure the
-        socket is gone soon even if the client stopped reading."""
+    async def taken_over(self, *, will: bool = True) -> None:
+        """Another connection takes this one's session (§3.1.4): end now (with the will if
+        ``will``), and make sure the socket is gone soon even if the client stopped reading."""
         taken = (Reason.SESSION_TAKEN_OVER, "another connection took the session")
-        self._end(will=True, reason=taken)
+        self._end(will=will, reason=taken)
         if self.tls.buffered():
             self.tls.abort()
             return

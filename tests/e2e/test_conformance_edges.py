@@ -22,6 +22,7 @@ from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.wire import Reader, varint
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
+from tests.e2e.v5_client import v5_client
 
 TELEMETRY = "v1/devices/me/telemetry"
 
@@ -157,3 +158,53 @@ def test_a_5_0_connect_with_an_empty_will_topic_gets_connack_0x82(
             packet = raw.read()
         assert packet is None
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("level", "clean_before", "clean_after", "will"),
+    [
+        (MQTT_3_1_1, False, False, False),  # the session goes on: no will
+        (MQTT_3_1_1, True, False, True),  # it ended with the connection taken over
+        (MQTT_5, False, False, False),  # [MQTT-3.1.3-9]: a connection to the session came
+        (MQTT_5, False, True, True),  # Clean Start ends it: the will goes
+    ],
+)
+def test_a_take_over_publishes_the_will_only_if_the_session_ends(
+    broker: BrokerThread, tmp_path: Path, level: int, clean_before: bool, clean_after: bool,
+    will: bool,
+) -> None:  # fmt: skip
+    # 5.0 §3.1.3.2.2, as Mosquitto's 07-will-takeover has it (3.1.1 too).
+    name = f"taker-{level}-{int(clean_before)}{int(clean_after)}"
+    broker.application(f"watch-{name}", f"watch-{name}", "pw-watcher")
+    watcher = v5_client(
+        broker.port, broker.server_cert, None, username=f"watch-{name}", password="pw-watcher"
+    )
+    try:
+        assert watcher.wait_connack()[0] == 0
+        assert watcher.subscribe(f"devices/{name}/status", qos=0) == [0]
+        first = _raw(broker, tmp_path, name, level)
+        certfile = tmp_path / f"{name}.nopass.pem"
+
+        def connect(raw: Raw, clean: bool, with_will: bool) -> None:
+            expiry = Properties([(Property.SESSION_EXPIRY_INTERVAL, 0 if clean else 60)])
+            raw.send(
+                Connect(
+                    level, "same", clean, 60,
+                    will=Will("v1/devices/me/status", b"gone") if with_will else None,
+                    properties=expiry if level == MQTT_5 else NO_PROPERTIES,
+                )
+            )  # fmt: skip
+            connack = raw.read()
+            assert isinstance(connack, Connack)
+            assert connack.code == 0
+
+        connect(first, clean_before, with_will=True)
+        second = Raw(broker.port, broker.server_cert, certfile, level)
+        connect(second, clean_after, with_will=False)
+        second.send(Publish("v1/devices/me/status", b"after"))
+        payloads = [watcher.next_message().payload for _ in range(2 if will else 1)]
+        assert payloads == ([b"gone", b"after"] if will else [b"after"])
+        first.close()
+        second.close()
+    finally:
+        watcher.close()
