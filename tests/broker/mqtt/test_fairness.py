@@ -165,3 +165,18 @@ def test_a_subscribe_s_filters_count_against_the_turn() -> None:
     assert connection.turn_over
     connection.new_turn()
     assert connection.receive_data(b"", 0.0) == packets[3:]
+
+
+def test_filters_refused_past_the_bound_count_against_the_turn_too() -> None:
+    # Each is checked (``broker.mqtt.filters``): an eighth of a granted one's cost, counted
+    # as such, so that a packet of thousands ends its turn.
+    connection, _ = connected(LIMITS)
+    connection.new_turn()
+    many = Subscribe(1, _requests(10 + 8 * TURN_BUDGET))
+    [event] = connection.receive_data(wire(many, Pingreq()), 0.0)
+    assert event == Subscribe(1, _requests(10), refused=8 * TURN_BUDGET)
+    assert connection.turn_over
+    assert connection.data_to_send() == b""  # the PINGREQ waits for the next turn
+    connection.new_turn()
+    assert connection.receive_data(b"", 0.0) == []
+    assert packets_in(connection.data_to_send()) == [Pingresp()]
