@@ -80,8 +80,7 @@ class Settings(BaseModel):
     # --- MQTT sessions and topics ---
     strict_client_id: bool = False
     # MQTT 5: the keep-alive (seconds) imposed on a client that asks for a longer one or for
-    # none, announced as Server Keep Alive; an MQTT 3.1/3.1.1 client that does is refused
-    # (CONNACK 0x02, as Mosquitto's max_keepalive). 0: the client's own.
+    # none, announced as Server Keep Alive; 0: the client's own.
     max_keep_alive: int = Field(0, ge=0, le=65535)
     # MQTT 5: refusals and server DISCONNECTs carry a Reason String saying why, in the words
     # of the auth log (never a secret).

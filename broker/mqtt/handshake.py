@@ -73,15 +73,6 @@ class Handshake(Outbound):
         self.keep_alive = connect.keep_alive
         if level == MQTT_5:
             self._negotiate(connect)
-        elif server_keep_alive(connect.keep_alive, self.limits) is not None:
-            # 3.1/3.1.1 have no Server Keep Alive to tell the client a shorter one, and one
-            # imposed unannounced would close a client keeping to its own: refused with 0x02,
-            # as Mosquitto refuses past its max_keepalive (01-connect-max-keepalive).
-            asked = connect.keep_alive or "0 (none)"
-            raise ConnectRefused(
-                f"keep alive {asked} where max_keep_alive is {self.limits.max_keep_alive}",
-                ConnackCode.IDENTIFIER_REJECTED,
-            )
         self.will = connect.will
         self.state = AUTHENTICATING
         events.append(connect)

@@ -43,8 +43,8 @@ class Limits:
     # in seconds: its Session Expiry Interval as if it were a 5.0 session (3.1.1 §3.1.2.4 leaves
     # this to the server); 0: for good, until a clean session replaces it.
     persistent_session_expiry: int = 0
-    # Keep-alive the server imposes on a 5.0 client that asks for more or for none
-    # (§3.2.2.3.14); a 3.1/3.1.1 client that does is refused (CONNACK 0x02). 0: the client's own.
+    # Keep-alive the server imposes on a client that asks for more or for none (§3.2.2.3.14);
+    # 0: the client's own.
     max_keep_alive: int = 0
     # Topic aliases per connection and direction (§3.3.2.3.4): the client may set this many,
     # and the broker gives at most this many (fewer if the client allows fewer). 0: none.

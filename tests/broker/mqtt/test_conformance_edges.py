@@ -1,8 +1,7 @@
 """Edges the public conformance suites probe (Mosquitto's broker tests, paho.mqtt.testing):
 nothing the server sends is larger than a 5.0 client's Maximum Packet Size (§3.1.2.11.4
 [MQTT-3.1.2-24]), CONNACK, SUBACK and UNSUBACK included; a Topic Alias of 0 is "Topic Alias
-invalid" (§3.3.2.3.4); a broken CONNECT is answered where Mosquitto answers it (§3.1.4); a
-3.1.1 keep-alive past ``max_keep_alive`` is refused."""
+invalid" (§3.3.2.3.4); a broken CONNECT is answered where Mosquitto answers it (§3.1.4)."""
 
 import pytest
 
@@ -200,19 +199,3 @@ def test_a_broken_5_0_connect_is_answered_as_mosquitto_answers_it(
     assert [packet.code for packet in sent if isinstance(packet, Connack)] == (
         [answer] if answer is not None else []
     )
-
-
-@pytest.mark.parametrize(("asked", "refused"), [(0, True), (61, True), (60, False), (1, False)])
-def test_a_3_1_1_keep_alive_past_max_keep_alive_is_refused(asked: int, refused: bool) -> None:
-    # 3.1.1 has no Server Keep Alive (5.0 §3.2.2.3.14) to announce a shorter one: CONNACK 0x02,
-    # as Mosquitto's max_keepalive (01-connect-max-keepalive).
-    connection = Connection(Limits(max_keep_alive=60))
-    [event] = connection.receive_data(wire(Connect(MQTT_3_1_1, "c", True, asked)), 0)
-    if not refused:
-        assert isinstance(event, Connect)
-        assert connection.keep_alive == asked
-        return
-    assert isinstance(event, ConnectionRefused)
-    assert f"keep alive {asked or '0 (none)'} where max_keep_alive is 60" in event.reason
-    assert packets_in(connection.data_to_send()) == [Connack(False, 2)]
-    assert connection.state == CLOSED
