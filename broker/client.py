@@ -58,6 +58,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it is aborted
+# The DISCONNECT reason code (5.0 §3.14.2.1) of a limit that ends a connection; others 0x97.
+_LIMIT_REASONS: Final = {
+    "max_awaiting_pubrel": Reason.RECEIVE_MAXIMUM_EXCEEDED,
+    # An answer larger than the client reads (§3.1.2.11.4): "greater than Maximum Packet
+    # Size for this Client".
+    "client_maximum_packet_size": Reason.PACKET_TOO_LARGE,
+}
 
 
 class MqttClient:
@@ -198,11 +205,7 @@ class MqttClient:
         elif isinstance(event, LimitExceeded):
             metrics.count_limit(event.limit)
             log.warning("%s: %s: closing (%s)", self.label, event.detail, event.limit)
-            code = (
-                Reason.RECEIVE_MAXIMUM_EXCEEDED
-                if event.limit == "max_awaiting_pubrel"
-                else Reason.QUOTA_EXCEEDED
-            )
+            code = _LIMIT_REASONS.get(event.limit, Reason.QUOTA_EXCEEDED)
             self._end(will=True, reason=(code, f"{event.detail} (over {event.limit})"))
         elif isinstance(event, ProtocolViolation):
             metrics.count_violation()
@@ -311,11 +314,11 @@ class MqttClient:
         log.info("disconnecting %s: %s", self.label, reason)
         self._end(will=False, reason=(code, reason))
 
-    async def taken_over(self) -> None:
-        """Another connection takes this one's session (§3.1.4): end now, and make sure the
-        socket is gone soon even if the client stopped reading."""
+    async def taken_over(self, *, will: bool = True) -> None:
+        """Another connection takes this one's session (§3.1.4): end now (with the will if
+        ``will``), and make sure the socket is gone soon even if the client stopped reading."""
         taken = (Reason.SESSION_TAKEN_OVER, "another connection took the session")
-        self._end(will=True, reason=taken)
+        self._end(will=will, reason=taken)
         if self.tls.buffered():
             self.tls.abort()
             return
