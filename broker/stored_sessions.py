@@ -99,4 +99,4 @@ def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outg
 def _properties(stored: bytes | None) -> Properties:
     if not stored:
         return NO_PROPERTIES
-    return read_properties(Reader(stored), PUBLISH)
+    return read_properties(Reader(stored), PUBLISH, users=None)  # accepted before

@@ -11,7 +11,8 @@ every value and raises the error the standard prescribes. Both accept and refuse
 same lists.
 
 ``known`` is the list this connection's previous PUBLISH carried: when the bytes are the same,
-so is the verdict, and that object is returned again.
+so is the verdict, and that object is returned again, however long the list (a new one costs
+the turn by its size: ``broker.mqtt.connection``).
 """
 
 from typing import Final
@@ -37,6 +38,12 @@ def read_publish_properties(
     ends at ``end``), and where the payload starts."""
     length = data[at] if at < end else 0x80  # past the end: the general reader says so
     if length & 0x80:  # 128 bytes or more, or nothing left
+        if known.wire and at < end:  # the same long list as the last: not read again
+            reader = Reader(data, at, end)
+            size = reader.varint("property length")
+            stop = reader.at + size
+            if stop <= end and data[reader.at : stop] == known.wire:
+                return known, stop
         reader = Reader(data, at, end)
         return read_properties(reader, PUBLISH), reader.at
     start = at + 1
