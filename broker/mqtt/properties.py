@@ -124,6 +124,17 @@ class Properties:
             items = self._items = read_properties(reader, PUBLISH, users=None).items
         return items
 
+    def held_as_wire(self) -> "Properties":
+        """This list, checked, kept as its bytes alone (``items`` reads them again if asked):
+        read, 1,024 empty user properties hold 128 KB for their 5 KB, which is what a queue's
+        and the retained messages' bounds count."""
+        if self._wire is None or self._items is None:
+            return self
+        return Properties.read_lazily(
+            self._wire, self.topic_alias, self._alias_at, self.message_expiry, self._expiry_at,
+            subscribed=self.has_subscription_identifier,
+        )  # fmt: skip
+
     def without_topic_alias(self) -> "Properties":
         """These properties but the Topic Alias, which names a topic on one connection only
         (§3.3.2.3.4); the wire bytes are cut, not encoded again. Kept: a client that sends

@@ -12,7 +12,8 @@ same lists.
 
 ``known`` is the list this connection's previous PUBLISH carried: when the bytes are the same,
 so is the verdict, and that object is returned again, however long the list (a new one costs
-the turn by its size: ``broker.mqtt.connection``).
+the turn by its size: ``broker.mqtt.connection``). Either way a list is kept as its bytes
+(``Properties.held_as_wire``): what the queues' and retained messages' bounds count.
 """
 
 from typing import Final
@@ -45,7 +46,7 @@ def read_publish_properties(
             if stop <= end and data[reader.at : stop] == known.wire:
                 return known, stop
         reader = Reader(data, at, end)
-        return read_properties(reader, PUBLISH), reader.at
+        return read_properties(reader, PUBLISH).held_as_wire(), reader.at
     start = at + 1
     stop = start + length
     if not length:
@@ -57,7 +58,7 @@ def read_publish_properties(
         return known, stop
     found = _scan(wire)
     if found is None:
-        return read_properties(Reader(data, at, end), PUBLISH), stop
+        return read_properties(Reader(data, at, end), PUBLISH).held_as_wire(), stop
     return found, stop
 
 
