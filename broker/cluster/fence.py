@@ -14,7 +14,10 @@ long enough fences itself off first:
   their devices connect to another member); the wills stay in the cluster for the departure
   of the ended run, which publishes each once;
 - it drops its sessions from memory, their rows kept for the member that takes them, and
-  waits until its store committed everything it acknowledged;
+  waits until its store committed everything it acknowledged; their routes stay in the
+  cluster's table until it is back and restored what is still its own (a session nobody took
+  while it was away: what is published for it meanwhile is parked or refused, never
+  acknowledged unrouted), as at start-up (``RouteAnnouncer.keep``);
 - it refuses connections (CONNACK 3 / 5.0 0x88, server unavailable) until it is back.
 
 It is back when a heartbeat of its new run is written: it settles its ended runs (their
@@ -223,6 +226,10 @@ class Fencing:
             "refusing connections until NATS is back", now - self._renewed,
             MISSED_BEATS * self.members.interval, len(clients), len(registry.sessions),
         )  # fmt: skip
+        if self.claims.announcer is not None:
+            # Its routes stay until it restored what is still its own (``RouteAnnouncer.keep``):
+            # what is published meanwhile for a session nobody took must not match no route.
+            self.claims.announcer.keep()
         for client in clients:
             client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
         for session in list(registry.sessions.values()):

@@ -124,6 +124,7 @@ class RouteAnnouncer:
         self._put = 0  # the revision of this member's last filter written
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
         self._leftovers: set[str] = set()  # keys of this member's previous run
+        self._keeping = False  # fenced off: keys no longer wanted join the leftovers
 
     @property
     def revision(self) -> int:
@@ -193,11 +194,25 @@ class RouteAnnouncer:
             self._wanted[topic_filter] = count - 1
         elif count == 1:
             del self._wanted[topic_filter]
-            self._writes.put_nowait((self._key(topic_filter), False))
+            if self._keeping:
+                self._leftovers.add(self._key(topic_filter))
+            else:
+                self._writes.put_nowait((self._key(topic_filter), False))
+
+    def keep(self) -> None:
+        """This member fenced itself off: the entries of the sessions it forgets stay, as
+        leftovers, until the sessions it still holds are restored (``drop_leftovers``). A
+        session nobody took from it (its device stayed away, and NATS kept this member's
+        subscriptions, so no survivor adopted it) is restored as it rejoins: until then,
+        what is published for it elsewhere is routed here (parked while the others take
+        this member as gone, refused while it is fenced off: its publisher sends it again),
+        never matched by no route and acknowledged unrouted."""
+        self._keeping = True
 
     def drop_leftovers(self) -> None:
-        """Delete the entries of this member's previous run that its sessions, restored
-        now, do not use."""
+        """Delete the entries of this member's previous run, or of the sessions it forgot
+        when it fenced itself off (``keep``), that its sessions, restored now, do not use."""
+        self._keeping = False
         prefix_length = len(self.member) + 1
         for key in self._leftovers:
             if from_key(key[prefix_length:]) not in self._wanted:

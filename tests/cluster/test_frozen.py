@@ -33,6 +33,7 @@ from tests.cluster.moving import (
     subscribed_on_a,
 )
 from tests.cluster.nodes import Cluster, cluster
+from tests.cluster.route_changes import RouteChanges
 from tests.cluster.test_handover import _check
 from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import WAIT, Client
@@ -110,3 +111,45 @@ def test_a_frozen_node_is_taken_as_gone_and_fences_itself_off_when_it_runs_again
         assert watcher.no_message(within=1.0)  # the will once
         held = {name: counter(metrics(nodes, name), "nanoiot_sessions") for name in "ab"}
         assert held == {"a": 0, "b": 3}  # S's, P's and the watcher's: a holds none b took
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_thawed_node_keeps_routing_to_the_session_nobody_took_while_it_rejoins(
+    tmp_path: Path, qos: int
+) -> None:
+    """S stays connected to a through the freeze: nobody takes its session (b adopts only
+    once NATS says nobody listens for a, and NATS keeps a frozen process's subscriptions).
+    Thawed, a kicks S and forgets the session, then restores it as it rejoins: S's filter
+    must stay in b's route table all along, or what P publishes in between matches no route
+    and is acknowledged without reaching S (issue 14)."""
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
+        for name in ("a", "b"):
+            nodes.start(name, **ROOMY_QUEUES)
+        a, b = nodes.nodes["a"], nodes.nodes["b"]
+        with Subscriber(nodes, "backend", 4) as subscriber:
+            device = subscribed_on_a(subscriber, FILTER, qos, sensor, "b", "sensor")
+            with Publisher(device, qos) as publisher:
+                assert subscriber.receive_new(PER_STEP), subscriber.counts()
+                logged = len(b.log.lines)
+                with RouteChanges(nodes.env["NANOIOT_CLUSTER_NAME"], "a") as routes:
+                    os.kill(a.process.pid, signal.SIGSTOP)
+                    try:
+                        b.log.wait_for(r"cluster member a .* missed its heartbeats", after=logged)
+                        assert publisher.acknowledged_within(WINDOW, CONFIRM_WITHIN)  # parked
+                        thawed = len(a.log.lines)
+                    finally:
+                        os.kill(a.process.pid, signal.SIGCONT)
+                    a.log.wait_for(r"fenced off the cluster", after=thawed)
+                    assert subscriber.connection(0).disconnected.wait(WAIT)  # kicked: S away
+                    a.log.wait_for(r"back in the cluster as run 1", after=thawed)
+                    a.log.wait_for(r"restored 1 persistent sessions", after=thawed)
+                    # Written again as S's session is restored, and never deleted before.
+                    assert routes.written_again(FILTER) == [(FILTER, True)]
+                # P goes on while a fences itself off, rejoins and restores S's session.
+                assert publisher.acknowledged_within(AFTER, WAIT)  # P may have to reconnect
+                subscriber.move("a", "disconnect")  # its session, restored on a
+                acknowledged = acknowledged_and_received(publisher, subscriber, AFTER)
+        _check(subscriber, acknowledged, qos)
