@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 from auth.connack import ConnackCode
 from broker import backpressure, connecting, inbound
 from broker.acks import HeldAcks
+from broker.connection_limit import host_of
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, Connection
@@ -210,12 +211,15 @@ class MqttClient:
             metrics.count_violation()
             if event.code == Reason.PACKET_TOO_LARGE:
                 metrics.count_limit("max_packet_size")
+            lines, host = self.broker.client_log, host_of(self.tls.remote[0])
             if event.connected:
-                log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "protocol violations",
+                           "protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
+                           self.label, event.reason)  # fmt: skip
             else:
-                log.info("refused %s: first packet is not a valid CONNECT (%s)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "first packets that were not a valid CONNECT",
+                           "refused %s: first packet is not a valid CONNECT (%s)",
+                           self.label, event.reason)  # fmt: skip
             self._end(will=True, reason=(event.code, event.reason))
         elif isinstance(event, ConnectionRefused):
             if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
