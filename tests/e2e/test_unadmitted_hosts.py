@@ -3,14 +3,17 @@
 ``max_connecting_per_address``: connections from one host (an IPv4 address, an IPv6 /64)
 that are in their TLS handshake or whose CONNECT is not accepted yet. Without it a host
 opening ``max_connections`` TCP connections that never send a ClientHello (re-opened as
-``tls_handshake_timeout`` closes them) kept every device out. The attacker here connects from
-127.0.0.2: Linux routes all of 127/8 to loopback, so to the broker it is another host.
+``tls_handshake_timeout`` closes them) kept every device out. The bound applies once half of
+``max_connections`` are open: before that a burst from one address (devices behind one NAT
+reconnecting together) is not turned away. The attacker here connects from 127.0.0.2: Linux
+routes all of 127/8 to loopback, so to the broker it is another host.
 
 ``max_topic_levels``: each level of a subscription's filter or of a kept retained message's
 topic is a trie node of about 230 bytes; a 64 KiB retained topic of 32,768 levels held 7.6 MB
 while ``max_retained_bytes`` counted 64 KiB of it.
 
-And the log lines a host's connections cause before CONNECT: a few per host a minute.
+And the log lines a host's connections cause before CONNECT: a few per host a minute; and
+the user properties one PUBLISH makes the broker read.
 """
 
 import contextlib
@@ -21,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from broker.mqtt.codes import Reason
+from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish
+from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import WAIT
-from tests.e2e.peers import HOST
+from tests.e2e.peers import HOST, Raw
 from tests.e2e.test_limits import Fleet
 from tests.reliability.wire import client_context, tls_attempt
 
@@ -78,7 +84,29 @@ def test_one_host_s_idle_connections_cannot_take_every_slot(fleet: Fleet) -> Non
             device.close()
 
 
+def still_open(sock: socket.socket) -> bool:
+    sock.settimeout(0)  # a socket with a timeout would wait for data that long first
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:  # nothing to read, not closed
+        return True
+    except ConnectionResetError:
+        return False
+
+
 @pytest.mark.parametrize("fleet", [{"max_connecting_per_address": 2}], indirect=True)
+def test_a_burst_from_one_host_is_not_turned_away_while_places_are_free(fleet: Fleet) -> None:
+    # 20 connections from one host at once, far from half of max_connections (100,000).
+    with idle_connections(fleet.broker.port, 20) as burst:
+        fleet.bystander_round_trip()  # the broker has accepted them all by now
+        assert fleet.hits("max_connecting_per_address") == 0
+        assert [still_open(sock) for sock in burst] == [True] * 20
+
+
+# Half of max_connections (10) is taken once the four devices and one idle connection are open.
+@pytest.mark.parametrize(
+    "fleet", [{"max_connecting_per_address": 2, "max_connections": 10}], indirect=True
+)
 def test_admitted_connections_no_longer_count_against_their_host(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,4 +163,22 @@ def test_lines_a_host_causes_before_connect_are_limited(
         assert attempt.closed_by_server
     refused = [r for r in caplog.records if "first packet is not a valid CONNECT" in r.message]
     assert len(refused) == CLIENT_LINES
+    fleet.bystander_round_trip()
+
+
+def test_a_publish_with_more_user_properties_than_the_broker_reads_is_disconnected(
+    fleet: Fleet,
+) -> None:
+    # 5.0 §3.3.2.3.7 lets them repeat at will; 50,000 empty ones (256 KiB) held the event loop
+    # for 140 ms each. At most 1,024 are read: past them DISCONNECT 0x97 (quota exceeded).
+    many = Properties([(Property.USER_PROPERTY, ("", ""))] * 1025)
+    with Raw(fleet.broker.port, fleet.broker.server_cert, fleet.certfile, level=MQTT_5) as raw:
+        raw.send(Connect(MQTT_5, "talkative", True, 0))
+        assert isinstance(raw.read(), Connack)
+        raw.send(Publish("v1/devices/me/telemetry", b"x", 1, packet_id=1, properties=many))
+        disconnect = raw.read()
+        assert isinstance(disconnect, Disconnect)
+        assert disconnect.code == Reason.QUOTA_EXCEEDED
+        assert "more than 1024 user properties" in str(disconnect.properties)
+        assert raw.closed()
     fleet.bystander_round_trip()
