@@ -183,9 +183,8 @@ class Registry:
             old = session.client if session is not None else None
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
-                assert session is not None
-                # Its will only if this connect ends the session (5.0 §3.1.3.2.2).
-                await old.taken_over(will=session.ends_with_connect(clean))
+                assert session is not None  # its will only if this connect ends the session:
+                await old.taken_over(will=session.ends_with_connect(clean))  # 5.0 §3.1.3.2.2
             ownership = self.ownership
             # In a cluster: closed on any other member, and the session read from the
             # store if another member held it.
