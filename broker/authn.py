@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from auth.binding import ExistingDevice, attach_problem
 from auth.certificate import ParsedCredential, load_certificate, parse_credential
 from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
+from auth.cn_rule import cn_rule_problem
 from auth.decision import (
     Decision,
     Holder,
@@ -269,6 +270,12 @@ def _anchor(ca: TrustedCA) -> tuple[TrustAnchor, ...]:
         except NanoIoTError as exc:
             log.error("trusted CA '%s' disabled: its CRL is unusable: %s", ca.name, exc)
             return ()
+    # A rule stored before auth.cn_rule checked rules (Python syntax RE2 refuses): the anchor
+    # stays, so its devices read this reason rather than "untrusted issuer"; logged once per
+    # load of the CAs, not at each connect.
+    rule_problem = cn_rule_problem(ca.cn_regex) if ca.cn_regex is not None else None
+    if rule_problem is not None:
+        log.error("trusted CA '%s': its devices are refused: %s", ca.name, rule_problem)
     return (
         TrustAnchor(
             ca_id=str(ca.id), name=ca.name, certificate=certificate, cn_regex=ca.cn_regex,
