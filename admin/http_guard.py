@@ -20,12 +20,14 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeAlias
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
+
+IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Seconds for a request's head: an operator's or a script's client sends it at once.
 HEAD_TIMEOUT: Final = 10.0
@@ -80,10 +82,9 @@ class Places:
         self.turned_away_per_address = _TurnedAway()
         self.slow_bodies = _TurnedAway()
 
-    def source_of(self, transport: asyncio.Transport) -> str | None:
-        """What a connection not from the loopback address counts under, or None if it is
-        bound by the total only."""
-        ip = _peer_ip(transport)
+    def source_of(self, ip: IpAddress | None) -> str | None:
+        """What a connection from ``ip`` (``peer_ip``), not the loopback address, counts
+        under, or None if it is bound by the total only."""
         if ip is None or any(ip in network for network in self._proxies):
             return None
         return host_of(ip)
@@ -113,8 +114,10 @@ class GuardedH11Protocol(H11Protocol):
     _source: str | None = None  # set while this connection holds a place of its address
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        local = _loopback(transport)
-        source = None if local else self.places.source_of(transport)
+        peer = transport.get_extra_info("peername")
+        ip = peer_ip(peer)  # once per connection: each check below asks for it
+        local = _loopback(peer, ip)
+        source = None if local else self.places.source_of(ip)
         if len(self.connections) >= MAX_CONNECTIONS and not local:
             transport.abort()
             self.places.turned_away_total.report("admin HTTP: %d connections open", MAX_CONNECTIONS)
@@ -131,7 +134,6 @@ class GuardedH11Protocol(H11Protocol):
             # A dual-stack listener (``::``) reports IPv4 peers as ::ffff:a.b.c.d: the
             # application (sign-in rate limit, trusted proxies, logs) sees a.b.c.d, as it
             # would from an IPv4 listener.
-            ip = _peer_ip(transport)
             self.client = (str(ip) if ip is not None else self.client[0], self.client[1])
         if source is not None:
             self.places.take(source)
@@ -215,7 +217,7 @@ def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Prot
     return ServerProtocol
 
 
-def host_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+def host_of(ip: IpAddress) -> str:
     """What one client host counts as: its IPv4 address, or the /64 of its IPv6 address."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
@@ -224,17 +226,16 @@ def host_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(ip)
 
 
-def _loopback(transport: asyncio.Transport) -> bool:
-    peer = transport.get_extra_info("peername")
-    ip = _peer_ip(transport)
-    # not an IP address (a Unix socket): local too; ::ffff:127.0.0.1 is loopback as well.
+def _loopback(peer: object, ip: IpAddress | None) -> bool:
+    """Whether the connection from ``peer`` (its peer name; ``ip``, its ``peer_ip``) is local:
+    from a loopback address, ::ffff:127.0.0.1 too, or not an IP address (a Unix socket)."""
     return bool(peer) and (ip is None or ip.is_loopback)
 
 
-def _peer_ip(transport: asyncio.Transport) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    peer = transport.get_extra_info("peername")
+def peer_ip(peer: object) -> IpAddress | None:
+    """The IP address of a transport's peer name (``peername``), None if it has none."""
     try:
-        ip = ipaddress.ip_address(peer[0]) if peer else None
+        ip = ipaddress.ip_address(peer[0]) if isinstance(peer, tuple) and peer else None
     except ValueError:
         return None
     # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.

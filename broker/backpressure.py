@@ -8,16 +8,21 @@ is told and which closes it past it). Nor may the broker close a 3.1.1 client fo
 waiting: nothing in 3.1.1 asks it to. So the protocol core stops at the bound
 (``Connection.window_full``), the socket is no longer read, and TCP holds the client back:
 what it sent waits in the kernel's buffers, not in the broker. Each acknowledgement that goes
-out reads on. Keep-alive does not run out meanwhile (``Connection.keep_alive_expired``), and
-starts again once reading does (§3.1.2.10: the client was not read, not silent).
+out reads on. Keep-alive does not run out meanwhile (``broker.keep_alive``), and starts
+again once reading does (§3.1.2.10: the client was not read, not silent).
 
 Fairness: the event loop runs one callback at a time, and a read hands the client's whole
 buffer to the protocol core at once. A read of 256 KB of one-filter SUBSCRIBEs kept every
 other client waiting for a quarter of a second or more. The core stops after a turn's budget
 (``Connection.turn_over``); the socket is then paused and the rest handled in a later loop
 turn (``call_soon``), after what other connections have ready, until it is done and reading
-resumes. Keep-alive does not run out while a connection is not read
-(``MqttClient.reading``), nor while sessions are restored (``broker.connecting``).
+resumes.
+
+A connection may be held back for more than one reason at a time (``reading`` names them all:
+these two, and the restore of the previous run's sessions, ``broker.connecting``). Whatever
+ends one calls ``resume``, which reads the socket again only once none holds: the first to
+end must not read a client another still holds back. Keep-alive does not run out while a
+connection is not read, whatever the reason (``broker.keep_alive``).
 
 Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 """
@@ -48,9 +53,8 @@ def read_again(client: "MqttClient") -> None:
     if not client._full or client.ended or client.core.window_full:
         return
     client._full = False
-    client.core.last_received = client._loop.time()  # §3.1.2.10: its keep-alive starts again
-    client.tls.resume_reading()
-    client._receive(b"")
+    if resume(client):  # else its turn (``_next_turn``) or the restore (``restored``) reads it
+        client._receive(b"")
 
 
 def take_turns(client: "MqttClient") -> None:
@@ -69,6 +73,26 @@ def _next_turn(client: "MqttClient") -> None:
     if client.ended:
         return
     client._flush()
-    if client._turn is None and not client._full and not client._paused:
-        client.core.last_received = client._loop.time()  # §3.1.2.10: read again from now
-        client.tls.resume_reading()
+    resume(client)
+
+
+def reading(client: "MqttClient") -> bool:
+    """Whether the broker reads what ``client`` sends: no reason not to holds. The reasons,
+    each cleared by what ends it before it calls ``resume``: its unanswered messages fill the
+    window (``_full``: ``hold_back``, ``read_again``), the rest of a read waits for its turn
+    (``_turn``: ``take_turns``, ``_next_turn``), it is not admitted yet with more than a
+    packet sent, or the previous run's sessions are being restored (``_paused``:
+    ``broker.client``, ``broker.connecting``). Keep-alive does not run meanwhile
+    (``broker.keep_alive``)."""
+    return not (client._full or client._turn is not None or client._paused)
+
+
+def resume(client: "MqttClient") -> bool:
+    """One reason not to read ``client`` ended: read its socket again unless another still
+    holds (the first to end must not read a client another one holds back). True if it
+    reads again."""
+    if client.ended or not reading(client):
+        return False
+    client.core.last_received = client._loop.time()  # §3.1.2.10: not read, not silent
+    client.tls.resume_reading()
+    return True

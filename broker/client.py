@@ -82,6 +82,8 @@ class MqttClient:
         )
         self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
         self._denied: set[str] | None = None  # topics whose refusal was logged
+        # The reasons it is not read (``backpressure.reading``), each cleared by what ends it.
+        # Not admitted yet with more than a packet sent, or the sessions are restored.
         self._paused = False
         # Not read while its unanswered QoS 1/2 messages fill the window (``backpressure``).
         self._full = False
@@ -139,12 +141,6 @@ class MqttClient:
             backpressure.hold_back(self)
         elif core.turn_over and core.more_to_read:
             backpressure.take_turns(self)
-
-    @property
-    def reading(self) -> bool:
-        """Whether the broker reads what the client sends: not while its window is full
-        (``backpressure``), it waits for its turn, or the sessions are being restored."""
-        return not (self.core.window_full or self._paused or self._turn is not None)
 
     # --- events, in order ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from auth.connack import ConnackCode
 from auth.decision import Decision
-from broker import keep_alive
+from broker import backpressure, keep_alive
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.journal import release_commit
@@ -128,8 +128,7 @@ def restored(client: "MqttClient", _done: object = None) -> None:
     stashed, client._stash = client._stash, None
     if client._paused:
         client._paused = False
-        client.core.last_received = client._loop.time()  # §3.1.2.10: it was not read
-        client.tls.resume_reading()
+        backpressure.resume(client)
     client._receive(b"".join(stashed) if stashed else b"")
     if not client.ended:
         client._flush()

@@ -4,8 +4,10 @@ nothing came from the client within one and a half times the keep-alive it asked
 One timer per connection, set when the client is admitted (``broker.connecting``) and
 re-armed for the remaining time each time it fires: no per-packet work, the core records when
 the last packet came (``Connection.last_received``). A client the broker does not read
-(``MqttClient.reading``: backpressure, waiting for its turn) is not silent, so the count
-starts again once it is read.
+(``backpressure.reading``: backpressure, waiting for its turn, the restore of the previous
+run's sessions) is not silent, so the count starts again once it is read
+(``backpressure.resume``). This is the one place that rule is kept: the core's
+``keep_alive_expired`` is the deadline alone.
 
 Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 """
@@ -13,6 +15,7 @@ Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 import logging
 from typing import TYPE_CHECKING
 
+from broker import backpressure
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import KEEP_ALIVE_GRACE
 
@@ -37,8 +40,9 @@ def _due(client: "MqttClient") -> None:
     loop = client._loop
     now = loop.time()
     core = client.core
-    if not client.reading:
+    if not backpressure.reading(client):
         core.last_received = now  # §3.1.2.10: not read, not silent; counted from reading
+        log.debug("%s is not read: its keep-alive counts from when it is", client.label)
     elif core.keep_alive_expired(now):
         log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
                  client.label)  # fmt: skip

@@ -46,6 +46,7 @@ from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
+from broker.cluster.shared_turns import SharedTurns
 from broker.cluster.view import answer_where
 from broker.cluster.will_entries import incarnation
 from broker.cluster.wills import BUCKET as WILLS
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 _SYSTEM = "$SYS/"
 _SETTLE_WITHIN = 5.0  # seconds a stopping member waits for its wills' entries to go
-_TURNS_KEPT = 10_000  # shared subscriptions whose turn is remembered (then it starts over)
 
 
 class ClusterRouter:
@@ -104,7 +104,7 @@ class ClusterRouter:
         self.members: MemberRegistry | None = None
         self.wills: Wills | None = None
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
-        self._turns: dict[Group, int] = {}  # shared subscription -> whose turn among members
+        self._turns = SharedTurns()  # whose turn it is among each group's members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.received = 0  # messages other members sent here
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
@@ -298,33 +298,15 @@ class ClusterRouter:
 
     def _choose_for_groups(self, topic: str) -> dict[str, list[Group]]:
         """member -> the shared subscriptions it gets this message for: one member per
-        group cluster-wide (MQTT 5.0 §4.8.2). A group with members on this node was served
-        here already; the others take turns among their members, a member found gone only
-        when no other is listed (MQTT 5.0 §4.8.2 lets a copy go to any of the group)."""
+        group cluster-wide (MQTT 5.0 §4.8.2, ``broker.cluster.shared_turns``)."""
         remote = self.table.groups_for(topic)
         if not remote:
             return {}
         local = self.local.shared
         here = {(g.name, g.topic_filter) for g in local.match(topic)} if local.groups else ()
-        chosen: dict[str, list[Group]] = {}
-        turns = self._turns
-        if len(turns) > _TURNS_KEPT:
-            turns.clear()
         moved = self.handovers.moved_groups if self.handovers is not None else None
         now = asyncio.get_running_loop().time() if moved else 0.0
-        gone = self.forwarder.parked
-        for group, members in remote.items():
-            if group in here:
-                continue
-            if moved:  # a member session just left: not the way through the member it left
-                members = moved.candidates(group, members, now)
-            if gone:  # parked, a copy could wait for a session already taken elsewhere
-                members = [m for m in members if m not in gone] or members
-            turn = turns.get(group, 0)
-            turns[group] = turn + 1
-            members.sort()
-            chosen.setdefault(members[turn % len(members)], []).append(group)
-        return chosen
+        return self._turns.choose(remote, here, moved, now, self.forwarder.parked)
 
     def deliver(self, message: Message) -> bool:
         return self.local.deliver(message)

@@ -7,7 +7,8 @@ only once the store has it (§4.3.2), and these versions have no Receive Maximum
 many a client sends meanwhile. Once ``max_awaiting_pubrel`` of them are unanswered,
 ``window_full`` is true: processing stops before the next packet (the rest stays unread) and
 the I/O layer stops reading the socket, until an acknowledgement goes out. Keep-alive does not
-expire meanwhile: the client is not silent, it is not read (§3.1.2.10).
+expire meanwhile: the client is not silent, it is not read (§3.1.2.10; the I/O layer's
+``broker.keep_alive`` keeps that rule).
 
 Fairness: one call handles at most ``TURN_BUDGET`` packets, a SUBSCRIBE or UNSUBSCRIBE
 counting one more per topic filter (each costs an ACL check and a subscription, or a retained
@@ -74,9 +75,8 @@ class Intake(Handshake):
         return len(self._pending) - self._read_at
 
     def keep_alive_expired(self, now: float) -> bool:
-        """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for;
-        never while the broker itself stops reading (``window_full``): whatever the client
-        sent waits unread, a PINGREQ too."""
-        if self.window_full:
-            return False
+        """§3.1.2.10: nothing received within 1.5 x the keep-alive the client asked for. The
+        deadline only: while the I/O layer does not read the client (``window_full`` among
+        its reasons) whatever it sent waits unread, a PINGREQ too, and the I/O layer does not
+        ask (``broker.keep_alive``)."""
         return 0 < self.keep_alive * KEEP_ALIVE_GRACE < now - self.last_received

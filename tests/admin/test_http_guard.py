@@ -50,7 +50,7 @@ async def test_connections_past_the_maximum_are_closed_at_once(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="admin.http_guard")
     # Tests reach the server on 127.0.0.1 only: taken here for a client from elsewhere.
-    monkeypatch.setattr(http_guard, "_loopback", lambda _transport: False)
+    monkeypatch.setattr(http_guard, "_loopback", lambda _peer, _ip: False)
     server = await HttpServer.start(hello, "127.0.0.1", 0)
     held = []
     try:

@@ -10,12 +10,8 @@ does not close the client (nor for keep-alive, which is shorter than the outage)
 lock is gone every message is acknowledged and reaches the subscriber, in order.
 """
 
-import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from queue import Empty, Queue
 
 import pytest
 
@@ -35,7 +31,7 @@ from broker.server import RunningBroker
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.logwatch import attached
+from tests.logwatch import Lines, watching
 from tests.reliability.store_faults import SqliteLock
 
 BOUND = 10  # max_awaiting_pubrel
@@ -46,32 +42,6 @@ KEEP_ALIVE = 1  # seconds: the broker allows 1.5 (§3.1.2.10), less than the loc
 # (1.5 s after CONNACK, then every 1.5 s while the client is not read).
 BUSY_TIMEOUT = 4.0
 TOPIC = "v1/devices/me/telemetry"
-
-
-class Lines(logging.Handler):
-    """Log messages as they come, to wait on."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: Queue[str] = Queue()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.put(record.getMessage())
-
-    def saw(self, fragment: str) -> bool:
-        """Whether a line with ``fragment`` comes within WAIT of the previous one."""
-        try:
-            while fragment not in self.lines.get(timeout=WAIT):
-                pass
-        except Empty:
-            return False
-        return True
-
-
-@contextmanager
-def watching(*names: str) -> Iterator[Lines]:
-    with attached(Lines(), *names, level=logging.DEBUG) as handler:
-        yield handler
 
 
 def _connect(raw: Raw, client_id: str, *, clean: bool, keep_alive: int = 60) -> Connack:
@@ -101,7 +71,7 @@ def test_the_broker_stops_reading_a_publisher_at_the_bound_and_loses_nothing(
         tmp_path / "data", max_awaiting_pubrel=BOUND, ack_timeout=60,
         database_statement_timeout=BUSY_TIMEOUT,
     )  # fmt: skip
-    with BrokerThread(settings) as broker, watching("broker.client", "broker.journal") as log:
+    with BrokerThread(settings) as broker, watching(WAIT, "broker.client", "broker.journal") as log:
         _, issued = broker.provision("sensor")
         certfile = write_pem(tmp_path, issued, "sensor")
         with Raw(broker.port, broker.server_cert, certfile) as away:

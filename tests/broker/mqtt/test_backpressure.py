@@ -1,9 +1,11 @@
 """Backpressure for MQTT 3.1/3.1.1 (``Connection.window_full``): the broker answers a QoS 1 or
 2 PUBLISH only once the store has it (§4.3.2), and these versions have no Receive Maximum.
 Once ``max_awaiting_pubrel`` of a client's PUBLISHes are unanswered, nothing more is read
-until one is; nobody is disconnected for it, and keep-alive does not expire meanwhile."""
+until one is; nobody is disconnected for it. Keep-alive does not expire meanwhile: that is
+the I/O layer's rule (``broker.keep_alive``, for every reason a client is not read), shown
+with a real broker in tests/reliability/test_backpressure.py."""
 
-from broker.mqtt.connection import CONNECTED, KEEP_ALIVE_GRACE, Connection
+from broker.mqtt.connection import CONNECTED, Connection
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import MQTT_5, Pingreq, Pingresp, Puback, Publish, Pubrec
 from tests.broker.mqtt.wire_helpers import connected, feed, packets_in, wire
@@ -74,14 +76,6 @@ def test_a_qos_2_publish_sent_again_counts_until_its_pubrec() -> None:
     assert connection.window_full  # the repeated one is answered with PUBREC too (§4.3.3)
     connection.acknowledge(1, 2)
     assert not connection.window_full
-
-
-def test_keep_alive_does_not_expire_while_the_broker_does_not_read() -> None:
-    connection = _full_of(_publish(1), _publish(2), _publish(3))  # keep-alive 60 s, at 0
-    later = 60 * KEEP_ALIVE_GRACE + 1
-    assert not connection.keep_alive_expired(later)
-    connection.acknowledge(1, 1)
-    assert connection.keep_alive_expired(later)  # reading again: the I/O layer restarts it
 
 
 def test_mqtt_5_is_bounded_by_the_receive_maximum_instead() -> None:
