@@ -4,7 +4,8 @@ Anyone who reaches the admin port can open connections, token or not, and uvicor
 open as long as its client sends nothing, or sends a request's head a byte at a time: its
 keep-alive timeout starts only after a response. Each such connection holds a file descriptor
 of the process that also runs the broker. So here a request's head (request line and headers)
-must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response, and a
+must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response (and a
+body at the pace of ``BODY_GRACE`` and ``BODY_MIN_RATE``), and a
 connection past ``MAX_CONNECTIONS`` open ones, or past ``MAX_PER_ADDRESS`` from its source
 address, is closed as soon as it is accepted. One address alone thus never holds every place:
 others still get in while it holds its share. The loopback address is bound by neither: the
@@ -104,7 +105,8 @@ class Places:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """``H11Protocol`` with a deadline for each request's head and bounds on connections.
+    """``H11Protocol`` with a deadline for each request's head, a minimum pace for its body and
+    bounds on connections.
     ``guarded_protocol`` makes the class for one server, with its own ``places``."""
 
     places: ClassVar[Places]
