@@ -12,8 +12,8 @@ first, on the headers alone:
   The bound is ``http_max_body_bytes`` for most routes, a CRL's bound for the routes that
   take one, and none for the bulk import, which reads its body as a stream row by row;
 - a request framed two ways (``Content-Length`` and ``Transfer-Encoding``: the shape of
-  request smuggling through a proxy) is answered 400, and a head past ``MAX_HEAD_BYTES`` 431,
-  each with the connection closed.
+  request smuggling through a proxy) is answered 400, and a target or header fields past
+  ``MAX_HEAD_BYTES`` 414 or 431, each with the connection closed.
 """
 
 import re
@@ -27,9 +27,9 @@ from admin.problems import problem
 from admin.security import token_refusal
 
 MAX_CRL_BYTES: Final = 16 * 1024 * 1024  # a CRL of ~400,000 entries
-# A request's header fields, names and values: h11 bounds only a head that arrives in pieces
-# (16 KiB), so one sent whole in a read could be 256 KiB of thousands of fields. Browsers and
-# scripts send under 8 KiB, cookies included.
+# A request's target, and its header fields (names and values): h11 bounds only a head that
+# arrives in pieces (16 KiB), so one sent whole in a read could be 256 KiB of thousands of
+# fields or of path. Browsers and scripts send under 8 KiB, cookies included.
 MAX_HEAD_BYTES: Final = 16 * 1024
 _FORM_OVERHEAD: Final = 64 * 1024  # a form's other fields and multipart framing
 # (method, path) -> the route's own bound; None: streamed, no bound on the whole body.
@@ -114,6 +114,9 @@ class BodyGuard:
 
 def _framing_problem(scope: Scope) -> tuple[int, str] | None:
     headers = scope["headers"]
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    if target > MAX_HEAD_BYTES:  # RFC 9110 §15.5.15
+        return 414, f"The request target is longer than {MAX_HEAD_BYTES:,} bytes."
     size = sum(len(name) + len(value) for name, value in headers)
     if size > MAX_HEAD_BYTES:  # RFC 6585 §5
         return 431, f"The request's header fields are larger than {MAX_HEAD_BYTES:,} bytes."

@@ -10,7 +10,8 @@ would send (or buffer) the whole body before reading the answer:
   address the sign-in rate limit counts, guess without limit, and lock the operator out;
 - a request framed both by Content-Length and Transfer-Encoding (request smuggling through a
   proxy that frames by the other) is 400 and its connection closed, so the request hidden in
-  its body is never served (RFC 9112 §6.1); header fields past 16 KiB are 431.
+  its body is never served (RFC 9112 §6.1); a target or header fields past 16 KiB are 414
+  or 431.
 """
 
 import asyncio
@@ -214,7 +215,7 @@ async def test_content_length_with_transfer_encoding_is_400_and_closed(
     assert answer.count(b"HTTP/1.1 ") == 1
 
 
-async def test_header_fields_past_the_bound_are_431_and_closed(start: ServerFactory) -> None:
+async def test_a_head_past_the_bound_is_414_or_431_and_closed(start: ServerFactory) -> None:
     server = await start()
     fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"v" * 60) for n in range(300))  # ~22 KB
     answer = await _exchange(
@@ -224,6 +225,9 @@ async def test_header_fields_past_the_bound_are_431_and_closed(start: ServerFact
     assert b"larger than 16,384 bytes" in answer
     one_big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 100_000 + b"\r\n\r\n"
     assert (await _exchange(server.port, one_big)).startswith(b"HTTP/1.1 4")  # 431 or h11's 400
+    long_target = b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await _exchange(server.port, long_target)
+    assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]  # before: 200
     normal = await _exchange(
         server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
