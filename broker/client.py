@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 from auth.connack import ConnackCode
 from broker import backpressure, connecting, inbound
 from broker.acks import HeldAcks
+from broker.connection_limit import host_of
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, Connection
@@ -57,6 +58,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it is aborted
+# The DISCONNECT reason code (5.0 §3.14.2.1) of a limit that ends a connection; others 0x97.
+_LIMIT_REASONS: Final = {
+    "max_awaiting_pubrel": Reason.RECEIVE_MAXIMUM_EXCEEDED,
+    # An answer larger than the client reads (§3.1.2.11.4): "greater than Maximum Packet
+    # Size for this Client".
+    "client_maximum_packet_size": Reason.PACKET_TOO_LARGE,
+}
 
 
 class MqttClient:
@@ -197,22 +205,21 @@ class MqttClient:
         elif isinstance(event, LimitExceeded):
             metrics.count_limit(event.limit)
             log.warning("%s: %s: closing (%s)", self.label, event.detail, event.limit)
-            code = (
-                Reason.RECEIVE_MAXIMUM_EXCEEDED
-                if event.limit == "max_awaiting_pubrel"
-                else Reason.QUOTA_EXCEEDED
-            )
+            code = _LIMIT_REASONS.get(event.limit, Reason.QUOTA_EXCEEDED)
             self._end(will=True, reason=(code, f"{event.detail} (over {event.limit})"))
         elif isinstance(event, ProtocolViolation):
             metrics.count_violation()
             if event.code == Reason.PACKET_TOO_LARGE:
                 metrics.count_limit("max_packet_size")
+            lines, host = self.broker.client_log, host_of(self.tls.remote[0])
             if event.connected:
-                log.info("protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "protocol violations",
+                           "protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
+                           self.label, event.reason)  # fmt: skip
             else:
-                log.info("refused %s: first packet is not a valid CONNECT (%s)",
-                         self.label, event.reason)  # fmt: skip
+                lines.info(host, "first packets that were not a valid CONNECT",
+                           "refused %s: first packet is not a valid CONNECT (%s)",
+                           self.label, event.reason)  # fmt: skip
             self._end(will=True, reason=(event.code, event.reason))
         elif isinstance(event, ConnectionRefused):
             if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
@@ -307,11 +314,11 @@ class MqttClient:
         log.info("disconnecting %s: %s", self.label, reason)
         self._end(will=False, reason=(code, reason))
 
-    async def taken_over(self) -> None:
-        """Another connection takes this one's session (§3.1.4): end now, and make sure the
-        socket is gone soon even if the client stopped reading."""
+    async def taken_over(self, *, will: bool = True) -> None:
+        """Another connection takes this one's session (§3.1.4): end now (with the will if
+        ``will``), and make sure the socket is gone soon even if the client stopped reading."""
         taken = (Reason.SESSION_TAKEN_OVER, "another connection took the session")
-        self._end(will=True, reason=taken)
+        self._end(will=will, reason=taken)
         if self.tls.buffered():
             self.tls.abort()
             return

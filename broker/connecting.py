@@ -20,6 +20,7 @@ from auth.decision import Decision
 from broker import backpressure, keep_alive
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
+from broker.connection_limit import host_of
 from broker.journal import release_commit
 from broker.mqtt.connection import AUTHENTICATING
 from broker.mqtt.packets import MQTT_5, Connect
@@ -85,6 +86,7 @@ async def run(client: "MqttClient", connect: Connect) -> None:
 def accept(client: "MqttClient", session: BrokerSession, present: bool, connect: Connect) -> None:
     """CONNACK the admitted client with ``session`` (``present``: it was there before)."""
     client.session = session
+    client.tls.admitted()  # off its host's max_connecting_per_address
     if client._timer is not None:
         client._timer.cancel()
         client._timer = None
@@ -145,6 +147,9 @@ def timed_out(client: "MqttClient") -> None:
     client._timer = None
     if client.session is None and not client.ended:
         phase = "no CONNECT" if client.core.state != AUTHENTICATING else "not admitted"
-        log.info("refused %s: %s within %g s", client.label, phase,
-                 client.broker.config.connect_timeout)  # fmt: skip
+        client.broker.client_log.info(
+            host_of(client.tls.remote[0]), f"connections with {phase} in time",
+            "refused %s: %s within %g s", client.label, phase,
+            client.broker.config.connect_timeout,
+        )  # fmt: skip
         client._end(will=False)

@@ -11,9 +11,13 @@ a process out of descriptors could not reach its database. Descriptors can still
 moment (asyncio accepts a whole backlog of connections before it closes the ones past the
 bound): its accept loop then logs a traceback for every connection it could not accept, so
 ``quiet_accept_errors`` says it in one line a minute instead.
+
+``ConnectingPerHost`` (``max_connecting_per_address``) bounds the share of those connections
+one client host holds before it is admitted, so that it cannot take them all.
 """
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import time
@@ -30,6 +34,7 @@ FD_RESERVE: Final = 256
 LOG_INTERVAL: Final = 60.0
 # What asyncio's accept loop reports when accept() fails for want of descriptors or memory.
 _ACCEPT_FAILED: Final = "socket.accept() out of system resource"
+_IPV6_HOST_PREFIX: Final = 64
 
 
 def usable_connections(wanted: int) -> int:
@@ -118,3 +123,73 @@ def quiet_accept_errors(
             failed, next_report = 0, now + LOG_INTERVAL
 
     loop.set_exception_handler(handle)
+
+
+def host_of(address: str) -> str:
+    """What one client host counts as: its IPv4 address, or the /64 of its IPv6 address (a
+    host is given a whole /64, RFC 7421, and picks addresses in it at will, RFC 8981)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP address (a Unix socket): one host
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, _IPV6_HOST_PREFIX), strict=False))
+    return str(ip)
+
+
+class ConnectingPerHost:
+    """``max_connecting_per_address``: connections of one host not admitted yet.
+
+    A connection costs a slot of ``max_connections`` from its first byte, and until its CONNECT
+    is accepted no credential vouches for it: without a bound per host, one host could hold
+    every slot with connections that never finish their handshake (each re-opened as
+    ``tls_handshake_timeout`` closes it) and keep every device out. Past ``maximum`` a new
+    connection from the host is closed at once, counted, and logged at most once a minute.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        count: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maximum = maximum
+        self._count = count
+        self._clock = clock
+        self._held: dict[str, int] = {}  # host -> its connections not admitted yet
+        self._unreported = 0
+        self._next_report = 0.0
+
+    def take(self, address: str) -> str | None:
+        """A slot for a new connection from ``address``: the host to ``give_back`` it to, or
+        None (refused: the host holds ``maximum``)."""
+        host = host_of(address)
+        held = self._held.get(host, 0)
+        if held < self.maximum:
+            self._held[host] = held + 1
+            return host
+        self._count()
+        self._unreported += 1
+        now = self._clock()
+        if now >= self._next_report:
+            log.warning(
+                "max_connecting_per_address (%d) reached: %d connection(s) closed before any "
+                "TLS work, the last from %s",
+                self.maximum, self._unreported, host,
+            )  # fmt: skip
+            self._unreported = 0
+            self._next_report = now + LOG_INTERVAL
+        return None
+
+    def give_back(self, host: str) -> None:
+        """The connection is admitted or closed: its host's slot is free."""
+        held = self._held.get(host, 0) - 1
+        if held > 0:
+            self._held[host] = held
+        else:
+            self._held.pop(host, None)
+
+    def held(self, address: str) -> int:
+        return self._held.get(host_of(address), 0)

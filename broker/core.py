@@ -21,6 +21,7 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
+from broker.repeats import LogLimiter
 from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
@@ -45,6 +46,7 @@ class BrokerConfig:
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
+    max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
     max_sessions_per_device: int | None = None
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
@@ -68,6 +70,15 @@ class Broker:
         self.config = config or BrokerConfig()
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
+        # Lines a client can cause before it is admitted (a first packet that is no CONNECT,
+        # no CONNECT in time) or by breaking the protocol, at its own connection rate: as the
+        # auth log's refusals, the first auth_log_repeats per host and reason in each
+        # interval, then one summary line (broker.repeats).
+        self.client_log = LogLimiter(
+            logging.getLogger("broker.client"),
+            interval=auth_log.policy.interval,
+            repeats=auth_log.policy.repeats,
+        )
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local

@@ -200,6 +200,12 @@ def _subscribe_one(
         # 5.0 §3.9.3: 0x8F for a filter that is not one; outside the ACL, 0x80 as in 3.1.1,
         # which is what the Paho interoperability suite expects of a refused subscription.
         return Reason.TOPIC_FILTER_INVALID if problem is not None else Reason.UNSPECIFIED_ERROR
+    levels = broker.config.max_topic_levels
+    if canonical.count("/") >= levels:  # a trie node per level (§4.7.1): ~230 bytes each
+        broker.metrics.subscriptions_denied += 1
+        broker.metrics.count_limit("max_topic_levels")
+        client.log_denied(f"subscribe (max_topic_levels {levels}) to", written)
+        return Reason.QUOTA_EXCEEDED
     new = key not in session.subscriptions
     if new:
         limit = broker.config.max_subscriptions

@@ -179,7 +179,14 @@ class Registry:
             old = session.client if session is not None else None
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
-                await old.taken_over()
+                assert session is not None
+                # 5.0 §3.1.3.2.2 [MQTT-3.1.3-9]: a connection to the session before the Will
+                # Delay Interval passed (0 passes only once the old connection is closed,
+                # after this one came) means no will; one that ends the session (Clean
+                # Start, or a session that ends with its connection) has it published. As
+                # Mosquitto does (07-will-takeover), for 3.1.1 too, whose §3.1.2.5 leaves
+                # a take-over out of the will's causes.
+                await old.taken_over(will=clean or not session.persistent)
             ownership = self.ownership
             # In a cluster: closed on any other member, and the session read from the
             # store if another member held it.

@@ -81,28 +81,35 @@ class RepeatCounter:
 
 
 class LogLimiter:
-    """Warnings through ``log``: the first per ``key`` and ``interval`` seconds as written,
-    the others counted and logged as one summary line (``what``: what they were) with the
-    next warning after their interval ended. Keys are bounded as ``RepeatCounter``'s."""
+    """Lines through ``log``: the first ``repeats`` per ``key`` and ``interval`` seconds as
+    written, the others counted and logged as one summary line (``what``: what they were) with
+    the next line after their interval ended. Keys are bounded as ``RepeatCounter``'s."""
 
     def __init__(
         self,
         log: logging.Logger,
         *,
         interval: float = 60.0,
+        repeats: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
         self._clock = clock
-        self._counter = RepeatCounter(repeats=1, interval=interval)
+        self._counter = RepeatCounter(repeats=repeats, interval=interval)
         self._summed_at = 0.0
 
     def warning(self, key: str, what: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, key, what, message, *args)
+
+    def info(self, key: str, what: str, message: str, *args: object) -> None:
+        self.log(logging.INFO, key, what, message, *args)
+
+    def log(self, level: int, key: str, what: str, message: str, *args: object) -> None:
         now = self._clock()
-        if now >= self._summed_at + 1.0:  # not a walk of every key per warning
+        if now >= self._summed_at + 1.0:  # not a walk of every key per line
             self._summed_at = now
             for summary in self._counter.due(now):
-                self._log.warning("%s: %d more %s in %.0f s", summary.address, summary.count,
-                                  summary.reason, summary.seconds)  # fmt: skip
+                self._log.log(level, "%s: %d more %s in %.0f s", summary.address,
+                              summary.count, summary.reason, summary.seconds)  # fmt: skip
         if self._counter.report(key, what, now):
-            self._log.warning(message, *args)
+            self._log.log(level, message, *args)

@@ -21,6 +21,9 @@ class RetainLimits:
     max_bytes: int = 64 * 1024 * 1024
     max_messages_per_device: int = 100
     max_bytes_per_device: int = 1024 * 1024
+    # A topic's levels are kept as trie nodes (~230 bytes each, ``broker.mqtt.trie``), not in
+    # its bytes: a 64 KiB topic of 32,768 levels would hold 7.6 MB counted as 64 KiB.
+    max_topic_levels: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class RetainedStore:
         freed = old.size if old is not None else 0
         if old is None and len(self._tree) >= limits.max_messages:
             return "max_retained_messages"
+        if new.topic.count("/") >= limits.max_topic_levels:
+            return "max_topic_levels"
         if self._bytes - freed + new.size > limits.max_bytes:
             return "max_retained_bytes"
         if new.owner is None:

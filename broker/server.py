@@ -19,7 +19,12 @@ from OpenSSL import SSL
 
 from auth.acl import Acl, parse_rule
 from broker.authn import Authenticator, certificate_policy
-from broker.connection_limit import ConnectionLimit, quiet_accept_errors, usable_connections
+from broker.connection_limit import (
+    ConnectingPerHost,
+    ConnectionLimit,
+    quiet_accept_errors,
+    usable_connections,
+)
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
 from broker.listen import bind_mqtt_socket
@@ -104,6 +109,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_bytes=settings.max_retained_bytes,
         max_messages_per_device=settings.max_retained_messages_per_device,
         max_bytes_per_device=settings.max_retained_bytes_per_device,
+        max_topic_levels=settings.max_topic_levels,
     )
     return BrokerConfig(
         strict_client_id=settings.strict_client_id,
@@ -112,6 +118,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
+        max_topic_levels=settings.max_topic_levels,
         max_sessions_per_device=settings.max_sessions_per_device,
         limits=limits,
         retain=retain,
@@ -237,6 +244,10 @@ class RunningBroker:
                 connection_limit=ConnectionLimit(
                     usable_connections(settings.max_connections),
                     lambda: broker.metrics.count_limit("max_connections"),
+                ),
+                connecting=ConnectingPerHost(
+                    settings.max_connecting_per_address,
+                    lambda: broker.metrics.count_limit("max_connecting_per_address"),
                 ),
             )
             opened.push_async_callback(listener.__aexit__)

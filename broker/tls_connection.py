@@ -28,6 +28,7 @@ class Receiver(Protocol):
 
 class Link(TransportLink, Protocol):
     def abort(self) -> None: ...
+    def admitted(self) -> None: ...
 
 
 class TlsConnection:
@@ -86,6 +87,11 @@ class TlsConnection:
 
     def resume_reading(self) -> None:
         self._link.resume_reading()
+
+    def admitted(self) -> None:
+        """The client is admitted (its CONNECT accepted): it no longer counts against its
+        host's ``max_connecting_per_address``."""
+        self._link.admitted()
 
     def close(self) -> None:
         """Send what is pending and close_notify, then close the socket."""

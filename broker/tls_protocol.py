@@ -42,12 +42,12 @@ _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2
 class TlsProtocol(asyncio.Protocol):
     """One TLS connection of a ``TlsServer``, from its first byte to its close."""
 
-    # Slots: one per connection, idle devices included (an instance dict of these 18
+    # Slots: one per connection, idle devices included (an instance dict of these 19
     # attributes is about 0.5 KiB more).
     __slots__ = (
-        "_closed", "_drain_waiter", "_flush_scheduled", "_head", "_left", "_loop", "_pending",
-        "_pending_size", "_receiver", "_remote", "_screened", "_server", "_state", "_timer",
-        "_tls", "_transport", "_watch", "_write_paused",
+        "_closed", "_drain_waiter", "_flush_scheduled", "_head", "_host", "_left", "_loop",
+        "_pending", "_pending_size", "_receiver", "_remote", "_screened", "_server", "_state",
+        "_timer", "_tls", "_transport", "_watch", "_write_paused",
     )  # fmt: skip
 
     def __init__(self, server: "TlsServer") -> None:
@@ -68,6 +68,8 @@ class TlsProtocol(asyncio.Protocol):
         self._closed = self._loop.create_future()
         self._watch: HandshakeWatch | None = None  # until the handshake is over
         self._screened = False  # the client's address was checked against shut_out
+        # The host whose max_connecting_per_address slot this connection holds until admitted.
+        self._host: str | None = None
         # Where the client's TLS records end (``broker.tls_records``): the start of a record
         # header cut by a read, and how many bytes of the current record are still to come.
         self._head = b""
@@ -89,8 +91,36 @@ class TlsProtocol(asyncio.Protocol):
             self._transport.abort()
             limit.refused(self._remote[0])
             return
+        # A load balancer's connection counts against its client's host, once its PROXY
+        # header names it (``data_received``).
+        if not self._server.proxy_trusted.trusts(self._remote[0]) and not self._hold(
+            self._remote[0]
+        ):
+            return
         self._server.protocols.add(self)
         self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
+
+    def _hold(self, address: str) -> bool:
+        """Take a ``max_connecting_per_address`` slot of ``address``'s host; False, and the
+        connection closed before any TLS work, if it holds them all."""
+        connecting = self._server.connecting
+        if connecting is None:
+            return True
+        self._host = connecting.take(address)
+        if self._host is not None:
+            return True
+        self._state = _CLOSED
+        if self._watch is not None:
+            self._watch.done()
+        assert self._transport is not None
+        self._transport.abort()
+        return False
+
+    def admitted(self) -> None:
+        """The client is admitted: its host's slot is free for its next connection."""
+        host, self._host = self._host, None
+        if host is not None and self._server.connecting is not None:
+            self._server.connecting.give_back(host)
 
     def data_received(self, data: bytes) -> None:
         if self._state == _OPEN:
@@ -112,9 +142,12 @@ class TlsProtocol(asyncio.Protocol):
             if data:
                 if not self._screened:
                     self._screened = True
-                    if self._server.shut_out(self._watch.remote[0]):
+                    remote = self._watch.remote[0]
+                    if self._server.shut_out(remote):
                         self._watch.done()
                         self._shut(abort=True)  # no TLS work for an address shut out
+                        return
+                    if self._remote[0] != remote and not self._hold(remote):  # a balancer's
                         return
                 self._tls.bio_write(data)
                 # Counted from the first byte on, to know where the records after it end.
@@ -130,6 +163,7 @@ class TlsProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
+        self.admitted()  # or not: its slot is free all the same
         if self._timer is not None:
             self._timer.cancel()
         if self._watch is not None:

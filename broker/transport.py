@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from OpenSSL import SSL
 
-from broker.connection_limit import ConnectionLimit
+from broker.connection_limit import ConnectingPerHost, ConnectionLimit
 from broker.handshake_watch import HandshakeFailed
 from broker.proxy_protocol import TrustedProxies
 from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
@@ -72,6 +72,9 @@ class TlsServer:
         self.shut_out: Callable[[str], bool] = lambda _address: False
         # max_connections: past it a new connection is closed at once (None: no bound).
         self.connection_limit: ConnectionLimit | None = None
+        # max_connecting_per_address: past it a host's new connection is closed at once, until
+        # one of its connections is admitted (``TlsConnection.admitted``) or closes.
+        self.connecting: ConnectingPerHost | None = None
         self._on_connection = on_connection
         self._on_open = on_open
         self._handlers: set[asyncio.Task[None]] = set()
@@ -150,6 +153,7 @@ async def start_tls_server(
     proxy_trusted: TrustedProxies | None = None,
     shut_out: Callable[[str], bool] | None = None,
     connection_limit: ConnectionLimit | None = None,
+    connecting: ConnectingPerHost | None = None,
 ) -> TlsServer:
     """Listen on ``host:port`` (or accept on ``sock``, already bound: ``broker.listen``); for
     every completed handshake call ``on_open`` (which returns the connection's receiver) or
@@ -160,7 +164,8 @@ async def start_tls_server(
     is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
     protocol v2 header (``broker.proxy_protocol``). A client address for which ``shut_out``
     is true is disconnected before any handshake (it costs the broker no TLS work), and so is
-    every connection past ``connection_limit``'s maximum.
+    every connection past ``connection_limit``'s maximum, or past ``connecting``'s maximum of
+    connections from one host not yet admitted.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:
@@ -170,6 +175,7 @@ async def start_tls_server(
     if shut_out is not None:
         server.shut_out = shut_out
     server.connection_limit = connection_limit
+    server.connecting = connecting
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: TlsProtocol(server), backlog=1024, **where

@@ -97,6 +97,10 @@ class Settings(BaseModel):
     # Connections one broker process holds open, TLS handshakes included; past it a new one
     # is closed at once (kept under the open-file limit: broker.connection_limit).
     max_connections: int = Field(100_000, ge=1, le=10_000_000)
+    # Of those, connections from one client host (an IPv4 address, an IPv6 /64) not admitted
+    # yet (in their handshake, or before their CONNECT is accepted): so that one host cannot
+    # hold them all. Past it its new ones are closed at once (broker.connection_limit).
+    max_connecting_per_address: int = Field(64, ge=1, le=10_000_000)
     # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
     # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.
     tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
@@ -111,6 +115,10 @@ class Settings(BaseModel):
     max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
+    # Levels of a subscription's topic filter and of a kept retained message's topic (3.1.1
+    # §4.7.1): each costs a trie node, about 230 bytes. Past it a filter is refused (SUBACK
+    # 0x80, MQTT 5 0x97) and a retained message delivered but not kept.
+    max_topic_levels: int = Field(128, ge=1, le=32_768)
     # Topic filters one SUBSCRIBE / UNSUBSCRIBE may carry; the rest are refused (SUBACK 0x80,
     # MQTT 5 0x97; MQTT 5 UNSUBACK 0x83; an MQTT 3.1/3.1.1 UNSUBSCRIBE past it is closed).
     max_filters_per_subscribe: int = Field(100, ge=1, le=65535)
@@ -151,7 +159,8 @@ class Settings(BaseModel):
 
     # --- What authentication leaves behind: log lines and auth events ---
     # Refusals per client address and reason logged and recorded one by one in each interval;
-    # the rest are counted and reported as one line and one event when the interval ends.
+    # the rest are counted and reported as one line and one event when the interval ends. So
+    # are the lines of connections refused before CONNECT or closed for a protocol violation.
     auth_log_repeats: int = Field(5, ge=1, le=100_000)
     auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # auth_events keeps events at most this many days, and at most this many rows.

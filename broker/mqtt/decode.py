@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Final
 
 from auth.connack import ConnackCode
-from auth.topics import topic_filter_problem, topic_name_problem
+from auth.topics import topic_name_problem
+from broker.mqtt.filters import read_subscribe, read_unsubscribe
 from broker.mqtt.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -33,10 +34,7 @@ from broker.mqtt.packets import (
     Pubrec,
     Pubrel,
     Suback,
-    Subscribe,
-    SubscribeRequest,
     Unsuback,
-    Unsubscribe,
     Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
@@ -46,19 +44,6 @@ from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
 from nanoiot.text import printable
 
 MQTT_3_1_CLIENT_ID_MAX: Final = 23  # MQTT 3.1: a client id is 1 to 23 characters
-_NO_BOUND: Final = 1 << 28  # more filters than a packet (256 MB, §2.2.3) can carry
-
-
-def decode_filters(
-    first: int, data: bytes, start: int, end: int, level: int, bound: int
-) -> Subscribe | Unsubscribe:
-    """A SUBSCRIBE or UNSUBSCRIBE (``first``) of which the filters past ``bound`` are counted
-    (``refused``), not read: the broker refuses them whatever they hold, and a 250 KB packet
-    of one-character filters then costs a length walk instead of 62,500 decodes."""
-    reader = Reader(data, start, end)
-    if first >> 4 == PacketType.SUBSCRIBE:
-        return _subscribe(reader, level, bound)
-    return _unsubscribe(reader, level, bound)
 
 
 def decode(first: int, data: bytes, start: int, end: int, level: int) -> Packet:
@@ -150,23 +135,49 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     has_will, will_qos, will_retain = bool(flags & 0x04), (flags >> 3) & 0x03, bool(flags & 0x20)
     if will_qos > 2 or (not has_will and (will_qos or will_retain)):
         raise MalformedPacket("invalid will QoS or retain flag (§3.1.2.6, §3.1.2.7)")
-    properties = read_properties(reader, PacketType.CONNECT) if level == MQTT_5 else NO_PROPERTIES
-    client_id = reader.text("client identifier")
+    v5 = level == MQTT_5
+    properties = _connect_properties(reader, PacketType.CONNECT) if v5 else NO_PROPERTIES
+    try:
+        client_id = reader.text("client identifier")
+    except MalformedPacket as exc:
+        if v5:  # 5.0 §3.1.3.1: 0x85, as Mosquitto answers
+            raise ConnectRefused(str(exc), ConnackCode.IDENTIFIER_REJECTED) from None
+        raise
     will = None
     if has_will:
-        will_properties = read_properties(reader, WILL) if level == MQTT_5 else NO_PROPERTIES
+        will_properties = _connect_properties(reader, WILL) if v5 else NO_PROPERTIES
         topic = reader.text("will topic")
         problem = topic_name_problem(topic)
+        if not topic and v5:
+            raise _answered(ProtocolError(f"will topic {problem}"))
         if problem is not None:
             raise MalformedPacket(f"will topic {problem}")
         will = Will(topic, reader.binary("will message"), will_qos, will_retain, will_properties)
     username = reader.text("user name") if flags & 0x80 else None
     password = reader.binary("password") if flags & 0x40 else None
     if reader.left:
-        raise MalformedPacket(f"{reader.left} bytes after the CONNECT payload (§2.2.3)")
+        error = MalformedPacket(f"{reader.left} bytes after the CONNECT payload (§2.2.3)")
+        raise _answered(error) if v5 else error
     clean = bool(flags & 0x02)
     _refusal(level, client_id, clean)
     return Connect(level, client_id, clean, keep_alive, username, password, will, properties)
+
+
+def _connect_properties(reader: Reader, kind: int) -> Properties:
+    """A 5.0 CONNECT's (or its will's) property list; a broken one is answered (``_answered``)."""
+    try:
+        return read_properties(reader, kind)
+    except ProtocolError as exc:
+        raise _answered(exc) from None
+
+
+def _answered(exc: ProtocolError) -> ConnectRefused:
+    """A 5.0 CONNECT that breaks the rules in its properties, its will's, an empty will topic
+    or bytes after its end: 5.0 §3.1.4 [MQTT-3.1.4-1] lets the server send a CONNACK with
+    0x80 or more before it closes (§4.13), and Mosquitto answers these with 0x81 or 0x82
+    (handle_connect.c); other malformed CONNECTs close unanswered, in both. Never at 3.1 or
+    3.1.1, whose §3.1.4 closes without CONNACK (the return code is only for the log)."""
+    return ConnectRefused(str(exc), ConnackCode.UNACCEPTABLE_PROTOCOL, reason_code=exc.reason_code)
 
 
 def _refusal(level: int, client_id: str, clean: bool) -> None:
@@ -217,107 +228,10 @@ def _connack(reader: Reader, level: int) -> Packet:
     return Connack(bool(flags), code, _props(reader, level, PacketType.CONNACK))
 
 
-def _subscribe(reader: Reader, level: int, bound: int = _NO_BOUND) -> Subscribe:
-    packet_id = reader.packet_id()
-    properties = _props(reader, level, PacketType.SUBSCRIBE)
-    requests: list[SubscribeRequest] = []
-    refused = 0
-    while reader.left:
-        if len(requests) == bound:
-            refused = _count_filters(reader, 1)
-            break
-        topic_filter = reader.text("topic filter")
-        if not topic_filter:
-            raise MalformedPacket("empty topic filter (§4.7.3)")
-        options = reader.byte("subscription options")
-        requests.append(_subscription(topic_filter, options, level))
-    if not requests:
-        raise ProtocolError("no topic filter (§3.8.3)")
-    _check_filters([request.topic_filter for request in requests], level)
-    return Subscribe(packet_id, tuple(requests), properties, refused)
-
-
-def _count_filters(reader: Reader, trailer: int) -> int:
-    """The filters left in the packet, each a length-prefixed string and ``trailer`` bytes
-    (SUBSCRIBE: its options), counted without reading them; MalformedPacket if the lengths do
-    not end where the packet does (§2.2.3)."""
-    data, at, end = reader.data, reader.at, reader.end
-    count = 0
-    while at < end:
-        if at + 2 > end:
-            break
-        at += 2 + ((data[at] << 8) | data[at + 1]) + trailer
-        count += 1
-    if at != end:
-        raise MalformedPacket("topic filters do not end with the packet (§2.2.3)")
-    reader.at = end
-    return count
-
-
-def _subscription(topic_filter: str, options: int, level: int) -> SubscribeRequest:
-    if level != MQTT_5:
-        if options > 2:  # 3.1.1 §3.8.3.1: reserved bits 0, QoS 0..2
-            raise MalformedPacket(f"requested QoS byte {options:#04x} (§3.8.3.1)")
-        return SubscribeRequest(topic_filter, options)
-    qos, retain_handling = options & 0x03, (options >> 4) & 0x03
-    if options & 0xC0:  # 5.0 §3.8.3.1 [MQTT-3.8.3-5]: reserved bits make it malformed
-        raise MalformedPacket(
-            f"subscription options {options:#04x}: reserved bits set (MQTT 5 §3.8.3.1)"
-        )
-    if qos == 3 or retain_handling == 3:  # 5.0 §3.8.3.1: either is a protocol error
-        raise ProtocolError(
-            f"subscription options {options:#04x}: Maximum QoS or Retain Handling of 3 "
-            "(MQTT 5 §3.8.3.1)"
-        )
-    if options & 0x04 and topic_filter.startswith("$share/"):
-        raise ProtocolError("No Local set on a shared subscription (MQTT 5 §3.8.3.1)")
-    return SubscribeRequest(
-        topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling
-    )
-
-
-def _check_filters(topic_filters: list[str], level: int) -> None:
-    """MQTT 3.1 and 3.1.1: a topic filter that breaks §4.7's syntax ('#' last and alone in
-    its level, §4.7.1.2; '+' a whole level, §4.7.1.3) is a protocol violation, and §4.8 says
-    to close the connection, as the standard's reference broker and Mosquitto do. Checked for
-    the whole packet before any filter in it is acted on, so none of them is subscribed.
-
-    A ``$share/...`` filter is judged as written, by these rules alone: whether it is a
-    well-formed shared subscription is the broker's decision (``broker.inbound``). MQTT 5
-    answers each filter on its own instead (SUBACK 0x8F, 5.0 §3.9.3), so it is not checked
-    here.
-    """
-    if level == MQTT_5:
-        return
-    for topic_filter in topic_filters:
-        problem = topic_filter_problem(topic_filter)
-        if problem is not None:
-            raise ProtocolError(f"topic filter '{printable(topic_filter)}': {problem}")
-
-
 def _suback(reader: Reader, level: int) -> Packet:
     packet_id = reader.packet_id()
     properties = _props(reader, level, PacketType.SUBACK)
     return Suback(packet_id, tuple(reader.rest()), properties)
-
-
-def _unsubscribe(reader: Reader, level: int, bound: int = _NO_BOUND) -> Unsubscribe:
-    packet_id = reader.packet_id()
-    properties = _props(reader, level, PacketType.UNSUBSCRIBE)
-    filters: list[str] = []
-    refused = 0
-    while reader.left:
-        if len(filters) == bound:
-            refused = _count_filters(reader, 0)
-            break
-        topic_filter = reader.text("topic filter")
-        if not topic_filter:
-            raise MalformedPacket("empty topic filter (§4.7.3)")
-        filters.append(topic_filter)
-    if not filters:
-        raise ProtocolError("no topic filter (§3.10.3)")
-    _check_filters(filters, level)
-    return Unsubscribe(packet_id, tuple(filters), properties, refused)
 
 
 def _unsuback(reader: Reader, level: int) -> Packet:
@@ -368,9 +282,9 @@ _DECODERS: Final[dict[int, Callable[[Reader, int], Packet]]] = {
     PacketType.PUBREC: _ack(Pubrec, PacketType.PUBREC),
     PacketType.PUBREL: _ack(Pubrel, PacketType.PUBREL),
     PacketType.PUBCOMP: _ack(Pubcomp, PacketType.PUBCOMP),
-    PacketType.SUBSCRIBE: _subscribe,
+    PacketType.SUBSCRIBE: read_subscribe,
     PacketType.SUBACK: _suback,
-    PacketType.UNSUBSCRIBE: _unsubscribe,
+    PacketType.UNSUBSCRIBE: read_unsubscribe,
     PacketType.UNSUBACK: _unsuback,
     PacketType.PINGREQ: _empty(Pingreq()),
     PacketType.PINGRESP: _empty(Pingresp()),

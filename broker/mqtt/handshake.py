@@ -29,7 +29,13 @@ from broker.mqtt.outbound import Outbound
 from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Pubrel, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import RELEASED, SENT, Session
-from broker.mqtt.v5 import connack_properties, negotiate, server_keep_alive
+from broker.mqtt.v5 import (
+    NO_MAXIMUM,
+    OPTIONAL_IN_CONNACK,
+    connack_properties,
+    negotiate,
+    server_keep_alive,
+)
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused
 from nanoiot.text import printable
@@ -105,17 +111,23 @@ class Handshake(Outbound):
         queued ones as the in-flight window allows. Call ``receive_data(b"", now)`` afterwards
         for whatever the client sent behind its CONNECT."""
         assert self.state == AUTHENTICATING
-        self.session = session
-        self.state = CONNECTED
-        properties = NO_PROPERTIES
         v5 = self.v5
-        if v5 is not None:
+        if v5 is None:
+            self._out.append(encode(Connack(session_present, 0), self.level))
+        else:
             properties = connack_properties(
                 v5, self.limits, assigned_client_id=assigned_client_id,
                 response_information=response_information,
             )  # fmt: skip
-            v5.start_aliases(self.limits)
-        self._out.append(encode(Connack(session_present, 0, properties), self.level))
+            connack = self._fitting_connack(Connack(session_present, 0, properties))
+            if isinstance(connack, str):
+                self.state = CLOSED  # nothing sent, no DISCONNECT either: [MQTT-3.2.0-1]
+                return [ConnectionRefused(connack, ConnackCode.SERVER_UNAVAILABLE)]
+            data, told = connack
+            self._out.append(data)
+            v5.start_aliases(self.limits, told)
+        self.session = session
+        self.state = CONNECTED
         events: list[Event] = []
         quota = self._resend_quota(session)
         for message in list(session.inflight.values()):
@@ -155,7 +167,7 @@ class Handshake(Outbound):
             if code is None:
                 code = MQTT5_REASON_CODE[ConnackCode(return_code)]
             packet = Connack(False, code, self._reason(reason))
-            self._out.append(self._fitting(packet))
+            self._out.append(self._fitting(packet))  # b"" if not even 5 bytes fit
         else:
             self._out.append(encode(Connack(False, return_code), 4))
         self.state = CLOSED
@@ -171,12 +183,37 @@ class Handshake(Outbound):
 
     def _fitting(self, packet: Connack | Disconnect) -> bytes:
         """``packet``, without its Reason String if that would make it larger than the client
-        reads (5.0 §3.2.2.3.9 [MQTT-3.2.2-19], §3.14.2.2.3 [MQTT-3.14.2-3])."""
+        reads (5.0 §3.2.2.3.9 [MQTT-3.2.2-19], §3.14.2.2.3 [MQTT-3.14.2-3]); b"" if even
+        that is too large: §3.1.2.11.4 [MQTT-3.1.2-24] forbids sending it at all, and the
+        connection closes without it, as Mosquitto's does (send_connack.c)."""
         data = encode(packet, MQTT_5)
-        v5 = self.v5
-        if v5 is not None and len(data) > v5.maximum_packet_size and packet.properties:
+        most = self.v5.maximum_packet_size if self.v5 is not None else NO_MAXIMUM
+        if len(data) > most and packet.properties:
             data = encode(replace(packet, properties=NO_PROPERTIES), MQTT_5)
-        return data
+        return data if len(data) <= most else b""
+
+    def _fitting_connack(self, connack: Connack) -> tuple[bytes, int] | str:
+        """The accepting CONNACK's bytes and the Topic Alias Maximum it tells the client, or
+        why it cannot be sent: larger than the client reads (§3.1.2.11.4 [MQTT-3.1.2-24])
+        even without what it can do without (``OPTIONAL_IN_CONNACK``). That CONNACK, when
+        it is sent, is at least 10 bytes (it says the Maximum Packet Size), so everything
+        else the server sends but PUBLISH, SUBACK and UNSUBACK fits after it: the
+        acknowledgements are 4 or 5 bytes, PINGRESP 2, a DISCONNECT without a Reason
+        String 4 (the others are ``Outbound``'s and ``Connection``'s to check)."""
+        assert self.v5 is not None
+        most = self.v5.maximum_packet_size
+        data = encode(connack, MQTT_5)
+        if len(data) > most:
+            kept = [item for item in connack.properties if item[0] not in OPTIONAL_IN_CONNACK]
+            connack = replace(connack, properties=Properties(kept))
+            data = encode(connack, MQTT_5)
+            if len(data) > most:
+                return (
+                    f"its CONNACK of {len(data)} bytes exceeds its Maximum Packet Size "
+                    f"{most} (MQTT 5 §3.1.2.11.4)"
+                )
+        told = connack.properties.get(Property.TOPIC_ALIAS_MAXIMUM)
+        return data, told if isinstance(told, int) else 0
 
     def _reason(self, reason: str | None) -> Properties:
         """A Reason String property (§3.2.2.3.9) for a CONNACK or DISCONNECT, if the setting

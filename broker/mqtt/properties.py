@@ -12,6 +12,7 @@ protocol error (§2.2.2.2, §4.13). MQTT 3.1 and 3.1.1 have no properties: their
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from broker.mqtt.codes import Reason
 from broker.mqtt.property_table import (
     BINARY,
     BOOLEAN,
@@ -314,6 +315,11 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
     else:
         value = (reader.text("user property name"), reader.text("user property value"))
     if key in NON_ZERO and value == 0:
+        if key == Property.TOPIC_ALIAS:
+            # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not a topic alias. §4.13 leaves the DISCONNECT's
+            # code to the receiver; 0x94 "Topic Alias invalid" names it better than 0x82, and
+            # is what Mosquitto sends (handle_publish.c, as for an alias above the maximum).
+            raise ProtocolError("topic_alias is 0 (MQTT 5 §3.3.2.3.4)", Reason.TOPIC_ALIAS_INVALID)
         raise ProtocolError(f"property {property_name(key)} is 0 (MQTT 5 §3)")
     return value
 

@@ -68,3 +68,16 @@ def header_problem(
     if flags != _FIXED_FLAGS[kind]:
         return f"{packet_name(first_byte)} with fixed-header flags {flags:#06b} (§2.2.2)"
     return None
+
+
+def header_reason(first_byte: int, *, level: int, connected: bool) -> int:
+    """The MQTT 5 reason code (§2.4) of what ``header_problem`` found in a client's packet. A
+    packet type that may not come now, or from a client, is a protocol error (0x82, §4.13); one
+    that may, with flags the standard does not allow, a malformed packet (0x81): §2.1.3 "If
+    invalid flags are received it is a Malformed Packet" [MQTT-2.1.3-1], §3.3.1.2 for QoS 3."""
+    kind = first_byte >> 4
+    if connected == (kind == PacketType.CONNECT):
+        return 0x82
+    if kind not in _FROM_CLIENT and not (level == MQTT_5 and kind in _BOTH_WAYS_IN_5):
+        return 0x82
+    return 0x81

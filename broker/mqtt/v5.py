@@ -48,10 +48,11 @@ class Negotiated:
     aliases_in: "AliasesIn | None" = None
     aliases_out: "AliasesOut | None" = None
 
-    def start_aliases(self, limits: Limits) -> None:
-        """At CONNACK: the client may set ``max_topic_aliases`` aliases; the broker gives
+    def start_aliases(self, limits: Limits, told: int) -> None:
+        """At CONNACK: the client may set the ``told`` aliases its Topic Alias Maximum says
+        (``max_topic_aliases``, or 0 when the CONNACK could not carry it); the broker gives
         at most as many as both sides allow (§3.2.2.3.8, §3.1.2.11.5)."""
-        self.aliases_in = AliasesIn(limits.max_topic_aliases)
+        self.aliases_in = AliasesIn(told)
         most = min(self.topic_alias_maximum, limits.max_topic_aliases)
         self.aliases_out = AliasesOut(most) if most else None
 
@@ -117,9 +118,12 @@ def negotiate(connect: Connect, limits: Limits) -> Negotiated:
     properties = connect.properties
     has_method = properties.get(Property.AUTHENTICATION_METHOD) is not None
     if properties.get(Property.AUTHENTICATION_DATA) is not None and not has_method:
-        raise ProtocolError(
-            "authentication data without an authentication method (MQTT 5 §3.1.2.11.10)"
-        )
+        # A protocol error, answered with CONNACK 0x82 before closing, as Mosquitto does
+        # (§3.1.4 [MQTT-3.1.4-1] allows it; ``broker.mqtt.decode._answered``).
+        raise ConnectRefused(
+            "authentication data without an authentication method (MQTT 5 §3.1.2.11.10)",
+            1, reason_code=Reason.PROTOCOL_ERROR,
+        )  # fmt: skip
     for key, value in properties:
         if key == Property.AUTHENTICATION_METHOD:
             raise ConnectRefused(
@@ -186,6 +190,22 @@ def connack_properties(
     if negotiated.request_response_information and response_information is not None:
         items.append((Property.RESPONSE_INFORMATION, response_information))
     return Properties(items)
+
+
+# CONNACK properties whose absence tells the client the same, or a narrower bound it keeps
+# within (§3.2.2.3): Topic Alias Maximum (absent: 0, it sets none, §3.2.2.3.8), the four
+# "available" flags (absent: 1, what they say), and Response Information (optional,
+# §3.2.2.3.15). Left out of a CONNACK larger than the client's Maximum Packet Size (§3.1.2.11.4
+# [MQTT-3.1.2-24]). The others it cannot do without: Receive Maximum and Maximum Packet Size
+# bound what it may send, Assigned Client Identifier is required ([MQTT-3.2.2-16]), and it
+# must use the Session Expiry Interval and Server Keep Alive the server chose.
+OPTIONAL_IN_CONNACK: Final = frozenset(
+    {
+        Property.TOPIC_ALIAS_MAXIMUM, Property.RETAIN_AVAILABLE,
+        Property.WILDCARD_SUBSCRIPTION_AVAILABLE, Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        Property.SHARED_SUBSCRIPTION_AVAILABLE, Property.RESPONSE_INFORMATION,
+    }
+)  # fmt: skip
 
 
 def never_expires(seconds: int) -> bool:

@@ -1,4 +1,5 @@
-"""max_connections: its bound under the open-file limit, and how refusals are reported."""
+"""max_connections: its bound under the open-file limit, and how refusals are reported;
+max_connecting_per_address: what counts as one host (its refusals: tests/e2e)."""
 
 import asyncio
 import errno
@@ -10,7 +11,9 @@ import pytest
 from broker.connection_limit import (
     FD_RESERVE,
     LOG_INTERVAL,
+    ConnectingPerHost,
     ConnectionLimit,
+    host_of,
     quiet_accept_errors,
     usable_connections,
 )
@@ -106,3 +109,22 @@ def test_failed_accepts_are_one_plain_line_an_interval_and_the_rest_goes_on(
     )
     assert quiet.exc_info is None
     assert (other.name, other.getMessage()) == ("asyncio", "something else")
+
+
+def test_an_ipv6_host_is_its_slash_64_and_a_mapped_ipv4_its_address() -> None:
+    assert host_of("192.0.2.7") == "192.0.2.7"
+    assert host_of("2001:db8:1:2:aaaa::1") == host_of("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert host_of("2001:db8:1:3::1") != host_of("2001:db8:1:2::1")
+    assert host_of("::ffff:192.0.2.7") == "192.0.2.7"
+
+
+def test_a_host_s_slots_are_taken_refused_past_the_bound_and_given_back() -> None:
+    counted: list[None] = []
+    limit = ConnectingPerHost(2, lambda: counted.append(None))
+    hosts = [limit.take(f"2001:db8::{n}") for n in range(3)]  # one /64: one host
+    assert hosts == ["2001:db8::/64", "2001:db8::/64", None]
+    assert len(counted) == 1
+    assert limit.take("2001:db8:0:1::1") is not None  # another /64
+    limit.give_back("2001:db8::/64")
+    assert limit.held("2001:db8::5") == 1
+    assert limit.take("2001:db8::9") == "2001:db8::/64"

@@ -6,6 +6,7 @@ from auth.connack import ConnackCode
 from broker.mqtt.codes import Reason
 from broker.mqtt.decode import decode, decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode, encode_publish
+from broker.mqtt.events import ProtocolViolation
 from broker.mqtt.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -33,7 +34,7 @@ from broker.mqtt.properties import Properties, Property
 from broker.mqtt.rules import header_problem
 from broker.mqtt.wire import Reader, varint
 from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
-from tests.broker.mqtt.wire_helpers import packets_in
+from tests.broker.mqtt.wire_helpers import connected, packets_in
 
 USER = Property.USER_PROPERTY
 V5_PROPS = Properties([(USER, ("b", "2")), (USER, ("a", "1"))])  # order kept (5.0 §3.3.2.3.7)
@@ -293,6 +294,27 @@ def test_header_rules(first_byte: int, level: int, connected: bool, problem: str
     found = header_problem(first_byte, level=level, connected=connected)
     assert (found is None) == (problem is None), found
     assert problem is None or problem in str(found)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\xc1\x00", 0x81),  # PINGREQ with a flag set: 5.0 §2.1.3, malformed
+        (b"\x36\x03\x00\x01t", 0x81),  # PUBLISH with QoS 3: §3.3.1.2, malformed
+        (b"\x38\x04\x00\x01t\x00", 0x81),  # DUP at QoS 0 [MQTT-3.3.1-2]: a flag, §2.1.3
+        (b"\xa0\x05\x00\x01\x00\x01t", 0x81),  # UNSUBSCRIBE without its 0b0010 (§3.10.1)
+        (b"\x0a\xc0t", 0x82),  # reserved type 0: no client sends it (§2.1.2), 0x82
+        (b"\x90\x03\x00\x01\x00", 0x82),  # SUBACK from a client (§2.1.2)
+        (b"\x10\x00", 0x82),  # a second CONNECT [MQTT-3.1.0-2]
+    ],
+)
+def test_a_bad_fixed_header_gives_the_5_0_reason_mosquitto_gives(data: bytes, code: int) -> None:
+    # Mosquitto's 01-bad-packets: reserved flags are "malformed packet", a reserved type a
+    # "protocol error"; the DISCONNECT says which (5.0 §4.13).
+    connection, _ = connected(level=MQTT_5)
+    [violation] = connection.receive_data(data, 0.0)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.code == code, violation.reason
 
 
 def test_packets_in_reads_what_a_server_writes() -> None:

@@ -1,13 +1,15 @@
 """One connection's read does not hold the others: a SUBSCRIBE or UNSUBSCRIBE brings at most
-``max_filters_per_subscribe`` filters to the broker (the rest are refused, counted unread), and
-one call of the core handles at most a turn's budget of packets and filters
-(``Connection.turn_over``), the rest waiting for ``new_turn``."""
+``max_filters_per_subscribe`` filters to the broker (the rest are checked, then refused
+without an ACL check or a subscription), and one call of the core handles at most a turn's
+budget of packets and filters (``Connection.turn_over``), the rest waiting for ``new_turn``."""
+
+import re
 
 import pytest
 
 from broker.mqtt.connection import CLOSED, CONNECTED, TURN_BUDGET
 from broker.mqtt.encode import encode
-from broker.mqtt.events import LimitExceeded
+from broker.mqtt.events import LimitExceeded, ProtocolViolation
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
     MQTT_3_1_1,
@@ -40,20 +42,68 @@ def test_within_the_bound_nothing_is_refused() -> None:
     assert feed(connection, Subscribe(1, _requests(10))) == [Subscribe(1, _requests(10))]
 
 
-def test_filters_past_the_bound_are_not_read() -> None:
-    # Past the bound a filter is counted by its length alone: bad UTF-8 or reserved option
-    # bits there do not matter, since the broker refuses it whatever it holds.
-    connection, _ = connected(LIMITS)
-    body = encode(Subscribe(1, _requests(10)), MQTT_3_1_1)[2:]  # packet id and 10 filters
-    body += b"\x00\x02\xff\xfe\x07" * 3  # 3 more: not UTF-8, QoS byte 7
-    data = bytes([0x82, len(body)]) + body
+def _past_the_bound(level: int, extra: bytes, kind: int = 0x82) -> bytes:
+    """A SUBSCRIBE (UNSUBSCRIBE: ``kind`` 0xA2) of 10 valid filters and ``extra`` after them."""
+    packet = (
+        Subscribe(1, _requests(10))
+        if kind == 0x82
+        else Unsubscribe(1, tuple(r.topic_filter for r in _requests(10)))
+    )
+    body = encode(packet, level)[2:] + extra  # packet id, properties, 10 filters
+    return bytes([kind, len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    ("level", "extra", "kind", "problem"),
+    [
+        (MQTT_3_1_1, b"\x00\x02\xff\xfe\x01", 0x82, "not valid UTF-8"),  # §1.5.3
+        (MQTT_5, b"\x00\x02\xc3\x28\x01", 0x82, "not valid UTF-8"),
+        (MQTT_3_1_1, b"\x00\x01a\x07", 0x82, "requested QoS byte 0x07"),  # §3.8.3.1
+        (MQTT_5, b"\x00\x01a\xc1", 0x82, "reserved bits set"),  # [MQTT-3.8.3-5]
+        (MQTT_5, b"\x00\x01a\x03", 0x82, "Maximum QoS or Retain Handling of 3"),
+        (MQTT_5, b"\x00\x0a$share/g/a\x04", 0x82, "No Local set on a shared"),
+        (MQTT_3_1_1, b"\x00\x00\x01", 0x82, "empty topic filter"),  # [MQTT-4.7.3-1]
+        (MQTT_5, b"\x00\x00", 0xA2, "empty topic filter"),
+        (MQTT_3_1_1, b"\x00\x03a\x00b\x01", 0x82, "U\\+0000"),
+        (MQTT_3_1_1, b"\x00\x03#/a\x01", 0x82, "'#' must be the last level"),  # §4.7.1.2
+        (MQTT_3_1_1, b"\x00\x03a+/\x00", 0x82, "'\\+' must occupy a whole level"),
+        (MQTT_3_1_1, b"\x00\x02\xc3\xa9\x00\x02a#", 0xA2, "'#' must be the last"),
+    ],
+)
+def test_a_malformed_filter_past_the_bound_still_closes(
+    level: int, extra: bytes, kind: int, problem: str
+) -> None:
+    # 3.1.1 §4.8, 5.0 §4.13: a malformed packet closes the connection, wherever in it the
+    # filter is; being past max_filters_per_subscribe spares it the broker, not the check.
+    connection, _ = connected(LIMITS, level=level)
+    data = _past_the_bound(level, extra * 2, kind)  # two of them: the last is not special
     [event] = connection.receive_data(data, 0.0)
-    assert event == Subscribe(1, _requests(10), refused=3)
+    assert isinstance(event, ProtocolViolation)
+    assert re.search(problem, event.reason), event.reason
+    assert connection.state == CLOSED
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_valid_filters_past_the_bound_are_checked_and_refused(
+    level: int,
+) -> None:
+    # Not ASCII, wildcards in their place, a shared one: checked and counted, not kept.
+    # (5.0: a wildcard out of place is the broker's 0x8F, or 0x97 past the bound, §3.9.3.)
+    extra = b"\x00\x02\xc3\xa9\x01\x00\x03a/#\x02\x00\x03+/a\x00\x00\x0a$share/g/a\x01"
+    connection, _ = connected(LIMITS, level=level)
+    [event] = connection.receive_data(_past_the_bound(level, extra), 0.0)
+    assert event == Subscribe(1, _requests(10), refused=4)
+    assert connection.state == CONNECTED
 
 
 def test_lengths_past_the_bound_must_still_end_with_the_packet() -> None:
     connection, _ = connected(LIMITS)
     body = encode(Subscribe(1, _requests(10)), MQTT_3_1_1)[2:] + b"\x00\x09ab\x01"
+    events = connection.receive_data(bytes([0x82, len(body)]) + body, 0.0)
+    assert connection.state == CLOSED
+    assert "do not end with the packet" in str(events)
+    connection, _ = connected(LIMITS)
+    body = encode(Subscribe(1, _requests(10)), MQTT_3_1_1)[2:] + b"\x00\x01a"  # no options
     events = connection.receive_data(bytes([0x82, len(body)]) + body, 0.0)
     assert connection.state == CLOSED
     assert "do not end with the packet" in str(events)
@@ -115,3 +165,18 @@ def test_a_subscribe_s_filters_count_against_the_turn() -> None:
     assert connection.turn_over
     connection.new_turn()
     assert connection.receive_data(b"", 0.0) == packets[3:]
+
+
+def test_filters_refused_past_the_bound_count_against_the_turn_too() -> None:
+    # Each is checked (``broker.mqtt.filters``): an eighth of a granted one's cost, counted
+    # as such, so that a packet of thousands ends its turn.
+    connection, _ = connected(LIMITS)
+    connection.new_turn()
+    many = Subscribe(1, _requests(10 + 8 * TURN_BUDGET))
+    [event] = connection.receive_data(wire(many, Pingreq()), 0.0)
+    assert event == Subscribe(1, _requests(10), refused=8 * TURN_BUDGET)
+    assert connection.turn_over
+    assert connection.data_to_send() == b""  # the PINGREQ waits for the next turn
+    connection.new_turn()
+    assert connection.receive_data(b"", 0.0) == []
+    assert packets_in(connection.data_to_send()) == [Pingresp()]
