@@ -251,10 +251,8 @@ def _send_retained(client: "MqttClient", topic_filter: str, sub: Subscription) -
         if sub.me_form:
             topic = to_device_form(topic, peer.identity.device_name)
         properties = retained.properties
-        if sub.identifier is not None:
-            properties = Properties(
-                (*properties, (Property.SUBSCRIPTION_IDENTIFIER, sub.identifier))
-            )
+        if sub.identifier is not None:  # appended to the bytes: the values are not read
+            properties = properties.with_subscription_identifiers((sub.identifier,))
         out = Outgoing(
             topic, retained.payload, min(sub.qos, retained.qos), True, properties,
             retained.expires_at,

@@ -25,7 +25,6 @@ from typing import Protocol
 
 from broker.journal import Journal
 from broker.journal_entries import DONE, QUEUE, RELEASE, SENT, Completed, Ref, Unconfirmed
-from broker.mqtt.properties import Property
 from broker.mqtt.session import Outgoing, Subscription
 from broker.peer import SessionKey, store_key
 from broker.sessions import BrokerSession, Unrouted
@@ -346,7 +345,7 @@ def _received_at(message: Outgoing) -> datetime:
     """When the message was received, on the wall clock: its expiry interval ends at
     ``expires_at`` on the loop's clock (a retained one was received before it is queued)."""
     now = utcnow()
-    interval = message.properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+    interval = message.properties.message_expiry  # not the list's values: its bytes are kept
     if message.expires_at is None or not isinstance(interval, int):
         return now
     left = message.expires_at - asyncio.get_running_loop().time()

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from broker.journal_entries import Ref
 from broker.mqtt.limits import NEVER_EXPIRES
-from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, Properties, Property, read_properties
+from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, Properties, read_properties
 from broker.mqtt.session import QUEUED, RELEASED, Outgoing, Subscription
 from broker.mqtt.session import SENT as IN_FLIGHT
 from broker.mqtt.wire import Reader
@@ -78,7 +78,7 @@ def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outg
     """The message as queued before the restart; its expiry, if any, counts from when it was
     received (§3.3.2.3.3): one already expired is dropped when its turn to be sent comes."""
     properties = _properties(row.properties)
-    interval = properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+    interval = properties.message_expiry
     expires_at = None
     if isinstance(interval, int):
         received = row.received_at or wall
@@ -99,4 +99,4 @@ def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outg
 def _properties(stored: bytes | None) -> Properties:
     if not stored:
         return NO_PROPERTIES
-    return read_properties(Reader(stored), PUBLISH)
+    return read_properties(Reader(stored), PUBLISH, users=None)  # accepted before

@@ -43,7 +43,9 @@ def publish_stored_will(router: Router, retained: RetainedStore, will: "StoredWi
     """A dead member's client's will, published here (MQTT 3.1.1 §3.1.2.5)."""
     now = asyncio.get_running_loop().time()
     properties = (
-        read_properties(Reader(will.properties), PUBLISH) if will.properties else NO_PROPERTIES
+        read_properties(Reader(will.properties), PUBLISH, users=None)  # accepted before
+        if will.properties
+        else NO_PROPERTIES
     )
     interval = properties.message_expiry
     expires_at = now + interval if interval is not None else None

@@ -11,7 +11,9 @@ every value and raises the error the standard prescribes. Both accept and refuse
 same lists.
 
 ``known`` is the list this connection's previous PUBLISH carried: when the bytes are the same,
-so is the verdict, and that object is returned again.
+so is the verdict, and that object is returned again, however long the list (a new one costs
+the turn by its size: ``broker.mqtt.connection``). Either way a list is kept as its bytes
+(``Properties.held_as_wire``): what the queues' and retained messages' bounds count.
 """
 
 from typing import Final
@@ -37,8 +39,14 @@ def read_publish_properties(
     ends at ``end``), and where the payload starts."""
     length = data[at] if at < end else 0x80  # past the end: the general reader says so
     if length & 0x80:  # 128 bytes or more, or nothing left
+        if known.wire and at < end:  # the same long list as the last: not read again
+            reader = Reader(data, at, end)
+            size = reader.varint("property length")
+            stop = reader.at + size
+            if stop <= end and data[reader.at : stop] == known.wire:
+                return known, stop
         reader = Reader(data, at, end)
-        return read_properties(reader, PUBLISH), reader.at
+        return read_properties(reader, PUBLISH).held_as_wire(), reader.at
     start = at + 1
     stop = start + length
     if not length:
@@ -50,7 +58,7 @@ def read_publish_properties(
         return known, stop
     found = _scan(wire)
     if found is None:
-        return read_properties(Reader(data, at, end), PUBLISH), stop
+        return read_properties(Reader(data, at, end), PUBLISH).held_as_wire(), stop
     return found, stop
 
 

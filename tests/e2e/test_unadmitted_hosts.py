@@ -10,7 +10,8 @@ opening ``max_connections`` TCP connections that never send a ClientHello (re-op
 topic is a trie node of about 230 bytes; a 64 KiB retained topic of 32,768 levels held 7.6 MB
 while ``max_retained_bytes`` counted 64 KiB of it.
 
-And the log lines a host's connections cause before CONNECT: a few per host a minute.
+And the log lines a host's connections cause before CONNECT: a few per host a minute; and
+the user properties one PUBLISH makes the broker read.
 """
 
 import contextlib
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from broker.mqtt.codes import Reason
+from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish
+from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import WAIT
-from tests.e2e.peers import HOST
+from tests.e2e.peers import HOST, Raw
 from tests.e2e.test_limits import Fleet
 from tests.reliability.wire import client_context, tls_attempt
 
@@ -135,4 +139,22 @@ def test_lines_a_host_causes_before_connect_are_limited(
         assert attempt.closed_by_server
     refused = [r for r in caplog.records if "first packet is not a valid CONNECT" in r.message]
     assert len(refused) == CLIENT_LINES
+    fleet.bystander_round_trip()
+
+
+def test_a_publish_with_more_user_properties_than_the_broker_reads_is_disconnected(
+    fleet: Fleet,
+) -> None:
+    # 5.0 §3.3.2.3.7 lets them repeat at will; 50,000 empty ones (256 KiB) held the event loop
+    # for 140 ms each. At most 1,024 are read: past them DISCONNECT 0x97 (quota exceeded).
+    many = Properties([(Property.USER_PROPERTY, ("", ""))] * 1025)
+    with Raw(fleet.broker.port, fleet.broker.server_cert, fleet.certfile, level=MQTT_5) as raw:
+        raw.send(Connect(MQTT_5, "talkative", True, 0))
+        assert isinstance(raw.read(), Connack)
+        raw.send(Publish("v1/devices/me/telemetry", b"x", 1, packet_id=1, properties=many))
+        disconnect = raw.read()
+        assert isinstance(disconnect, Disconnect)
+        assert disconnect.code == Reason.QUOTA_EXCEEDED
+        assert "more than 1024 user properties" in str(disconnect.properties)
+        assert raw.closed()
     fleet.bystander_round_trip()
