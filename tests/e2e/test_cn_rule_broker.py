@@ -66,9 +66,13 @@ def test_a_stored_rule_re2_cannot_use_refuses_that_cas_devices_logged_once(
                 update(TrustedCARow).where(TrustedCARow.id == fleet.id).values(cn_regex=legacy_rule)
             )
 
+    async def reload_cas() -> None:  # as after any CA's change: the rule is read again
+        broker.running.broker.authenticator.forget_trusted_cas()
+
     broker.call(store_unchecked())
     for name in ("device-pump-1", "device-pump-2"):
         assert connack(broker, tmp_path, issue(name, issuer=CA)) == ConnackCode.NOT_AUTHORIZED
+        broker.call(reload_cas())
     assert broker.running.auth_log.counts["name_not_allowed"] == 2
     logged = [r.getMessage() for r in caplog.records if "its devices are refused" in r.getMessage()]
     assert logged == [
