@@ -13,7 +13,10 @@ bound): its accept loop then logs a traceback for every connection it could not 
 ``quiet_accept_errors`` says it in one line a minute instead.
 
 ``ConnectingPerHost`` (``max_connecting_per_address``) bounds the share of those connections
-one client host holds before it is admitted, so that it cannot take them all.
+one client host holds before it is admitted, so that it cannot take them all. It applies only
+while half of ``max_connections`` or more are open: until then nobody is kept out, and many
+devices behind one address (a carrier-grade NAT, a load balancer without PROXY headers, a test
+rig) may reconnect all at once, as after a broker restart, without being turned away.
 """
 
 import asyncio
@@ -146,7 +149,9 @@ class ConnectingPerHost:
     is accepted no credential vouches for it: without a bound per host, one host could hold
     every slot with connections that never finish their handshake (each re-opened as
     ``tls_handshake_timeout`` closes it) and keep every device out. Past ``maximum`` a new
-    connection from the host is closed at once, counted, and logged at most once a minute.
+    connection from the host is closed at once, counted, and logged at most once a minute, while
+    ``crowded`` says the broker is at least half full (``TlsServer`` sets it); before that the
+    host's connections are only counted.
     """
 
     def __init__(
@@ -158,16 +163,17 @@ class ConnectingPerHost:
         self.maximum = maximum
         self._count = count
         self._clock = clock
+        self.crowded: Callable[[], bool] = lambda: True
         self._held: dict[str, int] = {}  # host -> its connections not admitted yet
         self._unreported = 0
         self._next_report = 0.0
 
     def take(self, address: str) -> str | None:
         """A slot for a new connection from ``address``: the host to ``give_back`` it to, or
-        None (refused: the host holds ``maximum``)."""
+        None (refused: the host holds ``maximum`` and the broker is crowded)."""
         host = host_of(address)
         held = self._held.get(host, 0)
-        if held < self.maximum:
+        if held < self.maximum or not self.crowded():
             self._held[host] = held + 1
             return host
         self._count()

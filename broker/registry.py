@@ -113,6 +113,9 @@ class Registry:
         # Why connects are refused now (CONNACK server unavailable), if they are: a cluster
         # member fenced off (``broker.cluster.fence``).
         self.refusing: str | None = None
+        # Whether it is fenced off, fencing it first if due (``Fencing.fenced_now``): asked
+        # before acting on what a client sent.
+        self.fenced_now: Callable[[], bool] = lambda: False
         # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
         self.expired_count = 0
 

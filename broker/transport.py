@@ -165,7 +165,7 @@ async def start_tls_server(
     protocol v2 header (``broker.proxy_protocol``). A client address for which ``shut_out``
     is true is disconnected before any handshake (it costs the broker no TLS work), and so is
     every connection past ``connection_limit``'s maximum, or past ``connecting``'s maximum of
-    connections from one host not yet admitted.
+    connections from one host not yet admitted while half of ``connection_limit``'s are taken.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:
@@ -176,6 +176,10 @@ async def start_tls_server(
         server.shut_out = shut_out
     server.connection_limit = connection_limit
     server.connecting = connecting
+    if connecting is not None and connection_limit is not None:
+        # Hosts are held to their share only once half the places are taken.
+        maximum = connection_limit.maximum
+        connecting.crowded = lambda: 2 * len(server.protocols) >= maximum
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     server._server = await server.loop.create_server(
         lambda: TlsProtocol(server), backlog=1024, **where

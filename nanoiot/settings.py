@@ -99,7 +99,8 @@ class Settings(BaseModel):
     max_connections: int = Field(100_000, ge=1, le=10_000_000)
     # Of those, connections from one client host (an IPv4 address, an IPv6 /64) not admitted
     # yet (in their handshake, or before their CONNECT is accepted): so that one host cannot
-    # hold them all. Past it its new ones are closed at once (broker.connection_limit).
+    # hold them all. Past it, once half of max_connections are open, its new ones are closed at
+    # once (broker.connection_limit).
     max_connecting_per_address: int = Field(64, ge=1, le=10_000_000)
     # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
     # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.

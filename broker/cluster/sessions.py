@@ -359,6 +359,7 @@ class SessionClaims:
     async def _close(self, payload: bytes, _reply: str | None) -> bytes:
         """Another member's claim replaced ours at ``revision``: close the connection that
         made it, and give the session up (committed in the store, gone from memory)."""
+        self.registry.fenced_now()  # after a stall: fenced first, its clients closed, no will
         request = json.loads(payload)
         device_id, client_id = request["key"]
         key = (str(device_id), str(client_id))

@@ -128,3 +128,21 @@ def test_a_host_s_slots_are_taken_refused_past_the_bound_and_given_back() -> Non
     limit.give_back("2001:db8::/64")
     assert limit.held("2001:db8::5") == 1
     assert limit.take("2001:db8::9") == "2001:db8::/64"
+
+
+def test_a_host_is_held_to_its_share_only_while_the_broker_is_crowded() -> None:
+    counted: list[int] = []
+    connecting = ConnectingPerHost(2, lambda: counted.append(1))
+    crowded = [False]
+    connecting.crowded = lambda: crowded[0]
+    hosts = [connecting.take("10.0.0.1") for _ in range(5)]
+    assert hosts == ["10.0.0.1"] * 5
+    assert counted == []
+    crowded[0] = True
+    assert connecting.take("10.0.0.1") is None
+    assert counted == [1]
+    for host in hosts[:4]:
+        assert host is not None
+        connecting.give_back(host)
+    assert connecting.held("10.0.0.1") == 1
+    assert connecting.take("10.0.0.1") == "10.0.0.1"

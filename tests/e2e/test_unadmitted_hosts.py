@@ -3,8 +3,10 @@
 ``max_connecting_per_address``: connections from one host (an IPv4 address, an IPv6 /64)
 that are in their TLS handshake or whose CONNECT is not accepted yet. Without it a host
 opening ``max_connections`` TCP connections that never send a ClientHello (re-opened as
-``tls_handshake_timeout`` closes them) kept every device out. The attacker here connects from
-127.0.0.2: Linux routes all of 127/8 to loopback, so to the broker it is another host.
+``tls_handshake_timeout`` closes them) kept every device out. The bound applies once half of
+``max_connections`` are open: before that a burst from one address (devices behind one NAT
+reconnecting together) is not turned away. The attacker here connects from 127.0.0.2: Linux
+routes all of 127/8 to loopback, so to the broker it is another host.
 
 ``max_topic_levels``: each level of a subscription's filter or of a kept retained message's
 topic is a trie node of about 230 bytes; a 64 KiB retained topic of 32,768 levels held 7.6 MB
@@ -82,7 +84,29 @@ def test_one_host_s_idle_connections_cannot_take_every_slot(fleet: Fleet) -> Non
             device.close()
 
 
+def still_open(sock: socket.socket) -> bool:
+    sock.settimeout(0)  # a socket with a timeout would wait for data that long first
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:  # nothing to read, not closed
+        return True
+    except ConnectionResetError:
+        return False
+
+
 @pytest.mark.parametrize("fleet", [{"max_connecting_per_address": 2}], indirect=True)
+def test_a_burst_from_one_host_is_not_turned_away_while_places_are_free(fleet: Fleet) -> None:
+    # 20 connections from one host at once, far from half of max_connections (100,000).
+    with idle_connections(fleet.broker.port, 20) as burst:
+        fleet.bystander_round_trip()  # the broker has accepted them all by now
+        assert fleet.hits("max_connecting_per_address") == 0
+        assert [still_open(sock) for sock in burst] == [True] * 20
+
+
+# Half of max_connections (10) is taken once the four devices and one idle connection are open.
+@pytest.mark.parametrize(
+    "fleet", [{"max_connecting_per_address": 2, "max_connections": 10}], indirect=True
+)
 def test_admitted_connections_no_longer_count_against_their_host(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
