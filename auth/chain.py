@@ -4,10 +4,10 @@ chain" strategy), decided without I/O.
 A leaf that is not pinned by its own public key may still get in when it chains to a CA the
 operator registered. The chain is checked with cryptography's RFC 5280 path validation; the
 leaf's extended key usage and every CA's CRL are checked here as well, and the device name is
-read from the leaf's CN with the CA's regular expression (group 1, or the whole CN).
+read from the leaf's CN with the CA's regular expression (group 1, or the whole CN), matched
+in linear time by auth.cn_rule.
 """
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
 from auth.certificate import ParsedCredential, common_name, load_certificate
+from auth.cn_rule import MAX_CN_LENGTH, CnRuleUnusable, NoMatch, name_from_cn
 from auth.decision import Decision, Reason, deny, leaf_problem
 from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.validity import validity_problem
@@ -179,14 +180,24 @@ def _device_name(leaf: x509.Certificate, anchor: TrustAnchor) -> ChainMatch | De
     cn = common_name(leaf.subject)
     if not cn:
         return deny(Reason.NAME_NOT_ALLOWED, "CA-issued certificate has no CN to name the device")
+    if len(cn) > MAX_CN_LENGTH:  # bounds what the CA's rule (and the store) sees
+        return deny(
+            Reason.NAME_NOT_ALLOWED,
+            f"the CN is {len(cn)} characters long, RFC 5280 allows at most {MAX_CN_LENGTH}",
+        )
     if anchor.cn_regex is None:
         return ChainMatch(anchor, cn)
-    match = re.fullmatch(anchor.cn_regex, cn)
-    if match is None:
+    name = name_from_cn(anchor.cn_regex, cn)
+    if isinstance(name, CnRuleUnusable):
+        return deny(
+            Reason.NAME_NOT_ALLOWED,
+            f"CA '{anchor.name}' has an unusable CN rule, so its devices are refused: "
+            f"{name.problem}",
+        )
+    if isinstance(name, NoMatch):
         return deny(
             Reason.NAME_NOT_ALLOWED, f"CN '{cn}' does not match the rule of CA '{anchor.name}'"
         )
-    name = match.group(1) if match.re.groups else match.group(0)
     if not name:
         return deny(
             Reason.NAME_NOT_ALLOWED,

@@ -114,6 +114,8 @@ class MqttClient:
     def data_received(self, data: bytes) -> None:
         if self.ended:
             return
+        if self.broker.registry.fenced_now() and self.ended:
+            return  # read after a stall that fenced this member off: it closed this connection
         self.broker.metrics.bytes_in += len(data)
         if self._stash is not None:
             self._stash.append(data)  # read once the sessions are restored
@@ -132,6 +134,7 @@ class MqttClient:
             self.tls.pause_reading()
 
     def connection_lost(self) -> None:
+        self.broker.registry.fenced_now()  # a stall that fences this member: no will here
         self._end(will=True)  # §3.1.2.5: unless DISCONNECT came first
 
     def _receive(self, data: bytes) -> None:

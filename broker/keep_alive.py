@@ -37,6 +37,8 @@ def _due(client: "MqttClient") -> None:
     client._timer = None
     if client.ended:
         return
+    if client.broker.registry.fenced_now() and client.ended:
+        return  # a stall fenced this member off (``broker.cluster.fence``): no will here
     loop = client._loop
     now = loop.time()
     core = client.core

@@ -33,6 +33,11 @@ slow write, or one begun late after a blocked event loop), may yet reach NATS in
 fencing waits for it until half an interval before the others may act (``last_chance``)
 and does not happen if it was written; half an interval is left then for closing the
 connections. A write that failed, or NATS known lost, fences at once.
+
+A member whose process was stopped (SIGSTOP) or whose event loop was blocked past that
+deadline reads what waited in its sockets (frames the others parked since, a take-over of a
+session a survivor gave to its device, clients' packets) before its timer runs: every entry
+point asks ``fenced_now`` first, which fences at once (no await) if it is due.
 """
 
 import asyncio
@@ -170,33 +175,59 @@ class Fencing:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def fenced_now(self) -> bool:
+        """Whether this member is fenced off, fencing it first if it is due and its timer has
+        not run yet. Asked before acting on what comes in (a frame, a client's packets or its
+        connection's end, a take-over request): after its process was stopped (SIGSTOP) or
+        its event loop blocked, the loop reads what waits in its sockets before it runs its
+        timers, and the others may have taken this run as gone meanwhile (a survivor holds
+        its sessions, published its wills). Past ``fence_deadline`` it fences itself off
+        before anything of that is acted on, unless a heartbeat write under way may still
+        reach NATS in time (``_write_under_way``; the timer waits for it)."""
+        if self.fenced:
+            return True
+        now = asyncio.get_running_loop().time()
+        interval = self.members.interval
+        if not must_fence(now, self._renewed, interval):
+            return False
+        writing = self.members.writing is not None and self.members.link.connected
+        if writing and now < last_chance(self._renewed, interval):
+            return False
+        self._fence_now(now)
+        return True
+
     async def _fence(self) -> None:
         if self.fenced:
             return
         await self._write_under_way()
-        async with self._lock:
-            now = asyncio.get_running_loop().time()
-            if self.fenced or not must_fence(now, self._renewed, self.members.interval):
-                return
-            self.fenced = True
-            registry = self.broker.registry
-            registry.refusing = REFUSAL
-            self.fencings += 1
-            self._ended.append(self.wills.incarnation)
-            self.members.run += 1
-            self.wills.fenced(
-                incarnation(self.members.name, os.getpid(), self.members.started, self.members.run)
-            )
-            clients = list(registry.live_clients())
-            log.warning(
-                "fenced off the cluster: no heartbeat written for %.1f s (the others may take "
-                "this node as gone after %g s): closing %d connections, giving up %d sessions, "
-                "refusing connections until NATS is back", now - self._renewed,
-                MISSED_BEATS * self.members.interval, len(clients), len(registry.sessions),
-            )  # fmt: skip
-            for client in clients:
-                client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
-            await self._give_up_sessions()
+        now = asyncio.get_running_loop().time()
+        if not self.fenced and must_fence(now, self._renewed, self.members.interval):
+            self._fence_now(now)
+
+    def _fence_now(self, now: float) -> None:
+        """Fence this member off: at once (no await), so that nothing read after this is
+        routed into a session it held, nor ends a connection with its will."""
+        self.fenced = True
+        registry = self.broker.registry
+        registry.refusing = REFUSAL
+        self.fencings += 1
+        self._ended.append(self.wills.incarnation)
+        self.members.run += 1
+        self.wills.fenced(
+            incarnation(self.members.name, os.getpid(), self.members.started, self.members.run)
+        )
+        clients = list(registry.live_clients())
+        log.warning(
+            "fenced off the cluster: no heartbeat written for %.1f s (the others may take "
+            "this node as gone after %g s): closing %d connections, giving up %d sessions, "
+            "refusing connections until NATS is back", now - self._renewed,
+            MISSED_BEATS * self.members.interval, len(clients), len(registry.sessions),
+        )  # fmt: skip
+        for client in clients:
+            client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
+        for session in list(registry.sessions.values()):
+            registry.forget(session)  # its rows stay: another member adopts it
+        self._spawn(self._give_up_sessions())
 
     async def _write_under_way(self) -> None:
         """Wait for a heartbeat write under way while NATS is connected, at most until
@@ -210,12 +241,14 @@ class Fencing:
                 await asyncio.shield(writing)  # the heartbeat's own, not to be cancelled
 
     async def _give_up_sessions(self) -> None:
-        registry = self.broker.registry
-        if registry.restoration is not None:
-            await registry.restoration.stop()  # nothing more comes in from the store
-        for session in list(registry.sessions.values()):
-            registry.forget(session)  # its rows stay: another member adopts it
-        await self.broker.store.flush()  # what was acknowledged is there for it
+        """The rest of the fencing, before any rejoining (``_lock``)."""
+        async with self._lock:
+            registry = self.broker.registry
+            if registry.restoration is not None:
+                await registry.restoration.stop()  # nothing more comes in from the store
+            for session in list(registry.sessions.values()):
+                registry.forget(session)  # restored meanwhile
+            await self.broker.store.flush()  # what was acknowledged is there for it
 
     async def _rejoin(self) -> None:
         try:

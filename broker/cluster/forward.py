@@ -37,6 +37,15 @@ have routed before it died reaches its sessions again when they are taken: a QoS
 may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
 ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
 
+A member that stops answering while NATS keeps its connection (a stopped process, a host
+gone until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
+``CONFIRM_WITHIN`` until the members registry takes it as gone for its missed heartbeats
+(``silent``), and from then on they are parked as above. The others take its run as gone
+then (its wills published, its sessions taken by whoever claims them), and should it run
+again it fences itself off before it routes anything (``broker.cluster.fence``): a parked
+frame it had not routed is routed once, by whoever takes the session; QoS 1 may come twice,
+QoS 2 not.
+
 A member stopping cleanly stops taking frames first (``ClusterRouter.stop``): NATS then
 answers that nobody listens for those sent after, and their senders park them at once. ``stop``
 answers the frames it took before: it waits for the answers still pending (``reply_when``) and
@@ -127,6 +136,22 @@ class Forwarder(Parker):
                 await self._replies.unsubscribe()
         self._fail_queued()
         self._awaiting.fail_all("the node is stopping")
+
+    async def stop_taking(self, frames_in: Subscription | None) -> None:
+        """Frames sent to this member from now on are parked by their senders (NATS answers
+        that nobody listens); those NATS sent before (to ``frames_in``) are routed first."""
+        if frames_in is not None and self.link.connected:  # else none comes anyway
+            try:
+                with nats_errors("stopping taking forwarded messages"):
+                    drained = frames_in.drain()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(drained, CONFIRM_WITHIN)
+            except ClusterError as exc:
+                log.debug("%s", exc)
+
+    def silent(self, member: str) -> None:
+        """``member`` missed its heartbeats (``broker.cluster.members``): its frames are
+        parked as if NATS said nobody listens for it, those sent and not answered first."""
+        self._start_parking(member, "missed its heartbeats")
 
     def forward(
         self,

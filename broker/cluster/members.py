@@ -22,6 +22,9 @@ Each heartbeat written tells ``on_renewed`` callbacks when its write began: the 
 cannot take this member as gone before ``MISSED_BEATS`` intervals from then (what the
 fencing of a member cut off from NATS is timed on).
 
+A member taken as gone for its missed heartbeats is told to ``on_silent`` callbacks too
+(its frames are parked from then on: ``broker.cluster.forward``).
+
 Every member sees every departure: what acts on one (a dead node's wills, its sessions) must
 make sure that only one member does it (compare-and-set).
 """
@@ -77,6 +80,7 @@ class MemberRegistry:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._callbacks: list[Gone] = []
         self._changes: list[Callable[[], None]] = []
+        self._silences: list[Callable[[str], None]] = []
         self._own_seen = 0.0  # loop time this member last saw its own entry written
         self.run = 0  # one more each time this member fenced itself off (a new run)
         self.renewed_at = 0.0  # loop time the last heartbeat that was written began
@@ -110,6 +114,11 @@ class MemberRegistry:
     def on_gone(self, callback: Gone) -> None:
         """Call ``callback(member)`` (its last entry) each time another member goes away."""
         self._callbacks.append(callback)
+
+    def on_silent(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(name)`` when another member is taken as gone for its missed
+        heartbeats, before the ``on_gone`` callbacks."""
+        self._silences.append(callback)
 
     def on_renewed(self, callback: Renewed) -> None:
         """Call ``callback(began, run)`` after each write of this member's entry."""
@@ -265,6 +274,12 @@ class MemberRegistry:
         if key != self.name and self._figures is not None and cut_off:
             self._arm(key, member.interval)  # judge again later
             return
+        if key != self.name:
+            for callback in self._silences:
+                try:
+                    callback(key)
+                except Exception:
+                    log.exception("handling the silence of member %s", key)
         self._departed(key, "missed its heartbeats")
         self._changed()
 

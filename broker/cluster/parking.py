@@ -66,10 +66,11 @@ class Parker:
             fail(future, "the node is stopping")
         self._parking.clear()
 
-    def _start_parking(self, member: str) -> None:
-        """Nobody listens for ``member``: the frames sent to it and not answered are parked,
-        in the order they were sent (their answers, if any come, are ignored). One it routed
-        before it died reaches its sessions twice, QoS 2 once (``broker.cluster.forward``)."""
+    def _start_parking(self, member: str, why: str = "nobody listens for it") -> None:
+        """Nobody listens for ``member`` (or it missed its heartbeats: ``why``): the frames
+        sent to it and not answered are parked, in the order they were sent (their answers,
+        if any come, are ignored). One it routed before it died reaches its sessions twice,
+        QoS 2 once (``broker.cluster.forward``)."""
         waiting = self._awaiting.of(member)
         if member not in self.parked:
             # The first may be this member's barrier to a member it took a session from.
@@ -77,8 +78,8 @@ class Parker:
             if waiting:
                 barrier = all(routed.barrier for routed in decode(waiting[0][0], 0.0))
                 first = "this member's hand-over barrier" if barrier else "messages"
-            log.warning("cluster member %s is gone: frames for it are parked until its "
-                        "sessions are taken (the first: %s)", member, first)  # fmt: skip
+            log.warning("cluster member %s is gone (%s): frames for it are parked until its "
+                        "sessions are taken (the first: %s)", member, why, first)  # fmt: skip
             self.parked.add(member)
             self.on_gone(member)
         for data, confirmed in waiting:

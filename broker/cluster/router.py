@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker.cluster.absences import Absences
-from broker.cluster.confirmations import CONFIRM_WITHIN, all_of, ignore_outcome
+from broker.cluster.confirmations import all_of, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group, decode
@@ -177,6 +177,7 @@ class ClusterRouter:
             self.claims.is_gone = lambda name: not members.is_live(name)
         if self.handovers is not None and self.replays is not None:  # lagging barriers
             self.handovers.arrivals.heard = self.replays.heard = members.heard
+        members.on_silent(self.forwarder.silent)  # its frames parked, not waited for
         self.absences.watch(members)  # parking ends; frames parked for it while away
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
@@ -198,24 +199,13 @@ class ClusterRouter:
             self.members = None
         if self.wills is not None:
             await self.wills.stop()
-        await self._stop_taking_frames()
+        await self.forwarder.stop_taking(self._frames_in)  # routed first: what NATS sent
+        self._frames_in = None
         await self.forwarder.stop()  # answers the frames taken (``broker.cluster.forward``)
         if self.announcer is not None:
             await self.announcer.stop()
         if self.retained is not None:
             await self.retained.stop()
-
-    async def _stop_taking_frames(self) -> None:
-        """Frames sent here from now on are parked by their senders (NATS answers that
-        nobody listens); those NATS sent before are routed first."""
-        if self._frames_in is not None and self.link.connected:  # else none comes anyway
-            try:
-                with nats_errors("stopping taking forwarded messages"):
-                    drained = self._frames_in.drain()  # type: ignore[no-untyped-call]
-                    await asyncio.wait_for(drained, CONFIRM_WITHIN)
-            except ClusterError as exc:
-                log.debug("%s", exc)
-            self._frames_in = None
 
     def collector(self) -> ClusterCollector:
         """This member's cluster figures for ``/metrics``."""
@@ -321,13 +311,19 @@ class ClusterRouter:
         asked) once the store committed what that wrote and the members it sent messages on
         to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
         only once this member's own sessions are restored (none would miss it); the frames
-        after it wait their turn, in order."""
+        after it wait their turn, in order. Refused while it is fenced off, above all when a
+        stall fenced it (``Fencing.fenced_now``): it may be one the others parked."""
         handovers = self.handovers
         assert handovers is not None
+        registry = handovers.registry
         restoring = self.claims.restoring() if self.claims is not None else None
         if restoring is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(restoring)
+        if registry is not None and registry.fenced_now():
+            if msg.reply:  # its publisher sends it again
+                self.forwarder.reply(msg.reply, taken=False)
+            return
         durable = False
         waits: list[asyncio.Future[None]] = []
         max_queued = self.local.limits.max_queued_messages

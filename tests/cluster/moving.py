@@ -103,6 +103,12 @@ class Publisher:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def acknowledged_within(self, count: int, within: float) -> bool:
+        """Whether ``count`` more numbers are acknowledged within ``within`` seconds."""
+        with self._changed:
+            target = len(self._acknowledged) + count
+            return self._changed.wait_for(lambda: len(self._acknowledged) >= target, within)
+
     def acknowledged(self) -> set[int]:
         """Once every number up to the last is sent and acknowledged: the numbers."""
         self._thread.join(WAIT)
@@ -172,6 +178,13 @@ class Subscriber:
                 return taken
             self._take(current, message)
             taken += 1
+
+    def unread(self, index: int) -> int:
+        """How many deliveries connection ``index`` has that were not taken yet."""
+        return self._clients[index].messages.qsize()
+
+    def connection(self, index: int) -> Client:
+        return self._clients[index]
 
     @property
     def seen(self) -> set[int]:
