@@ -214,6 +214,48 @@ def test_properties_past_a_receivers_maximum_packet_size_drop_it_for_that_one(
             client.close()
 
 
+def test_a_queued_message_past_the_maximum_packet_size_is_dropped_not_kept(
+    broker: BrokerThread,
+) -> None:
+    """[MQTT-3.1.2-25] on the offline queue: the reconnecting client's Maximum Packet Size
+    decides; what it cannot read is discarded as if delivered (§3.1.2.11.4), not sent at the
+    next connection either."""
+    broker.application("small", "small", PASSWORD)
+    connect = make_properties(
+        PacketTypes.CONNECT, SessionExpiryInterval=EXPIRY, MaximumPacketSize=1024
+    )
+
+    def small() -> V5Client:
+        client = v5_client(
+            broker.port, broker.server_cert, None, username="small", password=PASSWORD,
+            client_id="small", clean_start=False, connect_properties=connect,
+        )  # fmt: skip
+        assert client.wait_connack()[0] == 0
+        return client
+
+    receiver = small()
+    assert receiver.subscribe_with_id("devices/m/#", 1) == [1]
+    receiver.close()
+    pub = _app(broker, "pub")
+    try:
+        big = publish_properties(UserProperty=[("k", "v" * 100)] * 10)
+        pub.publish("devices/m/rpc/request/1", b"big", properties=big)
+        pub.publish("devices/m/rpc/request/2", b"fits", properties=_full())
+        receiver = small()
+        got = receiver.next_message()
+        assert got.payload == b"fits"
+        _assert_full(got, [1])
+        _nothing_more(receiver)
+        receiver.close()
+        receiver = small()
+        assert receiver.session_present
+        pub.publish("devices/m/rpc/request/3", b"marker")
+        assert receiver.next_message().payload == b"marker"  # nothing queued before it
+        receiver.close()
+    finally:
+        pub.close()
+
+
 def test_the_offline_queue_keeps_them_and_a_restart_too(database_url: str, tmp_path: Path) -> None:
     """A persistent session's queue, read on reconnect and read back after a restart: every
     property kept, each matching subscription's identifier; the interval left counts from
