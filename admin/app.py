@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI
 from admin import api_docs, health, problems, reference, v1, web
 from admin.body_guard import BodyGuard
 from admin.context import AdminContext
+from admin.headers import SecurityHeaders
 from admin.security import require_admin
 from admin.server import HttpServer
 from nanoiot.settings import Settings
@@ -37,6 +38,8 @@ def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
     # Outermost but for the 500 handler: the token and the body's size are checked before
     # any route reads the body.
     app.add_middleware(BodyGuard, max_body=max_body)
+    # Outside the body guard, so that its 413 and 401 answers get the headers too.
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -10,7 +10,10 @@ first, on the headers alone:
 - every body is bounded: a declared ``Content-Length`` over the route's bound is answered 413
   at once (RFC 9110 §15.5.14), and a chunked body is cut off, 413, as soon as it passes it.
   The bound is ``http_max_body_bytes`` for most routes, a CRL's bound for the routes that
-  take one, and none for the bulk import, which reads its body as a stream row by row.
+  take one, and none for the bulk import, which reads its body as a stream row by row;
+- a request framed two ways (``Content-Length`` and ``Transfer-Encoding``: the shape of
+  request smuggling through a proxy) is answered 400, and a target or header fields past
+  ``MAX_HEAD_BYTES`` 414 or 431, each with the connection closed.
 """
 
 import re
@@ -24,6 +27,10 @@ from admin.problems import problem
 from admin.security import token_refusal
 
 MAX_CRL_BYTES: Final = 16 * 1024 * 1024  # a CRL of ~400,000 entries
+# A request's target, and its header fields (names and values): h11 bounds only a head that
+# arrives in pieces (16 KiB), so one sent whole in a read could be 256 KiB of thousands of
+# fields or of path. Browsers and scripts send under 8 KiB, cookies included.
+MAX_HEAD_BYTES: Final = 16 * 1024
 _FORM_OVERHEAD: Final = 64 * 1024  # a form's other fields and multipart framing
 # (method, path) -> the route's own bound; None: streamed, no bound on the whole body.
 _ROUTE_LIMITS: Final[list[tuple[str, re.Pattern[str], int | None]]] = [
@@ -57,6 +64,10 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        framing = _framing_problem(scope)
+        if framing is not None:
+            await problem(*framing, {"Connection": "close"})(scope, receive, send)
             return
         request = Request(scope)  # headers only: nothing is received here
         if scope["path"].startswith("/api/"):
@@ -99,6 +110,22 @@ class BodyGuard:
         except BodyTooLarge:
             if not started:
                 await _too_large(limit)(scope, receive, send)
+
+
+def _framing_problem(scope: Scope) -> tuple[int, str] | None:
+    headers = scope["headers"]
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    if target > MAX_HEAD_BYTES:  # RFC 9110 §15.5.15
+        return 414, f"The request target is longer than {MAX_HEAD_BYTES:,} bytes."
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > MAX_HEAD_BYTES:  # RFC 6585 §5
+        return 431, f"The request's header fields are larger than {MAX_HEAD_BYTES:,} bytes."
+    names = {name for name, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        # RFC 9112 §6.1: such a request may be rejected, and the connection MUST be closed;
+        # a proxy that framed it by Content-Length would see another request in what follows.
+        return 400, "The request has both Content-Length and Transfer-Encoding."
+    return None
 
 
 def _too_large_message(limit: int) -> str:

@@ -4,7 +4,8 @@ Anyone who reaches the admin port can open connections, token or not, and uvicor
 open as long as its client sends nothing, or sends a request's head a byte at a time: its
 keep-alive timeout starts only after a response. Each such connection holds a file descriptor
 of the process that also runs the broker. So here a request's head (request line and headers)
-must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response, and a
+must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response (and a
+body at the pace of ``BODY_GRACE`` and ``BODY_MIN_RATE``), and a
 connection past ``MAX_CONNECTIONS`` open ones, or past ``MAX_PER_ADDRESS`` from its source
 address, is closed as soon as it is accepted. One address alone thus never holds every place:
 others still get in while it holds its share. The loopback address is bound by neither: the
@@ -31,6 +32,13 @@ IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Seconds for a request's head: an operator's or a script's client sends it at once.
 HEAD_TIMEOUT: Final = 10.0
+# A request's body (the sign-in form needs no token) must keep coming: BODY_GRACE seconds for
+# its start, then each BODY_MIN_RATE bytes buy one second more, as Apache's mod_reqtimeout
+# (body=20,MinRate=500). One byte every few seconds no longer holds a connection for ever; a
+# 1 GB import at 500 B/s and more still gets in. Time the server itself does not read (its
+# buffer full, or a client waiting for 100 Continue) is not counted against the client.
+BODY_GRACE: Final = 20.0
+BODY_MIN_RATE: Final = 500
 # Admin connections open at once: operators, scripts and a browser's few each; they share the
 # descriptors broker.connection_limit keeps besides the broker's connections (256).
 MAX_CONNECTIONS: Final = 128
@@ -73,6 +81,7 @@ class Places:
         self._open: dict[str, int] = {}
         self.turned_away_total = _TurnedAway()
         self.turned_away_per_address = _TurnedAway()
+        self.slow_bodies = _TurnedAway()
 
     def source_of(self, ip: IpAddress | None) -> str | None:
         """What a connection from ``ip`` (``peer_ip``), not the loopback address, counts
@@ -96,11 +105,14 @@ class Places:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """``H11Protocol`` with a deadline for each request's head and bounds on connections.
+    """``H11Protocol`` with a deadline for each request's head, a minimum pace for its body and
+    bounds on connections.
     ``guarded_protocol`` makes the class for one server, with its own ``places``."""
 
     places: ClassVar[Places]
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_deadline = 0.0  # loop time by which the body must have come, while one comes
     _source: str | None = None  # set while this connection holds a place of its address
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -133,13 +145,16 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._watch_head()
+        self._watch_body(len(data))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch_head()
+        self._watch_body(0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         if self._source is not None:  # once: asyncio calls this once per transport
             self.places.give_back(self._source)
             self._source = None
@@ -163,6 +178,36 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+    def _watch_body(self, received: int) -> None:
+        """The body's deadline (``BODY_GRACE``, ``BODY_MIN_RATE``) while the client sends one."""
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            self._stop_body_timer()
+        elif self._body_timer is None:
+            self._body_deadline = self.loop.time() + BODY_GRACE
+            self._body_timer = self.loop.call_at(self._body_deadline, self._body_late)
+        else:
+            self._body_deadline += received / BODY_MIN_RATE
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused or (
+            self.cycle is not None and self.cycle.waiting_for_100_continue
+        ):
+            self._body_deadline = max(self._body_deadline, now + BODY_GRACE)  # the wait is ours
+        if now < self._body_deadline:
+            self._body_timer = self.loop.call_at(self._body_deadline, self._body_late)
+            return
+        self.places.slow_bodies.report("admin HTTP: a request body came too slowly")
+        self.transport.close()
 
 
 def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Protocol]:

@@ -4,10 +4,10 @@ chain" strategy), decided without I/O.
 A leaf that is not pinned by its own public key may still get in when it chains to a CA the
 operator registered. The chain is checked with cryptography's RFC 5280 path validation; the
 leaf's extended key usage and every CA's CRL are checked here as well, and the device name is
-read from the leaf's CN with the CA's regular expression (group 1, or the whole CN).
+read from the leaf's CN with the CA's regular expression (group 1, or the whole CN), matched
+in linear time by auth.cn_rule.
 """
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +17,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
-from auth.certificate import ParsedCredential, common_name, load_certificate
+from auth.certificate import ParsedCredential, common_name, load_certificate, shown_name
+from auth.cn_rule import MAX_CN_LENGTH, CnRuleUnusable, NoMatch, name_from_cn
 from auth.decision import Decision, Reason, deny, leaf_problem
 from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.validity import validity_problem
@@ -99,9 +100,7 @@ def _inside(leaf: x509.Certificate, now: datetime) -> datetime:
 
 
 def _untrusted(leaf: x509.Certificate) -> str:
-    return (
-        f"unknown certificate key and issuer '{leaf.issuer.rfc4514_string()}' is not a trusted CA"
-    )
+    return f"unknown certificate key and issuer '{shown_name(leaf.issuer)}' is not a trusted CA"
 
 
 def _verification_refusal(
@@ -161,7 +160,7 @@ def revoked_in_chain(
             return deny(
                 Reason.REVOKED_BY_CA,
                 f"certificate serial {cert.serial_number:x} is revoked by its CA "
-                f"(CRL of '{issuer.subject.rfc4514_string()}', "
+                f"(CRL of '{shown_name(issuer.subject)}', "
                 f"since {entry.revocation_date_utc:%Y-%m-%d})",
             )
     return None
@@ -179,14 +178,24 @@ def _device_name(leaf: x509.Certificate, anchor: TrustAnchor) -> ChainMatch | De
     cn = common_name(leaf.subject)
     if not cn:
         return deny(Reason.NAME_NOT_ALLOWED, "CA-issued certificate has no CN to name the device")
+    if len(cn) > MAX_CN_LENGTH:  # bounds what the CA's rule (and the store) sees
+        return deny(
+            Reason.NAME_NOT_ALLOWED,
+            f"the CN is {len(cn)} characters long, RFC 5280 allows at most {MAX_CN_LENGTH}",
+        )
     if anchor.cn_regex is None:
         return ChainMatch(anchor, cn)
-    match = re.fullmatch(anchor.cn_regex, cn)
-    if match is None:
+    name = name_from_cn(anchor.cn_regex, cn)
+    if isinstance(name, CnRuleUnusable):
+        return deny(
+            Reason.NAME_NOT_ALLOWED,
+            f"CA '{anchor.name}' has an unusable CN rule, so its devices are refused: "
+            f"{name.problem}",
+        )
+    if isinstance(name, NoMatch):
         return deny(
             Reason.NAME_NOT_ALLOWED, f"CN '{cn}' does not match the rule of CA '{anchor.name}'"
         )
-    name = match.group(1) if match.re.groups else match.group(0)
     if not name:
         return deny(
             Reason.NAME_NOT_ALLOWED,
@@ -206,7 +215,7 @@ def load_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocatio
     except ValueError as exc:
         raise PemError(f"not a CRL: {exc}") from None
     if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-        raise PemError(f"the CRL is not signed by CA '{issuer.subject.rfc4514_string()}'")
+        raise PemError(f"the CRL is not signed by CA '{shown_name(issuer.subject)}'")
     return crl
 
 

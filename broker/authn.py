@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from auth.binding import ExistingDevice, attach_problem
 from auth.certificate import ParsedCredential, load_certificate, parse_credential
 from auth.chain import ChainMatch, TrustAnchor, load_crl, match_chain
+from auth.cn_rule import cn_rule_problem
 from auth.decision import (
     Decision,
     Holder,
@@ -113,6 +114,7 @@ class Authenticator:
         self.passwords = passwords or PasswordGate()
         self._anchors: tuple[TrustAnchor, ...] | None = None
         self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
+        self._unusable_rules: set[tuple[str, str]] = set()  # (CA id, rule) logged already
 
     def forget_trusted_cas(self) -> None:
         """Reload the trusted CAs and CRLs at the next use (a CA or CRL changed)."""
@@ -236,7 +238,7 @@ class Authenticator:
             cas = await self._store.list_trusted_cas()
             self._ca_names = {str(ca.id): ca.name for ca in cas}
             self._anchors = tuple(
-                anchor for ca in cas if ca.enabled for anchor in _anchor(ca)
+                anchor for ca in cas if ca.enabled for anchor in _anchor(ca, self._unusable_rules)
             )  # fmt: skip
         return self._anchors
 
@@ -258,7 +260,7 @@ async def existing_device(
     return ExistingDevice.of(device.name, bound, origins)
 
 
-def _anchor(ca: TrustedCA) -> tuple[TrustAnchor, ...]:
+def _anchor(ca: TrustedCA, logged_rules: set[tuple[str, str]]) -> tuple[TrustAnchor, ...]:
     """The CA as a trust anchor; a CA whose stored CRL no longer verifies is left out (fail
     closed: better refuse its devices than accept revoked ones), with an error logged."""
     certificate = load_certificate(ca.pem)
@@ -269,6 +271,13 @@ def _anchor(ca: TrustedCA) -> tuple[TrustAnchor, ...]:
         except NanoIoTError as exc:
             log.error("trusted CA '%s' disabled: its CRL is unusable: %s", ca.name, exc)
             return ()
+    # A rule stored before auth.cn_rule checked rules (Python syntax RE2 refuses): the anchor
+    # stays, so its devices read this reason rather than "untrusted issuer"; logged once (the
+    # CAs are loaded again after each change of any), not at each connect.
+    rule_problem = cn_rule_problem(ca.cn_regex) if ca.cn_regex is not None else None
+    if rule_problem is not None and (str(ca.id), ca.cn_regex or "") not in logged_rules:
+        logged_rules.add((str(ca.id), ca.cn_regex or ""))
+        log.error("trusted CA '%s': its devices are refused: %s", ca.name, rule_problem)
     return (
         TrustAnchor(
             ca_id=str(ca.id), name=ca.name, certificate=certificate, cn_regex=ca.cn_regex,

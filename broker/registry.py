@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 class Ownership(Protocol):
     """Which member of a cluster holds which session (``broker.cluster.sessions``)."""
 
-    async def claim(self, client: "MqttClient") -> bool:
+    async def claim(self, client: "MqttClient", clean: bool) -> bool:
         """Make this member the session's only holder, any connection on another member
-        closed and its session there given up; True if this member did not hold it before
-        (its copy here, if any, is not to be trusted)."""
+        closed (with its will if ``clean``, the connect's Clean Start, ends the session:
+        ``BrokerSession.ends_with_connect``) and its session there given up; True if this
+        member did not hold it before (its copy here, if any, is not to be trusted)."""
         ...
 
     async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
@@ -182,18 +183,12 @@ class Registry:
             old = session.client if session is not None else None
             if old is not None and old is not client:
                 log.info("%s connected again: closing its previous connection", peer.label)
-                assert session is not None
-                # 5.0 §3.1.3.2.2 [MQTT-3.1.3-9]: a connection to the session before the Will
-                # Delay Interval passed (0 passes only once the old connection is closed,
-                # after this one came) means no will; one that ends the session (Clean
-                # Start, or a session that ends with its connection) has it published. As
-                # Mosquitto does (07-will-takeover), for 3.1.1 too, whose §3.1.2.5 leaves
-                # a take-over out of the will's causes.
-                await old.taken_over(will=clean or not session.persistent)
+                assert session is not None  # its will only if this connect ends the session:
+                await old.taken_over(will=session.ends_with_connect(clean))  # 5.0 §3.1.3.2.2
             ownership = self.ownership
             # In a cluster: closed on any other member, and the session read from the
             # store if another member held it.
-            if ownership is not None and not client.ended and await ownership.claim(client):
+            if ownership is not None and not client.ended and await ownership.claim(client, clean):
                 session = await self.moved_here(peer.key, session)
                 awaiting = ownership.awaiting_pubrel(peer.key)
                 if session is not None:  # §4.3.3: a PUBLISH sent again is not routed again
@@ -209,7 +204,7 @@ class Registry:
                 await ownership.settled(peer.key, session)
             if client.ended:
                 return None
-            if session is not None and (clean or not session.persistent):
+            if session is not None and session.ends_with_connect(clean):
                 self.end(session)  # §3.1.2.4: CleanSession 1 starts afresh
                 session = None
             present = session is not None
@@ -335,7 +330,11 @@ class Registry:
             return await self.moved_here(key, None) is not None
 
     async def hand_over(
-        self, key: SessionKey, depart: Callable[[BrokerSession], None] | None = None
+        self,
+        key: SessionKey,
+        depart: Callable[[BrokerSession], None] | None = None,
+        *,
+        ends: bool = False,
     ) -> "tuple[list[int], dict[int, Unrouted] | None] | None":
         """Another member takes the session: forget it here once its client is gone, and
         return when the store has committed everything written for it (what its client's
@@ -343,13 +342,16 @@ class Registry:
         client's QoS 2 messages awaiting PUBREL (§4.3.3; in the store too, named for members
         of earlier versions, which read them only here) with the records of those whose
         routing failed (``broker.cluster.resend``), or None if it was not here.
-        ``depart``: told of the session as it is forgotten."""
+        ``depart``: told of the session as it is forgotten. ``ends``: the connect that takes
+        it ends it (Clean Start): a will waiting for its delay goes now (5.0 §3.1.3.2.2)."""
         session = self.sessions.get(key)
         given = None
         if session is not None and session.client is None:
             given = sorted(session.awaiting_pubrel), session.unrouted
             if depart is not None:
                 depart(session)
+            if ends:
+                session.will_now()
             self.forget(session)
         await self.store.flush()
         return given

@@ -208,6 +208,18 @@ class BrokerSession(Session):
         # them: the store keeps the ids of the last few (``SessionStore.message_completed``).
         self.completions = 0
 
+    def ends_with_connect(self, clean: bool) -> bool:
+        """Whether a connect with Clean Start (3.1.1: CleanSession) ``clean`` ends this
+        session rather than taking it on (§3.1.2.4; 5.0 §3.1.2.11.2: one whose expiry is 0
+        ends with its connection). A connection it takes over has its will published only
+        then: 5.0 §3.1.3.2.2 [MQTT-3.1.3-9], a connection to the session before the Will
+        Delay Interval passed (0 passes only once the old connection is closed, after the
+        new one came) means no will; 3.1.1 §3.1.2.5 leaves a take-over out of the will's
+        causes, and Mosquitto (07-will-takeover) does the same for it. The one rule for a
+        take-over on one member (``Registry.take_over``) and across a cluster
+        (``broker.cluster.sessions``)."""
+        return clean or not self.persistent
+
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):
             if timer is not None:

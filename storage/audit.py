@@ -1,6 +1,5 @@
 """Trusted CAs, the authentication history and the change feed: the store's other tables."""
 
-import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -9,6 +8,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.certificate import ParsedCredential
+from auth.cn_rule import cn_rule_problem
 from nanoiot.errors import ConflictError, NotFoundError, ValidationError
 from storage.base import StoreBase
 from storage.models import AuthEventRow, ChangeRow, TrustedCARow, new_id, utcnow
@@ -36,7 +36,7 @@ class TrustAndAudit(StoreBase):
         cn_regex: str | None = None,
         create_devices: bool = False,
     ) -> TrustedCA:
-        validate_text("CA name", name, max_length=128)
+        validate_text("CA name", name, max_length=128, name=True)
         if parsed.subject is None or parsed.not_after is None:
             raise ValidationError("a trusted CA must be a certificate, not a bare public key")
         if cn_regex is not None:
@@ -203,9 +203,6 @@ async def _check_ca_free(session: AsyncSession, name: str, spki_sha256: str) -> 
 
 
 def _check_regex(pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValidationError(
-            f"CN pattern '{pattern}' is not a valid regular expression: {exc}"
-        ) from None
+    problem = cn_rule_problem(pattern)
+    if problem is not None:
+        raise ValidationError(problem)

@@ -1,7 +1,9 @@
 """Which device names the store accepts: the ones MQTT can carry as a client id and topic level.
 
 A device name ends up as the MQTT client id and inside topic names (``devices/<name>/...``), so
-it must survive both. Pure: no I/O, no SQLAlchemy.
+it must survive both. Every text an operator stores is also shown back (API, web UI, CLI), so
+it must read as what it is: ``hidden_character_problem`` is the one rule for that, used by the
+device name, the other names and tokens, and the device label. Pure: no I/O, no SQLAlchemy.
 """
 
 import unicodedata
@@ -36,6 +38,11 @@ def _broken_rule(name: str) -> str | None:
     # A lone surrogate cannot be encoded as the UTF-8 MQTT requires (§1.5.3 again).
     if "Cs" in categories:
         return "it must be valid Unicode (it contains a lone surrogate)"
+    hidden = hidden_character_problem(name)
+    if hidden is not None:
+        return f"it must not contain {hidden}"
+    if not unicodedata.is_normalized("NFC", name):
+        return _NOT_NFC
     if name[0].isspace() or name[-1].isspace():
         return "it must not start or end with whitespace"
     # MQTT 3.1.1 §4.7.2: topics starting with '$' are the server's ($SYS/...).
@@ -44,19 +51,49 @@ def _broken_rule(name: str) -> str | None:
     return None
 
 
+# A name is looked up byte for byte, so 'é' typed as one code point (NFC) and as 'e' with a
+# combining accent (NFD) would be two devices or two CAs that every list shows alike.
+_NOT_NFC = "it must be in Unicode normal form NFC (an accent typed as a separate combining mark)"
+
+
+def hidden_character_problem(value: str) -> str | None:
+    """What in ``value`` would not show as itself, or None.
+
+    Unicode's format characters (category Cf) draw nothing or reorder what follows: the
+    bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E/F, U+061C) make a list show
+    'gpj.exe' for 'exe.jpg' (the "Trojan Source" trick, CVE-2021-42574), and zero-width ones
+    (U+200B-U+200D, U+2060, U+FEFF) make two different names look the same. Text is refused
+    when stored, never rewritten: rows stored before this rule stay as they are.
+    """
+    for char in value:
+        if unicodedata.category(char) == "Cf":
+            return (
+                f"invisible formatting characters (U+{ord(char):04X}: bidirectional and "
+                "zero-width controls make text display as something else)"
+            )
+    return None
+
+
 def _show(name: str) -> str:
     shown = name if len(name) <= 40 else name[:40] + "..."
-    return ascii(shown) if not shown.isprintable() else f"'{shown}'"
+    plain = shown.isprintable() and unicodedata.is_normalized("NFC", shown)
+    return f"'{shown}'" if plain else ascii(shown)
 
 
-def validate_text(what: str, value: str, *, max_length: int = 255) -> str:
-    """A token, user name, client id or CA name: non-empty, bounded, no control characters."""
+def validate_text(what: str, value: str, *, max_length: int = 255, name: bool = False) -> str:
+    """A token, user name, client id or CA name: non-empty, bounded, no control or invisible
+    characters; a ``name`` (one an operator picks a row by) in NFC as well."""
     if not value:
         raise ValidationError(f"{what} must not be empty")
     if len(value) > max_length:
         raise ValidationError(f"{what} is {len(value)} characters long, at most {max_length}")
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
         raise ValidationError(f"{what} must not contain control characters")
+    hidden = hidden_character_problem(value)
+    if hidden is not None:
+        raise ValidationError(f"{what} must not contain {hidden}")
+    if name and not unicodedata.is_normalized("NFC", value):
+        raise ValidationError(f"{what} {_NOT_NFC[3:]}")
     if value[0].isspace() or value[-1].isspace():
         raise ValidationError(f"{what} must not start or end with whitespace")
     return value

@@ -25,7 +25,7 @@ from storage.credentials import Credentials
 from storage.engine import Timeouts, create_engine, is_sqlite
 from storage.files import prepare_files
 from storage.models import DeviceRow, new_id, utcnow
-from storage.names import validate_device_name, validate_text
+from storage.names import hidden_character_problem, validate_device_name, validate_text
 from storage.records import ChangeKind, Credential, Device, Page
 from storage.sessions import SessionRecords
 from storage.token_key import token_hash_key as token_key_for
@@ -204,6 +204,9 @@ def _validate_device(name: str, type: str, label: str) -> None:
     validate_text("device type", type, max_length=64)
     if len(label) > 255:
         raise ValidationError("device label is longer than 255 characters")
+    hidden = hidden_character_problem(label)  # shown beside the name in every list
+    if hidden is not None:
+        raise ValidationError(f"device label must not contain {hidden}")
 
 
 def _name_taken(name: str) -> str:

@@ -1,7 +1,6 @@
 """The Trusted CAs page: CAs whose certificates let devices in without per-device provisioning,
 each with its CN rule, "create devices" switch and CRL (RFC 5280 §5)."""
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -17,6 +16,7 @@ from admin.web.render import PREFIX, page, see_other
 from admin.web.session import Session, checked_post, current_session
 from auth.certificate import load_certificate, parse_credential
 from auth.chain import load_crl
+from auth.cn_rule import cn_rule_problem
 from nanoiot.errors import (
     CredentialError,
     NanoIoTError,
@@ -106,11 +106,9 @@ async def _add(store: CredentialStore, form: CAInput) -> TrustedCA:
         raise ValidationError("Paste the CA certificate (PEM) or choose its file.")
     if len(form.certificate) > _MAX_CERTIFICATE_BYTES:
         raise ValidationError("This file is too large to be a CA certificate.")
-    if form.cn_regex:
-        try:
-            re.compile(form.cn_regex)
-        except re.error as exc:
-            raise ValidationError(f"The CN rule is not a valid regular expression: {exc}") from None
+    problem = cn_rule_problem(form.cn_regex) if form.cn_regex else None
+    if problem is not None:
+        raise ValidationError(f"The {problem}.")
     parsed = parse_credential(form.certificate)
     check_is_ca(parsed)
     return await store.add_trusted_ca(

@@ -10,7 +10,9 @@ members, the later compare-and-set wins and the earlier is closed: exactly one s
 member that does not answer within the request timeout is taken to be gone. The request
 names the revision it replaced, so that it closes the connection that wrote it and never a
 newer one; a request read before the answer to this member's own compare-and-set (NATS handed
-both over at once) waits for that claim to be remembered, as it may name it.
+both over at once) waits for that claim to be remembered, as it may name it. It says whether
+the connect has Clean Start ("clean"): the connection closed has its will published only if
+that ends the session, as on one member (``BrokerSession.ends_with_connect``).
 
 The claim stays after the client disconnects: the member it names holds the session while
 its client is away (it alone keeps it in memory, queues its messages and routes for it), and
@@ -105,9 +107,10 @@ class SessionClaims:
     async def start(self) -> None:
         await self.link.subscribe(self.link.subject("takeover", self.link.member), self._close)
 
-    async def claim(self, client: "MqttClient") -> bool:
+    async def claim(self, client: "MqttClient", clean: bool) -> bool:
         """``client`` holds its session now; the member that held it closed its connection
-        and gave the session up. True if the session was not this member's before."""
+        (its will published if ``clean``, the connect's Clean Start, ends the session) and
+        gave the session up. True if the session was not this member's before."""
         assert client.peer is not None
         key = client.peer.key
         member = self.link.member
@@ -128,7 +131,9 @@ class SessionClaims:
             return True
         if previous[0] == member:
             return False
-        request = json.dumps({"key": list(key), "revision": previous[1], "member": member}).encode()
+        request = json.dumps(
+            {"key": list(key), "revision": previous[1], "member": member, "clean": clean}
+        ).encode()
         subject = self.link.subject("takeover", previous[0])
         if self.handovers is not None:
             self.handovers.arriving(key, previous[0])
@@ -371,9 +376,13 @@ class SessionClaims:
         if claimed is not None and claimed[0] > int(request["revision"]):
             return b"0"  # a newer connection here claimed it since: it stays
         self._claimed.pop(key, None)
+        # The same rule as a take-over within one member. A request without "clean" (from a
+        # member of an earlier version) publishes the will, as that version did.
+        session = self.registry.sessions.get(key)
+        ends = session is None or session.ends_with_connect(request.get("clean") is not False)
         if claimed is not None and not claimed[1].ended:
             log.info("%s connected on another node: closing this connection", claimed[1].label)
-            await claimed[1].taken_over()
+            await claimed[1].taken_over(will=ends)
             self.taken_away += 1
         handovers, member = self.handovers, request.get("member")
         depart = (
@@ -383,7 +392,7 @@ class SessionClaims:
         )
         # Whether it is here or still being read, it takes along what it was not given yet.
         parked = await self.replays.owed.handing_over(key) if self.replays is not None else None
-        given = await self.registry.hand_over(key, depart)
+        given = await self.registry.hand_over(key, depart, ends=ends)
         if given is not None:
             self.handed_over += 1
             log.info("session %s handed over to another node", store_key(key))

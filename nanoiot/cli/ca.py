@@ -8,7 +8,6 @@ revokes.
 """
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import ParsedCredential, load_certificate
 from auth.chain import load_crl, trusted_ca_problem
+from auth.cn_rule import cn_rule_problem
 from nanoiot.cli.common import MAX_CRL_FILE, fail, read_file, with_store
 from nanoiot.cli.credentials import read_credential_file
 from nanoiot.cli.output import as_dict, console
@@ -90,10 +90,9 @@ def _check_is_ca(path: Path, parsed: ParsedCredential) -> None:
 
 
 def _check_regex(pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        fail(f"--cn-regex '{pattern}' is not a valid regular expression: {exc}")
+    problem = cn_rule_problem(pattern)
+    if problem is not None:
+        fail(f"--cn-regex {problem.removeprefix('CN rule ')}")
 
 
 @app.command("list")

@@ -50,12 +50,32 @@ def read_rows(path: Path) -> list[tuple[int, Row]]:
     """(line number, row) pairs of a CSV or JSON-lines file; ``pem_file`` is read here, so the
     import itself does no file I/O."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+        text = _bounded_lines(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValidationError(f"{path}: not UTF-8 text") from None
     return [(line, _inline_pem_file(row, path.parent)) for line, row in _rows(text, path)]
+
+
+def _bounded_lines(path: Path) -> bytes:
+    """The file, read a line at a time and each line bounded as the API bounds a row: a file
+    with no line break (/dev/zero, a disk image given by mistake) stops there with one line
+    instead of taking the host's memory."""
+    # Imported here: admin.v1_rows imports this module for the row rules.
+    from admin.v1_rows import MAX_RECORD
+
+    lines: list[bytes] = []
+    try:
+        with path.open("rb") as file:
+            while line := file.readline(MAX_RECORD + 1):
+                if len(line) > MAX_RECORD and not line.endswith(b"\n"):
+                    raise ValidationError(
+                        f"{path}, line {len(lines) + 1} is longer than {MAX_RECORD >> 10} KiB: "
+                        "too long to hold a device (a certificate is a few KiB)"
+                    )
+                lines.append(line)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    return b"".join(lines)
 
 
 async def import_rows(

@@ -7,7 +7,11 @@ would send (or buffer) the whole body before reading the answer:
   read (before, a 300 MiB body was read and parsed first);
 - with the token, a body over its route's bound is answered 413, declared or chunked;
 - ``X-Forwarded-For`` counts only from a configured proxy: otherwise a client could pick the
-  address the sign-in rate limit counts, guess without limit, and lock the operator out.
+  address the sign-in rate limit counts, guess without limit, and lock the operator out;
+- a request framed both by Content-Length and Transfer-Encoding (request smuggling through a
+  proxy that frames by the other) is 400 and its connection closed, so the request hidden in
+  its body is never served (RFC 9112 §6.1); a target or header fields past 16 KiB are 414
+  or 431.
 """
 
 import asyncio
@@ -178,3 +182,53 @@ async def test_a_new_ipv6_address_for_each_guess_gets_no_new_guesses(start: Serv
     assert statuses == [401] * 10 + [429, 429]
     # Another /64 is another host, not locked out by the first one's failures.
     assert await _failed_sign_ins(server.port, "2001:db8:1:3::1", 1) == [401]
+
+
+# --- framing and head size ---------------------------------------------------------------
+
+SMUGGLED = b"GET /api/tenant/devices?pageSize=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def _exchange(port: int, data: bytes) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+
+
+async def test_content_length_with_transfer_encoding_is_400_and_closed(
+    start: ServerFactory,
+) -> None:
+    server = await start()
+    head = (
+        "POST /api/device HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    answer = await _exchange(server.port, head + b"0\r\n\r\n" + SMUGGLED)
+    # Before: the chunked body was taken as empty, then SMUGGLED answered as a second request.
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"both Content-Length and Transfer-Encoding" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_head_past_the_bound_is_414_or_431_and_closed(start: ServerFactory) -> None:
+    server = await start()
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"v" * 60) for n in range(300))  # ~22 KB
+    answer = await _exchange(
+        server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"larger than 16,384 bytes" in answer
+    one_big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 100_000 + b"\r\n\r\n"
+    assert (await _exchange(server.port, one_big)).startswith(b"HTTP/1.1 4")  # 431 or h11's 400
+    long_target = b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await _exchange(server.port, long_target)
+    assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]  # before: 200
+    normal = await _exchange(
+        server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert normal.startswith(b"HTTP/1.1 200 ")

@@ -91,3 +91,21 @@ def test_a_csv_field_past_the_csv_modules_limit_is_one_line(nanoiot: Cli, tmp_pa
     assert result.stderr == (
         "error: devices.csv, line 3: not valid CSV: field larger than field limit (131072)\n"
     )
+
+
+def test_an_import_file_that_never_ends_is_one_line(
+    nanoiot: Cli, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: the whole file was read before the first row (read_text): MemoryError and a
+    # traceback under the ulimit, the host's memory without it. Now each line stops at the
+    # API's bound on one record (admin.v1_rows.MAX_RECORD).
+    result = _bounded(cli_env, tmp_path, "device", "import", "/dev/zero")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: /dev/zero, line 1 is longer than 256 KiB: too long to hold a device "
+        "(a certificate is a few KiB)\n"
+    )
+    long_line = tmp_path / "devices.csv"
+    long_line.write_text("name,token\n" + "x" * (256 * 1024 + 1) + "\n")
+    result = nanoiot("device", "import", str(long_line), ok=False)
+    assert result.stderr.startswith(f"error: {long_line}, line 2 is longer than 256 KiB")

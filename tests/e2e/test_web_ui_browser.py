@@ -217,6 +217,22 @@ def test_x509_credentials_saved_in_the_browser_let_the_device_connect(
         client.close()
 
 
+def test_a_name_that_would_list_as_another_is_refused_in_the_browser(
+    page: Page, node: BrokerThread
+) -> None:
+    """A right-to-left override makes 'invoice<U+202E>gpj.exe' show as 'invoiceexe.jpg':
+    refused inline, as a control character is, and no device stored."""
+    page.goto(node.http_url)
+    sign_in(page, node, node.admin_token)
+    page.get_by_role("link", name="Add device").click()
+    page.get_by_label("Name", exact=True).fill("invoice\u202egpj.exe")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "must not contain invisible formatting characters (U+202E"
+    )
+    assert node.call(node.running.store.list_devices()).total == 0
+
+
 def test_refused_credentials_trusted_cas_and_delete(
     page: Page, node: BrokerThread, device_keys: DeviceKeys, tmp_path: Path
 ) -> None:

@@ -32,6 +32,15 @@ def test_accepts_names_mqtt_can_carry(name: str) -> None:
         ("trailing\u00a0", "start or end with whitespace"),
         ("$SYS", "must not start with '$'"),
         ("bad\ud800", "lone surrogate"),
+        # Trojan-Source spoofing: text that lists as something it is not.
+        ("invoice\u202egpj.exe", "invisible formatting characters (U+202E"),
+        ("a\u2066b\u2069", "U+2066"),
+        ("a\u200eb", "U+200E"),
+        ("a\u200fb", "U+200F"),
+        ("a\u061cb", "U+061C"),
+        ("sensor\u200b-1", "U+200B"),
+        ("\ufeffsensor", "U+FEFF"),
+        ("Ge\u0301rard", "normal form NFC"),
     ],
 )
 def test_refuses_each_rule_with_a_message_naming_it(name: str, rule: str) -> None:
@@ -45,7 +54,8 @@ def _acceptable(name: str) -> bool:
     return (
         0 < len(name) <= MAX_NAME_LENGTH
         and not any(c in name for c in "/+#")
-        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+        and not any(unicodedata.category(c) in ("Cc", "Cs", "Cf") for c in name)
+        and unicodedata.is_normalized("NFC", name)
         and not name[0].isspace()
         and not name[-1].isspace()
         and not name.startswith("$")
@@ -67,3 +77,18 @@ def test_validate_text_rules() -> None:
     for bad in ("", " x", "x\n", "y" * 256):
         with pytest.raises(ValidationError, match="token"):
             validate_text("token", bad)
+
+
+@pytest.mark.parametrize("value", ["fleet\u202eac", "a\u2068b", "zero\u200bwidth", "x\u00ady"])
+def test_validate_text_refuses_invisible_formatting_characters(value: str) -> None:
+    with pytest.raises(ValidationError, match="CA name must not contain invisible formatting"):
+        validate_text("CA name", value, name=True)
+
+
+def test_a_name_must_be_nfc_other_text_need_not() -> None:
+    decomposed = "Ge\u0301rard"
+    with pytest.raises(ValidationError, match="CA name must be in Unicode normal form NFC"):
+        validate_text("CA name", decomposed, name=True)
+    assert validate_text("user name", decomposed) == decomposed
+    with pytest.raises(ValidationError, match="'Ge\\\\u0301rard'"):  # shown escaped
+        validate_device_name(decomposed)

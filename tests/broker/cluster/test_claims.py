@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
+import pytest
+
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.sessions import SessionClaims
@@ -16,6 +18,7 @@ from broker.mqtt.limits import Limits
 from broker.registry import Registry
 from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
+from broker.sessions import BrokerSession
 from nanoiot.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,9 +35,10 @@ class _Connection:
         self.peer = SimpleNamespace(key=KEY)
         self.label = label
         self.ended = False
+        self.will: bool | None = None  # whether it was closed with its will
 
-    async def taken_over(self) -> None:
-        self.ended = True
+    async def taken_over(self, *, will: bool) -> None:
+        self.ended, self.will = True, will
 
 
 class _AnswerHeld(KeyValue):
@@ -96,12 +100,53 @@ async def test_a_request_read_before_the_answer_to_the_own_claim_closes_that_cla
         for claims in (on_a, on_b):
             await claims.start()
         client_a, client_b = _Connection("sensor on a"), _Connection("sensor on b")
-        claiming = asyncio.create_task(on_a.claim(cast("MqttClient", client_a)))
+        claiming = asyncio.create_task(on_a.claim(cast("MqttClient", client_a), clean=False))
         await asyncio.wait_for(bucket_a.written.wait(), WAIT)
-        assert await on_b.claim(cast("MqttClient", client_b))  # it asked A
+        assert await on_b.claim(cast("MqttClient", client_b), clean=False)  # it asked A
         assert await asyncio.wait_for(claiming, WAIT)
         assert client_a.ended  # taken over (§3.1.4)
         assert not on_a.holds(KEY)  # A's connect sees it lost the session
         assert on_a.taken_away == 1
         assert on_b.holds(KEY)
         assert not client_b.ended
+
+
+@pytest.mark.parametrize(
+    ("persistent", "away", "clean", "will"),
+    [
+        (True, False, False, False),  # the session goes on (5.0 §3.1.3.2.2 [MQTT-3.1.3-9])
+        (True, False, True, True),  # Clean Start ends it
+        (False, False, False, True),  # it ended with the connection taken over
+        (True, True, False, False),  # a will waiting for its delay is dropped...
+        (True, True, True, True),  # ... or goes now, as the session ends
+    ],
+)
+async def test_a_take_over_request_carries_whether_the_connect_ends_the_session(
+    cluster_settings: Callable[..., Settings], persistent: bool, away: bool, clean: bool,
+    will: bool,
+) -> None:  # fmt: skip
+    """B's request says whether its connect has Clean Start; A applies the one rule
+    (``BrokerSession.ends_with_connect``) to its connection's will, or to the will its
+    session has waiting for its delay while its client is away."""
+    async with (
+        _member(cluster_settings(node_name="a")) as link_a,
+        _member(cluster_settings(node_name="b")) as link_b,
+    ):
+        registry_a = _registry()
+        session = registry_a.sessions[KEY] = BrokerSession(KEY, "sensor", persistent=persistent)
+        published: list[bool] = []
+        if away:
+            session.pending_will = lambda: published.append(True)
+        on_a = SessionClaims(link_a, await link_a.key_value("clients"), registry_a)
+        on_b = SessionClaims(link_b, await link_b.key_value("clients"), _registry())
+        for claims in (on_a, on_b):
+            await claims.start()
+        client_a, client_b = _Connection("sensor on a"), _Connection("sensor on b")
+        client_a.ended = away
+        assert await on_a.claim(cast("MqttClient", client_a), clean=False)
+        assert await on_b.claim(cast("MqttClient", client_b), clean=clean)
+        assert KEY not in registry_a.sessions  # given up
+        if away:
+            assert published == ([True] if will else [])
+        else:
+            assert client_a.will is will
