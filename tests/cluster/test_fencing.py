@@ -19,13 +19,7 @@ from tests.cluster.moving import (
     acknowledged_and_received,
     subscribed_on_a,
 )
-from tests.cluster.nodes import (
-    SLOW_HEARTBEAT,
-    Cluster,
-    cluster,
-    cut_off_a_watched_on_b,
-    until_routed,
-)
+from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.route_changes import RouteChanges
 from tests.cluster.test_handover import _check
@@ -166,7 +160,8 @@ def test_a_node_back_before_the_others_noticed_keeps_routing_to_its_sessions(
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
         nodes.application("backend")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
+        # Shorter than SLOW_HEARTBEAT: fewer messages parked (all for S) while A is cut off.
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(2 * HEARTBEAT)
         nodes.start("a", NANOIOT_NATS_URL=proxy.url, **ROOMY_QUEUES)
         nodes.start("b", **ROOMY_QUEUES)
         a = nodes.nodes["a"]
@@ -178,7 +173,7 @@ def test_a_node_back_before_the_others_noticed_keeps_routing_to_its_sessions(
                 with RouteChanges(nodes.env["NANOIOT_CLUSTER_NAME"], "a") as routes:
                     proxy.cut()
                     assert subscriber.connection(0).disconnected.wait(WAIT)  # A fenced itself
-                    proxy.restore()  # B could take A as gone 5 s later: A is back before
+                    proxy.restore()  # B could take A as gone 2 s later: A is back before
                     a.log.wait_for(r"back in the cluster as run 1", after=logged)
                     a.log.wait_for(r"restored 1 persistent sessions", after=logged)
                     # Written again as S's session is restored, and never deleted before.
