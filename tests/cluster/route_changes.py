@@ -65,13 +65,17 @@ class RouteChanges:
         try:
             bucket = await client.jetstream().key_value(self._bucket)
             watcher = await bucket.watch(self._prefix + ">", include_history=False)
-            self._ready.set()  # subscribed: every change from now on is delivered
+            current = True  # the values the bucket held already come first: not changes
             while True:
                 try:
                     entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
                     continue
-                if entry is None:  # the end of the values the bucket held already
+                if entry is None:  # the end of those: every change from now on follows
+                    current = False
+                    self._ready.set()
+                    continue
+                if current:
                     continue
                 topic_filter = from_key(entry.key[len(self._prefix) :])
                 with self._changed:
