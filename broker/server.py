@@ -309,6 +309,7 @@ def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "F
     router.wills.max_held = max_held_wills
     assert router.claims is not None
     fencing = Fencing(router.members, router.wills, router.claims, broker)
+    fencing.router = router
     fencing.start()
     broker.registry.fenced_now = fencing.fenced_now  # asked before acting on what comes in
     broker.metrics.registry.register(fencing)

@@ -16,8 +16,12 @@ long enough fences itself off first:
 - it drops its sessions from memory, their rows kept for the member that takes them, and
   waits until its store committed everything it acknowledged; their routes stay in the
   cluster's table until it is back and restored what is still its own (a session nobody took
-  while it was away: what is published for it meanwhile is parked or refused, never
-  acknowledged unrouted), as at start-up (``RouteAnnouncer.keep``);
+  while it was away: what is published for it meanwhile is parked, never acknowledged
+  unrouted), as at start-up (``RouteAnnouncer.keep``);
+- it stops listening for frames, refusing those already in its sockets, until it is back:
+  the others park them, and it reads them back once its sessions are restored. Refused, a
+  frame's publisher would send again what may have reached a session the survivor took (a
+  QoS 2 message delivered twice);
 - it refuses connections (CONNACK 3 / 5.0 0x88, server unavailable) until it is back.
 
 It is back when a heartbeat of its new run is written: it settles its ended runs (their
@@ -61,6 +65,7 @@ from broker.restore import Restoration
 from nanoiot.errors import ClusterError
 
 if TYPE_CHECKING:
+    from broker.cluster.router import ClusterRouter
     from broker.core import Broker
 
 __all__ = [
@@ -117,6 +122,7 @@ class Fencing:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rejoining: asyncio.Task[None] | None = None
         self._restoration: Restoration | None = None
+        self.router: ClusterRouter | None = None  # takes frames again when it is back
         wills.holds = claims.holds  # a held will's client connected here again
 
     def start(self) -> None:
@@ -255,6 +261,8 @@ class Fencing:
                 await registry.restoration.stop()  # nothing more comes in from the store
             for session in list(registry.sessions.values()):
                 registry.forget(session)  # restored meanwhile
+            if self.router is not None:  # parked by their senders from now on
+                await self.router.stop_taking_frames()
             await self.broker.store.flush()  # what was acknowledged is there for it
 
     async def _rejoin(self) -> None:
@@ -266,6 +274,12 @@ class Fencing:
                     for run in list(self._ended):
                         await self.wills.run_ended(run, SETTLE_WITHIN)
                         self._ended.remove(run)
+                except ClusterError as exc:
+                    log.warning("not back in the cluster yet: %s", exc)  # next heartbeat
+                    return
+                try:
+                    if self.router is not None:  # before the restore: parked ones replayed
+                        await self.router.take_frames()
                 except ClusterError as exc:
                     log.warning("not back in the cluster yet: %s", exc)  # next heartbeat
                     return

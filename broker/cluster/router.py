@@ -34,7 +34,7 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group, decode
 from broker.cluster.handover import Handovers
-from broker.cluster.link import ClusterLink
+from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
@@ -119,10 +119,7 @@ class ClusterRouter:
         await self.parked.start()
         self.forwarder.parking = self.parked
         await self.forwarder.start()
-        with nats_errors("listening for forwarded messages"):
-            self._frames_in = await self.link.client.subscribe(
-                self.forwarder.subject(self.link.member), cb=self._frame
-            )
+        await self.take_frames()
         await self.announcer.start()
         self.handovers = Handovers(
             self.link, self.forwarder, self.announcer, self.local, self._handover_window,
@@ -182,6 +179,25 @@ class ClusterRouter:
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
 
+    async def take_frames(self) -> None:
+        """Listen for the frames other members send here (at start, and back from fencing)."""
+        if self._frames_in is None:
+            with nats_errors("listening for forwarded messages"):
+                self._frames_in = await self.link.client.subscribe(
+                    self.forwarder.subject(self.link.member), cb=self._frame
+                )
+                await self.link.client.flush(FLUSH_TIMEOUT)  # the server has it: listening
+
+    async def stop_taking_frames(self) -> None:
+        """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
+        listens), replayed once its sessions are restored, not refused (their publishers
+        would send again what reached a session another member took meanwhile)."""
+        frames_in, self._frames_in = self._frames_in, None
+        await self.forwarder.stop_taking(frames_in)  # those NATS sent first (refused)
+        if frames_in is not None and not self.link.connected:  # not taken again on reconnect
+            with contextlib.suppress(Exception):
+                await frames_in.unsubscribe()
+
     def _member_names(self) -> set[str]:
         """Every other member this one knows of: live, or with routes."""
         live = {m.name for m in self.members.live()} if self.members is not None else set()
@@ -199,8 +215,8 @@ class ClusterRouter:
             self.members = None
         if self.wills is not None:
             await self.wills.stop()
-        await self.forwarder.stop_taking(self._frames_in)  # routed first: what NATS sent
-        self._frames_in = None
+        frames_in, self._frames_in = self._frames_in, None
+        await self.forwarder.stop_taking(frames_in)  # routed first: what NATS sent
         await self.forwarder.stop()  # answers the frames taken (``broker.cluster.forward``)
         if self.announcer is not None:
             await self.announcer.stop()

@@ -204,9 +204,9 @@ class RouteAnnouncer:
         leftovers, until the sessions it still holds are restored (``drop_leftovers``). A
         session nobody took from it (its device stayed away, and NATS kept this member's
         subscriptions, so no survivor adopted it) is restored as it rejoins: until then,
-        what is published for it elsewhere is routed here (parked while the others take
-        this member as gone, refused while it is fenced off: its publisher sends it again),
-        never matched by no route and acknowledged unrouted."""
+        what is published for it elsewhere is routed here (parked: this member does not
+        listen for frames while it is fenced off, ``Fencing``), never matched by no route
+        and acknowledged unrouted."""
         self._keeping = True
 
     def drop_leftovers(self) -> None:
