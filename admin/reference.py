@@ -28,6 +28,7 @@ from admin.schemas import (
     DeviceWithCredentials,
     DeviceWithCredentialsOut,
 )
+from admin.wire_types import JSON_BOOLEAN, JSON_INTEGER
 from storage.interface import CredentialStore
 from storage.sql import MAX_PAGE, MAX_PAGE_SIZE
 
@@ -46,6 +47,7 @@ AllowExpired = Annotated[
         alias="allowExpired",
         description="Register a certificate that has already expired (devices cannot use it)",
     ),
+    JSON_BOOLEAN,
 ]
 
 
@@ -108,8 +110,8 @@ async def delete_device(deviceId: UUID, request: Request) -> Response:
 )
 async def list_devices(
     request: Request,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 100,
-    page: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE), JSON_INTEGER] = 100,
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE), JSON_INTEGER] = 0,
     text_search: Annotated[
         str | None,
         Query(alias="textSearch", max_length=255, description="Part of the name, any case"),
