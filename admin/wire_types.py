@@ -24,7 +24,8 @@ from uuid import UUID
 from pydantic import BeforeValidator
 
 _JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
-_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+UUID_PATTERN = "[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+_UUID_TEXT = re.compile(UUID_PATTERN)
 # A longer integer is far past every route's maximum; int() of more digits costs time (and
 # Python refuses past 4,300), so it is refused before it is converted.
 _MAX_DIGITS = 30

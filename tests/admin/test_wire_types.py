@@ -116,8 +116,13 @@ async def test_a_uuid_is_written_with_hyphens(api: httpx.AsyncClient) -> None:
         body = {"deviceId": {"id": form}, "credentialsType": "ACCESS_TOKEN"}
         response = await api.post("/api/device/credentials", json=body)
         assert_problem(response, 400, "deviceId.id", "not a UUID")
+        # The reference's paths route only an id: any other text is no device there.
+        assert_problem(await api.get(f"/api/device/{form}"), 404)
+        assert_problem(await api.get(f"/api/device/{form}/credentials"), 404)
     # RFC 9562 §4: hex digits are read in either case.
     upper = await api.get(f"/api/v1/devices/{device_id.upper()}/credentials")
+    assert upper.status_code == 200, upper.text
+    upper = await api.get(f"/api/device/{device_id.upper()}")
     assert upper.status_code == 200, upper.text
 
 
