@@ -21,6 +21,11 @@ SENT = publish_properties(
     PayloadFormatIndicator=1, ContentType="application/json", ResponseTopic="devices/p/reply",
     CorrelationData=b"\x00\xff", UserProperty=PAIRS, MessageExpiryInterval=3600, TopicAlias=1,
 )  # fmt: skip
+# User properties and an expiry alone, ASCII: the list the publisher's member checks in one
+# pass when shorter than 128 bytes (``broker.mqtt.publish_properties``), as the receiving
+# member now does the frame's.
+PLAIN = [("k", "v"), ("k", "w"), ("n", "1" * 20)]
+PLAIN_SENT = publish_properties(UserProperty=PLAIN, MessageExpiryInterval=60)
 
 
 def _app(nodes: Cluster, node: str, name: str) -> V5Client:
@@ -78,6 +83,11 @@ def test_properties_cross_nodes_live_and_retained(tmp_path: Path) -> None:
                 got = sub.next_message()
                 assert (got.topic, got.payload) == ("devices/p/rpc/request/1", payload)
                 _received(got, 6)
+            pub.publish("devices/p/rpc/request/1", b"plain", properties=PLAIN_SENT)
+            plain = sub.next_message()
+            listed: Any = plain.properties
+            assert (plain.payload, listed.UserProperty) == (b"plain", PLAIN)
+            assert 50 <= listed.MessageExpiryInterval <= 60  # [MQTT-3.3.2-6]
             pub.publish("devices/p/attributes", b"kept", retain=True, properties=SENT)
             assert sub.next_message().payload == b"kept"  # b keeps it by now
             late = _app(nodes, "b", "late")
