@@ -43,14 +43,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.frames import from_key, to_key
+from broker.cluster.adoption import adopt, read_holders
+from broker.cluster.frames import to_key
 from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
 from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
-from broker.cluster.silence import nobody_listens
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
@@ -231,7 +231,7 @@ class SessionClaims:
         claimed (stored before the cluster, or its claim lost) is claimed now, by the
         first member to ask."""
         if self._holders is None:
-            self._holders = await self._read_holders()
+            self._holders = await read_holders(self.bucket)
         member, mine = self.link.member, set()
         for key in keys:
             kv_key = to_key(store_key(key))
@@ -252,72 +252,8 @@ class SessionClaims:
         self._holders = None
 
     async def adopt(self, gone: str) -> int:
-        """Take the sessions dead member ``gone`` held: claimed by compare-and-set (a device
-        connecting elsewhere meanwhile wins), read from the store, queued for here."""
-        if not self.is_gone(gone):
-            return 0  # it came back (restarted): it restored its own
-        if not await nobody_listens(self.link, gone, self.is_gone):
-            return 0
-        taken: list[BrokerSession] = []
-        complete = False
-        try:
-            adopted = await self._adopt_all(gone, taken)
-            complete = True
-        finally:  # what is held for those taken is released, whatever happened
-            if self.replays is not None:
-                self.replays.start(gone, taken, purge=complete)
-        self.adopted += adopted
-        if adopted:
-            log.info("adopted %d persistent sessions of member %s", adopted, gone)
-        if self.replays is not None:  # all taken: the others stop parking frames for it
-            self.replays.forget(gone)
-        elif self.announcer is not None:
-            await self.announcer.forget(gone)
-        return adopted
-
-    async def _adopt_all(self, gone: str, taken: list["BrokerSession"]) -> int:
-        """Claim and read each session ``gone`` holds; those read here join ``taken``."""
-        member, adopted = self.link.member.encode(), 0
-        for kv_key, holder in (await self._read_holders()).items():
-            if holder != gone:
-                continue
-            entry = await self.bucket.get(kv_key)
-            if entry is None or entry.value.decode() != gone:
-                continue
-            device_id, _, client_id = from_key(kv_key).partition("/")
-            key = (device_id, client_id)
-            if self.replays is not None:  # a take-over from here on takes its frames along
-                self.replays.owed.adopting(key, gone)
-            try:
-                revision = await self.bucket.update(kv_key, member, entry.revision)
-            except ClusterConflictError:
-                if self.replays is not None:
-                    self.replays.owed.given(key, gone)
-                continue  # its device connected meanwhile
-            if self.wills is not None:
-                self.wills.adopted(key, revision)
-            if not await self.registry.adopt(key):
-                if self.replays is not None:
-                    self.replays.owed.given(key, gone)
-                continue
-            session = self.registry.sessions.get(key)
-            if session is not None and self.replays is not None:
-                self.replays.hold([session])  # in the turn it was restored: nothing came yet
-                taken.append(session)
-            now = await self.bucket.get(kv_key)
-            if now is None or now.revision != revision:
-                # Its device connected elsewhere while the session was read, and that
-                # member's take-over request found nothing here yet: it is theirs.
-                session = self.registry.sessions.get(key)
-                if session is not None and session.client is None:
-                    self.registry.forget(session)
-                continue
-            adopted += 1
-        return adopted
-
-    async def _read_holders(self) -> dict[str, str]:
-        """Every claim at this moment."""
-        return {kv_key: value.decode() for kv_key, value in (await self.bucket.values()).items()}
+        """Take the sessions dead member ``gone`` held (``broker.cluster.adoption``)."""
+        return await adopt(self, gone)
 
     def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
         unrouted = self._unrouted.pop(key, None)
