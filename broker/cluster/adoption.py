@@ -7,6 +7,7 @@ from the shared store, and queued for here (``broker.cluster.sessions``, whose
 import logging
 from typing import TYPE_CHECKING
 
+from broker.cluster.claim_value import holder_of
 from broker.cluster.frames import from_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.silence import nobody_listens
@@ -53,7 +54,7 @@ async def _adopt_all(claims: "SessionClaims", gone: str, taken: list["BrokerSess
         if holder != gone:
             continue
         entry = await claims.bucket.get(kv_key)
-        if entry is None or entry.value.decode() != gone:
+        if entry is None or holder_of(entry.value) != gone:
             continue
         device_id, _, client_id = from_key(kv_key).partition("/")
         key = (device_id, client_id)
@@ -88,5 +89,5 @@ async def _adopt_all(claims: "SessionClaims", gone: str, taken: list["BrokerSess
 
 
 async def read_holders(bucket: KeyValue) -> dict[str, str]:
-    """Every claim at this moment."""
-    return {kv_key: value.decode() for kv_key, value in (await bucket.values()).items()}
+    """Every claim at this moment: the member it names."""
+    return {kv_key: holder_of(value) for kv_key, value in (await bucket.values()).items()}

@@ -3,7 +3,9 @@ which member holds each persistent session.
 
 Each connect claims its session key (device id, client id) in the JetStream key-value bucket
 ``<cluster>_clients`` by compare-and-set, with this member's name as the value, before its
-CONNACK. When the key named another member, that member is asked
+CONNACK, and whether the connect has Clean Start (``broker.cluster.claim_value``: a
+survivor holding a dead member's delayed will for the session reads it). When the key named
+another member, that member is asked
 (``<cluster>.takeover.<member>``, request/reply) to close its connections on the session and
 give the session up, and the CONNACK waits for its answer. Of two connects racing on two
 members, the later compare-and-set wins and the earlier is closed: exactly one stays. A
@@ -44,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from broker.cluster.adoption import adopt, read_holders
+from broker.cluster.claim_value import claim_value, holder_of
 from broker.cluster.frames import to_key
 from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
@@ -116,7 +119,7 @@ class SessionClaims:
         member = self.link.member
         self._claiming[key] = asyncio.Event()  # connects on one session take turns (Registry)
         try:
-            previous, revision = await self._swap(key, member.encode())
+            previous, revision = await self._swap(key, claim_value(member, clean))
             self._remember(key, revision, client)
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
@@ -130,6 +133,8 @@ class SessionClaims:
         if previous is None:
             return True
         if previous[0] == member:
+            if self.wills is not None:  # a dead member's will waiting here decides now
+                self.wills.claimed_again(key)
             return False
         request = json.dumps(
             {"key": list(key), "revision": previous[1], "member": member, "clean": clean}
@@ -242,7 +247,7 @@ class SessionClaims:
                     holder = member
                 except ClusterConflictError:
                     entry = await self.bucket.get(kv_key)
-                    holder = entry.value.decode() if entry is not None else None
+                    holder = holder_of(entry.value) if entry is not None else None
             if holder == member:
                 mine.add(key)
         return mine
@@ -278,14 +283,14 @@ class SessionClaims:
         kv_key = to_key(store_key(key))
         for _ in range(_ATTEMPTS):
             entry = await self.bucket.get(kv_key)
-            holder = entry.value.decode() if entry is not None else ""
+            holder = holder_of(entry.value) if entry is not None else ""
             if holder and self.replays is not None and self.is_gone(holder):
                 await self.replays.pin_taken(key, holder)
             try:
                 if entry is None:
                     return None, await self.bucket.create(kv_key, value)
                 written = await self.bucket.update(kv_key, value, entry.revision)
-                return (entry.value.decode(), entry.revision), written
+                return (holder, entry.revision), written
             except ClusterConflictError:
                 continue  # another member wrote meanwhile: read again
         raise ClusterConflictError(f"{_ATTEMPTS} compare-and-set rounds lost")
@@ -312,6 +317,8 @@ class SessionClaims:
         if claimed is not None and claimed[0] > int(request["revision"]):
             return b"0"  # a newer connection here claimed it since: it stays
         self._claimed.pop(key, None)
+        if self.wills is not None:  # a dead member's will waiting here decides now
+            self.wills.claimed_again(key)
         # The same rule as a take-over within one member. A request without "clean" (from a
         # member of an earlier version) publishes the will, as that version did.
         session = self.registry.sessions.get(key)
