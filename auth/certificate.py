@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from auth.fingerprint import reference_credentials_id, spki_der, spki_sha256_of_der
 from auth.pem import PemBlock, looks_like_pem, split_pem
 from nanoiot.errors import PemError
+from nanoiot.text import printable
 
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
 _KEY_LABELS = frozenset({"PUBLIC KEY", "RSA PUBLIC KEY"})
@@ -80,7 +81,7 @@ def parse_credential(data: str | bytes) -> ParsedCredential:
         _load_block_certificate(block) for block in blocks if block.label in _CERT_LABELS
     ]
     _check_chain_order(certificates)
-    rest = tuple(c.subject.rfc4514_string() for c in certificates[1:])
+    rest = tuple(shown_name(c.subject) for c in certificates[1:])
     return _from_certificate(certificates[0], rest)
 
 
@@ -108,6 +109,17 @@ def describe_key(public_key: PublicKeyTypes) -> tuple[str, int]:
     if isinstance(public_key, dsa.DSAPublicKey):
         return "DSA", public_key.key_size
     raise PemError(f"unsupported public key type {type(public_key).__name__}")
+
+
+def shown_name(name: x509.Name) -> str:
+    """``name`` in RFC 4514 text, as it is stored and shown back (API, web UI, CLI, errors),
+    with every character that would not show as itself escaped as in a Python literal:
+    controls (a newline would forge a CLI line), and the bidirectional and zero-width format
+    characters that make a subject read as another (the rule of ``storage.names`` for the
+    names an operator types; a certificate's subject is the issuer's text, so it is escaped,
+    not refused). Only shown: identity is the key's fingerprint, never this text."""
+    text = name.rfc4514_string()
+    return printable(text, len(text))
 
 
 def common_name(name: x509.Name) -> str | None:
@@ -144,7 +156,7 @@ def _check_chain_order(certificates: list[x509.Certificate]) -> None:
     if first.subject == second.issuer and first.issuer != second.subject:
         raise PemError(
             "certificate chain in the wrong order: the device (leaf) certificate must come first, "
-            f"but the first one, '{first.subject.rfc4514_string()}', issued the second"
+            f"but the first one, '{shown_name(first.subject)}', issued the second"
         )
 
 
@@ -161,9 +173,9 @@ def _from_certificate(cert: x509.Certificate, rest: tuple[str, ...]) -> ParsedCr
         credentials_id=reference_credentials_id(der),
         key_type=key_type,
         key_size=key_size,
-        subject=cert.subject.rfc4514_string(),
+        subject=shown_name(cert.subject),
         common_name=common_name(cert.subject),
-        issuer=cert.issuer.rfc4514_string(),
+        issuer=shown_name(cert.issuer),
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,

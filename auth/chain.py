@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 
-from auth.certificate import ParsedCredential, common_name, load_certificate
+from auth.certificate import ParsedCredential, common_name, load_certificate, shown_name
 from auth.cn_rule import MAX_CN_LENGTH, CnRuleUnusable, NoMatch, name_from_cn
 from auth.decision import Decision, Reason, deny, leaf_problem
 from auth.keys import DEFAULT_KEYS, KeyPolicy
@@ -100,9 +100,7 @@ def _inside(leaf: x509.Certificate, now: datetime) -> datetime:
 
 
 def _untrusted(leaf: x509.Certificate) -> str:
-    return (
-        f"unknown certificate key and issuer '{leaf.issuer.rfc4514_string()}' is not a trusted CA"
-    )
+    return f"unknown certificate key and issuer '{shown_name(leaf.issuer)}' is not a trusted CA"
 
 
 def _verification_refusal(
@@ -162,7 +160,7 @@ def revoked_in_chain(
             return deny(
                 Reason.REVOKED_BY_CA,
                 f"certificate serial {cert.serial_number:x} is revoked by its CA "
-                f"(CRL of '{issuer.subject.rfc4514_string()}', "
+                f"(CRL of '{shown_name(issuer.subject)}', "
                 f"since {entry.revocation_date_utc:%Y-%m-%d})",
             )
     return None
@@ -217,7 +215,7 @@ def load_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocatio
     except ValueError as exc:
         raise PemError(f"not a CRL: {exc}") from None
     if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-        raise PemError(f"the CRL is not signed by CA '{issuer.subject.rfc4514_string()}'")
+        raise PemError(f"the CRL is not signed by CA '{shown_name(issuer.subject)}'")
     return crl
 
 

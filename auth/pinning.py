@@ -21,6 +21,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from auth.certificate import shown_name
 from auth.chain import TrustAnchor, match_chain, revoked_in_chain, signed
 from auth.decision import Decision, Holder, Reason, decide_certificate, deny
 from auth.keys import DEFAULT_KEYS, KeyPolicy
@@ -116,7 +117,7 @@ def _registered_problem(
         return deny(
             Reason.ISSUER_MISMATCH,
             f"the certificate registered for device '{holder.device_name}' was issued by "
-            f"'{registered.issuer.rfc4514_string()}' and this one is not signed by that CA "
+            f"'{shown_name(registered.issuer)}' and this one is not signed by that CA "
             "(a device sends an intermediate CA after its own certificate)",
         )
     return None

@@ -15,7 +15,10 @@ byte). Each record is::
 ``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Topics are
 the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
 left, since each process has its own clock. The message id and the route table revision
-it was routed at are the first routing member's (``broker.cluster.handover``). A record "for
+it was routed at are the first routing member's (``broker.cluster.handover``). A frame comes
+from the network: ``decode`` checks what it reads, the property list as strictly as a
+PUBLISH's (``broker.mqtt.publish_properties``), which it then keeps as its bytes, as the
+publisher's member does (``Properties.held_as_wire``). A record "for
 one session" is one a member sends on for a session that moved from it: ``groups`` then
 holds that session's key (``device id/client id``), then the shared subscription it is for
 if any (NUL before each), and the message goes to that session alone. A
@@ -32,13 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from broker.mqtt.properties import (
-    NO_PROPERTIES,
-    PUBLISH,
-    WILL,
-    Properties,
-    read_properties,
-)
+from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
+from broker.mqtt.publish_properties import read_publish_properties
 from broker.mqtt.wire import Reader, varint
 from broker.peer import SessionKey, store_key
 from broker.router import Message
@@ -167,13 +165,23 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
 
 
 def _properties(listed: bytes) -> Properties:
-    """A PUBLISH's properties, or a will's (which routes like one, §3.1.3.2)."""
-    for packet_type in (PUBLISH, WILL):
-        try:
-            return read_properties(Reader(listed), packet_type)
-        except NanoIoTError:
-            continue
-    raise ClusterError("a forwarded frame holds properties no PUBLISH or will may carry")
+    """A PUBLISH's properties, or a will's (which routes like one, §3.1.3.2). Checked again,
+    as the frame came from the network, then kept as their bytes, as the publisher's node
+    keeps them (``Properties.held_as_wire``): a queue's and the retained messages' bounds
+    count those bytes, so the values read must not hold 25 times more here than there."""
+    try:
+        properties, _ = read_publish_properties(listed, 0, len(listed))
+        return properties
+    except NanoIoTError:
+        pass
+    # A list only a will may hold (a Will Delay Interval): the broker routes a will without
+    # it (``inbound.publish_will``), so none should come; read in full, as before.
+    try:
+        return read_properties(Reader(listed), WILL)
+    except NanoIoTError:
+        raise ClusterError(
+            "a forwarded frame holds properties no PUBLISH or will may carry"
+        ) from None
 
 
 def _group(text: str) -> Group:

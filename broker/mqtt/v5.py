@@ -214,8 +214,14 @@ def never_expires(seconds: int) -> bool:
 
 def outgoing_properties(properties: Properties, expires_at: float, now: float) -> Properties:
     """§3.3.2.3.3: the Message Expiry Interval a subscriber receives is what is left of it,
-    in place (user properties keep their order)."""
-    return properties.with_message_expiry(max(1, math.ceil(expires_at - now)))
+    in place (user properties keep their order), never more than the publisher set
+    ([MQTT-3.3.2-6]): sent in the millisecond it came (uvloop's clock counts whole ones),
+    3018.342 + 3600 - 3018.342 is 3600.0000000000005, which rounds up to 3601."""
+    left = max(1, math.ceil(expires_at - now))
+    interval = properties.message_expiry  # as received (a copy's is spliced, not this list's)
+    if interval is not None and left > interval:
+        left = interval
+    return properties.with_message_expiry(left)
 
 
 class AliasesIn:

@@ -16,7 +16,7 @@ import typer
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auth.certificate import common_name, describe_key
+from auth.certificate import common_name, describe_key, shown_name
 from auth.decision import Reason
 from auth.fingerprint import spki_sha256
 from auth.keys import KeyPolicy
@@ -96,8 +96,8 @@ def _print_certificate(path: Path, chain: list[x509.Certificate]) -> None:
     self_signed = " (self-signed)" if leaf.issuer == leaf.subject else ""
     say(f"certificate  {path}")
     say(f"  fingerprint  sha256:{spki_sha256(leaf.public_key())}")
-    say(f"  subject      {leaf.subject.rfc4514_string()}")
-    say(f"  issuer       {leaf.issuer.rfc4514_string()}{self_signed}")
+    say(f"  subject      {shown_name(leaf.subject)}")
+    say(f"  issuer       {shown_name(leaf.issuer)}{self_signed}")
     say(f"  serial       {leaf.serial_number:x}")
     say(
         f"  valid        {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} to "
@@ -105,7 +105,7 @@ def _print_certificate(path: Path, chain: list[x509.Certificate]) -> None:
     )
     say(f"  key          {key_type} ({key_size} bits)")
     for extra in chain[1:]:
-        say(f"  chain        {extra.subject.rfc4514_string()}")
+        say(f"  chain        {shown_name(extra.subject)}")
 
 
 def _verdict(outcome: Outcome) -> str:
@@ -153,7 +153,7 @@ class Facts:
             is_ca=constraints is not None and constraints.ca,
             server_only=server_only,
             self_signed=leaf.issuer == leaf.subject,
-            issuer=leaf.issuer.rfc4514_string(),
+            issuer=shown_name(leaf.issuer),
             not_after=leaf.not_valid_after_utc,
             not_before=leaf.not_valid_before_utc,
         )

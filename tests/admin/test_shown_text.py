@@ -120,3 +120,17 @@ async def test_a_cn_rule_re2_cannot_match_is_a_one_line_400(
     assert_problem(response, 400, "CN rule '", phrase)
     assert "\n" not in response.json()["message"]
     assert fake_broker.changes == 0
+
+
+async def test_a_certificate_subject_is_shown_escaped(api: httpx.AsyncClient) -> None:
+    # A subject is the issuer's text, not the operator's: escaped, not refused. Before, the
+    # override and the newline were stored and served as they are.
+    device = await create_device(api, "pump-9")
+    leaf = issue("invoice\u202egpj.exe\nforged")
+    url = f"/api/v1/devices/{device['id']['id']}/credentials"
+    added = await api.post(url, json={"credentialsType": "X509_CERTIFICATE", "pem": leaf.cert_pem})
+    assert added.status_code == 201, added.text
+    assert added.json()["subject"] == "CN=invoice\\u202egpj.exe\\nforged"
+    ca = issue("Fleet\u200b CA", ca=True)
+    trusted = await api.post("/api/v1/trusted-cas", json={"name": "fleet", "pem": ca.cert_pem})
+    assert trusted.json()["subject"] == "CN=Fleet\\u200b CA"

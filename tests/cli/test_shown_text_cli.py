@@ -52,3 +52,14 @@ def test_an_import_row_with_a_hidden_character_is_a_bad_row(nanoiot: Cli, tmp_pa
     assert result.returncode == 1
     assert result.stdout.splitlines()[0] == "imported 1 device(s), 1 row(s) failed"
     assert REFUSED in result.stdout
+
+
+def test_a_certificate_subject_prints_escaped_on_one_line(nanoiot: Cli, tmp_path: Path) -> None:
+    pem = tmp_path / "leaf.pem"
+    pem.write_text(issue("invoice\u202egpj.exe\nforged line").cert_pem)
+    nanoiot("device", "add", "pump-9")
+    added = nanoiot("credentials", "add-x509", "pump-9", str(pem)).stdout
+    assert "  subject      CN=invoice\\u202egpj.exe\\nforged line\n" in added
+    listed = nanoiot("credentials", "list", "pump-9").stdout
+    assert "CN=invoice\\u202egpj.exe\\nforged line" in listed
+    assert "\u202e" not in added + listed

@@ -126,7 +126,8 @@ client.on("connect", () => {
     if (err) { console.log("error " + err.message); process.exit(1); }
     for (const payload of ["hello", "again"]) {
       client.publish(topic, payload, { qos: 1, properties: {
-        userProperties: { k: "v" }, contentType: "text/plain",
+        userProperties: { k: "v", d: ["1", "1"] }, contentType: "text/plain",
+        payloadFormatIndicator: true, messageExpiryInterval: 3600,
         correlationData: Buffer.from("c1"), responseTopic: "v1/devices/me/rpc/response/1",
       } });
     }
@@ -144,6 +145,7 @@ client.on("message", (t, payload, packet) => {
   console.log("message " + t + " " + payload.toString() + " " + JSON.stringify({
     user: p.userProperties, type: p.contentType, id: p.subscriptionIdentifier,
     correlation: p.correlationData && p.correlationData.toString(), response: p.responseTopic,
+    format: p.payloadFormatIndicator, expiry: p.messageExpiryInterval,
   }));
   if (++received === 2) client.end(false, () => process.exit(0));
 });
@@ -173,7 +175,11 @@ def test_mqttjs_5_round_trip_with_properties(fleet: Fleet) -> None:
             lines.append(client.wait_for(lambda line: line.startswith(("message", *ended))))
             line = lines[-1]
             assert line.startswith(f"message v1/devices/me/rpc/request/1 {payload} "), line
-            assert '"user":{"k":"v"}' in line
+            # 5.0 §3.3.2.3.7: a repeated user property stays repeated (MQTT.js: a list).
+            assert '"user":{"k":"v","d":["1","1"]}' in line
+            assert '"format":true' in line
+            expiry = int(line.split('"expiry":')[1].split("}")[0])
+            assert 3590 <= expiry <= 3600  # 5.0 §3.3.2.3.3 [MQTT-3.3.2-6]: what is left
             assert '"type":"text/plain"' in line
             assert '"id":7' in line
             assert '"correlation":"c1"' in line

@@ -5,6 +5,7 @@ refuse a control character: the input kept, nothing stored."""
 import httpx
 import pytest
 
+from auth.certificate import parse_credential
 from storage.sql import SqlCredentialStore
 from tests.admin.conftest import FakeBroker
 from tests.admin.web.conftest import post_form
@@ -58,3 +59,15 @@ async def test_add_ca_refuses_hidden_names_and_rules_re2_cannot_match(
     assert response.status_code == 400
     assert phrase in response.text
     assert await store.list_trusted_cas() == []
+
+
+async def test_a_certificate_subject_is_shown_escaped_on_the_device_page(
+    ui: httpx.AsyncClient, store: SqlCredentialStore
+) -> None:
+    leaf = issue("invoice\u202egpj.exe")
+    device, _ = await store.create_device_with_credential(
+        "pump-9", x509=parse_credential(leaf.cert_pem)
+    )
+    page = (await ui.get(f"/ui/devices/{device.id}")).text
+    assert "CN=invoice\\u202egpj.exe" in page
+    assert "\u202e" not in page

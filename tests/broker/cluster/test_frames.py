@@ -1,5 +1,7 @@
 """Frames between nodes and route keys: pure encoding, and the route table's matching."""
 
+import tracemalloc
+
 import pytest
 
 from broker.cluster.frames import (
@@ -13,7 +15,7 @@ from broker.cluster.frames import (
     to_key,
 )
 from broker.cluster.routes import RouteTable
-from broker.mqtt.properties import Properties, Property
+from broker.mqtt.properties import MAX_USER_PROPERTIES, Properties, Property, PropertyValue
 from broker.router import Message
 from nanoiot.errors import ClusterError
 
@@ -110,6 +112,45 @@ def test_a_property_list_of_128_bytes_or_more_crosses() -> None:
     encode(message, frame, NOW)
     (routed,) = decode(bytes(frame), NOW)
     assert routed.message.properties == properties
+
+
+def test_a_long_list_is_held_as_its_bytes_on_the_receiving_node() -> None:
+    # Decoded, 1,024 empty user properties held 128 KB for the 5 KB that max_queued_bytes and
+    # the retained bounds count (``Properties.held_as_wire``): as on the publisher's node.
+    listed: list[tuple[int, PropertyValue]] = [
+        (Property.USER_PROPERTY, (str(n), "")) for n in range(MAX_USER_PROPERTIES - 1)
+    ]
+    listed += [(Property.MESSAGE_EXPIRY_INTERVAL, 60), (Property.USER_PROPERTY, ("z", ""))]
+    frame = bytearray()
+    for n in range(10):
+        message = Message(f"t/{n}", b"p", 1, properties=Properties(listed), expires_at=NOW + 60)
+        encode(message, frame, NOW)
+    data = bytes(frame)
+    list(decode(data, NOW))  # the interpreter's free lists filled before counting
+    tracemalloc.start()
+    try:
+        routed = list(decode(data, NOW))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(routed) == 10
+    assert held < 2 * len(data)
+    properties = routed[0].message.properties
+    assert properties.message_expiry == 60
+    assert properties.all(Property.USER_PROPERTY)[-1] == ("z", "")  # read when asked
+    sent = properties.with_message_expiry(59)  # the time left, spliced into the bytes
+    assert sent.items[-2:] == (
+        (Property.MESSAGE_EXPIRY_INTERVAL, 59),
+        (Property.USER_PROPERTY, ("z", "")),
+    )
+
+
+def test_a_list_no_publish_may_carry_is_refused() -> None:
+    frame = bytearray()
+    wrong = Properties([(Property.SESSION_EXPIRY_INTERVAL, 5)])  # CONNECT's, not PUBLISH's
+    encode(Message("t", b"p", 1, properties=wrong), frame, NOW)
+    with pytest.raises(ClusterError, match="no PUBLISH or will may carry"):
+        list(decode(bytes(frame), NOW))
 
 
 @pytest.mark.parametrize("cut", [1, 5, 8, 12])

@@ -324,6 +324,19 @@ def test_message_expiry_drops_late_messages_and_forwards_the_time_left() -> None
     assert sent.properties == Properties([(Property.USER_PROPERTY, ("a", "1")), (0x02, 4)])
 
 
+def test_the_time_left_is_never_more_than_the_publisher_set() -> None:
+    # [MQTT-3.3.2-6]: sent in the millisecond it came (uvloop's clock counts whole ones), the
+    # deadline less the clock is 3600.0000000000005 in floating point, not 3600.
+    connection, _ = _accepted()
+    expiry = Properties([(0x02, 3600)])
+    received = 3018.342
+    message = Outgoing("t", b"", 0, properties=expiry, expires_at=received + 3600)
+    assert connection.publish(message, now=received) == []
+    [sent] = _sent(connection)
+    assert isinstance(sent, Publish)
+    assert sent.properties.message_expiry == 3600
+
+
 def test_a_refused_publish_is_acknowledged_with_its_reason_and_ends_a_qos_2_flow() -> None:
     # §3.4.2.1 / §3.5.2.1: 0x87 not authorized; a PUBREC of 0x80 or more ends the flow.
     connection, _ = _accepted()
