@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.convertors import UUIDConvertor, register_url_convertor
 
 from admin import service
 from admin.context import context_of
@@ -28,10 +29,21 @@ from admin.schemas import (
     DeviceWithCredentials,
     DeviceWithCredentialsOut,
 )
+from admin.wire_types import JSON_BOOLEAN, JSON_INTEGER, UUID_PATTERN
 from storage.interface import CredentialStore
 from storage.sql import MAX_PAGE, MAX_PAGE_SIZE
 
 router = APIRouter(tags=["devices (reference-compatible)"])
+
+
+class _UuidText(UUIDConvertor):
+    """A path id in the hyphenated form only (``admin.wire_types``): Starlette's ``uuid``
+    also matches 32 bare hex digits. Any other text is no route: 404, as before."""
+
+    regex = UUID_PATTERN
+
+
+register_url_convertor("uuid_text", _UuidText())
 
 _MEANINGS = {
     400: "Invalid input; the message says what is wrong (for a certificate: not PEM, a private "
@@ -46,6 +58,7 @@ AllowExpired = Annotated[
         alias="allowExpired",
         description="Register a certificate that has already expired (devices cannot use it)",
     ),
+    JSON_BOOLEAN,
 ]
 
 
@@ -76,7 +89,7 @@ async def save_device(body: DeviceCreate, request: Request) -> DeviceOut:
 
 
 @router.get(
-    "/api/device/{deviceId:uuid}",
+    "/api/device/{deviceId:uuid_text}",
     response_model=DeviceOut,
     responses=_errors(404),
     summary="Get a device",
@@ -86,7 +99,7 @@ async def get_device(deviceId: UUID, request: Request) -> DeviceOut:
 
 
 @router.delete(
-    "/api/device/{deviceId:uuid}",
+    "/api/device/{deviceId:uuid_text}",
     response_class=Response,
     responses={
         200: {"description": "Deleted, with its credentials", "content": {}},
@@ -108,8 +121,8 @@ async def delete_device(deviceId: UUID, request: Request) -> Response:
 )
 async def list_devices(
     request: Request,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 100,
-    page: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE), JSON_INTEGER] = 100,
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE), JSON_INTEGER] = 0,
     text_search: Annotated[
         str | None,
         Query(alias="textSearch", max_length=255, description="Part of the name, any case"),
@@ -125,7 +138,7 @@ async def list_devices(
 
 
 @router.get(
-    "/api/device/{deviceId:uuid}/credentials",
+    "/api/device/{deviceId:uuid_text}/credentials",
     response_model=CredentialsOut,
     responses=_errors(404),
     summary="The credentials a device authenticates with",

@@ -12,12 +12,12 @@ credential specs. No store access here.
 import json
 from datetime import datetime
 from typing import Any, Literal
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from admin.service import BasicSpec, CredentialSpec, TokenSpec, X509Spec
+from admin.wire_types import Uuid
 from auth.kinds import CredentialStatus, CredentialType
 from nanoiot.errors import ValidationError
 from storage.names import MAX_NAME_LENGTH
@@ -43,13 +43,13 @@ def _ms(when: datetime) -> int:
 class EntityId(_Model):
     """``{id}``: how the reference names a credentials object."""
 
-    id: UUID
+    id: Uuid
 
 
 class DeviceId(_Model):
     """``{id, entityType: "DEVICE"}``: how the reference names a device."""
 
-    id: UUID
+    id: Uuid
     entity_type: Literal["DEVICE"] = "DEVICE"
 
 

@@ -7,13 +7,13 @@ Errors are ``admin.problems``'s: 400 bad input, 404 unknown id, 409 already regi
 """
 
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
 from admin import v1_cas, v1_credentials, v1_import
 from admin.context import context_of
 from admin.v1_models import AuthEventV1, errors
+from admin.wire_types import JSON_INTEGER, Uuid
 from storage.records import AuthOutcome
 
 router = APIRouter(prefix="/api/v1")
@@ -33,9 +33,9 @@ router.include_router(v1_import.router)
 )
 async def list_auth_events(
     request: Request,
-    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
+    device_id: Annotated[Uuid | None, Query(alias="deviceId")] = None,
     outcome: AuthOutcome | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), JSON_INTEGER] = 100,
 ) -> list[AuthEventV1]:
     events = await context_of(request).store.list_auth_events(
         device_id=device_id, outcome=outcome, limit=limit

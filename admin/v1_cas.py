@@ -7,7 +7,6 @@ CA), so the broker never meets one it has to ignore.
 """
 
 from typing import Annotated
-from uuid import UUID
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Path, Request, Response, status
@@ -26,6 +25,7 @@ from admin.v1_models import (
     errors,
     unsupported,
 )
+from admin.wire_types import Uuid
 from auth.certificate import load_certificate, parse_credential
 from auth.chain import load_crl
 from nanoiot.errors import NanoIoTError, PemError, ValidationError
@@ -33,8 +33,8 @@ from storage.records import TrustedCA
 
 router = APIRouter(tags=["trusted CAs (v1)"])
 
-CaId = Annotated[UUID, Path(alias="caId", description="The trusted CA's id.")]
-DeviceId = Annotated[UUID, Path(alias="deviceId", description="The device's id.")]
+CaId = Annotated[Uuid, Path(alias="caId", description="The trusted CA's id.")]
+DeviceId = Annotated[Uuid, Path(alias="deviceId", description="The device's id.")]
 
 # Bodies a CRL may come in, besides JSON {"crl": "<PEM>"}.
 _CRL_BODY_TYPES = {

@@ -24,6 +24,7 @@ from admin.v1_models import (
     errors,
     for_api,
 )
+from admin.wire_types import Uuid
 from auth.certificate import ParsedCredential, parse_credential
 from auth.kinds import CredentialStatus
 from auth.validity import check_registrable
@@ -33,8 +34,8 @@ from storage.records import Credential
 
 router = APIRouter(tags=["credentials (v1)"])
 
-DeviceId = Annotated[UUID, Path(alias="deviceId", description="The device's id.")]
-CredentialId = Annotated[UUID, Path(alias="credentialId", description="The credential's id.")]
+DeviceId = Annotated[Uuid, Path(alias="deviceId", description="The device's id.")]
+CredentialId = Annotated[Uuid, Path(alias="credentialId", description="The credential's id.")]
 
 
 @router.get(

@@ -27,6 +27,7 @@ from admin.context import AdminContext, context_of
 from admin.v1_models import ImportRowResult, ImportSummary, errors, for_api, unsupported
 from admin.v1_rows import Rows, arrived_batches, csv_rows, json_rows, numbered_lines, sniffed_rows
 from admin.v1_upload import uploaded_file
+from admin.wire_types import JSON_BOOLEAN
 from nanoiot.cli.import_batch import Row, RowOutcome, import_batch
 from nanoiot.cli.imports import BATCH_ROWS
 from nanoiot.errors import (
@@ -109,7 +110,9 @@ class RowResultsResponse(StreamingResponse):
 async def import_devices(
     request: Request,
     allow_expired: Annotated[
-        bool, Query(alias="allowExpired", description="Also register expired certificates.")
+        bool,
+        Query(alias="allowExpired", description="Also register expired certificates."),
+        JSON_BOOLEAN,
     ] = False,
 ) -> Response:
     try:

@@ -10,9 +10,10 @@ from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
+from admin.wire_types import Uuid
 from auth.kinds import CredentialStatus, CredentialType
 from storage.records import AuthEvent, AuthOutcome, Credential, Device, TrustedCA
 
@@ -88,7 +89,7 @@ class DeviceV1(_Camel):
 
 
 class DeviceCaBinding(_Request):
-    ca_id: UUID | None = Field(
+    ca_id: Uuid | None = Field(
         description="The trusted CA whose certificates (by their CN rule) may connect as this "
         "device; null unbinds. A device holding a certificate registered another way stays "
         "with it whatever this says."
@@ -151,7 +152,7 @@ class CredentialV1(_Camel):
 class NewX509(_Request):
     credentials_type: Literal[CredentialType.X509_CERTIFICATE]
     pem: str = Field(description="The device certificate (or bare public key) in PEM.")
-    allow_expired: bool = Field(False, description="Register an already expired certificate.")
+    allow_expired: StrictBool = Field(False, description="Register an already expired certificate.")
 
 
 class NewAccessToken(_Request):
@@ -164,7 +165,7 @@ class NewMqttBasic(_Request):
     username: str
     password: str = Field(description="Stored as an argon2 hash; never returned.")
     client_id: str | None = Field(None, description="Require this MQTT client id.")
-    application: bool = Field(False, description="A backend application, not a device.")
+    application: StrictBool = Field(False, description="A backend application, not a device.")
 
 
 NewCredential = Annotated[
@@ -220,7 +221,7 @@ class NewTrustedCa(_Request):
         description="Matched against the whole CN of a device certificate; group 1 (or the "
         "whole CN) is the device name. Default: the CN is the device name.",
     )
-    create_devices: bool = Field(False, description="Create a device at its first connect.")
+    create_devices: StrictBool = Field(False, description="Create a device at its first connect.")
 
 
 class NewCrl(_Request):

@@ -13,19 +13,20 @@
   DISCONNECT (§3.14.2.2.2). A 3.1/3.1.1 persistent session has ``persistent_session_expiry``
   for its interval (3.1.1 §3.1.2.4 leaves its lifetime to the server), none if that is 0.
   Sessions read back from the store end their interval after their client left.
-- In a cluster (``ownership``), a persistent session is held in memory by one member only,
-  the one whose claim names it: a connect whose claim took the session from another member
-  reads it fresh from the shared store (``moved_here``), and a member asked to give a
-  session up forgets it after its store committed it (``hand_over``).
+- In a cluster (``ownership``: ``broker.ownership``), a persistent session is held in memory
+  by one member only, the one whose claim names it: a connect whose claim took the session
+  from another member reads it fresh from the shared store (``moved_here``), and a member
+  asked to give a session up forgets it after its store committed it (``hand_over``).
 """
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from broker.mqtt.limits import NEVER_EXPIRES
+from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
 from broker.router import Router
 from broker.session_store import SessionStore
@@ -39,63 +40,6 @@ if TYPE_CHECKING:
     from broker.restore import Restoration
 
 log = logging.getLogger(__name__)
-
-
-class Ownership(Protocol):
-    """Which member of a cluster holds which session (``broker.cluster.sessions``)."""
-
-    async def claim(self, client: "MqttClient", clean: bool) -> bool:
-        """Make this member the session's only holder, any connection on another member
-        closed (with its will if ``clean``, the connect's Clean Start, ends the session:
-        ``BrokerSession.ends_with_connect``) and its session there given up; True if this
-        member did not hold it before (its copy here, if any, is not to be trusted)."""
-        ...
-
-    async def owned(self, keys: list[SessionKey]) -> set[SessionKey]:
-        """Of these stored sessions, the ones this member holds (or now claimed)."""
-        ...
-
-    def restored(self, sessions: list[BrokerSession]) -> None:
-        """These sessions of this member's were restored from the store (what was kept for
-        them while it was away is given to them: ``broker.cluster.replay``)."""
-        ...
-
-    def restoration_done(self) -> None:
-        """Every session of this member's is restored."""
-        ...
-
-    def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
-        """``client``'s will falls due: ``publish`` it, once the cluster will not publish
-        it again (``broker.cluster.wills``)."""
-        ...
-
-    def loaded(self, key: SessionKey, session: BrokerSession | None) -> None:
-        """The session this member claimed was read from the shared store (it may have
-        been routed to on the member it left meanwhile: ``broker.cluster.handover``)."""
-        ...
-
-    async def settled(self, key: SessionKey, session: BrokerSession | None) -> None:
-        """Once the other members can see this member's subscriptions made so far, and
-        what was routed to the session on the member it left is here."""
-        ...
-
-    def abandoned(self, key: SessionKey) -> None:
-        """Another member took the claimed session while it was being read."""
-        ...
-
-    def ended(self, client: "MqttClient") -> None:
-        """A connection ended here (its will, if any, is this member's business)."""
-        ...
-
-    def holds(self, key: SessionKey) -> bool:
-        """Whether this member's last claim of ``key`` still stands (no other member took
-        the session since)."""
-        ...
-
-    def awaiting_pubrel(self, key: SessionKey) -> set[int]:
-        """The packet ids of the client's QoS 2 messages the member that gave the session up
-        had received and not seen released (once; empty if none)."""
-        ...
 
 
 class Registry:

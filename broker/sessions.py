@@ -151,6 +151,13 @@ class Unrouted:
             return None
 
 
+def connect_ends(clean: bool, persistent: bool) -> bool:
+    """Whether a connect with Clean Start ``clean`` ends a session that is ``persistent`` or
+    not (``BrokerSession.ends_with_connect``, the rule; this, for a session known only by
+    what it was: a dead member's, ``broker.cluster.survivor``)."""
+    return clean or not persistent
+
+
 class BrokerSession(Session):
     __slots__ = (
         "arrival",
@@ -217,8 +224,9 @@ class BrokerSession(Session):
         new one came) means no will; 3.1.1 §3.1.2.5 leaves a take-over out of the will's
         causes, and Mosquitto (07-will-takeover) does the same for it. The one rule for a
         take-over on one member (``Registry.take_over``) and across a cluster
-        (``broker.cluster.sessions``)."""
-        return clean or not self.persistent
+        (``broker.cluster.sessions``, and ``broker.cluster.survivor`` for a will of a dead
+        member's session: ``connect_ends``)."""
+        return connect_ends(clean, self.persistent)
 
     def cancel_timers(self) -> None:
         for timer in (self.expiry_timer, self.will_timer):

@@ -3,7 +3,9 @@ which member holds each persistent session.
 
 Each connect claims its session key (device id, client id) in the JetStream key-value bucket
 ``<cluster>_clients`` by compare-and-set, with this member's name as the value, before its
-CONNACK. When the key named another member, that member is asked
+CONNACK, and whether the connect has Clean Start (``broker.cluster.claim_value``: a
+survivor holding a dead member's delayed will for the session reads it). When the key named
+another member, that member is asked
 (``<cluster>.takeover.<member>``, request/reply) to close its connections on the session and
 give the session up, and the CONNACK waits for its answer. Of two connects racing on two
 members, the later compare-and-set wins and the earlier is closed: exactly one stays. A
@@ -43,14 +45,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.frames import from_key, to_key
+from broker.cluster.adoption import adopt, read_holders
+from broker.cluster.claim_value import claim_value, holder_of
+from broker.cluster.frames import to_key
 from broker.cluster.handover import Handovers
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
 from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
-from broker.cluster.silence import nobody_listens
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
@@ -116,7 +119,7 @@ class SessionClaims:
         member = self.link.member
         self._claiming[key] = asyncio.Event()  # connects on one session take turns (Registry)
         try:
-            previous, revision = await self._swap(key, member.encode())
+            previous, revision = await self._swap(key, claim_value(member, clean))
             self._remember(key, revision, client)
         except ClusterError as exc:
             log.warning("session %s not claimed in the cluster: %s", store_key(key), exc)
@@ -130,6 +133,8 @@ class SessionClaims:
         if previous is None:
             return True
         if previous[0] == member:
+            if self.wills is not None:  # a dead member's will waiting here decides now
+                self.wills.claimed_again(key)
             return False
         request = json.dumps(
             {"key": list(key), "revision": previous[1], "member": member, "clean": clean}
@@ -231,7 +236,7 @@ class SessionClaims:
         claimed (stored before the cluster, or its claim lost) is claimed now, by the
         first member to ask."""
         if self._holders is None:
-            self._holders = await self._read_holders()
+            self._holders = await read_holders(self.bucket)
         member, mine = self.link.member, set()
         for key in keys:
             kv_key = to_key(store_key(key))
@@ -242,7 +247,7 @@ class SessionClaims:
                     holder = member
                 except ClusterConflictError:
                     entry = await self.bucket.get(kv_key)
-                    holder = entry.value.decode() if entry is not None else None
+                    holder = holder_of(entry.value) if entry is not None else None
             if holder == member:
                 mine.add(key)
         return mine
@@ -252,72 +257,8 @@ class SessionClaims:
         self._holders = None
 
     async def adopt(self, gone: str) -> int:
-        """Take the sessions dead member ``gone`` held: claimed by compare-and-set (a device
-        connecting elsewhere meanwhile wins), read from the store, queued for here."""
-        if not self.is_gone(gone):
-            return 0  # it came back (restarted): it restored its own
-        if not await nobody_listens(self.link, gone, self.is_gone):
-            return 0
-        taken: list[BrokerSession] = []
-        complete = False
-        try:
-            adopted = await self._adopt_all(gone, taken)
-            complete = True
-        finally:  # what is held for those taken is released, whatever happened
-            if self.replays is not None:
-                self.replays.start(gone, taken, purge=complete)
-        self.adopted += adopted
-        if adopted:
-            log.info("adopted %d persistent sessions of member %s", adopted, gone)
-        if self.replays is not None:  # all taken: the others stop parking frames for it
-            self.replays.forget(gone)
-        elif self.announcer is not None:
-            await self.announcer.forget(gone)
-        return adopted
-
-    async def _adopt_all(self, gone: str, taken: list["BrokerSession"]) -> int:
-        """Claim and read each session ``gone`` holds; those read here join ``taken``."""
-        member, adopted = self.link.member.encode(), 0
-        for kv_key, holder in (await self._read_holders()).items():
-            if holder != gone:
-                continue
-            entry = await self.bucket.get(kv_key)
-            if entry is None or entry.value.decode() != gone:
-                continue
-            device_id, _, client_id = from_key(kv_key).partition("/")
-            key = (device_id, client_id)
-            if self.replays is not None:  # a take-over from here on takes its frames along
-                self.replays.owed.adopting(key, gone)
-            try:
-                revision = await self.bucket.update(kv_key, member, entry.revision)
-            except ClusterConflictError:
-                if self.replays is not None:
-                    self.replays.owed.given(key, gone)
-                continue  # its device connected meanwhile
-            if self.wills is not None:
-                self.wills.adopted(key, revision)
-            if not await self.registry.adopt(key):
-                if self.replays is not None:
-                    self.replays.owed.given(key, gone)
-                continue
-            session = self.registry.sessions.get(key)
-            if session is not None and self.replays is not None:
-                self.replays.hold([session])  # in the turn it was restored: nothing came yet
-                taken.append(session)
-            now = await self.bucket.get(kv_key)
-            if now is None or now.revision != revision:
-                # Its device connected elsewhere while the session was read, and that
-                # member's take-over request found nothing here yet: it is theirs.
-                session = self.registry.sessions.get(key)
-                if session is not None and session.client is None:
-                    self.registry.forget(session)
-                continue
-            adopted += 1
-        return adopted
-
-    async def _read_holders(self) -> dict[str, str]:
-        """Every claim at this moment."""
-        return {kv_key: value.decode() for kv_key, value in (await self.bucket.values()).items()}
+        """Take the sessions dead member ``gone`` held (``broker.cluster.adoption``)."""
+        return await adopt(self, gone)
 
     def loaded(self, key: SessionKey, session: "BrokerSession | None") -> None:
         unrouted = self._unrouted.pop(key, None)
@@ -342,14 +283,14 @@ class SessionClaims:
         kv_key = to_key(store_key(key))
         for _ in range(_ATTEMPTS):
             entry = await self.bucket.get(kv_key)
-            holder = entry.value.decode() if entry is not None else ""
+            holder = holder_of(entry.value) if entry is not None else ""
             if holder and self.replays is not None and self.is_gone(holder):
                 await self.replays.pin_taken(key, holder)
             try:
                 if entry is None:
                     return None, await self.bucket.create(kv_key, value)
                 written = await self.bucket.update(kv_key, value, entry.revision)
-                return (entry.value.decode(), entry.revision), written
+                return (holder, entry.revision), written
             except ClusterConflictError:
                 continue  # another member wrote meanwhile: read again
         raise ClusterConflictError(f"{_ATTEMPTS} compare-and-set rounds lost")
@@ -376,6 +317,8 @@ class SessionClaims:
         if claimed is not None and claimed[0] > int(request["revision"]):
             return b"0"  # a newer connection here claimed it since: it stays
         self._claimed.pop(key, None)
+        if self.wills is not None:  # a dead member's will waiting here decides now
+            self.wills.claimed_again(key)
         # The same rule as a take-over within one member. A request without "clean" (from a
         # member of an earlier version) publishes the will, as that version did.
         session = self.registry.sessions.get(key)

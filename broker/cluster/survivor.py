@@ -17,9 +17,13 @@ none is lost. A delayed will's delay (MQTT 5 §3.1.3.2.2) is started once: the p
 starts it writes when it ends to the will's entry (``StoredWill.due``), and one that takes the
 departure over waits only what is left of it (publishing at once if it passed). A will whose
 entry does not say (its process died before writing it) waits its whole delay from the
-take-over: later than due, never earlier. A delayed will is published
-only by the process its departure names, so that a process cut off from NATS long enough to
-be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
+take-over: later than due, never earlier. A delayed will whose session a connect claimed
+again (``claimed_again``: a take-over of the session this member adopted, or, read once the
+adoption is done, a connect that came before it) is decided then, not when the delay ends:
+published if the connect ended the session (its claim says Clean Start,
+``broker.cluster.claim_value``), dropped if it took the session on. A delayed will is
+published only by the process its departure names, so that a process cut off from NATS long
+enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
 """
 
 import asyncio
@@ -29,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 
+from broker.cluster.claim_value import clean_start
 from broker.cluster.departure import (
     DEPARTURE_TRIED,
     DONE,
@@ -44,6 +49,7 @@ from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
 from broker.peer import SessionKey, store_key
+from broker.sessions import connect_ends
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
 
@@ -82,9 +88,10 @@ class Survivor:
         # Delayed wills waiting here by departure, and the departures marked ``waiting``.
         self._delayed: dict[str, int] = {}
         self._marked: set[str] = set()
-        # Sessions with a delayed will here whose claim this member's adoption rewrote:
-        # the revision it wrote (a claim still at it means the client has not come back).
-        self._waiting: set[SessionKey] = set()
+        # Sessions with a delayed will here (its departure, entry and will), and those whose
+        # claim this member's adoption rewrote: the revision it wrote (a claim still at it
+        # means the client has not come back).
+        self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
         self._adopted: dict[SessionKey, int] = {}
 
     def member_gone(self, member: Member) -> None:
@@ -170,6 +177,7 @@ class Survivor:
                 await self.adopt(name)
             except (ClusterError, StoreError) as exc:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
+        await self._claims_read(run)
         # The member, if it fenced itself off and is back, waits for this.
         if await self._mark(run, waiting(self.creator) if self._delayed.get(run) else DONE):
             self._marked.add(run)
@@ -214,7 +222,7 @@ class Survivor:
             earlier.cancel()
         loop = asyncio.get_running_loop()
         self._timers[kv_key] = loop.call_later(left, self._delay_ended, run, kv_key, will)
-        self._waiting.add(will.key)
+        self._waiting[will.key] = (run, kv_key, will)
 
     async def _mark(self, run: str, value: bytes) -> bool:
         """Write ``value`` to the departure of ``run`` if it still names this process (not
@@ -253,12 +261,37 @@ class Survivor:
         if key in self._waiting:
             self._adopted[key] = revision
 
+    async def _claims_read(self, run: str) -> None:
+        """The sessions with a delayed will of ``run`` whose client connected again before
+        this member adopted them (their claim is another connect's): decided now."""
+        for key, (waits_for, _, will) in list(self._waiting.items()):
+            if waits_for != run or key in self._adopted:
+                continue
+            try:
+                claim = await self.claims.get(to_key(store_key(key)))
+            except ClusterError as exc:  # decided when the delay ends
+                log.info("claim of session %s not read: %s", store_key(key), exc)
+                continue
+            if claim is not None and claim.revision != will.claim:
+                self.claimed_again(key)
+
+    def claimed_again(self, key: SessionKey) -> None:
+        """A connect claimed ``key`` after its client's will began its delay here: the will
+        is decided now, not when the delay ends (``_due``)."""
+        waiting = self._waiting.get(key)
+        timer = None if waiting is None else self._timers.pop(waiting[1], None)
+        if waiting is None or timer is None:
+            return  # no will waits here, or its delay ended already
+        timer.cancel()
+        log.info("session %s claimed again within its will's delay", store_key(key))
+        self._spawn(self._delay_over(*waiting))
+
     async def _due(self, run: str, kv_key: str, will: StoredWill) -> None:
         """Publish ``will``; a delayed one unless its client connected again (its claim
-        changed, other than by this member's adoption) or another process took its
-        departure over."""
+        changed, other than by this member's adoption) without ending the session, or
+        another process took its departure over."""
         claim = None
-        self._waiting.discard(will.key)
+        self._waiting.pop(will.key, None)
         adopted = self._adopted.pop(will.key, None)
         if will.delay:
             try:
@@ -273,10 +306,13 @@ class Survivor:
                 log.info("will of session %s left to the process that took the departure of "
                          "%s over", store_key(will.key), run)  # fmt: skip
                 return
-        if claim is None or claim.revision in (will.claim, adopted):
+        if claim is None or claim.revision in (will.claim, adopted) or _ended(claim.value):
             self.publish(will)
             self.published += 1
             log.info("published the will of session %s for its dead member",
+                     store_key(will.key))  # fmt: skip
+        else:
+            log.info("will of session %s dropped: its client took the session on",
                      store_key(will.key))  # fmt: skip
         await delete_will(self.bucket, kv_key, None)
 
@@ -298,6 +334,14 @@ class Survivor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _ended(claim: bytes) -> bool:
+    """Whether the connect that made ``claim`` ended the session of a delayed will: the
+    one rule of a take-over (``BrokerSession.ends_with_connect``). A will waits for its delay
+    only if its session was kept (``stored_will``: a session expiry interval), so the
+    session was persistent: the connect's Clean Start decides."""
+    return connect_ends(clean_start(claim), persistent=True)
 
 
 async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:

@@ -17,11 +17,13 @@ most) reads that run's will entries and publishes each: their
 connections ended without DISCONNECT when the member died (§3.1.2.5; a connection taken over
 before had its will published by its member). A 5.0 will with a delay waits for it first:
 the smaller of the Will Delay Interval and the session expiry interval, counted from when the
-death was noticed, and is dropped if the session's claim changed meanwhile (its client
-connected again, §3.1.3.2.2). Then the entry is deleted, and the same survivor adopts the
-dead member's persistent sessions (``SessionClaims.adopt``), unless the member came back,
-and marks the departure done (``broker.cluster.survivor``, which also says what happens to a
-departure whose survivor dies before it is done).
+death was noticed; if the session's claim changes meanwhile (its client connected again),
+it is published at once if that connect ended the session (Clean Start, as the claim says:
+``broker.cluster.claim_value``), and dropped if it took the session on (§3.1.3.2.2). Then
+the entry is deleted, and the same survivor adopts the dead member's persistent sessions
+(``SessionClaims.adopt``), unless the member came back, and marks the departure done
+(``broker.cluster.survivor``, which also says what happens to a departure whose survivor dies
+before it is done).
 
 A member that fences itself off (``broker.cluster.fence``: cut off from NATS) closes its
 connections without their wills and keeps their entries: its run ends there, and the wills
@@ -62,6 +64,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
+from broker.cluster.claim_value import holder_of
 from broker.cluster.departure import DEPARTURES_KEPT, Live
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
@@ -141,6 +144,9 @@ class Wills:
 
     def adopted(self, key: SessionKey, revision: int) -> None:
         self.survivor.adopted(key, revision)
+
+    def claimed_again(self, key: SessionKey) -> None:
+        self.survivor.claimed_again(key)
 
     async def run_ended(self, run: str, within: float) -> None:
         await self.survivor.run_ended(run, within)
@@ -239,7 +245,7 @@ class Wills:
         try:
             if will.delay:
                 claim = await self.claims.get(kv_key)
-                if claim is not None and claim.value != self.member.encode():
+                if claim is not None and holder_of(claim.value) != self.member:
                     return  # its client connected to another member
                 left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
                 await asyncio.sleep(max(left, 0.0))  # the Will Delay Interval itself

@@ -10,6 +10,7 @@ the store's connections belong to the loop that opened them, and hypothesis driv
 examples from synchronous test functions.
 """
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +43,7 @@ Case = AnyCase[APIOperation[Any, Any, Any, Any]]
 BASE_URL = "http://nanoiot.test"
 AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 30
+JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 
 # positive_data_acceptance expects every schema-valid request to succeed, but no schema can
 # say which text is a certificate or which names MQTT can carry: those answer 400 with the
@@ -197,11 +199,14 @@ def _text_fits(text: str, schema: Mapping[str, Any]) -> bool:
     if schema.get("type") == "string":
         return len(text) <= int(schema.get("maxLength", len(text)))
     if schema.get("type") == "integer":
-        try:
-            number = int(text)
-        except ValueError:
+        # As the server reads one (admin.wire_types): JSON's integer grammar, not int()'s,
+        # which also takes '+1', ' 1' and '1_000' (sent as "invalid", they must be refused).
+        if not JSON_INTEGER.fullmatch(text):
             return False
+        number = int(text)
         return int(schema.get("minimum", number)) <= number <= int(schema.get("maximum", number))
+    if schema.get("type") == "boolean":
+        return text in ("true", "false")
     return False
 
 

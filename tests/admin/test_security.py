@@ -110,7 +110,7 @@ async def test_every_guarded_route_refuses_requests_without_the_token(
     before = await _store_state(store)
     operations = list(guarded_operations(lenient_app))
     assert Operation("POST", "/api/device/credentials") in operations
-    assert Operation("DELETE", "/api/device/{deviceId:uuid}") in operations
+    assert Operation("DELETE", "/api/device/{deviceId:uuid_text}") in operations
     assert Operation("GET", "/metrics") in operations
 
     for operation in operations:

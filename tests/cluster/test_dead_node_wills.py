@@ -1,0 +1,91 @@
+"""A delayed MQTT 5 will of a killed node's client, and its client connecting again to a
+survivor within the delay: 5.0 §3.1.3.2.2, the will is published when the delay passes or the
+session ends, whichever comes first; [MQTT-3.1.3-9], never if a connection to the session is
+made before the delay passed.
+
+The device's persistent session is on node A, with a will of delay 300 s (never waited out
+here); A is killed (SIGKILL) and the device connects to node B, before B took A as gone or
+after B adopted A's sessions. Clean Start 1 ends the session: the will is published at once,
+once. Clean Start 0 takes the session on: B drops the will at once, and it never comes. A
+watcher on B sees what is published. The device's connections are raw clients (exact CONNECT
+flags and properties); nodes are separate processes on the machine's NATS and PostgreSQL.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from broker.mqtt.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+    SubscribeRequest,
+    Will,
+)
+from broker.mqtt.properties import Properties, Property
+from tests.cluster.nodes import cluster
+from tests.e2e.peers import Raw
+
+pytestmark = pytest.mark.slow
+
+STATUS = "v1/devices/me/status"
+EXPIRY = 600  # seconds (5.0 §3.1.2.11.2): longer than the test
+DELAY = 300  # a Will Delay Interval the test never waits out: a will that comes is not late
+
+
+def _connect(raw: Raw, clean: bool, will: Will | None = None) -> None:
+    expiry = Properties([(Property.SESSION_EXPIRY_INTERVAL, EXPIRY)])
+    raw.send(Connect(MQTT_5, "sensor", clean, 60, will=will, properties=expiry))
+    connack = raw.read()
+    assert isinstance(connack, Connack)
+    assert connack.code == 0
+
+
+def _stored(raw: Raw) -> None:
+    """Once A's store committed the session: a message queued for it (to its own status,
+    subscribed) is acknowledged once committed, after the session's own row."""
+    raw.send(Subscribe(1, (SubscribeRequest(STATUS, 1),)))
+    assert raw.read() == Suback(1, (1,))
+    raw.send(Publish(STATUS, b"up", 1, packet_id=2))
+    while not isinstance(packet := raw.read(), Puback):
+        assert isinstance(packet, Publish)  # its own message, delivered
+
+
+@pytest.mark.parametrize("adopted", [False, True], ids=["before-adoption", "after-adoption"])
+@pytest.mark.parametrize("clean", [True, False], ids=["clean-start-1", "clean-start-0"])
+def test_a_dead_nodes_delayed_will_goes_at_once_if_a_reconnect_ends_the_session(
+    tmp_path: Path, adopted: bool, clean: bool
+) -> None:
+    with cluster(tmp_path) as nodes:
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
+        sensor = nodes.device("sensor")
+        nodes.application("watcher")
+        for name in ("a", "b"):
+            nodes.start(name)
+        b = nodes.nodes["b"]
+        watcher = nodes.connect("b", app="watcher", client_id="watcher")
+        assert watcher.subscribe("devices/+/status", qos=1) == [1]
+        delayed = Properties([(Property.WILL_DELAY_INTERVAL, DELAY)])
+        first = Raw(nodes.nodes["a"].port, nodes.server_cert, sensor, MQTT_5)
+        _connect(first, False, Will(STATUS, b"gone", properties=delayed))  # kept before
+        _stored(first)
+        assert watcher.next_message().payload == b"up"
+        nodes.kill("a")
+        first.close()
+        if adopted:
+            b.log.wait_for(r"adopted 1 persistent sessions of member a")
+        second = Raw(b.port, nodes.server_cert, sensor, MQTT_5)
+        try:
+            _connect(second, clean)
+            if clean:
+                will = watcher.next_message()
+                assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
+            else:
+                b.log.wait_for(r"will of session \S+/sensor dropped: its client took the session")
+            assert watcher.no_message(within=1.0)  # once, or never
+        finally:
+            second.close()
