@@ -20,6 +20,7 @@ from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
 from tests.e2e.v5_client import make_properties, v5_client
+from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -330,7 +331,7 @@ def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
                   make_properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)),
         )  # fmt: skip
         assert device.wait_connack()[0] == 0
-        device.paho.loop_stop()  # gone without DISCONNECT, as a device losing its network
+        stop_loop(device.paho)  # gone without DISCONNECT, as a device losing its network
         device.paho._reset_sockets()  # its socket, and paho's wake-up pair (no warning later)
         # A saw it go and waits 2 s before the will (polled: no event tells the test).
         assert _wait_for(
