@@ -14,7 +14,14 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from broker.mqtt.packets import Publish, Pubrec
-from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed, watched_on_b
+from tests.cluster.nodes import (
+    APP_PASSWORD,
+    SLOW_HEARTBEAT,
+    Cluster,
+    cluster,
+    until_routed,
+    watched_on_b,
+)
 from tests.cluster.resent import connected, sent_again
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
@@ -217,6 +224,9 @@ def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) ->
     """The store holds every node's sessions: a node that starts again takes in the ones
     whose claim names it, not one that moved to another node meanwhile."""
     with cluster(tmp_path) as nodes:
+        # A must start again before B takes it as gone (three missed heartbeats) and adopts
+        # "other": slow heartbeats leave a loaded machine's restart time for that.
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
         nodes.application("backend")
         nodes.application("other")
         for name in ("a", "b"):
