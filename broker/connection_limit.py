@@ -67,7 +67,11 @@ def usable_connections(wanted: int) -> int:
 
 
 class ConnectionLimit:
-    """Counts and reports connections closed because ``maximum`` were open."""
+    """Counts and reports connections closed because ``maximum`` were open: each counted, and
+    logged at most once a ``LOG_INTERVAL`` while it goes on (a flood would otherwise write a
+    line for each). ``ConnectingPerHost`` reports its refusals the same way."""
+
+    setting = "max_connections"
 
     def __init__(
         self,
@@ -81,17 +85,16 @@ class ConnectionLimit:
         self._unreported = 0
         self._next_report = 0.0
 
-    def refused(self, address: str) -> None:
-        """A connection from ``address`` was closed: ``maximum`` were open."""
+    def refused(self, source: str) -> None:
+        """A connection from ``source`` was closed: ``maximum`` were held."""
         self._count()
         self._unreported += 1
         now = self._clock()
         if now < self._next_report:
             return
         log.warning(
-            "max_connections (%d) reached: %d connection(s) closed before any TLS work, "
-            "the last from %s",
-            self.maximum, self._unreported, address,
+            "%s (%d) reached: %d connection(s) closed before any TLS work, the last from %s",
+            self.setting, self.maximum, self._unreported, source,
         )  # fmt: skip
         self._unreported = 0
         self._next_report = now + LOG_INTERVAL
@@ -142,7 +145,7 @@ def host_of(address: str) -> str:
     return str(ip)
 
 
-class ConnectingPerHost:
+class ConnectingPerHost(ConnectionLimit):
     """``max_connecting_per_address``: connections of one host not admitted yet.
 
     A connection costs a slot of ``max_connections`` from its first byte, and until its CONNECT
@@ -154,19 +157,17 @@ class ConnectingPerHost:
     host's connections are only counted.
     """
 
+    setting = "max_connecting_per_address"
+
     def __init__(
         self,
         maximum: int,
         count: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.maximum = maximum
-        self._count = count
-        self._clock = clock
+        super().__init__(maximum, count, clock)
         self.crowded: Callable[[], bool] = lambda: True
         self._held: dict[str, int] = {}  # host -> its connections not admitted yet
-        self._unreported = 0
-        self._next_report = 0.0
 
     def take(self, address: str) -> str | None:
         """A slot for a new connection from ``address``: the host to ``give_back`` it to, or
@@ -176,17 +177,7 @@ class ConnectingPerHost:
         if held < self.maximum or not self.crowded():
             self._held[host] = held + 1
             return host
-        self._count()
-        self._unreported += 1
-        now = self._clock()
-        if now >= self._next_report:
-            log.warning(
-                "max_connecting_per_address (%d) reached: %d connection(s) closed before any "
-                "TLS work, the last from %s",
-                self.maximum, self._unreported, host,
-            )  # fmt: skip
-            self._unreported = 0
-            self._next_report = now + LOG_INTERVAL
+        self.refused(host)
         return None
 
     def give_back(self, host: str) -> None:

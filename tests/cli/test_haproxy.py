@@ -27,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tests.broker.test_proxy_protocol import v2_header
 from tests.cli.conftest import Cli
 from tests.output import Output
+from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT, provision_device, serving
 
 TOKEN = "haproxy-test-admin-token-0123456789"
@@ -148,7 +149,7 @@ def test_device_address_through_haproxy_and_untrusted_headers_refused(
         with haproxy(config):
             client = paho_from(DEVICE, front, ca, certfile)
             client.disconnect()
-            client.loop_stop()
+            stop_loop(client)
         stderr.wait_for(rf"connected device 'thermo' \(certificate\) from {DEVICE}, client id")
         events = allowed_events(http)
         assert [event["remoteAddress"] for event in events] == [DEVICE]

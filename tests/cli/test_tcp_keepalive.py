@@ -21,6 +21,7 @@ from tests.cli.conftest import Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
 from tests.output import Output
+from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT, provision_device, serving
 
 _TIMER = re.compile(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)sec)?,\d+\)")
@@ -131,7 +132,7 @@ def test_a_device_whose_host_vanished_is_dropped_and_its_will_published(
             with connected(
                 port, tmp_path, device, client_id="lost", will=("v1/devices/me/status", b"gone")
             ) as lost:
-                lost.paho.loop_stop()
+                stop_loop(lost.paho)
                 connection = lost.paho.socket()
                 assert isinstance(connection, socket.socket)
                 try:

@@ -11,6 +11,7 @@ import pytest
 from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.e2e.harness import Client
+from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ ENTRY_NOT_DELETED = r"will held back until NATS is back|the will's entry stays"
 
 def _drop(device: Client) -> None:
     """Gone without DISCONNECT, as a device losing its network."""
-    device.paho.loop_stop()
+    stop_loop(device.paho)
     device.paho._reset_sockets()  # its socket, and paho's wake-up pair (no warning later)
 
 

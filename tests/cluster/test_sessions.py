@@ -14,12 +14,20 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from broker.mqtt.packets import Publish, Pubrec
-from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed, watched_on_b
+from tests.cluster.nodes import (
+    APP_PASSWORD,
+    SLOW_HEARTBEAT,
+    Cluster,
+    cluster,
+    until_routed,
+    watched_on_b,
+)
 from tests.cluster.resent import connected, sent_again
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_takeover import _any_closed, _wait_for
 from tests.e2e.harness import Client, mqtt_client
 from tests.e2e.v5_client import make_properties, v5_client
+from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -216,6 +224,9 @@ def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) ->
     """The store holds every node's sessions: a node that starts again takes in the ones
     whose claim names it, not one that moved to another node meanwhile."""
     with cluster(tmp_path) as nodes:
+        # A must start again before B takes it as gone (three missed heartbeats) and adopts
+        # "other": slow heartbeats leave a loaded machine's restart time for that.
+        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
         nodes.application("backend")
         nodes.application("other")
         for name in ("a", "b"):
@@ -330,7 +341,7 @@ def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
                   make_properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)),
         )  # fmt: skip
         assert device.wait_connack()[0] == 0
-        device.paho.loop_stop()  # gone without DISCONNECT, as a device losing its network
+        stop_loop(device.paho)  # gone without DISCONNECT, as a device losing its network
         device.paho._reset_sockets()  # its socket, and paho's wake-up pair (no warning later)
         # A saw it go and waits 2 s before the will (polled: no event tells the test).
         assert _wait_for(

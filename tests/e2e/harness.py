@@ -24,6 +24,7 @@ from nanoiot.node import Node
 from nanoiot.settings import Settings
 from storage.records import Device
 from tests.certgen import Issued, issue
+from tests.paho_loop import stop_loop
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds: a bound on waiting for an event, never a sleep
@@ -185,7 +186,7 @@ class Client:
 
     def close(self) -> None:
         self.paho.disconnect()
-        self.paho.loop_stop()
+        stop_loop(self.paho)
         # paho closes its wake-up socket pair only when collected; collected as part of a
         # reference cycle (its callbacks hold this object), the sockets may be finalized
         # first and warn (ResourceWarning, an error under filterwarnings). Closed here.

@@ -25,6 +25,7 @@ from broker.mqtt.encode import encode
 from broker.mqtt.packets import MQTT_3_1_1, Packet, Pubcomp, Publish, Pubrec, Pubrel
 from broker.mqtt.wire import Reader
 from tests.e2e.harness import V311_RETURN_CODE, WAIT
+from tests.paho_loop import stop_loop
 
 HOST = "127.0.0.1"
 
@@ -111,11 +112,11 @@ class Paho:
 
     def close(self) -> None:
         self.paho.disconnect()
-        self.paho.loop_stop()
+        stop_loop(self.paho)
 
     def drop(self) -> None:
         """Go away without DISCONNECT, as a device that loses its network."""
-        self.paho.loop_stop()
+        stop_loop(self.paho)
         sock = self.paho.socket()
         if sock is not None:
             with contextlib.suppress(OSError):

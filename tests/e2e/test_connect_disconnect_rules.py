@@ -17,6 +17,7 @@ from broker.mqtt.wire import utf8_field
 from tests.e2e.harness import WAIT, BrokerThread, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.v5_client import V5Client, v5_client
+from tests.paho_loop import stop_loop
 
 STATUS = "v1/devices/me/status"
 
@@ -84,7 +85,7 @@ def _disconnect_with(broker: BrokerThread, certfile: Path, will: bytes, code: in
     assert client.wait_connack()[0] == 0
     client.paho.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=code))
     assert client.disconnected.wait(WAIT)
-    client.paho.loop_stop()
+    stop_loop(client.paho)
 
 
 def test_mqtt_5_will_is_deleted_by_reason_0x00_only(broker: BrokerThread, tmp_path: Path) -> None:

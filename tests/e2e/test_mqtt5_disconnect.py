@@ -25,6 +25,7 @@ from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.test_mqtt5 import reason_string
 from tests.e2e.v5_client import V5Client, v5_client
+from tests.paho_loop import stop_loop
 
 
 def test_revocation_sends_disconnect_0x98(broker: BrokerThread, tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_take_over_sends_disconnect_0x8e(broker: BrokerThread, tmp_path: Path) -
         assert second.wait_connack()[0] == 0
         assert first.wait_disconnect()[0] == 0x8E  # session taken over
     finally:
-        first.paho.loop_stop()
+        stop_loop(first.paho)
         if second is not None:
             second.close()
 

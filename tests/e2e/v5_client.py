@@ -15,6 +15,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tests.e2e.harness import WAIT
+from tests.paho_loop import stop_loop
 
 
 @dataclass
@@ -66,7 +67,7 @@ class V5Client:
 
     def close(self) -> None:
         self.paho.disconnect()
-        self.paho.loop_stop()
+        stop_loop(self.paho)
 
 
 def make_properties(packet_type: int, **values: Any) -> Any:

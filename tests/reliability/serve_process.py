@@ -30,6 +30,7 @@ from storage.session_data import StoredSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued, issue
 from tests.e2e.harness import V311_RETURN_CODE, WAIT, write_pem
+from tests.paho_loop import stop_loop
 from tests.serve_process import start
 
 T = TypeVar("T")
@@ -163,7 +164,7 @@ class Session:
 
     def close(self) -> None:
         self.paho.disconnect()
-        self.paho.loop_stop()
+        stop_loop(self.paho)
 
 
 def connect(

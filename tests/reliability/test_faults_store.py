@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import WAIT, BrokerThread, device_client
+from tests.paho_loop import stop_loop
 from tests.reliability.serve_process import PASSWORD, Fleet, ServeProcess, Session
 from tests.reliability.store_faults import ReadOnlyDisk, SqliteLock, Tmpfs
 
@@ -187,7 +188,7 @@ def test_an_mqtt5_publisher_is_told_server_unavailable_when_its_puback_times_out
             assert not info.is_published()
         finally:
             publisher.disconnect()
-            publisher.loop_stop()
+            stop_loop(publisher)
     finally:
         lock.end()
         broker.stop()
