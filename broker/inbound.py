@@ -23,7 +23,9 @@ filter gets the reason (0x8F invalid, 0x97 over max_subscriptions, 0x80 outside 
 UNSUBSCRIBE's answer says whether there was a subscription (0x11) or whether the filter
 cannot be one (0x8F, §3.11.3), and the subscription options (No Local, Retain As Published,
 Retain Handling, Subscription Identifier, §3.8.3.1) are kept with the subscription. Message
-expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives.
+expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives;
+an interval of 0 reaches the subscribers connected then, and is not retained
+(``broker.mqtt.expiry``).
 
 A QoS 2 PUBLISH is routed on receipt and its packet id kept until PUBREL (§4.3.3, method B);
 for a persistent session the store keeps the id too, and the PUBREC waits for its commit.
@@ -36,6 +38,7 @@ from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
 from broker.acks import with_commit
 from broker.mqtt.codes import SUBACK_FAILURE, Reason
+from broker.mqtt.expiry import deadline
 from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
@@ -110,17 +113,12 @@ def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, 
             properties = packet.properties
             message = Message(
                 topic, packet.payload, 2, packet.retain, properties,
-                _deadline(properties, now), session,
+                deadline(properties, now), session,
             )  # fmt: skip
             again = broker.router.publish_again(message, session, packet_id)
             if again is not None:
                 durable = with_commit(again, broker.store.pending_commit())
     client.acknowledge(packet_id, 2, durable=durable)
-
-
-def _deadline(properties: Properties, now: float) -> float | None:
-    interval = properties.message_expiry
-    return now + interval if interval is not None else None
 
 
 def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
@@ -132,7 +130,7 @@ def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
     if properties:
         kept = [item for item in properties if item[0] != Property.WILL_DELAY_INTERVAL]
         properties = Properties(kept) if kept else NO_PROPERTIES
-    expires_at = _deadline(properties, now) if properties else None
+    expires_at = deadline(properties, now) if properties else None
     message = Message(topic, will.payload, will.qos, will.retain, properties, expires_at)
     route_will(broker.router, message)
     if will.retain:
