@@ -206,9 +206,12 @@ class LocalRouter:
                 continue  # a deny rule wins over the wider filter it subscribed with
             if again and session.brought and again in session.brought:
                 continue  # §4.3.3: it has this message, queued or sent, from another member
+            if session is message.origin:
+                mine = sub.for_publisher()  # No Local (5.0 §3.8.3.1)
+                if mine is None:
+                    continue
+                sub = mine
             qos = published_qos if published_qos < sub.qos else sub.qos
-            if sub.no_local and session is message.origin:
-                continue
             arrival = session.arrival
             if arrival is not None and not released:
                 if arrival.held is not None:  # until every member's barrier came

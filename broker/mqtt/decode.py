@@ -140,8 +140,13 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     try:
         client_id = reader.text("client identifier")
     except MalformedPacket as exc:
-        if v5:  # 5.0 §3.1.3.1: 0x85, as Mosquitto answers
-            raise ConnectRefused(str(exc), ConnackCode.IDENTIFIER_REJECTED) from None
+        if v5:
+            # 5.0 §1.5.4 [MQTT-1.5.4-1, -2]: ill-formed UTF-8 or U+0000 makes the packet
+            # malformed, so the CONNACK says 0x81 (§4.13.1); 0x85 "Client Identifier not
+            # valid" is for "a valid string" the server does not allow (§3.2.2.2).
+            raise ConnectRefused(
+                str(exc), ConnackCode.IDENTIFIER_REJECTED, reason_code=exc.reason_code
+            ) from None
         raise
     will = None
     if has_will:

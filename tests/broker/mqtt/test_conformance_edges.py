@@ -177,8 +177,10 @@ def _with_extra(data: bytes, extra: bytes) -> bytes:
         (_connect_bytes(MQTT_5, will=Will("w", b"x", properties=Properties([(0x23, 1)]))), 0x82),
         # Bytes after the payload: malformed, 0x81.
         (_with_extra(_connect_bytes(MQTT_5), b"\x00"), 0x81),
-        # A client id that is not UTF-8: 0x85 "Client Identifier not valid".
-        (_connect_bytes(MQTT_5, client_id="cc").replace(b"\x02cc", b"\x02\xff\xfe"), 0x85),
+        # A client id that is not UTF-8, or holds U+0000: malformed (§1.5.4), 0x81; 0x85 is
+        # for "a valid string" the server does not allow (§3.2.2.2).
+        (_connect_bytes(MQTT_5, client_id="cc").replace(b"\x02cc", b"\x02\xff\xfe"), 0x81),
+        (_connect_bytes(MQTT_5, client_id="c\x00"), 0x81),
         # Answered by closing, in Mosquitto too: U+0000 in the will topic, a reserved flag.
         (_connect_bytes(MQTT_5, will=Will("a\x00", b"x")), None),
         (_connect_bytes(MQTT_5)[:9] + bytes([0x03]) + _connect_bytes(MQTT_5)[10:], None),
