@@ -201,3 +201,19 @@ def test_a_broken_5_0_connect_is_answered_as_mosquitto_answers_it(
     assert [packet.code for packet in sent if isinstance(packet, Connack)] == (
         [answer] if answer is not None else []
     )
+
+
+@pytest.mark.parametrize(
+    ("topic", "code"),
+    [("a/+", 0x82), ("#", 0x82), ("a\x00", 0x81)],
+)
+def test_a_5_0_topic_name_with_a_wildcard_is_a_protocol_error(topic: str, code: int) -> None:
+    # [MQTT-3.3.2-2]: the packet parses, its topic name is not allowed: a Protocol Error
+    # (0x82, 5.0 §1.2), as Mosquitto says; U+0000 makes it malformed (0x81, §1.5.4).
+    connection = Connection(Limits())
+    connection.receive_data(encode(Connect(MQTT_5, "c", True, 60), MQTT_5), 0)
+    connection.accept(Session("c", persistent=False), session_present=False)
+    connection.data_to_send()
+    [violation] = feed(connection, Publish(topic, b"x"))
+    assert isinstance(violation, ProtocolViolation)
+    assert (violation.code, connection.state) == (code, CLOSED)
