@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from auth.topics import split_shared, topic_matches
 from broker.metrics import BrokerMetrics
@@ -46,9 +46,6 @@ from broker.outgoing import copy_for
 from broker.repeats import LogLimiter
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
-
-if TYPE_CHECKING:
-    from broker.client import MqttClient
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +210,12 @@ class LocalRouter:
                 continue  # a deny rule wins over the wider filter it subscribed with
             if again and session.brought and again in session.brought:
                 continue  # §4.3.3: it has this message, queued or sent, from another member
+            if session is message.origin:
+                mine = sub.for_publisher()  # No Local (5.0 §3.8.3.1)
+                if mine is None:
+                    continue
+                sub = mine
             qos = published_qos if published_qos < sub.qos else sub.qos
-            if sub.no_local and session is message.origin:
-                continue
             arrival = session.arrival
             if arrival is not None and not released:
                 if arrival.held is not None:  # until every member's barrier came
@@ -224,7 +224,7 @@ class LocalRouter:
                 if not (arrival.first_sent_on(message) if sent_on else arrival.first(message)):
                     continue  # a second copy: directly, and from the member it moved from
             client = session.client
-            if connected_only and not self._connected(client):
+            if connected_only and not self._connected(session):
                 continue
             out = copy_for(message, session, sub, qos, Outgoing)
             if qos and session.persistent:
@@ -334,7 +334,7 @@ class LocalRouter:
         if qos == 2 and session.brought and message.id in session.brought:
             return False  # as in ``_deliver_plain``: it has this message
         client = session.client
-        if for_connected_only(message.properties) and not self._connected(client):
+        if for_connected_only(message.properties) and not self._connected(session):
             return False
         out = copy_for(message, session, sub, qos, SharedOutgoing)
         out.group, out.message = group, message
@@ -347,12 +347,12 @@ class LocalRouter:
         client.deliver(out)
         return durable
 
-    def _connected(self, client: "MqttClient | None") -> bool:
-        """Whether a session's client takes a message of lifetime 0 (``broker.mqtt.expiry``):
-        connected and not leaving; else its copy has expired (counted as the core counts)."""
+    def _connected(self, session: BrokerSession) -> bool:
+        """Whether a message of lifetime 0 goes to ``session`` (``broker.mqtt.expiry``)."""
+        client = session.client
         if client is not None and client.core.state == CONNECTED:  # not after DISCONNECT
             return True
-        self.metrics.count_limit("message_expiry")
+        self.metrics.count_limit("message_expiry")  # its copy expired, as the core counts it
         return False
 
     def queue(self, session: BrokerSession, out: Outgoing) -> bool:
