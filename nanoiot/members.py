@@ -7,9 +7,11 @@ sees them through ``ClusterView``.
 
 An entry is JSON: the member's name, host, process id, start time (seconds since the epoch,
 for display: each host has its own clock, so liveness never compares it), its heartbeat
-interval, its figures at the last heartbeat, and its run: 0 at start-up, one more each time
-it fenced itself off the cluster (``broker.cluster.fence``), so that the others take the run
-that ended there as gone.
+interval, its figures at the last heartbeat, its run: 0 at start-up, one more each time it
+fenced itself off the cluster (``broker.cluster.fence``), so that the others take the run
+that ended there as gone; and whether it is fenced off now: it takes no forwarded messages
+then, and the others keep parking them for it until an entry says it is back
+(``broker.cluster.absences``).
 """
 
 import json
@@ -44,6 +46,7 @@ class Member:
     figures: Figures
     mqtt_port: int = 0
     run: int = 0  # fencings of this process so far: each one ends a run
+    fenced: bool = False  # fenced off now: it refuses frames and connections
 
 
 def encode_member(member: Member) -> bytes:
@@ -59,9 +62,16 @@ def decode_member(data: bytes) -> Member:
             name=str(raw["name"]), host=str(raw["host"]), pid=int(raw["pid"]),
             started=float(raw["started"]), interval=float(raw["interval"]), figures=figures,
             mqtt_port=int(raw.get("mqtt_port", 0)), run=int(raw.get("run", 0)),
+            fenced=_flag(raw.get("fenced", False), "fenced"),
         )  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ClusterError(f"a member entry that is not one: {exc}") from None
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):  # bool("false") would be True
+        raise ValueError(f"{name} is {value!r}, not true or false")
+    return value
 
 
 def totals(members: Collection[Member]) -> Figures:

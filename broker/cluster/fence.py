@@ -21,12 +21,16 @@ long enough fences itself off first:
 - it stops listening for frames, refusing those already in its sockets, until it is back:
   the others park them, and it reads them back once its sessions are restored. Refused, a
   frame's publisher would send again what may have reached a session the survivor took (a
-  QoS 2 message delivered twice);
+  QoS 2 message delivered twice). Its heartbeats say it is fenced off (``Member.fenced``),
+  so the others park for it until one says it is back, not as soon as its new run is seen
+  (``broker.cluster.absences``);
 - it refuses connections (CONNACK 3 / 5.0 0x88, server unavailable) until it is back.
 
 It is back when a heartbeat of its new run is written: it settles its ended runs (their
-departure done, by itself or by the survivor that took it on), restores the sessions whose
-claims still name it, as at start-up, and accepts connections again.
+departure done, by itself or by the survivor that took it on), listens for frames again,
+restores the sessions whose claims still name it, as at start-up, accepts connections
+again, and writes its heartbeat at once, no longer fenced: the others take frames for it
+from then on.
 
 When: the others take a member as gone ``MISSED_BEATS`` of its intervals after the last
 write of its entry they saw, on their own clocks; that write reached NATS after this member
@@ -113,7 +117,6 @@ class Fencing:
         self.wills = wills
         self.claims = claims
         self.broker = broker
-        self.fenced = False
         self.fencings = 0  # times this member fenced itself off
         self._renewed = members.renewed_at  # when the last heartbeat of this run began
         self._ended: list[str] = []  # runs ended by fencing, not settled yet
@@ -124,6 +127,11 @@ class Fencing:
         self._restoration: Restoration | None = None
         self.router: ClusterRouter | None = None  # takes frames again when it is back
         wills.holds = claims.holds  # a held will's client connected here again
+
+    @property
+    def fenced(self) -> bool:
+        """Whether this member is fenced off: its heartbeats say so (``Member.fenced``)."""
+        return self.members.fenced
 
     def start(self) -> None:
         self.members.on_renewed(self._heartbeat)
@@ -216,7 +224,7 @@ class Fencing:
     def _fence_now(self, now: float) -> None:
         """Fence this member off: at once (no await), so that nothing read after this is
         routed into a session it held, nor ends a connection with its will."""
-        self.fenced = True
+        self.members.fenced = True
         registry = self.broker.registry
         registry.refusing = REFUSAL
         self.fencings += 1
@@ -287,7 +295,8 @@ class Fencing:
                 if self._restoration is not None:
                     await self._restoration.stop()
                 self._restoration = self.broker.start_restoring()
-                self.fenced = False
+                self.members.fenced = False
+                self.members.beat_now()  # the others park for it until they see it back
                 self.broker.registry.refusing = None
                 self.wills.back()  # the wills of connects it could not keep
                 log.info("back in the cluster as run %d: accepting connections, restoring "

@@ -13,6 +13,10 @@ bucket. A member is live while its entry keeps being rewritten. It is gone when:
 - an entry under its name has a higher ``run``: the member fenced itself off while cut off
   from NATS (``broker.cluster.fence``) and came back; the run that ended there is gone.
 
+A member fenced off says so in its entry (``fenced``) until it is back: it takes no frames
+meanwhile (the others park them for it: ``broker.cluster.absences``), and writes its entry
+at once when it is back (``beat_now``).
+
 A member cut off from NATS sees nobody's heartbeat, its own included: it takes nobody as
 gone until its own entry is seen again, so a partition never makes it act for the others.
 The bucket's age (``MISSED_BEATS`` x the interval of the member that made it) removes the
@@ -83,10 +87,11 @@ class MemberRegistry:
         self._silences: list[Callable[[str], None]] = []
         self._own_seen = 0.0  # loop time this member last saw its own entry written
         self.run = 0  # one more each time this member fenced itself off (a new run)
+        self.fenced = False  # fenced off now (``broker.cluster.fence``): its entry says so
         self.renewed_at = 0.0  # loop time the last heartbeat that was written began
         # The heartbeat write under way, if one is: done when it ended, written or not.
         self.writing: asyncio.Future[None] | None = None
-        self._back = asyncio.Event()  # the connection to NATS is back since the last beat
+        self._now = asyncio.Event()  # a heartbeat is due at once (``beat_now``)
         self._renewals: list[Renewed] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
@@ -134,7 +139,7 @@ class MemberRegistry:
         self._own_seen = self.renewed_at = loop.time()
         if self._figures is not None:
             await self.bucket.put(self.name, encode_member(self.me()))
-        self.link.on_reconnected(self._back.set)
+        self.link.on_reconnected(self.beat_now)
         self._watch = watch = await self.bucket.watch()
         while (change := await watch.value()) is not None:
             self._apply(*change)
@@ -165,15 +170,22 @@ class MemberRegistry:
         return Member(
             name=self.name, host=self._host, pid=os.getpid(), started=self.started,
             interval=self.interval, figures=self._figures(), mqtt_port=self._mqtt_port,
-            run=self.run,
+            run=self.run, fenced=self.fenced,
         )  # fmt: skip
+
+    def beat_now(self) -> None:
+        """Write this member's entry at once, not at the next interval: the connection to
+        NATS is back, or this member is back from fencing (the others park for it until its
+        entry says so)."""
+        self._now.set()
 
     async def _beat(self) -> None:
         """Write this member's entry every interval: each write begins one interval after
         the previous one began, not after it ended, so that a slow write does not push the
         next one towards the others' deadline; one that ended later than that is followed
-        at once, and so is the connection to NATS coming back (the others see this member
-        again as soon as they can, a fenced member is back as soon as it can be)."""
+        at once, and so is ``beat_now`` (the connection to NATS coming back: the others see
+        this member again as soon as they can, a fenced member is back as soon as it can be;
+        the fencing ended: the others stop parking for it as soon as they can)."""
         failing = False
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -186,8 +198,8 @@ class MemberRegistry:
             due = max(due + self.interval, loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(due):
-                    await self._back.wait()  # NATS is back: this member's entry at once
-            self._back.clear()
+                    await self._now.wait()  # ``beat_now``: this member's entry at once
+            self._now.clear()
             due = min(due, loop.time())
             began, me = loop.time(), self.me()
             self.writing = writing = loop.create_future()
