@@ -24,9 +24,9 @@ published if the connect ended the session (its claim says Clean Start,
 ``broker.cluster.claim_value``), dropped if it took the session on. An adoption's claim is no
 such connect, whoever adopted the session (this process, the one it took the departure over
 from, or a survivor of that one): it names the connect it replaced (``came_back``). A delayed
-will is
-published only by the process its departure names, so that a process cut off from NATS long
-enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
+will is published only by the process its departure names, so that a process cut off from
+NATS long enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that
+took over.
 """
 
 import asyncio
