@@ -23,6 +23,7 @@ REFUSED = [
     ("-1E400", "out of range"),
     ("9" * 10_000, "a number of 10,000 characters"),
     ("0." + "1" * 100, "a number of 102 characters"),
+    ("1" * (MAX_NUMBER_CHARS + 1), f"a number of {MAX_NUMBER_CHARS + 1} characters"),
     ("[" * 100_000, f"nested more than {MAX_DEPTH} deep"),
     ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "nested more than"),
     ('{"a":' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1), "nested more than"),
