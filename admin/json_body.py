@@ -12,6 +12,7 @@ cannot make the server parse a body.
 Which bodies are JSON is FastAPI's own rule: ``application/json`` or ``application/*+json``.
 """
 
+import asyncio
 from email.message import Message as MimeHeader
 from typing import Final
 
@@ -23,6 +24,8 @@ from nanoiot.strict_json import JsonRefused, loads
 # RFC 8259 §8.1: JSON exchanged between systems MUST be UTF-8; the media type has no charset
 # parameter (§11), but clients send "charset=utf-8", and ASCII is a subset.
 _UTF8: Final = frozenset({"utf-8", "utf8", "us-ascii"})
+# Bodies up to this size are checked on the event loop (under 10 ms); larger ones in a thread.
+_READ_ON_THE_LOOP: Final = 64 * 1024
 
 
 def json_media_type(content_type: str) -> tuple[bool, str | None]:
@@ -58,11 +61,18 @@ async def strictly_json(app: ASGIApp, scope: Scope, receive: Receive, send: Send
             break
     if body:  # FastAPI reads no body from an empty one ("field required")
         try:
-            loads(bytes(body))
+            await _checked(bytes(body))
         except JsonRefused as exc:
             await problem(400, f"The request body is not valid JSON: {exc}.")(scope, receive, send)
             return
     await app(scope, _replaying(bytes(body), receive), send)
+
+
+async def _checked(body: bytes) -> None:
+    if len(body) <= _READ_ON_THE_LOOP:
+        loads(body)
+    else:  # a 16 MiB CRL upload takes seconds: the loop, the broker's too, goes on meanwhile
+        await asyncio.to_thread(loads, body)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

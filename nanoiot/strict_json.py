@@ -7,8 +7,8 @@ returns strings holding lone surrogates (``"\\ud800"``: no Unicode text, §8.2, 
 encodable as UTF-8), raises ``ValueError`` for an integer of more than 4,300 digits and
 ``RecursionError`` for arrays nested a thousand deep, and reads bytes in UTF-16 or UTF-32
 (§8.1: JSON exchanged between systems MUST be UTF-8). ``loads`` refuses each of these with a
-``JsonRefused`` of one line, and bounds the length of a number and the depth of nesting, so
-the work for a refusal is bounded by the text's length.
+``JsonRefused`` of one line, and bounds the length of a number, the depth of nesting and the
+number of arrays and objects, so the work for a refusal is bounded by the text's length.
 
 Pure: no I/O, no imports from ``broker/``, ``admin/`` or ``storage/``.
 """
@@ -22,6 +22,13 @@ from typing import Any, Final
 MAX_DEPTH: Final = 32
 # Characters of one number: an int64 has 19 digits, a double's shortest form 24 characters.
 MAX_NUMBER_CHARS: Final = 40
+# Arrays and objects in one text: the API's bodies and an import's rows hold a handful. Each
+# costs the parser an object, made without a pause: a 16 MiB body of 5.6 million "[]" held the
+# interpreter (and the event loop with it) for 2 s.
+MAX_CONTAINERS: Final = 10_000
+# A string, or what an unterminated one leaves: it never fails to match, so it runs in linear
+# time over any text (a pattern that can fail is retried from each later quote).
+_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
 # A \u escape of a UTF-16 surrogate (D800-DFFF); only such an escape can put one in a string.
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -34,6 +41,9 @@ class JsonRefused(ValueError):
 def loads(data: bytes | str) -> Any:
     """The value of the JSON text ``data``, or ``JsonRefused`` saying what is wrong with it."""
     text = _utf8(data) if isinstance(data, bytes) else data
+    containers = _containers(text)
+    if containers > MAX_CONTAINERS:
+        raise JsonRefused(f"more than {MAX_CONTAINERS:,} arrays and objects")
     try:
         value = json.loads(
             text,
@@ -46,12 +56,21 @@ def loads(data: bytes | str) -> Any:
         raise JsonRefused(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:  # deeper than the parser recurses (it stops before a crash)
         raise JsonRefused(_too_deep()) from None
-    # Both walks are skipped for what cannot hold their problem: few brackets, no escapes.
-    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    # The walk is skipped for what cannot hold its problems: few brackets, no escapes.
+    deep = containers > MAX_DEPTH
     escaped = _SURROGATE_ESCAPE.search(text) is not None
     if deep or escaped:
         _check_members(value, strings=escaped)
     return value
+
+
+def _containers(text: str) -> int:
+    """How many arrays and objects ``text`` opens, at most (a bracket in a string is not one)."""
+    brackets = text.count("[") + text.count("{")
+    if brackets <= MAX_CONTAINERS:
+        return brackets
+    outside_strings = _STRING.sub("", text)
+    return outside_strings.count("[") + outside_strings.count("{")
 
 
 def _utf8(data: bytes) -> str:

@@ -257,7 +257,7 @@ async def test_text_that_is_not_utf8_ends_the_import_saying_where(
     [
         (
             '{"name": ' + "[" * 100_000,
-            "not valid JSON: arrays and objects nested more than 32 deep",
+            "not valid JSON: more than 10,000 arrays and objects",
         ),
         (
             '{"name": "n", "token": ' + "9" * 5000 + "}",

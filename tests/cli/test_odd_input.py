@@ -76,7 +76,7 @@ def test_import_rows_python_cannot_parse_are_bad_rows(
     assert "Traceback" not in result.stderr
     assert result.stdout.splitlines() == [
         "imported 2 device(s), 3 row(s) failed",
-        "  row 2: not valid JSON: arrays and objects nested more than 32 deep",
+        "  row 2: not valid JSON: more than 10,000 arrays and objects",
         "  row 3: not valid JSON: a number of 5,000 characters (at most 40 are read)",
         "  row 4: /dev/zero is larger than 64 KiB: not a certificate",
     ]

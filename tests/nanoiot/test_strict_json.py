@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from nanoiot.strict_json import MAX_DEPTH, MAX_NUMBER_CHARS, JsonRefused, loads
+from nanoiot.strict_json import (
+    MAX_CONTAINERS,
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
+    JsonRefused,
+    loads,
+)
 
 REFUSED = [
     ("NaN", "NaN is not a JSON number (RFC 8259 §6)"),
@@ -24,9 +30,10 @@ REFUSED = [
     ("9" * 10_000, "a number of 10,000 characters"),
     ("0." + "1" * 100, "a number of 102 characters"),
     ("1" * (MAX_NUMBER_CHARS + 1), f"a number of {MAX_NUMBER_CHARS + 1} characters"),
-    ("[" * 100_000, f"nested more than {MAX_DEPTH} deep"),
+    ("[" * 5_000, f"nested more than {MAX_DEPTH} deep"),  # past the parser's recursion
     ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "nested more than"),
     ('{"a":' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1), "nested more than"),
+    ("[" + "[]," * MAX_CONTAINERS + "[]]", f"more than {MAX_CONTAINERS:,} arrays and objects"),
     ('{"name": "a"', "Expecting ',' delimiter at line 1 column 13"),
     ("", "Expecting value at line 1 column 1"),
 ]
@@ -62,6 +69,9 @@ def test_bytes_must_be_utf8() -> None:
         "-" + "9" * (MAX_NUMBER_CHARS - 1),
         '{"a": {"a": {"a": 1}}}',  # one name in several objects
         '"\\u00e9t\\u00e9 \\u20ac"',
+        "[" + "[]," * (MAX_CONTAINERS - 2) + "[]]",
+        # Brackets in strings open nothing: counted only as the text's count passes the bound.
+        "[" + ", ".join(['"[{ \\" [ {"'] * MAX_CONTAINERS) + "]",
     ],
 )
 def test_json_still_reads_as_it_did(text: str) -> None:
@@ -72,7 +82,9 @@ def test_json_still_reads_as_it_did(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "[" + "[]," * 300_000 + "[]]",  # 900 KB of containers: every one is walked
+        "[" + "[]," * 5_000_000 + "[]]",  # 15 MB of containers: refused before the parse
+        "[" * MAX_CONTAINERS + '"' + '\\"' * 2_000_000,  # strings never closed, many quotes
+        "[" + "[[1], 1], " * (MAX_CONTAINERS // 3) + "1]",  # each walked for its depth
         '["\\ud83d\\ude00", ' * 60_000 + "1" + "]" * 60_000,  # nested: refused at once
         "{" + ",".join(f'"k{n}": 0' for n in range(100_000)) + ', "k5": 1}',
         "[" * 1_000_000,
@@ -82,5 +94,5 @@ def test_large_texts_are_read_or_refused_in_bounded_time(text: str) -> None:
     started = time.perf_counter()
     with contextlib.suppress(JsonRefused):
         loads(text)
-    # Linear work: some 0.1 s on an idle machine; a quadratic walk would take minutes.
+    # Linear work: under 0.5 s on an idle machine; a quadratic scan would take hours.
     assert time.perf_counter() - started < 5.0
