@@ -76,7 +76,7 @@ async def test_no_body_is_parsed_without_the_token(anonymous: httpx.AsyncClient)
 async def test_a_large_body_is_read_as_strictly(api: httpx.AsyncClient) -> None:
     # Past 64 KiB the body is read off the event loop: the same rules, the same answers.
     padding = b'"' + b"x" * 200_000 + b'"'
-    for tail, status in ((b"1", 200), (b"NaN", 400), (b"1, \"name\": \"b\"", 400)):
+    for tail, status in ((b"1", 200), (b"NaN", 400), (b'1, "name": "b"', 400)):
         response = await api.post(
             "/api/device",
             content=b'{"name": "meter-1", "padding": ' + padding + b', "n": ' + tail + b"}",
