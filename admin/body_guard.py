@@ -11,8 +11,9 @@ first, on the headers alone:
   at once (RFC 9110 §15.5.14), and a chunked body is cut off, 413, as soon as it passes it.
   The bound is ``http_max_body_bytes`` for most routes, a CRL's bound for the routes that
   take one, and none for the bulk import, which reads its body as a stream row by row;
-- a JSON body to the REST API is read as RFC 8259 JSON (``admin.json_body``), after the
-  token;
+- after the token: a query parameter, or a Content-Type or Authorization field, given twice
+  is answered 400, and a JSON body to the REST API is read as RFC 8259 JSON
+  (``admin.json_body``);
 - a request framed two ways (``Content-Length`` and ``Transfer-Encoding``: the shape of
   request smuggling through a proxy) is answered 400, and a target or header fields past
   ``MAX_HEAD_BYTES`` 414 or 431, each with the connection closed.
@@ -84,6 +85,12 @@ class BodyGuard:
                 answer = problem(refused.status_code, refused.detail, headers)
                 await answer(scope, receive, send)
                 return
+        # After the token, as every refusal of what a request says (the token first).
+        names = [name for name, _ in scope["headers"]]
+        ambiguous = _ambiguity_problem(names, scope.get("query_string") or b"")
+        if ambiguous is not None:
+            await problem(400, ambiguous)(scope, receive, send)
+            return
         limit = body_limit(scope["method"], scope["path"], self.max_body)
         if limit is None:
             await self.app(scope, receive, send)
@@ -130,25 +137,25 @@ def _framing_problem(scope: Scope) -> tuple[int, str] | None:
     size = sum(len(name) + len(value) for name, value in headers)
     if size > MAX_HEAD_BYTES:  # RFC 6585 §5
         return 431, f"The request's header fields are larger than {MAX_HEAD_BYTES:,} bytes."
-    names = [name for name, _ in headers]
+    names = {name for name, _ in headers}
     if b"transfer-encoding" in names and b"content-length" in names:
         # RFC 9112 §6.1: such a request may be rejected, and the connection MUST be closed;
         # a proxy that framed it by Content-Length would see another request in what follows.
         return 400, "The request has both Content-Length and Transfer-Encoding."
-    return _ambiguity_problem(names, scope.get("query_string") or b"")
+    return None
 
 
-def _ambiguity_problem(header_names: list[bytes], query: bytes) -> tuple[int, str] | None:
+def _ambiguity_problem(header_names: list[bytes], query: bytes) -> str | None:
     """A request that says one thing twice: which one counts differs between readers (Starlette
     reads the first Content-Type but the last of a query parameter), so a check made on one
     can be passed with the other. Each names a single value, so twice is refused."""
     for name in _SINGLE_HEADERS:
         if header_names.count(name) > 1:  # RFC 9110 §5.3: not a list, so only once
-            return 400, f"The request has more than one {name.decode().title()} header field."
+            return f"The request has more than one {name.decode().title()} header field."
     seen: set[str] = set()
     for parameter, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if parameter in seen:
-            return 400, f"The query parameter {printable(parameter, 40)!r} is given twice."
+            return f"The query parameter {printable(parameter, 40)!r} is given twice."
         seen.add(parameter)
     return None
 

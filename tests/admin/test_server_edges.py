@@ -178,6 +178,8 @@ async def test_a_query_parameter_given_twice_is_refused(server: HttpServer, quer
     assert status == 400
     assert b"is given twice" in body
     assert_secured(headers)
+    status, _, _ = await exchange(server, request + b"\r\n")
+    assert status == 401  # the token first, as for every other refusal
 
 
 @pytest.mark.parametrize(
