@@ -10,20 +10,24 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
 - SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): longer than the store keeps,
   outside the ACL, past ``max_subscriptions``, or a ``$share/`` filter that is not a shared
   subscription. Retained messages matching a new subscription follow its SUBACK, those the
-  client may receive (§3.3.1.3). A filter that breaks the syntax of §4.7.1 never gets here
-  from an MQTT 3.1 or 3.1.1 client: it is a protocol violation, and the core closes the
-  connection before any filter of its packet is acted on (``broker.mqtt.decode``, §4.8).
+  client may receive (§3.3.1.3). A filter that breaks the syntax of §4.7.1 (or, from an
+  MQTT 5 client, a ``$share/`` one that breaks §4.8.2) never gets here: it is a protocol
+  violation, and the core closes the connection before any filter of its packet is acted on
+  (``broker.mqtt.filters``; 3.1.1 §4.8, 5.0 §4.13.1).
 - Shared subscriptions, ``$share/{group}/{filter}`` (MQTT 5.0 §4.8.2, for 3.1.1 clients too):
   the ACL judges the filter after the group, the session keeps the whole filter (a session may
   hold ``$share/g/a/#`` and ``a/#`` side by side), and no retained message is sent on subscribe
   (§4.8.2: a retained message would reach every member, not one).
 
 MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), a refused
-filter gets the reason (0x8F invalid, 0x97 over max_subscriptions, 0x80 outside the ACL), an
-UNSUBSCRIBE's answer says whether there was a subscription (0x11) or whether the filter
-cannot be one (0x8F, §3.11.3), and the subscription options (No Local, Retain As Published,
+filter gets the reason (0x8F for one correctly formed that the store cannot keep, 0x97 over
+max_subscriptions, 0x80 outside the ACL), an UNSUBSCRIBE's answer says whether there was a
+subscription (0x11) or whether the filter cannot be one (0x8F, §3.11.3), and the subscription
+options (No Local, Retain As Published,
 Retain Handling, Subscription Identifier, §3.8.3.1) are kept with the subscription. Message
-expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives.
+expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives;
+an interval of 0 reaches the subscribers connected then, and is not retained
+(``broker.mqtt.expiry``).
 
 A QoS 2 PUBLISH is routed on receipt and its packet id kept until PUBREL (§4.3.3, method B);
 for a persistent session the store keeps the id too, and the PUBREC waits for its commit.
@@ -36,6 +40,7 @@ from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
 from broker.acks import with_commit
 from broker.mqtt.codes import SUBACK_FAILURE, Reason
+from broker.mqtt.expiry import deadline
 from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
@@ -110,17 +115,12 @@ def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, 
             properties = packet.properties
             message = Message(
                 topic, packet.payload, 2, packet.retain, properties,
-                _deadline(properties, now), session,
+                deadline(properties, now), session,
             )  # fmt: skip
             again = broker.router.publish_again(message, session, packet_id)
             if again is not None:
                 durable = with_commit(again, broker.store.pending_commit())
     client.acknowledge(packet_id, 2, durable=durable)
-
-
-def _deadline(properties: Properties, now: float) -> float | None:
-    interval = properties.message_expiry
-    return now + interval if interval is not None else None
 
 
 def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
@@ -132,7 +132,7 @@ def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
     if properties:
         kept = [item for item in properties if item[0] != Property.WILL_DELAY_INTERVAL]
         properties = Properties(kept) if kept else NO_PROPERTIES
-    expires_at = _deadline(properties, now) if properties else None
+    expires_at = deadline(properties, now) if properties else None
     message = Message(topic, will.payload, will.qos, will.retain, properties, expires_at)
     route_will(broker.router, message)
     if will.retain:
@@ -190,14 +190,15 @@ def _subscribe_one(
     assert session is not None
     written = request.topic_filter
     key, canonical, me_form = canonical_filter(peer, written)
-    # 3.1/3.1.1: the core checked the filter as written (``broker.mqtt.decode``), and a
-    # plain one is its own canonical form: only its length is left to check.
-    checked = key == written and client.core.level != MQTT_5
+    # The core checked the filter as written (``broker.mqtt.filters``), and a plain one is
+    # its own canonical form: only its length is left to check.
+    checked = key == written
     problem = _filter_problem(written, key, canonical, checked=checked)
     if problem is not None or not peer.acl.allows_subscription(canonical):
         broker.metrics.subscriptions_denied += 1
         client.log_denied("subscribe to", written)
-        # 5.0 §3.9.3: 0x8F for a filter that is not one; outside the ACL, 0x80 as in 3.1.1,
+        # 5.0 §3.9.3: 0x8F for a filter correctly formed that cannot be one here (longer
+        # than the store keeps); outside the ACL, 0x80 as in 3.1.1,
         # which is what the Paho interoperability suite expects of a refused subscription.
         return Reason.TOPIC_FILTER_INVALID if problem is not None else Reason.UNSPECIFIED_ERROR
     levels = broker.config.max_topic_levels
@@ -275,8 +276,8 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
                 broker.store.unsubscribe(session, key)
             codes.append(Reason.SUCCESS)
         elif _filter_problem(topic_filter, key, canonical) is not None:
-            # 5.0 §3.11.3: 0x8F, as SUBACK answers the same filter (§3.9.3). 3.1.1's
-            # UNSUBACK carries no codes, and its filters that break §4.7.1 closed already.
+            # 5.0 §3.11.3: 0x8F, as SUBACK answers the same filter (§3.9.3). Filters that
+            # break §4.7.1 (5.0: or §4.8.2) closed the connection already.
             codes.append(Reason.TOPIC_FILTER_INVALID)
         else:
             codes.append(Reason.NO_SUBSCRIPTION_EXISTED)  # 5.0 §3.11.3

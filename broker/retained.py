@@ -1,7 +1,10 @@
 """Retained messages (MQTT 3.1.1 §3.3.1.3), bounded in all and per device.
 
 The last retained message of each topic is kept and sent to every new subscription that
-matches it; a retained message with an empty payload deletes the topic's. Each is owned by
+matches it; a retained message with an empty payload deletes the topic's, and so does one
+whose MQTT 5 Message Expiry Interval is 0: it has expired before any later subscription can
+be sent it (5.0 §3.3.2.3.3, ``broker.mqtt.expiry``), so it leaves the topic with no retained
+message, as if kept and expired at once (current subscribers get it). Each is owned by
 the device that published it, so that one device cannot fill the broker (per-device limits
 on count and bytes, besides the totals) and a deleted device's messages go with it. A
 message over a limit is still delivered to current subscribers, only not kept; the broker
@@ -11,6 +14,7 @@ counts it. The broker's own ``$SYS`` messages have no owner and no per-device li
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.mqtt.expiry import for_connected_only
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.trie import TopicTree
 
@@ -81,11 +85,11 @@ class RetainedStore:
         *,
         replicate: bool = True,
     ) -> str | None:
-        """Keep (or, for an empty payload, delete) the topic's retained message; the name of
-        the limit that refused it, or None. ``replicate``: tell ``replica`` (False for a
-        change that came from another node)."""
+        """Keep (or, for an empty payload or a lifetime of 0, delete) the topic's retained
+        message; the name of the limit that refused it, or None. ``replicate``: tell
+        ``replica`` (False for a change that came from another node)."""
         old = self._tree.get(topic)
-        if not payload:
+        if not payload or for_connected_only(properties):
             if old is not None:
                 self._remove(old)
             if replicate and self.replica is not None:

@@ -15,7 +15,8 @@ session that brought a copy of it from another member (``BrokerSession.brought``
 For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
 it is sent, whether its client is connected or not, so that nothing the publisher had
 acknowledged is lost (§4.3.2, §4.4); ``publish`` says whether it did, and the publisher's
-PUBACK then waits for the commit.
+PUBACK then waits for the commit. A message whose Message Expiry Interval is 0 reaches only
+the sessions whose client is connected (5.0 §3.3.2.3.3, ``broker.mqtt.expiry``).
 
 Shared subscriptions (``$share/{group}/{filter}``, MQTT 5.0 §4.8.2, for 3.1.1 clients too)
 are kept apart (``broker.mqtt.shared``): a message gets one copy per matching group, for the
@@ -34,6 +35,8 @@ from typing import Protocol
 
 from auth.topics import split_shared, topic_matches
 from broker.metrics import BrokerMetrics
+from broker.mqtt.connection import CONNECTED
+from broker.mqtt.expiry import for_connected_only
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
@@ -200,15 +203,19 @@ class LocalRouter:
         durable = False
         topic, published_qos = message.topic, message.qos
         again = message.id if published_qos == 2 else 0
+        connected_only = for_connected_only(message.properties)
         for session, sub in matches.items():
             denied = session.receive_denied
             if denied is not None and denied.fullmatch(topic) is not None:
                 continue  # a deny rule wins over the wider filter it subscribed with
             if again and session.brought and again in session.brought:
                 continue  # §4.3.3: it has this message, queued or sent, from another member
+            if session is message.origin:
+                mine = sub.for_publisher()  # No Local (5.0 §3.8.3.1)
+                if mine is None:
+                    continue
+                sub = mine
             qos = published_qos if published_qos < sub.qos else sub.qos
-            if sub.no_local and session is message.origin:
-                continue
             arrival = session.arrival
             if arrival is not None and not released:
                 if arrival.held is not None:  # until every member's barrier came
@@ -216,8 +223,10 @@ class LocalRouter:
                     continue
                 if not (arrival.first_sent_on(message) if sent_on else arrival.first(message)):
                     continue  # a second copy: directly, and from the member it moved from
-            out = copy_for(message, session, sub, qos, Outgoing)
             client = session.client
+            if connected_only and not self._connected(session):
+                continue
+            out = copy_for(message, session, sub, qos, Outgoing)
             if qos and session.persistent:
                 if client is None:
                     durable |= self.queue(session, out)
@@ -324,9 +333,11 @@ class LocalRouter:
         qos = min(message.qos, sub.qos)
         if qos == 2 and session.brought and message.id in session.brought:
             return False  # as in ``_deliver_plain``: it has this message
+        client = session.client
+        if for_connected_only(message.properties) and not self._connected(session):
+            return False
         out = copy_for(message, session, sub, qos, SharedOutgoing)
         out.group, out.message = group, message
-        client = session.client
         if client is None:
             return self.queue(session, out) if qos and session.persistent else False
         durable = False
@@ -335,6 +346,14 @@ class LocalRouter:
             durable = True
         client.deliver(out)
         return durable
+
+    def _connected(self, session: BrokerSession) -> bool:
+        """Whether a message of lifetime 0 goes to ``session`` (``broker.mqtt.expiry``)."""
+        client = session.client
+        if client is not None and client.core.state == CONNECTED:  # not after DISCONNECT
+            return True
+        self.metrics.count_limit("message_expiry")  # its copy expired, as the core counts it
+        return False
 
     def queue(self, session: BrokerSession, out: Outgoing) -> bool:
         """Keep a message for a persistent session whose client is away (§3.1.2.4), within

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from broker.mqtt.expiry import deadline
 from broker.mqtt.properties import NO_PROPERTIES, PUBLISH, read_properties
 from broker.mqtt.wire import Reader
 from broker.repeats import LogLimiter
@@ -47,8 +48,7 @@ def publish_stored_will(router: Router, retained: RetainedStore, will: "StoredWi
         if will.properties
         else NO_PROPERTIES
     )
-    interval = properties.message_expiry
-    expires_at = now + interval if interval is not None else None
+    expires_at = deadline(properties, now)
     route_will(
         router, Message(will.topic, will.payload, will.qos, will.retain, properties, expires_at)
     )

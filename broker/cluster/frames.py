@@ -14,8 +14,10 @@ byte). Each record is::
 ``$share``; ``groups`` names the shared subscriptions the sender chose the receiver for, as
 ``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Topics are
 the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
-left, since each process has its own clock. The message id and the route table revision
-it was routed at are the first routing member's (``broker.cluster.handover``). A frame comes
+left, since each process has its own clock; the publisher's interval stays in the
+properties, which tells a lifetime of 0 (``broker.mqtt.expiry``) from one that ran out. The
+message id and the route table revision it was routed at are the first routing member's
+(``broker.cluster.handover``). A frame comes
 from the network: ``decode`` checks what it reads, the property list as strictly as a
 PUBLISH's (``broker.mqtt.publish_properties``), which it then keeps as its bytes, as the
 publisher's member does (``Properties.held_as_wire``). A record "for

@@ -62,6 +62,7 @@ from broker.cluster.frames import decode
 from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
+from broker.mqtt.expiry import for_connected_only
 from broker.peer import SessionKey
 from broker.router import LocalRouter
 from broker.sessions import Arrival, BrokerSession
@@ -360,6 +361,8 @@ class Replays:
                 if awaited is not None and routed.session == awaited.token:
                     awaited.read(routed.message.topic, self._loop.time())  # from that member
                 continue
+            if for_connected_only(routed.message.properties):
+                continue  # parked for a gone member, whose clients were not connected then
             if routed.session is not None:
                 one = sessions.get(routed.session)
                 targets = [] if one is None else [one]

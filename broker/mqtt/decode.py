@@ -80,7 +80,12 @@ def decode_publish(
         if "\x00" in topic:
             raise MalformedPacket("topic name contains U+0000 (§1.5.3)")
         problem = topic_name_problem(topic)
-        if problem is not None and not (level == MQTT_5 and not topic):
+        if problem is not None and topic:
+            # [MQTT-3.3.2-2]: no wildcard in a topic name. The packet parses, so 5.0 calls
+            # it a Protocol Error (0x82, §1.2), as Mosquitto does; ill-formed UTF-8 and
+            # U+0000 are malformed (0x81, §1.5.4).
+            raise ProtocolError(f"topic name {problem}")
+        if problem is not None and level != MQTT_5:  # 5.0: empty with an alias (below)
             raise MalformedPacket(f"topic name {problem}")
     packet_id = None
     if qos:
@@ -140,8 +145,13 @@ def decode_connect(reader: Reader, level: int) -> Connect:
     try:
         client_id = reader.text("client identifier")
     except MalformedPacket as exc:
-        if v5:  # 5.0 §3.1.3.1: 0x85, as Mosquitto answers
-            raise ConnectRefused(str(exc), ConnackCode.IDENTIFIER_REJECTED) from None
+        if v5:
+            # 5.0 §1.5.4 [MQTT-1.5.4-1, -2]: ill-formed UTF-8 or U+0000 makes the packet
+            # malformed, so the CONNACK says 0x81 (§4.13.1); 0x85 "Client Identifier not
+            # valid" is for "a valid string" the server does not allow (§3.2.2.2).
+            raise ConnectRefused(
+                str(exc), ConnackCode.IDENTIFIER_REJECTED, reason_code=exc.reason_code
+            ) from None
         raise
     will = None
     if has_will:

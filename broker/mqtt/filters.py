@@ -1,14 +1,15 @@
 """Reading the topic filters of a SUBSCRIBE or UNSUBSCRIBE (§3.8.3, §3.10.3), strictly, as
 ``broker.mqtt.decode`` reads the other packets: a filter that is not UTF-8, an empty one,
-reserved option bits make the packet malformed, and at MQTT 3.1/3.1.1 so does a filter that
-breaks §4.7.1's syntax (the connection closes, §4.8). The filters past
+reserved option bits make the packet malformed, and a filter that breaks §4.7.1's syntax (or,
+from an MQTT 5 client, §4.8.2's for ``$share/``) a protocol violation: the connection closes
+(3.1.1 §4.8, 5.0 §4.13). The filters past
 ``max_filters_per_subscribe`` are checked the same way but counted, not kept
 (``_check_refused``).
 """
 
 from typing import Final
 
-from auth.topics import topic_filter_problem
+from auth.topics import SHARE_PREFIX, shared_problem, topic_filter_problem
 from broker.mqtt.packets import MQTT_5, PacketType, Subscribe, SubscribeRequest, Unsubscribe
 from broker.mqtt.properties import NO_PROPERTIES, Properties, read_properties
 from broker.mqtt.wire import Reader
@@ -16,6 +17,7 @@ from nanoiot.errors import MalformedPacket, ProtocolError
 from nanoiot.text import printable
 
 _NO_BOUND: Final = 1 << 28  # more filters than a packet (256 MB, §2.2.3) can carry
+_SHARE: Final = SHARE_PREFIX.encode()
 
 
 def decode_filters(
@@ -53,8 +55,8 @@ def _check_refused(reader: Reader, level: int, *, subscribe: bool) -> int:
     """The filters past the bound, counted: the broker refuses them whatever they hold, so
     none costs an ACL check, a subscription or a look-up. Each is still checked as the others
     are (a SUBSCRIBE's options too): a malformed packet closes the connection whatever the
-    bound (3.1.1 §4.8, 5.0 §4.13; §1.5.3, [MQTT-4.7.3-1], §3.8.3.1, [MQTT-3.8.3-5]), and at
-    3.1/3.1.1 so does a filter that breaks §4.7.1 (``_check_filters``).
+    bound (3.1.1 §4.8, 5.0 §4.13; §1.5.3, [MQTT-4.7.3-1], §3.8.3.1, [MQTT-3.8.3-5]), and so
+    does a filter that breaks §4.7.1 or (5.0) §4.8.2 (``_check_filters``).
 
     Bounded by the packet (``max_packet_size``) and cheap: the common filter, ASCII without
     a wildcard or U+0000, with valid options, is judged on its bytes; any other is read as
@@ -63,9 +65,10 @@ def _check_refused(reader: Reader, level: int, *, subscribe: bool) -> int:
     trailer = 1 if subscribe else 0
     good_options = _GOOD_OPTIONS_5 if level == MQTT_5 else _GOOD_OPTIONS_3
     # Whether a filter may need more than its bytes looked at, judged once for them all:
-    # what is not ASCII, and (3.1/3.1.1) a wildcard, whose place §4.7.1 rules.
+    # what is not ASCII, a wildcard, whose place §4.7.1 rules, and (5.0) a shared one.
     rest = data[at:end]
-    suspect = not rest.isascii() or (level != MQTT_5 and (b"+" in rest or b"#" in rest))
+    suspect = not rest.isascii() or b"+" in rest or b"#" in rest
+    suspect = suspect or (level == MQTT_5 and _SHARE in rest)
     count = 0
     while at < end:
         if at + 2 > end:
@@ -101,12 +104,12 @@ _GOOD_OPTIONS_5: Final = frozenset(
 
 
 def _plain(raw: bytes, level: int) -> bool:
-    """Whether a filter's bytes are well-formed UTF-8 and (3.1/3.1.1) keep §4.7.1."""
+    """Whether a filter's bytes are well-formed UTF-8 and keep ``_check_filters``'s rules."""
     try:
         text = raw.decode()
     except UnicodeDecodeError:
         return False
-    return level == MQTT_5 or topic_filter_problem(text) is None
+    return _filter_problem(text, level) is None
 
 
 def _check_one(reader: Reader, level: int, *, subscribe: bool) -> None:
@@ -142,22 +145,31 @@ def _subscription(topic_filter: str, options: int, level: int) -> SubscribeReque
 
 
 def _check_filters(topic_filters: list[str], level: int) -> None:
-    """MQTT 3.1 and 3.1.1: a topic filter that breaks §4.7's syntax ('#' last and alone in
-    its level, §4.7.1.2; '+' a whole level, §4.7.1.3) is a protocol violation, and §4.8 says
-    to close the connection, as the standard's reference broker and Mosquitto do. Checked for
-    the whole packet before any filter in it is acted on, so none of them is subscribed.
+    """A topic filter that breaks §4.7's syntax ('#' last and alone in its level, §4.7.1.2;
+    '+' a whole level, §4.7.1.3) is a protocol violation, and the connection closes, as the
+    standard's reference broker and Mosquitto do: 3.1.1 §4.8; 5.0 §4.13.1 [MQTT-4.13.1-1]
+    (a Protocol Error, 0x82: the packet parses, its data is not allowed, §1.2). Not a 5.0
+    SUBACK or UNSUBACK 0x8F, which is for a filter "correctly formed" that the server does
+    not allow (§3.9.3, §3.11.3). Checked for the whole packet before any filter in it is
+    acted on, so none of them is subscribed.
 
-    A ``$share/...`` filter is judged as written, by these rules alone: whether it is a
-    well-formed shared subscription is the broker's decision (``broker.inbound``). MQTT 5
-    answers each filter on its own instead (SUBACK 0x8F, 5.0 §3.9.3), so it is not checked
-    here.
+    A ``$share/...`` filter from an MQTT 5 client must also be a shared subscription's
+    (§4.8.2 [MQTT-4.8.2-1, -2]: a share name without '/', '+' or '#', then a filter). From a
+    3.1 or 3.1.1 client, which has no shared subscriptions in its standard, it is judged by
+    §4.7 alone, as written: whether it is one is the broker's decision (``broker.inbound``,
+    SUBACK 0x80).
     """
-    if level == MQTT_5:
-        return
     for topic_filter in topic_filters:
-        problem = topic_filter_problem(topic_filter)
+        problem = _filter_problem(topic_filter, level)
         if problem is not None:
             raise ProtocolError(f"topic filter '{printable(topic_filter)}': {problem}")
+
+
+def _filter_problem(topic_filter: str, level: int) -> str | None:
+    problem = topic_filter_problem(topic_filter)
+    if problem is None and level == MQTT_5 and topic_filter.startswith(SHARE_PREFIX):
+        problem = shared_problem(topic_filter)
+    return problem
 
 
 def read_unsubscribe(reader: Reader, level: int, bound: int = _NO_BOUND) -> Unsubscribe:

@@ -3,8 +3,9 @@
 Messages go to the client at once while its in-flight window has room, else they wait in the
 session's queue, so one subscriber gets them in order (MQTT 3.1.1 §4.6); a completed flight
 lets the next ones go (§4.4). An expired message (5.0 §3.3.2.3.3) or one larger than a 5.0
-client reads (§3.1.2.11.4) leaves as if delivered. Also here: the acknowledgements of what the
-client sent (PUBACK, PUBREC, and the PUBREL / PUBCOMP of a QoS 2 flow, §4.3) and SUBACK /
+client reads (§3.1.2.11.4) leaves as if delivered; one whose Message Expiry Interval is 0
+goes at once or not at all (``broker.mqtt.expiry``). Also here: the acknowledgements of what
+the client sent (PUBACK, PUBREC, and the PUBREL / PUBCOMP of a QoS 2 flow, §4.3) and SUBACK /
 UNSUBACK. Everything made is queued in ``_out`` for ``Connection.data_to_send``.
 """
 
@@ -14,6 +15,7 @@ from typing import Final
 from broker.mqtt.codes import Reason
 from broker.mqtt.encode import encode, encode_publish
 from broker.mqtt.events import Event, MessageDropped, MessageSent
+from broker.mqtt.expiry import expired, for_connected_only
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import MQTT_5, Puback, Pubcomp, Pubrec, Pubrel, Suback, Unsuback
 from broker.mqtt.session import Outgoing, Session
@@ -58,16 +60,20 @@ class Outbound:
 
     def publish(self, message: Outgoing, now: float | None = None) -> list[Event]:
         """Send ``message`` to the client now, or queue it behind the in-flight window or
-        the messages already waiting (so one subscriber gets them in order, §4.6)."""
+        the messages already waiting (so one subscriber gets them in order, §4.6). Called as
+        the message is published: one whose lifetime is 0 is sent now or never."""
         if now is not None:
             self.now = now
         session = self.session
         assert session is not None
         if session.queue or (message.qos and len(session.inflight) >= self.window):
+            if for_connected_only(message.properties):
+                # 5.0 §3.3.2.3.3: a lifetime of 0 does not wait for a turn that comes later.
+                return [MessageDropped(message, "message_expiry")]
             return self._dropped(session.enqueue(message, self.limits))
         if message.qos:
             session.start_flight(message)
-        event = self._send_first(message)
+        event = self._send_first(message, publishing=True)
         return [event] if event is not None else NO_EVENTS
 
     def acknowledge(self, packet_id: int, qos: int, reason_code: int = 0) -> None:
@@ -151,25 +157,29 @@ class Outbound:
         if deferred and message in deferred:
             deferred.remove(message)
 
-    def _send_first(self, message: Outgoing) -> Event | None:
+    def _send_first(self, message: Outgoing, *, publishing: bool = False) -> Event | None:
         """The first send of a message (in flight already if QoS 1 or 2). An expired one
         is not delivered (5.0 §3.3.2.3.3), nor one larger than the client reads (§3.1.2.11.4):
-        both leave as if delivered."""
+        both leave as if delivered. ``publishing``: sent as part of its publish, where a
+        Message Expiry Interval of 0 has not expired (``broker.mqtt.expiry``)."""
         expires = message.expires_at
-        data = b"" if expires is not None and expires <= self.now else self._publish_bytes(message)
+        if expires is not None and expired(message, self.now, publishing=publishing):
+            return self._unsent(message, "message_expiry")
+        data = self._publish_bytes(message)
         if not data:
-            if message.qos:
-                assert self.session is not None
-                del self.session.inflight[message.packet_id]
-            why = "message_expiry" if expires is not None and expires <= self.now else (
-                "client_maximum_packet_size"
-            )  # fmt: skip
-            return MessageDropped(message, why)
+            return self._unsent(message, "client_maximum_packet_size")
         self._out.append(data)
         if not message.qos:
             return None
         message.sent = True
         return MessageSent(message)
+
+    def _unsent(self, message: Outgoing, why: str) -> MessageDropped:
+        """``message`` leaves as if delivered, out of flight if it was in it."""
+        if message.qos:
+            assert self.session is not None
+            del self.session.inflight[message.packet_id]
+        return MessageDropped(message, why)
 
     def _publish_bytes(self, message: Outgoing, *, dup: bool = False) -> bytes:
         """The PUBLISH for ``message``; b"" if it is larger than a 5.0 client reads (the

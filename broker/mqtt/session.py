@@ -47,6 +47,57 @@ class Subscription:
         own = (self.identifier,) if self.identifier is not None else ()
         return own + self.more_identifiers
 
+    def for_publisher(self) -> "Subscription | None":
+        """What delivers a message that the subscribing session published itself: None
+        under No Local (5.0 §3.8.3.1 [MQTT-3.8.3-3])."""
+        return None if self.no_local else self
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap(Subscription):
+    """Several subscriptions of one session that match one message, which gets one copy
+    (5.0 §3.3.4, 3.1.1 §3.3.5): at the highest QoS of them [MQTT-3.3.4-2], with all their
+    identifiers [MQTT-3.3.4-4] and the RETAIN flag kept if one has Retain As Published. No
+    Local is each subscription's own (§3.8.3.1): ``no_local`` is set only if all have it,
+    and ``publisher`` is, when only some have it, those without it merged, which deliver
+    the session's own messages (at their QoS and identifiers, not the others')."""
+
+    publisher: Subscription | None = None
+
+    def for_publisher(self) -> Subscription | None:
+        if self.no_local:
+            return None
+        return self.publisher or self
+
+
+def overlap(known: Subscription, other: Subscription) -> Subscription:
+    """The one copy's subscription for two subscriptions of a session matching a message."""
+    chosen = other if other.qos > known.qos else known
+    if (
+        type(known) is Subscription  # not an Overlap already
+        and known.identifier is None
+        and other.identifier is None
+        and known.no_local == other.no_local
+        and known.retain_as_published == other.retain_as_published
+    ):
+        return chosen  # the common case (3.1.1 has none of these options)
+    mine, theirs = known.for_publisher(), other.for_publisher()
+    if mine is None or theirs is None:
+        publisher = mine or theirs  # only one of them delivers the session's own messages
+    elif mine is known and theirs is other:
+        publisher = None  # both do: the overlap itself
+    else:
+        publisher = overlap(mine, theirs)
+    return Overlap(
+        chosen.qos,
+        no_local=mine is None and theirs is None,
+        retain_as_published=known.retain_as_published or other.retain_as_published,
+        retain_handling=chosen.retain_handling,
+        me_form=chosen.me_form,
+        more_identifiers=tuple(dict.fromkeys((*known.identifiers, *other.identifiers))),
+        publisher=publisher,
+    )
+
 
 class Outgoing:
     """One application message for a session's client, at the QoS it is delivered with."""

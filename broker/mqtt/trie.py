@@ -16,10 +16,9 @@ Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 §4.8.2) live in a tri
 """
 
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import replace
 from typing import Generic, TypeVar
 
-from broker.mqtt.session import Subscription
+from broker.mqtt.session import Subscription, overlap
 
 S = TypeVar("S", bound=Hashable)
 T = TypeVar("T")
@@ -182,23 +181,11 @@ class SubscriptionTrie(Generic[S]):
 
 
 def collect(found: dict[S, Subscription], subscribers: dict[S, Subscription]) -> None:
-    """Add ``subscribers`` to ``found``: a subscriber matched twice gets one copy."""
+    """Add ``subscribers`` to ``found``: a subscriber matched twice gets one copy
+    (``overlap``)."""
     for subscriber, subscription in subscribers.items():
         known = found.get(subscriber)
-        if known is None:
-            found[subscriber] = subscription
-        elif known.identifiers or subscription.identifier is not None:
-            found[subscriber] = _both(known, subscription)
-        elif subscription.qos > known.qos:
-            found[subscriber] = subscription
-
-
-def _both(known: Subscription, other: Subscription) -> Subscription:
-    """One copy for two matching subscriptions: the options of the one of higher QoS, the
-    identifiers of both (MQTT 5 §3.3.4)."""
-    chosen = other if other.qos > known.qos else known
-    ids = tuple(dict.fromkeys((*known.identifiers, *other.identifiers)))
-    return replace(chosen, identifier=None, more_identifiers=ids)
+        found[subscriber] = subscription if known is None else overlap(known, subscription)
 
 
 class TopicTree(Generic[V]):

@@ -273,10 +273,15 @@ def subscribed_on_a(
     """S's first connection, to node a, subscribed to ``topic_filter`` at ``qos``; the
     device's client (``sensor``: its .nopass.pem file) on node ``publisher_on``, once what it
     publishes reaches S (other nodes' route tables learn of S's subscription
-    asynchronously)."""
+    asynchronously). At QoS 2 the device's session outlives its connection: a PUBLISH it
+    sends again after its node closed it unacknowledged (another node refused the message)
+    is then the same message (MQTT 3.1.1 §4.3.3), where with Clean Session 1 it is a new one
+    on a new session (§3.1.2.4) and may rightly reach S twice."""
     first = subscriber.connect("a")
     assert first.subscribe(topic_filter, qos) == [qos]
-    device = subscriber.nodes.connect(publisher_on, sensor, client_id=client_id)
+    device = subscriber.nodes.connect(
+        publisher_on, sensor, client_id=client_id, clean_session=qos != 2
+    )
     until_routed(device, TELEMETRY, first)
     return device
 

@@ -2,7 +2,8 @@
 reaches a subscriber on another with every property the publisher set, in order (5.0
 §3.3.2.3: forwarded unaltered but the Topic Alias, per connection, §3.3.2.3.4), the time left
 of its expiry (§3.3.2.3.3) and the subscriber's own Subscription Identifier (§3.3.4); a
-retained message kept by the other node carries the new subscriber's. Real paho MQTTv5
+retained message kept by the other node carries the new subscriber's; one whose Message
+Expiry Interval is 0 reaches the subscribers connected to the other node. Real paho MQTTv5
 clients over TLS, nodes as separate processes on the machine's NATS and PostgreSQL."""
 
 from pathlib import Path
@@ -10,9 +11,10 @@ from queue import Empty
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster
-from tests.e2e.v5_client import V5Client, publish_properties, v5_client
+from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,8 @@ SENT = publish_properties(
 # member now does the frame's.
 PLAIN = [("k", "v"), ("k", "w"), ("n", "1" * 20)]
 PLAIN_SENT = publish_properties(UserProperty=PLAIN, MessageExpiryInterval=60)
+ZERO = publish_properties(MessageExpiryInterval=0)
+MINUTE = publish_properties(MessageExpiryInterval=60)
 
 
 def _app(nodes: Cluster, node: str, name: str) -> V5Client:
@@ -99,3 +103,48 @@ def test_properties_cross_nodes_live_and_retained(tmp_path: Path) -> None:
             for client in (pub, sub, late):
                 if client is not None:
                     client.close()
+
+
+def test_lifetime_0_reaches_the_subscribers_connected_to_another_node(tmp_path: Path) -> None:
+    """5.0 §3.3.2.3.3 with an interval of 0 (``broker.mqtt.expiry``): the frame carries no
+    time left, and the publisher's interval; the other node gives it to the subscribers
+    connected there at every QoS, with an interval of 0, and queues none of it for a
+    persistent session whose client is away, which a message with a minute left reaches."""
+    with cluster(tmp_path) as nodes:
+        for name in ("pub", "sub", "keeper"):
+            nodes.application(name)
+        for node in ("a", "b"):
+            nodes.start(node)
+        pub, sub, keeper = _app(nodes, "a", "pub"), _app(nodes, "b", "sub"), _keeper(nodes)
+        try:
+            assert sub.subscribe("devices/#", qos=2) == [2]
+            assert keeper.subscribe("devices/z/#", qos=2) == [2]
+            _until_routed(pub, sub)
+            keeper.close()  # its session stays on b
+            for qos in (0, 1, 2):
+                pub.publish("devices/z/rpc/request/1", f"zero {qos}", qos=qos, properties=ZERO)
+            pub.publish("devices/z/rpc/request/1", b"minute", properties=MINUTE)
+            for qos in (0, 1, 2):
+                got = sub.next_message()
+                interval = getattr(got.properties, "MessageExpiryInterval", None)
+                assert (got.payload, got.qos, interval) == (f"zero {qos}".encode(), qos, 0)
+            assert sub.next_message().payload == b"minute"
+            keeper = _keeper(nodes)
+            assert keeper.session_present
+            assert keeper.next_message().payload == b"minute"
+            with pytest.raises(Empty):
+                keeper.messages.get(timeout=0.3)  # nothing more
+        finally:
+            for client in (pub, sub, keeper):
+                client.close()
+
+
+def _keeper(nodes: Cluster) -> V5Client:
+    """The application "keeper" on node b, its session kept an hour after it leaves."""
+    resume = make_properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
+    client = v5_client(
+        nodes.nodes["b"].port, nodes.server_cert, None, username="keeper",
+        password=APP_PASSWORD, client_id="keeper", clean_start=False, connect_properties=resume,
+    )  # fmt: skip
+    assert client.wait_connack()[0] == 0
+    return client

@@ -177,8 +177,10 @@ def _with_extra(data: bytes, extra: bytes) -> bytes:
         (_connect_bytes(MQTT_5, will=Will("w", b"x", properties=Properties([(0x23, 1)]))), 0x82),
         # Bytes after the payload: malformed, 0x81.
         (_with_extra(_connect_bytes(MQTT_5), b"\x00"), 0x81),
-        # A client id that is not UTF-8: 0x85 "Client Identifier not valid".
-        (_connect_bytes(MQTT_5, client_id="cc").replace(b"\x02cc", b"\x02\xff\xfe"), 0x85),
+        # A client id that is not UTF-8, or holds U+0000: malformed (§1.5.4), 0x81; 0x85 is
+        # for "a valid string" the server does not allow (§3.2.2.2).
+        (_connect_bytes(MQTT_5, client_id="cc").replace(b"\x02cc", b"\x02\xff\xfe"), 0x81),
+        (_connect_bytes(MQTT_5, client_id="c\x00"), 0x81),
         # Answered by closing, in Mosquitto too: U+0000 in the will topic, a reserved flag.
         (_connect_bytes(MQTT_5, will=Will("a\x00", b"x")), None),
         (_connect_bytes(MQTT_5)[:9] + bytes([0x03]) + _connect_bytes(MQTT_5)[10:], None),
@@ -199,3 +201,19 @@ def test_a_broken_5_0_connect_is_answered_as_mosquitto_answers_it(
     assert [packet.code for packet in sent if isinstance(packet, Connack)] == (
         [answer] if answer is not None else []
     )
+
+
+@pytest.mark.parametrize(
+    ("topic", "code"),
+    [("a/+", 0x82), ("#", 0x82), ("a\x00", 0x81)],
+)
+def test_a_5_0_topic_name_with_a_wildcard_is_a_protocol_error(topic: str, code: int) -> None:
+    # [MQTT-3.3.2-2]: the packet parses, its topic name is not allowed: a Protocol Error
+    # (0x82, 5.0 §1.2), as Mosquitto says; U+0000 makes it malformed (0x81, §1.5.4).
+    connection = Connection(Limits())
+    connection.receive_data(encode(Connect(MQTT_5, "c", True, 60), MQTT_5), 0)
+    connection.accept(Session("c", persistent=False), session_present=False)
+    connection.data_to_send()
+    [violation] = feed(connection, Publish(topic, b"x"))
+    assert isinstance(violation, ProtocolViolation)
+    assert (violation.code, connection.state) == (code, CLOSED)

@@ -68,6 +68,9 @@ def _past_the_bound(level: int, extra: bytes, kind: int = 0x82) -> bytes:
         (MQTT_3_1_1, b"\x00\x03#/a\x01", 0x82, "'#' must be the last level"),  # §4.7.1.2
         (MQTT_3_1_1, b"\x00\x03a+/\x00", 0x82, "'\\+' must occupy a whole level"),
         (MQTT_3_1_1, b"\x00\x02\xc3\xa9\x00\x02a#", 0xA2, "'#' must be the last"),
+        (MQTT_5, b"\x00\x03#/a\x01", 0x82, "'#' must be the last level"),  # 5.0 §4.13.1
+        (MQTT_5, b"\x00\x02a+", 0xA2, "'\\+' must occupy a whole level"),
+        (MQTT_5, b"\x00\x08$share/g\x01", 0x82, "shared subscription is"),  # §4.8.2
     ],
 )
 def test_a_malformed_filter_past_the_bound_still_closes(
@@ -88,7 +91,7 @@ def test_valid_filters_past_the_bound_are_checked_and_refused(
     level: int,
 ) -> None:
     # Not ASCII, wildcards in their place, a shared one: checked and counted, not kept.
-    # (5.0: a wildcard out of place is the broker's 0x8F, or 0x97 past the bound, §3.9.3.)
+    # (A wildcard out of place closes at either level: ``test_topic_filters``.)
     extra = b"\x00\x02\xc3\xa9\x01\x00\x03a/#\x02\x00\x03+/a\x00\x00\x0a$share/g/a\x01"
     connection, _ = connected(LIMITS, level=level)
     [event] = connection.receive_data(_past_the_bound(level, extra), 0.0)

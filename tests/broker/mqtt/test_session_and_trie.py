@@ -127,6 +127,25 @@ def test_one_match_per_subscriber_at_its_highest_qos() -> None:
     assert len(trie) == 4
 
 
+def test_one_copy_for_overlapping_subscriptions_keeps_each_ones_options() -> None:
+    # 5.0 §3.3.4: the highest QoS and every identifier; No Local is each subscription's own
+    # (§3.8.3.1): the session's own message goes through the others, at their QoS and with
+    # their identifiers; Retain As Published holds whichever order the levels are walked in.
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add("a/#", "s", Subscription(2, no_local=True, identifier=1))
+    trie.add("a/+", "s", Subscription(0, identifier=2))
+    trie.add("a/b", "s", Subscription(1, retain_as_published=True))
+    copy = trie.match("a/b")["s"]
+    assert (copy.qos, sorted(copy.identifiers), copy.retain_as_published) == (2, [1, 2], True)
+    own = copy.for_publisher()
+    assert own is not None
+    assert (own.qos, own.identifiers, own.retain_as_published) == (1, (2,), True)
+    assert trie.match("a/c")["s"].for_publisher() == Subscription(0, identifier=2)
+    trie.add("a/+", "s", Subscription(0, no_local=True, identifier=2))
+    assert trie.match("a/c")["s"].for_publisher() is None  # every one has No Local
+    assert trie.match("a/b")["s"].for_publisher() == Subscription(1, retain_as_published=True)
+
+
 def test_replacing_and_removing_subscriptions_prunes_the_trie() -> None:
     trie: SubscriptionTrie[str] = SubscriptionTrie()
     assert trie.add("a/b/c", "s", Q0)

@@ -1,9 +1,10 @@
-"""A topic filter that breaks §4.7's syntax: MQTT 3.1 and 3.1.1 close the connection (§4.8),
-MQTT 5 lets the broker refuse that filter alone (SUBACK 0x8F, 5.0 §3.9.3)."""
+"""A topic filter that breaks §4.7's syntax closes the connection: MQTT 3.1 and 3.1.1 §4.8,
+MQTT 5 §4.13.1 (a Protocol Error, 0x82; SUBACK 0x8F is for a filter "correctly formed" that
+the server does not allow, 5.0 §3.9.3). MQTT 5 also holds ``$share/`` filters to §4.8.2."""
 
 import pytest
 
-from broker.mqtt.connection import CLOSED, CONNECTED
+from broker.mqtt.connection import CLOSED
 from broker.mqtt.events import ProtocolViolation
 from broker.mqtt.packets import (
     MQTT_3_1,
@@ -33,11 +34,11 @@ def _packet(kind: str, filters: list[str]) -> Packet:
     return Unsubscribe(3, tuple(filters))
 
 
-@pytest.mark.parametrize("level", [MQTT_3_1, MQTT_3_1_1])
+@pytest.mark.parametrize("level", [MQTT_3_1, MQTT_3_1_1, MQTT_5])
 @pytest.mark.parametrize("kind", ["SUBSCRIBE", "UNSUBSCRIBE"])
 @pytest.mark.parametrize("before", [[], [VALID]], ids=["alone", "after-a-valid-one"])
 @pytest.mark.parametrize("topic_filter", list(MALFORMED))
-def test_a_malformed_filter_closes_a_3_1_or_3_1_1_connection(
+def test_a_malformed_filter_closes_the_connection(
     level: int, kind: str, before: list[str], topic_filter: str
 ) -> None:
     connection, _ = connected(level=level)
@@ -47,19 +48,29 @@ def test_a_malformed_filter_closes_a_3_1_or_3_1_1_connection(
     assert isinstance(violation, ProtocolViolation)
     assert violation.reason.startswith(f"{kind}: ")
     assert MALFORMED[topic_filter] in violation.reason
+    # 5.0: the broker's DISCONNECT says 0x82 Protocol Error (0x81 for the empty one, which
+    # is no string the standard allows as a filter at all, §4.7.3 [MQTT-4.7.3-1]).
+    assert violation.code == (0x81 if not topic_filter else 0x82)
     assert connection.state == CLOSED
     assert connection.data_to_send() == b""  # no SUBACK or UNSUBACK
 
 
 @pytest.mark.parametrize("kind", ["SUBSCRIBE", "UNSUBSCRIBE"])
-@pytest.mark.parametrize("topic_filter", [f for f in MALFORMED if f])
-def test_mqtt_5_leaves_a_malformed_filter_to_the_broker(kind: str, topic_filter: str) -> None:
-    """5.0 §3.9.3: the broker answers that filter 0x8F (``broker.inbound``); the rest of
-    the packet is served and the connection stays."""
+@pytest.mark.parametrize(
+    ("topic_filter", "rule"),
+    [
+        ("$share//x", "the share name must not be empty (MQTT 5.0 §4.8.2)"),
+        ("$share/g", "a shared subscription is $share/{share name}/{topic filter}"),
+        ("$share/g#x/y", "'#' must be the last level"),  # §4.7.1.2 before §4.8.2
+    ],
+)
+def test_mqtt_5_holds_a_shared_filter_to_4_8_2(kind: str, topic_filter: str, rule: str) -> None:
+    """5.0 §4.8.2 [MQTT-4.8.2-1, -2]; a 3.1.1 client's is the broker's to refuse (below)."""
     connection, _ = connected(level=MQTT_5)
-    packet = _packet(kind, [VALID, topic_filter])
-    assert feed(connection, packet) == [packet]
-    assert connection.state == CONNECTED
+    [violation] = feed(connection, _packet(kind, [VALID, topic_filter]))
+    assert isinstance(violation, ProtocolViolation)
+    assert rule in violation.reason
+    assert (violation.code, connection.state) == (0x82, CLOSED)
 
 
 @pytest.mark.parametrize(
