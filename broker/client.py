@@ -14,10 +14,10 @@ A connection ends once (``_end``): by DISCONNECT, by a protocol violation or lim
 expiry (``broker.keep_alive``), take-over, a kick (revocation: no will), a refusal, or the
 network. An MQTT 5 client is told why first, in a DISCONNECT with a reason code and string
 (5.0 §3.14.2.1): 0x98 on a kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93
-on a limit, the violation's own code (``broker.faults``). Its will is published when the standard says so
-(§3.1.2.5), after its Will Delay Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``),
-its session released (a clean session ends with it, §3.1.2.4; a kept one after its expiry
-interval), and it leaves the live table.
+on a limit, the violation's own code (``broker.faults``). Its will is published when the
+standard says so (§3.1.2.5), after its Will Delay Interval for a 5.0 client (§3.1.3.2.2,
+``broker.last_will``), its session released (a clean session ends with it, §3.1.2.4; a kept
+one after its expiry interval), and it leaves the live table.
 """
 
 import asyncio
