@@ -25,6 +25,9 @@ def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
             "'Authorization: Bearer <token>' (or 'X-Authorization: Bearer <token>')."
         ),
         docs_url=None,  # admin.api_docs serves /docs without a CDN
+        # Starlette would redirect "/ui/devices/" to "/ui/devices" at the Host header's host:
+        # a Host an attacker sets (or a proxy passes on) must not pick where a client goes.
+        redirect_slashes=False,
         redoc_url=None,
     )
     app.state.context = context

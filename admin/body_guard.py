@@ -11,6 +11,9 @@ first, on the headers alone:
   at once (RFC 9110 §15.5.14), and a chunked body is cut off, 413, as soon as it passes it.
   The bound is ``http_max_body_bytes`` for most routes, a CRL's bound for the routes that
   take one, and none for the bulk import, which reads its body as a stream row by row;
+- after the token: a query parameter, or a Content-Type or Authorization field, given twice
+  is answered 400, and a JSON body to the REST API is read as RFC 8259 JSON
+  (``admin.json_body``);
 - a request framed two ways (``Content-Length`` and ``Transfer-Encoding``: the shape of
   request smuggling through a proxy) is answered 400, and a target or header fields past
   ``MAX_HEAD_BYTES`` 414 or 431, each with the connection closed.
@@ -18,19 +21,24 @@ first, on the headers alone:
 
 import re
 from typing import Final
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from admin.json_body import strictly_json
 from admin.problems import problem
 from admin.security import token_refusal
+from nanoiot.text import printable
 
 MAX_CRL_BYTES: Final = 16 * 1024 * 1024  # a CRL of ~400,000 entries
 # A request's target, and its header fields (names and values): h11 bounds only a head that
 # arrives in pieces (16 KiB), so one sent whole in a read could be 256 KiB of thousands of
 # fields or of path. Browsers and scripts send under 8 KiB, cookies included.
 MAX_HEAD_BYTES: Final = 16 * 1024
+# Header fields that hold one value (the Host field h11 checks itself, RFC 9112 §3.2).
+_SINGLE_HEADERS: Final = (b"content-type", b"authorization", b"x-authorization")
 _FORM_OVERHEAD: Final = 64 * 1024  # a form's other fields and multipart framing
 # (method, path) -> the route's own bound; None: streamed, no bound on the whole body.
 _ROUTE_LIMITS: Final[list[tuple[str, re.Pattern[str], int | None]]] = [
@@ -77,6 +85,12 @@ class BodyGuard:
                 answer = problem(refused.status_code, refused.detail, headers)
                 await answer(scope, receive, send)
                 return
+        # After the token, as every refusal of what a request says (the token first).
+        names = [name for name, _ in scope["headers"]]
+        ambiguous = _ambiguity_problem(names, scope.get("query_string") or b"")
+        if ambiguous is not None:
+            await problem(400, ambiguous)(scope, receive, send)
+            return
         limit = body_limit(scope["method"], scope["path"], self.max_body)
         if limit is None:
             await self.app(scope, receive, send)
@@ -106,7 +120,10 @@ class BodyGuard:
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, watched_send)
+            if scope["path"].startswith("/api/"):  # the JSON routes; the token is checked
+                await strictly_json(self.app, scope, counted_receive, watched_send)
+            else:  # no route here reads JSON: a body nobody reads is not parsed either
+                await self.app(scope, counted_receive, watched_send)
         except BodyTooLarge:
             if not started:
                 await _too_large(limit)(scope, receive, send)
@@ -125,6 +142,21 @@ def _framing_problem(scope: Scope) -> tuple[int, str] | None:
         # RFC 9112 §6.1: such a request may be rejected, and the connection MUST be closed;
         # a proxy that framed it by Content-Length would see another request in what follows.
         return 400, "The request has both Content-Length and Transfer-Encoding."
+    return None
+
+
+def _ambiguity_problem(header_names: list[bytes], query: bytes) -> str | None:
+    """A request that says one thing twice: which one counts differs between readers (Starlette
+    reads the first Content-Type but the last of a query parameter), so a check made on one
+    can be passed with the other. Each names a single value, so twice is refused."""
+    for name in _SINGLE_HEADERS:
+        if header_names.count(name) > 1:  # RFC 9110 §5.3: not a list, so only once
+            return f"The request has more than one {name.decode().title()} header field."
+    seen: set[str] = set()
+    for parameter, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if parameter in seen:
+            return f"The query parameter {printable(parameter, 40)!r} is given twice."
+        seen.add(parameter)
     return None
 
 

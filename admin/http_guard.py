@@ -18,13 +18,17 @@ the connection is taken in, so bounding each client is the proxy's job.
 
 import asyncio
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Sequence
+from email.utils import formatdate
 from typing import ClassVar, Final, TypeAlias
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from admin.headers import DEFAULTS as SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,20 @@ _IPV6_HOST_PREFIX: Final = 64
 _LOG_INTERVAL: Final = 60.0
 
 
-class _TurnedAway:
-    """Connections one bound closed at once since its last warning, and when the next may be
-    logged."""
+# uvicorn warns of each request h11 cannot parse: a line per request a client sends. Its log goes
+# through this child of its logger, where that warning is dropped: ``send_400_response``
+# reports such requests once a minute instead, as the bounds above do.
+_INVALID_REQUEST: Final = "Invalid HTTP request received."
+_UVICORN_LOG: Final = logging.getLogger("uvicorn.error.admin")
+_UVICORN_LOG.addFilter(lambda record: record.msg != _INVALID_REQUEST)
 
-    def __init__(self) -> None:
+
+class _TurnedAway:
+    """Connections (or requests) one bound closed at once since its last warning, and when the
+    next may be logged."""
+
+    def __init__(self, outcome: str = "closed at once") -> None:
+        self.outcome = outcome
         self.count = 0
         self.next_report = 0.0
 
@@ -65,7 +78,7 @@ class _TurnedAway:
         self.count += 1
         now = time.monotonic()
         if now >= self.next_report:
-            log.warning(message + ": %d new one(s) closed at once", *args, self.count)
+            log.warning(f"{message}: %d new one(s) {self.outcome}", *args, self.count)
             self.count, self.next_report = 0, now + _LOG_INTERVAL
 
 
@@ -82,6 +95,8 @@ class Places:
         self.turned_away_total = _TurnedAway()
         self.turned_away_per_address = _TurnedAway()
         self.slow_bodies = _TurnedAway()
+        self.malformed = _TurnedAway()
+        self.upgrades = _TurnedAway("answered as plain HTTP")
 
     def source_of(self, ip: IpAddress | None) -> str | None:
         """What a connection from ``ip`` (``peer_ip``), not the loopback address, counts
@@ -131,6 +146,7 @@ class GuardedH11Protocol(H11Protocol):
                 MAX_PER_ADDRESS, source,
             )  # fmt: skip
             return
+        self.logger = _UVICORN_LOG
         super().connection_made(transport)
         if self.client is not None:
             # A dual-stack listener (``::``) reports IPv4 peers as ::ffff:a.b.c.d: the
@@ -160,6 +176,33 @@ class GuardedH11Protocol(H11Protocol):
             self._source = None
         if self in self.connections:  # a connection closed at once never joined them
             super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot parse (no Host, a malformed request line or
+        field), as a problem body with the security headers every other answer carries."""
+        body = json.dumps({"status": 400, "message": msg, "errorCode": 31}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            (b"date", formatdate(usegmt=True).encode()),  # RFC 9110 §6.6.1
+            *SECURITY_HEADERS,
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        self.transport.close()
+        self.places.malformed.report(
+            "admin HTTP: a request that is not valid HTTP/1.1, answered 400"
+        )
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn warned twice of each Upgrade request, advising to install a WebSocket library:
+        # no route speaks WebSocket (``ws="none"``), so it is answered as plain HTTP.
+        self.places.upgrades.report("admin HTTP: an Upgrade request (no route speaks WebSocket)")
 
     def _watch_head(self) -> None:
         """A deadline while the next request's head is awaited (h11: the client IDLE)."""

@@ -17,6 +17,7 @@ from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from admin.failures import INTERNAL_ERROR
 from admin.security import refusal
 from nanoiot.errors import (
     ConflictError,
@@ -58,6 +59,9 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, _handler(status))
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _request_invalid)
+    # Anything else is our fault: a problem body like every other error, no traceback (it is
+    # logged by admin.failures, around the application, with the request it failed).
+    app.add_exception_handler(Exception, _unexpected)
     _document(app)
 
 
@@ -66,6 +70,10 @@ def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
         return problem(status, str(exc))
 
     return handle
+
+
+async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    return problem(500, INTERNAL_ERROR)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:

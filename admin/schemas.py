@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from admin.service import BasicSpec, CredentialSpec, TokenSpec, X509Spec
 from admin.wire_types import Uuid
 from auth.kinds import CredentialStatus, CredentialType
+from nanoiot import strict_json
 from nanoiot.errors import ValidationError
 from storage.names import MAX_NAME_LENGTH
 from storage.records import Credential, Device, Page
@@ -225,8 +226,8 @@ def _basic_spec(value: str | None) -> BasicSpec:
     """Read the reference's MQTT_BASIC ``credentialsValue`` (JSON inside a JSON string)."""
     example = '{"clientId": "...", "userName": "...", "password": "..."}'
     try:
-        fields: Any = json.loads(value) if value else None
-    except json.JSONDecodeError:
+        fields: Any = strict_json.loads(value) if value else None
+    except strict_json.JsonRefused:  # a name twice as well: which password would count?
         fields = None
     if not isinstance(fields, dict):
         raise ValidationError(f"credentialsValue must be JSON text like {example} for MQTT_BASIC")

@@ -9,7 +9,8 @@ An idle node must cost nothing: the application (FastAPI, the API's models, the 
 templates, some 11 MiB) is built by the first request, not at start (``LazyApp``), and
 uvicorn's main loop, which wakes ten times a second to look for a stop and refresh its Date
 header, waits for ``stop()`` instead; each response gets its Date (RFC 9110 §6.6.1) when it
-starts.
+starts. Every response gets the security headers (``admin.headers``), and a request the
+application fails on is logged once and answered 500 (``admin.failures``).
 """
 
 import asyncio
@@ -23,6 +24,8 @@ from typing import Any, Self
 
 import uvicorn
 
+from admin.failures import AnswerFailures
+from admin.headers import SecurityHeaders
 from admin.http_guard import guarded_protocol
 from nanoiot.errors import ConfigError
 from nanoiot.sockets import listening_socket
@@ -136,7 +139,9 @@ class HttpServer:
         client pick the address the sign-in rate limit counts."""
         sock = _bind(host, port)
         config = uvicorn.Config(
-            _Dated(app),
+            # Outside the application: its own 500 (Starlette's, outermost in it) and answers
+            # from any other application served here get the security headers too.
+            _Dated(SecurityHeaders(AnswerFailures(app))),
             log_config=None,  # keep the process's logging set-up
             access_log=False,
             lifespan="off",

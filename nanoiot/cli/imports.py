@@ -11,12 +11,12 @@ are shared with the admin API's streamed import (``admin.v1_import``).
 
 import csv
 import io
-import json
 import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanoiot import strict_json
 from nanoiot.cli.common import MAX_CERTIFICATE_FILE
 from nanoiot.cli.import_batch import Row, import_batch
 from nanoiot.errors import AlreadyImportedError, NanoIoTError, ValidationError
@@ -145,13 +145,9 @@ def csv_row(row: Mapping[str | None, str | list[str] | None]) -> Row:
 
 def json_row(line: str) -> Row:
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg}"
-    except ValueError:  # an integer of more digits than int() takes (sys.int_info)
-        return "not valid JSON: a number has too many digits"
-    except RecursionError:  # arrays or objects nested deeper than the parser recurses
-        return "not valid JSON: nested too deeply"
+        row = strict_json.loads(line)
+    except strict_json.JsonRefused as exc:  # NaN, a name twice, 1e999: RFC 8259 JSON only
+        return f"not valid JSON: {exc}"
     if not isinstance(row, dict):
         return "expected a JSON object"
     unknown = set(row) - _COLUMNS

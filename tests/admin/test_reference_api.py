@@ -76,7 +76,7 @@ async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/api/device", content=b"{not json", headers={"Content-Type": "application/json"}
     )
-    assert_problem(response, 400, "JSON decode error")
+    assert_problem(response, 400, "The request body is not valid JSON: Expecting property name")
 
 
 async def test_unknown_or_malformed_device_id_is_404(api: httpx.AsyncClient) -> None:

@@ -147,7 +147,7 @@ async def test_a_crl_is_stored_in_every_form_it_comes_in(
         (b"signed-by-other", "text/plain", 400, "is not signed by CA 'CN=Fleet CA'"),
         (b'{"crl": 1}', "application/json", 400, 'JSON {"crl": "<PEM>"}: crl: Input should be'),
         (b'{"clr": "x"}', "application/json", 400, "crl: Field required; clr: Extra inputs"),
-        (b'{"crl": ' + b"[" * 1000, "application/json", 400, "Invalid JSON: recursion limit"),
+        (b'{"crl": ' + b"[" * 1000, "application/json", 400, "not valid JSON: arrays and"),
         (b"x", "application/octet-stream", 415, "application/pkix-crl"),
     ],
     ids=[

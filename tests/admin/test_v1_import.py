@@ -255,10 +255,13 @@ async def test_text_that_is_not_utf8_ends_the_import_saying_where(
 @pytest.mark.parametrize(
     ("line", "error"),
     [
-        ('{"name": ' + "[" * 100_000, "not valid JSON: nested too deeply"),
+        (
+            '{"name": ' + "[" * 100_000,
+            "not valid JSON: more than 10,000 arrays and objects",
+        ),
         (
             '{"name": "n", "token": ' + "9" * 5000 + "}",
-            "not valid JSON: a number has too many digits",
+            "not valid JSON: a number of 5,000 characters (at most 40 are read)",
         ),
     ],
 )

@@ -100,6 +100,19 @@ async def test_json_rows_skip_blank_lines_and_report_bad_ones() -> None:
     ]
 
 
+async def test_json_rows_are_rfc_8259_json() -> None:
+    # Before: tokens "nan" and "inf", and the device "b" (the last of two names).
+    data = (
+        b'{"name": "a", "token": NaN}\n{"name": "a", "name": "b"}\n{"name": "c", "token": 1e400}\n'
+    )
+    rows = await collect(json_rows(numbered_lines(pieces(data, 7))))
+    assert rows == [
+        (1, "not valid JSON: NaN is not a JSON number (RFC 8259 §6)"),
+        (2, 'not valid JSON: the name "name" appears twice in one object'),
+        (3, "not valid JSON: the number 1e400 is out of range"),
+    ]
+
+
 # --- arrived_batches: what the streamed import imports at once ------------------------------
 
 

@@ -76,9 +76,34 @@ def test_import_rows_python_cannot_parse_are_bad_rows(
     assert "Traceback" not in result.stderr
     assert result.stdout.splitlines() == [
         "imported 2 device(s), 3 row(s) failed",
-        "  row 2: not valid JSON: nested too deeply",
-        "  row 3: not valid JSON: a number has too many digits",
+        "  row 2: not valid JSON: more than 10,000 arrays and objects",
+        "  row 3: not valid JSON: a number of 5,000 characters (at most 40 are read)",
         "  row 4: /dev/zero is larger than 64 KiB: not a certificate",
+    ]
+
+
+def test_import_rows_that_are_not_rfc_8259_json_are_bad_rows(nanoiot: Cli, tmp_path: Path) -> None:
+    # Before: Python's json read all but the lone surrogate: devices with the tokens "nan",
+    # "inf" and "-inf" were imported, and "b-2" (the last of two names).
+    rows = [
+        '{"name": "good-1", "token": "tok-good-0001"}',
+        '{"name": "nan-1", "token": NaN}',
+        '{"name": "b-1", "name": "b-2", "token": "tok-good-0002"}',
+        '{"name": "inf-1", "token": 1e999}',
+        '{"name": "neg-1", "token": -Infinity}',
+        '{"name": "lone-\\ud800", "token": "tok-good-0003"}',
+        '{"name": "good-2", "token": "tok-good-0004"}',
+    ]
+    (tmp_path / "devices.jsonl").write_text("\n".join(rows) + "\n")
+    result = nanoiot("device", "import", str(tmp_path / "devices.jsonl"), ok=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        "imported 2 device(s), 5 row(s) failed",
+        "  row 2: not valid JSON: NaN is not a JSON number (RFC 8259 §6)",
+        '  row 3: not valid JSON: the name "name" appears twice in one object',
+        "  row 4: not valid JSON: the number 1e999 is out of range",
+        "  row 5: not valid JSON: -Infinity is not a JSON number (RFC 8259 §6)",
+        "  row 6: not valid JSON: a string holds a lone UTF-16 surrogate (RFC 8259 §8.2)",
     ]
 
 
