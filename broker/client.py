@@ -14,20 +14,18 @@ A connection ends once (``_end``): by DISCONNECT, by a protocol violation or lim
 expiry (``broker.keep_alive``), take-over, a kick (revocation: no will), a refusal, or the
 network. An MQTT 5 client is told why first, in a DISCONNECT with a reason code and string
 (5.0 §3.14.2.1): 0x98 on a kick, 0x8E on take-over, 0x8D on keep-alive expiry, 0x97 or 0x93
-on a limit, the violation's own code. Its will is published when the standard says so
-(§3.1.2.5), after its Will Delay Interval for a 5.0 client (§3.1.3.2.2, ``broker.last_will``),
-its session released (a clean session ends with it, §3.1.2.4; a kept one after its expiry
-interval), and it leaves the live table.
+on a limit, the violation's own code (``broker.faults``). Its will is published when the
+standard says so (§3.1.2.5), after its Will Delay Interval for a 5.0 client (§3.1.3.2.2,
+``broker.last_will``), its session released (a clean session ends with it, §3.1.2.4; a kept
+one after its expiry interval), and it leaves the live table.
 """
 
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from auth.connack import ConnackCode
-from broker import backpressure, connecting, inbound
+from broker import backpressure, connecting, faults, inbound
 from broker.acks import HeldAcks
-from broker.connection_limit import host_of
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, Connection
@@ -58,13 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAKEOVER_GRACE: Final = 1.0  # seconds an old connection gets to close before it is aborted
-# The DISCONNECT reason code (5.0 §3.14.2.1) of a limit that ends a connection; others 0x97.
-_LIMIT_REASONS: Final = {
-    "max_awaiting_pubrel": Reason.RECEIVE_MAXIMUM_EXCEEDED,
-    # An answer larger than the client reads (§3.1.2.11.4): "greater than Maximum Packet
-    # Size for this Client".
-    "client_maximum_packet_size": Reason.PACKET_TOO_LARGE,
-}
 
 
 class MqttClient:
@@ -180,7 +171,6 @@ class MqttClient:
                 self._handle_rare(event)
 
     def _handle_rare(self, event: Event) -> None:
-        metrics = self.broker.metrics
         if isinstance(event, Connect):
             self._auth = self._loop.create_task(connecting.run(self, event), name="mqtt connect")
             self._auth.add_done_callback(self._admitted)
@@ -203,32 +193,14 @@ class MqttClient:
         elif isinstance(event, DuplicateReceived):
             inbound.publish_again(self, event.packet_id, event.publish, self._loop.time())
         elif isinstance(event, MessageDropped):
-            metrics.count_limit(event.limit)
+            self.broker.metrics.count_limit(event.limit)
             self.broker.store.message_done(event.message)
         elif isinstance(event, LimitExceeded):
-            metrics.count_limit(event.limit)
-            log.warning("%s: %s: closing (%s)", self.label, event.detail, event.limit)
-            code = _LIMIT_REASONS.get(event.limit, Reason.QUOTA_EXCEEDED)
-            self._end(will=True, reason=(code, f"{event.detail} (over {event.limit})"))
+            faults.limit_exceeded(self, event)
         elif isinstance(event, ProtocolViolation):
-            metrics.count_violation()
-            if event.code == Reason.PACKET_TOO_LARGE:
-                metrics.count_limit("max_packet_size")
-            lines, host = self.broker.client_log, host_of(self.tls.remote[0])
-            if event.connected:
-                lines.info(host, "protocol violations",
-                           "protocol violation by %s: %s: closing (MQTT 3.1.1 §4.8)",
-                           self.label, event.reason)  # fmt: skip
-            else:
-                lines.info(host, "first packets that were not a valid CONNECT",
-                           "refused %s: first packet is not a valid CONNECT (%s)",
-                           self.label, event.reason)  # fmt: skip
-            self._end(will=True, reason=(event.code, event.reason))
+            faults.violated(self, event)
         elif isinstance(event, ConnectionRefused):
-            if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
-                metrics.count_violation()
-            log.info("refused %s: %s", self.label, event.reason)
-            self._end(will=False)
+            faults.refused(self, event)
 
     def _disconnected(self, packet: Disconnect) -> None:
         """5.0 §3.14.2.2.2: the DISCONNECT may change the session expiry interval."""

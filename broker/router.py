@@ -15,7 +15,8 @@ session that brought a copy of it from another member (``BrokerSession.brought``
 For a persistent session every QoS 1 and 2 message is handed to the ``SessionStore`` before
 it is sent, whether its client is connected or not, so that nothing the publisher had
 acknowledged is lost (§4.3.2, §4.4); ``publish`` says whether it did, and the publisher's
-PUBACK then waits for the commit. A message whose Message Expiry Interval is 0 reaches only
+PUBACK then waits for the commit. A session whose client is away keeps its copies within
+its queue limits (``broker.away_queue``). A message whose Message Expiry Interval is 0 reaches only
 the sessions whose client is connected (5.0 §3.3.2.3.3, ``broker.mqtt.expiry``).
 
 Shared subscriptions (``$share/{group}/{filter}``, MQTT 5.0 §4.8.2, for 3.1.1 clients too)
@@ -23,33 +24,30 @@ are kept apart (``broker.mqtt.shared``): a message gets one copy per matching gr
 member whose turn it is among those that can take it now, else one whose in-flight window is
 full (it waits in that session's queue), else a persistent session whose client is away (it is
 queued for it). A member whose ACL denies it the topic is passed over. When a member's session
-ends with such copies not yet acknowledged, they go to another member (§4.8.2). A message with
-no shared subscription on the broker costs one emptiness test for them.
+ends with such copies not yet acknowledged, they go to another member (§4.8.2). The ranking
+of members and the copy that remembers its group are ``broker.shared_members``. A message
+with no shared subscription on the broker costs one emptiness test for them.
 """
 
 import asyncio
-import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from auth.topics import split_shared, topic_matches
+from broker.away_queue import AwayQueue
 from broker.metrics import BrokerMetrics
 from broker.mqtt.connection import CONNECTED
 from broker.mqtt.expiry import for_connected_only
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.session import RELEASED, Outgoing, Subscription
-from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
+from broker.mqtt.shared import SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
 from broker.outgoing import copy_for
-from broker.repeats import LogLimiter
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
-
-log = logging.getLogger(__name__)
-
-_DROPS_LOGGED_PER = 60.0  # seconds: a session's queue drops are logged once, then counted
+from broker.shared_members import SharedOutgoing, member_rank
 
 
 # Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
@@ -109,20 +107,6 @@ class Router(Protocol):
     def subscription_count(self) -> int: ...
 
 
-class SharedOutgoing(Outgoing):
-    """A member's copy of a message routed through a shared subscription: what it takes to
-    give the message to another member if this one's session ends first (5.0 §4.8.2)."""
-
-    __slots__ = ("group", "message")
-
-    group: SharedGroup[BrokerSession]
-    message: Message
-
-
-# A shared subscription member's rank (``SharedGroup.pick``): lower is chosen first.
-READY, BUSY, AWAY = 0, 1, 2
-
-
 class LocalRouter:
     def __init__(self, store: SessionStore, limits: Limits, metrics: BrokerMetrics) -> None:
         self.subscriptions: SubscriptionTrie[BrokerSession] = SubscriptionTrie()
@@ -133,8 +117,8 @@ class LocalRouter:
         # (``broker.sessions.Arrival``) that the acknowledgement of what was just routed
         # waits for. The caller takes them.
         self.waits: list[asyncio.Future[None]] = []
-        self._drops = LogLimiter(log, interval=_DROPS_LOGGED_PER)
         self.metrics = metrics
+        self.away = AwayQueue(store, limits, metrics)
 
     @property
     def subscription_count(self) -> int:
@@ -229,7 +213,7 @@ class LocalRouter:
             out = copy_for(message, session, sub, qos, Outgoing)
             if qos and session.persistent:
                 if client is None:
-                    durable |= self.queue(session, out)
+                    durable |= self.away.keep(session, out)
                     continue
                 self.store.message_queued(session, out)
                 durable = True
@@ -283,7 +267,7 @@ class LocalRouter:
     ) -> bool:
         """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2), or per
         one of ``only`` (share name, filter)."""
-        rank = _member_rank(message)
+        rank = member_rank(message)
         durable = False
         if only is None:
             groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(message.topic)
@@ -308,7 +292,7 @@ class LocalRouter:
             group = out.group
             if self.shared.group(group.name, group.topic_filter) is not group:
                 continue  # nobody is left in it
-            chosen = group.pick(_member_rank(out.message))
+            chosen = group.pick(member_rank(out.message))
             if chosen is not None:
                 self._send(group, *chosen, out.message)
         del self.waits[mark:]
@@ -339,7 +323,7 @@ class LocalRouter:
         out = copy_for(message, session, sub, qos, SharedOutgoing)
         out.group, out.message = group, message
         if client is None:
-            return self.queue(session, out) if qos and session.persistent else False
+            return self.away.keep(session, out) if qos and session.persistent else False
         durable = False
         if qos and session.persistent:
             self.store.message_queued(session, out)
@@ -354,47 +338,3 @@ class LocalRouter:
             return True
         self.metrics.count_limit("message_expiry")  # its copy expired, as the core counts it
         return False
-
-    def queue(self, session: BrokerSession, out: Outgoing) -> bool:
-        """Keep a message for a persistent session whose client is away (§3.1.2.4), within
-        its queue limits; True if the store was written."""
-        dropped = session.enqueue(out, self.limits)
-        kept = True
-        for message, limit in dropped:
-            self.metrics.count_limit(limit)
-            if message is out:
-                kept = False
-            else:
-                self.store.message_done(message)
-        if kept:
-            self.store.message_queued(session, out)
-        if dropped:
-            self._log_drops(session, len(dropped), dropped[0][1])
-        return kept or bool(dropped)
-
-    def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:
-        """One line per session and limit a minute, then a count of the rest (a queue that
-        overflows does so at the publishers' rate: a line per message would flood the log)."""
-        key = session.store_key
-        self._drops.warning(key, f"queue drops ({limit})",
-                            "session %s: %d queued messages dropped, oldest first (%s); further "
-                            "drops are counted", key, count, limit)  # fmt: skip
-
-
-def _member_rank(message: Message) -> Rank[BrokerSession]:
-    """How well a shared subscription's member can take ``message`` now: one whose client
-    can send it at once, before one whose in-flight window is full (it would wait in its
-    queue), before one whose client is away; never one its ACL denies the topic."""
-    topic, published_qos = message.topic, message.qos
-
-    def rank(session: BrokerSession, sub: Subscription) -> int | None:
-        denied = session.receive_denied
-        if denied is not None and denied.fullmatch(topic) is not None:
-            return None
-        client = session.client
-        if client is None:
-            return AWAY
-        qos = published_qos if published_qos < sub.qos else sub.qos
-        return READY if client.can_send_now(qos) else BUSY
-
-    return rank

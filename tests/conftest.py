@@ -1,9 +1,11 @@
 """Fixtures shared by every test package."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from storage.sql import SqlCredentialStore
 from tests.storage.pg import fresh_database
 
 
@@ -12,3 +14,13 @@ def postgres_url() -> Iterator[str]:
     """An empty, un-migrated PostgreSQL database of its own, dropped afterwards."""
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
+    """A real SQLite credential store of its own, closed afterwards."""
+    store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,13 +1,14 @@
 """A dead member's persistent sessions taken in by the survivor its departure chose
-(``broker.cluster.wills``): each claimed by compare-and-set in ``<cluster>_clients``, read
-from the shared store, and queued for here (``broker.cluster.sessions``, whose
+(``broker.cluster.wills``): each claimed by compare-and-set in ``<cluster>_clients`` (with
+an adoption's value, naming the connect the claim replaced: ``broker.cluster.claim_value``),
+read from the shared store, and queued for here (``broker.cluster.sessions``, whose
 ``SessionClaims.adopt`` this is).
 """
 
 import logging
 from typing import TYPE_CHECKING
 
-from broker.cluster.claim_value import holder_of
+from broker.cluster.claim_value import adoption_value, holder_of
 from broker.cluster.frames import from_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.silence import nobody_listens
@@ -49,7 +50,7 @@ async def adopt(claims: "SessionClaims", gone: str) -> int:
 
 async def _adopt_all(claims: "SessionClaims", gone: str, taken: list["BrokerSession"]) -> int:
     """Claim and read each session ``gone`` holds; those read here join ``taken``."""
-    member, adopted = claims.link.member.encode(), 0
+    member, adopted = claims.link.member, 0
     for kv_key, holder in (await read_holders(claims.bucket)).items():
         if holder != gone:
             continue
@@ -60,14 +61,13 @@ async def _adopt_all(claims: "SessionClaims", gone: str, taken: list["BrokerSess
         key = (device_id, client_id)
         if claims.replays is not None:  # a take-over from here on takes its frames along
             claims.replays.owed.adopting(key, gone)
-        try:
-            revision = await claims.bucket.update(kv_key, member, entry.revision)
+        try:  # an adoption's claim: not its client coming back (``claim_value``)
+            adoption = adoption_value(member, entry.value, entry.revision)
+            revision = await claims.bucket.update(kv_key, adoption, entry.revision)
         except ClusterConflictError:
             if claims.replays is not None:
                 claims.replays.owed.given(key, gone)
             continue  # its device connected meanwhile
-        if claims.wills is not None:
-            claims.wills.adopted(key, revision)
         if not await claims.registry.adopt(key):
             if claims.replays is not None:
                 claims.replays.owed.given(key, gone)

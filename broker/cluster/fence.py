@@ -123,7 +123,7 @@ class Fencing:
         self._rejoining: asyncio.Task[None] | None = None
         self._restoration: Restoration | None = None
         self.router: ClusterRouter | None = None  # takes frames again when it is back
-        wills.holds = claims.holds  # a held will's client connected here again
+        wills.claimed_at = claims.claimed_at  # a held will's client connecting again
 
     def start(self) -> None:
         self.members.on_renewed(self._heartbeat)

@@ -19,15 +19,15 @@ parked, and routed to it directly once the others' tables show its new member's 
    the others' tables show the session here; its barrier in the stream says none is left.
 4. The frames parked so far are read, up to the last one there when the reading began and
    then until every member's barrier is read among them, and their messages given to each
-   session they match (held with the others); then what is held goes to the session sorted
-   by id, which is each publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3). A
-   member's barrier is waited for ``HOLD_WITHIN`` seconds from the asking (a member that
-   died answers none), and past that, while the member is live and gave no barrier yet, up
-   to ``cluster_handover_window`` seconds from the asking (a live member whose table lags
-   parks for the gone member until its table shows the session here:
-   ``broker.cluster.liveness``); or ``READ_WITHIN`` seconds from its direct one (its parked
-   one is queued behind its frames, which JetStream takes one at a time); then given up once
-   no frame came for a moment (or ``READ_WITHIN`` more while frames keep coming).
+   session they match (held with the others, ``broker.cluster.giving``); then what is held
+   goes to the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and
+   QoS 2 once (§4.3.3). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
+   asking (a member that died answers none), and past that, while the member is live and
+   gave no barrier yet, up to ``cluster_handover_window`` seconds from the asking (a live
+   member whose table lags parks for the gone member until its table shows the session
+   here: ``broker.cluster.liveness``); or ``READ_WITHIN`` seconds from its direct one (its
+   parked one is queued behind its frames, which JetStream takes one at a time); then given
+   up once no frame came for a moment (or ``READ_WITHIN`` more while frames keep coming).
 5. Frames parked later (copies of messages routed with tables that also showed the session
    here, or from a member given up in step 4) are read for ``cluster_handover_window``
    seconds more and given unless the session had them; the adopter and the restarted
@@ -56,13 +56,12 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.arrivals import follow, forget_arrivals
+from broker.cluster.arrivals import forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
-from broker.cluster.frames import decode
+from broker.cluster.giving import give_frame, release_held
 from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
-from broker.mqtt.expiry import for_connected_only
 from broker.peer import SessionKey
 from broker.router import LocalRouter
 from broker.sessions import Arrival, BrokerSession
@@ -348,54 +347,13 @@ class Replays:
         sessions: dict[SessionKey, BrokerSession],
         awaited: Awaited | None = None,
     ) -> None:
-        """A frame's messages to the sessions here they were for; its barriers for
-        ``awaited``, read."""
-        local, registry = self.local, self.registry
-        try:
-            records = list(decode(frame, self._loop.time()))
-        except (ClusterError, UnicodeDecodeError) as exc:
-            log.warning("a parked frame skipped: %s", exc)
-            return
-        for routed in records:
-            if routed.barrier:
-                if awaited is not None and routed.session == awaited.token:
-                    awaited.read(routed.message.topic, self._loop.time())  # from that member
-                continue
-            if for_connected_only(routed.message.properties):
-                continue  # parked for a gone member, whose clients were not connected then
-            if routed.session is not None:
-                one = sessions.get(routed.session)
-                targets = [] if one is None else [one]
-            else:
-                targets = list(sessions.values())
-            for session in targets:
-                if registry is None or registry.sessions.get(session.key) is not session:
-                    continue  # it moved on, or ended
-                one_session_plain = routed.session is not None and not routed.groups
-                if routed.plain or one_session_plain:
-                    local.deliver_to(session, routed.message)
-                for group in routed.groups:
-                    local.deliver_to_group(session, routed.message, group)
-                self.replayed += 1
-        local.waits.clear()  # acknowledged when parked: nothing waits for these
+        clock = self._loop.time
+        self.replayed += give_frame(frame, sessions, self.local, self.registry, clock, awaited)
 
     def _caught_up(
         self, sessions: list[BrokerSession], caught_up: Callable[[], None] | None
     ) -> None:
         if caught_up is not None:
             caught_up()
-            return
-        local = self.local
-        for session in sessions:
-            arrival = session.arrival
-            if arrival is None or arrival.held is None:
-                continue
-            held = arrival.release()
-            registry = self.registry
-            if registry is None or registry.sessions.get(session.key) is not session:
-                arrival.released.set_result(None)
-                continue
-            durable = local.deliver_released(session, held)
-            pending = local.store.pending_commit() if durable else None
-            follow(arrival.released, [] if pending is None else [pending])
-        local.waits.clear()
+        else:
+            release_held(sessions, self.local, self.registry)

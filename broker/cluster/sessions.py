@@ -204,6 +204,11 @@ class SessionClaims:
     def holds(self, key: SessionKey) -> bool:
         return key in self._claimed
 
+    def claimed_at(self, key: SessionKey) -> int | None:
+        """The revision of this member's last claim of ``key`` (None: none it knows of)."""
+        claimed = self._claimed.get(key)
+        return None if claimed is None else claimed[0]
+
     def awaiting_pubrel(self, key: SessionKey) -> set[int]:
         return self._awaiting.pop(key, set())
 

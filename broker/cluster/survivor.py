@@ -21,9 +21,12 @@ take-over: later than due, never earlier. A delayed will whose session a connect
 again (``claimed_again``: a take-over of the session this member adopted, or, read once the
 adoption is done, a connect that came before it) is decided then, not when the delay ends:
 published if the connect ended the session (its claim says Clean Start,
-``broker.cluster.claim_value``), dropped if it took the session on. A delayed will is
-published only by the process its departure names, so that a process cut off from NATS long
-enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that took over.
+``broker.cluster.claim_value``), dropped if it took the session on. An adoption's claim is no
+such connect, whoever adopted the session (this process, the one it took the departure over
+from, or a survivor of that one): it names the connect it replaced (``came_back``). A delayed
+will is published only by the process its departure names, so that a process cut off from
+NATS long enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that
+took over.
 """
 
 import asyncio
@@ -33,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 
-from broker.cluster.claim_value import clean_start
+from broker.cluster.claim_value import came_back, clean_start
 from broker.cluster.departure import (
     DEPARTURE_TRIED,
     DONE,
@@ -53,7 +56,7 @@ from broker.sessions import connect_ends
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
 
-__all__ = ["Survivor", "delete_will"]
+__all__ = ["Survivor", "delete_will", "ends_session"]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +91,8 @@ class Survivor:
         # Delayed wills waiting here by departure, and the departures marked ``waiting``.
         self._delayed: dict[str, int] = {}
         self._marked: set[str] = set()
-        # Sessions with a delayed will here (its departure, entry and will), and those whose
-        # claim this member's adoption rewrote: the revision it wrote (a claim still at it
-        # means the client has not come back).
+        # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
-        self._adopted: dict[SessionKey, int] = {}
 
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
@@ -256,23 +256,18 @@ class Survivor:
         if left <= 0 and run in self._marked:
             await self._done(run)
 
-    def adopted(self, key: SessionKey, revision: int) -> None:
-        """This member's adoption rewrote the session's claim at ``revision``."""
-        if key in self._waiting:
-            self._adopted[key] = revision
-
     async def _claims_read(self, run: str) -> None:
         """The sessions with a delayed will of ``run`` whose client connected again before
         this member adopted them (their claim is another connect's): decided now."""
         for key, (waits_for, _, will) in list(self._waiting.items()):
-            if waits_for != run or key in self._adopted:
+            if waits_for != run:
                 continue
             try:
                 claim = await self.claims.get(to_key(store_key(key)))
             except ClusterError as exc:  # decided when the delay ends
                 log.info("claim of session %s not read: %s", store_key(key), exc)
                 continue
-            if claim is not None and claim.revision != will.claim:
+            if claim is not None and came_back(claim.value, claim.revision, will.claim):
                 self.claimed_again(key)
 
     def claimed_again(self, key: SessionKey) -> None:
@@ -288,11 +283,10 @@ class Survivor:
 
     async def _due(self, run: str, kv_key: str, will: StoredWill) -> None:
         """Publish ``will``; a delayed one unless its client connected again (its claim
-        changed, other than by this member's adoption) without ending the session, or
-        another process took its departure over."""
+        changed, other than by an adoption) without ending the session, or another process
+        took its departure over."""
         claim = None
         self._waiting.pop(will.key, None)
-        adopted = self._adopted.pop(will.key, None)
         if will.delay:
             try:
                 claim = await self.claims.get(to_key(store_key(will.key)))
@@ -306,7 +300,8 @@ class Survivor:
                 log.info("will of session %s left to the process that took the departure of "
                          "%s over", store_key(will.key), run)  # fmt: skip
                 return
-        if claim is None or claim.revision in (will.claim, adopted) or _ended(claim.value):
+        back = claim is not None and came_back(claim.value, claim.revision, will.claim)
+        if claim is None or not back or ends_session(claim.value):
             self.publish(will)
             self.published += 1
             log.info("published the will of session %s for its dead member",
@@ -336,7 +331,7 @@ class Survivor:
                 await task
 
 
-def _ended(claim: bytes) -> bool:
+def ends_session(claim: bytes) -> bool:
     """Whether the connect that made ``claim`` ended the session of a delayed will: the
     one rule of a take-over (``BrokerSession.ends_with_connect``). A will waits for its delay
     only if its session was kept (``stored_will``: a session expiry interval), so the

@@ -19,7 +19,8 @@ before had its will published by its member). A 5.0 will with a delay waits for 
 the smaller of the Will Delay Interval and the session expiry interval, counted from when the
 death was noticed; if the session's claim changes meanwhile (its client connected again),
 it is published at once if that connect ended the session (Clean Start, as the claim says:
-``broker.cluster.claim_value``), and dropped if it took the session on (§3.1.3.2.2). Then
+``broker.cluster.claim_value``), and dropped if it took the session on (§3.1.3.2.2); an
+adoption's claim is not its client connecting again, whoever adopted the session. Then
 the entry is deleted, and the same survivor adopts the dead member's persistent sessions
 (``SessionClaims.adopt``), unless the member came back, and marks the departure done
 (``broker.cluster.survivor``, which also says what happens to a departure whose survivor dies
@@ -46,15 +47,17 @@ back), a will that falls due on it is published exactly once whichever way the o
   of it, so it is this member's alone. It is held until a heartbeat of this member is
   written again (NATS back), then published, after the fencing too: a connection the
   fencing closes (without its will, 0x9C) has its will held the same way, a 5.0 will with a
-  delay waiting what is left of it from the fencing, dropped if its session's claim then
-  names another member (its client connected there, §3.1.3.2.2).
+  delay waiting what is left of it from the fencing (``_late``). If its client connects
+  again meanwhile, to any member (a claim of its session other than this member's last one
+  before the fencing, or an adoption of it), the will is decided as a survivor decides
+  one: published at once if that connect had Clean Start (the session ends), dropped if
+  not (§3.1.3.2.2).
 
 What is held is bounded (``cluster_max_held_wills``); past it a will is dropped and counted.
 
 A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
 its entry until it is published or dropped there (``BrokerSession.will_settled``), so that a
-survivor publishes it if the member dies meanwhile. A claim rewritten by this member's
-adoption of the session is not its client coming back.
+survivor publishes it if the member dies meanwhile.
 """
 
 import asyncio
@@ -64,11 +67,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
-from broker.cluster.claim_value import holder_of
+from broker.cluster.claim_value import came_back, connect_revision, holder_of, is_adoption
 from broker.cluster.departure import DEPARTURES_KEPT, Live
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.survivor import Survivor, delete_will
+from broker.cluster.survivor import Survivor, delete_will, ends_session
 from broker.cluster.will_entries import StoredWill, encode_will, stored_will
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError
@@ -108,7 +111,8 @@ class Wills:
         # those dropped past it.
         self.max_held = 1000
         self.held_dropped = 0
-        self.holds: Callable[[SessionKey], bool] = lambda _key: False  # claimed here now
+        # The revision of this member's last claim of a session (None: none it knows of).
+        self.claimed_at: Callable[[SessionKey], int | None] = lambda _key: None
         self._unkept: dict[SessionKey, MqttClient] = {}  # connects whose will is not kept
         self._held: dict[str, tuple[int, Callable[[], None]]] = {}  # kv key: entry to delete
         self._orphans: list[Callable[[], None]] = []  # wills no survivor knows of
@@ -141,9 +145,6 @@ class Wills:
 
     def member_gone(self, member: Member) -> None:
         self.survivor.member_gone(member)
-
-    def adopted(self, key: SessionKey, revision: int) -> None:
-        self.survivor.adopted(key, revision)
 
     def claimed_again(self, key: SessionKey) -> None:
         self.survivor.claimed_again(key)
@@ -226,10 +227,14 @@ class Wills:
 
     def _fenced_orphans(self) -> None:
         """The fencing closes these connections without their wills, which no departure
-        knows of: held until this member is back."""
+        knows of: held until this member is back. Each with the revision of the claim this
+        member made for its session last (its connect could not make one), if any: a later
+        claim is its client coming back (``_late``)."""
         now = asyncio.get_running_loop().time()
         for client in self._unkept.values():
-            will = None if client.ended else stored_will(client, 0)
+            peer = client.peer
+            since = None if peer is None else self.claimed_at(peer.key)
+            will = None if client.ended else stored_will(client, since or 0)
             if will is not None:
                 publish = functools.partial(self._spawn_late, will, now)
                 self._hold(self._orphans.append, publish, client.label)
@@ -239,23 +244,47 @@ class Wills:
         self._spawn(self._late(will, fenced_at))
 
     async def _late(self, will: StoredWill, fenced_at: float) -> None:
-        """Publish the will of a connection the fencing closed, after what is left of its
-        delay; dropped if its client connected again meanwhile (§3.1.3.2.2)."""
+        """Publish the will of a connection the fencing closed, once what is left of its
+        delay passed, or at once when its client connects again with Clean Start, which ends
+        the session; dropped if its client connects again without (§3.1.3.2.2)."""
         kv_key = to_key(store_key(will.key))
         try:
-            if will.delay:
-                claim = await self.claims.get(kv_key)
-                if claim is not None and holder_of(claim.value) != self.member:
-                    return  # its client connected to another member
-                left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
-                await asyncio.sleep(max(left, 0.0))  # the Will Delay Interval itself
-                again = await self.claims.get(kv_key)
-                if self.holds(will.key) or (again and claim and again.revision != claim.revision):
-                    return
+            left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
+            claim = await self._claim_after(kv_key, will.claim, left) if will.delay else None
         except ClusterError as exc:
             log.warning("will of session %s not published: %s", store_key(will.key), exc)
             return
+        if claim is not None and not ends_session(claim):
+            log.info("will of session %s dropped: its client took the session on",
+                     store_key(will.key))  # fmt: skip
+            return
         self.publish(will)
+
+    async def _claim_after(self, kv_key: str, since: int, within: float) -> bytes | None:
+        """The claim of a connect of the session's client after its claim at revision
+        ``since`` (0: not known), within ``within`` seconds; None if none came. Not known,
+        a claim this member made before (for an earlier connection) is not one, nor an
+        adoption of it (``claim_value``): a survivor took the session, not its client."""
+        watch = await self.claims.watch(kv_key)
+        try:
+            value = None
+            while (change := await watch.value()) is not None:
+                value = change[1]  # the claim as it is: the last given
+            if value is not None:
+                if not since and (holder_of(value) == self.member or is_adoption(value)):
+                    since = connect_revision(value, watch.revision)
+                elif came_back(value, watch.revision, since):
+                    return value
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(within, 0.0)):  # the Will Delay Interval itself
+                    while True:
+                        change = await watch.value()
+                        value = None if change is None else change[1]
+                        if value is not None and came_back(value, watch.revision, since):
+                            return value
+        finally:
+            await watch.stop()
+        return None
 
     def ended(self, client: "MqttClient") -> None:
         """The connection ended: its member took care of its will."""

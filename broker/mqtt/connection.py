@@ -12,8 +12,8 @@ Backpressure and fairness (``broker.mqtt.intake``): processing stops before the 
 once ``window_full`` (MQTT 3.1/3.1.1: ``max_awaiting_pubrel`` QoS 1/2 PUBLISHes unanswered) or
 ``turn_over`` (``TURN_BUDGET`` packets this call); the rest stays unread until then. A
 SUBSCRIBE or UNSUBSCRIBE carries at most ``max_filters_per_subscribe`` filters to the broker;
-the rest are checked, then refused (``_bounded``). A 5.0 SUBACK or UNSUBACK larger than the
-client reads closes the connection instead (``_answer_fits``).
+the rest are checked, then refused. A 5.0 SUBACK or UNSUBACK larger than the client reads
+closes the connection instead (both ``broker.mqtt.filter_bounds``).
 
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
@@ -47,6 +47,7 @@ from broker.mqtt.events import (
     PublishReleased,
     PubrelAgain,
 )
+from broker.mqtt.filter_bounds import oversized_answer, turn_cost, unanswerable
 from broker.mqtt.filters import decode_filters
 from broker.mqtt.handshake import AUTHENTICATING, AWAITING_CONNECT, CLOSED, CONNECTED
 from broker.mqtt.intake import KEEP_ALIVE_GRACE, TURN_BUDGET, Intake
@@ -69,7 +70,7 @@ from broker.mqtt.properties import NO_PROPERTIES
 from broker.mqtt.rules import header_problem, header_reason, packet_name
 from broker.mqtt.session import RELEASED, SENT, Session
 from broker.mqtt.v5 import Negotiated
-from broker.mqtt.wire import Reader, varint
+from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, ProtocolError
 
 __all__ = [
@@ -78,10 +79,6 @@ __all__ = [
 ]  # fmt: skip
 
 _MQTT_5_CONNECT: Final = b"\x00\x04MQTT\x05"  # how a 5.0 CONNECT body starts (§3.1.2.1-2)
-# Filters past max_filters_per_subscribe checked (``broker.mqtt.filters``) for the cost of one
-# granted (an ACL check and a subscription, about 8 µs): 0.5 to 1.5 µs each. They count against
-# the turn at that rate, so that a packet of 60,000 of them ends its turn.
-_CHECKS_PER_FILTER: Final = 8
 # A PUBLISH's new property list costs a packet's work per 32 bytes read: 256 empty user
 # properties (1.3 KB) as much as 40 small PUBLISHes. Counted against the turn at that rate.
 _PROPERTY_BYTES: Final = 32
@@ -232,11 +229,7 @@ class Connection(Intake):
             self._completed((data[start] << 8) | data[start + 1], 1, events)
             return
         if kind == PacketType.SUBSCRIBE or kind == PacketType.UNSUBSCRIBE:
-            bound = self.limits.max_filters_per_subscribe
-            filters = decode_filters(first, data, start, end, self.level, bound)
-            if self.v5 is not None and not self._answer_fits(filters, events):
-                return
-            events.append(self._bounded(filters))
+            self._filters(first, data, start, end, events)
             return
         packet = decode(first, data, start, end, self.level)
         if isinstance(packet, Puback | Pubcomp):
@@ -264,50 +257,22 @@ class Connection(Intake):
         else:  # AUTH: no authentication method was agreed (5.0 §4.12)
             raise ProtocolError("no authentication method was agreed in CONNECT (MQTT 5 §4.12)")
 
-    def _bounded(self, packet: Subscribe | Unsubscribe) -> Event:
-        """The packet, whose filters past ``max_filters_per_subscribe`` were checked and
-        counted as refused, not kept (``decode_filters``), for the broker; its filters count
-        against this turn (those refused at ``_CHECKS_PER_FILTER`` a packet).
-
-        A SUBSCRIBE answers every filter on its own (§3.8.4, §3.9.3): those past the bound
-        get 0x80 (3.1.1 "Failure"; 5.0 0x97 "Quota exceeded", an implementation limit, as
-        ``max_subscriptions``). No DISCONNECT: the client did nothing wrong, and what it
-        asked within the bound is granted. A 5.0 UNSUBACK's filters past it get 0x83
-        ("Implementation specific error": valid, not accepted, §3.11.3; 0x97 is not an
-        UNSUBACK code). A 3.1/3.1.1 UNSUBACK carries no code (§3.11.3) and must still come
-        (§3.10.4): it would tell the client its subscriptions are gone while they stay, so
-        the connection is closed instead, as a 3.1.1 server does when it cannot go on (§4.8).
-        """
-        if isinstance(packet, Unsubscribe):
-            if packet.refused and self.level != MQTT_5:
-                self.state = CLOSED
-                count = len(packet.filters) + packet.refused
-                return LimitExceeded("max_filters_per_subscribe", f"UNSUBSCRIBE of {count} filters")
-            self._turn_left -= len(packet.filters) + packet.refused // _CHECKS_PER_FILTER
-        else:
-            self._turn_left -= len(packet.requests) + packet.refused // _CHECKS_PER_FILTER
-        return packet
-
-    def _answer_fits(self, packet: Subscribe | Unsubscribe, events: list[Event]) -> bool:
-        """Whether the SUBACK or UNSUBACK that answers ``packet`` (a code a filter, no
-        properties) fits the 5.0 client's Maximum Packet Size. If not, nothing of the packet
-        is done and the connection closes (DISCONNECT 0x95, "for this Client"): the server
-        may neither send it ([MQTT-3.1.2-24]) nor leave the packet unanswered
-        ([MQTT-3.8.4-1], [MQTT-3.10.4-4]), nor answer fewer filters ([MQTT-3.8.4-6])."""
-        assert self.v5 is not None
-        if isinstance(packet, Subscribe):
-            name, count = "SUBACK", len(packet.requests) + packet.refused
-        else:
-            name, count = "UNSUBACK", len(packet.filters) + packet.refused
-        body = 3 + count  # packet id, an empty property list, the codes
-        size = 1 + len(varint(body)) + body
-        most = self.v5.maximum_packet_size
-        if size <= most:
-            return True
-        detail = f"its {name} of {size} bytes exceeds its Maximum Packet Size {most}"
-        events.append(LimitExceeded("client_maximum_packet_size", detail))
-        self.state = CLOSED
-        return False
+    def _filters(self, first: int, data: bytes, start: int, end: int, events: list[Event]) -> None:
+        """A SUBSCRIBE or UNSUBSCRIBE for the broker, within its bounds
+        (``broker.mqtt.filter_bounds``), its filters counted against this turn; or, past
+        them, the connection closed."""
+        bound = self.limits.max_filters_per_subscribe
+        filters = decode_filters(first, data, start, end, self.level, bound)
+        v5 = self.v5
+        exceeded = None if v5 is None else oversized_answer(filters, v5.maximum_packet_size)
+        if exceeded is None:
+            exceeded = unanswerable(filters, self.level)
+        if exceeded is not None:
+            events.append(exceeded)
+            self.state = CLOSED
+            return
+        self._turn_left -= turn_cost(filters)
+        events.append(filters)
 
     def _received(self, publish: Publish, session: Session, events: list[Event]) -> bool:
         """Count a QoS 1 or 2 PUBLISH until it is answered; False if it is not to be routed:

@@ -5,13 +5,15 @@ All made at test time (no key is committed). The certificates are session-scoped
 generation is the slow part and no test changes them.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.session_store import SqlSessionStore
 from nanoiot.settings import Settings
+from storage.sql import SqlCredentialStore
 from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert, make_server_pki
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread
@@ -59,3 +61,22 @@ def tls_settings(pki: ServerPki) -> Callable[..., Settings]:
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
     with BrokerThread(broker_settings(tmp_path / "data")) as running:
         yield running
+
+
+@pytest.fixture
+def completed_kept() -> int:
+    """The QoS 2 ids completed that ``sessions`` keeps per session (0: none); a test module
+    that needs some overrides it."""
+    return 0
+
+
+@pytest.fixture
+async def sessions(
+    sqlite_store: SqlCredentialStore, completed_kept: int
+) -> AsyncIterator[SqlSessionStore]:
+    """The persistent sessions kept in ``sqlite_store``, written out before it closes."""
+    store = SqlSessionStore(sqlite_store, completed_kept=completed_kept)
+    try:
+        yield store
+    finally:
+        await store.close(within=5)

@@ -5,25 +5,20 @@ member's sessions from its parked frames. An interval of 1 goes where it went. T
 with paho clients, is in tests/e2e/test_mqtt5_expiry_zero.py; across nodes in
 tests/cluster/test_mqtt5_properties.py."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import pytest
-
 from broker.cluster.frames import decode, encode
-from broker.metrics import BrokerMetrics
 from broker.mqtt.connection import Connection
 from broker.mqtt.expiry import deadline, expired, for_connected_only
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import Properties, Property
-from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.session import Outgoing
 from broker.retained import Retained as RetainedMessage
 from broker.retained import RetainedStore, RetainLimits
-from broker.router import LocalRouter, Message
+from broker.router import Message
 from broker.session_store import SqlSessionStore
-from broker.sessions import BrokerSession
 from storage.sql import SqlCredentialStore
+from tests.broker.stored_sessions import subscribed_away
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -37,40 +32,10 @@ def _message(payload: bytes, properties: Properties, retain: bool = False) -> Me
     return Message("a/b", payload, 1, retain, properties, deadline(properties, NOW))
 
 
-@pytest.fixture
-async def opened(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def sessions(opened: SqlCredentialStore) -> AsyncIterator[SqlSessionStore]:
-    store = SqlSessionStore(opened)
-    try:
-        yield store
-    finally:
-        await store.close(within=5)
-
-
-async def _subscribed(store: SqlSessionStore) -> tuple[LocalRouter, BrokerSession]:
-    """A persistent session subscribed to a/# at QoS 1 on a real SQLite store, its client
-    away."""
-    device = await store._store.create_device("meter")
-    router = LocalRouter(store, Limits(), BrokerMetrics())
-    session = BrokerSession((str(device.id), "c"), "meter", persistent=True)
-    store.save_session(session)
-    router.subscribe(session, "a/#", Subscription(1))
-    store.subscribe(session, "a/#", Subscription(1))
-    return router, session
-
-
 async def test_a_session_whose_client_is_away_does_not_queue_it(
-    sessions: SqlSessionStore,
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    router, session = await _subscribed(sessions)
+    router, session = await subscribed_away(sessions, sqlite_store, 1)
     assert router.publish(_message(b"zero", ZERO)) is False  # nothing for the PUBACK to wait for
     assert router.publish(_message(b"one", ONE)) is True
     assert [out.payload for out in session.queue] == [b"one"]
@@ -95,11 +60,11 @@ class _Leaving:
 
 
 async def test_a_session_whose_client_is_leaving_is_not_given_it(
-    sessions: SqlSessionStore,
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
     """Given now, it would be in flight to a connection that goes away, and sent again to
     the session's next one (§4.4): later than its lifetime."""
-    router, session = await _subscribed(sessions)
+    router, session = await subscribed_away(sessions, sqlite_store, 1)
     leaving = _Leaving()
     session.client = cast("MqttClient", leaving)
     router.publish(_message(b"zero", ZERO))

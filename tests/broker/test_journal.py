@@ -4,7 +4,6 @@
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -142,21 +141,12 @@ async def test_a_record_is_read_back_with_its_session_until_routed(tmp_path: Pat
     await opened.close()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore) -> None:
+async def test_many_writes_go_in_bounded_transactions(sqlite_store: SqlCredentialStore) -> None:
     """A client subscribing to thousands of filters never holds the write lock for one long
     transaction: at most BATCH writes each, and the commit awaited covers all of them."""
-    device: Device = await store.create_device("many")
+    device: Device = await sqlite_store.create_device("many")
     key = f"{device.id}/c"
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     journal.submit(SaveSession(key, device.id, "many", "c"))
     for n in range(2 * BATCH + 10):
         journal.submit(Subscribe(key, f"devices/many/{n}", 0, False))
@@ -165,16 +155,18 @@ async def test_many_writes_go_in_bounded_transactions(store: SqlCredentialStore)
     await pending
     assert journal.commits == 3
     assert journal.pending_commit() is None
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert len(stored.subscriptions) == 2 * BATCH + 10
     await journal.close(within=5)
 
 
 async def test_changes_left_unsaved_at_shutdown_are_counted_with_the_batch_in_flight(
-    store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    sqlite_store: SqlCredentialStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A commit that does not end within the shutdown bound: its writes are not saved either.
-    device: Device = await store.create_device("slow")
+    device: Device = await sqlite_store.create_device("slow")
     key = f"{device.id}/c"
     started, never = asyncio.Event(), asyncio.Event()
 
@@ -183,8 +175,8 @@ async def test_changes_left_unsaved_at_shutdown_are_counted_with_the_batch_in_fl
         await never.wait()
         return []
 
-    monkeypatch.setattr(store, "write_sessions", hung)
-    journal = Journal(store)
+    monkeypatch.setattr(sqlite_store, "write_sessions", hung)
+    journal = Journal(sqlite_store)
     journal.submit(SaveSession(key, device.id, "slow", "c"))
     journal.submit(Subscribe(key, "devices/slow/a", 0, False))
     await started.wait()  # both are in the commit under way
@@ -194,24 +186,24 @@ async def test_changes_left_unsaved_at_shutdown_are_counted_with_the_batch_in_fl
 
 
 async def test_a_freed_id_is_committed_before_anything_waits_on_it(
-    store: SqlCredentialStore,
+    sqlite_store: SqlCredentialStore,
 ) -> None:
     """PUBREL's write is a commit like any other (its PUBCOMP waits for it): once done, the
     store no longer holds the id, and the client using it again is kept again."""
-    device: Device = await store.create_device("meter")
+    device: Device = await sqlite_store.create_device("meter")
     key = f"{device.id}/c"
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     journal.submit(AwaitPubrel(((key, 1),)))
     await _committed(journal)
     journal.submit(PubrelReceived(((key, 1),)))
     await _committed(journal)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert stored.awaiting_pubrel == []
 
     journal.submit(AwaitPubrel(((key, 1),)))  # the next message, with the id used again
     await _committed(journal)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert stored.awaiting_pubrel == [1]
     await journal.close(within=5)
 

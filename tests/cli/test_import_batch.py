@@ -1,24 +1,13 @@
 """nanoiot.cli.import_batch on a real SQLite store: a batch is imported as if row by row."""
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
 
 from nanoiot.cli.import_batch import Row, RowOutcome, import_batch
 from nanoiot.errors import ConflictError, NanoIoTError
 from storage.bulk import NewDevice, Outcome
 from storage.sql import SqlCredentialStore
 from tests.certgen import issue
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def described(outcomes: list[tuple[int, RowOutcome]]) -> list[tuple[int, str]]:
@@ -29,7 +18,7 @@ def described(outcomes: list[tuple[int, RowOutcome]]) -> list[tuple[int, str]]:
 
 
 async def test_rows_are_taken_in_file_order_whatever_their_kind(
-    store: SqlCredentialStore,
+    sqlite_store: SqlCredentialStore,
 ) -> None:
     one, two = issue("one").cert_pem, issue("two").cert_pem
     rows: list[tuple[int, Row]] = [
@@ -43,7 +32,7 @@ async def test_rows_are_taken_in_file_order_whatever_their_kind(
         (11, {"name": "d", "pem": two, "type": "meter"}),
     ]
 
-    outcomes = await import_batch(store, rows, allow_expired=False)
+    outcomes = await import_batch(sqlite_store, rows, allow_expired=False)
 
     assert described(outcomes) == [
         (2, "created a"),
@@ -55,7 +44,7 @@ async def test_rows_are_taken_in_file_order_whatever_their_kind(
         (10, "'d': give exactly one of pem, pem_file or token"),
         (11, "created d"),
     ]
-    assert (await store.get_device_by_name("d")).type == "meter"
+    assert (await sqlite_store.get_device_by_name("d")).type == "meter"
 
 
 class RacedStore(SqlCredentialStore):

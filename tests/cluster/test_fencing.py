@@ -12,17 +12,13 @@ import pytest
 
 from nanoiot.members import decode_member
 from tests.cluster.moving import (
-    FILTER,
     ROOMY_QUEUES,
     Publisher,
     Subscriber,
-    acknowledged_and_received,
-    subscribed_on_a,
 )
 from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
-from tests.cluster.route_changes import RouteChanges
-from tests.cluster.test_handover import _check
+from tests.cluster.rejoining import routed_through_a_rejoining
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend, _logged
 from tests.e2e.harness import mqtt_client
@@ -164,24 +160,13 @@ def test_a_node_back_before_the_others_noticed_keeps_routing_to_its_sessions(
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(2 * HEARTBEAT)
         nodes.start("a", NANOIOT_NATS_URL=proxy.url, **ROOMY_QUEUES)
         nodes.start("b", **ROOMY_QUEUES)
-        a = nodes.nodes["a"]
-        with Subscriber(nodes, "backend", 4) as subscriber:
-            device = subscribed_on_a(subscriber, FILTER, 1, sensor, "b", "sensor")
-            with Publisher(device, 1) as publisher:
-                assert subscriber.receive_new(ROUNDS), subscriber.counts()
-                logged = len(a.log.lines)
-                with RouteChanges(nodes.env["NANOIOT_CLUSTER_NAME"], "a") as routes:
-                    proxy.cut()
-                    assert subscriber.connection(0).disconnected.wait(WAIT)  # A fenced itself
-                    proxy.restore()  # B could take A as gone 2 s later: A is back before
-                    a.log.wait_for(r"back in the cluster as run 1", after=logged)
-                    a.log.wait_for(r"restored 1 persistent sessions", after=logged)
-                    # Written again as S's session is restored, and never deleted before.
-                    assert routes.written_again(FILTER) == [(FILTER, True)]
-                assert publisher.acknowledged_within(ROUNDS, WAIT)  # P may have to reconnect
-                subscriber.move("a", "disconnect")  # its session, restored on A
-                acknowledged = acknowledged_and_received(publisher, subscriber, ROUNDS)
-        _check(subscriber, acknowledged, 1)
+
+        def cut_off(subscriber: Subscriber, _publisher: Publisher) -> None:
+            proxy.cut()
+            assert subscriber.connection(0).disconnected.wait(WAIT)  # A fenced itself off
+            proxy.restore()  # B could take A as gone 2 s later: A is back before
+
+        routed_through_a_rejoining(nodes, sensor, 1, cut_off, before=ROUNDS, after=ROUNDS)
 
 
 def test_a_node_whose_heartbeat_writes_are_slow_but_in_time_does_not_fence_itself(

@@ -33,7 +33,7 @@ from tests.cluster.moving import (
     subscribed_on_a,
 )
 from tests.cluster.nodes import Cluster, cluster
-from tests.cluster.route_changes import RouteChanges
+from tests.cluster.rejoining import routed_through_a_rejoining
 from tests.cluster.test_handover import _check
 from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import WAIT, Client
@@ -129,27 +129,18 @@ def test_a_thawed_node_keeps_routing_to_the_session_nobody_took_while_it_rejoins
         for name in ("a", "b"):
             nodes.start(name, **ROOMY_QUEUES)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
-        with Subscriber(nodes, "backend", 4) as subscriber:
-            device = subscribed_on_a(subscriber, FILTER, qos, sensor, "b", "sensor")
-            with Publisher(device, qos) as publisher:
-                assert subscriber.receive_new(PER_STEP), subscriber.counts()
-                logged = len(b.log.lines)
-                with RouteChanges(nodes.env["NANOIOT_CLUSTER_NAME"], "a") as routes:
-                    os.kill(a.process.pid, signal.SIGSTOP)
-                    try:
-                        b.log.wait_for(r"cluster member a .* missed its heartbeats", after=logged)
-                        assert publisher.acknowledged_within(WINDOW, CONFIRM_WITHIN)  # parked
-                        thawed = len(a.log.lines)
-                    finally:
-                        os.kill(a.process.pid, signal.SIGCONT)
-                    a.log.wait_for(r"fenced off the cluster", after=thawed)
-                    assert subscriber.connection(0).disconnected.wait(WAIT)  # kicked: S away
-                    a.log.wait_for(r"back in the cluster as run 1", after=thawed)
-                    a.log.wait_for(r"restored 1 persistent sessions", after=thawed)
-                    # Written again as S's session is restored, and never deleted before.
-                    assert routes.written_again(FILTER) == [(FILTER, True)]
-                # P goes on while a fences itself off, rejoins and restores S's session.
-                assert publisher.acknowledged_within(AFTER, WAIT)  # P may have to reconnect
-                subscriber.move("a", "disconnect")  # its session, restored on a
-                acknowledged = acknowledged_and_received(publisher, subscriber, AFTER)
-        _check(subscriber, acknowledged, qos)
+
+        def frozen(subscriber: Subscriber, publisher: Publisher) -> None:
+            logged = len(b.log.lines)
+            os.kill(a.process.pid, signal.SIGSTOP)
+            try:
+                b.log.wait_for(r"cluster member a .* missed its heartbeats", after=logged)
+                assert publisher.acknowledged_within(WINDOW, CONFIRM_WITHIN)  # parked
+                thawed = len(a.log.lines)
+            finally:
+                os.kill(a.process.pid, signal.SIGCONT)
+            a.log.wait_for(r"fenced off the cluster", after=thawed)
+            assert subscriber.connection(0).disconnected.wait(WAIT)  # kicked: S away
+
+        # P goes on while a fences itself off, rejoins and restores S's session.
+        routed_through_a_rejoining(nodes, sensor, qos, frozen, before=PER_STEP, after=AFTER)

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Publish
 from tests.cluster.nodes import cluster, until_routed
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.resent import TELEMETRY, connected, sent_again
-from tests.cluster.test_qos2_moved import HEARTBEAT, TOO_LATE
+from tests.cluster.resent import TELEMETRY, sent_again, start_with_b_behind, unconfirmed
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import _backend
 
@@ -31,20 +29,13 @@ def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it
         sensor = nodes.device("sensor")
         prober = nodes.device("prober")
         nodes.application("backend")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = HEARTBEAT
-        nodes.start("a")
-        nodes.start("b", NANOIOT_NATS_URL=proxy.url)
-        nodes.start("c")
+        start_with_b_behind(nodes, proxy, "c")
         backend = _backend(nodes, "b")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         probe = nodes.connect("a", prober, client_id="prober")
         until_routed(probe, TELEMETRY, backend)
 
-        proxy.delay(TOO_LATE)
-        with connected(nodes, "a", sensor, session_present=False) as raw:
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
-        proxy.delay(0)
+        unconfirmed(nodes, proxy, sensor)
         first = backend.next_message()  # given after its PUBREL (paho)
         assert (first.payload, first.qos) == (b"once", 2)
         backend.paho.ack(first.mid, first.qos)  # PUBCOMP

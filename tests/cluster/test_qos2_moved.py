@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import Publish
 from tests.cluster.nodes import cluster, until_routed
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.resent import TELEMETRY, connected, sent_again
+from tests.cluster.resent import TELEMETRY, sent_again, start_with_b_behind, unconfirmed
 from tests.cluster.test_routing import counter, metrics
 from tests.cluster.test_sessions import _backend
 
 pytestmark = pytest.mark.slow
-
-TOO_LATE = 6.0  # past CONFIRM_WITHIN (5 s): A's first routing fails
-HEARTBEAT = "60"  # as in test_qos2_resend_wait: B, answered late, must not fence itself off
 
 
 def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_again(
@@ -33,10 +29,7 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         prober = nodes.device("prober")
         nodes.application("backend")
         nodes.application("watcher")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = HEARTBEAT
-        nodes.start("a")
-        nodes.start("b", NANOIOT_NATS_URL=proxy.url)
-        nodes.start("c")
+        start_with_b_behind(nodes, proxy, "c")
         backend = _backend(nodes, "b")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         watcher = nodes.connect("b", app="watcher", client_id="watcher")
@@ -45,11 +38,7 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         until_routed(probe, TELEMETRY, backend, watcher)
         backend.close()  # its session stays on B, queueing
 
-        proxy.delay(TOO_LATE)
-        with connected(nodes, "a", sensor, session_present=False) as raw:
-            raw.send(Publish(TELEMETRY, b"once", 2, packet_id=7))
-            assert raw.read() is None  # B did not confirm in time: closed, no PUBREC
-        proxy.delay(0)
+        unconfirmed(nodes, proxy, sensor)
         # Once a probe from A reached the watcher, B has queued the first copy too.
         probe.publish(TELEMETRY, b"probe", qos=0)
         assert watcher.next_message().payload == b"once"

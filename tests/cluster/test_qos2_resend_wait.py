@@ -16,20 +16,14 @@ import pytest
 from broker.mqtt.packets import Pubcomp, Publish, Pubrec, Pubrel
 from tests.cluster.nodes import Cluster, cluster, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
-from tests.cluster.resent import TELEMETRY, connected, sent_again
+from tests.cluster.resent import TELEMETRY, TOO_LATE, connected, sent_again, start_with_b_behind
 from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import Client
 
 pytestmark = pytest.mark.slow
 
 LATE = 2.0  # B confirms this much late: within CONFIRM_WITHIN (5 s), with room to spare
-TOO_LATE = 6.0  # past CONFIRM_WITHIN: the first routing fails
 RECEIVED = "nanoiot_cluster_received_messages_total"
-# Every member's heartbeat interval: B's writes are answered late while the proxy holds
-# what NATS sends it, and a member none of whose heartbeats is written for two intervals
-# fences itself off (``broker.cluster.fence``); at the longest interval, B writes its first
-# at its start and the next long after the test.
-HEARTBEAT = "60"
 
 
 @dataclass
@@ -50,9 +44,7 @@ def b_behind_a_proxy(tmp_path: Path) -> Iterator[Scene]:
         sensor = nodes.device("sensor")
         prober = nodes.device("prober")
         nodes.application("watcher")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = HEARTBEAT
-        nodes.start("a")
-        nodes.start("b", NANOIOT_NATS_URL=proxy.url)
+        start_with_b_behind(nodes, proxy)
         watcher = nodes.connect("b", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
         probe = nodes.connect("a", prober, client_id="prober")

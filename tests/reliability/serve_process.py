@@ -165,6 +165,7 @@ class Session:
     def close(self) -> None:
         self.paho.disconnect()
         stop_loop(self.paho)
+        self.paho._reset_sockets()  # its wake-up sockets: see ``tests.e2e.harness.Client.close``
 
 
 def connect(

@@ -5,8 +5,7 @@ StoreUnavailableError, raised by its write method for as long as the test says.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -20,17 +19,8 @@ from storage.sql import SqlCredentialStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-async def device(store: SqlCredentialStore) -> Device:
-    return await store.create_device("meter")
+async def device(sqlite_store: SqlCredentialStore) -> Device:
+    return await sqlite_store.create_device("meter")
 
 
 class Outage:
@@ -52,8 +42,8 @@ class Outage:
 
 
 @pytest.fixture
-def outage(store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch) -> Outage:
-    return Outage(store, monkeypatch)
+def outage(sqlite_store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch) -> Outage:
+    return Outage(sqlite_store, monkeypatch)
 
 
 def queued(journal: Journal, key: str, count: int) -> list[Ref]:
@@ -64,9 +54,9 @@ def queued(journal: Journal, key: str, count: int) -> list[Ref]:
 
 
 async def test_writes_submitted_together_share_a_commit(
-    store: SqlCredentialStore, device: Device
+    sqlite_store: SqlCredentialStore, device: Device
 ) -> None:
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     messages = queued(journal, key, 200)
@@ -77,16 +67,16 @@ async def test_writes_submitted_together_share_a_commit(
     assert all(ref.row is not None for ref in messages)
     assert journal.pending_commit() is None
     await journal.close(within=5)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert [m.payload for m in stored.queued] == [str(n).encode() for n in range(200)]
 
 
 async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_is_back(
-    store: SqlCredentialStore, device: Device, outage: Outage
+    sqlite_store: SqlCredentialStore, device: Device, outage: Outage
 ) -> None:
     """What a PUBACK waits for (``pending_commit``) is not done by a failed attempt: it
     stays pending through the outage, and so does the commit of writes made meanwhile."""
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     queued(journal, key, 3)
@@ -108,14 +98,14 @@ async def test_outage_keeps_writes_and_their_commit_pending_until_the_database_i
     assert outage.attempts >= 2
     assert journal.failures >= 1
     await journal.close(within=10)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert len(stored.queued) == 5
 
 
 async def test_a_commit_failing_behind_a_queue_longer_than_a_batch_keeps_both_waiting(
-    store: SqlCredentialStore, device: Device, outage: Outage
+    sqlite_store: SqlCredentialStore, device: Device, outage: Outage
 ) -> None:
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     queued(journal, key, BATCH + 50)  # two transactions
@@ -131,39 +121,39 @@ async def test_a_commit_failing_behind_a_queue_longer_than_a_batch_keeps_both_wa
     outage.over.set()
     await asyncio.wait_for(asyncio.gather(whole, later), 10)
     await journal.close(within=10)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert len(stored.queued) == BATCH + 51
 
 
 async def test_writes_for_a_deleted_session_are_dropped_alone(
-    store: SqlCredentialStore, device: Device
+    sqlite_store: SqlCredentialStore, device: Device
 ) -> None:
-    other = await store.create_device("other")
-    journal = Journal(store)
+    other = await sqlite_store.create_device("other")
+    journal = Journal(sqlite_store)
     mine, theirs = f"{device.id}/c", f"{other.id}/c"
     journal.submit(SaveSession(mine, device.id, "meter", "c"))
     journal.submit(SaveSession(theirs, other.id, "other", "c"))
     await journal.flush()
-    await store.delete_device(other.id)  # its session goes with it
+    await sqlite_store.delete_device(other.id)  # its session goes with it
     kept = queued(journal, mine, 2)
     lost = queued(journal, theirs, 1)
     await journal.close(within=5)
     assert all(ref.row is not None for ref in kept)
     assert lost[0].row is None
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert stored.key == mine
     assert len(stored.queued) == 2
 
 
 async def test_a_message_acknowledged_before_its_commit_is_never_written(
-    store: SqlCredentialStore, device: Device
+    sqlite_store: SqlCredentialStore, device: Device
 ) -> None:
-    journal = Journal(store)
+    journal = Journal(sqlite_store)
     key = f"{device.id}/c"
     journal.submit(SaveSession(key, device.id, "meter", "c"))
     [ref] = queued(journal, key, 1)
     ref.done = True
     journal.submit((DONE, ref))
     await journal.close(within=5)
-    [stored] = await store.load_sessions()
+    [stored] = await sqlite_store.load_sessions()
     assert stored.queued == []

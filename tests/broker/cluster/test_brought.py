@@ -4,9 +4,6 @@ one routed again (``broker.cluster.resend``) does not reach it (MQTT 3.1.1 / 5.0
 the whole is tested in tests/cluster/test_qos2_moved.py and test_qos2_completed.py. On a
 real SQLite store."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from broker.metrics import BrokerMetrics
@@ -15,42 +12,16 @@ from broker.mqtt.session import Subscription
 from broker.router import LocalRouter, Message
 from broker.session_store import SqlSessionStore
 from broker.sessions import BrokerSession
-from storage.records import Device
 from storage.sql import SqlCredentialStore
+from tests.broker.stored_sessions import subscribed_away
 
 FIRST = 2**64 - 5  # a member's id base has its top bit set half of the time
 KEPT = 3  # completed ids kept per session (``cluster_qos2_completed_kept``)
 
 
 @pytest.fixture
-async def opened(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def sessions(opened: SqlCredentialStore) -> AsyncIterator[SqlSessionStore]:
-    store = SqlSessionStore(opened, completed_kept=KEPT)
-    try:
-        yield store
-    finally:
-        await store.close(within=5)
-
-
-async def _there(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
-) -> tuple[LocalRouter, BrokerSession]:
-    """A persistent session subscribed to a/# at QoS 2 on one member, its client away."""
-    device: Device = await opened.create_device("meter")
-    there = LocalRouter(sessions, Limits(), BrokerMetrics())
-    session = BrokerSession((str(device.id), "c"), "meter", persistent=True)
-    sessions.save_session(session)
-    there.subscribe(session, "a/#", Subscription(2))
-    sessions.subscribe(session, "a/#", Subscription(2))
-    return there, session
+def completed_kept() -> int:
+    return KEPT
 
 
 async def _read(sessions: SqlSessionStore, session: BrokerSession) -> BrokerSession:
@@ -61,10 +32,10 @@ async def _read(sessions: SqlSessionStore, session: BrokerSession) -> BrokerSess
     return loaded
 
 
-async def _moved(sessions: SqlSessionStore, opened: SqlCredentialStore) -> BrokerSession:
+async def _moved(sessions: SqlSessionStore, sqlite_store: SqlCredentialStore) -> BrokerSession:
     """A session whose client is away, with copies of QoS 2 message FIRST (and of one at
     QoS 1) queued on one member, as another member reads it from the store."""
-    there, session = await _there(sessions, opened)
+    there, session = await subscribed_away(sessions, sqlite_store, 2)
     assert there.deliver(Message("a/b", b"first", 2, id=FIRST)) is True
     assert there.deliver(Message("a/b", b"one", 1, id=7)) is True
     return await _read(sessions, session)
@@ -82,17 +53,17 @@ def _complete(sessions: SqlSessionStore, session: BrokerSession) -> int:
 
 
 async def test_a_restored_session_knows_its_qos2_messages_by_id(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    moved = await _moved(sessions, opened)
+    moved = await _moved(sessions, sqlite_store)
     assert [(m.payload, m.message_id) for m in moved.queue] == [(b"first", FIRST), (b"one", 0)]
     assert moved.brought == {FIRST}
 
 
 async def test_a_copy_routed_again_does_not_reach_a_session_that_brought_it(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    moved = await _moved(sessions, opened)
+    moved = await _moved(sessions, sqlite_store)
     here = LocalRouter(sessions, Limits(), BrokerMetrics())
     here.subscribe(moved, "a/#", Subscription(2))
     assert here.deliver(Message("a/b", b"first", 2, id=FIRST)) is False  # routed again
@@ -103,9 +74,9 @@ async def test_a_copy_routed_again_does_not_reach_a_session_that_brought_it(
 
 
 async def test_nor_after_it_completed_that_message_here(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    moved = await _moved(sessions, opened)
+    moved = await _moved(sessions, sqlite_store)
     sent = moved.next_to_send(window=10)
     assert sent is not None
     assert sent.message_id == FIRST
@@ -118,9 +89,9 @@ async def test_nor_after_it_completed_that_message_here(
 
 
 async def test_nor_through_a_shared_subscription(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    moved = await _moved(sessions, opened)
+    moved = await _moved(sessions, sqlite_store)
     here = LocalRouter(sessions, Limits(), BrokerMetrics())
     here.subscribe(moved, "$share/g/a/#", Subscription(2))
     assert here.deliver_forwarded(
@@ -130,9 +101,9 @@ async def test_nor_through_a_shared_subscription(
 
 
 async def test_nor_when_it_completed_it_before_it_moved(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
-    there, session = await _there(sessions, opened)
+    there, session = await subscribed_away(sessions, sqlite_store, 2)
     there.deliver(Message("a/b", b"first", 2, id=FIRST))
     there.deliver(Message("a/b", b"one", 1, id=7))
     assert [_complete(sessions, session), _complete(sessions, session)] == [FIRST, 0]
@@ -146,11 +117,11 @@ async def test_nor_when_it_completed_it_before_it_moved(
 
 
 async def test_the_last_completed_are_kept_the_oldest_forgotten(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
     """Five completed where three are kept, then one more where the session moved: the
     store keeps three rows, the last three ids."""
-    there, session = await _there(sessions, opened)
+    there, session = await subscribed_away(sessions, sqlite_store, 2)
     for n in range(5):
         there.deliver(Message("a/b", b"m", 2, id=1000 + n))
         _complete(sessions, session)
@@ -162,16 +133,16 @@ async def test_the_last_completed_are_kept_the_oldest_forgotten(
     here.deliver(Message("a/b", b"m", 2, id=2000))
     assert [_complete(sessions, moved), _complete(sessions, moved)] == [1001, 2000]
     await sessions.flush()
-    record = await opened.load_session(session.store_key)
+    record = await sqlite_store.load_session(session.store_key)
     assert record is not None
     assert (sorted(record.completed), record.completions) == ([1001, 1004, 2000], 7)
 
 
 async def test_a_single_node_keeps_no_completed_ids(
-    sessions: SqlSessionStore, opened: SqlCredentialStore
+    sessions: SqlSessionStore, sqlite_store: SqlCredentialStore
 ) -> None:
     """Its messages have no cluster-wide id: their rows go, nothing else is written."""
-    there, session = await _there(sessions, opened)
+    there, session = await subscribed_away(sessions, sqlite_store, 2)
     there.deliver(Message("a/b", b"m", 2))
     assert _complete(sessions, session) == 0
     moved = await _read(sessions, session)

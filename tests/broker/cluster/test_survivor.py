@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from broker.cluster.claim_value import adoption_value, holder_of
 from broker.cluster.departure import DONE, creator, waiting
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
@@ -47,8 +48,12 @@ class Buckets:
         await self.wills.put(f"{DEAD}.{_claim_key(client_id)}", encode_will(will))
         return will
 
-    def survivor(self, name: str, live: tuple[str, ...] = ("b.1-0", "d.1-0")) -> Wills:
-        """Member ``name``'s process ``<name>.1-0``, to which the processes ``live`` are."""
+    def survivor(
+        self, name: str, live: tuple[str, ...] = ("b.1-0", "d.1-0"), *, adopts: bool = True
+    ) -> Wills:
+        """Member ``name``'s process ``<name>.1-0``, to which the processes ``live`` are;
+        its adoptions rewrite the claims of the member they adopt from, unless not ``adopts``
+        (as NATS still has the subscriptions of a frozen member: ``adoption.adopt``)."""
 
         def publish(will: StoredWill) -> None:
             self.published.append((name, will.key[1]))
@@ -56,6 +61,8 @@ class Buckets:
 
         async def adopt(member: str) -> int:
             self.adopted.append((name, member))
+            if adopts:
+                await self.claimed_by_adoption(name, member)
             return 0
 
         process = incarnation(name, 1, 0.0, 0)
@@ -64,6 +71,14 @@ class Buckets:
         wills.live = live.__contains__
         self.survivors.append(wills)
         return wills
+
+    async def claimed_by_adoption(self, name: str, member: str) -> None:
+        """The claims naming ``member`` rewritten as ``name``'s adoption writes them."""
+        for kv_key in await self.claims.values():
+            entry = await self.claims.get(kv_key)
+            if entry is not None and holder_of(entry.value) == member:
+                adoption = adoption_value(name, entry.value, entry.revision)
+                await self.claims.update(kv_key, adoption, entry.revision)
 
     async def settled(self) -> None:
         """Until the dead run's departure is marked ``DONE``."""
@@ -220,3 +235,37 @@ async def test_a_delayed_will_of_a_departure_taken_over_meanwhile_is_left_to_the
     await buckets.settled()  # by the taker, after the winner's own delay ended
     await winner.settle(WAIT)
     assert buckets.published == [("d", "delayed")]
+
+
+@pytest.mark.parametrize("again", ["before", "meanwhile", "never"])
+async def test_a_delayed_will_whose_session_the_winner_adopted_comes_when_due_after_a_take_over(
+    buckets: Buckets, again: str
+) -> None:
+    """The winner started a will's delay, adopted its session and was killed during the
+    delay: the taker publishes the will when the delay ends (MQTT 5 §3.1.3.2.2), though the
+    session's claim changed since the will's connection made it. An adoption is not its
+    client connecting again, whether the taker adopts the winner's sessions in turn (before
+    it takes the departure over, or meanwhile, as it sees the winner go) or not (a frozen
+    winner keeps its sessions)."""
+    delay = 3
+    await buckets.will("delayed", delay=delay)
+    winner = buckets.survivor("b")
+    loop = asyncio.get_running_loop()
+    noticed = loop.time()
+    winner.member_gone(GONE)
+    async with asyncio.timeout(WAIT):
+        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
+            winner.creator
+        ):
+            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    claim = await buckets.claims.get(_claim_key("delayed"))
+    assert claim is not None
+    assert holder_of(claim.value) == "b"  # adopted
+    await winner.stop()
+    taker = buckets.survivor("d", live=("d.1-0",), adopts=again != "never")  # b is gone to d
+    if again == "before":
+        await buckets.claimed_by_adoption("d", "b")
+    taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
+    await buckets.settled()
+    assert buckets.published == [("d", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1  # when due, not before

@@ -1,0 +1,57 @@
+"""What a persistent session keeps while its client is away (MQTT 3.1.1 §3.1.2.4).
+
+The router (``broker.router``) hands a QoS 1 or 2 copy for a session without a client
+here; ``AwayQueue.keep`` queues it within the session's limits (``max_queued_messages``,
+``max_queued_bytes``: the oldest go first, ``broker.mqtt.session``), writes the store, and
+counts and logs what the limits dropped. Apart from the router because it is the one place
+where routing drops messages, and that is logged and counted, not silent.
+"""
+
+import logging
+
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.mqtt.session import Outgoing
+from broker.repeats import LogLimiter
+from broker.session_store import SessionStore
+from broker.sessions import BrokerSession
+
+__all__ = ["AwayQueue"]
+
+# Under the router's name: routing is what drops them, and operators grep for it.
+log = logging.getLogger("broker.router")
+
+_DROPS_LOGGED_PER = 60.0  # seconds: a session's queue drops are logged once, then counted
+
+
+class AwayQueue:
+    def __init__(self, store: SessionStore, limits: Limits, metrics: BrokerMetrics) -> None:
+        self.store = store
+        self.limits = limits
+        self.metrics = metrics
+        self._drops = LogLimiter(log, interval=_DROPS_LOGGED_PER)
+
+    def keep(self, session: BrokerSession, out: Outgoing) -> bool:
+        """Keep a message for a persistent session whose client is away (§3.1.2.4), within
+        its queue limits; True if the store was written."""
+        dropped = session.enqueue(out, self.limits)
+        kept = True
+        for message, limit in dropped:
+            self.metrics.count_limit(limit)
+            if message is out:
+                kept = False
+            else:
+                self.store.message_done(message)
+        if kept:
+            self.store.message_queued(session, out)
+        if dropped:
+            self._log_drops(session, len(dropped), dropped[0][1])
+        return kept or bool(dropped)
+
+    def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:
+        """One line per session and limit a minute, then a count of the rest (a queue that
+        overflows does so at the publishers' rate: a line per message would flood the log)."""
+        key = session.store_key
+        self._drops.warning(key, f"queue drops ({limit})",
+                            "session %s: %d queued messages dropped, oldest first (%s); further "
+                            "drops are counted", key, count, limit)  # fmt: skip
