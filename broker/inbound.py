@@ -123,17 +123,22 @@ def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, 
     client.acknowledge(packet_id, 2, durable=durable)
 
 
-def publish_will(broker: "Broker", peer: Peer, will: Will, now: float) -> None:
+def publish_will(
+    broker: "Broker", peer: Peer, will: Will, now: float, origin: object | None = None
+) -> None:
     """The will of a connection that ended without DISCONNECT (§3.1.2.5); admission already
     checked its topic against the ACL. Its Will Delay Interval is the broker's business, not
-    the subscribers' (5.0 §3.1.3.2.2: the others go out as PUBLISH properties)."""
+    the subscribers' (5.0 §3.1.3.2.2: the others go out as PUBLISH properties). ``origin``:
+    the connection's session, which No Local keeps it from (``Message.origin``)."""
     topic = peer.canonical(will.topic)
     properties = will.properties
     if properties:
         kept = [item for item in properties if item[0] != Property.WILL_DELAY_INTERVAL]
         properties = Properties(kept) if kept else NO_PROPERTIES
     expires_at = deadline(properties, now) if properties else None
-    message = Message(topic, will.payload, will.qos, will.retain, properties, expires_at)
+    message = Message(
+        topic, will.payload, will.qos, will.retain, properties, expires_at, origin=origin
+    )
     route_will(broker.router, message)
     if will.retain:
         refused = broker.retained.retain(

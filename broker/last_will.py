@@ -31,7 +31,7 @@ def publish_will(client: "MqttClient", session: BrokerSession, peer: Peer, will:
 
         def publish() -> None:
             session.will_timer = session.pending_will = None
-            _publish(client, peer, will)
+            _publish(client, session, peer, will)
             session.will_done()
 
         session.pending_will = publish
@@ -39,18 +39,29 @@ def publish_will(client: "MqttClient", session: BrokerSession, peer: Peer, will:
         return
     restoring = client.broker.restoring()
     if restoring is None:
-        _publish(client, peer, will)
+        _publish(client, session, peer, will)
     else:  # like its other messages, once every subscriber's session is in
-        restoring.add_done_callback(functools.partial(_publish_restored, client, peer, will))
+        restoring.add_done_callback(
+            functools.partial(_publish_restored, client, session, peer, will)
+        )
 
 
-def _publish(client: "MqttClient", peer: Peer, will: Will) -> None:
+def _publish(client: "MqttClient", session: BrokerSession, peer: Peer, will: Will) -> None:
+    """``session``, the client's, is the will's publisher: under No Local its own
+    subscriptions do not get it (5.0 §3.8.3.1 [MQTT-3.8.3-3]: the will is the Application
+    Message of the connection that set it, whose ClientID is the session's)."""
     broker, loop = client.broker, client._loop
-    broker.registry.will_due(client, lambda: inbound.publish_will(broker, peer, will, loop.time()))
+    broker.registry.will_due(
+        client, lambda: inbound.publish_will(broker, peer, will, loop.time(), origin=session)
+    )
 
 
 def _publish_restored(
-    client: "MqttClient", peer: Peer, will: Will, restored: "asyncio.Future[None]"
+    client: "MqttClient",
+    session: BrokerSession,
+    peer: Peer,
+    will: Will,
+    restored: "asyncio.Future[None]",
 ) -> None:
     if not restored.cancelled():  # cancelled: the broker stops
-        _publish(client, peer, will)
+        _publish(client, session, peer, will)
