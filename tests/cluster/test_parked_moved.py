@@ -13,6 +13,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from broker.cluster.claim_value import holder_of
 from broker.cluster.frames import from_key
 from tests.cluster.nodes import cluster
 from tests.cluster.test_parked import AFTER, _check, _collect, _kill_a, _set_up
@@ -37,7 +38,7 @@ def _claimed_by(cluster_name: str, members: set[str]) -> str:
                     entry = await watcher.updates(timeout=WAIT * 2)  # type: ignore[no-untyped-call]
                     if entry is None or entry.value is None:
                         continue
-                    holder = str(entry.value.decode())
+                    holder = holder_of(entry.value)  # an adoption's claim says more
                     if from_key(entry.key).endswith("/backend") and holder in members:
                         return holder
         finally:
