@@ -10,7 +10,9 @@ paused, behind a dead network path) fails a call instead of holding it: opening 
 (PostgreSQL) and one statement (PostgreSQL: asyncpg's client-side command timeout, which
 cancels the query; SQLite: the busy timeout, how long a statement waits for another
 process's lock). Either becomes ``StoreUnavailableError`` saying the database is not
-answering.
+answering. On PostgreSQL the statement timeout also bounds how long one of the store's
+transactions may stay idle (``idle_in_transaction_session_timeout``): a node that stops
+mid-transaction does not hold its locks for as long as it stays stopped.
 """
 
 import functools
@@ -70,10 +72,16 @@ class Timeouts:
     def sqlite_busy_ms(self) -> int:
         return int((self.statement if self.statement is not None else 5.0) * 1000)
 
-    def asyncpg_options(self) -> dict[str, float]:
-        options = {"timeout": self.connect}
+    def asyncpg_options(self) -> dict[str, object]:
+        options: dict[str, object] = {"timeout": self.connect}
         if self.statement is not None:
             options["command_timeout"] = self.statement
+            # A transaction of ours waits for its client only between two statements. One
+            # idle longer than a statement may take is a client that stopped (a process
+            # paused, a VM frozen): PostgreSQL ends it, so that its row locks do not hold
+            # the other nodes' writes to the same sessions for as long as it stays stopped.
+            idle_ms = str(max(int(self.statement * 1000), 1))
+            options["server_settings"] = {"idle_in_transaction_session_timeout": idle_ms}
         return options
 
 
