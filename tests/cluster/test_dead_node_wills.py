@@ -15,44 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import (
-    MQTT_5,
-    Connack,
-    Connect,
-    Puback,
-    Publish,
-    Suback,
-    Subscribe,
-    SubscribeRequest,
-    Will,
-)
-from broker.mqtt.properties import Properties, Property
+from broker.mqtt.packets import MQTT_5
+from tests.cluster.delayed_wills import at_once_or_never, connect, connect_with_delayed_will, stored
 from tests.cluster.nodes import cluster
 from tests.e2e.peers import Raw
 
 pytestmark = pytest.mark.slow
-
-STATUS = "v1/devices/me/status"
-EXPIRY = 600  # seconds (5.0 §3.1.2.11.2): longer than the test
-DELAY = 300  # a Will Delay Interval the test never waits out: a will that comes is not late
-
-
-def _connect(raw: Raw, clean: bool, will: Will | None = None) -> None:
-    expiry = Properties([(Property.SESSION_EXPIRY_INTERVAL, EXPIRY)])
-    raw.send(Connect(MQTT_5, "sensor", clean, 60, will=will, properties=expiry))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
-    assert connack.code == 0
-
-
-def _stored(raw: Raw) -> None:
-    """Once A's store committed the session: a message queued for it (to its own status,
-    subscribed) is acknowledged once committed, after the session's own row."""
-    raw.send(Subscribe(1, (SubscribeRequest(STATUS, 1),)))
-    assert raw.read() == Suback(1, (1,))
-    raw.send(Publish(STATUS, b"up", 1, packet_id=2))
-    while not isinstance(packet := raw.read(), Puback):
-        assert isinstance(packet, Publish)  # its own message, delivered
 
 
 @pytest.mark.parametrize("adopted", [False, True], ids=["before-adoption", "after-adoption"])
@@ -69,10 +37,9 @@ def test_a_dead_nodes_delayed_will_goes_at_once_if_a_reconnect_ends_the_session(
         b = nodes.nodes["b"]
         watcher = nodes.connect("b", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
-        delayed = Properties([(Property.WILL_DELAY_INTERVAL, DELAY)])
         first = Raw(nodes.nodes["a"].port, nodes.server_cert, sensor, MQTT_5)
-        _connect(first, False, Will(STATUS, b"gone", properties=delayed))  # kept before
-        _stored(first)
+        connect_with_delayed_will(first)  # kept before
+        stored(first)
         assert watcher.next_message().payload == b"up"
         nodes.kill("a")
         first.close()
@@ -80,12 +47,7 @@ def test_a_dead_nodes_delayed_will_goes_at_once_if_a_reconnect_ends_the_session(
             b.log.wait_for(r"adopted 1 persistent sessions of member a")
         second = Raw(b.port, nodes.server_cert, sensor, MQTT_5)
         try:
-            _connect(second, clean)
-            if clean:
-                will = watcher.next_message()
-                assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
-            else:
-                b.log.wait_for(r"will of session \S+/sensor dropped: its client took the session")
-            assert watcher.no_message(within=1.0)  # once, or never
+            connect(second, clean)
+            at_once_or_never(watcher, b.log, clean)
         finally:
             second.close()

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import MQTT_5, Disconnect, Will
-from broker.mqtt.properties import Properties, Property
+from broker.mqtt.packets import MQTT_5, Disconnect
+from tests.cluster.delayed_wills import (
+    STATUS,
+    at_once_or_never,
+    connect,
+    connect_with_delayed_will,
+)
 from tests.cluster.nodes import cluster, cut_off_a_watched_on_b, until_routed
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_dead_node_wills import DELAY, STATUS, _connect
 from tests.e2e.peers import Raw
 
 pytestmark = pytest.mark.slow
@@ -44,8 +48,7 @@ def test_a_fenced_nodes_delayed_will_goes_at_once_if_a_reconnect_elsewhere_ends_
 
         proxy.cut()
         first = Raw(a.port, nodes.server_cert, sensor, MQTT_5)
-        delayed = Properties([(Property.WILL_DELAY_INTERVAL, DELAY)])
-        _connect(first, False, Will(STATUS, b"gone", properties=delayed))
+        connect_with_delayed_will(first)
         a.log.wait_for(r"session \S+sensor not claimed in the cluster")
         a.log.wait_for(r"fenced off the cluster")
         packet = first.read()
@@ -57,15 +60,10 @@ def test_a_fenced_nodes_delayed_will_goes_at_once_if_a_reconnect_elsewhere_ends_
             a.log.wait_for(r"back in the cluster as run 1")  # the will waits there now
         second = Raw(b.port, nodes.server_cert, sensor, MQTT_5)
         try:
-            _connect(second, clean)
+            connect(second, clean)
             if when == "while-fenced":
                 proxy.restore()
                 a.log.wait_for(r"back in the cluster as run 1")
-            if clean:
-                will = watcher.next_message()  # within seconds, not the 300 s delay
-                assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
-            else:
-                a.log.wait_for(r"will of session \S+/sensor dropped: its client took the session")
-            assert watcher.no_message(within=1.0)  # once, or never
+            at_once_or_never(watcher, a.log, clean)
         finally:
             second.close()

@@ -48,6 +48,17 @@ AFTER = 100  # numbers P publishes once a runs again
 STATUS = "v1/devices/me/status"
 
 
+def _started(nodes: Cluster) -> Path:
+    """Nodes a and b, with ``HEARTBEAT`` s heartbeats and roomy queues; the application
+    "backend"; the device "sensor" (its .nopass.pem file), not connected."""
+    sensor = nodes.device("sensor")
+    nodes.application("backend")
+    nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
+    for name in ("a", "b"):
+        nodes.start(name, **ROOMY_QUEUES)
+    return sensor
+
+
 def _watcher_and_meter(nodes: Cluster) -> tuple[Client, Client]:
     """The application "watcher" on b, subscribed to every device's status; the device
     "meter" on a, with a will there."""
@@ -65,11 +76,7 @@ def test_a_frozen_node_is_taken_as_gone_and_fences_itself_off_when_it_runs_again
     tmp_path: Path, qos: int
 ) -> None:
     with cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
-        nodes.application("backend")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
-        for name in ("a", "b"):
-            nodes.start(name, **ROOMY_QUEUES)
+        sensor = _started(nodes)
         watcher, meter = _watcher_and_meter(nodes)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
         with Subscriber(nodes, "backend", 4) as subscriber:
@@ -125,11 +132,7 @@ def test_a_thawed_node_keeps_routing_to_the_session_nobody_took_while_it_rejoins
     not at a heartbeat of the run b took as gone that a may write as it runs again, nor at
     one of its next run fenced off (``broker.cluster.absences``)."""
     with cluster(tmp_path) as nodes:
-        sensor = nodes.device("sensor")
-        nodes.application("backend")
-        nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
-        for name in ("a", "b"):
-            nodes.start(name, **ROOMY_QUEUES)
+        sensor = _started(nodes)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
 
         def frozen(subscriber: Subscriber, publisher: Publisher) -> None:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import MQTT_5, Will
-from broker.mqtt.properties import Properties, Property
+from broker.mqtt.packets import MQTT_5
+from tests.cluster.delayed_wills import STATUS, connect_with_delayed_will, stored
 from tests.cluster.nodes import cluster, until_routed
-from tests.cluster.test_dead_node_wills import STATUS, _connect, _stored
 from tests.cluster.test_sessions import _adopter
 from tests.e2e.peers import Raw
 from tests.serve_process import WAIT
@@ -48,9 +47,8 @@ def test_a_delayed_will_of_a_departure_taken_over_after_its_adoption_comes_when_
             assert watcher.subscribe("devices/+/status", qos=1) == [1]
         until_routed(nodes.connect("a", prober, client_id="prober"), STATUS, *watchers.values())
         first = Raw(nodes.nodes["a"].port, nodes.server_cert, sensor, MQTT_5)
-        delayed = Properties([(Property.WILL_DELAY_INTERVAL, DELAY)])
-        _connect(first, False, Will(STATUS, b"gone", properties=delayed))
-        _stored(first)
+        connect_with_delayed_will(first, DELAY)
+        stored(first)
         for watcher in watchers.values():
             assert watcher.next_message().payload == b"up"
 

@@ -22,7 +22,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.mqtt.decode import decode
 from broker.mqtt.encode import encode
-from broker.mqtt.packets import MQTT_3_1_1, Packet, Pubcomp, Publish, Pubrec, Pubrel
+from broker.mqtt.packets import (
+    MQTT_3_1_1,
+    Connack,
+    Connect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+)
 from broker.mqtt.wire import Reader
 from tests.e2e.harness import V311_RETURN_CODE, WAIT
 from tests.paho_loop import stop_loop
@@ -151,6 +162,25 @@ class Raw:
         self.sock.sendall(
             b"".join(p if isinstance(p, bytes) else encode(p, self.level) for p in packets)
         )
+
+    def connect(self, connect: Connect) -> Connack:
+        """Send ``connect``; the CONNACK that accepts it."""
+        self.send(connect)
+        connack = self.read()
+        assert isinstance(connack, Connack)
+        assert connack.code == 0
+        return connack
+
+    def publishes_before_pingresp(self) -> list[Publish]:
+        """Every PUBLISH the broker sent before its answer to a PINGREQ sent now: what it sent
+        at once, without waiting for an acknowledgement (on a resumed session, the messages
+        queued for it go out right after CONNACK, before that answer)."""
+        self.send(Pingreq())
+        found: list[Publish] = []
+        while not isinstance(packet := self.read(), Pingresp):
+            assert isinstance(packet, Publish)
+            found.append(packet)
+        return found
 
     def publish_again_and_release(self, topic: str, payload: bytes, packet_id: int) -> None:
         """A QoS 2 PUBLISH sent again (DUP) and then released: the broker must answer PUBREC

@@ -24,7 +24,7 @@ from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.test_mqtt5 import reason_string
-from tests.e2e.v5_client import V5Client, v5_client
+from tests.e2e.v5_client import v5_client, v5_watcher
 from tests.paho_loop import stop_loop
 
 
@@ -154,16 +154,6 @@ def test_retain_handling_3_sends_disconnect_0x82(broker: BrokerThread, tmp_path:
     raw.sock.close()
 
 
-def _watch(broker: BrokerThread, topic: str) -> V5Client:
-    broker.application("watcher", "watcher", "pw-watcher")
-    watcher = v5_client(
-        broker.port, broker.server_cert, None, username="watcher", password="pw-watcher"
-    )
-    assert watcher.wait_connack()[0] == 0
-    assert watcher.subscribe(topic) == [1]
-    return watcher
-
-
 def _connect_with_will(raw: Raw, client_id: str, delay: int, expiry: int) -> None:
     will = Will(
         "v1/devices/me/status", b"gone", 1,
@@ -181,7 +171,7 @@ def test_will_waits_for_its_delay_and_a_reconnect_cancels_it(
 ) -> None:
     """5.0 §3.1.3.2.2: the will goes after its delay, with its properties; none if the
     client takes its session again before."""
-    watcher = _watch(broker, "devices/willing/status")
+    watcher = v5_watcher(broker, "devices/willing/status")
     try:
         raw = _raw(broker, tmp_path, "willing")
         _connect_with_will(raw, "w", delay=1, expiry=60)

@@ -8,18 +8,16 @@ retained message; a will with it reaches the connected subscribers. Across clust
 tests/cluster/test_mqtt5_properties.py."""
 
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
 
-from broker.mqtt.packets import MQTT_5, Connack, Connect, Puback, Publish, Will
+from broker.mqtt.packets import MQTT_5, Connect, Puback, Publish, Will
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
+from tests.e2e.v5_client import V5Client, publish_properties, v5_application, v5_resuming
 
 PASSWORD = "pw-expiry-0"
 TOPIC = "devices/z/rpc/request/1"
@@ -27,39 +25,19 @@ ZERO = publish_properties(MessageExpiryInterval=0)
 MINUTE = publish_properties(MessageExpiryInterval=60)
 
 
-def _app(broker: BrokerThread, name: str, **options: Any) -> V5Client:
+def _app(broker: BrokerThread, name: str) -> V5Client:
     broker.application(name, name, PASSWORD)
-    return _connect(broker, name, **options)
-
-
-def _connect(broker: BrokerThread, name: str, **options: Any) -> V5Client:
-    """An application registered already (the store keeps it across a restart)."""
-    client = v5_client(
-        broker.port, broker.server_cert, None, username=name, password=PASSWORD, **options
-    )
-    assert client.wait_connack()[0] == 0
-    return client
+    return v5_application(broker, name, PASSWORD)
 
 
 def _keeper(broker: BrokerThread) -> V5Client:
     """The application "keeper" with a persistent session (Session Expiry Interval of an
     hour), resumed if there is one."""
-    resume = make_properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
-    return _connect(
-        broker, "keeper", client_id="keeper", clean_start=False, connect_properties=resume
-    )
+    return v5_resuming(broker, "keeper", PASSWORD, "keeper", 3600)
 
 
 def _interval(message: Any) -> int | None:
     return getattr(message.properties, "MessageExpiryInterval", None)
-
-
-def _nothing_more(client: V5Client) -> None:
-    try:
-        extra = client.messages.get(timeout=0.3)
-    except Empty:
-        return
-    raise AssertionError(f"unexpected message on {extra.topic}: {extra.payload!r}")
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
@@ -75,7 +53,7 @@ def test_the_connected_subscribers_get_it_at_every_qos(broker: BrokerThread, qos
             got = client.next_message()
             assert (got.payload, got.qos, _interval(got)) == (b"zero", qos, 0)  # [MQTT-3.3.2-6]
             assert client.next_message().payload == b"after"
-        _nothing_more(keeper)
+        keeper.assert_nothing_more()
     finally:
         for client in (clean, keeper, pub):
             client.close()
@@ -93,7 +71,7 @@ def test_a_session_whose_client_is_away_gets_none_of_it(tmp_path: Path) -> None:
         assert keeper.subscribe("devices/z/#", qos=2) == [2]
         for restart in (False, True):
             keeper.close()
-            pub = _connect(broker, "pub")
+            pub = v5_application(broker, "pub", PASSWORD)
             for qos in (0, 1, 2):
                 pub.publish(TOPIC, b"zero", qos=qos, properties=ZERO)
             pub.publish(TOPIC, b"minute", qos=1, properties=MINUTE)
@@ -106,7 +84,7 @@ def test_a_session_whose_client_is_away_gets_none_of_it(tmp_path: Path) -> None:
             got = keeper.next_message()
             assert (got.payload, got.qos) == (b"minute", 1)
             assert 0 < (_interval(got) or 0) <= 60
-            _nothing_more(keeper)
+            keeper.assert_nothing_more()
         keeper.close()
     finally:
         broker.stop()
@@ -150,10 +128,7 @@ def test_a_will_with_it_reaches_the_connected_subscribers(
         assert watcher.subscribe("devices/w/#") == [1]
         zero = Properties([(Property.MESSAGE_EXPIRY_INTERVAL, 0)])
         will = Will("v1/devices/me/status", b"gone", 1, retain=True, properties=zero)
-        raw.send(Connect(MQTT_5, "w", True, 60, will=will))
-        connack = raw.read()
-        assert isinstance(connack, Connack)
-        assert connack.code == 0
+        raw.connect(Connect(MQTT_5, "w", True, 60, will=will))
         raw.send(Publish("v1/devices/me/status", b"online", 1, retain=True, packet_id=1))
         assert isinstance(raw.read(), Puback)
         assert watcher.next_message().payload == b"online"

@@ -7,10 +7,7 @@ import pytest
 
 from broker.mqtt.packets import (
     MQTT_5,
-    Connack,
     Connect,
-    Pingreq,
-    Pingresp,
     Puback,
     Publish,
     Suback,
@@ -24,26 +21,11 @@ from tests.e2e.peers import Raw
 TOPIC = "v1/devices/me/telemetry"
 
 
-def _connect(raw: Raw, receive_maximum: int, *, clean_start: bool) -> Connack:
+def _resumer_connect(receive_maximum: int, *, clean_start: bool) -> Connect:
     asked = Properties(
         [(Property.SESSION_EXPIRY_INTERVAL, 60), (Property.RECEIVE_MAXIMUM, receive_maximum)]
     )
-    raw.send(Connect(MQTT_5, "resumer", clean_start, 60, properties=asked))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
-    assert connack.code == 0
-    return connack
-
-
-def _read_publishes(raw: Raw) -> list[Publish]:
-    """Every PUBLISH the broker sent before the answer to a PINGREQ sent now: what it sent
-    at once, without waiting for an acknowledgement."""
-    raw.send(Pingreq())
-    found: list[Publish] = []
-    while not isinstance(packet := raw.read(), Pingresp):
-        assert isinstance(packet, Publish)
-        found.append(packet)
-    return found
+    return Connect(MQTT_5, "resumer", clean_start, 60, properties=asked)
 
 
 @pytest.mark.parametrize("taken_over", [False, True], ids=["closed", "taken-over"])
@@ -57,7 +39,7 @@ def test_messages_in_flight_go_again_within_the_new_receive_maximum(
     _, issued = broker.provision("resumer")
     certfile = write_pem(tmp_path, issued, "resumer")
     first = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
-    _connect(first, 5, clean_start=True)
+    first.connect(_resumer_connect(5, clean_start=True))
     first.send(Subscribe(1, (SubscribeRequest(TOPIC, 1),)))
     assert isinstance(first.read(), Suback)
     first.send(*(Publish(TOPIC, bytes([n]), 1, packet_id=n) for n in range(1, 6)))
@@ -69,15 +51,15 @@ def test_messages_in_flight_go_again_within_the_new_receive_maximum(
         first.sock.close()
 
     again = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
-    assert _connect(again, 2, clean_start=False).session_present
-    resent = _read_publishes(again)
+    assert again.connect(_resumer_connect(2, clean_start=False)).session_present
+    resent = again.publishes_before_pingresp()
     assert [p.payload for p in resent] == [b"\x01", b"\x02"]
     assert all(p.dup for p in resent)
     for n in range(3, 6):
         packet_id = received[n - 3].packet_id  # the PUBLISH sent again has the same (§4.4)
         assert packet_id is not None
         again.send(Puback(packet_id))
-        [next_one] = _read_publishes(again)
+        [next_one] = again.publishes_before_pingresp()
         assert (next_one.payload, next_one.dup) == (bytes([n]), True)
     again.sock.close()
     first.sock.close()

@@ -9,18 +9,23 @@ Live delivery of each property alone is in ``test_mqtt5``; MQTT.js in
 
 import time
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from broker.mqtt.packets import MQTT_5, Connack, Connect, Will
+from broker.mqtt.packets import MQTT_5, Connect, Will
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
+from tests.e2e.v5_client import (
+    V5Client,
+    make_properties,
+    publish_properties,
+    v5_application,
+    v5_resuming,
+)
 
 PASSWORD = "pw-props-1"
 # Duplicates and an order no sort gives: both kept (5.0 §3.3.2.3.7).
@@ -54,19 +59,7 @@ def _assert_full(message: Any, identifiers: list[int] | None) -> None:
 
 def _app(broker: BrokerThread, name: str, **options: Any) -> V5Client:
     broker.application(name, name, PASSWORD)
-    client = v5_client(
-        broker.port, broker.server_cert, None, username=name, password=PASSWORD, **options
-    )
-    assert client.wait_connack()[0] == 0
-    return client
-
-
-def _nothing_more(client: V5Client) -> None:
-    try:
-        extra = client.messages.get(timeout=0.3)
-    except Empty:
-        return
-    raise AssertionError(f"unexpected message on {extra.topic}: {extra.payload!r}")
+    return v5_application(broker, name, PASSWORD, **options)
 
 
 # The three ways a PUBLISH's list is read (``broker.mqtt.publish_properties``): scanned (user
@@ -105,7 +98,7 @@ def test_live_with_alias_and_two_identified_subscriptions(broker: BrokerThread, 
                 assert props.UserProperty == (LONG_PAIRS if way == "long" else PAIRS)
                 assert props.ContentType == "application/json; charset=utf-8"
                 assert props.CorrelationData == b"\x00\xffcorr"
-        _nothing_more(sub)
+        sub.assert_nothing_more()
     finally:
         sub.close()
         pub.close()
@@ -125,7 +118,7 @@ def test_retained_carries_the_new_subscribers_identifier(broker: BrokerThread) -
         assert sub.subscribe("devices/+/attributes") == [1]  # no identifier: none sent
         got = sub.next_message()
         _assert_full(got, None)
-        _nothing_more(sub)
+        sub.assert_nothing_more()
     finally:
         sub.close()
         pub.close()
@@ -148,10 +141,7 @@ def test_will_goes_with_its_properties_but_the_delay(broker: BrokerThread, tmp_p
             *((Property.USER_PROPERTY, pair) for pair in PAIRS),
         ]
         will = Will("v1/devices/me/status", b"gone", 1, properties=Properties(items))
-        raw.send(Connect(MQTT_5, "w", True, 60, will=will))
-        connack = raw.read()
-        assert isinstance(connack, Connack)
-        assert connack.code == 0
+        raw.connect(Connect(MQTT_5, "w", True, 60, will=will))
         raw.sock.close()  # no DISCONNECT: the will goes
         got = watcher.next_message()
         assert (got.topic, got.payload) == ("devices/w/status", b"gone")
@@ -176,7 +166,7 @@ def test_a_shared_subscription_gets_the_properties_and_its_identifier(
             got = member.next_message()
             assert got.topic == "devices/s/rpc/request/1"
             _assert_full(got, [20 + n])
-            _nothing_more(member)
+            member.assert_nothing_more()
     finally:
         for member in members:
             member.close()
@@ -208,7 +198,7 @@ def test_properties_past_a_receivers_maximum_packet_size_drop_it_for_that_one(
         got = small.next_message()
         assert got.payload == b"fits"
         _assert_full(got, [1])
-        _nothing_more(small)
+        small.assert_nothing_more()
     finally:
         for client in (small, large, pub):
             client.close()
@@ -221,17 +211,9 @@ def test_a_queued_message_past_the_maximum_packet_size_is_dropped_not_kept(
     decides; what it cannot read is discarded as if delivered (§3.1.2.11.4), not sent at the
     next connection either."""
     broker.application("small", "small", PASSWORD)
-    connect = make_properties(
-        PacketTypes.CONNECT, SessionExpiryInterval=EXPIRY, MaximumPacketSize=1024
-    )
 
     def small() -> V5Client:
-        client = v5_client(
-            broker.port, broker.server_cert, None, username="small", password=PASSWORD,
-            client_id="small", clean_start=False, connect_properties=connect,
-        )  # fmt: skip
-        assert client.wait_connack()[0] == 0
-        return client
+        return v5_resuming(broker, "small", PASSWORD, "small", EXPIRY, MaximumPacketSize=1024)
 
     receiver = small()
     assert receiver.subscribe_with_id("devices/m/#", 1) == [1]
@@ -245,7 +227,7 @@ def test_a_queued_message_past_the_maximum_packet_size_is_dropped_not_kept(
         got = receiver.next_message()
         assert got.payload == b"fits"
         _assert_full(got, [1])
-        _nothing_more(receiver)
+        receiver.assert_nothing_more()
         receiver.close()
         receiver = small()
         assert receiver.session_present
@@ -284,25 +266,18 @@ def test_the_offline_queue_keeps_them_and_a_restart_too(database_url: str, tmp_p
                 _assert_full(got, [2, 9])
                 held: Any = got.properties
                 assert held.MessageExpiryInterval < EXPIRY  # 1.2 s held at least
-            _nothing_more(keeper)
+            keeper.assert_nothing_more()
         keeper.close()
     finally:
         broker.stop()
 
 
 def _keeper(broker: BrokerThread) -> V5Client:
-    resume = make_properties(PacketTypes.CONNECT, SessionExpiryInterval=EXPIRY)
-    client = v5_client(
-        broker.port, broker.server_cert, None, username="keeper", password=PASSWORD,
-        client_id="k", clean_start=False, connect_properties=resume,
-    )  # fmt: skip
-    assert client.wait_connack()[0] == 0
-    return client
+    return v5_resuming(broker, "keeper", PASSWORD, "k", EXPIRY)
 
 
 def _publish_three(broker: BrokerThread) -> None:
-    pub = v5_client(broker.port, broker.server_cert, None, username="keeper", password=PASSWORD)
-    assert pub.wait_connack()[0] == 0
+    pub = v5_application(broker, "keeper", PASSWORD)
     short = publish_properties(MessageExpiryInterval=1, UserProperty=PAIRS)
     pub.publish("devices/q/rpc/request/1", b"expires", properties=short)
     pub.publish("devices/q/rpc/request/2", b"kept", properties=_full(TopicAlias=3))

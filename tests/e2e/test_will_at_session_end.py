@@ -17,7 +17,7 @@ from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Will
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.test_mqtt5_disconnect import _watch
+from tests.e2e.v5_client import v5_watcher
 
 DELAY = 30  # seconds: longer than the test waits for anything (harness.WAIT)
 
@@ -69,7 +69,7 @@ def test_a_delayed_will_goes_when_the_session_ends_first(
     name = f"ending-{expiry}-{end.__name__.strip('_')}".replace("_", "-")
     _, issued = broker.provision(name)
     certfile = write_pem(tmp_path, issued, name)
-    watcher = _watch(broker, f"devices/{name}/status")
+    watcher = v5_watcher(broker, f"devices/{name}/status")
     opened: list[Raw] = []
 
     def connection() -> Raw:

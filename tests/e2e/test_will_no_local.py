@@ -10,44 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import (
-    MQTT_5,
-    Connack,
-    Connect,
-    Pingreq,
-    Pingresp,
-    Publish,
-    Suback,
-    Subscribe,
-    SubscribeRequest,
-    Will,
-)
+from broker.mqtt.packets import MQTT_5, Connect, Suback, Subscribe, SubscribeRequest, Will
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.test_mqtt5_disconnect import _watch
+from tests.e2e.v5_client import v5_watcher
 
 STATUS = "v1/devices/me/status"
 KEPT = Properties([(Property.SESSION_EXPIRY_INTERVAL, 60)])
 
 
-def _connect(raw: Raw, *, clean: bool, will: Will | None = None) -> Connack:
-    raw.send(Connect(MQTT_5, "own", clean, 60, will=will, properties=KEPT))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
-    assert connack.code == 0
-    return connack
-
-
-def _publishes_before_pingresp(raw: Raw) -> list[Publish]:
-    """What the broker sent before answering a PINGREQ sent now: on a resumed session, the
-    messages queued for it go out right after CONNACK, before that answer."""
-    raw.send(Pingreq())
-    found: list[Publish] = []
-    while not isinstance(packet := raw.read(), Pingresp):
-        assert isinstance(packet, Publish)
-        found.append(packet)
-    return found
+def _own_connect(clean: bool, will: Will | None = None) -> Connect:
+    return Connect(MQTT_5, "own", clean, 60, will=will, properties=KEPT)
 
 
 @pytest.mark.parametrize("no_local", [True, False], ids=["no-local", "local"])
@@ -57,17 +31,17 @@ def test_a_will_reaches_its_own_session_only_without_no_local(
     name = f"own-will-{int(no_local)}"
     _, issued = broker.provision(name)
     certfile = write_pem(tmp_path, issued, name)
-    watcher = _watch(broker, f"devices/{name}/status")
+    watcher = v5_watcher(broker, f"devices/{name}/status")
     try:
         first = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
-        _connect(first, clean=True, will=Will(STATUS, b"gone", 1))
+        first.connect(_own_connect(True, Will(STATUS, b"gone", 1)))
         first.send(Subscribe(1, (SubscribeRequest(STATUS, 1, no_local=no_local),)))
         assert isinstance(first.read(), Suback)
         first.sock.close()  # without DISCONNECT: the will goes (§3.1.2.5)
         assert watcher.next_message().payload == b"gone"  # routed, to every subscriber
         again = Raw(broker.port, broker.server_cert, certfile, MQTT_5)
-        assert _connect(again, clean=False).session_present
-        payloads = [p.payload for p in _publishes_before_pingresp(again)]
+        assert again.connect(_own_connect(False)).session_present
+        payloads = [p.payload for p in again.publishes_before_pingresp()]
         assert payloads == ([] if no_local else [b"gone"])
         again.sock.close()
     finally:

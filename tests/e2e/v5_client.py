@@ -1,10 +1,11 @@
-"""A paho-mqtt 2 client speaking MQTT 5, whose callbacks feed queues a test waits on."""
+"""A paho-mqtt 2 client speaking MQTT 5, whose callbacks feed queues a test waits on; an
+application's connection with it (user name and password), resuming its session or watching."""
 
 import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
+from queue import Empty, Queue
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,7 +15,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.e2e.harness import WAIT
+from tests.e2e.harness import WAIT, BrokerThread
 from tests.paho_loop import stop_loop
 
 
@@ -64,6 +65,14 @@ class V5Client:
 
     def next_message(self) -> mqtt.MQTTMessage:
         return self.messages.get(timeout=WAIT)
+
+    def assert_nothing_more(self, within: float = 0.3) -> None:
+        """No further message comes within ``within`` seconds."""
+        try:
+            extra = self.messages.get(timeout=within)
+        except Empty:
+            return
+        raise AssertionError(f"unexpected message on {extra.topic}: {extra.payload!r}")
 
     def close(self) -> None:
         self.paho.disconnect()
@@ -132,3 +141,33 @@ def v5_client(
     )  # fmt: skip
     paho.loop_start()
     return client
+
+
+def v5_application(broker: BrokerThread, name: str, password: str, **options: Any) -> V5Client:
+    """The application ``name``, registered already (the store keeps it across a restart),
+    connected with its user name and password; its CONNACK accepts it."""
+    client = v5_client(
+        broker.port, broker.server_cert, None, username=name, password=password, **options
+    )
+    assert client.wait_connack()[0] == 0
+    return client
+
+
+def v5_resuming(
+    broker: BrokerThread, name: str, password: str, client_id: str, expiry: int, **connect: Any
+) -> V5Client:
+    """``v5_application`` with Clean Start 0 and a Session Expiry Interval of ``expiry``
+    seconds (and the CONNECT properties ``connect``): its session resumed if there is one."""
+    properties = make_properties(PacketTypes.CONNECT, SessionExpiryInterval=expiry, **connect)
+    return v5_application(
+        broker, name, password, client_id=client_id, clean_start=False,
+        connect_properties=properties,
+    )  # fmt: skip
+
+
+def v5_watcher(broker: BrokerThread, topic: str) -> V5Client:
+    """The application "watcher", registered and connected, subscribed to ``topic``."""
+    broker.application("watcher", "watcher", "pw-watcher")
+    watcher = v5_application(broker, "watcher", "pw-watcher")
+    assert watcher.subscribe(topic) == [1]
+    return watcher

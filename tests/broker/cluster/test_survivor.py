@@ -101,6 +101,22 @@ def _claim_key(client_id: str) -> str:
     return to_key(store_key((DEVICE, client_id)))
 
 
+async def _winner_waiting(buckets: Buckets, delay: int) -> tuple[Wills, float]:
+    """Survivor b, the winner of the dead run's departure, once it has adopted the sessions
+    and started the delay of a will ``delayed`` of ``delay`` seconds (its entry ``waiting``);
+    with the loop time at which it was told the member gone."""
+    await buckets.will("delayed", delay=delay)
+    winner = buckets.survivor("b")
+    noticed = asyncio.get_running_loop().time()
+    winner.member_gone(GONE)
+    async with asyncio.timeout(WAIT):
+        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
+            winner.creator
+        ):
+            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    return winner, noticed
+
+
 @pytest.fixture
 async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
     link = await ClusterLink.connect(cluster_settings())
@@ -174,20 +190,11 @@ async def test_a_delayed_will_taken_over_during_its_delay_comes_when_its_delay_e
     it: the survivor that takes the departure over publishes the will when the delay the
     winner started ends, not a whole delay after the take-over."""
     delay = 6
-    await buckets.will("delayed", delay=delay)
-    winner = buckets.survivor("b")
-    loop = asyncio.get_running_loop()
-    noticed = loop.time()
-    winner.member_gone(GONE)
-    async with asyncio.timeout(WAIT):
-        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
-            winner.creator
-        ):
-            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    winner, noticed = await _winner_waiting(buckets, delay)
     await asyncio.sleep(delay / 2)  # the delay runs on the winner, which is killed then
     await winner.stop()
     taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
-    taken = loop.time()
+    taken = asyncio.get_running_loop().time()
     taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
     await buckets.settled()
     assert buckets.published == [("d", "delayed")]
@@ -249,16 +256,7 @@ async def test_a_delayed_will_whose_session_the_winner_adopted_comes_when_due_af
     it takes the departure over, or meanwhile, as it sees the winner go) or not (a frozen
     winner keeps its sessions)."""
     delay = 3
-    await buckets.will("delayed", delay=delay)
-    winner = buckets.survivor("b")
-    loop = asyncio.get_running_loop()
-    noticed = loop.time()
-    winner.member_gone(GONE)
-    async with asyncio.timeout(WAIT):
-        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
-            winner.creator
-        ):
-            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+    winner, noticed = await _winner_waiting(buckets, delay)
     claim = await buckets.claims.get(_claim_key("delayed"))
     assert claim is not None
     assert holder_of(claim.value) == "b"  # adopted

@@ -1,161 +1,29 @@
-"""The core's codec: every packet both ways at every level, and each MUST on a packet's form."""
+"""The core's codec: each MUST on a packet's form, the fast PUBLISH encoder and the variable
+byte integers. Every packet both ways as the standard's bytes: ``test_standard_bytes_3_1_1``
+and ``test_standard_bytes_5``."""
 
 import pytest
 
 from auth.connack import ConnackCode
 from broker.mqtt.codes import Reason
-from broker.mqtt.decode import decode, decode_connect, protocol_problem, read_protocol
+from broker.mqtt.decode import decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode, encode_publish
 from broker.mqtt.events import ProtocolViolation
 from broker.mqtt.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
     MQTT_5,
-    Auth,
     Connack,
     Connect,
-    Disconnect,
-    Packet,
-    Pingreq,
-    Pingresp,
-    Puback,
-    Pubcomp,
     Publish,
-    Pubrec,
-    Pubrel,
     Suback,
     Subscribe,
-    SubscribeRequest,
-    Unsuback,
-    Unsubscribe,
-    Will,
 )
 from broker.mqtt.properties import Properties, Property
 from broker.mqtt.rules import header_problem
 from broker.mqtt.wire import Reader, varint
 from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
-from tests.broker.mqtt.wire_helpers import connected, packets_in
-
-USER = Property.USER_PROPERTY
-V5_PROPS = Properties([(USER, ("b", "2")), (USER, ("a", "1"))])  # order kept (5.0 §3.3.2.3.7)
-
-
-def _decoded(data: bytes, level: int) -> Packet:
-    reader = Reader(data, 1)
-    length = reader.varint("remaining length")
-    assert reader.at + length == len(data)
-    if data[0] >> 4 == 1:
-        name, found = read_protocol(reader)
-        assert protocol_problem(name, found) is None
-        return decode_connect(reader, found)
-    return decode(data[0], data, reader.at, len(data), level)
-
-
-# Each packet as the standard lays it out, written byte by byte from its sections (fixed
-# header §2.2, then the packet's variable header and payload), not produced by our encoder:
-# a round trip alone would pass an encoder and decoder that are wrong the same way.
-AT_3_1_1: list[tuple[Packet, bytes]] = [
-    (
-        Connect(MQTT_3_1_1, "dev-1", True, 60, "user", b"\x00pw", Will("a/b", b"bye", 1, True)),
-        # §3.1.2: name, level 4, flags user|password|will retain|will QoS 1|will|clean = 0xEE,
-        # keep alive 60; §3.1.3: client id, will topic, will message, user name, password.
-        b"\x10\x26\x00\x04MQTT\x04\xee\x00\x3c\x00\x05dev-1\x00\x03a/b\x00\x03bye"
-        b"\x00\x04user\x00\x03\x00pw",
-    ),
-    (Connack(True, 0), b"\x20\x02\x01\x00"),  # §3.2.2.2: session present in bit 0
-    # §3.3.1: 0x30 | DUP 0x08 | QoS 2 << 1 | RETAIN 1; topic, packet id 7, payload.
-    (Publish("a/b", b"\x00\xff", 2, True, True, 7), b"\x3d\x09\x00\x03a/b\x00\x07\x00\xff"),
-    (Publish("a/b", b"", 0), b"\x30\x05\x00\x03a/b"),  # §3.3.2.2: no packet id at QoS 0
-    (Puback(1), b"\x40\x02\x00\x01"),
-    (Pubrec(2), b"\x50\x02\x00\x02"),
-    (Pubrel(3), b"\x62\x02\x00\x03"),  # §3.6.1: flags 0010
-    (Pubcomp(65535), b"\x70\x02\xff\xff"),
-    (
-        Subscribe(9, (SubscribeRequest("a/+", 2), SubscribeRequest("#", 0))),
-        b"\x82\x0c\x00\x09\x00\x03a/+\x02\x00\x01#\x00",  # §3.8.1: flags 0010
-    ),
-    (Suback(9, (2, 0x80)), b"\x90\x04\x00\x09\x02\x80"),  # §3.9.3: 0x80 is Failure
-    (Unsubscribe(10, ("a/+", "#")), b"\xa2\x0a\x00\x0a\x00\x03a/+\x00\x01#"),
-    (Unsuback(10), b"\xb0\x02\x00\x0a"),
-    (Pingreq(), b"\xc0\x00"),
-    (Pingresp(), b"\xd0\x00"),
-    (Disconnect(), b"\xe0\x00"),
-]
-EVERY_PACKET = [packet for packet, _ in AT_3_1_1]
-# MQTT 5.0: a property length (§2.2.2.1) after the variable header, the properties in order.
-USER_B2_A1 = b"\x0e\x26\x00\x01b\x00\x012\x26\x00\x01a\x00\x011"  # V5_PROPS, length 14
-AT_5: list[tuple[Packet, bytes]] = [
-    (
-        Connect(MQTT_5, "", False, 0, None, b"pw", Will("w", b"x", 0, False, V5_PROPS), V5_PROPS),
-        # §3.1.2.3: password 0x40 | will 0x04 (5.0 allows a password without a user name);
-        # §3.1.3: client id, will properties, will topic, will payload, password.
-        b"\x10\x34\x00\x04MQTT\x05\x44\x00\x00"
-        + USER_B2_A1
-        + b"\x00\x00"
-        + USER_B2_A1
-        + b"\x00\x01w\x00\x01x\x00\x02pw",
-    ),
-    (
-        Connack(False, Reason.NOT_AUTHORIZED, Properties([(Property.REASON_STRING, "revoked")])),
-        b"\x20\x0d\x00\x87\x0a\x1f\x00\x07revoked",  # §3.2.2.3.11: Reason String 0x1F
-    ),
-    (
-        Publish("t", b"p", 1, packet_id=3, properties=Properties([(Property.TOPIC_ALIAS, 4)])),
-        b"\x32\x0a\x00\x01t\x00\x03\x03\x23\x00\x04p",  # §3.3.2.3.4: Topic Alias 0x23
-    ),
-    (Puback(4, Reason.NO_MATCHING_SUBSCRIBERS), b"\x40\x03\x00\x04\x10"),  # §3.4.2.2.1
-    (
-        Pubrel(5, Reason.PACKET_IDENTIFIER_NOT_FOUND, V5_PROPS),
-        b"\x62\x12\x00\x05\x92" + USER_B2_A1,
-    ),
-    (
-        Subscribe(
-            11,
-            (SubscribeRequest("x", 1, True, True, 2),),
-            Properties([(Property.SUBSCRIPTION_IDENTIFIER, 268_435_455)]),
-        ),
-        # §3.8.2.1.2: identifier 0x0B, the largest variable byte integer; §3.8.3.1: options
-        # QoS 1 | No Local 0x04 | Retain As Published 0x08 | Retain Handling 2 << 4.
-        b"\x82\x0c\x00\x0b\x05\x0b\xff\xff\xff\x7f\x00\x01x\x2d",
-    ),
-    (Unsuback(12, (0, Reason.NO_SUBSCRIPTION_EXISTED)), b"\xb0\x05\x00\x0c\x00\x00\x11"),
-    (
-        Disconnect(Reason.SESSION_TAKEN_OVER, Properties([(Property.SESSION_EXPIRY_INTERVAL, 9)])),
-        b"\xe0\x07\x8e\x05\x11\x00\x00\x00\x09",  # §3.14.2.2.2: a four byte integer
-    ),
-    (
-        Auth(Reason.CONTINUE_AUTHENTICATION, Properties([(Property.AUTHENTICATION_METHOD, "m")])),
-        b"\xf0\x06\x18\x04\x15\x00\x01m",  # §3.15.2.2.2: Authentication Method 0x15
-    ),
-]
-V5_ONLY = [packet for packet, _ in AT_5]
-
-
-@pytest.mark.parametrize(("packet", "data"), AT_3_1_1, ids=lambda p: type(p).__name__)
-def test_every_packet_is_the_standard_s_bytes_at_3_1_1(packet: Packet, data: bytes) -> None:
-    assert encode(packet, MQTT_3_1_1) == data
-    assert _decoded(data, MQTT_3_1_1) == packet
-
-
-@pytest.mark.parametrize(("packet", "data"), AT_5, ids=lambda p: type(p).__name__)
-def test_mqtt_5_packets_are_the_standard_s_bytes(packet: Packet, data: bytes) -> None:
-    assert encode(packet, MQTT_5) == data
-    assert _decoded(data, MQTT_5) == packet
-
-
-@pytest.mark.parametrize("packet", EVERY_PACKET, ids=lambda p: type(p).__name__)
-def test_every_packet_round_trips_at_5(packet: Packet) -> None:
-    if isinstance(packet, Connect):
-        packet = Connect(MQTT_5, *(getattr(packet, f) for f in packet.__slots__[1:]))
-    assert _decoded(encode(packet, MQTT_5), MQTT_5) == packet
-
-
-def test_mqtt_3_1_connect_and_its_connack_without_session_present() -> None:
-    connect = Connect(MQTT_3_1, "old-device", True, 30)
-    data = encode(connect, MQTT_3_1)
-    assert data[2:10] == b"\x00\x06MQIsdp"
-    assert _decoded(data, MQTT_3_1) == connect
-    assert encode(Connack(True, 0), MQTT_3_1) == b"\x20\x02\x00\x00"  # no such flag in 3.1
+from tests.broker.mqtt.wire_helpers import connected, decoded, packets_in
 
 
 def test_encode_publish_matches_the_standard() -> None:
@@ -195,13 +63,13 @@ def _publish(topic: bytes, qos: int = 0, packet_id: int = 1) -> bytes:
 )
 def test_malformed_publish(data: bytes, problem: str) -> None:
     with pytest.raises(MalformedPacket, match=problem):
-        _decoded(data, MQTT_3_1_1)
+        decoded(data, MQTT_3_1_1)
 
 
 def test_a_wildcard_in_a_topic_name_is_a_protocol_error() -> None:
     # §3.3.2.1 [MQTT-3.3.2-2]: the packet parses; its data is not allowed (5.0 §1.2).
     with pytest.raises(ProtocolError, match="wildcards") as raised:
-        _decoded(_publish(b"a/+"), MQTT_3_1_1)
+        decoded(_publish(b"a/+"), MQTT_3_1_1)
     assert not isinstance(raised.value, MalformedPacket)
 
 
@@ -220,7 +88,7 @@ def test_a_wildcard_in_a_topic_name_is_a_protocol_error() -> None:
 )
 def test_malformed_packets_at_3_1_1(data: bytes, error: type[Exception], problem: str) -> None:
     with pytest.raises(error, match=problem):
-        _decoded(data, MQTT_3_1_1)
+        decoded(data, MQTT_3_1_1)
 
 
 def _with_properties(raw: bytes) -> bytes:
@@ -239,7 +107,7 @@ def _with_properties(raw: bytes) -> bytes:
 )
 def test_strict_properties(raw: bytes, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
-        _decoded(_with_properties(raw), MQTT_5)
+        decoded(_with_properties(raw), MQTT_5)
 
 
 def test_property_values_in_range() -> None:
@@ -250,7 +118,7 @@ def test_property_values_in_range() -> None:
         decode_connect(reader, MQTT_5)
     repeated_ids = Properties([(Property.SUBSCRIPTION_IDENTIFIER, 1)] * 2)
     publish = Publish("t", b"", properties=repeated_ids)  # 5.0 §3.3.2.3.8: may repeat here
-    assert _decoded(encode(publish, MQTT_5), MQTT_5) == publish
+    assert decoded(encode(publish, MQTT_5), MQTT_5) == publish
 
 
 def _connect_body(data: bytes) -> Connect:
@@ -325,7 +193,7 @@ def test_mqtt_5_subscription_options_name_their_error(options: int, code: Reason
     Handling of 3 is a protocol error (0x82): the reason the server's DISCONNECT gives."""
     data = b"\x82\x07\x00\x01\x00\x00\x01a" + bytes((options,))  # id 1, no properties, 'a'
     with pytest.raises(ProtocolError) as raised:
-        _decoded(data, MQTT_5)
+        decoded(data, MQTT_5)
     assert raised.value.reason_code == code
 
 
@@ -389,11 +257,11 @@ def test_no_local_on_a_shared_subscription_is_a_protocol_error() -> None:
         return b"\x82" + varint(len(body)) + body
 
     with pytest.raises(ProtocolError, match="No Local set on a shared subscription"):
-        _decoded(subscribe(b"$share/g/a", 0x05), MQTT_5)
-    decoded = _decoded(subscribe(b"a/b", 0x05), MQTT_5)
-    assert isinstance(decoded, Subscribe)
-    assert decoded.requests[0].no_local
-    shared = _decoded(subscribe(b"$share/g/a", 0x01), MQTT_5)
+        decoded(subscribe(b"$share/g/a", 0x05), MQTT_5)
+    ordinary = decoded(subscribe(b"a/b", 0x05), MQTT_5)
+    assert isinstance(ordinary, Subscribe)
+    assert ordinary.requests[0].no_local
+    shared = decoded(subscribe(b"$share/g/a", 0x01), MQTT_5)
     assert isinstance(shared, Subscribe)
     assert not shared.requests[0].no_local
 

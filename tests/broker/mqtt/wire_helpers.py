@@ -2,7 +2,7 @@
 packets (with the core's own codec, which reads both directions)."""
 
 from broker.mqtt.connection import Connection
-from broker.mqtt.decode import decode
+from broker.mqtt.decode import decode, decode_connect, protocol_problem, read_protocol
 from broker.mqtt.encode import encode
 from broker.mqtt.events import Event
 from broker.mqtt.limits import Limits
@@ -28,6 +28,18 @@ def packets_in(data: bytes, level: int = MQTT_3_1_1) -> list[Packet]:
         found.append(decode(first, data, reader.at, reader.at + length, level))
         at = reader.at + length
     return found
+
+
+def decoded(data: bytes, level: int) -> Packet:
+    """The one packet ``data`` holds, as the server reads it from a client at ``level``."""
+    reader = Reader(data, 1)
+    length = reader.varint("remaining length")
+    assert reader.at + length == len(data)
+    if data[0] >> 4 == 1:
+        name, found = read_protocol(reader)
+        assert protocol_problem(name, found) is None
+        return decode_connect(reader, found)
+    return decode(data[0], data, reader.at, len(data), level)
 
 
 def connected(
