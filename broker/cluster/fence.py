@@ -276,7 +276,7 @@ class Fencing:
             for session in list(registry.sessions.values()):
                 registry.forget(session)  # restored meanwhile
             if self.router is not None:  # parked by their senders from now on
-                await self.router.stop_taking_frames()
+                await self.router.frames_in.stop_until_back()
             await self.broker.store.flush()  # what was acknowledged is there for it
 
     async def _rejoin(self) -> None:
@@ -295,7 +295,7 @@ class Fencing:
                     return
                 try:
                     if self.router is not None:  # before the restore: parked ones replayed
-                        await self.router.take_frames(rejoined)
+                        await self.router.frames_in.take(rejoined)
                 except ClusterError as exc:
                     log.warning("not back in the cluster yet: %s", exc)  # next heartbeat
                     return

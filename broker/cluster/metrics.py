@@ -89,7 +89,7 @@ class ClusterCollector:
         yield CounterMetricFamily(
             "nanoiot_cluster_received_messages",
             "Messages other members sent to this one",
-            value=router.received,
+            value=router.frames_in.received,
         )
         yield CounterMetricFamily(
             "nanoiot_cluster_qos2_routed_again",
@@ -101,7 +101,7 @@ class ClusterCollector:
             "nanoiot_cluster_qos2_repeats",
             "QoS 2 messages routed here again that were delivered here before (only "
             "sessions that came since got them)",
-            value=router.repeats,
+            value=router.frames_in.repeats,
         )
         yield CounterMetricFamily(
             "nanoiot_cluster_frames_dropped",

@@ -4,9 +4,10 @@ Interest-based: a message goes to this member's own subscribers (``LocalRouter``
 per member, to each other member whose route table entry matches its topic
 (``broker.cluster.routes``), in one frame per member and loop turn
 (``broker.cluster.forward``). A member receiving a frame gives its messages to its own
-subscribers only, so nothing is forwarded twice. A shared subscription gets one copy
-cluster-wide: served on this member if it has members of the group here, else by one other
-member in turn. ``$SYS`` topics stay on their node: each node publishes its own figures.
+subscribers only, so nothing is forwarded twice (``broker.cluster.frames_in``). A shared
+subscription gets one copy cluster-wide: served on this member if it has members of the group
+here, else by one other member in turn. ``$SYS`` topics stay on their node: each node
+publishes its own figures.
 
 Why a replicated route table rather than NATS subjects mapped from topics: the publishing
 member must know which members it waits for before a QoS 1/2 acknowledgement, which a
@@ -16,7 +17,6 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -25,13 +25,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
-
 from broker.cluster.absences import Absences
-from broker.cluster.confirmations import all_of, ignore_outcome
+from broker.cluster.confirmations import all_of
 from broker.cluster.forward import Forwarder
-from broker.cluster.frames import Group, decode
+from broker.cluster.frames import Group
+from broker.cluster.frames_in import FramesIn
 from broker.cluster.handover import Handovers
 from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
@@ -57,7 +55,6 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from broker.will_routing import publish_stored_will
-from nanoiot.errors import ClusterError
 from nanoiot.members import Figures
 
 if TYPE_CHECKING:
@@ -105,11 +102,8 @@ class ClusterRouter:
         self._pairs: set[tuple[str, SessionKey]] = set()  # (filter, session) subscribed here
         self._turns = SharedTurns()  # whose turn it is among each group's members
         self.forwarded = 0  # messages sent to other members (one per member)
-        self.received = 0  # messages other members sent here
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
-        self.repeats = 0  # ... that came here again
-        self._frames_in: NatsSubscription | None = None
-        self._rejoined: asyncio.Future[None] | None = None  # ``take_frames``
+        self.frames_in = FramesIn(self)  # what the others send here
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -119,7 +113,7 @@ class ClusterRouter:
         await self.parked.start()
         self.forwarder.parking = self.parked
         await self.forwarder.start()
-        await self.take_frames()
+        await self.frames_in.take()
         await self.announcer.start()
         self.handovers = Handovers(
             self.link, self.forwarder, self.announcer, self.local, self._handover_window,
@@ -179,23 +173,6 @@ class ClusterRouter:
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
 
-    async def take_frames(self, rejoined: "asyncio.Future[None] | None" = None) -> None:
-        """Listen for the frames other members send here (at start, and back from fencing:
-        one that comes before this member is back waits for ``rejoined``, not refused)."""
-        self._rejoined = rejoined
-        if self._frames_in is None:
-            self._frames_in = await self.forwarder.start_taking(self._frame)
-
-    async def stop_taking_frames(self) -> None:
-        """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
-        listens), replayed once its sessions are restored, not refused (their publishers
-        would send again what reached a session another member took meanwhile)."""
-        frames_in, self._frames_in = self._frames_in, None
-        await self.forwarder.stop_taking(frames_in)  # those NATS sent first (refused)
-        if frames_in is not None and not self.link.connected:  # not taken again on reconnect
-            with contextlib.suppress(Exception):
-                await frames_in.unsubscribe()
-
     def _member_names(self) -> set[str]:
         """Every other member this one knows of: live, or with routes."""
         live = {m.name for m in self.members.live()} if self.members is not None else set()
@@ -213,8 +190,7 @@ class ClusterRouter:
             self.members = None
         if self.wills is not None:
             await self.wills.stop()
-        frames_in, self._frames_in = self._frames_in, None
-        await self.forwarder.stop_taking(frames_in)  # routed first: what NATS sent
+        await self.frames_in.stop()  # routed first: what NATS sent
         await self.forwarder.stop()  # answers the frames taken (``broker.cluster.forward``)
         if self.announcer is not None:
             await self.announcer.stop()
@@ -319,78 +295,3 @@ class ClusterRouter:
         """Shared subscription copies an ended session left go to another member of the
         group on this node (5.0 §4.8.2); a group with none here has them no more."""
         self.local.session_ended(gone)
-
-    async def _frame(self, msg: Msg) -> None:
-        """A frame from another member: to this member's subscribers, then confirmed (if
-        asked) once the store committed what that wrote and the members it sent messages on
-        to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
-        only once this member's own sessions are restored (none would miss it); the frames
-        after it wait their turn, in order. Refused while it is fenced off, above all when a
-        stall fenced it (``Fencing.fenced_now``): it may be one the others parked; not when
-        it came as this member listened again, back from fencing (``take_frames``)."""
-        handovers = self.handovers
-        assert handovers is not None
-        registry = handovers.registry
-        rejoined = self._rejoined
-        if rejoined is not None and not rejoined.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(rejoined)
-        restoring = self.claims.restoring() if self.claims is not None else None
-        if restoring is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(restoring)
-        if registry is not None and registry.fenced_now():
-            if msg.reply:  # its publisher sends it again
-                self.forwarder.reply(msg.reply, taken=False)
-            return
-        durable = False
-        waits: list[asyncio.Future[None]] = []
-        max_queued = self.local.limits.max_queued_messages
-        try:
-            for routed in decode(msg.data, asyncio.get_running_loop().time()):
-                self.received += 1
-                message = routed.message
-                if routed.barrier:
-                    handovers.relay(routed)
-                    continue
-                if routed.session is not None:
-                    taken = handovers.take(routed, max_queued)
-                    if isinstance(taken, asyncio.Future):
-                        waits.append(taken)
-                    else:
-                        durable |= taken
-                    continue
-                refused = handovers.refused_if_stale(message) if handovers.fence else None
-                if refused is not None:
-                    waits.append(refused)  # not routed here either: it comes again
-                    continue
-                if message.qos == 2 and message.id:  # once (``broker.cluster.resend``)
-                    since = self.delivered.first(message.id, time.monotonic())
-                    if since is not None:
-                        self.repeats += 1
-                        durable |= routed.plain and self.local.deliver_since(message, since)
-                        continue
-                durable |= self.local.deliver_forwarded(
-                    message, plain=routed.plain, groups=routed.groups
-                )
-                if handovers.departures:
-                    waits += handovers.send_on_routed(routed)
-        except (ClusterError, UnicodeDecodeError) as exc:
-            log.warning("dropped a forwarded frame: %s", exc)
-            for waiting in waits:  # what they would have confirmed is not
-                ignore_outcome(waiting)
-            return  # unconfirmed: the sender fails its publisher, which sends again
-        if self.local.waits:  # held for a session arriving here
-            waits += self.local.waits
-            self.local.waits.clear()
-        reply = msg.reply
-        if not reply:
-            return
-        pending = self.store.pending_commit() if durable else None
-        if pending is not None:
-            waits.append(pending)
-        combined = all_of(waits)
-        if combined is None:
-            self.forwarder.reply(reply)
-        else:
-            self.forwarder.reply_when(reply, combined)

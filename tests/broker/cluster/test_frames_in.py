@@ -1,5 +1,5 @@
 """A member fenced off stops listening for frames and listens again when it is back
-(``ClusterRouter.stop_taking_frames``, ``take_frames``, ``broker.cluster.fence``): meanwhile
+(``FramesIn.stop_until_back``, ``take``, ``broker.cluster.fence``): meanwhile
 NATS tells their senders that nobody listens, so they park them rather than have them
 refused; one that comes as it listens again, before it is back, waits until it is. On the
 machine's NATS; a connection of the test's own plays the sender."""
@@ -56,15 +56,16 @@ async def test_a_fenced_member_stops_taking_frames_until_it_is_back(
         got.put_nowait(msg)
         await msg.respond(b"")
 
-    router._frame = taken  # type: ignore[method-assign]
+    frames_in = router.frames_in
+    frames_in.receive = taken  # type: ignore[method-assign]
     subject = router.forwarder.subject(link.member)
-    await router.take_frames()
+    await frames_in.take()
     assert await _listened(sender, subject, got)
-    await router.stop_taking_frames()  # fenced off
+    await frames_in.stop_until_back()  # fenced off
     assert not await _listened(sender, subject, got)  # the sender parks it
-    await router.take_frames()  # back
+    await frames_in.take()  # back
     assert await _listened(sender, subject, got)
-    await router.stop_taking_frames()
+    await frames_in.stop_until_back()
 
 
 def _fenced_member(router: ClusterRouter) -> Fencing:
@@ -101,7 +102,8 @@ async def test_a_frame_that_comes_as_a_fenced_member_listens_again_waits_until_i
     subject = router.forwarder.subject(link.member)
     arrived = asyncio.Event()
     answers: list[asyncio.Task[Msg]] = []
-    frame, take_frames = router._frame, router.take_frames
+    frames_in = router.frames_in
+    frame, take = frames_in.receive, frames_in.take
 
     async def observed(msg: Msg) -> None:
         arrived.set()
@@ -109,12 +111,12 @@ async def test_a_frame_that_comes_as_a_fenced_member_listens_again_waits_until_i
 
     async def take_then_sent_to(rejoined: "asyncio.Future[None] | None" = None) -> None:
         """Listening, and a frame there before the rejoining goes on."""
-        await take_frames(rejoined)
+        await take(rejoined)
         answers.append(asyncio.create_task(sender.request(subject, b"", timeout=WAIT)))
         await asyncio.wait_for(arrived.wait(), WAIT)
 
-    router._frame = observed  # type: ignore[method-assign]
-    router.take_frames = take_then_sent_to  # type: ignore[method-assign]
+    frames_in.receive = observed  # type: ignore[method-assign]
+    frames_in.take = take_then_sent_to  # type: ignore[method-assign]
     await router.forwarder.start()
     try:
         await fencing._rejoin()
@@ -123,7 +125,7 @@ async def test_a_frame_that_comes_as_a_fenced_member_listens_again_waits_until_i
         assert answer.data == b"", "refused as fenced off"  # b"-": refused
     finally:
         await fencing.stop()
-        await router.stop_taking_frames()
+        await frames_in.stop_until_back()
         await router.forwarder.stop()
 
 

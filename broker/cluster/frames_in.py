@@ -1,0 +1,151 @@
+"""The frames other members send this one, and when it listens for them.
+
+The sending side is ``broker.cluster.forward``; this is the receiving side of a member's
+``ClusterRouter``: a frame's messages go to this member's own subscribers only (nothing is
+forwarded twice), and the frame is confirmed, if its sender asked, once what it wrote is
+committed. Apart from the router because when a member listens is a concern of its own: from
+start until it stops, not while it is fenced off, and again as it comes back
+(``broker.cluster.fence``), when a frame that comes early waits rather than be refused.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from broker.cluster.confirmations import all_of, ignore_outcome
+from broker.cluster.frames import decode
+from nanoiot.errors import ClusterError
+
+if TYPE_CHECKING:
+    from broker.cluster.router import ClusterRouter
+
+__all__ = ["FramesIn"]
+
+# Under the router's name: operators grep its log for what routing dropped.
+log = logging.getLogger("broker.cluster.router")
+
+
+class FramesIn:
+    """What ``router`` takes from the other members, and its counts for ``/metrics``."""
+
+    def __init__(self, router: "ClusterRouter") -> None:
+        self.router = router
+        self.received = 0  # messages other members sent here
+        self.repeats = 0  # QoS 2 ones that came here again (``broker.cluster.resend``)
+        self._subscription: NatsSubscription | None = None
+        self._rejoined: asyncio.Future[None] | None = None  # ``take``
+
+    async def take(self, rejoined: "asyncio.Future[None] | None" = None) -> None:
+        """Listen for the frames other members send here (at start, and back from fencing:
+        one that comes before this member is back waits for ``rejoined``, not refused)."""
+        self._rejoined = rejoined
+        if self._subscription is None:
+            self._subscription = await self.router.forwarder.start_taking(self.receive)
+
+    async def stop(self) -> None:
+        """Stopping: frames sent here from now on are parked by their senders (NATS answers
+        that nobody listens); those NATS sent first are routed and answered."""
+        subscription, self._subscription = self._subscription, None
+        await self.router.forwarder.stop_taking(subscription)
+
+    async def stop_until_back(self) -> None:
+        """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
+        listens), replayed once its sessions are restored, not refused (their publishers
+        would send again what reached a session another member took meanwhile)."""
+        subscription = self._subscription
+        await self.stop()  # those NATS sent first (refused)
+        if subscription is not None and not self.router.link.connected:  # not taken again
+            with contextlib.suppress(Exception):  # on reconnect
+                await subscription.unsubscribe()
+
+    async def _ready(self) -> None:
+        """Until this member is back (``take``) and its own sessions are restored (none
+        would miss a message); the frames after this one wait their turn, in order."""
+        rejoined = self._rejoined
+        if rejoined is not None and not rejoined.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(rejoined)
+        claims = self.router.claims
+        restoring = claims.restoring() if claims is not None else None
+        if restoring is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(restoring)
+
+    async def receive(self, msg: Msg) -> None:
+        """A frame from another member: to this member's subscribers, then confirmed (if
+        asked) once the store committed what that wrote and the members it sent messages on
+        to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
+        only once ``_ready``. Refused while it is fenced off, above all when a stall fenced
+        it (``Fencing.fenced_now``): it may be one the others parked; not when it came as
+        this member listened again, back from fencing (``take``)."""
+        router = self.router
+        handovers = router.handovers
+        assert handovers is not None
+        registry = handovers.registry
+        await self._ready()
+        if registry is not None and registry.fenced_now():
+            if msg.reply:  # its publisher sends it again
+                router.forwarder.reply(msg.reply, taken=False)
+            return
+        durable = False
+        waits: list[asyncio.Future[None]] = []
+        local = router.local
+        max_queued = local.limits.max_queued_messages
+        try:
+            for routed in decode(msg.data, asyncio.get_running_loop().time()):
+                self.received += 1
+                message = routed.message
+                if routed.barrier:
+                    handovers.relay(routed)
+                    continue
+                if routed.session is not None:
+                    taken = handovers.take(routed, max_queued)
+                    if isinstance(taken, asyncio.Future):
+                        waits.append(taken)
+                    else:
+                        durable |= taken
+                    continue
+                refused = handovers.refused_if_stale(message) if handovers.fence else None
+                if refused is not None:
+                    waits.append(refused)  # not routed here either: it comes again
+                    continue
+                if message.qos == 2 and message.id:  # once (``broker.cluster.resend``)
+                    since = router.delivered.first(message.id, time.monotonic())
+                    if since is not None:
+                        self.repeats += 1
+                        durable |= routed.plain and local.deliver_since(message, since)
+                        continue
+                durable |= local.deliver_forwarded(
+                    message, plain=routed.plain, groups=routed.groups
+                )
+                if handovers.departures:
+                    waits += handovers.send_on_routed(routed)
+        except (ClusterError, UnicodeDecodeError) as exc:
+            log.warning("dropped a forwarded frame: %s", exc)
+            for waiting in waits:  # what they would have confirmed is not
+                ignore_outcome(waiting)
+            return  # unconfirmed: the sender fails its publisher, which sends again
+        if local.waits:  # held for a session arriving here
+            waits += local.waits
+            local.waits.clear()
+        self._answer(msg.reply, waits, durable)
+
+    def _answer(self, reply: str, waits: list["asyncio.Future[None]"], durable: bool) -> None:
+        """Confirm the frame (if its sender asked) once ``waits`` and the store's commit of
+        what it wrote (``durable``) are done."""
+        if not reply:
+            return
+        router = self.router
+        pending = router.store.pending_commit() if durable else None
+        if pending is not None:
+            waits.append(pending)
+        combined = all_of(waits)
+        if combined is None:
+            router.forwarder.reply(reply)
+        else:
+            router.forwarder.reply_when(reply, combined)
