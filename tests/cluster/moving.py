@@ -293,3 +293,33 @@ def acknowledged_and_received(publisher: Publisher, subscriber: Subscriber, more
     acknowledged = publisher.acknowledged()
     subscriber.receive_all(acknowledged)
     return acknowledged
+
+
+def check_moved(subscriber: Subscriber, acknowledged: set[int], qos: int) -> None:
+    """Every ``acknowledged`` number reached the moving subscriber, at its ``qos``; at QoS 2
+    none twice; on each connection the numbers new to it in their order (§4.6)."""
+    received = collections.Counter(n for conn in subscriber.connections for n, _ in conn)
+    problems = []
+    missing = sorted(acknowledged - received.keys())
+    if missing:
+        problems.append(
+            f"{len(missing)} of {len(acknowledged)} acknowledged messages never reached the "
+            f"subscriber: {ranges(missing)}"
+        )
+    twice = sorted(n for n, count in received.items() if count > 1)
+    if qos == 2 and twice:
+        problems.append(f"{len(twice)} QoS 2 messages delivered twice: {ranges(twice)}")
+    wrong_qos = sorted({got for conn in subscriber.connections for _, got in conn} - {qos})
+    if wrong_qos:
+        problems.append(f"delivered at QoS {wrong_qos}, subscribed at {qos}")
+    seen: set[int] = set()
+    for index, conn in enumerate(subscriber.connections):
+        firsts = []  # redeliveries (numbers an earlier delivery had) left out
+        for number, _ in conn:
+            if number not in seen:
+                seen.add(number)
+                firsts.append(number)
+        behind = [(a, b) for a, b in itertools.pairwise(firsts) if b <= a]
+        if behind:
+            problems.append(f"connection {index}: new numbers out of order: {behind[:10]}")
+    assert not problems, "\n".join(problems)

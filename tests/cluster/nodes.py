@@ -6,15 +6,22 @@ the first node). MQTT and HTTP ports are free ones. Devices and applications are
 through the CLI on the shared database; clients are real paho clients over mutual TLS.
 """
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import nats
+
+from nanoiot.members import decode_member
 from tests.certgen import issue
 from tests.cli.conftest import NANOIOT
 from tests.cluster.proxy import Proxy
@@ -203,3 +210,79 @@ def backend_away_on_a(
     until_routed(device, TELEMETRY, backend)
     backend.close()  # the session stays on a, its client away
     return device
+
+
+def backend_acking_when_told(nodes: Cluster, node: str) -> Client:
+    """The persistent subscriber, acknowledging nothing until told (``paho.ack``)."""
+    client = nodes.connect(node, app="backend", client_id="backend", clean_session=False)
+    client.paho.manual_ack_set(True)
+    return client
+
+
+def adopting_node(nodes: Cluster, *names: str) -> str:
+    """The node whose log says it adopted the dead member's sessions."""
+    return logged(nodes, "adopted 1 persistent sessions", *names)
+
+
+def logged(nodes: Cluster, text: str, *names: str) -> str:
+    """The first of ``names`` whose log has a line with ``text`` (either may: polled, as
+    two processes' logs have no one event to wait on), within WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for name in names:
+            if any(text in line for line in nodes.nodes[name].log.lines):
+                return name
+        threading.Event().wait(0.05)
+    logs = "".join(
+        f"--- {name} ---\n{''.join(nodes.nodes[name].log.lines[-40:])}" for name in names
+    )
+    raise AssertionError(f"no node logged {text!r}; their last lines:\n{logs}")
+
+
+def any_closed(clients: list[Client]) -> bool:
+    """Whether the server closed the connection of any of ``clients``."""
+    return any(client.disconnected.is_set() for client in clients)
+
+
+def wait_for(condition: Callable[[], bool], within: float = WAIT) -> bool:
+    """Poll ``condition`` (paho's state has no event for it), bounded by ``within``."""
+    done = threading.Event()
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        done.wait(0.02)
+    return False
+
+
+async def heartbeat_runs(cluster_name: str, member: str, *, count: int) -> list[int]:
+    """The ``run`` of each of the next ``count`` heartbeats of ``member``, as NATS has them."""
+    client = await nats.connect(NATS_URL)
+    try:
+        bucket = await client.jetstream().key_value(f"{cluster_name}_members")
+        watcher = await bucket.watch(member, include_history=False)
+        runs: list[int] = []
+        async with asyncio.timeout(WAIT):
+            while len(runs) < count:
+                entry = await watcher.updates(timeout=WAIT)  # type: ignore[no-untyped-call]
+                if entry is not None and entry.value:
+                    runs.append(decode_member(entry.value).run)
+        await watcher.stop()  # type: ignore[no-untyped-call]
+        return runs
+    finally:
+        await client.close()
+
+
+def metrics(nodes: Cluster, node: str) -> str:
+    """The text of ``node``'s ``/metrics``."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    answer = httpx.get(f"{nodes.nodes[node].http_url}/metrics", headers=headers, timeout=WAIT)
+    answer.raise_for_status()
+    return answer.text
+
+
+def counter(text: str, name: str) -> float:
+    """The value of the metric ``name`` (without labels) in ``text``."""
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found is not None, name
+    return float(found.group(1))

@@ -22,11 +22,11 @@ from tests.cluster.moving import (
     Publisher,
     Subscriber,
     acknowledged_and_received,
+    check_moved,
     subscribed_on_a,
 )
 from tests.cluster.nodes import Cluster
 from tests.cluster.route_changes import RouteChanges
-from tests.cluster.test_handover import _check
 from tests.serve_process import WAIT
 
 Away = Callable[[Subscriber, Publisher], None]
@@ -57,7 +57,7 @@ def routed_through_a_rejoining(
             assert not device.disconnected.is_set(), "P was closed"
             unrouted = [line for line in b.log.lines[logged_on_b:] if "could not be routed" in line]
             assert not unrouted, "b sent a frames that a refused"
-    _check(subscriber, acknowledged, qos)
+    check_moved(subscriber, acknowledged, qos)
 
 
 def _logged_at(line: str) -> datetime:

@@ -17,8 +17,8 @@ import pytest
 
 from broker.cluster.confirmations import PROBE_AFTER
 from broker.cluster.members import BUCKET
-from tests.cluster.nodes import TELEMETRY, Cluster, Node, backend_away_on_a, cluster
-from tests.cluster.test_parked import _check, _logged, _received
+from tests.cluster.nodes import TELEMETRY, Cluster, Node, backend_away_on_a, cluster, logged
+from tests.cluster.parking import check_numbers, received
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
@@ -79,5 +79,5 @@ def test_a_node_stopping_cleanly_answers_what_it_routed(tmp_path: Path, qos: int
         for number in range(BEFORE + 1, 2 * BEFORE + 1):  # parked for the adopter
             _published(device, number, qos)
             acked.append(number)
-        _logged(nodes, "adopted 1 persistent sessions of member a", "b")
-        _check(_received(nodes, "b", acked), acked, qos)
+        logged(nodes, "adopted 1 persistent sessions of member a", "b")
+        check_numbers(received(nodes, "b", acked), acked, qos)

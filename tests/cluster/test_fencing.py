@@ -7,23 +7,30 @@ real paho clients, nodes as separate processes on the machine's NATS and Postgre
 import asyncio
 from pathlib import Path
 
-import nats
 import pytest
 
-from nanoiot.members import decode_member
 from tests.cluster.moving import (
     ROOMY_QUEUES,
     Publisher,
     Subscriber,
 )
-from tests.cluster.nodes import Cluster, cluster, cut_off_a_watched_on_b, until_routed
+from tests.cluster.nodes import (
+    TELEMETRY,
+    Cluster,
+    adopting_node,
+    backend_acking_when_told,
+    cluster,
+    counter,
+    cut_off_a_watched_on_b,
+    heartbeat_runs,
+    logged,
+    metrics,
+    until_routed,
+)
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.rejoining import routed_through_a_rejoining
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _adopter, _backend, _logged
 from tests.e2e.harness import mqtt_client
 from tests.e2e.v5_client import v5_client
-from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -66,7 +73,7 @@ def test_a_node_cut_off_from_nats_gives_its_clients_up_before_the_others_act(
         v5.paho.reconnect_delay_set(600, 600)
         watcher = nodes.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
-        backend = _backend(nodes, "a")
+        backend = backend_acking_when_told(nodes, "a")
         backend.paho.reconnect_delay_set(600, 600)  # it comes back on a survivor
         assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
         device = nodes.connect("a", sensor, client_id="sensor", will=(STATUS, b"gone"))
@@ -98,11 +105,11 @@ def test_a_node_cut_off_from_nats_gives_its_clients_up_before_the_others_act(
 
         # A survivor publishes the will, once, and adopts the backend's session with
         # everything A acknowledged.
-        _logged(nodes, "wills of its clients to publish", "b", "c")  # A's run is gone
+        logged(nodes, "wills of its clients to publish", "b", "c")  # A's run is gone
         will = watcher.next_message()
         assert (will.topic, will.payload) == ("devices/sensor/status", b"gone")
-        adopter = _adopter(nodes, "b", "c")
-        backend = _backend(nodes, adopter)
+        adopter = adopting_node(nodes, "b", "c")
+        backend = backend_acking_when_told(nodes, adopter)
         assert backend.session_present.get_nowait() is True
         again = []
         for _ in sent:
@@ -183,26 +190,8 @@ def test_a_node_whose_heartbeat_writes_are_slow_but_in_time_does_not_fence_itsel
         nodes.start("b")
         device = nodes.connect("a", sensor, client_id="sensor")
         proxy.delay(0.9 * interval)  # below the key-value requests' 2 s timeout
-        runs = asyncio.run(_heartbeats(nodes.env["NANOIOT_CLUSTER_NAME"], "a", count=8))
+        runs = asyncio.run(heartbeat_runs(nodes.env["NANOIOT_CLUSTER_NAME"], "a", count=8))
         assert runs == [0] * 8
         assert not device.disconnected.is_set()
         assert not any("fenced off the cluster" in line for line in nodes.nodes["a"].log.lines)
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_fencings_total") == 0
-
-
-async def _heartbeats(cluster_name: str, member: str, *, count: int) -> list[int]:
-    """The ``run`` of each of the next ``count`` heartbeats of ``member``, as NATS has them."""
-    client = await nats.connect(NATS_URL)
-    try:
-        bucket = await client.jetstream().key_value(f"{cluster_name}_members")
-        watcher = await bucket.watch(member, include_history=False)
-        runs: list[int] = []
-        async with asyncio.timeout(WAIT):
-            while len(runs) < count:
-                entry = await watcher.updates(timeout=WAIT)  # type: ignore[no-untyped-call]
-                if entry is not None and entry.value:
-                    runs.append(decode_member(entry.value).run)
-        await watcher.stop()  # type: ignore[no-untyped-call]
-        return runs
-    finally:
-        await client.close()

@@ -30,12 +30,11 @@ from tests.cluster.moving import (
     Publisher,
     Subscriber,
     acknowledged_and_received,
+    check_moved,
     subscribed_on_a,
 )
-from tests.cluster.nodes import Cluster, cluster
+from tests.cluster.nodes import Cluster, cluster, counter, metrics
 from tests.cluster.rejoining import routed_through_a_rejoining
-from tests.cluster.test_handover import _check
-from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import WAIT, Client
 
 pytestmark = pytest.mark.slow
@@ -114,7 +113,7 @@ def test_a_frozen_node_is_taken_as_gone_and_fences_itself_off_when_it_runs_again
                 assert not took_over, "a acted on b's take-over before it fenced itself off"
                 assert subscriber.receive_new(PER_STEP), subscriber.counts()
                 acknowledged = acknowledged_and_received(publisher, subscriber, AFTER)
-        _check(subscriber, acknowledged, qos)
+        check_moved(subscriber, acknowledged, qos)
         assert watcher.no_message(within=1.0)  # the will once
         held = {name: counter(metrics(nodes, name), "nanoiot_sessions") for name in "ab"}
         assert held == {"a": 0, "b": 3}  # S's, P's and the watcher's: a holds none b took

@@ -20,8 +20,6 @@ with its device certificate), nodes as separate processes on the machine's NATS 
 PostgreSQL.
 """
 
-import collections
-import itertools
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from tests.cluster.moving import (
     Publisher,
     Subscriber,
     acknowledged_and_received,
-    ranges,
+    check_moved,
     subscribed_on_a,
 )
 from tests.cluster.nodes import cluster
@@ -76,32 +74,4 @@ def test_a_moving_subscriber_gets_every_message_its_publisher_got_acknowledged(
                     subscriber.move(node, how)
                     assert subscriber.receive_new(PER_CONNECTION), (node, how, subscriber.counts())
                 acknowledged = acknowledged_and_received(publisher, subscriber, AFTER_MOVES)
-        _check(subscriber, acknowledged, qos)
-
-
-def _check(subscriber: Subscriber, acknowledged: set[int], qos: int) -> None:
-    received = collections.Counter(n for conn in subscriber.connections for n, _ in conn)
-    problems = []
-    missing = sorted(acknowledged - received.keys())
-    if missing:
-        problems.append(
-            f"{len(missing)} of {len(acknowledged)} acknowledged messages never reached the "
-            f"subscriber: {ranges(missing)}"
-        )
-    twice = sorted(n for n, count in received.items() if count > 1)
-    if qos == 2 and twice:
-        problems.append(f"{len(twice)} QoS 2 messages delivered twice: {ranges(twice)}")
-    wrong_qos = sorted({got for conn in subscriber.connections for _, got in conn} - {qos})
-    if wrong_qos:
-        problems.append(f"delivered at QoS {wrong_qos}, subscribed at {qos}")
-    seen: set[int] = set()
-    for index, conn in enumerate(subscriber.connections):
-        firsts = []  # redeliveries (numbers an earlier delivery had) left out
-        for number, _ in conn:
-            if number not in seen:
-                seen.add(number)
-                firsts.append(number)
-        behind = [(a, b) for a, b in itertools.pairwise(firsts) if b <= a]
-        if behind:
-            problems.append(f"connection {index}: new numbers out of order: {behind[:10]}")
-    assert not problems, "\n".join(problems)
+        check_moved(subscriber, acknowledged, qos)

@@ -20,9 +20,8 @@ import nats
 import pytest
 
 from broker.cluster.confirmations import CONFIRM_WITHIN
-from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, cluster
+from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, cluster, logged
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_sessions import _logged
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
@@ -88,7 +87,7 @@ def _killed_while_in_flight(nodes: Cluster, outcomes: "Queue[str]") -> None:
 
 
 def _adopted_backend(nodes: Cluster) -> Client:
-    _logged(nodes, "adopted 1 persistent sessions of member a", "b")
+    logged(nodes, "adopted 1 persistent sessions of member a", "b")
     backend = nodes.connect("b", app="backend", client_id="backend", clean_session=False)
     assert backend.session_present.get_nowait() is True
     return backend

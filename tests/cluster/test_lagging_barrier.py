@@ -30,8 +30,8 @@ from tests.cluster.moving import (
     subscribed_on_a,
 )
 from tests.cluster.nodes import cluster
+from tests.cluster.parking import until_nobody_listens
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_parked import _until_nobody_listens
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def test_a_live_member_lagging_past_hold_within_parks_in_order_for_a_dead_one(
             device = subscribed_on_a(subscriber, FILTER, 1, sensor, "c", "sensor")
             subscriber.close()
             nodes.kill("a")
-            asyncio.run(_until_nobody_listens(f"{name}.route.a"))
+            asyncio.run(until_nobody_listens(f"{name}.route.a"))
             to_c.delay(PARKING_LAG, subjects=(f"$KV.{name}_routes.",))
             mark = len(nodes.nodes["b"].log.lines)
             with Publisher(device, 1) as publisher:  # parked for A, until C's table shows B

@@ -15,9 +15,8 @@ import pytest
 
 from broker.cluster.claim_value import holder_of
 from broker.cluster.frames import from_key
+from tests.cluster import parking
 from tests.cluster.nodes import cluster
-from tests.cluster.test_parked import AFTER, _check, _collect, _kill_a, _set_up
-from tests.cluster.test_parked_purge import _connect_in_background, _sessions_locked
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
 from tests.serve_process import WAIT
@@ -52,20 +51,20 @@ def test_a_session_taken_from_its_adopter_before_its_replay_gets_the_parked_fram
 ) -> None:
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HANDOVER_WINDOW"] = "0.5"  # the adopter purges soon
-        publisher = _set_up(nodes, 1)
+        publisher = parking.set_up(nodes, 1)
         name = nodes.env["NANOIOT_CLUSTER_NAME"]
-        with _sessions_locked(nodes.env["NANOIOT_DATABASE_URL"]) as release:
-            _kill_a(nodes, publisher)
-            publisher.until_acked(AFTER)  # parked for a
+        with parking.sessions_locked(nodes.env["NANOIOT_DATABASE_URL"]) as release:
+            parking.kill_a(nodes, publisher)
+            publisher.until_acked(parking.AFTER)  # parked for a
             # The adopter claimed the session and waits for the store to read it.
             adopter = _claimed_by(name, {"b", "c"})
             other = "c" if adopter == "b" else "b"
-            connecting = _connect_in_background(nodes, other)
+            connecting = parking.connect_in_background(nodes, other)
             assert _claimed_by(name, {other}) == other  # taken from the adopter
             release.set()
             backend = connecting.get(timeout=WAIT)
         assert isinstance(backend, Client), backend
         assert backend.session_present.get_nowait() is True
-        publisher.until_acked(AFTER)
+        publisher.until_acked(parking.AFTER)
         acked = publisher.finish()
-        _check(_collect(backend, acked), acked, 1)
+        parking.check_numbers(parking.collect(backend, acked), acked, 1)

@@ -10,21 +10,20 @@ and member watches, and the answers to what it sends and parks).
 import asyncio
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from tests.cluster.nodes import TELEMETRY, Cluster, cluster, until_routed
-from tests.cluster.proxy import Proxy, nats_proxy
-from tests.cluster.test_fencing import _heartbeats
-from tests.cluster.test_parked import (
-    _adopter,
-    _check,
-    _collect,
-    _received,
-    _until_nobody_listens,
+from tests.cluster.nodes import TELEMETRY, Cluster, cluster, heartbeat_runs, until_routed
+from tests.cluster.parking import (
+    adopter_of_a,
+    check_numbers,
+    collect,
+    large_payload,
+    published,
+    received,
+    until_nobody_listens,
 )
+from tests.cluster.proxy import Proxy, nats_proxy
 from tests.e2e.harness import Client
-from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +31,6 @@ pytestmark = pytest.mark.slow
 # take, than a hand-over's wait for its barrier (HOLD_WITHIN), and than its heartbeat
 # interval.
 LAG = 0.8
-# Bytes of each payload: two do not fit one NATS message, so each message is a frame of its
-# own, and B parks them one after the other, each once JetStream acknowledged the one before
-# (LAG seconds later).
-SIZE = 600_000
 
 
 def test_messages_parked_late_reach_the_client_that_took_the_session_in_order(
@@ -47,7 +42,7 @@ def test_messages_parked_late_reach_the_client_that_took_the_session_in_order(
         assert backend.session_present.get_nowait() is True
         # The backend took its session on C; B's table names A for it LAG seconds more.
         acked = _publish(device)
-        _check(_collect(backend, acked), acked, 1)
+        check_numbers(collect(backend, acked), acked, 1)
 
 
 def test_messages_parked_late_reach_the_adopted_session_in_order(tmp_path: Path) -> None:
@@ -55,10 +50,10 @@ def test_messages_parked_late_reach_the_adopted_session_in_order(tmp_path: Path)
         device = _set_up(nodes, proxy, heartbeat=1.0, late_death=True)
         # B saw A's last heartbeat LAG seconds after C did, so C takes A as gone first and
         # adopts the session (were it B, what B publishes would reach the session on B).
-        assert _adopter(nodes) == "c"
+        assert adopter_of_a(nodes) == "c"
         # B's table names A for the session LAG seconds more.
         acked = _publish(device)
-        _check(_received(nodes, "c", acked), acked, 1)
+        check_numbers(received(nodes, "c", acked), acked, 1)
 
 
 def _set_up(nodes: Cluster, proxy: Proxy, heartbeat: float, late_death: bool = False) -> Client:
@@ -80,9 +75,9 @@ def _set_up(nodes: Cluster, proxy: Proxy, heartbeat: float, late_death: bool = F
     backend.close()
     proxy.delay(LAG)
     if late_death:  # the entry as it is now, then the next one
-        asyncio.run(_heartbeats(nodes.env["NANOIOT_CLUSTER_NAME"], "a", count=2))
+        asyncio.run(heartbeat_runs(nodes.env["NANOIOT_CLUSTER_NAME"], "a", count=2))
     nodes.kill("a")
-    asyncio.run(_until_nobody_listens(f"{nodes.env['NANOIOT_CLUSTER_NAME']}.route.a"))
+    asyncio.run(until_nobody_listens(f"{nodes.env['NANOIOT_CLUSTER_NAME']}.route.a"))
     return device
 
 
@@ -91,18 +86,8 @@ def _publish(device: Client) -> list[int]:
     at once, which B parks one after the other, each LAG seconds after the one before; then,
     once 0's PUBACK came, behind those routes, 3 to 5, which B routes to the new node
     directly while 2 is not parked yet. The numbers sent, all acknowledged."""
-    sent = [device.paho.publish(TELEMETRY, _payload(n), qos=1) for n in (0, 1, 2)]
-    _published(sent[:1])
-    sent += [device.paho.publish(TELEMETRY, _payload(n), qos=1) for n in (3, 4, 5)]
-    _published(sent)
+    sent = [device.paho.publish(TELEMETRY, large_payload(n), qos=1) for n in (0, 1, 2)]
+    published(sent[:1])
+    sent += [device.paho.publish(TELEMETRY, large_payload(n), qos=1) for n in (3, 4, 5)]
+    published(sent)
     return list(range(6))
-
-
-def _published(sent: list[mqtt.MQTTMessageInfo]) -> None:
-    for info in sent:
-        info.wait_for_publish(WAIT)
-        assert info.is_published()
-
-
-def _payload(number: int) -> bytes:
-    return str(number).ljust(SIZE).encode()

@@ -14,9 +14,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.cluster.nodes import TELEMETRY, cluster, until_routed
+from tests.cluster.parking import (
+    check_numbers,
+    collect,
+    large_payload,
+    published,
+    until_nobody_listens,
+)
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_parked import _check, _collect, _until_nobody_listens
-from tests.cluster.test_parked_order import _payload, _published
 from tests.e2e.harness import Client
 from tests.serve_process import WAIT
 
@@ -46,8 +51,8 @@ def test_a_restarted_node_gets_what_is_still_parked_for_it_in_order(tmp_path: Pa
         until_routed(device, TELEMETRY, backend)
         backend.close()
         nodes.kill("a")
-        asyncio.run(_until_nobody_listens(f"{nodes.env['NANOIOT_CLUSTER_NAME']}.route.a"))
-        _published([device.paho.publish(TELEMETRY, _payload(0), qos=1)])  # B parks for A
+        asyncio.run(until_nobody_listens(f"{nodes.env['NANOIOT_CLUSTER_NAME']}.route.a"))
+        published([device.paho.publish(TELEMETRY, large_payload(0), qos=1)])  # B parks for A
         proxy.delay(LAG)
         failed: list[AssertionError] = []
         publishing = threading.Thread(target=_publish, args=(device, failed), daemon=True)
@@ -60,10 +65,12 @@ def test_a_restarted_node_gets_what_is_still_parked_for_it_in_order(tmp_path: Pa
         assert not publishing.is_alive()
         assert not failed, "the device's messages not all acknowledged"
         nodes.nodes["b"].log.wait_for(r"cluster member a is back")
-        later = [device.paho.publish(TELEMETRY, _payload(n), qos=1) for n in (COUNT, COUNT + 1)]
-        _published(later)  # directly
+        later = [
+            device.paho.publish(TELEMETRY, large_payload(n), qos=1) for n in (COUNT, COUNT + 1)
+        ]
+        published(later)  # directly
         acked = list(range(COUNT + 2))
-        _check(_collect(backend, acked), acked, 1)
+        check_numbers(collect(backend, acked), acked, 1)
 
 
 def _publish(device: Client, failed: list[AssertionError]) -> None:
@@ -72,9 +79,9 @@ def _publish(device: Client, failed: list[AssertionError]) -> None:
     sent: list[mqtt.MQTTMessageInfo] = []
     try:
         for number in range(1, COUNT):
-            sent.append(device.paho.publish(TELEMETRY, _payload(number), qos=1))
+            sent.append(device.paho.publish(TELEMETRY, large_payload(number), qos=1))
             if len(sent) >= IN_FLIGHT:
-                _published([sent[-IN_FLIGHT]])
-        _published(sent)
+                published([sent[-IN_FLIGHT]])
+        published(sent)
     except AssertionError as exc:
         failed.append(exc)

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import backend_acking_when_told, cluster, counter, metrics, until_routed
 from tests.cluster.proxy import nats_proxy
 from tests.cluster.resent import TELEMETRY, sent_again, start_with_b_behind, unconfirmed
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import _backend
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +28,7 @@ def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it
         prober = nodes.device("prober")
         nodes.application("backend")
         start_with_b_behind(nodes, proxy, "c")
-        backend = _backend(nodes, "b")
+        backend = backend_acking_when_told(nodes, "b")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         probe = nodes.connect("a", prober, client_id="prober")
         until_routed(probe, TELEMETRY, backend)
@@ -44,7 +42,9 @@ def test_a_session_that_completed_the_first_copy_before_it_moved_does_not_get_it
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         backend.close()
 
-        backend = _backend(nodes, "c")  # takes its session over, with nothing queued
+        backend = backend_acking_when_told(
+            nodes, "c"
+        )  # takes its session over, with nothing queued
         assert backend.session_present.get_nowait() is True
         sent_again(nodes, "a", sensor, 7)
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_qos2_routed_again_total") == 1

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import backend_acking_when_told, cluster, counter, metrics, until_routed
 from tests.cluster.proxy import nats_proxy
 from tests.cluster.resent import TELEMETRY, sent_again, start_with_b_behind, unconfirmed
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import _backend
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +28,7 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         nodes.application("backend")
         nodes.application("watcher")
         start_with_b_behind(nodes, proxy, "c")
-        backend = _backend(nodes, "b")
+        backend = backend_acking_when_told(nodes, "b")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         watcher = nodes.connect("b", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
@@ -44,7 +42,9 @@ def test_a_session_that_moved_with_the_first_copy_does_not_get_the_copy_routed_a
         assert watcher.next_message().payload == b"once"
         assert watcher.next_message().payload == b"probe"
 
-        backend = _backend(nodes, "c")  # takes its session, with the first copy, over
+        backend = backend_acking_when_told(
+            nodes, "c"
+        )  # takes its session, with the first copy, over
         assert backend.session_present.get_nowait() is True
         first = backend.next_message()
         assert (first.payload, first.qos) == (b"once", 2)  # in flight, not acknowledged yet

@@ -18,11 +18,16 @@ from pathlib import Path
 import pytest
 
 from broker.mqtt.packets import Publish
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import (
+    Cluster,
+    backend_acking_when_told,
+    cluster,
+    counter,
+    metrics,
+    until_routed,
+)
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.resent import TELEMETRY, connected, sent_again
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import _backend
 from tests.e2e.harness import Client
 from tests.serve_process import WAIT
 
@@ -47,7 +52,7 @@ class Scene:
         self.proxy.delay(LAG)
         self.backend.close()
         mark = len(nodes.nodes["a"].log.lines)
-        self.backend = _backend(nodes, "b")
+        self.backend = backend_acking_when_told(nodes, "b")
         assert self.backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"no longer sent on to member b", after=mark)
 
@@ -71,7 +76,7 @@ def four_nodes(tmp_path: Path) -> Iterator[Scene]:
         for name in ("a", "b", "d"):
             nodes.start(name)
         nodes.start("c", NANOIOT_NATS_URL=proxy.url)
-        backend = _backend(nodes, "a")
+        backend = backend_acking_when_told(nodes, "a")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         watchers = {name: _watcher(nodes, name) for name in ("a", "c", "d")}
         probe = nodes.connect("c", prober, client_id="prober")

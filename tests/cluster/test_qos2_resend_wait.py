@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from broker.mqtt.packets import Pubcomp, Publish, Pubrec, Pubrel
-from tests.cluster.nodes import Cluster, cluster, until_routed
+from tests.cluster.nodes import Cluster, cluster, counter, metrics, until_routed
 from tests.cluster.proxy import Proxy, nats_proxy
 from tests.cluster.resent import TELEMETRY, TOO_LATE, connected, sent_again, start_with_b_behind
-from tests.cluster.test_routing import counter, metrics
 from tests.e2e.harness import Client
 
 pytestmark = pytest.mark.slow

@@ -4,15 +4,13 @@ order, each once; wildcard subscribers on every node; nothing crosses to a node 
 matching subscription. Real paho clients over mutual TLS."""
 
 import contextlib
-import re
 import time
 from pathlib import Path
 from queue import Empty
 
-import httpx
 import pytest
 
-from tests.cluster.nodes import ADMIN_TOKEN, Cluster, cluster, until_routed
+from tests.cluster.nodes import cluster, counter, metrics, until_routed
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -105,16 +103,3 @@ def test_a_shared_subscription_gets_each_message_once_across_nodes(tmp_path: Pat
         assert got["b"], got  # members on both nodes take turns
         assert got["c"], got
         assert all(member.no_message() for member in members.values())
-
-
-def metrics(nodes: Cluster, node: str) -> str:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    answer = httpx.get(f"{nodes.nodes[node].http_url}/metrics", headers=headers, timeout=WAIT)
-    answer.raise_for_status()
-    return answer.text
-
-
-def counter(text: str, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert found is not None, name
-    return float(found.group(1))

@@ -6,8 +6,6 @@ separate processes on the machine's NATS and PostgreSQL."""
 
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,29 +15,25 @@ from broker.mqtt.packets import Publish, Pubrec
 from tests.cluster.nodes import (
     APP_PASSWORD,
     SLOW_HEARTBEAT,
+    TELEMETRY,
     Cluster,
+    adopting_node,
+    any_closed,
+    backend_acking_when_told,
     cluster,
+    counter,
+    logged,
+    metrics,
     until_routed,
+    wait_for,
     watched_on_b,
 )
 from tests.cluster.resent import connected, sent_again
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_takeover import _any_closed, _wait_for
-from tests.e2e.harness import Client, mqtt_client
+from tests.e2e.harness import mqtt_client
 from tests.e2e.v5_client import make_properties, v5_client
 from tests.paho_loop import stop_loop
-from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
-
-TELEMETRY = "v1/devices/me/telemetry"
-
-
-def _backend(nodes: Cluster, node: str) -> Client:
-    """The persistent subscriber, acknowledging nothing until told (``paho.ack``)."""
-    client = nodes.connect(node, app="backend", client_id="backend", clean_session=False)
-    client.paho.manual_ack_set(True)
-    return client
 
 
 def _stall_a_holding_the_backend(nodes: Cluster) -> int:
@@ -51,7 +45,7 @@ def _stall_a_holding_the_backend(nodes: Cluster) -> int:
     nodes.application("backend")
     for name in ("a", "b", "c"):
         nodes.start(name)
-    backend = _backend(nodes, "a")
+    backend = backend_acking_when_told(nodes, "a")
     assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
     backend.close()
     device = nodes.connect("a", sensor, client_id="sensor")
@@ -68,7 +62,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
         nodes.application("backend")
         for name in ("a", "b", "c"):
             nodes.start(name)
-        backend = _backend(nodes, "a")
+        backend = backend_acking_when_told(nodes, "a")
         assert backend.session_present.get_nowait() is False
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
         device = nodes.connect("c", sensor, client_id="sensor")
@@ -88,7 +82,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
         for qos, payload in queued:
             device.publish(TELEMETRY, payload, qos=qos)  # returns once acknowledged
 
-        backend = _backend(nodes, "b")
+        backend = backend_acking_when_told(nodes, "b")
         assert backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"session \S+ handed over to another node")
         assert counter(metrics(nodes, "a"), "nanoiot_cluster_sessions_handed_over_total") == 1
@@ -118,7 +112,7 @@ def test_a_live_take_over_moves_the_session_before_the_connack(tmp_path: Path) -
         nodes.application("backend")
         for name in ("a", "b"):
             nodes.start(name)
-        on_a = _backend(nodes, "a")
+        on_a = backend_acking_when_told(nodes, "a")
         on_a.paho.reconnect_delay_set(600, 600)  # it does not take the session back
         assert on_a.subscribe("devices/+/telemetry", qos=1) == [1]
         device = nodes.connect("a", sensor, client_id="sensor")
@@ -128,7 +122,7 @@ def test_a_live_take_over_moves_the_session_before_the_connack(tmp_path: Path) -
             device.publish(TELEMETRY, payload, qos=1)
         assert [on_a.next_message().payload for _ in sent] == sent  # unacknowledged
 
-        on_b = _backend(nodes, "b")
+        on_b = backend_acking_when_told(nodes, "b")
         assert on_b.session_present.get_nowait() is True
         assert on_a.disconnected.wait(5)
         again = [on_b.next_message() for _ in sent]
@@ -159,7 +153,7 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
             nodes.start(name)
         watcher = nodes.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
-        backend = _backend(nodes, "a")
+        backend = backend_acking_when_told(nodes, "a")
         backend.paho.reconnect_delay_set(600, 600)  # it comes back on B, not A
         assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
         device = nodes.connect(
@@ -181,7 +175,7 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
 
         # The survivor that published it adopted the backend's session: what the device
         # publishes there now is queued for the backend too.
-        adopter = _adopter(nodes, "b", "c")
+        adopter = adopting_node(nodes, "b", "c")
         figures = metrics(nodes, adopter)
         assert counter(figures, "nanoiot_cluster_sessions_adopted_total") == 1
         assert counter(figures, "nanoiot_cluster_wills_published_total") == 1
@@ -190,7 +184,7 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
         for payload in later:
             device.publish(TELEMETRY, payload, qos=1)
 
-        backend = _backend(nodes, "b")
+        backend = backend_acking_when_told(nodes, "b")
         assert backend.session_present.get_nowait() is True
         again = []
         for _ in sent + later:  # acknowledged as they come: the in-flight window moves on
@@ -198,26 +192,6 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
             backend.paho.ack(again[-1].mid, again[-1].qos)
         assert [m.payload for m in again] == sent + later
         assert backend.no_message()
-
-
-def _adopter(nodes: Cluster, *names: str) -> str:
-    """The node whose log says it adopted the dead member's sessions."""
-    return _logged(nodes, "adopted 1 persistent sessions", *names)
-
-
-def _logged(nodes: Cluster, text: str, *names: str) -> str:
-    """The first of ``names`` whose log has a line with ``text`` (either may: polled, as
-    two processes' logs have no one event to wait on), within WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        for name in names:
-            if any(text in line for line in nodes.nodes[name].log.lines):
-                return name
-        threading.Event().wait(0.05)
-    logs = "".join(
-        f"--- {name} ---\n{''.join(nodes.nodes[name].log.lines[-40:])}" for name in names
-    )
-    raise AssertionError(f"no node logged {text!r}; their last lines:\n{logs}")
 
 
 def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) -> None:
@@ -235,7 +209,7 @@ def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) ->
             client = nodes.connect("a", app=app, client_id=app, clean_session=False)
             assert client.subscribe("devices/+/telemetry", qos=1) == [1]
             client.close()
-        moved = _backend(nodes, "b")  # handed over by A: B holds it now
+        moved = backend_acking_when_told(nodes, "b")  # handed over by A: B holds it now
         assert moved.session_present.get_nowait() is True
         moved.close()
 
@@ -253,7 +227,7 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
         nodes.application("backend")
         for name in ("a", "b"):
             nodes.start(name)
-        first = _backend(nodes, "a")
+        first = backend_acking_when_told(nodes, "a")
         assert first.subscribe("devices/+/telemetry", qos=1) == [1]
         first.close()
         for attempt in range(3):
@@ -265,7 +239,7 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
                 )  # fmt: skip
                 client.paho.reconnect_delay_set(600, 600)
                 clients.append(client)
-            assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
+            assert wait_for(lambda: any_closed(clients)), attempt  # noqa: B023 - called here
             live = [n for n, c in zip("ab", clients, strict=True) if not c.disconnected.is_set()]
             assert len(live) == 1, attempt
             # The connection closed may be the one the other took the session from: the
@@ -307,11 +281,11 @@ def test_a_stalled_node_keeps_its_sessions_until_asked(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         stalled = _stall_a_holding_the_backend(nodes)
         try:
-            _logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
+            logged(nodes, "missed its heartbeats but NATS still has its subscriptions", "b", "c")
             held = {n: counter(metrics(nodes, n), "nanoiot_sessions") for n in "bc"}
             assert held == {"b": 0, "c": 0}  # not adopted
             # The backend connects to B meanwhile: B does not wait for A to answer.
-            backend = _backend(nodes, "b")
+            backend = backend_acking_when_told(nodes, "b")
             assert backend.session_present.get_nowait() is True
         finally:
             os.kill(stalled, signal.SIGCONT)
@@ -344,7 +318,7 @@ def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
         stop_loop(device.paho)  # gone without DISCONNECT, as a device losing its network
         device.paho._reset_sockets()  # its socket, and paho's wake-up pair (no warning later)
         # A saw it go and waits 2 s before the will (polled: no event tells the test).
-        assert _wait_for(
+        assert wait_for(
             lambda: counter(metrics(nodes, "a"), "nanoiot_connected_clients") == 0, within=2
         )
         nodes.kill("a")
@@ -359,10 +333,10 @@ def test_a_stalled_node_killed_later_has_its_sessions_adopted_then(tmp_path: Pat
     with cluster(tmp_path) as nodes:
         _stall_a_holding_the_backend(nodes)
         try:
-            adopter = _logged(nodes, "NATS still has its subscriptions", "b", "c")
+            adopter = logged(nodes, "NATS still has its subscriptions", "b", "c")
         finally:
             nodes.kill("a")  # stopped, then killed: its connection to NATS closes
         nodes.nodes[adopter].log.wait_for(r"adopted 1 persistent sessions of member a")
-        backend = _backend(nodes, adopter)
+        backend = backend_acking_when_told(nodes, adopter)
         assert backend.session_present.get_nowait() is True
         assert backend.next_message().payload == b"kept"

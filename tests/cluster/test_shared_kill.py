@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.moving import Subscriber
-from tests.cluster.nodes import TELEMETRY, cluster, until_routed
-from tests.cluster.test_parked import Publisher, _kill_a, _logged
+from tests.cluster.nodes import TELEMETRY, cluster, logged, until_routed
+from tests.cluster.parking import Publisher, kill_a
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -67,10 +67,10 @@ def test_a_killed_group_members_messages_reach_the_group_once_and_in_order(
             publisher = Publisher(device, QOS)
             publisher.start()
             publisher.until_acked(BEFORE_KILL)
-            _kill_a(nodes, publisher)  # S1's last messages may be on their way to it then
+            kill_a(nodes, publisher)  # S1's last messages may be on their way to it then
             publisher.until_acked(MEANWHILE)
             if how == "adopted-then-taken":
-                _logged(nodes, "adopted 1 persistent sessions of member a", "b", "c")
+                logged(nodes, "adopted 1 persistent sessions of member a", "b", "c")
             s1.move("c", "disconnect")  # its connection to a is gone
             publisher.until_acked(AFTER)
             acked = publisher.finish()

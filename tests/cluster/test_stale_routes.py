@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import cluster, until_routed
+from tests.cluster.nodes import (
+    TELEMETRY,
+    backend_acking_when_told,
+    cluster,
+    counter,
+    metrics,
+    until_routed,
+)
 from tests.cluster.proxy import nats_proxy
-from tests.cluster.test_routing import counter, metrics
-from tests.cluster.test_sessions import TELEMETRY, _backend
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -33,7 +38,7 @@ def test_a_message_routed_with_routes_older_than_a_finished_hand_over_is_refused
         nodes.start("a")
         nodes.start("b")
         nodes.start("c", NANOIOT_NATS_URL=proxy.url)
-        backend = _backend(nodes, "a")
+        backend = backend_acking_when_told(nodes, "a")
         assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
         device = nodes.connect("c", sensor, client_id="sensor")
         until_routed(device, TELEMETRY, backend)
@@ -42,7 +47,7 @@ def test_a_message_routed_with_routes_older_than_a_finished_hand_over_is_refused
         proxy.delay(LAG)
         backend.close()
         mark = len(nodes.nodes["a"].log.lines)
-        backend = _backend(nodes, "b")
+        backend = backend_acking_when_told(nodes, "b")
         assert backend.session_present.get_nowait() is True
         nodes.nodes["a"].log.wait_for(r"no longer sent on to member b", after=mark)
 

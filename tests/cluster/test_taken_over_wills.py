@@ -20,8 +20,7 @@ import pytest
 
 from broker.mqtt.packets import MQTT_5
 from tests.cluster.delayed_wills import STATUS, connect_with_delayed_will, stored
-from tests.cluster.nodes import cluster, until_routed
-from tests.cluster.test_sessions import _adopter
+from tests.cluster.nodes import adopting_node, cluster, until_routed
 from tests.e2e.peers import Raw
 from tests.serve_process import WAIT
 
@@ -55,7 +54,7 @@ def test_a_delayed_will_of_a_departure_taken_over_after_its_adoption_comes_when_
         nodes.kill("a")
         killed = time.monotonic()
         first.close()
-        winner = _adopter(nodes, "b", "c")
+        winner = adopting_node(nodes, "b", "c")
         taker = "c" if winner == "b" else "b"
         process = nodes.nodes[winner].process
         if end == "frozen":

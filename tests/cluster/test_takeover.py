@@ -4,14 +4,11 @@ racing on two nodes end with exactly one live connection. Real paho clients; eac
 automatic reconnect is put off, so that a closed one does not take the session back."""
 
 import select
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import cluster
+from tests.cluster.nodes import any_closed, cluster, wait_for
 from tests.e2e.harness import Client, mqtt_client
 from tests.serve_process import WAIT
 
@@ -58,7 +55,7 @@ def test_two_nodes_racing_for_one_session_end_with_one_live_connection(
                 )
                 client.paho.reconnect_delay_set(NO_RECONNECT, NO_RECONNECT)
                 clients.append(client)
-            assert _wait_for(lambda: _any_closed(clients)), attempt  # noqa: B023 - called here
+            assert wait_for(lambda: any_closed(clients)), attempt  # noqa: B023 - called here
             live = [c for c in clients if not c.disconnected.is_set()]
             assert len(live) == 1, attempt
             # The winner's CONNACK may still be on its way (its node waits for the loser's
@@ -69,10 +66,6 @@ def test_two_nodes_racing_for_one_session_end_with_one_live_connection(
             assert live[0].paho.is_connected()
             for client in clients:
                 client.close()
-
-
-def _any_closed(clients: list[Client]) -> bool:
-    return any(client.disconnected.is_set() for client in clients)
 
 
 def _ended(client: Client) -> bool:
@@ -87,18 +80,3 @@ def _ended(client: Client) -> bool:
     except (OSError, ValueError):  # paho closed it meanwhile: it read the end
         return True
     return bool(poller.poll(0))  # POLLRDHUP, or POLLHUP / POLLERR, or POLLNVAL: closed
-
-
-def _now() -> float:
-    return time.monotonic()
-
-
-def _wait_for(condition: Callable[[], bool], within: float = WAIT) -> bool:
-    """Poll ``condition`` (paho's state has no event for it), bounded by ``within``."""
-    done = threading.Event()
-    deadline = _now() + within
-    while _now() < deadline:
-        if condition():
-            return True
-        done.wait(0.02)
-    return False
