@@ -9,7 +9,6 @@ from pathlib import Path
 from broker.mqtt.encode import encode
 from broker.mqtt.packets import (
     MQTT_5,
-    Connack,
     Connect,
     Pingreq,
     Pingresp,
@@ -42,10 +41,7 @@ class Devices:
 
     def raw(self, name: str, client_id: str, level: int = 4) -> Raw:
         raw = Raw(self.broker.port, self.broker.server_cert, self.certs[name], level)
-        raw.send(Connect(level, client_id, True, 0))
-        connack = raw.read()
-        assert isinstance(connack, Connack)
-        assert connack.code == 0
+        raw.connect(Connect(level, client_id, True, 0))
         return raw
 
     def hits(self) -> int:

@@ -69,10 +69,7 @@ def _connected(
 ) -> tuple[Raw, Connack]:
     """A raw 5.0 client of the new device ``name`` and the CONNACK that accepted it."""
     raw = _raw(broker, folder, name)
-    raw.send(Connect(MQTT_5, name, True, keep_alive))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
-    assert connack.code == 0
+    connack = raw.connect(Connect(MQTT_5, name, True, keep_alive))
     return raw, connack
 
 
@@ -160,10 +157,7 @@ def _connect_with_will(raw: Raw, client_id: str, delay: int, expiry: int) -> Non
         properties=Properties([(Property.WILL_DELAY_INTERVAL, delay), (0x26, ("why", "lost"))]),
     )  # fmt: skip
     expiry_property = Properties([(Property.SESSION_EXPIRY_INTERVAL, expiry)])
-    raw.send(Connect(MQTT_5, client_id, True, 60, will=will, properties=expiry_property))
-    connack = raw.read()
-    assert isinstance(connack, Connack)
-    assert connack.code == 0
+    raw.connect(Connect(MQTT_5, client_id, True, 60, will=will, properties=expiry_property))
 
 
 def test_will_waits_for_its_delay_and_a_reconnect_cancels_it(
