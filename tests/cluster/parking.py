@@ -126,6 +126,7 @@ def kill_a(nodes: Cluster, publisher: Publisher, cut: Callable[[], None] | None 
 
 
 async def until_nobody_listens(subject: str) -> None:
+    """Once NATS answers that nobody listens on ``subject`` (a member's frames: it is gone)."""
     client = await nats.connect(NATS_URL)
     try:
         async with asyncio.timeout(WAIT):
@@ -149,6 +150,8 @@ def received(nodes: Cluster, node: str, acked: list[int]) -> list[int]:
 
 
 def collect(backend: Client, acked: list[int]) -> list[int]:
+    """The numbers ``backend`` gets, in order, until every ``acked`` one came (and a quiet
+    second more for any second copy)."""
     got: list[int] = []
     missing = set(acked)
     while missing:
@@ -165,6 +168,7 @@ def collect(backend: Client, acked: list[int]) -> list[int]:
 
 
 def check_numbers(got: list[int], acked: list[int], qos: int) -> None:
+    """None of ``acked`` lost, their first copies in order, at QoS 2 none twice."""
     lost = sorted(set(acked) - set(got))
     assert not lost, f"{len(lost)} of {len(acked)} acknowledged messages lost: {lost[:20]}"
     firsts = list(dict.fromkeys(n for n in got if n in set(acked)))
@@ -174,14 +178,17 @@ def check_numbers(got: list[int], acked: list[int], qos: int) -> None:
 
 
 def adopter_of_a(nodes: Cluster) -> str:
+    """Node b or c, whichever logged that it adopted the session of the dead node a."""
     return logged(nodes, "adopted 1 persistent sessions of member a", "b", "c")
 
 
 def large_payload(number: int) -> bytes:
+    """``number`` padded to ``LARGE`` bytes."""
     return str(number).ljust(LARGE).encode()
 
 
 def published(sent: list[mqtt.MQTTMessageInfo]) -> None:
+    """Once each of ``sent`` is acknowledged (each must be)."""
     for info in sent:
         info.wait_for_publish(WAIT)
         assert info.is_published()
