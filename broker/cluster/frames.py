@@ -28,10 +28,17 @@ if any (NUL before each), and the message goes to that session alone. A
 session it is for, and "relayed" says it came through the member the session left.
 
 KV keys allow only ``[-/_=.A-Za-z0-9]``, and a topic filter can hold any character, so keys
-carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set.
+carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set. A
+key is a NATS subject, which the client sends in one protocol line that the server bounds
+(``max_control_line``, 4,096 bytes by default: past it the server closes the connection, and
+with it everything the node does in the cluster). So a text of more than ``LONGEST_READABLE``
+bytes (a 65,535-byte topic, 1,024 four-byte characters of a filter) is keyed by its SHA-256
+instead (``is_digest``), and the entry's value names it. A session key always stays readable
+(a client id is at most 255 characters: ``storage.models``).
 """
 
 import base64
+import hashlib
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,8 +52,8 @@ from broker.router import Message
 from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = [
-    "DIRECT", "RELAYED", "Group", "Routed", "decode", "encode", "encode_barrier", "from_key",
-    "to_key",
+    "DIRECT", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
+    "encode_barrier", "from_key", "is_digest", "to_key",
 ]  # fmt: skip
 
 _HEADER: Final = struct.Struct(">BHIHIIQQ")
@@ -60,6 +67,10 @@ _RELAYED_BIT: Final = 0x40
 DIRECT: Final = 1  # Routed.barrier: a barrier from the member it names
 RELAYED: Final = 2  # ... that came through the member the session left
 _EMPTY: Final = "="
+# Bytes of a text its key token carries readably: 2,048 characters of base64url, which with
+# the bucket, the member's prefix and a reply subject stay well within NATS's 4,096.
+LONGEST_READABLE: Final = 1536
+_DIGEST: Final = "="  # then the SHA-256 of a longer text, in base64url (base64url has no '=')
 _NUL: Final = "\x00"
 
 Group = tuple[str, str]  # (share name, topic filter)
@@ -192,11 +203,25 @@ def _group(text: str) -> Group:
 
 
 def to_key(text: str) -> str:
-    """A topic or filter as a KV key token (never empty: the empty topic is ``=``)."""
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=") or _EMPTY
+    """A topic, filter or session key as a KV key token: never empty (the empty topic is
+    ``=``), never longer than 2,048 characters (past ``LONGEST_READABLE`` bytes, a digest:
+    the entry's value must name the text)."""
+    encoded = text.encode()
+    if len(encoded) > LONGEST_READABLE:
+        digest = hashlib.sha256(encoded).digest()
+        return _DIGEST + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return base64.urlsafe_b64encode(encoded).decode().rstrip("=") or _EMPTY
+
+
+def is_digest(part: str) -> bool:
+    """Whether a key token is a long text's digest (``from_key`` cannot give the text)."""
+    return len(part) > 1 and part.startswith(_DIGEST)
 
 
 def from_key(part: str) -> str:
+    """The text of a key token; ``ValueError`` if it is a digest or not base64url."""
     if part == _EMPTY:
         return ""
+    if is_digest(part):
+        raise ValueError("the key of a long text: its entry's value names the text")
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()

@@ -53,6 +53,9 @@ FLUSH_TIMEOUT: Final = 2  # nats-py takes whole seconds here
 PING_INTERVAL: Final = 5
 MAX_OUTSTANDING_PINGS: Final = 2
 RECONNECT_WAIT: Final = 1.0
+# Bytes of a NATS message beyond one MQTT packet's content: a frame's record header, a
+# retained message's owner (``broker.cluster.forward``, ``broker.cluster.retained``).
+FRAMING: Final = 1024
 
 Handler = Callable[[bytes, str | None], Awaitable[bytes | None]]
 
@@ -107,6 +110,13 @@ class ClusterLink:
         url = redacted(settings.nats_url)
         events = _Events()
         client = await _join(settings.nats_url, member, options, url, events)
+        if settings.max_packet_size > client.max_payload - FRAMING:
+            await client.close()
+            raise ConfigError(
+                f"max_packet_size {settings.max_packet_size} does not fit in one NATS message "
+                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
+                "frame it): lower max_packet_size, or raise max_payload on the NATS servers"
+            )
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
         return cls(
             client, settings.cluster_name, member, events, replicas=settings.cluster_replicas

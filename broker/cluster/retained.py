@@ -2,7 +2,8 @@
 
 A retained message a node keeps (within its limits, ``broker.retained``) or deletes is
 written to the JetStream key-value bucket ``<cluster>_retained``, one key per topic (base64url,
-``broker.cluster.frames.to_key``); every node watches the bucket and applies the others'
+or the digest of a long topic: ``broker.cluster.frames.to_key``; the value names the topic);
+every node watches the bucket and applies the others'
 changes to its own ``RetainedStore``. A node that starts reads them all before it accepts
 clients, so a subscriber on any node gets the retained messages published on any other, and
 they outlive a restart of every node (JetStream keeps them on disk). A message's expiry
@@ -21,7 +22,7 @@ import struct
 import time
 from typing import Final
 
-from broker.cluster.frames import decode, encode, from_key, to_key
+from broker.cluster.frames import decode, encode, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
@@ -41,6 +42,7 @@ class RetainedReplica:
         self.store = store
         self._writes: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._long: dict[str, str] = {}  # digest key -> topic, to delete it by its key
 
     async def start(self) -> int:
         """Take in every retained message the cluster has; how many. Then follow changes."""
@@ -69,14 +71,20 @@ class RetainedReplica:
 
     def _apply(self, key: str, value: bytes | None) -> int:
         try:
-            topic = from_key(key)
             if value is None:
-                self.store.retain(topic, b"", 0, None, replicate=False)
+                topic = self._long.pop(key, None) if is_digest(key) else from_key(key)
+                if topic is not None:
+                    self.store.retain(topic, b"", 0, None, replicate=False)
                 return 0
             owner, message = _parse(value)
+            topic = message.topic
+            if to_key(topic) != key:
+                raise ValueError("its topic is not the one its key names")
         except (ClusterError, ValueError) as exc:
-            log.warning("retained message %s in %s unreadable: %s", key, BUCKET, exc)
+            log.warning("retained message %s in %s unreadable: %s", key[:100], BUCKET, exc)
             return 0
+        if is_digest(key):
+            self._long[key] = topic
         refused = self.store.retain(
             topic, message.payload, message.qos, owner or None, message.properties,
             message.expires_at, replicate=False,
