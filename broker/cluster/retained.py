@@ -24,6 +24,7 @@ from typing import Final
 
 from broker.cluster.frames import decode, encode, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
+from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
@@ -40,7 +41,7 @@ class RetainedReplica:
     def __init__(self, bucket: KeyValue, store: RetainedStore) -> None:
         self.bucket = bucket
         self.store = store
-        self._writes: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
+        self._writes = PendingWrites(shared=True)  # the latest change of each topic
         self._tasks: list[asyncio.Task[None]] = []
         self._long: dict[str, str] = {}  # digest key -> topic, to delete it by its key
 
@@ -67,7 +68,7 @@ class RetainedReplica:
         self._tasks = []
 
     def _changed(self, topic: str, retained: Retained | None) -> None:
-        self._writes.put_nowait((to_key(topic), None if retained is None else _value(retained)))
+        self._writes.change(to_key(topic), None if retained is None else _value(retained))
 
     def _apply(self, key: str, value: bytes | None) -> int:
         try:
@@ -101,9 +102,10 @@ class RetainedReplica:
                 self._apply(*change)
 
     async def _write(self) -> None:
-        """One writer, in the order of the changes; a write NATS refuses is retried."""
+        """One writer, the latest change of each topic in the order the topics first changed
+        (``broker.cluster.pending_writes``); a write NATS refuses is retried."""
         while True:
-            key, value = await self._writes.get()
+            key, value = await self._writes.next()
             while True:
                 try:
                     if value is None:
@@ -114,6 +116,7 @@ class RetainedReplica:
                 except ClusterError as exc:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
+            self._writes.done(key, value)
 
 
 def _value(retained: Retained) -> bytes:

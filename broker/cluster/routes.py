@@ -31,7 +31,7 @@ from typing import Final
 from auth.topics import split_shared
 from broker.cluster.frames import Group, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
-from broker.cluster.route_writes import PendingWrites
+from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
@@ -300,7 +300,7 @@ class RouteAnnouncer:
 
     async def _write(self) -> None:
         """One writer, the latest change of each key in the order the keys first changed
-        (``broker.cluster.route_writes``). A write NATS refuses is retried until it goes
+        (``broker.cluster.pending_writes``). A write NATS refuses is retried until it goes
         through."""
         while True:
             key, value = await self._writes.next()

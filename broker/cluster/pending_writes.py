@@ -1,14 +1,17 @@
-"""This member's route entries waiting to be written (``broker.cluster.routes``): the latest
-change of each key, in the order the keys first waited.
+"""Changes waiting for a key-value bucket's one writer: the latest change of each key, in the
+order the keys first waited (``broker.cluster.routes``, ``broker.cluster.retained``).
 
-A client may subscribe and unsubscribe in a loop (a SUBSCRIBE is a few bytes, and MQTT sets no
-rate), and each first subscription to a filter on a member, and each last unsubscription, is a
-key-value write that NATS takes a few thousand times a second. Queued one by one, such a loop
-grew the queue without bound and every other session's new route waited behind it (20,000
-pairs sent in half a second delayed another client's route by 5 s, its messages from other
-members unrouted meanwhile). So a key changed again before it was written is written once, in
-its latest state, and a filter subscribed and dropped before its entry was written costs no
-write at all: what waits is bounded by the keys this member wants or has in the bucket.
+Clients decide how often a member writes: each first subscription to a filter on a member and
+each last unsubscription is a write to the routes bucket, and each retained message kept or
+deleted one to the retained bucket. A client may subscribe and unsubscribe, or publish a
+retained message, in a loop (MQTT sets no rate), faster than NATS takes writes (a few thousand
+a second). Queued one by one, such a loop grew the queue without bound (a retained message
+each, up to max_packet_size) and every other client's route or retained message waited behind
+it (20,000 subscribe/unsubscribe pairs sent in half a second delayed another client's route by
+5 s, its messages from other members unrouted meanwhile). So a key changed again before it was
+written is written once, in its latest state; and in a bucket whose keys only this member
+writes (its routes), a key written and deleted again before it was written costs no write at
+all. What waits is bounded by the keys there are (a member's filters, the retained topics).
 """
 
 import asyncio
@@ -18,7 +21,11 @@ __all__ = ["PendingWrites"]
 
 
 class PendingWrites:
-    def __init__(self) -> None:
+    """``shared``: other members write the bucket's keys too, so a delete is always written
+    (this member cannot tell whether the key holds a value)."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self._shared = shared
         # Key -> (value to write, None: delete; the change it first waited at). A key keeps
         # its place when changed again, so the order is that of the first changes.
         self._pending: dict[str, tuple[bytes | None, int]] = {}
@@ -39,7 +46,7 @@ class PendingWrites:
         """Write ``value`` to ``key`` (None: delete it)."""
         self._count += 1
         writing = self._writing is not None and self._writing[0] == key
-        if value is None and key not in self._stored and not writing:
+        if value is None and not self._shared and key not in self._stored and not writing:
             if self._pending.pop(key, None) is not None:  # never written: nothing to delete
                 self._settle()
             return

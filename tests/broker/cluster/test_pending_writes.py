@@ -1,10 +1,10 @@
-"""The route entries waiting to be written (``broker.cluster.route_writes``): pure, no NATS.
-A subscribe/unsubscribe loop must not queue a write per change (it outran NATS without bound,
-and other sessions' routes waited behind it)."""
+"""Changes waiting for a bucket's writer (``broker.cluster.pending_writes``): pure, no NATS.
+A subscribe/unsubscribe loop, or a retained message published in one, must not queue a write
+per change (it outran NATS without bound, and other clients' changes waited behind it)."""
 
 import asyncio
 
-from broker.cluster.route_writes import PendingWrites
+from broker.cluster.pending_writes import PendingWrites
 
 
 async def _write_all(pending: PendingWrites) -> list[tuple[str, bytes | None]]:
@@ -79,3 +79,14 @@ async def test_next_waits_for_a_change() -> None:
     assert not waiting.done()
     pending.change("a.x", b"")
     assert await asyncio.wait_for(waiting, 1.0) == ("a.x", b"")
+
+
+async def test_a_delete_in_a_shared_bucket_is_always_written() -> None:
+    """Another member may have written the key (a retained message's topic)."""
+    pending = PendingWrites(shared=True)
+    pending.change("t", None)
+    assert await _write_all(pending) == [("t", None)]
+    for n in range(1000):  # a retained message published in a loop: its last state, once
+        pending.change("t", b"%d" % n)
+    pending.change("t", None)
+    assert await _write_all(pending) == [("t", None)]
