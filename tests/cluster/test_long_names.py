@@ -64,3 +64,30 @@ def test_long_topics_and_filters_cross_without_costing_the_node_its_nats(tmp_pat
             later.paho.unsubscribe("devices/sensor/+")
         else:
             raise AssertionError("the deleted retained message is still on node b")
+
+
+def test_shared_subscriptions_past_what_a_record_names_get_their_messages(tmp_path: Path) -> None:
+    """70 shared subscriptions with names of 983 characters on node b, all matching what a
+    device on node a publishes: 70 KB of group names for each of its messages, more than a
+    frame's record names (before: building the frame failed, and every device on node a that
+    published such a topic was disconnected)."""
+    names = [f"g{n:02}" + "n" * 980 for n in range(70)]  # filters of 1,010 characters
+    with cluster(tmp_path) as nodes:
+        sensor = nodes.device("sensor")
+        nodes.application("backend")
+        nodes.start("a")
+        nodes.start("b")
+        watcher = nodes.connect("b", app="backend", client_id="watcher")
+        assert watcher.subscribe("devices/+/telemetry", qos=1) == [1]
+        backend = nodes.connect("b", app="backend", client_id="backend")
+        for name in names:
+            assert backend.subscribe(f"$share/{name}/devices/+/telemetry", qos=1) == [1]
+        device = nodes.connect("a", sensor, client_id="sensor")
+        until_routed(device, "v1/devices/me/telemetry", watcher)
+        while not backend.no_message(within=0.3):
+            pass  # the probes' copies
+        device.publish("v1/devices/me/telemetry", b"21.5", qos=1)
+        assert bytes(watcher.next_message().payload) == b"21.5"
+        copies = [bytes(backend.next_message().payload) for _ in names]  # one per group
+        assert copies == [b"21.5"] * len(names)
+        assert backend.no_message()

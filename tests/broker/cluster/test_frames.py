@@ -57,6 +57,28 @@ def test_the_cluster_id_and_route_revision_cross() -> None:
     assert (routed.message.id, routed.message.routed_at) == (message.id, message.routed_at)
 
 
+def test_groups_past_what_a_record_names_cross_as_one_message() -> None:
+    """A record names at most 65,535 bytes of groups (before: building the frame failed, and
+    each publisher of a message matching them was disconnected)."""
+    groups = [(f"g{n}" + "n" * 1000, "devices/#") for n in range(200)]  # 200 KB of names
+    frame = bytearray()
+    encode(Message("devices/a/t", b"1", 1, id=7), frame, NOW, groups=groups)
+    encode(Message("devices/b/t", b"2", 0), frame, NOW, plain=False, groups=groups[:1])
+    first, second = decode(bytes(frame), NOW)
+    assert (first.message.topic, first.message.payload, first.message.id) == (
+        "devices/a/t",
+        b"1",
+        7,
+    )
+    assert first.plain
+    assert first.groups == tuple(groups)
+    assert (second.message.topic, second.plain, second.groups) == (
+        "devices/b/t",
+        False,
+        (groups[0],),
+    )
+
+
 def test_a_record_for_one_session_names_it_and_no_group() -> None:
     """A message sent on for a session that moved: the key crosses whatever its client id
     holds (a device id has no '/', a client id may)."""
