@@ -1,8 +1,20 @@
-"""Whether a member that missed its heartbeats is gone for good, before a survivor adopts
-its sessions (``SessionClaims.adopt``).
+"""Whether a member that left or missed its heartbeats is gone for good, before a survivor
+adopts its sessions (``SessionClaims.adopt``).
 
 Silent is not always dead: a member whose process stalls (starved of CPU, paused) still has
-its NATS subscriptions, and would keep the sessions it holds in memory.
+its NATS subscriptions, and would keep the sessions it holds in memory. Nor is an answer a
+sign of life to come: a member stopping cleanly deletes its members entry, then routes and
+answers the frames NATS had sent it before it stops listening (``ClusterRouter.stop``), so a
+survivor may ask in between, get an answer, and see nobody listen a moment later.
+
+So the one rule, whatever the interleaving: the member is asked again every ``ADOPT_RETRY``
+seconds for as long as anything listens on its subject (it answers, or NATS still has its
+subscriptions and nobody answers in time), until NATS says nobody listens (its sessions are
+adopted), or it is back (a heartbeat of it again: it keeps or restores its own), for at most
+``ADOPT_WITHIN`` seconds. Waiting is never wrong: a member that answers while writing no
+heartbeat is either leaving, or stalled and about to be back or to fence itself off, which
+ends its listening too (``broker.cluster.fence``). Asking is the only way to see a
+subscription go: NATS tells nobody when one does.
 """
 
 import asyncio
@@ -16,8 +28,8 @@ __all__ = ["ADOPT_RETRY", "ADOPT_WITHIN", "nobody_listens"]
 
 log = logging.getLogger(__name__)
 
-# A silent member whose subscriptions NATS still has is asked again every ADOPT_RETRY
-# seconds (plus the request's own timeout) for at most ADOPT_WITHIN seconds.
+# A gone member something still listens for is asked again every ADOPT_RETRY seconds (plus
+# the request's own timeout) for at most ADOPT_WITHIN seconds.
 ADOPT_RETRY: Final = 1.0
 ADOPT_WITHIN: Final = 600.0
 
@@ -25,23 +37,25 @@ ADOPT_WITHIN: Final = 600.0
 async def nobody_listens(link: ClusterLink, gone: str, is_gone: Callable[[str], bool]) -> bool:
     """Whether NATS says nobody listens on ``gone``'s forwarding subject any more.
 
-    While its requests time out it is asked again (NATS drops the subscriptions of a
-    connection it finds dead, after its own ping timeout), until it answers or is back (no
+    While it answers or its requests time out (NATS drops the subscriptions of a connection
+    it finds dead, after its own ping timeout) it is asked again, until it is back (no
     longer ``is_gone``), for at most ``ADOPT_WITHIN`` seconds."""
     subject = link.subject("route", gone)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ADOPT_WITHIN
     logged = False
-    while is_gone(gone) and loop.time() < deadline:
+    while is_gone(gone):
         answered = await link.answers(subject)
         if answered is False:
             return True
         if not logged:
             why = "answers" if answered else "NATS still has its subscriptions"
-            log.warning("member %s missed its heartbeats but %s: its sessions stay with "
-                        "it while it does", gone, why)  # fmt: skip
+            log.warning("member %s left or missed its heartbeats but %s: its sessions stay "
+                        "with it while it does", gone, why)  # fmt: skip
             logged = True
-        if answered:
+        if loop.time() + ADOPT_RETRY >= deadline:
+            log.warning("member %s is still listened for after %g s: its sessions stay with "
+                        "it", gone, ADOPT_WITHIN)  # fmt: skip
             return False
         await asyncio.sleep(ADOPT_RETRY)
     return False

@@ -179,7 +179,10 @@ class Survivor:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
         await self._claims_read(run)
         # The member, if it fenced itself off and is back, waits for this.
-        if await self._mark(run, waiting(self.creator) if self._delayed.get(run) else DONE):
+        if not self._delayed.get(run):
+            self._delayed.pop(run, None)
+            await self._mark(run, DONE)
+        elif await self._mark(run, waiting(self.creator)):
             self._marked.add(run)
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)

@@ -4,6 +4,7 @@ publishes the wills left and adopts the sessions; whether the survivors see that
 after it made the entry or lose the creation race to it afterwards."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -267,3 +268,18 @@ async def test_a_delayed_will_whose_session_the_winner_adopted_comes_when_due_af
     await buckets.settled()
     assert buckets.published == [("d", "delayed")]
     assert buckets.published_at[0] - noticed >= delay - 0.1  # when due, not before
+
+
+async def test_a_survivor_marks_the_departure_it_settled_done_once(
+    buckets: Buckets, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No delayed will: the departure is marked ``DONE`` in one write, and the survivor does
+    not then read its own ``DONE`` as a take-over by another process."""
+    await buckets.will("left")
+    survivor = buckets.survivor("b")
+    with caplog.at_level(logging.INFO, logger="broker.cluster.survivor"):
+        survivor.member_gone(GONE)
+        await buckets.settled()
+        await survivor.settle(WAIT)
+    assert buckets.adopted == [("b", "a")]
+    assert not [r.message for r in caplog.records if "taken over" in r.message]
