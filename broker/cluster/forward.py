@@ -69,8 +69,8 @@ from nats.aio.subscription import Subscription
 
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import Group, encode, encode_barrier
-from broker.cluster.link import FRAMING, ClusterLink
+from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
+from broker.cluster.link import ClusterLink
 from broker.cluster.parking import Parker
 from broker.peer import SessionKey
 from broker.router import Message

@@ -56,7 +56,7 @@ from broker.router import Message
 from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = [
-    "DIRECT", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
+    "DIRECT", "FRAMING", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
     "encode_barrier", "from_key", "is_digest", "to_key",
 ]  # fmt: skip
 
@@ -70,6 +70,9 @@ _BARRIER_BIT: Final = 0x20
 _RELAYED_BIT: Final = 0x40
 _MORE_BIT: Final = 0x80
 _MOST_NAMED: Final = 0xFFFF  # bytes of a record's groups (its length field has 2)
+# Bytes of a NATS message beyond one MQTT packet's content: a record's header, a retained
+# message's owner (``broker.cluster.forward``, ``broker.cluster.retained``).
+FRAMING: Final = 1024
 DIRECT: Final = 1  # Routed.barrier: a barrier from the member it names
 RELAYED: Final = 2  # ... that came through the member the session left
 _EMPTY: Final = "="

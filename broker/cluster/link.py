@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors, plain
+from broker.cluster.frames import FRAMING
 from broker.cluster.kv import KeyValue
 from broker.cluster.streams import open_bucket
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
@@ -53,9 +54,6 @@ FLUSH_TIMEOUT: Final = 2  # nats-py takes whole seconds here
 PING_INTERVAL: Final = 5
 MAX_OUTSTANDING_PINGS: Final = 2
 RECONNECT_WAIT: Final = 1.0
-# Bytes of a NATS message beyond one MQTT packet's content: a frame's record header, a
-# retained message's owner (``broker.cluster.forward``, ``broker.cluster.retained``).
-FRAMING: Final = 1024
 
 Handler = Callable[[bytes, str | None], Awaitable[bytes | None]]
 
