@@ -30,7 +30,13 @@ It is back when a heartbeat of its new run is written: it settles its ended runs
 departure done, by itself or by the survivor that took it on), listens for frames again,
 restores the sessions whose claims still name it, as at start-up, accepts connections
 again, and writes its heartbeat at once, no longer fenced: the others take frames for it
-from then on.
+from then on. It listens before it is back (the others' barriers for the replay of what they
+parked come directly), so a frame from a member that never parked for it (one that sent it
+nothing while it did not listen, and did not take it as gone) may come before it is: that
+frame waits until it is back, then for its sessions' restoration, as at start-up, rather than
+be refused (its publisher disconnected). Refusing it is not needed: it reaches only the
+sessions this member restores (their claims name it, no survivor's), and what reaches them is
+held with what was parked for them, one copy a message (``broker.cluster.replay``).
 
 When: the others take a member as gone ``MISSED_BEATS`` of its intervals after the last
 write of its entry they saw, on their own clocks; that write reached NATS after this member
@@ -274,6 +280,8 @@ class Fencing:
             await self.broker.store.flush()  # what was acknowledged is there for it
 
     async def _rejoin(self) -> None:
+        # Frames taken as it listens again wait until it is back (or not: refused then).
+        rejoined = asyncio.get_running_loop().create_future()
         try:
             async with self._lock:
                 if not self.fenced:
@@ -287,7 +295,7 @@ class Fencing:
                     return
                 try:
                     if self.router is not None:  # before the restore: parked ones replayed
-                        await self.router.take_frames()
+                        await self.router.take_frames(rejoined)
                 except ClusterError as exc:
                     log.warning("not back in the cluster yet: %s", exc)  # next heartbeat
                     return
@@ -304,3 +312,4 @@ class Fencing:
                 self._arm()  # fences again at once if the heartbeats stopped meanwhile
         finally:
             self._rejoining = None
+            rejoined.set_result(None)

@@ -61,7 +61,7 @@ import collections
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from nats.aio.msg import Msg
@@ -70,7 +70,7 @@ from nats.aio.subscription import Subscription
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
-from broker.cluster.link import ClusterLink
+from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.parking import Parker
 from broker.peer import SessionKey
 from broker.router import Message
@@ -139,6 +139,22 @@ class Forwarder(Parker):
                 await self._replies.unsubscribe()
         self._fail_queued()
         self._awaiting.fail_all("the node is stopping")
+
+    async def start_taking(self, frame: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        """Listen for the frames sent to this member (to ``frame``), once the server has the
+        subscription; ClusterError if it could not be known, and nothing is taken then (their
+        senders park them: NATS answers that nobody listens)."""
+        subject = self.subject(self.link.member)
+        with nats_errors("listening for forwarded messages"):
+            frames_in = await self.link.client.subscribe(subject, cb=frame)
+        try:
+            with nats_errors("listening for forwarded messages"):
+                await self.link.client.flush(FLUSH_TIMEOUT)
+        except ClusterError:
+            with contextlib.suppress(Exception):
+                await frames_in.unsubscribe()
+            raise
+        return frames_in
 
     async def stop_taking(self, frames_in: Subscription | None) -> None:
         """Frames sent to this member from now on are parked by their senders (NATS answers

@@ -14,6 +14,7 @@ route table, member list or retained set at start-up would lose messages.
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import nats.errors
@@ -112,6 +113,13 @@ class KeyValue:
         return True
 
 
+def _stored_at(entry: NatsKeyValue.Entry) -> float | None:
+    """When the server stored ``entry`` (its stream message's timestamp, not its delivery's:
+    nats-py types it as an int and gives a datetime)."""
+    created: object = entry.created
+    return created.timestamp() if isinstance(created, datetime) else None
+
+
 class Watch:
     """The changes of a bucket's keys, in the order they were written."""
 
@@ -128,6 +136,9 @@ class Watch:
         self._holds = holds
         self._started = False  # every value there was at the start was given
         self.revision = 0  # of the last change given: the bucket as of then is known
+        # When the NATS server stored the last change given (seconds since the epoch, on the
+        # server's clock; None: not said).
+        self.written_at: float | None = None
 
     async def next(self) -> tuple[str, bool] | None:
         """(key, present: False once deleted or expired); None once, when the values there
@@ -155,6 +166,7 @@ class Watch:
             entry = await self._update()
             if isinstance(entry, NatsKeyValue.Entry):
                 self.revision = max(self.revision, entry.revision or 0)
+                self.written_at = _stored_at(entry)
                 return entry
 
     async def _update(self) -> object:

@@ -30,11 +30,10 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker.cluster.absences import Absences
 from broker.cluster.confirmations import all_of, ignore_outcome
-from broker.cluster.errors import nats_errors
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group, decode
 from broker.cluster.handover import Handovers
-from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
+from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.metrics import ClusterCollector
@@ -110,6 +109,7 @@ class ClusterRouter:
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
         self.repeats = 0  # ... that came here again
         self._frames_in: NatsSubscription | None = None
+        self._rejoined: asyncio.Future[None] | None = None  # ``take_frames``
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -179,14 +179,12 @@ class ClusterRouter:
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
 
-    async def take_frames(self) -> None:
-        """Listen for the frames other members send here (at start, and back from fencing)."""
+    async def take_frames(self, rejoined: "asyncio.Future[None] | None" = None) -> None:
+        """Listen for the frames other members send here (at start, and back from fencing:
+        one that comes before this member is back waits for ``rejoined``, not refused)."""
+        self._rejoined = rejoined
         if self._frames_in is None:
-            with nats_errors("listening for forwarded messages"):
-                self._frames_in = await self.link.client.subscribe(
-                    self.forwarder.subject(self.link.member), cb=self._frame
-                )
-                await self.link.client.flush(FLUSH_TIMEOUT)  # the server has it: listening
+            self._frames_in = await self.forwarder.start_taking(self._frame)
 
     async def stop_taking_frames(self) -> None:
         """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
@@ -328,10 +326,15 @@ class ClusterRouter:
         to (``broker.cluster.handover``) confirmed them; refused if one was refused. Taken
         only once this member's own sessions are restored (none would miss it); the frames
         after it wait their turn, in order. Refused while it is fenced off, above all when a
-        stall fenced it (``Fencing.fenced_now``): it may be one the others parked."""
+        stall fenced it (``Fencing.fenced_now``): it may be one the others parked; not when
+        it came as this member listened again, back from fencing (``take_frames``)."""
         handovers = self.handovers
         assert handovers is not None
         registry = handovers.registry
+        rejoined = self._rejoined
+        if rejoined is not None and not rejoined.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(rejoined)
         restoring = self.claims.restoring() if self.claims is not None else None
         if restoring is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -51,7 +51,9 @@ back), a will that falls due on it is published exactly once whichever way the o
   again meanwhile, to any member (a claim of its session other than this member's last one
   before the fencing, or an adoption of it), the will is decided as a survivor decides
   one: published at once if that connect had Clean Start (the session ends), dropped if
-  not (§3.1.3.2.2).
+  not (§3.1.3.2.2), unless that connect came once the delay had ended while this member
+  was fenced off: the will was due then, and is published late (``taken_on_in_time``:
+  when NATS wrote the claim against when the delay ended).
 
 What is held is bounded (``cluster_max_held_wills``); past it a will is dropped and counted.
 
@@ -64,7 +66,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from broker.cluster.claim_value import came_back, connect_revision, holder_of, is_adoption
@@ -80,7 +84,9 @@ from nanoiot.members import Member
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
-__all__ = ["BUCKET", "DEPARTURES", "DEPARTURES_KEPT", "StoredWill", "Wills"]
+__all__ = [
+    "BUCKET", "DEPARTURES", "DEPARTURES_KEPT", "StoredWill", "Wills", "taken_on_in_time",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +236,13 @@ class Wills:
         knows of: held until this member is back. Each with the revision of the claim this
         member made for its session last (its connect could not make one), if any: a later
         claim is its client coming back (``_late``)."""
-        now = asyncio.get_running_loop().time()
+        now, wall = asyncio.get_running_loop().time(), time.time()
         for client in self._unkept.values():
             peer = client.peer
             since = None if peer is None else self.claimed_at(peer.key)
             will = None if client.ended else stored_will(client, since or 0)
             if will is not None:
+                will = replace(will, due=wall + will.delay) if will.delay else will
                 publish = functools.partial(self._spawn_late, will, now)
                 self._hold(self._orphans.append, publish, client.label)
         self._unkept.clear()
@@ -246,7 +253,8 @@ class Wills:
     async def _late(self, will: StoredWill, fenced_at: float) -> None:
         """Publish the will of a connection the fencing closed, once what is left of its
         delay passed, or at once when its client connects again with Clean Start, which ends
-        the session; dropped if its client connects again without (§3.1.3.2.2)."""
+        the session; dropped if its client connects again without before the delay ended
+        (§3.1.3.2.2, ``taken_on_in_time``)."""
         kv_key = to_key(store_key(will.key))
         try:
             left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
@@ -254,17 +262,21 @@ class Wills:
         except ClusterError as exc:
             log.warning("will of session %s not published: %s", store_key(will.key), exc)
             return
-        if claim is not None and not ends_session(claim):
-            log.info("will of session %s dropped: its client took the session on",
-                     store_key(will.key))  # fmt: skip
+        if claim is not None and taken_on_in_time(*claim, will.due):
+            log.info("will of session %s dropped: its client took the session on before its "
+                     "delay ended", store_key(will.key))  # fmt: skip
             return
         self.publish(will)
 
-    async def _claim_after(self, kv_key: str, since: int, within: float) -> bytes | None:
+    async def _claim_after(
+        self, kv_key: str, since: int, within: float
+    ) -> tuple[bytes, float | None] | None:
         """The claim of a connect of the session's client after its claim at revision
-        ``since`` (0: not known), within ``within`` seconds; None if none came. Not known,
-        a claim this member made before (for an earlier connection) is not one, nor an
-        adoption of it (``claim_value``): a survivor took the session, not its client."""
+        ``since`` (0: not known), within ``within`` seconds, and when NATS wrote it; None if
+        none came. Not known, a claim this member made before (for an earlier connection)
+        is not one, nor an adoption of it (``claim_value``): a survivor took the session,
+        not its client. Of claims made while this member was fenced off, the last is known
+        (the bucket keeps one value a key)."""
         watch = await self.claims.watch(kv_key)
         try:
             value = None
@@ -274,14 +286,14 @@ class Wills:
                 if not since and (holder_of(value) == self.member or is_adoption(value)):
                     since = connect_revision(value, watch.revision)
                 elif came_back(value, watch.revision, since):
-                    return value
+                    return value, watch.written_at
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(within, 0.0)):  # the Will Delay Interval itself
                     while True:
                         change = await watch.value()
                         value = None if change is None else change[1]
                         if value is not None and came_back(value, watch.revision, since):
-                            return value
+                            return value, watch.written_at
         finally:
             await watch.stop()
         return None
@@ -332,3 +344,18 @@ class Wills:
 
     def _key(self, key: SessionKey) -> str:
         return f"{self.incarnation}.{to_key(store_key(key))}"
+
+
+def taken_on_in_time(claim: bytes, written_at: float | None, due: float | None) -> bool:
+    """Whether the connect that made ``claim``, written to NATS at ``written_at`` (seconds
+    since the epoch), cancels a delayed will due at ``due``: it took the session on (no Clean
+    Start) before the delay ended ([MQTT-3.1.3-9]). One made once the will was due does not:
+    the will went when the delay passed, whichever came first of that and the session's end
+    (5.0 §3.1.3.2.2). The times are two hosts' clocks, the NATS server's and this member's,
+    kept in step (NTP) as a survivor's ``due`` assumes. An adoption's claim says when the
+    adoption was written, not the connect it names: its Clean Start alone decides."""
+    if ends_session(claim):
+        return False
+    if written_at is None or due is None or is_adoption(claim):
+        return True
+    return written_at < due

@@ -85,6 +85,7 @@ class Proxy:
             self._closed = self._cut = True
             for sock in self._open:
                 _shut(sock)
+        _shut(self._listener)  # wakes its accept (closing it alone does not, on Linux)
         self._listener.close()
         for thread in self._threads:
             thread.join(10)

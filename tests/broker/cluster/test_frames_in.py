@@ -1,23 +1,30 @@
 """A member fenced off stops listening for frames and listens again when it is back
 (``ClusterRouter.stop_taking_frames``, ``take_frames``, ``broker.cluster.fence``): meanwhile
 NATS tells their senders that nobody listens, so they park them rather than have them
-refused. On the machine's NATS; a connection of the test's own plays the sender."""
+refused; one that comes as it listens again, before it is back, waits until it is. On the
+machine's NATS; a connection of the test's own plays the sender."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from broker.cluster.link import ClusterLink
+from broker.cluster.fence import REFUSAL, Fencing
+from broker.cluster.forward import Forwarder
+from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.router import ClusterRouter
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
+from nanoiot.errors import ClusterError
+from nanoiot.settings import Settings
 from tests.broker.cluster.parking import MIB, WAIT
+from tests.cluster.proxy import nats_proxy
 from tests.natsserver import NATS_URL
 
 
@@ -58,3 +65,94 @@ async def test_a_fenced_member_stops_taking_frames_until_it_is_back(
     await router.take_frames()  # back
     assert await _listened(sender, subject, got)
     await router.stop_taking_frames()
+
+
+def _fenced_member(router: ClusterRouter) -> Fencing:
+    """The fencing of a member fenced off whose NATS is back (a heartbeat of its next run
+    written), with ``router``; what else it acts on, as little as ``Fencing._rejoin`` reads."""
+
+    async def stopped() -> None:
+        pass
+
+    loop = asyncio.get_running_loop()
+    members = SimpleNamespace(
+        fenced=True, run=1, interval=60.0, renewed_at=loop.time(), beat_now=lambda: None
+    )
+    registry = SimpleNamespace(refusing=REFUSAL, fenced_now=lambda: members.fenced)
+    broker = SimpleNamespace(
+        registry=registry, start_restoring=lambda: SimpleNamespace(stop=stopped)
+    )
+    claims = SimpleNamespace(claimed_at=lambda _key: None, read_holders_again=lambda: None)
+    fencing = Fencing(members, SimpleNamespace(back=lambda: None), claims, broker)  # type: ignore[arg-type]
+    fencing.router = router
+    router.handovers = SimpleNamespace(registry=registry, fence=0, departures={})  # type: ignore[assignment]
+    return fencing
+
+
+async def test_a_frame_that_comes_as_a_fenced_member_listens_again_waits_until_it_is_back(
+    link: ClusterLink, sender: NATS
+) -> None:
+    """A member that never parked for it (it sent nothing while nobody listened) sends a
+    frame as soon as the member listens again, before the member is back: the frame is
+    taken once it is, not refused (its publisher would be disconnected unacknowledged)."""
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    router = ClusterRouter(local, link, local.store, MIB)
+    fencing = _fenced_member(router)
+    subject = router.forwarder.subject(link.member)
+    arrived = asyncio.Event()
+    answers: list[asyncio.Task[Msg]] = []
+    frame, take_frames = router._frame, router.take_frames
+
+    async def observed(msg: Msg) -> None:
+        arrived.set()
+        await frame(msg)
+
+    async def take_then_sent_to(rejoined: "asyncio.Future[None] | None" = None) -> None:
+        """Listening, and a frame there before the rejoining goes on."""
+        await take_frames(rejoined)
+        answers.append(asyncio.create_task(sender.request(subject, b"", timeout=WAIT)))
+        await asyncio.wait_for(arrived.wait(), WAIT)
+
+    router._frame = observed  # type: ignore[method-assign]
+    router.take_frames = take_then_sent_to  # type: ignore[method-assign]
+    await router.forwarder.start()
+    try:
+        await fencing._rejoin()
+        assert not fencing.fenced
+        answer = await answers[0]
+        assert answer.data == b"", "refused as fenced off"  # b"-": refused
+    finally:
+        await fencing.stop()
+        await router.stop_taking_frames()
+        await router.forwarder.stop()
+
+
+async def test_a_member_not_known_to_listen_takes_no_frame(
+    cluster_settings: Callable[..., Settings], sender: NATS
+) -> None:
+    """Its NATS too slow to say the subscription is there (the rejoining fails: tried again at
+    the next heartbeat): the subscription is taken back, so that the others park what they
+    send it meanwhile rather than have it refused."""
+    with nats_proxy() as proxy:
+        link = await ClusterLink.connect(cluster_settings(nats_url=proxy.url))
+        try:
+            forwarder = Forwarder(link, MIB, lambda _member: None)
+            subject = forwarder.subject(link.member)
+
+            async def refused(msg: Msg) -> None:
+                await msg.respond(b"-")
+
+            proxy.delay(FLUSH_TIMEOUT + 1.0)  # NATS's answers to it, the flush's included
+            with pytest.raises(ClusterError, match="listening for forwarded messages"):
+                await forwarder.start_taking(refused)
+            async with asyncio.timeout(WAIT):
+                while True:  # until the server has the unsubscription
+                    try:
+                        await sender.request(subject, b"frame", timeout=0.5)
+                    except nats.errors.NoRespondersError:
+                        break
+                    except nats.errors.TimeoutError:
+                        continue  # its delayed answer: still subscribed
+            proxy.delay(0)
+        finally:
+            await link.close()

@@ -1,9 +1,10 @@
 """The delayed MQTT 5 will of a connection a member's fencing closed, its connect made while
 NATS was lost (no claim, no entry any survivor reads): published once the member is back and
 what is left of the delay passed, or at once when its client connects again with Clean
-Start, which ends the session; dropped when it connects again without (5.0 §3.1.3.2.2,
-[MQTT-3.1.3-9]). A survivor's adoption of the session is not its client coming back. On the
-machine's NATS (``broker.cluster.wills``)."""
+Start, which ends the session; dropped when it connects again without before the delay ended
+(5.0 §3.1.3.2.2, [MQTT-3.1.3-9]), published late when that connect came after. A survivor's
+adoption of the session is not its client coming back. On the machine's NATS
+(``broker.cluster.wills``)."""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.will_entries import StoredWill
-from broker.cluster.wills import DEPARTURES, Wills
+from broker.cluster.wills import DEPARTURES, Wills, taken_on_in_time
 from broker.mqtt.packets import Will
 from broker.mqtt.properties import Properties, Property
 from broker.peer import store_key
@@ -135,3 +136,51 @@ async def test_the_will_waits_out_its_delay_while_its_client_stays_away(
     await member.decided()
     assert [will.key for will in member.published] == [KEY]
     assert member.published_at[0] - fenced >= delay - 0.05
+
+
+async def _past(moment: float) -> None:
+    """Once the event loop's clock passed ``moment``: the will's delay is what is waited for."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(moment - loop.time(), 0.0))
+
+
+@pytest.mark.parametrize("connected", ["before-due", "after-due"])
+async def test_a_connect_without_clean_start_drops_the_will_only_before_its_delay_ended(
+    member: Fenced, connected: str
+) -> None:
+    """Its client connects to member "b" with Clean Start 0 while "a" is fenced off: before
+    the will's delay ended, which cancels it ([MQTT-3.1.3-9]); or after, when the will was due
+    already and goes late, once "a" is back (§3.1.3.2.2). Either way "a" reads the claim only
+    once the delay ended: NATS's time of the write decides, not the reading's."""
+    delay = 1
+    fenced = member.fence(delay)
+    if connected == "after-due":
+        await _past(fenced + delay + 0.2)  # past the clocks' rounding
+    await member.claims.put(CLAIM, claim_value("b", False))
+    await _past(fenced + delay + 0.2)
+    member.wills.back()
+    await member.decided()
+    assert [will.key for will in member.published] == ([KEY] if connected == "after-due" else [])
+
+
+DUE = 1_000_000.0  # when a will's delay ends, in seconds since the epoch
+
+
+@pytest.mark.parametrize(
+    ("claim", "written_at", "taken_on"),
+    [
+        (claim_value("b", False), DUE - 1, True),  # within the delay: cancelled
+        (claim_value("b", False), DUE, False),  # the will was due: it went
+        (claim_value("b", False), DUE + 30, False),
+        (claim_value("b", True), DUE - 1, False),  # the session ended: the will goes
+        (claim_value("b", True), DUE + 30, False),
+        (claim_value("b", False), None, True),  # when is not known: Clean Start decides
+        # An adoption's write is not its connect's: Clean Start decides.
+        (adoption_value("c", claim_value("b", False), 7), DUE + 30, True),
+        (adoption_value("c", claim_value("b", True), 7), DUE - 1, False),
+    ],
+)
+def test_a_connect_cancels_a_delayed_will_only_if_it_took_the_session_on_before_it_was_due(
+    claim: bytes, written_at: float | None, taken_on: bool
+) -> None:
+    assert taken_on_in_time(claim, written_at, DUE) is taken_on
