@@ -28,6 +28,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
+from nanoiot.text import printable
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -92,7 +93,7 @@ class RetainedReplica:
         )  # fmt: skip
         if refused is not None:
             log.warning("retained message on '%s' from another node not kept here (%s)",
-                        topic, refused)  # fmt: skip
+                        printable(topic), refused)  # fmt: skip
         return refused is None
 
     async def _follow(self, watch: Watch) -> None:

@@ -193,6 +193,16 @@ def test_keys_hold_any_filter_in_the_characters_kv_allows() -> None:
         assert from_key(key) == text
 
 
+def test_client_ids_that_look_alike_are_claimed_under_keys_of_their_own() -> None:
+    """A claim's key (``<cluster>_clients``) is its session key in base64url: ids a subject
+    or a case-folding encoding would merge stay apart."""
+    device = "0190d4a0-0000-7000-8000-000000000001"
+    ids = ["a.b", "a/b", "a_b", "a-b", "a=b", "A.b", "a b", "a*", "a>", "", "é", "e\u0301"]
+    keys = {to_key(store_key((device, client_id))) for client_id in ids}
+    assert len(keys) == len(ids)
+    assert all(from_key(key).partition("/")[2] in ids for key in keys)
+
+
 def test_a_text_too_long_for_a_nats_subject_is_keyed_by_its_digest() -> None:
     """NATS closes a connection whose protocol line passes 4,096 bytes (max_control_line)."""
     longest = "é" * (LONGEST_READABLE // 2)
