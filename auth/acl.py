@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from auth.topics import (
+    MAX_TOPIC_BYTES,
     SEPARATOR,
     compile_filters,
     filter_covers,
@@ -67,6 +68,12 @@ from nanoiot.errors import ConfigError
 
 ME_PREFIX = "v1/devices/me"
 DEVICES_PREFIX = "devices"
+# Bytes of a topic in the broker's form that every form it is delivered in fits in (§1.5.3:
+# 65,535): ``v1/devices/me`` is up to 4 bytes longer than ``devices/N``. A device's own
+# 65,535-byte ``v1/devices/me/...`` topic is longer as ``devices/<its name>/...``, which no
+# PUBLISH could carry: delivering it failed, again at each reconnect of a persistent session
+# that had queued it.
+MAX_CANONICAL_TOPIC_BYTES = MAX_TOPIC_BYTES - (len(ME_PREFIX) - len(DEVICES_PREFIX) - 2)
 
 
 class Who(StrEnum):
@@ -253,7 +260,12 @@ class CompiledAcl:
         )
 
     def can_publish(self, topic: str) -> bool:
-        """May the client publish to ``topic``? False for anything not a topic name."""
+        """May the client publish to ``topic`` (in the broker's form)? False for anything not
+        a topic name, or longer than every form it is delivered in fits in."""
+        if len(topic) * 4 > MAX_CANONICAL_TOPIC_BYTES and (
+            len(topic.encode()) > MAX_CANONICAL_TOPIC_BYTES
+        ):
+            return False
         publish = self._publish
         if publish is None:
             publish = self._publish = compile_filters(self.publish_filters)

@@ -59,6 +59,7 @@ park it, to be routed again by whoever takes the sessions.
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Final
@@ -68,7 +69,7 @@ from nats.aio.subscription import Subscription
 
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import Group, encode, encode_barrier
+from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
 from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.parking import Parker
 from broker.peer import SessionKey
@@ -111,7 +112,7 @@ class Forwarder(Parker):
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
         self._sender: asyncio.Task[None] | None = None
-        self._max_frame = max(link.client.max_payload - 1024, 1024)
+        self._max_frame = max(link.client.max_payload - FRAMING, FRAMING)
 
     def subject(self, member: str) -> str:
         return self.link.subject("route", member)
@@ -184,10 +185,16 @@ class Forwarder(Parker):
         confirmations: list[asyncio.Future[None]] = []
         now = self._loop.time()
         for member in members:
-            frame = self._frame_for(member, message)
-            encode(message, frame.data, now, plain=member in plain, groups=groups.get(member, ()))
-            if message.qos:
-                confirmations.append(self._confirmed(frame))
+            write = functools.partial(
+                encode, message, now=now, plain=member in plain, groups=groups.get(member, ())
+            )
+            frame = self._append(member, write)
+            if frame is None:
+                confirmation = self._too_big(member, message.qos)
+            else:
+                confirmation = self._confirmed(frame) if message.qos else None
+            if confirmation is not None:
+                confirmations.append(confirmation)
         return all_of(confirmations)
 
     def send_on(
@@ -196,9 +203,14 @@ class Forwarder(Parker):
         """Queue ``message`` for one session that moved to ``member`` (for its shared
         subscription ``group``, if given: ``broker.cluster.handover``); the future of its
         confirmation (QoS > 0)."""
-        frame = self._frame_for(member, message)
         groups = () if group is None else (group,)
-        encode(message, frame.data, self._loop.time(), plain=False, session=session, groups=groups)
+        now = self._loop.time()
+        frame = self._append(
+            member,
+            lambda data: encode(message, data, now, plain=False, session=session, groups=groups),
+        )
+        if frame is None:
+            return self._too_big(member, message.qos)
         return self._confirmed(frame) if message.qos else None
 
     def barrier(
@@ -208,24 +220,51 @@ class Forwarder(Parker):
         queued for it so far (``broker.cluster.handover``). ``parked``: ``member`` is gone;
         the barrier is sent as a frame to confirm, so that it is parked behind what was
         parked for it (``broker.cluster.replay``). Nothing waits for that confirmation."""
-        frame = self._frame_for(member, None)
-        encode_barrier(origin, session, frame.data, relayed=relayed)
-        if parked:
+        frame = self._append(
+            member, lambda data: encode_barrier(origin, session, data, relayed=relayed)
+        )
+        if parked and frame is not None:
             ignore_outcome(self._confirmed(frame))
 
-    def _frame_for(self, member: str, message: Message | None) -> _Frame:
-        """``member``'s frame of this turn with room for ``message``; sent at its end."""
+    def _append(self, member: str, write: Callable[[bytearray], None]) -> _Frame | None:
+        """``member``'s frame of this turn (sent at its end) with the record ``write`` appends
+        to it; None if the record alone is larger than NATS carries (``max_payload``): it is
+        dropped. A frame it would make too large is sent first: NATS refuses a message over
+        max_payload whole, with the other publishers' messages in it."""
         frame = self._frames.get(member)
-        size = 1024 if message is None else len(message.topic) * 4 + len(message.payload)
         if frame is None:
             frame = self._frames[member] = _Frame()
-        elif len(frame.data) + size > self._max_frame:
-            self._send_frame(member, frame)  # NATS refuses messages over max_payload
+        start = len(frame.data)
+        write(frame.data)
+        if len(frame.data) > self._max_frame:
+            record = frame.data[start:]
+            del frame.data[start:]
+            if len(record) > self._max_frame:
+                if not frame.data:
+                    del self._frames[member]
+                return None
+            self._send_frame(member, frame)
             frame = self._frames[member] = _Frame()
+            frame.data += record
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
         return frame
+
+    def _too_big(self, member: str, qos: int) -> "asyncio.Future[None] | None":
+        """A message for ``member`` dropped for its size (``_append``): logged, counted with
+        the frames dropped; the confirmation (QoS > 0) fails, its publisher is not
+        acknowledged."""
+        self.frames_dropped += 1
+        limit = self.link.client.max_payload
+        self._warnings.warning(member, "messages too large for NATS",
+                               "a message for member %s dropped: it is larger than NATS's "
+                               "max_payload (%d bytes)", member, limit)  # fmt: skip
+        if not qos:
+            return None
+        failed: asyncio.Future[None] = self._loop.create_future()
+        fail(failed, f"a message larger than NATS's max_payload ({limit} bytes)")
+        return failed
 
     def _confirmed(self, frame: _Frame) -> "asyncio.Future[None]":
         if frame.confirmed is None:

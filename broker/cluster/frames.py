@@ -5,14 +5,18 @@ loop turn, one NATS message however many they are (NATS's cost is per message, n
 byte). Each record is::
 
     flags (1 byte: QoS in bits 0-1, retain in bit 2, "plain subscribers" in bit 3,
-           "for one session" in bit 4, "barrier" in bit 5, "relayed" in bit 6)
+           "for one session" in bit 4, "barrier" in bit 5, "relayed" in bit 6,
+           "more groups" in bit 7)
     | topic length (2) | payload length (4) | groups length (2) | properties length (4)
     | milliseconds to expiry (4; all ones: none) | message id (8) | routed at (8)
     | topic (UTF-8) | payload | groups | properties (MQTT 5 §2.2.2, as in the PUBLISH)
 
 "plain subscribers": the receiver gives the message to its subscriptions without
 ``$share``; ``groups`` names the shared subscriptions the sender chose the receiver for, as
-``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Topics are
+``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Groups past
+the 65,535 bytes the field holds (an application may hold hundreds of shared subscriptions with
+names of a thousand characters, all matching ``devices/#``) follow in records of the same
+message marked "more groups", which ``decode`` gives as one. Topics are
 the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
 left, since each process has its own clock; the publisher's interval stays in the
 properties, which tells a lifetime of 0 (``broker.mqtt.expiry``) from one that ran out. The
@@ -28,13 +32,20 @@ if any (NUL before each), and the message goes to that session alone. A
 session it is for, and "relayed" says it came through the member the session left.
 
 KV keys allow only ``[-/_=.A-Za-z0-9]``, and a topic filter can hold any character, so keys
-carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set.
+carry filters and topics in unpadded base64url (RFC 4648 §5), which stays within that set. A
+key is a NATS subject, which the client sends in one protocol line that the server bounds
+(``max_control_line``, 4,096 bytes by default: past it the server closes the connection, and
+with it everything the node does in the cluster). So a text of more than ``LONGEST_READABLE``
+bytes (a 65,535-byte topic, 1,024 four-byte characters of a filter) is keyed by its SHA-256
+instead (``is_digest``), and the entry's value names it. A session key always stays readable
+(a client id is at most 255 characters: ``storage.models``).
 """
 
 import base64
+import hashlib
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
@@ -45,8 +56,8 @@ from broker.router import Message
 from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = [
-    "DIRECT", "RELAYED", "Group", "Routed", "decode", "encode", "encode_barrier", "from_key",
-    "to_key",
+    "DIRECT", "FRAMING", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
+    "encode_barrier", "from_key", "is_digest", "to_key",
 ]  # fmt: skip
 
 _HEADER: Final = struct.Struct(">BHIHIIQQ")
@@ -57,9 +68,18 @@ _PLAIN_BIT: Final = 0x08
 _ONE_SESSION_BIT: Final = 0x10
 _BARRIER_BIT: Final = 0x20
 _RELAYED_BIT: Final = 0x40
+_MORE_BIT: Final = 0x80
+_MOST_NAMED: Final = 0xFFFF  # bytes of a record's groups (its length field has 2)
+# Bytes of a NATS message beyond one MQTT packet's content: a record's header, a retained
+# message's owner (``broker.cluster.forward``, ``broker.cluster.retained``).
+FRAMING: Final = 1024
 DIRECT: Final = 1  # Routed.barrier: a barrier from the member it names
 RELAYED: Final = 2  # ... that came through the member the session left
 _EMPTY: Final = "="
+# Bytes of a text its key token carries readably: 2,048 characters of base64url, which with
+# the bucket, the member's prefix and a reply subject stay well within NATS's 4,096.
+LONGEST_READABLE: Final = 1536
+_DIGEST: Final = "="  # then the SHA-256 of a longer text, in base64url (base64url has no '=')
 _NUL: Final = "\x00"
 
 Group = tuple[str, str]  # (share name, topic filter)
@@ -88,24 +108,42 @@ def encode(
     """Append ``message`` to a frame being built; ``now``: this process's loop time."""
     topic = message.topic.encode()
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
-    if session is not None:
-        named = _NUL.join([store_key(session), *(f"{n}/{f}" for n, f in groups)]).encode()
+    if session is not None:  # one group at most: one record
+        chunks = [_NUL.join([store_key(session), *(f"{n}/{f}" for n, f in groups)]).encode()]
         flags |= _ONE_SESSION_BIT
     else:
-        named = _NUL.join(f"{name}/{topic_filter}" for name, topic_filter in groups).encode()
+        chunks = _chunked([f"{name}/{topic_filter}".encode() for name, topic_filter in groups])
     properties = message.properties.wire  # without its length: the header has it
     expires = message.expires_at
     left = (
         _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
     )
-    into += _HEADER.pack(
-        flags, len(topic), len(message.payload), len(named), len(properties), left,
-        message.id, message.routed_at,
-    )  # fmt: skip
-    into += topic
-    into += message.payload
-    into += named
-    into += properties
+    for named in chunks:
+        into += _HEADER.pack(
+            flags, len(topic), len(message.payload), len(named), len(properties), left,
+            message.id, message.routed_at,
+        )  # fmt: skip
+        into += topic
+        into += message.payload
+        into += named
+        into += properties
+        flags = (flags & ~_PLAIN_BIT) | _MORE_BIT  # the next records: more groups only
+
+
+def _chunked(names: list[bytes]) -> list[bytes]:
+    """Group names joined by NUL, in pieces of at most ``_MOST_NAMED`` bytes (at least one;
+    a name is at most 4,096 bytes: ``MQTT_TOPIC_FILTER_MAX`` characters)."""
+    chunks: list[bytes] = []
+    current: list[bytes] = []
+    size = -1
+    for name in names:
+        if current and size + 1 + len(name) > _MOST_NAMED:
+            chunks.append(b"\x00".join(current))
+            current, size = [], -1
+        current.append(name)
+        size += 1 + len(name)
+    chunks.append(b"\x00".join(current))
+    return chunks
 
 
 def encode_barrier(
@@ -121,7 +159,24 @@ def encode_barrier(
 
 def decode(frame: bytes, now: float) -> Iterator[Routed]:
     """The records of a frame, in order; ``ClusterError`` if it is cut short or garbled.
-    ``now``: this process's loop time, which expiry deadlines are set on."""
+    ``now``: this process's loop time, which expiry deadlines are set on. A message's records
+    of more groups are given as one with the record before them."""
+    held: Routed | None = None
+    for routed, more in _records(frame, now):
+        if more:
+            if held is None or held.session is not None or held.barrier:
+                raise ClusterError("a forwarded frame holds groups of no message")
+            held = replace(held, groups=held.groups + routed.groups)
+            continue
+        if held is not None:
+            yield held
+        held = routed
+    if held is not None:
+        yield held
+
+
+def _records(frame: bytes, now: float) -> Iterator[tuple[Routed, bool]]:
+    """Each record of a frame, and whether it holds more groups of the message before."""
     view = memoryview(frame)
     at, end = 0, len(frame)
     while at < end:
@@ -161,9 +216,9 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
         )  # fmt: skip
         if flags & _BARRIER_BIT:
             barrier = RELAYED if flags & _RELAYED_BIT else DIRECT
-            yield Routed(message, False, (), session, barrier)
+            yield Routed(message, False, (), session, barrier), False
             continue
-        yield Routed(message, bool(flags & _PLAIN_BIT), groups, session)
+        yield Routed(message, bool(flags & _PLAIN_BIT), groups, session), bool(flags & _MORE_BIT)
 
 
 def _properties(listed: bytes) -> Properties:
@@ -192,11 +247,25 @@ def _group(text: str) -> Group:
 
 
 def to_key(text: str) -> str:
-    """A topic or filter as a KV key token (never empty: the empty topic is ``=``)."""
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=") or _EMPTY
+    """A topic, filter or session key as a KV key token: never empty (the empty topic is
+    ``=``), never longer than 2,048 characters (past ``LONGEST_READABLE`` bytes, a digest:
+    the entry's value must name the text)."""
+    encoded = text.encode()
+    if len(encoded) > LONGEST_READABLE:
+        digest = hashlib.sha256(encoded).digest()
+        return _DIGEST + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return base64.urlsafe_b64encode(encoded).decode().rstrip("=") or _EMPTY
+
+
+def is_digest(part: str) -> bool:
+    """Whether a key token is a long text's digest (``from_key`` cannot give the text)."""
+    return len(part) > 1 and part.startswith(_DIGEST)
 
 
 def from_key(part: str) -> str:
+    """The text of a key token; ``ValueError`` if it is a digest or not base64url."""
     if part == _EMPTY:
         return ""
+    if is_digest(part):
+        raise ValueError("the key of a long text: its entry's value names the text")
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors, plain
+from broker.cluster.frames import FRAMING
 from broker.cluster.kv import KeyValue
 from broker.cluster.streams import open_bucket
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
@@ -107,6 +108,13 @@ class ClusterLink:
         url = redacted(settings.nats_url)
         events = _Events()
         client = await _join(settings.nats_url, member, options, url, events)
+        if settings.max_packet_size > client.max_payload - FRAMING:
+            await client.close()
+            raise ConfigError(
+                f"max_packet_size {settings.max_packet_size} does not fit in one NATS message "
+                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
+                "frame it): lower max_packet_size, or raise max_payload on the NATS servers"
+            )
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
         return cls(
             client, settings.cluster_name, member, events, replicas=settings.cluster_replicas

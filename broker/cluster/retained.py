@@ -2,7 +2,8 @@
 
 A retained message a node keeps (within its limits, ``broker.retained``) or deletes is
 written to the JetStream key-value bucket ``<cluster>_retained``, one key per topic (base64url,
-``broker.cluster.frames.to_key``); every node watches the bucket and applies the others'
+or the digest of a long topic: ``broker.cluster.frames.to_key``; the value names the topic);
+every node watches the bucket and applies the others'
 changes to its own ``RetainedStore``. A node that starts reads them all before it accepts
 clients, so a subscriber on any node gets the retained messages published on any other, and
 they outlive a restart of every node (JetStream keeps them on disk). A message's expiry
@@ -21,11 +22,13 @@ import struct
 import time
 from typing import Final
 
-from broker.cluster.frames import decode, encode, from_key, to_key
+from broker.cluster.frames import decode, encode, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
+from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
+from nanoiot.text import printable
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -39,8 +42,9 @@ class RetainedReplica:
     def __init__(self, bucket: KeyValue, store: RetainedStore) -> None:
         self.bucket = bucket
         self.store = store
-        self._writes: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
+        self._writes = PendingWrites(shared=True)  # the latest change of each topic
         self._tasks: list[asyncio.Task[None]] = []
+        self._long: dict[str, str] = {}  # digest key -> topic, to delete it by its key
 
     async def start(self) -> int:
         """Take in every retained message the cluster has; how many. Then follow changes."""
@@ -65,25 +69,31 @@ class RetainedReplica:
         self._tasks = []
 
     def _changed(self, topic: str, retained: Retained | None) -> None:
-        self._writes.put_nowait((to_key(topic), None if retained is None else _value(retained)))
+        self._writes.change(to_key(topic), None if retained is None else _value(retained))
 
     def _apply(self, key: str, value: bytes | None) -> int:
         try:
-            topic = from_key(key)
             if value is None:
-                self.store.retain(topic, b"", 0, None, replicate=False)
+                topic = self._long.pop(key, None) if is_digest(key) else from_key(key)
+                if topic is not None:
+                    self.store.retain(topic, b"", 0, None, replicate=False)
                 return 0
             owner, message = _parse(value)
+            topic = message.topic
+            if to_key(topic) != key:
+                raise ValueError("its topic is not the one its key names")
         except (ClusterError, ValueError) as exc:
-            log.warning("retained message %s in %s unreadable: %s", key, BUCKET, exc)
+            log.warning("retained message %s in %s unreadable: %s", key[:100], BUCKET, exc)
             return 0
+        if is_digest(key):
+            self._long[key] = topic
         refused = self.store.retain(
             topic, message.payload, message.qos, owner or None, message.properties,
             message.expires_at, replicate=False,
         )  # fmt: skip
         if refused is not None:
             log.warning("retained message on '%s' from another node not kept here (%s)",
-                        topic, refused)  # fmt: skip
+                        printable(topic), refused)  # fmt: skip
         return refused is None
 
     async def _follow(self, watch: Watch) -> None:
@@ -93,9 +103,10 @@ class RetainedReplica:
                 self._apply(*change)
 
     async def _write(self) -> None:
-        """One writer, in the order of the changes; a write NATS refuses is retried."""
+        """One writer, the latest change of each topic in the order the topics first changed
+        (``broker.cluster.pending_writes``); a write NATS refuses is retried."""
         while True:
-            key, value = await self._writes.get()
+            key, value = await self._writes.next()
             while True:
                 try:
                     if value is None:
@@ -106,6 +117,7 @@ class RetainedReplica:
                 except ClusterError as exc:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
+            self._writes.done(key, value)
 
 
 def _value(retained: Retained) -> bytes:

@@ -2,7 +2,9 @@
 
 Each member (node or worker) keeps one entry per distinct topic filter its sessions
 subscribed to, never one per session, in the JetStream key-value bucket ``<cluster>_routes``
-under the key ``<member>.<filter in base64url>``. Every member watches the bucket, so the
+under the key ``<member>.<filter in base64url>``, with an empty value; a filter too long to be
+a key (``broker.cluster.frames.to_key``) is keyed by its digest, and the value names it. Every
+member watches the bucket, so the
 others' filters are in its ``RouteTable``, a subscription trie keyed by member: one walk of
 a topic's levels names each member with interest once, however many of its filters match
 (as EMQX's route table: topic filter -> nodes, never per client). A shared subscription
@@ -27,8 +29,9 @@ from collections.abc import Collection
 from typing import Final
 
 from auth.topics import split_shared
-from broker.cluster.frames import Group, from_key, to_key
+from broker.cluster.frames import Group, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
+from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 BUCKET: Final = "routes"
 _CACHED: Final = 10_000  # topics whose members are remembered
+# ... if at most this long: a topic may be 256 KiB (max_packet_size), and 10,000 of them held
+# 2.5 GB for a device that published on that many (matching one anew costs microseconds).
+_CACHED_LENGTH: Final = 256
 _ANY: Final = Subscription(0)  # the trie wants options; routing needs none
 
 
@@ -62,9 +68,11 @@ class RouteTable:
         """The members with a plain (not shared) filter matching ``topic``, each once."""
         found = self._cache.get(topic)
         if found is None:
-            if len(self._cache) >= _CACHED:
-                self._cache.clear()
-            found = self._cache[topic] = frozenset(self._trie.match(topic))
+            found = frozenset(self._trie.match(topic))
+            if len(topic) <= _CACHED_LENGTH:
+                if len(self._cache) >= _CACHED:
+                    self._cache.clear()
+                self._cache[topic] = found
         return found
 
     def groups_for(self, topic: str) -> dict[Group, list[str]]:
@@ -117,8 +125,8 @@ class RouteAnnouncer:
         self.member = member
         self.table = table
         self._wanted: dict[str, int] = {}  # filter -> subscriptions of this member on it
-        # Changes to write, in order; a future is set once what came before it is written.
-        self._writes: asyncio.Queue[tuple[str, bool] | asyncio.Future[None]] = asyncio.Queue()
+        self._writes = PendingWrites()  # (key, value; None: delete), the latest of each key
+        self._long: dict[str, str] = {}  # key -> filter, of the others' digest keys
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Watch | None = None
         self._put = 0  # the revision of this member's last filter written
@@ -157,18 +165,19 @@ class RouteAnnouncer:
         watch = self._watch = await self.bucket.watch()
         leftovers: set[str] = set()
         prefix = self.member + "."
-        while (change := await watch.next()) is not None:
-            key, present = change
+        while (change := await watch.value()) is not None:
+            key, value = change
             if key.startswith(prefix):
-                if present:
+                if value is not None:
                     leftovers.add(key)
             else:
-                self._apply(key, present)
+                self._apply(key, value)
         # Deleted once this member's sessions are restored (``drop_leftovers``): until then
         # they still route to it what is for the sessions it is restoring.
         self._leftovers = leftovers
+        self._writes.stored(leftovers)
         for topic_filter in self._wanted:  # a member that dropped us re-learns them
-            self._writes.put_nowait((self._key(topic_filter), True))
+            self._writes.change(*self._entry(topic_filter))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(watch), name="cluster routes watch"),
@@ -186,7 +195,7 @@ class RouteAnnouncer:
         count = self._wanted.get(topic_filter, 0)
         self._wanted[topic_filter] = count + 1
         if not count:
-            self._writes.put_nowait((self._key(topic_filter), True))
+            self._writes.change(*self._entry(topic_filter))
 
     def remove(self, topic_filter: str) -> None:
         count = self._wanted.get(topic_filter, 0)
@@ -197,7 +206,7 @@ class RouteAnnouncer:
             if self._keeping:
                 self._leftovers.add(self._key(topic_filter))
             else:
-                self._writes.put_nowait((self._key(topic_filter), False))
+                self._writes.change(self._key(topic_filter), None)
 
     def keep(self) -> None:
         """This member fenced itself off: the entries of the sessions it forgets stay, as
@@ -213,10 +222,9 @@ class RouteAnnouncer:
         """Delete the entries of this member's previous run, or of the sessions it forgot
         when it fenced itself off (``keep``), that its sessions, restored now, do not use."""
         self._keeping = False
-        prefix_length = len(self.member) + 1
-        for key in self._leftovers:
-            if from_key(key[prefix_length:]) not in self._wanted:
-                self._writes.put_nowait((key, False))
+        wanted = {self._key(topic_filter) for topic_filter in self._wanted}
+        for key in self._leftovers - wanted:
+            self._writes.change(key, None)
         self._leftovers = set()
 
     async def forget(self, member: str) -> None:
@@ -237,56 +245,69 @@ class RouteAnnouncer:
         """Write these filters of this member's again (a later revision names them)."""
         for topic_filter in filters:
             if topic_filter in self._wanted:
-                self._writes.put_nowait((self._key(topic_filter), True))
+                self._writes.change(*self._entry(topic_filter))
 
     async def written(self) -> None:
         """Once the filters added or removed so far are in the bucket (the other members
         see them a watch's delivery later)."""
         if not self._tasks:
             return  # not started, or stopped: nothing is written
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writes.put_nowait(done)
-        await done
+        await self._writes.written()
 
     def _key(self, topic_filter: str) -> str:
         return f"{self.member}.{to_key(topic_filter)}"
 
-    def _apply(self, key: str, present: bool) -> None:
+    def _entry(self, topic_filter: str) -> tuple[str, bytes]:
+        """The key and value announcing ``topic_filter``: a digest's value names it."""
+        key = self._key(topic_filter)
+        return key, topic_filter.encode() if is_digest(key[len(self.member) + 1 :]) else b""
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        """Another member's entry written (``value``) or deleted (None)."""
         member, _, token = key.partition(".")
         if member == self.member or not token:
             return
         try:
-            topic_filter = from_key(token)
+            topic_filter = self._filter_of(key, token, value)
         except ValueError:
-            log.warning("route %s in %s is not a base64url filter: ignored", key, BUCKET)
+            log.warning("route %s in %s does not name a filter: ignored", key[:100], BUCKET)
             return
-        if present:
+        if topic_filter is None:
+            return  # a digest key deleted that was never read: nothing to remove
+        if value is not None:
             self.table.add(member, topic_filter)
         else:
             self.table.remove(member, topic_filter)
 
+    def _filter_of(self, key: str, token: str, value: bytes | None) -> str | None:
+        if not is_digest(token):
+            return from_key(token)
+        if value is None:
+            return self._long.pop(key, None)
+        topic_filter = value.decode()
+        if to_key(topic_filter) != token:
+            raise ValueError("a digest key whose value is not its filter")
+        self._long[key] = topic_filter
+        return topic_filter
+
     async def _follow(self, watch: Watch) -> None:
         while True:
-            change = await watch.next()
+            change = await watch.value()
             if change is not None:
                 self._apply(*change)
             if self._waiters:
                 self._wake()
 
     async def _write(self) -> None:
-        """One writer, in the order of the changes (a filter added then removed ends
-        removed). A write NATS refuses is retried until it goes through."""
+        """One writer, the latest change of each key in the order the keys first changed
+        (``broker.cluster.pending_writes``). A write NATS refuses is retried until it goes
+        through."""
         while True:
-            change = await self._writes.get()
-            if isinstance(change, asyncio.Future):
-                if not change.done():
-                    change.set_result(None)
-                continue
-            key, present = change
+            key, value = await self._writes.next()
             while True:
                 try:
-                    if present:
-                        self._put = await self.bucket.put(key, b"")
+                    if value is not None:
+                        self._put = await self.bucket.put(key, value)
                         if self._waiters:
                             self._wake()
                     else:
@@ -295,3 +316,4 @@ class RouteAnnouncer:
                 except ClusterError as exc:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
+            self._writes.done(key, value)

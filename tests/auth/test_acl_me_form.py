@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auth.acl import to_canonical, to_device_form
+from auth.acl import MAX_CANONICAL_TOPIC_BYTES, Acl, Identity, to_canonical, to_device_form
+from auth.topics import MAX_TOPIC_BYTES
 from tests.auth.test_topics import LEVEL
 
 
@@ -64,3 +65,20 @@ def test_me_round_trip(rest: list[str], name: str) -> None:
     canonical = to_canonical(topic, name)
     assert canonical.startswith(f"devices/{name}")
     assert to_device_form(canonical, name) == topic
+
+
+def test_a_topic_too_long_in_one_of_its_forms_may_not_be_published() -> None:
+    """§1.5.3: a PUBLISH carries at most 65,535 bytes of topic. A device's own topic of that
+    length is longer as ``devices/<its name>/...``, and an application's ``devices/N/...`` is
+    up to 4 bytes longer as ``v1/devices/me/...``: either could never be delivered."""
+    device = Acl([]).for_identity(Identity("id-1", "dev-1"))
+    app = Acl([]).for_identity(Identity("app-id", "backend", application=True))
+    longest_me = "v1/devices/me/" + "x" * (MAX_TOPIC_BYTES - 14)
+    assert not device.can_publish(to_canonical(longest_me, "dev-1"))  # 65,537 bytes
+    request = "devices/a/rpc/request/"  # an application's, to device "a"
+    fits = request + "é" * ((MAX_CANONICAL_TOPIC_BYTES - len(request)) // 2) + "x"
+    assert len(fits.encode()) == MAX_CANONICAL_TOPIC_BYTES == 65_531
+    assert len(to_device_form(fits, "a").encode()) == MAX_TOPIC_BYTES
+    assert app.can_publish(fits)
+    assert not app.can_publish(fits + "x")
+    assert device.can_publish(to_canonical("v1/devices/me/" + "x" * 60_000, "dev-1"))

@@ -100,9 +100,15 @@ class Baseline:
         self.lingering: list[str] = []
 
     def settle(self) -> Census:
-        """Wait (bounded) for tasks and connections begun since the baseline, then count."""
-        self.lingering = self.broker.call(self._wait_for_newcomers(), timeout=3 * WAIT)
-        return self.broker.call(_count(self.broker))
+        """Wait (bounded) for tasks and connections begun since the baseline, then count, in
+        the same turn of the broker's loop as the last wait found nothing running (counted in
+        a later turn, a task a timer started meanwhile would count as a leak)."""
+        self.lingering, census = self.broker.call(self._settled(), timeout=3 * WAIT)
+        return census
+
+    async def _settled(self) -> tuple[list[str], Census]:
+        lingering = await self._wait_for_newcomers()
+        return lingering, _count(self.broker)
 
     def leaks(self) -> list[str]:
         """What grew since the baseline, once the broker has settled (empty: nothing)."""
@@ -154,10 +160,11 @@ async def _all_tasks() -> set[asyncio.Task[Any]]:
     return set(asyncio.all_tasks()) - {asyncio.current_task()}
 
 
-async def _count(broker: BrokerThread) -> Census:
+def _count(broker: BrokerThread) -> Census:
+    """Called in a task on the broker's loop, not counted."""
     engine = broker.running.broker
     return Census(
-        tasks=len(asyncio.all_tasks()) - 1,  # less this one
+        tasks=len(asyncio.all_tasks()) - 1,  # less the task counting
         sessions=len(engine.registry.sessions),
         live_peers=len(engine.live_peers()),
         tls_connections=len(broker.running.listener.protocols),

@@ -6,16 +6,19 @@ import pytest
 
 from broker.cluster.frames import (
     DIRECT,
+    LONGEST_READABLE,
     RELAYED,
     Routed,
     decode,
     encode,
     encode_barrier,
     from_key,
+    is_digest,
     to_key,
 )
 from broker.cluster.routes import RouteTable
 from broker.mqtt.properties import MAX_USER_PROPERTIES, Properties, Property, PropertyValue
+from broker.peer import store_key
 from broker.router import Message
 from nanoiot.errors import ClusterError
 
@@ -52,6 +55,28 @@ def test_the_cluster_id_and_route_revision_cross() -> None:
     encode(message, frame, NOW)
     (routed,) = decode(bytes(frame), NOW)
     assert (routed.message.id, routed.message.routed_at) == (message.id, message.routed_at)
+
+
+def test_groups_past_what_a_record_names_cross_as_one_message() -> None:
+    """A record names at most 65,535 bytes of groups (before: building the frame failed, and
+    each publisher of a message matching them was disconnected)."""
+    groups = [(f"g{n}" + "n" * 1000, "devices/#") for n in range(200)]  # 200 KB of names
+    frame = bytearray()
+    encode(Message("devices/a/t", b"1", 1, id=7), frame, NOW, groups=groups)
+    encode(Message("devices/b/t", b"2", 0), frame, NOW, plain=False, groups=groups[:1])
+    first, second = decode(bytes(frame), NOW)
+    assert (first.message.topic, first.message.payload, first.message.id) == (
+        "devices/a/t",
+        b"1",
+        7,
+    )
+    assert first.plain
+    assert first.groups == tuple(groups)
+    assert (second.message.topic, second.plain, second.groups) == (
+        "devices/b/t",
+        False,
+        (groups[0],),
+    )
 
 
 def test_a_record_for_one_session_names_it_and_no_group() -> None:
@@ -168,6 +193,34 @@ def test_keys_hold_any_filter_in_the_characters_kv_allows() -> None:
         assert from_key(key) == text
 
 
+def test_client_ids_that_look_alike_are_claimed_under_keys_of_their_own() -> None:
+    """A claim's key (``<cluster>_clients``) is its session key in base64url: ids a subject
+    or a case-folding encoding would merge stay apart."""
+    device = "0190d4a0-0000-7000-8000-000000000001"
+    ids = ["a.b", "a/b", "a_b", "a-b", "a=b", "A.b", "a b", "a*", "a>", "", "é", "e\u0301"]
+    keys = {to_key(store_key((device, client_id))) for client_id in ids}
+    assert len(keys) == len(ids)
+    assert all(from_key(key).partition("/")[2] in ids for key in keys)
+
+
+def test_a_text_too_long_for_a_nats_subject_is_keyed_by_its_digest() -> None:
+    """NATS closes a connection whose protocol line passes 4,096 bytes (max_control_line)."""
+    longest = "é" * (LONGEST_READABLE // 2)
+    assert from_key(to_key(longest)) == longest  # 2,048 characters: read back
+    longest_session = store_key(("0190d4a0-0000-7000-8000-000000000001", "\U0001f600" * 255))
+    assert from_key(to_key(longest_session)) == longest_session  # a claim is always read back
+    for text in ["x" * 65535, "\U0001f600" * 1024, longest + "a"]:
+        key = to_key(text)
+        assert is_digest(key)
+        assert len(key) == 44
+        assert set(key) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+        with pytest.raises(ValueError, match="its entry's value names the text"):
+            from_key(key)
+    assert to_key("x" * 65535) != to_key("x" * 65534)
+    assert not is_digest(to_key(""))
+    assert not is_digest(to_key(longest))
+
+
 def test_route_table_names_each_interested_member_once() -> None:
     table = RouteTable()
     table.add("b", "devices/#")
@@ -204,6 +257,22 @@ def test_shared_subscriptions_are_routes_of_their_own_by_group() -> None:
         ("workers", "devices/+/telemetry"),
         ("workers", "devices/#"),
     }
+
+
+def test_route_table_does_not_hold_the_long_topics_it_was_asked() -> None:
+    """The members of a topic are remembered, but not a topic of 64 KiB: 10,000 of 256 KiB
+    (max_packet_size) held 2.5 GB for a device publishing on that many."""
+    table = RouteTable()
+    table.add("b", "devices/#")
+    tracemalloc.start()
+    try:
+        for n in range(100):  # each message's topic is a string of its own
+            assert set(table.members_for(f"devices/{n}/" + "x" * 64 * 1024)) == {"b"}
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 256 * 1024, f"{held} bytes held for 100 topics of 64 KiB"
+    assert set(table.members_for("devices/1/telemetry")) == {"b"}  # short ones: remembered
 
 
 def test_route_table_answers_follow_routes_added_after_a_topic_was_asked() -> None:

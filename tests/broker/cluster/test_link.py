@@ -75,6 +75,23 @@ async def test_nothing_listening_is_unavailable_and_names_the_url(
     assert "secret" not in message
 
 
+async def test_a_packet_larger_than_nats_carries_is_refused_at_start(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """A message that cannot cross would fail its publisher at every send, and a retained
+    one would never reach the others (the shared NATS has the default 1 MiB max_payload)."""
+    settings = cluster_settings(max_packet_size=1024 * 1024)
+    with pytest.raises(ConfigError) as refused:
+        await ClusterLink.connect(settings)
+    assert str(refused.value) == (
+        "max_packet_size 1048576 does not fit in one NATS message (NATS nats://127.0.0.1:4222 "
+        "has max_payload 1048576, of which 1024 bytes frame it): lower max_packet_size, or "
+        "raise max_payload on the NATS servers"
+    )
+    joined = await ClusterLink.connect(cluster_settings(max_packet_size=1024 * 1023))
+    await joined.close()
+
+
 async def test_user_and_password(cluster_settings: Callable[..., Settings], tmp_path: Path) -> None:
     with private_nats("--user", "node", "--pass", "s3cret") as url:
         joined = await ClusterLink.connect(
