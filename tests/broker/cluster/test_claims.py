@@ -3,15 +3,13 @@ machine's NATS: the order in which a member reads the answer to its own compare-
 another member's take-over request does not decide which connection stays."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from broker.cluster.kv import KeyValue
-from broker.cluster.link import ClusterLink
 from broker.cluster.sessions import SessionClaims
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
@@ -20,6 +18,7 @@ from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
 from nanoiot.settings import Settings
+from tests.broker.cluster.joined import joined
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -68,15 +67,6 @@ class _Watched(SessionClaims):
         return await super()._close(payload, reply)
 
 
-@asynccontextmanager
-async def _member(settings: Settings) -> AsyncIterator[ClusterLink]:
-    link = await ClusterLink.connect(settings)
-    try:
-        yield link
-    finally:
-        await link.close()
-
-
 def _registry() -> Registry:
     store = MemorySessionStore()
     return Registry(LocalRouter(store, Limits(), BrokerMetrics()), store)
@@ -89,8 +79,8 @@ async def test_a_request_read_before_the_answer_to_the_own_claim_closes_that_cla
     that request before the answer to its own create. The request names A's claim: its
     connection is closed and the session is B's alone, not kept on both members."""
     async with (
-        _member(cluster_settings(node_name="a")) as link_a,
-        _member(cluster_settings(node_name="b")) as link_b,
+        joined(cluster_settings(node_name="a")) as link_a,
+        joined(cluster_settings(node_name="b")) as link_b,
     ):
         request_read = asyncio.Event()
         bucket_a = _AnswerHeld(await link_a.key_value("clients"), request_read)
@@ -129,8 +119,8 @@ async def test_a_take_over_request_carries_whether_the_connect_ends_the_session(
     (``BrokerSession.ends_with_connect``) to its connection's will, or to the will its
     session has waiting for its delay while its client is away."""
     async with (
-        _member(cluster_settings(node_name="a")) as link_a,
-        _member(cluster_settings(node_name="b")) as link_b,
+        joined(cluster_settings(node_name="a")) as link_a,
+        joined(cluster_settings(node_name="b")) as link_b,
     ):
         registry_a = _registry()
         session = registry_a.sessions[KEY] = BrokerSession(KEY, "sensor", persistent=persistent)

@@ -5,8 +5,7 @@ it stops taking frames), has its persistent sessions adopted; one that answers a
 keeps them."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from nats.aio.subscription import Subscription
 
@@ -23,6 +22,7 @@ from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
 from nanoiot.settings import Settings
 from nanoiot.tasks import cancel_and_wait
+from tests.broker.cluster.joined import joined
 
 WAIT = 10.0
 KEY = ("0190d4a0-0000-7000-8000-000000000001", "backend")
@@ -74,23 +74,14 @@ class _MemberA:
         return member == "a" and not self.back
 
 
-@asynccontextmanager
-async def _member(settings: Settings) -> AsyncIterator[ClusterLink]:
-    link = await ClusterLink.connect(settings)
-    try:
-        yield link
-    finally:
-        await link.close()
-
-
 async def _adopted_on_b(
     cluster_settings: Callable[..., Settings], *, stops: bool
 ) -> tuple[int, bytes, Registry]:
     """Member b adopts what a holds: how many sessions, the session's claim then, b's
     registry; a answered once meanwhile."""
     async with (
-        _member(cluster_settings(node_name="a")) as link_a,
-        _member(cluster_settings(node_name="b")) as link_b,
+        joined(cluster_settings(node_name="a")) as link_a,
+        joined(cluster_settings(node_name="b")) as link_b,
     ):
         bucket = await link_b.key_value("clients")
         await bucket.put(CLAIM, claim_value("a", clean=False))
