@@ -14,6 +14,7 @@ import pytest
 
 from tests.cluster.nodes import TELEMETRY, Cluster, cluster, heartbeat_runs, until_routed
 from tests.cluster.parking import (
+    MAX_PACKET_SIZE,
     adopter_of_a,
     check_numbers,
     collect,
@@ -62,7 +63,7 @@ def _set_up(nodes: Cluster, proxy: Proxy, heartbeat: float, late_death: bool = F
     (``late_death``: once NATS had a heartbeat of a's since, which b sees late). The
     device's client."""
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(heartbeat)
-    nodes.env["NANOIOT_MAX_PACKET_SIZE"] = str(1024 * 1024)
+    nodes.env["NANOIOT_MAX_PACKET_SIZE"] = str(MAX_PACKET_SIZE)
     sensor = nodes.device("sensor")
     nodes.application("backend")
     nodes.start("a")

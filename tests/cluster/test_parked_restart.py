@@ -15,6 +15,7 @@ import pytest
 
 from tests.cluster.nodes import TELEMETRY, cluster, until_routed
 from tests.cluster.parking import (
+    MAX_PACKET_SIZE,
     check_numbers,
     collect,
     large_payload,
@@ -40,7 +41,7 @@ IN_FLIGHT = 6
 def test_a_restarted_node_gets_what_is_still_parked_for_it_in_order(tmp_path: Path) -> None:
     with nats_proxy() as proxy, cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "5.0"  # restarted before taken gone
-        nodes.env["NANOIOT_MAX_PACKET_SIZE"] = str(1024 * 1024)
+        nodes.env["NANOIOT_MAX_PACKET_SIZE"] = str(MAX_PACKET_SIZE)
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.start("a")
