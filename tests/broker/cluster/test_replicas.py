@@ -5,8 +5,7 @@ server leading their stream; with one copy they do not. More copies than NATS ca
 the start in one line, on that cluster and on the machine's single server."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 from nanoiot.settings import Settings
+from tests.broker.cluster.joined import joined
 from tests.natsserver import NATS_URL, NatsCluster, nats_cluster
 
 WAIT = 10.0
@@ -52,15 +52,6 @@ def on_servers(servers: NatsCluster, tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**(values | overrides))
 
     return make
-
-
-@asynccontextmanager
-async def joined(settings: Settings) -> AsyncIterator[ClusterLink]:
-    link = await ClusterLink.connect(settings)
-    try:
-        yield link
-    finally:
-        await link.close()
 
 
 async def stream_info(urls: str, stream: str) -> api.StreamInfo:
