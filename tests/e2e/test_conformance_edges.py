@@ -143,6 +143,21 @@ def test_a_bad_fixed_header_is_answered_as_mosquitto_answers_it(
     raw.close()
 
 
+def test_a_publish_with_packet_identifier_0_is_disconnect_0x82(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    # [MQTT-2.3.1-1]: the id parses, its value is not allowed: a Protocol Error (5.0 §1.2),
+    # as Mosquitto's DISCONNECT says too (0x81 is for a packet that cannot be parsed).
+    raw, connack = _connect(broker, tmp_path, "packet-id-0")
+    assert connack is not None
+    raw.send(encode(Publish(TELEMETRY, b"x", 1, packet_id=0), MQTT_5))
+    packet = raw.read()
+    assert isinstance(packet, Disconnect)
+    assert packet.code == 0x82
+    assert raw.read() is None
+    raw.close()
+
+
 def test_a_5_0_connect_with_an_empty_will_topic_gets_connack_0x82(
     broker: BrokerThread, tmp_path: Path
 ) -> None:
