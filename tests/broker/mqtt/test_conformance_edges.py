@@ -57,7 +57,7 @@ def _accept(connection: Connection, assigned: str | None = "auto-1") -> list[obj
     ],
 )
 def test_a_topic_alias_of_0_is_0x94(properties: Properties, where: str) -> None:
-    # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not an alias; Mosquitto disconnects with 0x94 (not 0x82).
+    # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not an alias: 0x94, as for one above the maximum.
     for topic in ("t", ""):
         connection = _connect(1000)
         _accept(connection)
