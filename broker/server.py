@@ -119,6 +119,8 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
         max_topic_levels=settings.max_topic_levels,
+        max_share_name_length=settings.max_share_name_length,
+        max_shared_subscription_bytes=settings.max_shared_subscription_bytes,
         max_sessions_per_device=settings.max_sessions_per_device,
         limits=limits,
         retain=retain,

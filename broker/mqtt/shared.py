@@ -29,6 +29,12 @@ Rank = Callable[[S, Subscription], int | None]
 _AS_GROUP = Subscription(0)  # a group's entry in the trie: the options are the members'
 
 
+def naming(name: str, topic_filter: str) -> int:
+    """Bytes that name a group: its share name, a '/', its filter (UTF-8), and a separator
+    (as a cluster's frames name it: ``broker.cluster.frames``)."""
+    return len(name.encode()) + len(topic_filter.encode()) + 2
+
+
 class SharedGroup(Generic[S]):
     """The members of one shared subscription, with their options, and whose turn it is."""
 
@@ -102,6 +108,7 @@ class SharedSubscriptions(Generic[S]):
         self._trie: SubscriptionTrie[SharedGroup[S]] = SubscriptionTrie()
         # (share name, topic filter) -> group; the router tests it for emptiness per message.
         self.groups: dict[tuple[str, str], SharedGroup[S]] = {}
+        self.named = 0  # bytes of the groups' names (``naming``), which the broker bounds
         self._count = 0
 
     def __len__(self) -> int:
@@ -114,6 +121,7 @@ class SharedSubscriptions(Generic[S]):
         if group is None:
             group = self.groups[(name, topic_filter)] = SharedGroup(name, topic_filter)
             self._trie.add(topic_filter, group, _AS_GROUP)
+            self.named += naming(name, topic_filter)
         new = group.add(member, subscription)
         self._count += new
         return new
@@ -127,6 +135,7 @@ class SharedSubscriptions(Generic[S]):
         if not group.members:
             del self.groups[(name, topic_filter)]
             self._trie.remove(topic_filter, group)
+            self.named -= naming(name, topic_filter)
         return True
 
     def group(self, name: str, topic_filter: str) -> SharedGroup[S] | None:

@@ -76,7 +76,7 @@ def test_shared_subscriptions_past_what_a_record_names_get_their_messages(tmp_pa
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.start("a")
-        nodes.start("b")
+        nodes.start("b", NANOIOT_MAX_SHARE_NAME_LENGTH="1000")  # past the default 128
         watcher = nodes.connect("b", app="backend", client_id="watcher")
         assert watcher.subscribe("devices/+/telemetry", qos=1) == [1]
         backend = nodes.connect("b", app="backend", client_id="backend")
