@@ -19,8 +19,8 @@ from broker.mqtt.packets import (
 )
 from broker.mqtt.shared import naming
 from tests.e2e.harness import BrokerThread
+from tests.e2e.limited_fleet import Fleet
 from tests.e2e.peers import Raw
-from tests.e2e.test_limits import Fleet
 
 RPC = "v1/devices/me/rpc/request/+"  # the device's own: its ACL lets it subscribe
 CANONICAL = "devices/greedy/rpc/request/+"  # as the broker keeps it
