@@ -22,7 +22,7 @@ from broker.mqtt.limits import Limits
 from broker.registry import Registry
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter
-from broker.session_store import MemorySessionStore
+from broker.session_store import MemorySessionStore, SessionStore
 from nanoiot.members import Figures
 from nanoiot.settings import Settings
 from tests.broker.cluster.joined import joined
@@ -55,10 +55,10 @@ async def _listened(survivor: NATS, subject: str) -> bool:
     return True
 
 
-async def _started(link: ClusterLink) -> ClusterRouter:
+async def _started(link: ClusterLink, store: SessionStore | None = None) -> ClusterRouter:
     """Member ``link``'s router, started as a node starts it, with its heartbeat, and its
-    sessions restored (none)."""
-    store = MemorySessionStore()
+    sessions (in ``store``) restored: none."""
+    store = store or MemorySessionStore()
     local = LocalRouter(store, Limits(), BrokerMetrics())
     router = ClusterRouter(local, link, store, MIB, handover_window=WINDOW)
     registry = Registry(router, store)
@@ -81,6 +81,19 @@ def _asked_as_it_leaves(bucket: KeyValue, survivor: NATS, subject: str) -> list[
 
     bucket.delete = asking_first  # type: ignore[method-assign]
     return asked
+
+
+class _Committing(MemorySessionStore):
+    """A store with writes of the member's sessions still to commit as it stops: ``flush``
+    returns once the test says they are (``committed``)."""
+
+    def __init__(self) -> None:
+        self.flushing = asyncio.Event()
+        self.committed = asyncio.Event()
+
+    async def flush(self) -> None:
+        self.flushing.set()
+        await self.committed.wait()
 
 
 async def test_a_member_stopping_cleanly_stops_listening_before_it_leaves(
@@ -115,3 +128,24 @@ async def test_a_survivor_that_sees_a_member_leave_finds_nobody_listening_for_it
         await watcher.stop()  # type: ignore[no-untyped-call]
         await stopping
         assert answers == [False]
+
+
+async def test_a_member_stopping_cleanly_leaves_once_its_sessions_are_committed(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """The survivor that adopts its sessions once it sees it gone reads them from the
+    store: not before what they wrote is there."""
+    store = _Committing()
+    async with joined(cluster_settings(node_name="a")) as link, _survivor() as survivor:
+        router = await _started(link, store)
+        members = router.members
+        assert members is not None
+        subject = router.forwarder.subject(link.member)
+        asked = _asked_as_it_leaves(members.bucket, survivor, subject)
+        stopping = asyncio.create_task(router.stop())
+        async with asyncio.timeout(WAIT):
+            await store.flushing.wait()
+        assert asked == [], "it left before its sessions were committed"
+        store.committed.set()
+        await stopping
+        assert asked == [False]
