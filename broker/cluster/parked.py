@@ -163,15 +163,19 @@ class ParkedFrames:
             await asyncio.sleep(PURGE_RETRY)
         return True
 
-    async def purge(self, member: str) -> None:
-        """Drop ``member``'s parked frames (its sessions were all taken and replayed), once
-        nobody pins them; given up, the frames left to their age, after ``PINNED_FOR``."""
+    async def purge(self, member: str, through: int) -> None:
+        """Drop ``member``'s parked frames up to stream sequence ``through``, the last one a
+        replay read (its sessions were all taken and given them), once nobody pins them;
+        given up, the frames left to their age, after ``PINNED_FOR``. Frames parked after
+        it stay: the replay did not give them (parked once its reading ended, for the
+        member's next absence), and whoever reads them next does."""
         if not await self.unpinned(member, "purged"):
             log.warning("parked frames of member %s not purged: still read", member)
             return
         with nats_errors(f"purging {self.name} of member {member}"):
-            await self._js.purge_stream(self.name, subject=self.subject(member))
-        log.info("parked frames of member %s purged", member)
+            # JetStream purges the subject's messages below ``seq``, the later ones kept.
+            await self._js.purge_stream(self.name, seq=through + 1, subject=self.subject(member))
+        log.info("parked frames of member %s purged up to sequence %d", member, through)
 
 
 class Reader:

@@ -31,7 +31,9 @@ parked, and routed to it directly once the others' tables show its new member's 
 5. Frames parked later (copies of messages routed with tables that also showed the session
    here, or from a member given up in step 4) are read for ``cluster_handover_window``
    seconds more and given unless the session had them; the adopter and the restarted
-   member then purge the gone member's parked frames, once no other member reads them.
+   member then purge the gone member's parked frames they read, once no other member
+   reads them. Not those parked since: the member may be away again by then (a stopped
+   process run again after its replay's window), and its next replay gives them.
 
 A replay pins the frames it reads from its start to its end (``broker.cluster.parked``); a
 client's taking pins them before its claim (``pin_taken``), so that an adopter that finds
@@ -257,14 +259,14 @@ class Replays:
                 awaited = self._ask(gone, await self._visible(sessions, gone))
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
-                await self._catch_up(reader, last, by_key, awaited)
+                read = await self._catch_up(reader, last, by_key, awaited)
                 released = True
                 self._caught_up(sessions, caught_up)
-                await self._follow(reader, by_key)
+                read = await self._follow(reader, by_key, read)
             unpinned, pin = pin, None
             await self.parked.unpin(unpinned)  # before the purge: no purger waits for another
-            if purge:
-                await self.parked.purge(gone)
+            if purge and read:  # what it read only: later frames are for a later absence
+                await self.parked.purge(gone, read)
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
@@ -300,9 +302,9 @@ class Replays:
         last: int,
         sessions: dict[SessionKey, BrokerSession],
         awaited: Awaited | None,
-    ) -> None:
+    ) -> int:
         """Step 4: the frames parked up to sequence ``last``, then up to each ``awaited``
-        barrier, given (held)."""
+        barrier, given (held); the sequence of the last one read (0: none)."""
         count, sequence, frame_read = 0, 0, False
         while True:
             now = self._loop.time()
@@ -332,14 +334,20 @@ class Replays:
                 awaited.give_up(self._loop.time(), grace=READ_WITHIN)
         if count:
             log.info("%d parked frames given to %d taken sessions", count, len(sessions))
+        return sequence
 
-    async def _follow(self, reader: Reader, sessions: dict[SessionKey, BrokerSession]) -> None:
-        """Step 5: frames parked later, for ``window`` seconds."""
+    async def _follow(
+        self, reader: Reader, sessions: dict[SessionKey, BrokerSession], read: int
+    ) -> int:
+        """Step 5: frames parked later, for ``window`` seconds; the sequence of the last
+        one read, ``read`` if none."""
         deadline = self._loop.time() + self.window
         while (left := deadline - self._loop.time()) > 0:
             got = await reader.next(left)
             if got is not None:
+                read = got[0]
                 self._give(got[1], sessions)
+        return read
 
     def _give(
         self,

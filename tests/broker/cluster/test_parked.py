@@ -43,7 +43,7 @@ async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
 
         forwarder.unpark("dead")  # back: nothing queued, so at once
         assert forwarder.parked == set()
-        await parked.purge("dead")
+        await parked.purge("dead", await parked.last("dead"))
         assert await parked.last("dead") == 0
 
 

@@ -1,6 +1,7 @@
 """Purging a gone member's parked frames on the machine's NATS: a purge waits while another
 member pins them (it took one of the gone member's sessions and is still to read them for
-it), and drops them once nobody does (``broker.cluster.parked``)."""
+it), and drops them once nobody does (``broker.cluster.parked``); a replay purges only what
+it read (``broker.cluster.replay``)."""
 
 import asyncio
 import logging
@@ -11,7 +12,12 @@ import pytest
 from broker.cluster.forward import Forwarder
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
-from broker.router import Message
+from broker.cluster.replay import Replays
+from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.router import LocalRouter, Message
+from broker.session_store import MemorySessionStore
 from nanoiot.settings import Settings
 from tests.broker.cluster.parking import parked_payloads
 from tests.logwatch import attached
@@ -21,15 +27,20 @@ FRAMES = 5
 
 
 class _Purging(logging.Handler):
-    """Set once a purge of parked frames logged what it did: purged, or waits."""
+    """Set once a purge of parked frames logged what it did: purged, or waits (``seen``);
+    purged (``done``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen = asyncio.Event()
+        self.done = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "purged" in record.getMessage():
+        message = record.getMessage()
+        if "purged" in message:
             self.seen.set()
+            if "readers are done" not in message:
+                self.done.set()
 
 
 @pytest.fixture
@@ -38,13 +49,14 @@ def purging() -> Iterator[_Purging]:
         yield handler
 
 
-async def _park(link: ClusterLink, parked: ParkedFrames, member: str) -> None:
-    """``FRAMES`` frames parked for ``member``, nobody listening for it."""
+async def _park(link: ClusterLink, parked: ParkedFrames, member: str, first: int = 0) -> None:
+    """``FRAMES`` frames parked for ``member``, nobody listening for it, numbered from
+    ``first``."""
     forwarder = Forwarder(link, 8 * 1024 * 1024, lambda _member: None)
     forwarder.parking = parked
     await forwarder.start()
     try:
-        for number in range(FRAMES):
+        for number in range(first, first + FRAMES):
             confirmed = forwarder.forward([member], Message("t", b"%d" % number, 1), [member], {})
             assert confirmed is not None
             await asyncio.sleep(0)  # the turn ends: the frame leaves
@@ -68,7 +80,7 @@ async def test_a_purge_waits_until_no_other_member_pins_the_frames(
         pin = await parked_c.pin("a")
         assert await parked_b.pins("a") == {pin}  # seen from any member
 
-        purge = asyncio.create_task(parked_b.purge("a"))
+        purge = asyncio.create_task(parked_b.purge("a", await parked_b.last("a")))
         await asyncio.wait_for(purging.seen.wait(), WAIT)  # it looked at the pins
         assert await parked_payloads(parked_c, "a") == [b"%d" % n for n in range(FRAMES)]
         assert not purge.done()
@@ -93,10 +105,41 @@ async def test_pins_are_per_member_and_a_purge_without_any_is_at_once(
         await parked.start()
         await _park(link, parked, "a")
         other = await parked.pin("d")
-        await asyncio.wait_for(parked.purge("a"), WAIT)
+        await asyncio.wait_for(parked.purge("a", await parked.last("a")), WAIT)
         assert await parked.last("a") == 0
         await parked.unpin(other)
         await parked.unpin(other)  # gone already
         assert await parked.pins("d") == set()
     finally:
         await link.close()
+
+
+async def test_a_replay_purges_only_the_frames_it_read(
+    cluster_settings: Callable[..., Settings], purging: _Purging
+) -> None:
+    """Member a's replay of what b parked for it while it was away (at its start, or back
+    from fencing) purges what it read once nobody pins it. Frames b parks for a after that
+    replay's reading ended (a away again: a process stopped and run again, its replay's
+    purge due as it runs) are not the replay's: they stay, for a's next replay to give its
+    sessions, never dropped unread (their publishers were acknowledged)."""
+    link_a = await ClusterLink.connect(cluster_settings(node_name="a"))
+    link_b = await ClusterLink.connect(cluster_settings(node_name="b"))
+    parked_a, parked_b = ParkedFrames(link_a, 1024 * 1024), ParkedFrames(link_b, 1024 * 1024)
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    announcer = RouteAnnouncer(await link_a.key_value(BUCKET), "a", RouteTable())
+    replays = Replays(parked_a, announcer, local, window=0.5)
+    try:
+        await parked_b.start()
+        await _park(link_b, parked_b, "a")
+        pin = await parked_b.pin("a")  # b reads them too: a's purge waits for it
+        replays.start("a", [], purge=True)
+        await asyncio.wait_for(purging.seen.wait(), WAIT)  # read, its window over
+        await _park(link_b, parked_b, "a", first=FRAMES)  # a away again
+        await parked_b.unpin(pin)
+        await asyncio.wait_for(purging.done.wait(), WAIT)
+        later = [b"%d" % n for n in range(FRAMES, 2 * FRAMES)]
+        assert await parked_payloads(parked_b, "a") == later
+    finally:
+        await replays.stop()
+        await link_a.close()
+        await link_b.close()
