@@ -47,6 +47,9 @@ class BrokerConfig:
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
     max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
+    max_share_name_length: int = 128  # characters of a shared subscription's share name
+    max_shared_subscription_bytes: int = 256 * 1024  # of the groups' names (SharedSubscriptions)
+    max_shared_subscription_bytes_per_device: int = 16 * 1024  # of those its sessions are in
     max_sessions_per_device: int | None = None
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
@@ -82,6 +85,7 @@ class Broker:
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local
+        self.shared = local.shared  # this process's shared subscriptions (their bounds)
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
         self.retained = RetainedStore(self.config.retain)

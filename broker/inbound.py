@@ -44,6 +44,7 @@ from broker.mqtt.expiry import deadline
 from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
 from broker.mqtt.session import Outgoing, Subscription
+from broker.mqtt.shared import naming
 from broker.peer import Peer
 from broker.router import Message
 from broker.will_routing import route_will
@@ -212,6 +213,9 @@ def _subscribe_one(
         broker.metrics.count_limit("max_topic_levels")
         client.log_denied(f"subscribe (max_topic_levels {levels}) to", written)
         return Reason.QUOTA_EXCEEDED
+    refusal = _shared_refusal(client, key, written)
+    if refusal is not None:
+        return refusal
     new = key not in session.subscriptions
     if new:
         limit = broker.config.max_subscriptions
@@ -229,6 +233,48 @@ def _subscribe_one(
     if session.persistent:
         broker.store.subscribe(session, key, sub)
     return key, sub, new
+
+
+def _shared_refusal(client: "MqttClient", key: str, written: str) -> int | None:
+    """The reason code refusing a shared subscription past its bounds, or None. Each message
+    another node of a cluster routes here names every group it is for, and one NATS message
+    must hold them (``broker.cluster.frames``): a share name is bounded, and so are the bytes
+    naming the groups this process holds (a member joining a group adds none), and of those
+    the groups one device's sessions are in, so that one device cannot take them all."""
+    shared = split_shared(key)
+    if shared is None:
+        return None
+    broker, session, (name, topic_filter) = client.broker, client.session, shared
+    assert session is not None
+    config, groups, naming_it = broker.config, broker.shared, naming(name, topic_filter)
+    if _long_share_name(client, key):
+        limit, value = "max_share_name_length", config.max_share_name_length
+        refusal = int(Reason.TOPIC_FILTER_INVALID)  # 5.0 §3.9.3: well formed, not here
+    elif (
+        not groups.holds(session.device_id, name, topic_filter)
+        and groups.named_by(session.device_id) + naming_it
+        > config.max_shared_subscription_bytes_per_device
+    ):
+        limit = "max_shared_subscription_bytes_per_device"
+        value, refusal = config.max_shared_subscription_bytes_per_device, int(Reason.QUOTA_EXCEEDED)
+    elif (
+        groups.group(name, topic_filter) is None
+        and groups.named + naming_it > config.max_shared_subscription_bytes
+    ):
+        limit, value = "max_shared_subscription_bytes", config.max_shared_subscription_bytes
+        refusal = int(Reason.QUOTA_EXCEEDED)
+    else:
+        return None
+    broker.metrics.count_limit(limit)
+    broker.metrics.subscriptions_denied += 1
+    client.log_denied(f"subscribe ({limit} {value}) to", written)
+    return refusal
+
+
+def _long_share_name(client: "MqttClient", key: str) -> bool:
+    """Whether ``key`` is a shared subscription whose share name is past its bound."""
+    shared = split_shared(key)
+    return shared is not None and len(shared[0]) > client.broker.config.max_share_name_length
 
 
 def _filter_problem(written: str, key: str, canonical: str, *, checked: bool = False) -> str | None:
@@ -280,7 +326,7 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
             if session.persistent:
                 broker.store.unsubscribe(session, key)
             codes.append(Reason.SUCCESS)
-        elif _filter_problem(topic_filter, key, canonical) is not None:
+        elif _long_share_name(client, key) or _filter_problem(topic_filter, key, canonical):
             # 5.0 §3.11.3: 0x8F, as SUBACK answers the same filter (§3.9.3). Filters that
             # break §4.7.1 (5.0: or §4.8.2) closed the connection already.
             codes.append(Reason.TOPIC_FILTER_INVALID)

@@ -94,7 +94,7 @@ class ClusterView(Protocol):
         """The name of the member the admin runs beside (a node, or a workers' supervisor)."""
 
     def members(self) -> list[Member]:
-        """The live members, by name."""
+        """The live members, by name, each saying whether it is fenced off (``fenced``)."""
 
     async def connections(self, device_ids: Collection[str]) -> Mapping[str, list[tuple[str, str]]]:
         """Of ``device_ids``, those with live connections: device id -> (member, client id)

@@ -120,6 +120,20 @@ class Settings(BaseModel):
     # §4.7.1): each costs a trie node, about 230 bytes. Past it a filter is refused (SUBACK
     # 0x80, MQTT 5 0x97) and a retained message delivered but not kept.
     max_topic_levels: int = Field(128, ge=1, le=32_768)
+    # Characters of a shared subscription's share name ($share/{name}/{filter}, MQTT 5.0
+    # §4.8.2); a longer one is refused (SUBACK 0x80, MQTT 5 0x8F).
+    max_share_name_length: int = Field(128, ge=1, le=1024)
+    # Bytes (UTF-8) of the share names and filters of the distinct shared subscriptions one
+    # broker process holds, one more byte each: in a cluster each message another node routes
+    # here names every one it matches, in one NATS message. Past it a new shared subscription
+    # is refused (SUBACK 0x80, MQTT 5 0x97); joining one that exists is not. In a cluster
+    # max_packet_size plus this must fit NATS's max_payload (a node refuses to start).
+    max_shared_subscription_bytes: int = Field(256 * 1024, ge=0)
+    # Of those bytes, what the groups one device's (or application's) sessions are in may
+    # take, each group counted once (until the last of its sessions leaves it), so that one
+    # device cannot take them all and leave the others none. Past it the device cannot make
+    # or join one more (SUBACK 0x80, MQTT 5 0x97).
+    max_shared_subscription_bytes_per_device: int = Field(16 * 1024, ge=0)
     # Topic filters one SUBSCRIBE / UNSUBSCRIBE may carry; the rest are refused (SUBACK 0x80,
     # MQTT 5 0x97; MQTT 5 UNSUBACK 0x83; an MQTT 3.1/3.1.1 UNSUBSCRIBE past it is closed).
     max_filters_per_subscribe: int = Field(100, ge=1, le=65535)

@@ -118,3 +118,8 @@ def revocation_list(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
         )
     return builder.sign((signer or ca).key, hashes.SHA256())
+
+
+def crl_of(ca: Issued, *serials: int, signer: Issued | None = None) -> bytes:
+    """A CRL naming ``ca`` as issuer, signed by ``signer`` (default: ``ca`` itself), in DER."""
+    return revocation_list(ca, *serials, signer=signer).public_bytes(Encoding.DER)

@@ -46,14 +46,14 @@ again it fences itself off before it routes anything (``broker.cluster.fence``):
 frame it had not routed is routed once, by whoever takes the session; QoS 1 may come twice,
 QoS 2 not.
 
-A member stopping cleanly stops taking frames before its forwarder's sender stops
-(``ClusterRouter.stop``; its members entry is deleted earlier, so a survivor may find it still
-answering and asks again, ``broker.cluster.silence``): NATS then answers that nobody listens
-for those sent after, and their senders park them at once. ``stop`` answers the frames it took
-before: it waits for the answers still pending (``reply_when``) and sends what is queued,
-within ``CONFIRM_WITHIN`` seconds (their senders' limit), before its sender stops. Otherwise a
-frame routed then would go unanswered: its sender would wait for a probe (``PROBE_AFTER``) and
-park it, to be routed again by whoever takes the sessions.
+A member stopping cleanly stops taking frames before its forwarder's sender stops, and
+deletes its members entry only after both (``ClusterRouter.stop``: a survivor that sees it
+gone finds nobody listening, ``broker.cluster.silence``): NATS answers that nobody listens for
+the frames sent after it stopped taking them, and their senders park them at once. ``stop``
+answers the frames it took before: it waits for the answers still pending (``reply_when``)
+and sends what is queued, within ``CONFIRM_WITHIN`` seconds (their senders' limit), before
+its sender stops. Otherwise a frame routed then would go unanswered: its sender would wait
+for a probe (``PROBE_AFTER``) and park it, to be routed again by whoever takes the sessions.
 """
 
 import asyncio

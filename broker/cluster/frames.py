@@ -14,9 +14,13 @@ byte). Each record is::
 "plain subscribers": the receiver gives the message to its subscriptions without
 ``$share``; ``groups`` names the shared subscriptions the sender chose the receiver for, as
 ``{share name}/{filter}`` joined by NUL (which MQTT strings never hold, §1.5.3). Groups past
-the 65,535 bytes the field holds (an application may hold hundreds of shared subscriptions with
-names of a thousand characters, all matching ``devices/#``) follow in records of the same
-message marked "more groups", which ``decode`` gives as one. Topics are
+the 65,535 bytes the field holds (an application may hold hundreds of shared subscriptions,
+all matching ``devices/#``) follow in records of the same message marked "more groups",
+which ``decode`` gives as one; such a record holds its groups only (no topic, payload or
+properties: the receiver takes nothing else from it, earlier versions neither), so that a
+message with many groups does not repeat its payload. What one member's groups may name is
+bounded (``max_shared_subscription_bytes``, checked against NATS's max_payload at start:
+``broker.cluster.link``), so a message's records always fit one NATS message. Topics are
 the broker's canonical form. A message expiry (MQTT 5 §3.3.2.3.3) crosses as the time
 left, since each process has its own clock; the publisher's interval stays in the
 properties, which tells a lifetime of 0 (``broker.mqtt.expiry``) from one that ran out. The
@@ -57,7 +61,7 @@ from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = [
     "DIRECT", "FRAMING", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
-    "encode_barrier", "from_key", "is_digest", "to_key",
+    "encode_barrier", "from_key", "groups_room", "is_digest", "to_key",
 ]  # fmt: skip
 
 _HEADER: Final = struct.Struct(">BHIHIIQQ")
@@ -70,6 +74,9 @@ _BARRIER_BIT: Final = 0x20
 _RELAYED_BIT: Final = 0x40
 _MORE_BIT: Final = 0x80
 _MOST_NAMED: Final = 0xFFFF  # bytes of a record's groups (its length field has 2)
+# Bytes naming one group, at most: a subscription's filter ($share/{name}/{filter}) is at most
+# 1,024 characters (``storage.models``), of 4 bytes at most, and a NUL.
+_LONGEST_NAMING: Final = 4 * 1024 + 1
 # Bytes of a NATS message beyond one MQTT packet's content: a record's header, a retained
 # message's owner (``broker.cluster.forward``, ``broker.cluster.retained``).
 FRAMING: Final = 1024
@@ -118,21 +125,32 @@ def encode(
     left = (
         _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
     )
-    for named in chunks:
-        into += _HEADER.pack(
-            flags, len(topic), len(message.payload), len(named), len(properties), left,
-            message.id, message.routed_at,
-        )  # fmt: skip
-        into += topic
-        into += message.payload
+    first, *more = chunks
+    into += _HEADER.pack(
+        flags, len(topic), len(message.payload), len(first), len(properties), left,
+        message.id, message.routed_at,
+    )  # fmt: skip
+    into += topic
+    into += message.payload
+    into += first
+    into += properties
+    flags = (flags & ~_PLAIN_BIT) | _MORE_BIT
+    for named in more:  # more groups only: what else they would hold is the record's before
+        into += _HEADER.pack(flags, 0, 0, len(named), 0, _NO_EXPIRY, message.id, 0)
         into += named
-        into += properties
-        flags = (flags & ~_PLAIN_BIT) | _MORE_BIT  # the next records: more groups only
+
+
+def groups_room(named: int) -> int:
+    """Bytes the records of one message take beyond its first record's header, topic, payload
+    and properties when ``named`` bytes name its groups (a NUL after each): the names, and
+    the headers of the records of more groups (each holds at least ``_MOST_NAMED`` bytes
+    less one name's longest)."""
+    return named + named // (_MOST_NAMED - _LONGEST_NAMING) * _HEADER.size
 
 
 def _chunked(names: list[bytes]) -> list[bytes]:
     """Group names joined by NUL, in pieces of at most ``_MOST_NAMED`` bytes (at least one;
-    a name is at most 4,096 bytes: ``MQTT_TOPIC_FILTER_MAX`` characters)."""
+    a name is at most ``_LONGEST_NAMING`` bytes)."""
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = -1

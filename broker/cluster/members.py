@@ -4,7 +4,7 @@ Each member (node or worker) writes its entry (``nanoiot.members.Member``: name,
 time, figures) under its name every ``cluster_heartbeat_interval`` seconds, and watches the
 bucket. A member is live while its entry keeps being rewritten. It is gone when:
 
-- its entry is deleted (it stopped cleanly: ``stop``);
+- its entry is deleted (it stopped cleanly: ``leave``, once it no longer takes frames);
 - its entry was not rewritten for ``MISSED_BEATS`` of its intervals, timed on this member's
   own clock from the writes it saw (hosts' clocks differ, so never from the entry's content;
   NATS 2.9 also sends no event when the bucket's age removes an entry);
@@ -147,8 +147,12 @@ class MemberRegistry:
         if self._figures is not None:
             self._tasks.append(loop.create_task(self._beat(), name="cluster heartbeat"))
 
-    async def stop(self) -> None:
-        """Leave: the others see this member gone at once (its entry deleted)."""
+    async def stop(self, *, leave: bool = True) -> None:
+        """No more heartbeats, nor following the others; ``leave``: the others see this
+        member gone at once (its entry deleted). A member stopping cleanly leaves later
+        (``leave``), once it stopped taking frames and answered those it took, so that a
+        survivor that sees it gone finds nobody listening for it (``ClusterRouter.stop``,
+        ``broker.cluster.silence``)."""
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,9 +160,15 @@ class MemberRegistry:
         self._tasks = []
         if self._watch is not None:
             await self._watch.stop()
+            self._watch = None
         for timer in self._deadlines.values():
             timer.cancel()
         self._deadlines.clear()
+        if leave:
+            await self.leave()
+
+    async def leave(self) -> None:
+        """Delete this member's entry: the others take it as gone at once."""
         if self._figures is not None:
             try:
                 await self.bucket.delete(self.name)

@@ -17,6 +17,7 @@ levels), and ``#`` also matches its parent level. The measured cost is in docs/s
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -179,23 +180,41 @@ class ClusterRouter:
         return live | self.table.members()
 
     async def stop(self) -> None:
+        """Leave the cluster in an order that no survivor can catch half-way: its heartbeat
+        stops, it stops taking frames (NATS answers their senders that nobody listens, and
+        they park them), routes and answers those NATS sent it before, its store commits
+        what its sessions wrote, and only then it deletes its members entry. A survivor that
+        sees it gone (the entry deleted) and asks whether anything listens for it
+        (``broker.cluster.silence``) finds nobody, and adopts its persistent sessions at once,
+        as this member left them."""
         if self.handovers is not None:
             await self.handovers.stop()
         if self.replays is not None:
             await self.replays.stop()
         if self.wills is not None:  # its connections closed: their wills' entries go first
             await self.wills.settle(_SETTLE_WITHIN)
-        if self.members is not None:
-            await self.members.stop()
-            self.members = None
-        if self.wills is not None:
+        members, self.members = self.members, None
+        if members is not None:  # its entry stays until it answered what it took
+            await members.stop(leave=False)
+        if self.wills is not None:  # no departure of another member starts here now
             await self.wills.stop()
         await self.frames_in.stop()  # routed first: what NATS sent
         await self.forwarder.stop()  # answers the frames taken (``broker.cluster.forward``)
+        if members is not None:
+            await self._committed()
+            await members.leave()
         if self.announcer is not None:
             await self.announcer.stop()
         if self.retained is not None:
             await self.retained.stop()
+
+    async def _committed(self) -> None:
+        """Wait, at most ``_SETTLE_WITHIN`` seconds, until the store committed what this
+        member's sessions wrote (their clients closed, their frames routed): the survivor that
+        adopts them once it sees this member gone reads them there (``SessionClaims.adopt``)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_SETTLE_WITHIN):
+                await self.store.flush()
 
     def collector(self) -> ClusterCollector:
         """This member's cluster figures for ``/metrics``."""

@@ -3,9 +3,10 @@ adopts its sessions (``SessionClaims.adopt``).
 
 Silent is not always dead: a member whose process stalls (starved of CPU, paused) still has
 its NATS subscriptions, and would keep the sessions it holds in memory. Nor is an answer a
-sign of life to come: a member stopping cleanly deletes its members entry, then routes and
-answers the frames NATS had sent it before it stops listening (``ClusterRouter.stop``), so a
-survivor may ask in between, get an answer, and see nobody listen a moment later.
+sign of life to come. A member stopping cleanly stops listening and answers the frames NATS
+had sent it before it deletes its members entry (``ClusterRouter.stop``), so a survivor that
+sees it gone finds nobody listening; but one of an earlier version deleted its entry first,
+and a survivor asking in between got an answer and saw nobody listen a moment later.
 
 So the one rule, whatever the interleaving: the member is asked again every ``ADOPT_RETRY``
 seconds for as long as anything listens on its subject (it answers, or NATS still has its

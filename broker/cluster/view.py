@@ -1,5 +1,6 @@
 """The cluster as the admin surfaces see it (``nanoiot.members.ClusterView``): the live
-members from the members bucket, and where a device is connected, asked of the members.
+members from the members bucket (each says whether it is fenced off), and where a device is
+connected, asked of the members.
 
 Where a device is connected is asked, not read from the claims bucket
 (``<cluster>_clients``): a claim names the member that holds a session, connected or not
@@ -66,7 +67,14 @@ class ClusterAdminView:
         return self._link.member
 
     def members(self) -> list[Member]:
-        return self._members.live()
+        """The live members, by name; this member as it is now while it is fenced off: cut
+        off from NATS it sees none of its own heartbeats, so its last entry ages out of what
+        it reads of the bucket, though it still runs (and serves this view)."""
+        live = self._members.live()
+        if not self._members.fenced:
+            return live
+        me = self._members.me()
+        return sorted([m for m in live if m.name != me.name] + [me], key=lambda m: m.name)
 
     async def connections(self, device_ids: Collection[str]) -> Mapping[str, list[tuple[str, str]]]:
         asked = sorted(device_ids)[:_MAX_ASKED]

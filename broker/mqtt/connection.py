@@ -324,7 +324,9 @@ class Connection(Intake):
                 self._completed(packet_id, 2, events)
             return
         if message is None or message.qos != 2:
-            self._ack(Pubrel, packet_id, message is None)
+            # No QoS 2 message has this id: 5.0 §3.6.2.1, 0x92 "Packet Identifier not found",
+            # also when a QoS 1 message has it (a PUBREL of 0x00 would claim a flow it is not).
+            self._ack(Pubrel, packet_id, True)
             return
         first = session.released(packet_id) is not None
         if first:

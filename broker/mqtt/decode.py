@@ -90,8 +90,8 @@ def decode_publish(
     packet_id = None
     if qos:
         packet_id = (data[after] << 8) | data[after + 1]
-        if not packet_id:
-            raise MalformedPacket("packet identifier 0 (§2.3.1)")
+        if not packet_id:  # [MQTT-2.3.1-1]; a Protocol Error as ``Reader.packet_id`` says
+            raise ProtocolError("packet identifier 0 (§2.3.1)")
         after += 2
     properties = NO_PROPERTIES
     if level == MQTT_5:

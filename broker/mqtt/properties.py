@@ -344,7 +344,8 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
         if key == Property.TOPIC_ALIAS:
             # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not a topic alias. §4.13 leaves the DISCONNECT's
             # code to the receiver; 0x94 "Topic Alias invalid" names it better than 0x82, and
-            # is what Mosquitto sends (handle_publish.c, as for an alias above the maximum).
+            # is what Mosquitto sends for an alias above its maximum (2.0.11 answers 0 with
+            # 0x81, Malformed Packet, though the two bytes parse: 5.0 §1.2).
             raise ProtocolError("topic_alias is 0 (MQTT 5 §3.3.2.3.4)", Reason.TOPIC_ALIAS_INVALID)
         raise ProtocolError(f"property {property_name(key)} is 0 (MQTT 5 §3)")
     return value

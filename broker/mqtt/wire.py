@@ -3,12 +3,13 @@
 ``Reader`` is a cursor over one packet's bytes; reading past the packet's end, a string that
 is not well-formed UTF-8 or contains U+0000, or a variable byte integer longer than four bytes
 is a malformed packet (``nanoiot.errors.MalformedPacket``, which the connection turns into a
-close, §4.8). The writers build the same representations.
+close, §4.8); a packet id of 0 where one is required, a protocol error. The writers build
+the same representations.
 """
 
 from typing import Final
 
-from nanoiot.errors import MalformedPacket
+from nanoiot.errors import MalformedPacket, ProtocolError
 
 MAX_VARINT: Final = 268_435_455  # §1.5.5 / 3.1.1 §2.2.3: four bytes of seven bits
 
@@ -63,10 +64,12 @@ class Reader:
         raise MalformedPacket(f"{what}: variable byte integer longer than 4 bytes (§1.5.5)")
 
     def packet_id(self) -> int:
-        # §2.3.1: SUBSCRIBE, UNSUBSCRIBE and PUBLISH (QoS > 0) carry a non-zero packet id.
+        # §2.3.1 [MQTT-2.3.1-1]: SUBSCRIBE, UNSUBSCRIBE and PUBLISH (QoS > 0) carry a non-zero
+        # packet id. Two bytes of 0 parse, so 0 is data the protocol does not allow: a
+        # Protocol Error (0x82, 5.0 §1.2, §4.13.1), not a Malformed Packet.
         packet_id = self.uint16("packet identifier")
         if packet_id == 0:
-            raise MalformedPacket("packet identifier 0 (§2.3.1)")
+            raise ProtocolError("packet identifier 0 (§2.3.1)")
         return packet_id
 
     def binary(self, what: str) -> bytes:

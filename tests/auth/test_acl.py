@@ -20,11 +20,9 @@ from auth.acl import (
 )
 from auth.topics import topic_matches
 from nanoiot.errors import ConfigError
-from tests.auth.test_topics import LEVEL, narrowings, topics_matching
+from tests.auth.acls import APP, DEVICE, OTHER, compiled, rule
+from tests.auth.topic_strategies import LEVEL, narrowings, topics_matching
 
-DEVICE = Identity("id-1", "dev-1", cert_cn="cn-1")
-OTHER = Identity("id-2", "dev-2", cert_cn="cn-2")
-APP = Identity("app-id", "backend", application=True)
 ME_API = [
     "v1/devices/me/telemetry",
     "v1/devices/me/attributes",
@@ -40,14 +38,6 @@ ME_FILTERS = [
     "v1/devices/me/rpc/response/+",
     "v1/devices/me/#",
 ]
-
-
-def compiled(identity: Identity = DEVICE, *rules: AclRule, defaults: bool = True) -> CompiledAcl:
-    return Acl(rules, include_defaults=defaults).for_identity(identity)
-
-
-def rule(topic: str, who: str = "device", action: str = "both") -> AclRule:
-    return parse_rule({"who": who, "action": action, "topic": topic})
 
 
 # --- default device rules ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Deny rules: a deny wins over any allow, wherever it is, for whom and what it names."""
 
 from auth.acl import Acl, AclRule, Effect, Identity, parse_rule
-from tests.auth.test_acl import APP, DEVICE, compiled, rule
+from tests.auth.acls import APP, DEVICE, compiled, rule
 
 
 def deny(topic: str, who: str = "device", action: str = "both") -> AclRule:

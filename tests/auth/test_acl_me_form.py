@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from auth.acl import MAX_CANONICAL_TOPIC_BYTES, Acl, Identity, to_canonical, to_device_form
 from auth.topics import MAX_TOPIC_BYTES
-from tests.auth.test_topics import LEVEL
+from tests.auth.topic_strategies import LEVEL
 
 
 @pytest.mark.parametrize(

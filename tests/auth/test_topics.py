@@ -16,21 +16,7 @@ from auth.topics import (
     valid_topic_filter,
     valid_topic_name,
 )
-
-# Few distinct levels, so random topics and filters often match each other.
-LEVEL = st.sampled_from(["a", "b", "", "$s", "dev-1", "é", " "])
-TOPIC = st.lists(LEVEL, min_size=1, max_size=5).map("/".join).filter(bool)
-FILTER_LEVEL = st.one_of(LEVEL, st.just("+"))
-
-
-@st.composite
-def filters(draw: st.DrawFn) -> str:
-    levels = draw(st.lists(FILTER_LEVEL, min_size=0, max_size=5))
-    if not levels or draw(st.booleans()):
-        levels.append("#")
-    result = "/".join(levels)
-    assume(result)
-    return result
+from tests.auth.topic_strategies import FILTER_LEVEL, TOPIC, filters, narrowings, topics_matching
 
 
 def reference_matches(topic: str, topic_filter: str) -> bool:
@@ -116,40 +102,6 @@ def test_coverage_is_sound(pair: tuple[str, str], data: st.DataObject) -> None:
     topic = data.draw(topics_matching(topic_filter))
     assume(topic_matches(topic, topic_filter))
     assert topic_matches(topic, pattern)
-
-
-def topics_matching(topic_filter: str) -> st.SearchStrategy[str]:
-    """Topic names ``topic_filter`` matches (mostly: §4.7.2 cases are filtered by callers)."""
-    parts: list[st.SearchStrategy[list[str]]] = []
-    for index, level in enumerate(topic_filter.split("/")):
-        if level == "#":
-            parts.append(st.lists(LEVEL, min_size=int(index == 0), max_size=3))
-        elif level == "+":
-            parts.append(LEVEL.map(lambda each: [each]))
-        else:
-            parts.append(st.just([level]))
-    return _joined(parts)
-
-
-def narrowings(pattern: str) -> st.SearchStrategy[str]:
-    """Filters mostly inside ``pattern`` (wildcards narrowed), sometimes not (a literal widened)."""
-    parts: list[st.SearchStrategy[list[str]]] = []
-    for level in pattern.split("/"):
-        if level == "#":
-            parts.append(st.just([]) | filters().map(lambda each: each.split("/")))
-        elif level == "+":
-            parts.append(FILTER_LEVEL.map(lambda each: [each]))
-        else:
-            parts.append(st.sampled_from([[level], [level], [level], ["+"], ["#"]]))
-    return _joined(parts)
-
-
-def _joined(parts: list[st.SearchStrategy[list[str]]]) -> st.SearchStrategy[str]:
-    return (
-        st.tuples(*parts)
-        .map(lambda lists: "/".join(level for each in lists for level in each))
-        .filter(bool)
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """The PROXY protocol v2 parser and the trusted-address list: pure, no sockets."""
 
-import ipaddress
 import struct
 from pathlib import Path
 
@@ -21,30 +20,9 @@ from broker.proxy_protocol import (
 from broker.tls_failures import FailureKind, TlsFailureReason, classify
 from nanoiot.errors import ConfigError
 from nanoiot.settings import load_settings
+from tests.broker.proxy_headers import tlv, v2_header
 
 CLIENT_HELLO_START = bytes.fromhex("160301020001")
-
-
-def v2_header(
-    command: int = 0x1,
-    family: int = 0x11,
-    source: tuple[str, int] = ("203.0.113.7", 40001),
-    destination: tuple[str, int] = ("192.0.2.1", 8883),
-    tlvs: bytes = b"",
-    version: int = 0x2,
-    body: bytes | None = None,
-) -> bytes:
-    """A header as HAProxy's send-proxy-v2 writes it (proxy-protocol.txt §2.2)."""
-    if body is None:
-        addresses = (
-            ipaddress.ip_address(source[0]).packed + ipaddress.ip_address(destination[0]).packed
-        )
-        body = addresses + struct.pack("!HH", source[1], destination[1]) + tlvs
-    return SIGNATURE + bytes([version << 4 | command, family]) + struct.pack("!H", len(body)) + body
-
-
-def tlv(kind: int, value: bytes) -> bytes:
-    return bytes([kind]) + struct.pack("!H", len(value)) + value
 
 
 def test_tcp_over_ipv4_gives_the_client_and_the_rest() -> None:

@@ -17,7 +17,7 @@ from broker.tls import build_server_context
 from broker.tls_failures import FailureKind, TlsFailureReason, classify
 from broker.transport import TlsConnection, TlsServer, start_tls_server
 from nanoiot.settings import Settings
-from tests.broker.test_proxy_protocol import v2_header
+from tests.broker.proxy_headers import v2_header
 from tests.broker.tls_certs import ClientFiles, ServerPki
 from tests.broker.transport_helpers import echo
 

@@ -2,16 +2,15 @@
 
 import datetime as dt
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import parse_credential
-from tests.certgen import Issued, issue, revocation_list
+from tests.certgen import crl_of, issue
 from tests.cli.conftest import Cli
+from tests.cli.error_lines import one_error_line
 
 
 def write(directory: Path, name: str, content: str | bytes) -> Path:
@@ -21,18 +20,6 @@ def write(directory: Path, name: str, content: str | bytes) -> Path:
     else:
         path.write_text(content)
     return path
-
-
-def crl_of(ca: Issued, *serials: int, signer: Issued | None = None) -> bytes:
-    """A CRL naming ``ca`` as issuer, signed by ``signer`` (default: ``ca`` itself), in DER."""
-    return revocation_list(ca, *serials, signer=signer).public_bytes(Encoding.DER)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], starts: str) -> None:
-    assert result.returncode == 1, result
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"error: {starts}"), result.stderr
 
 
 def test_add_list_crl_clear_delete(nanoiot: Cli, tmp_path: Path) -> None:

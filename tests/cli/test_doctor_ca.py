@@ -10,9 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from nanoiot.errors import ValidationError
 from nanoiot.settings import Settings
 from storage.interface import CredentialStore
-from tests.certgen import issue
+from tests.certgen import crl_of, issue
 from tests.cli.doctor_world import DAY, NOW, World
-from tests.cli.test_ca import crl_of
 
 CA = issue("Fleet CA", ca=True)
 

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.broker.test_proxy_protocol import v2_header
+from tests.broker.proxy_headers import v2_header
 from tests.cli.conftest import Cli
 from tests.output import Output
 from tests.paho_loop import stop_loop

@@ -8,7 +8,7 @@ import pytest
 
 from tests.certgen import issue
 from tests.cli.conftest import Cli
-from tests.cli.test_ca import one_error_line
+from tests.cli.error_lines import one_error_line
 
 REFUSED = "must not contain invisible formatting characters"
 

@@ -16,7 +16,10 @@ import asyncpg  # type: ignore[import-untyped]
 import nats
 import nats.errors
 import paho.mqtt.client as mqtt
+from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE
 
+from broker.cluster.frames import FRAMING, groups_room
+from nanoiot.settings import Settings
 from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, logged
 from tests.e2e.harness import Client
 from tests.natsserver import NATS_URL
@@ -28,9 +31,14 @@ AFTER = 30  # ... and after the session is taken
 # own, and a node parks them one after the other, each once JetStream acknowledged the one
 # before.
 LARGE = 600_000
-# The nodes' max_packet_size for LARGE payloads: the largest one NATS's default max_payload
-# (1 MiB, less the 1 KiB a frame's own fields take) lets a node start with.
-MAX_PACKET_SIZE = 1024 * 1023
+# The nodes' max_packet_size for LARGE payloads: the largest one NATS's default max_payload lets
+# a node start with, by the same sums as the node's start-up check (``ClusterLink.connect``):
+# a frame's own fields and what the default max_shared_subscription_bytes may name come first.
+MAX_PACKET_SIZE = (
+    DEFAULT_MAX_PAYLOAD_SIZE
+    - FRAMING
+    - groups_room(Settings.model_fields["max_shared_subscription_bytes"].default)
+)
 
 
 @dataclass

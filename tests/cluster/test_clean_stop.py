@@ -1,11 +1,12 @@
 """A node stopped cleanly (SIGTERM) with a persistent session a publisher on another node
-publishes to: a message published as the node leaves the members bucket (its stop is then
-about to stop its forwarder) is acknowledged at once, not once the publisher's node probed
-the stopping one (``PROBE_AFTER``): the node routes and answers every frame NATS sent it
-before it stopped taking them, and NATS answers that nobody listens for those sent after, so
-the publisher's node parks them at once (``broker.cluster.forward``). Every acknowledged
-message reaches the session's adopter (MQTT 3.1.1 §4.3.2), a QoS 2 one once (§4.3.3). Real
-nodes, paho clients, NATS JetStream and PostgreSQL."""
+publishes to: a message published as the node leaves the members bucket (the last step of
+its stop, once it stopped taking frames and answered those it took) is acknowledged at once,
+not once the publisher's node probed the stopping one (``PROBE_AFTER``): the node routes and
+answers every frame NATS sent it before it stopped taking them, and NATS answers that nobody
+listens for those sent after, so the publisher's node parks them at once
+(``broker.cluster.forward``). Every acknowledged message reaches the session's adopter (MQTT
+3.1.1 §4.3.2), a QoS 2 one once (§4.3.3). Real nodes, paho clients, NATS JetStream and
+PostgreSQL."""
 
 import asyncio
 import signal
@@ -36,8 +37,8 @@ def _set_up(nodes: Cluster, qos: int) -> Client:
 
 
 async def _stopped_until_left(nodes: Cluster, a: Node) -> None:
-    """SIGTERM to node a; returns once its entry is deleted from the members bucket, the
-    last step of its stop before its forwarder stops (``ClusterRouter.stop``)."""
+    """SIGTERM to node a; returns once its entry is deleted from the members bucket, once
+    it stopped taking frames and answered them (``ClusterRouter.stop``)."""
     client = await nats.connect(NATS_URL)
     try:
         members = await client.jetstream().key_value(

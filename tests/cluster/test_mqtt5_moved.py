@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tests.cluster.nodes import APP_PASSWORD, Cluster, cluster, until_routed
-from tests.cluster.test_retained import first_retained
+from tests.cluster.retained import first_retained
 from tests.e2e.harness import WAIT, Client, wired
 from tests.e2e.v5_client import make_properties
 

@@ -3,33 +3,14 @@ read on node B, and on node C started afterwards; an empty retained message dele
 everywhere. Real paho clients over mutual TLS."""
 
 from pathlib import Path
-from queue import Empty
 
 import pytest
 
 from tests.cluster.nodes import cluster
-from tests.e2e.harness import WAIT, Client
+from tests.cluster.retained import TOPIC, first_retained
+from tests.e2e.harness import WAIT
 
 pytestmark = pytest.mark.slow
-
-TOPIC = "devices/sensor/telemetry"
-
-
-def first_retained(client: Client, attempts: int, within: float = 0.3) -> bytes | None:
-    """The retained message a new subscription to TOPIC gets (None: none within ``within``
-    seconds of its SUBACK). Another node learns of a retained message about a millisecond
-    after its PUBACK, so a node that was running then is asked again, a bounded number of
-    times."""
-    for _ in range(attempts):
-        assert client.subscribe(TOPIC, qos=1) == [1]
-        try:
-            message = client.messages.get(timeout=within)
-        except Empty:  # not there yet
-            client.paho.unsubscribe(TOPIC)
-            continue
-        assert message.retain
-        return bytes(message.payload)
-    return None
 
 
 def test_retained_on_a_is_read_on_b_and_on_a_node_started_later(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from broker.cluster.link import ClusterLink
 from nanoiot.settings import Settings, load_settings
-from tests.broker.cluster.test_replicas import copies
+from tests.broker.cluster.stream_copies import copies
 from tests.deploy.files import (
     ENV_EXAMPLE,
     FILLED_ENV,

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -18,52 +16,13 @@ from auth.connack import ConnackCode
 from nanoiot.settings import Settings
 from storage.records import TrustedCA
 from storage.sql import SqlCredentialStore
-from tests.certgen import Issued, issue
-from tests.cli.test_ca import crl_of
+from tests.certgen import Issued, crl_of, issue
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client, mqtt_client, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
+from tests.e2e.trusted_ca import CA, connack, connected, trust, x509_fingerprints
 from tests.keygen.conftest import runner, script_env, ship
 
 NANOIOT = str(Path(sys.executable).with_name("nanoiot"))
-CA = issue("Fleet CA", ca=True)
-
-
-def trust(
-    broker: BrokerThread, name: str, ca: Issued, cn_regex: str | None = None, creates: bool = False
-) -> TrustedCA:
-    parsed = parse_credential(ca.cert_pem)
-    store = broker.running.store
-    return broker.call(
-        store.add_trusted_ca(name, parsed, cn_regex=cn_regex, create_devices=creates)
-    )
-
-
-@contextmanager
-def connected(
-    broker: BrokerThread, directory: Path, leaf: Issued, client_id: str
-) -> Iterator[Client]:
-    """A paho client presenting ``leaf`` (key and certificate in one .nopass.pem); always closed."""
-    certfile = write_pem(directory, leaf, f"{leaf.cert.serial_number:x}")
-    client = mqtt_client(broker.port, broker.server_cert, certfile, client_id=client_id)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def connack(broker: BrokerThread, directory: Path, leaf: Issued) -> int:
-    with connected(broker, directory, leaf, "") as client:
-        return client.wait_connack()
-
-
-def x509_fingerprints(broker: BrokerThread, device_name: str) -> set[str | None]:
-    store = broker.running.store
-
-    async def fingerprints() -> set[str | None]:
-        device = await store.get_device_by_name(device_name)
-        return {c.spki_sha256 for c in await store.list_credentials(device.id)}
-
-    return broker.call(fingerprints())
 
 
 def spki(leaf: Issued) -> str:

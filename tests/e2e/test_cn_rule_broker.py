@@ -17,7 +17,7 @@ from storage.models import TrustedCARow
 from tests.certgen import issue
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.test_ca_devices import CA, connack, trust
+from tests.e2e.trusted_ca import CA, connack, trust
 
 # Python's re takes some 0.6 s at 24 'a's against (a+)+b and doubles with each one more: at
 # 40, over ten hours of the event loop every device of the node shares.

@@ -46,7 +46,8 @@ def _connect(
 
 
 def test_a_topic_alias_of_0_is_disconnect_0x94(broker: BrokerThread, tmp_path: Path) -> None:
-    # 5.0 §3.3.2.3.4 [MQTT-3.3.2-8]; Mosquitto's handle_publish sends 0x94 "Topic Alias invalid".
+    # 5.0 §3.3.2.3.4 [MQTT-3.3.2-8]: 0x94 "Topic Alias invalid", as for an alias above the
+    # maximum (Mosquitto 2.0.11 says 0x81 for 0, 0x94 above its maximum).
     raw, connack = _connect(broker, tmp_path, "alias-zero")
     assert connack is not None
     raw.send(Publish(TELEMETRY, b"x", properties=Properties([(Property.TOPIC_ALIAS, 0)])))
@@ -139,6 +140,21 @@ def test_a_bad_fixed_header_is_answered_as_mosquitto_answers_it(
     packet = raw.read()
     assert isinstance(packet, Disconnect)
     assert packet.code == code
+    assert raw.read() is None
+    raw.close()
+
+
+def test_a_publish_with_packet_identifier_0_is_disconnect_0x82(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    # [MQTT-2.3.1-1]: the id parses, its value is not allowed: a Protocol Error (5.0 §1.2),
+    # as Mosquitto's DISCONNECT says too (0x81 is for a packet that cannot be parsed).
+    raw, connack = _connect(broker, tmp_path, "packet-id-0")
+    assert connack is not None
+    raw.send(encode(Publish(TELEMETRY, b"x", 1, packet_id=0), MQTT_5))
+    packet = raw.read()
+    assert isinstance(packet, Disconnect)
+    assert packet.code == 0x82
     assert raw.read() is None
     raw.close()
 

@@ -20,7 +20,7 @@ from nanoiot.errors import ValidationError
 from tests.certgen import issue, revocation_list
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
-from tests.e2e.test_ca_devices import connack, trust, x509_fingerprints
+from tests.e2e.trusted_ca import connack, trust, x509_fingerprints
 
 CA = issue("Fleet CA", ca=True)
 REFUSED = ConnackCode.NOT_AUTHORIZED

@@ -23,17 +23,19 @@ from tests.certgen import issue
 from tests.e2e.expiries import Expiries
 from tests.e2e.harness import WAIT, BrokerThread, device_client, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
+from tests.e2e.v5_client import (
+    V5Client,
+    make_properties,
+    publish_properties,
+    reason_string,
+    v5_client,
+)
 
 
 def _device(broker: BrokerThread, folder: Path, name: str, **options: object) -> V5Client:
     _, issued = broker.provision(name)
     certfile = write_pem(folder, issued, name)
     return v5_client(broker.port, broker.server_cert, certfile, **options)  # type: ignore[arg-type]
-
-
-def reason_string(properties: object) -> str:
-    return str(getattr(properties, "ReasonString", ""))
 
 
 def test_connack_announces_limits_and_assigns_a_client_id(

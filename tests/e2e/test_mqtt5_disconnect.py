@@ -23,8 +23,7 @@ from broker.mqtt.packets import (
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
-from tests.e2e.test_mqtt5 import reason_string
-from tests.e2e.v5_client import v5_client, v5_watcher
+from tests.e2e.v5_client import reason_string, v5_client, v5_watcher
 from tests.paho_loop import stop_loop
 
 

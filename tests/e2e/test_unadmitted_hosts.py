@@ -28,8 +28,8 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.packets import MQTT_5, Connack, Connect, Disconnect, Publish
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import WAIT
+from tests.e2e.limited_fleet import Fleet
 from tests.e2e.peers import HOST, Raw
-from tests.e2e.test_limits import Fleet
 from tests.reliability.wire import client_context, tls_attempt
 
 ATTACKER = "127.0.0.2"

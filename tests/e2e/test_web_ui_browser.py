@@ -37,6 +37,7 @@ from playwright.sync_api import (
 from auth.certificate import parse_credential
 from storage.migrate import upgrade
 from tests.certgen import issue, revocation_list
+from tests.cluster.proxy import nats_proxy
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
 from tests.e2e.interop import DeviceKeys, Keys, make_keys, provision_pem, running_broker
 from tests.natsserver import NATS_URL, shared_cluster
@@ -382,7 +383,7 @@ def test_nodes_page_and_where_a_device_is_connected_in_a_cluster(
                 expect(rows.nth(0)).to_contain_text("a (this node)")
                 # b's figures come with its heartbeats (every second): reload until one has.
                 deadline = time.monotonic() + WAIT
-                while not re.fullmatch(r"b \S+ pid \d+ 1 .*", text_of(rows.nth(1))):
+                while not re.fullmatch(r"b Live \S+ pid \d+ 1 .*", text_of(rows.nth(1))):
                     assert time.monotonic() < deadline, text_of(rows.nth(1))
                     page.reload()
                 shot(page, "21-nodes-cluster")
@@ -394,3 +395,58 @@ def test_nodes_page_and_where_a_device_is_connected_in_a_cluster(
                 shot(page, "22-device-on-node-b")
             finally:
                 client.close()
+
+
+def reload_until(page: Page, row: Locator, pattern: str, within: float) -> None:
+    """Reload ``page`` until ``row``'s text matches ``pattern``: the members' entries change
+    with their heartbeats, and a page shows them as of its load."""
+    deadline = time.monotonic() + within
+    while not re.fullmatch(pattern, text_of(row)):
+        assert time.monotonic() < deadline, text_of(row)
+        page.reload()
+
+
+# While cut, the proxy closes each of b's reconnection attempts at once, and nats-py drops
+# that attempt's stream without closing it (ResourceWarning as it is collected).
+@pytest.mark.filterwarnings("ignore:unclosed <StreamWriter:ResourceWarning")
+def test_a_node_fenced_off_shows_as_fenced_on_its_nodes_page(
+    page: Page, keys: Keys, tmp_path: Path
+) -> None:
+    """Node b reaches NATS through a proxy the test cuts: b fences itself off (no heartbeat
+    written for two intervals) and its own Nodes page shows it fenced, though cut off it no
+    longer sees its own entry in the members bucket; NATS back, b comes back into the cluster
+    and shows as live again."""
+    with (
+        apart(shared_cluster()) as cluster_name,
+        apart(fresh_database()) as database,
+        nats_proxy() as proxy,
+    ):
+        apart_run(upgrade(database))
+        common = {
+            "cluster_name": cluster_name, "database_url": database,
+            "cluster_heartbeat_interval": 1.0,  # as in the test above
+        }  # fmt: skip
+        with (
+            running_broker(keys, tmp_path / "data", node_name="a", nats_url=NATS_URL, **common),
+            running_broker(
+                keys, tmp_path / "data", node_name="b", nats_url=proxy.url, **common
+            ) as b,
+        ):
+            page.goto(f"{b.http_url}/ui/nodes")
+            sign_in(page, b, b.admin_token)
+            expect(page.locator("#mode")).to_contain_text(f"Cluster {cluster_name}: 2 live")
+            rows = page.locator("#nodes tbody tr")
+            expect(rows.nth(1)).to_contain_text("b (this node) Live")
+            expect(page.locator("#fenced-note")).to_have_count(0)
+
+            proxy.cut()
+            # Fenced two intervals after its last heartbeat written; its own entry, unseen
+            # since, leaves what it reads of the bucket one interval later.
+            reload_until(page, rows.nth(1), r"b \(this node\) Fenced .*", 3 * WAIT)
+            expect(page.locator("#fenced-note")).to_be_visible()
+            shot(page, "23-node-fenced")
+
+            proxy.restore()
+            # Back once a survivor (a) settled its ended run: seconds on an idle machine.
+            reload_until(page, rows.nth(1), r"b \(this node\) Live .*", 6 * WAIT)
+            expect(page.locator("#fenced-note")).to_have_count(0)

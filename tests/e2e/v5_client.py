@@ -79,6 +79,11 @@ class V5Client:
         stop_loop(self.paho)
 
 
+def reason_string(properties: object) -> str:
+    """The Reason String among paho's MQTT 5 ``properties`` of a packet ("" if it has none)."""
+    return str(getattr(properties, "ReasonString", ""))
+
+
 def make_properties(packet_type: int, **values: Any) -> Any:
     """paho's Properties for ``packet_type`` with ``values`` set by their MQTT 5 names."""
     properties = Properties(packet_type)  # type: ignore[no-untyped-call]

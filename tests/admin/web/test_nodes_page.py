@@ -27,8 +27,9 @@ class View:
         return {d: pairs for d, pairs in self.where.items() if d in device_ids}
 
 
-def member(name: str, clients: int, received: int) -> Member:
-    return Member(name, f"host-{name}", 100, 1.7e9, 2.0, Figures(clients, 1, received, 0, 0, 0))
+def member(name: str, clients: int, received: int, *, fenced: bool = False) -> Member:
+    figures = Figures(clients, 1, received, 0, 0, 0)
+    return Member(name, f"host-{name}", 100, 1.7e9, 2.0, figures, fenced=fenced)
 
 
 def rows(html: str) -> list[str]:
@@ -48,7 +49,7 @@ async def test_a_single_node_is_shown_as_such(ui: httpx.AsyncClient, context: Ad
     context.cluster = View("", "solo", [member("solo", 3, 40)])
     page = (await ui.get("/ui/nodes")).text
     assert "Single node" in page
-    assert "solo (this node) host-solo pid 100 3 1 40 0" in rows(page)[1]
+    assert "solo (this node) Live host-solo pid 100 3 1 40 0" in rows(page)[1]
 
 
 async def test_a_cluster_lists_its_members_with_totals_and_where_devices_are(
@@ -63,8 +64,8 @@ async def test_a_cluster_lists_its_members_with_totals_and_where_devices_are(
     page = (await ui.get("/ui/nodes")).text
     assert "Cluster <code>plant</code>: 2 live members" in page
     listed = rows(page)
-    assert listed[1].startswith("a (this node) host-a")
-    assert listed[2].startswith("b host-b")
+    assert listed[1].startswith("a (this node) Live host-a")
+    assert listed[2].startswith("b Live host-b")
     assert listed[3] == "All 3 2 15 0"
 
     devices = {r.split()[0]: r for r in rows((await ui.get("/ui/devices")).text)[1:]}
@@ -77,3 +78,18 @@ async def test_a_cluster_lists_its_members_with_totals_and_where_devices_are(
     assert re.sub(r"<[^>]+>", "", on.group(1)) == "a (client id c2), b (client id c3)"
     alone = (await ui.get(f"/ui/devices/{(await store.create_device('x')).id}")).text
     assert "not connected" in alone
+
+
+async def test_a_member_fenced_off_shows_as_fenced(
+    ui: httpx.AsyncClient, context: AdminContext
+) -> None:
+    """A member cut off from NATS that fenced itself off says so in its entry
+    (``Member.fenced``) until it is back: the page shows it, with what that means."""
+    context.cluster = View("plant", "a", [member("a", 1, 10), member("b", 0, 5, fenced=True)])
+    page = (await ui.get("/ui/nodes")).text
+    listed = rows(page)
+    assert listed[1].startswith("a (this node) Live host-a")
+    assert listed[2].startswith("b Fenced host-b")
+    assert 'id="fenced-note"' in page
+    context.cluster = View("plant", "a", [member("a", 1, 10), member("b", 0, 5)])
+    assert 'id="fenced-note"' not in (await ui.get("/ui/nodes")).text

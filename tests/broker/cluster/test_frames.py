@@ -1,5 +1,6 @@
 """Frames between nodes and route keys: pure encoding, and the route table's matching."""
 
+import struct
 import tracemalloc
 
 import pytest
@@ -13,11 +14,13 @@ from broker.cluster.frames import (
     encode,
     encode_barrier,
     from_key,
+    groups_room,
     is_digest,
     to_key,
 )
 from broker.cluster.routes import RouteTable
 from broker.mqtt.properties import MAX_USER_PROPERTIES, Properties, Property, PropertyValue
+from broker.mqtt.shared import naming
 from broker.peer import store_key
 from broker.router import Message
 from nanoiot.errors import ClusterError
@@ -77,6 +80,43 @@ def test_groups_past_what_a_record_names_cross_as_one_message() -> None:
         False,
         (groups[0],),
     )
+
+
+def test_a_message_with_many_groups_holds_its_payload_once() -> None:
+    """The records of more groups hold the groups alone (before, each repeated the topic,
+    payload and properties: a 200 KB payload with 300 KB of names took 1.2 MB, past what
+    NATS carries, and its publisher was disconnected)."""
+    groups = [(f"g{n}" + "n" * 990, "devices/#") for n in range(300)]
+    named = sum(naming(*group) for group in groups)
+    message = Message("devices/a/t", b"p" * 200_000, 1, properties=_properties(), id=9)
+    frame = bytearray()
+    encode(message, frame, NOW, groups=groups)
+    content = len(message.topic) + len(message.payload) + len(message.properties.wire)
+    assert len(frame) <= 33 + content + groups_room(named) < content + named + 1024
+    (routed,) = decode(bytes(frame), NOW)
+    assert (routed.message.payload, routed.message.properties) == (message.payload, _properties())
+    assert routed.groups == tuple(groups)
+
+
+def test_records_of_more_groups_from_an_earlier_version_are_read_as_before() -> None:
+    """An earlier version's records of more groups repeat the message: only their groups
+    are taken, as an earlier version takes only those of this version's."""
+    header = struct.Struct(">BHIHIIQQ")  # the record header (``broker.cluster.frames``)
+    topic, payload = b"devices/a/t", b"21.5"
+    frame = bytearray()
+    for flags, named in ((0x01 | 0x08, b"g1/devices/#\x00g2/devices/#"), (0x01 | 0x80, b"g3/#")):
+        frame += header.pack(flags, len(topic), len(payload), len(named), 0, 0xFFFFFFFF, 5, 6)
+        frame += topic + payload + named
+    (routed,) = decode(bytes(frame), NOW)
+    assert routed == Routed(
+        Message("devices/a/t", b"21.5", 1, id=5, routed_at=6),
+        True,
+        (("g1", "devices/#"), ("g2", "devices/#"), ("g3", "#")),
+    )
+
+
+def _properties() -> Properties:
+    return Properties([(Property.CONTENT_TYPE, "text/plain")])
 
 
 def test_a_record_for_one_session_names_it_and_no_group() -> None:

@@ -88,7 +88,28 @@ async def test_a_packet_larger_than_nats_carries_is_refused_at_start(
         "has max_payload 1048576, of which 1024 bytes frame it): lower max_packet_size, or "
         "raise max_payload on the NATS servers"
     )
-    joined = await ClusterLink.connect(cluster_settings(max_packet_size=1024 * 1023))
+    largest = cluster_settings(max_packet_size=1024 * 1023, max_shared_subscription_bytes=0)
+    joined = await ClusterLink.connect(largest)
+    await joined.close()
+
+
+async def test_shared_subscription_names_past_what_nats_carries_are_refused_at_start(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """Each message routed to a member names its groups in the same NATS message: what they
+    may name, with the largest packet, must fit (else a device holding shared subscriptions
+    with long names on one node made every message to it too large to cross)."""
+    settings = cluster_settings(max_packet_size=1024 * 768, max_shared_subscription_bytes=261_000)
+    with pytest.raises(ConfigError) as refused:
+        await ClusterLink.connect(settings)
+    assert str(refused.value) == (
+        "max_packet_size 786432 and max_shared_subscription_bytes 261000 do not fit in one NATS "
+        "message (NATS nats://127.0.0.1:4222 has max_payload 1048576, of which 1024 bytes "
+        "frame it; the groups' names take up to 261132 bytes): lower either, or raise "
+        "max_payload on the NATS servers"
+    )
+    fits = cluster_settings(max_packet_size=1024 * 768, max_shared_subscription_bytes=260_900)
+    joined = await ClusterLink.connect(fits)
     await joined.close()
 
 

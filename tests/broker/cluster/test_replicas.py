@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from nats.js import api
 
 from broker.cluster.barriers import READ_WITHIN
 from broker.cluster.link import ClusterLink
@@ -19,6 +17,7 @@ from broker.cluster.parked import ParkedFrames
 from nanoiot.errors import ClusterError, ClusterUnavailableError
 from nanoiot.settings import Settings
 from tests.broker.cluster.joined import joined
+from tests.broker.cluster.stream_copies import copies, stream_info
 from tests.natsserver import NATS_URL, NatsCluster, nats_cluster
 
 WAIT = 10.0
@@ -54,23 +53,6 @@ def on_servers(servers: NatsCluster, tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**(values | overrides))
 
     return make
-
-
-async def stream_info(urls: str, stream: str) -> api.StreamInfo:
-    """The stream as JetStream reports it, asked from outside the broker's code."""
-    client = await nats.connect(servers=urls.split(","))
-    try:
-        return await client.jetstream(timeout=WAIT).stream_info(stream)
-    finally:
-        await client.close()
-
-
-async def copies(urls: str, stream: str) -> tuple[int, set[str]]:
-    """(the stream's configured copies, the servers that hold one)."""
-    info = await stream_info(urls, stream)
-    assert info.cluster is not None
-    peers = {peer.name or "?" for peer in info.cluster.replicas or []}
-    return info.config.num_replicas or 1, peers | {info.cluster.leader or "(electing)"}
 
 
 async def claim_and_park(link: ClusterLink) -> None:

@@ -1,8 +1,8 @@
 """A gone member something still listens for (``broker.cluster.silence``), on the machine's
 NATS. One that answers after it left the members bucket and then stops listening, as a member
-stopping cleanly does (``ClusterRouter.stop``: it routes and answers what NATS sent it before
-it stops taking frames), has its persistent sessions adopted; one that answers and is back
-keeps them."""
+of an earlier version stopping cleanly did (it left the bucket before it stopped taking
+frames; ``tests/broker/cluster/test_leaving.py`` has this version's order), has its
+persistent sessions adopted; one that answers and is back keeps them."""
 
 import asyncio
 from collections.abc import Callable

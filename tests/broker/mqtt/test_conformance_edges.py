@@ -57,7 +57,7 @@ def _accept(connection: Connection, assigned: str | None = "auto-1") -> list[obj
     ],
 )
 def test_a_topic_alias_of_0_is_0x94(properties: Properties, where: str) -> None:
-    # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not an alias; Mosquitto disconnects with 0x94 (not 0x82).
+    # §3.3.2.3.4 [MQTT-3.3.2-8]: 0 is not an alias: 0x94, as for one above the maximum.
     for topic in ("t", ""):
         connection = _connect(1000)
         _accept(connection)
@@ -217,3 +217,30 @@ def test_a_5_0_topic_name_with_a_wildcard_is_a_protocol_error(topic: str, code: 
     [violation] = feed(connection, Publish(topic, b"x"))
     assert isinstance(violation, ProtocolViolation)
     assert (violation.code, connection.state) == (code, CLOSED)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        Publish("t", b"x", 1, packet_id=0),
+        Publish("t", b"x", 2, packet_id=0),
+        Subscribe(0, (SubscribeRequest("t", 0),)),
+        Unsubscribe(0, ("t",)),
+    ],
+)
+def test_packet_identifier_0_is_a_protocol_error(packet: Publish | Subscribe | Unsubscribe) -> None:
+    # [MQTT-2.3.1-1]: these carry a non-zero packet id. Two bytes of 0 parse, the value is
+    # not allowed: 5.0 §1.2 calls that a Protocol Error (0x82), not a Malformed Packet (which
+    # cannot be parsed), and so does Mosquitto for PUBLISH. The DISCONNECT says 0x82.
+    connection = Connection(Limits())
+    connection.receive_data(encode(Connect(MQTT_5, "c", True, 60), MQTT_5), 0)
+    connection.accept(Session("c", persistent=False), session_present=False)
+    connection.data_to_send()
+    [violation] = feed(connection, packet)
+    assert isinstance(violation, ProtocolViolation)
+    assert "packet identifier 0" in violation.reason
+    assert (violation.code, connection.state) == (0x82, CLOSED)
+    connection.disconnect(violation.code, violation.reason)
+    [disconnect] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.code == 0x82

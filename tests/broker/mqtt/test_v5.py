@@ -363,6 +363,18 @@ def test_a_pubrec_of_0x80_or_more_ends_the_flow_without_pubrel() -> None:
     assert _sent(connection) == []
 
 
+def test_a_pubrec_for_a_qos_1_message_is_answered_packet_identifier_not_found() -> None:
+    # §3.6.2.1: 0x92 when the id is not a QoS 2 message's; the QoS 1 one still waits for
+    # its PUBACK (§4.3.2), which completes it.
+    connection, _ = _accepted()
+    message = Outgoing("t", b"1", 1)
+    connection.publish(message)
+    _sent(connection)
+    assert feed(connection, Pubrec(1)) == []
+    assert _sent(connection) == [Pubrel(1, 0x92)]
+    assert feed(connection, Puback(1)) == [MessageCompleted(message)]
+
+
 def test_session_expiry_in_disconnect_after_zero_in_connect_is_a_protocol_error() -> None:
     # §3.14.2.2.2
     connection, _ = _accepted()
