@@ -18,8 +18,10 @@ parked, and routed to it directly once the others' tables show its new member's 
    member whose table lagged may still be parking frames routed with its older table after
    the others' tables show the session here; its barrier in the stream says none is left.
 4. The frames parked so far are read, up to the last one there when the reading began and
-   then until every member's barrier is read among them, and their messages given to each
-   session they match (held with the others, ``broker.cluster.giving``); then what is held
+   then until every member's barrier is read among them (those up to that last one asked
+   of the stream's leader if the reader's copy lags, ``broker.cluster.parked``), and their
+   messages given to each session they match (held with the others,
+   ``broker.cluster.giving``); then what is held
    goes to the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and
    QoS 2 once (§4.3.3). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
    asking (a member that died answers none), and past that, while the member is live and
@@ -259,14 +261,14 @@ class Replays:
                 awaited = self._ask(gone, await self._visible(sessions, gone))
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
-                read = await self._catch_up(reader, last, by_key, awaited)
+                await self._catch_up(reader, last, by_key, awaited)
                 released = True
                 self._caught_up(sessions, caught_up)
-                read = await self._follow(reader, by_key, read)
+                await self._follow(reader, by_key)
             unpinned, pin = pin, None
             await self.parked.unpin(unpinned)  # before the purge: no purger waits for another
-            if purge and read:  # what it read only: later frames are for a later absence
-                await self.parked.purge(gone, read)
+            if purge and reader.sequence:  # what it read: later ones are a later absence's
+                await self.parked.purge(gone, reader.sequence)
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:
@@ -302,9 +304,9 @@ class Replays:
         last: int,
         sessions: dict[SessionKey, BrokerSession],
         awaited: Awaited | None,
-    ) -> int:
+    ) -> None:
         """Step 4: the frames parked up to sequence ``last``, then up to each ``awaited``
-        barrier, given (held); the sequence of the last one read (0: none)."""
+        barrier, given (held)."""
         count, sequence, frame_read = 0, 0, False
         while True:
             now = self._loop.time()
@@ -317,7 +319,7 @@ class Replays:
                 break
             else:  # a member's own: its barriers may come directly meanwhile
                 within = min(barriers, POLL) if awaited and awaited.own else barriers
-            got = await reader.next(within)
+            got = await reader.next(within, there=last)
             frame_read = got is not None
             if got is None:
                 if sequence < last:
@@ -334,20 +336,14 @@ class Replays:
                 awaited.give_up(self._loop.time(), grace=READ_WITHIN)
         if count:
             log.info("%d parked frames given to %d taken sessions", count, len(sessions))
-        return sequence
 
-    async def _follow(
-        self, reader: Reader, sessions: dict[SessionKey, BrokerSession], read: int
-    ) -> int:
-        """Step 5: frames parked later, for ``window`` seconds; the sequence of the last
-        one read, ``read`` if none."""
+    async def _follow(self, reader: Reader, sessions: dict[SessionKey, BrokerSession]) -> None:
+        """Step 5: frames parked later, for ``window`` seconds."""
         deadline = self._loop.time() + self.window
         while (left := deadline - self._loop.time()) > 0:
             got = await reader.next(left)
             if got is not None:
-                read = got[0]
                 self._give(got[1], sessions)
-        return read
 
     def _give(
         self,
