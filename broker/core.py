@@ -49,6 +49,7 @@ class BrokerConfig:
     max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
     max_share_name_length: int = 128  # characters of a shared subscription's share name
     max_shared_subscription_bytes: int = 256 * 1024  # of the groups' names (SharedSubscriptions)
+    max_shared_subscription_bytes_per_device: int = 16 * 1024  # of those its sessions are in
     max_sessions_per_device: int | None = None
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)

@@ -239,27 +239,35 @@ def _shared_refusal(client: "MqttClient", key: str, written: str) -> int | None:
     """The reason code refusing a shared subscription past its bounds, or None. Each message
     another node of a cluster routes here names every group it is for, and one NATS message
     must hold them (``broker.cluster.frames``): a share name is bounded, and so are the bytes
-    naming the groups this process holds (a member joining a group adds none)."""
+    naming the groups this process holds (a member joining a group adds none), and of those
+    the groups one device's sessions are in, so that one device cannot take them all."""
     shared = split_shared(key)
     if shared is None:
         return None
-    broker, (name, topic_filter) = client.broker, shared
-    config, metrics = broker.config, broker.metrics
+    broker, session, (name, topic_filter) = client.broker, client.session, shared
+    assert session is not None
+    config, groups, naming_it = broker.config, broker.shared, naming(name, topic_filter)
     if _long_share_name(client, key):
-        limit = f"max_share_name_length {config.max_share_name_length}"
-        metrics.count_limit("max_share_name_length")
+        limit, value = "max_share_name_length", config.max_share_name_length
         refusal = int(Reason.TOPIC_FILTER_INVALID)  # 5.0 §3.9.3: well formed, not here
     elif (
-        broker.shared.group(name, topic_filter) is None
-        and broker.shared.named + naming(name, topic_filter) > config.max_shared_subscription_bytes
+        not groups.holds(session.device_id, name, topic_filter)
+        and groups.named_by(session.device_id) + naming_it
+        > config.max_shared_subscription_bytes_per_device
     ):
-        limit = f"max_shared_subscription_bytes {config.max_shared_subscription_bytes}"
-        metrics.count_limit("max_shared_subscription_bytes")
+        limit = "max_shared_subscription_bytes_per_device"
+        value, refusal = config.max_shared_subscription_bytes_per_device, int(Reason.QUOTA_EXCEEDED)
+    elif (
+        groups.group(name, topic_filter) is None
+        and groups.named + naming_it > config.max_shared_subscription_bytes
+    ):
+        limit, value = "max_shared_subscription_bytes", config.max_shared_subscription_bytes
         refusal = int(Reason.QUOTA_EXCEEDED)
     else:
         return None
-    metrics.subscriptions_denied += 1
-    client.log_denied(f"subscribe ({limit}) to", written)
+    broker.metrics.count_limit(limit)
+    broker.metrics.subscriptions_denied += 1
+    client.log_denied(f"subscribe ({limit} {value}) to", written)
     return refusal
 
 

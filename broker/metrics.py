@@ -28,7 +28,7 @@ LIMITS = (
     "max_retained_messages_per_device", "max_retained_bytes_per_device", "max_outgoing_buffer",
     "max_connections", "max_sessions_per_device", "max_filters_per_subscribe",
     "max_connecting_per_address", "max_topic_levels", "max_share_name_length",
-    "max_shared_subscription_bytes",
+    "max_shared_subscription_bytes", "max_shared_subscription_bytes_per_device",
 )  # fmt: skip
 
 

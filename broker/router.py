@@ -110,7 +110,8 @@ class Router(Protocol):
 class LocalRouter:
     def __init__(self, store: SessionStore, limits: Limits, metrics: BrokerMetrics) -> None:
         self.subscriptions: SubscriptionTrie[BrokerSession] = SubscriptionTrie()
-        self.shared: SharedSubscriptions[BrokerSession] = SharedSubscriptions()
+        # Counted by device (or application) too, whose share of them the broker bounds.
+        self.shared: SharedSubscriptions[BrokerSession] = SharedSubscriptions(_device)
         self.store = store
         self.limits = limits
         # In a cluster: releases of messages held for a session arriving from another member
@@ -338,3 +339,8 @@ class LocalRouter:
             return True
         self.metrics.count_limit("message_expiry")  # its copy expired, as the core counts it
         return False
+
+
+def _device(session: BrokerSession) -> str:
+    """Whose a shared subscription's member is (``SharedSubscriptions.named_by``)."""
+    return session.key[0]

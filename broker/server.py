@@ -121,6 +121,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_topic_levels=settings.max_topic_levels,
         max_share_name_length=settings.max_share_name_length,
         max_shared_subscription_bytes=settings.max_shared_subscription_bytes,
+        max_shared_subscription_bytes_per_device=settings.max_shared_subscription_bytes_per_device,
         max_sessions_per_device=settings.max_sessions_per_device,
         limits=limits,
         retain=retain,

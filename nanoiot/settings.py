@@ -129,6 +129,11 @@ class Settings(BaseModel):
     # is refused (SUBACK 0x80, MQTT 5 0x97); joining one that exists is not. In a cluster
     # max_packet_size plus this must fit NATS's max_payload (a node refuses to start).
     max_shared_subscription_bytes: int = Field(256 * 1024, ge=0)
+    # Of those bytes, what the groups one device's (or application's) sessions are in may
+    # take, each group counted once (until the last of its sessions leaves it), so that one
+    # device cannot take them all and leave the others none. Past it the device cannot make
+    # or join one more (SUBACK 0x80, MQTT 5 0x97).
+    max_shared_subscription_bytes_per_device: int = Field(16 * 1024, ge=0)
     # Topic filters one SUBSCRIBE / UNSUBSCRIBE may carry; the rest are refused (SUBACK 0x80,
     # MQTT 5 0x97; MQTT 5 UNSUBACK 0x83; an MQTT 3.1/3.1.1 UNSUBSCRIBE past it is closed).
     max_filters_per_subscribe: int = Field(100, ge=1, le=65535)

@@ -12,6 +12,13 @@ chooses the member, round robin over the members ranked by the caller (the broke
 member that can take the message now before one whose in-flight window is full, and that
 before one whose client is away).
 
+Each member has an owner (the broker's: the device or application whose session it is), and
+``SharedSubscriptions`` counts the bytes naming the groups each owner's members are in
+(``named_by``): a group is counted against every owner with a member in it, once however
+many of its members are, until the last of them leaves. Every group has a member, so the
+groups an owner can make are bounded by what its own members are in: another owner joining
+then leaving a group does not leave it charged to nobody.
+
 Pure data structures, no I/O: members are any hashable value.
 """
 
@@ -104,7 +111,12 @@ class SharedSubscriptions(Generic[S]):
     """Every shared subscription, by (share name, topic filter); ``match(topic)`` gives the
     groups that get a copy of a message on ``topic``."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Callable[[S], Hashable] = lambda member: member) -> None:
+        """``owner``: whose a member is (``named_by``); by default each member its own."""
+        self._owner = owner
+        # owner -> the groups its members are in -> how many of them; and the bytes naming them.
+        self._owned: dict[Hashable, dict[tuple[str, str], int]] = {}
+        self._owned_named: dict[Hashable, int] = {}
         self._trie: SubscriptionTrie[SharedGroup[S]] = SubscriptionTrie()
         # (share name, topic filter) -> group; the router tests it for emptiness per message.
         self.groups: dict[tuple[str, str], SharedGroup[S]] = {}
@@ -123,7 +135,9 @@ class SharedSubscriptions(Generic[S]):
             self._trie.add(topic_filter, group, _AS_GROUP)
             self.named += naming(name, topic_filter)
         new = group.add(member, subscription)
-        self._count += new
+        if new:
+            self._count += 1
+            self._owns(self._owner(member), name, topic_filter, 1)
         return new
 
     def remove(self, name: str, topic_filter: str, member: S) -> bool:
@@ -132,6 +146,7 @@ class SharedSubscriptions(Generic[S]):
         if group is None or not group.remove(member):
             return False
         self._count -= 1
+        self._owns(self._owner(member), name, topic_filter, -1)
         if not group.members:
             del self.groups[(name, topic_filter)]
             self._trie.remove(topic_filter, group)
@@ -144,3 +159,28 @@ class SharedSubscriptions(Generic[S]):
     def match(self, topic: str) -> Iterable[SharedGroup[S]]:
         """The groups whose filter matches ``topic`` (§4.7), each once."""
         return self._trie.match(topic).keys()
+
+    def holds(self, owner: Hashable, name: str, topic_filter: str) -> bool:
+        """Whether a member of ``owner`` is in the group."""
+        return (name, topic_filter) in self._owned.get(owner, ())
+
+    def named_by(self, owner: Hashable) -> int:
+        """Bytes naming the groups members of ``owner`` are in (``naming``), each once."""
+        return self._owned_named.get(owner, 0)
+
+    def _owns(self, owner: Hashable, name: str, topic_filter: str, step: int) -> None:
+        """A member of ``owner`` joined (``step`` 1) or left (-1) the group."""
+        owned = self._owned.setdefault(owner, {})
+        key = (name, topic_filter)
+        members = owned.get(key, 0) + step
+        if members:
+            owned[key] = members
+        else:
+            del owned[key]
+        if members != (1 if step > 0 else 0):  # not its first member joining nor last leaving
+            return
+        named = self.named_by(owner) + step * naming(name, topic_filter)
+        if owned:
+            self._owned_named[owner] = named
+        else:  # none of its members is in a group: nothing kept for it
+            del self._owned[owner], self._owned_named[owner]

@@ -76,7 +76,11 @@ def test_shared_subscriptions_past_what_a_record_names_get_their_messages(tmp_pa
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.start("a")
-        nodes.start("b", NANOIOT_MAX_SHARE_NAME_LENGTH="1000")  # past the default 128
+        nodes.start(  # past the default 128 characters and 16 KiB of one application's
+            "b",
+            NANOIOT_MAX_SHARE_NAME_LENGTH="1000",
+            NANOIOT_MAX_SHARED_SUBSCRIPTION_BYTES_PER_DEVICE=str(256 * 1024),
+        )
         watcher = nodes.connect("b", app="backend", client_id="watcher")
         assert watcher.subscribe("devices/+/telemetry", qos=1) == [1]
         backend = nodes.connect("b", app="backend", client_id="backend")

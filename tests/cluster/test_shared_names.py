@@ -47,8 +47,14 @@ def test_long_share_names_and_many_groups_cannot_stall_another_nodes_publishers(
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.start("a")
-        # One session may hold all of them (by default 30 sessions of one device could).
-        nodes.start("b", NANOIOT_MAX_SUBSCRIPTIONS="5000")
+        # One session may hold all of them (by default 30 sessions of one device could), and
+        # one application name all the bytes b holds (by default 16 devices' shares would:
+        # tests/e2e/test_shared_limits.py).
+        nodes.start(
+            "b",
+            NANOIOT_MAX_SUBSCRIPTIONS="5000",
+            NANOIOT_MAX_SHARED_SUBSCRIPTION_BYTES_PER_DEVICE=str(256 * 1024),
+        )
         watcher = nodes.connect("b", app="backend", client_id="watcher")
         assert watcher.subscribe(FILTER, qos=1) == [1]
         greedy = nodes.connect("b", app="backend", client_id="greedy")

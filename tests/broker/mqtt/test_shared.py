@@ -3,7 +3,7 @@
 from collections import Counter
 
 from broker.mqtt.session import Subscription
-from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions
+from broker.mqtt.shared import Rank, SharedGroup, SharedSubscriptions, naming
 
 QOS1 = Subscription(1)
 
@@ -120,3 +120,32 @@ def test_messages_spread_evenly_over_many_members() -> None:
     group = group_of(*(f"m{i}" for i in range(7)))
     counts = Counter(picks(group, 700))
     assert set(counts.values()) == {100}
+
+
+def test_groups_are_counted_against_each_owner_with_a_member_in_them_once() -> None:
+    # Members "d1/a", "d1/b" belong to d1, "d2/a" to d2.
+    shared: SharedSubscriptions[str] = SharedSubscriptions(lambda member: member.split("/")[0])
+    one, two = naming("g", "jobs/#"), naming("longer", "jobs/+")
+    shared.add("g", "jobs/#", "d1/a", QOS1)
+    shared.add("g", "jobs/#", "d1/b", QOS1)  # a second member of d1: counted once
+    shared.add("longer", "jobs/+", "d1/a", QOS1)
+    assert (shared.named_by("d1"), shared.named_by("d2"), shared.named) == (one + two, 0, one + two)
+    assert shared.holds("d1", "g", "jobs/#")
+    assert not shared.holds("d2", "g", "jobs/#")
+    shared.add("g", "jobs/#", "d2/a", QOS1)  # joining counts against d2 too
+    assert (shared.named_by("d1"), shared.named_by("d2"), shared.named) == (
+        one + two,
+        one,
+        one + two,
+    )
+    shared.remove("g", "jobs/#", "d1/a")
+    assert shared.named_by("d1") == one + two  # d1/b is still in it
+    shared.remove("g", "jobs/#", "d1/b")
+    assert shared.named_by("d1") == two
+    assert not shared.holds("d1", "g", "jobs/#")
+    assert shared.named == one + two  # the group stays: d2's member is in it, against d2
+    shared.remove("longer", "jobs/+", "d1/a")
+    shared.remove("g", "jobs/#", "d2/a")
+    assert (shared.named_by("d1"), shared.named_by("d2"), shared.named) == (0, 0, 0)
+    assert not shared._owned
+    assert not shared._owned_named
