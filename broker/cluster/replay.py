@@ -21,10 +21,10 @@ parked, and routed to it directly once the others' tables show its new member's 
    then until every member's barrier is read among them (those up to that last one asked
    of the stream's leader if the reader's copy lags, ``broker.cluster.parked``), and their
    messages given to each session they match (held with the others,
-   ``broker.cluster.giving``); then what is held
-   goes to the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and
-   QoS 2 once (§4.3.3); a part at a time, the loop running in between (a backlog of tens of
-   thousands would otherwise stop the member's heartbeat: ``broker.cluster.giving``). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
+   ``broker.cluster.giving``); then what is held goes to the session sorted by id, which is
+   each publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3); a part at a time,
+   the loop running in between (a backlog of tens of thousands would otherwise stop the
+   member's heartbeat). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
    asking (a member that died answers none), and past that, while the member is live and
    gave no barrier yet, up to ``cluster_handover_window`` seconds from the asking (a live
    member whose table lags parks for the gone member until its table shows the session
