@@ -27,6 +27,11 @@ pins the subject: none drops frames another member is still to give to a session
 taking pins it either: until the taken session's own routes are seen, what is routed to it
 is parked for the gone member, not dropped. A pin outlives a member that died holding it by
 ``PINNED_FOR`` seconds at most.
+
+A reader's consumer is placed by JetStream on any server holding a copy of the stream, one
+that lags included (new after a rescale, or back after a stop): it looks at its copy every
+``HEARTBEAT`` seconds, and asks the stream's leader, which has every frame acknowledged to
+its publishers, for frames it knows are there and did not get within ``LAGGING`` seconds.
 """
 
 import asyncio
@@ -39,6 +44,7 @@ from typing import Final
 import nats.errors
 import nats.js.errors
 from nats.js import api
+from nats.js.client import JetStreamContext
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
@@ -46,7 +52,9 @@ from broker.cluster.streams import open_stream
 from broker.peer import SessionKey
 from nanoiot.errors import ClusterError
 
-__all__ = ["KEPT_FOR", "PINNED_FOR", "Owed", "ParkedFrames"]
+__all__ = ["HEARTBEAT", "KEPT_FOR", "PINNED_FOR", "Owed", "ParkedFrames", "Reader"]
+
+PushSubscription = JetStreamContext.PushSubscription
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,20 @@ PINNED_FOR: Final = 600.0  # seconds a pin outlives its member (the server drops
 PURGE_RETRY: Final = 1.0  # seconds between a deferred purge's looks at the pins
 _READING: Final = "reading_"  # a replay's pin
 _TAKING: Final = "taking_"  # a session's taking's: from before its claim to its replay's end
+# A reader's consumer has one copy, which JetStream places on any server holding a copy of
+# the stream. A copy brought up to date out of band (new after ``cluster_replicas`` grew, or
+# its server back after a stop) stores what it is sent without waking the consumers on it:
+# these look at their copy again only at their next idle heartbeat (nats-server 2.9; measured,
+# a frame parked before a rescale came exactly one heartbeat after the subscribe, whatever
+# the heartbeat). nats-py's default of 5 s is as long as a replay waits for a frame it knows
+# is there (``broker.cluster.barriers.READ_WITHIN``); a reader's consumer has one a second.
+HEARTBEAT: Final = 1.0
+# Seconds a reader waits for a frame its stream's leader has before it asks the leader: the
+# copy its consumer is on may not have it for long. After a rescale a new copy's catch-up
+# stalled once and was retried 10 s later (nats-server logs "Catchup ... stalled"); a copy
+# that has the frame gives it at once, or by its consumer's next heartbeat.
+LAGGING: Final = 2 * HEARTBEAT
+ASK_EVERY: Final = 0.5  # seconds between a lagging reader's requests to the leader
 _PAGE: Final = 256  # consumers JetStream lists at most at once
 _STREAM: Final = "parked"
 
@@ -106,13 +128,25 @@ class ParkedFrames:
         with nats_errors(f"reading {self.name} for member {member}"):
             subscription = await self._js.subscribe(
                 self.subject(member), stream=self.name, ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.ALL,
+                deliver_policy=api.DeliverPolicy.ALL, idle_heartbeat=HEARTBEAT,
             )  # fmt: skip
         try:
-            yield Reader(subscription)
+            yield Reader(self, member, subscription)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
+
+    async def after(self, member: str, sequence: int) -> tuple[int, bytes] | None:
+        """The first frame parked for ``member`` after stream sequence ``sequence``, as the
+        stream's leader has it (it answers this request); None if there is none."""
+        with nats_errors(f"reading {self.name} for member {member}"):
+            try:
+                found = await self._js.get_msg(
+                    self.name, seq=sequence + 1, subject=self.subject(member), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+        return found.seq or 0, found.data or b""
 
     async def pin(self, member: str, *, taking: bool = False) -> str:
         """A pin on ``member``'s frames: none is purged while it is there. ``taking``: a
@@ -175,20 +209,61 @@ class ParkedFrames:
 
 
 class Reader:
-    """The frames of one subject, one at a time."""
+    """The frames of one member, one at a time, from a consumer of the stream, or from its
+    leader for frames known to be there that the consumer's copy does not have yet."""
 
-    def __init__(self, subscription: "nats.js.JetStreamContext.PushSubscription") -> None:
+    def __init__(self, parked: ParkedFrames, member: str, subscription: PushSubscription) -> None:
+        self.parked = parked
+        self.member = member
+        self.sequence = 0  # the stream sequence of the last frame read
         self._subscription = subscription
+        self._lagging = False  # the consumer's copy missed a frame the leader has
 
-    async def next(self, within: float) -> tuple[int, bytes] | None:
-        """(stream sequence, frame), or None if none came within ``within`` seconds."""
+    async def next(self, within: float, there: int = 0) -> tuple[int, bytes] | None:
+        """The frame after the last one read, (stream sequence, frame), or None if none came
+        within ``within`` seconds. ``there``: the stream's leader had frames up to this
+        sequence (``ParkedFrames.last``). One the consumer does not give within ``LAGGING``
+        seconds is asked of the leader, and so is every later one while the consumer gives
+        none the leader did not (its copy lags)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        if self.sequence < there and not self._lagging:
+            got = await self._delivered(min(within, LAGGING))
+            if got is not None:
+                return got
+            self._lagging = True
+            log.info("parked frames of member %s: none after %d came within %g s, up to %d "
+                     "there: asking the stream's leader", self.member, self.sequence, LAGGING,
+                     there)  # fmt: skip
+        if not self._lagging:
+            return await self._delivered(within)
+        while True:
+            got = await self.parked.after(self.member, self.sequence)
+            if got is not None:
+                self.sequence = got[0]
+                return got
+            left = deadline - loop.time()
+            if self.sequence < there or left <= 0:
+                return None  # none left up to there: aged out (``KEPT_FOR``)
+            if (got := await self._delivered(min(left, ASK_EVERY))) is not None:
+                return got
+
+    async def _delivered(self, within: float) -> tuple[int, bytes] | None:
+        """The consumer's next frame after the last one read (one read already, from the
+        leader, is passed over), or None if none came within ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
         with nats_errors("reading parked frames"):
-            try:
-                msg = await self._subscription.next_msg(timeout=max(within, 0.001))
-            except nats.errors.TimeoutError:
-                return None
-        sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
-        return sequence, msg.data
+            while True:
+                timeout = max(deadline - loop.time(), 0.001)
+                try:
+                    msg = await self._subscription.next_msg(timeout=timeout)
+                except nats.errors.TimeoutError:
+                    return None
+                sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
+                if sequence > self.sequence:  # one the leader did not give: not lagging
+                    self.sequence, self._lagging = sequence, False
+                    return sequence, msg.data
 
 
 class Owed:

@@ -18,8 +18,10 @@ parked, and routed to it directly once the others' tables show its new member's 
    member whose table lagged may still be parking frames routed with its older table after
    the others' tables show the session here; its barrier in the stream says none is left.
 4. The frames parked so far are read, up to the last one there when the reading began and
-   then until every member's barrier is read among them, and their messages given to each
-   session they match (held with the others, ``broker.cluster.giving``); then what is held
+   then until every member's barrier is read among them (those up to that last one asked
+   of the stream's leader if the reader's copy lags, ``broker.cluster.parked``), and their
+   messages given to each session they match (held with the others,
+   ``broker.cluster.giving``); then what is held
    goes to the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and
    QoS 2 once (§4.3.3). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
    asking (a member that died answers none), and past that, while the member is live and
@@ -315,7 +317,7 @@ class Replays:
                 break
             else:  # a member's own: its barriers may come directly meanwhile
                 within = min(barriers, POLL) if awaited and awaited.own else barriers
-            got = await reader.next(within)
+            got = await reader.next(within, there=last)
             frame_read = got is not None
             if got is None:
                 if sequence < last:

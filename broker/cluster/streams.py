@@ -7,18 +7,23 @@ Everything the cluster keeps in JetStream (its key-value buckets, which are stre
 claims, wills, and parked frames whose publishers were already acknowledged.
 
 A stream that exists with another number of copies is updated to the setting: a clustered
-JetStream moves a stream to more or fewer servers in place, data kept, while it stays in use.
+JetStream moves a stream to more or fewer servers in place, data kept, while it stays in use;
+the start goes on once the stream elected its leader on its new servers (until then requests
+its leader answers time out). A new copy is brought up to date out of band, a moment later:
+readers placed on it meanwhile are the reader's concern (``broker.cluster.parked``).
 Whatever NATS refuses (more copies than servers to hold them, JetStream on a single server,
 a server that cannot change the count) ends the start in one line naming the setting and
 what to do. A single server must be caught here before asking: it accepts an update to three
 copies and then reports them, while it keeps one.
 """
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Final
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue as NatsKeyValue
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 _NOT_CLUSTERED: Final = 10074  # "replicas > 1 not supported in non-clustered mode"
 _TOO_FEW_SERVERS: Final = frozenset({10005, 10023})  # no suitable peers; insufficient resources
 _NOT_UPDATABLE: Final = 10061  # servers before 2.7: "replicas configuration can not be updated"
+# Seconds a rescaled stream is waited for until it has its leader again (an election takes
+# a Raft election timeout, 4-9 s, if the first vote splits), and between looks.
+LED_WITHIN: Final = 20.0
+LED_POLL: Final = 0.1
 
 
 async def open_bucket(
@@ -59,7 +68,9 @@ async def open_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
             return
         _check_clustered(info, replicas)
         await js.update_stream(config)
-    _log_rescaled(config.name, _copies(info), replicas)
+    if _copies(info) != replicas:
+        _log_rescaled(config.name, _copies(info), replicas)
+        await _led(js, config.name, replicas)
 
 
 async def _info(js: JetStreamContext, stream: str) -> api.StreamInfo | None:
@@ -79,6 +90,23 @@ async def _rescale(js: JetStreamContext, info: api.StreamInfo, replicas: int) ->
     with _refusals(name, replicas, copies):
         await js.update_stream(info.config.evolve(num_replicas=replicas))
     _log_rescaled(name, copies, replicas)
+    await _led(js, name, replicas)
+
+
+async def _led(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Until the rescaled ``stream`` has a leader on ``replicas`` servers again, or
+    ``LED_WITHIN`` seconds. Its group of servers is made anew: until it elected its leader
+    (measured: a quarter of a second), requests its leader answers (reading a message,
+    ``broker.cluster.parked``) go unanswered and time out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LED_WITHIN
+    while loop.time() < deadline:
+        with contextlib.suppress(nats.errors.Error):
+            placed = (await js.stream_info(stream)).cluster
+            if placed is None or (placed.leader and len(placed.replicas or []) + 1 == replicas):
+                return
+        await asyncio.sleep(LED_POLL)  # polled: JetStream tells no one of an election
+    log.warning("stream %s: no leader on %d servers within %g s", stream, replicas, LED_WITHIN)
 
 
 def _copies(info: api.StreamInfo | None) -> int | None:

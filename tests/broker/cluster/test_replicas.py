@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from broker.cluster.barriers import READ_WITHIN
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from nanoiot.errors import ClusterError, ClusterUnavailableError
@@ -31,6 +32,7 @@ CLUSTER = "c"
 CLAIMS = f"KV_{CLUSTER}_clients"
 PARKED = f"{CLUSTER}_parked"
 FRAME = (1, b"acknowledged frame")  # the stream sequence and bytes of the one frame parked
+READERS = 6  # each placed by JetStream on any of the 3 copies
 
 
 @pytest.fixture
@@ -63,10 +65,13 @@ async def claim_and_park(link: ClusterLink) -> None:
 
 
 async def read_back(link: ClusterLink) -> tuple[bytes | None, tuple[int, bytes] | None]:
-    """The claim's value and the first frame parked for member gone (its stream sequence)."""
+    """The claim's value and the first frame parked for member gone (its stream sequence),
+    read as a replay reads it: up to the last frame the stream's leader has."""
     entry = await (await link.key_value("clients")).get("sensor")
-    async with ParkedFrames(link, 1024 * 1024).reading("gone") as reader:
-        frame = await reader.next(WAIT)
+    parked = ParkedFrames(link, 1024 * 1024)
+    last = await parked.last("gone")
+    async with parked.reading("gone") as reader:
+        frame = await reader.next(WAIT, there=last)
     return entry.value if entry else None, frame
 
 
@@ -107,6 +112,29 @@ async def test_existing_streams_are_brought_to_the_setting_with_their_data(
     async with joined(on_servers(cluster_replicas=2)) as link:  # and down again
         await link.key_value("clients")
     assert (await copies(servers.url, CLAIMS))[0] == 2
+
+
+async def test_a_frame_parked_before_a_rescale_is_read_at_once_from_any_copy(
+    servers: NatsCluster, on_servers: Callable[..., Settings]
+) -> None:
+    """Readers opened while the copies new after a rescale are brought up to date: JetStream
+    places each reader's consumer on any copy, and each gets the frame within the time a
+    replay waits for one it knows is there. (A reader on a new copy got it only at its
+    consumer's idle heartbeat, 5 s, or later: the frame reached the copy after the consumer
+    was made there without waking it, and a copy's catch-up stalled for 10 s once.)"""
+    async with joined(on_servers(cluster_replicas=1)) as link:
+        await claim_and_park(link)
+    async with joined(on_servers(cluster_replicas=3)) as link:
+        parked = ParkedFrames(link, 1024 * 1024)
+        await parked.start()  # 1 -> 3
+        last = await parked.last("gone")
+        loop, took = asyncio.get_running_loop(), list[float]()
+        for _ in range(READERS):
+            started = loop.time()
+            async with parked.reading("gone") as reader:
+                assert await reader.next(READ_WITHIN, there=last) == FRAME, took
+            took.append(round(loop.time() - started, 2))
+    assert (await copies(servers.url, PARKED))[0] == 3
 
 
 @pytest.mark.parametrize(
