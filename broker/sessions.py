@@ -46,13 +46,14 @@ class Arrival:
     member's filters (None until written); a message routed before it is counted. At most
     ``max_ids`` ids are counted (the oldest are forgotten) and held."""
 
-    __slots__ = ("_ids", "_order", "held", "max_ids", "released", "visible")
+    __slots__ = ("_ids", "_order", "_sorted", "held", "max_ids", "released", "visible")
 
     def __init__(self, max_ids: int) -> None:
         self.visible: int | None = None
         self.max_ids = max_ids
         self.held: list[Held] | None = []
         self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sorted = True  # ``held`` is in order (nothing came since the last sort)
         self._ids: set[int] = set()
         self._order: collections.deque[int] = collections.deque()
 
@@ -82,6 +83,7 @@ class Arrival:
             first = self.first_sent_on(message) if sent_on else self.first(message)
         if first and len(self.held) < self.max_ids:
             self.held.append((message, group))
+            self._sorted = False
         return self.released
 
     def refuse(self) -> None:
@@ -95,10 +97,20 @@ class Arrival:
             self.released.set_exception(ClusterUnavailableError("the session moved on"))
             self.released.exception()  # retrieved: a parked copy's has nobody waiting
 
-    def release(self) -> list[Held]:
-        """The messages held, in each publisher's order; from now on none is."""
-        held, self.held = self.held or [], None
-        held.sort(key=_by_id)
+    def release(self, most: int | None = None) -> list[Held]:
+        """The messages held, in each publisher's order; from now on none is. With
+        ``most``, the first ``most`` of them only while more are held: the rest stays held,
+        and what comes meanwhile is held with it, in its place in that order (a large
+        backlog is given a part at a time, ``broker.cluster.giving``)."""
+        held = self.held or []
+        if not self._sorted:
+            held.sort(key=_by_id)
+            self._sorted = True
+        if most is not None and len(held) > most:
+            first = held[:most]
+            del held[:most]
+            return first
+        self.held = None
         return held
 
     def _count(self, message_id: int) -> bool:

@@ -21,9 +21,10 @@ parked, and routed to it directly once the others' tables show its new member's 
    then until every member's barrier is read among them (those up to that last one asked
    of the stream's leader if the reader's copy lags, ``broker.cluster.parked``), and their
    messages given to each session they match (held with the others,
-   ``broker.cluster.giving``); then what is held
-   goes to the session sorted by id, which is each publisher's order (MQTT 3.1.1 §4.6), and
-   QoS 2 once (§4.3.3). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
+   ``broker.cluster.giving``); then what is held goes to the session sorted by id, which is
+   each publisher's order (MQTT 3.1.1 §4.6), and QoS 2 once (§4.3.3); a part at a time,
+   the loop running in between (a backlog of tens of thousands would otherwise stop the
+   member's heartbeat). A member's barrier is waited for ``HOLD_WITHIN`` seconds from the
    asking (a member that died answers none), and past that, while the member is live and
    gave no barrier yet, up to ``cluster_handover_window`` seconds from the asking (a live
    member whose table lags parks for the gone member until its table shows the session
@@ -60,7 +61,7 @@ from typing import TYPE_CHECKING, Final
 from auth.topics import split_shared
 from broker.cluster.arrivals import forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
-from broker.cluster.giving import give_frame, release_held
+from broker.cluster.giving import give_frame, release_held, release_held_now
 from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
 from broker.cluster.routes import RouteAnnouncer
@@ -260,8 +261,12 @@ class Replays:
             last = await self.parked.last(gone)
             async with self.parked.reading(gone) as reader:
                 await self._catch_up(reader, last, by_key, awaited)
-                released = True
-                self._caught_up(sessions, caught_up)
+                if caught_up is not None:
+                    released = True
+                    caught_up()
+                else:  # a part at a time: the loop runs in between (``giving``)
+                    await release_held(sessions, self.local, self.registry)
+                    released = True
                 await self._follow(reader, by_key)
             unpinned, pin = pin, None
             await self.parked.unpin(unpinned)  # before the purge: no purger waits for another
@@ -277,7 +282,7 @@ class Replays:
             if awaited is not None:
                 self._awaited.pop(awaited.token, None)
             if not released:
-                self._caught_up(sessions, caught_up)
+                self._release_now(sessions, caught_up)
             self._loop.call_later(2 * self.window, forget_arrivals, arrivals)
 
     async def _visible(self, sessions: list[BrokerSession], gone: str) -> int:
@@ -352,10 +357,11 @@ class Replays:
         clock = self._loop.time
         self.replayed += give_frame(frame, sessions, self.local, self.registry, clock, awaited)
 
-    def _caught_up(
+    def _release_now(
         self, sessions: list[BrokerSession], caught_up: Callable[[], None] | None
     ) -> None:
+        """A replay that failed or was cancelled (the member stopping) leaves nothing held."""
         if caught_up is not None:
             caught_up()
         else:
-            release_held(sessions, self.local, self.registry)
+            release_held_now(sessions, self.local, self.registry)

@@ -151,3 +151,20 @@ async def test_a_session_still_holding_past_the_window_keeps_its_arrival() -> No
     arrival.release()
     _forget_arrival(session, arrival, 0.0)  # as the timer it set again does
     assert session.arrival is None
+
+
+async def test_given_a_part_at_a_time_what_comes_meanwhile_takes_its_place_in_order() -> None:
+    """A large backlog is given a part at a time (``broker.cluster.giving``): the session
+    holds until the last part is given, so a message that comes in between goes behind
+    its publisher's earlier ones (MQTT 3.1.1 §4.6), never ahead of those still held."""
+    arrival = Arrival(max_ids=10)
+    c, d = 7 << 32, 9 << 32
+    for message_id in (c | 3, c | 1, d | 1, c | 2):
+        arrival.hold(message(message_id, routed_at=0), sent_on=False)
+    assert [m.id for m, _group in arrival.release(2)] == [c | 1, c | 2]
+    assert arrival.held is not None  # still holding
+    arrival.hold(message(c | 4, routed_at=0), sent_on=False)
+    arrival.hold(message(d | 2, routed_at=0), sent_on=False)
+    assert [m.id for m, _group in arrival.release(2)] == [c | 3, c | 4]
+    assert [m.id for m, _group in arrival.release(2)] == [d | 1, d | 2]  # the last part
+    assert arrival.held is None
