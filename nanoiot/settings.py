@@ -193,8 +193,10 @@ class Settings(BaseModel):
     # another process's write lock). Past either the call fails: "not answering".
     database_connect_timeout: float = Field(2.0, gt=0, le=300)
     database_statement_timeout: float = Field(5.0, gt=0, le=3600)
-    # Seconds a CONNECT waits for the store to check its credentials; then CONNACK 3
-    # (server unavailable) and the client retries.
+    # Seconds a CONNECT waits for the store to look its credentials up; then CONNACK 3
+    # (server unavailable) and the client retries. A password's argon2 verification after
+    # the lookup is CPU work here, not the store's: tls_handshake_timeout (the whole
+    # CONNECT phase) bounds it.
     auth_timeout: float = Field(2.0, gt=0, le=300)
     http_bind_address: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)

@@ -8,6 +8,7 @@ revoked. The connect-path lookups are one indexed query each and return the matc
 its status: the pure decision in ``auth`` decides and names the reason.
 """
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -212,9 +213,15 @@ class Credentials(StoreBase):
         return to_match(row) if row is not None else None
 
     async def check_basic(
-        self, username: str, password: str, client_id: str | None
+        self,
+        username: str,
+        password: str,
+        client_id: str | None,
+        *,
+        lookup_within: float | None = None,
     ) -> CredentialMatch | None:
-        row = await self._lookup(BY_USERNAME, username)
+        async with asyncio.timeout(lookup_within):  # the database's part only
+            row = await self._lookup(BY_USERNAME, username)
         # Verified even for an unknown user, so timing does not reveal which names exist.
         verified = await verify_password_async(password_hash(row) if row else None, password)
         if row is None or not verified:

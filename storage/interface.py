@@ -127,9 +127,16 @@ class CredentialStore(Protocol):
     async def find_token(self, token: str) -> CredentialMatch | None: ...
 
     async def check_basic(
-        self, username: str, password: str, client_id: str | None
+        self,
+        username: str,
+        password: str,
+        client_id: str | None,
+        *,
+        lookup_within: float | None = None,
     ) -> CredentialMatch | None:
-        """The match if the user name exists, the password verifies and the client id fits."""
+        """The match if the user name exists, the password verifies and the client id fits.
+        ``lookup_within``: seconds the lookup may take (TimeoutError past it); the password's
+        verification, CPU work on this machine, is not bounded by it."""
 
     # --- trusted CAs ---
     async def add_trusted_ca(

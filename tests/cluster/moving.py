@@ -145,9 +145,20 @@ class Subscriber:
         self._clients.append(client)
         self.connections.append([])
         self._new.append(0)
-        assert client.wait_connack() == 0
+        try:
+            code = client.connack.get(timeout=WAIT)
+        except Empty:
+            raise AssertionError(f"no CONNACK from {node} in {WAIT} s{self._logs()}") from None
+        assert code.value == 0, f"CONNACK {code.value} ({code}) from {node}{self._logs()}"
         assert client.session_present.get_nowait() is (len(self._clients) > 1)
         return client
+
+    def _logs(self) -> str:
+        """The nodes' last log lines, for a failure to show what the cluster did."""
+        return "".join(
+            f"\n--- node {name} ---\n{''.join(node.log.lines[-60:])}"
+            for name, node in self.nodes.nodes.items()
+        )
 
     def move(self, node: str, how: str) -> None:
         old = len(self._clients) - 1

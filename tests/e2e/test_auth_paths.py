@@ -1,13 +1,19 @@
 """Every way in, and every refusal with its CONNACK code and recorded reason."""
 
+import asyncio
 import datetime as dt
+import time
 from pathlib import Path
 
+import pytest
+from argon2 import PasswordHasher
+
+import storage.credentials
 from auth.kinds import CredentialStatus
 from storage.records import AuthOutcome
 from tests.certgen import issue
 from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client, mqtt_client
+from tests.e2e.harness import V311_RETURN_CODE, BrokerThread, device_client, mqtt_client
 
 
 def test_tokens_and_basic_credentials_without_a_certificate(broker: BrokerThread) -> None:
@@ -84,3 +90,39 @@ def test_strict_client_id_policy(tmp_path: Path) -> None:
                 client.close()
     finally:
         broker.stop()
+
+
+def test_a_password_check_slower_than_auth_timeout_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auth_timeout`` bounds the database's answer, not the argon2 verification after it:
+    that is CPU work on this machine, bounded by the password gate and the connect timeout.
+    On a busy machine it took longer than the 2 s default while the database answered at
+    once, and a valid application got CONNACK 3. Here a costlier hash stands for the load."""
+    costly = PasswordHasher(time_cost=30)  # verification costs what the hash names
+    hashes: list[str] = []
+
+    def costly_hash(password: str) -> str:
+        hashes.append(costly.hash(password))
+        return hashes[-1]
+
+    monkeypatch.setattr(
+        storage.credentials, "hash_password_async", lambda pw: asyncio.to_thread(costly_hash, pw)
+    )
+    limit = 0.25
+    settings = broker_settings(tmp_path / "data", auth_timeout=limit, tls_handshake_timeout=120)
+    with BrokerThread(settings) as broker:
+        store = broker.running.store
+        device = broker.call(store.create_device("backend"))
+        adding = store.add_basic_credential(device.id, username="app", password="app-pass")
+        broker.call(adding, timeout=120)  # hashed at that cost too: seconds under load
+        started = time.monotonic()
+        assert PasswordHasher().verify(hashes[0], "app-pass")
+        assert time.monotonic() - started > limit, "the verification is not slower than the bound"
+        client = mqtt_client(
+            broker.port, broker.server_cert, None, username="app", password="app-pass"
+        )
+        try:
+            assert V311_RETURN_CODE[client.connack.get(timeout=120).value] == 0
+        finally:
+            client.close()
