@@ -123,13 +123,14 @@ def test_a_frozen_node_is_taken_as_gone_and_fences_itself_off_when_it_runs_again
 def test_a_thawed_node_keeps_routing_to_the_session_nobody_took_while_it_rejoins(
     tmp_path: Path, qos: int
 ) -> None:
-    """S stays connected to a through the freeze: nobody takes its session (b adopts only
-    once NATS says nobody listens for a, and NATS keeps a frozen process's subscriptions).
-    Thawed, a kicks S and forgets the session, then restores it as it rejoins: S's filter
-    must stay in b's route table all along, or what P publishes in between matches no route
-    and is acknowledged without reaching S. b parks what P publishes for a until a is back:
-    not at a heartbeat of the run b took as gone that a may write as it runs again, nor at
-    one of its next run fenced off (``broker.cluster.absences``)."""
+    """S stays connected to a through the freeze: nobody takes its session meanwhile (b
+    adopts only once NATS says nobody listens for a, and NATS keeps a frozen process's
+    subscriptions; a thawed and fenced off listens no more, and b may adopt it then: S takes
+    it from b). Thawed, a kicks S and forgets the session, then restores it as it rejoins:
+    S's filter must stay in b's route table all along, or what P publishes in between
+    matches no route and is acknowledged without reaching S. b parks what P publishes for a
+    until a is back: not at a heartbeat of the run b took as gone that a may write as it
+    runs again, nor at one of its next run fenced off (``broker.cluster.absences``)."""
     with cluster(tmp_path) as nodes:
         sensor = _started(nodes)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
