@@ -247,3 +247,4 @@ class Handovers(Departures):
     async def stop(self) -> None:
         for task in list(self._tasks):
             await cancel_and_wait(task)
+        self.arrivals.stop()
