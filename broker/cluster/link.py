@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors, plain
-from broker.cluster.frames import FRAMING, groups_room
+from broker.cluster.fit import payload_fit_problem
 from broker.cluster.kv import KeyValue
 from broker.cluster.streams import open_bucket
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
@@ -108,25 +108,10 @@ class ClusterLink:
         url = redacted(settings.nats_url)
         events = _Events()
         client = await _join(settings.nats_url, member, options, url, events)
-        if settings.max_packet_size > client.max_payload - FRAMING:
+        problem = payload_fit_problem(settings, client.max_payload, url)
+        if problem is not None:
             await client.close()
-            raise ConfigError(
-                f"max_packet_size {settings.max_packet_size} does not fit in one NATS message "
-                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
-                "frame it): lower max_packet_size, or raise max_payload on the NATS servers"
-            )
-        # A message routed here names each of this member's groups it matches, in the same
-        # NATS message as its content (``broker.cluster.frames``).
-        named = groups_room(settings.max_shared_subscription_bytes)
-        if settings.max_packet_size + named > client.max_payload - FRAMING:
-            await client.close()
-            raise ConfigError(
-                f"max_packet_size {settings.max_packet_size} and max_shared_subscription_bytes "
-                f"{settings.max_shared_subscription_bytes} do not fit in one NATS message "
-                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
-                f"frame it; the groups' names take up to {named} bytes): lower either, or "
-                "raise max_payload on the NATS servers"
-            )
+            raise ConfigError(problem)
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
         return cls(
             client, settings.cluster_name, member, events, replicas=settings.cluster_replicas
