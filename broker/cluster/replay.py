@@ -63,9 +63,10 @@ from typing import TYPE_CHECKING, Final
 from auth.topics import split_shared
 from broker.cluster.arrivals import forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
-from broker.cluster.giving import give_frame, release_held, release_held_now
+from broker.cluster.giving import give_frame
 from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
+from broker.cluster.releasing import release_held, release_held_now
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey
 from broker.router import LocalRouter
@@ -266,7 +267,7 @@ class Replays:
                 if caught_up is not None:
                     released = True
                     caught_up()
-                else:  # a part at a time: the loop runs in between (``giving``)
+                else:  # a part at a time: the loop runs in between (``releasing``)
                     await release_held(sessions, self.local, self.registry)
                     released = True
                 await self._follow(reader, by_key)
