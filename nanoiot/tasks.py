@@ -42,3 +42,11 @@ async def cancellable(awaitable: Awaitable[_T]) -> _T:
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
     return result
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to cancel, also if that request was lost in a
+    call that swallowed it: for a task's own loop, which ends then (a task that catches a
+    cancellation to go on must not use it)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

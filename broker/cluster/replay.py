@@ -72,7 +72,7 @@ from broker.peer import SessionKey
 from broker.router import LocalRouter
 from broker.sessions import Arrival, BrokerSession
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -315,6 +315,8 @@ class Replays:
         barrier, given (held)."""
         count, sequence, frame_read = 0, 0, False
         while True:
+            if cancel_requested():  # lost in a NATS call before (``cancellable``)
+                raise asyncio.CancelledError
             now = self._loop.time()
             if awaited is not None:
                 awaited.reached(sequence, now, frame_read)
@@ -347,6 +349,8 @@ class Replays:
         """Step 5: frames parked later, for ``window`` seconds."""
         deadline = self._loop.time() + self.window
         while (left := deadline - self._loop.time()) > 0:
+            if cancel_requested():  # lost in a NATS call before (``cancellable``)
+                raise asyncio.CancelledError
             got = await reader.next(left)
             if got is not None:
                 self._give(got[1], sessions)

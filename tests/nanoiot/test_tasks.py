@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from nanoiot.tasks import cancel_and_wait, cancellable
+from nanoiot.tasks import cancel_and_wait, cancel_requested, cancellable
 
 
 async def test_returns_once_the_task_has_cleaned_up() -> None:
@@ -86,3 +86,28 @@ async def test_cancellable_raises_a_cancellation_the_awaited_swallowed() -> None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_cancellation_lost_earlier_is_still_requested() -> None:
+    """A task's own loop stops on a cancellation that a call swallowed before it."""
+    answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    turns: list[int] = []
+
+    async def swallows() -> int:
+        try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            return answer.result()
+
+    async def loop() -> None:
+        await swallows()  # the cancellation is lost here
+        while not cancel_requested():
+            turns.append(1)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    answer.set_result(7)
+    task.cancel()
+    await task
+    assert turns == []
