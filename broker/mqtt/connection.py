@@ -10,10 +10,11 @@ ignored, whatever came before it is returned first.
 
 Backpressure and fairness (``broker.mqtt.intake``): processing stops before the next packet
 once ``window_full`` (MQTT 3.1/3.1.1: ``max_awaiting_pubrel`` QoS 1/2 PUBLISHes unanswered) or
-``turn_over`` (``TURN_BUDGET`` packets this call); the rest stays unread until then. A
-SUBSCRIBE or UNSUBSCRIBE carries at most ``max_filters_per_subscribe`` filters to the broker;
-the rest are checked, then refused. A 5.0 SUBACK or UNSUBACK larger than the client reads
-closes the connection instead (both ``broker.mqtt.filter_bounds``).
+``turn_over`` (``TURN_BUDGET`` packets this call, a packet counting one more per KB of it);
+the rest stays unread until then. A SUBSCRIBE or UNSUBSCRIBE carries at most
+``max_filters_per_subscribe`` filters to the broker; the rest are checked, then refused. A 5.0
+SUBACK or UNSUBACK larger than the client reads closes the connection instead (both
+``broker.mqtt.filter_bounds``).
 
 Commands in, bytes out: ``accept``, ``refuse``, ``publish``, ``acknowledge``, ``suback`` and
 ``unsuback`` queue the packets they make; ``data_to_send()`` returns them, in order, for the
@@ -50,7 +51,7 @@ from broker.mqtt.events import (
 from broker.mqtt.filter_bounds import oversized_answer, turn_cost, unanswerable
 from broker.mqtt.filters import decode_filters
 from broker.mqtt.handshake import AUTHENTICATING, AWAITING_CONNECT, CLOSED, CONNECTED
-from broker.mqtt.intake import KEEP_ALIVE_GRACE, TURN_BUDGET, Intake
+from broker.mqtt.intake import KEEP_ALIVE_GRACE, TURN_BUDGET, TURN_BYTES, Intake
 from broker.mqtt.limits import Limits
 from broker.mqtt.outbound import NO_EVENTS
 from broker.mqtt.packets import (
@@ -142,7 +143,7 @@ class Connection(Intake):
 
     def _split(self, data: bytes, at: int, now: float, events: list[Event]) -> int:
         """Handle every whole packet in ``data`` from ``at`` on; where the rest starts."""
-        size = len(data)
+        size, turn_bytes = len(data), TURN_BYTES
         while at < size and self.state in (AWAITING_CONNECT, CONNECTED):
             if self._unacknowledged + self._pubrec_due >= self._read_limit:
                 return at  # ``window_full`` (inline: once per packet): the rest waits
@@ -192,8 +193,8 @@ class Connection(Intake):
             except ProtocolError as exc:
                 name = packet_name(first, self.level)
                 self._violation(events, f"{name}: {exc}", exc.reason_code)
+            self._turn_left -= 1 + (end - at) // turn_bytes  # ``intake``: bytes cost too
             at = end
-            self._turn_left -= 1
             if events and isinstance(events[-1], Subscribe | Unsubscribe):
                 # The broker answers it; what follows waits, so that answers keep the
                 # order of the packets they answer (a PUBCOMP after the SUBACK before it).

@@ -1,21 +1,24 @@
 """One connection's read does not hold the others: a SUBSCRIBE or UNSUBSCRIBE brings at most
 ``max_filters_per_subscribe`` filters to the broker (the rest are checked, then refused
 without an ACL check or a subscription), and one call of the core handles at most a turn's
-budget of packets and filters (``Connection.turn_over``), the rest waiting for ``new_turn``."""
+budget of packets, filters and KBs (``Connection.turn_over``), the rest waiting for
+``new_turn``."""
 
 import re
 
 import pytest
 
-from broker.mqtt.connection import CLOSED, CONNECTED, TURN_BUDGET
+from broker.mqtt.connection import CLOSED, CONNECTED, TURN_BUDGET, Connection
 from broker.mqtt.encode import encode
-from broker.mqtt.events import LimitExceeded, ProtocolViolation
+from broker.mqtt.events import Event, LimitExceeded, ProtocolViolation
+from broker.mqtt.intake import TURN_BYTES
 from broker.mqtt.limits import Limits
 from broker.mqtt.packets import (
     MQTT_3_1_1,
     MQTT_5,
     Pingreq,
     Pingresp,
+    Publish,
     Subscribe,
     SubscribeRequest,
     Unsubscribe,
@@ -183,3 +186,50 @@ def test_filters_refused_past_the_bound_count_against_the_turn_too() -> None:
     connection.new_turn()
     assert connection.receive_data(b"", 0.0) == []
     assert packets_in(connection.data_to_send()) == [Pingresp()]
+
+
+def _turns(connection: Connection, data: bytes) -> list[list[Event]]:
+    """The events of each turn the core takes to read ``data`` (as ``broker.client`` drives
+    it: a new turn, then again while ``more_to_read`` and the turn is not over)."""
+    turns: list[list[Event]] = []
+    while data or connection.more_to_read:
+        connection.new_turn()
+        events = connection.receive_data(data, 0.0)
+        data = b""
+        while connection.more_to_read and not connection.turn_over:
+            events += connection.receive_data(b"", 0.0)
+        turns.append(events)
+    return turns
+
+
+def test_large_publishes_end_a_turn_by_their_bytes() -> None:
+    # 40 PUBLISHes of 100 KB in one read: as packets alone, 40 of 256, one turn of 4 MB.
+    limits = Limits(max_packet_size=256 * 1024)
+    connection, _ = connected(limits)
+    publishes = [Publish("t", bytes([n]) * 100_000) for n in range(40)]
+    turns = _turns(connection, wire(*publishes, Pingreq()))
+    # 1 + 97 KB each: the third goes past the budget, so a turn is three of them.
+    assert [len(events) for events in turns] == [3] * 13 + [1]
+    for events in turns:
+        assert sum(len(e.payload) for e in events if isinstance(e, Publish)) <= (
+            TURN_BUDGET * TURN_BYTES + 100_000
+        )
+    assert [event for events in turns for event in events] == publishes  # all, in order
+    assert packets_in(connection.data_to_send()) == [Pingresp()]  # after the last turn's
+    assert connection.state == CONNECTED
+
+
+def test_a_turn_always_reads_one_packet_a_max_size_one_too() -> None:
+    limits = Limits(max_packet_size=256 * 1024)
+    connection, _ = connected(limits)
+    biggest = Publish("t", bytes(limits.max_packet_size - 7))  # fixed header 4, topic 3
+    assert len(wire(biggest)) == limits.max_packet_size
+    turns = _turns(connection, wire(biggest, biggest, Publish("t", b"small")))
+    assert turns == [[biggest], [biggest], [Publish("t", b"small")]]
+
+
+def test_small_packets_are_not_held_by_the_byte_count() -> None:
+    # A PUBLISH of 1,000 bytes costs one packet, as before: a turn still reads 256.
+    connection, _ = connected()
+    publishes = [Publish("t", bytes(1000)) for _ in range(TURN_BUDGET + 1)]
+    assert [len(events) for events in _turns(connection, wire(*publishes))] == [TURN_BUDGET, 1]
