@@ -11,8 +11,9 @@ answers once it routed the frame and its session store committed what that wrote
 then may the publisher get its PUBACK or PUBREC (§4.3.2, §4.3.3). ``forward`` returns the
 future of those answers (``broker.cluster.confirmations`` keeps what waits for them). It
 fails (the publisher's connection is closed unacknowledged, so the client sends again) when a
-member does not answer within ``CONFIRM_WITHIN`` seconds or the frames waiting for NATS
-exceed ``max_forward_buffer`` bytes. A member that could not take a frame's messages (one for
+member does not answer within ``CONFIRM_WITHIN`` seconds (``cluster_replay_wait`` for one
+that says it is busy, ``broker.cluster.busy``) or the frames waiting for NATS exceed
+``max_forward_buffer`` bytes. A member that could not take a frame's messages (one for
 a session it did not hold) answers so, and the publisher is failed in the same way.
 
 NATS answering that nobody listens on a member's subject means the member is gone (killed:
@@ -67,6 +68,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.cluster.busy import BUSY, BusyNotices
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
@@ -95,7 +97,10 @@ class _Frame:
 
 
 class Forwarder(Parker):
-    def __init__(self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None]) -> None:
+    def __init__(
+        self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None],
+        replay_wait: float = 60.0,
+    ) -> None:  # fmt: skip
         super().__init__(max_buffer, on_gone)
         self.link = link
         self.probes_sent = 0  # empty frames asking whether a member still listens
@@ -108,7 +113,9 @@ class Forwarder(Parker):
         self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
         self._idle.set()
         self._replying: set[asyncio.Future[None]] = set()  # what answers to send wait for
-        self._awaiting = Awaiting(self._probe)  # frames sent, not answered yet
+        # Frames sent, not answered yet (a busy member's waited for longer, within bounds).
+        self._awaiting = Awaiting(self._probe, max(replay_wait, CONFIRM_WITHIN), max_buffer)
+        self.busy = BusyNotices(lambda subject, data: self._queue(subject, data, ""))
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -138,6 +145,7 @@ class Forwarder(Parker):
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
         self._fail_queued()
+        self.busy.stop()
         self._awaiting.fail_all("the node is stopping")
 
     async def start_taking(self, frame: Callable[[Msg], Awaitable[None]]) -> Subscription:
@@ -277,12 +285,16 @@ class Forwarder(Parker):
         are not to be acknowledged."""
         self._queue(subject, b"" if taken else _REFUSED, "")
 
-    def reply_when(self, subject: str, done: "asyncio.Future[None]") -> None:
-        """Send a confirmation once ``done`` is: refused if it failed (``reply``)."""
+    def reply_when(self, subject: str, done: "asyncio.Future[None]", held: bool = False) -> None:
+        """Send a confirmation once ``done`` is: refused if it failed (``reply``). ``held``:
+        the frame waits behind a backlog; its sender is told this member is busy meanwhile."""
         self._replying.add(done)
+        if held:
+            self.busy.held(subject)
 
         def answer(done: "asyncio.Future[None]") -> None:
             self._replying.discard(done)
+            self.busy.answered(subject)
             self.reply(subject, taken=not done.cancelled() and done.exception() is None)
 
         done.add_done_callback(answer)
@@ -360,6 +372,10 @@ class Forwarder(Parker):
 
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
+        if token == BUSY:  # the frames it names are held by a live member: waited for longer
+            for held in msg.data.decode(errors="replace").split():
+                self._awaiting.busy(held)
+            return
         status = msg.headers.get("Status") if msg.headers else None
         if token.startswith(_PROBE):
             probed = token.removeprefix(_PROBE)

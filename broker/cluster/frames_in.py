@@ -130,14 +130,18 @@ class FramesIn:
             for waiting in waits:  # what they would have confirmed is not
                 ignore_outcome(waiting)
             return  # unconfirmed: the sender fails its publisher, which sends again
-        if local.waits:  # held for a session arriving here
+        held = bool(local.waits)  # for a session arriving here, or behind a parked backlog
+        if held:
             waits += local.waits
             local.waits.clear()
-        self._answer(msg.reply, waits, durable)
+        self._answer(msg.reply, waits, durable, held)
 
-    def _answer(self, reply: str, waits: list["asyncio.Future[None]"], durable: bool) -> None:
+    def _answer(
+        self, reply: str, waits: list["asyncio.Future[None]"], durable: bool, held: bool
+    ) -> None:
         """Confirm the frame (if its sender asked) once ``waits`` and the store's commit of
-        what it wrote (``durable``) are done."""
+        what it wrote (``durable``) are done; ``held``: its sender is told meanwhile that
+        this member is busy (``broker.cluster.busy``)."""
         if not reply:
             return
         router = self.router
@@ -148,4 +152,4 @@ class FramesIn:
         if combined is None:
             router.forwarder.reply(reply)
         else:
-            router.forwarder.reply_when(reply, combined)
+            router.forwarder.reply_when(reply, combined, held)
