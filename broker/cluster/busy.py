@@ -50,6 +50,7 @@ class BusyNotices:
         self._held: set[str] = set()  # reply subjects of frames held, not answered yet
         self._timer: asyncio.TimerHandle | None = None
         self.sent = 0  # notices sent
+        self.heard = 0  # notices other members sent this one (counted by its forwarder)
 
     def held(self, reply: str) -> None:
         """The frame answered on ``reply`` is held: notices name it until ``answered``."""

@@ -113,7 +113,6 @@ class Forwarder(Parker):
         self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
         self._idle.set()
         self._replying: set[asyncio.Future[None]] = set()  # what answers to send wait for
-        # Frames sent, not answered yet (a busy member's waited for longer, within bounds).
         self._awaiting = Awaiting(self._probe, max(replay_wait, CONFIRM_WITHIN), max_buffer)
         self.busy = BusyNotices(lambda subject, data: self._queue(subject, data, ""))
         self._inbox = link.client.new_inbox()
@@ -373,6 +372,7 @@ class Forwarder(Parker):
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
         if token == BUSY:  # the frames it names are held by a live member: waited for longer
+            self.busy.heard += 1
             for held in msg.data.decode(errors="replace").split():
                 self._awaiting.busy(held)
             return

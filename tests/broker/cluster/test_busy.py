@@ -101,6 +101,7 @@ async def test_a_member_that_says_it_is_busy_is_waited_for_past_confirm_within(
         with pytest.raises(TimeoutError):  # still waited for past its usual deadline
             await asyncio.wait_for(asyncio.shield(confirmed), CONFIRM_WITHIN + BUSY_EVERY)
         assert notices.sent >= CONFIRM_WITHIN / BUSY_EVERY - 1
+        assert forwarder.busy.heard >= 1  # counted for ``/metrics``
         notices.answered(frame.reply)
         await member.publish(frame.reply, b"")  # given and committed: answered
         await asyncio.wait_for(confirmed, WAIT)
