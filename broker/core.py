@@ -26,6 +26,7 @@ from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
 from broker.session_store import MemorySessionStore, SessionStore
+from broker.shared_bounds import SharedBounds
 from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
 
@@ -88,6 +89,11 @@ class Broker:
         self.shared = local.shared  # this process's shared subscriptions (their bounds)
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
+        self.registry.shared_bounds = SharedBounds(
+            self.shared,
+            self.config.max_shared_subscription_bytes,
+            self.config.max_shared_subscription_bytes_per_device,
+        )
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}
         self._changes = 0  # generation of credential changes seen (revocation follower)

@@ -32,6 +32,7 @@ from broker.router import Router
 from broker.session_store import SessionStore
 from broker.session_table import SessionTable
 from broker.sessions import BrokerSession
+from broker.shared_bounds import SharedBounds
 from nanoiot.errors import SessionQuotaExceeded
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Registry:
         self.fenced_now: Callable[[], bool] = lambda: False
         # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
         self.expired_count = 0
+        # This process's bounds on shared subscriptions, which restored sessions may pass.
+        self.shared_bounds: SharedBounds | None = None
 
     # --- live connections -----------------------------------------------------------------
 
@@ -340,4 +343,6 @@ class Registry:
             for topic_filter, sub in session.subscriptions.items():
                 self.router.subscribe(session, topic_filter, sub)
             self.sessions[session.key] = session
+        if self.shared_bounds is not None:
+            self.shared_bounds.restored(kept)  # kept whole (§4.1), even past them
         return kept

@@ -9,6 +9,12 @@ the device that published it, so that one device cannot fill the broker (per-dev
 on count and bytes, besides the totals) and a deleted device's messages go with it. A
 message over a limit is still delivered to current subscribers, only not kept; the broker
 counts it. The broker's own ``$SYS`` messages have no owner and no per-device limit.
+
+In a cluster the node a message is published on checks the limits, counting what the
+other nodes replicated to it; the others keep it as it is (``replicate=False``), so every
+node keeps the same messages. Nodes accepting one device's messages within the same
+millisecond may together pass its limit, by at most one limit per node: the device's later
+messages are then refused on every node until it deletes enough of them.
 """
 
 from collections.abc import Callable
@@ -87,7 +93,9 @@ class RetainedStore:
     ) -> str | None:
         """Keep (or, for an empty payload or a lifetime of 0, delete) the topic's retained
         message; the name of the limit that refused it, or None. ``replicate``: tell
-        ``replica`` (False for a change that came from another node)."""
+        ``replica`` (False for a change that came from another node: kept whatever the
+        limits, as the node that wrote it checked them against what it knew then; a node
+        refusing it would keep other retained messages than its peers for good)."""
         old = self._tree.get(topic)
         if not payload or for_connected_only(properties):
             if old is not None:
@@ -96,7 +104,7 @@ class RetainedStore:
                 self.replica(topic, None)
             return None
         new = Retained(topic, payload, qos, owner, properties, expires_at)
-        refused = self._refusal(new, old)
+        refused = self._refusal(new, old) if replicate else None
         if refused is not None:
             return refused
         if old is not None:

@@ -101,7 +101,7 @@ class Arrival:
         """The messages held, in each publisher's order; from now on none is. With
         ``most``, the first ``most`` of them only while more are held: the rest stays held,
         and what comes meanwhile is held with it, in its place in that order (a large
-        backlog is given a part at a time, ``broker.cluster.giving``)."""
+        backlog is given a part at a time, ``broker.cluster.releasing``)."""
         held = self.held or []
         if not self._sorted:
             held.sort(key=_by_id)

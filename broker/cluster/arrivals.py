@@ -14,11 +14,12 @@ session taken from member ``old``:
    is asked for a barrier once its table is at ``visible``.
 4. ``barrier``: each member's barrier, directly and relayed by ``old``. When all are in,
    nothing routed with an older table can still come: the held messages go to the session
-   sorted by id. A member whose barrier is missing ``HOLD_WITHIN`` seconds after the asking
-   is waited for while it is live (its heartbeats keep coming, ``broker.cluster.liveness``),
-   up to ``cluster_handover_window`` seconds from the asking: a live member whose table lags
-   still routes to ``old``, which sends on to here, and what it routes once its table shows
-   this member must not overtake that. A member that died, or is gone, is given up, and the
+   sorted by id, a part at a time (``broker.cluster.releasing``). A member whose barrier is
+   missing ``HOLD_WITHIN`` seconds after the asking is waited for while it is live (its
+   heartbeats keep coming, ``broker.cluster.liveness``), up to ``cluster_handover_window``
+   seconds from the asking: a live member whose table lags still routes to ``old``, which
+   sends on to here, and what it routes once its table shows this member must not overtake
+   that. A member that died, or is gone, is given up, and the
    held messages go once no barrier is awaited. What is held stays within twice
    ``max_queued_messages`` however long it is held (``broker.sessions.Arrival``).
 
@@ -41,10 +42,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
-from broker.cluster.confirmations import all_of, fail
+from broker.cluster.confirmations import fail
 from broker.cluster.frames import DIRECT, RELAYED, Group
 from broker.cluster.link import ClusterLink
 from broker.cluster.liveness import Hearing, sort_out, unheard
+from broker.cluster.releasing import follow, release_held, release_held_now
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey, store_key
 from broker.router import LocalRouter, Message
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from broker.cluster.replay import Replays
     from broker.registry import Registry
 
-__all__ = ["HOLD_WITHIN", "Arrivals", "follow", "forget_arrivals"]
+__all__ = ["HOLD_WITHIN", "Arrivals", "forget_arrivals"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class Arrivals:
         self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
         self._replays: Replays | None = None
         self._gone: dict[SessionKey, str] = {}  # sessions taken from a gone member
+        self._releasing: dict[SessionKey, BrokerSession] = {}  # given what they held
 
     @property
     def replays(self) -> "Replays | None":
@@ -289,19 +292,28 @@ class Arrivals:
         self._loop.call_at(again, self._held_too_long, key, arrival, asked, True)
 
     def _release(self, key: SessionKey) -> None:
-        """Every barrier came: the held messages go to the session, in order."""
+        """Every barrier came: the held messages go to the session, in order, a part at a
+        time (``broker.cluster.releasing``: a large backlog would stop the loop); the
+        session holds until the last part, so what reaches it meanwhile keeps its place."""
         self._expected.pop(key, None)
         session = self._holding.pop(key, None)
         if session is None or session.arrival is None or session.arrival.held is None:
             return  # none, or refused as it moved on (``Arrival.refuse``)
-        arrival = session.arrival
-        held = arrival.release()
-        if self.registry is None or self.registry.sessions.get(key) is not session:
-            arrival.released.set_result(None)  # it ended meanwhile (a clean start)
-            return
-        durable = self.local.deliver_released(session, held)
-        pending = self.local.store.pending_commit() if durable else None
-        follow(arrival.released, [] if pending is None else [pending])
+        self._releasing[key] = session
+        self.spawn(self._give(key, session))
+
+    async def _give(self, key: SessionKey, session: BrokerSession) -> None:
+        try:
+            await release_held([session], self.local, self.registry)
+        finally:
+            if self._releasing.get(key) is session:
+                del self._releasing[key]
+
+    def stop(self) -> None:
+        """The member stops, its tasks cancelled: what a release cancelled before it began
+        still held is given at once, never left held."""
+        releasing, self._releasing = list(self._releasing.values()), {}
+        release_held_now(releasing, self.local, self.registry)
 
 
 def _forget_arrival(session: BrokerSession, arrival: Arrival, after: float) -> None:
@@ -320,19 +332,3 @@ def forget_arrivals(arrivals: list[tuple[BrokerSession, Arrival | None]]) -> Non
     for session, arrival in arrivals:
         if arrival is not None and session.arrival is arrival and arrival.held is None:
             session.arrival = None
-
-
-def follow(waiting: "asyncio.Future[None]", futures: list["asyncio.Future[None]"]) -> None:
-    """``waiting`` done once ``futures`` are (failed if one failed)."""
-    combined = all_of(list(futures))
-    if combined is None:
-        waiting.set_result(None)
-        return
-
-    def done(finished: "asyncio.Future[None]") -> None:
-        if finished.cancelled() or finished.exception() is not None:
-            fail(waiting, "a held message was not delivered")
-        elif not waiting.done():
-            waiting.set_result(None)
-
-    combined.add_done_callback(done)

@@ -169,8 +169,8 @@ class Forwarder(Parker):
         if frames_in is not None and self.link.connected:  # else none comes anyway
             try:
                 with nats_errors("stopping taking forwarded messages"):
-                    drained = frames_in.drain()  # type: ignore[no-untyped-call]
-                    await asyncio.wait_for(drained, CONFIRM_WITHIN)
+                    async with asyncio.timeout(CONFIRM_WITHIN):
+                        await frames_in.drain()  # type: ignore[no-untyped-call]
             except ClusterError as exc:
                 log.debug("%s", exc)
 

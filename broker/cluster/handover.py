@@ -157,7 +157,8 @@ class Handovers(Departures):
         # member routed to ``old`` meanwhile ahead of what it routes to ``new`` after.
         within = max(HOLD_WITHIN, self.window)
         try:
-            await asyncio.wait_for(self.announcer.reached(visible), within)
+            async with asyncio.timeout(within):  # never loses a cancellation (``cancellable``)
+                await self.announcer.reached(visible)
         except TimeoutError:  # the new member released what it holds without this barrier
             log.warning("routes not at revision %d within %g s: no hand-over barrier for %s",
                         visible, within, store_key(key))  # fmt: skip
@@ -176,7 +177,8 @@ class Handovers(Departures):
         if member in self.forwarder.parked:
             self.forwarder.barrier(member, self.link.member, key, relayed=False, parked=True)
         try:
-            await asyncio.wait_for(self.forwarder.unparked(member), UNPARKED_WITHIN)
+            async with asyncio.timeout(UNPARKED_WITHIN):
+                await self.forwarder.unparked(member)
         except TimeoutError:  # it died again: its replay gave this member up
             return
         self.forwarder.barrier(member, self.link.member, key, relayed=False)
@@ -247,3 +249,4 @@ class Handovers(Departures):
     async def stop(self) -> None:
         for task in list(self._tasks):
             await cancel_and_wait(task)
+        self.arrivals.stop()

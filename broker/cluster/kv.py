@@ -24,6 +24,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker.cluster.errors import nats_errors
+from nanoiot.tasks import cancellable
 
 __all__ = ["Entry", "KeyValue", "Watch"]
 
@@ -175,7 +176,9 @@ class Watch:
         if self._started:
             return await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
         try:
-            return await self._watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
+            # With a timeout, nats-py's wait can swallow a cancellation (``cancellable``).
+            updates = self._watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
+            return await cancellable(updates)
         except nats.errors.TimeoutError:
             if not await self._holds(self._last):
                 self._last = 0  # expired before it came: nothing more to wait for

@@ -235,7 +235,8 @@ class ClusterLink:
         """Send what is pending, then leave; never raises (the node is stopping anyway)."""
         try:
             with nats_errors("leaving the cluster"):
-                await asyncio.wait_for(self.client.drain(), REQUEST_TIMEOUT)
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    await self.client.drain()
         except ClusterError as exc:
             log.debug("%s", exc)
         finally:

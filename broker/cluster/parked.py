@@ -51,6 +51,7 @@ from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
 from broker.cluster.streams import open_stream
 from broker.peer import SessionKey
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancellable
 
 __all__ = ["HEARTBEAT", "KEPT_FOR", "PINNED_FOR", "Owed", "ParkedFrames", "Reader"]
 
@@ -242,7 +243,7 @@ class Reader:
         if not self._lagging:
             return await self._delivered(within)
         while True:
-            got = await self.parked.after(self.member, self.sequence)
+            got = await cancellable(self.parked.after(self.member, self.sequence))
             if got is not None:
                 self.sequence = got[0]
                 return got
@@ -261,7 +262,8 @@ class Reader:
             while True:
                 timeout = max(deadline - loop.time(), 0.001)
                 try:
-                    msg = await self._subscription.next_msg(timeout=timeout)
+                    # nats-py's wait can swallow a cancellation (``cancellable``).
+                    msg = await cancellable(self._subscription.next_msg(timeout=timeout))
                 except nats.errors.TimeoutError:
                     return None
                 sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0

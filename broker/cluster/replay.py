@@ -63,15 +63,16 @@ from typing import TYPE_CHECKING, Final
 from auth.topics import split_shared
 from broker.cluster.arrivals import forget_arrivals
 from broker.cluster.barriers import READ_WITHIN, Awaited
-from broker.cluster.giving import give_frame, release_held, release_held_now
+from broker.cluster.giving import give_frame
 from broker.cluster.liveness import Hearing, unheard
 from broker.cluster.parked import Owed, ParkedFrames, Reader
+from broker.cluster.releasing import release_held, release_held_now
 from broker.cluster.routes import RouteAnnouncer
 from broker.peer import SessionKey
 from broker.router import LocalRouter
 from broker.sessions import Arrival, BrokerSession
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -266,7 +267,7 @@ class Replays:
                 if caught_up is not None:
                     released = True
                     caught_up()
-                else:  # a part at a time: the loop runs in between (``giving``)
+                else:  # a part at a time: the loop runs in between (``releasing``)
                     await release_held(sessions, self.local, self.registry)
                     released = True
                 await self._follow(reader, by_key)
@@ -314,6 +315,8 @@ class Replays:
         barrier, given (held)."""
         count, sequence, frame_read = 0, 0, False
         while True:
+            if cancel_requested():  # lost in a NATS call before (``cancellable``)
+                raise asyncio.CancelledError
             now = self._loop.time()
             if awaited is not None:
                 awaited.reached(sequence, now, frame_read)
@@ -346,6 +349,8 @@ class Replays:
         """Step 5: frames parked later, for ``window`` seconds."""
         deadline = self._loop.time() + self.window
         while (left := deadline - self._loop.time()) > 0:
+            if cancel_requested():  # lost in a NATS call before (``cancellable``)
+                raise asyncio.CancelledError
             got = await reader.next(left)
             if got is not None:
                 self._give(got[1], sessions)

@@ -3,8 +3,9 @@
 A retained message a node keeps (within its limits, ``broker.retained``) or deletes is
 written to the JetStream key-value bucket ``<cluster>_retained``, one key per topic (base64url,
 or the digest of a long topic: ``broker.cluster.frames.to_key``; the value names the topic);
-every node watches the bucket and applies the others'
-changes to its own ``RetainedStore``. A node that starts reads them all before it accepts
+every node watches the bucket and applies the others' changes to its own ``RetainedStore``
+as they are, never refusing one for its own limits (the writer checked them), so that every
+node keeps what the bucket holds. A node that starts reads them all before it accepts
 clients, so a subscriber on any node gets the retained messages published on any other, and
 they outlive a restart of every node (JetStream keeps them on disk). A message's expiry
 (MQTT 5 §3.3.2.3.3) is stored as the time left and the wall-clock time it was written,
@@ -28,7 +29,6 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
-from nanoiot.text import printable
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -87,14 +87,12 @@ class RetainedReplica:
             return 0
         if is_digest(key):
             self._long[key] = topic
-        refused = self.store.retain(
+        # Kept whatever this node's limits: the writer checked them (``RetainedStore.retain``).
+        self.store.retain(
             topic, message.payload, message.qos, owner or None, message.properties,
             message.expires_at, replicate=False,
         )  # fmt: skip
-        if refused is not None:
-            log.warning("retained message on '%s' from another node not kept here (%s)",
-                        printable(topic), refused)  # fmt: skip
-        return refused is None
+        return 1
 
     async def _follow(self, watch: Watch) -> None:
         while True:

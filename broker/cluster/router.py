@@ -168,6 +168,7 @@ class ClusterRouter:
             wills.live = lambda process: any(  # a departure's creator (``departure.owner``)
                 incarnation(m.name, m.pid, m.started, 0) == process for m in members.live()
             )
+            wills.survivor.every = interval  # a settler looked at on each heartbeat
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
         if self.handovers is not None and self.replays is not None:  # lagging barriers

@@ -79,6 +79,10 @@ class Survivor:
         self.creator = creator(incarnation)
         # Which processes are live members (``departure.owner``); until told, all are.
         self.live: Live = lambda _process: True
+        # Seconds between looks at the process settling a departure of this member's own
+        # (``run_ended``): its heartbeat interval (``ClusterRouter.start_members``).
+        self.every = 1.0
+        self._ending: set[str] = set()  # this member's own runs whose settler is watched
         # Departures it could not tell whether it won: run -> (member, tried until when).
         self._undecided: dict[str, tuple[str, float]] = {}
         # Gone processes whose unsettled departures could not be read: tried until when.
@@ -117,20 +121,42 @@ class Survivor:
     async def run_ended(self, run: str, within: float) -> None:
         """This member is back after fencing: settle the wills of ``run`` (one of its own,
         ended then) if no survivor took it on, or wait at most ``within`` seconds until the
-        survivor that did is done with it (its wills, and its adoption of the sessions)."""
+        survivor that did is done with it (its wills, and its adoption of the sessions).
+        Every ``every`` seconds (a heartbeat) meanwhile, the process the departure names is
+        looked at: once it is no live member (it died settling), this member takes the
+        departure over and settles it itself."""
         won = await departure_won(self.departures, run, self.creator, self.live)
         if won is None:  # the fencing tries again after the next heartbeat written
             raise ClusterUnavailableError(f"the departure of {run} is undecided")
         if won:
             await self._settle("", run, adopt=False)
             return
+        self._ending.add(run)  # taken over here if its settler dies, not by ``_unsettled``
         try:
-            async with asyncio.timeout(within):
-                await departure_done(self.departures, run)
-        except TimeoutError:
-            log.warning("the departure of %s is not done after %g s: going on", run, within)
+            await self._wait_or_take_over(run, within)
         except ClusterError as exc:
             log.warning("the departure of %s: %s", run, exc)
+        finally:
+            self._ending.discard(run)
+
+    async def _wait_or_take_over(self, run: str, within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, self.every)):
+                    await departure_done(self.departures, run)
+                    return
+            entry = await self.departures.get(run)
+            settler = None if entry is None else owner(entry.value)
+            if entry is None or settler is None:
+                return  # done (or aged out: nothing left to settle)
+            if entry.value in (self.creator, waiting(self.creator)) or self.live(settler):
+                continue
+            if await departure_won(self.departures, run, self.creator, self.live):
+                await self._settle("", run, adopt=False)
+                return
+        log.warning("the departure of %s is not done after %g s: going on", run, within)
 
     async def _unsettled(self, process: str, until: float) -> None:
         """Settle the departures ``process`` left unsettled if it is gone (and this member
@@ -143,6 +169,8 @@ class Survivor:
             log.warning("departures left by %s not read: %s", process, exc)
             return
         for run in runs:
+            if run in self._ending:
+                continue  # one of this member's own runs: ``run_ended`` takes it over
             if not self.live(process):  # re-read: it may be back (after a fencing)
                 await self._departure(run.split(".", 1)[0], run, until)
 

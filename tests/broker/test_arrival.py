@@ -154,7 +154,7 @@ async def test_a_session_still_holding_past_the_window_keeps_its_arrival() -> No
 
 
 async def test_given_a_part_at_a_time_what_comes_meanwhile_takes_its_place_in_order() -> None:
-    """A large backlog is given a part at a time (``broker.cluster.giving``): the session
+    """A large backlog is given a part at a time (``broker.cluster.releasing``): the session
     holds until the last part is given, so a message that comes in between goes behind
     its publisher's earlier ones (MQTT 3.1.1 §4.6), never ahead of those still held."""
     arrival = Arrival(max_ids=10)

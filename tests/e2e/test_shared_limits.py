@@ -7,7 +7,10 @@ way its sessions leave a group. Each refusal is counted, and the other devices g
 before. A real broker over mutual TLS, raw MQTT 3.1.1 and 5 clients."""
 
 import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from broker.mqtt.packets import (
     MQTT_5,
@@ -209,6 +212,45 @@ def test_a_devices_share_counts_restored_sessions_and_a_take_over_releases_it(
                 assert taker.connect(Connect(4, "kept", True, 0)) == Connack(False, 0)
                 assert _named_by_greedy(fleet) == 0
                 assert _subscribe(new, 2, n[2]) == (1,)
+        assert fleet.hits("max_shared_subscription_bytes_per_device") == 1
+    finally:
+        fleet.broker.stop()
+
+
+def test_groups_restored_past_a_lowered_bound_are_kept_and_new_ones_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A persistent session's groups, made under the bounds of its time, are restored whole
+    after both bounds were lowered (MQTT 3.1.1 §4.1: the session keeps its subscriptions; the
+    same for one taken over from, or adopted of, another cluster member): counted, logged,
+    and no new group is made while the process and the device stay past their bounds;
+    joining one there is costs nothing, as always."""
+    each = naming("g000", CANONICAL)
+    fleet = Fleet(tmp_path)  # the defaults
+    try:
+        n = [f"$share/g{i:03}/{RPC}" for i in range(4)]
+        with fleet.raw("kept") as raw:  # a persistent 3.1.1 session
+            assert _subscribe(raw, 1, *n[:3]) == (1, 1, 1)
+        fleet.broker.stop()
+        lowered = {
+            "max_shared_subscription_bytes": each + each // 2,
+            "max_shared_subscription_bytes_per_device": each + each // 2,
+        }
+        with caplog.at_level(logging.WARNING, logger="broker.registry"):
+            fleet.broker = BrokerThread(fleet.broker.settings.model_copy(update=lowered))
+
+            async def restored() -> None:
+                await asyncio.shield(fleet.broker.running.restoration.done)
+
+            fleet.broker.call(restored())
+        assert _groups(fleet.broker) == (3, 3 * each)  # none dropped
+        assert _named_by_greedy(fleet) == 3 * each
+        assert "past max_shared_subscription_bytes " in caplog.text
+        assert "past max_shared_subscription_bytes_per_device " in caplog.text
+        with _connected_5(fleet, "new") as new:
+            assert _subscribe(new, 1, n[3]) == (0x97,)  # a new group: quota exceeded
+            assert _subscribe(new, 2, n[0]) == (1,)  # joining one: granted
+        assert _groups(fleet.broker) == (3, 3 * each)
         assert fleet.hits("max_shared_subscription_bytes_per_device") == 1
     finally:
         fleet.broker.stop()

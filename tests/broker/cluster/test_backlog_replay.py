@@ -1,9 +1,9 @@
 """A large backlog parked for a member while it was away is replayed without stopping it
-(``broker.cluster.replay``, ``broker.cluster.giving``): the event loop keeps running (the
-member's heartbeat, its clients' keep-alives, the frames the others send it), and the
-session gets every parked message once, in its publisher's order (MQTT 3.1.1 §4.6). On the
-machine's NATS, with a whole router of the member's own, its own session restored as after
-fencing or a restart."""
+(``broker.cluster.replay``, ``broker.cluster.giving``, ``broker.cluster.releasing``): the
+event loop keeps running (the member's heartbeat, its clients' keep-alives, the frames the
+others send it), and the session gets every parked message once, in its publisher's order
+(MQTT 3.1.1 §4.6). On the machine's NATS, with a whole router of the member's own, its own
+session restored as after fencing or a restart."""
 
 import asyncio
 import gc

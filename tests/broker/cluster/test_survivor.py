@@ -22,6 +22,7 @@ from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
 
 WAIT = 10.0
+SETTLE_WITHIN = 30.0  # seconds a member back from fencing waits for its settler at most
 DEVICE = "0190d4a0-0000-7000-8000-000000000001"
 GONE = Member("a", "host", 41, 0.0, 1.0, Figures())  # the member that died first
 DEAD = incarnation("a", 41, 0.0, 0)  # its run: its wills' prefix, its departure's key
@@ -283,3 +284,49 @@ async def test_a_survivor_marks_the_departure_it_settled_done_once(
         await survivor.settle(WAIT)
     assert buckets.adopted == [("b", "a")]
     assert not [r.message for r in caplog.records if "taken over" in r.message]
+
+
+async def test_a_member_back_from_fencing_takes_its_run_over_from_a_settler_that_died(
+    buckets: Buckets,
+) -> None:
+    """Member ``a`` is back after fencing itself off; the survivor that made the departure of
+    its ended run was live then, and was killed before settling it. ``a`` sees it gone at
+    its next heartbeat and settles the run itself (publishing the will left; its sessions
+    are its own to restore, not adopted), long before its wait for that survivor is over."""
+    await buckets.will("left")
+    await buckets.departures.create(DEAD, creator(KILLED))
+    back = buckets.survivor("a")
+    back.survivor.every = 0.2  # its heartbeat interval
+    asked, alive = asyncio.Event(), {KILLED}
+
+    def live(process: str) -> bool:
+        asked.set()
+        return process in alive
+
+    back.live = live
+    ending = asyncio.create_task(back.run_ended(DEAD, SETTLE_WITHIN))
+    await asked.wait()  # the departure's process was found live
+    alive.clear()  # then killed
+    async with asyncio.timeout(WAIT):
+        await ending
+    assert buckets.published == [("a", "left")]
+    assert buckets.adopted == []
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == DONE
+
+
+async def test_a_member_back_from_fencing_waits_for_a_live_settler(buckets: Buckets) -> None:
+    """The survivor that made the departure stays live: ``a`` waits for it, publishes
+    nothing, and goes on once that survivor marked the departure done."""
+    await buckets.will("left")
+    await buckets.departures.create(DEAD, creator("d.1-0"))
+    back = buckets.survivor("a")
+    back.survivor.every = 0.05
+    ending = asyncio.create_task(back.run_ended(DEAD, SETTLE_WITHIN))
+    await asyncio.wait({ending}, timeout=0.5)  # several heartbeats: still waiting
+    assert not ending.done()
+    await buckets.departures.put(DEAD, DONE)  # the settler is done
+    async with asyncio.timeout(WAIT):
+        await ending
+    assert buckets.published == []

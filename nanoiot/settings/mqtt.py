@@ -1,0 +1,115 @@
+"""The broker's MQTT settings: sessions and topics, what one client may make a broker process
+hold, what password checks may cost, and what authentication leaves behind."""
+
+from pydantic import Field
+
+from nanoiot.settings.common import SettingsGroup
+
+
+class MqttSettings(SettingsGroup):
+    # --- MQTT sessions and topics ---
+    strict_client_id: bool = False
+    # MQTT 5: the keep-alive (seconds) imposed on a client that asks for a longer one or for
+    # none, announced as Server Keep Alive; 0: the client's own.
+    max_keep_alive: int = Field(0, ge=0, le=65535)
+    # MQTT 5: refusals and server DISCONNECTs carry a Reason String saying why, in the words
+    # of the auth log (never a secret).
+    reason_strings: bool = True
+    # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
+    max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
+    # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
+    # dropped (QoS 1/2 wait in its session, behind max_inflight_messages).
+    max_outgoing_buffer: int = Field(1024 * 1024, ge=16 * 1024)
+    # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
+    acl_rules: list[dict[str, str]] = Field(default_factory=list)
+
+    # --- MQTT limits: what one client may make the broker hold (each hit is counted) ---
+    # Connections one broker process holds open, TLS handshakes included; past it a new one
+    # is closed at once (kept under the open-file limit: broker.connection_limit).
+    max_connections: int = Field(100_000, ge=1, le=10_000_000)
+    # Of those, connections from one client host (an IPv4 address, an IPv6 /64) not admitted
+    # yet (in their handshake, or before their CONNECT is accepted): so that one host cannot
+    # hold them all. Past it, once half of max_connections are open, its new ones are closed at
+    # once (broker.connection_limit).
+    max_connecting_per_address: int = Field(64, ge=1, le=10_000_000)
+    # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
+    # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.
+    tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
+    # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
+    max_inflight_messages: int = Field(20, ge=1, le=65535)
+    # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the
+    # oldest.
+    max_queued_messages: int = Field(1000, ge=0)
+    max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    # Sessions one device holds on a broker process, connected or kept for a persistent
+    # client; a CONNECT that would start one more gets CONNACK 3 (MQTT 5: 0x97).
+    max_sessions_per_device: int = Field(100, ge=1)
+    # Topic filters one session may hold; more are refused with SUBACK 0x80.
+    max_subscriptions: int = Field(100, ge=0)
+    # Levels of a subscription's topic filter and of a kept retained message's topic (3.1.1
+    # §4.7.1): each costs a trie node, about 230 bytes. Past it a filter is refused (SUBACK
+    # 0x80, MQTT 5 0x97) and a retained message delivered but not kept.
+    max_topic_levels: int = Field(128, ge=1, le=32_768)
+    # Characters of a shared subscription's share name ($share/{name}/{filter}, MQTT 5.0
+    # §4.8.2); a longer one is refused (SUBACK 0x80, MQTT 5 0x8F).
+    max_share_name_length: int = Field(128, ge=1, le=1024)
+    # Bytes (UTF-8) of the share names and filters of the distinct shared subscriptions one
+    # broker process holds, one more byte each: in a cluster each message another node routes
+    # here names every one it matches, in one NATS message. Past it a new shared subscription
+    # is refused (SUBACK 0x80, MQTT 5 0x97); joining one that exists is not. In a cluster
+    # max_packet_size plus this must fit NATS's max_payload (a node refuses to start).
+    max_shared_subscription_bytes: int = Field(256 * 1024, ge=0)
+    # Of those bytes, what the groups one device's (or application's) sessions are in may
+    # take, each group counted once (until the last of its sessions leaves it), so that one
+    # device cannot take them all and leave the others none. Past it the device cannot make
+    # or join one more (SUBACK 0x80, MQTT 5 0x97).
+    max_shared_subscription_bytes_per_device: int = Field(16 * 1024, ge=0)
+    # Topic filters one SUBSCRIBE / UNSUBSCRIBE may carry; the rest are refused (SUBACK 0x80,
+    # MQTT 5 0x97; MQTT 5 UNSUBACK 0x83; an MQTT 3.1/3.1.1 UNSUBSCRIBE past it is closed).
+    max_filters_per_subscribe: int = Field(100, ge=1, le=65535)
+    # Inbound QoS 2 messages of one client whose PUBREL has not come; more closes it. An MQTT 5
+    # client is told it as its Receive Maximum, which counts its QoS 1 messages whose PUBACK
+    # has not gone too (5.0 §4.9). An MQTT 3.1/3.1.1 connection with this many QoS 1/2
+    # messages whose PUBACK / PUBREC has not gone is not read until one goes (backpressure).
+    max_awaiting_pubrel: int = Field(100, ge=1, le=65535)
+    # MQTT 5: the longest Session Expiry Interval a client gets, in seconds (4294967295:
+    # sessions may never expire); topic aliases per connection and direction (0: none).
+    max_session_expiry_interval: int = Field(7 * 24 * 3600, ge=0, le=0xFFFF_FFFF)
+    max_topic_aliases: int = Field(10, ge=0, le=65535)
+    # MQTT 3.1/3.1.1: seconds a persistent session (clean session 0) is kept after its client
+    # disconnected, as a 5.0 session with that Session Expiry Interval (0: for good).
+    persistent_session_expiry: int = Field(0, ge=0, le=0xFFFF_FFFF)
+    # Retained messages and their bytes, in all and per device; past a limit a retained
+    # message is delivered but not kept.
+    max_retained_messages: int = Field(100_000, ge=0)
+    max_retained_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    max_retained_messages_per_device: int = Field(100, ge=0)
+    max_retained_bytes_per_device: int = Field(1024 * 1024, ge=0)
+    # Seconds a PUBACK/PUBREC may wait for the store to save the message; past it the
+    # publisher's connection is closed (it sends the message again on a new one).
+    ack_timeout: float = Field(10.0, gt=0, le=3600)
+    # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
+    # Checks that run at once, checks that may wait for one, and checks one source address
+    # may have running or waiting (an address that has not failed lately waits for its share
+    # instead); past a bound the CONNECT is refused at once (CONNACK 3).
+    password_check_workers: int = Field(2, ge=1, le=64)
+    password_check_queue: int = Field(16, ge=0, le=10_000)
+    password_checks_per_address: int = Field(1, ge=1, le=1000)
+    # Failed checks an address gets before its password checks are refused for a while
+    # (1 s, doubling with each further failure up to password_throttle_max_seconds).
+    password_failures_before_throttle: int = Field(5, ge=1, le=1000)
+    password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
+    password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
+
+    # --- What authentication leaves behind: log lines and auth events ---
+    # Refusals per client address and reason logged and recorded one by one in each interval;
+    # the rest are counted and reported as one line and one event when the interval ends. So
+    # are the lines of connections refused before CONNECT or closed for a protocol violation.
+    auth_log_repeats: int = Field(5, ge=1, le=100_000)
+    auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    # auth_events keeps events at most this many days, and at most this many rows.
+    auth_events_max_age_days: float = Field(90.0, gt=0, le=36_500)
+    auth_events_max_rows: int = Field(1_000_000, ge=100, le=1_000_000_000)
+    # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
+    sys_interval: float = Field(10.0, ge=0)
