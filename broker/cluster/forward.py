@@ -38,6 +38,13 @@ have routed before it died reaches its sessions again when they are taken: a QoS
 may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
 ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
 
+What the forwarder hands NATS's client waits for the socket to take more first
+(``ClusterLink.taken_in``): a publisher faster than NATS and the receiving member take in
+fills the outbox, within ``max_forward_buffer``, and what does not fit is dropped (QoS 0) or
+fails its publisher, rather than piling up in the client's socket buffer without bound
+(one device publishing 200 KB messages to a subscriber on another member held 110 MB there,
+and the heartbeat written behind them came too late: the member fenced itself off).
+
 A member that stops answering while NATS keeps its connection (a stopped process, a host
 gone until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
 ``CONFIRM_WITHIN`` until the members registry takes it as gone for its missed heartbeats
@@ -351,6 +358,8 @@ class Forwarder(Parker):
                 try:
                     with nats_errors(f"forwarding to {subject}"):
                         await client.publish(subject, data, reply=reply)
+                    # What waits for the socket stays in the outbox, within max_forward_buffer.
+                    await self.link.taken_in()
                 except ClusterError as exc:
                     if not self.link.connected:  # one line per outage (``ClusterLink``)
                         log.debug("%s", exc)

@@ -149,6 +149,18 @@ class ClusterLink:
     def subject(self, *tokens: str) -> str:
         return ".".join((self.cluster, *tokens))
 
+    async def taken_in(self) -> None:
+        """Once the socket to NATS takes more: at once unless what was written to it waits
+        in its buffer past the high-water mark. nats-py's ``publish`` never waits for the
+        socket (``pending_size`` 0; its flusher hands the socket all it holds), so a sender
+        faster than NATS takes in grew the buffer without bound, and a heartbeat written
+        behind it came too late: the member fenced itself off (``broker.cluster.fence``)."""
+        transport = self.client._transport
+        if transport is None or not self.client.is_connected:
+            return
+        with contextlib.suppress(OSError, RuntimeError):  # lost: nats-py handles it
+            await transport.drain()  # type: ignore[no-untyped-call]
+
     async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         with nats_errors(f"publishing on {subject}"):
             await self.client.publish(subject, payload, reply=reply)

@@ -5,7 +5,9 @@ the node's connection end, the node loses NATS) and closes every new one at once
 the answers to its writes), in order, while what the node sends goes through at once; with
 ``subjects``, only the messages on those subjects are held back (a lagging key-value watch
 while the rest comes at once); ``mute`` drops what the node sends from then on, its
-connection open (as a node that dies before what it wrote leaves it), until it closes it."""
+connection open (as a node that dies before what it wrote leaves it), until it closes it;
+``hold`` leaves what the node sends unread until ``release`` (a NATS that does not keep up:
+the node's socket buffers fill)."""
 
 import contextlib
 import functools
@@ -32,6 +34,8 @@ class Proxy:
         self._muted = False
         self._dropped = b""  # what the node sent since ``mute``
         self._dropping = threading.Condition()
+        self._flowing = threading.Event()  # cleared: what the node sends is not read
+        self._flowing.set()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -61,6 +65,14 @@ class Proxy:
         with self._dropping:
             self._muted = True
 
+    def hold(self) -> None:
+        """What the node sends from now on is not read (a chunk read already waits) until
+        ``release``."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
     def until_dropped(self, data: bytes) -> None:
         """Once the node sent ``data`` since ``mute`` (dropped); AssertionError if it did not
         within 10 s."""
@@ -68,6 +80,7 @@ class Proxy:
             assert self._dropping.wait_for(lambda: data in self._dropped, 10), self._dropped
 
     def _dropped_if_muted(self, data: bytes) -> bool:
+        self._flowing.wait()
         with self._dropping:
             if self._muted:
                 self._dropped += data
@@ -81,6 +94,7 @@ class Proxy:
         return None
 
     def close(self) -> None:
+        self._flowing.set()  # a held pump ends with its sockets
         with self._lock:
             self._closed = self._cut = True
             for sock in self._open:
