@@ -33,7 +33,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
-from broker.cluster.confirmations import BUSY_EVERY
+from broker.cluster.confirmations import BUSY_EVERY, Awaiting
 
 __all__ = ["BUSY", "BusyNotices"]
 
@@ -43,7 +43,7 @@ _PER_NOTICE: Final = 10_000  # tokens named in one notice at most (about 70 KB)
 
 class BusyNotices:
     """The frames a member holds unanswered, by reply subject, and the notices for them,
-    sent with ``send(subject, payload)``."""
+    sent with ``send(subject, payload)``; and, sending, the notices heard."""
 
     def __init__(self, send: Callable[[str, bytes], None]) -> None:
         self._send = send
@@ -60,6 +60,18 @@ class BusyNotices:
 
     def answered(self, reply: str) -> None:
         self._held.discard(reply)
+
+    def held_until(self, reply: str, done: "asyncio.Future[None]") -> None:
+        """``held`` until ``done`` (the frame's answer is due then)."""
+        self.held(reply)
+        done.add_done_callback(lambda _done: self.answered(reply))
+
+    def heard_from(self, notice: bytes, awaiting: Awaiting) -> None:
+        """A notice from a member busy with the frames it names (sending side): those of
+        ``awaiting`` are waited for longer."""
+        self.heard += 1
+        for token in notice.decode(errors="replace").split():
+            awaiting.busy(token)
 
     def stop(self) -> None:
         if self._timer is not None:

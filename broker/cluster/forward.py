@@ -11,9 +11,8 @@ answers once it routed the frame and its session store committed what that wrote
 then may the publisher get its PUBACK or PUBREC (§4.3.2, §4.3.3). ``forward`` returns the
 future of those answers (``broker.cluster.confirmations`` keeps what waits for them). It
 fails (the publisher's connection is closed unacknowledged, so the client sends again) when a
-member does not answer within ``CONFIRM_WITHIN`` seconds (``cluster_replay_wait`` for one
-that says it is busy, ``broker.cluster.busy``) or the frames waiting for NATS exceed
-``max_forward_buffer`` bytes. A member that could not take a frame's messages (one for
+member does not answer within ``CONFIRM_WITHIN`` seconds or the frames waiting for NATS
+exceed ``max_forward_buffer`` bytes. A member that could not take a frame's messages (one for
 a session it did not hold) answers so, and the publisher is failed in the same way.
 
 NATS answering that nobody listens on a member's subject means the member is gone (killed:
@@ -45,14 +44,13 @@ fails its publisher, rather than piling up in the client's socket buffer without
 (one device publishing 200 KB messages to a subscriber on another member held 110 MB there,
 and the heartbeat written behind them came too late: the member fenced itself off).
 
-A member that stops answering while NATS keeps its connection (a stopped process, a host
-gone until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
+A member that stops answering while NATS keeps its connection (a stopped process, a host gone
+until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
 ``CONFIRM_WITHIN`` until the members registry takes it as gone for its missed heartbeats
-(``silent``), and from then on they are parked as above. The others take its run as gone
-then (its wills published, its sessions taken by whoever claims them), and should it run
-again it fences itself off before it routes anything (``broker.cluster.fence``): a parked
-frame it had not routed is routed once, by whoever takes the session; QoS 1 may come twice,
-QoS 2 not.
+(``silent``), and from then on they are parked as above. The others take its run as gone then
+(its wills published, its sessions taken by whoever claims them), and should it run again it
+fences itself off before it routes anything (``broker.cluster.fence``): a parked frame it had
+not routed is routed once, by whoever takes the session; QoS 1 may come twice, QoS 2 not.
 
 A member stopping cleanly stops taking frames before its forwarder's sender stops, and
 deletes its members entry only after both (``ClusterRouter.stop``: a survivor that sees it
@@ -105,9 +103,8 @@ class _Frame:
 
 class Forwarder(Parker):
     def __init__(
-        self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None],
-        replay_wait: float = 60.0,
-    ) -> None:  # fmt: skip
+        self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None], wait: float = 60
+    ) -> None:
         super().__init__(max_buffer, on_gone)
         self.link = link
         self.probes_sent = 0  # empty frames asking whether a member still listens
@@ -120,7 +117,7 @@ class Forwarder(Parker):
         self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
         self._idle.set()
         self._replying: set[asyncio.Future[None]] = set()  # what answers to send wait for
-        self._awaiting = Awaiting(self._probe, max(replay_wait, CONFIRM_WITHIN), max_buffer)
+        self._awaiting = Awaiting(self._probe, max(wait, CONFIRM_WITHIN), max_buffer)
         self.busy = BusyNotices(lambda subject, data: self._queue(subject, data, ""))
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
@@ -291,16 +288,12 @@ class Forwarder(Parker):
         are not to be acknowledged."""
         self._queue(subject, b"" if taken else _REFUSED, "")
 
-    def reply_when(self, subject: str, done: "asyncio.Future[None]", held: bool = False) -> None:
-        """Send a confirmation once ``done`` is: refused if it failed (``reply``). ``held``:
-        the frame waits behind a backlog; its sender is told this member is busy meanwhile."""
+    def reply_when(self, subject: str, done: "asyncio.Future[None]") -> None:
+        """Send a confirmation once ``done`` is: refused if it failed (``reply``)."""
         self._replying.add(done)
-        if held:
-            self.busy.held(subject)
 
         def answer(done: "asyncio.Future[None]") -> None:
             self._replying.discard(done)
-            self.busy.answered(subject)
             self.reply(subject, taken=not done.cancelled() and done.exception() is None)
 
         done.add_done_callback(answer)
@@ -381,9 +374,7 @@ class Forwarder(Parker):
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
         if token == BUSY:  # the frames it names are held by a live member: waited for longer
-            self.busy.heard += 1
-            for held in msg.data.decode(errors="replace").split():
-                self._awaiting.busy(held)
+            self.busy.heard_from(msg.data, self._awaiting)
             return
         status = msg.headers.get("Status") if msg.headers else None
         if token.startswith(_PROBE):

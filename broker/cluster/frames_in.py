@@ -152,4 +152,6 @@ class FramesIn:
         if combined is None:
             router.forwarder.reply(reply)
         else:
-            router.forwarder.reply_when(reply, combined, held)
+            if held:
+                router.forwarder.busy.held_until(reply, combined)
+            router.forwarder.reply_when(reply, combined)
