@@ -17,16 +17,20 @@ others park new frames, which nothing bounds (parking goes at the publishers' pa
 at the member's store's), and keeps the member refusing connections meanwhile. Measured on a
 2-core machine: a member frozen for 12 s came back to 30,000 parked messages (4,000 frames),
 read back in 2 s, and what was sent to it directly right after was still unanswered 5 s
-after it came back. So the member says it is busy instead: every
-``BUSY_EVERY`` seconds, while a frame it took is held, it sends each sender one notice naming
-the reply tokens of that sender's frames it holds, on ``<inbox>.b`` (a sender's frames are
-answered on ``<inbox>.<token>``; a sender of an earlier version ignores the token ``b``). The
-sender then waits for each frame named ``CONFIRM_WITHIN`` seconds from the notice, up to
-``cluster_replay_wait`` seconds from its sending (``broker.cluster.confirmations``). A notice
-acknowledges nothing: a publisher gets its PUBACK or PUBREC only from the member's answer,
-once what the frame brought is committed, or from JetStream if the member is found gone
-meanwhile and the frame is parked. A member that dies sends no more notices, and its frames
-are probed and parked as before.
+after it came back. So the member says it is busy instead: every ``BUSY_EVERY`` seconds,
+while a frame it took is held, it sends each sender one notice naming the reply tokens of
+that sender's frames it holds, on ``<inbox>.b`` (a sender's frames are answered on
+``<inbox>.<token>``; a sender of an earlier version ignores the token ``b``). The sender
+then waits for each frame named ``CONFIRM_WITHIN`` seconds from the notice, up to
+``cluster_replay_wait`` seconds from its sending (``broker.cluster.confirmations``). A
+notice acknowledges nothing: a publisher gets its PUBACK or PUBREC only from the member's
+answer, once what the frame brought is committed, or from JetStream if the member is found
+gone meanwhile and the frame is parked. A member that dies sends no more notices, and its
+frames are probed and parked as before. Frames that wait for the member's sessions to be
+restored (at start-up, or back from fencing: ``broker.cluster.frames_in``) are not named:
+the member takes them one at a time, after that. A sender's memory stays bounded: the frames
+it waits for longer take ``max_forward_buffer`` bytes at most, past which a frame keeps its
+first deadline.
 """
 
 import asyncio
