@@ -37,12 +37,9 @@ have routed before it died reaches its sessions again when they are taken: a QoS
 may come twice (§4.3.2), a QoS 2 one not (the session read back from the store knows the
 ids it holds and the last ones it completed: ``broker.cluster.resend``, step 4).
 
-What the forwarder hands NATS's client waits for the socket to take more first
-(``ClusterLink.taken_in``): a publisher faster than NATS and the receiving member take in
-fills the outbox, within ``max_forward_buffer``, and what does not fit is dropped (QoS 0) or
-fails its publisher, rather than piling up in the client's socket buffer without bound
-(one device publishing 200 KB messages to a subscriber on another member held 110 MB there,
-and the heartbeat written behind them came too late: the member fenced itself off).
+A frame goes to NATS's client once its socket takes more (``ClusterLink.taken_in``): a fast
+publisher fills the outbox (QoS 0 frames half of it at most, ``_queue``), not the client's
+buffer without bound (a heartbeat behind 110 MB there came too late: the member fenced off).
 
 A member that stops answering while NATS keeps its connection (a stopped process, a host gone
 until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
@@ -94,11 +91,12 @@ _PROBE: Final = "p"  # a probe's reply token: this and the member's name (frames
 
 
 class _Frame:
-    __slots__ = ("confirmed", "data")
+    __slots__ = ("barrier", "confirmed", "data")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.confirmed: asyncio.Future[None] | None = None
+        self.barrier = False  # holds a barrier: a hand-over waits for it
 
 
 class Forwarder(Parker):
@@ -234,8 +232,10 @@ class Forwarder(Parker):
         frame = self._append(
             member, lambda data: encode_barrier(origin, session, data, relayed=relayed)
         )
-        if parked and frame is not None:
-            ignore_outcome(self._confirmed(frame))
+        if frame is not None:
+            frame.barrier = True
+            if parked:
+                ignore_outcome(self._confirmed(frame))
 
     def _append(self, member: str, write: Callable[[bytearray], None]) -> _Frame | None:
         """``member``'s frame of this turn (sent at its end) with the record ``write`` appends
@@ -319,15 +319,22 @@ class Forwarder(Parker):
             if confirmed is not None:  # QoS 0 alone is not kept (at most once, §4.3.1)
                 self._park(member, bytes(frame.data), confirmed)
             return
-        if confirmed is None:
-            self._queue(self.subject(member), bytes(frame.data), "", None)
+        if confirmed is None:  # lossy: QoS 0 messages alone
+            self._queue(self.subject(member), bytes(frame.data), "", lossy=not frame.barrier)
             return
         data = bytes(frame.data)
         token = self._awaiting.add(member, data, confirmed)
         self._queue(self.subject(member), data, f"{self._inbox}.{token}", token)
 
-    def _queue(self, subject: str, data: bytes, reply: str, token: str | None = None) -> None:
-        if self._outbox_bytes + len(data) > self.max_buffer:
+    def _queue(
+        self, subject: str, data: bytes, reply: str, token: str | None = None,
+        *, lossy: bool = False,
+    ) -> None:  # fmt: skip
+        """Queue a NATS message, dropped past ``max_forward_buffer`` (its publishers
+        failed); a ``lossy`` one (QoS 0 alone, §4.3.1) past half of it, so that a QoS 0
+        flood leaves room for what others wait for (QoS 1/2, answers, barriers)."""
+        room = self.max_buffer // 2 if lossy else self.max_buffer
+        if self._outbox_bytes + len(data) > room:
             self.frames_dropped += 1
             self._warnings.warning(subject, "frames dropped (max_forward_buffer)",
                                    "forwarding buffer full (max_forward_buffer): a frame for %s "

@@ -12,6 +12,7 @@ through a proxy that stops reading it (a NATS that does not keep up), on the mac
 import asyncio
 from collections.abc import Callable
 
+from broker.cluster.confirmations import ignore_outcome
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
 from broker.router import Message
 from nanoiot.settings import Settings
@@ -56,4 +57,40 @@ async def test_a_sender_faster_than_nats_fills_its_outbox_not_the_socket_buffer(
                     await bucket.put("written", b"1")
         finally:
             proxy.release()  # else closing the connection would wait for NATS to read it
+            await link.close()
+
+
+async def test_a_qos_0_flood_leaves_room_for_a_qos_1_message(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """QoS 0 frames fill half of ``max_forward_buffer`` at most: a QoS 1 message (its
+    publisher waits for its PUBACK) is still queued behind a flood that fills it, where
+    before it failed at once and its publisher was disconnected, over and over."""
+    with nats_proxy() as proxy:
+        link = await ClusterLink.connect(cluster_settings(nats_url=proxy.url))
+        try:
+            async with parking_forwarder(link, max_buffer=MIB) as (forwarder, _parked):
+                proxy.hold()
+                for _ in range(MESSAGES):
+                    forwarder.forward([OTHER], MESSAGE, [OTHER], {})
+                    await asyncio.sleep(0)
+                assert forwarder.frames_dropped > 0  # full, for QoS 0
+                # What room is left, filled up with smaller ones, until one is dropped: less
+                # than one of them is left.
+                small = Message("devices/d/telemetry", b"x" * 1000, 0)
+                dropped = forwarder.frames_dropped
+                for _ in range(MESSAGES):
+                    forwarder.forward([OTHER], small, [OTHER], {})
+                    await asyncio.sleep(0)
+                    if forwarder.frames_dropped > dropped:
+                        break
+                dropped = forwarder.frames_dropped
+                rpc = Message("devices/d/rpc", b"x" * 1100, 1)
+                confirmed = forwarder.forward([OTHER], rpc, [OTHER], {})
+                assert confirmed is not None
+                ignore_outcome(confirmed)  # nobody answers here: it fails as the test ends
+                await asyncio.sleep(0)  # its frame is queued (or dropped) as the turn ends
+                assert forwarder.frames_dropped == dropped
+        finally:
+            proxy.release()
             await link.close()
