@@ -165,17 +165,6 @@ class Forwarder(Parker):
             raise
         return frames_in
 
-    async def stop_taking(self, frames_in: Subscription | None) -> None:
-        """Frames sent to this member from now on are parked by their senders (NATS answers
-        that nobody listens); those NATS sent before (to ``frames_in``) are routed first."""
-        if frames_in is not None and self.link.connected:  # else none comes anyway
-            try:
-                with nats_errors("stopping taking forwarded messages"):
-                    async with asyncio.timeout(CONFIRM_WITHIN):
-                        await frames_in.drain()  # type: ignore[no-untyped-call]
-            except ClusterError as exc:
-                log.debug("%s", exc)
-
     def silent(self, member: str) -> None:
         """``member`` missed its heartbeats (``broker.cluster.members``): its frames are
         parked as if NATS said nobody listens for it, those sent and not answered first."""

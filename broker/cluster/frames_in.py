@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from broker.cluster.confirmations import all_of, ignore_outcome
+from broker.cluster.confirmations import CONFIRM_WITHIN, all_of, ignore_outcome
+from broker.cluster.errors import nats_errors
 from broker.cluster.frames import decode
 from nanoiot.errors import ClusterError
 
@@ -51,7 +52,13 @@ class FramesIn:
         """Stopping: frames sent here from now on are parked by their senders (NATS answers
         that nobody listens); those NATS sent first are routed and answered."""
         subscription, self._subscription = self._subscription, None
-        await self.router.forwarder.stop_taking(subscription)
+        if subscription is not None and self.router.link.connected:  # else none comes anyway
+            try:
+                with nats_errors("stopping taking forwarded messages"):
+                    async with asyncio.timeout(CONFIRM_WITHIN):  # their senders' limit
+                        await subscription.drain()  # type: ignore[no-untyped-call]
+            except ClusterError as exc:
+                log.debug("%s", exc)
 
     async def stop_until_back(self) -> None:
         """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
