@@ -12,10 +12,9 @@ from admin.security import require_admin
 from admin.server import HttpServer
 from nanoiot.settings import Settings
 
-DEFAULT_MAX_BODY = 1024 * 1024  # the http_max_body_bytes setting's default
 
-
-def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+def create_app(context: AdminContext) -> FastAPI:
+    """The application, bounded by ``context.limits``."""
     app = FastAPI(
         title="NanoIoT admin API",
         version=version("nanoiot"),
@@ -40,16 +39,16 @@ def create_app(context: AdminContext, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
     api_docs.install(app)
     # Outermost but for the 500 handler: the token and the body's size are checked before
     # any route reads the body.
-    app.add_middleware(BodyGuard, max_body=max_body)
+    app.add_middleware(BodyGuard, limits=context.limits)
     # Outside the body guard, so that its 413 and 401 answers get the headers too.
     app.add_middleware(SecurityHeaders)
     return app
 
 
 async def start_admin(context: AdminContext, settings: Settings) -> HttpServer:
-    """The admin application on the configured address, with its configured bounds."""
-    app = create_app(context, max_body=settings.http_max_body_bytes)
+    """The admin application on the configured address, with its configured bounds
+    (``context.limits``: build the context with ``HttpLimits.of(settings)``)."""
     return await HttpServer.start(
-        app, settings.http_bind_address, settings.http_port,
-        trusted_proxies=settings.http_trusted_proxies,
+        create_app(context), settings.http_bind_address, settings.http_port,
+        trusted_proxies=settings.http_trusted_proxies, limits=context.limits,
     )  # fmt: skip

@@ -9,14 +9,15 @@ first, on the headers alone:
   429) before a byte of its body is read;
 - every body is bounded: a declared ``Content-Length`` over the route's bound is answered 413
   at once (RFC 9110 §15.5.14), and a chunked body is cut off, 413, as soon as it passes it.
-  The bound is ``http_max_body_bytes`` for most routes, a CRL's bound for the routes that
-  take one, and none for the bulk import, which reads its body as a stream row by row;
+  The bound is ``http_max_body_bytes`` for most routes, ``http_max_crl_bytes`` (and the
+  form around it) for the routes that take a CRL, and none for the bulk import, which reads
+  its body as a stream row by row;
 - after the token: a query parameter, or a Content-Type or Authorization field, given twice
   is answered 400, and a JSON body to the REST API is read as RFC 8259 JSON
   (``admin.json_body``);
 - a request framed two ways (``Content-Length`` and ``Transfer-Encoding``: the shape of
   request smuggling through a proxy) is answered 400, and a target or header fields past
-  ``MAX_HEAD_BYTES`` 414 or 431, each with the connection closed.
+  ``http_max_head_bytes`` 414 or 431, each with the connection closed.
 """
 
 import re
@@ -28,24 +29,21 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin.json_body import strictly_json
+from admin.limits import HttpLimits
 from admin.problems import problem
 from admin.security import token_refusal
 from nanoiot.text import printable
 
-MAX_CRL_BYTES: Final = 16 * 1024 * 1024  # a CRL of ~400,000 entries
-# A request's target, and its header fields (names and values): h11 bounds only a head that
-# arrives in pieces (16 KiB), so one sent whole in a read could be 256 KiB of thousands of
-# fields or of path. Browsers and scripts send under 8 KiB, cookies included.
-MAX_HEAD_BYTES: Final = 16 * 1024
 # Header fields that hold one value (the Host field h11 checks itself, RFC 9112 §3.2).
 _SINGLE_HEADERS: Final = (b"content-type", b"authorization", b"x-authorization")
 _FORM_OVERHEAD: Final = 64 * 1024  # a form's other fields and multipart framing
-# (method, path) -> the route's own bound; None: streamed, no bound on the whole body.
-_ROUTE_LIMITS: Final[list[tuple[str, re.Pattern[str], int | None]]] = [
-    ("POST", re.compile(r"/api/v1/devices/import"), None),
-    ("PUT", re.compile(r"/api/v1/trusted-cas/[^/]+/crl"), MAX_CRL_BYTES + _FORM_OVERHEAD),
-    ("POST", re.compile(r"/ui/cas(/[^/]+/crl)?"), MAX_CRL_BYTES + _FORM_OVERHEAD),
-]
+# (method, path) of the routes with their own bound: the streamed import (no bound on the
+# whole body), and the routes that take a CRL.
+_STREAMED: Final = (("POST", re.compile(r"/api/v1/devices/import")),)
+_TAKE_A_CRL: Final = (
+    ("PUT", re.compile(r"/api/v1/trusted-cas/[^/]+/crl")),
+    ("POST", re.compile(r"/ui/cas(/[^/]+/crl)?")),
+)
 
 
 class BodyTooLarge(HTTPException):
@@ -57,23 +55,29 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, _too_large_message(limit), {"Connection": "close"})
 
 
-def body_limit(method: str, path: str, default: int) -> int | None:
-    for route_method, pattern, limit in _ROUTE_LIMITS:
-        if method == route_method and pattern.fullmatch(path):
-            return limit
-    return default
+def body_limit(method: str, path: str, limits: HttpLimits) -> int | None:
+    """The bound on the body of a request to ``method path``; None: no bound."""
+
+    def matches(routes: tuple[tuple[str, re.Pattern[str]], ...]) -> bool:
+        return any(method == each and pattern.fullmatch(path) for each, pattern in routes)
+
+    if matches(_STREAMED):
+        return None
+    if matches(_TAKE_A_CRL):
+        return limits.max_crl_bytes + _FORM_OVERHEAD
+    return limits.max_body_bytes
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, limits: HttpLimits) -> None:
         self.app = app
-        self.max_body = max_body
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        framing = _framing_problem(scope)
+        framing = _framing_problem(scope, self.limits.max_head_bytes)
         if framing is not None:
             await problem(*framing, {"Connection": "close"})(scope, receive, send)
             return
@@ -91,7 +95,7 @@ class BodyGuard:
         if ambiguous is not None:
             await problem(400, ambiguous)(scope, receive, send)
             return
-        limit = body_limit(scope["method"], scope["path"], self.max_body)
+        limit = body_limit(scope["method"], scope["path"], self.limits)
         if limit is None:
             await self.app(scope, receive, send)
             return
@@ -129,14 +133,17 @@ class BodyGuard:
                 await _too_large(limit)(scope, receive, send)
 
 
-def _framing_problem(scope: Scope) -> tuple[int, str] | None:
+def _framing_problem(scope: Scope, max_head: int) -> tuple[int, str] | None:
+    # A request's target, and its header fields (names and values), are bounded apart: h11
+    # bounds only a head that arrives in pieces (``admin.server``), so one sent whole in a
+    # read could be 256 KiB of thousands of fields or of path.
     headers = scope["headers"]
     target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-    if target > MAX_HEAD_BYTES:  # RFC 9110 §15.5.15
-        return 414, f"The request target is longer than {MAX_HEAD_BYTES:,} bytes."
+    if target > max_head:  # RFC 9110 §15.5.15
+        return 414, f"The request target is longer than {max_head:,} bytes."
     size = sum(len(name) + len(value) for name, value in headers)
-    if size > MAX_HEAD_BYTES:  # RFC 6585 §5
-        return 431, f"The request's header fields are larger than {MAX_HEAD_BYTES:,} bytes."
+    if size > max_head:  # RFC 6585 §5
+        return 431, f"The request's header fields are larger than {max_head:,} bytes."
     names = {name for name, _ in headers}
     if b"transfer-encoding" in names and b"content-length" in names:
         # RFC 9112 §6.1: such a request may be rejected, and the connection MUST be closed;

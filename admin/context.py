@@ -6,6 +6,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
+from admin.limits import HttpLimits
 from admin.live_sessions import LiveSessions
 from admin.ratelimit import FailureLimiter
 from nanoiot.members import ClusterView
@@ -34,12 +35,18 @@ class AdminContext:
     admin_token: str
     # None under ``nanoiot api``: changes then reach brokers through the change feed.
     broker: BrokerView | None = None
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
     metrics: CollectorRegistry | None = None  # the broker's, when it runs in this process
-    web_sessions: LiveSessions = field(default_factory=LiveSessions)  # the web UI's sign-ins
     # The nodes (one, or a cluster's members) and where devices are connected; None under
     # ``nanoiot api``, which runs no broker.
     cluster: ClusterView | None = None
+    limits: HttpLimits = field(default_factory=HttpLimits)  # the http_* settings
+    # Bad admin tokens per address, and the web UI's sign-ins: bounded by ``limits``.
+    limiter: FailureLimiter = field(init=False)
+    web_sessions: LiveSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = FailureLimiter(max_tracked=self.limits.max_failure_addresses)
+        self.web_sessions = LiveSessions(self.limits.max_web_sessions)
 
     def changed(self) -> None:
         if self.broker is not None:

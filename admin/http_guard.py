@@ -6,12 +6,13 @@ keep-alive timeout starts only after a response. Each such connection holds a fi
 of the process that also runs the broker. So here a request's head (request line and headers)
 must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response (and a
 body at the pace of ``BODY_GRACE`` and ``BODY_MIN_RATE``), and a
-connection past ``MAX_CONNECTIONS`` open ones, or past ``MAX_PER_ADDRESS`` from its source
-address, is closed as soon as it is accepted. One address alone thus never holds every place:
+connection past ``http_max_connections`` open ones, or past
+``http_max_connections_per_address`` from its source address, is closed as soon as it is
+accepted. One address alone thus never holds every place:
 others still get in while it holds its share. The loopback address is bound by neither: the
 container's health check (``/healthz``) and an operator on the host still get in while others
 hold every place. A trusted reverse proxy (``http_trusted_proxies``) carries every one of its
-clients' connections from its one address, so it is bound by ``MAX_CONNECTIONS`` only; which
+clients' connections from its one address, so it is bound by the first only; which
 client a connection is for is known only from the ``X-Forwarded-For`` of each request, after
 the connection is taken in, so bounding each client is the proxy's job.
 """
@@ -43,13 +44,6 @@ HEAD_TIMEOUT: Final = 10.0
 # buffer full, or a client waiting for 100 Continue) is not counted against the client.
 BODY_GRACE: Final = 20.0
 BODY_MIN_RATE: Final = 500
-# Admin connections open at once: operators, scripts and a browser's few each; they share the
-# descriptors broker.connection_limit keeps besides the broker's connections (256).
-MAX_CONNECTIONS: Final = 128
-# Connections open at once from one source address: a browser opens up to 6 to a server, a
-# script or the CLI one or two, so 16 serves two or three operators behind one NAT address,
-# while it takes 8 addresses to hold all MAX_CONNECTIONS places.
-MAX_PER_ADDRESS: Final = 16
 # An IPv6 host is given a whole /64 (RFC 7421) and picks addresses in it at will (RFC 8981):
 # its addresses count as one.
 _IPV6_HOST_PREFIX: Final = 64
@@ -87,7 +81,8 @@ class Places:
     loopback address and trusted proxies not counted, and the connections turned away. An
     entry goes when its last connection does: the table holds at most one per connection."""
 
-    def __init__(self, trusted_proxies: Sequence[str]) -> None:
+    def __init__(self, trusted_proxies: Sequence[str], max_per_address: int) -> None:
+        self.max_per_address = max_per_address
         self._proxies = tuple(
             ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted_proxies
         )
@@ -106,7 +101,7 @@ class Places:
         return host_of(ip)
 
     def full(self, source: str) -> bool:
-        return self._open.get(source, 0) >= MAX_PER_ADDRESS
+        return self._open.get(source, 0) >= self.max_per_address
 
     def take(self, source: str) -> None:
         self._open[source] = self._open.get(source, 0) + 1
@@ -125,6 +120,7 @@ class GuardedH11Protocol(H11Protocol):
     ``guarded_protocol`` makes the class for one server, with its own ``places``."""
 
     places: ClassVar[Places]
+    max_connections: ClassVar[int]
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _body_deadline = 0.0  # loop time by which the body must have come, while one comes
@@ -135,15 +131,17 @@ class GuardedH11Protocol(H11Protocol):
         ip = peer_ip(peer)  # once per connection: each check below asks for it
         local = _loopback(peer, ip)
         source = None if local else self.places.source_of(ip)
-        if len(self.connections) >= MAX_CONNECTIONS and not local:
+        if len(self.connections) >= self.max_connections and not local:
             transport.abort()
-            self.places.turned_away_total.report("admin HTTP: %d connections open", MAX_CONNECTIONS)
+            self.places.turned_away_total.report(
+                "admin HTTP: %d connections open", self.max_connections
+            )
             return
         if source is not None and self.places.full(source):
             transport.abort()
             self.places.turned_away_per_address.report(
                 "admin HTTP: %d connections open from one address (lately %s)",
-                MAX_PER_ADDRESS, source,
+                self.places.max_per_address, source,
             )  # fmt: skip
             return
         self.logger = _UVICORN_LOG
@@ -253,11 +251,21 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def guarded_protocol(trusted_proxies: Sequence[str] = ()) -> type[GuardedH11Protocol]:
-    """The protocol class for one server: its connections counted apart from any other's."""
+def guarded_protocol(
+    trusted_proxies: Sequence[str], *, max_connections: int, max_per_address: int
+) -> type[GuardedH11Protocol]:
+    """The protocol class for one server: its connections counted apart from any other's.
+    The bounds are settings (``http_max_connections``, ``http_max_connections_per_address``):
+    operators, scripts and a browser's few connections each share the descriptors
+    ``broker.connection_limit`` keeps besides the broker's connections (256), and a browser
+    opens up to 6 connections to a server, a script or the CLI one or two, so 16 from one
+    address serve two or three operators behind one NAT address while it takes 8 addresses to
+    hold all 128 places."""
 
     class ServerProtocol(GuardedH11Protocol):
-        places = Places(trusted_proxies)
+        places = Places(trusted_proxies, max_per_address)
+
+    ServerProtocol.max_connections = max_connections
 
     return ServerProtocol
 

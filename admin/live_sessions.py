@@ -1,18 +1,19 @@
 """The web UI's sessions the server issued and that have not ended (``admin.web.session``).
 
 In memory, so a restart signs every browser out; bounded, so a script that signs in again and
-again (it needs the admin token) cannot grow it without end.
+again (it needs the admin token) cannot grow it without end: past ``http_max_web_sessions``
+the oldest is signed out.
 """
 
 from collections import OrderedDict
 
-MAX_LIVE_SESSIONS = 1000  # signed-in browsers kept at once; past it the oldest is signed out
+from admin.limits import HttpLimits
 
 
 class LiveSessions:
     """The nonces of the sessions issued and not ended, with their expiry; bounded."""
 
-    def __init__(self, limit: int = MAX_LIVE_SESSIONS) -> None:
+    def __init__(self, limit: int = HttpLimits.max_web_sessions) -> None:
         self._limit = limit
         self._expiry: OrderedDict[str, int] = OrderedDict()
 

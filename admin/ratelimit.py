@@ -4,22 +4,24 @@ Counted per client host (an IPv4 address, or an IPv6 /64: ``admin.security.remot
 sliding window. A success does not reset the count: an attacker holding one valid token for
 another purpose must not buy free guesses with it.
 
-At most ``max_tracked`` addresses are counted apart (memory is bounded under a spray from
-many addresses). Once that many are, expired counts are dropped; if none is, a new address
-shares one count with every other address that did not fit (``OVERFLOW``): a spray from
-ever new addresses gets ``max_failures`` guesses per window in all, and the addresses
-already counted keep their counts (emptying the table would have given each of them its
-guesses back). An address with no failure of its own may be refused with the overflow's
-count meanwhile: under such a spray, sign-in from new addresses waits for the window.
+At most ``max_tracked`` addresses (``http_max_failure_addresses``) are counted apart (memory
+is bounded under a spray from many addresses). Once that many are, expired counts are
+dropped; if none is, a new address shares one count with every other address that did not
+fit (``OVERFLOW``): a spray from ever new addresses gets ``max_failures`` guesses per window
+in all, and the addresses already counted keep their counts (emptying the table would have
+given each of them its guesses back). An address with no failure of its own may be refused
+with the overflow's count meanwhile: under such a spray, sign-in from new addresses waits for
+the window.
 """
 
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
+from admin.limits import HttpLimits
+
 MAX_FAILURES = 10
 WINDOW_SECONDS = 60.0
-MAX_TRACKED = 100_000  # addresses counted apart: some 20 MB at most
 OVERFLOW = "*"  # the count shared by addresses that did not fit
 
 
@@ -30,7 +32,7 @@ class FailureLimiter:
         max_failures: int = MAX_FAILURES,
         window: float = WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        max_tracked: int = MAX_TRACKED,
+        max_tracked: int = HttpLimits.max_failure_addresses,
     ) -> None:
         self._max = max_failures
         self._max_tracked = max_tracked

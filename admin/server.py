@@ -27,6 +27,7 @@ import uvicorn
 from admin.failures import AnswerFailures
 from admin.headers import SecurityHeaders
 from admin.http_guard import guarded_protocol
+from admin.limits import HttpLimits
 from nanoiot.errors import ConfigError
 from nanoiot.sockets import listening_socket
 from nanoiot.text import host_port
@@ -132,11 +133,18 @@ class HttpServer:
 
     @classmethod
     async def start(
-        cls, app: App, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+        cls,
+        app: App,
+        host: str,
+        port: int,
+        *,
+        trusted_proxies: Sequence[str] = (),
+        limits: HttpLimits = HttpLimits(),  # noqa: B008 - frozen
     ) -> Self:
-        """Serve ``app``. ``X-Forwarded-For`` / ``-Proto`` are honoured only on connections
-        from ``trusted_proxies`` (addresses or networks): from anyone else they would let a
-        client pick the address the sign-in rate limit counts."""
+        """Serve ``app``, its connections bounded by ``limits``. ``X-Forwarded-For`` /
+        ``-Proto`` are honoured only on connections from ``trusted_proxies`` (addresses or
+        networks): from anyone else they would let a client pick the address the sign-in rate
+        limit counts."""
         sock = _bind(host, port)
         config = uvicorn.Config(
             # Outside the application: its own 500 (Starlette's, outermost in it) and answers
@@ -149,10 +157,17 @@ class HttpServer:
             server_header=False,
             date_header=False,  # _Dated adds it
             # A deadline for request heads, bounds on connections in all and per address.
-            http=guarded_protocol(trusted_proxies),
+            http=guarded_protocol(
+                trusted_proxies,
+                max_connections=limits.max_connections,
+                max_per_address=limits.max_connections_per_address,
+            ),
             # No route speaks WebSocket: an Upgrade request is answered as plain HTTP, so every
             # connection stays with the guard to its end (an upgraded one would leave it).
             ws="none",
+            # h11 bounds a head that arrives in pieces; ``admin.body_guard`` one that arrives
+            # whole (``http_max_head_bytes`` both).
+            h11_max_incomplete_event_size=limits.max_head_bytes,
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=list(trusted_proxies),
         )

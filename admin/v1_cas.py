@@ -43,7 +43,6 @@ _CRL_BODY_TYPES = {
     "text/plain": {"schema": {"type": "string"}},
 }
 _CRL_JSON = {"application/json": {"schema": NewCrl.model_json_schema(by_alias=True)}}
-_MAX_CRL_BYTES = 16 * 1024 * 1024  # a CRL of ~400,000 entries; refuse anything larger
 
 
 @router.get("/trusted-cas", summary="List the trusted CAs", response_model=list[TrustedCaV1])
@@ -121,11 +120,12 @@ async def _crl_bytes(request: Request) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and media_type not in _CRL_BODY_TYPES:
         raise unsupported(media_type, ["application/json", *_CRL_BODY_TYPES])
+    limit = context_of(request).limits.max_crl_bytes  # http_max_crl_bytes, as the web UI
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > _MAX_CRL_BYTES:
-            raise ValidationError(f"the CRL is larger than {_MAX_CRL_BYTES >> 20} MiB")
+        if len(body) > limit:
+            raise ValidationError(f"the CRL is larger than {limit:,} bytes")
     if media_type != "application/json":
         return bytes(body)
     try:

@@ -8,10 +8,12 @@ and re-sending the same file reports the rows already imported as conflicts (409
 rules are the CLI's (``nanoiot.cli.imports``). A problem found before the first row
 (Content-Type, CSV header) is an ordinary 400/415 answer; after that the answer is 200 and
 problems are reported in the stream. A client that reads the answer only once it has sent the
-whole file gets it too: up to ``MAX_UNSENT`` bytes of answer wait for it meanwhile.
+whole file gets it too: up to ``http_import_max_unsent_bytes`` of answer wait for it meanwhile,
+and a row is at most ``http_import_max_row_bytes``.
 """
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import PurePath
@@ -39,13 +41,8 @@ from nanoiot.errors import (
 )
 from nanoiot.tasks import cancel_and_wait
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["bulk import (v1)"])
-
-# Answer held for a client that does not read it yet. httpx and requests send the whole body
-# before they read a byte of the answer; without room for it, the import would stop once the
-# sockets' buffers are full and never read the rest of the upload. 64 MiB is some 500,000
-# rows' results; past it, the import waits for the client.
-MAX_UNSENT = 64 * 1024 * 1024
 
 _CSV = "text/csv"
 _JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
@@ -115,21 +112,28 @@ async def import_devices(
         JSON_BOOLEAN,
     ] = False,
 ) -> Response:
+    context = context_of(request)
     try:
-        rows = await _started(await _rows_of(request))
+        rows = await _started(await _rows_of(request, context.limits.import_max_row_bytes))
     except ClientDisconnect:
         return Response(status_code=400)  # gone before the first row: nobody reads this
+    results = _results(context, rows, allow_expired=allow_expired)
     return RowResultsResponse(
-        _sent_as_read(_results(context_of(request), rows, allow_expired=allow_expired)),
+        _sent_as_read(results, context.limits.import_max_unsent_bytes),
         # A proxy that buffers answers would hold every result back until the end.
         headers={"X-Accel-Buffering": "no"},
     )
 
 
-async def _sent_as_read(results: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _sent_as_read(results: AsyncIterator[bytes], unsent: int) -> AsyncIterator[bytes]:
     """``results``, produced by a task of their own: the import goes on while the client is
-    not reading the answer, up to ``MAX_UNSENT`` bytes of it."""
-    outbox = _Outbox(MAX_UNSENT)
+    not reading the answer, up to ``unsent`` bytes of it (``http_import_max_unsent_bytes``).
+
+    httpx and requests send the whole body before they read a byte of the answer; without
+    room for it, the import would stop once the sockets' buffers are full and never read the
+    rest of the upload. 64 MiB, the default, is some 500,000 rows' results; past it, the
+    import waits for the client."""
+    outbox = _Outbox(unsent)
     producer = asyncio.create_task(outbox.fill(results))
     try:
         while chunk := await outbox.take():
@@ -150,9 +154,14 @@ class _Outbox:
         self._changed = asyncio.Condition()
 
     async def fill(self, results: AsyncIterator[bytes]) -> None:
+        told = False
         try:
             async for chunk in results:
                 async with self._changed:
+                    if self._size >= self._limit and not told:
+                        told = True  # once an import: a slow reader is no fault
+                        log.debug("bulk import: %d bytes of answer unread, the import waits for "
+                                  "the client to read", self._size)  # fmt: skip
                     await self._changed.wait_for(lambda: self._size < self._limit)
                     self._chunks.append(chunk)
                     self._size += len(chunk)
@@ -173,7 +182,7 @@ class _Outbox:
             return chunk
 
 
-async def _rows_of(request: Request) -> Rows:
+async def _rows_of(request: Request, max_row: int) -> Rows:
     raw_type, params = parse_options_header(request.headers.get("content-type"))
     media_type = raw_type.decode("latin-1").lower()
     if media_type == _FORM:
@@ -181,17 +190,17 @@ async def _rows_of(request: Request) -> Rows:
         if not boundary:
             raise ValidationError("multipart/form-data without a boundary parameter")
         upload = await uploaded_file(request.stream(), boundary.decode("latin-1"))
-        lines = numbered_lines(upload.chunks)
+        lines = numbered_lines(upload.chunks, max_row)
         suffix = PurePath(upload.filename).suffix.lower()
         if upload.content_type in _JSON_LINES or suffix in (".jsonl", ".ndjson", ".json"):
             return json_rows(lines)
         if upload.content_type == _CSV or suffix == ".csv":
-            return csv_rows(lines)
-        return sniffed_rows(lines)
+            return csv_rows(lines, max_row)
+        return sniffed_rows(lines, max_row)
     if media_type == _CSV:
-        return csv_rows(numbered_lines(request.stream()))
+        return csv_rows(numbered_lines(request.stream(), max_row), max_row)
     if media_type in _JSON_LINES:
-        return json_rows(numbered_lines(request.stream()))
+        return json_rows(numbered_lines(request.stream(), max_row))
     raise unsupported(media_type, [_CSV, *_JSON_LINES, _FORM])
 
 

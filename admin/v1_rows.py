@@ -8,7 +8,7 @@ devices through either. Line numbers are those of the uploaded text, where the r
 starts; a row that cannot be read becomes a ``str`` saying why, and the import goes on.
 
 Problems that leave no way to find the next row (text that is not UTF-8, a record past
-``MAX_RECORD``) raise ``ValidationError`` and end the import.
+``max_row`` bytes: ``http_import_max_row_bytes``) raise ``ValidationError`` and end the import.
 """
 
 import asyncio
@@ -16,19 +16,21 @@ import csv
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
+from admin.limits import HttpLimits
 from nanoiot.cli.import_batch import Row
 from nanoiot.cli.imports import csv_header_problem, csv_row, json_row
 from nanoiot.errors import ValidationError
 from nanoiot.tasks import cancel_and_wait
 
-# A certificate chain in PEM is a few KiB; a record this long is not a device.
-MAX_RECORD = 256 * 1024
+# A certificate chain in PEM is a few KiB; a record this long is not a device (the default of
+# http_import_max_row_bytes; the CLI's import bounds a line of its file by it too).
+MAX_RECORD: int = HttpLimits.import_max_row_bytes
 
 Lines = AsyncIterator[tuple[int, str]]
 Rows = AsyncIterator[tuple[int, Row]]
 
 
-async def numbered_lines(chunks: AsyncIterable[bytes]) -> Lines:
+async def numbered_lines(chunks: AsyncIterable[bytes], max_row: int = MAX_RECORD) -> Lines:
     """(line number, text with its line break) for each line of UTF-8 ``chunks``.
 
     Split before decoding: the byte 0x0A is never part of a multi-byte UTF-8 sequence, and
@@ -41,9 +43,11 @@ async def numbered_lines(chunks: AsyncIterable[bytes]) -> Lines:
         *complete, pending = pending.split(b"\n")
         for line in complete:
             number += 1
+            if len(line) > max_row:  # however the upload was cut into chunks
+                raise ValidationError(f"line {number} is longer than {max_row} bytes")
             yield number, _decode(line + b"\n", number)
-        if len(pending) > MAX_RECORD:
-            raise ValidationError(f"line {number + 1} is longer than {MAX_RECORD} bytes")
+        if len(pending) > max_row:
+            raise ValidationError(f"line {number + 1} is longer than {max_row} bytes")
     if pending:
         yield number + 1, _decode(pending, number + 1)
 
@@ -64,7 +68,7 @@ async def json_rows(lines: Lines) -> Rows:
             yield number, json_row(line)
 
 
-async def sniffed_rows(lines: Lines) -> Rows:
+async def sniffed_rows(lines: Lines, max_row: int = MAX_RECORD) -> Rows:
     """JSON lines if the first non-blank line starts with '{', else CSV (the CLI's rule for a
     file whose name does not say)."""
     blank: list[tuple[int, str]] = []
@@ -72,8 +76,12 @@ async def sniffed_rows(lines: Lines) -> Rows:
         blank.append((number, line))
         if line.strip():
             break
-    text_rows = json_rows if blank and blank[-1][1].lstrip().startswith("{") else csv_rows
-    async for row in text_rows(_chained(blank, lines)):
+    chained = _chained(blank, lines)
+    if blank and blank[-1][1].lstrip().startswith("{"):
+        rows = json_rows(chained)
+    else:
+        rows = csv_rows(chained, max_row)
+    async for row in rows:
         yield row
 
 
@@ -84,10 +92,10 @@ async def _chained(first: list[tuple[int, str]], rest: Lines) -> Lines:
         yield line
 
 
-async def csv_rows(lines: Lines) -> Rows:
+async def csv_rows(lines: Lines, max_row: int = MAX_RECORD) -> Rows:
     """Rows of CSV text whose first record is the header; raises ValidationError for a header
     the import cannot use, before any row."""
-    records = _csv_records(lines)
+    records = _csv_records(lines, max_row)
     first = await anext(records, None)
     if first is None:
         raise ValidationError("the CSV is empty: its first line must be the header")
@@ -103,7 +111,7 @@ async def csv_rows(lines: Lines) -> Rows:
         yield number, _csv_values(record, fieldnames)
 
 
-async def _csv_records(lines: Lines) -> Lines:
+async def _csv_records(lines: Lines, max_row: int) -> Lines:
     """Whole CSV records, non-blank, with the line each starts on.
 
     RFC 4180 §2: a line break inside a quoted field belongs to the field (a PEM in a cell),
@@ -123,9 +131,9 @@ async def _csv_records(lines: Lines) -> Lines:
             parts, quotes, size = [], 0, 0
             if record.strip():
                 yield start, record
-        elif size > MAX_RECORD:
+        elif size > max_row:
             raise ValidationError(
-                f"line {start}: a quoted field is not closed within {MAX_RECORD} characters"
+                f"line {start}: a quoted field is not closed within {max_row} characters"
             )
     if parts:  # the upload ended inside a quoted field
         yield start, "".join(parts)

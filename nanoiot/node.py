@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from admin.context import AdminContext
+from admin.limits import HttpLimits
 from admin.server import HttpServer, LazyApp
 from admin.token import admin_token
 from broker.server import RunningBroker
@@ -131,11 +132,11 @@ class Node:
                 broker=_LiveBroker(running, cluster),
                 metrics=running.broker.metrics.registry,
                 cluster=_cluster_view(settings, running),
+                limits=HttpLimits.of(settings),
             )
             http = await HttpServer.start(
-                _admin_app(context, settings.http_max_body_bytes),
-                settings.http_bind_address, settings.http_port,
-                trusted_proxies=settings.http_trusted_proxies,
+                _admin_app(context), settings.http_bind_address, settings.http_port,
+                trusted_proxies=settings.http_trusted_proxies, limits=context.limits,
             )  # fmt: skip
         except BaseException:
             await running.stop()
@@ -159,14 +160,14 @@ class Node:
                     await self.cluster.close()
 
 
-def _admin_app(context: AdminContext, max_body: int) -> LazyApp:
+def _admin_app(context: AdminContext) -> LazyApp:
     """The admin application, built by its first request: a broker nobody administers or
     scrapes does not hold FastAPI and the API's models (about 11 MiB)."""
 
     def build() -> "FastAPI":
         from admin.app import create_app
 
-        return create_app(context, max_body=max_body)
+        return create_app(context)
 
     return LazyApp(build)
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from admin.app import start_admin
 from admin.context import AdminContext
+from admin.limits import HttpLimits
 from admin.server import HttpServer
 from admin.token import admin_token
 from broker.cluster.link import ClusterLink
@@ -96,6 +97,7 @@ async def worker_node(settings: Settings, count: int) -> AsyncIterator[WorkerNod
         context = AdminContext(
             store=store, admin_token=token, broker=WorkersView(supervisor, cluster),
             metrics=metrics, cluster=ClusterAdminView(cluster, members),
+            limits=HttpLimits.of(settings),
         )  # fmt: skip
         http = await start_admin(context, settings)
         stack.push_async_callback(http.stop)

@@ -27,8 +27,6 @@ from storage.records import TrustedCA
 
 router = APIRouter(include_in_schema=False)
 CAS = f"{PREFIX}/cas"
-_MAX_CRL_BYTES = 16 * 1024 * 1024  # as the REST API
-_MAX_CERTIFICATE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,14 +81,15 @@ async def cas_page(request: Request, session: Session = Depends(current_session)
 
 @router.post(CAS)
 async def add_ca(request: Request, session: Session = Depends(checked_post)) -> Response:  # noqa: B008
+    context = context_of(request)
+    limit = context.limits.max_form_field_bytes
     submitted = await request.form()
     try:
-        form = await CAInput.from_form(submitted)
+        form = await CAInput.from_form(submitted, limit)
     finally:
         await submitted.close()  # uploaded files are spooled to temporary files
-    context = context_of(request)
     try:
-        await _add(context.store, form)
+        await _add(context.store, form, limit)
     except REFUSED as exc:
         return await _cas_page(
             request, session, form=form, error=str(exc), status_code=refusal_status(exc)
@@ -99,12 +98,12 @@ async def add_ca(request: Request, session: Session = Depends(checked_post)) -> 
     return see_other(CAS, "ca-added")
 
 
-async def _add(store: CredentialStore, form: CAInput) -> TrustedCA:
+async def _add(store: CredentialStore, form: CAInput, limit: int) -> TrustedCA:
     if not form.name:
         raise ValidationError("Enter a name for the CA.")
     if not form.certificate:
         raise ValidationError("Paste the CA certificate (PEM) or choose its file.")
-    if len(form.certificate) > _MAX_CERTIFICATE_BYTES:
+    if len(form.certificate) > limit:  # http_max_form_field_bytes
         raise ValidationError("This file is too large to be a CA certificate.")
     problem = cn_rule_problem(form.cn_regex) if form.cn_regex else None
     if problem is not None:
@@ -122,13 +121,17 @@ async def set_crl(
     ca_id: UUID,
     session: Session = Depends(checked_post),  # noqa: B008
 ) -> Response:
+    context = context_of(request)
+    limits = context.limits
     form = await request.form()
     try:
         clear = form.get("clear") == "yes"
-        data = await bytes_or_file(form, "crl", "crl_file", limit=_MAX_CRL_BYTES)
+        data = await bytes_or_file(
+            form, "crl", "crl_file",
+            limit=limits.max_crl_bytes, text_limit=limits.max_crl_bytes,
+        )  # fmt: skip
     finally:
         await form.close()  # uploaded files are spooled to temporary files
-    context = context_of(request)
     ca = await find_ca(context.store, ca_id)
     if clear:
         await context.store.set_ca_crl(ca.id, None)
@@ -137,8 +140,8 @@ async def set_crl(
     try:
         if not data:
             raise ValidationError("Choose the CRL file (PEM or DER) or paste the PEM.")
-        if len(data) > _MAX_CRL_BYTES:
-            raise ValidationError(f"The CRL is larger than {_MAX_CRL_BYTES >> 20} MiB.")
+        if len(data) > limits.max_crl_bytes:  # http_max_crl_bytes, as the REST API
+            raise ValidationError(f"The CRL is larger than {limits.max_crl_bytes:,} bytes.")
         revocations = load_crl(data, load_certificate(ca.pem))
     except (CredentialError, ValidationError) as exc:
         return await _cas_page(

@@ -77,8 +77,8 @@ async def save_credentials(
     device_id: UUID,
     session: Session = Depends(checked_post),  # noqa: B008
 ) -> Response:
-    form = CredentialInput.from_form(await request.form())
     context = context_of(request)
+    form = CredentialInput.from_form(await request.form(), context.limits.max_form_field_bytes)
     try:
         before = {c.id: c.status for c in await context.store.list_credentials(device_id)}
         saved = await service.replace_credentials(context.store, device_id, spec_of(form))
@@ -104,8 +104,8 @@ async def set_enabled(
     device_id: UUID,
     _session: Session = Depends(checked_post),  # noqa: B008
 ) -> Response:
-    enabled = text(await request.form(), "enabled") == "yes"
     context = context_of(request)
+    enabled = text(await request.form(), "enabled", context.limits.max_form_field_bytes) == "yes"
     await context.store.set_device_enabled(device_id, enabled)
     context.changed()
     return see_other(f"{PREFIX}/devices/{device_id}", "enabled" if enabled else "disabled")

@@ -100,8 +100,8 @@ async def add_device(
     request: Request,
     session: Session = Depends(checked_post),  # noqa: B008
 ) -> Response:
-    form = DeviceInput.from_form(await request.form())
     context = context_of(request)
+    form = DeviceInput.from_form(await request.form(), context.limits.max_form_field_bytes)
     try:
         device, credential = await _create(context, form)
     except REFUSED as exc:

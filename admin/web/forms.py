@@ -18,8 +18,6 @@ CREDENTIAL_CHOICES = (
     (CredentialType.X509_CERTIFICATE, "X.509 Certificate"),
     (CredentialType.MQTT_BASIC, "MQTT Basic"),
 )
-_MAX_TEXT = 64 * 1024  # a certificate chain fits many times over; anything larger is a mistake
-_MAX_UPLOAD = 16 * 1024 * 1024  # a CRL of ~400,000 entries, as the REST API allows
 
 
 # What a form can be refused for, shown inline with the user's input kept.
@@ -31,20 +29,23 @@ def refusal_status(exc: Exception) -> int:
     return 409 if isinstance(exc, ConflictError) else 400
 
 
-def text(form: FormData, name: str, *, strip: bool = True) -> str:
+def text(form: FormData, name: str, limit: int, *, strip: bool = True) -> str:
+    """The field ``name``, at most ``limit`` characters of it (``http_max_form_field_bytes``:
+    a certificate chain fits many times over; anything longer is a mistake)."""
     value = form.get(name)
     if not isinstance(value, str):
         return ""
-    value = value[:_MAX_TEXT]
+    value = value[:limit]
     return value.strip() if strip else value
 
 
 async def bytes_or_file(
-    form: FormData, text_name: str, file_name: str, limit: int = _MAX_UPLOAD
+    form: FormData, text_name: str, file_name: str, *, limit: int, text_limit: int
 ) -> bytes:
-    """A pasted value, or else the content of an uploaded file, as bytes (DER is binary).
-    At most ``limit`` + 1 bytes are read, so the caller can tell that a file is too large."""
-    pasted = text(form, text_name)
+    """A pasted value (at most ``text_limit`` characters), or else the content of an uploaded
+    file, as bytes (DER is binary). At most ``limit`` + 1 bytes of the file are read, so the
+    caller can tell that it is too large."""
+    pasted = text(form, text_name, text_limit)
     if pasted:
         return pasted.encode()
     upload = form.get(file_name)
@@ -69,18 +70,18 @@ class CredentialInput:
         return replace(self, pem="") if isinstance(error, PrivateKeyPastedError) else self
 
     @classmethod
-    def from_form(cls, form: FormData, prefix: str = "") -> "CredentialInput":
+    def from_form(cls, form: FormData, limit: int, prefix: str = "") -> "CredentialInput":
         try:
-            kind = CredentialType(text(form, prefix + "credentials_type"))
+            kind = CredentialType(text(form, prefix + "credentials_type", limit))
         except ValueError:
             kind = CredentialType.X509_CERTIFICATE
         return cls(
             type=kind,
-            pem=text(form, prefix + "pem"),
-            token=text(form, prefix + "token"),
-            client_id=text(form, prefix + "client_id"),
-            username=text(form, prefix + "username"),
-            password=text(form, prefix + "password", strip=False),
+            pem=text(form, prefix + "pem", limit),
+            token=text(form, prefix + "token", limit),
+            client_id=text(form, prefix + "client_id", limit),
+            username=text(form, prefix + "username", limit),
+            password=text(form, prefix + "password", limit, strip=False),
         )
 
 
@@ -97,12 +98,12 @@ class DeviceInput:
         return replace(self, credentials=self.credentials.refused_with(error))
 
     @classmethod
-    def from_form(cls, form: FormData) -> "DeviceInput":
+    def from_form(cls, form: FormData, limit: int) -> "DeviceInput":
         return cls(
-            name=text(form, "name"),
-            label=text(form, "label"),
-            with_credentials=text(form, "with_credentials") == "yes",
-            credentials=CredentialInput.from_form(form),
+            name=text(form, "name", limit),
+            label=text(form, "label", limit),
+            with_credentials=text(form, "with_credentials", limit) == "yes",
+            credentials=CredentialInput.from_form(form, limit),
         )
 
 
@@ -117,11 +118,11 @@ class CAInput:
     create_devices: bool = False
 
     @classmethod
-    async def from_form(cls, form: FormData) -> "CAInput":
+    async def from_form(cls, form: FormData, limit: int) -> "CAInput":
         return cls(
-            name=text(form, "name"),
-            pem=text(form, "pem"),
-            certificate=await bytes_or_file(form, "pem", "pem_file", limit=_MAX_TEXT),
-            cn_regex=text(form, "cn_regex"),
-            create_devices=text(form, "create_devices") == "yes",
+            name=text(form, "name", limit),
+            pem=text(form, "pem", limit),
+            certificate=await bytes_or_file(form, "pem", "pem_file", limit=limit, text_limit=limit),
+            cn_regex=text(form, "cn_regex", limit),
+            create_devices=text(form, "create_devices", limit) == "yes",
         )

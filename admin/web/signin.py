@@ -75,17 +75,19 @@ async def login_form(request: Request, next: str = HOME) -> Response:
 async def login(request: Request) -> Response:
     check_rate(request)  # 429 page while this address has failed too often
     form = await request.form()
-    after = _safe_next(text(form, "next"))
+    context = context_of(request)
+    limit = context.limits.max_form_field_bytes
+    after = _safe_next(text(form, "next", limit))
     signer = signer_of(request)
-    if not signer.login_csrf_matches(request.cookies.get(LOGIN_COOKIE), text(form, CSRF_FIELD)):
+    csrf = text(form, CSRF_FIELD, limit)
+    if not signer.login_csrf_matches(request.cookies.get(LOGIN_COOKIE), csrf):
         return _login_page(
             request,
             after=after,
             status_code=status.HTTP_403_FORBIDDEN,
             error="The sign-in form expired: please enter the token again.",
         )
-    context = context_of(request)
-    if not token_matches(text(form, "token"), context.admin_token):
+    if not token_matches(text(form, "token", limit), context.admin_token):
         context.limiter.failed(remote_of(request))
         return _login_page(
             request,

@@ -36,8 +36,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.cluster.errors import nats_errors, plain
-from broker.cluster.frames import FRAMING, groups_room
+from broker.cluster.fit import payload_fit_problem
 from broker.cluster.kv import KeyValue
+from broker.cluster.nats_tls import nats_tls_context, readable
 from broker.cluster.streams import open_bucket
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
 from nanoiot.settings import Settings
@@ -108,25 +109,10 @@ class ClusterLink:
         url = redacted(settings.nats_url)
         events = _Events()
         client = await _join(settings.nats_url, member, options, url, events)
-        if settings.max_packet_size > client.max_payload - FRAMING:
+        problem = payload_fit_problem(settings, client.max_payload, url)
+        if problem is not None:
             await client.close()
-            raise ConfigError(
-                f"max_packet_size {settings.max_packet_size} does not fit in one NATS message "
-                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
-                "frame it): lower max_packet_size, or raise max_payload on the NATS servers"
-            )
-        # A message routed here names each of this member's groups it matches, in the same
-        # NATS message as its content (``broker.cluster.frames``).
-        named = groups_room(settings.max_shared_subscription_bytes)
-        if settings.max_packet_size + named > client.max_payload - FRAMING:
-            await client.close()
-            raise ConfigError(
-                f"max_packet_size {settings.max_packet_size} and max_shared_subscription_bytes "
-                f"{settings.max_shared_subscription_bytes} do not fit in one NATS message "
-                f"(NATS {url} has max_payload {client.max_payload}, of which {FRAMING} bytes "
-                f"frame it; the groups' names take up to {named} bytes): lower either, or "
-                "raise max_payload on the NATS servers"
-            )
+            raise ConfigError(problem)
         log.info("joined cluster '%s' as %s through NATS %s", settings.cluster_name, member, url)
         return cls(
             client, settings.cluster_name, member, events, replicas=settings.cluster_replicas
@@ -374,46 +360,14 @@ def _connection_options(settings: Settings) -> dict[str, Any]:
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
     }
     if settings.nats_creds_file is not None:
-        _readable(settings.nats_creds_file, "nats_creds_file")
+        readable(settings.nats_creds_file, "nats_creds_file")
         options["user_credentials"] = str(settings.nats_creds_file)
     if settings.nats_user is not None and settings.nats_password is not None:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password.get_secret_value()
     if settings.nats_token is not None:
         options["token"] = settings.nats_token.get_secret_value()
-    tls = _tls_context(settings)
+    tls = nats_tls_context(settings)
     if tls is not None:
         options["tls"] = tls
     return options
-
-
-def _tls_context(settings: Settings) -> ssl.SSLContext | None:
-    assert settings.nats_url is not None
-    wants_tls = any(one.strip().startswith("tls://") for one in settings.nats_url.split(","))
-    if not (wants_tls or settings.nats_tls_ca or settings.nats_tls_cert):
-        return None
-    ca = settings.nats_tls_ca
-    try:
-        context = ssl.create_default_context(cafile=_readable(ca, "nats_tls_ca") if ca else None)
-    except ssl.SSLError as exc:
-        raise ConfigError(f"nats_tls_ca {ca}: no usable CA certificate ({exc.reason})") from None
-    cert, key = settings.nats_tls_cert, settings.nats_tls_key
-    if cert is not None and key is not None:
-        try:
-            context.load_cert_chain(
-                _readable(cert, "nats_tls_cert"), _readable(key, "nats_tls_key")
-            )
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"nats_tls_cert {cert} / nats_tls_key {key}: unusable ({exc.reason})"
-            ) from None
-    return context
-
-
-def _readable(path: os.PathLike[str], setting: str) -> str:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{setting} {path}: {exc.strerror}") from None
-    return os.fspath(path)

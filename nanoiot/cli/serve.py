@@ -122,6 +122,7 @@ def api(ctx: typer.Context) -> None:
 async def _api(settings: Settings) -> None:
     from admin.app import start_admin
     from admin.context import AdminContext
+    from admin.limits import HttpLimits
     from admin.token import admin_token
     from nanoiot.store import open_store
 
@@ -130,7 +131,7 @@ async def _api(settings: Settings) -> None:
     store = await open_store(settings)
     warn_loose_permissions(settings)
     try:
-        context = AdminContext(store=store, admin_token=token)
+        context = AdminContext(store=store, admin_token=token, limits=HttpLimits.of(settings))
         http = await start_admin(context, settings)
         try:
             if created:

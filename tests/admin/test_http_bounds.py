@@ -10,11 +10,12 @@ would send (or buffer) the whole body before reading the answer:
   address the sign-in rate limit counts, guess without limit, and lock the operator out;
 - a request framed both by Content-Length and Transfer-Encoding (request smuggling through a
   proxy that frames by the other) is 400 and its connection closed, so the request hidden in
-  its body is never served (RFC 9112 §6.1); a target or header fields past 16 KiB are 414
-  or 431.
+  its body is never served (RFC 9112 §6.1); a target or header fields past
+  ``http_max_head_bytes`` are 414 or 431.
 """
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 
 from admin.app import create_app
 from admin.context import AdminContext
+from admin.limits import HttpLimits
 from admin.server import HttpServer
 from tests.admin.conftest import TOKEN
 
@@ -38,12 +40,13 @@ ServerFactory = Callable[..., Coroutine[Any, Any, HttpServer]]
 async def start(context: AdminContext) -> AsyncIterator[ServerFactory]:
     started: list[HttpServer] = []
 
-    async def make(
-        *, max_body: int = 64 * 1024, trusted_proxies: tuple[str, ...] = ()
-    ) -> HttpServer:
+    async def make(trusted_proxies: tuple[str, ...] = (), **bounds: int) -> HttpServer:
+        """A server with the default limits but for ``bounds`` (a 64 KiB body unless
+        given)."""
+        limits = HttpLimits(**{"max_body_bytes": 64 * 1024, **bounds})
         server = await HttpServer.start(
-            create_app(context, max_body=max_body), "127.0.0.1", 0,
-            trusted_proxies=trusted_proxies,
+            create_app(dataclasses.replace(context, limits=limits)), "127.0.0.1", 0,
+            trusted_proxies=trusted_proxies, limits=limits,
         )  # fmt: skip
         started.append(server)
         return server
@@ -102,7 +105,7 @@ async def test_without_the_token_the_body_is_never_read(start: ServerFactory, pa
 async def test_a_declared_body_over_the_bound_is_refused_before_it_is_read(
     start: ServerFactory,
 ) -> None:
-    server = await start(max_body=64 * 1024)
+    server = await start(max_body_bytes=64 * 1024)
     status, body = await _answer_after_headers(
         server.port, _post("/api/device", token=TOKEN, length=HUGE), b'{"name": "'
     )
@@ -111,7 +114,7 @@ async def test_a_declared_body_over_the_bound_is_refused_before_it_is_read(
 
 
 async def test_a_chunked_body_is_cut_off_at_the_bound(start: ServerFactory) -> None:
-    server = await start(max_body=64 * 1024)
+    server = await start(max_body_bytes=64 * 1024)
     chunk = b"x" * 16 * 1024
     framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
     status, _ = await _answer_after_headers(
@@ -123,7 +126,7 @@ async def test_a_chunked_body_is_cut_off_at_the_bound(start: ServerFactory) -> N
 async def test_bodies_within_the_bound_and_the_streamed_import_still_work(
     start: ServerFactory,
 ) -> None:
-    server = await start(max_body=4 * 1024)
+    server = await start(max_body_bytes=4 * 1024)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=60.0
@@ -216,16 +219,16 @@ async def test_content_length_with_transfer_encoding_is_400_and_closed(
 
 
 async def test_a_head_past_the_bound_is_414_or_431_and_closed(start: ServerFactory) -> None:
-    server = await start()
-    fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"v" * 60) for n in range(300))  # ~22 KB
+    server = await start(max_head_bytes=4096)  # http_max_head_bytes, configured small
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"v" * 60) for n in range(100))  # ~7 KB
     answer = await _exchange(
         server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
     )
-    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
-    assert b"larger than 16,384 bytes" in answer
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]  # the default, 16 KiB: 200
+    assert b"larger than 4,096 bytes" in answer
     one_big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 100_000 + b"\r\n\r\n"
     assert (await _exchange(server.port, one_big)).startswith(b"HTTP/1.1 4")  # 431 or h11's 400
-    long_target = b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    long_target = b"GET /healthz?" + b"q" * 8_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     answer = await _exchange(server.port, long_target)
     assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]  # before: 200
     normal = await _exchange(

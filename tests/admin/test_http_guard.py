@@ -7,14 +7,17 @@ import logging
 import pytest
 
 from admin import http_guard
+from admin.limits import HttpLimits
 from admin.server import HttpServer
 from tests.admin.raw_http import HEAD, OK, WAIT, answered, closed, hello
+
+# http_max_connections, configured small.
+FEW = HttpLimits(max_connections=3)
 
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_guard, "HEAD_TIMEOUT", 0.3)
-    monkeypatch.setattr(http_guard, "MAX_CONNECTIONS", 3)
 
 
 async def _open(server: HttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -23,7 +26,7 @@ async def _open(server: HttpServer) -> tuple[asyncio.StreamReader, asyncio.Strea
 
 @pytest.mark.usefixtures("quick")
 async def test_a_connection_without_a_whole_request_head_in_time_is_closed() -> None:
-    server = await HttpServer.start(hello, "127.0.0.1", 0)
+    server = await HttpServer.start(hello, "127.0.0.1", 0, limits=FEW)
     try:
         idle, idle_writer = await _open(server)
         slow, slow_writer = await _open(server)
@@ -51,7 +54,7 @@ async def test_connections_past_the_maximum_are_closed_at_once(
     caplog.set_level(logging.WARNING, logger="admin.http_guard")
     # Tests reach the server on 127.0.0.1 only: taken here for a client from elsewhere.
     monkeypatch.setattr(http_guard, "_loopback", lambda _peer, _ip: False)
-    server = await HttpServer.start(hello, "127.0.0.1", 0)
+    server = await HttpServer.start(hello, "127.0.0.1", 0, limits=FEW)
     held = []
     try:
         for _ in range(3):  # answered: the server has taken each connection in
@@ -75,7 +78,7 @@ async def test_connections_past_the_maximum_are_closed_at_once(
 async def test_the_loopback_address_is_never_turned_away(bound: str) -> None:
     # The container's health check asks /healthz from 127.0.0.1 while others hold every place;
     # on "::" it arrives as ::ffff:127.0.0.1, loopback still.
-    server = await HttpServer.start(hello, bound, 0)
+    server = await HttpServer.start(hello, bound, 0, limits=FEW)
     held = []
     try:
         for _ in range(4):

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from admin import http_guard
+from admin.limits import HttpLimits
 from admin.server import HttpServer
 from tests.admin.raw_http import HEAD, OK, WAIT, answered, closed, hello
 
@@ -23,6 +24,8 @@ UPGRADE_HEAD = (
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 )
 ATTACKER, OPERATOR, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+# http_max_connections and http_max_connections_per_address, configured small.
+FEW = HttpLimits(max_connections=5, max_connections_per_address=2)
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -30,8 +33,6 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 def lost(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[Exception | None]:
     """Bounds of a few places, and each connection the server has seen end."""
     monkeypatch.setattr(http_guard, "HEAD_TIMEOUT", 0.3)
-    monkeypatch.setattr(http_guard, "MAX_CONNECTIONS", 5)
-    monkeypatch.setattr(http_guard, "MAX_PER_ADDRESS", 2, raising=False)
     monkeypatch.setattr(http_guard, "_loopback", lambda _peer, _ip: False)
     ended: asyncio.Queue[Exception | None] = asyncio.Queue()
     original = http_guard.GuardedH11Protocol.connection_lost
@@ -46,7 +47,7 @@ def lost(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[Exception | None]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
-    started = await HttpServer.start(hello, "127.0.0.1", 0)
+    started = await HttpServer.start(hello, "127.0.0.1", 0, limits=FEW)
     yield started
     await asyncio.wait_for(started.stop(), WAIT)
 
@@ -183,7 +184,7 @@ async def test_every_way_a_connection_ends_gives_its_place_back_once(
 @pytest.mark.usefixtures("lost")
 async def test_a_trusted_proxy_is_bound_by_the_total_only() -> None:
     # Behind it every operator shares its address; each one's bound is the proxy's to keep.
-    proxied = await HttpServer.start(hello, "127.0.0.1", 0, trusted_proxies=[ATTACKER])
+    proxied = await HttpServer.start(hello, "127.0.0.1", 0, trusted_proxies=[ATTACKER], limits=FEW)
     held = []
     try:
         for _ in range(5):
@@ -208,6 +209,6 @@ async def test_a_trusted_proxy_is_bound_by_the_total_only() -> None:
     ],
 )
 def test_what_a_connection_counts_under(address: str, source: str | None) -> None:
-    places = http_guard.Places(["10.1.0.0/16"])
+    places = http_guard.Places(["10.1.0.0/16"], max_per_address=16)
     # Which source a peer name counts under is pure logic.
     assert places.source_of(http_guard.peer_ip((address, 50000))) == source

@@ -107,8 +107,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             store=store,
             admin_token=TOKEN,
             broker=FakeBroker(connected=set()),
-            limiter=FailureLimiter(max_failures=10**9),
         )
+        context.limiter = FailureLimiter(max_failures=10**9)
         app = create_app(context)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
         try:

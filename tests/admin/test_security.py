@@ -83,7 +83,8 @@ def with_ids(path: str, device_id: UUID) -> str:
 def lenient_app(store: SqlCredentialStore, fake_broker: FakeBroker) -> FastAPI:
     """The application with a rate limit too high to reach, for sweeps of many failures."""
     limiter = FailureLimiter(max_failures=10**6)
-    context = AdminContext(store=store, admin_token=TOKEN, broker=fake_broker, limiter=limiter)
+    context = AdminContext(store=store, admin_token=TOKEN, broker=fake_broker)
+    context.limiter = limiter
     return create_app(context)
 
 

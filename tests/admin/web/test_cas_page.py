@@ -117,6 +117,18 @@ async def test_crl_upload_and_removal(
     assert fake_broker.changes == 2
 
 
+async def test_a_pasted_crl_past_64_kib_is_taken_whole(
+    ui: httpx.AsyncClient, store: SqlCredentialStore, authority: Issued, trusted: TrustedCA
+) -> None:
+    """A pasted CRL is bound by http_max_crl_bytes, as an uploaded one is; before, the text
+    was cut at 64 KiB and the CRL refused as "not a CRL"."""
+    pem = revocation_list(authority, *range(1, 3000)).public_bytes(Encoding.PEM).decode()
+    assert len(pem) > 64 * 1024
+    response = await post_form(ui, "/ui/cas", f"/ui/cas/{trusted.id}/crl", {"crl": pem})
+    assert response.status_code == 303, response.text[-300:]
+    assert "2999 revoked" in (await ui.get("/ui/cas")).text
+
+
 async def test_a_crl_signed_by_someone_else_is_refused(
     ui: httpx.AsyncClient, store: SqlCredentialStore, authority: Issued, trusted: TrustedCA
 ) -> None:

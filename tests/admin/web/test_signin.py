@@ -201,10 +201,8 @@ async def test_a_new_admin_token_ends_every_session(
 ) -> None:
     cookie = ui.cookies[SESSION_COOKIE]
     assert (await ui.get("/ui/devices")).status_code == 200
-    changed = AdminContext(
-        store=context.store, admin_token="a-new-admin-token-0123456789",
-        web_sessions=context.web_sessions,
-    )  # fmt: skip
+    changed = AdminContext(store=context.store, admin_token="a-new-admin-token-0123456789")
+    changed.web_sessions = context.web_sessions
     transport = httpx.ASGITransport(app=create_app(changed))
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as browser:
         browser.cookies.set(SESSION_COOKIE, cookie, path="/ui")
