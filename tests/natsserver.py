@@ -230,3 +230,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class RestartableNats:
+    """A private JetStream ``nats-server`` on a fixed free port with its store in
+    ``directory``, that a test kills (SIGKILL: a crash) and starts again on the same port with
+    the same store, as an operator's supervisor would."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._options = ("-p", str(self.port), "-js", "-sd", str(directory / "store"))
+        self._stack = ExitStack()
+        self.server: NatsServer | None = None
+
+    def start(self) -> None:
+        assert self.server is None, "already running"
+        self.server = self._stack.enter_context(_nats_server(self._options))
+
+    def kill(self) -> None:
+        assert self.server is not None, "not running"
+        self.server.process.kill()
+        self.server.stop()
+        self.server = None
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@contextmanager
+def restartable_nats(directory: Path) -> Iterator[RestartableNats]:
+    """A ``RestartableNats``, started; stopped at the end (SIGTERM) if it runs."""
+    nats_server = RestartableNats(directory)
+    try:
+        nats_server.start()
+        yield nats_server
+    finally:
+        nats_server.close()

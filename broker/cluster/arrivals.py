@@ -31,7 +31,9 @@ behind what that member parked for it, and the end is where every member's was r
 (``Replays`` waits for them; a direct barrier from a member says its parked one is on its
 way). A session taken from a live member that had not given it a gone member's parked
 frames yet (its adopter, ``Replays.taken_with``) expects both: the live member's barriers,
-and the end of the gone member's parked frames.
+and the end of the gone member's parked frames. So does one taken from a live member still
+reading its own parked frames (back on NATS after a moment away): those are read here, and
+the member, live, gives its barriers as any other.
 """
 
 import asyncio
@@ -99,7 +101,9 @@ class Arrivals:
         self._holding: dict[SessionKey, BrokerSession] = {}
         self._expected: dict[SessionKey, set[tuple[str, int]]] = {}
         self._replays: Replays | None = None
-        self._gone: dict[SessionKey, str] = {}  # sessions taken from a gone member
+        # Sessions taken with a gone member's parked frames: that member, and whether it is
+        # the one the session was taken from (False: that one answered, it is live).
+        self._gone: dict[SessionKey, tuple[str, bool]] = {}
         self._releasing: dict[SessionKey, BrokerSession] = {}  # given what they held
 
     @property
@@ -117,10 +121,13 @@ class Arrivals:
         self._kept[key] = (member, [])
         self._gone.pop(key, None)
 
-    def from_gone(self, key: SessionKey, member: str) -> None:
-        """``key`` is taken from ``member``, which is gone."""
+    def from_gone(self, key: SessionKey, member: str, *, answered: bool = False) -> None:
+        """``key`` is taken with ``member``'s parked frames: from ``member``, which is gone;
+        or, ``answered``, from a live member that had not given it those frames yet, which
+        may be that live member's own (back on NATS after a moment away, its own replay
+        still reading what the others parked for it meanwhile)."""
         if self.replays is not None:
-            self._gone[key] = member
+            self._gone[key] = (member, not answered)
 
     def keep(
         self, key: SessionKey, message: Message, group: Group | None, most: int
@@ -157,8 +164,12 @@ class Arrivals:
         await self.announcer.written()
         visible = self.announcer.revision
         old, kept = self._kept.pop(key, ("", []))
-        parked_from = self._gone.pop(key, None)  # ``old``, or the one ``old`` took it from
-        gone = parked_from == old
+        # ``old`` (gone, or live and owing its own parked frames), or the one ``old`` took
+        # it from. A live ``old`` gives its barriers as in any hand-over: taken as gone, the
+        # barriers asked of the members would go to it directly, never into its parked
+        # frames, and what is held would wait for them in vain (``READ_WITHIN``).
+        parked_from, old_gone = self._gone.pop(key, (None, False))
+        gone = parked_from == old and old_gone
         arrival = session.arrival if session is not None else None
         if session is None or arrival is None:
             for _message, _group, waiting in kept:

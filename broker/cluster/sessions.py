@@ -163,7 +163,7 @@ class SessionClaims:
             # Its former member had not given it a gone member's parked frames yet.
             await self.replays.taken_with(key, *parked)
             if self.handovers is not None:
-                self.handovers.arrivals.from_gone(key, parked[0])
+                self.handovers.arrivals.from_gone(key, parked[0], answered=True)
         if awaiting:
             self._awaiting[key] = awaiting
         if unrouted:

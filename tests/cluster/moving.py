@@ -42,11 +42,13 @@ def ranges(numbers: list[int]) -> str:
 
 class Publisher:
     """P: numbered payloads from a thread, at most ``WINDOW`` unacknowledged; which numbers
-    were acknowledged (paho's on_publish: PUBACK, or PUBCOMP after PUBREC)."""
+    were acknowledged (paho's on_publish: PUBACK, or PUBCOMP after PUBREC); ``patience``:
+    seconds it waits for room in its window (longer across an outage of the cluster)."""
 
-    def __init__(self, client: Client, qos: int) -> None:
+    def __init__(self, client: Client, qos: int, *, patience: float = WAIT) -> None:
         self._paho = client.paho
         self._qos = qos
+        self._patience = patience
         self._numbers: dict[int, int] = {}  # packet id -> number
         self._acknowledged: list[int] = []  # packet ids
         self._changed = threading.Condition()
@@ -66,7 +68,9 @@ class Publisher:
         try:
             while (number := self._next()) is not None:
                 info = self._paho.publish(TELEMETRY, str(number).encode(), qos=self._qos)
-                assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS, info.rc
+                # NO_CONN: published while its connection was closed; paho keeps it and
+                # sends it on its next connection.
+                assert info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
                 with self._changed:
                     self._numbers[info.mid] = number
         except BaseException as error:  # raised again in the test's thread
@@ -80,7 +84,8 @@ class Publisher:
             return stopping or self._sent - len(self._acknowledged) < WINDOW
 
         with self._changed:
-            assert self._changed.wait_for(ready, WAIT), f"no acknowledgement in {WAIT} s"
+            waited = self._changed.wait_for(ready, self._patience)
+            assert waited, f"no acknowledgement in {self._patience} s"
             if self._last is not None and self._sent > self._last:
                 return None
             self._sent += 1  # counted before it goes: its acknowledgement may come first
@@ -107,7 +112,10 @@ class Publisher:
         """Whether ``count`` more numbers are acknowledged within ``within`` seconds."""
         with self._changed:
             target = len(self._acknowledged) + count
-            return self._changed.wait_for(lambda: len(self._acknowledged) >= target, within)
+            done = self._changed.wait_for(lambda: len(self._acknowledged) >= target, within)
+        if self._error is not None:
+            raise self._error
+        return done
 
     def acknowledged(self) -> set[int]:
         """Once every number up to the last is sent and acknowledged: the numbers."""
