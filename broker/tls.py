@@ -20,18 +20,25 @@ drives the connections.
 import datetime
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from pydantic import SecretStr
 
 from broker.tls_keystore import ServerKey, load_keystore, read_file
 from nanoiot.errors import TlsConfigError
 from nanoiot.settings import CredentialsType, Settings
 
-__all__ = ["accept_any_client_chain", "build_server_context", "load_server_credentials"]
+__all__ = [
+    "accept_any_client_chain",
+    "bounded_client_chain",
+    "build_server_context",
+    "load_server_credentials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,42 @@ def accept_any_client_chain(
     return True
 
 
+# An RSA verification costs one modular squaring per bit of the public exponent. A client
+# chooses the keys of its chain: with exponents as long as the modulus (OpenSSL allows that up
+# to 3072 bits), each signature of a 60-certificate chain cost about 10 ms, over half a second
+# of the event loop's time per handshake. FIPS 186-5 §5.4 already bounds e below 2^256 and Go's
+# crypto/rsa refuses e >= 2^31; 65537, the exponent everyone uses, is far below this bound.
+MAX_RSA_PUBLIC_EXPONENT_BITS = 32
+
+
+def bounded_client_chain(
+    max_certificates: int,
+) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    """A verify callback like ``accept_any_client_chain`` that fails the handshake when the
+    client's chain would cost more than a bounded amount of verification.
+
+    OpenSSL shows every certificate to the callback before using its key: the top of the
+    chain when it finds no trusted issuer (before any signature is checked), every other one
+    once its own signature has been checked with its issuer's key. Refusing a certificate
+    there stops the verification before its key is ever used.
+    """
+
+    def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        if depth >= max_certificates:
+            return False
+        try:
+            key = cert.get_pubkey().to_cryptography_key()
+        except (crypto.Error, ValueError, TypeError):
+            # A key cryptography cannot read is one OpenSSL cannot verify with either; the
+            # post-handshake check refuses it with a reason the device is told.
+            return True
+        if isinstance(key, rsa.RSAPublicKey):
+            return key.public_numbers().e.bit_length() <= MAX_RSA_PUBLIC_EXPONENT_BITS
+        return True
+
+    return verify
+
+
 def build_server_context(settings: Settings) -> SSL.Context:
     """The broker's TLS server context, configured from ``settings``.
 
@@ -87,7 +130,9 @@ def build_server_context(settings: Settings) -> SSL.Context:
     mode = SSL.VERIFY_PEER
     if settings.require_client_certificate:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    ctx.set_verify(mode, accept_any_client_chain)
+    ctx.set_verify(mode, bounded_client_chain(settings.max_client_chain_certificates))
+    # OpenSSL builds no chain longer than this either (its default is 100 certificates).
+    ctx.set_verify_depth(settings.max_client_chain_certificates)
 
     # OpenSSL refuses to resume a session whose id context is unset when peer verification
     # is on ("session id context uninitialized", a fatal handshake error for a client that

@@ -51,6 +51,7 @@ class TlsFailureReason(StrEnum):
     NO_SHARED_CIPHER = "no_shared_cipher"
     NO_CLIENT_CERTIFICATE = "no_client_certificate"
     CLIENT_KEY_PROOF = "client_key_proof_failed"
+    CLIENT_CHAIN_REFUSED = "client_chain_refused"  # too costly to verify (broker.tls)
     HTTP = "http"
     NOT_TLS = "not_tls"
     TIMEOUT = "timeout"
@@ -141,6 +142,13 @@ def _from_openssl(reason: str, first_bytes: bytes) -> TlsFailure:
         return TlsFailure(
             TlsFailureReason.CLIENT_KEY_PROOF,
             "client could not prove it holds its certificate's private key",
+        )
+    if "certificate verify failed" in reason:
+        # Our verify callback accepts every chain except one too costly to verify.
+        return TlsFailure(
+            TlsFailureReason.CLIENT_CHAIN_REFUSED,
+            "client's certificate chain refused: more than max_client_chain_certificates, or "
+            "an RSA key with a public exponent of 2^32 or more",
         )
     if first_bytes and first_bytes[0] != _HANDSHAKE_RECORD:
         return TlsFailure(

@@ -44,6 +44,10 @@ class TlsSettings(SettingsGroup):
     pin_whole_certificate: bool = False
     tls_allow_legacy_protocols: bool = False
     tls_handshake_timeout: float = Field(10.0, gt=0, le=300)
+    # Certificates of a client's chain (leaf included) that the handshake verifies: each
+    # signature above the leaf costs the broker CPU on its event loop, so a longer chain fails
+    # the handshake (broker.tls).
+    max_client_chain_certificates: int = Field(5, ge=1, le=32)
     # Seconds between checks of the server certificate and key files for a change to reload
     # (0: only on SIGHUP).
     tls_reload_interval: float = Field(5.0, ge=0, le=3600)

@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.broker.test_tls_chain_cost import chain_of
 from tests.broker.transport_helpers import MQTT_CONNECT
 from tests.certgen import Issued, issue
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
@@ -158,6 +159,23 @@ def test_certificate_without_its_private_key(
     assert attempt.version is None
     assert attempt.closed_by_server
     assert logged(logs, _handshake_failed(attempt.local_port), "could not prove it holds")
+    assert rbroker.running.auth_log.counts == counts  # never reached authentication
+
+
+def test_certificate_chain_past_the_bound(
+    rbroker: BrokerThread, canary: Canary, certs_dir: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    """A chain one certificate longer than max_client_chain_certificates is refused in the
+    handshake, before the broker spends its event loop's time checking its signatures."""
+    chain = chain_of(rbroker.settings.max_client_chain_certificates + 1)
+    pem = certs_dir / "long-chain.pem"
+    pem.write_text(chain[0].key_pem + "".join(issued.cert_pem for issued in chain))
+    counts = rbroker.running.auth_log.counts.copy()
+    with canary.busy():
+        attempt = tls_attempt(rbroker.port, client_context(rbroker.server_cert, pem), MQTT_CONNECT)
+    assert attempt.error is not None
+    assert attempt.closed_by_server
+    assert logged(logs, _handshake_failed(attempt.local_port), "certificate chain refused")
     assert rbroker.running.auth_log.counts == counts  # never reached authentication
 
 
