@@ -329,7 +329,7 @@ def _cluster_router(
         router = ClusterRouter(
             local, cluster, local.store, settings.max_forward_buffer,
             settings.cluster_handover_window, settings.cluster_max_parked_bytes,
-            settings.cluster_qos2_ids_kept,
+            settings.cluster_qos2_ids_kept, settings.cluster_replay_wait,
         )  # fmt: skip
         made.append(router)
         return router

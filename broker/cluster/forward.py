@@ -41,14 +41,13 @@ A frame goes to NATS's client once its socket takes more (``ClusterLink.taken_in
 publisher fills the outbox (QoS 0 frames half of it at most, ``_queue``), not the client's
 buffer without bound (a heartbeat behind 110 MB there came too late: the member fenced off).
 
-A member that stops answering while NATS keeps its connection (a stopped process, a host
-gone until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
+A member that stops answering while NATS keeps its connection (a stopped process, a host gone
+until NATS's pings give up on it) gets no answer from NATS either: its frames fail after
 ``CONFIRM_WITHIN`` until the members registry takes it as gone for its missed heartbeats
-(``silent``), and from then on they are parked as above. The others take its run as gone
-then (its wills published, its sessions taken by whoever claims them), and should it run
-again it fences itself off before it routes anything (``broker.cluster.fence``): a parked
-frame it had not routed is routed once, by whoever takes the session; QoS 1 may come twice,
-QoS 2 not.
+(``silent``), and from then on they are parked as above. The others take its run as gone then
+(its wills published, its sessions taken by whoever claims them), and should it run again it
+fences itself off before it routes anything (``broker.cluster.fence``): a parked frame it had
+not routed is routed once, by whoever takes the session; QoS 1 may come twice, QoS 2 not.
 
 A member stopping cleanly stops taking frames before its forwarder's sender stops, and
 deletes its members entry only after both (``ClusterRouter.stop``: a survivor that sees it
@@ -71,6 +70,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.cluster.busy import BUSY, BusyNotices
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
@@ -100,7 +100,9 @@ class _Frame:
 
 
 class Forwarder(Parker):
-    def __init__(self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None]) -> None:
+    def __init__(
+        self, link: ClusterLink, max_buffer: int, on_gone: Callable[[str], None], wait: float = 60
+    ) -> None:
         super().__init__(max_buffer, on_gone)
         self.link = link
         self.probes_sent = 0  # empty frames asking whether a member still listens
@@ -113,7 +115,8 @@ class Forwarder(Parker):
         self._idle = asyncio.Event()  # set while the outbox is empty and nothing is being sent
         self._idle.set()
         self._replying: set[asyncio.Future[None]] = set()  # what answers to send wait for
-        self._awaiting = Awaiting(self._probe)  # frames sent, not answered yet
+        self._awaiting = Awaiting(self._probe, max(wait, CONFIRM_WITHIN), max_buffer)
+        self.busy = BusyNotices(lambda subject, data: self._queue(subject, data, ""))
         self._inbox = link.client.new_inbox()
         self._replies: Subscription | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -143,6 +146,7 @@ class Forwarder(Parker):
             with contextlib.suppress(Exception):
                 await self._replies.unsubscribe()
         self._fail_queued()
+        self.busy.stop()
         self._awaiting.fail_all("the node is stopping")
 
     async def start_taking(self, frame: Callable[[Msg], Awaitable[None]]) -> Subscription:
@@ -160,17 +164,6 @@ class Forwarder(Parker):
                 await frames_in.unsubscribe()
             raise
         return frames_in
-
-    async def stop_taking(self, frames_in: Subscription | None) -> None:
-        """Frames sent to this member from now on are parked by their senders (NATS answers
-        that nobody listens); those NATS sent before (to ``frames_in``) are routed first."""
-        if frames_in is not None and self.link.connected:  # else none comes anyway
-            try:
-                with nats_errors("stopping taking forwarded messages"):
-                    async with asyncio.timeout(CONFIRM_WITHIN):
-                        await frames_in.drain()  # type: ignore[no-untyped-call]
-            except ClusterError as exc:
-                log.debug("%s", exc)
 
     def silent(self, member: str) -> None:
         """``member`` missed its heartbeats (``broker.cluster.members``): its frames are
@@ -376,6 +369,9 @@ class Forwarder(Parker):
 
     async def _confirmation(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
+        if token == BUSY:  # the frames it names are held by a live member: waited for longer
+            self.busy.heard_from(msg.data, self._awaiting)
+            return
         status = msg.headers.get("Status") if msg.headers else None
         if token.startswith(_PROBE):
             probed = token.removeprefix(_PROBE)

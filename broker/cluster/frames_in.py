@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from broker.cluster.confirmations import all_of, ignore_outcome
+from broker.cluster.confirmations import CONFIRM_WITHIN, all_of, ignore_outcome
+from broker.cluster.errors import nats_errors
 from broker.cluster.frames import decode
 from nanoiot.errors import ClusterError
 
@@ -51,7 +52,13 @@ class FramesIn:
         """Stopping: frames sent here from now on are parked by their senders (NATS answers
         that nobody listens); those NATS sent first are routed and answered."""
         subscription, self._subscription = self._subscription, None
-        await self.router.forwarder.stop_taking(subscription)
+        if subscription is not None and self.router.link.connected:  # else none comes anyway
+            try:
+                with nats_errors("stopping taking forwarded messages"):
+                    async with asyncio.timeout(CONFIRM_WITHIN):  # their senders' limit
+                        await subscription.drain()  # type: ignore[no-untyped-call]
+            except ClusterError as exc:
+                log.debug("%s", exc)
 
     async def stop_until_back(self) -> None:
         """Fenced off: frames sent here are parked by their senders (NATS answers that nobody
@@ -130,14 +137,18 @@ class FramesIn:
             for waiting in waits:  # what they would have confirmed is not
                 ignore_outcome(waiting)
             return  # unconfirmed: the sender fails its publisher, which sends again
-        if local.waits:  # held for a session arriving here
+        held = bool(local.waits)  # for a session arriving here, or behind a parked backlog
+        if held:
             waits += local.waits
             local.waits.clear()
-        self._answer(msg.reply, waits, durable)
+        self._answer(msg.reply, waits, durable, held)
 
-    def _answer(self, reply: str, waits: list["asyncio.Future[None]"], durable: bool) -> None:
+    def _answer(
+        self, reply: str, waits: list["asyncio.Future[None]"], durable: bool, held: bool
+    ) -> None:
         """Confirm the frame (if its sender asked) once ``waits`` and the store's commit of
-        what it wrote (``durable``) are done."""
+        what it wrote (``durable``) are done; ``held``: its sender is told meanwhile that
+        this member is busy (``broker.cluster.busy``)."""
         if not reply:
             return
         router = self.router
@@ -148,4 +159,6 @@ class FramesIn:
         if combined is None:
             router.forwarder.reply(reply)
         else:
+            if held:
+                router.forwarder.busy.held_until(reply, combined)
             router.forwarder.reply_when(reply, combined)

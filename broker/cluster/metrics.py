@@ -125,6 +125,17 @@ class ClusterCollector:
             "batches on their way to them), their batches parked",
             value=router.forwarder.probes_found_gone,
         )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_busy_notices_sent",
+            "Notices this member sent that it holds batches behind a backlog parked for it, "
+            "so that their senders wait longer (up to cluster_replay_wait)",
+            value=router.forwarder.busy.sent,
+        )
+        yield CounterMetricFamily(
+            "nanoiot_cluster_busy_notices_heard",
+            "Such notices from other members: this member's publishers waited longer for them",
+            value=router.forwarder.busy.heard,
+        )
         if router.handovers is not None:
             yield from _handover_figures(router.handovers)
         if router.replays is not None:

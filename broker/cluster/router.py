@@ -79,12 +79,15 @@ class ClusterRouter:
         handover_window: float = 10.0,
         max_parked: int = 64 * 1024 * 1024,
         qos2_ids_kept: int = 100_000,
+        replay_wait: float = 60.0,
     ) -> None:
         self.local = local
         self.link = link
         self.store = store
         self.table = RouteTable()
-        self.forwarder = Forwarder(link, max_buffer, lambda member: self.absences.gone(member))
+        self.forwarder = Forwarder(
+            link, max_buffer, lambda member: self.absences.gone(member), replay_wait
+        )
         self.absences = Absences(self.forwarder, link.member)
         self.parked = ParkedFrames(link, max_parked)
         self.replays: Replays | None = None

@@ -48,6 +48,11 @@ class ClusterSettings(SettingsGroup):
     # Seconds a member a persistent session moved away from keeps sending on to its new member
     # what members with older route tables still route to it (broker.cluster.handover).
     cluster_handover_window: float = Field(10.0, ge=0.5, le=600.0)
+    # Seconds a member busy giving its sessions a backlog parked for it (back after a while
+    # away) may keep the QoS 1/2 messages sent to it meanwhile unconfirmed, saying it is live
+    # (broker.cluster.busy), before their publishers are disconnected unacknowledged (they
+    # send again); a member that is not busy confirms within 5 s.
+    cluster_replay_wait: float = Field(60.0, ge=5.0, le=600.0)
     # Bytes of frames kept in JetStream (<cluster_name>_parked) for a member that is gone,
     # until its sessions are taken (broker.cluster.parked); past it publishers of QoS 1/2
     # messages for its sessions are disconnected unacknowledged (they send again).
