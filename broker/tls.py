@@ -20,10 +20,11 @@ drives the connections.
 import datetime
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
@@ -38,6 +39,7 @@ __all__ = [
     "bounded_client_chain",
     "build_server_context",
     "load_server_credentials",
+    "sent_chain_refused",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,11 +100,36 @@ def bounded_client_chain(
             # A key cryptography cannot read is one OpenSSL cannot verify with either; the
             # post-handshake check refuses it with a reason the device is told.
             return True
-        if isinstance(key, rsa.RSAPublicKey):
-            return key.public_numbers().e.bit_length() <= MAX_RSA_PUBLIC_EXPONENT_BITS
-        return True
+        return not _costly_key(key)
 
     return verify
+
+
+def _costly_key(key: object) -> bool:
+    return (
+        isinstance(key, rsa.RSAPublicKey)
+        and key.public_numbers().e.bit_length() > MAX_RSA_PUBLIC_EXPONENT_BITS
+    )
+
+
+def sent_chain_refused(chain: Sequence[x509.Certificate], max_certificates: int) -> bool:
+    """Whether the certificates a client sent (leaf first) exceed the bounds of
+    ``bounded_client_chain``.
+
+    The verify callback only sees the certificates OpenSSL links into a chain; the client may
+    send others, which authentication would still hand to cryptography's path building
+    (auth.chain), where each one named as an issuer costs a signature check with its key.
+    """
+    if len(chain) > max_certificates:
+        return True
+    for cert in chain:
+        try:
+            key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            continue  # refused by authentication, which cannot read it either
+        if _costly_key(key):
+            return True
+    return False
 
 
 def build_server_context(settings: Settings) -> SSL.Context:

@@ -28,9 +28,20 @@ from prometheus_client.registry import Collector
 
 from broker.proxy_protocol import ProxyHeaderError, looks_like_proxy_header
 
-__all__ = ["FailureKind", "TlsFailure", "TlsFailureLog", "TlsFailureReason", "classify"]
+__all__ = [
+    "CHAIN_REFUSED",
+    "FailureKind",
+    "TlsFailure",
+    "TlsFailureLog",
+    "TlsFailureReason",
+    "classify",
+]
 
 log = logging.getLogger(__name__)
+
+# The error a completed handshake is failed with when the client sent certificates past the
+# bounds that OpenSSL's verify callback enforces on the chain it built (broker.tls).
+CHAIN_REFUSED: Final = "certificate verify failed (certificates sent past the chain bounds)"
 
 BURST: Final = 5  # lines per reason and window at INFO
 WINDOW: Final = 60.0  # seconds

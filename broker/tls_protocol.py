@@ -19,9 +19,10 @@ from OpenSSL import SSL
 
 from broker.handshake_watch import HandshakeWatch
 from broker.proxy_protocol import ProxyHeaderError
+from broker.tls import sent_chain_refused
 from broker.tls_calls import feed, read_record, take_output, write_plain
 from broker.tls_connection import Receiver, TlsConnection
-from broker.tls_failures import FailureKind
+from broker.tls_failures import CHAIN_REFUSED, FailureKind
 from broker.tls_failures import openssl_reason as _reason
 from broker.tls_records import records_completed
 
@@ -197,6 +198,16 @@ class TlsProtocol(asyncio.Protocol):
             self._shut(abort=False)
             return
         tls = self._tls
+        leaf = tls.get_peer_certificate(as_cryptography=True)
+        sent = tls.get_peer_cert_chain(as_cryptography=True) or []
+        # On a server, OpenSSL's peer chain leaves the leaf out.
+        chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
+        # The context's verify depth is max_client_chain_certificates (broker.tls).
+        if sent_chain_refused(chain, tls.get_context().get_verify_depth()):
+            if self._watch is not None:
+                self._watch.failed(FailureKind.ERROR, SSL.Error(CHAIN_REFUSED))
+            self._shut(abort=False)
+            return
         version = tls.get_protocol_version_name()
         if version != "TLSv1.3":
             self._send_tls_output()  # TLS 1.2: our Finished, which the client waits for
@@ -208,10 +219,6 @@ class TlsProtocol(asyncio.Protocol):
             self._remote = self._watch.remote  # a balancer's client, if it named one
             self._watch = None
         self._state = _OPEN
-        leaf = tls.get_peer_certificate(as_cryptography=True)
-        sent = tls.get_peer_cert_chain(as_cryptography=True) or []
-        # On a server, OpenSSL's peer chain leaves the leaf out.
-        chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
         connection = TlsConnection(self, self._remote, leaf, chain, version)
         self._receiver = self._server.start_handler(connection)
         # The client may have sent application data right behind its Finished.
