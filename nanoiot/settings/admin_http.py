@@ -48,5 +48,5 @@ class AdminHttpSettings(SettingsGroup):
 
     @field_validator("http_trusted_proxies")
     @classmethod
-    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+    def _trusted_proxies(cls, entries: list[str]) -> list[str]:
         return addresses_or_networks(entries)

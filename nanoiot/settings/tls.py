@@ -59,5 +59,5 @@ class TlsSettings(SettingsGroup):
 
     @field_validator("proxy_protocol_trusted")
     @classmethod
-    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+    def _load_balancers(cls, entries: list[str]) -> list[str]:
         return addresses_or_networks(entries)

@@ -167,3 +167,22 @@ def test_max_filters_per_subscribe_is_bounded(value: str, says: str) -> None:
         == 65535
     )
     assert load_settings(config_path=SHIPPED, environ={}).max_filters_per_subscribe == 100
+
+
+@pytest.mark.parametrize("name", ["proxy_protocol_trusted", "http_trusted_proxies"])
+def test_both_address_lists_refuse_a_host_name(name: str, tmp_path: Path) -> None:
+    """Each group of settings is a base of ``Settings``: a validator named as one in another
+    group would hide it, and the setting would take anything."""
+    env = {env_name(name): '["10.0.5.7", "haproxy.local"]'}
+    with pytest.raises(ConfigError, match=f"{name}.*'haproxy.local' is not an IP address"):
+        load_settings(environ=env, cwd=tmp_path)
+
+
+def test_no_group_hides_another_groups_validator() -> None:
+    """A name used by two groups' validators would keep only one of them in ``Settings``."""
+    names = [
+        name
+        for group in Settings.__bases__
+        for name in group.__pydantic_decorators__.field_validators
+    ]
+    assert len(names) == len(set(names)), sorted(names)
