@@ -1,7 +1,6 @@
 """build_server_context: credentials (PEM, PKCS#12 keystores), policy, and the pyOpenSSL
 verify-callback contract that the whole device-authentication design rests on."""
 
-import contextlib
 import logging
 import shutil
 import subprocess
@@ -18,45 +17,14 @@ from cryptography.hazmat.primitives.serialization import (
 from OpenSSL import SSL, crypto
 
 from broker.tls import accept_any_client_chain, build_server_context, load_server_credentials
-from broker.tls_keystore import ServerKey
 from nanoiot.errors import ConfigError, TlsConfigError
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki, encrypted, write_key
+from tests.broker.tls_handshakes import handshake, signing_key
 from tests.certgen import issue, new_key
 
 # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT (OpenSSL x509_vfy.h)
 SELF_SIGNED_LEAF = 18
-
-
-def handshake(server_ctx: SSL.Context, client_ctx: SSL.Context) -> tuple[SSL.Connection, ...]:
-    """Run a handshake between two in-memory connections; SSL.Error if it fails."""
-    server = SSL.Connection(server_ctx, None)
-    server.set_accept_state()
-    client = SSL.Connection(client_ctx, None)
-    client.set_connect_state()
-    done = {"client": False, "server": False}
-    for _ in range(20):
-        for name, conn, peer in (("client", client, server), ("server", server, client)):
-            if not done[name]:
-                try:
-                    conn.do_handshake()
-                    done[name] = True
-                except SSL.WantReadError:
-                    pass
-            with contextlib.suppress(SSL.WantReadError):
-                peer.bio_write(conn.bio_read(65536))
-        if all(done.values()):
-            # TLS 1.3: the server's verdict on the client certificate arrives after the
-            # client's Finished; a read surfaces it.
-            with contextlib.suppress(SSL.WantReadError):
-                client.recv(1)
-            return server, client
-    raise AssertionError("handshake did not finish")
-
-
-def signing_key(key: object) -> ServerKey:
-    assert isinstance(key, ServerKey)
-    return key
 
 
 def client_context(client: ClientFiles | None) -> SSL.Context:

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.broker.test_tls_chain_cost import chain_of, long_exponent_key
+from tests.broker.tls_handshakes import chain_of, long_exponent_key
 from tests.broker.transport_helpers import MQTT_CONNECT
 from tests.certgen import Issued, issue
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
