@@ -2,54 +2,16 @@
 ``max_client_chain_certificates`` certificates, and no RSA key whose public exponent makes a
 signature check as costly as a private-key operation."""
 
-import math
 from collections.abc import Callable
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from OpenSSL import SSL
 
-from broker.tls import build_server_context
+from broker.tls import build_server_context, sent_chain_refused
 from nanoiot.settings import Settings
-from tests.broker.test_tls_context import handshake, signing_key
-from tests.certgen import Issued, issue
-
-
-def long_exponent_key() -> rsa.RSAPrivateKey:
-    """An RSA-2048 key with a 2,000-bit public exponent: OpenSSL accepts exponents that long
-    for moduli up to 3072 bits, and each verification with it costs as much as signing."""
-    p_q = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
-    p, q = p_q.p, p_q.q
-    phi = (p - 1) * (q - 1)
-    e = (1 << 2000) + 1
-    while math.gcd(e, phi) != 1:
-        e += 2
-    d = pow(e, -1, phi)
-    public = rsa.RSAPublicNumbers(e, p * q)
-    numbers = rsa.RSAPrivateNumbers(
-        p, q, d, d % (p - 1), d % (q - 1), rsa.rsa_crt_iqmp(p, q), public
-    )
-    return numbers.private_key()
-
-
-def chain_of(length: int, top_key: rsa.RSAPrivateKey | None = None) -> list[Issued]:
-    """A leaf and ``length - 1`` CAs above it, each issued by the next; leaf first."""
-    top = issue("ca-top", key=top_key, ca=True)
-    chain = [top]
-    for level in range(length - 2, 0, -1):
-        chain.insert(0, issue(f"ca-{level}", issuer=chain[0], ca=True))
-    if length > 1:
-        chain.insert(0, issue("device", issuer=chain[0]))
-    return chain
-
-
-def client_sending(chain: list[Issued]) -> SSL.Context:
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.use_certificate(chain[0].cert)
-    for extra in chain[1:]:
-        ctx.add_extra_chain_cert(extra.cert)
-    ctx.use_privatekey(signing_key(chain[0].key))
-    return ctx
+from tests.broker.tls_handshakes import chain_of, client_sending, handshake, long_exponent_key
+from tests.certgen import issue
 
 
 def test_a_chain_up_to_the_bound_completes_the_handshake(
@@ -100,3 +62,22 @@ def test_rsa_keys_with_the_usual_exponent_are_accepted(
         "device", key=rsa.generate_private_key(public_exponent=65537, key_size=2048), issuer=ca
     )
     handshake(build_server_context(tls_settings()), client_sending([leaf, ca]))
+
+
+def test_a_dsa_ca_in_the_chain_fails_the_handshake(
+    tls_settings: Callable[..., Settings],
+) -> None:
+    # NanoIoT accepts no DSA key; one above the device's certificate could only cost work.
+    ca = issue("ca", key=dsa.generate_private_key(2048), ca=True)
+    leaf = issue("device", issuer=ca)
+    with pytest.raises(SSL.Error):
+        handshake(build_server_context(tls_settings()), client_sending([leaf, ca]))
+
+
+def test_sent_certificates_with_a_dsa_issuer_key_are_refused() -> None:
+    dsa_key = dsa.generate_private_key(2048)
+    ca = issue("ca", key=dsa_key, ca=True)
+    leaf = issue("device", issuer=ca)
+    assert sent_chain_refused([leaf.cert, ca.cert], 5)
+    # The device's own DSA key is authentication's to refuse, with its reason.
+    assert not sent_chain_refused([issue("device", key=dsa_key).cert], 5)
