@@ -10,19 +10,13 @@ import gc
 import time
 from collections.abc import Callable
 
-from broker.cluster.link import ClusterLink
 from broker.cluster.router import ClusterRouter
-from broker.metrics import BrokerMetrics
-from broker.mqtt.limits import Limits
 from broker.mqtt.session import Subscription
-from broker.registry import Registry
-from broker.retained import RetainedStore, RetainLimits
-from broker.router import LocalRouter, Message
-from broker.session_store import MemorySessionStore
+from broker.router import Message
 from broker.sessions import BrokerSession
 from nanoiot.settings import Settings
+from tests.broker.cluster.big_backlog import loop_lag, started_router
 from tests.broker.cluster.joined import joined
-from tests.broker.cluster.parking import MIB
 
 FILTER = "devices/+/telemetry"
 # Held messages given to the session. Given in one go, as before they were given a part at
@@ -30,27 +24,8 @@ FILTER = "devices/+/telemetry"
 # write and a queue entry each).
 MESSAGES = 200_000
 MOST_LAG = 0.5  # seconds the loop may be late for a timer during the release
-PROBE = 0.005  # seconds between the lag probe's timers
 RELEASED_WITHIN = 120.0  # seconds: a loaded CI machine is several times slower
 GONE = "b"  # the member the session is taken from: gone, it parked nothing
-
-
-async def _lag(stop: asyncio.Event, lags: list[float]) -> None:
-    """How late each ``PROBE``-second timer fires, until ``stop``."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        started = loop.time()
-        await asyncio.sleep(PROBE)
-        lags.append(loop.time() - started - PROBE)
-
-
-async def _started(link: ClusterLink) -> tuple[ClusterRouter, Registry]:
-    limits = Limits(max_queued_messages=MESSAGES, max_queued_bytes=1024 * MIB)
-    store = MemorySessionStore()
-    router = ClusterRouter(LocalRouter(store, limits, BrokerMetrics()), link, store, MIB)
-    registry = Registry(router, store)
-    await router.start(RetainedStore(RetainLimits()), registry)
-    return router, registry
 
 
 def _held(router: ClusterRouter, session: BrokerSession) -> None:
@@ -67,7 +42,7 @@ async def test_a_large_held_backlog_of_a_taken_session_is_given_without_blocking
     cluster_settings: Callable[..., Settings],
 ) -> None:
     async with joined(cluster_settings(node_name="a")) as link:
-        router, registry = await _started(link)
+        router, registry = await started_router(link, MESSAGES)
         try:
             assert router.handovers is not None
             arrivals = router.handovers.arrivals
@@ -84,7 +59,7 @@ async def test_a_large_held_backlog_of_a_taken_session_is_given_without_blocking
             assert arrival.held is not None
             assert len(arrival.held) == MESSAGES
             stop, lags = asyncio.Event(), list[float]()
-            probe = asyncio.create_task(_lag(stop, lags))
+            probe = asyncio.create_task(loop_lag(stop, lags))
             started = time.monotonic()
             # The collector's pauses grow with the heap, whatever the release does:
             # measured without them.

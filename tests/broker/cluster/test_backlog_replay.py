@@ -11,20 +11,13 @@ import time
 from collections.abc import Callable
 
 from broker.cluster.frames import encode
-from broker.cluster.link import ClusterLink
-from broker.cluster.router import ClusterRouter
-from broker.metrics import BrokerMetrics
-from broker.mqtt.limits import Limits
 from broker.mqtt.session import Subscription
-from broker.registry import Registry
-from broker.retained import RetainedStore, RetainLimits
-from broker.router import LocalRouter, Message
-from broker.session_store import MemorySessionStore
+from broker.router import Message
 from broker.sessions import BrokerSession
 from nanoiot.members import Figures
 from nanoiot.settings import Settings
+from tests.broker.cluster.big_backlog import loop_lag, started_router
 from tests.broker.cluster.joined import joined
-from tests.broker.cluster.parking import MIB
 
 FILTER = "devices/+/telemetry"
 FRAMES = 1000
@@ -34,7 +27,6 @@ PER_FRAME = 200  # messages in a frame (one forwarder's loop turn for the member
 # it was late by 0.16 s at most there.
 MESSAGES = FRAMES * PER_FRAME
 MOST_LAG = 0.5  # seconds the loop may be late for a timer during the replay
-PROBE = 0.005  # seconds between the lag probe's timers
 REPLAYED_WITHIN = 120.0  # seconds: a loaded CI machine is several times slower
 INTERVAL = 5.0  # heartbeats: none is due during the test
 
@@ -49,29 +41,11 @@ def _frame(first: int) -> bytes:
     return bytes(frame)
 
 
-async def _lag(stop: asyncio.Event, lags: list[float]) -> None:
-    """How late each ``PROBE``-second timer fires, until ``stop``."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        started = loop.time()
-        await asyncio.sleep(PROBE)
-        lags.append(loop.time() - started - PROBE)
-
-
-async def _started(link: ClusterLink) -> tuple[ClusterRouter, Registry]:
-    limits = Limits(max_queued_messages=MESSAGES, max_queued_bytes=1024 * MIB)
-    store = MemorySessionStore()
-    router = ClusterRouter(LocalRouter(store, limits, BrokerMetrics()), link, store, MIB)
-    registry = Registry(router, store)
-    await router.start(RetainedStore(RetainLimits()), registry)
-    return router, registry
-
-
 async def test_a_large_parked_backlog_is_replayed_in_order_without_blocking_the_loop(
     cluster_settings: Callable[..., Settings],
 ) -> None:
     async with joined(cluster_settings(node_name="a")) as link:
-        router, registry = await _started(link)
+        router, registry = await started_router(link, MESSAGES)
         try:
             for first in range(0, MESSAGES, 50 * PER_FRAME):  # parked while it was away
                 numbers = range(first, first + 50 * PER_FRAME, PER_FRAME)
@@ -85,7 +59,7 @@ async def test_a_large_parked_backlog_is_replayed_in_order_without_blocking_the_
             arrival = session.arrival
             assert arrival is not None
             stop, lags = asyncio.Event(), list[float]()
-            probe = asyncio.create_task(_lag(stop, lags))
+            probe = asyncio.create_task(loop_lag(stop, lags))
             started = time.monotonic()
             # The collector's pauses grow with the heap (0.3 s and more for these 200,000
             # messages on a busy machine), whatever the replay does: measured without them.
