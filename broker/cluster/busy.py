@@ -27,10 +27,10 @@ notice acknowledges nothing: a publisher gets its PUBACK or PUBREC only from the
 answer, once what the frame brought is committed, or from JetStream if the member is found
 gone meanwhile and the frame is parked. A member that dies sends no more notices, and its
 frames are probed and parked as before. Frames that wait for the member's sessions to be
-restored (at start-up, or back from fencing: ``broker.cluster.frames_in``) are not named:
-the member takes them one at a time, after that. A sender's memory stays bounded: the frames
-it waits for longer take ``max_forward_buffer`` bytes at most, past which a frame keeps its
-first deadline.
+restored from the store (at start-up, or back from fencing: ``broker.cluster.frames_in``)
+are named too, within ``max_forward_buffer`` bytes on the member. A sender's memory stays
+bounded: the frames it waits for longer take ``max_forward_buffer`` bytes at most, past which
+a frame keeps its first deadline.
 """
 
 import asyncio

@@ -107,7 +107,7 @@ class ClusterRouter:
         self._turns = SharedTurns()  # whose turn it is among each group's members
         self.forwarded = 0  # messages sent to other members (one per member)
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
-        self.frames_in = FramesIn(self)  # what the others send here
+        self.frames_in = FramesIn(self, max_buffer)  # what the others send here
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames

@@ -13,13 +13,15 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from broker.cluster.confirmations import BUSY_EVERY
 from broker.cluster.fence import REFUSAL, Fencing
 from broker.cluster.forward import Forwarder
+from broker.cluster.frames import encode
 from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.router import ClusterRouter
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
-from broker.router import LocalRouter
+from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from nanoiot.errors import ClusterError
 from nanoiot.settings import Settings
@@ -158,3 +160,70 @@ async def test_a_member_not_known_to_listen_takes_no_frame(
             proxy.delay(0)
         finally:
             await link.close()
+
+
+def _restoring_member(
+    link: ClusterLink, max_buffer: int
+) -> tuple[ClusterRouter, asyncio.Future[None]]:
+    """A member still restoring its sessions from the store, with no subscriber: what it
+    acts on, as little as ``FramesIn`` reads; the future ends the restore."""
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    router = ClusterRouter(local, link, local.store, max_buffer)
+    restored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    router.claims = SimpleNamespace(  # type: ignore[assignment]
+        restoring=lambda: None if restored.done() else restored
+    )
+    router.handovers = SimpleNamespace(registry=None, fence=0, departures={})  # type: ignore[assignment]
+    return router, restored
+
+
+def _frame(n: int) -> bytes:
+    frame = bytearray()
+    encode(Message("t", str(n).encode(), 1), frame, asyncio.get_running_loop().time())
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("held", [3, 1])
+async def test_frames_that_come_while_the_member_restores_its_sessions_are_named_busy(
+    link: ClusterLink, held: int
+) -> None:
+    """A restore of a fleet's sessions outlasts the ``CONFIRM_WITHIN`` seconds their senders
+    wait: the frames that come meanwhile are named in busy notices (``held`` of the three
+    fit in ``max_buffer``; the others wait on NATS's queue, unnamed), none answered before
+    the restore is done, all answered after it, in order. The member's own connection plays
+    the sender: no interest to wait for between NATS servers."""
+    sender = link.client
+    frames = [_frame(n) for n in range(3)]
+    router, restored = _restoring_member(link, held * len(frames[0]))
+    inbox = sender.new_inbox()
+    answers: asyncio.Queue[Msg] = asyncio.Queue()
+    named: set[str] = set()
+    notice = asyncio.Event()
+
+    async def heard(msg: Msg) -> None:
+        if msg.subject.endswith(".b"):
+            named.update(msg.data.decode().split())
+            notice.set()
+        else:
+            answers.put_nowait(msg)
+
+    await sender.subscribe(f"{inbox}.*", cb=heard)
+    await router.forwarder.start()
+    await router.frames_in.take()
+    try:
+        subject = router.forwarder.subject(link.member)
+        for n, frame in enumerate(frames):
+            await sender.publish(subject, frame, reply=f"{inbox}.{n}")
+        await sender.flush()
+        await asyncio.wait_for(notice.wait(), BUSY_EVERY + WAIT)
+        assert named == {str(n) for n in range(held)}
+        assert answers.empty()  # a notice acknowledges nothing
+        restored.set_result(None)
+        for n in range(len(frames)):
+            answer = await asyncio.wait_for(answers.get(), WAIT)
+            assert (answer.subject, answer.data) == (f"{inbox}.{n}", b"")
+    finally:
+        if not restored.done():  # what waits for it is not left waiting
+            restored.set_result(None)
+        await router.frames_in.stop()
+        await router.forwarder.stop()
