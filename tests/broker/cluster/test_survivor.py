@@ -373,3 +373,17 @@ async def test_a_will_delayed_past_the_departures_age_is_published_after_its_win
     await buckets.settled()
     assert buckets.published == [("d", "delayed")]
     assert buckets.published_at[0] - noticed >= delay - 0.1  # when due, not before
+
+
+async def test_a_delayed_will_whose_claim_is_of_an_unknown_form_is_published_when_due(
+    buckets: Buckets,
+) -> None:
+    """During a rolling upgrade a node of a later version rewrote the session's claim in a
+    form this version does not read (``broker.cluster.claim_value``): the survivor cannot tell
+    whether the device came back, so the will is published when its delay ends, not dropped."""
+    delay = 2
+    _, noticed = await _winner_waiting(buckets, delay)
+    await buckets.claims.put(_claim_key("delayed"), b"d resumed 3 v9")
+    await buckets.settled()
+    assert buckets.published == [("b", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1
