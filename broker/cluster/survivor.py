@@ -5,10 +5,11 @@ mark the departure settled.
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
 the creator's value while the wills are published and the sessions adopted; then ``waiting``
 (the sessions taken care of: what a member back from fencing waits for) while delayed wills
-wait on this process; ``DONE`` once none is left. A process that dies before ``DONE`` (killed,
-or stopped while delayed wills waited) leaves the entry naming it: the survivors take it over
-when they see that process go, or when they lose the creation race to it later, and the one
-that does settles it again from what is left in ``<cluster>_wills``.
+wait on this process (written again while they wait: ``keep_departure``); ``DONE`` once none
+is left. A process that dies before ``DONE`` (killed, or stopped while delayed wills waited)
+leaves the entry naming it: the survivors take it over when they see that process go, or
+when they lose the creation race to it later, and the one that does settles it again from
+what is left in ``<cluster>_wills``.
 
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
@@ -57,6 +58,7 @@ from broker.peer import SessionKey, store_key
 from broker.sessions import connect_ends
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["Survivor", "delete_will", "ends_session"]
 
@@ -291,9 +293,7 @@ class Survivor:
     async def _not_kept(self, run: str) -> None:
         keeping = self._keeping.pop(run, None)
         if keeping is not None:
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            await cancel_and_wait(keeping)
 
     def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
