@@ -5,10 +5,11 @@ mark the departure settled.
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
 the creator's value while the wills are published and the sessions adopted; then ``waiting``
 (the sessions taken care of: what a member back from fencing waits for) while delayed wills
-wait on this process; ``DONE`` once none is left. A process that dies before ``DONE`` (killed,
-or stopped while delayed wills waited) leaves the entry naming it: the survivors take it over
-when they see that process go, or when they lose the creation race to it later, and the one
-that does settles it again from what is left in ``<cluster>_wills``.
+wait on this process (written again while they wait: ``keep_departure``); ``DONE`` once none
+is left. A process that dies before ``DONE`` (killed, or stopped while delayed wills waited)
+leaves the entry naming it: the survivors take it over when they see that process go, or
+when they lose the creation race to it later, and the one that does settles it again from
+what is left in ``<cluster>_wills``.
 
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
@@ -38,12 +39,14 @@ from dataclasses import replace
 
 from broker.cluster.claim_value import came_back, clean_start
 from broker.cluster.departure import (
+    DEPARTURE_KEPT_EVERY,
     DEPARTURE_TRIED,
     DONE,
     Live,
     creator,
     departure_done,
     departure_won,
+    keep_departure,
     left_unsettled,
     owner,
     waiting,
@@ -55,6 +58,7 @@ from broker.peer import SessionKey, store_key
 from broker.sessions import connect_ends
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["Survivor", "delete_will", "ends_session"]
 
@@ -95,6 +99,10 @@ class Survivor:
         # Delayed wills waiting here by departure, and the departures marked ``waiting``.
         self._delayed: dict[str, int] = {}
         self._marked: set[str] = set()
+        # Their entries, written again while they wait (``keep_departure``): every how many
+        # seconds, and the task writing each.
+        self.keep_every = DEPARTURE_KEPT_EVERY
+        self._keeping: dict[str, asyncio.Task[None]] = {}
         # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
 
@@ -212,6 +220,10 @@ class Survivor:
             await self._mark(run, DONE)
         elif await self._mark(run, waiting(self.creator)):
             self._marked.add(run)
+            await self._not_kept(run)  # its departure taken back here
+            self._keeping[run] = asyncio.get_running_loop().create_task(
+                keep_departure(self.departures, run, waiting(self.creator), self.keep_every)
+            )
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)
 
@@ -275,7 +287,13 @@ class Survivor:
     async def _done(self, run: str) -> None:
         self._delayed.pop(run, None)
         self._marked.discard(run)
+        await self._not_kept(run)  # no write of it under way to conflict with this one
         await self._mark(run, DONE)
+
+    async def _not_kept(self, run: str) -> None:
+        keeping = self._keeping.pop(run, None)
+        if keeping is not None:
+            await cancel_and_wait(keeping)
 
     def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
@@ -356,7 +374,7 @@ class Survivor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._keeping.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
