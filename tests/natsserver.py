@@ -20,10 +20,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.output import Output
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 10.0
@@ -51,6 +55,13 @@ def require_nats() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{problem} (CI is set, so NATS tests must run)", pytrace=False)
     pytest.skip(f"{problem} (set CI=1 to make this a failure)")
+
+
+async def nats_has_all(client: "NatsClient") -> None:
+    """Until NATS has everything ``client`` sent so far, a SUB or UNSUB just written included:
+    two flushes, as ``ClusterLink.flush`` does (nats-py writes a flush's PING ahead of them)."""
+    for _ in range(2):
+        await client.flush()
 
 
 def fresh_cluster_name() -> str:
