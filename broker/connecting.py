@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from auth.connack import ConnackCode
 from auth.decision import Decision
-from broker import backpressure, keep_alive
+from broker import backpressure, keep_alive, store_backlog
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.connection_limit import host_of
@@ -64,10 +64,14 @@ async def run(client: "MqttClient", connect: Connect) -> None:
             log.info("refused %s: %s", client.label, refusing)
             refuse(client, ConnackCode.SERVER_UNAVAILABLE, refusing)
             return
+        expiry = client._expiry()
+        if store_backlog.refuses_connect(client, connect, expiry):
+            store_backlog.refuse_connect(client)
+            return
         broker.auth_log.allowed(decision, request, admitted.client_id)
         client.peer = admitted
         broker.registry.admitted(client)  # reachable by a kick from now on
-        taken = await broker.registry.take_over(client, connect.clean_start, client._expiry())
+        taken = await broker.registry.take_over(client, connect.clean_start, expiry)
         if taken is not None and not client.ended:
             accept(client, *taken, connect)
     except SessionQuotaExceeded as exc:
