@@ -50,7 +50,7 @@ class _MemberA:
 
     async def listen(self) -> None:
         subscription = await self.link.client.subscribe(self.link.subject("route", "a"))
-        await self.link.client.flush()
+        await self.link.flush()
         self._answering = asyncio.create_task(self._answer(subscription))
 
     async def _answer(self, subscription: Subscription) -> None:
@@ -59,7 +59,7 @@ class _MemberA:
             self.answered += 1
             if self.stops:  # NATS has it before the asking member reads the answer
                 await subscription.unsubscribe()
-                await self.link.client.flush()
+                await self.link.flush()
             else:
                 self.back = True
             await msg.respond(b"")
