@@ -97,6 +97,8 @@ class Survivor:
         self._marked: set[str] = set()
         # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
+        # Departures settled here whose entry could not be marked (NATS lost): tried again.
+        self._unmarked: set[str] = set()
 
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
@@ -110,13 +112,25 @@ class Survivor:
         self._spawn(self._unsettled(process, until))
 
     def try_again(self) -> None:
-        """NATS is back: the departures that could not be decided or read are tried again."""
+        """NATS is back: the departures that could not be decided or read are tried again,
+        and those settled here but not marked so (``mark_again``)."""
+        self.mark_again()
         undecided, self._undecided = self._undecided, {}
         for run, (name, until) in undecided.items():
             self._spawn(self._departure(name, run, until))
         unread, self._unread = self._unread, {}
         for process, until in unread.items():
             self._spawn(self._unsettled(process, until))
+
+    def mark_again(self) -> None:
+        """A heartbeat of this member was written, fenced off or not: the departures it
+        settled but could not mark are marked now. Unmarked, one names this live process, and
+        the member back from fencing whose run it is waits ``SETTLE_WITHIN`` for it, refusing
+        connections (``broker.cluster.fence``). Only a write: a member fenced off does it too
+        (after a NATS restart, two may each wait for the other's marking)."""
+        unmarked, self._unmarked = self._unmarked, set()
+        for run in unmarked:
+            self._spawn(self._mark_settled(run))
 
     async def run_ended(self, run: str, within: float) -> None:
         """This member is back after fencing: settle the wills of ``run`` (one of its own,
@@ -206,7 +220,11 @@ class Survivor:
             except (ClusterError, StoreError) as exc:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
         await self._claims_read(run)
-        # The member, if it fenced itself off and is back, waits for this.
+        await self._mark_settled(run)
+
+    async def _mark_settled(self, run: str) -> None:
+        """Mark the departure of ``run``, settled here, ``DONE`` (or ``waiting`` while delayed
+        wills wait here): the member, if it fenced itself off and is back, waits for this."""
         if not self._delayed.get(run):
             self._delayed.pop(run, None)
             await self._mark(run, DONE)
@@ -268,7 +286,9 @@ class Survivor:
                 log.info("the departure of %s was taken over by %s", run, owner(entry.value))
                 return False
         except ClusterError as exc:
-            log.info("departure of %s not marked %s: %s", run, value.decode(), exc)
+            log.warning("departure of %s not marked %s: %s (tried again after the next "
+                        "heartbeat written)", run, value.decode(), exc)  # fmt: skip
+            self._unmarked.add(run)
             return False
         return True
 

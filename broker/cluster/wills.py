@@ -158,6 +158,9 @@ class Wills:
     async def run_ended(self, run: str, within: float) -> None:
         await self.survivor.run_ended(run, within)
 
+    def mark_again(self) -> None:
+        self.survivor.mark_again()
+
     async def written(self, client: "MqttClient", claim: int) -> None:
         """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""
         will = stored_will(client, claim)
