@@ -19,7 +19,7 @@ from broker.cluster.confirmations import Awaiting, fail
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames
 from broker.repeats import LogLimiter
-from nanoiot.errors import ClusterError
+from nanoiot.errors import ClusterError, ClusterFullError
 from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["Parker"]
@@ -40,6 +40,7 @@ class Parker:
         self.frames_dropped = 0
         self._warnings = LogLimiter(log)  # one line per member and trouble a minute
         self.frames_parked = 0
+        self.frames_not_parked = 0  # refused by JetStream: full (ClusterFullError), or away
         self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
         self.parked: set[str] = set()  # members whose frames are parked
         self._unparking: set[str] = set()  # ... until those queued are in JetStream
@@ -121,6 +122,12 @@ class Parker:
         self._parking.append((member, data, future))
         self._parking_ready.set()
 
+    def _not_parked(self, member: str, exc: ClusterError) -> None:
+        self.frames_not_parked += 1
+        self._warnings.warning(member, "frames not parked", "%s: its publishers are "
+                               "disconnected unacknowledged (they send again); %d batches "
+                               "not parked so far", exc, self.frames_not_parked)  # fmt: skip
+
     async def _park_all(self) -> None:
         """One frame at a time, so that each member's stay in the order they were sent."""
         queue = self._parking
@@ -133,10 +140,12 @@ class Parker:
                 try:
                     assert self.parking is not None
                     await self.parking.park(member, data)
+                except ClusterFullError as exc:  # kept as it is: the publisher is told so
+                    self._not_parked(member, exc)
+                    if not future.done():
+                        future.set_exception(exc)
                 except ClusterError as exc:
-                    self._warnings.warning(
-                        member, "frames not parked", "%s: its publishers are not acknowledged", exc
-                    )
+                    self._not_parked(member, exc)
                     fail(future, str(exc))
                 except asyncio.CancelledError:
                     fail(future, "the node is stopping")  # JetStream may not have it: sent again

@@ -133,8 +133,8 @@ class SessionClaims:
             self._claiming.pop(key).set()
         if self.wills is not None:
             await self.wills.written(client, revision)
-        if previous is None:
-            return True
+        if previous is None or not previous[0]:
+            return True  # nobody held it, or a claim naming no member (``read_claim``)
         if previous[0] == member:
             if self.wills is not None:  # a dead member's will waiting here decides now
                 self.wills.claimed_again(key)

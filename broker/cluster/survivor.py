@@ -5,10 +5,11 @@ mark the departure settled.
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
 the creator's value while the wills are published and the sessions adopted; then ``waiting``
 (the sessions taken care of: what a member back from fencing waits for) while delayed wills
-wait on this process; ``DONE`` once none is left. A process that dies before ``DONE`` (killed,
-or stopped while delayed wills waited) leaves the entry naming it: the survivors take it over
-when they see that process go, or when they lose the creation race to it later, and the one
-that does settles it again from what is left in ``<cluster>_wills``.
+wait on this process (written again while they wait: ``keep_departure``); ``DONE`` once none
+is left. A process that dies before ``DONE`` (killed, or stopped while delayed wills waited)
+leaves the entry naming it: the survivors take it over when they see that process go, or
+when they lose the creation race to it later, and the one that does settles it again from
+what is left in ``<cluster>_wills``.
 
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
@@ -36,27 +37,36 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 
-from broker.cluster.claim_value import came_back, clean_start
+from broker.cluster.claim_value import came_back
 from broker.cluster.departure import (
+    DEPARTURE_KEPT_EVERY,
     DEPARTURE_TRIED,
     DONE,
     Live,
     creator,
     departure_done,
     departure_won,
+    keep_departure,
     left_unsettled,
     owner,
     waiting,
 )
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
+from broker.cluster.will_entries import (
+    StoredWill,
+    delete_will,
+    encode_will,
+    ends_session,
+    incarnation,
+    wills_of,
+)
 from broker.peer import SessionKey, store_key
-from broker.sessions import connect_ends
-from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
+from nanoiot.errors import ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
+from nanoiot.tasks import cancel_and_wait
 
-__all__ = ["Survivor", "delete_will", "ends_session"]
+__all__ = ["Survivor"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,10 @@ class Survivor:
         # Delayed wills waiting here by departure, and the departures marked ``waiting``.
         self._delayed: dict[str, int] = {}
         self._marked: set[str] = set()
+        # Their entries, written again while they wait (``keep_departure``): every how many
+        # seconds, and the task writing each.
+        self.keep_every = DEPARTURE_KEPT_EVERY
+        self._keeping: dict[str, asyncio.Task[None]] = {}
         # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
         # Departures settled here whose entry could not be marked (NATS lost): tried again.
@@ -206,7 +220,7 @@ class Survivor:
 
     async def _settle(self, name: str, run: str, *, adopt: bool) -> None:
         """Publish the wills of ``run``, adopt its sessions, mark it done."""
-        found = await self._wills_of(run)
+        found = await wills_of(self.bucket, run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
         self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
         for kv_key, will, revision in found:
@@ -230,25 +244,12 @@ class Survivor:
             await self._mark(run, DONE)
         elif await self._mark(run, waiting(self.creator)):
             self._marked.add(run)
+            await self._not_kept(run)  # its departure taken back here
+            self._keeping[run] = asyncio.get_running_loop().create_task(
+                keep_departure(self.departures, run, waiting(self.creator), self.keep_every)
+            )
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)
-
-    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill, int]]:
-        """The will entries of ``run``: key, will, revision."""
-        found: list[tuple[str, StoredWill, int]] = []
-        watch = await self.bucket.watch(f"{run}.>")
-        try:
-            while (change := await watch.value()) is not None:
-                kv_key, value = change
-                if value is None:
-                    continue
-                try:  # a watch gives entries in revision order: the last given is this one
-                    found.append((kv_key, decode_will(value), watch.revision))
-                except ClusterError as exc:
-                    log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
-        finally:
-            await watch.stop()
-        return found
 
     async def _delay(self, run: str, kv_key: str, will: StoredWill, revision: int) -> None:
         """Publish ``will`` when its delay ends (§3.1.3.2.2: it runs from the end of the
@@ -295,7 +296,13 @@ class Survivor:
     async def _done(self, run: str) -> None:
         self._delayed.pop(run, None)
         self._marked.discard(run)
+        await self._not_kept(run)  # no write of it under way to conflict with this one
         await self._mark(run, DONE)
+
+    async def _not_kept(self, run: str) -> None:
+        keeping = self._keeping.pop(run, None)
+        if keeping is not None:
+            await cancel_and_wait(keeping)
 
     def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
@@ -376,25 +383,7 @@ class Survivor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._keeping.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def ends_session(claim: bytes) -> bool:
-    """Whether the connect that made ``claim`` ended the session of a delayed will: the
-    one rule of a take-over (``BrokerSession.ends_with_connect``). A will waits for its delay
-    only if its session was kept (``stored_will``: a session expiry interval), so the
-    session was persistent: the connect's Clean Start decides."""
-    return connect_ends(clean_start(claim), persistent=True)
-
-
-async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:
-    """Delete a will's entry (only at ``revision``, when given)."""
-    try:
-        await bucket.delete(kv_key, revision)
-    except ClusterConflictError:
-        pass  # a newer connection's will: it stays
-    except ClusterError as exc:
-        log.info("%s (the will's entry stays until the member's departure)", exc)

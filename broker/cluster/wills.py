@@ -75,8 +75,14 @@ from broker.cluster.claim_value import came_back, connect_revision, holder_of, i
 from broker.cluster.departure import DEPARTURES_KEPT, Live
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.survivor import Survivor, delete_will, ends_session
-from broker.cluster.will_entries import StoredWill, encode_will, stored_will
+from broker.cluster.survivor import Survivor
+from broker.cluster.will_entries import (
+    StoredWill,
+    delete_will,
+    encode_will,
+    ends_session,
+    stored_will,
+)
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError
 from nanoiot.members import Member

@@ -4,6 +4,7 @@ publishes the wills left and adopts the sessions; whether the survivors see that
 after it made the entry or lose the creation race to it afterwards."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ GONE = Member("a", "host", 41, 0.0, 1.0, Figures())  # the member that died firs
 DEAD = incarnation("a", 41, 0.0, 0)  # its run: its wills' prefix, its departure's key
 WINNER = Member("c", "host", 7, 0.0, 1.0, Figures())  # made the departure, then was killed
 KILLED = incarnation("c", 7, 0.0, 0)  # its process, as its creator value names it
+AGE = 1.0  # seconds the departures of ``aging_buckets`` are kept after their last write
 
 
 @dataclass
@@ -119,19 +121,33 @@ async def _winner_waiting(buckets: Buckets, delay: int) -> tuple[Wills, float]:
     return winner, noticed
 
 
-@pytest.fixture
-async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
-    link = await ClusterLink.connect(cluster_settings())
+@contextlib.asynccontextmanager
+async def _buckets(settings: Settings, departures_kept: float | None) -> AsyncIterator[Buckets]:
+    link = await ClusterLink.connect(settings)
     try:
         made = Buckets(
-            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("wills"),
+            await link.key_value(DEPARTURES, ttl=departures_kept),
             await link.key_value("clients"),
-        )  # fmt: skip
+        )
         yield made
         for survivor in made.survivors:
             await survivor.stop()
     finally:
         await link.close()
+
+
+@pytest.fixture
+async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
+    async with _buckets(cluster_settings(), None) as made:
+        yield made
+
+
+@pytest.fixture
+async def aging_buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
+    """Departures kept ``AGE`` seconds after their last write (``DEPARTURES_KEPT``: 24 h)."""
+    async with _buckets(cluster_settings(), AGE) as made:
+        yield made
 
 
 async def test_the_departure_of_a_winner_killed_before_settling_it_is_taken_over_once(
@@ -385,3 +401,44 @@ async def test_a_settler_that_could_not_mark_the_departure_done_marks_it_at_its_
     entry = await buckets.departures.get(DEAD)
     assert entry is not None
     assert entry.value == DONE
+
+
+async def test_a_will_delayed_past_the_departures_age_is_published_after_its_winner_dies(
+    aging_buckets: Buckets,
+) -> None:
+    """A Will Delay Interval longer than a departure's entry is kept (MQTT 5 §3.1.3.2.2 allows
+    days; the bucket keeps an entry 24 h after its last write, ``AGE`` here): the winner
+    writes the entry again while the will waits, so that the survivor taking over from the
+    winner, killed after that age, still finds the departure and publishes the will when
+    due. Before, the entry aged out and the will was never published."""
+    buckets, delay = aging_buckets, 4 * AGE
+    await buckets.will("delayed", delay=int(delay))
+    winner = buckets.survivor("b")
+    winner.survivor.keep_every = AGE / 4
+    noticed = asyncio.get_running_loop().time()
+    winner.member_gone(GONE)
+    await asyncio.sleep(2.5 * AGE)  # the will waits on the winner, past the entry's age
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == waiting(winner.creator)
+    await winner.stop()  # killed
+    taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
+    taker.survivor.keep_every = AGE / 4
+    taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
+    await buckets.settled()
+    assert buckets.published == [("d", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1  # when due, not before
+
+
+async def test_a_delayed_will_whose_claim_is_of_an_unknown_form_is_published_when_due(
+    buckets: Buckets,
+) -> None:
+    """During a rolling upgrade a node of a later version rewrote the session's claim in a
+    form this version does not read (``broker.cluster.claim_value``): the survivor cannot tell
+    whether the device came back, so the will is published when its delay ends, not dropped."""
+    delay = 2
+    _, noticed = await _winner_waiting(buckets, delay)
+    await buckets.claims.put(_claim_key("delayed"), b"d resumed 3 v9")
+    await buckets.settled()
+    assert buckets.published == [("b", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1
