@@ -39,6 +39,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Final
 
 import nats.errors
@@ -125,6 +126,18 @@ class ParkedFrames:
                     f"{what}: stream {self.name} is full (cluster_max_parked_bytes, "
                     f"{self.max_bytes} bytes)"
                 ) from None
+
+    async def oldest(self, member: str) -> datetime | None:
+        """When the oldest frame still parked for ``member`` was parked, by the clock of the
+        stream's leader; None if none is."""
+        with nats_errors(f"reading {self.name} for member {member}"):
+            try:
+                found = await self._js.get_msg(
+                    self.name, seq=1, subject=self.subject(member), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+        return found.time
 
     async def last(self, member: str) -> int:
         """The stream sequence of the last frame parked for ``member``; 0 if none."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from broker.cluster.confirmations import Awaiting, fail
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames
+from broker.cluster.parked_age import ParkedAge
 from broker.repeats import LogLimiter
 from nanoiot.errors import ClusterError, ClusterFullError
 from nanoiot.tasks import cancel_and_wait
@@ -50,16 +51,19 @@ class Parker:
         self._parking_ready = asyncio.Event()
         self._parker: asyncio.Task[None] | None = None
         self._outbox_bytes = 0  # frames waiting for NATS or for JetStream
+        self.age = ParkedAge(self)  # of what waits unread in JetStream
+        self._age_watch: asyncio.Task[None] | None = None
 
     def _start_parker(self) -> None:
-        self._parker = asyncio.get_running_loop().create_task(
-            self._park_all(), name="cluster parker"
-        )
+        loop = asyncio.get_running_loop()
+        self._parker = loop.create_task(self._park_all(), name="cluster parker")
+        self._age_watch = loop.create_task(self.age.watch(), name="cluster parked age")
 
     async def _stop_parker(self) -> None:
-        if self._parker is not None:
-            await cancel_and_wait(self._parker)
-            self._parker = None
+        for task in (self._parker, self._age_watch):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._parker = self._age_watch = None
 
     def _fail_queued(self) -> None:
         """The node stops: what waits to be parked fails (its publishers send it again)."""

@@ -79,7 +79,9 @@ async def test_a_full_parked_stream_refuses_the_frame_and_says_which_bound(
                                r"is full \(cluster_max_parked_bytes, 65536 bytes\)"):  # fmt: skip
                 await asyncio.wait_for(refused, WAIT)
         assert (forwarder.frames_parked, forwarder.frames_not_parked) == (2, 1)
-        assert "nanoiot_cluster_frames_not_parked_total 1.0" in _scraped(forwarder)
+        scraped = _scraped(forwarder)
+        assert "nanoiot_cluster_frames_not_parked_total 1.0" in scraped
+        assert "nanoiot_cluster_parked_oldest_seconds 0.0" in scraped  # not looked at yet
         [line] = [r.getMessage() for r in caplog.records if "not parked so far" in r.getMessage()]
         assert "disconnected unacknowledged (they send again); 1 batches not parked" in line
 
