@@ -58,7 +58,7 @@ class _MemberA:
 
     async def listen(self) -> None:
         subscription = await self.link.client.subscribe(self.link.subject("route", "a"))
-        await self.link.client.flush()
+        await self.link.flush()
         self._answering = asyncio.create_task(self._answer(subscription))
 
     async def _answer(self, subscription: Subscription) -> None:
@@ -67,7 +67,7 @@ class _MemberA:
             self.answered += 1
             if self.stops:  # NATS has it before the asking member reads the answer
                 await subscription.unsubscribe()
-                await self.link.client.flush()
+                await self.link.flush()
             elif not self.silent_back:
                 self.back = True
             await msg.respond(b"")
