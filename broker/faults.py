@@ -57,7 +57,13 @@ def violated(client: "MqttClient", event: ProtocolViolation) -> None:
 
 
 def refused(client: "MqttClient", event: ConnectionRefused) -> None:
+    """A CONNECT the core refused before authentication (a protocol level it does not speak,
+    a client id it cannot take, a CONNECT too large): anyone can send one, certificate or
+    not, so its lines are limited per host as a violation's."""
     if event.return_code == ConnackCode.UNACCEPTABLE_PROTOCOL:
         client.broker.metrics.count_violation()
-    log.info("refused %s: %s", client.label, event.reason)
+    client.broker.client_log.info(
+        host_of(client.tls.remote[0]), "CONNECTs refused before authentication",
+        "refused %s: %s", client.label, event.reason,
+    )  # fmt: skip
     client._end(will=False)

@@ -54,6 +54,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
 from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
+from broker.cluster.silence import UntilBack
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
@@ -95,6 +96,8 @@ class SessionClaims:
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
         self.is_gone: Callable[[str], bool] = lambda _member: False
+        # Until a gone member is live again, or the seconds given at most (its heartbeat).
+        self.until_back: UntilBack = lambda _member, within: asyncio.sleep(within)
         self._holders: dict[str, str] | None = None  # kv key -> member, read at start-up
         # Sessions handed over with QoS 2 messages awaiting PUBREL: their packet ids, until
         # the connect that claimed them takes them (right after its claim).

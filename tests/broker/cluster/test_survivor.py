@@ -21,6 +21,7 @@ from broker.cluster.wills import DEPARTURES, Wills
 from broker.peer import store_key
 from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
+from tests.cluster.proxy import nats_proxy
 
 WAIT = 10.0
 SETTLE_WITHIN = 30.0  # seconds a member back from fencing waits for its settler at most
@@ -346,6 +347,60 @@ async def test_a_member_back_from_fencing_waits_for_a_live_settler(buckets: Buck
     async with asyncio.timeout(WAIT):
         await ending
     assert buckets.published == []
+
+
+@pytest.mark.parametrize("heartbeat", ["back", "mark_again"])
+async def test_a_settler_that_could_not_mark_the_departure_done_marks_it_at_its_next_heartbeat(
+    buckets: Buckets, cluster_settings: Callable[..., Settings], heartbeat: str
+) -> None:
+    """Survivor b settles the dead run (its will published, its sessions taken care of) and
+    loses NATS as it marks the departure done. At its next heartbeat written (``back``; or,
+    fenced off itself, ``mark_again``), once NATS is back, it marks it: the member back from
+    fencing whose run it is goes on then, not after ``SETTLE_WITHIN`` (b stays live)."""
+    await buckets.will("left")
+    waiter = buckets.survivor("a")
+    waiter.survivor.every = 0.2
+    with nats_proxy() as proxy:
+        link = await ClusterLink.connect(cluster_settings(nats_url=proxy.url, node_name="b"))
+        lost, reconnected = asyncio.Event(), asyncio.Event()
+        link.on_lost(lost.set)
+        link.on_reconnected(reconnected.set)
+        reached = Buckets(
+            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("clients"),
+        )  # fmt: skip
+        settler = reached.survivor("b")
+        adopting, adopted = asyncio.Event(), asyncio.Event()
+
+        async def adopt(_member: str) -> int:
+            adopting.set()
+            await adopted.wait()  # NATS is lost meanwhile
+            return 0
+
+        settler.adopt = adopt
+        settler.member_gone(GONE)
+        await asyncio.wait_for(adopting.wait(), WAIT)  # b made the departure
+        ending = asyncio.create_task(waiter.run_ended(DEAD, SETTLE_WITHIN))
+        try:
+            proxy.cut()
+            await asyncio.wait_for(lost.wait(), WAIT)
+            adopted.set()
+            await settler.survivor.settle(WAIT)  # its marking failed
+            assert not ending.done()
+            proxy.restore()
+            await asyncio.wait_for(reconnected.wait(), WAIT)
+            getattr(settler, heartbeat)()
+            async with asyncio.timeout(WAIT):
+                await ending
+        finally:
+            ending.cancel()
+            await settler.stop()
+            await link.close()
+    assert reached.published == [("b", "left")]
+    assert buckets.published == []
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == DONE
 
 
 async def test_a_will_delayed_past_the_departures_age_is_published_after_its_winner_dies(
