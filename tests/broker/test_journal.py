@@ -4,6 +4,7 @@
 """
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import uuid4
 
@@ -25,6 +26,7 @@ from storage.session_data import (
     MarkUnrouted,
     PubrelReceived,
     SaveSession,
+    SessionWrite,
     Subscribe,
 )
 from storage.sql import SqlCredentialStore
@@ -158,6 +160,33 @@ async def test_many_writes_go_in_bounded_transactions(sqlite_store: SqlCredentia
     [stored] = await sqlite_store.load_sessions()
     assert len(stored.subscriptions) == 2 * BATCH + 10
     await journal.close(within=5)
+
+
+async def test_a_flush_waits_for_the_writes_made_so_far_not_for_those_that_keep_coming(
+    sqlite_store: SqlCredentialStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients writing during every commit (a QoS 2 publisher's stream on a loaded machine)
+    always leave a commit pending: a flush, which a session moving here waits for before it
+    reads the session, returns once the writes made before it are in, while they go on."""
+    device: Device = await sqlite_store.create_device("busy")
+    key = f"{device.id}/c"
+    stream = 50  # commits with a write arriving during each
+    real_write = sqlite_store.write_sessions
+
+    async def written_meanwhile(writes: Sequence[SessionWrite]) -> list[int]:
+        if journal.commits < stream:
+            journal.submit(Subscribe(key, f"devices/busy/{journal.commits}", 0, False))
+        return await real_write(writes)
+
+    monkeypatch.setattr(sqlite_store, "write_sessions", written_meanwhile)
+    journal = Journal(sqlite_store)
+    journal.submit(SaveSession(key, device.id, "busy", "c"))
+    await asyncio.wait_for(journal.flush(), 5)
+    assert journal.commits <= 2, "the flush waited for writes made after it"
+    assert journal.pending_commit() is not None  # the stream goes on
+    await journal.close(within=5)
+    [stored] = await sqlite_store.load_sessions()
+    assert len(stored.subscriptions) == stream
 
 
 async def test_changes_left_unsaved_at_shutdown_are_counted_with_the_batch_in_flight(
