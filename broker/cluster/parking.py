@@ -20,7 +20,7 @@ from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames
 from broker.repeats import LogLimiter
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 __all__ = ["Parker"]
 
@@ -150,3 +150,5 @@ class Parker:
                     self._parking_now = None
                     if member in self._unparking:
                         self._drained(member)
+                if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+                    raise asyncio.CancelledError
