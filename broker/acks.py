@@ -22,6 +22,7 @@ from broker.backpressure import read_again
 from broker.journal import release_commit
 from broker.mqtt.codes import Reason
 from broker.mqtt.session import Outgoing
+from nanoiot.errors import ClusterFullError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -128,7 +129,7 @@ class HeldAcks:
                     why = "cancelled" if pending.cancelled() else pending.exception()
                     log.warning("%s: a message could not be routed (%s): closing",
                                 client.label, why)  # fmt: skip
-                    client._end(will=False)
+                    client._end(will=False, reason=_unrouted(why))
                 continue
             if not client.ended:
                 _answer(client, packet_id, qos, code)
@@ -177,6 +178,15 @@ class HeldAcks:
         # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
         unsaved = (Reason.SERVER_BUSY, f"the broker could not save {what}: {problem}")
         client._end(will=False, reason=unsaved)
+
+
+def _unrouted(why: object) -> tuple[int, str]:
+    """What an MQTT 5 publisher is told as it is disconnected with a message not routed
+    (5.0 §3.14.2.1): 0x97 quota exceeded when a cluster bound refused it, else 0x89 server
+    busy (0x88, server unavailable, is for CONNACK only)."""
+    full = isinstance(why, ClusterFullError)
+    code = Reason.QUOTA_EXCEEDED if full else Reason.SERVER_BUSY
+    return code, f"a message could not be routed: {why}"
 
 
 def _answer(client: "MqttClient", packet_id: int, qos: int, code: _Code) -> None:

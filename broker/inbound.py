@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
+from broker import store_backlog
 from broker.acks import with_commit
 from broker.mqtt.codes import SUBACK_FAILURE, Reason
 from broker.mqtt.expiry import deadline
@@ -58,6 +59,9 @@ SYSTEM_PREFIX = "$SYS/"
 
 
 def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
+    if packet.qos and store_backlog.full(client):
+        store_backlog.refuse_publish(client)  # unacknowledged: it sends it again (§4.4)
+        return
     broker = client.broker
     broker.metrics.messages_in += 1
     peer = client.peer
@@ -216,6 +220,8 @@ def _subscribe_one(
     refusal = _shared_refusal(client, key, written)
     if refusal is not None:
         return refusal
+    if session.persistent and store_backlog.full(client):
+        return store_backlog.refuse_subscribe(client, written)
     new = key not in session.subscriptions
     if new:
         limit = broker.config.max_subscriptions

@@ -66,6 +66,11 @@ class SessionStore(Protocol):
 
     def status(self) -> StoreStatus: ...
 
+    @property
+    def unsaved(self) -> int:
+        """Changes waiting to be saved (``max_unsaved_session_changes``)."""
+        ...
+
     async def load_page(
         self, after: str | None, limit: int
     ) -> tuple[list[BrokerSession], str | None]:
@@ -134,6 +139,7 @@ class MemorySessionStore:
     """Sessions in memory only: every write is a no-op, nothing is ever pending."""
 
     degraded = False
+    unsaved = 0
 
     def status(self) -> StoreStatus:
         return StoreStatus()
@@ -226,6 +232,10 @@ class SqlSessionStore:
     @property
     def degraded(self) -> bool:
         return self.journal.degraded
+
+    @property
+    def unsaved(self) -> int:
+        return self.journal.unsaved
 
     def status(self) -> StoreStatus:
         journal = self.journal

@@ -23,6 +23,7 @@ uses the dependency, so callers handle ours only::
     │   └── StoreUnavailableError    the database cannot be reached
     └── ClusterError                 the cluster's messaging (NATS) reported a problem
         ├── ClusterUnavailableError  NATS cannot be reached or did not answer in time
+        │   └── ClusterFullError     a cluster bound (cluster_max_parked_bytes) refused it
         └── ClusterConflictError     a compare-and-set lost: the key exists or has changed
 
 Only NanoIoTError and its subclasses are raised on purpose; anything else is a bug.
@@ -136,6 +137,11 @@ class ClusterError(NanoIoTError):
 
 class ClusterUnavailableError(ClusterError):
     """NATS cannot be reached or did not answer in time; callers may retry later."""
+
+
+class ClusterFullError(ClusterUnavailableError):
+    """A bound of the cluster's (``cluster_max_parked_bytes``) refused what was sent; the
+    sender may send it again later."""
 
 
 class ClusterConflictError(ClusterError):

@@ -20,10 +20,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.output import Output
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 10.0
@@ -51,6 +55,13 @@ def require_nats() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{problem} (CI is set, so NATS tests must run)", pytrace=False)
     pytest.skip(f"{problem} (set CI=1 to make this a failure)")
+
+
+async def nats_has_all(client: "NatsClient") -> None:
+    """Until NATS has everything ``client`` sent so far, a SUB or UNSUB just written included:
+    two flushes, as ``ClusterLink.flush`` does (nats-py writes a flush's PING ahead of them)."""
+    for _ in range(2):
+        await client.flush()
 
 
 def fresh_cluster_name() -> str:
@@ -190,6 +201,7 @@ def nats_servers(directory: Path, options: dict[str, tuple[str, ...]]) -> Iterat
             stack.callback(_keep_log, directory / f"{name}.log", cluster, name)
             cluster.servers[name] = stack.enter_context(_nats_server(arguments))
         asyncio.run(_until_jetstream_answers(cluster))
+        asyncio.run(_until_a_copy_fits_on_each(cluster))
         yield cluster
 
 
@@ -219,6 +231,40 @@ async def _until_jetstream_answers(cluster: NatsCluster) -> None:
                     await asyncio.sleep(0.1)  # polled: the cluster has no event to wait on
         finally:
             await client.close()
+
+
+async def _until_a_copy_fits_on_each(cluster: NatsCluster) -> None:
+    """Until JetStream places a stream with a copy on each server: its metadata leader, once
+    elected, learns of the other servers' JetStream a while later, and a stream asked for
+    with as many copies as servers meanwhile is refused ("no suitable peers for placement",
+    seen on a machine at load 10). A stream made and deleted: the question NATS answers."""
+    import nats
+    from nats.errors import Error as NatsError
+    from nats.js.api import StorageType, StreamConfig
+
+    probe = StreamConfig(
+        name="placement_probe", subjects=["placement.probe"], storage=StorageType.MEMORY,
+        num_replicas=len(cluster.servers),
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ELECTION_WAIT
+    client = await nats.connect(servers=cluster.url.split(","))
+    try:
+        js = client.jetstream(timeout=WAIT)
+        while True:
+            try:
+                await js.add_stream(probe)
+                break
+            except NatsError as exc:  # no suitable peers yet; a timeout while they join
+                if loop.time() > deadline:
+                    raise AssertionError(
+                        f"JetStream could not place {len(cluster.servers)} copies within "
+                        f"{ELECTION_WAIT:g} s ({exc!r})"
+                    ) from exc
+                await asyncio.sleep(0.1)  # polled: the cluster has no event to wait on
+        await js.delete_stream("placement_probe")
+    finally:
+        await client.close()
 
 
 def _keep_log(file: Path, cluster: NatsCluster, name: str) -> None:

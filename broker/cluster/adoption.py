@@ -28,7 +28,7 @@ async def adopt(claims: "SessionClaims", gone: str) -> int:
     connecting elsewhere meanwhile wins), read from the store, queued for here."""
     if not claims.is_gone(gone):
         return 0  # it came back (restarted): it restored its own
-    if not await nobody_listens(claims.link, gone, claims.is_gone):
+    if not await nobody_listens(claims.link, gone, claims.is_gone, claims.until_back):
         return 0
     taken: list[BrokerSession] = []
     complete = False

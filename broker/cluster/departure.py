@@ -21,6 +21,7 @@ What must not import: the broker's client or session modules (this only reads an
 the departures bucket).
 """
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -30,8 +31,8 @@ from broker.cluster.kv import Entry, KeyValue
 from nanoiot.errors import ClusterConflictError, ClusterError
 
 __all__ = [
-    "DEPARTURES_KEPT", "DEPARTURE_TRIED", "DONE", "creator", "departure_done", "departure_won",
-    "left_unsettled", "owner", "waiting",
+    "DEPARTURES_KEPT", "DEPARTURE_KEPT_EVERY", "DEPARTURE_TRIED", "DONE", "creator",
+    "departure_done", "departure_won", "keep_departure", "left_unsettled", "owner", "waiting",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ _WAITING: Final = b"waiting "
 # survivor made when it noticed the same departure (a few heartbeats earlier at most) is
 # still there, and a late create here never succeeds after it aged out.
 DEPARTURE_TRIED: Final = DEPARTURES_KEPT / 2
+# Seconds between rewrites of a departure's entry while delayed wills of it wait on its
+# settler (``keep_departure``): a quarter of the entry's age, so that it outlives a NATS
+# outage of hours as well as a Will Delay Interval of days (MQTT 5 §3.1.3.2.2).
+DEPARTURE_KEPT_EVERY: Final = DEPARTURES_KEPT / 4
 
 Live = Callable[[str], bool]  # whether the process named (``owner``) is a live member
 
@@ -137,6 +142,29 @@ async def left_unsettled(departures: KeyValue, process: str) -> list[str]:
     finally:
         await watch.stop()
     return runs
+
+
+async def keep_departure(departures: KeyValue, run: str, value: bytes, every: float) -> None:
+    """Write the departure of ``run`` again every ``every`` seconds while it is ``value`` (its
+    settler's ``waiting``). The bucket drops an entry not written for ``DEPARTURES_KEPT``
+    seconds, and the survivors of a settler that dies find what it left by its entries
+    (``left_unsettled``): a will delayed past that age would never be published. Returns
+    once the entry is another's (taken over, or done)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            entry = await departures.get(run)
+            if entry is None:  # aged out all the same (NATS away for longer than its age)
+                await departures.create(run, value)
+            elif entry.value == value:
+                await departures.update(run, value, entry.revision)
+            else:
+                return
+        except ClusterConflictError:
+            return  # taken over meanwhile
+        except ClusterError as exc:
+            log.info("the departure of %s not written again: %s (tried again in %g s)",
+                     run, exc, every)  # fmt: skip
 
 
 async def departure_done(departures: KeyValue, run: str) -> None:

@@ -175,6 +175,8 @@ class Fencing:
         self._arm()
         if not self.fenced:
             self.wills.back()  # NATS is back: the wills held meanwhile go out
+        else:  # others' departures settled here, marked done (a member back waits for it)
+            self.wills.mark_again()
         now = asyncio.get_running_loop().time()
         # A write that began too long ago (sent when NATS came back) would fence this member
         # again at once: the next one, begun on time, brings it back.

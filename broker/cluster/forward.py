@@ -74,7 +74,7 @@ from broker.cluster.busy import BUSY, BusyNotices
 from broker.cluster.confirmations import CONFIRM_WITHIN, Awaiting, all_of, fail, ignore_outcome
 from broker.cluster.errors import nats_errors
 from broker.cluster.frames import FRAMING, Group, encode, encode_barrier
-from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
+from broker.cluster.link import ClusterLink
 from broker.cluster.parking import Parker
 from broker.peer import SessionKey
 from broker.router import Message
@@ -158,7 +158,7 @@ class Forwarder(Parker):
             frames_in = await self.link.client.subscribe(subject, cb=frame)
         try:
             with nats_errors("listening for forwarded messages"):
-                await self.link.client.flush(FLUSH_TIMEOUT)
+                await self.link.flush()  # the server has it (ClusterLink.flush)
         except ClusterError:
             with contextlib.suppress(Exception):
                 await frames_in.unsubscribe()

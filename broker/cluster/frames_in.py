@@ -74,6 +74,8 @@ class FramesIn:
                 with nats_errors("stopping taking forwarded messages"):
                     async with asyncio.timeout(CONFIRM_WITHIN):  # their senders' limit
                         await subscription.drain()  # type: ignore[no-untyped-call]
+                        # Its UNSUB may still be on its way (``ClusterLink.flush``).
+                        await self.router.link.flush()
                         if self._early_task is not None:  # those held for the restore
                             await asyncio.shield(self._early_task)
             except ClusterError as exc:

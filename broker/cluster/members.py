@@ -85,6 +85,7 @@ class MemberRegistry:
         self._callbacks: list[Gone] = []
         self._changes: list[Callable[[], None]] = []
         self._silences: list[Callable[[str], None]] = []
+        self._awaited: dict[str, set[asyncio.Future[None]]] = {}  # ``until_live``, by name
         self._own_seen = 0.0  # loop time this member last saw its own entry written
         self.run = 0  # one more each time this member fenced itself off (a new run)
         self.fenced = False  # fenced off now (``broker.cluster.fence``): its entry says so
@@ -106,6 +107,23 @@ class MemberRegistry:
 
     def is_live(self, name: str) -> bool:
         return name in self._live
+
+    async def until_live(self, name: str, within: float) -> None:
+        """Return once an entry of member ``name`` is seen (live again), or after ``within``
+        seconds: a wait on a gone member that ends as soon as it is back."""
+        if name in self._live:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._awaited.setdefault(name, set())
+        waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                self._awaited.pop(name, None)
 
     def heard(self, name: str) -> Heard | None:
         """Live member ``name``'s last heartbeat seen (``broker.cluster.liveness``)."""
@@ -276,6 +294,9 @@ class MemberRegistry:
         self._live[key] = member
         self._seen[key] = loop.time()
         self._arm(key, member.interval * MISSED_BEATS)
+        for waiter in self._awaited.get(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _arm(self, key: str, within: float) -> None:
         timer = self._deadlines.pop(key, None)

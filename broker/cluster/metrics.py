@@ -114,6 +114,20 @@ class ClusterCollector:
             value=router.forwarder.frames_parked,
         )
         yield CounterMetricFamily(
+            "nanoiot_cluster_frames_not_parked",
+            "Batches for gone members JetStream did not keep (the parked stream full at "
+            "cluster_max_parked_bytes, or NATS away): their publishers were disconnected "
+            "unacknowledged",
+            value=router.forwarder.frames_not_parked,
+        )
+        yield GaugeMetricFamily(
+            "nanoiot_cluster_parked_oldest_seconds",
+            "Age of the oldest batch this member parked for a gone member and nobody read yet "
+            "(JetStream drops a batch, acknowledged messages and all, an hour after it was "
+            "parked)",
+            value=router.forwarder.age.oldest_seconds,
+        )
+        yield CounterMetricFamily(
             "nanoiot_cluster_probes_sent",
             "Empty batches sent to members that left one unanswered for 0.5 s, asking whether "
             "they still listen",

@@ -39,6 +39,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Final
 
 import nats.errors
@@ -50,7 +51,7 @@ from broker.cluster.errors import nats_errors
 from broker.cluster.link import REQUEST_TIMEOUT, ClusterLink
 from broker.cluster.streams import open_stream
 from broker.peer import SessionKey
-from nanoiot.errors import ClusterError
+from nanoiot.errors import ClusterError, ClusterFullError
 from nanoiot.tasks import cancellable
 
 __all__ = ["HEARTBEAT", "KEPT_FOR", "PINNED_FOR", "Owed", "ParkedFrames", "Reader"]
@@ -80,6 +81,9 @@ LAGGING: Final = 2 * HEARTBEAT
 ASK_EVERY: Final = 0.5  # seconds between a lagging reader's requests to the leader
 _PAGE: Final = 256  # consumers JetStream lists at most at once
 _STREAM: Final = "parked"
+# JetStream's answer to a frame a full stream refuses (``DiscardPolicy.NEW``): "maximum bytes
+# exceeded", as a failure to store it (nats-server 2.9).
+_STORE_FAILED: Final = 10077
 
 
 class ParkedFrames:
@@ -109,10 +113,31 @@ class ParkedFrames:
             await open_stream(self._js, config)
 
     async def park(self, member: str, frame: bytes) -> None:
-        """``frame`` kept for ``member``; once JetStream acknowledged it. ``ClusterError``
-        if it did not (the stream full, or NATS away)."""
-        with nats_errors(f"parking a frame for member {member}"):
-            await self._js.publish(self.subject(member), frame, stream=self.name)
+        """``frame`` kept for ``member``; once JetStream acknowledged it. ``ClusterFullError``
+        if the stream is full, ``ClusterError`` if JetStream did not take it otherwise."""
+        what = f"parking a frame for member {member}"
+        with nats_errors(what):
+            try:
+                await self._js.publish(self.subject(member), frame, stream=self.name)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != _STORE_FAILED or "maximum bytes" not in (exc.description or ""):
+                    raise
+                raise ClusterFullError(
+                    f"{what}: stream {self.name} is full (cluster_max_parked_bytes, "
+                    f"{self.max_bytes} bytes)"
+                ) from None
+
+    async def oldest(self, member: str) -> datetime | None:
+        """When the oldest frame still parked for ``member`` was parked, by the clock of the
+        stream's leader; None if none is."""
+        with nats_errors(f"reading {self.name} for member {member}"):
+            try:
+                found = await self._js.get_msg(
+                    self.name, seq=1, subject=self.subject(member), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+        return found.time
 
     async def last(self, member: str) -> int:
         """The stream sequence of the last frame parked for ``member``; 0 if none."""

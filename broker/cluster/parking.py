@@ -18,8 +18,9 @@ from collections.abc import Callable
 from broker.cluster.confirmations import Awaiting, fail
 from broker.cluster.frames import decode
 from broker.cluster.parked import ParkedFrames
+from broker.cluster.parked_age import ParkedAge
 from broker.repeats import LogLimiter
-from nanoiot.errors import ClusterError
+from nanoiot.errors import ClusterError, ClusterFullError
 from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 __all__ = ["Parker"]
@@ -40,6 +41,7 @@ class Parker:
         self.frames_dropped = 0
         self._warnings = LogLimiter(log)  # one line per member and trouble a minute
         self.frames_parked = 0
+        self.frames_not_parked = 0  # refused by JetStream: full (ClusterFullError), or away
         self.parking: ParkedFrames | None = None  # where; None: a gone member's are refused
         self.parked: set[str] = set()  # members whose frames are parked
         self._unparking: set[str] = set()  # ... until those queued are in JetStream
@@ -49,16 +51,19 @@ class Parker:
         self._parking_ready = asyncio.Event()
         self._parker: asyncio.Task[None] | None = None
         self._outbox_bytes = 0  # frames waiting for NATS or for JetStream
+        self.age = ParkedAge(self)  # of what waits unread in JetStream
+        self._age_watch: asyncio.Task[None] | None = None
 
     def _start_parker(self) -> None:
-        self._parker = asyncio.get_running_loop().create_task(
-            self._park_all(), name="cluster parker"
-        )
+        loop = asyncio.get_running_loop()
+        self._parker = loop.create_task(self._park_all(), name="cluster parker")
+        self._age_watch = loop.create_task(self.age.watch(), name="cluster parked age")
 
     async def _stop_parker(self) -> None:
-        if self._parker is not None:
-            await cancel_and_wait(self._parker)
-            self._parker = None
+        for task in (self._parker, self._age_watch):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._parker = self._age_watch = None
 
     def _fail_queued(self) -> None:
         """The node stops: what waits to be parked fails (its publishers send it again)."""
@@ -121,6 +126,12 @@ class Parker:
         self._parking.append((member, data, future))
         self._parking_ready.set()
 
+    def _not_parked(self, member: str, exc: ClusterError) -> None:
+        self.frames_not_parked += 1
+        self._warnings.warning(member, "frames not parked", "%s: its publishers are "
+                               "disconnected unacknowledged (they send again); %d batches "
+                               "not parked so far", exc, self.frames_not_parked)  # fmt: skip
+
     async def _park_all(self) -> None:
         """One frame at a time, so that each member's stay in the order they were sent."""
         queue = self._parking
@@ -133,10 +144,12 @@ class Parker:
                 try:
                     assert self.parking is not None
                     await self.parking.park(member, data)
+                except ClusterFullError as exc:  # kept as it is: the publisher is told so
+                    self._not_parked(member, exc)
+                    if not future.done():
+                        future.set_exception(exc)
                 except ClusterError as exc:
-                    self._warnings.warning(
-                        member, "frames not parked", "%s: its publishers are not acknowledged", exc
-                    )
+                    self._not_parked(member, exc)
                     fail(future, str(exc))
                 except asyncio.CancelledError:
                     fail(future, "the node is stopping")  # JetStream may not have it: sent again

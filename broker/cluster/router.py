@@ -171,6 +171,7 @@ class ClusterRouter:
             wills.survivor.every = interval  # a settler looked at on each heartbeat
         if self.claims is not None:  # its claims are taken without asking it
             self.claims.is_gone = lambda name: not members.is_live(name)
+            self.claims.until_back = members.until_live
         if self.handovers is not None and self.replays is not None:  # lagging barriers
             self.handovers.arrivals.heard = self.replays.heard = members.heard
         members.on_silent(self.forwarder.silent)  # its frames parked, not waited for

@@ -54,6 +54,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.replay import Replays
 from broker.cluster.resend import Unrouted, handed_over, read_handed_over, taken_over
 from broker.cluster.routes import RouteAnnouncer
+from broker.cluster.silence import UntilBack
 from broker.cluster.wills import Wills
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError
@@ -100,6 +101,8 @@ class SessionClaims:
         # Whether a member is known to be gone (``broker.cluster.members``): its claims are
         # taken without asking it.
         self.is_gone: Callable[[str], bool] = lambda _member: False
+        # Until a gone member is live again, or the seconds given at most (its heartbeat).
+        self.until_back: UntilBack = lambda _member, within: asyncio.sleep(within)
         self._holders: dict[str, str] | None = None  # kv key -> member, read at start-up
         # Sessions handed over with QoS 2 messages awaiting PUBREL: their packet ids, until
         # the connect that claimed them takes them (right after its claim).
@@ -135,8 +138,8 @@ class SessionClaims:
             self._claiming.pop(key).set()
         if self.wills is not None:
             await self.wills.written(client, revision)
-        if previous is None:
-            return True
+        if previous is None or not previous[0]:
+            return True  # nobody held it, or a claim naming no member (``read_claim``)
         if previous[0] == member:
             if self.wills is not None:  # a dead member's will waiting here decides now
                 self.wills.claimed_again(key)

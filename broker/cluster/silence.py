@@ -12,20 +12,24 @@ So the one rule, whatever the interleaving: the member is asked again every ``AD
 seconds for as long as anything listens on its subject (it answers, or NATS still has its
 subscriptions and nobody answers in time), until NATS says nobody listens (its sessions are
 adopted), or it is back (a heartbeat of it again: it keeps or restores its own), for at most
-``ADOPT_WITHIN`` seconds. Waiting is never wrong: a member that answers while writing no
-heartbeat is either leaving, or stalled and about to be back or to fence itself off, which
-ends its listening too (``broker.cluster.fence``). Asking is the only way to see a
-subscription go: NATS tells nobody when one does.
+``ADOPT_WITHIN`` seconds. The wait between two asks ends as soon as a heartbeat of the member
+is seen: a member back from fencing waits for the survivor that settles its ended run
+(``broker.cluster.fence``), and that survivor's adoption ends here (a thawed member waited
+out the whole ``ADOPT_RETRY`` before it could take connections again). Waiting is never
+wrong: a member that answers while writing no heartbeat is either leaving, or stalled and
+about to be back or to fence itself off, which ends its listening too
+(``broker.cluster.fence``). Asking is the only way to see a subscription go: NATS tells
+nobody when one does.
 """
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from broker.cluster.link import ClusterLink
 
-__all__ = ["ADOPT_RETRY", "ADOPT_WITHIN", "nobody_listens"]
+__all__ = ["ADOPT_RETRY", "ADOPT_WITHIN", "UntilBack", "nobody_listens"]
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,19 @@ ADOPT_RETRY: Final = 1.0
 ADOPT_WITHIN: Final = 600.0
 
 
-async def nobody_listens(link: ClusterLink, gone: str, is_gone: Callable[[str], bool]) -> bool:
+# Return once the member named is live again, or after the seconds given at most.
+UntilBack = Callable[[str, float], Awaitable[None]]
+
+
+async def nobody_listens(
+    link: ClusterLink, gone: str, is_gone: Callable[[str], bool], until_back: UntilBack
+) -> bool:
     """Whether NATS says nobody listens on ``gone``'s forwarding subject any more.
 
     While it answers or its requests time out (NATS drops the subscriptions of a connection
     it finds dead, after its own ping timeout) it is asked again, until it is back (no
-    longer ``is_gone``), for at most ``ADOPT_WITHIN`` seconds."""
+    longer ``is_gone``: ``until_back`` ends the wait between two asks then), for at most
+    ``ADOPT_WITHIN`` seconds."""
     subject = link.subject("route", gone)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ADOPT_WITHIN
@@ -58,5 +69,5 @@ async def nobody_listens(link: ClusterLink, gone: str, is_gone: Callable[[str], 
             log.warning("member %s is still listened for after %g s: its sessions stay with "
                         "it", gone, ADOPT_WITHIN)  # fmt: skip
             return False
-        await asyncio.sleep(ADOPT_RETRY)
+        await until_back(gone, ADOPT_RETRY)
     return False

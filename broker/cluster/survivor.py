@@ -5,10 +5,11 @@ mark the departure settled.
 The departure's entry (``broker.cluster.departure``) says who does it, and how far it went:
 the creator's value while the wills are published and the sessions adopted; then ``waiting``
 (the sessions taken care of: what a member back from fencing waits for) while delayed wills
-wait on this process; ``DONE`` once none is left. A process that dies before ``DONE`` (killed,
-or stopped while delayed wills waited) leaves the entry naming it: the survivors take it over
-when they see that process go, or when they lose the creation race to it later, and the one
-that does settles it again from what is left in ``<cluster>_wills``.
+wait on this process (written again while they wait: ``keep_departure``); ``DONE`` once none
+is left. A process that dies before ``DONE`` (killed, or stopped while delayed wills waited)
+leaves the entry naming it: the survivors take it over when they see that process go, or
+when they lose the creation race to it later, and the one that does settles it again from
+what is left in ``<cluster>_wills``.
 
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
@@ -36,27 +37,36 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 
-from broker.cluster.claim_value import came_back, clean_start
+from broker.cluster.claim_value import came_back
 from broker.cluster.departure import (
+    DEPARTURE_KEPT_EVERY,
     DEPARTURE_TRIED,
     DONE,
     Live,
     creator,
     departure_done,
     departure_won,
+    keep_departure,
     left_unsettled,
     owner,
     waiting,
 )
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.will_entries import StoredWill, decode_will, encode_will, incarnation
+from broker.cluster.will_entries import (
+    StoredWill,
+    delete_will,
+    encode_will,
+    ends_session,
+    incarnation,
+    wills_of,
+)
 from broker.peer import SessionKey, store_key
-from broker.sessions import connect_ends
-from nanoiot.errors import ClusterConflictError, ClusterError, ClusterUnavailableError, StoreError
+from nanoiot.errors import ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
+from nanoiot.tasks import cancel_and_wait
 
-__all__ = ["Survivor", "delete_will", "ends_session"]
+__all__ = ["Survivor"]
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +105,14 @@ class Survivor:
         # Delayed wills waiting here by departure, and the departures marked ``waiting``.
         self._delayed: dict[str, int] = {}
         self._marked: set[str] = set()
+        # Their entries, written again while they wait (``keep_departure``): every how many
+        # seconds, and the task writing each.
+        self.keep_every = DEPARTURE_KEPT_EVERY
+        self._keeping: dict[str, asyncio.Task[None]] = {}
         # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
+        # Departures settled here whose entry could not be marked (NATS lost): tried again.
+        self._unmarked: set[str] = set()
 
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
@@ -110,13 +126,25 @@ class Survivor:
         self._spawn(self._unsettled(process, until))
 
     def try_again(self) -> None:
-        """NATS is back: the departures that could not be decided or read are tried again."""
+        """NATS is back: the departures that could not be decided or read are tried again,
+        and those settled here but not marked so (``mark_again``)."""
+        self.mark_again()
         undecided, self._undecided = self._undecided, {}
         for run, (name, until) in undecided.items():
             self._spawn(self._departure(name, run, until))
         unread, self._unread = self._unread, {}
         for process, until in unread.items():
             self._spawn(self._unsettled(process, until))
+
+    def mark_again(self) -> None:
+        """A heartbeat of this member was written, fenced off or not: the departures it
+        settled but could not mark are marked now. Unmarked, one names this live process, and
+        the member back from fencing whose run it is waits ``SETTLE_WITHIN`` for it, refusing
+        connections (``broker.cluster.fence``). Only a write: a member fenced off does it too
+        (after a NATS restart, two may each wait for the other's marking)."""
+        unmarked, self._unmarked = self._unmarked, set()
+        for run in unmarked:
+            self._spawn(self._mark_settled(run))
 
     async def run_ended(self, run: str, within: float) -> None:
         """This member is back after fencing: settle the wills of ``run`` (one of its own,
@@ -192,7 +220,7 @@ class Survivor:
 
     async def _settle(self, name: str, run: str, *, adopt: bool) -> None:
         """Publish the wills of ``run``, adopt its sessions, mark it done."""
-        found = await self._wills_of(run)
+        found = await wills_of(self.bucket, run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
         self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
         for kv_key, will, revision in found:
@@ -206,31 +234,22 @@ class Survivor:
             except (ClusterError, StoreError) as exc:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
         await self._claims_read(run)
-        # The member, if it fenced itself off and is back, waits for this.
+        await self._mark_settled(run)
+
+    async def _mark_settled(self, run: str) -> None:
+        """Mark the departure of ``run``, settled here, ``DONE`` (or ``waiting`` while delayed
+        wills wait here): the member, if it fenced itself off and is back, waits for this."""
         if not self._delayed.get(run):
             self._delayed.pop(run, None)
             await self._mark(run, DONE)
         elif await self._mark(run, waiting(self.creator)):
             self._marked.add(run)
+            await self._not_kept(run)  # its departure taken back here
+            self._keeping[run] = asyncio.get_running_loop().create_task(
+                keep_departure(self.departures, run, waiting(self.creator), self.keep_every)
+            )
             if not self._delayed.get(run):  # the last delayed will went out meanwhile
                 await self._done(run)
-
-    async def _wills_of(self, run: str) -> list[tuple[str, StoredWill, int]]:
-        """The will entries of ``run``: key, will, revision."""
-        found: list[tuple[str, StoredWill, int]] = []
-        watch = await self.bucket.watch(f"{run}.>")
-        try:
-            while (change := await watch.value()) is not None:
-                kv_key, value = change
-                if value is None:
-                    continue
-                try:  # a watch gives entries in revision order: the last given is this one
-                    found.append((kv_key, decode_will(value), watch.revision))
-                except ClusterError as exc:
-                    log.warning("%s/%s: %s", self.bucket.bucket, kv_key, exc)
-        finally:
-            await watch.stop()
-        return found
 
     async def _delay(self, run: str, kv_key: str, will: StoredWill, revision: int) -> None:
         """Publish ``will`` when its delay ends (§3.1.3.2.2: it runs from the end of the
@@ -268,14 +287,22 @@ class Survivor:
                 log.info("the departure of %s was taken over by %s", run, owner(entry.value))
                 return False
         except ClusterError as exc:
-            log.info("departure of %s not marked %s: %s", run, value.decode(), exc)
+            log.warning("departure of %s not marked %s: %s (tried again after the next "
+                        "heartbeat written)", run, value.decode(), exc)  # fmt: skip
+            self._unmarked.add(run)
             return False
         return True
 
     async def _done(self, run: str) -> None:
         self._delayed.pop(run, None)
         self._marked.discard(run)
+        await self._not_kept(run)  # no write of it under way to conflict with this one
         await self._mark(run, DONE)
+
+    async def _not_kept(self, run: str) -> None:
+        keeping = self._keeping.pop(run, None)
+        if keeping is not None:
+            await cancel_and_wait(keeping)
 
     def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
@@ -356,25 +383,7 @@ class Survivor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._keeping.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def ends_session(claim: bytes) -> bool:
-    """Whether the connect that made ``claim`` ended the session of a delayed will: the
-    one rule of a take-over (``BrokerSession.ends_with_connect``). A will waits for its delay
-    only if its session was kept (``stored_will``: a session expiry interval), so the
-    session was persistent: the connect's Clean Start decides."""
-    return connect_ends(clean_start(claim), persistent=True)
-
-
-async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:
-    """Delete a will's entry (only at ``revision``, when given)."""
-    try:
-        await bucket.delete(kv_key, revision)
-    except ClusterConflictError:
-        pass  # a newer connection's will: it stays
-    except ClusterError as exc:
-        log.info("%s (the will's entry stays until the member's departure)", exc)

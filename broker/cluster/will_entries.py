@@ -1,22 +1,32 @@
 """A will as the cluster keeps it for survivors (``broker.cluster.wills``): what a survivor
 needs to publish it, as one entry of ``<cluster>_wills``, and the key prefix of the member run
-it belongs to."""
+it belongs to; reading a run's entries and deleting one; whether a connect ended the session
+of a delayed will."""
 
 import base64
 import binascii
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from broker.cluster.claim_value import clean_start
+from broker.cluster.kv import KeyValue
 from broker.mqtt.properties import Properties, Property, encode_properties
 from broker.peer import SessionKey
-from nanoiot.errors import ClusterError
+from broker.sessions import connect_ends
+from nanoiot.errors import ClusterConflictError, ClusterError
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
-__all__ = ["StoredWill", "decode_will", "encode_will", "incarnation", "stored_will"]
+__all__ = [
+    "StoredWill", "decode_will", "delete_will", "encode_will", "ends_session", "incarnation",
+    "stored_will", "wills_of",
+]  # fmt: skip
+
+log = logging.getLogger("broker.cluster.survivor")  # where operators read of wills published
 
 
 def incarnation(name: str, pid: int, started: float, run: int) -> str:
@@ -94,3 +104,39 @@ def stored_will(client: "MqttClient", claim: int) -> StoredWill | None:
         peer.key, claim, peer.canonical(will.topic), will.payload, will.qos, will.retain,
         properties, wait,
     )  # fmt: skip
+
+
+def ends_session(claim: bytes) -> bool:
+    """Whether the connect that made ``claim`` ended the session of a delayed will: the
+    one rule of a take-over (``BrokerSession.ends_with_connect``). A will waits for its delay
+    only if its session was kept (``stored_will``: a session expiry interval), so the
+    session was persistent: the connect's Clean Start decides."""
+    return connect_ends(clean_start(claim), persistent=True)
+
+
+async def delete_will(bucket: KeyValue, kv_key: str, revision: int | None) -> None:
+    """Delete a will's entry (only at ``revision``, when given)."""
+    try:
+        await bucket.delete(kv_key, revision)
+    except ClusterConflictError:
+        pass  # a newer connection's will: it stays
+    except ClusterError as exc:
+        log.info("%s (the will's entry stays until the member's departure)", exc)
+
+
+async def wills_of(bucket: KeyValue, run: str) -> list[tuple[str, StoredWill, int]]:
+    """The will entries of member run ``run`` (``incarnation``): key, will, revision."""
+    found: list[tuple[str, StoredWill, int]] = []
+    watch = await bucket.watch(f"{run}.>")
+    try:
+        while (change := await watch.value()) is not None:
+            kv_key, value = change
+            if value is None:
+                continue
+            try:  # a watch gives entries in revision order: the last given is this one
+                found.append((kv_key, decode_will(value), watch.revision))
+            except ClusterError as exc:
+                log.warning("%s/%s: %s", bucket.bucket, kv_key, exc)
+    finally:
+        await watch.stop()
+    return found

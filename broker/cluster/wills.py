@@ -75,8 +75,14 @@ from broker.cluster.claim_value import came_back, connect_revision, holder_of, i
 from broker.cluster.departure import DEPARTURES_KEPT, Live
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
-from broker.cluster.survivor import Survivor, delete_will, ends_session
-from broker.cluster.will_entries import StoredWill, encode_will, stored_will
+from broker.cluster.survivor import Survivor
+from broker.cluster.will_entries import (
+    StoredWill,
+    delete_will,
+    encode_will,
+    ends_session,
+    stored_will,
+)
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError
 from nanoiot.members import Member
@@ -157,6 +163,9 @@ class Wills:
 
     async def run_ended(self, run: str, within: float) -> None:
         await self.survivor.run_ended(run, within)
+
+    def mark_again(self) -> None:
+        self.survivor.mark_again()
 
     async def written(self, client: "MqttClient", claim: int) -> None:
         """Keep ``client``'s will where a survivor finds it (before its CONNACK)."""

@@ -88,6 +88,12 @@ class MqttSettings(SettingsGroup):
     # Seconds a PUBACK/PUBREC may wait for the store to save the message; past it the
     # publisher's connection is closed (it sends the message again on a new one).
     ack_timeout: float = Field(10.0, gt=0, le=3600)
+    # Session changes waiting for the store (all sessions together): while the database cannot
+    # be written they wait in memory, where one client re-subscribing in a loop would grow them
+    # by the bytes it sends. Past it what would add more is refused: a persistent session's
+    # SUBSCRIBE filters (SUBACK 0x80, MQTT 5 0x97), QoS 1/2 PUBLISHes (the publisher is
+    # closed, MQTT 5 DISCONNECT 0x89) and CONNECTs of a persistent session (CONNACK 3, 0x89).
+    max_unsaved_session_changes: int = Field(100_000, ge=100, le=100_000_000)
     # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
     # Checks that run at once, checks that may wait for one, and checks one source address
     # may have running or waiting (an address that has not failed lately waits for its share
@@ -105,7 +111,8 @@ class MqttSettings(SettingsGroup):
     # --- What authentication leaves behind: log lines and auth events ---
     # Refusals per client address and reason logged and recorded one by one in each interval;
     # the rest are counted and reported as one line and one event when the interval ends. So
-    # are the lines of connections refused before CONNECT or closed for a protocol violation.
+    # are the lines of connections refused before CONNECT, whose CONNECT is refused before
+    # authentication or past a limit, or closed for a protocol violation.
     auth_log_repeats: int = Field(5, ge=1, le=100_000)
     auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # auth_events keeps events at most this many days, and at most this many rows.

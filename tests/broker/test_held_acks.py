@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 from broker.acks import HeldAcks
 from broker.journal_entries import Ref
+from broker.mqtt.codes import Reason
 from broker.mqtt.session import Outgoing
-from nanoiot.errors import ClusterUnavailableError
+from nanoiot.errors import ClusterFullError, ClusterUnavailableError
 from tests.unretrieved import never_retrieved
 
 
@@ -18,6 +19,7 @@ class Connection:
         self.sent: list[int] = []
         self.flushes = 0
         self.ended = False
+        self.reason: object = None
         self.closed = asyncio.Event()
         self.label = "test"
         self._loop = asyncio.get_running_loop()
@@ -31,6 +33,7 @@ class Connection:
 
     def _end(self, will: bool, reason: object = None) -> None:
         self.ended = True
+        self.reason = reason
         self.closed.set()
 
 
@@ -125,3 +128,24 @@ async def test_a_puback_waiting_past_ack_timeout_closes_a_publisher() -> None:
     acks.acknowledge(1, 1, durable=asyncio.get_running_loop().create_future())
     await asyncio.wait_for(connection.closed.wait(), 5.0)
     assert (metrics.subscribers_closed_unsaved, metrics.publishers_closed_unsaved) == (0, 1)
+
+
+async def test_a_publisher_whose_message_was_not_routed_is_told_why_before_it_is_closed() -> None:
+    """Closed unacknowledged (it sends the message again), an MQTT 5 publisher reads why in
+    the DISCONNECT (5.0 §3.14.2.1): 0x97 when a cluster bound refused the message (the parked
+    stream full at ``cluster_max_parked_bytes``), 0x89 otherwise."""
+    loop = asyncio.get_running_loop()
+    for error, code in (
+        (ClusterFullError("stream nanoiot_parked is full (cluster_max_parked_bytes)"),
+         Reason.QUOTA_EXCEEDED),
+        (ClusterUnavailableError("member b did not confirm within 5 s"), Reason.SERVER_BUSY),
+    ):  # fmt: skip
+        connection = Connection()
+        acks = HeldAcks(connection)  # type: ignore[arg-type]
+        frame = loop.create_future()
+        acks.acknowledge(1, 1, durable=frame)
+        frame.set_exception(error)
+        await asyncio.wait_for(connection.closed.wait(), 1.0)
+        assert connection.sent == []
+        assert connection.reason == (code, f"a message could not be routed: {error}")
+        acks.cancel()

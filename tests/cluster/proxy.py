@@ -7,7 +7,8 @@ the answers to its writes), in order, while what the node sends goes through at 
 while the rest comes at once); ``mute`` drops what the node sends from then on, its
 connection open (as a node that dies before what it wrote leaves it), until it closes it;
 ``hold`` leaves what the node sends unread until ``release`` (a NATS that does not keep up:
-the node's socket buffers fill)."""
+the node's socket buffers fill); ``pace`` lets what the node sends reach NATS one protocol line
+at a time, in order (a slow path to NATS: a command the node wrote later reaches it later)."""
 
 import contextlib
 import functools
@@ -32,6 +33,7 @@ class Proxy:
         self._delay = 0.0
         self._subjects: tuple[bytes, ...] = ()
         self._muted = False
+        self._pace = 0.0
         self._dropped = b""  # what the node sent since ``mute``
         self._dropping = threading.Condition()
         self._flowing = threading.Event()  # cleared: what the node sends is not read
@@ -72,6 +74,11 @@ class Proxy:
 
     def release(self) -> None:
         self._flowing.set()
+
+    def pace(self, seconds: float) -> None:
+        """Each protocol line the node sends from now on reaches NATS ``seconds`` after the
+        one before it (0: at once)."""
+        self._pace = seconds
 
     def until_dropped(self, data: bytes) -> None:
         """Once the node sent ``data`` since ``mute`` (dropped); AssertionError if it did not
@@ -117,7 +124,9 @@ class Proxy:
                 upstream = socket.create_connection(NATS_ADDRESS)
                 self._open += [client, upstream]
                 late = _Late(upstream, client, self._delay_of)
-                sent = functools.partial(_pump, client, upstream, self._dropped_if_muted)
+                sent = functools.partial(
+                    _pump, client, upstream, self._dropped_if_muted, lambda: self._pace
+                )
                 for target in (sent, late.read, late.write):
                     thread = threading.Thread(target=target, daemon=True)
                     self._threads.append(thread)
@@ -207,12 +216,26 @@ class _Late:
                 self._changed.wait(left)  # a timer of the proxy's own, not a test's sleep
 
 
-def _pump(source: socket.socket, sink: socket.socket, dropped: Callable[[bytes], bool]) -> None:
-    """Copy (what is not ``dropped``) until either side ends, then end both."""
+def _pump(
+    source: socket.socket,
+    sink: socket.socket,
+    dropped: Callable[[bytes], bool],
+    pace: Callable[[], float],
+) -> None:
+    """Copy (what is not ``dropped``; paced lines ``pace()`` seconds apart) until either side
+    ends, then end both."""
+    last = 0.0  # when the last paced line went
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
-            if not dropped(data):
+            if dropped(data):
+                continue
+            if not pace():
                 sink.sendall(data)
+                continue
+            for line in data.splitlines(keepends=True):
+                last = max(time.monotonic(), last + pace())
+                time.sleep(max(0.0, last - time.monotonic()))  # the path's own slowness
+                sink.sendall(line)
     _shut(source)
     _shut(sink)
     source.close()

@@ -23,7 +23,7 @@ from broker.cluster.confirmations import CONFIRM_WITHIN
 from tests.cluster.nodes import TELEMETRY, Cluster, backend_away_on_a, cluster, logged
 from tests.cluster.proxy import nats_proxy
 from tests.e2e.harness import Client
-from tests.natsserver import NATS_URL
+from tests.natsserver import NATS_URL, nats_has_all
 from tests.serve_process import WAIT
 
 pytestmark = pytest.mark.slow
@@ -63,14 +63,14 @@ async def _sent_to_a(
     client = await nats.connect(NATS_URL)
     try:
         frames = await client.subscribe(subject)
-        await client.flush()  # NATS sends this listener a copy of whatever goes to a
+        await nats_has_all(client)  # NATS sends this listener a copy of whatever goes to a
         silence_a()
         device.paho.publish(TELEMETRY, payload, qos=qos)
         frame = await frames.next_msg(timeout=WAIT)
         assert payload in frame.data  # a's copy is on its way to it too
         assert frame.reply
         await frames.unsubscribe()
-        await client.flush()  # nobody but a listens again
+        await nats_has_all(client)  # nobody but a listens again
     finally:
         await client.close()
     return frame.reply

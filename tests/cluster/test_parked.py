@@ -77,7 +77,8 @@ def test_a_full_parked_stream_refuses_publishers_and_loses_nothing_acknowledged(
         publisher = set_up(nodes, 1, heartbeat=1.0, size=8 * 1024)
         kill_a(nodes, publisher)
         refused = nodes.nodes["b"].log.wait_for(r"parking a frame for member a: .*")
-        assert "its publishers are not acknowledged" in refused.group(0)
+        full = "is full (cluster_max_parked_bytes, 65536 bytes): its publishers are disconnected"
+        assert full in refused.group(0)
         assert publisher.client.disconnected.wait(WAIT)
         adopter_of_a(nodes)
         publisher.until_acked(AFTER)

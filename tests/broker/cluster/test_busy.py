@@ -15,7 +15,7 @@ from broker.cluster.forward import Forwarder
 from broker.cluster.link import ClusterLink
 from broker.router import Message
 from tests.broker.cluster.parking import MIB, WAIT, parking_forwarder
-from tests.natsserver import NATS_URL
+from tests.natsserver import NATS_URL, nats_has_all
 
 MEMBER = "busy"
 MOST = 60.0  # seconds a busy member's frame is waited for at most
@@ -89,7 +89,7 @@ async def test_a_member_that_says_it_is_busy_is_waited_for_past_confirm_within(
     notices = BusyNotices(send)
     try:
         await member.subscribe(forwarder.subject(MEMBER), cb=got.put)
-        await member.flush()
+        await nats_has_all(member)
         confirmed = forwarder.forward([MEMBER], Message("t", b"held", 1), [MEMBER], {})
         assert confirmed is not None
         frame = await asyncio.wait_for(got.get(), WAIT)

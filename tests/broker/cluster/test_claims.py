@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.sessions import SessionClaims
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
+from broker.peer import store_key
 from broker.registry import Registry
 from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
@@ -140,3 +142,23 @@ async def test_a_take_over_request_carries_whether_the_connect_ends_the_session(
             assert published == ([True] if will else [])
         else:
             assert client_a.will is will
+
+
+@pytest.mark.parametrize("unknown", [b"\xff\xfe", b"node.of.another.kind held"])
+async def test_a_claim_naming_no_member_this_version_reads_is_replaced_without_asking(
+    cluster_settings: Callable[..., Settings], unknown: bytes
+) -> None:
+    """A session's claim in a form this version does not know, whose first word is no
+    member's name (a node of another version, or another writer of the bucket): a connect
+    claims the session, asks nobody, and holds it (``broker.cluster.claim_value``)."""
+    async with joined(cluster_settings(node_name="b")) as link_b:
+        bucket = await link_b.key_value("clients")
+        await bucket.put(to_key(store_key(KEY)), unknown)
+        on_b = SessionClaims(link_b, bucket, _registry())
+        await on_b.start()
+        client = _Connection("sensor on b")
+        assert await asyncio.wait_for(on_b.claim(cast("MqttClient", client), clean=False), WAIT)
+        assert on_b.holds(KEY)
+        entry = await bucket.get(to_key(store_key(KEY)))
+        assert entry is not None
+        assert entry.value == b"b"

@@ -24,7 +24,7 @@ from broker.mqtt.limits import Limits
 from broker.router import LocalRouter, Message
 from broker.session_store import MemorySessionStore
 from tests.broker.cluster.parking import MIB, WAIT, parked_payloads, parking_forwarder
-from tests.natsserver import NATS_URL
+from tests.natsserver import NATS_URL, nats_has_all
 
 MEMBER = "slow"
 
@@ -62,7 +62,7 @@ async def _listener(forwarder: Forwarder) -> tuple[NATS, "asyncio.Queue[Msg]"]:
     client = await nats.connect(NATS_URL)
     got: asyncio.Queue[Msg] = asyncio.Queue()
     await client.subscribe(forwarder.subject(MEMBER), cb=got.put)
-    await client.flush()
+    await nats_has_all(client)
     return client, got
 
 

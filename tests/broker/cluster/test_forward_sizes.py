@@ -20,7 +20,7 @@ from broker.mqtt.properties import Properties, Property
 from broker.router import Message
 from nanoiot.errors import ClusterUnavailableError
 from tests.broker.cluster.parking import MIB, WAIT, parking_forwarder
-from tests.natsserver import NATS_URL
+from tests.natsserver import NATS_URL, nats_has_all
 
 MEMBER = "b"
 KIB = 1024
@@ -46,7 +46,7 @@ async def _member(forwarder: Forwarder) -> AsyncIterator[list[str]]:
 
     try:
         await member.subscribe(forwarder.subject(MEMBER), cb=answer)
-        await member.flush()
+        await nats_has_all(member)
         yield received
     finally:
         await member.close()

@@ -17,6 +17,7 @@ from broker.cluster.confirmations import BUSY_EVERY
 from broker.cluster.fence import REFUSAL, Fencing
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import encode
+from broker.cluster.frames_in import FramesIn
 from broker.cluster.link import FLUSH_TIMEOUT, ClusterLink
 from broker.cluster.router import ClusterRouter
 from broker.metrics import BrokerMetrics
@@ -28,6 +29,10 @@ from nanoiot.settings import Settings
 from tests.broker.cluster.parking import MIB, WAIT
 from tests.cluster.proxy import nats_proxy
 from tests.natsserver import NATS_URL
+
+# Seconds between the lines a member sends over a slow path to NATS: far more than NATS takes
+# to answer another connection.
+PACE = 0.25
 
 
 @pytest.fixture
@@ -47,20 +52,25 @@ async def _listened(sender: NATS, subject: str, got: "asyncio.Queue[Msg]") -> bo
     return True
 
 
-async def test_a_fenced_member_stops_taking_frames_until_it_is_back(
-    link: ClusterLink, sender: NATS
-) -> None:
+def _answering_member(link: ClusterLink) -> tuple[FramesIn, str, "asyncio.Queue[Msg]"]:
+    """``link``'s frames in (not listening yet), the subject frames are sent to, and the
+    frames that reach it, each answered and not routed."""
     local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
     router = ClusterRouter(local, link, local.store, MIB)
     got: asyncio.Queue[Msg] = asyncio.Queue()
 
-    async def taken(msg: Msg) -> None:  # what reaches it, answered and not routed
+    async def taken(msg: Msg) -> None:
         got.put_nowait(msg)
         await msg.respond(b"")
 
-    frames_in = router.frames_in
-    frames_in.receive = taken  # type: ignore[method-assign]
-    subject = router.forwarder.subject(link.member)
+    router.frames_in.receive = taken  # type: ignore[method-assign]
+    return router.frames_in, router.forwarder.subject(link.member), got
+
+
+async def test_a_fenced_member_stops_taking_frames_until_it_is_back(
+    link: ClusterLink, sender: NATS
+) -> None:
+    frames_in, subject, got = _answering_member(link)
     await frames_in.take()
     assert await _listened(sender, subject, got)
     await frames_in.stop_until_back()  # fenced off
@@ -68,6 +78,28 @@ async def test_a_fenced_member_stops_taking_frames_until_it_is_back(
     await frames_in.take()  # back
     assert await _listened(sender, subject, got)
     await frames_in.stop_until_back()
+
+
+async def test_nats_has_what_take_and_stop_say_before_they_return(
+    cluster_settings: Callable[..., Settings], sender: NATS
+) -> None:
+    """Over a slow path to NATS (each line the member sends goes ``PACE`` seconds after the
+    one before): a frame sent once ``take`` returned is taken, not refused as if nobody
+    listened; one sent once ``stop_until_back`` returned is parked by its sender, not lost
+    to a subscription the member no longer reads. nats-py writes a flush's PING ahead of a
+    SUB or UNSUB not written yet (``ClusterLink.flush``)."""
+    with nats_proxy() as proxy:
+        link = await ClusterLink.connect(cluster_settings(nats_url=proxy.url))
+        try:
+            frames_in, subject, got = _answering_member(link)
+            proxy.pace(PACE)
+            await frames_in.take()
+            assert await _listened(sender, subject, got)
+            await frames_in.stop_until_back()
+            assert not await _listened(sender, subject, got)
+        finally:
+            proxy.pace(0)
+            await link.close()
 
 
 def _fenced_member(router: ClusterRouter) -> Fencing:

@@ -4,14 +4,20 @@ behind them; a full stream refuses them; a member back gets its frames again
 (``broker.cluster.forward``, ``broker.cluster.parked``)."""
 
 import asyncio
+import logging
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from broker.cluster.forward import Forwarder
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
-from broker.router import Message
-from nanoiot.errors import ClusterUnavailableError
+from broker.cluster.router import ClusterRouter
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.router import LocalRouter, Message
+from broker.session_store import MemorySessionStore
+from nanoiot.errors import ClusterFullError
 from tests.broker.cluster.parking import (
     WAIT,
     parked_payloads,
@@ -26,6 +32,16 @@ async def _forward(forwarder: Forwarder, member: str, payload: bytes) -> "asynci
     assert confirmed is not None
     await asyncio.sleep(0)  # the turn ends: the frame leaves
     return confirmed
+
+
+def _scraped(forwarder: Forwarder) -> str:
+    """``/metrics`` of a router whose forwarder is ``forwarder``."""
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    router = ClusterRouter(local, forwarder.link, local.store, 1024 * 1024)
+    router.forwarder = forwarder
+    registry = CollectorRegistry()
+    registry.register(router.collector())
+    return generate_latest(registry).decode()
 
 
 async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
@@ -47,15 +63,27 @@ async def test_frames_for_a_member_nobody_listens_for_are_parked_in_order(
         assert await parked.last("dead") == 0
 
 
-async def test_a_full_parked_stream_refuses_the_frame(link: ClusterLink) -> None:
+async def test_a_full_parked_stream_refuses_the_frame_and_says_which_bound(
+    link: ClusterLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing acknowledged is dropped: the frame the full stream refuses fails its
+    publishers with the bound named (an MQTT 5 publisher is told 0x97, quota exceeded:
+    ``broker.acks``), logged and counted for the operator."""
     async with parking_forwarder(link, 64 * 1024) as (forwarder, _):
         big = b"x" * 30_000
         kept = [await _forward(forwarder, "dead", big) for _ in range(2)]
         await asyncio.wait_for(asyncio.gather(*kept), WAIT)
-        refused = await _forward(forwarder, "dead", big)
-        with pytest.raises(ClusterUnavailableError, match="parking a frame for member dead"):
-            await asyncio.wait_for(refused, WAIT)
-        assert forwarder.frames_parked == 2
+        with caplog.at_level(logging.WARNING, logger="broker.cluster.forward"):
+            refused = await _forward(forwarder, "dead", big)
+            with pytest.raises(ClusterFullError, match=r"parking a frame for member dead: .*"
+                               r"is full \(cluster_max_parked_bytes, 65536 bytes\)"):  # fmt: skip
+                await asyncio.wait_for(refused, WAIT)
+        assert (forwarder.frames_parked, forwarder.frames_not_parked) == (2, 1)
+        scraped = _scraped(forwarder)
+        assert "nanoiot_cluster_frames_not_parked_total 1.0" in scraped
+        assert "nanoiot_cluster_parked_oldest_seconds 0.0" in scraped  # not looked at yet
+        [line] = [r.getMessage() for r in caplog.records if "not parked so far" in r.getMessage()]
+        assert "disconnected unacknowledged (they send again); 1 batches not parked" in line
 
 
 async def test_a_barrier_for_a_gone_member_is_parked_behind_its_frames(

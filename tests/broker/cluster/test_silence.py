@@ -2,16 +2,20 @@
 NATS. One that answers after it left the members bucket and then stops listening, as a member
 of an earlier version stopping cleanly did (it left the bucket before it stopped taking
 frames; ``tests/broker/cluster/test_leaving.py`` has this version's order), has its
-persistent sessions adopted; one that answers and is back keeps them."""
+persistent sessions adopted; one that answers and is back keeps them, and the survivor's
+adoption ends as soon as its heartbeat is seen (a member back from fencing waits for it)."""
 
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from nats.aio.subscription import Subscription
 
+from broker.cluster import silence
 from broker.cluster.claim_value import claim_value, holder_of
 from broker.cluster.frames import to_key
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET, MISSED_BEATS, MemberRegistry
 from broker.cluster.sessions import SessionClaims
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
@@ -20,6 +24,7 @@ from broker.registry import Registry
 from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
+from nanoiot.members import Figures
 from nanoiot.settings import Settings
 from nanoiot.tasks import cancel_and_wait
 from tests.broker.cluster.joined import joined
@@ -39,18 +44,21 @@ class _Stored(MemorySessionStore):
 class _MemberA:
     """Member a, gone from the members bucket, still listening on its forwarding subject:
     it answers the first request there and stops listening before the answer leaves
-    (``stops``), or answers and is back (a heartbeat of it seen: ``is_gone`` false)."""
+    (``stops``), or answers and is back (a heartbeat of it seen: ``is_gone`` false), or,
+    ``silent_back``, answers and says nothing of being back (its heartbeat tells)."""
 
-    def __init__(self, link: ClusterLink, *, stops: bool) -> None:
+    def __init__(self, link: ClusterLink, *, stops: bool, silent_back: bool = False) -> None:
         self.link = link
         self.stops = stops
+        self.silent_back = silent_back
         self.answered = 0
+        self.asked = asyncio.Event()  # it answered once
         self.back = False
         self._answering: asyncio.Task[None] | None = None
 
     async def listen(self) -> None:
         subscription = await self.link.client.subscribe(self.link.subject("route", "a"))
-        await self.link.client.flush()
+        await self.link.flush()
         self._answering = asyncio.create_task(self._answer(subscription))
 
     async def _answer(self, subscription: Subscription) -> None:
@@ -59,10 +67,11 @@ class _MemberA:
             self.answered += 1
             if self.stops:  # NATS has it before the asking member reads the answer
                 await subscription.unsubscribe()
-                await self.link.client.flush()
-            else:
+                await self.link.flush()
+            elif not self.silent_back:
                 self.back = True
             await msg.respond(b"")
+            self.asked.set()
             if self.stops:
                 return
 
@@ -115,3 +124,52 @@ async def test_a_member_answering_and_back_keeps_its_sessions(
     assert adopted == 0
     assert claim == claim_value("a", clean=False)
     assert KEY not in registry.sessions
+
+
+INTERVAL = 0.2  # seconds between member a's heartbeats once it is back
+
+
+async def _members(link: ClusterLink, *, writes: bool) -> MemberRegistry:
+    """``link``'s member in the members bucket: writing its heartbeats, or only watching."""
+    bucket = await link.key_value(BUCKET, ttl=INTERVAL * MISSED_BEATS)
+    registry = MemberRegistry(link, bucket, INTERVAL, Figures if writes else None)
+    await registry.start()
+    return registry
+
+
+async def test_a_member_back_ends_the_survivors_wait_at_its_heartbeat(
+    cluster_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member a, gone from b's members (missed its heartbeats), answers b's ask (a thawed
+    member refuses what waited in its socket as it fences itself off), then writes its
+    heartbeat: b's adoption ends when b sees that heartbeat, not one ``ADOPT_RETRY`` later
+    (made longer than the test's bound here). The member back from fencing waits for it."""
+    monkeypatch.setattr(silence, "ADOPT_RETRY", 10 * WAIT)
+    async with (
+        joined(cluster_settings(node_name="a")) as link_a,
+        joined(cluster_settings(node_name="b")) as link_b,
+    ):
+        bucket = await link_b.key_value("clients")
+        await bucket.put(CLAIM, claim_value("a", clean=False))
+        member_a = _MemberA(link_a, stops=False, silent_back=True)
+        await member_a.listen()
+        members_b = await _members(link_b, writes=False)
+        store = _Stored()
+        registry = Registry(LocalRouter(store, Limits(), BrokerMetrics()), store)
+        claims = SessionClaims(link_b, bucket, registry)
+        claims.is_gone = lambda name: not members_b.is_live(name)
+        claims.until_back = members_b.until_live
+        adopting = asyncio.create_task(claims.adopt("a"))
+        await asyncio.wait_for(member_a.asked.wait(), WAIT)
+        members_a = await _members(link_a, writes=True)  # a's heartbeat: it is back
+        try:
+            assert await asyncio.wait_for(adopting, WAIT) == 0
+        finally:
+            await cancel_and_wait(adopting)
+            await member_a.stop()
+            await members_a.stop()
+            await members_b.stop()
+        entry = await bucket.get(CLAIM)
+        assert entry is not None
+        assert entry.value == claim_value("a", clean=False)
+        assert KEY not in registry.sessions

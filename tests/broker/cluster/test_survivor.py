@@ -4,6 +4,7 @@ publishes the wills left and adopts the sessions; whether the survivors see that
 after it made the entry or lose the creation race to it afterwards."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from broker.cluster.wills import DEPARTURES, Wills
 from broker.peer import store_key
 from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
+from tests.cluster.proxy import nats_proxy
 
 WAIT = 10.0
 SETTLE_WITHIN = 30.0  # seconds a member back from fencing waits for its settler at most
@@ -28,6 +30,7 @@ GONE = Member("a", "host", 41, 0.0, 1.0, Figures())  # the member that died firs
 DEAD = incarnation("a", 41, 0.0, 0)  # its run: its wills' prefix, its departure's key
 WINNER = Member("c", "host", 7, 0.0, 1.0, Figures())  # made the departure, then was killed
 KILLED = incarnation("c", 7, 0.0, 0)  # its process, as its creator value names it
+AGE = 1.0  # seconds the departures of ``aging_buckets`` are kept after their last write
 
 
 @dataclass
@@ -118,19 +121,33 @@ async def _winner_waiting(buckets: Buckets, delay: int) -> tuple[Wills, float]:
     return winner, noticed
 
 
-@pytest.fixture
-async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
-    link = await ClusterLink.connect(cluster_settings())
+@contextlib.asynccontextmanager
+async def _buckets(settings: Settings, departures_kept: float | None) -> AsyncIterator[Buckets]:
+    link = await ClusterLink.connect(settings)
     try:
         made = Buckets(
-            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("wills"),
+            await link.key_value(DEPARTURES, ttl=departures_kept),
             await link.key_value("clients"),
-        )  # fmt: skip
+        )
         yield made
         for survivor in made.survivors:
             await survivor.stop()
     finally:
         await link.close()
+
+
+@pytest.fixture
+async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
+    async with _buckets(cluster_settings(), None) as made:
+        yield made
+
+
+@pytest.fixture
+async def aging_buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
+    """Departures kept ``AGE`` seconds after their last write (``DEPARTURES_KEPT``: 24 h)."""
+    async with _buckets(cluster_settings(), AGE) as made:
+        yield made
 
 
 async def test_the_departure_of_a_winner_killed_before_settling_it_is_taken_over_once(
@@ -330,3 +347,98 @@ async def test_a_member_back_from_fencing_waits_for_a_live_settler(buckets: Buck
     async with asyncio.timeout(WAIT):
         await ending
     assert buckets.published == []
+
+
+@pytest.mark.parametrize("heartbeat", ["back", "mark_again"])
+async def test_a_settler_that_could_not_mark_the_departure_done_marks_it_at_its_next_heartbeat(
+    buckets: Buckets, cluster_settings: Callable[..., Settings], heartbeat: str
+) -> None:
+    """Survivor b settles the dead run (its will published, its sessions taken care of) and
+    loses NATS as it marks the departure done. At its next heartbeat written (``back``; or,
+    fenced off itself, ``mark_again``), once NATS is back, it marks it: the member back from
+    fencing whose run it is goes on then, not after ``SETTLE_WITHIN`` (b stays live)."""
+    await buckets.will("left")
+    waiter = buckets.survivor("a")
+    waiter.survivor.every = 0.2
+    with nats_proxy() as proxy:
+        link = await ClusterLink.connect(cluster_settings(nats_url=proxy.url, node_name="b"))
+        lost, reconnected = asyncio.Event(), asyncio.Event()
+        link.on_lost(lost.set)
+        link.on_reconnected(reconnected.set)
+        reached = Buckets(
+            await link.key_value("wills"), await link.key_value(DEPARTURES),
+            await link.key_value("clients"),
+        )  # fmt: skip
+        settler = reached.survivor("b")
+        adopting, adopted = asyncio.Event(), asyncio.Event()
+
+        async def adopt(_member: str) -> int:
+            adopting.set()
+            await adopted.wait()  # NATS is lost meanwhile
+            return 0
+
+        settler.adopt = adopt
+        settler.member_gone(GONE)
+        await asyncio.wait_for(adopting.wait(), WAIT)  # b made the departure
+        ending = asyncio.create_task(waiter.run_ended(DEAD, SETTLE_WITHIN))
+        try:
+            proxy.cut()
+            await asyncio.wait_for(lost.wait(), WAIT)
+            adopted.set()
+            await settler.survivor.settle(WAIT)  # its marking failed
+            assert not ending.done()
+            proxy.restore()
+            await asyncio.wait_for(reconnected.wait(), WAIT)
+            getattr(settler, heartbeat)()
+            async with asyncio.timeout(WAIT):
+                await ending
+        finally:
+            ending.cancel()
+            await settler.stop()
+            await link.close()
+    assert reached.published == [("b", "left")]
+    assert buckets.published == []
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == DONE
+
+
+async def test_a_will_delayed_past_the_departures_age_is_published_after_its_winner_dies(
+    aging_buckets: Buckets,
+) -> None:
+    """A Will Delay Interval longer than a departure's entry is kept (MQTT 5 §3.1.3.2.2 allows
+    days; the bucket keeps an entry 24 h after its last write, ``AGE`` here): the winner
+    writes the entry again while the will waits, so that the survivor taking over from the
+    winner, killed after that age, still finds the departure and publishes the will when
+    due. Before, the entry aged out and the will was never published."""
+    buckets, delay = aging_buckets, 4 * AGE
+    await buckets.will("delayed", delay=int(delay))
+    winner = buckets.survivor("b")
+    winner.survivor.keep_every = AGE / 4
+    noticed = asyncio.get_running_loop().time()
+    winner.member_gone(GONE)
+    await asyncio.sleep(2.5 * AGE)  # the will waits on the winner, past the entry's age
+    entry = await buckets.departures.get(DEAD)
+    assert entry is not None
+    assert entry.value == waiting(winner.creator)
+    await winner.stop()  # killed
+    taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
+    taker.survivor.keep_every = AGE / 4
+    taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
+    await buckets.settled()
+    assert buckets.published == [("d", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1  # when due, not before
+
+
+async def test_a_delayed_will_whose_claim_is_of_an_unknown_form_is_published_when_due(
+    buckets: Buckets,
+) -> None:
+    """During a rolling upgrade a node of a later version rewrote the session's claim in a
+    form this version does not read (``broker.cluster.claim_value``): the survivor cannot tell
+    whether the device came back, so the will is published when its delay ends, not dropped."""
+    delay = 2
+    _, noticed = await _winner_waiting(buckets, delay)
+    await buckets.claims.put(_claim_key("delayed"), b"d resumed 3 v9")
+    await buckets.settled()
+    assert buckets.published == [("b", "delayed")]
+    assert buckets.published_at[0] - noticed >= delay - 0.1
