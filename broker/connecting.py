@@ -38,7 +38,10 @@ async def run(client: "MqttClient", connect: Connect) -> None:
     broker = client.broker
     password, usable = password_text(connect.password)
     if not usable:
-        log.info("refused %s: password is not UTF-8 text", client.label)
+        broker.client_log.info(
+            host_of(client.tls.remote[0]), "CONNECTs refused before authentication",
+            "refused %s: password is not UTF-8 text", client.label,
+        )  # fmt: skip
         refuse(client, ConnackCode.BAD_USERNAME_OR_PASSWORD)
         return
     tls = client.tls
@@ -61,7 +64,10 @@ async def run(client: "MqttClient", connect: Connect) -> None:
             return
         refusing = broker.registry.refusing
         if refusing is not None:  # §3.2.2.3 (5.0 0x88): the client may try elsewhere
-            log.info("refused %s: %s", client.label, refusing)
+            broker.client_log.info(
+                host_of(client.tls.remote[0]), "CONNECTs refused while fenced off",
+                "refused %s: %s", client.label, refusing,
+            )  # fmt: skip
             refuse(client, ConnackCode.SERVER_UNAVAILABLE, refusing)
             return
         expiry = client._expiry()
@@ -74,13 +80,19 @@ async def run(client: "MqttClient", connect: Connect) -> None:
         taken = await broker.registry.take_over(client, connect.clean_start, expiry)
         if taken is not None and not client.ended:
             accept(client, *taken, connect)
-    except SessionQuotaExceeded as exc:
-        log.info("refused %s: %s", client.label, exc)
+    except SessionQuotaExceeded as exc:  # at the device's connect rate: limited per host
+        broker.client_log.info(
+            host_of(client.tls.remote[0]), "CONNECTs refused past max_sessions_per_device",
+            "refused %s: %s", client.label, exc,
+        )  # fmt: skip
         broker.metrics.count_limit("max_sessions_per_device")
         client.core.refuse(exc.return_code, exc.connack_reason, str(exc))
         client._end(will=False)
     except StoreError as exc:  # its stored session cannot be read: it may retry
-        log.warning("refused %s: its session cannot be restored: %s", client.label, exc)
+        broker.client_log.warning(
+            host_of(client.tls.remote[0]), "CONNECTs refused for a session not read",
+            "refused %s: its session cannot be restored: %s", client.label, exc,
+        )  # fmt: skip
         refuse(client, ConnackCode.SERVER_UNAVAILABLE)
     except Exception:
         log.exception("admitting %s failed", client.label)

@@ -99,3 +99,27 @@ def test_escaping_keeps_a_newline_from_starting_a_line(
     line = next(line for line in _auth_lines(caplog) if "client id 'evil" in line)
     assert "\n" not in line
     assert "evil\\n2026-01-01" in line
+
+
+def test_connects_refused_before_authentication_are_logged_a_few_times_a_host(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No certificate, no credentials: a CONNECT of a protocol level the broker does not speak
+    # is refused before any lookup (3.1.1 §3.1.2.2). Before, each wrote a line.
+    caplog.set_level(logging.INFO, logger="broker.client")
+    settings = broker_settings(
+        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=600.0
+    )
+    with BrokerThread(settings) as running:
+        context = client_context(running.server_cert)
+        for _ in range(ATTEMPTS):
+            with RawMqtt(running.port, context) as client:
+                client.send(connect("unheard-of", level=7))
+                assert client.recv_exactly(4) == b"\x20\x02\x00\x01"  # CONNACK 1, every time
+                assert client.closed_by_server()[0]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "broker.client" and r.getMessage().startswith("refused 127.0.0.1")
+    ]
+    assert len(lines) == REPEATS, lines  # the rest are summed up when the interval ends

@@ -32,7 +32,7 @@ from tests.natsserver import NATS_URL
 
 # Seconds between the lines a member sends over a slow path to NATS: far more than NATS takes
 # to answer another connection.
-PACE = 0.5
+PACE = 0.25
 
 
 @pytest.fixture
@@ -98,6 +98,7 @@ async def test_nats_has_what_take_and_stop_say_before_they_return(
             await frames_in.stop_until_back()
             assert not await _listened(sender, subject, got)
         finally:
+            proxy.pace(0)
             await link.close()
 
 

@@ -66,8 +66,8 @@ async def test_publish_subscribe_and_request(cluster_settings: Callable[..., Set
 async def test_a_member_on_another_connection_is_answered_once_subscribe_returned(
     cluster_settings: Callable[..., Settings],
 ) -> None:
-    """Over a slow path to NATS (each line the member sends goes half a second after the one
-    before), not told nobody listens: nats-py writes a flush's PING ahead of the SUB it has
+    """Over a slow path to NATS (each line the member sends goes a quarter of a second after the
+    one before), not told nobody listens: nats-py writes a flush's PING ahead of the SUB it has
     not written yet, and its PONG alone comes back before NATS has the SUB."""
     with nats_proxy() as proxy:
         member = await ClusterLink.connect(cluster_settings(nats_url=proxy.url))
@@ -77,10 +77,11 @@ async def test_a_member_on_another_connection_is_answered_once_subscribe_returne
             async def answer(_payload: bytes, _reply: str | None) -> bytes:
                 return b"here"
 
-            proxy.pace(0.5)
+            proxy.pace(0.25)
             await member.subscribe(member.subject("test", "slow"), answer)
             assert await other.answers(member.subject("test", "slow")) is True
         finally:
+            proxy.pace(0)
             await other.close()
             await member.close()
 
