@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from broker import backpressure, connecting, faults, inbound
 from broker.acks import HeldAcks
+from broker.connection_limit import host_of
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
 from broker.mqtt.connection import AUTHENTICATING, Connection
@@ -273,13 +274,20 @@ class MqttClient:
         self._acks.acknowledge(packet_id, qos, durable=durable, code=code)
 
     def log_denied(self, what: str, topic: str) -> None:
-        """Log a refused topic once per client and topic (at most 100 different ones)."""
+        """Log a refused topic once per client and topic as logged (cut: a topic may be 64
+        KiB, and 100 of them were kept for as long as the connection lasted), at most 100
+        different ones, and as the host's other refusals, a few a minute (one SUBSCRIBE may
+        carry 100 filters, and a device may connect again at once)."""
         denied = self._denied
         if denied is None:
             denied = self._denied = set()
-        if topic not in denied and len(denied) < 100:
-            denied.add(topic)
-            log.info("%s may not %s '%s'", self.label, what, printable(topic))
+        shown = printable(topic)
+        if shown not in denied and len(denied) < 100:
+            denied.add(shown)
+            self.broker.client_log.info(
+                host_of(self.tls.remote[0]), "topics refused",
+                "%s may not %s '%s'", self.label, what, shown,
+            )  # fmt: skip
 
     def kick(self, reason: str, code: int = Reason.ADMINISTRATIVE_ACTION) -> None:
         """Close this connection without its will (revocation, disable, delete: 5.0 reason

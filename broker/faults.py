@@ -2,13 +2,13 @@
 refused CONNECT; each counted, logged, and the connection ended, a 5.0 client told why.
 
 The DISCONNECT's reason code is the core's own for a violation, and for a limit 0x97 (quota
-exceeded) unless a more exact one applies (5.0 §3.14.2.1). A violation's log lines are limited
-per host (``Broker.client_log``): a misbehaving fleet would otherwise flood the log.
+exceeded) unless a more exact one applies (5.0 §3.14.2.1). A violation's, a limit's and a
+refused CONNECT's log lines are limited per host (``Broker.client_log``): a misbehaving fleet
+would otherwise flood the log.
 
 Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 """
 
-import logging
 from typing import TYPE_CHECKING, Final
 
 from auth.connack import ConnackCode
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["limit_exceeded", "refused", "violated"]
 
-log = logging.getLogger("broker.client")  # logged as the connection it belongs to
-
 # The DISCONNECT reason code (5.0 §3.14.2.1) of a limit that ends a connection; others 0x97.
 _LIMIT_REASONS: Final = {
     "max_awaiting_pubrel": Reason.RECEIVE_MAXIMUM_EXCEEDED,
@@ -34,7 +32,10 @@ _LIMIT_REASONS: Final = {
 
 def limit_exceeded(client: "MqttClient", event: LimitExceeded) -> None:
     client.broker.metrics.count_limit(event.limit)
-    log.warning("%s: %s: closing (%s)", client.label, event.detail, event.limit)
+    client.broker.client_log.warning(
+        host_of(client.tls.remote[0]), f"connections closed over {event.limit}",
+        "%s: %s: closing (%s)", client.label, event.detail, event.limit,
+    )  # fmt: skip
     code = _LIMIT_REASONS.get(event.limit, Reason.QUOTA_EXCEEDED)
     client._end(will=True, reason=(code, f"{event.detail} (over {event.limit})"))
 

@@ -291,6 +291,8 @@ class Registry:
         routing failed (``broker.cluster.resend``), or None if it was not here.
         ``depart``: told of the session as it is forgotten. ``ends``: the connect that takes
         it ends it (Clean Start): a will waiting for its delay goes now (5.0 §3.1.3.2.2)."""
+        if self.restoration is not None:  # not in memory yet: its page must skip it
+            self.restoration.taken(key)
         session = self.sessions.get(key)
         given = None
         if session is not None and session.client is None:

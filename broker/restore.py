@@ -12,7 +12,11 @@ clients (MQTT 3.1.1 §3.1.2.4: a persistent session keeps its subscriptions and 
   subscriber whose session is not restored yet.
 
 In a cluster the store holds every member's sessions: a member restores only those it holds
-(``Registry.ownership``), the others stay with their members.
+(``Registry.ownership``), the others stay with their members. Which those are is read once,
+as the restore starts; a device that connects to another member meanwhile takes its session
+from this one (``Registry.hand_over``, MQTT 3.1.1 §3.1.4: one live connection), and the
+pages skip it afterwards (``taken``): restored here too, it would be held by two members,
+routed to on both, and its copy here would queue messages its client never gets.
 """
 
 import asyncio
@@ -38,7 +42,8 @@ class Restoration:
         self._registry = registry
         self._store = store
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._claimed: set[SessionKey] = set()  # restored ahead of the pages
+        # Restored ahead of the pages, or taken by another member: the pages skip them.
+        self._claimed: set[SessionKey] = set()
         self.sessions = 0
         self.messages = 0
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +74,12 @@ class Restoration:
             raise
         if session is not None and key not in self._registry.sessions:
             self._adopt([session])
+
+    def taken(self, key: SessionKey) -> None:
+        """Another member took the session stored under ``key`` (its client connected
+        there): it is not restored here, whatever the claims read at the start said."""
+        if not self.done.done():
+            self._claimed.add(key)
 
     async def _run(self) -> None:
         started = time.monotonic()

@@ -9,6 +9,12 @@ A watch says when it has given every value there was at its start; that is decid
 by nats-py's own marker, which can come before values already written (nats.py #842: the
 consumer's pending count is read while deliveries are still on their way). Reading a partial
 route table, member list or retained set at start-up would lose messages.
+
+A watch is remade after a reconnection to NATS (``broker.cluster.watches``): the new one gives
+each key's last value again, and what the watch already gave (its revision or older) is
+skipped, so each revision is given once, in order. What the old one held but had not given
+yet is dropped with it: the new one gives it, unless a later value of the key replaced it (the
+bucket keeps one value per key, ``history=1``), which it then gives instead.
 """
 
 import contextlib
@@ -24,6 +30,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker.cluster.errors import nats_errors
+from broker.cluster.watches import OpenWatches
 from nanoiot.tasks import cancellable
 
 __all__ = ["Entry", "KeyValue", "Watch"]
@@ -41,9 +48,16 @@ RECHECK: Final = 1.0
 
 
 class KeyValue:
-    def __init__(self, store: NatsKeyValue, bucket: str, js: JetStreamContext) -> None:
+    def __init__(
+        self,
+        store: NatsKeyValue,
+        bucket: str,
+        js: JetStreamContext,
+        watches: OpenWatches | None = None,
+    ) -> None:
         self._store = store
         self._js = js
+        self._watches = watches  # remade on each reconnection to NATS
         self._stream = f"KV_{bucket}"
         self.bucket = bucket
 
@@ -94,7 +108,16 @@ class KeyValue:
         """Every key's current value, then each change as it happens (``Watch.next``)."""
         with nats_errors(f"watching {self.bucket}"):
             last = await self._last_revision(keys)  # before the watch: it gives this one
-            return Watch(await self._store.watch(keys), self.bucket, last, self._holds)
+            watcher = await self._store.watch(keys)
+
+        async def remade() -> NatsKeyValue.KeyWatcher:
+            with nats_errors(f"watching {self.bucket} again"):
+                return await self._store.watch(keys)
+
+        watch = Watch(watcher, self.bucket, last, self._holds, remade, self._watches)
+        if self._watches is not None:
+            self._watches.add(watch)
+        return watch
 
     async def _last_revision(self, keys: str) -> int:
         """The revision of the last value written to ``keys`` (0: there is none)."""
@@ -130,8 +153,13 @@ class Watch:
         bucket: str,
         last: int,
         holds: Callable[[int], Awaitable[bool]],
+        remade: Callable[[], Awaitable[NatsKeyValue.KeyWatcher]] | None = None,
+        watches: OpenWatches | None = None,
     ) -> None:
         self._watcher = watcher
+        self._remade = remade  # a new nats-py watcher of the same keys
+        self._watches = watches
+        self.stopped = False
         self._bucket = bucket
         self._last = last  # the last revision there was at the start (0: none, or expired)
         self._holds = holds
@@ -164,26 +192,50 @@ class Watch:
             if not self._started and self.revision >= self._last:
                 self._started = True
                 return None
-            entry = await self._update()
-            if isinstance(entry, NatsKeyValue.Entry):
-                self.revision = max(self.revision, entry.revision or 0)
+            watcher = self._watcher
+            entry = await self._update(watcher)
+            if watcher is not self._watcher:
+                continue  # remade meanwhile: the new watcher gives what is left to give
+            # Given already: a remade watcher gives each key's last value again.
+            if isinstance(entry, NatsKeyValue.Entry) and (entry.revision or 0) > self.revision:
+                self.revision = entry.revision or 0
                 self.written_at = _stored_at(entry)
                 return entry
 
-    async def _update(self) -> object:
+    async def _update(self, watcher: NatsKeyValue.KeyWatcher) -> object:
         """nats-py's next item; until the start's values are given, a check every ``RECHECK``
         seconds that the last of them is still there (expired, it would never come)."""
         if self._started:
-            return await self._watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            return await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
         try:
             # With a timeout, nats-py's wait can swallow a cancellation (``cancellable``).
-            updates = self._watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
+            updates = watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
             return await cancellable(updates)
         except nats.errors.TimeoutError:
             if not await self._holds(self._last):
                 self._last = 0  # expired before it came: nothing more to wait for
             return None
 
+    async def resume(self) -> None:
+        """Go on with a new nats-py watcher: the server may have forgotten the old one's
+        consumer (restarted), and nats-py would make it again only after two idle heartbeats
+        missed. Stopping the old one wakes a ``next`` waiting on it, which reads the new one."""
+        if self._remade is None or self.stopped:
+            return
+        watcher = await self._remade()
+        if self.stopped:  # while it was being made
+            await _stopped(watcher)
+            return
+        old, self._watcher = self._watcher, watcher
+        await _stopped(old)
+
     async def stop(self) -> None:
-        with contextlib.suppress(nats.errors.Error):
-            await self._watcher.stop()  # type: ignore[no-untyped-call]
+        self.stopped = True
+        if self._watches is not None:
+            self._watches.discard(self)
+        await _stopped(self._watcher)
+
+
+async def _stopped(watcher: NatsKeyValue.KeyWatcher) -> None:
+    with contextlib.suppress(nats.errors.Error):
+        await watcher.stop()  # type: ignore[no-untyped-call]

@@ -7,7 +7,9 @@ NATS client (the ``cluster`` extra). What a node does on NATS is named under its
 key-value buckets are ``<cluster>_<name>`` (``broker.cluster.kv``).
 
 After the first connection the client reconnects by itself for as long as the node runs
-(NATS keeps the subscriptions); losing and regaining NATS is logged once each way.
+(NATS keeps the subscriptions); losing and regaining NATS is logged once each way. The
+key-value watches are remade on each reconnection (``broker.cluster.watches``): a restarted
+server has forgotten their consumers.
 
 Nothing is kept to be sent later while the connection is down: a write then fails at once
 (``ClusterUnavailableError``), and what the client still held to send when the loss was
@@ -40,6 +42,7 @@ from broker.cluster.fit import payload_fit_problem
 from broker.cluster.kv import KeyValue
 from broker.cluster.nats_tls import nats_tls_context, readable
 from broker.cluster.streams import open_bucket
+from broker.cluster.watches import OpenWatches
 from nanoiot.errors import ClusterError, ClusterUnavailableError, ConfigError
 from nanoiot.settings import Settings
 
@@ -99,6 +102,8 @@ class ClusterLink:
         self.started = time.time()
         self._subscriptions: list[Subscription] = []
         self._events = events if events is not None else _Events()  # called by the client
+        self._watches = OpenWatches()  # of this link's buckets
+        self._events.back.append(self._watches.reconnected)
 
     @classmethod
     async def connect(cls, settings: Settings, *, worker: int | None = None) -> Self:
@@ -206,7 +211,7 @@ class ClusterLink:
         with nats_errors(f"opening key-value bucket {bucket}"):
             js = self.client.jetstream(timeout=REQUEST_TIMEOUT)
             store = await open_bucket(js, bucket, self.replicas, ttl)
-        return KeyValue(store, bucket, js)
+        return KeyValue(store, bucket, js, self._watches)
 
     async def answer_pings(self, **about: Any) -> None:
         """Reply to ``<cluster>.nodes.ping`` with this member's name and ``about``."""
@@ -242,6 +247,7 @@ class ClusterLink:
 
     async def close(self) -> None:
         """Send what is pending, then leave; never raises (the node is stopping anyway)."""
+        await self._watches.close()
         try:
             with nats_errors("leaving the cluster"):
                 async with asyncio.timeout(REQUEST_TIMEOUT):

@@ -21,7 +21,7 @@ from broker.cluster.parked import ParkedFrames
 from broker.cluster.parked_age import ParkedAge
 from broker.repeats import LogLimiter
 from nanoiot.errors import ClusterError, ClusterFullError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 __all__ = ["Parker"]
 
@@ -163,3 +163,5 @@ class Parker:
                     self._parking_now = None
                     if member in self._unparking:
                         self._drained(member)
+                if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+                    raise asyncio.CancelledError

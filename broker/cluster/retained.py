@@ -29,6 +29,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_requested
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -116,6 +117,8 @@ class RetainedReplica:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
             self._writes.done(key, value)
+            if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+                raise asyncio.CancelledError
 
 
 def _value(retained: Retained) -> bytes:

@@ -35,6 +35,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_requested
 
 __all__ = ["RouteAnnouncer", "RouteTable"]
 
@@ -317,3 +318,5 @@ class RouteAnnouncer:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
             self._writes.done(key, value)
+            if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+                raise asyncio.CancelledError

@@ -70,7 +70,10 @@ def test_a_session_taken_over_just_after_a_quick_nats_restart(tmp_path: Path, qo
     live member: it was taken for dead, and what reached S waited 5 s for barriers that
     never came, its publisher was closed unacknowledged and sent them again (QoS 2 messages
     delivered twice). A subscription made after the restart still reaches the other node
-    (the nodes' key-value watches survive the restart)."""
+    (the nodes' key-value watches survive the restart), and b asks a, alive, for its
+    hand-over barrier knowing it is: its members watch, remade on the reconnection, saw a's
+    heartbeats since (not remade, it stayed silent ~20 s and b gave the barrier up after 2 s
+    judging a by its heartbeats from before the restart)."""
     with restartable_nats(tmp_path / "nats") as server, cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_NATS_URL"] = server.url
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
@@ -98,4 +101,7 @@ def test_a_session_taken_over_just_after_a_quick_nats_restart(tmp_path: Path, qo
                 assert publisher.acknowledged_within(AFTER, BACK_WITHIN), "P got stuck"
                 subscriber.move("b", "take-over")
                 acknowledged = acknowledged_and_received(publisher, subscriber, AFTER)
+                lines = b.log.lines[on_b:]
+                given_up = [line for line in lines if "barrier" in line and "given up" in line]
+                assert not given_up, given_up
     check_moved(subscriber, acknowledged, qos)

@@ -17,6 +17,8 @@ from broker.mqtt.packets import (
     MQTT_5,
     Connack,
     Connect,
+    Pingreq,
+    Pingresp,
     Publish,
     Pubrec,
     Suback,
@@ -200,4 +202,27 @@ def test_a_device_s_sessions_are_bounded_and_its_own_still_connect(make_fleet: M
     with Raw(port, server_cert, fleet.certfile) as raw:
         raw.send(Connect(4, "kept-1", False, 0))
         assert raw.read() == Connack(True, 0)  # its session is there: it always connects
+    fleet.bystander_round_trip()
+
+
+def test_refused_topics_are_kept_cut_and_logged_a_few_times_a_host(
+    make_fleet: MakeFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each topic a client may not use is logged once per connection: the connection kept the
+    # whole topic to know it, up to 100 of 64 KiB (6 MB for as long as it lasted), and logged
+    # 100 lines a connection.
+    caplog.set_level(logging.INFO, logger="broker.client")
+    fleet = make_fleet(auth_log_repeats=3)
+    engine = fleet.broker.running.broker
+    with fleet.raw("nosy") as raw:
+        for number in range(100):  # another device's topics: refused
+            raw.send(Publish(f"devices/bystander/{number}/" + "x" * 60_000, b"", 0))
+        raw.send(Pingreq())
+        assert raw.read() == Pingresp()  # every PUBLISH before it was handled (§4.6)
+        [client] = engine.registry.live[str(fleet.device.id)]
+        assert client._denied is not None
+        assert len(client._denied) == 100
+        assert sum(len(topic) for topic in client._denied) < 100 * 200  # 6,002,090 before
+    lines = [r.getMessage() for r in caplog.records if "may not publish to" in r.getMessage()]
+    assert len(lines) == 3  # auth_log_repeats a minute; then one summary line
     fleet.bystander_round_trip()

@@ -1,12 +1,17 @@
 """When a watch says it has given the values there were at its start: decided from the last
-revision there was, not from nats-py's marker (pure logic: a scripted nats-py watcher)."""
+revision there was, not from nats-py's marker; a watch remade after a reconnection gives each
+revision once, in order, and is remade until NATS takes it (pure logic: scripted watchers)."""
 
+import asyncio
 from collections.abc import Iterator
 
 import nats.errors
+import pytest
 from nats.js.kv import KeyValue as NatsKeyValue
 
+from broker.cluster import watches
 from broker.cluster.kv import Watch
+from nanoiot.errors import ClusterUnavailableError
 
 
 class Scripted:
@@ -58,3 +63,67 @@ async def test_a_last_value_still_there_is_waited_for() -> None:
     w = watch(7, TimeoutError, TimeoutError, entry("b", 7))
     assert await w.next() == ("b", True)
     assert await w.next() is None
+
+
+class Remade(Scripted):
+    """A watcher that can be stopped, as a remade watch stops the one it replaces."""
+
+    stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_remade_watch_gives_each_revision_once_in_order() -> None:
+    """Remade after a reconnection, the new watcher gives each key's last value again: what
+    was given is skipped; what the old one held but had not given comes from the new one."""
+    old = Remade(None, entry("a", 1), entry("b", 2), entry("c", 3))
+    new = Remade(None, entry("a", 1), entry("b", 2), entry("c", 3), entry("d", 4))
+
+    async def holds(_revision: int) -> bool:
+        return True
+
+    async def remade() -> Remade:
+        return new
+
+    w = Watch(old, "b", 0, holds, remade)  # type: ignore[arg-type]
+    assert await w.next() is None
+    assert await w.next() == ("a", True)
+    assert await w.next() == ("b", True)
+    await w.resume()
+    assert old.stopped
+    assert await w.next() == ("c", True)
+    assert await w.next() == ("d", True)
+    assert w.revision == 4
+
+
+class Refused:
+    """A watch whose remake NATS refuses ``refusals`` times (JetStream still recovering)."""
+
+    def __init__(self, refusals: int) -> None:
+        self.stopped = False
+        self.refusals = refusals
+        self.remade = asyncio.Event()
+
+    async def resume(self) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise ClusterUnavailableError("JetStream not ready")
+        self.remade.set()
+
+
+async def test_a_refused_remake_is_tried_again_and_a_stopped_watch_is_not_remade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watches, "RETRY_EVERY", 0.0)
+    kept, stopped = Refused(2), Refused(0)
+    open_watches = watches.OpenWatches()
+    open_watches.add(kept)
+    open_watches.add(stopped)
+    open_watches.discard(stopped)
+    open_watches.reconnected()
+    async with asyncio.timeout(5):
+        await kept.remade.wait()
+    assert kept.refusals == 0
+    assert not stopped.remade.is_set()
+    await open_watches.close()
