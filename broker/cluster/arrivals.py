@@ -154,15 +154,15 @@ class Arrivals:
     async def arrived(self, key: SessionKey, session: BrokerSession | None) -> None:
         """Here for good (its CONNACK comes next): filters written again, what was kept
         held, every member asked for its barrier."""
-        if key not in self._kept:
-            await self.announcer.written()
+        if key not in self._kept:  # its own filters: not all those of a restore
+            await self.announcer.written_for(session.subscriptions if session else ())
             return
         filters = [] if session is None else [
             f for f in session.subscriptions if split_shared(f) is None
         ]  # fmt: skip
         self.announcer.rewrite(filters)
-        await self.announcer.written()
-        visible = self.announcer.revision
+        await self.announcer.written_for(session.subscriptions if session else ())
+        visible = self.announcer.revision  # as of its own filters, if not of the others'
         old, kept = self._kept.pop(key, ("", []))
         # ``old`` (gone, or live and owing its own parked frames), or the one ``old`` took
         # it from. A live ``old`` gives its barriers as in any hand-over: taken as gone, the

@@ -234,7 +234,10 @@ class ClusterRouter:
         pair = (topic_filter, session.key)
         if pair not in self._pairs and self.announcer is not None:
             self._pairs.add(pair)
-            self.announcer.add(topic_filter)
+            # A session restored or read from the store has no client yet: its entries are
+            # written after those of the clients here (a connect waits for its own only,
+            # ``ClusterSessions.settled``).
+            self.announcer.add(topic_filter, later=session.client is None)
 
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
         self.local.unsubscribe(session, topic_filter)

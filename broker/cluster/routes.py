@@ -25,7 +25,7 @@ entries (``forget``); until then, frames for it are parked (``broker.cluster.par
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Final
 
 from auth.topics import split_shared
@@ -143,6 +143,11 @@ class RouteAnnouncer:
         seen = self._watch.revision if self._watch is not None else 0
         return max(seen, self._put)
 
+    @property
+    def waiting(self) -> int:
+        """This member's entries waiting to be written (or deleted)."""
+        return len(self._writes)
+
     async def reached(self, revision: int) -> None:
         """Once this member's table is as of ``revision`` or later."""
         if self.revision >= revision:
@@ -178,7 +183,7 @@ class RouteAnnouncer:
         self._leftovers = leftovers
         self._writes.stored(leftovers)
         for topic_filter in self._wanted:  # a member that dropped us re-learns them
-            self._writes.change(*self._entry(topic_filter))
+            self._writes.change(*self._entry(topic_filter), later=True)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(watch), name="cluster routes watch"),
@@ -192,11 +197,15 @@ class RouteAnnouncer:
                 await task
         self._tasks = []
 
-    def add(self, topic_filter: str) -> None:
+    def add(self, topic_filter: str, *, later: bool = False) -> None:
+        """A subscription to ``topic_filter``; ``later``: a restored session's, its entry
+        written after those of the clients here now (``broker.cluster.pending_writes``)."""
         count = self._wanted.get(topic_filter, 0)
         self._wanted[topic_filter] = count + 1
         if not count:
-            self._writes.change(*self._entry(topic_filter))
+            self._writes.change(*self._entry(topic_filter), later=later)
+        elif not later:  # a client subscribed: its route goes before a restore's
+            self._writes.hurry([self._key(topic_filter)])
 
     def remove(self, topic_filter: str) -> None:
         count = self._wanted.get(topic_filter, 0)
@@ -225,7 +234,7 @@ class RouteAnnouncer:
         self._keeping = False
         wanted = {self._key(topic_filter) for topic_filter in self._wanted}
         for key in self._leftovers - wanted:
-            self._writes.change(key, None)
+            self._writes.change(key, None, later=True)
         self._leftovers = set()
 
     async def forget(self, member: str) -> None:
@@ -254,6 +263,16 @@ class RouteAnnouncer:
         if not self._tasks:
             return  # not started, or stopped: nothing is written
         await self._writes.written()
+
+    async def written_for(self, filters: Iterable[str]) -> None:
+        """Once the entries of ``filters`` are in the bucket as changed so far, written
+        before the others waiting: a client connecting to a member that restores its
+        sessions waits for its own filters, not for the restore's."""
+        if not self._tasks:
+            return  # not started, or stopped: nothing is written
+        keys = [self._key(topic_filter) for topic_filter in filters]
+        self._writes.hurry(keys)
+        await self._writes.keys_written(keys)
 
     def _key(self, topic_filter: str) -> str:
         return f"{self.member}.{to_key(topic_filter)}"

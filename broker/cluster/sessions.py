@@ -292,8 +292,8 @@ class SessionClaims:
     async def settled(self, key: SessionKey, session: "BrokerSession | None") -> None:
         if self.handovers is not None:
             await self.handovers.arrived(key, session)
-        elif self.announcer is not None:
-            await self.announcer.written()
+        elif self.announcer is not None:  # its own filters: not all those of a restore
+            await self.announcer.written_for(session.subscriptions if session else ())
 
     def abandoned(self, key: SessionKey) -> None:
         if self.handovers is not None:

@@ -90,3 +90,46 @@ async def test_a_delete_in_a_shared_bucket_is_always_written() -> None:
         pending.change("t", b"%d" % n)
     pending.change("t", None)
     assert await _write_all(pending) == [("t", None)]
+
+
+async def test_a_restores_changes_go_after_the_others_and_a_wait_for_some_keys_ends_early() -> None:
+    pending = PendingWrites()
+    for n in range(1_000):  # a restore's
+        pending.change(f"a.r{n}", b"", later=True)
+    marker = pending.written()
+    pending.change("a.client", b"")  # a client's subscription: before them
+    pending.change("a.r500", b"", later=True)  # a restore's again: keeps its place
+    hurried = pending.keys_written(["a.r999", "a.client"])
+    pending.hurry(["a.r999"])  # a connect waits for it: before the others too
+    assert [await _next_written(pending) for _ in range(2)] == ["a.client", "a.r999"]
+    assert hurried.done()
+    assert not marker.done()
+    assert pending.keys_written(["a.r999", "a.unknown"]).done()  # nothing left of either
+    rest = await _write_all(pending)
+    assert [key for key, _value in rest] == [f"a.r{n}" for n in range(999)]
+    assert marker.done()
+
+
+async def test_a_wait_for_a_key_covers_its_change_made_while_it_was_written() -> None:
+    pending = PendingWrites()
+    pending.change("a.x", b"", later=True)
+    key, value = await pending.next()  # on its way to NATS
+    pending.change("a.x", b"again", later=True)
+    waited = pending.keys_written(["a.x"])
+    pending.change("a.x", b"third")  # a client's: no longer a later one
+    pending.done(key, value)
+    assert not waited.done()  # its latest change is still to be written
+    assert await _write_all(pending) == [("a.x", b"third")]
+    assert waited.done()
+    dropped = PendingWrites()
+    dropped.change("a.y", b"", later=True)
+    gone = dropped.keys_written(["a.y"])
+    dropped.change("a.y", None)  # never written: nothing to wait for
+    assert gone.done()
+    assert len(dropped) == 0
+
+
+async def _next_written(pending: PendingWrites) -> str:
+    key, value = await pending.next()
+    pending.done(key, value)
+    return key
