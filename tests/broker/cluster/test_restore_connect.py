@@ -16,22 +16,15 @@ import pytest
 from broker.cluster.router import ClusterRouter
 from broker.cluster.routes import RouteAnnouncer
 from nanoiot.settings import Settings
-from storage import migrate
-from tests.broker.cluster.test_restore_takeover import _claimed_by_a, _fill
-from tests.e2e.conftest import broker_settings
+from tests.broker.cluster.restoring_fleet import claimed_by_a, fill, node_b_settings
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
-from tests.natsserver import NATS_URL
 
 SESSIONS = 2_000  # 6,000 filters: a few seconds of route writes on this machine
 
 
 @pytest.fixture
 def settings(postgres_url: str, cluster_name: str, tmp_path: Path) -> Settings:
-    asyncio.run(migrate.upgrade(postgres_url))
-    return broker_settings(
-        tmp_path / "data", database_url=postgres_url, nats_url=NATS_URL,
-        cluster_name=cluster_name, node_name="node-b",
-    )  # fmt: skip
+    return node_b_settings(postgres_url, cluster_name, tmp_path)
 
 
 def _announcer(node: BrokerThread) -> RouteAnnouncer:
@@ -55,8 +48,8 @@ def test_a_session_moving_in_waits_for_its_own_routes_not_for_a_restores(
     try:
         device, issued = b.provision("sensor")
         certfile = write_pem(tmp_path, issued, "sensor")
-        keys = b.call(_fill(postgres_url, device.id, SESSIONS))
-        b.call(_claimed_by_a(settings.cluster_name, keys))
+        keys = b.call(fill(postgres_url, device.id, SESSIONS))
+        b.call(claimed_by_a(settings.cluster_name, keys))
         mover = mqtt_client(b.port, b.server_cert, certfile, client_id="mover",
                             clean_session=False)  # fmt: skip
         try:

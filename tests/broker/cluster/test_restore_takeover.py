@@ -11,80 +11,18 @@ by two members, its filters in both members' routes)."""
 
 import asyncio
 import threading
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from sqlalchemy import insert
 
-from broker.cluster.frames import to_key
 from broker.registry import Registry
 from broker.session_store import SqlSessionStore
 from nanoiot.settings import Settings
-from storage import migrate
-from storage.engine import create_engine
-from storage.models import Base
-from tests.e2e.conftest import broker_settings
+from tests.broker.cluster.restoring_fleet import QUEUED, claimed_by_a, fill, node_b_settings
 from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
-from tests.natsserver import NATS_URL
 
 SESSIONS = 2_000  # restored by A: two of its pages (``broker.restore.PAGE``)
-QUEUED = 3  # QoS 1 messages queued for each session, the device's too
-
-
-async def _fill(url: str, device_id: uuid.UUID, count: int) -> list[str]:
-    """``count`` persistent sessions of devices of their own and one of ``device_id`` (client
-    id "sensor"), subscribed and with messages queued; their keys. The fleet's device ids
-    sort first, so the device's session is on the last page."""
-    engine = create_engine(url)
-    now, tables = datetime.now(UTC), Base.metadata.tables
-    devices: list[dict[str, object]] = []
-    sessions: list[dict[str, object]] = []
-    subscriptions: list[dict[str, object]] = []
-    messages: list[dict[str, object]] = []
-    keys: list[str] = []
-    fleet = [(uuid.UUID(int=n + 1), f"fleet-{n}") for n in range(count)]
-    for owner, name in [*fleet, (device_id, "sensor")]:
-        key = f"{owner}/{name}"
-        keys.append(key)
-        if owner != device_id:
-            devices.append({"id": owner, "name": name, "type": "default", "label": "",
-                            "created_at": now, "enabled": True})  # fmt: skip
-        sessions.append({"key": key, "device_id": owner, "device_name": name,
-                         "client_id": name, "updated_at": now})  # fmt: skip
-        subscriptions.extend(
-            {"session_key": key, "topic_filter": f"devices/{name}/in/{n}/+", "qos": 1,
-             "me_form": False, "options": 0} for n in range(3)
-        )  # fmt: skip
-        messages.extend(
-            {"session_key": key, "topic": f"devices/{name}/in/0/{n}", "payload": b"%d" % n,
-             "qos": 1, "attempted": False, "packet_id": None, "released": False,
-             "retain": False} for n in range(QUEUED)
-        )  # fmt: skip
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(insert(tables["devices"]), devices)
-            await connection.execute(insert(tables["mqtt_sessions"]), sessions)
-            await connection.execute(insert(tables["mqtt_subscriptions"]), subscriptions)
-            await connection.execute(insert(tables["mqtt_queued_messages"]), messages)
-    finally:
-        await engine.dispose()
-    return keys
-
-
-async def _claimed_by_a(cluster: str, keys: list[str]) -> None:
-    """Each session's claim names node A, as its last connect left it."""
-    client = await nats.connect(NATS_URL)
-    try:
-        bucket = await client.jetstream().key_value(f"{cluster}_clients")
-        for first in range(0, len(keys), 200):
-            chunk = keys[first : first + 200]
-            await asyncio.gather(*(bucket.put(to_key(key), b"node-a") for key in chunk))
-    finally:
-        await client.close()
 
 
 class Gate:
@@ -122,11 +60,7 @@ class Gate:
 
 @pytest.fixture
 def settings(postgres_url: str, cluster_name: str, tmp_path: Path) -> Settings:
-    asyncio.run(migrate.upgrade(postgres_url))
-    return broker_settings(
-        tmp_path / "data", database_url=postgres_url, nats_url=NATS_URL,
-        cluster_name=cluster_name, node_name="node-b",
-    )  # fmt: skip
+    return node_b_settings(postgres_url, cluster_name, tmp_path)
 
 
 def test_a_device_taking_its_session_elsewhere_while_its_member_restores_the_fleet(
@@ -138,8 +72,8 @@ def test_a_device_taking_its_session_elsewhere_while_its_member_restores_the_fle
     try:
         device, issued = b.provision("sensor")
         certfile = write_pem(tmp_path, issued, "sensor")
-        keys = b.call(_fill(postgres_url, device.id, SESSIONS))
-        b.call(_claimed_by_a(settings.cluster_name, keys))
+        keys = b.call(fill(postgres_url, device.id, SESSIONS))
+        b.call(claimed_by_a(settings.cluster_name, keys))
         gate = Gate(monkeypatch)
         a = BrokerThread(node_a)
         gate.loop = a.loop

@@ -4,149 +4,44 @@ publishes the wills left and adopts the sessions; whether the survivors see that
 after it made the entry or lose the creation race to it afterwards."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
-from broker.cluster.claim_value import adoption_value, holder_of
+from broker.cluster.claim_value import holder_of
 from broker.cluster.departure import DONE, creator, waiting
-from broker.cluster.frames import to_key
-from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
-from broker.cluster.will_entries import StoredWill, encode_will, incarnation
-from broker.cluster.wills import DEPARTURES, Wills
-from broker.peer import store_key
+from broker.cluster.wills import DEPARTURES
 from nanoiot.members import Figures, Member
 from nanoiot.settings import Settings
+from tests.broker.cluster.survivors import (
+    AGE,
+    DEAD,
+    GONE,
+    KILLED,
+    SETTLE_WITHIN,
+    WAIT,
+    WINNER,
+    Buckets,
+    changed,
+    claim_key,
+    open_buckets,
+    winner_waiting,
+)
 from tests.cluster.proxy import nats_proxy
-
-WAIT = 10.0
-SETTLE_WITHIN = 30.0  # seconds a member back from fencing waits for its settler at most
-DEVICE = "0190d4a0-0000-7000-8000-000000000001"
-GONE = Member("a", "host", 41, 0.0, 1.0, Figures())  # the member that died first
-DEAD = incarnation("a", 41, 0.0, 0)  # its run: its wills' prefix, its departure's key
-WINNER = Member("c", "host", 7, 0.0, 1.0, Figures())  # made the departure, then was killed
-KILLED = incarnation("c", 7, 0.0, 0)  # its process, as its creator value names it
-AGE = 1.0  # seconds the departures of ``aging_buckets`` are kept after their last write
-
-
-@dataclass
-class Buckets:
-    wills: KeyValue
-    departures: KeyValue
-    claims: KeyValue
-    published: list[tuple[str, str]] = field(default_factory=list)  # (survivor, client id)
-    published_at: list[float] = field(default_factory=list)  # loop time of each
-    adopted: list[tuple[str, str]] = field(default_factory=list)  # (survivor, member)
-    survivors: list[Wills] = field(default_factory=list)
-
-    async def will(self, client_id: str, delay: int = 0) -> StoredWill:
-        """A will of the dead run's client ``client_id``, kept as its member kept it."""
-        claim = await self.claims.put(_claim_key(client_id), b"a")
-        will = StoredWill(
-            (DEVICE, client_id), claim, f"devices/sensor/{client_id}", b"gone", 1, False, b"",
-            delay,
-        )  # fmt: skip
-        await self.wills.put(f"{DEAD}.{_claim_key(client_id)}", encode_will(will))
-        return will
-
-    def survivor(
-        self, name: str, live: tuple[str, ...] = ("b.1-0", "d.1-0"), *, adopts: bool = True
-    ) -> Wills:
-        """Member ``name``'s process ``<name>.1-0``, to which the processes ``live`` are;
-        its adoptions rewrite the claims of the member they adopt from, unless not ``adopts``
-        (as NATS still has the subscriptions of a frozen member: ``adoption.adopt``)."""
-
-        def publish(will: StoredWill) -> None:
-            self.published.append((name, will.key[1]))
-            self.published_at.append(asyncio.get_running_loop().time())
-
-        async def adopt(member: str) -> int:
-            self.adopted.append((name, member))
-            if adopts:
-                await self.claimed_by_adoption(name, member)
-            return 0
-
-        process = incarnation(name, 1, 0.0, 0)
-        wills = Wills(self.wills, self.departures, self.claims, process, publish)
-        wills.adopt = adopt
-        wills.live = live.__contains__
-        self.survivors.append(wills)
-        return wills
-
-    async def claimed_by_adoption(self, name: str, member: str) -> None:
-        """The claims naming ``member`` rewritten as ``name``'s adoption writes them."""
-        for kv_key in await self.claims.values():
-            entry = await self.claims.get(kv_key)
-            if entry is not None and holder_of(entry.value) == member:
-                adoption = adoption_value(name, entry.value, entry.revision)
-                await self.claims.update(kv_key, adoption, entry.revision)
-
-    async def settled(self) -> None:
-        """Until the dead run's departure is marked ``DONE``."""
-        async with asyncio.timeout(WAIT):
-            while (entry := await self.departures.get(DEAD)) is None or entry.value != DONE:
-                await _changed(self.departures, DEAD, entry.revision if entry else 0)
-
-
-async def _changed(bucket: KeyValue, key: str, revision: int) -> None:
-    watch = await bucket.watch(key)
-    try:
-        while watch.revision <= revision:
-            await watch.value()
-    finally:
-        await watch.stop()
-
-
-def _claim_key(client_id: str) -> str:
-    return to_key(store_key((DEVICE, client_id)))
-
-
-async def _winner_waiting(buckets: Buckets, delay: int) -> tuple[Wills, float]:
-    """Survivor b, the winner of the dead run's departure, once it has adopted the sessions
-    and started the delay of a will ``delayed`` of ``delay`` seconds (its entry ``waiting``);
-    with the loop time at which it was told the member gone."""
-    await buckets.will("delayed", delay=delay)
-    winner = buckets.survivor("b")
-    noticed = asyncio.get_running_loop().time()
-    winner.member_gone(GONE)
-    async with asyncio.timeout(WAIT):
-        while (entry := await buckets.departures.get(DEAD)) is None or entry.value != waiting(
-            winner.creator
-        ):
-            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
-    return winner, noticed
-
-
-@contextlib.asynccontextmanager
-async def _buckets(settings: Settings, departures_kept: float | None) -> AsyncIterator[Buckets]:
-    link = await ClusterLink.connect(settings)
-    try:
-        made = Buckets(
-            await link.key_value("wills"),
-            await link.key_value(DEPARTURES, ttl=departures_kept),
-            await link.key_value("clients"),
-        )
-        yield made
-        for survivor in made.survivors:
-            await survivor.stop()
-    finally:
-        await link.close()
 
 
 @pytest.fixture
 async def buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
-    async with _buckets(cluster_settings(), None) as made:
+    async with open_buckets(cluster_settings(), None) as made:
         yield made
 
 
 @pytest.fixture
 async def aging_buckets(cluster_settings: Callable[..., Settings]) -> AsyncIterator[Buckets]:
     """Departures kept ``AGE`` seconds after their last write (``DEPARTURES_KEPT``: 24 h)."""
-    async with _buckets(cluster_settings(), AGE) as made:
+    async with open_buckets(cluster_settings(), AGE) as made:
         yield made
 
 
@@ -167,7 +62,7 @@ async def test_the_departure_of_a_winner_killed_before_settling_it_is_taken_over
     assert [client for _, client in buckets.published] == ["left"]
     adopters = [survivor for survivor, member in buckets.adopted if member == "a"]
     assert adopters == [buckets.published[0][0]]  # once, by the survivor that published
-    assert await buckets.wills.get(f"{DEAD}.{_claim_key('left')}") is None
+    assert await buckets.wills.get(f"{DEAD}.{claim_key('left')}") is None
 
 
 async def test_a_survivor_losing_the_creation_race_to_a_process_gone_since_takes_it_over(
@@ -208,7 +103,7 @@ async def test_a_delayed_will_taken_over_during_its_delay_comes_when_its_delay_e
     it: the survivor that takes the departure over publishes the will when the delay the
     winner started ends, not a whole delay after the take-over."""
     delay = 6
-    winner, noticed = await _winner_waiting(buckets, delay)
+    winner, noticed = await winner_waiting(buckets, delay)
     await asyncio.sleep(delay / 2)  # the delay runs on the winner, which is killed then
     await winner.stop()
     taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
@@ -254,7 +149,7 @@ async def test_a_delayed_will_of_a_departure_taken_over_meanwhile_is_left_to_the
         while (entry := await buckets.departures.get(DEAD)) is None or entry.value == (
             winner.creator
         ):
-            await _changed(buckets.departures, DEAD, entry.revision if entry else 0)
+            await changed(buckets.departures, DEAD, entry.revision if entry else 0)
     assert entry.value == waiting(winner.creator)
     taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
     taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
@@ -274,8 +169,8 @@ async def test_a_delayed_will_whose_session_the_winner_adopted_comes_when_due_af
     it takes the departure over, or meanwhile, as it sees the winner go) or not (a frozen
     winner keeps its sessions)."""
     delay = 3
-    winner, noticed = await _winner_waiting(buckets, delay)
-    claim = await buckets.claims.get(_claim_key("delayed"))
+    winner, noticed = await winner_waiting(buckets, delay)
+    claim = await buckets.claims.get(claim_key("delayed"))
     assert claim is not None
     assert holder_of(claim.value) == "b"  # adopted
     await winner.stop()
@@ -437,8 +332,8 @@ async def test_a_delayed_will_whose_claim_is_of_an_unknown_form_is_published_whe
     form this version does not read (``broker.cluster.claim_value``): the survivor cannot tell
     whether the device came back, so the will is published when its delay ends, not dropped."""
     delay = 2
-    _, noticed = await _winner_waiting(buckets, delay)
-    await buckets.claims.put(_claim_key("delayed"), b"d resumed 3 v9")
+    _, noticed = await winner_waiting(buckets, delay)
+    await buckets.claims.put(claim_key("delayed"), b"d resumed 3 v9")
     await buckets.settled()
     assert buckets.published == [("b", "delayed")]
     assert buckets.published_at[0] - noticed >= delay - 0.1
