@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.cluster.nodes import cluster, logged, until_routed, wait_for
+from tests.cluster.nodes import cluster, counter, logged, metrics, until_routed, wait_for
 from tests.natsserver import modern_nats
 
 pytestmark = pytest.mark.slow
@@ -64,6 +64,12 @@ def test_churned_filters_and_ended_clean_sessions_leave_the_buckets_bounded(
         assert wait_for(lambda: _stored(url, routes) == 2 and _stored(url, claims) == 2, 30.0), (
             _stored(url, routes), _stored(url, claims),
         )  # fmt: skip
+
+        purged = sum(
+            counter(metrics(nodes, n), "nanoiot_cluster_delete_markers_purged_total")
+            for n in ("a", "b")
+        )
+        assert purged > CONNECTS  # the claims' markers, and the routes' (writes coalesce)
 
         # b missed no live route of a's while the markers were purged under its watch.
         until_routed(device, "v1/devices/me/telemetry", app)
