@@ -18,6 +18,7 @@ bucket keeps one value per key, ``history=1``), which it then gives instead.
 """
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,6 +119,31 @@ class KeyValue:
         if self._watches is not None:
             self._watches.add(watch)
         return watch
+
+    async def compact(self, older_than: float) -> int:
+        """Purge the delete markers written more than ``older_than`` seconds ago (by the
+        server's clock, as the entries say when they were stored); how many were purged.
+        Each marker is purged with what is older on its key, never a value written after it
+        (a purge up to the marker's own sequence): a key written again meanwhile keeps its
+        new value. Only on a server where a purge leaves open watches alone (2.9.12 and
+        later, ``broker.cluster.compaction``)."""
+        markers: list[tuple[str, int]] = []
+        watch = await self.watch()
+        try:
+            while (change := await watch.next()) is not None:
+                key, present = change
+                written_at = watch.written_at
+                if not present and written_at is not None and written_at < time.time() - older_than:
+                    markers.append((key, watch.revision))
+        finally:
+            await watch.stop()
+        for key, revision in markers:
+            with nats_errors(f"purging {self.bucket}/{key}"):
+                # JetStream purges the subject's messages below ``seq``; later ones stay.
+                await self._js.purge_stream(
+                    self._stream, subject=f"$KV.{self.bucket}.{key}", seq=revision + 1
+                )
+        return len(markers)
 
     async def _last_revision(self, keys: str) -> int:
         """The revision of the last value written to ``keys`` (0: there is none)."""
