@@ -101,6 +101,22 @@ async def test_markers_younger_than_kept_and_keys_written_again_stay(
     assert await _stored(a) == 1
 
 
+async def test_a_key_written_again_after_its_marker_was_read_keeps_its_value(
+    modern: tuple[ClusterLink, ClusterLink],
+) -> None:
+    a, _ = modern
+    bucket = await a.key_value(BUCKET)
+    await bucket.put("node-a.back", b"v")
+    await bucket.delete("node-a.back")
+    markers = await bucket.delete_markers(0.0)
+    assert [key for key, _ in markers] == ["node-a.back"]
+    await bucket.put("node-a.back", b"again")  # subscribed again before the purge
+    await bucket.purge(markers)
+    entry = await bucket.get("node-a.back")
+    assert entry is not None
+    assert entry.value == b"again"
+
+
 async def test_an_old_server_is_named_once_and_nothing_is_purged(
     link: ClusterLink, caplog: pytest.LogCaptureFixture
 ) -> None:
