@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from tests.cluster.nodes import cluster, counter, logged, metrics, until_routed, wait_for
-from tests.natsserver import modern_nats
+from tests.natsserver import NATS_URL, modern_nats
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,18 @@ def _stored(url: str, stream: str) -> int:
         client = await nats.connect(url)
         try:
             return (await client.jetstream().stream_info(stream)).state.messages
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def _version(url: str) -> tuple[int, int, int]:
+    async def read() -> tuple[int, int, int]:
+        client = await nats.connect(url)
+        try:
+            said = client.connected_server_version
+            return said.major, said.minor, said.patch
         finally:
             await client.close()
 
@@ -75,3 +87,19 @@ def test_churned_filters_and_ended_clean_sessions_leave_the_buckets_bounded(
         until_routed(device, "v1/devices/me/telemetry", app)
         device.publish("v1/devices/me/attributes", b"x", qos=1)
         assert app.next_message().topic == "devices/sensor/attributes"
+
+
+def test_a_node_on_an_older_nats_server_says_once_what_grows(tmp_path: Path) -> None:
+    """The machine's nats-server 2.9.10: nothing is purged, and the log says why."""
+    with cluster(tmp_path) as nodes:
+        version = _version(NATS_URL)
+        if version >= (2, 9, 12):
+            pytest.skip(f"the machine's nats-server is {version}")
+        nodes.start("a")
+        logged(nodes, "is older than 2.9.12", "a")
+        sensor = nodes.device("sensor")
+        nodes.connect("a", sensor, client_id="sensor").close()
+        lines = [line for line in nodes.nodes["a"].log.lines if "older than 2.9.12" in line]
+        assert len(lines) == 1, lines
+        assert "NATS server 2.9." in lines[0]
+        assert "routes bucket grows by about 250 bytes per filter" in lines[0]
