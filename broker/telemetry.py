@@ -98,6 +98,10 @@ class AuthLog:
         )  # fmt: skip
         self._enqueue(AuthOutcome.DENIED, decision, request, f" [{code}]" if mqtt5 else "")
 
+    def hosts_held(self) -> int:
+        """Hosts (and reasons) whose refusals are counted in the current interval."""
+        return len(self._repeats)
+
     def _report(self, summary: Summary) -> None:
         text = (
             f"{summary.count} more refusals from {summary.address} in {summary.seconds:g} s, "
