@@ -71,6 +71,11 @@ class PendingWrites:
         lane[key] = (value, self._count if waiting is None else waiting[1])
         self._ready.set()
 
+    def idle(self, key: str) -> bool:
+        """No change of ``key`` waits or is being written."""
+        writing = self._writing is not None and self._writing[0] == key
+        return not writing and key not in self._pending and key not in self._later
+
     def hurry(self, keys: Iterable[str]) -> None:
         """The later changes of ``keys`` are written with those made without ``later``."""
         for key in keys:
