@@ -192,7 +192,7 @@ class RouteAnnouncer:
         # they still route to it what is for the sessions it is restoring.
         self._leftovers = leftovers
         self._writes.stored(leftovers)
-        for topic_filter in self._wanted:  # added before: those the bucket lacks written
+        for topic_filter in self._wanted:  # added before: written (the bucket unread then)
             self._announce(topic_filter, later=True)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -214,8 +214,7 @@ class RouteAnnouncer:
         self._wanted[topic_filter] = count + 1
         if not count:
             self._keys[self._key(topic_filter)] = topic_filter
-            if self._watch is not None:  # else ``start`` does, once it read the bucket
-                self._announce(topic_filter, later=later)
+            self._announce(topic_filter, later=later)
         elif not later:  # a client subscribed: its route goes before a restore's
             self._writes.hurry([self._key(topic_filter)])
 
