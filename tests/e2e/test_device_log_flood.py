@@ -74,10 +74,16 @@ def test_take_overs_are_logged_a_few_times_a_device(
         assert previous.closed()
         previous.close()
         previous = again
-    assert time.monotonic() - started < 1.0, "too slow to stay within one interval"
-    assert len(_lines(caplog, "connected again")) == REPEATS
-    # The device stops: its count is written when the interval ends, with no line after it.
-    _wait_for(lambda: _summarised(caplog, "take-overs") == TAKE_OVERS - REPEATS)
+    within_one_interval = time.monotonic() - started < 1.0
+    # The device stops: the count of the take-overs not written is written when their
+    # interval ends, with no line after it, so that every take-over is told.
+    def written() -> int:
+        return len(_lines(caplog, "connected again"))
+
+    _wait_for(lambda: written() + _summarised(caplog, "take-overs") == TAKE_OVERS)
+    if within_one_interval:  # else (a loaded machine) more intervals, more lines
+        assert written() == REPEATS
+    assert _summarised(caplog, "take-overs") > 0
     previous.close()
 
 
