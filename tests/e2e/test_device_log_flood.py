@@ -75,6 +75,7 @@ def test_take_overs_are_logged_a_few_times_a_device(
         previous.close()
         previous = again
     within_one_interval = time.monotonic() - started < 1.0
+
     # The device stops: the count of the take-overs not written is written when their
     # interval ends, with no line after it, so that every take-over is told.
     def written() -> int:
