@@ -18,8 +18,14 @@ other client waiting for a quarter of a second or more. The core stops after a t
 turn (``call_soon``), after what other connections have ready, until it is done and reading
 resumes.
 
+A client that does not read what it is sent is not read either (``hold_unread``): each of
+its packets may ask for an answer (PINGRESP, PUBCOMP, PUBREC...), and a client sending them
+without reading the answers had the broker hold 72 MB of them after 78 MB of PINGREQ. Past
+``max_outgoing_buffer`` bytes not yet taken by its socket, reading stops until the socket's
+buffer drains; as with the other reasons, TCP then holds the client back.
+
 A connection may be held back for more than one reason at a time (``reading`` names them all:
-these two, and the restore of the previous run's sessions, ``broker.connecting``). Whatever
+these three, and the restore of the previous run's sessions, ``broker.connecting``). Whatever
 ends one calls ``resume``, which reads the socket again only once none holds: the first to
 end must not read a client another still holds back. Keep-alive does not run out while a
 connection is not read, whatever the reason (``broker.keep_alive``).
@@ -73,6 +79,25 @@ def _next_turn(client: "MqttClient") -> None:
     if client.ended:
         return
     client._flush()
+    hold_unread(client)
+    resume(client)
+
+
+def hold_unread(client: "MqttClient") -> None:
+    """Stop reading ``client`` while more than ``max_outgoing_buffer`` bytes wait for its
+    socket (it does not read its answers), until the socket's buffer drains."""
+    if client._unread is not None or client.ended:
+        return
+    if client.tls.buffered() <= client.broker.config.max_outgoing_buffer:
+        return
+    client.broker.metrics.count_limit("max_outgoing_buffer")
+    client.tls.pause_reading()
+    client._unread = client._loop.create_task(_read_when_drained(client))
+
+
+async def _read_when_drained(client: "MqttClient") -> None:
+    await client.tls.writer.drain()  # returns once the socket's buffer drained, or it closed
+    client._unread = None
     resume(client)
 
 
@@ -80,11 +105,14 @@ def reading(client: "MqttClient") -> bool:
     """Whether the broker reads what ``client`` sends: no reason not to holds. The reasons,
     each cleared by what ends it before it calls ``resume``: its unanswered messages fill the
     window (``_full``: ``hold_back``, ``read_again``), the rest of a read waits for its turn
-    (``_turn``: ``take_turns``, ``_next_turn``), it is not admitted yet with more than a
+    (``_turn``: ``take_turns``, ``_next_turn``), it does not read what it is sent (``_unread``:
+    ``hold_unread``), it is not admitted yet with more than a
     packet sent, or the previous run's sessions are being restored (``_paused``:
     ``broker.client``, ``broker.connecting``). Keep-alive does not run meanwhile
     (``broker.keep_alive``)."""
-    return not (client._full or client._turn is not None or client._paused)
+    return not (
+        client._full or client._turn is not None or client._paused or client._unread is not None
+    )
 
 
 def resume(client: "MqttClient") -> bool:

@@ -65,7 +65,8 @@ class MqttClient:
 
     __slots__ = (
         "_acks", "_auth", "_denied", "_full", "_loop", "_out_held", "_out_wait", "_paused",
-        "_stash", "_timer", "_turn", "broker", "core", "ended", "peer", "session", "tls",
+        "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended", "peer", "session",
+        "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -89,6 +90,8 @@ class MqttClient:
         self._full = False
         # The rest of a read, handled in a later loop turn (``backpressure.take_turns``).
         self._turn: asyncio.Handle | None = None
+        # Not read while it does not take what it was sent (``backpressure.hold_unread``).
+        self._unread: asyncio.Task[None] | None = None
         # What arrives while the previous run's sessions are restored (``connecting``).
         self._stash: list[bytes] | None = None
         # Output waiting for the commit that records the packet ids it carries.
@@ -120,6 +123,7 @@ class MqttClient:
         if self.ended:
             return
         self._flush()
+        backpressure.hold_unread(self)
         core = self.core
         if core.state == AUTHENTICATING and core.buffered > self.broker.limits.max_packet_size:
             self._paused = True  # the rest waits in the socket until the client is admitted
@@ -367,6 +371,8 @@ class MqttClient:
             self._timer.cancel()
         self._timer = None
         self._acks.cancel()
+        if self._unread is not None:
+            self._unread.cancel()
         auth = self._auth
         if auth is not None and not auth.done() and auth is not asyncio.current_task():
             auth.cancel()

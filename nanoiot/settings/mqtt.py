@@ -18,7 +18,8 @@ class MqttSettings(SettingsGroup):
     # Largest MQTT packet a client may send, in bytes (MQTT 3.1.1 §2.2.3 allows 256 MB).
     max_packet_size: int = Field(256 * 1024, ge=1024, le=268_435_460)
     # Bytes waiting for one subscriber that does not read before QoS 0 messages to it are
-    # dropped (QoS 1/2 wait in its session, behind max_inflight_messages).
+    # dropped (QoS 1/2 wait in its session, behind max_inflight_messages); a client is not read
+    # while this much waits for it (it sends without reading the answers).
     max_outgoing_buffer: int = Field(1024 * 1024, ge=16 * 1024)
     # Extra ACL rules ({who, action, topic}); from the environment as a JSON list.
     acl_rules: list[dict[str, str]] = Field(default_factory=list)
