@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection, Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from auth.topics import split_shared
 from broker.cluster.frames import Group, from_key, is_digest, to_key
@@ -36,6 +36,9 @@ from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_requested
+
+if TYPE_CHECKING:
+    from broker.cluster.routes_seen import RoutesSeen
 
 __all__ = ["RouteAnnouncer", "RouteTable"]
 
@@ -134,6 +137,7 @@ class RouteAnnouncer:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
         self._leftovers: set[str] = set()  # keys of this member's previous run
         self._keeping = False  # fenced off: keys no longer wanted join the leftovers
+        self.seen: RoutesSeen | None = None  # the others' tables (what a SUBACK waits for)
 
     @property
     def revision(self) -> int:
@@ -184,6 +188,7 @@ class RouteAnnouncer:
         self._writes.stored(leftovers)
         for topic_filter in self._wanted:  # a member that dropped us re-learns them
             self._writes.change(*self._entry(topic_filter), later=True)
+        self._wake()  # asked meanwhile (``broker.cluster.routes_seen``): read now
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(watch), name="cluster routes watch"),
@@ -273,6 +278,25 @@ class RouteAnnouncer:
         keys = [self._key(topic_filter) for topic_filter in filters]
         self._writes.hurry(keys)
         await self._writes.keys_written(keys)
+
+    def seen_for(self, filters: Iterable[str]) -> "asyncio.Future[None] | None":
+        """Done once the entries of ``filters`` are written as changed so far and the other
+        members' tables have them (``broker.cluster.routes_seen``); None if they have."""
+        seen = self.seen
+        if not self._tasks or seen is None:
+            return None  # not started, or stopped: nothing is written
+        keys = [self._key(topic_filter) for topic_filter in filters]
+        self._writes.hurry(keys)
+        written = self._writes.keys_written(keys)
+        if written.done():
+            return seen.seen(self._put)
+        return asyncio.ensure_future(self._seen_once(written, seen))
+
+    async def _seen_once(self, written: "asyncio.Future[None]", seen: "RoutesSeen") -> None:
+        await written
+        waiting = seen.seen(self._put)  # the revision of their write, or a later one
+        if waiting is not None:
+            await waiting
 
     def _key(self, topic_filter: str) -> str:
         return f"{self.member}.{to_key(topic_filter)}"
