@@ -73,7 +73,7 @@ class RoutesSeen:
         so that one told nobody listens here knows this member's table will have its write."""
         with nats_errors("listening for route revisions"):
             await self.link.client.subscribe(self._subject(self.link.member), cb=self._asked)
-        await self.link.flush()  # NATS has the subscription before the bucket is read
+            await self.link.flush()  # NATS has it before the bucket is read
 
     async def stop(self) -> None:
         if self._round is not None:

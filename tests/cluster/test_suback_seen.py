@@ -99,7 +99,7 @@ def test_a_suback_waits_at_most_half_the_ack_timeout(tmp_path: Path) -> None:
         name = nodes.env["NANOIOT_CLUSTER_NAME"]
         nodes.start("a", NANOIOT_ACK_TIMEOUT=str(ACK_TIMEOUT))
         nodes.start("b", NANOIOT_NATS_URL=to_b.url)
-        listener, commander = commands(nodes)
+        listener, _commander = commands(nodes)
         to_b.delay(ACK_TIMEOUT * 2, subjects=(f"$KV.{name}_routes.",))
         started = time.monotonic()
         assert listener.subscribe("devices/late/rpc/request/+", qos=1) == [1]
