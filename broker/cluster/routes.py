@@ -12,8 +12,10 @@ a topic's levels names each member with interest once, however many of its filte
 picks one member per group (``ClusterRouter``), so a group gets one copy cluster-wide.
 
 The watch is asynchronous: a filter announced on one member is seen by the others within
-the time a KV write takes to reach them (about a millisecond here), and a message published
-elsewhere in that window does not reach it (as with any cluster whose routes replicate).
+the time a KV write takes to reach them (about a millisecond here), and a member whose table
+lacks it sends a message published there nowhere. So a SUBACK waits until the others say their
+tables hold its filters (MQTT 3.1.1 and 5.0 §3.8.4, ``broker.cluster.routes_seen``). An
+UNSUBACK does not: a message still routed here afterwards finds no subscription here.
 
 A member that starts writes its filters again and, once it restored its sessions, deletes
 the entries it left behind at its previous run that they do not use (until then they route
