@@ -297,7 +297,13 @@ class MqttClient:
         0x98 administrative action, §3.14.2.1)."""
         if self.peer is not None:
             self.peer.kicked_because = reason
-        log.info("disconnecting %s: %s", self.label, reason)
+        message = "disconnecting %s: %s"
+        if self.peer is None:
+            log.info(message, self.label, reason)
+        else:  # one a device, then a count: it may be kicked at each connect (a limit)
+            self.broker.device_lines(log).info(
+                self.peer.owner, "kicks", message, self.label, reason
+            )  # fmt: skip
         self._end(will=False, reason=(code, reason))
 
     async def taken_over(self, *, will: bool = True) -> None:

@@ -21,7 +21,7 @@ from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
 from broker.peer import Peer
 from broker.registry import Registry
-from broker.repeats import LogLimiter
+from broker.repeats import LimitedLoggers, LogLimiter
 from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
@@ -83,6 +83,12 @@ class Broker:
             logging.getLogger("broker.client"),
             interval=auth_log.policy.interval,
             repeats=auth_log.policy.repeats,
+        )
+        # Lines written once per connection of an authenticated device, which it can repeat
+        # by connecting again (take-overs, keep-alive expiries, kicks): the same bound, per
+        # device and kind of line.
+        self.device_lines = LimitedLoggers(
+            interval=auth_log.policy.interval, repeats=auth_log.policy.repeats
         )
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)

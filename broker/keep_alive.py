@@ -46,8 +46,7 @@ def _due(client: "MqttClient") -> None:
         core.last_received = now  # §3.1.2.10: not read, not silent; counted from reading
         log.debug("%s is not read: its keep-alive counts from when it is", client.label)
     elif core.keep_alive_expired(now):
-        log.info("keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)",
-                 client.label)  # fmt: skip
+        _log_expiry(client)
         reason = f"nothing received for {core.keep_alive * KEEP_ALIVE_GRACE:g} s"
         client._end(will=True, reason=(Reason.KEEP_ALIVE_TIMEOUT, reason))
         return
@@ -55,3 +54,14 @@ def _due(client: "MqttClient") -> None:
     # Not read meanwhile (``broker.backpressure``): reading again restarts the count.
     due = core.last_received + grace - now
     client._timer = loop.call_later(max(due, 0.0) + 0.001, _due, client)
+
+
+def _log_expiry(client: "MqttClient") -> None:
+    """A device that connects and goes silent again and again would write this line each
+    time: a few a device, then a count (``Broker.device_lines``)."""
+    message = "keep-alive expired for %s: disconnecting (MQTT 3.1.1 §3.1.2.10)"
+    peer = client.peer
+    if peer is None:
+        log.info(message, client.label)
+        return
+    client.broker.device_lines(log).info(peer.owner, "keep-alive expiries", message, client.label)

@@ -33,6 +33,13 @@ class Peer:
         return (self.identity.device_id, self.client_id)
 
     @property
+    def owner(self) -> str:
+        """The device (or application) as logs name it, whatever its client id: the key of
+        the lines it can repeat by connecting again (``Broker.device_lines``)."""
+        kind = "application" if self.identity.application else "device"
+        return f"{kind} '{self.identity.device_name}'"
+
+    @property
     def label(self) -> str:
         """How logs name this client."""
         kind = "application" if self.identity.application else "device"

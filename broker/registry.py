@@ -129,7 +129,10 @@ class Registry:
             session = self.sessions.get(peer.key)
             old = session.client if session is not None else None
             if old is not None and old is not client:
-                log.info("%s connected again: closing its previous connection", peer.label)
+                client.broker.device_lines(log).info(
+                    peer.owner, "take-overs",
+                    "%s connected again: closing its previous connection", peer.label,
+                )  # fmt: skip
                 assert session is not None  # its will only if this connect ends the session:
                 await old.taken_over(will=session.ends_with_connect(clean))  # 5.0 §3.1.3.2.2
             ownership = self.ownership

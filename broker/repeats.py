@@ -9,7 +9,9 @@ one key (address ``*``). No I/O and no clock of its own: the caller passes the t
 
 ``LogLimiter`` puts one in front of a logger, for warnings a client's traffic can repeat at
 its own rate (a queue overflowing, frames refused): one line per key and interval, then a
-count of the rest.
+count of the rest. ``LimitedLoggers`` gives one per module logger, for the lines an
+authenticated device can repeat by connecting again and again (each costs it a TLS handshake:
+take-overs, keep-alive expiries, kicks), keyed by the device.
 """
 
 import logging
@@ -113,3 +115,21 @@ class LogLimiter:
                               summary.count, summary.reason, summary.seconds)  # fmt: skip
         if self._counter.report(key, what, now):
             self._log.log(level, message, *args)
+
+
+class LimitedLoggers:
+    """A ``LogLimiter`` for each logger asked for, all with one interval and repeats; the
+    loggers are the modules' own, a handful, so they need no bound of their own."""
+
+    def __init__(self, *, interval: float, repeats: int) -> None:
+        self._interval = interval
+        self._repeats = repeats
+        self._limiters: dict[str, LogLimiter] = {}
+
+    def __call__(self, log: logging.Logger) -> LogLimiter:
+        limiter = self._limiters.get(log.name)
+        if limiter is None:
+            limiter = self._limiters[log.name] = LogLimiter(
+                log, interval=self._interval, repeats=self._repeats
+            )
+        return limiter

@@ -346,7 +346,12 @@ class SessionClaims:
         session = self.registry.sessions.get(key)
         ends = session is None or session.ends_with_connect(request.get("clean") is not False)
         if claimed is not None and not claimed[1].ended:
-            log.info("%s connected on another node: closing this connection", claimed[1].label)
+            taken, peer = claimed[1], claimed[1].peer
+            message = "%s connected on another node: closing this connection"
+            if peer is None:
+                log.info(message, taken.label)
+            else:  # as a take-over on one member: a few a device, then a count
+                taken.broker.device_lines(log).info(peer.owner, "take-overs", message, taken.label)
             await claimed[1].taken_over(will=ends)
             self.taken_away += 1
         handovers, member = self.handovers, request.get("member")

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from broker.repeats import OTHERS, LogLimiter, RepeatCounter, Summary
+from broker.repeats import OTHERS, LimitedLoggers, LogLimiter, RepeatCounter, Summary
 
 
 def test_the_first_few_are_reported_and_the_rest_summed_per_interval() -> None:
@@ -47,3 +47,21 @@ def test_a_log_limiter_writes_one_line_per_key_and_interval_then_a_count(
         "member-a: 1000 more frames refused in 60 s",
         "a frame for a refused (1001)",
     ]
+
+
+def test_limited_loggers_keep_one_limiter_per_logger_and_count_per_device_and_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lines = LimitedLoggers(interval=60.0, repeats=2)
+    first, second = logging.getLogger("tests.first"), logging.getLogger("tests.second")
+    assert lines(first) is lines(first)
+    assert lines(first) is not lines(second)
+    with caplog.at_level(logging.INFO, logger="tests"):
+        for n in range(5):  # a device connecting again and again: 2 lines of each kind
+            lines(first).info("device 'd'", "take-overs", "taken over %d", n)
+            lines(first).info("device 'd'", "kicks", "kicked %d", n)
+            lines(first).info("device 'e'", "take-overs", "e taken over %d", n)
+    assert [r.getMessage() for r in caplog.records] == [
+        "taken over 0", "kicked 0", "e taken over 0",
+        "taken over 1", "kicked 1", "e taken over 1",
+    ]  # fmt: skip

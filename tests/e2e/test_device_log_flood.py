@@ -1,0 +1,94 @@
+"""A device cannot flood the log by connecting again and again.
+
+Each connection of an authenticated device may write a line: "connected again" when it takes
+its own session over, "keep-alive expired" when it goes silent, "disconnecting" when it is
+kicked. Before, each wrote its line: a device that connected in a loop (a TLS handshake each)
+wrote as many as it liked. Now, as the refusals before authentication, the first
+``auth_log_repeats`` of each kind per device in an interval are written, and the rest are
+counted in one summary line once the interval has ended.
+"""
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.mqtt.packets import MQTT_3_1_1, Connect
+from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.peers import Raw
+
+REPEATS = 2
+TAKE_OVERS = 8
+SUMMARY = re.compile(r"device 'looper': (\d+) more (take-overs|keep-alive expiries) in 1 s")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerThread]:
+    settings = broker_settings(
+        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=1.0
+    )
+    with BrokerThread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def certfile(broker: BrokerThread, tmp_path: Path) -> Path:
+    _, issued = broker.provision("looper")
+    return write_pem(tmp_path, issued, "looper")
+
+
+def _lines(caplog: pytest.LogCaptureFixture, fragment: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if fragment in r.getMessage()]
+
+
+def _summarised(caplog: pytest.LogCaptureFixture, kind: str) -> int:
+    found = (SUMMARY.fullmatch(r.getMessage()) for r in caplog.records)
+    return sum(int(m.group(1)) for m in found if m is not None and m.group(2) == kind)
+
+
+def _connected(broker: BrokerThread, certfile: Path, client_id: str, keep_alive: int) -> Raw:
+    raw = Raw(broker.port, broker.server_cert, certfile)
+    raw.connect(Connect(MQTT_3_1_1, client_id, True, keep_alive))
+    return raw
+
+
+def _wait_for(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # the broker's log lines, read as it writes them
+
+
+def test_take_overs_are_logged_a_few_times_a_device(
+    broker: BrokerThread, certfile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="broker")
+    previous = _connected(broker, certfile, "loop", 60)
+    started = time.monotonic()
+    for _ in range(TAKE_OVERS):  # each CONNECT takes the session over (3.1.1 §3.1.4)
+        again = _connected(broker, certfile, "loop", 60)
+        assert previous.closed()
+        previous.close()
+        previous = again
+    assert time.monotonic() - started < 1.0, "too slow to stay within one interval"
+    assert len(_lines(caplog, "connected again")) == REPEATS
+    # The interval ended: the next take-over's line brings the count of the others.
+    time.sleep(max(0.0, started + 1.05 - time.monotonic()))  # an interval must run out
+    _connected(broker, certfile, "loop", 60).close()
+    _wait_for(lambda: _summarised(caplog, "take-overs") == TAKE_OVERS - REPEATS)
+    previous.close()
+
+
+def test_keep_alive_expiries_are_logged_a_few_times_a_device(
+    broker: BrokerThread, certfile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="broker")
+    silent = [_connected(broker, certfile, f"silent-{n}", 1) for n in range(5)]
+    for raw in silent:  # closed after 1.5 x 1 s of silence (3.1.1 §3.1.2.10)
+        assert raw.closed()
+        raw.close()
+    assert len(_lines(caplog, "keep-alive expired")) == REPEATS
