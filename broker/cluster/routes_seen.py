@@ -175,7 +175,11 @@ def at_most(waiting: "asyncio.Future[None]", within: float) -> "asyncio.Future[N
         if not bounded.done():
             bounded.set_result(None)
 
-    timer = loop.call_later(within, done)
+    def overdue() -> None:
+        waiting.cancel()  # its route waits to be written (NATS away): nothing holds the wait
+        done()
+
+    timer = loop.call_later(within, overdue)
 
     def finished(future: "asyncio.Future[None]") -> None:
         timer.cancel()
