@@ -30,12 +30,14 @@ before its table has the filter, is missed as before.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.link import ClusterLink
@@ -67,15 +69,22 @@ class RoutesSeen:
         self._wanted: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until seen)
         self._round: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
+        self._listening: NatsSubscription | None = None
 
     async def start(self) -> None:
         """Answer the others: before this member's table is read (``RouteAnnouncer.start``),
         so that one told nobody listens here knows this member's table will have its write."""
         with nats_errors("listening for route revisions"):
-            await self.link.client.subscribe(self._subject(self.link.member), cb=self._asked)
+            self._listening = await self.link.client.subscribe(
+                self._subject(self.link.member), cb=self._asked
+            )
             await self.link.flush()  # NATS has it before the bucket is read
 
     async def stop(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:  # a member asking now is told nobody listens: not running
+            with contextlib.suppress(Exception):  # closed, or NATS away: nothing comes anyway
+                await listening.unsubscribe()
         if self._round is not None:
             await cancel_and_wait(self._round)
             self._round = None
