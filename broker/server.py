@@ -331,6 +331,7 @@ def _cluster_router(
             local, cluster, local.store, settings.max_forward_buffer,
             settings.cluster_handover_window, settings.cluster_max_parked_bytes,
             settings.cluster_qos2_ids_kept, settings.cluster_replay_wait,
+            (settings.cluster_compaction_interval, settings.cluster_delete_markers_kept),
         )  # fmt: skip
         made.append(router)
         return router

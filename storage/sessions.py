@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import StoreBase
@@ -95,12 +94,24 @@ class SessionRecords(StoreBase):
                             await _apply(session, write)
         return ids
 
+    def _upsert(self, row: type[Any]) -> Any:
+        """An INSERT into the table of ``row`` that can take ON CONFLICT, in this store's
+        dialect. Its module is imported here, not at the top: a process on SQLite (every CLI
+        call on the default store) need not load PostgreSQL's dialect, nor one on PostgreSQL
+        SQLite's."""
+        if self._is_postgres:
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(row)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(row)
+
     async def _await_pubrel(self, session: AsyncSession, write: AwaitPubrel) -> None:
         """Insert the pairs; one already kept (a batch may name an id its session kept
         before: its PUBREL and a new PUBLISH with that id in between) is now the new
         message's, with nothing to route again."""
-        dialect = postgresql if self._is_postgres else sqlite
-        statement = dialect.insert(_AWAITING)
+        statement = self._upsert(MqttAwaitingPubrelRow)
         statement = statement.on_conflict_do_update(
             index_elements=[_AWAITING.c.session_key, _AWAITING.c.packet_id],
             set_={"unrouted": None},
@@ -111,8 +122,7 @@ class SessionRecords(StoreBase):
     async def _keep_completed(self, session: AsyncSession, write: KeepCompleted) -> None:
         """Each id in its session's slot, in place of the one kept there before: one row
         written per completion, and at most a ring's worth kept per session."""
-        dialect = postgresql if self._is_postgres else sqlite
-        statement = dialect.insert(_COMPLETED)
+        statement = self._upsert(MqttCompletedRow)
         statement = statement.on_conflict_do_update(
             index_elements=[_COMPLETED.c.session_key, _COMPLETED.c.slot],
             set_={"seq": statement.excluded.seq, "message_id": statement.excluded.message_id},

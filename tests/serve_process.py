@@ -5,15 +5,19 @@ bound.
 ``start`` launches it, ``serving`` is a context manager around that; the reliability tests'
 ``ServeProcess`` (to kill and restart) starts it the same way."""
 
+import asyncio
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from auth.certificate import parse_credential
+from nanoiot.cli.common import open_store
+from nanoiot.settings import load_settings
 from tests.certgen import issue
-from tests.cli.conftest import NANOIOT, Cli
+from tests.cli.conftest import NANOIOT
 from tests.e2e.harness import write_pem
 from tests.output import Output
 
@@ -76,11 +80,18 @@ def serving(
         served.stop()
 
 
-def provision_device(nanoiot: Cli, directory: Path, name: str) -> Path:
-    """A device registered through the CLI with a fresh certificate; its .nopass.pem file."""
-    nanoiot("device", "add", name)
+def provision_device(env: Mapping[str, str], directory: Path, name: str) -> Path:
+    """A device with a fresh certificate, in the store that ``nanoiot`` run with ``env`` in
+    ``directory`` uses; its .nopass.pem file. What ``nanoiot device add`` and ``credentials
+    add-x509`` do, done in this process: a command per step cost a Python start-up each, and
+    the CLI has tests of its own."""
     issued = issue(name)
-    certificate = directory / f"{name}.pub.pem"
-    certificate.write_text(issued.cert_pem)
-    nanoiot("credentials", "add-x509", name, str(certificate))
+    settings = load_settings(environ=env, cwd=directory)
+
+    async def add() -> None:
+        async with open_store(settings) as store:
+            credential = parse_credential(issued.cert_pem)
+            await store.create_device_with_credential(name, x509=credential)
+
+    asyncio.run(add())
     return write_pem(directory, issued, name)

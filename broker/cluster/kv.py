@@ -18,6 +18,7 @@ bucket keeps one value per key, ``history=1``), which it then gives instead.
 """
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,6 +119,40 @@ class KeyValue:
         if self._watches is not None:
             self._watches.add(watch)
         return watch
+
+    async def compact(self, older_than: float) -> int:
+        """Purge the delete markers written more than ``older_than`` seconds ago; how many
+        were purged. Only on a server where a purge leaves open watches alone (2.9.12 and
+        later, ``broker.cluster.compaction``)."""
+        markers = await self.delete_markers(older_than)
+        await self.purge(markers)
+        return len(markers)
+
+    async def delete_markers(self, older_than: float) -> list[tuple[str, int]]:
+        """(key, revision) of each delete marker written more than ``older_than`` seconds
+        ago, by the server's clock (when the entries say they were stored)."""
+        markers: list[tuple[str, int]] = []
+        watch = await self.watch()
+        try:
+            while (change := await watch.next()) is not None:
+                key, present = change
+                written_at = watch.written_at
+                if not present and written_at is not None and written_at < time.time() - older_than:
+                    markers.append((key, watch.revision))
+        finally:
+            await watch.stop()
+        return markers
+
+    async def purge(self, markers: list[tuple[str, int]]) -> None:
+        """Purge each (key, revision) with what is older on its key, never a value written
+        after it: a key written again since it was read keeps its new value (a purge of the
+        whole key, as nats-py's ``purge_deletes`` does, would lose it)."""
+        for key, revision in markers:
+            with nats_errors(f"purging {self.bucket}/{key}"):
+                # JetStream purges the subject's messages below ``seq``; later ones stay.
+                await self._js.purge_stream(
+                    self._stream, subject=f"$KV.{self.bucket}.{key}", seq=revision + 1
+                )
 
     async def _last_revision(self, keys: str) -> int:
         """The revision of the last value written to ``keys`` (0: there is none)."""

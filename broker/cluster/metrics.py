@@ -181,6 +181,13 @@ class ClusterCollector:
                 "Wills dropped while NATS was lost: past cluster_max_held_wills held back",
                 value=wills.held_dropped,
             )
+        if router.compaction is not None:
+            yield CounterMetricFamily(
+                "nanoiot_cluster_delete_markers_purged",
+                "Delete markers this member purged from the routes and claims buckets "
+                "(cluster_compaction_interval; nats-server 2.9.12 and later)",
+                value=router.compaction.purged,
+            )
         if router.members is not None:
             yield from MembersCollector(router.members.live).collect()
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker.cluster.absences import Absences
+from broker.cluster.compaction import Compaction
 from broker.cluster.confirmations import all_of
 from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group
@@ -81,6 +82,7 @@ class ClusterRouter:
         max_parked: int = 64 * 1024 * 1024,
         qos2_ids_kept: int = 100_000,
         replay_wait: float = 60.0,
+        compaction: tuple[float, float] = (0.0, 1800.0),
     ) -> None:
         self.local = local
         self.link = link
@@ -110,6 +112,8 @@ class ClusterRouter:
         self.forwarded = 0  # messages sent to other members (one per member)
         self.routed_again = 0  # QoS 2 messages sent again (``broker.cluster.resend``)
         self.frames_in = FramesIn(self, max_buffer)  # what the others send here
+        self._compaction_every, self._markers_kept = compaction  # seconds
+        self.compaction: Compaction | None = None
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -150,6 +154,10 @@ class ClusterRouter:
         self.wills.adopt = self.claims.adopt
         await self.claims.start()
         registry.ownership = self.claims
+        self.compaction = Compaction(
+            self.link.client, [bucket, clients], self._compaction_every, self._markers_kept
+        )
+        self.claims.drop_ended = self.compaction.start()
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
 
@@ -197,6 +205,8 @@ class ClusterRouter:
         sees it gone (the entry deleted) and asks whether anything listens for it
         (``broker.cluster.silence``) finds nobody, and adopts its persistent sessions at once,
         as this member left them."""
+        if self.compaction is not None:
+            await self.compaction.stop()
         if self.handovers is not None:
             await self.handovers.stop()
         if self.replays is not None:

@@ -32,6 +32,11 @@ adopter's claim, while it is still read, until its replay ended) takes them alon
 names that member and a pin on its frames, and the claiming member reads them for it
 (``Owed.handing_over``, ``Replays.taken_with``).
 
+A session that ended with its connection (Clean Session, or a 5.0 expiry of 0) has its
+claim deleted (at that connect's revision: a newer claim stays) when the buckets are
+compacted (``broker.cluster.compaction``), which purges the marker the delete leaves; without
+compaction it stays, as a marker would.
+
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
 while NATS is away), with what this member has, logged; exclusivity across members then
 returns with NATS.
@@ -114,6 +119,10 @@ class SessionClaims:
         # never a newer connection here whose own claim comes later.
         self._claimed: dict[SessionKey, tuple[int, MqttClient]] = {}
         self._claiming: dict[SessionKey, asyncio.Event] = {}  # set once claimed (``_close``)
+        # Whether a clean session's claim is deleted when it ends: with compaction only, which
+        # purges the delete markers (``broker.cluster.compaction``).
+        self.drop_ended = False
+        self._dropping: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.link.subscribe(self.link.subject("takeover", self.link.member), self._close)
@@ -221,10 +230,33 @@ class SessionClaims:
         return self._awaiting.pop(key, set())
 
     def ended(self, client: "MqttClient") -> None:
+        if self.drop_ended and client.peer is not None:
+            # Once its end is complete: a session that ended with it is gone from memory.
+            asyncio.get_running_loop().call_soon(self._drop_ended, client, client.peer.key)
         if self.wills is not None and client.peer is not None:
             # Decided once the connection's end is complete (its will published, or waiting
             # for its delay: MQTT 5 §3.1.3.2.2).
             asyncio.get_running_loop().call_soon(self._will_ended, client, client.peer.key)
+
+    def _drop_ended(self, client: "MqttClient", key: SessionKey) -> None:
+        """The claim of ``client``'s session goes if the session ended with the connection
+        (Clean Session, or 5.0 expiry 0): nobody holds it. Deleted at this connection's own
+        revision: a newer claim (another connect, here or elsewhere) stays."""
+        claimed = self._claimed.get(key)
+        if claimed is None or claimed[1] is not client or key in self.registry.sessions:
+            return  # taken over, connected again, or a session that lives on
+        del self._claimed[key]
+        task = asyncio.get_running_loop().create_task(self._delete_claim(key, claimed[0]))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+    async def _delete_claim(self, key: SessionKey, revision: int) -> None:
+        try:
+            await self.bucket.delete(to_key(store_key(key)), revision)
+        except ClusterConflictError:
+            pass  # claimed again meanwhile: that claim stays
+        except ClusterError as exc:  # NATS away: the claim stays, as before compaction
+            log.info("claim of ended session %s not deleted: %s", store_key(key), exc)
 
     def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
         if self.wills is None:

@@ -14,21 +14,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from auth.certificate import ParsedCredential, load_certificate
-from auth.chain import load_crl, trusted_ca_problem
-from auth.cn_rule import cn_rule_problem
 from nanoiot.cli.common import MAX_CRL_FILE, fail, read_file, with_store
 from nanoiot.cli.credentials import read_credential_file
 from nanoiot.cli.output import as_dict, console
 from nanoiot.errors import NanoIoTError, NotFoundError, PemError
-from storage.interface import CredentialStore
-from storage.records import TrustedCA
 
 if TYPE_CHECKING:
+    # Imported where used: cryptography's chain checks, RE2 and the store's interface
+    # (SQLAlchemy) are for these commands, not for every run of the CLI.
+    from cryptography import x509
     from rich.table import Table
+
+    from auth.certificate import ParsedCredential
+    from storage.interface import CredentialStore
+    from storage.records import TrustedCA
 
 app = typer.Typer(no_args_is_help=True, help="Trusted CAs that issue device certificates.")
 
@@ -64,7 +64,7 @@ def add(
     if cn_regex is not None:
         _check_regex(cn_regex)
 
-    async def _add(store: CredentialStore) -> TrustedCA:
+    async def _add(store: "CredentialStore") -> "TrustedCA":
         return await store.add_trusted_ca(
             name, parsed, cn_regex=cn_regex, create_devices=create_devices
         )
@@ -82,7 +82,9 @@ def add(
         say("  note: this CA has expired: certificates it issued are refused")
 
 
-def _check_is_ca(path: Path, parsed: ParsedCredential) -> None:
+def _check_is_ca(path: Path, parsed: "ParsedCredential") -> None:
+    from auth.chain import trusted_ca_problem
+
     problem = trusted_ca_problem(parsed)
     if problem is not None:
         hint = ", e.g. nanoiot-device-ca.pem from server.keygen.sh --ca"
@@ -90,6 +92,8 @@ def _check_is_ca(path: Path, parsed: ParsedCredential) -> None:
 
 
 def _check_regex(pattern: str) -> None:
+    from auth.cn_rule import cn_rule_problem
+
     problem = cn_rule_problem(pattern)
     if problem is not None:
         fail(f"--cn-regex {problem.removeprefix('CN rule ')}")
@@ -109,14 +113,17 @@ def list_(
     console.print(_table(cas))
 
 
-def _without_crl(ca: TrustedCA) -> dict[str, Any]:
+def _without_crl(ca: "TrustedCA") -> dict[str, Any]:
     row = as_dict(ca)
     del row["crl_pem"]
     return row
 
 
-def _crl_summary(ca: TrustedCA) -> dict[str, Any] | None:
+def _crl_summary(ca: "TrustedCA") -> dict[str, Any] | None:
     """What the broker would use of the stored CRL (``error`` when it would ignore the CA)."""
+    from auth.certificate import load_certificate
+    from auth.chain import load_crl
+
     if not ca.crl_pem:
         return None
     try:
@@ -131,7 +138,7 @@ def _crl_summary(ca: TrustedCA) -> dict[str, Any] | None:
     }
 
 
-def _table(cas: Sequence[TrustedCA]) -> "Table":
+def _table(cas: "Sequence[TrustedCA]") -> "Table":
     from rich.markup import escape
     from rich.table import Table
 
@@ -176,7 +183,12 @@ def crl(
         fail("give either a CRL file or --clear")
     data = None if crlfile is None else read_file(crlfile, limit=MAX_CRL_FILE, holding="a CRL")
 
-    async def _set(store: CredentialStore) -> x509.CertificateRevocationList | None:
+    async def _set(store: "CredentialStore") -> "x509.CertificateRevocationList | None":
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from auth.certificate import load_certificate
+        from auth.chain import load_crl
+
         ca = await find_ca(store, name)
         if data is None:
             await store.set_ca_crl(ca.id, None)
@@ -202,7 +214,7 @@ def crl(
 def delete(ctx: typer.Context, name: CaName) -> None:
     """Stop trusting a CA (and drop its CRL): its devices are cut off."""
 
-    async def _delete(store: CredentialStore) -> None:
+    async def _delete(store: "CredentialStore") -> None:
         await store.delete_trusted_ca((await find_ca(store, name)).id)
 
     with_store(ctx, _delete, writes=True)
@@ -216,7 +228,7 @@ def delete(ctx: typer.Context, name: CaName) -> None:
     )
 
 
-async def find_ca(store: CredentialStore, name: str) -> TrustedCA:
+async def find_ca(store: "CredentialStore", name: str) -> "TrustedCA":
     cas = await store.list_trusted_cas()
     for ca in cas:
         if ca.name == name:

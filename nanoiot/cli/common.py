@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 
-from nanoiot.settings import Settings, load_settings
-
-if TYPE_CHECKING:  # imported lazily at run time: `nanoiot --help` need not load SQLAlchemy
+if TYPE_CHECKING:
+    # Imported where used: every command module loads this one, and `nanoiot --help` or
+    # `nanoiot keygen` need neither the settings model (pydantic) nor SQLAlchemy.
+    from nanoiot.settings import Settings
     from storage.sql import SqlCredentialStore
 
 T = TypeVar("T")
@@ -23,11 +24,13 @@ class State:
     """Per-invocation state hung on the typer context by the root callback."""
 
     config_path: Path | None = None
-    _settings: Settings | None = field(default=None, repr=False)
+    _settings: "Settings | None" = field(default=None, repr=False)
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
         if self._settings is None:
+            from nanoiot.settings import load_settings
+
             self._settings = load_settings(self.config_path)
         return self._settings
 
@@ -97,7 +100,7 @@ def with_store(
     return result
 
 
-def database_label(settings: Settings) -> str:
+def database_label(settings: "Settings") -> str:
     """The database in use, as shown to people: the SQLite file, or the URL without its
     password."""
     from sqlalchemy.engine import make_url
@@ -111,7 +114,7 @@ def database_label(settings: Settings) -> str:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator["SqlCredentialStore"]:
+async def open_store(settings: "Settings") -> AsyncIterator["SqlCredentialStore"]:
     """The store for this settings' database, migrated and closed afterwards."""
     from nanoiot.store import open_store as open_configured
 

@@ -5,25 +5,30 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from auth.certificate import ParsedCredential, parse_credential
-from auth.validity import check_registrable
 from nanoiot.cli.common import MAX_CERTIFICATE_FILE, fail, read_file, with_store
 from nanoiot.cli.output import console, print_credentials, to_json
 from nanoiot.errors import CredentialError
-from storage.interface import CredentialStore
-from storage.records import Credential
+
+if TYPE_CHECKING:
+    # Imported where used: loading the CLI to run another command (or --help) needs neither
+    # cryptography's X.509 parsing nor the store's interface (SQLAlchemy).
+    from auth.certificate import ParsedCredential
+    from storage.interface import CredentialStore
+    from storage.records import Credential
 
 app = typer.Typer(no_args_is_help=True, help="Device credentials.")
 
 DeviceName = Annotated[str, typer.Argument(help="Name of the device.")]
 
 
-def read_credential_file(path: Path) -> ParsedCredential:
+def read_credential_file(path: Path) -> "ParsedCredential":
     """Parse a certificate or public key file, with the file name in any error."""
+    from auth.certificate import parse_credential
+
     data = read_file(path, limit=MAX_CERTIFICATE_FILE, holding="a certificate")
     try:
         return parse_credential(data)
@@ -43,10 +48,12 @@ def add_x509(
     ] = False,
 ) -> None:
     """Register an X.509 certificate (or bare public key) for a device."""
+    from auth.validity import check_registrable
+
     parsed = read_credential_file(pemfile)
     check_registrable(parsed, datetime.now(UTC), allow_expired=allow_expired)
 
-    async def _add(store: CredentialStore) -> Credential:
+    async def _add(store: "CredentialStore") -> "Credential":
         found = await store.get_device_by_name(device)
         return await store.add_x509_credential(found.id, parsed)
 
@@ -69,7 +76,7 @@ def add_token(
     """Give a device an access token (its MQTT user name when it has no certificate)."""
     value = token or secrets.token_urlsafe(15)
 
-    async def _add(store: CredentialStore) -> Credential:
+    async def _add(store: "CredentialStore") -> "Credential":
         found = await store.get_device_by_name(device)
         return await store.add_token_credential(found.id, value)
 
@@ -100,7 +107,7 @@ def add_basic(
     if not password:
         fail("empty password on standard input")
 
-    async def _add(store: CredentialStore) -> Credential:
+    async def _add(store: "CredentialStore") -> "Credential":
         found = await store.get_device_by_name(device)
         return await store.add_basic_credential(
             found.id,
@@ -122,7 +129,7 @@ def list_(
 ) -> None:
     """List a device's credentials."""
 
-    async def _list(store: CredentialStore) -> Sequence[Credential]:
+    async def _list(store: "CredentialStore") -> "Sequence[Credential]":
         found = await store.get_device_by_name(device)
         return await store.list_credentials(found.id)
 
@@ -148,7 +155,7 @@ def revoke(
     """
     wanted = fingerprint.lower().removeprefix("sha256:").replace(":", "") if fingerprint else None
 
-    async def _revoke(store: CredentialStore) -> Sequence[Credential]:
+    async def _revoke(store: "CredentialStore") -> "Sequence[Credential]":
         found = await store.get_device_by_name(device)
         return await store.revoke_x509(found.id, wanted)
 

@@ -2,16 +2,18 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nanoiot.cli.ca import find_ca
 from nanoiot.cli.common import fail, with_store
-from nanoiot.cli.imports import import_rows, read_rows
 from nanoiot.cli.output import as_dict, console, device_table, print_credentials, to_json
-from storage.interface import CredentialStore
-from storage.records import Credential, Device
+
+if TYPE_CHECKING:
+    # The store's interface (SQLAlchemy) is loaded by with_store, when a command runs.
+    from storage.interface import CredentialStore
+    from storage.records import Credential, Device
 
 app = typer.Typer(no_args_is_help=True, help="Devices.")
 
@@ -32,7 +34,7 @@ def add(
 ) -> None:
     """Create a device."""
 
-    async def _add(store: CredentialStore) -> Device:
+    async def _add(store: "CredentialStore") -> "Device":
         bound = (await find_ca(store, ca)).id if ca is not None else None
         return await store.create_device(name, type=type, label=label, bound_ca_id=bound)
 
@@ -56,7 +58,7 @@ def bind(
     if (ca is None) != unbind:
         fail("give a CA name, or --none to unbind")
 
-    async def _bind(store: CredentialStore) -> None:
+    async def _bind(store: "CredentialStore") -> None:
         device = await store.get_device_by_name(name)
         await store.bind_device(device.id, (await find_ca(store, ca)).id if ca else None)
 
@@ -72,7 +74,7 @@ def list_(
 ) -> None:
     """List devices by name."""
 
-    async def _all(store: CredentialStore) -> list[Device]:
+    async def _all(store: "CredentialStore") -> "list[Device]":
         items: list[Device] = []
         page = 0
         while True:
@@ -93,7 +95,7 @@ def list_(
 def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
     """Show a device and its credentials."""
 
-    async def _show(store: CredentialStore) -> tuple[Device, Sequence[Credential]]:
+    async def _show(store: "CredentialStore") -> "tuple[Device, Sequence[Credential]]":
         device = await store.get_device_by_name(name)
         return device, await store.list_credentials(device.id)
 
@@ -118,7 +120,7 @@ def enable(ctx: typer.Context, name: Name) -> None:
 
 
 def _set_enabled(ctx: typer.Context, name: str, *, enabled: bool) -> None:
-    async def _set(store: CredentialStore) -> None:
+    async def _set(store: "CredentialStore") -> None:
         device = await store.get_device_by_name(name)
         await store.set_device_enabled(device.id, enabled)
 
@@ -130,7 +132,7 @@ def _set_enabled(ctx: typer.Context, name: str, *, enabled: bool) -> None:
 def delete(ctx: typer.Context, name: Name) -> None:
     """Delete a device and all its credentials."""
 
-    async def _delete(store: CredentialStore) -> None:
+    async def _delete(store: "CredentialStore") -> None:
         device = await store.get_device_by_name(name)
         await store.delete_device(device.id)
 
@@ -153,6 +155,8 @@ def import_(
     Each row is imported whole or not at all: after an interruption, run the same file
     again; certificate rows imported the first time are counted as already imported.
     """
+    from nanoiot.cli.imports import import_rows, read_rows
+
     rows = read_rows(file)
     report = with_store(
         ctx, lambda store: import_rows(store, rows, allow_expired=allow_expired), writes=True

@@ -13,12 +13,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from auth.kinds import CredentialType
-from storage.records import Credential, Device
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from storage.records import Credential, Device
 
 
 class _Console:
@@ -68,7 +67,7 @@ def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value else ""
 
 
-def device_table(devices: Sequence[Device], title: str | None = None) -> "Table":
+def device_table(devices: "Sequence[Device]", title: str | None = None) -> "Table":
     from rich.table import Table
     from rich.text import Text
 
@@ -81,7 +80,7 @@ def device_table(devices: Sequence[Device], title: str | None = None) -> "Table"
     return table
 
 
-def print_credentials(credentials: Sequence[Credential]) -> None:
+def print_credentials(credentials: "Sequence[Credential]") -> None:
     """One block per credential, its identity (the fingerprint) on a line of its own.
 
     Not a table: in 80 columns a table cuts or folds the 71-character fingerprint, and a
@@ -96,7 +95,11 @@ def print_credentials(credentials: Sequence[Credential]) -> None:
             console.print(f"  {details}")
 
 
-def _identity(c: Credential) -> str:
+def _identity(c: "Credential") -> str:
+    # Here, not at the top: the auth package loads cryptography, which `nanoiot --help` and
+    # the commands that print no credential need not pay for.
+    from auth.kinds import CredentialType
+
     if c.spki_sha256:
         return f"sha256:{c.spki_sha256}"
     if c.type is CredentialType.ACCESS_TOKEN:
@@ -104,7 +107,7 @@ def _identity(c: Credential) -> str:
     return f"user {c.username}" + (f" (client id {c.client_id})" if c.client_id else "")
 
 
-def _details(c: Credential) -> str:
+def _details(c: "Credential") -> str:
     if c.spki_sha256:
         subject = c.subject or "(bare public key)"
         return f"{subject}, valid until {_when(c.not_after)}" if c.not_after else subject

@@ -8,13 +8,15 @@ import logging
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from nanoiot.cli.common import database_label, state
-from nanoiot.settings import Settings
 from nanoiot.text import host_port
+
+if TYPE_CHECKING:
+    from nanoiot.settings import Settings
 
 log = logging.getLogger("nanoiot")
 
@@ -81,7 +83,7 @@ def configure_logging(level: str, tag: str = "") -> None:
     logging.getLogger("alembic").setLevel(quiet)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: "Settings") -> None:
     from broker.devcerts import first_device_instructions
     from nanoiot.node import Node
 
@@ -119,7 +121,7 @@ def api(ctx: typer.Context) -> None:
     asyncio.run(_api(settings))
 
 
-async def _api(settings: Settings) -> None:
+async def _api(settings: "Settings") -> None:
     from admin.app import start_admin
     from admin.context import AdminContext
     from admin.limits import HttpLimits
@@ -146,7 +148,7 @@ async def _api(settings: Settings) -> None:
         await store.close()
 
 
-def warn_loose_permissions(settings: Settings) -> None:
+def warn_loose_permissions(settings: "Settings") -> None:
     """A warning for the data directory, or a secret file in it, that others may read."""
     from admin.token import TOKEN_FILE
     from storage.engine import is_sqlite
@@ -169,7 +171,7 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _token_notice(settings: Settings, token: str) -> str:
+def _token_notice(settings: "Settings", token: str) -> str:
     from admin.token import token_path
 
     return (

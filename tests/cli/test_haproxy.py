@@ -25,7 +25,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.broker.proxy_headers import v2_header
-from tests.cli.conftest import Cli
 from tests.output import Output
 from tests.paho_loop import stop_loop
 from tests.serve_process import WAIT, provision_device, serving
@@ -129,9 +128,9 @@ def allowed_events(http: str) -> list[dict[str, str]]:
 
 
 def test_device_address_through_haproxy_and_untrusted_headers_refused(
-    cli_env: dict[str, str], nanoiot: Cli, tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    certfile = provision_device(nanoiot, tmp_path, "thermo")
+    certfile = provision_device(cli_env, tmp_path, "thermo")
     env = cli_env | {
         "MQTT_SSL_BIND_ADDRESS": "127.0.0.1",
         "MQTT_SSL_BIND_PORT": "0",

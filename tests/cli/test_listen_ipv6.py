@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import Cli
 from tests.serve_process import WAIT, provision_device, serving
 
 # An MQTT 3.1.1 CONNECT (§3.1): clean session, keep alive 60 s, client id "v6"; and the
@@ -36,11 +35,11 @@ def _mqtt_connack(host: str, port: int, server_cert: Path, device: Path) -> byte
 
 
 def test_the_ipv6_wildcard_takes_ipv6_and_ipv4_clients(
-    cli_env: dict[str, str], nanoiot: Cli, tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     if not socket.has_dualstack_ipv6():
         pytest.skip("this system cannot take IPv4 and IPv6 on one socket")
-    device = provision_device(nanoiot, tmp_path, "dual")
+    device = provision_device(cli_env, tmp_path, "dual")
     env = cli_env | {
         "MQTT_SSL_BIND_ADDRESS": "::",
         "MQTT_SSL_BIND_PORT": "0",

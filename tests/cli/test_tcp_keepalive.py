@@ -17,7 +17,6 @@ import pytest
 
 from nanoiot.errors import ConfigError
 from nanoiot.settings import load_settings
-from tests.cli.conftest import Cli
 from tests.e2e.harness import Client, mqtt_client
 from tests.natsserver import NATS_URL, shared_cluster
 from tests.output import Output
@@ -64,8 +63,8 @@ def keepalive_left(line: str) -> int | None:
 
 
 @pytest.fixture
-def device(nanoiot: Cli, tmp_path: Path) -> Path:
-    return provision_device(nanoiot, tmp_path, "thermo")
+def device(cli_env: dict[str, str], tmp_path: Path) -> Path:
+    return provision_device(cli_env, tmp_path, "thermo")
 
 
 def broker_env(cli_env: dict[str, str], idle: str | None) -> dict[str, str]:

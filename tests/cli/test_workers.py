@@ -106,9 +106,9 @@ def connect_device(port: int, workdir: Path, certfile: Path, output: Output) -> 
 
 
 def test_workers_share_the_port_restart_and_stop(
-    cluster_env: dict[str, str], nanoiot: Cli, tmp_path: Path
+    cluster_env: dict[str, str], tmp_path: Path
 ) -> None:
-    certfile = provision_device(nanoiot, tmp_path, "thermo")
+    certfile = provision_device(cluster_env, tmp_path, "thermo")
 
     with serving(cluster_env, tmp_path, "--workers", "2") as (process, stdout, stderr):
         port = int(stdout[-1].rsplit(":", 1)[1])
