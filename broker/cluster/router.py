@@ -122,7 +122,6 @@ class ClusterRouter:
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
         self.routes_seen = RoutesSeen(self.link, self.announcer, self._member_names)
         await self.routes_seen.start()  # before its table is read (``routes_seen``)
-        self.announcer.seen = self.routes_seen
         await self.parked.start()
         self.forwarder.parking = self.parked
         await self.forwarder.start()
@@ -267,7 +266,8 @@ class ClusterRouter:
         """Once the other members' route tables have ``filters`` (MQTT 3.1.1 and 5.0 §3.8.4:
         the SUBACK promises their messages, ``broker.cluster.routes_seen``), at most
         ``within`` seconds: a route NATS cannot take now is written later."""
-        waiting = self.announcer.seen_for(filters) if self.announcer is not None else None
+        seen = self.routes_seen
+        waiting = seen.seen_for(filters) if seen is not None else None
         return None if waiting is None else at_most(waiting, within)
 
     def publish_qos2(

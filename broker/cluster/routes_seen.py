@@ -11,7 +11,7 @@ millisecond) in which a message published elsewhere missed the new subscriber, a
 application that subscribes, then tells a device on another node to publish, lost it.
 
 So a SUBACK waits until every other member says its table is at the revision this member's
-write had (``RouteAnnouncer.seen_for``). Each member answers a request naming a revision on
+write had (``seen_for``). Each member answers a request naming a revision on
 ``<cluster>.routes.<member>`` once its table is there (``RouteAnnouncer.reached``). Asked
 are the members this one knows of (live, or with routes); one NATS says nobody listens for
 is not running, and reads the whole bucket when it starts, after it starts listening (so
@@ -32,7 +32,7 @@ before its table has the filter, is missed as before.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import nats.errors
@@ -94,6 +94,23 @@ class RoutesSeen:
             if not waiting.done():
                 waiting.set_result(None)  # nothing is asked any more
         self._wanted = []
+
+    def seen_for(self, filters: Iterable[str]) -> "asyncio.Future[None] | None":
+        """Done once the entries of ``filters`` are written as changed so far and the other
+        members' tables have them; None if they have. As of this member's table, not its
+        last write: an entry the bucket held already is not written again."""
+        written = self.announcer.keys_written(filters)
+        if written is None:
+            return None  # not started, or stopped: nothing is written
+        if written.done():
+            return self.seen(self.announcer.revision)
+        return asyncio.ensure_future(self._seen_once(written))
+
+    async def _seen_once(self, written: "asyncio.Future[None]") -> None:
+        await written
+        waiting = self.seen(self.announcer.revision)
+        if waiting is not None:
+            await waiting
 
     def seen(self, revision: int) -> "asyncio.Future[None] | None":
         """Done once the other members' tables are at ``revision`` (None: they are)."""

@@ -21,7 +21,6 @@ async def _member(link: ClusterLink, others: set[str]) -> tuple[RouteAnnouncer, 
     announcer = RouteAnnouncer(await link.key_value(BUCKET), link.member, RouteTable())
     seen = RoutesSeen(link, announcer, lambda: others)
     await seen.start()
-    announcer.seen = seen
     await announcer.start()
     return announcer, seen
 
@@ -54,7 +53,7 @@ async def test_once_seen_the_other_members_table_has_every_filter(
         announcer.add(topic_filter)
     async with asyncio.timeout(WAIT):
         await announcer.written()  # in the bucket: not yet in b's table, maybe
-        waits = [announcer.seen_for([topic_filter]) for topic_filter in filters]
+        waits = [seen.seen_for([topic_filter]) for topic_filter in filters]
         for topic_filter, waiting in zip(filters, waits, strict=True):
             assert waiting is not None
             await waiting
@@ -62,4 +61,4 @@ async def test_once_seen_the_other_members_table_has_every_filter(
             assert table_b.members_for(topic_filter) == {"a"}
     assert seen.rounds == 1  # shared: the waits that came while it was out took it
     assert seen.late == 0  # c runs nowhere: NATS said nobody listens, at once
-    assert announcer.seen_for(filters[:1]) is None  # seen already: nothing to wait for
+    assert seen.seen_for(filters[:1]) is None  # seen already: nothing to wait for
