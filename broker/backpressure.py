@@ -105,13 +105,18 @@ def reading(client: "MqttClient") -> bool:
     """Whether the broker reads what ``client`` sends: no reason not to holds. The reasons,
     each cleared by what ends it before it calls ``resume``: its unanswered messages fill the
     window (``_full``: ``hold_back``, ``read_again``), the rest of a read waits for its turn
-    (``_turn``: ``take_turns``, ``_next_turn``), it does not read what it is sent (``_unread``:
-    ``hold_unread``), it is not admitted yet with more than a
-    packet sent, or the previous run's sessions are being restored (``_paused``:
-    ``broker.client``, ``broker.connecting``). Keep-alive does not run meanwhile
+    (``_turn``: ``take_turns``, ``_next_turn``), it does not read what it is sent
+    (``_unread``: ``hold_unread``), it is not admitted yet with more than a packet sent, or
+    the previous run's sessions are being restored (``_paused``: ``broker.client``,
+    ``broker.connecting``), or its SUBACK waits for the other members of
+    a cluster (``HeldAcks.subscribing``). Keep-alive does not run meanwhile
     (``broker.keep_alive``)."""
     return not (
-        client._full or client._turn is not None or client._paused or client._unread is not None
+        client._full
+        or client._turn is not None
+        or client._paused
+        or client._unread is not None
+        or client._acks.subscribing
     )
 
 

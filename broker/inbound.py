@@ -179,6 +179,7 @@ def publish_will(
 
 def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     granted: list[tuple[str, Subscription]] = []
+    made_now: list[str] = []  # the filters subscribed to
     codes: list[int] = []
     identifier = packet.properties.get(Property.SUBSCRIPTION_IDENTIFIER)
     v5 = client.core.level == MQTT_5
@@ -188,6 +189,7 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
             codes.append(made if v5 else SUBACK_FAILURE)
             continue
         topic_filter, sub, new = made
+        made_now.append(topic_filter)
         codes.append(sub.qos)
         # 5.0 §3.8.3.1 Retain Handling: 0 always, 1 for a new subscription only, 2 never.
         if sub.retain_handling == 0 or (sub.retain_handling == 1 and new):
@@ -195,7 +197,13 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     if packet.refused:  # past max_filters_per_subscribe, in the packet's order (§3.9.3)
         _count_refused(client)
         codes.extend([Reason.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE] * packet.refused)
-    client.core.suback(packet.packet_id, codes)
+    # §3.8.4: from the SUBACK on, messages published anywhere in a cluster reach them.
+    within = client.broker.config.ack_timeout / 2  # never closes it (``broker.acks``)
+    seen = client.broker.router.seen(made_now, within) if made_now else None
+    if seen is None:
+        client.core.suback(packet.packet_id, codes)
+    else:
+        client._acks.suback(packet.packet_id, codes, seen)
     for topic_filter, sub in granted:
         if not topic_filter.startswith(SHARE_PREFIX):
             _send_retained(client, topic_filter, sub)
