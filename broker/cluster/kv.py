@@ -10,11 +10,12 @@ by nats-py's own marker, which can come before values already written (nats.py #
 consumer's pending count is read while deliveries are still on their way). Reading a partial
 route table, member list or retained set at start-up would lose messages.
 
-A watch is remade after a reconnection to NATS (``broker.cluster.watches``): the new one gives
-each key's last value again, and what the watch already gave (its revision or older) is
-skipped, so each revision is given once, in order. What the old one held but had not given
-yet is dropped with it: the new one gives it, unless a later value of the key replaced it (the
-bucket keeps one value per key, ``history=1``), which it then gives instead.
+A watch is remade after a reconnection to NATS (``broker.cluster.watches``): the new one starts
+at the revision after the last the watch gave (``broker.cluster.kv_resumed``), so each
+revision is given once, in order, and a remake reads what changed meanwhile, not the bucket.
+What the old one held but had not given yet is dropped with it: the new one gives it, unless a
+later value of the key replaced it (the bucket keeps one value per key, ``history=1``), which
+it then gives instead.
 """
 
 import contextlib
@@ -27,10 +28,12 @@ from typing import Final
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_PURGE
+from nats.js.api import Header
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker.cluster.errors import nats_errors
+from broker.cluster.kv_resumed import ResumedWatcher, watch_from
 from broker.cluster.watches import OpenWatches
 from nanoiot.tasks import cancellable
 
@@ -87,10 +90,16 @@ class KeyValue:
         with nats_errors(f"writing {self.bucket}/{key}"):
             return await self._store.put(key, value)
 
-    async def delete(self, key: str, revision: int | None = None) -> None:
-        """Delete ``key`` (only at ``revision``, when given)."""
+    async def delete(self, key: str, revision: int | None = None) -> int:
+        """Delete ``key`` (only at ``revision``, when given); the deletion's revision (nats-py's
+        ``delete`` does not say it: a member telling its own deletions from others' needs it,
+        ``broker.cluster.routes``)."""
+        headers = {KV_OP: KV_DEL}
+        if revision:
+            headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
         with nats_errors(f"deleting {self.bucket}/{key}"):
-            await self._store.delete(key, last=revision)
+            ack = await self._js.publish(f"$KV.{self.bucket}.{key}", headers=headers)
+        return ack.seq
 
     async def values(self) -> dict[str, bytes]:
         """Every key's value at this moment (one pass over the bucket)."""
@@ -111,9 +120,9 @@ class KeyValue:
             last = await self._last_revision(keys)  # before the watch: it gives this one
             watcher = await self._store.watch(keys)
 
-        async def remade() -> NatsKeyValue.KeyWatcher:
+        async def remade(start: int) -> ResumedWatcher:
             with nats_errors(f"watching {self.bucket} again"):
-                return await self._store.watch(keys)
+                return await watch_from(self._js, self.bucket, keys, start)
 
         watch = Watch(watcher, self.bucket, last, self._holds, remade, self._watches)
         if self._watches is not None:
@@ -179,20 +188,23 @@ def _stored_at(entry: NatsKeyValue.Entry) -> float | None:
     return created.timestamp() if isinstance(created, datetime) else None
 
 
+_Watcher = NatsKeyValue.KeyWatcher | ResumedWatcher
+
+
 class Watch:
     """The changes of a bucket's keys, in the order they were written."""
 
     def __init__(
         self,
-        watcher: NatsKeyValue.KeyWatcher,
+        watcher: _Watcher,
         bucket: str,
         last: int,
         holds: Callable[[int], Awaitable[bool]],
-        remade: Callable[[], Awaitable[NatsKeyValue.KeyWatcher]] | None = None,
+        remade: Callable[[int], Awaitable[_Watcher]] | None = None,
         watches: OpenWatches | None = None,
     ) -> None:
         self._watcher = watcher
-        self._remade = remade  # a new nats-py watcher of the same keys
+        self._remade = remade  # a new watcher of the same keys, from a given revision on
         self._watches = watches
         self.stopped = False
         self._bucket = bucket
@@ -200,6 +212,7 @@ class Watch:
         self._holds = holds
         self._started = False  # every value there was at the start was given
         self.revision = 0  # of the last change given: the bucket as of then is known
+        self.repeated = 0  # changes a remade watcher gave again (given already): skipped
         # When the NATS server stored the last change given (seconds since the epoch, on the
         # server's clock; None: not said).
         self.written_at: float | None = None
@@ -231,20 +244,24 @@ class Watch:
             entry = await self._update(watcher)
             if watcher is not self._watcher:
                 continue  # remade meanwhile: the new watcher gives what is left to give
-            # Given already: a remade watcher gives each key's last value again.
-            if isinstance(entry, NatsKeyValue.Entry) and (entry.revision or 0) > self.revision:
-                self.revision = entry.revision or 0
-                self.written_at = _stored_at(entry)
-                return entry
+            # Given already: counted, so that a remake reading the bucket again would show.
+            if not isinstance(entry, NatsKeyValue.Entry):
+                continue
+            if (entry.revision or 0) <= self.revision:
+                self.repeated += 1
+                continue
+            self.revision = entry.revision or 0
+            self.written_at = _stored_at(entry)
+            return entry
 
-    async def _update(self, watcher: NatsKeyValue.KeyWatcher) -> object:
+    async def _update(self, watcher: _Watcher) -> object:
         """nats-py's next item; until the start's values are given, a check every ``RECHECK``
         seconds that the last of them is still there (expired, it would never come)."""
         if self._started:
-            return await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            return await watcher.updates(timeout=None)
         try:
             # With a timeout, nats-py's wait can swallow a cancellation (``cancellable``).
-            updates = watcher.updates(timeout=RECHECK)  # type: ignore[no-untyped-call]
+            updates = watcher.updates(timeout=RECHECK)
             return await cancellable(updates)
         except nats.errors.TimeoutError:
             if not await self._holds(self._last):
@@ -257,7 +274,7 @@ class Watch:
         missed. Stopping the old one wakes a ``next`` waiting on it, which reads the new one."""
         if self._remade is None or self.stopped:
             return
-        watcher = await self._remade()
+        watcher = await self._remade(self.revision + 1)
         if self.stopped:  # while it was being made
             await _stopped(watcher)
             return
@@ -271,6 +288,6 @@ class Watch:
         await _stopped(self._watcher)
 
 
-async def _stopped(watcher: NatsKeyValue.KeyWatcher) -> None:
+async def _stopped(watcher: _Watcher) -> None:
     with contextlib.suppress(nats.errors.Error):
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await watcher.stop()

@@ -15,22 +15,26 @@ The watch is asynchronous: a filter announced on one member is seen by the other
 the time a KV write takes to reach them (about a millisecond here), and a message published
 elsewhere in that window does not reach it (as with any cluster whose routes replicate).
 
-A member that starts writes its filters again and, once it restored its sessions, deletes
-the entries it left behind at its previous run that they do not use (until then they route
-to it what is for the sessions it restores). A member whose entries outlive it (killed,
-never restarted) leaves the tables once the member that adopted its sessions deletes its
-entries (``forget``); until then, frames for it are parked (``broker.cluster.parked``).
+A member that starts writes the entries of its filters the bucket does not hold already
+(most of a restored fleet's are there from its previous run; ``broker.cluster.own_entries``
+says why a survivor's late deletion loses none) and, once it restored its sessions, deletes
+the entries it left behind that they do not use (until then they route to it what is for the
+sessions it restores). A member whose entries outlive it (killed, never restarted) leaves the
+tables once the member that adopted its sessions deletes its entries (``forget``); until
+then, frames for it are parked (``broker.cluster.parked``).
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Collection, Iterable
 from typing import Final
 
 from auth.topics import split_shared
 from broker.cluster.frames import Group, from_key, is_digest, to_key
 from broker.cluster.kv import KeyValue, Watch
+from broker.cluster.own_entries import OwnEntries
 from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
@@ -133,6 +137,11 @@ class RouteAnnouncer:
         self._put = 0  # the revision of this member's last filter written
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
         self._leftovers: set[str] = set()  # keys of this member's previous run
+        self._keys: dict[str, str] = {}  # key -> filter, of those in ``_wanted``
+        self._own = OwnEntries()  # what this member's keys hold in the bucket
+        self.skipped = 0  # writes not made: the bucket held the entry already
+        self.rewritten = 0  # entries written again: another member deleted them
+        self.writes = 0  # entries written or deleted so far
         self._keeping = False  # fenced off: keys no longer wanted join the leftovers
 
     @property
@@ -174,6 +183,7 @@ class RouteAnnouncer:
         while (change := await watch.value()) is not None:
             key, value = change
             if key.startswith(prefix):
+                self._seen(key, value, watch.revision, watched=True)
                 if value is not None:
                     leftovers.add(key)
             else:
@@ -182,8 +192,8 @@ class RouteAnnouncer:
         # they still route to it what is for the sessions it is restoring.
         self._leftovers = leftovers
         self._writes.stored(leftovers)
-        for topic_filter in self._wanted:  # a member that dropped us re-learns them
-            self._writes.change(*self._entry(topic_filter), later=True)
+        for topic_filter in self._wanted:  # added before: written (the bucket unread then)
+            self._announce(topic_filter, later=True)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(watch), name="cluster routes watch"),
@@ -203,7 +213,8 @@ class RouteAnnouncer:
         count = self._wanted.get(topic_filter, 0)
         self._wanted[topic_filter] = count + 1
         if not count:
-            self._writes.change(*self._entry(topic_filter), later=later)
+            self._keys[self._key(topic_filter)] = topic_filter
+            self._announce(topic_filter, later=later)
         elif not later:  # a client subscribed: its route goes before a restore's
             self._writes.hurry([self._key(topic_filter)])
 
@@ -213,6 +224,7 @@ class RouteAnnouncer:
             self._wanted[topic_filter] = count - 1
         elif count == 1:
             del self._wanted[topic_filter]
+            del self._keys[self._key(topic_filter)]
             if self._keeping:
                 self._leftovers.add(self._key(topic_filter))
             else:
@@ -236,6 +248,21 @@ class RouteAnnouncer:
         for key in self._leftovers - wanted:
             self._writes.change(key, None, later=True)
         self._leftovers = set()
+        if self._tasks:  # started: the restore's entries are being written
+            task = asyncio.get_running_loop().create_task(
+                self._restore_written(), name="cluster routes restored"
+            )
+            self._tasks = [*(t for t in self._tasks if not t.done()), task]  # fencings: bounded
+
+    async def _restore_written(self) -> None:
+        """Log once the entries of the sessions restored are in the bucket."""
+        started = time.monotonic()
+        await self._writes.written()
+        log.info(
+            "routes of the restored sessions in the bucket %.1f s after the restore: "
+            "%d entries written since the start, %d there already",
+            time.monotonic() - started, self.writes, self.skipped,
+        )  # fmt: skip
 
     async def forget(self, member: str) -> None:
         """Delete the entries of ``member`` (gone, its sessions all taken by others)."""
@@ -273,6 +300,23 @@ class RouteAnnouncer:
         keys = [self._key(topic_filter) for topic_filter in filters]
         self._writes.hurry(keys)
         await self._writes.keys_written(keys)
+
+    def _announce(self, topic_filter: str, *, later: bool) -> None:
+        """Write the entry of ``topic_filter``, unless the bucket holds it already."""
+        key, value = self._entry(topic_filter)
+        if self._own.holds(key, value) and self._writes.idle(key):
+            self.skipped += 1
+            return
+        self._writes.change(key, value, later=later)
+
+    def _seen(self, key: str, value: bytes | None, revision: int, *, watched: bool) -> None:
+        """A change of this member's ``key`` given by the watch (``watched``) or written here:
+        a deletion by another member of an entry a session here uses is written again."""
+        if self._own.seen(key, value, revision, watched=watched):
+            topic_filter = self._keys.get(key)
+            if topic_filter is not None:
+                self.rewritten += 1
+                self._writes.change(*self._entry(topic_filter), later=True)
 
     def _key(self, topic_filter: str) -> str:
         return f"{self.member}.{to_key(topic_filter)}"
@@ -314,6 +358,8 @@ class RouteAnnouncer:
         while True:
             change = await watch.value()
             if change is not None:
+                if change[0].startswith(self.member + "."):
+                    self._seen(*change, watch.revision, watched=True)
                 self._apply(*change)
             if self._waiters:
                 self._wake()
@@ -327,15 +373,17 @@ class RouteAnnouncer:
             while True:
                 try:
                     if value is not None:
-                        self._put = await self.bucket.put(key, value)
+                        self._put = revision = await self.bucket.put(key, value)
                         if self._waiters:
                             self._wake()
                     else:
-                        await self.bucket.delete(key)
+                        revision = await self.bucket.delete(key)
                     break
                 except ClusterError as exc:
                     log.warning("%s (retrying)", exc)
                     await asyncio.sleep(1.0)
+            self.writes += 1
             self._writes.done(key, value)
+            self._seen(key, value, revision, watched=False)
             if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
                 raise asyncio.CancelledError

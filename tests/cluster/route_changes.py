@@ -24,6 +24,7 @@ class RouteChanges:
         self._bucket = f"{cluster_name}_routes"
         self._prefix = member + "."
         self.changes: list[tuple[str, bool]] = []
+        self.held: set[str] = set()  # the filters the bucket held at ``__enter__``
         self._changed = threading.Condition()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -31,13 +32,13 @@ class RouteChanges:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
 
-    def written_again(self, topic_filter: str) -> list[tuple[str, bool]]:
-        """Once ``topic_filter`` was written (a member restoring a session writes its
-        filters again): the changes until then."""
+    def kept(self, topic_filter: str) -> bool:
+        """Whether the bucket held ``topic_filter`` from ``__enter__`` on (there then, or
+        first written), never deleted."""
         with self._changed:
-            done = self._changed.wait_for(lambda: (topic_filter, True) in self.changes, WAIT)
-            assert done, f"{topic_filter} not written in {WAIT} s: {self.changes}"
-            return self.changes[: self.changes.index((topic_filter, True)) + 1]
+            changes = [present for name, present in self.changes if name == topic_filter]
+        there = topic_filter in self.held or changes[:1] == [True]
+        return there and False not in changes
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -75,9 +76,11 @@ class RouteChanges:
                     current = False
                     self._ready.set()
                     continue
-                if current:
-                    continue
                 topic_filter = from_key(entry.key[len(self._prefix) :])
+                if current:
+                    if entry.operation not in _DELETES:
+                        self.held.add(topic_filter)
+                    continue
                 with self._changed:
                     self.changes.append((topic_filter, entry.operation not in _DELETES))
                     self._changed.notify_all()

@@ -145,16 +145,20 @@ class Raw:
         level: int = MQTT_3_1_1,
         *,
         receive_buffer: int | None = None,
+        plain: bool = False,
     ) -> None:
-        """``receive_buffer``: a small socket buffer, for a client that will stop reading."""
-        context = ssl.create_default_context(cafile=str(server_cert))
-        context.load_cert_chain(str(certfile))
+        """``receive_buffer``: a small socket buffer, for a client that will stop reading.
+        ``plain``: TCP without TLS, to a TLS proxy (``tests.e2e.tls_proxy``)."""
         raw = socket.socket()
         if receive_buffer is not None:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         raw.settimeout(WAIT)
         raw.connect((HOST, port))
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.sock: socket.socket = raw
+        if not plain:
+            context = ssl.create_default_context(cafile=str(server_cert))
+            context.load_cert_chain(str(certfile))
+            self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.level = level
         self._buffer = b""
 

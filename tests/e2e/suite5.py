@@ -6,6 +6,7 @@ paho test broker where the suite depends on its configuration (see the suite's d
 """
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from broker.mqtt.properties import Properties, Property
 from nanoiot.settings import load_settings
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
+from tests.e2e.tls_proxy import TlsProxy
 from tests.e2e.v5_client import V5Client, make_properties, v5_client
 
 ACL_RULES = [
@@ -48,9 +50,14 @@ SETTINGS = {
 
 
 class Suite5:
-    def __init__(self, broker: BrokerThread, certfile: Path) -> None:
+    """The clients of the suite: over mutual TLS, or (``proxy``) as the suite's own client
+    connects, plain TCP, to a TLS proxy in front of the broker."""
+
+    def __init__(self, broker: BrokerThread, certfile: Path, proxy: TlsProxy | None) -> None:
         self.broker = broker
         self.certfile = certfile
+        self.proxy = proxy
+        self.port = broker.port if proxy is None else proxy.port
 
     def connect(
         self,
@@ -65,8 +72,9 @@ class Suite5:
         CONNECT's, by their MQTT 5 names."""
         connect = make_properties(PacketTypes.CONNECT, **properties) if properties else None
         client = v5_client(
-            self.broker.port, self.broker.server_cert, self.certfile, client_id=client_id,
+            self.port, self.broker.server_cert, self.certfile, client_id=client_id,
             clean_start=clean_start, keepalive=keepalive, connect_properties=connect, will=will,
+            tls=self.proxy is None,
         )  # fmt: skip
         code, connack = client.wait_connack()
         assert code == 0
@@ -76,7 +84,8 @@ class Suite5:
         return self.connect(client_id, **options)[0]
 
     def raw(self) -> Raw:
-        return Raw(self.broker.port, self.broker.server_cert, self.certfile, MQTT_5)
+        return Raw(self.port, self.broker.server_cert, self.certfile, MQTT_5,
+                   plain=self.proxy is not None)  # fmt: skip
 
     def raw_connected(
         self,
@@ -114,13 +123,27 @@ def publishes(raw: Raw, count: int) -> list[Publish]:
     return found
 
 
-def start_suite(folder: Path) -> Iterator[Suite5]:
+def wait_until(moment: float) -> None:
+    # The event waited for is time itself passing: an interval must run out.
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def start_suite(folder: Path, way: str) -> Iterator[Suite5]:
+    """The broker and the suite's clients; ``way``: "tls" or "tls-proxy" (``Suite5``)."""
     empty_config = folder / "nanoiot.yaml"
     empty_config.write_text("")
     environ = {"NANOIOT_DATA_DIR": str(folder / "data"), **SETTINGS}
     broker = BrokerThread(load_settings(empty_config, environ))
     try:
         _, device = broker.provision("interop-device")
-        yield Suite5(broker, write_pem(folder, device, "interop-device"))
+        certfile = write_pem(folder, device, "interop-device")
+        if way == "tls":
+            yield Suite5(broker, certfile, None)
+            return
+        proxy = TlsProxy(broker.port, broker.server_cert, certfile)
+        try:
+            yield Suite5(broker, certfile, proxy)
+        finally:
+            proxy.stop()
     finally:
         broker.stop()

@@ -8,6 +8,13 @@ Clients are paho's with MQTTv5; where paho cannot do what the suite's client doe
 CONNECT, another protocol name, not acknowledging, reading packets one by one, sending a Topic
 Alias the broker must refuse, receiving topic aliases), a raw TLS client writes the packets.
 
+Each case runs twice (``tls``, ``tls-proxy``): clients connecting over mutual TLS, and
+clients connecting as the suite's own does, plain TCP, to a TLS proxy in front of the broker
+that presents the device certificate (tests/e2e/tls_proxy.py), as conformance checkers run it.
+The suite's client never sends PINGREQ: a client asking for no keep-alive gets 60 s here
+(Server Keep Alive, MQTT 5.0 §3.2.2.3.14), longer than any case lasts; it waits 0.5 s for
+each CONNACK, well above what the broker takes.
+
 Where a case depends on the paho test broker's configuration, the broker is set to match:
 ``max_keep_alive`` 60 (Server Keep Alive 60 for a client asking 120), ``max_packet_size`` 4096
 (below 65535, so the oversized-packet branch runs), ``max_awaiting_pubrel`` 10 (the Receive
@@ -42,18 +49,16 @@ from tests.e2e.suite5 import (
     publishes,
     reason_code,
     start_suite,
+    wait_until,
 )
 from tests.e2e.v5_client import make_properties, publish_properties
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite5]:
-    yield from start_suite(tmp_path_factory.mktemp("paho-suite5"))
-
-
-def _wait_until(moment: float) -> None:
-    # The event waited for is time itself passing: an interval must run out.
-    time.sleep(max(0.0, moment - time.monotonic()))
+@pytest.fixture(scope="module", params=["tls", "tls-proxy"])
+def suite(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Suite5]:
+    yield from start_suite(tmp_path_factory.mktemp("paho-suite5"), request.param)
 
 
 def _props(message: Any) -> Any:
@@ -195,11 +200,12 @@ def test_redelivery_on_reconnect(suite: Suite5) -> None:
 
 
 def test_subscribe_failure(suite: Suite5) -> None:
+    """The suite checks for 0x80 (Unspecified error), what the paho test broker answers for
+    this filter. MQTT 5.0 §3.9.3 has a more specific code, 0x87 Not authorized, but allows
+    either; the broker answers 0x80, as in 3.1.1, and so passes the suite's check."""
     aclient = suite.client()
     try:
-        # §3.9.3: refused by the ACL; 0x87 (not authorized) is a failure code >= 0x80.
-        [code] = aclient.subscribe("test/nosubscribe", qos=2)
-        assert code >= 0x80
+        assert aclient.subscribe("test/nosubscribe", qos=2) == [0x80]  # refused by the ACL
     finally:
         aclient.close()
 
@@ -305,7 +311,7 @@ def test_publication_expiry(suite: Suite5) -> None:
             for qos in (1, 2):
                 expiring = publish_properties(MessageExpiryInterval=expiry)
                 aclient.publish(TOPICS[0], f"{qos} {expiry}".encode(), qos, properties=expiring)
-        _wait_until(time.monotonic() + 2.5)  # the first two expire (§3.3.2.3.3)
+        wait_until(time.monotonic() + 2.5)  # the first two expire (§3.3.2.3.3)
         bclient = suite.client("myclientid2", clean_start=False, SessionExpiryInterval=0)
         messages = [bclient.next_message() for _ in range(2)]
         assert sorted(m.payload for m in messages) == [b"1 6", b"2 6"]

@@ -108,16 +108,19 @@ def v5_client(
     keepalive: int = 60,
     connect_properties: Properties | None = None,
     will: tuple[str, bytes, Properties | None] | None = None,
+    tls: bool = True,
 ) -> V5Client:
-    """Connect over mutual TLS with protocol MQTTv5, as device code would."""
+    """Connect over mutual TLS with protocol MQTTv5, as device code would (``tls`` False:
+    over plain TCP, to a TLS proxy that presents the certificate)."""
     paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client = V5Client(paho)
-    paho.tls_set(
-        ca_certs=str(server_cert),
-        certfile=str(certfile) if certfile else None,
-        cert_reqs=ssl.CERT_REQUIRED,
-        tls_version=ssl.PROTOCOL_TLS_CLIENT,
-    )
+    if tls:
+        paho.tls_set(
+            ca_certs=str(server_cert),
+            certfile=str(certfile) if certfile else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     if username is not None:
         paho.username_pw_set(username, password)
     if will is not None:

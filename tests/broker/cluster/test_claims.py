@@ -16,6 +16,7 @@ from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.peer import store_key
 from broker.registry import Registry
+from broker.repeats import LimitedLoggers
 from broker.router import LocalRouter
 from broker.session_store import MemorySessionStore
 from broker.sessions import BrokerSession
@@ -33,7 +34,8 @@ class _Connection:
     """What ``SessionClaims`` uses of a connection: its session key, and being closed."""
 
     def __init__(self, label: str) -> None:
-        self.peer = SimpleNamespace(key=KEY)
+        self.peer = SimpleNamespace(key=KEY, owner=KEY[0])
+        self.broker = SimpleNamespace(device_lines=LimitedLoggers(interval=60.0, repeats=5))
         self.label = label
         self.ended = False
         self.will: bool | None = None  # whether it was closed with its will

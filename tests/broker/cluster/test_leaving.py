@@ -75,9 +75,9 @@ def _asked_as_it_leaves(bucket: KeyValue, survivor: NATS, subject: str) -> list[
     asked: list[bool] = []
     delete = bucket.delete
 
-    async def asking_first(key: str, revision: int | None = None) -> None:
+    async def asking_first(key: str, revision: int | None = None) -> int:
         asked.append(await _listened(survivor, subject))
-        await delete(key, revision)
+        return await delete(key, revision)
 
     bucket.delete = asking_first  # type: ignore[method-assign]
     return asked

@@ -75,15 +75,17 @@ class Remade(Scripted):
 
 
 async def test_a_remade_watch_gives_each_revision_once_in_order() -> None:
-    """Remade after a reconnection, the new watcher gives each key's last value again: what
-    was given is skipped; what the old one held but had not given comes from the new one."""
+    """Remade after a reconnection, the new watcher starts after the last revision given; if
+    it gives one again, it is skipped; what the old one held but had not given comes from the
+    new one."""
     old = Remade(None, entry("a", 1), entry("b", 2), entry("c", 3))
     new = Remade(None, entry("a", 1), entry("b", 2), entry("c", 3), entry("d", 4))
 
     async def holds(_revision: int) -> bool:
         return True
 
-    async def remade() -> Remade:
+    async def remade(start: int) -> Remade:
+        assert start == 3  # after the last revision given
         return new
 
     w = Watch(old, "b", 0, holds, remade)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from tests.natsserver import RestartableNats, restartable_nats
 SEEN_WITHIN = 2.0  # seconds from the write after the restart to the watch giving it
 BACK_WITHIN = 20.0  # seconds for the client to reconnect and JetStream to take writes
 POLL = 0.1  # seconds between writes while JetStream recovers its store (no event to wait on)
+KEYS = 2_000  # in the bucket before the restart
 
 
 @pytest.fixture
@@ -83,6 +84,35 @@ async def test_a_watch_gives_a_write_made_after_a_restart_at_once(
         assert watch.revision == revision
         await bucket.put("a", b"4")  # and it goes on, each change once
         assert await changes(watch, 1) == [("a", b"4")]
+        await watch.stop()
+    finally:
+        await link.close()
+
+
+async def test_a_remade_watch_reads_what_changed_not_the_bucket(
+    server: RestartableNats, tmp_path: Path
+) -> None:
+    """Remade from the revision after the last it gave: the keys given before the restart are
+    not read again, and a deletion and a purge it had not given yet are given."""
+    link = await joined(server, tmp_path)
+    try:
+        bucket = await link.key_value("routes")
+        keys = [f"k{n}" for n in range(KEYS)]
+        await asyncio.gather(*(bucket.put(key, b"1") for key in keys))
+        watch = await bucket.watch()
+        assert len(await changes(watch, KEYS)) == KEYS
+        assert await watch.value() is None
+        await bucket.delete("k1")  # not given before the restart
+        nats_bucket = await link.client.jetstream().key_value(bucket.bucket)
+        await nats_bucket.purge("k2")
+        await restarted(server, link)
+        await written(bucket, "c", b"3")
+        async with asyncio.timeout(SEEN_WITHIN):
+            seen = await changes(watch, 3)
+        assert seen == [("k1", None), ("k2", None), ("c", b"3")]
+        # Not the bucket's KEYS values again: at most the changes made since a remake began
+        # (two remakes may overlap, the second begun before the first's were given).
+        assert watch.repeated <= len(seen)
         await watch.stop()
     finally:
         await link.close()
