@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 BUCKET: Final = "devices"
 _ATTEMPTS: Final = 5  # compare-and-set rounds lost to other members before giving up
-_WINDOW: Final = 64  # devices written at once by the writer (what it asks of NATS at once)
+# Devices the writer writes at once: 5,000 devices' counts took 1.9 s at 16 or 64 at a time
+# on a 2-core machine, and a connect's reservation meanwhile 22 ms at 16, 50 ms at 64 (it
+# shares the connection to NATS).
+_WINDOW: Final = 16
 _RETRY: Final = 5.0  # seconds before writing again what NATS refused, unless it is back sooner
 
 Seat = tuple[int, float, int, int]  # pid, started, run, sessions held
