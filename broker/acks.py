@@ -10,6 +10,11 @@ the release of the message (§4.3.3). A connection closed for a PUBREL that wait
 apart from one closed for a PUBACK / PUBREC: its client published nothing that is lost, it
 was sent a message whose release could not be saved, and gets that PUBREL on its next
 connection (§4.4).
+
+In a cluster a SUBACK waits too, for the other members' route tables to hold its filters
+(MQTT 3.1.1 and 5.0 §3.8.4, ``broker.cluster.routes_seen``): that wait is bounded below
+``ack_timeout`` and never fails, so it never closes the connection. The connection is not read
+while its SUBACK waits, so it holds one such wait at most.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from broker.backpressure import read_again
+from broker.backpressure import read_again, resume
 from broker.journal import release_commit
 from broker.mqtt.codes import Reason
 from broker.mqtt.session import Outgoing
@@ -33,15 +38,17 @@ log = logging.getLogger("broker.client")  # logged as the connection it belongs 
 # PUBREL, for a PUBREC of a stored message whose release is to be committed.
 _PUBCOMP = 3
 _PUBREL = 4
+_SUBACK = 5  # a SUBACK, once the other members' route tables have its filters
 
-# In an entry's last place: the MQTT 5 reason code, or for a PUBREL the message it releases.
-_Code = int | Outgoing
+# In an entry's last place: the MQTT 5 reason code, for a PUBREL the message it releases, for
+# a SUBACK its return codes.
+_Code = int | Outgoing | list[int]
 
 
 class HeldAcks:
     """One connection's acknowledgements waiting for a commit, oldest first."""
 
-    __slots__ = ("_client", "_held", "_then", "_timer")
+    __slots__ = ("_client", "_held", "_then", "_timer", "subscribing")
 
     def __init__(self, client: "MqttClient") -> None:
         self._client = client
@@ -51,6 +58,7 @@ class HeldAcks:
         self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, _Code]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._then: Callable[[], None] | None = None  # once all went out (``then``)
+        self.subscribing = False  # a SUBACK is held: the client is not read meanwhile
 
     def acknowledge(
         self,
@@ -100,6 +108,14 @@ class HeldAcks:
         # in flight, not to a new one that took its id meanwhile (``Outbound.release``).
         self.acknowledge(message.packet_id, _PUBREL, durable=durable, code=message)
 
+    def suback(self, packet_id: int, codes: list[int], seen: "asyncio.Future[None]") -> None:
+        """SUBACK once ``seen`` is done (the other members' route tables have its filters,
+        ``broker.cluster.routes_seen``), in order with what is held before it. The client is
+        not read until it went out (``backpressure.reading``)."""
+        self.subscribing = True
+        self._client.tls.pause_reading()
+        self.acknowledge(packet_id, _SUBACK, durable=seen, code=codes)
+
     def then(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every acknowledgement held so far went out (at once if
         none is held): a DISCONNECT closes the connection after the answers it follows."""
@@ -120,8 +136,12 @@ class HeldAcks:
             # closed meanwhile (``_overdue``) dropped them, and then nobody would read it.
             done.exception()
         client, held = self._client, self._held
+        subscribed = False
         while held and (held[0][2] is None or held[0][2].done()):
             packet_id, qos, pending, _, code = held.popleft()
+            if qos == _SUBACK:  # its wait never fails (bounded, given up without an error)
+                self.subscribing, subscribed = False, True
+                pending = None
             if pending is not None and (pending.cancelled() or pending.exception() is not None):
                 # Not the server's yet (another node did not confirm it): close without
                 # acknowledging, so the client sends it again (§4.4).
@@ -135,6 +155,10 @@ class HeldAcks:
                 _answer(client, packet_id, qos, code)
         if client.ended:
             return
+        if subscribed and resume(client):  # not read while its SUBACK waited
+            client._receive(b"")
+            if client.ended:
+                return
         read_again(client)  # it may have stopped reading for these (MQTT 3.1/3.1.1)
         if client.ended:
             return
@@ -190,7 +214,9 @@ def _unrouted(why: object) -> tuple[int, str]:
 
 
 def _answer(client: "MqttClient", packet_id: int, qos: int, code: _Code) -> None:
-    if not isinstance(code, int):  # a PUBREL's message
+    if isinstance(code, list):
+        client.core.suback(packet_id, code)
+    elif not isinstance(code, int):  # a PUBREL's message
         client.core.release(code)
     elif qos == _PUBCOMP:
         client.core.complete(packet_id, known=not code)

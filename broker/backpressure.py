@@ -82,9 +82,12 @@ def reading(client: "MqttClient") -> bool:
     window (``_full``: ``hold_back``, ``read_again``), the rest of a read waits for its turn
     (``_turn``: ``take_turns``, ``_next_turn``), it is not admitted yet with more than a
     packet sent, or the previous run's sessions are being restored (``_paused``:
-    ``broker.client``, ``broker.connecting``). Keep-alive does not run meanwhile
+    ``broker.client``, ``broker.connecting``), or its SUBACK waits for the other members of
+    a cluster (``HeldAcks.subscribing``). Keep-alive does not run meanwhile
     (``broker.keep_alive``)."""
-    return not (client._full or client._turn is not None or client._paused)
+    return not (
+        client._full or client._turn is not None or client._paused or client._acks.subscribing
+    )
 
 
 def resume(client: "MqttClient") -> bool:

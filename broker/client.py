@@ -131,18 +131,21 @@ class MqttClient:
 
     def _receive(self, data: bytes) -> None:
         core, now = self.core, self._loop.time()
+        if self._acks.subscribing:  # read before the pause took: the rest once its SUBACK went
+            core.keep(data)
+            return
         core.new_turn()
         events = core.receive_data(data, now)
         while events:
             self._handle(events)
             if self.ended:
                 return
-            if not core.more_to_read:
+            if not core.more_to_read or self._acks.subscribing:
                 break
             events = core.receive_data(b"", now)
         if core.window_full:
             backpressure.hold_back(self)
-        elif core.turn_over and core.more_to_read:
+        elif core.turn_over and core.more_to_read and not self._acks.subscribing:
             backpressure.take_turns(self)
 
     # --- events, in order ---------------------------------------------------------------------

@@ -19,7 +19,9 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   hold ``$share/g/a/#`` and ``a/#`` side by side), and no retained message is sent on subscribe
   (§4.8.2: a retained message would reach every member, not one).
 
-MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), a refused
+MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), one whose
+payload is not the UTF-8 its Payload Format Indicator says with 0x99 (§3.3.2.3.2; at QoS
+0, DISCONNECT 0x99), a refused
 filter gets the reason (0x8F for one correctly formed that the store cannot keep, 0x97 over
 max_subscriptions, 0x80 outside the ACL), an UNSUBSCRIBE's answer says whether there was a
 subscription (0x11) or whether the filter cannot be one (0x8F, §3.11.3), and the subscription
@@ -40,15 +42,18 @@ from auth.acl import to_device_form
 from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
 from broker import store_backlog
 from broker.acks import with_commit
+from broker.connection_limit import host_of
 from broker.mqtt.codes import SUBACK_FAILURE, Reason
 from broker.mqtt.expiry import deadline
 from broker.mqtt.packets import MQTT_5, Publish, Subscribe, SubscribeRequest, Unsubscribe, Will
 from broker.mqtt.properties import NO_PROPERTIES, Properties, Property
+from broker.mqtt.publish_properties import payload_problem
 from broker.mqtt.session import Outgoing, Subscription
 from broker.mqtt.shared import naming
 from broker.peer import Peer
 from broker.router import Message
 from broker.will_routing import route_will
+from nanoiot.text import printable
 from storage.models import MQTT_TOPIC_FILTER_MAX
 
 if TYPE_CHECKING:
@@ -73,6 +78,10 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
         broker.metrics.publishes_denied += 1
         client.log_denied("publish to", packet.topic)
         code = Reason.NOT_AUTHORIZED
+    elif (problem := payload_problem(packet.properties, packet.payload)) is not None:
+        if not _payload_refused(client, packet, problem):
+            return
+        code = Reason.PAYLOAD_FORMAT_INVALID
     else:
         properties = packet.properties
         interval = properties.message_expiry  # §3.3.2.3.3: a deadline on the broker's clock
@@ -101,6 +110,21 @@ def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:
                 client.log_denied(f"retain (over {refused})", packet.topic)
     if packet.qos and packet.packet_id is not None:
         client.acknowledge(packet.packet_id, packet.qos, durable=durable, code=code)
+
+
+def _payload_refused(client: "MqttClient", packet: Publish, problem: str) -> bool:
+    """A PUBLISH whose payload is not in its format, neither routed nor retained (5.0
+    §3.3.2.3.2): True if a PUBACK/PUBREC 0x99 answers it; at QoS 0, which has no answer,
+    the connection is closed with DISCONNECT 0x99 instead (the same section)."""
+    client.broker.metrics.publishes_denied += 1
+    client.broker.client_log.info(
+        host_of(client.tls.remote[0]), "payloads not in their format",
+        "%s: PUBLISH to '%s' refused: %s", client.label, printable(packet.topic), problem,
+    )  # fmt: skip
+    if packet.qos:
+        return True
+    client._end(will=True, reason=(Reason.PAYLOAD_FORMAT_INVALID, problem))
+    return False
 
 
 def publish_again(client: "MqttClient", packet_id: int, packet: Publish | None, now: float) -> None:
@@ -155,6 +179,7 @@ def publish_will(
 
 def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     granted: list[tuple[str, Subscription]] = []
+    made_now: list[str] = []  # the filters subscribed to
     codes: list[int] = []
     identifier = packet.properties.get(Property.SUBSCRIPTION_IDENTIFIER)
     v5 = client.core.level == MQTT_5
@@ -164,6 +189,7 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
             codes.append(made if v5 else SUBACK_FAILURE)
             continue
         topic_filter, sub, new = made
+        made_now.append(topic_filter)
         codes.append(sub.qos)
         # 5.0 §3.8.3.1 Retain Handling: 0 always, 1 for a new subscription only, 2 never.
         if sub.retain_handling == 0 or (sub.retain_handling == 1 and new):
@@ -171,7 +197,13 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     if packet.refused:  # past max_filters_per_subscribe, in the packet's order (§3.9.3)
         _count_refused(client)
         codes.extend([Reason.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE] * packet.refused)
-    client.core.suback(packet.packet_id, codes)
+    # §3.8.4: from the SUBACK on, messages published anywhere in a cluster reach them.
+    within = client.broker.config.ack_timeout / 2  # never closes it (``broker.acks``)
+    seen = client.broker.router.seen(made_now, within) if made_now else None
+    if seen is None:
+        client.core.suback(packet.packet_id, codes)
+    else:
+        client._acks.suback(packet.packet_id, codes, seen)
     for topic_filter, sub in granted:
         if not topic_filter.startswith(SHARE_PREFIX):
             _send_retained(client, topic_filter, sub)

@@ -5,9 +5,9 @@ One timer per connection, set when the client is admitted (``broker.connecting``
 re-armed for the remaining time each time it fires: no per-packet work, the core records when
 the last packet came (``Connection.last_received``). A client the broker does not read
 (``backpressure.reading``: backpressure, waiting for its turn, the restore of the previous
-run's sessions) is not silent, so the count starts again once it is read
-(``backpressure.resume``). This is the one place that rule is kept: the core's
-``keep_alive_expired`` is the deadline alone.
+run's sessions, its SUBACK waiting for a cluster's other members) is not silent, so the
+count starts again once it is read (``backpressure.resume``). This is the one place that
+rule is kept: the core's ``keep_alive_expired`` is the deadline alone.
 
 Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 """

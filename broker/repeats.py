@@ -7,6 +7,11 @@ A flood of refused CONNECTs (10,852 in 15 s) wrote a log line and an auth-event 
 have ended. The keys are bounded: past ``max_keys`` addresses in one interval, the others share
 one key (address ``*``). No I/O and no clock of its own: the caller passes the time.
 
+``SummaryTimer`` hands the summaries over when their interval ends, on the running event
+loop, whether or not another line of that kind comes: a device that stops repeating itself
+still gets its count written, and its key is forgotten then (a key that had nothing counted
+too), so the keys held are those of the last interval, ``max_keys`` at most.
+
 ``LogLimiter`` puts one in front of a logger, for warnings a client's traffic can repeat at
 its own rate (a queue overflowing, frames refused): one line per key and interval, then a
 count of the rest. ``LimitedLoggers`` gives one per module logger, for the lines an
@@ -14,6 +19,7 @@ authenticated device can repeat by connecting again and again (each costs it a T
 take-overs, keep-alive expiries, kicks), keyed by the device.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -74,6 +80,11 @@ class RepeatCounter:
                 summaries.append(Summary(*key, window.suppressed, self._interval))
         return summaries
 
+    def next_due(self) -> float | None:
+        """When the first interval held ends (None: nothing held)."""
+        started = min((window.started for window in self._windows.values()), default=None)
+        return None if started is None else started + self._interval
+
     def pending(self) -> bool:
         """Whether some refusals wait for a summary."""
         return any(window.suppressed for window in self._windows.values())
@@ -82,10 +93,55 @@ class RepeatCounter:
         return len(self._windows)
 
 
+class SummaryTimer:
+    """Hands ``counter``'s summaries to ``report`` as their intervals end, on the running
+    loop; armed by ``arm`` after each count (without a running loop it is not, and the
+    summaries wait for the next ``due``). ``clock`` is the counter's time."""
+
+    def __init__(
+        self, counter: RepeatCounter, report: Callable[[Summary], None], clock: Callable[[], float]
+    ) -> None:
+        self._counter = counter
+        self._report = report
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
+
+    def arm(self) -> None:
+        """Make sure a timer runs for the first interval held (one timer, not one a key)."""
+        if self._timer is not None and self._loop is not None and not self._loop.is_closed():
+            return  # armed on a loop that still runs (a loop closed under it never fires)
+        due = self._counter.next_due()
+        if due is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # A floor: the loop may fire a timer up to its clock's resolution early.
+        self._loop = loop
+        self._timer = loop.call_later(max(due - self._clock(), 0.001), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        for summary in self._counter.due(self._clock()):
+            self._report(summary)
+        self.arm()
+
+    def flush(self) -> None:
+        """Hand over every count held now (the process stops), and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for summary in self._counter.due(float("inf")):
+            self._report(summary)
+
+
 class LogLimiter:
     """Lines through ``log``: the first ``repeats`` per ``key`` and ``interval`` seconds as
-    written, the others counted and logged as one summary line (``what``: what they were) with
-    the next line after their interval ended. Keys are bounded as ``RepeatCounter``'s."""
+    written, the others counted and logged as one summary line (``what``: what they were)
+    when their interval ends (``SummaryTimer``; without an event loop, with the next line
+    after it). Keys are bounded as ``RepeatCounter``'s."""
 
     def __init__(
         self,
@@ -98,6 +154,9 @@ class LogLimiter:
         self._log = log
         self._clock = clock
         self._counter = RepeatCounter(repeats=repeats, interval=interval)
+        self._timer = SummaryTimer(self._counter, self._summarise, clock)
+        # The level of each kind's summary: its lines'. Kinds are the callers' constants.
+        self._levels: dict[str, int] = {}
         self._summed_at = 0.0
 
     def warning(self, key: str, what: str, message: str, *args: object) -> None:
@@ -108,13 +167,27 @@ class LogLimiter:
 
     def log(self, level: int, key: str, what: str, message: str, *args: object) -> None:
         now = self._clock()
+        self._levels[what] = level
         if now >= self._summed_at + 1.0:  # not a walk of every key per line
             self._summed_at = now
             for summary in self._counter.due(now):
-                self._log.log(level, "%s: %d more %s in %.0f s", summary.address,
-                              summary.count, summary.reason, summary.seconds)  # fmt: skip
+                self._summarise(summary)
         if self._counter.report(key, what, now):
             self._log.log(level, message, *args)
+        self._timer.arm()
+
+    def _summarise(self, summary: Summary) -> None:
+        self._log.log(self._levels.get(summary.reason, logging.WARNING),
+                      "%s: %d more %s in %.0f s", summary.address, summary.count,
+                      summary.reason, summary.seconds)  # fmt: skip
+
+    def flush(self) -> None:
+        """Write the counts held now (the broker stops)."""
+        self._timer.flush()
+
+    def __len__(self) -> int:
+        """Keys held (devices, hosts, sessions)."""
+        return len(self._counter)
 
 
 class LimitedLoggers:
@@ -133,3 +206,7 @@ class LimitedLoggers:
                 log, interval=self._interval, repeats=self._repeats
             )
         return limiter
+
+    def flush(self) -> None:
+        for limiter in self._limiters.values():
+            limiter.flush()

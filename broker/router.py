@@ -98,6 +98,12 @@ class Router(Protocol):
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None: ...
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None: ...
 
+    def seen(self, filters: list[str], within: float) -> "asyncio.Future[None] | None":
+        """Done once messages published anywhere reach this broker's subscriptions to
+        ``filters`` (a cluster's other members see them), or after ``within`` seconds; None
+        if they do already (a single node: at once). Never fails."""
+        ...
+
     def session_ended(self, gone: list[Outgoing]) -> None:
         """The messages an ended session had not delivered: those routed through a shared
         subscription go to another member (5.0 §4.8.2)."""
@@ -138,6 +144,9 @@ class LocalRouter:
             self.subscriptions.remove(topic_filter, session)
         else:
             self.shared.remove(*shared, session)
+
+    def seen(self, filters: list[str], within: float) -> "asyncio.Future[None] | None":
+        return None  # every publisher is here
 
     def deliver(self, message: Message) -> bool:
         durable = self._deliver_plain(message)

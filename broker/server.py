@@ -294,6 +294,8 @@ class RunningBroker:
         await self.sys_topics.stop()
         await self.follower.stop()
         await self.sessions.close(within=JOURNAL_CLOSE_S)
+        self.broker.client_log.flush()  # the counts of lines held back, not lost
+        self.broker.device_lines.flush()
         await self.auth_log.stop()
         await self.store.close()
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from auth.decision import Decision
 from broker.authn import ConnectRequest
-from broker.repeats import RepeatCounter, Summary
+from broker.repeats import RepeatCounter, Summary, SummaryTimer
 from nanoiot.errors import StoreError
 from nanoiot.tasks import cancel_and_wait
 from nanoiot.text import printable
@@ -50,6 +50,10 @@ class AuthLogPolicy:
     max_rows: int = 1_000_000  # and at most this many
 
 
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 class AuthLog:
     def __init__(
         self,
@@ -63,7 +67,8 @@ class AuthLog:
         self._queue: asyncio.Queue[NewAuthEvent] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._repeats = RepeatCounter(repeats=self.policy.repeats, interval=self.policy.interval)
-        self._summary_timer: asyncio.TimerHandle | None = None
+        # Each host's count is reported and its key forgotten when its interval ends.
+        self._summaries = SummaryTimer(self._repeats, self._report, _loop_time)
         self._pruned_at = float("-inf")
         self.counts: Counter[str] = Counter()
         self.dropped = 0
@@ -79,10 +84,9 @@ class AuthLog:
         its refusal; the event says which code."""
         reason = decision.reason.value
         self.counts[reason] += 1
-        loop = asyncio.get_running_loop()
-        if not self._repeats.report(request.remote, reason, loop.time()):
-            if self._summary_timer is None:
-                self._summary_timer = loop.call_later(self.policy.interval, self._summarise)
+        reported = self._repeats.report(request.remote, reason, _loop_time())
+        self._summaries.arm()
+        if not reported:
             return
         code = f"MQTT 5 reason code {decision.reason_code:#04x}" if mqtt5 else (
             f"CONNACK {decision.connack:d}"
@@ -94,14 +98,9 @@ class AuthLog:
         )  # fmt: skip
         self._enqueue(AuthOutcome.DENIED, decision, request, f" [{code}]" if mqtt5 else "")
 
-    def _summarise(self) -> None:
-        """Report the refusals counted in the intervals that ended; again later if more wait."""
-        loop = asyncio.get_running_loop()
-        self._summary_timer = None
-        for summary in self._repeats.due(loop.time()):
-            self._report(summary)
-        if self._repeats.pending():
-            self._summary_timer = loop.call_later(self.policy.interval / 2, self._summarise)
+    def hosts_held(self) -> int:
+        """Hosts (and reasons) whose refusals are counted in the current interval."""
+        return len(self._repeats)
 
     def _report(self, summary: Summary) -> None:
         text = (
@@ -144,11 +143,7 @@ class AuthLog:
 
     async def stop(self) -> None:
         """Report what waits for a summary, write what is queued (briefly), then stop."""
-        if self._summary_timer is not None:
-            self._summary_timer.cancel()
-            self._summary_timer = None
-        for summary in self._repeats.due(float("inf")):
-            self._report(summary)
+        self._summaries.flush()
         if self._writer is None:
             return
         with contextlib.suppress(TimeoutError):

@@ -29,6 +29,7 @@ from typing import Final
 
 from broker.cluster.kv import Entry, KeyValue
 from nanoiot.errors import ClusterConflictError, ClusterError
+from nanoiot.tasks import cancel_requested
 
 __all__ = [
     "DEPARTURES_KEPT", "DEPARTURE_KEPT_EVERY", "DEPARTURE_TRIED", "DONE", "creator",
@@ -165,6 +166,8 @@ async def keep_departure(departures: KeyValue, run: str, value: bytes, every: fl
         except ClusterError as exc:
             log.info("the departure of %s not written again: %s (tried again in %g s)",
                      run, exc, every)  # fmt: skip
+        if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+            raise asyncio.CancelledError
 
 
 async def departure_done(departures: KeyValue, run: str) -> None:

@@ -36,6 +36,7 @@ from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from broker.cluster.link import ClusterLink
     from broker.cluster.router import ClusterRouter
 
 __all__ = ["FramesIn"]
@@ -73,9 +74,7 @@ class FramesIn:
             try:
                 with nats_errors("stopping taking forwarded messages"):
                     async with asyncio.timeout(CONFIRM_WITHIN):  # their senders' limit
-                        await subscription.drain()  # type: ignore[no-untyped-call]
-                        # Its UNSUB may still be on its way (``ClusterLink.flush``).
-                        await self.router.link.flush()
+                        await _drain(self.router.link, subscription)
                         if self._early_task is not None:  # those held for the restore
                             await asyncio.shield(self._early_task)
             except ClusterError as exc:
@@ -236,3 +235,21 @@ class FramesIn:
             if held:
                 router.forwarder.busy.held_until(reply, combined)
             router.forwarder.reply_when(reply, combined)
+
+
+async def _drain(link: "ClusterLink", subscription: NatsSubscription) -> None:
+    """Unsubscribe, and take every frame NATS sent before it had the UNSUB. nats-py's own
+    ``drain`` waits for one PONG, which may come before NATS has the UNSUB (its PING goes
+    ahead of the commands not written yet, ``ClusterLink.flush``), then drops the
+    subscription: a frame NATS sent between that PONG and the UNSUB came to a subscription
+    nats-py no longer knew, and went unanswered (its sender waited, probed, then parked it).
+    So the subscription is dropped only once NATS is known to have the UNSUB, and the frames
+    before it taken (nats-py's internals: its ``drain`` with the flush it lacks)."""
+    client, sid = link.client, subscription._id
+    await client._send_unsubscribe(sid)
+    await link.flush()  # what NATS sent before the UNSUB is in the queue now
+    if subscription._pending_queue is not None:
+        await subscription._pending_queue.join()
+    subscription._stop_processing()
+    client._remove_sub(sid)
+    subscription._closed = True

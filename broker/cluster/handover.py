@@ -115,8 +115,11 @@ class Handovers(Departures):
         self.arrivals.registry = registry
 
     async def start(self) -> None:
+        """Listen for the notices: NATS has the subscription once this returns
+        (``ClusterLink.flush``), so a notice sent then is not dropped for want of it."""
         with nats_errors("listening for hand-overs"):
             await self.link.client.subscribe(self._subject(self.link.member), cb=self._notice)
+            await self.link.flush()
 
     def _subject(self, member: str) -> str:
         return self.link.subject("handover", member)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 from broker.cluster.parked import KEPT_FOR
 from broker.repeats import LogLimiter
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_requested
 
 if TYPE_CHECKING:
     from broker.cluster.parking import Parker
@@ -47,6 +48,8 @@ class ParkedAge:
         while True:
             await asyncio.sleep(every)
             await self.look()
+            if cancel_requested():  # lost in nats-py's wait (``nanoiot.tasks``): stopping
+                raise asyncio.CancelledError
 
     async def look(self) -> None:
         """The oldest frame parked for each member frames are parked for, warned of if old."""

@@ -44,6 +44,7 @@ from broker.cluster.resend import DeliveredIds, Unrouted, route_again, route_fir
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
+from broker.cluster.routes_seen import RoutesSeen, at_most
 from broker.cluster.seats import BUCKET as DEVICES
 from broker.cluster.seats import DeviceSeats
 from broker.cluster.sessions import BUCKET as CLIENTS
@@ -98,6 +99,7 @@ class ClusterRouter:
         self.replays: Replays | None = None
         self.delivered = DeliveredIds(qos2_ids_kept)  # QoS 2 ids (``broker.cluster.resend``)
         self.announcer: RouteAnnouncer | None = None
+        self.routes_seen: RoutesSeen | None = None  # what a SUBACK waits for
         self.handovers: Handovers | None = None
         self._handover_window = handover_window
         # Cluster-wide message ids: this process's random half, then a count (a repeat
@@ -123,6 +125,8 @@ class ClusterRouter:
         and take-overs, before any client connects."""
         bucket = await self.link.key_value(BUCKET)
         self.announcer = RouteAnnouncer(bucket, self.link.member, self.table)
+        self.routes_seen = RoutesSeen(self.link, self.announcer, self._member_names)
+        await self.routes_seen.start()  # before its table is read (``routes_seen``)
         await self.parked.start()
         self.forwarder.parking = self.parked
         await self.forwarder.start()
@@ -234,6 +238,8 @@ class ClusterRouter:
         if members is not None:
             await self._committed()
             await members.leave()
+        if self.routes_seen is not None:
+            await self.routes_seen.stop()
         if self.announcer is not None:
             await self.announcer.stop()
         if self.retained is not None:
@@ -271,6 +277,14 @@ class ClusterRouter:
         if pair in self._pairs and self.announcer is not None:
             self._pairs.discard(pair)
             self.announcer.remove(topic_filter)
+
+    def seen(self, filters: list[str], within: float) -> "asyncio.Future[None] | None":
+        """Once the other members' route tables have ``filters`` (MQTT 3.1.1 and 5.0 §3.8.4:
+        the SUBACK promises their messages, ``broker.cluster.routes_seen``), at most
+        ``within`` seconds: a route NATS cannot take now is written later."""
+        seen = self.routes_seen
+        waiting = seen.seen_for(filters) if seen is not None else None
+        return None if waiting is None else at_most(waiting, within)
 
     def publish_qos2(
         self, message: Message, session: BrokerSession, packet_id: int

@@ -12,8 +12,9 @@ a topic's levels names each member with interest once, however many of its filte
 picks one member per group (``ClusterRouter``), so a group gets one copy cluster-wide.
 
 The watch is asynchronous: a filter announced on one member is seen by the others within
-the time a KV write takes to reach them (about a millisecond here), and a message published
-elsewhere in that window does not reach it (as with any cluster whose routes replicate).
+the time a KV write takes to reach them (about a millisecond here), and a member whose table
+lacks it sends a message published there nowhere: so a SUBACK waits until the others say
+their tables hold its filters (MQTT 3.1.1 and 5.0 §3.8.4, ``broker.cluster.routes_seen``).
 
 A member that starts writes the entries of its filters the bucket does not hold already
 (most of a restored fleet's are there from its previous run; ``broker.cluster.own_entries``
@@ -194,6 +195,7 @@ class RouteAnnouncer:
         self._writes.stored(leftovers)
         for topic_filter in self._wanted:  # added before: written (the bucket unread then)
             self._announce(topic_filter, later=True)
+        self._wake()  # asked meanwhile (``broker.cluster.routes_seen``): read now
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(watch), name="cluster routes watch"),
@@ -295,11 +297,17 @@ class RouteAnnouncer:
         """Once the entries of ``filters`` are in the bucket as changed so far, written
         before the others waiting: a client connecting to a member that restores its
         sessions waits for its own filters, not for the restore's."""
+        written = self.keys_written(filters)
+        if written is not None:
+            await written
+
+    def keys_written(self, filters: Iterable[str]) -> "asyncio.Future[None] | None":
+        """``written_for``'s wait; None if not started, or stopped: nothing is written."""
         if not self._tasks:
-            return  # not started, or stopped: nothing is written
+            return None
         keys = [self._key(topic_filter) for topic_filter in filters]
         self._writes.hurry(keys)
-        await self._writes.keys_written(keys)
+        return self._writes.keys_written(keys)
 
     def _announce(self, topic_filter: str, *, later: bool) -> None:
         """Write the entry of ``topic_filter``, unless the bucket holds it already."""

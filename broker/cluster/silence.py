@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from broker.cluster.link import ClusterLink
+from nanoiot.tasks import cancellable
 
 __all__ = ["ADOPT_RETRY", "ADOPT_WITHIN", "UntilBack", "nobody_listens"]
 
@@ -57,7 +58,7 @@ async def nobody_listens(
     deadline = loop.time() + ADOPT_WITHIN
     logged = False
     while is_gone(gone):
-        answered = await link.answers(subject)
+        answered = await cancellable(link.answers(subject))  # a lost cancellation: 600 s
         if answered is False:
             return True
         if not logged:

@@ -64,7 +64,7 @@ from broker.cluster.will_entries import (
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancellable
 
 __all__ = ["Survivor"]
 
@@ -175,7 +175,7 @@ class Survivor:
                 async with asyncio.timeout(min(left, self.every)):
                     await departure_done(self.departures, run)
                     return
-            entry = await self.departures.get(run)
+            entry = await cancellable(self.departures.get(run))  # else on until the deadline
             settler = None if entry is None else owner(entry.value)
             if entry is None or settler is None:
                 return  # done (or aged out: nothing left to settle)

@@ -15,6 +15,7 @@ from typing import Final
 
 from auth.connack import ConnackCode
 from auth.topics import topic_name_problem
+from broker.mqtt.codes import Reason
 from broker.mqtt.filters import read_subscribe, read_unsubscribe
 from broker.mqtt.packets import (
     MQTT_3_1,
@@ -38,7 +39,7 @@ from broker.mqtt.packets import (
     Will,
 )
 from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
-from broker.mqtt.publish_properties import read_publish_properties
+from broker.mqtt.publish_properties import payload_problem, read_publish_properties
 from broker.mqtt.wire import Reader
 from nanoiot.errors import ConnectRefused, MalformedPacket, ProtocolError
 from nanoiot.text import printable
@@ -163,6 +164,12 @@ def decode_connect(reader: Reader, level: int) -> Connect:
         if problem is not None:
             raise MalformedPacket(f"will topic {problem}")
         will = Will(topic, reader.binary("will message"), will_qos, will_retain, will_properties)
+        if (problem := payload_problem(will_properties, will.payload)) is not None:
+            # 5.0 §3.1.3.2.3: the server may check it, and refuse with CONNACK 0x99.
+            raise ConnectRefused(
+                f"will {problem}", ConnackCode.UNACCEPTABLE_PROTOCOL,
+                reason_code=Reason.PAYLOAD_FORMAT_INVALID,
+            )  # fmt: skip
     username = reader.text("user name") if flags & 0x80 else None
     password = reader.binary("password") if flags & 0x40 else None
     if reader.left:

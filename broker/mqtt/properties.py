@@ -333,9 +333,14 @@ def _read_value(reader: Reader, key: int, kind: int) -> PropertyValue:
         value = reader.varint(property_name(key))
     elif kind == TEXT:
         value = reader.text(property_name(key))
-        if key == Property.RESPONSE_TOPIC and ("+" in value or "#" in value):
-            # It is the topic name of the reply (§3.3.2.3.5, [MQTT-3.3.2-14]; a will's too).
-            raise ProtocolError("property response_topic contains a wildcard (MQTT 5 §3.3.2.3.5)")
+        if key == Property.RESPONSE_TOPIC and (not value or "+" in value or "#" in value):
+            # It is the topic name of the reply (§3.3.2.3.5, [MQTT-3.3.2-14]; a will's too),
+            # so neither wildcards nor empty (§4.7.3 [MQTT-4.7.3-1]): a responder that
+            # answered on it would be closed for a protocol error itself.
+            raise ProtocolError(
+                f"property response_topic {'contains a wildcard' if value else 'is empty'} "
+                "(MQTT 5 §3.3.2.3.5, §4.7.3)"
+            )
     elif kind == BINARY:
         value = reader.binary(property_name(key))
     else:

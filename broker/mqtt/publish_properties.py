@@ -22,6 +22,7 @@ from broker.mqtt.properties import (
     NO_PROPERTIES,
     PUBLISH,
     Properties,
+    Property,
     read_properties,
 )
 from broker.mqtt.wire import Reader
@@ -98,3 +99,24 @@ def _scan(wire: bytes) -> Properties | None:
     if at != size or alias == 0 or wire.count(0) != zeros:
         return None
     return Properties.read_lazily(wire, alias, alias_at, expiry, expiry_at)
+
+
+_UTF8_PAYLOAD: Final = b"\x01\x01"  # Payload Format Indicator (0x01) of 1, as it is on the wire
+
+
+def payload_problem(properties: Properties, payload: bytes) -> str | None:
+    """Why ``payload`` is not what its Payload Format Indicator says, if it is not: 1 says
+    UTF-8, which must be well-formed (5.0 §3.3.2.3.2 [MQTT-3.3.2-4], RFC 3629; a will's,
+    §3.1.3.2.3). The server may check it and answer 0x99; it does, because a subscriber's
+    client that checks it closes its connection for it, and a persistent session's would be
+    sent the same message again at each reconnection. A list without the bytes of that
+    property is not decoded (the hot path's lists never hold it)."""
+    if not properties or _UTF8_PAYLOAD not in properties.wire:
+        return None
+    if properties.get(Property.PAYLOAD_FORMAT_INDICATOR) != 1:
+        return None
+    try:
+        payload.decode("utf-8")  # strict: no surrogates, no overlong forms (RFC 3629)
+    except UnicodeDecodeError as exc:
+        return f"payload is not UTF-8 ({exc.reason} at byte {exc.start}), as its format says"
+    return None

@@ -1,5 +1,6 @@
 """The auth-event writer batches: decisions queued meanwhile share one transaction."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -42,8 +43,8 @@ async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
         await opened.close()
 
 
-def _request(number: int) -> ConnectRequest:
-    return ConnectRequest(None, (), f"user-{number}", None, f"client-{number}", "192.0.2.7")
+def _request(number: int, remote: str = "192.0.2.7") -> ConnectRequest:
+    return ConnectRequest(None, (), f"user-{number}", None, f"client-{number}", remote)
 
 
 async def test_a_burst_of_decisions_is_written_in_few_transactions(store: CountingStore) -> None:
@@ -87,3 +88,20 @@ async def test_flushed_returns_once_every_decision_is_stored(store: CountingStor
         assert len(await store.store.list_auth_events(limit=10)) == 5
     finally:
         await auth_log.stop()
+
+
+async def test_a_host_refused_a_few_times_is_forgotten_when_its_interval_ends(
+    store: CountingStore,
+) -> None:
+    """Before, a host's key went only with some host's summary: hosts refused no more than
+    ``repeats`` times stayed held (10,000 of them, then every new host only counted)."""
+    auth_log = AuthLog(cast(CredentialStore, store), policy=AuthLogPolicy(interval=0.2))
+    auth_log.start()
+    for number in range(3):  # three hosts, once each: nothing to sum up
+        auth_log.refused(deny(Reason.UNKNOWN_TOKEN, "x"), _request(number, f"192.0.2.{number}"))
+    assert auth_log.hosts_held() == 3
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while auth_log.hosts_held():  # the interval's timer forgets them
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    await auth_log.stop()

@@ -1,5 +1,6 @@
 """Aggregating repeated refusals: the counts, the intervals and the bound on addresses."""
 
+import asyncio
 import logging
 
 import pytest
@@ -65,3 +66,65 @@ def test_limited_loggers_keep_one_limiter_per_logger_and_count_per_device_and_ki
         "taken over 0", "kicked 0", "e taken over 0",
         "taken over 1", "kicked 1", "e taken over 1",
     ]  # fmt: skip
+
+
+class _Lines(logging.Handler):
+    """The messages logged, and an event set once ``wanted`` of them came."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if len(self.messages) >= self.wanted:
+            self.enough.set()
+
+
+async def test_a_device_that_stops_gets_its_count_when_the_interval_ends() -> None:
+    """Before, the count came only with the next line of that kind: a device that stopped
+    repeating itself never had it written, and its key was held until some line came."""
+    log = logging.getLogger("tests.repeats.timer")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    lines = _Lines(wanted=3)
+    log.addHandler(lines)
+    try:
+        limiter = LogLimiter(log, interval=0.2, repeats=1)
+        for n in range(5):  # a device taken over 5 times, then silent
+            limiter.info("device 'd'", "take-overs", "taken over %d", n)
+        limiter.warning("device 'e'", "kicks", "kicked %d", 0)  # one line: nothing counted
+        await asyncio.wait_for(lines.enough.wait(), 10.0)
+        assert lines.messages == [
+            "taken over 0", "kicked 0", "device 'd': 4 more take-overs in 0 s",
+        ]  # fmt: skip
+        assert len(limiter) == 0  # both keys forgotten, not held until another line
+    finally:
+        log.removeHandler(lines)
+        log.propagate = True
+        log.setLevel(logging.NOTSET)
+        log.setLevel(logging.NOTSET)
+
+
+async def test_the_keys_held_are_bounded_and_flush_writes_what_is_counted() -> None:
+    log = logging.getLogger("tests.repeats.flush")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    lines = _Lines(wanted=1)
+    log.addHandler(lines)
+    try:
+        limiter = LogLimiter(log, interval=600.0, repeats=1)
+        for n in range(20_000):  # more devices than RepeatCounter's default max_keys
+            limiter.info(f"device '{n}'", "kicks", "kicked %d", n)
+        assert len(limiter) == 10_001  # 10,000 devices and the one key the others share
+        assert len(lines.messages) == 10_000
+        limiter.flush()  # the broker stops: the count of the others, then nothing held
+        assert lines.messages[-1] == "*: 10000 more kicks in 600 s"
+        assert len(limiter) == 0
+    finally:
+        log.removeHandler(lines)
+        log.propagate = True
+        log.setLevel(logging.NOTSET)
+        log.setLevel(logging.NOTSET)

@@ -5,7 +5,7 @@ its own session over, "keep-alive expired" when it goes silent, "disconnecting" 
 kicked. Before, each wrote its line: a device that connected in a loop (a TLS handshake each)
 wrote as many as it liked. Now, as the refusals before authentication, the first
 ``auth_log_repeats`` of each kind per device in an interval are written, and the rest are
-counted in one summary line once the interval has ended.
+counted in one summary line when the interval ends, whether or not the device goes on.
 """
 
 import logging
@@ -74,12 +74,17 @@ def test_take_overs_are_logged_a_few_times_a_device(
         assert previous.closed()
         previous.close()
         previous = again
-    assert time.monotonic() - started < 1.0, "too slow to stay within one interval"
-    assert len(_lines(caplog, "connected again")) == REPEATS
-    # The interval ended: the next take-over's line brings the count of the others.
-    time.sleep(max(0.0, started + 1.05 - time.monotonic()))  # an interval must run out
-    _connected(broker, certfile, "loop", 60).close()
-    _wait_for(lambda: _summarised(caplog, "take-overs") == TAKE_OVERS - REPEATS)
+    within_one_interval = time.monotonic() - started < 1.0
+
+    # The device stops: the count of the take-overs not written is written when their
+    # interval ends, with no line after it, so that every take-over is told.
+    def written() -> int:
+        return len(_lines(caplog, "connected again"))
+
+    _wait_for(lambda: written() + _summarised(caplog, "take-overs") == TAKE_OVERS)
+    if within_one_interval:  # else (a loaded machine) more intervals, more lines
+        assert written() == REPEATS
+    assert _summarised(caplog, "take-overs") > 0
     previous.close()
 
 

@@ -3,12 +3,22 @@ key-value put) can swallow the cancellation (CPython gh-86296, ``nanoiot.tasks``
 loop went on (the parker back to waiting for frames, the route writer through every write
 still queued, then waiting for more), so the node's stop waited for it forever: seen as a node
 stopped right after restoring 2,000 sessions (6,000 route writes queued), or as another member
-left. Pure: NATS is a stand-in that loses the cancellation as nats-py's wait does."""
+left. So did the loops that write a waiting departure again, look at the parked frames' age,
+or ask whether anything still listens for a gone member (for up to 10 minutes). Pure: NATS is
+a stand-in that loses the cancellation as nats-py's wait does."""
 
 import asyncio
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
+from broker.cluster.departure import keep_departure
+from broker.cluster.kv import Entry
+from broker.cluster.parked_age import ParkedAge
 from broker.cluster.parking import Parker
 from broker.cluster.routes import RouteAnnouncer, RouteTable
+from broker.cluster.silence import nobody_listens
 
 WAIT = 5.0
 
@@ -26,6 +36,21 @@ class LosingCancellation:
     async def put(self, _key: str, _value: bytes) -> int:
         await self._wait()
         return 1
+
+    async def get(self, _key: str) -> Entry:
+        await self._wait()
+        return Entry(b"waiting", 1)
+
+    async def update(self, _key: str, _value: bytes, _revision: int) -> int:
+        return 2
+
+    async def oldest(self, _member: str) -> datetime:
+        await self._wait()
+        return datetime.now(UTC)
+
+    async def answers(self, _subject: str) -> bool:
+        await self._wait()
+        return True  # it still listens: asked again
 
     async def _wait(self) -> None:
         if self.entered.is_set():
@@ -66,3 +91,41 @@ async def test_a_stop_while_routes_are_written_ends_even_if_a_put_lost_its_cance
     writer.cancel()
     done, _ = await asyncio.wait({writer}, timeout=WAIT)  # not awaited: the old one never ends
     assert writer in done, "the route writer went on"
+
+
+async def _ends_once_cancelled(work: Coroutine[Any, Any, object], nats: LosingCancellation) -> None:
+    """Run ``work`` until it waits in ``nats``, cancel it there: it must end."""
+    task = asyncio.create_task(work)
+    async with asyncio.timeout(WAIT):
+        await nats.entered.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=WAIT)  # not awaited: the old loop never ends
+    assert task in done, "the loop went on"
+
+
+async def test_a_departure_written_again_ends_even_if_a_read_lost_its_cancellation() -> None:
+    departures = LosingCancellation()
+    await _ends_once_cancelled(
+        keep_departure(departures, "run", b"waiting", 0.001),  # type: ignore[arg-type]
+        departures,
+    )
+
+
+async def test_the_parked_age_watch_ends_even_if_a_look_lost_its_cancellation() -> None:
+    parking = LosingCancellation()
+    parker = SimpleNamespace(parking=parking, parked={"node-b"})
+    age = ParkedAge(parker)  # type: ignore[arg-type]
+    await _ends_once_cancelled(age.watch(every=0.001), parking)
+
+
+async def test_asking_after_a_gone_member_ends_even_if_a_request_lost_its_cancellation() -> None:
+    link = LosingCancellation()
+    link.subject = lambda *tokens: ".".join(tokens)  # type: ignore[attr-defined]
+
+    async def until_back(_member: str, _within: float) -> None:
+        await asyncio.sleep(0)  # a loop turn, not a second: the asking goes on at once
+
+    await _ends_once_cancelled(
+        nobody_listens(link, "node-b", lambda _m: True, until_back),  # type: ignore[arg-type]
+        link,
+    )

@@ -17,6 +17,7 @@ from broker.mqtt.packets import (
     Publish,
     Pubrec,
     Pubrel,
+    Will,
 )
 from broker.mqtt.properties import Properties, Property
 from broker.mqtt.session import Session
@@ -131,6 +132,26 @@ def test_a_response_topic_with_a_wildcard_closes_with_0x82() -> None:
         assert isinstance(event, ProtocolViolation)
         assert "response_topic contains a wildcard" in event.reason
         assert event.code == 0x82
+
+
+def test_an_empty_response_topic_closes_with_0x82() -> None:
+    # §3.3.2.3.5: the Response Topic is the topic name of the reply, and a topic name is at
+    # least one character long (§4.7.3 [MQTT-4.7.3-1]); a will's is the same property.
+    connection, _ = v5_accepted()
+    properties = Properties([(Property.RESPONSE_TOPIC, "")])
+    [event] = feed(connection, Publish("t", b"", properties=properties))
+    assert isinstance(event, ProtocolViolation)
+    assert "response_topic is empty" in event.reason
+    assert event.code == 0x82
+    will = Will("w", b"", 1, properties=properties)
+    connection = Connection(Limits())
+    [refused] = connection.receive_data(
+        wire(Connect(MQTT_5, "c", True, 0, will=will), level=MQTT_5), 0
+    )
+    assert isinstance(refused, ConnectionRefused)
+    [connack] = packets_in(connection.data_to_send(), MQTT_5)
+    assert isinstance(connack, Connack)
+    assert connack.code == 0x82
 
 
 def test_a_too_large_connect_gets_0x95() -> None:
