@@ -1,7 +1,8 @@
 """The devices bucket on the machine's NATS (``broker.cluster.seats``): the seats members hold
 for a device, counted only for members live in the run that wrote them; the writer's counts,
 many changes in one write, and the key gone once no member holds a session; NATS away: the
-local count decides, and what changed meanwhile is written once NATS is back."""
+local count decides, and what changed meanwhile is written once NATS is back; a deleted key's
+marker is purged by the compaction of the cluster's buckets."""
 
 import asyncio
 import logging
@@ -9,9 +10,11 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 
+from broker.cluster.compaction import Compaction
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
@@ -22,6 +25,7 @@ from nanoiot.errors import SessionQuotaExceeded
 from nanoiot.members import Figures
 from nanoiot.settings import Settings
 from tests.cluster.proxy import nats_proxy
+from tests.natsserver import fresh_cluster_name, modern_nats
 
 WAIT = 10.0
 INTERVAL = 0.2
@@ -157,3 +161,25 @@ async def test_nats_away_the_local_count_decides_and_the_count_is_written_when_b
             assert len(told) == 1, told  # once per outage
             assert "checked against this node's sessions" in told[0]
             await until_seats(b.seats.bucket, lambda seats: seats.get("node-a") == 2)
+
+
+async def test_a_devices_key_deleted_leaves_a_marker_compaction_purges(tmp_path: Path) -> None:
+    """On a nats-server 2.9.12 or later (a private 2.10), as the routes' and claims'."""
+    with modern_nats(tmp_path) as url:
+        settings = Settings(
+            data_dir=tmp_path, nats_url=url, cluster_name=fresh_cluster_name(),
+            node_name="node-a",
+        )  # fmt: skip
+        async with seated(settings) as a:
+            bucket = a.seats.bucket
+            a.held[DEVICE] = 1
+            a.seats.changed(DEVICE)
+            await until_seats(bucket, lambda seats: seats == {"node-a": 1})
+            a.held[DEVICE] = 0
+            a.seats.changed(DEVICE)
+            await until_seats(bucket, lambda seats: seats == {})
+            compaction = Compaction(a.seats.members.link.client, [bucket], every=0.0, kept=0.0)
+            assert await compaction.compact() == 1
+            js = a.seats.members.link.client.jetstream()
+            info = await js.stream_info(f"KV_{bucket.bucket}")
+            assert info.state.messages == 0
