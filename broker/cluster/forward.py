@@ -62,7 +62,6 @@ for a probe (``PROBE_AFTER``) and park it, to be routed again by whoever takes t
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Final
@@ -182,11 +181,14 @@ class Forwarder(Parker):
         confirmations (QoS > 0)."""
         confirmations: list[asyncio.Future[None]] = []
         now = self._loop.time()
-        for member in members:
-            write = functools.partial(
-                encode, message, now=now, plain=member in plain, groups=groups.get(member, ())
-            )
-            frame = self._append(member, write)
+        frames = self._frames
+        for member in members:  # ``_append``, inline: once per message and member
+            frame: _Frame | None = frames.get(member)
+            if frame is None:
+                frame = frames[member] = _Frame()
+            start = len(frame.data)
+            encode(message, frame.data, now, plain=member in plain, groups=groups.get(member, ()))
+            frame = self._appended(member, frame, start)
             if frame is None:
                 confirmation = self._too_big(member, message.qos)
             else:
@@ -231,11 +233,12 @@ class Forwarder(Parker):
         to it; None if the record alone is larger than NATS carries (``max_payload``): it is
         dropped. A frame it would make too large is sent first: NATS refuses a message over
         max_payload whole, with the other publishers' messages in it."""
-        frame = self._frames.get(member)
-        if frame is None:
-            frame = self._frames[member] = _Frame()
+        frame = self._frames.get(member) or self._frames.setdefault(member, _Frame())
         start = len(frame.data)
         write(frame.data)
+        return self._appended(member, frame, start)
+
+    def _appended(self, member: str, frame: _Frame, start: int) -> _Frame | None:
         if len(frame.data) > self._max_frame:
             record = frame.data[start:]
             del frame.data[start:]

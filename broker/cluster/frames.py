@@ -49,7 +49,7 @@ import base64
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from broker.mqtt.properties import NO_PROPERTIES, WILL, Properties, read_properties
@@ -73,6 +73,7 @@ _ONE_SESSION_BIT: Final = 0x10
 _BARRIER_BIT: Final = 0x20
 _RELAYED_BIT: Final = 0x40
 _MORE_BIT: Final = 0x80
+_SPECIAL: Final = _ONE_SESSION_BIT | _BARRIER_BIT | _MORE_BIT
 _MOST_NAMED: Final = 0xFFFF  # bytes of a record's groups (its length field has 2)
 # Bytes naming one group, at most: a subscription's filter ($share/{name}/{filter}) is at most
 # 1,024 characters (``storage.models``), of 4 bytes at most, and a NUL.
@@ -92,7 +93,8 @@ _NUL: Final = "\x00"
 Group = tuple[str, str]  # (share name, topic filter)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: the receiver makes one per message (``Message``'s note on the cost).
+@dataclass(slots=True)
 class Routed:
     """A forwarded message and which of the receiver's subscriptions it is for."""
 
@@ -115,23 +117,33 @@ def encode(
     """Append ``message`` to a frame being built; ``now``: this process's loop time."""
     topic = message.topic.encode()
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
-    if session is not None:  # one group at most: one record
-        chunks = [_NUL.join([store_key(session), *(f"{n}/{f}" for n, f in groups)]).encode()]
-        flags |= _ONE_SESSION_BIT
-    else:
-        chunks = _chunked([f"{name}/{topic_filter}".encode() for name, topic_filter in groups])
     properties = message.properties.wire  # without its length: the header has it
     expires = message.expires_at
     left = (
         _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
     )
+    payload = message.payload
+    if session is None and not groups:  # most records: nothing to name (one pass, no lists)
+        into += _HEADER.pack(
+            flags, len(topic), len(payload), 0, len(properties), left, message.id,
+            message.routed_at,
+        )  # fmt: skip
+        into += topic
+        into += payload
+        into += properties
+        return
+    if session is not None:  # one group at most: one record
+        chunks = [_NUL.join([store_key(session), *(f"{n}/{f}" for n, f in groups)]).encode()]
+        flags |= _ONE_SESSION_BIT
+    else:
+        chunks = _chunked([f"{name}/{topic_filter}".encode() for name, topic_filter in groups])
     first, *more = chunks
     into += _HEADER.pack(
-        flags, len(topic), len(message.payload), len(first), len(properties), left,
+        flags, len(topic), len(payload), len(first), len(properties), left,
         message.id, message.routed_at,
     )  # fmt: skip
     into += topic
-    into += message.payload
+    into += payload
     into += first
     into += properties
     flags = (flags & ~_PLAIN_BIT) | _MORE_BIT
@@ -178,14 +190,41 @@ def encode_barrier(
 def decode(frame: bytes, now: float) -> Iterator[Routed]:
     """The records of a frame, in order; ``ClusterError`` if it is cut short or garbled.
     ``now``: this process's loop time, which expiry deadlines are set on. A message's records
-    of more groups are given as one with the record before them."""
+    of more groups are given as one with the record before them.
+
+    One pass over the bytes, slicing them (a frame holds hundreds of records: what each
+    costs here is most of what a message crossing costs the receiver beyond routing)."""
+    data = frame if type(frame) is bytes else bytes(frame)
+    header = _HEADER.size
     held: Routed | None = None
-    for routed, more in _records(frame, now):
-        if more:
-            if held is None or held.session is not None or held.barrier:
-                raise ClusterError("a forwarded frame holds groups of no message")
-            held = replace(held, groups=held.groups + routed.groups)
-            continue
+    at, end = 0, len(data)
+    while at < end:
+        if end - at < header:
+            raise ClusterError("a forwarded frame ends inside a record header")
+        flags, topic_length, payload_length, groups_length, properties_length, left, *ids = (
+            _HEADER.unpack_from(data, at)
+        )
+        at += header
+        size = topic_length + payload_length + groups_length + properties_length
+        if end - at < size or flags & _QOS_BITS == 3:
+            raise ClusterError("a forwarded frame holds a malformed record")
+        start, at = at, at + size
+        if not (flags & _SPECIAL or groups_length or properties_length):  # most records
+            topic_end = start + topic_length
+            message = Message(
+                data[start:topic_end].decode(), data[topic_end:at], flags & _QOS_BITS,
+                bool(flags & _RETAIN_BIT), NO_PROPERTIES,
+                None if left == _NO_EXPIRY else now + left / 1000, None, *ids,
+            )  # fmt: skip
+            routed = Routed(message, bool(flags & _PLAIN_BIT), ())
+        else:
+            lengths = (topic_length, payload_length, groups_length, properties_length)
+            routed = _record(data, start, flags, lengths, left, ids, now)
+            if flags & _MORE_BIT and not flags & _BARRIER_BIT:
+                if held is None or held.session is not None or held.barrier:
+                    raise ClusterError("a forwarded frame holds groups of no message")
+                held.groups += routed.groups
+                continue
         if held is not None:
             yield held
         held = routed
@@ -193,50 +232,39 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
         yield held
 
 
-def _records(frame: bytes, now: float) -> Iterator[tuple[Routed, bool]]:
-    """Each record of a frame, and whether it holds more groups of the message before."""
-    view = memoryview(frame)
-    at, end = 0, len(frame)
-    while at < end:
-        if end - at < _HEADER.size:
-            raise ClusterError("a forwarded frame ends inside a record header")
-        flags, topic_length, payload_length, groups_length, properties_length, left, *ids = (
-            _HEADER.unpack_from(view, at)
-        )
-        at += _HEADER.size
-        size = topic_length + payload_length + groups_length + properties_length
-        if end - at < size or flags & _QOS_BITS == 3:
-            raise ClusterError("a forwarded frame holds a malformed record")
-        topic = str(view[at : at + topic_length], "utf-8")
-        at += topic_length
-        payload = bytes(view[at : at + payload_length])
-        at += payload_length
-        named = str(view[at : at + groups_length], "utf-8")
-        at += groups_length
-        session: SessionKey | None = None
-        groups: tuple[Group, ...] = ()
-        if flags & (_ONE_SESSION_BIT | _BARRIER_BIT):
-            key, *shared = named.split(_NUL)
-            device_id, _, client_id = key.partition("/")
-            session = (device_id, client_id)
-            groups = tuple(_group(one) for one in shared)
-        else:
-            groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
-        properties = NO_PROPERTIES
-        if properties_length:
-            listed = varint(properties_length) + bytes(view[at : at + properties_length])
-            properties = _properties(listed)
-            at += properties_length
-        expires = None if left == _NO_EXPIRY else now + left / 1000
-        message = Message(
-            topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires,
-            None, *ids,
-        )  # fmt: skip
-        if flags & _BARRIER_BIT:
-            barrier = RELAYED if flags & _RELAYED_BIT else DIRECT
-            yield Routed(message, False, (), session, barrier), False
-            continue
-        yield Routed(message, bool(flags & _PLAIN_BIT), groups, session), bool(flags & _MORE_BIT)
+def _record(
+    data: bytes, at: int, flags: int, lengths: tuple[int, int, int, int], left: int,
+    ids: list[int], now: float,
+) -> Routed:  # fmt: skip
+    """A record with groups, properties, or for one session, or a barrier; its lengths are
+    checked against the frame's."""
+    topic_length, payload_length, groups_length, properties_length = lengths
+    topic = data[at : at + topic_length].decode()
+    at += topic_length
+    payload = data[at : at + payload_length]
+    at += payload_length
+    named = data[at : at + groups_length].decode()
+    at += groups_length
+    session: SessionKey | None = None
+    groups: tuple[Group, ...] = ()
+    if flags & (_ONE_SESSION_BIT | _BARRIER_BIT):
+        key, *shared = named.split(_NUL)
+        device_id, _, client_id = key.partition("/")
+        session = (device_id, client_id)
+        groups = tuple(_group(one) for one in shared)
+    else:
+        groups = tuple(_group(one) for one in named.split(_NUL)) if named else ()
+    properties = NO_PROPERTIES
+    if properties_length:
+        properties = _properties(varint(properties_length) + data[at : at + properties_length])
+    expires = None if left == _NO_EXPIRY else now + left / 1000
+    message = Message(
+        topic, payload, flags & _QOS_BITS, bool(flags & _RETAIN_BIT), properties, expires,
+        None, *ids,
+    )  # fmt: skip
+    if flags & _BARRIER_BIT:
+        return Routed(message, False, (), session, RELAYED if flags & _RELAYED_BIT else DIRECT)
+    return Routed(message, bool(flags & _PLAIN_BIT), groups, session)
 
 
 def _properties(listed: bytes) -> Properties:
