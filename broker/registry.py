@@ -30,7 +30,7 @@ from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
 from broker.router import Router
 from broker.session_store import SessionStore
-from broker.session_table import SessionTable
+from broker.session_table import Seats, SessionTable
 from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
 from nanoiot.errors import SessionQuotaExceeded
@@ -50,6 +50,8 @@ class Registry:
         self.sessions = SessionTable()
         # A connect that would start a session past it is refused (None: no bound).
         self.max_sessions_per_device: int | None = None
+        # In a cluster: the device's sessions on every member count (``broker.cluster.seats``).
+        self.seats: Seats | None = None
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
         # In a cluster: make this member the session's only holder before the CONNACK
@@ -159,7 +161,11 @@ class Registry:
                 session = None
             present = session is not None
             if session is None:
-                self._check_quota(peer.key[0])
+                await self._reserve(peer.key[0])
+                if client.ended:  # while the cluster was asked: its seat is given back
+                    if self.seats is not None:
+                        self.seats.changed(peer.key[0])
+                    return None
                 session = BrokerSession(peer.key, peer.identity.device_name, persistent=persistent)
                 self.sessions[peer.key] = session
             session.cancel_timers()  # §3.1.3.2.2: no will once the session is taken again
@@ -173,10 +179,17 @@ class Registry:
             session.client = client
             return session, present
 
-    def _check_quota(self, device_id: str) -> None:
+    async def _reserve(self, device_id: str) -> None:
+        """A seat for one more session of the device, or ``SessionQuotaExceeded``: counted
+        here, then across the cluster if there is one (a take-over, which finds the session
+        here or in the shared store, takes none)."""
         limit = self.max_sessions_per_device
-        if limit is not None and self.sessions.held_by(device_id) >= limit:
+        if limit is None:
+            return
+        if self.sessions.held_by(device_id) >= limit:
             raise SessionQuotaExceeded(f"the device holds max_sessions_per_device ({limit})")
+        if self.seats is not None:
+            await self.seats.reserve(device_id, limit)
 
     def _awaiting_handed_over(self, session: BrokerSession, awaiting: set[int]) -> None:
         """The QoS 2 packet ids the member that gave the session up named in its answer.
@@ -306,6 +319,8 @@ class Registry:
                 session.will_now()
             self.forget(session)
         await self.store.flush()
+        if self.seats is not None:  # the connect that took it finds its seat free
+            await self.seats.settle(key[0])
         return given
 
     def forget(self, session: BrokerSession) -> None:

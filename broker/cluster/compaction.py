@@ -3,8 +3,9 @@
 JetStream keeps a delete marker for each key deleted from a key-value bucket until the key is
 written again. The routes bucket gets one per filter a member stops using for good (a device
 subscribing to new filters and unsubscribing leaves one each), and the claims bucket one per
-clean session ended (``SessionClaims``); nothing bounded either. So every member purges, each
-``cluster_compaction_interval`` seconds, the markers of both buckets written more than
+clean session ended (``SessionClaims``), the devices bucket one per device whose last session
+ended (``broker.cluster.seats``); nothing bounded any. So every member purges, each
+``cluster_compaction_interval`` seconds, the markers of these buckets written more than
 ``cluster_delete_markers_kept`` seconds before (``KeyValue.compact``): a member reads a marker
 within moments of its writing, so one that old was read by every member that was live then,
 and a member starting later needs only the live values. What one member purged is gone for

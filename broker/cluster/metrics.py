@@ -184,7 +184,7 @@ class ClusterCollector:
         if router.compaction is not None:
             yield CounterMetricFamily(
                 "nanoiot_cluster_delete_markers_purged",
-                "Delete markers this member purged from the routes and claims buckets "
+                "Delete markers this member purged from the routes, claims and devices buckets "
                 "(cluster_compaction_interval; nats-server 2.9.12 and later)",
                 value=router.compaction.purged,
             )

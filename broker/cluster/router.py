@@ -33,6 +33,7 @@ from broker.cluster.forward import Forwarder
 from broker.cluster.frames import Group
 from broker.cluster.frames_in import FramesIn
 from broker.cluster.handover import Handovers
+from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.members import MISSED_BEATS, MemberRegistry
@@ -44,6 +45,8 @@ from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.routes_seen import RoutesSeen, at_most
+from broker.cluster.seats import BUCKET as DEVICES
+from broker.cluster.seats import DeviceSeats
 from broker.cluster.sessions import BUCKET as CLIENTS
 from broker.cluster.sessions import SessionClaims
 from broker.cluster.shared_turns import SharedTurns
@@ -114,6 +117,8 @@ class ClusterRouter:
         self.frames_in = FramesIn(self, max_buffer)  # what the others send here
         self._compaction_every, self._markers_kept = compaction  # seconds
         self.compaction: Compaction | None = None
+        self.seats: DeviceSeats | None = None  # max_sessions_per_device, cluster-wide
+        self._devices: KeyValue | None = None
 
     async def start(self, retained: RetainedStore, registry: "Registry") -> None:
         """Learn the others' routes and the cluster's retained messages, listen for frames
@@ -153,9 +158,11 @@ class ClusterRouter:
         self.wills.adopt = self.claims.adopt
         await self.claims.start()
         registry.ownership = self.claims
+        self._devices = devices = await self.link.key_value(DEVICES)
         self.compaction = Compaction(
-            self.link.client, [bucket, clients], self._compaction_every, self._markers_kept
-        )
+            self.link.client, [bucket, clients, devices], self._compaction_every,
+            self._markers_kept,
+        )  # fmt: skip
         self.claims.drop_ended = self.compaction.start()
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
@@ -187,6 +194,13 @@ class ClusterRouter:
         if self.handovers is not None and self.replays is not None:  # lagging barriers
             self.handovers.arrivals.heard = self.replays.heard = members.heard
         members.on_silent(self.forwarder.silent)  # its frames parked, not waited for
+        if self._devices is not None:  # a device's sessions counted on every member
+            self.seats = DeviceSeats(self._devices, members, registry.sessions.held_by)
+            registry.sessions.changed = self.seats.changed
+            registry.seats = self.seats
+            for device_id in {key[0] for key in registry.sessions}:
+                self.seats.changed(device_id)
+            self.seats.start()
         self.absences.watch(members)  # parking ends; frames parked for it while away
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
@@ -206,6 +220,8 @@ class ClusterRouter:
         as this member left them."""
         if self.compaction is not None:
             await self.compaction.stop()
+        if self.seats is not None:  # its entry's deletion makes its seats count no more
+            await self.seats.stop()
         if self.handovers is not None:
             await self.handovers.stop()
         if self.replays is not None:

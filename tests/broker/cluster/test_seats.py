@@ -1,0 +1,185 @@
+"""The devices bucket on the machine's NATS (``broker.cluster.seats``): the seats members hold
+for a device, counted only for members live in the run that wrote them; the writer's counts,
+many changes in one write, and the key gone once no member holds a session; NATS away: the
+local count decides, and what changed meanwhile is written once NATS is back; a deleted key's
+marker is purged by the compaction of the cluster's buckets."""
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from broker.cluster.compaction import Compaction
+from broker.cluster.frames import to_key
+from broker.cluster.kv import KeyValue
+from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
+from broker.cluster.members import MISSED_BEATS, MemberRegistry
+from broker.cluster.seats import BUCKET, DeviceSeats, _decode, _encode
+from nanoiot.errors import SessionQuotaExceeded
+from nanoiot.members import Figures
+from nanoiot.settings import Settings
+from tests.cluster.proxy import nats_proxy
+from tests.natsserver import fresh_cluster_name, modern_nats
+
+WAIT = 10.0
+INTERVAL = 0.2
+DEVICE = "device-1"
+
+
+class Seated:
+    """A member with its seats, whose table holds ``held`` sessions per device."""
+
+    def __init__(self, seats: DeviceSeats, held: Counter[str]) -> None:
+        self.seats = seats
+        self.held = held
+
+    async def reserve(self, limit: int) -> None:
+        await self.seats.reserve(DEVICE, limit)
+        self.held[DEVICE] += 1  # the session added to the table, as the registry does
+        self.seats.changed(DEVICE)
+
+
+@asynccontextmanager
+async def seated(settings: Settings) -> AsyncIterator[Seated]:
+    async with AsyncExitStack() as stack:
+        link = await ClusterLink.connect(settings)
+        stack.push_async_callback(link.close)
+        bucket = await link.key_value(MEMBERS, ttl=INTERVAL * MISSED_BEATS)
+        members = MemberRegistry(link, bucket, INTERVAL, Figures, mqtt_port=1)
+        await members.start()
+        stack.push_async_callback(members.stop)
+        held: Counter[str] = Counter()
+        seats = DeviceSeats(await link.key_value(BUCKET), members, held.__getitem__)
+        seats.start()
+        stack.push_async_callback(seats.stop)
+        yield Seated(seats, held)
+
+
+async def until_seats(bucket: KeyValue, holds: Callable[[dict[str, int]], bool]) -> None:
+    """Until the device's entry (member -> count; {} once deleted) satisfies ``holds``."""
+    watch = await bucket.watch(to_key(DEVICE))
+    try:
+        async with asyncio.timeout(WAIT):
+            seats: dict[str, int] = {}
+            while True:
+                change = await watch.value()  # None: every value there was at the start given
+                if change is not None:
+                    value = change[1]
+                    seats = {} if value is None else {k: v[3] for k, v in _decode(value).items()}
+                if holds(seats):
+                    return
+    finally:
+        await watch.stop()
+
+
+async def test_seats_of_live_members_count_and_others_do_not(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    async with (
+        seated(cluster_settings(node_name="node-a")) as a,
+        seated(cluster_settings(node_name="node-b")) as b,
+    ):
+        await a.seats.members.until_live("node-b", WAIT)
+        await b.seats.members.until_live("node-a", WAIT)
+        await a.reserve(2)
+        await b.reserve(2)
+        for member in (a, b):
+            with pytest.raises(SessionQuotaExceeded):
+                await member.seats.reserve(DEVICE, 2)
+        # A member not live, and a live member's earlier run, hold no seats: only a's 1.
+        bucket = b.seats.bucket
+        entry = await bucket.get(to_key(DEVICE))
+        assert entry is not None
+        seats = _decode(entry.value)
+        old_b = seats["node-b"]
+        seats["node-b"] = (old_b[0], old_b[1], old_b[2] - 1, 5)  # the run before this one
+        seats["node-c"] = (os.getpid(), 1.0, 0, 5)
+        await bucket.update(to_key(DEVICE), _encode(seats), entry.revision)
+        b.held[DEVICE] = 0
+        await a.reserve(2)
+        with pytest.raises(SessionQuotaExceeded):
+            await a.seats.reserve(DEVICE, 2)
+
+
+async def test_a_members_count_is_written_once_for_many_changes_and_dropped_at_zero(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    async with seated(cluster_settings(node_name="node-a")) as a:
+        bucket = a.seats.bucket
+        for _ in range(3):  # a restore: many sessions in one turn, one write
+            a.held[DEVICE] += 1
+            a.seats.changed(DEVICE)
+        await until_seats(bucket, lambda seats: seats == {"node-a": 3})
+        entry = await bucket.get(to_key(DEVICE))
+        assert entry is not None
+        first = entry.revision
+        a.held[DEVICE] = 0
+        a.seats.changed(DEVICE)
+        await until_seats(bucket, lambda seats: seats == {})
+        assert await bucket.get(to_key(DEVICE)) is None
+        # One write for the three sessions, then the delete.
+        last = await bucket._last_revision(to_key(DEVICE))
+        assert last == first + 1
+
+
+async def test_nats_away_the_local_count_decides_and_the_count_is_written_when_back(
+    cluster_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "broker.cluster.seats")
+    with nats_proxy() as proxy:
+        async with (
+            seated(cluster_settings(node_name="node-a", nats_url=proxy.url)) as a,
+            seated(cluster_settings(node_name="node-b")) as b,
+        ):
+            await a.seats.members.until_live("node-b", WAIT)
+            await b.reserve(2)  # the cluster's count would refuse a's second
+            link = a.seats.members.link
+            lost, back = asyncio.Event(), asyncio.Event()
+            link.on_lost(lost.set)
+            link.on_reconnected(back.set)
+            proxy.cut()
+            try:
+                await asyncio.wait_for(lost.wait(), WAIT)
+                await a.reserve(2)
+                await a.reserve(2)
+                with pytest.raises(SessionQuotaExceeded):
+                    await a.seats.reserve(DEVICE, 2)
+            finally:
+                proxy.restore()
+            await asyncio.wait_for(back.wait(), WAIT)
+            told = [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "broker.cluster.seats" and r.levelno == logging.WARNING
+            ]
+            assert len(told) == 1, told  # once per outage
+            assert "checked against this node's sessions" in told[0]
+            await until_seats(b.seats.bucket, lambda seats: seats.get("node-a") == 2)
+
+
+async def test_a_devices_key_deleted_leaves_a_marker_compaction_purges(tmp_path: Path) -> None:
+    """On a nats-server 2.9.12 or later (a private 2.10), as the routes' and claims'."""
+    with modern_nats(tmp_path) as url:
+        settings = Settings(
+            data_dir=tmp_path, nats_url=url, cluster_name=fresh_cluster_name(),
+            node_name="node-a",
+        )  # fmt: skip
+        async with seated(settings) as a:
+            bucket = a.seats.bucket
+            a.held[DEVICE] = 1
+            a.seats.changed(DEVICE)
+            await until_seats(bucket, lambda seats: seats == {"node-a": 1})
+            a.held[DEVICE] = 0
+            a.seats.changed(DEVICE)
+            await until_seats(bucket, lambda seats: seats == {})
+            compaction = Compaction(a.seats.members.link.client, [bucket], every=0.0, kept=0.0)
+            assert await compaction.compact() == 1
+            js = a.seats.members.link.client.jetstream()
+            info = await js.stream_info(f"KV_{bucket.bucket}")
+            assert info.state.messages == 0
