@@ -21,7 +21,6 @@ connected to, which may not lead the bucket's stream.
 """
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from typing import Final
@@ -30,6 +29,7 @@ from nats.aio.client import Client
 
 from broker.cluster.kv import KeyValue
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["Compaction", "purge_is_safe"]
 
@@ -88,9 +88,7 @@ class Compaction:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def compact(self) -> int:
         """One pass over the buckets now; the markers purged (0 on an unsafe server)."""

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 if TYPE_CHECKING:
     from broker.cluster.departing import Departures
     from broker.cluster.router import ClusterRouter
+    from broker.cluster.routes_seen import RoutesSeen
 
 from nanoiot.members import Member
 
@@ -150,6 +151,8 @@ class ClusterCollector:
             "Such notices from other members: this member's publishers waited longer for them",
             value=router.forwarder.busy.heard,
         )
+        if router.routes_seen is not None:
+            yield from _routes_seen_figures(router.routes_seen)
         if router.handovers is not None:
             yield from _handover_figures(router.handovers)
         if router.replays is not None:
@@ -207,4 +210,22 @@ def _handover_figures(handovers: "Departures") -> Iterator[Metric]:
         "again): routed with routes older than a finished hand-over, sent on for a session "
         "no longer there, or past max_queued_messages kept for a session being taken",
         value=handovers.refused,
+    )
+
+
+def _routes_seen_figures(seen: "RoutesSeen") -> Iterator[Metric]:
+    """The rounds a SUBACK's wait asked the other members whether their route tables hold
+    its filters (MQTT 3.1.1 and 5.0 §3.8.4, ``broker.cluster.routes_seen``), and the members
+    passed over: a member often late has a table that lags, and SUBACKs wait for it."""
+    yield CounterMetricFamily(
+        "nanoiot_cluster_routes_seen_rounds",
+        "Rounds of asking the other members whether their route tables hold this member's "
+        "new filters, which SUBACKs wait for (shared by the SUBACKs that come meanwhile)",
+        value=seen.rounds,
+    )
+    yield CounterMetricFamily(
+        "nanoiot_cluster_routes_seen_late",
+        "Members that did not say within 2 s that their route tables hold this member's new "
+        "filters: the SUBACKs waiting for them went without their answer",
+        value=seen.late,
     )

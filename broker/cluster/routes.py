@@ -134,8 +134,11 @@ class RouteAnnouncer:
         self._writes = PendingWrites()  # (key, value; None: delete), the latest of each key
         self._long: dict[str, str] = {}  # key -> filter, of the others' digest keys
         self._tasks: list[asyncio.Task[None]] = []
-        self._watch: Watch | None = None
-        self._put = 0  # the revision of this member's last filter written
+        # The bucket's revision this member's table is as of, or its own last filter's if
+        # later: a member whose table is at this revision or beyond has every filter this
+        # member wrote so far (``broker.cluster.handover``). Read at every publish, so kept
+        # as revisions arrive: the watch's and the writer's only grow (one of each).
+        self.revision = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until it)
         self._leftovers: set[str] = set()  # keys of this member's previous run
         self._keys: dict[str, str] = {}  # key -> filter, of those in ``_wanted``
@@ -144,14 +147,6 @@ class RouteAnnouncer:
         self.rewritten = 0  # entries written again: another member deleted them
         self.writes = 0  # entries written or deleted so far
         self._keeping = False  # fenced off: keys no longer wanted join the leftovers
-
-    @property
-    def revision(self) -> int:
-        """The bucket's revision this member's table is as of, or its own last filter's if
-        later: a member whose table is at this revision or beyond has every filter this
-        member wrote so far (``broker.cluster.handover``)."""
-        seen = self._watch.revision if self._watch is not None else 0
-        return max(seen, self._put)
 
     @property
     def waiting(self) -> int:
@@ -166,6 +161,10 @@ class RouteAnnouncer:
         self._waiters.append((revision, waiting))
         await waiting
 
+    def _at(self, revision: int) -> None:
+        if revision > self.revision:
+            self.revision = revision
+
     def _wake(self) -> None:
         now, still = self.revision, []
         for revision, waiting in self._waiters:
@@ -178,10 +177,11 @@ class RouteAnnouncer:
 
     async def start(self) -> None:
         """Read the others' filters (all of them, before returning) and clean up ours."""
-        watch = self._watch = await self.bucket.watch()
+        watch = await self.bucket.watch()
         leftovers: set[str] = set()
         prefix = self.member + "."
         while (change := await watch.value()) is not None:
+            self._at(watch.revision)
             key, value = change
             if key.startswith(prefix):
                 self._seen(key, value, watch.revision, watched=True)
@@ -366,6 +366,7 @@ class RouteAnnouncer:
         while True:
             change = await watch.value()
             if change is not None:
+                self._at(watch.revision)
                 if change[0].startswith(self.member + "."):
                     self._seen(*change, watch.revision, watched=True)
                 self._apply(*change)
@@ -381,7 +382,8 @@ class RouteAnnouncer:
             while True:
                 try:
                     if value is not None:
-                        self._put = revision = await self.bucket.put(key, value)
+                        revision = await self.bucket.put(key, value)
+                        self._at(revision)
                         if self._waiters:
                             self._wake()
                     else:

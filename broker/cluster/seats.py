@@ -43,6 +43,7 @@ from nanoiot.errors import (
     ClusterUnavailableError,
     SessionQuotaExceeded,
 )
+from nanoiot.tasks import cancel_and_wait
 
 __all__ = ["BUCKET", "DeviceSeats"]
 
@@ -85,9 +86,7 @@ class DeviceSeats:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def changed(self, device_id: str) -> None:
         """The sessions ``device_id`` holds here changed: its count is written soon."""

@@ -3,18 +3,27 @@ filters are written, the other members say their route tables hold them. Two mem
 machine's NATS, each with its announcer and answers; a third named but not running."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from broker.cluster import routes_seen
 from broker.cluster.link import ClusterLink
+from broker.cluster.router import ClusterRouter
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.routes_seen import RoutesSeen
+from broker.metrics import BrokerMetrics
+from broker.mqtt.limits import Limits
+from broker.router import LocalRouter
+from broker.session_store import MemorySessionStore
 from nanoiot.settings import Settings
 from tests.broker.cluster.joined import joined
 
 WAIT = 10.0
 FILTERS = 50  # subscribed to at once
+SILENT_FOR = 0.2  # SEEN_WITHIN here: a member that never answers is passed over this soon
 
 
 async def _member(link: ClusterLink, others: set[str]) -> tuple[RouteAnnouncer, RoutesSeen]:
@@ -62,3 +71,38 @@ async def test_once_seen_the_other_members_table_has_every_filter(
     assert seen.rounds == 1  # shared: the waits that came while it was out took it
     assert seen.late == 0  # c runs nowhere: NATS said nobody listens, at once
     assert seen.seen_for(filters[:1]) is None  # seen already: nothing to wait for
+
+
+def _counted(router: ClusterRouter, name: str) -> float:
+    """``name``'s value in the cluster's ``/metrics`` text."""
+    registry = CollectorRegistry()
+    registry.register(router.collector())
+    scraped = generate_latest(registry).decode()
+    found = re.search(rf"^nanoiot_cluster_routes_seen_{name}_total (\S+)$", scraped, re.M)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+async def test_rounds_and_members_passed_over_are_in_the_metrics(
+    members: tuple[tuple[RouteAnnouncer, RoutesSeen], RouteTable],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (announcer, seen), _table_b = members
+    monkeypatch.setattr(routes_seen, "SEEN_WITHIN", SILENT_FOR)
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    router = ClusterRouter(local, seen.link, local.store, 1024 * 1024)
+    router.routes_seen = seen
+    assert (_counted(router, "rounds"), _counted(router, "late")) == (0, 0)
+    # c listens, as a member that stalled would, and never answers.
+    silent = await seen.link.client.subscribe(seen.link.subject("routes", "c"))
+    try:
+        announcer.add("devices/d1/in")
+        async with asyncio.timeout(WAIT):
+            await announcer.written()
+            waiting = seen.seen_for(["devices/d1/in"])
+            assert waiting is not None
+            await waiting  # b answered; c was passed over after SILENT_FOR
+    finally:
+        await silent.unsubscribe()
+    assert (seen.rounds, seen.late) == (1, 1)
+    assert (_counted(router, "rounds"), _counted(router, "late")) == (1, 1)
