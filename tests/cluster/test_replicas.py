@@ -18,7 +18,7 @@ from tests.serve_process import WAIT
 pytestmark = pytest.mark.slow
 
 STREAMS = ("KV_{}_routes", "KV_{}_retained", "KV_{}_clients", "KV_{}_wills",
-           "KV_{}_departures", "KV_{}_members", "{}_parked")  # fmt: skip
+           "KV_{}_departures", "KV_{}_members", "KV_{}_devices", "{}_parked")  # fmt: skip
 
 
 async def copies(urls: str) -> dict[str, tuple[int, int]]:
