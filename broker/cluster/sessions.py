@@ -33,9 +33,8 @@ names that member and a pin on its frames, and the claiming member reads them fo
 (``Owed.handing_over``, ``Replays.taken_with``).
 
 A session that ended with its connection (Clean Session, or a 5.0 expiry of 0) has its
-claim deleted (at that connect's revision: a newer claim stays) when the buckets are
-compacted (``broker.cluster.compaction``), which purges the marker the delete leaves; without
-compaction it stays, as a marker would.
+claim deleted at that connect's revision (a newer claim stays) when the buckets are compacted
+(``broker.cluster.compaction`` purges the marker left); without compaction it stays.
 
 If NATS cannot be reached the connect goes on without the claim (a device keeps connecting
 while NATS is away), with what this member has, logged; exclusivity across members then
