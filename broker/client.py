@@ -238,11 +238,14 @@ class MqttClient:
 
     # --- what the broker does with this client ------------------------------------------------
 
-    def deliver(self, message: Outgoing) -> None:
-        """Send a message from a subscription (or the queue's turn comes for it)."""
+    def deliver(self, message: Outgoing, later: "set[MqttClient] | None" = None) -> None:
+        """Send a message from a subscription (or the queue's turn comes for it); with
+        ``later``, written at the caller's ``flush``: once per batch (``LocalRouter.later``)."""
         broker = self.broker
-        if not message.qos:
-            if self.tls.buffered() > broker.config.max_outgoing_buffer:
+        if not message.qos:  # in a batch: what it buffered at its first one (nothing written)
+            if (later is None or self not in later) and (
+                self.tls.buffered() > broker.config.max_outgoing_buffer
+            ):
                 broker.metrics.count_drop()  # §4.3.1: at most once; it does not read
                 return
         elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
@@ -251,7 +254,10 @@ class MqttClient:
         broker.metrics.messages_out += 1
         if events:
             self._handle(events)
-        self._flush()
+        if later is None:
+            self._flush()
+        else:
+            later.add(self)
 
     def can_send_now(self, qos: int) -> bool:
         """Whether a message at ``qos`` would go out at once: not behind messages waiting in
@@ -359,6 +365,8 @@ class MqttClient:
             else:  # ``_write``, inline: every answer and delivery comes this way
                 self.broker.metrics.bytes_out += len(data)
                 self.tls.write(data)
+
+    flush = _flush  # what ``deliver(..., later)`` left waiting: written once per batch
 
     def _write(self, data: bytes) -> None:
         self.broker.metrics.bytes_out += len(data)

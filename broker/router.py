@@ -32,7 +32,7 @@ with no shared subscription on the broker costs one emptiness test for them.
 import asyncio
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from auth.topics import split_shared, topic_matches
 from broker.away_queue import AwayQueue
@@ -48,6 +48,9 @@ from broker.outgoing import copy_for
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
 from broker.shared_members import SharedOutgoing, member_rank
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
 
 
 # Not frozen, as the hot path makes one per packet: a frozen dataclass's __init__ sets
@@ -126,6 +129,9 @@ class LocalRouter:
         self.waits: list[asyncio.Future[None]] = []
         self.metrics = metrics
         self.away = AwayQueue(store, limits, metrics)
+        # While a batch is routed (a frame from another member): the clients given messages,
+        # each written to once the batch is done (``MqttClient.deliver``), not once a message.
+        self.later: set[MqttClient] | None = None
 
     @property
     def subscription_count(self) -> int:
@@ -228,8 +234,12 @@ class LocalRouter:
                 self.store.message_queued(session, out)
                 durable = True
             if client is not None:
-                client.deliver(out)
+                client.deliver(out, self.later)
         return durable
+
+    # A message from another member for plain subscriptions alone (``deliver_forwarded``,
+    # a call less: a frame holds hundreds).
+    deliver_plain = _deliver_plain
 
     def deliver_to(
         self, session: BrokerSession, message: Message, *, released: bool = False
@@ -338,7 +348,7 @@ class LocalRouter:
         if qos and session.persistent:
             self.store.message_queued(session, out)
             durable = True
-        client.deliver(out)
+        client.deliver(out, self.later)
         return durable
 
     def _connected(self, session: BrokerSession) -> bool:

@@ -180,22 +180,23 @@ class Forwarder(Parker):
         ``plain``, for its shared subscriptions ``groups[member]``); the future of their
         confirmations (QoS > 0)."""
         confirmations: list[asyncio.Future[None]] = []
-        now = self._loop.time()
-        frames = self._frames
+        now = 0.0 if message.expires_at is None else self._loop.time()  # ``encode``'s for expiry
+        frames, most = self._frames, self._max_frame
         for member in members:  # ``_append``, inline: once per message and member
-            frame: _Frame | None = frames.get(member)
-            if frame is None:
-                frame = frames[member] = _Frame()
-            start = len(frame.data)
-            encode(message, frame.data, now, plain=member in plain, groups=groups.get(member, ()))
-            frame = self._appended(member, frame, start)
-            if frame is None:
+            frame = frames.get(member) or frames.setdefault(member, _Frame())
+            data = frame.data
+            start = len(data)
+            encode(message, data, now, plain=member in plain, groups=groups.get(member, ()))
+            kept: _Frame | None = frame
+            if len(data) > most or not self._scheduled:  # else ``_appended`` does nothing
+                kept = self._appended(member, frame, start)
+            if kept is None:
                 confirmation = self._too_big(member, message.qos)
             else:
-                confirmation = self._confirmed(frame) if message.qos else None
+                confirmation = self._confirmed(kept) if message.qos else None
             if confirmation is not None:
                 confirmations.append(confirmation)
-        return all_of(confirmations)
+        return all_of(confirmations) if confirmations else None
 
     def send_on(
         self, member: str, message: Message, session: SessionKey, group: Group | None = None

@@ -61,7 +61,7 @@ from nanoiot.errors import ClusterError, NanoIoTError
 
 __all__ = [
     "DIRECT", "FRAMING", "LONGEST_READABLE", "RELAYED", "Group", "Routed", "decode", "encode",
-    "encode_barrier", "from_key", "groups_room", "is_digest", "to_key",
+    "encode_barrier", "from_key", "groups_room", "is_digest", "read", "to_key",
 ]  # fmt: skip
 
 _HEADER: Final = struct.Struct(">BHIHIIQQ")
@@ -117,7 +117,9 @@ def encode(
     """Append ``message`` to a frame being built; ``now``: this process's loop time."""
     topic = message.topic.encode()
     flags = message.qos | (_RETAIN_BIT if message.retain else 0) | (_PLAIN_BIT if plain else 0)
-    properties = message.properties.wire  # without its length: the header has it
+    listed = message.properties
+    # Without its length (the header has it); most messages have none: no call for them.
+    properties = b"" if listed is NO_PROPERTIES else listed.wire
     expires = message.expires_at
     left = (
         _NO_EXPIRY if expires is None else max(0, min(int((expires - now) * 1000), _NO_EXPIRY - 1))
@@ -190,41 +192,55 @@ def encode_barrier(
 def decode(frame: bytes, now: float) -> Iterator[Routed]:
     """The records of a frame, in order; ``ClusterError`` if it is cut short or garbled.
     ``now``: this process's loop time, which expiry deadlines are set on. A message's records
-    of more groups are given as one with the record before them.
+    of more groups are given as one with the record before them."""
+    for record in read(frame, now):
+        yield record if isinstance(record, Routed) else Routed(record, True, ())
+
+
+def read(frame: bytes, now: float) -> Iterator[Routed | Message]:
+    """``decode``, but a message for plain subscriptions alone (no groups, not for one
+    session, not a barrier) given as its ``Message``: most records, and what a member
+    receiving them needs of them.
 
     One pass over the bytes, slicing them (a frame holds hundreds of records: what each
     costs here is most of what a message crossing costs the receiver beyond routing)."""
     data = frame if type(frame) is bytes else bytes(frame)
     header = _HEADER.size
-    held: Routed | None = None
+    held: Routed | Message | None = None
     at, end = 0, len(data)
     while at < end:
         if end - at < header:
             raise ClusterError("a forwarded frame ends inside a record header")
-        flags, topic_length, payload_length, groups_length, properties_length, left, *ids = (
-            _HEADER.unpack_from(data, at)
-        )
+        (
+            flags, topic_length, payload_length, groups_length, properties_length, left,
+            message_id, routed_at,
+        ) = _HEADER.unpack_from(data, at)  # fmt: skip
         at += header
         size = topic_length + payload_length + groups_length + properties_length
         if end - at < size or flags & _QOS_BITS == 3:
             raise ClusterError("a forwarded frame holds a malformed record")
         start, at = at, at + size
+        routed: Routed | Message
         if not (flags & _SPECIAL or groups_length or properties_length):  # most records
             topic_end = start + topic_length
-            message = Message(
+            routed = Message(
                 data[start:topic_end].decode(), data[topic_end:at], flags & _QOS_BITS,
                 bool(flags & _RETAIN_BIT), NO_PROPERTIES,
-                None if left == _NO_EXPIRY else now + left / 1000, None, *ids,
+                None if left == _NO_EXPIRY else now + left / 1000, None, message_id, routed_at,
             )  # fmt: skip
-            routed = Routed(message, bool(flags & _PLAIN_BIT), ())
+            if not flags & _PLAIN_BIT:  # for nobody here: as ``decode`` gives it
+                routed = Routed(routed, False, ())
         else:
             lengths = (topic_length, payload_length, groups_length, properties_length)
-            routed = _record(data, start, flags, lengths, left, ids, now)
+            record = _record(data, start, flags, lengths, left, (message_id, routed_at), now)
             if flags & _MORE_BIT and not flags & _BARRIER_BIT:
+                if isinstance(held, Message):  # a plain record's: it names groups now
+                    held = Routed(held, True, ())
                 if held is None or held.session is not None or held.barrier:
                     raise ClusterError("a forwarded frame holds groups of no message")
-                held.groups += routed.groups
+                held.groups += record.groups
                 continue
+            routed = record
         if held is not None:
             yield held
         held = routed
@@ -234,7 +250,7 @@ def decode(frame: bytes, now: float) -> Iterator[Routed]:
 
 def _record(
     data: bytes, at: int, flags: int, lengths: tuple[int, int, int, int], left: int,
-    ids: list[int], now: float,
+    ids: tuple[int, int], now: float,
 ) -> Routed:  # fmt: skip
     """A record with groups, properties, or for one session, or a barrier; its lengths are
     checked against the frame's."""

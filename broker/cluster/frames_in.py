@@ -31,13 +31,16 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker.cluster.confirmations import CONFIRM_WITHIN, all_of, ignore_outcome
 from broker.cluster.errors import nats_errors
-from broker.cluster.frames import decode
+from broker.cluster.frames import Routed, read
+from broker.router import Message
 from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from broker.client import MqttClient
     from broker.cluster.link import ClusterLink
     from broker.cluster.router import ClusterRouter
+    from broker.router import LocalRouter
 
 __all__ = ["FramesIn"]
 
@@ -176,45 +179,64 @@ class FramesIn:
         waits: list[asyncio.Future[None]] = []
         local = router.local
         max_queued = local.limits.max_queued_messages
+        later = local.later = set()  # one write per subscriber for the frame (``_written``)
         try:
-            for routed in decode(msg.data, asyncio.get_running_loop().time()):
+            for record in read(msg.data, asyncio.get_running_loop().time()):
                 self.received += 1
-                message = routed.message
-                if routed.barrier:
-                    handovers.relay(routed)
-                    continue
-                if routed.session is not None:
-                    taken = handovers.take(routed, max_queued)
-                    if isinstance(taken, asyncio.Future):
-                        waits.append(taken)
-                    else:
-                        durable |= taken
-                    continue
+                routed: Routed | None = None
+                if isinstance(record, Message):  # for plain subscriptions alone: most are
+                    message = record
+                else:
+                    routed, message = record, record.message
+                    if routed.barrier:
+                        handovers.relay(routed)
+                        continue
+                    if routed.session is not None:
+                        taken = handovers.take(routed, max_queued)
+                        if isinstance(taken, asyncio.Future):
+                            waits.append(taken)
+                        else:
+                            durable |= taken
+                        continue
                 refused = handovers.refused_if_stale(message) if handovers.fence else None
                 if refused is not None:
                     waits.append(refused)  # not routed here either: it comes again
                     continue
                 if message.qos == 2 and message.id:  # once (``broker.cluster.resend``)
-                    since = router.delivered.first(message.id, time.monotonic())
-                    if since is not None:
-                        self.repeats += 1
-                        durable |= routed.plain and local.deliver_since(message, since)
+                    repeated = self._repeated(message, routed is None or routed.plain)
+                    if repeated is not None:
+                        durable |= repeated
                         continue
-                durable |= local.deliver_forwarded(
-                    message, plain=routed.plain, groups=routed.groups
-                )
+                if routed is None:
+                    durable |= local.deliver_plain(message)
+                else:
+                    durable |= local.deliver_forwarded(
+                        message, plain=routed.plain, groups=routed.groups
+                    )
                 if handovers.departures:
-                    waits += handovers.send_on_routed(routed)
+                    waits += handovers.send_on_routed(routed or Routed(message, True, ()))
         except (ClusterError, UnicodeDecodeError) as exc:
             log.warning("dropped a forwarded frame: %s", exc)
             for waiting in waits:  # what they would have confirmed is not
                 ignore_outcome(waiting)
             return  # unconfirmed: the sender fails its publisher, which sends again
+        finally:
+            _written(local, later)
         held = bool(local.waits)  # for a session arriving here, or behind a parked backlog
         if held:
             waits += local.waits
             local.waits.clear()
         self._answer(msg.reply, waits, durable, held)
+
+    def _repeated(self, message: Message, plain: bool) -> bool | None:
+        """A QoS 2 message routed here before (``broker.cluster.resend``): given to the plain
+        subscribers that came here since, if ``plain``; True if the store was written. None
+        if it is new here."""
+        since = self.router.delivered.first(message.id, time.monotonic())
+        if since is None:
+            return None
+        self.repeats += 1
+        return plain and self.router.local.deliver_since(message, since)
 
     def _answer(
         self, reply: str, waits: list["asyncio.Future[None]"], durable: bool, held: bool
@@ -235,6 +257,17 @@ class FramesIn:
             if held:
                 router.forwarder.busy.held_until(reply, combined)
             router.forwarder.reply_when(reply, combined)
+
+
+def _written(local: "LocalRouter", later: "set[MqttClient]") -> None:
+    """The frame's messages written to their subscribers, one write each: a frame holds
+    hundreds, and a write per message (the MQTT encoder's output taken, handed to TLS) was a
+    fifth of what delivering one cost. A QoS 0 message goes to a subscriber while its output
+    is within ``max_outgoing_buffer`` (MQTT 3.1.1 §4.3.1: at most once), as checked before
+    the frame: past it by one frame's messages at most (NATS's ``max_payload``)."""
+    local.later = None
+    for client in later:
+        client.flush()
 
 
 async def _drain(link: "ClusterLink", subscription: NatsSubscription) -> None:

@@ -55,7 +55,7 @@ class _Leaving:
         self.core.close()
         self.given: list[Outgoing] = []
 
-    def deliver(self, out: Outgoing) -> None:
+    def deliver(self, out: Outgoing, later: object = None) -> None:
         self.given.append(out)
 
 
