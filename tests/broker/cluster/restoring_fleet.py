@@ -14,7 +14,7 @@ from nanoiot.settings import Settings
 from storage import migrate
 from storage.engine import create_engine
 from storage.models import Base
-from tests.e2e.conftest import broker_settings
+from tests.e2e.harness import broker_settings
 from tests.natsserver import NATS_URL
 
 QUEUED = 3  # QoS 1 messages queued for each session, the device's too
