@@ -7,6 +7,7 @@ import pytest
 from storage.migrate import upgrade
 from tests.e2e.expiries import Expiries, watching_expiries
 from tests.e2e.harness import BrokerThread, running_broker
+from tests.e2e.suite5 import Suite5, start_suite
 from tests.sqlite_template import migrated_sqlite
 from tests.storage.pg import fresh_database
 
@@ -33,3 +34,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with fresh_database() as url:
         asyncio.run(upgrade(url))
         yield url
+
+
+@pytest.fixture(scope="module", params=["tls", "tls-proxy"])
+def suite(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Suite5]:
+    """The Paho MQTT 5 suite's broker and clients (tests/e2e/suite5.py), one for each module
+    of its cases (test_paho_suite5*.py), over mutual TLS and through the TLS proxy in turn.
+    The MQTT 3.1.1 suite's module has a ``suite`` of its own."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield from start_suite(folder, request.param)
