@@ -103,6 +103,9 @@ class Broker:
         )
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}
+        # Decides a client again once a certificate it presented expired (``broker.
+        # cert_expiry``): the change-feed follower's, set when it starts.
+        self.certificate_due: Callable[[MqttClient], None] | None = None
         self._changes = 0  # generation of credential changes seen (revocation follower)
         self._changed: dict[str | None, int] = {}  # device id (None: all) -> generation
         gauges = self.metrics.gauges
