@@ -11,8 +11,10 @@ from typing import Any
 from auth.decision import Decision, store_unavailable
 from broker import cert_expiry
 from broker.authn import Authenticator, ConnectRequest
+from broker.last_will import DelayedWill
 from broker.peer import Peer
 from broker.revocation import RevocationFollower
+from broker.sessions import BrokerSession
 from storage.sql import SqlCredentialStore
 from tests.certgen import issue
 
@@ -51,6 +53,12 @@ class _NoPeers:
         pass
 
     def forget_device(self, device_id: str) -> None:
+        pass
+
+    def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
+        return []
+
+    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
         pass
 
     def kick_device(
