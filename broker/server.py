@@ -226,6 +226,7 @@ class RunningBroker:
             follower = RevocationFollower(store, broker, authenticator)
             await follower.start()
             opened.push_async_callback(follower.stop)
+            broker.certificate_due = follower.certificate_due
             members = cluster_router.members if cluster_router is not None else None
             sys_topics = SysTopics(
                 broker, settings.sys_interval, members.live if members is not None else None,

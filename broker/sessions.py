@@ -250,6 +250,13 @@ class BrokerSession(Session):
         self.expiry_timer = self.will_timer = self.pending_will = None
         self.will_done()
 
+    def drop_will(self) -> None:
+        """The will waiting for its delay is never published (its device was revoked)."""
+        if self.will_timer is not None:
+            self.will_timer.cancel()
+        self.will_timer = self.pending_will = None
+        self.will_done()
+
     def will_now(self) -> None:
         """The session ends: a will still waiting for its delay goes now (5.0 §3.1.3.2.2:
         at the end of the delay or of the session, whichever comes first)."""
