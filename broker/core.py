@@ -49,6 +49,10 @@ class BrokerConfig:
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
+    # What one session's filters, and all of one device's sessions' here, are counted as
+    # (``broker.subscription_bytes``).
+    max_subscription_bytes: int = 512 * 1024
+    max_subscription_bytes_per_device: int = 1024 * 1024
     max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
     max_share_name_length: int = 128  # characters of a shared subscription's share name
     max_shared_subscription_bytes: int = 256 * 1024  # of the groups' names (SharedSubscriptions)
@@ -96,8 +100,13 @@ class Broker:
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local
         self.shared = local.shared  # this process's shared subscriptions (their bounds)
+        self.subscription_bytes = held = local.subscription_bytes
+        held.max_subscriptions = self.config.max_subscriptions
+        held.max_bytes = self.config.max_subscription_bytes
+        held.max_bytes_per_device = self.config.max_subscription_bytes_per_device
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
+        self.registry.subscription_bytes = held
         self.registry.shared_bounds = SharedBounds(
             self.shared,
             self.config.max_shared_subscription_bytes,
