@@ -7,6 +7,9 @@ import pytest
 from storage.migrate import upgrade
 from tests.e2e.expiries import Expiries, watching_expiries
 from tests.e2e.harness import BrokerThread, running_broker
+
+# broker_settings lives in harness (running_broker needs it); importable from here too.
+from tests.e2e.harness import broker_settings as broker_settings
 from tests.e2e.suite5 import Suite5, start_suite
 from tests.sqlite_template import migrated_sqlite
 from tests.storage.pg import fresh_database
