@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from broker.cluster.kv import KeyValue
+from broker.cluster.kv import KeyValue, Watch
 from nanoiot.errors import ClusterError
 from nanoiot.tasks import cancel_and_wait
 
@@ -94,30 +94,36 @@ class SeatView:
         return True
 
     async def _follow(self) -> None:
+        """Open the watch and follow it; opened again (connects asking NATS meanwhile) if
+        NATS refused it, within ``_RETRY`` seconds or as soon as NATS is back."""
         while True:
             try:
                 watch = await self.bucket.watch()
             except ClusterError as exc:
                 log.debug("device seats watch not opened: %s", exc)
-                self._back.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_RETRY):
-                        await self._back.wait()
+            else:
+                try:
+                    await self._read(watch)
+                except ClusterError as exc:  # before its start was given: NATS lost meanwhile
+                    log.debug("device seats watch ended: %s", exc)
+                except Exception:  # not NATS: opening it again is all there is to do
+                    log.exception("device seats watch ended")
+                finally:
+                    self._ready.clear()
+                    await watch.stop()
+            self._back.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RETRY):
+                    await self._back.wait()
+
+    async def _read(self, watch: Watch) -> None:
+        while True:
+            change = await watch.value()
+            if change is None:  # every value there was at its start was given
+                self._ready.set()
                 continue
-            try:
-                while True:
-                    change = await watch.value()
-                    if change is None:  # every value there was at its start was given
-                        self._ready.set()
-                        continue
-                    key, value = change
-                    seats = decode(value) if value is not None else {}
-                    self.fold(key, watch.revision, seats)
-            except ClusterError as exc:  # before its start was given: NATS lost meanwhile
-                log.debug("device seats watch ended: %s", exc)
-            finally:
-                self._ready.clear()
-                await watch.stop()
+            key, value = change
+            self.fold(key, watch.revision, decode(value) if value is not None else {})
 
 
 def encode(seats: dict[str, Seat]) -> bytes:

@@ -24,7 +24,9 @@ Its entry stays in the key until a live member writes the key, counting for nobo
 - ``changed``: the session table says each add and remove; a writer rewrites this member's
   count for those devices in the background, many changes of a device in one write, a window
   of devices at a time (a restore of thousands of sessions is not a write each in the connects
-  of others), and again after NATS comes back. A connect never waits for it: the writer and
+  of others), again after NATS comes back, and when the watch shows this member's count not
+  as its table has it (another member dropped it, taking this one as gone for a while). A
+  connect never waits for it: the writer and
   the compare-and-sets of connects write by compare-and-set on the device's key, each counting
   what the table holds with the connects under way, and the one that lost reads it again.
 - ``settle``: a member giving a session up to another member's connect writes its count

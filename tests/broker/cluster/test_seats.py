@@ -2,7 +2,8 @@
 for a device, counted only for members live in the run that wrote them; a connect well under
 the limit decided on the watched bucket without a request (nor waiting for the writer), one
 near it by compare-and-set (of two members racing for the last seat, one gets it); the
-writer's counts, many changes in one write, and the key gone once no member holds a session;
+writer's counts, many changes in one write, written again if another member dropped them, and
+the key gone once no member holds a session;
 NATS away: the local count decides, and what changed meanwhile is written once NATS is back;
 a deleted key's marker is purged by the compaction of the cluster's buckets."""
 
@@ -301,3 +302,18 @@ async def test_a_gone_members_seats_in_the_view_count_for_nobody(
         await a.reserve(3)  # neither counts: one seat of 3, decided on the view
         assert requests.made == 0
         await until_seats(a.seats.bucket, lambda seats: seats == {"node-a": 1})
+
+
+async def test_a_seat_another_member_dropped_is_written_again(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    async with seated(cluster_settings(node_name="node-a")) as a:
+        a.held[DEVICE] = 1
+        a.seats.changed(DEVICE)
+        await until_seen(a.seats, lambda seats: seats == {"node-a": 1})
+        # Another member, taking node-a as gone for a moment, wrote the key without its seat.
+        bucket = a.seats.bucket
+        entry = await bucket.get(to_key(DEVICE))
+        assert entry is not None
+        await bucket.update(to_key(DEVICE), encode({"node-c": (1, 1.0, 0, 1)}), entry.revision)
+        await until_seats(bucket, lambda seats: seats.get("node-a") == 1)
