@@ -14,7 +14,7 @@ such a call swallowed. The project's own code waits with ``asyncio.timeout``.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -50,3 +50,13 @@ def cancel_requested() -> bool:
     cancellation to go on must not use it)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def cancel_all_and_wait(tasks: "Iterable[asyncio.Task[Any]]") -> None:
+    """``cancel_and_wait`` for each of ``tasks``, every one cancelled first: a caller
+    cancelled while it waits for one leaves none of the others uncancelled."""
+    tasks = list(tasks)  # a set the tasks' ends discard themselves from may change meanwhile
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        await cancel_and_wait(task)

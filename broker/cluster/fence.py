@@ -73,6 +73,7 @@ from broker.cluster.wills import Wills
 from broker.mqtt.codes import Reason
 from broker.restore import Restoration
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_all_and_wait
 
 if TYPE_CHECKING:
     from broker.cluster.router import ClusterRouter
@@ -147,10 +148,7 @@ class Fencing:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all_and_wait(self._tasks)
         if self._restoration is not None:
             await self._restoration.stop()
 

@@ -34,6 +34,7 @@ from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker.cluster.errors import nats_errors
 from broker.cluster.kv_resumed import ResumedWatcher, watch_from
+from broker.cluster.markers import DeleteMarkers
 from broker.cluster.watches import OpenWatches
 from nanoiot.tasks import cancellable
 
@@ -64,6 +65,8 @@ class KeyValue:
         self._watches = watches  # remade on each reconnection to NATS
         self._stream = f"KV_{bucket}"
         self.bucket = bucket
+        # The delete markers its watches gave, while a compaction needs them (``compaction``).
+        self.markers: DeleteMarkers | None = None
 
     async def get(self, key: str) -> Entry | None:
         """The entry, or None if there is none (never written, deleted or expired)."""
@@ -101,6 +104,19 @@ class KeyValue:
             ack = await self._js.publish(f"$KV.{self.bucket}.{key}", headers=headers)
         return ack.seq
 
+    async def keys_now(self) -> set[str]:
+        """The keys the bucket's stream holds now, deleted ones included: one request, not
+        a watch, whose view lags the writes by a delivery (``broker.cluster.routes_seen``)."""
+        prefix = f"$KV.{self.bucket}."
+        with nats_errors(f"listing {self.bucket}"):
+            info = await self._js.stream_info(self._stream, subjects_filter=prefix + ">")
+        return {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
+
+    async def last_revision(self) -> int:
+        """The revision of the last value written to the bucket (0: there is none)."""
+        with nats_errors(f"reading {self.bucket}"):
+            return await self._last_revision(">")
+
     async def values(self) -> dict[str, bytes]:
         """Every key's value at this moment (one pass over the bucket)."""
         found: dict[str, bytes] = {}
@@ -125,6 +141,7 @@ class KeyValue:
                 return await watch_from(self._js, self.bucket, keys, start)
 
         watch = Watch(watcher, self.bucket, last, self._holds, remade, self._watches)
+        watch.given = self._given
         if self._watches is not None:
             self._watches.add(watch)
         return watch
@@ -162,6 +179,10 @@ class KeyValue:
                 await self._js.purge_stream(
                     self._stream, subject=f"$KV.{self.bucket}.{key}", seq=revision + 1
                 )
+
+    def _given(self, key: str, present: bool, revision: int, written_at: float | None) -> None:
+        if self.markers is not None:
+            self.markers.seen(key, present, revision, written_at)
 
     async def _last_revision(self, keys: str) -> int:
         """The revision of the last value written to ``keys`` (0: there is none)."""
@@ -216,6 +237,7 @@ class Watch:
         # When the NATS server stored the last change given (seconds since the epoch, on the
         # server's clock; None: not said).
         self.written_at: float | None = None
+        self.given: Callable[[str, bool, int, float | None], None] | None = None  # each entry
 
     async def next(self) -> tuple[str, bool] | None:
         """(key, present: False once deleted or expired); None once, when the values there
@@ -252,6 +274,9 @@ class Watch:
                 continue
             self.revision = entry.revision or 0
             self.written_at = _stored_at(entry)
+            if self.given is not None:
+                deleted = entry.operation in (KV_DEL, KV_PURGE)
+                self.given(entry.key, not deleted, self.revision, self.written_at)
             return entry
 
     async def _update(self, watcher: _Watcher) -> object:

@@ -46,6 +46,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.liveness import Heard
 from nanoiot.errors import ClusterError
 from nanoiot.members import Figures, Member, decode_member, encode_member
+from nanoiot.tasks import cancel_all_and_wait
 
 __all__ = ["BUCKET", "MISSED_BEATS", "MemberRegistry"]
 
@@ -171,11 +172,8 @@ class MemberRegistry:
         (``leave``), once it stopped taking frames and answered those it took, so that a
         survivor that sees it gone finds nobody listening for it (``ClusterRouter.stop``,
         ``broker.cluster.silence``)."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all_and_wait(tasks)
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None

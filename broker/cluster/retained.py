@@ -17,7 +17,6 @@ message about a millisecond after it was published.
 """
 
 import asyncio
-import contextlib
 import logging
 import struct
 import time
@@ -29,7 +28,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_requested
+from nanoiot.tasks import cancel_all_and_wait, cancel_requested
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -63,11 +62,8 @@ class RetainedReplica:
 
     async def stop(self) -> None:
         self.store.replica = None
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all_and_wait(tasks)
 
     def _changed(self, topic: str, retained: Retained | None) -> None:
         self._writes.change(to_key(topic), None if retained is None else _value(retained))

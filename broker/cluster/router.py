@@ -44,7 +44,7 @@ from broker.cluster.resend import DeliveredIds, Unrouted, route_again, route_fir
 from broker.cluster.retained import BUCKET as RETAINED
 from broker.cluster.retained import RetainedReplica
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
-from broker.cluster.routes_seen import RoutesSeen, at_most
+from broker.cluster.routes_seen import SEEN_WITHIN, RoutesSeen, at_most
 from broker.cluster.seats import BUCKET as DEVICES
 from broker.cluster.seats import DeviceSeats
 from broker.cluster.sessions import BUCKET as CLIENTS
@@ -61,6 +61,7 @@ from broker.router import LocalRouter, Message
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from broker.will_routing import publish_stored_will
+from nanoiot.errors import ClusterError
 from nanoiot.members import Figures
 
 if TYPE_CHECKING:
@@ -72,6 +73,11 @@ log = logging.getLogger(__name__)
 
 _SYSTEM = "$SYS/"
 _SETTLE_WITHIN = 5.0  # seconds a stopping member waits for its wills' entries to go
+
+
+def _first(name: str, members: MemberRegistry) -> bool:
+    """Whether ``name`` is the lowest-named live member (not fenced off: cut off from NATS)."""
+    return name <= min((m.name for m in members.live() if not m.fenced), default=name)
 
 
 class ClusterRouter:
@@ -163,6 +169,7 @@ class ClusterRouter:
             self.link.client, [bucket, clients, devices], self._compaction_every,
             self._markers_kept,
         )  # fmt: skip
+        self.compaction.watched = {bucket.bucket}  # its markers noted by the table's watch
         self.claims.drop_ended = self.compaction.start()
         log.info("cluster: %d routes of %d other members, %d retained messages",
                  len(self.table), len(self.table.members()), count)  # fmt: skip
@@ -181,6 +188,9 @@ class ClusterRouter:
         members = MemberRegistry(self.link, bucket, interval, figures, mqtt_port=mqtt_port)
         await members.start()
         self.members = members
+        await self._caught_up()  # its entry written: no SUBACK elsewhere passes it over
+        if self.routes_seen is not None:  # the others just started, asked before read
+            self.routes_seen.entries = bucket.keys_now
         if self.wills is not None:  # a dead member's clients' wills, by one survivor
             wills = self.wills
             members.on_gone(wills.member_gone)
@@ -194,6 +204,8 @@ class ClusterRouter:
         if self.handovers is not None and self.replays is not None:  # lagging barriers
             self.handovers.arrivals.heard = self.replays.heard = members.heard
         members.on_silent(self.forwarder.silent)  # its frames parked, not waited for
+        if self.compaction is not None:  # one member purges: the lowest-named live one
+            self.compaction.first = functools.partial(_first, self.link.member, members)
         if self._devices is not None:  # a device's sessions counted on every member
             self.seats = DeviceSeats(self._devices, members, registry.sessions.held_by)
             registry.sessions.changed = self.seats.changed
@@ -204,6 +216,21 @@ class ClusterRouter:
         self.absences.watch(members)  # parking ends; frames parked for it while away
         self.link.on_reconnected(self.absences.back_on_nats)
         return members
+
+    async def _caught_up(self) -> None:
+        """Until this member's table is as of the routes bucket's last revision now, read
+        once its heartbeat entry is written, before any client connects: a SUBACK elsewhere
+        that did not ask this member (its entry not in the members bucket yet when asked
+        for) came for a route written before that read (``broker.cluster.routes_seen``)."""
+        if self.announcer is None:
+            return
+        try:
+            last = await self.announcer.bucket.last_revision()
+            async with asyncio.timeout(SEEN_WITHIN):
+                await self.announcer.reached(last)
+        except (ClusterError, TimeoutError) as exc:  # NATS away: no write comes meanwhile
+            log.warning("cluster: route table not caught up before taking clients (%s)",
+                        type(exc).__name__)  # fmt: skip
 
     def _member_names(self) -> set[str]:
         """Every other member this one knows of: live, or with routes."""

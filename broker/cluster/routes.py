@@ -26,7 +26,6 @@ then, frames for it are parked (``broker.cluster.parked``).
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Collection, Iterable
@@ -40,7 +39,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_requested
+from nanoiot.tasks import cancel_all_and_wait, cancel_requested
 
 __all__ = ["RouteAnnouncer", "RouteTable"]
 
@@ -203,11 +202,8 @@ class RouteAnnouncer:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all_and_wait(tasks)
 
     def add(self, topic_filter: str, *, later: bool = False) -> None:
         """A subscription to ``topic_filter``; ``later``: a restored session's, its entry

@@ -13,26 +13,30 @@ application that subscribes, then tells a device on another node to publish, los
 So a SUBACK waits until every other member says its table is at the revision this member's
 write had (``seen_for``). Each member answers a request naming a revision on
 ``<cluster>.routes.<member>`` once its table is there (``RouteAnnouncer.reached``). Asked
-are the members this one knows of (live, or with routes); one NATS says nobody listens for
-is not running, and reads the whole bucket when it starts, after it starts listening (so
-its table has the write); one that does not answer within ``SEEN_WITHIN`` seconds (stalled,
-or its table lagging) is passed over, counted, and the SUBACK goes without it.
+are the members this one knows of (live, or with routes), and those whose heartbeat entry
+the members bucket holds but this member has not read yet, found by one request to the
+bucket's stream made after the write (``KeyValue.keys_now``, alongside the others'
+answers). One NATS says nobody listens for is not running, and reads the whole bucket when
+it starts, after it starts listening (so its table has the write); one that does not
+answer within ``SEEN_WITHIN`` seconds (stalled, or its table lagging) is passed over,
+counted, and the SUBACK goes without it.
 
-Cost: one request and answer per other member, a round trip through NATS. Rounds are shared:
-while one is out, the SUBACKs that come wait for the next, which asks for the latest
-revision written, so many clients subscribing at once cost a round per round trip, not a
-round each. Measured figures are in docs/deploy.md.
+No member is missed: one that has just started wrote its entry either before that request
+(then it is asked) or after it, so after the write; it then reads the routes bucket's last
+revision and takes no client before its table is there (``ClusterRouter.start_members``),
+so its table has the route before any of its clients can publish.
 
-What stays open: a member that started listening before the write and wrote its heartbeat
-entry, but whose entry this member has not read yet (a KV watch's delivery, about a
-millisecond), is not asked; a message published on it, by a client it took in that moment,
-before its table has the filter, is missed as before.
+Cost: one request and answer per other member and one to the members bucket, each a round
+trip through NATS, at the same time. Rounds are shared: while one is out, the SUBACKs that
+come wait for the next, which asks for the latest revision written, so many clients
+subscribing at once cost a round per round trip, not a round each. Measured figures are in
+docs/deploy.md.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import nats.errors
@@ -70,6 +74,9 @@ class RoutesSeen:
         self._round: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._listening: NatsSubscription | None = None
+        # The members whose heartbeat entry the members bucket holds now, read afresh
+        # (``KeyValue.keys_now``); None until this member has its own entry.
+        self.entries: Callable[[], Awaitable[set[str]]] | None = None
 
     async def start(self) -> None:
         """Answer the others: before this member's table is read (``RouteAnnouncer.start``),
@@ -133,10 +140,10 @@ class RoutesSeen:
             while self._wanted:
                 revision = max(self.announcer.revision, *(r for r, _ in self._wanted))
                 members = self.members() - {self.link.member}
-                if members:
+                if members or self.entries is not None:
                     self.rounds += 1
                     asked = [self._one(member, revision) for member in sorted(members)]
-                    await asyncio.gather(*asked)
+                    await asyncio.gather(*asked, self._unknown(members, revision))
                 self.confirmed = max(self.confirmed, revision)
                 still = []
                 for wanted, waiting in self._wanted:
@@ -149,6 +156,20 @@ class RoutesSeen:
                     raise asyncio.CancelledError
         finally:
             self._round = None
+
+    async def _unknown(self, known: set[str], revision: int) -> None:
+        """Ask too the members whose entry the bucket holds now but this member's view
+        does not yet (one that has just started). One whose entry comes after this read
+        reads the routes up to a revision after this round's before it takes any client."""
+        if self.entries is None:
+            return
+        try:
+            written = await self.entries()
+        except ClusterError as exc:  # NATS away: the writes wait as much
+            log.debug("members not read afresh: %s", exc)
+            return
+        unknown = written - known - {self.link.member}
+        await asyncio.gather(*(self._one(member, revision) for member in sorted(unknown)))
 
     async def _one(self, member: str, revision: int) -> None:
         """Until ``member`` says its table is at ``revision``, or is not running, or did not

@@ -64,7 +64,7 @@ from broker.cluster.will_entries import (
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
-from nanoiot.tasks import cancel_and_wait, cancellable
+from nanoiot.tasks import cancel_all_and_wait, cancel_and_wait, cancellable
 
 __all__ = ["Survivor"]
 
@@ -383,7 +383,4 @@ class Survivor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in [*self._tasks, *self._keeping.values()]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all_and_wait([*self._tasks, *self._keeping.values()])

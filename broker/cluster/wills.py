@@ -86,6 +86,7 @@ from broker.cluster.will_entries import (
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterConflictError, ClusterError
 from nanoiot.members import Member
+from nanoiot.tasks import cancel_all_and_wait
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -341,10 +342,7 @@ class Wills:
 
     async def stop(self) -> None:
         await self.survivor.stop()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all_and_wait(self._tasks)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)

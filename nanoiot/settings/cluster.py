@@ -69,8 +69,8 @@ class ClusterSettings(SettingsGroup):
     # routes, retained and parked messages), each on another NATS server: 3 with a 3-server
     # NATS cluster outlives one server lost. An existing one is brought to it at start-up.
     cluster_replicas: int = Field(1, ge=1, le=5)
-    # Seconds between a member's purges of the delete markers in the routes, claims and devices
-    # buckets (broker.cluster.compaction; only on nats-server 2.9.12 and later). 0: never.
+    # Seconds between the purges of the delete markers in the routes, claims and devices buckets,
+    # by the lowest-named live member (broker.cluster.compaction; nats-server 2.9.12+). 0: never.
     cluster_compaction_interval: float = Field(600.0, ge=0.0, le=86400.0)
     # Seconds a delete marker is kept before a purge removes it: longer than any live member
     # takes to read it (a member that has not read it yet would keep the route it deletes).

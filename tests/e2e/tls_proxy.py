@@ -53,10 +53,7 @@ class TlsProxy:
         except asyncio.CancelledError:
             pass  # the proxy stops (asyncio's stream server reports a cancelled handler)
         finally:  # one side ended (or the proxy stops): the other is closed too
-            for writer in writers:
-                writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError):
-                    await writer.wait_closed()
+            await _close_all(writers)
             self._carried.discard(task)
 
     def stop(self) -> None:
@@ -72,6 +69,25 @@ class TlsProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(WAIT)
         self._loop.close()
+
+
+async def _close_all(writers: list[asyncio.StreamWriter]) -> None:
+    """Each writer closed: gracefully, unless the proxy stops meanwhile. A TLS close waits for
+    the peer's close_notify (up to asyncio's 30 s shutdown timeout); cancelled there, the
+    transport would stay open past the loop's end and leak its socket, so it is aborted."""
+    stopping = False
+    for writer in writers:
+        if stopping:
+            writer.transport.abort()
+            continue
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            stopping = True
+            writer.transport.abort()
 
 
 async def _both_ways(*streams: Stream) -> None:

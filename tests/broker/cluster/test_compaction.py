@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from broker.cluster.compaction import Compaction
+from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
+from broker.cluster.sessions import BUCKET as CLIENTS
 from nanoiot.settings import Settings
 from tests.natsserver import fresh_cluster_name, modern_nats
 
 GONE = 2000  # filters subscribed to and unsubscribed from for good
 LIVE = 500  # filters written while the purge runs
+FEW = 20  # delete markers there before a compaction starts
+MANY = 100  # written after
+WAIT = 30.0
 
 
 @pytest.fixture
@@ -135,3 +140,79 @@ async def test_an_old_server_is_named_once_and_nothing_is_purged(
     assert len(warnings) == 1
     assert "NATS server 2.9.10 is older than 2.9.12" in warnings[0]
     assert "routes bucket grows" in warnings[0]
+
+
+async def _added_and_removed(announcer: RouteAnnouncer, prefix: str, count: int) -> None:
+    """``count`` filters subscribed to, written, then unsubscribed from: a marker each."""
+    for number in range(count):
+        announcer.add(f"{prefix}/{number}")
+    await announcer.written()
+    for number in range(count):
+        announcer.remove(f"{prefix}/{number}")
+    await announcer.written()
+
+
+async def _claims_stored(link: ClusterLink) -> int:
+    info = await link.client.jetstream().stream_info(f"KV_{link.cluster}_{CLIENTS}")
+    return info.state.messages
+
+
+async def test_one_member_purges_what_its_watches_noted_reading_each_bucket_whole_once(
+    modern: tuple[ClusterLink, ClusterLink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = modern
+    reads: list[str] = []  # buckets read whole
+    whole = KeyValue.delete_markers
+
+    async def counted(bucket: KeyValue, older_than: float) -> list[tuple[str, int]]:
+        reads.append(bucket.bucket)
+        return await whole(bucket, older_than)
+
+    monkeypatch.setattr(KeyValue, "delete_markers", counted)
+    on_a = RouteAnnouncer(await a.key_value(BUCKET), a.member, RouteTable())
+    on_b = RouteAnnouncer(await b.key_value(BUCKET), b.member, RouteTable())
+    claims_a, claims_b = await a.key_value(CLIENTS), await b.key_value(CLIENTS)
+    await on_a.start()
+    await on_b.start()
+    await _added_and_removed(on_b, "early", FEW)  # markers there before the notes began
+    await claims_b.put("early", b"node-b")
+    await claims_b.delete("early")
+    first = Compaction(a.client, [on_a.bucket, claims_a], every=3600.0, kept=0.0)
+    other = Compaction(b.client, [on_b.bucket, claims_b], every=3600.0, kept=0.0)
+    first.watched, other.watched = {on_a.bucket.bucket}, {on_b.bucket.bucket}
+    other.first = lambda: False  # node-a is the lowest-named live member
+    assert first.start()
+    assert other.start()
+    try:
+        async with asyncio.timeout(WAIT):
+            # Its first pass: the routes read whole once, the claims by its own watch.
+            assert await first.compact() == FEW + 1
+            assert reads == [on_a.bucket.bucket]
+            assert await _stored(a) == 0
+            assert await _claims_stored(a) == 0
+            # Later markers, of node-b's routes and claims: noted by node-a's watches.
+            await _added_and_removed(on_b, "later", MANY)
+            for number in range(MANY):
+                await claims_b.put(f"later{number}", b"node-b")
+                await claims_b.delete(f"later{number}")
+            await on_a.reached(on_b.revision)  # node-a's table (and notes) has every marker
+            assert await other.compact() == 0  # not the first: nothing read, nothing purged
+            assert len(on_b.bucket.markers or ()) == 0  # its notes of old markers dropped
+            assert await first.compact() >= MANY  # the routes' markers, and claims' noted
+            while await _claims_stored(a):  # the claims watch delivers as it goes
+                await first.compact()
+            assert await _stored(a) == 0
+            assert first.purged == FEW + 1 + 2 * MANY
+            assert reads == [on_a.bucket.bucket]  # never read whole again
+            # No longer the first: its claims watch closed; the first again: read whole.
+            first.first = lambda: False
+            assert await first.compact() == 0
+            assert not first._watches
+            first.first = lambda: True
+            await first.compact()
+            assert reads == [on_a.bucket.bucket] * 2
+    finally:
+        await first.stop()
+        await other.stop()
+        await on_a.stop()
+        await on_b.stop()

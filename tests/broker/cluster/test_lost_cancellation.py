@@ -4,8 +4,10 @@ loop went on (the parker back to waiting for frames, the route writer through ev
 still queued, then waiting for more), so the node's stop waited for it forever: seen as a node
 stopped right after restoring 2,000 sessions (6,000 route writes queued), or as another member
 left. So did the loops that write a waiting departure again, look at the parked frames' age,
-or ask whether anything still listens for a gone member (for up to 10 minutes). Pure: NATS is
-a stand-in that loses the cancellation as nats-py's wait does."""
+ask whether anything still listens for a gone member (for up to 10 minutes), or purge the
+buckets' delete markers. And a stop cancelled while it waited for such a loop to end went on
+as if it had not been (its own cancellation swallowed with the loop's). Pure: NATS is a
+stand-in that loses the cancellation as nats-py's wait does."""
 
 import asyncio
 from collections.abc import Coroutine
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from broker.cluster.compaction import Compaction
 from broker.cluster.departure import keep_departure
 from broker.cluster.kv import Entry
 from broker.cluster.parked_age import ParkedAge
@@ -51,6 +54,13 @@ class LosingCancellation:
     async def answers(self, _subject: str) -> bool:
         await self._wait()
         return True  # it still listens: asked again
+
+    async def delete_markers(self, _older_than: float) -> list[tuple[str, int]]:
+        await self._wait()
+        return []
+
+    async def purge(self, _markers: list[tuple[str, int]]) -> None:
+        return None
 
     async def _wait(self) -> None:
         if self.entered.is_set():
@@ -129,3 +139,49 @@ async def test_asking_after_a_gone_member_ends_even_if_a_request_lost_its_cancel
         nobody_listens(link, "node-b", lambda _m: True, until_back),  # type: ignore[arg-type]
         link,
     )
+
+
+async def test_compaction_ends_even_if_a_read_of_the_bucket_lost_its_cancellation() -> None:
+    bucket = LosingCancellation()
+    bucket.markers = None  # type: ignore[attr-defined]
+    bucket.bucket = "routes"  # type: ignore[attr-defined]
+    modern = SimpleNamespace(connected_server_version=SimpleNamespace(major=2, minor=10, patch=0))
+    compaction = Compaction(modern, [bucket], every=0.001, kept=0.0)  # type: ignore[arg-type, list-item]
+    await _ends_once_cancelled(compaction._run(), bucket)
+
+
+class SlowToEnd:
+    """A put that swallows the cancellation, then takes its time to return (a slow NATS):
+    the task that made it ends only once ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def put(self, _key: str, _value: bytes) -> int:
+        self.entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self.done.wait()
+        return 1
+
+
+async def test_a_stop_cancelled_while_it_waits_for_the_route_writer_is_cancelled() -> None:
+    """A node's stop bounded by a timeout (or itself cancelled) must not go on past it: the
+    old stop swallowed its own cancellation with the writer's."""
+    bucket = SlowToEnd()
+    announcer = RouteAnnouncer(bucket, "node-a", RouteTable())  # type: ignore[arg-type]
+    announcer.add("devices/d/in")
+    writer = asyncio.create_task(announcer._write())
+    announcer._tasks = [writer]
+    async with asyncio.timeout(WAIT):
+        await bucket.entered.wait()
+    stopping = asyncio.create_task(announcer.stop())
+    await asyncio.sleep(0)  # a loop turn: the stop waits for the writer now
+    stopping.cancel()
+    bucket.done.set()
+    done, _ = await asyncio.wait({stopping}, timeout=WAIT)
+    assert stopping in done
+    assert stopping.cancelled(), "the stop went on as if it had not been cancelled"
+    assert writer.done()

@@ -1,6 +1,7 @@
 """What a SUBACK waits for in a cluster (``broker.cluster.routes_seen``): once a member's
 filters are written, the other members say their route tables hold them. Two members on the
-machine's NATS, each with its announcer and answers; a third named but not running."""
+machine's NATS, each with its announcer and answers; a third named but not running; and a
+member that has just started, not known yet to the one asking."""
 
 import asyncio
 import re
@@ -10,7 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from broker.cluster import routes_seen
+from broker.cluster.kv import KeyValue
 from broker.cluster.link import ClusterLink
+from broker.cluster.members import BUCKET as MEMBERS
 from broker.cluster.router import ClusterRouter
 from broker.cluster.routes import BUCKET, RouteAnnouncer, RouteTable
 from broker.cluster.routes_seen import RoutesSeen
@@ -106,3 +109,53 @@ async def test_rounds_and_members_passed_over_are_in_the_metrics(
         await silent.unsubscribe()
     assert (seen.rounds, seen.late) == (1, 1)
     assert (_counted(router, "rounds"), _counted(router, "late")) == (1, 1)
+
+
+class Reading(RouteAnnouncer):
+    """A member's announcer that says when it is first asked how far its table is."""
+
+    def __init__(self, bucket: KeyValue, member: str, table: RouteTable) -> None:
+        super().__init__(bucket, member, table)
+        self.asked = asyncio.Event()
+
+    async def reached(self, revision: int) -> None:
+        self.asked.set()
+        await super().reached(revision)
+
+
+async def test_a_member_whose_heartbeat_was_not_read_yet_is_asked_too(
+    cluster_settings: Callable[..., Settings],
+) -> None:
+    """Member b has just started: its heartbeat entry is in the members bucket, a has not
+    read it yet (its view names nobody), and b's table is not read yet. a's SUBACK waits for
+    b's table to hold the route; before, a asked nobody and a message published on b right
+    after the SUBACK went nowhere."""
+    async with (
+        joined(cluster_settings(node_name="a")) as link_a,
+        joined(cluster_settings(node_name="b")) as link_b,
+    ):
+        announcer = RouteAnnouncer(await link_a.key_value(BUCKET), "a", RouteTable())
+        seen = RoutesSeen(link_a, announcer, set)  # nobody known yet
+        seen.entries = (await link_a.key_value(MEMBERS)).keys_now
+        late = Reading(await link_b.key_value(BUCKET), "b", RouteTable())
+        late_seen = RoutesSeen(link_b, late, lambda: {"a"})
+        await announcer.start()
+        await seen.start()
+        await late_seen.start()  # b listens, then writes its heartbeat
+        await (await link_b.key_value(MEMBERS)).put("b", b"{}")
+        try:
+            announcer.add("devices/d1/in")
+            async with asyncio.timeout(WAIT):
+                await announcer.written()
+                waiting = seen.seen_for(["devices/d1/in"])
+                assert waiting is not None
+                await late.asked.wait()  # b was asked
+                assert not waiting.done()  # b's table does not have it yet
+                await late.start()  # b reads the bucket
+                await waiting
+            assert late.table.members_for("devices/d1/in") == {"a"}
+            assert seen.late == 0
+        finally:
+            for one, its_seen in ((announcer, seen), (late, late_seen)):
+                await its_seen.stop()
+                await one.stop()
