@@ -14,7 +14,7 @@ from tests.e2e.trusted_ca import CA, connack, trust
 from tests.e2e.v5_client import V5Client, reason_string, v5_client
 
 # Long enough for the handshake and CONNECT on a loaded machine, short enough to wait for.
-LIFETIME = dt.timedelta(seconds=4)
+LIFETIME = dt.timedelta(seconds=6)
 
 
 def ending_soon(cn: str, issuer: Issued | None = None, *, ca: bool = False) -> Issued:

@@ -53,9 +53,9 @@ def test_a_waiting_will_of_a_revoked_device_is_dropped(
     try:
         assert watcher.subscribe("devices/#") == [1]
         with attached(Lines(WAIT), "broker.core") as lines:
-            revoked = away_with_will(broker, tmp_path, "revoked", delay=4)
+            revoked = away_with_will(broker, tmp_path, "revoked", delay=5)
             # The control: its will is due after the revoked device's would have been.
-            away_with_will(broker, tmp_path, "kept", delay=6)
+            away_with_will(broker, tmp_path, "kept", delay=7)
             broker.call(change(broker.running.store, revoked))  # type: ignore[arg-type]
             dropped = lines.saw("will of session")
         got = watcher.next_message()
