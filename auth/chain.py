@@ -23,10 +23,30 @@ from auth.decision import Decision, Reason, deny, leaf_problem
 from auth.keys import DEFAULT_KEYS, KeyPolicy
 from auth.validity import validity_problem
 
-# RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; everything else is left to
-# the operator's PKI (many private CAs omit key identifiers or key usage).
-_CA_POLICY = verification.ExtensionPolicy.permit_all().require_present(
-    x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
+_NO_CERT_SIGN = "may not sign certificates: its key usage lacks keyCertSign"
+
+
+def _may_sign_certificates(
+    _policy: verification.Policy, cert: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    """RFC 5280 §4.2.1.3 and §6.1.4 (n): a CA certificate with a key usage extension must
+    assert keyCertSign to issue certificates (OpenSSL checks it too). Without this a CA
+    certificate issued for something else (an OCSP responder's, say) could mint devices."""
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError(_cert_sign_problem(cert))
+
+
+def _cert_sign_problem(cert: x509.Certificate) -> str:
+    return f"CA certificate '{shown_name(cert.subject)}' {_NO_CERT_SIGN}"
+
+
+# RFC 5280 §4.2.1.9: a CA certificate asserts basicConstraints cA; if it has a key usage, it
+# includes keyCertSign. The rest is left to the operator's PKI (many private CAs omit key
+# identifiers or key usage). cryptography applies this to the trust anchor as well.
+_CA_POLICY = (
+    verification.ExtensionPolicy.permit_all()
+    .require_present(x509.BasicConstraints, verification.Criticality.AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _may_sign_certificates)
 )
 _LEAF_POLICY = verification.ExtensionPolicy.permit_all()  # EKU is checked with a clear reason
 
@@ -124,6 +144,10 @@ def _verification_refusal(
         expired = now > leaf.not_valid_after_utc
         reason = Reason.CERTIFICATE_EXPIRED if expired else Reason.CERTIFICATE_NOT_YET_VALID
         return deny(reason, f"certificate {problem}")
+    if _NO_CERT_SIGN in message:
+        # The verifier wraps the validator's text: "... ValueError: CA certificate '...' ..."
+        start = message.rfind("CA certificate '")
+        return deny(Reason.UNTRUSTED_ISSUER, message[start:].split(" (encountered")[0])
     if "candidates exhausted" in message:
         return deny(Reason.UNTRUSTED_ISSUER, _untrusted(leaf))
     return deny(
@@ -221,14 +245,13 @@ def load_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocatio
 
 def trusted_ca_problem(parsed: ParsedCredential) -> str | None:
     """Why ``parsed`` cannot be registered as a trusted CA, or None: RFC 5280 §4.2.1.9, only a
-    certificate asserting basicConstraints cA may issue others."""
+    certificate asserting basicConstraints cA may issue others, and §4.2.1.3, with keyCertSign
+    if it has a key usage extension."""
     if not parsed.is_certificate:
         return "a trusted CA must be a certificate, not a bare public key"
+    cert = load_certificate(parsed.pem)
     try:
-        constraints = load_certificate(parsed.pem).extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
-        is_ca = constraints.value.ca
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     if not is_ca:
@@ -236,4 +259,10 @@ def trusted_ca_problem(parsed: ParsedCredential) -> str | None:
             f"'{parsed.subject}' is not a CA certificate (basicConstraints cA is false or "
             "absent): give the CA that issues the device certificates"
         )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not usage.key_cert_sign:  # refused at every handshake otherwise (_may_sign_certificates)
+        return f"{_cert_sign_problem(cert)}: give the CA that issues the device certificates"
     return None

@@ -108,10 +108,13 @@ def deny(
 
 
 def client_auth_problem(cert: x509.Certificate) -> str | None:
-    """Why ``cert`` may not authenticate a TLS client (RFC 5280 §4.2.1.12), or None.
+    """Why ``cert`` may not authenticate a TLS client, or None: its extended key usage
+    (RFC 5280 §4.2.1.12) or its key usage (§4.2.1.3) leaves client authentication out."""
+    return _extended_usage_problem(cert) or _key_usage_problem(cert)
 
-    No EKU extension means any use; otherwise clientAuth or anyExtendedKeyUsage must be listed.
-    """
+
+def _extended_usage_problem(cert: x509.Certificate) -> str | None:
+    """No EKU extension means any use; otherwise clientAuth or anyExtendedKeyUsage is listed."""
     try:
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -123,6 +126,36 @@ def client_auth_problem(cert: x509.Certificate) -> str | None:
         return None
     names = ", ".join(getattr(oid, "_name", None) or oid.dotted_string for oid in usages)
     return f"certificate is not for client authentication (extended key usage: {names})"
+
+
+_KEY_USAGE_BITS = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign",
+)  # fmt: skip
+
+
+def _key_usage_problem(cert: x509.Certificate) -> str | None:
+    """A TLS client proves it holds its key by signing the handshake (CertificateVerify,
+    RFC 8446 §4.4.3, RFC 5246 §7.4.8); a key whose usage extension leaves out digitalSignature
+    (keyEncipherment only, keyCertSign only, ...) was not issued for that (§4.2.1.3), and
+    OpenSSL refuses it as a client certificate too. No key usage extension means any use."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if usage.digital_signature:
+        return None
+    names = ", ".join(_camel(bit) for bit in _KEY_USAGE_BITS if getattr(usage, bit)) or "none"
+    return (
+        "certificate key is not for signing, which a TLS client does "
+        f"(key usage: {names}; digitalSignature is needed)"
+    )
+
+
+def _camel(name: str) -> str:
+    """RFC 5280's spelling of a key usage bit: ``key_cert_sign`` -> ``keyCertSign``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def leaf_problem(cert: x509.Certificate, keys: KeyPolicy = DEFAULT_KEYS) -> Decision | None:

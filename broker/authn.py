@@ -117,6 +117,12 @@ class Authenticator:
         self._ca_names: dict[str, str] = {}  # every CA by id, disabled ones too
         self._unusable_rules: set[tuple[str, str]] = set()  # (CA id, rule) logged already
 
+    @property
+    def check_validity(self) -> bool:
+        """Whether certificates are refused outside their validity period (not under
+        ``mqtt_ssl_skip_validity_check_for_client_cert``)."""
+        return self._check_validity
+
     def forget_trusted_cas(self) -> None:
         """Reload the trusted CAs and CRLs at the next use (a CA or CRL changed)."""
         self._anchors = None

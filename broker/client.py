@@ -64,9 +64,9 @@ class MqttClient:
     ``broker.acks`` and ``broker.last_will`` work on that state too."""
 
     __slots__ = (
-        "_acks", "_auth", "_denied", "_full", "_loop", "_out_held", "_out_wait", "_paused",
-        "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended", "peer", "session",
-        "tls",
+        "_acks", "_auth", "_cert_timer", "_denied", "_full", "_loop", "_out_held", "_out_wait",
+        "_paused", "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended", "peer",
+        "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -82,6 +82,7 @@ class MqttClient:
             broker.config.connect_timeout, connecting.timed_out, self
         )
         self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
+        self._cert_timer: asyncio.TimerHandle | None = None  # ``broker.cert_expiry``
         self._denied: set[str] | None = None  # topics whose refusal was logged
         # The reasons it is not read (``backpressure.reading``), each cleared by what ends it.
         # Not admitted yet with more than a packet sent, or the sessions are restored.
@@ -381,6 +382,9 @@ class MqttClient:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
+        if self._cert_timer is not None:
+            self._cert_timer.cancel()
+            self._cert_timer = None
         self._acks.cancel()
         if self._unread is not None:
             self._unread.cancel()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from auth.connack import ConnackCode
 from auth.decision import Decision
-from broker import backpressure, keep_alive, store_backlog
+from broker import backpressure, cert_expiry, keep_alive, store_backlog
 from broker.admission import admit, password_text
 from broker.authn import ConnectRequest
 from broker.connection_limit import host_of
@@ -122,6 +122,7 @@ def accept(client: "MqttClient", session: BrokerSession, present: bool, connect:
         pubrel_later=later,
     )  # fmt: skip
     keep_alive.arm(client)
+    cert_expiry.arm(client)
     if events:
         client._handle(events)
     if client.ended:

@@ -16,6 +16,7 @@ from auth.acl import Acl, CompiledAcl, Identity
 from auth.decision import Decision, store_unavailable
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
+from broker.last_will import DelayedWill
 from broker.metrics import BrokerMetrics
 from broker.mqtt.codes import Reason
 from broker.mqtt.limits import Limits
@@ -26,6 +27,7 @@ from broker.restore import Restoration
 from broker.retained import RetainedStore, RetainLimits
 from broker.router import LocalRouter, Message, Router
 from broker.session_store import MemorySessionStore, SessionStore
+from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
 from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
@@ -47,6 +49,10 @@ class BrokerConfig:
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
     max_subscriptions: int = 100
+    # What one session's filters, and all of one device's sessions' here, are counted as
+    # (``broker.subscription_bytes``).
+    max_subscription_bytes: int = 512 * 1024
+    max_subscription_bytes_per_device: int = 1024 * 1024
     max_topic_levels: int = 128  # of a subscription's filter (each level a trie node)
     max_share_name_length: int = 128  # characters of a shared subscription's share name
     max_shared_subscription_bytes: int = 256 * 1024  # of the groups' names (SharedSubscriptions)
@@ -94,8 +100,13 @@ class Broker:
         local = LocalRouter(self.store, self.limits, self.metrics)
         self.router: Router = router(local) if router is not None else local
         self.shared = local.shared  # this process's shared subscriptions (their bounds)
+        self.subscription_bytes = held = local.subscription_bytes
+        held.max_subscriptions = self.config.max_subscriptions
+        held.max_bytes = self.config.max_subscription_bytes
+        held.max_bytes_per_device = self.config.max_subscription_bytes_per_device
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
+        self.registry.subscription_bytes = held
         self.registry.shared_bounds = SharedBounds(
             self.shared,
             self.config.max_shared_subscription_bytes,
@@ -103,6 +114,9 @@ class Broker:
         )
         self.retained = RetainedStore(self.config.retain)
         self._acls: dict[Identity, CompiledAcl] = {}
+        # Decides a client again once a certificate it presented expired (``broker.
+        # cert_expiry``): the change-feed follower's, set when it starts.
+        self.certificate_due: Callable[[MqttClient], None] | None = None
         self._changes = 0  # generation of credential changes seen (revocation follower)
         self._changed: dict[str | None, int] = {}  # device id (None: all) -> generation
         gauges = self.metrics.gauges
@@ -188,6 +202,24 @@ class Broker:
         if sessions or retained:
             log.info("device %s deleted: %d sessions, %d retained messages dropped",
                      device_id, sessions, retained)  # fmt: skip
+
+    def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
+        """The sessions of these devices (None: any) whose client is away and whose 5.0 will
+        waits for its delay, each with that will."""
+        return [
+            (session, will)
+            for session in self.registry.sessions.values()
+            if isinstance(will := session.pending_will, DelayedWill)
+            and (device_ids is None or session.device_id in device_ids)
+        ]
+
+    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
+        """Never publish ``will``, ``session``'s waiting will: its device may no longer
+        publish. Nothing if the session has another by now (its client came and went)."""
+        if session.pending_will is not will:
+            return
+        session.drop_will()
+        log.info("will of session %s dropped: %s", session.store_key, reason)
 
     def live_peers(self) -> list[Peer]:
         return [c.peer for c in self.registry.live_clients() if c.peer is not None]

@@ -8,7 +8,8 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   ``$SYS/`` are the broker's: no client publishes there. Any other ``$`` topic is the ACL's
   decision (§4.7.2 only keeps ``$`` topics out of wildcard matches).
 - SUBSCRIBE: each filter gets its granted QoS or 0x80 (§3.9.3): longer than the store keeps,
-  outside the ACL, past ``max_subscriptions``, or a ``$share/`` filter that is not a shared
+  outside the ACL, past ``max_subscriptions`` or the bytes its filters are counted as
+  (``broker.subscription_bytes``), or a ``$share/`` filter that is not a shared
   subscription. Retained messages matching a new subscription follow its SUBACK, those the
   client may receive (§3.3.1.3). A filter that breaks the syntax of §4.7.1 (or, from an
   MQTT 5 client, a ``$share/`` one that breaks §4.8.2) never gets here: it is a protocol
@@ -20,15 +21,14 @@ its ``devices/<name>/...``, ``auth.acl``), then checked against the client's ACL
   (§4.8.2: a retained message would reach every member, not one).
 
 MQTT 5 says more: a refused PUBLISH is acknowledged with 0x87 (5.0 §3.4.2.1), one whose
-payload is not the UTF-8 its Payload Format Indicator says with 0x99 (§3.3.2.3.2; at QoS
-0, DISCONNECT 0x99), a refused
-filter gets the reason (0x8F for one correctly formed that the store cannot keep, 0x97 over
-max_subscriptions, 0x80 outside the ACL), an UNSUBSCRIBE's answer says whether there was a
-subscription (0x11) or whether the filter cannot be one (0x8F, §3.11.3), and the subscription
-options (No Local, Retain As Published,
+payload is not the UTF-8 its Payload Format Indicator says with 0x99 (§3.3.2.3.2; at QoS 0,
+DISCONNECT 0x99), a refused filter gets the reason (0x8F for one correctly formed that the
+store cannot keep, 0x97 over max_subscriptions or a byte bound, 0x80 outside the ACL), an
+UNSUBSCRIBE's answer says whether there was a subscription (0x11) or whether the filter
+cannot be one (0x8F, §3.11.3), and the subscription options (No Local, Retain As Published,
 Retain Handling, Subscription Identifier, §3.8.3.1) are kept with the subscription. Message
-expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message arrives;
-an interval of 0 reaches the subscribers connected then, and is not retained
+expiry (§3.3.2.3.3) is turned into a deadline on the broker's clock when the message
+arrives; an interval of 0 reaches the subscribers connected then, and is not retained
 (``broker.mqtt.expiry``).
 
 A QoS 2 PUBLISH is routed on receipt and its packet id kept until PUBREL (§4.3.3, method B);
@@ -255,13 +255,14 @@ def _subscribe_one(
     if session.persistent and store_backlog.full(client):
         return store_backlog.refuse_subscribe(client, written)
     new = key not in session.subscriptions
-    if new:
-        limit = broker.config.max_subscriptions
-        if len(session.subscriptions) >= limit:
-            broker.metrics.subscriptions_denied += 1
-            broker.metrics.count_limit("max_subscriptions")
-            client.log_denied(f"subscribe (max_subscriptions {limit}) to", written)
-            return Reason.QUOTA_EXCEEDED
+    # What the session, and the device, hold (``broker.subscription_bytes``).
+    over = broker.subscription_bytes.refusal(session, key) if new else None
+    if over is not None:
+        limit, value = over
+        broker.metrics.subscriptions_denied += 1
+        broker.metrics.count_limit(limit)
+        client.log_denied(f"subscribe ({limit} {value}) to", written)
+        return Reason.QUOTA_EXCEEDED
     sub = Subscription(
         request.qos, request.no_local, request.retain_as_published, request.retain_handling,
         identifier, me_form=me_form,

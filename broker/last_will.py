@@ -4,11 +4,14 @@ MQTT 3.1.1 §3.1.2.5: at once. MQTT 5.0 §3.1.3.2.2: after the Will Delay Interv
 session ends if that comes first; a client that takes the session meanwhile cancels it
 (``BrokerSession.cancel_timers``). While the previous run's sessions are being restored it
 waits for them, as the client's other messages do (``broker.connecting``). In a cluster it is
-published once no other member may publish it too (``broker.cluster.wills``).
+published once no other member may publish it too (``broker.cluster.wills``). A will waiting
+for its delay is dropped if its device's credentials are revoked or disabled meanwhile
+(``broker.revocation``): a revoked device publishes nothing more.
 """
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker import inbound
@@ -19,6 +22,20 @@ from broker.sessions import BrokerSession
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+
+
+class DelayedWill:
+    """Publishes a will that waited for its delay (``BrokerSession.pending_will``); ``peer``
+    is the connection that set it, decided again if its device changes meanwhile."""
+
+    __slots__ = ("_publish", "peer")
+
+    def __init__(self, publish: Callable[[], None], peer: Peer) -> None:
+        self._publish = publish
+        self.peer = peer
+
+    def __call__(self) -> None:
+        self._publish()
 
 
 def publish_will(client: "MqttClient", session: BrokerSession, peer: Peer, will: Will) -> None:
@@ -34,7 +51,7 @@ def publish_will(client: "MqttClient", session: BrokerSession, peer: Peer, will:
             _publish(client, session, peer, will)
             session.will_done()
 
-        session.pending_will = publish
+        session.pending_will = DelayedWill(publish, peer)
         session.will_timer = loop.call_later(min(delay, expiry), publish)
         return
     restoring = client.broker.restoring()

@@ -33,6 +33,7 @@ from broker.session_store import SessionStore
 from broker.session_table import Seats, SessionTable
 from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
+from broker.subscription_bytes import SubscriptionBytes
 from nanoiot.errors import SessionQuotaExceeded
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Registry:
         self.expired_count = 0
         # This process's bounds on shared subscriptions, which restored sessions may pass.
         self.shared_bounds: SharedBounds | None = None
+        self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
 
     # --- live connections -----------------------------------------------------------------
 
@@ -365,4 +367,6 @@ class Registry:
             self.sessions[session.key] = session
         if self.shared_bounds is not None:
             self.shared_bounds.restored(kept)  # kept whole (§4.1), even past them
+        if self.subscription_bytes is not None:
+            self.subscription_bytes.restored(kept)
         return kept

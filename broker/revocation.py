@@ -4,7 +4,12 @@ A change made anywhere (the CLI in another process, the admin API, another broke
 row in the ``changes`` table; we look a few times a second and, for every device a change
 touches, decide its live connections again with exactly the
 checks a new connection would get. Those now refused are closed without their wills
-(a revoked device must not be able to publish one last message).
+(a revoked device must not be able to publish one last message), and so is dropped the will
+that one of its sessions, its client away, holds for its Will Delay Interval (MQTT 5.0
+§3.1.3.2.2): decided again with the connection that set it.
+
+The same re-decision closes a connection whose certificate expired meanwhile, when its
+timer says so (``broker.cert_expiry``).
 
 A look is first the store's change marker (the feed's highest seq, read without the ORM in
 some ten microseconds), and the feed's range query only when that moved: an idle broker must
@@ -14,15 +19,21 @@ cost next to nothing.
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from auth.decision import Reason
+from broker import cert_expiry
 from broker.authn import Authenticator
+from broker.last_will import DelayedWill
 from broker.peer import Peer
+from broker.sessions import BrokerSession
 from nanoiot.errors import StoreError
 from nanoiot.tasks import cancel_and_wait
 from storage.interface import CredentialStore
 from storage.records import Change, ChangeKind
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,10 @@ class LiveBroker(Protocol):
     """What the follower needs of the broker (``broker.core.Broker``)."""
 
     def live_peers(self) -> list[Peer]: ...
+    def waiting_wills(
+        self, device_ids: set[str] | None
+    ) -> list[tuple[BrokerSession, DelayedWill]]: ...
+    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None: ...
     def note_changes(self, device_ids: set[str] | None) -> None: ...
     def forget_device(self, device_id: str) -> None: ...
     def kick_device(
@@ -60,6 +75,10 @@ class RevocationFollower:
         self._tick = asyncio.Event()  # set by the interval's timer or by wake()
         self._woken = False
         self.applied = asyncio.Event()  # set after each batch: tests wait on it, not on time
+        # Live clients whose certificate expired, to decide again (``certificate_due``). One
+        # entry per timer that fired, and a client's timer is cancelled when it ends: at most
+        # one per connection.
+        self._due: list[MqttClient] = []
 
     async def start(self) -> None:
         self._seq = await self._store.last_change_seq()
@@ -69,6 +88,11 @@ class RevocationFollower:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
+
+    def certificate_due(self, client: "MqttClient") -> None:
+        """A certificate ``client`` presented reached its notAfter: decide it again now."""
+        self._due.append(client)
+        self._tick.set()
 
     def wake(self) -> None:
         """Poll now: a change was written in this process (the admin API), so its effect on
@@ -86,6 +110,7 @@ class RevocationFollower:
             except StoreError as exc:
                 # Connected devices keep working while the database is away; we catch up later.
                 log.warning("change feed unavailable: %s", exc)
+            await self._decide_due()
             # A timer, not asyncio.wait_for: that makes a task and a timeout for every wait,
             # which was most of what an idle broker still did.
             timer = loop.call_later(self._interval, self._tick.set)
@@ -134,18 +159,50 @@ class RevocationFollower:
             peers += [p for p in self._broker.live_peers() if p.device_id not in devices]
         for peer in peers:
             await self._recheck(peer)
+        if devices or recheck_ca_issued:
+            await self._recheck_wills(None if recheck_ca_issued else devices)
         for device_id in deleted:
             self._broker.forget_device(device_id)
 
-    async def _recheck(self, peer: Peer) -> None:
+    async def _recheck_wills(self, devices: set[str] | None) -> None:
+        """Drop the waiting wills of these devices' sessions (None: any) that the connection
+        which set them could no longer set."""
+        for session, will in self._broker.waiting_wills(devices):
+            refusal, _ = await self._refusal(will.peer)
+            if refusal is not None:
+                self._broker.drop_will(session, will, refusal)
+
+    async def _decide_due(self) -> None:
+        due, self._due = self._due, []
+        for client in due:
+            peer = client.peer
+            if client.ended or peer is None:
+                continue
+            decided = await self._recheck(peer)
+            if not client.ended:  # still allowed: a CA it sent but needs not ran out, say
+                cert_expiry.arm(client, retry=not decided)
+
+    async def _recheck(self, peer: Peer) -> bool:
+        """Decide ``peer`` again and close it if now refused; False if the store could not
+        answer (the device stays connected)."""
+        refusal, answered = await self._refusal(peer)
+        if refusal is not None:
+            self._broker.kick_device(peer.device_id, refusal, which=lambda p: p is peer)
+        return answered
+
+    async def _refusal(self, peer: Peer) -> tuple[str | None, bool]:
+        """(why ``peer`` would be refused now, None if it would not; whether the store
+        answered: if not, that is no revocation)."""
         decision = await self._authenticator.authenticate(peer.request)
         holder = decision.holder
         if decision.allowed and holder is not None and holder.device_id == peer.device_id:
-            return
+            return None, True
         if decision.reason is Reason.STORE_UNAVAILABLE:
-            return  # not a revocation: keep the device connected
-        reason = decision.detail if not decision.allowed else "credentials now name another device"
-        self._broker.kick_device(peer.device_id, reason, which=lambda p: p is peer)
+            return None, False
+        return (
+            decision.detail if not decision.allowed else "credentials now name another device",
+            True,
+        )
 
 
 _RECHECK = frozenset(

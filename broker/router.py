@@ -48,6 +48,7 @@ from broker.outgoing import copy_for
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
 from broker.shared_members import SharedOutgoing, member_rank
+from broker.subscription_bytes import SubscriptionBytes
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
@@ -121,6 +122,8 @@ class LocalRouter:
         self.subscriptions: SubscriptionTrie[BrokerSession] = SubscriptionTrie()
         # Counted by device (or application) too, whose share of them the broker bounds.
         self.shared: SharedSubscriptions[BrokerSession] = SharedSubscriptions(_device)
+        # What every session's filters, and every device's, are counted as (their bounds).
+        self.subscription_bytes = SubscriptionBytes()
         self.store = store
         self.limits = limits
         # In a cluster: releases of messages held for a session arriving from another member
@@ -140,16 +143,20 @@ class LocalRouter:
     def subscribe(self, session: BrokerSession, topic_filter: str, sub: Subscription) -> None:
         shared = split_shared(topic_filter)
         if shared is None:
-            self.subscriptions.add(topic_filter, session, sub)
+            new = self.subscriptions.add(topic_filter, session, sub)
         else:
-            self.shared.add(*shared, session, sub)
+            new = self.shared.add(*shared, session, sub)
+        if new:  # not an identical filter's options replaced (§3.8.4)
+            self.subscription_bytes.added(session, topic_filter)
 
     def unsubscribe(self, session: BrokerSession, topic_filter: str) -> None:
         shared = split_shared(topic_filter)
         if shared is None:
-            self.subscriptions.remove(topic_filter, session)
+            gone = self.subscriptions.remove(topic_filter, session)
         else:
-            self.shared.remove(*shared, session)
+            gone = self.shared.remove(*shared, session)
+        if gone:
+            self.subscription_bytes.removed(session, topic_filter)
 
     def seen(self, filters: list[str], within: float) -> "asyncio.Future[None] | None":
         return None  # every publisher is here

@@ -118,6 +118,8 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
+        max_subscription_bytes=settings.max_subscription_bytes,
+        max_subscription_bytes_per_device=settings.max_subscription_bytes_per_device,
         max_topic_levels=settings.max_topic_levels,
         max_share_name_length=settings.max_share_name_length,
         max_shared_subscription_bytes=settings.max_shared_subscription_bytes,
@@ -224,6 +226,7 @@ class RunningBroker:
             follower = RevocationFollower(store, broker, authenticator)
             await follower.start()
             opened.push_async_callback(follower.stop)
+            broker.certificate_due = follower.certificate_due
             members = cluster_router.members if cluster_router is not None else None
             sys_topics = SysTopics(
                 broker, settings.sys_interval, members.live if members is not None else None,

@@ -183,6 +183,7 @@ class BrokerSession(Session):
         "pending_will",
         "receive_denied",
         "since",
+        "subscription_bytes",
         "unrouted",
         "will_settled",
         "will_timer",
@@ -223,6 +224,8 @@ class BrokerSession(Session):
         # it (§4.3.3: delivered once), nor after it completed that one here. At most its
         # queue and window as restored and ``cluster_qos2_completed_kept``.
         self.brought: set[int] | None = None
+        # What its topic filters are counted as (``broker.subscription_bytes``).
+        self.subscription_bytes = 0
         # How many such messages with a cluster-wide id it completed, as the store counts
         # them: the store keeps the ids of the last few (``SessionStore.message_completed``).
         self.completions = 0
@@ -245,6 +248,13 @@ class BrokerSession(Session):
             if timer is not None:
                 timer.cancel()
         self.expiry_timer = self.will_timer = self.pending_will = None
+        self.will_done()
+
+    def drop_will(self) -> None:
+        """The will waiting for its delay is never published (its device was revoked)."""
+        if self.will_timer is not None:
+            self.will_timer.cancel()
+        self.will_timer = self.pending_will = None
         self.will_done()
 
     def will_now(self) -> None:

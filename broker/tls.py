@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from OpenSSL import SSL, crypto
 from pydantic import SecretStr
 
@@ -120,15 +120,23 @@ def _costly_key(key: object, *, issuer: bool) -> bool:
     )
 
 
-def sent_chain_refused(chain: Sequence[x509.Certificate], max_certificates: int) -> bool:
+def sent_chain_refused(
+    chain: Sequence[x509.Certificate], max_certificates: int, max_bytes: int | None = None
+) -> bool:
     """Whether the certificates a client sent (leaf first) exceed the bounds of
-    ``bounded_client_chain``.
+    ``bounded_client_chain``, or take more than ``max_bytes`` (DER) together.
 
     The verify callback only sees the certificates OpenSSL links into a chain; the client may
     send others, which authentication would still hand to cryptography's path building
     (auth.chain), where each one named as an issuer costs a signature check with its key.
+    The bytes: a connection keeps its client's certificates for as long as it lasts (the
+    change-feed follower decides it again with them), and a device whose key is registered
+    may present it in a certificate padded to OpenSSL's 100 KiB, 100 times the usual size,
+    on each of its ``max_sessions_per_device`` connections.
     """
     if len(chain) > max_certificates:
+        return True
+    if max_bytes is not None and sum(len(c.public_bytes(Encoding.DER)) for c in chain) > max_bytes:
         return True
     for position, cert in enumerate(chain):
         try:
@@ -168,6 +176,9 @@ def build_server_context(settings: Settings) -> SSL.Context:
     ctx.set_verify(mode, bounded_client_chain(settings.max_client_chain_certificates))
     # OpenSSL builds no chain longer than this either (its default is 100 certificates).
     ctx.set_verify_depth(settings.max_client_chain_certificates)
+    # Read after the handshake with the verify depth (``TlsProtocol``): an int, or None for
+    # a context made elsewhere (no bound but OpenSSL's).
+    ctx.set_app_data(settings.max_client_chain_bytes)
 
     # OpenSSL refuses to resume a session whose id context is unset when peer verification
     # is on ("session id context uninitialized", a fatal handshake error for a client that

@@ -158,8 +158,8 @@ def _from_openssl(reason: str, first_bytes: bytes) -> TlsFailure:
         # Our verify callback accepts every chain except one too costly to verify.
         return TlsFailure(
             TlsFailureReason.CLIENT_CHAIN_REFUSED,
-            "client's certificate chain refused: more than max_client_chain_certificates, or "
-            "an RSA key with a public exponent of 2^32 or more",
+            "client's certificate chain refused: more than max_client_chain_certificates or "
+            "max_client_chain_bytes, or an RSA key with a public exponent of 2^32 or more",
         )
     if first_bytes and first_bytes[0] != _HANDSHAKE_RECORD:
         return TlsFailure(

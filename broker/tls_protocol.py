@@ -202,8 +202,10 @@ class TlsProtocol(asyncio.Protocol):
         sent = tls.get_peer_cert_chain(as_cryptography=True) or []
         # On a server, OpenSSL's peer chain leaves the leaf out.
         chain = (leaf, *(c for c in sent if c != leaf)) if leaf is not None else tuple(sent)
-        # The context's verify depth is max_client_chain_certificates (broker.tls).
-        if sent_chain_refused(chain, tls.get_context().get_verify_depth()):
+        # The context's verify depth is max_client_chain_certificates, its app data
+        # max_client_chain_bytes (broker.tls).
+        context = tls.get_context()
+        if sent_chain_refused(chain, context.get_verify_depth(), context.get_app_data()):
             if self._watch is not None:
                 self._watch.failed(FailureKind.ERROR, SSL.Error(CHAIN_REFUSED))
             self._shut(abort=False)

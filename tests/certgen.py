@@ -68,8 +68,10 @@ def issue(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     serial: int | None = None,
+    key_usage: x509.KeyUsage | None = None,
 ) -> Issued:
-    """A certificate for ``cn``: self-signed unless ``issuer`` is given."""
+    """A certificate for ``cn``: self-signed unless ``issuer`` is given; no key usage
+    extension unless ``key_usage`` is given."""
     key = key or new_key()
     now = dt.datetime.now(UTC)
     name = x509.Name([_common_name(cn)])
@@ -87,6 +89,8 @@ def issue(
     )
     if eku is not None and not ca:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
     algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return Issued(builder.sign(signer_key, algorithm), key)
 

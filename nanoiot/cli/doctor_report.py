@@ -262,8 +262,9 @@ _STEPS: dict[Reason, Callable[[Outcome, Facts], str]] = {
         "enable it again through the admin API, or register a new certificate"
     ),
     Reason.NOT_FOR_CLIENT_AUTH: lambda _o, _f: (
-        "EKU lacks clientAuth: issue the device a certificate with extended key usage "
-        "clientAuth (client.keygen.sh does)"
+        "issue the device a certificate for client authentication: extended key usage "
+        "clientAuth and key usage digitalSignature, or neither extension (client.keygen.sh "
+        "does)"
     ),
     Reason.REVOKED_BY_CA: lambda _o, f: (
         f"its CA revoked it (CRL): issue a new key, {_new_certificate(f)}"

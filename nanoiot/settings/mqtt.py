@@ -47,6 +47,12 @@ class MqttSettings(SettingsGroup):
     max_sessions_per_device: int = Field(100, ge=1)
     # Topic filters one session may hold; more are refused with SUBACK 0x80.
     max_subscriptions: int = Field(100, ge=0)
+    # What one session's topic filters, and all of one device's (or application's) sessions'
+    # on a broker process, are counted as: each filter its UTF-8 bytes twice, 288 bytes a
+    # level and 384 more (what it was measured to cost: ``broker.subscription_bytes``). Past
+    # either, a new filter is refused (SUBACK 0x80, MQTT 5 0x97).
+    max_subscription_bytes: int = Field(512 * 1024, ge=0, le=1 << 40)
+    max_subscription_bytes_per_device: int = Field(1024 * 1024, ge=0, le=1 << 40)
     # Levels of a subscription's topic filter and of a kept retained message's topic (3.1.1
     # §4.7.1): each costs a trie node, about 230 bytes. Past it a filter is refused (SUBACK
     # 0x80, MQTT 5 0x97) and a retained message delivered but not kept.

@@ -48,6 +48,10 @@ class TlsSettings(SettingsGroup):
     # signature above the leaf costs the broker CPU on its event loop, so a longer chain fails
     # the handshake (broker.tls).
     max_client_chain_certificates: int = Field(5, ge=1, le=32)
+    # Bytes of those certificates (DER, leaf included): a connection keeps what its client sent
+    # for as long as it lasts, to decide it again on a revocation (broker.tls). OpenSSL's own
+    # bound on the whole Certificate message is 100 KiB.
+    max_client_chain_bytes: int = Field(16 * 1024, ge=2048, le=100 * 1024)
     # Seconds between checks of the server certificate and key files for a change to reload
     # (0: only on SIGHUP).
     tls_reload_interval: float = Field(5.0, ge=0, le=3600)

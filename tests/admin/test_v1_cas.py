@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.certificate import parse_credential
@@ -52,8 +53,9 @@ async def test_add_list_get_delete(
         ("public-key", {}, "must be a certificate, not a bare public key"),
         ("garbage", {}, "not PEM"),
         (None, {"createDevice": True}, "createDevice"),
+        ("no-cert-sign", {}, "may not sign certificates: its key usage lacks keyCertSign"),
     ],
-    ids=["bad-regex", "leaf-not-ca", "bare-key", "garbage", "misspelt-field"],
+    ids=["bad-regex", "leaf-not-ca", "bare-key", "garbage", "misspelt-field", "no-cert-sign"],
 )
 async def test_what_cannot_be_trusted_is_400(
     api: httpx.AsyncClient,
@@ -64,11 +66,14 @@ async def test_what_cannot_be_trusted_is_400(
     expected: str,
 ) -> None:
     leaf = issue("meter-1", issuer=device_ca)
+    # RFC 5280 §4.2.1.3: a CA's key usage, when present, includes keyCertSign to issue.
+    signing_only = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
     given = {
         None: device_ca.cert_pem,
         "leaf": leaf.cert_pem,
         "public-key": device_ca.public_key_pem,
         "garbage": "hello",
+        "no-cert-sign": issue("Signing CA", ca=True, key_usage=signing_only).cert_pem,
     }[pem]
     response = await add_ca(api, given, **extra)
     assert response.status_code == 400, response.text

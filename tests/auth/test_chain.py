@@ -173,3 +173,36 @@ def test_only_a_certificate_asserting_ca_may_be_trusted() -> None:
     spki = CA.cert.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     bare_key = trusted_ca_problem(parse_credential(spki))
     assert bare_key == "a trusted CA must be a certificate, not a bare public key"
+
+
+def signing_only() -> x509.KeyUsage:
+    """A key usage for signatures but not for certificates (an OCSP responder's, say)."""
+    return x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+
+
+def test_a_ca_whose_key_usage_lacks_key_cert_sign_issues_no_device() -> None:
+    """RFC 5280 §4.2.1.3 and §6.1.4 (n): a CA certificate with a key usage extension issues
+    certificates only if it asserts keyCertSign, intermediate or trusted root alike."""
+    not_issuing = issue("Responder", issuer=CA, ca=True, key_usage=signing_only())
+    leaf = issue("sensor-1", issuer=not_issuing)
+    decision = refused(match_chain(leaf.cert, [not_issuing.cert], [anchor()], now=now()))
+    assert decision.reason is Reason.UNTRUSTED_ISSUER
+    assert decision.detail == (
+        "CA certificate 'CN=Responder' may not sign certificates: its key usage lacks keyCertSign"
+    )
+    issuing_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+    issuing = issue("Issuing CA", issuer=CA, ca=True, key_usage=issuing_usage)
+    good = issue("sensor-2", issuer=issuing)
+    assert isinstance(match_chain(good.cert, [issuing.cert], [anchor()], now=now()), ChainMatch)
+    root = issue("Signing Root", ca=True, key_usage=signing_only())
+    direct = issue("sensor-3", issuer=root)
+    decision = refused(match_chain(direct.cert, [], [anchor(root)], now=now()))
+    assert decision.detail.startswith("CA certificate 'CN=Signing Root' may not sign")
+
+
+def test_a_ca_whose_key_usage_lacks_key_cert_sign_cannot_be_trusted() -> None:
+    root = issue("Signing Root", ca=True, key_usage=signing_only())
+    assert trusted_ca_problem(parse_credential(root.cert_pem)) == (
+        "CA certificate 'CN=Signing Root' may not sign certificates: its key usage lacks "
+        "keyCertSign: give the CA that issues the device certificates"
+    )

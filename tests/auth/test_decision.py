@@ -1,6 +1,7 @@
 import datetime as dt
 
 import pytest
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth.connack import ConnackCode
@@ -103,3 +104,38 @@ def test_tokens_basic_and_the_rest() -> None:
     assert decide_basic(holder(), "u1").allowed
     assert no_credentials().connack is ConnackCode.NOT_AUTHORIZED
     assert store_unavailable("refused").connack is ConnackCode.SERVER_UNAVAILABLE
+
+
+def key_usage(**bits: bool) -> x509.KeyUsage:
+    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment")
+    more = ("key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{name: bits.get(name, False) for name in names + more})
+
+
+@pytest.mark.parametrize(
+    ("bits", "shown"),
+    [
+        ({"key_encipherment": True}, "keyEncipherment"),
+        ({"key_cert_sign": True, "crl_sign": True}, "keyCertSign, crlSign"),
+        ({"key_agreement": True}, "keyAgreement"),
+        ({}, "none"),
+    ],
+)
+def test_a_key_usage_without_digital_signature_is_refused_even_when_pinned(
+    bits: dict[str, bool], shown: str
+) -> None:
+    """RFC 5280 §4.2.1.3: a TLS client signs its handshake with the key; a certificate whose
+    key usage leaves signing out was not issued for that."""
+    decision = decide_certificate(
+        issue("dev-1", key_usage=key_usage(**bits)).cert, holder(), now=now()
+    )
+    assert decision.reason is Reason.NOT_FOR_CLIENT_AUTH
+    assert decision.detail == (
+        "certificate key is not for signing, which a TLS client does "
+        f"(key usage: {shown}; digitalSignature is needed)"
+    )
+
+
+def test_a_key_usage_with_digital_signature_is_allowed() -> None:
+    signing = key_usage(digital_signature=True, key_encipherment=True)
+    assert decide_certificate(issue("dev-1", key_usage=signing).cert, holder(), now=now()).allowed

@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from broker.authn import Authenticator
+from broker.last_will import DelayedWill
 from broker.peer import Peer
 from broker.revocation import RevocationFollower
+from broker.sessions import BrokerSession
 from storage.records import Change
 from storage.sql import SqlCredentialStore
 
@@ -27,6 +29,12 @@ class _Recorder:
         self.noted.append(device_ids)
 
     def forget_device(self, device_id: str) -> None:
+        pass
+
+    def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
+        return []
+
+    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
         pass
 
     def kick_device(

@@ -53,6 +53,8 @@ def test_long_share_names_and_many_groups_cannot_stall_another_nodes_publishers(
         nodes.start(
             "b",
             NANOIOT_MAX_SUBSCRIPTIONS="5000",
+            NANOIOT_MAX_SUBSCRIPTION_BYTES=str(16 * 1024 * 1024),  # 2.1 KB counted a filter
+            NANOIOT_MAX_SUBSCRIPTION_BYTES_PER_DEVICE=str(16 * 1024 * 1024),
             NANOIOT_MAX_SHARED_SUBSCRIPTION_BYTES_PER_DEVICE=str(256 * 1024),
         )
         watcher = nodes.connect("b", app="backend", client_id="watcher")

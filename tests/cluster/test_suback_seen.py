@@ -71,7 +71,14 @@ def test_a_message_published_elsewhere_at_the_suback_reaches_the_subscriber(
     tmp_path: Path,
 ) -> None:
     with cluster(tmp_path) as nodes:
-        nodes.start("a", NANOIOT_MAX_SUBSCRIPTIONS=str(ROUNDS + 1))
+        # The listener's filters, 1.9 KB counted each: 560 KB.
+        bytes_most = str(2 * 1024 * 1024)
+        nodes.start(
+            "a",
+            NANOIOT_MAX_SUBSCRIPTIONS=str(ROUNDS + 1),
+            NANOIOT_MAX_SUBSCRIPTION_BYTES=bytes_most,
+            NANOIOT_MAX_SUBSCRIPTION_BYTES_PER_DEVICE=bytes_most,
+        )
         nodes.start("b")
         listener, commander = commands(nodes)
         topics = [f"devices/d{i}/rpc/request/{i}" for i in range(ROUNDS)]

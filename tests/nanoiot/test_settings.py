@@ -170,6 +170,24 @@ def test_max_filters_per_subscribe_is_bounded(value: str, says: str) -> None:
     assert load_settings(config_path=SHIPPED, environ={}).max_filters_per_subscribe == 100
 
 
+@pytest.mark.parametrize("setting", ["max_subscription_bytes", "max_subscription_bytes_per_device"])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("-1", "greater than or equal to 0"), ("1099511627777", "less than or equal to 1099511")],
+)
+def test_the_subscription_byte_bounds_are_bounded(setting: str, value: str, says: str) -> None:
+    """0 takes no filter at all; 1 TiB is more than any broker holds."""
+    name = f"NANOIOT_{setting.upper()}"
+    with pytest.raises(ConfigError, match=f"'{setting}'.*{says}"):
+        load_settings(config_path=SHIPPED, environ={name: value})
+    assert getattr(load_settings(config_path=SHIPPED, environ={name: "0"}), setting) == 0
+    shipped = load_settings(config_path=SHIPPED, environ={})
+    assert (shipped.max_subscription_bytes, shipped.max_subscription_bytes_per_device) == (
+        512 * 1024,
+        1024 * 1024,
+    )
+
+
 @pytest.mark.parametrize("name", ["proxy_protocol_trusted", "http_trusted_proxies"])
 def test_both_address_lists_refuse_a_host_name(name: str, tmp_path: Path) -> None:
     """Each group of settings is a base of ``Settings``: a validator named as one in another
