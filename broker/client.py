@@ -240,8 +240,7 @@ class MqttClient:
     # --- what the broker does with this client ------------------------------------------------
 
     def deliver(self, message: Outgoing, later: "set[MqttClient] | None" = None) -> None:
-        """Send a message from a subscription (or the queue's turn comes for it); with
-        ``later``, written at the caller's ``flush``: once per batch (``LocalRouter.later``)."""
+        """Send a message from a subscription (or its queue's turn); ``later``: see ``flush``."""
         broker = self.broker
         if not message.qos:  # in a batch: what it buffered at its first one (nothing written)
             if (later is None or self not in later) and (
@@ -255,10 +254,7 @@ class MqttClient:
         broker.metrics.messages_out += 1
         if events:
             self._handle(events)
-        if later is None:
-            self._flush()
-        else:
-            later.add(self)
+        self._flush() if later is None else later.add(self)
 
     def can_send_now(self, qos: int) -> bool:
         """Whether a message at ``qos`` would go out at once: not behind messages waiting in

@@ -261,10 +261,11 @@ class FramesIn:
 
 def _written(local: "LocalRouter", later: "set[MqttClient]") -> None:
     """The frame's messages written to their subscribers, one write each: a frame holds
-    hundreds, and a write per message (the MQTT encoder's output taken, handed to TLS) was a
-    fifth of what delivering one cost. A QoS 0 message goes to a subscriber while its output
-    is within ``max_outgoing_buffer`` (MQTT 3.1.1 §4.3.1: at most once), as checked before
-    the frame: past it by one frame's messages at most (NATS's ``max_payload``)."""
+    hundreds, and a write per message (the MQTT encoder's output taken and handed to TLS, the
+    socket's buffer read for the QoS 0 check) was 7 of the 33 calls a record cost here. A QoS
+    0 message goes to a subscriber while its output is within ``max_outgoing_buffer`` (MQTT
+    3.1.1 §4.3.1: at most once), as checked at its first one of the frame: past it by one
+    frame's messages at most (NATS's ``max_payload``)."""
     local.later = None
     for client in later:
         client.flush()
