@@ -7,6 +7,7 @@ and ``stop()`` closes everything it opened, in reverse order.
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import socket
@@ -213,6 +214,7 @@ class RunningBroker:
             fencing: Fencing | None = None
             if cluster_router is not None:  # the others' routes, before any subscription
                 await cluster_router.start(broker.retained, broker.registry)
+                _survivor_decides(cluster_router, authenticator)  # before any departure
                 await cluster_router.start_members(
                     settings.cluster_heartbeat_interval, lambda: member_figures(broker),
                     sock.getsockname()[1], broker.registry,
@@ -323,6 +325,14 @@ def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "F
     broker.registry.fenced_now = fencing.fenced_now  # asked before acting on what comes in
     broker.metrics.registry.register(fencing)
     return fencing
+
+
+def _survivor_decides(router: "ClusterRouter", authenticator: Authenticator) -> None:
+    """A dead member's client's will is decided again before it is published here."""
+    from broker.cluster.will_decision import refusal_now
+
+    assert router.wills is not None
+    router.wills.survivor.refusal = functools.partial(refusal_now, authenticator)
 
 
 def _cluster_router(
