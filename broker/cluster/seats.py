@@ -6,30 +6,44 @@ the device (``{"a": [pid, started, run, count]}``). Only the entries of members 
 the run their heartbeats say (``broker.cluster.members``), count: a dead member's sessions,
 or a fenced-off run's, are taken over by the member their device connects to next (a take-over
 of an existing session, not a new seat), so its count would otherwise hold seats for good.
+Its entry stays in the key until a live member writes the key, counting for nobody.
 
 - ``reserve``: before a connect starts a NEW session here (none here, none in the shared store
-  for it), one compare-and-set: the others' counts plus this member's own plus one, past the
-  limit the connect is refused as on one node (``SessionQuotaExceeded``); else this member's
-  count, one more, is written. A take-over, an adoption or a restore takes no seat this way.
+  for it). Every member watches the bucket (``broker.cluster.seat_view``); a connect whose
+  device, as the watch has it, leaves a seat free for one more session here and one more on
+  every other live member is admitted without asking NATS. Else, one compare-and-set: the
+  others' counts plus this member's own plus one, past the limit the connect is refused as
+  on one node (``SessionQuotaExceeded``); else this member's count, one more, is written.
+  Why both: two members taking the last seat at once both ask, and the compare-and-set lets
+  one through. One admitted without asking is written by the writer soon after; until it is,
+  the device's next connect here asks (so each member holds at most one session not written
+  yet, which the free seat left for every other member covers). What the watch has not given
+  yet is not covered: others filling more than those free seats faster than this member's
+  watch shows it let a connect here through past the limit (logged when its count is
+  written). A take-over, an adoption or a restore takes no seat this way.
 - ``changed``: the session table says each add and remove; a writer rewrites this member's
   count for those devices in the background, many changes of a device in one write, a window
   of devices at a time (a restore of thousands of sessions is not a write each in the connects
-  of others), and again after NATS comes back. Reservations and writes of one device take
-  turns, so a write never lowers a count a reservation just raised.
+  of others), again after NATS comes back, and when the watch shows this member's count not
+  as its table has it (another member dropped it, taking this one as gone for a while). A
+  connect never waits for it: the writer and
+  the compare-and-sets of connects write by compare-and-set on the device's key, each counting
+  what the table holds with the connects under way, and the one that lost reads it again.
 - ``settle``: a member giving a session up to another member's connect writes its count
   first, so that the connect that takes it (Clean Start) finds its seat free.
 
 A device none of whose members holds a session has no key (its delete marker is purged with
 the other buckets', ``broker.cluster.compaction``). If NATS cannot be reached a connect is
 checked against this member's own sessions only (logged, once per outage), as a claim goes on
-without NATS (``broker.cluster.sessions``).
+without NATS (``broker.cluster.sessions``). While a member restores its sessions from the
+store, those not read yet hold no seat (as on one node).
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -37,6 +51,7 @@ from typing import Final
 from broker.cluster.frames import to_key
 from broker.cluster.kv import Entry, KeyValue
 from broker.cluster.members import MemberRegistry
+from broker.cluster.seat_view import Seat, SeatView, decode, encode
 from nanoiot.errors import (
     ClusterConflictError,
     ClusterError,
@@ -57,8 +72,6 @@ _ATTEMPTS: Final = 5  # compare-and-set rounds lost to other members before givi
 _WINDOW: Final = 16
 _RETRY: Final = 5.0  # seconds before writing again what NATS refused, unless it is back sooner
 
-Seat = tuple[int, float, int, int]  # pid, started, run, sessions held
-
 
 class DeviceSeats:
     """This member's seats in ``<cluster>_devices``; ``held(device)``: its sessions here."""
@@ -69,24 +82,33 @@ class DeviceSeats:
         self.bucket = bucket
         self.members = members
         self._held = held
+        self.view = SeatView(bucket, self._seen)
         self._dirty: set[str] = set()  # devices whose count here changed since written
-        self._written: dict[str, int] = {}  # the count this member last wrote, by device
+        self._mine: dict[str, str] = {}  # device by key, of those this member wrote a seat in
+        self._unwritten: set[str] = set()  # admitted without asking NATS, count not written
+        self._reserving: Counter[str] = Counter()  # compare-and-sets under way, by device
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._wake = asyncio.Event()
         self._back = asyncio.Event()  # NATS is back: what failed is written again
         self._away = False  # NATS refused a read or write (logged once until it works again)
         self._run = members.run
+        self._limit: int | None = None  # max_sessions_per_device, as the last connect said
         self._task: asyncio.Task[None] | None = None
+        self.decided_here = 0  # reservations admitted on the watch's view, without NATS
+        self.asked = 0  # reservations that asked NATS (a compare-and-set)
 
     def start(self) -> None:
         self.members.link.on_reconnected(self._back.set)
+        self.members.link.on_reconnected(self.view.back)
         self.members.on_renewed(self._renewed)
+        self.view.start()
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="device seats")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
+        await self.view.stop()
 
     def changed(self, device_id: str) -> None:
         """The sessions ``device_id`` holds here changed: its count is written soon."""
@@ -97,10 +119,15 @@ class DeviceSeats:
         """One more session of ``device_id`` here, if the cluster's count allows it; else
         ``SessionQuotaExceeded``. The caller adds the session to its table before it awaits
         anything (the count written includes it)."""
+        self._limit = limit
+        if self._admitted_here(device_id, limit):
+            return
         async with self._turn(device_id):
+            self._reserving[device_id] += 1
             try:
                 if not self.members.link.connected:  # known lost: no request's timeout
                     raise ClusterUnavailableError("the connection to NATS is down")
+                self.asked += 1
                 await self._reserve(device_id, limit)
             except ClusterError as exc:
                 self._unreachable(exc, "connects are checked against this node's sessions")
@@ -110,6 +137,29 @@ class DeviceSeats:
                     ) from None
             else:
                 self._reached()
+            finally:
+                self._reserving[device_id] -= 1
+                if not self._reserving[device_id]:
+                    del self._reserving[device_id]
+
+    def _admitted_here(self, device_id: str, limit: int) -> bool:
+        """Whether the watch's view of the device leaves a seat free for one more session
+        here and one more on each other live member (a session each may hold, admitted so,
+        not written yet), with nothing of the device under way here: then the connect is
+        admitted without asking NATS."""
+        if not self.view.ready or not self.members.link.connected:
+            return False
+        if device_id in self._unwritten or device_id in self._locks:
+            return False
+        me = self.members.name
+        live = self._live_seats(self.view.seats(to_key(device_id)))
+        others = sum(seat[3] for name, seat in live.items() if name != me)
+        members = sum(1 for member in self.members.live() if member.name != me)
+        if others + self._held(device_id) + 1 + members >= limit:
+            return False
+        self._unwritten.add(device_id)
+        self.decided_here += 1
+        return True
 
     async def settle(self, device_id: str) -> None:
         """Write ``device_id``'s count now (a session of its was given up to another member);
@@ -125,60 +175,92 @@ class DeviceSeats:
         key = to_key(device_id)
         for _ in range(_ATTEMPTS):
             entry = await self.bucket.get(key)
-            seats = self._live_seats(entry)
+            seats = self._live_seats(decode(entry.value) if entry is not None else {})
             others = sum(seat[3] for name, seat in seats.items() if name != self.members.name)
             own = self._held(device_id) + 1
             if others + own > limit:
                 raise SessionQuotaExceeded(
                     f"the device holds max_sessions_per_device ({limit}) across the cluster"
                 )
-            seats[self.members.name] = self._mine(own)
-            if await self._put(key, entry, seats):
-                self._written[device_id] = own
+            if await self._put(device_id, entry, seats, own):
                 return
         raise ClusterConflictError(f"{_ATTEMPTS} compare-and-set rounds lost")
 
     async def _write(self, device_id: str) -> None:
-        """This member's count of ``device_id`` as its table has it now."""
-        async with self._turn(device_id):
-            own = self._held(device_id)
-            if own == self._written.get(device_id, 0):
-                return  # written already (by the reservation that made it, often)
-            key = to_key(device_id)
-            for _ in range(_ATTEMPTS):
-                entry = await self.bucket.get(key)
-                seats = self._live_seats(entry)
-                if own:
-                    seats[self.members.name] = self._mine(own)
-                else:
-                    seats.pop(self.members.name, None)
-                if await self._put(key, entry, seats):
-                    if own:
-                        self._written[device_id] = own
-                    else:
-                        self._written.pop(device_id, None)
-                    return
-            raise ClusterConflictError(f"{_ATTEMPTS} compare-and-set rounds lost")
+        """This member's count of ``device_id`` as its table has it now, with the connects
+        under way here (their sessions are not in the table yet)."""
+        key = to_key(device_id)
+        if self._shows(key, self._count(device_id)):
+            self._unwritten.discard(device_id)  # written already (by its reservation, often)
+            return
+        for _ in range(_ATTEMPTS):
+            entry = await self.bucket.get(key)
+            seats = self._live_seats(decode(entry.value) if entry is not None else {})
+            if await self._put(device_id, entry, seats, self._count(device_id)):
+                return
+        raise ClusterConflictError(f"{_ATTEMPTS} compare-and-set rounds lost")
 
-    async def _put(self, key: str, entry: Entry | None, seats: dict[str, Seat]) -> bool:
-        """Write ``seats`` over ``entry`` (the key deleted if none are left); False if another
-        member wrote it since it was read."""
+    def _count(self, device_id: str) -> int:
+        return self._held(device_id) + self._reserving[device_id]
+
+    async def _put(
+        self, device_id: str, entry: Entry | None, seats: dict[str, Seat], own: int
+    ) -> bool:
+        """Write ``seats`` with this member's ``own`` count over ``entry`` (the key deleted if
+        none are left); False if another member wrote it since it was read."""
+        key = to_key(device_id)
+        written = device_id in self._unwritten  # the count counts it: read after it was added
+        if own:
+            seats[self.members.name] = (os.getpid(), self.members.started, self.members.run, own)
+        else:
+            seats.pop(self.members.name, None)
         try:
             if not seats:
-                if entry is not None:
-                    await self.bucket.delete(key, entry.revision)
+                revision = 0 if entry is None else await self.bucket.delete(key, entry.revision)
             elif entry is None:
-                await self.bucket.create(key, _encode(seats))
+                revision = await self.bucket.create(key, encode(seats))
             else:
-                await self.bucket.update(key, _encode(seats), entry.revision)
+                revision = await self.bucket.update(key, encode(seats), entry.revision)
         except ClusterConflictError:
             return False
+        if revision:
+            self.view.fold(key, revision, seats)
+        if own:
+            self._mine[key] = device_id
+        else:
+            self._mine.pop(key, None)
+        if written:
+            self._unwritten.discard(device_id)
+            self._over(device_id, seats)
         return True
 
-    def _live_seats(self, entry: Entry | None) -> dict[str, Seat]:
-        """The seats of ``entry`` that count: members live now, in the run that wrote them
-        (this member's own too, whatever it says: it is rewritten from its table)."""
-        seats = _decode(entry.value) if entry is not None else {}
+    def _over(self, device_id: str, seats: dict[str, Seat]) -> None:
+        """Say so if a session admitted without asking NATS took the device past its limit
+        (others filled the seats left free faster than the watch showed it here)."""
+        total = sum(seat[3] for seat in seats.values())
+        limit = self._limit
+        if limit is not None and total > limit:
+            log.warning("device %r holds %d sessions across the cluster, past "
+                        "max_sessions_per_device (%d): connects on several members at once",
+                        device_id, total, limit)  # fmt: skip
+
+    def _shows(self, key: str, own: int) -> bool:
+        """Whether the watch's view of ``key`` has this member's seat (this run's) at ``own``."""
+        seat = self.view.seats(key).get(self.members.name)
+        if seat is None or seat[:3] != (os.getpid(), self.members.started, self.members.run):
+            return own == 0
+        return seat[3] == own
+
+    def _seen(self, key: str, _seats: dict[str, Seat]) -> None:
+        """The watch gave ``key``'s entry: if it does not have this member's count as the table
+        has it (another member dropped a seat it took for a gone member's), it is written."""
+        device_id = self._mine.get(key)
+        if device_id is not None and not self._shows(key, self._count(device_id)):
+            self.changed(device_id)
+
+    def _live_seats(self, seats: dict[str, Seat]) -> dict[str, Seat]:
+        """The ``seats`` that count: members live now, in the run that wrote them (this
+        member's own too, whatever it says: it is rewritten from its table)."""
         kept: dict[str, Seat] = {}
         for name, seat in seats.items():
             member = self.members.entry(name)
@@ -186,18 +268,13 @@ class DeviceSeats:
                 kept[name] = seat
         return kept
 
-    def _mine(self, count: int) -> Seat:
-        return (os.getpid(), self.members.started, self.members.run, count)
-
     def _renewed(self, _began: float, run: int) -> None:
         """A heartbeat of a new run (back from fencing): the others ignore what the ended
         run wrote, so every count held here is written again."""
         if run == self._run:
             return
         self._run = run
-        for device_id in self._written:
-            self._dirty.add(device_id)
-        self._written.clear()
+        self._dirty.update(self._mine.values())
         self._wake.set()
 
     async def _writer(self) -> None:
@@ -245,19 +322,3 @@ class DeviceSeats:
                 del self._locks[device_id]
             else:
                 self._locks[device_id] = (lock, users - 1)
-
-
-def _encode(seats: dict[str, Seat]) -> bytes:
-    return json.dumps(seats, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _decode(value: bytes) -> dict[str, Seat]:
-    """The seats an entry holds; an unreadable one (another version's) holds none."""
-    try:
-        raw = json.loads(value)
-        return {
-            str(name): (int(s[0]), float(s[1]), int(s[2]), int(s[3])) for name, s in raw.items()
-        }
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        log.warning("device seats entry unreadable: ignored")
-        return {}
