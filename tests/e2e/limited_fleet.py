@@ -4,8 +4,7 @@ a bystander device that must go on as before, and a backend application that rea
 from pathlib import Path
 
 from broker.mqtt.packets import Connack, Connect
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
+from tests.e2e.harness import BrokerThread, Client, broker_settings, mqtt_client, write_pem
 from tests.e2e.peers import Paho, Raw
 
 
