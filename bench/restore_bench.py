@@ -29,7 +29,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 from sqlalchemy import insert
 
 from bench._report import machine_lines
@@ -37,6 +36,7 @@ from bench.broker_process import running_broker
 from storage.engine import create_engine
 from storage.models import Base
 from storage.sql import SqlCredentialStore
+from tests.natsserver import delete_buckets
 
 STARTUP_TARGET_S = 2.0
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -114,19 +114,6 @@ async def _logged(log_file: Path, line: re.Pattern[str]) -> str:
         await asyncio.sleep(0.1)  # another process's log: polled
 
 
-async def delete_streams(url: str, cluster: str) -> None:
-    """The cluster's buckets and streams, removed from the NATS it ran on."""
-    client = await nats.connect(url)
-    try:
-        js = client.jetstream()
-        for stream in await js.streams_info():
-            name = stream.config.name or ""
-            if name.startswith((f"KV_{cluster}_", f"{cluster}_")):
-                await js.delete_stream(name)
-    finally:
-        await client.close()
-
-
 def report(
     sessions: int, fill_s: float, runs: list[tuple[float, float, str]], subscriptions: int = 1
 ) -> str:
@@ -172,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = [asyncio.run(measure(data_dir, args.sessions, cluster)) for _ in range(2)]
         finally:
             if args.nats_url:
-                asyncio.run(delete_streams(args.nats_url, cluster["NANOIOT_CLUSTER_NAME"]))
+                # The cluster's buckets and streams, removed from the NATS it ran on.
+                asyncio.run(delete_buckets(cluster["NANOIOT_CLUSTER_NAME"], args.nats_url))
     text = report(args.sessions, fill_s, runs, args.subscriptions)
     print(text)
     if args.output is not None:

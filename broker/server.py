@@ -97,6 +97,8 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_inflight=settings.max_inflight_messages,
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
+        max_queued_messages_per_device=settings.max_queued_messages_per_device,
+        max_queued_bytes_per_device=settings.max_queued_bytes_per_device,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
         max_filters_per_subscribe=settings.max_filters_per_subscribe,
         max_session_expiry=settings.max_session_expiry_interval,

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from storage.sql import SqlCredentialStore
+from tests.sqlite_template import migrated_sqlite
 from tests.storage.pg import fresh_database
 
 
@@ -18,8 +19,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
-    """A real SQLite credential store of its own, closed afterwards."""
-    store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    """A real SQLite credential store of its own (a migrated copy), closed afterwards."""
+    store = await SqlCredentialStore.open(migrated_sqlite(tmp_path / "store.db"))
     try:
         yield store
     finally:

@@ -68,12 +68,12 @@ def fresh_cluster_name() -> str:
     return f"t{secrets.token_hex(6)}"
 
 
-async def delete_buckets(cluster: str) -> None:
+async def delete_buckets(cluster: str, url: str = NATS_URL) -> None:
     """Remove the key-value buckets (JetStream streams KV_<cluster>_*) and the streams
-    (<cluster>_*) a test made."""
+    (<cluster>_*) a test (or bench/restore_bench.py) made on the NATS at ``url``."""
     import nats
 
-    client = await nats.connect(NATS_URL)
+    client = await nats.connect(url)
     try:
         js = client.jetstream()
         for stream in await js.streams_info():

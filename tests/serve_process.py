@@ -2,7 +2,8 @@
 (the log) read line by line in a thread (``Output``), so a test can wait for a log line with a
 bound.
 
-``start`` launches it, ``serving`` is a context manager around that; the reliability tests'
+``start`` launches it and waits until it is ready (``launch`` and ``until_ready``, for
+several at once), ``serving`` is a context manager around that; the reliability tests'
 ``ServeProcess`` (to kill and restart) starts it the same way."""
 
 import asyncio
@@ -49,12 +50,22 @@ class Served:
 
 def start(env: dict[str, str], cwd: Path, *args: str) -> Served:
     """``nanoiot serve *args`` started and ready; killed if not ready within WAIT."""
+    return until_ready(launch(env, cwd, *args))
+
+
+def launch(env: dict[str, str], cwd: Path, *args: str) -> Served:
+    """``nanoiot serve *args`` started, not waited for (``until_ready``): a caller starting
+    several lets their interpreters start at once."""
     process = subprocess.Popen(
         [NANOIOT, "serve", *args], env=env, cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
     )  # fmt: skip
-    stdout = Output(process, process.stdout)
-    served = Served(process, [], Output(process), stdout)
+    return Served(process, [], Output(process), Output(process, process.stdout))
+
+
+def until_ready(served: Served) -> Served:
+    """``served`` once it wrote ``ready:``; killed if not ready within WAIT."""
+    stdout = served._stdout
     try:
         stdout.wait_for(r"^ready:")
     except BaseException as exc:

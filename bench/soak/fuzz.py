@@ -24,8 +24,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread
+from tests.e2e.harness import BrokerThread, broker_settings
 from tests.reliability import packets
 from tests.reliability.canary import Baseline, Canary, Census
 from tests.reliability.wire import Target, client_context, run_batch

@@ -15,6 +15,7 @@ import pytest
 from admin.app import create_app
 from admin.context import AdminContext
 from storage.sql import SqlCredentialStore
+from tests.sqlite_template import migrated_sqlite
 
 TOKEN = "test-admin-token-0123456789abcdef"
 
@@ -44,7 +45,7 @@ class FakeBroker:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlCredentialStore]:
     opened = await SqlCredentialStore.open(
-        f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}", data_dir=tmp_path
+        migrated_sqlite(tmp_path / "admin.db"), data_dir=tmp_path
     )
     try:
         yield opened

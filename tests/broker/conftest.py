@@ -15,8 +15,7 @@ from broker.session_store import SqlSessionStore
 from nanoiot.settings import Settings
 from storage.sql import SqlCredentialStore
 from tests.broker.tls_certs import ClientFiles, ServerPki, client_cert, make_server_pki
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread
+from tests.e2e.harness import BrokerThread, running_broker
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +58,7 @@ def tls_settings(pki: ServerPki) -> Callable[..., Settings]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    with BrokerThread(broker_settings(tmp_path / "data")) as running:
+    with running_broker(tmp_path / "data") as running:
         yield running
 
 

@@ -14,6 +14,7 @@ from nanoiot.errors import StoreUnavailableError
 from storage.interface import CredentialStore
 from storage.records import AuthOutcome, NewAuthEvent
 from storage.sql import SqlCredentialStore
+from tests.sqlite_template import migrated_sqlite
 
 
 class CountingStore:
@@ -36,7 +37,7 @@ class CountingStore:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    opened = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    opened = await SqlCredentialStore.open(migrated_sqlite(tmp_path / "store.db"))
     try:
         yield CountingStore(opened)
     finally:

@@ -25,8 +25,7 @@ from broker import core
 from broker.tls import build_server_context
 from nanoiot.settings import Settings
 from tests.broker.tls_certs import ClientFiles, ServerPki
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, device_client
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, device_client
 
 
 def _handshake(server: SSL.Context, client: ssl.SSLContext) -> SSL.Connection:

@@ -20,7 +20,6 @@ from prometheus_client import generate_latest
 
 from broker.client import MqttClient
 from broker.mqtt.encode import encode_publish
-from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import (
     WAIT,
     BrokerThread,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     application_client,
     device_client,
     mqtt_client,
+    running_broker,
 )
 
 CAP = 64 * 1024
@@ -39,11 +39,10 @@ TOPIC = "devices/source/telemetry"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    settings = broker_settings(
-        tmp_path / "data", max_outgoing_buffer=CAP, max_inflight_messages=INFLIGHT,
-        max_queued_messages=QUEUE,
-    )  # fmt: skip
-    with BrokerThread(settings) as running:
+    limits = {
+        "max_outgoing_buffer": CAP, "max_inflight_messages": INFLIGHT, "max_queued_messages": QUEUE
+    }  # fmt: skip
+    with running_broker(tmp_path / "data", **limits) as running:
         yield running
 
 

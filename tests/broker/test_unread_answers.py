@@ -18,8 +18,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from broker.client import MqttClient
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread
+from tests.e2e.harness import WAIT, BrokerThread, running_broker
 
 CAP = 64 * 1024
 # One read's answers may come on top of the cap before reading stops: a read is at most a
@@ -31,7 +30,7 @@ CHUNK = b"\xc0\x00" * 32 * 1024  # PINGREQs (3.1.1 §3.12)
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    with BrokerThread(broker_settings(tmp_path / "data", max_outgoing_buffer=CAP)) as running:
+    with running_broker(tmp_path / "data", max_outgoing_buffer=CAP) as running:
         yield running
 
 

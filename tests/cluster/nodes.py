@@ -1,12 +1,12 @@
 """Nodes of a cluster as separate ``nanoiot serve`` processes, for tests.
 
 Every node joins the machine's NATS under the test's own ``cluster_name`` and shares one
-fresh PostgreSQL database and one data folder (the development server certificate, made by
-the first node). MQTT and HTTP ports are free ones. Devices and applications are provisioned
-in the shared database by the store calls the CLI makes, in this process: a ``nanoiot``
-process per step took about 2 s of CPU (its imports) for a few milliseconds of work, and the
-cluster tests made over 300 of them (the CLI has tests of its own). Clients are real paho
-clients over mutual TLS.
+fresh PostgreSQL database and one data folder (the development server certificate, made
+before the first node starts). MQTT and HTTP ports are free ones. Devices and applications
+are provisioned in the shared database by the store calls the CLI makes, in this process: a
+``nanoiot`` process per step took about 2 s of CPU (its imports) for a few milliseconds of
+work, and the cluster tests made over 300 of them (the CLI has tests of its own). Clients are
+real paho clients over mutual TLS.
 """
 
 import asyncio
@@ -25,6 +25,7 @@ import httpx
 import nats
 
 from auth.certificate import parse_credential
+from broker.devcerts import with_development_credentials
 from nanoiot.cli.common import open_store
 from nanoiot.members import decode_member
 from nanoiot.settings import Settings, load_settings
@@ -37,7 +38,7 @@ from tests.cluster.proxy import Proxy
 from tests.e2e.harness import Client, mqtt_client, write_pem
 from tests.natsserver import NATS_URL, shared_cluster
 from tests.output import Output
-from tests.serve_process import WAIT, serving
+from tests.serve_process import WAIT, Served, launch, until_ready
 from tests.storage.pg import fresh_database
 
 ADMIN_TOKEN = "cluster-test-admin-token-0123456789"
@@ -78,12 +79,26 @@ class Cluster:
 
     def start(self, name: str, **settings: str) -> Node:
         """``nanoiot serve`` as node ``name``; ``settings``: NANOIOT_* variables of its own."""
-        env = self.env | settings | {"NANOIOT_NODE_NAME": name}
-        process, stdout, log = self._stack.enter_context(serving(env, self.workdir))
+        return self.start_all(name, **settings)[0]
+
+    def start_all(self, *names: str, **settings: str) -> list[Node]:
+        """``start`` of each of ``names``, launched at once and all ready on return: a node's
+        start (a Python interpreter's imports, then joining NATS) takes about a second, and
+        those of several overlap. For nodes whose order of joining does not matter."""
+        launched = []
+        for name in names:
+            env = self.env | settings | {"NANOIOT_NODE_NAME": name}
+            served = launch(env, self.workdir)
+            self._stack.callback(served.stop)
+            launched.append((name, served))
+        return [self._ready(name, served) for name, served in launched]
+
+    def _ready(self, name: str, served: Served) -> Node:
+        stdout = until_ready(served).stdout
         port = int(stdout[-1].rsplit(":", 1)[1])
         http = re.search(r"admin API and web UI: (http://\S+)/ui", "".join(stdout))
         assert http is not None, stdout
-        node = self.nodes[name] = Node(name, process, log, port, http.group(1))
+        node = self.nodes[name] = Node(name, served.process, served.log, port, http.group(1))
         return node
 
     def kill(self, name: str) -> None:
@@ -173,6 +188,8 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
         }
         made = Cluster(workdir, env, stack)
         asyncio.run(made.upgrade_database())
+        # Made before any node starts: nodes started at once would each make their own.
+        with_development_credentials(made.settings)
         try:
             yield made
         finally:
@@ -185,8 +202,7 @@ def watched_on_b(nodes: Cluster) -> tuple[Path, Client]:
     sensor = nodes.device("sensor")
     prober = nodes.device("prober")
     nodes.application("watcher")
-    for name in ("a", "b"):
-        nodes.start(name)
+    nodes.start_all("a", "b")
     watcher = nodes.connect("b", app="watcher", client_id="watcher")
     assert watcher.subscribe("devices/+/telemetry", qos=2) == [2]
     probe = nodes.connect("a", prober, client_id="prober")
@@ -241,8 +257,7 @@ def backend_away_on_a(
     sensor = nodes.device("sensor")
     nodes.application("backend")
     nodes.start("a", **(a_settings or {}))
-    for name in ("b", *also):
-        nodes.start(name)
+    nodes.start_all("b", *also)
     backend = nodes.connect("a", app="backend", client_id="backend", clean_session=False)
     assert backend.subscribe("devices/+/telemetry", qos=qos) == [qos]
     device = nodes.connect("b", sensor, client_id="sensor")

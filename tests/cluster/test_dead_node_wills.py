@@ -32,8 +32,7 @@ def test_a_dead_nodes_delayed_will_goes_at_once_if_a_reconnect_ends_the_session(
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
         sensor = nodes.device("sensor")
         nodes.application("watcher")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         b = nodes.nodes["b"]
         watcher = nodes.connect("b", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]

@@ -88,8 +88,7 @@ def test_the_departure_of_a_survivor_killed_before_settling_it_is_taken_over(
         sensor = nodes.device("sensor")
         nodes.application("watcher")
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(B_HEARTBEAT)
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         watcher = nodes.connect("a", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
         device = nodes.connect("b", sensor, client_id="sensor", will=(STATUS, b"gone"),

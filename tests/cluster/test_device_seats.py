@@ -41,8 +41,7 @@ def refused(nodes: Cluster, node: str, certfile: Path, client_id: str) -> int:
 def test_a_devices_sessions_are_counted_on_every_node(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        for name in ("a", "b"):
-            nodes.start(name, **LIMIT)
+        nodes.start_all("a", "b", **LIMIT)
         nodes.connect("a", sensor, client_id="one")
         nodes.connect("b", sensor, client_id="two")
         assert refused(nodes, "a", sensor, "three") == 3
@@ -60,8 +59,7 @@ def test_a_devices_sessions_are_counted_on_every_node(tmp_path: Path) -> None:
 def test_a_device_takes_its_session_on_the_other_node_at_the_limit(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        for name in ("a", "b"):
-            nodes.start(name, **LIMIT)
+        nodes.start_all("a", "b", **LIMIT)
         kept = nodes.connect("a", sensor, client_id="kept", clean_session=False)
         nodes.connect("b", sensor, client_id="other")
         kept.close()  # its session stays on a
@@ -80,8 +78,7 @@ def test_a_dead_nodes_seats_stop_counting(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
         sensor = nodes.device("sensor")
-        for name in ("a", "b"):
-            nodes.start(name, **LIMIT)
+        nodes.start_all("a", "b", **LIMIT)
         nodes.connect("a", sensor, client_id="one")  # a clean session: nobody adopts it
         nodes.connect("b", sensor, client_id="two")
         assert refused(nodes, "b", sensor, "three") == 3
@@ -115,8 +112,7 @@ async def seats_held(cluster_name: str, pids: dict[str, int], total: int) -> Non
 def test_a_restarted_nodes_restored_sessions_take_their_seats_once(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
-        for name in ("a", "b"):
-            nodes.start(name, **LIMIT)
+        nodes.start_all("a", "b", **LIMIT)
         nodes.connect("a", sensor, client_id="kept", clean_session=False).close()
         nodes.connect("b", sensor, client_id="other")
         nodes.kill("a")

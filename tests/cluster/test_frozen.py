@@ -53,8 +53,7 @@ def _started(nodes: Cluster) -> Path:
     sensor = nodes.device("sensor")
     nodes.application("backend")
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
-    for name in ("a", "b"):
-        nodes.start(name, **ROOMY_QUEUES)
+    nodes.start_all("a", "b", **ROOMY_QUEUES)
     return sensor
 
 

@@ -62,8 +62,7 @@ def test_a_moving_subscriber_gets_every_message_its_publisher_got_acknowledged(
     with cluster(tmp_path) as nodes:
         sensor = nodes.device(f"sensor-{case}")
         nodes.application(f"backend-{case}")
-        for name in ("a", "b", "c"):
-            nodes.start(name, **ROOMY_QUEUES)
+        nodes.start_all("a", "b", "c", **ROOMY_QUEUES)
         with Subscriber(nodes, f"backend-{case}", version) as subscriber:
             device = subscribed_on_a(
                 subscriber, topic_filter, qos, sensor, publisher_on, f"sensor-{case}"

@@ -112,8 +112,7 @@ def test_a_session_moved_to_another_node_keeps_its_subscription_options(
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.application("publisher")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         on_a = _v5(nodes, "a", "backend", KEPT, stack)
         _subscribe_all(on_a)
         device = nodes.connect("c", sensor, client_id="sensor")
@@ -150,8 +149,7 @@ def test_a_session_adopted_after_its_node_was_killed_keeps_its_options_and_expir
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.application("publisher")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         backend = _v5(nodes, "a", "backend", KEPT, stack)
         _subscribe_all(backend)
         brief = _v5(nodes, "a", "brief", BRIEF, stack)

@@ -74,8 +74,7 @@ def test_properties_cross_nodes_live_and_retained(tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         for name in ("pub", "sub", "late"):
             nodes.application(name)
-        for node in ("a", "b"):
-            nodes.start(node)
+        nodes.start_all("a", "b")
         pub, sub = _app(nodes, "a", "pub"), _app(nodes, "b", "sub")
         late = None
         try:
@@ -118,8 +117,7 @@ def test_lifetime_0_reaches_the_subscribers_connected_to_another_node(tmp_path: 
     with cluster(tmp_path) as nodes:
         for name in ("pub", "sub", "keeper"):
             nodes.application(name)
-        for node in ("a", "b"):
-            nodes.start(node)
+        nodes.start_all("a", "b")
         pub, sub, keeper = _app(nodes, "a", "pub"), _app(nodes, "b", "sub"), _keeper(nodes)
         try:
             assert sub.subscribe("devices/#", qos=2) == [2]

@@ -41,8 +41,7 @@ def test_a_nats_crash_and_restart_loses_nothing_acknowledged(tmp_path: Path, qos
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
         sensor = nodes.device("sensor")
         nodes.application("backend")
-        for name in ("a", "b"):
-            nodes.start(name, **ROOMY_QUEUES)
+        nodes.start_all("a", "b", **ROOMY_QUEUES)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
         with Subscriber(nodes, "backend", 4) as subscriber:
             device = subscribed_on_a(subscriber, FILTER, qos, sensor, "b", "sensor")
@@ -80,8 +79,7 @@ def test_a_session_taken_over_just_after_a_quick_nats_restart(tmp_path: Path, qo
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.application("watcher")
-        for name in ("a", "b"):
-            nodes.start(name, **ROOMY_QUEUES)
+        nodes.start_all("a", "b", **ROOMY_QUEUES)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
         with Subscriber(nodes, "backend", 4) as subscriber:
             device = subscribed_on_a(subscriber, FILTER, qos, sensor, "b", "sensor")

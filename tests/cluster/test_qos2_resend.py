@@ -74,8 +74,7 @@ def four_nodes(tmp_path: Path) -> Iterator[Scene]:
         nodes.application("backend")
         nodes.application("watcher")
         nodes.env["NANOIOT_CLUSTER_HANDOVER_WINDOW"] = str(WINDOW)
-        for name in ("a", "b", "d"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "d")
         nodes.start("c", NANOIOT_NATS_URL=proxy.url)
         backend = backend_acking_when_told(nodes, "a")
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]

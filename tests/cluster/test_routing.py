@@ -22,8 +22,7 @@ def test_device_on_a_reaches_application_on_c_at_each_qos_in_order(tmp_path: Pat
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
         nodes.application("backend")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         app = nodes.connect("c", app="backend", client_id="backend")
         assert app.subscribe("devices/+/telemetry", qos=2) == [2]
         device = nodes.connect("a", sensor, client_id="sensor")

@@ -23,8 +23,7 @@ def test_a_session_adopted_from_a_dead_node_expires_on_the_survivor(tmp_path: Pa
         meter = nodes.device("meter")
         nodes.application("backend")
         nodes.application("publisher")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         device = nodes.connect("a", meter, client_id="meter", clean_session=False)
         device.paho.reconnect_delay_set(600, 600)  # it comes back on B, when told
         assert device.subscribe(REQUEST) == [1]

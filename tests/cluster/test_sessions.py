@@ -43,8 +43,7 @@ def _stall_a_holding_the_backend(nodes: Cluster) -> int:
     nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
     sensor = nodes.device("sensor")
     nodes.application("backend")
-    for name in ("a", "b", "c"):
-        nodes.start(name)
+    nodes.start_all("a", "b", "c")
     backend = backend_acking_when_told(nodes, "a")
     assert backend.subscribe("devices/+/telemetry", qos=1) == [1]
     backend.close()
@@ -60,8 +59,7 @@ def test_a_session_taken_to_b_keeps_its_queue_and_in_flight_messages(tmp_path: P
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
         nodes.application("backend")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         backend = backend_acking_when_told(nodes, "a")
         assert backend.session_present.get_nowait() is False
         assert backend.subscribe("devices/+/telemetry", qos=2) == [2]
@@ -110,8 +108,7 @@ def test_a_live_take_over_moves_the_session_before_the_connack(tmp_path: Path) -
     with cluster(tmp_path) as nodes:
         sensor = nodes.device("sensor")
         nodes.application("backend")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         on_a = backend_acking_when_told(nodes, "a")
         on_a.paho.reconnect_delay_set(600, 600)  # it does not take the session back
         assert on_a.subscribe("devices/+/telemetry", qos=1) == [1]
@@ -149,8 +146,7 @@ def test_node_killed_loses_nothing_acknowledged_and_its_clients_wills_are_publis
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.application("watcher")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         watcher = nodes.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
         backend = backend_acking_when_told(nodes, "a")
@@ -203,8 +199,7 @@ def test_a_restarted_node_restores_only_the_sessions_it_holds(tmp_path: Path) ->
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(SLOW_HEARTBEAT)
         nodes.application("backend")
         nodes.application("other")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         for app in ("backend", "other"):
             client = nodes.connect("a", app=app, client_id=app, clean_session=False)
             assert client.subscribe("devices/+/telemetry", qos=1) == [1]
@@ -225,8 +220,7 @@ def test_racing_connects_leave_a_persistent_session_on_one_node(tmp_path: Path) 
     and only its node holds the session (the other gave it up or never took it)."""
     with cluster(tmp_path) as nodes:
         nodes.application("backend")
-        for name in ("a", "b"):
-            nodes.start(name)
+        nodes.start_all("a", "b")
         first = backend_acking_when_told(nodes, "a")
         assert first.subscribe("devices/+/telemetry", qos=1) == [1]
         first.close()
@@ -303,8 +297,7 @@ def test_a_will_waiting_for_its_delay_survives_its_node(tmp_path: Path) -> None:
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
         sensor = nodes.device("sensor")
         nodes.application("watcher")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         watcher = nodes.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
         device = v5_client(

@@ -45,8 +45,7 @@ def test_a_node_back_with_a_large_backlog_does_not_cut_off_the_publisher(
         sensor = nodes.device("sensor")
         nodes.application("backend")
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = str(HEARTBEAT)
-        for name in ("a", "b"):
-            nodes.start(name, **ROOMY_QUEUES)
+        nodes.start_all("a", "b", **ROOMY_QUEUES)
         a, b = nodes.nodes["a"], nodes.nodes["b"]
 
         def frozen(subscriber: Subscriber, publisher: Publisher) -> None:

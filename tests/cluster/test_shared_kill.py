@@ -56,8 +56,7 @@ def test_a_killed_group_members_messages_reach_the_group_once_and_in_order(
         sensor = nodes.device("sensor")
         for name in ("s1", "s2"):
             nodes.application(name)
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         s1, s2 = Subscriber(nodes, "s1", 5), Subscriber(nodes, "s2", 5)
         try:
             for subscriber, node in ((s1, "a"), (s2, "c")):

@@ -39,8 +39,7 @@ def test_a_delayed_will_of_a_departure_taken_over_after_its_adoption_comes_when_
         nodes.env["NANOIOT_CLUSTER_HEARTBEAT_INTERVAL"] = "0.5"
         sensor, prober = nodes.device("sensor"), nodes.device("prober")
         nodes.application("watcher")
-        for name in ("a", "b", "c"):
-            nodes.start(name)
+        nodes.start_all("a", "b", "c")
         watchers = {name: nodes.connect(name, app="watcher", client_id=name) for name in "bc"}
         for watcher in watchers.values():
             assert watcher.subscribe("devices/+/status", qos=1) == [1]

@@ -35,8 +35,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, C
     with cluster(tmp_path_factory.mktemp("takeover-wills")) as made:
         made.application("watcher")
         prober = made.device("prober")
-        for name in ("a", "b", "c"):
-            made.start(name)
+        made.start_all("a", "b", "c")
         watcher = made.connect("c", app="watcher", client_id="watcher")
         assert watcher.subscribe("devices/+/status", qos=1) == [1]
         for name in ("a", "b"):

@@ -7,7 +7,8 @@ clients the way device code does, and wait on events, never on time.
 import asyncio
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
@@ -25,11 +26,38 @@ from nanoiot.settings import Settings
 from storage.records import Device
 from tests.certgen import Issued, issue
 from tests.paho_loop import stop_loop
+from tests.sqlite_template import migrated_sqlite
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds: a bound on waiting for an event, never a sleep
 # paho 2 turns MQTT 3.1.1 CONNACK return codes into MQTT 5 reason codes; this undoes it.
 V311_RETURN_CODE = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
+
+
+def broker_settings(data_dir: Path, **overrides: object) -> Settings:
+    """The tests' broker settings: ``data_dir``, free ports on 127.0.0.1; ``overrides``."""
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "mqtt_ssl_bind_address": "127.0.0.1",
+        "mqtt_ssl_bind_port": 0,
+        "http_bind_address": "127.0.0.1",
+        "http_port": 0,
+        "tls_handshake_timeout": 5.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@contextmanager
+def running_broker(data_dir: Path, **overrides: object) -> Iterator["BrokerThread"]:
+    """A broker on ``broker_settings(data_dir, **overrides)``, stopped on leaving. Without a
+    ``database_url`` its SQLite file starts as a copy of the migrated template
+    (tests.sqlite_template), which saves the migrations; tests of what a first start makes in
+    a data directory start ``BrokerThread`` on ``broker_settings`` themselves."""
+    if "database_url" not in overrides and not (data_dir / "nanoiot.db").exists():
+        migrated_sqlite(data_dir / "nanoiot.db")
+    with BrokerThread(broker_settings(data_dir, **overrides)) as running:
+        yield running
 
 
 class BrokerThread:

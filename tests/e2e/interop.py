@@ -28,8 +28,7 @@ import pytest
 from auth.certificate import parse_credential
 from nanoiot.settings import Settings
 from storage.records import Device
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"

@@ -4,8 +4,7 @@ a bystander device that must go on as before, and a backend application that rea
 from pathlib import Path
 
 from broker.mqtt.packets import Connack, Connect
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
+from tests.e2e.harness import BrokerThread, Client, broker_settings, mqtt_client, write_pem
 from tests.e2e.peers import Paho, Raw
 
 
@@ -16,7 +15,7 @@ class Fleet:
         self.broker = BrokerThread(broker_settings(tmp_path / "data", sys_interval=0.1, **limits))
         self.device, issued = self.broker.provision("greedy")
         self.certfile = write_pem(tmp_path, issued, "greedy")
-        _, other = self.broker.provision("bystander")
+        self.bystander, other = self.broker.provision("bystander")
         self.other_certfile = write_pem(tmp_path, other, "bystander")
         self.broker.application("backend", "backend", "backend-pass")
 

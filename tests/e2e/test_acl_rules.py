@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client, mqtt_client
+from tests.e2e.harness import BrokerThread, broker_settings, device_client, mqtt_client
 
 
 def test_operator_rules_with_cert_cn_placeholder(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ from admin.token import TOKEN_FILE
 from nanoiot.errors import ConfigError
 from nanoiot.node import Node
 from tests.certgen import issue
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client
+from tests.e2e.harness import BrokerThread, broker_settings, device_client
 
 
 def test_healthz_needs_no_token_and_reports_broker_and_database(broker: BrokerThread) -> None:

@@ -12,8 +12,13 @@ import storage.credentials
 from auth.kinds import CredentialStatus
 from storage.records import AuthOutcome
 from tests.certgen import issue
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import V311_RETURN_CODE, BrokerThread, device_client, mqtt_client
+from tests.e2e.harness import (
+    V311_RETURN_CODE,
+    BrokerThread,
+    broker_settings,
+    device_client,
+    mqtt_client,
+)
 
 
 def test_tokens_and_basic_credentials_without_a_certificate(broker: BrokerThread) -> None:

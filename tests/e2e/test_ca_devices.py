@@ -17,8 +17,7 @@ from nanoiot.settings import Settings
 from storage.records import TrustedCA
 from storage.sql import SqlCredentialStore
 from tests.certgen import Issued, crl_of, issue
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, mqtt_client
 from tests.e2e.trusted_ca import CA, connack, connected, trust, x509_fingerprints
 from tests.keygen.conftest import runner, script_env, ship
 

@@ -17,8 +17,7 @@ from pydantic import ValidationError
 from broker.tls import sent_chain_refused
 from broker.tls_failures import TlsFailureReason
 from tests.certgen import Issued, issue, new_key
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, device_client
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, device_client
 
 DEFAULT_BOUND = 16 * 1024  # max_client_chain_bytes
 _PADDING = ObjectIdentifier("1.3.6.1.4.1.55555.1")  # a private, non-critical extension

@@ -8,8 +8,7 @@ from pathlib import Path
 from auth.connack import ConnackCode
 from broker.mqtt.codes import Reason
 from tests.certgen import Issued, issue
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, write_pem
 from tests.e2e.trusted_ca import CA, connack, trust
 from tests.e2e.v5_client import V5Client, reason_string, v5_client
 

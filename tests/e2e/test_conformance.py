@@ -24,8 +24,7 @@ from broker.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, mqtt_client, write_pem
+from tests.e2e.harness import BrokerThread, broker_settings, mqtt_client, write_pem
 from tests.e2e.peers import Paho, Raw
 
 RPC = "v1/devices/me/rpc/request"

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from broker.mqtt.packets import MQTT_3_1_1, Connect
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, running_broker, write_pem
 from tests.e2e.peers import Raw
 
 REPEATS = 2
@@ -28,10 +27,8 @@ SUMMARY = re.compile(r"device 'looper': (\d+) more (take-overs|keep-alive expiri
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    settings = broker_settings(
-        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=1.0
-    )
-    with BrokerThread(settings) as running:
+    limits = {"auth_log_repeats": REPEATS, "auth_log_interval_seconds": 1.0}
+    with running_broker(tmp_path / "data", **limits) as running:
         yield running
 
 

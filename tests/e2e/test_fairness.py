@@ -18,8 +18,7 @@ from broker.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, write_pem
+from tests.e2e.harness import BrokerThread, broker_settings, write_pem
 from tests.e2e.peers import Raw
 
 # Measured on the 2-core test machine (load average 4 to 5), the longest PINGRESP wait while

@@ -6,6 +6,7 @@ device certificates. Each test fails on a broker without the defence."""
 import datetime as dt
 import ssl
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,8 +19,7 @@ from auth.certificate import parse_credential
 from auth.connack import ConnackCode
 from nanoiot.errors import ValidationError
 from tests.certgen import issue, revocation_list
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, Client, mqtt_client, write_pem
+from tests.e2e.harness import BrokerThread, Client, broker_settings, mqtt_client, write_pem
 from tests.e2e.trusted_ca import connack, trust, x509_fingerprints
 
 CA = issue("Fleet CA", ca=True)
@@ -133,12 +133,19 @@ def test_weak_keys_and_ca_certificates_are_no_device_certificates(
         )
 
 
-def test_a_copy_of_the_data_directory_gives_no_access_token(
-    broker: BrokerThread, tmp_path: Path
-) -> None:
+@pytest.fixture
+def first_start(tmp_path: Path) -> Iterator[BrokerThread]:
+    """A broker that makes its data directory and database itself (the ``broker`` fixture's
+    database is a copy, in a folder the copy made)."""
+    with BrokerThread(broker_settings(tmp_path / "data")) as running:
+        yield running
+
+
+def test_a_copy_of_the_data_directory_gives_no_access_token(first_start: BrokerThread) -> None:
     """Tokens used to sit in plain text in nanoiot.db (mode 0644, in a 0755 folder): a copy
     of it was a key to every token device. Now the files hold a keyed hash, and the token
     still works for the device that has it."""
+    broker = first_start
     store = broker.running.store
     device = broker.call(store.create_device("gateway"))
     token = broker.call(store.add_token_credential(device.id, "gw-token-5b1e8c0d7a")).token

@@ -14,8 +14,7 @@ import pytest
 
 from broker.mqtt.packets import MQTT_5, Connect, Puback, Publish, Will
 from broker.mqtt.properties import Properties, Property
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, write_pem
+from tests.e2e.harness import BrokerThread, broker_settings, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.v5_client import V5Client, publish_properties, v5_application, v5_resuming
 

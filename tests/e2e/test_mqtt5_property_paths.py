@@ -16,8 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from broker.mqtt.packets import MQTT_5, Connect, Will
 from broker.mqtt.properties import Properties, Property
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, write_pem
+from tests.e2e.harness import BrokerThread, broker_settings, write_pem
 from tests.e2e.peers import Raw
 from tests.e2e.v5_client import (
     V5Client,

@@ -10,9 +10,8 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from prometheus_client import generate_latest
 
-from tests.e2e.conftest import broker_settings
 from tests.e2e.expiries import Expiries
-from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, write_pem
 from tests.e2e.v5_client import V5Client, make_properties, publish_properties, v5_client
 
 PASSWORD = "pw-backend-1"

@@ -24,7 +24,6 @@ delay, session and message expiry); everything else waits on the event.
 """
 
 import time
-from collections.abc import Iterator
 from queue import Empty
 from typing import Any
 
@@ -48,17 +47,9 @@ from tests.e2e.suite5 import (
     Suite5,
     publishes,
     reason_code,
-    start_suite,
     wait_until,
 )
 from tests.e2e.v5_client import make_properties, publish_properties
-
-
-@pytest.fixture(scope="module", params=["tls", "tls-proxy"])
-def suite(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Suite5]:
-    yield from start_suite(tmp_path_factory.mktemp("paho-suite5"), request.param)
 
 
 def _props(message: Any) -> Any:

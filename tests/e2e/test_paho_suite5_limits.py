@@ -5,7 +5,6 @@ suite reads these packets one by one, so most clients here are raw.
 """
 
 import time
-from collections.abc import Iterator
 from queue import Empty
 
 import pytest
@@ -33,16 +32,8 @@ from tests.e2e.suite5 import (
     TOPIC_ALIAS_MAXIMUM,
     TOPICS,
     Suite5,
-    start_suite,
 )
 from tests.e2e.v5_client import V5Client
-
-
-@pytest.fixture(scope="module", params=["tls", "tls-proxy"])
-def suite(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Suite5]:
-    yield from start_suite(tmp_path_factory.mktemp("paho-suite5-limits"), request.param)
 
 
 def _alias(alias: int) -> Properties:

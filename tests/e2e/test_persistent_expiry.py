@@ -9,9 +9,15 @@ import time
 from pathlib import Path
 
 from tests.certgen import Issued
-from tests.e2e.conftest import broker_settings
 from tests.e2e.expiries import Expiries
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    broker_settings,
+    device_client,
+    mqtt_client,
+)
 from tests.e2e.stores import stored_sessions
 
 PASSWORD = "backend-password-1"

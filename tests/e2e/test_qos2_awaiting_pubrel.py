@@ -27,8 +27,14 @@ from broker.mqtt.packets import (
     SubscribeRequest,
 )
 from broker.mqtt.properties import Properties, Property
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, application_client, mqtt_client, write_pem
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    application_client,
+    broker_settings,
+    mqtt_client,
+    write_pem,
+)
 from tests.e2e.peers import Raw
 from tests.reliability.store_faults import SqliteLock
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from storage.records import AuthOutcome
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, running_broker
 from tests.reliability.packets import connect
 from tests.reliability.wire import RawMqtt, client_context
 
@@ -34,10 +33,8 @@ SUMMARY = re.compile(
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    settings = broker_settings(
-        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=1.0
-    )
-    with BrokerThread(settings) as running:
+    limits = {"auth_log_repeats": REPEATS, "auth_log_interval_seconds": 1.0}
+    with running_broker(tmp_path / "data", **limits) as running:
         yield running
 
 

@@ -16,8 +16,15 @@ import pytest
 from broker.mqtt.packets import Connack, Connect, Pingreq, Pingresp
 from broker.session_store import SqlSessionStore
 from tests.certgen import Issued
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    broker_settings,
+    device_client,
+    mqtt_client,
+    write_pem,
+)
 from tests.e2e.peers import Raw
 from tests.logwatch import watching
 

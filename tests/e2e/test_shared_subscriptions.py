@@ -20,8 +20,7 @@ from broker.mqtt.packets import (
 )
 from nanoiot.settings import Settings
 from tests.certgen import Issued
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, running_broker, write_pem
 from tests.e2e.peers import Paho, Raw
 from tests.e2e.v5_client import v5_client
 
@@ -40,7 +39,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    with BrokerThread(settings_for(tmp_path)) as running:
+    with running_broker(tmp_path / "data", acl_rules=RULES) as running:
         yield running
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from auth.connack import ConnackCode
 from storage.models import MQTT_CLIENT_ID_MAX, MQTT_TOPIC_FILTER_MAX
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client, mqtt_client
+from tests.e2e.harness import BrokerThread, broker_settings, device_client, mqtt_client
 from tests.e2e.stores import stored_sessions
 
 PASSWORD = "backend-password-1"

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.mqtt.packets import Connack, Connect, Subscribe, SubscribeRequest
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, mqtt_client, write_pem
 from tests.e2e.peers import Raw
 
 CONCURRENT = 6

@@ -25,8 +25,15 @@ from nanoiot.keygen.files import write_files
 from nanoiot.keygen.outputs import ServerPaths, server_outputs
 from nanoiot.keygen.properties import build_properties
 from tests.certgen import issue
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, Client, device_client, mqtt_client, write_pem
+from tests.e2e.harness import (
+    WAIT,
+    BrokerThread,
+    Client,
+    broker_settings,
+    device_client,
+    mqtt_client,
+    write_pem,
+)
 from tests.reliability.serve_process import ServeProcess, connect, provision_device
 
 PASSWORD = "server_ks_password"

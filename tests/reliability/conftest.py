@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from auth.certificate import parse_credential
 from storage.records import TrustedCA
 from tests.certgen import Issued, issue, revocation_list
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread
+from tests.e2e.harness import BrokerThread, broker_settings
 from tests.reliability.canary import Canary
 
 HANDSHAKE_TIMEOUT = 1.0  # seconds, also the wait for CONNECT after the handshake

@@ -28,8 +28,7 @@ from broker.mqtt.packets import (
     SubscribeRequest,
 )
 from broker.server import RunningBroker
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, write_pem
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, write_pem
 from tests.e2e.peers import Raw
 from tests.logwatch import Lines, watching
 from tests.reliability.store_faults import SqliteLock

@@ -21,8 +21,7 @@ import pytest
 
 from storage.migrate import upgrade
 from tests.certgen import Issued
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import BrokerThread, device_client, mqtt_client
+from tests.e2e.harness import BrokerThread, broker_settings, device_client, mqtt_client
 from tests.reliability.pg_cluster import pg_cluster
 from tests.storage.pg import PG_ADMIN_DSN
 

@@ -25,8 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, device_client
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, device_client
 from tests.paho_loop import stop_loop
 from tests.reliability.serve_process import PASSWORD, Fleet, ServeProcess, Session
 from tests.reliability.store_faults import ReadOnlyDisk, SqliteLock, Tmpfs

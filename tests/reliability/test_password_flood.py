@@ -27,8 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import broker_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
+from tests.e2e.harness import WAIT, BrokerThread, broker_settings, mqtt_client
 from tests.reliability.packets import connect as connect_packet
 from tests.reliability.serve_process import (
     ServeProcess,

@@ -1,7 +1,8 @@
 """Store fixtures: every store test runs on SQLite (a file in tmp_path) and on PostgreSQL.
 
 On PostgreSQL (``tests.storage.pg``) each test session creates its own database, migrates it
-once, empties it before every test and drops it at the end.
+once, empties it before every test and drops it at the end. On SQLite each test gets a copy of
+a database migrated once per process (``tests.sqlite_template``).
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from storage.migrate import upgrade
 from storage.records import Device
 from storage.session_data import SaveSession
 from storage.sql import SqlCredentialStore
+from tests.sqlite_template import migrated_sqlite
 from tests.storage.pg import fresh_database
 
 _TABLES = (
@@ -44,7 +46,7 @@ def pg_session_url() -> Iterator[str]:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty, migrated store (sync: it may run its own event loop)."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+        return migrated_sqlite(tmp_path / "store.db")
     url: str = request.getfixturevalue("pg_session_url")
     asyncio.run(_empty(url))
     return url

@@ -14,7 +14,8 @@ from nanoiot.settings import Settings
 from storage import migrate
 from storage.engine import create_engine
 from storage.models import Base
-from tests.e2e.conftest import broker_settings
+from storage.records import Device
+from tests.e2e.harness import BrokerThread, broker_settings, write_pem
 from tests.natsserver import NATS_URL
 
 QUEUED = 3  # QoS 1 messages queued for each session, the device's too
@@ -79,3 +80,14 @@ def node_b_settings(postgres_url: str, cluster_name: str, tmp_path: Path) -> Set
         tmp_path / "data", database_url=postgres_url, nats_url=NATS_URL,
         cluster_name=cluster_name, node_name="node-b",
     )  # fmt: skip
+
+
+def sensor_and_fleet(b: BrokerThread, url: str, tmp_path: Path, count: int) -> tuple[Device, Path]:
+    """The device "sensor" provisioned through node ``b`` and its .nopass.pem file in
+    ``tmp_path``; ``count`` more sessions in the store at ``url`` (``fill``), every claim
+    naming node A."""
+    device, issued = b.provision("sensor")
+    certfile = write_pem(tmp_path, issued, "sensor")
+    keys = b.call(fill(url, device.id, count))
+    b.call(claimed_by_a(b.settings.cluster_name, keys))
+    return device, certfile

@@ -16,8 +16,8 @@ import pytest
 from broker.cluster.router import ClusterRouter
 from broker.cluster.routes import RouteAnnouncer
 from nanoiot.settings import Settings
-from tests.broker.cluster.restoring_fleet import claimed_by_a, fill, node_b_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
+from tests.broker.cluster.restoring_fleet import node_b_settings, sensor_and_fleet
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
 
 SESSIONS = 2_000  # 6,000 filters: a few seconds of route writes on this machine
 
@@ -46,10 +46,7 @@ def test_a_session_moving_in_waits_for_its_own_routes_not_for_a_restores(
     b = BrokerThread(settings)  # B restores nothing: every claim names A
     a: BrokerThread | None = None
     try:
-        device, issued = b.provision("sensor")
-        certfile = write_pem(tmp_path, issued, "sensor")
-        keys = b.call(fill(postgres_url, device.id, SESSIONS))
-        b.call(claimed_by_a(settings.cluster_name, keys))
+        _, certfile = sensor_and_fleet(b, postgres_url, tmp_path, SESSIONS)
         mover = mqtt_client(b.port, b.server_cert, certfile, client_id="mover",
                             clean_session=False)  # fmt: skip
         try:

@@ -19,8 +19,8 @@ import pytest
 from broker.registry import Registry
 from broker.session_store import SqlSessionStore
 from nanoiot.settings import Settings
-from tests.broker.cluster.restoring_fleet import QUEUED, claimed_by_a, fill, node_b_settings
-from tests.e2e.harness import WAIT, BrokerThread, mqtt_client, write_pem
+from tests.broker.cluster.restoring_fleet import QUEUED, node_b_settings, sensor_and_fleet
+from tests.e2e.harness import WAIT, BrokerThread, mqtt_client
 
 SESSIONS = 2_000  # restored by A: two of its pages (``broker.restore.PAGE``)
 
@@ -70,10 +70,7 @@ def test_a_device_taking_its_session_elsewhere_while_its_member_restores_the_fle
     b = BrokerThread(settings)  # B restores nothing: every claim names A
     a: BrokerThread | None = None
     try:
-        device, issued = b.provision("sensor")
-        certfile = write_pem(tmp_path, issued, "sensor")
-        keys = b.call(fill(postgres_url, device.id, SESSIONS))
-        b.call(claimed_by_a(settings.cluster_name, keys))
+        device, certfile = sensor_and_fleet(b, postgres_url, tmp_path, SESSIONS)
         gate = Gate(monkeypatch)
         a = BrokerThread(node_a)
         gate.loop = a.loop
