@@ -147,6 +147,24 @@ class Authenticator:
             # 3.1.1 §3.2.2.3), and the client may retry; never a crash of the listener.
             return store_unavailable(str(exc))
 
+    async def decide_credential(self, credential_id: str, within: float | None = None) -> Decision:
+        """The decision on a certless connection (access token, MQTT basic) admitted before,
+        from the credential it was admitted with: what may have changed since, the
+        credential's status and its device's, decided as at its connect. Its secret is not
+        needed (nor kept anywhere but the store): it cannot change under the same id."""
+        try:
+            async with asyncio.timeout(within):
+                credential = await self._store.get_credential(UUID(credential_id))
+                device = await self._store.get_device(credential.device_id)
+        except NotFoundError:
+            return deny(Reason.UNKNOWN_TOKEN, f"credential {credential_id} no longer exists")
+        except StoreError as exc:
+            return store_unavailable(str(exc))
+        holder = holder_of(CredentialMatch(device, credential))
+        if credential.type is CredentialType.MQTT_BASIC:
+            return decide_basic(holder, printable(credential.username or ""))
+        return decide_token(holder)
+
     async def _by_password(self, request: ConnectRequest, within: float | None) -> Decision:
         """MQTT basic: the argon2 check runs within the password gate's bounds; only the
         lookup before it within ``within`` seconds."""

@@ -52,6 +52,13 @@ class AwayQueue:
         """One line per session and limit a minute, then a count of the rest (a queue that
         overflows does so at the publishers' rate: a line per message would flood the log)."""
         key = session.store_key
+        if limit.endswith("_per_device"):  # one line for all the device's sessions
+            key = session.device_id
+            self._drops.warning(key, f"queue drops ({limit})",
+                                "device %s: %d queued messages dropped, oldest first (%s, of "
+                                "session %s); further drops are counted", key, count, limit,
+                                session.store_key)  # fmt: skip
+            return
         self._drops.warning(key, f"queue drops ({limit})",
                             "session %s: %d queued messages dropped, oldest first (%s); further "
                             "drops are counted", key, count, limit)  # fmt: skip

@@ -16,6 +16,7 @@ from auth.acl import Acl, CompiledAcl, Identity
 from auth.decision import Decision, store_unavailable
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
+from broker.device_queues import DeviceQueues
 from broker.last_will import DelayedWill
 from broker.metrics import BrokerMetrics
 from broker.mqtt.codes import Reason
@@ -107,6 +108,7 @@ class Broker:
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
         self.registry.subscription_bytes = held
+        self.registry.device_queues = DeviceQueues(self.limits)
         self.registry.shared_bounds = SharedBounds(
             self.shared,
             self.config.max_shared_subscription_bytes,

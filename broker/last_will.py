@@ -6,7 +6,8 @@ session ends if that comes first; a client that takes the session meanwhile canc
 waits for them, as the client's other messages do (``broker.connecting``). In a cluster it is
 published once no other member may publish it too (``broker.cluster.wills``). A will waiting
 for its delay is dropped if its device's credentials are revoked or disabled meanwhile
-(``broker.revocation``): a revoked device publishes nothing more.
+(``broker.revocation``): a revoked device publishes nothing more; in a cluster, a dead
+member's will is decided again before a survivor publishes it (``broker.cluster.will_decision``).
 """
 
 import asyncio

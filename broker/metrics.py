@@ -30,6 +30,7 @@ LIMITS = (
     "max_connecting_per_address", "max_topic_levels", "max_share_name_length",
     "max_shared_subscription_bytes", "max_shared_subscription_bytes_per_device",
     "max_unsaved_session_changes", "max_subscription_bytes", "max_subscription_bytes_per_device",
+    "max_queued_messages_per_device", "max_queued_bytes_per_device",
 )  # fmt: skip
 
 

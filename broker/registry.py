@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from broker.device_queues import DeviceQueues
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
@@ -70,6 +71,8 @@ class Registry:
         # This process's bounds on shared subscriptions, which restored sessions may pass.
         self.shared_bounds: SharedBounds | None = None
         self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
+        # Each device's sessions' queues together (``broker.device_queues``).
+        self.device_queues: DeviceQueues | None = None
 
     # --- live connections -----------------------------------------------------------------
 
@@ -170,6 +173,8 @@ class Registry:
                     return None
                 session = BrokerSession(peer.key, peer.identity.device_name, persistent=persistent)
                 self.sessions[peer.key] = session
+                if self.device_queues is not None:
+                    self.device_queues.join(session)
             session.cancel_timers()  # §3.1.3.2.2: no will once the session is taken again
             if session.persistent and not persistent:
                 self.expiry_changed(session, 0)
@@ -369,4 +374,6 @@ class Registry:
             self.shared_bounds.restored(kept)  # kept whole (§4.1), even past them
         if self.subscription_bytes is not None:
             self.subscription_bytes.restored(kept)
+        if self.device_queues is not None:
+            self.device_queues.restored(kept)
         return kept

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from auth.decision import Reason
+from auth.decision import Decision, Reason
 from broker import cert_expiry
 from broker.authn import Authenticator
 from broker.last_will import DelayedWill
@@ -193,16 +193,22 @@ class RevocationFollower:
     async def _refusal(self, peer: Peer) -> tuple[str | None, bool]:
         """(why ``peer`` would be refused now, None if it would not; whether the store
         answered: if not, that is no revocation)."""
-        decision = await self._authenticator.authenticate(peer.request)
-        holder = decision.holder
-        if decision.allowed and holder is not None and holder.device_id == peer.device_id:
-            return None, True
-        if decision.reason is Reason.STORE_UNAVAILABLE:
-            return None, False
-        return (
-            decision.detail if not decision.allowed else "credentials now name another device",
-            True,
-        )
+        return refusal_of(await self._authenticator.authenticate(peer.request), peer.device_id)
+
+
+def refusal_of(decision: Decision, device_id: str) -> tuple[str | None, bool]:
+    """(why a connection of ``device_id`` decided again as ``decision`` would be refused now,
+    None if it would not; whether the store answered: if not, that is no revocation). Also
+    what a cluster survivor asks of a dead member's client's will (``broker.cluster.survivor``)."""
+    holder = decision.holder
+    if decision.allowed and holder is not None and holder.device_id == device_id:
+        return None, True
+    if decision.reason is Reason.STORE_UNAVAILABLE:
+        return None, False
+    return (
+        decision.detail if not decision.allowed else "credentials now name another device",
+        True,
+    )
 
 
 _RECHECK = frozenset(

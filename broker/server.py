@@ -7,6 +7,7 @@ and ``stop()`` closes everything it opened, in reverse order.
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import socket
@@ -96,6 +97,8 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_inflight=settings.max_inflight_messages,
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
+        max_queued_messages_per_device=settings.max_queued_messages_per_device,
+        max_queued_bytes_per_device=settings.max_queued_bytes_per_device,
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
         max_filters_per_subscribe=settings.max_filters_per_subscribe,
         max_session_expiry=settings.max_session_expiry_interval,
@@ -213,6 +216,7 @@ class RunningBroker:
             fencing: Fencing | None = None
             if cluster_router is not None:  # the others' routes, before any subscription
                 await cluster_router.start(broker.retained, broker.registry)
+                _survivor_decides(cluster_router, authenticator)  # before any departure
                 await cluster_router.start_members(
                     settings.cluster_heartbeat_interval, lambda: member_figures(broker),
                     sock.getsockname()[1], broker.registry,
@@ -323,6 +327,14 @@ def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "F
     broker.registry.fenced_now = fencing.fenced_now  # asked before acting on what comes in
     broker.metrics.registry.register(fencing)
     return fencing
+
+
+def _survivor_decides(router: "ClusterRouter", authenticator: Authenticator) -> None:
+    """A dead member's client's will is decided again before it is published here."""
+    from broker.cluster.will_decision import refusal_now
+
+    assert router.wills is not None
+    router.wills.survivor.refusal = functools.partial(refusal_now, authenticator)
 
 
 def _cluster_router(

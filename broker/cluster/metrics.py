@@ -184,6 +184,12 @@ class ClusterCollector:
                 "Wills dropped while NATS was lost: past cluster_max_held_wills held back",
                 value=wills.held_dropped,
             )
+            yield CounterMetricFamily(
+                "nanoiot_cluster_wills_refused",
+                "Wills of dead members' clients this member dropped: their connection would be "
+                "refused now (device revoked, disabled or deleted)",
+                value=wills.refused,
+            )
         if router.compaction is not None:
             yield CounterMetricFamily(
                 "nanoiot_cluster_delete_markers_purged",

@@ -27,7 +27,8 @@ such connect, whoever adopted the session (this process, the one it took the dep
 from, or a survivor of that one): it names the connect it replaced (``came_back``). A delayed
 will is published only by the process its departure names, so that a process cut off from
 NATS long enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that
-took over.
+took over. Just before a will is published its device is decided again, and the will dropped
+if its connection would be refused now (``broker.cluster.will_decision``).
 """
 
 import asyncio
@@ -98,6 +99,10 @@ class Survivor:
         # Gone processes whose unsettled departures could not be read: tried until when.
         self._unread: dict[str, float] = {}
         self.published = 0  # wills of dead members published here
+        # Why a will's connection would be refused now (None: it would not), asked just
+        # before it is published (``broker.cluster.will_decision``); and how many it refused.
+        self.refusal: Callable[[StoredWill], Awaitable[str | None]] | None = None
+        self.refused = 0
         # What else the survivor chosen for a departure does: adopt its sessions.
         self.adopt: Callable[[str], Awaitable[object]] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -342,7 +347,7 @@ class Survivor:
     async def _due(self, run: str, kv_key: str, will: StoredWill) -> None:
         """Publish ``will``; a delayed one unless its client connected again (its claim
         changed, other than by an adoption) without ending the session, or another process
-        took its departure over."""
+        took its departure over; none whose connection would be refused now (``refusal``)."""
         claim = None
         self._waiting.pop(will.key, None)
         if will.delay:
@@ -359,7 +364,12 @@ class Survivor:
                          "%s over", store_key(will.key), run)  # fmt: skip
                 return
         back = claim is not None and came_back(claim.value, claim.revision, will.claim)
-        if claim is None or not back or ends_session(claim.value):
+        due = claim is None or not back or ends_session(claim.value)
+        refused = await self.refusal(will) if due and self.refusal is not None else None
+        if refused is not None:
+            self.refused += 1
+            log.warning("will of session %s dropped: %s", store_key(will.key), refused)
+        elif due:
             self.publish(will)
             self.published += 1
             log.info("published the will of session %s for its dead member",

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from broker.cluster.claim_value import clean_start
 from broker.cluster.kv import KeyValue
 from broker.mqtt.properties import Properties, Property, encode_properties
@@ -55,6 +57,12 @@ class StoredWill:
     # When the delay ends, in seconds since the epoch: written to the entry by the survivor
     # that starts the delay, read by one that takes its departure over (None: not started).
     due: float | None = None
+    # What its connection was admitted with, for a survivor to decide its device again
+    # before it publishes (``broker.cluster.will_decision``): the certificate chain the
+    # client presented (DER, its own first), or without one the credential's id (a token
+    # or password is never written here). Neither: written by an earlier version.
+    chain: tuple[bytes, ...] = ()
+    credential: str | None = None
 
 
 def encode_will(will: StoredWill) -> bytes:
@@ -68,6 +76,8 @@ def encode_will(will: StoredWill) -> bytes:
         "properties": base64.b64encode(will.properties).decode(),
         "delay": will.delay,
         "due": will.due,
+        "chain": [base64.b64encode(der).decode() for der in will.chain],
+        "credential": will.credential,
     }
     return json.dumps(record).encode()
 
@@ -84,6 +94,8 @@ def decode_will(data: bytes) -> StoredWill:
             base64.b64decode(raw["payload"]), int(raw["qos"]), bool(raw["retain"]),
             base64.b64decode(raw["properties"]), int(raw["delay"]),
             None if due is None else float(due),
+            tuple(base64.b64decode(der) for der in raw.get("chain", ())),
+            None if raw.get("credential") is None else str(raw["credential"]),
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise ClusterError(f"a stored will is not readable: {exc}") from None
@@ -100,9 +112,14 @@ def stored_will(client: "MqttClient", claim: int) -> StoredWill | None:
     wait = min(delay, expiry) if isinstance(delay, int) and delay and expiry else 0
     kept = [item for item in will.properties or () if item[0] != Property.WILL_DELAY_INTERVAL]
     properties = encode_properties(Properties(kept)) if kept else b""
+    holder = peer.decision.holder
+    request = peer.request  # its chain starts with its certificate (``ConnectRequest``)
+    certs = request.chain or (() if request.certificate is None else (request.certificate,))
+    chain = tuple(cert.public_bytes(Encoding.DER) for cert in certs)
     return StoredWill(
         peer.key, claim, peer.canonical(will.topic), will.payload, will.qos, will.retain,
-        properties, wait,
+        properties, wait, None, chain,
+        None if chain or holder is None else holder.credential_id,
     )  # fmt: skip
 
 

@@ -156,6 +156,10 @@ class Wills:
     def published(self) -> int:
         return self.survivor.published
 
+    @property
+    def refused(self) -> int:
+        return self.survivor.refused
+
     def member_gone(self, member: Member) -> None:
         self.survivor.member_gone(member)
 

@@ -23,6 +23,10 @@ class Limits:
     # window); past either, QoS 0 messages are dropped first, then the oldest.
     max_queued_messages: int = 1000
     max_queued_bytes: int = 10 * 1024 * 1024
+    # The same for all the sessions of one device in this process together (a device may
+    # hold many: ``max_sessions_per_device``); the messages go from the queue that grows.
+    max_queued_messages_per_device: int = 10_000
+    max_queued_bytes_per_device: int = 64 * 1024 * 1024
     # Inbound QoS 2 packet ids whose PUBREL has not come yet, per client (§4.3.3). Also: QoS 1
     # and 2 PUBLISHes not answered yet (the store) at which a 3.1/3.1.1 client is not read
     # (``Connection.window_full``); a 5.0 client's Receive Maximum.

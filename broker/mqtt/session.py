@@ -156,10 +156,22 @@ class _NoQueue(deque["Outgoing"]):
 _NO_QUEUE: Final = _NoQueue()
 
 
+class QueueTally:
+    """What the queues of all one device's sessions in this process hold together
+    (``max_queued_messages_per_device``, ``max_queued_bytes_per_device``): shared by those
+    sessions, each counting its own queue in it (``Session.attach``)."""
+
+    __slots__ = ("__weakref__", "bytes", "messages")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.messages = 0
+
+
 class Session:
     __slots__ = (
         "_next_id", "awaiting_pubrel", "inflight", "key", "persistent", "queue",
-        "queued_bytes", "queued_qos0", "subscriptions",
+        "queued_bytes", "queued_qos0", "subscriptions", "tally",
     )  # fmt: skip
 
     def __init__(self, key: Hashable, *, persistent: bool) -> None:
@@ -171,6 +183,7 @@ class Session:
         self.queue: deque[Outgoing] = _NO_QUEUE  # its own once something is queued
         self.queued_bytes = 0
         self.queued_qos0 = 0
+        self.tally: QueueTally | None = None  # its device's queues (None: not bounded)
         self.awaiting_pubrel: set[int] = set()  # inbound QoS 2 ids (§4.3.3, method A)
         self._next_id = 1
 
@@ -179,31 +192,63 @@ class Session:
 
     # --- the queue ---------------------------------------------------------------------------
 
+    def attach(self, tally: QueueTally) -> None:
+        """Count this session's queue in its device's ``tally`` from now on (once)."""
+        if self.tally is tally:
+            return
+        assert self.tally is None, "a session counts in one device's tally"
+        self.tally = tally
+        tally.bytes += self.queued_bytes
+        tally.messages += len(self.queue)
+
     def enqueue(self, message: Outgoing, limits: Limits) -> list[tuple[Outgoing, str]]:
         """Queue ``message``; the messages dropped to keep within the limits (it may be one),
         each with the limit it hit.
 
         Past ``max_queued_messages`` or ``max_queued_bytes``, QoS 0 messages go first (they
-        may be lost anyway, §4.3.1), then the oldest.
+        may be lost anyway, §4.3.1), then the oldest. Past a device's bound (all its
+        sessions' queues together) the same, from this session's own queue, never another
+        session's; if the device's other sessions hold the bound without it, ``message``
+        itself is dropped (dropping this queue would make no room).
         """
         if message.size > limits.max_queued_bytes:
             return [(message, "max_queued_bytes")]
-        if limits.max_queued_messages < 1:
-            return [(message, "max_queued_messages")]
+        if (crowded := self._crowded(message, limits)) is not None:
+            return [(message, crowded)]
         dropped: list[tuple[Outgoing, str]] = []
-        while True:
-            if len(self.queue) >= limits.max_queued_messages:
-                limit = "max_queued_messages"
-            elif self.queued_bytes + message.size > limits.max_queued_bytes:
-                limit = "max_queued_bytes"
-            else:
-                break
-            if not self.queued_qos0 and message.qos == 0:
+        while (limit := self._past(message, limits)) is not None:
+            if not self.queue or (not self.queued_qos0 and message.qos == 0):
                 dropped.append((message, limit))
                 return dropped
             dropped.append((self._remove_victim(), limit))
         self._append(message)
         return dropped
+
+    def _crowded(self, message: Outgoing, limits: Limits) -> str | None:
+        """The device's bound ``message`` passes even with this session's queue empty."""
+        tally = self.tally
+        if tally is None:
+            return None
+        if tally.messages - len(self.queue) >= limits.max_queued_messages_per_device:
+            return "max_queued_messages_per_device"
+        if tally.bytes - self.queued_bytes + message.size > limits.max_queued_bytes_per_device:
+            return "max_queued_bytes_per_device"
+        return None
+
+    def _past(self, message: Outgoing, limits: Limits) -> str | None:
+        """The limit queueing ``message`` now would pass, if any."""
+        if len(self.queue) >= limits.max_queued_messages:
+            return "max_queued_messages"
+        if self.queued_bytes + message.size > limits.max_queued_bytes:
+            return "max_queued_bytes"
+        tally = self.tally
+        if tally is None:
+            return None
+        if tally.messages >= limits.max_queued_messages_per_device:
+            return "max_queued_messages_per_device"
+        if tally.bytes + message.size > limits.max_queued_bytes_per_device:
+            return "max_queued_bytes_per_device"
+        return None
 
     def _append(self, message: Outgoing) -> None:
         if self.queue is _NO_QUEUE:
@@ -212,17 +257,28 @@ class Session:
         self.queued_bytes += message.size
         if message.qos == 0:
             self.queued_qos0 += 1
+        if self.tally is not None:
+            self.tally.bytes += message.size
+            self.tally.messages += 1
+
+    def _left_queue(self, message: Outgoing) -> None:
+        """``message`` is out of the queue (sent, dropped): its bytes are released."""
+        self.queued_bytes -= message.size
+        if message.qos == 0:
+            self.queued_qos0 -= 1
+        if self.tally is not None:
+            self.tally.bytes -= message.size
+            self.tally.messages -= 1
 
     def _remove_victim(self) -> Outgoing:
         if self.queued_qos0:
             for index, queued in enumerate(self.queue):
                 if queued.qos == 0:
                     del self.queue[index]
-                    self.queued_qos0 -= 1
-                    self.queued_bytes -= queued.size
+                    self._left_queue(queued)
                     return queued
         victim = self.queue.popleft()
-        self.queued_bytes -= victim.size
+        self._left_queue(victim)
         return victim
 
     def next_to_send(self, window: int) -> Outgoing | None:
@@ -235,10 +291,8 @@ class Session:
         if message.qos and len(self.inflight) >= window:
             return None
         self.queue.popleft()
-        self.queued_bytes -= message.size
-        if message.qos == 0:
-            self.queued_qos0 -= 1
-        else:
+        self._left_queue(message)
+        if message.qos:
             self.start_flight(message)
         return message
 
@@ -288,8 +342,13 @@ class Session:
         return message
 
     def clear(self) -> list[Outgoing]:
-        """Forget every message, as a clean session ends (§3.1.2.4); what was forgotten."""
+        """Forget every message, as a clean session ends (§3.1.2.4); what was forgotten.
+        The session no longer counts in its device's tally: it is gone from the broker."""
         gone = [*self.inflight.values(), *self.queue]
+        if self.tally is not None:
+            self.tally.bytes -= self.queued_bytes
+            self.tally.messages -= len(self.queue)
+            self.tally = None
         self.inflight.clear()
         self.queue.clear()
         self.queued_bytes = self.queued_qos0 = 0

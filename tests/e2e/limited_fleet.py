@@ -15,7 +15,7 @@ class Fleet:
         self.broker = BrokerThread(broker_settings(tmp_path / "data", sys_interval=0.1, **limits))
         self.device, issued = self.broker.provision("greedy")
         self.certfile = write_pem(tmp_path, issued, "greedy")
-        _, other = self.broker.provision("bystander")
+        self.bystander, other = self.broker.provision("bystander")
         self.other_certfile = write_pem(tmp_path, other, "bystander")
         self.broker.application("backend", "backend", "backend-pass")
 

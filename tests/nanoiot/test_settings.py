@@ -202,3 +202,25 @@ def test_no_group_hides_another_groups_validator() -> None:
     groups = [group for group in Settings.__bases__ if issubclass(group, BaseModel)]
     names = [name for group in groups for name in group.__pydantic_decorators__.field_validators]
     assert len(names) == len(set(names)), sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("max_queued_bytes_per_device", "-1", "greater than or equal to 0"),
+        ("max_queued_bytes_per_device", "1099511627777", "less than or equal to 1099511"),
+        ("max_queued_messages_per_device", "-1", "greater than or equal to 0"),
+        ("max_queued_messages_per_device", "100000001", "less than or equal to 100000000"),
+    ],
+)
+def test_the_device_queue_bounds_are_bounded(setting: str, value: str, says: str) -> None:
+    """0 queues nothing for the device's sessions; past the top, more than a broker holds."""
+    name = f"NANOIOT_{setting.upper()}"
+    with pytest.raises(ConfigError, match=f"'{setting}'.*{says}"):
+        load_settings(config_path=SHIPPED, environ={name: value})
+    assert getattr(load_settings(config_path=SHIPPED, environ={name: "0"}), setting) == 0
+    shipped = load_settings(config_path=SHIPPED, environ={})
+    assert (shipped.max_queued_bytes_per_device, shipped.max_queued_messages_per_device) == (
+        64 * 1024 * 1024,
+        10_000,
+    )

@@ -35,7 +35,11 @@ class _Cut:
     claim its session (NATS lost)."""
 
     def __init__(self, delay: int) -> None:
-        self.peer = SimpleNamespace(key=KEY, canonical=lambda topic: f"devices/sensor/{topic}")
+        self.peer = SimpleNamespace(
+            key=KEY, canonical=lambda topic: f"devices/sensor/{topic}",
+            decision=SimpleNamespace(holder=None),  # no credential, no chain: as before
+            request=SimpleNamespace(chain=(), certificate=None),
+        )  # fmt: skip
         self.label = "sensor"
         delayed = Properties([(Property.WILL_DELAY_INTERVAL, delay)])
         self.core = SimpleNamespace(
