@@ -64,9 +64,9 @@ class MqttClient:
     ``broker.acks`` and ``broker.last_will`` work on that state too."""
 
     __slots__ = (
-        "_acks", "_auth", "_cert_timer", "_denied", "_full", "_loop", "_out_held", "_out_wait",
-        "_paused", "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended", "peer",
-        "session", "tls",
+        "_acks", "_auth", "_batched", "_cert_timer", "_denied", "_full", "_loop", "_out_held",
+        "_out_wait", "_paused", "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended",
+        "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -84,20 +84,18 @@ class MqttClient:
         self._acks = HeldAcks(self)  # acknowledgements waiting for a commit
         self._cert_timer: asyncio.TimerHandle | None = None  # ``broker.cert_expiry``
         self._denied: set[str] | None = None  # topics whose refusal was logged
-        # The reasons it is not read (``backpressure.reading``), each cleared by what ends it.
-        # Not admitted yet with more than a packet sent, or the sessions are restored.
+        # The reasons it is not read (``backpressure.reading``), each cleared by what ends it:
+        # not admitted yet with more than a packet sent, or the sessions are restored; its
+        # unanswered QoS 1/2 messages fill the window; it does not take what it was sent.
         self._paused = False
-        # Not read while its unanswered QoS 1/2 messages fill the window (``backpressure``).
         self._full = False
-        # The rest of a read, handled in a later loop turn (``backpressure.take_turns``).
-        self._turn: asyncio.Handle | None = None
-        # Not read while it does not take what it was sent (``backpressure.hold_unread``).
-        self._unread: asyncio.Task[None] | None = None
-        # What arrives while the previous run's sessions are restored (``connecting``).
-        self._stash: list[bytes] | None = None
+        self._unread: asyncio.Task[None] | None = None  # ``backpressure.hold_unread``
+        self._turn: asyncio.Handle | None = None  # the rest of a read, in a later loop turn
+        self._stash: list[bytes] | None = None  # what arrives while sessions are restored
         # Output waiting for the commit that records the packet ids it carries.
         self._out_wait: asyncio.Future[None] | None = None
         self._out_held: list[bytes] = []
+        self._batched = 0  # bytes given in a batch, not written yet (``deliver``, ``flush``)
 
     @property
     def label(self) -> str:
@@ -232,8 +230,7 @@ class MqttClient:
         """The session's expiry interval: the negotiated one for 5.0 (§3.1.2.11.2); for 3.1 and
         3.1.1, whose session is kept by CleanSession 0 (§3.1.2.4), ``persistent_session_expiry``
         (None: it stays until a clean one replaces it)."""
-        v5 = self.core.v5
-        if v5 is not None:
+        if (v5 := self.core.v5) is not None:
             return v5.session_expiry
         return self.broker.limits.persistent_session_expiry or None
 
@@ -242,10 +239,8 @@ class MqttClient:
     def deliver(self, message: Outgoing, later: "set[MqttClient] | None" = None) -> None:
         """Send a message from a subscription (or its queue's turn); ``later``: see ``flush``."""
         broker = self.broker
-        if not message.qos:  # in a batch: what it buffered at its first one (nothing written)
-            if (later is None or self not in later) and (
-                self.tls.buffered() > broker.config.max_outgoing_buffer
-            ):
+        if not message.qos:  # in a batch, what it was given there counts as written
+            if self.tls.buffered() + self._batched > broker.config.max_outgoing_buffer:
                 broker.metrics.count_drop()  # §4.3.1: at most once; it does not read
                 return
         elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
@@ -254,7 +249,11 @@ class MqttClient:
         broker.metrics.messages_out += 1
         if events:
             self._handle(events)
-        self._flush() if later is None else later.add(self)
+        if later is None:
+            self._flush()
+        else:
+            later.add(self)
+            self._batched += message.size
 
     def can_send_now(self, qos: int) -> bool:
         """Whether a message at ``qos`` would go out at once: not behind messages waiting in
@@ -327,8 +326,6 @@ class MqttClient:
         except TimeoutError:
             self.tls.abort()
 
-    # --- the end ------------------------------------------------------------------------------
-
     def _sent(self, message: Outgoing) -> None:
         """A QoS 1/2 message got its packet id. For a persistent session it leaves only once
         the store has it, so that after a crash it comes back with its id and DUP (§4.4):
@@ -363,7 +360,10 @@ class MqttClient:
                 self.broker.metrics.bytes_out += len(data)
                 self.tls.write(data)
 
-    flush = _flush  # what ``deliver(..., later)`` left waiting: written once per batch
+    def flush(self) -> None:
+        """What ``deliver(..., later)`` left waiting: written once per batch."""
+        self._batched = 0
+        self._flush()
 
     def _write(self, data: bytes) -> None:
         self.broker.metrics.bytes_out += len(data)

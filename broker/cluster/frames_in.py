@@ -263,9 +263,8 @@ def _written(local: "LocalRouter", later: "set[MqttClient]") -> None:
     """The frame's messages written to their subscribers, one write each: a frame holds
     hundreds, and a write per message (the MQTT encoder's output taken and handed to TLS, the
     socket's buffer read for the QoS 0 check) was 7 of the 33 calls a record cost here. A QoS
-    0 message goes to a subscriber while its output is within ``max_outgoing_buffer`` (MQTT
-    3.1.1 §4.3.1: at most once), as checked at its first one of the frame: past it by one
-    frame's messages at most (NATS's ``max_payload``)."""
+    0 message goes to a subscriber while its output, the frame's messages given it counted
+    as written, is within ``max_outgoing_buffer`` (MQTT 3.1.1 §4.3.1: at most once)."""
     local.later = None
     for client in later:
         client.flush()
