@@ -319,3 +319,45 @@ def test_nothing_after_disconnect_is_processed(conformance: Broker) -> None:
             assert raw.closed()
         assert [p.payload for p in publishes(subscriber, 1)] == [b"before"]
         assert until_marker(subscriber, "after-sub") == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "topic_filter"),
+    [
+        ("with spaces/and more", "with spaces/and more"),  # [MQTT-4.7.3-1]: a space too
+        ("日本語/トピック/😀", "日本語/トピック/😀"),  # [MQTT-1.5.3-1]: beyond ASCII
+        ("/leading/and/trailing/", "/leading/and/trailing/"),
+        ("t" * 65535, "+"),  # [MQTT-4.7.3-3]: the longest a UTF-8 string can be
+    ],
+    ids=["spaces", "non-ascii", "slashes", "longest"],
+)
+def test_any_well_formed_topic_is_delivered(
+    conformance: Broker, topic: str, topic_filter: str
+) -> None:
+    with conformance.subscribed("any-topic", (topic_filter, 1)) as raw:
+        raw.send(Publish(topic, b"x", 1, packet_id=1))
+        answers = [raw.read(), raw.read()]
+        assert Puback(1) in answers
+        [delivered] = [packet for packet in answers if isinstance(packet, Publish)]
+        assert (delivered.topic, delivered.payload) == (topic, b"x")
+        assert delivered.packet_id is not None
+        raw.send(Puback(delivered.packet_id))
+
+
+def test_a_filter_longer_than_the_store_keeps_is_refused_alone(conformance: Broker) -> None:
+    # A filter past the 1024 characters a session keeps (``storage.models``) is refused with
+    # 0x80 ([MQTT-3.8.4-5], §3.9.3: a server may refuse any filter); the others are granted.
+    with conformance.client("long-filter") as raw:
+        requests = (SubscribeRequest("f" * 1025, 1), SubscribeRequest("f" * 1024, 1))
+        raw.send(Subscribe(1, requests))
+        assert raw.read() == Suback(1, (0x80, 1))
+
+
+def test_remaining_lengths_of_one_to_three_bytes(conformance: Broker) -> None:
+    # §2.2.3: 127 in one byte, 128 and 16383 in two, 16384 and up in three.
+    with conformance.subscribed("lengths", ("lengths/t", 0)) as raw:
+        topic = utf8_field("lengths/t")
+        sizes = (127, 128, 16383, 16384, 200_000)
+        raw.send(*(_raw_packet(0x30, topic + b"p" * (size - len(topic))) for size in sizes))
+        got = publishes(raw, len(sizes))
+        assert [len(p.payload) + len(topic) for p in got] == list(sizes)
