@@ -146,7 +146,8 @@ def test_a_subscription_caps_the_qos_and_one_sent_again_replaces_it(
     """[MQTT-3.8.4-8]: a message goes at the lower of its QoS and the subscription's;
     [MQTT-3.8.4-3]: the same filter subscribed again replaces the subscription (one copy,
     at the new QoS), and [MQTT-3.3.1-9] its Retain Handling 0 sends the retained message
-    again, no message lost."""
+    again, no message lost; [MQTT-3.3.1-8] a PUBLISH with RETAIN 0 left the retained
+    message as it was; [MQTT-3.3.1-3] a copy's DUP is its own, not the publisher's."""
     certfile = _certfile(broker, tmp_path, "capped")
     with _raw(broker, certfile) as sub, _raw(broker, certfile) as pub:
         sub.connect(Connect(MQTT_5, "sub", True, 60))
@@ -170,9 +171,10 @@ def test_a_subscription_caps_the_qos_and_one_sent_again_replaces_it(
         again = sub.read()
         assert isinstance(again, Publish)
         assert (again.payload, again.qos, again.retain) == (b"kept", 0, True)
-        pub.send(Publish(TELEMETRY, b"once", 1, packet_id=3))
+        pub.send(Publish(TELEMETRY, b"once", 1, dup=True, packet_id=3))
         assert pub.read() == Puback(3)
-        assert [(p.payload, p.qos) for p in sub.publishes_before_pingresp()] == [(b"once", 0)]
+        [once] = sub.publishes_before_pingresp()
+        assert (once.payload, once.qos, once.dup) == (b"once", 0, False)
 
 
 def _shared_pair(raw_a: Raw, raw_b: Raw, pub: Raw, qos: int) -> None:
@@ -231,3 +233,41 @@ def test_a_shared_qos_2_message_whose_member_s_session_ends_goes_to_no_other(
         p.send(Publish(TELEMETRY, b"two", 2, packet_id=2))
         assert isinstance(p.read(), Pubrec)
         assert [m.payload for m in other.publishes_before_pingresp()] == [b"two"]
+
+
+def test_a_retained_message_keeps_its_properties_and_the_time_left(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """[MQTT-3.3.2-6]: a retained message sent on SUBSCRIBE carries what is left of its
+    Message Expiry Interval; [MQTT-3.3.2-4], -15, -16, -17, -18, -20: its Payload Format
+    Indicator, Response Topic, Correlation Data, User Properties (in order) and Content
+    Type as published."""
+    certfile = _certfile(broker, tmp_path, "retained-properties")
+    sent = Properties(
+        [
+            (Property.PAYLOAD_FORMAT_INDICATOR, 1),
+            (Property.MESSAGE_EXPIRY_INTERVAL, 3600),
+            (Property.USER_PROPERTY, ("b", "2")),
+            (Property.CONTENT_TYPE, "text/plain"),
+            (Property.USER_PROPERTY, ("a", "1")),
+            (Property.RESPONSE_TOPIC, "v1/devices/me/rpc/response/1"),
+            (Property.CORRELATION_DATA, b"\x00\x01"),
+            (Property.USER_PROPERTY, ("b", "0")),
+        ]
+    )
+    with _raw(broker, certfile) as pub, _raw(broker, certfile) as sub:
+        pub.connect(Connect(MQTT_5, "p", True, 60))
+        pub.send(Publish(ATTRIBUTES, b"kept", 1, retain=True, packet_id=1, properties=sent))
+        assert pub.read() == Puback(1)
+        sub.connect(Connect(MQTT_5, "s", True, 60))
+        assert _subscribe(sub, 1, SubscribeRequest(ATTRIBUTES, 1)).codes == (1,)
+        kept = sub.read()
+        assert isinstance(kept, Publish)
+        assert kept.retain
+        got = list(kept.properties)
+        left = kept.properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+        assert isinstance(left, int)
+        assert 3590 <= left <= 3600
+        assert [p for p in got if p[0] != Property.MESSAGE_EXPIRY_INTERVAL] == [
+            p for p in sent if p[0] != Property.MESSAGE_EXPIRY_INTERVAL
+        ]
