@@ -15,11 +15,15 @@ from broker.mqtt.packets import (
     Connect,
     Disconnect,
     Puback,
+    Pubcomp,
     Publish,
     Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
     SubscribeRequest,
+    Unsuback,
+    Unsubscribe,
     Will,
 )
 from broker.mqtt.properties import Properties, Property
@@ -271,3 +275,38 @@ def test_a_retained_message_keeps_its_properties_and_the_time_left(
         assert [p for p in got if p[0] != Property.MESSAGE_EXPIRY_INTERVAL] == [
             p for p in sent if p[0] != Property.MESSAGE_EXPIRY_INTERVAL
         ]
+
+
+def test_unsubscribe_stops_new_messages_and_completes_those_in_flight(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    """[MQTT-3.10.4-2]: no new message for the filters unsubscribed; [MQTT-3.10.4-3] a QoS 2
+    message sent before completes (PUBREL for its PUBREC); [MQTT-3.10.4-4], -5, -6,
+    [MQTT-3.11.3-1], -2: one UNSUBACK for all the filters, in their order, 0x11 for the
+    filter no subscription had; [MQTT-3.3.1-6], [MQTT-3.3.1-7]: a retained PUBLISH with no
+    payload removes the retained message and is not kept itself."""
+    certfile = _certfile(broker, tmp_path, "unsubscriber")
+    with _raw(broker, certfile) as sub, _raw(broker, certfile) as pub:
+        sub.connect(Connect(MQTT_5, "sub", True, 60))
+        pub.connect(Connect(MQTT_5, "pub", True, 60))
+        assert _subscribe(sub, 1, SubscribeRequest(TELEMETRY, 2)).codes == (2,)
+        pub.send(Publish(TELEMETRY, b"in flight", 2, packet_id=1))
+        assert pub.read() == Pubrec(1)
+        sent = sub.read()
+        assert isinstance(sent, Publish)
+        assert sent.packet_id is not None
+        sub.send(Unsubscribe(2, (ATTRIBUTES, TELEMETRY)))
+        assert sub.read() == Unsuback(2, (0x11, 0x00))
+        sub.send(Pubrec(sent.packet_id))
+        assert sub.read() == Pubrel(sent.packet_id)
+        sub.send(Pubcomp(sent.packet_id))
+        pub.send(Publish(TELEMETRY, b"after"))
+        pub.send(Publish(ATTRIBUTES, b"kept", retain=True))
+        pub.send(Publish(ATTRIBUTES, b"", retain=True))
+        assert _subscribe(pub, 1, SubscribeRequest(ATTRIBUTES, 0)).codes == (0,)
+        assert pub.publishes_before_pingresp() == []  # nothing retained any more
+        assert sub.publishes_before_pingresp() == []
+    with _raw(broker, certfile) as late:
+        late.connect(Connect(MQTT_5, "late", True, 60))
+        assert _subscribe(late, 1, SubscribeRequest(ATTRIBUTES, 0)).codes == (0,)
+        assert late.publishes_before_pingresp() == []
