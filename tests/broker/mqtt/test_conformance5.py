@@ -6,7 +6,7 @@ import pytest
 from broker.mqtt.connection import CLOSED, Connection
 from broker.mqtt.events import ConnectionRefused, ProtocolViolation
 from broker.mqtt.limits import Limits
-from broker.mqtt.packets import MQTT_5, Connack, Connect, Pubcomp, Publish, Pubrel
+from broker.mqtt.packets import MQTT_5, Connack, Connect, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from broker.mqtt.properties import Properties, Property
 from broker.mqtt.session import Outgoing, Session
 from tests.broker.mqtt.v5_connection import v5_accepted, v5_sent
@@ -144,3 +144,85 @@ def test_a_message_once_sent_is_sent_again_whatever_its_expiry() -> None:
 def _publish(packet: object) -> Publish:
     assert isinstance(packet, Publish)
     return packet
+
+
+def _connect5(flags: int, payload: bytes) -> bytes:
+    return _frame(0x10, CONNECT_HEAD + bytes([flags]) + b"\x00\x3c\x00" + payload)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (_connect5(0x03, _s(b"c")), "reserved flag"),  # [MQTT-3.1.2-3]
+        (_connect5(0x0A, _s(b"c")), "will QoS"),  # [MQTT-3.1.2-11]: Will QoS 1, no will
+        (_connect5(0x22, _s(b"c")), "will QoS or retain"),  # [MQTT-3.1.2-13]
+        (_connect5(0x1E, _s(b"c") + b"\x00" + _s(b"w") + _s(b"x")), "will QoS"),  # [-12]: 3
+        (
+            _connect5(0x06, _s(b"c") + b"\x00" + _s(b"w")),
+            "will message runs past",
+        ),  # [MQTT-3.1.2-9]
+        (_connect5(0x82, _s(b"c")), "user name runs past"),  # [MQTT-3.1.2-17]: no user name
+        (_connect5(0x42, _s(b"c")), "password runs past"),  # [MQTT-3.1.2-19]: no password
+        (_connect5(0x02, _s(b"c") + _s(b"u")), "3 bytes after"),  # [MQTT-3.1.2-16], [-18]
+    ],
+)
+def test_a_5_0_connect_whose_flags_and_payload_disagree_closes(data: bytes, reason: str) -> None:
+    # §3.1.4 [MQTT-3.1.4-1]: a CONNECT not of the format closes the connection.
+    connection = Connection(Limits())
+    [event] = connection.receive_data(data, 0)
+    assert isinstance(event, ConnectionRefused | ProtocolViolation)
+    assert reason in event.reason
+    assert connection.state == CLOSED
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (_frame(0x30, _s(b"a\x00b") + b"\x00"), "topic name contains U+0000"),  # [MQTT-4.7.3-2]
+        (_frame(0x82, b"\x00\x01\x00"), "SUBSCRIBE: no topic filter"),  # [MQTT-3.8.3-2]
+        (_frame(0xA2, b"\x00\x01\x00"), "UNSUBSCRIBE: no topic filter"),  # [MQTT-3.10.3-2]
+        (_frame(0x82, b"\x00\x01\x00" + _s(b"") + b"\x01"), "empty topic filter"),  # [4.7.3-1]
+        (_frame(0x38, _s(b"t") + b"\x00"), "DUP set at QoS 0"),  # [MQTT-3.3.1-2]
+        (_frame(0x36, _s(b"t") + b"\x00\x01\x00"), "QoS 3"),  # [MQTT-3.3.1-4]
+    ],
+)
+def test_a_5_0_packet_the_standard_forbids_closes(data: bytes, reason: str) -> None:
+    # §4.13.1 [MQTT-4.13.1-1]: a Malformed Packet or Protocol Error closes the connection.
+    connection, _ = v5_accepted()
+    [event] = connection.receive_data(data, 0)
+    assert isinstance(event, ProtocolViolation)
+    assert reason in event.reason
+    assert connection.state == CLOSED
+
+
+def test_acknowledged_packet_identifiers_start_new_messages() -> None:
+    # §4.3.2 [MQTT-4.3.2-5]: after its PUBACK a QoS 1 identifier is a new message, DUP or
+    # not; §3.4.2 [MQTT-3.4.2-1..3] the PUBACK is a reason code alone; §4.3.3 [MQTT-4.3.3-13]
+    # a QoS 2 exchange goes on to PUBCOMP past the message's expiry.
+    connection, _ = v5_accepted()
+    first = Publish("t", b"1", 1, packet_id=1)
+    assert feed(connection, first) == [first]
+    connection.acknowledge(1, 1, 0x87)
+    assert v5_sent(connection) == [Puback(1, 0x87)]
+    again = Publish("t", b"2", 1, dup=True, packet_id=1)
+    assert feed(connection, again) == [again]
+    expiring = Publish("t", b"3", 2, packet_id=2, properties=Properties([(0x02, 1)]))
+    assert feed(connection, expiring, now=0.0) == [expiring]
+    connection.acknowledge(2, 2)
+    assert v5_sent(connection) == [Pubrec(2)]
+    assert feed(connection, Pubrel(2), now=100.0) == []
+    assert v5_sent(connection) == [Pubcomp(2)]
+
+
+def test_every_23_character_client_identifier_of_letters_and_digits_is_accepted() -> None:
+    # §3.1.3.1 [MQTT-3.1.3-5]; longer ones too (as the standard allows), and any character.
+    for client_id in (ALNUM[:23], ALNUM[23:46], ALNUM[39:], ALNUM, "device/é-1"):
+        connection = Connection(Limits())
+        [connect] = connection.receive_data(
+            wire(Connect(MQTT_5, client_id, True, 60), level=MQTT_5), 0
+        )
+        assert isinstance(connect, Connect)
+        assert connect.client_id == client_id
+
+
+ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
