@@ -1,10 +1,10 @@
 """A broker and raw MQTT 3.1.1 clients for the statement-by-statement conformance tests
 (``test_conformance311_*.py``; the checklist is docs/conformance-3.1.1.md).
 
-One module-scoped broker over mutual TLS whose ACL lets the device use every topic, '$conf/'
-topics included (a '#' rule, like a '#' filter, leaves out '$' topics: §4.7.2), as the
-public suites need; every client presents the one device certificate, each client id is a
-session of its own."""
+One module-scoped broker, reached over mutual TLS and through a TLS proxy in turn, whose
+ACL lets the device use every topic, '$conf/' topics included (a '#' rule, like a '#'
+filter, leaves out '$' topics: §4.7.2), as the public suites need; every client presents
+the one device certificate, each client id is a session of its own."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +25,7 @@ from broker.mqtt.packets import (
 )
 from tests.e2e.harness import BrokerThread, running_broker, write_pem
 from tests.e2e.peers import Raw
+from tests.e2e.tls_proxy import TlsProxy
 
 ACL_RULES = [
     {"who": "device", "action": "both", "topic": "#"},
@@ -33,13 +34,19 @@ ACL_RULES = [
 
 
 class Broker:
-    def __init__(self, broker: BrokerThread, certfile: Path) -> None:
+    """Raw clients over mutual TLS, or (``proxy``) over plain TCP to a TLS proxy in front of
+    the broker, as conformance checkers connect (``tests.e2e.tls_proxy``)."""
+
+    def __init__(self, broker: BrokerThread, certfile: Path, proxy: TlsProxy | None) -> None:
         self.broker = broker
         self.certfile = certfile
+        self.proxy = proxy
 
     def raw(self, level: int = MQTT_3_1_1) -> Raw:
-        """A TLS connection that has sent nothing yet."""
-        return Raw(self.broker.port, self.broker.server_cert, self.certfile, level)
+        """A connection that has sent nothing yet."""
+        port = self.broker.port if self.proxy is None else self.proxy.port
+        plain = self.proxy is not None
+        return Raw(port, self.broker.server_cert, self.certfile, level, plain=plain)
 
     def client(self, client_id: str, *, clean: bool = True, present: bool = False) -> Raw:
         """A connected 3.1.1 client; ``present``: the Session Present its CONNACK must say."""
@@ -57,12 +64,22 @@ class Broker:
         return raw
 
 
-@pytest.fixture(scope="module")
-def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+@pytest.fixture(scope="module", params=["tls", "tls-proxy"])
+def conformance(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Broker]:
     folder = tmp_path_factory.mktemp("conformance311")
     with running_broker(folder / "data", acl_rules=ACL_RULES) as broker:
         _, issued = broker.provision("conformer")
-        yield Broker(broker, write_pem(folder, issued, "conformer"))
+        certfile = write_pem(folder, issued, "conformer")
+        if request.param == "tls":
+            yield Broker(broker, certfile, None)
+            return
+        proxy = TlsProxy(broker.port, broker.server_cert, certfile)
+        try:
+            yield Broker(broker, certfile, proxy)
+        finally:
+            proxy.stop()
 
 
 def until_pingresp(raw: Raw) -> list[Packet]:

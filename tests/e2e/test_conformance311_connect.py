@@ -218,6 +218,34 @@ def test_mqtt_3_1_connect_and_session(conformance: Broker) -> None:
         assert Puback(2) in answers
         [message] = [packet for packet in answers if isinstance(packet, Publish)]
         assert (message.topic, message.payload, message.qos) == ("old/t", b"x", 1)
+    with conformance.raw(MQTT_3_1) as raw:  # resumed: still no Session Present flag
+        raw.send(Connect(MQTT_3_1, "old", False, 60))
+        assert raw.read() == Connack(False, 0)
+        # Not acknowledged, so sent again ([MQTT-4.4.0-1]), DUP set ([MQTT-3.3.1-1]).
+        again = raw.read()
+        assert again == Publish("old/t", b"x", 1, dup=True, packet_id=message.packet_id)
+        assert message.packet_id is not None
+        raw.send(Puback(message.packet_id))
     with conformance.raw(MQTT_3_1) as raw:
         raw.send(Connect(MQTT_3_1, "old", True, 60))
         assert raw.read() == Connack(False, 0)
+
+
+def test_an_empty_retained_will_removes_the_retained_message(conformance: Broker) -> None:
+    # [MQTT-3.3.1-10/11] hold for a will too ([MQTT-3.1.2-17]: published as a retained
+    # message): delivered empty, and the message retained on its topic is gone.
+    topic = "will/empty"
+    with conformance.client("empty-will-pub") as publisher:
+        publisher.send(Publish(topic, b"old", 1, retain=True, packet_id=1))
+        assert publisher.read() == Puback(1)
+    with conformance.subscribed("empty-will-watch", (topic, 0)) as watcher:
+        [old] = publishes(watcher, 1)
+        assert (old.payload, old.retain) == (b"old", True)
+        with conformance.raw() as dying:
+            will = Will(topic, b"", 0, retain=True)
+            dying.send(Connect(MQTT_3_1_1, "empty-will", True, 60, will=will))
+            assert dying.read() == Connack(False, 0)
+        [empty] = publishes(watcher, 1)
+        assert (empty.payload, empty.retain) == (b"", False)
+    with conformance.subscribed("empty-will-late", (topic, 0)) as late:
+        assert until_marker(late, "empty-will-late") == []

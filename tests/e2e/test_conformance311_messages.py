@@ -361,3 +361,29 @@ def test_remaining_lengths_of_one_to_three_bytes(conformance: Broker) -> None:
         raw.send(*(_raw_packet(0x30, topic + b"p" * (size - len(topic))) for size in sizes))
         got = publishes(raw, len(sizes))
         assert [len(p.payload) + len(topic) for p in got] == list(sizes)
+
+
+def test_messages_kept_for_a_disconnected_session_come_in_order_as_first_sent(
+    conformance: Broker,
+) -> None:
+    # [MQTT-3.1.2-5]: kept; [MQTT-3.3.1-9]: RETAIN 0 (an established subscription), and
+    # [MQTT-3.3.1-1]: DUP 0 (never sent before); [MQTT-4.6.0-6]: in order, live ones after.
+    with conformance.client("kept-sub", clean=False) as raw:
+        raw.send(Subscribe(1, (SubscribeRequest("kept/+", 2),)))
+        assert raw.read() == Suback(1, (2,))
+    with conformance.client("kept-pub") as publisher:
+        for n, qos in enumerate((1, 2, 1)):
+            publisher.send(Publish(f"kept/{n}", bytes([n]), qos, retain=n == 0, packet_id=n + 1))
+        assert [publisher.read() for _ in range(3)] == [Puback(1), Pubrec(2), Puback(3)]
+        publisher.send(Pubrel(2))
+        assert publisher.read() == Pubcomp(2)
+        with conformance.client("kept-sub", clean=False, present=True) as raw:
+            publisher.send(Publish("kept/3", b"\x03", 1, packet_id=4))
+            assert publisher.read() == Puback(4)
+            got = publishes(raw, 4)
+            assert [(p.payload, p.qos, p.retain, p.dup) for p in got] == [
+                (b"\x00", 1, False, False), (b"\x01", 2, False, False),
+                (b"\x02", 1, False, False), (b"\x03", 1, False, False),
+            ]  # fmt: skip
+        publisher.send(Publish("kept/0", b"", 0, retain=True))
+    conformance.client("kept-sub").close()
