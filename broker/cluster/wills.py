@@ -205,7 +205,7 @@ class Wills:
             return
         if self._unkept.get(peer.key) is client:
             del self._unkept[peer.key]
-            will = stored_will(client, 0)
+            will = None if self.survivor.refusal is None else stored_will(client, 0)
             if will is not None:  # decided again once NATS is back, before it goes out
                 publish = functools.partial(self._spawn_decided, will, publish)
             self._hold(self._orphans.append, publish, client.label)
