@@ -7,6 +7,7 @@ kept as retained (§3.1.2.7 [MQTT-3.1.2-15]), a refused CONNECT has no session p
 (§3.8.4 [MQTT-3.8.4-8]) and a subscription sent again replaces the first (§3.8.4
 [MQTT-3.8.4-3])."""
 
+import time
 from pathlib import Path
 
 from broker.mqtt.packets import (
@@ -29,6 +30,7 @@ from broker.mqtt.packets import (
 from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import BrokerThread, write_pem
 from tests.e2e.peers import Raw
+from tests.e2e.suite5 import wait_until
 
 TELEMETRY = "v1/devices/me/telemetry"
 ATTRIBUTES = "v1/devices/me/attributes"
@@ -310,3 +312,24 @@ def test_unsubscribe_stops_new_messages_and_completes_those_in_flight(
         late.connect(Connect(MQTT_5, "late", True, 60))
         assert _subscribe(late, 1, SubscribeRequest(ATTRIBUTES, 0)).codes == (0,)
         assert late.publishes_before_pingresp() == []
+
+
+def test_an_expired_retained_message_is_not_sent(broker: BrokerThread, tmp_path: Path) -> None:
+    """[MQTT-3.3.2-5]: a retained message whose Message Expiry Interval has passed is not sent
+    to a new subscription; one that has time left is, with what is left ([MQTT-3.3.2-6])."""
+    certfile = _certfile(broker, tmp_path, "expired-retained")
+    with _raw(broker, certfile) as pub, _raw(broker, certfile) as sub:
+        pub.connect(Connect(MQTT_5, "p", True, 60))
+        for topic, seconds in ((f"{ATTRIBUTES}/short", 1), (f"{ATTRIBUTES}/long", 3600)):
+            expiry = Properties([(Property.MESSAGE_EXPIRY_INTERVAL, seconds)])
+            pub.send(Publish(topic, b"kept", retain=True, properties=expiry))
+        sent = time.monotonic()
+        assert pub.publishes_before_pingresp() == []  # both retained by now
+        wait_until(sent + 1.1)
+        sub.connect(Connect(MQTT_5, "s", True, 60))
+        assert _subscribe(sub, 1, SubscribeRequest(f"{ATTRIBUTES}/#", 0)).codes == (0,)
+        [kept] = sub.publishes_before_pingresp()
+        assert kept.topic == f"{ATTRIBUTES}/long"
+        left = kept.properties.get(Property.MESSAGE_EXPIRY_INTERVAL)
+        assert isinstance(left, int)
+        assert 3590 <= left < 3600
