@@ -119,9 +119,12 @@ def remove(queue: "deque[Outgoing]", gone: list["Outgoing"]) -> None:
 
 def next_expiry(session: "Session") -> float:
     """The earliest a message of ``session``'s queue may have to be taken out."""
-    expiring = session.expiring
-    head = _deadline(expiring[0]) if expiring else NEVER
-    return min(head, session.expiry_due)
+    expiring, due = session.expiring, session.expiry_due
+    if expiring:
+        head = expiring[0].expires_at
+        if head is not None and head < due:
+            return head
+    return due
 
 
 def _deadline(message: "Outgoing") -> float:

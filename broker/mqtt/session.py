@@ -204,7 +204,8 @@ class Session:
         while (limit := self._past(message, limits)) is not None:
             if now is not None:
                 dropped, now = self._expired(now), None
-                continue
+                if dropped:
+                    continue
             if not self.queue or (not self.queued_qos0 and message.qos == 0):
                 dropped.append((message, limit))
                 return dropped
@@ -214,9 +215,12 @@ class Session:
 
     def _expired(self, now: float) -> list[tuple[Outgoing, str]]:
         """Make room at a bound: the expired messages of this queue, then of the device's."""
+        tally = self.tally
+        if (tally is None or now < tally.expiry_due) and now < next_expiry(self):
+            return []  # the usual case: nothing due
         gone = self.purge_expired(now)
-        if self.tally is not None:
-            gone += expired_of_device(self.tally, now, self)
+        if tally is not None:
+            gone += expired_of_device(tally, now, self)
         return [(message, "message_expiry") for message in gone]
 
     def purge_expired(self, now: float) -> list[Outgoing]:
@@ -268,7 +272,7 @@ class Session:
             expiring = self.expiring
             if expiring is NO_QUEUE:
                 expiring = self.expiring = deque()
-            elif expiring and expires < expiring[-1].expires_at:  # type: ignore[operator]
+            elif expiring and expires < expiring[-1].expires_at:  # type: ignore[operator]  # it has one
                 self.expiry_due = min(self.expiry_due, expires)  # out of order: a scan finds it
             expiring.append(message)
         if self.tally is not None:
@@ -276,13 +280,6 @@ class Session:
             self.tally.messages += 1
             if expires is not None and expires < self.tally.expiry_due:
                 self.tally.expiry_due = expires
-
-    def _left_head(self, message: Outgoing) -> None:
-        """``message``, the queue's first, is out of it: first of ``expiring`` too, if there."""
-        if message.expires_at is not None:
-            first = self.expiring.popleft()
-            assert first is message, "expiring keeps the queue's order"
-        self._left_queue(message)
 
     def _left_queue(self, message: Outgoing) -> None:
         """``message`` is out of the queue (sent, dropped): its bytes are released."""
@@ -303,7 +300,9 @@ class Session:
                     self._left_queue(queued)
                     return queued
         victim = self.queue.popleft()
-        self._left_head(victim)
+        if victim.expires_at is not None:  # the first of ``expiring`` too (queue order)
+            self.expiring.popleft()
+        self._left_queue(victim)
         return victim
 
     def next_to_send(self, window: int) -> Outgoing | None:
@@ -316,7 +315,9 @@ class Session:
         if message.qos and len(self.inflight) >= window:
             return None
         self.queue.popleft()
-        self._left_head(message)
+        if message.expires_at is not None:  # the first of ``expiring`` too (queue order)
+            self.expiring.popleft()
+        self._left_queue(message)
         if message.qos:
             self.start_flight(message)
         return message
