@@ -20,7 +20,7 @@ The cost stays off the hot path and bounded:
   long intervals) may expire behind live ones: then ``expiring`` is scanned once that
   deadline passed (``expiry_due``), at most once per ``SCAN_EVERY`` per queue (and per
   device for the walk over its sessions), as each scan costs its length (1,000 messages:
-  ~0.1 ms). Such a message may hold room for up to ``SCAN_EVERY`` past its deadline. An
+  ~0.2 ms). Such a message may hold room for up to ``SCAN_EVERY`` past its deadline. An
   interval is whole seconds, so a message queued after a scan is due no earlier than a
   second later: only rare older ones (a retained message, a restored queue) pull a scan
   forward.
