@@ -5,6 +5,7 @@ from importlib.metadata import version
 from fastapi import Depends, FastAPI
 
 from admin import api_docs, health, problems, reference, v1, web
+from admin.audit import AuditLog
 from admin.body_guard import BodyGuard
 from admin.context import AdminContext
 from admin.headers import SecurityHeaders
@@ -42,6 +43,8 @@ def create_app(context: AdminContext) -> FastAPI:
     app.add_middleware(BodyGuard, limits=context.limits)
     # Outside the body guard, so that its 413 and 401 answers get the headers too.
     app.add_middleware(SecurityHeaders)
+    # Outermost: a request refused by the guards (401, 413) is in the audit trail too.
+    app.add_middleware(AuditLog)
     return app
 
 

@@ -74,6 +74,7 @@ DEVICES_PREFIX = "devices"
 # PUBLISH could carry: delivering it failed, again at each reconnect of a persistent session
 # that had queued it.
 MAX_CANONICAL_TOPIC_BYTES = MAX_TOPIC_BYTES - (len(ME_PREFIX) - len(DEVICES_PREFIX) - 2)
+DEVICES_TOPIC_PREFIX = DEVICES_PREFIX + SEPARATOR
 
 
 class Who(StrEnum):
@@ -262,8 +263,10 @@ class CompiledAcl:
     def can_publish(self, topic: str) -> bool:
         """May the client publish to ``topic`` (in the broker's form)? False for anything not
         a topic name, or longer than every form it is delivered in fits in."""
-        if len(topic) * 4 > MAX_CANONICAL_TOPIC_BYTES and (
-            len(topic.encode()) > MAX_CANONICAL_TOPIC_BYTES
+        if len(topic) * 4 > MAX_CANONICAL_TOPIC_BYTES and len(topic.encode()) > (
+            # Only a ``devices/N/...`` topic has a longer form (§4.7.3: any other of 65,535
+            # bytes is delivered as it is).
+            MAX_CANONICAL_TOPIC_BYTES if topic.startswith(DEVICES_TOPIC_PREFIX) else MAX_TOPIC_BYTES
         ):
             return False
         publish = self._publish

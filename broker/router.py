@@ -41,7 +41,7 @@ from broker.mqtt.connection import CONNECTED
 from broker.mqtt.expiry import for_connected_only
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
-from broker.mqtt.session import RELEASED, Outgoing, Subscription
+from broker.mqtt.session import Outgoing, Subscription
 from broker.mqtt.shared import SharedGroup, SharedSubscriptions
 from broker.mqtt.trie import SubscriptionTrie, collect
 from broker.outgoing import copy_for
@@ -310,11 +310,13 @@ class LocalRouter:
     def session_ended(self, gone: list[Outgoing]) -> None:
         """§4.8.2: a message sent to a member whose session ended before it was acknowledged
         SHOULD go to another member of the shared subscription. The ended session has left
-        its groups by now, so the pick is among the others; a QoS 2 message whose PUBREC came
-        is the client's already (§4.3.3). No publisher waits for an arriving member's release."""
+        its groups by now, so the pick is among the others. A QoS 2 message sent once goes
+        to no other member [MQTT-4.8.2-5]: the client may have it, and exactly once is the
+        promise (a queued one, never sent, does go). No publisher waits for an arriving
+        member's release."""
         mark = len(self.waits)
         for out in gone:
-            if not isinstance(out, SharedOutgoing) or out.state == RELEASED:
+            if not isinstance(out, SharedOutgoing) or (out.qos == 2 and out.sent):
                 continue
             group = out.group
             if self.shared.group(group.name, group.topic_filter) is not group:

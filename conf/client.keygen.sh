@@ -55,6 +55,20 @@ if [[ -z "$props" ]]; then
 fi
 [[ -f "$props" && -r "$props" ]] || die "cannot read properties file $props"
 
+# Sourcing the file runs it as this user's code, and ./keygen.properties is picked up from
+# wherever the script is run (/tmp too): refuse a file another user could have written.
+# Group-writable is allowed (a umask of 002 makes every file so, for the user's own group).
+where="$props"
+[[ "$where" == /* ]] || where="./$where"
+if [[ ! -O "$where" && -z "$(find "$where" -maxdepth 0 -user 0 2>/dev/null)" ]]; then
+  die "$props belongs to another user: sourcing it would run their commands as you" \
+    "(read it, copy it, and pass the copy with -p)"
+fi
+if [[ -n "$(find "$where" -maxdepth 0 -perm -0002 2>/dev/null)" ]]; then
+  die "$props is writable by every user: sourcing it would run their commands as you" \
+    "(chmod o-w $props)"
+fi
+
 # Minimal images may lack hostname(1); the file calls "$(hostname)".
 if ! command -v hostname >/dev/null 2>&1; then
   hostname() { uname -n; }

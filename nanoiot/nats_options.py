@@ -15,11 +15,19 @@ def check_nats_url(url: str) -> None:
     """ValueError naming the URL unless it is nats:// or tls:// with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ValueError(f"'{url}' is not a NATS URL (nats://host:4222 or tls://host:4222)")
+        raise ValueError(f"'{_shown(url)}' is not a NATS URL (nats://host:4222 or tls://host:4222)")
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
-        raise ValueError(f"'{url}' has a bad port") from None
+        raise ValueError(f"'{_shown(url)}' has a bad port") from None
+
+
+def _shown(url: str) -> str:
+    """``url`` without what comes before its host's ``@``: NATS takes ``user:password@`` and
+    ``token@`` there, and a message naming the URL must not carry them."""
+    start = url.find("://") + 3 if "://" in url else 0
+    _userinfo, at, rest = url[start:].rpartition("@")
+    return f"{url[:start]}***@{rest}" if at else url
 
 
 def check_nats_urls(urls: str | None) -> str | None:

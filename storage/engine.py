@@ -16,6 +16,7 @@ mid-transaction does not hold its locks for as long as it stays stopped.
 """
 
 import functools
+import re
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -51,12 +52,21 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+# Query parameters that hold a secret: SQLAlchemy hands every query parameter to the driver
+# as a connect argument, so ``?password=...`` is as much the password as ``user:...@``.
+_SECRET_PARAMETER = re.compile(r"pass|secret|token", re.IGNORECASE)
+_HIDDEN = "NANOIOT-HIDDEN"
+
+
 def masked(url: str | URL) -> str:
-    """The URL as safe to show: the password replaced by ***."""
+    """The URL as safe to show: the password, and any query parameter holding one, as ***."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "<unparsable database URL>"
+    secret = {key: _HIDDEN for key in parsed.query if _SECRET_PARAMETER.search(key)}
+    shown = parsed.update_query_dict(secret) if secret else parsed
+    return shown.render_as_string(hide_password=True).replace(_HIDDEN, "***")
 
 
 @dataclass(frozen=True)
@@ -194,16 +204,22 @@ def _one_line(url: str, exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines() or [type(cause).__name__]
     text = lines[0][:300]
-    password = _password(url)
-    return text.replace(password, "***") if password else text
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
-def _password(url: str) -> str | None:
+def _secrets(url: str) -> list[str]:
+    """The URL's password and its secret query parameters' values (see ``masked``)."""
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
     except ArgumentError:
-        return None
-    return str(password) if password else None
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if _SECRET_PARAMETER.search(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return [secret for secret in found if secret]
 
 
 def _is_connection_problem(exc: Exception) -> bool:

@@ -7,6 +7,7 @@ with ``client --provision``, registers the new certificate in the store.
 
 import datetime as dt
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -107,10 +108,12 @@ def client(
     if provision:
         _provision(ctx, properties.client_cn, device.cert.public_bytes(Encoding.PEM))
     else:
-        name = properties.client_cn
+        # Quoted for the shell it will be pasted into: the CN and the folder are the
+        # operator's text, and a quote or $(...) in them must stay text.
+        name, cert = shlex.quote(properties.client_cn), shlex.quote(str(paths.cert_pem))
         typer.echo(
-            f"next: rerun with --provision, or: nanoiot device add '{name}' && "
-            f"nanoiot credentials add-x509 '{name}' {paths.cert_pem}"
+            f"next: rerun with --provision, or: nanoiot device add {name} && "
+            f"nanoiot credentials add-x509 {name} {cert}"
         )
 
 

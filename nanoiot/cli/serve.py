@@ -149,12 +149,21 @@ async def _api(settings: "Settings") -> None:
 
 
 def warn_loose_permissions(settings: "Settings") -> None:
-    """A warning for the data directory, or a secret file in it, that others may read."""
+    """A warning for the data directory, a secret file in it, or the broker's private key
+    (its PEM file or keystore, wherever it is) that others may read."""
     from admin.token import TOKEN_FILE
+    from nanoiot.settings.tls import CredentialsType
     from storage.engine import is_sqlite
     from storage.secrets import KEY_FILE, permission_warnings
 
     files = [settings.data_dir / TOKEN_FILE, settings.data_dir / KEY_FILE]
+    # A server key that others can read lets them impersonate the broker to every device.
+    # Warned, not refused: some secret stores mount files 0644 inside a container that is
+    # all the key's owner's own.
+    key = settings.mqtt_ssl_pem_key or settings.mqtt_ssl_pem_cert  # the key may share it
+    if settings.mqtt_ssl_credentials_type is CredentialsType.KEYSTORE:
+        key = settings.mqtt_ssl_key_store
+    files += [key] if key is not None else []
     url = settings.effective_database_url
     database = url.split("///", 1)[1] if is_sqlite(url) and "///" in url else None
     if database and not database.startswith("file:"):

@@ -66,7 +66,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_problem(path, exc)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -76,6 +76,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(f"{path}: unknown setting '{key}'{_suggest(str(key))}")
     return {key: value for key, value in loaded.items() if value is not None}
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line naming where the file stops being YAML, never the text there: PyYAML's own
+    message quotes the offending line, which may be a password or a database URL."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    if mark is None:
+        return f"{path}: not valid YAML: {problem}"
+    text = f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:  # e.g. the line where an unclosed quote opened
+        text += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    return text
 
 
 def _env_value(field: str, name: str, value: str) -> Any:

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from auth.acl import MAX_CANONICAL_TOPIC_BYTES, Acl, Identity, to_canonical, to_device_form
 from auth.topics import MAX_TOPIC_BYTES
+from tests.auth.acls import DEVICE, compiled, rule
 from tests.auth.topic_strategies import LEVEL
 
 
@@ -82,3 +83,7 @@ def test_a_topic_too_long_in_one_of_its_forms_may_not_be_published() -> None:
     assert app.can_publish(fits)
     assert not app.can_publish(fits + "x")
     assert device.can_publish(to_canonical("v1/devices/me/" + "x" * 60_000, "dev-1"))
+    # A topic outside ``devices/`` has one form: 65,535 bytes are delivered as they are.
+    anywhere = compiled(DEVICE, rule("#"))
+    assert anywhere.can_publish("t" * MAX_TOPIC_BYTES)
+    assert not anywhere.can_publish("t" * (MAX_TOPIC_BYTES + 1))

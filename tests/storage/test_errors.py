@@ -28,6 +28,17 @@ async def test_unreachable_postgres_is_unavailable_without_the_password() -> Non
     assert "\n" not in message
 
 
+async def test_a_password_given_as_a_query_parameter_is_masked_too() -> None:
+    # asyncpg takes ?password= as the password (SQLAlchemy passes query parameters on).
+    url = f"postgresql+asyncpg://nanoiot@127.0.0.1:{_closed_port()}/nanoiot?password=hunter2-q"
+    with pytest.raises(StoreUnavailableError) as caught:
+        await SqlCredentialStore.open(url)
+    message = str(caught.value)
+    assert "hunter2-q" not in message
+    assert "nanoiot@127.0.0.1" in message
+    assert "password=***" in message
+
+
 async def test_sqlite_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
     directory = tmp_path / "is-a-directory.db"
     directory.mkdir()
