@@ -7,7 +7,6 @@ and ``stop()`` closes everything it opened, in reverse order.
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import socket
@@ -216,7 +215,8 @@ class RunningBroker:
             fencing: Fencing | None = None
             if cluster_router is not None:  # the others' routes, before any subscription
                 await cluster_router.start(broker.retained, broker.registry)
-                _survivor_decides(cluster_router, authenticator)  # before any departure
+                # Before any departure.
+                _survivor_decides(cluster_router, authenticator, settings.cluster_max_will_lookups)
                 await cluster_router.start_members(
                     settings.cluster_heartbeat_interval, lambda: member_figures(broker),
                     sock.getsockname()[1], broker.registry,
@@ -329,12 +329,14 @@ def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "F
     return fencing
 
 
-def _survivor_decides(router: "ClusterRouter", authenticator: Authenticator) -> None:
-    """A dead member's client's will is decided again before it is published here."""
-    from broker.cluster.will_decision import refusal_now
+def _survivor_decides(router: "ClusterRouter", authenticator: Authenticator, at_once: int) -> None:
+    """A dead member's client's will is decided again before it is published here, at most
+    ``at_once`` at a time."""
+    from broker.cluster.will_decision import Decisions
 
     assert router.wills is not None
-    router.wills.survivor.refusal = functools.partial(refusal_now, authenticator)
+    router.wills.survivor.refusal = Decisions(authenticator, at_once)
+    router.wills.survivor.in_flight = at_once
 
 
 def _cluster_router(

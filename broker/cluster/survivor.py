@@ -28,7 +28,8 @@ from, or a survivor of that one): it names the connect it replaced (``came_back`
 will is published only by the process its departure names, so that a process cut off from
 NATS long enough to be taken over (``broker.cluster.fence``) leaves it to the survivor that
 took over. Just before a will is published its device is decided again, and the will dropped
-if its connection would be refused now (``broker.cluster.will_decision``).
+if its connection would be refused now (``broker.cluster.will_decision``); a run's wills are
+settled ``in_flight`` at a time (``cluster_max_will_lookups``), each of its own session.
 """
 
 import asyncio
@@ -54,6 +55,7 @@ from broker.cluster.departure import (
 )
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
+from broker.cluster.will_decision import at_most
 from broker.cluster.will_entries import (
     StoredWill,
     delete_will,
@@ -103,6 +105,7 @@ class Survivor:
         # before it is published (``broker.cluster.will_decision``); and how many it refused.
         self.refusal: Callable[[StoredWill], Awaitable[str | None]] | None = None
         self.refused = 0
+        self.in_flight = 1  # wills of a run decided and published at once (``at_most``)
         # What else the survivor chosen for a departure does: adopt its sessions.
         self.adopt: Callable[[str], Awaitable[object]] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -228,11 +231,9 @@ class Survivor:
         found = await wills_of(self.bucket, run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
         self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
-        for kv_key, will, revision in found:
-            if will.delay:
-                await self._delay(run, kv_key, will, revision)
-            else:
-                await self._due(run, kv_key, will)
+        works = (self._delay(run, key, will, rev) if will.delay else self._due(run, key, will)
+                 for key, will, rev in found)  # fmt: skip
+        await at_most(self.in_flight, works)  # each of its own session: in any order
         if adopt and self.adopt is not None:
             try:
                 await self.adopt(name)

@@ -55,6 +55,11 @@ back), a will that falls due on it is published exactly once whichever way the o
   was fenced off: the will was due then, and is published late (``taken_on_in_time``:
   when NATS wrote the claim against when the delay ended).
 
+Either way such a will is in no session's waiting will while held, so a revocation does not
+drop it then (``broker.revocation``): just before it is published it is decided again, as a
+survivor decides a dead member's (``broker.cluster.will_decision``), and dropped if its
+device would be refused now (revoked, disabled, deleted).
+
 What is held is bounded (``cluster_max_held_wills``); past it a will is dropped and counted.
 
 A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
@@ -200,6 +205,9 @@ class Wills:
             return
         if self._unkept.get(peer.key) is client:
             del self._unkept[peer.key]
+            will = None if self.survivor.refusal is None else stored_will(client, 0)
+            if will is not None:  # decided again once NATS is back, before it goes out
+                publish = functools.partial(self._spawn_decided, will, publish)
             self._hold(self._orphans.append, publish, client.label)
             return
         written = self._written.get(peer.key)
@@ -264,11 +272,29 @@ class Wills:
     def _spawn_late(self, will: StoredWill, fenced_at: float) -> None:
         self._spawn(self._late(will, fenced_at))
 
+    def _spawn_decided(self, will: StoredWill, publish: Callable[[], None]) -> None:
+        self._spawn(self._decided(will, publish))
+
+    async def _decided(self, will: StoredWill, publish: Callable[[], None]) -> None:
+        if not await self._refused(will):
+            publish()
+
+    async def _refused(self, will: StoredWill) -> bool:
+        """Whether ``will``'s connection would be refused now (a will held here is in no
+        session, out of a revocation's reach): then dropped, counted with the survivor's."""
+        decide = self.survivor.refusal
+        refusal = None if decide is None else await decide(will)
+        if refusal is not None:
+            self.survivor.refused += 1
+            log.warning("will of session %s dropped: %s", store_key(will.key), refusal)
+        return refusal is not None
+
     async def _late(self, will: StoredWill, fenced_at: float) -> None:
         """Publish the will of a connection the fencing closed, once what is left of its
         delay passed, or at once when its client connects again with Clean Start, which ends
         the session; dropped if its client connects again without before the delay ended
-        (§3.1.3.2.2, ``taken_on_in_time``)."""
+        (§3.1.3.2.2, ``taken_on_in_time``), or if its device would be refused now
+        (``_refused``)."""
         kv_key = to_key(store_key(will.key))
         try:
             left = will.delay - (asyncio.get_running_loop().time() - fenced_at)
@@ -280,7 +306,8 @@ class Wills:
             log.info("will of session %s dropped: its client took the session on before its "
                      "delay ended", store_key(will.key))  # fmt: skip
             return
-        self.publish(will)
+        if not await self._refused(will):
+            self.publish(will)
 
     async def _claim_after(
         self, kv_key: str, since: int, within: float

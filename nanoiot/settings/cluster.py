@@ -45,6 +45,10 @@ class ClusterSettings(SettingsGroup):
     # Wills a member cut off from NATS holds back until it is back (broker.cluster.wills);
     # past it a will falling due is dropped (and logged).
     cluster_max_held_wills: int = Field(1000, ge=0)
+    # Wills of a dead member decided again at once, a lookup in the database each, before they
+    # are published (broker.cluster.will_decision); below the lookup pool's 5 connections, so
+    # that the connects of that member's clients, which come meanwhile, find one free.
+    cluster_max_will_lookups: int = Field(4, ge=1, le=64)
     # Seconds a member a persistent session moved away from keeps sending on to its new member
     # what members with older route tables still route to it (broker.cluster.handover).
     cluster_handover_window: float = Field(10.0, ge=0.5, le=600.0)

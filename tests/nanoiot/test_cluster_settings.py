@@ -116,6 +116,11 @@ REFUSED = {
         "'cluster_qos2_ids_kept'",
         "greater than or equal to 1000",
     ),
+    "no-will-lookups": (  # a dead member's wills would never be decided
+        {"NANOIOT_CLUSTER_MAX_WILL_LOOKUPS": "0"},
+        "'cluster_max_will_lookups'",
+        "greater than or equal to 1",
+    ),
     "negative-completed-qos2-ids": (
         {"NANOIOT_CLUSTER_QOS2_COMPLETED_KEPT": "-1"},
         "'cluster_qos2_completed_kept'",
