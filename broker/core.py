@@ -9,7 +9,7 @@ its subscription trie, the retained messages, the session store, and the metrics
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from auth.acl import Acl, CompiledAcl, Identity
@@ -207,13 +207,15 @@ class Broker:
 
     def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
         """The sessions of these devices (None: any) whose client is away and whose 5.0 will
-        waits for its delay, each with that will."""
-        return [
-            (session, will)
-            for session in self.registry.sessions.values()
-            if isinstance(will := session.pending_will, DelayedWill)
-            and (device_ids is None or session.device_id in device_ids)
-        ]
+        waits for its delay, each with that will. Only these devices' sessions are looked at
+        (the table's per-device index): a change batch costs what it touches."""
+        table = self.registry.sessions
+        sessions = (
+            table.values()
+            if device_ids is None
+            else [s for device_id in device_ids for s in table.of_device(device_id)]
+        )
+        return [(s, will) for s in sessions if isinstance(will := s.pending_will, DelayedWill)]
 
     def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
         """Never publish ``will``, ``session``'s waiting will: its device may no longer
@@ -223,8 +225,15 @@ class Broker:
         session.drop_will()
         log.info("will of session %s dropped: %s", session.store_key, reason)
 
-    def live_peers(self) -> list[Peer]:
-        return [c.peer for c in self.registry.live_clients() if c.peer is not None]
+    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]:
+        """The live connections' peers, of these devices only (None: all), found by the
+        registry's device index rather than among every connection."""
+        if device_ids is None:
+            clients: Iterable[MqttClient] = self.registry.live_clients()
+        else:
+            live = self.registry.live
+            clients = [c for device_id in device_ids for c in live.get(device_id, ())]
+        return [c.peer for c in clients if c.peer is not None]
 
     @property
     def live(self) -> dict[str, set[MqttClient]]:

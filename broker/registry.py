@@ -346,7 +346,7 @@ class Registry:
 
     def drop_device(self, device_id: str) -> int:
         """Forget every session of a deleted device (its rows went with it)."""
-        gone = [s for key, s in self.sessions.items() if key[0] == device_id]
+        gone = self.sessions.of_device(device_id)
         for session in gone:
             self.end(session, will=False)
         return len(gone)

@@ -11,6 +11,11 @@ that one of its sessions, its client away, holds for its Will Delay Interval (MQ
 The same re-decision closes a connection whose certificate expired meanwhile, when its
 timer says so (``broker.cert_expiry``).
 
+A batch costs what it touches, not the fleet: the changed devices' connections and sessions
+are found by the broker's per-device indexes (``Registry.live``, ``SessionTable.of_device``),
+since provisioning a fleet is a change per device, a batch every quarter second. Only a
+trusted CA's change, which may decide any connection, looks at them all.
+
 A look is first the store's change marker (the feed's highest seq, read without the ORM in
 some ten microseconds), and the feed's range query only when that moved: an idle broker must
 cost next to nothing.
@@ -44,7 +49,7 @@ _PAGE = 1000  # changes read at once
 class LiveBroker(Protocol):
     """What the follower needs of the broker (``broker.core.Broker``)."""
 
-    def live_peers(self) -> list[Peer]: ...
+    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]: ...
     def waiting_wills(
         self, device_ids: set[str] | None
     ) -> list[tuple[BrokerSession, DelayedWill]]: ...
@@ -154,10 +159,9 @@ class RevocationFollower:
                     deleted.add(str(change.device_id))
         # Connects whose lookup is running now look again (Broker.decide).
         self._broker.note_changes(None if recheck_ca_issued else devices)
-        peers = [p for p in self._broker.live_peers() if p.device_id in devices]
-        if recheck_ca_issued:
-            peers += [p for p in self._broker.live_peers() if p.device_id not in devices]
-        for peer in peers:
+        # Only the changed devices' connections and sessions are looked up (the broker's
+        # per-device indexes): a batch costs what it touches, not the fleet.
+        for peer in self._broker.live_peers(None if recheck_ca_issued else devices):
             await self._recheck(peer)
         if devices or recheck_ca_issued:
             await self._recheck_wills(None if recheck_ca_issued else devices)

@@ -1,12 +1,13 @@
-"""The registry's sessions by ``(device id, client id)``, with how many each device holds.
+"""The registry's sessions by ``(device id, client id)``, with each device's kept apart.
 
-``max_sessions_per_device`` is checked on every connect that would start a session: a count
-kept as sessions come and go, not a scan of every session. In a cluster the count is the
-cluster's: each add and remove is told to ``Seats`` (``broker.cluster.seats``), which a
-connect starting a new session asks for a seat.
+``max_sessions_per_device`` is checked on every connect that would start a session, and the
+change-feed follower (``broker.revocation``) looks at the sessions of the devices a change
+touches: both ask the per-device index kept as sessions come and go, never a scan of every
+session (a fleet's provisioning is a change per device, a few batches a second). In a
+cluster the count is the cluster's: each add and remove is told to ``Seats``
+(``broker.cluster.seats``), which a connect starting a new session asks for a seat.
 """
 
-from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -36,26 +37,30 @@ class SessionTable(dict[SessionKey, BrokerSession]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._per_device: Counter[str] = Counter()
+        # Device id -> its sessions' keys (a dict: kept in the order they came, as the table).
+        self._per_device: dict[str, dict[SessionKey, None]] = {}
         self.changed: Callable[[str], None] | None = None  # told each device whose count changes
 
     def __setitem__(self, key: SessionKey, session: BrokerSession) -> None:
         if key not in self:
-            self._per_device[key[0]] += 1
+            self._per_device.setdefault(key[0], {})[key] = None
             if self.changed is not None:
                 self.changed(key[0])
         super().__setitem__(key, session)
 
     def __delitem__(self, key: SessionKey) -> None:
         super().__delitem__(key)
-        left = self._per_device[key[0]] - 1
-        if left:
-            self._per_device[key[0]] = left
-        else:
+        keys = self._per_device[key[0]]
+        del keys[key]
+        if not keys:
             del self._per_device[key[0]]
         if self.changed is not None:
             self.changed(key[0])
 
     def held_by(self, device_id: str) -> int:
         """How many sessions ``device_id`` holds here (connected or kept)."""
-        return self._per_device[device_id]
+        return len(self._per_device.get(device_id, ()))
+
+    def of_device(self, device_id: str) -> list[BrokerSession]:
+        """The sessions ``device_id`` holds here, in the order they came."""
+        return [self[key] for key in self._per_device.get(device_id, ())]

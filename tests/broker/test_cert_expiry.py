@@ -46,7 +46,7 @@ class _Unanswered(Authenticator):
 
 
 class _NoPeers:
-    def live_peers(self) -> list[Peer]:
+    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]:
         return []
 
     def note_changes(self, device_ids: set[str] | None) -> None:

@@ -22,7 +22,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.noted: list[set[str] | None] = []
 
-    def live_peers(self) -> list[Peer]:
+    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]:
         return []
 
     def note_changes(self, device_ids: set[str] | None) -> None:
