@@ -68,7 +68,8 @@ class HeldAcks:
     @property
     def subscribing(self) -> bool:
         """As many SUBACKs are held as may be: the client is not read meanwhile."""
-        return self._subacks >= self._client.broker.config.max_subacks_waiting
+        held = self._subacks
+        return held > 0 and held >= self._client.broker.config.max_subacks_waiting
 
     def acknowledge(
         self,
