@@ -151,13 +151,20 @@ class Authenticator:
         """The decision on a certless connection (access token, MQTT basic) admitted before,
         from the credential it was admitted with: what may have changed since, the
         credential's status and its device's, decided as at its connect. Its secret is not
-        needed (nor kept anywhere but the store): it cannot change under the same id."""
+        needed (nor kept anywhere but the store): it cannot change under the same id. The id
+        comes from another member's will entry (NATS): one that is no UUID names nothing."""
+        try:
+            wanted = UUID(credential_id)
+        except ValueError:
+            return deny(
+                Reason.UNKNOWN_TOKEN, f"credential id '{printable(credential_id)}' unreadable"
+            )
         try:
             async with asyncio.timeout(within):
-                credential = await self._store.get_credential(UUID(credential_id))
+                credential = await self._store.get_credential(wanted)
                 device = await self._store.get_device(credential.device_id)
         except NotFoundError:
-            return deny(Reason.UNKNOWN_TOKEN, f"credential {credential_id} no longer exists")
+            return deny(Reason.UNKNOWN_TOKEN, f"credential {wanted} no longer exists")
         except StoreError as exc:
             return store_unavailable(str(exc))
         holder = holder_of(CredentialMatch(device, credential))

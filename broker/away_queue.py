@@ -2,11 +2,13 @@
 
 The router (``broker.router``) hands a QoS 1 or 2 copy for a session without a client
 here; ``AwayQueue.keep`` queues it within the session's limits (``max_queued_messages``,
-``max_queued_bytes``: the oldest go first, ``broker.mqtt.session``), writes the store, and
-counts and logs what the limits dropped. Apart from the router because it is the one place
-where routing drops messages, and that is logged and counted, not silent.
+``max_queued_bytes``: expired messages go first, then the oldest, ``broker.mqtt.session``),
+writes the store (deleting what went), and counts and logs what the limits dropped (those
+that expired are counted only). Apart from the router because it is the one place where
+routing drops messages, and that is logged and counted, not silent.
 """
 
+import asyncio
 import logging
 
 from broker.metrics import BrokerMetrics
@@ -34,18 +36,22 @@ class AwayQueue:
     def keep(self, session: BrokerSession, out: Outgoing) -> bool:
         """Keep a message for a persistent session whose client is away (§3.1.2.4), within
         its queue limits; True if the store was written."""
-        dropped = session.enqueue(out, self.limits)
+        # The broker's clock, as the messages' deadlines (5.0 §3.3.2.3.3) are on it.
+        dropped = session.enqueue(out, self.limits, asyncio.get_running_loop().time())
         kept = True
+        live = 0  # dropped by a limit, not for their expiry: logged
         for message, limit in dropped:
             self.metrics.count_limit(limit)
             if message is out:
                 kept = False
             else:
                 self.store.message_done(message)
+            if limit != "message_expiry":
+                live += 1
         if kept:
             self.store.message_queued(session, out)
-        if dropped:
-            self._log_drops(session, len(dropped), dropped[0][1])
+        if live:
+            self._log_drops(session, live, dropped[-1][1])
         return kept or bool(dropped)
 
     def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:

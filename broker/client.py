@@ -258,13 +258,13 @@ class MqttClient:
     def can_send_now(self, qos: int) -> bool:
         """Whether a message at ``qos`` would go out at once: not behind messages waiting in
         the session's queue or a full in-flight window, nor (QoS 0) dropped because the client
-        does not drain its output."""
+        does not drain its output (what a batch gave it counted as written, as ``deliver``)."""
         session = self.session
         if session is None or session.queue:
             return False
         if qos:
             return len(session.inflight) < self.core.window  # 5.0: the client's Receive Maximum
-        return self.tls.buffered() <= self.broker.config.max_outgoing_buffer
+        return self.tls.buffered() + self._batched <= self.broker.config.max_outgoing_buffer
 
     def acknowledge(
         self,

@@ -7,17 +7,19 @@ subscribed to its own topic and sent 10 MiB while its client is away, held about
 one certificate, in memory and in the store. Every session of a device shares one
 ``QueueTally`` (``broker.mqtt.session``), keyed by the device id as the subscription bytes
 are (``broker.subscription_bytes``): the device's or application's sessions in this process.
-Past a bound the policy is the per-session one (``Session.enqueue``): QoS 0 first, then the
-oldest of the queue that grows, counted as the limit's hit and logged once a minute per
-device (``broker.away_queue``).
+Past a bound the policy is the per-session one (``Session.enqueue``): the expired messages of
+the device's queues first (5.0 §3.3.2.3.3: never delivered, ``broker.mqtt.queues``), then
+QoS 0, then the oldest of the queue that grows, counted as the limit's hit and logged once
+a minute per device (``broker.away_queue``).
 
 A queue's message counts until it leaves the queue: sent to its client (then it is in
-flight, bounded by ``max_inflight_messages``; an expired one is dropped as its turn comes,
-5.0 §3.3.2.3.3, not before), dropped, or its session ended (expiry, a clean take-over, the
-device's deletion) or moved to another cluster member. A session read
-back from the store is taken in whole, even past these bounds (3.1.1 §4.1: kept for as long
-as the session lives, and those QoS 1/2 messages were acknowledged to their publishers):
-counted, logged, and its device's new messages dropped as above until enough are sent. In a
+flight, bounded by ``max_inflight_messages``), dropped (expired ones at a bound, or as their
+turn to be sent comes), or its session ended (expiry, a clean take-over, the device's
+deletion) or moved to another cluster member. A session read back from the store is taken
+in whole but for its expired messages (deleted, ``Registry.restore``), even past these
+bounds (3.1.1 §4.1: kept for as long as the session lives, and those QoS 1/2 messages were
+acknowledged to their publishers): counted, logged, and its device's new messages dropped
+as above until enough are sent. In a
 cluster the bounds are per broker process (node or worker), as the memory they bound is.
 """
 

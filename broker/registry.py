@@ -354,9 +354,11 @@ class Registry:
     def restore(self, sessions: list[BrokerSession]) -> list[BrokerSession]:
         """Take in the persistent sessions read from the store, their clients away; one whose
         expiry interval has passed since its client left is ended instead (§3.1.2.11.2), the
-        others expire when it will have. The ones taken in."""
+        others expire when it will have. The queued messages whose Message Expiry Interval
+        passed meanwhile are deleted, never counted (5.0 §3.3.2.3.3). The ones taken in."""
         kept: list[BrokerSession] = []
         loop = asyncio.get_running_loop()
+        now = loop.time()
         for session in sessions:
             left = session.expiry_left
             if left is not None and left <= 0:
@@ -366,6 +368,8 @@ class Registry:
                 continue
             if left is not None:
                 session.expiry_timer = loop.call_later(left, self._expired, session)
+            for message in session.purge_expired(now):
+                self.store.message_done(message)
             kept.append(session)
             for topic_filter, sub in session.subscriptions.items():
                 self.router.subscribe(session, topic_filter, sub)

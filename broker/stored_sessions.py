@@ -76,7 +76,8 @@ def _subscription(stored: StoredSubscription) -> Subscription:
 
 def _message(key: str, row: StoredMessage, wall: datetime, clock: float) -> Outgoing:
     """The message as queued before the restart; its expiry, if any, counts from when it was
-    received (§3.3.2.3.3): one already expired is dropped when its turn to be sent comes."""
+    received (§3.3.2.3.3): one already expired is deleted as the session is taken in
+    (``Registry.restore``)."""
     properties = _properties(row.properties)
     interval = properties.message_expiry
     expires_at = None

@@ -20,7 +20,8 @@ class Limits:
     # wait in the session's queue (MQTT 5 calls this the client's Receive Maximum).
     max_inflight: int = 20
     # Messages and payload bytes a session's queue holds (offline, or behind the in-flight
-    # window); past either, QoS 0 messages are dropped first, then the oldest.
+    # window); past either, the expired messages are dropped first (``broker.mqtt.queues``),
+    # then QoS 0 ones, then the oldest.
     max_queued_messages: int = 1000
     max_queued_bytes: int = 10 * 1024 * 1024
     # The same for all the sessions of one device in this process together (a device may

@@ -70,7 +70,7 @@ class Outbound:
             if for_connected_only(message.properties):
                 # 5.0 §3.3.2.3.3: a lifetime of 0 does not wait for a turn that comes later.
                 return [MessageDropped(message, "message_expiry")]
-            return self._dropped(session.enqueue(message, self.limits))
+            return self._dropped(session.enqueue(message, self.limits, self.now))
         if message.qos:
             session.start_flight(message)
         event = self._send_first(message, publishing=True)

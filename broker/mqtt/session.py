@@ -15,10 +15,11 @@ keeps a handle to it (``stored``) that follows those changes.
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Final
 
 from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
+from broker.mqtt.queues import NEVER, NO_QUEUE, expired_of_device, next_expiry, remove, take_expired
+from broker.mqtt.queues import QueueTally as QueueTally  # where it was first
 
 QUEUED, SENT, RELEASED = 0, 1, 2  # an Outgoing's state
 _MAX_PACKET_ID = 65535  # §2.3.1: a two-byte, non-zero id
@@ -137,41 +138,10 @@ class Outgoing:
         return f"Outgoing({self.topic!r}, qos={self.qos}, id={self.packet_id}, state={self.state})"
 
 
-class _NoQueue(deque["Outgoing"]):
-    """The queue of every session that has nothing queued yet: one shared, empty deque that
-    refuses to grow. An empty deque is 760 bytes, and most sessions (idle devices, clean
-    sessions of connected clients) never queue anything; ``Session`` gives itself a deque
-    of its own for its first queued message."""
-
-    def append(self, _message: "Outgoing") -> None:
-        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
-
-    def appendleft(self, _message: "Outgoing") -> None:
-        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
-
-    def extend(self, _messages: object) -> None:
-        raise TypeError("the shared empty queue does not grow: see Session.enqueue")
-
-
-_NO_QUEUE: Final = _NoQueue()
-
-
-class QueueTally:
-    """What the queues of all one device's sessions in this process hold together
-    (``max_queued_messages_per_device``, ``max_queued_bytes_per_device``): shared by those
-    sessions, each counting its own queue in it (``Session.attach``)."""
-
-    __slots__ = ("__weakref__", "bytes", "messages")
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.messages = 0
-
-
 class Session:
     __slots__ = (
-        "_next_id", "awaiting_pubrel", "inflight", "key", "persistent", "queue",
-        "queued_bytes", "queued_qos0", "subscriptions", "tally",
+        "_next_id", "awaiting_pubrel", "expiring", "expiry_due", "inflight", "key", "persistent",
+        "queue", "queued_bytes", "queued_qos0", "subscriptions", "tally",
     )  # fmt: skip
 
     def __init__(self, key: Hashable, *, persistent: bool) -> None:
@@ -180,10 +150,14 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         # Sent and not yet acknowledged, in the order sent (§4.6): packet id -> message.
         self.inflight: dict[int, Outgoing] = {}
-        self.queue: deque[Outgoing] = _NO_QUEUE  # its own once something is queued
+        self.queue: deque[Outgoing] = NO_QUEUE  # its own once something is queued
         self.queued_bytes = 0
         self.queued_qos0 = 0
         self.tally: QueueTally | None = None  # its device's queues (None: not bounded)
+        # The queued messages that have an expiry, in queue order; and when a scan of them
+        # is due (NEVER: their deadlines are in that order), ``broker.mqtt.queues``.
+        self.expiring: deque[Outgoing] = NO_QUEUE
+        self.expiry_due = NEVER
         self.awaiting_pubrel: set[int] = set()  # inbound QoS 2 ids (§4.3.3, method A)
         self._next_id = 1
 
@@ -200,8 +174,12 @@ class Session:
         self.tally = tally
         tally.bytes += self.queued_bytes
         tally.messages += len(self.queue)
+        tally.sessions.append(self)
+        tally.expiry_due = min(tally.expiry_due, next_expiry(self))
 
-    def enqueue(self, message: Outgoing, limits: Limits) -> list[tuple[Outgoing, str]]:
+    def enqueue(
+        self, message: Outgoing, limits: Limits, now: float | None = None
+    ) -> list[tuple[Outgoing, str]]:
         """Queue ``message``; the messages dropped to keep within the limits (it may be one),
         each with the limit it hit.
 
@@ -209,20 +187,52 @@ class Session:
         may be lost anyway, §4.3.1), then the oldest. Past a device's bound (all its
         sessions' queues together) the same, from this session's own queue, never another
         session's; if the device's other sessions hold the bound without it, ``message``
-        itself is dropped (dropping this queue would make no room).
+        itself is dropped (dropping this queue would make no room). Before any of that, the
+        messages expired by ``now`` (5.0 §3.3.2.3.3), of the device's other queues too, go
+        ("message_expiry"): never delivered, they take no room from live ones.
         """
         if message.size > limits.max_queued_bytes:
             return [(message, "max_queued_bytes")]
-        if (crowded := self._crowded(message, limits)) is not None:
-            return [(message, crowded)]
         dropped: list[tuple[Outgoing, str]] = []
+        crowded = self._crowded(message, limits)
+        if crowded is not None and now is not None:  # expired messages make room first
+            dropped, now = self._expired(now), None  # once: ``now`` is spent
+            crowded = self._crowded(message, limits)
+        if crowded is not None:
+            dropped.append((message, crowded))
+            return dropped
         while (limit := self._past(message, limits)) is not None:
+            if now is not None:
+                dropped, now = self._expired(now), None
+                if dropped:
+                    continue
             if not self.queue or (not self.queued_qos0 and message.qos == 0):
                 dropped.append((message, limit))
                 return dropped
             dropped.append((self._remove_victim(), limit))
         self._append(message)
         return dropped
+
+    def _expired(self, now: float) -> list[tuple[Outgoing, str]]:
+        """Make room at a bound: the expired messages of this queue, then of the device's."""
+        tally = self.tally
+        if (tally is None or now < tally.expiry_due) and now < next_expiry(self):
+            return []  # the usual case: nothing due
+        gone = self.purge_expired(now)
+        if tally is not None:
+            gone += expired_of_device(tally, now, self)
+        return [(message, "message_expiry") for message in gone]
+
+    def purge_expired(self, now: float) -> list[Outgoing]:
+        """Take the messages expired by ``now`` out of the queue, no longer counted, for the
+        caller to forget (``broker.mqtt.queues``)."""
+        if now < next_expiry(self):
+            return []
+        gone, self.expiry_due = take_expired(self.expiring, now, self.expiry_due)
+        remove(self.queue, gone)
+        for message in gone:
+            self._left_queue(message)
+        return gone
 
     def _crowded(self, message: Outgoing, limits: Limits) -> str | None:
         """The device's bound ``message`` passes even with this session's queue empty."""
@@ -251,15 +261,25 @@ class Session:
         return None
 
     def _append(self, message: Outgoing) -> None:
-        if self.queue is _NO_QUEUE:
+        if self.queue is NO_QUEUE:
             self.queue = deque()
         self.queue.append(message)
         self.queued_bytes += message.size
         if message.qos == 0:
             self.queued_qos0 += 1
+        expires = message.expires_at
+        if expires is not None:
+            expiring = self.expiring
+            if expiring is NO_QUEUE:
+                expiring = self.expiring = deque()
+            elif expiring and expires < expiring[-1].expires_at:  # type: ignore[operator]  # it has one
+                self.expiry_due = min(self.expiry_due, expires)  # out of order: a scan finds it
+            expiring.append(message)
         if self.tally is not None:
             self.tally.bytes += message.size
             self.tally.messages += 1
+            if expires is not None and expires < self.tally.expiry_due:
+                self.tally.expiry_due = expires
 
     def _left_queue(self, message: Outgoing) -> None:
         """``message`` is out of the queue (sent, dropped): its bytes are released."""
@@ -275,9 +295,13 @@ class Session:
             for index, queued in enumerate(self.queue):
                 if queued.qos == 0:
                     del self.queue[index]
+                    if queued.expires_at is not None:
+                        self.expiring.remove(queued)
                     self._left_queue(queued)
                     return queued
         victim = self.queue.popleft()
+        if victim.expires_at is not None:  # the first of ``expiring`` too (queue order)
+            self.expiring.popleft()
         self._left_queue(victim)
         return victim
 
@@ -291,6 +315,8 @@ class Session:
         if message.qos and len(self.inflight) >= window:
             return None
         self.queue.popleft()
+        if message.expires_at is not None:  # the first of ``expiring`` too (queue order)
+            self.expiring.popleft()
         self._left_queue(message)
         if message.qos:
             self.start_flight(message)
@@ -348,9 +374,12 @@ class Session:
         if self.tally is not None:
             self.tally.bytes -= self.queued_bytes
             self.tally.messages -= len(self.queue)
+            self.tally.sessions.remove(self)
             self.tally = None
         self.inflight.clear()
         self.queue.clear()
+        self.expiring.clear()
         self.queued_bytes = self.queued_qos0 = 0
+        self.expiry_due = NEVER
         self.awaiting_pubrel.clear()
         return gone

@@ -71,10 +71,24 @@ def add_x509(
 def add_token(
     ctx: typer.Context,
     device: DeviceName,
-    token: Annotated[str | None, typer.Argument(help="Access token; generated if omitted.")] = None,
+    token: Annotated[
+        str | None, typer.Argument(help="Refused: use --token-stdin.", hidden=True)
+    ] = None,
+    token_stdin: Annotated[
+        bool,
+        typer.Option("--token-stdin", help="Read the token from standard input (else generated)."),
+    ] = False,
 ) -> None:
     """Give a device an access token (its MQTT user name when it has no certificate)."""
-    value = token or secrets.token_urlsafe(15)
+    # The token is the device's whole secret: on the command line, every local user sees it
+    # in `ps` (/proc/PID/cmdline) and the shell keeps it in its history. As add-basic's
+    # password, a chosen one comes on standard input.
+    if token is not None:
+        fail("a token on the command line is visible to other users (ps) and kept in shell "
+             "history: pass --token-stdin and give it on standard input")  # fmt: skip
+    value = sys.stdin.readline().rstrip("\r\n") if token_stdin else secrets.token_urlsafe(15)
+    if not value:
+        fail("empty token on standard input")
 
     async def _add(store: "CredentialStore") -> "Credential":
         found = await store.get_device_by_name(device)

@@ -38,15 +38,16 @@ class MqttSettings(SettingsGroup):
     tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
     # Outbound QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait.
     max_inflight_messages: int = Field(20, ge=1, le=65535)
-    # Messages and bytes one session's queue holds; past either, QoS 0 goes first, then the
-    # oldest.
+    # Messages and bytes one session's queue holds; past either, the expired messages go
+    # first (MQTT 5 §3.3.2.3.3), then QoS 0, then the oldest.
     max_queued_messages: int = Field(1000, ge=0)
     max_queued_bytes: int = Field(10 * 1024 * 1024, ge=0)
     # The same for all the sessions of one device (or application) on a broker process
     # together, as it may hold max_sessions_per_device of them: else 100 sessions of 10 MiB
     # each, 1 GiB, for one certificate. 64 MiB lets a device keep six full queues, and an
-    # attacker pin a sixteenth of what it did; past either, the queue that grows drops
-    # QoS 0 first, then its oldest (with none of its own, the new message).
+    # attacker pin a sixteenth of what it did; past either, the device's expired messages go
+    # first, then the queue that grows drops QoS 0, then its oldest (with none of its own,
+    # the new message).
     max_queued_messages_per_device: int = Field(10_000, ge=0, le=100_000_000)
     max_queued_bytes_per_device: int = Field(64 * 1024 * 1024, ge=0, le=1 << 40)
     # Sessions one device holds on a broker process, connected or kept for a persistent

@@ -114,7 +114,7 @@ def test_tokens_basic_and_revocation(nanoiot: Cli, tmp_path: Path) -> None:
     nanoiot("device", "add", "d1")
     generated = nanoiot("credentials", "add-token", "d1").stdout.strip().split()[-1]
     assert len(generated) >= 20
-    nanoiot("credentials", "add-token", "d1", "my-own-token")
+    nanoiot("credentials", "add-token", "d1", "--token-stdin", stdin="my-own-token\n")
     nanoiot("credentials", "add-basic", "d1", "--username", "u1", "--password-stdin", stdin="pw\n")
     no_stdin = nanoiot("credentials", "add-basic", "d1", "--username", "u2", ok=False)
     assert "--password-stdin" in no_stdin.stderr

@@ -2,6 +2,7 @@
 not from a config file that is not valid YAML, not from a database URL that carries its
 password as a query parameter (the real ``nanoiot`` command, real SQLite/PostgreSQL)."""
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -95,3 +96,15 @@ def test_a_nats_url_refused_is_shown_without_its_credentials(
     assert "hunter2" not in result.stdout + result.stderr
     one_error_line(result, "setting 'nats_url'")
     assert shown in result.stderr
+
+
+def test_a_chosen_access_token_comes_on_stdin_never_the_command_line(nanoiot: Cli) -> None:
+    nanoiot("device", "add", "t1")
+    on_the_line = nanoiot("credentials", "add-token", "t1", "hunter2-cmdline-token", ok=False)
+    one_error_line(on_the_line, "a token on the command line is visible to other users (ps)")
+    given = nanoiot("credentials", "add-token", "t1", "--token-stdin", stdin="hunter2-stdin\n")
+    assert given.stdout.strip().endswith(": hunter2-stdin")
+    empty = nanoiot("credentials", "add-token", "t1", "--token-stdin", stdin="\n", ok=False)
+    one_error_line(empty, "empty token on standard input")
+    listed = nanoiot("credentials", "list", "t1", "--json").stdout
+    assert len(json.loads(listed)) == 1  # only the one from stdin; the refused one was not added

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 BOOTSTRAP_WAIT = 900.0  # seconds: scripts/run installs the project with pip first
 BACKEND_PASSWORD = "backend-password-1"
+GATEWAY_TOKEN = "gateway-token-0123456789"
 
 # Blocks are named by how their first line starts.
 RUN, TEST = "./scripts/run", "./scripts/test"
@@ -164,6 +165,7 @@ def new_user_env(home: Path) -> dict[str, str]:
         MQTT_SSL_BIND_PORT="0",
         NANOIOT_HTTP_PORT="0",
         BACKEND_PASSWORD=BACKEND_PASSWORD,
+        GATEWAY_TOKEN=GATEWAY_TOKEN,
     )
     return env
 
