@@ -13,8 +13,12 @@ connection (§4.4).
 
 In a cluster a SUBACK waits too, for the other members' route tables to hold its filters
 (MQTT 3.1.1 and 5.0 §3.8.4, ``broker.cluster.routes_seen``): that wait is bounded below
-``ack_timeout`` and never fails, so it never closes the connection. The connection is not read
-while its SUBACK waits, so it holds one such wait at most.
+``ack_timeout`` and never fails, so it never closes the connection. The connection is read on
+meanwhile, so that SUBSCRIBEs a client sends one after another share the rounds of asking the
+other members (one round trip for many, not one each); its answers go out in the order of
+the packets they answer (§4.6), an UNSUBACK or a SUBACK with nothing to wait for behind the
+SUBACKs held. At most ``cluster_max_subacks_waiting`` SUBACKs wait: then the connection is not
+read until one went out.
 """
 
 import asyncio
@@ -39,6 +43,7 @@ log = logging.getLogger("broker.client")  # logged as the connection it belongs 
 _PUBCOMP = 3
 _PUBREL = 4
 _SUBACK = 5  # a SUBACK, once the other members' route tables have its filters
+_UNSUBACK = 6  # an UNSUBACK behind a SUBACK held
 
 # In an entry's last place: the MQTT 5 reason code, for a PUBREL the message it releases, for
 # a SUBACK its return codes.
@@ -48,7 +53,7 @@ _Code = int | Outgoing | list[int]
 class HeldAcks:
     """One connection's acknowledgements waiting for a commit, oldest first."""
 
-    __slots__ = ("_client", "_held", "_then", "_timer", "subscribing")
+    __slots__ = ("_client", "_held", "_subacks", "_then", "_timer")
 
     def __init__(self, client: "MqttClient") -> None:
         self._client = client
@@ -58,7 +63,13 @@ class HeldAcks:
         self._held: deque[tuple[int, int, asyncio.Future[None] | None, float, _Code]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # bounds the oldest's wait
         self._then: Callable[[], None] | None = None  # once all went out (``then``)
-        self.subscribing = False  # a SUBACK is held: the client is not read meanwhile
+        self._subacks = 0  # SUBACKs held for the other members' route tables
+
+    @property
+    def subscribing(self) -> bool:
+        """As many SUBACKs are held as may be: the client is not read meanwhile."""
+        held = self._subacks
+        return held > 0 and held >= self._client.broker.config.max_subacks_waiting
 
     def acknowledge(
         self,
@@ -108,13 +119,25 @@ class HeldAcks:
         # in flight, not to a new one that took its id meanwhile (``Outbound.release``).
         self.acknowledge(message.packet_id, _PUBREL, durable=durable, code=message)
 
-    def suback(self, packet_id: int, codes: list[int], seen: "asyncio.Future[None]") -> None:
+    def suback(self, packet_id: int, codes: list[int], seen: "asyncio.Future[None] | None") -> None:
         """SUBACK once ``seen`` is done (the other members' route tables have its filters,
-        ``broker.cluster.routes_seen``), in order with what is held before it. The client is
-        not read until it went out (``backpressure.reading``)."""
-        self.subscribing = True
-        self._client.tls.pause_reading()
-        self.acknowledge(packet_id, _SUBACK, durable=seen, code=codes)
+        ``broker.cluster.routes_seen``; None: at once), behind the SUBACKs held. With as many
+        held as may be, the client is not read until one went out (``reading``)."""
+        if seen is None and not self._subacks:
+            self._client.core.suback(packet_id, codes)
+            return
+        if seen is not None:
+            self._subacks += 1
+            if self.subscribing:
+                self._client.tls.pause_reading()
+        self.acknowledge(packet_id, _SUBACK, durable=seen or False, code=codes)
+
+    def unsuback(self, packet_id: int, codes: list[int]) -> None:
+        """UNSUBACK, behind the SUBACKs held (§4.6: the answers keep the packets' order)."""
+        if not self._subacks:
+            self._client.core.unsuback(packet_id, codes)
+            return
+        self.acknowledge(packet_id, _UNSUBACK, durable=False, code=codes)
 
     def then(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every acknowledgement held so far went out (at once if
@@ -136,11 +159,11 @@ class HeldAcks:
             # closed meanwhile (``_overdue``) dropped them, and then nobody would read it.
             done.exception()
         client, held = self._client, self._held
-        subscribed = False
+        paused = self.subscribing
         while held and (held[0][2] is None or held[0][2].done()):
             packet_id, qos, pending, _, code = held.popleft()
-            if qos == _SUBACK:  # its wait never fails (bounded, given up without an error)
-                self.subscribing, subscribed = False, True
+            if qos == _SUBACK and pending is not None:  # its wait never fails (bounded)
+                self._subacks -= 1
                 pending = None
             if pending is not None and (pending.cancelled() or pending.exception() is not None):
                 # Not the server's yet (another node did not confirm it): close without
@@ -155,7 +178,7 @@ class HeldAcks:
                 _answer(client, packet_id, qos, code)
         if client.ended:
             return
-        if subscribed and resume(client):  # not read while its SUBACK waited
+        if paused and not self.subscribing and resume(client):  # not read while they waited
             client._receive(b"")
             if client.ended:
                 return
@@ -214,7 +237,9 @@ def _unrouted(why: object) -> tuple[int, str]:
 
 
 def _answer(client: "MqttClient", packet_id: int, qos: int, code: _Code) -> None:
-    if isinstance(code, list):
+    if qos == _UNSUBACK:
+        client.core.unsuback(packet_id, code)  # type: ignore[arg-type]
+    elif isinstance(code, list):
         client.core.suback(packet_id, code)
     elif not isinstance(code, int):  # a PUBREL's message
         client.core.release(code)

@@ -108,8 +108,8 @@ def reading(client: "MqttClient") -> bool:
     (``_turn``: ``take_turns``, ``_next_turn``), it does not read what it is sent
     (``_unread``: ``hold_unread``), it is not admitted yet with more than a packet sent, or
     the previous run's sessions are being restored (``_paused``: ``broker.client``,
-    ``broker.connecting``), or its SUBACK waits for the other members of
-    a cluster (``HeldAcks.subscribing``). Keep-alive does not run meanwhile
+    ``broker.connecting``), or as many of its SUBACKs as may be wait for
+    the other members of a cluster (``HeldAcks.subscribing``). Keep-alive does not run meanwhile
     (``broker.keep_alive``)."""
     return not (
         client._full

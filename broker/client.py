@@ -134,7 +134,7 @@ class MqttClient:
 
     def _receive(self, data: bytes) -> None:
         core, now = self.core, self._loop.time()
-        if self._acks.subscribing:  # read before the pause took: the rest once its SUBACK went
+        if self._acks.subscribing:  # read before the pause took: the rest once a SUBACK went
             core.keep(data)
             return
         core.new_turn()

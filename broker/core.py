@@ -60,6 +60,7 @@ class BrokerConfig:
     max_shared_subscription_bytes_per_device: int = 16 * 1024  # of those its sessions are in
     max_sessions_per_device: int | None = None
     max_unsaved_session_changes: int | None = None  # waiting for the store, in all
+    max_subacks_waiting: int = 16  # of a connection, for a cluster's route tables (acks)
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
 

@@ -19,7 +19,7 @@ deletion) or moved to another cluster member. A session read back from the store
 in whole but for its expired messages (deleted, ``Registry.restore``), even past these
 bounds (3.1.1 §4.1: kept for as long as the session lives, and those QoS 1/2 messages were
 acknowledged to their publishers): counted, logged, and its device's new messages dropped
-as above until enough are sent. In a
+themselves (not its old ones for them) until enough are sent. In a
 cluster the bounds are per broker process (node or worker), as the memory they bound is.
 """
 

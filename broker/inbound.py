@@ -200,10 +200,7 @@ def subscribe(client: "MqttClient", packet: Subscribe) -> None:
     # §3.8.4: from the SUBACK on, messages published anywhere in a cluster reach them.
     within = client.broker.config.ack_timeout / 2  # never closes it (``broker.acks``)
     seen = client.broker.router.seen(made_now, within) if made_now else None
-    if seen is None:
-        client.core.suback(packet.packet_id, codes)
-    else:
-        client._acks.suback(packet.packet_id, codes, seen)
+    client._acks.suback(packet.packet_id, codes, seen)
     for topic_filter, sub in granted:
         if not topic_filter.startswith(SHARE_PREFIX):
             _send_retained(client, topic_filter, sub)
@@ -374,7 +371,7 @@ def unsubscribe(client: "MqttClient", packet: Unsubscribe) -> None:
     if packet.refused:  # past max_filters_per_subscribe: valid, not accepted (5.0 §3.11.3)
         _count_refused(client)
         codes.extend([Reason.IMPLEMENTATION_SPECIFIC_ERROR] * packet.refused)
-    client.core.unsuback(packet.packet_id, codes)
+    client._acks.unsuback(packet.packet_id, codes)
 
 
 def _count_refused(client: "MqttClient") -> None:

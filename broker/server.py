@@ -128,6 +128,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_shared_subscription_bytes_per_device=settings.max_shared_subscription_bytes_per_device,
         max_sessions_per_device=settings.max_sessions_per_device,
         max_unsaved_session_changes=settings.max_unsaved_session_changes,
+        max_subacks_waiting=settings.cluster_max_subacks_waiting,
         limits=limits,
         retain=retain,
     )

@@ -29,8 +29,10 @@ so its table has the route before any of its clients can publish.
 Cost: one request and answer per other member and one to the members bucket, each a round
 trip through NATS, at the same time. Rounds are shared: while one is out, the SUBACKs that
 come wait for the next, which asks for the latest revision written, so many clients
-subscribing at once cost a round per round trip, not a round each. Measured figures are in
-docs/deploy.md.
+subscribing at once cost a round per round trip, not a round each; so do the SUBSCRIBEs one
+client sends one after another (pipelined), as its connection is read on while its SUBACKs
+wait, at most ``cluster_max_subacks_waiting`` of them (``broker.acks``). Measured figures are
+in docs/deploy.md.
 """
 
 import asyncio

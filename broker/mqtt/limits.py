@@ -21,7 +21,8 @@ class Limits:
     max_inflight: int = 20
     # Messages and payload bytes a session's queue holds (offline, or behind the in-flight
     # window); past either, the expired messages are dropped first (``broker.mqtt.queues``),
-    # then QoS 0 ones, then the oldest.
+    # then QoS 0 ones, then the oldest. A queue read back from the store past one (lowered
+    # since) keeps its messages: a new one is dropped itself until enough are sent.
     max_queued_messages: int = 1000
     max_queued_bytes: int = 10 * 1024 * 1024
     # The same for all the sessions of one device in this process together (a device may

@@ -189,7 +189,8 @@ class Session:
         session's; if the device's other sessions hold the bound without it, ``message``
         itself is dropped (dropping this queue would make no room). Before any of that, the
         messages expired by ``now`` (5.0 §3.3.2.3.3), of the device's other queues too, go
-        ("message_expiry"): never delivered, they take no room from live ones.
+        ("message_expiry"): never delivered, they take no room from live ones. A queue read
+        back past a bound (``_over``) keeps what it has: ``message`` goes.
         """
         if message.size > limits.max_queued_bytes:
             return [(message, "max_queued_bytes")]
@@ -206,8 +207,9 @@ class Session:
                 dropped, now = self._expired(now), None
                 if dropped:
                     continue
-            if not self.queue or (not self.queued_qos0 and message.qos == 0):
-                dropped.append((message, limit))
+            over = self._over(limits)  # read back past a bound: those stay, ``message`` goes
+            if over is not None or not self.queue or (not self.queued_qos0 and message.qos == 0):
+                dropped.append((message, over or limit))
                 return dropped
             dropped.append((self._remove_victim(), limit))
         self._append(message)
@@ -257,6 +259,19 @@ class Session:
         if tally.messages >= limits.max_queued_messages_per_device:
             return "max_queued_messages_per_device"
         if tally.bytes + message.size > limits.max_queued_bytes_per_device:
+            return "max_queued_bytes_per_device"
+        return None
+
+    def _over(self, limits: Limits) -> str | None:
+        """The bound this queue or its device's is past already: only one read back can be,
+        whose messages were acknowledged to their publishers and are kept (3.1.1 §4.1)."""
+        if len(self.queue) > limits.max_queued_messages:
+            return "max_queued_messages"
+        if self.queued_bytes > limits.max_queued_bytes:
+            return "max_queued_bytes"
+        if (tally := self.tally) and tally.messages > limits.max_queued_messages_per_device:
+            return "max_queued_messages_per_device"
+        if tally and tally.bytes > limits.max_queued_bytes_per_device:
             return "max_queued_bytes_per_device"
         return None
 

@@ -49,6 +49,10 @@ class ClusterSettings(SettingsGroup):
     # are published (broker.cluster.will_decision); below the lookup pool's 5 connections, so
     # that the connects of that member's clients, which come meanwhile, find one free.
     cluster_max_will_lookups: int = Field(4, ge=1, le=64)
+    # SUBACKs of one connection waiting for the other members' route tables to hold their
+    # filters (broker.cluster.routes_seen); SUBSCRIBEs sent one after another share those
+    # waits. Past it the connection is not read until one went out.
+    cluster_max_subacks_waiting: int = Field(16, ge=1, le=1024)
     # Seconds a member a persistent session moved away from keeps sending on to its new member
     # what members with older route tables still route to it (broker.cluster.handover).
     cluster_handover_window: float = Field(10.0, ge=0.5, le=600.0)

@@ -164,6 +164,31 @@ def test_sessions_restored_past_a_lowered_bound_keep_their_messages(
         fleet.broker.stop()
 
 
+def test_a_queue_read_back_past_the_bound_keeps_its_messages_for_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """One session read back holding four messages past a bound lowered to two and a half:
+    a new message for it is dropped itself, not three of the four acknowledged ones."""
+    fleet = Fleet(tmp_path)  # the defaults
+    try:
+        _away(fleet, "s0", 0)
+        _publish(fleet, *[(0, n) for n in range(4)])
+        fleet.broker.stop()
+        lowered = {"max_queued_bytes_per_device": 2 * SIZE + SIZE // 2}
+        fleet.broker = BrokerThread(fleet.broker.settings.model_copy(update=lowered))
+
+        async def restored() -> None:
+            await asyncio.shield(fleet.broker.running.restoration.done)
+
+        fleet.broker.call(restored())
+        _publish(fleet, (0, 4))
+        assert fleet.hits("max_queued_bytes_per_device") == 1
+        assert _tally(fleet) == _queued(fleet) == (4, 4 * SIZE)
+        assert _received(fleet, "s0", 4) == [0, 1, 2, 3]
+    finally:
+        fleet.broker.stop()
+
+
 def _resident() -> int:
     """This process's resident memory in bytes (the broker's thread runs in it)."""
     with open("/proc/self/statm") as statm:

@@ -121,6 +121,11 @@ REFUSED = {
         "'cluster_max_will_lookups'",
         "greater than or equal to 1",
     ),
+    "no-subacks-waiting": (  # a SUBSCRIBE's SUBACK could never wait
+        {"NANOIOT_CLUSTER_MAX_SUBACKS_WAITING": "0"},
+        "'cluster_max_subacks_waiting'",
+        "greater than or equal to 1",
+    ),
     "negative-completed-qos2-ids": (
         {"NANOIOT_CLUSTER_QOS2_COMPLETED_KEPT": "-1"},
         "'cluster_qos2_completed_kept'",

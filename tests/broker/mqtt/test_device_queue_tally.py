@@ -89,3 +89,41 @@ def test_a_session_without_a_tally_has_only_its_own_bounds() -> None:
     session = Session("alone", persistent=True)
     for n in range(5):
         assert session.enqueue(_message(f"m{n}"), LIMITS) == []
+
+
+def _restored(session: Session, count: int, tally: QueueTally) -> None:
+    """``count`` messages read back from the store into ``session`` (whatever the bounds),
+    then counted in its device's ``tally``, as ``Registry.restore`` does."""
+    for n in range(count):
+        session.restore(_message(f"r{n}"))
+    session.attach(tally)
+
+
+def test_a_queue_read_back_past_the_device_bound_keeps_it_and_drops_the_new_message() -> None:
+    """Read back past a lowered bound (3.1.1 §4.1: those were acknowledged to their
+    publishers), a queue keeps them all: one new message is dropped itself, not as many of
+    the old as would bring the device back within its bound."""
+    tally = QueueTally()
+    session = Session("restored", persistent=True)
+    _restored(session, 10, tally)  # 1,000 bytes, 10 messages: past both device bounds
+    new = _message("new")
+    assert session.enqueue(new, LIMITS) == [(new, "max_queued_messages_per_device")]
+    assert len(session.queue) == 10
+    assert (tally.messages, tally.bytes) == (10, 1000)
+    for _ in range(8):  # delivered: the device is within its bounds again
+        assert session.next_to_send(window=10) is not None
+    assert session.enqueue(_message("n1"), LIMITS) == []
+    assert _names(session) == ["r8", "r9", "n1"]
+    [(oldest, limit)] = session.enqueue(_message("n2"), LIMITS)  # at it: the oldest goes
+    assert (oldest.topic, limit) == ("r8", "max_queued_bytes_per_device")
+    assert (tally.messages, tally.bytes) == (3, 300)
+
+
+def test_a_queue_read_back_past_its_own_bound_keeps_it_too() -> None:
+    session = Session("restored", persistent=True)
+    for n in range(5):
+        session.restore(_message(f"r{n}"))
+    new = _message("new")
+    limits = Limits(max_queued_messages=2)
+    assert session.enqueue(new, limits) == [(new, "max_queued_messages")]
+    assert _names(session) == [f"r{n}" for n in range(5)]
