@@ -31,6 +31,9 @@ LIMITS = (
     "max_shared_subscription_bytes", "max_shared_subscription_bytes_per_device",
     "max_unsaved_session_changes", "max_subscription_bytes", "max_subscription_bytes_per_device",
     "max_queued_messages_per_device", "max_queued_bytes_per_device",
+    # Not a setting: copies dropped as their MQTT 5 Message Expiry Interval passed before
+    # they were sent (5.0 §3.3.2.3.3), at a queue's bound or as their turn came.
+    "message_expiry",
 )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
+from prometheus_client import generate_latest
 
 from broker.mqtt.session import Outgoing
 from broker.server import RunningBroker
@@ -133,6 +134,12 @@ class Site:
     def hits(self, limit: str) -> int:
         return self.running.broker.metrics.limit_hits[limit]
 
+    def scraped(self, sample: str) -> float:
+        """A sample of ``nanoiot_<sample>`` as ``/metrics`` shows it (0 if it is not shown)."""
+        text = generate_latest(self.running.broker.metrics.registry).decode()
+        lines = [line for line in text.splitlines() if line.startswith(f"nanoiot_{sample} ")]
+        return float(lines[0].split()[-1]) if lines else 0
+
     @property
     def running(self) -> RunningBroker:
         return self.broker.running
@@ -156,6 +163,7 @@ def test_expired_messages_make_room_at_a_sessions_bound(tmp_path: Path) -> None:
         assert site.queued()[0] == 4  # until a bound or their turn
         site.send(("3", b"new0", False), ("3", b"new1", False))
         assert (site.hits("message_expiry"), site.hits("max_queued_messages")) == (2, 0)
+        assert site.scraped('limit_hits_total{limit="message_expiry"}') == 2
         assert site.stored() == {"m": [b"live0", b"live1", b"new0", b"new1"]}
         assert site.received("m", 4) == [b"live0", b"live1", b"new0", b"new1"]
         assert site.queued() == (0, 0)
