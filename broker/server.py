@@ -96,8 +96,12 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_inflight=settings.max_inflight_messages,
         max_queued_messages=settings.max_queued_messages,
         max_queued_bytes=settings.max_queued_bytes,
-        max_queued_messages_per_device=settings.max_queued_messages_per_device,
-        max_queued_bytes_per_device=settings.max_queued_bytes_per_device,
+        max_queued_messages_per_device=settings.device_bound(
+            "max_queued_messages_per_device", "max_queued_messages"
+        ),
+        max_queued_bytes_per_device=settings.device_bound(
+            "max_queued_bytes_per_device", "max_queued_bytes"
+        ),
         max_awaiting_pubrel=settings.max_awaiting_pubrel,
         max_filters_per_subscribe=settings.max_filters_per_subscribe,
         max_session_expiry=settings.max_session_expiry_interval,
@@ -121,7 +125,9 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_outgoing_buffer=settings.max_outgoing_buffer,
         max_subscriptions=settings.max_subscriptions,
         max_subscription_bytes=settings.max_subscription_bytes,
-        max_subscription_bytes_per_device=settings.max_subscription_bytes_per_device,
+        max_subscription_bytes_per_device=settings.device_bound(
+            "max_subscription_bytes_per_device", "max_subscription_bytes"
+        ),
         max_topic_levels=settings.max_topic_levels,
         max_share_name_length=settings.max_share_name_length,
         max_shared_subscription_bytes=settings.max_shared_subscription_bytes,

@@ -47,7 +47,7 @@ class MqttSettings(SettingsGroup):
     # each, 1 GiB, for one certificate. 64 MiB lets a device keep six full queues, and an
     # attacker pin a sixteenth of what it did; past either, the device's expired messages go
     # first, then the queue that grows drops QoS 0, then its oldest (with none of its own,
-    # the new message).
+    # the new message). Left at their defaults, never below the per-session bounds above.
     max_queued_messages_per_device: int = Field(10_000, ge=0, le=100_000_000)
     max_queued_bytes_per_device: int = Field(64 * 1024 * 1024, ge=0, le=1 << 40)
     # Sessions one device holds on a broker process, connected or kept for a persistent
@@ -58,7 +58,8 @@ class MqttSettings(SettingsGroup):
     # What one session's topic filters, and all of one device's (or application's) sessions'
     # on a broker process, are counted as: each filter its UTF-8 bytes twice, 288 bytes a
     # level and 384 more (what it was measured to cost: ``broker.subscription_bytes``). Past
-    # either, a new filter is refused (SUBACK 0x80, MQTT 5 0x97).
+    # either, a new filter is refused (SUBACK 0x80, MQTT 5 0x97). The device's, left at its
+    # default, is never below the session's.
     max_subscription_bytes: int = Field(512 * 1024, ge=0, le=1 << 40)
     max_subscription_bytes_per_device: int = Field(1024 * 1024, ge=0, le=1 << 40)
     # Levels of a subscription's topic filter and of a kept retained message's topic (3.1.1
@@ -136,3 +137,14 @@ class MqttSettings(SettingsGroup):
     auth_events_max_rows: int = Field(1_000_000, ge=100, le=1_000_000_000)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
+
+    def device_bound(self, per_device: str, per_session: str) -> int:
+        """A per-device bound left at its default is never below its per-session one: who
+        raises ``max_queued_messages`` to let one session hold a long backlog means that
+        session to reach it, and the device's default would otherwise cut it short (dropping
+        messages already acknowledged to their publishers). Set explicitly, it is kept."""
+        bound: int = getattr(self, per_device)
+        if per_device in self.model_fields_set:
+            return bound
+        session_bound: int = getattr(self, per_session)
+        return max(bound, session_bound)
