@@ -78,8 +78,8 @@ def test_more_groups_join_a_plain_record_and_no_barrier() -> None:
         list(decode(_more_groups(b"g/t"), NOW))
 
 
-def _calls_per(count: int, run: Callable[[], Any]) -> float:
-    """Python function calls ``run`` makes, per record (a profile hook, deterministic)."""
+def calls_per(count: int, run: Callable[[], Any]) -> float:
+    """Python function calls ``run`` makes, per record or message (a profile hook)."""
     calls = 0
 
     def hook(_frame: FrameType, event: str, _arg: object) -> None:
@@ -104,12 +104,12 @@ def test_a_plain_record_costs_no_helper_call_either_way() -> None:
         for _ in range(records):
             encode(message, frame, NOW)
 
-    assert _calls_per(records, write) < 1.5  # encode itself: none for the properties
+    assert calls_per(records, write) < 1.5  # encode itself: none for the properties
     data = bytes(frame)
     # the generator's turn and Message's __init__: nothing else (a receiving member's reading)
-    assert _calls_per(records, lambda: list(read(data, NOW))) < 2.5
+    assert calls_per(records, lambda: list(read(data, NOW))) < 2.5
     # and as ``decode`` gives it: its own generator's turn, and Routed's __init__
-    assert _calls_per(records, lambda: list(decode(data, NOW))) < 4.5
+    assert calls_per(records, lambda: list(decode(data, NOW))) < 4.5
     assert list(read(data, NOW)) == [routed.message for routed in decode(data, NOW)]
 
 

@@ -5,11 +5,8 @@ NATS, a real paho subscriber over mutual TLS; the frame is sent as its sending m
 A subscriber that stops reading still holds ``max_outgoing_buffer`` bytes at most, past it
 by one message, as when each message is written alone."""
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import nats
 import pytest
@@ -21,6 +18,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.router import ClusterRouter
 from broker.router import Message
 from broker.tls_protocol import TlsProtocol
+from tests.broker.cluster.test_frames_cost import calls_per
 from tests.broker.test_outgoing_buffer import CAP, PAYLOAD, TOPIC, stalled_subscriber
 from tests.e2e.conftest import broker_settings
 from tests.e2e.harness import BrokerThread, mqtt_client, write_pem
@@ -88,22 +86,6 @@ def test_a_frames_messages_reach_a_subscriber_in_one_write(
         subscriber.close()
 
 
-def _calls_per(count: int, run: Callable[[], Any]) -> float:
-    """Python function calls ``run`` makes, per message (a profile hook, deterministic)."""
-    calls = 0
-
-    def hook(_frame: FrameType, event: str, _arg: object) -> None:
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(hook)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls / count
-
-
 async def test_queueing_a_message_for_a_member_calls_its_encoding_alone(
     link: ClusterLink,
 ) -> None:
@@ -116,7 +98,7 @@ async def test_queueing_a_message_for_a_member_calls_its_encoding_alone(
 
     # forward and encode; the frame made and its sending scheduled once (was: the loop's
     # clock, the frame's checks, the confirmations combined and the properties' bytes, each)
-    assert _calls_per(RECORDS, queue) < 2.1
+    assert calls_per(RECORDS, queue) < 2.1
     expected = bytearray()
     for _ in range(RECORDS):
         encode(message, expected, 0.0)
