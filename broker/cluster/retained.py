@@ -28,7 +28,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.retained import Retained, RetainedStore
 from broker.router import Message
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_all_and_wait, cancel_requested
+from nanoiot.tasks import cancel_all_and_wait, cancel_requested, cancellable
 
 __all__ = ["BUCKET", "RetainedReplica"]
 
@@ -93,7 +93,7 @@ class RetainedReplica:
 
     async def _follow(self, watch: Watch) -> None:
         while True:
-            change = await watch.value()
+            change = await cancellable(watch.value())  # a stop's cancellation nats-py lost
             if change is not None:
                 self._apply(*change)
 

@@ -18,7 +18,7 @@ from typing import Final
 
 from broker.cluster.kv import KeyValue, Watch
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancellable
 
 __all__ = ["Seat", "SeatView", "decode", "encode"]
 
@@ -97,8 +97,8 @@ class SeatView:
         """Open the watch and follow it; opened again (connects asking NATS meanwhile) if
         NATS refused it, within ``_RETRY`` seconds or as soon as NATS is back."""
         while True:
-            try:
-                watch = await self.bucket.watch()
+            try:  # nats-py's waits can swallow the stop's cancellation (``nanoiot.tasks``)
+                watch = await cancellable(self.bucket.watch())
             except ClusterError as exc:
                 log.debug("device seats watch not opened: %s", exc)
             else:
@@ -118,7 +118,7 @@ class SeatView:
 
     async def _read(self, watch: Watch) -> None:
         while True:
-            change = await watch.value()
+            change = await cancellable(watch.value())  # else the stop waited for ever
             if change is None:  # every value there was at its start was given
                 self._ready.set()
                 continue

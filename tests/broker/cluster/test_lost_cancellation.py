@@ -10,6 +10,7 @@ as if it had not been (its own cancellation swallowed with the loop's). Pure: NA
 stand-in that loses the cancellation as nats-py's wait does."""
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from broker.cluster.kv import Entry
 from broker.cluster.parked_age import ParkedAge
 from broker.cluster.parking import Parker
 from broker.cluster.routes import RouteAnnouncer, RouteTable
+from broker.cluster.seat_view import SeatView
 from broker.cluster.silence import nobody_listens
 
 WAIT = 5.0
@@ -185,3 +187,42 @@ async def test_a_stop_cancelled_while_it_waits_for_the_route_writer_is_cancelled
     assert stopping in done
     assert stopping.cancelled(), "the stop went on as if it had not been cancelled"
     assert writer.done()
+
+
+class _LosingWatch:
+    """A watch whose first wait swallows a cancellation and gives a value, as nats-py's
+    request inside a key-value watch can; later waits wait for good."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.revision = 1
+        self._lost = False
+
+    async def value(self) -> tuple[str, bytes | None] | None:
+        if self._lost:
+            await asyncio.Event().wait()  # nothing more comes
+        self._lost = True
+        self.entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed
+            await asyncio.Event().wait()
+        return ("devices-1", b"{}")
+
+    async def stop(self) -> None:
+        pass
+
+
+class _WatchedBucket:
+    def __init__(self) -> None:
+        self.watching = _LosingWatch()
+
+    async def watch(self) -> _LosingWatch:
+        return self.watching
+
+
+async def test_the_device_seats_watch_ends_even_if_a_read_lost_its_cancellation() -> None:
+    """Seen as a node's stop that never returned (the seats view waited for the next value)."""
+    bucket = _WatchedBucket()
+    view = SeatView(bucket, lambda _key, _seats: None)  # type: ignore[arg-type]
+    view.start()
+    await asyncio.wait_for(bucket.watching.entered.wait(), WAIT)
+    await asyncio.wait_for(view.stop(), WAIT)
