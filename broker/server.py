@@ -7,6 +7,7 @@ and ``stop()`` closes everything it opened, in reverse order.
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import socket
@@ -224,9 +225,10 @@ class RunningBroker:
                 await cluster_router.start(broker.retained, broker.registry)
                 # Before any departure.
                 _survivor_decides(cluster_router, authenticator, settings.cluster_max_will_lookups)
+                figures = functools.partial(member_figures, broker, cluster_router)
                 await cluster_router.start_members(
-                    settings.cluster_heartbeat_interval, lambda: member_figures(broker),
-                    sock.getsockname()[1], broker.registry,
+                    settings.cluster_heartbeat_interval, figures, sock.getsockname()[1],
+                    broker.registry,
                 )  # fmt: skip
                 broker.metrics.registry.register(cluster_router.collector())
                 opened.push_async_callback(cluster_router.stop)

@@ -24,6 +24,7 @@ from nanoiot.members import Figures, Member, totals
 from nanoiot.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from broker.cluster.router import ClusterRouter
     from broker.core import Broker
 
 _PERIODS: Final = (("1min", 60.0), ("5min", 300.0), ("15min", 900.0))
@@ -43,8 +44,9 @@ _LOADS: Final = (
 )
 
 
-def member_figures(broker: "Broker") -> Figures:
-    """This broker's figures as its cluster member entry carries them."""
+def member_figures(broker: "Broker", router: "ClusterRouter | None" = None) -> Figures:
+    """This broker's figures as its cluster member entry carries them; with its cluster
+    ``router``, the messages crossing to and from the other members too."""
     metrics = broker.metrics
     return Figures(
         clients=broker.registry.client_count(),
@@ -53,6 +55,8 @@ def member_figures(broker: "Broker") -> Figures:
         messages_sent=metrics.messages_out,
         bytes_received=metrics.bytes_in,
         bytes_sent=metrics.bytes_out,
+        messages_forwarded=router.forwarded if router is not None else 0,
+        messages_from_members=router.frames_in.received if router is not None else 0,
     )
 
 

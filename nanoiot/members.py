@@ -34,6 +34,10 @@ class Figures:
     messages_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
+    # Messages crossing between members: sent to others (one per member with interest),
+    # and taken from others' frames.
+    messages_forwarded: int = 0
+    messages_from_members: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,11 @@ _PER_MEMBER = (
     ("nanoiot_cluster_member_bytes_received", "MQTT bytes received, by member",
      "bytes_received", True),
     ("nanoiot_cluster_member_bytes_sent", "MQTT bytes sent, by member", "bytes_sent", True),
+    ("nanoiot_cluster_member_messages_forwarded",
+     "Messages sent to other members (one per member with interest), by member",
+     "messages_forwarded", True),
+    ("nanoiot_cluster_member_messages_from_members",
+     "Messages taken from other members' frames, by member", "messages_from_members", True),
 )  # fmt: skip
 
 
