@@ -178,7 +178,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
     data_dir = work / "nanoiot-data"
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
-        await device_ids(data_dir, ec), [[d.name, str(d.pem_file)] for d in fleet],
+        await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
         args.messages, args.fleet_messages, args.pairs,
     )  # fmt: skip
     rows: list[Row] = []

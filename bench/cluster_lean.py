@@ -267,7 +267,7 @@ class Load:
     slice: int = 100
     window: int = 1000
     fleet_slice: int = 64
-    fleet_window: int = 800  # per consumer: devices are spread over the workers unevenly
+    fleet_window: int = 960  # per member of the shared subscription
 
 
 def base_spec(brokers: Brokers, load: Load, qos: int) -> dict[str, Any]:
@@ -300,8 +300,7 @@ def pairs_spec(
 
 def fleet_spec(brokers: Brokers, load: Load, qos: int, consumers: int) -> dict[str, Any]:
     return base_spec(brokers, load, qos) | {
-        "mode": "fleet", "port": brokers.port, "fleet_devices": [d[:2] for d in load.fleet],
+        "mode": "fleet", "port": brokers.port, "fleet_devices": load.fleet,
         "consumer_devices": load.devices, "consumers": consumers, "place": "kept",
-        "count": load.fleet_messages, "slice": load.fleet_slice,
-        "window": load.fleet_window * consumers,
+        "count": load.fleet_messages, "slice": load.fleet_slice, "window": load.fleet_window,
     }  # fmt: skip

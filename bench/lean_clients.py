@@ -103,6 +103,15 @@ class Where:
                     return str(answer["member"])
         raise RuntimeError(f"no member says it holds {client_id}")
 
+    async def members_of(self, device_ids: list[str]) -> dict[str, str]:
+        """Device id -> the member holding its connection (one each), asked 1,000 at a time
+        (what a member answers at most)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(device_ids), 1000):
+            for answer in await self._ask(device_ids[start : start + 1000]):
+                found |= {device: str(answer["member"]) for device in answer["devices"]}
+        return found
+
     async def _ask(self, device_ids: list[str]) -> list[dict[str, Any]]:
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 

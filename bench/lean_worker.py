@@ -21,6 +21,7 @@ its result with its own CPU over the timed phase.
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from bench.lean_clients import Data, Lean, Setup, Where, subscribe
@@ -158,6 +159,19 @@ class Pairs(Run):
         }
 
 
+@dataclass
+class Lane:
+    """The devices on one member, and the member of the shared subscription there: at most
+    ``window`` messages in flight to it, so that its session's queue (``max_queued_messages``)
+    never fills however unevenly the kernel spread the devices. ``check`` None: devices not
+    placed (no cluster to ask), bounded by the messages in flight over all."""
+
+    jobs: list[tuple[int, int, int]]  # (device, first message, end) in the order written
+    check: FleetCheck | None
+    next: int = 0
+    sent: int = 0
+
+
 class Fleet(Run):
     """Devices writing their streams in turns, one slice each; a shared subscription's
     members taking them."""
@@ -172,13 +186,8 @@ class Fleet(Run):
         self.acks: list[AckCount] = []
         self.consumers: list[Lean] = []
         self.checks: list[FleetCheck] = []
-        self.slices, self.sent, self.received, self.next, self.acked = Slices(), 0, 0, 0, 0
-        count, step = spec["count"], spec["slice"]
-        self.jobs = [
-            (device, start, min(start + step, count))
-            for start in range(0, count, step)
-            for device in range(len(devices))
-        ]
+        self.lanes: list[Lane] = []
+        self.slices, self.sent, self.received, self.acked = Slices(), 0, 0, 0
         self.placement: dict[str, Any] = {}
 
     @staticmethod
@@ -205,7 +214,7 @@ class Fleet(Run):
         async def device(index: int, named: list[str]) -> None:
             async with gate:
                 client, _ = await setup.client(
-                    [*named, ""], spec["port"], f"{spec['prefix']}d{index}", None
+                    [*named[:2], ""], spec["port"], f"{spec['prefix']}d{index}", None
                 )
             acks = AckCount()
             client.on_data = self._acked(acks)
@@ -218,6 +227,26 @@ class Fleet(Run):
             for n in range(len(self.devices))
         ]
         await asyncio.gather(*(device(n, d) for n, d in enumerate(spec["fleet_devices"])))
+        await self._lanes(setup, members)
+
+    async def _lanes(self, setup: Setup, consumers: list[str]) -> None:
+        """A lane per member with a consumer, each device's slices in the lane of the
+        member the broker says it is on."""
+        ids = [named[2] if len(named) > 2 else "" for named in self.spec["fleet_devices"]]
+        where = setup.where
+        found = await where.members_of([i for i in ids if i]) if where and all(ids) else {}
+        lane_of = [consumers.index(found[i]) if found.get(i) in consumers else -1 for i in ids]
+        self.placement["devices"] = {m: lane_of.count(n) for n, m in enumerate(consumers)}
+        self.placement["devices"]["unknown"] = lane_of.count(-1)
+        count, step = self.spec["count"], self.spec["slice"]
+        order = [
+            (device, start, min(start + step, count))
+            for start in range(0, count, step)
+            for device in range(len(self.devices))
+        ]
+        self.lanes = [Lane([j for j in order if lane_of[j[0]] == n], check)
+                      for n, check in enumerate(self.checks)]  # fmt: skip
+        self.lanes.append(Lane([j for j in order if lane_of[j[0]] == -1], None))
 
     def _delivery(self, consumer: Lean, check: FleetCheck) -> Data:
         def on_data(data: bytes) -> None:
@@ -242,15 +271,21 @@ class Fleet(Run):
         return on_data
 
     def pump(self) -> None:
-        size, jobs = self.shape.size, self.jobs
-        while self.next < len(jobs):
-            device, start, end = jobs[self.next]
-            if self.sent + end - start - self.received > self.window:
-                return
-            self.devices[device].write(self.views[device][start * size : end * size])
-            self.next += 1
-            self.sent += end - start
-            self.slices.wrote(self.sent, time.monotonic_ns())
+        size, window = self.shape.size, self.window
+        for lane in self.lanes:
+            jobs, check = lane.jobs, lane.check
+            while lane.next < len(jobs):
+                device, start, end = jobs[lane.next]
+                queued = lane.sent - check.received if check else self.sent - self.received
+                # Past the window, wait; unless nothing at all is in flight, should a
+                # member's messages have gone to another's consumer.
+                if queued + end - start > window and self.sent > self.received:
+                    break
+                self.devices[device].write(self.views[device][start * size : end * size])
+                lane.next += 1
+                lane.sent += end - start
+                self.sent += end - start
+                self.slices.wrote(self.sent, time.monotonic_ns())
 
     def start(self) -> None:
         self.pump()
