@@ -6,15 +6,16 @@ message while the broker is measured. Modes (``spec["mode"]``):
 
 - ``pairs``: ``spec["pairs"]``, each a publisher and a subscriber on its own topic, QoS 0 or
   1, ``count`` messages each, at most ``window`` sent and not yet delivered per pair.
-- ``fleet``: ``fleet`` devices publishing ``count`` messages each to
+- ``fleet``: ``fleet_devices`` publishing ``count`` messages each to
   ``bench/telemetry/<n>``, and ``consumers`` members of one shared subscription
-  ``$share/backend/bench/telemetry/#``; at most ``window`` messages in flight over all.
+  ``$share/backend/bench/telemetry/#`` (``filter``: another filter); at most ``window``
+  messages in flight to each member (``Lane``).
 
 With ``cluster`` (a NATS URL and a cluster name) it asks the broker where each of its
 clients is connected, as the web UI does (``<cluster>.clients.where``): ``place`` "kept"
 puts each pair's publisher and subscriber on one member (half the pairs on each), and every
 consumer of the fleet on its own member, by reconnecting until the broker says so;
-"kernel" leaves it to the kernel's hash and reports where they landed. It announces
+otherwise it leaves them where the kernel's hash put them and reports where that was. It announces
 ``{"ready": ...}`` once connected and placed, waits for a command line, runs, and prints
 its result with its own CPU over the timed phase.
 """
@@ -27,6 +28,8 @@ from typing import Any, cast
 from bench.lean_clients import Data, Lean, Setup, Where, subscribe
 from bench.lean_stream import AckCount, FleetCheck, Slices, StreamCheck, checksum, layout, stream
 from bench.worker_io import announce, next_command, own_cpu, run_worker
+
+SHARED = "$share/backend/bench/telemetry/#"  # the fleet's consumers (``filter``: another)
 
 
 class Run:
@@ -202,7 +205,7 @@ class Fleet(Run):
             consumer, at = await setup.client(
                 named, spec["port"], f"{spec['prefix']}c{index}", target
             )
-            await subscribe(consumer, "$share/backend/bench/telemetry/#", self.qos)
+            await subscribe(consumer, spec.get("filter", SHARED), self.qos)
             check = FleetCheck(self.shape)
             consumer.on_data = self._delivery(consumer, check)
             self.consumers.append(consumer)
