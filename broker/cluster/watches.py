@@ -16,6 +16,7 @@ from functools import partial
 from typing import Final, Protocol
 
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_requested, cancellable
 
 __all__ = ["OpenWatches"]
 
@@ -59,9 +60,13 @@ class OpenWatches:
     async def _remake(self, watch: Resumable) -> None:
         made = 0  # the reconnections the watch was remade after
         while made < self._reconnections and not watch.stopped:
+            # nats-py's request (a consumer made) can swallow ``close``'s cancellation
+            # (``nanoiot.tasks``): else, NATS closing, the remake was tried for ever.
+            if cancel_requested():
+                raise asyncio.CancelledError
             after = self._reconnections
             try:
-                await watch.resume()
+                await cancellable(watch.resume())
                 made = after
             except ClusterError as exc:
                 log.debug("remaking a watch after the reconnection to NATS: %s", exc)

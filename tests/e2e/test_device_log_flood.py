@@ -1,6 +1,7 @@
 """A device cannot flood the log by connecting again and again.
 
-Each connection of an authenticated device may write a line: "connected again" when it takes
+Each connection of an authenticated device writes a line: "connected" when it is accepted,
+"connected again" when it takes
 its own session over, "keep-alive expired" when it goes silent, "disconnecting" when it is
 kicked. Before, each wrote its line: a device that connected in a loop (a TLS handshake each)
 wrote as many as it liked. Now, as the refusals before authentication, the first
@@ -16,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import MQTT_3_1_1, Connect
+from broker.mqtt.packets import MQTT_3_1_1, Connect, Disconnect
 from tests.e2e.harness import WAIT, BrokerThread, running_broker, write_pem
 from tests.e2e.peers import Raw
 
 REPEATS = 2
 TAKE_OVERS = 8
-SUMMARY = re.compile(r"device 'looper': (\d+) more (take-overs|keep-alive expiries) in 1 s")
+SUMMARY = re.compile(
+    r"device 'looper': (\d+) more (take-overs|keep-alive expiries|connections) in 1 s"
+)
+CONNECTS = 20
 
 
 @pytest.fixture
@@ -94,3 +98,25 @@ def test_keep_alive_expiries_are_logged_a_few_times_a_device(
         assert raw.closed()
         raw.close()
     assert len(_lines(caplog, "keep-alive expired")) == REPEATS
+
+
+def test_connections_are_logged_a_few_times_a_device(
+    broker: BrokerThread, certfile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each accepted CONNECT wrote "connected device ...": a device's certificate connecting
+    # in a loop wrote a line per TLS handshake, at its own rate, for as long as it liked.
+    caplog.set_level(logging.INFO, logger="nanoiot.auth")
+    started = time.monotonic()
+    for n in range(CONNECTS):
+        raw = _connected(broker, certfile, f"loop-{n}", 60)
+        raw.send(Disconnect())
+        assert raw.closed()
+        raw.close()
+    intervals = int(time.monotonic() - started) + 1  # 1 s each: a loaded machine has more
+
+    def written() -> int:
+        return len(_lines(caplog, "connected device 'looper'"))
+
+    _wait_for(lambda: written() + _summarised(caplog, "connections") == CONNECTS)
+    assert written() <= REPEATS * intervals
+    assert _summarised(caplog, "connections") > 0
