@@ -85,13 +85,16 @@ class Intake(Handshake):
         self._turn_left = TURN_BUDGET
 
     def keep(self, data: bytes) -> None:
-        """Bytes that arrived while the I/O layer lets other connections have their turn:
-        kept, unread, for the next one."""
+        """Bytes that arrived while the I/O layer lets other connections have their turn, or
+        before the packet they belong to is whole: kept, unread, for the next one."""
         if self._wanted:
-            self._tail += data
+            tail = self._tail
+            tail += data
             if self.buffered < self._wanted:
                 return  # still not whole: nothing to read, nothing copied
-            data, self._tail, self._wanted = self._tail, bytearray(), 0
+            self._tail, self._wanted = bytearray(), 0
+            self._pending, self._read_at = self._pending[self._read_at :] + tail, 0
+            return
         self._pending, self._read_at = self._pending[self._read_at :] + data, 0
 
     @property
