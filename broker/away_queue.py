@@ -11,6 +11,7 @@ routing drops messages, and that is logged and counted, not silent.
 import asyncio
 import logging
 
+from broker.expiry_sweep import ExpirySweep
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.session import Outgoing
@@ -32,6 +33,8 @@ class AwayQueue:
         self.limits = limits
         self.metrics = metrics
         self._drops = LogLimiter(log, interval=_DROPS_LOGGED_PER)
+        # Takes the messages out of away sessions' queues as they expire (5.0 §3.3.2.3.3).
+        self.sweep = ExpirySweep(store, metrics)
 
     def keep(self, session: BrokerSession, out: Outgoing) -> bool:
         """Keep a message for a persistent session whose client is away (§3.1.2.4), within
@@ -50,6 +53,7 @@ class AwayQueue:
                 live += 1
         if kept:
             self.store.message_queued(session, out)
+            self.sweep.watch(session)
         if live:
             self._log_drops(session, live, dropped[-1][1])
         return kept or bool(dropped)

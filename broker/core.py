@@ -110,6 +110,7 @@ class Broker:
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
         self.registry.subscription_bytes = held
         self.registry.device_queues = DeviceQueues(self.limits)
+        self.registry.sweep = self.sweep = local.away.sweep
         self.registry.shared_bounds = SharedBounds(
             self.shared,
             self.config.max_shared_subscription_bytes,
@@ -262,6 +263,8 @@ class Broker:
         return restoration.pending() if restoration is not None else None
 
     def close_all(self) -> None:
-        """Close every live connection (shutdown: their wills are not published)."""
+        """Close every live connection (shutdown: their wills are not published), and
+        sweep no more (the store closes next)."""
+        self.sweep.stop()
         for client in list(self.registry.live_clients()):
             client.kick("the broker is shutting down", Reason.SERVER_SHUTTING_DOWN)

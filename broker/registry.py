@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from broker.device_queues import DeviceQueues
+from broker.expiry_sweep import ExpirySweep
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
@@ -73,6 +74,8 @@ class Registry:
         self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
         # Each device's sessions' queues together (``broker.device_queues``).
         self.device_queues: DeviceQueues | None = None
+        # Takes expired messages out of the queues of sessions whose client is away.
+        self.sweep: ExpirySweep | None = None
 
     # --- live connections -----------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class Registry:
             return
         session.expiry = expiry
         self.store.session_away(session)  # its expiry survives a restart
+        if self.sweep is not None:  # what its client left queued expires meanwhile
+            self.sweep.watch(session)
         if expiry is not None and expiry != NEVER_EXPIRES:
             loop = asyncio.get_running_loop()
             session.expiry_timer = loop.call_later(expiry, self._expired, session)
@@ -265,6 +270,8 @@ class Registry:
             session.cancel_timers()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+        if self.sweep is not None:
+            self.sweep.drop(session)
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
@@ -339,6 +346,8 @@ class Registry:
         session.cancel_timers()  # the expiry timer too
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+        if self.sweep is not None:
+            self.sweep.drop(session)
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
@@ -374,6 +383,8 @@ class Registry:
             for topic_filter, sub in session.subscriptions.items():
                 self.router.subscribe(session, topic_filter, sub)
             self.sessions[session.key] = session
+            if self.sweep is not None:
+                self.sweep.watch(session)
         if self.shared_bounds is not None:
             self.shared_bounds.restored(kept)  # kept whole (§4.1), even past them
         if self.subscription_bytes is not None:
