@@ -108,6 +108,7 @@ class Broker:
         held.max_bytes_per_device = self.config.max_subscription_bytes_per_device
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
+        self.registry.expiry_lines = self.device_lines(logging.getLogger("broker.registry"))
         self.registry.subscription_bytes = held
         self.registry.device_queues = DeviceQueues(self.limits)
         self.registry.sweep = self.sweep = local.away.sweep

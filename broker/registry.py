@@ -30,6 +30,7 @@ from broker.expiry_sweep import ExpirySweep
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
+from broker.repeats import LogLimiter
 from broker.router import Router
 from broker.session_store import SessionStore
 from broker.session_table import Seats, SessionTable
@@ -70,6 +71,9 @@ class Registry:
         self.fenced_now: Callable[[], bool] = lambda: False
         # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
         self.expired_count = 0
+        # Their lines, limited per device (``Broker.device_lines``): a new client id and 1 s
+        # of Session Expiry Interval at each connect wrote one a connect.
+        self.expiry_lines = LogLimiter(log)
         # This process's bounds on shared subscriptions, which restored sessions may pass.
         self.shared_bounds: SharedBounds | None = None
         self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
@@ -252,7 +256,8 @@ class Registry:
         session.expiry_timer = None
         if session.client is None and self.sessions.get(session.key) is session:
             self.expired_count += 1
-            log.info("session %s expired", session.store_key)
+            self.expiry_lines.info(f"device '{session.device_name}'", "session expiries",
+                                   "session %s expired", session.store_key)  # fmt: skip
             self.end(session)
 
     def expiry_changed(self, session: BrokerSession, expiry: int) -> None:

@@ -81,17 +81,31 @@ class HeldWills:
         self._held: dict[str, tuple[int, Callable[[], None]]] = {}  # kv key: entry to delete
         self._orphans: list[Callable[[], None]] = []  # wills no survivor knows of
 
-    def keep(self, kv_key: str, revision: int, publish: Callable[[], None]) -> None:
+    def keep(
+        self,
+        kv_key: str,
+        revision: int,
+        publish: Callable[[], None],
+        client: "MqttClient | None" = None,
+    ) -> None:
         """The delete of the entry ``kv_key`` (at ``revision``) failed: ``publish`` held
-        until it is deleted once NATS is back."""
+        until it is deleted once NATS is back. ``client``: the connection whose will it is,
+        held for the first time (held again, ``publish`` decides it already)."""
+        if client is not None:
+            publish = self._decided_first(client, publish)
         self._hold(lambda _: self._held.update({kv_key: (revision, publish)}), publish, kv_key)
 
     def orphan(self, client: "MqttClient", publish: Callable[[], None]) -> None:
         """``client``'s will, which no survivor knows of, fell due: held until NATS is back."""
+        self._hold(self._orphans.append, self._decided_first(client, publish), client.label)
+
+    def _decided_first(
+        self, client: "MqttClient", publish: Callable[[], None]
+    ) -> Callable[[], None]:
+        """``publish``, once ``client``'s will is decided again (``_refused``): held, it is
+        in no session, out of a revocation's reach (a device revoked while NATS was lost)."""
         will = None if self.survivor.refusal is None else stored_will(client, 0)
-        if will is not None:  # decided again once NATS is back, before it goes out
-            publish = functools.partial(self._spawn_decided, will, publish)
-        self._hold(self._orphans.append, publish, client.label)
+        return publish if will is None else functools.partial(self._spawn_decided, will, publish)
 
     def taken(self) -> tuple[list[Callable[[], None]], dict[str, tuple[int, Callable[[], None]]]]:
         """NATS is back: the orphans to publish, and the entries to delete then publish."""

@@ -35,7 +35,8 @@ a survivor won, it waits until that survivor marked it done, so that it never re
 session the survivor is adopting. Either way each will is published once.
 
 While this member cannot write the bucket (NATS lost), a will that falls due on it is held
-back and published once NATS is back, exactly once (``broker.cluster.held_wills``).
+back and published once NATS is back, exactly once, decided again first as a survivor decides
+a dead member's will (``broker.cluster.held_wills``).
 
 A will waiting for its delay on its member (the connection ended, MQTT 5 §3.1.3.2.2) keeps
 its entry until it is published or dropped there (``BrokerSession.will_settled``), so that a
@@ -191,7 +192,7 @@ class Wills:
             publish()
             return
         del self._written[peer.key]
-        self._spawn(self._delete_then_publish(self._key(peer.key), written[0], publish))
+        self._spawn(self._delete_then_publish(self._key(peer.key), written[0], publish, client))
 
     def back(self) -> None:
         """A heartbeat of this run was written: NATS is back, what was held goes out, and
@@ -204,8 +205,14 @@ class Wills:
             self._spawn(self._delete_then_publish(kv_key, revision, publish))
 
     async def _delete_then_publish(
-        self, kv_key: str, revision: int, publish: Callable[[], None]
+        self,
+        kv_key: str,
+        revision: int,
+        publish: Callable[[], None],
+        client: "MqttClient | None" = None,
     ) -> None:
+        """``publish`` once the entry ``kv_key`` is gone; held if NATS cannot delete it
+        (``client``: the connection whose will it is, held for the first time)."""
         run = self.incarnation
         try:
             await self.bucket.delete(kv_key, revision)
@@ -214,7 +221,7 @@ class Wills:
         except ClusterError as exc:
             if run == self.incarnation:  # else fenced meanwhile: the run's departure does
                 log.info("will held back until NATS is back: %s", exc)
-                self.held.keep(kv_key, revision, publish)
+                self.held.keep(kv_key, revision, publish, client)
             return
         publish()
 

@@ -129,8 +129,8 @@ class MqttSettings(SettingsGroup):
     # the rest are counted and reported as one line and one event when the interval ends. So
     # are the lines of connections refused before CONNECT, whose CONNECT is refused before
     # authentication or past a limit, or closed for a protocol violation; and, per device
-    # and kind, the connected, take-over, keep-alive expiry and kick lines of an admitted
-    # device (the auth event of each accepted CONNECT is still recorded).
+    # and kind, the connected, take-over, keep-alive expiry, kick and session expiry lines of
+    # an admitted device (the auth event of each accepted CONNECT is still recorded).
     auth_log_repeats: int = Field(5, ge=1, le=100_000)
     auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # auth_events keeps events at most this many days, and at most this many rows.
