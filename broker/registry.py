@@ -57,6 +57,7 @@ class Registry:
         # In a cluster: the device's sessions on every member count (``broker.cluster.seats``).
         self.seats: Seats | None = None
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
+        self._clients = 0  # in ``live``: counted, not summed (read each ``sys_interval``)
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
         # In a cluster: make this member the session's only holder before the CONNACK
         # (``broker.cluster.sessions``).
@@ -70,9 +71,9 @@ class Registry:
         self.fenced_now: Callable[[], bool] = lambda: False
         # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
         self.expired_count = 0
-        # Their lines, per device (``Broker.device_lines``): a device connecting again and
-        # again with a new client id and a 1 s Session Expiry Interval wrote one a connect.
-        self.expiry_lines: LogLimiter | None = None
+        # Their lines, limited per device (``Broker.device_lines``): a new client id and 1 s
+        # of Session Expiry Interval at each connect wrote one a connect.
+        self.expiry_lines = LogLimiter(log)
         # This process's bounds on shared subscriptions, which restored sessions may pass.
         self.shared_bounds: SharedBounds | None = None
         self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
@@ -85,7 +86,9 @@ class Registry:
 
     def admitted(self, client: "MqttClient") -> None:
         assert client.peer is not None
-        self.live.setdefault(client.peer.device_id, set()).add(client)
+        clients = self.live.setdefault(client.peer.device_id, set())
+        self._clients += client not in clients
+        clients.add(client)
 
     def ended(self, client: "MqttClient") -> None:
         peer = client.peer
@@ -94,7 +97,8 @@ class Registry:
         if self.ownership is not None:
             self.ownership.ended(client)
         clients = self.live.get(peer.device_id)
-        if clients is not None:
+        if clients is not None and client in clients:
+            self._clients -= 1
             clients.discard(client)
             if not clients:
                 del self.live[peer.device_id]
@@ -111,7 +115,7 @@ class Registry:
             yield from list(clients)
 
     def client_count(self) -> int:
-        return sum(len(clients) for clients in self.live.values())
+        return self._clients
 
     def kick(self, device_id: str, reason: str, which: Callable[[Peer], bool] | None) -> int:
         """Close the device's connections (those ``which`` selects), without their wills."""
@@ -190,7 +194,7 @@ class Registry:
             session.expiry, session.expiry_left = expiry, None
             if session.persistent:
                 self.store.save_session(session)
-            session.client = client
+            self.sessions.attach(session, client)
             return session, present
 
     async def _reserve(self, device_id: str) -> None:
@@ -234,7 +238,7 @@ class Registry:
         """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4), a kept
         one after ``expiry`` seconds (5.0 §3.1.2.11.2; None: never)."""
         if session.client is client:
-            session.client = None
+            self.sessions.attach(session, None)
         if session.client is not None:
             return
         if not session.persistent:
@@ -252,12 +256,8 @@ class Registry:
         session.expiry_timer = None
         if session.client is None and self.sessions.get(session.key) is session:
             self.expired_count += 1
-            lines = self.expiry_lines
-            if lines is None:
-                log.info("session %s expired", session.store_key)
-            else:
-                lines.info(f"device '{session.device_name}'", "session expiries",
-                           "session %s expired", session.store_key)  # fmt: skip
+            self.expiry_lines.info(f"device '{session.device_name}'", "session expiries",
+                                   "session %s expired", session.store_key)  # fmt: skip
             self.end(session)
 
     def expiry_changed(self, session: BrokerSession, expiry: int) -> None:
