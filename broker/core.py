@@ -32,6 +32,7 @@ from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
 from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
+from broker.unadmitted import UnadmittedBytes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class BrokerConfig:
     ack_timeout: float = 10.0  # seconds a PUBACK/PUBREC may wait for the store
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
+    # Bytes all connections not admitted yet may hold together (``broker.unadmitted``).
+    max_unadmitted_bytes: int = 64 * 1024 * 1024
     max_subscriptions: int = 100
     # What one session's filters, and all of one device's sessions' here, are counted as
     # (``broker.subscription_bytes``).
@@ -83,6 +86,10 @@ class Broker:
         self.config = config or BrokerConfig()
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
+        self.unadmitted = UnadmittedBytes(
+            self.config.max_unadmitted_bytes,
+            lambda: self.metrics.count_limit("max_unadmitted_bytes"),
+        )
         # Lines a client can cause before it is admitted (a first packet that is no CONNECT,
         # no CONNECT in time) or by breaking the protocol, at its own connection rate: as the
         # auth log's refusals, the first auth_log_repeats per host and reason in each
@@ -135,6 +142,7 @@ class Broker:
         gauges.store_writable = lambda: self.store.status().writable
         gauges.store_unsaved = lambda: self.store.status().unsaved
         gauges.store_failures = lambda: self.store.status().failures
+        gauges.unadmitted_bytes = lambda: self.unadmitted.held
 
     # --- connections ----------------------------------------------------------------------
 
