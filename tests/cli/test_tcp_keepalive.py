@@ -151,6 +151,9 @@ def test_every_worker_keeps_its_connections_alive(
         env = broker_env(cli_env, "517") | {
             "NANOIOT_NATS_URL": NATS_URL,
             "NANOIOT_CLUSTER_NAME": cluster,
+            # Which worker took a connection is read from its "connected" line, which a
+            # device writes a few times a minute by default.
+            "NANOIOT_AUTH_LOG_REPEATS": "1000",
         }
         with serving(env, tmp_path, "--workers", "2") as (_process, stdout, log):
             port = int(stdout[-1].rsplit(":", 1)[1])

@@ -9,8 +9,8 @@ buckets' delete markers; and the watches that follow the members, the routes, a 
 compaction or a departure being settled, a watch's start (opening it, asking whether its last
 value is still there), the remake of a watch as NATS closes, and a restore reading claims. And
 a stop cancelled while it waited for such a loop to end went on as if it had not been (its
-own cancellation swallowed with the loop's). Pure: NATS is a stand-in that loses the
-cancellation as nats-py's wait does."""
+own cancellation swallowed with the loop's), or left its NATS connection open. Pure: NATS is
+a stand-in that loses the cancellation as nats-py's wait does."""
 
 import asyncio
 import contextlib
@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Protocol
+from unittest.mock import AsyncMock
 
 import nats.errors
 
@@ -25,6 +26,7 @@ from broker.cluster.compaction import Compaction
 from broker.cluster.compaction import _follow as compaction_follow
 from broker.cluster.departure import departure_done, keep_departure
 from broker.cluster.kv import Entry, KeyValue, Watch
+from broker.cluster.link import ClusterLink
 from broker.cluster.members import MemberRegistry
 from broker.cluster.parked_age import ParkedAge
 from broker.cluster.parking import Parker
@@ -167,12 +169,16 @@ async def test_compaction_ends_even_if_a_read_of_the_bucket_lost_its_cancellatio
 
 
 class SlowToEnd:
-    """A put that swallows the cancellation, then takes its time to return (a slow NATS):
-    the task that made it ends only once ``done`` is set."""
+    """A put (or a watch's remake) that swallows the cancellation, then takes its time to
+    return (a slow NATS): the task that made it ends only once ``done`` is set."""
 
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.done = asyncio.Event()
+        self.stopped = False  # as a watch
+
+    async def resume(self) -> None:
+        await self.put("", b"")
 
     async def put(self, _key: str, _value: bytes) -> int:
         self.entered.set()
@@ -366,3 +372,28 @@ async def test_a_restore_ends_even_if_reading_the_claims_lost_its_cancellation()
     registry = SimpleNamespace(ownership=SimpleNamespace(owned=owned), sessions={})
     restoration = Restoration(registry, SimpleNamespace(load_page=load_page))  # type: ignore[arg-type]
     await _ends_once_cancelled(restoration._run(), claims)
+
+
+async def _cancel_while_remaking(watches: OpenWatches, close: Coroutine[Any, Any, None]) -> None:
+    watch = SlowToEnd()
+    watches.add(watch)
+    watches.reconnected()
+    async with asyncio.timeout(WAIT):
+        await watch.entered.wait()
+    closing = asyncio.create_task(close)
+    await asyncio.sleep(0)  # a loop turn: the close waits for the remake now
+    closing.cancel()
+    watch.done.set()
+    await asyncio.wait({closing}, timeout=WAIT)
+    assert closing.cancelled(), "the close went on as if it had not been cancelled"
+
+
+async def test_a_close_cancelled_while_a_remake_ends_closes_and_remakes_nothing_after() -> None:
+    """A node's stop timed out as the link's close waited for a remake: the connection was
+    left open, and a reconnection remade the watches the close kept."""
+    client = AsyncMock(is_closed=False)
+    link = ClusterLink(client, "nanoiot", "node-a")
+    await _cancel_while_remaking(link._watches, link.close())
+    client.close.assert_awaited_once()  # the connection to NATS closed
+    link._watches.reconnected()
+    assert not link._watches._remaking, "a watch was remade after the close"
