@@ -31,8 +31,8 @@ from broker.sessions import BrokerSession
 
 __all__ = ["ExpirySweep"]
 
-# Per turn of the loop: a few milliseconds at most (measured: ~1 µs a session with nothing
-# due, ~5 µs an expired message with its store delete queued and its count).
+# Per turn of the loop: a few milliseconds at most (measured: ~5.5 µs a session with one
+# expired message, its store delete queued and counted; a turn of 256 such, 1.5-3 ms).
 SESSIONS_PER_TURN: Final = 256
 MESSAGES_PER_TURN: Final = 512
 

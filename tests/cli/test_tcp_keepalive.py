@@ -194,7 +194,7 @@ def test_idle_out_of_bounds_is_refused_in_one_line(tmp_path: Path, value: str, s
     with pytest.raises(ConfigError) as refused:
         load_settings(environ={"NANOIOT_TCP_KEEPALIVE_IDLE": value}, cwd=tmp_path)
     assert str(refused.value).startswith(
-        "setting 'tcp_keepalive_idle' (file conf/nanoiot.yaml or $NANOIOT_TCP_KEEPALIVE_IDLE): "
+        "setting 'tcp_keepalive_idle' (from $NANOIOT_TCP_KEEPALIVE_IDLE): "
     )
     assert says in str(refused.value)
     for edge in ("0", "32767"):  # off, and Linux's longest (MAX_TCP_KEEPIDLE)
