@@ -32,12 +32,18 @@ INTERVAL = 1.0
 
 
 @asynccontextmanager
-async def member(settings: Settings) -> AsyncIterator[tuple[DeviceSeats, Counter[str]]]:
+async def member(
+    settings: Settings, interval: float = INTERVAL, ready_within: float | None = None
+) -> AsyncIterator[tuple[DeviceSeats, Counter[str]]]:
+    """A member (heartbeats every ``interval`` s) with its seats started and their view of
+    the bucket read (within ``ready_within`` s; None: however long), and the sessions its
+    table holds per device (``held``, which the caller counts as the registry would). The
+    set-up of tests/broker/cluster/test_seats.py too."""
     async with AsyncExitStack() as stack:
         link = await ClusterLink.connect(settings)
         stack.push_async_callback(link.close)
-        bucket = await link.key_value(MEMBERS, ttl=INTERVAL * MISSED_BEATS)
-        members = MemberRegistry(link, bucket, INTERVAL, Figures, mqtt_port=1)
+        bucket = await link.key_value(MEMBERS, ttl=interval * MISSED_BEATS)
+        members = MemberRegistry(link, bucket, interval, Figures, mqtt_port=1)
         await members.start()
         stack.push_async_callback(members.stop)
         held: Counter[str] = Counter()
@@ -46,7 +52,7 @@ async def member(settings: Settings) -> AsyncIterator[tuple[DeviceSeats, Counter
         stack.push_async_callback(seats.stop)
         view = getattr(seats, "view", None)  # the watched bucket, where there is one
         if view is not None:
-            await view.until_ready()
+            await asyncio.wait_for(view.until_ready(), ready_within)
         yield seats, held
 
 

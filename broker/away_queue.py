@@ -4,13 +4,15 @@ The router (``broker.router``) hands a QoS 1 or 2 copy for a session without a c
 here; ``AwayQueue.keep`` queues it within the session's limits (``max_queued_messages``,
 ``max_queued_bytes``: expired messages go first, then the oldest, ``broker.mqtt.session``),
 writes the store (deleting what went), and counts and logs what the limits dropped (those
-that expired are counted only). Apart from the router because it is the one place where
+that expired are counted only), saying which: queued QoS 0 messages, the oldest queued, or
+the new message itself. Apart from the router because it is the one place where
 routing drops messages, and that is logged and counted, not silent.
 """
 
 import asyncio
 import logging
 
+from broker.expiry_sweep import ExpirySweep
 from broker.metrics import BrokerMetrics
 from broker.mqtt.limits import Limits
 from broker.mqtt.session import Outgoing
@@ -32,6 +34,8 @@ class AwayQueue:
         self.limits = limits
         self.metrics = metrics
         self._drops = LogLimiter(log, interval=_DROPS_LOGGED_PER)
+        # Takes the messages out of away sessions' queues as they expire (5.0 §3.3.2.3.3).
+        self.sweep = ExpirySweep(store, metrics)
 
     def keep(self, session: BrokerSession, out: Outgoing) -> bool:
         """Keep a message for a persistent session whose client is away (§3.1.2.4), within
@@ -39,7 +43,7 @@ class AwayQueue:
         # The broker's clock, as the messages' deadlines (5.0 §3.3.2.3.3) are on it.
         dropped = session.enqueue(out, self.limits, asyncio.get_running_loop().time())
         kept = True
-        live = 0  # dropped by a limit, not for their expiry: logged
+        live: list[Outgoing] = []  # dropped by a limit, not for their expiry: logged
         for message, limit in dropped:
             self.metrics.count_limit(limit)
             if message is out:
@@ -47,24 +51,42 @@ class AwayQueue:
             else:
                 self.store.message_done(message)
             if limit != "message_expiry":
-                live += 1
+                live.append(message)
         if kept:
             self.store.message_queued(session, out)
+            self.sweep.watch(session)
         if live:
-            self._log_drops(session, live, dropped[-1][1])
+            self._log_drops(session, len(live), dropped[-1][1], _which(live, out))
         return kept or bool(dropped)
 
-    def _log_drops(self, session: BrokerSession, count: int, limit: str) -> None:
+    def _log_drops(self, session: BrokerSession, count: int, limit: str, which: str) -> None:
         """One line per session and limit a minute, then a count of the rest (a queue that
-        overflows does so at the publishers' rate: a line per message would flood the log)."""
+        overflows does so at the publishers' rate: a line per message would flood the log).
+        ``which``: what went (``_which``)."""
         key = session.store_key
         if limit.endswith("_per_device"):  # one line for all the device's sessions
             key = session.device_id
             self._drops.warning(key, f"queue drops ({limit})",
-                                "device %s: %d queued messages dropped, oldest first (%s, of "
-                                "session %s); further drops are counted", key, count, limit,
+                                "device %s: %d messages dropped, %s (%s, of session %s); "
+                                "further drops are counted", key, count, which, limit,
                                 session.store_key)  # fmt: skip
             return
         self._drops.warning(key, f"queue drops ({limit})",
-                            "session %s: %d queued messages dropped, oldest first (%s); further "
-                            "drops are counted", key, count, limit)  # fmt: skip
+                            "session %s: %d messages dropped, %s (%s); further drops are "
+                            "counted", key, count, which, limit)  # fmt: skip
+
+
+def _which(dropped: list[Outgoing], new: Outgoing) -> str:
+    """What a limit dropped, in the order ``Session.enqueue`` takes them: queued QoS 0
+    messages (§4.3.1: they may be lost anyway), then the oldest queued, then the new
+    message itself (a queue read back past a bound keeps its messages; a device's other
+    sessions hold its bound; a QoS 0 message meets a queue with none)."""
+    queued = [message for message in dropped if message is not new]
+    parts = []
+    if any(message.qos == 0 for message in queued):
+        parts.append("queued QoS 0 ones")
+    if any(message.qos != 0 for message in queued):
+        parts.append("the oldest queued")
+    if len(queued) < len(dropped):
+        parts.append("the new message itself")
+    return " then ".join(parts)

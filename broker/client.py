@@ -24,12 +24,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from broker import backpressure, connecting, faults, inbound
+from broker import backpressure, connecting, faults, inbound, unadmitted
 from broker.acks import HeldAcks
 from broker.connection_limit import host_of
 from broker.last_will import publish_will
 from broker.mqtt.codes import Reason
-from broker.mqtt.connection import AUTHENTICATING, Connection
+from broker.mqtt.connection import Connection
 from broker.mqtt.events import (
     ConnectionRefused,
     DuplicateReceived,
@@ -111,6 +111,8 @@ class MqttClient:
         if self.broker.registry.fenced_now() and self.ended:
             return  # read after a stall that fenced this member off: it closed this connection
         self.broker.metrics.bytes_in += len(data)
+        if not unadmitted.hold(self, len(data)):
+            return  # closed: past max_unadmitted_bytes
         if self._stash is not None:
             self._stash.append(data)  # read once the sessions are restored
             self.core.last_received = self._loop.time()  # it is not idle (§3.1.2.10)
@@ -123,10 +125,7 @@ class MqttClient:
             return
         self._flush()
         backpressure.hold_unread(self)
-        core = self.core
-        if core.state == AUTHENTICATING and core.buffered > self.broker.limits.max_packet_size:
-            self._paused = True  # the rest waits in the socket until the client is admitted
-            self.tls.pause_reading()
+        unadmitted.pause_past_connect(self)
 
     def connection_lost(self) -> None:
         self.broker.registry.fenced_now()  # a stall that fences this member: no will here
@@ -394,6 +393,7 @@ class MqttClient:
         if session is not None:
             broker.registry.released(session, self, self._expiry())
         broker.registry.ended(self)
+        broker.unadmitted.release(self)  # what it held before it was admitted, if it was not
         last_will = self.core.will
         if will and session is not None and last_will is not None and self.peer is not None:
             publish_will(self, session, self.peer, last_will)

@@ -103,6 +103,7 @@ def accept(client: "MqttClient", session: BrokerSession, present: bool, connect:
     """CONNACK the admitted client with ``session`` (``present``: it was there before)."""
     client.session = session
     client.tls.admitted()  # off its host's max_connecting_per_address
+    client.broker.unadmitted.release(client)  # and off max_unadmitted_bytes
     if client._timer is not None:
         client._timer.cancel()
         client._timer = None

@@ -32,6 +32,7 @@ from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
 from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
+from broker.unadmitted import UnadmittedBytes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class BrokerConfig:
     ack_timeout: float = 10.0  # seconds a PUBACK/PUBREC may wait for the store
     auth_timeout: float = 2.0  # seconds a CONNECT waits for its credential lookup
     max_outgoing_buffer: int = 1024 * 1024
+    # Bytes all connections not admitted yet may hold together (``broker.unadmitted``).
+    max_unadmitted_bytes: int = 64 * 1024 * 1024
     max_subscriptions: int = 100
     # What one session's filters, and all of one device's sessions' here, are counted as
     # (``broker.subscription_bytes``).
@@ -83,6 +86,10 @@ class Broker:
         self.config = config or BrokerConfig()
         self.limits = self.config.limits
         self.metrics = BrokerMetrics()
+        self.unadmitted = UnadmittedBytes(
+            self.config.max_unadmitted_bytes,
+            lambda: self.metrics.count_limit("max_unadmitted_bytes"),
+        )
         # Lines a client can cause before it is admitted (a first packet that is no CONNECT,
         # no CONNECT in time) or by breaking the protocol, at its own connection rate: as the
         # auth log's refusals, the first auth_log_repeats per host and reason in each
@@ -108,8 +115,10 @@ class Broker:
         held.max_bytes_per_device = self.config.max_subscription_bytes_per_device
         self.registry = Registry(self.router, self.store)
         self.registry.max_sessions_per_device = self.config.max_sessions_per_device
+        self.registry.expiry_lines = self.device_lines(logging.getLogger("broker.registry"))
         self.registry.subscription_bytes = held
         self.registry.device_queues = DeviceQueues(self.limits)
+        self.registry.sweep = self.sweep = local.away.sweep
         self.registry.shared_bounds = SharedBounds(
             self.shared,
             self.config.max_shared_subscription_bytes,
@@ -133,6 +142,7 @@ class Broker:
         gauges.store_writable = lambda: self.store.status().writable
         gauges.store_unsaved = lambda: self.store.status().unsaved
         gauges.store_failures = lambda: self.store.status().failures
+        gauges.unadmitted_bytes = lambda: self.unadmitted.held
 
     # --- connections ----------------------------------------------------------------------
 
@@ -262,6 +272,8 @@ class Broker:
         return restoration.pending() if restoration is not None else None
 
     def close_all(self) -> None:
-        """Close every live connection (shutdown: their wills are not published)."""
+        """Close every live connection (shutdown: their wills are not published), and
+        sweep no more (the store closes next)."""
+        self.sweep.stop()
         for client in list(self.registry.live_clients()):
             client.kick("the broker is shutting down", Reason.SERVER_SHUTTING_DOWN)

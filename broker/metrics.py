@@ -27,7 +27,8 @@ LIMITS = (
     "max_subscriptions", "max_awaiting_pubrel", "max_retained_messages", "max_retained_bytes",
     "max_retained_messages_per_device", "max_retained_bytes_per_device", "max_outgoing_buffer",
     "max_connections", "max_sessions_per_device", "max_filters_per_subscribe",
-    "max_connecting_per_address", "max_topic_levels", "max_share_name_length",
+    "max_connecting_per_address", "max_unadmitted_bytes", "max_topic_levels",
+    "max_share_name_length",
     "max_shared_subscription_bytes", "max_shared_subscription_bytes_per_device",
     "max_unsaved_session_changes", "max_subscription_bytes", "max_subscription_bytes_per_device",
     "max_queued_messages_per_device", "max_queued_bytes_per_device",
@@ -51,6 +52,7 @@ class Gauges:
     store_writable: Callable[[], bool] = lambda: True
     store_unsaved: Callable[[], int] = lambda: 0
     store_failures: Callable[[], int] = lambda: 0
+    unadmitted_bytes: Callable[[], int] = lambda: 0  # ``broker.unadmitted``
 
 
 class BrokerMetrics(Collector):
@@ -118,6 +120,12 @@ class BrokerMetrics(Collector):
             "Sessions ended by their expiry interval (MQTT 5 Session Expiry, "
             "persistent_session_expiry)",
             gauges.sessions_expired(),
+        )
+        yield _gauge(
+            "nanoiot_unadmitted_bytes",
+            "Bytes read from connections not admitted yet (partial or unanswered CONNECTs), "
+            "bounded by max_unadmitted_bytes",
+            gauges.unadmitted_bytes(),
         )
         yield _gauge("nanoiot_subscriptions", "Topic filters subscribed", gauges.subscriptions())
         yield _gauge("nanoiot_retained_messages", "Retained messages kept", gauges.retained())

@@ -26,9 +26,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from broker.device_queues import DeviceQueues
+from broker.expiry_sweep import ExpirySweep
 from broker.mqtt.limits import NEVER_EXPIRES
 from broker.ownership import Ownership
 from broker.peer import Peer, SessionKey
+from broker.repeats import LogLimiter
 from broker.router import Router
 from broker.session_store import SessionStore
 from broker.session_table import Seats, SessionTable
@@ -55,6 +57,7 @@ class Registry:
         # In a cluster: the device's sessions on every member count (``broker.cluster.seats``).
         self.seats: Seats | None = None
         self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
+        self._clients = 0  # in ``live``: counted, not summed (read each ``sys_interval``)
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
         # In a cluster: make this member the session's only holder before the CONNACK
         # (``broker.cluster.sessions``).
@@ -68,17 +71,24 @@ class Registry:
         self.fenced_now: Callable[[], bool] = lambda: False
         # Sessions ended by their expiry (5.0 §3.1.2.11.2), at start-up too: for /metrics.
         self.expired_count = 0
+        # Their lines, limited per device (``Broker.device_lines``): a new client id and 1 s
+        # of Session Expiry Interval at each connect wrote one a connect.
+        self.expiry_lines = LogLimiter(log)
         # This process's bounds on shared subscriptions, which restored sessions may pass.
         self.shared_bounds: SharedBounds | None = None
         self.subscription_bytes: SubscriptionBytes | None = None  # and on all filters
         # Each device's sessions' queues together (``broker.device_queues``).
         self.device_queues: DeviceQueues | None = None
+        # Takes expired messages out of the queues of sessions whose client is away.
+        self.sweep: ExpirySweep | None = None
 
     # --- live connections -----------------------------------------------------------------
 
     def admitted(self, client: "MqttClient") -> None:
         assert client.peer is not None
-        self.live.setdefault(client.peer.device_id, set()).add(client)
+        clients = self.live.setdefault(client.peer.device_id, set())
+        self._clients += client not in clients
+        clients.add(client)
 
     def ended(self, client: "MqttClient") -> None:
         peer = client.peer
@@ -87,7 +97,8 @@ class Registry:
         if self.ownership is not None:
             self.ownership.ended(client)
         clients = self.live.get(peer.device_id)
-        if clients is not None:
+        if clients is not None and client in clients:
+            self._clients -= 1
             clients.discard(client)
             if not clients:
                 del self.live[peer.device_id]
@@ -104,7 +115,7 @@ class Registry:
             yield from list(clients)
 
     def client_count(self) -> int:
-        return sum(len(clients) for clients in self.live.values())
+        return self._clients
 
     def kick(self, device_id: str, reason: str, which: Callable[[Peer], bool] | None) -> int:
         """Close the device's connections (those ``which`` selects), without their wills."""
@@ -183,7 +194,7 @@ class Registry:
             session.expiry, session.expiry_left = expiry, None
             if session.persistent:
                 self.store.save_session(session)
-            session.client = client
+            self.sessions.attach(session, client)
             return session, present
 
     async def _reserve(self, device_id: str) -> None:
@@ -227,7 +238,7 @@ class Registry:
         """The client of ``session`` is gone: a clean session ends with it (§3.1.2.4), a kept
         one after ``expiry`` seconds (5.0 §3.1.2.11.2; None: never)."""
         if session.client is client:
-            session.client = None
+            self.sessions.attach(session, None)
         if session.client is not None:
             return
         if not session.persistent:
@@ -235,6 +246,8 @@ class Registry:
             return
         session.expiry = expiry
         self.store.session_away(session)  # its expiry survives a restart
+        if self.sweep is not None:  # what its client left queued expires meanwhile
+            self.sweep.watch(session)
         if expiry is not None and expiry != NEVER_EXPIRES:
             loop = asyncio.get_running_loop()
             session.expiry_timer = loop.call_later(expiry, self._expired, session)
@@ -243,7 +256,8 @@ class Registry:
         session.expiry_timer = None
         if session.client is None and self.sessions.get(session.key) is session:
             self.expired_count += 1
-            log.info("session %s expired", session.store_key)
+            self.expiry_lines.info(f"device '{session.device_name}'", "session expiries",
+                                   "session %s expired", session.store_key)  # fmt: skip
             self.end(session)
 
     def expiry_changed(self, session: BrokerSession, expiry: int) -> None:
@@ -265,6 +279,8 @@ class Registry:
             session.cancel_timers()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+        if self.sweep is not None:
+            self.sweep.drop(session)
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
@@ -339,6 +355,8 @@ class Registry:
         session.cancel_timers()  # the expiry timer too
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+        if self.sweep is not None:
+            self.sweep.drop(session)
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
@@ -374,6 +392,8 @@ class Registry:
             for topic_filter, sub in session.subscriptions.items():
                 self.router.subscribe(session, topic_filter, sub)
             self.sessions[session.key] = session
+            if self.sweep is not None:
+                self.sweep.watch(session)
         if self.shared_bounds is not None:
             self.shared_bounds.restored(kept)  # kept whole (§4.1), even past them
         if self.subscription_bytes is not None:

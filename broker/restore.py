@@ -29,7 +29,7 @@ from broker.registry import Registry
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession
 from nanoiot.errors import ClusterError, StoreError
-from nanoiot.tasks import cancel_and_wait
+from nanoiot.tasks import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ class Restoration:
         after: str | None = None
         delay = _RETRY_FIRST
         while True:
+            # A page's claims are read from NATS (``Ownership.owned``), whose waits can swallow
+            # the stop's cancellation (``nanoiot.tasks``): else restored on, or retried for
+            # ever while NATS is away.
+            if cancel_requested():
+                raise asyncio.CancelledError
             try:
                 page, after_next = await self._page(after)
             except (StoreError, ClusterError) as exc:

@@ -124,6 +124,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         ack_timeout=settings.ack_timeout,
         auth_timeout=settings.auth_timeout,
         max_outgoing_buffer=settings.max_outgoing_buffer,
+        max_unadmitted_bytes=settings.max_unadmitted_bytes,
         max_subscriptions=settings.max_subscriptions,
         max_subscription_bytes=settings.max_subscription_bytes,
         max_subscription_bytes_per_device=settings.device_bound(

@@ -105,10 +105,7 @@ class SysTopics:
         yield "$SYS/broker/uptime", f"{int(time.monotonic() - self._started)} seconds"
         yield "$SYS/broker/clients/connected", str(connected)
         yield "$SYS/broker/clients/total", str(max(len(registry.sessions), connected))
-        yield (
-            "$SYS/broker/clients/disconnected",
-            str(sum(1 for s in registry.sessions.values() if s.client is None)),
-        )
+        yield "$SYS/broker/clients/disconnected", str(registry.sessions.away())
         yield "$SYS/broker/messages/received", str(metrics.messages_in)
         yield "$SYS/broker/messages/sent", str(metrics.messages_out)
         yield "$SYS/broker/publish/messages/dropped", str(metrics.messages_dropped)

@@ -3,11 +3,14 @@
 Every refusal is counted by reason. The first few refusals per client address and reason in
 each interval log one line and record one auth event each; the rest are counted and reported
 as one line and one event when the interval ends (``broker.repeats``), so a flood of refused
-CONNECTs cannot fill the disk. Client-chosen text (client id, user name, topic) is cut and
-escaped (``nanoiot.text``): it can neither flood a line nor forge one. Events are written by a
-background writer, so a slow or unreachable database never delays a CONNACK (events are
-dropped and counted when the queue is full), and the writer keeps ``auth_events`` within its
-retention (age and row count) as it goes.
+CONNECTs cannot fill the disk. An accepted CONNECT records its event every time (the audit
+trail, kept within its retention), but its "connected" line is limited the same way per
+device: a device's certificate used to connect in a loop wrote one line per handshake.
+Client-chosen text (client id, user name, topic) is cut and escaped (``nanoiot.text``): it
+can neither flood a line nor forge one. Events are written by a background writer, so a slow
+or unreachable database never delays a CONNACK (events are dropped and counted when the queue
+is full), and the writer keeps ``auth_events`` within its retention (age and row count) as it
+goes.
 """
 
 import asyncio
@@ -20,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from auth.decision import Decision
 from broker.authn import ConnectRequest
-from broker.repeats import RepeatCounter, Summary, SummaryTimer
+from broker.repeats import LogLimiter, RepeatCounter, Summary, SummaryTimer
 from nanoiot.errors import StoreError
 from nanoiot.tasks import cancel_and_wait
 from nanoiot.text import printable
@@ -69,14 +72,24 @@ class AuthLog:
         self._repeats = RepeatCounter(repeats=self.policy.repeats, interval=self.policy.interval)
         # Each host's count is reported and its key forgotten when its interval ends.
         self._summaries = SummaryTimer(self._repeats, self._report, _loop_time)
+        # "connected" lines, per device: "device 'x': 40 more connections in 60 s".
+        self._connected = LogLimiter(
+            log, interval=self.policy.interval, repeats=self.policy.repeats
+        )
         self._pruned_at = float("-inf")
         self.counts: Counter[str] = Counter()
         self.dropped = 0
 
     def allowed(self, decision: Decision, request: ConnectRequest, client_id: str) -> None:
         self.counts[decision.reason.value] += 1
-        log.info("connected %s from %s, client id '%s'", printable(decision.detail, _DETAIL),
-                 request.remote, printable(client_id))  # fmt: skip
+        holder = decision.holder
+        owner = "?" if holder is None else (
+            f"{'application' if holder.application else 'device'} '{holder.device_name}'"
+        )  # fmt: skip
+        self._connected.info(
+            owner, "connections", "connected %s from %s, client id '%s'",
+            printable(decision.detail, _DETAIL), request.remote, printable(client_id),
+        )  # fmt: skip
         self._enqueue(AuthOutcome.ALLOWED, decision, request)
 
     def refused(self, decision: Decision, request: ConnectRequest, *, mqtt5: bool = False) -> None:
@@ -144,6 +157,7 @@ class AuthLog:
     async def stop(self) -> None:
         """Report what waits for a summary, write what is queued (briefly), then stop."""
         self._summaries.flush()
+        self._connected.flush()
         if self._writer is None:
             return
         with contextlib.suppress(TimeoutError):

@@ -14,7 +14,7 @@ such a call swallowed. The project's own code waits with ``asyncio.timeout``.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -33,13 +33,18 @@ async def cancel_and_wait(task: "asyncio.Task[Any]") -> None:
         raise asyncio.CancelledError
 
 
-async def cancellable(awaitable: Awaitable[_T]) -> _T:
+async def cancellable(
+    awaitable: Awaitable[_T], undo: Callable[[_T], Awaitable[object]] | None = None
+) -> _T:
     """``await awaitable``; a cancellation of the calling task that it swallowed (it
-    returned although the task was cancelled meanwhile) is raised once it returned."""
+    returned although the task was cancelled meanwhile) is raised once it returned, after
+    ``undo(result)`` if given (what it opened, closed: nobody else has it)."""
     task = asyncio.current_task()
     before = 0 if task is None else task.cancelling()
     result = await awaitable
     if task is not None and task.cancelling() > before:
+        if undo is not None:
+            await undo(result)
         raise asyncio.CancelledError
     return result
 

@@ -44,7 +44,7 @@ from nats.aio.client import Client
 from broker.cluster.kv import KeyValue, Watch
 from broker.cluster.markers import DeleteMarkers
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_all_and_wait, cancel_and_wait, cancel_requested
+from nanoiot.tasks import cancel_all_and_wait, cancel_and_wait, cancel_requested, cancellable
 
 __all__ = ["Compaction", "purge_is_safe"]
 
@@ -210,4 +210,4 @@ class Compaction:
 async def _follow(watch: Watch) -> None:
     """Each change of a bucket this member watches for compaction only: read to be noted."""
     while True:
-        await watch.next()
+        await cancellable(watch.next())  # a stop's cancellation nats-py lost

@@ -29,7 +29,7 @@ from typing import Final
 
 from broker.cluster.kv import Entry, KeyValue
 from nanoiot.errors import ClusterConflictError, ClusterError
-from nanoiot.tasks import cancel_requested
+from nanoiot.tasks import cancel_requested, cancellable
 
 __all__ = [
     "DEPARTURES_KEPT", "DEPARTURE_KEPT_EVERY", "DEPARTURE_TRIED", "DONE", "creator",
@@ -176,7 +176,9 @@ async def departure_done(departures: KeyValue, run: str) -> None:
     watch = await departures.watch(run)
     try:
         while True:
-            change = await watch.value()  # None once: the values there were given
+            # None once: the values there were given. A stop's cancellation nats-py lost
+            # (``nanoiot.tasks``) is raised: else its survivor waited for the departure.
+            change = await cancellable(watch.value())
             value = None if change is None else change[1]
             if value is not None and (value == DONE or value.startswith(_WAITING)):
                 return

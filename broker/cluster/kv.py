@@ -132,9 +132,11 @@ class KeyValue:
 
     async def watch(self, keys: str = ">") -> "Watch":
         """Every key's current value, then each change as it happens (``Watch.next``)."""
+        # nats-py's requests can swallow a cancellation (``nanoiot.tasks``): a watch opened
+        # by a task stopped meanwhile is closed, and the stop goes on.
         with nats_errors(f"watching {self.bucket}"):
-            last = await self._last_revision(keys)  # before the watch: it gives this one
-            watcher = await self._store.watch(keys)
+            last = await cancellable(self._last_revision(keys))  # before: the watch gives it
+            watcher = await cancellable(self._store.watch(keys), _stopped)
 
         async def remade(start: int) -> ResumedWatcher:
             with nats_errors(f"watching {self.bucket} again"):
@@ -289,7 +291,7 @@ class Watch:
             updates = watcher.updates(timeout=RECHECK)
             return await cancellable(updates)
         except nats.errors.TimeoutError:
-            if not await self._holds(self._last):
+            if not await cancellable(self._holds(self._last)):  # a request: the same
                 self._last = 0  # expired before it came: nothing more to wait for
             return None
 

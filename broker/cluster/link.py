@@ -246,9 +246,10 @@ class ClusterLink:
                 await subscription.unsubscribe()
 
     async def close(self) -> None:
-        """Send what is pending, then leave; never raises (the node is stopping anyway)."""
-        await self._watches.close()
+        """Send what is pending, then leave; never raises (the node is stopping anyway) but
+        its own cancellation, and closes the connection even then."""
         try:
+            await self._watches.close()
             with nats_errors("leaving the cluster"):
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     await self.client.drain()

@@ -46,7 +46,7 @@ from broker.cluster.link import ClusterLink
 from broker.cluster.liveness import Heard
 from nanoiot.errors import ClusterError
 from nanoiot.members import Figures, Member, decode_member, encode_member
-from nanoiot.tasks import cancel_all_and_wait
+from nanoiot.tasks import cancel_all_and_wait, cancellable
 
 __all__ = ["BUCKET", "MISSED_BEATS", "MemberRegistry"]
 
@@ -254,7 +254,7 @@ class MemberRegistry:
 
     async def _follow(self, watch: Watch) -> None:
         while True:
-            change = await watch.value()
+            change = await cancellable(watch.value())  # a stop's cancellation nats-py lost
             if change is not None:
                 self._apply(*change)
 

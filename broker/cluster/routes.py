@@ -39,7 +39,7 @@ from broker.cluster.pending_writes import PendingWrites
 from broker.mqtt.session import Subscription
 from broker.mqtt.trie import SubscriptionTrie
 from nanoiot.errors import ClusterError
-from nanoiot.tasks import cancel_all_and_wait, cancel_requested
+from nanoiot.tasks import cancel_all_and_wait, cancel_requested, cancellable
 
 __all__ = ["RouteAnnouncer", "RouteTable"]
 
@@ -360,7 +360,7 @@ class RouteAnnouncer:
 
     async def _follow(self, watch: Watch) -> None:
         while True:
-            change = await watch.value()
+            change = await cancellable(watch.value())  # a stop's cancellation nats-py lost
             if change is not None:
                 self._at(watch.revision)
                 if change[0].startswith(self.member + "."):

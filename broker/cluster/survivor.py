@@ -6,10 +6,10 @@ The departure's entry (``broker.cluster.departure``) says who does it, and how f
 the creator's value while the wills are published and the sessions adopted; then ``waiting``
 (the sessions taken care of: what a member back from fencing waits for) while delayed wills
 wait on this process (written again while they wait: ``keep_departure``); ``DONE`` once none
-is left. A process that dies before ``DONE`` (killed, or stopped while delayed wills waited)
-leaves the entry naming it: the survivors take it over when they see that process go, or
-when they lose the creation race to it later, and the one that does settles it again from
-what is left in ``<cluster>_wills``.
+is left (``broker.cluster.departure_marks`` writes them). A process that dies before
+``DONE`` (killed, or stopped while delayed wills waited) leaves the entry naming it: the
+survivors take it over when they see that process go, or when they lose the creation race to
+it later, and the one that does settles it again from what is left in ``<cluster>_wills``.
 
 Each will is published before its entry is deleted, so a process that dies in between has
 its last wills published again by the one that takes over: a will may come twice (MQTT
@@ -41,18 +41,16 @@ from dataclasses import replace
 
 from broker.cluster.claim_value import came_back
 from broker.cluster.departure import (
-    DEPARTURE_KEPT_EVERY,
     DEPARTURE_TRIED,
-    DONE,
     Live,
     creator,
     departure_done,
     departure_won,
-    keep_departure,
     left_unsettled,
     owner,
     waiting,
 )
+from broker.cluster.departure_marks import DepartureMarks
 from broker.cluster.frames import to_key
 from broker.cluster.kv import KeyValue
 from broker.cluster.will_decision import at_most
@@ -67,7 +65,7 @@ from broker.cluster.will_entries import (
 from broker.peer import SessionKey, store_key
 from nanoiot.errors import ClusterError, ClusterUnavailableError, StoreError
 from nanoiot.members import Member
-from nanoiot.tasks import cancel_all_and_wait, cancel_and_wait, cancellable
+from nanoiot.tasks import cancel_all_and_wait, cancellable
 
 __all__ = ["Survivor"]
 
@@ -110,17 +108,10 @@ class Survivor:
         self.adopt: Callable[[str], Awaitable[object]] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # delayed wills by entry
-        # Delayed wills waiting here by departure, and the departures marked ``waiting``.
-        self._delayed: dict[str, int] = {}
-        self._marked: set[str] = set()
-        # Their entries, written again while they wait (``keep_departure``): every how many
-        # seconds, and the task writing each.
-        self.keep_every = DEPARTURE_KEPT_EVERY
-        self._keeping: dict[str, asyncio.Task[None]] = {}
         # Sessions with a delayed will here: its departure, entry and will.
         self._waiting: dict[SessionKey, tuple[str, str, StoredWill]] = {}
-        # Departures settled here whose entry could not be marked (NATS lost): tried again.
-        self._unmarked: set[str] = set()
+        # What the entries of the departures settled here say (delayed wills waiting here).
+        self.marks = DepartureMarks(departures, self.creator)
 
     def member_gone(self, member: Member) -> None:
         """A member (one run of it) is gone: publish its clients' wills, if this member is
@@ -150,9 +141,8 @@ class Survivor:
         the member back from fencing whose run it is waits ``SETTLE_WITHIN`` for it, refusing
         connections (``broker.cluster.fence``). Only a write: a member fenced off does it too
         (after a NATS restart, two may each wait for the other's marking)."""
-        unmarked, self._unmarked = self._unmarked, set()
-        for run in unmarked:
-            self._spawn(self._mark_settled(run))
+        for run in self.marks.unmarked():
+            self._spawn(self.marks.settled(run))
 
     async def run_ended(self, run: str, within: float) -> None:
         """This member is back after fencing: settle the wills of ``run`` (one of its own,
@@ -230,7 +220,7 @@ class Survivor:
         """Publish the wills of ``run``, adopt its sessions, mark it done."""
         found = await wills_of(self.bucket, run)
         log.info("member %s is gone: %d wills of its clients to publish", run, len(found))
-        self._delayed[run] = sum(1 for _, will, _ in found if will.delay)
+        self.marks.delayed[run] = sum(1 for _, will, _ in found if will.delay)
         works = (self._delay(run, key, will, rev) if will.delay else self._due(run, key, will)
                  for key, will, rev in found)  # fmt: skip
         await at_most(self.in_flight, works)  # each of its own session: in any order
@@ -240,22 +230,7 @@ class Survivor:
             except (ClusterError, StoreError) as exc:
                 log.warning("sessions of member %s not adopted: %s", name, exc)
         await self._claims_read(run)
-        await self._mark_settled(run)
-
-    async def _mark_settled(self, run: str) -> None:
-        """Mark the departure of ``run``, settled here, ``DONE`` (or ``waiting`` while delayed
-        wills wait here): the member, if it fenced itself off and is back, waits for this."""
-        if not self._delayed.get(run):
-            self._delayed.pop(run, None)
-            await self._mark(run, DONE)
-        elif await self._mark(run, waiting(self.creator)):
-            self._marked.add(run)
-            await self._not_kept(run)  # its departure taken back here
-            self._keeping[run] = asyncio.get_running_loop().create_task(
-                keep_departure(self.departures, run, waiting(self.creator), self.keep_every)
-            )
-            if not self._delayed.get(run):  # the last delayed will went out meanwhile
-                await self._done(run)
+        await self.marks.settled(run)
 
     async def _delay(self, run: str, kv_key: str, will: StoredWill, revision: int) -> None:
         """Publish ``will`` when its delay ends (§3.1.3.2.2: it runs from the end of the
@@ -280,45 +255,13 @@ class Survivor:
         self._timers[kv_key] = loop.call_later(left, self._delay_ended, run, kv_key, will)
         self._waiting[will.key] = (run, kv_key, will)
 
-    async def _mark(self, run: str, value: bytes) -> bool:
-        """Write ``value`` to the departure of ``run`` if it still names this process (not
-        taken over by another while this one could not write, cut off from NATS)."""
-        try:
-            entry = await self.departures.get(run)
-            if entry is None:  # aged out: a delay longer than the entry's age
-                await self.departures.create(run, value)
-            elif entry.value in (self.creator, waiting(self.creator)):
-                await self.departures.update(run, value, entry.revision)
-            else:
-                log.info("the departure of %s was taken over by %s", run, owner(entry.value))
-                return False
-        except ClusterError as exc:
-            log.warning("departure of %s not marked %s: %s (tried again after the next "
-                        "heartbeat written)", run, value.decode(), exc)  # fmt: skip
-            self._unmarked.add(run)
-            return False
-        return True
-
-    async def _done(self, run: str) -> None:
-        self._delayed.pop(run, None)
-        self._marked.discard(run)
-        await self._not_kept(run)  # no write of it under way to conflict with this one
-        await self._mark(run, DONE)
-
-    async def _not_kept(self, run: str) -> None:
-        keeping = self._keeping.pop(run, None)
-        if keeping is not None:
-            await cancel_and_wait(keeping)
-
     def _delay_ended(self, run: str, kv_key: str, will: StoredWill) -> None:
         self._timers.pop(kv_key, None)
         self._spawn(self._delay_over(run, kv_key, will))
 
     async def _delay_over(self, run: str, kv_key: str, will: StoredWill) -> None:
         await self._due(run, kv_key, will)
-        self._delayed[run] = left = self._delayed.get(run, 1) - 1
-        if left <= 0 and run in self._marked:
-            await self._done(run)
+        await self.marks.will_out(run)
 
     async def _claims_read(self, run: str) -> None:
         """The sessions with a delayed will of ``run`` whose client connected again before
@@ -394,4 +337,4 @@ class Survivor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        await cancel_all_and_wait([*self._tasks, *self._keeping.values()])
+        await cancel_all_and_wait([*self._tasks, *self.marks.keeping()])

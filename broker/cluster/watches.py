@@ -16,6 +16,7 @@ from functools import partial
 from typing import Final, Protocol
 
 from nanoiot.errors import ClusterError
+from nanoiot.tasks import cancel_all_and_wait, cancel_requested, cancellable
 
 __all__ = ["OpenWatches"]
 
@@ -59,9 +60,13 @@ class OpenWatches:
     async def _remake(self, watch: Resumable) -> None:
         made = 0  # the reconnections the watch was remade after
         while made < self._reconnections and not watch.stopped:
+            # nats-py's request (a consumer made) can swallow ``close``'s cancellation
+            # (``nanoiot.tasks``): else, NATS closing, the remake was tried for ever.
+            if cancel_requested():
+                raise asyncio.CancelledError
             after = self._reconnections
             try:
-                await watch.resume()
+                await cancellable(watch.resume())
                 made = after
             except ClusterError as exc:
                 log.debug("remaking a watch after the reconnection to NATS: %s", exc)
@@ -74,9 +79,8 @@ class OpenWatches:
         self._remaking.pop(watch, None)
 
     async def close(self) -> None:
-        """Stop remaking (the connection is closing)."""
-        tasks = list(self._remaking.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop remaking (the connection is closing). The watches are forgotten first: a
+        close cancelled while it waits for a remake to end leaves none to remake on a later
+        reconnection, and keeps its own cancellation (``cancel_all_and_wait``)."""
         self._open.clear()
+        await cancel_all_and_wait(self._remaking.values())

@@ -99,6 +99,8 @@ class Connection(Intake):
         self.session: Session | None = None
         self._pending = b""
         self._read_at = 0
+        self._wanted = 0
+        self._tail = bytearray()
         self._known = NO_PROPERTIES  # the properties of the client's last PUBLISH (MQTT 5)
         self._out: list[bytes] = []
         self._pubrel_held = None
@@ -131,8 +133,8 @@ class Connection(Intake):
         self.now = now
         if data:
             self.keep(data)
-        if self.state == AUTHENTICATING:
-            return NO_EVENTS  # read once the broker has decided (``accept``)
+        if self.state == AUTHENTICATING or self._tail:
+            return NO_EVENTS  # read once the broker has decided (``accept``); not whole yet
         data, start = self._pending, self._read_at
         self._pending, self._read_at = b"", 0
         events: list[Event] = []
@@ -184,6 +186,7 @@ class Connection(Intake):
                 self._violation(events, message, Reason.PACKET_TOO_LARGE)
                 return at
             if end > size:
+                self._wanted = end - at  # ``intake``: the rest is gathered, then read
                 return at  # the body is not all here yet
             self.last_received = now
             try:

@@ -5,10 +5,12 @@ Sources, later ones winning: the model's defaults, the YAML file (the nearest
 ``NANOIOT_CONFIG``; relative paths in it are relative to its folder: ``nanoiot.locations``),
 then environment variables. TLS settings keep the reference system's environment names
 (``MQTT_SSL_*``); ours are ``NANOIOT_<KEY>``. An unknown key in the file, or an unknown
-``NANOIOT_*`` variable, is an error naming the key and where it came from: a misspelt setting
-must not be silently ignored.
+``NANOIOT_*`` or ``MQTT_SSL_*`` variable, is an error naming the key and where it came from,
+with the closest known name: a misspelt setting must not be silently ignored. So is a bad
+value, named as it was given: the environment variable, or the file and its key.
 """
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -26,6 +28,9 @@ DEFAULT_CONFIG_PATH = SETTINGS_FILE
 CONFIG_ENV = "NANOIOT_CONFIG"
 _OUR_PREFIX = "NANOIOT_"
 _REFERENCE_PREFIX = "mqtt_ssl_"
+# The reference system's switch for its TLS listener: ours is always TLS, so it may stay set
+# (an environment carried over) as long as it does not ask for a plain listener.
+_ALWAYS_ON = "MQTT_SSL_ENABLED"
 
 
 def env_name(field: str) -> str:
@@ -50,14 +55,19 @@ def load_settings(
     explicit = config_path or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
     path = explicit or find_settings_file(cwd or Path.cwd())
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # field -> where its value came from, for the errors
     if path is not None:
-        values.update(relative_to_file(_read_yaml(path), path))
-    values.update(_read_env(env))
+        from_file = relative_to_file(_read_yaml(path), path)
+        values.update(from_file)
+        sources.update(dict.fromkeys(from_file, f"from file {path}"))
+    from_env, names = _read_env(env)
+    values.update(from_env)
+    sources.update({field: f"from ${name}" for field, name in names.items()})
     values.setdefault("data_dir", user_data_dir(env))
     try:
         return Settings(**values)
     except PydanticValidationError as exc:
-        raise ConfigError(_describe(exc, path or DEFAULT_CONFIG_PATH)) from None
+        raise ConfigError(_describe(exc, sources)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -103,31 +113,51 @@ def _env_value(field: str, name: str, value: str) -> Any:
         raise ConfigError(f"environment: {name} is not valid JSON: {exc.msg}") from None
 
 
-def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the environment sets, and for each the variable's name as given."""
     by_env = {env_name(field): field for field in Settings.model_fields}
     values: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for name, value in env.items():
         upper = name.upper()
         if upper in by_env:
             values[by_env[upper]] = _env_value(by_env[upper], name, value)
-        elif upper.startswith(_OUR_PREFIX) and upper != CONFIG_ENV:
-            raise ConfigError(f"environment: unknown setting '{name}'{_suggest(name)}")
-    return values
+            names[by_env[upper]] = name
+        elif upper == _ALWAYS_ON:
+            if value.strip().lower() != "true":
+                raise ConfigError(
+                    f"environment: {name} is not true: the MQTT listener is always TLS "
+                    f"(unset {name}, or set it to true)"
+                )
+        elif upper.startswith((_OUR_PREFIX, _REFERENCE_PREFIX.upper())) and upper != CONFIG_ENV:
+            raise ConfigError(f"environment: unknown setting '{name}'{_suggest_env(upper)}")
+    return values, names
 
 
 def _suggest(key: str) -> str:
-    import difflib
-
-    bare = key.lower().removeprefix(_OUR_PREFIX.lower())
-    close = difflib.get_close_matches(bare, list(Settings.model_fields), n=1)
+    """The known key closest to a file's unknown ``key``."""
+    close = difflib.get_close_matches(key.lower(), list(Settings.model_fields), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _describe(exc: PydanticValidationError, path: Path) -> str:
+def _suggest_env(name: str) -> str:
+    """The variable closest to an unknown one: compared without our prefix (which every one
+    shares), so ``NANOIOT_MQTT_SSL_BIND_PORT`` finds ``MQTT_SSL_BIND_PORT``."""
+    by_bare = {field: env_name(field) for field in Settings.model_fields}
+    by_bare[CONFIG_ENV.removeprefix(_OUR_PREFIX).lower()] = CONFIG_ENV
+    bare = name.lower().removeprefix(_OUR_PREFIX.lower())
+    close = difflib.get_close_matches(bare, list(by_bare), n=1)
+    return f" (did you mean '{by_bare[close[0]]}'?)" if close else ""
+
+
+def _describe(exc: PydanticValidationError, sources: Mapping[str, str]) -> str:
+    """One line: the setting, where its bad value came from (``$NAME`` or the file), why.
+    A setting that neither set is judged by another's value (a password without a user)."""
     first = exc.errors()[0]
     # Positions inside a list stay (acl_rules.0); the branch names pydantic adds for a union
     # (workers: a number or "auto") go.
     loc = [first["loc"][0], *(part for part in first["loc"][1:] if isinstance(part, int))]
     key = ".".join(str(part) for part in loc)
+    source = sources.get(str(loc[0]), "not set")
     message = first["msg"].removeprefix("Value error, ")  # our validators' own words
-    return f"setting '{key}' (file {path} or ${env_name(key)}): {message}"
+    return f"setting '{key}' ({source}): {message}"

@@ -33,6 +33,11 @@ class MqttSettings(SettingsGroup):
     # hold them all. Past it, once half of max_connections are open, its new ones are closed at
     # once (broker.connection_limit).
     max_connecting_per_address: int = Field(64, ge=1, le=10_000_000)
+    # Bytes all connections not admitted yet may make the broker hold together: what they
+    # sent before their CONNECT is accepted (a partial CONNECT, one being authenticated, what
+    # came behind it). A read that would pass it closes its connection (broker.unadmitted).
+    # 64 MiB: 256 CONNECTs of a full max_packet_size at once, or 100,000 of 600 bytes.
+    max_unadmitted_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024, le=1 << 40)
     # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
     # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.
     tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
@@ -129,7 +134,8 @@ class MqttSettings(SettingsGroup):
     # the rest are counted and reported as one line and one event when the interval ends. So
     # are the lines of connections refused before CONNECT, whose CONNECT is refused before
     # authentication or past a limit, or closed for a protocol violation; and, per device
-    # and kind, the take-over, keep-alive expiry and kick lines of an admitted device.
+    # and kind, the connected, take-over, keep-alive expiry, kick and session expiry lines of
+    # an admitted device (the auth event of each accepted CONNECT is still recorded).
     auth_log_repeats: int = Field(5, ge=1, le=100_000)
     auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # auth_events keeps events at most this many days, and at most this many rows.

@@ -11,11 +11,10 @@ from typing import Any
 from auth.decision import Decision, store_unavailable
 from broker import cert_expiry
 from broker.authn import Authenticator, ConnectRequest
-from broker.last_will import DelayedWill
 from broker.peer import Peer
 from broker.revocation import RevocationFollower
-from broker.sessions import BrokerSession
 from storage.sql import SqlCredentialStore
+from tests.broker.standin_broker import StandInBroker
 from tests.certgen import issue
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -45,22 +44,7 @@ class _Unanswered(Authenticator):
         return store_unavailable("database is locked")
 
 
-class _NoPeers:
-    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]:
-        return []
-
-    def note_changes(self, device_ids: set[str] | None) -> None:
-        pass
-
-    def forget_device(self, device_id: str) -> None:
-        pass
-
-    def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
-        return []
-
-    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
-        pass
-
+class _NoKicks(StandInBroker):
     def kick_device(
         self, device_id: str, reason: str, which: Callable[[Peer], bool] | None = None
     ) -> int:
@@ -72,7 +56,7 @@ async def test_a_decision_the_store_cannot_make_is_tried_again(tmp_path: Path) -
     expiry is decided again RETRY_SECONDS later, not forgotten."""
     store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     authenticator = _Unanswered(store)
-    follower = RevocationFollower(store, _NoPeers(), authenticator, interval=0.01)
+    follower = RevocationFollower(store, _NoKicks(), authenticator, interval=0.01)
     loop = asyncio.get_running_loop()
     broker = SimpleNamespace(certificate_due=follower.certificate_due, authenticator=authenticator)
     peer = SimpleNamespace(request=request_with(-dt.timedelta(seconds=1)), device_id="d")

@@ -6,41 +6,14 @@ admin API in the same process), it polls at once.
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from broker.authn import Authenticator
-from broker.last_will import DelayedWill
-from broker.peer import Peer
 from broker.revocation import RevocationFollower
-from broker.sessions import BrokerSession
 from storage.records import Change
 from storage.sql import SqlCredentialStore
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.noted: list[set[str] | None] = []
-
-    def live_peers(self, device_ids: set[str] | None = None) -> list[Peer]:
-        return []
-
-    def note_changes(self, device_ids: set[str] | None) -> None:
-        self.noted.append(device_ids)
-
-    def forget_device(self, device_id: str) -> None:
-        pass
-
-    def waiting_wills(self, device_ids: set[str] | None) -> list[tuple[BrokerSession, DelayedWill]]:
-        return []
-
-    def drop_will(self, session: BrokerSession, will: DelayedWill, reason: str) -> None:
-        pass
-
-    def kick_device(
-        self, device_id: str, reason: str, which: Callable[[Peer], bool] | None = None
-    ) -> int:
-        return 0
+from tests.broker.standin_broker import StandInBroker
 
 
 class _CountingStore(SqlCredentialStore):
@@ -60,7 +33,7 @@ async def test_idle_follower_reads_no_feed_and_still_sees_other_writers(tmp_path
     url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
     writer = await SqlCredentialStore.open(url)
     store = await _CountingStore.open(url)
-    broker = _Recorder()
+    broker = StandInBroker()
     follower = RevocationFollower(store, broker, Authenticator(store), interval=0.01)
     try:
         device = await writer.create_device("before")
@@ -79,7 +52,7 @@ async def test_idle_follower_reads_no_feed_and_still_sees_other_writers(tmp_path
         await writer.close()
 
 
-async def _noted(follower: RevocationFollower, broker: _Recorder, device_id: str) -> None:
+async def _noted(follower: RevocationFollower, broker: StandInBroker, device_id: str) -> None:
     while not any(ids is not None and device_id in ids for ids in broker.noted):
         await follower.applied.wait()
 
@@ -88,7 +61,7 @@ async def test_wake_polls_without_waiting_for_the_interval(tmp_path: Path) -> No
     store = await SqlCredentialStore.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     follower = RevocationFollower(
         store,
-        _Recorder(),
+        StandInBroker(),
         Authenticator(store),
         interval=3600.0,  # never by the clock within this test
     )

@@ -60,7 +60,7 @@ def test_a_synchronous_driver_is_one_line_saying_what_to_write(
     result = nanoiot("device", "list", ok=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: setting 'database_url' (file conf/nanoiot.yaml or $NANOIOT_DATABASE_URL): "
+        "error: setting 'database_url' (from $NANOIOT_DATABASE_URL): "
         "the driver 'psycopg2' is not asyncio-capable: write postgresql+asyncpg:// or just "
         "postgresql://"
     ]

@@ -39,6 +39,9 @@ def cluster_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
             "NANOIOT_CLUSTER_NAME": cluster,
             "NANOIOT_NODE_NAME": "host-a",
             "NANOIOT_ADMIN_TOKEN": ADMIN_TOKEN,
+            # Which worker took a connection is read from its "connected" line, which a
+            # device writes a few times a minute by default.
+            "NANOIOT_AUTH_LOG_REPEATS": "1000",
         }
 
 

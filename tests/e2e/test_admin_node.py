@@ -1,5 +1,6 @@
 """The admin HTTP server inside a running node: health, metrics, the admin token."""
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -13,16 +14,22 @@ from nanoiot.node import Node
 from tests.certgen import issue
 from tests.e2e.harness import BrokerThread, broker_settings, device_client
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def documented_healthz() -> object:
+    """The answer docs/deploy.md shows for a healthy node, on the line after its curl."""
+    lines = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8").splitlines()
+    shown = lines[lines.index("curl -s http://127.0.0.1:8080/healthz") + 1]
+    return json.loads(shown.removeprefix("# "))
+
 
 def test_healthz_needs_no_token_and_reports_broker_and_database(broker: BrokerThread) -> None:
     response = httpx.get(f"{broker.http_url}/healthz")
     assert response.status_code == 200
-    assert response.json() == {
-        "status": "ok",
-        "broker": "listening",
-        "database": "ok",
-        "sessions": "ok",
-    }
+    healthy = {"status": "ok", "broker": "listening", "database": "ok", "sessions": "ok"}
+    assert response.json() == healthy
+    assert documented_healthz() == healthy
 
 
 def test_healthz_is_503_once_the_broker_stops_listening(broker: BrokerThread) -> None:

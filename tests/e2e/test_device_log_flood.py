@@ -1,6 +1,7 @@
 """A device cannot flood the log by connecting again and again.
 
-Each connection of an authenticated device may write a line: "connected again" when it takes
+Each connection of an authenticated device writes a line: "connected" when it is accepted,
+"session expired" when a session it left expires, "connected again" when it takes
 its own session over, "keep-alive expired" when it goes silent, "disconnecting" when it is
 kicked. Before, each wrote its line: a device that connected in a loop (a TLS handshake each)
 wrote as many as it liked. Now, as the refusals before authentication, the first
@@ -16,13 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from broker.mqtt.packets import MQTT_3_1_1, Connect
+from broker.mqtt.packets import MQTT_3_1_1, MQTT_5, Connect, Disconnect
+from broker.mqtt.properties import Properties, Property
 from tests.e2e.harness import WAIT, BrokerThread, running_broker, write_pem
 from tests.e2e.peers import Raw
 
 REPEATS = 2
 TAKE_OVERS = 8
-SUMMARY = re.compile(r"device 'looper': (\d+) more (take-overs|keep-alive expiries) in 1 s")
+SUMMARY = re.compile(
+    r"device 'looper': (\d+) more "
+    r"(take-overs|keep-alive expiries|connections|session expiries) in 1 s"
+)
+CONNECTS = 20
 
 
 @pytest.fixture
@@ -94,3 +100,50 @@ def test_keep_alive_expiries_are_logged_a_few_times_a_device(
         assert raw.closed()
         raw.close()
     assert len(_lines(caplog, "keep-alive expired")) == REPEATS
+
+
+def test_connections_are_logged_a_few_times_a_device(
+    broker: BrokerThread, certfile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each accepted CONNECT wrote "connected device ...": a device's certificate connecting
+    # in a loop wrote a line per TLS handshake, at its own rate, for as long as it liked.
+    caplog.set_level(logging.INFO, logger="nanoiot.auth")
+    started = time.monotonic()
+    for n in range(CONNECTS):
+        raw = _connected(broker, certfile, f"loop-{n}", 60)
+        raw.send(Disconnect())
+        assert raw.closed()
+        raw.close()
+    intervals = int(time.monotonic() - started) + 1  # 1 s each: a loaded machine has more
+
+    def written() -> int:
+        return len(_lines(caplog, "connected device 'looper'"))
+
+    _wait_for(lambda: written() + _summarised(caplog, "connections") == CONNECTS)
+    assert written() <= REPEATS * intervals
+    assert _summarised(caplog, "connections") > 0
+
+
+def test_session_expiries_are_logged_a_few_times_a_device(
+    broker: BrokerThread, certfile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # MQTT 5 §3.1.2.11.2: a session is kept for its Session Expiry Interval after its client
+    # left, then ends, with a line. New client ids and 1 s each: a line for every connect.
+    caplog.set_level(logging.INFO, logger="broker")
+    one_second = Properties([(Property.SESSION_EXPIRY_INTERVAL, 1)])
+    clients = []
+    for n in range(CONNECTS):
+        raw = Raw(broker.port, broker.server_cert, certfile, level=MQTT_5)
+        raw.connect(Connect(MQTT_5, f"brief-{n}", True, 0, properties=one_second))
+        clients.append(raw)
+    for raw in clients:  # left together, so that they expire together
+        raw.send(Disconnect())
+    for raw in clients:
+        assert raw.closed()
+        raw.close()
+
+    def written() -> int:
+        return len([line for line in _lines(caplog, "/brief-") if line.endswith(" expired")])
+
+    _wait_for(lambda: written() + _summarised(caplog, "session expiries") == CONNECTS)
+    assert _summarised(caplog, "session expiries") > 0

@@ -108,7 +108,7 @@ def test_a_devices_sessions_together_stop_at_max_queued_bytes_per_device(
         assert fleet.sys_value("$SYS/broker/limits/max_queued_bytes_per_device") == b"2"
         drops = [r.getMessage() for r in caplog.records if "messages dropped" in r.getMessage()]
         assert len(drops) == 1, drops  # once a minute per device, for all its sessions
-        assert f"device {fleet.device.id}: 1 queued messages dropped" in drops[0]
+        assert f"device {fleet.device.id}: 1 messages dropped, the oldest queued" in drops[0]
         assert "max_queued_bytes_per_device" in drops[0]
     finally:
         fleet.broker.stop()

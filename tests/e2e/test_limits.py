@@ -108,10 +108,11 @@ def test_an_offline_queue_keeps_the_newest_within_its_limits(
         backend.close()
     assert fleet.sys_value(f"$SYS/broker/limits/{limit}") == str(50 - kept).encode()
     # Logged once (then counted), not once per message dropped.
-    drops = [r for r in caplog.records if "queued messages dropped" in r.getMessage()]
+    drops = [r for r in caplog.records if "messages dropped" in r.getMessage()]
     assert len(drops) == 1, [r.getMessage() for r in drops]
     assert limit in drops[0].getMessage()
     assert "/away" in drops[0].getMessage()
+    assert "dropped, the oldest queued" in drops[0].getMessage()
 
 
 def test_retained_messages_on_distinct_topics_are_bounded_per_device(

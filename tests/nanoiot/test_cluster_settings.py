@@ -63,7 +63,7 @@ def test_relative_files_in_the_settings_file_are_relative_to_it(tmp_path: Path) 
 REFUSED = {
     "option-without-url": (
         {"NANOIOT_NATS_TOKEN": "t"},
-        "setting 'nats_token' (file",
+        "setting 'nats_token' (from $NANOIOT_NATS_TOKEN)",
         "is set but nats_url is not",
     ),
     "bad-scheme": (
@@ -75,7 +75,7 @@ REFUSED = {
     "bad-port": ({"NANOIOT_NATS_URL": "nats://nats:99999"}, "'nats_url'", "has a bad port"),
     "user-without-password": (
         URL | {"NANOIOT_NATS_USER": "node"},
-        "'nats_password'",
+        "setting 'nats_password' (not set)",  # judged by nats_user's value
         "nats_user and nats_password go together",
     ),
     "password-without-user": (
@@ -102,7 +102,7 @@ REFUSED = {
     "zero-workers": ({"NANOIOT_WORKERS": "0"}, "'workers", ""),
     "zero-replicas": (
         {"NANOIOT_CLUSTER_REPLICAS": "0"},
-        "'cluster_replicas' (file conf/nanoiot.yaml or $NANOIOT_CLUSTER_REPLICAS)",
+        "'cluster_replicas' (from $NANOIOT_CLUSTER_REPLICAS)",
         "greater than or equal to 1",
     ),
     "six-replicas": (  # JetStream keeps at most 5 copies of a stream

@@ -102,16 +102,69 @@ def test_unknown_key_in_file_names_key_and_file(tmp_path: Path) -> None:
     assert "did you mean 'mqtt_ssl_bind_port'" in message
 
 
-def test_unknown_nanoiot_variable_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="unknown setting 'NANOIOT_DATADIR'"):
-        load_settings(config_path=SHIPPED, environ={"NANOIOT_DATADIR": "x"})
+def refused(environ: dict[str, str], config_path: Path = SHIPPED) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_path=config_path, environ=environ)
+    assert "\n" not in str(caught.value)  # one line
+    return str(caught.value)
 
 
-def test_bad_value_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"'mqtt_ssl_bind_port'.*MQTT_SSL_BIND_PORT"):
-        load_settings(config_path=SHIPPED, environ={"MQTT_SSL_BIND_PORT": "port"})
-    with pytest.raises(ConfigError, match="mqtt_ssl_protocol"):
-        load_settings(config_path=SHIPPED, environ={"MQTT_SSL_PROTOCOL": "TLSv1"})
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("NANOIOT_MAX_INFLIGHT_MESAGES", "NANOIOT_MAX_INFLIGHT_MESSAGES"),
+        ("NANOIOT_DATABSE_URL", "NANOIOT_DATABASE_URL"),
+        ("NANOIOT_DATADIR", "NANOIOT_DATA_DIR"),
+        ("MQTT_SSL_BIND_PROT", "MQTT_SSL_BIND_PORT"),  # was ignored: the broker took 8883
+        ("mqtt_ssl_pem_crt", "MQTT_SSL_PEM_CERT"),
+        ("NANOIOT_MQTT_SSL_BIND_PORT", "MQTT_SSL_BIND_PORT"),  # TLS keeps the reference's names
+        ("NANOIOT_CONFG", "NANOIOT_CONFIG"),
+    ],
+)
+def test_a_misspelt_variable_is_refused_naming_it_and_the_variable_meant(
+    name: str, suggested: str
+) -> None:
+    """Named as the operator wrote it, and the suggestion is a variable to write, not a key
+    of the file."""
+    message = refused({name: "200"})
+    assert message == f"environment: unknown setting '{name}' (did you mean '{suggested}'?)"
+
+
+def test_an_unknown_variable_far_from_any_is_refused_without_a_guess() -> None:
+    assert refused({"NANOIOT_QQQQ": "x"}) == "environment: unknown setting 'NANOIOT_QQQQ'"
+
+
+def test_the_reference_systems_tls_switch_may_stay_on_but_not_off() -> None:
+    """Ours is always TLS: an environment carried over with MQTT_SSL_ENABLED=true still
+    starts; one asking for a plain listener is told it will not get one."""
+    assert load_settings(config_path=SHIPPED, environ={"MQTT_SSL_ENABLED": "true"})
+    assert "the MQTT listener is always TLS" in refused({"MQTT_SSL_ENABLED": "false"})
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_not_the_file() -> None:
+    message = refused({"MQTT_SSL_BIND_PORT": "port"})
+    assert message.startswith("setting 'mqtt_ssl_bind_port' (from $MQTT_SSL_BIND_PORT): ")
+    assert str(SHIPPED) not in message
+    assert refused({"nanoiot_max_inflight_messages": "0"}).startswith(  # as written
+        "setting 'max_inflight_messages' (from $nanoiot_max_inflight_messages): "
+    )
+    assert "mqtt_ssl_protocol" in refused({"MQTT_SSL_PROTOCOL": "TLSv1"})
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_key_not_a_variable(tmp_path: Path) -> None:
+    config = tmp_path / "n.yaml"
+    config.write_text("max_inflight_messages: 0\n")
+    message = refused({}, config)
+    assert message == (
+        f"setting 'max_inflight_messages' (from file {config}): "
+        "Input should be greater than or equal to 1"
+    )
+    config.write_text("http_trusted_proxies: [haproxy.local]\n")
+    assert refused({}, config).startswith(f"setting 'http_trusted_proxies' (from file {config}): ")
+    # The environment wins, and is what the error names.
+    config.write_text("max_inflight_messages: 20\n")
+    name = "NANOIOT_MAX_INFLIGHT_MESSAGES"
+    assert f"(from ${name})" in refused({name: "0"}, config)
 
 
 @pytest.mark.parametrize(

@@ -5,25 +5,37 @@ still queued, then waiting for more), so the node's stop waited for it forever: 
 stopped right after restoring 2,000 sessions (6,000 route writes queued), or as another member
 left. So did the loops that write a waiting departure again, look at the parked frames' age,
 ask whether anything still listens for a gone member (for up to 10 minutes), or purge the
-buckets' delete markers. And a stop cancelled while it waited for such a loop to end went on
-as if it had not been (its own cancellation swallowed with the loop's). Pure: NATS is a
-stand-in that loses the cancellation as nats-py's wait does."""
+buckets' delete markers; and the watches that follow the members, the routes, a bucket for
+compaction or a departure being settled, a watch's start (opening it, asking whether its last
+value is still there), the remake of a watch as NATS closes, and a restore reading claims. And
+a stop cancelled while it waited for such a loop to end went on as if it had not been (its
+own cancellation swallowed with the loop's), or left its NATS connection open. Pure: NATS is
+a stand-in that loses the cancellation as nats-py's wait does."""
 
 import asyncio
 import contextlib
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
+from unittest.mock import AsyncMock
+
+import nats.errors
 
 from broker.cluster.compaction import Compaction
-from broker.cluster.departure import keep_departure
-from broker.cluster.kv import Entry
+from broker.cluster.compaction import _follow as compaction_follow
+from broker.cluster.departure import departure_done, keep_departure
+from broker.cluster.kv import Entry, KeyValue, Watch
+from broker.cluster.link import ClusterLink
+from broker.cluster.members import MemberRegistry
 from broker.cluster.parked_age import ParkedAge
 from broker.cluster.parking import Parker
 from broker.cluster.routes import RouteAnnouncer, RouteTable
 from broker.cluster.seat_view import SeatView
 from broker.cluster.silence import nobody_listens
+from broker.cluster.watches import OpenWatches
+from broker.restore import Restoration
+from nanoiot.errors import ClusterUnavailableError
 
 WAIT = 5.0
 
@@ -105,7 +117,11 @@ async def test_a_stop_while_routes_are_written_ends_even_if_a_put_lost_its_cance
     assert writer in done, "the route writer went on"
 
 
-async def _ends_once_cancelled(work: Coroutine[Any, Any, object], nats: LosingCancellation) -> None:
+class _Entered(Protocol):
+    entered: asyncio.Event  # set once the work waits where the cancellation is lost
+
+
+async def _ends_once_cancelled(work: Coroutine[Any, Any, object], nats: _Entered) -> None:
     """Run ``work`` until it waits in ``nats``, cancel it there: it must end."""
     task = asyncio.create_task(work)
     async with asyncio.timeout(WAIT):
@@ -153,12 +169,16 @@ async def test_compaction_ends_even_if_a_read_of_the_bucket_lost_its_cancellatio
 
 
 class SlowToEnd:
-    """A put that swallows the cancellation, then takes its time to return (a slow NATS):
-    the task that made it ends only once ``done`` is set."""
+    """A put (or a watch's remake) that swallows the cancellation, then takes its time to
+    return (a slow NATS): the task that made it ends only once ``done`` is set."""
 
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.done = asyncio.Event()
+        self.stopped = False  # as a watch
+
+    async def resume(self) -> None:
+        await self.put("", b"")
 
     async def put(self, _key: str, _value: bytes) -> int:
         self.entered.set()
@@ -193,9 +213,11 @@ class _LosingWatch:
     """A watch whose first wait swallows a cancellation and gives a value, as nats-py's
     request inside a key-value watch can; later waits wait for good."""
 
-    def __init__(self) -> None:
+    def __init__(self, change: tuple[str, bytes | None] = ("devices-1", b"{}")) -> None:
         self.entered = asyncio.Event()
         self.revision = 1
+        self.written_at = None
+        self._change = change
         self._lost = False
 
     async def value(self) -> tuple[str, bytes | None] | None:
@@ -205,17 +227,22 @@ class _LosingWatch:
         self.entered.set()
         with contextlib.suppress(asyncio.CancelledError):  # swallowed
             await asyncio.Event().wait()
-        return ("devices-1", b"{}")
+        return self._change
+
+    async def next(self) -> tuple[str, bool] | None:
+        change = await self.value()
+        return None if change is None else (change[0], change[1] is not None)
 
     async def stop(self) -> None:
         pass
 
 
 class _WatchedBucket:
-    def __init__(self) -> None:
-        self.watching = _LosingWatch()
+    def __init__(self, watching: Any = None) -> None:
+        self.watching = _LosingWatch() if watching is None else watching
+        self.bucket = "test"
 
-    async def watch(self) -> _LosingWatch:
+    async def watch(self, _keys: str = ">") -> Any:
         return self.watching
 
 
@@ -226,3 +253,147 @@ async def test_the_device_seats_watch_ends_even_if_a_read_lost_its_cancellation(
     view.start()
     await asyncio.wait_for(bucket.watching.entered.wait(), WAIT)
     await asyncio.wait_for(view.stop(), WAIT)
+
+
+async def test_the_members_watch_ends_even_if_a_read_lost_its_cancellation() -> None:
+    """A node's stop waited for ever on the members watch (``MemberRegistry.stop``)."""
+    link = SimpleNamespace(member="node-a", started=1.0)
+    watch = _LosingWatch(("node-b", None))  # node-b left
+    registry = MemberRegistry(link, _WatchedBucket(watch), 1.0)  # type: ignore[arg-type]
+    await _ends_once_cancelled(registry._follow(watch), watch)  # type: ignore[arg-type]
+
+
+async def test_the_routes_watch_ends_even_if_a_read_lost_its_cancellation() -> None:
+    watch = _LosingWatch(("node-b.ZGV2aWNlcy9k", None))  # a route of node-b deleted
+    announcer = RouteAnnouncer(_WatchedBucket(watch), "node-a", RouteTable())  # type: ignore[arg-type]
+    await _ends_once_cancelled(announcer._follow(watch), watch)  # type: ignore[arg-type]
+
+
+async def test_a_compaction_watch_ends_even_if_a_read_lost_its_cancellation() -> None:
+    watch = _LosingWatch(("devices-1", None))
+    await _ends_once_cancelled(compaction_follow(watch), watch)  # type: ignore[arg-type]
+
+
+async def test_waiting_for_a_departure_ends_even_if_a_read_lost_its_cancellation() -> None:
+    """A survivor (``run_ended``) waiting for another's settling, the departure not done."""
+    watch = _LosingWatch(("node-b.1-1", b"node-c.2-2 token"))  # still being settled
+    await _ends_once_cancelled(departure_done(_WatchedBucket(watch), "node-b.1-1"), watch)  # type: ignore[arg-type]
+
+
+class _Silent:
+    """nats-py's watcher of a bucket whose last value at the watch's start does not come
+    yet: each wait times out."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def updates(self, **_wait: float | None) -> object:  # nats-py: timeout=
+        await asyncio.sleep(0.001)  # the RECHECK timeout, shortened
+        raise nats.errors.TimeoutError
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_watch_ends_even_if_asking_for_its_last_value_lost_its_cancellation() -> None:
+    """A watch's start: whether the start's last value is still in the bucket is asked of
+    NATS (``Watch._holds``), a request that can swallow the cancellation; the watch waited
+    on for that value (the departure waited for, for ever)."""
+    asked = LosingCancellation()
+
+    async def holds(_revision: int) -> bool:
+        await asked.get("")
+        return True  # still there: waited for
+
+    watch = Watch(_Silent(), "departures", 5, holds)  # type: ignore[arg-type]
+    await _ends_once_cancelled(departure_done(_WatchedBucket(watch), "run"), asked)  # type: ignore[arg-type]
+
+
+async def test_a_watch_opened_as_its_cancellation_was_lost_is_closed_and_cancelled() -> None:
+    watcher = _Silent()
+    opening = LosingCancellation()
+
+    async def watch(_keys: str) -> _Silent:
+        await opening.get("")
+        return watcher
+
+    js = SimpleNamespace(get_last_msg=lambda *_a: asyncio.sleep(0, SimpleNamespace(seq=0)))
+    bucket = KeyValue(SimpleNamespace(watch=watch), "departures", js)  # type: ignore[arg-type]
+    task = asyncio.create_task(bucket.watch())
+    async with asyncio.timeout(WAIT):
+        await opening.entered.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    assert task in done
+    assert task.cancelled(), "the watch was opened for a task that was stopped"
+    assert watcher.stopped
+
+
+class _Resuming:
+    """A watch remade as NATS closes: the request swallows the cancellation, then every
+    attempt fails (NATS is closing)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.entered = asyncio.Event()
+
+    async def resume(self) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        raise ClusterUnavailableError("closing")
+
+
+async def test_closing_ends_a_remake_of_a_watch_even_if_its_request_lost_its_cancellation() -> None:
+    """The connection's close (``ClusterLink.close``) waited for a remake retried for ever."""
+    watches, watch = OpenWatches(), _Resuming()
+    watches.add(watch)
+    watches.reconnected()
+    async with asyncio.timeout(WAIT):
+        await watch.entered.wait()
+    closing = asyncio.create_task(watches.close())
+    done, _ = await asyncio.wait({closing}, timeout=WAIT)
+    assert closing in done, "the remake went on"
+
+
+async def test_a_restore_ends_even_if_reading_the_claims_lost_its_cancellation() -> None:
+    """A node stopped while it restored sessions, NATS going away: the old restore retried
+    reading the page's claims until NATS was back."""
+    claims = LosingCancellation()
+
+    async def owned(_keys: list[object]) -> set[object]:
+        await claims.get("")
+        raise ClusterUnavailableError("NATS away")
+
+    async def load_page(_after: str | None, _count: int) -> tuple[list[object], None]:
+        return [SimpleNamespace(key=("d", "c"))], None
+
+    registry = SimpleNamespace(ownership=SimpleNamespace(owned=owned), sessions={})
+    restoration = Restoration(registry, SimpleNamespace(load_page=load_page))  # type: ignore[arg-type]
+    await _ends_once_cancelled(restoration._run(), claims)
+
+
+async def _cancel_while_remaking(watches: OpenWatches, close: Coroutine[Any, Any, None]) -> None:
+    watch = SlowToEnd()
+    watches.add(watch)
+    watches.reconnected()
+    async with asyncio.timeout(WAIT):
+        await watch.entered.wait()
+    closing = asyncio.create_task(close)
+    await asyncio.sleep(0)  # a loop turn: the close waits for the remake now
+    closing.cancel()
+    watch.done.set()
+    await asyncio.wait({closing}, timeout=WAIT)
+    assert closing.cancelled(), "the close went on as if it had not been cancelled"
+
+
+async def test_a_close_cancelled_while_a_remake_ends_closes_and_remakes_nothing_after() -> None:
+    """A node's stop timed out as the link's close waited for a remake: the connection was
+    left open, and a reconnection remade the watches the close kept."""
+    client = AsyncMock(is_closed=False)
+    link = ClusterLink(client, "nanoiot", "node-a")
+    await _cancel_while_remaking(link._watches, link.close())
+    client.close.assert_awaited_once()  # the connection to NATS closed
+    link._watches.reconnected()
+    assert not link._watches._remaking, "a watch was remade after the close"

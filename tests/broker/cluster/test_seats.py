@@ -12,21 +12,18 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from bench.seats_bench import member
 from broker.cluster.compaction import Compaction
 from broker.cluster.frames import to_key
 from broker.cluster.kv import Entry, KeyValue
-from broker.cluster.link import ClusterLink
-from broker.cluster.members import BUCKET as MEMBERS
-from broker.cluster.members import MISSED_BEATS, MemberRegistry
 from broker.cluster.seat_view import Seat, decode, encode
-from broker.cluster.seats import BUCKET, DeviceSeats
+from broker.cluster.seats import DeviceSeats
 from nanoiot.errors import SessionQuotaExceeded
-from nanoiot.members import Figures
 from nanoiot.settings import Settings
 from tests.cluster.proxy import nats_proxy
 from tests.natsserver import fresh_cluster_name, modern_nats
@@ -51,18 +48,7 @@ class Seated:
 
 @asynccontextmanager
 async def seated(settings: Settings) -> AsyncIterator[Seated]:
-    async with AsyncExitStack() as stack:
-        link = await ClusterLink.connect(settings)
-        stack.push_async_callback(link.close)
-        bucket = await link.key_value(MEMBERS, ttl=INTERVAL * MISSED_BEATS)
-        members = MemberRegistry(link, bucket, INTERVAL, Figures, mqtt_port=1)
-        await members.start()
-        stack.push_async_callback(members.stop)
-        held: Counter[str] = Counter()
-        seats = DeviceSeats(await link.key_value(BUCKET), members, held.__getitem__)
-        seats.start()
-        await asyncio.wait_for(seats.view.until_ready(), WAIT)  # its view read
-        stack.push_async_callback(seats.stop)
+    async with member(settings, INTERVAL, WAIT) as (seats, held):
         yield Seated(seats, held)
 
 

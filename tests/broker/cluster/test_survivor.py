@@ -309,7 +309,7 @@ async def test_a_will_delayed_past_the_departures_age_is_published_after_its_win
     buckets, delay = aging_buckets, 4 * AGE
     await buckets.will("delayed", delay=int(delay))
     winner = buckets.survivor("b")
-    winner.survivor.keep_every = AGE / 4
+    winner.survivor.marks.keep_every = AGE / 4
     noticed = asyncio.get_running_loop().time()
     winner.member_gone(GONE)
     await asyncio.sleep(2.5 * AGE)  # the will waits on the winner, past the entry's age
@@ -318,7 +318,7 @@ async def test_a_will_delayed_past_the_departures_age_is_published_after_its_win
     assert entry.value == waiting(winner.creator)
     await winner.stop()  # killed
     taker = buckets.survivor("d", live=("d.1-0",))  # to which b is gone
-    taker.survivor.keep_every = AGE / 4
+    taker.survivor.marks.keep_every = AGE / 4
     taker.member_gone(Member("b", "host", 1, 0.0, 1.0, Figures()))
     await buckets.settled()
     assert buckets.published == [("d", "delayed")]

@@ -1,0 +1,137 @@
+"""``max_unadmitted_bytes``: what all connections not admitted yet may make the broker hold.
+
+Until its CONNECT is accepted no credential vouches for a connection, yet it may send up to
+``max_packet_size`` of a CONNECT (MQTT 3.1.1 §3.1.3 and 5.0 §3.1.3: a will payload may be
+large) and the start of what follows it, which wait in the protocol core until the broker has
+decided (the core stops reading past a packet's worth). Bounded per connection only, all of
+them together held ``max_connections`` times that: 25 GiB at 100,000 connections, and one host
+could fill half of them before ``max_connecting_per_address`` applies. So every byte read from
+a connection before it is admitted is charged to one budget for the whole broker process,
+whether still a partial CONNECT, a CONNECT being authenticated, or what was sent behind it.
+
+When a read would take the total past the bound, the connection charged the most is closed
+(counted as a hit of ``max_unadmitted_bytes``, logged at most once a minute while it goes on),
+as many as it takes; the reader itself if it would be charged the most. Closing the reader
+instead would let whoever filled the budget (trickling partial CONNECTs up to the connect
+deadline, reconnecting as each ends) keep every device out, while a device's CONNECT is a few
+hundred bytes and never the largest: the others keep going.
+
+A connection's bytes are charged as they arrive and given back all at once when it is
+admitted (``broker.connecting.accept``: the admitted client's packets are bounded as any
+connected client's) or when it ends, whatever ends it (``MqttClient._end``: refusal, deadline,
+peer close, TLS error, take-over, kick, shutdown). A charge never given back would keep
+every client out in time: ``held`` is in ``/metrics`` (``nanoiot_unadmitted_bytes``).
+
+Imports the client for its type only (the client imports this module).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from broker.mqtt.connection import AUTHENTICATING
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
+
+log = logging.getLogger(__name__)
+
+# One warning a minute at most while connections are closed (a flood would write one each).
+LOG_INTERVAL: Final = 60.0
+
+
+class UnadmittedBytes:
+    """The bytes each connection not admitted yet was charged, and their total."""
+
+    setting = "max_unadmitted_bytes"
+
+    def __init__(
+        self,
+        maximum: int,
+        count: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maximum = maximum
+        self.held = 0  # bytes charged, all connections together
+        self._charged: dict[MqttClient, int] = {}
+        self._count = count
+        self._clock = clock
+        self._unreported = 0
+        self._next_report = 0.0
+
+    def take(self, holder: "MqttClient", size: int) -> bool:
+        """Charge ``size`` more bytes to ``holder``; False (nothing charged) if the total
+        would pass ``maximum``."""
+        held = self.held + size
+        if held > self.maximum:
+            return False
+        self.held = held
+        self._charged[holder] = self._charged.get(holder, 0) + size
+        return True
+
+    def release(self, holder: "MqttClient") -> None:
+        """``holder`` is admitted or gone: what it was charged is free (any number of times)."""
+        self.held -= self._charged.pop(holder, 0)
+
+    def charged(self, holder: "MqttClient") -> int:
+        return self._charged.get(holder, 0)
+
+    def largest(self, above: int) -> "MqttClient | None":
+        """The connection charged the most, if that is more than ``above``. A scan: it runs
+        only past the bound, and each run closes a connection, which had a TLS handshake to
+        pay first."""
+        most, found = above, None
+        for holder, charged in self._charged.items():
+            if charged > most:
+                most, found = charged, holder
+        return found
+
+    def __len__(self) -> int:
+        """Connections holding a charge."""
+        return len(self._charged)
+
+    def refused(self, source: str) -> None:
+        """A connection from ``source`` is closed to keep the total within ``maximum``."""
+        self._count()
+        self._unreported += 1
+        now = self._clock()
+        if now < self._next_report:
+            return
+        log.warning(
+            "%s (%d) reached: %d connection(s) not admitted yet closed, the last %s",
+            self.setting, self.maximum, self._unreported, source,
+        )  # fmt: skip
+        self._unreported = 0
+        self._next_report = now + LOG_INTERVAL
+
+
+def hold(client: "MqttClient", size: int) -> bool:
+    """``size`` bytes read from ``client``: charged if it is not admitted yet, after closing
+    the connections charged more than it would be, as long as the total would pass
+    ``max_unadmitted_bytes``. False: ``client`` itself was closed, and its bytes dropped."""
+    if client.session is not None:
+        return True
+    budget = client.broker.unadmitted
+    while not budget.take(client, size):
+        victim = budget.largest(above=budget.charged(client) + size)
+        _close(budget, client if victim is None else victim)
+        if victim is None:
+            return False
+    return True
+
+
+def _close(budget: UnadmittedBytes, client: "MqttClient") -> None:
+    """Close ``client`` without a will (it has no session yet)."""
+    budget.refused(client.label)
+    client._end(will=False)
+    budget.release(client)  # ``_end`` did; a scan that found it again would never end
+
+
+def pause_past_connect(client: "MqttClient") -> None:
+    """A client authenticating with more than a packet behind its CONNECT: the rest waits in
+    the socket until it is admitted (what it holds stays within a packet or two)."""
+    core = client.core
+    if core.state == AUTHENTICATING and core.buffered > client.broker.limits.max_packet_size:
+        client._paused = True
+        client.tls.pause_reading()
