@@ -131,6 +131,20 @@ def test_a_name_that_would_list_as_another_is_refused_in_the_browser(
     assert node.call(node.running.store.list_devices()).total == 0
 
 
+def test_an_address_naming_the_add_device_card_opens_it(page: Page, node: BrokerThread) -> None:
+    """A click on "Add device" before the page's script ran only moves to "#add-device" (a
+    CI run under load then found the card closed and its Name field hidden); the address
+    alone, as from a bookmark, opens the card."""
+    page.goto(node.http_url)
+    sign_in(page, node, node.admin_token)
+    page.goto(f"{node.http_url}/ui/devices#add-device")
+    expect(page.get_by_label("Name", exact=True)).to_be_visible()
+    page.goto(f"{node.http_url}/ui/devices")
+    expect(page.get_by_label("Name", exact=True)).to_be_hidden()
+    page.evaluate("window.location.hash = 'add-device'")
+    expect(page.get_by_label("Name", exact=True)).to_be_visible()
+
+
 def test_refused_credentials_trusted_cas_and_delete(
     page: Page, node: BrokerThread, device_keys: DeviceKeys, tmp_path: Path
 ) -> None:

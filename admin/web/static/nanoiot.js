@@ -9,17 +9,28 @@ document.addEventListener("DOMContentLoaded", () => {
     window.history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
   // "Add ..." buttons open their disclosure card and focus its first field.
+  const reveal = (target) => {
+    target.open = true;
+    target.scrollIntoView({ block: "start" });
+    const field = target.querySelector("input:not([type=hidden]), textarea, select");
+    if (field) field.focus();
+  };
   for (const link of document.querySelectorAll("[data-open]")) {
     link.addEventListener("click", (event) => {
       const target = document.getElementById(link.dataset.open);
       if (!target) return;
       event.preventDefault();
-      target.open = true;
-      target.scrollIntoView({ block: "start" });
-      const field = target.querySelector("input:not([type=hidden]), textarea, select");
-      if (field) field.focus();
+      reveal(target);
     });
   }
+  // An address naming a card (a bookmark, or a click that came before this script ran and
+  // only moved to "#add-device") opens it too.
+  const revealNamed = () => {
+    const named = window.location.hash && document.getElementById(window.location.hash.slice(1));
+    if (named instanceof HTMLDetailsElement) reveal(named);
+  };
+  revealNamed();
+  window.addEventListener("hashchange", revealNamed);
   // Copy buttons beside ids and fingerprints (data-copy="value", or the element's text).
   if (!navigator.clipboard) return;
   for (const element of document.querySelectorAll("[data-copy]")) {
