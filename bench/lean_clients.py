@@ -7,36 +7,20 @@ import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from bench.mqtt_load import connect_packet
-from bench.mqtt_wire import DISCONNECT, client_context, subscribe_packet
+from bench.mqtt_wire import DISCONNECT, Handshakes, client_context, subscribe_packet
 
 Data = Callable[[bytes], None]
 
 
-class Lean(asyncio.Protocol):
+class Lean(Handshakes):
     """CONNACK and SUBACK read packet by packet; after them every byte goes to ``on_data``."""
 
     def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self.on_data: Data | None = None
-        self.connack: asyncio.Future[int] = loop.create_future()
-        self.suback: asyncio.Future[int] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._buffer = bytearray()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for future in (self.connack, self.suback):
-            if not future.done():
-                future.set_exception(ConnectionError(f"connection lost: {exc!r}"))
-                future.exception()
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.on_data is not None:

@@ -34,18 +34,17 @@ def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int) -> by
     return bytes([0x30 | (qos << 1)]) + remaining_length(len(head) + len(payload)) + head + payload
 
 
-class MqttClient(asyncio.Protocol):
-    def __init__(self, on_publish: OnPublish | None = None) -> None:
+class Handshakes(asyncio.Protocol):
+    """A load generator's connection: its CONNACK, SUBACK and end as futures (the
+    subclasses read the packets)."""
+
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.on_publish = on_publish
-        self.pubacks = 0
-        self.on_puback: Callable[[], None] | None = None
         self._buffer = bytearray()
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future[int] = loop.create_future()
         self.suback: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
-        self._next_id = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -58,6 +57,15 @@ class MqttClient(asyncio.Protocol):
                 future.exception()  # whoever awaits it sees it; nobody else must be told
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+class MqttClient(Handshakes):
+    def __init__(self, on_publish: OnPublish | None = None) -> None:
+        super().__init__()
+        self.on_publish = on_publish
+        self.pubacks = 0
+        self.on_puback: Callable[[], None] | None = None
+        self._next_id = 0
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer

@@ -72,6 +72,8 @@ class ConnectionLimit:
     line for each). ``ConnectingPerHost`` reports its refusals the same way."""
 
     setting = "max_connections"
+    closed = "connection(s) closed before any TLS work, the last from"  # the warning's words
+    log = log  # the warning's logger
 
     def __init__(
         self,
@@ -92,9 +94,9 @@ class ConnectionLimit:
         now = self._clock()
         if now < self._next_report:
             return
-        log.warning(
-            "%s (%d) reached: %d connection(s) closed before any TLS work, the last from %s",
-            self.setting, self.maximum, self._unreported, source,
+        self.log.warning(
+            "%s (%d) reached: %d %s %s",
+            self.setting, self.maximum, self._unreported, self.closed, source,
         )  # fmt: skip
         self._unreported = 0
         self._next_report = now + LOG_INTERVAL

@@ -28,23 +28,23 @@ Imports the client for its type only (the client imports this module).
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
+from broker.connection_limit import ConnectionLimit
 from broker.mqtt.connection import AUTHENTICATING
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
-log = logging.getLogger(__name__)
 
-# One warning a minute at most while connections are closed (a flood would write one each).
-LOG_INTERVAL: Final = 60.0
-
-
-class UnadmittedBytes:
-    """The bytes each connection not admitted yet was charged, and their total."""
+class UnadmittedBytes(ConnectionLimit):
+    """The bytes each connection not admitted yet was charged, and their total; the
+    connections closed to keep it within ``maximum`` counted and logged as
+    ``ConnectionLimit``'s."""
 
     setting = "max_unadmitted_bytes"
+    closed = "connection(s) not admitted yet closed, the last"
+    log = logging.getLogger(__name__)
 
     def __init__(
         self,
@@ -52,13 +52,9 @@ class UnadmittedBytes:
         count: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.maximum = maximum
+        super().__init__(maximum, count, clock)
         self.held = 0  # bytes charged, all connections together
         self._charged: dict[MqttClient, int] = {}
-        self._count = count
-        self._clock = clock
-        self._unreported = 0
-        self._next_report = 0.0
 
     def take(self, holder: "MqttClient", size: int) -> bool:
         """Charge ``size`` more bytes to ``holder``; False (nothing charged) if the total
@@ -90,20 +86,6 @@ class UnadmittedBytes:
     def __len__(self) -> int:
         """Connections holding a charge."""
         return len(self._charged)
-
-    def refused(self, source: str) -> None:
-        """A connection from ``source`` is closed to keep the total within ``maximum``."""
-        self._count()
-        self._unreported += 1
-        now = self._clock()
-        if now < self._next_report:
-            return
-        log.warning(
-            "%s (%d) reached: %d connection(s) not admitted yet closed, the last %s",
-            self.setting, self.maximum, self._unreported, source,
-        )  # fmt: skip
-        self._unreported = 0
-        self._next_report = now + LOG_INTERVAL
 
 
 def hold(client: "MqttClient", size: int) -> bool:

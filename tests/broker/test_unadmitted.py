@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from broker.unadmitted import LOG_INTERVAL, UnadmittedBytes
+from broker.connection_limit import LOG_INTERVAL
+from broker.unadmitted import UnadmittedBytes
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
