@@ -253,8 +253,31 @@ async def lean_row(
     row = LeanRow(scenario, brokers.name, shape, result, cpu, nats, counts, brokers.workers)
     if ready.get("tries", 0) > ready.get("ready", 0):
         row.notes.append(f"{ready['tries'] - ready['ready']} reconnects to place clients")
+    if taken := shares(result):
+        row.notes.append(f"messages written by the clients on each member: {taken}")
     print(f"  {row.cells()}", flush=True)
     return row
+
+
+def shares(result: dict[str, Any]) -> str:
+    """How the run's messages were shared between the members the publishers were on (the
+    generator gives the next slice to whichever pair or lane has room): "" for one member."""
+    placement = result.get("placement")
+    if "per_pair" in result and placement:
+        members = [at for at, _ in placement]
+        written = result["per_pair"]
+    elif "per_lane" in result and placement:
+        members = [*placement["consumers"], "not placed"]
+        written = result["per_lane"]
+    else:
+        return ""
+    by_member: dict[str, int] = {}
+    for member, count in zip(members, written, strict=True):
+        by_member[member] = by_member.get(member, 0) + count
+    total = sum(by_member.values())
+    if len([m for m, n in by_member.items() if n]) < 2:
+        return ""
+    return ", ".join(f"{m} {n / total:.0%}" for m, n in sorted(by_member.items()) if n)
 
 
 @dataclass
@@ -270,6 +293,7 @@ class Load:
     # (max_queued_messages, 1,000) at QoS 1, so that nothing is dropped for being late.
     slice: int = 100
     window: int = 1000
+    qos0_window: int = 0  # at QoS 0, when set (no queue bound: max_outgoing_buffer, 1 MB)
     fleet_slice: int = 64
     fleet_window: int = 960  # per member of the shared subscription
 
@@ -277,7 +301,8 @@ class Load:
 def base_spec(brokers: Brokers, load: Load, qos: int) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "ca": str(brokers.ca_file), "qos": qos, "prefix": f"l{secrets.token_hex(3)}-",
-        "slice": load.slice, "window": load.window, "count": load.messages,
+        "slice": load.slice, "window": load.qos0_window if qos == 0 and load.qos0_window
+        else load.window, "count": load.messages,
     }  # fmt: skip
     if brokers.cluster:
         spec |= {"nats_url": NATS_URL, "cluster": brokers.cluster, "members": brokers.workers}

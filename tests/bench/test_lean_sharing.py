@@ -6,6 +6,7 @@ soon or when told."""
 import asyncio
 from typing import Any, cast
 
+from bench.cluster_lean import shares
 from bench.lean_clients import Lean
 from bench.lean_stream import AckCount, FleetCheck, stream
 from bench.lean_worker import SHARE, Fleet, Lane, Pair, Pairs
@@ -129,3 +130,12 @@ def test_a_member_whose_deliveries_wait_leaves_the_fleet_to_the_others() -> None
     assert (per_lane, written, received, done_before, summed) == (
         [60, 40, 0], [60, 40], [60, 40], False, True,
     )  # fmt: skip
+
+
+def test_the_report_says_how_the_members_shared_the_messages() -> None:
+    pairs = {"per_pair": [300, 100, 300, 300], "placement": [["a", "a"], ["b", "b"]] * 2}
+    fleet = {"per_lane": [30, 60, 10], "placement": {"consumers": ["w1", "w2"]}}
+    one = {"per_pair": [5, 5], "placement": [["", ""], ["", ""]]}
+    assert [shares(pairs), shares(fleet), shares(one)] == [
+        "a 60%, b 40%", "not placed 10%, w1 30%, w2 60%", "",
+    ]  # fmt: skip
