@@ -218,7 +218,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
         await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
-        args.messages, args.fleet_messages, args.pairs,
+        args.messages, args.fleet_messages, args.pairs, qos0_window=args.qos0_window,
     )  # fmt: skip
     rows: list[Row] = []
     lean: list[LeanRow] = []
@@ -290,7 +290,8 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
         f"`python -m bench.cluster_bench --messages {args.messages} --rate {args.rate} "
         f"--seconds {args.seconds} --pairs {args.pairs} --fleet {args.fleet} "
         f"--fleet-messages {args.fleet_messages}"
-        f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}`: "
+        f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}"
+        f"{f' --qos0-window {args.qos0_window}' if args.qos0_window else ''}`: "
         "64 B payloads over mTLS (EC P-256), broker CPU summed over every broker process "
         "(both nodes; the supervisor and its workers).",
         "",
@@ -312,7 +313,12 @@ def main() -> None:
         "--max-inflight", type=int, default=None,
         help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
     )  # fmt: skip
+    parser.add_argument(
+        "--qos0-window", type=int, default=0,
+        help="messages in flight per pair at QoS 0 (default: as at QoS 1, 1,000)",
+    )  # fmt: skip
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--suffix", default="", help="results/cluster-<date>-SUFFIX.md")
     args = parser.parse_args()
     if args.max_inflight:
         SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
@@ -328,6 +334,7 @@ def main() -> None:
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         suffix = f"-inflight{args.max_inflight}" if args.max_inflight else ""
+        suffix += f"-{args.suffix}" if args.suffix else ""
         out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}{suffix}.md"
         out.write_text(text)
         print(f"written to {out}")
