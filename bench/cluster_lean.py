@@ -2,10 +2,13 @@
 (``bench.lean_worker``) and checked from the brokers' side.
 
 Each run: the generator connects (and places) its clients and says so; the brokers' CPU is
-read once they are idle, and their message counters; "go"; the generator's result; the
-brokers' CPU once idle again, and their counters once they count every message the
-generator sent: a NanoIoT broker must have received exactly the PUBLISH packets the
-generator wrote and sent exactly those it received (``counts agree``), and in a cluster the
+read once they are idle, and their message counters; "go"; once the generator says it is
+done, its clients still connected, the brokers' CPU once idle again (what they do for the
+clients' disconnects is not the messages' work: the fleet's 1,024 devices closing came to
+about a tenth of its broker CPU, partly on the store's thread, and most of its NATS CPU);
+the generator's result; the brokers' counters once they count every message the generator
+sent: a NanoIoT broker must have received exactly the PUBLISH packets the generator wrote
+and sent exactly those it received (``counts agree``), and in a cluster the
 members' own figures say how many messages crossed from one member to another (``crossed``:
 messages forwarded / messages received, summed over the members). A cluster's figures come
 with each member's heartbeat (``cluster_heartbeat_interval``), so the second reading waits
@@ -235,10 +238,11 @@ async def lean_row(
         before = await counts_before(brokers)  # first: a scrape costs the broker CPU
         cpu, nats = await brokers.settled_cpu(), nats_cpu_seconds()
         workers.workers[0].send({"go": True})
+        await workers.states()  # done, its clients still connected
+        cpu, nats = await brokers.settled_cpu() - cpu, nats_cpu_seconds() - nats
         (result,) = await workers.finish()
     finally:
         await workers.kill()
-    cpu, nats = await brokers.settled_cpu() - cpu, nats_cpu_seconds() - nats
     counts = None
     if before is not None:
         counts = await counts_after(brokers, before, result["sent"], result["received"])
@@ -249,8 +253,31 @@ async def lean_row(
     row = LeanRow(scenario, brokers.name, shape, result, cpu, nats, counts, brokers.workers)
     if ready.get("tries", 0) > ready.get("ready", 0):
         row.notes.append(f"{ready['tries'] - ready['ready']} reconnects to place clients")
+    if taken := shares(result):
+        row.notes.append(f"messages written by the clients on each member: {taken}")
     print(f"  {row.cells()}", flush=True)
     return row
+
+
+def shares(result: dict[str, Any]) -> str:
+    """How the run's messages were shared between the members the publishers were on (the
+    generator gives the next slice to whichever pair or lane has room): "" for one member."""
+    placement = result.get("placement")
+    if "per_pair" in result and placement:
+        members = [at for at, _ in placement]
+        written = result["per_pair"]
+    elif "per_lane" in result and placement:
+        members = [*placement["consumers"], "not placed"]
+        written = result["per_lane"]
+    else:
+        return ""
+    by_member: dict[str, int] = {}
+    for member, count in zip(members, written, strict=True):
+        by_member[member] = by_member.get(member, 0) + count
+    total = sum(by_member.values())
+    if len([m for m, n in by_member.items() if n]) < 2:
+        return ""
+    return ", ".join(f"{m} {n / total:.0%}" for m, n in sorted(by_member.items()) if n)
 
 
 @dataclass
@@ -266,6 +293,7 @@ class Load:
     # (max_queued_messages, 1,000) at QoS 1, so that nothing is dropped for being late.
     slice: int = 100
     window: int = 1000
+    qos0_window: int = 0  # at QoS 0, when set (no queue bound: max_outgoing_buffer, 1 MB)
     fleet_slice: int = 64
     fleet_window: int = 960  # per member of the shared subscription
 
@@ -273,7 +301,8 @@ class Load:
 def base_spec(brokers: Brokers, load: Load, qos: int) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "ca": str(brokers.ca_file), "qos": qos, "prefix": f"l{secrets.token_hex(3)}-",
-        "slice": load.slice, "window": load.window, "count": load.messages,
+        "slice": load.slice, "window": load.qos0_window if qos == 0 and load.qos0_window
+        else load.window, "count": load.messages,
     }  # fmt: skip
     if brokers.cluster:
         spec |= {"nats_url": NATS_URL, "cluster": brokers.cluster, "members": brokers.workers}

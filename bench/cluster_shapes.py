@@ -77,16 +77,18 @@ def report(rows: Sequence[LeanRow], load: Load) -> list[str]:
     return [*lines, *notes, *([""] if notes else []), *ratios(rows)]
 
 
+def _base(shape: str) -> str:
+    """The one-worker shape a two-worker shape compares with: its pairs, however placed."""
+    first = shape.split(",")[0]
+    return "pairs" if first.startswith("pairs") else first
+
+
 def ratios(rows: Sequence[LeanRow]) -> list[str]:
     """Two workers against one, per QoS and shape: by wall clock and by capacity."""
-    one = {
-        (r.scenario, r.shape.split(",")[0]): r
-        for r in rows
-        if r.workers == 1 and "worker" in r.setup
-    }
+    one = {(r.scenario, _base(r.shape)): r for r in rows if r.workers == 1 and "worker" in r.setup}
     lines = []
     for row in rows:
-        base = one.get((row.scenario, row.shape.split(",")[0]))
+        base = one.get((row.scenario, _base(row.shape)))
         if row.workers != 2 or "worker" not in row.setup or base is None:
             continue
         lines.append(

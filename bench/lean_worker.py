@@ -5,7 +5,8 @@ at a time under a window; what comes back is checked a chunk at a time: no Pytho
 message while the broker is measured. Modes (``spec["mode"]``):
 
 - ``pairs``: ``spec["pairs"]``, each a publisher and a subscriber on its own topic, QoS 0 or
-  1, ``count`` messages each, at most ``window`` sent and not yet delivered per pair.
+  1, ``count`` messages a pair in all, each slice written by a pair with room (``Pairs``),
+  at most ``window`` sent and not yet delivered per pair.
 - ``fleet``: ``fleet_devices`` publishing ``count`` messages each to
   ``bench/telemetry/<n>``, and ``consumers`` members of one shared subscription
   ``$share/backend/bench/telemetry/#`` (``filter``: another filter); at most ``window``
@@ -16,8 +17,9 @@ clients is connected, as the web UI does (``<cluster>.clients.where``): ``place`
 puts each pair's publisher and subscriber on one member (half the pairs on each), and every
 consumer of the fleet on its own member, by reconnecting until the broker says so;
 otherwise it leaves them where the kernel's hash put them and reports where that was. It announces
-``{"ready": ...}`` once connected and placed, waits for a command line, runs, and prints
-its result with its own CPU over the timed phase.
+``{"ready": ...}`` once connected and placed, waits for a command line, runs, announces
+``{"done": true}`` with its clients still connected, waits for another command line (or the
+end of its input), closes them, and prints its result with its own CPU over the timed phase.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ from bench.lean_stream import AckCount, FleetCheck, Slices, StreamCheck, checksu
 from bench.worker_io import announce, next_command, own_cpu, run_worker
 
 SHARED = "$share/backend/bench/telemetry/#"  # the fleet's consumers (``filter``: another)
+SHARE = 2  # a pair's stream holds twice its share of the run: one pair may take that much
 
 
 class Run:
@@ -70,7 +73,8 @@ class Pair:
     def __init__(self, run: "Pairs", publisher: Lean, subscriber: Lean, topic: bytes) -> None:
         spec = run.spec
         self.run, self.publisher, self.subscriber = run, publisher, subscriber
-        self.qos, self.count, self.shape = spec["qos"], spec["count"], layout(topic, spec["qos"])
+        self.qos, self.shape = spec["qos"], layout(topic, spec["qos"])
+        self.count = spec["count"] * SHARE  # what its stream holds: more than its share
         data = stream(topic, self.qos, len(run.pairs), self.count)
         self.view, self.check = memoryview(data), StreamCheck(data, self.shape)
         self.acks, self.slices, self.sent = AckCount(), Slices(), 0
@@ -81,14 +85,17 @@ class Pair:
         self.size, self.window, self.step = self.shape.size, run.window, run.per_slice
 
     def pump(self) -> None:
-        size, received = self.size, self.check.received
-        while self.sent < self.count:
-            end = min(self.sent + self.step, self.count)
+        size, received, run = self.size, self.check.received, self.run
+        while self.sent < self.count and run.left:
+            end = min(self.sent + self.step, self.count, self.sent + run.left)
             if end - received > self.window:  # at most ``window`` in flight
                 return
             self.publish(self.view[self.sent * size : end * size])
+            run.left -= end - self.sent
             self.sent = end
             self.slices.wrote(end, time.monotonic_ns())
+            if not run.left:
+                run.spent()
 
     def on_delivery(self, data: bytes) -> None:
         check = self.check
@@ -98,22 +105,34 @@ class Pair:
         self.slices.passed(check.received, time.monotonic_ns())
         if check.received + self.window >= self.sent + self.step:
             self.pump()
-        if check.received >= self.count:
+        if check.received >= self.sent:
             self.run.changed(self)
 
     def on_acks(self, data: bytes) -> None:
         self.acks.feed(data)
-        if self.acks.count >= self.count:
+        if self.acks.count >= self.sent:
             self.run.changed(self)
 
     def complete(self) -> bool:
-        return self.check.received >= self.count and (not self.qos or self.acks.count >= self.count)
+        """Its part of the run written (none left to take) and delivered (and acknowledged)."""
+        sent, check = self.sent, self.check
+        return (
+            not self.run.left
+            and check.received >= sent
+            and (not self.qos or self.acks.count >= sent)
+        )
 
 
 class Pairs(Run):
+    """``count`` messages a pair in all, taken by whichever pair has room in its window: a
+    pair whose worker has more of the machine takes more, so that every pair (and worker)
+    stays busy until the last slice, instead of one worker idling while the other finishes
+    its pairs' fixed share (``per_pair`` in the result says how they shared)."""
+
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec["count"] * len(spec["pairs"]), spec["window"])
         self.spec, self.per_slice = spec, spec["slice"]
+        self.left = self.total  # messages no pair has written yet
         self.pairs: list[Pair] = []
         self.pending: set[int] = set()
         self.placement: list[list[str]] = []
@@ -146,12 +165,18 @@ class Pairs(Run):
             if not self.pending:
                 self.complete()
 
+    def spent(self) -> None:
+        """Nothing left to write: a pair that had everything it wrote delivered is done."""
+        for index in list(self.pending):
+            self.changed(self.pairs[index])
+
     def result(self) -> dict[str, Any]:
         samples = Slices()
         for pair in self.pairs:
             samples.samples_ns += pair.slices.samples_ns
         return {
             "sent": sum(p.sent for p in self.pairs),
+            "per_pair": [p.sent for p in self.pairs],
             "received": sum(p.check.received for p in self.pairs),
             "first_bad": [p.check.first_bad for p in self.pairs],
             "pubacks": sum(p.acks.count for p in self.pairs),
@@ -177,7 +202,9 @@ class Lane:
 
 class Fleet(Run):
     """Devices writing their streams in turns, one slice each; a shared subscription's
-    members taking them."""
+    members taking them. ``count`` messages a device in all, as ``Pairs`` shares them: a
+    lane (the devices on one member) whose member has more of the machine writes more, its
+    devices past their share; ``per_lane`` in the result says how they shared."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         devices = spec["fleet_devices"]
@@ -191,6 +218,8 @@ class Fleet(Run):
         self.checks: list[FleetCheck] = []
         self.lanes: list[Lane] = []
         self.slices, self.sent, self.received, self.acked = Slices(), 0, 0, 0
+        self.left = self.total  # messages no device has written yet
+        self.written: list[int] = []  # per device: its stream written up to there
         self.placement: dict[str, Any] = {}
 
     @staticmethod
@@ -225,8 +254,9 @@ class Fleet(Run):
 
         self.devices = [cast(Lean, None)] * len(spec["fleet_devices"])
         self.acks = [AckCount() for _ in self.devices]
+        self.written = [0] * len(self.devices)
         self.views = [
-            memoryview(stream(self.topic(n), self.qos, n, spec["count"]))
+            memoryview(stream(self.topic(n), self.qos, n, spec["count"] * SHARE))
             for n in range(len(self.devices))
         ]
         await asyncio.gather(*(device(n, d) for n, d in enumerate(spec["fleet_devices"])))
@@ -241,7 +271,7 @@ class Fleet(Run):
         lane_of = [consumers.index(found[i]) if found.get(i) in consumers else -1 for i in ids]
         self.placement["devices"] = {m: lane_of.count(n) for n, m in enumerate(consumers)}
         self.placement["devices"]["unknown"] = lane_of.count(-1)
-        count, step = self.spec["count"], self.spec["slice"]
+        count, step = self.spec["count"] * SHARE, self.spec["slice"]
         order = [
             (device, start, min(start + step, count))
             for start in range(0, count, step)
@@ -277,8 +307,9 @@ class Fleet(Run):
         size, window = self.shape.size, self.window
         for lane in self.lanes:
             jobs, check = lane.jobs, lane.check
-            while lane.next < len(jobs):
+            while lane.next < len(jobs) and self.left:
                 device, start, end = jobs[lane.next]
+                end = min(end, start + self.left)
                 queued = lane.sent - check.received if check else self.sent - self.received
                 # Past the window, wait; unless nothing at all is in flight, should a
                 # member's messages have gone to another's consumer.
@@ -288,6 +319,8 @@ class Fleet(Run):
                 lane.next += 1
                 lane.sent += end - start
                 self.sent += end - start
+                self.left -= end - start
+                self.written[device] = end
                 self.slices.wrote(self.sent, time.monotonic_ns())
 
     def start(self) -> None:
@@ -301,9 +334,10 @@ class Fleet(Run):
             self.complete()
 
     def result(self) -> dict[str, Any]:
-        expected = checksum(range(len(self.devices)), self.spec["count"])
+        expected = sum(checksum([n], count) for n, count in enumerate(self.written))
         return {
             "sent": self.sent,
+            "per_lane": [lane.sent for lane in self.lanes],
             "received": self.received,
             "per_consumer": [c.received for c in self.checks],
             "checksum_ok": sum(c.total for c in self.checks) == expected,
@@ -331,6 +365,11 @@ async def run_lean(spec: dict[str, Any]) -> dict[str, Any]:
         job.start()
         await job.wait(spec.get("quiet_s", 10.0))
         wall, cpu = job.elapsed(started), own_cpu() - cpu
+        # Said before the clients close: the benchmark reads the brokers' CPU now, so that
+        # what a broker does for 1,024 disconnects (its store's thread included) is not
+        # counted as the messages' work.
+        announce({"done": True})
+        await next_command()  # "close", or stdin closed
         await asyncio.gather(*(client.close() for client in setup.clients))
         return {**job.result(), "wall_s": wall, "phase_cpu_s": cpu, "tries": setup.tries}
     finally:

@@ -25,6 +25,8 @@ every client out in time: ``held`` is in ``/metrics`` (``nanoiot_unadmitted_byte
 Imports the client for its type only (the client imports this module).
 """
 
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +37,11 @@ from broker.mqtt.connection import AUTHENTICATING
 
 if TYPE_CHECKING:
     from broker.client import MqttClient
+
+# The heap of charges is rebuilt from the live ones when it holds more than twice as many
+# entries as there are holders, plus this: each take leaves the holder's previous entry
+# behind, each release its last.
+_SLACK = 1024
 
 
 class UnadmittedBytes(ConnectionLimit):
@@ -55,6 +62,13 @@ class UnadmittedBytes(ConnectionLimit):
         super().__init__(maximum, count, clock)
         self.held = 0  # bytes charged, all connections together
         self._charged: dict[MqttClient, int] = {}
+        # (-charge, order, holder) for each take: the largest charge on top. An entry whose
+        # charge is no longer its holder's (charged since, or given back) is stale, dropped
+        # when it comes to the top; ``order`` breaks ties (the earlier first), never comparing
+        # holders. A scan of all holders instead cost 5.4 ms per read past the bound with
+        # 100,000 of them: quadratic work under a flood of small unadmitted connections.
+        self._heap: list[tuple[int, int, MqttClient]] = []
+        self._order = itertools.count()
 
     def take(self, holder: "MqttClient", size: int) -> bool:
         """Charge ``size`` more bytes to ``holder``; False (nothing charged) if the total
@@ -63,25 +77,37 @@ class UnadmittedBytes(ConnectionLimit):
         if held > self.maximum:
             return False
         self.held = held
-        self._charged[holder] = self._charged.get(holder, 0) + size
+        charged = self._charged[holder] = self._charged.get(holder, 0) + size
+        heapq.heappush(self._heap, (-charged, next(self._order), holder))
+        self._compact()
         return True
 
     def release(self, holder: "MqttClient") -> None:
         """``holder`` is admitted or gone: what it was charged is free (any number of times)."""
         self.held -= self._charged.pop(holder, 0)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live charges once stale entries outnumber them (O(N)
+        every N changes or more): they would also keep connections that ended alive."""
+        if len(self._heap) > 2 * len(self._charged) + _SLACK:
+            self._heap = [(-c, next(self._order), h) for h, c in self._charged.items()]
+            heapq.heapify(self._heap)
 
     def charged(self, holder: "MqttClient") -> int:
         return self._charged.get(holder, 0)
 
     def largest(self, above: int) -> "MqttClient | None":
-        """The connection charged the most, if that is more than ``above``. A scan: it runs
-        only past the bound, and each run closes a connection, which had a TLS handshake to
-        pay first."""
-        most, found = above, None
-        for holder, charged in self._charged.items():
-            if charged > most:
-                most, found = charged, holder
-        return found
+        """The connection charged the most, if that is more than ``above``: the heap's top
+        once the stale entries above it are dropped (each dropped once: amortized
+        O(log N) a take)."""
+        heap = self._heap
+        while heap:
+            negative, _, holder = heap[0]
+            if self._charged.get(holder) == -negative:
+                return holder if -negative > above else None
+            heapq.heappop(heap)
+        return None
 
     def __len__(self) -> int:
         """Connections holding a charge."""
@@ -107,7 +133,7 @@ def _close(budget: UnadmittedBytes, client: "MqttClient") -> None:
     """Close ``client`` without a will (it has no session yet)."""
     budget.refused(client.label)
     client._end(will=False)
-    budget.release(client)  # ``_end`` did; a scan that found it again would never end
+    budget.release(client)  # ``_end`` did; found again, it would be closed for ever
 
 
 def pause_past_connect(client: "MqttClient") -> None:

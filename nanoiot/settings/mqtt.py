@@ -1,9 +1,16 @@
 """The broker's MQTT settings: sessions and topics, what one client may make a broker process
 hold, what password checks may cost, and what authentication leaves behind."""
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from nanoiot.settings.common import SettingsGroup
+
+# max_unadmitted_bytes is at least this many max_packet_size: one connection not admitted yet
+# may hold two packets (a CONNECT of max_packet_size, and what it sent behind it until reading
+# pauses: broker.unadmitted.pause_past_connect), and as much again may be held by the others
+# connecting meanwhile, or a CONNECT with the largest will would be closed as the largest
+# holder whenever anyone else connects at the same time (below one packet, always).
+UNADMITTED_PACKETS = 4
 
 
 class MqttSettings(SettingsGroup):
@@ -36,8 +43,11 @@ class MqttSettings(SettingsGroup):
     # Bytes all connections not admitted yet may make the broker hold together: what they
     # sent before their CONNECT is accepted (a partial CONNECT, one being authenticated, what
     # came behind it). A read that would pass it closes its connection (broker.unadmitted).
-    # 64 MiB: 256 CONNECTs of a full max_packet_size at once, or 100,000 of 600 bytes.
-    max_unadmitted_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024, le=1 << 40)
+    # 64 MiB: 256 CONNECTs of a full max_packet_size at once, or 100,000 of 600 bytes. At
+    # least 4 times max_packet_size (UNADMITTED_PACKETS), checked with the default too.
+    max_unadmitted_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024, le=1 << 40, validate_default=True
+    )
     # Seconds of silence on an MQTT connection before TCP keepalive probes its host (0: off);
     # a host that answers none is dropped 2 minutes later (broker.listen). 32767: Linux's most.
     tcp_keepalive_idle: int = Field(300, ge=0, le=32767)
@@ -128,6 +138,17 @@ class MqttSettings(SettingsGroup):
     password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
     # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
     password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
+    # --- Refused connects (certificates, tokens, none): the TLS handshakes they cost ---
+    # Connects refused for what the client presented (an unknown, revoked, disabled or expired
+    # certificate, a chain or key proof TLS refused, no certificate where one is required, an
+    # unknown token, no credentials) that one host (IPv4 address, IPv6 /64) gets in a row
+    # before its new connections are dropped before the TLS handshake for a while (1 s,
+    # doubling with each further failure up to auth_throttle_max_seconds). A connect admitted
+    # from the host clears its count (devices behind one NAT clear what a broken one adds).
+    auth_failures_before_throttle: int = Field(20, ge=1, le=1_000_000)
+    auth_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # Hosts whose failures are remembered; past it the longest quiet one is forgotten.
+    auth_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
 
     # --- What authentication leaves behind: log lines and auth events ---
     # Refusals per client address and reason logged and recorded one by one in each interval;
@@ -143,6 +164,19 @@ class MqttSettings(SettingsGroup):
     auth_events_max_rows: int = Field(1_000_000, ge=100, le=1_000_000_000)
     # Seconds between publications of the $SYS/broker/... figures; 0 turns them off.
     sys_interval: float = Field(10.0, ge=0)
+
+    @field_validator("max_unadmitted_bytes")
+    @classmethod
+    def _room_for_a_connect(cls, value: int, info: ValidationInfo) -> int:
+        packet = info.data.get("max_packet_size")  # absent: refused itself, named first
+        if packet is not None and value < UNADMITTED_PACKETS * packet:
+            raise ValueError(
+                f"max_unadmitted_bytes {value} is less than {UNADMITTED_PACKETS} times "
+                f"max_packet_size {packet} ({UNADMITTED_PACKETS * packet}): a CONNECT of "
+                "max_packet_size could not be admitted; raise max_unadmitted_bytes or lower "
+                "max_packet_size"
+            )
+        return value
 
     def device_bound(self, per_device: str, per_session: str) -> int:
         """A per-device bound left at its default is never below its per-session one: who

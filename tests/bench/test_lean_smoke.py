@@ -8,8 +8,11 @@ agree with the generator's."""
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from bench.cluster_bench import device_ids, nanoiot_node
 from bench.cluster_lean import Brokers, LeanRow, Load, fleet_spec, lean_row, pairs_spec
+from bench.compare_load import Workers
 from bench.compare_setup import make_pki, prepare_nanoiot_store
 
 
@@ -45,3 +48,43 @@ def test_pairs_and_a_fleet_are_delivered_whole_and_counted_alike_by_the_broker(
         assert row.delivered == expected
         assert row.result["phase_cpu_s"] > 0
         assert row.result["latency_ms"]["samples"] > 0
+
+
+async def connected_at_done(work: Path) -> tuple[dict[str, object], list[int], dict[str, int]]:
+    """The generator's line after "go", and the broker's live connections then."""
+    pki, made = make_pki(work, {"ec": 4})
+    data_dir = work / "nanoiot-data"
+    await prepare_nanoiot_store(data_dir, 0, made["ec"])
+    load = Load(await device_ids(data_dir, made["ec"]), [], messages=500, fleet_messages=0,
+                pairs=2, slice=50, window=200)  # fmt: skip
+    async with nanoiot_node(data_dir, pki, work, "single", {}) as node:
+        brokers = Brokers("NanoIoT", node.port, node.port, pki.ca_file, [node.pid],
+                          http_url=node.http_url, token=node.token)  # fmt: skip
+
+        async def connected() -> int:
+            async with httpx.AsyncClient(timeout=10) as client:
+                answer = await client.get(
+                    f"{node.http_url}/metrics", headers={"Authorization": f"Bearer {node.token}"}
+                )
+            line = next(x for x in answer.text.splitlines()
+                        if x.startswith("nanoiot_connected_clients "))  # fmt: skip
+            return int(float(line.split()[1]))
+
+        spec = pairs_spec(brokers, load, 0, [(node.port, node.port)] * load.pairs)
+        workers = await Workers.start([spec], work, "bench.lean_worker")
+        try:
+            await workers.states()
+            workers.workers[0].send({"go": True})
+            (done,) = await workers.states()
+            counts = [await connected()]
+            (result,) = await workers.finish()
+        finally:
+            await workers.kill()
+    return done, counts, {"received": result["received"]}
+
+
+def test_the_generator_says_it_is_done_before_its_clients_close(tmp_path: Path) -> None:
+    """The brokers' CPU is read at that moment: their work for the clients' disconnects is
+    not the messages'."""
+    done, connected, result = asyncio.run(connected_at_done(tmp_path))
+    assert (done, connected, result) == ({"done": True}, [4], {"received": 2 * 500})

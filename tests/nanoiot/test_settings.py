@@ -277,3 +277,34 @@ def test_the_device_queue_bounds_are_bounded(setting: str, value: str, says: str
         64 * 1024 * 1024,
         10_000,
     )
+
+
+@pytest.mark.parametrize(
+    ("environ", "source"),
+    [
+        ({"NANOIOT_MAX_PACKET_SIZE": str(256 * 1024 * 1024)}, f"from file {SHIPPED}"),
+        ({"NANOIOT_MAX_UNADMITTED_BYTES": str(1024 * 1024 - 1)}, "from $NANOIOT_MAX_UNADMITTED"),
+    ],
+)
+def test_the_unadmitted_bytes_leave_room_for_a_largest_connect(
+    environ: dict[str, str], source: str
+) -> None:
+    """Below a few max_packet_size (4: one connection's CONNECT and the packet behind it, and
+    as much for the others) a device's CONNECT with a large will could never be admitted: the
+    broker would close it as the connection holding the most."""
+    message = refused({"NANOIOT_MAX_PACKET_SIZE": str(256 * 1024), **environ})
+    assert message.startswith(f"setting 'max_unadmitted_bytes' ({source}")
+    assert "less than 4 times max_packet_size" in message
+    just = {"NANOIOT_MAX_PACKET_SIZE": "1048576", "NANOIOT_MAX_UNADMITTED_BYTES": "4194304"}
+    assert load_settings(config_path=SHIPPED, environ=just).max_unadmitted_bytes == 4 * 1024**2
+
+
+def test_a_packet_size_past_the_default_unadmitted_bytes_is_refused_without_a_file(
+    tmp_path: Path,
+) -> None:
+    """The default budget is checked too: raising max_packet_size alone must not make a
+    broker whose large CONNECTs can never get in."""
+    with pytest.raises(ConfigError, match=r"'max_unadmitted_bytes' \(not set\).*max_packet_size"):
+        load_settings(environ={"NANOIOT_MAX_PACKET_SIZE": str(32 * 1024 * 1024)}, cwd=tmp_path)
+    raised = {"NANOIOT_MAX_PACKET_SIZE": str(16 * 1024 * 1024)}
+    assert load_settings(environ=raised, cwd=tmp_path).max_packet_size == 16 * 1024 * 1024
