@@ -19,7 +19,8 @@ Scenarios, over mTLS with 64 B payloads:
   brokers' own figures.
 
 The nodes share one SQLite store (one host) and the machine's NATS (127.0.0.1:4222) under a
-fresh cluster name; the result goes to ``bench/results/cluster-<date>.md``.
+fresh cluster name; the result goes to ``bench/results/cluster-<date>.md``. Stopped by SIGTERM
+or SIGINT, or failing, it stops what it started (brokers, load generators) before it exits.
 
     .venv/bin/python -m bench.cluster_bench                     # the recorded run
     .venv/bin/python -m bench.cluster_bench --messages 5000 --seconds 3   # a quick look
@@ -30,13 +31,14 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import cluster_shapes
 from bench._report import machine_lines
@@ -55,6 +57,43 @@ RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000  # the paced generator's
 PAIR_DEVICES = 8  # certificates the pairs take in turn
 SLICE = Load.slice  # messages a pair's publisher writes at once (lean)
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The run was stopped by a signal (its number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+async def stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
+    """``work``, cancelled by SIGTERM or SIGINT (``Stopped``): the ``async with`` that started
+    each broker and load generator then stops it, as on an error. Python's default for
+    SIGTERM ends the process at once, which left the nodes running, holding their ports and
+    their NATS subscriptions, and the next run's cluster sharing NATS with them."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # another one would cut the stopping short
+            received.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise Stopped(received[0]) from None
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 @dataclass
@@ -287,9 +326,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_inflight:
         SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
-    with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
-        os.chmod(directory, 0o700)
-        rows, lean, load = asyncio.run(run(args, Path(directory)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
+            os.chmod(directory, 0o700)
+            rows, lean, load = asyncio.run(stopped_by_signals(run(args, Path(directory))))
+    except Stopped as stopped:
+        print(f"stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)
     text = report(rows, lean, load, args)
     print(text)
     if not args.no_save:

@@ -65,8 +65,8 @@ class MqttClient:
 
     __slots__ = (
         "_acks", "_auth", "_batched", "_cert_timer", "_denied", "_full", "_loop", "_out_held",
-        "_out_wait", "_paused", "_stash", "_timer", "_turn", "_unread", "broker", "core", "ended",
-        "peer", "session", "tls",
+        "_out_wait", "_paused", "_stash", "_timer", "_turn", "_unread", "auth_counted", "broker",
+        "core", "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -77,6 +77,7 @@ class MqttClient:
         self.peer: Peer | None = None
         self.session: BrokerSession | None = None
         self.ended = False
+        self.auth_counted = False  # by the authentication throttle, or excused from it
         self._auth: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             broker.config.connect_timeout, connecting.timed_out, self
@@ -220,8 +221,7 @@ class MqttClient:
     # --- the CONNECT phase (``broker.connecting``) --------------------------------------------
 
     def _admitted(self, task: "asyncio.Task[None]") -> None:
-        """The CONNECT phase is over: a finished task is half a KiB an idle client would
-        otherwise hold for as long as it stays connected."""
+        """The CONNECT phase is over: a finished task is half a KiB an idle client keeps."""
         if self._auth is task:
             self._auth = None
 
@@ -393,7 +393,7 @@ class MqttClient:
         if session is not None:
             broker.registry.released(session, self, self._expiry())
         broker.registry.ended(self)
-        broker.unadmitted.release(self)  # what it held before it was admitted, if it was not
+        connecting.ended(self)  # if it was not admitted: what it held, and the throttle's
         last_will = self.core.will
         if will and session is not None and last_will is not None and self.peer is not None:
             publish_will(self, session, self.peer, last_will)

@@ -53,6 +53,8 @@ async def run(client: "MqttClient", connect: Connect) -> None:
     tls.peer_certificate, tls.peer_chain = None, ()
     try:
         decision = await broker.decide(request)
+        client.auth_counted = True
+        broker.auth_throttle.decided(request.remote, decision)
         admitted = admit(
             decision, connect, request, broker.acl_for,
             strict_client_id=broker.config.strict_client_id,
@@ -75,6 +77,7 @@ async def run(client: "MqttClient", connect: Connect) -> None:
             store_backlog.refuse_connect(client)
             return
         broker.auth_log.allowed(decision, request, admitted.client_id)
+        broker.auth_throttle.admitted(request.remote)
         client.peer = admitted
         broker.registry.admitted(client)  # reachable by a kick from now on
         taken = await broker.registry.take_over(client, connect.clean_start, expiry)
@@ -160,11 +163,24 @@ def refuse(client: "MqttClient", code: int, reason: str | None = None) -> None:
     client._end(will=False)
 
 
+def ended(client: "MqttClient") -> None:
+    """The client's connection ended: the bytes it held before it was admitted go back, and a
+    client never admitted nor decided cost a TLS handshake for nothing (``broker.
+    auth_throttle``)."""
+    broker = client.broker
+    broker.unadmitted.release(client)
+    if client.peer is None and not client.auth_counted:
+        broker.auth_throttle.abandoned(client.tls.remote[0])
+
+
 def timed_out(client: "MqttClient") -> None:
     """``connect_timeout`` after the connection started: close it unless it was accepted."""
     client._timer = None
     if client.session is None and not client.ended:
         phase = "no CONNECT" if client.core.state != AUTHENTICATING else "not admitted"
+        # Not admitted in time: the broker's slowness (a password check's queue), not the
+        # client's doing; no CONNECT in time: a handshake for nothing (broker.auth_throttle).
+        client.auth_counted = client.core.state == AUTHENTICATING
         client.broker.client_log.info(
             host_of(client.tls.remote[0]), f"connections with {phase} in time",
             "refused %s: %s within %g s", client.label, phase,

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from auth.acl import Acl, CompiledAcl, Identity
 from auth.decision import Decision, store_unavailable
+from broker.auth_throttle import LIMIT, AuthThrottle
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
 from broker.device_queues import DeviceQueues
+from broker.failure_throttle import ThrottlePolicy
 from broker.last_will import DelayedWill
 from broker.metrics import BrokerMetrics
 from broker.mqtt.codes import Reason
@@ -64,6 +66,8 @@ class BrokerConfig:
     max_sessions_per_device: int | None = None
     max_unsaved_session_changes: int | None = None  # waiting for the store, in all
     max_subacks_waiting: int = 16  # of a connection, for a cluster's route tables (acks)
+    # Refused connects per host before it is shut out (``broker.auth_throttle``).
+    auth_throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
 
@@ -104,6 +108,13 @@ class Broker:
         # device and kind of line.
         self.device_lines = LimitedLoggers(
             interval=auth_log.policy.interval, repeats=auth_log.policy.repeats
+        )
+        # Refused connects per host: past the bound, the listener drops the host's new
+        # connections before their TLS handshake for a while.
+        self.auth_throttle = AuthThrottle(
+            self.config.auth_throttle,
+            self.device_lines(logging.getLogger("broker.auth_throttle")),
+            lambda: self.metrics.count_limit(LIMIT),
         )
         self.store: SessionStore = store or MemorySessionStore()
         local = LocalRouter(self.store, self.limits, self.metrics)

@@ -13,12 +13,12 @@ filled the machine and a valid application waited behind every guess. So:
   (a backend opening several connections at once) wait for its share in a line of their own,
   at most ``queue`` long, so a burst from one address never fills the pool's queue;
 - after ``free_failures`` failed checks from an address, each further failure shuts that
-  address out for a while, doubling up to ``max_block`` seconds: its password checks are
-  refused (CONNACK 3), and the listener drops its new connections before the TLS handshake,
-  which was then the flood's main cost (``shut_out``). Like fail2ban this shuts out whatever
-  shares the address (a NAT), certificates included, while the block lasts. A success
-  clears the count. The throttle looks at the address only, so an unknown user name costs
-  the same as a known one and reveals nothing.
+  address out for a while, doubling up to ``max_block`` seconds (``broker.failure_throttle``):
+  its password checks are refused (CONNACK 3), and the listener drops its new connections
+  before the TLS handshake, which was then the flood's main cost (``shut_out``). Like
+  fail2ban this shuts out whatever shares the address (a NAT), certificates included, while
+  the block lasts. A success clears the count. The throttle looks at the address only, so
+  an unknown user name costs the same as a known one and reveals nothing.
 
 A CONNECT waiting here is bounded by the connect timeout and cancelled when its client goes,
 like the rest of the CONNECT phase (``broker.client``). Certificates and access tokens never
@@ -28,12 +28,12 @@ come here.
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from auth.decision import Decision, Reason, deny
+from broker.failure_throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 M = TypeVar("M")
@@ -55,63 +55,6 @@ class _Share:
 
     places: asyncio.Semaphore
     users: int = 0
-
-
-@dataclass
-class _Failures:
-    count: int = 0
-    until: float = 0.0  # refused until then (monotonic clock)
-    last: float = 0.0  # the last failure (same clock)
-
-
-class FailureThrottle:
-    """Failed password checks per address, and how long an address is refused. No I/O."""
-
-    def __init__(self, policy: PasswordPolicy, clock: Callable[[], float] = time.monotonic) -> None:
-        self._policy = policy
-        self._clock = clock
-        self._entries: OrderedDict[str, _Failures] = OrderedDict()
-
-    def blocked_for(self, address: str) -> float:
-        """Seconds this address is still refused (0.0: it may try)."""
-        entry = self._current(address)
-        return max(0.0, entry.until - self._clock()) if entry is not None else 0.0
-
-    def failed(self, address: str) -> float:
-        """Count a failure; the seconds the address is now refused for (0.0: not yet)."""
-        entry = self._current(address) or _Failures()
-        entry.count += 1
-        entry.last = self._clock()
-        self._entries[address] = entry
-        self._entries.move_to_end(address)
-        while len(self._entries) > self._policy.tracked:
-            self._entries.popitem(last=False)  # the longest quiet goes first
-        over = entry.count - self._policy.free_failures
-        if over <= 0:
-            return 0.0
-        block = min(self._policy.max_block, 2.0 ** (over - 1))
-        entry.until = self._clock() + block
-        return block
-
-    def failures(self, address: str) -> int:
-        entry = self._entries.get(address)
-        return entry.count if entry is not None else 0
-
-    def succeeded(self, address: str) -> None:
-        self._entries.pop(address, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _current(self, address: str) -> _Failures | None:
-        """The address's record, forgotten once it stayed quiet ``max_block`` seconds after
-        its last failure or refusal (so an old typo does not count against it forever)."""
-        entry = self._entries.get(address)
-        quiet_since = max(entry.until, entry.last) if entry is not None else 0.0
-        if entry is not None and self._clock() > quiet_since + self._policy.max_block:
-            del self._entries[address]
-            return None
-        return entry
 
 
 class PasswordGate:

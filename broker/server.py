@@ -28,6 +28,7 @@ from broker.connection_limit import (
 )
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
+from broker.failure_throttle import ThrottlePolicy
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
 from broker.password_gate import PasswordGate, PasswordPolicy
@@ -137,6 +138,11 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_sessions_per_device=settings.max_sessions_per_device,
         max_unsaved_session_changes=settings.max_unsaved_session_changes,
         max_subacks_waiting=settings.cluster_max_subacks_waiting,
+        auth_throttle=ThrottlePolicy(
+            free_failures=settings.auth_failures_before_throttle,
+            max_block=settings.auth_throttle_max_seconds,
+            tracked=settings.auth_throttle_addresses,
+        ),
         limits=limits,
         retain=retain,
     )
@@ -251,6 +257,8 @@ class RunningBroker:
             quiet_accept_errors(asyncio.get_running_loop())
             tls_failures = TlsFailureLog()  # failed handshakes: logged plainly, in /metrics
             broker.metrics.registry.register(tls_failures)
+            tls_failures.classified = broker.auth_throttle.handshake_failed
+            broker.auth_throttle.balancers = TrustedProxies(settings.proxy_protocol_trusted)
             opened.callback(tls_failures.close)
             listener = await start_tls_server(
                 context,
@@ -260,8 +268,8 @@ class RunningBroker:
                 on_open=broker.open,
                 sock=sock,
                 handshake_failed=tls_failures.report,
-                proxy_trusted=TrustedProxies(settings.proxy_protocol_trusted),
-                shut_out=authenticator.passwords.shut_out,
+                proxy_trusted=broker.auth_throttle.balancers,
+                shut_out=_shut_out(broker, authenticator),
                 connection_limit=ConnectionLimit(
                     usable_connections(settings.max_connections),
                     lambda: broker.metrics.count_limit("max_connections"),
@@ -321,6 +329,13 @@ class RunningBroker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _shut_out(broker: Broker, authenticator: Authenticator) -> Callable[[str], bool]:
+    """Whether the listener drops a client address's connection before its handshake: its
+    host is shut out for refused connects, or for failed password checks."""
+    throttled, passwords = broker.auth_throttle.shut_out, authenticator.passwords.shut_out
+    return lambda address: throttled(address) or passwords(address)
 
 
 def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "Fencing":

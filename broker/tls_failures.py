@@ -10,7 +10,8 @@ the peer's address, the rest at DEBUG, and one INFO summary per window of what i
 so a scanner or a misconfigured fleet cannot flood the log.
 
 Pure apart from logging and the summary timer; no sockets. ``broker.transport`` calls
-``TlsFailureLog.report``.
+``TlsFailureLog.report``, which hands each classified failure on to ``classified`` (the
+broker's authentication throttle, ``broker.auth_throttle``).
 """
 
 import asyncio
@@ -202,6 +203,8 @@ class TlsFailureLog(Collector):
         self._logged: Counter[TlsFailureReason] = Counter()
         self._held: Counter[TlsFailureReason] = Counter()
         self._summary: asyncio.TimerHandle | None = None
+        # Told of every failure once classified (the authentication throttle counts some).
+        self.classified: Callable[[tuple[str, int], TlsFailure, bytes], None] | None = None
 
     def report(
         self,
@@ -212,6 +215,8 @@ class TlsFailureLog(Collector):
     ) -> None:
         failure = classify(kind, error, first_bytes)
         self.counts[failure.reason] += 1
+        if self.classified is not None:
+            self.classified(remote, failure, first_bytes)
         message = "TLS handshake with %s:%d failed: %s"
         if failure.reason is TlsFailureReason.CLOSED and not first_bytes:
             # A TCP probe (load balancer, port scan): counted, not worth a line at INFO.

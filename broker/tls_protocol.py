@@ -92,12 +92,17 @@ class TlsProtocol(asyncio.Protocol):
             self._transport.abort()
             limit.refused(self._remote[0])
             return
-        # A load balancer's connection counts against its client's host, once its PROXY
-        # header names it (``data_received``).
-        if not self._server.proxy_trusted.trusts(self._remote[0]) and not self._hold(
-            self._remote[0]
-        ):
-            return
+        # A load balancer's connection counts against its client's host, and is screened for
+        # it, once its PROXY header names it (``data_received``); any other at once.
+        remote = self._remote[0]
+        if not self._server.proxy_trusted.trusts(remote):
+            self._screened = True
+            if self._server.shut_out(remote):  # no TLS work, not even a read
+                self._state = _CLOSED
+                self._transport.abort()
+                return
+            if not self._hold(remote):
+                return
         self._server.protocols.add(self)
         self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
 

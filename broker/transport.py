@@ -68,7 +68,8 @@ class TlsServer:
         self.protocols: set[TlsProtocol] = set()
         self.handshake_failed: HandshakeFailed = TlsFailureLog().report
         self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
-        # True for a client address refused before its handshake (the password throttle).
+        # True for a client address refused before its handshake (broker.auth_throttle, the
+        # password gate).
         self.shut_out: Callable[[str], bool] = lambda _address: False
         # max_connections: past it a new connection is closed at once (None: no bound).
         self.connection_limit: ConnectionLimit | None = None

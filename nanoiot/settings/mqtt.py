@@ -138,6 +138,17 @@ class MqttSettings(SettingsGroup):
     password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
     # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
     password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
+    # --- Refused connects (certificates, tokens, none): the TLS handshakes they cost ---
+    # Connects refused for what the client presented (an unknown, revoked, disabled or expired
+    # certificate, a chain or key proof TLS refused, no certificate where one is required, an
+    # unknown token, no credentials) that one host (IPv4 address, IPv6 /64) gets in a row
+    # before its new connections are dropped before the TLS handshake for a while (1 s,
+    # doubling with each further failure up to auth_throttle_max_seconds). A connect admitted
+    # from the host clears its count (devices behind one NAT clear what a broken one adds).
+    auth_failures_before_throttle: int = Field(20, ge=1, le=1_000_000)
+    auth_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # Hosts whose failures are remembered; past it the longest quiet one is forgotten.
+    auth_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
 
     # --- What authentication leaves behind: log lines and auth events ---
     # Refusals per client address and reason logged and recorded one by one in each interval;

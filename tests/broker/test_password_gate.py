@@ -5,7 +5,8 @@ import asyncio
 
 from auth.connack import ConnackCode
 from auth.decision import Decision, Reason
-from broker.password_gate import FailureThrottle, PasswordGate, PasswordPolicy
+from broker.failure_throttle import FailureThrottle
+from broker.password_gate import PasswordGate, PasswordPolicy
 
 
 class Clock:

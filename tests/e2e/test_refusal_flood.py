@@ -33,7 +33,12 @@ SUMMARY = re.compile(
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    limits = {"auth_log_repeats": REPEATS, "auth_log_interval_seconds": 1.0}
+    limits = {
+        "auth_log_repeats": REPEATS,
+        "auth_log_interval_seconds": 1.0,
+        # Every attempt is refused from one address: its connects are not shut out.
+        "auth_failures_before_throttle": ATTEMPTS + 1,
+    }
     with running_broker(tmp_path / "data", **limits) as running:
         yield running
 
@@ -105,8 +110,9 @@ def test_connects_refused_before_authentication_are_logged_a_few_times_a_host(
     # is refused before any lookup (3.1.1 §3.1.2.2). Before, each wrote a line.
     caplog.set_level(logging.INFO, logger="broker.client")
     settings = broker_settings(
-        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=600.0
-    )
+        tmp_path / "data", auth_log_repeats=REPEATS, auth_log_interval_seconds=600.0,
+        auth_failures_before_throttle=ATTEMPTS + 1,
+    )  # fmt: skip
     with BrokerThread(settings) as running:
         context = client_context(running.server_cert)
         for _ in range(ATTEMPTS):

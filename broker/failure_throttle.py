@@ -1,0 +1,95 @@
+"""Failures per client address, and how long an address is shut out for them (fail2ban-like).
+
+After ``free_failures`` failures in a row from an address, each further failure shuts it out
+for 1 s, doubling up to ``max_block`` seconds; a success clears its count, and so does a
+quiet spell of ``max_block`` seconds after its last failure or block (an old typo does not
+count against it forever). At most ``tracked`` addresses are remembered: past it the longest
+quiet one is forgotten, so a flood from ever new addresses costs bounded memory.
+
+One class for both throttles of the listener: the password gate's (``broker.password_gate``:
+argon2 checks) and the authentication throttle's (``broker.auth_throttle``: the TLS handshakes
+of refused certificates, tokens and connects without credentials). No I/O.
+"""
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ThrottleBounds(Protocol):
+    """What a throttle reads of its policy (``PasswordPolicy``, ``ThrottlePolicy``)."""
+
+    @property
+    def free_failures(self) -> int: ...
+
+    @property
+    def max_block(self) -> float: ...
+
+    @property
+    def tracked(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    free_failures: int = 20
+    max_block: float = 60.0
+    tracked: int = 10_000  # addresses whose failures are remembered
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    until: float = 0.0  # refused until then (monotonic clock)
+    last: float = 0.0  # the last failure (same clock)
+
+
+class FailureThrottle:
+    """Failures per address, and how long an address is refused. No I/O."""
+
+    def __init__(self, policy: ThrottleBounds, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._entries: OrderedDict[str, _Failures] = OrderedDict()
+
+    def blocked_for(self, address: str) -> float:
+        """Seconds this address is still refused (0.0: it may try)."""
+        entry = self._current(address)
+        return max(0.0, entry.until - self._clock()) if entry is not None else 0.0
+
+    def failed(self, address: str) -> float:
+        """Count a failure; the seconds the address is now refused for (0.0: not yet)."""
+        entry = self._current(address) or _Failures()
+        entry.count += 1
+        entry.last = self._clock()
+        self._entries[address] = entry
+        self._entries.move_to_end(address)
+        while len(self._entries) > self._policy.tracked:
+            self._entries.popitem(last=False)  # the longest quiet goes first
+        over = entry.count - self._policy.free_failures
+        if over <= 0:
+            return 0.0
+        block = min(self._policy.max_block, 2.0 ** min(over - 1, 64))
+        entry.until = self._clock() + block
+        return block
+
+    def failures(self, address: str) -> int:
+        entry = self._entries.get(address)
+        return entry.count if entry is not None else 0
+
+    def succeeded(self, address: str) -> None:
+        self._entries.pop(address, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _current(self, address: str) -> _Failures | None:
+        """The address's record, forgotten once it stayed quiet ``max_block`` seconds after
+        its last failure or refusal."""
+        entry = self._entries.get(address)
+        quiet_since = max(entry.until, entry.last) if entry is not None else 0.0
+        if entry is not None and self._clock() > quiet_since + self._policy.max_block:
+            del self._entries[address]
+            return None
+        return entry
