@@ -56,6 +56,7 @@ SETTINGS: dict[str, str] = {}  # NanoIoT settings of every node in this run (--m
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000  # the paced generator's
 PAIR_DEVICES = 8  # certificates the pairs take in turn
+SLICE = Load.slice  # messages a pair's publisher writes at once (lean)
 T = TypeVar("T")
 
 
@@ -218,7 +219,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
         await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
-        args.messages, args.fleet_messages, args.pairs, qos0_window=args.qos0_window,
+        args.messages, args.fleet_messages, args.pairs, slice=args.slice,
+        qos0_window=args.qos0_window,
     )  # fmt: skip
     rows: list[Row] = []
     lean: list[LeanRow] = []
@@ -291,6 +293,7 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
         f"--seconds {args.seconds} --pairs {args.pairs} --fleet {args.fleet} "
         f"--fleet-messages {args.fleet_messages}"
         f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}"
+        f"{f' --slice {args.slice}' if args.slice != SLICE else ''}"
         f"{f' --qos0-window {args.qos0_window}' if args.qos0_window else ''}`: "
         "64 B payloads over mTLS (EC P-256), broker CPU summed over every broker process "
         "(both nodes; the supervisor and its workers).",
@@ -313,6 +316,7 @@ def main() -> None:
         "--max-inflight", type=int, default=None,
         help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
     )  # fmt: skip
+    parser.add_argument("--slice", type=int, default=SLICE, help="messages a write (pairs)")
     parser.add_argument(
         "--qos0-window", type=int, default=0,
         help="messages in flight per pair at QoS 0 (default: as at QoS 1, 1,000)",
