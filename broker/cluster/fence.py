@@ -18,6 +18,9 @@ long enough fences itself off first:
   cluster's table until it is back and restored what is still its own (a session nobody took
   while it was away: what is published for it meanwhile is parked, never acknowledged
   unrouted), as at start-up (``RouteAnnouncer.keep``);
+- it stops the replays of parked frames it has under way, which purge nothing then
+  (``Replays.fenced``): one still reading what is parked late would read what the others
+  park for it from now on, for sessions it no longer holds;
 - it stops listening for frames, refusing those already in its sockets, until it is back:
   the others park them, and it reads them back once its sessions are restored. Refused, a
   frame's publisher would send again what may have reached a session the survivor took (a
@@ -254,6 +257,8 @@ class Fencing:
             client.kick(REFUSAL, Reason.USE_ANOTHER_SERVER)
         for session in list(registry.sessions.values()):
             registry.forget(session)  # its rows stay: another member adopts it
+        if self.router is not None and self.router.replays is not None:
+            self.router.replays.fenced()  # none reads on into this absence (``replay``)
         self._spawn(self._give_up_sessions())
 
     async def _write_under_way(self) -> None:

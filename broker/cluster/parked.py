@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Final
 
@@ -223,14 +223,19 @@ class ParkedFrames:
             await asyncio.sleep(PURGE_RETRY)
         return True
 
-    async def purge(self, member: str, through: int) -> None:
+    async def purge(
+        self, member: str, through: int, still: Callable[[], bool] = lambda: True
+    ) -> None:
         """Drop ``member``'s parked frames up to stream sequence ``through``, the last one a
-        replay read (its sessions were all taken and given them), once nobody pins them;
-        given up, the frames left to their age, after ``PINNED_FOR``. Frames parked after
-        it stay: the replay did not give them (parked once its reading ended, for the
-        member's next absence), and whoever reads them next does."""
+        replay read (its sessions were all taken and given them), once nobody pins them,
+        if it is ``still`` to be done then; given up, the frames left to their age, after
+        ``PINNED_FOR``. Frames parked after it stay: the replay did not give them (parked
+        once its reading ended, for the member's next absence), and whoever reads them
+        next does."""
         if not await self.unpinned(member, "purged"):
             log.warning("parked frames of member %s not purged: still read", member)
+            return
+        if not still():
             return
         with nats_errors(f"purging {self.name} of member {member}"):
             # JetStream purges the subject's messages below ``seq``, the later ones kept.

@@ -38,6 +38,14 @@ parked, and routed to it directly once the others' tables show its new member's 
    reads them. Not those parked since: the member may be away again by then (a stopped
    process run again after its replay's window), and its next replay gives them.
 
+A member that fences itself off (``broker.cluster.fence``) stops the replays it has under
+way (``fenced``): it gave their sessions up, and a replay's reading may reach into the
+member's new absence (a process stopped during a replay's step 5, its own at start-up
+included, reads on as it runs again what the others parked for it meanwhile): read, given to
+sessions no longer held, then purged, those frames' messages would reach nobody though their
+publishers were acknowledged. Stopped, it purges nothing: the replay as the member rejoins
+reads them all.
+
 A replay pins the frames it reads from its start to its end (``broker.cluster.parked``); a
 client's taking pins them before its claim (``pin_taken``), so that an adopter that finds
 the session taken cannot purge them before they are read for it. A session taken from a
@@ -108,6 +116,8 @@ class Replays:
         self._pins: dict[SessionKey, tuple[str, str]] = {}  # by session: (gone member, pin)
         self.owed = Owed(parked)  # sessions not given their gone member's frames yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replaying: set[asyncio.Task[None]] = set()  # replays under way (``fenced``)
+        self.fencings = 0  # this member's fencings: a replay begun before one purges nothing
         self._loop = asyncio.get_running_loop()
 
     def hold(self, sessions: Iterable[BrokerSession]) -> None:
@@ -150,7 +160,16 @@ class Replays:
             self._unpin(pin[1])
             pin = None
         work = self._replay(gone, sessions, purge, caught_up, awaited, pin[1] if pin else None)
-        self._spawn(work, f"cluster replay of {gone}")
+        replaying = self._spawn(work, f"cluster replay of {gone}")
+        self._replaying.add(replaying)
+        replaying.add_done_callback(self._replaying.discard)
+
+    def fenced(self) -> None:
+        """This member fenced itself off, its sessions given up: the replays under way stop,
+        and purge nothing (module docstring)."""
+        self.fencings += 1
+        for replaying in list(self._replaying):
+            replaying.cancel()
 
     async def pin_taken(self, key: SessionKey, gone: str) -> None:
         """Session ``key`` is being taken from ``gone``, before its claim replaces
@@ -200,10 +219,11 @@ class Replays:
     def _unpin(self, name: str) -> None:
         self._spawn(self.parked.unpin(name), "cluster parked frames unpinned")
 
-    def _spawn(self, work: Coroutine[None, None, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
         task = self._loop.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -256,6 +276,7 @@ class Replays:
         by_key = {session.key: session for session in sessions}
         arrivals = [(session, session.arrival) for session in sessions]
         released = False
+        fencings = self.fencings
         try:
             if pin is None:
                 pin = await self.parked.pin(gone)
@@ -274,7 +295,8 @@ class Replays:
             unpinned, pin = pin, None
             await self.parked.unpin(unpinned)  # before the purge: no purger waits for another
             if purge and reader.sequence:  # what it read: later ones are a later absence's
-                await self.parked.purge(gone, reader.sequence)
+                # Not once this member fenced itself off (should nats-py lose the cancel).
+                await self.parked.purge(gone, reader.sequence, lambda: self.fencings == fencings)
         except ClusterError as exc:
             log.warning("parked frames of member %s: %s", gone, exc)
         finally:

@@ -1,15 +1,18 @@
 """Purging a gone member's parked frames on the machine's NATS: a purge waits while another
 member pins them (it took one of the gone member's sessions and is still to read them for
 it), and drops them once nobody does (``broker.cluster.parked``); a replay purges only what
-it read (``broker.cluster.replay``)."""
+it read, and nothing once its member fenced itself off (``broker.cluster.replay``)."""
 
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from broker.cluster import replay
 from broker.cluster.forward import Forwarder
+from broker.cluster.giving import give_frame
 from broker.cluster.link import ClusterLink
 from broker.cluster.parked import ParkedFrames
 from broker.cluster.replay import Replays
@@ -24,6 +27,8 @@ from tests.logwatch import attached
 
 WAIT = 10.0
 FRAMES = 5
+WINDOW = 30.0  # seconds a replay reads frames parked late (``cluster_handover_window``)
+STOPPED_WITHIN = 5.0  # seconds: a replay that read on would take WINDOW
 
 
 class _Purging(logging.Handler):
@@ -139,6 +144,46 @@ async def test_a_replay_purges_only_the_frames_it_read(
         await asyncio.wait_for(purging.done.wait(), WAIT)
         later = [b"%d" % n for n in range(FRAMES, 2 * FRAMES)]
         assert await parked_payloads(parked_b, "a") == later
+    finally:
+        await replays.stop()
+        await link_a.close()
+        await link_b.close()
+
+
+async def test_a_replay_under_way_as_its_member_fences_itself_off_purges_nothing(
+    cluster_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member a's replay (at its start: nothing parked for it yet) reads what b parks for it
+    late, for its ``window``. A process stopped meanwhile reads on, as it runs again, what b
+    parked for it while it was stopped, and fences itself off: the replay stops there and
+    purges nothing. Those frames are a's new absence's, for its replay as it rejoins; read
+    and purged by the old one, given to no session (a gave them all up), their messages
+    would reach nobody though their publishers were acknowledged."""
+    link_a = await ClusterLink.connect(cluster_settings(node_name="a"))
+    link_b = await ClusterLink.connect(cluster_settings(node_name="b"))
+    parked_a, parked_b = ParkedFrames(link_a, 1024 * 1024), ParkedFrames(link_b, 1024 * 1024)
+    local = LocalRouter(MemorySessionStore(), Limits(), BrokerMetrics())
+    announcer = RouteAnnouncer(await link_a.key_value(BUCKET), "a", RouteTable())
+    replays = Replays(parked_a, announcer, local, window=WINDOW)
+    read = asyncio.Event()
+    frames: list[bytes] = []
+
+    def reading(frame: bytes, *args: Any, **kwargs: Any) -> int:
+        frames.append(frame)
+        if len(frames) == FRAMES:
+            read.set()
+        return give_frame(frame, *args, **kwargs)
+
+    monkeypatch.setattr(replay, "give_frame", reading)
+    try:
+        await parked_b.start()
+        replays.start("a", [], purge=True)
+        await _park(link_b, parked_b, "a")  # a away again, its replay still reading
+        await asyncio.wait_for(read.wait(), WAIT)
+        replays.fenced()
+        async with asyncio.timeout(STOPPED_WITHIN):  # stopped: its pin taken away
+            assert await parked_b.unpinned("a", "looked at")
+        assert await parked_payloads(parked_b, "a") == [b"%d" % n for n in range(FRAMES)]
     finally:
         await replays.stop()
         await link_a.close()
