@@ -5,54 +5,42 @@ never widened afterwards) and reused on later starts; the caller prints it once,
 
 A token someone chose (the setting, or a file written by hand) is refused unless it looks like
 the output of a random generator: long enough is not enough, as "aaaaaaaaaaaaaaaa" and
-"0123456789abcdef" are 16 characters an attacker guesses first. ``estimated_bits`` is a
-deliberately crude guesser's view (no dictionary): a character the previous one predicts
-(the same, or its neighbour: runs, "abab", "1234") adds nothing; any other adds the bits of
-the smaller of its character classes' alphabet and the token's distinct characters.
+"0123456789abcdef" are 16 characters an attacker guesses first. ``estimated_bits``
+(``admin.token_bits``) is a guesser's view without a dictionary: the token's length under
+the cheapest of a few codes (a common alphabet, runs and sequences, keyboard walks,
+character classes), which no random token of 128 bits falls under ``MIN_BITS`` with.
 """
 
-import itertools
-import math
 import os
 import secrets
-import string
 from pathlib import Path
 from typing import Final
 
+from admin.token_bits import estimated_bits
 from nanoiot.errors import ConfigError
 from nanoiot.settings import Settings
+
+__all__ = ["MIN_BITS", "TOKEN_FILE", "admin_token", "estimated_bits", "token_path", "weakness"]
 
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 _MIN_LENGTH: Final = 16
 # What a guesser must try, as bits: 2^64 guesses stay out of reach of an online attack and,
-# with the admin API's per-address limit, of any offline one we can think of.
-MIN_BITS: Final = 64
+# with the admin API's per-address limit, of any offline one we can think of; the estimate
+# knows no words ("Password1234567!" is 72 bits to it), so 32 more. A token of 128 random
+# bits (openssl rand -hex 16, -base64 16) falls under 96 with a probability below 2^-32.
+MIN_BITS: Final = 96
 _HOW: Final = "use a random one, for example the output of: openssl rand -hex 32"
-_CLASSES: Final = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
-_OTHER_PRINTABLE: Final = 33  # ASCII punctuation and space
 
 
 def token_path(settings: Settings) -> Path:
     return settings.data_dir / TOKEN_FILE
 
 
-def estimated_bits(token: str) -> float:
-    """Bits a guesser needs for ``token`` (see the module docstring): 0 for ''."""
-    if not token:
-        return 0.0
-    alphabet = sum(len(c) for c in _CLASSES if any(ch in c for ch in token))
-    if any(not any(ch in c for c in _CLASSES) for ch in token):
-        alphabet += _OTHER_PRINTABLE
-    per_char = math.log2(max(2, min(alphabet, len(set(token)))))
-    unpredicted = 1 + sum(abs(ord(b) - ord(a)) > 1 for a, b in itertools.pairwise(token))
-    return unpredicted * per_char
-
-
 def weakness(token: str) -> str | None:
     """Why ``token`` is too weak to guard the admin API, or None."""
     if len(token) < _MIN_LENGTH:
         return f"is {len(token)} characters; use at least {_MIN_LENGTH}"
-    bits = estimated_bits(token)
+    bits = estimated_bits(token, enough=MIN_BITS)
     if bits < MIN_BITS:
         return f"is guessable (about {bits:.0f} bits, at least {MIN_BITS} needed)"
     return None

@@ -19,7 +19,8 @@ Scenarios, over mTLS with 64 B payloads:
   brokers' own figures.
 
 The nodes share one SQLite store (one host) and the machine's NATS (127.0.0.1:4222) under a
-fresh cluster name; the result goes to ``bench/results/cluster-<date>.md``.
+fresh cluster name; the result goes to ``bench/results/cluster-<date>.md``. Stopped by SIGTERM
+or SIGINT, or failing, it stops what it started (brokers, load generators) before it exits.
 
     .venv/bin/python -m bench.cluster_bench                     # the recorded run
     .venv/bin/python -m bench.cluster_bench --messages 5000 --seconds 3   # a quick look
@@ -30,13 +31,14 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import cluster_shapes
 from bench._report import machine_lines
@@ -54,6 +56,44 @@ SETTINGS: dict[str, str] = {}  # NanoIoT settings of every node in this run (--m
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000  # the paced generator's
 PAIR_DEVICES = 8  # certificates the pairs take in turn
+SLICE = Load.slice  # messages a pair's publisher writes at once (lean)
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The run was stopped by a signal (its number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+async def stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
+    """``work``, cancelled by SIGTERM or SIGINT (``Stopped``): the ``async with`` that started
+    each broker and load generator then stops it, as on an error. Python's default for
+    SIGTERM ends the process at once, which left the nodes running, holding their ports and
+    their NATS subscriptions, and the next run's cluster sharing NATS with them."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # another one would cut the stopping short
+            received.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise Stopped(received[0]) from None
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 @dataclass
@@ -179,7 +219,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
         await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
-        args.messages, args.fleet_messages, args.pairs, qos0_window=args.qos0_window,
+        args.messages, args.fleet_messages, args.pairs, slice=args.slice,
+        qos0_window=args.qos0_window,
     )  # fmt: skip
     rows: list[Row] = []
     lean: list[LeanRow] = []
@@ -252,6 +293,7 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
         f"--seconds {args.seconds} --pairs {args.pairs} --fleet {args.fleet} "
         f"--fleet-messages {args.fleet_messages}"
         f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}"
+        f"{f' --slice {args.slice}' if args.slice != SLICE else ''}"
         f"{f' --qos0-window {args.qos0_window}' if args.qos0_window else ''}`: "
         "64 B payloads over mTLS (EC P-256), broker CPU summed over every broker process "
         "(both nodes; the supervisor and its workers).",
@@ -274,6 +316,7 @@ def main() -> None:
         "--max-inflight", type=int, default=None,
         help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
     )  # fmt: skip
+    parser.add_argument("--slice", type=int, default=SLICE, help="messages a write (pairs)")
     parser.add_argument(
         "--qos0-window", type=int, default=0,
         help="messages in flight per pair at QoS 0 (default: as at QoS 1, 1,000)",
@@ -283,9 +326,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_inflight:
         SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
-    with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
-        os.chmod(directory, 0o700)
-        rows, lean, load = asyncio.run(run(args, Path(directory)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="nanoiot-cluster-bench-") as directory:
+            os.chmod(directory, 0o700)
+            rows, lean, load = asyncio.run(stopped_by_signals(run(args, Path(directory))))
+    except Stopped as stopped:
+        print(f"stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)
     text = report(rows, lean, load, args)
     print(text)
     if not args.no_save:

@@ -1,8 +1,8 @@
 """Every session and every live connection, and take-over that cannot be raced.
 
 - ``sessions``: by ``(device id, client id)``, connected or kept for a persistent client.
-- ``live``: every authenticated, open connection by device, from the moment it is admitted
-  (before its CONNACK) until it ends: a revocation reaches all of them (``kick``).
+- ``live``: every authenticated, open connection by device (``broker.live_connections``,
+  the base class).
 - ``take_over``: MQTT 3.1.1 §3.1.4, a second connection for a session closes the first. It
   is serialised per key (a lock), and the old connection is closed (aborted if it does not
   read) and detached from the session before the new one's CONNACK, so concurrent connects
@@ -21,15 +21,15 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from broker.device_queues import DeviceQueues
 from broker.expiry_sweep import ExpirySweep
+from broker.live_connections import LiveConnections
 from broker.mqtt.limits import NEVER_EXPIRES
-from broker.ownership import Ownership
-from broker.peer import Peer, SessionKey
+from broker.peer import SessionKey
 from broker.repeats import LogLimiter
 from broker.router import Router
 from broker.session_store import SessionStore
@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Registry:
+class Registry(LiveConnections):
     def __init__(self, router: Router, store: SessionStore) -> None:
+        super().__init__()
         self.router = router
         self.store = store
         self.sessions = SessionTable()
@@ -56,12 +57,7 @@ class Registry:
         self.max_sessions_per_device: int | None = None
         # In a cluster: the device's sessions on every member count (``broker.cluster.seats``).
         self.seats: Seats | None = None
-        self.live: dict[str, set[MqttClient]] = {}  # device id -> its open connections
-        self._clients = 0  # in ``live``: counted, not summed (read each ``sys_interval``)
         self._locks: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
-        # In a cluster: make this member the session's only holder before the CONNACK
-        # (``broker.cluster.sessions``).
-        self.ownership: Ownership | None = None
         self.restoration: Restoration | None = None  # while the previous run's come back
         # Why connects are refused now (CONNACK server unavailable), if they are: a cluster
         # member fenced off (``broker.cluster.fence``).
@@ -81,52 +77,6 @@ class Registry:
         self.device_queues: DeviceQueues | None = None
         # Takes expired messages out of the queues of sessions whose client is away.
         self.sweep: ExpirySweep | None = None
-
-    # --- live connections -----------------------------------------------------------------
-
-    def admitted(self, client: "MqttClient") -> None:
-        assert client.peer is not None
-        clients = self.live.setdefault(client.peer.device_id, set())
-        self._clients += client not in clients
-        clients.add(client)
-
-    def ended(self, client: "MqttClient") -> None:
-        peer = client.peer
-        if peer is None:
-            return
-        if self.ownership is not None:
-            self.ownership.ended(client)
-        clients = self.live.get(peer.device_id)
-        if clients is not None and client in clients:
-            self._clients -= 1
-            clients.discard(client)
-            if not clients:
-                del self.live[peer.device_id]
-
-    def will_due(self, client: "MqttClient", publish: Callable[[], None]) -> None:
-        """Publish ``client``'s will, through the cluster's ownership when there is one."""
-        if self.ownership is None:
-            publish()
-        else:
-            self.ownership.will_due(client, publish)
-
-    def live_clients(self) -> Iterator["MqttClient"]:
-        for clients in list(self.live.values()):
-            yield from list(clients)
-
-    def client_count(self) -> int:
-        return self._clients
-
-    def kick(self, device_id: str, reason: str, which: Callable[[Peer], bool] | None) -> int:
-        """Close the device's connections (those ``which`` selects), without their wills."""
-        chosen = [
-            client
-            for client in list(self.live.get(device_id, ()))
-            if client.peer is not None and (which is None or which(client.peer))
-        ]
-        for client in chosen:
-            client.kick(reason)
-        return len(chosen)
 
     # --- sessions ---------------------------------------------------------------------------
 
