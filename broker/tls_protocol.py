@@ -158,7 +158,7 @@ class TlsProtocol(asyncio.Protocol):
                     remote = self._watch.remote[0]
                     if self._server.shut_out(remote):
                         self._watch.done()
-                        self._shut(abort=True)  # no TLS work for an address shut out
+                        self._shut(abort=True)  # no TLS work for an address dropped
                         return
                     if self._remote[0] != remote and not self._hold(remote):  # a balancer's
                         return

@@ -41,6 +41,15 @@ def test_a_success_clears_and_a_long_quiet_forgets() -> None:
     assert throttle.failed("a") == 0.0
 
 
+def test_a_long_run_of_failures_stays_at_the_maximum() -> None:
+    """In-flight failures keep counting while an address is shut out: the doubling is capped
+    before it could overflow a float."""
+    throttle = FailureThrottle(PasswordPolicy(free_failures=1, max_block=8.0), Clock())
+    blocks = [throttle.failed("a") for _ in range(2000)]
+    assert blocks[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert blocks[-1] == 8.0
+
+
 def test_the_remembered_addresses_are_bounded() -> None:
     throttle = FailureThrottle(PasswordPolicy(tracked=3), Clock())
     for n in range(10):
