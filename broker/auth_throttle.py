@@ -22,7 +22,7 @@ are never touched. Behind a trusted load balancer the host is the client's, from
 header, never the balancer's.
 
 MQTT basic passwords are counted by the password gate's own, stricter throttle
-(``broker.password_gate``), which shuts an address out at the listener for a while.
+(``broker.password_gate``), which shuts a host out at the listener for a while.
 """
 
 import time

@@ -332,9 +332,9 @@ class RunningBroker:
 
 
 def _shut_out(broker: Broker, authenticator: Authenticator) -> Callable[[str], bool]:
-    """Whether the listener drops a client address's connection before its handshake: the
-    address is shut out for failed password checks, or its host is slowed for refused
-    connects and over its rate. The password throttle is asked first: a connection it drops
+    """Whether the listener drops a client address's connection before its handshake: its
+    host is shut out for failed password checks, or slowed for refused connects and over its
+    rate. The password throttle is asked first: a connection it drops
     takes none of the host's slots."""
     passwords, slowed = authenticator.passwords.shut_out, broker.auth_throttle.drops
     return lambda address: passwords(address) or slowed(address)
