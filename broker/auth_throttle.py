@@ -1,4 +1,4 @@
-"""Refused connects per client host, and the host shut out for them before its TLS handshake.
+"""Refused connects per client host, and a failing host slowed before its TLS handshake.
 
 A refused unknown certificate cost the broker 5.2 ms of CPU, mostly its side of the TLS
 handshake (its key exchange and signature, the client's signature checked), and nothing
@@ -8,17 +8,21 @@ distinct self-signed certificates, or one unknown, revoked or expired certificat
 and slowed every real device's connect.
 
 So each connect refused for what the client presented counts as a failure of its host
-(``broker.connection_limit.host_of``: an IPv6 /64 is one host), in a ``FailureThrottle``:
-after ``auth_failures_before_throttle`` failures in a row the host is shut out for 1 s,
-doubling up to ``auth_throttle_max_seconds``, and the listener drops its new connections
-before any TLS work (``shut_out``; ``nanoiot_limit_hits_total{limit=
-"auth_failures_before_throttle"}`` counts them). A connect admitted from the host clears its
-count: behind a NAT the fleet's good devices keep clearing what one broken device adds, and a
-shut-out host only loses new connections for the block, never those open. Behind a trusted
-load balancer the host is the client's, from its PROXY header, never the balancer's.
+(``broker.connection_limit.host_of``: an IPv6 /64 is one host), in ``SlowedHosts``: after
+``auth_failures_before_throttle`` failures in a row the host is slowed, never shut out: its
+new connections go on to their TLS handshake at most ``auth_throttled_connects_per_second``
+a second (a token bucket, a burst of as many), and the listener drops the others before any
+TLS work (``drops``; ``nanoiot_limit_hits_total{limit="auth_failures_before_throttle"}``
+counts them). A host shares its rate among whatever is behind it (a NAT, a gateway): one
+broken device in a reconnect loop, or a scanner, leaves its neighbours' connects a chance in
+proportion to how often they try, and once the failures stop the bucket is full again within
+a second. A connect admitted from the host clears its count and its slowing at once: behind
+a NAT the fleet's good devices keep clearing what one broken device adds. Open connections
+are never touched. Behind a trusted load balancer the host is the client's, from its PROXY
+header, never the balancer's.
 
 MQTT basic passwords are counted by the password gate's own, stricter throttle
-(``broker.password_gate``); both shut a host out at the listener.
+(``broker.password_gate``), which shuts a host out at the listener for a while.
 """
 
 import time
@@ -27,15 +31,15 @@ from typing import Final
 
 from auth.decision import Decision, Reason
 from broker.connection_limit import host_of
-from broker.failure_throttle import FailureThrottle, ThrottlePolicy
 from broker.proxy_protocol import TrustedProxies
 from broker.repeats import LogLimiter
+from broker.slowed_hosts import SlowedHosts, SlowingPolicy
 from broker.tls_failures import TlsFailure, TlsFailureReason
 
 __all__ = ["LIMIT", "AuthThrottle", "counts_decision", "counts_handshake"]
 
 LIMIT: Final = "auth_failures_before_throttle"  # the label of its limit hits
-_SHUT_OUT: Final = "hosts shut out after refused connects"
+_SLOWED: Final = "hosts slowed after refused connects"
 
 # Refusals that are not the client's doing (the store did not answer) or that the password
 # gate counts already.
@@ -90,27 +94,29 @@ class AuthThrottle:
 
     def __init__(
         self,
-        policy: ThrottlePolicy,
+        policy: SlowingPolicy,
         lines: LogLimiter,
         hit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
-        self.throttle = FailureThrottle(policy, clock)
+        self.hosts = SlowedHosts(policy, clock)
         self._lines = lines
         self._hit = hit
         # Load balancers sending PROXY headers (``proxy_protocol_trusted``): a connection
         # still from their own address is theirs (a health check, LOCAL), never counted.
         self.balancers = TrustedProxies(())
 
-    def shut_out(self, address: str) -> bool:
-        """True while ``address``'s host is shut out: the listener drops its connection."""
-        if not self.throttle:  # no failures remembered: every connect's usual case
+    def drops(self, address: str) -> bool:
+        """Whether the listener drops this new connection from ``address`` before its
+        handshake: its host is slowed and over its rate. Else a slowed host's connection
+        takes one of its slots."""
+        if not self.hosts:  # no failures remembered: every connect's usual case
             return False
-        if self.throttle.blocked_for(host_of(address)) > 0:
-            self._hit()
-            return True
-        return False
+        if self.hosts.let_through(host_of(address)):
+            return False
+        self._hit()
+        return True
 
     def decided(self, address: str, decision: Decision) -> None:
         """Count an authentication refusal of a client at ``address``."""
@@ -130,18 +136,18 @@ class AuthThrottle:
             self._failed(remote[0], failure.reason.value)
 
     def admitted(self, address: str) -> None:
-        """A client from ``address`` was admitted: its host starts counting afresh."""
-        self.throttle.succeeded(host_of(address))
+        """A client from ``address`` was admitted: its host starts counting afresh, and is
+        no longer slowed."""
+        self.hosts.succeeded(host_of(address))
 
     def _failed(self, address: str, reason: str) -> None:
         if self.balancers.trusts(address):
             return
         host = host_of(address)
-        block = self.throttle.failed(host)
-        if block:
+        if self.hosts.failed(host):
             self._lines.warning(
-                host, _SHUT_OUT,
-                "shutting out %s for %g s: %d refused connects in a row (the last: %s; "
-                "auth_failures_before_throttle)",
-                host, block, self.throttle.failures(host), reason,
+                host, _SLOWED,
+                "slowing %s to %g connects a second: %d refused connects in a row (the "
+                "last: %s; auth_failures_before_throttle)",
+                host, self.policy.rate, self.hosts.failures(host), reason,
             )  # fmt: skip

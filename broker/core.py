@@ -18,7 +18,6 @@ from broker.auth_throttle import LIMIT, AuthThrottle
 from broker.authn import Authenticator, ConnectRequest
 from broker.client import MqttClient
 from broker.device_queues import DeviceQueues
-from broker.failure_throttle import ThrottlePolicy
 from broker.last_will import DelayedWill
 from broker.metrics import BrokerMetrics
 from broker.mqtt.codes import Reason
@@ -32,6 +31,7 @@ from broker.router import LocalRouter, Message, Router
 from broker.session_store import MemorySessionStore, SessionStore
 from broker.sessions import BrokerSession
 from broker.shared_bounds import SharedBounds
+from broker.slowed_hosts import SlowingPolicy
 from broker.telemetry import AuthLog
 from broker.tls_connection import TlsConnection
 from broker.unadmitted import UnadmittedBytes
@@ -66,8 +66,8 @@ class BrokerConfig:
     max_sessions_per_device: int | None = None
     max_unsaved_session_changes: int | None = None  # waiting for the store, in all
     max_subacks_waiting: int = 16  # of a connection, for a cluster's route tables (acks)
-    # Refused connects per host before it is shut out (``broker.auth_throttle``).
-    auth_throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    # Refused connects per host before it is slowed, and its rate (``broker.auth_throttle``).
+    auth_throttle: SlowingPolicy = field(default_factory=SlowingPolicy)
     limits: Limits = field(default_factory=Limits)
     retain: RetainLimits = field(default_factory=RetainLimits)
 
@@ -110,7 +110,7 @@ class Broker:
             interval=auth_log.policy.interval, repeats=auth_log.policy.repeats
         )
         # Refused connects per host: past the bound, the listener drops the host's new
-        # connections before their TLS handshake for a while.
+        # connections over its rate before their TLS handshake.
         self.auth_throttle = AuthThrottle(
             self.config.auth_throttle,
             self.device_lines(logging.getLogger("broker.auth_throttle")),

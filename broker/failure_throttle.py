@@ -6,9 +6,9 @@ quiet spell of ``max_block`` seconds after its last failure or block (an old typ
 count against it forever). At most ``tracked`` addresses are remembered: past it the longest
 quiet one is forgotten, so a flood from ever new addresses costs bounded memory.
 
-One class for both throttles of the listener: the password gate's (``broker.password_gate``:
-argon2 checks) and the authentication throttle's (``broker.auth_throttle``: the TLS handshakes
-of refused certificates, tokens and connects without credentials). No I/O.
+The password gate's throttle (``broker.password_gate``: argon2 checks). Refused certificates,
+tokens and connects without credentials slow their host instead of shutting it out
+(``broker.slowed_hosts``). No I/O.
 """
 
 import time
@@ -19,7 +19,7 @@ from typing import Protocol
 
 
 class ThrottleBounds(Protocol):
-    """What a throttle reads of its policy (``PasswordPolicy``, ``ThrottlePolicy``)."""
+    """What a throttle reads of its policy (``PasswordPolicy``)."""
 
     @property
     def free_failures(self) -> int: ...
@@ -29,13 +29,6 @@ class ThrottleBounds(Protocol):
 
     @property
     def tracked(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    free_failures: int = 20
-    max_block: float = 60.0
-    tracked: int = 10_000  # addresses whose failures are remembered
 
 
 @dataclass

@@ -32,7 +32,8 @@ LIMITS = (
     "max_shared_subscription_bytes", "max_shared_subscription_bytes_per_device",
     "max_unsaved_session_changes", "max_subscription_bytes", "max_subscription_bytes_per_device",
     "max_queued_messages_per_device", "max_queued_bytes_per_device",
-    # Connections dropped before their handshake, their host shut out (broker.auth_throttle).
+    # Connections dropped before their handshake, their host slowed and over its rate
+    # (broker.auth_throttle).
     "auth_failures_before_throttle",
     # Not a setting: copies dropped as their MQTT 5 Message Expiry Interval passed before
     # they were sent (5.0 §3.3.2.3.3), at a queue's bound or as their turn came.

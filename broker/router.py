@@ -47,7 +47,7 @@ from broker.mqtt.trie import SubscriptionTrie, collect
 from broker.outgoing import copy_for
 from broker.session_store import SessionStore
 from broker.sessions import BrokerSession, Group, Held
-from broker.shared_members import SharedOutgoing, member_rank
+from broker.shared_members import SharedOutgoing, member_rank, takes_now
 from broker.subscription_bytes import SubscriptionBytes
 
 if TYPE_CHECKING:
@@ -162,7 +162,10 @@ class LocalRouter:
         return None  # every publisher is here
 
     def deliver(self, message: Message) -> bool:
-        durable = self._deliver_plain(message)
+        # No call for the plain subscriptions when none matches (a topic read through shared
+        # subscriptions alone, as a fleet's telemetry often is).
+        matches = self.subscriptions.match(message.topic)
+        durable = self._deliver_plain(message, matches) if matches else False
         if self.shared.groups:
             durable |= self._deliver_shared(message)
         return durable
@@ -294,17 +297,25 @@ class LocalRouter:
     ) -> bool:
         """One copy per shared subscription matching the message (MQTT 5.0 §4.8.2), or per
         one of ``only`` (share name, filter)."""
-        rank = member_rank(message)
+        topic, published_qos = message.topic, message.qos
         durable = False
         if only is None:
-            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(message.topic)
+            groups: Iterable[SharedGroup[BrokerSession]] = self.shared.match(topic)
         else:
             found = (self.shared.group(name, topic_filter) for name, topic_filter in only)
             groups = [group for group in found if group is not None]
         for group in groups:
-            chosen = group.pick(rank)
-            if chosen is not None:
-                durable |= self._send(group, *chosen, message)
+            # The member whose turn it is, if it can take the message now (most messages):
+            # what ranking every member would choose, without ranking them (``pick``).
+            session, sub = group.turn
+            if takes_now(session, sub, topic, published_qos):
+                group.passed()
+            else:
+                chosen = group.pick(member_rank(message))
+                if chosen is None:
+                    continue
+                session, sub = chosen
+            durable |= self._send(group, session, sub, message)
         return durable
 
     def session_ended(self, gone: list[Outgoing]) -> None:
@@ -343,7 +354,8 @@ class LocalRouter:
             group_id = (group.name, group.topic_filter)
             self.waits.append(arrival.hold(message, sent_on=False, group=group_id))
             return False
-        qos = min(message.qos, sub.qos)
+        published_qos = message.qos
+        qos = published_qos if published_qos < sub.qos else sub.qos  # not min(): a call less
         if qos == 2 and session.brought and message.id in session.brought:
             return False  # as in ``_deliver_plain``: it has this message
         client = session.client

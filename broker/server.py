@@ -28,7 +28,6 @@ from broker.connection_limit import (
 )
 from broker.core import Broker, BrokerConfig
 from broker.devcerts import needs_development_credentials, with_development_credentials
-from broker.failure_throttle import ThrottlePolicy
 from broker.listen import bind_mqtt_socket
 from broker.mqtt.limits import Limits
 from broker.password_gate import PasswordGate, PasswordPolicy
@@ -37,6 +36,7 @@ from broker.restore import Restoration
 from broker.retained import RetainLimits
 from broker.revocation import RevocationFollower
 from broker.session_store import SqlSessionStore
+from broker.slowed_hosts import SlowingPolicy
 from broker.sys_topics import SysTopics, member_figures
 from broker.telemetry import AuthLog, AuthLogPolicy
 from broker.tls import build_server_context
@@ -138,9 +138,9 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_sessions_per_device=settings.max_sessions_per_device,
         max_unsaved_session_changes=settings.max_unsaved_session_changes,
         max_subacks_waiting=settings.cluster_max_subacks_waiting,
-        auth_throttle=ThrottlePolicy(
+        auth_throttle=SlowingPolicy(
             free_failures=settings.auth_failures_before_throttle,
-            max_block=settings.auth_throttle_max_seconds,
+            rate=settings.auth_throttled_connects_per_second,
             tracked=settings.auth_throttle_addresses,
         ),
         limits=limits,
@@ -333,9 +333,11 @@ class RunningBroker:
 
 def _shut_out(broker: Broker, authenticator: Authenticator) -> Callable[[str], bool]:
     """Whether the listener drops a client address's connection before its handshake: its
-    host is shut out for refused connects, or for failed password checks."""
-    throttled, passwords = broker.auth_throttle.shut_out, authenticator.passwords.shut_out
-    return lambda address: throttled(address) or passwords(address)
+    host is shut out for failed password checks, or slowed for refused connects and over its
+    rate. The password throttle is asked first: a connection it drops
+    takes none of the host's slots."""
+    passwords, slowed = authenticator.passwords.shut_out, broker.auth_throttle.drops
+    return lambda address: passwords(address) or slowed(address)
 
 
 def _fencing(router: "ClusterRouter", broker: Broker, max_held_wills: int) -> "Fencing":

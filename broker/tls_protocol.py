@@ -50,12 +50,13 @@ class TlsProtocol(asyncio.Protocol):
         "_pending", "_pending_size", "_receiver", "_remote", "_screened", "_server", "_state",
         "_timer", "_tls", "_transport", "_watch", "_write_paused",
     )  # fmt: skip
+    # Made once the client's address passed its screening (``_start_tls``; every use comes
+    # after): a connection dropped at accept, shut out or past a bound, makes no SSL object.
+    _tls: SSL.Connection
 
     def __init__(self, server: "TlsServer") -> None:
         self._server = server
         self._loop = server.loop
-        self._tls = SSL.Connection(server.context, None)
-        self._tls.set_accept_state()
         self._state = _HANDSHAKE
         self._transport: asyncio.Transport | None = None
         self._remote: tuple[str, int] = ("?", 0)
@@ -103,6 +104,7 @@ class TlsProtocol(asyncio.Protocol):
                 return
             if not self._hold(remote):
                 return
+            self._start_tls()
         self._server.protocols.add(self)
         self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
 
@@ -121,6 +123,11 @@ class TlsProtocol(asyncio.Protocol):
         assert self._transport is not None
         self._transport.abort()
         return False
+
+    def _start_tls(self) -> None:
+        """The connection's OpenSSL side, once its client may start a handshake."""
+        self._tls = SSL.Connection(self._server.context, None)
+        self._tls.set_accept_state()
 
     def admitted(self) -> None:
         """The client is admitted: its host's slot is free for its next connection."""
@@ -151,10 +158,11 @@ class TlsProtocol(asyncio.Protocol):
                     remote = self._watch.remote[0]
                     if self._server.shut_out(remote):
                         self._watch.done()
-                        self._shut(abort=True)  # no TLS work for an address shut out
+                        self._shut(abort=True)  # no TLS work for an address dropped
                         return
                     if self._remote[0] != remote and not self._hold(remote):  # a balancer's
                         return
+                    self._start_tls()
                 self._tls.bio_write(data)
                 # Counted from the first byte on, to know where the records after it end.
                 _, self._head, self._left = records_completed(self._head, self._left, data)

@@ -68,8 +68,9 @@ class TlsServer:
         self.protocols: set[TlsProtocol] = set()
         self.handshake_failed: HandshakeFailed = TlsFailureLog().report
         self.proxy_trusted = TrustedProxies(())  # load balancers sending PROXY v2 headers
-        # True for a client address refused before its handshake (broker.auth_throttle, the
-        # password gate).
+        # True for a new connection from a client address dropped before its handshake (the
+        # password gate's shut-out, broker.auth_throttle's slowed hosts). Asked once per
+        # connection: a slowed host's connection let through takes one of its slots.
         self.shut_out: Callable[[str], bool] = lambda _address: False
         # max_connections: past it a new connection is closed at once (None: no bound).
         self.connection_limit: ConnectionLimit | None = None

@@ -10,7 +10,10 @@ themselves as subscribers in a ``SubscriptionTrie``: the walk is the same as for
 subscriptions, and a broker with no shared subscription never walks it. ``SharedGroup.pick``
 chooses the member, round robin over the members ranked by the caller (the broker ranks a
 member that can take the message now before one whose in-flight window is full, and that
-before one whose client is away).
+before one whose client is away). ``SharedGroup.turn`` is the member whose turn it is: a
+caller that finds it can take the message now gives it the message and calls ``passed``,
+which is what ``pick`` would have chosen, without ranking anyone (most messages, on a
+broker that keeps up).
 
 Each member has an owner (the broker's: the device or application whose session it is), and
 ``SharedSubscriptions`` counts the bytes naming the groups each owner's members are in
@@ -45,7 +48,10 @@ def naming(name: str, topic_filter: str) -> int:
 class SharedGroup(Generic[S]):
     """The members of one shared subscription, with their options, and whose turn it is."""
 
-    __slots__ = ("_next", "_order", "members", "name", "topic_filter")
+    __slots__ = ("_next", "_order", "members", "name", "topic_filter", "turn")
+
+    # The member whose turn it is, with its options; there while the group has a member.
+    turn: tuple[S, Subscription]
 
     def __init__(self, name: str, topic_filter: str) -> None:
         self.name = name
@@ -63,6 +69,7 @@ class SharedGroup(Generic[S]):
         self.members[member] = subscription
         if new:
             self._order.append(member)
+        self._turned()  # its first member, or new options for the one whose turn it is
         return new
 
     def remove(self, member: S) -> bool:
@@ -76,6 +83,7 @@ class SharedGroup(Generic[S]):
             self._next -= 1
         if self._next >= len(self._order):
             self._next = 0
+        self._turned()
         return True
 
     def pick(self, rank: Rank[S]) -> tuple[S, Subscription] | None:
@@ -103,8 +111,30 @@ class SharedGroup(Generic[S]):
         if best is None:
             return None
         self._next = (best + 1) % count
+        self._turned()
         member = order[best]
         return member, members[member]
+
+    def passed(self) -> None:
+        """The member of ``turn`` took a message (as if ``pick`` had chosen it): the turn
+        passes to the member after it."""
+        order = self._order
+        if len(order) == 1:
+            return  # its own turn again, ``turn`` as it is
+        index = self._next + 1
+        if index == len(order):
+            index = 0
+        self._next = index
+        member = order[index]
+        self.turn = (member, self.members[member])
+
+    def _turned(self) -> None:
+        """``turn`` after the order, the turn or a member's options changed."""
+        if self._order:
+            member = self._order[self._next]
+            self.turn = (member, self.members[member])
+        elif hasattr(self, "turn"):
+            del self.turn
 
 
 class SharedSubscriptions(Generic[S]):
@@ -157,8 +187,9 @@ class SharedSubscriptions(Generic[S]):
         return self.groups.get((name, topic_filter))
 
     def match(self, topic: str) -> Iterable[SharedGroup[S]]:
-        """The groups whose filter matches ``topic`` (§4.7), each once."""
-        return self._trie.match(topic).keys()
+        """The groups whose filter matches ``topic`` (§4.7), each once (the trie's answer,
+        whose keys they are: read it, never change it)."""
+        return self._trie.match(topic)
 
     def holds(self, owner: Hashable, name: str, topic_filter: str) -> bool:
         """Whether a member of ``owner`` is in the group."""

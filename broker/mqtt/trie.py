@@ -27,7 +27,7 @@ _SEPARATOR, _SINGLE, _MULTI = "/", "+", "#"
 # ``SubscriptionTrie.match`` keeps its answers for topics published again (a device publishes
 # to the same few topics over and over): for at most this many topics, of at most this many
 # characters, holding at most this many subscribers together; all are forgotten at any
-# subscription change, and when one more would not fit.
+# subscription change, and the last kept when one more would not fit.
 _CACHE_TOPICS, _CACHE_TOPIC_LENGTH, _CACHE_SUBSCRIBERS = 1024, 256, 65_536
 
 
@@ -127,15 +127,17 @@ class SubscriptionTrie(Generic[S]):
         if found is not None:
             return found
         found = self._match(topic)
-        if len(topic) <= _CACHE_TOPIC_LENGTH:
-            if (
-                len(self._answers) >= _CACHE_TOPICS
-                or self._answered + len(found) > _CACHE_SUBSCRIBERS
+        if len(topic) <= _CACHE_TOPIC_LENGTH and len(found) <= _CACHE_SUBSCRIBERS:
+            answers = self._answers
+            # Full: the answers kept last make room, not all of them: a fleet publishing to
+            # more topics than fit, each in turn, would otherwise find none kept when its
+            # turn came round (every message a walk); this way all but one stay answered.
+            while answers and (
+                len(answers) >= _CACHE_TOPICS or self._answered + len(found) > _CACHE_SUBSCRIBERS
             ):
-                self._forget()
-            if len(found) <= _CACHE_SUBSCRIBERS:
-                self._answers[topic] = found
-                self._answered += len(found)
+                self._answered -= len(answers.popitem()[1])
+            answers[topic] = found
+            self._answered += len(found)
         return found
 
     def _forget(self) -> None:

@@ -126,27 +126,31 @@ class MqttSettings(SettingsGroup):
     # closed, MQTT 5 DISCONNECT 0x89) and CONNECTs of a persistent session (CONNACK 3, 0x89).
     max_unsaved_session_changes: int = Field(100_000, ge=100, le=100_000_000)
     # --- Password checks (MQTT basic, argon2id): what clients without credentials can cost ---
-    # Checks that run at once, checks that may wait for one, and checks one source address
-    # may have running or waiting (an address that has not failed lately waits for its share
-    # instead); past a bound the CONNECT is refused at once (CONNACK 3).
+    # Checks that run at once, checks that may wait for one, and checks one client host (IPv4
+    # address, IPv6 /64) may have running or waiting (a host that has not failed lately waits
+    # for its share instead); past a bound the CONNECT is refused at once (CONNACK 3).
     password_check_workers: int = Field(2, ge=1, le=64)
     password_check_queue: int = Field(16, ge=0, le=10_000)
     password_checks_per_address: int = Field(1, ge=1, le=1000)
-    # Failed checks an address gets before its password checks are refused for a while
+    # Failed checks a host gets before its password checks are refused for a while
     # (1 s, doubling with each further failure up to password_throttle_max_seconds).
     password_failures_before_throttle: int = Field(5, ge=1, le=1000)
     password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
-    # Addresses whose failures are remembered; past it the longest quiet one is forgotten.
+    # Hosts whose failures are remembered; past it the longest quiet one is forgotten.
     password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
     # --- Refused connects (certificates, tokens, none): the TLS handshakes they cost ---
     # Connects refused for what the client presented (an unknown, revoked, disabled or expired
     # certificate, a chain or key proof TLS refused, no certificate where one is required, an
     # unknown token, no credentials) that one host (IPv4 address, IPv6 /64) gets in a row
-    # before its new connections are dropped before the TLS handshake for a while (1 s,
-    # doubling with each further failure up to auth_throttle_max_seconds). A connect admitted
-    # from the host clears its count (devices behind one NAT clear what a broken one adds).
-    auth_failures_before_throttle: int = Field(20, ge=1, le=1_000_000)
-    auth_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
+    # before it is slowed: its new connections go on to the TLS handshake at most
+    # auth_throttled_connects_per_second a second (a burst of as many), the others dropped
+    # before it. 5: each refused connect costs about 5 ms of CPU, so a failing host stays near
+    # 2.5% of a core. A connect admitted from the host clears its count and its slowing
+    # (devices behind one NAT clear what a broken one adds); so does a minute without failure.
+    # 100 free: about 0.5 s of CPU once, and bad first packets by the dozen (a conformance
+    # suite's or a scanner's, on a host shared with good devices) are not slowed.
+    auth_failures_before_throttle: int = Field(100, ge=1, le=1_000_000)
+    auth_throttled_connects_per_second: float = Field(5.0, gt=0, le=100_000)
     # Hosts whose failures are remembered; past it the longest quiet one is forgotten.
     auth_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
 

@@ -41,6 +41,15 @@ def test_a_success_clears_and_a_long_quiet_forgets() -> None:
     assert throttle.failed("a") == 0.0
 
 
+def test_a_long_run_of_failures_stays_at_the_maximum() -> None:
+    """In-flight failures keep counting while an address is shut out: the doubling is capped
+    before it could overflow a float."""
+    throttle = FailureThrottle(PasswordPolicy(free_failures=1, max_block=8.0), Clock())
+    blocks = [throttle.failed("a") for _ in range(2000)]
+    assert blocks[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert blocks[-1] == 8.0
+
+
 def test_the_remembered_addresses_are_bounded() -> None:
     throttle = FailureThrottle(PasswordPolicy(tracked=3), Clock())
     for n in range(10):
@@ -173,3 +182,60 @@ async def test_failures_shut_the_address_out_and_a_waiting_check_is_refused() ->
     assert not gate.shut_out("y")
     clock.now += 60.0
     assert not gate.shut_out("x")
+
+
+async def test_the_addresses_of_one_ipv6_64_are_one_host() -> None:
+    # A host owns its /64 and picks addresses in it at will (RFC 8981): a guess from each of
+    # them counts against it all, as the authentication throttle counts them.
+    gate = PasswordGate(PasswordPolicy(free_failures=2, max_block=60.0), Clock())
+
+    async def wrong() -> None:
+        return None
+
+    for n in range(3):  # two free failures, the third shuts the /64 out
+        assert await gate.check(f"2001:db8:1:2::{n + 1}", wrong) is None
+    refused = await gate.check("2001:db8:1:2:ffff:ffff:ffff:fffe", wrong)
+    assert isinstance(refused, Decision)
+    assert refused.reason is Reason.PASSWORD_THROTTLED
+    assert "2001:db8:1:2::/64" in refused.detail
+    assert gate.shut_out("2001:db8:1:2:abcd::7")
+    assert not gate.shut_out("2001:db8:1:3::1")  # the next /64: another host
+    assert await gate.check("2001:db8:1:3::1", wrong) is None  # checked, not refused
+
+
+async def test_an_ipv4_address_is_a_host_mapped_or_not() -> None:
+    gate = PasswordGate(PasswordPolicy(free_failures=1, max_block=60.0), Clock())
+
+    async def wrong() -> None:
+        return None
+
+    assert await gate.check("::ffff:192.0.2.7", wrong) is None
+    assert await gate.check("192.0.2.7", wrong) is None  # the same host: shut out now
+    assert gate.shut_out("192.0.2.7")
+    assert gate.shut_out("::ffff:192.0.2.7")
+    assert not gate.shut_out("192.0.2.8")  # its neighbour is another host
+
+
+async def test_a_suspect_64_has_one_share_of_checks() -> None:
+    gate = PasswordGate(PasswordPolicy(workers=4, queue=10, per_address=1))
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        await release.wait()
+
+    async def wrong() -> None:
+        return None
+
+    assert await gate.check("2001:db8::9", wrong) is None  # failed once: its share only
+
+    first = asyncio.ensure_future(gate.check("2001:db8::1", slow))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(gate.check("2001:db8::2", slow))  # another of the /64
+    await asyncio.sleep(0)
+    assert second.done()  # refused at once, not waiting for a worker
+    busy = second.result()
+    assert isinstance(busy, Decision)
+    assert busy.reason is Reason.PASSWORD_CHECKS_BUSY
+    assert gate.shut_out("2001:db8::3")
+    release.set()
+    assert await first is None

@@ -1,6 +1,7 @@
 """PROXY protocol v2 on the real TLS listener: a trusted balancer's header names the client,
-anyone else's header fails the handshake. Real TLS clients on 127.0.0.1, port 0; every wait
-is on an event with a bound."""
+anyone else's header fails the handshake; a client shut out is dropped before any TLS work,
+at accept or behind a balancer once its header names it. Real TLS clients on 127.0.0.1, port
+0; every wait is on an event with a bound."""
 
 import asyncio
 import contextlib
@@ -47,7 +48,12 @@ class Seen:
 
 
 @contextlib.asynccontextmanager
-async def listening(settings: Settings, trusted: list[str], seen: Seen) -> AsyncIterator[TlsServer]:
+async def listening(
+    settings: Settings,
+    trusted: list[str],
+    seen: Seen,
+    shut_out: Callable[[str], bool] | None = None,
+) -> AsyncIterator[TlsServer]:
     server = await start_tls_server(
         build_server_context(settings),
         "127.0.0.1",
@@ -56,6 +62,7 @@ async def listening(settings: Settings, trusted: list[str], seen: Seen) -> Async
         handshake_timeout=settings.tls_handshake_timeout,
         handshake_failed=seen.failed,
         proxy_trusted=TrustedProxies(trusted),
+        shut_out=shut_out,
     )
     try:
         yield server
@@ -186,3 +193,53 @@ async def test_an_oversized_header_is_refused_at_once(
         assert "over the limit" in text
         assert await asyncio.wait_for(reader.read(), WAIT) == b""
         writer.close()
+
+
+@pytest.fixture
+def ssl_objects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the OpenSSL connection objects the listener makes."""
+    made: list[str] = []
+
+    class Counted(SSL.Connection):
+        def __init__(self, context: SSL.Context, sock: None = None) -> None:
+            made.append("made")
+            super().__init__(context, sock)
+
+    monkeypatch.setattr(SSL, "Connection", Counted)  # broker.tls_protocol looks it up there
+    return made
+
+
+async def test_a_client_shut_out_is_dropped_before_any_tls_work(
+    tls_settings: Callable[..., Settings],
+    client_context: ssl.SSLContext,
+    ssl_objects: list[str],
+) -> None:
+    seen, shut = Seen(), {"127.0.0.1"}
+    async with listening(tls_settings(), [], seen, shut_out=shut.__contains__) as server:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await tls_after(server.port, b"", client_context)
+        assert ssl_objects == []  # not even an SSL object made for it
+        shut.clear()
+        await round_trip(*await tls_after(server.port, b"", client_context))
+        assert await asyncio.wait_for(seen.remotes.get(), WAIT)
+        assert ssl_objects == ["made"]
+    assert seen.failures.empty()  # a drop is not a failed handshake
+
+
+async def test_behind_a_balancer_the_client_named_is_screened_before_any_tls_work(
+    tls_settings: Callable[..., Settings],
+    client_context: ssl.SSLContext,
+    ssl_objects: list[str],
+) -> None:
+    seen = Seen()
+    shut_out = {"2001:db8:1:2::66"}.__contains__
+    async with listening(tls_settings(), ["127.0.0.1"], seen, shut_out=shut_out) as server:
+        attacker = v2_header(family=0x21, source=("2001:db8:1:2::66", 5), destination=("::1", 1))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await tls_after(server.port, attacker, client_context)
+        assert ssl_objects == []
+        other = v2_header(family=0x21, source=("2001:db8:1:3::7", 5), destination=("::1", 1))
+        await round_trip(*await tls_after(server.port, other, client_context))
+        assert await asyncio.wait_for(seen.remotes.get(), WAIT) == ("2001:db8:1:3::7", 5)
+        assert ssl_objects == ["made"]
+    assert seen.failures.empty()

@@ -36,7 +36,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerThread]:
     limits = {
         "auth_log_repeats": REPEATS,
         "auth_log_interval_seconds": 1.0,
-        # Every attempt is refused from one address: its connects are not shut out.
+        # Every attempt is refused from one address: its connects are not slowed.
         "auth_failures_before_throttle": ATTEMPTS + 1,
     }
     with running_broker(tmp_path / "data", **limits) as running:

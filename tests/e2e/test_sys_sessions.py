@@ -3,18 +3,26 @@ counted (not scanned, ``broker.session_table``): across connects, disconnects, a
 a session's expiry and a restart that reads sessions back. Each step waits for the figure
 ``$SYS`` publishes (every 0.1 s here), then checks it, in the broker's thread, against a
 count of the sessions and connections themselves. A real broker over mutual TLS, paho MQTT
-5 clients, SQLite."""
+5 clients, SQLite.
+
+A step's ``_until`` must not be met by a figure published before the step: a take-over
+leaves the session without a client while its old connection closes (``Registry.take_over``
+detaches it before the new CONNACK), and a figure published then says 1 for a moment. So
+before a step whose figures follow a take-over, the watcher reads up to a mark the broker
+routes after it (``_caught_up``): what comes after the mark was published after it."""
 
 import time
 from pathlib import Path
 
 from paho.mqtt.packettypes import PacketTypes
 
+from broker.router import Message
 from tests.e2e.harness import WAIT
 from tests.e2e.test_queue_expiry import Site
 from tests.e2e.v5_client import V5Client, make_properties, v5_client, v5_watcher
 
 DISCONNECTED = "$SYS/broker/clients/disconnected"
+MARK = "$SYS/test/mark"
 
 
 def _until(watcher: V5Client, value: int) -> None:
@@ -24,6 +32,19 @@ def _until(watcher: V5Client, value: int) -> None:
     while seen != str(value).encode():
         assert time.monotonic() < deadline, f"$SYS still shows {seen!r}, not {value}"
         seen = bytes(watcher.next_message().payload)
+
+
+def _caught_up(site: Site, watcher: V5Client) -> None:
+    """Read the watcher's figures up to a mark routed now, in the broker's thread: each
+    later one was published after this call (one connection's messages leave in order)."""
+
+    async def mark() -> None:
+        site.running.broker.router.publish(Message(MARK, b"", 0, False))
+
+    site.broker.call(mark())
+    deadline = time.monotonic() + WAIT
+    while watcher.next_message().topic != MARK:
+        assert time.monotonic() < deadline, "the mark did not come"
 
 
 def _figures(site: Site) -> tuple[int, int]:
@@ -57,6 +78,7 @@ def test_the_session_figures_follow_connects_take_overs_expiries_and_a_restart(
     site = Site(tmp_path, sys_interval=0.1)
     try:
         watcher = v5_watcher(site.broker, DISCONNECTED)
+        assert watcher.subscribe(MARK) == [1]
         first = site.meter("a")
         brief = _short_lived(site, "b")
         assert _figures(site) == (3, 0)  # the watcher's clean session has its client
@@ -70,6 +92,7 @@ def test_the_session_figures_follow_connects_take_overs_expiries_and_a_restart(
         assert _figures(site) == (3, 0)
         assert again.disconnected.wait(WAIT)
         again.close()
+        _caught_up(site, watcher)  # not the take-over's moment without a client
         brief.close()  # away, then ended by its expiry (5.0 §3.1.2.11.2)
         _until(watcher, 1)
         _until(watcher, 0)

@@ -149,3 +149,46 @@ def test_groups_are_counted_against_each_owner_with_a_member_in_them_once() -> N
     assert (shared.named_by("d1"), shared.named_by("d2"), shared.named) == (0, 0, 0)
     assert not shared._owned
     assert not shared._owned_named
+
+
+def test_the_turn_is_whom_pick_would_choose_of_members_that_can_take_it() -> None:
+    """``turn`` then ``passed`` (the router's way when that member can take the message)
+    choose as ``pick`` does, through joins, new options, leaves and ranked picks."""
+    by_pick, by_turn = group_of("a", "b", "c"), group_of("a", "b", "c")
+    steps: list[tuple[str, str]] = [
+        ("ready", ""), ("ready", ""), ("add", "d"), ("ready", ""), ("ready", ""),
+        ("options", "a"), ("ready", ""), ("ranked", "b"), ("remove", "c"), ("ready", ""),
+        ("remove", "a"), ("ready", ""), ("ready", ""), ("add", "a"), ("ranked", "d"),
+        ("remove", "b"), ("remove", "d"), ("ready", ""), ("ready", ""),
+    ]  # fmt: skip
+    for step, member in steps:
+        if step == "ready":
+            turn = by_turn.turn
+            by_turn.passed()
+            assert turn == by_pick.pick(ready)
+        elif step == "ranked":  # only ``member`` can take it now: both rank the members
+            rank = ranked({m: 0 if m == member else 1 for m in by_pick.members})
+            assert by_pick.pick(rank) == by_turn.pick(rank)
+        elif step == "remove":
+            assert by_pick.remove(member)
+            assert by_turn.remove(member)
+        else:
+            options = Subscription(2 if step == "options" else 1)
+            by_pick.add(member, options)
+            by_turn.add(member, options)
+        assert by_turn.turn == by_pick.turn
+
+
+def test_the_turn_has_the_options_its_member_joined_again_with() -> None:
+    group = group_of("a", "b")
+    group.add("a", Subscription(2))
+    assert group.turn == ("a", Subscription(2))
+
+
+def test_an_empty_group_has_no_turn() -> None:
+    group = group_of("a")
+    assert group.turn == ("a", QOS1)
+    group.remove("a")
+    assert not hasattr(group, "turn")
+    group.add("b", QOS1)
+    assert group.turn == ("b", QOS1)
