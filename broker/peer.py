@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from auth.acl import CompiledAcl, Identity, to_canonical
 from auth.decision import Decision
 from broker.authn import ConnectRequest
+from nanoiot.text import printable
 
 SessionKey = tuple[str, str]  # (device id, client id)
 
@@ -41,9 +42,11 @@ class Peer:
 
     @property
     def label(self) -> str:
-        """How logs name this client."""
+        """How logs name this client. The client id is the client's own text (MQTT 3.1.1
+        §3.1.3.1 and 5.0 §3.1.3.1 allow any UTF-8 but U+0000): escaped, so that a newline in it
+        cannot forge a log line nor an escape sequence rewrite the operator's terminal."""
         kind = "application" if self.identity.application else "device"
-        return f"{kind} '{self.identity.device_name}' (client id '{self.client_id}')"
+        return f"{kind} '{self.identity.device_name}' (client id '{printable(self.client_id)}')"
 
     def canonical(self, topic: str) -> str:
         """A topic or filter as the client wrote it, in the broker's canonical form."""

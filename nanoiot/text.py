@@ -6,6 +6,7 @@ attacker's choosing. ``printable`` keeps the start of it, with control character
 other non-printable character) escaped as in a Python literal, and says how much was cut.
 """
 
+import logging
 from typing import Final
 
 SHOWN: Final = 128  # characters of one client-chosen string kept in a log line or event
@@ -17,6 +18,18 @@ def printable(text: str, limit: int = SHOWN) -> str:
     if len(text) > limit:
         kept += f"...(+{len(text) - limit} characters)"
     return kept
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record's message on one line, whatever client-chosen text reached it unescaped
+    (a session's key holds its client id): control characters are escaped as ``printable``
+    does, never cut. A traceback after the message keeps its lines, which are the broker's."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        if not message.isprintable():
+            record.message = printable(message, len(message))
+        return super().formatMessage(record)
 
 
 def host_port(host: str, port: int) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from nanoiot.cli.common import database_label, state
-from nanoiot.text import host_port
+from nanoiot.text import OneLineFormatter, host_port
 
 if TYPE_CHECKING:
     from nanoiot.settings import Settings
@@ -74,13 +74,20 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def configure_logging(level: str, tag: str = "") -> None:
     """Log lines to stderr; ``tag`` (a worker's ``w2``) starts each line's name."""
-    name = f"{tag} %(name)s" if tag else "%(name)s"
-    logging.basicConfig(
-        level=level, format=f"%(asctime)s %(levelname)-7s {name}: %(message)s", force=True
-    )
+    logging.basicConfig(level=level, handlers=[log_handler(tag)], force=True)
     # Alembic logs every migration step at INFO; ours say what matters.
     quiet = max(logging.WARNING, logging.getLevelNamesMapping()[level])
     logging.getLogger("alembic").setLevel(quiet)
+
+
+def log_handler(tag: str = "") -> logging.Handler:
+    """The handler of the log lines on stderr. A newline or an escape sequence a client put
+    in its client id, user name or topic must not forge a line nor drive the operator's
+    terminal, wherever the text reached a message (``OneLineFormatter``)."""
+    name = f"{tag} %(name)s" if tag else "%(name)s"
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)-7s {name}: %(message)s"))
+    return handler
 
 
 async def _serve(settings: "Settings") -> None:
