@@ -20,8 +20,9 @@ copies and then reports them, while it keeps one.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any, Final
 
 import nats.errors
 import nats.js.errors
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 _NOT_CLUSTERED: Final = 10074  # "replicas > 1 not supported in non-clustered mode"
 _TOO_FEW_SERVERS: Final = frozenset({10005, 10023})  # no suitable peers; insufficient resources
 _NOT_UPDATABLE: Final = 10061  # servers before 2.7: "replicas configuration can not be updated"
+# JetStream's answers when another client made the stream between our look and our making of
+# it: its name taken with another configuration (10058); or its subjects taken (10065): two
+# creations at once can both pass nats-server 2.9's look for the name, the later then finds
+# the earlier's subjects (members starting together: twice in one full test run).
+_MADE_MEANWHILE: Final = frozenset({10058, 10065})
 # Seconds a rescaled stream is waited for until it has its leader again (an election takes
 # a Raft election timeout, 4-9 s, if the first vote splits), and between looks.
 LED_WITHIN: Final = 20.0
@@ -47,12 +53,15 @@ LED_POLL: Final = 0.1
 async def open_bucket(
     js: JetStreamContext, bucket: str, replicas: int, ttl: float | None
 ) -> NatsKeyValue:
-    """The key-value bucket, made with ``replicas`` copies if missing, else brought to them."""
-    info = await _info(js, f"KV_{bucket}")
+    """The key-value bucket, made with ``replicas`` copies if missing, else brought to them
+    (made by another member meanwhile: as that member made it)."""
+    stream = f"KV_{bucket}"
+    info = await _info(js, stream)
     if info is None:
-        with _refusals(f"KV_{bucket}", replicas, None):
-            return await js.create_key_value(bucket=bucket, history=1, ttl=ttl, replicas=replicas)
-    await _rescale(js, info, replicas)
+        make = partial(js.create_key_value, bucket=bucket, history=1, ttl=ttl, replicas=replicas)
+        info = await _made(js, stream, replicas, make)
+    if info is not None:
+        await _rescale(js, info, replicas)
     return await js.key_value(bucket)
 
 
@@ -62,15 +71,33 @@ async def open_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     assert config.name is not None
     replicas = config.num_replicas or 1
     info = await _info(js, config.name)
-    with _refusals(config.name, replicas, _copies(info)):
+    if info is None:
+        info = await _made(js, config.name, replicas, partial(js.add_stream, config))
         if info is None:
-            await js.add_stream(config)
             return
+    with _refusals(config.name, replicas, _copies(info)):
         _check_clustered(info, replicas)
         await js.update_stream(config)
     if _copies(info) != replicas:
         _log_rescaled(config.name, _copies(info), replicas)
         await _led(js, config.name, replicas)
+
+
+async def _made(
+    js: JetStreamContext, stream: str, replicas: int, make: Callable[[], Awaitable[Any]]
+) -> api.StreamInfo | None:
+    """None once ``make`` made the missing ``stream``; the stream as it is if another client
+    made it meanwhile (members starting together), for the caller to bring to the setting."""
+    try:
+        with _refusals(stream, replicas, None):
+            await make()
+        return None
+    except nats.js.errors.APIError as exc:
+        info = await _info(js, stream) if exc.err_code in _MADE_MEANWHILE else None
+        if info is None:
+            raise  # not a race: subjects another stream of the account holds, say
+        log.info("stream %s: made by another member meanwhile", stream)
+        return info
 
 
 async def _info(js: JetStreamContext, stream: str) -> api.StreamInfo | None:
