@@ -4,7 +4,8 @@ After ``free_failures`` failures in a row from an address, each further failure 
 for 1 s, doubling up to ``max_block`` seconds; a success clears its count, and so does a
 quiet spell of ``max_block`` seconds after its last failure or block (an old typo does not
 count against it forever). At most ``tracked`` addresses are remembered: past it the longest
-quiet one is forgotten, so a flood from ever new addresses costs bounded memory.
+quiet one is forgotten, so a flood from ever new addresses costs bounded memory (the table:
+``broker.host_table``).
 
 The password gate's throttle (``broker.password_gate``: argon2 checks). Refused certificates,
 tokens and connects without credentials slow their host instead of shutting it out
@@ -12,10 +13,11 @@ tokens and connects without credentials slow their host instead of shutting it o
 """
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from broker.host_table import Failures, HostTable
 
 
 class ThrottleBounds(Protocol):
@@ -32,10 +34,12 @@ class ThrottleBounds(Protocol):
 
 
 @dataclass
-class _Failures:
-    count: int = 0
-    until: float = 0.0  # refused until then (monotonic clock)
-    last: float = 0.0  # the last failure (same clock)
+class _Blocked(Failures):
+    until: float = 0.0  # refused until then (the table's clock)
+
+    def quiet_since(self) -> float:
+        # A block outlasts the failure that set it: the quiet spell starts when it ends.
+        return max(self.until, self.last)
 
 
 class FailureThrottle:
@@ -44,22 +48,18 @@ class FailureThrottle:
     def __init__(self, policy: ThrottleBounds, clock: Callable[[], float] = time.monotonic) -> None:
         self._policy = policy
         self._clock = clock
-        self._entries: OrderedDict[str, _Failures] = OrderedDict()
+        self._table = HostTable(
+            _Blocked, tracked=policy.tracked, quiet=policy.max_block, clock=clock
+        )
 
     def blocked_for(self, address: str) -> float:
         """Seconds this address is still refused (0.0: it may try)."""
-        entry = self._current(address)
+        entry = self._table.get(address)
         return max(0.0, entry.until - self._clock()) if entry is not None else 0.0
 
     def failed(self, address: str) -> float:
         """Count a failure; the seconds the address is now refused for (0.0: not yet)."""
-        entry = self._current(address) or _Failures()
-        entry.count += 1
-        entry.last = self._clock()
-        self._entries[address] = entry
-        self._entries.move_to_end(address)
-        while len(self._entries) > self._policy.tracked:
-            self._entries.popitem(last=False)  # the longest quiet goes first
+        entry = self._table.failed(address)
         over = entry.count - self._policy.free_failures
         if over <= 0:
             return 0.0
@@ -68,21 +68,10 @@ class FailureThrottle:
         return block
 
     def failures(self, address: str) -> int:
-        entry = self._entries.get(address)
-        return entry.count if entry is not None else 0
+        return self._table.failures(address)
 
     def succeeded(self, address: str) -> None:
-        self._entries.pop(address, None)
+        self._table.succeeded(address)
 
     def __len__(self) -> int:
-        return len(self._entries)
-
-    def _current(self, address: str) -> _Failures | None:
-        """The address's record, forgotten once it stayed quiet ``max_block`` seconds after
-        its last failure or refusal."""
-        entry = self._entries.get(address)
-        quiet_since = max(entry.until, entry.last) if entry is not None else 0.0
-        if entry is not None and self._clock() > quiet_since + self._policy.max_block:
-            del self._entries[address]
-            return None
-        return entry
+        return len(self._table)

@@ -18,7 +18,11 @@ filled the machine and a valid application waited behind every guess. So:
   before the TLS handshake, which was then the flood's main cost (``shut_out``). Like
   fail2ban this shuts out whatever shares the host (a NAT), certificates included, while
   the block lasts. A success clears the count. The throttle looks at the host only, so
-  an unknown user name costs the same as a known one and reveals nothing.
+  an unknown user name costs the same as a known one and reveals nothing. Its "shutting
+  out" line is written at most once per host and ``log_interval``, for at most ``tracked``
+  hosts an interval, the rest counted in a summary line (``broker.repeats.LogLimiter``).
+  Written once a block, it came without end from failures in flight, a short
+  ``max_block`` or guesses from ever new hosts.
 
 A host is what ``max_connecting_per_address`` and the authentication throttle count as one
 (``broker.connection_limit.host_of``): an IPv4 address (an IPv4-mapped IPv6 one too), or the
@@ -37,14 +41,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from auth.decision import Decision, Reason, deny
 from broker.connection_limit import host_of
 from broker.failure_throttle import FailureThrottle
+from broker.repeats import LogLimiter
 
 log = logging.getLogger(__name__)
 M = TypeVar("M")
+_SHUT_OUT: Final = "shut-outs after failed password checks"  # their summary line's words
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class PasswordPolicy:
     free_failures: int = 5
     max_block: float = 60.0
     tracked: int = 10_000  # hosts whose failures are remembered
+    log_interval: float = 60.0  # seconds: one "shutting out" line per host in each
 
 
 @dataclass
@@ -73,6 +80,9 @@ class PasswordGate:
     ) -> None:
         self.policy = policy or PasswordPolicy()
         self.throttle = FailureThrottle(self.policy, clock)
+        self.lines = LogLimiter(
+            log, interval=self.policy.log_interval, max_keys=self.policy.tracked, clock=clock
+        )
         self._workers = asyncio.Semaphore(self.policy.workers)
         self._waiting = 0
         self._shares: dict[str, _Share] = {}  # by host
@@ -136,11 +146,15 @@ class PasswordGate:
             return result
         block = self.throttle.failed(host)
         if block:
-            log.warning(
-                "shutting out %s for %g s: %d failed password checks in a row",
+            self.lines.warning(
+                host, _SHUT_OUT, "shutting out %s for %g s: %d failed password checks in a row",
                 host, block, self.throttle.failures(host),
             )  # fmt: skip
         return None
+
+    def flush(self) -> None:
+        """Write the counts of "shutting out" lines held back (the broker stops)."""
+        self.lines.flush()
 
     def _finished(self, task: "asyncio.Future[Any]") -> None:
         self._workers.release()

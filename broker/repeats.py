@@ -149,11 +149,12 @@ class LogLimiter:
         *,
         interval: float = 60.0,
         repeats: int = 1,
+        max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
         self._clock = clock
-        self._counter = RepeatCounter(repeats=repeats, interval=interval)
+        self._counter = RepeatCounter(repeats=repeats, interval=interval, max_keys=max_keys)
         self._timer = SummaryTimer(self._counter, self._summarise, clock)
         # The level of each kind's summary: its lines'. Kinds are the callers' constants.
         self._levels: dict[str, int] = {}

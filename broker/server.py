@@ -77,6 +77,7 @@ def password_gate(settings: Settings) -> PasswordGate:
             free_failures=settings.password_failures_before_throttle,
             max_block=settings.password_throttle_max_seconds,
             tracked=settings.password_throttle_addresses,
+            log_interval=settings.auth_log_interval_seconds,
         )
     )
 
@@ -321,6 +322,7 @@ class RunningBroker:
         await self.sessions.close(within=JOURNAL_CLOSE_S)
         self.broker.client_log.flush()  # the counts of lines held back, not lost
         self.broker.device_lines.flush()
+        self.broker.authenticator.passwords.flush()
         await self.auth_log.stop()
         await self.store.close()
 

@@ -5,13 +5,15 @@ connections are let through at most ``rate`` a second, with a burst of as many (
 and the others refused. A success clears its count and its slowing at once; so does a quiet
 spell of ``quiet`` seconds after its last failure (an old failure does not count against it
 forever). At most ``tracked`` hosts are remembered: past it the longest quiet one is
-forgotten, so a flood from ever new hosts costs bounded memory. No I/O.
+forgotten, so a flood from ever new hosts costs bounded memory (the table:
+``broker.host_table``). No I/O.
 """
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from broker.host_table import Failures, HostTable
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,7 @@ class SlowingPolicy:
 
 
 @dataclass
-class _Host:
-    count: int = 0
-    last: float = 0.0  # the last failure (monotonic clock)
+class _Host(Failures):
     tokens: float = 0.0  # connections it may open now, once slowed
     filled: float = 0.0  # when ``tokens`` was last brought up to date
 
@@ -43,12 +43,12 @@ class SlowedHosts:
     def __init__(self, policy: SlowingPolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self._clock = clock
-        self._hosts: OrderedDict[str, _Host] = OrderedDict()
+        self._hosts = HostTable(_Host, tracked=policy.tracked, quiet=policy.quiet, clock=clock)
 
     def let_through(self, host: str) -> bool:
         """Whether a new connection of ``host`` may go on (it takes a token of a slowed
         host's bucket); False: refuse it, the host is slowed and its tokens are spent."""
-        entry = self._current(host)
+        entry = self._hosts.get(host)
         if entry is None or entry.count < self.policy.free_failures:
             return True
         now = self._clock()
@@ -63,36 +63,21 @@ class SlowedHosts:
 
     def failed(self, host: str) -> bool:
         """Count a failure of ``host``; True if it makes the host slowed (its bucket full)."""
-        now = self._clock()
-        entry = self._current(host) or _Host()
-        entry.count += 1
-        entry.last = now
-        self._hosts[host] = entry
-        self._hosts.move_to_end(host)
-        while len(self._hosts) > self.policy.tracked:
-            self._hosts.popitem(last=False)  # the longest quiet goes first
+        entry = self._hosts.failed(host)
         if entry.count != self.policy.free_failures:
             return False
-        entry.tokens, entry.filled = self.policy.burst, now
+        entry.tokens, entry.filled = self.policy.burst, entry.last
         return True
 
     def succeeded(self, host: str) -> None:
         """A connect of ``host`` was admitted: its count and slowing end."""
-        self._hosts.pop(host, None)
+        self._hosts.succeeded(host)
 
     def failures(self, host: str) -> int:
-        entry = self._hosts.get(host)
-        return entry.count if entry is not None else 0
+        return self._hosts.failures(host)
 
     def __len__(self) -> int:
         return len(self._hosts)
 
     def __bool__(self) -> bool:
         return bool(self._hosts)
-
-    def _current(self, host: str) -> _Host | None:
-        entry = self._hosts.get(host)
-        if entry is not None and self._clock() > entry.last + self.policy.quiet:
-            del self._hosts[host]
-            return None
-        return entry

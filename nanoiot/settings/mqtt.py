@@ -136,7 +136,8 @@ class MqttSettings(SettingsGroup):
     # (1 s, doubling with each further failure up to password_throttle_max_seconds).
     password_failures_before_throttle: int = Field(5, ge=1, le=1000)
     password_throttle_max_seconds: float = Field(60.0, ge=1, le=86_400)
-    # Hosts whose failures are remembered; past it the longest quiet one is forgotten.
+    # Hosts whose failures are remembered; past it the longest quiet one is forgotten. Also
+    # the hosts given a "shutting out" line in each auth_log_interval_seconds (one each).
     password_throttle_addresses: int = Field(10_000, ge=1, le=10_000_000)
     # --- Refused connects (certificates, tokens, none): the TLS handshakes they cost ---
     # Connects refused for what the client presented (an unknown, revoked, disabled or expired
@@ -160,7 +161,8 @@ class MqttSettings(SettingsGroup):
     # are the lines of connections refused before CONNECT, whose CONNECT is refused before
     # authentication or past a limit, or closed for a protocol violation; and, per device
     # and kind, the connected, take-over, keep-alive expiry, kick and session expiry lines of
-    # an admitted device (the auth event of each accepted CONNECT is still recorded).
+    # an admitted device (the auth event of each accepted CONNECT is still recorded). A host
+    # the password throttle shuts out gets one "shutting out" line per interval.
     auth_log_repeats: int = Field(5, ge=1, le=100_000)
     auth_log_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # auth_events keeps events at most this many days, and at most this many rows.
