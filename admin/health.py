@@ -3,6 +3,10 @@
 ``/healthz`` needs no token (a container healthcheck has none) and says only whether the
 broker listens, the database answers, and the broker can save session changes (a read-only
 or full disk, or a lock held by another process, leaves reads working and writes failing).
+Why the database cannot be used is the driver's text: it names the database's host,
+address, port, user and database (or the SQLite file's path). Anyone who reaches the port
+may ask ``/healthz``, so that text is shown only to a request with the admin token, checked
+and counted as on every other route; the others get what failed, not the details.
 ``/metrics`` needs the admin token like every other read: Prometheus sends it with
 ``authorization: {credentials_file: ...}``.
 """
@@ -15,18 +19,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from admin.context import context_of
-from admin.security import require_admin
+from admin.security import presented_token, require_admin, token_refusal
 from nanoiot.errors import StoreError
 
 router = APIRouter(tags=["health"])
 
 _PING_TIMEOUT = 2.0  # a health check must answer even when the database hangs
+_ASK = "the admin token shows why"
+_SESSIONS_WAIT = "acknowledgements wait: session changes cannot be saved"
 
 
 class Health(BaseModel):
     status: str  # "ok" or "unavailable"
     broker: str  # "listening", "not listening", or "not in this process" (nanoiot api)
-    database: str  # "ok", or why it cannot be reached
+    database: str  # "ok", or what fails (why, with the admin token)
     # "ok", or why the broker cannot save session changes (its PUBACKs wait meanwhile)
     sessions: str = "ok"
 
@@ -45,11 +51,12 @@ class Health(BaseModel):
 )
 async def healthz(request: Request) -> JSONResponse:
     context = context_of(request)
+    detailed = presented_token(request) is not None and token_refusal(request) is None
     database = "ok"
     try:
         await asyncio.wait_for(context.store.ping(), _PING_TIMEOUT)
     except StoreError as exc:
-        database = str(exc)
+        database = str(exc) if detailed else f"cannot be used ({_ASK})"
     except TimeoutError:
         database = f"no answer within {_PING_TIMEOUT:g} s"
     sessions = "ok"
@@ -58,7 +65,9 @@ async def healthz(request: Request) -> JSONResponse:
     else:
         broker_ok = context.broker.is_listening()
         broker = "listening" if broker_ok else "not listening"
-        sessions = context.broker.session_store_problem() or "ok"
+        problem = context.broker.session_store_problem()
+        if problem:
+            sessions = problem if detailed else f"{_SESSIONS_WAIT} ({_ASK})"
     healthy = broker_ok and database == "ok" and sessions == "ok"
     body = Health(
         status="ok" if healthy else "unavailable", broker=broker, database=database,
