@@ -36,6 +36,8 @@ Works on ``broker.client.MqttClient``'s state, as ``broker.connecting`` does.
 import logging
 from typing import TYPE_CHECKING
 
+from broker import held_output
+
 if TYPE_CHECKING:
     from broker.client import MqttClient
 
@@ -88,7 +90,7 @@ def hold_unread(client: "MqttClient") -> None:
     socket (it does not read its answers), until the socket's buffer drains."""
     if client._unread is not None or client.ended:
         return
-    if client.tls.buffered() <= client.broker.config.max_outgoing_buffer:
+    if held_output.unsent(client) <= client.broker.config.max_outgoing_buffer:
         return
     client.broker.metrics.count_limit("max_outgoing_buffer")
     client.tls.pause_reading()
@@ -96,6 +98,7 @@ def hold_unread(client: "MqttClient") -> None:
 
 
 async def _read_when_drained(client: "MqttClient") -> None:
+    await held_output.released(client)  # written to the socket once the store has its ids
     await client.tls.writer.drain()  # returns once the socket's buffer drained, or it closed
     client._unread = None
     resume(client)

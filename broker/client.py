@@ -24,7 +24,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from broker import backpressure, connecting, faults, inbound, unadmitted
+from broker import backpressure, connecting, faults, held_output, inbound, unadmitted
 from broker.acks import HeldAcks
 from broker.connection_limit import host_of
 from broker.last_will import publish_will
@@ -64,9 +64,9 @@ class MqttClient:
     ``broker.acks`` and ``broker.last_will`` work on that state too."""
 
     __slots__ = (
-        "_acks", "_auth", "_batched", "_cert_timer", "_denied", "_full", "_loop", "_out_held",
-        "_out_wait", "_paused", "_stash", "_timer", "_turn", "_unread", "auth_counted", "broker",
-        "core", "ended", "peer", "session", "tls",
+        "_acks", "_auth", "_batched", "_cert_timer", "_denied", "_full", "_held", "_loop",
+        "_paused", "_stash", "_timer", "_turn", "_unread", "auth_counted", "broker", "core",
+        "ended", "peer", "session", "tls",
     )  # fmt: skip
 
     def __init__(self, broker: "Broker", tls: TlsConnection) -> None:
@@ -94,8 +94,7 @@ class MqttClient:
         self._turn: asyncio.Handle | None = None  # the rest of a read, in a later loop turn
         self._stash: list[bytes] | None = None  # what arrives while sessions are restored
         # Output waiting for the commit that records the packet ids it carries.
-        self._out_wait: asyncio.Future[None] | None = None
-        self._out_held: list[bytes] = []
+        self._held = held_output.HeldOutput()
         self._batched = 0  # bytes given in a batch, not written yet (``deliver``, ``flush``)
 
     @property
@@ -164,7 +163,7 @@ class MqttClient:
                 if message.stored is not None and session is not None:  # its row goes
                     self.broker.store.message_completed(session, message)
             elif isinstance(event, MessageSent):
-                self._sent(event.message)
+                held_output.sent(self, event.message)
             elif isinstance(event, MessageReleased):
                 message = event.message
                 self.broker.store.message_released(message)
@@ -239,7 +238,7 @@ class MqttClient:
         """Send a message from a subscription (or its queue's turn); ``later``: see ``flush``."""
         broker = self.broker
         if not message.qos:  # in a batch, what it was given there counts as written
-            if self.tls.buffered() + self._batched > broker.config.max_outgoing_buffer:
+            if held_output.unsent(self) + self._batched > broker.config.max_outgoing_buffer:
                 broker.metrics.count_drop()  # §4.3.1: at most once; it does not read
                 return
         elif self.session is not None and len(self.session.inflight) >= broker.limits.max_inflight:
@@ -263,7 +262,7 @@ class MqttClient:
             return False
         if qos:
             return len(session.inflight) < self.core.window  # 5.0: the client's Receive Maximum
-        return self.tls.buffered() + self._batched <= self.broker.config.max_outgoing_buffer
+        return held_output.unsent(self) + self._batched <= self.broker.config.max_outgoing_buffer
 
     def acknowledge(
         self,
@@ -325,36 +324,11 @@ class MqttClient:
         except TimeoutError:
             self.tls.abort()
 
-    def _sent(self, message: Outgoing) -> None:
-        """A QoS 1/2 message got its packet id. For a persistent session it leaves only once
-        the store has it, so that after a crash it comes back with its id and DUP (§4.4):
-        this connection's output waits for that commit (PUBACKs do so anyway)."""
-        if message.stored is None:
-            return  # not in the store (a clean session's): nothing to record
-        store = self.broker.store
-        store.message_sent(message)
-        # Not while the store is away: the subscriber still gets its messages then (each is
-        # in the store, or its publisher has not been acknowledged), only without its id.
-        pending = store.pending_attempt()
-        if pending is not None and pending is not self._out_wait:
-            self._out_wait = pending
-            pending.add_done_callback(self._release_output)
-
-    def _release_output(self, done: "asyncio.Future[None]") -> None:
-        if done is not self._out_wait:
-            return  # a later commit is awaited
-        self._out_wait = None
-        held, self._out_held = self._out_held, []
-        if held and not self.ended:
-            self._write(b"".join(held))
-        if not self.ended:
-            self._flush()
-
     def _flush(self) -> None:
         data = self.core.data_to_send()
         if data:
-            if self._out_wait is not None:
-                self._out_held.append(data)
+            if self._held.wait is not None:
+                self._held.hold(data)
             else:  # ``_write``, inline: every answer and delivery comes this way
                 self.broker.metrics.bytes_out += len(data)
                 self.tls.write(data)
