@@ -6,10 +6,13 @@ keep-alive timeout starts only after a response. Each such connection holds a fi
 of the process that also runs the broker. So here a request's head (request line and headers)
 must arrive whole within ``HEAD_TIMEOUT`` of the connection or of the previous response (and a
 body at the pace of ``BODY_GRACE`` and ``BODY_MIN_RATE``), and a
-connection past ``http_max_connections`` open ones, or past
-``http_max_connections_per_address`` from its source address, is closed as soon as it is
-accepted. One address alone thus never holds every place:
-others still get in while it holds its share. The loopback address is bound by neither: the
+connection past ``http_max_connections_per_address`` from its source address is closed as soon
+as it is accepted. One address alone thus never holds every place: others still get in while
+it holds its share. Past ``http_max_connections`` open ones, a new connection takes the place of
+the one that has waited longest for a request's head (idle between keep-alive requests, which
+a server may close at any time, RFC 9112 §9.5, or never sending a whole head): 8 addresses of
+16 idle connections each no longer keep operators out. Only when every connection is busy
+with a request is the new one closed at once. The loopback address is bound by neither: the
 container's health check (``/healthz``) and an operator on the host still get in while others
 hold every place. A trusted reverse proxy (``http_trusted_proxies``) carries every one of its
 clients' connections from its one address, so it is bound by the first only; which
@@ -22,6 +25,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from email.utils import formatdate
 from typing import ClassVar, Final, TypeAlias
@@ -87,7 +91,10 @@ class Places:
             ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted_proxies
         )
         self._open: dict[str, int] = {}
+        # Connections waiting for a request's head, the longest waiting first.
+        self.idle: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         self.turned_away_total = _TurnedAway()
+        self.idle_closed = _TurnedAway("took the place of the longest idle")
         self.turned_away_per_address = _TurnedAway()
         self.slow_bodies = _TurnedAway()
         self.malformed = _TurnedAway()
@@ -99,6 +106,14 @@ class Places:
         if ip is None or any(ip in network for network in self._proxies):
             return None
         return host_of(ip)
+
+    def close_longest_idle(self) -> bool:
+        """Close the connection that has waited longest for a request's head, for a new one;
+        False if every connection is busy with a request."""
+        if not self.idle:
+            return False
+        next(iter(self.idle)).evict()
+        return True
 
     def full(self, source: str) -> bool:
         return self._open.get(source, 0) >= self.max_per_address
@@ -131,12 +146,7 @@ class GuardedH11Protocol(H11Protocol):
         ip = peer_ip(peer)  # once per connection: each check below asks for it
         local = _loopback(peer, ip)
         source = None if local else self.places.source_of(ip)
-        if len(self.connections) >= self.max_connections and not local:
-            transport.abort()
-            self.places.turned_away_total.report(
-                "admin HTTP: %d connections open", self.max_connections
-            )
-            return
+        # Its address's share first: a connection refused would have closed another for nothing.
         if source is not None and self.places.full(source):
             transport.abort()
             self.places.turned_away_per_address.report(
@@ -144,6 +154,14 @@ class GuardedH11Protocol(H11Protocol):
                 self.places.max_per_address, source,
             )  # fmt: skip
             return
+        if len(self.connections) >= self.max_connections and not local:
+            if not self.places.close_longest_idle():
+                transport.abort()
+                self.places.turned_away_total.report(
+                    "admin HTTP: %d connections open", self.max_connections
+                )
+                return
+            self.places.idle_closed.report("admin HTTP: %d connections open", self.max_connections)
         self.logger = _UVICORN_LOG
         super().connection_made(transport)
         if self.client is not None:
@@ -203,14 +221,17 @@ class GuardedH11Protocol(H11Protocol):
         self.places.upgrades.report("admin HTTP: an Upgrade request (no route speaks WebSocket)")
 
     def _watch_head(self) -> None:
-        """A deadline while the next request's head is awaited (h11: the client IDLE)."""
+        """A deadline while the next request's head is awaited (h11: the client IDLE), and a
+        place among the idle ones (``Places.close_longest_idle``)."""
         waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
         if not waiting:
             self._stop_head_timer()
         elif self._head_timer is None:
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_late)
+            self.places.idle[self] = None
 
     def _stop_head_timer(self) -> None:
+        self.places.idle.pop(self, None)
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -219,6 +240,12 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+    def evict(self) -> None:
+        """Close the connection, idle, for a new one: at once (a client that does not read
+        would hold a connection ``close`` waits on), its place free on the next turn."""
+        self._stop_head_timer()
+        self.transport.abort()
 
     def _watch_body(self, received: int) -> None:
         """The body's deadline (``BODY_GRACE``, ``BODY_MIN_RATE``) while the client sends one."""

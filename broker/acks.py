@@ -19,6 +19,12 @@ other members (one round trip for many, not one each); its answers go out in the
 the packets they answer (§4.6), an UNSUBACK or a SUBACK with nothing to wait for behind the
 SUBACKs held. At most ``cluster_max_subacks_waiting`` SUBACKs wait: then the connection is not
 read until one went out.
+
+Nor is a connection read while it holds as many answers as a client that keeps the rules can
+make wait (``most_held``): a PUBREL costs the client 4 bytes and its PUBCOMP waits for the
+commit even when the packet id is unknown (the answers keep the order of the packets, §4.6),
+and nothing else bounded them. While the database was locked, one device's 12 MB of PUBRELs
+had the broker hold 1.6 million PUBCOMPs (250 MB) until ``ack_timeout``.
 """
 
 import asyncio
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING
 from broker.backpressure import read_again, resume
 from broker.journal import release_commit
 from broker.mqtt.codes import Reason
+from broker.mqtt.intake import TURN_BUDGET
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import ClusterFullError
 
@@ -66,8 +73,11 @@ class HeldAcks:
         self._subacks = 0  # SUBACKs held for the other members' route tables
 
     @property
-    def subscribing(self) -> bool:
-        """As many SUBACKs are held as may be: the client is not read meanwhile."""
+    def holding(self) -> bool:
+        """As many SUBACKs are held as may be, or as many answers as ``most_held``: the
+        client is not read meanwhile."""
+        if self._held and len(self._held) >= most_held(self._client):
+            return True
         held = self._subacks
         return held > 0 and held >= self._client.broker.config.max_subacks_waiting
 
@@ -97,6 +107,11 @@ class HeldAcks:
         if held is None:
             held = self._held = deque()
         held.append((packet_id, qos, pending, loop.time(), code))
+        if len(held) == most_held(client):  # not read until fewer wait (``holding``)
+            client.broker.metrics.count_limit("max_awaiting_pubrel")
+            log.debug("%s: %d answers wait for the store: reading paused",
+                      client.label, len(held))  # fmt: skip
+            client.tls.pause_reading()
         if pending is not None and not follows:
             pending.add_done_callback(self._release)
         if self._timer is None:
@@ -128,7 +143,7 @@ class HeldAcks:
             return
         if seen is not None:
             self._subacks += 1
-            if self.subscribing:
+            if self.holding:
                 self._client.tls.pause_reading()
         self.acknowledge(packet_id, _SUBACK, durable=seen or False, code=codes)
 
@@ -159,7 +174,7 @@ class HeldAcks:
             # closed meanwhile (``_overdue``) dropped them, and then nobody would read it.
             done.exception()
         client, held = self._client, self._held
-        paused = self.subscribing
+        paused = self.holding
         while held and (held[0][2] is None or held[0][2].done()):
             packet_id, qos, pending, _, code = held.popleft()
             if qos == _SUBACK and pending is not None:  # its wait never fails (bounded)
@@ -178,7 +193,7 @@ class HeldAcks:
                 _answer(client, packet_id, qos, code)
         if client.ended:
             return
-        if paused and not self.subscribing and resume(client):  # not read while they waited
+        if paused and not self.holding and resume(client):  # not read while they waited
             client._receive(b"")
             if client.ended:
                 return
@@ -225,6 +240,23 @@ class HeldAcks:
         # 5.0 §3.14.2.1: 0x89 server busy (0x88, server unavailable, is for CONNACK only).
         unsaved = (Reason.SERVER_BUSY, f"the broker could not save {what}: {problem}")
         client._end(will=False, reason=unsaved)
+
+
+def most_held(client: "MqttClient") -> int:
+    """Answers one connection may have waiting before it is no longer read: what a client
+    that keeps the rules can make wait, a PUBACK or PUBREC for each PUBLISH it may have
+    unanswered and a PUBCOMP for each QoS 2 packet id awaiting PUBREL (``max_awaiting_pubrel``
+    each), a PUBREL for each message in flight to it (``max_inflight_messages``) and the
+    SUBACKs a cluster holds (``cluster_max_subacks_waiting``), and a turn's packets more
+    (``TURN_BUDGET``): an MQTT 5 client past its Receive Maximum is still read, and told 0x93."""
+    broker = client.broker
+    limits = broker.limits
+    return (
+        2 * limits.max_awaiting_pubrel
+        + limits.max_inflight
+        + broker.config.max_subacks_waiting
+        + TURN_BUDGET
+    )
 
 
 def _unrouted(why: object) -> tuple[int, str]:

@@ -108,15 +108,15 @@ def reading(client: "MqttClient") -> bool:
     (``_turn``: ``take_turns``, ``_next_turn``), it does not read what it is sent
     (``_unread``: ``hold_unread``), it is not admitted yet with more than a packet sent, or
     the previous run's sessions are being restored (``_paused``: ``broker.client``,
-    ``broker.connecting``), or as many of its SUBACKs as may be wait for
-    the other members of a cluster (``HeldAcks.subscribing``). Keep-alive does not run meanwhile
-    (``broker.keep_alive``)."""
+    ``broker.connecting``), or as many of its answers as may be wait for the store or its
+    SUBACKs for the other members of a cluster (``HeldAcks.holding``). Keep-alive does not
+    run meanwhile (``broker.keep_alive``)."""
     return not (
         client._full
         or client._turn is not None
         or client._paused
         or client._unread is not None
-        or client._acks.subscribing
+        or client._acks.holding
     )
 
 

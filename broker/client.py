@@ -134,7 +134,7 @@ class MqttClient:
 
     def _receive(self, data: bytes) -> None:
         core, now = self.core, self._loop.time()
-        if self._acks.subscribing:  # read before the pause took: the rest once a SUBACK went
+        if self._acks.holding:  # read before the pause took: the rest once answers went
             core.keep(data)
             return
         core.new_turn()
@@ -143,12 +143,12 @@ class MqttClient:
             self._handle(events)
             if self.ended:
                 return
-            if not core.more_to_read or self._acks.subscribing:
+            if not core.more_to_read or self._acks.holding:
                 break
             events = core.receive_data(b"", now)
         if core.window_full:
             backpressure.hold_back(self)
-        elif core.turn_over and core.more_to_read and not self._acks.subscribing:
+        elif core.turn_over and core.more_to_read and not self._acks.holding:
             backpressure.take_turns(self)
 
     # --- events, in order ---------------------------------------------------------------------

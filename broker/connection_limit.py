@@ -2,7 +2,8 @@
 
 Every connection costs memory from its first byte (a TLS object, its buffers; about 40 KiB once
 a device is connected) and a file descriptor, and a client needs no certificate to open one.
-So past the bound a new connection is closed as soon as it is accepted, before any TLS work:
+So past the bound a new connection takes the place of the oldest one not admitted yet
+(``broker.eviction``); with none, it is closed as soon as it is accepted, before any TLS work:
 counted as a hit of ``max_connections`` and logged at most once a minute while it goes on.
 
 The bound is also kept under the process's open-file limit, less a reserve for what is not a
@@ -86,6 +87,11 @@ class ConnectionLimit:
         self._clock = clock
         self._unreported = 0
         self._next_report = 0.0
+
+    def hit(self) -> None:
+        """Counted only: the bound was reached and an older connection closed instead of the
+        new one (``broker.eviction``), which logs it its own way."""
+        self._count()
 
     def refused(self, source: str) -> None:
         """A connection from ``source`` was closed: ``maximum`` were held."""

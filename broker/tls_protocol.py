@@ -85,44 +85,35 @@ class TlsProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self._remote = (str(peer[0]), int(peer[1]))
-        limit = self._server.connection_limit
-        if limit is not None and len(self._server.protocols) >= limit.maximum:
-            # Closed before any TLS work: no client, authenticated or not, makes the process
-            # hold more connections than max_connections (broker.connection_limit).
-            self._state = _CLOSED
-            self._transport.abort()
-            limit.refused(self._remote[0])
-            return
         # A load balancer's connection counts against its client's host, and is screened for
-        # it, once its PROXY header names it (``data_received``); any other at once.
-        remote = self._remote[0]
-        if not self._server.proxy_trusted.trusts(remote):
-            self._screened = True
-            if self._server.shut_out(remote):  # no TLS work, not even a read
-                self._state = _CLOSED
-                self._transport.abort()
-                return
-            if not self._hold(remote):
-                return
+        # it, once its PROXY header names it (``data_received``); any other at once, before
+        # it may take an older connection's place: one refused would have closed it for
+        # nothing (a host past its share could close every connection not admitted yet).
+        remote, server = self._remote[0], self._server
+        self._screened = not server.proxy_trusted.trusts(remote)
+        if self._screened and (server.shut_out(remote) or not self._hold(remote)):
+            self._shut(abort=True)  # no TLS work, not even a read
+            return
+        # Past max_connections the oldest connection not admitted yet gives its place; with
+        # none, this one is closed before any TLS work (broker.eviction).
+        if not server.make_room(remote):
+            self.admitted()  # its host's slot back
+            self._shut(abort=True)
+            return
+        if self._screened:
             self._start_tls()
-        self._server.protocols.add(self)
-        self._watch = HandshakeWatch(self._server, self._remote, self._handshake_expired)
+        server.protocols.add(self)
+        server.unadmitted.add(self, remote)
+        self._watch = HandshakeWatch(server, self._remote, self._handshake_expired)
 
     def _hold(self, address: str) -> bool:
-        """Take a ``max_connecting_per_address`` slot of ``address``'s host; False, and the
-        connection closed before any TLS work, if it holds them all."""
+        """Take a ``max_connecting_per_address`` slot of ``address``'s host; False if it holds
+        them all."""
         connecting = self._server.connecting
         if connecting is None:
             return True
         self._host = connecting.take(address)
-        if self._host is not None:
-            return True
-        self._state = _CLOSED
-        if self._watch is not None:
-            self._watch.done()
-        assert self._transport is not None
-        self._transport.abort()
-        return False
+        return self._host is not None
 
     def _start_tls(self) -> None:
         """The connection's OpenSSL side, once its client may start a handshake."""
@@ -130,7 +121,9 @@ class TlsProtocol(asyncio.Protocol):
         self._tls.set_accept_state()
 
     def admitted(self) -> None:
-        """The client is admitted: its host's slot is free for its next connection."""
+        """The client is admitted: its host's slot is free for its next connection, and its
+        own is no newcomer's (``broker.eviction``)."""
+        self._server.unadmitted.discard(self)
         host, self._host = self._host, None
         if host is not None and self._server.connecting is not None:
             self._server.connecting.give_back(host)
@@ -161,6 +154,7 @@ class TlsProtocol(asyncio.Protocol):
                         self._shut(abort=True)  # no TLS work for an address dropped
                         return
                     if self._remote[0] != remote and not self._hold(remote):  # a balancer's
+                        self._shut(abort=True)
                         return
                     self._start_tls()
                 self._tls.bio_write(data)

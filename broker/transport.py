@@ -33,6 +33,7 @@ from typing import Any, Final
 from OpenSSL import SSL
 
 from broker.connection_limit import ConnectingPerHost, ConnectionLimit
+from broker.eviction import Unadmitted
 from broker.handshake_watch import HandshakeFailed
 from broker.proxy_protocol import TrustedProxies
 from broker.tls_connection import Receiver, StreamReceiver, TlsConnection
@@ -72,8 +73,10 @@ class TlsServer:
         # password gate's shut-out, broker.auth_throttle's slowed hosts). Asked once per
         # connection: a slowed host's connection let through takes one of its slots.
         self.shut_out: Callable[[str], bool] = lambda _address: False
-        # max_connections: past it a new connection is closed at once (None: no bound).
+        # max_connections: past it a new connection takes the place of the oldest one not
+        # admitted yet (``unadmitted``), or is closed at once (None: no bound).
         self.connection_limit: ConnectionLimit | None = None
+        self.unadmitted = Unadmitted()
         # max_connecting_per_address: past it a host's new connection is closed at once, until
         # one of its connections is admitted (``TlsConnection.admitted``) or closes.
         self.connecting: ConnectingPerHost | None = None
@@ -94,6 +97,18 @@ class TlsServer:
     def use_context(self, context: SSL.Context) -> None:
         """TLS settings for connections accepted from now on; open ones keep theirs."""
         self.context = context
+
+    def make_room(self, address: str) -> bool:
+        """Whether a new connection from ``address`` may be held: fewer than
+        ``max_connections`` are open, or the oldest not admitted yet was closed for it; else
+        it is refused (counted and logged)."""
+        limit = self.connection_limit
+        if limit is None or len(self.protocols) < limit.maximum:
+            return True
+        if self.unadmitted.evict_oldest(limit):
+            return True
+        limit.refused(address)
+        return False
 
     def start_handler(self, connection: TlsConnection) -> Receiver:
         """``on_open``'s receiver, or a stream read by a task running ``on_connection``."""
@@ -120,6 +135,7 @@ class TlsServer:
             self._server.close()
         for protocol in list(self.protocols):
             protocol.close()
+        self.unadmitted.flush()
 
     async def wait_closed(self) -> None:
         """Wait until the sockets are closed and connection handlers have returned."""
@@ -166,8 +182,10 @@ async def start_tls_server(
     is disconnected. Connections from ``proxy_trusted`` addresses must start with a PROXY
     protocol v2 header (``broker.proxy_protocol``). A client address for which ``shut_out``
     is true is disconnected before any handshake (it costs the broker no TLS work), and so is
-    every connection past ``connection_limit``'s maximum, or past ``connecting``'s maximum of
-    connections from one host not yet admitted while half of ``connection_limit``'s are taken.
+    every connection past ``connecting``'s maximum of connections from one host not yet
+    admitted while half of ``connection_limit``'s are taken. Past ``connection_limit``'s
+    maximum a new connection takes the place of the oldest not admitted yet
+    (``broker.eviction``), or with none is disconnected before any handshake.
     """
     server = TlsServer(ctx, on_connection, handshake_timeout, on_open)
     if handshake_failed is not None:

@@ -29,9 +29,10 @@ class AdminHttpSettings(SettingsGroup):
     # Bytes of a request's target, and of its header fields together: past it 414 or 431 and
     # the connection closed. Browsers send under 8 KiB, cookies included.
     http_max_head_bytes: int = Field(16 * _KIB, ge=_KIB, le=_MIB)
-    # Connections open at once, and from one address (an IPv6 /64 counts as one); past either
-    # a new one is closed at once. The loopback address is bound by neither, a trusted proxy
-    # by the first only. A browser opens up to 6 connections to a server.
+    # Connections open at once, and from one address (an IPv6 /64 counts as one); past the
+    # second a new one is closed at once, past the first it takes the place of the longest
+    # idle (admin.http_guard). The loopback address is bound by neither, a trusted proxy by
+    # the first only. A browser opens up to 6 connections to a server.
     http_max_connections: int = Field(128, ge=1, le=100_000)
     http_max_connections_per_address: int = Field(16, ge=1, le=100_000)
     # Addresses whose bad admin tokens are counted apart (some 200 bytes each); past it new

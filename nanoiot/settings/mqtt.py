@@ -33,7 +33,8 @@ class MqttSettings(SettingsGroup):
 
     # --- MQTT limits: what one client may make the broker hold (each hit is counted) ---
     # Connections one broker process holds open, TLS handshakes included; past it a new one
-    # is closed at once (kept under the open-file limit: broker.connection_limit).
+    # takes the place of the oldest not admitted yet (broker.eviction), or with none is
+    # closed at once (kept under the open-file limit: broker.connection_limit).
     max_connections: int = Field(100_000, ge=1, le=10_000_000)
     # Of those, connections from one client host (an IPv4 address, an IPv6 /64) not admitted
     # yet (in their handshake, or before their CONNECT is accepted): so that one host cannot

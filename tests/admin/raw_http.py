@@ -31,3 +31,30 @@ async def answered(reader: asyncio.StreamReader) -> bytes:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
     body = await asyncio.wait_for(reader.readexactly(5), WAIT)
     return head.split(b"\r\n", 1)[0] + b" " + body
+
+
+BUSY_HEAD = b"GET /busy HTTP/1.1\r\nHost: nanoiot\r\n\r\n"
+
+
+class Busy:
+    """``hello``, but a request for ``/busy`` is answered only once ``release`` is set: its
+    connection is busy with a request until then (not idle, so never closed for a new one)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: asyncio.Queue[None] = asyncio.Queue()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/busy":
+            self.started.put_nowait(None)
+            await self.release.wait()
+        await hello(scope, receive, send)
+
+    async def busy(
+        self, port: int, source: str = "127.0.0.1"
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection whose request the server is handling, until ``release``."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        writer.write(BUSY_HEAD)
+        await asyncio.wait_for(self.started.get(), WAIT)
+        return reader, writer

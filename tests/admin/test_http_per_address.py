@@ -16,7 +16,7 @@ import pytest
 from admin import http_guard
 from admin.limits import HttpLimits
 from admin.server import HttpServer
-from tests.admin.raw_http import HEAD, OK, WAIT, answered, closed, hello
+from tests.admin.raw_http import HEAD, OK, WAIT, Busy, answered, closed
 
 CLOSE_HEAD = b"GET / HTTP/1.1\r\nHost: nanoiot\r\nConnection: close\r\n\r\n"
 UPGRADE_HEAD = (
@@ -48,9 +48,15 @@ def lost(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[Exception | None]:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[HttpServer]:
-    started = await HttpServer.start(hello, "127.0.0.1", 0, limits=FEW)
+def app() -> Busy:
+    return Busy()
+
+
+@pytest.fixture
+async def server(app: Busy) -> AsyncIterator[HttpServer]:
+    started = await HttpServer.start(app, "127.0.0.1", 0, limits=FEW)
     yield started
+    app.release.set()
     await asyncio.wait_for(started.stop(), WAIT)
 
 
@@ -77,18 +83,18 @@ async def _turned_away(server: HttpServer, source: str) -> bool:
 
 @pytest.mark.usefixtures("lost")
 async def test_one_address_holds_its_share_and_others_still_get_in(
-    server: HttpServer, caplog: pytest.LogCaptureFixture
+    server: HttpServer, app: Busy, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="admin.http_guard")
-    held = [await _held(server, ATTACKER), await _held(server, ATTACKER)]
+    held = [(await app.busy(server.port, ATTACKER))[1] for _ in range(2)]
     assert await _turned_away(server, ATTACKER)
     assert (
         "admin HTTP: 2 connections open from one address (lately 127.0.0.2): "
         "1 new one(s) closed at once" in caplog.text
     )
-    held += [await _held(server, OPERATOR), await _held(server, OPERATOR)]
-    held.append(await _held(server, THIRD))
-    # Five open: the bound on all connections stays, whoever holds them.
+    held += [(await app.busy(server.port, OPERATOR))[1] for _ in range(2)]
+    held.append((await app.busy(server.port, THIRD))[1])
+    # Five open, each busy with a request: the bound on all connections stays.
     assert await _turned_away(server, THIRD)
     assert "admin HTTP: 5 connections open: 1 new one(s) closed at once" in caplog.text
     for writer in held:
@@ -191,14 +197,16 @@ async def test_every_way_a_connection_ends_gives_its_place_back_once(
 @pytest.mark.usefixtures("lost")
 async def test_a_trusted_proxy_is_bound_by_the_total_only() -> None:
     # Behind it every operator shares its address; each one's bound is the proxy's to keep.
-    proxied = await HttpServer.start(hello, "127.0.0.1", 0, trusted_proxies=[ATTACKER], limits=FEW)
+    app = Busy()
+    proxied = await HttpServer.start(app, "127.0.0.1", 0, trusted_proxies=[ATTACKER], limits=FEW)
     held = []
     try:
         for _ in range(5):
-            held.append(await _held(proxied, ATTACKER))
+            held.append((await app.busy(proxied.port, ATTACKER))[1])
         assert await _turned_away(proxied, ATTACKER)
         assert await _turned_away(proxied, OPERATOR)
     finally:
+        app.release.set()
         for writer in held:
             writer.close()
         await asyncio.wait_for(proxied.stop(), WAIT)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from broker.acks import HeldAcks
 from broker.journal_entries import Ref
 from broker.mqtt.codes import Reason
+from broker.mqtt.limits import Limits
 from broker.mqtt.session import Outgoing
 from nanoiot.errors import ClusterFullError, ClusterUnavailableError
 from tests.unretrieved import never_retrieved
@@ -26,7 +27,11 @@ class Connection:
         self.core = SimpleNamespace(
             acknowledge=lambda packet_id, qos, code: self.sent.append(packet_id)
         )
-        self.broker = SimpleNamespace(config=SimpleNamespace(ack_timeout=30.0), store=None)
+        self.broker = SimpleNamespace(
+            config=SimpleNamespace(ack_timeout=30.0, max_subacks_waiting=16),
+            limits=Limits(),
+            store=None,
+        )
 
     def _flush(self) -> None:
         self.flushes += 1
@@ -76,7 +81,8 @@ async def test_a_confirmation_failing_after_its_connection_closed_is_not_left_un
     loop = asyncio.get_running_loop()
     connection = Connection()
     connection.broker = SimpleNamespace(
-        config=SimpleNamespace(ack_timeout=0.0),
+        config=SimpleNamespace(ack_timeout=0.0, max_subacks_waiting=16),
+        limits=Limits(),
         metrics=SimpleNamespace(publishers_closed_unsaved=0),
         store=SimpleNamespace(status=lambda: SimpleNamespace(problem=None)),
     )
@@ -97,7 +103,8 @@ def _closing_at_once(connection: Connection) -> SimpleNamespace:
     waits is overdue at once. Its metrics."""
     metrics = SimpleNamespace(publishers_closed_unsaved=0, subscribers_closed_unsaved=0)
     connection.broker = SimpleNamespace(
-        config=SimpleNamespace(ack_timeout=0.0),
+        config=SimpleNamespace(ack_timeout=0.0, max_subacks_waiting=16),
+        limits=Limits(),
         metrics=metrics,
         store=SimpleNamespace(status=lambda: SimpleNamespace(problem="database is locked")),
     )

@@ -67,6 +67,23 @@ async def test_text_search_is_a_case_insensitive_substring(store: SqlCredentialS
     assert [d.name for d in (await store.list_devices(text_search="%_")).items] == ["100%_sure"]
 
 
+async def test_text_search_takes_every_character_literally(store: SqlCredentialStore) -> None:
+    # An underscore is LIKE's any-one-character, a backslash PostgreSQL's default escape, a
+    # slash the escape of the query's ESCAPE clause (not in a name: an MQTT topic level).
+    for name in ["axb", "a_b", "a\\b", "A%B"]:
+        await store.create_device(name)
+
+    async def found(text: str) -> list[str]:
+        return [d.name for d in (await store.list_devices(text_search=text)).items]
+
+    assert await found("a_b") == ["a_b"]
+    assert await found("a/b") == []
+    assert await found("a\\b") == ["a\\b"]
+    assert await found("\\") == ["a\\b"]
+    assert await found("a%b") == ["A%B"]
+    assert await found("_") == ["a_b"]
+
+
 async def test_bad_paging_is_refused(store: SqlCredentialStore) -> None:
     with pytest.raises(ValidationError):
         await store.list_devices(page=-1)
