@@ -24,6 +24,12 @@ or SIGINT, or failing, it stops what it started (brokers, load generators) befor
 
     .venv/bin/python -m bench.cluster_bench                     # the recorded run
     .venv/bin/python -m bench.cluster_bench --messages 5000 --seconds 3   # a quick look
+    .venv/bin/python -m bench.cluster_bench --only workers --qos 1 --shapes kept --no-save
+
+``--only`` runs some of the setups (``mosquitto``, ``node``, ``nodes``, ``workers``), ``--qos``
+some of the QoS levels, ``--shapes`` some of the workers' shapes (``hash``, ``kept``,
+``fleet``): a targeted look, such as one worker's pairs against two workers' pairs kept at
+QoS 1 above; the recorded run takes them all.
 """
 
 import argparse
@@ -34,7 +40,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +49,7 @@ from typing import Any, TypeVar
 from bench import cluster_shapes
 from bench._report import machine_lines
 from bench.cluster_lean import Brokers, LeanRow, Load
+from bench.cluster_options import SLICE, parser, selection
 from bench.compare_brokers import MOSQUITTO, MOSQUITTO_NAME, _discard, _ready_port, _stop, started
 from bench.compare_load import Workers
 from bench.compare_run import device_list
@@ -56,7 +63,6 @@ SETTINGS: dict[str, str] = {}  # NanoIoT settings of every node in this run (--m
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 1_000  # the paced generator's
 PAIR_DEVICES = 8  # certificates the pairs take in turn
-SLICE = Load.slice  # messages a pair's publisher writes at once (lean)
 T = TypeVar("T")
 
 
@@ -188,7 +194,7 @@ async def measure(
     """1 -> 1 as fast as it goes (lean), then paced (latency), at QoS 0 and 1."""
     rows = []
     lean = await cluster_shapes.one_to_one(brokers, load, work)
-    for qos in (0, 1):
+    for qos in load.qos:
         paced = await pair(
             brokers, devices, work, qos, {"rate": args.rate, "seconds": args.seconds}
         )
@@ -213,14 +219,16 @@ async def device_ids(data_dir: Path, devices: list[Device]) -> list[list[str]]:
 
 
 async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[LeanRow], Load]:
-    pki, made = make_pki(work, {"ec": PAIR_DEVICES + args.fleet})
+    only, shapes = set(args.only), tuple(args.shapes)
+    fleet_size = args.fleet if "workers" in only and "fleet" in shapes else 0
+    pki, made = make_pki(work, {"ec": PAIR_DEVICES + fleet_size})
     ec, fleet = made["ec"][:PAIR_DEVICES], made["ec"][PAIR_DEVICES:]
     data_dir = work / "nanoiot-data"
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
         await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
         args.messages, args.fleet_messages, args.pairs, slice=args.slice,
-        qos0_window=args.qos0_window,
+        qos0_window=args.qos0_window, qos=tuple(args.qos), shapes=shapes,
     )  # fmt: skip
     rows: list[Row] = []
     lean: list[LeanRow] = []
@@ -230,13 +238,27 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
         rows.extend(paced)
         lean.extend(fast)
 
-    if MOSQUITTO.exists():
+    if "mosquitto" in only and MOSQUITTO.exists():
         async with started(MOSQUITTO_NAME, pki, work) as mosquitto:
             await both(Brokers("Mosquitto", mosquitto.port, mosquitto.port, pki.ca_file,
                                [mosquitto.pid]))  # fmt: skip
-    async with nanoiot_node(data_dir, pki, work, "single", {}) as one:
-        await both(Brokers("NanoIoT, one node", one.port, one.port, pki.ca_file, [one.pid],
-                           http_url=one.http_url, token=one.token))  # fmt: skip
+    if "node" in only:
+        async with nanoiot_node(data_dir, pki, work, "single", {}) as one:
+            await both(Brokers("NanoIoT, one node", one.port, one.port, pki.ca_file, [one.pid],
+                               http_url=one.http_url, token=one.token))  # fmt: skip
+    if "nodes" in only:
+        lean.extend(await two_nodes(data_dir, pki, work, load, both))
+    if "workers" in only:
+        for workers in (1, 2):
+            lean.extend(await worker_rows(data_dir, pki, work, load, workers))
+    await delete_buckets()
+    return rows, lean, load
+
+
+async def two_nodes(
+    data_dir: Path, pki: Pki, work: Path, load: Load, both: Callable[[Brokers], Awaitable[None]]
+) -> list[LeanRow]:
+    """Two single-process nodes of one cluster: 1 -> 1 across them, then the pairs' shapes."""
     cluster = f"bench{secrets.token_hex(4)}"
     async with (
         nanoiot_node(data_dir, pki, work, "node-a", cluster_env(cluster, "a")) as a,
@@ -246,19 +268,21 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
                       [a.pid, b.pid], 2, a.http_url, a.token, cluster)  # fmt: skip
         await both(two)
         two.name = "NanoIoT, two nodes"
-        lean.extend(await cluster_shapes.two_nodes(two, load, work))
-    for workers in (1, 2):
-        cluster = f"bench{secrets.token_hex(4)}"
-        env = cluster_env(cluster, "w")
-        args_ = ("--workers", str(workers))
-        async with nanoiot_node(data_dir, pki, work, f"workers{workers}", env, *args_) as node:
-            setup = Brokers(
-                f"NanoIoT, {workers} worker(s)", node.port, node.port, pki.ca_file, [node.pid],
-                workers, node.http_url, node.token, cluster,
-            )  # fmt: skip
-            lean.extend(await cluster_shapes.workers(setup, load, work))
-    await delete_buckets()
-    return rows, lean, load
+        return await cluster_shapes.two_nodes(two, load, work)
+
+
+async def worker_rows(
+    data_dir: Path, pki: Pki, work: Path, load: Load, workers: int
+) -> list[LeanRow]:
+    """``nanoiot serve --workers N``, its own cluster: the workers' shapes."""
+    env = cluster_env(f"bench{secrets.token_hex(4)}", "w")
+    args_ = ("--workers", str(workers))
+    async with nanoiot_node(data_dir, pki, work, f"workers{workers}", env, *args_) as node:
+        setup = Brokers(
+            f"NanoIoT, {workers} worker(s)", node.port, node.port, pki.ca_file, [node.pid],
+            workers, node.http_url, node.token, env["NANOIOT_CLUSTER_NAME"],
+        )  # fmt: skip
+        return await cluster_shapes.workers(setup, load, work)
 
 
 async def delete_buckets() -> None:
@@ -278,10 +302,7 @@ async def delete_buckets() -> None:
 
 def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
            args: argparse.Namespace) -> str:  # fmt: skip
-    lines = [
-        f"# Cluster scenarios, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        *cluster_shapes.report(lean, load),
+    paced = [
         "Paced, the raw-MQTT load generator (publish to delivery, send time in the payload):",
         "",
         "| scenario | setup | messages delivered | lost | msg/s | broker CPU ms/msg "
@@ -289,12 +310,19 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
         "|---|---|---:|---:|---:|---:|---:|",
         *(row.cells() for row in rows),
         "",
+    ]
+    lines = [
+        f"# Cluster scenarios, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        *cluster_shapes.report(lean, load),
+        *(paced if rows else []),
         f"`python -m bench.cluster_bench --messages {args.messages} --rate {args.rate} "
         f"--seconds {args.seconds} --pairs {args.pairs} --fleet {args.fleet} "
         f"--fleet-messages {args.fleet_messages}"
         f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}"
         f"{f' --slice {args.slice}' if args.slice != SLICE else ''}"
-        f"{f' --qos0-window {args.qos0_window}' if args.qos0_window else ''}`: "
+        f"{f' --qos0-window {args.qos0_window}' if args.qos0_window else ''}"
+        f"{selection(args)}`: "
         "64 B payloads over mTLS (EC P-256), broker CPU summed over every broker process "
         "(both nodes; the supervisor and its workers).",
         "",
@@ -305,25 +333,7 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=100_000, help="per pair (lean)")
-    parser.add_argument("--rate", type=int, default=1_000)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--pairs", type=int, default=4)
-    parser.add_argument("--fleet", type=int, default=1024, help="devices of the fleet shape")
-    parser.add_argument("--fleet-messages", type=int, default=256, help="per fleet device")
-    parser.add_argument(
-        "--max-inflight", type=int, default=None,
-        help="max_inflight_messages of every NanoIoT node (default: the setting's, 20)",
-    )  # fmt: skip
-    parser.add_argument("--slice", type=int, default=SLICE, help="messages a write (pairs)")
-    parser.add_argument(
-        "--qos0-window", type=int, default=0,
-        help="messages in flight per pair at QoS 0 (default: as at QoS 1, 1,000)",
-    )  # fmt: skip
-    parser.add_argument("--no-save", action="store_true")
-    parser.add_argument("--suffix", default="", help="results/cluster-<date>-SUFFIX.md")
-    args = parser.parse_args()
+    args = parser(__doc__.split("\n\n")[0]).parse_args()
     if args.max_inflight:
         SETTINGS["NANOIOT_MAX_INFLIGHT_MESSAGES"] = str(args.max_inflight)
     try:
@@ -339,6 +349,7 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         suffix = f"-inflight{args.max_inflight}" if args.max_inflight else ""
         suffix += f"-{args.suffix}" if args.suffix else ""
+        suffix += "-partial" if selection(args) else ""  # never in place of a whole run's
         out = RESULTS / f"cluster-{datetime.now(UTC):%Y-%m-%d}{suffix}.md"
         out.write_text(text)
         print(f"written to {out}")

@@ -280,9 +280,15 @@ def shares(result: dict[str, Any]) -> str:
     return ", ".join(f"{m} {n / total:.0%}" for m, n in sorted(by_member.items()) if n)
 
 
+# The workers' shapes (``bench.cluster_shapes.workers``): the pairs where the kernel's hash
+# puts them, the pairs kept on one worker each, the fleet on a shared subscription.
+WORKER_SHAPES: tuple[str, ...] = ("hash", "kept", "fleet")
+
+
 @dataclass
 class Load:
-    """What the lean scenarios are given: devices as [name, pem, id], sizes."""
+    """What the lean scenarios are given: devices as [name, pem, id], sizes, and which QoS
+    levels and workers' shapes to run (all by default)."""
 
     devices: list[list[str]]
     fleet: list[list[str]]
@@ -296,6 +302,8 @@ class Load:
     qos0_window: int = 0  # at QoS 0, when set (no queue bound: max_outgoing_buffer, 1 MB)
     fleet_slice: int = 64
     fleet_window: int = 960  # per member of the shared subscription
+    qos: tuple[int, ...] = (0, 1)
+    shapes: tuple[str, ...] = WORKER_SHAPES
 
 
 def base_spec(brokers: Brokers, load: Load, qos: int) -> dict[str, Any]:

@@ -11,6 +11,9 @@
   ``bench/telemetry/<n>`` wherever the kernel puts them, and one member of a shared
   subscription per worker, placed one on each (a shared subscription prefers a member on
   the worker the message came in on, so these need not cross).
+
+Each runs the QoS levels of ``Load.qos``; the workers run the shapes of ``Load.shapes`` (one
+worker runs its pairs when either pairs shape is chosen: both compare with them).
 """
 
 from collections.abc import Sequence
@@ -21,7 +24,7 @@ from bench.cluster_lean import CORES, Brokers, LeanRow, Load, fleet_spec, lean_r
 
 async def one_to_one(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
     rows = []
-    for qos in (0, 1):
+    for qos in load.qos:
         spec = pairs_spec(brokers, load, qos, [(brokers.port, brokers.subscriber_port)])
         rows.append(await lean_row(brokers, spec, work, f"1 -> 1 QoS {qos}", "one pair"))
     return rows
@@ -31,7 +34,7 @@ async def two_nodes(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
     a, b = brokers.port, brokers.subscriber_port
     placements = {"pairs on one node each": [(a, a), (b, b)], "pairs split": [(a, b), (b, a)]}
     rows = []
-    for qos in (0, 1):
+    for qos in load.qos:
         for shape, ports in placements.items():
             spec = pairs_spec(brokers, load, qos, [ports[i % 2] for i in range(load.pairs)])
             rows.append(await lean_row(brokers, spec, work, f"QoS {qos}", shape))
@@ -40,18 +43,20 @@ async def two_nodes(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
 
 async def workers(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
     rows = []
-    port = brokers.port
-    for qos in (0, 1):
-        ports = [(port, port)] * load.pairs
-        kernel = "pairs" if brokers.workers == 1 else "pairs, kernel's hash"
-        rows.append(await lean_row(brokers, pairs_spec(brokers, load, qos, ports), work,
-                                   f"QoS {qos}", kernel))  # fmt: skip
-        if brokers.workers > 1:
+    ports = [(brokers.port, brokers.port)] * load.pairs
+    one, shapes = brokers.workers == 1, set(load.shapes)
+    for qos in load.qos:
+        if "hash" in shapes or (one and "kept" in shapes):
+            kernel = "pairs" if one else "pairs, kernel's hash"
+            rows.append(await lean_row(brokers, pairs_spec(brokers, load, qos, ports), work,
+                                       f"QoS {qos}", kernel))  # fmt: skip
+        if "kept" in shapes and not one:
             spec = pairs_spec(brokers, load, qos, ports, place="kept")
             rows.append(await lean_row(brokers, spec, work, f"QoS {qos}", "pairs kept"))
-        spec = fleet_spec(brokers, load, qos, consumers=brokers.workers)
-        shape = f"fleet, {brokers.workers} consumer(s)"
-        rows.append(await lean_row(brokers, spec, work, f"QoS {qos}", shape))
+        if "fleet" in shapes:
+            spec = fleet_spec(brokers, load, qos, consumers=brokers.workers)
+            shape = f"fleet, {brokers.workers} consumer(s)"
+            rows.append(await lean_row(brokers, spec, work, f"QoS {qos}", shape))
     return rows
 
 

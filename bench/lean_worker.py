@@ -20,6 +20,8 @@ otherwise it leaves them where the kernel's hash put them and reports where that
 ``{"ready": ...}`` once connected and placed, waits for a command line, runs, announces
 ``{"done": true}`` with its clients still connected, waits for another command line (or the
 end of its input), closes them, and prints its result with its own CPU over the timed phase.
+It runs under SCHED_BATCH (``bench.worker_io.give_way``), so that its wake-ups do not take a
+core from a broker in the middle of its work.
 """
 
 import asyncio
@@ -29,7 +31,7 @@ from typing import Any, cast
 
 from bench.lean_clients import Data, Lean, Setup, Where, subscribe
 from bench.lean_stream import AckCount, FleetCheck, Slices, StreamCheck, checksum, layout, stream
-from bench.worker_io import announce, next_command, own_cpu, run_worker
+from bench.worker_io import announce, give_way, next_command, own_cpu, run_worker
 
 SHARED = "$share/backend/bench/telemetry/#"  # the fleet's consumers (``filter``: another)
 SHARE = 2  # a pair's stream holds twice its share of the run: one pair may take that much
@@ -350,6 +352,7 @@ class Fleet(Run):
 
 
 async def run_lean(spec: dict[str, Any]) -> dict[str, Any]:
+    batch = give_way()
     where = None
     if spec.get("cluster"):
         where = Where(spec["nats_url"], spec["cluster"], spec["members"])
@@ -371,7 +374,8 @@ async def run_lean(spec: dict[str, Any]) -> dict[str, Any]:
         announce({"done": True})
         await next_command()  # "close", or stdin closed
         await asyncio.gather(*(client.close() for client in setup.clients))
-        return {**job.result(), "wall_s": wall, "phase_cpu_s": cpu, "tries": setup.tries}
+        return {**job.result(), "wall_s": wall, "phase_cpu_s": cpu, "tries": setup.tries,
+                "sched_batch": batch}  # fmt: skip
     finally:
         if where is not None:
             await where.close()
