@@ -28,6 +28,9 @@ SEPARATOR = "/"  # §4.7.1.1
 MULTI_LEVEL = "#"  # §4.7.1.2
 SINGLE_LEVEL = "+"  # §4.7.1.3
 SHARE_PREFIX = "$share/"  # MQTT 5.0 §4.8.2
+# The broker's own topics (§4.7.2): no client publishes there, whatever the rules allow; nor
+# does its will.
+SYSTEM_PREFIX = "$SYS/"
 # §1.5.3: a UTF-8 string is at most 65535 bytes and must not contain U+0000.
 MAX_TOPIC_BYTES = 65535
 

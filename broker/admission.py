@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from auth.acl import CompiledAcl, Identity
 from auth.certificate import common_name
 from auth.decision import Decision, Reason, deny
+from auth.topics import SYSTEM_PREFIX
 from broker.authn import ConnectRequest
 from broker.mqtt.packets import Connect
 from broker.mqtt.wire import utf8
@@ -65,7 +66,8 @@ def admit(
     kept = replace(decision, holder=replace(holder, pinned_pem=None))
     peer = Peer(identity, kept, kept_request(request), acl, client_id or "")
     will = connect.will
-    if will is not None and not acl.can_publish(peer.canonical(will.topic)):
+    topic = "" if will is None else peer.canonical(will.topic)
+    if will is not None and (topic.startswith(SYSTEM_PREFIX) or not acl.can_publish(topic)):
         return deny(
             Reason.WILL_NOT_ALLOWED, f"will topic '{printable(will.topic)}' is not allowed",
             holder=holder, fingerprint=decision.fingerprint,

@@ -39,7 +39,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from auth.acl import to_device_form
-from auth.topics import SHARE_PREFIX, shared_problem, split_shared, topic_filter_problem
+from auth.topics import (
+    SHARE_PREFIX,
+    SYSTEM_PREFIX,
+    shared_problem,
+    split_shared,
+    topic_filter_problem,
+)
 from broker import store_backlog
 from broker.acks import with_commit
 from broker.connection_limit import host_of
@@ -59,8 +65,6 @@ from storage.models import MQTT_TOPIC_FILTER_MAX
 if TYPE_CHECKING:
     from broker.client import MqttClient
     from broker.core import Broker
-
-SYSTEM_PREFIX = "$SYS/"
 
 
 def publish(client: "MqttClient", packet: Publish, now: float = 0.0) -> None:

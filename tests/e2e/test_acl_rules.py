@@ -2,7 +2,15 @@
 
 from pathlib import Path
 
-from tests.e2e.harness import BrokerThread, broker_settings, device_client, mqtt_client
+from broker.mqtt.packets import MQTT_3_1_1, Connack, Connect, Will
+from tests.e2e.harness import (
+    BrokerThread,
+    broker_settings,
+    device_client,
+    mqtt_client,
+    write_pem,
+)
+from tests.e2e.peers import Raw
 
 
 def test_operator_rules_with_cert_cn_placeholder(tmp_path: Path) -> None:
@@ -31,3 +39,23 @@ def test_operator_rules_with_cert_cn_placeholder(tmp_path: Path) -> None:
         app.close()
     finally:
         broker.stop()
+
+
+def test_a_rule_allowing_sys_topics_lets_no_will_there(tmp_path: Path) -> None:
+    """$SYS/ is the broker's (§4.7.2): a client's PUBLISH there is dropped whatever the rules
+    say, and so must its will be, or a device could publish a retained $SYS/broker/... figure
+    in the broker's name by connecting with it and dropping the connection."""
+    rules = [{"who": "device", "action": "both", "topic": "$SYS/#"}]  # meant: read the figures
+    with BrokerThread(
+        broker_settings(tmp_path / "data", acl_rules=rules, sys_interval=0)
+    ) as broker:
+        _, issued = broker.provision("forger")
+        certfile = write_pem(tmp_path, issued, "forger")
+        forged = Will("$SYS/broker/uptime", b"forged", 1, retain=True)
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.send(Connect(MQTT_3_1_1, "forger", True, 0, will=forged))
+            assert raw.read() == Connack(False, 5)  # §3.2.2.3: not authorized
+            assert raw.closed()
+        own = Will("v1/devices/me/status", b"gone", 1, retain=True)
+        with Raw(broker.port, broker.server_cert, certfile) as raw:
+            raw.connect(Connect(MQTT_3_1_1, "forger", True, 0, will=own))
