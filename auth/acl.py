@@ -44,7 +44,8 @@ not delivered through it (``CompiledAcl.receive_denied``).
 A device may use ``devices/{device_name}/#`` (which, mapped, is the whole ``me`` API);
 applications subscribe to ``devices/#`` and ``$SYS/#`` (the broker's figures) and publish
 what answers or commands a device. Operators add rules with ``{device_name}``,
-``{device_id}`` and ``{cert_cn}``.
+``{device_id}`` and ``{cert_cn}`` (a CN the device cannot choose:
+``auth.pinning.vouched_common_name``).
 A placeholder value that could change a topic's shape (empty, '/', '+', '#', NUL, leading '$';
 see ``auth.topics.is_plain_level``) makes the rule not apply to that client; so does
 ``{cert_cn}`` for a client without a certificate.

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-from auth.certificate import shown_name
+from auth.certificate import common_name, shown_name
 from auth.chain import TrustAnchor, match_chain, revoked_in_chain, signed
 from auth.decision import Decision, Holder, Reason, decide_certificate, deny
 from auth.keys import DEFAULT_KEYS, KeyPolicy
@@ -37,6 +37,24 @@ def registered_certificate(holder: Holder) -> x509.Certificate | None:
     # Parsed for each decision and not kept: parsing is about 6 µs of a 2 ms connect, and
     # a parsed certificate kept per device would be about 2.5 KiB (10 MiB for 4,096).
     return x509.load_pem_x509_certificate(pem.encode())
+
+
+def vouched_common_name(leaf: x509.Certificate, holder: Holder) -> str | None:
+    """The CN of an admitted ``leaf`` that ``{cert_cn}`` rules may use (``auth.acl``): one
+    the device cannot choose. Identity is the key, so a device re-signs its own key with any
+    subject and is admitted (``_registered_problem``): the leaf's CN counts only when another
+    party vouches for it, a trusted CA the credential was stored through or the CA that issued
+    the registered certificate (the leaf must be signed by it), or when the leaf is the very
+    certificate registered. Any other leaf of a self-signed registration has the registered
+    CN; a bare public key's, none."""
+    if holder.issuer_ca_id is not None:
+        return common_name(leaf.subject)
+    registered = registered_certificate(holder)
+    if registered is None:
+        return None
+    if leaf == registered or not _self_signed(registered):
+        return common_name(leaf.subject)
+    return common_name(registered.subject)
 
 
 def crl_refusal(cert: x509.Certificate, anchors: Sequence[TrustAnchor]) -> Decision | None:

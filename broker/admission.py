@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.acl import CompiledAcl, Identity
-from auth.certificate import common_name
 from auth.decision import Decision, Reason, deny
+from auth.pinning import vouched_common_name
 from auth.topics import SYSTEM_PREFIX
 from broker.authn import ConnectRequest
 from broker.mqtt.packets import Connect
@@ -52,7 +52,7 @@ def admit(
     if not decision.allowed or holder is None:
         return decision
     certificate = request.certificate
-    cert_cn = common_name(certificate.subject) if certificate is not None else None
+    cert_cn = vouched_common_name(certificate, holder) if certificate is not None else None
     identity = Identity(holder.device_id, holder.device_name, cert_cn, holder.application)
     client_id = _client_id(connect.client_id, identity, strict_client_id)
     refusal = _client_id_problem(client_id, connect.client_id, identity)

@@ -5,7 +5,7 @@ import datetime as dt
 from auth.chain import TrustAnchor
 from auth.decision import Decision, Holder, Reason
 from auth.kinds import CredentialStatus
-from auth.pinning import decide_pinned, registered_certificate
+from auth.pinning import decide_pinned, registered_certificate, vouched_common_name
 from tests.certgen import Issued, issue, revocation_list
 
 CA = issue("Fleet CA", ca=True)
@@ -103,3 +103,18 @@ def test_no_parsed_certificate_is_kept_per_device() -> None:
     first, second = registered_certificate(registered), registered_certificate(registered)
     assert first == second == leaf.cert
     assert first is not second
+
+
+def test_the_cn_rules_see_is_one_the_device_cannot_choose() -> None:
+    """``{cert_cn}`` (auth.acl): a leaf's own CN only when the very certificate registered,
+    or when a CA vouches for it; a self-signed registration's CN for any other leaf of its
+    key; none for a bare public key, which any certificate of the key stands in for."""
+    own = issue("meter")
+    forged = issue("other-meter", key=own.key)  # the same key, re-signed by the device
+    assert vouched_common_name(own.cert, holder(own)) == "meter"
+    assert vouched_common_name(forged.cert, holder(own)) == "meter"
+    assert vouched_common_name(forged.cert, holder(own.public_key_pem)) is None
+    issued = issue("meter", issuer=CA)
+    renewed = issue("meter-2", key=issued.key, issuer=CA)  # the CA's word
+    assert vouched_common_name(renewed.cert, holder(issued)) == "meter-2"
+    assert vouched_common_name(renewed.cert, holder(issued, issuer_ca_id="ca-1")) == "meter-2"

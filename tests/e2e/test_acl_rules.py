@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from broker.mqtt.packets import MQTT_3_1_1, Connack, Connect, Will
+from broker.mqtt.packets import MQTT_3_1_1, Connack, Connect, Puback, Publish, Will
+from tests.certgen import issue
 from tests.e2e.harness import (
     BrokerThread,
     broker_settings,
@@ -59,3 +60,40 @@ def test_a_rule_allowing_sys_topics_lets_no_will_there(tmp_path: Path) -> None:
         own = Will("v1/devices/me/status", b"gone", 1, retain=True)
         with Raw(broker.port, broker.server_cert, certfile) as raw:
             raw.connect(Connect(MQTT_3_1_1, "forger", True, 0, will=own))
+
+
+def test_a_device_re_signing_its_key_with_another_cn_gets_no_other_cn_s_topics(
+    tmp_path: Path,
+) -> None:
+    """Identity is the key: a device may present its key re-signed by itself (new dates, and
+    any subject it likes) and is admitted. ``{cert_cn}`` is then the CN registered, not the
+    one it wrote, or it could publish as any other device in the operator's namespace."""
+    rules = [
+        {"who": "device", "action": "both", "topic": "sensors/{cert_cn}/data"},
+        {"who": "application", "action": "subscribe", "topic": "sensors/#"},
+    ]
+    with BrokerThread(broker_settings(tmp_path / "data", acl_rules=rules)) as broker:
+        broker.application("collector", "collector", "pw-collector")
+        app = mqtt_client(
+            broker.port, broker.server_cert, None,
+            client_id="c", username="collector", password="pw-collector",
+        )  # fmt: skip
+        _, registered = broker.provision("probe-1")  # CN probe-1, self-signed
+        forged = issue("probe-2", key=registered.key)  # the same key, the victim's CN
+        certfile = write_pem(tmp_path, forged, "forged")
+        try:
+            assert app.wait_connack() == 0
+            assert app.subscribe("sensors/#") == [1]
+            with Raw(broker.port, broker.server_cert, certfile) as raw:
+                raw.connect(Connect(MQTT_3_1_1, "p", True, 0))  # admitted: its key is known
+                raw.send(
+                    Publish("sensors/probe-2/data", b"forged", 1, packet_id=1),
+                    Publish("sensors/probe-1/data", b"own", 1, packet_id=2),
+                )
+                assert raw.read() == Puback(1)  # 3.1.1 §3.3.5: acknowledged, dropped
+                assert raw.read() == Puback(2)
+            message = app.next_message()
+            assert (message.topic, message.payload) == ("sensors/probe-1/data", b"own")
+            assert app.no_message()
+        finally:
+            app.close()
