@@ -19,6 +19,7 @@ from broker.mqtt.packets import (
     Connect,
     Pingreq,
     Pingresp,
+    Puback,
     Publish,
     Pubrec,
     Suback,
@@ -227,3 +228,19 @@ def test_refused_topics_are_kept_cut_and_logged_a_few_times_a_host(
     lines = [r.getMessage() for r in caplog.records if "may not publish to" in r.getMessage()]
     assert len(lines) == 3  # auth_log_repeats a minute; then one summary line
     fleet.bystander_round_trip()
+
+
+def test_retained_topics_of_4_byte_characters_count_their_utf8_bytes(
+    make_fleet: MakeFleet,
+) -> None:
+    # §1.5.3: a topic is UTF-8. Counted in characters, a topic of emoji was a quarter of its
+    # bytes, and a device kept four times max_retained_bytes_per_device of them.
+    fleet = make_fleet(max_retained_bytes_per_device=100_000)
+    engine = fleet.broker.running.broker
+    topic = "v1/devices/me/" + "\U0001f600" * 10_000  # 40,014 bytes of UTF-8
+    with fleet.raw("emoji") as raw:
+        for n in range(1, 11):
+            raw.send(Publish(f"{topic}{n}", b"x", 1, retain=True, packet_id=n))
+            assert raw.read() == Puback(n)
+    assert engine.retained.owned_by(str(fleet.device.id)) == 2  # 10 before
+    assert fleet.hits("max_retained_bytes_per_device") == 8
