@@ -244,3 +244,20 @@ def test_retained_topics_of_4_byte_characters_count_their_utf8_bytes(
             assert raw.read() == Puback(n)
     assert engine.retained.owned_by(str(fleet.device.id)) == 2  # 10 before
     assert fleet.hits("max_retained_bytes_per_device") == 8
+
+
+def test_queued_topics_of_4_byte_characters_count_their_utf8_bytes(
+    make_fleet: MakeFleet,
+) -> None:
+    # As retained ones: counted in characters, an offline queue held four times
+    # max_queued_bytes of such topics.
+    fleet = make_fleet(max_queued_bytes=100_000)
+    away = fleet.paho("away", clean_session=False)
+    assert away.subscribe(("v1/devices/me/#", 1)) == [1]
+    away.close()
+    topic = "v1/devices/me/" + "\U0001f600" * 10_000  # 40,014 bytes of UTF-8
+    with fleet.raw("emoji") as raw:
+        for n in range(1, 11):
+            raw.send(Publish(f"{topic}{n}", b"x", 1, packet_id=n))
+            assert raw.read() == Puback(n)
+    assert fleet.hits("max_queued_bytes") == 8  # 2 kept (9 before)
