@@ -4,7 +4,8 @@ The README walk (tests/e2e/test_readme_walk.py) runs the README's own blocks; th
 documentation shows many more command lines, in blocks and in running text, that nothing
 runs. These checks read them all and hold each against the parsers it names: a
 `nanoiot SUBCOMMAND --flag` against the CLI's own command tree, and a
-`python -m bench.MODULE --flag` against that module's source. A renamed or removed flag then
+`python -m bench.MODULE --flag` against that module's source and the bench modules it imports
+(its parser may be built in another). A renamed or removed flag then
 fails here, not in a reader's shell. CHANGELOG.md is left out: it tells of flags that were.
 """
 
@@ -136,6 +137,22 @@ def test_every_nanoiot_command_shown_exists_with_its_options() -> None:
     assert not problems, "\n".join(problems)
 
 
+BENCH_IMPORT = re.compile(r"^from bench(?:\.([a-z0-9_]+))? import ([\w, ]*)", re.MULTILINE)
+
+
+def with_imported_bench_modules(source: Path) -> str:
+    """The module's source and that of the bench modules it imports: a module may take its
+    options from a parser another module builds (``bench.cluster_options``)."""
+    text = source.read_text(encoding="utf-8")
+    names = set()
+    for module, imported in BENCH_IMPORT.findall(text):
+        names |= {module} if module else {name.strip() for name in imported.split(",")}
+    sources = [REPO / "bench" / f"{name}.py" for name in sorted(names)]
+    return "\n".join(
+        [text, *(path.read_text(encoding="utf-8") for path in sources if path.is_file())]
+    )
+
+
 def test_every_bench_option_shown_is_one_its_module_takes() -> None:
     problems = []
     for where, module, flags in shown_bench_commands():
@@ -143,7 +160,7 @@ def test_every_bench_option_shown_is_one_its_module_takes() -> None:
         if not source.is_file():
             problems.append(f"{where}\n    no module bench/{module}.py")
             continue
-        text = source.read_text(encoding="utf-8")
+        text = with_imported_bench_modules(source)
         problems += [
             f"{where}\n    bench.{module} has no {flag}"
             for flag in flags
