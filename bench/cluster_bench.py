@@ -227,7 +227,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Lea
     await prepare_nanoiot_store(data_dir, 0, made["ec"])
     load = Load(
         await device_ids(data_dir, ec), await device_ids(data_dir, fleet),
-        args.messages, args.fleet_messages, args.pairs, slice=args.slice,
+        args.messages, args.fleet_messages, args.pairs,
+        one_pair_messages=args.one_pair_messages, slice=args.slice,
         qos0_window=args.qos0_window, qos=tuple(args.qos), shapes=shapes,
     )  # fmt: skip
     rows: list[Row] = []
@@ -317,7 +318,8 @@ def report(rows: Sequence[Row], lean: Sequence[LeanRow], load: Load,
         *cluster_shapes.report(lean, load),
         *(paced if rows else []),
         f"`python -m bench.cluster_bench --messages {args.messages} --rate {args.rate} "
-        f"--seconds {args.seconds} --pairs {args.pairs} --fleet {args.fleet} "
+        f"--seconds {args.seconds} --pairs {args.pairs} "
+        f"--one-pair-messages {args.one_pair_messages} --fleet {args.fleet} "
         f"--fleet-messages {args.fleet_messages}"
         f"{f' --max-inflight {args.max_inflight}' if args.max_inflight else ''}"
         f"{f' --slice {args.slice}' if args.slice != SLICE else ''}"

@@ -295,6 +295,7 @@ class Load:
     messages: int  # per pair
     fleet_messages: int  # per fleet device
     pairs: int
+    one_pair_messages: int = 100_000  # of the 1 -> 1 rows
     # At most ``window`` messages in flight per pair: below a session's queue bound
     # (max_queued_messages, 1,000) at QoS 1, so that nothing is dropped for being late.
     slice: int = 100

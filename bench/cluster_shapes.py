@@ -26,6 +26,7 @@ async def one_to_one(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
     rows = []
     for qos in load.qos:
         spec = pairs_spec(brokers, load, qos, [(brokers.port, brokers.subscriber_port)])
+        spec["count"] = load.one_pair_messages
         rows.append(await lean_row(brokers, spec, work, f"1 -> 1 QoS {qos}", "one pair"))
     return rows
 
@@ -62,14 +63,15 @@ async def workers(brokers: Brokers, load: Load, work: Path) -> list[LeanRow]:
 
 def report(rows: Sequence[LeanRow], load: Load) -> list[str]:
     lines = [
-        f"Throughput, the lean generator ({CORES} cores; {load.pairs} pairs of "
-        f"{load.messages:,} messages, or {len(load.fleet):,} devices of "
-        f"{load.fleet_messages:,}; per message delivered: broker CPU summed over the broker "
-        "processes, the generator's own CPU over the timed phase, NATS's; busy: all three, of "
-        "all cores; capacity: broker processes / broker CPU per message; crossed: messages "
-        "forwarded to another member / messages received, from the members' figures; counts "
-        "agree: the brokers received and sent exactly what the generator wrote and got; "
-        "latency: from writing a slice to the delivery of its last message):",
+        f"Throughput, the lean generator ({CORES} cores; one pair of "
+        f"{load.one_pair_messages:,} messages, {load.pairs} pairs of {load.messages:,} each, "
+        f"or {len(load.fleet):,} devices of {load.fleet_messages:,}; per message delivered: "
+        "broker CPU summed over the broker processes, the generator's own CPU over the timed "
+        "phase, NATS's; busy: all three, of all cores; capacity: broker processes / broker "
+        "CPU per message; crossed: messages forwarded to another member / messages received, "
+        "from the members' figures; counts agree: the brokers received and sent exactly what "
+        "the generator wrote and got; latency: from writing a slice to the delivery of its "
+        "last message):",
         "",
         "| scenario | setup | shape | delivered | checks | msg/s | broker CPU ms/msg "
         "| generator CPU ms/msg | NATS CPU ms/msg | busy | capacity msg/s | crossed "

@@ -59,3 +59,18 @@ def test_only_the_workers_qos_1_pairs_run(tmp_path: Path) -> None:
     assert "- QoS 1, pairs kept: 2 workers / 1 worker" in text
     assert "Paced" not in text
     assert "--only workers --qos 1 --shapes kept`" in text
+
+
+@pytest.mark.slow
+def test_the_one_pair_rows_take_their_own_count(tmp_path: Path) -> None:
+    """The 1 -> 1 rows compare with Mosquitto on one pair: their count is their own, not a
+    pair's share of the many pairs' run (``--messages``)."""
+    args = options(
+        "--only", "node", "--qos", "0", "--messages", "500", "--one-pair-messages", "3000",
+        "--pairs", "2", "--no-save",
+    )  # fmt: skip
+    _, lean, text = asyncio.run(selected(tmp_path, args))
+    assert [(r.setup, r.scenario, r.delivered) for r in lean] == [
+        ("NanoIoT, one node", "1 -> 1 QoS 0", 3000)
+    ]
+    assert "one pair of 3,000 messages, 2 pairs of 500 each" in text
