@@ -127,9 +127,8 @@ class Outgoing:
         self.packet_id = 0  # assigned when first sent (QoS 1 and 2)
         self.state = QUEUED
         self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
-        # What the queue accounts for: MQTT 5 properties too, as user properties may be most
-        # of a message (§3.3.2.3.7); the topic's UTF-8 bytes (§1.5.3: counted as characters,
-        # a topic of 4-byte characters was a quarter of its size). ``isascii`` is O(1).
+        # What the queue accounts for: MQTT 5 properties too (§3.3.2.3.7), and the topic's
+        # UTF-8 bytes (§1.5.3), not its characters; ``isascii`` is O(1).
         size = len(topic) if topic.isascii() else len(topic.encode())
         self.size = len(payload) + size + (len(properties.wire) if properties else 0)
         self.stored: object | None = None  # the persistence layer's handle
