@@ -4,8 +4,7 @@ A ``Session`` holds the client's subscriptions with their options, the messages 
 it (the queue, with its size in bytes), the messages sent and not yet acknowledged (with their
 QoS 2 state), the ids of QoS 2 messages it sent whose PUBREL has not come yet, and the next
 packet id. It is the same object whether its client is connected or not: a connection
-(``broker.mqtt.connection``) works on it while it lasts, and the broker keeps it afterwards
-when the session is persistent.
+(``broker.mqtt.connection``) works on it, and the broker keeps it after when persistent.
 
 ``Outgoing`` is one message on its way to the session's client. It is mutable on purpose:
 its packet id and state change as the QoS flow advances (§4.3), and the persistence layer
