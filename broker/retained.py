@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from broker.mqtt.expiry import for_connected_only
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.trie import TopicTree
+from broker.mqtt.wire import utf8_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,8 @@ class Retained:
         # topic's UTF-8 bytes, not its characters: a topic of 4-byte characters (§1.5.3) was
         # counted a quarter of its size, and a device kept four times its bytes.
         properties = self.properties
-        topic = self.topic
-        size = len(topic) if topic.isascii() else len(topic.encode())
-        return size + len(self.payload) + (len(properties.wire) if properties else 0)
+        topic, payload = utf8_length(self.topic), len(self.payload)
+        return topic + payload + (len(properties.wire) if properties else 0)
 
 
 class RetainedStore:

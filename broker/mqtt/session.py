@@ -19,6 +19,7 @@ from broker.mqtt.limits import Limits
 from broker.mqtt.properties import NO_PROPERTIES, Properties
 from broker.mqtt.queues import NEVER, NO_QUEUE, expired_of_device, next_expiry, remove, take_expired
 from broker.mqtt.queues import QueueTally as QueueTally  # where it was first
+from broker.mqtt.wire import utf8_length
 
 QUEUED, SENT, RELEASED = 0, 1, 2  # an Outgoing's state
 _MAX_PACKET_ID = 65535  # §2.3.1: a two-byte, non-zero id
@@ -127,9 +128,8 @@ class Outgoing:
         self.state = QUEUED
         self.sent = False  # sent at least once: a re-delivery carries DUP (§3.3.1.1)
         # What the queue accounts for: MQTT 5 properties too (§3.3.2.3.7), and the topic's
-        # UTF-8 bytes (§1.5.3), not its characters; ``isascii`` is O(1).
-        size = len(topic) if topic.isascii() else len(topic.encode())
-        self.size = len(payload) + size + (len(properties.wire) if properties else 0)
+        # UTF-8 bytes (§1.5.3), not its characters.
+        self.size = len(payload) + utf8_length(topic) + (len(properties.wire) if properties else 0)
         self.stored: object | None = None  # the persistence layer's handle
         # In a cluster, a QoS 2 message's cluster-wide id (``broker.cluster.resend``); 0: none.
         self.message_id = 0

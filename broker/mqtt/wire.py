@@ -106,6 +106,12 @@ def varint(value: int) -> bytes:
             return bytes(encoded)
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (§1.5.3), what a byte bound counts; ``isascii`` is O(1), so
+    an ASCII topic costs no encoding."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def utf8_field(text: str) -> bytes:
     """A UTF-8 encoded string with its two length bytes (§1.5.3)."""
     raw = text.encode()
